@@ -1,0 +1,208 @@
+"""Adapters from the internal message model to Anthropic Messages, OpenAI Chat Completions and OpenAI Responses.
+
+Each goes through the official async SDK with its own retries switched off
+(ours are in `harness.retry`) and a configurable base_url, so the same code
+talks to the providers, to any OpenAI-compatible server (Ollama, vLLM,
+llama.cpp) and to the loopback server in tests. Tool arguments that are not a
+JSON object come back as a `ToolCall` with `parse_error` set, never an exception.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anthropic
+import openai
+
+from .messages import Message, ModelResponse, TextBlock, ToolCall, ToolResult, ToolSpec, Usage
+from .models import ModelAdapter, WireCache, flatten
+
+PROVIDERS = ("anthropic", "openai", "openai-responses")
+
+
+def parse_arguments(raw: str | None) -> tuple[dict[str, Any], str | None]:
+    """(arguments, parse_error) from a JSON string as OpenAI sends it."""
+    if not raw:
+        return {}, None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as e:
+        return {}, f"{e.msg} at position {e.pos} in {raw[:120]!r}"
+    if not isinstance(value, dict):
+        return {}, f"expected a JSON object, got {type(value).__name__}"
+    return value, None
+
+
+class AnthropicAdapter(ModelAdapter):
+    provider = "anthropic"
+    _STOP = {"end_turn": "end_turn", "tool_use": "tool_use", "max_tokens": "max_tokens",
+             "stop_sequence": "stop_sequence", "refusal": "refusal"}
+
+    def __init__(self, model: str, *, api_key: str, base_url: str | None = None, timeout: float = 600):
+        self.model = model
+        self.client = anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+        self._wire = WireCache(self._to_wire)
+
+    @staticmethod
+    def _to_wire(m: Message) -> dict:
+        blocks: list[dict] = []
+        for b in m.content:
+            if isinstance(b, TextBlock):
+                if b.text:
+                    blocks.append({"type": "text", "text": b.text})
+            elif isinstance(b, ToolCall):
+                blocks.append({"type": "tool_use", "id": b.id, "name": b.name, "input": b.arguments})
+            elif isinstance(b, ToolResult):
+                blocks.append({"type": "tool_result", "tool_use_id": b.tool_call_id, "content": b.content,
+                               "is_error": b.is_error})
+        if not blocks:
+            blocks.append({"type": "text", "text": "(no content)"})
+        return {"role": m.role, "content": blocks}
+
+    async def complete(self, *, system: str, messages: list[Message], tools: list[ToolSpec],
+                       max_tokens: int) -> ModelResponse:
+        kwargs: dict[str, Any] = {}
+        if tools:
+            kwargs["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.input_schema}
+                               for t in tools]
+        resp = await self.client.messages.create(model=self.model, max_tokens=max_tokens, system=system,
+                                                 messages=self._wire.wire(messages), **kwargs)
+        content: list = []
+        for block in resp.content:
+            if block.type == "text":
+                content.append(TextBlock(text=block.text))
+            elif block.type == "tool_use":
+                args = block.input if isinstance(block.input, dict) else {}
+                error = None if isinstance(block.input, dict) else "tool input was not a JSON object"
+                content.append(ToolCall(id=block.id, name=block.name, arguments=args, parse_error=error))
+        u = resp.usage
+        usage = Usage(input_tokens=u.input_tokens or 0, output_tokens=u.output_tokens or 0,
+                      cache_read_tokens=getattr(u, "cache_read_input_tokens", 0) or 0,
+                      cache_write_tokens=getattr(u, "cache_creation_input_tokens", 0) or 0)
+        return ModelResponse(message=Message(role="assistant", content=content or [TextBlock(text="")]), usage=usage,
+                             stop_reason=self._STOP.get(resp.stop_reason or "", "other"), model=resp.model)
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+class OpenAIChatAdapter(ModelAdapter):
+    provider = "openai"
+    _STOP = {"stop": "end_turn", "tool_calls": "tool_use", "function_call": "tool_use", "length": "max_tokens",
+             "content_filter": "refusal"}
+
+    def __init__(self, model: str, *, api_key: str, base_url: str | None = None, timeout: float = 600):
+        self.model = model
+        self.client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+        self._wire = WireCache(self._to_wire)
+
+    @staticmethod
+    def _to_wire(m: Message) -> list[dict]:
+        text = "\n".join(b.text for b in m.content if isinstance(b, TextBlock) and b.text)
+        if m.role == "assistant":
+            msg: dict[str, Any] = {"role": "assistant", "content": text or None}
+            calls = [{"id": c.id, "type": "function",
+                      "function": {"name": c.name, "arguments": json.dumps(c.arguments)}} for c in m.tool_calls]
+            if calls:
+                msg["tool_calls"] = calls
+            elif not text:
+                msg["content"] = "(no content)"
+            return [msg]
+        out: list[dict] = [{"role": "tool", "tool_call_id": r.tool_call_id,
+                            "content": ("ERROR: " if r.is_error else "") + r.content} for r in m.tool_results]
+        if text or not out:
+            out.append({"role": "user", "content": text or "(no content)"})
+        return out
+
+    async def complete(self, *, system: str, messages: list[Message], tools: list[ToolSpec],
+                       max_tokens: int) -> ModelResponse:
+        kwargs: dict[str, Any] = {}
+        if tools:
+            kwargs["tools"] = [{"type": "function", "function": {"name": t.name, "description": t.description,
+                                                                 "parameters": t.input_schema}} for t in tools]
+        wire = [{"role": "system", "content": system}, *flatten(self._wire.wire(messages))]
+        resp = await self.client.chat.completions.create(model=self.model, messages=wire, max_tokens=max_tokens,
+                                                         **kwargs)
+        choice = resp.choices[0]
+        content: list = []
+        if choice.message.content:
+            content.append(TextBlock(text=choice.message.content))
+        for c in choice.message.tool_calls or []:
+            args, error = parse_arguments(c.function.arguments)
+            content.append(ToolCall(id=c.id, name=c.function.name, arguments=args, parse_error=error))
+        u = resp.usage
+        cached = getattr(getattr(u, "prompt_tokens_details", None), "cached_tokens", 0) or 0 if u else 0
+        usage = Usage(input_tokens=(u.prompt_tokens - cached) if u else 0, output_tokens=u.completion_tokens if u else 0,
+                      cache_read_tokens=cached)
+        return ModelResponse(message=Message(role="assistant", content=content or [TextBlock(text="")]), usage=usage,
+                             stop_reason=self._STOP.get(choice.finish_reason or "", "other"), model=resp.model)
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+class OpenAIResponsesAdapter(ModelAdapter):
+    provider = "openai-responses"
+
+    def __init__(self, model: str, *, api_key: str, base_url: str | None = None, timeout: float = 600):
+        self.model = model
+        self.client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+        self._wire = WireCache(self._to_wire)
+
+    @staticmethod
+    def _to_wire(m: Message) -> list[dict]:
+        items: list[dict] = []
+        for b in m.content:
+            if isinstance(b, TextBlock) and b.text:
+                kind = "output_text" if m.role == "assistant" else "input_text"
+                items.append({"type": "message", "role": m.role, "content": [{"type": kind, "text": b.text}]})
+            elif isinstance(b, ToolCall):
+                items.append({"type": "function_call", "call_id": b.id, "name": b.name,
+                              "arguments": json.dumps(b.arguments)})
+            elif isinstance(b, ToolResult):
+                items.append({"type": "function_call_output", "call_id": b.tool_call_id,
+                              "output": ("ERROR: " if b.is_error else "") + b.content})
+        if not items:
+            kind = "output_text" if m.role == "assistant" else "input_text"
+            items.append({"type": "message", "role": m.role, "content": [{"type": kind, "text": "(no content)"}]})
+        return items
+
+    async def complete(self, *, system: str, messages: list[Message], tools: list[ToolSpec],
+                       max_tokens: int) -> ModelResponse:
+        kwargs: dict[str, Any] = {}
+        if tools:
+            kwargs["tools"] = [{"type": "function", "name": t.name, "description": t.description,
+                                "parameters": t.input_schema, "strict": False} for t in tools]
+        resp = await self.client.responses.create(model=self.model, instructions=system, store=False,
+                                                  input=flatten(self._wire.wire(messages)),
+                                                  max_output_tokens=max_tokens, **kwargs)
+        content: list = []
+        for item in resp.output:
+            if item.type == "message":
+                text = "".join(getattr(part, "text", "") for part in item.content if part.type == "output_text")
+                if text:
+                    content.append(TextBlock(text=text))
+            elif item.type == "function_call":
+                args, error = parse_arguments(item.arguments)
+                content.append(ToolCall(id=item.call_id, name=item.name, arguments=args, parse_error=error))
+        u = resp.usage
+        cached = getattr(getattr(u, "input_tokens_details", None), "cached_tokens", 0) or 0 if u else 0
+        usage = Usage(input_tokens=(u.input_tokens - cached) if u else 0, output_tokens=u.output_tokens if u else 0,
+                      cache_read_tokens=cached)
+        incomplete = getattr(getattr(resp, "incomplete_details", None), "reason", None)
+        stop = ("max_tokens" if incomplete == "max_output_tokens" else
+                "tool_use" if any(isinstance(b, ToolCall) for b in content) else "end_turn")
+        return ModelResponse(message=Message(role="assistant", content=content or [TextBlock(text="")]), usage=usage,
+                             stop_reason=stop, model=resp.model or self.model)  # type: ignore[arg-type]
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+def build_adapter(provider: str, model: str, *, api_key: str, base_url: str | None, timeout: float = 600) -> ModelAdapter:
+    """The adapter for a provider name: anthropic, openai (Chat Completions) or openai-responses."""
+    adapters = {"anthropic": AnthropicAdapter, "openai": OpenAIChatAdapter, "openai-responses": OpenAIResponsesAdapter}
+    if provider not in adapters:
+        raise ValueError(f"unknown provider '{provider}' (allowed: {', '.join(PROVIDERS)})")
+    return adapters[provider](model, api_key=api_key, base_url=base_url, timeout=timeout)

@@ -1,0 +1,395 @@
+"""One agent's loop: model call, tool calls, checkpoint, repeat — until the acceptance check says done.
+
+Every step writes events to the store first. Before every model call the hard
+budget is checked; near the context limit the oldest turns are summarised into a
+hand-off note; commands from the CLI (rollback, message, pause, kill) are taken
+at model boundaries only, never in the middle of a tool call. Whether the work
+is done is decided outside the agent, by the `on_finish` callback (the runner
+runs the acceptance check and merges).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from ..memory.events import (Compacted, ConversationReset, MessageAdded, ModelCalled, Notice, Retrying, RolledBack,
+                             ToolFinished, ToolStarted)
+from ..memory.store import Store
+from ..runtime.config import BudgetConfig, ModelInfo
+from ..workspaces.git import Workspace, WorkspaceError
+from .messages import Message, ModelResponse, TextBlock, ToolResult, ToolSpec, Usage
+from .models import FatalModelError, ModelAdapter, ModelUnavailable
+from .retry import RetryPolicy, call_model
+from .tools import ToolContext, Toolbox
+
+COMPACTION_SYSTEM = (
+    "You write hand-off notes for a coding agent whose context is full. Be concrete and brief: what the task is, "
+    "what has been done (files changed, commands run, results), what failed and why, what to do next. "
+    "Plain text, at most about 400 words."
+)
+
+
+@dataclass(frozen=True)
+class FinishVerdict:
+    """What the acceptance step decided: a final run status, or None to keep working with `feedback`."""
+
+    status: str | None
+    feedback: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class LoopOutcome:
+    status: str  # succeeded | needs_review | failed | paused | budget_exceeded | killed
+    reason: str = ""
+
+
+@dataclass
+class LoopSettings:
+    system_prompt: str
+    task_text: str
+    max_output_tokens: int
+    model_info: ModelInfo
+    budget: BudgetConfig
+    retry: RetryPolicy
+    compact_at: float = 0.75
+    keep_recent: float = 0.25
+    tool_context: dict = field(default_factory=dict)  # extra ToolContext fields (timeouts, caps, env)
+
+
+class BudgetExceeded(Exception):
+    """A hard limit (turns, tokens, USD, wall time) would be crossed by the next model call."""
+
+
+class Stopped(Exception):
+    """Ctrl-C or a pause/kill command: stop at this safe point."""
+
+    def __init__(self, status: str, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+def estimate_tokens(message: Message) -> int:
+    """A cheap token estimate: about four characters a token, plus framing."""
+    return len(message.model_dump_json()) // 4 + 4
+
+
+def cost_usd(usage: Usage, info: ModelInfo) -> float:
+    read = info.cache_read_usd_per_mtok if info.cache_read_usd_per_mtok is not None else info.input_usd_per_mtok
+    write = info.cache_write_usd_per_mtok if info.cache_write_usd_per_mtok is not None else info.input_usd_per_mtok
+    return (usage.input_tokens * info.input_usd_per_mtok + usage.output_tokens * info.output_usd_per_mtok
+            + usage.cache_read_tokens * read + usage.cache_write_tokens * write) / 1e6
+
+
+class Conversation:
+    """The messages sent to the model, with a running token estimate (O(1) per appended message)."""
+
+    def __init__(self, messages: list[Message]):
+        self.messages: list[Message] = []
+        self.sizes: list[int] = []
+        self.tokens = 0
+        for m in messages:
+            self.append(m)
+
+    def append(self, message: Message) -> None:
+        size = estimate_tokens(message)
+        self.messages.append(message)
+        self.sizes.append(size)
+        self.tokens += size
+
+
+class AgentLoop:
+    """Drives one run until it is accepted, fails, pauses or runs out of budget."""
+
+    def __init__(self, *, store: Store, run_id: str, adapter: ModelAdapter, toolbox: Toolbox, workspace: Workspace,
+                 settings: LoopSettings, on_finish: Callable[[str], Awaitable[FinishVerdict]],
+                 stop: asyncio.Event | None = None):
+        self.store, self.run_id, self.adapter, self.toolbox = store, run_id, adapter, toolbox
+        self.workspace, self.settings, self.on_finish = workspace, settings, on_finish
+        self.stop = stop or asyncio.Event()
+        self.stop_reason = "stopped by the user (Ctrl-C)"
+        self.specs: list[ToolSpec] = toolbox.specs()
+        self._overhead = (len(settings.system_prompt) + sum(len(str(s.input_schema)) + len(s.description)
+                                                           for s in self.specs)) // 4
+        self.tool_context = ToolContext(worktree=workspace.path, scratchpad=store.scratchpad(run_id),
+                                        **settings.tool_context)
+        self._session_start = time.monotonic()
+        self._active_before = store.run(run_id).active_seconds
+        self.step = store.run(run_id).step
+        self.conversation = Conversation(store.conversation(run_id))
+
+    # -- entry points -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Record the opening conversation of a new run: the task."""
+        first = [Message.user(self.settings.task_text)]
+        self.store.append(self.run_id, ConversationReset(reason="start", messages=first))
+        self.conversation = Conversation(first)
+
+    async def prepare_resume(self, notices: list[str]) -> None:
+        """Make the stored conversation continuable after a pause or a crash, and tell the agent why.
+
+        Commands queued while the run was stopped (a rollback's notice, a message) are delivered here.
+        """
+        queued, _ = await self._take_commands()  # a pause or kill queued while stopped is moot now
+        messages = self.conversation.messages
+        pad = self.tool_context.scratchpad.read()
+        text = "\n\n".join(notices + queued + ([f"Your scratch pad (read it first):\n{pad}"] if pad else []))
+        if not messages:
+            self.start()
+            messages = self.conversation.messages
+        last = messages[-1]
+        if last.role == "assistant" and last.tool_calls:
+            interrupted = [ToolResult(tool_call_id=c.id, is_error=True,
+                                      content="interrupted: the run stopped before this tool call finished")
+                           for c in last.tool_calls]
+            self._add_message(Message(role="user", content=[*interrupted, TextBlock(text=text)]))
+        elif last.role == "assistant":
+            self._add_message(Message.user(text))
+        else:  # merge into the last user message, so roles keep alternating
+            merged = Message(role="user", content=[*last.content, TextBlock(text=text)])
+            rebuilt = [*messages[:-1], merged]
+            self.store.append(self.run_id, ConversationReset(reason="resume", messages=rebuilt))
+            self.conversation = Conversation(rebuilt)
+
+    async def run(self) -> LoopOutcome:
+        try:
+            while True:
+                if self.stop.is_set():
+                    raise Stopped("paused", self.stop_reason)
+                await self._maybe_compact()
+                response = await self._call(system=self.settings.system_prompt,
+                                            messages=self.conversation.messages, tools=self.specs, purpose="turn")
+                self.conversation.append(response.message)
+                verdict = await self._act(response)
+                if verdict is not None and verdict.status is not None:
+                    return LoopOutcome(verdict.status, verdict.reason)
+        except Stopped as s:
+            await self._checkpoint_quietly(f"{s.status}: {s.reason}")
+            return LoopOutcome(s.status, s.reason)
+        except asyncio.CancelledError:
+            await self._checkpoint_quietly("paused: interrupted")
+            return LoopOutcome("paused", "interrupted")
+        except BudgetExceeded as e:
+            await self._checkpoint_quietly(f"budget exceeded: {e}")
+            return LoopOutcome("budget_exceeded", str(e))
+        except ModelUnavailable as e:
+            return LoopOutcome("paused", f"model unavailable: {e}")
+        except FatalModelError as e:
+            return LoopOutcome("failed", str(e))
+        finally:
+            self._save_progress("")
+
+    # -- one step -------------------------------------------------------------------------------
+
+    async def _act(self, response: ModelResponse) -> FinishVerdict | None:
+        """Run the tool calls of one answer, checkpoint, and send back results (plus any notices)."""
+        calls = response.message.tool_calls
+        blocks: list = []
+        finish_summary: str | None = None
+        finish_call: str | None = None
+        changed = False
+        explicit: list[str] = []
+        for call in calls:
+            self.store.append(self.run_id, ToolStarted(call_id=call.id, name=call.name, arguments=call.arguments))
+            t0 = time.perf_counter()
+            outcome = await self.toolbox.execute(call, self.tool_context)
+            self.store.append(self.run_id, ToolFinished(
+                call_id=call.id, name=call.name, is_error=outcome.is_error,
+                duration_ms=(time.perf_counter() - t0) * 1000, preview=outcome.content[:200]))
+            changed |= outcome.may_have_changed_files
+            if outcome.checkpoint_message:
+                explicit.append(outcome.checkpoint_message)
+            if outcome.finish_summary is not None:
+                finish_summary, finish_call = outcome.finish_summary, call.id
+            blocks.append(ToolResult(tool_call_id=call.id, content=outcome.content, is_error=outcome.is_error))
+        if calls:
+            self.step += 1
+            if changed or explicit:
+                await self._checkpoint("; ".join(explicit) or _describe(calls))
+            self._save_progress(_describe(calls))
+        elif response.stop_reason == "max_tokens":
+            blocks.append(TextBlock(text="Your reply was cut off at the output limit. Continue, more briefly."))
+        else:
+            finish_summary = response.message.text  # an answer without tool calls ends the turn: same as finish
+
+        if finish_summary is not None:
+            verdict = await self.on_finish(finish_summary)
+            blocks = _answer_finish(blocks, verdict, finish_call)
+            if verdict.status is not None:
+                if calls:  # close the tool round so the stored conversation stays well-formed
+                    self._add_message(Message(role="user", content=blocks))
+                return verdict
+        notices, stopped = await self._take_commands()
+        blocks += [TextBlock(text=t) for t in notices]
+        self._add_message(Message(role="user", content=blocks))
+        if stopped is not None:
+            raise stopped
+        return None
+
+    def _add_message(self, message: Message) -> None:
+        self.store.append(self.run_id, MessageAdded(message=message))
+        self.conversation.append(message)
+
+    async def _take_commands(self) -> tuple[list[str], Stopped | None]:
+        """Apply the CLI's commands for this run; return what the agent must be told, and any stop asked for."""
+        notices: list[str] = []
+        stopped: Stopped | None = None
+        for cmd in self.store.take_commands(self.run_id):
+            try:
+                if cmd.kind == "notify":
+                    notices.append(cmd.args["text"])
+                elif cmd.kind == "rollback":
+                    notices.append(await self.rollback(cmd.args["sha"], cmd.args["seq"], cmd.args.get("by", "user")))
+                elif cmd.kind in ("pause", "kill"):
+                    stopped = Stopped("paused" if cmd.kind == "pause" else "killed",
+                                      cmd.args.get("reason", f"{cmd.kind} command"))
+                else:
+                    raise ValueError(f"unknown command kind {cmd.kind!r}")
+                self.store.finish_command(cmd.id, ok=True, result="applied")
+            except (WorkspaceError, ValueError, KeyError) as e:
+                self.store.finish_command(cmd.id, ok=False, result=str(e))
+        for text in notices:
+            self.store.append(self.run_id, Notice(text=text))
+        return notices, stopped
+
+    async def rollback(self, sha: str, seq: int, by: str) -> str:
+        await asyncio.to_thread(self.workspace.reset_to, sha)
+        self.store.append(self.run_id, RolledBack(to_sha=sha, to_seq=seq, requested_by=by))
+        return rollback_notice(sha, seq)
+
+    # -- model calls ---------------------------------------------------------------------------
+
+    def _check_budget(self) -> None:
+        b: BudgetConfig = self.settings.budget
+        run = self.store.run(self.run_id)
+        elapsed = self._active_before + time.monotonic() - self._session_start
+        if run.model_calls >= b.max_turns:
+            raise BudgetExceeded(f"turn limit reached ({run.model_calls} of {b.max_turns})")
+        if run.tokens >= b.max_tokens:
+            raise BudgetExceeded(f"token limit reached ({run.tokens:,} of {b.max_tokens:,})")
+        if run.cost_usd >= b.max_usd:
+            raise BudgetExceeded(f"cost limit reached (${run.cost_usd:.4f} of ${b.max_usd:.2f})")
+        if elapsed >= b.max_wall_seconds:
+            raise BudgetExceeded(f"time limit reached ({elapsed:.0f}s of {b.max_wall_seconds:.0f}s)")
+
+    async def _call(self, *, system: str, messages: list[Message], tools: list[ToolSpec], purpose: str) -> ModelResponse:
+        self._check_budget()
+
+        def on_retry(attempt: int, wait: float, reason: str) -> None:
+            self.store.append(self.run_id, Retrying(attempt=attempt, wait_seconds=wait, reason=reason))
+
+        t0 = time.perf_counter()
+        call = asyncio.ensure_future(call_model(self.adapter, self.settings.retry, on_retry=on_retry, system=system,
+                                                messages=messages, tools=tools,
+                                                max_tokens=self.settings.max_output_tokens))
+        stopper = asyncio.ensure_future(self.stop.wait())
+        try:
+            await asyncio.wait({call, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        if not call.done():  # Ctrl-C during a model call: nothing has happened yet, drop it
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await call
+            raise Stopped("paused", self.stop_reason)
+        response = call.result()
+        event = ModelCalled(model=response.model or self.adapter.model, usage=response.usage,
+                            cost_usd=cost_usd(response.usage, self.settings.model_info),
+                            stop_reason=response.stop_reason, duration_ms=(time.perf_counter() - t0) * 1000,
+                            purpose=purpose)  # type: ignore[arg-type]
+        self.store.record_model_call(self.run_id, event, response.message if purpose == "turn" else None)
+        return response
+
+    # -- context -------------------------------------------------------------------------------
+
+    async def _maybe_compact(self) -> None:
+        window = self.settings.model_info.context_window
+        before = self.conversation.tokens + self._overhead
+        if before <= self.settings.compact_at * window:
+            return
+        msgs, sizes = self.conversation.messages, self.conversation.sizes
+        keep_budget = self.settings.keep_recent * window
+        cut, kept = None, 0
+        for i in range(len(msgs) - 1, 0, -1):
+            kept += sizes[i]
+            if msgs[i].role == "assistant":
+                if kept > keep_budget and cut is not None:
+                    break
+                cut = i
+        if cut is None or cut <= 1:
+            return  # nothing old enough to summarise
+        transcript = _render(msgs[:cut], limit_chars=int(window * 4 * 0.5))
+        response = await self._call(
+            system=COMPACTION_SYSTEM, tools=[], purpose="compaction",
+            messages=[Message.user("Write the hand-off note for this work so far.\n\n" + transcript)])
+        note = response.message.text.strip() or "(the summariser returned nothing)"
+        self.tool_context.scratchpad.append(f"## Hand-off note (step {self.step})\n{note}")
+        fresh = [Message.user(f"{self.settings.task_text}\n\n## Hand-off note (your earlier context, summarised)\n"
+                              f"{note}\n\nThe most recent turns follow.")] + msgs[cut:]
+        self.conversation = Conversation(fresh)
+        self.store.append(self.run_id, Compacted(tokens_before=before,
+                                                 tokens_after=self.conversation.tokens + self._overhead, note=note))
+        self.store.append(self.run_id, ConversationReset(reason="compaction", messages=fresh))
+
+    # -- workspace -----------------------------------------------------------------------------
+
+    async def _checkpoint(self, message: str) -> None:
+        cp = await asyncio.to_thread(self.workspace.checkpoint, message, step=self.step)
+        if cp is not None:
+            self.store.add_checkpoint(self.run_id, sha=cp.sha, step=self.step, message=message)
+
+    async def _checkpoint_quietly(self, message: str) -> None:
+        with contextlib.suppress(WorkspaceError):
+            await asyncio.shield(self._checkpoint(message))
+
+    def _save_progress(self, last_action: str) -> None:
+        fields: dict = {"step": self.step,
+                        "active_seconds": self._active_before + time.monotonic() - self._session_start}
+        if last_action:
+            fields["last_action"] = last_action
+        self.store.update_run(self.run_id, **fields)
+
+
+def rollback_notice(sha: str, seq: int) -> str:
+    where = "the start (no checkpoint)" if seq == 0 else f"checkpoint {seq}"
+    return (f"Notice: the worktree was rolled back to {where} ({sha[:10]}). Changes made after it are gone; "
+            f"re-read files before editing them.")
+
+
+def _answer_finish(blocks: list, verdict: FinishVerdict, finish_call: str | None) -> list:
+    """Put the acceptance verdict into the finish tool's result (or add it as text when there was no tool call)."""
+    rejected = verdict.status is None
+    if finish_call is None:
+        return [*blocks, TextBlock(text=verdict.feedback)]
+    return [ToolResult(tool_call_id=b.tool_call_id, content=verdict.feedback, is_error=rejected)
+            if isinstance(b, ToolResult) and b.tool_call_id == finish_call else b for b in blocks]
+
+
+def _describe(calls: list) -> str:
+    parts = []
+    for c in calls:
+        arg = next((str(v) for k, v in c.arguments.items() if k in ("command", "path", "pattern", "message")), "")
+        parts.append(f"{c.name} {arg}".strip()[:80])
+    return "; ".join(parts)
+
+
+def _render(messages: list[Message], limit_chars: int) -> str:
+    lines = []
+    for m in messages:
+        for b in m.content:
+            if isinstance(b, TextBlock):
+                lines.append(f"[{m.role}] {b.text}")
+            elif isinstance(b, ToolResult):
+                lines.append(f"[tool result{' (error)' if b.is_error else ''}] {b.content[:2000]}")
+            else:
+                lines.append(f"[tool call] {b.name} {b.arguments}")
+    text = "\n".join(lines)
+    if len(text) > limit_chars:
+        half = limit_chars // 2
+        text = text[:half] + f"\n[… {len(text) - limit_chars} characters left out …]\n" + text[-half:]
+    return text

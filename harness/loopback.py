@@ -1,0 +1,309 @@
+"""A loopback HTTP server that speaks the Anthropic Messages and OpenAI Chat/Responses wire formats.
+
+It replays a `Script` (harness/script.py): each HTTP request consumes the next
+entry. A turn is rendered in the format of the endpoint that was hit; a fault
+entry breaks that one request instead:
+
+- "429" (with retry-after), "500", "529" (Anthropic's overloaded_error), "401";
+- "reset": the connection is closed abruptly (TCP RST), no response;
+- "slow": wait `delay` seconds, then serve the next entry in the same request;
+- "truncated": a Content-Length for the whole body, half of it sent, then close;
+- "malformed_tool_json": OpenAI formats get the next turn with tool-call
+  arguments that are not valid JSON (the turn is used up; the agent sees an
+  error result). Anthropic's tool input is a JSON object, so there the whole
+  body is invalid JSON instead, and the next turn is left for the retry.
+
+A mismatched `expect` or an exhausted script is answered with HTTP 400 naming
+the problem: loud, and never retried. Use it as a context manager in tests, or
+`loopwright loopback --script FILE` to point your own client at it. It is not a
+model and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import struct
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from .messages import TextBlock, ToolCall
+from .script import Fault, Script, ScriptTurn
+
+BROKEN_JSON = '{"path": "unterminated'
+
+
+class LoopbackServer:
+    """Serve a script on 127.0.0.1 in a background thread."""
+
+    def __init__(self, script: Script, host: str = "127.0.0.1", port: int = 0):
+        self.entries: list[Fault | ScriptTurn] = list(script.turns)
+        self.requests: list[dict] = []
+        self._lock = threading.Lock()
+        self._next = 0
+        self._turns_served = 0
+        handler = type("Handler", (_Handler,), {"loopback": self})
+        self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        return self.base_url
+
+    @property
+    def openai_base_url(self) -> str:
+        return self.base_url + "/v1"
+
+    @property
+    def remaining(self) -> int:
+        with self._lock:
+            return len(self.entries) - self._next
+
+    def start(self) -> "LoopbackServer":
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="loopback", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self) -> "LoopbackServer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def take(self, peek: bool = False) -> tuple[int, Fault | ScriptTurn | None]:
+        """The next entry and its turn index (turns counted apart from faults)."""
+        with self._lock:
+            if self._next >= len(self.entries):
+                return self._turns_served, None
+            entry = self.entries[self._next]
+            index = self._turns_served
+            if not peek:
+                self._next += 1
+                if isinstance(entry, ScriptTurn):
+                    self._turns_served += 1
+            return index, entry
+
+
+FORMATS = {"/v1/messages": "anthropic", "/v1/chat/completions": "chat", "/v1/responses": "responses",
+           "/messages": "anthropic", "/chat/completions": "chat", "/responses": "responses"}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    loopback: LoopbackServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
+        pass
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        except (OSError, ValueError):
+            pass  # the connection was reset on purpose
+
+    def do_POST(self) -> None:
+        path = self.path.split("?")[0]
+        fmt = FORMATS.get(path)
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw or b"{}")
+        except json.JSONDecodeError:
+            body = {}
+        self.loopback.requests.append({"path": path, "body": body})
+        if fmt is None:
+            return self._send(404, {"error": {"type": "not_found_error", "message": f"loopback: no endpoint {path}"}})
+        self._serve(fmt, body)
+
+    def _serve(self, fmt: str, body: dict) -> None:
+        index, entry = self.loopback.take()
+        if entry is None:
+            return self._error(fmt, 400, "invalid_request_error",
+                               f"loopback script exhausted: the run asked for turn {index + 1} but the script has {index}")
+        if isinstance(entry, Fault):
+            return self._fault(fmt, entry, body)
+        self._turn(fmt, entry, index, body)
+
+    def _turn(self, fmt: str, turn: ScriptTurn, index: int, body: dict, broken_args: bool = False) -> None:
+        seen = last_user_text(fmt, body)
+        if turn.expect is not None and turn.expect not in seen:
+            return self._error(fmt, 400, "invalid_request_error",
+                               f"loopback: scripted turn {index + 1} expects {turn.expect!r} in the last message, "
+                               f"got: {seen[:300]!r}")
+        model = body.get("model", "loopback")
+        self._send(200, render(fmt, turn, index, model, broken_args))
+
+    def _fault(self, fmt: str, fault: Fault, body: dict) -> None:
+        kind = fault.fault
+        if kind == "429":
+            after = fault.retry_after if fault.retry_after is not None else 1
+            return self._error(fmt, 429, "rate_limit_error", "loopback: rate limited (scripted fault)",
+                               {"retry-after": f"{after:g}"})
+        if kind == "500":
+            return self._error(fmt, 500, "api_error", "loopback: internal server error (scripted fault)")
+        if kind == "529":
+            headers = {"retry-after": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+            return self._error(fmt, 529, "overloaded_error", "loopback: overloaded (scripted fault)", headers)
+        if kind == "401":
+            return self._error(fmt, 401, "authentication_error", "loopback: invalid x-api-key (scripted fault)")
+        if kind == "reset":
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
+            return None
+        if kind == "truncated":
+            data = json.dumps({"id": "msg_truncated", "padding": "x" * 400}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return None
+        if kind == "slow":
+            time.sleep(fault.delay)
+            return self._serve(fmt, body)
+        # malformed_tool_json
+        if fmt == "anthropic":
+            return self._send_raw(200, b'{"id": "msg_malformed", "content": [{"type": "tool_use", "input": {')
+        index, turn = self.loopback.take()
+        if turn is None or isinstance(turn, Fault):
+            return self._error(fmt, 400, "invalid_request_error", "loopback: malformed_tool_json must precede a turn")
+        return self._turn(fmt, turn, index, body, broken_args=True)
+
+    def _error(self, fmt: str, status: int, kind: str, message: str, headers: dict | None = None) -> None:
+        if fmt == "anthropic":
+            payload: dict = {"type": "error", "error": {"type": kind, "message": message}}
+        else:
+            payload = {"error": {"message": message, "type": kind, "code": kind, "param": None}}
+        self._send(status, payload, headers)
+
+    def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
+        self._send_raw(status, json.dumps(payload).encode(), headers)
+
+    def _send_raw(self, status: int, data: bytes, headers: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def last_user_text(fmt: str, body: dict) -> str:
+    """The text of what the client sent since the assistant's last turn: tool results and user text."""
+    parts: list[str] = []
+    if fmt == "anthropic":
+        msgs = body.get("messages") or []
+        last = msgs[-1] if msgs else {}
+        content = last.get("content", "")
+        for block in [content] if isinstance(content, str) else content:
+            if isinstance(block, str):
+                parts.append(block)
+            elif block.get("type") == "text":
+                parts.append(block.get("text", ""))
+            elif block.get("type") == "tool_result":
+                inner = block.get("content", "")
+                parts.append(inner if isinstance(inner, str) else
+                             " ".join(b.get("text", "") for b in inner if isinstance(b, dict)))
+    elif fmt == "chat":
+        for m in reversed(body.get("messages") or []):
+            if m.get("role") == "assistant":
+                break
+            content = m.get("content") or ""
+            parts.insert(0, content if isinstance(content, str) else
+                         " ".join(c.get("text", "") for c in content if isinstance(c, dict)))
+    else:
+        items = body.get("input") or []
+        for item in reversed(items if isinstance(items, list) else [{"type": "message", "content": items}]):
+            if item.get("type") == "function_call" or item.get("role") == "assistant":
+                break
+            if item.get("type") == "function_call_output":
+                parts.insert(0, str(item.get("output", "")))
+            else:
+                content = item.get("content", "")
+                parts.insert(0, content if isinstance(content, str) else
+                             " ".join(c.get("text", "") for c in content if isinstance(c, dict)))
+    return "\n".join(parts)
+
+
+def render(fmt: str, turn: ScriptTurn, index: int, model: str, broken_args: bool = False) -> dict:
+    """A scripted turn as a provider response body."""
+    resp = turn.response(index, model)
+    text = "".join(b.text for b in resp.message.content if isinstance(b, TextBlock))
+    calls = [(b, raw.raw_arguments) for b, raw in zip(resp.message.tool_calls, turn.tool_calls)]
+    u = resp.usage
+
+    def args_json(call: ToolCall, raw: str | None) -> str:
+        return BROKEN_JSON if broken_args else raw if raw is not None else json.dumps(call.arguments)
+
+    if fmt == "anthropic":
+        content: list[dict] = [{"type": "text", "text": text}] if text else []
+        content += [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments} for c, _ in calls]
+        return {"id": f"msg_loopback_{index}", "type": "message", "role": "assistant", "model": model,
+                "content": content, "stop_reason": resp.stop_reason, "stop_sequence": None,
+                "usage": {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
+                          "cache_read_input_tokens": u.cache_read_tokens,
+                          "cache_creation_input_tokens": u.cache_write_tokens}}
+    if fmt == "chat":
+        finish = {"tool_use": "tool_calls", "max_tokens": "length"}.get(resp.stop_reason, "stop")
+        message: dict = {"role": "assistant", "content": text or None}
+        if calls:
+            message["tool_calls"] = [{"id": c.id, "type": "function",
+                                      "function": {"name": c.name, "arguments": args_json(c, raw)}} for c, raw in calls]
+        return {"id": f"chatcmpl-loopback-{index}", "object": "chat.completion", "created": int(time.time()),
+                "model": model, "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": {"prompt_tokens": u.input_tokens + u.cache_read_tokens, "completion_tokens": u.output_tokens,
+                          "total_tokens": u.input_tokens + u.cache_read_tokens + u.output_tokens,
+                          "prompt_tokens_details": {"cached_tokens": u.cache_read_tokens}}}
+    output: list[dict] = []
+    if text:
+        output.append({"type": "message", "id": f"msg_loopback_{index}", "role": "assistant", "status": "completed",
+                       "content": [{"type": "output_text", "text": text, "annotations": []}]})
+    output += [{"type": "function_call", "id": f"fc_loopback_{index}_{j}", "call_id": c.id, "name": c.name,
+                "arguments": args_json(c, raw), "status": "completed"} for j, (c, raw) in enumerate(calls)]
+    incomplete = {"reason": "max_output_tokens"} if resp.stop_reason == "max_tokens" else None
+    return {"id": f"resp_loopback_{index}", "object": "response", "created_at": int(time.time()), "model": model,
+            "status": "incomplete" if incomplete else "completed", "incomplete_details": incomplete, "output": output,
+            "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+            "usage": {"input_tokens": u.input_tokens + u.cache_read_tokens, "output_tokens": u.output_tokens,
+                      "total_tokens": u.input_tokens + u.cache_read_tokens + u.output_tokens,
+                      "input_tokens_details": {"cached_tokens": u.cache_read_tokens},
+                      "output_tokens_details": {"reasoning_tokens": 0}}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="loopwright loopback", description="Serve a script over the provider wire formats.")
+    ap.add_argument("--script", required=True)
+    ap.add_argument("--port", type=int, default=0)
+    args = ap.parse_args(argv)
+    server = LoopbackServer(Script.load(args.script), port=args.port)
+    print("loopback server: replays a script; it is not a model and uses no API key", flush=True)
+    print(f"  anthropic base_url: {server.anthropic_base_url}", flush=True)
+    print(f"  openai base_url:    {server.openai_base_url}", flush=True)
+    try:
+        server.httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.httpd.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

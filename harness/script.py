@@ -1,0 +1,112 @@
+"""Scripts of assistant turns, shared by the scripted model and the loopback API server.
+
+A script is a JSON file: `{"turns": [...]}`. Each entry is either a turn the
+"model" answers with, or (for the loopback server) a fault injected into one
+HTTP response:
+
+    {"text": "Reading the tests first.",
+     "tool_calls": [{"name": "read_file", "arguments": {"path": "test_calc.py"}}],
+     "usage": {"input_tokens": 1200, "output_tokens": 40},
+     "expect": "FAILED"}
+    {"fault": "429", "retry_after": 0.2}
+
+`expect`, when given, must occur in the last user message the model was sent
+(a tool result or a notice); a script that drifts from the run fails loudly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .messages import Message, ModelResponse, TextBlock, ToolCall, Usage
+from .models import FatalModelError
+
+
+class ScriptError(FatalModelError):
+    """The run and its script disagree: too few turns, unused turns, or an unmet `expect`."""
+
+
+class ScriptToolCall(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    raw_arguments: str | None = None  # sent verbatim by the loopback server (malformed-JSON faults)
+
+
+class ScriptTurn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = ""
+    tool_calls: list[ScriptToolCall] = Field(default_factory=list)
+    usage: Usage = Usage(input_tokens=100, output_tokens=20)
+    expect: str | None = None
+    stop_reason: Literal["end_turn", "tool_use", "max_tokens"] | None = None
+
+    def response(self, index: int, model: str) -> ModelResponse:
+        """This turn as an internal response; tool call ids are stable per turn index."""
+        content: list = []
+        if self.text:
+            content.append(TextBlock(text=self.text))
+        for j, call in enumerate(self.tool_calls):
+            content.append(ToolCall(id=f"call_{index}_{j}", name=call.name, arguments=call.arguments))
+        if not content:
+            content.append(TextBlock(text="(empty scripted turn)"))
+        stop = self.stop_reason or ("tool_use" if self.tool_calls else "end_turn")
+        return ModelResponse(message=Message(role="assistant", content=content), usage=self.usage,
+                             stop_reason=stop, model=model)
+
+
+FaultKind = Literal["429", "500", "529", "401", "reset", "slow", "truncated", "malformed_tool_json"]
+
+
+class Fault(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    fault: FaultKind
+    retry_after: float | None = None  # seconds, for 429/529
+    delay: float = 0.0  # seconds, for "slow": the response that follows is delayed
+
+
+Entry = ScriptTurn | Fault
+
+
+class Script(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    turns: list[Fault | ScriptTurn]
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Script":
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text())
+        except FileNotFoundError:
+            raise ScriptError(f"script file not found: {p}") from None
+        except json.JSONDecodeError as e:
+            raise ScriptError(f"script {p} is not valid JSON: {e.msg} at line {e.lineno}") from None
+        return cls.parse(data, str(p))
+
+    @classmethod
+    def parse(cls, data: Any, origin: str = "script") -> "Script":
+        if isinstance(data, list):
+            data = {"turns": data}
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(x) for x in err["loc"])
+            raise ScriptError(f"{origin}: {where}: {err['msg']}") from None
+
+    @staticmethod
+    def check_expect(index: int, turn: ScriptTurn, messages: list[Message]) -> None:
+        if turn.expect is None:
+            return
+        last = next((m for m in reversed(messages) if m.role == "user"), None)
+        seen = ""
+        if last is not None:
+            seen = last.text + "\n" + "\n".join(r.content for r in last.tool_results)
+        if turn.expect not in seen:
+            raise ScriptError(
+                f"scripted turn {index + 1} expects {turn.expect!r} in the last message, got: {seen[:300]!r}"
+            )

@@ -1,0 +1,144 @@
+"""Events: the append-only audit log of every run, one frozen pydantic model per kind.
+
+The `type` field names the kind; `parse_event` turns a stored row back into its
+model. The conversation itself lives here too: a `ConversationReset` holds the
+messages a conversation (re)starts from, each later `MessageAdded` one more
+message, so replaying a run never needs a transcript to be rewritten.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from ..harness.messages import Message, Usage
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RunStarted(_Event):
+    type: Literal["run_started"] = "run_started"
+    task_id: int
+    goal: str
+    provider: str
+    model: str
+    worktree: str
+    branch: str
+    base_commit: str
+
+
+class ConversationReset(_Event):
+    type: Literal["conversation_reset"] = "conversation_reset"
+    reason: Literal["start", "compaction", "resume"]
+    messages: list[Message]
+
+
+class MessageAdded(_Event):
+    type: Literal["message"] = "message"
+    message: Message
+
+
+class ModelCalled(_Event):
+    type: Literal["model_called"] = "model_called"
+    model: str
+    usage: Usage
+    cost_usd: float
+    stop_reason: str
+    duration_ms: float
+    purpose: Literal["turn", "compaction"] = "turn"
+
+
+class Retrying(_Event):
+    type: Literal["retrying"] = "retrying"
+    attempt: int
+    wait_seconds: float
+    reason: str
+
+
+class ToolStarted(_Event):
+    type: Literal["tool_started"] = "tool_started"
+    call_id: str
+    name: str
+    arguments: dict
+
+
+class ToolFinished(_Event):
+    type: Literal["tool_finished"] = "tool_finished"
+    call_id: str
+    name: str
+    is_error: bool
+    duration_ms: float
+    preview: str
+
+
+class CheckpointMade(_Event):
+    type: Literal["checkpoint"] = "checkpoint"
+    seq: int
+    sha: str
+    step: int
+    message: str
+
+
+class RolledBack(_Event):
+    type: Literal["rolled_back"] = "rolled_back"
+    to_sha: str
+    to_seq: int
+    requested_by: str
+
+
+class Compacted(_Event):
+    type: Literal["compacted"] = "compacted"
+    tokens_before: int
+    tokens_after: int
+    note: str
+
+
+class CheckRan(_Event):
+    type: Literal["check_ran"] = "check_ran"
+    command: str
+    passed: bool
+    exit_code: int | None
+    output_tail: str
+    duration_ms: float
+
+
+class Merged(_Event):
+    type: Literal["merged"] = "merged"
+    target_branch: str
+    commit: str
+
+
+class MergeConflict(_Event):
+    type: Literal["merge_conflict"] = "merge_conflict"
+    target_branch: str
+    detail: str
+
+
+class StatusChanged(_Event):
+    type: Literal["status"] = "status"
+    status: str
+    reason: str = ""
+
+
+class Notice(_Event):
+    """Something the agent is told at its next model boundary (a user message, a rollback)."""
+
+    type: Literal["notice"] = "notice"
+    text: str
+
+
+Event = Annotated[
+    RunStarted | ConversationReset | MessageAdded | ModelCalled | Retrying | ToolStarted | ToolFinished
+    | CheckpointMade | RolledBack | Compacted | CheckRan | Merged | MergeConflict | StatusChanged | Notice,
+    Field(discriminator="type"),
+]
+
+_adapter: TypeAdapter = TypeAdapter(Event)
+
+
+def parse_event(data: str | bytes) -> BaseModel:
+    """The event model for a stored JSON payload."""
+    return _adapter.validate_json(data)

@@ -1,0 +1,454 @@
+"""The store: one SQLite database per project (`.loopwright/state.db`), the single source of truth.
+
+Opened through sqlite-utils in WAL mode so several processes (a run, the CLI,
+later the daemon and the TUI) read and write it at once. The schema is
+versioned with `PRAGMA user_version` and migrated in small transactions on
+open. Events are append-only (triggers refuse UPDATE and DELETE) and writing
+one is a single INSERT, whatever the length of the run. Status changes are
+single guarded UPDATEs, so two processes can never both move a run or task.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import sqlite_utils
+from pydantic import BaseModel
+
+from ..harness.messages import Message
+from .events import (CheckpointMade, ConversationReset, MessageAdded, ModelCalled, StatusChanged, parse_event)
+
+
+class StoreError(Exception):
+    """A lookup or state change the user asked for cannot be done; said in one line."""
+
+
+MIGRATIONS: list[list[str]] = [
+    [  # 1: the foundation
+        """CREATE TABLE tasks (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, title TEXT NOT NULL, goal TEXT NOT NULL, check_cmd TEXT,
+            status TEXT NOT NULL, priority INTEGER NOT NULL DEFAULT 0, target_branch TEXT,
+            options TEXT NOT NULL DEFAULT '{}', reason TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL, updated_at REAL NOT NULL)""",
+        """CREATE TABLE runs (
+            id TEXT PRIMARY KEY, task_id INTEGER NOT NULL REFERENCES tasks(id), status TEXT NOT NULL,
+            reason TEXT NOT NULL DEFAULT '', provider TEXT NOT NULL, model TEXT NOT NULL,
+            worktree TEXT NOT NULL, branch TEXT NOT NULL, base_commit TEXT NOT NULL, target_branch TEXT NOT NULL,
+            step INTEGER NOT NULL DEFAULT 0, model_calls INTEGER NOT NULL DEFAULT 0,
+            input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0,
+            cost_usd REAL NOT NULL DEFAULT 0, active_seconds REAL NOT NULL DEFAULT 0,
+            last_action TEXT NOT NULL DEFAULT '', merge_commit TEXT,
+            owner_pid INTEGER, owner_host TEXT, heartbeat_at REAL,
+            started_at REAL NOT NULL, ended_at REAL)""",
+        "CREATE INDEX runs_task ON runs(task_id)",
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, ts REAL NOT NULL, type TEXT NOT NULL,
+            data TEXT NOT NULL)""",
+        "CREATE INDEX events_run ON events(run_id, id)",
+        "CREATE TRIGGER events_no_update BEFORE UPDATE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END",
+        "CREATE TRIGGER events_no_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END",
+        """CREATE TABLE checkpoints (
+            run_id TEXT NOT NULL, seq INTEGER NOT NULL, sha TEXT NOT NULL, step INTEGER NOT NULL,
+            message TEXT NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (run_id, seq))""",
+        """CREATE TABLE artifacts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, kind TEXT NOT NULL, title TEXT NOT NULL,
+            path TEXT NOT NULL, created_at REAL NOT NULL)""",
+        "CREATE TABLE scratchpads (run_id TEXT PRIMARY KEY, content TEXT NOT NULL, updated_at REAL NOT NULL)",
+        """CREATE TABLE commands (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, kind TEXT NOT NULL, args TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending', result TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL, done_at REAL)""",
+        "CREATE INDEX commands_pending ON commands(run_id, status)",
+    ],
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+RUN_ACTIVE = ("running",)
+RUN_RESUMABLE = ("paused", "running")  # "running" only when its owner process is gone
+RUN_FINAL = ("succeeded", "failed", "budget_exceeded", "needs_review", "killed")
+
+
+class Task(BaseModel):
+    id: int
+    title: str
+    goal: str
+    check_cmd: str | None
+    status: str
+    priority: int
+    target_branch: str | None
+    options: dict
+    reason: str
+    created_at: float
+    updated_at: float
+
+
+class Run(BaseModel):
+    id: str
+    task_id: int
+    status: str
+    reason: str
+    provider: str
+    model: str
+    worktree: str
+    branch: str
+    base_commit: str
+    target_branch: str
+    step: int
+    model_calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    active_seconds: float
+    last_action: str
+    merge_commit: str | None
+    owner_pid: int | None
+    owner_host: str | None
+    heartbeat_at: float | None
+    started_at: float
+    ended_at: float | None
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def owner_alive(self) -> bool:
+        """True when the process that owns this run still exists on this host."""
+        if not self.owner_pid or self.owner_host != socket.gethostname():
+            return False
+        try:
+            os.kill(self.owner_pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        try:  # a zombie (killed, not yet reaped) is not alive
+            state = Path(f"/proc/{self.owner_pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            return state != "Z"
+        except (OSError, IndexError):
+            return True
+
+
+class CheckpointRow(BaseModel):
+    run_id: str
+    seq: int
+    sha: str
+    step: int
+    message: str
+    created_at: float
+
+
+class Command(BaseModel):
+    id: int
+    run_id: str | None
+    kind: str
+    args: dict
+    status: str
+    result: str
+    created_at: float
+    done_at: float | None
+
+
+def _row(model: type[BaseModel], row: sqlite3.Row | dict, json_fields: tuple[str, ...] = ()) -> Any:
+    data = dict(row)
+    for f in json_fields:
+        data[f] = json.loads(data[f])
+    return model.model_validate(data)
+
+
+class Store:
+    """One project's database. Cheap to open; each process opens its own."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        self.db = sqlite_utils.Database(conn)
+        self.db.execute("PRAGMA busy_timeout = 30000")
+        self.db.enable_wal()
+        self.db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across process crashes
+        self.db.execute("PRAGMA foreign_keys = ON")
+        self.listeners: list[Callable[[str | None, BaseModel], None]] = []
+        """Called after every event this process appends (live displays, the demo's supervisor)."""
+        self._migrate()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self.db.conn
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT: the writes inside land together or not at all."""
+        if self.conn.in_transaction:
+            yield self.conn
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this loopwright ({SCHEMA_VERSION}): upgrade loopwright"
+            )
+        for number in range(version + 1, SCHEMA_VERSION + 1):
+            with self.transaction() as conn:
+                # another process may have migrated while we waited for the write lock
+                if conn.execute("PRAGMA user_version").fetchone()[0] >= number:
+                    continue
+                for statement in MIGRATIONS[number - 1]:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")
+
+    @property
+    def schema_version(self) -> int:
+        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    def create_task(self, goal: str, *, title: str | None = None, check: str | None = None, priority: int = 0,
+                    target_branch: str | None = None, options: dict | None = None, status: str = "queued") -> Task:
+        now = time.time()
+        title = title or _title(goal)
+        cur = self.conn.execute(
+            "INSERT INTO tasks (title, goal, check_cmd, status, priority, target_branch, options, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (title, goal, check, status, priority, target_branch, json.dumps(options or {}), now, now),
+        )
+        return self.task(cur.lastrowid)
+
+    def task(self, task_id: int) -> Task:
+        row = self.conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no task {task_id} (list them with `loopwright runs`)")
+        return _row(Task, row, ("options",))
+
+    def set_task_status(self, task_id: int, status: str, *, reason: str = "", only_from: tuple[str, ...] = ()) -> bool:
+        sql = "UPDATE tasks SET status = ?, reason = ?, updated_at = ? WHERE id = ?"
+        params: list[Any] = [status, reason, time.time(), task_id]
+        if only_from:
+            sql += f" AND status IN ({','.join('?' * len(only_from))})"
+            params += list(only_from)
+        return self.conn.execute(sql, params).rowcount == 1
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def create_run(self, task_id: int, *, provider: str, model: str, worktree: str, branch: str, base_commit: str,
+                   target_branch: str, run_id: str | None = None) -> Run:
+        run_id = run_id or new_run_id()
+        now = time.time()
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO runs (id, task_id, status, provider, model, worktree, branch, base_commit, target_branch,"
+                " owner_pid, owner_host, heartbeat_at, started_at) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, task_id, provider, model, worktree, branch, base_commit, target_branch, os.getpid(),
+                 socket.gethostname(), now, now),
+            )
+            conn.execute("UPDATE tasks SET status = 'running', updated_at = ? WHERE id = ?", (now, task_id))
+        return self.run(run_id)
+
+    def run(self, run_id: str) -> Run:
+        """A run by id or unambiguous id prefix."""
+        rows = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchall()
+        if not rows and run_id:
+            rows = self.conn.execute("SELECT * FROM runs WHERE id LIKE ? || '%' LIMIT 3", (run_id,)).fetchall()
+        if not rows:
+            raise StoreError(f"no run '{run_id}' (list them with `loopwright runs`)")
+        if len(rows) > 1:
+            raise StoreError(f"run id '{run_id}' is ambiguous: {', '.join(r['id'] for r in rows)} …; type more of it")
+        return _row(Run, rows[0])
+
+    def runs(self, *, task_id: int | None = None, statuses: tuple[str, ...] = ()) -> list[Run]:
+        sql, params = "SELECT * FROM runs WHERE 1", []
+        if task_id is not None:
+            sql += " AND task_id = ?"
+            params.append(task_id)
+        if statuses:
+            sql += f" AND status IN ({','.join('?' * len(statuses))})"
+            params += list(statuses)
+        return [_row(Run, r) for r in self.conn.execute(sql + " ORDER BY started_at", params)]
+
+    def transition_run(self, run_id: str, status: str, *, only_from: tuple[str, ...], reason: str = "",
+                       task_status: str | None = None, **fields: Any) -> bool:
+        """Move a run to `status` if (and only if) it is in one of `only_from`; logs the change.
+
+        The task follows (to `task_status`, default the same word) in the same transaction.
+        """
+        now = time.time()
+        sets = ["status = ?", "reason = ?"] + [f"{k} = ?" for k in fields]
+        params: list[Any] = [status, reason, *fields.values()]
+        if status in RUN_FINAL:
+            sets.append("ended_at = ?")
+            params.append(now)
+        sql = f"UPDATE runs SET {', '.join(sets)} WHERE id = ? AND status IN ({','.join('?' * len(only_from))})"
+        with self.transaction() as conn:
+            if conn.execute(sql, [*params, run_id, *only_from]).rowcount != 1:
+                return False
+            task_id = conn.execute("SELECT task_id FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
+            conn.execute("UPDATE tasks SET status = ?, reason = ?, updated_at = ? WHERE id = ?",
+                         (task_status or status, reason, now, task_id))
+            self.append(run_id, StatusChanged(status=status, reason=reason))
+        return True
+
+    def claim_run(self, run_id: str, *, only_from: tuple[str, ...]) -> bool:
+        """Make this process the owner of a run (resume); a guarded UPDATE, so only one process wins."""
+        with self.transaction() as conn:
+            run = self.run(run_id)
+            if run.status not in only_from or (run.status == "running" and run.owner_alive()):
+                return False
+            ok = conn.execute(
+                "UPDATE runs SET status = 'running', reason = '', owner_pid = ?, owner_host = ?, heartbeat_at = ?,"
+                " ended_at = NULL WHERE id = ? AND status = ? AND coalesce(owner_pid, 0) = ?",
+                (os.getpid(), socket.gethostname(), time.time(), run.id, run.status, run.owner_pid or 0),
+            ).rowcount == 1
+            if ok:
+                conn.execute("UPDATE tasks SET status = 'running', reason = '', updated_at = ? WHERE id = ?",
+                             (time.time(), run.task_id))
+                self.append(run.id, StatusChanged(status="running", reason="resumed"))
+            return ok
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        """Progress fields (step, last_action, active_seconds, …); never the status."""
+        assert "status" not in fields, "status changes go through transition_run"
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self.conn.execute(f"UPDATE runs SET {sets}, heartbeat_at = ? WHERE id = ?",
+                          (*fields.values(), time.time(), run_id))
+
+    def record_model_call(self, run_id: str, call: ModelCalled, message: Message | None) -> None:
+        """One model answer: its message, its usage event and the run's counters, in one transaction."""
+        with self.transaction() as conn:
+            self.append(run_id, call)
+            if message is not None:
+                self.append(run_id, MessageAdded(message=message))
+            conn.execute(
+                "UPDATE runs SET model_calls = model_calls + 1, input_tokens = input_tokens + ?,"
+                " output_tokens = output_tokens + ?, cost_usd = cost_usd + ?, heartbeat_at = ? WHERE id = ?",
+                (call.usage.input_tokens + call.usage.cache_read_tokens + call.usage.cache_write_tokens,
+                 call.usage.output_tokens, call.cost_usd, time.time(), run_id),
+            )
+
+    # -- events ------------------------------------------------------------------------------
+
+    def append(self, run_id: str | None, event: BaseModel) -> int:
+        """Append one event: a single INSERT."""
+        cur = self.conn.execute(
+            "INSERT INTO events (run_id, ts, type, data) VALUES (?, ?, ?, ?)",
+            (run_id, time.time(), event.type, event.model_dump_json()),  # type: ignore[attr-defined]
+        )
+        for listener in self.listeners:
+            listener(run_id, event)
+        return cur.lastrowid  # type: ignore[return-value]
+
+    def events(self, run_id: str, *, after: int = 0, types: tuple[str, ...] = ()) -> list[tuple[int, float, Any]]:
+        sql, params = "SELECT id, ts, data FROM events WHERE run_id = ? AND id > ?", [run_id, after]
+        if types:
+            sql += f" AND type IN ({','.join('?' * len(types))})"
+            params += list(types)
+        return [(r[0], r[1], parse_event(r[2])) for r in self.conn.execute(sql + " ORDER BY id", params)]
+
+    def conversation(self, run_id: str) -> list[Message]:
+        """The run's conversation as it stands: the last reset's messages plus every message after it."""
+        row = self.conn.execute(
+            "SELECT id FROM events WHERE run_id = ? AND type = 'conversation_reset' ORDER BY id DESC LIMIT 1",
+            (run_id,),
+        ).fetchone()
+        if row is None:
+            return []
+        messages: list[Message] = []
+        for _, _, event in self.events(run_id, after=row[0] - 1, types=("conversation_reset", "message")):
+            if isinstance(event, ConversationReset):
+                messages = list(event.messages)
+            elif isinstance(event, MessageAdded):
+                messages.append(event.message)
+        return messages
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def add_checkpoint(self, run_id: str, *, sha: str, step: int, message: str) -> CheckpointRow:
+        with self.transaction() as conn:
+            seq = conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM checkpoints WHERE run_id = ?",
+                               (run_id,)).fetchone()[0]
+            conn.execute("INSERT INTO checkpoints (run_id, seq, sha, step, message, created_at) VALUES (?,?,?,?,?,?)",
+                         (run_id, seq, sha, step, message, time.time()))
+            self.append(run_id, CheckpointMade(seq=seq, sha=sha, step=step, message=message))
+        return CheckpointRow(run_id=run_id, seq=seq, sha=sha, step=step, message=message, created_at=time.time())
+
+    def checkpoints(self, run_id: str) -> list[CheckpointRow]:
+        return [_row(CheckpointRow, r) for r in
+                self.conn.execute("SELECT * FROM checkpoints WHERE run_id = ? ORDER BY seq", (run_id,))]
+
+    # -- scratch pads ------------------------------------------------------------------------
+
+    def scratchpad(self, run_id: str) -> "RunScratchpad":
+        return RunScratchpad(self, run_id)
+
+    # -- commands (CLI/TUI -> the process that owns a run) -----------------------------------
+
+    def enqueue_command(self, run_id: str | None, kind: str, args: dict | None = None) -> int:
+        cur = self.conn.execute("INSERT INTO commands (run_id, kind, args, created_at) VALUES (?, ?, ?, ?)",
+                                (run_id, kind, json.dumps(args or {}), time.time()))
+        return cur.lastrowid  # type: ignore[return-value]
+
+    def take_commands(self, run_id: str) -> list[Command]:
+        """Claim this run's pending commands, oldest first (a guarded UPDATE: each is taken once)."""
+        rows = self.conn.execute(
+            "UPDATE commands SET status = 'taken' WHERE run_id = ? AND status = 'pending' RETURNING *", (run_id,)
+        ).fetchall()
+        return sorted((_row(Command, r, ("args",)) for r in rows), key=lambda c: c.id)
+
+    def finish_command(self, command_id: int, *, ok: bool, result: str) -> None:
+        self.conn.execute("UPDATE commands SET status = ?, result = ?, done_at = ? WHERE id = ?",
+                          ("done" if ok else "failed", result, time.time(), command_id))
+
+    def pending_commands(self, run_id: str) -> list[Command]:
+        return [_row(Command, r, ("args",)) for r in self.conn.execute(
+            "SELECT * FROM commands WHERE run_id = ? AND status = 'pending' ORDER BY id", (run_id,))]
+
+
+class RunScratchpad:
+    """A run's scratch pad in the store (the `Scratchpad` the tools use)."""
+
+    def __init__(self, store: Store, run_id: str):
+        self.store, self.run_id = store, run_id
+
+    def read(self) -> str:
+        row = self.store.conn.execute("SELECT content FROM scratchpads WHERE run_id = ?", (self.run_id,)).fetchone()
+        return row[0] if row else ""
+
+    def append(self, text: str) -> None:
+        self.store.conn.execute(
+            "INSERT INTO scratchpads (run_id, content, updated_at) VALUES (?, ?, ?) ON CONFLICT(run_id) DO UPDATE"
+            " SET content = content || char(10) || excluded.content, updated_at = excluded.updated_at",
+            (self.run_id, text, time.time()),
+        )
+
+    def replace(self, text: str) -> None:
+        self.store.conn.execute(
+            "INSERT INTO scratchpads (run_id, content, updated_at) VALUES (?, ?, ?) ON CONFLICT(run_id) DO UPDATE"
+            " SET content = excluded.content, updated_at = excluded.updated_at",
+            (self.run_id, text, time.time()),
+        )
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(4)
+
+
+def _title(goal: str) -> str:
+    line = goal.strip().splitlines()[0] if goal.strip() else "(empty goal)"
+    return line if len(line) <= 72 else line[:71] + "…"

@@ -1,0 +1,1 @@
+"""Runtime: config, the one-task runner, the CLI and the offline demo."""

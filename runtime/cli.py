@@ -1,0 +1,339 @@
+"""The `loopwright` command line.
+
+Every error a user can cause is answered in one line with a hint, never a
+traceback; an unexpected crash is logged to `.loopwright/logs/crash.log` and
+summarised in one line. Read commands take `--json`.
+
+Exit codes: 0 done, 1 the run did not succeed, 2 usage or configuration error,
+130 stopped by Ctrl-C (the run is paused and can be resumed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, NoReturn
+
+from ..harness.models import ModelError
+from ..memory.store import RUN_FINAL, StoreError
+from ..workspaces.git import WorkspaceError
+from .config import ConfigError
+from .display import ProgressPrinter, fmt_elapsed, fmt_tokens, run_summary, transcript
+from .project import Project, ProjectError, init_project, open_project
+
+USER_ERRORS = (ConfigError, ProjectError, StoreError, WorkspaceError, ModelError)
+
+
+class UsageError(Exception):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line with a hint instead of a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _model_overrides(args: argparse.Namespace) -> dict:
+    over = {"provider": getattr(args, "provider", None), "model": getattr(args, "model", None),
+            "base_url": getattr(args, "base_url", None), "script": getattr(args, "script", None)}
+    if over["script"] and not over["provider"]:
+        over["provider"] = "scripted"
+    if getattr(args, "keep", False):
+        over["on_success"] = "keep"
+    return over
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    root, created = init_project(Path.cwd())
+    if args.json:
+        _print_json({"root": str(root), "created": created})
+    else:
+        word = "initialised" if created else "already initialised"
+        print(f"{word}: {root / '.loopwright'} (config: .loopwright/config.toml; hidden from git via .git/info/exclude)")
+    return 0
+
+
+def _run_in_foreground(project: Project, coro_factory, *, quiet: bool) -> Any:
+    """Run a Runner coroutine with live progress; Ctrl-C stops at the next safe point, twice interrupts the tool."""
+    from .runner import Runner
+
+    if not quiet:
+        project.store.listeners.append(ProgressPrinter(project.store))
+
+    async def main() -> Any:
+        stop = asyncio.Event()
+        runner = Runner(project, stop=stop)
+        task = asyncio.ensure_future(coro_factory(runner))
+        presses = 0
+
+        def on_sigint() -> None:
+            nonlocal presses
+            presses += 1
+            if presses == 1:
+                print("\nstopping at the next safe point (Ctrl-C again to interrupt the current tool)…",
+                      file=sys.stderr, flush=True)
+                stop.set()
+            else:
+                task.cancel()
+
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+        loop.add_signal_handler(signal.SIGTERM, on_sigint)
+        try:
+            return await task
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    return asyncio.run(main())
+
+
+def _report(result: Any, args: argparse.Namespace) -> int:
+    run = result.run
+    if args.json:
+        _print_json(run_summary(run))
+    else:
+        print(f"run {run.id}: {run.status}" + (f" — {run.reason}" if run.reason else ""))
+        print(f"  {run.step} steps, {fmt_tokens(run.tokens)} tokens, ${run.cost_usd:.4f}, "
+              f"{fmt_elapsed(run.active_seconds)}; branch {run.branch}")
+        if run.status == "paused":
+            print(f"  continue with: loopwright resume {run.id}")
+    if run.status == "succeeded":
+        return 0
+    return 130 if run.status == "paused" and "Ctrl-C" in run.reason else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    project = open_project(Path.cwd(), create=True, overrides=_model_overrides(args))
+    goal = args.goal.strip()
+    if not goal:
+        raise UsageError("the goal is empty: say what the agent should do, e.g. loopwright run \"fix the failing test\"")
+    result = _run_in_foreground(project, lambda r: r.start(goal, check=args.check, title=args.title), quiet=args.json)
+    return _report(result, args)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    project = open_project(Path.cwd())
+    result = _run_in_foreground(project, lambda r: r.resume(args.run), quiet=args.json)
+    return _report(result, args)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    project = open_project(Path.cwd())
+    runs = project.store.runs()
+    if args.json:
+        _print_json([run_summary(r) for r in runs])
+        return 0
+    if not runs:
+        print("no runs yet (start one with: loopwright run \"<goal>\")")
+    for r in runs:
+        title = project.store.task(r.task_id).title
+        print(f"{r.id}  {r.status:<15} task {r.task_id:<4} step {r.step:<4} {fmt_tokens(r.tokens):>7} tok "
+              f"${r.cost_usd:<8.4f} {title[:50]}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    project = open_project(Path.cwd())
+    run = project.store.run(args.run)
+    if args.json:
+        events = [{"id": i, "ts": ts, **e.model_dump(mode="json")} for i, ts, e in project.store.events(run.id)]
+        _print_json({**run_summary(run), "scratchpad": project.store.scratchpad(run.id).read(), "events": events})
+        return 0
+    task = project.store.task(run.task_id)
+    print(f"run {run.id} · task {task.id}: {task.title} · {run.status}" + (f" ({run.reason})" if run.reason else ""))
+    print(f"worktree {run.worktree} · branch {run.branch} · {run.provider}:{run.model}")
+    print()
+    for line in transcript(project.store, run.id, full=args.full):
+        print(line)
+    pad = project.store.scratchpad(run.id).read()
+    if pad:
+        print("\nscratch pad:\n  " + pad.replace("\n", "\n  "))
+    return 0
+
+
+def cmd_checkpoints(args: argparse.Namespace) -> int:
+    project = open_project(Path.cwd())
+    run = project.store.run(args.run)
+    cps = project.store.checkpoints(run.id)
+    rows = [{"checkpoint": 0, "sha": run.base_commit, "step": 0, "message": "start (the target branch when the run began)"}]
+    rows += [{"checkpoint": c.seq, "sha": c.sha, "step": c.step, "message": c.message} for c in cps]
+    if args.json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            print(f"{r['checkpoint']:>3}  {r['sha'][:10]}  step {r['step']:<4} {r['message'][:90]}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from .runner import rollback
+
+    project = open_project(Path.cwd())
+    run, seq, sha, how = rollback(project, args.run, to=args.to, steps=args.steps)
+    if args.json:
+        _print_json({"run": run.id, "checkpoint": seq, "sha": sha, "result": how})
+    else:
+        print(f"run {run.id} rolled back to checkpoint {seq} ({sha[:10]}): {how}")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from ..workspaces.git import Workspace
+
+    project = open_project(Path.cwd())
+    policy = project.config.gc_keep_branches
+    removed, freed = [], 0
+    for run in project.store.runs(statuses=RUN_FINAL):
+        path = Path(run.worktree)
+        if not path.exists():
+            continue
+        merged = bool(run.merge_commit)
+        delete_branch = policy == "none" or (policy == "unmerged" and merged)
+        if args.dry_run:
+            removed.append({"run": run.id, "worktree": str(path), "branch_deleted": delete_branch})
+            continue
+        ws = Workspace.open(project.root, run.id, path, run.branch, run.base_commit)
+        freed += ws.remove(delete_branch=delete_branch)
+        removed.append({"run": run.id, "worktree": str(path), "branch_deleted": delete_branch})
+    if args.json:
+        _print_json({"removed": removed, "bytes_freed": freed, "dry_run": args.dry_run})
+    else:
+        verb = "would remove" if args.dry_run else "removed"
+        for r in removed:
+            print(f"{verb} {r['worktree']}" + (f" and branch lw/{r['run']}" if r["branch_deleted"] else ""))
+        print(f"{len(removed)} worktree(s) {verb}; {freed / 1e6:.1f} MB freed" if not args.dry_run
+              else f"{len(removed)} worktree(s) would be removed")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(via=args.via, keep=True, json_out=args.json)
+
+
+def cmd_loopback(args: argparse.Namespace) -> int:
+    from ..harness import loopback
+
+    argv = ["--script", args.script] + (["--port", str(args.port)] if args.port else [])
+    return loopback.main(argv) or 0
+
+
+# -- parser ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="loopwright", description="Run long-lived LLM coding agents in git worktrees.")
+    p.add_argument("--version", action="version", version=f"loopwright {__import__('loopwright').__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    def add(name: str, func, help: str, json_flag: bool = True) -> Parser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(func=func)
+        if json_flag:
+            sp.add_argument("--json", action="store_true", help="machine-readable output")
+        return sp
+
+    add("init", cmd_init, "create .loopwright/ (store, config, worktrees) in this git repository")
+
+    sp = add("run", cmd_run, "run one task in the foreground in its own worktree")
+    sp.add_argument("goal", help="what the agent should do")
+    sp.add_argument("--check", help="acceptance command run in the worktree when the agent finishes, e.g. 'pytest -q'")
+    sp.add_argument("--title", help="short title for the task (default: the goal's first line)")
+    sp.add_argument("--provider", choices=["anthropic", "openai", "openai-responses", "scripted"])
+    sp.add_argument("--model", help="model name (prices and window from the config)")
+    sp.add_argument("--base-url", dest="base_url", help="API base URL, e.g. a local OpenAI-compatible server")
+    sp.add_argument("--script", help="scripted model: a JSON file of assistant turns (no API key used)")
+    sp.add_argument("--keep", action="store_true", help="keep the branch for review instead of merging on success")
+
+    sp = add("resume", cmd_resume, "continue a paused or interrupted run from its last checkpoint")
+    sp.add_argument("run")
+
+    add("runs", cmd_runs, "list runs")
+
+    sp = add("show", cmd_show, "print a run's transcript")
+    sp.add_argument("run")
+    sp.add_argument("--full", action="store_true", help="do not clip tool output")
+
+    sp = add("checkpoints", cmd_checkpoints, "list a run's checkpoints")
+    sp.add_argument("run")
+
+    sp = add("rollback", cmd_rollback, "reset a run's worktree to a checkpoint")
+    sp.add_argument("run")
+    g = sp.add_mutually_exclusive_group(required=True)
+    g.add_argument("--to", help="checkpoint number (see `loopwright checkpoints RUN`; 0 is the start) or sha")
+    g.add_argument("--steps", type=int, help="go back N checkpoints")
+
+    sp = add("gc", cmd_gc, "remove worktrees of finished runs and report the disk freed")
+    sp.add_argument("--dry-run", action="store_true")
+
+    sp = add("demo", cmd_demo, "run the offline demo (scripted model, no API key) in a temporary repository")
+    sp.add_argument("--via", choices=["scripted", "anthropic", "openai", "openai-responses"], default="scripted",
+                    help="scripted: in-process; others: the real SDK against the loopback server")
+
+    sp = add("loopback", cmd_loopback, "serve a script over the Anthropic/OpenAI wire formats on 127.0.0.1",
+             json_flag=False)
+    sp.add_argument("--script", required=True)
+    sp.add_argument("--port", type=int, default=0)
+    return p
+
+
+def _crash_log() -> Path:
+    try:
+        project_dir = Path.cwd()
+        from .project import _top
+
+        d = _top(project_dir) / ".loopwright" / "logs"
+        if d.is_dir():
+            return d / "crash.log"
+    except Exception:
+        pass
+    return Path(tempfile.gettempdir()) / "loopwright-crash.log"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        return args.func(args)
+    except UsageError as e:
+        print(f"loopwright: error: {e}", file=sys.stderr)
+        return 2
+    except USER_ERRORS as e:
+        print(f"loopwright: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("loopwright: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: keep the traceback out of the user's face, but keep it
+        log = _crash_log()
+        with log.open("a") as f:
+            f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()} argv {sys.argv}\n")
+            f.write(traceback.format_exc())
+        print(f"loopwright: internal error: {type(e).__name__}: {e} (traceback in {log})", file=sys.stderr)
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

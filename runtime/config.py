@@ -1,0 +1,286 @@
+"""Project configuration: pydantic models read from TOML files and `LOOPWRIGHT_*` variables.
+
+Sources, later ones winning: `loopwright.toml` at the repository root (shared,
+committed), `.loopwright/config.toml` (local, written by `loopwright init`),
+then environment variables: `LOOPWRIGHT_MODEL=...`, and `__` for nesting,
+`LOOPWRIGHT_BUDGET__MAX_USD=5`. An invalid value is reported in one line that
+names the key, the value, where it came from and what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..harness.retry import RetryPolicy
+
+PROVIDERS = ("anthropic", "openai", "openai-responses", "scripted")
+KEY_VARIABLES = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY", "openai-responses": "OPENAI_API_KEY"}
+
+
+class ConfigError(Exception):
+    """A configuration problem, said in one line."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelInfo(_Section):
+    """Prices in USD per million tokens, and the context window in tokens."""
+
+    input_usd_per_mtok: float = Field(ge=0)
+    output_usd_per_mtok: float = Field(ge=0)
+    cache_read_usd_per_mtok: float | None = Field(default=None, ge=0)
+    cache_write_usd_per_mtok: float | None = Field(default=None, ge=0)
+    context_window: int = Field(default=200_000, gt=1000)
+
+
+def _price(inp: float, out: float, window: int = 200_000, cache: bool = True) -> ModelInfo:
+    # prompt caching: reads at a tenth of the input price, writes (Anthropic) at 1.25x
+    return ModelInfo(input_usd_per_mtok=inp, output_usd_per_mtok=out, context_window=window,
+                     cache_read_usd_per_mtok=inp / 10 if cache else None, cache_write_usd_per_mtok=inp * 1.25)
+
+
+# Prices in USD per million tokens. A model missing here must be priced in [models."name"]; it is refused
+# rather than silently counted as free.
+DEFAULT_MODELS: dict[str, ModelInfo] = {
+    "claude-opus-4-6": _price(5, 25),
+    "claude-opus-4-5": _price(5, 25),
+    "claude-opus-4-1": _price(15, 75),
+    "claude-sonnet-4-6": _price(3, 15),
+    "claude-sonnet-4-5": _price(3, 15),
+    "claude-haiku-4-5": _price(1, 5),
+    "gpt-5.1": _price(1.25, 10, 400_000),
+    "gpt-5": _price(1.25, 10, 400_000),
+    "gpt-5-mini": _price(0.25, 2, 400_000),
+    "gpt-5-nano": _price(0.05, 0.4, 400_000),
+    "gpt-4.1": _price(2, 8, 1_000_000),
+    "gpt-4.1-mini": _price(0.4, 1.6, 1_000_000),
+    "gpt-4o": _price(2.5, 10, 128_000),
+    "gpt-4o-mini": _price(0.15, 0.6, 128_000),
+}
+# Local and scripted models cost nothing; their window is a setting like any other.
+FREE_MODEL = ModelInfo(input_usd_per_mtok=0, output_usd_per_mtok=0, context_window=32_000)
+
+
+class BudgetConfig(_Section):
+    """Hard limits per run, checked before every model call."""
+
+    max_turns: int = Field(default=200, gt=0)
+    max_tokens: int = Field(default=5_000_000, gt=0)
+    max_usd: float = Field(default=10.0, gt=0)
+    max_wall_seconds: float = Field(default=4 * 3600, gt=0)
+
+
+class ToolsConfig(_Section):
+    shell_timeout: float = Field(default=120.0, gt=0)
+    max_shell_timeout: float = Field(default=1800.0, gt=0)
+    output_cap: int = Field(default=30_000, ge=1000)
+
+
+class ContextConfig(_Section):
+    compact_at: float = Field(default=0.75, gt=0.05, lt=1.0)
+    keep_recent: float = Field(default=0.25, gt=0.0, lt=0.9)
+    """Share of the window kept verbatim as recent turns after a compaction."""
+
+
+class WorkspaceConfig(_Section):
+    copy_files: list[str] = Field(default_factory=list)
+    setup_command: str | None = None
+    setup_timeout: float = Field(default=600.0, gt=0)
+
+
+class RetryConfig(_Section):
+    max_attempts: int = Field(default=6, ge=1, le=50)
+    max_total_wait_seconds: float = Field(default=300.0, gt=0)
+    initial_backoff: float = Field(default=1.0, ge=0)
+    max_backoff: float = Field(default=60.0, gt=0)
+
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(**self.model_dump())
+
+
+class Config(_Section):
+    provider: Literal["anthropic", "openai", "openai-responses", "scripted"] = "anthropic"
+    model: str = "claude-sonnet-4-6"
+    base_url: str | None = None
+    api_key_env: str | None = None
+    script: str | None = None
+    max_output_tokens: int = Field(default=8192, gt=0, le=21_000)
+    request_timeout: float = Field(default=600.0, gt=0)
+    target_branch: str | None = None
+    check: str | None = None
+    check_timeout: float = Field(default=900.0, gt=0)
+    on_success: Literal["merge", "keep"] = "merge"
+    gc_keep_branches: Literal["all", "unmerged", "none"] = "unmerged"
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    tools: ToolsConfig = Field(default_factory=ToolsConfig)
+    context: ContextConfig = Field(default_factory=ContextConfig)
+    workspace: WorkspaceConfig = Field(default_factory=WorkspaceConfig)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    models: dict[str, ModelInfo] = Field(default_factory=dict)
+
+    def model_info(self) -> ModelInfo:
+        """Prices and window of the configured model; an unknown model is an error with a hint."""
+        if self.model in self.models:
+            return self.models[self.model]
+        if self.model in DEFAULT_MODELS:
+            return DEFAULT_MODELS[self.model]
+        if self.provider == "scripted" or self.base_url:
+            return FREE_MODEL
+        known = ", ".join(sorted(DEFAULT_MODELS))
+        raise ConfigError(
+            f"unknown model '{self.model}' for provider {self.provider} (known: {known}); "
+            f"add its prices under [models.\"{self.model}\"] in loopwright.toml"
+        )
+
+    def api_key(self) -> str:
+        """The provider key from the environment (never from a file, never logged)."""
+        if self.provider == "scripted":
+            return ""
+        var = self.api_key_env or KEY_VARIABLES[self.provider]
+        key = os.environ.get(var, "")
+        if key:
+            return key
+        if self.base_url and _is_local(self.base_url):
+            return "local-server-needs-no-key"
+        raise ConfigError(
+            f"{var} is not set: export it, or use a local OpenAI-compatible server with "
+            f"--provider openai --base-url http://localhost:11434/v1 (Ollama, vLLM, llama.cpp)"
+        )
+
+
+def _is_local(url: str) -> bool:
+    return any(h in url for h in ("://localhost", "://127.", "://[::1]", "://0.0.0.0"))
+
+
+def _set_path(tree: dict, path: list[str], value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+        if not isinstance(tree, dict):
+            raise ConfigError(f"config: {'.'.join(path)} conflicts with a non-table value")
+    tree[path[-1]] = value
+
+
+def _merge(base: dict, over: dict, origin: str, origins: dict[str, str], prefix: str = "") -> None:
+    for k, v in over.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and isinstance(base.get(k), dict) and k != "models":
+            _merge(base[k], v, origin, origins, key + ".")
+        else:
+            base[k] = v
+            origins[key] = origin
+
+
+def _env_value(raw: str) -> Any:
+    if raw[:1] in "[{":
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return raw
+    return raw
+
+
+def config_files(root: Path) -> list[Path]:
+    return [root / "loopwright.toml", root / ".loopwright" / "config.toml"]
+
+
+def load_config(root: Path | None, env: dict[str, str] | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read the config of the project at `root` (None: defaults and environment only)."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for path in config_files(root) if root else []:
+        if not path.exists():
+            continue
+        try:
+            _merge(data, tomllib.loads(path.read_text()), str(path), origins)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    env_data: dict[str, Any] = {}
+    for name, raw in env.items():
+        if name.startswith("LOOPWRIGHT_") and name not in ("LOOPWRIGHT_HOME",):
+            path = name[len("LOOPWRIGHT_"):].lower().split("__")
+            _set_path(env_data, path, _env_value(raw))
+            origins[".".join(path)] = name
+    _merge(data, env_data, "environment", {})
+    if overrides:
+        for key, value in overrides.items():
+            if value is not None:
+                _set_path(data, key.split("."), value)
+                origins[key] = "the command line"
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_explain(e, data, origins)) from None
+    if config.provider == "scripted" and not config.script:
+        raise ConfigError("provider 'scripted' needs a script file: --script FILE (or script = \"...\" in the config)")
+    return config
+
+
+def _explain(err: ValidationError, data: dict, origins: dict[str, str]) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"])
+    source = origins.get(key) or next((o for k, o in origins.items() if key.startswith(k)), "defaults")
+    if first["type"] == "extra_forbidden":
+        parent = first["loc"][:-1]
+        model: Any = Config
+        for part in parent:
+            field = model.model_fields.get(str(part)) if isinstance(model, type) else None
+            model = field.annotation if field else None
+        allowed = ", ".join(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else "see README"
+        return f"config: unknown key '{key}' (from {source}); allowed here: {allowed}"
+    value = first.get("input")
+    return f"config: {key} = {value!r} (from {source}) is invalid: {first['msg']}"
+
+
+CONFIG_TEMPLATE = """\
+# loopwright configuration for this repository (local; not committed).
+# Values here override loopwright.toml at the repository root; LOOPWRIGHT_*
+# environment variables override both (LOOPWRIGHT_BUDGET__MAX_USD=5 sets budget.max_usd).
+# Uncomment what you want to change. Keys come only from the environment.
+
+# provider = "anthropic"          # anthropic | openai | openai-responses | scripted
+# model = "claude-sonnet-4-6"
+# base_url = "http://localhost:11434/v1"   # any OpenAI-compatible server: Ollama, vLLM, llama.cpp
+# api_key_env = "ANTHROPIC_API_KEY"        # which variable holds the key
+# max_output_tokens = 8192
+# target_branch = "main"          # default: the branch checked out when a task starts
+# check = "pytest -q"             # acceptance check run when the agent calls finish
+# check_timeout = 900
+# on_success = "merge"            # merge (squash into the target branch) | keep (branch left for review)
+# gc_keep_branches = "unmerged"   # all | unmerged | none
+
+# [budget]                        # hard limits per run, checked before every model call
+# max_turns = 200
+# max_tokens = 5000000
+# max_usd = 10.0
+# max_wall_seconds = 14400
+
+# [tools]
+# shell_timeout = 120
+# output_cap = 30000              # bytes of any tool output that enter the context (head + tail)
+
+# [context]
+# compact_at = 0.75               # share of the model's window that triggers a hand-off note
+# keep_recent = 0.25              # share of the window kept verbatim after compaction
+
+# [workspace]
+# copy_files = [".env"]           # copied into every new worktree, never committed
+# setup_command = "pip install -e ."
+
+# [retry]
+# max_attempts = 6
+# max_total_wait_seconds = 300
+
+# [models."my-local-model"]       # prices in USD per million tokens
+# input_usd_per_mtok = 0
+# output_usd_per_mtok = 0
+# context_window = 32000
+"""

@@ -1,0 +1,123 @@
+"""Human-readable rendering of runs: the live progress lines of `loopwright run` and the transcript of `show`."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from ..harness.messages import Message, TextBlock, ToolCall, ToolResult
+from ..memory import events as ev
+from ..memory.store import Run, Store
+
+
+def fmt_tokens(n: int) -> str:
+    return f"{n / 1000:.1f}k" if n >= 1000 else str(n)
+
+
+def fmt_elapsed(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _arg(arguments: dict) -> str:
+    for key in ("command", "path", "pattern", "message", "summary", "action"):
+        if key in arguments:
+            return str(arguments[key]).splitlines()[0][:70] if str(arguments[key]) else ""
+    return ""
+
+
+class ProgressPrinter:
+    """A store listener that prints one line per step, tool, checkpoint, check and status change."""
+
+    def __init__(self, store: Store, out: TextIO = sys.stderr):
+        self.store, self.out = store, out
+        self.t0 = time.monotonic()
+
+    def __call__(self, run_id: str | None, event: Any) -> None:
+        line = self.line(run_id, event)
+        if line:
+            print(line, file=self.out, flush=True)
+
+    def line(self, run_id: str | None, e: Any) -> str | None:
+        pad = " " * 7
+        if isinstance(e, ev.ToolStarted) and run_id:
+            run = self.store.run(run_id)
+            return (f"[{fmt_elapsed(time.monotonic() - self.t0):>5}] step {run.step + 1} · {e.name} {_arg(e.arguments)}"
+                    f" · {fmt_tokens(run.tokens)} tok · ${run.cost_usd:.4f}")
+        if isinstance(e, ev.ToolFinished) and e.is_error:
+            return f"{pad} ✗ {e.name}: {e.preview.splitlines()[0][:100] if e.preview else 'error'}"
+        if isinstance(e, ev.CheckpointMade):
+            return f"{pad} checkpoint {e.seq} ({e.sha[:8]}): {e.message[:80]}"
+        if isinstance(e, ev.CheckRan):
+            verdict = "passed" if e.passed else f"failed (exit {e.exit_code})"
+            return f"{pad} acceptance check `{e.command}`: {verdict}"
+        if isinstance(e, ev.Retrying):
+            return f"{pad} model call failed ({e.reason}); retry {e.attempt} in {e.wait_seconds:.1f}s"
+        if isinstance(e, ev.Compacted):
+            return f"{pad} context compacted: {fmt_tokens(e.tokens_before)} → {fmt_tokens(e.tokens_after)} tokens"
+        if isinstance(e, ev.RolledBack):
+            return f"{pad} rolled back to checkpoint {e.to_seq} ({e.to_sha[:8]}) by {e.requested_by}"
+        if isinstance(e, ev.Merged):
+            return f"{pad} merged into {e.target_branch} as {e.commit[:10]}"
+        if isinstance(e, ev.MergeConflict):
+            return f"{pad} merge conflict with {e.target_branch}: {e.detail}"
+        if isinstance(e, ev.StatusChanged):
+            return f"{pad} run {e.status}" + (f": {e.reason}" if e.reason else "")
+        return None
+
+
+def run_summary(run: Run) -> dict:
+    return {"run": run.id, "task": run.task_id, "status": run.status, "reason": run.reason, "step": run.step,
+            "tokens": run.tokens, "cost_usd": round(run.cost_usd, 6), "model": f"{run.provider}:{run.model}",
+            "branch": run.branch, "worktree": run.worktree, "merge_commit": run.merge_commit,
+            "elapsed_seconds": round(run.active_seconds, 1), "last_action": run.last_action}
+
+
+def render_message(m: Message, full: bool = False) -> list[str]:
+    lines = []
+    for b in m.content:
+        if isinstance(b, TextBlock) and b.text.strip():
+            lines.append(f"{m.role}: {b.text}")
+        elif isinstance(b, ToolCall):
+            lines.append(f"  → {b.name} {b.arguments}" + (f"  [bad arguments: {b.parse_error}]" if b.parse_error else ""))
+        elif isinstance(b, ToolResult):
+            body = b.content if full else _clip(b.content, 12)
+            mark = "✗" if b.is_error else "←"
+            lines.append(f"  {mark} " + body.replace("\n", "\n    "))
+    return lines
+
+
+def _clip(text: str, max_lines: int) -> str:
+    lines = text.splitlines()
+    if len(lines) <= max_lines:
+        return text
+    return "\n".join(lines[:max_lines] + [f"… ({len(lines) - max_lines} more lines; --full shows all)"])
+
+
+def transcript(store: Store, run_id: str, *, full: bool = False) -> list[str]:
+    """The run as a person reads it: messages, tools, checkpoints, checks and status changes in order."""
+    out: list[str] = []
+    printer = ProgressPrinter(store)
+    for _, ts, e in store.events(run_id):
+        stamp = time.strftime("%H:%M:%S", time.localtime(ts))
+        if isinstance(e, ev.RunStarted):
+            out.append(f"[{stamp}] run started: task {e.task_id} with {e.provider}:{e.model} on {e.branch}")
+        elif isinstance(e, ev.ConversationReset):
+            if e.reason == "start":
+                for m in e.messages:
+                    out += render_message(m, full)
+            else:
+                out.append(f"[{stamp}] conversation restarted ({e.reason})")
+        elif isinstance(e, ev.MessageAdded):
+            out += render_message(e.message, full)
+        elif isinstance(e, ev.Compacted):
+            out.append(f"[{stamp}] context compacted; hand-off note:\n    " + e.note.replace("\n", "\n    "))
+        elif isinstance(e, ev.ModelCalled):
+            continue
+        else:
+            line = printer.line(None, e) if not isinstance(e, ev.ToolStarted) else None
+            if line:
+                out.append(f"[{stamp}] {line.strip()}")
+    return out

@@ -1,0 +1,245 @@
+"""Run one task end to end: worktree, agent loop, acceptance check, merge. Shared by `loopwright run` and the daemon.
+
+`start_run` makes the task, the run and its worktree; `resume_run` takes a
+paused or orphaned run back (resetting the worktree to its last checkpoint);
+both then drive the same `AgentLoop`, whose `on_finish` here runs the task's
+acceptance check and squash-merges on success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..harness.loop import AgentLoop, FinishVerdict, LoopOutcome, LoopSettings, rollback_notice
+from ..harness.models import ModelAdapter
+from ..harness.script import Script
+from ..harness.scripted import ScriptedModel
+from ..harness.tools import Toolbox, run_command
+from ..memory.events import CheckRan, Merged, MergeConflict, RolledBack, RunStarted
+from ..memory.store import RUN_FINAL, Run, StoreError, Task, new_run_id
+from ..workspaces.git import Workspace, WorkspaceError, current_branch
+from .config import Config
+from .project import Project
+
+SYSTEM_PROMPT = """\
+You are a coding agent run by loopwright. You work alone and autonomously in a git worktree of the user's \
+repository (your current directory for every tool). Inspect before you change things; make focused changes; \
+run the tests yourself. Every step that changes files is checkpointed automatically, and a person may roll \
+your worktree back: if you are told so, re-read the files. Keep short notes in the scratch pad (tool \
+`scratchpad`): it survives when your context is summarised. When the task is done, call `finish` with a short \
+summary. You do not decide whether the work is accepted: the task's acceptance check does, and if it fails you \
+will see its output and continue."""
+
+
+@dataclass
+class RunResult:
+    run: Run
+    task: Task
+
+
+def task_text(task: Task, check: str | None) -> str:
+    parts = [f"# Task {task.id}: {task.title}", "", task.goal]
+    if check:
+        parts += ["", f"Acceptance check (run in the worktree when you call finish): `{check}`"]
+    else:
+        parts += ["", "No acceptance check is configured: when you finish, the branch is kept for a person to review."]
+    return "\n".join(parts)
+
+
+def make_adapter(config: Config, *, start_at: int = 0) -> ModelAdapter:
+    """The configured model; a missing key or an unknown model fails here, before anything is created."""
+    if config.provider == "scripted":
+        return ScriptedModel(Script.load(config.script), start_at=start_at, model=config.model)  # type: ignore[arg-type]
+    from ..harness.adapters import build_adapter
+
+    config.model_info()
+    return build_adapter(config.provider, config.model, api_key=config.api_key(), base_url=config.base_url,
+                         timeout=config.request_timeout)
+
+
+def _model_options(config: Config) -> dict:
+    """What a resume needs to talk to the same model (never the key)."""
+    script = str(Path(config.script).resolve()) if config.script else None
+    return {"provider": config.provider, "model": config.model, "base_url": config.base_url, "script": script}
+
+
+class Runner:
+    """Drives one run of one task in this process."""
+
+    def __init__(self, project: Project, *, stop: asyncio.Event | None = None):
+        self.project = project
+        self.store = project.store
+        self.stop = stop or asyncio.Event()
+
+    # -- starting and resuming ---------------------------------------------------------------
+
+    async def start(self, goal: str, *, check: str | None = None, title: str | None = None) -> RunResult:
+        config = self.project.config
+        adapter = make_adapter(config)
+        target = config.target_branch or current_branch(self.project.root)
+        check = check if check is not None else config.check
+        task = self.store.create_task(goal, title=title, check=check, target_branch=target,
+                                      options=_model_options(config), status="running")
+        run_id = new_run_id()
+        try:
+            ws = await asyncio.to_thread(
+                Workspace.create, self.project.root, run_id, target_branch=target,
+                worktrees_dir=self.project.worktrees, copy_files=config.workspace.copy_files,
+                setup_command=config.workspace.setup_command, setup_timeout=config.workspace.setup_timeout)
+        except WorkspaceError as e:
+            self.store.set_task_status(task.id, "failed", reason=str(e))
+            raise
+        run = self.store.create_run(task.id, provider=config.provider, model=config.model, worktree=str(ws.path),
+                                    branch=ws.branch, base_commit=ws.base_commit, target_branch=target, run_id=run_id)
+        self.store.append(run.id, RunStarted(task_id=task.id, goal=goal, provider=config.provider, model=config.model,
+                                             worktree=str(ws.path), branch=ws.branch, base_commit=ws.base_commit))
+        loop = self._loop(run, task, ws, adapter)
+        loop.start()
+        return await self._drive(loop, run, task, adapter)
+
+    async def resume(self, run_id: str) -> RunResult:
+        run = self.store.run(run_id)
+        if run.status in RUN_FINAL and run.status != "budget_exceeded":
+            raise StoreError(f"run {run.id} is {run.status}; there is nothing to resume")
+        if run.status == "running" and run.owner_alive():
+            raise StoreError(f"run {run.id} is running in process {run.owner_pid}; pause it first")
+        task = self.store.task(run.task_id)
+        config = self.project.config
+        options = {k: v for k, v in task.options.items() if v is not None}
+        config = config.model_copy(update=options)
+        adapter = make_adapter(config, start_at=run.model_calls)
+        if not self.store.claim_run(run.id, only_from=("paused", "running", "budget_exceeded")):
+            raise StoreError(f"run {run.id} was taken by another process")
+        ws = Workspace.open(self.project.root, run.id, Path(run.worktree), run.branch, run.base_commit,
+                            copy_files=config.workspace.copy_files)
+        was = "crashed (its process died)" if run.status == "running" else run.status
+        notices = [f"Notice: this run was {was} and has been resumed."]
+        if await asyncio.to_thread(ws.is_dirty):
+            cps = self.store.checkpoints(run.id)
+            sha, seq = (cps[-1].sha, cps[-1].seq) if cps else (run.base_commit, 0)
+            await asyncio.to_thread(ws.reset_to, sha)
+            self.store.append(run.id, RolledBack(to_sha=sha, to_seq=seq, requested_by="resume"))
+            notices.append("Uncommitted changes from the interrupted step were discarded. " + rollback_notice(sha, seq))
+        loop = self._loop(self.store.run(run.id), task, ws, adapter, config)
+        await loop.prepare_resume(notices)
+        return await self._drive(loop, run, task, adapter)
+
+    # -- the loop and what decides it is done -----------------------------------------------------
+
+    def _loop(self, run: Run, task: Task, ws: Workspace, adapter: ModelAdapter, config: Config | None = None) -> AgentLoop:
+        config = config or self.project.config
+        settings = LoopSettings(
+            system_prompt=SYSTEM_PROMPT, task_text=task_text(task, task.check_cmd),
+            max_output_tokens=config.max_output_tokens, model_info=config.model_info(), budget=config.budget,
+            retry=config.retry.policy(), compact_at=config.context.compact_at, keep_recent=config.context.keep_recent,
+            tool_context={"shell_timeout": config.tools.shell_timeout, "max_shell_timeout": config.tools.max_shell_timeout,
+                          "output_cap": config.tools.output_cap,
+                          "env": {"LOOPWRIGHT_RUN_ID": run.id, "LOOPWRIGHT_TASK_ID": str(task.id)}})
+
+        async def on_finish(summary: str) -> FinishVerdict:
+            return await self._accept(run, task, ws, config)
+
+        return AgentLoop(store=self.store, run_id=run.id, adapter=adapter, toolbox=Toolbox(), workspace=ws,
+                         settings=settings, on_finish=on_finish, stop=self.stop)
+
+    async def _accept(self, run: Run, task: Task, ws: Workspace, config: Config) -> FinishVerdict:
+        """The acceptance check, then the merge: the agent's claim alone never ends a run."""
+        check = task.check_cmd
+        if not check:
+            return FinishVerdict("needs_review", "Finished. No acceptance check is configured; kept for review.",
+                                 reason=f"no acceptance check; branch {ws.branch} kept for review")
+        result = await run_command(check, cwd=ws.path, timeout=config.check_timeout, cap=config.tools.output_cap)
+        passed = result.exit_code == 0 and not result.timed_out
+        self.store.append(run.id, CheckRan(command=check, passed=passed, exit_code=result.exit_code,
+                                           output_tail=result.output[-4000:], duration_ms=result.duration_ms))
+        if not passed:
+            why = f"timed out after {config.check_timeout:.0f}s" if result.timed_out else f"exit {result.exit_code}"
+            return FinishVerdict(None, f"The acceptance check `{check}` failed ({why}). Its output:\n{result.output}\n"
+                                       f"Fix the cause, then call finish again.")
+        if config.on_success == "keep":
+            return FinishVerdict("succeeded", "Accepted: the check passed. The branch is kept for review.",
+                                 reason=f"check passed; branch {ws.branch} kept")
+        message = (f"loopwright: {task.title}\n\nTask {task.id}: {task.goal}\n\n"
+                   f"Loopwright-Task: {task.id}\nLoopwright-Run: {run.id}")
+        merge = await asyncio.to_thread(ws.squash_merge, run.target_branch, message)
+        if merge.status == "conflict":
+            self.store.append(run.id, MergeConflict(target_branch=run.target_branch, detail=merge.detail))
+            return FinishVerdict("needs_review", "Accepted, but it does not merge cleanly; kept for review.",
+                                 reason=f"merge conflict ({merge.detail}); branch {ws.branch} kept")
+        if merge.status == "nothing":
+            return FinishVerdict("succeeded", "Accepted: the check passed (no changes to merge).",
+                                 reason="check passed; no changes to merge")
+        self.store.append(run.id, Merged(target_branch=run.target_branch, commit=merge.commit or ""))
+        self.store.update_run(run.id, merge_commit=merge.commit)
+        return FinishVerdict("succeeded", f"Accepted and merged into {run.target_branch}.",
+                             reason=f"merged into {run.target_branch} as {(merge.commit or '')[:10]}")
+
+    async def _drive(self, loop: AgentLoop, run: Run, task: Task, adapter: ModelAdapter) -> RunResult:
+        try:
+            outcome = await loop.run()
+            if isinstance(adapter, ScriptedModel) and adapter.unused and outcome.status in ("succeeded", "needs_review"):
+                outcome = LoopOutcome("failed", f"scripted model: the run ended with {adapter.unused} script turn(s) "
+                                                f"unused — the script and the run disagree")
+        finally:
+            await adapter.aclose()
+        task_status = "paused" if outcome.status == "paused" else None
+        self.store.transition_run(run.id, outcome.status, only_from=("running",), reason=outcome.reason,
+                                  task_status=task_status)
+        return RunResult(run=self.store.run(run.id), task=self.store.task(task.id))
+
+
+def rollback(project: Project, run_id: str, *, to: str | None = None, steps: int | None = None,
+             wait_seconds: float = 30.0) -> tuple[Run, int, str, str]:
+    """Roll a run's worktree back to a checkpoint (by number or sha prefix, or `steps` back).
+
+    A live run gets a command it applies at its next model boundary (we wait for
+    it); a stopped run is reset here and told at its next turn. Returns
+    (run, checkpoint number, sha, how it was done).
+    """
+    import time
+
+    store = project.store
+    run = store.run(run_id)
+    if run.status in RUN_FINAL and run.status not in ("budget_exceeded", "needs_review", "failed"):
+        raise StoreError(f"run {run.id} is {run.status}; its worktree is no longer in use")
+    cps = store.checkpoints(run.id)
+    seq, sha = _pick_checkpoint(run, cps, to, steps)
+    if run.status == "running" and run.owner_alive():
+        cmd = store.enqueue_command(run.id, "rollback", {"sha": sha, "seq": seq, "by": "cli"})
+        deadline = time.monotonic() + wait_seconds
+        while time.monotonic() < deadline:
+            row = store.conn.execute("SELECT status, result FROM commands WHERE id = ?", (cmd,)).fetchone()
+            if row["status"] == "done":
+                return run, seq, sha, "applied by the running agent at its model boundary"
+            if row["status"] == "failed":
+                raise StoreError(f"rollback failed: {row['result']}")
+            time.sleep(0.1)
+        return run, seq, sha, "queued: the running agent applies it at its next model boundary"
+    ws = Workspace.open(project.root, run.id, Path(run.worktree), run.branch, run.base_commit,
+                        copy_files=project.config.workspace.copy_files)
+    ws.reset_to(sha)
+    store.append(run.id, RolledBack(to_sha=sha, to_seq=seq, requested_by="cli"))
+    store.enqueue_command(run.id, "notify", {"text": rollback_notice(sha, seq)})
+    return run, seq, sha, "done; the agent is told when the run resumes"
+
+
+def _pick_checkpoint(run: Run, cps: list, to: str | None, steps: int | None) -> tuple[int, str]:
+    points = [(0, run.base_commit)] + [(c.seq, c.sha) for c in cps]
+    if steps is not None:
+        if steps < 1 or steps > len(points) - 1:
+            raise StoreError(f"--steps must be between 1 and {len(points) - 1} for run {run.id}")
+        return points[-1 - steps]
+    if to is None:
+        raise StoreError("say where to: --to CHECKPOINT (a number from `loopwright checkpoints`, or a sha) or --steps N")
+    if to.isdigit() and len(to) < 7:
+        for seq, sha in points:
+            if seq == int(to):
+                return seq, sha
+        raise StoreError(f"run {run.id} has no checkpoint {to} (it has 0..{len(points) - 1}; 0 is the start)")
+    matches = [(seq, sha) for seq, sha in points if sha.startswith(to.lower())]
+    if len(matches) != 1:
+        raise StoreError(f"'{to}' matches {len(matches)} checkpoints of run {run.id}; "
+                         f"see `loopwright checkpoints {run.id}`")
+    return matches[0]

@@ -1,0 +1,1 @@
+"""Agent Skills packs (SKILL.md): discovery, validation, install (see the skills issue)."""

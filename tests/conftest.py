@@ -1,0 +1,61 @@
+"""Shared fixtures: real git repositories in temporary folders, and the CLI driven in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from support import CALC, TEST_CALC, git
+
+from loopwright.runtime.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path):
+    """No real keys, no user config, a predictable git identity for the fixture repositories only."""
+    for name in list(os.environ):
+        if name.startswith("LOOPWRIGHT_") or name.endswith("_API_KEY"):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    """A git repository on branch main with a small project whose test_add fails."""
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "calc.py").write_text(CALC)
+    (root / "test_calc.py").write_text(TEST_CALC)
+    (root / ".gitignore").write_text("__pycache__/\n*.log\n")
+    git(root, "init", "-q", "-b", "main")
+    git(root, "config", "user.name", "Test User")
+    git(root, "config", "user.email", "test@example.invalid")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "initial")
+    return root
+
+
+class CLI:
+    """Runs `loopwright` in-process (same entry point as the console script) and captures its output."""
+
+    def __init__(self, capsys, monkeypatch):
+        self.capsys, self.monkeypatch = capsys, monkeypatch
+
+    def __call__(self, cwd: Path, *args: str) -> tuple[int, str, str]:
+        self.monkeypatch.chdir(cwd)
+        self.capsys.readouterr()
+        code = main([str(a) for a in args])
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+    def json(self, cwd: Path, *args: str):
+        code, out, err = self(cwd, *args, "--json")
+        assert code in (0, 1), f"exit {code}: {err}"
+        return json.loads(out)
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch) -> CLI:
+    return CLI(capsys, monkeypatch)

@@ -1,0 +1,65 @@
+"""Helpers shared by the tests: project files, script turns, and running loopwright as a process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+PY = sys.executable
+CHECK = f"{PY} -m unittest -q"
+
+CALC = '''def add(a, b):
+    return a - b
+
+
+def double(x):
+    return x * 2
+'''
+
+TEST_CALC = '''import unittest
+
+from calc import add, double
+
+
+class CalcTest(unittest.TestCase):
+    def test_add(self):
+        self.assertEqual(add(2, 3), 5)
+
+    def test_double(self):
+        self.assertEqual(double(4), 8)
+'''
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def write_script(path: Path, turns: list[dict]) -> Path:
+    path.write_text(json.dumps({"turns": turns}))
+    return path
+
+
+def call(name: str, **arguments) -> dict:
+    return {"name": name, "arguments": arguments}
+
+
+def turn(*calls: dict, text: str = "", expect: str | None = None) -> dict:
+    t: dict = {"text": text, "tool_calls": list(calls)}
+    if expect is not None:
+        t["expect"] = expect
+    return t
+
+
+FIX_ADD = turn(call("edit_file", path="calc.py", old="return a - b", new="return a + b"))
+FINISH = turn(call("finish", summary="fixed add"))
+
+
+def loopwright_subprocess(cwd: Path, *args: str, env: dict | None = None, **kw) -> subprocess.Popen:
+    """`loopwright` as its own process (for signals and kill -9)."""
+    e = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    e.update(env or {})
+    return subprocess.Popen([PY, "-m", "loopwright.runtime.cli", *args], cwd=cwd, env=e, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)

@@ -1,0 +1,95 @@
+"""Everything a user types can be wrong: one line on stderr, a hint, exit 2, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from support import FINISH, FIX_ADD, git, write_script
+
+
+def _one_line_error(code: int, err: str) -> str:
+    assert code == 2, err
+    assert err.startswith("loopwright: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+def test_not_a_git_repository(tmp_path, cli):
+    err = _one_line_error(*cli(tmp_path, "init")[::2])
+    assert "not a git repository" in err and "git init" in err
+    err = _one_line_error(*cli(tmp_path, "run", "do it")[::2])
+    assert "git init" in err
+
+
+def test_repository_without_commits(tmp_path, cli):
+    git(tmp_path, "init", "-q", "-b", "main")
+    script = write_script(tmp_path / "s.json", [FIX_ADD, FINISH])
+    err = _one_line_error(*cli(tmp_path, "run", "do it", "--script", script)[::2])
+    assert "no commits" in err
+
+
+def test_init_twice_and_exclude(repo, cli):
+    code, out, _ = cli(repo, "init")
+    assert code == 0 and "initialised" in out
+    code, out, _ = cli(repo, "init")
+    assert code == 0 and "already initialised" in out
+    exclude = (repo / ".git" / "info" / "exclude").read_text()
+    assert exclude.count("/.loopwright/") == 1
+    assert git(repo, "status", "--porcelain") == ""
+    assert "# provider" in (repo / ".loopwright" / "config.toml").read_text()
+
+
+def test_commands_before_init(repo, cli):
+    err = _one_line_error(*cli(repo, "runs")[::2])
+    assert "loopwright init" in err
+
+
+def test_invalid_config_value(repo, cli, monkeypatch):
+    cli(repo, "init")
+    (repo / ".loopwright" / "config.toml").write_text("[budget]\nmax_usd = -1\n")
+    err = _one_line_error(*cli(repo, "run", "do it")[::2])
+    assert "budget.max_usd = -1" in err and "config.toml" in err and "greater than 0" in err
+
+
+def test_missing_api_key(repo, cli):
+    err = _one_line_error(*cli(repo, "run", "do it")[::2])
+    assert "ANTHROPIC_API_KEY is not set" in err and "--base-url" in err
+    err = _one_line_error(*cli(repo, "run", "do it", "--provider", "openai", "--model", "gpt-5")[::2])
+    assert "OPENAI_API_KEY" in err
+
+
+def test_unknown_model(repo, cli, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-not-a-real-key")
+    err = _one_line_error(*cli(repo, "run", "do it", "--model", "claude-nonexistent")[::2])
+    assert "unknown model 'claude-nonexistent'" in err
+
+
+def test_missing_or_bad_script(repo, cli, tmp_path):
+    err = _one_line_error(*cli(repo, "run", "do it", "--script", tmp_path / "nope.json")[::2])
+    assert "script file not found" in err
+    (tmp_path / "bad.json").write_text("{")
+    err = _one_line_error(*cli(repo, "run", "do it", "--script", tmp_path / "bad.json")[::2])
+    assert "not valid JSON" in err
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["run"], "goal"),
+    (["rollback", "abc"], "--to"),
+    (["frobnicate"], "invalid choice"),
+    (["run", "x", "--provider", "gemini"], "invalid choice"),
+])
+def test_usage_errors_are_one_line(repo, cli, args, needle):
+    err = _one_line_error(*cli(repo, *args)[::2])
+    assert needle in err
+
+
+def test_unknown_run(repo, cli):
+    cli(repo, "init")
+    err = _one_line_error(*cli(repo, "show", "deadbeef")[::2])
+    assert "no run 'deadbeef'" in err
+
+
+def test_resume_of_a_finished_run_is_refused(repo, cli, tmp_path):
+    script = write_script(tmp_path / "s.json", [FIX_ADD, FINISH])
+    run = cli.json(repo, "run", "fix", "--check", "true", "--script", script)["run"]
+    err = _one_line_error(*cli(repo, "resume", run)[::2])
+    assert "succeeded" in err and "nothing to resume" in err

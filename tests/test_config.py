@@ -1,0 +1,72 @@
+"""Config: files, environment overrides, and one-line errors that name key, value, source and what is allowed."""
+
+import pytest
+
+from loopwright.runtime.config import ConfigError, load_config
+
+
+def test_defaults_without_files():
+    cfg = load_config(None, env={})
+    assert cfg.provider == "anthropic" and cfg.budget.max_usd == 10.0
+
+
+def test_file_then_local_then_env(tmp_path):
+    (tmp_path / "loopwright.toml").write_text('model = "gpt-5"\nprovider = "openai"\n[budget]\nmax_usd = 3\n')
+    (tmp_path / ".loopwright").mkdir()
+    (tmp_path / ".loopwright" / "config.toml").write_text("[budget]\nmax_turns = 7\n")
+    cfg = load_config(tmp_path, env={"LOOPWRIGHT_BUDGET__MAX_USD": "1.5", "LOOPWRIGHT_WORKSPACE__COPY_FILES": '[".env"]'})
+    assert (cfg.model, cfg.provider, cfg.budget.max_usd, cfg.budget.max_turns) == ("gpt-5", "openai", 1.5, 7)
+    assert cfg.workspace.copy_files == [".env"]
+
+
+def test_invalid_env_value_names_key_value_and_source(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path, env={"LOOPWRIGHT_BUDGET__MAX_USD": "lots"})
+    msg = str(e.value)
+    assert "budget.max_usd" in msg and "'lots'" in msg and "LOOPWRIGHT_BUDGET__MAX_USD" in msg
+    assert "\n" not in msg
+
+
+def test_invalid_choice_lists_what_is_allowed(tmp_path):
+    (tmp_path / "loopwright.toml").write_text('provider = "gemini"\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path, env={})
+    assert "provider" in str(e.value) and "'gemini'" in str(e.value) and "anthropic" in str(e.value)
+    assert "loopwright.toml" in str(e.value)
+
+
+def test_unknown_key_lists_allowed_keys(tmp_path):
+    (tmp_path / "loopwright.toml").write_text("[budget]\nmax_dollars = 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path, env={})
+    assert "budget.max_dollars" in str(e.value) and "max_usd" in str(e.value)
+
+
+def test_bad_toml_is_one_line(tmp_path):
+    (tmp_path / "loopwright.toml").write_text("model = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(tmp_path, env={})
+
+
+def test_unknown_model_needs_prices(tmp_path):
+    cfg = load_config(tmp_path, env={"LOOPWRIGHT_MODEL": "claude-imaginary-9"})
+    with pytest.raises(ConfigError, match=r"unknown model 'claude-imaginary-9'.*\[models"):
+        cfg.model_info()
+    local = load_config(tmp_path, env={"LOOPWRIGHT_MODEL": "qwen", "LOOPWRIGHT_PROVIDER": "openai",
+                                       "LOOPWRIGHT_BASE_URL": "http://localhost:11434/v1"})
+    assert local.model_info().input_usd_per_mtok == 0
+
+
+def test_missing_key_names_variable_and_local_server(tmp_path, monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    cfg = load_config(tmp_path, env={})
+    with pytest.raises(ConfigError) as e:
+        cfg.api_key()
+    assert "ANTHROPIC_API_KEY" in str(e.value) and "--base-url" in str(e.value)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-not-a-real-key")
+    assert cfg.api_key() == "test-not-a-real-key"
+
+
+def test_scripted_needs_a_script(tmp_path):
+    with pytest.raises(ConfigError, match="--script"):
+        load_config(tmp_path, env={"LOOPWRIGHT_PROVIDER": "scripted"})

@@ -1,0 +1,323 @@
+"""One agent, one task, end to end through the CLI in real git repositories.
+
+The model is either the scripted model or the real Anthropic/OpenAI SDKs talking
+to the loopback server; nothing here mocks an SDK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from loopwright.harness.loopback import LoopbackServer
+from loopwright.harness.script import Script
+from loopwright.memory.events import CheckpointMade
+from loopwright.memory.store import Store
+from loopwright.runtime.project import open_project
+from loopwright.runtime.runner import Runner
+
+from support import CHECK, FINISH, FIX_ADD, call, git, loopwright_subprocess, turn, write_script
+
+
+def _trailers(root: Path, branch: str) -> list[str]:
+    return [t for t in git(root, "log", "--format=%(trailers:only,unfold)", f"main..{branch}").splitlines() if t]
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai", "openai-responses"])
+def test_full_task_through_the_sdk_and_loopback_server(repo, cli, provider):
+    turns = [
+        turn(call("read_file", path="calc.py"), text="Reading calc.py."),
+        {**FIX_ADD, "expect": "def add"},
+        turn(call("shell", command=CHECK + " 2>&1"), expect="calc.py"),
+        {**FINISH, "expect": "OK"},
+    ]
+    with LoopbackServer(Script.parse(turns)) as server:
+        base = server.anthropic_base_url if provider == "anthropic" else server.openai_base_url
+        model = "claude-sonnet-4-6" if provider == "anthropic" else "gpt-5"
+        result = cli.json(repo, "run", "make test_add pass", "--check", CHECK, "--provider", provider,
+                          "--model", model, "--base-url", base)
+        assert server.remaining == 0
+        paths = {r["path"] for r in server.requests}
+    assert result["status"] == "succeeded", result
+    assert result["cost_usd"] > 0 and result["tokens"] > 0
+    assert paths == {{"anthropic": "/v1/messages", "openai": "/v1/chat/completions",
+                      "openai-responses": "/v1/responses"}[provider]}
+    # merged into main as one squash commit naming the task and the run, and the user's checkout follows
+    assert "return a + b" in (repo / "calc.py").read_text()
+    head_message = git(repo, "log", "-1", "--format=%B", "main")
+    assert "make test_add pass" in head_message and result["run"] in head_message
+    assert git(repo, "status", "--porcelain") == ""
+    # the checkpoint is on the run branch with its trailers
+    trailers = _trailers(repo, result["branch"])
+    assert f"Loopwright-Run: {result['run']}" in trailers and "Loopwright-Step: 2" in trailers
+
+
+def test_check_failure_is_fed_back_and_the_agent_continues(repo, cli, tmp_path):
+    script = write_script(tmp_path / "s.json", [
+        turn(call("finish", summary="nothing to do")),
+        {**FIX_ADD, "expect": "FAIL"},  # the finish result carries the check's output
+        FINISH,
+    ])
+    result = cli.json(repo, "run", "fix add", "--check", CHECK, "--script", script)
+    assert result["status"] == "succeeded"
+    show = cli.json(repo, "show", result["run"])
+    checks = [e for e in show["events"] if e["type"] == "check_ran"]
+    assert [c["passed"] for c in checks] == [False, True]
+
+
+def test_no_check_keeps_the_branch_for_review(repo, cli, tmp_path):
+    script = write_script(tmp_path / "s.json", [FIX_ADD, FINISH])
+    result = cli.json(repo, "run", "fix add", "--script", script)
+    assert result["status"] == "needs_review" and "no acceptance check" in result["reason"]
+    assert "return a - b" in (repo / "calc.py").read_text()  # nothing merged
+
+
+def test_merge_conflict_gives_needs_review_and_keeps_the_branch(repo, tmp_path):
+    script = write_script(tmp_path / "s.json", [FIX_ADD, FINISH])
+    project = open_project(repo, create=True, overrides={"provider": "scripted", "script": str(script)})
+
+    def someone_else_commits(run_id, event):  # the user changes the same line on main meanwhile
+        if isinstance(event, CheckpointMade):
+            (repo / "calc.py").write_text((repo / "calc.py").read_text().replace("a - b", "b + a"))
+            git(repo, "commit", "-qam", "user fix")
+
+    project.store.listeners.append(someone_else_commits)
+    result = asyncio.run(Runner(project).start("fix add", check=CHECK))
+    assert result.run.status == "needs_review" and "merge conflict" in result.run.reason
+    assert "calc.py" in result.run.reason
+    assert git(repo, "log", "-1", "--format=%s", "main") == "user fix"
+    assert git(repo, "rev-parse", "--verify", result.run.branch)  # kept
+
+
+def test_dirty_working_tree_is_never_taken_and_survives_the_merge(repo, cli, tmp_path):
+    (repo / "notes.txt").write_text("my own notes\n")
+    git(repo, "add", "notes.txt")  # staged by the user
+    (repo / "test_calc.py").write_text((repo / "test_calc.py").read_text() + "\n# my unsaved comment\n")
+    script = write_script(tmp_path / "s.json", [FIX_ADD, FINISH])
+    result = cli.json(repo, "run", "fix add", "--check", CHECK, "--script", script)
+    assert result["status"] == "succeeded"
+    changed = git(repo, "show", "--name-only", "--format=", result["branch"]).splitlines()
+    assert changed == ["calc.py"]  # the checkpoint holds the agent's change only
+    assert "my unsaved comment" in (repo / "test_calc.py").read_text()
+    assert "A  notes.txt" in git(repo, "status", "--porcelain").splitlines()
+    assert "return a + b" in (repo / "calc.py").read_text()
+
+
+def test_bad_tool_calls_return_errors_and_the_loop_goes_on(repo, cli, tmp_path):
+    outside = tmp_path / "secret.txt"
+    outside.write_text("top secret")
+    (repo / "link").symlink_to(outside)
+    git(repo, "add", "link")
+    git(repo, "commit", "-qm", "link")
+    (repo / "blob.bin").write_bytes(b"\x00\x01" * 1000)
+    git(repo, "add", "blob.bin")
+    git(repo, "commit", "-qm", "binary")
+    script = write_script(tmp_path / "s.json", [
+        turn(call("edit_file", path="calc.py", old="return a - b")),  # schema: `new` missing
+        turn(call("read_file", path="../secret.txt"), expect="new"),
+        turn(call("read_file", path="link"), expect="escapes"),
+        turn(call("read_file", path="blob.bin"), expect="escapes"),
+        turn(call("edit_file", path="calc.py", old="no such text", new="x"), expect="binary"),
+        turn(call("edit_file", path="calc.py", old="return", new="yield"), expect="not found"),
+        turn(call("shell", command="sleep 600", timeout_seconds=1), expect="2"),
+        turn(call("shell", command="head -c 100000000 /dev/zero | tr '\\0' a"), expect="timed out"),
+        turn(call("no_such_tool"), expect="bytes left out"),
+        {**FIX_ADD, "expect": "unknown tool"},
+        FINISH,
+    ])
+    t0 = time.monotonic()
+    result = cli.json(repo, "run", "fix add", "--check", CHECK, "--script", script)
+    assert result["status"] == "succeeded", result
+    assert time.monotonic() - t0 < 60
+    assert "top secret" not in json.dumps(cli.json(repo, "show", result["run"]))
+
+
+def test_rollback_restores_files_and_the_agent_is_told(repo, cli, tmp_path, monkeypatch):
+    script = write_script(tmp_path / "s.json", [
+        turn(call("write_file", path="a.txt", content="a\n")),
+        turn(call("write_file", path="b.txt", content="b\n")),
+        turn(call("write_file", path="c.txt", content="c\n")),
+        # after the budget stop, the rollback and the resume:
+        turn(call("finish", summary="done"), expect="rolled back to checkpoint 1"),
+    ])
+    monkeypatch.setenv("LOOPWRIGHT_BUDGET__MAX_TURNS", "3")
+    result = cli.json(repo, "run", "write files", "--check", "test -f a.txt && test ! -e b.txt", "--script", script)
+    assert result["status"] == "budget_exceeded" and "turn limit" in result["reason"]
+    run, wt = result["run"], Path(result["worktree"])
+    cps = cli.json(repo, "checkpoints", run)
+    assert [c["checkpoint"] for c in cps] == [0, 1, 2, 3]
+    assert (wt / "c.txt").exists()
+
+    rolled = cli.json(repo, "rollback", run, "--to", "1")
+    assert rolled["checkpoint"] == 1
+    assert (wt / "a.txt").exists() and not (wt / "b.txt").exists() and not (wt / "c.txt").exists()
+
+    monkeypatch.setenv("LOOPWRIGHT_BUDGET__MAX_TURNS", "10")
+    resumed = cli.json(repo, "resume", run)
+    assert resumed["status"] == "succeeded", resumed
+    assert (repo / "a.txt").exists() and not (repo / "b.txt").exists()
+
+
+def test_rollback_by_steps_and_bad_targets(repo, cli, tmp_path, monkeypatch):
+    script = write_script(tmp_path / "s.json", [turn(call("write_file", path="a.txt", content="a")),
+                                                turn(call("write_file", path="b.txt", content="b"))])
+    monkeypatch.setenv("LOOPWRIGHT_BUDGET__MAX_TURNS", "2")
+    run = cli.json(repo, "run", "w", "--script", script)["run"]
+    code, _, err = cli(repo, "rollback", run, "--to", "9")
+    assert code == 2 and "no checkpoint 9" in err and err.count("\n") == 1
+    code, _, err = cli(repo, "rollback", run, "--steps", "5")
+    assert code == 2 and "--steps must be between 1 and 2" in err
+    assert cli.json(repo, "rollback", run, "--steps", "1")["checkpoint"] == 1
+
+
+def test_model_faults_are_retried_and_the_run_completes(repo, cli, monkeypatch):
+    monkeypatch.setenv("LOOPWRIGHT_RETRY__INITIAL_BACKOFF", "0.01")
+    monkeypatch.setenv("LOOPWRIGHT_RETRY__MAX_BACKOFF", "0.05")
+    entries = [{"fault": "429", "retry_after": 0.01}, {"fault": "500"}, FIX_ADD, {"fault": "529"}, {"fault": "reset"},
+               {"fault": "truncated"}, {"fault": "slow", "delay": 0.2}, FINISH]
+    with LoopbackServer(Script.parse(entries)) as server:
+        result = cli.json(repo, "run", "fix add", "--check", CHECK, "--provider", "anthropic", "--model",
+                          "claude-haiku-4-5", "--base-url", server.anthropic_base_url)
+    assert result["status"] == "succeeded", result
+    retries = [e for e in cli.json(repo, "show", result["run"])["events"] if e["type"] == "retrying"]
+    assert len(retries) == 5
+
+
+def test_retry_ceiling_pauses_the_run_and_resume_continues(repo, cli, monkeypatch):
+    monkeypatch.setenv("LOOPWRIGHT_RETRY__INITIAL_BACKOFF", "0.01")
+    monkeypatch.setenv("LOOPWRIGHT_RETRY__MAX_BACKOFF", "0.02")
+    monkeypatch.setenv("LOOPWRIGHT_RETRY__MAX_ATTEMPTS", "2")
+    entries = [FIX_ADD, {"fault": "500"}, {"fault": "500"}, FINISH]
+    with LoopbackServer(Script.parse(entries)) as server:
+        args = ("--provider", "openai", "--model", "gpt-5", "--base-url", server.openai_base_url)
+        first = cli.json(repo, "run", "fix add", "--check", CHECK, *args)
+        assert first["status"] == "paused" and "model unavailable" in first["reason"]
+        resumed = cli.json(repo, "resume", first["run"])
+    assert resumed["status"] == "succeeded"
+
+
+def test_context_compaction_writes_a_hand_off_note(repo, cli, tmp_path):
+    (repo / "loopwright.toml").write_text('[models.tiny]\ninput_usd_per_mtok = 0\noutput_usd_per_mtok = 0\n'
+                                          'context_window = 8000\n')
+    big = "x" * 7000  # ~1,800 tokens a turn: the 4th model call is past 75% of the window
+    script = write_script(tmp_path / "s.json", [
+        turn(call("write_file", path="one.txt", content=big)),
+        turn(call("write_file", path="two.txt", content=big)),
+        turn(call("write_file", path="three.txt", content=big)),
+        {"text": "HANDOFF: wrote one, two and three."},  # the summariser's answer
+        {**FIX_ADD},
+        FINISH,
+    ])
+    result = cli.json(repo, "run", "fix add", "--check", CHECK, "--script", script, "--model", "tiny")
+    assert result["status"] == "succeeded", result
+    show = cli.json(repo, "show", result["run"])
+    compactions = [e for e in show["events"] if e["type"] == "compacted"]
+    assert len(compactions) == 1 and compactions[0]["tokens_after"] < compactions[0]["tokens_before"]
+    assert "HANDOFF" in show["scratchpad"]
+    store = Store(repo / ".loopwright" / "state.db")
+    assert "HANDOFF" in store.conversation(result["run"])[0].text
+
+
+def test_kill_9_mid_step_then_resume(repo, tmp_path):
+    script = write_script(tmp_path / "s.json", [
+        turn(call("write_file", path="partial.txt", content="p")),
+        turn(call("shell", command="echo half > half.txt; sleep 20", timeout_seconds=120)),
+        {**FIX_ADD, "expect": "interrupted"},
+        FINISH,
+    ])
+    proc = loopwright_subprocess(repo, "run", "fix add", "--check", CHECK, "--script", str(script))
+    db = repo / ".loopwright" / "state.db"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if db.exists():
+            try:
+                row = sqlite3.connect(db).execute(
+                    "SELECT run_id FROM events WHERE type = 'tool_started' AND data LIKE '%sleep 20%'").fetchone()
+            except sqlite3.OperationalError:
+                row = None
+            if row:
+                break
+        time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail(f"the run never reached the sleeping step: {proc.communicate()}")
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run_id = row[0]
+    store = Store(db)
+    assert store.run(run_id).status == "running" and not store.run(run_id).owner_alive()
+    resumed = loopwright_subprocess(repo, "resume", run_id, "--json")
+    out, err = resumed.communicate(timeout=60)
+    assert resumed.returncode == 0, err
+    assert json.loads(out)["status"] == "succeeded"
+    assert (repo / "partial.txt").exists() and not (repo / "half.txt").exists()
+
+
+def test_ctrl_c_pauses_at_a_safe_point_then_resume(repo, tmp_path):
+    script = write_script(tmp_path / "s.json", [
+        turn(call("shell", command="sleep 2; echo slept")),
+        {**FIX_ADD, "expect": "resumed"},
+        FINISH,
+    ])
+    proc = loopwright_subprocess(repo, "run", "fix add", "--check", CHECK, "--script", str(script))
+    db = repo / ".loopwright" / "state.db"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if sqlite3.connect(db).execute("SELECT 1 FROM events WHERE type = 'tool_started'").fetchone():
+                break
+        except sqlite3.OperationalError:
+            pass
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "paused" in out and "loopwright resume" in out and "Traceback" not in err
+    run_id = out.split()[1].rstrip(":")
+    resumed = loopwright_subprocess(repo, "resume", run_id, "--json")
+    out, err = resumed.communicate(timeout=60)
+    assert json.loads(out)["status"] == "succeeded", err
+
+
+def test_scripted_model_fails_loudly_on_too_few_or_unused_turns(repo, cli, tmp_path):
+    short = write_script(tmp_path / "short.json", [FIX_ADD])
+    result = cli.json(repo, "run", "fix add", "--check", CHECK, "--script", short)
+    assert result["status"] == "failed" and "script has only 1" in result["reason"]
+    long = write_script(tmp_path / "long.json", [FIX_ADD, FINISH, FINISH])
+    result = cli.json(repo, "run", "fix add", "--check", CHECK, "--script", long)
+    assert result["status"] == "failed" and "1 script turn(s) unused" in result["reason"]
+
+
+def test_show_runs_and_gc(repo, cli, tmp_path):
+    script = write_script(tmp_path / "s.json", [FIX_ADD, FINISH])
+    result = cli.json(repo, "run", "fix add", "--check", CHECK, "--script", script)
+    code, out, _ = cli(repo, "show", result["run"])
+    assert code == 0 and "edit_file" in out and "acceptance check" in out and "merged into main" in out
+    assert [r["run"] for r in cli.json(repo, "runs")] == [result["run"]]
+    gc = cli.json(repo, "gc")
+    assert gc["removed"][0]["run"] == result["run"] and gc["bytes_freed"] > 0
+    assert not Path(result["worktree"]).exists()
+    with pytest.raises(Exception):  # merged branch deleted under the default policy
+        git(repo, "rev-parse", "--verify", result["branch"])
+
+
+def test_offline_demo(tmp_path, capsys):
+    from loopwright.runtime.demo import run_demo
+
+    assert run_demo(json_out=True, where=tmp_path / "demo") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["status"] == "succeeded" and out["checkpoints"] == 3 and "scripted model" in out["model"]
+
+
+def test_offline_demo_via_the_anthropic_sdk(tmp_path, capsys):
+    from loopwright.runtime.demo import run_demo
+
+    assert run_demo(via="anthropic", json_out=True, where=tmp_path / "demo") == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "succeeded"

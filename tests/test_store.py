@@ -1,0 +1,157 @@
+"""The store: migrations, append-only events, guarded transitions, conversation replay, commands, O(1) appends."""
+
+import multiprocessing
+import sqlite3
+import time
+
+import pytest
+
+from loopwright.harness.messages import Message, TextBlock, Usage
+from loopwright.memory.events import ConversationReset, MessageAdded, ModelCalled, Notice, parse_event
+from loopwright.memory.store import SCHEMA_VERSION, Store, StoreError
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "state.db")
+    yield s
+    s.close()
+
+
+def _run(store):
+    task = store.create_task("fix the parser\nwith details", check="pytest -q")
+    return task, store.create_run(task.id, provider="scripted", model="m", worktree="/w", branch="lw/x",
+                                  base_commit="abc", target_branch="main")
+
+
+def test_wal_and_schema_version(store, tmp_path):
+    assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.schema_version == SCHEMA_VERSION
+    store.close()
+    again = Store(tmp_path / "state.db")  # reopening does not re-run migrations
+    assert again.schema_version == SCHEMA_VERSION
+
+
+def test_newer_schema_is_refused(tmp_path):
+    conn = sqlite3.connect(tmp_path / "state.db")
+    conn.execute("PRAGMA user_version = 999")
+    conn.close()
+    with pytest.raises(StoreError, match="newer than this loopwright"):
+        Store(tmp_path / "state.db")
+
+
+def test_events_are_append_only(store):
+    _, run = _run(store)
+    store.append(run.id, Notice(text="hello"))
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        store.conn.execute("UPDATE events SET data = '{}'")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        store.conn.execute("DELETE FROM events")
+    kinds = [e.type for _, _, e in store.events(run.id)]
+    assert kinds == ["notice"]
+
+
+def test_events_are_frozen_and_round_trip(store):
+    event = Notice(text="x")
+    with pytest.raises(Exception):
+        event.text = "y"  # type: ignore[misc]
+    assert parse_event(event.model_dump_json()) == event
+
+
+def test_task_title_and_run_prefix_lookup(store):
+    task, run = _run(store)
+    assert task.title == "fix the parser"
+    assert store.run(run.id[:4]).id == run.id
+    with pytest.raises(StoreError, match="no run"):
+        store.run("zzzz")
+
+
+def test_guarded_transition_only_once(store):
+    task, run = _run(store)
+    assert store.transition_run(run.id, "paused", only_from=("running",), reason="Ctrl-C")
+    assert not store.transition_run(run.id, "paused", only_from=("running",))
+    assert store.task(task.id).status == "paused"
+    kinds = [(e.status, e.reason) for _, _, e in store.events(run.id, types=("status",))]
+    assert kinds == [("paused", "Ctrl-C")]
+
+
+def _claim(path, run_id, q):
+    s = Store(path)
+    q.put(s.transition_run(run_id, "succeeded", only_from=("running",)))
+
+
+def test_two_processes_cannot_both_transition(tmp_path):
+    s = Store(tmp_path / "state.db")
+    _, run = _run(s)
+    q = multiprocessing.get_context("spawn").Queue()
+    procs = [multiprocessing.get_context("spawn").Process(target=_claim, args=(tmp_path / "state.db", run.id, q))
+             for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    results = sorted(q.get(timeout=5) for _ in procs)
+    assert results == [False, False, False, True]
+
+
+def test_conversation_replays_from_last_reset(store):
+    _, run = _run(store)
+    store.append(run.id, ConversationReset(reason="start", messages=[Message.user("task")]))
+    store.append(run.id, MessageAdded(message=Message(role="assistant", content=[TextBlock(text="a1")])))
+    store.append(run.id, ConversationReset(reason="compaction", messages=[Message.user("task + note")]))
+    store.append(run.id, MessageAdded(message=Message(role="assistant", content=[TextBlock(text="a2")])))
+    assert [m.text for m in store.conversation(run.id)] == ["task + note", "a2"]
+
+
+def test_model_call_updates_counters_atomically(store):
+    _, run = _run(store)
+    call = ModelCalled(model="m", usage=Usage(input_tokens=100, output_tokens=7, cache_read_tokens=3), cost_usd=0.5,
+                       stop_reason="end_turn", duration_ms=1.0)
+    store.record_model_call(run.id, call, Message(role="assistant", content=[TextBlock(text="hi")]))
+    r = store.run(run.id)
+    assert (r.model_calls, r.input_tokens, r.output_tokens, r.cost_usd) == (1, 103, 7, 0.5)
+    assert [e.type for _, _, e in store.events(run.id)] == ["model_called", "message"]
+
+
+def test_commands_are_taken_once(store):
+    _, run = _run(store)
+    store.enqueue_command(run.id, "notify", {"text": "a"})
+    store.enqueue_command(run.id, "notify", {"text": "b"})
+    taken = store.take_commands(run.id)
+    assert [c.args["text"] for c in taken] == ["a", "b"]
+    assert store.take_commands(run.id) == []
+
+
+def test_scratchpad(store):
+    _, run = _run(store)
+    pad = store.scratchpad(run.id)
+    assert pad.read() == ""
+    pad.append("one")
+    pad.append("two")
+    assert pad.read() == "one\ntwo"
+    pad.replace("fresh")
+    assert pad.read() == "fresh"
+
+
+def test_checkpoint_sequence(store):
+    _, run = _run(store)
+    assert store.add_checkpoint(run.id, sha="a" * 40, step=1, message="m1").seq == 1
+    assert store.add_checkpoint(run.id, sha="b" * 40, step=3, message="m2").seq == 2
+    assert [c.step for c in store.checkpoints(run.id)] == [1, 3]
+
+
+def test_append_cost_does_not_grow_with_run_length(store):
+    """Writing an event is one INSERT: the 20,000th costs about what the 1st did (a generous bound, not a timing)."""
+    _, run = _run(store)
+
+    def batch():
+        t0 = time.perf_counter()
+        for _ in range(500):
+            store.append(run.id, Notice(text="x" * 200))
+        return time.perf_counter() - t0
+
+    first = min(batch() for _ in range(3))
+    for _ in range(30):
+        batch()
+    last = min(batch() for _ in range(3))
+    assert last < first * 3

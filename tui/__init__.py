@@ -1,0 +1,1 @@
+"""Textual app that supervises a running daemon (see the TUI issue)."""

@@ -1,0 +1,1 @@
+"""Git workspaces: a worktree per run, checkpoints, rollback, merge, gc."""
