@@ -69,7 +69,7 @@ class LoopbackServer:
             return len(self.entries) - self._next
 
     def start(self) -> "LoopbackServer":
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="loopback", daemon=True)
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), name="loopback", daemon=True)
         self._thread.start()
         return self
 

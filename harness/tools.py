@@ -120,6 +120,15 @@ async def run_command(command: str, *, cwd: Path, timeout: float, cap: int = 30_
                 if len(tail) > half:
                     del tail[:len(tail) - half]
 
+    async def drain() -> None:
+        """Wait for the pipe to close; a background child may hold it, so then kill the whole group."""
+        try:
+            await asyncio.wait_for(asyncio.shield(reader), 2.0)
+        except asyncio.TimeoutError:
+            _kill_group(proc)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(reader), 2.0)
+
     reader = asyncio.ensure_future(pump())
     timed_out = False
     try:
@@ -130,16 +139,11 @@ async def run_command(command: str, *, cwd: Path, timeout: float, cap: int = 30_
         await proc.wait()
     except asyncio.CancelledError:
         _kill_group(proc)
-        reader.cancel()
+        with contextlib.suppress(BaseException):
+            await proc.wait()
+            await drain()
         raise
-    # a background child may still hold the pipe open: give the reader a moment, then stop listening
-    try:
-        await asyncio.wait_for(asyncio.shield(reader), 2.0)
-    except asyncio.TimeoutError:
-        _kill_group(proc)
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
+    await drain()
     text = head.decode("utf-8", "replace")
     left_out = total - len(head) - len(tail)
     if left_out > 0:
@@ -262,7 +266,9 @@ class Shell(Tool):
 
     async def run(self, a: ShellArgs, ctx: ToolContext) -> ToolOutcome:
         timeout = min(a.timeout_seconds or ctx.shell_timeout, ctx.max_shell_timeout)
-        r = await run_command(a.command, cwd=ctx.worktree, timeout=timeout, cap=ctx.output_cap, env=ctx.env)
+        # leave room for the status line so the Toolbox's cap does not cut the output a second time
+        r = await run_command(a.command, cwd=ctx.worktree, timeout=timeout, cap=max(ctx.output_cap - 200, 100),
+                              env=ctx.env)
         if r.timed_out:
             return ToolOutcome(f"{r.output}\ntimed out after {timeout:g}s; process group killed", is_error=True,
                                may_have_changed_files=True)

@@ -1,0 +1,205 @@
+"""The agent's tools: schemas, confinement to the worktree, caps, timeouts and secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+
+import pytest
+
+from loopwright.harness.messages import ToolCall
+from loopwright.harness.tools import ToolContext, Toolbox, run_command
+
+
+class Pad:
+    def __init__(self):
+        self.text = ""
+
+    def read(self) -> str:
+        return self.text
+
+    def append(self, text: str) -> None:
+        self.text = f"{self.text}\n{text}" if self.text else text
+
+    def replace(self, text: str) -> None:
+        self.text = text
+
+
+@pytest.fixture
+def ctx(tmp_path) -> ToolContext:
+    wt = tmp_path / "wt"
+    wt.mkdir()
+    (wt / "a.py").write_text("one\ntwo\nthree\ntwo\n")
+    return ToolContext(worktree=wt, scratchpad=Pad(), env={"LOOPWRIGHT_RUN_ID": "r1"}, output_cap=2000)
+
+
+def run(ctx: ToolContext, name: str, parse_error: str | None = None, **arguments):
+    return asyncio.run(Toolbox().execute(ToolCall(id="c1", name=name, arguments=arguments, parse_error=parse_error), ctx))
+
+
+def test_specs_are_json_schemas_the_model_sees():
+    specs = {s.name: s for s in Toolbox().specs()}
+    assert set(specs) == {"shell", "read_file", "write_file", "edit_file", "list_files", "grep", "scratchpad",
+                          "checkpoint", "finish"}
+    edit = specs["edit_file"].input_schema
+    assert edit["type"] == "object" and set(edit["required"]) == {"path", "old", "new"}
+    assert specs["scratchpad"].input_schema["properties"]["action"]["enum"] == ["read", "append", "replace"]
+
+
+def test_schema_failure_names_the_field(ctx):
+    out = run(ctx, "edit_file", path="a.py", old="one")
+    assert out.is_error and "argument 'new'" in out.content and "required" in out.content.lower()
+    out = run(ctx, "read_file", path="a.py", offset="first")
+    assert out.is_error and "argument 'offset'" in out.content
+
+
+def test_unknown_tool_and_bad_json(ctx):
+    out = run(ctx, "rm_rf")
+    assert out.is_error and "unknown tool 'rm_rf'" in out.content and "read_file" in out.content
+    out = run(ctx, "read_file", parse_error="Expecting value at position 9")
+    assert out.is_error and "not valid JSON" in out.content
+
+
+def test_read_file_with_range_and_numbers(ctx):
+    out = run(ctx, "read_file", path="a.py", offset=2, limit=2)
+    assert not out.is_error
+    assert "     2\ttwo" in out.content and "     3\tthree" in out.content and "one" not in out.content
+    assert "lines 2-3 of 4" in out.content
+
+
+def test_read_refusals(ctx):
+    (ctx.worktree / "blob.bin").write_bytes(b"\x00\xff" * 100)
+    out = run(ctx, "read_file", path="blob.bin")
+    assert out.is_error and "binary file (200 bytes)" in out.content
+    assert "not found" in run(ctx, "read_file", path="missing.py").content
+    (ctx.worktree / "d").mkdir()
+    assert "list_files" in run(ctx, "read_file", path="d").content
+
+
+@pytest.mark.parametrize("path", ["../outside.txt", "/etc/passwd", "sub/../../outside.txt"])
+def test_paths_outside_the_worktree_are_refused(ctx, path):
+    (ctx.worktree.parent / "outside.txt").write_text("secret")
+    for name, extra in (("read_file", {}), ("write_file", {"content": "x"}), ("edit_file", {"old": "s", "new": "x"})):
+        out = run(ctx, name, path=path, **extra)
+        assert out.is_error and "path escapes the worktree" in out.content
+    assert (ctx.worktree.parent / "outside.txt").read_text() == "secret"
+
+
+def test_symlinks_out_of_the_worktree_are_refused(ctx):
+    outside = ctx.worktree.parent / "outside"
+    outside.mkdir()
+    (outside / "s.txt").write_text("secret")
+    (ctx.worktree / "link.txt").symlink_to(outside / "s.txt")
+    (ctx.worktree / "linkdir").symlink_to(outside)
+    assert "escapes" in run(ctx, "read_file", path="link.txt").content
+    out = run(ctx, "write_file", path="linkdir/new.txt", content="x")
+    assert out.is_error and "escapes" in out.content and not (outside / "new.txt").exists()
+    assert "escapes" in run(ctx, "grep", pattern="secret", path="linkdir").content
+
+
+def test_git_dir_is_off_limits(ctx):
+    (ctx.worktree / ".git").mkdir()
+    out = run(ctx, "write_file", path=".git/config", content="x")
+    assert out.is_error and ".git" in out.content
+
+
+def test_write_and_edit(ctx):
+    out = run(ctx, "write_file", path="new/dir/b.txt", content="hello world")
+    assert out.may_have_changed_files and (ctx.worktree / "new/dir/b.txt").read_text() == "hello world"
+    out = run(ctx, "edit_file", path="new/dir/b.txt", old="world", new="there")
+    assert not out.is_error and (ctx.worktree / "new/dir/b.txt").read_text() == "hello there"
+
+
+def test_edit_missing_and_ambiguous(ctx):
+    out = run(ctx, "edit_file", path="a.py", old="four", new="4")
+    assert out.is_error and "not found" in out.content
+    out = run(ctx, "edit_file", path="a.py", old="two", new="2")
+    assert out.is_error and "found 2 times" in out.content and "lines 2, 4" in out.content
+    assert (ctx.worktree / "a.py").read_text() == "one\ntwo\nthree\ntwo\n"
+    out = run(ctx, "edit_file", path="a.py", old="two", new="2", replace_all=True)
+    assert not out.is_error and (ctx.worktree / "a.py").read_text() == "one\n2\nthree\n2\n"
+
+
+def test_list_and_grep_skip_noise_and_cap(ctx):
+    (ctx.worktree / "node_modules").mkdir()
+    (ctx.worktree / "node_modules" / "x.py").write_text("two")
+    for i in range(600):
+        (ctx.worktree / f"f{i:03}.txt").write_text("needle\n")
+    listed = run(ctx, "list_files", pattern="*.py").content
+    assert listed.splitlines() == ["a.py"]
+    many = run(ctx, "list_files").content
+    assert "and 101 more" in many
+    hits = run(ctx, "grep", pattern="two", glob="*.py").content
+    assert hits.splitlines() == ["a.py:2: two", "a.py:4: two"]
+    assert "and 400 more matches" in run(ctx, "grep", pattern="needle").content
+    assert "invalid regular expression" in run(ctx, "grep", pattern="(").content
+
+
+def test_scratchpad_checkpoint_finish(ctx):
+    assert "empty" in run(ctx, "scratchpad", action="read").content
+    run(ctx, "scratchpad", action="append", text="note 1")
+    run(ctx, "scratchpad", action="append", text="note 2")
+    assert run(ctx, "scratchpad", action="read").content == "note 1\nnote 2"
+    assert run(ctx, "scratchpad", action="append").is_error
+    assert run(ctx, "checkpoint", message="halfway").checkpoint_message == "halfway"
+    assert run(ctx, "finish", summary="done").finish_summary == "done"
+
+
+def test_shell_runs_in_the_worktree_without_keys(ctx, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-not-a-key")
+    monkeypatch.setenv("GITHUB_TOKEN", "test-not-a-token")
+    monkeypatch.setenv("HARMLESS", "kept")
+    out = run(ctx, "shell", command="pwd; env; exit 3")
+    assert not out.is_error and out.may_have_changed_files
+    assert str(ctx.worktree) in out.content and "exit code 3" in out.content
+    assert "test-not-a-key" not in out.content and "test-not-a-token" not in out.content
+    assert "HARMLESS=kept" in out.content and "LOOPWRIGHT_RUN_ID=r1" in out.content
+
+
+def test_huge_output_is_capped_while_streaming(ctx):
+    t0 = time.monotonic()
+    out = run(ctx, "shell", command="head -c 100000000 /dev/zero | tr '\\0' a; echo; echo the-end")
+    assert time.monotonic() - t0 < 30
+    assert len(out.content) < 2500 and "bytes left out" in out.content and "the-end" in out.content
+    left = int(out.content.split("[… ")[1].split(" bytes")[0])
+    assert left > 99_000_000
+
+
+def _sleepers(marker: str) -> list[str]:
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return [line for line in ps.splitlines() if marker in line and "ps -eo" not in line]
+
+
+@pytest.mark.parametrize("command", ["sleep 1001", "sleep 1001 & sleep 1001; wait"])
+def test_a_command_that_never_exits_is_killed_with_its_group(ctx, command):
+    t0 = time.monotonic()
+    out = run(ctx, "shell", command=command, timeout_seconds=1)
+    assert time.monotonic() - t0 < 8
+    assert out.is_error and "timed out after 1s; process group killed" in out.content
+    time.sleep(0.2)
+    assert _sleepers("sleep 1001") == []
+
+
+def test_cancelling_a_command_kills_its_group(tmp_path):
+    async def go():
+        task = asyncio.ensure_future(run_command("sleep 1002", cwd=tmp_path, timeout=60))
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(go())
+    time.sleep(0.2)
+    assert _sleepers("sleep 1002") == []
+
+
+def test_every_result_is_capped(ctx):
+    (ctx.worktree / "big.txt").write_text("\n".join(f"line {i}" for i in range(5000)))
+    out = run(ctx, "read_file", path="big.txt")
+    assert len(out.content) < 2200 and "bytes left out" in out.content and "line 4999" in out.content
+
+
+def test_tool_errors_do_not_raise(ctx):
+    out = run(ctx, "write_file", path="a.py/child.txt", content="x")  # a.py is a file, not a directory
+    assert out.is_error and "write_file failed" in out.content and "Error" in out.content
