@@ -46,24 +46,24 @@ class ModelAdapter(ABC):
 class WireCache(Generic[W]):
     """Remembers each message's wire form so a long conversation is not re-translated every turn.
 
-    The conversation only grows between compactions, so the cache walks the
-    list by identity and converts only messages it has not seen at that position.
+    Between compactions the conversation only grows, so when the first and the
+    last cached messages are still in place the cached prefix is reused as is
+    (O(1) to check); otherwise (a compaction, a resume) it is rebuilt.
     """
 
     def __init__(self, convert: Callable[[Message], W]):
         self._convert = convert
-        self._pairs: list[tuple[Message, W]] = []
+        self._messages: list[Message] = []
+        self._wires: list[W] = []
 
     def wire(self, messages: list[Message]) -> list[W]:
-        pairs = self._pairs
-        i = 0
-        n = min(len(pairs), len(messages))
-        while i < n and pairs[i][0] is messages[i]:
-            i += 1
-        del pairs[i:]
-        for m in messages[i:]:
-            pairs.append((m, self._convert(m)))
-        return [w for _, w in pairs]
+        n = len(self._messages)
+        if not (n and len(messages) >= n and messages[0] is self._messages[0] and messages[n - 1] is self._messages[-1]):
+            self._messages, self._wires, n = [], [], 0
+        for m in messages[n:]:
+            self._messages.append(m)
+            self._wires.append(self._convert(m))
+        return list(self._wires)
 
 
 def flatten(wires: list[Any]) -> list[Any]:

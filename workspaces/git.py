@@ -1,94 +1,48 @@
 """Git workspaces: a worktree and branch per run, checkpoint commits, rollback, squash merge, removal.
 
-Git is driven through GitPython's command wrapper (`repo.git.<command>`): the
-pure-Python index would be far slower on large repositories. A checkpoint uses
-only the run worktree's own index, so the user's branches, index and
-uncommitted changes are never touched by it. The squash merge is computed
-with `git merge-tree --write-tree` and moves the target branch only when the
-user's checkout can follow without losing anything.
+Git is driven through GitPython's command wrapper (`repo.git`): the pure-Python
+index would be far too slow on large repositories. Checkpoints are built with
+plumbing (`add`, `write-tree`, `commit-tree`, `update-ref`) in the run's own
+worktree and index, so the user's branches, index and uncommitted changes are
+never touched by them, user hooks never run, and nothing is spent on the
+status report `git commit` computes. The squash merge is computed by
+`git merge-tree --write-tree` without a checkout, and the target branch moves
+only when the checkout that has it (if any) can follow without losing anything.
+
+Every failure a user can hit is a `WorkspaceError` whose text is one line.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
 import subprocess
+import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import git
 
+__all__ = ["Checkpoint", "MergeResult", "Workspace", "WorkspaceError", "current_branch", "repo_root"]
+
 TRAILER_RUN = "Loopwright-Run"
 TRAILER_STEP = "Loopwright-Step"
-FALLBACK_IDENTITY = {"GIT_AUTHOR_NAME": "loopwright", "GIT_AUTHOR_EMAIL": "loopwright@localhost",
-                     "GIT_COMMITTER_NAME": "loopwright", "GIT_COMMITTER_EMAIL": "loopwright@localhost"}
+FALLBACK_NAME, FALLBACK_EMAIL = "loopwright", "loopwright@localhost"
+NO_COMMITS = "the repository has no commits yet (make a first commit, e.g. git commit --allow-empty -m init)"
+# variables that would point git somewhere other than the worktree it runs in
+_GIT_LOCATION_VARS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR",
+                      "GIT_PREFIX", "GIT_NAMESPACE")
 
 
 class WorkspaceError(Exception):
-    """A git problem, said in one line with what to do about it."""
+    """A git or workspace problem, said in one line with what to do about it."""
 
-
-def _first_line(err: git.GitCommandError) -> str:
-    text = (err.stderr or err.stdout or str(err)).strip()
-    for line in text.splitlines():
-        line = line.strip().removeprefix("stderr: ").strip("'").strip()
-        if line:
-            return line.removeprefix("fatal: ").removeprefix("error: ")
-    return f"git exited with {err.status}"
-
-
-def _repo(path: Path) -> git.Repo:
-    try:
-        return git.Repo(path, search_parent_directories=True)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        raise WorkspaceError(f"not a git repository: {path} (run `git init` first)") from None
-
-
-def repo_root(path: Path) -> Path:
-    """The top of the git work tree that holds `path`."""
-    repo = _repo(Path(path))
-    if repo.bare or repo.working_tree_dir is None:
-        raise WorkspaceError(f"{path} is a bare repository; loopwright needs a working tree")
-    return Path(repo.working_tree_dir)
-
-
-NO_COMMITS = "the repository has no commits yet (make a first commit, e.g. git commit --allow-empty -m init)"
-
-
-def current_branch(root: Path) -> str:
-    repo = _repo(root)
-    try:
-        repo.head.commit
-    except ValueError:
-        raise WorkspaceError(NO_COMMITS) from None
-    if repo.head.is_detached:
-        raise WorkspaceError("HEAD is detached: check out a branch, or set target_branch in the config")
-    return repo.active_branch.name
-
-
-def _status(repo: git.Repo, *args: str) -> tuple[int, str, str]:
-    """Run git and return (exit status, stdout, stderr) without raising: for commands whose status is an answer."""
-    return repo.git.execute(["git", *args], with_extended_output=True, with_exceptions=False,
-                            strip_newline_in_stdout=False)
-
-
-_identity_cache: dict[str, bool] = {}
-
-
-def _identity_env(repo: git.Repo) -> dict[str, str]:
-    """Environment for commands that commit: the fallback identity only when git has none configured."""
-    key = str(repo.common_dir)
-    if key not in _identity_cache:
-        try:
-            repo.git.config("user.email")
-            _identity_cache[key] = True
-        except git.GitCommandError:
-            _identity_cache[key] = False
-    env = {k: v for k, v in os.environ.items()}
-    if not _identity_cache[key]:
-        env.update({k: os.environ.get(k, v) for k, v in FALLBACK_IDENTITY.items()})
-    return env
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
 
 
 @dataclass(frozen=True)
@@ -105,189 +59,516 @@ class MergeResult:
     detail: str
 
 
+# -- running git -----------------------------------------------------------------------------------
+
+
+def _git_message(stderr: str, stdout: str = "", status: int | None = None) -> str:
+    """The useful line of a git failure: the fatal/error line, with a hint for the usual causes."""
+    lines = [ln.strip() for ln in (stderr or stdout or "").splitlines() if ln.strip()]
+    line = next((ln for ln in lines if ln.startswith(("fatal:", "error:"))), None)
+    if line is None:
+        line = next((ln for ln in lines if not ln.startswith(("hint:", "warning:"))), f"git exited with {status}")
+    line = re.sub(r"^(fatal|error):\s*", "", line)
+    if "dubious ownership" in line:
+        where = re.search(r"'([^']+)'", line)
+        line += f" (run `git config --global --add safe.directory {where.group(1) if where else '<path>'}`)"
+    elif "index.lock" in line:
+        line += " (another git command is running there, or one was killed: if none is running, delete the lock file)"
+    return line
+
+
+def _run(g: git.Git, *args: str, env: dict[str, str] | None = None, istream=None,
+         binary: bool = False) -> tuple[int, str | bytes, str]:
+    """Run git in `g`'s directory; return (status, stdout, stderr) without raising on a non-zero status."""
+    try:
+        return g.execute(["git", *args], with_extended_output=True, with_exceptions=False,
+                         strip_newline_in_stdout=False, stdout_as_string=not binary, env=env, istream=istream)
+    except git.GitCommandNotFound:
+        where = g.working_dir
+        if where and not Path(where).is_dir():
+            raise WorkspaceError(f"directory not found: {where}") from None
+        raise WorkspaceError("git was not found (install git 2.38 or newer and put it on PATH)") from None
+    except OSError as e:
+        raise WorkspaceError(f"could not run git {args[0]}: {e}") from None
+
+
+def _git(g: git.Git, *args: str, what: str | None = None, env: dict[str, str] | None = None, istream=None) -> str:
+    """Run git and return its stdout without the final newline; a failure becomes a one-line WorkspaceError."""
+    status, out, err = _run(g, *args, env=env, istream=istream)
+    if status != 0:
+        raise WorkspaceError(f"{what or 'git ' + args[0]} failed: {_git_message(err, out, status)}")
+    return out.removesuffix("\n")
+
+
+def _message_file(text: str):
+    """A commit message as a file for `-F -`: a long message (a pasted goal) would not fit an argument."""
+    f = tempfile.TemporaryFile()
+    f.write(text.encode("utf-8", "replace"))
+    f.seek(0)
+    return f
+
+
+def _subject(message: str) -> str:
+    """What `git log --format=%s` shows for a message: its first paragraph on one line."""
+    return " ".join(message.strip().split("\n\n", 1)[0].split())
+
+
+_git_versions: dict[str, tuple[int, ...]] = {}
+
+
+def _has_merge_base_option(g: git.Git) -> bool:
+    """`git merge-tree --merge-base` exists from git 2.40."""
+    key = shutil.which("git") or "git"
+    if key not in _git_versions:
+        out = _git(g, "version")
+        _git_versions[key] = tuple(int(n) for n in re.findall(r"\d+", out)[:2])
+    return _git_versions[key] >= (2, 40)
+
+
+def _identity_env(g: git.Git) -> dict[str, str]:
+    """Extra environment for a command that commits: the fallback identity for whatever git has none of."""
+    status, out, _ = _run(g, "config", "--get-regexp", r"^(user|author|committer)\.(name|email)$")
+    configured = {line.split(" ", 1)[0].lower() for line in out.splitlines() if line.strip()} if status == 0 else set()
+    env: dict[str, str] = {}
+    for role in ("author", "committer"):
+        var = f"GIT_{role.upper()}"
+        if not (os.environ.get(f"{var}_NAME") or {f"{role}.name", "user.name"} & configured):
+            env[f"{var}_NAME"] = FALLBACK_NAME
+        if not (os.environ.get(f"{var}_EMAIL") or os.environ.get("EMAIL")
+                or {f"{role}.email", "user.email"} & configured):
+            env[f"{var}_EMAIL"] = FALLBACK_EMAIL
+    return env
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in _GIT_LOCATION_VARS}
+
+
+# -- the user's repository ---------------------------------------------------------------------------
+
+
+def repo_root(path: Path) -> Path:
+    """The top of the git work tree that contains `path`."""
+    path = Path(path).absolute()
+    where = path if path.is_dir() else path.parent
+    if not where.is_dir():
+        raise WorkspaceError(f"no such directory: {path}")
+    status, out, err = _run(git.Git(where), "rev-parse", "--show-toplevel")
+    if status == 0 and out.strip():
+        return Path(out.strip())
+    if "not a git repository" in err:
+        raise WorkspaceError(f"not a git repository: {path} (run `git init` first)")
+    if status == 0 or "must be run in a work tree" in err:
+        raise WorkspaceError(f"{path} is not inside a working tree (a bare repository or a .git directory): "
+                             f"run loopwright in a checkout")
+    raise WorkspaceError(f"not usable as a git repository: {path}: {_git_message(err, out, status)}")
+
+
+def current_branch(root: Path) -> str:
+    """The branch checked out at `root` (normally the user's main worktree)."""
+    g = git.Git(Path(root))
+    status, ref, err = _run(g, "symbolic-ref", "-q", "HEAD")
+    if status > 1:
+        raise WorkspaceError(f"cannot read HEAD in {root}: {_git_message(err, ref, status)}")
+    if _run(g, "rev-parse", "-q", "--verify", "HEAD^{commit}")[0] != 0:
+        if status == 0 and not _git(g, "rev-list", "-n", "1", "--all"):
+            raise WorkspaceError(NO_COMMITS)
+        if status == 0:
+            name = ref.strip().removeprefix("refs/heads/")
+            raise WorkspaceError(f"branch {name} has no commits yet (commit something, or check out another branch)")
+    if status == 1:
+        raise WorkspaceError(f"HEAD is detached in {root}: check out a branch, or pass --target BRANCH")
+    return ref.strip().removeprefix("refs/heads/")
+
+
+def _commit_of_branch(g: git.Git, branch: str) -> str | None:
+    status, out, _ = _run(g, "rev-parse", "-q", "--verify", f"refs/heads/{branch}^{{commit}}")
+    return out.strip() if status == 0 else None
+
+
+def _checkout_of(g: git.Git, branch: str) -> Path | None:
+    """The worktree that has `branch` checked out, if any."""
+    path: str | None = None
+    for field in _git(g, "worktree", "list", "--porcelain", "-z").split("\0"):
+        if field.startswith("worktree "):
+            path = field[len("worktree "):]
+        elif field == f"branch refs/heads/{branch}" and path:
+            return Path(path)
+    return None
+
+
+def _tree_bytes(path: Path) -> int:
+    """Bytes in the files under `path` (hard links counted once, symlinks not followed)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for top, dirs, files in os.walk(path, followlinks=False):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(top, name))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) not in seen and not os.path.islink(os.path.join(top, name)):
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total
+
+
+def _conflicted_paths(out: str) -> list[str]:
+    """The conflicted paths from `git merge-tree --write-tree --name-only -z` output, with the kind of conflict."""
+    files_part, _, messages = out.partition("\0\0")
+    files = list(dict.fromkeys(f for f in files_part.split("\0")[1:] if f))
+    kinds: dict[str, str] = {}
+    fields = messages.split("\0")
+    i = 0
+    while i < len(fields) and fields[i].isdigit():  # <count> NUL <path>... NUL <type> NUL <message> NUL
+        n = int(fields[i])
+        paths, kind = fields[i + 1:i + 1 + n], fields[i + 1 + n] if i + 1 + n < len(fields) else ""
+        m = re.match(r"CONFLICT \((.+)\)", kind)
+        for p in paths:
+            if m and p in files:
+                kinds.setdefault(p, m.group(1))
+        i += n + 3
+    return [f"{f} ({kinds[f]})" if f in kinds else f for f in files]
+
+
+# -- a run's workspace -------------------------------------------------------------------------------
+
+
 class Workspace:
-    """One run's worktree on branch `lw/<run>`."""
+    """One run's worktree, on branch `lw/<run_id>`, started from `base_commit`."""
 
     def __init__(self, root: Path, run_id: str, path: Path, branch: str, base_commit: str,
-                 copy_files: tuple[str, ...] | list[str] = ()):
+                 copy_files: Iterable[str] = ()):
         self.root, self.run_id, self.path = Path(root), run_id, Path(path)
         self.branch, self.base_commit = branch, base_commit
         self.copy_files = tuple(copy_files)
         self._repo: git.Repo | None = None
+        self._ident: dict[str, str] | None = None
+
+    def __repr__(self) -> str:
+        return f"Workspace(run_id={self.run_id!r}, path={str(self.path)!r}, branch={self.branch!r})"
 
     @property
     def repo(self) -> git.Repo:
+        """The worktree's repository (GitPython); its `.git` runs commands in the worktree."""
         if self._repo is None:
-            if not self.path.is_dir():
-                raise WorkspaceError(f"the worktree of run {self.run_id} is gone: {self.path}")
-            self._repo = git.Repo(self.path)
+            if not (self.path / ".git").exists():
+                raise WorkspaceError(f"the worktree of run {self.run_id} is missing: {self.path} "
+                                     f"(restore it with `git worktree add {self.path} {self.branch}`, or start a new run)")
+            try:
+                self._repo = git.Repo(self.path)
+            except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+                raise WorkspaceError(f"the worktree of run {self.run_id} is broken: {self.path} "
+                                     f"(run `git worktree prune` and start a new run)") from None
         return self._repo
 
-    def _git(self, *args: str, **kw) -> str:
-        try:
-            return self.repo.git.execute(["git", *args], **kw)
-        except git.GitCommandError as e:
-            raise WorkspaceError(f"git {args[0]} failed: {_first_line(e)}") from None
+    @property
+    def _g(self) -> git.Git:
+        return self.repo.git
+
+    @property
+    def _root_g(self) -> git.Git:
+        return git.Git(self.root)
+
+    def _identity(self) -> dict[str, str]:
+        if self._ident is None:
+            self._ident = _identity_env(self._g)
+        return self._ident
+
+    def _pathspec(self) -> list[str]:
+        """Everything in the worktree except the copied files."""
+        return ["--", ".", *(f":(exclude,literal){p}" for p in self.copy_files)]
+
+    # -- creating ------------------------------------------------------------------------------------
 
     @classmethod
     def create(cls, root: Path, run_id: str, *, target_branch: str, worktrees_dir: Path,
-               copy_files: tuple[str, ...] | list[str] = (), setup_command: str | None = None,
+               copy_files: Iterable[str] = (), setup_command: str | None = None,
                setup_timeout: float = 600) -> "Workspace":
-        repo = _repo(root)
-        try:
-            repo.head.commit
-        except ValueError:
-            raise WorkspaceError(NO_COMMITS) from None
-        try:
-            base = repo.git.rev_parse("--verify", "--quiet", f"refs/heads/{target_branch}^{{commit}}")
-        except git.GitCommandError:
-            raise WorkspaceError(f"no branch '{target_branch}' in {root} (set target_branch to an existing branch)") from None
-        path = Path(worktrees_dir) / run_id
-        branch = f"lw/{run_id}"
-        try:
-            repo.git.worktree("add", "--quiet", "-b", branch, str(path), base)
-        except git.GitCommandError as e:
-            raise WorkspaceError(f"could not create the worktree {path}: {_first_line(e)}") from None
-        ws = cls(Path(root), run_id, path, branch, base, copy_files)
+        """Make `<worktrees_dir>/<run_id>` on a new branch `lw/<run_id>` at the head of `target_branch`."""
+        root = repo_root(Path(root))
+        g = git.Git(root)
+        copy_files = tuple(copy_files)
         for rel in copy_files:
-            src = Path(root) / rel
-            if src.is_file():
-                (path / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, path / rel)
-        if setup_command:
-            try:
-                proc = subprocess.run(["/bin/bash", "-c", setup_command], cwd=path, capture_output=True, text=True,
-                                      timeout=setup_timeout)
-            except subprocess.TimeoutExpired:
-                raise WorkspaceError(f"setup command timed out after {setup_timeout:g}s: {setup_command}") from None
-            if proc.returncode != 0:
-                tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or [""]
-                raise WorkspaceError(f"setup command failed (exit {proc.returncode}): {setup_command}: {tail[0][:200]}")
+            if Path(rel).is_absolute() or ".." in Path(rel).parts or not str(rel).strip():
+                raise WorkspaceError(f"copy_files entry {rel!r} must be a path inside the repository, like .env")
+        target_branch = target_branch.removeprefix("refs/heads/")
+        base = _commit_of_branch(g, target_branch)
+        if base is None:
+            if _run(g, "rev-parse", "-q", "--verify", "HEAD")[0] != 0 and not _git(g, "rev-list", "-n", "1", "--all"):
+                raise WorkspaceError(NO_COMMITS)
+            raise WorkspaceError(f"no branch '{target_branch}' in {root} (pass --target BRANCH with an existing branch)")
+        path = Path(worktrees_dir).absolute() / run_id
+        branch = f"lw/{run_id}"
+        status, out, err = _run(g, "worktree", "add", "--quiet", "-b", branch, str(path), base)
+        if status != 0:
+            raise WorkspaceError(f"could not create the worktree {path}: {_git_message(err, out, status)}")
+        ws = cls(root, run_id, path, branch, base, copy_files)
+        try:
+            ws._copy_in()
+            if setup_command:
+                ws._setup(setup_command, setup_timeout)
+        except BaseException:
+            ws._discard()
+            raise
         return ws
 
     @classmethod
     def open(cls, root: Path, run_id: str, path: Path, branch: str, base_commit: str,
-             copy_files: tuple[str, ...] | list[str] = ()) -> "Workspace":
+             copy_files: Iterable[str] = ()) -> "Workspace":
+        """The workspace of an existing run (to resume it, roll it back, merge or remove it)."""
         return cls(root, run_id, path, branch, base_commit, copy_files)
 
-    # -- checkpoints -----------------------------------------------------------------------------
+    def _copy_in(self) -> None:
+        for rel in self.copy_files:
+            src, dst = self.root / rel, self.path / rel
+            try:
+                if src.is_dir():
+                    shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True)
+                elif src.exists():
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(src, dst)
+            except OSError as e:
+                raise WorkspaceError(f"could not copy {rel} into the worktree: {e.strerror or e}") from None
 
-    def _pathspec(self) -> list[str]:
-        return ["--", ".", *(f":(exclude,literal){p}" for p in self.copy_files)]
+    def _setup(self, command: str, timeout: float) -> None:
+        # own process group, so a timeout also kills what the command started (npm, pip...)
+        proc = subprocess.Popen(["bash", "-c", command], cwd=self.path, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_clean_env(),
+                                start_new_session=True)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise WorkspaceError(f"setup command timed out after {timeout:g}s: `{command}` "
+                                 f"(raise workspace.setup_timeout or make it faster)") from None
+        if proc.returncode != 0:
+            lines = [ln.strip() for ln in out.decode("utf-8", "replace").splitlines() if ln.strip()]
+            tail = " | ".join(lines[-3:])[-300:] or "(no output)"
+            raise WorkspaceError(f"setup command failed (exit {proc.returncode}): `{command}`: {tail} "
+                                 f"(the worktree was removed; fix workspace.setup_command)")
+
+    def _discard(self) -> None:
+        """Undo a half-made workspace: its worktree and branch."""
+        g = self._root_g
+        _run(g, "worktree", "remove", "--force", str(self.path))
+        if self.path.exists():
+            shutil.rmtree(self.path, ignore_errors=True)
+        _run(g, "worktree", "prune")
+        _run(g, "branch", "-D", self.branch)
+
+    # -- checkpoints ---------------------------------------------------------------------------------
 
     def checkpoint(self, message: str, *, step: int) -> Checkpoint | None:
-        """Commit everything that changed (gitignore respected, copied files excluded); None if nothing did."""
-        self._git("add", "-A", *self._pathspec())
-        status, _, err = _status(self.repo, "diff", "--cached", "--quiet")
-        if status == 0:
-            return None  # nothing staged
-        if status != 1:
-            raise WorkspaceError(f"git diff failed: {err.strip()[:200]}")
-        body = f"{message.strip() or f'step {step}'}\n\n{TRAILER_RUN}: {self.run_id}\n{TRAILER_STEP}: {step}\n"
-        self._git("commit", "--quiet", "--no-verify", "--no-gpg-sign", "-m", body, env=_identity_env(self.repo))
-        return Checkpoint(sha=self.head(), step=step, message=message)
+        """Commit everything that changed (gitignore respected, copied files left out); None if nothing did."""
+        g = self._g
+        _git(g, "add", "-A", *self._pathspec(), what="staging the worktree")
+        if self.copy_files:
+            # the agent may have staged them itself (`git add -A`): back to the committed version
+            status, out, err = _run(g, "reset", "-q", "--", *(f":(literal){p}" for p in self.copy_files))
+            if status not in (0, 1) or "fatal" in err:
+                raise WorkspaceError(f"unstaging the copied files failed: {_git_message(err, out, status)}")
+        tree = _git(g, "write-tree", what="writing the checkpoint tree")
+        head, head_tree, ref = _git(g, "rev-parse", "HEAD", "HEAD^{tree}", "--symbolic-full-name", "HEAD").split()
+        if ref != f"refs/heads/{self.branch}":
+            raise WorkspaceError(f"the worktree of run {self.run_id} is not on its branch {self.branch} "
+                                 f"(HEAD is {ref if ref != 'HEAD' else 'detached'}): "
+                                 f"run `git -C {self.path} switch {self.branch}`")
+        if tree == head_tree:
+            return None
+        text = f"{message.strip() or f'step {step}'}\n\n{TRAILER_RUN}: {self.run_id}\n{TRAILER_STEP}: {step}\n"
+        with _message_file(text) as f:
+            sha = _git(g, "commit-tree", "--no-gpg-sign", tree, "-p", head, "-F", "-", istream=f,
+                       env=self._identity(), what="committing the checkpoint")
+        _git(g, "update-ref", "-m", f"loopwright: checkpoint (step {step})", "HEAD", sha, head,
+             what="moving the run branch")
+        return Checkpoint(sha=sha, step=step, message=_subject(text))
 
     def checkpoints(self) -> list[Checkpoint]:
-        fmt = f"%H%x00%(trailers:key={TRAILER_STEP},valueonly,unfold)%x00%s%x00%(trailers:key={TRAILER_RUN},valueonly)"
-        out = self._git("log", "--reverse", f"--format={fmt}%x1e", f"{self.base_commit}..{self.branch}")
+        """The run's checkpoint commits since `base_commit`, oldest first."""
+        fmt = (f"%H%x00%s%x00%(trailers:key={TRAILER_RUN},valueonly,separator=%x2C)"
+               f"%x00%(trailers:key={TRAILER_STEP},valueonly,separator=%x2C)%x1e")
+        out = _git(self._root_g, "log", "--reverse", f"--format={fmt}", f"{self.base_commit}..refs/heads/{self.branch}",
+                   what=f"reading the checkpoints of run {self.run_id}")
         points = []
         for record in out.split("\x1e"):
             parts = record.strip("\n").split("\x00")
-            if len(parts) == 4 and parts[3].strip() == self.run_id and parts[1].strip().isdigit():
-                points.append(Checkpoint(sha=parts[0], step=int(parts[1].strip()), message=parts[2]))
+            if len(parts) == 4 and parts[2].strip() == self.run_id and parts[3].strip().isdigit():
+                points.append(Checkpoint(sha=parts[0], step=int(parts[3].strip()), message=parts[1]))
         return points
 
     def head(self) -> str:
-        return self._git("rev-parse", "HEAD")
+        """The commit checked out in the worktree."""
+        return _git(self._g, "rev-parse", "HEAD")
 
     def is_dirty(self) -> bool:
-        out = self._git("status", "--porcelain", "--untracked-files=all", *self._pathspec())
+        """Whether the worktree has changes a checkpoint would commit."""
+        out = _git(self._g, "status", "--porcelain", "--untracked-files=normal", *self._pathspec())
         return bool(out.strip())
 
+    # -- rollback ------------------------------------------------------------------------------------
+
     def reset_to(self, sha: str) -> None:
-        """Reset the worktree and its branch to `sha` (the start or a commit of this run)."""
-        full = self._git("rev-parse", "--verify", f"{sha}^{{commit}}")
-        if full != self.base_commit:
-            try:
-                self.repo.git.merge_base("--is-ancestor", self.base_commit, full)
-                self.repo.git.merge_base("--is-ancestor", full, self.branch)
-            except git.GitCommandError:
-                raise WorkspaceError(f"{sha[:10]} is not a checkpoint of run {self.run_id}") from None
-        self._git("reset", "--quiet", "--hard", full)
-        self._git("clean", "-fdq", *self._pathspec())
+        """Reset the worktree and run branch to `sha` (base_commit or one of this run's commits).
+
+        Untracked files are removed; ignored ones (node_modules, .env) and the copied files are kept.
+        """
+        g = self._g
+        status, full, _ = _run(g, "rev-parse", "-q", "--verify", f"{sha}^{{commit}}")
+        full = full.strip()
+        if status != 0:
+            raise WorkspaceError(f"unknown commit {sha!r} (pick one from `loopwright checkpoints {self.run_id}`)")
+        if full != self.base_commit and not self._is_own(full):
+            raise WorkspaceError(f"{sha[:12]} is not a checkpoint of run {self.run_id} "
+                                 f"(pick one from `loopwright checkpoints {self.run_id}`)")
+        _git(g, "symbolic-ref", "HEAD", f"refs/heads/{self.branch}", what="switching to the run branch")
+        _git(g, "reset", "--quiet", "--hard", full, what=f"resetting the worktree to {full[:10]}")
+        _git(g, "clean", "-ffdq", *self._pathspec(), what="removing untracked files")
+        self._copy_in()
+
+    def _is_own(self, sha: str) -> bool:
+        """On the run branch after base, or a commit of this run that a rollback left behind."""
+        g = self._g
+        if _run(g, "merge-base", "--is-ancestor", self.base_commit, sha)[0] != 0:
+            return False
+        if _run(g, "merge-base", "--is-ancestor", sha, f"refs/heads/{self.branch}")[0] == 0:
+            return True
+        out = _git(g, "log", "-1", f"--format=%(trailers:key={TRAILER_RUN},valueonly)", sha)
+        return self.run_id in out.split()
+
+    # -- looking at the work -------------------------------------------------------------------------
+
+    def _with_worktree_index(self, *args: str, binary: bool = False) -> str:
+        """Run a git command against a scratch copy of the index with all of the worktree added to it.
+
+        The real index stays as it is: looking at the work must not change what a checkpoint sees.
+        """
+        g = self._g
+        index = Path(_git(g, "rev-parse", "--path-format=absolute", "--git-path", "index"))
+        with tempfile.TemporaryDirectory(prefix="lw-index-") as tmp:
+            scratch = Path(tmp) / "index"
+            if index.exists():
+                shutil.copy2(index, scratch)
+            env = {"GIT_INDEX_FILE": str(scratch)}
+            _git(g, "add", "-A", *self._pathspec(), env=env, what="reading the worktree")
+            status, out, err = _run(g, *args, env=env, binary=True)
+            if status != 0:
+                raise WorkspaceError(f"git {args[0]} failed: {_git_message(err, '', status)}")
+        return out.decode("utf-8", "replace")
 
     def diff(self, against: str | None = None) -> str:
-        self._git("add", "-A", "--intent-to-add", *self._pathspec())
-        return self._git("diff", against or self.base_commit)
+        """Unified diff from `against` (default base_commit) to the worktree, untracked files included."""
+        return self._with_worktree_index("diff", "--cached", "--no-color", "--no-ext-diff", "--src-prefix=a/",
+                                         "--dst-prefix=b/", against or self.base_commit, *self._pathspec())
 
     def changed_files(self) -> list[str]:
-        self._git("add", "-A", "--intent-to-add", *self._pathspec())
-        return [f for f in self._git("diff", "--name-only", self.base_commit).splitlines() if f]
+        """Paths that differ between base_commit and the worktree (added, changed or deleted)."""
+        out = self._with_worktree_index("diff", "--cached", "--name-only", "--no-renames", "-z", self.base_commit,
+                                        *self._pathspec())
+        return [p for p in out.split("\0") if p]
 
-    # -- merge and removal ---------------------------------------------------------------------
+    # -- merging -------------------------------------------------------------------------------------
 
     def squash_merge(self, target_branch: str, message: str) -> MergeResult:
-        """Squash the run's commits onto the current head of `target_branch` (see the module docstring)."""
-        repo = _repo(self.root)
-        g = repo.git
-        try:
-            target_head = g.rev_parse("--verify", f"refs/heads/{target_branch}^{{commit}}")
-        except git.GitCommandError:
-            raise WorkspaceError(f"no branch '{target_branch}' to merge into") from None
-        run_head = g.rev_parse(self.branch)
-        if g.rev_parse(f"{run_head}^{{tree}}") == g.rev_parse(f"{self.base_commit}^{{tree}}"):
-            return MergeResult("nothing", None, "the run changed nothing")
-        # the merge base is found by git: base_commit, unless the target branch was rewritten since
-        status, out, err = _status(repo, "merge-tree", "--write-tree", "--name-only", target_head, run_head)
-        if status == 1:  # conflicts: the tree id, then the conflicted paths, then a blank line and messages
-            files = []
-            for line in out.splitlines()[1:]:
-                if not line.strip():
-                    break
-                files.append(line.strip())
-            files = list(dict.fromkeys(files))
-            return MergeResult("conflict", None, "conflict in " + (", ".join(files[:10]) or "some files"))
+        """Squash the run branch's changes since base_commit onto the current head of `target_branch`.
+
+        The user's checkout of the target branch (if any) follows the branch; the merge is refused
+        (status "conflict") when it would overwrite the user's uncommitted changes. Uncommitted work
+        in the run's worktree is not included: checkpoint first.
+        """
+        g = self._root_g
+        target_branch = target_branch.removeprefix("refs/heads/")
+        target_head = _commit_of_branch(g, target_branch)
+        if target_head is None:
+            raise WorkspaceError(f"no branch '{target_branch}' to merge into (pass --target BRANCH)")
+        run_head = _commit_of_branch(g, self.branch)
+        if run_head is None:
+            raise WorkspaceError(f"the run branch {self.branch} no longer exists; there is nothing to merge")
+        base_tree, run_tree, target_tree = _git(
+            g, "rev-parse", f"{self.base_commit}^{{tree}}", f"{run_head}^{{tree}}", f"{target_head}^{{tree}}").split()
+        if run_tree == base_tree:
+            return MergeResult("nothing", None, f"run {self.run_id} changed nothing")
+        ident = _identity_env(g)
+
+        if _has_merge_base_option(g):
+            ours, theirs, extra = target_head, run_head, [f"--merge-base={self.base_commit}"]
+        else:
+            # git < 2.40: the same three-way merge over stand-in commits whose only common ancestor is base's tree
+            stand_in = _git(g, "commit-tree", "--no-gpg-sign", base_tree, "-m", "base", env=ident)
+            ours = _git(g, "commit-tree", "--no-gpg-sign", target_tree, "-p", stand_in, "-m", "target", env=ident)
+            theirs = _git(g, "commit-tree", "--no-gpg-sign", run_tree, "-p", stand_in, "-m", "run", env=ident)
+            extra = []
+        status, out, err = _run(g, "merge-tree", "--write-tree", "--name-only", "-z", *extra, ours, theirs)
+        if status == 1:
+            files = _conflicted_paths(out)
+            shown = ", ".join(files[:10]) + (f" and {len(files) - 10} more" if len(files) > 10 else "")
+            return MergeResult("conflict", None, f"conflict in {shown or 'some files'}")
         if status != 0:
-            raise WorkspaceError(f"git merge-tree failed: {err.strip()[:200]}")
-        tree = out.splitlines()[0].strip()
-        if tree == g.rev_parse(f"{target_head}^{{tree}}"):
-            return MergeResult("nothing", None, f"{target_branch} already has these changes")
-        commit = g.execute(["git", "commit-tree", tree, "-p", target_head, "-m", message], env=_identity_env(repo))
-        checkout = self._checkout_of(repo, target_branch)
+            raise WorkspaceError(f"git merge-tree failed: {_git_message(err, '', status)}")
+        tree = out.split("\0", 1)[0].strip()
+        if tree == target_tree:
+            return MergeResult("nothing", None, f"{target_branch} already has the changes of run {self.run_id}")
+        with _message_file(message.strip() or f"loopwright: run {self.run_id}") as f:
+            commit = _git(g, "commit-tree", tree, "-p", target_head, "-F", "-", istream=f, env=ident,
+                          what="writing the merge commit")
+
+        checkout = _checkout_of(g, target_branch)
+        if checkout is not None and not checkout.is_dir():
+            checkout = None  # a stale worktree entry: there are no files to bring along
         if checkout is not None:
-            status, _, err = _status(git.Repo(checkout), "read-tree", "-m", "-u", target_head, commit)
+            cg = git.Git(checkout)
+            _run(cg, "update-index", "-q", "--refresh")  # stat-only changes must not count as edits
+            status, out, err = _run(cg, "read-tree", "-m", "-u", target_head, commit)
             if status != 0:
-                files = [ln.strip() for ln in err.splitlines() if ln.startswith("\t")]
-                detail = ", ".join(files[:10]) or err.strip().splitlines()[0][:200]
-                return MergeResult("conflict", None, f"your uncommitted changes to {detail} overlap the run's changes")
-        try:
-            g.update_ref(f"refs/heads/{target_branch}", commit, target_head)
-        except git.GitCommandError as e:
-            raise WorkspaceError(f"{target_branch} moved while merging ({_first_line(e)}); try again") from None
+                return MergeResult("conflict", None, _overlap_detail(err, checkout))
+        status, out, err = _run(g, "update-ref", "-m", f"loopwright: squash-merge {self.branch}",
+                                f"refs/heads/{target_branch}", commit, target_head)
+        if status != 0:
+            if checkout is not None:  # put the user's files back where their branch is
+                _run(git.Git(checkout), "read-tree", "-m", "-u", commit, target_head)
+            raise WorkspaceError(f"{target_branch} moved while merging ({_git_message(err, out, status)}): "
+                                 f"merge again")
         return MergeResult("merged", commit, f"{target_branch} is at {commit[:10]}")
 
-    @staticmethod
-    def _checkout_of(repo: git.Repo, branch: str) -> Path | None:
-        """The worktree that has `branch` checked out, if any."""
-        path: str | None = None
-        for line in repo.git.worktree("list", "--porcelain").splitlines():
-            if line.startswith("worktree "):
-                path = line[len("worktree "):]
-            elif line == f"branch refs/heads/{branch}" and path:
-                return Path(path)
-        return None
+    # -- removal -------------------------------------------------------------------------------------
 
     def remove(self, *, delete_branch: bool) -> int:
         """Remove the worktree (and the branch if asked); return the bytes freed."""
-        freed = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file() and not f.is_symlink()) \
-            if self.path.exists() else 0
-        g = _repo(self.root).git
-        try:
-            if self.path.exists():
-                g.worktree("remove", "--force", str(self.path))
-            g.worktree("prune")
-            if delete_branch:
-                g.branch("-D", self.branch)
-        except git.GitCommandError as e:
-            raise WorkspaceError(f"could not remove the worktree of run {self.run_id}: {_first_line(e)}") from None
+        g = self._root_g
+        freed = 0
+        if self.path.exists():
+            freed = _tree_bytes(self.path)
+            admin = self._admin_dir()
+            if admin is not None:
+                freed += _tree_bytes(admin)
+            status, out, err = _run(g, "worktree", "remove", "--force", str(self.path))
+            if status != 0:
+                raise WorkspaceError(f"could not remove the worktree {self.path}: {_git_message(err, out, status)}")
+        _run(g, "worktree", "prune")
+        if delete_branch:
+            status, out, err = _run(g, "branch", "-D", self.branch)
+            if status != 0 and "not found" not in err:
+                raise WorkspaceError(f"could not delete branch {self.branch}: {_git_message(err, out, status)}")
         return freed
+
+    def _admin_dir(self) -> Path | None:
+        """The worktree's directory inside the repository's .git (its index, HEAD, logs)."""
+        try:
+            text = (self.path / ".git").read_text()
+        except OSError:
+            return None
+        if not text.startswith("gitdir:"):
+            return None
+        admin = Path(text[len("gitdir:"):].strip())
+        return admin if admin.is_dir() else None
+
+
+def _overlap_detail(err: str, checkout: Path) -> str:
+    files = re.findall(r"(?:Entry|working tree file) '([^']+)'", err)
+    files += [ln.strip() for ln in err.splitlines() if ln.startswith("\t")]
+    files = list(dict.fromkeys(files))
+    if files:
+        shown = ", ".join(files[:10]) + (f" and {len(files) - 10} more" if len(files) > 10 else "")
+        return f"your uncommitted changes to {shown} overlap the run's changes (commit or stash them, then merge again)"
+    return f"could not update your checkout at {checkout}: {_git_message(err)}"
