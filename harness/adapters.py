@@ -34,15 +34,26 @@ def parse_arguments(raw: str | None) -> tuple[dict[str, Any], str | None]:
     return value, None
 
 
-class AnthropicAdapter(ModelAdapter):
-    provider = "anthropic"
-    _STOP = {"end_turn": "end_turn", "tool_use": "tool_use", "max_tokens": "max_tokens",
-             "stop_sequence": "stop_sequence", "refusal": "refusal"}
+class _SDKAdapter(ModelAdapter):
+    """Shared set-up: the SDK's async client with its own retries off, and the wire cache."""
+
+    client_class: Any = None
 
     def __init__(self, model: str, *, api_key: str, base_url: str | None = None, timeout: float = 600):
         self.model = model
-        self.client = anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+        self.client = self.client_class(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
         self._wire = WireCache(self._to_wire)
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+class AnthropicAdapter(_SDKAdapter):
+    provider = "anthropic"
+    client_class = anthropic.AsyncAnthropic
+    _STOP = {"end_turn": "end_turn", "tool_use": "tool_use", "max_tokens": "max_tokens",
+             "stop_sequence": "stop_sequence", "refusal": "refusal"}
+
 
     @staticmethod
     def _to_wire(m: Message) -> dict:
@@ -83,19 +94,13 @@ class AnthropicAdapter(ModelAdapter):
         return ModelResponse(message=Message(role="assistant", content=content or [TextBlock(text="")]), usage=usage,
                              stop_reason=self._STOP.get(resp.stop_reason or "", "other"), model=resp.model)
 
-    async def aclose(self) -> None:
-        await self.client.close()
 
-
-class OpenAIChatAdapter(ModelAdapter):
+class OpenAIChatAdapter(_SDKAdapter):
     provider = "openai"
+    client_class = openai.AsyncOpenAI
     _STOP = {"stop": "end_turn", "tool_calls": "tool_use", "function_call": "tool_use", "length": "max_tokens",
              "content_filter": "refusal"}
 
-    def __init__(self, model: str, *, api_key: str, base_url: str | None = None, timeout: float = 600):
-        self.model = model
-        self.client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
-        self._wire = WireCache(self._to_wire)
 
     @staticmethod
     def _to_wire(m: Message) -> list[dict]:
@@ -138,17 +143,11 @@ class OpenAIChatAdapter(ModelAdapter):
         return ModelResponse(message=Message(role="assistant", content=content or [TextBlock(text="")]), usage=usage,
                              stop_reason=self._STOP.get(choice.finish_reason or "", "other"), model=resp.model)
 
-    async def aclose(self) -> None:
-        await self.client.close()
 
-
-class OpenAIResponsesAdapter(ModelAdapter):
+class OpenAIResponsesAdapter(_SDKAdapter):
     provider = "openai-responses"
+    client_class = openai.AsyncOpenAI
 
-    def __init__(self, model: str, *, api_key: str, base_url: str | None = None, timeout: float = 600):
-        self.model = model
-        self.client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
-        self._wire = WireCache(self._to_wire)
 
     @staticmethod
     def _to_wire(m: Message) -> list[dict]:
@@ -195,9 +194,6 @@ class OpenAIResponsesAdapter(ModelAdapter):
                 "tool_use" if any(isinstance(b, ToolCall) for b in content) else "end_turn")
         return ModelResponse(message=Message(role="assistant", content=content or [TextBlock(text="")]), usage=usage,
                              stop_reason=stop, model=resp.model or self.model)  # type: ignore[arg-type]
-
-    async def aclose(self) -> None:
-        await self.client.close()
 
 
 def build_adapter(provider: str, model: str, *, api_key: str, base_url: str | None, timeout: float = 600) -> ModelAdapter:

@@ -63,3 +63,21 @@ def loopwright_subprocess(cwd: Path, *args: str, env: dict | None = None, **kw) 
     e.update(env or {})
     return subprocess.Popen([PY, "-m", "loopwright.runtime.cli", *args], cwd=cwd, env=e, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)
+
+
+def wait_for_row(db: Path, sql: str, timeout: float = 30.0):
+    """Poll the store (as another process would) until `sql` returns a row; None on timeout."""
+    import sqlite3
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if db.exists():
+            try:
+                row = sqlite3.connect(db).execute(sql).fetchone()
+            except sqlite3.OperationalError:  # not created yet
+                row = None
+            if row:
+                return row
+        time.sleep(0.05)
+    return None

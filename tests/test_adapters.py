@@ -186,3 +186,25 @@ def test_tool_call_ids_are_stable_per_turn():
         a, b = asyncio.run(go())
     assert isinstance(a.message.content[-1], ToolCall)
     assert (a.message.tool_calls[0].id, b.message.tool_calls[0].id) == ("call_0_0", "call_1_0")
+
+
+def test_loopback_command_serves_a_script_to_any_client(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import openai
+
+    (tmp_path / "s.json").write_text(json.dumps({"turns": [TOOL_TURN]}))
+    proc = subprocess.Popen([sys.executable, "-m", "loopwright.runtime.cli", "loopback", "--script",
+                             str(tmp_path / "s.json")], stdout=subprocess.PIPE, text=True)
+    try:
+        banner = [proc.stdout.readline() for _ in range(3)]
+        assert "not a model" in banner[0]
+        base = banner[2].split()[-1]
+        client = openai.OpenAI(api_key="test-not-a-key", base_url=base, max_retries=0)
+        resp = client.chat.completions.create(model="any", messages=[{"role": "user", "content": "hi"}])
+        assert resp.choices[0].message.tool_calls[0].function.name == "read_file"
+    finally:
+        proc.terminate()
+        proc.wait(10)

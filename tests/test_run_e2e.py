@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sqlite3
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from loopwright.memory.store import Store
 from loopwright.runtime.project import open_project
 from loopwright.runtime.runner import Runner
 
-from support import CHECK, FINISH, FIX_ADD, call, git, loopwright_subprocess, turn, write_script
+from support import CHECK, FINISH, FIX_ADD, call, git, loopwright_subprocess, turn, wait_for_row, write_script
 
 
 def _trailers(root: Path, branch: str) -> list[str]:
@@ -233,18 +232,8 @@ def test_kill_9_mid_step_then_resume(repo, tmp_path):
     ])
     proc = loopwright_subprocess(repo, "run", "fix add", "--check", CHECK, "--script", str(script))
     db = repo / ".loopwright" / "state.db"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if db.exists():
-            try:
-                row = sqlite3.connect(db).execute(
-                    "SELECT run_id FROM events WHERE type = 'tool_started' AND data LIKE '%sleep 20%'").fetchone()
-            except sqlite3.OperationalError:
-                row = None
-            if row:
-                break
-        time.sleep(0.1)
-    else:
+    row = wait_for_row(db, "SELECT run_id FROM events WHERE type = 'tool_started' AND data LIKE '%sleep 20%'")
+    if row is None:
         proc.kill()
         pytest.fail(f"the run never reached the sleeping step: {proc.communicate()}")
     time.sleep(0.3)
@@ -267,15 +256,7 @@ def test_ctrl_c_pauses_at_a_safe_point_then_resume(repo, tmp_path):
         FINISH,
     ])
     proc = loopwright_subprocess(repo, "run", "fix add", "--check", CHECK, "--script", str(script))
-    db = repo / ".loopwright" / "state.db"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if sqlite3.connect(db).execute("SELECT 1 FROM events WHERE type = 'tool_started'").fetchone():
-                break
-        except sqlite3.OperationalError:
-            pass
-        time.sleep(0.05)
+    assert wait_for_row(repo / ".loopwright" / "state.db", "SELECT 1 FROM events WHERE type = 'tool_started'")
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err

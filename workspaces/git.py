@@ -295,7 +295,7 @@ class Workspace:
         target_branch = target_branch.removeprefix("refs/heads/")
         base = _commit_of_branch(g, target_branch)
         if base is None:
-            if _run(g, "rev-parse", "-q", "--verify", "HEAD")[0] != 0 and not _git(g, "rev-list", "-n", "1", "--all"):
+            if not _git(g, "rev-list", "-n", "1", "--all"):
                 raise WorkspaceError(NO_COMMITS)
             raise WorkspaceError(f"no branch '{target_branch}' in {root} (pass --target BRANCH with an existing branch)")
         path = Path(worktrees_dir).absolute() / run_id
