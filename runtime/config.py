@@ -132,7 +132,7 @@ class Config(_Section):
             return self.models[self.model]
         if self.model in DEFAULT_MODELS:
             return DEFAULT_MODELS[self.model]
-        if self.provider == "scripted" or self.base_url:
+        if self.provider == "scripted" or (self.base_url and _is_local(self.base_url)):
             return FREE_MODEL
         known = ", ".join(sorted(DEFAULT_MODELS))
         raise ConfigError(

@@ -105,6 +105,8 @@ class Runner:
             raise StoreError(f"run {run.id} is {run.status}; there is nothing to resume")
         if run.status == "running" and run.owner_alive():
             raise StoreError(f"run {run.id} is running in process {run.owner_pid}; pause it first")
+        if not Path(run.worktree).is_dir():
+            raise StoreError(f"the worktree of run {run.id} is gone ({run.worktree}); it cannot be resumed")
         task = self.store.task(run.task_id)
         config = self.project.config
         options = {k: v for k, v in task.options.items() if v is not None}

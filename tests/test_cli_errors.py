@@ -93,3 +93,16 @@ def test_resume_of_a_finished_run_is_refused(repo, cli, tmp_path):
     run = cli.json(repo, "run", "fix", "--check", "true", "--script", script)["run"]
     err = _one_line_error(*cli(repo, "resume", run)[::2])
     assert "succeeded" in err and "nothing to resume" in err
+
+
+def test_resume_after_gc_says_the_worktree_is_gone(repo, cli, tmp_path, monkeypatch):
+    from support import call, turn
+
+    script = write_script(tmp_path / "s.json", [turn(call("write_file", path="a.txt", content="a"))])
+    monkeypatch.setenv("LOOPWRIGHT_BUDGET__MAX_TURNS", "1")
+    run = cli.json(repo, "run", "write", "--script", script)
+    assert run["status"] == "budget_exceeded"
+    cli.json(repo, "gc")
+    err = _one_line_error(*cli(repo, "resume", run["run"])[::2])
+    assert "worktree" in err and "gone" in err
+    assert cli.json(repo, "runs")[0]["status"] == "budget_exceeded"  # the refusal changed nothing

@@ -55,6 +55,10 @@ def test_unknown_model_needs_prices(tmp_path):
     local = load_config(tmp_path, env={"LOOPWRIGHT_MODEL": "qwen", "LOOPWRIGHT_PROVIDER": "openai",
                                        "LOOPWRIGHT_BASE_URL": "http://localhost:11434/v1"})
     assert local.model_info().input_usd_per_mtok == 0
+    proxy = load_config(tmp_path, env={"LOOPWRIGHT_MODEL": "qwen", "LOOPWRIGHT_PROVIDER": "openai",
+                                       "LOOPWRIGHT_BASE_URL": "https://gateway.example.invalid/v1"})
+    with pytest.raises(ConfigError, match="unknown model 'qwen'"):
+        proxy.model_info()  # a remote gateway bills: never count it as free
 
 
 def test_missing_key_names_variable_and_local_server(tmp_path, monkeypatch):

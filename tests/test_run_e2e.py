@@ -285,6 +285,7 @@ def test_show_runs_and_gc(repo, cli, tmp_path):
     gc = cli.json(repo, "gc")
     assert gc["removed"][0]["run"] == result["run"] and gc["bytes_freed"] > 0
     assert not Path(result["worktree"]).exists()
+    assert cli.json(repo, "gc")["removed"] == []  # nothing left to collect
     with pytest.raises(Exception):  # merged branch deleted under the default policy
         git(repo, "rev-parse", "--verify", result["branch"])
 

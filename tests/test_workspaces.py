@@ -1,9 +1,9 @@
-"""Git workspaces in real repositories: worktrees, checkpoints, rollback, squash merge, removal."""
+"""Git workspaces in real repositories: worktrees, checkpoints, rollback, diff, squash merge, removal."""
 
 from __future__ import annotations
 
-import os
 import subprocess
+from pathlib import Path
 
 import pytest
 from support import git
@@ -11,194 +11,412 @@ from support import git
 from loopwright.workspaces.git import Workspace, WorkspaceError, current_branch, repo_root
 
 
-def _trailers(ws: Workspace) -> list[str]:
-    out = git(ws.path, "log", "--format=%(trailers:only,unfold)", f"{ws.base_commit}..HEAD")
-    return [t for t in out.splitlines() if t]
+def _ws(repo: Path, run_id: str = "r1", **kw) -> Workspace:
+    return Workspace.create(repo, run_id, target_branch="main", worktrees_dir=repo.parent / "worktrees", **kw)
 
 
 @pytest.fixture
 def ws(repo) -> Workspace:
-    return Workspace.create(repo, "r1", target_branch="main", worktrees_dir=repo.parent / "worktrees")
+    return _ws(repo)
 
 
-def test_not_a_repo_and_no_commits(tmp_path):
-    with pytest.raises(WorkspaceError, match=r"not a git repository: .* \(run `git init` first\)"):
-        repo_root(tmp_path)
-    git(tmp_path, "init", "-q", "-b", "main")
-    with pytest.raises(WorkspaceError, match="no commits yet"):
-        current_branch(tmp_path)
-    with pytest.raises(WorkspaceError, match="no commits yet"):
-        Workspace.create(tmp_path, "r", target_branch="main", worktrees_dir=tmp_path / "wt")
+def _files_in(sha: str, cwd: Path) -> list[str]:
+    return sorted(git(cwd, "ls-tree", "-r", "--name-only", sha).splitlines())
 
 
-def test_detached_head_and_unknown_branch(repo):
-    git(repo, "checkout", "-q", "--detach")
-    with pytest.raises(WorkspaceError, match="detached"):
-        current_branch(repo)
-    with pytest.raises(WorkspaceError, match="no branch 'nope'"):
-        Workspace.create(repo, "r", target_branch="nope", worktrees_dir=repo / "wt")
+def _user_state(repo: Path) -> dict:
+    """Everything of the user's checkout that loopwright must leave alone."""
+    return {"status": git(repo, "status", "--porcelain", "--untracked-files=all"),
+            "staged": git(repo, "diff", "--cached"), "unstaged": git(repo, "diff"),
+            "index": git(repo, "ls-files", "--stage"), "main": git(repo, "rev-parse", "main"),
+            "head": git(repo, "symbolic-ref", "HEAD")}
 
 
-def test_create_makes_worktree_and_branch(ws, repo):
-    assert ws.path.is_dir() and (ws.path / "calc.py").exists()
-    assert git(ws.path, "rev-parse", "--abbrev-ref", "HEAD") == "lw/r1"
-    assert ws.base_commit == git(repo, "rev-parse", "main")
-
-
-def test_checkpoint_commits_with_trailers(ws):
-    (ws.path / "calc.py").write_text("changed\n")
-    (ws.path / "new.py").write_text("untracked\n")
-    (ws.path / "debug.log").write_text("ignored\n")
-    cp = ws.checkpoint("step one", step=1)
-    assert cp is not None and cp.sha == ws.head()
-    files = git(ws.path, "show", "--name-only", "--format=", cp.sha).splitlines()
-    assert sorted(files) == ["calc.py", "new.py"]
-    assert _trailers(ws) == ["Loopwright-Run: r1", "Loopwright-Step: 1"]
-    assert ws.checkpoint("nothing", step=2) is None
-    assert [(c.step, c.message) for c in ws.checkpoints()] == [(1, "step one")]
-
-
-def test_copied_files_are_never_committed(repo):
-    (repo / ".env").write_text("SECRET=1\n")  # not ignored
-    ws = Workspace.create(repo, "r2", target_branch="main", worktrees_dir=repo / "wt", copy_files=[".env"])
-    assert (ws.path / ".env").read_text() == "SECRET=1\n"
-    assert not ws.is_dirty()
-    (ws.path / "x.py").write_text("x")
-    cp = ws.checkpoint("x", step=1)
-    assert ".env" not in git(ws.path, "show", "--name-only", "--format=", cp.sha)
-    ws.reset_to(ws.base_commit)
-    assert (ws.path / ".env").exists() and not (ws.path / "x.py").exists()
-
-
-def test_users_checkout_is_never_touched(repo, ws):
-    (repo / "calc.py").write_text("user's unstaged edit\n")
-    (repo / "staged.txt").write_text("staged")
+def _make_user_dirty(repo: Path) -> None:
+    (repo / "calc.py").write_text((repo / "calc.py").read_text() + "# user's unstaged edit\n")
+    (repo / "staged.txt").write_text("user's staged file\n")
     git(repo, "add", "staged.txt")
-    before = git(repo, "status", "--porcelain")
-    (ws.path / "agent.txt").write_text("agent")
-    ws.checkpoint("agent work", step=1)
-    ws.reset_to(ws.base_commit)
-    assert git(repo, "status", "--porcelain") == before
-    assert (repo / "calc.py").read_text() == "user's unstaged edit\n"
-    assert git(repo, "rev-parse", "main") == ws.base_commit
+    (repo / "scratch.txt").write_text("user's untracked file\n")
 
 
-def test_reset_restores_and_cleans_but_keeps_ignored(ws):
-    (ws.path / "a.txt").write_text("a")
-    cp1 = ws.checkpoint("a", step=1)
-    (ws.path / "a.txt").write_text("a changed")
-    (ws.path / "b.txt").write_text("b")
-    ws.checkpoint("b", step=2)
-    (ws.path / "stray.txt").write_text("untracked")
-    (ws.path / "keep.log").write_text("ignored")
-    ws.reset_to(cp1.sha)
-    assert (ws.path / "a.txt").read_text() == "a"
-    assert not (ws.path / "b.txt").exists() and not (ws.path / "stray.txt").exists()
-    assert (ws.path / "keep.log").exists()
-    assert ws.head() == cp1.sha and not ws.is_dirty()
+# -- the user's repository ---------------------------------------------------------------------------
 
 
-def test_reset_to_a_foreign_commit_is_refused(repo, ws):
-    (repo / "other.txt").write_text("o")
-    git(repo, "add", "other.txt")
-    git(repo, "commit", "-qm", "main moves on")
-    with pytest.raises(WorkspaceError, match="not a checkpoint of run r1"):
-        ws.reset_to(git(repo, "rev-parse", "main"))
+def test_not_a_repository(tmp_path):
+    with pytest.raises(WorkspaceError) as e:
+        repo_root(tmp_path)
+    assert str(e.value) == f"not a git repository: {tmp_path} (run `git init` first)"
+    with pytest.raises(WorkspaceError, match="no such directory"):
+        repo_root(tmp_path / "missing" / "deeper")
 
 
-def test_squash_merge_moves_target_by_one_commit(repo, ws):
-    (repo / "notes.txt").write_text("user notes, uncommitted\n")
-    (ws.path / "calc.py").write_text((ws.path / "calc.py").read_text().replace("a - b", "a + b"))
-    ws.checkpoint("fix", step=1)
-    (ws.path / "extra.py").write_text("x = 1\n")
-    ws.checkpoint("extra", step=2)
-    old = git(repo, "rev-parse", "main")
-    result = ws.squash_merge("main", "loopwright: fix add")
-    assert result.status == "merged"
-    assert git(repo, "rev-parse", "main^") == old
-    assert git(repo, "log", "-1", "--format=%s", "main") == "loopwright: fix add"
-    assert "a + b" in (repo / "calc.py").read_text() and (repo / "extra.py").exists()
-    assert git(repo, "status", "--porcelain") == "?? notes.txt"
+def test_repo_root_is_the_top_from_a_subdirectory(repo):
+    (repo / "pkg" / "sub").mkdir(parents=True)
+    assert repo_root(repo / "pkg" / "sub") == repo
+    assert repo_root(repo / "calc.py") == repo
 
 
-def test_squash_merge_conflict_leaves_everything(repo, ws):
-    (ws.path / "calc.py").write_text((ws.path / "calc.py").read_text().replace("a - b", "a + b"))
-    ws.checkpoint("fix", step=1)
-    (repo / "calc.py").write_text((repo / "calc.py").read_text().replace("a - b", "b + a"))
-    git(repo, "commit", "-qam", "user fix")
-    head = git(repo, "rev-parse", "main")
-    result = ws.squash_merge("main", "m")
-    assert result.status == "conflict" and "calc.py" in result.detail
-    assert git(repo, "rev-parse", "main") == head and git(repo, "status", "--porcelain") == ""
-    assert git(repo, "rev-parse", "--verify", "lw/r1")
+def test_repository_without_commits(tmp_path):
+    git(tmp_path, "init", "-q", "-b", "main")
+    expected = "the repository has no commits yet (make a first commit, e.g. git commit --allow-empty -m init)"
+    with pytest.raises(WorkspaceError) as e:
+        current_branch(tmp_path)
+    assert str(e.value) == expected
+    with pytest.raises(WorkspaceError) as e:
+        Workspace.create(tmp_path, "r", target_branch="main", worktrees_dir=tmp_path / "wt")
+    assert str(e.value) == expected
 
 
-def test_squash_merge_refuses_to_overwrite_uncommitted_overlap(repo, ws):
-    (ws.path / "calc.py").write_text("agent version\n")
-    ws.checkpoint("rewrite", step=1)
-    (repo / "calc.py").write_text("user's uncommitted version\n")
-    head = git(repo, "rev-parse", "main")
-    result = ws.squash_merge("main", "m")
-    assert result.status == "conflict" and "calc.py" in result.detail and "uncommitted" in result.detail
-    assert git(repo, "rev-parse", "main") == head
-    assert (repo / "calc.py").read_text() == "user's uncommitted version\n"
+def test_current_branch_and_detached_head(repo):
+    assert current_branch(repo) == "main"
+    git(repo, "checkout", "-q", "--detach")
+    with pytest.raises(WorkspaceError, match=r"HEAD is detached.*pass --target BRANCH"):
+        current_branch(repo)
 
 
-def test_squash_merge_with_nothing_to_merge(ws):
-    assert ws.squash_merge("main", "m").status == "nothing"
+def test_unknown_target_branch(repo):
+    with pytest.raises(WorkspaceError, match=r"no branch 'nope' in .*--target BRANCH"):
+        Workspace.create(repo, "r", target_branch="nope", worktrees_dir=repo.parent / "wt")
 
 
-def test_merge_into_a_branch_not_checked_out(repo, ws):
-    git(repo, "branch", "release")
-    (ws.path / "r.txt").write_text("r")
-    ws.checkpoint("r", step=1)
-    assert ws.squash_merge("release", "m").status == "merged"
-    assert "r.txt" in git(repo, "ls-tree", "--name-only", "release") and not (repo / "r.txt").exists()
+# -- creating ----------------------------------------------------------------------------------------
 
 
-def test_setup_command_runs_and_failure_is_reported(repo):
-    ws = Workspace.create(repo, "s1", target_branch="main", worktrees_dir=repo / "wt", setup_command="echo ok > setup.out")
+def test_create_makes_a_worktree_on_its_own_branch(repo, ws):
+    assert ws.path == repo.parent / "worktrees" / "r1" and (ws.path / "calc.py").read_text() == (repo / "calc.py").read_text()
+    assert ws.branch == "lw/r1" and ws.run_id == "r1" and ws.root == repo
+    assert git(ws.path, "symbolic-ref", "HEAD") == "refs/heads/lw/r1"
+    assert ws.base_commit == git(repo, "rev-parse", "main") == ws.head()
+    assert str(ws.path) in git(repo, "worktree", "list")
+    assert not ws.is_dirty() and ws.checkpoints() == []
+
+
+def test_create_with_an_existing_run_branch_is_one_line(repo, ws):
+    with pytest.raises(WorkspaceError) as e:
+        Workspace.create(repo, "r1", target_branch="main", worktrees_dir=repo.parent / "other")
+    assert "lw/r1" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_setup_command_runs_in_the_worktree(repo):
+    ws = _ws(repo, "s1", setup_command="echo ok > setup.out; pwd > where.out")
     assert (ws.path / "setup.out").read_text() == "ok\n"
-    with pytest.raises(WorkspaceError, match=r"setup command failed \(exit 3\).*boom"):
-        Workspace.create(repo, "s2", target_branch="main", worktrees_dir=repo / "wt",
-                         setup_command="echo boom; exit 3")
+    assert Path((ws.path / "where.out").read_text().strip()).resolve() == ws.path.resolve()
 
 
-def test_remove_frees_bytes_and_handles_the_branch(repo):
-    keep = Workspace.create(repo, "k", target_branch="main", worktrees_dir=repo / "wt")
-    (keep.path / "big.bin").write_bytes(b"x" * 100_000)
-    assert keep.remove(delete_branch=False) >= 100_000
-    assert not keep.path.exists() and git(repo, "rev-parse", "--verify", "lw/k")
-    drop = Workspace.create(repo, "d", target_branch="main", worktrees_dir=repo / "wt")
-    drop.remove(delete_branch=True)
-    with pytest.raises(subprocess.CalledProcessError):
-        git(repo, "rev-parse", "--verify", "lw/d")
+def test_setup_command_failure_is_reported_and_cleaned_up(repo):
+    with pytest.raises(WorkspaceError) as e:
+        _ws(repo, "s2", setup_command="echo preparing; echo 'npm ERR! missing thing' >&2; exit 3")
+    msg = str(e.value)
+    assert msg.startswith("setup command failed (exit 3)") and "npm ERR! missing thing" in msg and "\n" not in msg
+    assert not (repo.parent / "worktrees" / "s2").exists()
+    assert "lw/s2" not in git(repo, "branch", "--list", "lw/*")
 
 
-def test_checkpoint_without_a_git_identity(tmp_path, monkeypatch):
+def test_setup_command_timeout(repo):
+    with pytest.raises(WorkspaceError, match=r"timed out after 0.5s"):
+        _ws(repo, "s3", setup_command="sleep 30 & sleep 30", setup_timeout=0.5)
+    assert not (repo.parent / "worktrees" / "s3").exists()
+
+
+# -- checkpoints -------------------------------------------------------------------------------------
+
+
+def test_checkpoint_commits_changes_with_trailers(ws):
+    (ws.path / "calc.py").write_text("changed\n")
+    (ws.path / "pkg").mkdir()
+    (ws.path / "pkg" / "new.py").write_text("untracked\n")
+    (ws.path / "debug.log").write_text("ignored\n")
+    (ws.path / "test_calc.py").unlink()
+    cp = ws.checkpoint("step one", step=1)
+    assert cp is not None and cp.sha == ws.head() == git(ws.path, "rev-parse", "lw/r1")
+    assert (cp.step, cp.message) == (1, "step one")
+    assert git(ws.path, "rev-parse", f"{cp.sha}^") == ws.base_commit
+    assert _files_in(cp.sha, ws.path) == [".gitignore", "calc.py", "pkg/new.py"]
+    trailers = git(ws.path, "log", "-1", "--format=%(trailers)", cp.sha).splitlines()
+    assert trailers == ["Loopwright-Run: r1", "Loopwright-Step: 1"]
+    assert git(ws.path, "log", "-1", "--format=%s", cp.sha) == "step one"
+    assert ws.is_dirty() is False and (ws.path / "debug.log").exists()
+
+
+def test_checkpoint_with_nothing_changed_returns_none(ws):
+    assert ws.checkpoint("nothing yet", step=1) is None
+    (ws.path / "a.txt").write_text("a")
+    first = ws.checkpoint("a", step=2)
+    (ws.path / "only.log").write_text("ignored files are not changes")
+    assert ws.checkpoint("still nothing", step=3) is None
+    assert ws.head() == first.sha
+
+
+def test_checkpoints_lists_the_run_commits_oldest_first(ws):
+    (ws.path / "a.txt").write_text("a")
+    one = ws.checkpoint("add a", step=1)
+    (ws.path / "b.txt").write_text("b")
+    two = ws.checkpoint("add b\n\nwith a body", step=4)
+    (ws.path / "c.txt").write_text("c")  # a commit the agent made by hand: no trailers, not a checkpoint
+    git(ws.path, "add", "c.txt")
+    git(ws.path, "commit", "-qm", "manual")
+    assert ws.checkpoints() == [one, two]
+    assert two.message == "add b" and git(ws.path, "rev-parse", f"{two.sha}^") == one.sha
+
+
+def test_copied_env_is_never_committed_even_when_not_ignored(repo):
+    (repo / ".env").write_text("SECRET=1\n")  # not in .gitignore
+    (repo / "config").mkdir()
+    (repo / "config" / "local.toml").write_text("token = 'x'\n")
+    ws = _ws(repo, "c1", copy_files=[".env", "config/local.toml", "absent.txt"])
+    assert (ws.path / ".env").read_text() == "SECRET=1\n" and (ws.path / "config" / "local.toml").exists()
+    assert not ws.is_dirty() and ws.changed_files() == [] and ws.checkpoint("nothing", step=1) is None
+    (ws.path / "x.py").write_text("x = 1\n")
+    git(ws.path, "add", "-A")  # the agent stages everything itself
+    cp = ws.checkpoint("x", step=2)
+    assert _files_in(cp.sha, ws.path) == [".gitignore", "calc.py", "test_calc.py", "x.py"]
+    assert "SECRET" not in ws.diff() and ws.changed_files() == ["x.py"]
+    (ws.path / ".env").write_text("SECRET=2\n")
+    assert not ws.is_dirty() and ws.checkpoint("env edit", step=3) is None
+    ws.reset_to(ws.base_commit)
+    assert (ws.path / ".env").read_text() == "SECRET=1\n" and not (ws.path / "x.py").exists()
+    assert "SECRET" not in git(ws.path, "log", "-p", "--all")
+
+
+def test_copy_files_must_stay_inside_the_repository(repo):
+    with pytest.raises(WorkspaceError, match=r"copy_files entry '../secret'"):
+        _ws(repo, "c2", copy_files=["../secret"])
+
+
+def test_checkpoint_refuses_when_the_worktree_left_its_branch(ws):
+    git(ws.path, "switch", "-q", "-c", "elsewhere")
+    (ws.path / "a.txt").write_text("a")
+    with pytest.raises(WorkspaceError, match=r"not on its branch lw/r1 .*git -C .* switch lw/r1"):
+        ws.checkpoint("a", step=1)
+    assert git(ws.path, "rev-parse", "lw/r1") == ws.base_commit
+
+
+def test_checkpoint_without_any_git_identity(tmp_path, monkeypatch):
     home = tmp_path / "home"
     home.mkdir()
     root = tmp_path / "r"
     root.mkdir()
-    env = {"GIT_AUTHOR_NAME": "x", "GIT_AUTHOR_EMAIL": "x@x", "GIT_COMMITTER_NAME": "x", "GIT_COMMITTER_EMAIL": "x@x"}
+    ident = {"GIT_AUTHOR_NAME": "x", "GIT_AUTHOR_EMAIL": "x@x", "GIT_COMMITTER_NAME": "x", "GIT_COMMITTER_EMAIL": "x@x"}
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=root, check=True)
-    subprocess.run(["git", "commit", "-q", "--allow-empty", "-m", "init"], cwd=root, check=True,
-                   env={**os.environ, **env})
+    (root / "f.txt").write_text("f\n")
+    subprocess.run(["git", "add", "f.txt"], cwd=root, check=True)
+    subprocess.run(["git", "commit", "-qm", "init"], cwd=root, check=True, env={**ident, "PATH": "/usr/bin:/bin"})
     monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    for k in env:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    for k in [*ident, "EMAIL", "GIT_CONFIG_GLOBAL"]:
         monkeypatch.delenv(k, raising=False)
-    ws = Workspace.create(root, "n", target_branch="main", worktrees_dir=root / "wt")
-    (ws.path / "f.txt").write_text("f")
+    assert subprocess.run(["git", "config", "user.email"], cwd=root).returncode == 1  # really none configured
+    ws = Workspace.create(root, "n", target_branch="main", worktrees_dir=tmp_path / "wt")
+    (ws.path / "f.txt").write_text("changed\n")
     cp = ws.checkpoint("no identity", step=1)
-    assert cp is not None
-    assert git(ws.path, "log", "-1", "--format=%an <%ae>") == "loopwright <loopwright@localhost>"
-    assert ws.squash_merge("main", "merged without identity").status == "merged"
+    assert git(ws.path, "log", "-1", "--format=%an <%ae>|%cn <%ce>", cp.sha) == \
+        "loopwright <loopwright@localhost>|loopwright <loopwright@localhost>"
+    result = ws.squash_merge("main", "merged without identity")
+    assert result.status == "merged" and (root / "f.txt").read_text() == "changed\n"
+    assert git(root, "log", "-1", "--format=%cn", "main") == "loopwright"
+    assert subprocess.run(["git", "config", "user.email"], cwd=root).returncode == 1  # nothing was written
 
 
-def test_diff_and_changed_files(ws):
+# -- the user's checkout -----------------------------------------------------------------------------
+
+
+def test_users_checkout_is_untouched_by_create_checkpoint_and_reset(repo):
+    _make_user_dirty(repo)
+    before = _user_state(repo)
+    ws = _ws(repo, "u1", copy_files=[".env"])
+    assert "user's unstaged edit" not in (ws.path / "calc.py").read_text()  # the run starts from the commit
+    assert not (ws.path / "staged.txt").exists() and not (ws.path / "scratch.txt").exists()
+    (ws.path / "calc.py").write_text("agent's version\n")
+    (ws.path / "agent.txt").write_text("agent")
+    cp = ws.checkpoint("agent work", step=1)
+    assert _user_state(repo) == before
+    ws.reset_to(ws.base_commit)
+    ws.diff()
+    ws.changed_files()
+    assert _user_state(repo) == before
+    assert (repo / "calc.py").read_text().endswith("# user's unstaged edit\n")
+    assert (repo / "scratch.txt").read_text() == "user's untracked file\n"
+    assert git(repo, "cat-file", "-t", cp.sha) == "commit"
+
+
+# -- rollback ----------------------------------------------------------------------------------------
+
+
+def test_reset_restores_files_and_cleans_but_keeps_ignored(ws):
+    (ws.path / "a.txt").write_text("a")
+    cp1 = ws.checkpoint("a", step=1)
+    (ws.path / "a.txt").write_text("a changed")
+    (ws.path / "b.txt").write_text("b")
+    cp2 = ws.checkpoint("b", step=2)
+    (ws.path / "stray.txt").write_text("untracked")
+    (ws.path / "newdir").mkdir()
+    (ws.path / "newdir" / "deep.txt").write_text("untracked too")
+    (ws.path / "keep.log").write_text("ignored")
+    (ws.path / "__pycache__").mkdir()
+    (ws.path / "__pycache__" / "calc.pyc").write_bytes(b"\0cache")
+    ws.reset_to(cp1.sha)
+    assert (ws.path / "a.txt").read_text() == "a"
+    assert not (ws.path / "b.txt").exists() and not (ws.path / "stray.txt").exists()
+    assert not (ws.path / "newdir").exists()
+    assert (ws.path / "keep.log").read_text() == "ignored" and (ws.path / "__pycache__" / "calc.pyc").exists()
+    assert ws.head() == cp1.sha == git(ws.path, "rev-parse", "lw/r1") and not ws.is_dirty()
+    assert ws.checkpoints() == [cp1]
+    ws.reset_to(cp2.sha)  # forward again: still this run's checkpoint
+    assert (ws.path / "b.txt").read_text() == "b" and ws.checkpoints() == [cp1, cp2]
+    ws.reset_to(ws.base_commit)
+    assert not (ws.path / "a.txt").exists() and ws.head() == ws.base_commit
+
+
+def test_reset_to_a_foreign_or_unknown_commit_is_refused(repo, ws):
+    (ws.path / "mine.txt").write_text("m")
+    mine = ws.checkpoint("mine", step=1)
+    (repo / "other.txt").write_text("o")
+    git(repo, "add", "other.txt")
+    git(repo, "commit", "-qm", "main moves on")
+    foreign = git(repo, "rev-parse", "main")
+    with pytest.raises(WorkspaceError, match=rf"{foreign[:12]} is not a checkpoint of run r1"):
+        ws.reset_to(foreign)
+    with pytest.raises(WorkspaceError, match="unknown commit 'deadbeef'"):
+        ws.reset_to("deadbeef")
+    other = _ws(repo, "r2")
+    (other.path / "theirs.txt").write_text("t")
+    theirs = other.checkpoint("theirs", step=1)
+    with pytest.raises(WorkspaceError, match="not a checkpoint of run r1"):
+        ws.reset_to(theirs.sha)
+    assert ws.head() == mine.sha and (ws.path / "mine.txt").exists()
+
+
+# -- looking at the work -----------------------------------------------------------------------------
+
+
+def test_diff_and_changed_files_include_untracked_and_leave_the_index_alone(ws):
     (ws.path / "calc.py").write_text("new\n")
     (ws.path / "fresh.py").write_text("fresh\n")
-    assert sorted(ws.changed_files()) == ["calc.py", "fresh.py"]
+    (ws.path / "noise.log").write_text("ignored\n")
+    (ws.path / "test_calc.py").unlink()
+    index_before = git(ws.path, "ls-files", "--stage")
+    assert ws.changed_files() == ["calc.py", "fresh.py", "test_calc.py"]
     diff = ws.diff()
-    assert "+new" in diff and "+fresh" in diff
+    assert "+new" in diff and "diff --git a/fresh.py b/fresh.py" in diff and "+fresh" in diff
+    assert "deleted file mode" in diff and "noise.log" not in diff
+    assert git(ws.path, "ls-files", "--stage") == index_before
+    assert "?? fresh.py" in git(ws.path, "status", "--porcelain")
+    cp = ws.checkpoint("work", step=1)
+    (ws.path / "fresh.py").write_text("fresher\n")
+    since = ws.diff(against=cp.sha)
+    assert "-fresh" in since and "+fresher" in since and "calc.py" not in since
+
+
+# -- merging -----------------------------------------------------------------------------------------
+
+
+def _fix_add(ws: Workspace) -> None:
+    (ws.path / "calc.py").write_text((ws.path / "calc.py").read_text().replace("a - b", "a + b"))
+
+
+def test_squash_merge_moves_the_target_by_one_commit(repo, ws):
+    _fix_add(ws)
+    ws.checkpoint("fix", step=1)
+    (ws.path / "extra.py").write_text("x = 1\n")
+    ws.checkpoint("extra", step=2)
+    # the user moves on meanwhile (another file), and has unrelated uncommitted work
+    (repo / "README").write_text("readme\n")
+    git(repo, "add", "README")
+    git(repo, "commit", "-qm", "user commit after the run started")
+    (repo / "test_calc.py").write_text((repo / "test_calc.py").read_text() + "# user's unstaged edit\n")
+    (repo / "staged.txt").write_text("staged\n")
+    git(repo, "add", "staged.txt")
+    (repo / "notes.txt").write_text("untracked notes\n")
+    old = git(repo, "rev-parse", "main")
+    result = ws.squash_merge("main", "loopwright: fix add")
+    assert result.status == "merged" and result.commit == git(repo, "rev-parse", "main")
+    assert git(repo, "rev-list", "--count", f"{old}..main") == "1" and git(repo, "rev-parse", "main^") == old
+    assert git(repo, "log", "-1", "--format=%s", "main") == "loopwright: fix add"
+    assert _files_in("main", repo) == [".gitignore", "README", "calc.py", "extra.py", "test_calc.py"]
+    assert "a + b" in (repo / "calc.py").read_text() and (repo / "extra.py").read_text() == "x = 1\n"
+    assert (repo / "test_calc.py").read_text().endswith("# user's unstaged edit\n")
+    assert git(repo, "status", "--porcelain").splitlines() == ["A  staged.txt", " M test_calc.py", "?? notes.txt"]
+    assert git(repo, "rev-parse", "--verify", "lw/r1")  # the run branch is kept
+
+
+def test_squash_merge_conflict_leaves_everything(repo, ws):
+    _fix_add(ws)
+    ws.checkpoint("fix", step=1)
+    (repo / "calc.py").write_text((repo / "calc.py").read_text().replace("a - b", "b + a"))
+    git(repo, "commit", "-qam", "user fix")
+    head, run_head = git(repo, "rev-parse", "main"), git(repo, "rev-parse", "lw/r1")
+    result = ws.squash_merge("main", "m")
+    assert result == type(result)("conflict", None, "conflict in calc.py (content)")
+    assert git(repo, "rev-parse", "main") == head and git(repo, "status", "--porcelain") == ""
+    assert "b + a" in (repo / "calc.py").read_text()
+    assert git(repo, "rev-parse", "lw/r1") == run_head and ws.head() == run_head
+
+
+def test_squash_merge_refuses_to_overwrite_uncommitted_overlap(repo, ws):
+    (ws.path / "calc.py").write_text("agent version\n")
+    (ws.path / "other.py").write_text("agent file\n")
+    ws.checkpoint("rewrite", step=1)
+    (repo / "calc.py").write_text("user's uncommitted version\n")
+    head = git(repo, "rev-parse", "main")
+    result = ws.squash_merge("main", "m")
+    assert result.status == "conflict" and result.commit is None
+    assert result.detail.startswith("your uncommitted changes to calc.py overlap the run's changes")
+    assert git(repo, "rev-parse", "main") == head
+    assert (repo / "calc.py").read_text() == "user's uncommitted version\n" and not (repo / "other.py").exists()
+    assert git(repo, "status", "--porcelain") == " M calc.py"
+
+
+def test_squash_merge_refuses_to_overwrite_an_untracked_file(repo, ws):
+    (ws.path / "new.py").write_text("agent\n")
+    ws.checkpoint("new", step=1)
+    (repo / "new.py").write_text("user's own, untracked\n")
+    result = ws.squash_merge("main", "m")
+    assert result.status == "conflict" and "new.py" in result.detail
+    assert (repo / "new.py").read_text() == "user's own, untracked\n" and git(repo, "rev-parse", "main") == ws.base_commit
+
+
+def test_squash_merge_with_nothing_to_merge(repo, ws):
+    result = ws.squash_merge("main", "m")
+    assert result.status == "nothing" and result.commit is None and "changed nothing" in result.detail
+    _fix_add(ws)
+    ws.checkpoint("fix", step=1)
+    assert ws.squash_merge("main", "first").status == "merged"
+    head = git(repo, "rev-parse", "main")
+    again = ws.squash_merge("main", "again")
+    assert again.status == "nothing" and "already has" in again.detail and git(repo, "rev-parse", "main") == head
+
+
+def test_squash_merge_into_a_branch_not_checked_out(repo, ws):
+    git(repo, "branch", "release")
+    (ws.path / "r.txt").write_text("r")
+    ws.checkpoint("r", step=1)
+    result = ws.squash_merge("release", "m")
+    assert result.status == "merged" and git(repo, "rev-parse", "release^") == git(repo, "rev-parse", "main")
+    assert "r.txt" in _files_in("release", repo) and not (repo / "r.txt").exists()
+    with pytest.raises(WorkspaceError, match="no branch 'gone' to merge into"):
+        ws.squash_merge("gone", "m")
+
+
+# -- removal -----------------------------------------------------------------------------------------
+
+
+def test_remove_frees_bytes_and_keeps_or_deletes_the_branch(repo):
+    keep = _ws(repo, "k")
+    (keep.path / "big.bin").write_bytes(b"x" * 100_000)
+    freed = keep.remove(delete_branch=False)
+    assert freed >= 100_000 + len((repo / "calc.py").read_bytes())
+    assert not keep.path.exists() and git(repo, "rev-parse", "--verify", "lw/k")
+    assert str(keep.path) not in git(repo, "worktree", "list")
+    drop = _ws(repo, "d")
+    assert drop.remove(delete_branch=True) > 0
+    assert git(repo, "branch", "--list", "lw/d") == ""
+    assert drop.remove(delete_branch=True) == 0  # already gone: nothing to do, no error
+
+
+def test_a_missing_worktree_is_one_line(repo, ws):
+    subprocess.run(["rm", "-rf", str(ws.path)], check=True)
+    gone = Workspace.open(repo, "r1", ws.path, ws.branch, ws.base_commit)
+    with pytest.raises(WorkspaceError) as e:
+        gone.checkpoint("x", step=1)
+    assert "worktree of run r1 is missing" in str(e.value) and "\n" not in str(e.value)
+    assert gone.checkpoints() == []  # read from the branch, which still exists
