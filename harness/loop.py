@@ -117,9 +117,9 @@ class AgentLoop:
                                                            for s in self.specs)) // 4
         self.tool_context = ToolContext(worktree=workspace.path, scratchpad=store.scratchpad(run_id),
                                         **settings.tool_context)
+        run = store.run(run_id)
         self._session_start = time.monotonic()
-        self._active_before = store.run(run_id).active_seconds
-        self.step = store.run(run_id).step
+        self._active_before, self.step = run.active_seconds, run.step
         self.conversation = Conversation(store.conversation(run_id))
 
     # -- entry points -------------------------------------------------------------------------

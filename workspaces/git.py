@@ -222,8 +222,8 @@ def _conflicted_paths(out: str) -> list[str]:
     i = 0
     while i < len(fields) and fields[i].isdigit():  # <count> NUL <path>... NUL <type> NUL <message> NUL
         n = int(fields[i])
-        paths, kind = fields[i + 1:i + 1 + n], fields[i + 1 + n] if i + 1 + n < len(fields) else ""
-        m = re.match(r"CONFLICT \((.+)\)", kind)
+        paths, text = fields[i + 1:i + 1 + n], fields[i + 2 + n] if i + 2 + n < len(fields) else ""
+        m = re.match(r"CONFLICT \(([^)]+)\)", text)
         for p in paths:
             if m and p in files:
                 kinds.setdefault(p, m.group(1))
