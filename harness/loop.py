@@ -111,7 +111,7 @@ class AgentLoop:
         self.store, self.run_id, self.adapter, self.toolbox = store, run_id, adapter, toolbox
         self.workspace, self.settings, self.on_finish = workspace, settings, on_finish
         self.stop = stop or asyncio.Event()
-        self.stop_reason = "stopped by the user (Ctrl-C)"
+        self.stop_status, self.stop_reason = "paused", "stopped by the user (Ctrl-C)"
         self.specs: list[ToolSpec] = toolbox.specs()
         self._overhead = (len(settings.system_prompt) + sum(len(str(s.input_schema)) + len(s.description)
                                                            for s in self.specs)) // 4
@@ -160,7 +160,7 @@ class AgentLoop:
         try:
             while True:
                 if self.stop.is_set():
-                    raise Stopped("paused", self.stop_reason)
+                    raise Stopped(self.stop_status, self.stop_reason)
                 await self._maybe_compact()
                 response = await self._call(system=self.settings.system_prompt,
                                             messages=self.conversation.messages, tools=self.specs, purpose="turn")
@@ -296,7 +296,7 @@ class AgentLoop:
             call.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await call
-            raise Stopped("paused", self.stop_reason)
+            raise Stopped(self.stop_status, self.stop_reason)
         response = call.result()
         event = ModelCalled(model=response.model or self.adapter.model, usage=response.usage,
                             cost_usd=cost_usd(response.usage, self.settings.model_info),

@@ -68,12 +68,31 @@ MIGRATIONS: list[list[str]] = [
             created_at REAL NOT NULL, done_at REAL)""",
         "CREATE INDEX commands_pending ON commands(run_id, status)",
     ],
+    [  # 2: the fleet: task dependencies, the owner's boot, queue order
+        "ALTER TABLE runs ADD COLUMN owner_boot TEXT",
+        """CREATE TABLE task_deps (
+            task_id INTEGER NOT NULL REFERENCES tasks(id), depends_on INTEGER NOT NULL REFERENCES tasks(id),
+            PRIMARY KEY (task_id, depends_on))""",
+        "CREATE INDEX tasks_queue ON tasks(status, priority DESC, id)",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 RUN_ACTIVE = ("running",)
 RUN_RESUMABLE = ("paused", "running")  # "running" only when its owner process is gone
 RUN_FINAL = ("succeeded", "failed", "budget_exceeded", "needs_review", "killed")
+
+
+def boot_id() -> str:
+    """This machine's boot: a pid from before a reboot must not be mistaken for a live process."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _owner() -> tuple[int, str, str]:
+    return os.getpid(), socket.gethostname(), boot_id()
 
 
 class Task(BaseModel):
@@ -111,6 +130,7 @@ class Run(BaseModel):
     merge_commit: str | None
     owner_pid: int | None
     owner_host: str | None
+    owner_boot: str | None = None
     heartbeat_at: float | None
     started_at: float
     ended_at: float | None
@@ -123,6 +143,8 @@ class Run(BaseModel):
         """True when the process that owns this run still exists on this host."""
         if not self.owner_pid or self.owner_host != socket.gethostname():
             return False
+        if self.owner_boot and self.owner_boot != boot_id():
+            return False  # the machine rebooted since
         try:
             os.kill(self.owner_pid, 0)
         except ProcessLookupError:
@@ -246,6 +268,46 @@ class Store:
             params += list(only_from)
         return self.conn.execute(sql, params).rowcount == 1
 
+    def tasks(self, *, statuses: tuple[str, ...] = ()) -> list[Task]:
+        sql, params = "SELECT * FROM tasks", []
+        if statuses:
+            sql += f" WHERE status IN ({','.join('?' * len(statuses))})"
+            params = list(statuses)
+        return [_row(Task, r, ("options",)) for r in self.conn.execute(sql + " ORDER BY id", params)]
+
+    def queue(self) -> list[Task]:
+        """Queued tasks in the order they should start: priority (high first), then FIFO."""
+        return [_row(Task, r, ("options",)) for r in self.conn.execute(
+            "SELECT * FROM tasks WHERE status = 'queued' ORDER BY priority DESC, id")]
+
+    def claim_task(self, task_id: int) -> bool:
+        """queued -> running, for exactly one caller."""
+        return self.set_task_status(task_id, "running", only_from=("queued",))
+
+    def add_dependencies(self, task_id: int, depends_on: list[int]) -> None:
+        """Record that `task_id` waits for `depends_on`; unknown ids and cycles are refused."""
+        with self.transaction() as conn:
+            for dep in depends_on:
+                if dep == task_id:
+                    raise StoreError(f"task {task_id} cannot wait for itself")
+                if conn.execute("SELECT 1 FROM tasks WHERE id = ?", (dep,)).fetchone() is None:
+                    raise StoreError(f"--after {dep}: there is no task {dep} (see `loopwright tasks`)")
+                if task_id in self._ancestors(dep):
+                    raise StoreError(f"--after {dep} would make a dependency cycle through task {task_id}")
+                conn.execute("INSERT OR IGNORE INTO task_deps (task_id, depends_on) VALUES (?, ?)", (task_id, dep))
+
+    def _ancestors(self, task_id: int) -> set[int]:
+        rows = self.conn.execute(
+            "WITH RECURSIVE up(id) AS (SELECT depends_on FROM task_deps WHERE task_id = ?"
+            " UNION SELECT d.depends_on FROM task_deps d JOIN up ON d.task_id = up.id) SELECT id FROM up",
+            (task_id,)).fetchall()
+        return {r[0] for r in rows}
+
+    def dependencies(self, task_id: int) -> list[Task]:
+        return [_row(Task, r, ("options",)) for r in self.conn.execute(
+            "SELECT t.* FROM tasks t JOIN task_deps d ON d.depends_on = t.id WHERE d.task_id = ? ORDER BY t.id",
+            (task_id,))]
+
     # -- runs --------------------------------------------------------------------------------
 
     def create_run(self, task_id: int, *, provider: str, model: str, worktree: str, branch: str, base_commit: str,
@@ -255,9 +317,9 @@ class Store:
         with self.transaction() as conn:
             conn.execute(
                 "INSERT INTO runs (id, task_id, status, provider, model, worktree, branch, base_commit, target_branch,"
-                " owner_pid, owner_host, heartbeat_at, started_at) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, task_id, provider, model, worktree, branch, base_commit, target_branch, os.getpid(),
-                 socket.gethostname(), now, now),
+                " owner_pid, owner_host, owner_boot, heartbeat_at, started_at)"
+                " VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, task_id, provider, model, worktree, branch, base_commit, target_branch, *_owner(), now, now),
             )
             conn.execute("UPDATE tasks SET status = 'running', updated_at = ? WHERE id = ?", (now, task_id))
         return self.run(run_id)
@@ -312,9 +374,9 @@ class Store:
             if run.status not in only_from or (run.status == "running" and run.owner_alive()):
                 return False
             ok = conn.execute(
-                "UPDATE runs SET status = 'running', reason = '', owner_pid = ?, owner_host = ?, heartbeat_at = ?,"
-                " ended_at = NULL WHERE id = ? AND status = ? AND coalesce(owner_pid, 0) = ?",
-                (os.getpid(), socket.gethostname(), time.time(), run.id, run.status, run.owner_pid or 0),
+                "UPDATE runs SET status = 'running', reason = '', owner_pid = ?, owner_host = ?, owner_boot = ?,"
+                " heartbeat_at = ?, ended_at = NULL WHERE id = ? AND status = ? AND coalesce(owner_pid, 0) = ?",
+                (*_owner(), time.time(), run.id, run.status, run.owner_pid or 0),
             ).rowcount == 1
             if ok:
                 conn.execute("UPDATE tasks SET status = 'running', reason = '', updated_at = ? WHERE id = ?",

@@ -19,7 +19,7 @@ from ..harness.scripted import ScriptedModel
 from ..harness.tools import Toolbox, run_command
 from ..memory.events import CheckRan, Merged, MergeConflict, RolledBack, RunStarted
 from ..memory.store import RUN_FINAL, Run, StoreError, Task, new_run_id
-from ..workspaces.git import Workspace, WorkspaceError, current_branch
+from ..workspaces.git import Workspace, current_branch
 from .config import Config
 from .project import Project
 
@@ -48,8 +48,17 @@ def task_text(task: Task, check: str | None) -> str:
     return "\n".join(parts)
 
 
+def check_model(config: Config) -> None:
+    """Fail now, in one line, on a missing key, an unknown model or a broken script."""
+    if config.provider == "scripted":
+        Script.load(config.script)  # type: ignore[arg-type]
+    else:
+        config.model_info()
+        config.api_key()
+
+
 def make_adapter(config: Config, *, start_at: int = 0) -> ModelAdapter:
-    """The configured model; a missing key or an unknown model fails here, before anything is created."""
+    """The configured model (see `check_model` for what fails here)."""
     if config.provider == "scripted":
         return ScriptedModel(Script.load(config.script), start_at=start_at, model=config.model)  # type: ignore[arg-type]
     from ..harness.adapters import build_adapter
@@ -59,8 +68,11 @@ def make_adapter(config: Config, *, start_at: int = 0) -> ModelAdapter:
                          timeout=config.request_timeout)
 
 
-def _model_options(config: Config) -> dict:
-    """What a resume needs to talk to the same model (never the key)."""
+MODEL_KEYS = ("provider", "model", "base_url", "script")
+
+
+def model_options(config: Config) -> dict:
+    """The model a task was posted with, kept on the task so every attempt and resume uses it (never the key)."""
     script = str(Path(config.script).resolve()) if config.script else None
     return {"provider": config.provider, "model": config.model, "base_url": config.base_url, "script": script}
 
@@ -72,32 +84,51 @@ class Runner:
         self.project = project
         self.store = project.store
         self.stop = stop or asyncio.Event()
+        self.loop: AgentLoop | None = None
 
     # -- starting and resuming ---------------------------------------------------------------
 
     async def start(self, goal: str, *, check: str | None = None, title: str | None = None) -> RunResult:
+        """Create a task and run it now (the foreground `loopwright run`)."""
         config = self.project.config
-        adapter = make_adapter(config)
-        target = config.target_branch or current_branch(self.project.root)
-        check = check if check is not None else config.check
-        task = self.store.create_task(goal, title=title, check=check, target_branch=target,
-                                      options=_model_options(config), status="running")
-        run_id = new_run_id()
+        check_model(config)
+        task = self.store.create_task(goal, title=title, check=check if check is not None else config.check,
+                                      options=model_options(config), status="running")
+        return await self.run_task(task)
+
+    def _task_config(self, task: Task) -> Config:
+        """The project config with the task's own model choice (provider, model, base_url, script) on top."""
+        options = {k: v for k, v in task.options.items() if k in MODEL_KEYS and v is not None}
+        return self.project.config.model_copy(update=options)
+
+    async def run_task(self, task: Task) -> RunResult:
+        """Run a task this process has claimed (status running): worktree, loop, check, merge."""
+        config = self._task_config(task)
         try:
+            adapter = make_adapter(config)
+            target = task.target_branch or config.target_branch or current_branch(self.project.root)
+            run_id = new_run_id()
             ws = await asyncio.to_thread(
                 Workspace.create, self.project.root, run_id, target_branch=target,
                 worktrees_dir=self.project.worktrees, copy_files=config.workspace.copy_files,
                 setup_command=config.workspace.setup_command, setup_timeout=config.workspace.setup_timeout)
-        except WorkspaceError as e:
+        except Exception as e:
             self.store.set_task_status(task.id, "failed", reason=str(e))
             raise
         run = self.store.create_run(task.id, provider=config.provider, model=config.model, worktree=str(ws.path),
                                     branch=ws.branch, base_commit=ws.base_commit, target_branch=target, run_id=run_id)
-        self.store.append(run.id, RunStarted(task_id=task.id, goal=goal, provider=config.provider, model=config.model,
-                                             worktree=str(ws.path), branch=ws.branch, base_commit=ws.base_commit))
-        loop = self._loop(run, task, ws, adapter)
+        self.store.append(run.id, RunStarted(task_id=task.id, goal=task.goal, provider=config.provider,
+                                             model=config.model, worktree=str(ws.path), branch=ws.branch,
+                                             base_commit=ws.base_commit))
+        loop = self._loop(run, task, ws, adapter, config)
         loop.start()
         return await self._drive(loop, run, task, adapter)
+
+    def request_stop(self, status: str, reason: str) -> None:
+        """Stop the run at its next safe point (a model call in flight is dropped) as `status` (paused or killed)."""
+        if self.loop is not None:
+            self.loop.stop_status, self.loop.stop_reason = status, reason
+        self.stop.set()
 
     async def resume(self, run_id: str) -> RunResult:
         run = self.store.run(run_id)
@@ -108,9 +139,7 @@ class Runner:
         if not Path(run.worktree).is_dir():
             raise StoreError(f"the worktree of run {run.id} is gone ({run.worktree}); it cannot be resumed")
         task = self.store.task(run.task_id)
-        config = self.project.config
-        options = {k: v for k, v in task.options.items() if v is not None}
-        config = config.model_copy(update=options)
+        config = self._task_config(task)
         adapter = make_adapter(config, start_at=run.model_calls)
         if not self.store.claim_run(run.id, only_from=("paused", "running", "budget_exceeded")):
             raise StoreError(f"run {run.id} was taken by another process")
@@ -143,8 +172,9 @@ class Runner:
         async def on_finish(summary: str) -> FinishVerdict:
             return await self._accept(run, task, ws, config)
 
-        return AgentLoop(store=self.store, run_id=run.id, adapter=adapter, toolbox=Toolbox(), workspace=ws,
-                         settings=settings, on_finish=on_finish, stop=self.stop)
+        self.loop = AgentLoop(store=self.store, run_id=run.id, adapter=adapter, toolbox=Toolbox(), workspace=ws,
+                              settings=settings, on_finish=on_finish, stop=self.stop)
+        return self.loop
 
     async def _accept(self, run: Run, task: Task, ws: Workspace, config: Config) -> FinishVerdict:
         """The acceptance check, then the merge: the agent's claim alone never ends a run."""

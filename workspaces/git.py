@@ -363,18 +363,21 @@ class Workspace:
     def checkpoint(self, message: str, *, step: int) -> Checkpoint | None:
         """Commit everything that changed (gitignore respected, copied files left out); None if nothing did."""
         g = self._g
-        _git(g, "add", "-A", *self._pathspec(), what="staging the worktree")
-        if self.copy_files:
-            # the agent may have staged them itself (`git add -A`): back to the committed version
-            status, out, err = _run(g, "reset", "-q", "--", *(f":(literal){p}" for p in self.copy_files))
-            if status not in (0, 1) or "fatal" in err:
-                raise WorkspaceError(f"unstaging the copied files failed: {_git_message(err, out, status)}")
-        tree = _git(g, "write-tree", what="writing the checkpoint tree")
         head, head_tree, ref = _git(g, "rev-parse", "HEAD", "HEAD^{tree}", "--symbolic-full-name", "HEAD").split()
         if ref != f"refs/heads/{self.branch}":
             raise WorkspaceError(f"the worktree of run {self.run_id} is not on its branch {self.branch} "
                                  f"(HEAD is {ref if ref != 'HEAD' else 'detached'}): "
                                  f"run `git -C {self.path} switch {self.branch}`")
+        _git(g, "add", "-A", *self._pathspec(), what="staging the worktree")
+        tree = _git(g, "write-tree", what="writing the checkpoint tree")
+        if self.copy_files:
+            copied = [f":(literal){p}" for p in self.copy_files]
+            if _git(g, "diff-tree", "-r", "--name-only", "--no-renames", head_tree, tree, "--", *copied):
+                # the agent staged them itself (`git add -A`): back to the committed version
+                status, out, err = _run(g, "reset", "-q", "--no-refresh", "--", *copied)
+                if status not in (0, 1) or "fatal" in err:
+                    raise WorkspaceError(f"unstaging the copied files failed: {_git_message(err, out, status)}")
+                tree = _git(g, "write-tree", what="writing the checkpoint tree")
         if tree == head_tree:
             return None
         text = f"{message.strip() or f'step {step}'}\n\n{TRAILER_RUN}: {self.run_id}\n{TRAILER_STEP}: {step}\n"
