@@ -171,9 +171,10 @@ class AgentLoop:
         except Stopped as s:
             await self._checkpoint_quietly(f"{s.status}: {s.reason}")
             return LoopOutcome(s.status, s.reason)
-        except asyncio.CancelledError:
-            await self._checkpoint_quietly("paused: interrupted")
-            return LoopOutcome("paused", "interrupted")
+        except asyncio.CancelledError:  # interrupted mid-tool (a second Ctrl-C, a daemon's stop timeout)
+            reason = self.stop_reason if self.stop.is_set() else "interrupted"
+            await self._checkpoint_quietly(f"paused: {reason}")
+            return LoopOutcome("paused", reason)
         except BudgetExceeded as e:
             await self._checkpoint_quietly(f"budget exceeded: {e}")
             return LoopOutcome("budget_exceeded", str(e))

@@ -473,6 +473,18 @@ class Store:
         ).fetchall()
         return sorted((_row(Command, r, ("args",)) for r in rows), key=lambda c: c.id)
 
+    def claim_commands(self, kinds: tuple[str, ...], run_ids: list[str] | None = None) -> list[Command]:
+        """Claim pending commands of these kinds (for these runs only, if given), oldest first; each is taken once."""
+        sql = f"UPDATE commands SET status = 'taken' WHERE status = 'pending' AND kind IN ({','.join('?' * len(kinds))})"
+        params: list[Any] = list(kinds)
+        if run_ids is not None:
+            if not run_ids:
+                return []
+            sql += f" AND run_id IN ({','.join('?' * len(run_ids))})"
+            params += run_ids
+        rows = self.conn.execute(sql + " RETURNING *", params).fetchall()
+        return sorted((_row(Command, r, ("args",)) for r in rows), key=lambda c: c.id)
+
     def finish_command(self, command_id: int, *, ok: bool, result: str) -> None:
         self.conn.execute("UPDATE commands SET status = ?, result = ?, done_at = ? WHERE id = ?",
                           ("done" if ok else "failed", result, time.time(), command_id))

@@ -26,10 +26,11 @@ from ..harness.models import ModelError
 from ..memory.store import RUN_FINAL, StoreError
 from ..workspaces.git import WorkspaceError
 from .config import ConfigError
+from .daemon import DaemonError
 from .display import ProgressPrinter, fmt_elapsed, fmt_tokens, run_summary, transcript
 from .project import Project, ProjectError, init_project, open_project
 
-USER_ERRORS = (ConfigError, ProjectError, StoreError, WorkspaceError, ModelError)
+USER_ERRORS = (ConfigError, ProjectError, StoreError, WorkspaceError, ModelError, DaemonError)
 
 
 class UsageError(Exception):
@@ -130,9 +131,197 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    from .daemon import daemon_pid
+
     project = open_project(Path.cwd())
-    result = _run_in_foreground(project, lambda r: r.resume(args.run), quiet=args.json)
+    pid = daemon_pid(project)
+    if pid:  # the daemon owns scheduling: ask it
+        run = _target_run(project, args.run)
+        command = project.store.enqueue_command(run.id, "resume")
+        return _command_queued(args, run.id, "resume", command, pid)
+    result = _run_in_foreground(project, lambda r: r.resume(_target_run(project, args.run).id), quiet=args.json)
     return _report(result, args)
+
+
+def _target_run(project: Project, ident: str):
+    """A run named by its id (or prefix), or by its task's number (that task's latest run)."""
+    store = project.store
+    if ident.isdigit() and len(ident) < 7:
+        task = store.task(int(ident))
+        runs = store.runs(task_id=task.id)
+        if not runs:
+            raise StoreError(f"task {task.id} is {task.status} and has no run yet")
+        return runs[-1]
+    return store.run(ident)
+
+
+def _command_queued(args: argparse.Namespace, run_id: str, kind: str, command: int, pid: int | None) -> int:
+    where = f"the daemon (pid {pid})" if pid else "the process running it"
+    if args.json:
+        _print_json({"run": run_id, "command": kind, "id": command, "handled_by": pid or "run owner"})
+    else:
+        print(f"{kind} queued for run {run_id}: {where} applies it at the run's next safe point")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .daemon import Daemon
+
+    project = open_project(Path.cwd(), create=True)
+    if args.detach:
+        return _detach(project, args)
+    asyncio.run(Daemon(project, max_parallel=args.max_parallel).serve())
+    return 0
+
+
+def _detach(project: Project, args: argparse.Namespace) -> int:
+    import subprocess
+
+    from .daemon import DaemonError, daemon_pid
+
+    pid = daemon_pid(project)
+    if pid:
+        raise DaemonError(f"a daemon already runs for this project (pid {pid})")
+    log = project.log_dir / "daemon.log"
+    argv = [sys.executable, "-m", "loopwright.runtime.cli", "serve"]
+    if args.max_parallel:
+        argv += ["--max-parallel", str(args.max_parallel)]
+    with log.open("a") as out:
+        child = subprocess.Popen(argv, cwd=project.root, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                 start_new_session=True)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and daemon_pid(project) != child.pid:
+        if child.poll() is not None:
+            raise DaemonError(f"the daemon exited at once (exit {child.returncode}); see {log}")
+        time.sleep(0.05)
+    if args.json:
+        _print_json({"pid": child.pid, "log": str(log)})
+    else:
+        print(f"daemon started (pid {child.pid}); log: {log}; stop it with: kill {child.pid}")
+    return 0
+
+
+def cmd_post(args: argparse.Namespace) -> int:
+    from .daemon import daemon_pid
+    from .runner import check_model, model_options
+
+    project = open_project(Path.cwd(), create=True, overrides=_model_overrides(args))
+    goal = args.goal.strip()
+    if not goal:
+        raise UsageError("the goal is empty: say what the agent should do")
+    check_model(project.config)
+    store = project.store
+    with store.transaction():
+        task = store.create_task(goal, title=args.title, check=args.check or project.config.check,
+                                 priority=args.priority, options=model_options(project.config))
+        store.add_dependencies(task.id, args.after or [])
+    pid = daemon_pid(project)
+    if args.json:
+        _print_json({"task": task.id, "status": task.status, "priority": task.priority, "after": args.after or [],
+                     "daemon": pid})
+    else:
+        print(f"task {task.id} queued: {task.title}")
+        if not pid:
+            print("no daemon is running: start one with `loopwright serve` (or `loopwright serve --detach`)")
+    return 0
+
+
+def _task_row(store, t) -> dict:
+    runs = store.runs(task_id=t.id)
+    return {"task": t.id, "status": t.status, "priority": t.priority, "title": t.title, "reason": t.reason,
+            "after": [d.id for d in store.dependencies(t.id)], "runs": [r.id for r in runs],
+            "cost_usd": round(sum(r.cost_usd for r in runs), 6)}
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    project = open_project(Path.cwd())
+    rows = [_task_row(project.store, t) for t in project.store.tasks()]
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("no tasks yet (add one with: loopwright post \"<goal>\")")
+    for r in rows:
+        after = f" after {','.join(map(str, r['after']))}" if r["after"] else ""
+        print(f"{r['task']:>4}  {r['status']:<15} p{r['priority']:<3} {r['title'][:60]}{after}"
+              + (f"  ({r['reason'][:60]})" if r["reason"] else ""))
+    return 0
+
+
+def _disk_usage(path: Path) -> int:
+    total = 0
+    for top, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(top, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .daemon import daemon_pid
+
+    project = open_project(Path.cwd())
+    store = project.store
+    counts: dict[str, int] = {}
+    for t in store.tasks():
+        counts[t.status] = counts.get(t.status, 0) + 1
+    active = [run_summary(r) for r in store.runs(statuses=("running",)) if r.owner_alive()]
+    pid = daemon_pid(project)
+    data = {"daemon": pid, "tasks": counts, "active_runs": active,
+            "worktrees_bytes": _disk_usage(project.worktrees) if project.worktrees.exists() else 0}
+    if args.json:
+        _print_json(data)
+        return 0
+    print(f"daemon: {'running (pid %d)' % pid if pid else 'not running (start one with `loopwright serve`)'}")
+    print("tasks:  " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"))
+    print(f"worktrees: {data['worktrees_bytes'] / 1e6:.1f} MB")
+    if not active:
+        print("nothing is running")
+    for r in active:
+        print(f"  {r['run']}  task {r['task']}  step {r['step']}  {fmt_tokens(r['tokens'])} tok  ${r['cost_usd']:.4f}"
+              f"  {r['last_action'][:60]}")
+    return 0
+
+
+def cmd_stop_run(args: argparse.Namespace) -> int:
+    """pause / kill: the process that owns the run (daemon or foreground) stops it at its next safe point."""
+    from .daemon import daemon_pid
+
+    project = open_project(Path.cwd())
+    run = _target_run(project, args.run)
+    kind = args.command
+    if run.status == "running" and run.owner_alive():
+        command = project.store.enqueue_command(run.id, kind, {"reason": f"{kind} requested from the CLI"})
+        return _command_queued(args, run.id, kind, command, daemon_pid(project))
+    if kind == "kill" and run.status in ("paused", "budget_exceeded", "running"):
+        project.store.transition_run(run.id, "killed", only_from=(run.status,), reason="killed from the CLI")
+        if args.json:
+            _print_json({"run": run.id, "status": "killed"})
+        else:
+            print(f"run {run.id} killed (it was {run.status}; its branch {run.branch} is kept)")
+        return 0
+    raise StoreError(f"run {run.id} is {run.status}, not running; nothing to {kind}")
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    project = open_project(Path.cwd())
+    store = project.store
+    task = store.task(args.task)
+    if store.set_task_status(task.id, "cancelled", reason="cancelled from the CLI", only_from=("queued",)):
+        outcome = "cancelled (it had not started)"
+    else:
+        live = [r for r in store.runs(task_id=task.id) if r.status == "running" and r.owner_alive()]
+        if not live:
+            raise StoreError(f"task {task.id} is {task.status}; there is nothing to cancel")
+        store.enqueue_command(live[-1].id, "kill", {"reason": "task cancelled"})
+        outcome = f"cancelling: its run {live[-1].id} stops at its next safe point"
+    if args.json:
+        _print_json({"task": task.id, "result": outcome})
+    else:
+        print(f"task {task.id} {outcome}")
+    return 0
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -264,10 +453,37 @@ def build_parser() -> Parser:
     sp.add_argument("--script", help="scripted model: a JSON file of assistant turns (no API key used)")
     sp.add_argument("--keep", action="store_true", help="keep the branch for review instead of merging on success")
 
-    sp = add("resume", cmd_resume, "continue a paused or interrupted run from its last checkpoint")
-    sp.add_argument("run")
+    sp = add("resume", cmd_resume, "continue a paused or interrupted run (through the daemon when one runs)")
+    sp.add_argument("run", help="run id, or task number")
 
     add("runs", cmd_runs, "list runs")
+
+    sp = add("serve", cmd_serve, "the daemon: run queued tasks in parallel until stopped (SIGTERM/Ctrl-C pause them)")
+    sp.add_argument("--detach", action="store_true", help="run in the background (log in .loopwright/logs/daemon.log)")
+    sp.add_argument("--max-parallel", type=int, help="runs at once (default: max_parallel in the config)")
+
+    sp = add("post", cmd_post, "queue a task for the daemon")
+    sp.add_argument("goal")
+    sp.add_argument("--check", help="acceptance command run in the worktree when the agent finishes")
+    sp.add_argument("--title")
+    sp.add_argument("--priority", type=int, default=0, help="higher starts first (default 0)")
+    sp.add_argument("--after", type=int, nargs="+", metavar="TASK", help="start only after these tasks succeeded")
+    sp.add_argument("--provider", choices=["anthropic", "openai", "openai-responses", "scripted"])
+    sp.add_argument("--model")
+    sp.add_argument("--base-url", dest="base_url")
+    sp.add_argument("--script", help="scripted model: a JSON file of assistant turns (no API key used)")
+    sp.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
+
+    add("tasks", cmd_tasks, "list tasks with their status, priority and dependencies")
+    add("status", cmd_status, "the daemon, the queue, active runs and worktree disk use")
+
+    for name, text in (("pause", "pause a run (or a task's run) at its next safe point"),
+                       ("kill", "stop a run for good (its branch is kept)")):
+        sp = add(name, cmd_stop_run, text)
+        sp.add_argument("run", help="run id, or task number")
+
+    sp = add("cancel", cmd_cancel, "cancel a queued task, or stop the run of a running one")
+    sp.add_argument("task", type=int)
 
     sp = add("show", cmd_show, "print a run's transcript")
     sp.add_argument("run")

@@ -118,6 +118,7 @@ class Config(_Section):
     check: str | None = None
     check_timeout: float = Field(default=900.0, gt=0)
     on_success: Literal["merge", "keep"] = "merge"
+    max_parallel: int = Field(default=4, ge=1, le=512)
     gc_keep_branches: Literal["all", "unmerged", "none"] = "unmerged"
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
@@ -256,6 +257,7 @@ CONFIG_TEMPLATE = """\
 # check_timeout = 900
 # on_success = "merge"            # merge (squash into the target branch) | keep (branch left for review)
 # gc_keep_branches = "unmerged"   # all | unmerged | none
+# max_parallel = 4                # runs the daemon (`loopwright serve`) keeps going at once
 
 # [budget]                        # hard limits per run, checked before every model call
 # max_turns = 200

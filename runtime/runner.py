@@ -19,7 +19,7 @@ from ..harness.scripted import ScriptedModel
 from ..harness.tools import Toolbox, run_command
 from ..memory.events import CheckRan, Merged, MergeConflict, RolledBack, RunStarted
 from ..memory.store import RUN_FINAL, Run, StoreError, Task, new_run_id
-from ..workspaces.git import Workspace, current_branch
+from ..workspaces.git import Workspace, WorkspaceError, current_branch
 from .config import Config
 from .project import Project
 
@@ -195,7 +195,11 @@ class Runner:
                                  reason=f"check passed; branch {ws.branch} kept")
         message = (f"loopwright: {task.title}\n\nTask {task.id}: {task.goal}\n\n"
                    f"Loopwright-Task: {task.id}\nLoopwright-Run: {run.id}")
-        merge = await asyncio.to_thread(ws.squash_merge, run.target_branch, message)
+        try:
+            merge = await asyncio.to_thread(ws.squash_merge, run.target_branch, message)
+        except WorkspaceError as e:
+            return FinishVerdict("needs_review", "Accepted, but the merge failed; kept for review.",
+                                 reason=f"merge failed ({e}); branch {ws.branch} kept")
         if merge.status == "conflict":
             self.store.append(run.id, MergeConflict(target_branch=run.target_branch, detail=merge.detail))
             return FinishVerdict("needs_review", "Accepted, but it does not merge cleanly; kept for review.",

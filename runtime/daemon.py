@@ -1,0 +1,216 @@
+"""`loopwright serve`: the daemon that runs queued tasks in parallel, from the store, until stopped.
+
+One daemon per project, held by an flock on `.loopwright/daemon.pid`. It
+resumes the runs a previous owner left behind (a crash, a reboot, a graceful
+stop), starts queued tasks by priority then age once their dependencies
+succeeded, up to `max_parallel` at once (asyncio tasks in this process; tools
+are subprocesses and git work runs off the event loop), and obeys the commands
+the CLI and TUI write into the store. SIGTERM or SIGINT stops scheduling,
+pauses every run at its next safe point (waiting up to `stop_timeout`), and
+the next `serve` picks them up again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Awaitable, Callable
+
+from ..memory.store import RUN_FINAL, StoreError, Task
+from .display import ProgressPrinter
+from .project import Project
+from .runner import RunResult, Runner
+
+DEPENDENCY_FAILED = ("failed", "cancelled", "killed", "budget_exceeded")
+GRACEFUL_STOP = "daemon stopped; the next `loopwright serve` resumes it"
+
+
+class DaemonError(Exception):
+    """The daemon cannot start; said in one line."""
+
+
+class DaemonLock:
+    """The project's one-daemon lock: an flock held for the daemon's lifetime, the pid written inside."""
+
+    def __init__(self, project: Project):
+        self.path = project.dir / "daemon.pid"
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DaemonError(f"a daemon already runs for this project (pid {holder(self.path) or '?'}); "
+                              f"stop it with: kill {holder(self.path) or '<pid>'}") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, 0)
+            os.close(self.fd)
+            self.fd = None
+
+
+def holder(path: Path) -> int | None:
+    """The pid of the daemon holding the lock at `path`, or None when no daemon runs."""
+    if not path.exists():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = path.read_text().strip()
+        return int(text) if text.isdigit() else -1
+    else:
+        return None
+    finally:
+        os.close(fd)  # closing drops our shared lock, if we got it
+
+
+def daemon_pid(project: Project) -> int | None:
+    return holder(project.dir / "daemon.pid")
+
+
+class Daemon:
+    def __init__(self, project: Project, *, max_parallel: int | None = None, poll_interval: float = 0.2,
+                 stop_timeout: float = 30.0, log=sys.stdout):
+        self.project, self.store = project, project.store
+        self.max_parallel = max_parallel or project.config.max_parallel
+        self.poll_interval, self.stop_timeout, self.log = poll_interval, stop_timeout, log
+        self.live: dict[int, tuple[Runner, asyncio.Task]] = {}  # task id -> its runner
+        self.stopping = asyncio.Event()
+
+    def say(self, text: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {text}", file=self.log, flush=True)
+
+    async def serve(self) -> None:
+        lock = DaemonLock(self.project)
+        lock.acquire()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        printer = ProgressPrinter(self.store)
+        self.store.listeners.append(lambda run_id, e: self._log_event(printer, run_id, e))
+        self.say(f"daemon {os.getpid()} serving {self.project.root} (max_parallel {self.max_parallel})")
+        try:
+            self.recover()
+            while not self.stopping.is_set():
+                self.obey_commands()
+                self.schedule()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), self.poll_interval)
+            await self.shutdown()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            lock.release()
+            self.say("daemon stopped")
+
+    def _log_event(self, printer: ProgressPrinter, run_id: str | None, event) -> None:
+        line = printer.line(run_id, event)
+        if line:
+            self.say(f"{run_id} {line.strip()}")
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def _spawn(self, task_id: int, start: Callable[[Runner], Awaitable[RunResult]]) -> None:
+        runner = Runner(self.project, stop=asyncio.Event())
+
+        async def guarded() -> None:
+            try:
+                result = await start(runner)
+                self.say(f"task {task_id}: {result.run.status}" + (f" ({result.run.reason})" if result.run.reason else ""))
+            except Exception as e:  # one bad task must never take the fleet down
+                self.say(f"task {task_id} failed to run: {type(e).__name__}: {e}")
+                self.store.set_task_status(task_id, "failed", reason=f"{type(e).__name__}: {e}",
+                                           only_from=("running", "queued"))
+                if runner.loop is not None:
+                    self.store.transition_run(runner.loop.run_id, "failed", only_from=("running",), reason=str(e))
+                traceback.print_exc(file=self.log)
+            finally:
+                self.live.pop(task_id, None)
+
+        self.live[task_id] = (runner, asyncio.ensure_future(guarded()))
+
+    def recover(self) -> None:
+        """Resume what a dead owner or a graceful stop left behind; requeue tasks claimed but never started."""
+        for run in self.store.runs(statuses=("running", "paused")):
+            orphaned = run.status == "running" and not run.owner_alive()
+            stopped = run.status == "paused" and run.reason == GRACEFUL_STOP
+            if (orphaned or stopped) and run.task_id not in self.live:
+                self.say(f"resuming run {run.id} (task {run.task_id}): {'its owner died' if orphaned else 'daemon restart'}")
+                self._spawn(run.task_id, lambda r, rid=run.id: r.resume(rid))
+        for task in self.store.tasks(statuses=("running",)):
+            if task.id in self.live:
+                continue
+            if not any(r.status not in RUN_FINAL for r in self.store.runs(task_id=task.id)):
+                self.store.set_task_status(task.id, "queued", reason="requeued: its run never started",
+                                           only_from=("running",))
+
+    def schedule(self) -> None:
+        for task in self.store.queue():
+            if len(self.live) >= self.max_parallel:
+                return
+            state = self._dependencies(task)
+            if state == "wait":
+                continue
+            if state != "ready":
+                self.store.set_task_status(task.id, "failed", reason=state, only_from=("queued",))
+                self.say(f"task {task.id} failed: {state}")
+                continue
+            if self.store.claim_task(task.id):
+                self.say(f"starting task {task.id}: {task.title}")
+                self._spawn(task.id, lambda r, t=self.store.task(task.id): r.run_task(t))
+
+    def _dependencies(self, task: Task) -> str:
+        waiting = False
+        for dep in self.store.dependencies(task.id):
+            if dep.status in DEPENDENCY_FAILED:
+                return f"dependency task {dep.id} {dep.status}"
+            waiting |= dep.status != "succeeded"
+        return "wait" if waiting else "ready"
+
+    def obey_commands(self) -> None:
+        """Pause, kill and resume commands; rollbacks and messages are taken by the runs themselves."""
+        mine = [r.loop.run_id for r, _ in self.live.values() if r.loop is not None]
+        for cmd in self.store.claim_commands(("pause", "kill"), mine) + self.store.claim_commands(("resume",)):
+            try:
+                run = self.store.run(cmd.run_id or "")
+                if cmd.kind in ("pause", "kill"):
+                    entry = self.live.get(run.task_id)
+                    if entry is None:
+                        raise StoreError(f"run {run.id} is not running in this daemon")
+                    status = "paused" if cmd.kind == "pause" else "killed"
+                    entry[0].request_stop(status, cmd.args.get("reason") or f"{cmd.kind} command")
+                elif cmd.kind == "resume":
+                    if run.task_id in self.live:
+                        raise StoreError(f"run {run.id} is already running")
+                    self._spawn(run.task_id, lambda r, rid=run.id: r.resume(rid))
+                self.store.finish_command(cmd.id, ok=True, result="done")
+            except StoreError as e:
+                self.store.finish_command(cmd.id, ok=False, result=str(e))
+
+    async def shutdown(self) -> None:
+        if not self.live:
+            return
+        self.say(f"stopping: pausing {len(self.live)} run(s) at their next safe point")
+        for runner, _ in list(self.live.values()):
+            runner.request_stop("paused", GRACEFUL_STOP)
+        tasks = [t for _, t in self.live.values()]
+        done, pending = await asyncio.wait(tasks, timeout=self.stop_timeout)
+        for t in pending:  # a tool still running after the timeout: interrupt it (the loop checkpoints and pauses)
+            t.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=10)
