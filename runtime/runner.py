@@ -9,6 +9,7 @@ acceptance check and squash-merges on success.
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +69,32 @@ def make_adapter(config: Config, *, start_at: int = 0) -> ModelAdapter:
                          timeout=config.request_timeout)
 
 
+# The runs of one process share the repository: worktrees are added and target branches moved one at a
+# time (git's own lock files would make the losers fail). Another process moving the branch in between
+# is retried.
+_GIT_LOCK = threading.Lock()
+MERGE_ATTEMPTS = 3
+
+
+def _locked(fn):
+    def call(*args, **kwargs):
+        with _GIT_LOCK:
+            return fn(*args, **kwargs)
+    return call
+
+
+def _merge(ws: Workspace, target: str, message: str):
+    for _ in range(MERGE_ATTEMPTS - 1):
+        try:
+            with _GIT_LOCK:
+                return ws.squash_merge(target, message)
+        except WorkspaceError as e:
+            if "moved while merging" not in str(e):
+                raise
+    with _GIT_LOCK:
+        return ws.squash_merge(target, message)
+
+
 MODEL_KEYS = ("provider", "model", "base_url", "script")
 
 
@@ -109,7 +136,7 @@ class Runner:
             target = task.target_branch or config.target_branch or current_branch(self.project.root)
             run_id = new_run_id()
             ws = await asyncio.to_thread(
-                Workspace.create, self.project.root, run_id, target_branch=target,
+                _locked(Workspace.create), self.project.root, run_id, target_branch=target,
                 worktrees_dir=self.project.worktrees, copy_files=config.workspace.copy_files,
                 setup_command=config.workspace.setup_command, setup_timeout=config.workspace.setup_timeout)
         except Exception as e:
@@ -196,7 +223,7 @@ class Runner:
         message = (f"loopwright: {task.title}\n\nTask {task.id}: {task.goal}\n\n"
                    f"Loopwright-Task: {task.id}\nLoopwright-Run: {run.id}")
         try:
-            merge = await asyncio.to_thread(ws.squash_merge, run.target_branch, message)
+            merge = await asyncio.to_thread(_merge, ws, run.target_branch, message)
         except WorkspaceError as e:
             return FinishVerdict("needs_review", "Accepted, but the merge failed; kept for review.",
                                  reason=f"merge failed ({e}); branch {ws.branch} kept")

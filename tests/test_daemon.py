@@ -1,0 +1,232 @@
+"""The fleet: `loopwright serve` as a real subprocess running queued tasks in parallel from the store."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from support import call, git, turn, write_script
+
+from loopwright.memory.store import Store
+
+TERMINAL = ("succeeded", "failed", "needs_review", "cancelled", "killed", "budget_exceeded")
+
+
+def task_script(tmp_path: Path, name: str, *, sleep: float = 0) -> Path:
+    steps = [turn(call("write_file", path=f"{name}.txt", content=name))]
+    if sleep:
+        steps.append(turn(call("shell", command=f"sleep {sleep}")))
+    steps.append(turn(call("finish", summary=f"wrote {name}")))
+    return write_script(tmp_path / f"{name}.json", steps)
+
+
+def post(cli, repo: Path, tmp_path: Path, name: str, *extra: str, sleep: float = 0) -> int:
+    script = task_script(tmp_path, name, sleep=sleep)
+    out = cli.json(repo, "post", f"write {name}", "--script", script, "--check", f"test -f {name}.txt", *extra)
+    return out["task"]
+
+
+class DaemonProcess:
+    def __init__(self, repo: Path, log: Path, max_parallel: int):
+        self.repo, self.log = repo, log
+        with log.open("a") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "loopwright.runtime.cli", "serve", "--max-parallel",
+                                          str(max_parallel)], cwd=repo, stdout=out, stderr=out)
+        deadline = time.monotonic() + 20
+        pid_file = repo / ".loopwright" / "daemon.pid"
+        while time.monotonic() < deadline:
+            if pid_file.exists() and pid_file.read_text().strip() == str(self.proc.pid):
+                return
+            assert self.proc.poll() is None, log.read_text()
+            time.sleep(0.05)
+        raise AssertionError("the daemon did not start: " + log.read_text())
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+
+@pytest.fixture
+def daemon(repo, tmp_path):
+    started: list[DaemonProcess] = []
+
+    def start(max_parallel: int = 4) -> DaemonProcess:
+        d = DaemonProcess(repo, tmp_path / "daemon.log", max_parallel)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+
+
+def wait_until_done(repo: Path, count: int, timeout: float = 120) -> Store:
+    store = Store(repo / ".loopwright" / "state.db")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tasks = store.tasks()
+        if len(tasks) == count and all(t.status in TERMINAL for t in tasks):
+            return store
+        time.sleep(0.2)
+    raise AssertionError(f"not done: {[(t.id, t.status, t.reason) for t in store.tasks()]}")
+
+
+def test_posting_without_a_daemon_queues_and_status_says_so(repo, cli, tmp_path):
+    task = post(cli, repo, tmp_path, "a")
+    code, out, _ = cli(repo, "post", "x", "--script", task_script(tmp_path, "b"))
+    assert code == 0 and "no daemon is running" in out
+    status = cli.json(repo, "status")
+    assert status["daemon"] is None and status["tasks"] == {"queued": 2} and status["active_runs"] == []
+    assert [t["task"] for t in cli.json(repo, "tasks")] == [task, task + 1]
+
+
+def test_unknown_dependency_is_refused_and_nothing_is_queued(repo, cli, tmp_path):
+    code, _, err = cli(repo, "post", "x", "--script", task_script(tmp_path, "a"), "--after", "42")
+    assert code == 2 and "there is no task 42" in err and err.count("\n") == 1
+    assert cli.json(repo, "tasks") == []
+
+
+def test_a_second_daemon_says_which_pid_holds_the_project(repo, cli, daemon):
+    cli(repo, "init")
+    first = daemon()
+    second = subprocess.run([sys.executable, "-m", "loopwright.runtime.cli", "serve"], cwd=repo, capture_output=True,
+                            text=True, timeout=30)
+    assert second.returncode == 2
+    assert f"a daemon already runs for this project (pid {first.proc.pid})" in second.stderr
+    assert cli.json(repo, "status")["daemon"] == first.proc.pid
+    assert first.stop() == 0
+    assert cli.json(repo, "status")["daemon"] is None
+
+
+def test_twenty_tasks_with_priorities_and_dependencies(repo, cli, tmp_path, daemon):
+    ids = {}
+    for i in range(20):
+        extra = ["--priority", str(i % 3)]
+        if i >= 5:
+            extra += ["--after", str(ids[i - 5])]  # five chains of four
+        ids[i] = post(cli, repo, tmp_path, f"t{i}", *extra)
+    daemon(max_parallel=4)
+    store = wait_until_done(repo, 20)
+    tasks = store.tasks()
+    assert [t.status for t in tasks] == ["succeeded"] * 20, [(t.id, t.reason) for t in tasks]
+    runs = {t.id: store.runs(task_id=t.id) for t in tasks}
+    assert all(len(r) == 1 for r in runs.values())  # each task ran exactly once
+    for i in range(5, 20):
+        dep, me = runs[ids[i - 5]][0], runs[ids[i]][0]
+        assert me.started_at >= dep.ended_at, f"t{i} started before its dependency finished"
+    spans = sorted((r[0].started_at, r[0].ended_at) for r in runs.values())
+    most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert most <= 4
+    assert sorted(p.name for p in repo.glob("t*.txt")) == sorted(f"t{i}.txt" for i in range(20))
+    merges = git(repo, "log", "--format=%s", "main").splitlines()
+    assert sum(m.startswith("loopwright: write t") for m in merges) == 20  # every merge once
+
+
+def test_priority_then_fifo_with_one_slot(repo, cli, tmp_path, daemon):
+    low = post(cli, repo, tmp_path, "low")
+    high = post(cli, repo, tmp_path, "high", "--priority", "5")
+    mid = post(cli, repo, tmp_path, "mid", "--priority", "1")
+    low2 = post(cli, repo, tmp_path, "low2")
+    daemon(max_parallel=1)
+    store = wait_until_done(repo, 4)
+    order = [r.task_id for r in sorted(store.runs(), key=lambda r: r.started_at)]
+    assert order == [high, mid, low, low2]
+
+
+def test_failed_dependency_fails_the_dependent_with_the_reason(repo, cli, tmp_path, daemon):
+    bad = write_script(tmp_path / "bad.json", [turn(call("finish", summary="nothing"))])
+    first = cli.json(repo, "post", "will fail", "--script", bad, "--check", "false")["task"]
+    # after the failing check the script has no turns left: the run fails loudly
+    second = post(cli, repo, tmp_path, "later", "--after", str(first))
+    daemon()
+    store = wait_until_done(repo, 2)
+    assert store.task(first).status == "failed"
+    assert store.task(second).status == "failed" and store.task(second).reason == f"dependency task {first} failed"
+    assert store.runs(task_id=second) == []
+
+
+def test_sigterm_pauses_in_flight_runs_and_the_next_serve_resumes_them(repo, cli, tmp_path, daemon):
+    for i in range(4):
+        post(cli, repo, tmp_path, f"s{i}", sleep=1.5)
+    d = daemon(max_parallel=4)
+    store = Store(repo / ".loopwright" / "state.db")
+    deadline = time.monotonic() + 30
+    while len([r for r in store.runs() if r.last_action.startswith("write_file")]) < 4:
+        assert time.monotonic() < deadline, "runs did not start"
+        time.sleep(0.05)
+    assert d.stop(signal.SIGTERM) == 0
+    runs = store.runs()
+    assert [r.status for r in runs] == ["paused"] * 4 and all("daemon stopped" in r.reason for r in runs)
+    daemon(max_parallel=4)
+    store = wait_until_done(repo, 4)
+    assert [t.status for t in store.tasks()] == ["succeeded"] * 4
+    assert all(len(store.runs(task_id=t.id)) == 1 for t in store.tasks())
+
+
+def test_kill_9_of_the_daemon_then_restart_finishes_each_task_once(repo, cli, tmp_path, daemon):
+    for i in range(3):
+        post(cli, repo, tmp_path, f"k{i}", sleep=3)
+    d = daemon(max_parallel=3)
+    store = Store(repo / ".loopwright" / "state.db")
+    deadline = time.monotonic() + 30
+    while len(store.runs(statuses=("running",))) < 3 or not all(
+            r.last_action.startswith("write_file") for r in store.runs()):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.5)  # inside the sleeping tool call
+    d.stop(signal.SIGKILL)
+    daemon(max_parallel=3)
+    store = wait_until_done(repo, 3)
+    assert [t.status for t in store.tasks()] == ["succeeded"] * 3
+    for t in store.tasks():
+        (run,) = store.runs(task_id=t.id)
+        shown = json.dumps([e.model_dump() for _, _, e in store.events(run.id)])
+        assert "interrupted" in shown  # the agent was told, the tool was not silently re-run
+    merges = git(repo, "log", "--format=%s", "main").splitlines()
+    assert sum(m.startswith("loopwright: write k") for m in merges) == 3
+
+
+def test_pause_resume_kill_and_cancel_through_the_daemon(repo, cli, tmp_path, daemon):
+    first = post(cli, repo, tmp_path, "p", sleep=1)
+    daemon(max_parallel=1)
+    store = Store(repo / ".loopwright" / "state.db")
+    deadline = time.monotonic() + 30
+    while not store.runs(task_id=first):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    queued = post(cli, repo, tmp_path, "q")
+    assert cli.json(repo, "cancel", str(queued))["result"].startswith("cancelled")
+    assert cli.json(repo, "pause", str(first))["command"] == "pause"
+    deadline = time.monotonic() + 30
+    while store.runs(task_id=first)[0].status != "paused":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    cli.json(repo, "resume", str(first))
+    store = wait_until_done(repo, 2)
+    assert store.task(first).status == "succeeded" and store.task(queued).status == "cancelled"
+    assert store.runs(task_id=queued) == []
+
+    third = post(cli, repo, tmp_path, "z", sleep=5)
+    deadline = time.monotonic() + 30
+    while not store.runs(task_id=third) or not store.runs(task_id=third)[0].last_action:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    cli.json(repo, "kill", str(third))
+    store = wait_until_done(repo, 3)
+    assert store.task(third).status == "killed"
+
+
+def test_pause_of_a_run_that_is_not_running_is_refused(repo, cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("LOOPWRIGHT_BUDGET__MAX_TURNS", "1")
+    run = cli.json(repo, "run", "x", "--script", task_script(tmp_path, "a"))["run"]
+    code, _, err = cli(repo, "pause", run)
+    assert code == 2 and "not running" in err
+    assert cli.json(repo, "kill", run)["status"] == "killed"
