@@ -90,7 +90,7 @@ def main() -> None:
             names = names[r % len(names):] + names[:r % len(names)]  # rotate the order: caches favour no one
             for name in names:
                 edit(trees[name], r, args.files)
-                ms = timed(lambda: contenders[name](r))
+                ms = timed(lambda fn=contenders[name], r=r: fn(r))
                 if r > 0:  # round 0 warms the caches of each fresh worktree
                     times[name].append(ms)
         assert len(ours.checkpoints()) == args.rounds + 1, "every round must have made a checkpoint"

@@ -81,3 +81,10 @@ def wait_for_row(db: Path, sql: str, timeout: float = 30.0):
                 return row
         time.sleep(0.05)
     return None
+
+
+def claim_run_in_child(path: Path, run_id: str, queue) -> None:
+    """In a spawned process: try to move a running run to succeeded, report whether this process won."""
+    from loopwright.memory.store import Store
+
+    queue.put(Store(path).transition_run(run_id, "succeeded", only_from=("running",)))

@@ -5,6 +5,7 @@ import sqlite3
 import time
 
 import pytest
+from support import claim_run_in_child
 
 from loopwright.harness.messages import Message, TextBlock, Usage
 from loopwright.memory.events import ConversationReset, MessageAdded, ModelCalled, Notice, parse_event
@@ -75,16 +76,11 @@ def test_guarded_transition_only_once(store):
     assert kinds == [("paused", "Ctrl-C")]
 
 
-def _claim(path, run_id, q):
-    s = Store(path)
-    q.put(s.transition_run(run_id, "succeeded", only_from=("running",)))
-
-
 def test_two_processes_cannot_both_transition(tmp_path):
     s = Store(tmp_path / "state.db")
     _, run = _run(s)
     q = multiprocessing.get_context("spawn").Queue()
-    procs = [multiprocessing.get_context("spawn").Process(target=_claim, args=(tmp_path / "state.db", run.id, q))
+    procs = [multiprocessing.get_context("spawn").Process(target=claim_run_in_child, args=(tmp_path / "state.db", run.id, q))
              for _ in range(4)]
     for p in procs:
         p.start()

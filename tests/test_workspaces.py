@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
-from support import git
 
 from loopwright.workspaces.git import Workspace, WorkspaceError, current_branch, repo_root
+from support import git
 
 
 def _ws(repo: Path, run_id: str = "r1", **kw) -> Workspace:
@@ -52,8 +53,8 @@ def test_not_a_repository(tmp_path):
 
 def test_repo_root_is_the_top_from_a_subdirectory(repo):
     (repo / "pkg" / "sub").mkdir(parents=True)
-    assert repo_root(repo / "pkg" / "sub") == repo
-    assert repo_root(repo / "calc.py") == repo
+    assert repo_root(repo / "pkg" / "sub") == repo.resolve()
+    assert repo_root(repo / "calc.py") == repo.resolve()
 
 
 def test_repository_without_commits(tmp_path):
@@ -83,8 +84,9 @@ def test_unknown_target_branch(repo):
 
 
 def test_create_makes_a_worktree_on_its_own_branch(repo, ws):
-    assert ws.path == repo.parent / "worktrees" / "r1" and (ws.path / "calc.py").read_text() == (repo / "calc.py").read_text()
-    assert ws.branch == "lw/r1" and ws.run_id == "r1" and ws.root == repo
+    assert ws.path == repo.parent / "worktrees" / "r1"
+    assert (ws.path / "calc.py").read_text() == (repo / "calc.py").read_text()
+    assert ws.branch == "lw/r1" and ws.run_id == "r1" and ws.root == repo.resolve()
     assert git(ws.path, "symbolic-ref", "HEAD") == "refs/heads/lw/r1"
     assert ws.base_commit == git(repo, "rev-parse", "main") == ws.head()
     assert str(ws.path) in git(repo, "worktree", "list")
@@ -205,7 +207,8 @@ def test_checkpoint_without_any_git_identity(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     for k in [*ident, "EMAIL", "GIT_CONFIG_GLOBAL"]:
         monkeypatch.delenv(k, raising=False)
-    assert subprocess.run(["git", "config", "user.email"], cwd=root).returncode == 1  # really none configured
+    no_email = subprocess.run(["git", "config", "user.email"], cwd=root, check=False)
+    assert no_email.returncode == 1  # really none configured
     ws = Workspace.create(root, "n", target_branch="main", worktrees_dir=tmp_path / "wt")
     (ws.path / "f.txt").write_text("changed\n")
     cp = ws.checkpoint("no identity", step=1)
@@ -214,7 +217,7 @@ def test_checkpoint_without_any_git_identity(tmp_path, monkeypatch):
     result = ws.squash_merge("main", "merged without identity")
     assert result.status == "merged" and (root / "f.txt").read_text() == "changed\n"
     assert git(root, "log", "-1", "--format=%cn", "main") == "loopwright"
-    assert subprocess.run(["git", "config", "user.email"], cwd=root).returncode == 1  # nothing was written
+    assert subprocess.run(["git", "config", "user.email"], cwd=root, check=False).returncode == 1  # nothing was written
 
 
 # -- the user's checkout -----------------------------------------------------------------------------
@@ -366,13 +369,22 @@ def test_squash_merge_refuses_to_overwrite_uncommitted_overlap(repo, ws):
     assert git(repo, "diff", "--name-only") == "calc.py" and git(repo, "diff", "--cached") == ""
 
 
+def test_squash_merge_ignores_a_touched_but_unchanged_file(repo, ws):
+    _fix_add(ws)
+    ws.checkpoint("fix", step=1)
+    os.utime(repo / "calc.py", (1e9, 1e9))  # an editor saved it unchanged: other mtime, same bytes
+    assert ws.squash_merge("main", "m").status == "merged" and "a + b" in (repo / "calc.py").read_text()
+    assert git(repo, "status", "--porcelain") == ""
+
+
 def test_squash_merge_refuses_to_overwrite_an_untracked_file(repo, ws):
     (ws.path / "new.py").write_text("agent\n")
     ws.checkpoint("new", step=1)
     (repo / "new.py").write_text("user's own, untracked\n")
     result = ws.squash_merge("main", "m")
     assert result.status == "conflict" and "new.py" in result.detail
-    assert (repo / "new.py").read_text() == "user's own, untracked\n" and git(repo, "rev-parse", "main") == ws.base_commit
+    assert (repo / "new.py").read_text() == "user's own, untracked\n"
+    assert git(repo, "rev-parse", "main") == ws.base_commit
 
 
 def test_squash_merge_with_nothing_to_merge(repo, ws):

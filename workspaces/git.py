@@ -14,16 +14,18 @@ Every failure a user can hit is a `WorkspaceError` whose text is one line.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import git
 
@@ -100,12 +102,13 @@ def _git(g: git.Git, *args: str, what: str | None = None, env: dict[str, str] | 
     return out.removesuffix("\n")
 
 
-def _message_file(text: str):
+@contextlib.contextmanager
+def _message_file(text: str) -> Iterator[BinaryIO]:
     """A commit message as a file for `-F -`: a long message (a pasted goal) would not fit an argument."""
-    f = tempfile.TemporaryFile()
-    f.write(text.encode("utf-8", "replace"))
-    f.seek(0)
-    return f
+    with tempfile.TemporaryFile() as f:
+        f.write(text.encode("utf-8", "replace"))
+        f.seek(0)
+        yield f
 
 
 def _subject(message: str) -> str:
@@ -150,9 +153,9 @@ def _clean_env() -> dict[str, str]:
 def repo_root(path: Path) -> Path:
     """The top of the git work tree that contains `path`."""
     path = Path(path).absolute()
-    where = path if path.is_dir() else path.parent
-    if not where.is_dir():
+    if not path.exists():
         raise WorkspaceError(f"no such directory: {path}")
+    where = path if path.is_dir() else path.parent
     status, out, err = _run(git.Git(where), "rev-parse", "--show-toplevel")
     if status == 0 and out.strip():
         return Path(out.strip())
@@ -201,13 +204,13 @@ def _tree_bytes(path: Path) -> int:
     """Bytes in the files under `path` (hard links counted once, symlinks not followed)."""
     seen: set[tuple[int, int]] = set()
     total = 0
-    for top, dirs, files in os.walk(path, followlinks=False):
+    for top, _dirs, files in os.walk(path, followlinks=False):
         for name in files:
             try:
                 st = os.lstat(os.path.join(top, name))
             except OSError:
                 continue
-            if (st.st_dev, st.st_ino) not in seen and not os.path.islink(os.path.join(top, name)):
+            if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
                 seen.add((st.st_dev, st.st_ino))
                 total += st.st_size
     return total
@@ -253,8 +256,8 @@ class Workspace:
         """The worktree's repository (GitPython); its `.git` runs commands in the worktree."""
         if self._repo is None:
             if not (self.path / ".git").exists():
-                raise WorkspaceError(f"the worktree of run {self.run_id} is missing: {self.path} "
-                                     f"(restore it with `git worktree add {self.path} {self.branch}`, or start a new run)")
+                raise WorkspaceError(f"the worktree of run {self.run_id} is missing: {self.path} (restore it with "
+                                     f"`git worktree add {self.path} {self.branch}`, or start a new run)")
             try:
                 self._repo = git.Repo(self.path)
             except (git.InvalidGitRepositoryError, git.NoSuchPathError):
@@ -284,7 +287,7 @@ class Workspace:
     @classmethod
     def create(cls, root: Path, run_id: str, *, target_branch: str, worktrees_dir: Path,
                copy_files: Iterable[str] = (), setup_command: str | None = None,
-               setup_timeout: float = 600) -> "Workspace":
+               setup_timeout: float = 600) -> Workspace:
         """Make `<worktrees_dir>/<run_id>` on a new branch `lw/<run_id>` at the head of `target_branch`."""
         root = repo_root(Path(root))
         g = git.Git(root)
@@ -297,7 +300,8 @@ class Workspace:
         if base is None:
             if not _git(g, "rev-list", "-n", "1", "--all"):
                 raise WorkspaceError(NO_COMMITS)
-            raise WorkspaceError(f"no branch '{target_branch}' in {root} (pass --target BRANCH with an existing branch)")
+            raise WorkspaceError(f"no branch '{target_branch}' in {root} "
+                                 f"(pass --target BRANCH with an existing branch)")
         path = Path(worktrees_dir).absolute() / run_id
         branch = f"lw/{run_id}"
         status, out, err = _run(g, "worktree", "add", "--quiet", "-b", branch, str(path), base)
@@ -315,7 +319,7 @@ class Workspace:
 
     @classmethod
     def open(cls, root: Path, run_id: str, path: Path, branch: str, base_commit: str,
-             copy_files: Iterable[str] = ()) -> "Workspace":
+             copy_files: Iterable[str] = ()) -> Workspace:
         """The workspace of an existing run (to resume it, roll it back, merge or remove it)."""
         return cls(root, run_id, path, branch, base_commit, copy_files)
 
@@ -332,17 +336,23 @@ class Workspace:
                 raise WorkspaceError(f"could not copy {rel} into the worktree: {e.strerror or e}") from None
 
     def _setup(self, command: str, timeout: float) -> None:
-        # own process group, so a timeout also kills what the command started (npm, pip...)
-        proc = subprocess.Popen(["bash", "-c", command], cwd=self.path, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_clean_env(),
-                                start_new_session=True)
+        try:
+            # own process group, so a timeout also kills what the command started (npm, pip...)
+            proc = subprocess.Popen(["bash", "-c", command], cwd=self.path, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_clean_env(),
+                                    start_new_session=True)
+        except OSError as e:
+            raise WorkspaceError(f"could not start the setup command with bash: {e.strerror or e}") from None
         try:
             out, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        except BaseException as e:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
-            raise WorkspaceError(f"setup command timed out after {timeout:g}s: `{command}` "
-                                 f"(raise workspace.setup_timeout or make it faster)") from None
+            if isinstance(e, subprocess.TimeoutExpired):
+                raise WorkspaceError(f"setup command timed out after {timeout:g}s: `{command}` "
+                                     f"(raise workspace.setup_timeout or make it faster)") from None
+            raise
         if proc.returncode != 0:
             lines = [ln.strip() for ln in out.decode("utf-8", "replace").splitlines() if ln.strip()]
             tail = " | ".join(lines[-3:])[-300:] or "(no output)"
