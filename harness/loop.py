@@ -40,12 +40,14 @@ class FinishVerdict:
     status: str | None
     feedback: str
     reason: str = ""
+    again: bool = False  # the attempt failed in a way a fresh attempt may fix (loop-until-done)
 
 
 @dataclass(frozen=True)
 class LoopOutcome:
     status: str  # succeeded | needs_review | failed | paused | budget_exceeded | killed
     reason: str = ""
+    again: bool = False
 
 
 @dataclass
@@ -167,7 +169,7 @@ class AgentLoop:
                 self.conversation.append(response.message)
                 verdict = await self._act(response)
                 if verdict is not None and verdict.status is not None:
-                    return LoopOutcome(verdict.status, verdict.reason)
+                    return LoopOutcome(verdict.status, verdict.reason, verdict.again)
         except Stopped as s:
             await self._checkpoint_quietly(f"{s.status}: {s.reason}")
             return LoopOutcome(s.status, s.reason)
@@ -177,7 +179,7 @@ class AgentLoop:
             return LoopOutcome("paused", reason)
         except BudgetExceeded as e:
             await self._checkpoint_quietly(f"budget exceeded: {e}")
-            return LoopOutcome("budget_exceeded", str(e))
+            return LoopOutcome("budget_exceeded", str(e), again=True)
         except ModelUnavailable as e:
             return LoopOutcome("paused", f"model unavailable: {e}")
         except FatalModelError as e:

@@ -211,9 +211,18 @@ def cmd_post(args: argparse.Namespace) -> int:
         raise UsageError("the goal is empty: say what the agent should do")
     check_model(project.config)
     store = project.store
+    if args.max_attempts is not None and not args.until:
+        raise UsageError("--max-attempts goes with --until CMD (loop until the command passes)")
+    if args.until and args.check:
+        raise UsageError("--until CMD is the check of a loop-until-done task; give --until or --check, not both")
+    options = model_options(project.config)
+    if args.until:
+        options.update(until=True, max_attempts=args.max_attempts or project.config.until_max_attempts)
+    if args.budget_usd is not None:
+        options["budget_usd"] = args.budget_usd
     with store.transaction():
-        task = store.create_task(goal, title=args.title, check=args.check or project.config.check,
-                                 priority=args.priority, options=model_options(project.config))
+        task = store.create_task(goal, title=args.title, check=args.until or args.check or project.config.check,
+                                 priority=args.priority, options=options)
         store.add_dependencies(task.id, args.after or [])
     pid = daemon_pid(project)
     if args.json:
@@ -390,9 +399,10 @@ def cmd_gc(args: argparse.Namespace) -> int:
     project = open_project(Path.cwd())
     policy = project.config.gc_keep_branches
     removed, freed = [], 0
+    in_use = {r.worktree for r in project.store.runs() if r.status not in RUN_FINAL}  # loop-until-done shares one
     for run in project.store.runs(statuses=RUN_FINAL):
         path = Path(run.worktree)
-        if not path.exists():
+        if not path.exists() or run.worktree in in_use:
             continue
         merged = bool(run.merge_commit)
         delete_branch = policy == "none" or (policy == "unmerged" and merged)
@@ -468,6 +478,9 @@ def build_parser() -> Parser:
     sp.add_argument("--title")
     sp.add_argument("--priority", type=int, default=0, help="higher starts first (default 0)")
     sp.add_argument("--after", type=int, nargs="+", metavar="TASK", help="start only after these tasks succeeded")
+    sp.add_argument("--until", metavar="CMD", help="loop until done: fresh attempts until CMD passes in the worktree")
+    sp.add_argument("--max-attempts", type=int, metavar="N", help="cap on --until attempts")
+    sp.add_argument("--budget-usd", type=float, metavar="X", help="USD cap for this task (all attempts together)")
     sp.add_argument("--provider", choices=["anthropic", "openai", "openai-responses", "scripted"])
     sp.add_argument("--model")
     sp.add_argument("--base-url", dest="base_url")

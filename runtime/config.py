@@ -119,6 +119,8 @@ class Config(_Section):
     check_timeout: float = Field(default=900.0, gt=0)
     on_success: Literal["merge", "keep"] = "merge"
     max_parallel: int = Field(default=4, ge=1, le=512)
+    until_max_attempts: int = Field(default=10, ge=1)
+    until_max_wall_seconds: float = Field(default=12 * 3600, gt=0)
     gc_keep_branches: Literal["all", "unmerged", "none"] = "unmerged"
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
@@ -258,6 +260,8 @@ CONFIG_TEMPLATE = """\
 # on_success = "merge"            # merge (squash into the target branch) | keep (branch left for review)
 # gc_keep_branches = "unmerged"   # all | unmerged | none
 # max_parallel = 4                # runs the daemon (`loopwright serve`) keeps going at once
+# until_max_attempts = 10         # loop-until-done (post --until): default cap on attempts
+# until_max_wall_seconds = 43200  # ... and on the wall time of all attempts together
 
 # [budget]                        # hard limits per run, checked before every model call
 # max_turns = 200

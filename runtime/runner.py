@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ will see its output and continue."""
 class RunResult:
     run: Run
     task: Task
+    again: bool = False  # loop-until-done: another attempt follows
 
 
 def task_text(task: Task, check: str | None) -> str:
@@ -124,9 +126,13 @@ class Runner:
         return await self.run_task(task)
 
     def _task_config(self, task: Task) -> Config:
-        """The project config with the task's own model choice (provider, model, base_url, script) on top."""
+        """The project config with the task's own model choice and USD cap (what is left of it) on top."""
         options = {k: v for k, v in task.options.items() if k in MODEL_KEYS and v is not None}
-        return self.project.config.model_copy(update=options)
+        config = self.project.config.model_copy(update=options)
+        if task.options.get("budget_usd") is not None:
+            left = task.options["budget_usd"] - sum(r.cost_usd for r in self.store.runs(task_id=task.id))
+            config.budget = config.budget.model_copy(update={"max_usd": max(left, 1e-9)})
+        return config
 
     async def run_task(self, task: Task) -> RunResult:
         """Run a task this process has claimed (status running): worktree, loop, check, merge."""
@@ -142,14 +148,28 @@ class Runner:
         except Exception as e:
             self.store.set_task_status(task.id, "failed", reason=str(e))
             raise
-        run = self.store.create_run(task.id, provider=config.provider, model=config.model, worktree=str(ws.path),
-                                    branch=ws.branch, base_commit=ws.base_commit, target_branch=target, run_id=run_id)
-        self.store.append(run.id, RunStarted(task_id=task.id, goal=task.goal, provider=config.provider,
-                                             model=config.model, worktree=str(ws.path), branch=ws.branch,
-                                             base_commit=ws.base_commit))
-        loop = self._loop(run, task, ws, adapter, config)
-        loop.start()
-        return await self._drive(loop, run, task, adapter)
+        return await self._attempts(task, config, ws, target, adapter, run_id)
+
+    async def _attempts(self, task: Task, config: Config, ws: Workspace, target: str, adapter: ModelAdapter,
+                        run_id: str) -> RunResult:
+        """One run, or (loop-until-done) a fresh run per attempt in the same worktree until the check passes."""
+        while True:
+            run = self.store.create_run(task.id, provider=config.provider, model=config.model, worktree=str(ws.path),
+                                        branch=ws.branch, base_commit=ws.base_commit, target_branch=target,
+                                        run_id=run_id)
+            self.store.append(run.id, RunStarted(task_id=task.id, goal=task.goal, provider=config.provider,
+                                                 model=config.model, worktree=str(ws.path), branch=ws.branch,
+                                                 base_commit=ws.base_commit))
+            ws = Workspace.open(self.project.root, run.id, ws.path, ws.branch, ws.base_commit,
+                                copy_files=config.workspace.copy_files)
+            loop = self._loop(run, task, ws, adapter, config)
+            loop.start()
+            result = await self._drive(loop, run, task, adapter, config)
+            if not result.again:
+                return result
+            run_id = new_run_id()
+            config = self._task_config(task)
+            adapter = make_adapter(config, start_at=self._script_position(task))
 
     def request_stop(self, status: str, reason: str) -> None:
         """Stop the run at its next safe point (a model call in flight is dropped) as `status` (paused or killed)."""
@@ -167,7 +187,7 @@ class Runner:
             raise StoreError(f"the worktree of run {run.id} is gone ({run.worktree}); it cannot be resumed")
         task = self.store.task(run.task_id)
         config = self._task_config(task)
-        adapter = make_adapter(config, start_at=run.model_calls)
+        adapter = make_adapter(config, start_at=self._script_position(task))
         if not self.store.claim_run(run.id, only_from=("paused", "running", "budget_exceeded")):
             raise StoreError(f"run {run.id} was taken by another process")
         ws = Workspace.open(self.project.root, run.id, Path(run.worktree), run.branch, run.base_commit,
@@ -182,14 +202,18 @@ class Runner:
             notices.append("Uncommitted changes from the interrupted step were discarded. " + rollback_notice(sha, seq))
         loop = self._loop(self.store.run(run.id), task, ws, adapter, config)
         await loop.prepare_resume(notices)
-        return await self._drive(loop, run, task, adapter)
+        result = await self._drive(loop, run, task, adapter, config)
+        if result.again:
+            return await self._attempts(task, config, ws, run.target_branch,
+                                        make_adapter(config, start_at=self._script_position(task)), new_run_id())
+        return result
 
     # -- the loop and what decides it is done -----------------------------------------------------
 
     def _loop(self, run: Run, task: Task, ws: Workspace, adapter: ModelAdapter, config: Config | None = None) -> AgentLoop:
         config = config or self.project.config
         settings = LoopSettings(
-            system_prompt=SYSTEM_PROMPT, task_text=task_text(task, task.check_cmd),
+            system_prompt=SYSTEM_PROMPT, task_text=task_text(task, task.check_cmd) + self._progress(task, run),
             max_output_tokens=config.max_output_tokens, model_info=config.model_info(), budget=config.budget,
             retry=config.retry.policy(), compact_at=config.context.compact_at, keep_recent=config.context.keep_recent,
             tool_context={"shell_timeout": config.tools.shell_timeout, "max_shell_timeout": config.tools.max_shell_timeout,
@@ -203,6 +227,22 @@ class Runner:
                               settings=settings, on_finish=on_finish, stop=self.stop)
         return self.loop
 
+    def _progress(self, task: Task, current: Run) -> str:
+        """For a later attempt: what the earlier attempts did, how their checks ended, and their scratch pads."""
+        earlier = [r for r in self.store.runs(task_id=task.id) if r.id != current.id]
+        if not earlier:
+            return ""
+        cap = task.options.get("max_attempts") or self.project.config.until_max_attempts
+        parts = [f"\n\n## Progress so far (this is attempt {len(earlier) + 1} of at most {cap})",
+                 "The worktree holds the work of the earlier attempts. Only the check decides when the task is done."]
+        for n, r in enumerate(earlier, 1):
+            checks = self.store.events(r.id, types=("check_ran",))
+            tail = checks[-1][2].output_tail[-1500:] if checks else "(no check ran)"
+            pad = self.store.scratchpad(r.id).read()
+            parts.append(f"\n### Attempt {n} (run {r.id}): {r.status}" + (f" — {r.reason}" if r.reason else "")
+                         + f"\nLast check output:\n{tail}" + (f"\nIts scratch pad:\n{pad}" if pad else ""))
+        return "\n".join(parts)
+
     async def _accept(self, run: Run, task: Task, ws: Workspace, config: Config) -> FinishVerdict:
         """The acceptance check, then the merge: the agent's claim alone never ends a run."""
         check = task.check_cmd
@@ -215,8 +255,10 @@ class Runner:
                                            output_tail=result.output[-4000:], duration_ms=result.duration_ms))
         if not passed:
             why = f"timed out after {config.check_timeout:.0f}s" if result.timed_out else f"exit {result.exit_code}"
-            return FinishVerdict(None, f"The acceptance check `{check}` failed ({why}). Its output:\n{result.output}\n"
-                                       f"Fix the cause, then call finish again.")
+            feedback = f"The acceptance check `{check}` failed ({why}). Its output:\n{result.output}\n"
+            if task.options.get("until"):  # loop-until-done: this attempt ends; the next starts fresh
+                return FinishVerdict("failed", feedback, reason=f"`{check}` failed ({why})", again=True)
+            return FinishVerdict(None, feedback + "Fix the cause, then call finish again.")
         if config.on_success == "keep":
             return FinishVerdict("succeeded", "Accepted: the check passed. The branch is kept for review.",
                                  reason=f"check passed; branch {ws.branch} kept")
@@ -239,7 +281,7 @@ class Runner:
         return FinishVerdict("succeeded", f"Accepted and merged into {run.target_branch}.",
                              reason=f"merged into {run.target_branch} as {(merge.commit or '')[:10]}")
 
-    async def _drive(self, loop: AgentLoop, run: Run, task: Task, adapter: ModelAdapter) -> RunResult:
+    async def _drive(self, loop: AgentLoop, run: Run, task: Task, adapter: ModelAdapter, config: Config) -> RunResult:
         try:
             outcome = await loop.run()
             if isinstance(adapter, ScriptedModel) and adapter.unused and outcome.status in ("succeeded", "needs_review"):
@@ -247,10 +289,40 @@ class Runner:
                                                 f"unused — the script and the run disagree")
         finally:
             await adapter.aclose()
+        again = False
         task_status = "paused" if outcome.status == "paused" else None
+        task_reason = ""
+        if task.options.get("until") and outcome.again and not self.stop.is_set():
+            again, why_not = self._another_attempt(task, config)
+            if again:
+                task_status = "running"
+            else:
+                task_status = "budget_exceeded" if "budget" in why_not else "failed"
+                task_reason = f"{outcome.reason}; {why_not}"
         self.store.transition_run(run.id, outcome.status, only_from=("running",), reason=outcome.reason,
                                   task_status=task_status)
-        return RunResult(run=self.store.run(run.id), task=self.store.task(task.id))
+        if task_reason:
+            self.store.set_task_status(task.id, task_status or outcome.status, reason=task_reason)
+        return RunResult(run=self.store.run(run.id), task=self.store.task(task.id), again=again)
+
+    def _another_attempt(self, task: Task, config: Config) -> tuple[bool, str]:
+        """Whether loop-until-done may start another attempt, or which cap stops it."""
+        runs = self.store.runs(task_id=task.id)
+        cap = task.options.get("max_attempts") or config.until_max_attempts
+        if len(runs) >= cap:
+            return False, f"stopped after {len(runs)} attempt(s): `{task.check_cmd}` never passed"
+        spent = sum(r.cost_usd for r in runs)
+        budget = task.options.get("budget_usd")
+        if budget is not None and spent >= budget:
+            return False, f"task budget spent (${spent:.4f} of ${budget:.2f})"
+        elapsed = time.time() - runs[0].started_at if runs else 0.0
+        if elapsed >= config.until_max_wall_seconds:
+            return False, f"time cap reached ({elapsed:.0f}s of {config.until_max_wall_seconds:.0f}s)"
+        return True, ""
+
+    def _script_position(self, task: Task) -> int:
+        """A scripted model plays one script per task: each attempt and resume goes on where the last stopped."""
+        return sum(r.model_calls for r in self.store.runs(task_id=task.id))
 
 
 def rollback(project: Project, run_id: str, *, to: str | None = None, steps: int | None = None,
