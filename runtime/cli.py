@@ -55,6 +55,8 @@ def _model_overrides(args: argparse.Namespace) -> dict:
         over["provider"] = "scripted"
     if getattr(args, "keep", False):
         over["on_success"] = "keep"
+    if getattr(args, "target", None):
+        over["target_branch"] = args.target
     return over
 
 
@@ -222,7 +224,7 @@ def cmd_post(args: argparse.Namespace) -> int:
         options["budget_usd"] = args.budget_usd
     with store.transaction():
         task = store.create_task(goal, title=args.title, check=args.until or args.check or project.config.check,
-                                 priority=args.priority, options=options)
+                                 priority=args.priority, options=options, target_branch=args.target)
         store.add_dependencies(task.id, args.after or [])
     pid = daemon_pid(project)
     if args.json:
@@ -462,6 +464,7 @@ def build_parser() -> Parser:
     sp.add_argument("--base-url", dest="base_url", help="API base URL, e.g. a local OpenAI-compatible server")
     sp.add_argument("--script", help="scripted model: a JSON file of assistant turns (no API key used)")
     sp.add_argument("--keep", action="store_true", help="keep the branch for review instead of merging on success")
+    sp.add_argument("--target", metavar="BRANCH", help="branch to start from and merge into (default: the current one)")
 
     sp = add("resume", cmd_resume, "continue a paused or interrupted run (through the daemon when one runs)")
     sp.add_argument("run", help="run id, or task number")
@@ -485,7 +488,8 @@ def build_parser() -> Parser:
     sp.add_argument("--model")
     sp.add_argument("--base-url", dest="base_url")
     sp.add_argument("--script", help="scripted model: a JSON file of assistant turns (no API key used)")
-    sp.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
+    sp.add_argument("--keep", action="store_true", help="keep the branch for review instead of merging on success")
+    sp.add_argument("--target", metavar="BRANCH", help="branch to start from and merge into (default: the current one)")
 
     add("tasks", cmd_tasks, "list tasks with their status, priority and dependencies")
     add("status", cmd_status, "the daemon, the queue, active runs and worktree disk use")

@@ -97,13 +97,14 @@ def _merge(ws: Workspace, target: str, message: str):
         return ws.squash_merge(target, message)
 
 
-MODEL_KEYS = ("provider", "model", "base_url", "script")
+TASK_KEYS = ("provider", "model", "base_url", "script", "on_success")
 
 
 def model_options(config: Config) -> dict:
-    """The model a task was posted with, kept on the task so every attempt and resume uses it (never the key)."""
+    """The model (never the key) and merge policy a task was posted with: every attempt and resume uses them."""
     script = str(Path(config.script).resolve()) if config.script else None
-    return {"provider": config.provider, "model": config.model, "base_url": config.base_url, "script": script}
+    return {"provider": config.provider, "model": config.model, "base_url": config.base_url, "script": script,
+            "on_success": config.on_success}
 
 
 class Runner:
@@ -127,7 +128,7 @@ class Runner:
 
     def _task_config(self, task: Task) -> Config:
         """The project config with the task's own model choice and USD cap (what is left of it) on top."""
-        options = {k: v for k, v in task.options.items() if k in MODEL_KEYS and v is not None}
+        options = {k: v for k, v in task.options.items() if k in TASK_KEYS and v is not None}
         config = self.project.config.model_copy(update=options)
         if task.options.get("budget_usd") is not None:
             left = task.options["budget_usd"] - sum(r.cost_usd for r in self.store.runs(task_id=task.id))
@@ -194,6 +195,8 @@ class Runner:
                             copy_files=config.workspace.copy_files)
         was = "crashed (its process died)" if run.status == "running" else run.status
         notices = [f"Notice: this run was {was} and has been resumed."]
+        if run.status == "running":  # its owner died, maybe in the middle of a checkpoint
+            await asyncio.to_thread(ws.clear_stale_lock)
         if await asyncio.to_thread(ws.is_dirty):
             cps = self.store.checkpoints(run.id)
             sha, seq = (cps[-1].sha, cps[-1].seq) if cps else (run.base_commit, 0)

@@ -303,3 +303,17 @@ def test_offline_demo_via_the_anthropic_sdk(tmp_path, capsys):
 
     assert run_demo(via="anthropic", json_out=True, where=tmp_path / "demo") == 0
     assert json.loads(capsys.readouterr().out)["status"] == "succeeded"
+
+
+def test_target_branch_and_keep(repo, cli, tmp_path):
+    git(repo, "branch", "release")
+    script = write_script(tmp_path / "s.json", [FIX_ADD, FINISH])
+    result = cli.json(repo, "run", "fix add", "--check", CHECK, "--script", script, "--target", "release")
+    assert result["status"] == "succeeded"
+    assert git(repo, "log", "-1", "--format=%s", "release") == "loopwright: fix add"
+    assert git(repo, "log", "-1", "--format=%s", "main") == "initial"
+    kept = cli.json(repo, "run", "fix add again", "--check", CHECK, "--script", script, "--keep")
+    assert kept["status"] == "succeeded" and "kept" in kept["reason"]
+    assert git(repo, "log", "-1", "--format=%s", "main") == "initial"
+    code, _, err = cli(repo, "run", "x", "--script", script, "--target", "nope")
+    assert code == 2 and "no branch 'nope'" in err

@@ -432,3 +432,13 @@ def test_a_missing_worktree_is_one_line(repo, ws):
         gone.checkpoint("x", step=1)
     assert "worktree of run r1 is missing" in str(e.value) and "\n" not in str(e.value)
     assert gone.checkpoints() == []  # read from the branch, which still exists
+
+
+def test_clear_stale_lock_after_a_killed_checkpoint(repo, ws):
+    admin = Path(git(ws.path, "rev-parse", "--path-format=absolute", "--git-dir"))
+    (admin / "index.lock").write_text("")
+    (ws.path / "x.txt").write_text("x")
+    with pytest.raises(WorkspaceError, match="index.lock"):
+        ws.checkpoint("blocked", step=1)
+    assert ws.clear_stale_lock() is True and ws.clear_stale_lock() is False
+    assert ws.checkpoint("unblocked", step=1) is not None

@@ -415,6 +415,18 @@ class Workspace:
         """The commit checked out in the worktree."""
         return _git(self._g, "rev-parse", "HEAD")
 
+    def clear_stale_lock(self) -> bool:
+        """Remove the worktree's index.lock left by a process that was killed mid-checkpoint.
+
+        Only for a run whose owner is known to be dead: a live git command holds that lock.
+        """
+        admin = self._admin_dir()
+        lock = admin / "index.lock" if admin is not None else None
+        if lock is not None and lock.exists():
+            lock.unlink()
+            return True
+        return False
+
     def is_dirty(self) -> bool:
         """Whether the worktree has changes a checkpoint would commit."""
         out = _git(self._g, "status", "--porcelain", "--untracked-files=normal", *self._pathspec())
