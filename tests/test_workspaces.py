@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from loopwright.workspaces.git import Workspace, WorkspaceError, current_branch, repo_root
 from support import git
 
@@ -71,7 +70,7 @@ def test_repository_without_commits(tmp_path):
 def test_current_branch_and_detached_head(repo):
     assert current_branch(repo) == "main"
     git(repo, "checkout", "-q", "--detach")
-    with pytest.raises(WorkspaceError, match=r"HEAD is detached.*pass --target BRANCH"):
+    with pytest.raises(WorkspaceError, match=r"HEAD is detached.*set target_branch .*or check out a branch"):
         current_branch(repo)
 
 

@@ -180,7 +180,7 @@ def current_branch(root: Path) -> str:
             name = ref.strip().removeprefix("refs/heads/")
             raise WorkspaceError(f"branch {name} has no commits yet (commit something, or check out another branch)")
     if status == 1:
-        raise WorkspaceError(f"HEAD is detached in {root}: check out a branch, or pass --target BRANCH")
+        raise WorkspaceError(f"HEAD is detached in {root}: set target_branch (--target BRANCH) or check out a branch")
     return ref.strip().removeprefix("refs/heads/")
 
 
