@@ -123,6 +123,7 @@ class AgentLoop:
         self._session_start = time.monotonic()
         self._active_before, self.step = run.active_seconds, run.step
         self.conversation = Conversation(store.conversation(run_id))
+        self._resume_finish: tuple | None = None
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -148,7 +149,11 @@ class AgentLoop:
         if last.role == "assistant" and last.tool_calls:
             interrupted = [ToolResult(tool_call_id=c.id, is_error=True,
                                       content="interrupted: the run stopped before this tool call finished")
-                           for c in last.tool_calls]
+                           for c in last.tool_calls if c.name != "finish"]
+            finish = next((c for c in last.tool_calls if c.name == "finish"), None)
+            if finish is not None:  # the acceptance step is what was interrupted: `run` does it again, not the model
+                self._resume_finish = (finish, [*interrupted, TextBlock(text=text)])
+                return
             self._add_message(Message(role="user", content=[*interrupted, TextBlock(text=text)]))
         elif last.role == "assistant":
             self._add_message(Message.user(text))
@@ -160,6 +165,10 @@ class AgentLoop:
 
     async def run(self) -> LoopOutcome:
         try:
+            if self._resume_finish is not None:
+                verdict = await self._finish_again(*self._resume_finish)
+                if verdict.status is not None:
+                    return LoopOutcome(verdict.status, verdict.reason, verdict.again)
             while True:
                 if self.stop.is_set():
                     raise Stopped(self.stop_status, self.stop_reason)
@@ -186,6 +195,14 @@ class AgentLoop:
             return LoopOutcome("failed", str(e))
         finally:
             self._save_progress("")
+
+    async def _finish_again(self, finish, blocks: list) -> FinishVerdict:
+        """Re-run the acceptance of a `finish` that a crash interrupted, and answer the call with its verdict."""
+        self._resume_finish = None
+        verdict = await self.on_finish(finish.arguments.get("summary", ""))
+        result = ToolResult(tool_call_id=finish.id, content=verdict.feedback, is_error=verdict.status is None)
+        self._add_message(Message(role="user", content=[result, *blocks]))
+        return verdict
 
     # -- one step -------------------------------------------------------------------------------
 

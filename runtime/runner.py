@@ -248,6 +248,11 @@ class Runner:
 
     async def _accept(self, run: Run, task: Task, ws: Workspace, config: Config) -> FinishVerdict:
         """The acceptance check, then the merge: the agent's claim alone never ends a run."""
+        merged = self.store.events(run.id, types=("merged",))
+        if merged:  # exactly once: a crash after the merge must not merge (or check) again
+            done = merged[-1][2]
+            return FinishVerdict("succeeded", f"Accepted and merged into {done.target_branch}.",
+                                 reason=f"merged into {done.target_branch} as {done.commit[:10]}")
         check = task.check_cmd
         if not check:
             return FinishVerdict("needs_review", "Finished. No acceptance check is configured; kept for review.",

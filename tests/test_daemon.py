@@ -230,3 +230,36 @@ def test_pause_of_a_run_that_is_not_running_is_refused(repo, cli, tmp_path, monk
     code, _, err = cli(repo, "pause", run)
     assert code == 2 and "not running" in err
     assert cli.json(repo, "kill", run)["status"] == "killed"
+
+
+def test_kill_9_at_random_moments_twenty_times(repo, cli, tmp_path, daemon):
+    """The daemon is killed 20 times at random moments (model calls, tools, checkpoints, merges) and restarted."""
+    import random
+    import sqlite3
+
+    rng = random.Random(20261125)
+    tasks = []
+    for i in range(6):
+        steps = [turn(call("write_file", path=f"r{i}/a.txt", content="a")),
+                 turn(call("shell", command="sleep 0.2; echo b > b.txt", timeout_seconds=30)),
+                 turn(call("write_file", path=f"r{i}/c.txt", content="c")),
+                 turn(call("finish", summary="done"))]
+        script = write_script(tmp_path / f"r{i}.json", steps)
+        tasks.append(cli.json(repo, "post", f"task r{i}", "--script", script, "--check", "true")["task"])
+    survived = 0
+    for _ in range(20):
+        d = daemon(max_parallel=3)
+        time.sleep(rng.uniform(0.05, 1.2))
+        d.stop(signal.SIGKILL)
+        survived += 1
+    daemon(max_parallel=3)
+    store = wait_until_done(repo, 6, timeout=180)
+    assert survived == 20
+    assert [store.task(t).status for t in tasks] == ["succeeded"] * 6, [store.task(t).reason for t in tasks]
+    for t in tasks:
+        runs = store.runs(task_id=t)
+        assert [r.status for r in runs].count("succeeded") == 1 and len(runs) == 1
+    merges = git(repo, "log", "--format=%s", "main").splitlines()
+    assert sorted(m for m in merges if m.startswith("loopwright: task r")) == [f"loopwright: task r{i}" for i in range(6)]
+    conn = sqlite3.connect(repo / ".loopwright" / "state.db")
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
