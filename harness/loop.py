@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Protocol
 
 from ..memory.events import (Compacted, ConversationReset, MessageAdded, ModelCalled, Notice, Retrying, RolledBack,
                              ToolFinished, ToolStarted)
@@ -61,6 +61,18 @@ class LoopSettings:
     compact_at: float = 0.75
     keep_recent: float = 0.25
     tool_context: dict = field(default_factory=dict)  # extra ToolContext fields (timeouts, caps, env)
+    fleet: FleetGate | None = None
+
+
+class FleetGate(Protocol):
+    """The fleet-wide budget (runtime.budget.FleetBudget): which day spend goes to, and whether any is left."""
+
+    def day(self) -> str: ...
+    def exhausted(self) -> str | None: ...
+
+
+class FleetBudgetSpent(Exception):
+    """No model call may start anywhere until the fleet budget resets or is raised: the run pauses."""
 
 
 class BudgetExceeded(Exception):
@@ -189,6 +201,9 @@ class AgentLoop:
         except BudgetExceeded as e:
             await self._checkpoint_quietly(f"budget exceeded: {e}")
             return LoopOutcome("budget_exceeded", str(e), again=True)
+        except FleetBudgetSpent as e:
+            await self._checkpoint_quietly(f"paused: {e}")
+            return LoopOutcome("paused", str(e))
         except ModelUnavailable as e:
             return LoopOutcome("paused", f"model unavailable: {e}")
         except FatalModelError as e:
@@ -285,6 +300,8 @@ class AgentLoop:
     # -- model calls ---------------------------------------------------------------------------
 
     def _check_budget(self) -> None:
+        if self.settings.fleet is not None and (why := self.settings.fleet.exhausted()):
+            raise FleetBudgetSpent(why)
         b: BudgetConfig = self.settings.budget
         run = self.store.run(self.run_id)
         elapsed = self._active_before + time.monotonic() - self._session_start
@@ -322,7 +339,8 @@ class AgentLoop:
                             cost_usd=cost_usd(response.usage, self.settings.model_info),
                             stop_reason=response.stop_reason, duration_ms=(time.perf_counter() - t0) * 1000,
                             purpose=purpose)  # type: ignore[arg-type]
-        self.store.record_model_call(self.run_id, event, response.message if purpose == "turn" else None)
+        self.store.record_model_call(self.run_id, event, response.message if purpose == "turn" else None,
+                                     self.settings.fleet.day() if self.settings.fleet is not None else None)
         return response
 
     # -- context -------------------------------------------------------------------------------

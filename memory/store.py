@@ -75,6 +75,11 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (task_id, depends_on))""",
         "CREATE INDEX tasks_queue ON tasks(status, priority DESC, id)",
     ],
+    [  # 3: the fleet budget: spend and raises per budget day ('*' holds raises of the total)
+        """CREATE TABLE fleet_usage (
+            day TEXT PRIMARY KEY, usd REAL NOT NULL DEFAULT 0, tokens INTEGER NOT NULL DEFAULT 0,
+            extra_usd REAL NOT NULL DEFAULT 0, extra_tokens INTEGER NOT NULL DEFAULT 0)""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -391,8 +396,10 @@ class Store:
         self.conn.execute(f"UPDATE runs SET {sets}, heartbeat_at = ? WHERE id = ?",
                           (*fields.values(), time.time(), run_id))
 
-    def record_model_call(self, run_id: str, call: ModelCalled, message: Message | None) -> None:
-        """One model answer: its message, its usage event and the run's counters, in one transaction."""
+    def record_model_call(self, run_id: str, call: ModelCalled, message: Message | None,
+                          budget_day: str | None = None) -> None:
+        """One model answer: its message, its usage event, the run's counters and the fleet's spend, at once."""
+        tokens_in = call.usage.input_tokens + call.usage.cache_read_tokens + call.usage.cache_write_tokens
         with self.transaction() as conn:
             self.append(run_id, call)
             if message is not None:
@@ -400,9 +407,13 @@ class Store:
             conn.execute(
                 "UPDATE runs SET model_calls = model_calls + 1, input_tokens = input_tokens + ?,"
                 " output_tokens = output_tokens + ?, cost_usd = cost_usd + ?, heartbeat_at = ? WHERE id = ?",
-                (call.usage.input_tokens + call.usage.cache_read_tokens + call.usage.cache_write_tokens,
-                 call.usage.output_tokens, call.cost_usd, time.time(), run_id),
+                (tokens_in, call.usage.output_tokens, call.cost_usd, time.time(), run_id),
             )
+            if budget_day is not None:
+                conn.execute(
+                    "INSERT INTO fleet_usage (day, usd, tokens) VALUES (?, ?, ?) ON CONFLICT(day) DO UPDATE"
+                    " SET usd = usd + excluded.usd, tokens = tokens + excluded.tokens",
+                    (budget_day, call.cost_usd, tokens_in + call.usage.output_tokens))
 
     # -- events ------------------------------------------------------------------------------
 

@@ -316,6 +316,32 @@ def cmd_stop_run(args: argparse.Namespace) -> int:
     raise StoreError(f"run {run.id} is {run.status}, not running; nothing to {kind}")
 
 
+def cmd_budget(args: argparse.Namespace) -> int:
+    from .budget import FleetBudget
+
+    project = open_project(Path.cwd())
+    budget = FleetBudget(project.store, project.config.fleet)
+    if args.action == "raise":
+        if not (args.usd or args.tokens):
+            raise UsageError("say how much: budget raise --usd X and/or --tokens N")
+        budget.raise_by(usd=args.usd or 0.0, tokens=args.tokens or 0, total=args.total)
+    usage = {**budget.usage(), "spent": budget.exhausted()}
+    if args.json:
+        _print_json(usage)
+        return 0
+
+    def cap(x, money):
+        return "no limit" if x is None else (f"${x:.2f}" if money else f"{x:,}")
+
+    print(f"budget day {usage['day']} (resets at {project.config.fleet.resets_at})")
+    print(f"  today:    ${usage['day_usd']:.4f} of {cap(usage['day_usd_limit'], True)}, "
+          f"{usage['day_tokens']:,} of {cap(usage['day_tokens_limit'], False)} tokens")
+    print(f"  in total: ${usage['total_usd']:.4f} of {cap(usage['total_usd_limit'], True)}, "
+          f"{usage['total_tokens']:,} of {cap(usage['total_tokens_limit'], False)} tokens")
+    print(f"  {usage['spent']}" if usage["spent"] else "  model calls may start")
+    return 0
+
+
 def cmd_cancel(args: argparse.Namespace) -> int:
     project = open_project(Path.cwd())
     store = project.store
@@ -498,6 +524,12 @@ def build_parser() -> Parser:
                        ("kill", "stop a run for good (its branch is kept)")):
         sp = add(name, cmd_stop_run, text)
         sp.add_argument("run", help="run id, or task number")
+
+    sp = add("budget", cmd_budget, "the fleet budget: spent and left today and in total; `raise` adds to it")
+    sp.add_argument("action", nargs="?", choices=["show", "raise"], default="show")
+    sp.add_argument("--usd", type=float, help="with raise: add this many USD")
+    sp.add_argument("--tokens", type=int, help="with raise: add this many tokens")
+    sp.add_argument("--total", action="store_true", help="with raise: raise the all-time limit instead of today's")
 
     sp = add("cancel", cmd_cancel, "cancel a queued task, or stop the run of a running one")
     sp.add_argument("task", type=int)

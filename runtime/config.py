@@ -78,6 +78,16 @@ class BudgetConfig(_Section):
     max_wall_seconds: float = Field(default=4 * 3600, gt=0)
 
 
+class FleetBudgetConfig(_Section):
+    """Limits for the whole fleet (every run of the project); unset means no limit."""
+
+    usd_per_day: float | None = Field(default=None, gt=0)
+    tokens_per_day: int | None = Field(default=None, gt=0)
+    usd_total: float | None = Field(default=None, gt=0)
+    tokens_total: int | None = Field(default=None, gt=0)
+    resets_at: str = Field(default="00:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="local time, HH:MM")
+
+
 class ToolsConfig(_Section):
     shell_timeout: float = Field(default=120.0, gt=0)
     max_shell_timeout: float = Field(default=1800.0, gt=0)
@@ -123,6 +133,7 @@ class Config(_Section):
     until_max_wall_seconds: float = Field(default=12 * 3600, gt=0)
     gc_keep_branches: Literal["all", "unmerged", "none"] = "unmerged"
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    fleet: FleetBudgetConfig = Field(default_factory=FleetBudgetConfig)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
     context: ContextConfig = Field(default_factory=ContextConfig)
     workspace: WorkspaceConfig = Field(default_factory=WorkspaceConfig)
@@ -268,6 +279,12 @@ CONFIG_TEMPLATE = """\
 # max_tokens = 5000000
 # max_usd = 10.0
 # max_wall_seconds = 14400
+
+# [fleet]                         # limits for all runs of this project together; the daemon resumes
+# usd_per_day = 20.0              # runs paused by them after the reset or `loopwright budget raise`
+# tokens_per_day = 20000000
+# usd_total = 200.0
+# resets_at = "00:00"             # local time
 
 # [tools]
 # shell_timeout = 120

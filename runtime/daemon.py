@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Awaitable, Callable
 
 from ..memory.store import RUN_FINAL, StoreError, Task
+from .budget import SPENT, FleetBudget
 from .display import ProgressPrinter
 from .project import Project
 from .runner import RunResult, Runner
@@ -91,6 +92,8 @@ class Daemon:
         self.poll_interval, self.stop_timeout, self.log = poll_interval, stop_timeout, log
         self.live: dict[int, tuple[Runner, asyncio.Task]] = {}  # task id -> its runner
         self.stopping = asyncio.Event()
+        self.budget = FleetBudget(self.store, project.config.fleet)
+        self._spent_said: str | None = None
 
     def say(self, text: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {text}", file=self.log, flush=True)
@@ -160,6 +163,18 @@ class Daemon:
                                            only_from=("running",))
 
     def schedule(self) -> None:
+        spent = self.budget.exhausted()
+        if spent != self._spent_said:  # say it once when it changes, not every poll
+            self.say(spent or "fleet budget available again")
+            self._spent_said = spent
+        if spent:
+            return  # no new work starts while the fleet budget is spent
+        for run in self.store.runs(statuses=("paused",)):
+            if len(self.live) >= self.max_parallel:
+                return
+            if run.reason.startswith(SPENT) and run.task_id not in self.live:
+                self.say(f"resuming run {run.id}: the fleet budget allows it again")
+                self._spawn(run.task_id, lambda r, rid=run.id: r.resume(rid))
         for task in self.store.queue():
             if len(self.live) >= self.max_parallel:
                 return

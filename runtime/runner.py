@@ -22,6 +22,7 @@ from ..harness.tools import Toolbox, run_command
 from ..memory.events import CheckRan, Merged, MergeConflict, RolledBack, RunStarted
 from ..memory.store import RUN_FINAL, Run, StoreError, Task, new_run_id
 from ..workspaces.git import Workspace, WorkspaceError, current_branch
+from .budget import FleetBudget
 from .config import Config
 from .project import Project
 
@@ -219,6 +220,7 @@ class Runner:
             system_prompt=SYSTEM_PROMPT, task_text=task_text(task, task.check_cmd) + self._progress(task, run),
             max_output_tokens=config.max_output_tokens, model_info=config.model_info(), budget=config.budget,
             retry=config.retry.policy(), compact_at=config.context.compact_at, keep_recent=config.context.keep_recent,
+            fleet=FleetBudget(self.store, config.fleet),
             tool_context={"shell_timeout": config.tools.shell_timeout, "max_shell_timeout": config.tools.max_shell_timeout,
                           "output_cap": config.tools.output_cap,
                           "env": {"LOOPWRIGHT_RUN_ID": run.id, "LOOPWRIGHT_TASK_ID": str(task.id)}})

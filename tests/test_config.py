@@ -74,3 +74,15 @@ def test_missing_key_names_variable_and_local_server(tmp_path, monkeypatch):
 def test_scripted_needs_a_script(tmp_path):
     with pytest.raises(ConfigError, match="--script"):
         load_config(tmp_path, env={"LOOPWRIGHT_PROVIDER": "scripted"})
+
+
+def test_budget_day_follows_the_reset_time():
+    import datetime as dt
+
+    from loopwright.runtime.budget import budget_day
+
+    at = dt.datetime(2026, 11, 25, 5, 30).timestamp()
+    assert budget_day("00:00", at) == "2026-11-25"
+    assert budget_day("06:00", at) == "2026-11-24"  # before today's reset: still yesterday's budget
+    with pytest.raises(ConfigError, match="fleet.resets_at"):
+        load_config(None, env={"LOOPWRIGHT_FLEET__RESETS_AT": "25:00"})

@@ -263,3 +263,29 @@ def test_kill_9_at_random_moments_twenty_times(repo, cli, tmp_path, daemon):
     assert sorted(m for m in merges if m.startswith("loopwright: task r")) == [f"loopwright: task r{i}" for i in range(6)]
     conn = sqlite3.connect(repo / ".loopwright" / "state.db")
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_fleet_budget_stops_the_whole_fleet_until_raised(repo, cli, tmp_path, daemon):
+    # a scripted model priced at $1 a call (100 input tokens at $10,000 per million), $1.5 a day for the fleet
+    (repo / "loopwright.toml").write_text("[models.priced]\ninput_usd_per_mtok = 10000\noutput_usd_per_mtok = 0\n"
+                                          "[fleet]\nusd_per_day = 1.5\n")
+    first = post(cli, repo, tmp_path, "b1", "--model", "priced")
+    second = post(cli, repo, tmp_path, "b2", "--model", "priced")
+    third = post(cli, repo, tmp_path, "b3", "--model", "priced")
+    daemon(max_parallel=2)  # the first two start together; four $1 calls do not fit in $1.5
+    store = Store(repo / ".loopwright" / "state.db")
+    deadline = time.monotonic() + 60
+    while not any(r.status == "paused" for r in store.runs()) or store.runs(statuses=("running",)):
+        assert time.monotonic() < deadline, [(r.task_id, r.status) for r in store.runs()]
+        time.sleep(0.1)
+    time.sleep(1.0)  # the daemon must not start the third task meanwhile
+    paused = [r for r in store.runs() if r.status == "paused"]
+    assert paused and all("fleet budget spent today" in r.reason for r in paused)
+    assert store.task(third).status == "queued" and store.runs(task_id=third) == []
+    shown = cli.json(repo, "budget")
+    assert shown["day_usd"] >= 1.5 and shown["spent"].startswith("fleet budget spent")
+    raised = cli.json(repo, "budget", "raise", "--usd", "10")
+    assert raised["day_usd_limit"] == 11.5 and raised["spent"] is None
+    store = wait_until_done(repo, 3)
+    assert [store.task(t).status for t in (first, second, third)] == ["succeeded"] * 3
+    assert all(len(store.runs(task_id=t)) == 1 for t in (first, second, third))  # resumed, not restarted
