@@ -1,24 +1,27 @@
 """The agent's tools, each declared with a pydantic model whose JSON schema is what the model sees.
 
 Every file tool is confined to the run's worktree (also through symlinks and
-`..`). A tool never raises into the loop: bad arguments, unknown tools and
-failures come back as error results the model can act on. Every result is
-capped (head + tail) before it enters the context. `run_command` is shared by
-the shell tool and the acceptance check: process group killed on timeout or
-cancellation, API keys removed from its environment, output capped while
-streaming so a 100 MB output never sits in memory.
+`..`) and keeps out of `.git`. A tool never raises into the loop: bad arguments,
+unknown tools and failures come back as error results the model can act on.
+Every result is capped (head + tail) before it enters the context. File work
+runs in a thread so one agent's big grep does not stall the others.
+
+`run_command` is shared by the shell tool and the acceptance check: process
+group killed on timeout or cancellation, API keys removed from its environment,
+output capped while streaming so a 100 MB output never sits in memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
+import difflib
 import os
 import re
 import signal
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -27,11 +30,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .messages import ToolCall, ToolSpec
 
-SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv", "venv", ".mypy_cache", ".pytest_cache", ".tox",
-             ".loopwright"}
+SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv", "venv", ".mypy_cache", ".pytest_cache", ".ruff_cache",
+             ".tox", ".loopwright"}
 MAX_LISTED = 500
 MAX_MATCHES = 200
-SECRET_NAME = re.compile(r"(_API_KEY|_TOKEN|_SECRET)$|PASSWORD|^ANTHROPIC_API_KEY$|^OPENAI_API_KEY$")
+MAX_LINE = 2000            # read_file: longer lines are cut
+MAX_GREP_LINE = 300
+MAX_GREP_FILE = 10_000_000  # grep skips files larger than this
+PIPE_GRACE = 1.0           # seconds to wait for the pipe to close after bash exited (a background child may hold it)
+SECRET_NAME = re.compile(r"(_API_KEY|_TOKEN|_SECRET)$|PASSWORD|^ANTHROPIC_API_KEY$|^OPENAI_API_KEY$", re.IGNORECASE)
 
 
 class Scratchpad(Protocol):
@@ -42,6 +49,8 @@ class Scratchpad(Protocol):
 
 @dataclass
 class ToolContext:
+    """What the tools of one run work on, and their limits."""
+
     worktree: Path
     scratchpad: Scratchpad
     env: dict[str, str] = field(default_factory=dict)
@@ -64,11 +73,14 @@ class ToolError(Exception):
 
 
 def cap_text(text: str, cap: int) -> str:
-    """Keep the head and the tail of a long text, saying how much was left out."""
+    """Keep the head and the tail of a long text within `cap` characters, saying how much was left out."""
     if len(text) <= cap:
         return text
-    half = cap // 2
-    return f"{text[:half]}\n[… {len(text) - 2 * half} bytes left out …]\n{text[-half:]}"
+    marker_len = len(f"\n[… {len(text)} characters left out …]\n")
+    keep = max(cap - marker_len, 0)
+    head, tail = keep - keep // 2, keep // 2
+    marker = f"\n[… {len(text) - head - tail} characters left out …]\n"
+    return (text[:head] + marker + (text[-tail:] if tail else ""))[:cap]
 
 
 # -- commands ----------------------------------------------------------------------------------------
@@ -76,14 +88,14 @@ def cap_text(text: str, cap: int) -> str:
 
 @dataclass(frozen=True)
 class CommandResult:
-    exit_code: int | None
+    exit_code: int | None  # None when killed by the timeout
     output: str
     timed_out: bool
     duration_ms: float
 
 
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The process environment without API keys and other secrets, plus `extra`."""
+    """The process environment without API keys, tokens, secrets and passwords, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not SECRET_NAME.search(k)}
     env.update(extra or {})
     return env
@@ -94,62 +106,91 @@ def _kill_group(proc: asyncio.subprocess.Process) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+async def _wait_exit(proc: asyncio.subprocess.Process, timeout: float) -> bool:
+    """True once bash has exited, False after `timeout`.
+
+    Polls `returncode` rather than awaiting `proc.wait()`: on Python 3.11 `wait()`
+    also waits for every pipe to close, so a background child holding stdout
+    would make a finished command look like it hung.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while proc.returncode is None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        await asyncio.sleep(min(delay, left))
+        delay = min(delay * 2, 0.05)
+    return True
+
+
+class _CappedOutput:
+    """The first `half` bytes and a rolling last `half` bytes of a stream, and its total size."""
+
+    def __init__(self, cap: int):
+        self.half = max(cap // 2, 1)
+        self.head, self.tail, self.total = bytearray(), bytearray(), 0
+
+    def add(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        room = self.half - len(self.head)
+        if room > 0:
+            self.head.extend(chunk[:room])
+            chunk = chunk[room:]
+        if chunk:
+            self.tail.extend(chunk)
+            if len(self.tail) > self.half:
+                del self.tail[:len(self.tail) - self.half]
+
+    def text(self) -> str:
+        text = self.head.decode("utf-8", "replace")
+        left_out = self.total - len(self.head) - len(self.tail)
+        if left_out > 0:
+            text += f"\n[… {left_out} bytes left out …]\n"
+        return text + self.tail.decode("utf-8", "replace")
+
+
 async def run_command(command: str, *, cwd: Path, timeout: float, cap: int = 30_000,
                       env: dict[str, str] | None = None) -> CommandResult:
-    """Run `command` with bash in `cwd`; stdout and stderr merged, capped head + tail while streaming."""
+    """Run `command` with bash in `cwd`: stdout and stderr merged, capped head + tail while streaming.
+
+    On timeout or cancellation the whole process group is killed. A background
+    child still holding the output pipe after bash exits gets PIPE_GRACE seconds,
+    then the group is killed and reading stops.
+    """
     t0 = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
         "/bin/bash", "-c", command, cwd=str(cwd), env=clean_env(env), stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
-    half = max(cap // 2, 1)
-    head = bytearray()
-    tail = bytearray()
-    total = 0
+    out = _CappedOutput(cap)
 
     async def pump() -> None:
-        nonlocal total
         assert proc.stdout is not None
         while chunk := await proc.stdout.read(65536):
-            total += len(chunk)
-            room = half - len(head)
-            if room > 0:
-                head.extend(chunk[:room])
-                chunk = chunk[room:]
-            if chunk:
-                tail.extend(chunk)
-                if len(tail) > half:
-                    del tail[:len(tail) - half]
-
-    async def drain() -> None:
-        """Wait for the pipe to close; a background child may hold it, so then kill the whole group."""
-        try:
-            await asyncio.wait_for(asyncio.shield(reader), 2.0)
-        except asyncio.TimeoutError:
-            _kill_group(proc)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(reader), 2.0)
+            out.add(chunk)
 
     reader = asyncio.ensure_future(pump())
     timed_out = False
     try:
-        await asyncio.wait_for(proc.wait(), timeout)
-    except asyncio.TimeoutError:
-        timed_out = True
-        _kill_group(proc)
-        await proc.wait()
+        if not await _wait_exit(proc, timeout):
+            timed_out = True
+            _kill_group(proc)
+            await _wait_exit(proc, 5.0)
+        await asyncio.wait({reader}, timeout=PIPE_GRACE)
+        if not reader.done():
+            _kill_group(proc)
+            await asyncio.wait({reader}, timeout=PIPE_GRACE)
     except asyncio.CancelledError:
         _kill_group(proc)
-        with contextlib.suppress(BaseException):
-            await proc.wait()
-            await drain()
         raise
-    await drain()
-    text = head.decode("utf-8", "replace")
-    left_out = total - len(head) - len(tail)
-    if left_out > 0:
-        text += f"\n[… {left_out} bytes left out …]\n"
-    text += tail.decode("utf-8", "replace")
-    return CommandResult(exit_code=None if timed_out else proc.returncode, output=text, timed_out=timed_out,
+    finally:
+        if not reader.done():
+            # something outside the group (setsid) still holds the pipe: stop reading and close our end
+            reader.cancel()
+            transport = getattr(proc, "_transport", None)
+            if transport is not None:
+                transport.close()
+    return CommandResult(exit_code=None if timed_out else proc.returncode, output=out.text(), timed_out=timed_out,
                          duration_ms=(time.perf_counter() - t0) * 1000)
 
 
@@ -157,15 +198,25 @@ async def run_command(command: str, *, cwd: Path, timeout: float, cap: int = 30_
 
 
 def resolve_in(worktree: Path, path: str) -> Path:
-    """`path` inside the worktree, symlinks resolved; anything outside it (or inside .git) is refused."""
+    """`path` inside the worktree with symlinks resolved; anything outside it or inside a .git is refused."""
     root = worktree.resolve()
-    target = (root / path).resolve()
+    try:
+        target = (root / path).resolve()
+    except (RuntimeError, OSError) as e:  # symlink loops
+        raise ToolError(f"cannot resolve {path}: {e}") from None
     if target != root and root not in target.parents:
-        raise ToolError(f"path escapes the worktree: {path}")
-    rel = target.relative_to(root)
-    if rel.parts and rel.parts[0] == ".git":
-        raise ToolError(f"path is inside .git, which tools do not touch: {path}")
+        raise ToolError(f"path escapes the worktree: {path} (tools work only inside {root})")
+    if ".git" in target.relative_to(root).parts:
+        raise ToolError(f"path is inside .git, which tools do not touch: {path} (use git through the shell)")
     return target
+
+
+def _stays_inside(root: Path, p: Path) -> bool:
+    try:
+        resolve_in(root, str(p))
+        return True
+    except ToolError:
+        return False
 
 
 def _is_binary(data: bytes) -> bool:
@@ -178,12 +229,55 @@ def _is_binary(data: bytes) -> bool:
     return False
 
 
-def _walk(root: Path, start: Path):
+def _walk(root: Path, start: Path) -> Iterator[tuple[Path, str]]:
+    """Files under `start` (symlinked directories not followed), skipping .git and caches: (path, worktree-relative)."""
     for dirpath, dirnames, filenames in os.walk(start):
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
         for name in sorted(filenames):
             p = Path(dirpath) / name
             yield p, p.relative_to(root).as_posix()
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """A glob as a regex over '/'-separated paths: `**` spans directories, `*` and `?` do not."""
+    i, out = 0, []
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+            continue
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[" and (j := pattern.find("]", i + 2)) != -1:
+            body = pattern[i + 1:j]
+            out.append("[" + ("^" + body[1:] if body[0] in "!^" else body).replace("\\", "\\\\") + "]")
+            i = j + 1
+            continue
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+class _Matcher:
+    """Glob matching: a pattern with no '/' matches file names at any depth; else the path below `start` or the root."""
+
+    def __init__(self, pattern: str, root: Path, start: Path):
+        self.rx = _glob_regex(pattern.removeprefix("./"))
+        self.by_name = "/" not in pattern
+        self.prefix = "" if start == root else start.relative_to(root).as_posix() + "/"
+
+    def __call__(self, rel: str) -> bool:
+        if self.by_name:
+            return bool(self.rx.match(rel.rsplit("/", 1)[-1]))
+        return bool(self.rx.match(rel) or (rel.startswith(self.prefix) and self.rx.match(rel[len(self.prefix):])))
 
 
 # -- the tools ---------------------------------------------------------------------------------------
@@ -193,48 +287,52 @@ class _Args(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+PATH = "path relative to the worktree"
+
+
 class ShellArgs(_Args):
     command: str = Field(description="bash command, run in the worktree")
-    timeout_seconds: float | None = Field(default=None, gt=0, description="kill it after this many seconds")
+    timeout_seconds: float | None = Field(default=None, gt=0, description="kill it after this many seconds "
+                                                                          "(default and maximum set by the run)")
 
 
 class ReadFileArgs(_Args):
-    path: str = Field(description="file path relative to the worktree")
+    path: str = Field(description=PATH)
     offset: int = Field(default=1, ge=1, description="first line to show (1-based)")
-    limit: int | None = Field(default=None, ge=1, description="how many lines to show")
+    limit: int | None = Field(default=None, ge=1, description="how many lines to show (default: as many as fit)")
 
 
 class WriteFileArgs(_Args):
-    path: str
-    content: str
+    path: str = Field(description=PATH)
+    content: str = Field(description="the complete new content of the file")
 
 
 class EditFileArgs(_Args):
-    path: str
+    path: str = Field(description=PATH)
     old: str = Field(description="exact text to replace (must occur exactly once unless replace_all)")
     new: str = Field(description="replacement text")
-    replace_all: bool = False
+    replace_all: bool = Field(default=False, description="replace every occurrence")
 
 
 class ListFilesArgs(_Args):
-    pattern: str = Field(default="**/*", description="glob, e.g. '**/*.py'")
-    path: str = Field(default=".", description="directory to list from")
+    pattern: str = Field(default="**/*", description="glob, e.g. '*.py' (any depth) or 'src/**/*.ts'")
+    path: str = Field(default=".", description="directory to list from, relative to the worktree")
 
 
 class GrepArgs(_Args):
     pattern: str = Field(description="Python regular expression")
-    path: str = "."
-    glob: str | None = Field(default=None, description="only files whose path matches this glob, e.g. '*.py'")
+    path: str = Field(default=".", description="file or directory to search, relative to the worktree")
+    glob: str | None = Field(default=None, description="only files matching this glob, e.g. '*.py'")
     ignore_case: bool = False
 
 
 class ScratchpadArgs(_Args):
     action: Literal["read", "append", "replace"]
-    text: str | None = None
+    text: str | None = Field(default=None, description="needed for append and replace")
 
 
 class CheckpointArgs(_Args):
-    message: str = Field(description="what this checkpoint holds")
+    message: str = Field(description="commit message: what this checkpoint holds")
 
 
 class FinishArgs(_Args):
@@ -249,6 +347,7 @@ class Tool(ABC):
     args: type[_Args] = _Args
 
     def spec(self) -> ToolSpec:
+        """The tool as the model sees it; pydantic's titles are dropped as noise."""
         schema = self.args.model_json_schema()
         schema.pop("title", None)
         for prop in schema.get("properties", {}).values():
@@ -259,135 +358,217 @@ class Tool(ABC):
     async def run(self, args: Any, ctx: ToolContext) -> ToolOutcome: ...
 
 
+class _FileTool(Tool):
+    """A tool whose blocking file work runs in a thread, off the event loop."""
+
+    async def run(self, args: Any, ctx: ToolContext) -> ToolOutcome:
+        return await asyncio.to_thread(self.work, args, ctx)
+
+    @abstractmethod
+    def work(self, args: Any, ctx: ToolContext) -> ToolOutcome: ...
+
+
 class Shell(Tool):
     name, args = "shell", ShellArgs
-    description = ("Run a bash command in the worktree (stdout and stderr merged; long output keeps its head and "
-                   "tail). Returns the output and the exit code. Killed after the timeout.")
+    description = ("Run a bash command in the worktree; returns stdout+stderr merged (long output keeps its head "
+                   "and tail) and the exit code. The process group is killed at the timeout. Background processes "
+                   "must redirect their output (`cmd > log 2>&1 &`), or they are stopped when the command ends.")
 
     async def run(self, a: ShellArgs, ctx: ToolContext) -> ToolOutcome:
         timeout = min(a.timeout_seconds or ctx.shell_timeout, ctx.max_shell_timeout)
         # leave room for the status line so the Toolbox's cap does not cut the output a second time
         r = await run_command(a.command, cwd=ctx.worktree, timeout=timeout, cap=max(ctx.output_cap - 200, 100),
                               env=ctx.env)
+        body = r.output if r.output.endswith("\n") or not r.output else r.output + "\n"
         if r.timed_out:
-            return ToolOutcome(f"{r.output}\ntimed out after {timeout:g}s; process group killed", is_error=True,
+            return ToolOutcome(f"{body}timed out after {timeout:g}s; process group killed", is_error=True,
                                may_have_changed_files=True)
-        return ToolOutcome(f"{r.output}\nexit code {r.exit_code}", may_have_changed_files=True)
+        return ToolOutcome(f"{body}exit code {r.exit_code}", may_have_changed_files=True)
 
 
-class ReadFile(Tool):
+def _binary_note(path: str, size: int) -> str:
+    return (f"{path} is a binary file ({size:,} bytes); not shown. Inspect it with the shell "
+            f"(e.g. `file`, `xxd | head`) if you must.")
+
+
+class ReadFile(_FileTool):
     name, args = "read_file", ReadFileArgs
-    description = "Read a text file with line numbers; use offset and limit for a range of lines."
+    description = ("Read a text file with line numbers (like cat -n). Use offset and limit for a range; a long file "
+                   "is shown as far as the output limit allows, with the offset to continue from.")
 
-    async def run(self, a: ReadFileArgs, ctx: ToolContext) -> ToolOutcome:
+    def work(self, a: ReadFileArgs, ctx: ToolContext) -> ToolOutcome:
         p = resolve_in(ctx.worktree, a.path)
         if p.is_dir():
             raise ToolError(f"{a.path} is a directory; use list_files")
         if not p.exists():
             raise ToolError(f"file not found: {a.path}")
-        data = p.read_bytes()
-        if _is_binary(data):
-            return ToolOutcome(f"{a.path} is a binary file ({len(data):,} bytes); not shown. Inspect it with the "
-                               f"shell (e.g. `file`, `xxd | head`) if you must.", is_error=True)
-        lines = data.decode("utf-8").splitlines()
-        end = len(lines) if a.limit is None else min(len(lines), a.offset - 1 + a.limit)
-        shown = "\n".join(f"{i:6}\t{lines[i - 1]}" for i in range(a.offset, end + 1))
-        if a.offset > 1 or end < len(lines):
-            shown += f"\n(lines {a.offset}-{end} of {len(lines)})"
-        return ToolOutcome(shown or "(empty file)")
+        if not p.is_file():
+            raise ToolError(f"{a.path} is not a regular file")
+        size = p.stat().st_size
+        budget = max(ctx.output_cap - 300, 100)
+        stop = None if a.limit is None else a.offset - 1 + a.limit
+        shown: list[str] = []
+        used = total = last = 0
+        full = False
+        with p.open("rb") as f:
+            if b"\x00" in f.read(8192):
+                return ToolOutcome(_binary_note(a.path, size), is_error=True)
+            f.seek(0)
+            for n, raw in enumerate(f, 1):  # streamed: a 2 GB log is counted, never held
+                total = n
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    return ToolOutcome(_binary_note(a.path, size), is_error=True)
+                if n < a.offset or (stop is not None and n > stop) or full:
+                    continue
+                line = line.removesuffix("\n").removesuffix("\r")
+                if len(line) > MAX_LINE:
+                    line = f"{line[:MAX_LINE]} [… line cut, {len(line):,} characters in all]"
+                entry = f"{n:6}\t{line}"
+                if shown and used + len(entry) + 1 > budget:
+                    full = True
+                    continue
+                shown.append(entry)
+                used += len(entry) + 1
+                last = n
+        if total == 0:
+            return ToolOutcome(f"{a.path} is empty")
+        if a.offset > total:
+            raise ToolError(f"offset {a.offset} is past the end of {a.path}, which has {total} lines")
+        text = "\n".join(shown)
+        if full:
+            text += f"\n(lines {a.offset}-{last} of {total}; output limit reached, continue with offset={last + 1})"
+        elif a.offset > 1 or last < total:
+            text += f"\n(lines {a.offset}-{last} of {total})"
+        return ToolOutcome(text)
 
 
-class WriteFile(Tool):
+class WriteFile(_FileTool):
     name, args = "write_file", WriteFileArgs
-    description = "Create or overwrite a file with the given content (parent directories are created)."
+    description = "Create or overwrite a file with the given content (UTF-8; parent directories are created)."
 
-    async def run(self, a: WriteFileArgs, ctx: ToolContext) -> ToolOutcome:
+    def work(self, a: WriteFileArgs, ctx: ToolContext) -> ToolOutcome:
         p = resolve_in(ctx.worktree, a.path)
+        if p.is_dir():
+            raise ToolError(f"{a.path} is a directory")
+        existed = p.exists()
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(a.content)
-        return ToolOutcome(f"wrote {len(a.content.encode()):,} bytes to {a.path}", may_have_changed_files=True)
+        data = a.content.encode("utf-8")
+        p.write_bytes(data)
+        return ToolOutcome(f"wrote {len(data):,} bytes to {a.path} ({'overwritten' if existed else 'new file'})",
+                           may_have_changed_files=True)
 
 
-class EditFile(Tool):
+class EditFile(_FileTool):
     name, args = "edit_file", EditFileArgs
     description = ("Replace an exact piece of text in a file. `old` must occur exactly once (include surrounding "
-                   "lines to make it unique) unless replace_all is true.")
+                   "lines to make it unique) unless replace_all is true. Whitespace and indentation must match.")
 
-    async def run(self, a: EditFileArgs, ctx: ToolContext) -> ToolOutcome:
+    def work(self, a: EditFileArgs, ctx: ToolContext) -> ToolOutcome:
         p = resolve_in(ctx.worktree, a.path)
         if not p.is_file():
-            raise ToolError(f"file not found: {a.path}")
-        text = p.read_text()
-        count = text.count(a.old) if a.old else 0
-        if count == 0:
+            raise ToolError(f"file not found: {a.path}" + (" (it is a directory)" if p.is_dir() else ""))
+        if not a.old:
+            raise ToolError("`old` is empty; give the exact text to replace, or use write_file for a whole file")
+        data = p.read_bytes()
+        if _is_binary(data):
+            raise ToolError(_binary_note(a.path, len(data)))
+        text = data.decode("utf-8")
+        old, new = a.old, a.new
+        if old not in text and "\r\n" in text and "\n" in old:
+            # the model writes \n; a CRLF file should still be editable
+            old, new = (s.replace("\r\n", "\n").replace("\n", "\r\n") for s in (old, new))
+        starts = _occurrences(text, old)
+        if not starts:
             raise ToolError(f"the text to replace was not found in {a.path}{_closest(text, a.old)}")
-        if count > 1 and not a.replace_all:
-            lines, start = [], 0
-            while (i := text.find(a.old, start)) != -1:
-                lines.append(str(text.count("\n", 0, i) + 1))
-                start = i + 1
-            raise ToolError(f"the text to replace was found {count} times in {a.path}, at lines {', '.join(lines)}; "
-                            f"give more surrounding text or set replace_all")
-        p.write_text(text.replace(a.old, a.new) if a.replace_all else text.replace(a.old, a.new, 1))
-        return ToolOutcome(f"replaced {count if a.replace_all else 1} occurrence(s) in {a.path}",
-                           may_have_changed_files=True)
+        if len(starts) > 1 and not a.replace_all:
+            lines = [str(text.count("\n", 0, i) + 1) for i in starts[:20]]
+            more = f" and {len(starts) - 20} more" if len(starts) > 20 else ""
+            raise ToolError(f"the text to replace was found {len(starts)} times in {a.path}, at lines "
+                            f"{', '.join(lines)}{more}; give more context or set replace_all")
+        p.write_bytes((text.replace(old, new) if a.replace_all else text.replace(old, new, 1)).encode("utf-8"))
+        where = f" at line {text.count(chr(10), 0, starts[0]) + 1}" if len(starts) == 1 else ""
+        return ToolOutcome(f"replaced {len(starts)} occurrence(s) in {a.path}{where}", may_have_changed_files=True)
+
+
+def _occurrences(text: str, old: str) -> list[int]:
+    """Start offsets of the non-overlapping occurrences, as str.replace sees them."""
+    starts, i = [], text.find(old)
+    while i != -1:
+        starts.append(i)
+        i = text.find(old, i + len(old))
+    return starts
 
 
 def _closest(text: str, old: str) -> str:
     first = next((ln.strip() for ln in old.splitlines() if ln.strip()), "")
-    if not first:
-        return ""
-    for n, line in enumerate(text.splitlines(), 1):
-        if first in line or line.strip() and line.strip() in first:
-            return f" (a similar line is {n}: {line.strip()[:80]!r}; read the file and copy the text exactly)"
-    return " (read the file and copy the text exactly)"
+    lines = [ln.strip() for ln in text.split("\n")[:20_000]]
+    match = difflib.get_close_matches(first, lines, n=1, cutoff=0.6) if first else []
+    if not match:
+        return " (read the file and copy the text exactly)"
+    n = lines.index(match[0]) + 1
+    return f" (the closest line is {n}: {match[0][:120]!r}; read the file and copy the text exactly)"
 
 
-class ListFiles(Tool):
+class ListFiles(_FileTool):
     name, args = "list_files", ListFilesArgs
-    description = "List files under a directory of the worktree matching a glob (skips .git, node_modules, caches)."
+    description = (f"List files (not directories) under a directory of the worktree matching a glob, sorted; at most "
+                   f"{MAX_LISTED}. Skips .git, node_modules, virtualenvs and caches.")
 
-    async def run(self, a: ListFilesArgs, ctx: ToolContext) -> ToolOutcome:
+    def work(self, a: ListFilesArgs, ctx: ToolContext) -> ToolOutcome:
         root = ctx.worktree.resolve()
         start = resolve_in(ctx.worktree, a.path)
         if not start.is_dir():
             raise ToolError(f"not a directory: {a.path}")
-        found = [rel for _, rel in _walk(root, start)
-                 if fnmatch.fnmatch(rel, a.pattern) or fnmatch.fnmatch(rel, a.pattern.removeprefix("**/"))]
-        more = f"\n… and {len(found) - MAX_LISTED} more" if len(found) > MAX_LISTED else ""
-        return ToolOutcome("\n".join(found[:MAX_LISTED]) + more if found else "no files match")
+        match = _Matcher(a.pattern, root, start)
+        found = sorted(rel for _, rel in _walk(root, start) if match(rel))
+        if not found:
+            return ToolOutcome(f"no files match {a.pattern!r} under {a.path}")
+        more = f"\n… and {len(found) - MAX_LISTED} more (narrow the pattern or path)" if len(found) > MAX_LISTED else ""
+        return ToolOutcome("\n".join(found[:MAX_LISTED]) + more)
 
 
-class Grep(Tool):
+class Grep(_FileTool):
     name, args = "grep", GrepArgs
-    description = "Search text files for a regular expression; prints path:line: text (skips binaries, .git, caches)."
+    description = (f"Search text files for a Python regular expression; prints path:line: text, at most "
+                   f"{MAX_MATCHES} matches. Skips binaries, files over 10 MB, .git, node_modules and caches.")
 
-    async def run(self, a: GrepArgs, ctx: ToolContext) -> ToolOutcome:
+    def work(self, a: GrepArgs, ctx: ToolContext) -> ToolOutcome:
         try:
             rx = re.compile(a.pattern, re.IGNORECASE if a.ignore_case else 0)
         except re.error as e:
             raise ToolError(f"invalid regular expression {a.pattern!r}: {e}") from None
         root = ctx.worktree.resolve()
         start = resolve_in(ctx.worktree, a.path)
+        if not start.exists():
+            raise ToolError(f"not found: {a.path}")
         files = [(start, start.relative_to(root).as_posix())] if start.is_file() else _walk(root, start)
-        hits, extra = [], 0
+        match = _Matcher(a.glob, root, start) if a.glob else None
+        hits: list[str] = []
+        extra = 0
         for p, rel in files:
-            if a.glob and not (fnmatch.fnmatch(rel, a.glob) or fnmatch.fnmatch(p.name, a.glob)):
+            if match and not match(rel):
+                continue
+            # a symlinked file may point out of the worktree; _walk does not resolve them
+            if p.is_symlink() and not _stays_inside(root, p.relative_to(root)):
                 continue
             try:
+                if not p.is_file() or p.stat().st_size > MAX_GREP_FILE:
+                    continue
                 data = p.read_bytes()
             except OSError:
                 continue
             if _is_binary(data):
                 continue
-            for n, line in enumerate(data.decode("utf-8").splitlines(), 1):
+            for n, line in enumerate(data.decode("utf-8").split("\n"), 1):
                 if rx.search(line):
                     if len(hits) < MAX_MATCHES:
-                        hits.append(f"{rel}:{n}: {line[:300]}")
+                        hits.append(f"{rel}:{n}: {line.removesuffix(chr(13))[:MAX_GREP_LINE]}")
                     else:
                         extra += 1
-        more = f"\n… and {extra} more matches" if extra else ""
-        return ToolOutcome("\n".join(hits) + more if hits else "no matches")
+        more = f"\n… and {extra} more matches (narrow the pattern, path or glob)" if extra else ""
+        return ToolOutcome("\n".join(hits) + more if hits else f"no matches for {a.pattern!r}")
 
 
 class ScratchpadTool(Tool):
@@ -399,14 +580,15 @@ class ScratchpadTool(Tool):
         if a.action == "read":
             return ToolOutcome(ctx.scratchpad.read() or "(the scratch pad is empty)")
         if a.text is None:
-            raise ToolError(f"scratchpad {a.action} needs `text`")
+            raise ToolError(f"action '{a.action}' needs `text`")
         getattr(ctx.scratchpad, a.action)(a.text)
         return ToolOutcome(f"scratch pad {'appended to' if a.action == 'append' else 'replaced'}")
 
 
 class CheckpointTool(Tool):
     name, args = "checkpoint", CheckpointArgs
-    description = "Commit the worktree now with a message (steps that change files are also checkpointed automatically)."
+    description = ("Commit the worktree now with a message. Steps that change files are also checkpointed "
+                   "automatically; use this to mark a meaningful point.")
 
     async def run(self, a: CheckpointArgs, ctx: ToolContext) -> ToolOutcome:
         return ToolOutcome("checkpoint requested", checkpoint_message=a.message)
@@ -424,17 +606,30 @@ STANDARD_TOOLS: tuple[type[Tool], ...] = (Shell, ReadFile, WriteFile, EditFile, 
                                           CheckpointTool, Finish)
 
 
+def _describe_validation(e: ValidationError) -> str:
+    problems = []
+    for err in e.errors()[:3]:
+        where = ".".join(str(x) for x in err["loc"])
+        problems.append(f"argument '{where}': {err['msg']}" if where else err["msg"])
+    return "; ".join(problems)
+
+
 class Toolbox:
     """The tools an agent has; `execute` turns every problem into an error result, never an exception."""
 
     def __init__(self, tools: list[Tool] | None = None):
-        self.tools = {t.name: t for t in (tools if tools is not None else [cls() for cls in STANDARD_TOOLS])}
+        chosen = tools if tools is not None else [cls() for cls in STANDARD_TOOLS]
+        self.tools = {t.name: t for t in chosen}
+        if len(self.tools) != len(chosen):
+            raise ValueError("two tools share a name")
         self._specs = [t.spec() for t in self.tools.values()]
 
     def specs(self) -> list[ToolSpec]:
+        """Name, description and JSON schema of every tool, for the model."""
         return self._specs
 
     async def execute(self, call: ToolCall, ctx: ToolContext) -> ToolOutcome:
+        """Run one tool call; problems come back as `is_error` outcomes, and the content is capped."""
         outcome = await self._execute(call, ctx)
         if len(outcome.content) > ctx.output_cap:
             outcome = ToolOutcome(cap_text(outcome.content, ctx.output_cap), outcome.is_error, outcome.finish_summary,
@@ -450,12 +645,10 @@ class Toolbox:
         try:
             args = tool.args.model_validate(call.arguments)
         except ValidationError as e:
-            problems = "; ".join(f"argument '{'.'.join(str(x) for x in err['loc']) or '(all)'}': {err['msg']}"
-                                 for err in e.errors()[:3])
-            return ToolOutcome(f"{call.name}: {problems}", is_error=True)
+            return ToolOutcome(f"{call.name}: {_describe_validation(e)}", is_error=True)
         try:
             return await tool.run(args, ctx)
         except ToolError as e:
             return ToolOutcome(f"{call.name}: {e}", is_error=True)
-        except (OSError, UnicodeError, ValueError) as e:
+        except Exception as e:  # noqa: BLE001 — a broken tool must not end the run; the model sees what happened
             return ToolOutcome(f"{call.name} failed: {type(e).__name__}: {e}", is_error=True)

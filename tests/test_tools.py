@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import subprocess
 import time
 
 import pytest
-
 from loopwright.harness.messages import ToolCall
-from loopwright.harness.tools import ToolContext, Toolbox, run_command
+from loopwright.harness.tools import Tool, Toolbox, ToolContext, run_command
 
 
 class Pad:
@@ -148,12 +149,15 @@ def test_scratchpad_checkpoint_finish(ctx):
 
 def test_shell_runs_in_the_worktree_without_keys(ctx, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "test-not-a-key")
-    monkeypatch.setenv("GITHUB_TOKEN", "test-not-a-token")
+    monkeypatch.setenv("SOME_TOKEN", "test-not-a-token")
+    monkeypatch.setenv("DB_PASSWORD", "test-not-a-password")
+    monkeypatch.setenv("lower_api_key", "test-not-a-lower-key")
     monkeypatch.setenv("HARMLESS", "kept")
     out = run(ctx, "shell", command="pwd; env; exit 3")
     assert not out.is_error and out.may_have_changed_files
     assert str(ctx.worktree) in out.content and "exit code 3" in out.content
-    assert "test-not-a-key" not in out.content and "test-not-a-token" not in out.content
+    for secret in ("test-not-a-key", "test-not-a-token", "test-not-a-password", "test-not-a-lower-key"):
+        assert secret not in out.content
     assert "HARMLESS=kept" in out.content and "LOOPWRIGHT_RUN_ID=r1" in out.content
 
 
@@ -167,11 +171,11 @@ def test_huge_output_is_capped_while_streaming(ctx):
 
 
 def _sleepers(marker: str) -> list[str]:
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
     return [line for line in ps.splitlines() if marker in line and "ps -eo" not in line]
 
 
-@pytest.mark.parametrize("command", ["sleep 1001", "sleep 1001 & sleep 1001; wait"])
+@pytest.mark.parametrize("command", ["sleep 1001", "sleep 1001 & sleep 1001", "sleep 1001 & sleep 1001; wait"])
 def test_a_command_that_never_exits_is_killed_with_its_group(ctx, command):
     t0 = time.monotonic()
     out = run(ctx, "shell", command=command, timeout_seconds=1)
@@ -194,12 +198,110 @@ def test_cancelling_a_command_kills_its_group(tmp_path):
     assert _sleepers("sleep 1002") == []
 
 
-def test_every_result_is_capped(ctx):
-    (ctx.worktree / "big.txt").write_text("\n".join(f"line {i}" for i in range(5000)))
+def test_every_result_is_capped_within_the_limit(ctx):
+    out = run(ctx, "shell", command="seq 1 5000")
+    assert len(out.content) <= ctx.output_cap and "left out" in out.content
+    assert out.content.startswith("1\n2\n") and "5000\nexit code 0" in out.content
+    (ctx.worktree / "big.txt").write_text("x" * 50_000)  # one huge line
+    out = run(ctx, "grep", pattern="x+")
+    assert len(out.content) <= ctx.output_cap
+
+
+def test_read_file_stops_at_the_limit_and_says_where_to_continue(ctx):
+    (ctx.worktree / "big.txt").write_text("\n".join(f"line {i}" for i in range(1, 5001)) + "\n")
     out = run(ctx, "read_file", path="big.txt")
-    assert len(out.content) < 2200 and "bytes left out" in out.content and "line 4999" in out.content
+    assert not out.is_error and len(out.content) <= ctx.output_cap
+    last = int(re.search(r"lines 1-(\d+) of 5000; output limit reached, continue with offset=(\d+)",
+                         out.content).group(1))
+    assert 50 < last < 5000 and f"line {last}" in out.content and f"line {last + 1}\n" not in out.content
+    nxt = run(ctx, "read_file", path="big.txt", offset=last + 1, limit=3).content
+    assert nxt.splitlines()[0] == f"{last + 1:6}\tline {last + 1}" and "of 5000" in nxt
+    assert "past the end" in run(ctx, "read_file", path="big.txt", offset=9000).content
 
 
 def test_tool_errors_do_not_raise(ctx):
     out = run(ctx, "write_file", path="a.py/child.txt", content="x")  # a.py is a file, not a directory
     assert out.is_error and "write_file failed" in out.content and "Error" in out.content
+
+
+class Exploding(Tool):
+    name, description = "explode", "raises"
+
+    async def run(self, args, ctx):
+        raise RuntimeError("boom")
+
+
+def test_an_exception_inside_a_tool_becomes_an_error_result(ctx):
+    out = asyncio.run(Toolbox([Exploding()]).execute(ToolCall(id="c", name="explode"), ctx))
+    assert out.is_error and "explode failed: RuntimeError: boom" in out.content
+
+
+def test_a_background_child_holding_the_pipe_does_not_make_a_finished_command_hang(ctx):
+    t0 = time.monotonic()
+    out = run(ctx, "shell", command="sleep 1003 & echo started", timeout_seconds=30)
+    assert time.monotonic() - t0 < 5
+    assert not out.is_error and "started" in out.content and "exit code 0" in out.content
+    time.sleep(0.2)
+    assert _sleepers("sleep 1003") == []
+
+
+def test_shell_timeout_is_capped_by_the_maximum(ctx):
+    ctx.max_shell_timeout = 1
+    t0 = time.monotonic()
+    out = run(ctx, "shell", command="sleep 1004", timeout_seconds=500)
+    assert time.monotonic() - t0 < 6 and "timed out after 1s" in out.content
+
+
+def test_grep_does_not_follow_symlinked_files_out_of_the_worktree(ctx):
+    outside = ctx.worktree.parent / "secret.txt"
+    outside.write_text("password=hunter2\n")
+    (ctx.worktree / "innocent.txt").symlink_to(outside)
+    (ctx.worktree / "inner.txt").symlink_to(ctx.worktree / "a.py")
+    out = run(ctx, "grep", pattern="hunter2|three")
+    assert "hunter2" not in out.content and "inner.txt:3: three" in out.content
+
+
+def test_nested_git_dirs_and_special_files(ctx):
+    (ctx.worktree / "sub" / ".git").mkdir(parents=True)
+    assert ".git" in run(ctx, "write_file", path="sub/.git/HEAD", content="x").content
+    os.mkfifo(ctx.worktree / "pipe")  # reading it would block forever
+    out = run(ctx, "read_file", path="pipe")
+    assert out.is_error and "not a regular file" in out.content
+
+
+def test_edit_details(ctx):
+    out = run(ctx, "edit_file", path="a.py", old="", new="x")
+    assert out.is_error and "empty" in out.content
+    out = run(ctx, "edit_file", path="a.py", old="threee", new="3")
+    assert "not found" in out.content and "closest line is 3" in out.content
+    out = run(ctx, "edit_file", path="a.py", old="thre", new="3")  # exactly once, as a substring
+    assert not out.is_error and "line 3" in out.content
+    (ctx.worktree / "b.txt").write_text("aaaa\n")
+    out = run(ctx, "edit_file", path="b.txt", old="aa", new="b")  # 2 non-overlapping, as replace sees them
+    assert "found 2 times" in out.content and "lines 1, 1" in out.content
+    (ctx.worktree / "crlf.txt").write_bytes(b"alpha\r\nbeta\r\ngamma\r\n")
+    out = run(ctx, "edit_file", path="crlf.txt", old="alpha\nbeta", new="one\ntwo")
+    assert not out.is_error and (ctx.worktree / "crlf.txt").read_bytes() == b"one\r\ntwo\r\ngamma\r\n"
+
+
+def test_write_file_is_utf8_and_reports_bytes(ctx):
+    out = run(ctx, "write_file", path="u.txt", content="héllo ✓")
+    assert "wrote 10 bytes" in out.content and "new file" in out.content
+    assert (ctx.worktree / "u.txt").read_bytes() == "héllo ✓".encode()
+    assert "overwritten" in run(ctx, "write_file", path="u.txt", content="x").content
+    (ctx.worktree / "bad.txt").write_bytes(b"caf\xe9\n")  # latin-1, not UTF-8
+    out = run(ctx, "read_file", path="bad.txt")
+    assert out.is_error and "binary file (5 bytes)" in out.content
+
+
+def test_list_files_globs(ctx):
+    for rel in ("src/pkg/m.py", "src/pkg/data.json", "src/top.py", "docs/x.md"):
+        (ctx.worktree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ctx.worktree / rel).write_text("x")
+    assert run(ctx, "list_files", pattern="*.py").content.splitlines() == ["a.py", "src/pkg/m.py", "src/top.py"]
+    assert run(ctx, "list_files", pattern="src/*.py").content.splitlines() == ["src/top.py"]
+    assert run(ctx, "list_files", pattern="src/**/*.py").content.splitlines() == ["src/pkg/m.py", "src/top.py"]
+    assert run(ctx, "list_files", pattern="pkg/*", path="src").content.splitlines() == [
+        "src/pkg/data.json", "src/pkg/m.py"]
+    assert "no files match" in run(ctx, "list_files", pattern="*.rs").content
+    assert run(ctx, "list_files", path="a.py").is_error
