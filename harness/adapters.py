@@ -10,7 +10,8 @@ JSON object come back as a `ToolCall` with `parse_error` set, never an exception
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
+from urllib.parse import urlparse
 
 import anthropic
 import openai
@@ -41,6 +42,7 @@ class _SDKAdapter(ModelAdapter):
 
     def __init__(self, model: str, *, api_key: str, base_url: str | None = None, timeout: float = 600):
         self.model = model
+        self.base_url = base_url
         self.client = self.client_class(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
         self._wire = WireCache(self._to_wire)
 
@@ -51,14 +53,14 @@ class _SDKAdapter(ModelAdapter):
 class AnthropicAdapter(_SDKAdapter):
     provider = "anthropic"
     client_class = anthropic.AsyncAnthropic
-    _STOP = {"end_turn": "end_turn", "tool_use": "tool_use", "max_tokens": "max_tokens",
-             "stop_sequence": "stop_sequence", "refusal": "refusal"}
-
+    _STOP: ClassVar[dict[str, str]] = {"end_turn": "end_turn", "tool_use": "tool_use", "max_tokens": "max_tokens",
+             "model_context_window_exceeded": "max_tokens", "stop_sequence": "stop_sequence", "refusal": "refusal"}
 
     @staticmethod
     def _to_wire(m: Message) -> dict:
         blocks: list[dict] = []
-        for b in m.content:
+        # the API wants a user turn's tool_result blocks before any text
+        for b in sorted(m.content, key=lambda b: not isinstance(b, ToolResult)):
             if isinstance(b, TextBlock):
                 if b.text:
                     blocks.append({"type": "text", "text": b.text})
@@ -73,11 +75,11 @@ class AnthropicAdapter(_SDKAdapter):
 
     async def complete(self, *, system: str, messages: list[Message], tools: list[ToolSpec],
                        max_tokens: int) -> ModelResponse:
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"system": system} if system else {}
         if tools:
             kwargs["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.input_schema}
                                for t in tools]
-        resp = await self.client.messages.create(model=self.model, max_tokens=max_tokens, system=system,
+        resp = await self.client.messages.create(model=self.model, max_tokens=max_tokens,
                                                  messages=self._wire.wire(messages), **kwargs)
         content: list = []
         for block in resp.content:
@@ -98,9 +100,8 @@ class AnthropicAdapter(_SDKAdapter):
 class OpenAIChatAdapter(_SDKAdapter):
     provider = "openai"
     client_class = openai.AsyncOpenAI
-    _STOP = {"stop": "end_turn", "tool_calls": "tool_use", "function_call": "tool_use", "length": "max_tokens",
+    _STOP: ClassVar[dict[str, str]] = {"stop": "end_turn", "tool_calls": "tool_use", "function_call": "tool_use", "length": "max_tokens",
              "content_filter": "refusal"}
-
 
     @staticmethod
     def _to_wire(m: Message) -> list[dict]:
@@ -126,36 +127,53 @@ class OpenAIChatAdapter(_SDKAdapter):
         if tools:
             kwargs["tools"] = [{"type": "function", "function": {"name": t.name, "description": t.description,
                                                                  "parameters": t.input_schema}} for t in tools]
-        wire = [{"role": "system", "content": system}, *flatten(self._wire.wire(messages))]
-        resp = await self.client.chat.completions.create(model=self.model, messages=wire, max_tokens=max_tokens,
-                                                         **kwargs)
+        # OpenAI's own endpoint wants max_completion_tokens (reasoning models reject max_tokens); compatible
+        # servers (Ollama, vLLM, llama.cpp) have long understood max_tokens, not always the newer name
+        official = self.base_url is None or (urlparse(self.base_url).hostname or "").endswith("openai.com")
+        kwargs["max_completion_tokens" if official else "max_tokens"] = max_tokens
+        wire = [{"role": "system", "content": system}] if system else []
+        wire += flatten(self._wire.wire(messages))
+        resp = await self.client.chat.completions.create(model=self.model, messages=wire, **kwargs)
+        if not resp.choices:
+            return ModelResponse(message=Message(role="assistant", content=[TextBlock(text="")]),
+                                 stop_reason="other", model=resp.model or self.model)
         choice = resp.choices[0]
         content: list = []
         if choice.message.content:
             content.append(TextBlock(text=choice.message.content))
+        refusal = getattr(choice.message, "refusal", None)
+        if refusal:
+            content.append(TextBlock(text=refusal))
         for c in choice.message.tool_calls or []:
             args, error = parse_arguments(c.function.arguments)
             content.append(ToolCall(id=c.id, name=c.function.name, arguments=args, parse_error=error))
         u = resp.usage
         cached = getattr(getattr(u, "prompt_tokens_details", None), "cached_tokens", 0) or 0 if u else 0
-        usage = Usage(input_tokens=(u.prompt_tokens - cached) if u else 0, output_tokens=u.completion_tokens if u else 0,
+        usage = Usage(input_tokens=(u.prompt_tokens - cached) if u else 0,
+                      output_tokens=u.completion_tokens if u else 0,
                       cache_read_tokens=cached)
+        stop = "refusal" if refusal else self._STOP.get(choice.finish_reason or "", "other")
         return ModelResponse(message=Message(role="assistant", content=content or [TextBlock(text="")]), usage=usage,
-                             stop_reason=self._STOP.get(choice.finish_reason or "", "other"), model=resp.model)
+                             stop_reason=stop, model=resp.model)  # type: ignore[arg-type]
 
 
 class OpenAIResponsesAdapter(_SDKAdapter):
     provider = "openai-responses"
     client_class = openai.AsyncOpenAI
 
-
     @staticmethod
-    def _to_wire(m: Message) -> list[dict]:
+    def _message(role: str, text: str) -> dict:
+        # an assistant message given back as input takes plain string content (no item id or status needed)
+        if role == "assistant":
+            return {"type": "message", "role": "assistant", "content": text}
+        return {"type": "message", "role": role, "content": [{"type": "input_text", "text": text}]}
+
+    @classmethod
+    def _to_wire(cls, m: Message) -> list[dict]:
         items: list[dict] = []
         for b in m.content:
             if isinstance(b, TextBlock) and b.text:
-                kind = "output_text" if m.role == "assistant" else "input_text"
-                items.append({"type": "message", "role": m.role, "content": [{"type": kind, "text": b.text}]})
+                items.append(cls._message(m.role, b.text))
             elif isinstance(b, ToolCall):
                 items.append({"type": "function_call", "call_id": b.id, "name": b.name,
                               "arguments": json.dumps(b.arguments)})
@@ -163,8 +181,7 @@ class OpenAIResponsesAdapter(_SDKAdapter):
                 items.append({"type": "function_call_output", "call_id": b.tool_call_id,
                               "output": ("ERROR: " if b.is_error else "") + b.content})
         if not items:
-            kind = "output_text" if m.role == "assistant" else "input_text"
-            items.append({"type": "message", "role": m.role, "content": [{"type": kind, "text": "(no content)"}]})
+            items.append(cls._message(m.role, "(no content)"))
         return items
 
     async def complete(self, *, system: str, messages: list[Message], tools: list[ToolSpec],
@@ -173,15 +190,20 @@ class OpenAIResponsesAdapter(_SDKAdapter):
         if tools:
             kwargs["tools"] = [{"type": "function", "name": t.name, "description": t.description,
                                 "parameters": t.input_schema, "strict": False} for t in tools]
-        resp = await self.client.responses.create(model=self.model, instructions=system, store=False,
+        if system:
+            kwargs["instructions"] = system
+        resp = await self.client.responses.create(model=self.model, store=False,
                                                   input=flatten(self._wire.wire(messages)),
                                                   max_output_tokens=max_tokens, **kwargs)
         content: list = []
-        for item in resp.output:
+        refused = False
+        for item in resp.output:  # reasoning items are skipped: with store=False they cannot be referred back to
             if item.type == "message":
                 text = "".join(getattr(part, "text", "") for part in item.content if part.type == "output_text")
-                if text:
-                    content.append(TextBlock(text=text))
+                refusal = "".join(getattr(part, "refusal", "") for part in item.content if part.type == "refusal")
+                refused = refused or bool(refusal)
+                if text or refusal:
+                    content.append(TextBlock(text=text + refusal))
             elif item.type == "function_call":
                 args, error = parse_arguments(item.arguments)
                 content.append(ToolCall(id=item.call_id, name=item.name, arguments=args, parse_error=error))
@@ -191,12 +213,15 @@ class OpenAIResponsesAdapter(_SDKAdapter):
                       cache_read_tokens=cached)
         incomplete = getattr(getattr(resp, "incomplete_details", None), "reason", None)
         stop = ("max_tokens" if incomplete == "max_output_tokens" else
-                "tool_use" if any(isinstance(b, ToolCall) for b in content) else "end_turn")
+                "refusal" if refused or incomplete == "content_filter" else
+                "tool_use" if any(isinstance(b, ToolCall) for b in content) else
+                "other" if incomplete else "end_turn")
         return ModelResponse(message=Message(role="assistant", content=content or [TextBlock(text="")]), usage=usage,
                              stop_reason=stop, model=resp.model or self.model)  # type: ignore[arg-type]
 
 
-def build_adapter(provider: str, model: str, *, api_key: str, base_url: str | None, timeout: float = 600) -> ModelAdapter:
+def build_adapter(provider: str, model: str, *, api_key: str, base_url: str | None,
+                  timeout: float = 600) -> ModelAdapter:
     """The adapter for a provider name: anthropic, openai (Chat Completions) or openai-responses."""
     adapters = {"anthropic": AnthropicAdapter, "openai": OpenAIChatAdapter, "openai-responses": OpenAIResponsesAdapter}
     if provider not in adapters:

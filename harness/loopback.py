@@ -6,7 +6,8 @@ entry breaks that one request instead:
 
 - "429" (with retry-after), "500", "529" (Anthropic's overloaded_error), "401";
 - "reset": the connection is closed abruptly (TCP RST), no response;
-- "slow": wait `delay` seconds, then serve the next entry in the same request;
+- "slow": wait `delay` seconds, then serve the next entry in the same request
+  (if the client hangs up first, a timeout, the next entry is left for its retry);
 - "truncated": a Content-Length for the whole body, half of it sent, then close;
 - "malformed_tool_json": OpenAI formats get the next turn with tool-call
   arguments that are not valid JSON (the turn is used up; the agent sees an
@@ -23,15 +24,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import select
 import socket
 import struct
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 from .messages import TextBlock, ToolCall
-from .script import Fault, Script, ScriptTurn
+from .script import Fault, Script, ScriptError, ScriptTurn
 
 BROKEN_JSON = '{"path": "unterminated'
 
@@ -68,7 +71,7 @@ class LoopbackServer:
         with self._lock:
             return len(self.entries) - self._next
 
-    def start(self) -> "LoopbackServer":
+    def start(self) -> Self:
         self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), name="loopback", daemon=True)
         self._thread.start()
         return self
@@ -77,10 +80,10 @@ class LoopbackServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def __enter__(self) -> "LoopbackServer":
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def take(self, peek: bool = False) -> tuple[int, Fault | ScriptTurn | None]:
@@ -132,7 +135,8 @@ class _Handler(BaseHTTPRequestHandler):
         index, entry = self.loopback.take()
         if entry is None:
             return self._error(fmt, 400, "invalid_request_error",
-                               f"loopback script exhausted: the run asked for turn {index + 1} but the script has {index}")
+                               f"loopback script exhausted: the run asked for turn {index + 1} "
+                               f"but the script has {index}")
         if isinstance(entry, Fault):
             return self._fault(fmt, entry, body)
         self._turn(fmt, entry, index, body)
@@ -175,7 +179,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return None
         if kind == "slow":
-            time.sleep(fault.delay)
+            if not self._linger(fault.delay):
+                self.close_connection = True
+                return None
             return self._serve(fmt, body)
         # malformed_tool_json
         if fmt == "anthropic":
@@ -184,6 +190,20 @@ class _Handler(BaseHTTPRequestHandler):
         if turn is None or isinstance(turn, Fault):
             return self._error(fmt, 400, "invalid_request_error", "loopback: malformed_tool_json must precede a turn")
         return self._turn(fmt, turn, index, body, broken_args=True)
+
+    def _linger(self, seconds: float) -> bool:
+        """Wait `seconds`; False as soon as the client closes the connection (it timed out)."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                readable, _, _ = select.select([self.connection], [], [], left)
+                if readable and not self.connection.recv(1, socket.MSG_PEEK):
+                    return False
+            except OSError:
+                return False
+            if readable:  # bytes from a client that should be waiting: ignore them, keep the delay
+                time.sleep(max(0.0, deadline - time.monotonic()))
+        return True
 
     def _error(self, fmt: str, status: int, kind: str, message: str, headers: dict | None = None) -> None:
         if fmt == "anthropic":
@@ -246,7 +266,7 @@ def render(fmt: str, turn: ScriptTurn, index: int, model: str, broken_args: bool
     """A scripted turn as a provider response body."""
     resp = turn.response(index, model)
     text = "".join(b.text for b in resp.message.content if isinstance(b, TextBlock))
-    calls = [(b, raw.raw_arguments) for b, raw in zip(resp.message.tool_calls, turn.tool_calls)]
+    calls = [(b, raw.raw_arguments) for b, raw in zip(resp.message.tool_calls, turn.tool_calls, strict=True)]
     u = resp.usage
 
     def args_json(call: ToolCall, raw: str | None) -> str:
@@ -288,12 +308,19 @@ def render(fmt: str, turn: ScriptTurn, index: int, model: str, broken_args: bool
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="loopwright loopback", description="Serve a script over the provider wire formats.")
+    """`python -m loopwright.harness.loopback --script FILE [--port N]`: serve until Ctrl-C."""
+    ap = argparse.ArgumentParser(prog="loopwright loopback",
+                                 description="Serve a script over the provider wire formats.")
     ap.add_argument("--script", required=True)
     ap.add_argument("--port", type=int, default=0)
     args = ap.parse_args(argv)
-    server = LoopbackServer(Script.load(args.script), port=args.port)
-    print("loopback server: replays a script; it is not a model and uses no API key", flush=True)
+    try:
+        server = LoopbackServer(Script.load(args.script), port=args.port)
+    except (ScriptError, OSError) as e:  # a bad script file, or the port is taken
+        print(f"loopback: {e}", file=sys.stderr)
+        return 2
+    print(f"scripted loopback server replaying {args.script}: it is not a model and needs no API key "
+          f"(Ctrl-C to stop)", flush=True)
     print(f"  anthropic base_url: {server.anthropic_base_url}", flush=True)
     print(f"  openai base_url:    {server.openai_base_url}", flush=True)
     try:

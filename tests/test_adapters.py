@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import socket
+from datetime import UTC, datetime, timedelta
 
+import anthropic
+import httpx2
+import openai
 import pytest
-
-from loopwright.harness.adapters import build_adapter
+from loopwright.harness.adapters import (
+    AnthropicAdapter,
+    OpenAIChatAdapter,
+    OpenAIResponsesAdapter,
+    build_adapter,
+    parse_arguments,
+)
 from loopwright.harness.loopback import LoopbackServer
 from loopwright.harness.messages import Message, TextBlock, ToolCall, ToolResult, ToolSpec
-from loopwright.harness.models import FatalModelError, ModelUnavailable, WireCache
-from loopwright.harness.retry import RetryPolicy, call_model
+from loopwright.harness.models import FatalModelError, ModelAdapter, ModelUnavailable, WireCache
+from loopwright.harness.retry import RetryPolicy, call_model, retry_after
 from loopwright.harness.script import Script
 
 PROVIDERS = ["anthropic", "openai", "openai-responses"]
 TOOLS = [ToolSpec(name="read_file", description="read a file",
                   input_schema={"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]})]
 TOOL_TURN = {"text": "Looking.", "tool_calls": [{"name": "read_file", "arguments": {"path": "a.py"}}],
-             "usage": {"input_tokens": 120, "output_tokens": 15}}
+             "usage": {"input_tokens": 120, "output_tokens": 15, "cache_read_tokens": 30, "cache_write_tokens": 10}}
 TEXT_TURN = {"text": "All done.", "usage": {"input_tokens": 200, "output_tokens": 5}, "expect": "contents of a.py"}
 FAST = RetryPolicy(max_attempts=4, initial_backoff=0.01, max_backoff=5)
 
@@ -47,22 +57,60 @@ def test_tool_turn_then_text_turn(provider):
     call = first.message.tool_calls[0]
     assert (call.name, call.arguments, call.id, call.parse_error) == ("read_file", {"path": "a.py"}, "call_0_0", None)
     assert first.message.text == "Looking." and first.stop_reason == "tool_use"
-    assert (first.usage.input_tokens, first.usage.output_tokens) == (120, 15)
+    u = first.usage  # OpenAI reports cached reads inside prompt_tokens and has no cache writes
+    assert (u.input_tokens, u.output_tokens, u.cache_read_tokens) == (120, 15, 30)
+    assert u.cache_write_tokens == (10 if provider == "anthropic" else 0)
     assert second.message.text == "All done." and second.stop_reason == "end_turn"
     body = requests[1]["body"]
     if provider == "anthropic":
         assert body["system"] == "be brief" and body["tools"][0]["input_schema"]["required"] == ["path"]
         assert body["messages"][1]["content"][-1] == {"type": "tool_use", "id": "call_0_0", "name": "read_file",
                                                       "input": {"path": "a.py"}}
-        assert body["messages"][2]["content"][0]["type"] == "tool_result"
+        assert body["messages"][2]["content"] == [{"type": "tool_result", "tool_use_id": "call_0_0",
+                                                   "content": "contents of a.py", "is_error": False}]
     elif provider == "openai":
-        assert body["messages"][0] == {"role": "system", "content": "be brief"}
-        assert body["messages"][2]["tool_calls"][0]["function"]["name"] == "read_file"
+        assert body["messages"][0] == {"role": "system", "content": "be brief"} and body["max_tokens"] == 100
+        assert body["messages"][2]["tool_calls"][0] == {"id": "call_0_0", "type": "function", "function": {
+            "name": "read_file", "arguments": '{"path": "a.py"}'}}
         assert body["messages"][3] == {"role": "tool", "tool_call_id": "call_0_0", "content": "contents of a.py"}
+        assert body["tools"][0]["function"]["parameters"]["required"] == ["path"]
     else:
-        assert body["instructions"] == "be brief" and body["store"] is False
-        kinds = [i["type"] for i in body["input"]]
-        assert kinds == ["message", "message", "function_call", "function_call_output"]
+        assert body["instructions"] == "be brief" and body["store"] is False and body["max_output_tokens"] == 100
+        assert [i["type"] for i in body["input"]] == ["message", "message", "function_call", "function_call_output"]
+        assert body["input"][2] == {"type": "function_call", "call_id": "call_0_0", "name": "read_file",
+                                    "arguments": '{"path": "a.py"}'}
+        assert body["input"][3] == {"type": "function_call_output", "call_id": "call_0_0", "output": "contents of a.py"}
+        assert body["tools"][0]["type"] == "function" and body["tools"][0]["name"] == "read_file"
+
+
+def test_wire_shapes_for_several_results_and_empty_messages():
+    results = Message(role="user", content=[ToolResult(tool_call_id="c1", content="one"),
+                                            TextBlock(text="note: hurry"),
+                                            ToolResult(tool_call_id="c2", content="boom", is_error=True)])
+    empty = Message(role="assistant", content=[TextBlock(text="")])
+    calls_only = Message(role="assistant", content=[TextBlock(text=""), ToolCall(id="c1", name="f", arguments={})])
+    chat = OpenAIChatAdapter._to_wire
+    assert chat(results) == [{"role": "tool", "tool_call_id": "c1", "content": "one"},
+                             {"role": "tool", "tool_call_id": "c2", "content": "ERROR: boom"},
+                             {"role": "user", "content": "note: hurry"}]
+    assert chat(empty) == [{"role": "assistant", "content": "(no content)"}]
+    assert chat(calls_only)[0]["content"] is None and chat(calls_only)[0]["tool_calls"][0]["id"] == "c1"
+    anth = AnthropicAdapter._to_wire
+    assert [b["type"] for b in anth(results)["content"]] == ["tool_result", "tool_result", "text"]
+    assert anth(results)["content"][1]["is_error"] is True
+    assert anth(empty)["content"] == [{"type": "text", "text": "(no content)"}]
+    assert anth(calls_only)["content"] == [{"type": "tool_use", "id": "c1", "name": "f", "input": {}}]
+    resp = OpenAIResponsesAdapter._to_wire
+    assert [i["type"] for i in resp(results)] == ["function_call_output", "message", "function_call_output"]
+    assert resp(empty) == [{"type": "message", "role": "assistant", "content": "(no content)"}]
+    assert [i["type"] for i in resp(calls_only)] == ["function_call"]
+
+
+@pytest.mark.parametrize("raw, error", [('{"path": ', "Expecting value"), ("[1, 2]", "expected a JSON object"),
+                                        ('"a.py"', "expected a JSON object")])
+def test_argument_parse_errors_are_short_and_never_raise(raw, error):
+    args, why = parse_arguments(raw)
+    assert args == {} and error in why and "\n" not in why
 
 
 @pytest.mark.parametrize("provider", ["openai", "openai-responses"])
@@ -107,24 +155,73 @@ def test_every_transient_fault_is_retried(provider):
     policy = RetryPolicy(max_attempts=6, initial_backoff=0.01, max_backoff=1)
     resp, waits, retries, server = _call(provider, entries, policy)
     assert resp.message.tool_calls[0].arguments == {"path": "a.py"}
-    assert len(retries) == 4 and retries[0] == "500 server error" and server.remaining == 0
+    assert retries == ["500 server error", "529 overloaded", "connection reset", "truncated response"]
+    assert server.remaining == 0
     assert all(w <= 1.0 for w in waits)
 
 
 def test_anthropic_malformed_body_is_retried_as_unreadable():
     resp, _, retries, _ = _call("anthropic", [{"fault": "malformed_tool_json"}, TOOL_TURN])
-    assert retries == ["unreadable response"] and resp.message.tool_calls[0].arguments == {"path": "a.py"}
+    assert retries == ["invalid JSON response"] and resp.message.tool_calls[0].arguments == {"path": "a.py"}
 
 
 def test_retry_ceiling_raises_model_unavailable():
-    with pytest.raises(ModelUnavailable, match=r"429 rate limited 3 time\(s\)"):
-        _call("openai", [{"fault": "429", "retry_after": 0.01}] * 3 + [TOOL_TURN], RetryPolicy(max_attempts=3))
+    waits: list[float] = []
+    retries: list[tuple] = []
+
+    async def go():
+        with LoopbackServer(Script.parse([{"fault": "429", "retry_after": 0.01}] * 3 + [TOOL_TURN])) as server:
+            adapter = _adapter("openai", server)
+            try:
+                await call_model(adapter, RetryPolicy(max_attempts=3), on_retry=lambda *a: retries.append(a),
+                                 sleep=lambda s: asyncio.sleep(0, waits.append(s)), system="s",
+                                 messages=[Message.user("go")], tools=TOOLS, max_tokens=50)
+            finally:
+                await adapter.aclose()
+            return server.remaining
+
+    with pytest.raises(ModelUnavailable, match=r"^rate limited \(429\) 3 times in \d+s; last: loopback: rate limited"):
+        asyncio.run(go())
+    # no retry event and no sleep after the last attempt
+    assert retries == [(1, 0.01, "429 rate limited"), (2, 0.01, "429 rate limited")] and waits == [0.01, 0.01]
 
 
 def test_total_wait_ceiling():
-    with pytest.raises(ModelUnavailable):
+    with pytest.raises(ModelUnavailable, match="next wait would pass the 60s retry limit") as info:
         _call("openai", [{"fault": "429", "retry_after": 50}] * 3 + [TOOL_TURN],
               RetryPolicy(max_attempts=10, max_total_wait_seconds=60, max_backoff=100))
+    assert "rate limited (429) 2 times" in str(info.value)
+
+
+def test_retry_after_is_capped_and_backoff_grows():
+    _, waits, _, _ = _call("anthropic", [{"fault": "429", "retry_after": 30}, TOOL_TURN],
+                           RetryPolicy(max_backoff=2))
+    assert waits == [2.0]
+    policy = RetryPolicy(max_attempts=4, initial_backoff=0.1, max_backoff=0.3, jitter=0.05)
+    _, waits, retries, _ = _call("openai-responses", [{"fault": "500"}] * 3 + [TOOL_TURN], policy)
+    assert retries == ["500 server error"] * 3
+    assert 0.1 <= waits[0] <= 0.15 and 0.2 <= waits[1] <= 0.25 and waits[2] == 0.3
+
+
+def test_timeout_is_retried():
+    entries = [{"fault": "slow", "delay": 0.6}, TOOL_TURN]  # the server sees the hang-up and keeps the turn
+
+    async def go():
+        with LoopbackServer(Script.parse(entries)) as server:
+            adapter = build_adapter("openai", "m", api_key="test-not-a-key", base_url=server.openai_base_url,
+                                    timeout=0.3)
+            reasons: list[str] = []
+            try:
+                resp = await call_model(adapter, FAST, on_retry=lambda a, w, r: reasons.append(r),
+                                        sleep=lambda s: asyncio.sleep(0), system="s",
+                                        messages=[Message.user("go")], tools=TOOLS, max_tokens=50)
+            finally:
+                await adapter.aclose()
+            return resp, reasons, server.remaining, len(server.requests)
+
+    resp, reasons, remaining, requests = asyncio.run(go())
+    assert reasons == ["timeout"] and resp.message.tool_calls[0].name == "read_file"
+    assert (remaining, requests) == (0, 2)
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -133,11 +230,101 @@ def test_auth_error_is_fatal_and_not_retried(provider):
         _call(provider, [{"fault": "401"}, TOOL_TURN])
 
 
-def test_exhausted_script_and_failed_expectation_are_fatal():
-    with pytest.raises(FatalModelError, match="script exhausted"):
-        _call("anthropic", [])
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_exhausted_script_and_failed_expectation_are_fatal(provider):
+    with pytest.raises(FatalModelError, match="rejected the request \\(400\\): loopback script exhausted"):
+        _call(provider, [])
     with pytest.raises(FatalModelError, match="expects 'contents of a.py'"):
-        _call("openai", [TEXT_TURN])
+        _call(provider, [TEXT_TURN])
+
+
+def test_unknown_model_path_is_fatal_and_names_the_model():
+    async def go():
+        with LoopbackServer(Script.parse([TOOL_TURN])) as server:
+            adapter = build_adapter("openai", "gpt-nope", api_key="k", base_url=server.base_url + "/wrong", timeout=5)
+            try:
+                await call_model(adapter, FAST, sleep=lambda s: asyncio.sleep(0), system="s",
+                                 messages=[Message.user("x")], tools=[], max_tokens=5)
+            finally:
+                await adapter.aclose()
+
+    with pytest.raises(FatalModelError, match="model 'gpt-nope' was not found by the provider \\(404"):
+        asyncio.run(go())
+
+
+class _Failing(ModelAdapter):
+    """A non-SDK adapter whose errors are not the retry layer's business."""
+
+    model = "failing"
+
+    def __init__(self, error: BaseException):
+        self.error, self.calls = error, 0
+
+    async def complete(self, **_):
+        self.calls += 1
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [RuntimeError("budget spent"), asyncio.CancelledError(), KeyError("x")])
+def test_other_exceptions_pass_through_untouched(error):
+    adapter = _Failing(error)
+    with pytest.raises(type(error)) as info:
+        asyncio.run(call_model(adapter, FAST, system="s", messages=[], tools=[], max_tokens=1))
+    assert info.value is error and adapter.calls == 1
+
+
+def _status_error(cls: type, code: int, headers: dict | None = None) -> Exception:
+    """A real SDK status error, as the SDK builds it from a response."""
+    request = httpx2.Request("POST", "http://127.0.0.1/v1/messages")
+    response = httpx2.Response(code, headers=headers or {}, request=request)
+    return cls("boom", response=response, body={"error": {"type": "x", "message": f"scripted {code}"}})
+
+
+@pytest.mark.parametrize("cls, code, match", [
+    (anthropic.PermissionDeniedError, 403, r"^the provider refused the API key for this request \(403"),
+    (openai.BadRequestError, 400, r"^the provider rejected the request \(400\): scripted 400$"),
+    (openai.UnprocessableEntityError, 422, r"^the provider rejected the request \(422\)"),
+    (anthropic.NotFoundError, 404, r"^model 'failing' was not found by the provider \(404"),
+])
+def test_client_errors_are_fatal_at_once(cls, code, match):
+    adapter = _Failing(_status_error(cls, code))
+    with pytest.raises(FatalModelError, match=match) as info:
+        asyncio.run(call_model(adapter, FAST, sleep=lambda s: asyncio.sleep(0), system="s", messages=[], tools=[],
+                               max_tokens=1))
+    assert adapter.calls == 1 and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("error, reason", [
+    (_status_error(openai.ConflictError, 409), "409 conflict"),
+    (_status_error(anthropic.BadRequestError, 400, {"x-should-retry": "true"}), "400 retry requested by the server"),
+    (_status_error(anthropic.OverloadedError, 529), "529 overloaded"),
+    (_status_error(openai.InternalServerError, 503), "503 server error"),
+])
+def test_transient_status_errors_retry_until_the_ceiling(error, reason):
+    adapter = _Failing(error)
+    seen: list[tuple] = []
+
+    async def on_retry(attempt: int, wait: float, why: str) -> None:  # an async hook is awaited
+        await asyncio.sleep(0)
+        seen.append((attempt, why))
+
+    with pytest.raises(ModelUnavailable, match=r"3 times in \d+s; last: scripted"):
+        asyncio.run(call_model(adapter, RetryPolicy(max_attempts=3), on_retry=on_retry,
+                               sleep=lambda s: asyncio.sleep(0), system="s", messages=[], tools=[], max_tokens=1))
+    assert adapter.calls == 3 and seen == [(1, reason), (2, reason)]
+
+
+def test_retry_after_headers():
+    def err(headers: dict) -> anthropic.RateLimitError:
+        request = httpx2.Request("POST", "http://127.0.0.1/v1/messages")
+        return anthropic.RateLimitError("rate limited", response=httpx2.Response(429, headers=headers,
+                                                                                  request=request), body=None)
+
+    assert retry_after(err({"retry-after": "7"})) == 7.0
+    assert retry_after(err({"retry-after-ms": "250", "retry-after": "7"})) == 0.25
+    when = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert 25 < retry_after(err({"retry-after": when})) <= 30
+    assert retry_after(err({"retry-after": "soon"})) is None and retry_after(err({})) is None
 
 
 def test_unreachable_server_pauses_rather_than_crashes():
@@ -186,25 +373,3 @@ def test_tool_call_ids_are_stable_per_turn():
         a, b = asyncio.run(go())
     assert isinstance(a.message.content[-1], ToolCall)
     assert (a.message.tool_calls[0].id, b.message.tool_calls[0].id) == ("call_0_0", "call_1_0")
-
-
-def test_loopback_command_serves_a_script_to_any_client(tmp_path):
-    import json
-    import subprocess
-    import sys
-
-    import openai
-
-    (tmp_path / "s.json").write_text(json.dumps({"turns": [TOOL_TURN]}))
-    proc = subprocess.Popen([sys.executable, "-m", "loopwright.runtime.cli", "loopback", "--script",
-                             str(tmp_path / "s.json")], stdout=subprocess.PIPE, text=True)
-    try:
-        banner = [proc.stdout.readline() for _ in range(3)]
-        assert "not a model" in banner[0]
-        base = banner[2].split()[-1]
-        client = openai.OpenAI(api_key="test-not-a-key", base_url=base, max_retries=0)
-        resp = client.chat.completions.create(model="any", messages=[{"role": "user", "content": "hi"}])
-        assert resp.choices[0].message.tool_calls[0].function.name == "read_file"
-    finally:
-        proc.terminate()
-        proc.wait(10)

@@ -1,0 +1,188 @@
+"""The loopback server at the HTTP level: recording, consumption order, faults on the wire, expect, the command."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import openai
+import pytest
+from loopwright.harness.loopback import LoopbackServer, last_user_text, main
+from loopwright.harness.script import Script
+
+TURN = {"text": "Looking.", "tool_calls": [{"name": "read_file", "arguments": {"path": "a.py"}}]}
+SECRET = "sk-test-not-a-real-key-0123"
+
+
+def post(server: LoopbackServer, path: str, body: dict) -> tuple[int, dict, dict]:
+    req = urllib.request.Request(server.base_url + path, data=json.dumps(body).encode(), method="POST",
+                                 headers={"content-type": "application/json", "x-api-key": SECRET,
+                                          "authorization": f"Bearer {SECRET}"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, dict(resp.headers), json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), json.loads(e.read())
+
+
+def raw_post(server: LoopbackServer, path: str) -> bytes:
+    """Send one request on a bare socket and return whatever comes back before the server closes."""
+    host, port = server.httpd.server_address[:2]
+    body = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
+    with socket.create_connection((host, port), timeout=5) as s:
+        s.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        chunks = []
+        try:
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+        except ConnectionResetError:
+            chunks.append(b"<RST>")
+    return b"".join(chunks)
+
+
+ANTHROPIC_BODY = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+CHAT_BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_turns_are_rendered_per_endpoint_and_requests_recorded_without_keys():
+    with LoopbackServer(Script.parse([TURN] * 3)) as server:
+        assert server.openai_base_url == server.base_url + "/v1" and server.base_url.startswith("http://127.0.0.1:")
+        assert server.remaining == 3
+        _, _, anth = post(server, "/v1/messages", ANTHROPIC_BODY)
+        _, _, chat = post(server, "/v1/chat/completions", CHAT_BODY)
+        _, _, resp = post(server, "/v1/responses", {"model": "m", "input": "hi"})
+        assert server.remaining == 0
+        recorded = server.requests
+    assert anth["content"][1] == {"type": "tool_use", "id": "call_0_0", "name": "read_file", "input": {"path": "a.py"}}
+    assert anth["stop_reason"] == "tool_use" and anth["usage"]["input_tokens"] == 100
+    call = chat["choices"][0]["message"]["tool_calls"][0]
+    assert call["id"] == "call_1_0" and json.loads(call["function"]["arguments"]) == {"path": "a.py"}
+    assert chat["choices"][0]["finish_reason"] == "tool_calls" and chat["usage"]["completion_tokens"] == 20
+    assert [o["type"] for o in resp["output"]] == ["message", "function_call"]
+    assert resp["output"][1]["call_id"] == "call_2_0"
+    assert [r["path"] for r in recorded] == ["/v1/messages", "/v1/chat/completions", "/v1/responses"]
+    assert recorded[0]["body"] == ANTHROPIC_BODY and set(recorded[0]) == {"path", "body"}
+    assert SECRET not in json.dumps(recorded)
+
+
+def test_status_faults_use_each_providers_error_shape():
+    entries = [{"fault": "429", "retry_after": 2.5}, {"fault": "429"}, {"fault": "529"}, {"fault": "500"},
+               {"fault": "401"}, TURN]
+    with LoopbackServer(Script.parse(entries)) as server:
+        code, headers, body = post(server, "/v1/messages", ANTHROPIC_BODY)
+        assert (code, headers["retry-after"], body["type"], body["error"]["type"]) == (429, "2.5", "error",
+                                                                                       "rate_limit_error")
+        code, headers, body = post(server, "/v1/chat/completions", CHAT_BODY)
+        assert (code, headers["retry-after"]) == (429, "1") and body["error"]["code"] == "rate_limit_error"
+        code, _, body = post(server, "/v1/messages", ANTHROPIC_BODY)
+        assert (code, body["error"]["type"]) == (529, "overloaded_error")
+        code, _, body = post(server, "/v1/responses", {"model": "m", "input": "hi"})
+        assert code == 500 and "message" in body["error"]
+        code, _, body = post(server, "/v1/messages", ANTHROPIC_BODY)
+        assert (code, body["error"]["type"]) == (401, "authentication_error")
+        assert post(server, "/v1/messages", ANTHROPIC_BODY)[0] == 200
+        assert server.remaining == 0
+
+
+def test_reset_and_truncated_break_the_connection():
+    with LoopbackServer(Script.parse([{"fault": "reset"}, {"fault": "truncated"}, TURN])) as server:
+        assert raw_post(server, "/v1/chat/completions") in (b"", b"<RST>")
+        truncated = raw_post(server, "/v1/chat/completions")
+        head, _, body = truncated.partition(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length"))
+        assert head.startswith(b"HTTP/1.1 200") and 0 < len(body) < length
+        assert server.remaining == 1
+
+
+def test_slow_delays_the_next_entry_in_the_same_request():
+    with LoopbackServer(Script.parse([{"fault": "slow", "delay": 0.2}, TURN])) as server:
+        t0 = time.monotonic()
+        code, _, body = post(server, "/v1/chat/completions", CHAT_BODY)
+        assert body["choices"][0]["message"]["content"] == "Looking."
+        assert code == 200 and time.monotonic() - t0 >= 0.2 and server.remaining == 0
+        assert len(server.requests) == 1
+
+
+def test_malformed_tool_json_per_format():
+    entries = [{"fault": "malformed_tool_json"}, TURN, {"fault": "malformed_tool_json"}, TURN]
+    with LoopbackServer(Script.parse(entries)) as server:
+        code, _, body = post(server, "/v1/responses", {"model": "m", "input": "hi"})
+        assert code == 200
+        args = body["output"][1]["arguments"]
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(args)
+        assert server.remaining == 2
+        # Anthropic's tool input is an object, so the whole body is broken instead and the turn is kept
+        raw = raw_post(server, "/v1/messages")
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(raw.partition(b"\r\n\r\n")[2])
+        assert server.remaining == 1
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/messages", {"messages": [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "c", "name": "f", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "c",
+                                      "content": [{"type": "text", "text": "3 FAILED"}]},
+                                     {"type": "text", "text": "note"}]}]}),
+    ("/v1/chat/completions", {"messages": [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function",
+                                                                "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c", "content": "3 FAILED"}, {"role": "user", "content": "note"}]}),
+    ("/v1/responses", {"input": [
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "go"}]},
+        {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c", "output": "3 FAILED"},
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "note"}]}]}),
+])
+def test_expect_reads_the_last_user_turn_in_every_format(path, body):
+    fmt = {"/v1/messages": "anthropic", "/v1/chat/completions": "chat", "/v1/responses": "responses"}[path]
+    seen = last_user_text(fmt, body)
+    assert "3 FAILED" in seen and "note" in seen and "go" not in seen
+    script = Script.parse([{"text": "ok", "expect": "FAILED"}, {"text": "no", "expect": "PASSED"}])
+    with LoopbackServer(script) as server:
+        assert post(server, path, {"model": "m", **body})[0] == 200
+        code, _, err = post(server, path, {"model": "m", **body})
+        assert code == 400 and "scripted turn 2 expects 'PASSED'" in json.dumps(err)
+        code, _, err = post(server, path, {"model": "m", **body})
+        assert code == 400 and "loopback script exhausted" in json.dumps(err)
+
+
+def test_unknown_path_is_a_404():
+    with LoopbackServer(Script.parse([TURN])) as server:
+        assert post(server, "/v2/other", {})[0] == 404
+        assert server.remaining == 1
+
+
+def test_loopback_command_serves_a_script_to_any_client(tmp_path):
+    (tmp_path / "s.json").write_text(json.dumps({"turns": [TURN]}))
+    proc = subprocess.Popen([sys.executable, "-m", "loopwright.harness.loopback", "--script",
+                             str(tmp_path / "s.json")], stdout=subprocess.PIPE, text=True)
+    try:
+        banner = [proc.stdout.readline() for _ in range(3)]
+        assert "not a model" in banner[0] and "anthropic base_url: http://127.0.0.1:" in banner[1]
+        base = banner[2].split()[-1]
+        client = openai.OpenAI(api_key="test-not-a-key", base_url=base, max_retries=0)
+        resp = client.chat.completions.create(model="any", messages=[{"role": "user", "content": "hi"}])
+        assert resp.choices[0].message.tool_calls[0].function.name == "read_file"
+        client.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_loopback_command_reports_a_bad_script_in_one_line(tmp_path, capsys):
+    assert main(["--script", str(tmp_path / "missing.json")]) == 2
+    (tmp_path / "bad.json").write_text('{"turns": [{"fault": "418"}]}')
+    assert main(["--script", str(tmp_path / "bad.json")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "script file not found" in err[0] and "turns.0" in err[1]
