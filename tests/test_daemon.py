@@ -68,6 +68,14 @@ def daemon(repo, tmp_path):
             d.proc.wait()
 
 
+def until(condition, what: str, timeout: float = 30.0) -> None:
+    """Poll `condition` (as a person watching `loopwright status` would) until it holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
 def wait_until_done(repo: Path, count: int, timeout: float = 120) -> Store:
     store = Store(repo / ".loopwright" / "state.db")
     deadline = time.monotonic() + timeout
@@ -158,10 +166,7 @@ def test_sigterm_pauses_in_flight_runs_and_the_next_serve_resumes_them(repo, cli
         post(cli, repo, tmp_path, f"s{i}", sleep=1.5)
     d = daemon(max_parallel=4)
     store = Store(repo / ".loopwright" / "state.db")
-    deadline = time.monotonic() + 30
-    while len([r for r in store.runs() if r.last_action.startswith("write_file")]) < 4:
-        assert time.monotonic() < deadline, "runs did not start"
-        time.sleep(0.05)
+    until(lambda: len([r for r in store.runs() if r.last_action.startswith("write_file")]) == 4, "four runs to start")
     assert d.stop(signal.SIGTERM) == 0
     runs = store.runs()
     assert [r.status for r in runs] == ["paused"] * 4 and all("daemon stopped" in r.reason for r in runs)
@@ -176,11 +181,8 @@ def test_kill_9_of_the_daemon_then_restart_finishes_each_task_once(repo, cli, tm
         post(cli, repo, tmp_path, f"k{i}", sleep=3)
     d = daemon(max_parallel=3)
     store = Store(repo / ".loopwright" / "state.db")
-    deadline = time.monotonic() + 30
-    while len(store.runs(statuses=("running",))) < 3 or not all(
-            r.last_action.startswith("write_file") for r in store.runs()):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    until(lambda: len(store.runs(statuses=("running",))) == 3
+          and all(r.last_action.startswith("write_file") for r in store.runs()), "three runs in their first step")
     time.sleep(0.5)  # inside the sleeping tool call
     d.stop(signal.SIGKILL)
     daemon(max_parallel=3)
@@ -198,27 +200,18 @@ def test_pause_resume_kill_and_cancel_through_the_daemon(repo, cli, tmp_path, da
     first = post(cli, repo, tmp_path, "p", sleep=1)
     daemon(max_parallel=1)
     store = Store(repo / ".loopwright" / "state.db")
-    deadline = time.monotonic() + 30
-    while not store.runs(task_id=first):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    until(lambda: store.runs(task_id=first), "the first run")
     queued = post(cli, repo, tmp_path, "q")
     assert cli.json(repo, "cancel", str(queued))["result"].startswith("cancelled")
     assert cli.json(repo, "pause", str(first))["command"] == "pause"
-    deadline = time.monotonic() + 30
-    while store.runs(task_id=first)[0].status != "paused":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    until(lambda: store.runs(task_id=first)[0].status == "paused", "the pause")
     cli.json(repo, "resume", str(first))
     store = wait_until_done(repo, 2)
     assert store.task(first).status == "succeeded" and store.task(queued).status == "cancelled"
     assert store.runs(task_id=queued) == []
 
     third = post(cli, repo, tmp_path, "z", sleep=5)
-    deadline = time.monotonic() + 30
-    while not store.runs(task_id=third) or not store.runs(task_id=third)[0].last_action:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    until(lambda: store.runs(task_id=third) and store.runs(task_id=third)[0].last_action, "the third run's first step")
     cli.json(repo, "kill", str(third))
     store = wait_until_done(repo, 3)
     assert store.task(third).status == "killed"
@@ -274,10 +267,8 @@ def test_fleet_budget_stops_the_whole_fleet_until_raised(repo, cli, tmp_path, da
     third = post(cli, repo, tmp_path, "b3", "--model", "priced")
     daemon(max_parallel=2)  # the first two start together; four $1 calls do not fit in $1.5
     store = Store(repo / ".loopwright" / "state.db")
-    deadline = time.monotonic() + 60
-    while not any(r.status == "paused" for r in store.runs()) or store.runs(statuses=("running",)):
-        assert time.monotonic() < deadline, [(r.task_id, r.status) for r in store.runs()]
-        time.sleep(0.1)
+    until(lambda: any(r.status == "paused" for r in store.runs()) and not store.runs(statuses=("running",)),
+          "the budget to pause the fleet", timeout=60)
     time.sleep(1.0)  # the daemon must not start the third task meanwhile
     paused = [r for r in store.runs() if r.status == "paused"]
     assert paused and all("fleet budget spent today" in r.reason for r in paused)
