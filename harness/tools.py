@@ -38,7 +38,7 @@ MAX_LINE = 2000            # read_file: longer lines are cut
 MAX_GREP_LINE = 300
 MAX_GREP_FILE = 10_000_000  # grep skips files larger than this
 PIPE_GRACE = 1.0           # seconds to wait for the pipe to close after bash exited (a background child may hold it)
-SECRET_NAME = re.compile(r"(_API_KEY|_TOKEN|_SECRET)$|PASSWORD|^ANTHROPIC_API_KEY$|^OPENAI_API_KEY$", re.IGNORECASE)
+SECRET_NAME = re.compile(r"(_API_KEY|_TOKEN)$|SECRET|PASSWORD", re.IGNORECASE)  # SECRET: e.g. AWS_SECRET_ACCESS_KEY
 
 
 class Scratchpad(Protocol):
@@ -204,6 +204,8 @@ def resolve_in(worktree: Path, path: str) -> Path:
         target = (root / path).resolve()
     except (RuntimeError, OSError) as e:  # symlink loops
         raise ToolError(f"cannot resolve {path}: {e}") from None
+    except ValueError as e:  # a NUL byte in the path
+        raise ToolError(f"invalid path {path!r}: {e}") from None
     if target != root and root not in target.parents:
         raise ToolError(f"path escapes the worktree: {path} (tools work only inside {root})")
     if ".git" in target.relative_to(root).parts:
@@ -270,7 +272,10 @@ class _Matcher:
     """Glob matching: a pattern with no '/' matches file names at any depth; else the path below `start` or the root."""
 
     def __init__(self, pattern: str, root: Path, start: Path):
-        self.rx = _glob_regex(pattern.removeprefix("./"))
+        try:
+            self.rx = _glob_regex(pattern.removeprefix("./"))
+        except re.error as e:  # e.g. a character range like [z-a]
+            raise ToolError(f"invalid glob {pattern!r}: {e}") from None
         self.by_name = "/" not in pattern
         self.prefix = "" if start == root else start.relative_to(root).as_posix() + "/"
 
@@ -383,7 +388,17 @@ class Shell(Tool):
         if r.timed_out:
             return ToolOutcome(f"{body}timed out after {timeout:g}s; process group killed", is_error=True,
                                may_have_changed_files=True)
-        return ToolOutcome(f"{body}exit code {r.exit_code}", may_have_changed_files=True)
+        return ToolOutcome(f"{body}{_exit_status(r.exit_code)}", may_have_changed_files=True)
+
+
+def _exit_status(code: int | None) -> str:
+    if code is not None and code < 0:  # asyncio reports death by signal N as -N
+        try:
+            name = f" ({signal.Signals(-code).name})"
+        except ValueError:
+            name = ""
+        return f"exit code {code}: killed by signal {-code}{name}"
+    return f"exit code {code}"
 
 
 def _binary_note(path: str, size: int) -> str:

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import time
+import tracemalloc
 
 import pytest
 from loopwright.harness.messages import ToolCall
@@ -152,19 +153,27 @@ def test_shell_runs_in_the_worktree_without_keys(ctx, monkeypatch):
     monkeypatch.setenv("SOME_TOKEN", "test-not-a-token")
     monkeypatch.setenv("DB_PASSWORD", "test-not-a-password")
     monkeypatch.setenv("lower_api_key", "test-not-a-lower-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-not-an-aws-secret")
     monkeypatch.setenv("HARMLESS", "kept")
     out = run(ctx, "shell", command="pwd; env; exit 3")
     assert not out.is_error and out.may_have_changed_files
     assert str(ctx.worktree) in out.content and "exit code 3" in out.content
-    for secret in ("test-not-a-key", "test-not-a-token", "test-not-a-password", "test-not-a-lower-key"):
+    for secret in ("test-not-a-key", "test-not-a-token", "test-not-a-password", "test-not-a-lower-key",
+                   "test-not-an-aws-secret"):
         assert secret not in out.content
     assert "HARMLESS=kept" in out.content and "LOOPWRIGHT_RUN_ID=r1" in out.content
 
 
 def test_huge_output_is_capped_while_streaming(ctx):
     t0 = time.monotonic()
-    out = run(ctx, "shell", command="head -c 100000000 /dev/zero | tr '\\0' a; echo; echo the-end")
+    tracemalloc.start()
+    try:
+        out = run(ctx, "shell", command="head -c 100000000 /dev/zero | tr '\\0' a; echo; echo the-end")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
     assert time.monotonic() - t0 < 30
+    assert peak < 5_000_000  # 100 MB went through; only chunks and the capped head + tail were held
     assert len(out.content) < 2500 and "bytes left out" in out.content and "the-end" in out.content
     left = int(out.content.split("[… ")[1].split(" bytes")[0])
     assert left > 99_000_000
@@ -305,3 +314,16 @@ def test_list_files_globs(ctx):
         "src/pkg/data.json", "src/pkg/m.py"]
     assert "no files match" in run(ctx, "list_files", pattern="*.rs").content
     assert run(ctx, "list_files", path="a.py").is_error
+
+
+def test_bad_globs_and_paths_are_clean_errors(ctx):
+    for name, args in (("list_files", {"pattern": "[z-a]"}), ("grep", {"pattern": "x", "glob": "[z-a]"})):
+        out = run(ctx, name, **args)
+        assert out.is_error and out.content.startswith(f"{name}: invalid glob '[z-a]'")
+    out = run(ctx, "read_file", path="a\x00b")
+    assert out.is_error and out.content.startswith("read_file: invalid path")
+
+
+def test_a_command_killed_by_a_signal_says_so(ctx):
+    out = run(ctx, "shell", command="echo before; kill -9 $$")
+    assert "before\nexit code -9: killed by signal 9 (SIGKILL)" in out.content
