@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 
 from ..harness.models import ModelError
 from ..memory.store import RUN_FINAL, StoreError
-from ..workspaces.git import WorkspaceError
+from ..workspaces.git import WorkspaceError, tree_bytes
 from .config import ConfigError
 from .daemon import DaemonError
 from .display import ProgressPrinter, fmt_elapsed, fmt_tokens, run_summary, transcript
@@ -259,17 +259,6 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
-def _disk_usage(path: Path) -> int:
-    total = 0
-    for top, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(top, name)).st_size
-            except OSError:
-                pass
-    return total
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     from .daemon import daemon_pid
 
@@ -281,7 +270,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     active = [run_summary(r) for r in store.runs(statuses=("running",)) if r.owner_alive()]
     pid = daemon_pid(project)
     data = {"daemon": pid, "tasks": counts, "active_runs": active,
-            "worktrees_bytes": _disk_usage(project.worktrees) if project.worktrees.exists() else 0}
+            "worktrees_bytes": tree_bytes(project.worktrees) if project.worktrees.exists() else 0}
     if args.json:
         _print_json(data)
         return 0

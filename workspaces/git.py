@@ -200,7 +200,7 @@ def _checkout_of(g: git.Git, branch: str) -> Path | None:
     return None
 
 
-def _tree_bytes(path: Path) -> int:
+def tree_bytes(path: Path) -> int:
     """Bytes in the files under `path` (hard links counted once, symlinks not followed)."""
     seen: set[tuple[int, int]] = set()
     total = 0
@@ -563,10 +563,10 @@ class Workspace:
         g = self._root_g
         freed = 0
         if self.path.exists():
-            freed = _tree_bytes(self.path)
+            freed = tree_bytes(self.path)
             admin = self._admin_dir()
             if admin is not None:
-                freed += _tree_bytes(admin)
+                freed += tree_bytes(admin)
             status, out, err = _run(g, "worktree", "remove", "--force", str(self.path))
             if status != 0:
                 raise WorkspaceError(f"could not remove the worktree {self.path}: {_git_message(err, out, status)}")
