@@ -15,7 +15,14 @@ entry breaks that one request instead:
   body is invalid JSON instead, and the next turn is left for the retry.
 
 A mismatched `expect` or an exhausted script is answered with HTTP 400 naming
-the problem: loud, and never retried. Use it as a context manager in tests, or
+the problem: loud, and never retried.
+
+Two switches serve fleets: `per_conversation` answers each request with the
+turn whose number is the count of assistant turns already in its
+conversation, so any number of concurrent runs replay one script (faults are
+not allowed then); `latency` delays every answer. `rate_limit(seconds)` starts
+a quota storm: every request is refused with 429 until it ends, carrying the
+provider's rate-limit reset headers (and `retry-after` only when asked). Use it as a context manager in tests, or
 `loopwright loopback --script FILE` to point your own client at it. It is not a
 model and says so.
 """
@@ -42,9 +49,16 @@ BROKEN_JSON = '{"path": "unterminated'
 class LoopbackServer:
     """Serve a script on 127.0.0.1 in a background thread."""
 
-    def __init__(self, script: Script, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, script: Script, host: str = "127.0.0.1", port: int = 0, *, per_conversation: bool = False,
+                 latency: float = 0.0, keep_bodies: bool = True):
         self.entries: list[Fault | ScriptTurn] = list(script.turns)
+        if per_conversation and any(isinstance(e, Fault) for e in self.entries):
+            raise ScriptError("a per-conversation script cannot hold faults (use rate_limit() for a quota storm)")
+        self.per_conversation, self.latency, self.keep_bodies = per_conversation, latency, keep_bodies
         self.requests: list[dict] = []
+        self.refused: list[float] = []  # when each request of a quota storm was refused
+        self._storm_until = 0.0
+        self._storm_retry_after = False
         self._lock = threading.Lock()
         self._next = 0
         self._turns_served = 0
@@ -86,6 +100,20 @@ class LoopbackServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def rate_limit(self, seconds: float, *, retry_after: bool = False) -> None:
+        """Refuse every request with 429 for `seconds` from now, like a provider whose quota ran out."""
+        with self._lock:
+            self._storm_until = time.time() + seconds
+            self._storm_retry_after = retry_after
+
+    def storm_left(self) -> float:
+        """Seconds until the quota storm ends (0 when there is none); counts a refusal when there is one."""
+        with self._lock:
+            left = self._storm_until - time.time()
+            if left > 0:
+                self.refused.append(time.time())
+            return max(0.0, left)
+
     def take(self, peek: bool = False) -> tuple[int, Fault | ScriptTurn | None]:
         """The next entry and its turn index (turns counted apart from faults)."""
         with self._lock:
@@ -126,9 +154,23 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw or b"{}")
         except json.JSONDecodeError:
             body = {}
-        self.loopback.requests.append({"path": path, "body": body})
+        server = self.loopback
+        server.requests.append({"path": path, "body": body if server.keep_bodies else None, "at": time.time()})
         if fmt is None:
             return self._send(404, {"error": {"type": "not_found_error", "message": f"loopback: no endpoint {path}"}})
+        if server.latency and not self._linger(server.latency):
+            self.close_connection = True
+            return None
+        if left := server.storm_left():
+            return self._error(fmt, 429, "rate_limit_error", "loopback: quota exhausted (simulated storm)",
+                               _reset_headers(fmt, left, server._storm_retry_after))
+        if server.per_conversation:
+            index = assistant_turns(fmt, body)
+            if index >= len(server.entries):
+                return self._error(fmt, 400, "invalid_request_error",
+                                   f"loopback script exhausted: the conversation asks for turn {index + 1} "
+                                   f"but the script has {len(server.entries)}")
+            return self._turn(fmt, server.entries[index], index, body)  # type: ignore[arg-type]
         self._serve(fmt, body)
 
     def _serve(self, fmt: str, body: dict) -> None:
@@ -225,6 +267,33 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
+def _reset_headers(fmt: str, left: float, retry_after: bool) -> dict:
+    """What a provider sends with a quota 429: which limit ran out and when it resets."""
+    if fmt == "anthropic":
+        when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() + left))
+        frac = f"{(time.time() + left) % 1:.3f}"[1:]
+        headers = {"anthropic-ratelimit-requests-remaining": "0",
+                   "anthropic-ratelimit-requests-reset": f"{when}{frac}Z"}
+    else:
+        headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": f"{left:.3f}s"}
+    if retry_after:
+        headers["retry-after"] = f"{max(1, round(left))}"
+    return headers
+
+
+def assistant_turns(fmt: str, body: dict) -> int:
+    """How many assistant turns the request's conversation already holds."""
+    if fmt in ("anthropic", "chat"):
+        return sum(1 for m in body.get("messages") or [] if m.get("role") == "assistant")
+    turns, inside = 0, False
+    items = body.get("input")
+    for item in items if isinstance(items, list) else []:
+        mine = item.get("type") == "function_call" or item.get("role") == "assistant"
+        turns += mine and not inside
+        inside = mine
+    return turns
+
+
 def last_user_text(fmt: str, body: dict) -> str:
     """The text of what the client sent since the assistant's last turn: tool results and user text."""
     parts: list[str] = []
@@ -313,9 +382,13 @@ def main(argv: list[str] | None = None) -> int:
                                  description="Serve a script over the provider wire formats.")
     ap.add_argument("--script", required=True)
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--per-conversation", action="store_true",
+                    help="answer each conversation from its own position in the script (many runs at once)")
+    ap.add_argument("--latency", type=float, default=0.0, help="seconds to wait before every answer")
     args = ap.parse_args(argv)
     try:
-        server = LoopbackServer(Script.load(args.script), port=args.port)
+        server = LoopbackServer(Script.load(args.script), port=args.port, per_conversation=args.per_conversation,
+                                latency=args.latency)
     except (ScriptError, OSError) as e:  # a bad script file, or the port is taken
         print(f"loopback: {e}", file=sys.stderr)
         return 2

@@ -80,6 +80,14 @@ MIGRATIONS: list[list[str]] = [
             day TEXT PRIMARY KEY, usd REAL NOT NULL DEFAULT 0, tokens INTEGER NOT NULL DEFAULT 0,
             extra_usd REAL NOT NULL DEFAULT 0, extra_tokens INTEGER NOT NULL DEFAULT 0)""",
     ],
+    [  # 4: quota gates shared by every run of one provider and model; notifications sent (never twice)
+        """CREATE TABLE quota_gates (
+            key TEXT PRIMARY KEY, closed_until REAL NOT NULL DEFAULT 0, next_slot REAL NOT NULL DEFAULT 0,
+            hits INTEGER NOT NULL DEFAULT 0, reason TEXT NOT NULL DEFAULT '', updated_at REAL NOT NULL)""",
+        """CREATE TABLE notifications (
+            key TEXT PRIMARY KEY, kind TEXT NOT NULL, payload TEXT NOT NULL, created_at REAL NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending', result TEXT NOT NULL DEFAULT '')""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -27,10 +27,11 @@ from ..memory.store import RUN_FINAL, StoreError
 from ..workspaces.git import WorkspaceError, tree_bytes
 from .config import ConfigError
 from .daemon import DaemonError
+from .posting import PostError
 from .display import ProgressPrinter, fmt_elapsed, fmt_tokens, run_summary, transcript
 from .project import Project, ProjectError, init_project, open_project
 
-USER_ERRORS = (ConfigError, ProjectError, StoreError, WorkspaceError, ModelError, DaemonError)
+USER_ERRORS = (ConfigError, ProjectError, StoreError, WorkspaceError, ModelError, DaemonError, PostError)
 
 
 class UsageError(Exception):
@@ -205,30 +206,16 @@ def _detach(project: Project, args: argparse.Namespace) -> int:
 
 def cmd_post(args: argparse.Namespace) -> int:
     from .daemon import daemon_pid
-    from .runner import check_model, model_options
+    from .posting import cli_flag, parse_request, post_task
 
-    project = open_project(Path.cwd(), create=True, overrides=_model_overrides(args))
-    goal = args.goal.strip()
-    if not goal:
-        raise UsageError("the goal is empty: say what the agent should do")
-    check_model(project.config)
-    store = project.store
-    if args.max_attempts is not None and not args.until:
-        raise UsageError("--max-attempts goes with --until CMD (loop until the command passes)")
-    if args.until and args.check:
-        raise UsageError("--until CMD is the check of a loop-until-done task; give --until or --check, not both")
-    options = model_options(project.config)
-    if args.until:
-        options.update(until=True, max_attempts=args.max_attempts or project.config.until_max_attempts)
-    if args.budget_usd is not None:
-        options["budget_usd"] = args.budget_usd
-    with store.transaction():
-        task = store.create_task(goal, title=args.title, check=args.until or args.check or project.config.check,
-                                 priority=args.priority, options=options, target_branch=args.target)
-        store.add_dependencies(task.id, args.after or [])
+    project = open_project(Path.cwd(), create=True)
+    request = parse_request({k: getattr(args, k) for k in (
+        "goal", "title", "check", "priority", "until", "max_attempts", "budget_usd", "target",
+        "provider", "model", "base_url", "script", "keep")} | {"after": args.after or []})
+    task = post_task(project, request, spell=cli_flag)
     pid = daemon_pid(project)
     if args.json:
-        _print_json({"task": task.id, "status": task.status, "priority": task.priority, "after": args.after or [],
+        _print_json({"task": task.id, "status": task.status, "priority": task.priority, "after": request.after,
                      "daemon": pid})
     else:
         print(f"task {task.id} queued: {task.title}")
@@ -449,7 +436,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_loopback(args: argparse.Namespace) -> int:
     from ..harness import loopback
 
-    argv = ["--script", args.script] + (["--port", str(args.port)] if args.port else [])
+    argv = ["--script", args.script, "--latency", str(args.latency)] + (["--port", str(args.port)] if args.port else [])
+    argv += ["--per-conversation"] if args.per_conversation else []
     return loopback.main(argv) or 0
 
 
@@ -547,6 +535,9 @@ def build_parser() -> Parser:
              json_flag=False)
     sp.add_argument("--script", required=True)
     sp.add_argument("--port", type=int, default=0)
+    sp.add_argument("--per-conversation", action="store_true",
+                    help="answer each conversation from its own position in the script (many runs at once)")
+    sp.add_argument("--latency", type=float, default=0.0, metavar="SECONDS", help="wait before every answer")
     return p
 
 

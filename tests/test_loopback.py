@@ -67,7 +67,7 @@ def test_turns_are_rendered_per_endpoint_and_requests_recorded_without_keys():
     assert [o["type"] for o in resp["output"]] == ["message", "function_call"]
     assert resp["output"][1]["call_id"] == "call_2_0"
     assert [r["path"] for r in recorded] == ["/v1/messages", "/v1/chat/completions", "/v1/responses"]
-    assert recorded[0]["body"] == ANTHROPIC_BODY and set(recorded[0]) == {"path", "body"}
+    assert recorded[0]["body"] == ANTHROPIC_BODY and set(recorded[0]) == {"path", "body", "at"}
     assert SECRET not in json.dumps(recorded)
 
 
@@ -186,3 +186,42 @@ def test_loopback_command_reports_a_bad_script_in_one_line(tmp_path, capsys):
     assert main(["--script", str(tmp_path / "bad.json")]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and "script file not found" in err[0] and "turns.0" in err[1]
+
+
+def test_per_conversation_mode_answers_each_conversation_from_its_own_position():
+    turns = [{"text": f"turn {i}"} for i in range(3)]
+    with LoopbackServer(Script.parse(turns), per_conversation=True) as server:
+        first = {"role": "user", "content": "hi"}
+        again = [first, {"role": "assistant", "content": "turn 0"}, {"role": "user", "content": "go on"}]
+        for _ in range(2):  # two conversations at the same point get the same turn
+            assert post(server, "/v1/chat/completions", {"model": "m", "messages": [first]})[2][
+                "choices"][0]["message"]["content"] == "turn 0"
+        assert post(server, "/v1/messages", {"model": "m", "max_tokens": 5, "messages": again})[2][
+            "content"][0]["text"] == "turn 1"
+        responses = [{"role": "user", "content": "hi"}, {"type": "function_call", "call_id": "a", "name": "x",
+                                                           "arguments": "{}"},
+                     {"type": "function_call", "call_id": "b", "name": "x", "arguments": "{}"},
+                     {"type": "function_call_output", "call_id": "a", "output": "ok"}]
+        assert post(server, "/v1/responses", {"model": "m", "input": responses})[2]["output"][0][
+            "content"][0]["text"] == "turn 1"
+        over = again + [{"role": "assistant", "content": "1"}, {"role": "user", "content": "."},
+                        {"role": "assistant", "content": "2"}, {"role": "user", "content": "."}]
+        code, _, body = post(server, "/v1/chat/completions", {"model": "m", "messages": over})
+        assert code == 400 and "asks for turn 4 but the script has 3" in body["error"]["message"]
+    with pytest.raises(Exception, match="cannot hold faults"):
+        LoopbackServer(Script.parse([{"fault": "429"}]), per_conversation=True)
+
+
+def test_latency_and_a_quota_storm_with_reset_headers():
+    with LoopbackServer(Script.parse([TURN]), latency=0.3) as server:
+        server.rate_limit(5)
+        t0 = time.monotonic()
+        code, headers, _ = post(server, "/v1/messages", ANTHROPIC_BODY)
+        assert time.monotonic() - t0 >= 0.3
+        assert code == 429 and headers["anthropic-ratelimit-requests-remaining"] == "0"
+        assert headers["anthropic-ratelimit-requests-reset"].endswith("Z") and "retry-after" not in headers
+        code, headers, _ = post(server, "/v1/chat/completions", CHAT_BODY)
+        assert code == 429 and 4 < float(headers["x-ratelimit-reset-requests"].rstrip("s")) <= 5
+        assert len(server.refused) == 2 and server.remaining == 1
+        server.rate_limit(0)
+        assert post(server, "/v1/messages", ANTHROPIC_BODY)[0] == 200

@@ -1,0 +1,103 @@
+"""Queueing a task: the options of `loopwright post`, checked once for the CLI and the task inbox alike."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..memory.store import Task
+from .config import load_config
+from .project import Project
+from .runner import check_model, model_options
+
+
+class PostError(ValueError):
+    """The request cannot be queued; said in one line."""
+
+
+class TaskRequest(BaseModel):
+    """What `post` takes. Inbox front matter uses the same names (`max_attempts`, `budget_usd`, ...)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    goal: str
+    title: str | None = None
+    check: str | None = None
+    priority: int = 0
+    after: list[int] = Field(default_factory=list)
+    until: str | None = None
+    max_attempts: int | None = Field(default=None, ge=1)
+    budget_usd: float | None = Field(default=None, gt=0)
+    target: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    base_url: str | None = None
+    script: str | None = None
+    keep: bool = False
+
+    @field_validator("goal")
+    @classmethod
+    def _goal(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("the goal is empty: say what the agent should do")
+        return v.strip()
+
+    @field_validator("after", mode="before")
+    @classmethod
+    def _after(cls, v):
+        return [v] if isinstance(v, int) else v
+
+    def overrides(self) -> dict:
+        """Config overrides for the model and merge policy this task asks for."""
+        over = {"provider": self.provider, "model": self.model, "base_url": self.base_url, "script": self.script}
+        if self.script and not self.provider:
+            over["provider"] = "scripted"
+        if self.keep:
+            over["on_success"] = "keep"
+        return over
+
+
+def parse_request(data: dict) -> TaskRequest:
+    """A TaskRequest from plain data, or PostError naming the first bad field."""
+    try:
+        return TaskRequest.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"]) or "request"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            known = ", ".join(k for k in TaskRequest.model_fields if k != "goal")
+            msg = f"unknown option (known: {known})"
+        raise PostError(f"{where}: {msg}") from None
+
+
+def cli_flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def post_task(project: Project, request: TaskRequest, spell: Callable[[str], str] = str) -> Task:
+    """Queue `request` with its dependencies in one transaction; PostError/StoreError/ConfigError say what is wrong.
+
+    `spell` names an option in errors the way the user wrote it (`cli_flag` for the command line).
+    """
+    if request.max_attempts is not None and not request.until:
+        raise PostError(f"{spell('max_attempts')} goes with {spell('until')} CMD (loop until the command passes)")
+    if request.until and request.check:
+        raise PostError(f"{spell('until')} CMD is the check of a loop-until-done task; "
+                        f"give {spell('until')} or {spell('check')}, not both")
+    over = request.overrides()
+    config = project.config if not any(over.values()) else load_config(project.root, overrides=over)
+    check_model(config)
+    options = model_options(config)
+    if request.until:
+        options.update(until=True, max_attempts=request.max_attempts or config.until_max_attempts)
+    if request.budget_usd is not None:
+        options["budget_usd"] = request.budget_usd
+    store = project.store
+    with store.transaction():
+        task = store.create_task(request.goal, title=request.title,
+                                 check=request.until or request.check or config.check,
+                                 priority=request.priority, options=options, target_branch=request.target)
+        store.add_dependencies(task.id, request.after)
+    return task
