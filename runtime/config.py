@@ -104,6 +104,31 @@ class WorkspaceConfig(_Section):
     copy_files: list[str] = Field(default_factory=list)
     setup_command: str | None = None
     setup_timeout: float = Field(default=600.0, gt=0)
+    remove_after_seconds: float | None = Field(default=24 * 3600, ge=0,
+                                               description="the daemon removes finished runs' worktrees this long "
+                                                           "after they end (their branches stay); unset: never")
+    min_free_disk_mb: float = Field(default=1024, ge=0, description="no new run starts below this much free disk")
+
+
+class QuotaConfig(_Section):
+    """Rate-limit and quota errors close one gate per provider and model for the whole fleet."""
+
+    auto_resume: bool = True
+    stagger_seconds: float = Field(default=1.0, ge=0, description="gap between runs let through a reopened gate")
+
+
+class NotifyConfig(_Section):
+    """What happens when a task succeeds, fails, needs review or input, or the fleet budget is spent."""
+
+    command: str | None = Field(default=None, description="run with the event as JSON on stdin")
+    bell: bool = True
+    desktop: bool = True
+    timeout: float = Field(default=30.0, gt=0)
+
+
+class InboxConfig(_Section):
+    enabled: bool = True
+    settle_seconds: float = Field(default=0.5, ge=0, description="a file must be unchanged this long to be read")
 
 
 class RetryConfig(_Section):
@@ -138,6 +163,9 @@ class Config(_Section):
     context: ContextConfig = Field(default_factory=ContextConfig)
     workspace: WorkspaceConfig = Field(default_factory=WorkspaceConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
+    quota: QuotaConfig = Field(default_factory=QuotaConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    inbox: InboxConfig = Field(default_factory=InboxConfig)
     models: dict[str, ModelInfo] = Field(default_factory=dict)
 
     def model_info(self) -> ModelInfo:
@@ -297,6 +325,20 @@ CONFIG_TEMPLATE = """\
 # [workspace]
 # copy_files = [".env"]           # copied into every new worktree, never committed
 # setup_command = "pip install -e ."
+# remove_after_seconds = 86400    # the daemon removes finished runs' worktrees after this (branches stay)
+# min_free_disk_mb = 1024         # no new run starts below this much free disk
+
+# [quota]                         # 429/quota errors close one gate per provider+model for every run
+# auto_resume = true              # false: runs pause at the gate until `loopwright resume`
+# stagger_seconds = 1.0           # gap between runs let through when the gate reopens
+
+# [notify]                        # task succeeded/failed/needs review/needs input, fleet budget spent
+# command = "~/bin/on-loopwright-event"   # gets the event as JSON on stdin
+# bell = true                     # ring the terminal bell
+# desktop = true                  # notify-send, when installed
+
+# [inbox]                         # .loopwright/inbox/*.md become tasks (YAML front matter = post options)
+# enabled = true
 
 # [retry]
 # max_attempts = 6
