@@ -23,7 +23,7 @@ from ..runtime.config import BudgetConfig, ModelInfo
 from ..workspaces.git import Workspace, WorkspaceError
 from .messages import Message, ModelResponse, TextBlock, ToolResult, ToolSpec, Usage
 from .models import FatalModelError, ModelAdapter, ModelUnavailable
-from .retry import RetryPolicy, call_model
+from .retry import QuotaGate, RetryPolicy, call_model
 from .tools import ToolContext, Toolbox
 
 COMPACTION_SYSTEM = (
@@ -62,6 +62,7 @@ class LoopSettings:
     keep_recent: float = 0.25
     tool_context: dict = field(default_factory=dict)  # extra ToolContext fields (timeouts, caps, env)
     fleet: FleetGate | None = None
+    quota_gate: QuotaGate | None = None  # the fleet's rate-limit gate for this provider and model
 
 
 class FleetGate(Protocol):
@@ -321,7 +322,8 @@ class AgentLoop:
             self.store.append(self.run_id, Retrying(attempt=attempt, wait_seconds=wait, reason=reason))
 
         t0 = time.perf_counter()
-        call = asyncio.ensure_future(call_model(self.adapter, self.settings.retry, on_retry=on_retry, system=system,
+        call = asyncio.ensure_future(call_model(self.adapter, self.settings.retry, on_retry=on_retry,
+                                                gate=self.settings.quota_gate, system=system,
                                                 messages=messages, tools=tools,
                                                 max_tokens=self.settings.max_output_tokens))
         stopper = asyncio.ensure_future(self.stop.wait())

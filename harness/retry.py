@@ -1,12 +1,17 @@
 """Retries of model calls with tenacity: 429, 5xx, 529/overloaded, connection trouble and unreadable answers.
 
-`retry-after-ms` / `retry-after` (seconds or an HTTP date) are honoured, capped
-by `max_backoff`; otherwise tenacity's exponential backoff with jitter
+`retry-after-ms` / `retry-after` (seconds or an HTTP date) are honoured, and
+failing those the reset time of the exhausted rate limit (Anthropic's
+`anthropic-ratelimit-*-reset`, OpenAI's `x-ratelimit-reset-*`), capped by
+`max_backoff`; otherwise tenacity's exponential backoff with jitter
 (`initial_backoff * 2**n + uniform(0, jitter)`, capped by `max_backoff`). Like
 the SDKs, a 409 (lock timeout), a 408 and an `x-should-retry: true` header are
 retried too. Past the ceiling (`max_attempts`, or a next wait that would take
 the total past `max_total_wait_seconds`) the call raises `ModelUnavailable` and
 the run pauses.
+With a `QuotaGate` (one per provider and model, shared by the fleet), a 429
+closes the gate for every run instead: the call waits at the gate, the wait
+is not an attempt, and the gate decides when it may go again.
 Auth errors, bad requests and unknown models raise `FatalModelError` at once;
 anything else (a budget error, a cancellation, a `ScriptError`) passes through
 untouched.
@@ -23,15 +28,16 @@ import asyncio
 import email.utils
 import inspect
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import anthropic
 import httpx2
 import openai
 from pydantic import BaseModel, Field
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_any
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_any
 from tenacity.wait import wait_base, wait_exponential_jitter
 
 from .messages import ModelResponse
@@ -100,7 +106,8 @@ def _transport_cause(err: BaseException) -> BaseException:
 
 
 def retry_after(err: BaseException | None) -> float | None:
-    """Seconds the server asked us to wait, from retry-after-ms or retry-after (seconds or an HTTP date)."""
+    """Seconds the server asked us to wait: retry-after-ms, retry-after (seconds or an HTTP date), else the reset
+    time of the rate limit it says ran out."""
     headers = getattr(getattr(err, "response", None), "headers", None)
     if not headers:
         return None
@@ -110,16 +117,68 @@ def retry_after(err: BaseException | None) -> float | None:
     except ValueError:
         pass
     value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
+    if value:
         try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, when.timestamp() - time.time())
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+            except (TypeError, ValueError):
+                pass
+    return rate_limit_reset(headers)
+
+
+_LIMITS = {"anthropic-ratelimit-": ("requests", "tokens", "input-tokens", "output-tokens"),
+           "x-ratelimit-": ("requests", "tokens")}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def rate_limit_reset(headers) -> float | None:
+    """Seconds until the exhausted rate limits reset (the longest of them), from the providers' headers.
+
+    Anthropic: `anthropic-ratelimit-requests-remaining: 0` with `...-requests-reset: <RFC 3339 time>`;
+    OpenAI: `x-ratelimit-remaining-requests: 0` with `x-ratelimit-reset-requests: 6m0s`.
+    """
+    waits = []
+    for prefix, kinds in _LIMITS.items():
+        for kind in kinds:
+            if prefix.startswith("x-"):
+                remaining, reset = headers.get(f"{prefix}remaining-{kind}"), headers.get(f"{prefix}reset-{kind}")
+            else:
+                remaining, reset = headers.get(f"{prefix}{kind}-remaining"), headers.get(f"{prefix}{kind}-reset")
+            if remaining is None or reset is None or remaining.strip() not in ("0", "0.0"):
+                continue
+            seconds = _until(reset)
+            if seconds is not None:
+                waits.append(seconds)
+    return max(waits) if waits else None
+
+
+def _until(reset: str) -> float | None:
+    """An RFC 3339 time or a Go-style duration ("1.5s", "6m0s", "20ms") as seconds from now."""
+    reset = reset.strip()
+    if re.fullmatch(r"(?:\d+(?:\.\d+)?(?:ms|h|m|s))+", reset):
+        scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+        return sum(float(n) * scale[unit] for n, unit in _DURATION.findall(reset))
+    try:
+        from datetime import datetime
+
+        return max(0.0, datetime.fromisoformat(reset.replace("Z", "+00:00")).timestamp() - time.time())
+    except ValueError:
+        return None
+
+
+def is_rate_limit(err: BaseException) -> bool:
+    """A 429: the provider's rate limit or quota for this key and model, which every run of the fleet shares."""
+    return isinstance(err, _STATUS_ERRORS) and err.status_code == 429
+
+
+class QuotaGate(Protocol):
+    """The fleet's gate for one provider and model (runtime.quota.StoreQuotaGate)."""
+
+    async def wait(self, on_wait: Callable[[float, str], None]) -> None: ...
+    def close(self, reason: str, server_wait: float | None, sent_at: float) -> None: ...
+    def opened(self) -> None: ...
 
 
 def fatal(err: BaseException, model: str) -> FatalModelError | None:
@@ -175,36 +234,68 @@ class _Wait(wait_base):
 
 async def call_model(adapter: ModelAdapter, policy: RetryPolicy, *,
                      on_retry: Callable[[int, float, str], Awaitable[None] | None] | None = None,
-                     sleep: Callable[[float], Awaitable[Any]] | None = None, **complete_kwargs: Any) -> ModelResponse:
+                     sleep: Callable[[float], Awaitable[Any]] | None = None, gate: QuotaGate | None = None,
+                     **complete_kwargs: Any) -> ModelResponse:
     """`adapter.complete(**complete_kwargs)` with retries; see the module docstring for what is retried.
 
     `on_retry(attempt, wait_seconds, reason)` (sync or async) is called before each sleep, so the caller can
-    log it; `sleep` replaces asyncio.sleep (tests pass one that does not wait).
+    log it; `sleep` replaces asyncio.sleep (tests pass one that does not wait). With a `gate`, each attempt
+    first waits at it, and a 429 closes it for the fleet (and does not count as an attempt).
     """
     reasons: list[str] = []
+    counted = 0  # attempts that count against max_attempts: everything but a gated 429
     started = time.monotonic()
 
     def out_of_time(state: RetryCallState) -> bool:
         # tenacity computes the next wait before it checks stop conditions
         return state.idle_for + state.upcoming_sleep > policy.max_total_wait_seconds
 
+    def out_of_attempts(state: RetryCallState) -> bool:
+        return counted >= policy.max_attempts
+
+    def gated(state: RetryCallState) -> bool:
+        err = state.outcome.exception() if state.outcome else None
+        return gate is not None and err is not None and is_rate_limit(err)
+
     async def before_sleep(state: RetryCallState) -> None:
+        if gated(state):
+            return  # the gate says how long, when the next attempt waits at it
         if on_retry is not None and inspect.isawaitable(
                 result := on_retry(state.attempt_number, state.upcoming_sleep, reasons[-1])):
             await result
 
+    def waiting(seconds: float, why: str) -> None:
+        if on_retry is not None:
+            on_retry(counted + 1, seconds, why)
+
     async def attempt() -> ModelResponse:
+        nonlocal counted
+        if gate is not None:
+            await gate.wait(waiting)
+        sent_at = time.time()
         try:
-            return await adapter.complete(**complete_kwargs)
+            response = await adapter.complete(**complete_kwargs)
         except Exception as err:
             if (reason := classify(err)) is not None:
                 reasons.append(reason)
+                if gate is not None and is_rate_limit(err):
+                    gate.close(_label(reason), retry_after(err), sent_at)
+                else:
+                    counted += 1
             raise
+        if gate is not None:
+            gate.opened()
+        return response
+
+    wait = _Wait(policy)
+
+    def next_wait(state: RetryCallState) -> float:
+        return 0.0 if gated(state) else wait(state)
 
     retrying = AsyncRetrying(
         retry=retry_if_exception(lambda e: classify(e) is not None),
-        stop=stop_any(stop_after_attempt(policy.max_attempts), out_of_time),
-        wait=_Wait(policy), before_sleep=before_sleep, sleep=sleep or asyncio.sleep, reraise=True)
+        stop=stop_any(out_of_attempts, out_of_time),
+        wait=next_wait, before_sleep=before_sleep, sleep=sleep or asyncio.sleep, reraise=True)
     try:
         return await retrying(attempt)
     except Exception as err:

@@ -30,6 +30,7 @@ from .daemon import DaemonError
 from .posting import PostError
 from .display import ProgressPrinter, fmt_elapsed, fmt_tokens, run_summary, transcript
 from .project import Project, ProjectError, init_project, open_project
+from .quota import closed_gates
 
 USER_ERRORS = (ConfigError, ProjectError, StoreError, WorkspaceError, ModelError, DaemonError, PostError)
 
@@ -257,13 +258,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     active = [run_summary(r) for r in store.runs(statuses=("running",)) if r.owner_alive()]
     pid = daemon_pid(project)
     data = {"daemon": pid, "tasks": counts, "active_runs": active,
-            "worktrees_bytes": tree_bytes(project.worktrees) if project.worktrees.exists() else 0}
+            "worktrees_bytes": tree_bytes(project.worktrees) if project.worktrees.exists() else 0,
+            "closed_gates": closed_gates(store)}
     if args.json:
         _print_json(data)
         return 0
     print(f"daemon: {'running (pid %d)' % pid if pid else 'not running (start one with `loopwright serve`)'}")
     print("tasks:  " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"))
     print(f"worktrees: {data['worktrees_bytes'] / 1e6:.1f} MB")
+    for g in data["closed_gates"]:
+        then = "runs wait, then go staggered" if project.config.quota.auto_resume else "runs pause (quota.auto_resume off)"
+        print(f"rate-limit gate {g['gate']}: closed for {g['closed_for_seconds']:.0f}s more ({g['reason']}); {then}")
     if not active:
         print("nothing is running")
     for r in active:

@@ -114,7 +114,7 @@ class QuotaConfig(_Section):
     """Rate-limit and quota errors close one gate per provider and model for the whole fleet."""
 
     auto_resume: bool = True
-    stagger_seconds: float = Field(default=1.0, ge=0, description="gap between runs let through a reopened gate")
+    stagger_seconds: float = Field(default=0.5, ge=0, description="gap between runs let through a reopened gate")
 
 
 class NotifyConfig(_Section):
@@ -330,7 +330,7 @@ CONFIG_TEMPLATE = """\
 
 # [quota]                         # 429/quota errors close one gate per provider+model for every run
 # auto_resume = true              # false: runs pause at the gate until `loopwright resume`
-# stagger_seconds = 1.0           # gap between runs let through when the gate reopens
+# stagger_seconds = 0.5           # gap between runs let through when the gate reopens
 
 # [notify]                        # task succeeded/failed/needs review/needs input, fleet budget spent
 # command = "~/bin/on-loopwright-event"   # gets the event as JSON on stdin

@@ -25,6 +25,7 @@ from ..workspaces.git import Workspace, WorkspaceError, current_branch
 from .budget import FleetBudget
 from .config import Config
 from .project import Project
+from .quota import StoreQuotaGate, gate_key
 
 SYSTEM_PROMPT = """\
 You are a coding agent run by loopwright. You work alone and autonomously in a git worktree of the user's \
@@ -221,6 +222,9 @@ class Runner:
             max_output_tokens=config.max_output_tokens, model_info=config.model_info(), budget=config.budget,
             retry=config.retry.policy(), compact_at=config.context.compact_at, keep_recent=config.context.keep_recent,
             fleet=FleetBudget(self.store, config.fleet),
+            quota_gate=None if config.provider == "scripted" else StoreQuotaGate(
+                self.store, gate_key(config.provider, config.model, config.base_url), config.quota,
+                config.retry.policy()),
             tool_context={"shell_timeout": config.tools.shell_timeout, "max_shell_timeout": config.tools.max_shell_timeout,
                           "output_cap": config.tools.output_cap,
                           "env": {"LOOPWRIGHT_RUN_ID": run.id, "LOOPWRIGHT_TASK_ID": str(task.id)}})

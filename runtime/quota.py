@@ -1,0 +1,110 @@
+"""One rate-limit gate per provider and model, shared by every run of the project through the store.
+
+When any run gets a 429, the gate closes until the provider's reset time
+(`retry-after` or its rate-limit reset headers; without them an exponential
+backoff that grows with each closing in a row). Every model call of every run
+for that provider and model — in this process or another — waits at the gate
+instead of hammering the provider. When it reopens, the waiting runs go one at
+a time, `quota.stagger_seconds` apart: each takes the next slot from the
+store (`next_slot`), so the order holds across processes too.
+
+With `quota.auto_resume = false` a closed gate pauses the run instead; the
+person resumes it (`loopwright resume`) when they choose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from ..harness.models import ModelUnavailable
+from ..harness.retry import RetryPolicy
+from ..memory.store import Store
+from .config import QuotaConfig
+
+MAX_CLOSED_SECONDS = 24 * 3600  # a reset time further away than this is not believed
+
+
+class QuotaPaused(ModelUnavailable):
+    """The gate is closed and automatic resume is off: the run pauses with this reason."""
+
+
+def gate_key(provider: str, model: str, base_url: str | None) -> str:
+    return f"{provider}/{model}" + (f"@{base_url}" if base_url else "")
+
+
+class StoreQuotaGate:
+    """The gate for one key, its state in the `quota_gates` table (see the module docstring)."""
+
+    def __init__(self, store: Store, key: str, config: QuotaConfig, policy: RetryPolicy, *,
+                 clock: Callable[[], float] = time.time, sleep=asyncio.sleep):
+        self.store, self.key, self.config, self.policy = store, key, config, policy
+        self.clock, self.sleep = clock, sleep
+        self._hits_seen = 0
+
+    def _row(self):
+        return self.store.conn.execute("SELECT * FROM quota_gates WHERE key = ?", (self.key,)).fetchone()
+
+    async def wait(self, on_wait: Callable[[float, str], None]) -> None:
+        """Return when this run may call the model: at once when the gate is open and nobody queues."""
+        while True:
+            row = self._row()
+            now = self.clock()
+            self._hits_seen = row["hits"] if row else 0
+            if row is None or (row["closed_until"] <= now and row["next_slot"] <= now):
+                return
+            if row["closed_until"] > now and not self.config.auto_resume:
+                until = time.strftime("%H:%M:%S", time.localtime(row["closed_until"]))
+                raise QuotaPaused(f"rate limited ({row['reason']}): the fleet's gate for {self.key} is closed until "
+                                  f"{until}; automatic resume is off (quota.auto_resume): "
+                                  f"`loopwright resume` after that")
+            slot = self._take_slot()
+            if slot > now:
+                if row["closed_until"] > now:  # a wait in the queue that drains after a reopening is not news
+                    on_wait(slot - now, f"{row['reason']}: waiting at the fleet's rate-limit gate for {self.key}")
+                await self.sleep(slot - now)
+            again = self._row()
+            if again is None or again["closed_until"] <= self.clock():
+                return
+            # closed again while we waited: queue again
+
+    def _take_slot(self) -> float:
+        """The next release time, `stagger_seconds` after the one handed out before it."""
+        with self.store.transaction() as conn:
+            return conn.execute(
+                "UPDATE quota_gates SET next_slot = MAX(next_slot, closed_until) + ? WHERE key = ?"
+                " RETURNING next_slot - ?",
+                (self.config.stagger_seconds, self.key, self.config.stagger_seconds)).fetchone()[0]
+
+    def close(self, reason: str, server_wait: float | None, sent_at: float) -> None:
+        """A 429 for a request sent at `sent_at`. Only the first of a wave counts as a new closing (backoff grows)."""
+        now = self.clock()
+        with self.store.transaction() as conn:
+            row = conn.execute("SELECT * FROM quota_gates WHERE key = ?", (self.key,)).fetchone()
+            fresh = row is None or row["closed_until"] <= sent_at  # nobody closed it since this request went out
+            hits = (row["hits"] if row else 0) + fresh
+            if server_wait is not None:
+                delay = min(server_wait, MAX_CLOSED_SECONDS)
+            else:
+                delay = min(self.policy.initial_backoff * 2 ** (hits - 1), self.policy.max_backoff)
+            until = max(row["closed_until"] if row else 0.0, now + delay)
+            conn.execute(
+                "INSERT INTO quota_gates (key, closed_until, next_slot, hits, reason, updated_at)"
+                " VALUES (?, ?, 0, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET closed_until = excluded.closed_until,"
+                " hits = excluded.hits, reason = excluded.reason, updated_at = excluded.updated_at",
+                (self.key, until, hits, reason, now))
+
+    def opened(self) -> None:
+        """A call went through: the next closing starts the backoff afresh."""
+        if self._hits_seen:
+            self.store.conn.execute("UPDATE quota_gates SET hits = 0 WHERE key = ? AND hits > 0", (self.key,))
+            self._hits_seen = 0
+
+
+def closed_gates(store: Store, now: float | None = None) -> list[dict]:
+    """Gates closed now, for `status`."""
+    now = time.time() if now is None else now
+    return [{"gate": r["key"], "closed_for_seconds": round(r["closed_until"] - now, 1), "reason": r["reason"],
+             "closings_in_a_row": r["hits"]}
+            for r in store.conn.execute("SELECT * FROM quota_gates WHERE closed_until > ?", (now,))]
