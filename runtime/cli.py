@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ..harness.models import ModelError
-from ..memory.store import RUN_FINAL, StoreError
+from ..memory.store import StoreError
 from ..workspaces.git import WorkspaceError, tree_bytes
 from .config import ConfigError
 from .daemon import DaemonError
 from .posting import PostError
 from .display import ProgressPrinter, fmt_elapsed, fmt_tokens, run_summary, transcript
 from .project import Project, ProjectError, init_project, open_project
+from .hygiene import disk_floor
 from .quota import closed_gates
 
 USER_ERRORS = (ConfigError, ProjectError, StoreError, WorkspaceError, ModelError, DaemonError, PostError)
@@ -259,13 +260,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     pid = daemon_pid(project)
     data = {"daemon": pid, "tasks": counts, "active_runs": active,
             "worktrees_bytes": tree_bytes(project.worktrees) if project.worktrees.exists() else 0,
-            "closed_gates": closed_gates(store)}
+            "closed_gates": closed_gates(store), "disk_floor": disk_floor(project)}
     if args.json:
         _print_json(data)
         return 0
     print(f"daemon: {'running (pid %d)' % pid if pid else 'not running (start one with `loopwright serve`)'}")
     print("tasks:  " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"))
     print(f"worktrees: {data['worktrees_bytes'] / 1e6:.1f} MB")
+    if data["disk_floor"]:
+        print(f"held: {data['disk_floor']}")
     for g in data["closed_gates"]:
         then = "runs wait, then go staggered" if project.config.quota.auto_resume else "runs pause (quota.auto_resume off)"
         print(f"rate-limit gate {g['gate']}: closed for {g['closed_for_seconds']:.0f}s more ({g['reason']}); {then}")
@@ -403,24 +406,14 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from ..workspaces.git import Workspace
+    from .hygiene import deletes_branch, finished_worktrees, remove_worktree
 
     project = open_project(Path.cwd())
-    policy = project.config.gc_keep_branches
     removed, freed = [], 0
-    in_use = {r.worktree for r in project.store.runs() if r.status not in RUN_FINAL}  # loop-until-done shares one
-    for run in project.store.runs(statuses=RUN_FINAL):
-        path = Path(run.worktree)
-        if not path.exists() or run.worktree in in_use:
-            continue
-        merged = bool(run.merge_commit)
-        delete_branch = policy == "none" or (policy == "unmerged" and merged)
-        if args.dry_run:
-            removed.append({"run": run.id, "worktree": str(path), "branch_deleted": delete_branch})
-            continue
-        ws = Workspace.open(project.root, run.id, path, run.branch, run.base_commit)
-        freed += ws.remove(delete_branch=delete_branch)
-        removed.append({"run": run.id, "worktree": str(path), "branch_deleted": delete_branch})
+    for run in finished_worktrees(project):
+        if not args.dry_run:
+            freed += remove_worktree(project, run)
+        removed.append({"run": run.id, "worktree": run.worktree, "branch_deleted": deletes_branch(project, run)})
     if args.json:
         _print_json({"removed": removed, "bytes_freed": freed, "dry_run": args.dry_run})
     else:

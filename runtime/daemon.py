@@ -24,10 +24,12 @@ from pathlib import Path
 from typing import Awaitable, Callable
 
 from ..memory.store import RUN_FINAL, StoreError, Task
+from ..workspaces.git import WorkspaceError
 from .budget import SPENT, FleetBudget
 from .display import ProgressPrinter
+from .hygiene import disk_floor, expired_worktrees, remove_worktree
 from .project import Project
-from .runner import RunResult, Runner
+from .runner import GIT_LOCK, RunResult, Runner
 
 DEPENDENCY_FAILED = ("failed", "cancelled", "killed", "budget_exceeded")
 GRACEFUL_STOP = "daemon stopped; the next `loopwright serve` resumes it"
@@ -93,7 +95,9 @@ class Daemon:
         self.live: dict[int, tuple[Runner, asyncio.Task]] = {}  # task id -> its runner
         self.stopping = asyncio.Event()
         self.budget = FleetBudget(self.store, project.config.fleet)
-        self._spent_said: str | None = None
+        self._held_said: str | None = None
+        self._sweep: asyncio.Task | None = None
+        self._next_sweep = 0.0
 
     def say(self, text: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {text}", file=self.log, flush=True)
@@ -163,12 +167,13 @@ class Daemon:
                                            only_from=("running",))
 
     def schedule(self) -> None:
-        spent = self.budget.exhausted()
-        if spent != self._spent_said:  # say it once when it changes, not every poll
-            self.say(spent or "fleet budget available again")
-            self._spent_said = spent
-        if spent:
-            return  # no new work starts while the fleet budget is spent
+        self.sweep_worktrees()
+        held = self.budget.exhausted() or disk_floor(self.project)
+        if held != self._held_said:  # say it once when it changes, not every poll
+            self.say(held or "new runs may start again")
+            self._held_said = held
+        if held:
+            return  # no new work starts while the fleet budget is spent or the disk is too full
         for run in self.store.runs(statuses=("paused",)):
             if len(self.live) >= self.max_parallel:
                 return
@@ -188,6 +193,27 @@ class Daemon:
             if self.store.claim_task(task.id):
                 self.say(f"starting task {task.id}: {task.title}")
                 self._spawn(task.id, lambda r, t=self.store.task(task.id): r.run_task(t))
+
+    def sweep_worktrees(self, every: float = 30.0) -> None:
+        """Now and then, remove in the background the worktrees of runs that ended `remove_after_seconds` ago."""
+        if self._sweep is not None and not self._sweep.done() or time.monotonic() < self._next_sweep:
+            return
+        delay = self.project.config.workspace.remove_after_seconds
+        self._next_sweep = time.monotonic() + max(1.0, min(every, delay if delay is not None else every))
+        expired = expired_worktrees(self.project)
+        if not expired:
+            return
+
+        def remove() -> None:
+            for run in expired:
+                try:
+                    with GIT_LOCK:
+                        freed = remove_worktree(self.project, run)
+                    self.say(f"removed the worktree of run {run.id} ({freed / 1e6:.1f} MB; it ended "
+                             f"{(time.time() - (run.ended_at or 0)) / 60:.0f} min ago)")
+                except WorkspaceError as e:
+                    self.say(f"could not remove the worktree of run {run.id}: {e}")
+        self._sweep = asyncio.ensure_future(asyncio.to_thread(remove))
 
     def _dependencies(self, task: Task) -> str:
         waiting = False

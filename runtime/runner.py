@@ -76,13 +76,13 @@ def make_adapter(config: Config, *, start_at: int = 0) -> ModelAdapter:
 # The runs of one process share the repository: worktrees are added and target branches moved one at a
 # time (git's own lock files would make the losers fail). Another process moving the branch in between
 # is retried.
-_GIT_LOCK = threading.Lock()
+GIT_LOCK = threading.Lock()
 MERGE_ATTEMPTS = 3
 
 
 def _locked(fn):
     def call(*args, **kwargs):
-        with _GIT_LOCK:
+        with GIT_LOCK:
             return fn(*args, **kwargs)
     return call
 
@@ -90,12 +90,12 @@ def _locked(fn):
 def _merge(ws: Workspace, target: str, message: str):
     for _ in range(MERGE_ATTEMPTS - 1):
         try:
-            with _GIT_LOCK:
+            with GIT_LOCK:
                 return ws.squash_merge(target, message)
         except WorkspaceError as e:
             if "moved while merging" not in str(e):
                 raise
-    with _GIT_LOCK:
+    with GIT_LOCK:
         return ws.squash_merge(target, message)
 
 

@@ -1,0 +1,50 @@
+"""Worktree hygiene: removing finished runs' worktrees (`loopwright gc`, and the daemon after a delay) and the
+free-disk floor below which no new run starts."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from ..memory.store import RUN_FINAL, Run
+from ..workspaces.git import Workspace
+from .project import Project
+
+
+def disk_floor(project: Project) -> str | None:
+    """Why no new run may start for lack of disk, or None."""
+    floor_mb = project.config.workspace.min_free_disk_mb
+    where = project.worktrees if project.worktrees.exists() else project.root
+    free_mb = shutil.disk_usage(where).free / 1e6
+    if free_mb >= floor_mb:
+        return None
+    return (f"free disk {free_mb:,.0f} MB is below the floor of {floor_mb:,.0f} MB (workspace.min_free_disk_mb): "
+            f"no new run starts; free space or run `loopwright gc`")
+
+
+def finished_worktrees(project: Project, *, ended_before: float | None = None) -> list[Run]:
+    """Finished runs whose worktree still exists and no unfinished run shares (loop-until-done attempts do)."""
+    runs = project.store.runs()
+    in_use = {r.worktree for r in runs if r.status not in RUN_FINAL}
+    return [r for r in runs if r.status in RUN_FINAL and r.worktree not in in_use and Path(r.worktree).exists()
+            and (ended_before is None or (r.ended_at or 0) < ended_before)]
+
+
+def deletes_branch(project: Project, run: Run) -> bool:
+    policy = project.config.gc_keep_branches
+    return policy == "none" or (policy == "unmerged" and bool(run.merge_commit))
+
+
+def remove_worktree(project: Project, run: Run) -> int:
+    """Remove the run's worktree (and its branch, as `gc_keep_branches` says); the bytes freed."""
+    ws = Workspace.open(project.root, run.id, Path(run.worktree), run.branch, run.base_commit)
+    return ws.remove(delete_branch=deletes_branch(project, run))
+
+
+def expired_worktrees(project: Project, now: float | None = None) -> list[Run]:
+    """What the daemon removes now: worktrees of runs that ended more than `workspace.remove_after_seconds` ago."""
+    delay = project.config.workspace.remove_after_seconds
+    if delay is None:
+        return []
+    return finished_worktrees(project, ended_before=(time.time() if now is None else now) - delay)
