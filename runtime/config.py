@@ -106,7 +106,7 @@ class WorkspaceConfig(_Section):
     setup_timeout: float = Field(default=600.0, gt=0)
     remove_after_seconds: float | None = Field(default=24 * 3600, ge=0,
                                                description="the daemon removes finished runs' worktrees this long "
-                                                           "after they end (their branches stay); unset: never")
+                                                           "after they end (branches as gc_keep_branches says)")
     min_free_disk_mb: float = Field(default=1024, ge=0, description="no new run starts below this much free disk")
 
 
@@ -325,7 +325,7 @@ CONFIG_TEMPLATE = """\
 # [workspace]
 # copy_files = [".env"]           # copied into every new worktree, never committed
 # setup_command = "pip install -e ."
-# remove_after_seconds = 86400    # the daemon removes finished runs' worktrees after this (branches stay)
+# remove_after_seconds = 86400    # the daemon removes finished runs' worktrees after this (see gc_keep_branches)
 # min_free_disk_mb = 1024         # no new run starts below this much free disk
 
 # [quota]                         # 429/quota errors close one gate per provider+model for every run
