@@ -111,15 +111,28 @@ class Daemon:
         printer = ProgressPrinter(self.store)
         self.store.listeners.append(lambda run_id, e: self._log_event(printer, run_id, e))
         self.say(f"daemon {os.getpid()} serving {self.project.root} (max_parallel {self.max_parallel})")
+        from .inbox import Inbox
+        from .notify import Notifier
+
+        inbox = Inbox(self.project, self.say) if self.project.config.inbox.enabled else None
+        notifier = Notifier(self.project, self.say)  # its baseline: the tasks as they are before recovery
         try:
             self.recover()
+            if inbox is not None:
+                inbox.start()
             while not self.stopping.is_set():
                 self.obey_commands()
+                if inbox is not None:
+                    inbox.drain()
                 self.schedule()
+                notifier.poll()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), self.poll_interval)
             await self.shutdown()
+            await notifier.aclose()
         finally:
+            if inbox is not None:
+                inbox.stop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             lock.release()

@@ -63,6 +63,7 @@ def init_project(cwd: Path) -> tuple[Path, bool]:
     created = not d.exists()
     (d / "worktrees").mkdir(parents=True, exist_ok=True)
     (d / "logs").mkdir(exist_ok=True)
+    (d / "inbox").mkdir(exist_ok=True)  # drop task files here for the daemon
     cfg = d / "config.toml"
     if not cfg.exists():
         cfg.write_text(CONFIG_TEMPLATE)
