@@ -126,6 +126,14 @@ class NotifyConfig(_Section):
     timeout: float = Field(default=30.0, gt=0)
 
 
+class SkillsConfig(_Section):
+    """Which installed skills an agent sees (names and descriptions only; `use_skill` loads one)."""
+
+    select: str = Field(default="all", description="all | auto (the most relevant to the task) | none | a,b,c")
+    catalog_tokens: int = Field(default=2000, ge=0, description="budget for the catalog in the system prompt")
+    auto_count: int = Field(default=12, ge=1, description="how many skills `auto` picks")
+
+
 class InboxConfig(_Section):
     enabled: bool = True
     settle_seconds: float = Field(default=0.5, ge=0, description="a file must be unchanged this long to be read")
@@ -166,6 +174,7 @@ class Config(_Section):
     quota: QuotaConfig = Field(default_factory=QuotaConfig)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     inbox: InboxConfig = Field(default_factory=InboxConfig)
+    skills: SkillsConfig = Field(default_factory=SkillsConfig)
     models: dict[str, ModelInfo] = Field(default_factory=dict)
 
     def model_info(self) -> ModelInfo:
@@ -336,6 +345,11 @@ CONFIG_TEMPLATE = """\
 # command = "~/bin/on-loopwright-event"   # gets the event as JSON on stdin
 # bell = true                     # ring the terminal bell
 # desktop = true                  # notify-send, when installed
+# timeout = 30                    # seconds before a hook is killed
+
+# [skills]                        # installed skills: `loopwright skills list`
+# select = "all"                  # all | auto (most relevant to each task) | none | "name,other-name"
+# catalog_tokens = 2000           # names + descriptions in the system prompt stay within this
 
 # [inbox]                         # .loopwright/inbox/*.md become tasks (YAML front matter = post options)
 # enabled = true
