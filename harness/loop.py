@@ -63,6 +63,7 @@ class LoopSettings:
     tool_context: dict = field(default_factory=dict)  # extra ToolContext fields (timeouts, caps, env)
     fleet: FleetGate | None = None
     quota_gate: QuotaGate | None = None  # the fleet's rate-limit gate for this provider and model
+    turn_notices: Callable[[str], list[str]] | None = None  # news for the agent at each turn (skills changed)
 
 
 class FleetGate(Protocol):
@@ -261,6 +262,8 @@ class AgentLoop:
                     self._add_message(Message(role="user", content=blocks))
                 return verdict
         notices, stopped = await self._take_commands()
+        if self.settings.turn_notices is not None:
+            notices += self.settings.turn_notices(self.run_id)
         blocks += [TextBlock(text=t) for t in notices]
         self._add_message(Message(role="user", content=blocks))
         if stopped is not None:

@@ -57,6 +57,10 @@ class ToolContext:
     shell_timeout: float = 120.0
     max_shell_timeout: float = 1800.0
     output_cap: int = 30_000
+    read_roots: tuple[Path, ...] = ()  # folders outside the worktree that read_file may read (skills)
+    allowed_tools: frozenset[str] | None = None  # while a skill with `allowed-tools` is active
+    active_skill: str | None = None
+    skills: Any = None  # what `use_skill` looks skills up in (skills.tool.SkillShelf)
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,20 @@ def resolve_in(worktree: Path, path: str) -> Path:
     if ".git" in target.relative_to(root).parts:
         raise ToolError(f"path is inside .git, which tools do not touch: {path} (use git through the shell)")
     return target
+
+
+def resolve_readable(ctx: ToolContext, path: str) -> Path:
+    """Like `resolve_in`, but an absolute path inside one of the run's read-only roots (a skill's folder) is allowed."""
+    if ctx.read_roots and os.path.isabs(path):
+        try:
+            target = Path(path).resolve()
+        except (RuntimeError, OSError, ValueError):
+            target = None
+        if target is not None:
+            for root in ctx.read_roots:
+                if target == root or root in target.parents:
+                    return target
+    return resolve_in(ctx.worktree, path)
 
 
 def _stays_inside(root: Path, p: Path) -> bool:
@@ -412,7 +430,7 @@ class ReadFile(_FileTool):
                    "is shown as far as the output limit allows, with the offset to continue from.")
 
     def work(self, a: ReadFileArgs, ctx: ToolContext) -> ToolOutcome:
-        p = resolve_in(ctx.worktree, a.path)
+        p = resolve_readable(ctx, a.path)
         if p.is_dir():
             raise ToolError(f"{a.path} is a directory; use list_files")
         if not p.exists():
@@ -621,6 +639,9 @@ STANDARD_TOOLS: tuple[type[Tool], ...] = (Shell, ReadFile, WriteFile, EditFile, 
                                           CheckpointTool, Finish)
 
 
+ALWAYS_ALLOWED = frozenset({"use_skill", "finish", "scratchpad", "checkpoint"})
+
+
 def _describe_validation(e: ValidationError) -> str:
     problems = []
     for err in e.errors()[:3]:
@@ -655,6 +676,10 @@ class Toolbox:
         tool = self.tools.get(call.name)
         if tool is None:
             return ToolOutcome(f"unknown tool '{call.name}'; the tools are: {', '.join(self.tools)}", is_error=True)
+        if ctx.allowed_tools is not None and call.name not in ctx.allowed_tools | ALWAYS_ALLOWED:
+            return ToolOutcome(f"{call.name} is not allowed while skill '{ctx.active_skill}' is active (its "
+                               f"allowed-tools: {', '.join(sorted(ctx.allowed_tools)) or 'none'}); call use_skill "
+                               f"with another skill, or name 'none' to leave it", is_error=True)
         if call.parse_error:
             return ToolOutcome(f"{call.name}: arguments were not valid JSON: {call.parse_error}", is_error=True)
         try:

@@ -130,9 +130,27 @@ class Notice(_Event):
     text: str
 
 
+class SkillsChanged(_Event):
+    """Installed skills changed while the run was going (hot reload); the agent was told at its next turn."""
+
+    type: Literal["skills_changed"] = "skills_changed"
+    added: list[str] = []
+    removed: list[str] = []
+    updated: list[str] = []
+
+
+class SkillsLeftOut(_Event):
+    """Skills that did not fit the catalog's token budget in the system prompt."""
+
+    type: Literal["skills_left_out"] = "skills_left_out"
+    names: list[str]
+    budget_tokens: int
+
+
 Event = Annotated[
     RunStarted | ConversationReset | MessageAdded | ModelCalled | Retrying | ToolStarted | ToolFinished
-    | CheckpointMade | RolledBack | Compacted | CheckRan | Merged | MergeConflict | StatusChanged | Notice,
+    | CheckpointMade | RolledBack | Compacted | CheckRan | Merged | MergeConflict | StatusChanged | Notice
+    | SkillsChanged | SkillsLeftOut,
     Field(discriminator="type"),
 ]
 

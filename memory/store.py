@@ -88,6 +88,9 @@ MIGRATIONS: list[list[str]] = [
             key TEXT PRIMARY KEY, kind TEXT NOT NULL, payload TEXT NOT NULL, created_at REAL NOT NULL,
             status TEXT NOT NULL DEFAULT 'pending', result TEXT NOT NULL DEFAULT '')""",
     ],
+    [  # 5: skills switched off for this project
+        "CREATE TABLE disabled_skills (name TEXT PRIMARY KEY, disabled_at REAL NOT NULL)",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -320,6 +323,18 @@ class Store:
         return [_row(Task, r, ("options",)) for r in self.conn.execute(
             "SELECT t.* FROM tasks t JOIN task_deps d ON d.depends_on = t.id WHERE d.task_id = ? ORDER BY t.id",
             (task_id,))]
+
+    # -- skills --------------------------------------------------------------------------------
+
+    def disabled_skills(self) -> set[str]:
+        return {r[0] for r in self.conn.execute("SELECT name FROM disabled_skills")}
+
+    def set_skill_enabled(self, name: str, enabled: bool) -> None:
+        if enabled:
+            self.conn.execute("DELETE FROM disabled_skills WHERE name = ?", (name,))
+        else:
+            self.conn.execute("INSERT OR IGNORE INTO disabled_skills (name, disabled_at) VALUES (?, ?)",
+                              (name, time.time()))
 
     # -- runs --------------------------------------------------------------------------------
 

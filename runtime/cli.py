@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 
 from ..harness.models import ModelError
 from ..memory.store import StoreError
+from ..skills.catalog import SkillError
 from ..workspaces.git import WorkspaceError, tree_bytes
 from .config import ConfigError
 from .daemon import DaemonError
@@ -33,7 +34,7 @@ from .project import Project, ProjectError, init_project, open_project
 from .hygiene import disk_floor
 from .quota import closed_gates
 
-USER_ERRORS = (ConfigError, ProjectError, StoreError, WorkspaceError, ModelError, DaemonError, PostError)
+USER_ERRORS = (ConfigError, ProjectError, StoreError, WorkspaceError, ModelError, DaemonError, PostError, SkillError)
 
 
 class UsageError(Exception):
@@ -528,6 +529,10 @@ def build_parser() -> Parser:
     sp = add("demo", cmd_demo, "run the offline demo (scripted model, no API key) in a temporary repository")
     sp.add_argument("--via", choices=["scripted", "anthropic", "openai", "openai-responses"], default="scripted",
                     help="scripted: in-process; others: the real SDK against the loopback server")
+
+    from ..skills.commands import add_parsers as add_skill_parsers
+
+    add_skill_parsers(sub, add)
 
     sp = add("loopback", cmd_loopback, "serve a script over the Anthropic/OpenAI wire formats on 127.0.0.1",
              json_flag=False)

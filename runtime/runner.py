@@ -18,9 +18,11 @@ from ..harness.loop import AgentLoop, FinishVerdict, LoopOutcome, LoopSettings, 
 from ..harness.models import ModelAdapter
 from ..harness.script import Script
 from ..harness.scripted import ScriptedModel
-from ..harness.tools import Toolbox, run_command
-from ..memory.events import CheckRan, Merged, MergeConflict, RolledBack, RunStarted
+from ..harness.tools import STANDARD_TOOLS, Toolbox, run_command
+from ..memory.events import CheckRan, Merged, MergeConflict, RolledBack, RunStarted, SkillsChanged, SkillsLeftOut
 from ..memory.store import RUN_FINAL, Run, StoreError, Task, new_run_id
+from ..skills.catalog import Catalog, Entry, SkillError, discover
+from ..skills.tool import WATCHER, SkillShelf, UseSkill
 from ..workspaces.git import Workspace, WorkspaceError, current_branch
 from .budget import FleetBudget
 from .config import Config
@@ -215,10 +217,53 @@ class Runner:
 
     # -- the loop and what decides it is done -----------------------------------------------------
 
+    def _skills(self, task: Task, config: Config) -> SkillShelf | None:
+        """The skills this task's agent sees: the config's or the task's choice (all, auto, none or names)."""
+        choice = (task.options.get("skills") or config.skills.select).strip()
+        if choice == "none":
+            return None
+        root, store = self.project.root, self.store
+        WATCHER.watch(root)
+
+        def select(catalog: Catalog) -> list[Entry]:
+            if choice == "all":
+                return catalog.entries
+            if choice == "auto":
+                hits = catalog.search(f"{task.title} {task.goal}", limit=config.skills.auto_count)
+                return [e for score, e in hits if score > 0]
+            chosen = []
+            for ref in (r.strip() for r in choice.split(",") if r.strip()):
+                try:
+                    chosen.append(catalog.get(ref))
+                except SkillError:
+                    continue  # said at post time; a skill removed since is left out
+            return chosen
+        shelf = SkillShelf(lambda: discover(root, disabled=store.disabled_skills()), config.skills.catalog_tokens,
+                           select)
+        return shelf if shelf.entries else None
+
+    def _skill_news(self, shelf: SkillShelf):
+        def news(run_id: str) -> list[str]:
+            changed = shelf.changes()
+            if changed is None:
+                return []
+            self.store.append(run_id, SkillsChanged(added=changed[0], removed=changed[1], updated=changed[2]))
+            return [shelf.news(*changed)]
+        return news
+
     def _loop(self, run: Run, task: Task, ws: Workspace, adapter: ModelAdapter, config: Config | None = None) -> AgentLoop:
         config = config or self.project.config
+        shelf = self._skills(task, config)
+        system_prompt, toolbox, skill_context = SYSTEM_PROMPT, Toolbox(), {}
+        if shelf is not None:
+            text, left_out = shelf.prompt()
+            if left_out:
+                self.store.append(run.id, SkillsLeftOut(names=left_out, budget_tokens=config.skills.catalog_tokens))
+            system_prompt += text
+            toolbox = Toolbox([cls() for cls in STANDARD_TOOLS] + [UseSkill()])
+            skill_context = {"skills": shelf, "read_roots": shelf.roots}
         settings = LoopSettings(
-            system_prompt=SYSTEM_PROMPT, task_text=task_text(task, task.check_cmd) + self._progress(task, run),
+            system_prompt=system_prompt, task_text=task_text(task, task.check_cmd) + self._progress(task, run),
             max_output_tokens=config.max_output_tokens, model_info=config.model_info(), budget=config.budget,
             retry=config.retry.policy(), compact_at=config.context.compact_at, keep_recent=config.context.keep_recent,
             fleet=FleetBudget(self.store, config.fleet),
@@ -227,12 +272,13 @@ class Runner:
                 config.retry.policy()),
             tool_context={"shell_timeout": config.tools.shell_timeout, "max_shell_timeout": config.tools.max_shell_timeout,
                           "output_cap": config.tools.output_cap,
-                          "env": {"LOOPWRIGHT_RUN_ID": run.id, "LOOPWRIGHT_TASK_ID": str(task.id)}})
+                          "env": {"LOOPWRIGHT_RUN_ID": run.id, "LOOPWRIGHT_TASK_ID": str(task.id)}, **skill_context},
+            turn_notices=self._skill_news(shelf) if shelf is not None else None)
 
         async def on_finish(summary: str) -> FinishVerdict:
             return await self._accept(run, task, ws, config)
 
-        self.loop = AgentLoop(store=self.store, run_id=run.id, adapter=adapter, toolbox=Toolbox(), workspace=ws,
+        self.loop = AgentLoop(store=self.store, run_id=run.id, adapter=adapter, toolbox=toolbox, workspace=ws,
                               settings=settings, on_finish=on_finish, stop=self.stop)
         return self.loop
 

@@ -1,0 +1,195 @@
+"""`loopwright skills ...` and `loopwright trust`: what is installed, where from, and whether it is sound."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .catalog import Catalog, SkillError, discover, is_trusted, set_trust
+from .format import is_valid, validate_skill
+
+
+def _project_root() -> Path | None:
+    """The repository around the current folder; None outside one (then only user and bundled skills count)."""
+    from ..runtime.project import _top
+
+    try:
+        return _top(Path.cwd())
+    except Exception:  # noqa: BLE001 — not a git repository
+        return None
+
+
+def _disabled(root: Path | None) -> set[str]:
+    if root is None or not (root / ".loopwright" / "state.db").exists():
+        return set()
+    from ..memory.store import Store
+
+    return Store(root / ".loopwright" / "state.db").disabled_skills()
+
+
+def _catalog() -> tuple[Catalog, Path | None]:
+    root = _project_root()
+    return discover(root, disabled=_disabled(root)), root
+
+
+def _print(data) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _row(e, status: str = "enabled") -> dict:
+    return {"name": e.name, "ref": e.ref, "scope": e.scope, "pack": e.pack, "status": status,
+            "description": e.skill.description, "path": str(e.skill.path)}
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    cat, _ = _catalog()
+    rows = ([_row(e) for e in cat.entries] + [_row(e, "disabled") for e in cat.disabled]
+            + [_row(e, "shadowed") for e in cat.shadowed])
+    if args.json:
+        _print(rows)
+        return 0
+    if not rows:
+        print("no skills installed (install some with `loopwright skills install <path|git-url|archive>`)")
+    for r in rows:
+        flag = "" if r["status"] == "enabled" else f" [{r['status']}]"
+        print(f"{r['ref']:<32} {r['scope']:<8} {' '.join(r['description'].split())[:80]}{flag}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    cat, _ = _catalog()
+    e = cat.get(args.name)
+    s = e.skill
+    data = {**_row(e, "disabled" if e in cat.disabled else "enabled"), "license": s.license,
+            "compatibility": s.compatibility, "metadata": s.metadata, "allowed_tools": s.allowed_tools,
+            "files": s.files()}
+    if args.json:
+        _print({**data, "body": s.body()})
+        return 0
+    print(f"{e.ref} ({e.scope}) — {s.path}")
+    print(" ".join(s.description.split()))
+    for key in ("license", "compatibility", "allowed_tools"):
+        if data[key]:
+            print(f"{key.replace('_', '-')}: {data[key]}")
+    print(f"files: {', '.join(data['files']) or '(only SKILL.md)'}")
+    print()
+    print(s.body().strip())
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    cat, _ = _catalog()
+    hits = cat.search(args.query, limit=args.limit)
+    if args.json:
+        _print([{"score": score, **_row(e)} for score, e in hits])
+        return 0
+    if not hits:
+        print(f"no skill matches {args.query!r}")
+    for score, e in hits:
+        print(f"{score:6.2f}  {e.ref:<32} {' '.join(e.skill.description.split())[:80]}")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    cat, root = _catalog()
+    diags = cat.diagnostics
+    if args.json:
+        _print({"skills": len(cat.entries), "diagnostics": [d.__dict__ for d in diags],
+                "trusted": bool(root and is_trusted(root))})
+        return 0
+    print(f"{len(cat.entries)} skill(s) available, {len(cat.disabled)} disabled, {len(cat.shadowed)} shadowed")
+    for d in diags:
+        print(str(d))
+    if not diags:
+        print("no problems found")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Strict validation of one skill folder, or of every skill under a folder. Exit 1 on any error."""
+    from .catalog import skill_folders
+    from .format import SKILL_FILE
+
+    path = Path(args.path)
+    if not path.exists():
+        raise SkillError(f"no such folder: {path}")
+    if path.is_file() and path.name == SKILL_FILE:
+        path = path.parent
+    folders = [path] if (path / SKILL_FILE).is_file() else skill_folders(path)[0]
+    if not folders:
+        raise SkillError(f"no {SKILL_FILE} under {path} (a skill is a folder holding {SKILL_FILE})")
+    results = {str(f): validate_skill(f) for f in folders}
+    bad = [f for f, d in results.items() if not is_valid(d)]
+    warned = [f for f, d in results.items() if d and is_valid(d)]
+    if args.json:
+        _print({f: [d.__dict__ for d in ds] for f, ds in results.items()})
+    else:
+        for f, ds in results.items():
+            print(f"{'FAIL' if f in bad else 'ok  '} {f}")
+            for d in ds:
+                print(f"     {d.level}: {d.message}")
+        print(f"{len(folders)} skill(s): {len(bad)} invalid, {len(warned)} with warnings")
+    if bad:
+        return 1
+    return 3 if args.strict_warnings and warned else 0
+
+
+def cmd_enable(args: argparse.Namespace) -> int:
+    from ..runtime.project import open_project
+
+    cat, _ = _catalog()
+    entry = cat.get(args.name)
+    project = open_project(Path.cwd())
+    enabled = args.skills_command == "enable"
+    project.store.set_skill_enabled(entry.name, enabled)
+    if args.json:
+        _print({"name": entry.name, "enabled": enabled})
+    else:
+        print(f"skill {entry.name} {'enabled' if enabled else 'disabled'} for {project.root}")
+    return 0
+
+
+def cmd_trust(args: argparse.Namespace) -> int:
+    root = _project_root()
+    if root is None:
+        raise SkillError("not inside a git repository: trust is given to a repository's own skills")
+    set_trust(root, not args.revoke)
+    found = [d for d in (".loopwright/skills", ".agents/skills", ".claude/skills") if (root / d).is_dir()]
+    if args.json:
+        _print({"project": str(root), "trusted": not args.revoke, "skill_folders": found})
+    elif args.revoke:
+        print(f"{root}: its own skills are no longer loaded")
+    else:
+        print(f"{root}: trusted; its skills in {', '.join(found) or '(no skill folders yet)'} are loaded")
+    return 0
+
+
+def add_parsers(sub, add) -> None:
+    """Register `skills ...` and `trust` on the main parser (`add(name, func, help)` makes a subparser)."""
+    sp = add("trust", cmd_trust, "let this repository's own skills (.claude/skills, ...) into agents' prompts")
+    sp.add_argument("--revoke", action="store_true", help="stop loading them")
+
+    skills = add("skills", None, "installed skills: list, show, search, validate, doctor, enable, disable",
+                 json_flag=False)
+    inner = skills.add_subparsers(dest="skills_command", metavar="ACTION", parser_class=type(skills))
+    skills.set_defaults(func=lambda a: (skills.print_help(), 2)[1])
+
+    def action(name: str, func, help: str):
+        p = inner.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        return p
+
+    action("list", cmd_list, "every skill agents can use, with its scope; disabled and shadowed ones marked")
+    action("show", cmd_show, "one skill: its front matter, files and instructions").add_argument("name")
+    p = action("search", cmd_search, "skills ranked by relevance to a query over names and descriptions")
+    p.add_argument("query")
+    p.add_argument("--limit", type=int, default=10)
+    action("doctor", cmd_doctor, "problems found while loading skills (skipped files, collisions, trust)")
+    p = action("validate", cmd_validate, "strict check of a skill folder against the Agent Skills specification "
+                                         "(exit 1 when invalid)")
+    p.add_argument("path")
+    p.add_argument("--strict-warnings", action="store_true", help="exit 3 when there are warnings")
+    action("enable", cmd_enable, "let agents of this project use a skill").add_argument("name")
+    action("disable", cmd_enable, "hide a skill from agents of this project").add_argument("name")
