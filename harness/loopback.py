@@ -22,9 +22,13 @@ turn whose number is the count of assistant turns already in its
 conversation, so any number of concurrent runs replay one script (faults are
 not allowed then); `latency` delays every answer. `rate_limit(seconds)` starts
 a quota storm: every request is refused with 429 until it ends, carrying the
-provider's rate-limit reset headers (and `retry-after` only when asked). Use it as a context manager in tests, or
-`loopwright loopback --script FILE` to point your own client at it. It is not a
-model and says so.
+provider's rate-limit reset headers (and `retry-after` only when asked).
+`request_log` (`--log-requests FILE`) appends one JSON line per request as it
+arrives, before any latency: `at` (unix time), `path`, `turn` (assistant turns
+already in its conversation) and `head` (the first 80 characters of its first
+user message), so another process (a benchmark) sees when each conversation
+called. Use it as a context manager in tests, or `loopwright loopback --script
+FILE` to point your own client at it. It is not a model and says so.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ class LoopbackServer:
     """Serve a script on 127.0.0.1 in a background thread."""
 
     def __init__(self, script: Script, host: str = "127.0.0.1", port: int = 0, *, per_conversation: bool = False,
-                 latency: float = 0.0, keep_bodies: bool = True):
+                 latency: float = 0.0, keep_bodies: bool = True, request_log: str | None = None):
         self.entries: list[Fault | ScriptTurn] = list(script.turns)
         if per_conversation and any(isinstance(e, Fault) for e in self.entries):
             raise ScriptError("a per-conversation script cannot hold faults (use rate_limit() for a quota storm)")
@@ -60,6 +64,8 @@ class LoopbackServer:
         self._storm_until = 0.0
         self._storm_retry_after = False
         self._lock = threading.Lock()
+        # line-buffered, so a reader sees each request at once; closed by stop() (or main())
+        self._log = open(request_log, "a", buffering=1) if request_log else None  # noqa: SIM115
         self._next = 0
         self._turns_served = 0
         handler = type("Handler", (_Handler,), {"loopback": self})
@@ -93,6 +99,16 @@ class LoopbackServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        if self._log is not None:
+            self._log.close()
+
+    def log_request(self, path: str, fmt: str | None, body: dict, at: float) -> None:
+        if self._log is None:
+            return
+        line = {"at": at, "path": path, "turn": assistant_turns(fmt, body) if fmt else None,
+                "head": first_user_text(fmt, body)[:80] if fmt else ""}
+        with self._lock:
+            self._log.write(json.dumps(line) + "\n")
 
     def __enter__(self) -> Self:
         return self.start()
@@ -155,7 +171,9 @@ class _Handler(BaseHTTPRequestHandler):
         except json.JSONDecodeError:
             body = {}
         server = self.loopback
-        server.requests.append({"path": path, "body": body if server.keep_bodies else None, "at": time.time()})
+        at = time.time()
+        server.requests.append({"path": path, "body": body if server.keep_bodies else None, "at": at})
+        server.log_request(path, fmt, body, at)
         if fmt is None:
             return self._send(404, {"error": {"type": "not_found_error", "message": f"loopback: no endpoint {path}"}})
         if server.latency and not self._linger(server.latency):
@@ -294,6 +312,19 @@ def assistant_turns(fmt: str, body: dict) -> int:
     return turns
 
 
+def first_user_text(fmt: str, body: dict) -> str:
+    """The text of the conversation's first user message (names the conversation, e.g. its task)."""
+    items = body.get("messages") if fmt in ("anthropic", "chat") else body.get("input")
+    if isinstance(items, str):
+        return items
+    for m in items if isinstance(items, list) else []:
+        if m.get("role") == "user":
+            content = m.get("content") or ""
+            return content if isinstance(content, str) else " ".join(
+                c.get("text", "") for c in content if isinstance(c, dict) and isinstance(c.get("text"), str))
+    return ""
+
+
 def last_user_text(fmt: str, body: dict) -> str:
     """The text of what the client sent since the assistant's last turn: tool results and user text."""
     parts: list[str] = []
@@ -385,10 +416,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-conversation", action="store_true",
                     help="answer each conversation from its own position in the script (many runs at once)")
     ap.add_argument("--latency", type=float, default=0.0, help="seconds to wait before every answer")
+    ap.add_argument("--log-requests", metavar="FILE",
+                    help="append one JSON line per request as it arrives: at, path, turn, head")
     args = ap.parse_args(argv)
     try:
         server = LoopbackServer(Script.load(args.script), port=args.port, per_conversation=args.per_conversation,
-                                latency=args.latency)
+                                latency=args.latency, request_log=args.log_requests)
     except (ScriptError, OSError) as e:  # a bad script file, or the port is taken
         print(f"loopback: {e}", file=sys.stderr)
         return 2
@@ -402,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         server.httpd.server_close()
+        if server._log is not None:
+            server._log.close()
     return 0
 
 

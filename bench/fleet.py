@@ -1,0 +1,670 @@
+"""The fleet: parallel scaling, memory per idle agent and crash recovery of `loopwright serve`, measured in one run.
+
+Every figure goes through the product's own path: a temporary git repository, `loopwright init`, a config
+with provider "anthropic" (the real SDK over HTTP, a fake key from ANTHROPIC_API_KEY) whose base_url points
+at the loopback server running as its own process (`python -m loopwright.harness.loopback --per-conversation
+--latency S --log-requests F`: it does not share the daemon's GIL, as a remote provider would not), tasks
+posted with check `true` (runtime.posting, what `loopwright post` does), and `loopwright serve --max-parallel
+N` as a subprocess. Timings come from the store (events, runs) and the loopback's request log.
+
+1. Parallel scaling: N agents x 10 turns, 1 s per model call. The ideal: all N finish in 10 x 1 s, so
+   throughput / ideal = 10 s / wall. Goal >= 0.9 at 64 and at 128 agents.
+2. Memory: the daemon's VmRSS idle and with N agents waiting on a model call (latency 60 s); per agent =
+   delta / N. Goal <= 5 MB.
+3. Recovery: kill -9 the daemon while 32 runs are active, start it again, time until every run's next model
+   request reached the server. Goal <= 3 s.
+
+No assertions on timings: it prints what it measured, with the goals beside it.
+
+    python -m loopwright.bench.fleet [--quick] [--agents 1 8 32 64 128] [--rss-agents 64] [--recovery-agents 32]
+                                     [--profile DIR] [--keep]
+
+`--profile DIR` runs the daemon of the largest scaling step under cProfile (DIR/daemon-N.prof) and the RSS
+daemon under tracemalloc (top allocation sites per agent are printed). It slows the daemon: its figures are
+then for finding where time and memory go, not for the headline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TURNS = 10
+LATENCY = 1.0
+IDLE_LATENCY = 60.0
+API_KEY = "sk-bench-not-a-key"
+MODEL = "claude-sonnet-4-6"  # in the price table: the run is costed like a real one
+TERMINAL = ("succeeded", "failed", "needs_review", "cancelled", "killed", "budget_exceeded")
+TASK_HEAD = re.compile(r"# Task (\d+):")
+
+FILES = {
+    "README.md": "# calc\n\nA tiny calculator used by the fleet benchmark.\n",
+    "src/calc.py": "def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return a * b\n",
+    "src/util.py": "def clamp(x, lo, hi):\n    return max(lo, min(x, hi))\n",
+    "tests/test_calc.py": "from src.calc import add, mul\n\n\ndef test_add():\n    assert add(2, 3) == 5\n\n\n"
+                          "def test_mul():\n    assert mul(2, 3) == 6\n",
+    "docs/design.md": "# Design\n\nOne module per concern.\n",
+}
+
+
+def _call(name: str, **arguments) -> dict:
+    return {"name": name, "arguments": arguments}
+
+
+# Ten turns of cheap, realistic tool calls (what a coding agent does first on a small task). Turns 6 and 7 change
+# files, so the loop checkpoints after them; turn 8's shell step makes the loop check for changes too.
+SCRIPT_TURNS: list[tuple[str, list[dict]]] = [
+    ("Looking at the repository.", [_call("list_files")]),
+    ("Reading the README and noting the plan.", [
+        _call("read_file", path="README.md"),
+        _call("scratchpad", action="append", text="plan: read calc, add sub(), note it in docs")]),
+    ("Reading the module.", [_call("read_file", path="src/calc.py")]),
+    ("Finding the functions.", [_call("grep", pattern=r"^def ", path="src")]),
+    ("Reading the tests.", [_call("read_file", path="tests/test_calc.py")]),
+    ("Writing the design note.", [_call("write_file", path="docs/sub.md", content="# sub\n\nsub(a, b) = a - b\n")]),
+    ("Adding sub().", [_call("edit_file", path="src/calc.py", old="def mul(a, b):",
+                             new="def sub(a, b):\n    return a - b\n\n\ndef mul(a, b):")]),
+    ("Checking the change.", [_call("shell", command="git status --short && git diff --stat")]),
+    ("Re-reading my notes.", [_call("scratchpad", action="read"), _call("read_file", path="src/calc.py")]),
+    ("Done.", [_call("finish", summary="added sub() and a design note")]),
+]
+SCRIPT_SAYS = ("list_files; read_file README + scratchpad append; read_file; grep; read_file; write_file (checkpoint); "
+               "edit_file (checkpoint); shell `git status && git diff --stat`; scratchpad read + read_file; finish "
+               "-> check `true` -> squash-merge")
+USAGE = {"input_tokens": 2500, "output_tokens": 120}  # ~$0.009 a turn at claude-sonnet-4-6 prices
+
+
+def write_script(path: Path) -> Path:
+    turns = [{"text": text, "tool_calls": calls, "usage": USAGE} for text, calls in SCRIPT_TURNS]
+    assert len(turns) == TURNS
+    path.write_text(json.dumps({"turns": turns}))
+    return path
+
+
+# -- processes --------------------------------------------------------------------------------------
+
+
+def bench_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPWRIGHT_")}
+    env["ANTHROPIC_API_KEY"] = API_KEY
+    return env
+
+
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """utime + stime of a live process (or of its children it has reaped: git, shells), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    first = 13 if children else 11
+    return (int(fields[first]) + int(fields[first + 1])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - idle) / hz, sum(ticks) / hz
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        k, _, v = line.partition(":")
+        out[k] = v.strip()
+    return out
+
+
+def rss_mb(pid: int) -> float:
+    return int(proc_status(pid)["VmRSS"].split()[0]) / 1024
+
+
+# Two settings of the loopback's socket server would be measured as if they were the daemon's, and a remote
+# provider has neither, so by default they are changed at launch (the server's code is not): its handler writes a
+# response's headers and body in two send()s, and with Nagle on the body waits for the client's delayed ACK of the
+# headers, ~40 ms on every request; and it listens with socketserver's backlog of 5, so a burst of new
+# connections (N agents' first calls, the runs resumed after a crash) loses SYNs that the client resends after
+# 1 s, 3 s, ... `--loopback-as-is` runs `python -m loopwright.harness.loopback` unchanged.
+FIDELITY_WRAPPER = """
+import sys
+from http.server import ThreadingHTTPServer
+from loopwright.harness import loopback
+loopback._Handler.disable_nagle_algorithm = True  # TCP_NODELAY on each connection
+ThreadingHTTPServer.request_queue_size = 1024     # listen() backlog
+raise SystemExit(loopback.main(sys.argv[1:]))
+"""
+
+
+class Loopback:
+    """The loopback server as its own process; its request log says when each conversation called."""
+
+    as_is = False  # --loopback-as-is: without FIDELITY_WRAPPER
+
+    def __init__(self, work: Path, latency: float):
+        self.log_path = work / f"requests-{latency:g}s.jsonl"
+        self.out = (work / f"loopback-{latency:g}s.out").open("w")
+        how = ["-m", "loopwright.harness.loopback"] if self.as_is else ["-c", FIDELITY_WRAPPER]
+        argv = [sys.executable, *how, "--script", str(write_script(work / "script.json")),
+                "--per-conversation", "--latency", str(latency), "--port", "0", "--log-requests", str(self.log_path)]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.out, text=True, env=bench_env())
+        self.base_url = ""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()  # type: ignore[union-attr]
+            if not line:
+                raise RuntimeError(f"the loopback server exited: {Path(self.out.name).read_text()}")
+            if "anthropic base_url:" in line:
+                self.base_url = line.split("anthropic base_url:")[1].strip()
+                break
+
+    def requests(self) -> list[dict]:
+        if not self.log_path.exists():
+            return []
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.out.close()
+
+
+class Daemon:
+    """`loopwright serve --max-parallel N` as a subprocess; ready once it holds the project's lock."""
+
+    def __init__(self, repo: Path, log: Path, max_parallel: int, *, wrapper: list[str] | None = None):
+        self.repo = repo
+        argv = [sys.executable, *(wrapper or ["-m", "loopwright.runtime.cli"]), "serve",
+                "--max-parallel", str(max_parallel)]
+        with log.open("a") as out:
+            self.launched = time.time()
+            self.proc = subprocess.Popen(argv, cwd=repo, stdout=out, stderr=subprocess.STDOUT, env=bench_env())
+        pid_file = repo / ".loopwright" / "daemon.pid"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if pid_file.read_text().strip() == str(self.proc.pid):
+                    break
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the daemon exited ({self.proc.returncode}): {log.read_text()[-3000:]}")
+            time.sleep(0.005)
+        else:
+            raise RuntimeError("the daemon did not take its lock in 120 s")
+        self.ready = time.time()  # the lock is taken just before it recovers runs and starts scheduling
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self, timeout: float = 60) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def kill(self) -> float:
+        """kill -9, reaped at once; the time it was sent."""
+        at = time.time()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        return at
+
+
+# -- the project ------------------------------------------------------------------------------------
+
+
+def git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_project(top: Path, name: str, base_url: str, max_parallel: int) -> Path:
+    """A committed repository, `loopwright init`, and a config for the anthropic SDK against the loopback."""
+    repo = top / name
+    for rel, text in FILES.items():
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text(text)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.name", "bench")
+    git(repo, "config", "user.email", "bench@example.invalid")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "calc")
+    # `loopwright init`, in this process: a subprocess would import the SDKs again, seconds on a slow machine
+    from ..runtime.cli import main as loopwright
+
+    with contextlib.chdir(repo), contextlib.redirect_stdout(io.StringIO()):
+        if loopwright(["init"]) != 0:
+            raise RuntimeError(f"`loopwright init` failed in {repo}")
+    (repo / ".loopwright" / "config.toml").write_text(
+        f'# written by bench/fleet.py\nprovider = "anthropic"\nmodel = "{MODEL}"\nbase_url = "{base_url}"\n'
+        f"max_parallel = {max_parallel}\n\n"
+        "[budget]  # far above what 10 turns use: limits must not shape the figures\n"
+        "max_turns = 1000\nmax_usd = 1000.0\nmax_tokens = 100000000\nmax_wall_seconds = 86400\n")
+    return repo
+
+
+def post(repo: Path, count: int, first: int = 0):
+    """Queue `count` tasks with check `true`, as `loopwright post "..." --check true` does (in this process)."""
+    from ..runtime.posting import TaskRequest, post_task
+    from ..runtime.project import open_project
+
+    os.environ["ANTHROPIC_API_KEY"] = API_KEY
+    project = open_project(repo)
+    try:
+        for i in range(first, first + count):
+            post_task(project, TaskRequest(goal=f"Add sub() to src/calc.py and a design note (agent {i}).",
+                                           title=f"agent {i}", check="true"))
+    finally:
+        project.store.close()
+
+
+def open_store(repo: Path):
+    from ..memory.store import Store
+
+    return Store(repo / ".loopwright" / "state.db")
+
+
+def wait_for(condition, what: str, timeout: float, every: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+
+
+def task_counts(store) -> dict[str, int]:
+    return {r[0]: r[1] for r in store.conn.execute("SELECT status, count(*) FROM tasks GROUP BY status")}
+
+
+def all_done(store, count: int) -> bool:
+    c = task_counts(store)
+    return sum(c.values()) == count and sum(c.get(s, 0) for s in TERMINAL) == count
+
+
+# -- 1. parallel scaling ----------------------------------------------------------------------------
+
+
+@dataclass
+class RunTimes:
+    started: float            # run_started event (after its worktree exists)
+    first_call: float         # its first model request went out (model_called ts - duration)
+    ended: float
+    calls: list[tuple[float, float]] = field(default_factory=list)  # (request start, response recorded)
+    tools_s: float = 0.0
+    status: str = ""
+
+
+def run_times(store) -> list[RunTimes]:
+    out = []
+    for run in store.runs():
+        rt = RunTimes(started=run.started_at, first_call=0.0, ended=run.ended_at or 0.0, status=run.status)
+        for _, ts, e in store.events(run.id, types=("run_started", "model_called", "tool_finished")):
+            if e.type == "run_started":
+                rt.started = ts
+            elif e.type == "model_called":
+                rt.calls.append((ts - e.duration_ms / 1000, ts))
+            else:
+                rt.tools_s += e.duration_ms / 1000
+        rt.first_call = rt.calls[0][0] if rt.calls else rt.ended
+        out.append(rt)
+    return out
+
+
+def scaling(top: Path, n: int, profile: Path | None) -> dict:
+    work = top / f"scale-{n}"
+    work.mkdir()
+    lb = Loopback(work, LATENCY)
+    daemon = None
+    try:
+        repo = make_project(work, "repo", lb.base_url, n)
+        post(repo, n)
+        wrapper = ["-m", "cProfile", "-o", str(profile / f"daemon-{n}.prof"), "-m", "loopwright.runtime.cli"] \
+            if profile else None
+        daemon = Daemon(repo, work / "daemon.log", n, wrapper=wrapper)
+        cpu0, lb_cpu0, kids0 = cpu_seconds(daemon.pid), cpu_seconds(lb.proc.pid), cpu_seconds(daemon.pid, True)
+        busy0, _ = machine_busy()
+        store = open_store(repo)
+        wait_for(lambda: all_done(store, n), f"{n} tasks to finish", timeout=120 + 3 * n, every=0.1)
+        cpu = cpu_seconds(daemon.pid) - cpu0
+        lb_cpu = cpu_seconds(lb.proc.pid) - lb_cpu0
+        kids = cpu_seconds(daemon.pid, True) - kids0
+        busy = machine_busy()[0] - busy0
+        daemon.stop()
+        runs = run_times(store)
+        counts = task_counts(store)
+        store.close()
+    finally:
+        if daemon is not None:
+            daemon.stop()
+        lb.stop()
+    t0 = daemon.ready
+    first_start, last_end = min(r.started for r in runs), max(r.ended for r in runs)
+    wall = last_end - first_start
+    calls = sum(len(r.calls) for r in runs)
+    ideal = TURNS * LATENCY
+    loops = [r.ended - r.first_call for r in runs]
+    durations = [end - start for r in runs for start, end in r.calls]
+    gaps = [r.calls[i + 1][0] - r.calls[i][1] for r in runs for i in range(len(r.calls) - 1)]
+    finish = [r.ended - r.calls[-1][1] for r in runs if r.calls]
+    return {
+        "n": n, "succeeded": counts.get("succeeded", 0), "calls": calls,
+        "wall": wall, "wall_from_ready": last_end - t0,
+        # achieved turns per second over the ideal N turns per LATENCY seconds
+        "ratio": (calls / wall) / (n / LATENCY) if wall > 0 else 0.0,
+        "to_start": [r.started - t0 for r in runs], "to_call": [r.first_call - t0 for r in runs],
+        "loop_mean": statistics.mean(loops), "loop_max": max(loops),
+        "loop_ratio": ideal / statistics.mean(loops),
+        "call_mean": statistics.mean(durations), "call_max": max(durations),
+        "gap_mean": statistics.mean(gaps) if gaps else 0.0, "gap_max": max(gaps) if gaps else 0.0,
+        "finish_mean": statistics.mean(finish), "finish_max": max(finish),
+        "cpu": cpu / (last_end - t0), "lb_cpu": lb_cpu / (last_end - t0), "kids": kids / (last_end - t0),
+        "busy": busy / (last_end - t0) / (os.cpu_count() or 1),
+    }
+
+
+def print_scaling(rows: list[dict]) -> None:
+    print(f"\n1. Parallel scaling: N agents x {TURNS} turns, {LATENCY:g} s per model call "
+          "(loopback in its own process)")
+    print(f"   each agent's turns: {SCRIPT_SAYS}")
+    print("   wall = first run start (run_started event) -> last run end (runs.ended_at); ideal = "
+          f"{TURNS} x {LATENCY:g} s = {TURNS * LATENCY:g} s")
+    print("   e2e ratio = achieved turns/s / ideal turns/s = ideal / wall (the headline); loop ratio = ideal / mean "
+          "per-run loop time,\n   a run's loop = its first model request -> its end (leaves out worktree setup and "
+          "the wait for it); e2e vs N=1 = e2e ratio / the\n   one-agent run's, which pays the same fixed costs per "
+          "run and per call")
+    print(f"\n   {'N':>4} {'ok':>4} {'turns':>6} {'wall s':>7} {'e2e ratio':>10} {'e2e vs N=1':>10} "
+          f"{'loop s mean/max':>16} {'loop ratio':>10}")
+    base = next((r for r in rows if r["n"] == 1), None)
+    for r in rows:
+        vs1 = f"{r['ratio'] / base['ratio']:>10.2f}" if base else f"{'-':>10}"
+        print(f"   {r['n']:>4} {r['succeeded']:>4} {r['calls']:>6} {r['wall']:>7.2f} {r['ratio']:>10.2f} {vs1} "
+              f"{r['loop_mean']:>7.2f}/{r['loop_max']:<8.2f} {r['loop_ratio']:>10.2f}")
+    print("\n   where the time goes, per run, in seconds (mean / max over the runs); t0 = the daemon took its lock "
+          "and began scheduling")
+    print(f"   {'N':>4} {'t0 -> run start':>16} {'t0 -> 1st request':>18} {'model call (ideal 1)':>21} "
+          f"{'between calls':>14} {'last call -> end':>17}")
+    for r in rows:
+        print(f"   {r['n']:>4} {statistics.mean(r['to_start']):>7.2f} / {max(r['to_start']):<6.2f} "
+              f"{statistics.mean(r['to_call']):>8.2f} / {max(r['to_call']):<7.2f} "
+              f"{r['call_mean']:>10.3f} / {r['call_max']:<8.3f} {r['gap_mean']:>6.3f} / {r['gap_max']:<5.2f} "
+              f"{r['finish_mean']:>8.3f} / {r['finish_max']:<6.2f}")
+    print("   t0 -> run start: the run's setup (SDK client, `git worktree add` under the git lock) and the wait for "
+          "the other\n   runs' setup; run start -> 1st request: building the loop; model call: request sent -> answer "
+          "recorded (over 1 s:\n   the daemon was too busy to send or read it); between calls: tools, checkpoints, "
+          "events; last call -> end:\n   finish, check `true`, squash-merge under the git lock")
+    print("\n   CPU over t0 -> last run end, in cores (1.00 = one core busy the whole time; this machine has "
+          f"{os.cpu_count()})")
+    print(f"   {'N':>4} {'daemon':>7} {'its children (git, shells)':>27} {'loopback':>9} {'whole machine':>14}")
+    for r in rows:
+        print(f"   {r['n']:>4} {r['cpu']:>7.2f} {r['kids']:>27.2f} {r['lb_cpu']:>9.2f} "
+              f"{r['busy'] * (os.cpu_count() or 1):>14.2f}")
+
+
+# -- 2. memory per idle agent -----------------------------------------------------------------------
+
+TRACEMALLOC_WRAPPER = """
+import os, signal, sys, tracemalloc
+tracemalloc.start(12)
+snap = sys.argv.pop(1)
+count = [0]
+def dump(*_):
+    count[0] += 1
+    tracemalloc.take_snapshot().dump(f"{snap}.tmp")
+    os.replace(f"{snap}.tmp", f"{snap}.{count[0]}")
+signal.signal(signal.SIGUSR1, dump)
+from loopwright.runtime.cli import main
+sys.argv[0] = "loopwright"
+raise SystemExit(main())
+"""
+
+
+def memory(top: Path, n: int, profile: Path | None, settle: float = 2.0) -> dict:
+    work = top / f"rss-{n}"
+    work.mkdir()
+    lb = Loopback(work, IDLE_LATENCY)
+    daemon = None
+    snap = work / "tracemalloc.snap"
+    try:
+        repo = make_project(work, "repo", lb.base_url, n)
+        wrapper = ["-c", TRACEMALLOC_WRAPPER, str(snap)] if profile else None
+        daemon = Daemon(repo, work / "daemon.log", n, wrapper=wrapper)
+        time.sleep(settle)  # let it settle: a few scheduling polls, the inbox watcher started
+        idle = rss_mb(daemon.pid)
+        threads_idle = int(proc_status(daemon.pid)["Threads"])
+
+        def waiting(k: int) -> bool:
+            return len({r["head"] for r in lb.requests()}) >= k
+
+        post(repo, 1)
+        wait_for(lambda: waiting(1), "the first agent's model call", timeout=60)
+        time.sleep(settle / 2)
+        one = rss_mb(daemon.pid)
+        if profile:
+            daemon.proc.send_signal(signal.SIGUSR1)
+            wait_for(lambda: Path(f"{snap}.1").exists(), "the first tracemalloc snapshot", timeout=120, every=0.2)
+        post(repo, n - 1, first=1)
+        wait_for(lambda: waiting(n), f"{n} agents waiting on a model call", timeout=60 + 2 * n)
+        time.sleep(settle)
+        full = rss_mb(daemon.pid)
+        status = proc_status(daemon.pid)
+        store = open_store(repo)
+        active = sum(1 for r in store.runs() if r.status == "running" and r.model_calls == 0)
+        store.close()
+        if profile:
+            daemon.proc.send_signal(signal.SIGUSR1)
+            wait_for(lambda: Path(f"{snap}.2").exists(), "the second tracemalloc snapshot", timeout=120, every=0.2)
+    finally:
+        if daemon is not None:
+            daemon.kill()
+        lb.stop()
+    out = {"n": n, "idle": idle, "one": one, "full": full, "active": active, "threads_idle": threads_idle,
+           "threads": int(status["Threads"]), "per_agent": (full - idle) / n,
+           "marginal": (full - one) / (n - 1) if n > 1 else full - idle, "tracemalloc": None}
+    if profile and Path(f"{snap}.2").exists():
+        out["tracemalloc"] = tracemalloc_report(Path(f"{snap}.1"), Path(f"{snap}.2"), n - 1)
+    return out
+
+
+def tracemalloc_report(before: Path, after: Path, agents: int) -> list[str]:
+    import tracemalloc
+
+    a, b = tracemalloc.Snapshot.load(str(before)), tracemalloc.Snapshot.load(str(after))
+    lines = []
+    total = sum(s.size_diff for s in b.compare_to(a, "filename"))
+    lines.append(f"Python heap (tracemalloc) grew {total / 2**20:.1f} MB for {agents} more agents = "
+                 f"{total / agents / 1024:.0f} KB per agent; top sites by file:")
+    for s in b.compare_to(a, "filename")[:12]:
+        name = s.traceback[0].filename
+        name = name.split("site-packages/")[-1] if "site-packages/" in name else name.split("/work/main/")[-1]
+        lines.append(f"  {s.size_diff / agents / 1024:8.1f} KB/agent  {s.count_diff / agents:7.0f} blocks/agent  "
+                     f"{name}")
+    return lines
+
+
+def print_memory(m: dict) -> None:
+    print(f"\n2. Memory: daemon VmRSS with agents waiting on a {IDLE_LATENCY:g} s model call (their first)")
+    print(f"   idle daemon (0 agents): {m['idle']:.1f} MB, {m['threads_idle']} threads; 1 agent: {m['one']:.1f} MB; "
+          f"{m['n']} agents: {m['full']:.1f} MB, {m['threads']} threads ({m['active']} runs waiting)")
+    print(f"   per agent = (RSS with {m['n']} - idle) / {m['n']} = {m['per_agent']:.2f} MB   "
+          f"(marginal, (RSS {m['n']} - RSS 1) / {m['n'] - 1}: {m['marginal']:.2f} MB; the first agent also pays "
+          f"one-time imports and pools: {m['one'] - m['idle']:.1f} MB)")
+    if m["tracemalloc"]:
+        print("   (tracemalloc was on: its bookkeeping inflates the RSS figures above; the heap growth below is not)")
+    for line in m["tracemalloc"] or []:
+        print("   " + line)
+
+
+# -- 3. recovery ------------------------------------------------------------------------------------
+
+
+def import_times(breakdown: bool) -> dict[str, float]:
+    """Seconds a fresh interpreter takes to import the CLI (what a restart pays before anything else), and with
+    `breakdown` the cumulative import time of its biggest top-level packages (`python -X importtime`, slower)."""
+    argv = [sys.executable, "-c", "import loopwright.runtime.cli"]
+    t0 = time.perf_counter()
+    subprocess.run(argv, check=True, env=bench_env())
+    out = {"(wall)": time.perf_counter() - t0}
+    if breakdown:
+        err = subprocess.run(argv[:1] + ["-X", "importtime"] + argv[1:], capture_output=True, text=True,
+                             env=bench_env(), check=True).stderr
+        for line in err.splitlines():
+            parts = line.split("|")
+            if len(parts) == 3 and parts[1].strip().isdigit() and "." not in parts[2].strip():
+                name = parts[2].strip()  # a top-level package: its line holds its cumulative time
+                out[name] = max(out.get(name, 0.0), int(parts[1]) / 1e6)
+    return out
+
+
+def recovery(top: Path, n: int, finish: bool, profile: Path | None = None, breakdown: bool = True) -> dict:
+    work = top / f"recovery-{n}"
+    work.mkdir()
+    lb = Loopback(work, LATENCY)
+    daemon = again = None
+    try:
+        repo = make_project(work, "repo", lb.base_url, n)
+        post(repo, n)
+        daemon = Daemon(repo, work / "daemon.log", n)
+        store = open_store(repo)
+
+        def active(k: int) -> bool:
+            runs = store.runs()
+            return len(runs) == n and all(r.status == "running" and r.model_calls >= k for r in runs)
+        wait_for(lambda: active(3), f"{n} runs with 3 model calls each", timeout=60 + n)
+        time.sleep(0.3)  # mid-turn: some runs in a tool or a checkpoint, most waiting on the model
+        killed = daemon.kill()
+        restarted = time.time()
+        wrapper = ["-m", "cProfile", "-o", str(profile / "recovery.prof"), "-m", "loopwright.runtime.cli"] \
+            if profile else None
+        again = Daemon(repo, work / "daemon.log", n, wrapper=wrapper)
+        tasks = {t.id for t in store.tasks()}
+        first_after: dict[int, float] = {}
+
+        def all_called() -> bool:
+            for r in lb.requests():
+                m = TASK_HEAD.match(r["head"])
+                if m and r["at"] >= restarted and int(m[1]) not in first_after:
+                    first_after[int(m[1])] = r["at"]
+            return set(first_after) >= tasks
+        wait_for(all_called, f"all {n} runs to call the model again", timeout=60 + n, every=0.02)
+        done = None
+        if finish:
+            wait_for(lambda: all_done(store, n), f"{n} recovered tasks to finish", timeout=120 + 2 * n, every=0.2)
+            done = task_counts(store).get("succeeded", 0)
+            calls = [r.model_calls for r in store.runs()]
+        store.close()
+    finally:
+        for d in (daemon, again):
+            if d is not None:
+                d.stop()
+        lb.stop()
+    times = sorted(first_after.values())
+    return {"n": n, "killed": killed, "restarted": restarted, "ready": again.ready - restarted,
+            "last": times[-1] - restarted, "median": statistics.median(times) - restarted,
+            "first": times[0] - restarted, "from_kill": times[-1] - killed, "after_ready": times[-1] - again.ready,
+            "succeeded": done, "calls": (min(calls), max(calls)) if finish else None,
+            "imports": import_times(breakdown) if breakdown else None}
+
+
+def print_recovery(r: dict) -> None:
+    print(f"\n3. Recovery: kill -9 the daemon with {r['n']} runs active (each 3+ turns in), start `loopwright serve` "
+          f"again;\n   time from the restart to each run's next model request reaching the loopback (its request log)")
+    print(f"   restart -> daemon holds its lock (process start, imports): {r['ready']:.2f} s")
+    print(f"   restart -> first / median / last run's request: {r['first']:.2f} / {r['median']:.2f} / "
+          f"{r['last']:.2f} s   (lock -> last: {r['after_ready']:.2f} s; from the kill: {r['from_kill']:.2f} s)")
+    imp = r["imports"] or {}
+    big = sorted(((v, k) for k, v in imp.items() if not k.startswith("(")), reverse=True)[:4]
+    if imp:
+        print(f"   for scale: `python -c 'import loopwright.runtime.cli'` takes {imp['(wall)']:.2f} s here"
+              + ("; cumulative import time of the biggest packages (-X importtime): " + ", ".join(
+                  f"{k} {v:.2f} s" for v, k in big) if big else ""))
+    if r["succeeded"] is not None:
+        print(f"   afterwards {r['succeeded']}/{r['n']} tasks succeeded; model calls per run "
+              f"{r['calls'][0]}..{r['calls'][1]} (a call cut by the kill is made again)")
+
+
+# -- main -------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="1 and 8 agents, 8 for memory and recovery (under a minute)")
+    ap.add_argument("--agents", type=int, nargs="+", help="scaling steps (default 1 8 32 64 128)")
+    ap.add_argument("--rss-agents", type=int, help="agents for the memory figure (default 64)")
+    ap.add_argument("--recovery-agents", type=int, help="active runs at the kill (default 32)")
+    ap.add_argument("--skip", nargs="+", choices=["scaling", "memory", "recovery"], default=[])
+    ap.add_argument("--profile", metavar="DIR",
+                    help="cProfile the largest scaling step's and the restarted daemon, tracemalloc the RSS one")
+    ap.add_argument("--loopback-as-is", action="store_true",
+                    help="the loopback server without TCP_NODELAY and a listen backlog of 1024 (see FIDELITY_WRAPPER)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary repositories and logs")
+    args = ap.parse_args(argv)
+    Loopback.as_is = args.loopback_as_is
+    agents = args.agents or ([1, 8] if args.quick else [1, 8, 32, 64, 128])
+    rss_n = args.rss_agents or (8 if args.quick else 64)
+    rec_n = args.recovery_agents or (8 if args.quick else 32)
+    profile = Path(args.profile).absolute() if args.profile else None
+    if profile:
+        profile.mkdir(parents=True, exist_ok=True)
+    top = Path(tempfile.mkdtemp(prefix="lw-bench-fleet-"))
+    t_start = time.monotonic()
+    print(f"fleet benchmark in {top} ({os.cpu_count()} cores; {'quick' if args.quick else 'full'} run"
+          f"; loopback server {'as is' if args.loopback_as_is else 'with TCP_NODELAY and a listen backlog of 1024'})",
+          flush=True)
+    rows, mem, rec = [], None, None
+    try:
+        if "scaling" not in args.skip:
+            for n in agents:
+                print(f"  scaling: {n} agent(s) ...", flush=True)
+                rows.append(scaling(top, n, profile if profile and n == max(agents) else None))
+            print_scaling(rows)
+        if "memory" not in args.skip:
+            print(f"  memory: {rss_n} agents waiting ...", flush=True)
+            mem = memory(top, rss_n, profile, settle=1.0 if args.quick else 2.0)
+            print_memory(mem)
+        if "recovery" not in args.skip:
+            print(f"  recovery: {rec_n} runs, kill -9 ...", flush=True)
+            rec = recovery(top, rec_n, finish=not args.quick, profile=profile, breakdown=not args.quick)
+            print_recovery(rec)
+    finally:
+        if args.keep:
+            print(f"\nkept: {top}")
+        else:
+            shutil.rmtree(top, ignore_errors=True)
+    print(f"\nsummary ({time.monotonic() - t_start:.0f} s in all)")
+    for r in rows:
+        if r["n"] in (64, 128) or r["n"] == max(agents):
+            print(f"  parallel scaling at {r['n']:>3} agents: e2e ratio {r['ratio']:.2f} (goal >= 0.9); "
+                  f"loop-phase ratio {r['loop_ratio']:.2f}")
+    if mem:
+        print(f"  memory per idle agent ({mem['n']} waiting): {mem['per_agent']:.2f} MB (goal <= 5 MB); "
+              f"marginal {mem['marginal']:.2f} MB")
+    if rec:
+        print(f"  recovery of {rec['n']} runs after kill -9: {rec['last']:.2f} s from the restart to the last run's "
+              f"request (goal <= 3 s)")
+    if profile:
+        profs = sorted(p.name for p in profile.glob("*.prof"))
+        print(f"  cProfile output in {profile}: {', '.join(profs) or 'none'} (read with `python -m pstats FILE`); "
+              f"figures measured under a profiler are slower than the product")
+
+
+if __name__ == "__main__":
+    main()
