@@ -130,32 +130,13 @@ def rss_mb(pid: int) -> float:
     return int(proc_status(pid)["VmRSS"].split()[0]) / 1024
 
 
-# Two settings of the loopback's socket server would be measured as if they were the daemon's, and a remote
-# provider has neither, so by default they are changed at launch (the server's code is not): its handler writes a
-# response's headers and body in two send()s, and with Nagle on the body waits for the client's delayed ACK of the
-# headers, ~40 ms on every request; and it listens with socketserver's backlog of 5, so a burst of new
-# connections (N agents' first calls, the runs resumed after a crash) loses SYNs that the client resends after
-# 1 s, 3 s, ... `--loopback-as-is` runs `python -m loopwright.harness.loopback` unchanged.
-FIDELITY_WRAPPER = """
-import sys
-from http.server import ThreadingHTTPServer
-from loopwright.harness import loopback
-loopback._Handler.disable_nagle_algorithm = True  # TCP_NODELAY on each connection
-ThreadingHTTPServer.request_queue_size = 1024     # listen() backlog
-raise SystemExit(loopback.main(sys.argv[1:]))
-"""
-
-
 class Loopback:
     """The loopback server as its own process; its request log says when each conversation called."""
-
-    as_is = False  # --loopback-as-is: without FIDELITY_WRAPPER
 
     def __init__(self, work: Path, latency: float):
         self.log_path = work / f"requests-{latency:g}s.jsonl"
         self.out = (work / f"loopback-{latency:g}s.out").open("w")
-        how = ["-m", "loopwright.harness.loopback"] if self.as_is else ["-c", FIDELITY_WRAPPER]
-        argv = [sys.executable, *how, "--script", str(write_script(work / "script.json")),
+        argv = [sys.executable, "-m", "loopwright.harness.loopback", "--script", str(write_script(work / "script.json")),
                 "--per-conversation", "--latency", str(latency), "--port", "0", "--log-requests", str(self.log_path)]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.out, text=True, env=bench_env())
         self.base_url = ""
@@ -613,11 +594,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip", nargs="+", choices=["scaling", "memory", "recovery"], default=[])
     ap.add_argument("--profile", metavar="DIR",
                     help="cProfile the largest scaling step's and the restarted daemon, tracemalloc the RSS one")
-    ap.add_argument("--loopback-as-is", action="store_true",
-                    help="the loopback server without TCP_NODELAY and a listen backlog of 1024 (see FIDELITY_WRAPPER)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary repositories and logs")
     args = ap.parse_args(argv)
-    Loopback.as_is = args.loopback_as_is
     agents = args.agents or ([1, 8] if args.quick else [1, 8, 32, 64, 128])
     rss_n = args.rss_agents or (8 if args.quick else 64)
     rec_n = args.recovery_agents or (8 if args.quick else 32)
@@ -626,9 +604,7 @@ def main(argv: list[str] | None = None) -> None:
         profile.mkdir(parents=True, exist_ok=True)
     top = Path(tempfile.mkdtemp(prefix="lw-bench-fleet-"))
     t_start = time.monotonic()
-    print(f"fleet benchmark in {top} ({os.cpu_count()} cores; {'quick' if args.quick else 'full'} run"
-          f"; loopback server {'as is' if args.loopback_as_is else 'with TCP_NODELAY and a listen backlog of 1024'})",
-          flush=True)
+    print(f"fleet benchmark in {top} ({os.cpu_count()} cores; {'quick' if args.quick else 'full'} run)", flush=True)
     rows, mem, rec = [], None, None
     try:
         if "scaling" not in args.skip:

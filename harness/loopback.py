@@ -69,7 +69,7 @@ class LoopbackServer:
         self._next = 0
         self._turns_served = 0
         handler = type("Handler", (_Handler,), {"loopback": self})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.httpd = _Server((host, port), handler)
         self.httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -148,9 +148,14 @@ FORMATS = {"/v1/messages": "anthropic", "/v1/chat/completions": "chat", "/v1/res
            "/messages": "anthropic", "/chat/completions": "chat", "/responses": "responses"}
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # a burst of new connections (a fleet's first calls) must not lose SYNs
+
+
 class _Handler(BaseHTTPRequestHandler):
     loopback: LoopbackServer
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go in two writes: no ~40 ms delayed-ACK wait between them
 
     def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
         pass

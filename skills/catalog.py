@@ -156,10 +156,10 @@ class Catalog:
     def get(self, ref: str) -> Entry:
         """A skill by `name` or `pack:name`; SkillError with the closest names otherwise."""
         pack, _, name = ref.rpartition(":")
-        for e in self.entries + self.disabled + self.shadowed:
-            if e.name == name and (not pack or e.pack == pack or (pack == e.scope)):
-                if e in self.shadowed and not pack:
-                    continue
+        # a bare name means the winner; `pack:name` (or `scope:name`) may reach a shadowed one
+        pool = self.entries + self.disabled + (self.shadowed if pack else [])
+        for e in pool:
+            if e.name == name and (not pack or pack in (e.pack, e.scope)):
                 return e
         near = [e.ref for _, e in self.search(name, limit=3)]
         hint = f"; did you mean {', '.join(near)}?" if near else "; see `loopwright skills list`"

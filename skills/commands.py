@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from ..runtime.cli import _print_json
 from .catalog import Catalog, SkillError, discover, is_trusted, set_trust
 from .format import is_valid, validate_skill
 
@@ -33,10 +33,6 @@ def _catalog() -> tuple[Catalog, Path | None]:
     return discover(root, disabled=_disabled(root)), root
 
 
-def _print(data) -> None:
-    print(json.dumps(data, indent=2, default=str))
-
-
 def _row(e, status: str = "enabled") -> dict:
     return {"name": e.name, "ref": e.ref, "scope": e.scope, "pack": e.pack, "status": status,
             "description": e.skill.description, "path": str(e.skill.path)}
@@ -47,10 +43,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = ([_row(e) for e in cat.entries] + [_row(e, "disabled") for e in cat.disabled]
             + [_row(e, "shadowed") for e in cat.shadowed])
     if args.json:
-        _print(rows)
+        _print_json(rows)
         return 0
     if not rows:
-        print("no skills installed (install some with `loopwright skills install <path|git-url|archive>`)")
+        print("no skills found (put skill folders in ~/.loopwright/skills/ or, after `loopwright trust`, "
+              ".claude/skills/)")
     for r in rows:
         flag = "" if r["status"] == "enabled" else f" [{r['status']}]"
         print(f"{r['ref']:<32} {r['scope']:<8} {' '.join(r['description'].split())[:80]}{flag}")
@@ -65,7 +62,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             "compatibility": s.compatibility, "metadata": s.metadata, "allowed_tools": s.allowed_tools,
             "files": s.files()}
     if args.json:
-        _print({**data, "body": s.body()})
+        _print_json({**data, "body": s.body()})
         return 0
     print(f"{e.ref} ({e.scope}) — {s.path}")
     print(" ".join(s.description.split()))
@@ -82,7 +79,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     cat, _ = _catalog()
     hits = cat.search(args.query, limit=args.limit)
     if args.json:
-        _print([{"score": score, **_row(e)} for score, e in hits])
+        _print_json([{"score": score, **_row(e)} for score, e in hits])
         return 0
     if not hits:
         print(f"no skill matches {args.query!r}")
@@ -95,7 +92,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     cat, root = _catalog()
     diags = cat.diagnostics
     if args.json:
-        _print({"skills": len(cat.entries), "diagnostics": [d.__dict__ for d in diags],
+        _print_json({"skills": len(cat.entries), "diagnostics": [d.__dict__ for d in diags],
                 "trusted": bool(root and is_trusted(root))})
         return 0
     print(f"{len(cat.entries)} skill(s) available, {len(cat.disabled)} disabled, {len(cat.shadowed)} shadowed")
@@ -123,7 +120,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     bad = [f for f, d in results.items() if not is_valid(d)]
     warned = [f for f, d in results.items() if d and is_valid(d)]
     if args.json:
-        _print({f: [d.__dict__ for d in ds] for f, ds in results.items()})
+        _print_json({f: [d.__dict__ for d in ds] for f, ds in results.items()})
     else:
         for f, ds in results.items():
             print(f"{'FAIL' if f in bad else 'ok  '} {f}")
@@ -144,7 +141,7 @@ def cmd_enable(args: argparse.Namespace) -> int:
     enabled = args.skills_command == "enable"
     project.store.set_skill_enabled(entry.name, enabled)
     if args.json:
-        _print({"name": entry.name, "enabled": enabled})
+        _print_json({"name": entry.name, "enabled": enabled})
     else:
         print(f"skill {entry.name} {'enabled' if enabled else 'disabled'} for {project.root}")
     return 0
@@ -157,7 +154,7 @@ def cmd_trust(args: argparse.Namespace) -> int:
     set_trust(root, not args.revoke)
     found = [d for d in (".loopwright/skills", ".agents/skills", ".claude/skills") if (root / d).is_dir()]
     if args.json:
-        _print({"project": str(root), "trusted": not args.revoke, "skill_folders": found})
+        _print_json({"project": str(root), "trusted": not args.revoke, "skill_folders": found})
     elif args.revoke:
         print(f"{root}: its own skills are no longer loaded")
     else:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from pydantic import Field
 
 from ..harness.tools import Tool, ToolContext, ToolError, ToolOutcome, _Args
-from .catalog import Catalog, Entry, catalog_text, scope_roots
+from .catalog import Catalog, Entry, SkillError, catalog_text, scope_roots
 
 # Claude Code's tool names, as packs write them in `allowed-tools`, and ours
 TOOL_ALIASES = {"read": "read_file", "write": "write_file", "edit": "edit_file", "multiedit": "edit_file",
@@ -104,9 +104,7 @@ class UseSkill(Tool):
             return ToolOutcome("No skill is active now; every tool is available.")
         try:
             entry = shelf.get(a.name.strip())
-        except ToolError:
-            raise
-        except Exception as e:  # SkillError: unknown name, with the closest ones
+        except SkillError as e:  # an unknown name, with the closest ones
             raise ToolError(str(e)) from None
         skill = entry.skill
         folder = skill.path.resolve()

@@ -162,17 +162,17 @@ def test_failed_dependency_fails_the_dependent_with_the_reason(repo, cli, tmp_pa
 
 
 def test_sigterm_pauses_in_flight_runs_and_the_next_serve_resumes_them(repo, cli, tmp_path, daemon):
-    for i in range(4):
+    for i in range(8):
         post(cli, repo, tmp_path, f"s{i}", sleep=1.5)
-    d = daemon(max_parallel=4)
+    d = daemon(max_parallel=8)
     store = Store(repo / ".loopwright" / "state.db")
-    until(lambda: len([r for r in store.runs() if r.last_action.startswith("write_file")]) == 4, "four runs to start")
+    until(lambda: len([r for r in store.runs() if r.last_action.startswith("write_file")]) == 8, "eight runs to start")
     assert d.stop(signal.SIGTERM) == 0
     runs = store.runs()
-    assert [r.status for r in runs] == ["paused"] * 4 and all("daemon stopped" in r.reason for r in runs)
-    daemon(max_parallel=4)
-    store = wait_until_done(repo, 4)
-    assert [t.status for t in store.tasks()] == ["succeeded"] * 4
+    assert [r.status for r in runs] == ["paused"] * 8 and all("daemon stopped" in r.reason for r in runs)
+    daemon(max_parallel=8)
+    store = wait_until_done(repo, 8)
+    assert [t.status for t in store.tasks()] == ["succeeded"] * 8
     assert all(len(store.runs(task_id=t.id)) == 1 for t in store.tasks())
 
 
