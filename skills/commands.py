@@ -162,13 +162,24 @@ def cmd_trust(args: argparse.Namespace) -> int:
     return 0
 
 
+def _installer(name: str):
+    """A command from install.py, imported when it runs (it brings in GitPython and the scanner)."""
+
+    def run(args: argparse.Namespace) -> int:
+        from . import install
+
+        return getattr(install, name)(args)
+
+    return run
+
+
 def add_parsers(sub, add) -> None:
     """Register `skills ...` and `trust` on the main parser (`add(name, func, help)` makes a subparser)."""
     sp = add("trust", cmd_trust, "let this repository's own skills (.claude/skills, ...) into agents' prompts")
     sp.add_argument("--revoke", action="store_true", help="stop loading them")
 
-    skills = add("skills", None, "installed skills: list, show, search, validate, doctor, enable, disable",
-                 json_flag=False)
+    skills = add("skills", None, "installed skills: list, show, search, validate, doctor, enable, disable, "
+                                 "install, verify, update, rollback, remove", json_flag=False)
     inner = skills.add_subparsers(dest="skills_command", metavar="ACTION", parser_class=type(skills))
     skills.set_defaults(func=lambda a: (skills.print_help(), 2)[1])
 
@@ -190,3 +201,33 @@ def add_parsers(sub, add) -> None:
     p.add_argument("--strict-warnings", action="store_true", help="exit 3 when there are warnings")
     action("enable", cmd_enable, "let agents of this project use a skill").add_argument("name")
     action("disable", cmd_enable, "hide a skill from agents of this project").add_argument("name")
+
+    def scope_flags(p) -> None:
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--user", action="store_true", help="the user scope (~/.loopwright/skills)")
+        g.add_argument("--project", action="store_true", help="this repository's .loopwright/skills (committable lock)")
+
+    p = action("install", _installer("cmd_install"), "install skills from a folder, a git URL[@ref], a .zip/.tar.gz "
+                                                     "or a marketplace; validated, scanned and locked")
+    p.add_argument("source", nargs="?", help="folder, git URL (https://, git@host:path, file://) with optional @ref, "
+                                             "or archive; none with --frozen: everything in the manifest")
+    scope_flags(p)
+    p.add_argument("--skill", action="append", metavar="NAME", help="install only this skill (repeatable)")
+    p.add_argument("--plugin", action="append", metavar="NAME", help="marketplace: only this plugin (repeatable)")
+    p.add_argument("--name", metavar="PACK", help="the pack name (default: from the source)")
+    p.add_argument("--allow-risky", action="store_true", help="install despite high-risk scan findings")
+    p.add_argument("--frozen", action="store_true", help="install exactly what the lock holds; fail if anything "
+                                                         "differs")
+    p = action("verify", _installer("cmd_verify"), "rehash installed skills against the lock (exit 1 if any differ)")
+    scope_flags(p)
+    p = action("update", _installer("cmd_update"), "re-resolve installed sources, show what changed, apply with --yes")
+    p.add_argument("name", nargs="?", help="a skill (pack:skill or name), a pack or a source; default: everything")
+    scope_flags(p)
+    p.add_argument("--yes", action="store_true", help="apply without asking")
+    p.add_argument("--allow-risky", action="store_true", help="update despite high-risk scan findings")
+    p = action("rollback", _installer("cmd_rollback"), "swap an updated skill back to the copy it replaced")
+    p.add_argument("name")
+    scope_flags(p)
+    p = action("remove", _installer("cmd_remove"), "delete an installed skill and its lock and manifest entries")
+    p.add_argument("name")
+    scope_flags(p)
