@@ -9,12 +9,12 @@ JSON object come back as a `ToolCall` with `parse_error` set, never an exception
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
+import ssl
 from typing import Any, ClassVar
 from urllib.parse import urlparse
-
-import anthropic
-import openai
 
 from .messages import Message, ModelResponse, TextBlock, ToolCall, ToolResult, ToolSpec, Usage
 from .models import ModelAdapter, WireCache, flatten
@@ -35,15 +35,29 @@ def parse_arguments(raw: str | None) -> tuple[dict[str, Any], str | None]:
     return value, None
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context for every client of this process: loading the CA certificates costs ~40 ms of CPU and
+    ~0.8 MB, which a fleet of 128 runs starting at once would otherwise pay 128 times. (Each run keeps its own
+    connection pool: one pool shared by a hundred runs costs more per request than it saves.)"""
+    import httpx2
+
+    return httpx2.create_ssl_context()
+
+
 class _SDKAdapter(ModelAdapter):
     """Shared set-up: the SDK's async client with its own retries off, and the wire cache."""
 
-    client_class: Any = None
+    sdk_name = ""
+    client_name = ""
 
     def __init__(self, model: str, *, api_key: str, base_url: str | None = None, timeout: float = 600):
         self.model = model
         self.base_url = base_url
-        self.client = self.client_class(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+        sdk = importlib.import_module(self.sdk_name)  # only the SDK a run uses is imported (~1-2 s each)
+        self.client = getattr(sdk, self.client_name)(
+            api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0,
+            http_client=sdk.DefaultAsyncHttpxClient(verify=_tls_context()))
         self._wire = WireCache(self._to_wire)
 
     async def aclose(self) -> None:
@@ -52,7 +66,7 @@ class _SDKAdapter(ModelAdapter):
 
 class AnthropicAdapter(_SDKAdapter):
     provider = "anthropic"
-    client_class = anthropic.AsyncAnthropic
+    sdk_name, client_name = "anthropic", "AsyncAnthropic"
     _STOP: ClassVar[dict[str, str]] = {"end_turn": "end_turn", "tool_use": "tool_use", "max_tokens": "max_tokens",
              "model_context_window_exceeded": "max_tokens", "stop_sequence": "stop_sequence", "refusal": "refusal"}
 
@@ -99,7 +113,7 @@ class AnthropicAdapter(_SDKAdapter):
 
 class OpenAIChatAdapter(_SDKAdapter):
     provider = "openai"
-    client_class = openai.AsyncOpenAI
+    sdk_name, client_name = "openai", "AsyncOpenAI"
     _STOP: ClassVar[dict[str, str]] = {"stop": "end_turn", "tool_calls": "tool_use", "function_call": "tool_use", "length": "max_tokens",
              "content_filter": "refusal"}
 
@@ -159,7 +173,7 @@ class OpenAIChatAdapter(_SDKAdapter):
 
 class OpenAIResponsesAdapter(_SDKAdapter):
     provider = "openai-responses"
-    client_class = openai.AsyncOpenAI
+    sdk_name, client_name = "openai", "AsyncOpenAI"
 
     @staticmethod
     def _message(role: str, text: str) -> dict:
@@ -220,10 +234,20 @@ class OpenAIResponsesAdapter(_SDKAdapter):
                              stop_reason=stop, model=resp.model or self.model)  # type: ignore[arg-type]
 
 
+_ADAPTERS: dict[str, type[_SDKAdapter]] = {"anthropic": AnthropicAdapter, "openai": OpenAIChatAdapter,
+                                           "openai-responses": OpenAIResponsesAdapter}
+
+
+def import_sdk(provider: str) -> None:
+    """Import the SDK a provider's adapter uses now (it takes a second or two), not in the first run's setup."""
+    adapter = _ADAPTERS.get(provider)
+    if adapter is not None:
+        importlib.import_module(adapter.sdk_name)
+
+
 def build_adapter(provider: str, model: str, *, api_key: str, base_url: str | None,
                   timeout: float = 600) -> ModelAdapter:
     """The adapter for a provider name: anthropic, openai (Chat Completions) or openai-responses."""
-    adapters = {"anthropic": AnthropicAdapter, "openai": OpenAIChatAdapter, "openai-responses": OpenAIResponsesAdapter}
-    if provider not in adapters:
+    if provider not in _ADAPTERS:
         raise ValueError(f"unknown provider '{provider}' (allowed: {', '.join(PROVIDERS)})")
-    return adapters[provider](model, api_key=api_key, base_url=base_url, timeout=timeout)
+    return _ADAPTERS[provider](model, api_key=api_key, base_url=base_url, timeout=timeout)

@@ -29,13 +29,12 @@ import email.utils
 import inspect
 import json
 import re
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-import anthropic
 import httpx2
-import openai
 from pydantic import BaseModel, Field
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_any
 from tenacity.wait import wait_base, wait_exponential_jitter
@@ -43,11 +42,13 @@ from tenacity.wait import wait_base, wait_exponential_jitter
 from .messages import ModelResponse
 from .models import FatalModelError, ModelAdapter, ModelUnavailable
 
-_STATUS_ERRORS = (anthropic.APIStatusError, openai.APIStatusError)
-_TIMEOUTS = (anthropic.APITimeoutError, openai.APITimeoutError, httpx2.TimeoutException)
-_CONNECTION_ERRORS = (anthropic.APIConnectionError, openai.APIConnectionError, httpx2.TransportError)
-_BAD_RESPONSE = (anthropic.APIResponseValidationError, openai.APIResponseValidationError, json.JSONDecodeError,
-                 httpx2.DecodingError)
+
+
+def _sdk_errors(name: str, *others: type) -> tuple[type, ...]:
+    """The SDKs' exception class `name`, from those already imported: importing both costs seconds at start-up,
+    and an SDK that was never imported raised nothing."""
+    found = (getattr(sys.modules.get(sdk), name, None) for sdk in ("anthropic", "openai"))
+    return tuple(cls for cls in found if cls is not None) + others
 
 
 class RetryPolicy(BaseModel):
@@ -62,11 +63,11 @@ class RetryPolicy(BaseModel):
 
 def classify(err: BaseException) -> str | None:
     """A short reason ("429 rate limited", "connection reset", ...) when `err` is worth retrying, else None."""
-    if isinstance(err, _STATUS_ERRORS):
+    if isinstance(err, _sdk_errors("APIStatusError")):
         code = err.status_code
         if code == 429:
             return "429 rate limited"
-        if code == 529 or isinstance(err, anthropic.OverloadedError):
+        if code == 529 or isinstance(err, _sdk_errors("OverloadedError")):
             return "529 overloaded"
         if code == 408:
             return "408 request timeout"
@@ -77,11 +78,11 @@ def classify(err: BaseException) -> str | None:
         if err.response.headers.get("x-should-retry") == "true":
             return f"{code} retry requested by the server"
         return None
-    if isinstance(err, _BAD_RESPONSE):
+    if isinstance(err, _sdk_errors("APIResponseValidationError", json.JSONDecodeError, httpx2.DecodingError)):
         return "invalid JSON response" if isinstance(err, json.JSONDecodeError) else "unreadable response"
-    if isinstance(err, _TIMEOUTS):
+    if isinstance(err, _sdk_errors("APITimeoutError", httpx2.TimeoutException)):
         return "timeout"
-    if isinstance(err, _CONNECTION_ERRORS):
+    if isinstance(err, _sdk_errors("APIConnectionError", httpx2.TransportError)):
         cause = _transport_cause(err)
         text = str(cause).lower()
         if isinstance(cause, httpx2.RemoteProtocolError) and ("message body" in text or "incomplete" in text):
@@ -170,7 +171,7 @@ def _until(reset: str) -> float | None:
 
 def is_rate_limit(err: BaseException) -> bool:
     """A 429: the provider's rate limit or quota for this key and model, which every run of the fleet shares."""
-    return isinstance(err, _STATUS_ERRORS) and err.status_code == 429
+    return isinstance(err, _sdk_errors("APIStatusError")) and err.status_code == 429
 
 
 class QuotaGate(Protocol):
@@ -183,7 +184,7 @@ class QuotaGate(Protocol):
 
 def fatal(err: BaseException, model: str) -> FatalModelError | None:
     """The one-line fatal error for an SDK status error that retrying cannot fix."""
-    if not isinstance(err, _STATUS_ERRORS) or classify(err) is not None:
+    if not isinstance(err, _sdk_errors("APIStatusError")) or classify(err) is not None:
         return None
     code, message = err.status_code, _short(err)
     if code == 401:

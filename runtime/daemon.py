@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 import fcntl
 import os
 import signal
@@ -106,8 +107,16 @@ class Daemon:
         lock = DaemonLock(self.project)
         lock.acquire()
         loop = asyncio.get_running_loop()
+        # file tools, checkpoints and worktrees run in threads: asyncio's default pool (cores + 4 threads)
+        # would queue every run's tool behind a few slow git commands; far more threads cost more to start
+        # (each start waits for the GIL) than they save
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=2 * self.max_parallel + 4,
+                                                     thread_name_prefix="loopwright-io"))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        from ..harness.adapters import import_sdk
+
+        import_sdk(self.project.config.provider)  # now, not in the first runs' setup (each would wait for it)
         printer = ProgressPrinter(self.store)
         self.store.listeners.append(lambda run_id, e: self._log_event(printer, run_id, e))
         self.say(f"daemon {os.getpid()} serving {self.project.root} (max_parallel {self.max_parallel})")

@@ -82,13 +82,6 @@ GIT_LOCK = threading.Lock()
 MERGE_ATTEMPTS = 3
 
 
-def _locked(fn):
-    def call(*args, **kwargs):
-        with GIT_LOCK:
-            return fn(*args, **kwargs)
-    return call
-
-
 def _merge(ws: Workspace, target: str, message: str):
     for _ in range(MERGE_ATTEMPTS - 1):
         try:
@@ -144,12 +137,16 @@ class Runner:
         config = self._task_config(task)
         try:
             adapter = make_adapter(config)
-            target = task.target_branch or config.target_branch or current_branch(self.project.root)
             run_id = new_run_id()
-            ws = await asyncio.to_thread(
-                _locked(Workspace.create), self.project.root, run_id, target_branch=target,
-                worktrees_dir=self.project.worktrees, copy_files=config.workspace.copy_files,
-                setup_command=config.workspace.setup_command, setup_timeout=config.workspace.setup_timeout)
+
+            def make_workspace() -> tuple[str, Workspace]:
+                target = task.target_branch or config.target_branch or current_branch(self.project.root)
+                return target, Workspace.create(
+                    self.project.root, run_id, target_branch=target, worktrees_dir=self.project.worktrees,
+                    copy_files=config.workspace.copy_files, setup_command=config.workspace.setup_command,
+                    setup_timeout=config.workspace.setup_timeout, git_lock=GIT_LOCK)
+
+            target, ws = await asyncio.to_thread(make_workspace)
         except Exception as e:
             self.store.set_task_status(task.id, "failed", reason=str(e))
             raise

@@ -287,8 +287,11 @@ class Workspace:
     @classmethod
     def create(cls, root: Path, run_id: str, *, target_branch: str, worktrees_dir: Path,
                copy_files: Iterable[str] = (), setup_command: str | None = None,
-               setup_timeout: float = 600) -> Workspace:
-        """Make `<worktrees_dir>/<run_id>` on a new branch `lw/<run_id>` at the head of `target_branch`."""
+               setup_timeout: float = 600, git_lock: contextlib.AbstractContextManager | None = None) -> Workspace:
+        """Make `<worktrees_dir>/<run_id>` on a new branch `lw/<run_id>` at the head of `target_branch`.
+
+        `git_lock` is held only while the worktree is registered (concurrent `git worktree add`s in one
+        repository read each other's half-written metadata); its files are checked out after, in parallel."""
         root = repo_root(Path(root))
         g = git.Git(root)
         copy_files = tuple(copy_files)
@@ -296,24 +299,28 @@ class Workspace:
             if Path(rel).is_absolute() or ".." in Path(rel).parts or not str(rel).strip():
                 raise WorkspaceError(f"copy_files entry {rel!r} must be a path inside the repository, like .env")
         target_branch = target_branch.removeprefix("refs/heads/")
-        base = _commit_of_branch(g, target_branch)
-        if base is None:
-            if not _git(g, "rev-list", "-n", "1", "--all"):
-                raise WorkspaceError(NO_COMMITS)
-            raise WorkspaceError(f"no branch '{target_branch}' in {root} "
-                                 f"(pass --target BRANCH with an existing branch)")
         path = Path(worktrees_dir).absolute() / run_id
         branch = f"lw/{run_id}"
-        status, out, err = _run(g, "worktree", "add", "--quiet", "-b", branch, str(path), base)
+        with git_lock or contextlib.nullcontext():
+            base = _commit_of_branch(g, target_branch)
+            if base is None:
+                if not _git(g, "rev-list", "-n", "1", "--all"):
+                    raise WorkspaceError(NO_COMMITS)
+                raise WorkspaceError(f"no branch '{target_branch}' in {root} "
+                                     f"(pass --target BRANCH with an existing branch)")
+            status, out, err = _run(g, "worktree", "add", "--quiet", "--no-checkout", "-b", branch, str(path), base)
         if status != 0:
             raise WorkspaceError(f"could not create the worktree {path}: {_git_message(err, out, status)}")
         ws = cls(root, run_id, path, branch, base, copy_files)
         try:
+            status, out, err = _run(git.Git(path), "checkout", "--quiet")
+            if status != 0:
+                raise WorkspaceError(f"could not check out {base[:10]} in {path}: {_git_message(err, out, status)}")
             ws._copy_in()
             if setup_command:
                 ws._setup(setup_command, setup_timeout)
         except BaseException:
-            ws._discard()
+            ws._discard(git_lock)
             raise
         return ws
 
@@ -359,14 +366,15 @@ class Workspace:
             raise WorkspaceError(f"setup command failed (exit {proc.returncode}): `{command}`: {tail} "
                                  f"(the worktree was removed; fix workspace.setup_command)")
 
-    def _discard(self) -> None:
+    def _discard(self, git_lock: contextlib.AbstractContextManager | None = None) -> None:
         """Undo a half-made workspace: its worktree and branch."""
         g = self._root_g
-        _run(g, "worktree", "remove", "--force", str(self.path))
-        if self.path.exists():
-            shutil.rmtree(self.path, ignore_errors=True)
-        _run(g, "worktree", "prune")
-        _run(g, "branch", "-D", self.branch)
+        with git_lock or contextlib.nullcontext():
+            _run(g, "worktree", "remove", "--force", str(self.path))
+            if self.path.exists():
+                shutil.rmtree(self.path, ignore_errors=True)
+            _run(g, "worktree", "prune")
+            _run(g, "branch", "-D", self.branch)
 
     # -- checkpoints ---------------------------------------------------------------------------------
 
