@@ -85,13 +85,11 @@ MERGE_ATTEMPTS = 3
 def _merge(ws: Workspace, target: str, message: str):
     for _ in range(MERGE_ATTEMPTS - 1):
         try:
-            with GIT_LOCK:
-                return ws.squash_merge(target, message)
+            return ws.squash_merge(target, message, git_lock=GIT_LOCK)
         except WorkspaceError as e:
             if "moved while merging" not in str(e):
                 raise
-    with GIT_LOCK:
-        return ws.squash_merge(target, message)
+    return ws.squash_merge(target, message, git_lock=GIT_LOCK)
 
 
 TASK_KEYS = ("provider", "model", "base_url", "script", "on_success")

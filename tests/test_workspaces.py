@@ -441,3 +441,24 @@ def test_clear_stale_lock_after_a_killed_checkpoint(repo, ws):
         ws.checkpoint("blocked", step=1)
     assert ws.clear_stale_lock() is True and ws.clear_stale_lock() is False
     assert ws.checkpoint("unblocked", step=1) is not None
+
+
+def test_many_runs_merging_at_once_from_threads_all_land(repo):
+    """The fleet's case: runs finish together and merge from worker threads; only the step from reading the
+    target's head to moving it is under the lock, so the checkout follows and no merge is lost."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from loopwright.runtime.runner import GIT_LOCK, _merge
+
+    spaces = [Workspace.create(repo, f"m{i}", target_branch="main", worktrees_dir=repo.parent / "wt",
+                               git_lock=GIT_LOCK) for i in range(8)]
+    for i, w in enumerate(spaces):
+        (w.path / f"part{i}.txt").write_text(f"{i}\n")
+        w.checkpoint(f"part {i}", step=1)
+    old = git(repo, "rev-parse", "main")
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda w: _merge(w, "main", f"merge {w.run_id}"), spaces))
+    assert [r.status for r in results] == ["merged"] * 8
+    assert git(repo, "rev-list", "--count", f"{old}..main") == "8"
+    assert all((repo / f"part{i}.txt").read_text() == f"{i}\n" for i in range(8))  # the user's checkout followed
+    assert git(repo, "status", "--porcelain") == ""

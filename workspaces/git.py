@@ -190,7 +190,10 @@ def _commit_of_branch(g: git.Git, branch: str) -> str | None:
 
 
 def _checkout_of(g: git.Git, branch: str) -> Path | None:
-    """The worktree that has `branch` checked out, if any."""
+    """The worktree that has `branch` checked out, if any (`g` is at the main worktree)."""
+    status, head, _ = _run(g, "symbolic-ref", "-q", "HEAD")
+    if status == 0 and head.strip() == f"refs/heads/{branch}":
+        return Path(g.working_dir)  # the usual case, without reading every worktree's HEAD (a fleet has hundreds)
     path: str | None = None
     for field in _git(g, "worktree", "list", "--porcelain", "-z").split("\0"):
         if field.startswith("worktree "):
@@ -503,34 +506,45 @@ class Workspace:
 
     # -- merging -------------------------------------------------------------------------------------
 
-    def squash_merge(self, target_branch: str, message: str) -> MergeResult:
+    def squash_merge(self, target_branch: str, message: str,
+                     git_lock: contextlib.AbstractContextManager | None = None) -> MergeResult:
         """Squash the run branch's changes since base_commit onto the current head of `target_branch`.
 
         The user's checkout of the target branch (if any) follows the branch; the merge is refused
         (status "conflict") when it would overwrite the user's uncommitted changes. Uncommitted work
-        in the run's worktree is not included: checkpoint first.
+        in the run's worktree is not included: checkpoint first. What depends only on the run is done
+        before `git_lock` is taken; from reading the target's head to moving it, under it.
         """
         g = self._root_g
         target_branch = target_branch.removeprefix("refs/heads/")
-        target_head = _commit_of_branch(g, target_branch)
-        if target_head is None:
-            raise WorkspaceError(f"no branch '{target_branch}' to merge into (pass --target BRANCH)")
         run_head = _commit_of_branch(g, self.branch)
         if run_head is None:
             raise WorkspaceError(f"the run branch {self.branch} no longer exists; there is nothing to merge")
-        base_tree, run_tree, target_tree = _git(
-            g, "rev-parse", f"{self.base_commit}^{{tree}}", f"{run_head}^{{tree}}", f"{target_head}^{{tree}}").split()
+        base_tree, run_tree = _git(g, "rev-parse", f"{self.base_commit}^{{tree}}", f"{run_head}^{{tree}}").split()
         if run_tree == base_tree:
             return MergeResult("nothing", None, f"run {self.run_id} changed nothing")
         ident = _identity_env(g)
-
-        if _has_merge_base_option(g):
-            ours, theirs, extra = target_head, run_head, [f"--merge-base={self.base_commit}"]
-        else:
+        stand_in = theirs = None
+        if not _has_merge_base_option(g):
             # git < 2.40: the same three-way merge over stand-in commits whose only common ancestor is base's tree
             stand_in = _git(g, "commit-tree", "--no-gpg-sign", base_tree, "-m", "base", env=ident)
-            ours = _git(g, "commit-tree", "--no-gpg-sign", target_tree, "-p", stand_in, "-m", "target", env=ident)
             theirs = _git(g, "commit-tree", "--no-gpg-sign", run_tree, "-p", stand_in, "-m", "run", env=ident)
+        with git_lock or contextlib.nullcontext():
+            return self._merge_onto(target_branch, message, run_head, ident, stand_in, theirs)
+
+    def _merge_onto(self, target_branch: str, message: str, run_head: str, ident: dict[str, str],
+                    stand_in: str | None, theirs: str | None) -> MergeResult:
+        g = self._root_g
+        status, out, _ = _run(g, "rev-parse", f"refs/heads/{target_branch}^{{commit}}",
+                              f"refs/heads/{target_branch}^{{tree}}", "--")
+        if status != 0:
+            raise WorkspaceError(f"no branch '{target_branch}' to merge into (pass --target BRANCH)")
+        target_head, target_tree = out.split()[:2]
+        if stand_in is None:
+            ours, extra = target_head, [f"--merge-base={self.base_commit}"]
+            theirs = run_head
+        else:
+            ours = _git(g, "commit-tree", "--no-gpg-sign", target_tree, "-p", stand_in, "-m", "target", env=ident)
             extra = []
         status, out, err = _run(g, "merge-tree", "--write-tree", "--name-only", "-z", *extra, ours, theirs)
         if status == 1:
