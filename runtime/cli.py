@@ -132,7 +132,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     goal = args.goal.strip()
     if not goal:
         raise UsageError("the goal is empty: say what the agent should do, e.g. loopwright run \"fix the failing test\"")
-    result = _run_in_foreground(project, lambda r: r.start(goal, check=args.check, title=args.title), quiet=args.json)
+    skills = None
+    if args.skills is not None:
+        from .posting import cli_flag, skill_choice
+
+        skills = skill_choice(project, args.skills, cli_flag("skills"))
+    result = _run_in_foreground(project, lambda r: r.start(goal, check=args.check, title=args.title, skills=skills),
+                                quiet=args.json)
     return _report(result, args)
 
 
@@ -214,7 +220,7 @@ def cmd_post(args: argparse.Namespace) -> int:
     project = open_project(Path.cwd(), create=True)
     request = parse_request({k: getattr(args, k) for k in (
         "goal", "title", "check", "priority", "until", "max_attempts", "budget_usd", "target",
-        "provider", "model", "base_url", "script", "keep")} | {"after": args.after or []})
+        "provider", "model", "base_url", "script", "keep", "skills")} | {"after": args.after or []})
     task = post_task(project, request, spell=cli_flag)
     pid = daemon_pid(project)
     if args.json:
@@ -467,6 +473,9 @@ def build_parser() -> Parser:
     sp.add_argument("--script", help="scripted model: a JSON file of assistant turns (no API key used)")
     sp.add_argument("--keep", action="store_true", help="keep the branch for review instead of merging on success")
     sp.add_argument("--target", metavar="BRANCH", help="branch to start from and merge into (default: the current one)")
+    sp.add_argument("--skills", metavar="CHOICE", help="skills the agent sees: all, auto (the most relevant to the "
+                                                      "goal), none, or names like pdf,tdd-loop (default: [skills] "
+                                                      "select in the config)")
 
     sp = add("resume", cmd_resume, "continue a paused or interrupted run (through the daemon when one runs)")
     sp.add_argument("run", help="run id, or task number")
@@ -492,6 +501,9 @@ def build_parser() -> Parser:
     sp.add_argument("--script", help="scripted model: a JSON file of assistant turns (no API key used)")
     sp.add_argument("--keep", action="store_true", help="keep the branch for review instead of merging on success")
     sp.add_argument("--target", metavar="BRANCH", help="branch to start from and merge into (default: the current one)")
+    sp.add_argument("--skills", metavar="CHOICE", help="skills the agent sees: all, auto (the most relevant to the "
+                                                      "goal), none, or names like pdf,tdd-loop (default: [skills] "
+                                                      "select in the config)")
 
     add("tasks", cmd_tasks, "list tasks with their status, priority and dependencies")
     add("status", cmd_status, "the daemon, the queue, active runs and worktree disk use")

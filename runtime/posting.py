@@ -35,6 +35,7 @@ class TaskRequest(BaseModel):
     base_url: str | None = None
     script: str | None = None
     keep: bool = False
+    skills: str | None = None
 
     @field_validator("goal")
     @classmethod
@@ -72,6 +73,27 @@ def parse_request(data: dict) -> TaskRequest:
         raise PostError(f"{where}: {msg}") from None
 
 
+def skill_choice(project: Project, value: str, flag: str = "skills") -> str:
+    """`all`, `auto`, `none` or skill names separated by commas, each installed (else PostError with the nearest)."""
+    from ..skills.catalog import SkillError, discover
+
+    choice = value.strip()
+    if choice in ("all", "auto", "none"):
+        return choice
+    names = [n.strip() for n in choice.split(",") if n.strip()]
+    if not names:
+        raise PostError(f"{flag} is empty: give all, auto, none or skill names separated by commas")
+    catalog = discover(project.root, disabled=project.store.disabled_skills())
+    for name in names:
+        try:
+            catalog.get(name)
+        except SkillError as e:
+            raise PostError(f"{flag}: {e}") from None
+        if any(e.ref == name or e.name == name for e in catalog.disabled):
+            raise PostError(f"{flag}: skill '{name}' is disabled in this project; `loopwright skills enable {name}`")
+    return ",".join(names)
+
+
 def cli_flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -94,6 +116,8 @@ def post_task(project: Project, request: TaskRequest, spell: Callable[[str], str
         options.update(until=True, max_attempts=request.max_attempts or config.until_max_attempts)
     if request.budget_usd is not None:
         options["budget_usd"] = request.budget_usd
+    if request.skills is not None:
+        options["skills"] = skill_choice(project, request.skills, spell("skills"))
     store = project.store
     with store.transaction():
         task = store.create_task(request.goal, title=request.title,

@@ -113,12 +113,14 @@ class Runner:
 
     # -- starting and resuming ---------------------------------------------------------------
 
-    async def start(self, goal: str, *, check: str | None = None, title: str | None = None) -> RunResult:
-        """Create a task and run it now (the foreground `loopwright run`)."""
+    async def start(self, goal: str, *, check: str | None = None, title: str | None = None,
+                    skills: str | None = None) -> RunResult:
+        """Create a task and run it now (the foreground `loopwright run`); `skills` as `--skills` takes it."""
         config = self.project.config
         check_model(config)
+        options = model_options(config) | ({"skills": skills} if skills is not None else {})
         task = self.store.create_task(goal, title=title, check=check if check is not None else config.check,
-                                      options=model_options(config), status="running")
+                                      options=options, status="running")
         return await self.run_task(task)
 
     def _task_config(self, task: Task) -> Config:

@@ -105,3 +105,36 @@ def test_skills_commands_validate_trust_enable_disable(repo, cli, tmp_path):
     assert rows["house-style"] == "disabled"
     assert cli(repo, "skills", "enable", "house-style")[0] == 0
     assert {r["name"]: r["status"] for r in cli.json(repo, "skills", "list")}["house-style"] == "enabled"
+
+
+def test_skills_flag_chooses_what_the_agent_sees(repo, cli, tmp_path):
+    user = tmp_path / "home" / "skills"
+    _skill(user, "pdf-forms", "Fills PDF forms field by field. Use when a PDF form must be filled.")
+    _skill(user, "kube-deploy", "Deploys services onto Kubernetes clusters. Use when shipping to a cluster.")
+
+    def run(goal: str, choice: str, turns: list) -> dict:
+        script = write_script(tmp_path / f"{choice}.json", [*turns, turn(call("finish", summary="ok"))])
+        return cli.json(repo, "run", goal, "--script", script, "--check", "true", "--skills", choice)
+
+    out = run("fill the pdf forms", "auto", [
+        turn({"name": "use_skill", "arguments": {"name": "kube-deploy"}}),
+        turn({"name": "use_skill", "arguments": {"name": "pdf-forms"}},
+             expect="skill 'kube-deploy' is installed but not chosen for this task")])
+    assert out["status"] == "succeeded", out
+    out = run("anything", "none", [turn({"name": "use_skill", "arguments": {"name": "pdf-forms"}})])
+    assert out["status"] == "succeeded", out  # the finish turn expects nothing; the unknown tool is checked next
+    store = Store(repo / ".loopwright" / "state.db")
+    assert "unknown tool 'use_skill'" in store.conversation(out["run"])[2].content[0].content
+    out = run("anything", "kube-deploy", [
+        turn({"name": "use_skill", "arguments": {"name": "pdf-forms"}}),
+        turn({"name": "use_skill", "arguments": {"name": "kube-deploy"}}, expect="not chosen for this task")])
+    assert out["status"] == "succeeded", out
+
+    post = ("post", "deploy it", "--script", tmp_path / "none.json", "--skills")
+    code, _, err = cli(repo, *post, "kube-deplo")
+    assert code == 2 and "--skills: no skill named 'kube-deplo'" in err and "kube-deploy" in err
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = cli(repo, *post, " , ")
+    assert code == 2 and "--skills is empty" in err
+    queued = cli.json(repo, *post, "kube-deploy, pdf-forms")
+    assert Store(repo / ".loopwright" / "state.db").task(queued["task"]).options["skills"] == "kube-deploy,pdf-forms"
