@@ -14,15 +14,17 @@ change re-reads only what changed.
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 
-from .format import SKILL_FILE, Diagnostic, Skill, load_skill
+from .format import SKILL_FILE, Diagnostic, Skill, load_skill, load_skill_stat
 
 PROJECT_DIRS = (".loopwright/skills", ".agents/skills", ".claude/skills")
 BUNDLED_DIR = Path(__file__).parent / "bundled"
@@ -30,6 +32,7 @@ SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".m
 MAX_DEPTH = 6
 MAX_SKILLS_PER_ROOT = 5000
 SCOPES = ("project", "user", "bundled")
+_by_name = attrgetter("name")
 
 
 class SkillError(Exception):
@@ -106,12 +109,21 @@ _CACHE: dict[Path, tuple[int, int, Skill | None, list[Diagnostic]]] = {}
 
 
 def _load_cached(folder: Path) -> tuple[Skill | None, list[Diagnostic]]:
+    hit = _CACHE.get(folder)
+    if hit is None:  # first sight: no stat before parsing, the cache is keyed by the parse's own fstat
+        skill, diags, st = load_skill_stat(folder)
+        if st is None:  # SKILL.md could not be opened
+            try:
+                st = os.stat(os.path.join(folder, SKILL_FILE))
+            except OSError as e:
+                return None, [Diagnostic("error", str(folder / SKILL_FILE), f"cannot read: {e.strerror}")]
+        _CACHE[folder] = (st.st_mtime_ns, st.st_size, skill, diags)
+        return skill, diags
     try:
-        st = (folder / SKILL_FILE).stat()
+        st = os.stat(os.path.join(folder, SKILL_FILE))
     except OSError as e:
         return None, [Diagnostic("error", str(folder / SKILL_FILE), f"cannot read: {e.strerror}")]
-    hit = _CACHE.get(folder)
-    if hit is not None and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
+    if hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
         return hit[2], hit[3]
     skill, diags = load_skill(folder)
     _CACHE[folder] = (st.st_mtime_ns, st.st_size, skill, diags)
@@ -122,22 +134,24 @@ def skill_folders(root: Path) -> tuple[list[Path], list[Diagnostic]]:
     """Folders under `root` holding a SKILL.md: .git, node_modules and the like skipped; depth and count capped."""
     found: list[Path] = []
     notes: list[Diagnostic] = []
-    stack = [(root, 0)]
+    stack: list[tuple[str | Path, int]] = [(root, 0)]
     while stack:
-        folder, depth = stack.pop()
+        folder, depth = stack.pop()  # str paths below the root: a Path per folder walked costs more than the walk
         try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=_by_name)
         except OSError:
             continue
         dirs = []
         for e in entries:
-            if e.name == SKILL_FILE and e.is_file():
-                found.append(folder)
+            name = e.name
+            if name == SKILL_FILE and e.is_file():
+                found.append(Path(folder))
                 if len(found) >= MAX_SKILLS_PER_ROOT:
                     notes.append(Diagnostic("warning", str(root), f"stopped after {MAX_SKILLS_PER_ROOT} skills"))
                     return found, notes
-            elif e.is_dir(follow_symlinks=False) and e.name not in SKIP_DIRS and not e.name.startswith("."):
-                dirs.append(Path(e.path))
+            elif name[0] != "." and name not in SKIP_DIRS and e.is_dir(follow_symlinks=False):
+                dirs.append(e.path)
         if depth < MAX_DEPTH:
             stack += [(d, depth + 1) for d in reversed(dirs)]
         elif dirs:
@@ -187,12 +201,13 @@ def discover(project_root: Path | None, *, trusted: bool | None = None, disabled
             continue
         folders, notes = skill_folders(root)
         cat.diagnostics += notes
+        depth = len(root.parts)
         for folder in folders:
             skill, diags = _load_cached(folder)
             cat.diagnostics += diags
             if skill is None:
                 continue
-            rel = folder.relative_to(root).parts
+            rel = folder.parts[depth:]  # the path below the root (skill_folders' paths start with it)
             entry = Entry(skill, scope, "loopwright" if scope == "bundled" else (rel[0] if len(rel) > 1 else None))
             if skill.name in seen:
                 winner = seen[skill.name]
@@ -222,29 +237,34 @@ class SearchIndex:
 
     def __init__(self, entries: list[Entry], k1: float = 1.2, b: float = 0.75):
         self.entries, self.k1, self.b = entries, k1, b
-        self.docs: list[Counter] = []
         self.lengths: list[int] = []
-        postings: dict[str, list[int]] = {}
+        postings: dict[str, list[tuple[int, int]]] = {}  # term -> (document, term frequency)
         for i, e in enumerate(entries):
             terms = _terms(e.name.replace("-", " ")) * 3 + _terms(e.skill.description)
-            counts = Counter(terms)
-            self.docs.append(counts)
             self.lengths.append(len(terms))
-            for t in counts:
-                postings.setdefault(t, []).append(i)
+            for t, tf in Counter(terms).items():
+                postings.setdefault(t, []).append((i, tf))
         self.postings = postings
         n = len(entries) or 1
         self.avg = sum(self.lengths) / n if self.lengths else 1.0
         self.idf = {t: math.log(1 + (n - len(p) + 0.5) / (len(p) + 0.5)) for t, p in postings.items()}
+        # BM25's length normalisation per document (a document without terms has no postings: never used)
+        self.length_norm = [k1 * (1 - b + b * length / self.avg) if length else 0.0 for length in self.lengths]
 
     def search(self, query: str, limit: int = 10) -> list[tuple[float, Entry]]:
         scores: dict[int, float] = {}
+        get, length_norm, k1_1 = scores.get, self.length_norm, self.k1 + 1
         for t in set(_terms(query)):
-            for i in self.postings.get(t, ()):
-                tf = self.docs[i][t]
-                norm = tf * (self.k1 + 1) / (tf + self.k1 * (1 - self.b + self.b * self.lengths[i] / self.avg))
-                scores[i] = scores.get(i, 0.0) + self.idf[t] * norm
-        best = sorted(scores.items(), key=lambda kv: (-kv[1], self.entries[kv[0]].name))[:limit]
+            idf = self.idf.get(t)
+            if idf is None:
+                continue
+            for i, tf in self.postings[t]:
+                scores[i] = get(i, 0.0) + idf * (tf * k1_1 / (tf + length_norm[i]))
+        items = scores.items()
+        if 0 < limit < len(scores):  # rank only what can reach the top `limit` (ties at the cut included)
+            cut = heapq.nlargest(limit, scores.values())[-1]
+            items = [(i, s) for i, s in items if s >= cut]
+        best = sorted(items, key=lambda kv: (-kv[1], self.entries[kv[0]].name))[:limit]
         return [(round(s, 4), self.entries[i]) for i, s in best]
 
 

@@ -12,8 +12,10 @@ matter or with YAML that cannot be parsed is skipped with an error. Values holdi
 `validate_skill` applies every rule of the specification strictly (errors) and adds quality warnings
 (body length, angle brackets, deeply nested file references).
 
-Loading is cheap: SKILL.md is read once, only the front matter goes through YAML (the C loader when
-PyYAML has it), and the body stays on disk (`Skill.body()` reads it on demand).
+Loading is cheap: SKILL.md is read once (the first 4 KB when the front matter fits), front matter that is a
+flat mapping of one-line strings is read by hand (`_simple_yaml`, which yields exactly what YAML would and
+leaves everything else to it), the rest goes through YAML (the C loader when PyYAML has it), and the body
+stays on disk (`Skill.body()` reads it on demand).
 """
 
 from __future__ import annotations
@@ -148,8 +150,8 @@ def _split(data: bytes) -> tuple[int, int, int] | None:
 
 
 class _Unreadable(Exception):
-    def __init__(self, diag: Diagnostic):
-        self.diag = diag
+    def __init__(self, diag: Diagnostic, st: os.stat_result | None = None):
+        self.diag, self.st = diag, st  # st: of the file opened, when it was opened
 
 
 def _open_nonblocking(path: str, flags: int) -> int:
@@ -163,11 +165,11 @@ def _read(folder: Path, whole: bool) -> tuple[bytes, os.stat_result, tuple[int, 
         with open(where, "rb", opener=_open_nonblocking) as f:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):
-                raise _Unreadable(Diagnostic("error", where, f"{SKILL_FILE} is not a regular file"))
+                raise _Unreadable(Diagnostic("error", where, f"{SKILL_FILE} is not a regular file"), st)
             if st.st_size > MAX_SKILL_BYTES:
                 raise _Unreadable(Diagnostic(
                     "error", where, f"too large ({st.st_size:,} bytes; the limit is {MAX_SKILL_BYTES:,}): skipped; "
-                                    f"move detailed material into references/ files"))
+                                    f"move detailed material into references/ files"), st)
             data = f.read(MAX_SKILL_BYTES + 1 if whole else _HEAD_BYTES)
             bounds = _split(data)
             if bounds is None and not whole and len(data) == _HEAD_BYTES:
@@ -179,14 +181,14 @@ def _read(folder: Path, whole: bool) -> tuple[bytes, os.stat_result, tuple[int, 
     except OSError as e:
         raise _Unreadable(Diagnostic("error", where, f"cannot read: {e.strerror or e}")) from None
     if len(data) > MAX_SKILL_BYTES:  # grew while we read it
-        raise _Unreadable(Diagnostic("error", where, f"too large (over {MAX_SKILL_BYTES:,} bytes): skipped"))
+        raise _Unreadable(Diagnostic("error", where, f"too large (over {MAX_SKILL_BYTES:,} bytes): skipped"), st)
     if bounds is None:
         if _OPEN_RE.match(data):
             msg = "the front matter is not closed: add a line holding only '---' after it"
         else:
             msg = ("no YAML front matter: the file must start with a '---' line, then name: and description:, "
                    "then a closing '---' line")
-        raise _Unreadable(Diagnostic("error", where, msg))
+        raise _Unreadable(Diagnostic("error", where, msg), st)
     return data, st, bounds, where
 
 
@@ -251,8 +253,108 @@ def _yaml_error_line(e: Exception) -> int | None:
     return None if mark is None else mark.line
 
 
+# The fast path: most front matter is a flat mapping of one-line strings (`name: x`, `description: ...`, a
+# `metadata:` block, an `allowed-tools:` list). Reading that by hand is several times cheaper than YAML, which
+# matters for a catalog of a thousand skills. Anything else, or anything the resolver would turn into a
+# non-string (numbers, dates, booleans, null), is left to YAML, so the result is always what YAML gives.
+_SIMPLE_TEXT = re.compile("[^\n\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]")
+_SIMPLE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,127}(?=:(?: |\Z))")
+_PLAIN_START = frozenset("-?:,[]{}#&*!|>'\"%@`")
+
+
+def _implicit(value: str) -> bool:
+    """Whether YAML would read this plain scalar as something other than a string (or reject it)."""
+    resolvers = _LOADER.yaml_implicit_resolvers
+    for _, regexp in resolvers.get(value[:1], ()):
+        if regexp.match(value):
+            return True
+    for _, regexp in resolvers.get(None, ()):
+        if regexp.match(value):
+            return True
+    return False
+
+
+def _simple_entry(line: str) -> tuple[str, str | None] | None:
+    """`key: value` -> (key, the value as YAML reads it, or None for no value); None when YAML must decide."""
+    m = _SIMPLE_KEY.match(line)
+    if m is None or _implicit(key := m[0]):
+        return None
+    value = line[m.end() + 1:].strip(" ")
+    if not value:
+        return key, None
+    scalar = _simple_scalar(value)
+    return None if scalar is None else (key, scalar)
+
+
+def _simple_scalar(value: str) -> str | None:
+    """A one-line value (stripped of spaces) as YAML reads it, when that is certainly a string; else None."""
+    first = value[0]
+    if first == "'":
+        inner = value[1:-1]
+        return inner.replace("''", "'") if len(value) > 1 and value[-1] == "'" and "'" not in inner.replace("''", "") \
+            else None
+    if first == '"':
+        inner = value[1:-1]
+        return inner if len(value) > 1 and value[-1] == '"' and '"' not in inner and "\\" not in inner else None
+    if first in _PLAIN_START or ": " in value or " #" in value or value[-1] == ":" or _implicit(value):
+        return None
+    return value
+
+
+def _simple_yaml(text: str) -> dict | None:
+    """The front matter as YAML reads it when it is a flat mapping of one-line strings, with at most one level
+    of nested mapping or list of such strings under a key with no value; None for anything else (then YAML
+    reads it). Blank lines and comment lines are skipped, as YAML skips them."""
+    if _SIMPLE_TEXT.search(text):  # tabs, CR, NEL, BOM, control characters: YAML's own rules apply
+        return None
+    out: dict = {}
+    open_key: str | None = None  # the last key had no value: a nested block may follow
+    block: dict | list | None = None  # the nested block being read
+    indent = 0  # of the nested block's lines
+    for line in text.split("\n"):
+        stripped = line.lstrip(" ")
+        if not stripped or stripped[0] == "#":
+            continue
+        n = len(line) - len(stripped)
+        item = stripped[:2] == "- "
+        if open_key is not None:
+            if item or n > 0:
+                block = [] if item else {}
+                out[open_key], indent = block, n
+            open_key = None
+        if block is not None:
+            if n == indent and item == isinstance(block, list):
+                if item:
+                    value = stripped[2:].strip(" ")
+                    scalar = _simple_scalar(value) if value else None
+                    if scalar is None:
+                        return None
+                    block.append(scalar)
+                else:
+                    entry = _simple_entry(stripped)
+                    if entry is None:
+                        return None
+                    block[entry[0]] = entry[1]
+                continue
+            if n > 0 or item:
+                return None
+            block = None
+        if n > 0 or item:
+            return None
+        entry = _simple_entry(line)
+        if entry is None:
+            return None
+        out[entry[0]] = entry[1]
+        if entry[1] is None:
+            open_key = entry[0]
+    return out
+
+
 def _parse_yaml(text: str) -> tuple[Any, list[int], str | None, int | None]:
     """(data, lines quoted by the retry, error, error line); lines are 0-based in `text`."""
+    simple = _simple_yaml(text)
+    if simple is not None:
+        return simple, [], None, None
     try:
         return yaml.load(text, Loader=_LOADER), [], None, None
     except _YAML_ERRORS as e:
@@ -352,22 +454,28 @@ def load_skill(folder: Path) -> tuple[Skill | None, list[Diagnostic]]:
 
     Only SKILL.md's front matter is parsed; the body is left on disk.
     """
+    skill, diags, _ = load_skill_stat(folder)
+    return skill, diags
+
+
+def load_skill_stat(folder: Path) -> tuple[Skill | None, list[Diagnostic], os.stat_result | None]:
+    """`load_skill`, plus the stat of the SKILL.md it read (None when it could not be opened), for caches."""
     if not isinstance(folder, Path):
         folder = Path(folder)
     try:
         data, st, bounds, where = _read(folder, whole=False)
     except _Unreadable as e:
-        return None, [e.diag]
+        return None, [e.diag], e.st
     fm, diags, _ = _front_matter(data, bounds, where)
     if fm is None:
-        return None, diags
+        return None, diags, st
 
     def warn(msg: str) -> None:
         diags.append(Diagnostic("warning", where, msg))
 
-    def skip(msg: str) -> tuple[None, list[Diagnostic]]:
+    def skip(msg: str) -> tuple[None, list[Diagnostic], os.stat_result]:
         diags.append(Diagnostic("error", where, msg + ": skipped"))
-        return None, diags
+        return None, diags, st
 
     desc = fm.get("description")
     if desc is None or (isinstance(desc, str) and not desc.strip()):
@@ -439,7 +547,7 @@ def load_skill(folder: Path) -> tuple[Skill | None, list[Diagnostic]]:
     skill = Skill(name=name, description=description, path=folder, license=license_, compatibility=compatibility,
                   metadata=metadata, allowed_tools=allowed_tools, body_offset=bounds[2], mtime_ns=st.st_mtime_ns,
                   size=st.st_size)
-    return skill, diags
+    return skill, diags, st
 
 
 # -- strict validation -----------------------------------------------------------------------------

@@ -254,6 +254,71 @@ license: see: LICENSE.txt
     assert [d.level for d in diags] == ["warning"] and "lines 3, 8" in diags[0].message
 
 
+SIMPLE_FRONT_MATTER = [  # the shapes most packs write: read without YAML
+    "name: pdf\ndescription: Extract text, fill forms (it's quick), merge files; 100% local. Use when handling PDFs.",
+    "name: x\ndescription: 'It''s quoted: with a colon'\nlicense: \"Apache-2.0\"\n",
+    "name: x\ndescription: a [b] {c}, d#e x:y ~f é 😀\n\nmetadata:\n  author: jane\n  version: \"1.0\"\n# note\n",
+    "name: x\ndescription: y\nallowed-tools:\n  - Read\n  - Bash(git add:*)\ncompatibility: Requires git\n",
+    "name: x\ndescription: y\nallowed-tools:\n- Read\nmetadata:\n  a:\n  b: c\nname: z",
+]
+NOT_SIMPLE = [  # left to YAML: not strings, or not on one line
+    "name: x\ndescription: yes", "name: x\ndescription: 2024-01-31", "name: x\nmetadata:\n  version: 1.0",
+    "name: x\ndescription: ~", "on: x", "name: x\ndescription: 1:30", "name: x\ndescription: &a y\nlicense: *a",
+    "name: x\ndescription: >\n  folded", "name: x\ndescription: plain\n  continued", "name: x\ndescription: a #c",
+    "name: x\ndescription: \"esc\\\"aped\"", "name: x\ndescription: 'open", "name: x\ndescription: a\u2028b",
+    "name: x\ndescription:\ta", "  name: x", "name: x\ndescription: !!str 1", "name: x\nmetadata:\n  a: b\n   c: d",
+]
+
+
+@pytest.mark.parametrize("text", SIMPLE_FRONT_MATTER + NOT_SIMPLE)
+def test_the_fast_path_reads_front_matter_exactly_as_yaml_does(text):
+    fast = fmt._simple_yaml(text)
+    assert (fast is not None) == (text in SIMPLE_FRONT_MATTER)
+    if fast is not None:
+        assert fast == fmt.yaml.load(text, Loader=fmt._LOADER)
+
+
+def test_the_fast_path_agrees_with_yaml_on_random_front_matter():
+    import random
+
+    rng = random.Random(4)
+    pieces = ["a", "b c", "yes", "1", "1.5", "2024-01-01", "~", "null", "x:y", ": ", " #", "#", "'", "''", '"', "\\",
+              "-", "- ", "[", "]", "{", "}", ",", "&", "*", "!", "|", ">", "%", "@", "`", "?", "=", "é", "\t", "\u2028",
+              "  "]
+    keys = ["name", "description", "metadata", "allowed-tools", "on", "1", "k-2", "_"]
+    accepted = 0
+    for _ in range(3000):
+        lines = []
+        for _ in range(rng.randint(1, 5)):
+            indent = " " * rng.choice([0, 0, 0, 2, 2, 4])
+            value = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 3)))
+            value = rng.choice([value, f"'{value}'", f'"{value}"', "plain words"])
+            lines.append(rng.choice([f"{indent}{rng.choice(keys)}: {value}", f"{rng.choice(keys)}:",
+                                     f"{indent}- {value}", f"{indent}# c", ""]))
+        text = "\n".join(lines)
+        fast = fmt._simple_yaml(text)
+        if fast is None:
+            continue
+        accepted += 1
+        assert fast == (fmt.yaml.load(text, Loader=fmt._LOADER) or {}), text
+    assert accepted > 300
+
+
+def test_simple_front_matter_loads_without_yaml(tmp_path, monkeypatch):
+    folder = make_skill(tmp_path, "x", "name: x\ndescription: Use when it's needed.\nmetadata:\n  version: \"2\"\n"
+                                       "allowed-tools:\n  - Read\n  - Bash(git:*)")
+
+    def no_yaml(*args, **kwargs):
+        raise AssertionError("simple front matter must not go through YAML")
+
+    monkeypatch.setattr(fmt.yaml, "load", no_yaml)
+    skill, diags = load_skill(folder)
+    assert diags == [] and skill is not None
+    assert (skill.description, skill.metadata, skill.allowed_tools) == (
+        "Use when it's needed.", {"version": "2"}, ["Read", "Bash(git:*)"])
+    assert is_valid(validate_skill(folder))
+
+
 def test_a_skill_md_that_is_not_a_regular_file_does_not_hang_the_scan(tmp_path):
     folder = tmp_path / "x"
     folder.mkdir()
