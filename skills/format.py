@@ -12,10 +12,9 @@ matter or with YAML that cannot be parsed is skipped with an error. Values holdi
 `validate_skill` applies every rule of the specification strictly (errors) and adds quality warnings
 (body length, angle brackets, deeply nested file references).
 
-Loading is cheap: SKILL.md is read once (the first 4 KB when the front matter fits), front matter that is a
-flat mapping of one-line strings is read by hand (`_simple_yaml`, which yields exactly what YAML would and
-leaves everything else to it), the rest goes through YAML (the C loader when PyYAML has it), and the body
-stays on disk (`Skill.body()` reads it on demand).
+Loading is cheap: SKILL.md is read once (the first 4 KB when the front matter fits), only the front matter
+goes through YAML (the C loader when PyYAML has it), and the body stays on disk (`Skill.body()` reads it on
+demand).
 """
 
 from __future__ import annotations
@@ -253,108 +252,8 @@ def _yaml_error_line(e: Exception) -> int | None:
     return None if mark is None else mark.line
 
 
-# The fast path: most front matter is a flat mapping of one-line strings (`name: x`, `description: ...`, a
-# `metadata:` block, an `allowed-tools:` list). Reading that by hand is several times cheaper than YAML, which
-# matters for a catalog of a thousand skills. Anything else, or anything the resolver would turn into a
-# non-string (numbers, dates, booleans, null), is left to YAML, so the result is always what YAML gives.
-_SIMPLE_TEXT = re.compile("[^\n\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]")
-_SIMPLE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,127}(?=:(?: |\Z))")
-_PLAIN_START = frozenset("-?:,[]{}#&*!|>'\"%@`")
-
-
-def _implicit(value: str) -> bool:
-    """Whether YAML would read this plain scalar as something other than a string (or reject it)."""
-    resolvers = _LOADER.yaml_implicit_resolvers
-    for _, regexp in resolvers.get(value[:1], ()):
-        if regexp.match(value):
-            return True
-    for _, regexp in resolvers.get(None, ()):
-        if regexp.match(value):
-            return True
-    return False
-
-
-def _simple_entry(line: str) -> tuple[str, str | None] | None:
-    """`key: value` -> (key, the value as YAML reads it, or None for no value); None when YAML must decide."""
-    m = _SIMPLE_KEY.match(line)
-    if m is None or _implicit(key := m[0]):
-        return None
-    value = line[m.end() + 1:].strip(" ")
-    if not value:
-        return key, None
-    scalar = _simple_scalar(value)
-    return None if scalar is None else (key, scalar)
-
-
-def _simple_scalar(value: str) -> str | None:
-    """A one-line value (stripped of spaces) as YAML reads it, when that is certainly a string; else None."""
-    first = value[0]
-    if first == "'":
-        inner = value[1:-1]
-        return inner.replace("''", "'") if len(value) > 1 and value[-1] == "'" and "'" not in inner.replace("''", "") \
-            else None
-    if first == '"':
-        inner = value[1:-1]
-        return inner if len(value) > 1 and value[-1] == '"' and '"' not in inner and "\\" not in inner else None
-    if first in _PLAIN_START or ": " in value or " #" in value or value[-1] == ":" or _implicit(value):
-        return None
-    return value
-
-
-def _simple_yaml(text: str) -> dict | None:
-    """The front matter as YAML reads it when it is a flat mapping of one-line strings, with at most one level
-    of nested mapping or list of such strings under a key with no value; None for anything else (then YAML
-    reads it). Blank lines and comment lines are skipped, as YAML skips them."""
-    if _SIMPLE_TEXT.search(text):  # tabs, CR, NEL, BOM, control characters: YAML's own rules apply
-        return None
-    out: dict = {}
-    open_key: str | None = None  # the last key had no value: a nested block may follow
-    block: dict | list | None = None  # the nested block being read
-    indent = 0  # of the nested block's lines
-    for line in text.split("\n"):
-        stripped = line.lstrip(" ")
-        if not stripped or stripped[0] == "#":
-            continue
-        n = len(line) - len(stripped)
-        item = stripped[:2] == "- "
-        if open_key is not None:
-            if item or n > 0:
-                block = [] if item else {}
-                out[open_key], indent = block, n
-            open_key = None
-        if block is not None:
-            if n == indent and item == isinstance(block, list):
-                if item:
-                    value = stripped[2:].strip(" ")
-                    scalar = _simple_scalar(value) if value else None
-                    if scalar is None:
-                        return None
-                    block.append(scalar)
-                else:
-                    entry = _simple_entry(stripped)
-                    if entry is None:
-                        return None
-                    block[entry[0]] = entry[1]
-                continue
-            if n > 0 or item:
-                return None
-            block = None
-        if n > 0 or item:
-            return None
-        entry = _simple_entry(line)
-        if entry is None:
-            return None
-        out[entry[0]] = entry[1]
-        if entry[1] is None:
-            open_key = entry[0]
-    return out
-
-
 def _parse_yaml(text: str) -> tuple[Any, list[int], str | None, int | None]:
     """(data, lines quoted by the retry, error, error line); lines are 0-based in `text`."""
-    simple = _simple_yaml(text)
-    if simple is not None:
-        return simple, [], None, None
     try:
         return yaml.load(text, Loader=_LOADER), [], None, None
     except _YAML_ERRORS as e:
