@@ -62,6 +62,7 @@ class ToolContext:
     allowed_tools: frozenset[str] | None = None  # while a skill with `allowed-tools` is active
     active_skill: str | None = None
     skills: Any = None  # what `use_skill` looks skills up in (skills.tool.SkillShelf)
+    memory: Any = None  # memory.run.RunMemory: the run's store, lessons and artifacts folder
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,18 @@
+"""What one run's memory tools work on: the store, the run and task, the lessons and the artifacts folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .store import Store
+
+
+@dataclass
+class RunMemory:
+    store: Store
+    run_id: str
+    task_id: int
+    artifacts_root: Path  # <project>/.loopwright/artifacts; a run's files go in <artifacts_root>/<run_id>/
+    lessons: Any = None  # memory.lessons.Lessons (project and global lessons), None when memory is off
