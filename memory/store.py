@@ -31,7 +31,17 @@ class StoreError(Exception):
     """A lookup or state change the user asked for cannot be done; said in one line."""
 
 
-MIGRATIONS: list[list[str]] = [
+def _lesson_tables(db: sqlite_utils.Database) -> None:
+    from .lessons import create_lesson_schema  # lessons.py imports this module
+
+    create_lesson_schema(db)
+
+
+# A migration is a list of SQL statements and callables taking the sqlite_utils.Database (for what sqlite-utils
+# does, such as FTS); each migration runs in its own transaction.
+Migration = list[str | Callable[[sqlite_utils.Database], None]]
+
+MIGRATIONS: list[Migration] = [
     [  # 1: the foundation
         """CREATE TABLE tasks (
             id INTEGER PRIMARY KEY AUTOINCREMENT, title TEXT NOT NULL, goal TEXT NOT NULL, check_cmd TEXT,
@@ -90,6 +100,12 @@ MIGRATIONS: list[list[str]] = [
     ],
     [  # 5: skills switched off for this project
         "CREATE TABLE disabled_skills (name TEXT PRIMARY KEY, disabled_at REAL NOT NULL)",
+    ],
+    [  # 6: lessons (continual learning) with their history and full-text index; which lessons each run was shown
+        _lesson_tables,
+        """CREATE TABLE run_lessons (
+            run_id TEXT NOT NULL, ref TEXT NOT NULL, rank INTEGER NOT NULL, credited INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (run_id, ref))""",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -201,17 +217,58 @@ def _row(model: type[BaseModel], row: sqlite3.Row | dict, json_fields: tuple[str
     return model.model_validate(data)
 
 
+def connect(path: str | Path) -> sqlite_utils.Database:
+    """A database opened as the store opens its own: WAL, a 30 s busy timeout, autocommit outside transactions."""
+    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    db = sqlite_utils.Database(conn)
+    db.execute("PRAGMA busy_timeout = 30000")
+    db.enable_wal()
+    db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across process crashes
+    return db
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE … COMMIT on `conn`; inside a transaction already, just that one."""
+    if conn.in_transaction:
+        yield conn
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def migrate(db: sqlite_utils.Database, migrations: list[Migration], path: str | Path) -> None:
+    """Bring `db` to version len(migrations) (PRAGMA user_version), one transaction per migration."""
+    latest = len(migrations)
+    version = db.conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > latest:
+        raise StoreError(f"{path} has schema version {version}, newer than this loopwright ({latest}): "
+                         "upgrade loopwright")
+    for number in range(version + 1, latest + 1):
+        with transaction(db.conn) as conn:
+            # another process may have migrated while we waited for the write lock
+            if conn.execute("PRAGMA user_version").fetchone()[0] >= number:
+                continue
+            for step in migrations[number - 1]:
+                if callable(step):
+                    step(db)
+                else:
+                    conn.execute(step)
+            conn.execute(f"PRAGMA user_version = {number}")
+
+
 class Store:
     """One project's database. Cheap to open; each process opens its own."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        self.db = sqlite_utils.Database(conn)
-        self.db.execute("PRAGMA busy_timeout = 30000")
-        self.db.enable_wal()
-        self.db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across process crashes
+        self.db = connect(self.path)
         self.db.execute("PRAGMA foreign_keys = ON")
         self.listeners: list[Callable[[str | None, BaseModel], None]] = []
         """Called after every event this process appends (live displays, the demo's supervisor)."""
@@ -227,31 +284,11 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE … COMMIT: the writes inside land together or not at all."""
-        if self.conn.in_transaction:
-            yield self.conn
-            return
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+        with transaction(self.conn) as conn:
+            yield conn
 
     def _migrate(self) -> None:
-        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path} has schema version {version}, newer than this loopwright ({SCHEMA_VERSION}): upgrade loopwright"
-            )
-        for number in range(version + 1, SCHEMA_VERSION + 1):
-            with self.transaction() as conn:
-                # another process may have migrated while we waited for the write lock
-                if conn.execute("PRAGMA user_version").fetchone()[0] >= number:
-                    continue
-                for statement in MIGRATIONS[number - 1]:
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {number}")
+        migrate(self.db, MIGRATIONS, self.path)
 
     @property
     def schema_version(self) -> int:
@@ -421,16 +458,19 @@ class Store:
 
     def record_model_call(self, run_id: str, call: ModelCalled, message: Message | None,
                           budget_day: str | None = None) -> None:
-        """One model answer: its message, its usage event, the run's counters and the fleet's spend, at once."""
+        """One model answer: its message, its usage event, the run's counters and the fleet's spend, at once.
+
+        A reflection call costs like any other but is not one of the run's model turns (`model_calls`)."""
         tokens_in = call.usage.input_tokens + call.usage.cache_read_tokens + call.usage.cache_write_tokens
         with self.transaction() as conn:
             self.append(run_id, call)
             if message is not None:
                 self.append(run_id, MessageAdded(message=message))
             conn.execute(
-                "UPDATE runs SET model_calls = model_calls + 1, input_tokens = input_tokens + ?,"
+                "UPDATE runs SET model_calls = model_calls + ?, input_tokens = input_tokens + ?,"
                 " output_tokens = output_tokens + ?, cost_usd = cost_usd + ?, heartbeat_at = ? WHERE id = ?",
-                (tokens_in, call.usage.output_tokens, call.cost_usd, time.time(), run_id),
+                (int(call.purpose != "reflection"), tokens_in, call.usage.output_tokens, call.cost_usd, time.time(),
+                 run_id),
             )
             if budget_day is not None:
                 conn.execute(
