@@ -27,7 +27,9 @@ provider's rate-limit reset headers (and `retry-after` only when asked).
 arrives, before any latency: `at` (unix time), `path`, `turn` (assistant turns
 already in its conversation) and `head` (the first 80 characters of its first
 user message), so another process (a benchmark) sees when each conversation
-called. Use it as a context manager in tests, or `loopwright loopback --script
+called. Reflection calls (their system prompt carries `REFLECTION_MARKER`) are
+answered from the script's `reflections`, apart from the turns; with none left
+they get a 400. Use it as a context manager in tests, or `loopwright loopback --script
 FILE` to point your own client at it. It is not a model and says so.
 """
 
@@ -45,7 +47,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
 from .messages import TextBlock, ToolCall
-from .script import Fault, Script, ScriptError, ScriptTurn
+from .script import REFLECTION_MARKER, Fault, Script, ScriptError, ScriptTurn
 
 BROKEN_JSON = '{"path": "unterminated'
 
@@ -68,6 +70,8 @@ class LoopbackServer:
         self._log = open(request_log, "a", buffering=1) if request_log else None  # noqa: SIM115
         self._next = 0
         self._turns_served = 0
+        self.reflections = [script.reflection_reply(i) for i in range(len(script.reflections))]
+        self._reflections_served = 0
         handler = type("Handler", (_Handler,), {"loopback": self})
         self.httpd = _Server((host, port), handler)
         self.httpd.daemon_threads = True
@@ -130,6 +134,13 @@ class LoopbackServer:
                 self.refused.append(time.time())
             return max(0.0, left)
 
+    def next_reflection(self) -> tuple[int, str | None]:
+        """The reply to the next reflection call (they are answered apart from the turns), or None when none is left."""
+        with self._lock:
+            index = self._reflections_served
+            self._reflections_served += 1
+            return index, self.reflections[index] if index < len(self.reflections) else None
+
     def take(self, peek: bool = False) -> tuple[int, Fault | ScriptTurn | None]:
         """The next entry and its turn index (turns counted apart from faults)."""
         with self._lock:
@@ -187,6 +198,13 @@ class _Handler(BaseHTTPRequestHandler):
         if left := server.storm_left():
             return self._error(fmt, 429, "rate_limit_error", "loopback: quota exhausted (simulated storm)",
                                _reset_headers(fmt, left, server._storm_retry_after))
+        if REFLECTION_MARKER in json.dumps(body):
+            index, reply = server.next_reflection()
+            if reply is None:
+                return self._error(fmt, 400, "invalid_request_error",
+                                   f"loopback: reflection call {index + 1}, but the script has "
+                                   f"{len(server.reflections)} reflection replies")
+            return self._send(200, render(fmt, ScriptTurn(text=reply), index, body.get("model", "loopback")))
         if server.per_conversation:
             index = assistant_turns(fmt, body)
             if index >= len(server.entries):
@@ -207,6 +225,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._turn(fmt, entry, index, body)
 
     def _turn(self, fmt: str, turn: ScriptTurn, index: int, body: dict, broken_args: bool = False) -> None:
+        try:
+            turn = turn.played(index, json.dumps(body, ensure_ascii=False))
+        except ScriptError as e:
+            return self._error(fmt, 400, "invalid_request_error", f"loopback: {e}")
         seen = last_user_text(fmt, body)
         if turn.expect is not None and turn.expect not in seen:
             return self._error(fmt, 400, "invalid_request_error",

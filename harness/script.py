@@ -12,6 +12,15 @@ HTTP response:
 
 `expect`, when given, must occur in the last user message the model was sent
 (a tool result or a notice); a script that drifts from the run fails loudly.
+
+`when` makes a turn depend on what the "model" was sent: the turn is played
+when its text occurs anywhere in the request (system prompt and messages),
+else its `otherwise` turn is (e.g. a recalled lesson changes what happens —
+how `loopwright eval` shows learning with no model). Either way the slot is
+one model call.
+
+`reflections` are the replies to reflection calls after runs (raw text, or an
+object sent as JSON), in order; without them reflection is skipped.
 """
 
 from __future__ import annotations
@@ -24,6 +33,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .messages import Message, ModelResponse, TextBlock, ToolCall, Usage
 from .models import FatalModelError
+
+
+# Reflection calls carry this in their system prompt; the loopback server answers them from `reflections`.
+REFLECTION_MARKER = "[loopwright reflection]"
 
 
 class ScriptError(FatalModelError):
@@ -44,6 +57,17 @@ class ScriptTurn(BaseModel):
     usage: Usage = Usage(input_tokens=100, output_tokens=20)
     expect: str | None = None
     stop_reason: Literal["end_turn", "tool_use", "max_tokens"] | None = None
+    when: str | None = None
+    otherwise: ScriptTurn | None = None
+
+    def played(self, index: int, request_text: str) -> ScriptTurn:
+        """The turn this slot plays for a request: itself, or its `otherwise` when `when` is not in the request."""
+        if self.when is None or self.when in request_text:
+            return self
+        if self.otherwise is None:
+            raise ScriptError(f"scripted turn {index + 1} plays only when {self.when!r} is in the request, "
+                              f"and it has no `otherwise`")
+        return self.otherwise.played(index, request_text)
 
     def response(self, index: int, model: str) -> ModelResponse:
         """This turn as an internal response; tool call ids are stable per turn index."""
@@ -75,6 +99,14 @@ Entry = ScriptTurn | Fault
 class Script(BaseModel):
     model_config = ConfigDict(extra="forbid")
     turns: list[Fault | ScriptTurn]
+    reflections: list[str | dict[str, Any]] = Field(default_factory=list)
+
+    def reflection_reply(self, index: int) -> str | None:
+        """The reply to the `index`-th reflection call, as text; None when the script has no more."""
+        if index >= len(self.reflections):
+            return None
+        reply = self.reflections[index]
+        return reply if isinstance(reply, str) else json.dumps(reply)
 
     @classmethod
     def load(cls, path: str | Path) -> "Script":
@@ -97,6 +129,15 @@ class Script(BaseModel):
             err = e.errors()[0]
             where = ".".join(str(x) for x in err["loc"])
             raise ScriptError(f"{origin}: {where}: {err['msg']}") from None
+
+    @staticmethod
+    def request_text(system: str, messages: list[Message]) -> str:
+        """Everything a request holds as text, for `when`."""
+        parts = [system]
+        for m in messages:
+            parts.append(m.text)
+            parts += [r.content for r in m.tool_results]
+        return "\n".join(parts)
 
     @staticmethod
     def check_expect(index: int, turn: ScriptTurn, messages: list[Message]) -> None:

@@ -27,7 +27,7 @@ class ScriptedModel(ModelAdapter):
             raise ScriptError(
                 f"the run asked for model turn {self.position + 1} but the script has only {len(self.turns)}"
             )
-        turn = self.turns[self.position]
+        turn = self.turns[self.position].played(self.position, Script.request_text(system, messages))
         Script.check_expect(self.position, turn, messages)
         self.position += 1
         return turn.response(self.position - 1, self.model)
