@@ -239,7 +239,9 @@ def make_project(top: Path, name: str, base_url: str, max_parallel: int) -> Path
         f'# written by bench/fleet.py\nprovider = "anthropic"\nmodel = "{MODEL}"\nbase_url = "{base_url}"\n'
         f"max_parallel = {max_parallel}\n\n"
         "[budget]  # far above what 10 turns use: limits must not shape the figures\n"
-        "max_turns = 1000\nmax_usd = 1000.0\nmax_tokens = 100000000\nmax_wall_seconds = 86400\n")
+        "max_turns = 1000\nmax_usd = 1000.0\nmax_tokens = 100000000\nmax_wall_seconds = 86400\n\n"
+        "[memory]  # the figures are about the fleet's loop: no recall, no reflection call after each run\n"
+        "recall = false\nreflect = false\n")
     return repo
 
 

@@ -648,7 +648,7 @@ STANDARD_TOOLS: tuple[type[Tool], ...] = (Shell, ReadFile, WriteFile, EditFile, 
                                           CheckpointTool, Finish)
 
 
-ALWAYS_ALLOWED = frozenset({"use_skill", "finish", "scratchpad", "checkpoint"})
+ALWAYS_ALLOWED = frozenset({"use_skill", "finish", "scratchpad", "checkpoint", "artifact", "remember", "recall"})
 
 
 def _describe_validation(e: ValidationError) -> str:

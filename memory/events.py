@@ -48,7 +48,7 @@ class ModelCalled(_Event):
     cost_usd: float
     stop_reason: str
     duration_ms: float
-    purpose: Literal["turn", "compaction"] = "turn"
+    purpose: Literal["turn", "compaction", "reflection"] = "turn"
 
 
 class Retrying(_Event):
@@ -147,10 +147,31 @@ class SkillsLeftOut(_Event):
     budget_tokens: int
 
 
+class LessonsRecalled(_Event):
+    """The lessons put into the task at its start (refs), or a placebo section of the same length."""
+
+    type: Literal["lessons_recalled"] = "lessons_recalled"
+    refs: list[str]
+    tokens: int
+    placebo: bool = False
+
+
+class Reflected(_Event):
+    """Reflection after the run: credit given, and the model's deltas applied, rejected (nothing changed) or skipped."""
+
+    type: Literal["reflected"] = "reflected"
+    status: Literal["applied", "rejected", "skipped", "failed"]
+    reason: str = ""
+    changes: list[str] = []
+    problems: list[str] = []
+    credited: list[str] = []
+    reply: str = ""
+
+
 Event = Annotated[
     RunStarted | ConversationReset | MessageAdded | ModelCalled | Retrying | ToolStarted | ToolFinished
     | CheckpointMade | RolledBack | Compacted | CheckRan | Merged | MergeConflict | StatusChanged | Notice
-    | SkillsChanged | SkillsLeftOut,
+    | SkillsChanged | SkillsLeftOut | LessonsRecalled | Reflected,
     Field(discriminator="type"),
 ]
 

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ..harness.models import ModelError
+from ..memory.artifacts import ArtifactError
+from ..memory.lessons import LessonError
 from ..memory.store import StoreError
 from ..skills.catalog import SkillError
 from ..workspaces.git import WorkspaceError, tree_bytes
@@ -34,7 +36,8 @@ from .project import Project, ProjectError, init_project, open_project
 from .hygiene import disk_floor
 from .quota import closed_gates
 
-USER_ERRORS = (ConfigError, ProjectError, StoreError, WorkspaceError, ModelError, DaemonError, PostError, SkillError)
+USER_ERRORS = (ConfigError, ProjectError, StoreError, WorkspaceError, ModelError, DaemonError, PostError, SkillError,
+               ArtifactError, LessonError)
 
 
 class UsageError(Exception):
@@ -542,9 +545,15 @@ def build_parser() -> Parser:
     sp.add_argument("--via", choices=["scripted", "anthropic", "openai", "openai-responses"], default="scripted",
                     help="scripted: in-process; others: the real SDK against the loopback server")
 
+    from ..memory.artifacts import add_parsers as add_artifact_parsers
+    from ..memory.lesson_commands import add_parsers as add_lesson_parsers
     from ..skills.commands import add_parsers as add_skill_parsers
+    from .evaluate import add_parsers as add_eval_parsers
 
     add_skill_parsers(sub, add)
+    add_artifact_parsers(sub, add)
+    add_lesson_parsers(sub, add)
+    add_eval_parsers(sub, add)
 
     sp = add("loopback", cmd_loopback, "serve a script over the Anthropic/OpenAI wire formats on 127.0.0.1",
              json_flag=False)

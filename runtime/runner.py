@@ -16,10 +16,14 @@ from pathlib import Path
 
 from ..harness.loop import AgentLoop, FinishVerdict, LoopOutcome, LoopSettings, rollback_notice
 from ..harness.models import ModelAdapter
-from ..harness.script import Script
+from ..harness.script import Script, ScriptTurn
 from ..harness.scripted import ScriptedModel
 from ..harness.tools import STANDARD_TOOLS, Toolbox, run_command
-from ..memory.events import CheckRan, Merged, MergeConflict, RolledBack, RunStarted, SkillsChanged, SkillsLeftOut
+from ..memory.artifacts import ARTIFACT_TOOLS
+from ..memory.tools import MEMORY_TOOLS
+from ..memory.events import (CheckRan, LessonsRecalled, Merged, MergeConflict, Reflected, RolledBack, RunStarted,
+                             SkillsChanged, SkillsLeftOut)
+from ..memory.run import RunMemory
 from ..memory.store import RUN_FINAL, Run, StoreError, Task, new_run_id
 from ..skills.catalog import Catalog, Entry, SkillError, discover
 from ..skills.tool import WATCHER, SkillShelf, UseSkill
@@ -34,9 +38,13 @@ You are a coding agent run by loopwright. You work alone and autonomously in a g
 repository (your current directory for every tool). Inspect before you change things; make focused changes; \
 run the tests yourself. Every step that changes files is checkpointed automatically, and a person may roll \
 your worktree back: if you are told so, re-read the files. Keep short notes in the scratch pad (tool \
-`scratchpad`): it survives when your context is summarised. When the task is done, call `finish` with a short \
-summary. You do not decide whether the work is accepted: the task's acceptance check does, and if it fails you \
-will see its output and continue."""
+`scratchpad`): it survives when your context is summarised. Register files worth keeping for people (a plan, a \
+report, a figure) with `artifact`. When the task is done, call `finish` with a short summary. You do not decide \
+whether the work is accepted: the task's acceptance check does, and if it fails you will see its output and \
+continue."""
+
+MEMORY_PROMPT = """ Lessons from earlier runs in this project may be listed in your task; `recall` finds more. When \
+you learn something a later task should know, `remember` it in one short, specific sentence."""
 
 
 @dataclass
@@ -53,6 +61,13 @@ def task_text(task: Task, check: str | None) -> str:
     else:
         parts += ["", "No acceptance check is configured: when you finish, the branch is kept for a person to review."]
     return "\n".join(parts)
+
+
+def placebo_text(length: int) -> str:
+    """Neutral filler of `length` characters standing in for recalled lessons (the placebo arm of an eval)."""
+    line = ("## Notes (placebo: neutral text of the same length as recalled lessons would be)\n"
+            "- Work carefully and check your changes.\n")
+    return (line * (length // len(line) + 1))[:length]
 
 
 def check_model(config: Config) -> None:
@@ -110,6 +125,15 @@ class Runner:
         self.store = project.store
         self.stop = stop or asyncio.Event()
         self.loop: AgentLoop | None = None
+        self._lessons = None
+
+    def lessons(self, config: Config):
+        """The project's (and the user's global) lessons, opened on first use."""
+        if self._lessons is None:
+            from ..memory.lessons import Lessons
+
+            self._lessons = Lessons(self.store, config.memory)
+        return self._lessons
 
     # -- starting and resuming ---------------------------------------------------------------
 
@@ -164,7 +188,7 @@ class Runner:
                                                  base_commit=ws.base_commit))
             ws = Workspace.open(self.project.root, run.id, ws.path, ws.branch, ws.base_commit,
                                 copy_files=config.workspace.copy_files)
-            loop = self._loop(run, task, ws, adapter, config)
+            loop = self._loop(run, task, ws, adapter, config, fresh=True)
             loop.start()
             result = await self._drive(loop, run, task, adapter, config)
             if not result.again:
@@ -248,19 +272,26 @@ class Runner:
             return [shelf.news(*changed)]
         return news
 
-    def _loop(self, run: Run, task: Task, ws: Workspace, adapter: ModelAdapter, config: Config | None = None) -> AgentLoop:
-        config = config or self.project.config
+    def _loop(self, run: Run, task: Task, ws: Workspace, adapter: ModelAdapter, config: Config, *,
+              fresh: bool = False) -> AgentLoop:
         shelf = self._skills(task, config)
-        system_prompt, toolbox, skill_context = SYSTEM_PROMPT, Toolbox(), {}
+        lessons = self.lessons(config) if config.memory.recall else None
+        system_prompt = SYSTEM_PROMPT + (MEMORY_PROMPT if lessons is not None else "")
+        tools, skill_context = [cls() for cls in STANDARD_TOOLS], {}
         if shelf is not None:
             text, left_out = shelf.prompt()
             if left_out:
                 self.store.append(run.id, SkillsLeftOut(names=left_out, budget_tokens=config.skills.catalog_tokens))
             system_prompt += text
-            toolbox = Toolbox([cls() for cls in STANDARD_TOOLS] + [UseSkill()])
+            tools.append(UseSkill())
             skill_context = {"skills": shelf, "read_roots": shelf.roots}
+        tools += [cls() for cls in ARTIFACT_TOOLS] + ([cls() for cls in MEMORY_TOOLS] if lessons is not None else [])
+        memory = RunMemory(store=self.store, run_id=run.id, task_id=task.id,
+                           artifacts_root=self.project.dir / "artifacts", lessons=lessons)
+        recalled = self._recalled(run, task, config, fresh) if lessons is not None else ""
         settings = LoopSettings(
-            system_prompt=system_prompt, task_text=task_text(task, task.check_cmd) + self._progress(task, run),
+            system_prompt=system_prompt,
+            task_text=task_text(task, task.check_cmd) + recalled + self._progress(task, run),
             max_output_tokens=config.max_output_tokens, model_info=config.model_info(), budget=config.budget,
             retry=config.retry.policy(), compact_at=config.context.compact_at, keep_recent=config.context.keep_recent,
             fleet=FleetBudget(self.store, config.fleet),
@@ -269,15 +300,72 @@ class Runner:
                 config.retry.policy()),
             tool_context={"shell_timeout": config.tools.shell_timeout, "max_shell_timeout": config.tools.max_shell_timeout,
                           "output_cap": config.tools.output_cap,
-                          "env": {"LOOPWRIGHT_RUN_ID": run.id, "LOOPWRIGHT_TASK_ID": str(task.id)}, **skill_context},
+                          "env": {"LOOPWRIGHT_RUN_ID": run.id, "LOOPWRIGHT_TASK_ID": str(task.id)}, "memory": memory,
+                          **skill_context},
             turn_notices=self._skill_news(shelf) if shelf is not None else None)
 
         async def on_finish(summary: str) -> FinishVerdict:
             return await self._accept(run, task, ws, config)
 
-        self.loop = AgentLoop(store=self.store, run_id=run.id, adapter=adapter, toolbox=toolbox, workspace=ws,
+        self.loop = AgentLoop(store=self.store, run_id=run.id, adapter=adapter, toolbox=Toolbox(tools), workspace=ws,
                               settings=settings, on_finish=on_finish, stop=self.stop)
         return self.loop
+
+    def _recalled(self, run: Run, task: Task, config: Config, fresh: bool) -> str:
+        """The recalled-lessons section of the task: recalled now for a new run, the same lessons on a resume.
+
+        The placebo arm of `loopwright eval` gets neutral text of the same length, and nothing is recorded as shown.
+        """
+        lessons = self.lessons(config)
+        if fresh:
+            found = lessons.recall(f"{task.title}\n{task.goal}", token_budget=config.memory.recall_tokens,
+                                   limit=config.memory.recall_count)
+        else:
+            found = lessons.lessons_shown(run.id)
+        section = lessons.recall_section(found)
+        if not section:
+            return ""
+        if config.memory.placebo:
+            section = placebo_text(len(section))
+        if fresh:
+            if not config.memory.placebo:
+                lessons.record_shown(run.id, found)
+            self.store.append(run.id, LessonsRecalled(refs=[] if config.memory.placebo else [le.ref for le in found],
+                                                      tokens=len(section) // 4, placebo=config.memory.placebo))
+        return "\n\n" + section
+
+    async def _learn(self, run: Run, task: Task, config: Config) -> None:
+        """Reflection after a finished run (see runtime/reflection.py); never fails the run."""
+        from .reflection import reflect
+
+        if not config.memory.reflect or run.status not in ("succeeded", "failed", "budget_exceeded", "needs_review"):
+            return
+        adapter, why_not = None, ""
+        try:
+            if self.stop.is_set():
+                why_not = "stopping"
+            elif why := FleetBudget(self.store, config.fleet).exhausted():
+                why_not = why
+            elif config.provider == "scripted":
+                script = Script.load(config.script)  # type: ignore[arg-type]
+                position = sum(1 for r in self.store.runs(task_id=task.id)
+                               for _, _, e in self.store.events(r.id, types=("model_called",))
+                               if e.purpose == "reflection")
+                reply = script.reflection_reply(position)
+                if reply is None:
+                    why_not = "the scripted model's script has no reflection reply left"
+                else:
+                    adapter = ScriptedModel(Script(turns=[ScriptTurn(text=reply)]), model=config.model)
+            else:
+                adapter = make_adapter(config)
+            await reflect(store=self.store, lessons=self.lessons(config), run=run, task=task, config=config,
+                          adapter=adapter, project_root=self.project.root, policy=config.retry.policy(),
+                          budget_day=FleetBudget(self.store, config.fleet).day(), why_not=why_not)
+        except Exception as e:  # noqa: BLE001 — learning is after the fact: it must never take the run down with it
+            self.store.append(run.id, Reflected(status="failed", reason=f"{type(e).__name__}: {e}"))
+        finally:
+            if adapter is not None:
+                await adapter.aclose()
 
     def _progress(self, task: Task, current: Run) -> str:
         """For a later attempt: what the earlier attempts did, how their checks ended, and their scratch pads."""
@@ -360,6 +448,7 @@ class Runner:
                                   task_status=task_status)
         if task_reason:
             self.store.set_task_status(task.id, task_status or outcome.status, reason=task_reason)
+        await self._learn(self.store.run(run.id), task, config)
         return RunResult(run=self.store.run(run.id), task=self.store.task(task.id), again=again)
 
     def _another_attempt(self, task: Task, config: Config) -> tuple[bool, str]:

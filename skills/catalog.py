@@ -2,7 +2,11 @@
 
 Scopes, highest precedence first: project (`.loopwright/skills/`, `.agents/skills/`,
 `.claude/skills/` in the repository), user (`~/.loopwright/skills/`,
-`~/.agents/skills/`), bundled (shipped in this package). A name found in two
+`~/.agents/skills/`), bundled (shipped in this package). Between project and
+user sits the project's `learned` pack: skills drafted by reflection, kept under
+the user's home (`~/.loopwright/learned/<project>/learned/`) so a cloned
+repository cannot plant one, and disabled until `loopwright skills promote`.
+A name found in two
 places is taken from the higher scope, with a warning. Project skills load only
 after `loopwright trust`: a cloned repository must not slip instructions into an
 agent's prompt. A skill inside a folder of the scope root (an installed pack)
@@ -14,6 +18,7 @@ change re-reads only what changed.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import json
 import math
@@ -31,7 +36,7 @@ BUNDLED_DIR = Path(__file__).parent / "bundled"
 SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".mypy_cache", ".pytest_cache"}
 MAX_DEPTH = 6
 MAX_SKILLS_PER_ROOT = 5000
-SCOPES = ("project", "user", "bundled")
+SCOPES = ("project", "learned", "user", "bundled")
 _by_name = attrgetter("name")
 
 
@@ -48,11 +53,19 @@ def user_dirs() -> list[Path]:
     return [loopwright_home() / "skills", Path.home() / ".agents" / "skills"]
 
 
+def learned_root(project_root: Path) -> Path:
+    """The scope root of a project's learned skills (they sit in its `learned` pack folder)."""
+    resolved = project_root.resolve()
+    key = hashlib.sha256(str(resolved).encode()).hexdigest()[:12]
+    return loopwright_home() / "learned" / f"{resolved.name}-{key}"
+
+
 def scope_roots(project_root: Path | None) -> list[tuple[str, Path]]:
     """Every folder skills are looked for in, highest precedence first."""
     roots: list[tuple[str, Path]] = []
     if project_root is not None:
         roots += [("project", project_root / d) for d in PROJECT_DIRS]
+        roots.append(("learned", learned_root(project_root)))
     roots += [("user", d) for d in user_dirs()]
     roots.append(("bundled", BUNDLED_DIR))
     return roots

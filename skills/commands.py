@@ -40,7 +40,8 @@ def _row(e, status: str = "enabled") -> dict:
 
 def cmd_list(args: argparse.Namespace) -> int:
     cat, _ = _catalog()
-    rows = ([_row(e) for e in cat.entries] + [_row(e, "disabled") for e in cat.disabled]
+    rows = ([_row(e) for e in cat.entries]
+            + [_row(e, "draft" if e.scope == "learned" else "disabled") for e in cat.disabled]
             + [_row(e, "shadowed") for e in cat.shadowed])
     if args.json:
         _print_json(rows)
@@ -147,6 +148,26 @@ def cmd_enable(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_promote(args: argparse.Namespace) -> int:
+    """Enable a skill that reflection drafted into the learned pack (drafts start disabled)."""
+    from ..runtime.project import open_project
+
+    cat, _ = _catalog()
+    project = open_project(Path.cwd())
+    drafts = [e for e in cat.disabled + cat.entries if e.scope == "learned"]
+    entry = next((e for e in drafts if args.name in (e.name, e.ref)), None)
+    if entry is None:
+        names = ", ".join(e.name for e in drafts) or "none yet"
+        raise SkillError(f"no learned skill '{args.name}' (learned skills: {names}); other skills are switched on "
+                         f"with `loopwright skills enable`")
+    project.store.set_skill_enabled(entry.name, True)
+    if args.json:
+        _print_json({"name": entry.name, "ref": entry.ref, "path": str(entry.skill.path), "enabled": True})
+    else:
+        print(f"learned skill {entry.ref} promoted: agents of {project.root} can use it ({entry.skill.path})")
+    return 0
+
+
 def cmd_trust(args: argparse.Namespace) -> int:
     root = _project_root()
     if root is None:
@@ -179,7 +200,7 @@ def add_parsers(sub, add) -> None:
     sp.add_argument("--revoke", action="store_true", help="stop loading them")
 
     skills = add("skills", None, "installed skills: list, show, search, validate, doctor, enable, disable, "
-                                 "install, verify, update, rollback, remove", json_flag=False)
+                                 "install, verify, update, rollback, remove, promote", json_flag=False)
     inner = skills.add_subparsers(dest="skills_command", metavar="ACTION", parser_class=type(skills))
     skills.set_defaults(func=lambda a: (skills.print_help(), 2)[1])
 
@@ -201,6 +222,8 @@ def add_parsers(sub, add) -> None:
     p.add_argument("--strict-warnings", action="store_true", help="exit 3 when there are warnings")
     action("enable", cmd_enable, "let agents of this project use a skill").add_argument("name")
     action("disable", cmd_enable, "hide a skill from agents of this project").add_argument("name")
+    action("promote", cmd_promote, "enable a skill reflection drafted from repeated success (learned pack)"
+           ).add_argument("name")
 
     def scope_flags(p) -> None:
         g = p.add_mutually_exclusive_group()

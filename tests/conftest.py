@@ -19,6 +19,7 @@ def _isolated_env(monkeypatch, tmp_path):
         if name.startswith("LOOPWRIGHT_") or name.endswith("_API_KEY"):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("LOOPWRIGHT_HOME", str(tmp_path / "loopwright-home"))  # global lessons, user skills
 
 
 @pytest.fixture

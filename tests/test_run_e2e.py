@@ -203,7 +203,7 @@ def test_retry_ceiling_pauses_the_run_and_resume_continues(repo, cli, monkeypatc
 
 def test_context_compaction_writes_a_hand_off_note(repo, cli, tmp_path):
     (repo / "loopwright.toml").write_text('[models.tiny]\ninput_usd_per_mtok = 0\noutput_usd_per_mtok = 0\n'
-                                          'context_window = 8000\n')
+                                          'context_window = 9600\n')
     big = "x" * 7000  # ~1,800 tokens a turn: the 4th model call is past 75% of the window
     script = write_script(tmp_path / "s.json", [
         turn(call("write_file", path="one.txt", content=big)),
