@@ -26,6 +26,10 @@ beside the figures):
   rewordings of stored lessons, into the 10,000 and the 100,000 store: adds per
   second, and how many merged.
 - a run's bookkeeping: record_shown + credit_run for one run shown 10 lessons.
+- reflection's own overhead apart from its model call: `reflection.reflect` on a
+  finished run (40 messages, a failed check) in the 10,000 store, answered at
+  once by a scripted reply with two adds and a credit; its wall time minus the
+  time spent inside the model adapter.
 
     python -m loopwright.bench.memory [--quick] [--lessons 100000] [--keep]
 """
@@ -196,6 +200,62 @@ def time_adds(lessons: Lessons, items: list[tuple[str, list[str]]], rng: random.
     return time.perf_counter() - t0, merged
 
 
+def reflection_overhead(store: Store, lessons: Lessons, reps: int) -> tuple[Times, Times]:
+    """Time `reflect` on finished runs with an instant scripted reply: (all of it, the part outside the model call)."""
+    import asyncio
+
+    from ..harness.messages import Message
+    from ..harness.models import ModelAdapter
+    from ..harness.scripted import ScriptedModel
+    from ..harness.script import Script, ScriptTurn
+    from ..memory.events import CheckRan, ConversationReset, MessageAdded
+    from ..runtime.config import Config
+    from ..runtime.reflection import reflect
+
+    config = Config(provider="scripted", model="scripted")
+    total, own = Times(), Times()
+    task = store.create_task("Fix the flaky retry test in the HTTP client and make the timeout configurable",
+                             check="pytest -q")
+    for i in range(reps):
+        run = store.create_run(task.id, provider="scripted", model="scripted", worktree="w", branch=f"b{i}",
+                               base_commit="c", target_branch="main")
+        store.append(run.id, ConversationReset(reason="start", messages=[Message.user(task.goal)]))
+        for j in range(20):
+            store.append(run.id, MessageAdded(message=Message(role="assistant", content=[
+                {"type": "tool_call", "id": f"c{j}", "name": "shell", "arguments": {"command": f"pytest -k t{j}"}}])))
+            store.append(run.id, MessageAdded(message=Message(role="user", content=[
+                {"type": "tool_result", "tool_call_id": f"c{j}", "content": "FAILED test_retry " * 20}])))
+        store.append(run.id, CheckRan(command="pytest -q", passed=False, exit_code=1, output_tail="E  assert 1 == 2\n" * 50,
+                                      duration_ms=900.0))
+        store.transition_run(run.id, "failed", only_from=("running",), reason="check failed")
+        shown = lessons.recall(task.goal, token_budget=800, limit=10)
+        lessons.record_shown(run.id, shown)
+        reply = json.dumps({"operations": [
+            {"op": "add", "text": f"Retry tests: stub the clock (case {i}) instead of sleeping", "tags": ["tests"]},
+            {"op": "add", "text": f"HTTP client timeouts come from config key http.timeout_{i}", "tags": ["http"]},
+            *([{"op": "helpful", "id": shown[0].ref}] if shown else [])]})
+        inner: list[float] = []
+
+        class Timed(ScriptedModel):
+            async def complete(self, **kw):  # type: ignore[override]
+                t0 = time.perf_counter()
+                try:
+                    return await super().complete(**kw)
+                finally:
+                    inner.append(time.perf_counter() - t0)
+
+        adapter: ModelAdapter = Timed(Script(turns=[ScriptTurn(text=reply)]))
+        c0, t0 = time.process_time(), time.perf_counter()
+        asyncio.run(reflect(store=store, lessons=lessons, run=store.run(run.id), task=task, config=config,
+                            adapter=adapter, project_root=Path("."), policy=config.retry.policy(), budget_day=None))
+        spent, cpu = time.perf_counter() - t0, time.process_time() - c0
+        total.wall.append(spent * 1000)
+        total.cpu.append(cpu * 1000)
+        own.wall.append((spent - sum(inner)) * 1000)
+        own.cpu.append((cpu - sum(inner)) * 1000)  # the adapter's time is CPU-bound here (no network)
+    return total, own
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions and adds")
@@ -260,6 +320,8 @@ def main() -> None:
                 big_l.credit_run(f"run{i}", passed=i % 3 != 0)
             run_ops(bookkeeping)
 
+        reflect_total, reflect_own = reflection_overhead(small, small_l, 10 if args.quick else 40)
+
         print(f"\nms, {len(qs)} queries x {reps}                               {'median':>8} {'p90':>8} "
               f"{'CPU med':>8}   goal")
         print(f"recall (budget {budget} tokens, {count} lessons):")
@@ -275,6 +337,8 @@ def main() -> None:
         print(f"  text ranking vs exact BM25 over all query words: the top 10 found score {statistics.mean(agreement):.0%}"
               f" of the exact top 10's BM25 on average (min {min(agreement):.0%}, {len(agreement)} queries)")
         print(row("a run's record_shown + credit_run (10 shown)", run_ops))
+        print(row("reflection, all of it (instant scripted reply)", reflect_total))
+        print(row("  its own overhead, apart from the model call", reflect_own))
         print("store size (database file, WAL checkpointed):")
         print(f"  per 10,000 lessons: {size10k:,} bytes ({size10k / 10_000:,.0f} per lesson; "
               f"{size10k / text10k:.1f}x the {text10k:,} bytes of text); vacuumed {vac10k:,}, of which the FTS "

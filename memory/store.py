@@ -107,6 +107,10 @@ MIGRATIONS: list[Migration] = [
             run_id TEXT NOT NULL, ref TEXT NOT NULL, rank INTEGER NOT NULL, credited INTEGER NOT NULL DEFAULT 0,
             PRIMARY KEY (run_id, ref))""",
     ],
+    [  # 7: the progress file of each task: every attempt reads it at start, and an entry is added at its end
+        """CREATE TABLE task_progress (
+            task_id INTEGER PRIMARY KEY REFERENCES tasks(id), content TEXT NOT NULL, updated_at REAL NOT NULL)""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -532,6 +536,20 @@ class Store:
 
     def scratchpad(self, run_id: str) -> "RunScratchpad":
         return RunScratchpad(self, run_id)
+
+    # -- progress files ----------------------------------------------------------------------
+
+    def progress(self, task_id: int) -> str:
+        """The task's progress file ('' before its first attempt ended)."""
+        row = self.conn.execute("SELECT content FROM task_progress WHERE task_id = ?", (task_id,)).fetchone()
+        return row[0] if row else ""
+
+    def add_progress(self, task_id: int, entry: str) -> None:
+        """Append one entry (an attempt's end) to the task's progress file: one statement, never a rewrite."""
+        self.conn.execute(
+            "INSERT INTO task_progress (task_id, content, updated_at) VALUES (?, ?, ?) ON CONFLICT(task_id) DO UPDATE"
+            " SET content = content || char(10) || char(10) || excluded.content, updated_at = excluded.updated_at",
+            (task_id, entry.strip(), time.time()))
 
     # -- commands (CLI/TUI -> the process that owns a run) -----------------------------------
 

@@ -375,7 +375,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     run = project.store.run(args.run)
     if args.json:
         events = [{"id": i, "ts": ts, **e.model_dump(mode="json")} for i, ts, e in project.store.events(run.id)]
-        _print_json({**run_summary(run), "scratchpad": project.store.scratchpad(run.id).read(), "events": events})
+        _print_json({**run_summary(run), "scratchpad": project.store.scratchpad(run.id).read(),
+                     "progress": project.store.progress(run.task_id), "events": events})
         return 0
     task = project.store.task(run.task_id)
     print(f"run {run.id} · task {task.id}: {task.title} · {run.status}" + (f" ({run.reason})" if run.reason else ""))
@@ -386,6 +387,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     pad = project.store.scratchpad(run.id).read()
     if pad:
         print("\nscratch pad:\n  " + pad.replace("\n", "\n  "))
+    progress = project.store.progress(run.task_id)
+    if progress:
+        print(f"\nprogress file of task {task.id}:\n  " + progress.replace("\n", "\n  "))
     return 0
 
 

@@ -65,6 +65,16 @@ class ProgressPrinter:
             return f"{pad} merge conflict with {e.target_branch}: {e.detail}"
         if isinstance(e, ev.StatusChanged):
             return f"{pad} run {e.status}" + (f": {e.reason}" if e.reason else "")
+        if isinstance(e, ev.LessonsRecalled):
+            if e.placebo:
+                return f"{pad} placebo section in place of recalled lessons (~{e.tokens} tokens)"
+            return f"{pad} recalled {len(e.refs)} lesson(s) into the task: {', '.join(e.refs)} (~{e.tokens} tokens)"
+        if isinstance(e, ev.Reflected):
+            credit = f"; credit to {', '.join(e.credited)}" if e.credited else ""
+            if e.status == "applied":
+                return f"{pad} reflection: {'; '.join(e.changes) or 'no changes'}{credit}"
+            why = "; ".join(e.problems) or e.reason
+            return f"{pad} reflection {e.status}: {why}{credit}"
         return None
 
 

@@ -338,7 +338,7 @@ class Runner:
         """Reflection after a finished run (see runtime/reflection.py); never fails the run."""
         from .reflection import reflect
 
-        if not config.memory.reflect or run.status not in ("succeeded", "failed", "budget_exceeded", "needs_review"):
+        if not config.memory.reflect or run.status == "killed":
             return
         adapter, why_not = None, ""
         try:
@@ -368,20 +368,33 @@ class Runner:
                 await adapter.aclose()
 
     def _progress(self, task: Task, current: Run) -> str:
-        """For a later attempt: what the earlier attempts did, how their checks ended, and their scratch pads."""
-        earlier = [r for r in self.store.runs(task_id=task.id) if r.id != current.id]
-        if not earlier:
+        """For a later attempt: the task's progress file, which every earlier attempt added to at its end."""
+        content = self.store.progress(task.id)
+        if not content:
             return ""
+        attempt = len(self.store.runs(task_id=task.id))
         cap = task.options.get("max_attempts") or self.project.config.until_max_attempts
-        parts = [f"\n\n## Progress so far (this is attempt {len(earlier) + 1} of at most {cap})",
-                 "The worktree holds the work of the earlier attempts. Only the check decides when the task is done."]
-        for n, r in enumerate(earlier, 1):
-            checks = self.store.events(r.id, types=("check_ran",))
-            tail = checks[-1][2].output_tail[-1500:] if checks else "(no check ran)"
-            pad = self.store.scratchpad(r.id).read()
-            parts.append(f"\n### Attempt {n} (run {r.id}): {r.status}" + (f" — {r.reason}" if r.reason else "")
-                         + f"\nLast check output:\n{tail}" + (f"\nIts scratch pad:\n{pad}" if pad else ""))
-        return "\n".join(parts)
+        limit = f" of at most {cap}" if task.options.get("until") else ""
+        return (f"\n\n## Progress file of this task (this is attempt {attempt}{limit})\n"
+                "The worktree holds the work of the earlier attempts. Only the check decides when the task is done.\n\n"
+                + content)
+
+    def _record_progress(self, run: Run, task: Task) -> None:
+        """Add this attempt's entry to the task's progress file: outcome, the check's output, the agent's notes."""
+        attempt = [r.id for r in self.store.runs(task_id=task.id)].index(run.id) + 1
+        lines = [f"### Attempt {attempt} (run {run.id}): {run.status}" + (f" — {run.reason}" if run.reason else ""),
+                 f"{run.step} steps; last action: {run.last_action or '(none)'}"]
+        checks = self.store.events(run.id, types=("check_ran",))
+        if checks:
+            check = checks[-1][2]
+            lines.append(f"Last check `{check.command}`: {'passed' if check.passed else 'failed'} "
+                         f"(exit {check.exit_code}). Output tail:\n{check.output_tail[-1500:]}")
+        else:
+            lines.append("No check ran.")
+        pad = self.store.scratchpad(run.id).read()
+        if pad:
+            lines.append(f"Its scratch pad:\n{pad[-3000:]}")
+        self.store.add_progress(task.id, "\n".join(lines))
 
     async def _accept(self, run: Run, task: Task, ws: Workspace, config: Config) -> FinishVerdict:
         """The acceptance check, then the merge: the agent's claim alone never ends a run."""
@@ -448,7 +461,10 @@ class Runner:
                                   task_status=task_status)
         if task_reason:
             self.store.set_task_status(task.id, task_status or outcome.status, reason=task_reason)
-        await self._learn(self.store.run(run.id), task, config)
+        ended = self.store.run(run.id)
+        if ended.status in RUN_FINAL:
+            self._record_progress(ended, task)
+            await self._learn(ended, task, config)
         return RunResult(run=self.store.run(run.id), task=self.store.task(task.id), again=again)
 
     def _another_attempt(self, task: Task, config: Config) -> tuple[bool, str]:

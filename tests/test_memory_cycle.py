@@ -194,3 +194,50 @@ def test_two_runs_reflecting_at_once_both_land(repo, tmp_path):
         t.join()
     assert errors == []
     assert len(lessons(repo).project.list()) == 40
+
+
+def test_the_progress_file_gets_an_entry_at_each_attempts_end_and_show_prints_it(limited, cli, tmp_path):
+    repo = limited
+    wrong = turn(call("edit_file", path="calc.py", old="return a - b", new="return a * b"),
+                 call("scratchpad", action="append", text="tried multiplying"))
+    first = run(cli, repo, script(tmp_path / "s.json", [wrong, FINISH], []))
+    shown = cli.json(repo, "show", first["run"])
+    assert shown["progress"].startswith(f"### Attempt 1 (run {first['run']}): budget_exceeded")
+    assert "Last check" in shown["progress"] and "failed" in shown["progress"]
+    assert "tried multiplying" in shown["progress"]
+    code, out, _ = cli(repo, "show", first["run"])
+    assert code == 0 and "progress file of task 1:" in out
+
+
+def test_reflection_through_a_real_sdk_and_the_loopback_server(repo, cli, tmp_path):
+    from loopwright.harness.loopback import LoopbackServer
+    from loopwright.harness.script import Script
+
+    fix = turn(call("edit_file", path="calc.py", old="return a - b", new="return a + b"))
+    entries = {"turns": [fix, FINISH], "reflections": [{"operations": [add_op("Run the unit tests before finish")]}]}
+    with LoopbackServer(Script.parse(entries)) as server:
+        args = ("--provider", "anthropic", "--model", "claude-sonnet-4-6", "--base-url", server.anthropic_base_url)
+        result = cli.json(repo, "run", "fix add", "--check", CHECK, *args)
+        assert result["status"] == "succeeded"
+        assert events(repo, result["run"], "reflected")[-1].changes == ["added 1"]
+        calls = [e for e in events(repo, result["run"], "model_called")]
+        assert [c.purpose for c in calls] == ["turn", "turn", "reflection"]
+        assert open_project(repo).store.run(result["run"]).model_calls == 2  # reflection is not one of its turns
+        again = cli.json(repo, "run", "fix add", "--check", CHECK, *args)  # no turns, no reflection replies left
+    assert again["status"] == "failed"  # the script ran out of turns: loud
+    assert events(repo, again["run"], "reflected")[-1].status == "failed"
+
+
+def test_an_unwritable_global_store_leaves_project_learning_working(repo, cli, tmp_path, monkeypatch):
+    home = tmp_path / "home-is-a-file"
+    home.write_text("not a folder")
+    monkeypatch.setenv("LOOPWRIGHT_HOME", str(home))
+    fix = turn(call("edit_file", path="calc.py", old="return a - b", new="return a + b"))
+    glob = {"op": "add", "text": "Everywhere: run the tests first", "scope": "global"}
+    result = run(cli, repo, script(tmp_path / "s.json", [fix, FINISH], [{"operations": [glob]}]))
+    assert result["status"] == "succeeded"
+    event = events(repo, result["run"], "reflected")[-1]
+    assert event.status == "rejected" and "global store is not available" in event.problems[0]
+    lessons(repo).project.add("Project lessons still work", [])
+    code, out, err = cli(repo, "lessons", "list")
+    assert code == 0 and "Project lessons still work" in out
