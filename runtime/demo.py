@@ -3,8 +3,8 @@
 It makes a small Python project with two failing tests in a temporary git
 repository and runs one task through the same code as `loopwright run`:
 worktree, checkpoints, a rollback requested by a (simulated) supervisor, a
-failed acceptance check fed back to the agent, a passing one, the squash merge.
-Nothing here is a model: the turns are a script, and the output says so.
+failed acceptance check fed back to the agent, a passing one, the squash merge,
+and reflection writing lessons. Nothing here is a model: the turns are a script, and the output says so.
 """
 
 from __future__ import annotations
@@ -92,6 +92,15 @@ DEMO_SCRIPT = [
 ]
 
 
+# The scripted reply to the reflection call after the run: lesson deltas, as a model would send them.
+DEMO_REFLECTION = {"operations": [
+    {"op": "add", "tags": ["stats", "tests"],
+     "text": "stats.py: run `python3 -m unittest` before editing; fix one failing function at a time and rerun."},
+    {"op": "add", "tags": ["stats"],
+     "text": "median of an even count is the mean of the two middle values; check both odd and even cases."},
+]}
+
+
 def make_demo_repo(where: Path) -> Path:
     """A git repository holding the little project with failing tests."""
     where.mkdir(parents=True, exist_ok=True)
@@ -114,7 +123,7 @@ def run_demo(*, via: str = "scripted", keep: bool = True, json_out: bool = False
     root = make_demo_repo(where or Path(tempfile.mkdtemp(prefix="loopwright-demo-")))
     init_project(root)
     script_path = root / ".loopwright" / "demo-script.json"
-    script_path.write_text(json.dumps({"turns": DEMO_SCRIPT}, indent=1))
+    script_path.write_text(json.dumps({"turns": DEMO_SCRIPT, "reflections": [DEMO_REFLECTION]}, indent=1))
     Script.load(script_path)  # fail here, loudly, if the script itself is malformed
     say = (lambda *a: None) if json_out else (lambda *a: print(*a, file=sys.stderr, flush=True))
 
@@ -159,8 +168,14 @@ def run_demo(*, via: str = "scripted", keep: bool = True, json_out: bool = False
         print(f"worktree:    {run.worktree} (branch {run.branch})")
         print(f"checkpoints: {len(cps)} on {run.branch} (commits with Loopwright-Run/Loopwright-Step trailers)")
         print(f"merged:      {run.target_branch} is now at {log}")
-        print(f"\nlook around: cd {root} && loopwright show {run.id} && loopwright checkpoints {run.id}")
+        print(f"lessons:     {_lessons_learned(project)} learned by reflection (scripted reply)")
+        print(f"\nlook around: cd {root} && loopwright show {run.id} && loopwright checkpoints {run.id} && "
+              f"loopwright lessons list")
     return 0 if run.status == "succeeded" else 1
+
+
+def _lessons_learned(project) -> int:
+    return project.store.conn.execute("SELECT count(*) FROM lessons WHERE status = 'active'").fetchone()[0]
 
 
 class _Supervisor:
