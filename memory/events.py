@@ -147,6 +147,15 @@ class SkillsLeftOut(_Event):
     budget_tokens: int
 
 
+class TaskUpdated(_Event):
+    """A person changed a task through the daemon (priority, cancel, merge or keep policy); run_id is NULL or its run."""
+
+    type: Literal["task_updated"] = "task_updated"
+    task_id: int
+    change: str
+    by: str = "supervisor"
+
+
 class LessonsRecalled(_Event):
     """The lessons put into the task at its start (refs), or a placebo section of the same length."""
 
@@ -171,7 +180,7 @@ class Reflected(_Event):
 Event = Annotated[
     RunStarted | ConversationReset | MessageAdded | ModelCalled | Retrying | ToolStarted | ToolFinished
     | CheckpointMade | RolledBack | Compacted | CheckRan | Merged | MergeConflict | StatusChanged | Notice
-    | SkillsChanged | SkillsLeftOut | LessonsRecalled | Reflected,
+    | SkillsChanged | SkillsLeftOut | LessonsRecalled | Reflected | TaskUpdated,
     Field(discriminator="type"),
 ]
 

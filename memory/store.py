@@ -325,6 +325,23 @@ class Store:
             params += list(only_from)
         return self.conn.execute(sql, params).rowcount == 1
 
+    def update_task(self, task_id: int, *, priority: int | None = None, options: dict | None = None,
+                    only_from: tuple[str, ...] = ()) -> bool:
+        """Change a task's priority and/or merge `options` into its options (a guarded UPDATE)."""
+        sets, params = ["updated_at = ?"], [time.time()]
+        if priority is not None:
+            sets.append("priority = ?")
+            params.append(priority)
+        if options:
+            sets.append("options = json_patch(options, ?)")
+            params.append(json.dumps(options))
+        sql = f"UPDATE tasks SET {', '.join(sets)} WHERE id = ?"
+        params.append(task_id)
+        if only_from:
+            sql += f" AND status IN ({','.join('?' * len(only_from))})"
+            params += list(only_from)
+        return self.conn.execute(sql, params).rowcount == 1
+
     def tasks(self, *, statuses: tuple[str, ...] = ()) -> list[Task]:
         sql, params = "SELECT * FROM tasks", []
         if statuses:

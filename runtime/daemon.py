@@ -22,15 +22,16 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Coroutine
 
+from ..memory.events import TaskUpdated
 from ..memory.store import RUN_FINAL, StoreError, Task
 from ..workspaces.git import WorkspaceError
 from .budget import SPENT, FleetBudget
 from .display import ProgressPrinter
 from .hygiene import disk_floor, expired_worktrees, remove_worktree
 from .project import Project
-from .runner import GIT_LOCK, RunResult, Runner
+from .runner import GIT_LOCK, RunResult, Runner, merge_reviewed
 
 DEPENDENCY_FAILED = ("failed", "cancelled", "killed", "budget_exceeded")
 GRACEFUL_STOP = "daemon stopped; the next `loopwright serve` resumes it"
@@ -246,24 +247,72 @@ class Daemon:
         return "wait" if waiting else "ready"
 
     def obey_commands(self) -> None:
-        """Pause, kill and resume commands; rollbacks and messages are taken by the runs themselves."""
+        """Commands from the CLI and the TUI; rollbacks and messages are taken by the runs themselves."""
         mine = [r.loop.run_id for r, _ in self.live.values() if r.loop is not None]
-        for cmd in self.store.claim_commands(("pause", "kill"), mine) + self.store.claim_commands(("resume",)):
+        for cmd in (self.store.claim_commands(("pause", "kill"), mine)
+                    + self.store.claim_commands(("resume", "merge", "keep", "priority", "cancel"))):
             try:
-                run = self.store.run(cmd.run_id or "")
-                if cmd.kind in ("pause", "kill"):
-                    entry = self.live.get(run.task_id)
-                    if entry is None:
-                        raise StoreError(f"run {run.id} is not running in this daemon")
-                    status = "paused" if cmd.kind == "pause" else "killed"
-                    entry[0].request_stop(status, cmd.args.get("reason") or f"{cmd.kind} command")
-                elif cmd.kind == "resume":
-                    if run.task_id in self.live:
-                        raise StoreError(f"run {run.id} is already running")
-                    self._spawn(run.task_id, lambda r, rid=run.id: r.resume(rid))
-                self.store.finish_command(cmd.id, ok=True, result="done")
+                said = self._obey(cmd)
             except StoreError as e:
                 self.store.finish_command(cmd.id, ok=False, result=str(e))
+                continue
+            if asyncio.iscoroutine(said):  # work off the event loop: it finishes the command itself
+                asyncio.ensure_future(said)
+            else:
+                self.store.finish_command(cmd.id, ok=True, result=said or "done")
+
+    def _obey(self, cmd) -> str | Coroutine | None:
+        if cmd.kind in ("priority", "cancel"):
+            return self._obey_task(cmd)
+        run = self.store.run(cmd.run_id or "")
+        if cmd.kind in ("pause", "kill"):
+            entry = self.live.get(run.task_id)
+            if entry is None:
+                raise StoreError(f"run {run.id} is not running in this daemon")
+            status = "paused" if cmd.kind == "pause" else "killed"
+            entry[0].request_stop(status, cmd.args.get("reason") or f"{cmd.kind} command")
+        elif cmd.kind == "resume":
+            if run.task_id in self.live:
+                raise StoreError(f"run {run.id} is already running")
+            self._spawn(run.task_id, lambda r, rid=run.id: r.resume(rid))
+        elif cmd.kind == "keep" or (cmd.kind == "merge" and run.status != "needs_review"):
+            policy = "keep" if cmd.kind == "keep" else "merge"
+            if not self.store.update_task(run.task_id, options={"on_success": policy}):
+                raise StoreError(f"task {run.task_id} is gone")
+            change = "kept for review when accepted" if policy == "keep" else "merged when accepted"
+            self.store.append(run.id, TaskUpdated(task_id=run.task_id, change=change))
+            return change
+        else:  # merge a run kept for review: git work, off the event loop
+            if run.task_id in self.live:
+                raise StoreError(f"task {run.task_id} is running again; merge when it stops")
+
+            async def merge() -> None:
+                try:
+                    said = await asyncio.to_thread(merge_reviewed, self.project, run.id)
+                    self.store.append(run.id, TaskUpdated(task_id=run.task_id, change=said))
+                    self.store.finish_command(cmd.id, ok=True, result=said)
+                    self.say(f"run {run.id}: {said}")
+                except (StoreError, WorkspaceError) as e:
+                    self.store.finish_command(cmd.id, ok=False, result=str(e))
+            return merge()
+        return None
+
+    def _obey_task(self, cmd) -> str:
+        task = self.store.task(int(cmd.args.get("task", 0)))
+        if cmd.kind == "priority":
+            priority = int(cmd.args["priority"])
+            if not self.store.update_task(task.id, priority=priority, only_from=("queued",)):
+                raise StoreError(f"task {task.id} is {self.store.task(task.id).status}, no longer queued")
+            change = f"priority {task.priority} -> {priority}"
+        elif self.store.set_task_status(task.id, "cancelled", reason="cancelled by a person", only_from=("queued",)):
+            change = "cancelled (it had not started)"
+        elif task.id in self.live:
+            self.live[task.id][0].request_stop("killed", "task cancelled")
+            change = "cancelled: its run stops at its next safe point"
+        else:
+            raise StoreError(f"task {task.id} is {task.status}; there is nothing to cancel")
+        self.store.append(None, TaskUpdated(task_id=task.id, change=change))
+        return change
 
     async def shutdown(self) -> None:
         if not self.live:

@@ -65,6 +65,8 @@ class ProgressPrinter:
             return f"{pad} merge conflict with {e.target_branch}: {e.detail}"
         if isinstance(e, ev.StatusChanged):
             return f"{pad} run {e.status}" + (f": {e.reason}" if e.reason else "")
+        if isinstance(e, ev.TaskUpdated):
+            return f"{pad} task {e.task_id} {e.change} (by {e.by})"
         if isinstance(e, ev.LessonsRecalled):
             if e.placebo:
                 return f"{pad} placebo section in place of recalled lessons (~{e.tokens} tokens)"

@@ -107,6 +107,37 @@ def _merge(ws: Workspace, target: str, message: str):
     return ws.squash_merge(target, message, git_lock=GIT_LOCK)
 
 
+def merge_message(task: Task, run: Run) -> str:
+    return (f"loopwright: {task.title}\n\nTask {task.id}: {task.goal}\n\n"
+            f"Loopwright-Task: {task.id}\nLoopwright-Run: {run.id}")
+
+
+def merge_reviewed(project: Project, run_id: str) -> str:
+    """Merge now a run kept for review (a person's decision, in place of the check): squash into its target."""
+    store = project.store
+    run = store.run(run_id)
+    if run.status != "needs_review":
+        raise StoreError(f"run {run.id} is {run.status}; only a run kept for review merges by hand")
+    if not Path(run.worktree).is_dir():
+        raise StoreError(f"the worktree of run {run.id} is gone ({run.worktree}); merge its branch {run.branch} "
+                         f"with git")
+    task = store.task(run.task_id)
+    ws = Workspace.open(project.root, run.id, Path(run.worktree), run.branch, run.base_commit,
+                        copy_files=project.config.workspace.copy_files)
+    merge = _merge(ws, run.target_branch, merge_message(task, run))
+    if merge.status == "conflict":
+        store.append(run.id, MergeConflict(target_branch=run.target_branch, detail=merge.detail))
+        raise StoreError(f"run {run.id} does not merge cleanly into {run.target_branch}: {merge.detail}")
+    if merge.status == "nothing":
+        reason = "merged by hand: no changes to merge"
+    else:
+        store.append(run.id, Merged(target_branch=run.target_branch, commit=merge.commit or ""))
+        reason = f"merged by hand into {run.target_branch} as {(merge.commit or '')[:10]}"
+    store.transition_run(run.id, "succeeded", only_from=("needs_review",), reason=reason,
+                         merge_commit=merge.commit)
+    return reason
+
+
 TASK_KEYS = ("provider", "model", "base_url", "script", "on_success")
 
 
@@ -417,13 +448,12 @@ class Runner:
             if task.options.get("until"):  # loop-until-done: this attempt ends; the next starts fresh
                 return FinishVerdict("failed", feedback, reason=f"`{check}` failed ({why})", again=True)
             return FinishVerdict(None, feedback + "Fix the cause, then call finish again.")
-        if config.on_success == "keep":
+        on_success = self.store.task(task.id).options.get("on_success") or config.on_success  # a person may change it
+        if on_success == "keep":
             return FinishVerdict("succeeded", "Accepted: the check passed. The branch is kept for review.",
                                  reason=f"check passed; branch {ws.branch} kept")
-        message = (f"loopwright: {task.title}\n\nTask {task.id}: {task.goal}\n\n"
-                   f"Loopwright-Task: {task.id}\nLoopwright-Run: {run.id}")
         try:
-            merge = await asyncio.to_thread(_merge, ws, run.target_branch, message)
+            merge = await asyncio.to_thread(_merge, ws, run.target_branch, merge_message(task, run))
         except WorkspaceError as e:
             return FinishVerdict("needs_review", "Accepted, but the merge failed; kept for review.",
                                  reason=f"merge failed ({e}); branch {ws.branch} kept")

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from support import CALC, TEST_CALC, git
+from support import CALC, TEST_CALC, DaemonProcess, git
 
 from loopwright.runtime.cli import main
 
@@ -60,3 +60,20 @@ class CLI:
 @pytest.fixture
 def cli(capsys, monkeypatch) -> CLI:
     return CLI(capsys, monkeypatch)
+
+
+@pytest.fixture
+def daemon(repo, tmp_path):
+    """Start `loopwright serve` in the repo (killed at the end of the test if still running)."""
+    started: list[DaemonProcess] = []
+
+    def start(max_parallel: int = 4) -> DaemonProcess:
+        d = DaemonProcess(repo, tmp_path / "daemon.log", max_parallel)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 PY = sys.executable
@@ -88,3 +90,34 @@ def claim_run_in_child(path: Path, run_id: str, queue) -> None:
     from loopwright.memory.store import Store
 
     queue.put(Store(path).transition_run(run_id, "succeeded", only_from=("running",)))
+
+
+class DaemonProcess:
+    """`loopwright serve` as a real subprocess, started and waited for (its pid file names it)."""
+
+    def __init__(self, repo: Path, log: Path, max_parallel: int):
+        self.repo, self.log = repo, log
+        with log.open("a") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "loopwright.runtime.cli", "serve", "--max-parallel",
+                                          str(max_parallel)], cwd=repo, stdout=out, stderr=out)
+        deadline = time.monotonic() + 20
+        pid_file = repo / ".loopwright" / "daemon.pid"
+        while time.monotonic() < deadline:
+            if pid_file.exists() and pid_file.read_text().strip() == str(self.proc.pid):
+                return
+            assert self.proc.poll() is None, log.read_text()
+            time.sleep(0.05)
+        raise AssertionError("the daemon did not start: " + log.read_text())
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+
+def until(condition, what: str, timeout: float = 30.0) -> None:
+    """Poll `condition` (as a person watching `loopwright status` would) until it holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)

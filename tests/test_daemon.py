@@ -9,8 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-from support import call, git, turn, write_script
+from support import call, git, turn, until, write_script
 
 from loopwright.memory.store import Store
 
@@ -29,51 +28,6 @@ def post(cli, repo: Path, tmp_path: Path, name: str, *extra: str, sleep: float =
     script = task_script(tmp_path, name, sleep=sleep)
     out = cli.json(repo, "post", f"write {name}", "--script", script, "--check", f"test -f {name}.txt", *extra)
     return out["task"]
-
-
-class DaemonProcess:
-    def __init__(self, repo: Path, log: Path, max_parallel: int):
-        self.repo, self.log = repo, log
-        with log.open("a") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "loopwright.runtime.cli", "serve", "--max-parallel",
-                                          str(max_parallel)], cwd=repo, stdout=out, stderr=out)
-        deadline = time.monotonic() + 20
-        pid_file = repo / ".loopwright" / "daemon.pid"
-        while time.monotonic() < deadline:
-            if pid_file.exists() and pid_file.read_text().strip() == str(self.proc.pid):
-                return
-            assert self.proc.poll() is None, log.read_text()
-            time.sleep(0.05)
-        raise AssertionError("the daemon did not start: " + log.read_text())
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
-
-
-@pytest.fixture
-def daemon(repo, tmp_path):
-    started: list[DaemonProcess] = []
-
-    def start(max_parallel: int = 4) -> DaemonProcess:
-        d = DaemonProcess(repo, tmp_path / "daemon.log", max_parallel)
-        started.append(d)
-        return d
-
-    yield start
-    for d in started:
-        if d.proc.poll() is None:
-            d.proc.kill()
-            d.proc.wait()
-
-
-def until(condition, what: str, timeout: float = 30.0) -> None:
-    """Poll `condition` (as a person watching `loopwright status` would) until it holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def wait_until_done(repo: Path, count: int, timeout: float = 120) -> Store:

@@ -1,0 +1,125 @@
+"""What a person supervising the fleet can do, as the TUI (and scripts) do it: every action is a row in the store.
+
+Run actions go into the `commands` table for whoever owns the run: pause and
+kill are applied by the daemon, a message and a rollback by the run itself at
+its next model boundary (never in the middle of a tool call), resume, merge,
+keep, priority and cancel by the daemon, which logs each as an event. Nothing
+here calls into the daemon's memory. A second identical action while the first
+is still pending (a kill key pressed five times) queues nothing new.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..memory.store import RUN_FINAL, Run, StoreError, Task
+from .project import Project
+
+RUN_KINDS = ("pause", "resume", "kill", "notify", "rollback", "merge", "keep")
+TASK_KINDS = ("priority", "cancel")  # run_id is NULL; args hold the task
+
+
+@dataclass(frozen=True)
+class Done:
+    """What an action did: the command queued (or None when it was done here, or was already pending), in words."""
+
+    command: int | None
+    said: str
+
+
+class Actions:
+    def __init__(self, project: Project):
+        self.project, self.store = project, project.store
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def _queue(self, run: Run, kind: str, args: dict | None = None) -> Done:
+        pending = [c for c in self.store.pending_commands(run.id) if c.kind == kind]
+        if pending and kind not in ("notify", "rollback"):
+            return Done(None, f"{kind} of run {run.id} is already queued (command {pending[0].id})")
+        command = self.store.enqueue_command(run.id, kind, args or {})
+        return Done(command, f"{kind} queued for run {run.id}")
+
+    def _live(self, run_id: str, verb: str) -> Run:
+        run = self.store.run(run_id)
+        if run.status != "running":
+            raise StoreError(f"run {run.id} is {run.status}; only a running run can be {verb}")
+        return run
+
+    def pause(self, run_id: str) -> Done:
+        return self._queue(self._live(run_id, "paused"), "pause", {"reason": "paused from the TUI"})
+
+    def kill(self, run_id: str) -> Done:
+        run = self.store.run(run_id)
+        if run.status in RUN_FINAL:
+            raise StoreError(f"run {run.id} is {run.status} already")
+        return self._queue(run, "kill", {"reason": "killed from the TUI"})
+
+    def resume(self, run_id: str) -> Done:
+        run = self.store.run(run_id)
+        if run.status not in ("paused", "budget_exceeded"):
+            raise StoreError(f"run {run.id} is {run.status}; only a paused or budget-stopped run can be resumed")
+        return self._queue(run, "resume")
+
+    def message(self, run_id: str, text: str) -> Done:
+        """A message the agent reads at its next model boundary."""
+        text = text.strip()
+        if not text:
+            raise StoreError("the message is empty")
+        run = self.store.run(run_id)
+        if run.status in RUN_FINAL:
+            raise StoreError(f"run {run.id} is {run.status}; nobody would read the message")
+        return self._queue(run, "notify", {"text": f"Message from the person supervising you: {text}"})
+
+    def rollback(self, run_id: str, to: str) -> Done:
+        """Roll back to a checkpoint (number or sha): the run applies it, or it is done here for a stopped run."""
+        from .runner import rollback
+
+        run, seq, sha, how = rollback(self.project, run_id, to=to, wait_seconds=0)
+        return Done(None, f"run {run.id} rolled back to checkpoint {seq} ({sha[:10]}): {how}")
+
+    def merge(self, run_id: str) -> Done:
+        """Merge now: a run kept for review is squash-merged by the daemon; a running one merges when accepted."""
+        run = self.store.run(run_id)
+        if run.status not in ("needs_review", "running", "paused"):
+            raise StoreError(f"run {run.id} is {run.status}; only a run kept for review (or still going) can merge")
+        return self._queue(run, "merge")
+
+    def keep(self, run_id: str) -> Done:
+        """Keep for review: when accepted, the run's branch is kept instead of merged."""
+        run = self.store.run(run_id)
+        if run.status not in ("running", "paused"):
+            raise StoreError(f"run {run.id} is {run.status}; only a run still going can be kept for review")
+        return self._queue(run, "keep")
+
+    # -- tasks ---------------------------------------------------------------------------------
+
+    def _task_command(self, task: Task, kind: str, args: dict) -> Done:
+        pending = self.store.conn.execute(
+            "SELECT id FROM commands WHERE run_id IS NULL AND kind = ? AND status = 'pending'"
+            " AND json_extract(args, '$.task') = ?", (kind, task.id)).fetchone()
+        if pending is not None and kind == "cancel":
+            return Done(None, f"cancel of task {task.id} is already queued (command {pending[0]})")
+        command = self.store.enqueue_command(None, kind, {"task": task.id, **args})
+        return Done(command, f"{kind} queued for task {task.id}")
+
+    def prioritise(self, task_id: int, priority: int) -> Done:
+        task = self.store.task(task_id)
+        if task.status != "queued":
+            raise StoreError(f"task {task.id} is {task.status}; only a queued task can be reprioritised")
+        return self._task_command(task, "priority", {"priority": int(priority)})
+
+    def cancel(self, task_id: int) -> Done:
+        task = self.store.task(task_id)
+        if task.status not in ("queued", "running", "paused"):
+            raise StoreError(f"task {task.id} is {task.status}; there is nothing to cancel")
+        return self._task_command(task, "cancel", {})
+
+    def post(self, goal: str, *, check: str | None = None, priority: int = 0, until: str | None = None,
+             max_attempts: int | None = None) -> Task:
+        """A new task in the queue (the same checks as `loopwright post`)."""
+        from .posting import parse_request, post_task
+
+        request = parse_request({"goal": goal, "check": check or None, "priority": priority, "until": until or None,
+                                 "max_attempts": max_attempts})
+        return post_task(self.project, request)
