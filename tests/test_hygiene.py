@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from support import git
-from test_daemon import daemon, post, until, wait_until_done  # noqa: F401 (the daemon fixture)
+from support import git, until
+from test_daemon import post, wait_until_done
 
 
 def test_finished_worktrees_are_removed_after_the_delay(repo, cli, tmp_path, daemon, monkeypatch):  # noqa: F811

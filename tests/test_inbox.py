@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 
 import pytest
-from support import call, turn, write_script
-from test_daemon import daemon, task_script, until, wait_until_done  # noqa: F401  (daemon is a fixture)
+from support import call, turn, until, write_script
+from test_daemon import task_script, wait_until_done
 
 from loopwright.runtime.inbox import Inbox, InboxResult
 from loopwright.runtime.project import open_project

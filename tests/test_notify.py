@@ -9,8 +9,8 @@ import json
 import time
 from pathlib import Path
 
-from support import call, turn, wait_for_row, write_script
-from test_daemon import DaemonProcess, task_script, wait_until_done
+from support import DaemonProcess, call, turn, wait_for_row, write_script
+from test_daemon import task_script, wait_until_done
 
 from loopwright.memory.store import Store
 from loopwright.runtime.budget import SPENT, budget_day

@@ -10,7 +10,7 @@ import httpx2
 import openai
 import pytest
 from support import call, turn, write_script
-from test_daemon import daemon, wait_until_done  # noqa: F401,F811 (the daemon fixture)
+from test_daemon import wait_until_done
 
 from loopwright.harness.loopback import LoopbackServer
 from loopwright.harness.retry import RetryPolicy, rate_limit_reset, retry_after
