@@ -111,6 +111,22 @@ MIGRATIONS: list[Migration] = [
         """CREATE TABLE task_progress (
             task_id INTEGER PRIMARY KEY REFERENCES tasks(id), content TEXT NOT NULL, updated_at REAL NOT NULL)""",
     ],
+    [  # 8: group chat: threads (one active task each, under a lease), messages, tasks of a thread and their parts
+        """CREATE TABLE threads (
+            name TEXT PRIMARY KEY, mode TEXT NOT NULL DEFAULT 'mention', owner TEXT, allow TEXT, check_cmd TEXT,
+            active_task INTEGER, lease_until REAL NOT NULL DEFAULT 0, created_at REAL NOT NULL)""",
+        """CREATE TABLE messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, thread TEXT NOT NULL REFERENCES threads(name), author TEXT NOT NULL,
+            author_name TEXT NOT NULL, text TEXT NOT NULL, reply_to INTEGER, mentions TEXT NOT NULL DEFAULT '[]',
+            kind TEXT NOT NULL DEFAULT 'user', state TEXT NOT NULL, task_id INTEGER, external_id TEXT UNIQUE,
+            reply_key TEXT UNIQUE, edited INTEGER NOT NULL DEFAULT 0, deleted INTEGER NOT NULL DEFAULT 0,
+            ts REAL NOT NULL, updated_at REAL NOT NULL)""",
+        "CREATE INDEX messages_thread ON messages(thread, id)",
+        "CREATE INDEX messages_state ON messages(state, thread)",
+        "ALTER TABLE tasks ADD COLUMN parent_id INTEGER",
+        "ALTER TABLE tasks ADD COLUMN thread TEXT",
+        "CREATE INDEX tasks_parent ON tasks(parent_id)",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -143,6 +159,8 @@ class Task(BaseModel):
     reason: str
     created_at: float
     updated_at: float
+    parent_id: int | None = None  # a part of a chat request that fanned out
+    thread: str | None = None  # the chat thread the task came from
 
 
 class Run(BaseModel):

@@ -28,6 +28,7 @@ from ..memory.lessons import LessonError
 from ..memory.store import StoreError
 from ..skills.catalog import SkillError
 from ..workspaces.git import WorkspaceError, tree_bytes
+from .chat import ChatError
 from .config import ConfigError
 from .daemon import DaemonError
 from .posting import PostError
@@ -37,7 +38,7 @@ from .hygiene import disk_floor
 from .quota import closed_gates
 
 USER_ERRORS = (ConfigError, ProjectError, StoreError, WorkspaceError, ModelError, DaemonError, PostError, SkillError,
-               ArtifactError, LessonError)
+               ArtifactError, LessonError, ChatError)
 
 
 class UsageError(Exception):
@@ -552,12 +553,14 @@ def build_parser() -> Parser:
     from ..memory.artifacts import add_parsers as add_artifact_parsers
     from ..memory.lesson_commands import add_parsers as add_lesson_parsers
     from ..skills.commands import add_parsers as add_skill_parsers
+    from .chat_commands import add_parsers as add_chat_parsers
     from .evaluate import add_parsers as add_eval_parsers
 
     add_skill_parsers(sub, add)
     add_artifact_parsers(sub, add)
     add_lesson_parsers(sub, add)
     add_eval_parsers(sub, add)
+    add_chat_parsers(sub, add)
 
     sp = add("loopback", cmd_loopback, "serve a script over the Anthropic/OpenAI wire formats on 127.0.0.1",
              json_flag=False)

@@ -150,6 +150,18 @@ class MemoryConfig(_Section):
     auto_promote: bool = Field(default=False, description="enable drafted skills at once (else skills promote)")
 
 
+class ChatConfig(_Section):
+    """Group-chat threads: who the agent is, how messages are batched, and limits."""
+
+    name: str = Field(default="loopwright", pattern=r"^[A-Za-z0-9_.-]+$", description="mention @name to start work")
+    debounce_seconds: float = Field(default=2.0, ge=0, description="quiet time before collected messages go out")
+    duplicate_seconds: float = Field(default=60.0, ge=0, description="same author, same text within this: once")
+    rate_per_minute: int = Field(default=10, ge=1, description="requests one author may start per minute")
+    max_fanout: int = Field(default=10, ge=1, le=100, description="parts one request may split into")
+    lease_seconds: float = Field(default=60.0, gt=0, description="a thread's lease on its active task")
+    admins: list[str] = Field(default_factory=list, description="may /stop anything")
+
+
 class InboxConfig(_Section):
     enabled: bool = True
     settle_seconds: float = Field(default=0.5, ge=0, description="a file must be unchanged this long to be read")
@@ -192,6 +204,7 @@ class Config(_Section):
     inbox: InboxConfig = Field(default_factory=InboxConfig)
     skills: SkillsConfig = Field(default_factory=SkillsConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    chat: ChatConfig = Field(default_factory=ChatConfig)
     models: dict[str, ModelInfo] = Field(default_factory=dict)
 
     def model_info(self) -> ModelInfo:

@@ -28,6 +28,7 @@ from ..memory.events import TaskUpdated
 from ..memory.store import RUN_FINAL, StoreError, Task
 from ..workspaces.git import WorkspaceError
 from .budget import SPENT, FleetBudget
+from .chat import ChatHub
 from .display import ProgressPrinter
 from .hygiene import disk_floor, expired_worktrees, remove_worktree
 from .project import Project
@@ -126,6 +127,7 @@ class Daemon:
 
         inbox = Inbox(self.project, self.say) if self.project.config.inbox.enabled else None
         notifier = Notifier(self.project, self.say)  # its baseline: the tasks as they are before recovery
+        chat = ChatHub(self.project, stop_run=self._stop_task, say=self.say)
         try:
             self.recover()
             if inbox is not None:
@@ -134,6 +136,7 @@ class Daemon:
                 self.obey_commands()
                 if inbox is not None:
                     inbox.drain()
+                chat.poll()
                 self.schedule()
                 notifier.poll()
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -173,6 +176,11 @@ class Daemon:
                 self.live.pop(task_id, None)
 
         self.live[task_id] = (runner, asyncio.ensure_future(guarded()))
+
+    def _stop_task(self, task_id: int, reason: str) -> None:
+        entry = self.live.get(task_id)
+        if entry is not None:
+            entry[0].request_stop("killed", reason)
 
     def recover(self) -> None:
         """Resume what a dead owner or a graceful stop left behind; requeue tasks claimed but never started."""

@@ -29,6 +29,7 @@ from ..skills.catalog import Catalog, Entry, SkillError, discover
 from ..skills.tool import WATCHER, SkillShelf, UseSkill
 from ..workspaces.git import Workspace, WorkspaceError, current_branch
 from .budget import FleetBudget
+from .chat import TASK_DONE, children
 from .config import Config
 from .project import Project
 from .quota import StoreQuotaGate, gate_key
@@ -317,6 +318,11 @@ class Runner:
             tools.append(UseSkill())
             skill_context = {"skills": shelf, "read_roots": shelf.roots}
         tools += [cls() for cls in ARTIFACT_TOOLS] + ([cls() for cls in MEMORY_TOOLS] if lessons is not None else [])
+        chat = task.options.get("chat")
+        if chat and not chat.get("parent"):
+            from .chat import FanOut
+
+            tools.append(FanOut())
         memory = RunMemory(store=self.store, run_id=run.id, task_id=task.id,
                            artifacts_root=self.project.dir / "artifacts", lessons=lessons)
         recalled = self._recalled(run, task, config, fresh) if lessons is not None else ""
@@ -434,6 +440,10 @@ class Runner:
             done = merged[-1][2]
             return FinishVerdict("succeeded", f"Accepted and merged into {done.target_branch}.",
                                  reason=f"merged into {done.target_branch} as {done.commit[:10]}")
+        parts = children(self.store, task.id)
+        if parts:  # a chat request split into parts: it is done when they are (the daemon follows them)
+            return FinishVerdict("succeeded", f"Started {len(parts)} parts; their results are posted as replies.",
+                                 reason=f"split into {len(parts)} parts")
         check = task.check_cmd
         if not check:
             return FinishVerdict("needs_review", "Finished. No acceptance check is configured; kept for review.",
@@ -487,6 +497,8 @@ class Runner:
             else:
                 task_status = "budget_exceeded" if "budget" in why_not else "failed"
                 task_reason = f"{outcome.reason}; {why_not}"
+        if outcome.status == "succeeded" and any(p.status not in TASK_DONE for p in children(self.store, task.id)):
+            task_status = "waiting"  # on its parts
         self.store.transition_run(run.id, outcome.status, only_from=("running",), reason=outcome.reason,
                                   task_status=task_status)
         if task_reason:

@@ -1,0 +1,172 @@
+"""`loopwright threads`, `loopwright say` and `loopwright chat`: the group chat from a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .chat import (ChatError, as_dict, create_thread, delete_message, edit_message, messages, post_message, threads,
+                   unknown_mentions)
+from .project import open_project
+
+
+def _print_json(data) -> None:
+    from .cli import _print_json as out
+
+    out(data)
+
+
+def line(m) -> str:
+    """One message as a person reads it."""
+    stamp = time.strftime("%H:%M:%S", time.localtime(m.ts))
+    reply = f" ↳{m.reply_to}" if m.reply_to else ""
+    edited = " (edited)" if m.edited else ""
+    tag = {"status": " [status]", "system": " [loopwright]"}.get(m.kind, "")
+    flag = {"duplicate": " [duplicate: not acted on]", "refused": " [refused: rate limit]",
+            "cleared": " [cleared by /stop]"}.get(m.state, "")
+    return f"[{stamp}] {m.id:>4}{reply} {m.author_name}{tag}: {m.text}{edited}{flag}"
+
+
+def cmd_threads(args: argparse.Namespace) -> int:
+    project = open_project(Path.cwd(), create=True)
+    if args.action == "new":
+        if not args.name:
+            raise ChatError("name the thread: loopwright threads new NAME")
+        allow = [a.strip() for a in args.allow.split(",") if a.strip()] if args.allow else None
+        create_thread(project.store, args.name, mode="auto" if args.auto else "mention", owner=args.owner,
+                      allow=allow, check=args.check)
+        if args.json:
+            _print_json({"thread": args.name, "mode": "auto" if args.auto else "mention"})
+        else:
+            how = "every message starts work" if args.auto else f"mention @{project.config.chat.name} to start work"
+            print(f"thread #{args.name} created ({how})")
+        return 0
+    rows = threads(project.store)
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("no threads yet (create one with: loopwright threads new general)")
+    for r in rows:
+        busy = f"busy with task {r['active_task']}" if r["active_task"] else "idle"
+        print(f"#{r['name']:<20} {r['mode']:<8} {r['messages']:>5} messages  {busy}"
+              + (f"  owner {r['owner']}" if r["owner"] else ""))
+    return 0
+
+
+def cmd_say(args: argparse.Namespace) -> int:
+    project = open_project(Path.cwd(), create=True)
+    store, config = project.store, project.config.chat
+    if args.edit is not None:
+        said = edit_message(store, args.edit, args.author, args.text)
+    elif args.delete is not None:
+        said = delete_message(store, args.delete, args.author)
+    else:
+        m = post_message(store, config, args.thread, args.author, args.text, name=args.name, reply_to=args.reply_to,
+                         external_id=args.id)
+        if args.json:
+            _print_json(as_dict(m))
+            return 0
+        print(line(m))
+        for name in unknown_mentions(store, m, config):
+            print(f"note: no agent or member @{name} here; mention @{config.name} to start work", file=sys.stderr)
+        return 0
+    if args.json:
+        _print_json({"result": said})
+    else:
+        print(said)
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """Interactive: new messages appear as they come; each line typed is posted (`/quit` leaves)."""
+    from .chat import thread as thread_info
+
+    project = open_project(Path.cwd(), create=True)
+    store, config = project.store, project.config.chat
+    thread_info(store, args.thread)
+    typed: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        for text in sys.stdin:
+            typed.put(text.rstrip("\n"))
+        typed.put(None)
+    threading.Thread(target=read, daemon=True).start()
+    print(f"#{args.thread} as {args.author} — mention @{config.name} to ask for work; /stop, /status, /retry; "
+          f"/edit N text, /delete N; /quit to leave", flush=True)
+    shown: dict[int, float] = {}
+    for m in messages(store, args.thread)[-args.history:]:
+        print(line(m))
+        shown[m.id] = m.ts
+    last_id = max(shown, default=0)
+    seen_edit = time.time()
+    while True:
+        try:
+            text = typed.get(timeout=0.3)
+        except queue.Empty:
+            text = ""
+        except KeyboardInterrupt:
+            return 0
+        if text is None:
+            return 0
+        if text.strip() == "/quit":
+            return 0
+        if text.strip():
+            try:
+                word, _, rest = text.strip().partition(" ")
+                if word == "/edit":
+                    number, _, new = rest.partition(" ")
+                    print(edit_message(store, int(number), args.author, new))
+                elif word == "/delete":
+                    print(delete_message(store, int(rest), args.author))
+                else:
+                    m = post_message(store, config, args.thread, args.author, text, name=args.name)
+                    for name in unknown_mentions(store, m, config):
+                        print(f"note: no agent or member @{name} here; mention @{config.name}")
+            except (ChatError, ValueError) as e:
+                print(f"error: {e}")
+        for m in messages(store, args.thread, after=last_id):
+            print(line(m), flush=True)
+            last_id = m.id
+        edited = store.conn.execute("SELECT * FROM messages WHERE thread = ? AND edited = 1 AND updated_at > ? AND "
+                                    "id <= ? ORDER BY updated_at", (args.thread, seen_edit, last_id)).fetchall()
+        if edited:
+            from .chat import Message
+
+            for row in edited:
+                print(line(Message.of(row)), flush=True)
+            seen_edit = max(r["updated_at"] for r in edited)
+        sys.stdout.flush()
+
+
+def add_parsers(sub, add) -> None:
+    """Register `threads`, `say` and `chat` on the main parser."""
+    sp = add("threads", cmd_threads, "chat threads: list them, or `threads new NAME` to create one")
+    sp.add_argument("action", nargs="?", choices=["list", "new"], default="list")
+    sp.add_argument("name", nargs="?")
+    sp.add_argument("--auto", action="store_true", help="with new: every message starts work (no mention needed)")
+    sp.add_argument("--owner", help="with new: the thread's owner (may /stop anything in it)")
+    sp.add_argument("--allow", metavar="A,B", help="with new: only these authors may post")
+    sp.add_argument("--check", help="with new: acceptance check for the thread's tasks")
+
+    sp = add("say", cmd_say, "post one message to a thread (mention @loopwright to start work)")
+    sp.add_argument("thread")
+    sp.add_argument("text")
+    sp.add_argument("--as", dest="author", required=True, metavar="NAME", help="who you are")
+    sp.add_argument("--name", help="display name (default: the --as name)")
+    sp.add_argument("--reply-to", type=int, metavar="ID")
+    sp.add_argument("--id", help="your message id: the same id posted twice is taken once")
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--edit", type=int, metavar="ID", help="replace the text of your message ID")
+    g.add_argument("--delete", type=int, metavar="ID", help="delete your message ID (if not read yet)")
+
+    sp = add("chat", cmd_chat, "an interactive chat in a thread: new messages live, what you type is posted",
+             json_flag=False)
+    sp.add_argument("thread")
+    sp.add_argument("--as", dest="author", required=True, metavar="NAME")
+    sp.add_argument("--name", help="display name")
+    sp.add_argument("--history", type=int, default=20, help="earlier messages shown at the start")
