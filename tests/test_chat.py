@@ -214,3 +214,22 @@ def test_three_authors_fifty_messages_each_into_two_threads_at_once(repo, tmp_pa
             numbers = [int(m.text.split()[-1]) for m in got if m.author == who]
             assert numbers == sorted(numbers) and len(numbers) == 25
     assert json.loads(json.dumps([m.id for m in messages(p.store, "a")])) == sorted(m.id for m in messages(p.store, "a"))
+
+
+def test_threads_run_in_parallel_and_each_keeps_one_task_at_a_time(repo, daemon, tmp_path):
+    setup(repo, tmp_path, [turn(call("shell", command="sleep 2")),
+                           turn(call("finish", summary="done"), expect="second")], debounce=0.2)
+    p = project(repo)
+    for name in ("a", "b"):
+        create_thread(p.store, name, mode="auto")
+        post_message(p.store, p.config.chat, name, "ana", f"first in {name}")
+    daemon(max_parallel=4)
+    until(lambda: len(project(repo).store.runs()) == 2, "a run per thread")
+    for name in ("a", "b"):
+        say(repo, name, "bob", f"second in {name}")  # the thread is busy: delivered to its run, no new task
+    until(lambda: len(thread_messages(repo, "a", "agent")) == len(thread_messages(repo, "b", "agent")) == 1,
+          "both answers", timeout=60)
+    store = project(repo).store
+    runs = store.runs()
+    assert len(store.tasks()) == 2 and len(runs) == 2
+    assert runs[1].started_at < runs[0].ended_at  # both threads' runs were going at once
