@@ -1,0 +1,496 @@
+"""The run screen of `loopwright tui`, driven through Textual's pilot at 80x24.
+
+Hand-built runs (a real worktree, events appended by the test) check what the
+screen shows and the command each key writes into the store; a real daemon
+with a scripted model checks that pause, resume, kill, a message and a rollback
+are carried out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+from support import CALC, call, turn, write_script
+from textual.app import App
+from textual.widgets import Collapsible, DataTable, Input, RichLog, Static
+
+from loopwright.harness.messages import Message, TextBlock, ToolCall, ToolResult
+from loopwright.memory import events as ev
+from loopwright.memory.artifacts import register
+from loopwright.memory.store import Store
+from loopwright.runtime.actions import Actions
+from loopwright.runtime.project import init_project, open_project
+from loopwright.tui.run_view import ConfirmScreen, MessageScreen, PathScreen, RunScreen
+from loopwright.workspaces.git import Workspace
+
+SIZE = (80, 24)
+RUN = "feedc0de"
+NOW = 1767225600.0  # 2026-01-01 00:00 UTC: the snapshot's clock
+SNAPSHOTS = Path(__file__).parent / "snapshots" / "tui"
+UPDATE = bool(os.environ.get("LOOPWRIGHT_UPDATE_SNAPSHOTS"))  # read before the fixtures clear LOOPWRIGHT_*
+
+
+class Host(App):
+    """A tiny app that shows one RunScreen and records every toast."""
+
+    def __init__(self, project, run_id: str, read_only: bool = False):
+        super().__init__()
+        self.project, self.run_id, self.read_only = project, run_id, read_only
+        self.toasts: list[tuple[str, str]] = []
+
+    def on_mount(self) -> None:
+        self.push_screen(RunScreen(self.project, Actions(self.project), self.run_id, read_only=self.read_only))
+
+    def notify(self, message, *, title="", severity="information", timeout=None, markup=True) -> None:
+        self.toasts.append((severity, message))
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
+    @property
+    def run_screen(self) -> RunScreen:
+        return next(s for s in self.screen_stack if isinstance(s, RunScreen))
+
+    def said(self, severity: str | None = None) -> str:
+        return "\n".join(m for s, m in self.toasts if severity is None or s == severity)
+
+
+async def wait(pilot, condition, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await pilot.pause(0.05)
+
+
+def log_text(app: Host) -> list[str]:
+    return [strip.text for strip in app.run_screen.query_one("#log", RichLog).lines]
+
+
+def commands(store: Store, run_id: str, kind: str | None = None) -> list:
+    rows = store.conn.execute("SELECT kind, status, args FROM commands WHERE run_id = ? ORDER BY id",
+                              (run_id,)).fetchall()
+    return [tuple(r) for r in rows if kind is None or r[0] == kind]
+
+
+def hand_built_run(repo: Path, status: str = "running"):
+    """A project with one run: a real worktree, checkpoint 1 (calc fixed) and an uncommitted new file."""
+    init_project(repo)
+    project = open_project(repo)
+    store = project.store
+    task = store.create_task("Fix add in calc.py", check="true")
+    ws = Workspace.create(repo, RUN, target_branch="main", worktrees_dir=project.worktrees)
+    store.create_run(task.id, provider="scripted", model="script", worktree=str(ws.path), branch=ws.branch,
+                     base_commit=ws.base_commit, target_branch="main", run_id=RUN)
+    store.append(RUN, ev.RunStarted(task_id=task.id, goal=task.goal, provider="scripted", model="script",
+                                    worktree=str(ws.path), branch=ws.branch, base_commit=ws.base_commit))
+    store.append(RUN, ev.ConversationReset(reason="start", messages=[Message.user("Fix add in calc.py")]))
+    store.append(RUN, ev.MessageAdded(message=Message(role="assistant", content=[
+        TextBlock(text="I will fix add."),
+        ToolCall(id="c1", name="edit_file", arguments={"path": "calc.py", "old": "a - b", "new": "a + b"})])))
+    (ws.path / "calc.py").write_text(CALC.replace("a - b", "a + b"))
+    store.append(RUN, ev.MessageAdded(message=Message(role="user", content=[
+        ToolResult(tool_call_id="c1", content="edited calc.py")])))
+    cp = ws.checkpoint("fix add", step=1)
+    store.add_checkpoint(RUN, sha=cp.sha, step=1, message=cp.message)
+    (ws.path / "notes.txt").write_text("uncommitted\n")
+    if status != "running":
+        store.transition_run(RUN, status, only_from=("running",), reason="test")
+    return project, ws
+
+
+def test_transcript_folds_a_huge_tool_output_and_follows_the_tail_unless_scrolled_up(repo):
+    project, _ = hand_built_run(repo)
+    store = project.store
+
+    async def scenario():
+        app = Host(project, RUN)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait(pilot, lambda: any("I will fix add." in line for line in log_text(app)), "the transcript")
+            text = "\n".join(log_text(app))
+            assert "→ edit_file" in text and "← edited calc.py" in text and "checkpoint 1" in text
+            screen = app.run_screen
+            assert screen.query_one("#head", Static).region.height == 3  # usable at 80x24
+            assert screen.query_one("#log", RichLog).region.height >= 12
+
+            many_lines = "\n".join(f"line {i:07d} of the output" for i in range(40_000))  # ~1 MB
+            one_line = "x" * 1_000_000
+            started = time.monotonic()
+            store.append(RUN, ev.MessageAdded(message=Message(role="assistant", content=[
+                ToolCall(id="c2", name="shell", arguments={"command": "cat big.log"})])))
+            store.append(RUN, ev.MessageAdded(message=Message(role="user", content=[
+                ToolResult(tool_call_id="c2", content=many_lines), ToolResult(tool_call_id="c3", content=one_line)])))
+            store.append(RUN, ev.Compacted(tokens_before=150_000, tokens_after=2_000, note="Hand-off: add is fixed"))
+            await wait(pilot, lambda: any("Hand-off" in line for line in log_text(app)), "the new turns")
+            assert time.monotonic() - started < 5
+            text = "\n".join(log_text(app))
+            assert "line 0000000 of the output" in text and "line 0039999" not in text
+            assert "… 39992 more lines" in text and "… (+999604 chars)" in text and "context compacted" in text
+            assert len(log_text(app)) < 200
+            log = screen.query_one("#log", RichLog)
+            await pilot.pause(0.1)
+            assert log.is_vertical_scroll_end  # followed the tail
+
+            log.scroll_home(animate=False)
+            await pilot.pause(0.1)
+            store.append(RUN, ev.MessageAdded(message=Message(role="assistant", content=[TextBlock(text="later")])))
+            await wait(pilot, lambda: any("assistant: later" in line for line in log_text(app)), "a later turn")
+            assert log.scroll_y == 0  # scrolled up: the screen stays where the reader is
+
+            log.scroll_end(animate=False)
+            await pilot.pause(0.1)
+            store.append(RUN, ev.MessageAdded(message=Message(role="assistant", content=[TextBlock(text="tail")])))
+            await wait(pilot, lambda: any("assistant: tail" in line for line in log_text(app)), "the tail")
+            await pilot.pause(0.1)
+            assert log.is_vertical_scroll_end
+
+    asyncio.run(scenario())
+
+
+def test_diff_per_file_refreshed_on_a_new_checkpoint(repo):
+    project, ws = hand_built_run(repo)
+
+    def titles(app):
+        return [str(c.title) for c in app.run_screen.query(Collapsible)]
+
+    async def scenario():
+        app = Host(project, RUN)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("2")
+            await wait(pilot, lambda: len(titles(app)) == 2, "the diff")
+            assert titles(app) == ["calc.py  +1 −1", "notes.txt  +1 −0"]  # uncommitted changes included
+            (ws.path / "more.py").write_text("print('more')\n")
+            cp = ws.checkpoint("more", step=2)
+            project.store.add_checkpoint(RUN, sha=cp.sha, step=2, message=cp.message)
+            await wait(pilot, lambda: "more.py  +1 −0" in titles(app), "the diff after the checkpoint")
+            (ws.path / "last.py").write_text("x = 1\n")
+            await pilot.press("d")
+            await wait(pilot, lambda: "last.py  +1 −0" in titles(app), "the diff on d")
+
+    asyncio.run(scenario())
+
+
+def test_checkpoints_artifacts_scratch_pad_and_progress(repo, tmp_path):
+    project, _ = hand_built_run(repo)
+    store = project.store
+    report = tmp_path / "report.md"
+    report.write_text("# Report\n")
+    register(store, project.dir / "artifacts", RUN, report, kind="report", title="What changed")
+    store.scratchpad(RUN).append("plan: fix add, then run the tests")
+    store.add_progress(store.run(RUN).task_id, "attempt 1: failed (check)")
+
+    async def scenario():
+        app = Host(project, RUN)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.run_screen
+            await pilot.press("3")
+            table = screen.query_one("#checkpoints-table", DataTable)
+            rows = [table.get_row_at(i) for i in range(table.row_count)]
+            assert [r[0] for r in rows] == ["0", "1"] and str(rows[1][3]) == "fix add" and rows[1][2] == "1"
+            await pilot.press("4")
+            arts = screen.query_one("#artifacts-table", DataTable)
+            assert arts.row_count == 1
+            kind, title, size, path = arts.get_row_at(0)
+            assert (kind, str(title), size) == ("report", "What changed", "9 B") and str(path).endswith("report.md")
+            await pilot.press("enter")  # copies the path
+            assert app.clipboard == str(path) and Path(app.clipboard).read_text() == "# Report\n"
+            await pilot.press("5")
+            await pilot.pause(0.1)
+            assert "plan: fix add" in str(screen.query_one("#scratch", Static).render())
+            assert "attempt 1: failed" in str(screen.query_one("#progress", Static).render())
+            store.scratchpad(RUN).append("step 2: tests pass")
+            await wait(pilot, lambda: "step 2" in str(screen.query_one("#scratch", Static).render()), "scratch pad")
+
+    asyncio.run(scenario())
+
+
+def test_every_action_writes_its_command_and_kill_pressed_five_times_queues_one(repo):
+    project, ws = hand_built_run(repo)  # owned by this process: commands stay pending for us to see
+    store = project.store
+
+    async def scenario():
+        app = Host(project, RUN)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("p", "p")
+            assert commands(store, RUN, "pause") == [("pause", "pending", '{"reason": "paused from the TUI"}')]
+            assert "already queued" in app.said()
+
+            await pilot.press(*"xxxxx")
+            assert len(commands(store, RUN, "kill")) == 1
+            await pilot.press("m")
+            assert isinstance(app.screen, MessageScreen)
+            await pilot.press(*"use ints")
+            await pilot.press("enter")
+            assert isinstance(app.screen, RunScreen)
+            (_, status, args), = commands(store, RUN, "notify")
+            assert status == "pending" and "Message from the person supervising you: use ints" in args
+            await pilot.press("m", "escape")  # cancelled: nothing sent
+            assert len(commands(store, RUN, "notify")) == 1
+
+            await pilot.press("M", "K")
+            assert [c[0] for c in commands(store, RUN) if c[0] in ("merge", "keep")] == ["merge", "keep"]
+            await pilot.press("r")  # a running run cannot be resumed: an error toast, no command
+            assert "only a paused or budget-stopped run can be resumed" in app.said("error")
+            assert commands(store, RUN, "resume") == []
+
+            await pilot.press("b")  # first b: the checkpoints tab, to choose
+            assert app.run_screen.query_one("#tabs").active == "checkpoints"
+            await pilot.press("down", "b")
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("n")
+            assert commands(store, RUN, "rollback") == []
+            await pilot.press("enter")  # Enter on the row asks too
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("y")
+            await wait(pilot, lambda: commands(store, RUN, "rollback"), "the rollback command")
+            (_, status, args), = commands(store, RUN, "rollback")
+            assert status == "pending" and '"seq": 1' in args
+            await wait(pilot, lambda: "queued: the running agent applies it" in app.said(), "the rollback toast")
+
+            await pilot.press("w")
+            assert isinstance(app.screen, PathScreen)
+            assert app.screen.query_one("#path", Input).value == str(ws.path) == app.clipboard
+            await pilot.press("escape")
+
+            store.transition_run(RUN, "paused", only_from=("running",), reason="test")
+            await pilot.press("r")
+            assert [c[:2] for c in commands(store, RUN, "resume")] == [("resume", "pending")]
+            await pilot.pause(0.3)
+            assert "paused" in str(app.run_screen.query_one("#head", Static).render())
+            assert app.said("error").count("\n") == 0  # the one refused resume, nothing else failed
+            await pilot.press("escape")
+            assert not any(isinstance(s, RunScreen) for s in app.screen_stack)
+
+    asyncio.run(scenario())
+
+
+def test_read_only_disables_every_action_with_a_toast(repo):
+    project, _ = hand_built_run(repo)
+
+    async def scenario():
+        app = Host(project, RUN, read_only=True)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press(*"pxrmMKb")
+            assert commands(project.store, RUN) == []
+            assert isinstance(app.screen, RunScreen)
+            warnings = [m for s, m in app.toasts if s == "warning"]
+            assert len(warnings) == 7 and all("no daemon is running" in w for w in warnings)
+            assert "read-only" in str(app.run_screen.query_one("#head", Static).render())
+
+    asyncio.run(scenario())
+
+
+def test_a_run_id_that_does_not_exist_says_so(repo):
+    init_project(repo)
+    project = open_project(repo)
+
+    async def scenario():
+        app = Host(project, "nosuchrun")
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(0.1)
+            assert "no run 'nosuchrun'" in str(app.screen.query_one("#missing", Static).render())
+            assert "no run 'nosuchrun'" in app.said("error")
+            await pilot.press(*"pxmbw12")  # every key answers with the reason, nothing crashes
+            assert commands(project.store, "nosuchrun") == []
+            await pilot.press("escape")
+            assert not any(isinstance(s, RunScreen) for s in app.screen_stack)
+
+    asyncio.run(scenario())
+
+
+def test_rollback_of_a_stopped_run_resets_its_worktree_and_a_gcd_worktree_is_a_clear_error(repo, cli):
+    project, ws = hand_built_run(repo, status="paused")
+    store = project.store
+
+    async def roll_back(app, pilot):
+        await pilot.press("3", "b")  # on the checkpoints tab, the cursor on 0: the start
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+
+    async def stopped():
+        app = Host(project, RUN)
+        async with app.run_test(size=SIZE) as pilot:
+            await roll_back(app, pilot)
+            await wait(pilot, lambda: "rolled back to checkpoint 0" in app.said(), "the rollback")
+            assert (ws.path / "calc.py").read_text() == CALC and not (ws.path / "notes.txt").exists()
+            assert [e.to_seq for _, _, e in store.events(RUN, types=("rolled_back",))] == [0]
+            assert [c[:2] for c in commands(store, RUN)] == [("notify", "pending")]  # told when it resumes
+            await pilot.press("1")
+            await wait(pilot, lambda: any("rolled back to checkpoint 0" in line for line in log_text(app)),
+                       "the rollback in the transcript")
+
+    asyncio.run(stopped())
+    store.transition_run(RUN, "failed", only_from=("paused",), reason="test")
+    code, out, _ = cli(repo, "gc")
+    assert code == 0 and not ws.path.exists()
+
+    async def gone():
+        app = Host(project, RUN)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("3", "b")
+            assert isinstance(app.screen, RunScreen)  # no question asked: it cannot be done
+            assert "its worktree" in app.said("error") and "no longer exists" in app.said("error")
+            assert "loopwright gc" in app.said("error")
+            await pilot.press("2")
+            await wait(pilot, lambda: "no longer exists" in str(app.run_screen.query_one("#diff-summary").render()),
+                       "the diff's explanation")
+        assert len(store.events(RUN, types=("rolled_back",))) == 1
+
+    asyncio.run(gone())
+
+
+# -- the screen, as a picture ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def utc(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def snapshot_project(repo: Path, monkeypatch):
+    """A store built by hand with fixed ids, shas and timestamps (no worktree: nothing varies)."""
+    init_project(repo)
+    project = open_project(repo)
+    store = project.store
+    ticks = iter(range(10_000))
+    rid, base = "a1b2c3d4", "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c"
+    with monkeypatch.context() as m:
+        m.setattr(time, "time", lambda: NOW + 7 * next(ticks))
+        task = store.create_task("Fix the flaky login test in the auth module", check="pytest -q")
+        store.create_run(task.id, provider="anthropic", model="claude-sonnet-4-5", branch=f"lw/{rid}",
+                         worktree=f"/home/dev/shop/.loopwright/worktrees/{rid}", base_commit=base,
+                         target_branch="main", run_id=rid)
+        store.append(rid, ev.RunStarted(task_id=task.id, goal=task.goal, provider="anthropic",
+                                        model="claude-sonnet-4-5", worktree="", branch=f"lw/{rid}", base_commit=base))
+        store.append(rid, ev.ConversationReset(reason="start", messages=[Message.user(task.goal)]))
+        store.append(rid, ev.MessageAdded(message=Message(role="assistant", content=[
+            TextBlock(text="Let me run the tests first."),
+            ToolCall(id="c1", name="shell", arguments={"command": "pytest -q tests/test_login.py"})])))
+        failures = "\n".join(["F.F" + "." * 20, ""] + [f"tests/test_login.py:{40 + i}: AssertionError" for i in range(12)])
+        store.append(rid, ev.MessageAdded(message=Message(role="user", content=[
+            ToolResult(tool_call_id="c1", content=failures, is_error=True)])))
+        store.append(rid, ev.MessageAdded(message=Message(role="assistant", content=[
+            ToolCall(id="c2", name="edit_file", arguments={"path": "auth/session.py", "old": "sleep(0.1)",
+                                                           "new": "clock.advance(0.1)"})])))
+        store.append(rid, ev.MessageAdded(message=Message(role="user", content=[
+            ToolResult(tool_call_id="c2", content="edited auth/session.py")])))
+        store.add_checkpoint(rid, sha="9c8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b", step=2,
+                             message="use the fake clock in the session test")
+        store.append(rid, ev.Compacted(tokens_before=181_000, tokens_after=3_200,
+                                       note="Fixed the sleep in auth/session.py; next: the token refresh test."))
+        store.conn.execute("UPDATE runs SET step = 3, input_tokens = 184200, output_tokens = 5100,"
+                           " cost_usd = 0.6291, active_seconds = 754 WHERE id = ?", (rid,))
+    return project, rid
+
+
+def test_snapshot_of_the_run_screen_at_80x24(repo, monkeypatch, utc):
+    project, rid = snapshot_project(repo, monkeypatch)
+
+    async def scenario():
+        app = Host(project, rid)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait(pilot, lambda: any("token refresh" in line for line in log_text(app)), "the transcript")
+            await pilot.pause(0.2)
+            svg = app.export_screenshot(title="run_80x24")
+        path = SNAPSHOTS / "run_80x24.svg"
+        if UPDATE:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(svg)
+        assert path.exists(), f"no snapshot {path}: run with LOOPWRIGHT_UPDATE_SNAPSHOTS=1 to write it"
+        if svg != path.read_text():
+            path.with_suffix(".actual.svg").write_text(svg)
+            raise AssertionError(f"the run screen differs from {path} (this run's is {path.with_suffix('.actual.svg')})"
+                                 ":\n" + "\n".join(log_text(app)))
+
+    asyncio.run(scenario())
+
+
+# -- with the daemon carrying the commands out ----------------------------------------------------------
+
+
+def post(cli, repo: Path, tmp_path: Path, turns: list[dict]) -> int:
+    script = write_script(tmp_path / "script.json", turns)
+    return cli.json(repo, "post", "write a.txt and wait", "--script", script, "--check", "true")["task"]
+
+
+def run_of(store: Store, task: int):
+    runs = store.runs(task_id=task)
+    return runs[0] if runs else None
+
+
+def test_message_and_rollback_are_carried_out_by_the_running_agent(repo, cli, tmp_path, daemon):
+    task = post(cli, repo, tmp_path, [
+        turn(call("write_file", path="a.txt", content="a")),
+        turn(call("shell", command="sleep 4")),
+        turn(call("finish", summary="done"), expect="hello from the supervisor"),  # fails the run if unseen
+    ])
+    daemon(max_parallel=1)
+    project = open_project(repo)
+    store = project.store
+
+    async def scenario():
+        deadline = time.monotonic() + 30
+        while not (run_of(store, task) and store.events(run_of(store, task).id, types=("tool_started",))[1:]):
+            assert time.monotonic() < deadline, "the run did not reach its sleep"
+            await asyncio.sleep(0.05)
+        run = run_of(store, task)
+        assert store.checkpoints(run.id) and Path(run.worktree, "a.txt").exists()
+        app = Host(project, run.id)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("m", *"hello from the supervisor", "enter")
+            await pilot.press("3", "b", "y")  # the cursor is on 0: the start
+            await wait(pilot, lambda: store.events(run.id, types=("rolled_back",)), "the rollback", timeout=30)
+            assert not Path(run.worktree, "a.txt").exists()
+            notices = [e.text for _, _, e in store.events(run.id, types=("notice",))]
+            assert any("hello from the supervisor" in n for n in notices)
+            assert any("rolled back" in n for n in notices)
+            await wait(pilot, lambda: store.run(run.id).status == "succeeded", "the run's end", timeout=30)
+            await pilot.press("1")
+            await wait(pilot, lambda: any("hello from the supervisor" in line for line in log_text(app)),
+                       "the message in the transcript")
+            assert "succeeded" in str(app.run_screen.query_one("#head", Static).render())
+        assert [c[:2] for c in commands(store, run.id) if c[0] in ("notify", "rollback")] == [
+            ("notify", "done"), ("rollback", "done")]
+
+    asyncio.run(scenario())
+
+
+def test_pause_resume_and_kill_are_carried_out_by_the_daemon(repo, cli, tmp_path, daemon):
+    task = post(cli, repo, tmp_path, [
+        turn(call("write_file", path="a.txt", content="a")),
+        turn(call("shell", command="sleep 2")),
+        turn(call("shell", command="sleep 5")),
+        turn(call("finish", summary="done")),
+    ])
+    daemon(max_parallel=1)
+    project = open_project(repo)
+    store = project.store
+
+    async def scenario():
+        deadline = time.monotonic() + 30
+        while not (run_of(store, task) and store.checkpoints(run_of(store, task).id)):
+            assert time.monotonic() < deadline, "the run did not start"
+            await asyncio.sleep(0.05)
+        run = run_of(store, task)
+        app = Host(project, run.id)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("p")
+            await wait(pilot, lambda: store.run(run.id).status == "paused", "the pause")
+            await wait(pilot, lambda: "paused" in str(app.run_screen.query_one("#head", Static).render()),
+                       "the header")
+            await pilot.press("r")
+            await wait(pilot, lambda: store.run(run.id).status == "running" and any(
+                "sleep 5" in str(e.arguments) for _, _, e in store.events(run.id, types=("tool_started",))),
+                "the resumed run's next step")
+            await pilot.press(*"xxx")
+            await wait(pilot, lambda: store.run(run.id).status == "killed", "the kill")
+            await wait(pilot, lambda: any("run killed" in line for line in log_text(app)), "the kill in the log")
+            await pilot.press("x")
+            assert "killed already" in app.said("error")
+
+    asyncio.run(scenario())

@@ -1,0 +1,616 @@
+"""The run screen of `loopwright tui`: one run's live transcript, diff, checkpoints, artifacts and notes.
+
+Everything shown comes from the store (events read incrementally, after the
+last id seen, a few times a second) or from git in a worker thread (the diff);
+every action is a command written through `runtime.actions.Actions`, which the
+daemon or the run itself carries out. Nothing here touches the daemon's memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sqlite3
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable
+
+from rich.syntax import Syntax
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import (Button, Collapsible, DataTable, Footer, Input, RichLog, Static, TabbedContent,
+                             TabPane)
+from textual.worker import get_current_worker
+
+from ..memory import events as ev
+from ..memory.artifacts import list_artifacts
+from ..memory.store import Run, Store, StoreError
+from ..runtime.actions import Actions, Done
+from ..runtime.display import ProgressPrinter, fmt_elapsed, fmt_tokens, render_message
+from ..runtime.project import Project
+from ..workspaces.git import Workspace, WorkspaceError
+
+POLL_SECONDS = 0.25  # 4 Hz: each tick reads only the events after the last one seen
+FOLD_LINES = 40  # a message block (model text) shows this many lines, then "… N more lines"
+RESULT_LINES = 8  # a tool result, folded further
+LINE_CHARS = 400  # longer lines are cut (a 1 MB one-line tool output stays one short line)
+LOG_LINES = 5000  # the transcript keeps this many rendered lines
+DIFF_FILE_LINES = 2000  # per file in the diff view
+DIFF_FILES = 300
+TABS = ("transcript", "diff", "checkpoints", "artifacts", "notes")
+READ_ONLY = ("read-only: no daemon is running for this project, so nothing would carry out {verb} "
+             "(start `loopwright serve`, then reopen the TUI)")
+
+
+def fold(entry: str, max_lines: int = FOLD_LINES, width: int = LINE_CHARS) -> str:
+    """A transcript entry cut to `max_lines` lines of at most `width` characters, saying what was left out."""
+    lines = entry.split("\n", max_lines)
+    if len(lines) > max_lines:
+        total = entry.count("\n") + 1
+        lines = lines[:max_lines] + [f"    … {total - max_lines} more lines"]
+    return "\n".join(ln if len(ln) <= width else f"{ln[:width]} … (+{len(ln) - width} chars)" for ln in lines)
+
+
+def event_lines(event: Any, ts: float, printer: ProgressPrinter) -> list[str]:
+    """What one event adds to the transcript (as `runtime.display.transcript` shows it), folded."""
+    stamp = time.strftime("%H:%M:%S", time.localtime(ts))
+    if isinstance(event, ev.RunStarted):
+        out = [f"[{stamp}] run started: task {event.task_id} with {event.provider}:{event.model} on {event.branch}"]
+    elif isinstance(event, ev.ConversationReset):
+        if event.reason == "start":
+            out = [line for m in event.messages for line in render_message(m, full=True)]
+        else:
+            out = [f"[{stamp}] conversation restarted ({event.reason})"]
+    elif isinstance(event, ev.MessageAdded):
+        out = render_message(event.message, full=True)
+    elif isinstance(event, ev.Compacted):
+        out = [f"[{stamp}] context compacted ({fmt_tokens(event.tokens_before)} → {fmt_tokens(event.tokens_after)}"
+               " tokens); hand-off note:\n    " + event.note.replace("\n", "\n    ")]
+    elif isinstance(event, ev.Notice):
+        out = []  # the agent reads it in its next user message, which the transcript shows
+    elif isinstance(event, (ev.ModelCalled, ev.ToolStarted)):
+        out = []
+    else:
+        line = printer.line(None, event)
+        out = [f"[{stamp}] {line.strip()}"] if line else []
+    return [fold(entry, RESULT_LINES if entry.startswith(("  ←", "  ✗")) else FOLD_LINES) for entry in out]
+
+
+_STYLES = (("assistant:", "bold"), ("user:", "green"), ("  →", "cyan"), ("  ←", "dim"), ("  ✗", "red"),
+           ("[", "yellow"))
+
+
+def styled(entry: str) -> Text:
+    """A transcript entry coloured by what it is (model text, tool call, result, error, event)."""
+    for prefix, style in _STYLES:
+        if entry.startswith(prefix):
+            return Text(entry, style=style)
+    return Text(entry)
+
+
+def split_diff(diff: str) -> list[tuple[str, str]]:
+    """A unified diff as (path, that file's part), in order."""
+    parts = re.split(r"(?m)^(?=diff --git )", diff)
+    files = []
+    for part in parts:
+        if not part.startswith("diff --git "):
+            continue
+        header = part.split("\n", 1)[0]
+        path = header.rsplit(" b/", 1)[-1] if " b/" in header else header[len("diff --git "):]
+        files.append((path, part))
+    return files
+
+
+def diff_body(part: str, max_lines: int = DIFF_FILE_LINES) -> str:
+    """One file's diff as shown: without the header lines its title repeats, cut to `max_lines` short lines."""
+    lines = [ln for ln in part.rstrip("\n").split("\n") if not ln.startswith(("diff --git ", "index "))]
+    if len(lines) > max_lines:
+        lines = lines[:max_lines] + [f"… {len(lines) - max_lines} more lines"]
+    return "\n".join(ln if len(ln) <= LINE_CHARS else f"{ln[:LINE_CHARS]} …" for ln in lines)
+
+
+def _diff_stat(part: str) -> tuple[int, int]:
+    adds = dels = 0
+    for line in part.split("\n"):
+        if line.startswith("+") and not line.startswith("+++"):
+            adds += 1
+        elif line.startswith("-") and not line.startswith("---"):
+            dels += 1
+    return adds, dels
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "missing"
+    return f"{n} B" if n < 1024 else f"{n / 1024:.1f} KB" if n < 1024 ** 2 else f"{n / 1024 ** 2:.1f} MB"
+
+
+def _subject(message: str) -> str:
+    return (message.strip().splitlines() or [""])[0]
+
+
+# -- dialogs ----------------------------------------------------------------------------------------
+
+_DIALOG_CSS = """
+    align: center middle;
+    & > Vertical { width: 76; max-width: 100%; height: auto; max-height: 100%; border: thick $accent;
+                   background: $surface; padding: 0 1; }
+    & .hint { color: $text-muted; }
+    & Horizontal { height: auto; align: right middle; }
+    & Button { margin: 0 0 0 1; }
+"""
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """A yes/no question (y / n, Escape is no)."""
+
+    DEFAULT_CSS = "ConfirmScreen {" + _DIALOG_CSS + "}"
+    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
+
+    def __init__(self, question: str, yes: str = "Yes"):
+        super().__init__()
+        self.question, self.yes = question, yes
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(Text(self.question))
+            yield Static("y confirms · n or Escape cancels", classes="hint")
+            with Horizontal():
+                yield Button(self.yes, variant="error", id="yes")
+                yield Button("Cancel", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class MessageScreen(ModalScreen["str | None"]):
+    """An input for a message to the agent (Enter sends, Escape cancels)."""
+
+    DEFAULT_CSS = "MessageScreen {" + _DIALOG_CSS + "}"
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, run_id: str):
+        super().__init__()
+        self.run_id = run_id
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(Text(f"Message to the agent of run {self.run_id}"))
+            yield Input(placeholder="what the agent should know", id="message")
+            yield Static("delivered at its next model boundary · Enter sends · Escape cancels", classes="hint")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class PathScreen(ModalScreen[None]):
+    """The run's worktree path, selectable (and copied to the clipboard)."""
+
+    DEFAULT_CSS = "PathScreen {" + _DIALOG_CSS + "}"
+    BINDINGS = [Binding("escape,enter", "close", "Close")]
+
+    def __init__(self, run: Run):
+        super().__init__()
+        self.run = run
+
+    def compose(self) -> ComposeResult:
+        exists = Path(self.run.worktree).is_dir()
+        with Vertical():
+            yield Static(Text(f"Worktree of run {self.run.id} (branch {self.run.branch})"))
+            yield Input(self.run.worktree, id="path")
+            yield Static("copied to the clipboard (where the terminal allows it) · Escape closes" if exists else
+                         "this folder no longer exists (`loopwright gc` removes the worktrees of finished runs)",
+                         classes="hint")
+
+    def on_mount(self) -> None:
+        self.app.copy_to_clipboard(self.run.worktree)
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+# -- the screen -------------------------------------------------------------------------------------
+
+
+class RunScreen(Screen):
+    """One run: transcript, diff, checkpoints, artifacts, scratch pad and progress file, and its actions."""
+
+    DEFAULT_CSS = """
+    RunScreen #head { height: auto; max-height: 3; padding: 0 1; background: $boost; text-wrap: nowrap;
+                      text-overflow: ellipsis; }
+    RunScreen #missing { padding: 1 2; color: $error; }
+    RunScreen TabbedContent { height: 1fr; }
+    RunScreen ContentSwitcher { height: 1fr; }
+    RunScreen TabPane { height: 1fr; padding: 0; }
+    RunScreen #log { height: 1fr; }
+    RunScreen DataTable { height: 1fr; }
+    RunScreen #diff-files, RunScreen #notes-scroll { height: 1fr; }
+    RunScreen .section { text-style: bold; margin-top: 1; }
+    """
+
+    BINDINGS = [
+        Binding("escape", "back", "Back", show=False),
+        Binding("p", "pause", "Pause"),
+        Binding("r", "resume", "Resume"),
+        Binding("x", "kill", "Kill"),
+        Binding("m", "message", "Message"),
+        Binding("b", "rollback", "Rollback"),
+        Binding("M", "merge", "Merge"),
+        Binding("K", "keep", "Keep"),
+        Binding("w", "worktree", "Path"),
+        Binding("d", "refresh_diff", "Diff", show=False),
+        *(Binding(str(i + 1), f"tab('{name}')", name.capitalize(), show=False) for i, name in enumerate(TABS)),
+    ]
+
+    def __init__(self, project: Project, actions: Actions, run_id: str, read_only: bool = False):
+        super().__init__()
+        self.project, self.actions, self.read_only = project, actions, read_only
+        self.store: Store = project.store
+        self.run_id = run_id
+        self.run: Run | None = None
+        self.error = ""
+        try:
+            self.run = self.store.run(run_id)
+            self.run_id = self.run.id
+        except StoreError as e:
+            self.error = str(e)
+        self.last_id = 0
+        self.ticks = 0
+        self.scratch_text: str | None = None
+        self.printer = ProgressPrinter(self.store)
+        self.diff_stale = True
+        self.unwritten: deque[str] = deque(maxlen=LOG_LINES)  # read while another tab was shown
+        self._task_row: Any = None
+        self._head_plain = ""
+        self._rollback_actions: Actions | None = None
+        self._rollback_lock = threading.Lock()
+
+    # -- layout ------------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        if self.run is None:
+            yield Static(Text(f"Cannot show run '{self.run_id}': {self.error}\n\nEscape goes back."), id="missing")
+            yield Footer(compact=True)
+            return
+        yield Static(id="head")
+        with TabbedContent(id="tabs", initial="transcript"):
+            with TabPane("Transcript", id="transcript"):
+                yield RichLog(id="log", wrap=True, max_lines=LOG_LINES, min_width=20)
+            with TabPane("Diff", id="diff"):
+                yield VerticalScroll(Static("computing the diff…", id="diff-summary"), id="diff-files")
+            with TabPane("Checkpoints", id="checkpoints"):
+                yield DataTable(id="checkpoints-table", cursor_type="row", zebra_stripes=True)
+            with TabPane("Artifacts", id="artifacts"):
+                yield DataTable(id="artifacts-table", cursor_type="row", zebra_stripes=True)
+            with TabPane("Notes", id="notes"):
+                with VerticalScroll(id="notes-scroll"):
+                    yield Static("Scratch pad", classes="section")
+                    yield Static(id="scratch")
+                    yield Static("Progress file", classes="section", id="progress-title")
+                    yield Static(id="progress")
+        yield Footer(compact=True, show_command_palette=False)
+
+    def on_mount(self) -> None:
+        if self.run is None:
+            self.notify(self.error, title="no such run", severity="error", markup=False)
+            return
+        self.query_one("#checkpoints-table", DataTable).add_columns("#", "sha", "step", "message", "made")
+        self.query_one("#artifacts-table", DataTable).add_columns("kind", "title", "size", "path")
+        self._refresh_head()
+        self._refresh_checkpoints()
+        self._refresh_artifacts()
+        self._refresh_notes()
+        self._poll()
+        self.query_one("#log", RichLog).focus()
+        self.set_interval(POLL_SECONDS, self._poll)
+
+    def on_unmount(self) -> None:
+        if self._rollback_actions is not None:
+            self._rollback_actions.store.close()
+
+    # -- live updates --------------------------------------------------------------------------------
+
+    def _poll(self) -> None:
+        """One tick: the events after the last one seen, the header, and the scratch pad now and then."""
+        if self.run is None:
+            return
+        self.ticks += 1
+        try:
+            batch = self.store.events(self.run_id, after=self.last_id)
+            self._refresh_head()
+            if self.ticks % 4 == 1:
+                self._refresh_scratch()
+        except sqlite3.Error as e:
+            if self.ticks % 40 == 1:  # a locked or vanished database: say so now and then, keep trying
+                self.notify(f"reading the store failed: {e}", severity="error", markup=False)
+            return
+        if not batch:
+            return
+        kinds: set[type] = set()
+        new_artifact = False
+        for event_id, ts, event in batch:
+            self.last_id = event_id
+            kinds.add(type(event))
+            new_artifact |= isinstance(event, ev.ToolFinished) and event.name == "artifact"
+            self.unwritten.extend(event_lines(event, ts, self.printer))
+        self._write_transcript()
+        if kinds & {ev.CheckpointMade, ev.RolledBack}:
+            self._refresh_checkpoints()
+            self.diff_stale = True  # recomputed now if the diff is on screen, else when it is shown
+            if self._tabs_active() == "diff":
+                self.action_refresh_diff(quiet=True)
+        if kinds & {ev.StatusChanged, ev.Merged, ev.MergeConflict, ev.CheckRan}:
+            self._refresh_notes()
+        if new_artifact or ev.StatusChanged in kinds:
+            self._refresh_artifacts()
+
+    def _write_transcript(self) -> None:
+        """Write the entries read so far, when the transcript is on screen (so they wrap at its width)."""
+        log = self.query_one("#log", RichLog)
+        if not self.unwritten or self._tabs_active() != "transcript" or not log.scrollable_content_region.width:
+            return
+        follow = log.is_vertical_scroll_end  # scrolled up: stay there
+        while self.unwritten:
+            log.write(styled(self.unwritten.popleft()), scroll_end=follow)
+
+    def _tabs_active(self) -> str:
+        return self.query_one("#tabs", TabbedContent).active
+
+    def _refresh_head(self) -> None:
+        run = self.run = self.store.run(self.run_id)
+        if self._task_row is None:
+            self._task_row = self.store.task(run.task_id)
+        task = self._task_row
+        state = run.status + (f" ({run.reason})" if run.reason and run.status != "running" else "")
+        line1 = (f"run {run.id} · {state} · step {run.step} · {fmt_tokens(run.tokens)} tok · ${run.cost_usd:.4f}"
+                 f" · {fmt_elapsed(run.active_seconds)} · {run.provider}:{run.model}")
+        line2 = f"task {task.id}: {task.title}"
+        line3 = f"worktree {run.worktree}" + ("   [read-only: no daemon]" if self.read_only else "")
+        text = Text(f"{line1}\n{line2}\n{line3}")  # one line each: the CSS cuts them with an ellipsis
+        if text.plain != self._head_plain:
+            self._head_plain = text.plain
+            self.query_one("#head", Static).update(text)
+
+    def _refresh_checkpoints(self) -> None:
+        assert self.run is not None
+        table = self.query_one("#checkpoints-table", DataTable)
+        row = table.cursor_row
+        table.clear()
+        table.add_row("0", self.run.base_commit[:10], "0", "(the start: the base commit)", "", key="0")
+        for cp in self.store.checkpoints(self.run_id):
+            made = time.strftime("%H:%M:%S", time.localtime(cp.created_at))
+            table.add_row(str(cp.seq), cp.sha[:10], str(cp.step), Text(_subject(cp.message)[:200]), made,
+                          key=str(cp.seq))
+        table.move_cursor(row=min(max(row, 0), table.row_count - 1))
+
+    def _refresh_artifacts(self) -> None:
+        table = self.query_one("#artifacts-table", DataTable)
+        table.clear()
+        try:
+            found = list_artifacts(self.store, self.project.dir / "artifacts", run_id=self.run_id)
+        except (sqlite3.Error, OSError) as e:
+            self.notify(f"listing the artifacts failed: {e}", severity="error", markup=False)
+            return
+        for a in found:
+            table.add_row(a.kind, Text(a.title), _size(a.size), Text(a.path), key=str(a.id))
+
+    def _refresh_scratch(self) -> None:
+        text = self.store.scratchpad(self.run_id).read()
+        if text != self.scratch_text:
+            self.scratch_text = text
+            self.query_one("#scratch", Static).update(Text(text or "(empty)"))
+
+    def _refresh_notes(self) -> None:
+        assert self.run is not None
+        self._refresh_scratch()
+        progress = self.store.progress(self.run.task_id)
+        self.query_one("#progress-title", Static).update(f"Progress file (task {self.run.task_id})")
+        self.query_one("#progress", Static).update(Text(progress or "(no attempt of this task has ended yet)"))
+
+    # -- diff (git, in a worker thread) ---------------------------------------------------------------
+
+    def action_refresh_diff(self, quiet: bool = False) -> None:
+        """Recompute the diff of the worktree against the base, in a worker thread."""
+        if self.run is None:
+            return
+        self.diff_stale = False
+        self._load_diff(self.run)
+        if not quiet:
+            self.notify("refreshing the diff…", timeout=2)
+
+    @work(thread=True, exclusive=True, group="diff", exit_on_error=False)
+    def _load_diff(self, run: Run) -> None:
+        worker = get_current_worker()
+        path = Path(run.worktree)
+        files: list[tuple[str, str, int, int]] = []
+        error = ""
+        if not path.is_dir():
+            error = (f"the worktree {path} no longer exists (`loopwright gc` removes the worktrees of finished "
+                     "runs); there is no diff to show")
+        else:
+            try:
+                ws = Workspace.open(self.project.root, run.id, path, run.branch, run.base_commit,
+                                    copy_files=self.project.config.workspace.copy_files)
+                files = [(name, diff_body(part), *_diff_stat(part)) for name, part in split_diff(ws.diff())]
+            except WorkspaceError as e:
+                error = str(e)
+        if not worker.is_cancelled and self.is_attached:
+            self.app.call_from_thread(self._show_diff, run, files, error)
+
+    async def _show_diff(self, run: Run, files: list[tuple[str, str, int, int]], error: str) -> None:
+        if not self.is_attached:  # the screen was closed while git worked
+            return
+        box = self.query_one("#diff-files", VerticalScroll)
+        was = {c.name: c.collapsed for c in box.query(Collapsible)}
+        await box.remove_children()
+        if error:
+            await box.mount(Static(Text(error), id="diff-summary"))
+            return
+        adds, dels = sum(f[2] for f in files), sum(f[3] for f in files)
+        summary = (f"{len(files)} file(s) · +{adds} −{dels} since base {run.base_commit[:10]} (uncommitted included)"
+                   if files else f"no changes since base {run.base_commit[:10]}")
+        if len(files) > DIFF_FILES:
+            summary += f"; the first {DIFF_FILES} are shown"
+        widgets: list = [Static(Text(summary + " · d refreshes"), id="diff-summary")]
+        for path, body, plus, minus in files[:DIFF_FILES]:
+            syntax = Syntax(body, "diff", theme="monokai", background_color="default", word_wrap=True)
+            widgets.append(Collapsible(Static(syntax), title=f"{path}  +{plus} −{minus}", name=path,
+                                       collapsed=was.get(path, adds + dels > 400)))
+        await box.mount(*widgets)
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        pane = event.pane.id
+        if pane == "transcript":
+            self.call_after_refresh(self._write_transcript)
+        elif pane == "diff" and self.diff_stale:
+            self.action_refresh_diff(quiet=True)
+        elif pane == "artifacts":
+            self._refresh_artifacts()
+        elif pane == "notes":
+            self._refresh_notes()
+
+    def action_tab(self, name: str) -> None:
+        """Show one tab (keys 1-5) and focus what is in it."""
+        if self.run is None:
+            return
+        self.query_one("#tabs", TabbedContent).active = name
+        target = {"transcript": "#log", "checkpoints": "#checkpoints-table", "artifacts": "#artifacts-table",
+                  "diff": "#diff-files", "notes": "#notes-scroll"}[name]
+        self.query_one(target).focus()
+
+    # -- actions ---------------------------------------------------------------------------------------
+
+    def _can_act(self, verb: str) -> bool:
+        if self.run is None:
+            self.notify(f"cannot {verb}: {self.error}", severity="error", markup=False)
+            return False
+        if self.read_only:
+            self.notify(READ_ONLY.format(verb=verb), title="read-only", severity="warning", markup=False)
+            return False
+        return True
+
+    def _act(self, verb: str, action: Callable[..., Done], *args: Any) -> Done | None:
+        """Run one Actions call; its result or its error becomes a toast (an error never crashes the screen)."""
+        if not self._can_act(verb):
+            return None
+        try:
+            done = action(self.run_id, *args)
+        except (StoreError, WorkspaceError) as e:
+            self.notify(str(e), title=f"{verb} refused", severity="error", markup=False)
+            return None
+        except Exception as e:  # noqa: BLE001 - a supervisor's screen must not die of one failed action
+            self.notify(f"{type(e).__name__}: {e}", title=f"{verb} failed", severity="error", markup=False)
+            return None
+        self.notify(done.said, title=verb, markup=False)
+        return done
+
+    def action_pause(self) -> None:
+        self._act("pause", self.actions.pause)
+
+    def action_resume(self) -> None:
+        self._act("resume", self.actions.resume)
+
+    def action_kill(self) -> None:
+        self._act("kill", self.actions.kill)
+
+    def action_merge(self) -> None:
+        self._act("merge", self.actions.merge)
+
+    def action_keep(self) -> None:
+        self._act("keep for review", self.actions.keep)
+
+    def action_message(self) -> None:
+        """Ask for a message; the agent reads it at its next model boundary."""
+        if not self._can_act("message the agent"):
+            return
+
+        def send(text: str | None) -> None:
+            if text is not None:
+                self._act("message", self.actions.message, text)
+
+        self.app.push_screen(MessageScreen(self.run_id), send)
+
+    def action_worktree(self) -> None:
+        """Show the worktree path (selectable) and copy it to the clipboard."""
+        if self.run is None:
+            self.notify(self.error, severity="error", markup=False)
+            return
+        self.app.push_screen(PathScreen(self.store.run(self.run_id)))
+
+    def action_back(self) -> None:
+        self.dismiss()
+
+    # -- rollback --------------------------------------------------------------------------------------
+
+    def action_rollback(self) -> None:
+        """On the checkpoints tab: roll back to the checkpoint under the cursor, after a confirmation."""
+        if not self._can_act("roll back"):
+            return
+        if self._tabs_active() != "checkpoints":
+            self.action_tab("checkpoints")
+            self.notify("choose the checkpoint to go back to (↑/↓), then press b (or Enter)", title="rollback")
+            return
+        table = self.query_one("#checkpoints-table", DataTable)
+        self._confirm_rollback(str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value))
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id == "checkpoints-table" and self._can_act("roll back"):
+            self._confirm_rollback(str(event.row_key.value))
+        elif event.data_table.id == "artifacts-table":
+            path = str(event.data_table.get_row(event.row_key)[3])
+            self.app.copy_to_clipboard(path)
+            self.notify(f"copied {path}", title="artifact path", markup=False)
+
+    def _confirm_rollback(self, seq: str) -> None:
+        run = self.run = self.store.run(self.run_id)
+        if not Path(run.worktree).is_dir():
+            self.notify(f"cannot roll back run {run.id}: its worktree {run.worktree} no longer exists "
+                        "(`loopwright gc` removes the worktrees of finished runs)",
+                        title="rollback impossible", severity="error", markup=False)
+            return
+        cps = {str(cp.seq): cp for cp in self.store.checkpoints(run.id)}
+        if seq in cps:
+            cp = cps[seq]
+            where = f"{seq} ({cp.sha[:10]}, step {cp.step}): {_subject(cp.message)[:120]}"
+        else:
+            where = f"0, the start of the run (its base commit {run.base_commit[:10]})" if seq == "0" else seq
+        question = (f"Roll back run {run.id} to checkpoint {where}?\n\nEverything the agent changed after it is "
+                    "discarded from the worktree; the agent is told at its next model boundary.")
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self._rollback(seq)
+
+        self.app.push_screen(ConfirmScreen(question, yes="Roll back"), answer)
+
+    @work(thread=True, group="rollback", exit_on_error=False)
+    def _rollback(self, seq: str) -> None:
+        """Actions.rollback in a thread (a stopped run is reset here, with git), on its own store connection."""
+        with self._rollback_lock:
+            try:
+                if self._rollback_actions is None:
+                    self._rollback_actions = Actions(dataclasses.replace(self.project,
+                                                                       store=Store(self.project.db_path)))
+                done = self._rollback_actions.rollback(self.run_id, seq)
+            except (StoreError, WorkspaceError) as e:
+                self.app.notify(str(e), title="rollback refused", severity="error", markup=False)
+                return
+            except Exception as e:  # noqa: BLE001
+                self.app.notify(f"{type(e).__name__}: {e}", title="rollback failed", severity="error", markup=False)
+                return
+        self.app.notify(done.said, title="rollback", markup=False)
