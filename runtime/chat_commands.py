@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from .chat import (ChatError, as_dict, create_thread, delete_message, edit_message, messages, post_message, threads,
+from .chat import (ChatError, Message, as_dict, create_thread, delete_message, edit_message, messages, post_message, threads,
                    unknown_mentions)
 from .project import open_project
 
@@ -98,10 +98,14 @@ def cmd_chat(args: argparse.Namespace) -> int:
     threading.Thread(target=read, daemon=True).start()
     print(f"#{args.thread} as {args.author} — mention @{config.name} to ask for work; /stop, /status, /retry; "
           f"/edit N text, /delete N; /quit to leave", flush=True)
-    shown: dict[int, float] = {}
+    shown: dict[int, str] = {}  # id -> the text last printed (a status message is edited in place)
+
+    def show(m) -> None:
+        if shown.get(m.id) != m.text:
+            print(line(m), flush=True)
+            shown[m.id] = m.text
     for m in messages(store, args.thread)[-args.history:]:
-        print(line(m))
-        shown[m.id] = m.ts
+        show(m)
     last_id = max(shown, default=0)
     seen_edit = time.time()
     while True:
@@ -111,9 +115,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             text = ""
         except KeyboardInterrupt:
             return 0
-        if text is None:
-            return 0
-        if text.strip() == "/quit":
+        if text is None or text.strip() == "/quit":
             return 0
         if text.strip():
             try:
@@ -130,17 +132,14 @@ def cmd_chat(args: argparse.Namespace) -> int:
             except (ChatError, ValueError) as e:
                 print(f"error: {e}")
         for m in messages(store, args.thread, after=last_id):
-            print(line(m), flush=True)
+            show(m)
             last_id = m.id
         edited = store.conn.execute("SELECT * FROM messages WHERE thread = ? AND edited = 1 AND updated_at > ? AND "
                                     "id <= ? ORDER BY updated_at", (args.thread, seen_edit, last_id)).fetchall()
+        for row in edited:
+            show(Message.of(row))
         if edited:
-            from .chat import Message
-
-            for row in edited:
-                print(line(Message.of(row)), flush=True)
             seen_edit = max(r["updated_at"] for r in edited)
-        sys.stdout.flush()
 
 
 def add_parsers(sub, add) -> None:
