@@ -10,13 +10,13 @@ is still pending (a kill key pressed five times) queues nothing new.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from ..memory.store import RUN_FINAL, Run, StoreError, Task
 from .project import Project
 
-RUN_KINDS = ("pause", "resume", "kill", "notify", "rollback", "merge", "keep")
-TASK_KINDS = ("priority", "cancel")  # run_id is NULL; args hold the task
+STOPPING_SECONDS = 60.0  # a pause carried out this recently, its run still running, is still taking effect
 
 
 @dataclass(frozen=True)
@@ -34,9 +34,14 @@ class Actions:
     # -- runs ----------------------------------------------------------------------------------
 
     def _queue(self, run: Run, kind: str, args: dict | None = None) -> Done:
-        pending = [c for c in self.store.pending_commands(run.id) if c.kind == kind]
-        if pending and kind not in ("notify", "rollback"):
-            return Done(None, f"{kind} of run {run.id} is already queued (command {pending[0].id})")
+        if kind not in ("notify", "rollback"):
+            # still to be done, or done and the run not yet stopped (a kill is final: one is enough)
+            earlier = self.store.conn.execute(
+                "SELECT id FROM commands WHERE run_id = ? AND kind = ? AND (status IN ('pending', 'taken') OR "
+                "(status = 'done' AND ? = 'running' AND (kind = 'kill' OR done_at > ?))) ORDER BY id DESC LIMIT 1",
+                (run.id, kind, run.status, time.time() - STOPPING_SECONDS)).fetchone()
+            if earlier is not None:
+                return Done(None, f"{kind} of run {run.id} is already under way (command {earlier[0]})")
         command = self.store.enqueue_command(run.id, kind, args or {})
         return Done(command, f"{kind} queued for run {run.id}")
 
@@ -73,9 +78,13 @@ class Actions:
 
     def rollback(self, run_id: str, to: str) -> Done:
         """Roll back to a checkpoint (number or sha): the run applies it, or it is done here for a stopped run."""
+        from ..workspaces.git import WorkspaceError
         from .runner import rollback
 
-        run, seq, sha, how = rollback(self.project, run_id, to=to, wait_seconds=0)
+        try:
+            run, seq, sha, how = rollback(self.project, run_id, to=to, wait_seconds=0)
+        except WorkspaceError as e:
+            raise StoreError(f"cannot roll back run {run_id}: {e}") from None
         return Done(None, f"run {run.id} rolled back to checkpoint {seq} ({sha[:10]}): {how}")
 
     def merge(self, run_id: str) -> Done:

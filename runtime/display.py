@@ -108,28 +108,27 @@ def _clip(text: str, max_lines: int) -> str:
     return "\n".join(lines[:max_lines] + [f"… ({len(lines) - max_lines} more lines; --full shows all)"])
 
 
+def event_entries(ts: float, e: Any, printer: ProgressPrinter, *, full: bool = False) -> list[str]:
+    """What one event adds to a run's transcript (messages, tools, checkpoints, checks, status changes)."""
+    stamp = time.strftime("%H:%M:%S", time.localtime(ts))
+    if isinstance(e, ev.RunStarted):
+        return [f"[{stamp}] run started: task {e.task_id} with {e.provider}:{e.model} on {e.branch}"]
+    if isinstance(e, ev.ConversationReset):
+        if e.reason == "start":
+            return [line for m in e.messages for line in render_message(m, full)]
+        return [f"[{stamp}] conversation restarted ({e.reason})"]
+    if isinstance(e, ev.MessageAdded):
+        return render_message(e.message, full)
+    if isinstance(e, ev.Compacted):
+        return [f"[{stamp}] context compacted ({fmt_tokens(e.tokens_before)} → {fmt_tokens(e.tokens_after)} tokens);"
+                " hand-off note:\n    " + e.note.replace("\n", "\n    ")]
+    if isinstance(e, (ev.ModelCalled, ev.ToolStarted)):
+        return []
+    line = printer.line(None, e)
+    return [f"[{stamp}] {line.strip()}"] if line else []
+
+
 def transcript(store: Store, run_id: str, *, full: bool = False) -> list[str]:
     """The run as a person reads it: messages, tools, checkpoints, checks and status changes in order."""
-    out: list[str] = []
     printer = ProgressPrinter(store)
-    for _, ts, e in store.events(run_id):
-        stamp = time.strftime("%H:%M:%S", time.localtime(ts))
-        if isinstance(e, ev.RunStarted):
-            out.append(f"[{stamp}] run started: task {e.task_id} with {e.provider}:{e.model} on {e.branch}")
-        elif isinstance(e, ev.ConversationReset):
-            if e.reason == "start":
-                for m in e.messages:
-                    out += render_message(m, full)
-            else:
-                out.append(f"[{stamp}] conversation restarted ({e.reason})")
-        elif isinstance(e, ev.MessageAdded):
-            out += render_message(e.message, full)
-        elif isinstance(e, ev.Compacted):
-            out.append(f"[{stamp}] context compacted; hand-off note:\n    " + e.note.replace("\n", "\n    "))
-        elif isinstance(e, ev.ModelCalled):
-            continue
-        else:
-            line = printer.line(None, e) if not isinstance(e, ev.ToolStarted) else None
-            if line:
-                out.append(f"[{stamp}] {line.strip()}")
-    return out
+    return [entry for _, ts, e in store.events(run_id) for entry in event_entries(ts, e, printer, full=full)]

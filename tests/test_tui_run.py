@@ -214,7 +214,7 @@ def test_every_action_writes_its_command_and_kill_pressed_five_times_queues_one(
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("p", "p")
             assert commands(store, RUN, "pause") == [("pause", "pending", '{"reason": "paused from the TUI"}')]
-            assert "already queued" in app.said()
+            assert "already under way" in app.said()
 
             await pilot.press(*"xxxxx")
             assert len(commands(store, RUN, "kill")) == 1

@@ -32,7 +32,7 @@ from ..memory import events as ev
 from ..memory.artifacts import list_artifacts
 from ..memory.store import Run, Store, StoreError
 from ..runtime.actions import Actions, Done
-from ..runtime.display import ProgressPrinter, fmt_elapsed, fmt_tokens, render_message
+from ..runtime.display import ProgressPrinter, event_entries, fmt_elapsed, fmt_tokens
 from ..runtime.project import Project
 from ..workspaces.git import Workspace, WorkspaceError
 
@@ -59,27 +59,8 @@ def fold(entry: str, max_lines: int = FOLD_LINES, width: int = LINE_CHARS) -> st
 
 def event_lines(event: Any, ts: float, printer: ProgressPrinter) -> list[str]:
     """What one event adds to the transcript (as `runtime.display.transcript` shows it), folded."""
-    stamp = time.strftime("%H:%M:%S", time.localtime(ts))
-    if isinstance(event, ev.RunStarted):
-        out = [f"[{stamp}] run started: task {event.task_id} with {event.provider}:{event.model} on {event.branch}"]
-    elif isinstance(event, ev.ConversationReset):
-        if event.reason == "start":
-            out = [line for m in event.messages for line in render_message(m, full=True)]
-        else:
-            out = [f"[{stamp}] conversation restarted ({event.reason})"]
-    elif isinstance(event, ev.MessageAdded):
-        out = render_message(event.message, full=True)
-    elif isinstance(event, ev.Compacted):
-        out = [f"[{stamp}] context compacted ({fmt_tokens(event.tokens_before)} → {fmt_tokens(event.tokens_after)}"
-               " tokens); hand-off note:\n    " + event.note.replace("\n", "\n    ")]
-    elif isinstance(event, ev.Notice):
-        out = []  # the agent reads it in its next user message, which the transcript shows
-    elif isinstance(event, (ev.ModelCalled, ev.ToolStarted)):
-        out = []
-    else:
-        line = printer.line(None, event)
-        out = [f"[{stamp}] {line.strip()}"] if line else []
-    return [fold(entry, RESULT_LINES if entry.startswith(("  ←", "  ✗")) else FOLD_LINES) for entry in out]
+    return [fold(entry, RESULT_LINES if entry.startswith(("  ←", "  ✗")) else FOLD_LINES)
+            for entry in event_entries(ts, event, printer, full=True)]
 
 
 _STYLES = (("assistant:", "bold"), ("user:", "green"), ("  →", "cyan"), ("  ←", "dim"), ("  ✗", "red"),
