@@ -1,0 +1,127 @@
+"""The chat view of `loopwright tui`: threads, their messages as they arrive, and an input box to post.
+
+It reads and writes the same store as `loopwright chat` (runtime/chat.py): a
+message typed here is a row the daemon acts on, exactly as one from the
+terminal chat. Reads are incremental: messages after the last id seen, plus
+messages edited since the last look (a status message updated in place).
+"""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Input, OptionList, RichLog, Static
+from textual.widgets.option_list import Option
+
+from ..runtime.chat import ChatError, Message, messages, post_message, threads, unknown_mentions
+from ..runtime.chat_commands import line
+
+POLL_SECONDS = 0.25
+
+
+class ChatScreen(Screen):
+    """Threads on the left, the selected thread on the right, an input box below."""
+
+    BINDINGS = [Binding("escape", "app.pop_screen", "back"),
+                Binding("ctrl+t", "next_thread", "next thread")]
+    DEFAULT_CSS = """
+    ChatScreen #threads { width: 24; border: round $primary; }
+    ChatScreen #log { border: round $secondary; }
+    ChatScreen #say { dock: bottom; }
+    ChatScreen #banner { height: auto; color: $warning; }
+    """
+
+    def __init__(self, project, author: str, *, thread: str | None = None, read_only: bool = False):
+        super().__init__()
+        self.project, self.store, self.author = project, project.store, author
+        self.thread, self.read_only = thread, read_only
+        self.last_id = 0
+        self.shown: dict[int, str] = {}
+        self.seen_edit = 0.0
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="banner")
+        with Horizontal():
+            yield OptionList(id="threads")
+            with Vertical():
+                yield RichLog(id="log", wrap=True, markup=False)
+                yield Input(placeholder=f"message as {self.author} (mention @{self.project.config.chat.name} to "
+                                        f"start work; /stop, /status, /retry)", id="say")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._load_threads()
+        if self.read_only:
+            self.query_one("#banner", Static).update("read-only: no daemon runs, messages wait until one does "
+                                                     "(loopwright serve --detach)")
+        self.set_interval(POLL_SECONDS, self.refresh_messages)
+        self.query_one("#say", Input).focus()
+
+    def _load_threads(self) -> None:
+        rows = threads(self.store)
+        box = self.query_one("#threads", OptionList)
+        box.clear_options()
+        for r in rows:
+            busy = " •" if r["active_task"] else ""
+            box.add_option(Option(f"#{r['name']}{busy}", id=r["name"]))
+        if rows and self.thread is None:
+            self.thread = rows[0]["name"]
+        if self.thread is not None:
+            names = [r["name"] for r in rows]
+            if self.thread in names:
+                box.highlighted = names.index(self.thread)
+            self._switch(self.thread)
+        else:
+            self.query_one("#log", RichLog).write("no threads yet: create one with `loopwright threads new general`")
+
+    def _switch(self, name: str) -> None:
+        self.thread, self.last_id, self.shown, self.seen_edit = name, 0, {}, 0.0
+        self.query_one("#log", RichLog).clear()
+        self.refresh_messages()
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        if event.option.id and event.option.id != self.thread:
+            self._switch(event.option.id)
+
+    def action_next_thread(self) -> None:
+        box = self.query_one("#threads", OptionList)
+        if box.option_count:
+            box.highlighted = ((box.highlighted or 0) + 1) % box.option_count
+            self._switch(box.get_option_at_index(box.highlighted).id)
+
+    def refresh_messages(self) -> None:
+        if self.thread is None:
+            return
+        log = self.query_one("#log", RichLog)
+        for m in messages(self.store, self.thread, after=self.last_id):
+            self._show(log, m)
+            self.last_id = m.id
+        edited = self.store.conn.execute(
+            "SELECT * FROM messages WHERE thread = ? AND edited = 1 AND updated_at > ? AND id <= ? ORDER BY updated_at",
+            (self.thread, self.seen_edit, self.last_id)).fetchall()
+        for row in edited:
+            self._show(log, Message.of(row))
+        if edited:
+            self.seen_edit = max(r["updated_at"] for r in edited)
+
+    def _show(self, log: RichLog, m: Message) -> None:
+        if self.shown.get(m.id) != m.text:
+            log.write(line(m))
+            self.shown[m.id] = m.text
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        text = event.value.strip()
+        if not text or self.thread is None:
+            return
+        try:
+            m = post_message(self.store, self.project.config.chat, self.thread, self.author, text)
+        except ChatError as e:
+            self.app.notify(str(e), severity="error")
+            return
+        event.input.value = ""
+        for name in unknown_mentions(self.store, m, self.project.config.chat):
+            self.app.notify(f"no agent or member @{name} here; mention @{self.project.config.chat.name}",
+                            severity="warning")
+        self.refresh_messages()
