@@ -1,0 +1,62 @@
+"""Run proposed code in a child process: scrubbed environment, temporary folder, resource limits, a wall-clock cap.
+
+This is containment for honest mistakes (a hang, a runaway allocation, stray
+files), not a security boundary: the banned-API scan (gates.py) keeps tests and
+references away from the network, the clock, randomness and the file system,
+and the child runs with the caller's user id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HARNESS = Path(__file__).with_name("_harness.py")
+MARKER = "@@loopwright-selfplay@@"
+
+
+@dataclass
+class SandboxResult:
+    """What one child process reported: one entry per run, in order (empty when it timed out or crashed)."""
+
+    runs: list[dict] = field(default_factory=list)
+    timed_out: bool = False
+    crashed: str = ""
+    seconds: float = 0.0
+
+    def by_label(self) -> dict[str, dict]:
+        return {r["label"]: r for r in self.runs}
+
+
+def run_job(runs: list[dict], *, limit: float, wall: float | None = None, hash_seed: int = 0,
+            memory_mb: int = 1024) -> SandboxResult:
+    """Run `runs` (see _harness.py) in one child with PYTHONHASHSEED=`hash_seed`; each run gets `limit` seconds."""
+    wall = wall if wall is not None else limit * len(runs) + 5.0
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONHASHSEED": str(hash_seed),
+           "PYTHONDONTWRITEBYTECODE": "1", "LC_ALL": "C.UTF-8"}
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="lw-selfplay-") as tmp:
+        proc = subprocess.Popen([sys.executable, "-s", "-B", str(HARNESS)], cwd=tmp, env=env, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        job = {"limit": limit, "runs": runs, "rlimits": {"cpu": int(wall) + 2, "memory_mb": memory_mb}}
+        try:
+            out, err = proc.communicate(json.dumps(job), timeout=wall)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.communicate()
+            return SandboxResult(timed_out=True, seconds=time.monotonic() - started)
+    seconds = time.monotonic() - started
+    for line in reversed(out.splitlines()):
+        if line.startswith(MARKER):
+            return SandboxResult(runs=json.loads(line[len(MARKER):]), seconds=seconds)
+    return SandboxResult(crashed=(err or out or f"exit {proc.returncode}")[-500:], seconds=seconds)

@@ -1,0 +1,213 @@
+"""Self-play (issue 8): the gates, the reward, ratings, controller and replay buffer, the engine and its report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from loopwright.runtime.selfplay.domain import Archive, ProposalError
+from loopwright.runtime.selfplay.gates import GateConfig, banned_apis, normalised
+from loopwright.runtime.selfplay.python_functions import (FunctionProposal, PythonFunctions, parse_proposals,
+                                                          call_inputs, trivial_answers)
+
+RLE = '''def rle(s):
+    out = []
+    for c in s:
+        if out and out[-1][0] == c:
+            out[-1] = (c, out[-1][1] + 1)
+        else:
+            out.append((c, 1))
+    return out
+'''
+RLE_TESTS = '''def test_basic():
+    assert rle("aab") == [("a", 2), ("b", 1)]
+    assert rle("") == []
+
+def test_more():
+    assert rle("abc") == [("a", 1), ("b", 1), ("c", 1)]
+    assert rle("zzzz") == [("z", 4)]
+'''
+RLE_STATEMENT = "Return the run-length encoding of s as a list of (char, count) tuples, in order."
+
+
+def rle_proposal(**kw) -> FunctionProposal:
+    data = {"statement": RLE_STATEMENT, "function": "rle", "reference": RLE, "tests": RLE_TESTS, "kind": "strings"}
+    return FunctionProposal(**(data | kw))
+
+
+@pytest.fixture
+def domain() -> PythonFunctions:
+    return PythonFunctions(GateConfig(time_limit=2.0, trivial_limit=0.5))
+
+
+def accepted(domain: PythonFunctions, *proposals: FunctionProposal) -> Archive:
+    archive = Archive()
+    for p in proposals:
+        v = domain.validate(p, archive)
+        assert v.ok, (v.reason, v.detail)
+        archive.add(v.task)
+    return archive
+
+
+# -- gates ---------------------------------------------------------------------------------------
+
+
+def test_a_valid_task_is_accepted_with_its_features(domain):
+    v = domain.validate(rle_proposal(), Archive())
+    assert v.ok, (v.reason, v.detail)
+    t = v.task
+    assert t.kind == "strings" and t.payload["arity"] == 1 and t.payload["signature"] == "def rle(s)"
+    assert t.payload["inputs"] == ["(('aab',), {})", "(('',), {})", "(('abc',), {})", "(('zzzz',), {})"]
+    assert t.length == t.statement_words + t.code_tokens > 0 and t.ast_hash and t.shingles
+
+
+@pytest.mark.parametrize("text, why", [
+    ("I would propose a task about strings.", "no JSON"),
+    ('{"statement": "x", "function": "f"}', "reference"),
+    ('{"statement": "x", "function": "not a name", "reference": "def f(): pass", "tests": "assert 1"}', "function"),
+    ("[]", "empty"),
+])
+def test_a_proposal_that_does_not_parse_is_refused(text, why):
+    with pytest.raises(ProposalError, match=why):
+        parse_proposals(text)
+
+
+def test_proposals_parse_from_fenced_json_lists_and_tasks_objects():
+    one = json.dumps({"statement": "s", "function": "f", "reference": "def f(x):\n    return x", "tests": "assert 1",
+                      "topic": "math"})
+    assert parse_proposals(f"Here:\n```json\n{one}\n```\n")[0].kind == "math"
+    assert len(parse_proposals(json.dumps({"tasks": [json.loads(one)] * 2}))) == 2
+
+
+def test_unparseable_code_and_missing_functions_are_rejected(domain):
+    assert domain.validate(rle_proposal(reference="def rle(s:\n  pass"), Archive()).reason == "unparseable"
+    assert domain.validate(rle_proposal(tests="def test(:"), Archive()).reason == "unparseable"
+    assert domain.validate(rle_proposal(function="encode"), Archive()).reason == "unparseable"
+    assert domain.validate(rle_proposal(signature="def rle(text)"), Archive()).reason == "unparseable"
+    assert domain.validate(rle_proposal(signature="def rle(s) -> list"), Archive()).ok
+
+
+def test_a_reference_that_fails_its_own_tests_is_rejected(domain):
+    v = domain.validate(rle_proposal(reference=RLE.replace("+ 1", "+ 2")), Archive())
+    assert v.reason == "reference_fails" and "AssertionError" in v.detail
+
+
+def test_tests_that_hang_are_rejected_as_timeout(domain):
+    hang = RLE_TESTS + "\ndef test_forever():\n    while True:\n        pass\n"
+    v = domain.validate(rle_proposal(tests=hang), Archive())
+    assert v.reason == "timeout"
+
+
+def test_a_non_deterministic_task_is_rejected(domain):
+    p = FunctionProposal(statement="Return the distinct words of a list.", function="distinct",
+                         reference="def distinct(ws):\n    return list(set(ws))\n",
+                         tests=("def test_it():\n    assert sorted(distinct(['b', 'a', 'b'])) == ['a', 'b']\n"
+                                "    assert len(distinct(list('abcdefghijklmnopqrstuvwxyz'))) == 26\n"))
+    v = domain.validate(p, Archive())
+    assert v.reason == "nondeterministic" and "hash seeds" in v.detail
+
+
+@pytest.mark.parametrize("tests, answer", [
+    ("def test_it():\n    assert rle('a') is None or True\n", "empty body"),
+    ("def test_it():\n    assert rle('') == []\n    assert rle('') is not None\n", "return constant []"),
+    ("def test_it():\n    assert rle('aab') != 5\n    assert len(rle('ab')) == 2\n", "return s unchanged"),
+    ("def test_it():\n    assert rle('zz') == [('z', 2)]\n", "return constant [('z', 2)]"),
+])
+def test_tests_that_pass_for_a_trivial_answer_are_rejected(domain, tests, answer):
+    v = domain.validate(rle_proposal(tests=tests), Archive())
+    assert v.reason == "trivial" and answer in v.detail, v.detail
+
+
+def test_trivial_answers_come_from_the_signature_and_the_tests():
+    labels = [label for label, _ in trivial_answers("def f(a, b=2, *rest):\n    return a\n", "f",
+                                                    "assert f(1) == 42\nassert f(2, b=3) == 'x'\n")]
+    assert labels[:5] == ["empty body", "return None", "return a unchanged", "return b unchanged",
+                          "return rest unchanged"]
+    assert "return constant 42" in labels and "return constant 'x'" in labels and "raise ValueError" in labels
+    assert call_inputs("assert f(1) == 42\nassert f(2, b=3) == 'x'\nassert f(g(1))\n", "f") == [
+        "((1,), {})", "((2,), {'b': 3})"]
+
+
+@pytest.mark.parametrize("code, hit", [
+    ("import random\nassert rle('a') == [('a', 1)]", "import random"),
+    ("from time import time\nassert rle('a')", "from time import ..."),
+    ("import urllib.request\nassert rle('a')", "import urllib.request"),
+    ("assert open('x') and rle('a')", "open()"),
+    ("assert ().__class__.__bases__", ".__bases__"),
+])
+def test_banned_apis_in_tests_are_rejected(domain, code, hit):
+    assert hit in banned_apis(code)
+    v = domain.validate(rle_proposal(tests=code), Archive())
+    assert v.reason == "banned_api" and hit in v.detail
+
+
+def test_a_domain_may_allow_a_module():
+    assert banned_apis("import datetime\n", {"datetime"}) == []
+    assert banned_apis("import math, itertools\nfrom collections import Counter\n") == []
+
+
+def test_size_caps_and_tests_that_test_nothing(domain):
+    assert domain.validate(rle_proposal(statement="x" * 2001), Archive()).reason == "too_long"
+    assert domain.validate(rle_proposal(tests="def helper():\n    return 1\n"), Archive()).reason == "no_tests"
+
+
+def test_a_near_duplicate_is_rejected(domain):
+    archive = accepted(domain, rle_proposal())
+    renamed = """def encode(text: str) -> list:
+    \"\"\"Run-length encoding.\"\"\"
+    acc = []
+    for ch in text:
+        if acc and acc[-1][0] == ch:
+            acc[-1] = (ch, acc[-1][1] + 1)
+        else:
+            acc.append((ch, 1))
+    return acc
+"""
+    near = FunctionProposal(statement="Return the run-length encoding of s as a list of (char, count) pairs.",
+                            function="encode", reference=renamed, tests=RLE_TESTS.replace("rle", "encode"),
+                            kind="strings")
+    v = domain.validate(near, archive)
+    assert v.reason == "duplicate" and archive.tasks[0].id in v.detail
+    assert normalised(renamed)[0] == normalised(RLE)[0]
+
+
+def test_a_padded_statement_is_rejected(domain):
+    archive = accepted(domain, rle_proposal())
+    padding = (" Consider carefully every character of the input, the order in which the characters appear, "
+               "and remember that the output must list the runs in the order in which they occur in s.") * 2
+    v = domain.validate(rle_proposal(statement=RLE_STATEMENT + padding), archive)
+    assert v.reason == "padded", v.detail
+
+
+def test_padded_code_with_the_same_behaviour_is_rejected(domain):
+    archive = accepted(domain, rle_proposal())
+    longer_code = '''def runs(text):
+    """Walk the text once."""
+    result = []
+    index = 0
+    while index < len(text):
+        start = index
+        while index < len(text) and text[index] == text[start]:
+            index = index + 1
+        length = index - start
+        assert length > 0
+        result.append((text[start], length))
+    checked = [pair for pair in result if pair[1] > 0]
+    return checked
+'''
+    tests = ("def test_runs():\n    assert runs('xxy') == [('x', 2), ('y', 1)]\n    assert runs('q') == [('q', 1)]\n"
+             "    assert runs('mmnnn') == [('m', 2), ('n', 3)]\n")
+    p = FunctionProposal(statement="Group equal neighbouring letters of text: a list of (letter, run length).",
+                         function="runs", reference=longer_code, tests=tests, kind="strings")
+    v = domain.validate(p, archive)
+    assert v.reason == "padded" and "behaves as task" in v.detail, v.detail
+
+
+def test_a_different_task_of_the_same_arity_is_accepted_next_to_it(domain):
+    archive = accepted(domain, rle_proposal())
+    p = FunctionProposal(statement="Return s with its vowels removed.", function="devowel",
+                         reference="def devowel(s):\n    return ''.join(c for c in s if c not in 'aeiouAEIOU')\n",
+                         tests="def test_it():\n    assert devowel('banana') == 'bnn'\n    assert devowel('') == ''\n"
+                               "    assert devowel('AEx') == 'x'\n", kind="strings")
+    assert domain.validate(p, archive).ok
