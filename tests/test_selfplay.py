@@ -211,3 +211,118 @@ def test_a_different_task_of_the_same_arity_is_accepted_next_to_it(domain):
                          tests="def test_it():\n    assert devowel('banana') == 'bnn'\n    assert devowel('') == ''\n"
                                "    assert devowel('AEx') == 'x'\n", kind="strings")
     assert domain.validate(p, archive).ok
+
+
+# -- reward ----------------------------------------------------------------------------------------
+
+from loopwright.runtime.selfplay.controller import Controller, ControllerConfig  # noqa: E402
+from loopwright.runtime.selfplay.ratings import Ratings, sigmoid  # noqa: E402
+from loopwright.runtime.selfplay.replay import ReplayBuffer  # noqa: E402
+from loopwright.runtime.selfplay.reward import (LengthStats, RewardConfig, batch_rewards, clusters,  # noqa: E402
+                                                learnability, total_reward)
+
+
+def test_learnability_peaks_at_one_half_and_is_zero_at_the_edges():
+    assert learnability(0, 8) == 0 and learnability(8, 8) == 0 and learnability(0, 0) == 0
+    assert learnability(4, 8) == 1.0
+    assert learnability(1, 8) == pytest.approx(4 * (1 / 8) * (7 / 8))
+    assert learnability(2, 8) == learnability(6, 8) < learnability(3, 8)
+    assert learnability(3, 6) == 1.0  # two truncated attempts: p̂ over the valid ones
+
+
+def test_the_total_is_zero_at_the_edges_whatever_the_bonus_and_penalty():
+    cfg = RewardConfig()
+    assert total_reward(0.0, excess=0, novelty=1.0, cluster_share=0.0, cfg=cfg)["total"] == 0.0
+    full = total_reward(1.0, excess=0, novelty=1.0, cluster_share=0.0, cfg=cfg)
+    assert full["total"] == pytest.approx(1.0 + cfg.novelty_cap)  # the bonus is capped
+    long = total_reward(1.0, excess=2.0, novelty=0.0, cluster_share=0.0, cfg=cfg)
+    assert long["total"] == pytest.approx(pytest.importorskip("math").exp(-1.0))
+    assert total_reward(0.5, excess=0, novelty=0.0, cluster_share=1.0, cfg=cfg)["total"] == 0.0  # clipped at 0
+
+
+def test_length_excess_is_measured_in_mads_above_the_kind_median():
+    stats = LengthStats()
+    for n in (100, 110, 90, 105, 95):
+        stats.add("strings", n)
+    assert stats.median("strings") == 100
+    assert stats.excess("strings", 100) == 0 and stats.excess("strings", 50) == 0
+    assert stats.excess("strings", 120) == pytest.approx(20 / 5)  # MAD 5
+    assert stats.excess("math", 10_000) == 0  # a kind with fewer than 5 tasks: no penalty yet
+
+
+def test_the_batch_shares_clusters():
+    a = frozenset({"x", "y", "z"})
+    assert clusters([a, a | {"w"}, frozenset({"q"}), frozenset()], 0.5) == [0, 0, 1, 2]
+    items = [{"passes": 4, "valid": 8, "kind": "k", "length": 10, "shingles": sorted(a)}] * 2 + [
+        {"passes": 4, "valid": 8, "kind": "k", "length": 10, "shingles": ["other"]},
+        {"passes": 8, "valid": 8, "kind": "k", "length": 10, "shingles": ["more"]}]
+    r = batch_rewards(items, LengthStats(), RewardConfig(novelty_weight=0))
+    assert [x["total"] for x in r] == [pytest.approx(0.5), pytest.approx(0.5), pytest.approx(0.75), 0.0]
+
+
+# -- ratings, controller, replay ------------------------------------------------------------------------
+
+
+def test_ratings_rate_a_new_task_from_its_measurement_and_move_on_a_replay():
+    r = Ratings()
+    assert r.predict("t", "k") is None
+    r.observe("t", "k", 4, 8)
+    assert r.predict("t", "k") == pytest.approx(4.5 / 9)
+    r.observe("hard", "k", 0, 8)
+    assert r.predict("hard", "k") == pytest.approx(0.5 / 9)
+    before = r.ability("k")
+    assert r.observe("t", "k", 8, 8) > 0  # solved more often than predicted: the solver improved
+    assert r.ability("k") > before and r.predict("hard", "k") > 0.5 / 9
+    assert sigmoid(r.ability("k") - r.difficulty_for("k", 0.3)) == pytest.approx(0.3)
+    assert Ratings.from_state(json.loads(json.dumps(r.state()))).state() == r.state()
+
+
+def test_the_mix_moves_with_the_batch_rate_and_backs_off_when_tasks_are_too_hard():
+    ctl = Controller(ControllerConfig(target=0.5, eta=0.5))
+    ctl.update(0.7, 0.7)
+    assert ctl.c == pytest.approx(0.6) and ctl.request_success() == pytest.approx(0.4)
+    for _ in range(20):  # impossible tasks: the batch fails
+        ctl.update(0.0, 0.0)
+    assert ctl.c == ctl.cfg.c_min and ctl.request_success() == pytest.approx(0.95)
+    assert ctl.plan(8, replayable=10) == (1, 7) and ctl.plan(8, replayable=2) == (6, 2)
+    ctl.update(1.0, None)
+    assert ctl.c == pytest.approx(0.375)
+    assert Controller.from_state(json.loads(json.dumps(ctl.state()))).state() == ctl.state()
+
+
+def test_examples_bracket_the_requested_success():
+    r = Ratings()
+    for tid, passes in (("a", 1), ("b", 3), ("c", 5), ("d", 7), ("e", 8)):
+        r.observe(tid, "k", passes, 8)
+    ctl = Controller(ControllerConfig(examples=2))
+    shown = ctl.examples([(t, "k", {"statement": t}) for t in "abcde"], r)
+    assert [x["id"] for x in shown] == ["c", "b"]  # one just above 0.5, one just below
+    assert shown[0]["predicted"] > 0.5 > shown[1]["predicted"]
+
+
+def test_replay_admits_by_score_samples_by_rank_and_staleness_and_evicts_extremes():
+    import random
+
+    buf = ReplayBuffer(capacity=3)
+    assert not buf.offer("zero", "k", 0, 8, 0) and not buf.offer("all", "k", 8, 8, 0)
+    assert buf.offer("mid", "k", 4, 8, 0) and buf.offer("low", "k", 1, 8, 0) and buf.offer("ok", "k", 3, 8, 0)
+    assert not buf.offer("lower", "k", 1, 16, 1)  # full and below the minimum
+    assert buf.offer("better", "k", 2, 8, 1) and "low" not in buf and buf.evicted == ["low"]
+    probs = buf.probabilities(now=5)
+    assert sum(probs.values()) == pytest.approx(1.0) and max(probs, key=probs.get) == "mid"
+    rng = random.Random(0)
+    counts = {t: 0 for t in probs}
+    for _ in range(2000):
+        counts[buf.sample(1, 5, rng)[0]] += 1
+    assert counts["mid"] > counts["ok"] > 0 and counts["better"] > 0
+    assert sorted(buf.sample(10, 5, rng)) == sorted(probs)  # without replacement, at most all
+    twins = ReplayBuffer(rho=0.9)
+    twins.offer("new", "k", 4, 8, 9)  # ranked first on a tie
+    twins.offer("old", "k", 4, 8, 0)
+    p = twins.probabilities(10)
+    assert p["old"] > p["new"]  # same score: the staler one is drawn more
+    assert not buf.reestimate("mid", 8, 8, 6) and buf.entries["mid"].extremes == 1
+    assert not buf.reestimate("mid", 4, 8, 7) and buf.entries["mid"].extremes == 0  # a mid estimate resets it
+    assert not buf.reestimate("mid", 0, 8, 8)
+    assert buf.reestimate("mid", 0, 8, 9) and "mid" not in buf  # two in a row at 0 or n: evicted
+    assert ReplayBuffer.from_state(json.loads(json.dumps(buf.state()))).state() == buf.state()
