@@ -1,0 +1,582 @@
+"""`loopwright tui`: the feed without a terminal, the views as SVG snapshots, every action through a real daemon.
+
+Snapshots live in tests/snapshots/tui/; after a deliberate change to the views, rewrite them with
+LOOPWRIGHT_UPDATE_SNAPSHOTS=1 and look at the new SVGs before committing them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import shlex
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from support import FINISH, FIX_ADD, call, turn, until, write_script
+
+from loopwright.memory.events import RunStarted, ToolFinished, ToolStarted
+from loopwright.memory.store import Store
+from loopwright.runtime import cli as cli_module
+from loopwright.runtime.daemon import daemon_pid
+from loopwright.runtime.project import init_project, open_project
+from loopwright.tui.app import (Banner, FleetScreen, HelpScreen, NewTaskScreen, PathScreen, Prompt, TuiApp,
+                                add_parsers)
+from loopwright.tui.feed import Feed
+from loopwright.tui.run_view import RunScreen
+
+NOW = 1767225600.0  # 2026-01-01 00:00 UTC: the fixture's clock
+SNAPSHOTS = Path(__file__).parent / "snapshots" / "tui"
+UPDATE = bool(os.environ.get("LOOPWRIGHT_UPDATE_SNAPSHOTS"))  # read before the fixtures clear LOOPWRIGHT_*
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def with_tui(build=cli_module.build_parser):
+    """The CLI's parser with `tui` in it (registered here until the CLI does it itself)."""
+
+    def build_parser():
+        parser = build()
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        if "tui" not in sub.choices:
+            def add(name, func, help, json_flag=True):
+                sp = sub.add_parser(name, help=help, description=help)
+                sp.set_defaults(func=func)
+                if json_flag:
+                    sp.add_argument("--json", action="store_true")
+                return sp
+            add_parsers(sub, add)
+        return parser
+    return build_parser
+
+
+ENTRY = """import sys
+sys.path.insert(0, {tests!r})
+from loopwright.runtime import cli
+from test_tui import with_tui
+cli.build_parser = with_tui()
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def screen_text(app) -> str:
+    """What the terminal shows, as plain text."""
+    console = Console(width=app.size.width, height=app.size.height, file=io.StringIO(), record=True,
+                      legacy_windows=False)
+    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
+    return console.export_text()
+
+
+def assert_snapshot(app, name: str) -> None:
+    svg = app.export_screenshot(title=name)
+    path = SNAPSHOTS / f"{name}.svg"
+    if UPDATE:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(svg)
+    assert path.exists(), f"no snapshot {path}: run with LOOPWRIGHT_UPDATE_SNAPSHOTS=1 to write it"
+    if svg != path.read_text():
+        got = path.with_suffix(".actual.svg")
+        got.write_text(svg)
+        raise AssertionError(f"{name} differs from {path} (this run's is {got}):\n{screen_text(app)}")
+
+
+async def wait(pilot, condition, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await pilot.pause(0.05)
+
+
+def commands(store: Store, kind: str) -> list[tuple]:
+    return [tuple(r) for r in store.conn.execute("SELECT status, result FROM commands WHERE kind = ? ORDER BY id", (kind,))]
+
+
+def cell(app, run_id: str, column: str) -> str:
+    table = app.screen.table
+    return str(table.get_cell(run_id, column))
+
+
+def select(app, key: str) -> None:
+    table = app.screen.table
+    table.move_cursor(row=table.get_row_index(key), animate=False)
+
+
+def toasts(app, text: str) -> list[str]:
+    return [t for _, t in app.said if text in t]
+
+
+@pytest.fixture
+def utc(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def fleet_fixture(repo: Path):
+    """A store built by hand: fixed run ids and timestamps, a closed gate, a spent share of the day's budget."""
+    init_project(repo)
+    (repo / "loopwright.toml").write_text("[fleet]\nusd_per_day = 5\n")
+    project = open_project(repo)
+    store, conn = project.store, project.store.conn
+    login = store.create_task("Fix the flaky login test in the auth module", check="pytest -q")
+    pages = store.create_task("Add pagination to the users endpoint")
+    docs = store.create_task("Write docs for pagination", priority=2)
+    store.add_dependencies(docs.id, [pages.id])
+    config = store.create_task("Refactor config loading", priority=1)
+    deps = store.create_task("Upgrade dependencies")
+    store.create_task("Tidy the README", priority=-1)
+
+    def run(task, rid, status, ago, step, tokens, cost, active, action, reason=""):
+        store.create_run(task.id, provider="anthropic", model="claude-sonnet-4-5",
+                         worktree=f"{repo}/.loopwright/worktrees/{rid}", branch=f"lw/{rid}", base_commit="0" * 40,
+                         target_branch="main", run_id=rid)
+        ended = NOW - ago + active if status in ("failed", "succeeded") else None
+        conn.execute("UPDATE runs SET status = ?, started_at = ?, step = ?, input_tokens = ?, output_tokens = ?,"
+                     " cost_usd = ?, active_seconds = ?, last_action = ?, ended_at = ?, heartbeat_at = ?, reason = ?"
+                     " WHERE id = ?", (status, NOW - ago, step, tokens, tokens // 20, cost, active, action, ended,
+                                       NOW - ago + active, reason, rid))
+        conn.execute("UPDATE tasks SET status = ? WHERE id = ?", (status, task.id))
+
+    run(login, "a1b2c3d4", "running", 600, 12, 80000, 0.31, 590, "shell pytest -q")
+    run(pages, "e5f60718", "running", 300, 5, 20000, 0.08, 290, "read_file src/users.py")
+    run(config, "0badc0de", "failed", 4000, 40, 300000, 1.42, 3000, "finish", "check failed")
+    run(deps, "5eed5eed", "paused", 2000, 7, 9000, 0.04, 400, "edit_file requirements.txt", "paused from the TUI")
+
+    def event(rid, ts, e):
+        conn.execute("INSERT INTO events (run_id, ts, type, data) VALUES (?, ?, ?, ?)",
+                     (rid, ts, e.type, e.model_dump_json()))
+
+    for i in range(5):  # the same call five times in a row: flagged
+        event("a1b2c3d4", NOW - 30 + i, ToolStarted(call_id=f"c{i}", name="shell", arguments={"command": "pytest -q"}))
+    event("e5f60718", NOW - 200, ToolStarted(call_id="x", name="read_file", arguments={"path": "src/users.py"}))
+    conn.execute("UPDATE tasks SET created_at = ?, updated_at = ?", (NOW - 5000, NOW - 5000))
+    conn.execute("INSERT INTO fleet_usage (day, usd, tokens) VALUES ('2026-01-01', 1.85, 420000)")
+    conn.execute("INSERT INTO quota_gates (key, closed_until, next_slot, hits, reason, updated_at) VALUES (?, ?, 0, 2, ?, ?)",
+                 ("anthropic/claude-sonnet-4-5", NOW + 7980, "429 rate limited", NOW))
+    return project
+
+
+def fixture_app(project, daemon=4242) -> TuiApp:
+    feed = Feed(project.store, daemon=lambda: daemon, budget=project.config.fleet, now=lambda: NOW,
+                stuck_seconds=120)
+    return TuiApp(project, feed=feed)
+
+
+# -- the feed --------------------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_feed_reads_only_what_is_new_and_never_a_whole_table_between_full_refreshes(repo, utc):
+    project = fleet_fixture(repo)
+    store, clock = project.store, Clock()
+    feed = Feed(store, now=lambda: NOW, clock=clock, stuck_seconds=120, budget=project.config.fleet)
+    first = feed.poll()
+    assert first.runs == first.added == {"a1b2c3d4", "e5f60718", "0badc0de", "5eed5eed"}
+    assert first.tasks == {1, 2, 3, 4, 5, 6} and first.header_changed
+    assert [t.id for t in feed.queue()] == [3, 6] and feed.waiting_on(3) == [2]
+    assert (feed.header.running, feed.header.paused, feed.header.queued, feed.header.blocked) == (2, 1, 2, 1)
+    assert feed.health("a1b2c3d4") == "loop ×5" and feed.health("e5f60718") == "stuck 3:20"
+    assert feed.health("5eed5eed") == "" and feed.elapsed("5eed5eed") == 400
+    assert feed.last_action("a1b2c3d4") == "shell pytest -q"
+    assert feed.header.gates[0]["until"] == NOW + 7980 and feed.header.budget["day_usd"] == 1.85
+    assert not feed.poll()  # nothing new
+
+    queries: list[str] = []
+    store.conn.set_trace_callback(queries.append)
+    clock.t += 0.1
+    store.append("e5f60718", ToolStarted(call_id="y", name="search", arguments={"pattern": "page"}))
+    ch = feed.poll()
+    assert set(ch.events) == {"e5f60718"} and ch.runs == {"e5f60718"} and not ch.tasks
+    assert feed.last_action("e5f60718") == "search page"
+    assert feed.health("e5f60718") == ""  # an event just now (NOW is the feed's clock; the event's ts is later)
+    store.update_run("e5f60718", step=6)  # a run saves its step just after its events: read once more
+    store.set_task_status(6, "cancelled")
+    clock.t += 0.1
+    assert feed.poll().runs == {"e5f60718"} and feed.runs["e5f60718"].run.step == 6
+    clock.t += 0.1
+    assert not feed.poll()  # the cancel shows at the next once-a-second read of tasks
+    clock.t += 1.0
+    ch = feed.poll()
+    assert ch.tasks == {6} and [t.id for t in feed.queue()] == [3] and feed.header.queued == 1
+    scans = [q for q in queries if " FROM runs" in q and "WHERE" not in q or " FROM events" in q and "id >" not in q]
+    assert scans == [], scans
+    clock.t += 5.0  # the slow full refresh re-reads the runs table
+    store.conn.execute("UPDATE runs SET cost_usd = 0.5 WHERE id = '0badc0de'")  # a change without an event
+    assert feed.poll().runs == {"0badc0de"}
+    store.conn.set_trace_callback(None)
+
+
+def test_feed_notifications_once_each_and_the_daemon_coming_and_going(repo, utc):
+    project = fleet_fixture(repo)
+    store, clock = project.store, Clock()
+    pid = [None]
+    conn = store.conn
+    conn.execute("INSERT INTO notifications (key, kind, payload, created_at) VALUES ('old', 'task_succeeded', '{}', 1)")
+    feed = Feed(store, daemon=lambda: pid[0], now=lambda: NOW, clock=clock)
+    assert feed.poll().notifications == []  # what was there before the TUI started is not news
+    for key, kind in (("task:4:failed", "task_failed"), ("budget:2026-01-01:today", "budget_spent")):
+        conn.execute("INSERT INTO notifications (key, kind, payload, created_at) VALUES (?, ?, ?, ?)",
+                     (key, kind, json.dumps({"message": f"said {key}"}), NOW))
+    clock.t += 0.1
+    assert [n["message"] for n in feed.poll().notifications] == ["said task:4:failed", "said budget:2026-01-01:today"]
+    clock.t += 0.1
+    assert feed.poll().notifications == []
+    pid[0] = 777
+    clock.t += 1.0
+    ch = feed.poll()
+    assert ch.daemon_changed and feed.header.daemon == 777
+    pid[0] = None
+    clock.t += 1.0
+    assert feed.poll().daemon_changed and feed.header.daemon is None
+
+
+def test_feed_sees_a_run_started_after_it_and_counts_attempts(repo, utc):
+    project = fleet_fixture(repo)
+    store, clock = project.store, Clock()
+    feed = Feed(store, clock=clock)
+    feed.poll()
+    run = store.create_run(1, provider="scripted", model="scripted", worktree="/w", branch="lw/x", base_commit="0",
+                           target_branch="main", run_id="f00dcafe")
+    store.append(run.id, RunStarted(task_id=1, goal="g", provider="scripted", model="scripted", worktree="/w",
+                                    branch="lw/x", base_commit="0"))
+    store.append(run.id, ToolStarted(call_id="1", name="write_file", arguments={"path": "a.txt", "content": "x"}))
+    store.append(run.id, ToolFinished(call_id="1", name="write_file", is_error=False, duration_ms=1, preview="ok"))
+    clock.t += 0.1
+    ch = feed.poll()
+    assert ch.added == {"f00dcafe"} and feed.runs["f00dcafe"].attempt == 2  # task 1's second run
+    assert feed.last_action("f00dcafe") == "write_file a.txt" and ch.newest["f00dcafe"] > 0
+    assert 1 in ch.tasks  # run_started: the tasks are read at once, not at the next once-a-second read
+
+
+# -- the views, as pictures -----------------------------------------------------------------------
+
+
+def test_snapshots_of_the_fleet_queue_and_help(repo, utc):
+    project = fleet_fixture(repo)
+
+    async def scenario():
+        app = fixture_app(project)
+        async with app.run_test(size=(120, 30)) as pilot:
+            await pilot.pause(0.2)
+            assert_snapshot(app, "fleet")
+            await pilot.press("t")
+            await pilot.pause(0.2)
+            assert_snapshot(app, "queue")
+            await pilot.press("question_mark")
+            await pilot.pause(0.2)
+            assert isinstance(app.screen, HelpScreen)
+            assert_snapshot(app, "help")
+            shown = screen_text(app)
+            for key, does in (("p", "pause the run"), ("x", "kill the run"), ("M", "merge now"), ("K", "keep for"),
+                              ("w", "worktree path"), ("+", "raise the task's priority"), ("c", "cancel the queued"),
+                              ("n", "new task"), ("ctrl+p", "command palette")):
+                assert any(f" {key} " in line and does in line for line in shown.splitlines()), (key, shown)
+            await pilot.press("escape")
+            assert not isinstance(app.screen, HelpScreen)
+
+    asyncio.run(scenario())
+
+
+def test_a_terminal_of_80_by_24_shows_what_matters(repo, utc):
+    project = fleet_fixture(repo)
+
+    async def scenario():
+        app = fixture_app(project, daemon=None)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause(0.2)
+            assert_snapshot(app, "fleet_80x24")
+            shown = screen_text(app)
+            assert "Read-only: no daemon is running" in shown and "loopwright serve --detach" in shown
+            row = next(line for line in shown.splitlines() if "a1b2c3d4" in line)
+            assert "running" in row and "loop ×5" in row and "1 Fix the flaky" in row
+            assert "? Help" in shown
+            await pilot.press("down")
+            assert app.screen.selected() == "a1b2c3d4"  # newest first: the second row
+            await pilot.press("enter")  # the run screen, for the run under the cursor
+            await wait(pilot, lambda: isinstance(app.screen, RunScreen), "the run screen")
+            assert app.screen.run_id == "a1b2c3d4" and app.screen.read_only
+            await pilot.press("escape")
+            await wait(pilot, lambda: isinstance(app.screen, FleetScreen), "the fleet again")
+            assert app.screen.selected() == "a1b2c3d4"
+            await pilot.press("t")
+            await pilot.pause(0.1)
+            assert "blocked" in screen_text(app)
+
+    asyncio.run(scenario())
+
+
+# -- every action through a real daemon ------------------------------------------------------------
+
+
+def slow_script(tmp_path: Path, name: str, steps: int = 60, then=(FINISH,)) -> Path:
+    return write_script(tmp_path / f"{name}.json",
+                        [turn(call("shell", command="sleep 0.3")) for _ in range(steps)] + list(then))
+
+
+def test_run_actions_from_the_fleet_view_through_the_daemon(repo, cli, daemon, tmp_path):
+    slow = cli.json(repo, "post", "slow one", "--script", slow_script(tmp_path, "slow"), "--check", "true")["task"]
+    review = cli.json(repo, "post", "fix add, for review", "--script",
+                      write_script(tmp_path / "r.json", [FIX_ADD, FINISH]))["task"]  # no check: kept for review
+    daemon(max_parallel=2)
+    project = open_project(repo)
+    store = project.store
+    until(lambda: store.runs(task_id=slow) and store.runs(task_id=review), "both runs to start")
+    rid = store.runs(task_id=slow)[0].id
+    reviewed = store.runs(task_id=review)[0].id
+
+    async def scenario():
+        app = TuiApp(project)
+        async with app.run_test(size=(120, 30)) as pilot:
+            await wait(pilot, lambda: rid in app.screen.shown and app.feed.header.daemon, "the run on screen")
+            assert cell(app, rid, "status") == "running" and "slow one" in cell(app, rid, "task")
+            select(app, rid)
+
+            await pilot.press("m")
+            assert isinstance(app.screen, Prompt)
+            await pilot.press(*"hurry up", "enter")
+            await wait(pilot, lambda: store.events(rid, types=("notice",)), "the message to reach the agent")
+            assert "hurry up" in store.events(rid, types=("notice",))[0][2].text
+            assert commands(store, "notify") == [("done", "applied")]
+
+            await pilot.press("r")  # a running run cannot be resumed: an error toast, no crash
+            assert toasts(app, "only a paused or budget-stopped run can be resumed") and not commands(store, "resume")
+
+            await pilot.press("p")
+            await wait(pilot, lambda: cell(app, rid, "status") == "paused", "the pause on screen")
+            assert store.run(rid).status == "paused" and [c[0] for c in commands(store, "pause")] == ["done"]
+            await pilot.press("ctrl+p")  # the command palette: keep for review, by name
+            await pilot.press(*"keep run", "enter")
+            await wait(pilot, lambda: commands(store, "keep"), "the keep command")
+            await wait(pilot, lambda: commands(store, "keep")[0][0] == "done", "the daemon to apply it")
+            assert store.task(slow).options["on_success"] == "keep"
+
+            await pilot.press("r")
+            await wait(pilot, lambda: cell(app, rid, "status") == "running", "the resume on screen")
+            assert [c[0] for c in commands(store, "resume")] == ["done"]
+
+            await pilot.press("w")
+            assert isinstance(app.screen, PathScreen) and app.screen.path == store.run(rid).worktree
+            await pilot.pause(0.1)
+            assert store.run(rid).worktree in "".join(screen_text(app).split())
+            await pilot.press("c")
+            assert toasts(app, f"copied {store.run(rid).worktree}")
+
+            for _ in range(5):
+                await pilot.press("x")
+            assert len(commands(store, "kill")) == 1
+            await wait(pilot, lambda: cell(app, rid, "status") == "killed", "the kill on screen")
+            await wait(pilot, lambda: toasts(app, f"task {slow} killed"), "the toast for the killed task")
+
+            await wait(pilot, lambda: cell(app, reviewed, "status") == "needs review", "the run kept for review")
+            await wait(pilot, lambda: toasts(app, f"task {review} needs review"), "its toast")
+            select(app, reviewed)
+            await pilot.press("M")
+            await wait(pilot, lambda: commands(store, "merge") and commands(store, "merge")[0][0] == "done", "merge")
+            await wait(pilot, lambda: cell(app, reviewed, "status") != "needs review", "the merge on screen")
+            await pilot.pause(0.3)
+            assert len(toasts(app, f"task {slow} killed")) == 1 and len(toasts(app, f"task {review} needs")) == 1
+
+    asyncio.run(scenario())
+    assert "return a + b" in (repo / "calc.py").read_text()  # merged into the checkout
+
+
+def test_queue_actions_and_a_new_task_from_the_form(repo, cli, daemon, tmp_path):
+    busy = cli.json(repo, "post", "keeps the only slot", "--script", slow_script(tmp_path, "busy"),
+                    "--check", "true")["task"]
+    first = cli.json(repo, "post", "waits for a slot", "--script", slow_script(tmp_path, "a", 2), "--check", "true")["task"]
+    blocked = cli.json(repo, "post", "waits for the first", "--after", str(first), "--script",
+                       slow_script(tmp_path, "b", 2), "--check", "true")["task"]
+    script = slow_script(tmp_path, "new", 2)
+    (repo / "loopwright.toml").write_text(f'provider = "scripted"\nscript = "{script}"\n')
+    daemon(max_parallel=1)
+    project = open_project(repo)
+    store = project.store
+    until(lambda: store.runs(task_id=busy), "the first run")
+
+    async def scenario():
+        app = TuiApp(project)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("t")
+            await wait(pilot, lambda: app.screen.view == "queue" and app.screen.table.row_count == 2, "the queue")
+            table = app.screen.table
+            assert [str(table.get_cell(str(t), "state")) for t in (first, blocked)] == ["queued", "blocked"]
+            assert str(table.get_cell(str(blocked), "after")) == f"{first} (queued)"
+            select(app, str(blocked))
+            await pilot.press("plus")
+            await wait(pilot, lambda: str(app.screen.table.get_cell(str(blocked), "priority")) == "1", "priority +1")
+            assert [c[0] for c in commands(store, "priority")] == ["done"]
+            select(app, str(blocked))
+            await pilot.press("P")
+            assert isinstance(app.screen, Prompt)
+            await pilot.press("ctrl+a", "ctrl+k", "7", "enter")
+            await wait(pilot, lambda: store.task(blocked).priority == 7, "priority 7")
+            await wait(pilot, lambda: str(app.screen.table.get_cell(str(blocked), "priority")) == "7", "7 on screen")
+            await pilot.press("minus")
+            await wait(pilot, lambda: store.task(blocked).priority == 6, "priority 6")
+
+            await pilot.press("c")
+            await wait(pilot, lambda: store.task(blocked).status == "cancelled", "the cancel")
+            await wait(pilot, lambda: app.screen.table.row_count == 1, "the cancelled task to leave the queue")
+            assert [c[0] for c in commands(store, "cancel")] == ["done"]
+
+            await pilot.press("n")
+            assert isinstance(app.screen, NewTaskScreen)
+            await pilot.press(*"write a changelog", "enter", *"test -f CHANGES", "enter", "ctrl+a", "ctrl+k", "3")
+            app.screen.query_one("#until").value = True
+            await pilot.press("ctrl+s")
+            await wait(pilot, lambda: not isinstance(app.screen, NewTaskScreen), "the form to close")
+            task = store.tasks()[-1]
+            assert (task.goal, task.check_cmd, task.priority) == ("write a changelog", "test -f CHANGES", 3)
+            assert task.options["until"] is True
+            await wait(pilot, lambda: str(task.id) in app.screen.shown[0][0], "the new task on top of the queue")
+
+            await pilot.press("n")  # a bad form: an error toast, the form stays open
+            await pilot.press("ctrl+s")
+            assert isinstance(app.screen, NewTaskScreen) and toasts(app, "the goal is empty")
+            await pilot.press("escape")
+
+    asyncio.run(scenario())
+
+
+def test_read_only_without_a_daemon_then_attached_then_the_daemon_dies(repo, cli, daemon, tmp_path):
+    task = cli.json(repo, "post", "slow", "--script", slow_script(tmp_path, "s"), "--check", "true")["task"]
+    project = open_project(repo)
+    store = project.store
+
+    async def scenario():
+        app = TuiApp(project)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.pause(0.2)
+            banner = app.screen.query_one(Banner)
+            assert banner.has_class("shown") and "no daemon is running" in screen_text(app)
+            await pilot.press("n")
+            assert toasts(app, "read-only") and not isinstance(app.screen, NewTaskScreen)
+            first = daemon()
+            await wait(pilot, lambda: not app.read_only, "the TUI to attach")
+            assert not banner.has_class("shown") and toasts(app, f"attached to the daemon (pid {first.proc.pid})")
+            await wait(pilot, lambda: store.runs(task_id=task) and app.screen.shown, "the run")
+            rid = store.runs(task_id=task)[0].id
+            first.stop(signal.SIGKILL)
+            await wait(pilot, lambda: app.read_only, "the TUI to notice the daemon died")
+            assert banner.has_class("shown") and f"the daemon (pid {first.proc.pid}) stopped" in screen_text(app)
+            select(app, rid)
+            await pilot.press("x")
+            assert not commands(store, "kill") and toasts(app, "read-only: no daemon")
+            second = daemon()
+            await wait(pilot, lambda: not app.read_only, "the TUI to reattach")
+            assert not banner.has_class("shown") and toasts(app, "actions are back")
+            await wait(pilot, lambda: store.run(rid).status == "running" and store.run(rid).owner_pid == second.proc.pid,
+                       "the new daemon to resume the run")
+            step = store.run(rid).step  # a kill queued while the run resumes is dropped as moot: wait for a step
+            await wait(pilot, lambda: store.run(rid).step > step, "a step of the resumed run")
+            select(app, rid)
+            await pilot.press("x")
+            await wait(pilot, lambda: cell(app, rid, "status") == "killed", "the kill")
+
+    asyncio.run(scenario())
+
+
+def test_notifications_become_toasts_once_each(repo):
+    init_project(repo)
+    project = open_project(repo)
+    conn = project.store.conn
+
+    async def scenario():
+        app = TuiApp(project)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.pause(0.1)
+            for key, kind, message in (("task:1:succeeded", "task_succeeded", "task 1 succeeded: a"),
+                                       ("task:2:failed", "task_failed", "task 2 failed: b"),
+                                       ("task:3:needs_review", "task_needs_review", "task 3 needs review: c"),
+                                       ("run:x:paused:1", "run_needs_input", "task 4 paused, needs you: d"),
+                                       ("budget:d:today", "budget_spent", "fleet budget spent today")):
+                conn.execute("INSERT INTO notifications (key, kind, payload, created_at) VALUES (?, ?, ?, ?)",
+                             (key, kind, json.dumps({"message": message}), time.time()))
+            await pilot.pause(0.5)
+            assert [s for s, _ in app.said] == ["information", "error", "warning", "warning", "error"]
+            assert [t for _, t in app.said][-1] == "fleet budget spent today"
+
+    asyncio.run(scenario())
+
+
+# -- the command ------------------------------------------------------------------------------------
+
+
+def test_no_store_and_a_newer_schema_are_one_line_errors(repo, cli, monkeypatch):
+    monkeypatch.setattr(cli_module, "build_parser", with_tui())
+    code, out, err = cli(repo, "tui")
+    assert code == 2 and err.count("\n") == 1 and "has no .loopwright/ yet" in err and "loopwright init" in err
+    init_project(repo)
+    conn = sqlite3.connect(repo / ".loopwright" / "state.db")
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    code, out, err = cli(repo, "tui", "--serve")
+    assert code == 2 and err.count("\n") == 1 and "newer than this loopwright" in err
+    assert not (repo / ".loopwright" / "daemon.pid").exists()  # --serve started nothing
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_as_a_person_would_in_tmux(repo, cli, tmp_path):
+    """tmux runs `loopwright tui --serve`; keys go in, the pane is read back; quitting leaves the daemon running."""
+    task = cli.json(repo, "post", "slow in tmux", "--script", slow_script(tmp_path, "t", 200), "--check", "true")["task"]
+    entry = tmp_path / "entry.py"
+    entry.write_text(ENTRY.format(tests=str(Path(__file__).parent)))
+    sock = f"lw-tui-{os.getpid()}"
+    tmux = ["tmux", "-L", sock, "-f", "/dev/null"]
+    command = f"{shlex.quote(sys.executable)} {shlex.quote(str(entry))} tui --serve"
+
+    def pane() -> str:
+        return subprocess.run([*tmux, "capture-pane", "-p", "-t", "tui"], capture_output=True, text=True).stdout
+
+    def pane_until(text: str, timeout: float = 30) -> str:
+        until(lambda: text in pane(), f"{text!r} in the pane", timeout)
+        return pane()
+
+    project = open_project(repo)
+    try:
+        subprocess.run([*tmux, "new-session", "-d", "-s", "tui", "-x", "100", "-y", "30", "-c", str(repo),
+                        "-e", "TERM=xterm-256color", command], check=True)
+        subprocess.run([*tmux, "set-option", "-t", "tui", "remain-on-exit", "on"], check=True)
+        shown = pane_until("daemon pid")
+        pid = daemon_pid(project)
+        assert pid and f"daemon pid {pid}" in shown
+        until(lambda: project.store.runs(task_id=task), "the run to start")
+        rid = project.store.runs(task_id=task)[0].id
+        row = next(line for line in pane_until(rid).splitlines() if rid in line)
+        assert "slow in tmux" in row
+        subprocess.run([*tmux, "send-keys", "-t", "tui", "t"], check=True)
+        assert "· queue ·" in pane_until("· queue ·")
+        subprocess.run([*tmux, "send-keys", "-t", "tui", "?"], check=True)
+        assert "kill the run" in pane_until("Key bindings")
+        subprocess.run([*tmux, "send-keys", "-t", "tui", "Escape"], check=True)
+        until(lambda: "Key bindings" not in pane(), "the help to close")  # (a key right after Escape is alt+key)
+        subprocess.run([*tmux, "send-keys", "-t", "tui", "f"], check=True)
+        pane_until("· fleet ·")
+        subprocess.run([*tmux, "send-keys", "-t", "tui", "q"], check=True)
+        until(lambda: subprocess.run([*tmux, "display-message", "-p", "-t", "tui", "#{pane_dead}"],
+                                     capture_output=True, text=True).stdout.strip() == "1", "the TUI to quit")
+        assert daemon_pid(project) == pid  # quitting never stops the daemon
+        assert project.store.run(rid).status == "running"  # nor any agent
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True)
+        if (pid := daemon_pid(project)):
+            os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,344 @@
+"""The TUI's data layer: what changed in the store since the last look, read incrementally; no terminal needed.
+
+`Feed.poll()` reads only what is new: events after the last id seen (only the
+payloads the fleet view needs are parsed), the runs rows of runs whose events
+arrived (now or at the poll before, since a run saves its step just after its
+events), tasks by `updated_at` (once a second, or at once when an event says a
+status changed) and new rows by primary key, notifications by rowid, and now
+and then the daemon's pid, the fleet budget and the provider gates. The whole
+runs table is re-read only every `full_every` seconds. `now` is injectable, so
+elapsed times, health and gate times can be pinned in tests.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..memory.store import RUN_FINAL, Run, Store, Task, _row
+from ..runtime.budget import FleetBudget, budget_day
+from ..runtime.config import FleetBudgetConfig
+from ..runtime.display import _arg, fmt_elapsed
+from ..runtime.quota import closed_gates
+
+STUCK_SECONDS = 300.0  # a running run with no event for this long is flagged
+REPEAT_LIMIT = 4  # the same tool call (name and arguments) this many times in a row is flagged
+FULL_EVERY = 5.0  # seconds between full re-reads of the runs table
+SLOW_EVERY = 1.0  # seconds between reads of the daemon pid, budget, gates and tasks by updated_at
+OVERLAP = 2.0  # seconds of updated_at re-read each time: a writer's clock is read before it commits
+EVENT_BATCH = 5000
+CHUNK = 500  # ids per IN (...)
+TASK_EVENTS = ("status", "task_updated", "run_started")  # events that say a task changed
+
+
+@dataclass
+class EventRow:
+    """One new event; `data` is parsed only for the kinds the fleet view reads (tool calls), else None."""
+
+    id: int
+    run_id: str | None
+    ts: float
+    type: str
+    data: dict | None = None
+
+
+@dataclass
+class RunState:
+    """One run as the fleet view shows it."""
+
+    run: Run
+    title: str = ""
+    attempt: int = 1
+    last_event: float = 0.0  # ts of its newest event
+    action: str = ""  # its newest tool call, e.g. "shell sleep 5" ('' before any: runs.last_action)
+    call: str = ""  # that call's name and arguments, to spot repeats
+    repeats: int = 0  # how many times in a row
+    saved_at: float = 0.0  # when active_seconds was last saved (its heartbeat)
+
+
+@dataclass
+class Header:
+    """The fleet at a glance: daemon, counts, budget, closed provider gates."""
+
+    daemon: int | None = None
+    running: int = 0
+    paused: int = 0
+    queued: int = 0
+    blocked: int = 0
+    budget: dict = field(default_factory=dict)
+    spent: str | None = None
+    gates: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Changes:
+    """What one poll found."""
+
+    events: dict[str, list[EventRow]] = field(default_factory=dict)  # by run ('': events of no run)
+    runs: set[str] = field(default_factory=set)  # rows changed (new ones included)
+    added: set[str] = field(default_factory=set)  # runs seen for the first time
+    tasks: set[int] = field(default_factory=set)
+    notifications: list[dict] = field(default_factory=list)
+    daemon_changed: bool = False
+    header_changed: bool = False
+    newest: dict[str, float] = field(default_factory=dict)  # run -> ts of its newest event in this poll
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.runs or self.tasks or self.notifications or self.daemon_changed
+                    or self.header_changed)
+
+
+class _Budget(FleetBudget):
+    """The fleet budget with the feed's clock."""
+
+    def __init__(self, store: Store, config: FleetBudgetConfig, now: Callable[[], float]):
+        super().__init__(store, config)
+        self.now = now
+
+    def day(self) -> str:
+        return budget_day(self.config.resets_at, self.now())
+
+
+class Feed:
+    """The store as the TUI sees it: state (`runs`, `tasks`, `header`) and `poll()` for what changed."""
+
+    def __init__(self, store: Store, *, daemon: Callable[[], int | None] | None = None,
+                 budget: FleetBudgetConfig | None = None, now: Callable[[], float] = time.time,
+                 clock: Callable[[], float] = time.monotonic, stuck_seconds: float = STUCK_SECONDS,
+                 repeat_limit: int = REPEAT_LIMIT, full_every: float = FULL_EVERY, slow_every: float = SLOW_EVERY):
+        self.store, self.now, self.clock = store, now, clock
+        self.daemon = daemon or (lambda: None)
+        self.budget = _Budget(store, budget or FleetBudgetConfig(), now)
+        self.stuck_seconds, self.repeat_limit = stuck_seconds, repeat_limit
+        self.full_every, self.slow_every = full_every, slow_every
+        self.runs: dict[str, RunState] = {}
+        self.tasks: dict[int, Task] = {}
+        self.header = Header()
+        self._deps: dict[int, list[int]] = {}
+        self._runs_of: dict[int, list[str]] = {}  # task -> its runs, oldest first (attempt numbers)
+        self._event_id = self._note_id = self._task_id = 0
+        self._task_mark = 0.0
+        self._recent: set[str] = set()
+        self._next_full = self._next_slow = 0.0
+        self._loaded = False
+
+    @classmethod
+    def for_project(cls, project, **kw) -> "Feed":
+        """A feed of a project's store, its daemon pid from the lock file, its fleet budget."""
+        from ..runtime.daemon import daemon_pid
+
+        return cls(project.store, daemon=lambda: daemon_pid(project), budget=project.config.fleet, **kw)
+
+    # -- polling --------------------------------------------------------------------------------
+
+    def poll(self) -> Changes:
+        """Read what changed since the last poll (everything, the first time) and return it."""
+        ch = Changes()
+        t = self.clock()
+        if not self._loaded:
+            self._load(ch)
+            self._loaded = True
+        else:
+            self._read_events(ch)
+            with_events = set(ch.events) - {""}
+            reread, self._recent = with_events | self._recent, with_events
+            if t >= self._next_full:
+                self._read_runs(ch, None)
+                self._next_full = t + self.full_every
+            elif reread:
+                self._read_runs(ch, sorted(reread))
+            self._apply_events(ch)
+            triggered = any(e.type in TASK_EVENTS for rows in ch.events.values() for e in rows)
+            self._read_tasks(ch, by_time=triggered or t >= self._next_slow)
+            self._read_notifications(ch)
+        if t >= self._next_slow or ch.runs or ch.tasks:
+            self._read_header(ch, slow=t >= self._next_slow)
+            if t >= self._next_slow:
+                self._next_slow = t + self.slow_every
+        return ch
+
+    def _load(self, ch: Changes) -> None:
+        conn = self.store.conn
+        self._event_id = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+        self._note_id = conn.execute("SELECT coalesce(max(rowid), 0) FROM notifications").fetchone()[0]
+        self._read_tasks(ch, by_time=True, everything=True)
+        self._read_runs(ch, None)
+        for rid, state in self.runs.items():  # what the live columns need, for runs still going only
+            if state.run.status in RUN_FINAL:
+                continue
+            row = conn.execute("SELECT ts FROM events WHERE run_id = ? ORDER BY id DESC LIMIT 1", (rid,)).fetchone()
+            state.last_event = row[0] if row else 0.0
+            calls = [json.loads(r[0]) for r in conn.execute(
+                "SELECT data FROM events WHERE run_id = ? AND type = 'tool_started' ORDER BY id DESC LIMIT ?",
+                (rid, max(self.repeat_limit, 32)))]
+            for data in reversed(calls):
+                self._saw_call(state, data)
+        self._next_full = self.clock() + self.full_every
+
+    def _read_events(self, ch: Changes) -> None:
+        conn = self.store.conn
+        while True:
+            rows = conn.execute(
+                "SELECT id, run_id, ts, type, CASE WHEN type = 'tool_started' THEN data END FROM events"
+                " WHERE id > ? ORDER BY id LIMIT ?", (self._event_id, EVENT_BATCH)).fetchall()
+            for eid, rid, ts, kind, data in rows:
+                ch.events.setdefault(rid or "", []).append(EventRow(eid, rid, ts, kind, json.loads(data) if data else None))
+                if rid:
+                    ch.newest[rid] = ts
+            if rows:
+                self._event_id = rows[-1][0]
+            if len(rows) < EVENT_BATCH:
+                break
+
+    def _apply_events(self, ch: Changes) -> None:
+        for rid, rows in ch.events.items():
+            state = self.runs.get(rid)
+            if state is None:
+                continue
+            state.last_event = rows[-1].ts
+            for event in rows:
+                if event.data is not None:
+                    self._saw_call(state, event.data)
+                    ch.runs.add(rid)
+
+    def _saw_call(self, state: RunState, data: dict) -> None:
+        name, args = data.get("name", "?"), data.get("arguments") or {}
+        key = name + json.dumps(args, sort_keys=True)
+        state.repeats = state.repeats + 1 if key == state.call else 1
+        state.call = key
+        state.action = f"{name} {_arg(args)}".strip()
+
+    def _read_runs(self, ch: Changes, ids: list[str] | None) -> None:
+        conn = self.store.conn
+        if ids is None:
+            rows = conn.execute("SELECT * FROM runs ORDER BY started_at, rowid").fetchall()
+        else:
+            rows = []
+            for i in range(0, len(ids), CHUNK):
+                part = ids[i:i + CHUNK]
+                rows += conn.execute(f"SELECT * FROM runs WHERE id IN ({','.join('?' * len(part))})", part).fetchall()
+            rows.sort(key=lambda r: r["started_at"])
+        for row in rows:
+            run = _row(Run, row)
+            state = self.runs.get(run.id)
+            if state is None:
+                order = self._runs_of.setdefault(run.task_id, [])
+                order.append(run.id)
+                task = self.tasks.get(run.task_id) or self._task(run.task_id)
+                state = self.runs[run.id] = RunState(run=run, title=task.title if task else "?", attempt=len(order),
+                                                     last_event=run.started_at, saved_at=run.heartbeat_at or 0.0)
+                ch.added.add(run.id)
+                ch.runs.add(run.id)
+                continue
+            if state.run != run:
+                if run.active_seconds != state.run.active_seconds:
+                    state.saved_at = run.heartbeat_at or state.saved_at
+                state.run = run
+                ch.runs.add(run.id)
+
+    def _task(self, task_id: int) -> Task | None:
+        row = self.store.conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        if row is None:
+            return None
+        task = self.tasks[task_id] = _row(Task, row, ("options",))
+        return task
+
+    def _read_tasks(self, ch: Changes, *, by_time: bool, everything: bool = False) -> None:
+        conn = self.store.conn
+        if everything:
+            rows = conn.execute("SELECT * FROM tasks ORDER BY id").fetchall()
+        else:
+            rows = conn.execute("SELECT * FROM tasks WHERE id > ? ORDER BY id", (self._task_id,)).fetchall()
+            if by_time:
+                rows += conn.execute("SELECT * FROM tasks WHERE updated_at > ? AND id <= ?",
+                                     (self._task_mark - OVERLAP, self._task_id)).fetchall()
+        for row in rows:
+            task = _row(Task, row, ("options",))
+            self._task_id = max(self._task_id, task.id)
+            self._task_mark = max(self._task_mark, task.updated_at)
+            if self.tasks.get(task.id) != task:
+                self.tasks[task.id] = task
+                ch.tasks.add(task.id)
+                for rid in self._runs_of.get(task.id, ()):  # a retitled task, if ever
+                    if self.runs[rid].title != task.title:
+                        self.runs[rid].title = task.title
+                        ch.runs.add(rid)
+
+    def _read_notifications(self, ch: Changes) -> None:
+        for rowid, key, kind, payload, created in self.store.conn.execute(
+                "SELECT rowid, key, kind, payload, created_at FROM notifications WHERE rowid > ? ORDER BY rowid",
+                (self._note_id,)):
+            self._note_id = rowid
+            try:
+                data = json.loads(payload)
+            except ValueError:
+                data = {}
+            ch.notifications.append({"key": key, "kind": kind, "created_at": created,
+                                     "message": data.get("message") or key, **{k: data.get(k) for k in (
+                                         "task", "run", "status", "reason")}})
+
+    def _read_header(self, ch: Changes, *, slow: bool) -> None:
+        h = self.header
+        new = Header(**{**h.__dict__})
+        if slow:
+            new.daemon = self.daemon()
+            new.budget = self.budget.usage()
+            new.spent = self.budget.exhausted()
+            now = self.now()
+            new.gates = [{"gate": g["gate"], "until": now + g["closed_for_seconds"], "reason": g["reason"],
+                          "closings_in_a_row": g["closings_in_a_row"]} for g in closed_gates(self.store, now)]
+        if slow or ch.runs:
+            statuses = [s.run.status for s in self.runs.values()]
+            new.running, new.paused = statuses.count("running"), statuses.count("paused")
+        if slow or ch.tasks:
+            queued = [t.id for t in self.tasks.values() if t.status == "queued"]
+            new.queued, new.blocked = len(queued), sum(bool(self.waiting_on(t)) for t in queued)
+        if new != h:
+            ch.header_changed = True
+            ch.daemon_changed = new.daemon != h.daemon
+            self.header = new
+
+    # -- derived --------------------------------------------------------------------------------
+
+    def dependencies(self, task_id: int) -> list[int]:
+        """The tasks `task_id` waits for (`--after`); read once per task (they never change)."""
+        if task_id not in self._deps:
+            self._deps[task_id] = [t.id for t in self.store.dependencies(task_id)]
+        return self._deps[task_id]
+
+    def waiting_on(self, task_id: int) -> list[int]:
+        """Its dependencies that have not succeeded yet (a queued task with any is blocked)."""
+        return [d for d in self.dependencies(task_id)
+                if (t := self.tasks.get(d)) is None or t.status != "succeeded"]
+
+    def queue(self) -> list[Task]:
+        """Queued tasks in the order the daemon starts them: priority (high first), then FIFO."""
+        return sorted((t for t in self.tasks.values() if t.status == "queued"), key=lambda t: (-t.priority, t.id))
+
+    def elapsed(self, run_id: str) -> float:
+        """Active time: as saved, plus the time since then while the run is going."""
+        state = self.runs[run_id]
+        run = state.run
+        if run.status != "running":
+            return run.active_seconds
+        return run.active_seconds + max(0.0, self.now() - (state.saved_at or run.started_at))
+
+    def health(self, run_id: str) -> str:
+        """'' when fine; 'stuck M:SS' (no event for `stuck_seconds`) or 'loop ×N' (the same call N times)."""
+        state = self.runs[run_id]
+        if state.run.status != "running":
+            return ""
+        if self.repeat_limit and state.repeats >= self.repeat_limit:
+            return f"loop ×{state.repeats}"
+        idle = self.now() - max(state.last_event, state.run.started_at)
+        if idle >= self.stuck_seconds:
+            return f"stuck {fmt_elapsed(idle)}"
+        return ""
+
+    def last_action(self, run_id: str) -> str:
+        state = self.runs[run_id]
+        if state.run.status == "running" and state.action:
+            return state.action
+        return state.run.last_action or state.action
