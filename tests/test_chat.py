@@ -96,7 +96,7 @@ def test_a_fan_out_of_five_runs_five_parts_then_one_summary_even_through_a_kill_
 
 
 def test_stop_is_for_the_requester_the_owner_or_an_admin(repo, daemon, tmp_path):
-    setup(repo, tmp_path, [turn(call("shell", command="sleep 30"))])
+    setup(repo, tmp_path, [turn(call("shell", command="sleep 8"))])
     create_thread(project(repo).store, "ops", owner="olga")
     request = say(repo, "ops", "ana", "@loopwright do the long thing")
     daemon()
