@@ -152,7 +152,10 @@ class AgentLoop:
 
         Commands queued while the run was stopped (a rollback's notice, a message) are delivered here.
         """
-        queued, _ = await self._take_commands()  # a pause or kill queued while stopped is moot now
+        queued, stopped = await self._take_commands()  # a pause queued while stopped is moot now; a kill is not
+        if stopped is not None and stopped.status == "killed":
+            self.stop_status, self.stop_reason = stopped.status, stopped.reason
+            self.stop.set()
         messages = self.conversation.messages
         pad = self.tool_context.scratchpad.read()
         text = "\n\n".join(notices + queued + ([f"Your scratch pad (read it first):\n{pad}"] if pad else []))

@@ -127,6 +127,9 @@ MIGRATIONS: list[Migration] = [
         "ALTER TABLE tasks ADD COLUMN thread TEXT",
         "CREATE INDEX tasks_parent ON tasks(parent_id)",
     ],
+    [  # 9: the TUI reads the tasks changed since its last look
+        "CREATE INDEX tasks_updated ON tasks(updated_at)",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -594,9 +597,12 @@ class Store:
         return cur.lastrowid  # type: ignore[return-value]
 
     def take_commands(self, run_id: str) -> list[Command]:
-        """Claim this run's pending commands, oldest first (a guarded UPDATE: each is taken once)."""
+        """Claim the commands a run applies itself (messages, rollbacks, pause, kill), oldest first; each once.
+
+        Others (resume, merge, keep) are the daemon's, and stay for it."""
         rows = self.conn.execute(
-            "UPDATE commands SET status = 'taken' WHERE run_id = ? AND status = 'pending' RETURNING *", (run_id,)
+            "UPDATE commands SET status = 'taken' WHERE run_id = ? AND status = 'pending' AND kind IN "
+            "('notify', 'rollback', 'pause', 'kill') RETURNING *", (run_id,)
         ).fetchall()
         return sorted((_row(Command, r, ("args",)) for r in rows), key=lambda c: c.id)
 

@@ -553,6 +553,7 @@ def build_parser() -> Parser:
     from ..memory.artifacts import add_parsers as add_artifact_parsers
     from ..memory.lesson_commands import add_parsers as add_lesson_parsers
     from ..skills.commands import add_parsers as add_skill_parsers
+    from ..tui.app import add_parsers as add_tui_parsers
     from .chat_commands import add_parsers as add_chat_parsers
     from .evaluate import add_parsers as add_eval_parsers
 
@@ -561,6 +562,7 @@ def build_parser() -> Parser:
     add_lesson_parsers(sub, add)
     add_eval_parsers(sub, add)
     add_chat_parsers(sub, add)
+    add_tui_parsers(sub, add)
 
     sp = add("loopback", cmd_loopback, "serve a script over the Anthropic/OpenAI wire formats on 127.0.0.1",
              json_flag=False)

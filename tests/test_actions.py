@@ -101,3 +101,20 @@ def test_actions_refuse_what_cannot_be_done_in_one_line(repo, cli, tmp_path):
         actions.post("   ")
     posted = actions.post("a new task", priority=3, until="true", max_attempts=2)
     assert posted.status == "queued" and posted.priority == 3 and posted.options["max_attempts"] == 2
+
+
+def test_a_run_takes_only_its_own_commands_and_a_kill_queued_while_stopped_is_obeyed(repo, cli, tmp_path):
+    (repo / "loopwright.toml").write_text("[budget]\nmax_turns = 1\n")
+    script = write_script(tmp_path / "s.json", [FIX_ADD, FINISH])
+    first = cli.json(repo, "run", "fix add", "--check", "false", "--script", script)
+    assert first["status"] == "budget_exceeded"
+    actions = _actions(repo)
+    store = actions.store
+    keep = store.enqueue_command(first["run"], "keep")
+    kill = store.enqueue_command(first["run"], "kill", {"reason": "killed while it was stopped"})
+    assert [c.kind for c in store.take_commands(first["run"])] == ["kill"]  # keep is the daemon's
+    assert [c.id for c in store.pending_commands(first["run"])] == [keep]
+    store.conn.execute("UPDATE commands SET status = 'pending' WHERE id = ?", (kill,))
+    (repo / "loopwright.toml").write_text("[budget]\nmax_turns = 5\n")
+    resumed = cli.json(repo, "resume", first["run"])
+    assert resumed["status"] == "killed" and "killed while it was stopped" in resumed["reason"]

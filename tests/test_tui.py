@@ -6,7 +6,6 @@ LOOPWRIGHT_UPDATE_SNAPSHOTS=1 and look at the new SVGs before committing them.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import io
 import json
@@ -23,14 +22,13 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 from support import FINISH, FIX_ADD, call, turn, until, write_script
+from textual.widgets import DataTable
 
 from loopwright.memory.events import RunStarted, ToolFinished, ToolStarted
 from loopwright.memory.store import Store
-from loopwright.runtime import cli as cli_module
 from loopwright.runtime.daemon import daemon_pid
 from loopwright.runtime.project import init_project, open_project
-from loopwright.tui.app import (Banner, FleetScreen, HelpScreen, NewTaskScreen, PathScreen, Prompt, TuiApp,
-                                add_parsers)
+from loopwright.tui.app import (Banner, FleetScreen, HelpScreen, NewTaskScreen, PathScreen, Prompt, TuiApp)
 from loopwright.tui.feed import Feed
 from loopwright.tui.run_view import RunScreen
 
@@ -40,33 +38,6 @@ UPDATE = bool(os.environ.get("LOOPWRIGHT_UPDATE_SNAPSHOTS"))  # read before the 
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-def with_tui(build=cli_module.build_parser):
-    """The CLI's parser with `tui` in it (registered here until the CLI does it itself)."""
-
-    def build_parser():
-        parser = build()
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        if "tui" not in sub.choices:
-            def add(name, func, help, json_flag=True):
-                sp = sub.add_parser(name, help=help, description=help)
-                sp.set_defaults(func=func)
-                if json_flag:
-                    sp.add_argument("--json", action="store_true")
-                return sp
-            add_parsers(sub, add)
-        return parser
-    return build_parser
-
-
-ENTRY = """import sys
-sys.path.insert(0, {tests!r})
-from loopwright.runtime import cli
-from test_tui import with_tui
-cli.build_parser = with_tui()
-sys.exit(cli.main(sys.argv[1:]))
-"""
 
 
 def screen_text(app) -> str:
@@ -285,11 +256,14 @@ def test_snapshots_of_the_fleet_queue_and_help(repo, utc):
             await pilot.pause(0.2)
             assert isinstance(app.screen, HelpScreen)
             assert_snapshot(app, "help")
-            shown = screen_text(app)
+            table = app.screen.query_one("#help-table", DataTable)  # every row, also those scrolled out of view
+            rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
             for key, does in (("p", "pause the run"), ("x", "kill the run"), ("M", "merge now"), ("K", "keep for"),
                               ("w", "worktree path"), ("+", "raise the task's priority"), ("c", "cancel the queued"),
-                              ("n", "new task"), ("ctrl+p", "command palette")):
-                assert any(f" {key} " in line and does in line for line in shown.splitlines()), (key, shown)
+                              ("n", "new task"), ("ctrl+p", "command palette"), ("g", "chat"),
+                              ("b", "roll the worktree back")):
+                assert any(row[1] == key and does in row[2] for row in rows), (key, rows)
+            assert "command palette" in screen_text(app)  # the top of the list is on screen
             await pilot.press("escape")
             assert not isinstance(app.screen, HelpScreen)
 
@@ -522,7 +496,6 @@ def test_notifications_become_toasts_once_each(repo):
 
 
 def test_no_store_and_a_newer_schema_are_one_line_errors(repo, cli, monkeypatch):
-    monkeypatch.setattr(cli_module, "build_parser", with_tui())
     code, out, err = cli(repo, "tui")
     assert code == 2 and err.count("\n") == 1 and "has no .loopwright/ yet" in err and "loopwright init" in err
     init_project(repo)
@@ -538,11 +511,9 @@ def test_no_store_and_a_newer_schema_are_one_line_errors(repo, cli, monkeypatch)
 def test_as_a_person_would_in_tmux(repo, cli, tmp_path):
     """tmux runs `loopwright tui --serve`; keys go in, the pane is read back; quitting leaves the daemon running."""
     task = cli.json(repo, "post", "slow in tmux", "--script", slow_script(tmp_path, "t", 200), "--check", "true")["task"]
-    entry = tmp_path / "entry.py"
-    entry.write_text(ENTRY.format(tests=str(Path(__file__).parent)))
     sock = f"lw-tui-{os.getpid()}"
     tmux = ["tmux", "-L", sock, "-f", "/dev/null"]
-    command = f"{shlex.quote(sys.executable)} {shlex.quote(str(entry))} tui --serve"
+    command = f"{shlex.quote(sys.executable)} -m loopwright.runtime.cli tui --serve"
 
     def pane() -> str:
         return subprocess.run([*tmux, "capture-pane", "-p", "-t", "tui"], capture_output=True, text=True).stdout

@@ -56,7 +56,7 @@ def test_posting_from_the_tui_starts_work_and_the_answer_appears_live(repo, daem
             await pilot.press(*"@loopwright what is in the README?")
             await pilot.press("enter")
             await wait(pilot, lambda: "@ana the README is short" in shown(app), "the answer on screen")
-            assert "on it (task 1)" in shown(app) and "done: task 1" in shown(app)  # the status, edited in place
+            await wait(pilot, lambda: "done: task 1" in shown(app), "the status message, edited in place")
             await pilot.press(*"@loopwrite typo")
             await pilot.press("enter")
             assert any("no agent or member @loopwrite" in t for t in app.toasts)

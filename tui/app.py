@@ -10,6 +10,7 @@ one runs. Quitting never stops the daemon or any agent.
 from __future__ import annotations
 
 import argparse
+import os
 import sqlite3
 import subprocess
 import sys
@@ -768,12 +769,17 @@ class HelpScreen(ModalScreen[None]):
         table.add_column("Where", key="where", width=10)
         table.add_column("Key", key="key", width=7)
         table.add_column("Does", key="does")
+        from .chat_view import ChatScreen
+        from .run_view import RunScreen
+
         for where, bindings in (("anywhere", TuiApp.BINDINGS), ("fleet", FleetScreen.BINDINGS),
-                                ("queue", QueueScreen.BINDINGS)):
+                                ("queue", QueueScreen.BINDINGS), ("run", RunScreen.BINDINGS),
+                                ("chat", ChatScreen.BINDINGS)):
             for b in bindings:
                 table.add_row(where, b.key_display or b.key.split(",")[0], HELP.get(b.action, b.description))
-        table.add_row("anywhere", "ctrl+p", "command palette: every action by name")
-        table.add_row("dialogs", "escape", "close without doing anything")
+            if where == "anywhere":
+                table.add_row("anywhere", "ctrl+p", "command palette: every action by name")
+                table.add_row("dialogs", "escape", "close without doing anything")
         with Vertical(classes="dialog"):
             yield Label("Key bindings")
             yield table
@@ -792,7 +798,9 @@ HELP = {"help": "this list", "fleet": "fleet view: one row per run", "queue": "q
         "keep": "keep for review: when accepted, keep the branch",
         "worktree": "show (and copy) the run's worktree path", "raise": "raise the task's priority by 1",
         "lower": "lower the task's priority by 1", "set_priority": "set the task's priority",
-        "cancel": "cancel the queued task"}
+        "cancel": "cancel the queued task", "chat": "chat: threads, messages, post as --as NAME",
+        "next_thread": "the next thread", "rollback": "roll the worktree back to the chosen checkpoint (asks first)",
+        "refresh_diff": "recompute the diff"}
 
 
 # -- the app -------------------------------------------------------------------------------------
@@ -808,14 +816,16 @@ class TuiApp(App):
         Binding("f", "fleet", "Fleet", show=False),
         Binding("t", "queue", "Queue"),
         Binding("n", "new_task", "New task"),
+        Binding("g", "chat", "Chat"),
         Binding("q", "quit", "Quit"),
     ]
     MODES = {"fleet": FleetScreen, "queue": QueueScreen}
 
     def __init__(self, project: Project, *, feed: Feed | None = None, actions: Actions | None = None,
-                 interval: float = 1 / 12):
+                 interval: float = 1 / 12, author: str | None = None):
         super().__init__()
         self.project = project
+        self.author = author or os.environ.get("USER") or "me"  # who the chat view posts as
         self.feed = feed or Feed.for_project(project)
         self.actions = actions or Actions(project)
         self.interval = interval
@@ -909,6 +919,12 @@ class TuiApp(App):
         if self.writable():
             self.push_screen(NewTaskScreen())
 
+    def action_chat(self) -> None:
+        from .chat_view import ChatScreen
+
+        if not isinstance(self.screen, ChatScreen):
+            self.push_screen(ChatScreen(self.project, self.author, read_only=self.read_only))
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         if isinstance(screen, View):
@@ -917,6 +933,7 @@ class TuiApp(App):
         yield SystemCommand("Fleet view", "one row per run", self.action_fleet)
         yield SystemCommand("Queue view", "queued and blocked tasks", self.action_queue)
         yield SystemCommand("New task", "goal, check, priority, until mode", self.action_new_task)
+        yield SystemCommand("Chat", "threads and their messages; post as " + self.author, self.action_chat)
         yield SystemCommand("Key bindings", "every key, by view", self.action_help)
 
 
@@ -945,7 +962,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
     project = open_project(Path.cwd())
     if args.serve:
         start_daemon(project)
-    TuiApp(project).run()
+    TuiApp(project, author=args.author).run()
     return 0
 
 
@@ -955,3 +972,4 @@ def add_parsers(sub, add) -> None:
                              "running)", json_flag=False)
     sp.add_argument("--serve", action="store_true",
                     help="start the daemon in the background first (as `loopwright serve --detach`), then attach")
+    sp.add_argument("--as", dest="author", metavar="NAME", help="who the chat view posts as (default: $USER)")
