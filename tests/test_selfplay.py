@@ -279,15 +279,22 @@ def test_ratings_rate_a_new_task_from_its_measurement_and_move_on_a_replay():
 
 def test_the_mix_moves_with_the_batch_rate_and_backs_off_when_tasks_are_too_hard():
     ctl = Controller(ControllerConfig(target=0.5, eta=0.5))
-    ctl.update(0.7, 0.7)
-    assert ctl.c == pytest.approx(0.6) and ctl.request_success() == pytest.approx(0.4)
+    ctl.update(0.7, (45, 64))
+    assert ctl.c == pytest.approx(0.6) and 0.35 < ctl.request_success() < 0.45  # too easy: harder ones asked
     for _ in range(20):  # impossible tasks: the batch fails
-        ctl.update(0.0, 0.0)
-    assert ctl.c == ctl.cfg.c_min and ctl.request_success() == pytest.approx(0.95)
+        ctl.update(0.0, (0, 64))
+    assert ctl.c == ctl.cfg.c_min and ctl.request_success() == 0.8  # mostly replays, and the easiest request
     assert ctl.plan(8, replayable=10) == (1, 7) and ctl.plan(8, replayable=2) == (6, 2)
     ctl.update(1.0, None)
     assert ctl.c == pytest.approx(0.375)
     assert Controller.from_state(json.loads(json.dumps(ctl.state()))).state() == ctl.state()
+    fresh = Controller()
+    assert fresh.request_success([0.5, 0.5], 2) == pytest.approx(0.5)
+    assert fresh.request_success([0.7, 0.7], 2) == pytest.approx(0.3)  # feed-forward: easy replays, harder new
+    assert fresh.request_success([0.95] * 6, 2) == 0.2  # within [0.2, 0.8]
+    for _ in range(40):
+        fresh.update(0.9, (58, 64))
+    assert fresh.c == fresh.cfg.c_max == 0.75  # a quarter is always replayed
 
 
 def test_examples_bracket_the_requested_success():

@@ -4,13 +4,23 @@ Three handles, all updated once per round from what was measured:
 
 - the mix: c, the share of new (proposed) tasks in a batch, the rest replayed
   from the buffer: c ← clip(c + η·(s̄ − target), c_min, c_max) (η = 0.5,
-  c_min = 1/8, c_max = 1). Too easy (s̄ above target: the buffer's tasks have
+  c_min = 1/8, c_max = 3/4: a quarter replayed at least, because replays are
+  what keeps the solver's rating current — with c_max = 1 the mix reached 1
+  against a learning population, the ratings froze and s̄ sat 0.1 above
+  target; bench/selfplay.py, 5 seeds). Too easy (s̄ above target: the buffer's tasks have
   been learned) → more new tasks; too hard (the proposer overshoots, or
   proposes nonsense) → more replays of tasks with known mid rates: it backs off.
 - the request: the proposer is asked for tasks of predicted success
-  p_req = clip(target + bias, 0.05, 0.95), bias ← bias + κ·(target − s̄_new)
-  (κ = 0.5; s̄_new: success on this round's new tasks). A proposer whose tasks
-  keep coming out too hard is asked for easier ones, and vice versa.
+  p_req = σ(logit(p_ff) + bias) within [0.2, 0.8], where p_ff makes the
+  batch's expected rate the target given the replayed tasks' predicted
+  success (feed-forward: n_new·p_ff + Σ p_replay = B·target), and
+  bias ← clip(bias + κ·(logit(target) −
+  logit(s̄)), ±3) (κ = 0.5; s̄ smoothed (passes + ½)/(n + 1)). A proposer whose tasks keep coming out too
+  hard is asked for easier ones, and vice versa; it is an integrator in logit
+  space because the error it corrects (the ratings lagging a learning solver)
+  grows in logits: with a bounded correction in probability space (±0.45,
+  the first version) the learning population's s̄ stayed 0.1 above target
+  (bench/selfplay.py, 5 seeds).
 - the examples: archive tasks whose predicted success under the current
   ratings (ratings.py) brackets p_req, shown with their measured rates; two
   just above and two just below when there are.
@@ -20,7 +30,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .ratings import Ratings, logit
+from .ratings import Ratings, logit, sigmoid
+
+BIAS_CAP = 3.0
 
 
 class ControllerConfig(BaseModel):
@@ -30,7 +42,7 @@ class ControllerConfig(BaseModel):
     kappa: float = Field(default=0.5, ge=0)
     c_start: float = Field(default=0.5, ge=0, le=1)
     c_min: float = Field(default=0.125, ge=0, le=1)
-    c_max: float = Field(default=1.0, ge=0, le=1)
+    c_max: float = Field(default=0.75, ge=0, le=1)
     examples: int = Field(default=4, ge=0)
 
 
@@ -44,8 +56,14 @@ class Controller:
     def target(self) -> float:
         return self.cfg.target
 
-    def request_success(self) -> float:
-        return min(0.95, max(0.05, self.cfg.target + self.bias))
+    def request_success(self, replayed: list[float] | None = None, new: int = 0) -> float:
+        """p_req: the target (feed-forward: what makes the batch's expected rate the target given the replayed
+        tasks' predicted success), moved by the bias, within [0.2, 0.8]."""
+        base = self.cfg.target
+        if replayed and new > 0:
+            base = (self.cfg.target * (new + len(replayed)) - sum(replayed)) / new
+        base = min(0.8, max(0.2, base))
+        return min(0.8, max(0.2, sigmoid(logit(base) + self.bias)))
 
     def plan(self, batch: int, replayable: int) -> tuple[int, int]:
         """(new, replayed) task counts for a batch: c of it new (at least one), the rest replayed if available."""
@@ -53,12 +71,13 @@ class Controller:
         replay = min(batch - new, replayable)
         return batch - replay, replay
 
-    def examples(self, candidates: list[tuple[str, str, dict]], ratings: Ratings) -> list[dict]:
-        """Up to `examples` archive tasks whose predicted success brackets p_req: (id, kind, info) in, dicts out.
-
-        `info` carries what the proposer is shown (statement, measured rate, meta); `predicted` is added.
+    def examples(self, candidates: list[tuple[str, str, dict]], ratings: Ratings,
+                 want: float | None = None) -> list[dict]:
+        """Up to `examples` archive tasks whose predicted success brackets `want` (default p_req): (id, kind,
+        info) in, dicts out. `info` carries what the proposer is shown (statement, measured rate, meta);
+        `predicted` is added.
         """
-        want = self.request_success()
+        want = self.request_success() if want is None else want
         above, below = [], []
         for task_id, kind, info in candidates:
             p = ratings.predict(task_id, kind)
@@ -74,13 +93,14 @@ class Controller:
         picked += rest[:self.cfg.examples - len(picked)]
         return sorted(picked, key=lambda x: -x["predicted"])
 
-    def update(self, s_bar: float | None, s_new: float | None) -> None:
-        """After a round: the mix from the batch rate, the request's bias from the new tasks' rate."""
+    def update(self, s_bar: float | None, new: tuple[int, int] | None) -> None:
+        """After a round: the mix from the batch rate, the request's bias from the new tasks' (passes, valid)."""
         cfg = self.cfg
         if s_bar is not None:
             self.c = min(cfg.c_max, max(cfg.c_min, self.c + cfg.eta * (s_bar - cfg.target)))
-        if s_new is not None:
-            self.bias = min(0.45, max(-0.45, self.bias + cfg.kappa * (cfg.target - s_new)))
+        if new is not None and new[1] > 0:
+            s_new = (new[0] + 0.5) / (new[1] + 1)
+            self.bias = min(BIAS_CAP, max(-BIAS_CAP, self.bias + cfg.kappa * (logit(cfg.target) - logit(s_new))))
 
     def state(self) -> dict:
         return {"c": self.c, "bias": self.bias, "config": self.cfg.model_dump()}

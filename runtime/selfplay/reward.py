@@ -107,9 +107,12 @@ def total_reward(base: float, *, excess: float, novelty: float, cluster_share: f
     return {"base": base, "length_factor": factor, "novelty": bonus, "repetition": cluster_share, "total": total}
 
 
-def batch_rewards(items: Sequence[dict], lengths: LengthStats, cfg: RewardConfig) -> list[dict]:
-    """Rewards of a measured batch; each item: passes, valid, kind, length, shingles, max_similarity."""
-    labels = clusters([frozenset(it.get("shingles") or ()) for it in items], cfg.cluster_similarity)
+def batch_rewards(items: Sequence[dict], lengths: LengthStats, cfg: RewardConfig,
+                  others: Sequence[Sequence[str]] = ()) -> list[dict]:
+    """Rewards of the new tasks of a measured batch; each item: passes, valid, kind, length, shingles,
+    max_similarity. `others`: the shingles of the rest of the batch (replayed tasks), which share clusters too."""
+    sets = [frozenset(it.get("shingles") or ()) for it in items] + [frozenset(o) for o in others]
+    labels = clusters(sets, cfg.cluster_similarity)
     sizes: dict[int, int] = defaultdict(int)
     for label in labels:
         sizes[label] += 1
@@ -117,7 +120,7 @@ def batch_rewards(items: Sequence[dict], lengths: LengthStats, cfg: RewardConfig
     for it, label in zip(items, labels):
         base = learnability(it["passes"], it["valid"])
         parts = total_reward(base, excess=lengths.excess(it["kind"], it["length"]),
-                             novelty=1.0 - it.get("max_similarity", 0.0), cluster_share=sizes[label] / len(items),
+                             novelty=1.0 - it.get("max_similarity", 0.0), cluster_share=sizes[label] / len(sets),
                              cfg=cfg)
         out.append(parts | {"cluster": label})
     return out
