@@ -1,6 +1,7 @@
 """A simulated solver population and scripted proposers for self-play tests and the benchmark (never real use).
 
-Population: a latent skill per topic (N(0,1) per seed), a logistic success
+Population: a latent skill per topic (N(level, 1), the level U(−1.5, 1.5) per
+seed: how strong the solver is is not known in advance), a logistic success
 model P(pass) = σ(skill_topic − δ) for a task of latent difficulty δ, and an
 attempt truncated (it hit the token budget) with probability
 σ((L − 250)/25) for a task of length L (statement words + code tokens; normal
@@ -20,9 +21,10 @@ duplicate proposals are caught (or not) as they would be. The sandboxed gates
 proposer sets: they are tested on the real python-functions domain.
 
 Proposers (`SimProposer`, scripted: no model):
-- `controlled`: picks one of the examples it is shown and writes a task of the
-  same topic with δ = δ_ex + logit(predicted_ex) − logit(requested) + noise
-  (σ 0.4; as a model would: "like this one, a bit harder");
+- `controlled`: picks the topic of one of the examples it is shown and writes
+  a task of that topic with δ = mean over the topic's examples of
+  δ_ex + logit(predicted_ex) − logit(requested), + noise (σ 0.4; as a model
+  would: "like these, a bit harder");
 - `fixed`: δ = 0 (fixed difficulty), a random topic;
 - `random`: δ ~ U(−3, 3), a random topic;
 - `reference`: AZR-style, δ = δ_ex + noise of a random example (shown without
@@ -77,7 +79,8 @@ class Population:
         assert kind in ("static", "learning", "drifting"), kind
         self.kind, self.lr, self.drift, self.always_truncate = kind, lr, drift, always_truncate
         self.rng = random.Random(f"population:{kind}:{seed}")
-        self.skill = {t: self.rng.gauss(0.0, 1.0) for t in topics}
+        self.level = self.rng.uniform(-1.5, 1.5)  # the solver's level is not known in advance
+        self.skill = {t: self.level + self.rng.gauss(0.0, 1.0) for t in topics}
         self.attempts = 0
 
     def p_success(self, topic: str, delta: float) -> float:
@@ -236,9 +239,14 @@ class SimProposer:
                 return rng.choice(TOPICS), rng.uniform(-3.0, 3.0)
             return rng.choice(TOPICS), rng.gauss(0.0, 1.5)
         ex = rng.choice(examples)
-        topic, delta = ex["meta"].get("topic", ex.get("kind")), float(ex["meta"]["delta"])
-        if self.mode == "controlled" and ex.get("predicted") is not None:
-            delta += logit(ex["predicted"]) - logit(request.target)
+        topic = ex["meta"].get("topic", ex.get("kind"))
+        if self.mode == "controlled":  # every example of the topic, each moved to the requested rate, averaged
+            same = [e for e in examples if e["meta"].get("topic", e.get("kind")) == topic
+                    and e.get("predicted") is not None]
+            delta = sum(float(e["meta"]["delta"]) + logit(e["predicted"]) - logit(request.target)
+                        for e in same) / len(same) if same else float(ex["meta"]["delta"])
+        else:
+            delta = float(ex["meta"]["delta"])
         return topic, delta + rng.gauss(0.0, self.noise)
 
     def _valid(self, request: ProposalRequest) -> dict:

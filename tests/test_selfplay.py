@@ -301,8 +301,7 @@ def test_examples_bracket_the_requested_success():
     r = Ratings()
     for tid, passes in (("a", 1), ("b", 3), ("c", 5), ("d", 7), ("e", 8)):
         r.observe(tid, "k", passes, 8)
-    ctl = Controller(ControllerConfig(examples=2))
-    shown = ctl.examples([(t, "k", {"statement": t}) for t in "abcde"], r)
+    shown = Controller(ControllerConfig(examples=2)).examples([(t, "k", {"statement": t}) for t in "abcde"], r)
     assert [x["id"] for x in shown] == ["c", "b"]  # one just above 0.5, one just below
     assert shown[0]["predicted"] > 0.5 > shown[1]["predicted"]
 
@@ -333,3 +332,181 @@ def test_replay_admits_by_score_samples_by_rank_and_staleness_and_evicts_extreme
     assert not buf.reestimate("mid", 0, 8, 8)
     assert buf.reestimate("mid", 0, 8, 9) and "mid" not in buf  # two in a row at 0 or n: evicted
     assert ReplayBuffer.from_state(json.loads(json.dumps(buf.state()))).state() == buf.state()
+
+
+# -- the engine ------------------------------------------------------------------------------------
+
+import asyncio  # noqa: E402
+import csv  # noqa: E402
+
+from selfplay_sim import (Population, ScriptedProposer, ScriptedSolver, SimDomain, SimProposer,  # noqa: E402
+                          SimSolver, function_task, sim_engine_parts)
+
+from loopwright.runtime.selfplay.engine import Engine, SelfPlayConfig  # noqa: E402
+from loopwright.runtime.selfplay.report import load_rounds, rounds_to_band, summary, write_report  # noqa: E402
+
+DEVOWEL = function_task("devowel", "Return s without its vowels (aeiou, either case).",
+                        "def devowel(s):\n    return ''.join(c for c in s if c.lower() not in 'aeiou')\n",
+                        "def test_it():\n    assert devowel('banana') == 'bnn'\n    assert devowel('') == ''\n"
+                        "    assert devowel('AEx') == 'x'\n", "strings")
+SQUARES = function_task("squares", "Return the squares of the even numbers in xs, in order.",
+                        "def squares(xs):\n    return [x * x for x in xs if x % 2 == 0]\n",
+                        "def test_it():\n    assert squares([1, 2, 3, 4]) == [4, 16]\n    assert squares([]) == []\n"
+                        "    assert squares([5]) == []\n", "lists")
+
+
+def run(engine: Engine, rounds: int) -> list[dict]:
+    return asyncio.run(engine.run(rounds))
+
+
+def test_a_round_gates_measures_rewards_and_stores_its_report(tmp_path):
+    rle = rle_proposal().model_dump()
+    bad = [
+        "not json at all",
+        rle | {"reference": RLE.replace("+ 1", "+ 2")},  # fails its own tests
+        rle | {"tests": "def test_it():\n    assert rle('') == []\n"},  # trivial
+        rle | {"tests": "import random\n" + RLE_TESTS},  # banned
+    ]
+    dup = rle | {"statement": RLE_STATEMENT + "   "}  # checked after rle entered the archive
+    proposer = ScriptedProposer([[*bad, rle, DEVOWEL, SQUARES, dup], [SQUARES]])
+    solver = ScriptedSolver({"rle": 4, "devowel": 8, "squares": 0})
+    cfg = SelfPlayConfig(batch=3, heldout_size=0, proposer_calls=2)
+    engine = Engine(PythonFunctions(GateConfig(time_limit=2.0, trivial_limit=0.5)), proposer, solver, cfg,
+                    folder=tmp_path / "sp")
+    [r] = run(engine, 1)
+    assert r["proposals"] == 8 and r["accepted"] == 3 and r["replayed"] == 0
+    assert r["rejected"] == {"unparseable": 1, "banned_api": 1, "reference_fails": 1, "trivial": 1, "duplicate": 1}
+    assert r["s_bar"] == pytest.approx(12 / 24) and r["gap"] == pytest.approx(0.0)
+    assert r["wasted"] == 16 and r["wasted_share"] == pytest.approx(16 / 24)  # devowel at k, squares at 0
+    assert r["histogram"]["0"] == 1 and r["histogram"]["1"] == 1 and r["histogram"]["(.4,.6]"] == 1
+    rows = [json.loads(x) for x in (tmp_path / "sp" / "measurements.jsonl").read_text().splitlines()]
+    rewards = {row["task"]: row["reward"] for row in rows}
+    by_name = {t.payload["function"]: t.id for t in engine.archive.tasks}
+    assert rewards[by_name["devowel"]] == 0 and rewards[by_name["squares"]] == 0
+    assert rewards[by_name["rle"]] > 0.5  # p̂ = 0.5: 1, less its cluster share, plus novelty
+    assert list(engine.buffer.entries) == [by_name["rle"]]  # only a task with something to teach is replayed
+    assert len(engine.archive) == 3 and (tmp_path / "sp" / "state.json").exists()
+    assert "about 50%" in proposer.prompts[0]
+    again = Engine(PythonFunctions(), ScriptedProposer([]), solver, cfg, folder=tmp_path / "sp")
+    assert again.round_no == 1 and len(again.archive) == 3 and len(again.buffer) == 1  # state survives
+
+
+def test_a_solver_that_always_times_out_makes_every_task_length_hard(tmp_path):
+    proposer = ScriptedProposer([[DEVOWEL, SQUARES]])
+    engine = Engine(PythonFunctions(), proposer, ScriptedSolver(truncate=True),
+                    SelfPlayConfig(batch=2, heldout_size=0, proposer_calls=1, patience=2), folder=tmp_path / "sp")
+    records = run(engine, 5)
+    assert records[0]["rejected"] == {"length_hard": 2} and records[0]["accepted"] == 0
+    assert records[0]["s_bar"] is None and records[0]["wasted_share"] == 1.0
+    assert len(records) == 2 and "rounds in a row" in engine.stopped  # nothing worth solving: it stops
+    assert not engine.buffer.entries and engine.ratings.b == {}
+
+
+def test_a_proposer_of_impossible_tasks_makes_the_controller_back_off_and_stop():
+    domain, _, solver = sim_engine_parts("static", 0)
+    proposer = SimProposer("controlled", 0, bad={}, impossible=True)
+    engine = Engine(domain, proposer, solver, SelfPlayConfig(patience=6, heldout_size=0))
+    records = run(engine, 100)
+    assert len(records) == 6 and all(r["reward_mean"] == 0 for r in records)
+    assert "without a new task worth solving" in engine.stopped
+    assert engine.controller.c == engine.cfg.controller.c_min
+    assert records[-1]["requested_success"] > records[0]["requested_success"]  # asks for easier tasks
+    assert len(proposer.requests) <= 6 * engine.cfg.proposer_calls
+
+
+def test_padded_and_duplicate_proposals_never_get_through_in_simulation():
+    domain, proposer, solver = sim_engine_parts("learning", 1, bad={"padded": 0.2, "duplicate": 0.2})
+    engine = Engine(domain, proposer, solver, SelfPlayConfig(seed=1))
+    records = run(engine, 25)
+    assert proposer.emitted["padded"] > 10 and proposer.emitted["duplicate"] > 10
+    assert sum(r["bad_accepted"] for r in records) == 0
+    rejected = summary(records)["rejected"]
+    assert rejected.get("padded", 0) + rejected.get("duplicate", 0) >= proposer.emitted["padded"] + \
+        proposer.emitted["duplicate"]
+
+
+def test_the_controller_converges_on_a_simulated_population():
+    """Static and learning populations: s̄ stays near the target, and fewer attempts are wasted than with tasks of
+    random difficulty (the bench measures this over 5 seeds, three populations and three baselines)."""
+    for population in ("static", "learning"):
+        gaps, wasted = [], {}
+        for mode in ("controlled", "random"):
+            domain, proposer, solver = sim_engine_parts(population, 3, mode)
+            flags = {} if mode == "controlled" else {"replay": False, "examples": "none", "control": False}
+            records = run(Engine(domain, proposer, solver, SelfPlayConfig(seed=3, **flags)), 40)
+            s = summary(records, lo=10, hi=40)
+            wasted[mode] = s["wasted_share"]
+            if mode == "controlled":
+                gaps.append(s["mean_gap"])
+                assert s["rounds_to_band"] is not None and s["rounds_to_band"] <= 15
+        assert gaps[0] < 0.15, (population, gaps)  # the floor for 8 x 8 attempts a round is ~0.05
+        assert wasted["controlled"] < wasted["random"], (population, wasted)
+
+
+def test_heldout_tasks_are_set_aside_and_measured_without_learning():
+    population = Population("learning", 2)
+    engine = Engine(SimDomain(), SimProposer("controlled", 2, bad={}), SimSolver(population),
+                    SelfPlayConfig(heldout_size=3, heldout_stride=2, heldout_every=3, seed=2))
+    records = run(engine, 6)
+    held = engine.heldout()
+    assert len(held) == 3 and all(t.id not in engine.buffer for t in held)
+    assert not {t.id for t in held} & set(engine.measured)  # never practised (never in a batch)
+    assert [r["heldout"] is not None for r in records] == [False, False, True, False, False, True]
+    before = population.attempts
+    asyncio.run(engine._measure(held, learn=False))
+    assert population.attempts == before  # measuring held-out tasks teaches nothing
+
+
+def test_the_budget_stops_the_run(tmp_path):
+    proposer = ScriptedProposer([[DEVOWEL], [SQUARES], [rle_proposal().model_dump()]])
+    engine = Engine(PythonFunctions(), proposer, ScriptedSolver({"devowel": 4, "squares": 4}),
+                    SelfPlayConfig(batch=1, heldout_size=0, budget_usd=0.05, proposer_calls=1))
+    records = run(engine, 3)
+    assert len(records) == 1 and engine.stopped.startswith("budget spent")  # 8 attempts x $0.01
+
+
+def test_rounds_to_band_needs_three_rounds_in_a_row():
+    rs = [{"round": i + 1, "s_bar": s} for i, s in enumerate([0.1, 0.45, 0.55, 0.9, 0.5, 0.52, 0.41, 0.7])]
+    assert rounds_to_band(rs, 0.5) == 5
+    assert rounds_to_band(rs[:6], 0.5) is None
+
+
+def test_report_files_and_the_cli_say_simulation(tmp_path, capsys):
+    import argparse
+
+    from loopwright.runtime.selfplay.commands import add_parsers
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+
+    def add(name, func, help, json_flag=True):
+        sp = sub.add_parser(name, help=help)
+        sp.set_defaults(func=func)
+        if json_flag:
+            sp.add_argument("--json", action="store_true")
+        return sp
+
+    add_parsers(sub, add)
+    folder = tmp_path / "sim"
+
+    def cli(*argv: str) -> tuple[int, str]:
+        args = parser.parse_args(list(argv))
+        code = args.func(args)
+        return code, capsys.readouterr().out
+
+    code, out = cli("selfplay", "--simulate", "static", "--rounds", "12", "--dir", str(folder))
+    assert code == 0 and out.startswith("SIMULATION") and "round  12 [simulation]" in out
+    assert "mean abs(s̄ − target) over rounds 10-50" in out
+    code, out = cli("selfplay", "report", "--dir", str(folder), "--out", str(tmp_path / "out"))
+    assert code == 0 and out.startswith("SIMULATION") and "| 12 |" in out
+    data = json.loads((tmp_path / "out" / "history.json").read_text())
+    assert data["meta"]["simulated"] and len(data["rounds"]) == 12 and data["summary"]["rounds"] == 12
+    with (tmp_path / "out" / "rounds.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12 and {"s_bar", "gap", "wasted_share", "rejected_padded", "hist_0"} <= set(rows[0])
+    assert "SIMULATION" in (tmp_path / "out" / "report.md").read_text()
+    code, out = cli("selfplay", "report", "--dir", str(folder), "--json")
+    assert code == 0 and json.loads(out)["summary"]["simulated"] is True
+    assert len(load_rounds(folder)) == 12 == len(write_report(folder)["rounds"])
+    code, _ = cli("selfplay", "--simulate", "--rounds", "2", "--dir", str(folder), "--target", "1.5")
+    assert code == 2

@@ -43,7 +43,7 @@ class ControllerConfig(BaseModel):
     c_start: float = Field(default=0.5, ge=0, le=1)
     c_min: float = Field(default=0.125, ge=0, le=1)
     c_max: float = Field(default=0.75, ge=0, le=1)
-    examples: int = Field(default=4, ge=0)
+    examples: int = Field(default=8, ge=0)
 
 
 class Controller:

@@ -1,0 +1,144 @@
+"""`loopwright selfplay`: play rounds of self-play in a domain, or print the history (`selfplay report`).
+
+    loopwright selfplay --domain python-functions --rounds 20 --k 8 --target 0.5 [--budget-usd 5]
+    loopwright selfplay --simulate [static|learning|drifting] --rounds 50    # no model: a SIMULATION
+    loopwright selfplay report [--domain D | --simulate P] [--out DIR]     # history.json, rounds.csv, report.md
+
+State and history live in `.loopwright/selfplay/<domain>/` (simulations in
+`.loopwright/selfplay/simulate-<population>/`, so they never mix with real
+play); outside a project, `--dir` says where (a simulation defaults to a
+temporary folder). The simulated population and scripted proposer come from
+bench/selfplay_sim.py and run only under `--simulate`; everything they print
+says SIMULATION.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+POPULATIONS = ("static", "learning", "drifting")
+
+
+class SelfPlayError(Exception):
+    """A self-play command that cannot run as asked (said in one line)."""
+
+
+def _folder(args: argparse.Namespace, name: str) -> Path:
+    if args.dir:
+        return Path(args.dir)
+    from ..project import DIR, _top
+
+    try:
+        root = _top(Path.cwd())
+    except Exception:  # noqa: BLE001 — not inside a git repository
+        root = None
+    if root is not None and (root / DIR).is_dir():
+        return root / DIR / "selfplay" / name
+    if args.simulate:
+        return Path(tempfile.mkdtemp(prefix=f"loopwright-selfplay-{name}-"))
+    raise SelfPlayError("not inside a loopwright project (run `loopwright init`), and no --dir given")
+
+
+def _config(args: argparse.Namespace):
+    from .controller import ControllerConfig
+    from .engine import SelfPlayConfig
+
+    if not 0 < args.target < 1:
+        raise SelfPlayError(f"--target must be between 0 and 1 (got {args.target})")
+    if args.k < 1 or args.batch < 1 or args.rounds < 1:
+        raise SelfPlayError("--k, --batch and --rounds must be at least 1")
+    return SelfPlayConfig(k=args.k, batch=args.batch, budget_usd=args.budget_usd, seed=args.seed,
+                          controller=ControllerConfig(target=args.target))
+
+
+def cmd_selfplay(args: argparse.Namespace) -> int:
+    quiet = getattr(args, "json", False)
+    say = (lambda s: None) if quiet else (lambda s: print(s, flush=True))
+    try:
+        if args.action == "report":
+            return _report(args, quiet)
+        return _play(args, quiet, say)
+    except SelfPlayError as e:
+        print(f"loopwright: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _name(args: argparse.Namespace) -> str:
+    return f"simulate-{args.simulate}" if args.simulate else args.domain
+
+
+def _play(args: argparse.Namespace, quiet: bool, say) -> int:
+    from .engine import Engine
+    from .report import SIMULATION_BANNER, summary, summary_lines, write_report
+
+    cfg = _config(args)
+    folder = _folder(args, _name(args))
+    if args.simulate:
+        from ...bench.selfplay_sim import Population, SimDomain, SimProposer, SimSolver
+
+        say(f"{SIMULATION_BANNER}: population {args.simulate}, seed {args.seed}; state in {folder}")
+        engine = Engine(SimDomain(), SimProposer("controlled", args.seed),
+                        SimSolver(Population(args.simulate, args.seed)), cfg, folder=folder, simulated=True, say=say)
+    else:
+        from .real import build
+
+        domain, proposer, solver, project = build(args, cfg)
+        say(f"self-play {domain.name}: {args.rounds} round(s), batch {cfg.batch}, k {cfg.k}, target "
+            f"{cfg.controller.target}; {project.config.provider}/{project.config.model}; state in {folder}")
+        engine = Engine(domain, proposer, solver, cfg, folder=folder, say=say)
+    rounds = asyncio.run(engine.run(args.rounds))
+    data = write_report(folder)
+    if quiet:
+        print(json.dumps({"meta": data["meta"], "summary": summary(rounds), "played": len(rounds),
+                          "stopped": engine.stopped, "paths": data["paths"]}, indent=2, default=str))
+    else:
+        for line in summary_lines(summary(rounds)):
+            say(line)
+        say(f"report: {data['paths']['report']}")
+    return 0
+
+
+def _report(args: argparse.Namespace, quiet: bool) -> int:
+    from .report import SIMULATION_BANNER, history_table, summary_lines, write_report
+
+    folder = _folder(args, _name(args)) if (args.dir or args.simulate or args.domain) else None
+    if folder is None or not (folder / "rounds.jsonl").exists():
+        raise SelfPlayError(f"no self-play history in {folder} (play rounds first: `loopwright selfplay "
+                            f"--domain {args.domain}`)")
+    data = write_report(folder, Path(args.out) if args.out else None)
+    if quiet:
+        print(json.dumps(data, indent=2, default=str))
+        return 0
+    if data["meta"]["simulated"]:
+        print(SIMULATION_BANNER)
+    for line in summary_lines(data["summary"]):
+        print(line)
+    print(history_table(data["rounds"]))
+    print(f"files: {data['paths']['json']}, {data['paths']['csv']}, {data['paths']['report']}")
+    return 0
+
+
+def add_parsers(sub, add) -> None:
+    """Register `selfplay` on the main parser (`add(name, func, help)` makes a subparser with --json)."""
+    sp = add("selfplay", cmd_selfplay, "self-play: a proposer writes verifiable tasks for a solver near a target "
+                                       "success rate; `selfplay report` prints the history")
+    sp.add_argument("action", nargs="?", choices=["play", "report"], default="play",
+                    help="play rounds (default) or report the history")
+    sp.add_argument("--domain", default="python-functions", help="python-functions (default) or repo")
+    sp.add_argument("--rounds", type=int, default=10)
+    sp.add_argument("--k", type=int, default=8, help="solver attempts per task (default 8)")
+    sp.add_argument("--target", type=float, default=0.5, help="target batch success rate (default 0.5)")
+    sp.add_argument("--batch", type=int, default=8, help="tasks per round, new plus replayed (default 8)")
+    sp.add_argument("--budget-usd", dest="budget_usd", type=float, help="stop when this much is spent")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--simulate", nargs="?", const="learning", choices=POPULATIONS,
+                    help="run a SIMULATION (simulated solver population, scripted proposer; no model)")
+    sp.add_argument("--dir", help="the state folder (default .loopwright/selfplay/<domain>/)")
+    sp.add_argument("--out", metavar="DIR", help="report: where history.json, rounds.csv, report.md go")
+    sp.add_argument("--provider", help="the model for proposer and solver (default: the project's)")
+    sp.add_argument("--model")
