@@ -63,6 +63,15 @@ def cli(capsys, monkeypatch) -> CLI:
 
 
 @pytest.fixture
+def project(repo):
+    """The repo fixture, initialised, opened as a project."""
+    from loopwright.runtime.project import init_project, open_project
+
+    init_project(repo)
+    return open_project(repo)
+
+
+@pytest.fixture
 def daemon(repo, tmp_path):
     """Start `loopwright serve` in the repo (killed at the end of the test if still running)."""
     started: list[DaemonProcess] = []

@@ -121,3 +121,19 @@ def until(condition, what: str, timeout: float = 30.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+class MemoryPad:
+    """A scratch pad held in memory, for tool contexts built by hand."""
+
+    def __init__(self):
+        self.text = ""
+
+    def read(self) -> str:
+        return self.text
+
+    def append(self, text: str) -> None:
+        self.text = f"{self.text}\n{text}" if self.text else text
+
+    def replace(self, text: str) -> None:
+        self.text = text

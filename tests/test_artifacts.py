@@ -5,32 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
+from support import MemoryPad
 from loopwright.harness.messages import ToolCall
 from loopwright.harness.tools import Toolbox, ToolContext
 from loopwright.memory import artifacts
-from loopwright.memory.artifacts import ArtifactError, ArtifactTool, add_parsers, list_artifacts, register
+from loopwright.memory.artifacts import (
+    ArtifactError,
+    ArtifactTool,
+    list_artifacts,
+    register,
+)
 from loopwright.memory.run import RunMemory
-from loopwright.runtime.cli import USER_ERRORS, Parser, UsageError
-from loopwright.runtime.project import init_project, open_project
-
-
-class Pad:
-    def read(self) -> str:
-        return ""
-
-    def append(self, text: str) -> None: ...
-
-    def replace(self, text: str) -> None: ...
-
-
-@pytest.fixture
-def project(repo):
-    init_project(repo)
-    return open_project(repo)
 
 
 def new_run(project, run_id: str) -> Path:
@@ -46,7 +34,7 @@ def new_run(project, run_id: str) -> Path:
 def tool_ctx(project, run_id: str, wt: Path, memory: bool = True) -> ToolContext:
     mem = RunMemory(store=project.store, run_id=run_id, task_id=project.store.run(run_id).task_id,
                     artifacts_root=project.dir / "artifacts")
-    return ToolContext(worktree=wt, scratchpad=Pad(), memory=mem if memory else None)
+    return ToolContext(worktree=wt, scratchpad=MemoryPad(), memory=mem if memory else None)
 
 
 def call(ctx: ToolContext, **arguments):
@@ -55,36 +43,6 @@ def call(ctx: ToolContext, **arguments):
 
 def rows(project) -> int:
     return project.store.conn.execute("SELECT count(*) FROM artifacts").fetchone()[0]
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    """`loopwright artifacts …` through a parser with only this module's commands, and the CLI's error handling."""
-
-    def run(cwd: Path, *argv: str) -> tuple[int, str, str]:
-        monkeypatch.chdir(cwd)
-        p = Parser(prog="loopwright")
-        sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-
-        def add(name: str, func, help: str, json_flag: bool = True) -> Parser:
-            sp = sub.add_parser(name, help=help, description=help)
-            sp.set_defaults(func=func)
-            if json_flag:
-                sp.add_argument("--json", action="store_true")
-            return sp
-
-        add_parsers(sub, add)
-        capsys.readouterr()
-        try:
-            args = p.parse_args([str(a) for a in argv])
-            code = args.func(args)
-        except (UsageError, ArtifactError, *USER_ERRORS) as e:
-            print(f"loopwright: error: {e}", file=sys.stderr)
-            code = 2
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 # -- the tool ----------------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from support import git
 
-from loopwright.runtime.cli import Parser
-from loopwright.runtime.evaluate import (ARMS, Row, add_parsers, bootstrap, load_suite, mean_difference,
+from loopwright.runtime.cli import main
+from loopwright.runtime.evaluate import (ARMS, Row, bootstrap, load_suite, mean_difference,
                                          memory_knobs, summarize)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "eval-suite"
@@ -64,21 +64,10 @@ def suite(tmp_path) -> Path:
 
 
 def run_cli(monkeypatch, capsys, cwd: Path, *args: str) -> tuple[int, str, str]:
-    """`loopwright eval ...` through the parser our add_parsers registers (the one the main CLI uses)."""
-    p = Parser(prog="loopwright")
-    sub = p.add_subparsers(dest="command", parser_class=Parser)
-
-    def add(name, func, help, json_flag=True):
-        sp = sub.add_parser(name, help=help)
-        sp.set_defaults(func=func)
-        if json_flag:
-            sp.add_argument("--json", action="store_true")
-        return sp
-
-    add_parsers(sub, add)
+    """`loopwright eval ...` through the CLI's own entry point."""
     monkeypatch.chdir(cwd)
     capsys.readouterr()
-    code = (a := p.parse_args(["eval", *map(str, args)])).func(a)
+    code = main(["eval", *map(str, args)])
     out, err = capsys.readouterr()
     return code, out, err
 

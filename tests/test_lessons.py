@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import sys
 import threading
 from pathlib import Path
 
 import pytest
+from support import MemoryPad
 from loopwright.harness.messages import ToolCall
 from loopwright.harness.tools import Toolbox, ToolContext
-from loopwright.memory.lesson_commands import add_parsers
 from loopwright.memory.lessons import MAX_TEXT, SECTION_HEADER, LessonError, Lessons, lesson_tokens, similarity
 from loopwright.memory.run import RunMemory
 from loopwright.memory.store import SCHEMA_VERSION, Store, StoreError
 from loopwright.memory.tools import MEMORY_TOOLS, Recall, Remember
+from loopwright.runtime.cli import main
 from loopwright.runtime.config import MemoryConfig
-from loopwright.runtime.cli import USER_ERRORS
-from loopwright.runtime.project import init_project, open_project
 
 
 @pytest.fixture
@@ -412,26 +409,11 @@ def test_the_store_refuses_a_newer_global_schema_with_store_error(tmp_path):
 # -- tools ---------------------------------------------------------------------------------------------------
 
 
-class Pad:
-    def read(self) -> str:
-        return ""
-
-    def append(self, text: str) -> None: ...
-
-    def replace(self, text: str) -> None: ...
-
-
-@pytest.fixture
-def project(repo):
-    init_project(repo)
-    return open_project(repo)
-
-
 def tool_ctx(project, lessons: Lessons | None, memory: bool = True) -> ToolContext:
     task = project.store.create_task("make the tests pass")
     mem = RunMemory(store=project.store, run_id="run1", task_id=task.id, artifacts_root=project.dir / "artifacts",
                     lessons=lessons)
-    return ToolContext(worktree=project.root, scratchpad=Pad(), memory=mem if memory else None)
+    return ToolContext(worktree=project.root, scratchpad=MemoryPad(), memory=mem if memory else None)
 
 
 def call(ctx: ToolContext, name: str, **arguments):
@@ -480,25 +462,9 @@ def test_tool_specs():
 
 
 def lessons_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    """`loopwright lessons ...` through add_parsers on a parser shaped like runtime/cli.py's."""
-    parser = argparse.ArgumentParser(prog="loopwright")
-    sub = parser.add_subparsers(dest="command")
-
-    def add(name: str, func, help: str, json_flag: bool = True):
-        sp = sub.add_parser(name, help=help)
-        sp.set_defaults(func=func)
-        if json_flag:
-            sp.add_argument("--json", action="store_true")
-        return sp
-
-    add_parsers(sub, add)
+    """`loopwright lessons ...` through the CLI's own entry point, in the current folder."""
     capsys.readouterr()
-    args = parser.parse_args(["lessons", *argv])
-    try:
-        code = args.func(args)
-    except (*USER_ERRORS, LessonError) as e:  # as runtime/cli.py's main() does
-        print(f"loopwright: error: {e}", file=sys.stderr)
-        code = 2
+    code = main(["lessons", *argv])
     out, err = capsys.readouterr()
     return code, out, err
 

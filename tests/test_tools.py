@@ -10,22 +10,9 @@ import time
 import tracemalloc
 
 import pytest
+from support import MemoryPad
 from loopwright.harness.messages import ToolCall
 from loopwright.harness.tools import Tool, Toolbox, ToolContext, run_command
-
-
-class Pad:
-    def __init__(self):
-        self.text = ""
-
-    def read(self) -> str:
-        return self.text
-
-    def append(self, text: str) -> None:
-        self.text = f"{self.text}\n{text}" if self.text else text
-
-    def replace(self, text: str) -> None:
-        self.text = text
 
 
 @pytest.fixture
@@ -33,7 +20,7 @@ def ctx(tmp_path) -> ToolContext:
     wt = tmp_path / "wt"
     wt.mkdir()
     (wt / "a.py").write_text("one\ntwo\nthree\ntwo\n")
-    return ToolContext(worktree=wt, scratchpad=Pad(), env={"LOOPWRIGHT_RUN_ID": "r1"}, output_cap=2000)
+    return ToolContext(worktree=wt, scratchpad=MemoryPad(), env={"LOOPWRIGHT_RUN_ID": "r1"}, output_cap=2000)
 
 
 def run(ctx: ToolContext, name: str, parse_error: str | None = None, **arguments):
