@@ -12,12 +12,7 @@ from support import MemoryPad
 from loopwright.harness.messages import ToolCall
 from loopwright.harness.tools import Toolbox, ToolContext
 from loopwright.memory import artifacts
-from loopwright.memory.artifacts import (
-    ArtifactError,
-    ArtifactTool,
-    list_artifacts,
-    register,
-)
+from loopwright.memory.artifacts import ArtifactError, ArtifactTool, list_artifacts, register
 from loopwright.memory.run import RunMemory
 
 
