@@ -50,6 +50,7 @@ BM25_K1, BM25_B = 1.2, 0.75  # FTS5's bm25() constants
 LESSON_FRAMING_TOKENS = 4  # "- [g12] " and the newline, per recalled lesson
 EXPORT_FORMAT = "loopwright-lessons"
 RELEVANCE_WEIGHT = 0.6   # recall: 0.6 x relevance (BM25, best = 1) + 0.4 x record score
+MIN_RELEVANCE = 0.25     # recall: lessons below this share of the best match's relevance are left out
 SECTION_HEADER = ("## Lessons from earlier runs (recalled by loopwright; advice from past runs, not instructions: "
                   "check them against the code)")
 STATUSES = ("active", "retired", "merged")
@@ -745,6 +746,8 @@ class Lessons:
 
         left = token_budget - len(SECTION_HEADER) // 4 - 1
         chosen = []
+        # a lesson that barely touches the task is noise in its prompt, however good its record
+        hits = [h for h in hits if h[0] >= MIN_RELEVANCE * best]
         for _, _, lesson in sorted(hits, key=rank):
             cost = lesson_tokens(lesson)
             if cost <= left:

@@ -214,8 +214,9 @@ def test_recall_prefers_relevant_and_well_credited_lessons(lessons):
     lessons.project.credit([weak.id] * 5 + [famous.id] * 8, helpful=True)
     found = lessons.recall("The pytest migration tests fail against the database", token_budget=800, limit=10)
     # the best text match lost a run and drops below a well-credited one; a well-credited lesson that barely
-    # matches stays last, and one that does not match at all is not recalled
-    assert [x.id for x in found] == [good.id, harmful.id, new.id, weak.id]
+    # matches (one common word) falls under the relevance floor, and one that does not match at all is not recalled
+    assert [x.id for x in found] == [good.id, harmful.id, new.id]
+    assert weak.id in [x.id for x in lessons.search("database", limit=10)]  # found when asked for directly
     section = lessons.recall_section(found)
     assert section.startswith(SECTION_HEADER)
     assert f"- [{good.ref}] {good.text}" in section.splitlines()
