@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -510,3 +511,69 @@ def test_report_files_and_the_cli_say_simulation(tmp_path, capsys):
     assert len(load_rounds(folder)) == 12 == len(write_report(folder)["rounds"])
     code, _ = cli("selfplay", "--simulate", "--rounds", "2", "--dir", str(folder), "--target", "1.5")
     assert code == 2
+
+
+# -- the real solver: k loopwright runs through the Runner, the hidden tests outside the worktree ------
+
+from support import call, git, turn, write_script  # noqa: E402
+
+from loopwright.runtime.project import open_project  # noqa: E402
+from loopwright.runtime.selfplay.real import ModelProposer, RunnerSolver  # noqa: E402
+
+GOOD_DEVOWEL = "def devowel(s):\n    return ''.join(c for c in s if c.lower() not in 'aeiou')\n"
+
+
+def devowel_task():
+    v = PythonFunctions().validate(FunctionProposal(**DEVOWEL), Archive())
+    assert v.ok, v.detail
+    return v.task
+
+
+def scripted_project(repo, tmp_path, solution: str, *, extra: list[dict] | None = None):
+    script = write_script(tmp_path / "solver.json", [
+        turn(call("write_file", path="solution.py", content=solution)),
+        turn(call("finish", summary="implemented"), expect="solution.py"),
+        *(extra or [])])
+    return open_project(repo, create=True, overrides={"provider": "scripted", "script": str(script)})
+
+
+def test_real_attempts_pass_through_the_runner_and_leave_nothing_behind(repo, tmp_path):
+    project = scripted_project(repo, tmp_path, GOOD_DEVOWEL)
+    solver = RunnerSolver(project, budget_tokens=100_000, parallel=2)
+    attempts = asyncio.run(solver.attempts(PythonFunctions(), devowel_task(), 2))
+    assert [(a.passed, a.truncated) for a in attempts] == [(True, False), (True, False)]
+    runs = [project.store.run(a.run_id) for a in attempts]
+    assert all(r.status == "succeeded" and r.merge_commit is None for r in runs)
+    for r in runs:
+        task = project.store.task(r.task_id)
+        assert task.options["on_success"] == "keep" and task.options["selfplay"]["domain"] == "python-functions"
+        assert str(repo) not in task.check_cmd and "task.json" in task.check_cmd  # the hidden tests live outside
+        assert not Path(r.worktree).exists()  # worktree and branch removed after measuring
+        assert r.branch not in git(repo, "branch", "--list")
+        assert "assert devowel" not in task.goal  # the solver never sees the tests
+    assert not (repo / "solution.py").exists()  # nothing merged into main
+
+
+def test_a_wrong_solution_fails_and_a_spent_budget_is_truncated(repo, tmp_path):
+    project = scripted_project(repo, tmp_path, "def devowel(s):\n    return s\n")
+    [wrong] = asyncio.run(RunnerSolver(project).attempts(PythonFunctions(), devowel_task(), 1))
+    assert not wrong.passed and not wrong.truncated
+    checks = project.store.events(wrong.run_id, types=("check_ran",))
+    assert checks and "hidden tests: 0 of 1 passed" in checks[-1][2].output_tail
+    assert "assert" not in checks[-1][2].output_tail  # the feedback does not leak the tests
+    [cut] = asyncio.run(RunnerSolver(project, budget_tokens=10).attempts(PythonFunctions(), devowel_task(), 1))
+    assert cut.truncated and not cut.passed
+
+
+def test_a_round_with_a_model_proposer_and_runner_solver(repo, tmp_path):
+    from loopwright.harness.script import Script, ScriptTurn
+    from loopwright.harness.scripted import ScriptedModel
+
+    project = scripted_project(repo, tmp_path, GOOD_DEVOWEL)
+    reply = json.dumps({"tasks": [DEVOWEL]})
+    proposer = ModelProposer(project.config, lambda: ScriptedModel(Script(turns=[ScriptTurn(text=reply)])))
+    engine = Engine(PythonFunctions(), proposer, RunnerSolver(project),
+                    SelfPlayConfig(k=2, batch=1, heldout_size=0, proposer_calls=1), folder=project.dir / "selfplay" / "pf")
+    [r] = run(engine, 1)
+    assert r["accepted"] == 1 and r["s_bar"] == 1.0 and r["wasted"] == 2 and proposer.calls == 1
+    assert (project.dir / "selfplay" / "pf" / "rounds.jsonl").exists()

@@ -124,6 +124,11 @@ class Domain(ABC):
     def verify(self, task: PracticeTask, workdir: Path) -> tuple[bool, str]:
         """Whether the solution in `workdir` is right (the hidden tests decide), with a short detail."""
 
+    def check_command(self, task: PracticeTask, folder: Path) -> str:
+        """The solver's acceptance check (run in its worktree): writes what it needs into `folder`, which is
+        outside the worktree, and returns the command."""
+        raise NotImplementedError(f"the {self.name} domain has no acceptance check for real runs")
+
     async def propose(self, request: ProposalRequest, proposer: Proposer) -> list[Any | ProposalError]:
         """Ask the proposer; each reply becomes its proposals or the ProposalError that says why not."""
         out: list[Any | ProposalError] = []

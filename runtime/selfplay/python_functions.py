@@ -33,6 +33,7 @@ import ast
 import copy
 import json
 import re
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -345,6 +346,12 @@ class PythonFunctions(Domain):
 
     def verify(self, task: PracticeTask, workdir: Path) -> tuple[bool, str]:
         return verify_solution(task, workdir, self.gates.time_limit)
+
+    def check_command(self, task: PracticeTask, folder: Path) -> str:
+        path = Path(folder) / "task.json"
+        path.write_text(task.model_dump_json())
+        return (f"{shlex.quote(sys.executable)} -m loopwright.runtime.selfplay.python_functions "
+                f"{shlex.quote(str(path))} {self.gates.time_limit:g}")
 
 
 def _difference(a: dict, b: dict) -> str:

@@ -1,0 +1,157 @@
+"""The real proposer and solver: a model writes the tasks, loopwright runs (through the Runner) attempt them.
+
+`ModelProposer`: one model call per request (the domain's prompt), the reply
+is the proposals' text; its cost is added to the run's spending.
+
+`RunnerSolver`: each of the k attempts is a loopwright task run by `Runner` in
+its own worktree, in parallel (at most `config.max_parallel` at once), every
+one under the same token budget (`budget.max_tokens` = `budget_tokens`). The
+acceptance check is the domain's verifier run from a temporary folder outside
+the worktree (the hidden tests live there, never in the repository), so a run
+ends succeeded (passed), budget_exceeded (truncated: it hit the budget) or
+anything else (failed). Nothing merges: practice tasks run with
+`on_success = keep`, and each attempt's worktree and branch are removed once
+it is measured. The Runner reflects after every run (lessons with credit,
+skill drafts), which is how practice feeds memory; held-out attempts
+(`learn=False`) run with reflection off.
+
+Limits: the hidden folder is outside the worktree and the agent's file tools
+stay inside it, but its shell runs as the same user and the check command
+names the folder; a determined agent could read the tests. The folder is
+deleted when the k attempts end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from ...harness.loop import cost_usd
+from ...harness.messages import Message, TextBlock
+from ...harness.models import ModelAdapter
+from ...harness.retry import call_model
+from ...workspaces.git import Workspace
+from ..config import Config
+from ..project import Project
+from ..runner import GIT_LOCK, Runner, make_adapter, model_options
+from .domain import Attempt, Domain, PracticeTask, ProposalRequest
+
+PROPOSER_SYSTEM = ("You write practice tasks for another coding agent. Each task must be verifiable (hidden tests "
+                   "decide), worth solving, and about as hard as asked. Reply with JSON only.")
+DEFAULT_BUDGET_TOKENS = 200_000
+
+
+class ModelProposer:
+    """A model as the proposer (one call per request); `take_cost()` hands the spending to the engine."""
+
+    def __init__(self, config: Config, adapter: Callable[[], ModelAdapter] | None = None):
+        self.config = config
+        self.adapter = adapter or (lambda: make_adapter(config))
+        self.cost = 0.0
+        self.calls = 0
+
+    async def propose(self, request: ProposalRequest, prompt: str) -> list[str]:
+        adapter = self.adapter()
+        try:
+            response = await call_model(adapter, self.config.retry.policy(), system=PROPOSER_SYSTEM,
+                                        messages=[Message.user(prompt)], tools=[],
+                                        max_tokens=self.config.max_output_tokens)
+        finally:
+            await adapter.aclose()
+        self.calls += 1
+        self.cost += cost_usd(response.usage, self.config.model_info())
+        text = "\n".join(b.text for b in response.message.content if isinstance(b, TextBlock))
+        return [text] if text.strip() else []
+
+    def take_cost(self) -> float:
+        cost, self.cost = self.cost, 0.0
+        return cost
+
+
+class RunnerSolver:
+    """k attempts as loopwright runs (see the module docstring)."""
+
+    def __init__(self, project: Project, *, budget_tokens: int = DEFAULT_BUDGET_TOKENS, parallel: int | None = None,
+                 keep_worktrees: bool = False):
+        self.project, self.budget_tokens, self.keep_worktrees = project, budget_tokens, keep_worktrees
+        self.parallel = parallel or project.config.max_parallel
+        self._sem: asyncio.Semaphore | None = None
+
+    def _config(self, learn: bool) -> Config:
+        config = self.project.config
+        update: dict = {"budget": config.budget.model_copy(update={"max_tokens": self.budget_tokens}),
+                        "on_success": "keep"}
+        if not learn:
+            update["memory"] = config.memory.model_copy(update={"reflect": False})
+        return config.model_copy(update=update)
+
+    async def attempts(self, domain: Domain, task: PracticeTask, k: int, *, learn: bool = True) -> list[Attempt]:
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.parallel)
+        hidden = Path(tempfile.mkdtemp(prefix="lw-selfplay-check-"))
+        try:
+            check = domain.check_command(task, hidden)
+            return list(await asyncio.gather(*(self._one(domain, task, check, i, learn) for i in range(k))))
+        finally:
+            shutil.rmtree(hidden, ignore_errors=True)
+
+    async def _one(self, domain: Domain, task: PracticeTask, check: str, index: int, learn: bool) -> Attempt:
+        assert self._sem is not None
+        async with self._sem:
+            config = self._config(learn)
+            project = dataclasses.replace(self.project, config=config)
+            options = model_options(config) | {"on_success": "keep", "selfplay": {
+                "domain": domain.name, "task": task.id, "attempt": index + 1, "heldout": not learn}}
+            store = project.store
+            t = store.create_task(domain.solver_goal(task), title=f"practice: {domain.name} {task.id} #{index + 1}",
+                                  check=check, options=options, status="running")
+            try:
+                result = await Runner(project).run_task(t)
+            except Exception as e:  # noqa: BLE001 — a run that cannot start is a failed attempt, not a crash
+                return Attempt(passed=False, detail=f"{type(e).__name__}: {e}")
+            run = result.run
+            attempt = Attempt(passed=run.status == "succeeded", truncated=run.status == "budget_exceeded",
+                              tokens=run.tokens, cost_usd=run.cost_usd, run_id=run.id, detail=run.reason or "")
+            if not self.keep_worktrees:
+                await asyncio.to_thread(self._remove, run)
+            return attempt
+
+    def _remove(self, run) -> None:
+        try:
+            ws = Workspace.open(self.project.root, run.id, Path(run.worktree), run.branch, run.base_commit)
+            with GIT_LOCK:
+                ws.remove(delete_branch=True)
+        except Exception:  # noqa: BLE001 — `loopwright gc` removes what is left
+            pass
+
+
+def build(args, cfg) -> tuple[Domain, ModelProposer, RunnerSolver, Project]:
+    """The domain, a model proposer and a Runner solver for `loopwright selfplay` in the project around cwd."""
+    from ..project import open_project
+    from ..runner import check_model
+    from .commands import SelfPlayError
+    from .python_functions import NAME, PythonFunctions
+
+    overrides = {k: v for k, v in (("provider", getattr(args, "provider", None)),
+                                   ("model", getattr(args, "model", None))) if v}
+    project = open_project(Path.cwd(), overrides=overrides)
+    check_model(project.config)
+    if args.domain == NAME:
+        domain: Domain = PythonFunctions()
+    elif args.domain == "repo":
+        from .repo import RepoDomain
+
+        domain = RepoDomain(project.root, check=project.config.check)
+    else:
+        from .skills_domain import skill_domain
+
+        found = skill_domain(project.root, args.domain)
+        if found is None:
+            raise SelfPlayError(f"unknown domain {args.domain!r}: python-functions, repo, or a skill whose metadata "
+                                f"names a selfplay domain")
+        domain = found
+    return domain, ModelProposer(project.config), RunnerSolver(project), project
