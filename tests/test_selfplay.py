@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from loopwright.runtime.selfplay.domain import Archive, ProposalError
+from loopwright.runtime.selfplay.domain import Archive, ProposalError, ProposalRequest
 from loopwright.runtime.selfplay.gates import GateConfig, banned_apis, normalised
 from loopwright.runtime.selfplay.python_functions import (FunctionProposal, PythonFunctions, parse_proposals,
                                                           call_inputs, trivial_answers)
@@ -577,3 +577,108 @@ def test_a_round_with_a_model_proposer_and_runner_solver(repo, tmp_path):
     [r] = run(engine, 1)
     assert r["accepted"] == 1 and r["s_bar"] == 1.0 and r["wasted"] == 2 and proposer.calls == 1
     assert (project.dir / "selfplay" / "pf" / "rounds.jsonl").exists()
+
+
+# -- the repo domain: tasks grounded in the project --------------------------------------------------
+
+from support import CHECK  # noqa: E402
+
+from loopwright.runtime.selfplay.repo import RepoDomain, RepoProposal, grounding  # noqa: E402
+
+TRIPLE_TESTS = "from calc import triple\n\ndef test_triple():\n    assert triple(3) == 9\n    assert triple(-1) == -3\n"
+
+
+def fixed_repo(repo: Path) -> Path:
+    (repo / "calc.py").write_text((repo / "calc.py").read_text().replace("a - b", "a + b") + "\n# TODO: add triple\n")
+    git(repo, "commit", "-qam", "fix add")
+    return repo
+
+
+def patch_of(repo: Path, path: str, text: str) -> str:
+    before = (repo / path).read_text()
+    (repo / path).write_text(text)
+    diff = git(repo, "diff") + "\n"
+    (repo / path).write_text(before)
+    return diff
+
+
+def test_repo_tasks_are_grounded_verified_by_hidden_tests_and_the_suite(repo):
+    fixed_repo(repo)
+    domain = RepoDomain(repo, check=CHECK, gates=GateConfig(time_limit=10))
+    calc = (repo / "calc.py").read_text()
+    good = patch_of(repo, "calc.py", calc + "\n\ndef triple(x):\n    return 3 * x\n")
+    shown = grounding(repo)
+    assert "- calc.py" in shown and "TODO: add triple" in shown
+    base = {"statement": "Add triple(x) to calc.py: three times x.", "cites": ["calc.py"], "tests": TRIPLE_TESTS,
+            "reference_patch": good, "kind": "calc"}
+    archive = Archive()
+    v = domain.validate(RepoProposal(**base), archive)
+    assert v.ok, v.detail
+    archive.add(v.task)
+    breaks = patch_of(repo, "calc.py", calc.replace("x * 2", "x * 3") + "\n\ndef triple(x):\n    return 3 * x\n")
+    cases = {
+        "ungrounded": base | {"cites": ["nowhere.py"]},
+        "trivial": base | {"tests": "from calc import double\n\ndef test_double():\n    assert double(2) == 4\n",
+                           "statement": "Make double work."},
+        "reference_fails": base | {"reference_patch": "diff --git a/nope.py b/nope.py\n--- a/nope.py\n+++ b/nope.py\n"
+                                                      "@@ -1 +1 @@\n-x\n+y\n", "statement": "Something else."},
+        "banned_api": base | {"tests": "import random\n" + TRIPLE_TESTS},
+        "duplicate": base,
+    }
+    for reason, proposal in cases.items():
+        got = domain.validate(RepoProposal(**proposal), Archive() if reason != "duplicate" else archive)
+        assert got.reason == reason, (reason, got.detail)
+    suite = domain.validate(RepoProposal(**base | {"reference_patch": breaks}), Archive())
+    assert suite.reason == "reference_fails" and "own suite" in suite.detail
+    tree = repo  # the verifier: the hidden tests plus the project's suite, in a worktree with the work done
+    (tree / "calc.py").write_text(calc + "\n\ndef triple(x):\n    return x + x + x\n")
+    assert domain.verify(v.task, tree) == (True, "hidden tests: 1 of 1 passed; the project's suite passes")
+    (tree / "calc.py").write_text(calc)
+    assert domain.verify(v.task, tree)[0] is False
+    assert "calc.py" in domain.solver_goal(v.task) and "triple(3)" not in domain.solver_goal(v.task)
+    assert "reference_patch" in domain.prompt(ProposalRequest(domain="repo", target=0.5, count=1))
+
+
+# -- domains added by skills -------------------------------------------------------------------------
+
+VERIFY_ANSWER = '''import sys
+from pathlib import Path
+solution, tests = Path(sys.argv[1]), Path(sys.argv[2])
+answer = solution / "answer.txt"
+sys.exit(0 if answer.exists() and answer.read_text().strip() == tests.read_text().strip() else 1)
+'''
+
+
+def test_a_skill_can_add_a_domain_with_its_verifier(tmp_path, monkeypatch):
+    import os
+
+    from loopwright.runtime.selfplay.skills_domain import SkillProposal, skill_domain, skill_domains
+
+    folder = Path(os.environ["LOOPWRIGHT_HOME"]) / "skills" / "answers"
+    (folder / "scripts").mkdir(parents=True)
+    (folder / "SKILL.md").write_text("---\nname: answers\ndescription: Practice writing answers.\nmetadata:\n"
+                                     "  selfplay-domain: answers\n  selfplay-verifier: scripts/verify.py\n---\nBody\n")
+    (folder / "scripts" / "verify.py").write_text(VERIFY_ANSWER)
+    monkeypatch.chdir(tmp_path)
+    assert list(skill_domains(None)) == ["answers"]
+    domain = skill_domain(None, "answers")
+    good = {"statement": "Write 42 to answer.txt.", "files": {"answer.txt": "42\n"}, "tests": "42"}
+    archive = Archive()
+    v = domain.validate(SkillProposal(**good), archive)
+    assert v.ok, v.detail
+    archive.add(v.task)
+    assert domain.validate(SkillProposal(**good | {"files": {"answer.txt": "41"}, "statement": "Other."}),
+                           Archive()).reason == "reference_fails"
+    assert domain.validate(SkillProposal(**good | {"tests": "   ", "files": {"answer.txt": " "}}),
+                           Archive()).reason == "trivial"
+    assert domain.validate(SkillProposal(**good | {"files": {"../x": "42"}}), Archive()).reason == "unparseable"
+    assert domain.validate(SkillProposal(**good), archive).reason == "duplicate"
+    (tmp_path / "answer.txt").write_text("42")
+    assert domain.verify(v.task, tmp_path)[0] is True
+    check = domain.check_command(v.task, tmp_path / "hidden" if (tmp_path / "hidden").mkdir() is None else tmp_path)
+    assert "skills_domain" in check and str(tmp_path / "hidden") in check
+    import subprocess
+
+    assert subprocess.run(check, shell=True, cwd=tmp_path, capture_output=True).returncode == 0
+    (tmp_path / "answer.txt").write_text("41")
+    assert subprocess.run(check, shell=True, cwd=tmp_path, capture_output=True).returncode == 1

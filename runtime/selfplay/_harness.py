@@ -3,7 +3,8 @@
 Executed as a script (`python -s -B _harness.py`), never imported by loopwright:
 it reads one JSON job on stdin and writes one JSON line after the marker on
 stdout. A job is `{"limit": seconds, "runs": [...]}`; each run is
-`{"label", "code", "name", "tests"?, "inputs"?}`. For a run with `tests` the
+`{"label", "code", "name", "tests"?, "inputs"?}` (with `code` null the tests
+exercise the project in `path`, which goes first on sys.path). For a run with `tests` the
 tests module is executed with the function bound to its name (and importable
 as `from solution import <name>`), then every `test*` callable is called; with
 `inputs` (literal sources `"((args...), {kwargs})"`) the function's outputs
@@ -43,7 +44,9 @@ def _load(code, name):
 
 
 def _tests(fn, name, tests):
-    ns = {"__name__": "hidden_tests", name: fn}
+    ns = {"__name__": "hidden_tests"}
+    if fn is not None:
+        ns[name] = fn
     results, error = {}, None
     try:
         exec(compile(tests, "<hidden_tests>", "exec"), ns)
@@ -84,7 +87,12 @@ def run_one(run, limit):
     signal.signal(signal.SIGALRM, _alarm)
     signal.setitimer(signal.ITIMER_REAL, limit)
     try:
-        fn = _load(run["code"], run["name"])
+        if run.get("code") is None:  # tests of the project in the current folder (the repo domain)
+            if run.get("path") and run["path"] not in sys.path:
+                sys.path.insert(0, run["path"])
+            fn = None
+        else:
+            fn = _load(run["code"], run["name"])
         if run.get("tests") is not None:
             results, error = _tests(fn, run["name"], run["tests"])
             count = sum(1 for k in results if k != "<module>") + sum(

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 # Why a proposal (or a measured task) is turned away; every rejection is counted under one of these.
 REASONS = ("unparseable", "too_long", "banned_api", "no_tests", "reference_fails", "timeout", "nondeterministic",
-           "trivial", "duplicate", "padded", "length_hard")
+           "trivial", "duplicate", "padded", "ungrounded", "length_hard")
 
 
 class ProposalError(ValueError):

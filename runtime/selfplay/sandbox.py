@@ -36,14 +36,16 @@ class SandboxResult:
 
 
 def run_job(runs: list[dict], *, limit: float, wall: float | None = None, hash_seed: int = 0,
-            memory_mb: int = 1024) -> SandboxResult:
-    """Run `runs` (see _harness.py) in one child with PYTHONHASHSEED=`hash_seed`; each run gets `limit` seconds."""
+            memory_mb: int = 1024, cwd: Path | None = None) -> SandboxResult:
+    """Run `runs` (see _harness.py) in one child with PYTHONHASHSEED=`hash_seed`; each run gets `limit` seconds.
+
+    The child works in a fresh temporary folder, or in `cwd` (the repo domain runs tests in a worktree)."""
     wall = wall if wall is not None else limit * len(runs) + 5.0
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONHASHSEED": str(hash_seed),
            "PYTHONDONTWRITEBYTECODE": "1", "LC_ALL": "C.UTF-8"}
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="lw-selfplay-") as tmp:
-        proc = subprocess.Popen([sys.executable, "-s", "-B", str(HARNESS)], cwd=tmp, env=env, stdin=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-s", "-B", str(HARNESS)], cwd=str(cwd or tmp), env=env, stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         job = {"limit": limit, "runs": runs, "rlimits": {"cpu": int(wall) + 2, "memory_mb": memory_mb}}
         try:
