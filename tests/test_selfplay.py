@@ -682,3 +682,24 @@ def test_a_skill_can_add_a_domain_with_its_verifier(tmp_path, monkeypatch):
     assert subprocess.run(check, shell=True, cwd=tmp_path, capture_output=True).returncode == 0
     (tmp_path / "answer.txt").write_text("41")
     assert subprocess.run(check, shell=True, cwd=tmp_path, capture_output=True).returncode == 1
+
+
+def test_practice_round_for_the_daemon(repo, tmp_path):
+    from loopwright.harness.script import Script, ScriptTurn
+    from loopwright.harness.scripted import ScriptedModel
+    from loopwright.runtime.selfplay import practice
+
+    project = scripted_project(repo, tmp_path, GOOD_DEVOWEL)
+    proposer = ModelProposer(project.config, lambda: ScriptedModel(Script(turns=[ScriptTurn(
+        text=json.dumps(DEVOWEL))])))
+    cfg = SelfPlayConfig(k=2, batch=1, heldout_size=0, proposer_calls=1, patience=2)
+    r = asyncio.run(practice.practice_round(project, cfg=cfg, proposer=proposer))
+    assert r is not None and r["round"] == 1 and r["accepted"] == 1 and r["reward_mean"] == 0  # solved 2 of 2
+    assert (project.dir / "selfplay" / "python-functions" / "state.json").exists()
+    # the same task again: a duplicate; two quiet rounds in a row (patience 2) and practice pauses itself
+    proposer = ModelProposer(project.config, lambda: ScriptedModel(Script(turns=[ScriptTurn(
+        text=json.dumps(DEVOWEL))])))
+    r = asyncio.run(practice.practice_round(project, cfg=cfg, proposer=proposer))
+    assert r["round"] == 2 and r["rejected"] == {"duplicate": 1}
+    assert asyncio.run(practice.practice_round(project, cfg=cfg, proposer=proposer)) is None
+    assert "paused" in practice.last_skip
