@@ -633,8 +633,15 @@ def test_repo_tasks_are_grounded_verified_by_hidden_tests_and_the_suite(repo):
     tree = repo  # the verifier: the hidden tests plus the project's suite, in a worktree with the work done
     (tree / "calc.py").write_text(calc + "\n\ndef triple(x):\n    return x + x + x\n")
     assert domain.verify(v.task, tree) == (True, "hidden tests: 1 of 1 passed; the project's suite passes")
+    import subprocess
+
+    hidden = Path(tempfile_dir := str(tree.parent / "hidden"))
+    hidden.mkdir()
+    check = domain.check_command(v.task, hidden)
+    assert tempfile_dir in check and subprocess.run(check, shell=True, cwd=tree, capture_output=True).returncode == 0
     (tree / "calc.py").write_text(calc)
     assert domain.verify(v.task, tree)[0] is False
+    assert subprocess.run(check, shell=True, cwd=tree, capture_output=True).returncode == 1
     assert "calc.py" in domain.solver_goal(v.task) and "triple(3)" not in domain.solver_goal(v.task)
     assert "reference_patch" in domain.prompt(ProposalRequest(domain="repo", target=0.5, count=1))
 
