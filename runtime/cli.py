@@ -555,6 +555,7 @@ def build_parser() -> Parser:
     from ..skills.commands import add_parsers as add_skill_parsers
     from ..tui.app import add_parsers as add_tui_parsers
     from .chat_commands import add_parsers as add_chat_parsers
+    from .selfplay.commands import add_parsers as add_selfplay_parsers
     from .evaluate import add_parsers as add_eval_parsers
 
     add_skill_parsers(sub, add)
@@ -563,6 +564,7 @@ def build_parser() -> Parser:
     add_eval_parsers(sub, add)
     add_chat_parsers(sub, add)
     add_tui_parsers(sub, add)
+    add_selfplay_parsers(sub, add)
 
     sp = add("loopback", cmd_loopback, "serve a script over the Anthropic/OpenAI wire formats on 127.0.0.1",
              json_flag=False)

@@ -162,6 +162,15 @@ class ChatConfig(_Section):
     admins: list[str] = Field(default_factory=list, description="may /stop anything")
 
 
+class PracticeConfig(_Section):
+    """Practice (self-play) when the daemon is idle: one round at a time, within its own budget."""
+
+    enabled: bool = False
+    domain: str = Field(default="python-functions", description="python-functions | repo | a skill's domain")
+    budget_usd: float = Field(default=1.0, gt=0, description="what practice may spend in total (its own ledger)")
+    idle_seconds: float = Field(default=300.0, ge=0, description="queue empty and no run for this long first")
+
+
 class InboxConfig(_Section):
     enabled: bool = True
     settle_seconds: float = Field(default=0.5, ge=0, description="a file must be unchanged this long to be read")
@@ -205,6 +214,7 @@ class Config(_Section):
     skills: SkillsConfig = Field(default_factory=SkillsConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     chat: ChatConfig = Field(default_factory=ChatConfig)
+    practice: PracticeConfig = Field(default_factory=PracticeConfig)
     models: dict[str, ModelInfo] = Field(default_factory=dict)
 
     def model_info(self) -> ModelInfo:

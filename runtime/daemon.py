@@ -101,6 +101,8 @@ class Daemon:
         self._held_said: str | None = None
         self._sweep: asyncio.Task | None = None
         self._next_sweep = 0.0
+        self._practice: asyncio.Task | None = None
+        self._idle_since = time.monotonic()
 
     def say(self, text: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {text}", file=self.log, flush=True)
@@ -138,6 +140,7 @@ class Daemon:
                     inbox.drain()
                 chat.poll()
                 self.schedule()
+                self.practise()
                 notifier.poll()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), self.poll_interval)
@@ -224,6 +227,39 @@ class Daemon:
             if self.store.claim_task(task.id):
                 self.say(f"starting task {task.id}: {task.title}")
                 self._spawn(task.id, lambda r, t=self.store.task(task.id): r.run_task(t))
+
+    def practise(self) -> None:
+        """Practice mode: one self-play round in the background when nothing has been queued or run for a while."""
+        config = self.project.config.practice
+        if not config.enabled or self.stopping.is_set():
+            return
+        if self._practice is not None and not self._practice.done():
+            return
+        if self.live or self.store.queue():
+            self._idle_since = time.monotonic()
+            return
+        if time.monotonic() - self._idle_since < config.idle_seconds or self.budget.exhausted():
+            return
+
+        async def round_() -> None:
+            from .selfplay import practice
+
+            try:
+                report = await practice.practice_round(self.project, domain=config.domain,
+                                                       budget_usd=config.budget_usd)
+            except Exception as e:  # noqa: BLE001 — practice must never take the fleet down
+                self.say(f"practice failed: {type(e).__name__}: {e}")
+                report = None
+            if report is None:
+                self.say(f"practice skipped: {practice.last_skip or 'see the log above'}")
+                self._idle_since = time.monotonic() + 3600  # try again in an hour, not at every poll
+            else:
+                from .selfplay.engine import round_line
+
+                self.say(f"practice {round_line(report)}")
+                self._idle_since = time.monotonic()
+        self.say(f"practising ({config.domain}): the queue has been idle for {config.idle_seconds:.0f}s")
+        self._practice = asyncio.ensure_future(round_())
 
     def sweep_worktrees(self, every: float = 30.0) -> None:
         """Now and then, remove in the background the worktrees of runs that ended `remove_after_seconds` ago."""

@@ -473,26 +473,13 @@ def test_rounds_to_band_needs_three_rounds_in_a_row():
 
 
 def test_report_files_and_the_cli_say_simulation(tmp_path, capsys):
-    import argparse
+    from loopwright.runtime.cli import main
 
-    from loopwright.runtime.selfplay.commands import add_parsers
-
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers()
-
-    def add(name, func, help, json_flag=True):
-        sp = sub.add_parser(name, help=help)
-        sp.set_defaults(func=func)
-        if json_flag:
-            sp.add_argument("--json", action="store_true")
-        return sp
-
-    add_parsers(sub, add)
     folder = tmp_path / "sim"
 
     def cli(*argv: str) -> tuple[int, str]:
-        args = parser.parse_args(list(argv))
-        code = args.func(args)
+        capsys.readouterr()
+        code = main(list(argv))
         return code, capsys.readouterr().out
 
     code, out = cli("selfplay", "--simulate", "static", "--rounds", "12", "--dir", str(folder))
@@ -710,3 +697,44 @@ def test_practice_round_for_the_daemon(repo, tmp_path):
     assert r["round"] == 2 and r["rejected"] == {"duplicate": 1}
     assert asyncio.run(practice.practice_round(project, cfg=cfg, proposer=proposer)) is None
     assert "paused" in practice.last_skip
+
+
+def test_the_daemon_practises_only_when_idle_and_one_round_at_a_time(repo, monkeypatch):
+    """The daemon's practice mode: off by default; on, it waits for an empty queue and idle_seconds, and runs one
+    round at a time (the round itself is tested above; here it is a stand-in that records the call)."""
+    from loopwright.runtime import daemon as daemon_module
+    from loopwright.runtime.project import open_project
+    from loopwright.runtime.selfplay import practice
+
+    calls: list[dict] = []
+    release = asyncio.Event()
+
+    async def stand_in(project, **kw):
+        calls.append(kw)
+        await release.wait()
+        return None
+
+    monkeypatch.setattr(practice, "practice_round", stand_in)
+    (repo / "loopwright.toml").write_text("[practice]\nenabled = true\nidle_seconds = 0\nbudget_usd = 2\n")
+    project = open_project(repo, create=True)
+
+    async def scenario():
+        d = daemon_module.Daemon(project, log=open("/dev/null", "w"))
+        project.store.create_task("queued work", check="true")
+        d.practise()
+        assert d._practice is None  # the queue is not empty
+        project.store.set_task_status(1, "cancelled")
+        d.practise()
+        d.practise()  # a round is already going: no second one
+        await asyncio.sleep(0)
+        assert calls == [{"domain": "python-functions", "budget_usd": 2.0}]
+        release.set()
+        await d._practice
+        d.practise()  # skipped (None): waits an hour before trying again
+        assert len(calls) == 1
+
+    asyncio.run(scenario())
+    project.config.practice.enabled = False
+    d = daemon_module.Daemon(project)
+    d.practise()
+    assert d._practice is None
