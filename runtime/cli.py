@@ -183,7 +183,7 @@ def _command_queued(args: argparse.Namespace, run_id: str, kind: str, command: i
 def cmd_serve(args: argparse.Namespace) -> int:
     from .daemon import Daemon
 
-    project = open_project(Path.cwd(), create=True)
+    project = open_project(Path.cwd(), create=True, overrides={"backend": args.backend, "ray.address": args.address})
     if args.detach:
         return _detach(project, args)
     asyncio.run(Daemon(project, max_parallel=args.max_parallel).serve())
@@ -202,6 +202,8 @@ def _detach(project: Project, args: argparse.Namespace) -> int:
     argv = [sys.executable, "-m", "loopwright.runtime.cli", "serve"]
     if args.max_parallel:
         argv += ["--max-parallel", str(args.max_parallel)]
+    for flag, value in (("--backend", args.backend), ("--address", args.address)):
+        argv += [flag, value] if value else []
     with log.open("a") as out:
         child = subprocess.Popen(argv, cwd=project.root, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                  start_new_session=True)
@@ -493,6 +495,9 @@ def build_parser() -> Parser:
     sp = add("serve", cmd_serve, "the daemon: run queued tasks in parallel until stopped (SIGTERM/Ctrl-C pause them)")
     sp.add_argument("--detach", action="store_true", help="run in the background (log in .loopwright/logs/daemon.log)")
     sp.add_argument("--max-parallel", type=int, help="runs at once (default: max_parallel in the config)")
+    sp.add_argument("--backend", choices=["local", "ray"], help="where runs execute (default: backend in the config)")
+    sp.add_argument("--address", metavar="ADDR", help="ray: the cluster, e.g. head-host:6379 (default: [ray] address; "
+                                                     "unset: a local cluster)")
 
     sp = add("post", cmd_post, "queue a task for the daemon")
     sp.add_argument("goal")

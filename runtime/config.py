@@ -186,6 +186,24 @@ class RetryConfig(_Section):
         return RetryPolicy(**self.model_dump())
 
 
+class RayConfig(_Section):
+    """The ray backend: agent runs on a Ray cluster, the store, scheduler and budgets on the head (the daemon)."""
+
+    address: str | None = Field(default=None, description="the cluster (host:port, ray://host:port or auto); "
+                                                          "unset: a local cluster started for the daemon")
+    remote: str | None = Field(default=None, description="git URL every node can reach (a bare repository on a "
+                                                         "shared path, or ssh); unset: .loopwright/remote.git, "
+                                                         "which only nodes on this machine reach")
+    head_remote: str | None = Field(default=None, description="the same repository as the head reaches it "
+                                                              "(default: remote)")
+    cache_dir: str = Field(default="~/.cache/loopwright/ray", description="on each node: the clone runs fetch into")
+    num_cpus: float = Field(default=1.0, ge=0, description="CPUs each run holds on its node")
+    memory_mb: float | None = Field(default=None, gt=0, description="memory each run reserves on its node")
+    resources: dict[str, float] = Field(default_factory=dict, description="more per run: gpu = 1 or custom ones")
+    flush_interval: float = Field(default=0.2, gt=0, description="seconds between a worker's event batches")
+    max_node_failures: int = Field(default=3, ge=0, description="a run whose worker dies more often than this fails")
+
+
 class Config(_Section):
     provider: Literal["anthropic", "openai", "openai-responses", "scripted"] = "anthropic"
     model: str = "claude-sonnet-4-6"
@@ -215,6 +233,8 @@ class Config(_Section):
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     chat: ChatConfig = Field(default_factory=ChatConfig)
     practice: PracticeConfig = Field(default_factory=PracticeConfig)
+    backend: Literal["local", "ray"] = "local"
+    ray: RayConfig = Field(default_factory=RayConfig)
     models: dict[str, ModelInfo] = Field(default_factory=dict)
 
     def model_info(self) -> ModelInfo:
@@ -350,6 +370,7 @@ CONFIG_TEMPLATE = """\
 # max_parallel = 4                # runs the daemon (`loopwright serve`) keeps going at once
 # until_max_attempts = 10         # loop-until-done (post --until): default cap on attempts
 # until_max_wall_seconds = 43200  # ... and on the wall time of all attempts together
+# backend = "local"               # local | ray: agent runs on a Ray cluster (pip install 'loopwright[ray]')
 
 # [budget]                        # hard limits per run, checked before every model call
 # max_turns = 200
@@ -393,6 +414,11 @@ CONFIG_TEMPLATE = """\
 
 # [inbox]                         # .loopwright/inbox/*.md become tasks (YAML front matter = post options)
 # enabled = true
+
+# [ray]
+# address = "head-host:6379"      # unset: a local cluster is started for the daemon
+# remote = "ssh://git@head-host/srv/project.git"   # git URL every node reaches; unset: .loopwright/remote.git
+# num_cpus = 1                    # per run; memory_mb = 4096; resources = { gpu = 1 }
 
 # [retry]
 # max_attempts = 6

@@ -98,6 +98,7 @@ class Daemon:
         self.live: dict[int, tuple[Runner, asyncio.Task]] = {}  # task id -> its runner
         self.stopping = asyncio.Event()
         self.budget = FleetBudget(self.store, project.config.fleet)
+        self.backend = None  # runtime.ray_backend.RayBackend when config.backend is "ray" (started by serve)
         self._held_said: str | None = None
         self._sweep: asyncio.Task | None = None
         self._next_sweep = 0.0
@@ -131,6 +132,11 @@ class Daemon:
         notifier = Notifier(self.project, self.say)  # its baseline: the tasks as they are before recovery
         chat = ChatHub(self.project, stop_run=self._stop_task, say=self.say)
         try:
+            if self.project.config.backend == "ray":
+                from .ray_backend import RayBackend
+
+                self.backend = RayBackend(self.project, self.say)
+                self.backend.start()
             self.recover()
             if inbox is not None:
                 inbox.start()
@@ -151,6 +157,8 @@ class Daemon:
                 inbox.stop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+            if self.backend is not None:
+                self.backend.stop(runs_left=bool(self.live))
             lock.release()
             self.say("daemon stopped")
 
@@ -162,7 +170,8 @@ class Daemon:
     # -- runs --------------------------------------------------------------------------------
 
     def _spawn(self, task_id: int, start: Callable[[Runner], Awaitable[RunResult]]) -> None:
-        runner = Runner(self.project, stop=asyncio.Event())
+        runner = (self.backend.runner(asyncio.Event()) if self.backend is not None
+                  else Runner(self.project, stop=asyncio.Event()))
 
         async def guarded() -> None:
             try:
