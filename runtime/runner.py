@@ -29,7 +29,7 @@ from ..skills.catalog import Catalog, Entry, SkillError, discover
 from ..skills.tool import WATCHER, SkillShelf, UseSkill
 from ..workspaces.git import Workspace, WorkspaceError, current_branch
 from .budget import FleetBudget
-from .chat import TASK_DONE, children
+from .chat import TASK_DONE, FanOut, children
 from .config import Config
 from .project import Project
 from .quota import StoreQuotaGate, gate_key
@@ -320,8 +320,6 @@ class Runner:
         tools += [cls() for cls in ARTIFACT_TOOLS] + ([cls() for cls in MEMORY_TOOLS] if lessons is not None else [])
         chat = task.options.get("chat")
         if chat and not chat.get("parent"):
-            from .chat import FanOut
-
             tools.append(FanOut())
         memory = RunMemory(store=self.store, run_id=run.id, task_id=task.id,
                            artifacts_root=self.project.dir / "artifacts", lessons=lessons)
