@@ -137,7 +137,7 @@ class SimDomain(Domain):
             raise ProposalError("a proposal needs statement, code and kind")
         return [data]
 
-    def validate(self, proposal: dict, archive: Archive, *, round: int = 0) -> Verdict:
+    def _validate(self, proposal: dict, archive: Archive, round: int) -> Verdict:
         if problem := size_problem(self.gates, proposal["statement"], "", proposal["code"]):
             return Verdict.reject("too_long", problem)
         try:

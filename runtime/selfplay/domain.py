@@ -13,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 # Why a proposal (or a measured task) is turned away; every rejection is counted under one of these.
 REASONS = ("unparseable", "too_long", "banned_api", "no_tests", "reference_fails", "timeout", "nondeterministic",
@@ -98,8 +99,44 @@ class Solver(Protocol):
         """k independent attempts at `task` (learn=False for held-out measurement where the solver supports it)."""
 
 
+def json_payload(text: str) -> Any:
+    """The JSON in a proposer's reply: the whole text, a fenced block, or the outermost object or list."""
+    text = text.strip()
+    candidates = [text]
+    candidates += re.findall(r"```(?:json)?\s*\n(.*?)```", text, flags=re.S)
+    for open_, close in (("{", "}"), ("[", "]")):
+        i, j = text.find(open_), text.rfind(close)
+        if 0 <= i < j:
+            candidates.append(text[i:j + 1])
+    for c in candidates:
+        try:
+            return json.loads(c)
+        except (json.JSONDecodeError, ValueError):
+            continue
+    raise ProposalError("the reply holds no JSON proposal")
+
+
+def parse_payload(text: str, model: type[BaseModel], adapt=lambda item: item) -> list:
+    """Proposals in a reply (one object, a list, or {"tasks": [...]}), each validated as `model` (after `adapt`);
+    ProposalError naming the first problem."""
+    data = json_payload(text)
+    if isinstance(data, dict) and isinstance(data.get("tasks"), list):
+        data = data["tasks"]
+    out = []
+    for item in data if isinstance(data, list) else [data]:
+        try:
+            out.append(model.model_validate(adapt(item)))
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(x) for x in first["loc"]) or "the proposal"
+            raise ProposalError(f"{where}: {first['msg']}") from None
+    if not out:
+        raise ProposalError("the reply holds an empty list of proposals")
+    return out
+
+
 class Domain(ABC):
-    """A kind of verifiable task. Subclasses implement parse, validate, solver_goal and verify."""
+    """A kind of verifiable task. Subclasses implement parse, _validate, solver_goal and verify."""
 
     name: str = ""
     allowed_modules: frozenset[str] = frozenset()
@@ -112,9 +149,16 @@ class Domain(ABC):
     def parse(self, text: str) -> list[Any]:
         """The proposals in the proposer's reply (raise ProposalError when there are none)."""
 
-    @abstractmethod
     def validate(self, proposal: Any, archive: Archive, *, round: int = 0) -> Verdict:
-        """Run the validity gates; an accepted proposal comes back as a PracticeTask."""
+        """Run the validity gates (timed); an accepted proposal comes back as a PracticeTask."""
+        started = time.monotonic()
+        verdict = self._validate(proposal, archive, round)
+        verdict.seconds = time.monotonic() - started
+        return verdict
+
+    @abstractmethod
+    def _validate(self, proposal: Any, archive: Archive, round: int) -> Verdict:
+        """The gates themselves."""
 
     @abstractmethod
     def solver_goal(self, task: PracticeTask) -> str:

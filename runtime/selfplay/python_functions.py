@@ -31,17 +31,15 @@ from __future__ import annotations
 
 import ast
 import copy
-import json
 import re
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .domain import Archive, Domain, PracticeTask, ProposalError, ProposalRequest, Verdict, task_id
+from .domain import Archive, Domain, PracticeTask, ProposalRequest, parse_payload, Verdict, task_id
 from .gates import GateConfig, banned_apis, features, longer, size_problem, static_duplicate
 from .sandbox import run_job
 
@@ -71,41 +69,12 @@ class FunctionProposal(BaseModel):
         return v
 
 
-def _json_payload(text: str) -> Any:
-    text = text.strip()
-    candidates = [text]
-    candidates += re.findall(r"```(?:json)?\s*\n(.*?)```", text, flags=re.S)
-    for open_, close in (("{", "}"), ("[", "]")):
-        i, j = text.find(open_), text.rfind(close)
-        if 0 <= i < j:
-            candidates.append(text[i:j + 1])
-    for c in candidates:
-        try:
-            return json.loads(c)
-        except (json.JSONDecodeError, ValueError):
-            continue
-    raise ProposalError("the reply holds no JSON proposal")
-
-
 def parse_proposals(text: str) -> list[FunctionProposal]:
     """Proposals in a reply; ProposalError when it has none that validate as FunctionProposal."""
-    data = _json_payload(text)
-    if isinstance(data, dict) and isinstance(data.get("tasks"), list):
-        data = data["tasks"]
-    items = data if isinstance(data, list) else [data]
-    out = []
-    for item in items:
-        if isinstance(item, dict) and "kind" not in item and "topic" in item:
-            item = {**item, "kind": item["topic"]}
-        try:
-            out.append(FunctionProposal.model_validate(item))
-        except ValidationError as e:
-            first = e.errors()[0]
-            where = ".".join(str(x) for x in first["loc"]) or "the proposal"
-            raise ProposalError(f"{where}: {first['msg']}") from None
-    if not out:
-        raise ProposalError("the reply holds an empty list of proposals")
-    return out
+    def topic_as_kind(item):
+        return {**item, "kind": item["topic"]} if isinstance(item, dict) and "kind" not in item and "topic" in item \
+            else item
+    return parse_payload(text, FunctionProposal, topic_as_kind)
 
 
 def find_function(tree: ast.Module, name: str) -> ast.FunctionDef | None:
@@ -248,12 +217,6 @@ class PythonFunctions(Domain):
         return parse_proposals(text)
 
     # -- the gates ----------------------------------------------------------------------------
-
-    def validate(self, proposal: FunctionProposal, archive: Archive, *, round: int = 0) -> Verdict:
-        started = time.monotonic()
-        verdict = self._validate(proposal, archive, round)
-        verdict.seconds = time.monotonic() - started
-        return verdict
 
     def _validate(self, p: FunctionProposal, archive: Archive, round: int) -> Verdict:
         cfg = self.gates

@@ -30,15 +30,14 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from .domain import Archive, Domain, PracticeTask, ProposalError, ProposalRequest, Verdict, task_id
+from .domain import Archive, Domain, PracticeTask, ProposalRequest, parse_payload, Verdict, task_id
 from .gates import GateConfig, banned_apis, features, size_problem, static_duplicate
-from .python_functions import _json_payload, count_tests
+from .python_functions import count_tests
 from .sandbox import run_job
 
 NAME = "repo"
@@ -168,25 +167,7 @@ class RepoDomain(Domain):
         return "\n".join(lines)
 
     def parse(self, text: str) -> list[RepoProposal]:
-        data = _json_payload(text)
-        if isinstance(data, dict) and isinstance(data.get("tasks"), list):
-            data = data["tasks"]
-        out = []
-        for item in data if isinstance(data, list) else [data]:
-            try:
-                out.append(RepoProposal.model_validate(item))
-            except ValidationError as e:
-                first = e.errors()[0]
-                raise ProposalError(f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
-        if not out:
-            raise ProposalError("the reply holds an empty list of proposals")
-        return out
-
-    def validate(self, proposal: RepoProposal, archive: Archive, *, round: int = 0) -> Verdict:
-        started = time.monotonic()
-        verdict = self._validate(proposal, archive, round)
-        verdict.seconds = time.monotonic() - started
-        return verdict
+        return parse_payload(text, RepoProposal)
 
     def _validate(self, p: RepoProposal, archive: Archive, round: int) -> Verdict:
         cfg = self.gates

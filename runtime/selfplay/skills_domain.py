@@ -29,14 +29,12 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from .domain import Archive, Domain, PracticeTask, ProposalError, ProposalRequest, Verdict, shingles, task_id, words
+from .domain import Archive, Domain, PracticeTask, ProposalRequest, parse_payload, Verdict, shingles, task_id, words
 from .gates import GateConfig, banned_apis, features, size_problem, static_duplicate
-from .python_functions import _json_payload
 
 DOMAIN_KEY, VERIFIER_KEY = "selfplay-domain", "selfplay-verifier"
 
@@ -93,23 +91,7 @@ class SkillDomain(Domain):
         return "\n".join(lines)
 
     def parse(self, text: str) -> list[SkillProposal]:
-        data = _json_payload(text)
-        if isinstance(data, dict) and isinstance(data.get("tasks"), list):
-            data = data["tasks"]
-        try:
-            out = [SkillProposal.model_validate(item) for item in (data if isinstance(data, list) else [data])]
-        except ValidationError as e:
-            first = e.errors()[0]
-            raise ProposalError(f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
-        if not out:
-            raise ProposalError("the reply holds an empty list of proposals")
-        return out
-
-    def validate(self, p: SkillProposal, archive: Archive, *, round: int = 0) -> Verdict:
-        started = time.monotonic()
-        v = self._validate(p, archive, round)
-        v.seconds = time.monotonic() - started
-        return v
+        return parse_payload(text, SkillProposal)
 
     def _validate(self, p: SkillProposal, archive: Archive, round: int) -> Verdict:
         cfg = self.gates
