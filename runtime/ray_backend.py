@@ -61,6 +61,7 @@ from ..memory.store import RUN_FINAL, Command, Run, StoreError, Task, new_run_id
 from ..workspaces.git import Workspace, WorkspaceError, _clean_env, _commit_of_branch, _git, _git_message, \
     current_branch
 from .budget import FleetBudget, budget_day
+from .chat import FanOut
 from .config import BudgetConfig, Config, ConfigError, FleetBudgetConfig, MemoryConfig, QuotaConfig
 from .project import Project
 from .quota import StoreQuotaGate, gate_key
@@ -71,6 +72,7 @@ HEAD_ACTOR = "lw-head"
 PERMIT_SECONDS = 1.0  # a permission fetched at a model boundary serves the model call that follows within this
 GIT_TIMEOUT = 300.0  # clone, fetch and push
 PROBE_TIMEOUT = 120.0
+SYNC_ATTEMPTS = 6  # a batch the head could not take is sent again (the head applies each batch once)
 
 
 def _daemon_error(message: str) -> Exception:
@@ -275,6 +277,7 @@ class RunSpec:
     setup_timeout: float
     flush_interval: float
     memory_tools: bool
+    fan_out: bool = False  # a chat request: the agent may split it into parts (runtime.chat.FanOut)
 
 
 @dataclass
@@ -371,8 +374,16 @@ class StoreProxy:
                 return None
             self.seq += 1
             self.round_trips += 1
-            commands, verdict = await _await(self.head.sync.remote(self.run_id, self.sender, self.seq, ops, take,
-                                                                   check))
+            for attempt in range(SYNC_ATTEMPTS):
+                try:
+                    commands, verdict = await _await(self.head.sync.remote(self.run_id, self.sender, self.seq, ops,
+                                                                           take, check))
+                    break
+                except Exception as e:  # noqa: BLE001 — the head's actor restarting: the same batch again
+                    if attempt == SYNC_ATTEMPTS - 1 or type(e).__name__ not in ("ActorUnavailableError",
+                                                                                "RayActorError", "ActorDiedError"):
+                        raise
+                    await asyncio.sleep(0.5 * 2 ** attempt)
         if take:
             self._commands += commands
         return verdict
@@ -490,6 +501,18 @@ class RemoteArtifact(ArtifactTool):
         return ToolOutcome(said)
 
 
+class RemoteFanOut(FanOut):
+    """`fan_out` on a worker: the head creates the parts of the chat request."""
+
+    head: Any = None
+
+    async def run(self, a, ctx) -> ToolOutcome:
+        ok, said, summary = await _await(self.head.fan_out.remote(ctx.memory.task_id, a.items, a.plan))
+        if not ok:
+            raise ToolError(said)
+        return ToolOutcome(said, finish_summary=summary)
+
+
 class RemoteAgentLoop(AgentLoop):
     """The agent loop on a worker: the head decides, before every model call, whether the call may start."""
 
@@ -540,9 +563,14 @@ def _adapter(spec: RunSpec, api_key: str | None):
                          timeout=config.request_timeout)
 
 
-async def _accept(spec: RunSpec, ws: RemoteWorkspace, proxy: StoreProxy, loop_ref: list) -> FinishVerdict:
+async def _accept(spec: RunSpec, ws: RemoteWorkspace, proxy: StoreProxy, head, loop_ref: list) -> FinishVerdict:
     """The acceptance check, in the worker's worktree; the head merges when it passed."""
     config, check = spec.config, spec.check
+    if spec.fan_out:
+        parts = await _await(head.parts.remote(spec.task_id))
+        if parts:  # a chat request split into parts: it is done when they are (the daemon follows them)
+            return FinishVerdict("succeeded", f"Started {parts} parts; their results are posted as replies.",
+                                 reason=f"split into {parts} parts")
     if not check:
         return FinishVerdict("needs_review", "Finished. No acceptance check is configured; kept for review.",
                              reason=f"no acceptance check; branch {ws.branch} kept for review")
@@ -635,6 +663,10 @@ async def _work(actor: RunActor, spec: RunSpec, head, api_key: str | None) -> Re
         artifact = RemoteArtifact()
         artifact.head = head
         tools.append(artifact)
+        if spec.fan_out:
+            fan = RemoteFanOut()
+            fan.head = head
+            tools.append(fan)
         if memory_on:
             from ..memory.tools import MEMORY_TOOLS
 
@@ -657,7 +689,7 @@ async def _work(actor: RunActor, spec: RunSpec, head, api_key: str | None) -> Re
                           "memory": memory})
 
         async def on_finish(summary: str) -> FinishVerdict:
-            return await _accept(spec, ws, proxy, loop_ref)
+            return await _accept(spec, ws, proxy, head, loop_ref)
 
         agent = RemoteAgentLoop(store=proxy, run_id=spec.run_id, adapter=adapter,  # type: ignore[arg-type]
                                 toolbox=Toolbox(tools), workspace=ws, settings=settings, on_finish=on_finish,
@@ -769,6 +801,26 @@ class HeadService:
         except LessonError as e:
             return False, str(e)
         raise ValueError(f"unknown lessons operation {op!r}")
+
+    def fan_out(self, task_id: int, items: list[str], plan: str) -> tuple[bool, str, str | None]:
+        """What `runtime.chat.FanOut` does, on the head's store."""
+        from .chat import fan_out
+
+        task = self.store.task(task_id)
+        chat = task.options.get("chat")
+        if not chat or chat.get("parent"):
+            return False, "fan_out works only for a chat request (and not inside a part of one)", None
+        cap = int(chat.get("max_fanout", 10))
+        items = [i.strip() for i in items if i.strip()]
+        capped = len(items) > cap
+        created = fan_out(self.store, task, items[:cap], plan)
+        note = f" (capped: {len(items)} asked, at most {cap} run at once per request)" if capped else ""
+        return True, f"started {len(created)} runs{note}", f"Split into {len(created)}: {plan}{note}"
+
+    def parts(self, task_id: int) -> int:
+        from .chat import children
+
+        return len(children(self.store, task_id))
 
     def artifact(self, run_id: str, kind: str, title: str, name: str | None, data, is_text: bool):
         from ..memory.artifacts import ArtifactError, register, register_text
@@ -1146,7 +1198,8 @@ class RemoteRunner(Runner):
             run=self.store.run(run.id), conversation=[] if fresh else self.store.conversation(run.id),
             scratchpad=self.store.scratchpad(run.id).read(), copy_files=files,
             setup_command=ws_cfg.setup_command, setup_timeout=ws_cfg.setup_timeout,
-            flush_interval=config.ray.flush_interval, memory_tools=lessons is not None)
+            flush_interval=config.ray.flush_interval, memory_tools=lessons is not None,
+            fan_out=bool(task.options.get("chat")) and not task.options["chat"].get("parent"))
 
 
 class _RemoteLoop:

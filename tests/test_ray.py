@@ -397,3 +397,32 @@ def test_resources_are_asked_of_ray(repo, cli, tmp_path, ray_mod, remote, ray_da
         assert plain.node_id  # the plain node was there, and not enough
     finally:
         c.shutdown()
+
+
+@slow
+def test_a_chat_request_fans_out_into_parts_on_the_cluster(repo, tmp_path, cluster, remote, ray_daemon):
+    from loopwright.runtime.chat import create_thread, messages, post_message
+    from loopwright.runtime.project import open_project
+
+    things = ["a cat", "a dog", "a fish"]
+    script = write_script(tmp_path / "chat.json", [
+        {"when": "Part ", **turn(call("write_file", path="part.txt", content="drawn"), call("finish", summary="drew it")),
+         "otherwise": turn(call("fan_out", items=things, plan="one drawing per thing"))}])
+    configure(repo, tmp_path, remote, extra=f'provider = "scripted"\nscript = "{script}"\n'
+                                            "[chat]\ndebounce_seconds = 0.1")
+    p = open_project(repo, create=True)
+    create_thread(p.store, "draw", check="true")
+    post_message(p.store, p.config.chat, "draw", "ana", "@loopwright draw three things: " + ", ".join(things))
+    ray_daemon("--address", cluster.address)
+
+    def replies():
+        return [m for m in messages(open_project(repo).store, "draw") if m.kind == "agent"]
+
+    until(lambda: any("all 3 parts" in m.text for m in replies()), "the summary", timeout=180)
+    store = open_project(repo).store
+    parent = store.tasks()[0]
+    parts = [t for t in store.tasks() if t.parent_id == parent.id]
+    assert len(parts) == 3 and all(t.status == "succeeded" for t in parts), [(t.status, t.reason) for t in parts]
+    assert store.task(parent.id).status == "succeeded" and "split into 3 parts" in store.runs(task_id=parent.id)[0].reason
+    assert all(placements(store, store.runs(task_id=t.id)[0].id) for t in parts)  # on the cluster
+    assert replies()[-1].text.startswith("@ana all 3 parts finished (3 succeeded)")
