@@ -649,13 +649,17 @@ async def _work(actor: RunActor, spec: RunSpec, head, api_key: str | None) -> Re
     actor, whose blocking `wait` would hold back `stop`."""
     actor._loop, actor._stop = asyncio.get_running_loop(), asyncio.Event()
     proxy = StoreProxy(head, spec)
+    # the model's SDK is imported (a second of CPU) while git fetches and checks out
+    making = asyncio.ensure_future(asyncio.to_thread(_adapter, spec, api_key))
     try:
         ws = await asyncio.to_thread(open_workspace, spec)
     except WorkspaceError as e:
+        with contextlib.suppress(Exception):
+            await (await making).aclose()
         return RemoteOutcome("failed", f"on the Ray worker ({socket.gethostname()}): {e}")
     adapter = None
     try:
-        adapter = _adapter(spec, api_key)
+        adapter = await making
         config = spec.config
         loop_ref: list = [None]
         memory_on = spec.memory_tools
