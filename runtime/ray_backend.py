@@ -1197,7 +1197,8 @@ class RemoteRunner(Runner):
             remote=self.backend.remote or "", cache_dir=config.ray.cache_dir, fresh=fresh, notices=notices,
             system_prompt=SYSTEM_PROMPT + (MEMORY_PROMPT if lessons is not None else ""),
             task_text=task_text(task, task.check_cmd) + recalled + self._progress(task, run),
-            config=config, script=Script.load(config.script) if config.provider == "scripted" else None,  # type: ignore[arg-type]
+            config=config,
+            script=Script.load(config.script) if config.provider == "scripted" else None,  # type: ignore[arg-type]
             start_at=self._script_position(task), check=task.check_cmd, until=bool(task.options.get("until")),
             run=self.store.run(run.id), conversation=[] if fresh else self.store.conversation(run.id),
             scratchpad=self.store.scratchpad(run.id).read(), copy_files=files,
@@ -1333,11 +1334,12 @@ class _RemoteLoop:
             self.actor = None
 
     async def _after(self, status: str) -> None:
-        """The run branch fetched to the head; a worktree of it where a person looks next."""
+        """The run branch fetched to the head, and a worktree of it there for what a person may do next: review and
+        merge it, look at its diff, roll a paused run back (its next worker starts where the rollback left it)."""
         backend, worktree = self.runner.backend, Path(self.row.worktree)
         try:
             await asyncio.to_thread(backend.fetch_branch, self.row.branch, worktree)
-            if status in ("needs_review", "failed", "killed"):
+            if status in ("needs_review", "failed", "killed", "paused", "budget_exceeded"):
                 await asyncio.to_thread(backend.materialize, self.row.branch, worktree)
         except WorkspaceError as e:
             backend.say(f"run {self.row.id}: could not bring its branch to the head: {e}")

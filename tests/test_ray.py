@@ -406,7 +406,8 @@ def test_a_chat_request_fans_out_into_parts_on_the_cluster(repo, tmp_path, clust
 
     things = ["a cat", "a dog", "a fish"]
     script = write_script(tmp_path / "chat.json", [
-        {"when": "Part ", **turn(call("write_file", path="part.txt", content="drawn"), call("finish", summary="drew it")),
+        {"when": "Part ", **turn(call("write_file", path="part.txt", content="drawn"),
+                                 call("finish", summary="drew it")),
          "otherwise": turn(call("fan_out", items=things, plan="one drawing per thing"))}])
     configure(repo, tmp_path, remote, extra=f'provider = "scripted"\nscript = "{script}"\n'
                                             "[chat]\ndebounce_seconds = 0.1")
@@ -423,6 +424,38 @@ def test_a_chat_request_fans_out_into_parts_on_the_cluster(repo, tmp_path, clust
     parent = store.tasks()[0]
     parts = [t for t in store.tasks() if t.parent_id == parent.id]
     assert len(parts) == 3 and all(t.status == "succeeded" for t in parts), [(t.status, t.reason) for t in parts]
-    assert store.task(parent.id).status == "succeeded" and "split into 3 parts" in store.runs(task_id=parent.id)[0].reason
+    assert store.task(parent.id).status == "succeeded"
+    assert "split into 3 parts" in store.runs(task_id=parent.id)[0].reason
     assert all(placements(store, store.runs(task_id=t.id)[0].id) for t in parts)  # on the cluster
     assert replies()[-1].text.startswith("@ana all 3 parts finished (3 succeeded)")
+
+
+@slow
+def test_sigterm_pauses_the_runs_on_the_cluster_and_the_next_serve_resumes_them(repo, cli, tmp_path, cluster, remote,
+                                                                                ray_daemon):
+    configure(repo, tmp_path, remote)
+    tasks = [post(cli, repo, tmp_path, f"g{i}", "--check", "true", sleep=3) for i in range(3)]
+    d = ray_daemon("--address", cluster.address)
+    store = Store(repo / ".loopwright" / "state.db")
+    until(lambda: len(store.runs()) == 3 and all(r.last_action.startswith("write_file") for r in store.runs()),
+          "three runs in their first step", timeout=120)
+    assert d.stop(signal.SIGTERM) == 0
+    runs = store.runs()
+    assert [r.status for r in runs] == ["paused"] * 3 and all("daemon stopped" in r.reason for r in runs)
+    assert all(Path(r.worktree).is_dir() for r in runs)  # a worktree of each paused run on the head
+    # a person rolls one paused run back to its start: its next worker starts there
+    rolled = runs[0]
+    code, _, err = cli(repo, "rollback", rolled.id, "--to", "0")
+    assert code == 0, err
+    ray_daemon("--address", cluster.address)
+    store = wait_until_done(repo, 3)
+    assert [store.task(t).status for t in tasks] == ["succeeded"] * 3, [store.task(t).reason for t in tasks]
+    assert all(len(store.runs(task_id=t)) == 1 for t in tasks)
+    assert all(len(placements(store, r.id)) == 2 for r in store.runs())
+    told = store.events(rolled.id, types=("message", "conversation_reset"))
+    shown = json.dumps([e.model_dump() for _, _, e in told])
+    assert "rolled back to the start" in shown
+    name = store.task(rolled.task_id).title.split()[-1]
+    assert not (repo / f"{name}.txt").exists() and (repo / f"{name}-2.txt").exists()  # the rollback held
+    others = [store.task(t).title.split()[-1] for t in tasks if t != rolled.task_id]
+    assert all((repo / f"{n}.txt").exists() for n in others)
