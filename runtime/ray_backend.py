@@ -241,9 +241,11 @@ def _discard_worktree(clone: Path, path: Path) -> None:
 
 
 def remove_workspace(ws: RemoteWorkspace) -> None:
-    """The run is over on this node (its work is on the remote): free the disk."""
+    """The run is over on this node (its work is on the remote): free the disk, drop the branch from the clone."""
     with _flock(ws.root.parent / ".lock"):
         _discard_worktree(ws.root, ws.path)
+        git.Git(ws.root).execute(["git", "branch", "-D", ws.branch], with_extended_output=True,
+                                 with_exceptions=False)
 
 
 # -- what crosses from the head to a worker, and back -------------------------------------------------------------
@@ -1038,6 +1040,7 @@ class RayBackend:
         _remote_git(self.project.root, "fetch", "--quiet", self.head_remote, f"+refs/heads/{branch}:{ref}",
                     what=f"fetching {branch} from the git remote {self.head_remote}")
         sha = _git(g, "rev-parse", ref)
+        _git(g, "update-ref", "-d", ref, sha, what=f"dropping {ref}")
         with GIT_LOCK:
             if (worktree / ".git").exists():
                 _git(git.Git(worktree), "reset", "--quiet", "--hard", sha, what=f"updating the worktree {worktree}")

@@ -459,3 +459,29 @@ def test_sigterm_pauses_the_runs_on_the_cluster_and_the_next_serve_resumes_them(
     assert not (repo / f"{name}.txt").exists() and (repo / f"{name}-2.txt").exists()  # the rollback held
     others = [store.task(t).title.split()[-1] for t in tasks if t != rolled.task_id]
     assert all((repo / f"{n}.txt").exists() for n in others)
+
+
+@slow
+def test_the_provider_gate_is_kept_by_the_head_for_runs_on_the_cluster(repo, cli, tmp_path, cluster, remote,
+                                                                      ray_daemon):
+    """The real Anthropic SDK on the workers against the loopback server: a 429 closes the fleet's gate in the
+    head's store, and the call waits there instead of failing."""
+    from loopwright.harness.loopback import LoopbackServer
+    from loopwright.harness.script import Script
+
+    script = Script.parse({"turns": [{"fault": "429", "retry_after": 1.0},
+                                     turn(call("write_file", path="q.txt", content="q")),
+                                     turn(call("finish", summary="done"))]})
+    with LoopbackServer(script) as server:
+        configure(repo, tmp_path, remote, extra=f'provider = "anthropic"\nmodel = "claude-sonnet-4-6"\n'
+                                                f'base_url = "{server.anthropic_base_url}"\n[memory]\nreflect = false')
+        task = cli.json(repo, "post", "write q", "--check", "test -f q.txt")["task"]
+        ray_daemon("--address", cluster.address)
+        store = wait_until_done(repo, 1)
+    assert store.task(task).status == "succeeded", store.task(task).reason
+    (gate,) = store.conn.execute("SELECT key, closed_until, reason FROM quota_gates").fetchall()
+    assert gate["key"].startswith("anthropic/claude-sonnet-4-6@") and gate["closed_until"] > 0
+    assert "429" in gate["reason"]
+    run = store.runs()[0]
+    assert run.model_calls == 2 and placements(store, run.id)
+    assert (repo / "q.txt").exists()
