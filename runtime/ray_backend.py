@@ -1255,7 +1255,7 @@ class _RemoteLoop:
 
     async def _on_cluster(self) -> RemoteOutcome:
         import ray
-        from ray.exceptions import RayActorError
+        from ray.exceptions import ActorUnavailableError, RayActorError
 
         from .daemon import GRACEFUL_STOP
 
@@ -1297,7 +1297,7 @@ class _RemoteLoop:
                         task_id=self.task.id, by="ray",
                         change=f"running on Ray node {where['node'][:8]} ({where['host']}, pid {where['pid']})"))
                     self.forward_stop()
-                outcome: RemoteOutcome = await _await(self.actor.wait.remote())
+                outcome = await self._wait(ActorUnavailableError)
                 if self.attach is not None and outcome.status == "paused" and outcome.reason == GRACEFUL_STOP:
                     # it paused because the last head stopped: go on, from where it paused
                     self.attach = None
@@ -1308,7 +1308,8 @@ class _RemoteLoop:
                 self._kill()
                 return outcome
             except RayActorError as e:
-                self.actor, self.attach = None, None
+                self._kill()  # whatever is left of it must not go on next to its successor
+                self.attach = None
                 self.failures += 1
                 if runner.stop_request is not None and runner.stop.is_set():
                     return RemoteOutcome(*runner.stop_request)
@@ -1327,6 +1328,18 @@ class _RemoteLoop:
             except asyncio.CancelledError:  # the daemon's stop timeout: the worker pauses on its own
                 self.forward_stop()
                 return RemoteOutcome("paused", (runner.stop_request or ("paused", "interrupted"))[1])
+
+    async def _wait(self, unavailable: type[Exception], patience: float = 60.0) -> RemoteOutcome:
+        """The worker's outcome; a worker out of reach for a moment (a network blip) is asked again."""
+        since = None
+        while True:
+            try:
+                return await _await(self.actor.wait.remote())
+            except unavailable:
+                since = since or time.monotonic()
+                if time.monotonic() - since > patience:
+                    raise
+                await asyncio.sleep(1.0)
 
     def _kill(self) -> None:
         import ray
