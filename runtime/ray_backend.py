@@ -4,7 +4,7 @@ The daemon (`loopwright serve --backend ray`) runs on a node of the cluster — 
 local backend keeps: the SQLite store, the scheduler, the budgets, the chat and the merges. Each run executes
 on a Ray worker in its own actor (`RunActor`, detached and named after the run), which:
 
-- clones the project's git remote into a cache on its node (once per node; later runs fetch), checks out the
+- clones the project's git remote into a cache on its machine (once; later runs fetch), checks out the
   run's branch `lw/<run>` at the commit the head says, and pushes the branch at every checkpoint (and
   rollback), so the head and every other node see every checkpoint on the remote;
 - drives the same `AgentLoop` as the local backend against a store proxy: events, model-call records,
@@ -22,6 +22,11 @@ Failures: a worker (or its whole node) that dies makes the head start the run ag
 last checkpoint recorded in the store (up to `ray.max_node_failures` times); a head that restarts finds the
 runs' actors still alive on the cluster by name and reattaches to them, or resumes the runs from their last
 checkpoints when the cluster went down with it (a local cluster does).
+
+What stays on the head: reflection after a run (a model call of its own), recalled lessons (sent with the run),
+the chat, and merges. Not on workers yet: skills (their folders live on the head's disk), so a run on the
+cluster gets the standard, memory and artifact tools (and `fan_out` for a chat request) but no `use_skill`.
+`loopwright run` (one task in the foreground) stays local.
 
 Ray is optional (`pip install 'loopwright[ray]'`): this module imports it only when the backend starts.
 """
