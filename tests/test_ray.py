@@ -485,3 +485,25 @@ def test_the_provider_gate_is_kept_by_the_head_for_runs_on_the_cluster(repo, cli
     run = store.runs()[0]
     assert run.model_calls == 2 and placements(store, run.id)
     assert (repo / "q.txt").exists()
+
+
+@slow
+def test_memory_and_artifact_tools_of_a_run_on_the_cluster_reach_the_head(repo, cli, tmp_path, ray_daemon):
+    configure(repo, tmp_path, None)
+    steps = [turn(call("remember", text="Run the tests with python -m unittest in this project.", tags=["tests"])),
+             turn(call("recall", query="unittest tests")),
+             turn(call("write_file", path="notes/plan.md", content="# Plan\n\nstep one\n"),
+                  expect="Run the tests with python -m unittest"),
+             turn(call("artifact", path="notes/plan.md", kind="plan", title="The plan"),
+                  call("artifact", text="all done", kind="report", title="Report")),
+             turn(call("finish", summary="done"))]
+    script = write_script(tmp_path / "m.json", steps)
+    task = cli.json(repo, "post", "remember things", "--script", script, "--check", "true")["task"]
+    ray_daemon()
+    store = wait_until_done(repo, 1)
+    assert store.task(task).status == "succeeded", store.task(task).reason
+    lessons = cli.json(repo, "lessons", "list")
+    assert any("python -m unittest" in x["text"] for x in lessons), lessons
+    arts = cli.json(repo, "artifacts", "list")
+    assert sorted(a["title"] for a in arts) == ["Report", "The plan"]
+    assert all(Path(a["path"]).is_file() and str(repo) in a["path"] for a in arts)  # kept on the head
