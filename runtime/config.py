@@ -189,8 +189,8 @@ class RetryConfig(_Section):
 class RayConfig(_Section):
     """The ray backend: agent runs on a Ray cluster, the store, scheduler and budgets on the head (the daemon)."""
 
-    address: str | None = Field(default=None, description="the cluster (host:port, ray://host:port or auto); "
-                                                          "unset: a local cluster started for the daemon")
+    address: str | None = Field(default=None, description="the cluster the daemon's machine is a node of (host:port "
+                                                          "or auto); unset: a local cluster started for the daemon")
     remote: str | None = Field(default=None, description="git URL every node can reach (a bare repository on a "
                                                          "shared path, or ssh); unset: .loopwright/remote.git, "
                                                          "which only nodes on this machine reach")
