@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 from support import call, git, turn, until, write_script
+from test_daemon import wait_until_done as daemon_wait_until_done
 
 from loopwright.memory.store import Store
 
-TERMINAL = ("succeeded", "failed", "needs_review", "cancelled", "killed", "budget_exceeded")
 slow = pytest.mark.slow
 
 
@@ -107,14 +107,8 @@ def post(cli, repo: Path, tmp_path: Path, name: str, *extra: str, sleep: float =
 
 
 def wait_until_done(repo: Path, count: int, timeout: float = 180) -> Store:
-    store = Store(repo / ".loopwright" / "state.db")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        tasks = store.tasks()
-        if len(tasks) == count and all(t.status in TERMINAL for t in tasks):
-            return store
-        time.sleep(0.2)
-    raise AssertionError(f"not done: {[(t.id, t.status, t.reason) for t in store.tasks()]}")
+    """test_daemon's, with more time: workers start and import the SDK on a loaded 2-core machine."""
+    return daemon_wait_until_done(repo, count, timeout)
 
 
 def placements(store: Store, run_id: str) -> list[tuple[str, int]]:
