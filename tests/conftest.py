@@ -63,6 +63,18 @@ def cli(capsys, monkeypatch) -> CLI:
 
 
 @pytest.fixture
+def utc(monkeypatch):
+    """Local time is UTC for the test (snapshots of screens that show clock times)."""
+    import time
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.fixture
 def project(repo):
     """The repo fixture, initialised, opened as a project."""
     from loopwright.runtime.project import init_project, open_project

@@ -86,15 +86,6 @@ def toasts(app, text: str) -> list[str]:
     return [t for _, t in app.said if text in t]
 
 
-@pytest.fixture
-def utc(monkeypatch):
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
-
-
 def fleet_fixture(repo: Path):
     """A store built by hand: fixed run ids and timestamps, a closed gate, a spent share of the day's budget."""
     init_project(repo)

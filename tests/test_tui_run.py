@@ -13,7 +13,6 @@ import os
 import time
 from pathlib import Path
 
-import pytest
 from support import CALC, call, turn, write_script
 from textual.app import App
 from textual.widgets import Collapsible, DataTable, Input, RichLog, Static
@@ -341,15 +340,6 @@ def test_rollback_of_a_stopped_run_resets_its_worktree_and_a_gcd_worktree_is_a_c
 
 
 # -- the screen, as a picture ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def utc(monkeypatch):
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 def snapshot_project(repo: Path, monkeypatch):
