@@ -401,11 +401,10 @@ class ChatHub:
         parts = children(self.store, task.id)
         now = time.time()
         if task.status not in TASK_DONE and task.status != "waiting":
-            self.store.conn.execute("UPDATE threads SET lease_until = ? WHERE name = ?",
-                                    (now + self.config.lease_seconds, name))
+            self._renew(name, now)
             return
         for part in parts:
-            if part.status in TASK_DONE:
+            if part.status in TASK_DONE and not self._posted(f"reply:{part.id}"):  # answer() reads the run's events
                 self._post(name, f"@{chat['author']} part {part.options['chat']['part']}/{len(parts)} "
                                  f"({part.status}): {answer(self.store, part)}",
                            kind="agent", reply_to=chat["message"], key=f"reply:{part.id}", task_id=part.id)
@@ -413,8 +412,7 @@ class ChatHub:
         if parts:
             self._status(task, f"@{chat['author']} {done} of {len(parts)} done")
             if done < len(parts):
-                self.store.conn.execute("UPDATE threads SET lease_until = ? WHERE name = ?",
-                                        (now + self.config.lease_seconds, name))
+                self._renew(name, now)
                 return
             ok = sum(p.status == "succeeded" for p in parts)
             self._post(name, f"@{chat['author']} all {len(parts)} parts finished ({ok} succeeded). "
@@ -429,6 +427,14 @@ class ChatHub:
                        reply_to=chat["message"], key=f"reply:{task.id}", task_id=task.id)
         self.store.conn.execute("UPDATE threads SET active_task = NULL, lease_until = 0 WHERE name = ? AND "
                                 "active_task = ?", (name, task.id))
+
+    def _renew(self, name: str, now: float) -> None:
+        """Extend the thread's lease once half of it has gone (not a write at every poll)."""
+        self.store.conn.execute("UPDATE threads SET lease_until = ? WHERE name = ? AND lease_until < ?",
+                                (now + self.config.lease_seconds, name, now + self.config.lease_seconds / 2))
+
+    def _posted(self, key: str) -> bool:
+        return self.store.conn.execute("SELECT 1 FROM messages WHERE reply_key = ?", (key,)).fetchone() is not None
 
     def _status(self, task: Task, text: str) -> None:
         """The request's status message, edited in place."""
