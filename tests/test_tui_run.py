@@ -436,9 +436,12 @@ def test_message_and_rollback_are_carried_out_by_the_running_agent(repo, cli, tm
             await pilot.press("3", "b", "y")  # the cursor is on 0: the start
             await wait(pilot, lambda: store.events(run.id, types=("rolled_back",)), "the rollback", timeout=30)
             assert not Path(run.worktree, "a.txt").exists()
-            notices = [e.text for _, _, e in store.events(run.id, types=("notice",))]
-            assert any("hello from the supervisor" in n for n in notices)
-            assert any("rolled back" in n for n in notices)
+
+            def notices() -> list[str]:  # written after the rollback's own event, once both commands are applied
+                return [e.text for _, _, e in store.events(run.id, types=("notice",))]
+            await wait(pilot, lambda: len(notices()) == 2, "the agent's notices", timeout=30)
+            assert any("hello from the supervisor" in n for n in notices())
+            assert any("rolled back" in n for n in notices())
             await wait(pilot, lambda: store.run(run.id).status == "succeeded", "the run's end", timeout=30)
             await pilot.press("1")
             await wait(pilot, lambda: any("hello from the supervisor" in line for line in log_text(app)),

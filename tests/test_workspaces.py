@@ -462,3 +462,93 @@ def test_many_runs_merging_at_once_from_threads_all_land(repo):
     assert git(repo, "rev-list", "--count", f"{old}..main") == "8"
     assert all((repo / f"part{i}.txt").read_text() == f"{i}\n" for i in range(8))  # the user's checkout followed
     assert git(repo, "status", "--porcelain") == ""
+
+
+def _queue_merges(repo: Path, spaces: list[Workspace], train) -> list:
+    """Merge `spaces` from threads while `train`'s lock is held, so they all queue; then let them land."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(spaces)) as pool:
+        with train.lock:
+            futures = [pool.submit(w.squash_merge, "main", f"merge {w.run_id}", train) for w in spaces]
+            deadline = time.monotonic() + 30
+            while len(train._queue) < len(spaces) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert len(train._queue) == len(spaces) and threading.active_count() > len(spaces)
+        return [f.result() for f in futures]
+
+
+def _parts(repo: Path, count: int, prefix: str = "t") -> list[Workspace]:
+    spaces = [_ws(repo, f"{prefix}{i}") for i in range(count)]
+    for i, w in enumerate(spaces):
+        (w.path / f"part{i}.txt").write_text(f"{i}\n")
+        w.checkpoint(f"part {i}", step=1)
+    return spaces
+
+
+def test_merges_queued_together_land_as_one_train_of_separate_commits(repo):
+    from loopwright.workspaces.git import MergeTrain
+
+    train = MergeTrain()
+    spaces = _parts(repo, 6)
+    old = git(repo, "rev-parse", "main")
+    results = _queue_merges(repo, spaces, train)
+    assert [r.status for r in results] == ["merged"] * 6
+    commits = git(repo, "rev-list", "--reverse", f"{old}..main").splitlines()
+    assert sorted(commits) == sorted(r.commit for r in results) and len(commits) == 6
+    assert sorted(git(repo, "log", "-1", "--format=%s", c) for c in commits) == sorted(f"merge t{i}" for i in range(6))
+    for r in results:  # each commit brings exactly its own run's file
+        assert git(repo, "diff-tree", "--no-commit-id", "--name-only", "-r", r.commit) == \
+            f"part{[x.commit for x in results].index(r.commit)}.txt"
+    assert all((repo / f"part{i}.txt").read_text() == f"{i}\n" for i in range(6))
+    assert git(repo, "status", "--porcelain") == ""
+    # one move of the branch for the six: the reflog of main has one squash-merge entry
+    moves = [line for line in git(repo, "reflog", "show", "--format=%gs", "main").splitlines() if "squash-merge" in line]
+    assert moves == ["loopwright: squash-merge 6 run(s)"]
+
+
+def test_a_conflicting_merge_is_left_out_of_the_train(repo):
+    from loopwright.workspaces.git import MergeTrain
+
+    spaces = _parts(repo, 3)
+    bad = _ws(repo, "bad")
+    _fix_add(bad)
+    bad.checkpoint("fix", step=1)
+    (repo / "calc.py").write_text((repo / "calc.py").read_text().replace("a - b", "b + a"))
+    git(repo, "commit", "-qam", "user fix")
+    results = _queue_merges(repo, [spaces[0], bad, *spaces[1:]], MergeTrain())
+    assert [r.status for r in results] == ["merged", "conflict", "merged", "merged"]
+    assert results[1].detail == "conflict in calc.py (content)"
+    assert "b + a" in (repo / "calc.py").read_text() and git(repo, "status", "--porcelain") == ""
+    assert git(repo, "rev-list", "--count", "main~3..main") == "3"
+
+
+def test_a_train_whose_checkout_cannot_follow_lands_one_by_one(repo):
+    """The user's uncommitted change overlaps one run of the train: only that run is refused."""
+    from loopwright.workspaces.git import MergeTrain
+
+    spaces = _parts(repo, 3)
+    (spaces[1].path / "calc.py").write_text("agent version\n")
+    spaces[1].checkpoint("rewrite", step=2)
+    (repo / "calc.py").write_text("user's uncommitted version\n")
+    results = _queue_merges(repo, spaces, MergeTrain())
+    assert [r.status for r in results] == ["merged", "conflict", "merged"]
+    assert results[1].detail.startswith("your uncommitted changes to calc.py overlap the run's changes")
+    assert (repo / "calc.py").read_text() == "user's uncommitted version\n"
+    assert (repo / "part0.txt").exists() and (repo / "part2.txt").exists() and not (repo / "part1.txt").exists()
+    assert git(repo, "diff", "--name-only") == "calc.py"
+
+
+def test_worktrees_added_at_once_from_threads_all_work(repo):
+    """Adds run without a lock (git marks a worktree it is adding as locked against a concurrent prune)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(16) as pool:
+        spaces = list(pool.map(lambda i: _ws(repo, f"c{i}"), range(16)))
+        pool.map(lambda w: w.remove(delete_branch=True), spaces[:8])  # removes (and prunes) while others add
+        more = list(pool.map(lambda i: _ws(repo, f"d{i}"), range(8)))
+    for w in spaces[8:] + more:
+        assert (w.path / "calc.py").exists() and w.head() == w.base_commit
+        assert git(w.path, "symbolic-ref", "HEAD") == f"refs/heads/{w.branch}"
