@@ -552,3 +552,21 @@ def test_worktrees_added_at_once_from_threads_all_work(repo):
     for w in spaces[8:] + more:
         assert (w.path / "calc.py").exists() and w.head() == w.base_commit
         assert git(w.path, "symbolic-ref", "HEAD") == f"refs/heads/{w.branch}"
+
+
+def test_an_add_that_meets_another_half_way_tries_again(repo):
+    """`git worktree add` dies on another add's admin directory whose commondir is not written yet; the run's
+    add waits for it and tries again instead of failing the task."""
+    import threading
+
+    admin = repo / ".git" / "worktrees" / "half"
+    admin.mkdir(parents=True)
+    (admin / "gitdir").write_text(str(repo.parent / "half" / ".git") + "\n")
+    (admin / "commondir").write_text("")  # as another add has it, half-way
+    assert "failed to read" in subprocess.run(["git", "worktree", "add", "--quiet", "-b", "probe", str(repo.parent / "p")],
+                                              cwd=repo, capture_output=True, text=True).stderr
+    finish = threading.Timer(0.05, lambda: (admin / "commondir").write_text("../..\n"))
+    finish.start()
+    ws = _ws(repo, "after")
+    finish.join()
+    assert (ws.path / "calc.py").exists() and git(ws.path, "symbolic-ref", "HEAD") == "refs/heads/lw/after"

@@ -23,6 +23,7 @@ import stat
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ TRAILER_RUN = "Loopwright-Run"
 TRAILER_STEP = "Loopwright-Step"
 FALLBACK_NAME, FALLBACK_EMAIL = "loopwright", "loopwright@localhost"
 NO_COMMITS = "the repository has no commits yet (make a first commit, e.g. git commit --allow-empty -m init)"
+# `git worktree add` read another add's admin directory before that add wrote it
+_HALF_ADDED = re.compile(r"failed to read .*worktrees/[^/\s]+/(commondir|gitdir|HEAD)")
 # variables that would point git somewhere other than the worktree it runs in
 _GIT_LOCATION_VARS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR",
                       "GIT_PREFIX", "GIT_NAMESPACE")
@@ -294,10 +297,10 @@ class Workspace:
                setup_timeout: float = 600, git_lock: contextlib.AbstractContextManager | None = None) -> Workspace:
         """Make `<worktrees_dir>/<run_id>` on a new branch `lw/<run_id>` at the head of `target_branch`.
 
-        Runs add their worktrees concurrently, without a lock: each has its own branch and admin directory, and
-        git marks a worktree it is still adding as locked, so a concurrent `git worktree prune` leaves it be.
-        (Serialising the adds made a fleet of 128 start over 1.3 s.) `git_lock` is only for undoing a half-made
-        workspace, which prunes."""
+        Runs add their worktrees concurrently, without a lock (serialising the adds made a fleet of 128 start
+        over 1.3 s): each has its own branch and admin directory, and git marks a worktree it is still adding as
+        locked, so a concurrent prune leaves it be. An add that reads another's half-written metadata fails
+        ("failed to read .../commondir") and is tried again. `git_lock` is for undoing a half-made workspace."""
         root = repo_root(Path(root))
         g = git.Git(root)
         copy_files = tuple(copy_files)
@@ -315,6 +318,14 @@ class Workspace:
                                  f"(pass --target BRANCH with an existing branch)")
         existed = path.exists()
         status, out, err = _run(g, "worktree", "add", "--quiet", "-b", branch, str(path), base)
+        for wait in (0.01, 0.02, 0.05, 0.1, 0.2):
+            if status == 0 or not _HALF_ADDED.search(err) or existed:
+                break
+            # another run's `worktree add` was half-way (its commondir not written yet) when this one read the
+            # list of worktrees; the branch was already made, so try again with it
+            time.sleep(wait)
+            retry = ("-b", branch, str(path), base) if _commit_of_branch(g, branch) is None else (str(path), branch)
+            status, out, err = _run(g, "worktree", "add", "--quiet", *retry)
         ws = cls(root, run_id, path, branch, base, copy_files)
         if status != 0:
             if not existed and (path / ".git").exists():  # registered, but its files could not be checked out
