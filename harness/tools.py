@@ -29,6 +29,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .gate import released
 from .messages import ToolCall, ToolSpec
 
 SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv", "venv", ".mypy_cache", ".pytest_cache", ".ruff_cache",
@@ -178,7 +179,9 @@ async def run_command(command: str, *, cwd: Path, timeout: float, cap: int = 30_
     reader = asyncio.ensure_future(pump())
     timed_out = False
     try:
-        if not await _wait_exit(proc, timeout):
+        async with released():  # a command can take minutes: other runs' turns go on meanwhile
+            exited = await _wait_exit(proc, timeout)
+        if not exited:
             timed_out = True
             _kill_group(proc)
             await _wait_exit(proc, 5.0)

@@ -416,7 +416,7 @@ def run_of(store: Store, task: int):
 def test_message_and_rollback_are_carried_out_by_the_running_agent(repo, cli, tmp_path, daemon):
     task = post(cli, repo, tmp_path, [
         turn(call("write_file", path="a.txt", content="a")),
-        turn(call("shell", command="sleep 4")),
+        turn(call("shell", command="until [ -e go ]; do sleep 0.05; done")),  # until the test says go
         turn(call("finish", summary="done"), expect="hello from the supervisor"),  # fails the run if unseen
     ])
     daemon(max_parallel=1)
@@ -434,6 +434,8 @@ def test_message_and_rollback_are_carried_out_by_the_running_agent(repo, cli, tm
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("m", *"hello from the supervisor", "enter")
             await pilot.press("3", "b", "y")  # the cursor is on 0: the start
+            await wait(pilot, lambda: len(commands(store, run.id)) == 2, "the two commands queued", timeout=30)
+            Path(run.worktree, "go").write_text("")  # the agent's command ends; it takes them at its turn's end
             await wait(pilot, lambda: store.events(run.id, types=("rolled_back",)), "the rollback", timeout=30)
             assert not Path(run.worktree, "a.txt").exists()
 

@@ -318,7 +318,7 @@ class Workspace:
                                  f"(pass --target BRANCH with an existing branch)")
         existed = path.exists()
         status, out, err = _run(g, "worktree", "add", "--quiet", "-b", branch, str(path), base)
-        for wait in (0.01, 0.02, 0.05, 0.1, 0.2):
+        for wait in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0):  # the other add may be descheduled a while
             if status == 0 or not _HALF_ADDED.search(err) or existed:
                 break
             # another run's `worktree add` was half-way (its commondir not written yet) when this one read the
