@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -278,8 +279,44 @@ def test_ratings_rate_a_new_task_from_its_measurement_and_move_on_a_replay():
     assert Ratings.from_state(json.loads(json.dumps(r.state()))).state() == r.state()
 
 
+def test_ratings_follow_a_solver_that_learns_from_practice():
+    """A solver gaining 0.002 logits per attempt on a kind (0.1 a round): the practice term γ is learned from the
+    replays, and the predictions keep up (a random walk, or fixed Elo gains, lags such a trend)."""
+    import random
+
+    rng = random.Random(0)
+    r, skill, true_b, errors = Ratings(), 0.0, {}, []
+    for round_no in range(40):
+        new = [f"t{round_no}.{i}" for i in range(3)]
+        true_b |= {t: skill + rng.gauss(0.0, 0.5) for t in new}
+        replayed = rng.sample(sorted(t for t in true_b if t not in new)[-12:], 3) if round_no else []
+        for t in new + replayed:
+            if t in replayed and round_no >= 20:
+                errors.append((r.ability("k") - r.b[t]) - (skill - true_b[t]))
+            r.observe(t, "k", sum(rng.random() < sigmoid(skill - true_b[t]) for _ in range(8)), 8)
+        skill += 0.002 * 48
+        r.advance({"k": 48})
+    assert 0.001 < r.gain < 0.003
+    assert abs(statistics.mean(errors)) < 0.1  # no lag
+
+
+def test_a_new_task_asked_against_rated_examples_informs_the_solver_rating():
+    r = Ratings()
+    for t in ("a", "b"):
+        r.observe(t, "k", 4, 8)
+    before = r.ability("k")
+    alone = Ratings.from_state(json.loads(json.dumps(r.state())))
+    r.observe("new", "k", 8, 8, prior=r.request("k", 0.5, ["a", "b"]))  # asked at 0.5 next to a and b: solved 8/8
+    alone.observe("new", "k", 8, 8, prior=alone.request("k", 0.5))  # no examples of its kind shown
+    assert r.ability("k") > before and r.b["a"] < alone.b["a"]  # the solver underrated, or its examples overrated
+    assert alone.ability("k") == before and alone.predict("new", "k") > 0.5
+    assert Ratings.from_state(json.loads(json.dumps(r.state()))).state() == r.state()
+    elo = {"global_theta": 0.4, "theta": {"k": 0.1}, "b": {"a": 0.2}}  # a state of the first (Elo) version
+    assert Ratings.from_state(elo).predict("a", "k") == pytest.approx(sigmoid(0.3))
+
+
 def test_the_mix_moves_with_the_batch_rate_and_backs_off_when_tasks_are_too_hard():
-    ctl = Controller(ControllerConfig(target=0.5, eta=0.5))
+    ctl = Controller(ControllerConfig(target=0.5, eta=0.5, kappa=0.5))
     ctl.update(0.7, (45, 64))
     assert ctl.c == pytest.approx(0.6) and 0.35 < ctl.request_success() < 0.45  # too easy: harder ones asked
     for _ in range(20):  # impossible tasks: the batch fails
@@ -427,21 +464,25 @@ def test_padded_and_duplicate_proposals_never_get_through_in_simulation():
 
 
 def test_the_controller_converges_on_a_simulated_population():
-    """Static and learning populations: s̄ stays near the target, and fewer attempts are wasted than with tasks of
-    random difficulty (the bench measures this over 5 seeds, three populations and three baselines)."""
-    for population in ("static", "learning"):
-        gaps, wasted = [], {}
-        for mode in ("controlled", "random"):
-            domain, proposer, solver = sim_engine_parts(population, 3, mode)
-            flags = {} if mode == "controlled" else {"replay": False, "examples": "none", "control": False}
-            records = run(Engine(domain, proposer, solver, SelfPlayConfig(seed=3, **flags)), 40)
-            s = summary(records, lo=10, hi=40)
-            wasted[mode] = s["wasted_share"]
-            if mode == "controlled":
-                gaps.append(s["mean_gap"])
-                assert s["rounds_to_band"] is not None and s["rounds_to_band"] <= 15
-        assert gaps[0] < 0.15, (population, gaps)  # the floor for 8 x 8 attempts a round is ~0.05
-        assert wasted["controlled"] < wasted["random"], (population, wasted)
+    """Static and learning populations at the default batch (16 x 8): s̄ stays near the target — within 0.054 on
+    average over rounds 10-40 and four seeds of the static population (the binomial floor is 0.035; the Elo ratings
+    and controller before the Kalman ratings scored 0.061 here, 0.082 on the learning one) — and fewer attempts are
+    wasted than with tasks of random difficulty (the bench measures this over 5 seeds, three populations and three
+    baselines)."""
+    gaps: dict[str, list[float]] = {"static": [], "learning": []}
+    for population, seeds in (("static", (3, 4, 5, 6)), ("learning", (3, 4))):
+        for seed in seeds:
+            domain, proposer, solver = sim_engine_parts(population, seed)
+            s = summary(run(Engine(domain, proposer, solver, SelfPlayConfig(seed=seed)), 40), lo=10, hi=40)
+            gaps[population].append(s["mean_gap"])
+            assert s["rounds_to_band"] is not None and s["rounds_to_band"] <= 15, (population, seed, s)
+            if seed == 3:
+                domain, proposer, solver = sim_engine_parts(population, seed, "random")
+                flags = {"replay": False, "examples": "none", "control": False}
+                base = summary(run(Engine(domain, proposer, solver, SelfPlayConfig(seed=seed, **flags)), 20))
+                assert s["wasted_share"] < base["wasted_share"] / 2, (population, s["wasted_share"], base)
+    assert statistics.mean(gaps["static"]) < 0.054, gaps
+    assert statistics.mean(gaps["learning"]) < 0.062, gaps
 
 
 def test_heldout_tasks_are_set_aside_and_measured_without_learning():

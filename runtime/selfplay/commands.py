@@ -133,7 +133,7 @@ def add_parsers(sub, add) -> None:
     sp.add_argument("--rounds", type=int, default=10)
     sp.add_argument("--k", type=int, default=8, help="solver attempts per task (default 8)")
     sp.add_argument("--target", type=float, default=0.5, help="target batch success rate (default 0.5)")
-    sp.add_argument("--batch", type=int, default=8, help="tasks per round, new plus replayed (default 8)")
+    sp.add_argument("--batch", type=int, default=16, help="tasks per round, new plus replayed (default 16)")
     sp.add_argument("--budget-usd", dest="budget_usd", type=float, help="stop when this much is spent")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--simulate", nargs="?", const="learning", choices=POPULATIONS,

@@ -6,8 +6,10 @@ success brackets the requested rate), each proposal goes through the domain's
 gates (rejections counted by reason), every task of the batch gets k attempts
 (an attempt that hits the token budget is truncated, not failed; a new task
 with more than a quarter truncated is rejected as `length_hard`), new tasks
-are rewarded (reward.py) and rated, replayed ones re-estimated, and the
-controller moves. Every `heldout_every` rounds the held-out tasks (every
+are rewarded (reward.py) and rated (from their measurement and what they
+were asked for next to which examples: ratings.py), replayed ones
+re-estimated, the solver's rating is moved on by the round's practice, and
+the controller moves. Every `heldout_every` rounds the held-out tasks (every
 `heldout_stride`-th accepted task until there are `heldout_size`; never
 practised) are measured again without learning, so improvement and forgetting
 are numbers. Learning itself happens in the solver: a real solver's runs go
@@ -53,7 +55,9 @@ class SelfPlayConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     k: int = Field(default=8, ge=1)
-    batch: int = Field(default=8, ge=1)
+    # 16 tasks x k = 8: the batch rate of even a perfect controller (every task at p = 0.5) is binomial, and
+    # E|s̄ − 0.5| over 64 attempts is 0.050 — the goal itself; over 128 it is 0.035 (bench/selfplay.py)
+    batch: int = Field(default=16, ge=1)
     truncated_share: float = Field(default=0.25, ge=0, le=1)
     heldout_size: int = Field(default=8, ge=0)
     heldout_stride: int = Field(default=5, ge=1)
@@ -136,6 +140,7 @@ class Engine:
         self.quiet_rounds: int = state.get("quiet_rounds", 0)
         self.rng = random.Random(f"{self.cfg.seed}:{self.round_no}")
         self.stopped = ""
+        self._shown: list[dict] = []  # the examples shown to the proposer this round
 
     # -- state ------------------------------------------------------------------------------------
 
@@ -167,7 +172,7 @@ class Engine:
     async def _propose(self, n_new: int, rnd: int, record: dict, want: float) -> list[PracticeTask]:
         rejected: Counter = record["rejected"]
         new: list[PracticeTask] = []
-        examples = self._examples(want)
+        examples = self._shown = self._examples(want)
         for _ in range(self.cfg.proposer_calls):
             if len(new) >= n_new:
                 break
@@ -214,11 +219,18 @@ class Engine:
         replay_ids = self.buffer.sample(n_replay, rnd, self.rng) if n_replay else []
         replayed = [t for t in (self.archive.get(i) for i in replay_ids) if t is not None]
         predicted = [p for t in replayed if (p := self.ratings.predict(t.id, t.kind)) is not None]
-        want = ctl.request_success(predicted, n_new) if cfg.control else ctl.target
+        want = ctl.request_success(predicted, n_new, self.ratings.request_error()[0]) if cfg.control else ctl.target
         record["requested_success"] = want
         new = await self._propose(n_new, rnd, record, want)
         batch = new + replayed
+        # what each new task was asked for on the rating scale, and the rated examples of its kind it was shown
+        asked = {t.id: self.ratings.request(t.kind, want, [e["id"] for e in self._shown if e.get("kind") == t.kind
+                                                           and e.get("predicted") is not None])
+                 for t in new} if cfg.control else {}
         results = await self._measure(batch)
+        practised: Counter = Counter()
+        for task, tries in zip(batch, results):
+            practised[task.kind] += len(tries)
 
         items, rows = [], []
         passes_all = valid_all = passes_new = valid_new = wasted = attempts = 0
@@ -254,8 +266,7 @@ class Engine:
             passes_all += passes
             valid_all += valid
             rates.append(passes / valid)
-            self.ratings.observe(task.id, task.kind, passes, valid,
-                                 prior=record["requested_success"] if is_new and cfg.control else None)
+            self.ratings.observe(task.id, task.kind, passes, valid, prior=asked.get(task.id) if is_new else None)
             self.measured[task.id] = {"passes": passes, "valid": valid, "round": rnd}
             if is_new:
                 passes_new += passes
@@ -266,6 +277,7 @@ class Engine:
             elif self.buffer.reestimate(task.id, passes, valid, rnd):
                 row["evicted"] = True
             rows.append(row)
+        self.ratings.advance(practised)  # the solver practised: its ability moves (ratings.py)
         rewards = batch_rewards(items, self.lengths, cfg.reward, others=[t.shingles for t in replayed]) \
             if items else []
         for it, rw in zip(items, rewards):
