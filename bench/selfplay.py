@@ -5,7 +5,7 @@ SIMULATION: a simulated solver population and scripted proposers
 gates and simulated domain; they differ only in how tasks are asked for and
 chosen:
 
-- `controlled` (ours): ratings (1-PL IRT), bracketing examples, the
+- `controlled` (ours): ratings (1-PL IRT, Kalman-tracked), bracketing examples, the
   controller (mix, feed-forward request, logit bias) and the replay buffer;
 - `fixed`: every task at one fixed difficulty (δ = 0), no replay;
 - `random`: difficulty U(−3, 3), no replay;
@@ -13,16 +13,26 @@ chosen:
   0 < passes < k filter, shown without rates; no ratings, no replay.
 
 Populations: static, learning, drifting (see bench/selfplay_sim.py); 5 seeds
-each; 50 rounds of 8 tasks x k = 8 attempts. Reported per population and
-method (mean over seeds, ± sd): mean |s̄ − 0.5| over rounds 10-50 (goal <=
-0.05), the share of attempts wasted on tasks at 0 or k (goal: at most half the
-fixed baseline's), rounds to the band (|s̄ − 0.5| <= 0.1 for 3 rounds in a
-row; median over seeds, and how many never), and the share of padded or
-duplicate proposals that got through the gates (goal 0). The `floor` line is
-what a perfect controller would score: every task exactly at p = 0.5, so
-|s̄ − 0.5| is binomial noise of 64 attempts alone. No assertions.
+each; 50 rounds of 16 tasks x k = 8 attempts, the same for every method.
+Reported per population and method (mean over seeds, ± sd): mean |s̄ − 0.5|
+over rounds 10-50 (goal <= 0.05), the share of attempts wasted on tasks at 0
+or k (goal: at most half the fixed baseline's), rounds to the band (|s̄ − 0.5|
+<= 0.1 for 3 rounds in a row; median over seeds, and how many never), and the
+share of padded or duplicate proposals that got through the gates (goal 0).
+The `floor` line is what a perfect controller would score: every task exactly
+at p = 0.5, so |s̄ − 0.5| is the binomial noise of B·k attempts alone. No
+assertions.
 
-    python -m loopwright.bench.selfplay [--quick] [--seeds 5] [--rounds 50] [--batch 8] [--out DIR]
+Why 16 tasks a round (the default of `loopwright selfplay` too): at 8 tasks
+x 8 attempts the floor is E|s̄ − 0.5| = 0.050, the goal itself, so no
+controller could meet it; at 16 it is 0.035. More tasks lower the floor
+further (24: 0.029, 32: 0.025) and help on the static and learning
+populations (the controller scored 0.039 / 0.041 at 24 and 0.036 / 0.039 at
+32, seeds 100-109) but not on the drifting one (0.051, 0.055: it is limited
+by how fast a rating can follow a solver that drifts per attempt, see
+runtime/selfplay/ratings.py), while a real round costs B·k solver runs.
+
+    python -m loopwright.bench.selfplay [--quick] [--seeds 5] [--rounds 50] [--batch 16] [--jobs N] [--out DIR]
 """
 
 from __future__ import annotations
@@ -31,9 +41,11 @@ import argparse
 import asyncio
 import csv
 import json
+import os
 import random
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from ..runtime.selfplay.engine import Engine, SelfPlayConfig
@@ -64,6 +76,10 @@ def one_run(population: str, method: str, seed: int, rounds: int, batch: int, k:
             "bad_through_share": s["bad_accepted"] / bad if bad else 0.0,
             "heldout_first": s["heldout_first"], "heldout_last": s["heldout_last"],
             "accepted": s["accepted"], "proposals": s["proposals"], "rejected": s["rejected"]}
+
+
+def _one_run(args: tuple) -> dict:
+    return one_run(*args)
 
 
 def floor(batch: int, k: int, rounds: int = 20000, seed: int = 0) -> float:
@@ -115,14 +131,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="2 seeds, 30 rounds")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=50)
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs in parallel (default: CPUs)")
     ap.add_argument("--out", help="write rows.json, rows.csv and table.txt here")
     args = ap.parse_args(argv)
     seeds, rounds = (2, 30) if args.quick else (args.seeds, args.rounds)
     t0 = time.perf_counter()
-    rows = [one_run(pop, method, seed, rounds, args.batch, args.k)
+    runs = [(pop, method, seed, rounds, args.batch, args.k)
             for pop in POPULATIONS for method in METHODS for seed in range(seeds)]
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            rows = list(pool.map(_one_run, runs))
+    else:
+        rows = [one_run(*r) for r in runs]
     lines = table(rows, args.batch, args.k, rounds, seeds)
     lines.append(f"\n({len(rows)} runs in {time.perf_counter() - t0:.0f} s; `bad through`: padded or duplicate "
                  f"proposals accepted / made; held-out: mean success on never-practised tasks, first and last "
