@@ -21,7 +21,6 @@ from ..memory.events import (Compacted, ConversationReset, MessageAdded, ModelCa
 from ..memory.store import Store
 from ..runtime.config import BudgetConfig, ModelInfo
 from ..workspaces.git import Workspace, WorkspaceError
-from .gate import TurnGate
 from .messages import Message, ModelResponse, TextBlock, ToolResult, ToolSpec, Usage
 from .models import FatalModelError, ModelAdapter, ModelUnavailable
 from .retry import QuotaGate, RetryPolicy, call_model
@@ -65,7 +64,6 @@ class LoopSettings:
     fleet: FleetGate | None = None
     quota_gate: QuotaGate | None = None  # the fleet's rate-limit gate for this provider and model
     turn_notices: Callable[[str], list[str]] | None = None  # news for the agent at each turn (skills changed)
-    turn_gate: TurnGate | None = None  # the process's turn slots (harness.gate), shared by its runs
 
 
 class FleetGate(Protocol):
@@ -194,9 +192,8 @@ class AgentLoop:
                 await self._maybe_compact()
                 response = await self._call(system=self.settings.system_prompt,
                                             messages=self.conversation.messages, tools=self.specs, purpose="turn")
-                async with self.settings.turn_gate.hold() if self.settings.turn_gate else contextlib.nullcontext():
-                    self.conversation.append(response.message)
-                    verdict = await self._act(response)
+                self.conversation.append(response.message)
+                verdict = await self._act(response)
                 if verdict is not None and verdict.status is not None:
                     return LoopOutcome(verdict.status, verdict.reason, verdict.again)
         except Stopped as s:

@@ -29,7 +29,6 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .gate import released
 from .messages import ToolCall, ToolSpec
 
 SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv", "venv", ".mypy_cache", ".pytest_cache", ".ruff_cache",
@@ -179,9 +178,7 @@ async def run_command(command: str, *, cwd: Path, timeout: float, cap: int = 30_
     reader = asyncio.ensure_future(pump())
     timed_out = False
     try:
-        async with released():  # a command can take minutes: other runs' turns go on meanwhile
-            exited = await _wait_exit(proc, timeout)
-        if not exited:
+        if not await _wait_exit(proc, timeout):
             timed_out = True
             _kill_group(proc)
             await _wait_exit(proc, 5.0)

@@ -24,7 +24,6 @@ import traceback
 from pathlib import Path
 from typing import Awaitable, Callable, Coroutine
 
-from ..harness.gate import TurnGate
 from ..memory.events import TaskUpdated
 from ..memory.store import RUN_FINAL, StoreError, Task
 from ..workspaces.git import WorkspaceError
@@ -36,8 +35,6 @@ from .project import Project
 from .runner import GIT_LOCK, RunResult, Runner, merge_reviewed
 
 DEPENDENCY_FAILED = ("failed", "cancelled", "killed", "budget_exceeded")
-# runs doing their turn's work (tools, checkpoint, writes) at once, the others queued in order: see harness.gate
-TURN_SLOTS = 4
 GRACEFUL_STOP = "daemon stopped; the next `loopwright serve` resumes it"
 
 
@@ -102,7 +99,6 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.budget = FleetBudget(self.store, project.config.fleet)
         self.backend = None  # runtime.ray_backend.RayBackend when config.backend is "ray" (started by serve)
-        self.turn_gate = TurnGate(TURN_SLOTS)
         self._held_said: str | None = None
         self._sweep: asyncio.Task | None = None
         self._next_sweep = 0.0
@@ -175,7 +171,7 @@ class Daemon:
 
     def _spawn(self, task_id: int, start: Callable[[Runner], Awaitable[RunResult]]) -> None:
         runner = (self.backend.runner(asyncio.Event()) if self.backend is not None
-                  else Runner(self.project, stop=asyncio.Event(), turn_gate=self.turn_gate))
+                  else Runner(self.project, stop=asyncio.Event()))
 
         async def guarded() -> None:
             try:

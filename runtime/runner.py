@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..harness.gate import TurnGate, released
 from ..harness.loop import AgentLoop, FinishVerdict, LoopOutcome, LoopSettings, rollback_notice
 from ..harness.models import ModelAdapter
 from ..harness.script import Script, ScriptTurn
@@ -154,11 +153,10 @@ def model_options(config: Config) -> dict:
 class Runner:
     """Drives one run of one task in this process."""
 
-    def __init__(self, project: Project, *, stop: asyncio.Event | None = None, turn_gate: TurnGate | None = None):
+    def __init__(self, project: Project, *, stop: asyncio.Event | None = None):
         self.project = project
         self.store = project.store
         self.stop = stop or asyncio.Event()
-        self.turn_gate = turn_gate  # the daemon's, shared by its runs (harness.gate); None for one foreground run
         self.loop: AgentLoop | None = None
         self._lessons = None
 
@@ -340,7 +338,7 @@ class Runner:
                           "output_cap": config.tools.output_cap,
                           "env": {"LOOPWRIGHT_RUN_ID": run.id, "LOOPWRIGHT_TASK_ID": str(task.id)}, "memory": memory,
                           **skill_context},
-            turn_notices=self._skill_news(shelf) if shelf is not None else None, turn_gate=self.turn_gate)
+            turn_notices=self._skill_news(shelf) if shelf is not None else None)
 
         async def on_finish(summary: str) -> FinishVerdict:
             return await self._accept(run, task, ws, config)
@@ -464,8 +462,7 @@ class Runner:
             return FinishVerdict("succeeded", "Accepted: the check passed. The branch is kept for review.",
                                  reason=f"check passed; branch {ws.branch} kept")
         try:
-            async with released():  # merges queue for the git lock: other runs' turns go on meanwhile
-                merge = await asyncio.to_thread(_merge, ws, run.target_branch, merge_message(task, run))
+            merge = await asyncio.to_thread(_merge, ws, run.target_branch, merge_message(task, run))
         except WorkspaceError as e:
             return FinishVerdict("needs_review", "Accepted, but the merge failed; kept for review.",
                                  reason=f"merge failed ({e}); branch {ws.branch} kept")
