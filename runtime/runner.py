@@ -27,7 +27,7 @@ from ..memory.run import RunMemory
 from ..memory.store import RUN_FINAL, Run, StoreError, Task, new_run_id
 from ..skills.catalog import Catalog, Entry, SkillError, discover
 from ..skills.tool import WATCHER, SkillShelf, UseSkill
-from ..workspaces.git import MergeTrain, Workspace, WorkspaceError, current_branch
+from ..workspaces.git import Workspace, WorkspaceError, current_branch
 from .budget import FleetBudget
 from .chat import TASK_DONE, FanOut, children
 from .config import Config
@@ -91,22 +91,21 @@ def make_adapter(config: Config, *, start_at: int = 0) -> ModelAdapter:
                          timeout=config.request_timeout)
 
 
-# The runs of one process share the repository: target branches are moved one merge train at a time (git's own
-# lock files would make the losers fail), and worktrees removed one at a time. Another process moving the branch
-# in between is retried.
+# The runs of one process share the repository: worktrees are added and target branches moved one at a
+# time (git's own lock files would make the losers fail). Another process moving the branch in between
+# is retried.
 GIT_LOCK = threading.Lock()
-MERGES = MergeTrain(GIT_LOCK)
 MERGE_ATTEMPTS = 3
 
 
 def _merge(ws: Workspace, target: str, message: str):
     for _ in range(MERGE_ATTEMPTS - 1):
         try:
-            return ws.squash_merge(target, message, MERGES)
+            return ws.squash_merge(target, message, git_lock=GIT_LOCK)
         except WorkspaceError as e:
             if "moved while merging" not in str(e):
                 raise
-    return ws.squash_merge(target, message, MERGES)
+    return ws.squash_merge(target, message, git_lock=GIT_LOCK)
 
 
 def merge_message(task: Task, run: Run) -> str:

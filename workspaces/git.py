@@ -22,8 +22,6 @@ import signal
 import stat
 import subprocess
 import tempfile
-import threading
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,14 +29,12 @@ from typing import BinaryIO, Literal
 
 import git
 
-__all__ = ["Checkpoint", "MergeResult", "MergeTrain", "Workspace", "WorkspaceError", "current_branch", "repo_root"]
+__all__ = ["Checkpoint", "MergeResult", "Workspace", "WorkspaceError", "current_branch", "repo_root"]
 
 TRAILER_RUN = "Loopwright-Run"
 TRAILER_STEP = "Loopwright-Step"
 FALLBACK_NAME, FALLBACK_EMAIL = "loopwright", "loopwright@localhost"
 NO_COMMITS = "the repository has no commits yet (make a first commit, e.g. git commit --allow-empty -m init)"
-# `git worktree add` read another add's admin directory before that add wrote it
-_HALF_ADDED = re.compile(r"failed to read .*worktrees/[^/\s]+/(commondir|gitdir|HEAD)")
 # variables that would point git somewhere other than the worktree it runs in
 _GIT_LOCATION_VARS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR",
                       "GIT_PREFIX", "GIT_NAMESPACE")
@@ -297,10 +293,8 @@ class Workspace:
                setup_timeout: float = 600, git_lock: contextlib.AbstractContextManager | None = None) -> Workspace:
         """Make `<worktrees_dir>/<run_id>` on a new branch `lw/<run_id>` at the head of `target_branch`.
 
-        Runs add their worktrees concurrently, without a lock (serialising the adds made a fleet of 128 start
-        over 1.3 s): each has its own branch and admin directory, and git marks a worktree it is still adding as
-        locked, so a concurrent prune leaves it be. An add that reads another's half-written metadata fails
-        ("failed to read .../commondir") and is tried again. `git_lock` is for undoing a half-made workspace."""
+        `git_lock` is held only while the worktree is registered (concurrent `git worktree add`s in one
+        repository read each other's half-written metadata); its files are checked out after, in parallel."""
         root = repo_root(Path(root))
         g = git.Git(root)
         copy_files = tuple(copy_files)
@@ -310,29 +304,21 @@ class Workspace:
         target_branch = target_branch.removeprefix("refs/heads/")
         path = Path(worktrees_dir).absolute() / run_id
         branch = f"lw/{run_id}"
-        base = _commit_of_branch(g, target_branch)
-        if base is None:
-            if not _git(g, "rev-list", "-n", "1", "--all"):
-                raise WorkspaceError(NO_COMMITS)
-            raise WorkspaceError(f"no branch '{target_branch}' in {root} "
-                                 f"(pass --target BRANCH with an existing branch)")
-        existed = path.exists()
-        status, out, err = _run(g, "worktree", "add", "--quiet", "-b", branch, str(path), base)
-        for wait in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0):  # the other add may be descheduled a while
-            if status == 0 or not _HALF_ADDED.search(err) or existed:
-                break
-            # another run's `worktree add` was half-way (its commondir not written yet) when this one read the
-            # list of worktrees; the branch was already made, so try again with it
-            time.sleep(wait)
-            retry = ("-b", branch, str(path), base) if _commit_of_branch(g, branch) is None else (str(path), branch)
-            status, out, err = _run(g, "worktree", "add", "--quiet", *retry)
-        ws = cls(root, run_id, path, branch, base, copy_files)
+        with git_lock or contextlib.nullcontext():
+            base = _commit_of_branch(g, target_branch)
+            if base is None:
+                if not _git(g, "rev-list", "-n", "1", "--all"):
+                    raise WorkspaceError(NO_COMMITS)
+                raise WorkspaceError(f"no branch '{target_branch}' in {root} "
+                                     f"(pass --target BRANCH with an existing branch)")
+            status, out, err = _run(g, "worktree", "add", "--quiet", "--no-checkout", "-b", branch, str(path), base)
         if status != 0:
-            if not existed and (path / ".git").exists():  # registered, but its files could not be checked out
-                ws._discard(git_lock)
-                raise WorkspaceError(f"could not check out {base[:10]} in {path}: {_git_message(err, out, status)}")
             raise WorkspaceError(f"could not create the worktree {path}: {_git_message(err, out, status)}")
+        ws = cls(root, run_id, path, branch, base, copy_files)
         try:
+            status, out, err = _run(git.Git(path), "checkout", "--quiet")
+            if status != 0:
+                raise WorkspaceError(f"could not check out {base[:10]} in {path}: {_git_message(err, out, status)}")
             ws._copy_in()
             if setup_command:
                 ws._setup(setup_command, setup_timeout)
@@ -520,23 +506,21 @@ class Workspace:
 
     # -- merging -------------------------------------------------------------------------------------
 
-    def squash_merge(self, target_branch: str, message: str, train: MergeTrain | None = None) -> MergeResult:
+    def squash_merge(self, target_branch: str, message: str,
+                     git_lock: contextlib.AbstractContextManager | None = None) -> MergeResult:
         """Squash the run branch's changes since base_commit onto the current head of `target_branch`.
 
         The user's checkout of the target branch (if any) follows the branch; the merge is refused
         (status "conflict") when it would overwrite the user's uncommitted changes. Uncommitted work
-        in the run's worktree is not included: checkpoint first. `train` lands it together with the
-        merges other threads ask for at the same time (see `MergeTrain`); without one it lands alone."""
-        return (train or MergeTrain()).merge(self, target_branch, message)
-
-    def _merge_request(self, target_branch: str, message: str) -> _MergeRequest | MergeResult:
-        """What depends only on the run, read before any lock: its head and whether it changed anything."""
+        in the run's worktree is not included: checkpoint first. What depends only on the run is done
+        before `git_lock` is taken; from reading the target's head to moving it, under it.
+        """
         g = self._root_g
-        status, out, _ = _run(g, "rev-parse", f"refs/heads/{self.branch}^{{commit}}", f"refs/heads/{self.branch}^{{tree}}",
-                              f"{self.base_commit}^{{tree}}", "--")
-        if status != 0:
+        target_branch = target_branch.removeprefix("refs/heads/")
+        run_head = _commit_of_branch(g, self.branch)
+        if run_head is None:
             raise WorkspaceError(f"the run branch {self.branch} no longer exists; there is nothing to merge")
-        run_head, run_tree, base_tree = out.split()[:3]
+        base_tree, run_tree = _git(g, "rev-parse", f"{self.base_commit}^{{tree}}", f"{run_head}^{{tree}}").split()
         if run_tree == base_tree:
             return MergeResult("nothing", None, f"run {self.run_id} changed nothing")
         ident = _identity_env(g)
@@ -545,8 +529,54 @@ class Workspace:
             # git < 2.40: the same three-way merge over stand-in commits whose only common ancestor is base's tree
             stand_in = _git(g, "commit-tree", "--no-gpg-sign", base_tree, "-m", "base", env=ident)
             theirs = _git(g, "commit-tree", "--no-gpg-sign", run_tree, "-p", stand_in, "-m", "run", env=ident)
-        return _MergeRequest(self, target_branch.removeprefix("refs/heads/"), message, run_head, ident,
-                             stand_in, theirs)
+        with git_lock or contextlib.nullcontext():
+            return self._merge_onto(target_branch, message, run_head, ident, stand_in, theirs)
+
+    def _merge_onto(self, target_branch: str, message: str, run_head: str, ident: dict[str, str],
+                    stand_in: str | None, theirs: str | None) -> MergeResult:
+        g = self._root_g
+        status, out, _ = _run(g, "rev-parse", f"refs/heads/{target_branch}^{{commit}}",
+                              f"refs/heads/{target_branch}^{{tree}}", "--")
+        if status != 0:
+            raise WorkspaceError(f"no branch '{target_branch}' to merge into (pass --target BRANCH)")
+        target_head, target_tree = out.split()[:2]
+        if stand_in is None:
+            ours, extra = target_head, [f"--merge-base={self.base_commit}"]
+            theirs = run_head
+        else:
+            ours = _git(g, "commit-tree", "--no-gpg-sign", target_tree, "-p", stand_in, "-m", "target", env=ident)
+            extra = []
+        status, out, err = _run(g, "merge-tree", "--write-tree", "--name-only", "-z", *extra, ours, theirs)
+        if status == 1:
+            files = _conflicted_paths(out)
+            shown = ", ".join(files[:10]) + (f" and {len(files) - 10} more" if len(files) > 10 else "")
+            return MergeResult("conflict", None, f"conflict in {shown or 'some files'}")
+        if status != 0:
+            raise WorkspaceError(f"git merge-tree failed: {_git_message(err, '', status)}")
+        tree = out.split("\0", 1)[0].strip()
+        if tree == target_tree:
+            return MergeResult("nothing", None, f"{target_branch} already has the changes of run {self.run_id}")
+        with _message_file(message.strip() or f"loopwright: run {self.run_id}") as f:
+            commit = _git(g, "commit-tree", tree, "-p", target_head, "-F", "-", istream=f, env=ident,
+                          what="writing the merge commit")
+
+        checkout = _checkout_of(g, target_branch)
+        if checkout is not None and not checkout.is_dir():
+            checkout = None  # a stale worktree entry: there are no files to bring along
+        if checkout is not None:
+            cg = git.Git(checkout)
+            _run(cg, "update-index", "-q", "--refresh")  # stat-only changes must not count as edits
+            status, out, err = _run(cg, "read-tree", "-m", "-u", target_head, commit)
+            if status != 0:
+                return MergeResult("conflict", None, _overlap_detail(err, checkout))
+        status, out, err = _run(g, "update-ref", "-m", f"loopwright: squash-merge {self.branch}",
+                                f"refs/heads/{target_branch}", commit, target_head)
+        if status != 0:
+            if checkout is not None:  # put the user's files back where their branch is
+                _run(git.Git(checkout), "read-tree", "-m", "-u", commit, target_head)
+            raise WorkspaceError(f"{target_branch} moved while merging ({_git_message(err, out, status)}): "
+                                 f"merge again")
+        return MergeResult("merged", commit, f"{target_branch} is at {commit[:10]}")
 
     # -- removal -------------------------------------------------------------------------------------
 
@@ -579,129 +609,6 @@ class Workspace:
             return None
         admin = Path(text[len("gitdir:"):].strip())
         return admin if admin.is_dir() else None
-
-
-@dataclass
-class _MergeRequest:
-    ws: Workspace
-    target: str
-    message: str
-    run_head: str
-    ident: dict[str, str]
-    stand_in: str | None  # git < 2.40 only: see Workspace._merge_request
-    theirs: str | None
-    result: MergeResult | None = None
-    error: WorkspaceError | None = None
-
-
-class MergeTrain:
-    """Squash merges that arrive together land together, each still its own commit on the target.
-
-    Moving a branch must be one merge at a time (from reading its head to `update-ref`), and a merge that also
-    brings the user's checkout along costs eight git processes. When a fleet's runs finish together, the thread
-    holding `lock` takes every merge queued meanwhile and chains them: one `merge-tree` and one `commit-tree`
-    each, then one checkout update and one `update-ref` for the lot. A merge that conflicts is left out of the
-    chain; if the user's uncommitted changes stop the checkout from following, the merges land one by one so
-    only the overlapping one is refused. Another process moving the branch meanwhile fails them all with
-    "moved while merging" (retry)."""
-
-    def __init__(self, lock: contextlib.AbstractContextManager | None = None):
-        self.lock = lock or threading.Lock()
-        self._queue: list[_MergeRequest] = []
-        self._queue_lock = threading.Lock()
-
-    def merge(self, ws: Workspace, target_branch: str, message: str) -> MergeResult:
-        request = ws._merge_request(target_branch, message)
-        if isinstance(request, MergeResult):
-            return request
-        with self._queue_lock:
-            self._queue.append(request)
-        with self.lock:
-            if request.result is None and request.error is None:  # nobody landed it while we waited
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                groups: dict[tuple[Path, str], list[_MergeRequest]] = {}
-                for r in batch:
-                    groups.setdefault((r.ws.root, r.target), []).append(r)
-                for group in groups.values():
-                    _land(group)
-        if request.error is not None:
-            raise request.error
-        assert request.result is not None
-        return request.result
-
-
-def _land(group: list[_MergeRequest]) -> None:
-    """Chain `group` (one repository, one target branch) onto the target; every request gets a result or error."""
-    try:
-        _land_chain(group)
-    except WorkspaceError as e:
-        for r in group:
-            if r.result is None:
-                r.error = e
-    except BaseException as e:  # noqa: BLE001 — a thread waiting on its request must not wait forever
-        for r in group:
-            if r.result is None:
-                r.error = WorkspaceError(f"merging failed: {e}")
-        raise
-
-
-def _land_chain(group: list[_MergeRequest]) -> None:
-    first = group[0]
-    g, target = first.ws._root_g, first.target
-    status, out, _ = _run(g, "rev-parse", f"refs/heads/{target}^{{commit}}", f"refs/heads/{target}^{{tree}}", "--")
-    if status != 0:
-        raise WorkspaceError(f"no branch '{target}' to merge into (pass --target BRANCH)")
-    start = head, tree = tuple(out.split()[:2])
-    chained: list[tuple[_MergeRequest, str]] = []
-    for r in group:
-        if r.stand_in is None:
-            ours, theirs, extra = head, r.run_head, [f"--merge-base={r.ws.base_commit}"]
-        else:
-            ours = _git(g, "commit-tree", "--no-gpg-sign", tree, "-p", r.stand_in, "-m", "target", env=r.ident)
-            theirs, extra = r.theirs, []
-        status, out, err = _run(g, "merge-tree", "--write-tree", "--name-only", "-z", *extra, ours, theirs)
-        if status == 1:
-            files = _conflicted_paths(out)
-            shown = ", ".join(files[:10]) + (f" and {len(files) - 10} more" if len(files) > 10 else "")
-            r.result = MergeResult("conflict", None, f"conflict in {shown or 'some files'}")
-            continue
-        if status != 0:
-            r.error = WorkspaceError(f"git merge-tree failed: {_git_message(err, '', status)}")
-            continue
-        merged_tree = out.split("\0", 1)[0].strip()
-        if merged_tree == tree:
-            r.result = MergeResult("nothing", None, f"{target} already has the changes of run {r.ws.run_id}")
-            continue
-        with _message_file(r.message.strip() or f"loopwright: run {r.ws.run_id}") as f:
-            head = _git(g, "commit-tree", merged_tree, "-p", head, "-F", "-", istream=f, env=r.ident,
-                        what="writing the merge commit")
-        tree = merged_tree
-        chained.append((r, head))
-    if not chained:
-        return
-    checkout = _checkout_of(g, target)
-    if checkout is not None and not checkout.is_dir():
-        checkout = None  # a stale worktree entry: there are no files to bring along
-    if checkout is not None:
-        cg = git.Git(checkout)
-        _run(cg, "update-index", "-q", "--refresh")  # stat-only changes must not count as edits
-        status, out, err = _run(cg, "read-tree", "-m", "-u", start[0], head)
-        if status != 0:
-            if len(chained) == 1:
-                chained[0][0].result = MergeResult("conflict", None, _overlap_detail(err, checkout))
-            else:  # which merge overlaps the user's changes: land them one at a time
-                for r, _ in chained:
-                    _land([r])
-            return
-    status, out, err = _run(g, "update-ref", "-m", f"loopwright: squash-merge {len(chained)} run(s)",
-                            f"refs/heads/{target}", head, start[0])
-    if status != 0:
-        if checkout is not None:  # put the user's files back where their branch is
-            _run(git.Git(checkout), "read-tree", "-m", "-u", head, start[0])
-        raise WorkspaceError(f"{target} moved while merging ({_git_message(err, out, status)}): merge again")
-    for r, commit in chained:
-        r.result = MergeResult("merged", commit, f"{target} is at {commit[:10]}")
 
 
 def _overlap_detail(err: str, checkout: Path) -> str:
