@@ -426,7 +426,7 @@ def test_message_and_rollback_are_carried_out_by_the_running_agent(repo, cli, tm
     async def scenario():
         deadline = time.monotonic() + 30
         while not (run_of(store, task) and store.events(run_of(store, task).id, types=("tool_started",))[1:]):
-            assert time.monotonic() < deadline, "the run did not reach its sleep"
+            assert time.monotonic() < deadline, "the run did not reach its waiting command"
             await asyncio.sleep(0.05)
         run = run_of(store, task)
         assert store.checkpoints(run.id) and Path(run.worktree, "a.txt").exists()
