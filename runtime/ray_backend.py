@@ -62,7 +62,7 @@ from ..harness.tools import STANDARD_TOOLS, Toolbox, ToolError, ToolOutcome, res
 from ..memory.artifacts import ArtifactTool
 from ..memory.events import CheckRan, Merged, MergeConflict, RunStarted, TaskUpdated
 from ..memory.run import RunMemory
-from ..memory.store import RUN_FINAL, Command, Run, StoreError, Task, new_run_id
+from ..memory.store import Command, Run, StoreError, Task, new_run_id
 from ..workspaces.git import Workspace, WorkspaceError, _clean_env, _commit_of_branch, _git, _git_message, \
     current_branch
 from .budget import FleetBudget, budget_day
@@ -70,7 +70,8 @@ from .chat import FanOut
 from .config import BudgetConfig, Config, ConfigError, FleetBudgetConfig, MemoryConfig, QuotaConfig
 from .project import Project
 from .quota import StoreQuotaGate, gate_key
-from .runner import GIT_LOCK, MEMORY_PROMPT, SYSTEM_PROMPT, RunResult, Runner, _merge, merge_message, task_text
+from .runner import (GIT_LOCK, MEMORY_PROMPT, SYSTEM_PROMPT, RunResult, Runner, _merge, merge_message, resumable,
+                     task_text)
 
 RAY_HINT = "the ray backend needs Ray, which is not installed: pip install 'loopwright[ray]'"
 HEAD_ACTOR = "lw-head"
@@ -1156,11 +1157,7 @@ class RemoteRunner(Runner):
             config = self._task_config(task)
 
     async def resume(self, run_id: str) -> RunResult:
-        run = self.store.run(run_id)
-        if run.status in RUN_FINAL and run.status != "budget_exceeded":
-            raise StoreError(f"run {run.id} is {run.status}; there is nothing to resume")
-        if run.status == "running" and run.owner_alive():
-            raise StoreError(f"run {run.id} is running in process {run.owner_pid}; pause it first")
+        run = resumable(self.store, run_id)
         task = self.store.task(run.task_id)
         config = self._task_config(task)
         actor = await self.backend.find_actor(run.id)

@@ -24,7 +24,7 @@ from ..memory.tools import MEMORY_TOOLS
 from ..memory.events import (CheckRan, LessonsRecalled, Merged, MergeConflict, Reflected, RolledBack, RunStarted,
                              SkillsChanged, SkillsLeftOut)
 from ..memory.run import RunMemory
-from ..memory.store import RUN_FINAL, Run, StoreError, Task, new_run_id
+from ..memory.store import RUN_FINAL, Run, Store, StoreError, Task, new_run_id
 from ..skills.catalog import Catalog, Entry, SkillError, discover
 from ..skills.tool import WATCHER, SkillShelf, UseSkill
 from ..workspaces.git import Workspace, WorkspaceError, current_branch
@@ -139,6 +139,16 @@ def merge_reviewed(project: Project, run_id: str) -> str:
     return reason
 
 
+def resumable(store: Store, run_id: str) -> Run:
+    """The run, if it may be resumed: not finished (a budget stop may go on) and not running in a live process."""
+    run = store.run(run_id)
+    if run.status in RUN_FINAL and run.status != "budget_exceeded":
+        raise StoreError(f"run {run.id} is {run.status}; there is nothing to resume")
+    if run.status == "running" and run.owner_alive():
+        raise StoreError(f"run {run.id} is running in process {run.owner_pid}; pause it first")
+    return run
+
+
 TASK_KEYS = ("provider", "model", "base_url", "script", "on_success")
 
 
@@ -236,11 +246,7 @@ class Runner:
         self.stop.set()
 
     async def resume(self, run_id: str) -> RunResult:
-        run = self.store.run(run_id)
-        if run.status in RUN_FINAL and run.status != "budget_exceeded":
-            raise StoreError(f"run {run.id} is {run.status}; there is nothing to resume")
-        if run.status == "running" and run.owner_alive():
-            raise StoreError(f"run {run.id} is running in process {run.owner_pid}; pause it first")
+        run = resumable(self.store, run_id)
         if not Path(run.worktree).is_dir():
             raise StoreError(f"the worktree of run {run.id} is gone ({run.worktree}); it cannot be resumed")
         task = self.store.task(run.task_id)
