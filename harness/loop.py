@@ -138,6 +138,7 @@ class AgentLoop:
         self._active_before, self.step = run.active_seconds, run.step
         self.conversation = Conversation(store.conversation(run_id))
         self._resume_finish: tuple | None = None
+        self._pending_checkpoint: asyncio.Future | None = None
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -214,6 +215,8 @@ class AgentLoop:
         except FatalModelError as e:
             return LoopOutcome("failed", str(e))
         finally:
+            with contextlib.suppress(WorkspaceError):
+                await self._settle()
             self._save_progress("")
 
     async def _finish_again(self, finish, blocks: list) -> FinishVerdict:
@@ -227,7 +230,12 @@ class AgentLoop:
     # -- one step -------------------------------------------------------------------------------
 
     async def _act(self, response: ModelResponse) -> FinishVerdict | None:
-        """Run the tool calls of one answer, checkpoint, and send back results (plus any notices)."""
+        """Run the tool calls of one answer, checkpoint, and send back results (plus any notices).
+
+        The checkpoint is written while the next model call is out (it needs only the tool results), and is
+        waited for before anything touches the worktree again: this turn's tools, the acceptance step, a
+        rollback, the end of the run."""
+        await self._settle()
         calls = response.message.tool_calls
         blocks: list = []
         finish_summary: str | None = None
@@ -250,7 +258,8 @@ class AgentLoop:
         if calls:
             self.step += 1
             if changed or explicit:
-                await self._checkpoint("; ".join(explicit) or _describe(calls))
+                self._pending_checkpoint = asyncio.ensure_future(
+                    self._write_checkpoint("; ".join(explicit) or _describe(calls), self.step))
             self._save_progress(_describe(calls))
         elif response.stop_reason == "max_tokens":
             blocks.append(TextBlock(text="Your reply was cut off at the output limit. Continue, more briefly."))
@@ -258,6 +267,7 @@ class AgentLoop:
             finish_summary = response.message.text  # an answer without tool calls ends the turn: same as finish
 
         if finish_summary is not None:
+            await self._settle()
             verdict = await self.on_finish(finish_summary)
             blocks = _answer_finish(blocks, verdict, finish_call)
             if verdict.status is not None:
@@ -300,6 +310,7 @@ class AgentLoop:
         return notices, stopped
 
     async def rollback(self, sha: str, seq: int, by: str) -> str:
+        await self._settle()
         await asyncio.to_thread(self.workspace.reset_to, sha)
         self.store.append(self.run_id, RolledBack(to_sha=sha, to_seq=seq, requested_by=by))
         return rollback_notice(sha, seq)
@@ -385,9 +396,27 @@ class AgentLoop:
     # -- workspace -----------------------------------------------------------------------------
 
     async def _checkpoint(self, message: str) -> None:
-        cp = await asyncio.to_thread(self.workspace.checkpoint, message, step=self.step)
+        await self._settle()
+        await self._write_checkpoint(message, self.step)
+
+    async def _write_checkpoint(self, message: str, step: int) -> None:
+        cp = await asyncio.to_thread(self.workspace.checkpoint, message, step=step)
         if cp is not None:
-            self.store.add_checkpoint(self.run_id, sha=cp.sha, step=self.step, message=message)
+            self.store.add_checkpoint(self.run_id, sha=cp.sha, step=step, message=message)
+
+    async def _settle(self) -> None:
+        """Wait for the checkpoint written behind the model call, if any; its failure is raised here.
+
+        Shielded: a cancelled run still lets it finish (its git commands run in a thread that cannot be stopped),
+        and the checkpoint the cancellation handler writes waits for it."""
+        pending = self._pending_checkpoint
+        if pending is None:
+            return
+        try:
+            await asyncio.shield(pending)
+        finally:
+            if pending.done():
+                self._pending_checkpoint = None
 
     async def _checkpoint_quietly(self, message: str) -> None:
         with contextlib.suppress(WorkspaceError):

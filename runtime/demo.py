@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from ..harness.script import Script
-from ..memory.events import CheckpointMade
+from ..memory.events import ToolFinished
 from .display import ProgressPrinter, run_summary
 from .project import init_project, open_project
 from .runner import Runner
@@ -185,7 +185,7 @@ class _Supervisor:
         self.store, self.say, self.done = store, say, False
 
     def __call__(self, run_id, event) -> None:
-        if self.done or not isinstance(event, CheckpointMade) or event.seq != 1:
+        if self.done or not isinstance(event, ToolFinished) or event.name != "edit_file" or event.is_error:
             return
         self.done = True
         base = self.store.run(run_id).base_commit
