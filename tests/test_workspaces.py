@@ -98,6 +98,30 @@ def test_create_with_an_existing_run_branch_is_one_line(repo, ws):
     assert "lw/r1" in str(e.value) and "\n" not in str(e.value)
 
 
+def test_a_worktree_that_cannot_be_added_leaves_no_branch(repo):
+    (repo.parent / "wt" / "r2" / "in-the-way").mkdir(parents=True)
+    with pytest.raises(WorkspaceError) as e:
+        Workspace.create(repo, "r2", target_branch="main", worktrees_dir=repo.parent / "wt")
+    assert "could not create the worktree" in str(e.value) and "\n" not in str(e.value)
+    assert "lw/r2" not in git(repo, "branch", "--list", "lw/*")
+
+
+def test_many_runs_starting_at_once_from_threads_all_get_a_worktree(repo):
+    """The fleet's case: runs start together; only `git worktree add` is under the lock, and none of them fails."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from loopwright.runtime.runner import GIT_LOCK
+
+    def create(i: int) -> Workspace:
+        return Workspace.create(repo, f"s{i}", target_branch="main", worktrees_dir=repo.parent / "wt",
+                                git_lock=GIT_LOCK)
+
+    with ThreadPoolExecutor(8) as pool:
+        spaces = list(pool.map(create, range(24)))
+    assert all((w.path / "calc.py").exists() and w.head() == w.base_commit for w in spaces)
+    assert git(repo, "worktree", "list").count("/wt/s") == 24
+
+
 def test_setup_command_runs_in_the_worktree(repo):
     ws = _ws(repo, "s1", setup_command="echo ok > setup.out; pwd > where.out")
     assert (ws.path / "setup.out").read_text() == "ok\n"

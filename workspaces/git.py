@@ -294,7 +294,8 @@ class Workspace:
         """Make `<worktrees_dir>/<run_id>` on a new branch `lw/<run_id>` at the head of `target_branch`.
 
         `git_lock` is held only while the worktree is registered (concurrent `git worktree add`s in one
-        repository read each other's half-written metadata); its files are checked out after, in parallel."""
+        repository read each other's half-written metadata): the branch is made before, its files are checked
+        out after, in parallel with other runs'."""
         root = repo_root(Path(root))
         g = git.Git(root)
         copy_files = tuple(copy_files)
@@ -304,15 +305,19 @@ class Workspace:
         target_branch = target_branch.removeprefix("refs/heads/")
         path = Path(worktrees_dir).absolute() / run_id
         branch = f"lw/{run_id}"
-        with git_lock or contextlib.nullcontext():
-            base = _commit_of_branch(g, target_branch)
-            if base is None:
-                if not _git(g, "rev-list", "-n", "1", "--all"):
-                    raise WorkspaceError(NO_COMMITS)
-                raise WorkspaceError(f"no branch '{target_branch}' in {root} "
-                                     f"(pass --target BRANCH with an existing branch)")
-            status, out, err = _run(g, "worktree", "add", "--quiet", "--no-checkout", "-b", branch, str(path), base)
+        base = _commit_of_branch(g, target_branch)
+        if base is None:
+            if not _git(g, "rev-list", "-n", "1", "--all"):
+                raise WorkspaceError(NO_COMMITS)
+            raise WorkspaceError(f"no branch '{target_branch}' in {root} (pass --target BRANCH with an existing branch)")
+        status, out, err = _run(g, "update-ref", "-m", f"branch: created from {target_branch}", f"refs/heads/{branch}",
+                                base, "0" * len(base))  # only if the branch does not exist yet
         if status != 0:
+            raise WorkspaceError(f"could not create the branch {branch}: {_git_message(err, out, status)}")
+        with git_lock or contextlib.nullcontext():
+            status, out, err = _run(g, "worktree", "add", "--quiet", "--no-checkout", str(path), branch)
+        if status != 0:
+            _run(g, "update-ref", "-d", f"refs/heads/{branch}", base)
             raise WorkspaceError(f"could not create the worktree {path}: {_git_message(err, out, status)}")
         ws = cls(root, run_id, path, branch, base, copy_files)
         try:
