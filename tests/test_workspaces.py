@@ -172,6 +172,50 @@ def test_checkpoint_with_nothing_changed_returns_none(ws):
     assert ws.head() == first.sha
 
 
+def _checkpoint_counting_git(ws: Workspace, tmp_path: Path, message: str, step: int):
+    """A checkpoint, and the git commands it ran (GIT_TRACE)."""
+    trace = tmp_path / f"trace-{step}"
+    os.environ["GIT_TRACE"] = str(trace)
+    try:
+        cp = ws.checkpoint(message, step=step)
+    finally:
+        del os.environ["GIT_TRACE"]
+    return cp, [ln.split("built-in: git ", 1)[1] for ln in trace.read_text().splitlines() if "built-in: git " in ln]
+
+
+def test_a_checkpoint_after_a_checkpoint_does_not_ask_git_for_the_tip(ws, tmp_path):
+    (ws.path / "a.txt").write_text("a")
+    first, ran = _checkpoint_counting_git(ws, tmp_path, "a", 1)
+    assert [c.split()[0] for c in ran] == ["rev-parse", "add", "write-tree", "config", "commit-tree", "update-ref"]
+    (ws.path / "b.txt").write_text("b")
+    second, ran = _checkpoint_counting_git(ws, tmp_path, "b", 2)
+    assert [c.split()[0] for c in ran] == ["add", "write-tree", "commit-tree", "update-ref"]
+    assert git(ws.path, "rev-parse", f"{second.sha}^") == first.sha == ws.checkpoints()[0].sha
+
+
+def test_the_remembered_tip_gives_way_to_what_the_agent_did_with_git(ws):
+    (ws.path / "a.txt").write_text("a")
+    first = ws.checkpoint("a", step=1)
+    (ws.path / "b.txt").write_text("b")  # the agent commits by hand: the next checkpoint goes on top of it
+    git(ws.path, "add", "b.txt")
+    git(ws.path, "commit", "-qm", "by hand")
+    by_hand = ws.head()
+    assert ws.checkpoint("nothing new", step=2) is None
+    (ws.path / "c.txt").write_text("c")
+    third = ws.checkpoint("c", step=3)
+    assert git(ws.path, "rev-parse", f"{third.sha}^") == by_hand
+    # the agent resets to the start and rewrites what the first checkpoint had: a checkpoint, not "nothing changed"
+    git(ws.path, "reset", "-q", "--hard", ws.base_commit)
+    (ws.path / "a.txt").write_text("a")
+    again = ws.checkpoint("a again", step=4)
+    assert again is not None and git(ws.path, "rev-parse", f"{again.sha}^") == ws.base_commit
+    assert git(ws.path, "rev-parse", f"{again.sha}^{{tree}}") == git(ws.path, "rev-parse", f"{first.sha}^{{tree}}")
+    git(ws.path, "switch", "-q", "-c", "elsewhere")  # and a branch of its own is still refused
+    (ws.path / "d.txt").write_text("d")
+    with pytest.raises(WorkspaceError, match="not on its branch lw/r1"):
+        ws.checkpoint("d", step=5)
+
+
 def test_checkpoints_lists_the_run_commits_oldest_first(ws):
     (ws.path / "a.txt").write_text("a")
     one = ws.checkpoint("add a", step=1)
@@ -419,6 +463,15 @@ def test_squash_merge_with_nothing_to_merge(repo, ws):
     head = git(repo, "rev-parse", "main")
     again = ws.squash_merge("main", "again")
     assert again.status == "nothing" and "already has" in again.detail and git(repo, "rev-parse", "main") == head
+
+
+def test_squash_merge_of_a_deleted_run_branch_is_one_line(repo, ws):
+    (ws.path / "a.txt").write_text("a")
+    ws.checkpoint("a", step=1)
+    git(ws.path, "switch", "-q", "--detach")
+    git(repo, "branch", "-D", "lw/r1")
+    with pytest.raises(WorkspaceError, match=r"^the run branch lw/r1 no longer exists; there is nothing to merge$"):
+        ws.squash_merge("main", "m")
 
 
 def test_squash_merge_into_a_branch_not_checked_out(repo, ws):

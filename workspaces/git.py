@@ -250,6 +250,7 @@ class Workspace:
         self.copy_files = tuple(copy_files)
         self._repo: git.Repo | None = None
         self._ident: dict[str, str] | None = None
+        self._tip: tuple[str, str] | None = None  # (commit, tree) of the run branch after this object's last checkpoint
 
     def __repr__(self) -> str:
         return f"Workspace(run_id={self.run_id!r}, path={str(self.path)!r}, branch={self.branch!r})"
@@ -309,7 +310,8 @@ class Workspace:
         if base is None:
             if not _git(g, "rev-list", "-n", "1", "--all"):
                 raise WorkspaceError(NO_COMMITS)
-            raise WorkspaceError(f"no branch '{target_branch}' in {root} (pass --target BRANCH with an existing branch)")
+            raise WorkspaceError(f"no branch '{target_branch}' in {root} "
+                                 f"(pass --target BRANCH with an existing branch)")
         status, out, err = _run(g, "update-ref", "-m", f"branch: created from {target_branch}", f"refs/heads/{branch}",
                                 base, "0" * len(base))  # only if the branch does not exist yet
         if status != 0:
@@ -387,13 +389,14 @@ class Workspace:
     # -- checkpoints ---------------------------------------------------------------------------------
 
     def checkpoint(self, message: str, *, step: int) -> Checkpoint | None:
-        """Commit everything that changed (gitignore respected, copied files left out); None if nothing did."""
+        """Commit everything that changed (gitignore respected, copied files left out); None if nothing did.
+
+        After its first checkpoint a workspace remembers the branch's tip, so the next one does not ask git for
+        it: `update-ref` moves the branch only from that tip, and a tip that moved (the agent committed, reset)
+        sends it back to git's view."""
         g = self._g
-        head, head_tree, ref = _git(g, "rev-parse", "HEAD", "HEAD^{tree}", "--symbolic-full-name", "HEAD").split()
-        if ref != f"refs/heads/{self.branch}":
-            raise WorkspaceError(f"the worktree of run {self.run_id} is not on its branch {self.branch} "
-                                 f"(HEAD is {ref if ref != 'HEAD' else 'detached'}): "
-                                 f"run `git -C {self.path} switch {self.branch}`")
+        cached = self._tip if self._tip is not None and not self.copy_files and self._on_own_branch() else None
+        head, head_tree = cached or self._verified_tip()
         _git(g, "add", "-A", *self._pathspec(), what="staging the worktree")
         tree = _git(g, "write-tree", what="writing the checkpoint tree")
         if self.copy_files:
@@ -405,14 +408,42 @@ class Workspace:
                     raise WorkspaceError(f"unstaging the copied files failed: {_git_message(err, out, status)}")
                 tree = _git(g, "write-tree", what="writing the checkpoint tree")
         if tree == head_tree:
-            return None
+            if cached is None:
+                return None
+            head, head_tree = self._verified_tip()  # nothing new since the remembered tip, if the branch is still there
+            if tree == head_tree:
+                return None
         text = f"{message.strip() or f'step {step}'}\n\n{TRAILER_RUN}: {self.run_id}\n{TRAILER_STEP}: {step}\n"
         with _message_file(text) as f:
             sha = _git(g, "commit-tree", "--no-gpg-sign", tree, "-p", head, "-F", "-", istream=f,
                        env=self._identity(), what="committing the checkpoint")
-        _git(g, "update-ref", "-m", f"loopwright: checkpoint (step {step})", "HEAD", sha, head,
-             what="moving the run branch")
+        status, out, err = _run(g, "update-ref", "-m", f"loopwright: checkpoint (step {step})", "HEAD", sha, head)
+        if status != 0:
+            self._tip = None
+            if cached is not None:  # the branch moved since the last checkpoint: again, from git's view
+                return self.checkpoint(message, step=step)
+            raise WorkspaceError(f"moving the run branch failed: {_git_message(err, out, status)}")
+        self._tip = (sha, tree)
         return Checkpoint(sha=sha, step=step, message=_subject(text))
+
+    def _verified_tip(self) -> tuple[str, str]:
+        """(commit, tree) of HEAD, from git, after making sure HEAD is the run branch."""
+        head, head_tree, ref = _git(self._g, "rev-parse", "HEAD", "HEAD^{tree}", "--symbolic-full-name",
+                                    "HEAD").split()
+        if ref != f"refs/heads/{self.branch}":
+            raise WorkspaceError(f"the worktree of run {self.run_id} is not on its branch {self.branch} "
+                                 f"(HEAD is {ref if ref != 'HEAD' else 'detached'}): "
+                                 f"run `git -C {self.path} switch {self.branch}`")
+        return head, head_tree
+
+    def _on_own_branch(self) -> bool:
+        """Whether the worktree's HEAD file names the run branch (read directly; anything unusual, such as
+        another ref storage, reads as no and is asked of git)."""
+        admin = self._admin_dir()
+        try:
+            return admin is not None and (admin / "HEAD").read_text() == f"ref: refs/heads/{self.branch}\n"
+        except OSError:
+            return False
 
     def checkpoints(self) -> list[Checkpoint]:
         """The run's checkpoint commits since `base_commit`, oldest first."""
@@ -463,6 +494,7 @@ class Workspace:
         if full != self.base_commit and not self._is_own(full):
             raise WorkspaceError(f"{sha[:12]} is not a checkpoint of run {self.run_id} "
                                  f"(pick one from `loopwright checkpoints {self.run_id}`)")
+        self._tip = None
         _git(g, "symbolic-ref", "HEAD", f"refs/heads/{self.branch}", what="switching to the run branch")
         _git(g, "reset", "--quiet", "--hard", full, what=f"resetting the worktree to {full[:10]}")
         _git(g, "clean", "-ffdq", *self._pathspec(), what="removing untracked files")
@@ -522,13 +554,17 @@ class Workspace:
         """
         g = self._root_g
         target_branch = target_branch.removeprefix("refs/heads/")
-        run_head = _commit_of_branch(g, self.branch)
-        if run_head is None:
-            raise WorkspaceError(f"the run branch {self.branch} no longer exists; there is nothing to merge")
-        base_tree, run_tree = _git(g, "rev-parse", f"{self.base_commit}^{{tree}}", f"{run_head}^{{tree}}").split()
+        branch = f"refs/heads/{self.branch}"
+        status, out, err = _run(g, "rev-parse", f"{branch}^{{commit}}", f"{branch}^{{tree}}",
+                                f"{self.base_commit}^{{tree}}", "--")
+        if status != 0:
+            if _commit_of_branch(g, self.branch) is None:
+                raise WorkspaceError(f"the run branch {self.branch} no longer exists; there is nothing to merge")
+            raise WorkspaceError(f"reading the run branch {self.branch} failed: {_git_message(err, out, status)}")
+        run_head, run_tree, base_tree = out.split()[:3]
         if run_tree == base_tree:
             return MergeResult("nothing", None, f"run {self.run_id} changed nothing")
-        ident = _identity_env(g)
+        ident = self._ident if self._ident is not None else _identity_env(g)  # the checkpoints' if they ran
         stand_in = theirs = None
         if not _has_merge_base_option(g):
             # git < 2.40: the same three-way merge over stand-in commits whose only common ancestor is base's tree
