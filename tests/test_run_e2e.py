@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -16,10 +17,11 @@ import pytest
 
 from loopwright.harness.loopback import LoopbackServer
 from loopwright.harness.script import Script
-from loopwright.memory.events import CheckpointMade
+from loopwright.memory.events import CheckpointMade, ModelCalled
 from loopwright.memory.store import Store
 from loopwright.runtime.project import open_project
 from loopwright.runtime.runner import Runner
+from loopwright.workspaces.git import Workspace
 
 from support import CHECK, FINISH, FIX_ADD, call, git, loopwright_subprocess, turn, wait_for_row, write_script
 
@@ -92,6 +94,34 @@ def test_merge_conflict_gives_needs_review_and_keeps_the_branch(repo, tmp_path):
     assert "calc.py" in result.run.reason
     assert git(repo, "log", "-1", "--format=%s", "main") == "user fix"
     assert git(repo, "rev-parse", "--verify", result.run.branch)  # kept
+
+
+def test_a_checkpoint_is_written_while_the_next_model_call_is_out(repo, tmp_path, monkeypatch):
+    script = write_script(tmp_path / "s.json", [FIX_ADD, FINISH])
+    project = open_project(repo, create=True, overrides={"provider": "scripted", "script": str(script)})
+    second_call = threading.Event()
+    waited: list[bool] = []
+    real_checkpoint = Workspace.checkpoint
+
+    def checkpoint_after_the_next_call(self, message, *, step):
+        waited.append(second_call.wait(5))  # the old loop called the model only after its checkpoint: never set
+        return real_checkpoint(self, message, step=step)
+
+    calls: list[ModelCalled] = []
+
+    def on_event(run_id, event):
+        if isinstance(event, ModelCalled):
+            calls.append(event)
+            if len(calls) == 2:
+                second_call.set()
+
+    monkeypatch.setattr(Workspace, "checkpoint", checkpoint_after_the_next_call)
+    project.store.listeners.append(on_event)
+    result = asyncio.run(Runner(project).start("fix add", check=CHECK))
+    assert waited and waited[0] is True
+    assert result.run.status == "succeeded"
+    assert [(c.seq, c.step) for c in project.store.checkpoints(result.run.id)] == [(1, 1)]
+    assert "a - b" not in git(repo, "show", "main:calc.py")  # the acceptance step saw the checkpointed fix
 
 
 def test_dirty_working_tree_is_never_taken_and_survives_the_merge(repo, cli, tmp_path):
