@@ -394,8 +394,12 @@ class Workspace:
         After its first checkpoint a workspace remembers the branch's tip, so the next one does not ask git for
         it: `update-ref` moves the branch only from that tip, and a tip that moved (the agent committed, reset)
         sends it back to git's view."""
+        return self._commit_worktree(message, step, remembered=True)
+
+    def _commit_worktree(self, message: str, step: int, *, remembered: bool) -> Checkpoint | None:
         g = self._g
-        cached = self._tip if self._tip is not None and not self.copy_files and self._on_own_branch() else None
+        trusted = remembered and self._tip is not None and not self.copy_files and self._on_own_branch()
+        cached = self._tip if trusted else None
         head, head_tree = cached or self._verified_tip()
         _git(g, "add", "-A", *self._pathspec(), what="staging the worktree")
         tree = _git(g, "write-tree", what="writing the checkpoint tree")
@@ -421,7 +425,7 @@ class Workspace:
         if status != 0:
             self._tip = None
             if cached is not None:  # the branch moved since the last checkpoint: again, from git's view
-                return self.checkpoint(message, step=step)
+                return self._commit_worktree(message, step, remembered=False)
             raise WorkspaceError(f"moving the run branch failed: {_git_message(err, out, status)}")
         self._tip = (sha, tree)
         return Checkpoint(sha=sha, step=step, message=_subject(text))
