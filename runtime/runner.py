@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..harness.loop import AgentLoop, FinishVerdict, LoopOutcome, LoopSettings, rollback_notice
+from ..harness.messages import ToolResult
 from ..harness.models import ModelAdapter
 from ..harness.script import Script, ScriptTurn
 from ..harness.scripted import ScriptedModel
@@ -106,6 +107,19 @@ def _merge(ws: Workspace, target: str, message: str):
             if "moved while merging" not in str(e):
                 raise
     return ws.squash_merge(target, message, git_lock=GIT_LOCK)
+
+
+def _work_is_whole(store: Store, run_id: str) -> bool:
+    """Whether no tool has started since the agent was last given tool results: what the worktree holds beyond
+    the last checkpoint is then the whole work of finished turns (their checkpoint is written behind the next
+    model call), not half of a tool's."""
+    whole = True
+    for _, _, event in store.events(run_id, types=("message", "tool_started")):
+        if event.type == "tool_started":
+            whole = False
+        elif event.message.role == "user" and any(isinstance(b, ToolResult) for b in event.message.content):
+            whole = True
+    return whole
 
 
 def merge_message(task: Task, run: Run) -> str:
@@ -261,11 +275,18 @@ class Runner:
         if run.status == "running":  # its owner died, maybe in the middle of a checkpoint
             await asyncio.to_thread(ws.clear_stale_lock)
         if await asyncio.to_thread(ws.is_dirty):
-            cps = self.store.checkpoints(run.id)
-            sha, seq = (cps[-1].sha, cps[-1].seq) if cps else (run.base_commit, 0)
-            await asyncio.to_thread(ws.reset_to, sha)
-            self.store.append(run.id, RolledBack(to_sha=sha, to_seq=seq, requested_by="resume"))
-            notices.append("Uncommitted changes from the interrupted step were discarded. " + rollback_notice(sha, seq))
+            if _work_is_whole(self.store, run.id):  # only a checkpoint written behind a model call was cut short
+                message = f"step {run.step} (its checkpoint, cut short, written on resume)"
+                cp = await asyncio.to_thread(ws.checkpoint, message, step=run.step)
+                if cp is not None:
+                    self.store.add_checkpoint(run.id, sha=cp.sha, step=run.step, message=message)
+            else:
+                cps = self.store.checkpoints(run.id)
+                sha, seq = (cps[-1].sha, cps[-1].seq) if cps else (run.base_commit, 0)
+                await asyncio.to_thread(ws.reset_to, sha)
+                self.store.append(run.id, RolledBack(to_sha=sha, to_seq=seq, requested_by="resume"))
+                notices.append("Uncommitted changes from the interrupted step were discarded. "
+                               + rollback_notice(sha, seq))
         loop = self._loop(self.store.run(run.id), task, ws, adapter, config)
         await loop.prepare_resume(notices)
         result = await self._drive(loop, run, task, adapter, config)

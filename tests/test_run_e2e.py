@@ -23,7 +23,8 @@ from loopwright.runtime.project import open_project
 from loopwright.runtime.runner import Runner
 from loopwright.workspaces.git import Workspace
 
-from support import CHECK, FINISH, FIX_ADD, call, git, loopwright_subprocess, turn, wait_for_row, write_script
+from support import (CHECK, FINISH, FIX_ADD, call, git, loopwright_subprocess, turn, until, wait_for_row,
+                     write_script)
 
 
 def _trailers(root: Path, branch: str) -> list[str]:
@@ -277,6 +278,40 @@ def test_kill_9_mid_step_then_resume(repo, tmp_path):
     assert resumed.returncode == 0, err
     assert json.loads(out)["status"] == "succeeded"
     assert (repo / "partial.txt").exists() and not (repo / "half.txt").exists()
+
+
+def test_kill_9_while_a_checkpoint_runs_behind_the_model_call_keeps_that_turn(repo, tmp_path):
+    """The agent has the results of a turn whose checkpoint was cut short: the resume commits the turn's work."""
+    marker = tmp_path / "slept"  # a clean filter that makes the first `git add` of slow.txt take 5 s
+    git(repo, "config", "filter.slow.clean", f"sh -c 'if [ ! -e {marker} ]; then touch {marker}; sleep 5; fi; cat'")
+    (repo / ".git" / "info").mkdir(exist_ok=True)
+    (repo / ".git" / "info" / "attributes").write_text("slow.txt filter=slow\n")
+    script = write_script(tmp_path / "s.json", [
+        turn(call("write_file", path="slow.txt", content="kept\n")),
+        turn(call("write_file", path="other.txt", content="never written\n")),
+        {**FINISH, "expect": "interrupted"},
+    ])
+    proc = loopwright_subprocess(repo, "run", "slow", "--check", "true", "--script", str(script))
+    db = repo / ".loopwright" / "state.db"
+    row = wait_for_row(db, "SELECT run_id FROM events WHERE type = 'message' AND data LIKE '%other.txt%'")
+    if row is None:
+        proc.kill()
+        pytest.fail(f"the run never got its second answer: {proc.communicate()}")
+    proc.send_signal(signal.SIGKILL)  # the loop waits for the slow checkpoint before the second turn's tool
+    proc.wait()
+    run_id = row[0]
+    lock = repo / ".git" / "worktrees" / run_id / "index.lock"  # the orphaned `git add` ends by itself
+    until(lambda: not lock.exists(), "the orphaned checkpoint to end", timeout=15)
+    store = Store(db)
+    assert store.events(run_id, types=("tool_started",))[-1][2].arguments["path"] == "slow.txt"
+    assert store.checkpoints(run_id) == []
+    resumed = loopwright_subprocess(repo, "resume", run_id, "--json")
+    out, err = resumed.communicate(timeout=60)
+    assert resumed.returncode == 0, err
+    assert json.loads(out)["status"] == "succeeded"
+    assert [c.message for c in store.checkpoints(run_id)] == ["step 1 (its checkpoint, cut short, written on resume)"]
+    assert store.events(run_id, types=("rolled_back",)) == []
+    assert (repo / "slow.txt").read_text() == "kept\n" and not (repo / "other.txt").exists()
 
 
 def test_ctrl_c_pauses_at_a_safe_point_then_resume(repo, tmp_path):
