@@ -191,6 +191,8 @@ def test_a_checkpoint_after_a_checkpoint_does_not_ask_git_for_the_tip(ws, tmp_pa
     second, ran = _checkpoint_counting_git(ws, tmp_path, "b", 2)
     assert [c.split()[0] for c in ran] == ["add", "write-tree", "commit-tree", "update-ref"]
     assert git(ws.path, "rev-parse", f"{second.sha}^") == first.sha == ws.checkpoints()[0].sha
+    nothing, ran = _checkpoint_counting_git(ws, tmp_path, "nothing", 3)
+    assert nothing is None and [c.split()[0] for c in ran] == ["add", "write-tree"]
 
 
 def test_the_remembered_tip_gives_way_to_what_the_agent_did_with_git(ws):
@@ -210,10 +212,13 @@ def test_the_remembered_tip_gives_way_to_what_the_agent_did_with_git(ws):
     again = ws.checkpoint("a again", step=4)
     assert again is not None and git(ws.path, "rev-parse", f"{again.sha}^") == ws.base_commit
     assert git(ws.path, "rev-parse", f"{again.sha}^{{tree}}") == git(ws.path, "rev-parse", f"{first.sha}^{{tree}}")
+    git(ws.path, "reset", "-q", "--soft", ws.base_commit)  # the branch loses the commit, the files stay
+    kept = ws.checkpoint("a kept", step=5)
+    assert kept is not None and git(ws.path, "rev-parse", f"{kept.sha}^") == ws.base_commit
     git(ws.path, "switch", "-q", "-c", "elsewhere")  # and a branch of its own is still refused
     (ws.path / "d.txt").write_text("d")
     with pytest.raises(WorkspaceError, match="not on its branch lw/r1"):
-        ws.checkpoint("d", step=5)
+        ws.checkpoint("d", step=6)
 
 
 def test_checkpoints_lists_the_run_commits_oldest_first(ws):
@@ -463,6 +468,50 @@ def test_squash_merge_with_nothing_to_merge(repo, ws):
     head = git(repo, "rev-parse", "main")
     again = ws.squash_merge("main", "again")
     assert again.status == "nothing" and "already has" in again.detail and git(repo, "rev-parse", "main") == head
+
+
+class _LockThatMust:
+    """A git lock that records when it is taken, and can do something first (another merge moving main)."""
+
+    def __init__(self, before=None):
+        self.taken, self.before = 0, before
+
+    def __enter__(self):
+        self.taken += 1
+        if self.before is not None:
+            self.before()
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_a_conflict_or_nothing_to_merge_is_decided_without_the_lock(repo, ws):
+    other = _ws(repo, "r2")
+    (other.path / "calc.py").write_text((other.path / "calc.py").read_text().replace("a - b", "b - a"))
+    other.checkpoint("the same line", step=1)
+    _fix_add(ws)
+    ws.checkpoint("fix", step=1)
+    lock = _LockThatMust()
+    assert ws.squash_merge("main", "first", git_lock=lock).status == "merged" and lock.taken == 1
+    assert ws.squash_merge("main", "again", git_lock=lock).status == "nothing" and lock.taken == 1
+    assert other.squash_merge("main", "clash", git_lock=lock).status == "conflict" and lock.taken == 1
+
+
+def test_a_target_moved_by_another_merge_before_the_lock_is_merged_onto(repo, ws):
+    _fix_add(ws)
+    ws.checkpoint("fix", step=1)
+
+    def someone_merges():
+        (repo / "notes.txt").write_text("merged by another run\n")
+        git(repo, "add", "notes.txt")
+        git(repo, "commit", "-qm", "another merge")
+
+    lock = _LockThatMust(before=someone_merges)
+    result = ws.squash_merge("main", "mine", git_lock=lock)
+    assert result.status == "merged" and lock.taken == 1
+    assert git(repo, "log", "--format=%s", "-2", "main").splitlines() == ["mine", "another merge"]
+    assert (repo / "notes.txt").exists() and "a + b" in (repo / "calc.py").read_text()
+    assert git(repo, "status", "--porcelain") == ""
 
 
 def test_squash_merge_of_a_deleted_run_branch_is_one_line(repo, ws):

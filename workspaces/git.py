@@ -15,6 +15,7 @@ Every failure a user can hit is a `WorkspaceError` whose text is one line.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -151,8 +152,12 @@ def _clean_env() -> dict[str, str]:
 
 
 def repo_root(path: Path) -> Path:
-    """The top of the git work tree that contains `path`."""
-    path = Path(path).absolute()
+    """The top of the git work tree that contains `path` (remembered per path: a daemon asks for every run)."""
+    return _repo_root(Path(path).absolute())
+
+
+@functools.lru_cache(maxsize=256)
+def _repo_root(path: Path) -> Path:
     if not path.exists():
         raise WorkspaceError(f"no such directory: {path}")
     where = path if path.is_dir() else path.parent
@@ -412,9 +417,9 @@ class Workspace:
                     raise WorkspaceError(f"unstaging the copied files failed: {_git_message(err, out, status)}")
                 tree = _git(g, "write-tree", what="writing the checkpoint tree")
         if tree == head_tree:
-            if cached is None:
+            if cached is None or self._branch_file_holds(head):
                 return None
-            head, head_tree = self._verified_tip()  # nothing new since the remembered tip, if the branch is still there
+            head, head_tree = self._verified_tip()  # the branch moved: nothing new only if its tree is this one
             if tree == head_tree:
                 return None
         text = f"{message.strip() or f'step {step}'}\n\n{TRAILER_RUN}: {self.run_id}\n{TRAILER_STEP}: {step}\n"
@@ -446,6 +451,16 @@ class Workspace:
         admin = self._admin_dir()
         try:
             return admin is not None and (admin / "HEAD").read_text() == f"ref: refs/heads/{self.branch}\n"
+        except OSError:
+            return False
+
+    def _branch_file_holds(self, sha: str) -> bool:
+        """Whether the run branch's own ref file says `sha` (read directly, like `_on_own_branch`; a packed ref
+        or another ref storage reads as no and is asked of git)."""
+        admin = self._admin_dir()
+        try:
+            common = admin / (admin / "commondir").read_text().strip() if admin is not None else None
+            return common is not None and (common / "refs" / "heads" / self.branch).read_text().strip() == sha
         except OSError:
             return False
 
@@ -553,8 +568,10 @@ class Workspace:
 
         The user's checkout of the target branch (if any) follows the branch; the merge is refused
         (status "conflict") when it would overwrite the user's uncommitted changes. Uncommitted work
-        in the run's worktree is not included: checkpoint first. What depends only on the run is done
-        before `git_lock` is taken; from reading the target's head to moving it, under it.
+        in the run's worktree is not included: checkpoint first. The merge is computed before `git_lock`
+        is taken (a conflict, or nothing to merge, is known then); under it, the target is read again and
+        only when another merge moved it meanwhile is the merge computed again, before the checkout
+        follows and the branch moves.
         """
         g = self._root_g
         target_branch = target_branch.removeprefix("refs/heads/")
@@ -574,17 +591,35 @@ class Workspace:
             # git < 2.40: the same three-way merge over stand-in commits whose only common ancestor is base's tree
             stand_in = _git(g, "commit-tree", "--no-gpg-sign", base_tree, "-m", "base", env=ident)
             theirs = _git(g, "commit-tree", "--no-gpg-sign", run_tree, "-p", stand_in, "-m", "run", env=ident)
-        with git_lock or contextlib.nullcontext():
-            return self._merge_onto(target_branch, message, run_head, ident, stand_in, theirs)
 
-    def _merge_onto(self, target_branch: str, message: str, run_head: str, ident: dict[str, str],
-                    stand_in: str | None, theirs: str | None) -> MergeResult:
-        g = self._root_g
-        status, out, _ = _run(g, "rev-parse", f"refs/heads/{target_branch}^{{commit}}",
+        def plan(target: tuple[str, str]) -> MergeResult | tuple[str, str]:
+            return self._squash(target_branch, target, message, run_head, ident, stand_in, theirs)
+
+        planned = plan(self._target_tip(target_branch))
+        if isinstance(planned, MergeResult):
+            return planned
+        with git_lock or contextlib.nullcontext():
+            target = self._target_tip(target_branch)
+            if target[0] != planned[0]:  # another merge moved the target since: merge onto its new head
+                planned = plan(target)
+                if isinstance(planned, MergeResult):
+                    return planned
+            return self._move_target(target_branch, *planned)
+
+    def _target_tip(self, target_branch: str) -> tuple[str, str]:
+        """(commit, tree) at the head of the target branch."""
+        status, out, _ = _run(self._root_g, "rev-parse", f"refs/heads/{target_branch}^{{commit}}",
                               f"refs/heads/{target_branch}^{{tree}}", "--")
         if status != 0:
             raise WorkspaceError(f"no branch '{target_branch}' to merge into (pass --target BRANCH)")
-        target_head, target_tree = out.split()[:2]
+        head, tree = out.split()[:2]
+        return head, tree
+
+    def _squash(self, target_branch: str, target: tuple[str, str], message: str, run_head: str,
+                ident: dict[str, str], stand_in: str | None, theirs: str | None) -> MergeResult | tuple[str, str]:
+        """The squash commit of the run's changes onto `target` (target head, squash commit), or why there is none."""
+        g = self._root_g
+        target_head, target_tree = target
         if stand_in is None:
             ours, extra = target_head, [f"--merge-base={self.base_commit}"]
             theirs = run_head
@@ -604,7 +639,11 @@ class Workspace:
         with _message_file(message.strip() or f"loopwright: run {self.run_id}") as f:
             commit = _git(g, "commit-tree", tree, "-p", target_head, "-F", "-", istream=f, env=ident,
                           what="writing the merge commit")
+        return target_head, commit
 
+    def _move_target(self, target_branch: str, target_head: str, commit: str) -> MergeResult:
+        """Bring the target's checkout (if any) from `target_head` to `commit`, then move the branch."""
+        g = self._root_g
         checkout = _checkout_of(g, target_branch)
         if checkout is not None and not checkout.is_dir():
             checkout = None  # a stale worktree entry: there are no files to bring along
