@@ -32,6 +32,18 @@ populations (the controller scored 0.039 / 0.041 at 24 and 0.036 / 0.039 at
 by how fast a rating can follow a solver that drifts per attempt, see
 runtime/selfplay/ratings.py), while a real round costs B·k solver runs.
 
+Waves (runtime/selfplay/engine.py): `controlled` asks for and solves a round
+in 4 waves of about 4 tasks, each after the earlier waves' outcomes moved the
+ratings (the default of `loopwright selfplay` and the daemon's practice mode
+too); the baselines keep one wave, as they were measured before (AZR does not
+re-plan within a batch). The figures above at 24 and 32 tasks are of one-wave
+rounds. With 4 waves (and the ratings' drift at 6e-4 per attempt, which pays
+only with waves) the controlled method scored, seeds 100-119, 0.038 / 0.036 /
+0.042 against 0.0485 / 0.0475 / 0.0543 in one wave; part of that is later
+waves answering earlier waves' binomial noise, which can take |s̄ − 0.5|
+below the `floor` line (a floor only for tasks whose p does not depend on
+the round's earlier outcomes): see engine.py.
+
     python -m loopwright.bench.selfplay [--quick] [--seeds 5] [--rounds 50] [--batch 16] [--jobs N] [--out DIR]
 """
 
@@ -54,9 +66,9 @@ from .selfplay_sim import SIMULATION_NOTE, Population, SimDomain, SimProposer, S
 
 METHODS = {
     "controlled": ("controlled", {}),
-    "fixed": ("fixed", {"replay": False, "examples": "none", "control": False}),
-    "random": ("random", {"replay": False, "examples": "none", "control": False}),
-    "azr": ("reference", {"replay": False, "examples": "random_mid", "control": False}),
+    "fixed": ("fixed", {"replay": False, "examples": "none", "control": False, "waves": 1}),
+    "random": ("random", {"replay": False, "examples": "none", "control": False, "waves": 1}),
+    "azr": ("reference", {"replay": False, "examples": "random_mid", "control": False, "waves": 1}),
 }
 POPULATIONS = ("static", "learning", "drifting")
 

@@ -380,6 +380,7 @@ import csv  # noqa: E402
 from selfplay_sim import (Population, ScriptedProposer, ScriptedSolver, SimDomain, SimProposer,  # noqa: E402
                           SimSolver, function_task, sim_engine_parts)
 
+from loopwright.runtime.selfplay.domain import Attempt  # noqa: E402
 from loopwright.runtime.selfplay.engine import Engine, SelfPlayConfig  # noqa: E402
 from loopwright.runtime.selfplay.report import load_rounds, rounds_to_band, summary, write_report  # noqa: E402
 
@@ -408,7 +409,7 @@ def test_a_round_gates_measures_rewards_and_stores_its_report(tmp_path):
     dup = rle | {"statement": RLE_STATEMENT + "   "}  # checked after rle entered the archive
     proposer = ScriptedProposer([[*bad, rle, DEVOWEL, SQUARES, dup], [SQUARES]])
     solver = ScriptedSolver({"rle": 4, "devowel": 8, "squares": 0})
-    cfg = SelfPlayConfig(batch=3, heldout_size=0, proposer_calls=2)
+    cfg = SelfPlayConfig(batch=3, heldout_size=0, proposer_calls=2, waves=1)  # the batch in one request
     engine = Engine(PythonFunctions(GateConfig(time_limit=2.0, trivial_limit=0.5)), proposer, solver, cfg,
                     folder=tmp_path / "sp")
     [r] = run(engine, 1)
@@ -429,10 +430,54 @@ def test_a_round_gates_measures_rewards_and_stores_its_report(tmp_path):
     assert again.round_no == 1 and len(again.archive) == 3 and len(again.buffer) == 1  # state survives
 
 
+class AlwaysPasses:
+    """A solver that passes every attempt (its rating can only go up)."""
+
+    async def attempts(self, domain, task, k: int, *, learn: bool = True) -> list[Attempt]:
+        return [Attempt(passed=True, tokens=1) for _ in range(k)]
+
+
+def test_a_later_wave_is_asked_for_after_the_earlier_waves_outcomes(tmp_path):
+    """Two waves of two tasks: the second wave's request shows the first wave's tasks with their measured rates
+    (round 1: before them there was nothing to show), and once the solver passes everything its rating has moved
+    up between the waves of a round, so the second wave is asked for harder tasks than the first."""
+    proposer = SimProposer("controlled", 0, bad={})
+    engine = Engine(SimDomain(), proposer, AlwaysPasses(), SelfPlayConfig(batch=4, waves=2, heldout_size=0),
+                    folder=tmp_path / "sp")
+    [first] = run(engine, 1)
+    assert [r.count for r in proposer.requests] == [2, 2] and first["accepted"] == 4
+    rows = [json.loads(x) for x in (tmp_path / "sp" / "measurements.jsonl").read_text().splitlines()]
+    wave1 = {row["task"] for row in rows if row["wave"] == 1}
+    assert len(wave1) == 2 and proposer.requests[0].examples == []
+    shown = proposer.requests[1].examples
+    assert shown and {e["id"] for e in shown} <= wave1 and all(e["measured"] == 1.0 for e in shown)
+    run(engine, 1)
+    a, b = proposer.requests[2:4]
+    assert a.round == b.round == 2 and a.target == b.target
+    assert b.difficulty > a.difficulty + 0.1  # wave 1 of round 2 passed 16 of 16: asked harder in wave 2
+    one = SimProposer("controlled", 0, bad={})
+    run(Engine(SimDomain(), one, AlwaysPasses(), SelfPlayConfig(batch=4, waves=1, heldout_size=0)), 2)
+    assert [r.count for r in one.requests] == [4, 4]  # one wave: the batch is asked for at once
+
+
+def test_a_later_wave_does_not_replay_what_an_earlier_one_did():
+    import random
+
+    buf = ReplayBuffer()
+    for t in "abcdef":
+        buf.offer(t, "k", 4, 8, 0)
+    rng = random.Random(0)
+    for _ in range(50):
+        first = buf.sample(3, 1, rng)
+        assert not set(buf.sample(3, 1, rng, exclude=set(first))) & set(first)
+    assert sorted(first + buf.sample(9, 1, rng, exclude=set(first))) == list("abcdef")
+
+
 def test_a_solver_that_always_times_out_makes_every_task_length_hard(tmp_path):
     proposer = ScriptedProposer([[DEVOWEL, SQUARES]])
     engine = Engine(PythonFunctions(), proposer, ScriptedSolver(truncate=True),
-                    SelfPlayConfig(batch=2, heldout_size=0, proposer_calls=1, patience=2), folder=tmp_path / "sp")
+                    SelfPlayConfig(batch=2, heldout_size=0, proposer_calls=1, patience=2, waves=1),
+                    folder=tmp_path / "sp")
     records = run(engine, 5)
     assert records[0]["rejected"] == {"length_hard": 2} and records[0]["accepted"] == 0
     assert records[0]["s_bar"] is None and records[0]["wasted_share"] == 1.0
@@ -449,7 +494,7 @@ def test_a_proposer_of_impossible_tasks_makes_the_controller_back_off_and_stop()
     assert "without a new task worth solving" in engine.stopped
     assert engine.controller.c == engine.cfg.controller.c_min
     assert records[-1]["requested_success"] > records[0]["requested_success"]  # asks for easier tasks
-    assert len(proposer.requests) <= 6 * engine.cfg.proposer_calls
+    assert len(proposer.requests) <= 6 * engine.cfg.waves * engine.cfg.proposer_calls  # calls are per wave
 
 
 def test_padded_and_duplicate_proposals_never_get_through_in_simulation():

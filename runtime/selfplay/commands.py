@@ -50,9 +50,9 @@ def _config(args: argparse.Namespace):
 
     if not 0 < args.target < 1:
         raise SelfPlayError(f"--target must be between 0 and 1 (got {args.target})")
-    if args.k < 1 or args.batch < 1 or args.rounds < 1:
-        raise SelfPlayError("--k, --batch and --rounds must be at least 1")
-    return SelfPlayConfig(k=args.k, batch=args.batch, budget_usd=args.budget_usd, seed=args.seed,
+    if args.k < 1 or args.batch < 1 or args.rounds < 1 or args.waves < 1:
+        raise SelfPlayError("--k, --batch, --waves and --rounds must be at least 1")
+    return SelfPlayConfig(k=args.k, batch=args.batch, waves=args.waves, budget_usd=args.budget_usd, seed=args.seed,
                           controller=ControllerConfig(target=args.target))
 
 
@@ -134,6 +134,9 @@ def add_parsers(sub, add) -> None:
     sp.add_argument("--k", type=int, default=8, help="solver attempts per task (default 8)")
     sp.add_argument("--target", type=float, default=0.5, help="target batch success rate (default 0.5)")
     sp.add_argument("--batch", type=int, default=16, help="tasks per round, new plus replayed (default 16)")
+    sp.add_argument("--waves", type=int, default=4,
+                    help="a round is asked for and solved in this many waves, each after the last one's outcomes "
+                         "(default 4)")
     sp.add_argument("--budget-usd", dest="budget_usd", type=float, help="stop when this much is spent")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--simulate", nargs="?", const="learning", choices=POPULATIONS,

@@ -37,6 +37,11 @@ Three handles, all updated once per round from what was measured:
   so most new tasks) were of one or two kinds and the batch rate moved with
   those kinds' errors: 0.049 / 0.049 / 0.064 against 0.048 / 0.048 / 0.054
   (same measurement).
+
+The figures above are of rounds asked for in one batch. The engine now asks
+in waves (engine.py): `request_success` and `examples` are called once a
+wave with the ratings as the earlier waves left them; the mix and the bias
+still move once a round.
 """
 
 from __future__ import annotations

@@ -91,9 +91,11 @@ class ReplayBuffer:
             out[e.task_id] = (1 - self.rho) * h[e.task_id] / hs + self.rho * p_stale
         return out
 
-    def sample(self, n: int, now: int, rng: random.Random) -> list[str]:
-        """Up to n distinct task ids, drawn by `probabilities` without replacement."""
-        probs = self.probabilities(now)
+    def sample(self, n: int, now: int, rng: random.Random, *, exclude: set[str] | frozenset[str] = frozenset()
+               ) -> list[str]:
+        """Up to n distinct task ids, drawn by `probabilities` without replacement (none of `exclude`: a later wave
+        of a round does not replay what an earlier one did)."""
+        probs = {t: p for t, p in self.probabilities(now).items() if t not in exclude}
         chosen: list[str] = []
         while probs and len(chosen) < n:
             total = sum(probs.values())
