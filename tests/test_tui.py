@@ -1,13 +1,11 @@
 """`loopwright tui`: the feed without a terminal, the views as SVG snapshots, every action through a real daemon.
 
-Snapshots live in tests/snapshots/tui/; after a deliberate change to the views, rewrite them with
-LOOPWRIGHT_UPDATE_SNAPSHOTS=1 and look at the new SVGs before committing them.
+How to rewrite the snapshots after a deliberate change to the views: see tui_support.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
 import shlex
@@ -20,9 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 from support import FINISH, FIX_ADD, call, turn, until, write_script
 from textual.widgets import DataTable
+from tui_support import assert_snapshot, screen_text, wait
 
 from loopwright.memory.events import RunStarted, ToolFinished, ToolStarted
 from loopwright.memory.store import Store
@@ -33,39 +31,9 @@ from loopwright.tui.feed import Feed
 from loopwright.tui.run_view import RunScreen
 
 NOW = 1767225600.0  # 2026-01-01 00:00 UTC: the fixture's clock
-SNAPSHOTS = Path(__file__).parent / "snapshots" / "tui"
-UPDATE = bool(os.environ.get("LOOPWRIGHT_UPDATE_SNAPSHOTS"))  # read before the fixtures clear LOOPWRIGHT_*
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-def screen_text(app) -> str:
-    """What the terminal shows, as plain text."""
-    console = Console(width=app.size.width, height=app.size.height, file=io.StringIO(), record=True,
-                      legacy_windows=False)
-    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
-    return console.export_text()
-
-
-def assert_snapshot(app, name: str) -> None:
-    svg = app.export_screenshot(title=name)
-    path = SNAPSHOTS / f"{name}.svg"
-    if UPDATE:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(svg)
-    assert path.exists(), f"no snapshot {path}: run with LOOPWRIGHT_UPDATE_SNAPSHOTS=1 to write it"
-    if svg != path.read_text():
-        got = path.with_suffix(".actual.svg")
-        got.write_text(svg)
-        raise AssertionError(f"{name} differs from {path} (this run's is {got}):\n{screen_text(app)}")
-
-
-async def wait(pilot, condition, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await pilot.pause(0.05)
 
 
 def commands(store: Store, kind: str) -> list[tuple]:
@@ -239,14 +207,14 @@ def test_snapshots_of_the_fleet_queue_and_help(repo, utc):
         app = fixture_app(project)
         async with app.run_test(size=(120, 30)) as pilot:
             await pilot.pause(0.2)
-            assert_snapshot(app, "fleet")
+            await assert_snapshot(pilot, app, "fleet")
             await pilot.press("t")
             await pilot.pause(0.2)
-            assert_snapshot(app, "queue")
+            await assert_snapshot(pilot, app, "queue")
             await pilot.press("question_mark")
             await pilot.pause(0.2)
             assert isinstance(app.screen, HelpScreen)
-            assert_snapshot(app, "help")
+            await assert_snapshot(pilot, app, "help")
             table = app.screen.query_one("#help-table", DataTable)  # every row, also those scrolled out of view
             rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
             for key, does in (("p", "pause the run"), ("x", "kill the run"), ("M", "merge now"), ("K", "keep for"),
@@ -268,7 +236,7 @@ def test_a_terminal_of_80_by_24_shows_what_matters(repo, utc):
         app = fixture_app(project, daemon=None)
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.pause(0.2)
-            assert_snapshot(app, "fleet_80x24")
+            await assert_snapshot(pilot, app, "fleet_80x24")
             shown = screen_text(app)
             assert "Read-only: no daemon is running" in shown and "loopwright serve --detach" in shown
             row = next(line for line in shown.splitlines() if "a1b2c3d4" in line)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 from support import call, turn, write_script
 from textual.app import App
 from textual.widgets import RichLog
+from tui_support import wait
 
 from loopwright.runtime.chat import create_thread, messages, post_message
 from loopwright.runtime.project import open_project
@@ -31,13 +31,6 @@ class Host(App):
 def shown(app: App) -> str:
     log = app.screen.query_one("#log", RichLog)
     return "\n".join(strip.text for strip in log.lines)
-
-
-async def wait(pilot, condition, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await pilot.pause(0.1)
 
 
 def test_posting_from_the_tui_starts_work_and_the_answer_appears_live(repo, daemon, tmp_path):

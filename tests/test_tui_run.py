@@ -9,13 +9,13 @@ are carried out.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from pathlib import Path
 
 from support import CALC, call, turn, write_script
 from textual.app import App
 from textual.widgets import Collapsible, DataTable, Input, RichLog, Static
+from tui_support import assert_snapshot, wait
 
 from loopwright.harness.messages import Message, TextBlock, ToolCall, ToolResult
 from loopwright.memory import events as ev
@@ -29,8 +29,6 @@ from loopwright.workspaces.git import Workspace
 SIZE = (80, 24)
 RUN = "feedc0de"
 NOW = 1767225600.0  # 2026-01-01 00:00 UTC: the snapshot's clock
-SNAPSHOTS = Path(__file__).parent / "snapshots" / "tui"
-UPDATE = bool(os.environ.get("LOOPWRIGHT_UPDATE_SNAPSHOTS"))  # read before the fixtures clear LOOPWRIGHT_*
 
 
 class Host(App):
@@ -54,13 +52,6 @@ class Host(App):
 
     def said(self, severity: str | None = None) -> str:
         return "\n".join(m for s, m in self.toasts if severity is None or s == severity)
-
-
-async def wait(pilot, condition, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await pilot.pause(0.05)
 
 
 def log_text(app: Host) -> list[str]:
@@ -385,17 +376,7 @@ def test_snapshot_of_the_run_screen_at_80x24(repo, monkeypatch, utc):
         app = Host(project, rid)
         async with app.run_test(size=SIZE) as pilot:
             await wait(pilot, lambda: any("token refresh" in line for line in log_text(app)), "the transcript")
-            await pilot.pause(0.2)
-            svg = app.export_screenshot(title="run_80x24")
-        path = SNAPSHOTS / "run_80x24.svg"
-        if UPDATE:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(svg)
-        assert path.exists(), f"no snapshot {path}: run with LOOPWRIGHT_UPDATE_SNAPSHOTS=1 to write it"
-        if svg != path.read_text():
-            path.with_suffix(".actual.svg").write_text(svg)
-            raise AssertionError(f"the run screen differs from {path} (this run's is {path.with_suffix('.actual.svg')})"
-                                 ":\n" + "\n".join(log_text(app)))
+            await assert_snapshot(pilot, app, "run_80x24")
 
     asyncio.run(scenario())
 
