@@ -17,9 +17,10 @@ anything else (a budget error, a cancellation, a `ScriptError`) passes through
 untouched.
 
 What counts as an unreadable answer, as the SDKs report it: a body cut short
-(`APIConnectionError` caused by aiohttp's `ClientPayloadError`, or by httpx2's
-"incomplete message body" `RemoteProtocolError` on its own transport), a body that is not JSON (`json.JSONDecodeError`, raised
-bare by both SDKs), httpx2's `DecodingError`, and `APIResponseValidationError`.
+(`APIConnectionError` caused by aiohttp's `ClientPayloadError`, or on httpx2's
+own transport by its "incomplete message body" `RemoteProtocolError`), a body
+that is not JSON (`json.JSONDecodeError`, raised bare by both SDKs), httpx2's
+`DecodingError`, and `APIResponseValidationError`.
 """
 
 from __future__ import annotations
