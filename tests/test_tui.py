@@ -252,8 +252,7 @@ def test_a_terminal_of_80_by_24_shows_what_matters(repo, utc):
             await wait(pilot, lambda: isinstance(app.screen, FleetScreen), "the fleet again")
             assert app.screen.selected() == "a1b2c3d4"
             await pilot.press("t")
-            await pilot.pause(0.1)
-            assert "blocked" in screen_text(app)
+            await wait(pilot, lambda: "blocked" in screen_text(app), "the queue view")
 
     asyncio.run(scenario())
 
@@ -312,8 +311,7 @@ def test_run_actions_from_the_fleet_view_through_the_daemon(repo, cli, daemon, t
 
             await pilot.press("w")
             assert isinstance(app.screen, PathScreen) and app.screen.path == store.run(rid).worktree
-            await pilot.pause(0.1)
-            assert store.run(rid).worktree in "".join(screen_text(app).split())
+            await wait(pilot, lambda: store.run(rid).worktree in "".join(screen_text(app).split()), "the path shown")
             await pilot.press("c")
             assert toasts(app, f"copied {store.run(rid).worktree}")
 
@@ -402,9 +400,9 @@ def test_read_only_without_a_daemon_then_attached_then_the_daemon_dies(repo, cli
     async def scenario():
         app = TuiApp(project)
         async with app.run_test(size=(100, 30)) as pilot:
-            await pilot.pause(0.2)
             banner = app.screen.query_one(Banner)
-            assert banner.has_class("shown") and "no daemon is running" in screen_text(app)
+            await wait(pilot, lambda: "no daemon is running" in screen_text(app), "the read-only banner")
+            assert banner.has_class("shown")
             await pilot.press("n")
             assert toasts(app, "read-only") and not isinstance(app.screen, NewTaskScreen)
             first = daemon()
@@ -414,7 +412,9 @@ def test_read_only_without_a_daemon_then_attached_then_the_daemon_dies(repo, cli
             rid = store.runs(task_id=task)[0].id
             first.stop(signal.SIGKILL)
             await wait(pilot, lambda: app.read_only, "the TUI to notice the daemon died")
-            assert banner.has_class("shown") and f"the daemon (pid {first.proc.pid}) stopped" in screen_text(app)
+            assert banner.has_class("shown")
+            # the banner's new text reaches the screen at the next refresh, not in the tick that set it
+            await wait(pilot, lambda: f"the daemon (pid {first.proc.pid}) stopped" in screen_text(app), "the banner")
             select(app, rid)
             await pilot.press("x")
             assert not commands(store, "kill") and toasts(app, "read-only: no daemon")
