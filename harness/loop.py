@@ -21,7 +21,7 @@ from ..memory.events import (Compacted, ConversationReset, MessageAdded, ModelCa
 from ..memory.store import Store
 from ..runtime.config import BudgetConfig, ModelInfo
 from ..workspaces.git import Workspace, WorkspaceError
-from .messages import Message, ModelResponse, TextBlock, ToolResult, ToolSpec, Usage
+from .messages import Message, ModelResponse, TextBlock, ToolResult, ToolSpec, Usage, gist_argument
 from .models import FatalModelError, ModelAdapter, ModelUnavailable
 from .retry import QuotaGate, RetryPolicy, call_model
 from .tools import ToolContext, Toolbox
@@ -446,11 +446,7 @@ def _answer_finish(blocks: list, verdict: FinishVerdict, finish_call: str | None
 
 
 def _describe(calls: list) -> str:
-    parts = []
-    for c in calls:
-        arg = next((str(v) for k, v in c.arguments.items() if k in ("command", "path", "pattern", "message")), "")
-        parts.append(f"{c.name} {arg}".strip()[:80])
-    return "; ".join(parts)
+    return "; ".join(f"{c.name} {gist_argument(c.arguments)}".strip()[:80] for c in calls)
 
 
 def _render(messages: list[Message], limit_chars: int) -> str:

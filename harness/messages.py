@@ -36,6 +36,14 @@ class ToolCall(_Frozen):
     parse_error: str | None = None
 
 
+def gist_argument(arguments: dict[str, Any]) -> str:
+    """The argument that says what a tool call is about (its command, path, pattern...), first line only."""
+    for key in ("command", "path", "pattern", "message", "summary", "action"):
+        if key in arguments:
+            return next(iter(str(arguments[key]).splitlines()), "")[:70]
+    return ""
+
+
 class ToolResult(_Frozen):
     type: Literal["tool_result"] = "tool_result"
     tool_call_id: str

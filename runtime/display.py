@@ -6,7 +6,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from ..harness.messages import Message, TextBlock, ToolCall, ToolResult
+from ..harness.messages import Message, TextBlock, ToolCall, ToolResult, gist_argument
 from ..memory import events as ev
 from ..memory.store import Run, Store
 
@@ -19,13 +19,6 @@ def fmt_elapsed(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
     h, m = divmod(m, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def _arg(arguments: dict) -> str:
-    for key in ("command", "path", "pattern", "message", "summary", "action"):
-        if key in arguments:
-            return str(arguments[key]).splitlines()[0][:70] if str(arguments[key]) else ""
-    return ""
 
 
 class ProgressPrinter:
@@ -44,7 +37,7 @@ class ProgressPrinter:
         pad = " " * 7
         if isinstance(e, ev.ToolStarted) and run_id:
             run = self.store.run(run_id)
-            return (f"[{fmt_elapsed(time.monotonic() - self.t0):>5}] step {run.step + 1} · {e.name} {_arg(e.arguments)}"
+            return (f"[{fmt_elapsed(time.monotonic() - self.t0):>5}] step {run.step + 1} · {e.name} {gist_argument(e.arguments)}"
                     f" · {fmt_tokens(run.tokens)} tok · ${run.cost_usd:.4f}")
         if isinstance(e, ev.ToolFinished) and e.is_error:
             return f"{pad} ✗ {e.name}: {e.preview.splitlines()[0][:100] if e.preview else 'error'}"

@@ -11,7 +11,7 @@ import tracemalloc
 
 import pytest
 from support import MemoryPad
-from loopwright.harness.messages import ToolCall
+from loopwright.harness.messages import ToolCall, gist_argument
 from loopwright.harness.tools import Tool, Toolbox, ToolContext, run_command
 
 
@@ -314,3 +314,12 @@ def test_bad_globs_and_paths_are_clean_errors(ctx):
 def test_a_command_killed_by_a_signal_says_so(ctx):
     out = run(ctx, "shell", command="echo before; kill -9 $$")
     assert "before\nexit code -9: killed by signal 9 (SIGKILL)" in out.content
+
+
+def test_a_tool_calls_gist_is_its_main_argument_on_one_line():
+    """What the fleet view, the progress lines and checkpoint messages show of a call."""
+    assert gist_argument({"command": "pytest -q\necho done", "timeout": 60}) == "pytest -q"
+    assert gist_argument({"content": "x", "path": "src/a.py"}) == "src/a.py"
+    assert gist_argument({"action": "append", "text": "plan"}) == "append"
+    assert gist_argument({"path": "p" * 100}) == "p" * 70
+    assert gist_argument({"command": ""}) == "" and gist_argument({"n": 1}) == ""

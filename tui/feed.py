@@ -17,10 +17,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..harness.messages import gist_argument
 from ..memory.store import RUN_FINAL, Run, Store, Task, _row
 from ..runtime.budget import FleetBudget, budget_day
 from ..runtime.config import FleetBudgetConfig
-from ..runtime.display import _arg, fmt_elapsed
+from ..runtime.display import fmt_elapsed
 from ..runtime.quota import closed_gates
 
 STUCK_SECONDS = 300.0  # a running run with no event for this long is flagged
@@ -208,7 +209,7 @@ class Feed:
         key = name + json.dumps(args, sort_keys=True)
         state.repeats = state.repeats + 1 if key == state.call else 1
         state.call = key
-        state.action = f"{name} {_arg(args)}".strip()
+        state.action = f"{name} {gist_argument(args)}".strip()
 
     def _read_runs(self, ch: Changes, ids: list[str] | None) -> None:
         conn = self.store.conn
