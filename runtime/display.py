@@ -37,8 +37,8 @@ class ProgressPrinter:
         pad = " " * 7
         if isinstance(e, ev.ToolStarted) and run_id:
             run = self.store.run(run_id)
-            return (f"[{fmt_elapsed(time.monotonic() - self.t0):>5}] step {run.step + 1} · {e.name} {gist_argument(e.arguments)}"
-                    f" · {fmt_tokens(run.tokens)} tok · ${run.cost_usd:.4f}")
+            return (f"[{fmt_elapsed(time.monotonic() - self.t0):>5}] step {run.step + 1} · {e.name} "
+                    f"{gist_argument(e.arguments)} · {fmt_tokens(run.tokens)} tok · ${run.cost_usd:.4f}")
         if isinstance(e, ev.ToolFinished) and e.is_error:
             return f"{pad} ✗ {e.name}: {e.preview.splitlines()[0][:100] if e.preview else 'error'}"
         if isinstance(e, ev.CheckpointMade):
