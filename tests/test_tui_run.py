@@ -119,8 +119,7 @@ def test_transcript_folds_a_huge_tool_output_and_follows_the_tail_unless_scrolle
             assert "… 39992 more lines" in text and "… (+999604 chars)" in text and "context compacted" in text
             assert len(log_text(app)) < 200
             log = screen.query_one("#log", RichLog)
-            await pilot.pause(0.1)
-            assert log.is_vertical_scroll_end  # followed the tail
+            await wait(pilot, lambda: log.is_vertical_scroll_end, "the log to follow the tail")
 
             log.scroll_home(animate=False)
             await pilot.pause(0.1)
@@ -132,8 +131,7 @@ def test_transcript_folds_a_huge_tool_output_and_follows_the_tail_unless_scrolle
             await pilot.pause(0.1)
             store.append(RUN, ev.MessageAdded(message=Message(role="assistant", content=[TextBlock(text="tail")])))
             await wait(pilot, lambda: any("assistant: tail" in line for line in log_text(app)), "the tail")
-            await pilot.pause(0.1)
-            assert log.is_vertical_scroll_end
+            await wait(pilot, lambda: log.is_vertical_scroll_end, "the log to follow the tail again")
 
     asyncio.run(scenario())
 
