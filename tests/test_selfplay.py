@@ -675,7 +675,12 @@ def patch_of(repo: Path, path: str, text: str) -> str:
     return diff
 
 
-def test_repo_tasks_are_grounded_verified_by_hidden_tests_and_the_suite(repo):
+def test_repo_tasks_are_grounded_verified_by_hidden_tests_and_the_suite(repo, tmp_path, monkeypatch):
+    import tempfile
+
+    system_tmp = tmp_path / "system-tmp"  # the temp folder as the domain sees it: left as it was found
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
     fixed_repo(repo)
     domain = RepoDomain(repo, check=CHECK, gates=GateConfig(time_limit=10))
     calc = (repo / "calc.py").read_text()
@@ -717,6 +722,7 @@ def test_repo_tasks_are_grounded_verified_by_hidden_tests_and_the_suite(repo):
     assert subprocess.run(check, shell=True, cwd=tree, capture_output=True).returncode == 1
     assert "calc.py" in domain.solver_goal(v.task) and "triple(3)" not in domain.solver_goal(v.task)
     assert "reference_patch" in domain.prompt(ProposalRequest(domain="repo", target=0.5, count=1))
+    assert sorted(p.name for p in system_tmp.iterdir()) == []
 
 
 # -- domains added by skills -------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from __future__ import annotations
 import ast
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -95,7 +96,8 @@ class _Worktree:
 
     def __init__(self, root: Path):
         self.root = root
-        self.path = Path(tempfile.mkdtemp(prefix="lw-selfplay-repo-")) / "tree"
+        self.folder = Path(tempfile.mkdtemp(prefix="lw-selfplay-repo-"))
+        self.path = self.folder / "tree"
 
     def __enter__(self) -> Path:
         from ..runner import GIT_LOCK
@@ -112,6 +114,7 @@ class _Worktree:
         with GIT_LOCK:
             _git(self.root, "worktree", "remove", "--force", str(self.path))
             _git(self.root, "worktree", "prune")
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def run_hidden(tests: str, tree: Path, limit: float, seed: int = 0) -> dict:
