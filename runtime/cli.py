@@ -5,7 +5,9 @@ traceback; an unexpected crash is logged to `.loopwright/logs/crash.log` and
 summarised in one line. Read commands take `--json`.
 
 Exit codes: 0 done, 1 the run did not succeed, 2 usage or configuration error,
-130 stopped by Ctrl-C (the run is paused and can be resumed).
+130 stopped by Ctrl-C (the run is paused and can be resumed), 141 the reader
+of the output went away (`loopwright runs | head -1`): stopped quietly, as a
+process killed by SIGPIPE (`git log | head`) is.
 """
 
 from __future__ import annotations
@@ -601,7 +603,12 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a reader that went away is seen here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:  # stdout's reader stopped reading (`| head`): not an error, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is still buffered goes nowhere
+        return 141
     except UsageError as e:
         print(f"loopwright: error: {e}", file=sys.stderr)
         return 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from support import FINISH, FIX_ADD, git, write_script
+from support import FINISH, FIX_ADD, git, loopwright_subprocess, write_script
 
 
 def _one_line_error(code: int, err: str) -> str:
@@ -106,3 +106,17 @@ def test_resume_after_gc_says_the_worktree_is_gone(repo, cli, tmp_path, monkeypa
     err = _one_line_error(*cli(repo, "resume", run["run"])[::2])
     assert "worktree" in err and "gone" in err
     assert cli.json(repo, "runs")[0]["status"] == "budget_exceeded"  # the refusal changed nothing
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(project, repo):
+    """`loopwright runs | head -1`: no message, no crash log, exit 141 (as `git log | head` ends)."""
+    task = project.store.create_task("a task with many runs")
+    with project.store.transaction():
+        for i in range(3000):  # ~300 kB of rows: far more than a pipe holds, so the write after the close fails
+            project.store.create_run(task.id, provider="scripted", model="script", worktree=str(repo / f"w{i}"),
+                                     branch=f"lw/{i}", base_commit="0" * 40, target_branch="main")
+    proc = loopwright_subprocess(repo, "runs")
+    assert "a task with many runs" in proc.stdout.readline()
+    proc.stdout.close()  # as head does after its line
+    assert (proc.wait(timeout=60), proc.stderr.read()) == (141, "")
+    assert not (project.log_dir / "crash.log").exists()
