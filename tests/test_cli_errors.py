@@ -120,3 +120,16 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(project, repo):
     proc.stdout.close()  # as head does after its line
     assert (proc.wait(timeout=60), proc.stderr.read()) == (141, "")
     assert not (project.log_dir / "crash.log").exists()
+
+
+@pytest.mark.parametrize("command", [["pause", "99"], ["kill", "99"], ["resume", "99"], ["cancel", "99"]])
+def test_an_unknown_task_number_points_at_the_task_list(repo, cli, command):
+    cli(repo, "init")
+    err = _one_line_error(*cli(repo, *command)[::2])
+    assert "no task 99" in err and "`loopwright tasks`" in err and "loopwright runs" not in err
+
+
+def test_an_unknown_run_id_points_at_the_run_list(repo, cli):
+    cli(repo, "init")
+    err = _one_line_error(*cli(repo, "pause", "abcdef12")[::2])
+    assert "no run 'abcdef12'" in err and "`loopwright runs`" in err
