@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -34,7 +35,7 @@ from .chat import ChatError
 from .config import ConfigError
 from .daemon import DaemonError
 from .posting import PostError
-from .display import ProgressPrinter, fmt_elapsed, fmt_tokens, run_summary, transcript
+from .display import ProgressPrinter, clip, fmt_elapsed, fmt_tokens, run_summary, transcript
 from .project import Project, ProjectError, init_project, open_project
 from .hygiene import disk_floor
 from .quota import closed_gates
@@ -256,10 +257,12 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         return 0
     if not rows:
         print("no tasks yet (add one with: loopwright post \"<goal>\")")
+    columns = shutil.get_terminal_size().columns
     for r in rows:
         after = f" after {','.join(map(str, r['after']))}" if r["after"] else ""
-        print(f"{r['task']:>4}  {r['status']:<15} p{r['priority']:<3} {r['title'][:60]}{after}"
-              + (f"  ({r['reason'][:60]})" if r["reason"] else ""))
+        line = f"{r['task']:>4}  {r['status']:<15} p{r['priority']:<3} {clip(r['title'], 60)}{after}"
+        # the reason fills the rest of the terminal's width (at least 40 characters), cut between words
+        print(line + (f"  ({clip(r['reason'], max(40, columns - len(line) - 4))})" if r["reason"] else ""))
     return 0
 
 

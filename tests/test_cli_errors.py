@@ -133,3 +133,19 @@ def test_an_unknown_run_id_points_at_the_run_list(repo, cli):
     cli(repo, "init")
     err = _one_line_error(*cli(repo, "pause", "abcdef12")[::2])
     assert "no run 'abcdef12'" in err and "`loopwright runs`" in err
+
+
+def test_tasks_cuts_a_long_reason_between_words(project, repo, cli, monkeypatch):
+    reason = ("dependency task 3 failed: its check needs a linter that is not installed, e.g. ruff or flake8; "
+              "install one and post the task again")
+    task = project.store.create_task("lint the package")
+    project.store.set_task_status(task.id, "failed", reason=reason)
+    monkeypatch.setenv("COLUMNS", "100")
+    code, out, _ = cli(repo, "tasks")
+    line = out.rstrip("\n")
+    shown = line[line.index("  (") + 3:-1]
+    assert code == 0 and len(line) <= 100 and shown.endswith("…"), line
+    cut = shown[:-1]
+    assert reason.startswith(cut) and reason[len(cut)] == " ", shown  # whole words only ("e.g." is one)
+    monkeypatch.setenv("COLUMNS", "250")  # wide enough: the whole reason
+    assert cli(repo, "tasks")[1].rstrip("\n").endswith(f"  ({reason})")
