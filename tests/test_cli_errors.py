@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from support import FINISH, FIX_ADD, git, loopwright_subprocess, write_script
+from support import FINISH, FIX_ADD, call, git, loopwright_subprocess, turn, write_script
 
 
 def _one_line_error(code: int, err: str) -> str:
@@ -96,8 +96,6 @@ def test_resume_of_a_finished_run_is_refused(repo, cli, tmp_path):
 
 
 def test_resume_after_gc_says_the_worktree_is_gone(repo, cli, tmp_path, monkeypatch):
-    from support import call, turn
-
     script = write_script(tmp_path / "s.json", [turn(call("write_file", path="a.txt", content="a"))])
     monkeypatch.setenv("LOOPWRIGHT_BUDGET__MAX_TURNS", "1")
     run = cli.json(repo, "run", "write", "--script", script)
@@ -149,3 +147,12 @@ def test_tasks_cuts_a_long_reason_between_words(project, repo, cli, monkeypatch)
     assert reason.startswith(cut) and reason[len(cut)] == " ", shown  # whole words only ("e.g." is one)
     monkeypatch.setenv("COLUMNS", "250")  # wide enough: the whole reason
     assert cli(repo, "tasks")[1].rstrip("\n").endswith(f"  ({reason})")
+
+
+def test_rollback_steps_on_a_run_without_checkpoints(repo, cli, tmp_path, monkeypatch):
+    script = write_script(tmp_path / "s.json", [turn(call("shell", command="true"))])  # changes nothing
+    monkeypatch.setenv("LOOPWRIGHT_BUDGET__MAX_TURNS", "1")
+    run = cli.json(repo, "run", "look around", "--script", script)
+    assert run["status"] == "budget_exceeded" and len(cli.json(repo, "checkpoints", run["run"])) == 1  # the start
+    err = _one_line_error(*cli(repo, "rollback", run["run"], "--steps", "5")[::2])
+    assert "has no checkpoints yet" in err and "--to 0" in err and "between" not in err
