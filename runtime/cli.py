@@ -186,40 +186,53 @@ def _command_queued(args: argparse.Namespace, run_id: str, kind: str, command: i
 def cmd_serve(args: argparse.Namespace) -> int:
     from .daemon import Daemon
 
-    project = open_project(Path.cwd(), create=True, overrides={"backend": args.backend, "ray.address": args.address})
+    # the flags are config values given on the command line: checked, and refused, as the config's own are
+    project = open_project(Path.cwd(), create=True, overrides={"backend": args.backend, "ray.address": args.address,
+                                                               "max_parallel": args.max_parallel})
     if args.detach:
         return _detach(project, args)
-    asyncio.run(Daemon(project, max_parallel=args.max_parallel).serve())
+    asyncio.run(Daemon(project).serve())
     return 0
 
 
 def _detach(project: Project, args: argparse.Namespace) -> int:
+    """`serve` in the background: done once it holds the project's lock, else its error in one line."""
     import subprocess
 
     from .daemon import DaemonError, daemon_pid
 
-    pid = daemon_pid(project)
-    if pid:
-        raise DaemonError(f"a daemon already runs for this project (pid {pid})")
     log = project.log_dir / "daemon.log"
     argv = [sys.executable, "-m", "loopwright.runtime.cli", "serve"]
-    if args.max_parallel:
-        argv += ["--max-parallel", str(args.max_parallel)]
-    for flag, value in (("--backend", args.backend), ("--address", args.address)):
-        argv += [flag, value] if value else []
+    for flag, value in (("--max-parallel", args.max_parallel), ("--backend", args.backend), ("--address", args.address)):
+        argv += [flag, str(value)] if value is not None else []
     with log.open("a") as out:
+        start = out.tell()
         child = subprocess.Popen(argv, cwd=project.root, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                  start_new_session=True)
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and daemon_pid(project) != child.pid:
-        if child.poll() is not None:
-            raise DaemonError(f"the daemon exited at once (exit {child.returncode}); see {log}")
+    while daemon_pid(project) != child.pid:
+        if child.poll() is not None:  # it stopped before taking the lock (another daemon holds it...), said why
+            why = _first_error(log, start) or f"it exited with status {child.returncode}"
+            raise DaemonError(f"the daemon did not start: {why} (see {log})")
+        if time.monotonic() > deadline:
+            raise DaemonError(f"the daemon (pid {child.pid}) has not taken the project's lock after 15 s; "
+                              f"it may still be starting: see {log}")
         time.sleep(0.05)
     if args.json:
         _print_json({"pid": child.pid, "log": str(log)})
     else:
         print(f"daemon started (pid {child.pid}); log: {log}; stop it with: kill {child.pid}")
     return 0
+
+
+def _first_error(log: Path, start: int) -> str | None:
+    """What a process that stopped at once wrote into `log` after byte `start`: its `loopwright:` line, else its last."""
+    with log.open(errors="replace") as f:
+        f.seek(start)
+        lines = [line.strip() for line in f if line.strip()]
+    said = [line for line in lines if line.startswith("loopwright: ")]
+    line = said[0] if said else lines[-1] if lines else None
+    return line and line.removeprefix("loopwright: ").removeprefix("error: ")
 
 
 def cmd_post(args: argparse.Namespace) -> int:

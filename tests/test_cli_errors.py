@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 
-from support import FINISH, FIX_ADD, call, git, loopwright_subprocess, turn, write_script
+from support import FINISH, FIX_ADD, call, git, loopwright_subprocess, turn, until, write_script
 
 
 def _one_line_error(code: int, err: str) -> str:
@@ -156,3 +159,30 @@ def test_rollback_steps_on_a_run_without_checkpoints(repo, cli, tmp_path, monkey
     assert run["status"] == "budget_exceeded" and len(cli.json(repo, "checkpoints", run["run"])) == 1  # the start
     err = _one_line_error(*cli(repo, "rollback", run["run"], "--steps", "5")[::2])
     assert "has no checkpoints yet" in err and "--to 0" in err and "between" not in err
+
+
+@pytest.mark.parametrize("value", ["-3", "0"])
+def test_serve_refuses_a_bad_max_parallel_as_the_config_would(repo, cli, value):
+    cli(repo, "init")
+    for detach in ([], ["--detach"]):
+        err = _one_line_error(*cli(repo, "serve", "--max-parallel", value, *detach)[::2])
+        assert f"max_parallel = {value}" in err and "the command line" in err and "greater than or equal to 1" in err
+    assert cli.json(repo, "status")["daemon"] is None
+    assert not (repo / ".loopwright" / "logs" / "crash.log").exists()
+
+
+def test_serve_detach_starts_a_daemon_or_says_why_not(repo, cli):
+    cli(repo, "init")
+    code, out, err = cli(repo, "serve", "--detach", "--max-parallel", "2")
+    pid = cli.json(repo, "status")["daemon"]
+    assert code == 0 and pid and f"daemon started (pid {pid})" in out, err
+    log = repo / ".loopwright" / "logs" / "daemon.log"
+    try:
+        until(lambda: f"daemon {pid} serving" in log.read_text(), "the daemon to say it serves")
+        assert "(max_parallel 2)" in log.read_text()  # the flag reached the daemon
+        # a second one stops at the lock: its own error, in one line, and not "daemon started"
+        err = _one_line_error(*cli(repo, "serve", "--detach")[::2])
+        assert f"the daemon did not start: a daemon already runs for this project (pid {pid})" in err
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    until(lambda: cli.json(repo, "status")["daemon"] is None, "the daemon to stop")
