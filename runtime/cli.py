@@ -441,22 +441,25 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from .hygiene import deletes_branch, finished_worktrees, remove_worktree
+    """Remove finished runs' worktrees; with --dry-run, list them and the bytes removing them would free."""
+    from .hygiene import deletes_branch, finished_worktrees, remove_worktree, worktree_bytes
 
     project = open_project(Path.cwd())
-    removed, freed = [], 0
+    listed, total = [], 0
     for run in finished_worktrees(project):
-        if not args.dry_run:
-            freed += remove_worktree(project, run)
-        removed.append({"run": run.id, "worktree": run.worktree, "branch_deleted": deletes_branch(project, run)})
+        total += worktree_bytes(project, run) if args.dry_run else remove_worktree(project, run)
+        listed.append({"run": run.id, "worktree": run.worktree, "branch_deleted": deletes_branch(project, run)})
     if args.json:
-        _print_json({"removed": removed, "bytes_freed": freed, "dry_run": args.dry_run})
+        runs_key, bytes_key = ("would_remove", "bytes_to_free") if args.dry_run else ("removed", "bytes_freed")
+        _print_json({runs_key: listed, bytes_key: total, "dry_run": args.dry_run})
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    for r in listed:
+        print(f"{verb} {r['worktree']}" + (f" and branch lw/{r['run']}" if r["branch_deleted"] else ""))
+    if args.dry_run:
+        print(f"{len(listed)} worktree(s) would be removed; {total / 1e6:.1f} MB would be freed")
     else:
-        verb = "would remove" if args.dry_run else "removed"
-        for r in removed:
-            print(f"{verb} {r['worktree']}" + (f" and branch lw/{r['run']}" if r["branch_deleted"] else ""))
-        print(f"{len(removed)} worktree(s) {verb}; {freed / 1e6:.1f} MB freed" if not args.dry_run
-              else f"{len(removed)} worktree(s) would be removed")
+        print(f"{len(listed)} worktree(s) removed; {total / 1e6:.1f} MB freed")
     return 0
 
 
@@ -567,7 +570,8 @@ def build_parser() -> Parser:
     g.add_argument("--steps", type=int, help="go back N checkpoints")
 
     sp = add("gc", cmd_gc, "remove worktrees of finished runs and report the disk freed")
-    sp.add_argument("--dry-run", action="store_true")
+    sp.add_argument("--dry-run", action="store_true", help="remove nothing: list what would go and the disk freed "
+                                                          "(JSON: would_remove, bytes_to_free)")
 
     sp = add("demo", cmd_demo, "run the offline demo (scripted model, no API key) in a temporary repository")
     sp.add_argument("--via", choices=["scripted", "anthropic", "openai", "openai-responses"], default="scripted",
