@@ -335,7 +335,7 @@ class Store:
     def task(self, task_id: int) -> Task:
         row = self.conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
         if row is None:
-            raise StoreError(f"no task {task_id} (list them with `loopwright runs`)")
+            raise StoreError(f"no task {task_id} (list them with `loopwright tasks`)")
         return _row(Task, row, ("options",))
 
     def set_task_status(self, task_id: int, status: str, *, reason: str = "", only_from: tuple[str, ...] = ()) -> bool:

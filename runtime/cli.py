@@ -5,7 +5,9 @@ traceback; an unexpected crash is logged to `.loopwright/logs/crash.log` and
 summarised in one line. Read commands take `--json`.
 
 Exit codes: 0 done, 1 the run did not succeed, 2 usage or configuration error,
-130 stopped by Ctrl-C (the run is paused and can be resumed).
+130 stopped by Ctrl-C (the run is paused and can be resumed), 141 the reader
+of the output went away (`loopwright runs | head -1`): stopped quietly, as a
+process killed by SIGPIPE (`git log | head`) is.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -32,7 +35,7 @@ from .chat import ChatError
 from .config import ConfigError
 from .daemon import DaemonError
 from .posting import PostError
-from .display import ProgressPrinter, fmt_elapsed, fmt_tokens, run_summary, transcript
+from .display import ProgressPrinter, clip, fmt_elapsed, fmt_tokens, run_summary, transcript
 from .project import Project, ProjectError, init_project, open_project
 from .hygiene import disk_floor
 from .quota import closed_gates
@@ -183,40 +186,53 @@ def _command_queued(args: argparse.Namespace, run_id: str, kind: str, command: i
 def cmd_serve(args: argparse.Namespace) -> int:
     from .daemon import Daemon
 
-    project = open_project(Path.cwd(), create=True, overrides={"backend": args.backend, "ray.address": args.address})
+    # the flags are config values given on the command line: checked, and refused, as the config's own are
+    project = open_project(Path.cwd(), create=True, overrides={"backend": args.backend, "ray.address": args.address,
+                                                               "max_parallel": args.max_parallel})
     if args.detach:
         return _detach(project, args)
-    asyncio.run(Daemon(project, max_parallel=args.max_parallel).serve())
+    asyncio.run(Daemon(project).serve())
     return 0
 
 
 def _detach(project: Project, args: argparse.Namespace) -> int:
+    """`serve` in the background: done once it holds the project's lock, else its error in one line."""
     import subprocess
 
     from .daemon import DaemonError, daemon_pid
 
-    pid = daemon_pid(project)
-    if pid:
-        raise DaemonError(f"a daemon already runs for this project (pid {pid})")
     log = project.log_dir / "daemon.log"
     argv = [sys.executable, "-m", "loopwright.runtime.cli", "serve"]
-    if args.max_parallel:
-        argv += ["--max-parallel", str(args.max_parallel)]
-    for flag, value in (("--backend", args.backend), ("--address", args.address)):
-        argv += [flag, value] if value else []
+    for flag, value in (("--max-parallel", args.max_parallel), ("--backend", args.backend), ("--address", args.address)):
+        argv += [flag, str(value)] if value is not None else []
     with log.open("a") as out:
+        start = out.tell()
         child = subprocess.Popen(argv, cwd=project.root, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                  start_new_session=True)
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and daemon_pid(project) != child.pid:
-        if child.poll() is not None:
-            raise DaemonError(f"the daemon exited at once (exit {child.returncode}); see {log}")
+    while daemon_pid(project) != child.pid:
+        if child.poll() is not None:  # it stopped before taking the lock (another daemon holds it...), said why
+            why = _first_error(log, start) or f"it exited with status {child.returncode}"
+            raise DaemonError(f"the daemon did not start: {why} (see {log})")
+        if time.monotonic() > deadline:
+            raise DaemonError(f"the daemon (pid {child.pid}) has not taken the project's lock after 15 s; "
+                              f"it may still be starting: see {log}")
         time.sleep(0.05)
     if args.json:
         _print_json({"pid": child.pid, "log": str(log)})
     else:
         print(f"daemon started (pid {child.pid}); log: {log}; stop it with: kill {child.pid}")
     return 0
+
+
+def _first_error(log: Path, start: int) -> str | None:
+    """What a process that stopped at once wrote into `log` after byte `start`: its `loopwright:` line, else its last."""
+    with log.open(errors="replace") as f:
+        f.seek(start)
+        lines = [line.strip() for line in f if line.strip()]
+    said = [line for line in lines if line.startswith("loopwright: ")]
+    line = said[0] if said else lines[-1] if lines else None
+    return line and line.removeprefix("loopwright: ").removeprefix("error: ")
 
 
 def cmd_post(args: argparse.Namespace) -> int:
@@ -254,10 +270,12 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         return 0
     if not rows:
         print("no tasks yet (add one with: loopwright post \"<goal>\")")
+    columns = shutil.get_terminal_size().columns
     for r in rows:
         after = f" after {','.join(map(str, r['after']))}" if r["after"] else ""
-        print(f"{r['task']:>4}  {r['status']:<15} p{r['priority']:<3} {r['title'][:60]}{after}"
-              + (f"  ({r['reason'][:60]})" if r["reason"] else ""))
+        line = f"{r['task']:>4}  {r['status']:<15} p{r['priority']:<3} {clip(r['title'], 60)}{after}"
+        # the reason fills the rest of the terminal's width (at least 40 characters), cut between words
+        print(line + (f"  ({clip(r['reason'], max(40, columns - len(line) - 4))})" if r["reason"] else ""))
     return 0
 
 
@@ -423,22 +441,25 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from .hygiene import deletes_branch, finished_worktrees, remove_worktree
+    """Remove finished runs' worktrees; with --dry-run, list them and the bytes removing them would free."""
+    from .hygiene import deletes_branch, finished_worktrees, remove_worktree, worktree_bytes
 
     project = open_project(Path.cwd())
-    removed, freed = [], 0
+    listed, total = [], 0
     for run in finished_worktrees(project):
-        if not args.dry_run:
-            freed += remove_worktree(project, run)
-        removed.append({"run": run.id, "worktree": run.worktree, "branch_deleted": deletes_branch(project, run)})
+        total += worktree_bytes(project, run) if args.dry_run else remove_worktree(project, run)
+        listed.append({"run": run.id, "worktree": run.worktree, "branch_deleted": deletes_branch(project, run)})
     if args.json:
-        _print_json({"removed": removed, "bytes_freed": freed, "dry_run": args.dry_run})
+        runs_key, bytes_key = ("would_remove", "bytes_to_free") if args.dry_run else ("removed", "bytes_freed")
+        _print_json({runs_key: listed, bytes_key: total, "dry_run": args.dry_run})
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    for r in listed:
+        print(f"{verb} {r['worktree']}" + (f" and branch lw/{r['run']}" if r["branch_deleted"] else ""))
+    if args.dry_run:
+        print(f"{len(listed)} worktree(s) would be removed; {total / 1e6:.1f} MB would be freed")
     else:
-        verb = "would remove" if args.dry_run else "removed"
-        for r in removed:
-            print(f"{verb} {r['worktree']}" + (f" and branch lw/{r['run']}" if r["branch_deleted"] else ""))
-        print(f"{len(removed)} worktree(s) {verb}; {freed / 1e6:.1f} MB freed" if not args.dry_run
-              else f"{len(removed)} worktree(s) would be removed")
+        print(f"{len(listed)} worktree(s) removed; {total / 1e6:.1f} MB freed")
     return 0
 
 
@@ -549,7 +570,8 @@ def build_parser() -> Parser:
     g.add_argument("--steps", type=int, help="go back N checkpoints")
 
     sp = add("gc", cmd_gc, "remove worktrees of finished runs and report the disk freed")
-    sp.add_argument("--dry-run", action="store_true")
+    sp.add_argument("--dry-run", action="store_true", help="remove nothing: list what would go and the disk freed "
+                                                          "(JSON: would_remove, bytes_to_free)")
 
     sp = add("demo", cmd_demo, "run the offline demo (scripted model, no API key) in a temporary repository")
     sp.add_argument("--via", choices=["scripted", "anthropic", "openai", "openai-responses"], default="scripted",
@@ -601,7 +623,12 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a reader that went away is seen here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:  # stdout's reader stopped reading (`| head`): not an error, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is still buffered goes nowhere
+        return 141
     except UsageError as e:
         print(f"loopwright: error: {e}", file=sys.stderr)
         return 2

@@ -91,10 +91,9 @@ def daemon_pid(project: Project) -> int | None:
 
 
 class Daemon:
-    def __init__(self, project: Project, *, max_parallel: int | None = None, poll_interval: float = 0.2,
-                 stop_timeout: float = 30.0, log=sys.stdout):
+    def __init__(self, project: Project, *, poll_interval: float = 0.2, stop_timeout: float = 30.0, log=sys.stdout):
         self.project, self.store = project, project.store
-        self.max_parallel = max_parallel or project.config.max_parallel
+        self.max_parallel = project.config.max_parallel  # `serve --max-parallel` is a config override
         self.poll_interval, self.stop_timeout, self.log = poll_interval, stop_timeout, log
         self.live: dict[int, tuple[Runner, asyncio.Task]] = {}  # task id -> its runner
         self.stopping = asyncio.Event()

@@ -21,6 +21,17 @@ def fmt_elapsed(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def clip(text: str, width: int) -> str:
+    """`text` on one line in at most `width` characters: whole, or cut between words and ended with "…"."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    head = text[:width - 1]
+    if text[width - 1] != " " and " " in head:  # the cut falls inside a word (or an "e.g."): drop that word
+        head = head.rsplit(" ", 1)[0]
+    return head.rstrip() + "…"
+
+
 class ProgressPrinter:
     """A store listener that prints one line per step, tool, checkpoint, check and status change."""
 

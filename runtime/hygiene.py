@@ -36,10 +36,18 @@ def deletes_branch(project: Project, run: Run) -> bool:
     return policy == "none" or (policy == "unmerged" and bool(run.merge_commit))
 
 
+def _workspace(project: Project, run: Run) -> Workspace:
+    return Workspace.open(project.root, run.id, Path(run.worktree), run.branch, run.base_commit)
+
+
+def worktree_bytes(project: Project, run: Run) -> int:
+    """The bytes removing the run's worktree would free (`gc --dry-run`)."""
+    return _workspace(project, run).disk_bytes()
+
+
 def remove_worktree(project: Project, run: Run) -> int:
     """Remove the run's worktree (and its branch, as `gc_keep_branches` says); the bytes freed."""
-    ws = Workspace.open(project.root, run.id, Path(run.worktree), run.branch, run.base_commit)
-    return ws.remove(delete_branch=deletes_branch(project, run))
+    return _workspace(project, run).remove(delete_branch=deletes_branch(project, run))
 
 
 def expired_worktrees(project: Project, now: float | None = None) -> list[Run]:

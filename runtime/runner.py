@@ -592,6 +592,9 @@ def rollback(project: Project, run_id: str, *, to: str | None = None, steps: int
 def _pick_checkpoint(run: Run, cps: list, to: str | None, steps: int | None) -> tuple[int, str]:
     points = [(0, run.base_commit)] + [(c.seq, c.sha) for c in cps]
     if steps is not None:
+        if len(points) == 1:
+            raise StoreError(f"run {run.id} has no checkpoints yet: there is nothing to step back over "
+                             f"(--to 0 resets its worktree to the start)")
         if steps < 1 or steps > len(points) - 1:
             raise StoreError(f"--steps must be between 1 and {len(points) - 1} for run {run.id}")
         return points[-1 - steps]

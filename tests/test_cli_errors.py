@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 
-from support import FINISH, FIX_ADD, git, write_script
+from support import FINISH, FIX_ADD, call, git, loopwright_subprocess, turn, until, write_script
 
 
 def _one_line_error(code: int, err: str) -> str:
@@ -96,8 +99,6 @@ def test_resume_of_a_finished_run_is_refused(repo, cli, tmp_path):
 
 
 def test_resume_after_gc_says_the_worktree_is_gone(repo, cli, tmp_path, monkeypatch):
-    from support import call, turn
-
     script = write_script(tmp_path / "s.json", [turn(call("write_file", path="a.txt", content="a"))])
     monkeypatch.setenv("LOOPWRIGHT_BUDGET__MAX_TURNS", "1")
     run = cli.json(repo, "run", "write", "--script", script)
@@ -106,3 +107,82 @@ def test_resume_after_gc_says_the_worktree_is_gone(repo, cli, tmp_path, monkeypa
     err = _one_line_error(*cli(repo, "resume", run["run"])[::2])
     assert "worktree" in err and "gone" in err
     assert cli.json(repo, "runs")[0]["status"] == "budget_exceeded"  # the refusal changed nothing
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(project, repo):
+    """`loopwright runs | head -1`: no message, no crash log, exit 141 (as `git log | head` ends)."""
+    task = project.store.create_task("a task with many runs")
+    with project.store.transaction():
+        for i in range(3000):  # ~300 kB of rows: far more than a pipe holds, so the write after the close fails
+            project.store.create_run(task.id, provider="scripted", model="script", worktree=str(repo / f"w{i}"),
+                                     branch=f"lw/{i}", base_commit="0" * 40, target_branch="main")
+    proc = loopwright_subprocess(repo, "runs")
+    assert "a task with many runs" in proc.stdout.readline()
+    proc.stdout.close()  # as head does after its line
+    assert (proc.wait(timeout=60), proc.stderr.read()) == (141, "")
+    assert not (project.log_dir / "crash.log").exists()
+
+
+@pytest.mark.parametrize("command", [["pause", "99"], ["kill", "99"], ["resume", "99"], ["cancel", "99"]])
+def test_an_unknown_task_number_points_at_the_task_list(repo, cli, command):
+    cli(repo, "init")
+    err = _one_line_error(*cli(repo, *command)[::2])
+    assert "no task 99" in err and "`loopwright tasks`" in err and "loopwright runs" not in err
+
+
+def test_an_unknown_run_id_points_at_the_run_list(repo, cli):
+    cli(repo, "init")
+    err = _one_line_error(*cli(repo, "pause", "abcdef12")[::2])
+    assert "no run 'abcdef12'" in err and "`loopwright runs`" in err
+
+
+def test_tasks_cuts_a_long_reason_between_words(project, repo, cli, monkeypatch):
+    reason = ("dependency task 3 failed: its check needs a linter that is not installed, e.g. ruff or flake8; "
+              "install one and post the task again")
+    task = project.store.create_task("lint the package")
+    project.store.set_task_status(task.id, "failed", reason=reason)
+    monkeypatch.setenv("COLUMNS", "100")
+    code, out, _ = cli(repo, "tasks")
+    line = out.rstrip("\n")
+    shown = line[line.index("  (") + 3:-1]
+    assert code == 0 and len(line) <= 100 and shown.endswith("…"), line
+    cut = shown[:-1]
+    assert reason.startswith(cut) and reason[len(cut)] == " ", shown  # whole words only ("e.g." is one)
+    monkeypatch.setenv("COLUMNS", "250")  # wide enough: the whole reason
+    assert cli(repo, "tasks")[1].rstrip("\n").endswith(f"  ({reason})")
+
+
+def test_rollback_steps_on_a_run_without_checkpoints(repo, cli, tmp_path, monkeypatch):
+    script = write_script(tmp_path / "s.json", [turn(call("shell", command="true"))])  # changes nothing
+    monkeypatch.setenv("LOOPWRIGHT_BUDGET__MAX_TURNS", "1")
+    run = cli.json(repo, "run", "look around", "--script", script)
+    assert run["status"] == "budget_exceeded" and len(cli.json(repo, "checkpoints", run["run"])) == 1  # the start
+    err = _one_line_error(*cli(repo, "rollback", run["run"], "--steps", "5")[::2])
+    assert "has no checkpoints yet" in err and "--to 0" in err and "between" not in err
+
+
+@pytest.mark.parametrize("value", ["-3", "0"])
+def test_serve_refuses_a_bad_max_parallel_as_the_config_would(repo, cli, value):
+    cli(repo, "init")
+    for detach in ([], ["--detach"]):
+        err = _one_line_error(*cli(repo, "serve", "--max-parallel", value, *detach)[::2])
+        assert f"max_parallel = {value}" in err and "the command line" in err and "greater than or equal to 1" in err
+    assert cli.json(repo, "status")["daemon"] is None
+    assert not (repo / ".loopwright" / "logs" / "crash.log").exists()
+
+
+def test_serve_detach_starts_a_daemon_or_says_why_not(repo, cli):
+    cli(repo, "init")
+    code, out, err = cli(repo, "serve", "--detach", "--max-parallel", "2")
+    pid = cli.json(repo, "status")["daemon"]
+    assert code == 0 and pid and f"daemon started (pid {pid})" in out, err
+    log = repo / ".loopwright" / "logs" / "daemon.log"
+    try:
+        until(lambda: f"daemon {pid} serving" in log.read_text(), "the daemon to say it serves")
+        assert "(max_parallel 2)" in log.read_text()  # the flag reached the daemon
+        # a second one stops at the lock: its own error, in one line, and not "daemon started"
+        err = _one_line_error(*cli(repo, "serve", "--detach")[::2])
+        assert f"the daemon did not start: a daemon already runs for this project (pid {pid})" in err
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    until(lambda: cli.json(repo, "status")["daemon"] is None, "the daemon to stop")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from support import git, until
+from support import FINISH, FIX_ADD, git, until, write_script
 from test_daemon import post, wait_until_done
 
 
@@ -40,3 +40,18 @@ def test_no_new_run_starts_below_the_free_disk_floor(repo, cli, tmp_path, daemon
     store = wait_until_done(repo, 1)
     assert store.task(task).status == "succeeded"
     d.stop()
+
+
+def test_gc_dry_run_reports_the_bytes_gc_then_frees(repo, cli, tmp_path):
+    script = write_script(tmp_path / "s.json", [FIX_ADD, FINISH])
+    run = cli.json(repo, "run", "fix", "--check", "true", "--script", script)
+    assert run["status"] == "succeeded"
+    (Path(run["worktree"]) / "build.bin").write_bytes(b"x" * 2_500_000)  # what a build leaves behind
+    dry = cli.json(repo, "gc", "--dry-run")
+    assert dry["dry_run"] and [r["run"] for r in dry["would_remove"]] == [run["run"]]
+    assert dry["bytes_to_free"] > 2_500_000 and "bytes_freed" not in dry
+    code, out, _ = cli(repo, "gc", "--dry-run")
+    assert code == 0 and "would be freed" in out and f"{dry['bytes_to_free'] / 1e6:.1f} MB" in out  # text = JSON
+    assert Path(run["worktree"]).exists()  # a dry run removes nothing
+    done = cli.json(repo, "gc")
+    assert done["bytes_freed"] == dry["bytes_to_free"] and not Path(run["worktree"]).exists()

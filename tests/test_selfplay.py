@@ -586,6 +586,26 @@ def test_report_files_and_the_cli_say_simulation(tmp_path, capsys):
     assert code == 2
 
 
+def test_report_after_a_simulation_in_a_project_points_at_it(repo, cli):
+    cli(repo, "init")
+    code, out, _ = cli(repo, "selfplay", "--simulate", "static", "--rounds", "2")
+    assert code == 0 and "selfplay/simulate-static" in out
+    code, _, err = cli(repo, "selfplay", "report")  # the default domain: nothing played there
+    assert code == 2 and err.count("\n") == 1 and "`loopwright selfplay report --simulate static`" in err
+    code, out, _ = cli(repo, "selfplay", "report", "--simulate", "static")  # as the hint says
+    assert code == 0 and out.startswith("SIMULATION") and "| 2 |" in out
+
+
+def test_report_of_a_simulation_outside_a_project_asks_for_its_folder(tmp_path, cli, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    code, _, err = cli(tmp_path, "selfplay", "report", "--simulate")
+    assert code == 2 and "--dir" in err and err.count("\n") == 1
+    assert list((tmp_path / "tmp").iterdir()) == []  # no empty temporary folder made to look in
+
+
 # -- the real solver: k loopwright runs through the Runner, the hidden tests outside the worktree ------
 
 from support import call, git, turn, write_script  # noqa: E402

@@ -667,12 +667,8 @@ class Workspace:
     def remove(self, *, delete_branch: bool) -> int:
         """Remove the worktree (and the branch if asked); return the bytes freed."""
         g = self._root_g
-        freed = 0
+        freed = self.disk_bytes()
         if self.path.exists():
-            freed = tree_bytes(self.path)
-            admin = self._admin_dir()
-            if admin is not None:
-                freed += tree_bytes(admin)
             status, out, err = _run(g, "worktree", "remove", "--force", str(self.path))
             if status != 0:
                 raise WorkspaceError(f"could not remove the worktree {self.path}: {_git_message(err, out, status)}")
@@ -682,6 +678,13 @@ class Workspace:
             if status != 0 and "not found" not in err:
                 raise WorkspaceError(f"could not delete branch {self.branch}: {_git_message(err, out, status)}")
         return freed
+
+    def disk_bytes(self) -> int:
+        """Bytes the worktree holds: its files and its directory inside the repository's .git (0 once removed)."""
+        if not self.path.exists():
+            return 0
+        admin = self._admin_dir()
+        return tree_bytes(self.path) + (tree_bytes(admin) if admin is not None else 0)
 
     def _admin_dir(self) -> Path | None:
         """The worktree's directory inside the repository's .git (its index, HEAD, logs)."""

@@ -29,6 +29,7 @@ class SelfPlayError(Exception):
 
 
 def _folder(args: argparse.Namespace, name: str) -> Path:
+    """The state folder: --dir, else in the project; a simulation played outside one gets a temporary folder."""
     if args.dir:
         return Path(args.dir)
     from ..project import DIR, _top
@@ -39,6 +40,9 @@ def _folder(args: argparse.Namespace, name: str) -> Path:
         root = None
     if root is not None and (root / DIR).is_dir():
         return root / DIR / "selfplay" / name
+    if args.simulate and args.action == "report":
+        raise SelfPlayError("a simulation played outside a project keeps its state in the temporary folder its "
+                            "first line named: report it with --dir FOLDER")
     if args.simulate:
         return Path(tempfile.mkdtemp(prefix=f"loopwright-selfplay-{name}-"))
     raise SelfPlayError("not inside a loopwright project (run `loopwright init`), and no --dir given")
@@ -106,10 +110,9 @@ def _play(args: argparse.Namespace, quiet: bool, say) -> int:
 def _report(args: argparse.Namespace, quiet: bool) -> int:
     from .report import SIMULATION_BANNER, history_table, summary_lines, write_report
 
-    folder = _folder(args, _name(args)) if (args.dir or args.simulate or args.domain) else None
-    if folder is None or not (folder / "rounds.jsonl").exists():
-        raise SelfPlayError(f"no self-play history in {folder} (play rounds first: `loopwright selfplay "
-                            f"--domain {args.domain}`)")
+    folder = _folder(args, _name(args))
+    if not (folder / "rounds.jsonl").exists():
+        raise SelfPlayError(f"no self-play history in {folder} ({_no_history_hint(args, folder)})")
     data = write_report(folder, Path(args.out) if args.out else None)
     if quiet:
         print(json.dumps(data, indent=2, default=str))
@@ -121,6 +124,17 @@ def _report(args: argparse.Namespace, quiet: bool) -> int:
     print(history_table(data["rounds"]))
     print(f"files: {data['paths']['json']}, {data['paths']['csv']}, {data['paths']['report']}")
     return 0
+
+
+def _no_history_hint(args: argparse.Namespace, folder: Path) -> str:
+    """Where the history asked for would come from; simulations played beside the folder are kept apart from it."""
+    if args.simulate:
+        return f"play a simulation first: `loopwright selfplay --simulate {args.simulate}`"
+    simulated = sorted(p.parent.name.removeprefix("simulate-") for p in folder.parent.glob("simulate-*/rounds.jsonl"))
+    if simulated and not args.dir:
+        return ("simulations are reported apart from real play: "
+                + " or ".join(f"`loopwright selfplay report --simulate {population}`" for population in simulated))
+    return f"play rounds first: `loopwright selfplay --domain {args.domain}`"
 
 
 def add_parsers(sub, add) -> None:
