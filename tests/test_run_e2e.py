@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import threading
 import time
@@ -382,3 +383,19 @@ def test_target_branch_and_keep(repo, cli, tmp_path):
     assert git(repo, "log", "-1", "--format=%s", "main") == "initial"
     code, _, err = cli(repo, "run", "x", "--script", script, "--target", "nope")
     assert code == 2 and "no branch 'nope'" in err
+
+
+def _seconds(clock: tuple[str, str]) -> int:
+    return int(clock[0]) * 60 + int(clock[1])
+
+
+def test_the_progress_clock_is_the_runs_own_active_time(repo, tmp_path):
+    # the worktree's setup takes 3 s before the run starts: the summary does not count it, nor may the progress lines
+    (repo / "loopwright.toml").write_text('[workspace]\nsetup_command = "sleep 3"\n')
+    script = write_script(tmp_path / "s.json", [FIX_ADD, FINISH])
+    proc = loopwright_subprocess(repo, "run", "fix add", "--check", CHECK, "--script", str(script))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    clocks = [_seconds(c) for c in re.findall(r"^\[\s*(\d+):(\d\d)\] step", err, re.M)]
+    summary = _seconds(re.search(r"tokens, \$[\d.]+, (\d+):(\d\d);", out).groups())
+    assert len(clocks) == 2 and max(clocks) <= summary + 1, (clocks, summary)
