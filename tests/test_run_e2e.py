@@ -399,3 +399,12 @@ def test_the_progress_clock_is_the_runs_own_active_time(repo, tmp_path):
     clocks = [_seconds(c) for c in re.findall(r"^\[\s*(\d+):(\d\d)\] step", err, re.M)]
     summary = _seconds(re.search(r"tokens, \$[\d.]+, (\d+):(\d\d);", out).groups())
     assert len(clocks) == 2 and max(clocks) <= summary + 1, (clocks, summary)
+
+
+def test_the_scripted_model_costs_nothing_and_spends_no_budget(repo, cli, tmp_path):
+    (repo / "loopwright.toml").write_text("[fleet]\nusd_per_day = 5\n")
+    script = write_script(tmp_path / "s.json", [FIX_ADD, FINISH])
+    result = cli.json(repo, "run", "fix add", "--check", CHECK, "--script", script)  # the default model's name
+    assert result["status"] == "succeeded" and result["tokens"] > 0 and result["cost_usd"] == 0
+    budget = cli.json(repo, "budget")
+    assert budget["day_usd"] == 0 and budget["total_usd"] == 0
