@@ -53,7 +53,8 @@ class ProgressPrinter:
             verdict = "passed" if e.passed else f"failed (exit {e.exit_code})"
             return f"{pad} acceptance check `{e.command}`: {verdict}"
         if isinstance(e, ev.Retrying):
-            return f"{pad} model call failed ({e.reason}); retry {e.attempt} in {e.wait_seconds:.1f}s"
+            count = f"{e.attempt}/{e.max_attempts}" if e.max_attempts else e.attempt
+            return f"{pad} model call failed ({e.reason}); retrying ({count}) in {e.wait_seconds:.1f}s"
         if isinstance(e, ev.Compacted):
             return f"{pad} context compacted: {fmt_tokens(e.tokens_before)} → {fmt_tokens(e.tokens_after)} tokens"
         if isinstance(e, ev.RolledBack):

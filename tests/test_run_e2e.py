@@ -10,6 +10,7 @@ import asyncio
 import json
 import re
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -231,6 +232,22 @@ def test_retry_ceiling_pauses_the_run_and_resume_continues(repo, cli, monkeypatc
         assert first["status"] == "paused" and "model unavailable" in first["reason"]
         resumed = cli.json(repo, "resume", first["run"])
     assert resumed["status"] == "succeeded"
+
+
+def test_a_dead_server_is_named_from_the_first_failed_attempt(repo):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens here now
+    env = {"LOOPWRIGHT_RETRY__MAX_ATTEMPTS": "3", "LOOPWRIGHT_RETRY__INITIAL_BACKOFF": "0.01",
+           "LOOPWRIGHT_RETRY__MAX_BACKOFF": "0.02"}
+    proc = loopwright_subprocess(repo, "run", "fix add", "--provider", "openai", "--model", "gpt-5",
+                                 "--base-url", f"http://127.0.0.1:{port}/v1", env=env)
+    _, err = proc.communicate(timeout=120)
+    retries = [line.strip() for line in err.splitlines() if "retrying" in line]
+    assert retries[:1] == [f"model call failed (no server at http://127.0.0.1:{port}); retrying (1/3) in 0.0s"], err
+    assert len(retries) == 2 and "(2/3)" in retries[1]
+    assert proc.returncode == 1 and "connection refused 3 times" in err
 
 
 def test_context_compaction_writes_a_hand_off_note(repo, cli, tmp_path):
