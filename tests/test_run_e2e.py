@@ -413,7 +413,7 @@ def test_the_progress_clock_is_the_runs_own_active_time(repo, tmp_path):
     proc = loopwright_subprocess(repo, "run", "fix add", "--check", CHECK, "--script", str(script))
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
-    clocks = [_seconds(c) for c in re.findall(r"^\[\s*(\d+):(\d\d)\] step", err, re.M)]
+    clocks = [_seconds(c) for c in re.findall(r"^\[\s*(\d+):(\d\d)\] step", err, re.MULTILINE)]
     summary = _seconds(re.search(r"tokens, \$[\d.]+, (\d+):(\d\d);", out).groups())
     assert len(clocks) == 2 and max(clocks) <= summary + 1, (clocks, summary)
 
