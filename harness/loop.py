@@ -336,7 +336,8 @@ class AgentLoop:
         self._check_budget()
 
         def on_retry(attempt: int, wait: float, reason: str) -> None:
-            self.store.append(self.run_id, Retrying(attempt=attempt, wait_seconds=wait, reason=reason))
+            self.store.append(self.run_id, Retrying(attempt=attempt, wait_seconds=wait, reason=reason,
+                                                    max_attempts=self.settings.retry.max_attempts))
 
         t0 = time.perf_counter()
         call = asyncio.ensure_future(call_model(self.adapter, self.settings.retry, on_retry=on_retry,

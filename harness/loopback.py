@@ -30,7 +30,8 @@ user message), so another process (a benchmark) sees when each conversation
 called. Reflection calls (their system prompt carries `REFLECTION_MARKER`) are
 answered from the script's `reflections`, apart from the turns; with none left
 they get a 400. Use it as a context manager in tests, or `loopwright loopback --script
-FILE` to point your own client at it. It is not a model and says so.
+FILE` (the same as `python -m loopwright.harness.loopback`: one set of options,
+`add_arguments`) to point your own client at it. It is not a model and says so.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from .messages import TextBlock, ToolCall
 from .script import REFLECTION_MARKER, Fault, Script, ScriptError, ScriptTurn
 
 BROKEN_JSON = '{"path": "unterminated'
+DESCRIPTION = "serve a script over the Anthropic/OpenAI wire formats on 127.0.0.1"
 
 
 class LoopbackServer:
@@ -434,18 +436,19 @@ def render(fmt: str, turn: ScriptTurn, index: int, model: str, broken_args: bool
                       "output_tokens_details": {"reasoning_tokens": 0}}}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m loopwright.harness.loopback --script FILE [--port N]`: serve until Ctrl-C."""
-    ap = argparse.ArgumentParser(prog="loopwright loopback",
-                                 description="Serve a script over the provider wire formats.")
-    ap.add_argument("--script", required=True)
-    ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--per-conversation", action="store_true",
-                    help="answer each conversation from its own position in the script (many runs at once)")
-    ap.add_argument("--latency", type=float, default=0.0, help="seconds to wait before every answer")
-    ap.add_argument("--log-requests", metavar="FILE",
-                    help="append one JSON line per request as it arrives: at, path, turn, head")
-    args = ap.parse_args(argv)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The server's options, shared by `loopwright loopback` and `python -m loopwright.harness.loopback`."""
+    parser.add_argument("--script", required=True, metavar="FILE", help="the JSON script of turns and faults to replay")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    parser.add_argument("--per-conversation", action="store_true",
+                        help="answer each conversation from its own position in the script (many runs at once)")
+    parser.add_argument("--latency", type=float, default=0.0, metavar="SECONDS", help="wait before every answer")
+    parser.add_argument("--log-requests", metavar="FILE",
+                        help="append one JSON line per request as it arrives: at, path, turn, head")
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Serve the options `add_arguments` parsed until Ctrl-C; a bad script or a taken port is one line and 2."""
     try:
         server = LoopbackServer(Script.load(args.script), port=args.port, per_conversation=args.per_conversation,
                                 latency=args.latency, request_log=args.log_requests)
@@ -465,6 +468,13 @@ def main(argv: list[str] | None = None) -> int:
         if server._log is not None:
             server._log.close()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m loopwright.harness.loopback`, the same as `loopwright loopback`."""
+    parser = argparse.ArgumentParser(prog="python -m loopwright.harness.loopback", description=DESCRIPTION)
+    add_arguments(parser)
+    return serve(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -82,6 +82,8 @@ def classify(err: BaseException) -> str | None:
     if isinstance(err, _sdk_errors("APIResponseValidationError", json.JSONDecodeError, httpx2.DecodingError)):
         return "invalid JSON response" if isinstance(err, json.JSONDecodeError) else "unreadable response"
     connection = isinstance(err, _sdk_errors("APIConnectionError", httpx2.TransportError))  # timeouts too
+    if connection and any(isinstance(cause, ConnectionRefusedError) for cause in _causes(err)):
+        return "connection refused"  # nothing listens there (the OpenAI SDK's transport calls it a timeout)
     if connection and (reason := _aiohttp_trouble(err)):
         return reason
     if isinstance(err, _sdk_errors("APITimeoutError", httpx2.TimeoutException)):
@@ -242,6 +244,14 @@ def _short(err: BaseException) -> str:
     return " ".join(text.split())[:200] or type(err).__name__
 
 
+def _told(reason: str, err: BaseException | None) -> str:
+    """The reason as a retry tells it: a refused connection names the server that is not there."""
+    url = getattr(getattr(err, "request", None), "url", None)
+    if reason != "connection refused" or url is None:
+        return reason
+    return f"no server at {url.scheme}://{url.netloc.decode()}"
+
+
 def _label(reason: str) -> str:
     """'429 rate limited' -> 'rate limited (429)'; other reasons unchanged."""
     code, _, rest = reason.partition(" ")
@@ -269,9 +279,10 @@ async def call_model(adapter: ModelAdapter, policy: RetryPolicy, *,
                      **complete_kwargs: Any) -> ModelResponse:
     """`adapter.complete(**complete_kwargs)` with retries; see the module docstring for what is retried.
 
-    `on_retry(attempt, wait_seconds, reason)` (sync or async) is called before each sleep, so the caller can
-    log it; `sleep` replaces asyncio.sleep (tests pass one that does not wait). With a `gate`, each attempt
-    first waits at it, and a 429 closes it for the fleet (and does not count as an attempt).
+    `on_retry(attempt, wait_seconds, reason)` (sync or async) is called before each sleep, from the first
+    failure on, so the caller can log it (a refused connection's reason is "no server at URL"); `sleep` replaces
+    asyncio.sleep (tests pass one that does not wait). With a `gate`, each attempt first waits at it, and a 429
+    closes it for the fleet (and does not count as an attempt).
     """
     reasons: list[str] = []
     counted = 0  # attempts that count against max_attempts: everything but a gated 429
@@ -291,8 +302,9 @@ async def call_model(adapter: ModelAdapter, policy: RetryPolicy, *,
     async def before_sleep(state: RetryCallState) -> None:
         if gated(state):
             return  # the gate says how long, when the next attempt waits at it
+        told = _told(reasons[-1], state.outcome.exception() if state.outcome else None)
         if on_retry is not None and inspect.isawaitable(
-                result := on_retry(state.attempt_number, state.upcoming_sleep, reasons[-1])):
+                result := on_retry(state.attempt_number, state.upcoming_sleep, told)):
             await result
 
     def waiting(seconds: float, why: str) -> None:

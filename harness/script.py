@@ -10,6 +10,9 @@ HTTP response:
      "expect": "FAILED"}
     {"fault": "429", "retry_after": 0.2}
 
+An entry with a `fault` key is a fault, any other a turn; a mistake is reported
+against the kind the entry was meant as, unknown keys by name.
+
 `expect`, when given, must occur in the last user message the model was sent
 (a tool result or a notice); a script that drifts from the run fails loudly.
 
@@ -27,9 +30,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from .messages import Message, ModelResponse, TextBlock, ToolCall, Usage
 from .models import FatalModelError
@@ -93,12 +96,17 @@ class Fault(BaseModel):
     delay: float = 0.0  # seconds, for "slow": the response that follows is delayed
 
 
-Entry = ScriptTurn | Fault
+def _entry_kind(entry: Any) -> str:
+    """Which kind an entry is meant as (the union's discriminator): "fault" when it has a `fault` key, else "turn"."""
+    return "fault" if isinstance(entry, Fault) or (isinstance(entry, dict) and "fault" in entry) else "turn"
+
+
+Entry = Annotated[Annotated[ScriptTurn, Tag("turn")] | Annotated[Fault, Tag("fault")], Discriminator(_entry_kind)]
 
 
 class Script(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    turns: list[Fault | ScriptTurn]
+    turns: list[Entry]
     reflections: list[str | dict[str, Any]] = Field(default_factory=list)
 
     def reflection_reply(self, index: int) -> str | None:
@@ -126,9 +134,9 @@ class Script(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as e:
-            err = e.errors()[0]
-            where = ".".join(str(x) for x in err["loc"])
-            raise ScriptError(f"{origin}: {where}: {err['msg']}") from None
+            errors = e.errors()
+            first = next((err for err in errors if err["type"] == "extra_forbidden"), errors[0])  # a typo first
+            raise ScriptError(f"{origin}: {_problem(first)}") from None
 
     @staticmethod
     def request_text(system: str, messages: list[Message]) -> str:
@@ -151,3 +159,28 @@ class Script(BaseModel):
             raise ScriptError(
                 f"scripted turn {index + 1} expects {turn.expect!r} in the last message, got: {seen[:300]!r}"
             )
+
+
+def _problem(err: dict) -> str:
+    """One validation error as `where: what`, without the entry kind pydantic puts in `where` (`turns.0.turn...`);
+    an unknown key is named with the keys allowed beside it."""
+    loc = list(err["loc"])
+    kind = loc.pop(2) if loc[:1] == ["turns"] and len(loc) > 2 else None
+    if err["type"] != "extra_forbidden":
+        return f"{'.'.join(map(str, loc)) or 'script'}: {err['msg']}"
+    *parent, key = loc
+    model: type[BaseModel] = Script
+    for part in parent:
+        if part == "turns" and model is Script:
+            model = Fault if kind == "fault" else ScriptTurn
+        elif isinstance(part, str):
+            model = _model_in(model.model_fields[part].annotation)
+    where = ".".join(map(str, parent)) or "script"
+    return f"{where}: unknown key {key!r} (allowed: {', '.join(model.model_fields)})"
+
+
+def _model_in(annotation: Any) -> Any:
+    """The model a field holds: `ScriptToolCall` for `list[ScriptToolCall]`, `ScriptTurn` for `ScriptTurn | None`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next(filter(None, map(_model_in, get_args(annotation))), None)

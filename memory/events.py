@@ -56,6 +56,7 @@ class Retrying(_Event):
     attempt: int
     wait_seconds: float
     reason: str
+    max_attempts: int | None = None  # the retry policy's (events stored before it was recorded have none)
 
 
 class ToolStarted(_Event):

@@ -469,14 +469,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(via=args.via, keep=True, json_out=args.json)
 
 
-def cmd_loopback(args: argparse.Namespace) -> int:
-    from ..harness import loopback
-
-    argv = ["--script", args.script, "--latency", str(args.latency)] + (["--port", str(args.port)] if args.port else [])
-    argv += ["--per-conversation"] if args.per_conversation else []
-    return loopback.main(argv) or 0
-
-
 # -- parser ---------------------------------------------------------------------------------------
 
 
@@ -593,13 +585,9 @@ def build_parser() -> Parser:
     add_tui_parsers(sub, add)
     add_selfplay_parsers(sub, add)
 
-    sp = add("loopback", cmd_loopback, "serve a script over the Anthropic/OpenAI wire formats on 127.0.0.1",
-             json_flag=False)
-    sp.add_argument("--script", required=True)
-    sp.add_argument("--port", type=int, default=0)
-    sp.add_argument("--per-conversation", action="store_true",
-                    help="answer each conversation from its own position in the script (many runs at once)")
-    sp.add_argument("--latency", type=float, default=0.0, metavar="SECONDS", help="wait before every answer")
+    from ..harness import loopback
+
+    loopback.add_arguments(add("loopback", loopback.serve, loopback.DESCRIPTION, json_flag=False))
     return p
 
 

@@ -238,12 +238,18 @@ class Config(_Section):
     models: dict[str, ModelInfo] = Field(default_factory=dict)
 
     def model_info(self) -> ModelInfo:
-        """Prices and window of the configured model; an unknown model is an error with a hint."""
+        """Prices and window of the configured model; an unknown model is an error with a hint.
+
+        The scripted model costs nothing, whichever model's name (and window) it stands in for, unless
+        [models."name"] prices it (how the tests spend a budget without a provider)."""
         if self.model in self.models:
             return self.models[self.model]
+        if self.provider == "scripted":
+            window = DEFAULT_MODELS.get(self.model, FREE_MODEL).context_window
+            return FREE_MODEL.model_copy(update={"context_window": window})
         if self.model in DEFAULT_MODELS:
             return DEFAULT_MODELS[self.model]
-        if self.provider == "scripted" or (self.base_url and _is_local(self.base_url)):
+        if self.base_url and _is_local(self.base_url):
             return FREE_MODEL
         known = ", ".join(sorted(DEFAULT_MODELS))
         raise ConfigError(

@@ -33,11 +33,14 @@ def clip(text: str, width: int) -> str:
 
 
 class ProgressPrinter:
-    """A store listener that prints one line per step, tool, checkpoint, check and status change."""
+    """A store listener that prints one line per step, tool, checkpoint, check and status change.
+
+    A step's clock is its run's active time, as the run's summary reports it: the time since the run started or
+    resumed in this process, on top of what it had when it resumed."""
 
     def __init__(self, store: Store, out: TextIO = sys.stderr):
         self.store, self.out = store, out
-        self.t0 = time.monotonic()
+        self.zero: dict[str, float] = {}  # run id -> when (monotonic) its clock read 0:00, while it runs
 
     def __call__(self, run_id: str | None, event: Any) -> None:
         line = self.line(run_id, event)
@@ -46,9 +49,12 @@ class ProgressPrinter:
 
     def line(self, run_id: str | None, e: Any) -> str | None:
         pad = " " * 7
+        if run_id:
+            self._time(run_id, e)
         if isinstance(e, ev.ToolStarted) and run_id:
             run = self.store.run(run_id)
-            return (f"[{fmt_elapsed(time.monotonic() - self.t0):>5}] step {run.step + 1} · {e.name} "
+            elapsed = time.monotonic() - self.zero.setdefault(run_id, time.monotonic() - run.active_seconds)
+            return (f"[{fmt_elapsed(elapsed):>5}] step {run.step + 1} · {e.name} "
                     f"{gist_argument(e.arguments)} · {fmt_tokens(run.tokens)} tok · ${run.cost_usd:.4f}")
         if isinstance(e, ev.ToolFinished) and e.is_error:
             return f"{pad} ✗ {e.name}: {e.preview.splitlines()[0][:100] if e.preview else 'error'}"
@@ -58,7 +64,8 @@ class ProgressPrinter:
             verdict = "passed" if e.passed else f"failed (exit {e.exit_code})"
             return f"{pad} acceptance check `{e.command}`: {verdict}"
         if isinstance(e, ev.Retrying):
-            return f"{pad} model call failed ({e.reason}); retry {e.attempt} in {e.wait_seconds:.1f}s"
+            count = f"{e.attempt}/{e.max_attempts}" if e.max_attempts else e.attempt
+            return f"{pad} model call failed ({e.reason}); retrying ({count}) in {e.wait_seconds:.1f}s"
         if isinstance(e, ev.Compacted):
             return f"{pad} context compacted: {fmt_tokens(e.tokens_before)} → {fmt_tokens(e.tokens_after)} tokens"
         if isinstance(e, ev.RolledBack):
@@ -82,6 +89,15 @@ class ProgressPrinter:
             why = "; ".join(e.problems) or e.reason
             return f"{pad} reflection {e.status}: {why}{credit}"
         return None
+
+    def _time(self, run_id: str, e: Any) -> None:
+        """Start a run's clock when it starts or resumes, and drop it when it stops."""
+        if isinstance(e, ev.RunStarted):
+            self.zero[run_id] = time.monotonic()
+        elif isinstance(e, ev.StatusChanged) and e.status == "running":
+            self.zero[run_id] = time.monotonic() - self.store.run(run_id).active_seconds
+        elif isinstance(e, ev.StatusChanged):
+            self.zero.pop(run_id, None)
 
 
 def run_summary(run: Run) -> dict:

@@ -344,7 +344,7 @@ def test_unreachable_server_pauses_rather_than_crashes():
         finally:
             await adapter.aclose()
 
-    with pytest.raises(ModelUnavailable, match="connection error"):
+    with pytest.raises(ModelUnavailable, match="connection refused 2 times"):
         asyncio.run(go())
 
 

@@ -74,6 +74,20 @@ def test_missing_or_bad_script(repo, cli, tmp_path):
     assert "not valid JSON" in err
 
 
+@pytest.mark.parametrize("entry, needle", [
+    ({"text": "x", "tool_calls": [{"name": "read_file", "args": {"path": "calc.py"}}]},
+     "turns.0.tool_calls.0: unknown key 'args' (allowed: name, arguments, raw_arguments)"),
+    ({"txt": "x"}, "turns.0: unknown key 'txt' (allowed: text, tool_calls"),
+    ({"tool_calls": [{"arguments": {}}]}, "turns.0.tool_calls.0.name: Field required"),
+    ({"fault": "429", "retry": 1}, "turns.0: unknown key 'retry' (allowed: fault, retry_after, delay)"),
+    ({"fault": "418"}, "turns.0.fault: Input should be '429'"),
+])
+def test_a_script_mistake_is_reported_against_the_kind_of_entry_it_was_meant_as(repo, cli, tmp_path, entry, needle):
+    script = write_script(tmp_path / "bad.json", [entry])
+    err = _one_line_error(*cli(repo, "run", "do it", "--script", script)[::2])
+    assert f"bad.json: {needle}" in err
+
+
 @pytest.mark.parametrize("args, needle", [
     (["run"], "goal"),
     (["rollback", "abc"], "--to"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -234,3 +235,16 @@ def test_fleet_budget_stops_the_whole_fleet_until_raised(repo, cli, tmp_path, da
     store = wait_until_done(repo, 3)
     assert [store.task(t).status for t in (first, second, third)] == ["succeeded"] * 3
     assert all(len(store.runs(task_id=t)) == 1 for t in (first, second, third))  # resumed, not restarted
+
+
+def test_each_runs_progress_clock_starts_at_its_own_start(repo, cli, tmp_path, daemon):
+    first = post(cli, repo, tmp_path, "first", sleep=3)
+    post(cli, repo, tmp_path, "second", "--after", str(first))
+    d = daemon(max_parallel=1)
+    store = wait_until_done(repo, 2)
+    d.stop()
+    log = d.log.read_text()
+    for run in store.runs():
+        clocks = [int(m) * 60 + int(s) for m, s in re.findall(rf"{run.id} \[\s*(\d+):(\d\d)\] step", log)]
+        # the second run starts after the first one's 3 s: its clock restarts from 0:00, as its summary does
+        assert len(clocks) >= 2 and max(clocks) <= run.active_seconds + 1, (run.id, clocks, run.active_seconds)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -178,6 +179,32 @@ def test_loopback_command_serves_a_script_to_any_client(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def _options(*command: str) -> set[str]:
+    help_text = subprocess.run([sys.executable, "-m", *command, "--help"], capture_output=True, text=True,
+                               check=True).stdout
+    return set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", help_text))
+
+
+def test_loopwright_loopback_has_the_options_of_the_module_and_logs_requests(tmp_path):
+    module = _options("loopwright.harness.loopback")
+    assert {"--script", "--port", "--per-conversation", "--latency", "--log-requests"} <= module
+    assert _options("loopwright.runtime.cli", "loopback") == module
+    (tmp_path / "s.json").write_text(json.dumps({"turns": [TURN]}))
+    log = tmp_path / "requests.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "loopwright.runtime.cli", "loopback", "--script",
+                             str(tmp_path / "s.json"), "--log-requests", str(log)], stdout=subprocess.PIPE, text=True)
+    try:
+        base = [proc.stdout.readline() for _ in range(3)][2].split()[-1]
+        client = openai.OpenAI(api_key="test-not-a-key", base_url=base, max_retries=0)
+        client.chat.completions.create(model="any", messages=[{"role": "user", "content": "hello there"}])
+        client.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["path"], r["turn"], r["head"]) for r in lines] == [("/v1/chat/completions", 0, "hello there")]
 
 
 def test_loopback_command_reports_a_bad_script_in_one_line(tmp_path, capsys):

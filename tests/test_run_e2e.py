@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -232,6 +234,22 @@ def test_retry_ceiling_pauses_the_run_and_resume_continues(repo, cli, monkeypatc
     assert resumed["status"] == "succeeded"
 
 
+def test_a_dead_server_is_named_from_the_first_failed_attempt(repo):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens here now
+    env = {"LOOPWRIGHT_RETRY__MAX_ATTEMPTS": "3", "LOOPWRIGHT_RETRY__INITIAL_BACKOFF": "0.01",
+           "LOOPWRIGHT_RETRY__MAX_BACKOFF": "0.02"}
+    proc = loopwright_subprocess(repo, "run", "fix add", "--provider", "openai", "--model", "gpt-5",
+                                 "--base-url", f"http://127.0.0.1:{port}/v1", env=env)
+    _, err = proc.communicate(timeout=120)
+    retries = [line.strip() for line in err.splitlines() if "retrying" in line]
+    assert retries[:1] == [f"model call failed (no server at http://127.0.0.1:{port}); retrying (1/3) in 0.0s"], err
+    assert len(retries) == 2 and "(2/3)" in retries[1]
+    assert proc.returncode == 1 and "connection refused 3 times" in err
+
+
 def test_context_compaction_writes_a_hand_off_note(repo, cli, tmp_path):
     (repo / "loopwright.toml").write_text('[models.tiny]\ninput_usd_per_mtok = 0\noutput_usd_per_mtok = 0\n'
                                           'context_window = 9600\n')
@@ -382,3 +400,28 @@ def test_target_branch_and_keep(repo, cli, tmp_path):
     assert git(repo, "log", "-1", "--format=%s", "main") == "initial"
     code, _, err = cli(repo, "run", "x", "--script", script, "--target", "nope")
     assert code == 2 and "no branch 'nope'" in err
+
+
+def _seconds(clock: tuple[str, str]) -> int:
+    return int(clock[0]) * 60 + int(clock[1])
+
+
+def test_the_progress_clock_is_the_runs_own_active_time(repo, tmp_path):
+    # the worktree's setup takes 3 s before the run starts: the summary does not count it, nor may the progress lines
+    (repo / "loopwright.toml").write_text('[workspace]\nsetup_command = "sleep 3"\n')
+    script = write_script(tmp_path / "s.json", [FIX_ADD, FINISH])
+    proc = loopwright_subprocess(repo, "run", "fix add", "--check", CHECK, "--script", str(script))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    clocks = [_seconds(c) for c in re.findall(r"^\[\s*(\d+):(\d\d)\] step", err, re.MULTILINE)]
+    summary = _seconds(re.search(r"tokens, \$[\d.]+, (\d+):(\d\d);", out).groups())
+    assert len(clocks) == 2 and max(clocks) <= summary + 1, (clocks, summary)
+
+
+def test_the_scripted_model_costs_nothing_and_spends_no_budget(repo, cli, tmp_path):
+    (repo / "loopwright.toml").write_text("[fleet]\nusd_per_day = 5\n")
+    script = write_script(tmp_path / "s.json", [FIX_ADD, FINISH])
+    result = cli.json(repo, "run", "fix add", "--check", CHECK, "--script", script)  # the default model's name
+    assert result["status"] == "succeeded" and result["tokens"] > 0 and result["cost_usd"] == 0
+    budget = cli.json(repo, "budget")
+    assert budget["day_usd"] == 0 and budget["total_usd"] == 0
