@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..harness.loop import AgentLoop, FinishVerdict, LoopOutcome, LoopSettings, rollback_notice
+from ..harness.loop import AgentLoop, FinishVerdict, LoopOutcome, LoopSettings, Stopped, rollback_notice
 from ..harness.messages import ToolResult
 from ..harness.models import ModelAdapter
 from ..harness.script import Script, ScriptTurn
@@ -23,9 +23,9 @@ from ..harness.tools import STANDARD_TOOLS, Toolbox, run_command
 from ..memory.artifacts import ARTIFACT_TOOLS
 from ..memory.tools import MEMORY_TOOLS
 from ..memory.events import (CheckRan, LessonsRecalled, Merged, MergeConflict, Reflected, RolledBack, RunStarted,
-                             SkillsChanged, SkillsLeftOut)
+                             SkillsChanged, SkillsLeftOut, StopRequested)
 from ..memory.run import RunMemory
-from ..memory.store import RUN_FINAL, Run, Store, StoreError, Task, new_run_id
+from ..memory.store import RUN_FINAL, Command, Run, Store, StoreError, Task, new_run_id
 from ..skills.catalog import Catalog, Entry, SkillError, discover
 from ..skills.tool import WATCHER, SkillShelf, UseSkill
 from ..workspaces.git import Workspace, WorkspaceError, current_branch
@@ -180,6 +180,7 @@ class Runner:
         self.project = project
         self.store = project.store
         self.stop = stop or asyncio.Event()
+        self.stop_request: tuple[str, str, bool] | None = None  # (status, reason, interrupt) of `request_stop`
         self.loop: AgentLoop | None = None
         self._lessons = None
 
@@ -253,11 +254,29 @@ class Runner:
             config = self._task_config(task)
             adapter = make_adapter(config, start_at=self._script_position(task))
 
-    def request_stop(self, status: str, reason: str) -> None:
-        """Stop the run at its next safe point (a model call in flight is dropped) as `status` (paused or killed)."""
+    def request_stop(self, status: str, reason: str, interrupt: bool = False) -> None:
+        """Stop the run at its next safe point (a model call in flight is dropped) as `status` (paused or killed);
+        with `interrupt` the command a tool is running is ended now instead of waited for."""
+        self.stop_request = (status, reason, interrupt)
         if self.loop is not None:
-            self.loop.stop_status, self.loop.stop_reason = status, reason
+            self.store.append(self.loop.run_id, StopRequested(status=status, reason=reason, interrupt=interrupt))
+            self.loop.request_stop(status, reason, interrupt)
         self.stop.set()
+
+    def obey(self, command: Command) -> None:
+        """Carry out a pause or kill command: a kill ends the command a tool is running now, a pause waits for it."""
+        kill = command.kind == "kill"
+        self.request_stop("killed" if kill else "paused", command.args.get("reason") or f"{command.kind} command", kill)
+
+    async def watch_commands(self, every: float = 0.2) -> None:
+        """Obey pause and kill commands for this runner's run as they come, also in the middle of a tool call
+        (for a run in the foreground; the daemon claims them for its runs itself)."""
+        while True:
+            await asyncio.sleep(every)
+            if self.loop is not None:
+                for command in self.store.claim_commands(("pause", "kill"), [self.loop.run_id]):
+                    self.obey(command)
+                    self.store.finish_command(command.id, ok=True, result="applied")
 
     async def resume(self, run_id: str) -> RunResult:
         run = resumable(self.store, run_id)
@@ -371,6 +390,8 @@ class Runner:
 
         self.loop = AgentLoop(store=self.store, run_id=run.id, adapter=adapter, toolbox=Toolbox(tools), workspace=ws,
                               settings=settings, on_finish=on_finish, stop=self.stop)
+        if self.stop_request is not None:  # asked for before this loop was made
+            self.loop.request_stop(*self.stop_request)
         return self.loop
 
     def _recalled(self, run: Run, task: Task, config: Config, fresh: bool) -> str:
@@ -473,7 +494,12 @@ class Runner:
         if not check:
             return FinishVerdict("needs_review", "Finished. No acceptance check is configured; kept for review.",
                                  reason=f"no acceptance check; branch {ws.branch} kept for review")
-        result = await run_command(check, cwd=ws.path, timeout=config.check_timeout, cap=config.tools.output_cap)
+        loop = self.loop
+        assert loop is not None
+        result = await run_command(check, cwd=ws.path, timeout=config.check_timeout, cap=config.tools.output_cap,
+                                   interrupt=loop.tool_context.interrupt)
+        if result.interrupted:  # the run is being stopped; a resumed run does the acceptance step again
+            raise Stopped(loop.stop_status, loop.stop_reason)
         passed = result.exit_code == 0 and not result.timed_out
         self.store.append(run.id, CheckRan(command=check, passed=passed, exit_code=result.exit_code,
                                            output_tail=result.output[-4000:], duration_ms=result.duration_ms))
