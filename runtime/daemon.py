@@ -177,7 +177,7 @@ class Daemon:
 
     def _spawn(self, task_id: int, start: Callable[[Runner], Awaitable[RunResult]]) -> None:
         runner = (self.backend.runner(asyncio.Event()) if self.backend is not None
-                  else Runner(self.project, stop=asyncio.Event()))
+                  else Runner(self.project, stop=asyncio.Event(), key_missing_pauses=True))
 
         async def guarded() -> None:
             try:

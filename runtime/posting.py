@@ -110,7 +110,7 @@ def post_task(project: Project, request: TaskRequest, spell: Callable[[str], str
                         f"give {spell('until')} or {spell('check')}, not both")
     over = request.overrides()
     config = project.config if not any(over.values()) else load_config(project.root, overrides=over)
-    check_model(config)
+    check_model(config, key=False)  # the key is the daemon's: one missing there pauses the run, saying so
     options = model_options(config)
     if request.until:
         options.update(until=True, max_attempts=request.max_attempts or config.until_max_attempts)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..harness.loop import AgentLoop, FinishVerdict, LoopOutcome, LoopSettings, Stopped, rollback_notice
-from ..harness.messages import ToolResult
-from ..harness.models import ModelAdapter
+from ..harness.messages import ModelResponse, ToolResult
+from ..harness.models import ModelAdapter, ModelUnavailable
 from ..harness.script import Script, ScriptTurn
 from ..harness.scripted import ScriptedModel
 from ..harness.tools import STANDARD_TOOLS, Toolbox, run_command
@@ -72,22 +72,39 @@ def placebo_text(length: int) -> str:
     return (line * (length // len(line) + 1))[:length]
 
 
-def check_model(config: Config) -> None:
-    """Fail now, in one line, on a missing key, an unknown model or a broken script."""
+def check_model(config: Config, *, key: bool = True) -> None:
+    """Fail now, in one line, on a missing key (unless not `key`: a task posted for a daemon that has it), an
+    unknown model or a broken script."""
     if config.provider == "scripted":
         Script.load(config.script)  # type: ignore[arg-type]
     else:
         config.model_info()
-        config.api_key()
+        if key:
+            config.api_key()
 
 
-def make_adapter(config: Config, *, start_at: int = 0) -> ModelAdapter:
-    """The configured model (see `check_model` for what fails here)."""
+class KeyMissing(ModelAdapter):
+    """The model of a run the daemon started without the provider key in its environment: the first model call
+    pauses the run, saying which variable to set (a task is posted from where the key need not be)."""
+
+    def __init__(self, config: Config, variable: str):
+        self.provider, self.model, self.variable = config.provider, config.model, variable
+
+    async def complete(self, **_) -> ModelResponse:
+        raise ModelUnavailable(f"{self.variable} is not set in the daemon's environment: restart `loopwright "
+                               f"serve` with it exported, then `loopwright resume` the run")
+
+
+def make_adapter(config: Config, *, start_at: int = 0, key_missing_pauses: bool = False) -> ModelAdapter:
+    """The configured model (see `check_model` for what fails here). With `key_missing_pauses` (the daemon) a
+    provider key missing from the environment gives a `KeyMissing` instead of failing."""
     if config.provider == "scripted":
         return ScriptedModel(Script.load(config.script), start_at=start_at, model=config.model)  # type: ignore[arg-type]
     from ..harness.adapters import build_adapter
 
     config.model_info()
+    if key_missing_pauses and (variable := config.missing_key()) is not None:
+        return KeyMissing(config, variable)
     return build_adapter(config.provider, config.model, api_key=config.api_key(), base_url=config.base_url,
                          timeout=config.request_timeout)
 
@@ -176,10 +193,11 @@ def model_options(config: Config) -> dict:
 class Runner:
     """Drives one run of one task in this process."""
 
-    def __init__(self, project: Project, *, stop: asyncio.Event | None = None):
+    def __init__(self, project: Project, *, stop: asyncio.Event | None = None, key_missing_pauses: bool = False):
         self.project = project
         self.store = project.store
         self.stop = stop or asyncio.Event()
+        self.key_missing_pauses = key_missing_pauses  # the daemon: see `make_adapter`
         self.stop_request: tuple[str, str, bool] | None = None  # (status, reason, interrupt) of `request_stop`
         self.loop: AgentLoop | None = None
         self._lessons = None
@@ -204,6 +222,9 @@ class Runner:
                                       options=options, status="running")
         return await self.run_task(task)
 
+    def _adapter(self, config: Config, *, start_at: int = 0) -> ModelAdapter:
+        return make_adapter(config, start_at=start_at, key_missing_pauses=self.key_missing_pauses)
+
     def _task_config(self, task: Task) -> Config:
         """The project config with the task's own model choice and USD cap (what is left of it) on top."""
         options = {k: v for k, v in task.options.items() if k in TASK_KEYS and v is not None}
@@ -217,7 +238,7 @@ class Runner:
         """Run a task this process has claimed (status running): worktree, loop, check, merge."""
         config = self._task_config(task)
         try:
-            adapter = make_adapter(config)
+            adapter = self._adapter(config)
             run_id = new_run_id()
 
             def make_workspace() -> tuple[str, Workspace]:
@@ -252,7 +273,7 @@ class Runner:
                 return result
             run_id = new_run_id()
             config = self._task_config(task)
-            adapter = make_adapter(config, start_at=self._script_position(task))
+            adapter = self._adapter(config, start_at=self._script_position(task))
 
     def request_stop(self, status: str, reason: str, interrupt: bool = False) -> None:
         """Stop the run at its next safe point (a model call in flight is dropped) as `status` (paused or killed);
@@ -284,7 +305,7 @@ class Runner:
             raise StoreError(f"the worktree of run {run.id} is gone ({run.worktree}); it cannot be resumed")
         task = self.store.task(run.task_id)
         config = self._task_config(task)
-        adapter = make_adapter(config, start_at=self._script_position(task))
+        adapter = self._adapter(config, start_at=self._script_position(task))
         if not self.store.claim_run(run.id, only_from=("paused", "running", "budget_exceeded")):
             raise StoreError(f"run {run.id} was taken by another process")
         ws = Workspace.open(self.project.root, run.id, Path(run.worktree), run.branch, run.base_commit,
@@ -311,7 +332,7 @@ class Runner:
         result = await self._drive(loop, run, task, adapter, config)
         if result.again:
             return await self._attempts(task, config, ws, run.target_branch,
-                                        make_adapter(config, start_at=self._script_position(task)), new_run_id())
+                                        self._adapter(config, start_at=self._script_position(task)), new_run_id())
         return result
 
     # -- the loop and what decides it is done -----------------------------------------------------

@@ -9,8 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from support import call, git, processes, turn, until, write_script
+from support import CHECK, FINISH, FIX_ADD, call, git, processes, turn, until, write_script
 
+from loopwright.harness.loopback import LoopbackServer
+from loopwright.harness.script import Script
 from loopwright.memory.store import Store
 from loopwright.runtime.daemon import GRACEFUL_STOP
 
@@ -192,6 +194,28 @@ def test_sigterm_interrupts_a_running_command_and_the_next_serve_resumes_the_run
     daemon()
     store = wait_until_done(repo, 1)
     assert store.task(task).status == "succeeded" and len(store.runs(task_id=task)) == 1  # told, then resumed
+
+
+def test_a_task_posted_without_a_key_pauses_in_a_daemon_without_one_and_resumes_once_it_has_it(
+        repo, cli, daemon, monkeypatch):
+    code, out, err = cli(repo, "post", "fix add", "--check", CHECK)  # the default provider; no key here
+    assert code == 0 and "queued" in out, err
+    task = cli.json(repo, "tasks")[0]["task"]
+    first = daemon()
+    store = Store(repo / ".loopwright" / "state.db")
+    until(lambda: store.runs(task_id=task) and store.runs(task_id=task)[0].status == "paused", "the run to pause")
+    run = store.runs(task_id=task)[0]
+    assert "ANTHROPIC_API_KEY is not set in the daemon's environment" in run.reason
+    assert store.task(task).status == "paused"
+    assert first.stop() == 0
+    with LoopbackServer(Script.parse([FIX_ADD, FINISH])) as server:  # the person exports the key, restarts
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "test-not-a-real-key")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.anthropic_base_url)
+        daemon()
+        assert cli.json(repo, "resume", run.id)["command"] == "resume"
+        store = wait_until_done(repo, 1)
+    assert store.task(task).status == "succeeded" and [r.id for r in store.runs(task_id=task)] == [run.id]
+    assert "return a + b" in (repo / "calc.py").read_text()
 
 
 def test_kill_9_of_the_daemon_then_restart_finishes_each_task_once(repo, cli, tmp_path, daemon):
