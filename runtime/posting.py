@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..memory.store import Task
+from ..workspaces.git import WorkspaceError, require_commits
 from .config import load_config
 from .project import Project
 from .runner import check_model, model_options
@@ -108,6 +109,10 @@ def post_task(project: Project, request: TaskRequest, spell: Callable[[str], str
     if request.until and request.check:
         raise PostError(f"{spell('until')} CMD is the check of a loop-until-done task; "
                         f"give {spell('until')} or {spell('check')}, not both")
+    try:
+        require_commits(project.root)  # said now, as `run` does, not when the daemon starts it
+    except WorkspaceError as e:
+        raise PostError(str(e)) from None
     over = request.overrides()
     config = project.config if not any(over.values()) else load_config(project.root, overrides=over)
     check_model(config, key=False)  # the key is the daemon's: one missing there pauses the run, saying so

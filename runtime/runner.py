@@ -28,7 +28,7 @@ from ..memory.run import RunMemory
 from ..memory.store import RUN_FINAL, Command, Run, Store, StoreError, Task, new_run_id
 from ..skills.catalog import Catalog, Entry, SkillError, discover
 from ..skills.tool import WATCHER, SkillShelf, UseSkill
-from ..workspaces.git import Workspace, WorkspaceError, current_branch
+from ..workspaces.git import Workspace, WorkspaceError, current_branch, require_commits
 from .budget import FleetBudget
 from .chat import TASK_DONE, FanOut, children
 from .config import Config
@@ -217,6 +217,7 @@ class Runner:
         """Create a task and run it now (the foreground `loopwright run`); `skills` as `--skills` takes it."""
         config = self.project.config
         check_model(config)
+        require_commits(self.project.root)
         options = model_options(config) | ({"skills": skills} if skills is not None else {})
         task = self.store.create_task(goal, title=title, check=check if check is not None else config.check,
                                       options=options, status="running")

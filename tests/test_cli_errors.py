@@ -25,6 +25,10 @@ def test_repository_without_commits(tmp_path, cli):
     script = write_script(tmp_path / "s.json", [FIX_ADD, FINISH])
     err = _one_line_error(*cli(tmp_path, "run", "do it", "--script", script)[::2])
     assert "no commits" in err
+    for target in ((), ("--target", "main")):
+        err = _one_line_error(*cli(tmp_path, "post", "do it", "--script", script, *target)[::2])
+        assert "no commits" in err and "git commit" in err
+    assert cli.json(tmp_path, "tasks") == []  # nothing queued, nothing left failed
 
 
 def test_init_twice_and_exclude(repo, cli):
