@@ -139,10 +139,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     goal = args.goal.strip()
     if not goal:
         raise UsageError("the goal is empty: say what the agent should do, e.g. loopwright run \"fix the failing test\"")
+    from .posting import check_command, cli_flag, skill_choice
+
+    check = args.check if args.check is not None else project.config.check
+    if check:
+        check_command(project, check, "--check" if args.check else "check (in the config)")
     skills = None
     if args.skills is not None:
-        from .posting import cli_flag, skill_choice
-
         skills = skill_choice(project, args.skills, cli_flag("skills"))
     result = _run_in_foreground(project, lambda r: r.start(goal, check=args.check, title=args.title, skills=skills),
                                 quiet=args.json)

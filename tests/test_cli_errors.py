@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
 
 from support import FINISH, FIX_ADD, git, write_script
@@ -110,3 +113,37 @@ def test_resume_after_gc_says_the_worktree_is_gone(repo, cli, tmp_path, monkeypa
     err = _one_line_error(*cli(repo, "resume", run["run"])[::2])
     assert "worktree" in err and "gone" in err
     assert cli.json(repo, "runs")[0]["status"] == "budget_exceeded"  # the refusal changed nothing
+
+
+@pytest.mark.parametrize("flag", ["--check", "--until"])
+def test_a_check_command_that_does_not_exist_is_refused_when_posted(repo, cli, tmp_path, monkeypatch, flag):
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "mytool").write_text("#!/bin/sh\nexit 0\n")
+    (tools / "mytool").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    script = write_script(tmp_path / "s.json", [FIX_ADD, FINISH])
+    err = _one_line_error(*cli(repo, "post", "do it", "--script", script, flag, "FOO=1 mytol -q")[::2])
+    assert f"{flag} `FOO=1 mytol -q`: command not found: mytol" in err and "did you mean `mytool`?" in err
+    err = _one_line_error(*cli(repo, "post", "do it", "--script", script, flag, "./run_tests.sh")[::2])
+    assert "./run_tests.sh is not an executable file in the repository" in err and "bash ./run_tests.sh" in err
+    assert cli.json(repo, "tasks") == []
+    (repo / "run_tests.sh").write_text("#!/bin/sh\nexit 0\n")
+    (repo / "run_tests.sh").chmod(0o755)
+    (repo / "sub").mkdir()
+    accepted = ["mytool -q", "FOO=1 mytool", f"{sys.executable} -m unittest", "./run_tests.sh", "cd sub && ./t.sh",
+                "test -f calc.py", "$PYTHON -m pytest", "git status"]
+    for command in accepted:
+        code, _, err = cli(repo, "post", "do it", "--script", script, flag, command)
+        assert code == 0, err
+    assert [t["status"] for t in cli.json(repo, "tasks")] == ["queued"] * len(accepted)
+
+
+def test_a_check_command_that_does_not_exist_is_refused_when_run(repo, cli, tmp_path):
+    script = write_script(tmp_path / "s.json", [FIX_ADD, FINISH])
+    err = _one_line_error(*cli(repo, "run", "do it", "--script", script, "--check", "pytst-nowhere -q")[::2])
+    assert "--check `pytst-nowhere -q`: command not found: pytst-nowhere" in err
+    (repo / "loopwright.toml").write_text('check = "pytst-nowhere"\n')
+    err = _one_line_error(*cli(repo, "run", "do it", "--script", script)[::2])
+    assert "check (in the config) `pytst-nowhere`: command not found" in err
+    assert cli.json(repo, "runs") == []
