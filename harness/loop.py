@@ -2,10 +2,12 @@
 
 Every step writes events to the store first. Before every model call the hard
 budget is checked; near the context limit the oldest turns are summarised into a
-hand-off note; commands from the CLI (rollback, message, pause, kill) are taken
-at model boundaries only, never in the middle of a tool call. Whether the work
-is done is decided outside the agent, by the `on_finish` callback (the runner
-runs the acceptance check and merges).
+hand-off note; commands from the CLI (rollback, message, pause) are taken at
+model boundaries only, never in the middle of a tool call, while a stop that
+interrupts (a kill, a daemon's stop) ends the command a tool is running at once
+and records the call as interrupted. Whether the work is done is decided outside
+the agent, by the `on_finish` callback (the runner runs the acceptance check and
+merges).
 """
 
 from __future__ import annotations
@@ -142,6 +144,15 @@ class AgentLoop:
 
     # -- entry points -------------------------------------------------------------------------
 
+    def request_stop(self, status: str, reason: str, interrupt: bool = False) -> None:
+        """Stop at the next safe point as `status` (paused or killed); a model call in flight is dropped.
+
+        With `interrupt` the command a tool is running is ended now (its process group) instead of waited for."""
+        self.stop_status, self.stop_reason = status, reason
+        if interrupt:
+            self.tool_context.interrupt.set()
+        self.stop.set()
+
     def start(self) -> None:
         """Record the opening conversation of a new run: the task."""
         first = [Message.user(self.settings.task_text)]
@@ -243,6 +254,10 @@ class AgentLoop:
         changed = False
         explicit: list[str] = []
         for call in calls:
+            if self.tool_context.interrupt.is_set():  # the run is being stopped: the calls left are not started
+                blocks.append(ToolResult(tool_call_id=call.id, is_error=True,
+                                         content="not run: the run was stopped before this tool call started"))
+                continue
             self.store.append(self.run_id, ToolStarted(call_id=call.id, name=call.name, arguments=call.arguments))
             t0 = time.perf_counter()
             outcome = await self.toolbox.execute(call, self.tool_context)

@@ -7,8 +7,9 @@ Every result is capped (head + tail) before it enters the context. File work
 runs in a thread so one agent's big grep does not stall the others.
 
 `run_command` is shared by the shell tool and the acceptance check: process
-group killed on timeout or cancellation, API keys removed from its environment,
-output capped while streaming so a 100 MB output never sits in memory.
+group ended on timeout, cancellation or the run's interrupt (a kill), API keys
+removed from its environment, output capped while streaming so a 100 MB output
+never sits in memory.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ MAX_LINE = 2000            # read_file: longer lines are cut
 MAX_GREP_LINE = 300
 MAX_GREP_FILE = 10_000_000  # grep skips files larger than this
 PIPE_GRACE = 1.0           # seconds to wait for the pipe to close after bash exited (a background child may hold it)
+KILL_GRACE = 2.0           # seconds between SIGTERM and SIGKILL when a command is ended
 SECRET_NAME = re.compile(r"(_API_KEY|_TOKEN)$|SECRET|PASSWORD", re.IGNORECASE)  # SECRET: e.g. AWS_SECRET_ACCESS_KEY
 
 
@@ -63,6 +65,7 @@ class ToolContext:
     active_skill: str | None = None
     skills: Any = None  # what `use_skill` looks skills up in (skills.tool.SkillShelf)
     memory: Any = None  # memory.run.RunMemory: the run's store, lessons and artifacts folder
+    interrupt: asyncio.Event = field(default_factory=asyncio.Event)  # set: end the running command now (a kill)
 
 
 @dataclass(frozen=True)
@@ -94,10 +97,11 @@ def cap_text(text: str, cap: int) -> str:
 
 @dataclass(frozen=True)
 class CommandResult:
-    exit_code: int | None  # None when killed by the timeout
+    exit_code: int | None  # None when ended by the timeout or an interrupt
     output: str
     timed_out: bool
     duration_ms: float
+    interrupted: bool = False  # ended because the run is being stopped
 
 
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -107,13 +111,33 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _kill_group(proc: asyncio.subprocess.Process) -> None:
+def _kill_group(proc: asyncio.subprocess.Process, sig: int = signal.SIGKILL) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, sig)
 
 
-async def _wait_exit(proc: asyncio.subprocess.Process, timeout: float) -> bool:
-    """True once bash has exited, False after `timeout`.
+def _group_alive(proc: asyncio.subprocess.Process) -> bool:
+    try:
+        os.killpg(proc.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def _end_group(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM the command's process group, and SIGKILL what is left of it after KILL_GRACE seconds."""
+    _kill_group(proc, signal.SIGTERM)
+    deadline = time.monotonic() + KILL_GRACE
+    while _group_alive(proc) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    _kill_group(proc)
+    await _wait_exit(proc, 5.0)
+
+
+async def _wait_exit(proc: asyncio.subprocess.Process, timeout: float, interrupt: asyncio.Event | None = None) -> bool:
+    """True once bash has exited, False after `timeout` or as soon as `interrupt` is set.
 
     Polls `returncode` rather than awaiting `proc.wait()`: on Python 3.11 `wait()`
     also waits for every pipe to close, so a background child holding stdout
@@ -123,7 +147,7 @@ async def _wait_exit(proc: asyncio.subprocess.Process, timeout: float) -> bool:
     delay = 0.002
     while proc.returncode is None:
         left = deadline - time.monotonic()
-        if left <= 0:
+        if left <= 0 or interrupt is not None and interrupt.is_set():
             return False
         await asyncio.sleep(min(delay, left))
         delay = min(delay * 2, 0.05)
@@ -157,12 +181,13 @@ class _CappedOutput:
 
 
 async def run_command(command: str, *, cwd: Path, timeout: float, cap: int = 30_000,
-                      env: dict[str, str] | None = None) -> CommandResult:
+                      env: dict[str, str] | None = None, interrupt: asyncio.Event | None = None) -> CommandResult:
     """Run `command` with bash in `cwd`: stdout and stderr merged, capped head + tail while streaming.
 
-    On timeout or cancellation the whole process group is killed. A background
-    child still holding the output pipe after bash exits gets PIPE_GRACE seconds,
-    then the group is killed and reading stops.
+    At the timeout, or once `interrupt` is set, the whole process group is ended
+    (SIGTERM, then SIGKILL after KILL_GRACE seconds); on cancellation it is killed
+    at once. A background child still holding the output pipe after bash exits
+    gets PIPE_GRACE seconds, then the group is killed and reading stops.
     """
     t0 = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
@@ -176,12 +201,12 @@ async def run_command(command: str, *, cwd: Path, timeout: float, cap: int = 30_
             out.add(chunk)
 
     reader = asyncio.ensure_future(pump())
-    timed_out = False
+    timed_out = interrupted = False
     try:
-        if not await _wait_exit(proc, timeout):
-            timed_out = True
-            _kill_group(proc)
-            await _wait_exit(proc, 5.0)
+        if not await _wait_exit(proc, timeout, interrupt):
+            interrupted = interrupt is not None and interrupt.is_set()
+            timed_out = not interrupted
+            await _end_group(proc)
         await asyncio.wait({reader}, timeout=PIPE_GRACE)
         if not reader.done():
             _kill_group(proc)
@@ -196,8 +221,8 @@ async def run_command(command: str, *, cwd: Path, timeout: float, cap: int = 30_
             transport = getattr(proc, "_transport", None)
             if transport is not None:
                 transport.close()
-    return CommandResult(exit_code=None if timed_out else proc.returncode, output=out.text(), timed_out=timed_out,
-                         duration_ms=(time.perf_counter() - t0) * 1000)
+    return CommandResult(exit_code=None if timed_out or interrupted else proc.returncode, output=out.text(),
+                         timed_out=timed_out, duration_ms=(time.perf_counter() - t0) * 1000, interrupted=interrupted)
 
 
 # -- paths -------------------------------------------------------------------------------------------
@@ -410,8 +435,11 @@ class Shell(Tool):
         timeout = min(a.timeout_seconds or ctx.shell_timeout, ctx.max_shell_timeout)
         # leave room for the status line so the Toolbox's cap does not cut the output a second time
         r = await run_command(a.command, cwd=ctx.worktree, timeout=timeout, cap=max(ctx.output_cap - 200, 100),
-                              env=ctx.env)
+                              env=ctx.env, interrupt=ctx.interrupt)
         body = r.output if r.output.endswith("\n") or not r.output else r.output + "\n"
+        if r.interrupted:
+            return ToolOutcome(f"{body}interrupted: the run was stopped while this command ran; its process group "
+                               f"was ended", is_error=True, may_have_changed_files=True)
         if r.timed_out:
             return ToolOutcome(f"{body}timed out after {timeout:g}s; process group killed", is_error=True,
                                may_have_changed_files=True)

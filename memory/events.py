@@ -124,6 +124,16 @@ class StatusChanged(_Event):
     reason: str = ""
 
 
+class StopRequested(_Event):
+    """A pause or kill reached the process running the run: it stops at its next safe point (after the tool call
+    running now), or at once when `interrupt` (the command that call runs is ended)."""
+
+    type: Literal["stop_requested"] = "stop_requested"
+    status: str  # what it stops as: paused or killed
+    reason: str
+    interrupt: bool = False
+
+
 class Notice(_Event):
     """Something the agent is told at its next model boundary (a user message, a rollback)."""
 
@@ -180,8 +190,8 @@ class Reflected(_Event):
 
 Event = Annotated[
     RunStarted | ConversationReset | MessageAdded | ModelCalled | Retrying | ToolStarted | ToolFinished
-    | CheckpointMade | RolledBack | Compacted | CheckRan | Merged | MergeConflict | StatusChanged | Notice
-    | SkillsChanged | SkillsLeftOut | LessonsRecalled | Reflected | TaskUpdated,
+    | CheckpointMade | RolledBack | Compacted | CheckRan | Merged | MergeConflict | StatusChanged | StopRequested
+    | Notice | SkillsChanged | SkillsLeftOut | LessonsRecalled | Reflected | TaskUpdated,
     Field(discriminator="type"),
 ]
 

@@ -539,6 +539,12 @@ class Store:
             params += list(types)
         return [(r[0], r[1], parse_event(r[2])) for r in self.conn.execute(sql + " ORDER BY id", params)]
 
+    def last_event(self, run_id: str, types: tuple[str, ...]) -> tuple[int, float, Any] | None:
+        """The run's newest event of these kinds (id, ts, event), or None."""
+        row = self.conn.execute(f"SELECT id, ts, data FROM events WHERE run_id = ? AND type IN "
+                                f"({','.join('?' * len(types))}) ORDER BY id DESC LIMIT 1", (run_id, *types)).fetchone()
+        return None if row is None else (row[0], row[1], parse_event(row[2]))
+
     def conversation(self, run_id: str) -> list[Message]:
         """The run's conversation as it stands: the last reset's messages plus every message after it."""
         row = self.conn.execute(

@@ -1,11 +1,12 @@
 """What a person supervising the fleet can do, as the TUI (and scripts) do it: every action is a row in the store.
 
 Run actions go into the `commands` table for whoever owns the run: pause and
-kill are applied by the daemon, a message and a rollback by the run itself at
-its next model boundary (never in the middle of a tool call), resume, merge,
-keep, priority and cancel by the daemon, which logs each as an event. Nothing
-here calls into the daemon's memory. A second identical action while the first
-is still pending (a kill key pressed five times) queues nothing new.
+kill are applied by the daemon (a pause waits for the tool call running now, a
+kill ends it), a message and a rollback by the run itself at its next model
+boundary (never in the middle of a tool call), resume, merge, keep, priority
+and cancel by the daemon, which logs each as an event. Nothing here calls into
+the daemon's memory. A second identical action while the first is still
+pending (a kill key pressed five times) queues nothing new.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 from ..memory.store import RUN_FINAL, Run, StoreError, Task
+from .display import running_tool_call
 from .project import Project
 
 STOPPING_SECONDS = 60.0  # a pause carried out this recently, its run still running, is still taking effect
@@ -52,7 +54,13 @@ class Actions:
         return run
 
     def pause(self, run_id: str) -> Done:
-        return self._queue(self._live(run_id, "paused"), "pause", {"reason": "paused from the TUI"})
+        """Pause at the next safe point: when the tool call running now (named in what is said) ends."""
+        run = self._live(run_id, "paused")
+        done = self._queue(run, "pause", {"reason": "paused from the TUI"})
+        waits = running_tool_call(self.store, run.id)
+        if done.command is None or waits is None:
+            return done
+        return Done(done.command, f"{done.said}: it pauses when the current tool call ends ({waits[0]})")
 
     def kill(self, run_id: str) -> Done:
         run = self.store.run(run_id)

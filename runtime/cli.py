@@ -35,7 +35,7 @@ from .chat import ChatError
 from .config import ConfigError
 from .daemon import DaemonError
 from .posting import PostError
-from .display import ProgressPrinter, clip, fmt_elapsed, fmt_tokens, run_summary, transcript
+from .display import ProgressPrinter, clip, fmt_elapsed, fmt_tokens, run_summary, running_tool_call, transcript
 from .project import Project, ProjectError, init_project, open_project
 from .hygiene import disk_floor
 from .quota import closed_gates
@@ -85,7 +85,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def _run_in_foreground(project: Project, coro_factory, *, quiet: bool) -> Any:
-    """Run a Runner coroutine with live progress; Ctrl-C stops at the next safe point, twice interrupts the tool."""
+    """Run a Runner coroutine with live progress; Ctrl-C stops at the next safe point, twice interrupts the tool.
+    Pause and kill commands for the run (`loopwright pause/kill`, the TUI) are obeyed as they come."""
     from .runner import Runner
 
     if not quiet:
@@ -95,6 +96,7 @@ def _run_in_foreground(project: Project, coro_factory, *, quiet: bool) -> Any:
         stop = asyncio.Event()
         runner = Runner(project, stop=stop)
         task = asyncio.ensure_future(coro_factory(runner))
+        watcher = asyncio.ensure_future(runner.watch_commands())
         presses = 0
 
         def on_sigint() -> None:
@@ -105,7 +107,7 @@ def _run_in_foreground(project: Project, coro_factory, *, quiet: bool) -> Any:
                       file=sys.stderr, flush=True)
                 stop.set()
             else:
-                task.cancel()
+                runner.request_stop("paused", "stopped by the user (Ctrl-C)", True)
 
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, on_sigint)
@@ -113,6 +115,7 @@ def _run_in_foreground(project: Project, coro_factory, *, quiet: bool) -> Any:
         try:
             return await task
         finally:
+            watcher.cancel()
             loop.remove_signal_handler(signal.SIGINT)
             loop.remove_signal_handler(signal.SIGTERM)
 
@@ -139,10 +142,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     goal = args.goal.strip()
     if not goal:
         raise UsageError("the goal is empty: say what the agent should do, e.g. loopwright run \"fix the failing test\"")
+    from .posting import check_command, cli_flag, skill_choice
+
+    check = args.check if args.check is not None else project.config.check
+    if check:
+        check_command(project, check, "--check" if args.check else "check (in the config)")
     skills = None
     if args.skills is not None:
-        from .posting import cli_flag, skill_choice
-
         skills = skill_choice(project, args.skills, cli_flag("skills"))
     result = _run_in_foreground(project, lambda r: r.start(goal, check=args.check, title=args.title, skills=skills),
                                 quiet=args.json)
@@ -174,10 +180,18 @@ def _target_run(project: Project, ident: str):
     return store.run(ident)
 
 
-def _command_queued(args: argparse.Namespace, run_id: str, kind: str, command: int, pid: int | None) -> int:
+def _command_queued(args: argparse.Namespace, run_id: str, kind: str, command: int, pid: int | None,
+                    waits: tuple[str, float] | None = None) -> int:
+    """Say what was queued; `waits`: the tool call (and its seconds so far) a pause waits for."""
     where = f"the daemon (pid {pid})" if pid else "the process running it"
     if args.json:
-        _print_json({"run": run_id, "command": kind, "id": command, "handled_by": pid or "run owner"})
+        _print_json({"run": run_id, "command": kind, "id": command, "handled_by": pid or "run owner",
+                     "waits_for": waits[0] if waits else None})
+    elif waits:
+        print(f"{kind} queued for run {run_id}: it takes effect when the current tool call ends ({waits[0]}, "
+              f"running for {fmt_elapsed(waits[1])}); `loopwright kill {run_id}` stops it now")
+    elif kind == "kill":
+        print(f"kill queued for run {run_id}: {where} stops it now (a command a tool is running is ended)")
     else:
         print(f"{kind} queued for run {run_id}: {where} applies it at the run's next safe point")
     return 0
@@ -312,7 +326,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_stop_run(args: argparse.Namespace) -> int:
-    """pause / kill: the process that owns the run (daemon or foreground) stops it at its next safe point."""
+    """pause / kill: the process that owns the run (daemon or foreground) pauses it at its next safe point (after
+    the tool call running now), or kills it now."""
     from .daemon import daemon_pid
 
     project = open_project(Path.cwd())
@@ -320,7 +335,8 @@ def cmd_stop_run(args: argparse.Namespace) -> int:
     kind = args.command
     if run.status == "running" and run.owner_alive():
         command = project.store.enqueue_command(run.id, kind, {"reason": f"{kind} requested from the CLI"})
-        return _command_queued(args, run.id, kind, command, daemon_pid(project))
+        waits = running_tool_call(project.store, run.id) if kind == "pause" else None
+        return _command_queued(args, run.id, kind, command, daemon_pid(project), waits)
     if kind == "kill" and run.status in ("paused", "budget_exceeded", "running"):
         project.store.transition_run(run.id, "killed", only_from=(run.status,), reason="killed from the CLI")
         if args.json:
@@ -534,8 +550,8 @@ def build_parser() -> Parser:
     add("tasks", cmd_tasks, "list tasks with their status, priority and dependencies")
     add("status", cmd_status, "the daemon, the queue, active runs and worktree disk use")
 
-    for name, text in (("pause", "pause a run (or a task's run) at its next safe point"),
-                       ("kill", "stop a run for good (its branch is kept)")):
+    for name, text in (("pause", "pause a run (or a task's run) at its next safe point (after a running tool call)"),
+                       ("kill", "stop a run for good now, ending the command a tool runs (its branch is kept)")):
         sp = add(name, cmd_stop_run, text)
         sp.add_argument("run", help="run id, or task number")
 

@@ -257,20 +257,23 @@ class Config(_Section):
             f"add its prices under [models.\"{self.model}\"] in loopwright.toml"
         )
 
+    def missing_key(self) -> str | None:
+        """The environment variable the provider key must be in, when a key is needed and it is not set there."""
+        if self.provider == "scripted" or self.base_url and _is_local(self.base_url):
+            return None
+        var = self.api_key_env or KEY_VARIABLES[self.provider]
+        return None if os.environ.get(var) else var
+
     def api_key(self) -> str:
         """The provider key from the environment (never from a file, never logged)."""
+        if (var := self.missing_key()) is not None:
+            raise ConfigError(
+                f"{var} is not set: export it, or use a local OpenAI-compatible server with "
+                f"--provider openai --base-url http://localhost:11434/v1 (Ollama, vLLM, llama.cpp)"
+            )
         if self.provider == "scripted":
             return ""
-        var = self.api_key_env or KEY_VARIABLES[self.provider]
-        key = os.environ.get(var, "")
-        if key:
-            return key
-        if self.base_url and _is_local(self.base_url):
-            return "local-server-needs-no-key"
-        raise ConfigError(
-            f"{var} is not set: export it, or use a local OpenAI-compatible server with "
-            f"--provider openai --base-url http://localhost:11434/v1 (Ollama, vLLM, llama.cpp)"
-        )
+        return os.environ.get(self.api_key_env or KEY_VARIABLES[self.provider]) or "local-server-needs-no-key"
 
 
 def _is_local(url: str) -> bool:

@@ -5,9 +5,10 @@ resumes the runs a previous owner left behind (a crash, a reboot, a graceful
 stop), starts queued tasks by priority then age once their dependencies
 succeeded, up to `max_parallel` at once (asyncio tasks in this process; tools
 are subprocesses and git work runs off the event loop), and obeys the commands
-the CLI and TUI write into the store. SIGTERM or SIGINT stops scheduling,
-pauses every run at its next safe point (waiting up to `stop_timeout`), and
-the next `serve` picks them up again.
+the CLI and TUI write into the store. SIGTERM or SIGINT stops scheduling and
+pauses every run now: a command a tool is running is ended and recorded as
+interrupted (waiting up to `stop_timeout` for the runs to stop), and the next
+`serve` picks them up again.
 """
 
 from __future__ import annotations
@@ -175,7 +176,7 @@ class Daemon:
 
     def _spawn(self, task_id: int, start: Callable[[Runner], Awaitable[RunResult]]) -> None:
         runner = (self.backend.runner(asyncio.Event()) if self.backend is not None
-                  else Runner(self.project, stop=asyncio.Event()))
+                  else Runner(self.project, stop=asyncio.Event(), key_missing_pauses=True))
 
         async def guarded() -> None:
             try:
@@ -196,7 +197,7 @@ class Daemon:
     def _stop_task(self, task_id: int, reason: str) -> None:
         entry = self.live.get(task_id)
         if entry is not None:
-            entry[0].request_stop("killed", reason)
+            entry[0].request_stop("killed", reason, True)
 
     def recover(self) -> None:
         """Resume what a dead owner or a graceful stop left behind; requeue tasks claimed but never started."""
@@ -326,8 +327,7 @@ class Daemon:
             entry = self.live.get(run.task_id)
             if entry is None:
                 raise StoreError(f"run {run.id} is not running in this daemon")
-            status = "paused" if cmd.kind == "pause" else "killed"
-            entry[0].request_stop(status, cmd.args.get("reason") or f"{cmd.kind} command")
+            entry[0].obey(cmd)
         elif cmd.kind == "resume":
             if run.task_id in self.live:
                 raise StoreError(f"run {run.id} is already running")
@@ -364,7 +364,7 @@ class Daemon:
         elif self.store.set_task_status(task.id, "cancelled", reason="cancelled by a person", only_from=("queued",)):
             change = "cancelled (it had not started)"
         elif task.id in self.live:
-            self.live[task.id][0].request_stop("killed", "task cancelled")
+            self.live[task.id][0].request_stop("killed", "task cancelled", True)
             change = "cancelled: its run stops at its next safe point"
         else:
             raise StoreError(f"task {task.id} is {task.status}; there is nothing to cancel")
@@ -374,12 +374,12 @@ class Daemon:
     async def shutdown(self) -> None:
         if not self.live:
             return
-        self.say(f"stopping: pausing {len(self.live)} run(s) at their next safe point")
+        self.say(f"stopping: pausing {len(self.live)} run(s); commands their tools run are interrupted")
         for runner, _ in list(self.live.values()):
-            runner.request_stop("paused", GRACEFUL_STOP)
+            runner.request_stop("paused", GRACEFUL_STOP, True)
         tasks = [t for _, t in self.live.values()]
         done, pending = await asyncio.wait(tasks, timeout=self.stop_timeout)
-        for t in pending:  # a tool still running after the timeout: interrupt it (the loop checkpoints and pauses)
+        for t in pending:  # still going after the timeout (a slow git command): cancel (the loop checkpoints, pauses)
             t.cancel()
         if pending:
             await asyncio.wait(pending, timeout=10)

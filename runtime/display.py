@@ -76,6 +76,9 @@ class ProgressPrinter:
             return f"{pad} merge conflict with {e.target_branch}: {e.detail}"
         if isinstance(e, ev.StatusChanged):
             return f"{pad} run {e.status}" + (f": {e.reason}" if e.reason else "")
+        if isinstance(e, ev.StopRequested):
+            how = "the running command is ended now" if e.interrupt else "when the current tool call ends"
+            return f"{pad} {'pausing' if e.status == 'paused' else 'killing'} ({e.reason}): {how}"
         if isinstance(e, ev.TaskUpdated):
             return f"{pad} task {e.task_id} {e.change} (by {e.by})"
         if isinstance(e, ev.LessonsRecalled):
@@ -98,6 +101,14 @@ class ProgressPrinter:
             self.zero[run_id] = time.monotonic() - self.store.run(run_id).active_seconds
         elif isinstance(e, ev.StatusChanged):
             self.zero.pop(run_id, None)
+
+
+def running_tool_call(store: Store, run_id: str) -> tuple[str, float] | None:
+    """The tool call a run is in the middle of, e.g. ("shell sleep 40", seconds since it started), or None."""
+    last = store.last_event(run_id, ("tool_started", "tool_finished"))
+    if last is None or not isinstance(last[2], ev.ToolStarted):
+        return None
+    return f"{last[2].name} {gist_argument(last[2].arguments)}".strip(), max(time.time() - last[1], 0.0)
 
 
 def run_summary(run: Run) -> dict:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import os
+import re
+import shlex
+import subprocess
 from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ..harness.tools import clean_env
 from ..memory.store import Task
+from ..workspaces.git import WorkspaceError, require_commits
 from .config import load_config
 from .project import Project
 from .runner import check_model, model_options
@@ -98,6 +106,38 @@ def cli_flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def check_command(project: Project, command: str, flag: str) -> None:
+    """PostError when the first word of a check command (after `NAME=value` assignments) is nothing bash would
+    run: not a builtin or keyword, not on PATH, not an executable path from the repository's root. Words that
+    bash expands (`$PYTHON`, globs, `~`) and commands that do not start with a word are left to run time."""
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True  # words as bash splits them: `g++` is one, `&&` and `;` are apart
+    try:
+        words = list(lexer)
+    except ValueError:  # an open quote: bash says so when it runs
+        return
+    first = next((w for w in words if not ASSIGNMENT.match(w)), "")
+    if not first or first[0] in "();<>|&" or any(c in first for c in "$`*?[]{}~\\"):
+        return
+    found = subprocess.run(["/bin/bash", "-c", 'type -t -- "$1"', "bash", first], cwd=project.root,
+                           env=clean_env(), capture_output=True, text=True).stdout.strip()
+    if found:
+        return
+    if "/" in first:
+        raise PostError(f"{flag} `{command}`: {first} is not an executable file in the repository (a path is taken "
+                        f"from its root); if the task creates it, write `bash {first}`")
+    names: set[str] = set()
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        with contextlib.suppress(OSError):
+            names.update(os.listdir(folder or "."))
+    near = difflib.get_close_matches(first, names, n=1, cutoff=0.75)
+    raise PostError(f"{flag} `{command}`: command not found: {first} (not on PATH, not a shell builtin)"
+                    + (f"; did you mean `{near[0]}`?" if near else "; check the spelling, or give its path"))
+
+
 def post_task(project: Project, request: TaskRequest, spell: Callable[[str], str] = str) -> Task:
     """Queue `request` with its dependencies in one transaction; PostError/StoreError/ConfigError say what is wrong.
 
@@ -108,9 +148,17 @@ def post_task(project: Project, request: TaskRequest, spell: Callable[[str], str
     if request.until and request.check:
         raise PostError(f"{spell('until')} CMD is the check of a loop-until-done task; "
                         f"give {spell('until')} or {spell('check')}, not both")
+    try:
+        require_commits(project.root)  # said now, as `run` does, not when the daemon starts it
+    except WorkspaceError as e:
+        raise PostError(str(e)) from None
     over = request.overrides()
     config = project.config if not any(over.values()) else load_config(project.root, overrides=over)
-    check_model(config)
+    check_model(config, key=False)  # the key is the daemon's: one missing there pauses the run, saying so
+    check = request.until or request.check or config.check
+    if check:
+        check_command(project, check, spell("until") if request.until else spell("check") if request.check
+                      else "check (in the config)")
     options = model_options(config)
     if request.until:
         options.update(until=True, max_attempts=request.max_attempts or config.until_max_attempts)
@@ -120,8 +168,7 @@ def post_task(project: Project, request: TaskRequest, spell: Callable[[str], str
         options["skills"] = skill_choice(project, request.skills, spell("skills"))
     store = project.store
     with store.transaction():
-        task = store.create_task(request.goal, title=request.title,
-                                 check=request.until or request.check or config.check,
+        task = store.create_task(request.goal, title=request.title, check=check,
                                  priority=request.priority, options=options, target_branch=request.target)
         store.add_dependencies(task.id, request.after)
     return task

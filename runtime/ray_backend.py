@@ -607,7 +607,7 @@ class RunActor:
         self._result: RemoteOutcome | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
-        self._stop_request: tuple[str, str] | None = None
+        self._stop_request: tuple[str, str, bool] | None = None
         self._agent: RemoteAgentLoop | None = None
 
     def start(self, spec: RunSpec, head, api_key: str | None = None) -> dict:
@@ -627,8 +627,8 @@ class RunActor:
     def ping(self) -> bool:
         return True
 
-    def stop(self, status: str, reason: str) -> None:
-        self._stop_request = (status, reason)
+    def stop(self, status: str, reason: str, interrupt: bool = False) -> None:
+        self._stop_request = (status, reason, interrupt)
         loop = self._loop
         if loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop already closed: the run is over
@@ -638,8 +638,8 @@ class RunActor:
         if self._stop_request is None:
             return
         if self._agent is not None:
-            self._agent.stop_status, self._agent.stop_reason = self._stop_request
-        if self._stop is not None:
+            self._agent.request_stop(*self._stop_request)
+        elif self._stop is not None:
             self._stop.set()
 
     def _thread_main(self, spec: RunSpec, head, api_key: str | None) -> None:
@@ -1112,13 +1112,6 @@ class RemoteRunner(Runner):
         super().__init__(project, stop=stop)
         self.backend = backend
         self.loop: _RemoteLoop | None = None  # type: ignore[assignment]
-        self.stop_request: tuple[str, str] | None = None
-
-    def request_stop(self, status: str, reason: str) -> None:
-        self.stop_request = (status, reason)
-        if self.loop is not None:
-            self.loop.forward_stop()
-        self.stop.set()
 
     def _worktree(self, branch: str) -> Path:
         return self.project.worktrees / branch.removeprefix("lw/")
@@ -1231,8 +1224,12 @@ class _RemoteLoop:
             with contextlib.suppress(Exception):
                 self.actor.stop.remote(*self.runner.stop_request)
 
+    def request_stop(self, status: str, reason: str, interrupt: bool = False) -> None:
+        """What `Runner.request_stop` asks of its loop: the runner's request goes to the worker."""
+        self.forward_stop()
+
     def _stopped(self) -> LoopOutcome:
-        status, reason = self.runner.stop_request or ("paused", "stopped")
+        status, reason, _ = self.runner.stop_request or ("paused", "stopped", False)
         return LoopOutcome(status, reason)
 
     async def run(self) -> LoopOutcome:
@@ -1274,7 +1271,7 @@ class _RemoteLoop:
             try:
                 if self.actor is None:
                     if runner.stop_request is not None and runner.stop.is_set():
-                        return RemoteOutcome(*runner.stop_request)
+                        return RemoteOutcome(*runner.stop_request[:2])
                     spec = runner.spec(store.run(self.row.id), self.task, self.config, fresh=fresh, notices=notices,
                                        start_sha=start_sha)
                     self.actor = backend.new_actor(self.row.id, options)
@@ -1293,7 +1290,7 @@ class _RemoteLoop:
                         with contextlib.suppress(Exception):
                             ray.kill(self.actor)
                         self.actor = None
-                        return RemoteOutcome(*(runner.stop_request or ("paused", "stopped")))
+                        return RemoteOutcome(*(runner.stop_request or ("paused", "stopped"))[:2])
                     where = started.result()
                     store.append(self.row.id, TaskUpdated(
                         task_id=self.task.id, by="ray",
@@ -1314,7 +1311,7 @@ class _RemoteLoop:
                 self.attach = None
                 self.failures += 1
                 if runner.stop_request is not None and runner.stop.is_set():
-                    return RemoteOutcome(*runner.stop_request)
+                    return RemoteOutcome(*runner.stop_request[:2])
                 why = " ".join(str(e).split())[:200]
                 if self.failures > self.config.ray.max_node_failures:
                     return RemoteOutcome("failed", f"its Ray worker died {self.failures} times (last: {why})")

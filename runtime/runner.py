@@ -14,21 +14,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..harness.loop import AgentLoop, FinishVerdict, LoopOutcome, LoopSettings, rollback_notice
-from ..harness.messages import ToolResult
-from ..harness.models import ModelAdapter
+from ..harness.loop import AgentLoop, FinishVerdict, LoopOutcome, LoopSettings, Stopped, rollback_notice
+from ..harness.messages import ModelResponse, ToolResult
+from ..harness.models import ModelAdapter, ModelUnavailable
 from ..harness.script import Script, ScriptTurn
 from ..harness.scripted import ScriptedModel
 from ..harness.tools import STANDARD_TOOLS, Toolbox, run_command
 from ..memory.artifacts import ARTIFACT_TOOLS
 from ..memory.tools import MEMORY_TOOLS
 from ..memory.events import (CheckRan, LessonsRecalled, Merged, MergeConflict, Reflected, RolledBack, RunStarted,
-                             SkillsChanged, SkillsLeftOut)
+                             SkillsChanged, SkillsLeftOut, StopRequested)
 from ..memory.run import RunMemory
-from ..memory.store import RUN_FINAL, Run, Store, StoreError, Task, new_run_id
+from ..memory.store import RUN_FINAL, Command, Run, Store, StoreError, Task, new_run_id
 from ..skills.catalog import Catalog, Entry, SkillError, discover
 from ..skills.tool import WATCHER, SkillShelf, UseSkill
-from ..workspaces.git import Workspace, WorkspaceError, current_branch
+from ..workspaces.git import Workspace, WorkspaceError, current_branch, require_commits
 from .budget import FleetBudget
 from .chat import TASK_DONE, FanOut, children
 from .config import Config
@@ -72,22 +72,39 @@ def placebo_text(length: int) -> str:
     return (line * (length // len(line) + 1))[:length]
 
 
-def check_model(config: Config) -> None:
-    """Fail now, in one line, on a missing key, an unknown model or a broken script."""
+def check_model(config: Config, *, key: bool = True) -> None:
+    """Fail now, in one line, on a missing key (unless not `key`: a task posted for a daemon that has it), an
+    unknown model or a broken script."""
     if config.provider == "scripted":
         Script.load(config.script)  # type: ignore[arg-type]
     else:
         config.model_info()
-        config.api_key()
+        if key:
+            config.api_key()
 
 
-def make_adapter(config: Config, *, start_at: int = 0) -> ModelAdapter:
-    """The configured model (see `check_model` for what fails here)."""
+class KeyMissing(ModelAdapter):
+    """The model of a run the daemon started without the provider key in its environment: the first model call
+    pauses the run, saying which variable to set (a task is posted from where the key need not be)."""
+
+    def __init__(self, config: Config, variable: str):
+        self.provider, self.model, self.variable = config.provider, config.model, variable
+
+    async def complete(self, **_) -> ModelResponse:
+        raise ModelUnavailable(f"{self.variable} is not set in the daemon's environment: restart `loopwright "
+                               f"serve` with it exported, then `loopwright resume` the run")
+
+
+def make_adapter(config: Config, *, start_at: int = 0, key_missing_pauses: bool = False) -> ModelAdapter:
+    """The configured model (see `check_model` for what fails here). With `key_missing_pauses` (the daemon) a
+    provider key missing from the environment gives a `KeyMissing` instead of failing."""
     if config.provider == "scripted":
         return ScriptedModel(Script.load(config.script), start_at=start_at, model=config.model)  # type: ignore[arg-type]
     from ..harness.adapters import build_adapter
 
     config.model_info()
+    if key_missing_pauses and (variable := config.missing_key()) is not None:
+        return KeyMissing(config, variable)
     return build_adapter(config.provider, config.model, api_key=config.api_key(), base_url=config.base_url,
                          timeout=config.request_timeout)
 
@@ -176,10 +193,12 @@ def model_options(config: Config) -> dict:
 class Runner:
     """Drives one run of one task in this process."""
 
-    def __init__(self, project: Project, *, stop: asyncio.Event | None = None):
+    def __init__(self, project: Project, *, stop: asyncio.Event | None = None, key_missing_pauses: bool = False):
         self.project = project
         self.store = project.store
         self.stop = stop or asyncio.Event()
+        self.key_missing_pauses = key_missing_pauses  # the daemon: see `make_adapter`
+        self.stop_request: tuple[str, str, bool] | None = None  # (status, reason, interrupt) of `request_stop`
         self.loop: AgentLoop | None = None
         self._lessons = None
 
@@ -198,10 +217,14 @@ class Runner:
         """Create a task and run it now (the foreground `loopwright run`); `skills` as `--skills` takes it."""
         config = self.project.config
         check_model(config)
+        require_commits(self.project.root)
         options = model_options(config) | ({"skills": skills} if skills is not None else {})
         task = self.store.create_task(goal, title=title, check=check if check is not None else config.check,
                                       options=options, status="running")
         return await self.run_task(task)
+
+    def _adapter(self, config: Config, *, start_at: int = 0) -> ModelAdapter:
+        return make_adapter(config, start_at=start_at, key_missing_pauses=self.key_missing_pauses)
 
     def _task_config(self, task: Task) -> Config:
         """The project config with the task's own model choice and USD cap (what is left of it) on top."""
@@ -216,7 +239,7 @@ class Runner:
         """Run a task this process has claimed (status running): worktree, loop, check, merge."""
         config = self._task_config(task)
         try:
-            adapter = make_adapter(config)
+            adapter = self._adapter(config)
             run_id = new_run_id()
 
             def make_workspace() -> tuple[str, Workspace]:
@@ -251,13 +274,31 @@ class Runner:
                 return result
             run_id = new_run_id()
             config = self._task_config(task)
-            adapter = make_adapter(config, start_at=self._script_position(task))
+            adapter = self._adapter(config, start_at=self._script_position(task))
 
-    def request_stop(self, status: str, reason: str) -> None:
-        """Stop the run at its next safe point (a model call in flight is dropped) as `status` (paused or killed)."""
+    def request_stop(self, status: str, reason: str, interrupt: bool = False) -> None:
+        """Stop the run at its next safe point (a model call in flight is dropped) as `status` (paused or killed);
+        with `interrupt` the command a tool is running is ended now instead of waited for."""
+        self.stop_request = (status, reason, interrupt)
         if self.loop is not None:
-            self.loop.stop_status, self.loop.stop_reason = status, reason
+            self.store.append(self.loop.run_id, StopRequested(status=status, reason=reason, interrupt=interrupt))
+            self.loop.request_stop(status, reason, interrupt)
         self.stop.set()
+
+    def obey(self, command: Command) -> None:
+        """Carry out a pause or kill command: a kill ends the command a tool is running now, a pause waits for it."""
+        kill = command.kind == "kill"
+        self.request_stop("killed" if kill else "paused", command.args.get("reason") or f"{command.kind} command", kill)
+
+    async def watch_commands(self, every: float = 0.2) -> None:
+        """Obey pause and kill commands for this runner's run as they come, also in the middle of a tool call
+        (for a run in the foreground; the daemon claims them for its runs itself)."""
+        while True:
+            await asyncio.sleep(every)
+            if self.loop is not None:
+                for command in self.store.claim_commands(("pause", "kill"), [self.loop.run_id]):
+                    self.obey(command)
+                    self.store.finish_command(command.id, ok=True, result="applied")
 
     async def resume(self, run_id: str) -> RunResult:
         run = resumable(self.store, run_id)
@@ -265,7 +306,7 @@ class Runner:
             raise StoreError(f"the worktree of run {run.id} is gone ({run.worktree}); it cannot be resumed")
         task = self.store.task(run.task_id)
         config = self._task_config(task)
-        adapter = make_adapter(config, start_at=self._script_position(task))
+        adapter = self._adapter(config, start_at=self._script_position(task))
         if not self.store.claim_run(run.id, only_from=("paused", "running", "budget_exceeded")):
             raise StoreError(f"run {run.id} was taken by another process")
         ws = Workspace.open(self.project.root, run.id, Path(run.worktree), run.branch, run.base_commit,
@@ -292,7 +333,7 @@ class Runner:
         result = await self._drive(loop, run, task, adapter, config)
         if result.again:
             return await self._attempts(task, config, ws, run.target_branch,
-                                        make_adapter(config, start_at=self._script_position(task)), new_run_id())
+                                        self._adapter(config, start_at=self._script_position(task)), new_run_id())
         return result
 
     # -- the loop and what decides it is done -----------------------------------------------------
@@ -371,6 +412,8 @@ class Runner:
 
         self.loop = AgentLoop(store=self.store, run_id=run.id, adapter=adapter, toolbox=Toolbox(tools), workspace=ws,
                               settings=settings, on_finish=on_finish, stop=self.stop)
+        if self.stop_request is not None:  # asked for before this loop was made
+            self.loop.request_stop(*self.stop_request)
         return self.loop
 
     def _recalled(self, run: Run, task: Task, config: Config, fresh: bool) -> str:
@@ -473,7 +516,12 @@ class Runner:
         if not check:
             return FinishVerdict("needs_review", "Finished. No acceptance check is configured; kept for review.",
                                  reason=f"no acceptance check; branch {ws.branch} kept for review")
-        result = await run_command(check, cwd=ws.path, timeout=config.check_timeout, cap=config.tools.output_cap)
+        loop = self.loop
+        assert loop is not None
+        result = await run_command(check, cwd=ws.path, timeout=config.check_timeout, cap=config.tools.output_cap,
+                                   interrupt=loop.tool_context.interrupt)
+        if result.interrupted:  # the run is being stopped; a resumed run does the acceptance step again
+            raise Stopped(loop.stop_status, loop.stop_reason)
         passed = result.exit_code == 0 and not result.timed_out
         self.store.append(run.id, CheckRan(command=check, passed=passed, exit_code=result.exit_code,
                                            output_tail=result.output[-4000:], duration_ms=result.duration_ms))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 
 import pytest
 
@@ -28,6 +29,10 @@ def test_repository_without_commits(tmp_path, cli):
     script = write_script(tmp_path / "s.json", [FIX_ADD, FINISH])
     err = _one_line_error(*cli(tmp_path, "run", "do it", "--script", script)[::2])
     assert "no commits" in err
+    for target in ((), ("--target", "main")):
+        err = _one_line_error(*cli(tmp_path, "post", "do it", "--script", script, *target)[::2])
+        assert "no commits" in err and "git commit" in err
+    assert cli.json(tmp_path, "tasks") == []  # nothing queued, nothing left failed
 
 
 def test_init_twice_and_exclude(repo, cli):
@@ -200,3 +205,37 @@ def test_serve_detach_starts_a_daemon_or_says_why_not(repo, cli):
     finally:
         os.kill(pid, signal.SIGTERM)
     until(lambda: cli.json(repo, "status")["daemon"] is None, "the daemon to stop")
+
+
+@pytest.mark.parametrize("flag", ["--check", "--until"])
+def test_a_check_command_that_does_not_exist_is_refused_when_posted(repo, cli, tmp_path, monkeypatch, flag):
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "mytool").write_text("#!/bin/sh\nexit 0\n")
+    (tools / "mytool").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    script = write_script(tmp_path / "s.json", [FIX_ADD, FINISH])
+    err = _one_line_error(*cli(repo, "post", "do it", "--script", script, flag, "FOO=1 mytol -q")[::2])
+    assert f"{flag} `FOO=1 mytol -q`: command not found: mytol" in err and "did you mean `mytool`?" in err
+    err = _one_line_error(*cli(repo, "post", "do it", "--script", script, flag, "./run_tests.sh")[::2])
+    assert "./run_tests.sh is not an executable file in the repository" in err and "bash ./run_tests.sh" in err
+    assert cli.json(repo, "tasks") == []
+    (repo / "run_tests.sh").write_text("#!/bin/sh\nexit 0\n")
+    (repo / "run_tests.sh").chmod(0o755)
+    (repo / "sub").mkdir()
+    accepted = ["mytool -q", "FOO=1 mytool", f"{sys.executable} -m unittest", "./run_tests.sh", "cd sub && ./t.sh",
+                "test -f calc.py", "$PYTHON -m pytest", "git status"]
+    for command in accepted:
+        code, _, err = cli(repo, "post", "do it", "--script", script, flag, command)
+        assert code == 0, err
+    assert [t["status"] for t in cli.json(repo, "tasks")] == ["queued"] * len(accepted)
+
+
+def test_a_check_command_that_does_not_exist_is_refused_when_run(repo, cli, tmp_path):
+    script = write_script(tmp_path / "s.json", [FIX_ADD, FINISH])
+    err = _one_line_error(*cli(repo, "run", "do it", "--script", script, "--check", "pytst-nowhere -q")[::2])
+    assert "--check `pytst-nowhere -q`: command not found: pytst-nowhere" in err
+    (repo / "loopwright.toml").write_text('check = "pytst-nowhere"\n')
+    err = _one_line_error(*cli(repo, "run", "do it", "--script", script)[::2])
+    assert "check (in the config) `pytst-nowhere`: command not found" in err
+    assert cli.json(repo, "runs") == []

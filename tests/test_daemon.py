@@ -10,9 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-from support import call, git, turn, until, write_script
+from support import CHECK, FINISH, FIX_ADD, call, git, processes, turn, until, write_script
 
+from loopwright.harness.loopback import LoopbackServer
+from loopwright.harness.script import Script
 from loopwright.memory.store import Store
+from loopwright.runtime.daemon import GRACEFUL_STOP
 
 TERMINAL = ("succeeded", "failed", "needs_review", "cancelled", "killed", "budget_exceeded")
 
@@ -129,6 +132,91 @@ def test_sigterm_pauses_in_flight_runs_and_the_next_serve_resumes_them(repo, cli
     store = wait_until_done(repo, 8)
     assert [t.status for t in store.tasks()] == ["succeeded"] * 8
     assert all(len(store.runs(task_id=t.id)) == 1 for t in store.tasks())
+
+
+def _in_sleep(store: Store, command: str) -> str:
+    """The run whose tool call is running `command`, once it is."""
+    found: list[str] = []
+
+    def started() -> bool:
+        found[:] = [r.id for r in store.runs() if any(e.arguments.get("command") == command
+                                                     for _, _, e in store.events(r.id, types=("tool_started",)))]
+        return bool(found) and bool(processes(command))
+    until(started, f"a run to be in `{command}`")
+    return found[0]
+
+
+def test_kill_ends_the_running_command_at_once_and_records_the_call(repo, cli, tmp_path, daemon):
+    script = write_script(tmp_path / "k.json", [turn(call("shell", command="sleep 40.1")),
+                                                turn(call("finish", summary="never reached"))])
+    task = cli.json(repo, "post", "sleeps", "--script", script, "--check", "true")["task"]
+    daemon()
+    store = Store(repo / ".loopwright" / "state.db")
+    run_id = _in_sleep(store, "sleep 40.1")
+    t0 = time.monotonic()
+    assert cli.json(repo, "kill", str(task))["command"] == "kill"
+    until(lambda: store.run(run_id).status == "killed", "the kill", timeout=30)
+    assert time.monotonic() - t0 < 10  # not the 40 s of the sleep
+    assert processes("sleep 40.1") == []
+    finished = store.events(run_id, types=("tool_finished",))[-1][2]
+    assert finished.is_error and "interrupted" in finished.preview
+    answer = store.conversation(run_id)[-1]
+    assert answer.role == "user" and "interrupted: the run was stopped" in answer.content[0].content
+    assert store.task(task).status == "killed"
+
+
+def test_kill_during_the_acceptance_check_ends_the_check_at_once(repo, cli, tmp_path, daemon):
+    script = write_script(tmp_path / "c.json", [turn(call("finish", summary="done"))])
+    task = cli.json(repo, "post", "checked slowly", "--script", script, "--check", "sleep 40.6")["task"]
+    daemon()
+    store = Store(repo / ".loopwright" / "state.db")
+    until(lambda: processes("sleep 40.6"), "the check to run")
+    t0 = time.monotonic()
+    cli.json(repo, "kill", str(task))
+    until(lambda: store.task(task).status == "killed", "the kill", timeout=30)
+    assert time.monotonic() - t0 < 10 and processes("sleep 40.6") == []
+    (run,) = store.runs(task_id=task)
+    assert store.events(run.id, types=("check_ran",)) == []  # cut short, not a failed check
+
+
+def test_sigterm_interrupts_a_running_command_and_the_next_serve_resumes_the_run(repo, cli, tmp_path, daemon):
+    script = write_script(tmp_path / "t.json", [turn(call("shell", command="sleep 40.2")),
+                                                turn(call("finish", summary="done"), expect="interrupted")])
+    task = cli.json(repo, "post", "sleeps", "--script", script, "--check", "true")["task"]
+    d = daemon()
+    store = Store(repo / ".loopwright" / "state.db")
+    run_id = _in_sleep(store, "sleep 40.2")
+    t0 = time.monotonic()
+    assert d.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - t0 < 10  # neither the sleep nor the daemon's stop timeout
+    assert processes("sleep 40.2") == []
+    run = store.run(run_id)
+    assert run.status == "paused" and run.reason == GRACEFUL_STOP
+    daemon()
+    store = wait_until_done(repo, 1)
+    assert store.task(task).status == "succeeded" and len(store.runs(task_id=task)) == 1  # told, then resumed
+
+
+def test_a_task_posted_without_a_key_pauses_in_a_daemon_without_one_and_resumes_once_it_has_it(
+        repo, cli, daemon, monkeypatch):
+    code, out, err = cli(repo, "post", "fix add", "--check", CHECK)  # the default provider; no key here
+    assert code == 0 and "queued" in out, err
+    task = cli.json(repo, "tasks")[0]["task"]
+    first = daemon()
+    store = Store(repo / ".loopwright" / "state.db")
+    until(lambda: store.runs(task_id=task) and store.runs(task_id=task)[0].status == "paused", "the run to pause")
+    run = store.runs(task_id=task)[0]
+    assert "ANTHROPIC_API_KEY is not set in the daemon's environment" in run.reason
+    assert store.task(task).status == "paused"
+    assert first.stop() == 0
+    with LoopbackServer(Script.parse([FIX_ADD, FINISH])) as server:  # the person exports the key, restarts
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "test-not-a-real-key")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.anthropic_base_url)
+        daemon()
+        assert cli.json(repo, "resume", run.id)["command"] == "resume"
+        store = wait_until_done(repo, 1)
+    assert store.task(task).status == "succeeded" and [r.id for r in store.runs(task_id=task)] == [run.id]
+    assert "return a + b" in (repo / "calc.py").read_text()
 
 
 def test_kill_9_of_the_daemon_then_restart_finishes_each_task_once(repo, cli, tmp_path, daemon):

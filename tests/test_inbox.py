@@ -161,7 +161,6 @@ MALFORMED = {
     "cycle": ("---\nafter: [1]\nscript: {script}\n---\ngoal\n", "task 1 cannot wait for itself"),
     "attempts-alone": ("---\nmax_attempts: 3\nscript: {script}\n---\ngoal\n", "max_attempts goes with until"),
     "config": ("---\nprovider: nonsense\n---\ngoal\n", "provider"),
-    "no-key": ("---\nprovider: anthropic\n---\ngoal\n", "ANTHROPIC_API_KEY"),
     "missing-script": ("---\nscript: /nowhere/s.json\n---\ngoal\n", "script file not found: /nowhere/s.json"),
     "bad-date": ("---\ntitle: 2024-13-45\nscript: {script}\n---\ngoal\n", "the front matter is not valid YAML"),
 }
@@ -181,6 +180,14 @@ def test_a_malformed_file_is_rejected_with_a_one_line_reason(project, box, scrip
     assert error.count("\n") == 1 and expected in error and "hint: " in error
     assert "Traceback" not in error and list((box.dir / "done").iterdir()) == []
     assert any(f"inbox/{kind}.md rejected" in s for s in box.said)
+
+
+def test_a_file_for_a_provider_whose_key_is_not_set_is_queued(project, box):
+    """Whether the key is there is seen when the run starts (a daemon without it pauses the run, saying so)."""
+    box.drop("no-key.md", "---\nprovider: anthropic\n---\ngoal\n")
+    box.inbox.start()
+    (result,) = box.drain_until(1)
+    assert result.error is None and project.store.task(result.task_id).status == "queued"
 
 
 def test_other_extensions_and_undecodable_files_are_rejected(project, box):

@@ -25,7 +25,7 @@ from loopwright.runtime.project import open_project
 from loopwright.runtime.runner import Runner
 from loopwright.workspaces.git import Workspace
 
-from support import (CHECK, FINISH, FIX_ADD, call, git, loopwright_subprocess, turn, until, wait_for_row,
+from support import (CHECK, FINISH, FIX_ADD, call, git, loopwright_subprocess, processes, turn, until, wait_for_row,
                      write_script)
 
 
@@ -345,6 +345,56 @@ def test_ctrl_c_pauses_at_a_safe_point_then_resume(repo, tmp_path):
     assert proc.returncode == 130, err
     assert "paused" in out and "loopwright resume" in out and "Traceback" not in err
     run_id = out.split()[1].rstrip(":")
+    resumed = loopwright_subprocess(repo, "resume", run_id, "--json")
+    out, err = resumed.communicate(timeout=60)
+    assert json.loads(out)["status"] == "succeeded", err
+
+
+def _started(proc, db: Path, command: str) -> str:
+    """The id of the run whose tool call runs `command`, once its process runs."""
+    row = wait_for_row(db, f"SELECT run_id FROM events WHERE type = 'tool_started' AND data LIKE '%{command}%'")
+    if row is None:
+        proc.kill()
+        pytest.fail(f"the run never reached `{command}`: {proc.communicate()}")
+    until(lambda: processes(command), f"`{command}` to run")
+    return row[0]
+
+
+def test_pause_says_it_waits_for_the_running_command_and_kill_ends_it_now(repo, cli, tmp_path):
+    script = write_script(tmp_path / "s.json", [turn(call("shell", command="sleep 40.3")), FINISH])
+    proc = loopwright_subprocess(repo, "run", "sleep", "--check", "true", "--script", str(script))
+    db = repo / ".loopwright" / "state.db"
+    run_id = _started(proc, db, "sleep 40.3")
+    code, out, _ = cli(repo, "pause", run_id)
+    assert code == 0 and "when the current tool call ends (shell sleep 40.3" in out
+    until(lambda: Store(db).events(run_id, types=("stop_requested",)), "the running process to take the pause")
+    assert Store(db).run(run_id).status == "running" and processes("sleep 40.3")  # the pause waits for the call
+    t0 = time.monotonic()
+    code, out, _ = cli(repo, "kill", run_id)
+    assert code == 0 and "stops it now" in out
+    out, err = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 10, err  # not the 40 s of the sleep
+    assert processes("sleep 40.3") == []
+    run = Store(db).run(run_id)
+    assert run.status == "killed" and "interrupted" in Store(db).events(run_id, types=("tool_finished",))[-1][2].preview
+    assert f"run {run_id}: killed" in out
+
+
+def test_ctrl_c_twice_interrupts_the_running_command_and_resume_goes_on(repo, tmp_path):
+    script = write_script(tmp_path / "s.json", [
+        turn(call("shell", command="sleep 40.4")),
+        {**FIX_ADD, "expect": "interrupted: the run was stopped while this command ran"},
+        FINISH,
+    ])
+    proc = loopwright_subprocess(repo, "run", "fix add", "--check", CHECK, "--script", str(script))
+    run_id = _started(proc, repo / ".loopwright" / "state.db", "sleep 40.4")
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 10 and proc.returncode == 130, err
+    assert processes("sleep 40.4") == [] and f"run {run_id}: paused" in out
     resumed = loopwright_subprocess(repo, "resume", run_id, "--json")
     out, err = resumed.communicate(timeout=60)
     assert json.loads(out)["status"] == "succeeded", err

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import subprocess
 import time
 import tracemalloc
 
 import pytest
-from support import MemoryPad
+from support import MemoryPad, processes
 from loopwright.harness.messages import ToolCall, gist_argument
 from loopwright.harness.tools import Tool, Toolbox, ToolContext, run_command
 
@@ -166,11 +165,6 @@ def test_huge_output_is_capped_while_streaming(ctx):
     assert left > 99_000_000
 
 
-def _sleepers(marker: str) -> list[str]:
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
-    return [line for line in ps.splitlines() if marker in line and "ps -eo" not in line]
-
-
 @pytest.mark.parametrize("command", ["sleep 1001", "sleep 1001 & sleep 1001", "sleep 1001 & sleep 1001; wait"])
 def test_a_command_that_never_exits_is_killed_with_its_group(ctx, command):
     t0 = time.monotonic()
@@ -178,7 +172,7 @@ def test_a_command_that_never_exits_is_killed_with_its_group(ctx, command):
     assert time.monotonic() - t0 < 8
     assert out.is_error and "timed out after 1s; process group killed" in out.content
     time.sleep(0.2)
-    assert _sleepers("sleep 1001") == []
+    assert processes("sleep 1001") == []
 
 
 def test_cancelling_a_command_kills_its_group(tmp_path):
@@ -191,7 +185,24 @@ def test_cancelling_a_command_kills_its_group(tmp_path):
 
     asyncio.run(go())
     time.sleep(0.2)
-    assert _sleepers("sleep 1002") == []
+    assert processes("sleep 1002") == []
+
+
+@pytest.mark.parametrize("command", ["echo before; sleep 1006", "echo before; trap '' TERM; sleep 1006"])
+def test_an_interrupt_ends_the_command_with_its_group_term_then_kill(ctx, command):
+    """The run's interrupt (a kill) ends the command now: SIGTERM, and SIGKILL for what ignores it."""
+    async def go():
+        asyncio.get_running_loop().call_later(0.5, ctx.interrupt.set)
+        t0 = time.monotonic()
+        out = await Toolbox().execute(ToolCall(id="c1", name="shell", arguments={"command": command}), ctx)
+        return out, time.monotonic() - t0
+
+    out, took = asyncio.run(go())
+    assert took < 8
+    assert out.is_error and out.content.startswith("before\n")
+    assert "interrupted: the run was stopped while this command ran; its process group was ended" in out.content
+    time.sleep(0.2)
+    assert processes("sleep 1006") == []
 
 
 def test_every_result_is_capped_within_the_limit(ctx):
@@ -238,7 +249,7 @@ def test_a_background_child_holding_the_pipe_does_not_make_a_finished_command_ha
     assert time.monotonic() - t0 < 5
     assert not out.is_error and "started" in out.content and "exit code 0" in out.content
     time.sleep(0.2)
-    assert _sleepers("sleep 1003") == []
+    assert processes("sleep 1003") == []
 
 
 def test_shell_timeout_is_capped_by_the_maximum(ctx):

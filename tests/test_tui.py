@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import FINISH, FIX_ADD, call, turn, until, write_script
+from support import FINISH, FIX_ADD, call, processes, turn, until, write_script
 from textual.widgets import DataTable
 from tui_support import assert_snapshot, screen_text, wait
 
@@ -332,6 +332,34 @@ def test_run_actions_from_the_fleet_view_through_the_daemon(repo, cli, daemon, t
 
     asyncio.run(scenario())
     assert "return a + b" in (repo / "calc.py").read_text()  # merged into the checkout
+
+
+def test_a_pause_shows_as_pausing_while_it_waits_for_the_running_command(repo, cli, daemon, tmp_path):
+    script = write_script(tmp_path / "s.json", [turn(call("shell", command="sleep 40.5")), FINISH])
+    task = cli.json(repo, "post", "sleeps", "--script", script, "--check", "true")["task"]
+    daemon()
+    project = open_project(repo)
+    store = project.store
+    until(lambda: store.runs(task_id=task) and processes("sleep 40.5"), "the run to be in its sleep")
+    rid = store.runs(task_id=task)[0].id
+
+    async def scenario():
+        app = TuiApp(project)
+        async with app.run_test(size=(120, 30)) as pilot:
+            await wait(pilot, lambda: rid in app.screen.shown and app.feed.header.daemon, "the run on screen")
+            select(app, rid)
+            await pilot.press("p")
+            assert toasts(app, "it pauses when the current tool call ends (shell sleep 40.5)")
+            await wait(pilot, lambda: cell(app, rid, "status") == "pausing…", "pausing… in the fleet")
+            assert store.run(rid).status == "running" and processes("sleep 40.5")  # the pause waits for the call
+            await pilot.press("enter")
+            assert isinstance(app.screen, RunScreen)
+            await wait(pilot, lambda: f"run {rid} · pausing…" in screen_text(app), "pausing… in the run view")
+            await pilot.press("x")  # a kill does not wait
+            await wait(pilot, lambda: f"run {rid} · killed" in screen_text(app), "the kill in the run view", timeout=10)
+
+    asyncio.run(scenario())
+    assert processes("sleep 40.5") == []
 
 
 def test_queue_actions_and_a_new_task_from_the_form(repo, cli, daemon, tmp_path):

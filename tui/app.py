@@ -44,7 +44,7 @@ ACTION_ERRORS = (StoreError, PostError, ConfigError, WorkspaceError, ValueError)
 SERVE_HINT = "start one with `loopwright serve --detach` (or quit and run `loopwright tui --serve`)"
 STATUS_STYLE = {"running": "bold green", "paused": "yellow", "succeeded": "bold blue", "failed": "bold red",
                 "killed": "red", "needs_review": "bold magenta", "budget_exceeded": "bold dark_orange",
-                "queued": "cyan", "blocked": "dim", "cancelled": "dim"}
+                "queued": "cyan", "blocked": "dim", "cancelled": "dim", "pausing…": "yellow", "killing…": "red"}
 TOAST = {"task_succeeded": "information", "task_failed": "error", "task_needs_review": "warning",
          "run_needs_input": "warning", "budget_spent": "error"}
 
@@ -444,7 +444,8 @@ class FleetScreen(View):
         Binding("w", "worktree", "Worktree", show=False),
     ]
     PALETTE = [("open", "Open run {key}", "its transcript, diff and checkpoints (rollback from there)"),
-               ("pause", "Pause run {key}", "it stops at its next safe point; resume continues it"),
+               ("pause", "Pause run {key}", "it stops when its current tool call ends (shown as pausing…); "
+                                            "resume continues it"),
                ("resume", "Resume run {key}", "a paused or budget-stopped run goes on"),
                ("kill", "Kill run {key}", "stop it for good (its branch is kept)"),
                ("message", "Send a message to run {key}", "the agent reads it at its next model call"),
@@ -465,7 +466,7 @@ class FleetScreen(View):
         s = feed.runs[run_id]
         run = s.run
         health = feed.health(run_id)
-        return (run.id, _status(run.status),
+        return (run.id, _status(feed.status(run_id)),
                 Text(health, style="bold red" if health.startswith("stuck") else "bold yellow") if health
                 else Text("ok", style="dim") if run.status == "running" else "",
                 _cut(f"{run.task_id} {s.title}", 22), str(s.attempt), str(run.step), fmt_tokens(run.tokens),

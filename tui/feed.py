@@ -32,11 +32,12 @@ OVERLAP = 2.0  # seconds of updated_at re-read each time: a writer's clock is re
 EVENT_BATCH = 5000
 CHUNK = 500  # ids per IN (...)
 TASK_EVENTS = ("status", "task_updated", "run_started")  # events that say a task changed
+STOPPING = {"paused": "pausing…", "killed": "killing…"}  # a running run whose pause or kill reached its process
 
 
 @dataclass
 class EventRow:
-    """One new event; `data` is parsed only for the kinds the fleet view reads (tool calls), else None."""
+    """One new event; `data` is parsed only for the kinds the fleet view reads (tool calls, stop requests)."""
 
     id: int
     run_id: str | None
@@ -57,6 +58,7 @@ class RunState:
     call: str = ""  # that call's name and arguments, to spot repeats
     repeats: int = 0  # how many times in a row
     saved_at: float = 0.0  # when active_seconds was last saved (its heartbeat)
+    stopping: str = ""  # "pausing…" or "killing…" from its stop request until its status changes
 
 
 @dataclass
@@ -176,14 +178,17 @@ class Feed:
                 (rid, max(self.repeat_limit, 32)))]
             for data in reversed(calls):
                 self._saw_call(state, data)
+            last = self.store.last_event(rid, ("status", "stop_requested"))
+            if last is not None and last[2].type == "stop_requested":
+                state.stopping = STOPPING.get(last[2].status, "")
         self._next_full = self.clock() + self.full_every
 
     def _read_events(self, ch: Changes) -> None:
         conn = self.store.conn
         while True:
             rows = conn.execute(
-                "SELECT id, run_id, ts, type, CASE WHEN type = 'tool_started' THEN data END FROM events"
-                " WHERE id > ? ORDER BY id LIMIT ?", (self._event_id, EVENT_BATCH)).fetchall()
+                "SELECT id, run_id, ts, type, CASE WHEN type IN ('tool_started', 'stop_requested') THEN data END"
+                " FROM events WHERE id > ? ORDER BY id LIMIT ?", (self._event_id, EVENT_BATCH)).fetchall()
             for eid, rid, ts, kind, data in rows:
                 ch.events.setdefault(rid or "", []).append(EventRow(eid, rid, ts, kind, json.loads(data) if data else None))
                 if rid:
@@ -200,9 +205,15 @@ class Feed:
                 continue
             state.last_event = rows[-1].ts
             for event in rows:
-                if event.data is not None:
-                    self._saw_call(state, event.data)
-                    ch.runs.add(rid)
+                if event.type == "tool_started":
+                    self._saw_call(state, event.data or {})
+                elif event.type == "stop_requested":
+                    state.stopping = STOPPING.get((event.data or {}).get("status", ""), "")
+                elif event.type == "status":
+                    state.stopping = ""
+                else:
+                    continue
+                ch.runs.add(rid)
 
     def _saw_call(self, state: RunState, data: dict) -> None:
         name, args = data.get("name", "?"), data.get("arguments") or {}
@@ -337,6 +348,11 @@ class Feed:
         if idle >= self.stuck_seconds:
             return f"stuck {fmt_elapsed(idle)}"
         return ""
+
+    def status(self, run_id: str) -> str:
+        """Its status, or "pausing…"/"killing…" while a running run's pause or kill waits to take effect."""
+        state = self.runs[run_id]
+        return state.stopping if state.run.status == "running" and state.stopping else state.run.status
 
     def last_action(self, run_id: str) -> str:
         state = self.runs[run_id]

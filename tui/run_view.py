@@ -35,6 +35,7 @@ from ..runtime.actions import Actions, Done
 from ..runtime.display import ProgressPrinter, event_entries, fmt_elapsed, fmt_tokens
 from ..runtime.project import Project
 from ..workspaces.git import Workspace, WorkspaceError
+from .feed import STOPPING
 
 POLL_SECONDS = 0.25  # 4 Hz: each tick reads only the events after the last one seen
 FOLD_LINES = 40  # a message block (model text) shows this many lines, then "… N more lines"
@@ -252,6 +253,7 @@ class RunScreen(Screen):
             self.error = str(e)
         self.last_id = 0
         self.ticks = 0
+        self.stopping = ""  # "pausing…" or "killing…" from its stop request until its status changes
         self.scratch_text: str | None = None
         self.printer = ProgressPrinter(self.store)
         self.diff_stale = True
@@ -327,6 +329,10 @@ class RunScreen(Screen):
         for event_id, ts, event in batch:
             self.last_id = event_id
             kinds.add(type(event))
+            if isinstance(event, ev.StopRequested):
+                self.stopping = STOPPING.get(event.status, "")
+            elif isinstance(event, ev.StatusChanged):
+                self.stopping = ""
             new_artifact |= isinstance(event, ev.ToolFinished) and event.name == "artifact"
             self.unwritten.extend(event_lines(event, ts, self.printer))
         self._write_transcript()
@@ -357,7 +363,8 @@ class RunScreen(Screen):
         if self._task_row is None:
             self._task_row = self.store.task(run.task_id)
         task = self._task_row
-        state = run.status + (f" ({run.reason})" if run.reason and run.status != "running" else "")
+        state = (self.stopping if run.status == "running" and self.stopping else run.status) + (
+            f" ({run.reason})" if run.reason and run.status != "running" else "")
         line1 = (f"run {run.id} · {state} · step {run.step} · {fmt_tokens(run.tokens)} tok · ${run.cost_usd:.4f}"
                  f" · {fmt_elapsed(run.active_seconds)} · {run.provider}:{run.model}")
         line2 = f"task {task.id}: {task.title}"

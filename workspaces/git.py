@@ -172,6 +172,12 @@ def _repo_root(path: Path) -> Path:
     raise WorkspaceError(f"not usable as a git repository: {path}: {_git_message(err, out, status)}")
 
 
+def require_commits(root: Path) -> None:
+    """WorkspaceError when the repository has no commit yet: a run has nothing to start from."""
+    if not _git(git.Git(Path(root)), "rev-list", "-n", "1", "--all"):
+        raise WorkspaceError(NO_COMMITS)
+
+
 def current_branch(root: Path) -> str:
     """The branch checked out at `root` (normally the user's main worktree)."""
     g = git.Git(Path(root))
