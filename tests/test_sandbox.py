@@ -132,6 +132,19 @@ def test_extra_paths_that_expose_too_much_are_refused_in_one_line(wt, entry, kin
 
 
 @needs_bwrap
+def test_a_repository_inside_home_works_and_home_stays_hidden(home):
+    """The usual layout, ~/code/project: $HOME is an empty tmpfs, the repository's git directory and the worktree are
+    mounted inside it."""
+    repo = Repo(home / "code")
+    out = run(bwrap(), f"git status --short; echo new > new.txt; git add new.txt; cat {home}/.ssh/id_ed25519; "
+                       f"ls {repo.path}", repo.wt)
+    assert "PRIVATE" not in out.stdout and (repo.wt / "new.txt").exists()
+    assert "new.txt" in subprocess.run(["git", "diff", "--cached", "--name-only"], cwd=repo.wt, capture_output=True,
+                                       text=True).stdout
+    assert "calc.py" not in out.stdout  # the main checkout's files are not there
+
+
+@needs_bwrap
 def test_extra_writable_and_readable_paths(wt, tmp_path):
     (tmp_path / "cache").mkdir()
     (tmp_path / "data").mkdir()
