@@ -31,6 +31,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .messages import ToolCall, ToolSpec
+from .sandbox import SECRET_NAME
 
 SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv", "venv", ".mypy_cache", ".pytest_cache", ".ruff_cache",
              ".tox", ".loopwright"}
@@ -41,7 +42,6 @@ MAX_GREP_LINE = 300
 MAX_GREP_FILE = 10_000_000  # grep skips files larger than this
 PIPE_GRACE = 1.0           # seconds to wait for the pipe to close after bash exited (a background child may hold it)
 KILL_GRACE = 2.0           # seconds between SIGTERM and SIGKILL when a command is ended
-SECRET_NAME = re.compile(r"(_API_KEY|_TOKEN)$|SECRET|PASSWORD", re.IGNORECASE)  # SECRET: e.g. AWS_SECRET_ACCESS_KEY
 
 
 class Scratchpad(Protocol):
