@@ -13,5 +13,6 @@ class BuildPy(build_py):
         return [m for m in super().find_package_modules(package, package_dir) if m[:2] != ("loopwright", "setup")]
 
 
-setup(packages=["loopwright", *(f"loopwright.{name}" for name in find_packages(".", exclude=["tests", "tests.*"]))],
-      cmdclass={"build_py": BuildPy})
+if __name__ == "__main__":  # as the build runs it; importing `loopwright.setup` from a checkout does nothing
+    setup(packages=["loopwright", *(f"loopwright.{name}" for name in find_packages(".", exclude=["tests", "tests.*"]))],
+          cmdclass={"build_py": BuildPy})

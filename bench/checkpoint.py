@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..workspaces.git import Workspace
+from loopwright.workspaces.git import Workspace
 
 
 def git(cwd: Path, *args: str) -> None:

@@ -230,7 +230,7 @@ def make_project(top: Path, name: str, base_url: str, max_parallel: int) -> Path
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "calc")
     # `loopwright init`, in this process: a subprocess would import the SDKs again, seconds on a slow machine
-    from ..runtime.cli import main as loopwright
+    from loopwright.runtime.cli import main as loopwright
 
     with contextlib.chdir(repo), contextlib.redirect_stdout(io.StringIO()):
         if loopwright(["init"]) != 0:
@@ -247,8 +247,8 @@ def make_project(top: Path, name: str, base_url: str, max_parallel: int) -> Path
 
 def post(repo: Path, count: int, first: int = 0):
     """Queue `count` tasks with check `true`, as `loopwright post "..." --check true` does (in this process)."""
-    from ..runtime.posting import TaskRequest, post_task
-    from ..runtime.project import open_project
+    from loopwright.runtime.posting import TaskRequest, post_task
+    from loopwright.runtime.project import open_project
 
     os.environ["ANTHROPIC_API_KEY"] = API_KEY
     project = open_project(repo)
@@ -261,7 +261,7 @@ def post(repo: Path, count: int, first: int = 0):
 
 
 def open_store(repo: Path):
-    from ..memory.store import Store
+    from loopwright.memory.store import Store
 
     return Store(repo / ".loopwright" / "state.db")
 

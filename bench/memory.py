@@ -47,10 +47,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..memory.lessons import Lessons, fts_query, query_words
-from ..memory.store import Store
-from ..runtime.config import MemoryConfig
-from .skills import PACKS, VERBS, Times, row
+from loopwright.bench.skills import PACKS, VERBS, Times, row
+from loopwright.memory.lessons import Lessons, fts_query, query_words
+from loopwright.memory.store import Store
+from loopwright.runtime.config import MemoryConfig
 
 FILES = ["config.py", "cli.py", "models.py", "views.py", "utils.py", "settings.toml", "Makefile", "Dockerfile",
          "package.json", "pyproject.toml", "conftest.py", "schema.sql", "main.go", "lib.rs", "index.ts", "app.tsx",
@@ -204,13 +204,13 @@ def reflection_overhead(store: Store, lessons: Lessons, reps: int) -> tuple[Time
     """Time `reflect` on finished runs with an instant scripted reply: (all of it, the part outside the model call)."""
     import asyncio
 
-    from ..harness.messages import Message
-    from ..harness.models import ModelAdapter
-    from ..harness.scripted import ScriptedModel
-    from ..harness.script import Script, ScriptTurn
-    from ..memory.events import CheckRan, ConversationReset, MessageAdded
-    from ..runtime.config import Config
-    from ..runtime.reflection import reflect
+    from loopwright.harness.messages import Message
+    from loopwright.harness.models import ModelAdapter
+    from loopwright.harness.script import Script, ScriptTurn
+    from loopwright.harness.scripted import ScriptedModel
+    from loopwright.memory.events import CheckRan, ConversationReset, MessageAdded
+    from loopwright.runtime.config import Config
+    from loopwright.runtime.reflection import reflect
 
     config = Config(provider="scripted", model="scripted")
     total, own = Times(), Times()

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import anthropic
 
-from ..harness.loopback import LoopbackServer
-from ..harness.script import Script
-from ..runtime.project import open_project
-from ..runtime.runner import Runner
+from loopwright.harness.loopback import LoopbackServer
+from loopwright.harness.script import Script
+from loopwright.runtime.project import open_project
+from loopwright.runtime.runner import Runner
 
 MODEL = "bench-loopback"
 

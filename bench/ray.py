@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .fleet import API_KEY, TURNS, Loopback, bench_env, make_project, post
+from loopwright.bench.fleet import API_KEY, TURNS, Loopback, bench_env, make_project, post
 
 TERMINAL = ("succeeded", "failed", "needs_review", "cancelled", "killed", "budget_exceeded")
 
@@ -65,9 +65,9 @@ def scripted_repo(top: Path, turn_counts: tuple[int, ...]) -> tuple[Path, dict[i
 
 def overhead(top: Path, turn_counts: tuple[int, int], repeats: int) -> dict[str, dict[int, list[float]]]:
     """Seconds per run of each length, local and ray, `repeats` times each (one project, one local cluster)."""
-    from ..runtime.project import open_project
-    from ..runtime.ray_backend import RayBackend
-    from ..runtime.runner import Runner, model_options
+    from loopwright.runtime.project import open_project
+    from loopwright.runtime.ray_backend import RayBackend
+    from loopwright.runtime.runner import Runner, model_options
 
     repo, scripts = scripted_repo(top, turn_counts)
     overrides = {"provider": "scripted", "script": str(scripts[turn_counts[0]]), "memory.recall": False,
@@ -102,7 +102,7 @@ def throughput(top: Path, nodes: int, agents: int, loopback: Loopback) -> dict:
     """8 agents x 10 turns on `nodes` worker nodes; wall from the first run's start to the last run's end."""
     from ray.cluster_utils import Cluster
 
-    from ..memory.store import Store
+    from loopwright.memory.store import Store
 
     os.environ["ANTHROPIC_API_KEY"] = API_KEY  # the workers' environment: the cluster's processes start from ours
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})

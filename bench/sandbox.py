@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..harness.sandbox import Sandbox, SandboxPolicy
-from ..harness.sandbox_battery import Repo
+from loopwright.harness.sandbox import Sandbox, SandboxPolicy
+from loopwright.harness.sandbox_battery import Repo
 
 COMMANDS = {"true": "true", "python -c pass": f"{sys.executable} -c pass"}
 

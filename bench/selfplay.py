@@ -60,9 +60,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from ..runtime.selfplay.engine import Engine, SelfPlayConfig
-from ..runtime.selfplay.report import summary
-from .selfplay_sim import SIMULATION_NOTE, Population, SimDomain, SimProposer, SimSolver
+from loopwright.bench.selfplay_sim import SIMULATION_NOTE, Population, SimDomain, SimProposer, SimSolver
+from loopwright.runtime.selfplay.engine import Engine, SelfPlayConfig
+from loopwright.runtime.selfplay.report import summary
 
 METHODS = {
     "controlled": ("controlled", {}),

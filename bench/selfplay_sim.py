@@ -43,10 +43,18 @@ import random
 from pathlib import Path
 from typing import Any
 
-from ..runtime.selfplay.domain import (Archive, Attempt, Domain, PracticeTask, ProposalError, ProposalRequest,
-                                       Verdict, task_id)
-from ..runtime.selfplay.gates import GateConfig, features, size_problem, static_duplicate
-from ..runtime.selfplay.ratings import logit, sigmoid
+from loopwright.runtime.selfplay.domain import (
+    Archive,
+    Attempt,
+    Domain,
+    PracticeTask,
+    ProposalError,
+    ProposalRequest,
+    Verdict,
+    task_id,
+)
+from loopwright.runtime.selfplay.gates import GateConfig, features, size_problem, static_duplicate
+from loopwright.runtime.selfplay.ratings import logit, sigmoid
 
 SIMULATION_NOTE = "SIMULATION: a simulated solver population and a scripted proposer — not a model"
 TOPICS = ("strings", "lists", "math", "parsing", "graphs", "dates")

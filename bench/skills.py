@@ -51,10 +51,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..runtime.config import SkillsConfig
-from ..skills import catalog as cat_mod
-from ..skills.catalog import Catalog, SearchIndex, catalog_text, discover, skill_folders
-from ..skills.format import load_skill
+from loopwright.runtime.config import SkillsConfig
+from loopwright.skills import catalog as cat_mod
+from loopwright.skills.catalog import Catalog, SearchIndex, catalog_text, discover, skill_folders
+from loopwright.skills.format import load_skill
 
 PACKS: dict[str, list[str]] = {
     "devops": ["pipeline", "deploy", "rollback", "artifact", "runner", "terraform", "ansible", "helm", "canary",

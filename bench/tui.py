@@ -26,12 +26,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..harness.messages import Usage
-from ..memory.events import ModelCalled, ToolFinished, ToolStarted
-from ..memory.store import Store
-from ..runtime.project import init_project, open_project
-from ..tui.app import TuiApp
-from ..tui.feed import Feed
+from loopwright.harness.messages import Usage
+from loopwright.memory.events import ModelCalled, ToolFinished, ToolStarted
+from loopwright.memory.store import Store
+from loopwright.runtime.project import init_project, open_project
+from loopwright.tui.app import TuiApp
+from loopwright.tui.feed import Feed
 
 
 def make_project(top: Path, agents: int):

@@ -16,8 +16,8 @@ import ssl
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
-from .messages import Message, ModelResponse, TextBlock, ToolCall, ToolResult, ToolSpec, Usage
-from .models import ModelAdapter, WireCache, flatten
+from loopwright.harness.messages import Message, ModelResponse, TextBlock, ToolCall, ToolResult, ToolSpec, Usage
+from loopwright.harness.models import ModelAdapter, WireCache, flatten
 
 PROVIDERS = ("anthropic", "openai", "openai-responses")
 

@@ -15,18 +15,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Protocol
+from typing import Protocol
 
-from ..memory.events import (Compacted, ConversationReset, MessageAdded, ModelCalled, Notice, Retrying, RolledBack,
-                             ToolFinished, ToolStarted)
-from ..memory.store import Store
-from ..runtime.config import BudgetConfig, ModelInfo
-from ..workspaces.git import Workspace, WorkspaceError
-from .messages import Message, ModelResponse, TextBlock, ToolResult, ToolSpec, Usage, gist_argument
-from .models import FatalModelError, ModelAdapter, ModelUnavailable
-from .retry import QuotaGate, RetryPolicy, call_model
-from .tools import ToolContext, Toolbox
+from loopwright.harness.messages import Message, ModelResponse, TextBlock, ToolResult, ToolSpec, Usage, gist_argument
+from loopwright.harness.models import FatalModelError, ModelAdapter, ModelUnavailable
+from loopwright.harness.retry import QuotaGate, RetryPolicy, call_model
+from loopwright.harness.tools import Toolbox, ToolContext
+from loopwright.memory.events import (
+    Compacted,
+    ConversationReset,
+    MessageAdded,
+    ModelCalled,
+    Notice,
+    Retrying,
+    RolledBack,
+    ToolFinished,
+    ToolStarted,
+)
+from loopwright.memory.store import Store
+from loopwright.runtime.config import BudgetConfig, ModelInfo
+from loopwright.workspaces.git import Workspace, WorkspaceError
 
 COMPACTION_SYSTEM = (
     "You write hand-off notes for a coding agent whose context is full. Be concrete and brief: what the task is, "

@@ -47,8 +47,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
-from .messages import TextBlock, ToolCall
-from .script import REFLECTION_MARKER, Fault, Script, ScriptError, ScriptTurn
+from loopwright.harness.messages import TextBlock, ToolCall
+from loopwright.harness.script import REFLECTION_MARKER, Fault, Script, ScriptError, ScriptTurn
 
 BROKEN_JSON = '{"path": "unterminated'
 DESCRIPTION = "serve a script over the Anthropic/OpenAI wire formats on 127.0.0.1"

@@ -59,7 +59,7 @@ class Message(_Frozen):
     content: list[Block]
 
     @classmethod
-    def user(cls, text: str) -> "Message":
+    def user(cls, text: str) -> Message:
         return cls(role="user", content=[TextBlock(text=text)])
 
     @property

@@ -9,9 +9,10 @@ adapters raise the SDK's errors untouched or the errors below.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
-from .messages import Message, ModelResponse, ToolSpec
+from loopwright.harness.messages import Message, ModelResponse, ToolSpec
 
 W = TypeVar("W")
 

@@ -40,9 +40,8 @@ from pydantic import BaseModel, Field
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_any
 from tenacity.wait import wait_base, wait_exponential_jitter
 
-from .messages import ModelResponse
-from .models import FatalModelError, ModelAdapter, ModelUnavailable
-
+from loopwright.harness.messages import ModelResponse
+from loopwright.harness.models import FatalModelError, ModelAdapter, ModelUnavailable
 
 
 def _sdk_errors(name: str, *others: type) -> tuple[type, ...]:

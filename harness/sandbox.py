@@ -73,7 +73,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .sandbox_proxy import BRIDGE, BRIDGE_PORT, REFUSAL_MARK, AllowProxy, parse_allow_entry
+from loopwright.harness.sandbox_proxy import BRIDGE, BRIDGE_PORT, REFUSAL_MARK, AllowProxy, parse_allow_entry
 
 __all__ = ["SECRET_NAME", "Sandbox", "SandboxError", "SandboxPolicy", "redact", "secret_names"]
 

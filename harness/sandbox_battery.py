@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .sandbox import Sandbox, SandboxPolicy
+from loopwright.harness.sandbox import Sandbox, SandboxPolicy
 
 PY = shlex.quote(sys.executable)
 LIMITS = {"max_processes": 64, "max_file_mb": 8, "max_memory_mb": 256}

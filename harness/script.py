@@ -34,9 +34,8 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
-from .messages import Message, ModelResponse, TextBlock, ToolCall, Usage
-from .models import FatalModelError
-
+from loopwright.harness.messages import Message, ModelResponse, TextBlock, ToolCall, Usage
+from loopwright.harness.models import FatalModelError
 
 # Reflection calls carry this in their system prompt; the loopback server answers them from `reflections`.
 REFLECTION_MARKER = "[loopwright reflection]"
@@ -117,7 +116,7 @@ class Script(BaseModel):
         return reply if isinstance(reply, str) else json.dumps(reply)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Script":
+    def load(cls, path: str | Path) -> Script:
         p = Path(path)
         try:
             data = json.loads(p.read_text())
@@ -128,7 +127,7 @@ class Script(BaseModel):
         return cls.parse(data, str(p))
 
     @classmethod
-    def parse(cls, data: Any, origin: str = "script") -> "Script":
+    def parse(cls, data: Any, origin: str = "script") -> Script:
         if isinstance(data, list):
             data = {"turns": data}
         try:

@@ -7,9 +7,9 @@ runner fails the run when it ends with turns unused (`unused`).
 
 from __future__ import annotations
 
-from .messages import Message, ModelResponse, ToolSpec
-from .models import ModelAdapter
-from .script import Script, ScriptError, ScriptTurn
+from loopwright.harness.messages import Message, ModelResponse, ToolSpec
+from loopwright.harness.models import ModelAdapter
+from loopwright.harness.script import Script, ScriptError, ScriptTurn
 
 
 class ScriptedModel(ModelAdapter):

@@ -30,8 +30,8 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .messages import ToolCall, ToolSpec
-from .sandbox import SECRET_NAME
+from loopwright.harness.messages import ToolCall, ToolSpec
+from loopwright.harness.sandbox import SECRET_NAME
 
 SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv", "venv", ".mypy_cache", ".pytest_cache", ".ruff_cache",
              ".tox", ".loopwright"}

@@ -24,8 +24,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints, ValidationError
 
-from ..harness.tools import ToolContext, ToolError, ToolOutcome, _Args, _FileTool, resolve_in
-from .store import Store, StoreError
+from loopwright.harness.tools import ToolContext, ToolError, ToolOutcome, _Args, _FileTool, resolve_in
+from loopwright.memory.store import Store, StoreError
 
 KINDS = ("plan", "report", "walkthrough", "diff", "data", "figure", "screenshot", "other")
 Kind = Literal["plan", "report", "walkthrough", "diff", "data", "figure", "screenshot", "other"]
@@ -219,14 +219,14 @@ ARTIFACT_TOOLS = (ArtifactTool,)
 
 
 def _project():
-    from ..runtime.project import open_project
+    from loopwright.runtime.project import open_project
 
     project = open_project(Path.cwd())
     return project, project.dir / "artifacts"
 
 
 def _print_json(data: Any) -> None:
-    from ..runtime.cli import _print_json as out
+    from loopwright.runtime.cli import _print_json as out
 
     out(data)
 

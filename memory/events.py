@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from ..harness.messages import Message, Usage
+from loopwright.harness.messages import Message, Usage
 
 
 class _Event(BaseModel):

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .lessons import Lesson, LessonError, Lessons
+from loopwright.memory.lessons import Lesson, LessonError, Lessons
 
 
 def _print_json(data: Any) -> None:
@@ -17,7 +17,7 @@ def _print_json(data: Any) -> None:
 
 
 def _open() -> Lessons:
-    from ..runtime.project import open_project
+    from loopwright.runtime.project import open_project
 
     project = open_project(Path.cwd())
     return Lessons(project.store, project.config.memory)

@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import sqlite_utils
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .store import Migration, StoreError, connect, migrate, transaction
+from loopwright.memory.store import Migration, StoreError, connect, migrate, transaction
 
 if TYPE_CHECKING:
-    from ..runtime.config import MemoryConfig
-    from .store import Store
+    from loopwright.memory.store import Store
+    from loopwright.runtime.config import MemoryConfig
 
 MAX_TEXT = 2000          # characters in one lesson
 MAX_TAGS = 12
@@ -587,7 +587,7 @@ class LessonBook:
                                      f"{lesson.score:.2f})", by)
             return [r["id"] for r in rows]
 
-    def insert_imported(self, item: "ImportedLesson", by: str) -> tuple[Lesson, bool]:
+    def insert_imported(self, item: ImportedLesson, by: str) -> tuple[Lesson, bool]:
         """One imported lesson: active ones merge into a near-duplicate (records add up); the rest are kept as
         they were."""
         text, tags = clean_text(item.text), clean_tags(item.tags)
@@ -651,7 +651,7 @@ def _describe(e: ValidationError) -> str:
 class Lessons:
     """The project's lessons and the user's global ones, together; what runs, tools and the CLI use."""
 
-    def __init__(self, store: "Store", config: "MemoryConfig"):
+    def __init__(self, store: Store, config: MemoryConfig):
         self.store, self.config = store, config
         self.project = LessonBook(store.db, "project", config.merge_similarity)
         self._global: LessonBook | None = None
@@ -665,7 +665,7 @@ class Lessons:
         self._global_opened = True
         if not self.config.global_lessons:
             return
-        from ..skills.catalog import loopwright_home
+        from loopwright.skills.catalog import loopwright_home
 
         path = loopwright_home() / "lessons.db"
         db = None
@@ -851,7 +851,7 @@ class Lessons:
 
 def open_lessons(root: Path | None = None) -> Lessons:
     """The lessons of the project around `root` (default: the current folder), for scripts and the CLI."""
-    from ..runtime.project import open_project
+    from loopwright.runtime.project import open_project
 
     project = open_project(root or Path.cwd())
     return Lessons(project.store, project.config.memory)

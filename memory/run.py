@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .store import Store
+from loopwright.memory.store import Store
 
 
 @dataclass

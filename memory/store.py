@@ -16,15 +16,23 @@ import secrets
 import socket
 import sqlite3
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import sqlite_utils
 from pydantic import BaseModel
 
-from ..harness.messages import Message
-from .events import (CheckpointMade, ConversationReset, MessageAdded, ModelCalled, StatusChanged, parse_event)
+from loopwright.harness.messages import Message
+from loopwright.memory.events import (
+    CheckpointMade,
+    ConversationReset,
+    MessageAdded,
+    ModelCalled,
+    StatusChanged,
+    parse_event,
+)
 
 
 class StoreError(Exception):
@@ -32,7 +40,7 @@ class StoreError(Exception):
 
 
 def _lesson_tables(db: sqlite_utils.Database) -> None:
-    from .lessons import create_lesson_schema  # lessons.py imports this module
+    from loopwright.memory.lessons import create_lesson_schema  # lessons.py imports this module
 
     create_lesson_schema(db)
 
@@ -578,7 +586,7 @@ class Store:
 
     # -- scratch pads ------------------------------------------------------------------------
 
-    def scratchpad(self, run_id: str) -> "RunScratchpad":
+    def scratchpad(self, run_id: str) -> RunScratchpad:
         return RunScratchpad(self, run_id)
 
     # -- progress files ----------------------------------------------------------------------

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from ..harness.tools import Tool, ToolContext, ToolError, ToolOutcome, _Args
-from .lessons import Lesson, LessonError
+from loopwright.harness.tools import Tool, ToolContext, ToolError, ToolOutcome, _Args
+from loopwright.memory.lessons import Lesson, LessonError
 
 
 class RememberArgs(_Args):

@@ -14,9 +14,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ..memory.store import RUN_FINAL, Run, StoreError, Task
-from .display import running_tool_call
-from .project import Project
+from loopwright.memory.store import RUN_FINAL, Run, StoreError, Task
+from loopwright.runtime.display import running_tool_call
+from loopwright.runtime.project import Project
 
 STOPPING_SECONDS = 60.0  # a pause carried out this recently, its run still running, is still taking effect
 
@@ -86,8 +86,8 @@ class Actions:
 
     def rollback(self, run_id: str, to: str) -> Done:
         """Roll back to a checkpoint (number or sha): the run applies it, or it is done here for a stopped run."""
-        from ..workspaces.git import WorkspaceError
-        from .runner import rollback
+        from loopwright.runtime.runner import rollback
+        from loopwright.workspaces.git import WorkspaceError
 
         try:
             run, seq, sha, how = rollback(self.project, run_id, to=to, wait_seconds=0)
@@ -135,7 +135,7 @@ class Actions:
     def post(self, goal: str, *, check: str | None = None, priority: int = 0, until: str | None = None,
              max_attempts: int | None = None) -> Task:
         """A new task in the queue (the same checks as `loopwright post`)."""
-        from .posting import parse_request, post_task
+        from loopwright.runtime.posting import parse_request, post_task
 
         request = parse_request({"goal": goal, "check": check or None, "priority": priority, "until": until or None,
                                  "max_attempts": max_attempts})

@@ -11,8 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-from ..memory.store import Store
-from .config import FleetBudgetConfig
+from loopwright.memory.store import Store
+from loopwright.runtime.config import FleetBudgetConfig
 
 TOTAL = "*"  # the row that holds raises of the all-time limits
 SPENT = "fleet budget spent"

@@ -27,10 +27,10 @@ from typing import Any
 
 from pydantic import Field
 
-from ..harness.tools import Tool, ToolContext, ToolError, ToolOutcome, _Args
-from ..memory.store import RUN_FINAL, Store, StoreError, Task
-from .config import ChatConfig
-from .project import Project
+from loopwright.harness.tools import Tool, ToolContext, ToolError, ToolOutcome, _Args
+from loopwright.memory.store import RUN_FINAL, Store, StoreError, Task
+from loopwright.runtime.config import ChatConfig
+from loopwright.runtime.project import Project
 
 MAX_MESSAGE = 32_000  # characters; longer messages are refused
 THREAD_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -59,7 +59,7 @@ class Message:
     ts: float
 
     @classmethod
-    def of(cls, row) -> "Message":
+    def of(cls, row) -> Message:
         return cls(id=row["id"], thread=row["thread"], author=row["author"], author_name=row["author_name"],
                    text=row["text"], reply_to=row["reply_to"], mentions=json.loads(row["mentions"]),
                    kind=row["kind"], state=row["state"], task_id=row["task_id"], edited=bool(row["edited"]),
@@ -315,7 +315,7 @@ class ChatHub:
             lines += [f"- {m.author_name}: {m.text[:500]}" for m in context[-20:]]
         lines += ["", f"Your `finish` summary is posted in #{name} as your answer to {trigger.author_name}. If the "
                       f"request asks for several independent things, call `fan_out` with one item per thing."]
-        from .runner import model_options
+        from loopwright.runtime.runner import model_options
 
         options = model_options(self.project.config) | {"chat": {
             "thread": name, "message": trigger.id, "author": trigger.author, "author_name": trigger.author_name,

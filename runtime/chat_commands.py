@@ -9,13 +9,23 @@ import threading
 import time
 from pathlib import Path
 
-from .chat import (ChatError, Message, as_dict, create_thread, delete_message, edit_message, messages, post_message, threads,
-                   unknown_mentions)
-from .project import open_project
+from loopwright.runtime.chat import (
+    ChatError,
+    Message,
+    as_dict,
+    create_thread,
+    delete_message,
+    edit_message,
+    messages,
+    post_message,
+    threads,
+    unknown_mentions,
+)
+from loopwright.runtime.project import open_project
 
 
 def _print_json(data) -> None:
-    from .cli import _print_json as out
+    from loopwright.runtime.cli import _print_json as out
 
     out(data)
 
@@ -84,7 +94,7 @@ def cmd_say(args: argparse.Namespace) -> int:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     """Interactive: new messages appear as they come; each line typed is posted (`/quit` leaves)."""
-    from .chat import thread as thread_info
+    from loopwright.runtime.chat import thread as thread_info
 
     project = open_project(Path.cwd(), create=True)
     store, config = project.store, project.config.chat

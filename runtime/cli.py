@@ -25,20 +25,28 @@ import traceback
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ..harness.models import ModelError
-from ..memory.artifacts import ArtifactError
-from ..memory.lessons import LessonError
-from ..memory.store import StoreError
-from ..skills.catalog import SkillError
-from ..workspaces.git import WorkspaceError, tree_bytes
-from .chat import ChatError
-from .config import ConfigError
-from .daemon import DaemonError
-from .posting import PostError
-from .display import ProgressPrinter, clip, fmt_elapsed, fmt_tokens, run_summary, running_tool_call, transcript
-from .project import Project, ProjectError, init_project, open_project
-from .hygiene import disk_floor
-from .quota import closed_gates
+from loopwright.harness.models import ModelError
+from loopwright.memory.artifacts import ArtifactError
+from loopwright.memory.lessons import LessonError
+from loopwright.memory.store import StoreError
+from loopwright.runtime.chat import ChatError
+from loopwright.runtime.config import ConfigError
+from loopwright.runtime.daemon import DaemonError
+from loopwright.runtime.display import (
+    ProgressPrinter,
+    clip,
+    fmt_elapsed,
+    fmt_tokens,
+    run_summary,
+    running_tool_call,
+    transcript,
+)
+from loopwright.runtime.hygiene import disk_floor
+from loopwright.runtime.posting import PostError
+from loopwright.runtime.project import Project, ProjectError, init_project, open_project
+from loopwright.runtime.quota import closed_gates
+from loopwright.skills.catalog import SkillError
+from loopwright.workspaces.git import WorkspaceError, tree_bytes
 
 USER_ERRORS = (ConfigError, ProjectError, StoreError, WorkspaceError, ModelError, DaemonError, PostError, SkillError,
                ArtifactError, LessonError, ChatError)
@@ -87,7 +95,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def _run_in_foreground(project: Project, coro_factory, *, quiet: bool) -> Any:
     """Run a Runner coroutine with live progress; Ctrl-C stops at the next safe point, twice interrupts the tool.
     Pause and kill commands for the run (`loopwright pause/kill`, the TUI) are obeyed as they come."""
-    from .runner import Runner
+    from loopwright.runtime.runner import Runner
 
     if not quiet:
         project.store.listeners.append(ProgressPrinter(project.store))
@@ -142,7 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     goal = args.goal.strip()
     if not goal:
         raise UsageError("the goal is empty: say what the agent should do, e.g. loopwright run \"fix the failing test\"")
-    from .posting import check_command, cli_flag, skill_choice
+    from loopwright.runtime.posting import check_command, cli_flag, skill_choice
 
     check = args.check if args.check is not None else project.config.check
     if check:
@@ -156,7 +164,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from .daemon import daemon_pid
+    from loopwright.runtime.daemon import daemon_pid
 
     project = open_project(Path.cwd())
     pid = daemon_pid(project)
@@ -198,7 +206,7 @@ def _command_queued(args: argparse.Namespace, run_id: str, kind: str, command: i
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .daemon import Daemon
+    from loopwright.runtime.daemon import Daemon
 
     # the flags are config values given on the command line: checked, and refused, as the config's own are
     project = open_project(Path.cwd(), create=True, overrides={"backend": args.backend, "ray.address": args.address,
@@ -213,7 +221,7 @@ def _detach(project: Project, args: argparse.Namespace) -> int:
     """`serve` in the background: done once it holds the project's lock, else its error in one line."""
     import subprocess
 
-    from .daemon import DaemonError, daemon_pid
+    from loopwright.runtime.daemon import DaemonError, daemon_pid
 
     log = project.log_dir / "daemon.log"
     argv = [sys.executable, "-m", "loopwright.runtime.cli", "serve"]
@@ -250,8 +258,8 @@ def _first_error(log: Path, start: int) -> str | None:
 
 
 def cmd_post(args: argparse.Namespace) -> int:
-    from .daemon import daemon_pid
-    from .posting import cli_flag, parse_request, post_task
+    from loopwright.runtime.daemon import daemon_pid
+    from loopwright.runtime.posting import cli_flag, parse_request, post_task
 
     project = open_project(Path.cwd(), create=True)
     request = parse_request({k: getattr(args, k) for k in (
@@ -294,7 +302,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .daemon import daemon_pid
+    from loopwright.runtime.daemon import daemon_pid
 
     project = open_project(Path.cwd())
     store = project.store
@@ -328,7 +336,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_stop_run(args: argparse.Namespace) -> int:
     """pause / kill: the process that owns the run (daemon or foreground) pauses it at its next safe point (after
     the tool call running now), or kills it now."""
-    from .daemon import daemon_pid
+    from loopwright.runtime.daemon import daemon_pid
 
     project = open_project(Path.cwd())
     run = _target_run(project, args.run)
@@ -348,7 +356,7 @@ def cmd_stop_run(args: argparse.Namespace) -> int:
 
 
 def cmd_budget(args: argparse.Namespace) -> int:
-    from .budget import FleetBudget
+    from loopwright.runtime.budget import FleetBudget
 
     project = open_project(Path.cwd())
     budget = FleetBudget(project.store, project.config.fleet)
@@ -445,7 +453,7 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from .runner import rollback
+    from loopwright.runtime.runner import rollback
 
     project = open_project(Path.cwd())
     run, seq, sha, how = rollback(project, args.run, to=args.to, steps=args.steps)
@@ -458,7 +466,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     """Remove finished runs' worktrees; with --dry-run, list them and the bytes removing them would free."""
-    from .hygiene import deletes_branch, finished_worktrees, remove_worktree, worktree_bytes
+    from loopwright.runtime.hygiene import deletes_branch, finished_worktrees, remove_worktree, worktree_bytes
 
     project = open_project(Path.cwd())
     listed, total = [], 0
@@ -480,7 +488,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from loopwright.runtime.demo import run_demo
 
     return run_demo(via=args.via, keep=True, json_out=args.json)
 
@@ -585,13 +593,13 @@ def build_parser() -> Parser:
     sp.add_argument("--via", choices=["scripted", "anthropic", "openai", "openai-responses"], default="scripted",
                     help="scripted: in-process; others: the real SDK against the loopback server")
 
-    from ..memory.artifacts import add_parsers as add_artifact_parsers
-    from ..memory.lesson_commands import add_parsers as add_lesson_parsers
-    from ..skills.commands import add_parsers as add_skill_parsers
-    from ..tui.app import add_parsers as add_tui_parsers
-    from .chat_commands import add_parsers as add_chat_parsers
-    from .selfplay.commands import add_parsers as add_selfplay_parsers
-    from .evaluate import add_parsers as add_eval_parsers
+    from loopwright.memory.artifacts import add_parsers as add_artifact_parsers
+    from loopwright.memory.lesson_commands import add_parsers as add_lesson_parsers
+    from loopwright.runtime.chat_commands import add_parsers as add_chat_parsers
+    from loopwright.runtime.evaluate import add_parsers as add_eval_parsers
+    from loopwright.runtime.selfplay.commands import add_parsers as add_selfplay_parsers
+    from loopwright.skills.commands import add_parsers as add_skill_parsers
+    from loopwright.tui.app import add_parsers as add_tui_parsers
 
     add_skill_parsers(sub, add)
     add_artifact_parsers(sub, add)
@@ -601,7 +609,7 @@ def build_parser() -> Parser:
     add_tui_parsers(sub, add)
     add_selfplay_parsers(sub, add)
 
-    from ..harness import loopback
+    from loopwright.harness import loopback
 
     loopback.add_arguments(add("loopback", loopback.serve, loopback.DESCRIPTION, json_flag=False))
     return p
@@ -610,7 +618,7 @@ def build_parser() -> Parser:
 def _crash_log() -> Path:
     try:
         project_dir = Path.cwd()
-        from .project import _top
+        from loopwright.runtime.project import _top
 
         d = _top(project_dir) / ".loopwright" / "logs"
         if d.is_dir():

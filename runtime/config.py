@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..harness.retry import RetryPolicy
+from loopwright.harness.retry import RetryPolicy
 
 PROVIDERS = ("anthropic", "openai", "openai-responses", "scripted")
 KEY_VARIABLES = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY", "openai-responses": "OPENAI_API_KEY"}

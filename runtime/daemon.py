@@ -15,26 +15,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
-from concurrent.futures import ThreadPoolExecutor
 import fcntl
+import gc
 import os
 import signal
 import sys
 import time
 import traceback
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Awaitable, Callable, Coroutine
 
-from ..memory.events import TaskUpdated
-from ..memory.store import RUN_FINAL, StoreError, Task
-from ..workspaces.git import WorkspaceError
-from .budget import SPENT, FleetBudget
-from .chat import ChatHub
-from .display import ProgressPrinter
-from .hygiene import disk_floor, expired_worktrees, remove_worktree
-from .project import Project
-from .runner import GIT_LOCK, RunResult, Runner, merge_reviewed
+from loopwright.memory.events import TaskUpdated
+from loopwright.memory.store import RUN_FINAL, StoreError, Task
+from loopwright.runtime.budget import SPENT, FleetBudget
+from loopwright.runtime.chat import ChatHub
+from loopwright.runtime.display import ProgressPrinter
+from loopwright.runtime.hygiene import disk_floor, expired_worktrees, remove_worktree
+from loopwright.runtime.project import Project
+from loopwright.runtime.runner import GIT_LOCK, Runner, RunResult, merge_reviewed
+from loopwright.workspaces.git import WorkspaceError
 
 DEPENDENCY_FAILED = ("failed", "cancelled", "killed", "budget_exceeded")
 GRACEFUL_STOP = "daemon stopped; the next `loopwright serve` resumes it"
@@ -120,14 +120,14 @@ class Daemon:
                                                      thread_name_prefix="loopwright-io"))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        from ..harness.adapters import import_sdk
+        from loopwright.harness.adapters import import_sdk
 
         import_sdk(self.project.config.provider)  # now, not in the first runs' setup (each would wait for it)
         printer = ProgressPrinter(self.store)
         self.store.listeners.append(lambda run_id, e: self._log_event(printer, run_id, e))
         self.say(f"daemon {os.getpid()} serving {self.project.root} (max_parallel {self.max_parallel})")
-        from .inbox import Inbox
-        from .notify import Notifier
+        from loopwright.runtime.inbox import Inbox
+        from loopwright.runtime.notify import Notifier
 
         inbox = Inbox(self.project, self.say) if self.project.config.inbox.enabled else None
         notifier = Notifier(self.project, self.say)  # its baseline: the tasks as they are before recovery
@@ -138,7 +138,7 @@ class Daemon:
         gc.freeze()
         try:
             if self.project.config.backend == "ray":
-                from .ray_backend import RayBackend
+                from loopwright.runtime.ray_backend import RayBackend
 
                 self.backend = RayBackend(self.project, self.say)
                 self.backend.start()
@@ -256,7 +256,7 @@ class Daemon:
             return
 
         async def round_() -> None:
-            from .selfplay import practice
+            from loopwright.runtime.selfplay import practice
 
             try:
                 report = await practice.practice_round(self.project, domain=config.domain,
@@ -268,7 +268,7 @@ class Daemon:
                 self.say(f"practice skipped: {practice.last_skip or 'see the log above'}")
                 self._idle_since = time.monotonic() + 3600  # try again in an hour, not at every poll
             else:
-                from .selfplay.engine import round_line
+                from loopwright.runtime.selfplay.engine import round_line
 
                 self.say(f"practice {round_line(report)}")
                 self._idle_since = time.monotonic()

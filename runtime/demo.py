@@ -17,11 +17,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..harness.script import Script
-from ..memory.events import ToolFinished
-from .display import ProgressPrinter, run_summary
-from .project import init_project, open_project
-from .runner import Runner
+from loopwright.harness.script import Script
+from loopwright.memory.events import ToolFinished
+from loopwright.runtime.display import ProgressPrinter, run_summary
+from loopwright.runtime.project import init_project, open_project
+from loopwright.runtime.runner import Runner
 
 STATS_PY = '''"""Small statistics helpers."""
 
@@ -132,7 +132,7 @@ def run_demo(*, via: str = "scripted", keep: bool = True, json_out: bool = False
         overrides = {"provider": "scripted", "model": "scripted", "script": str(script_path)}
         how = "scripted model, no API key used"
     else:
-        from ..harness.loopback import LoopbackServer
+        from loopwright.harness.loopback import LoopbackServer
 
         server = LoopbackServer(Script.load(script_path)).__enter__()
         base = server.anthropic_base_url if via == "anthropic" else server.openai_base_url

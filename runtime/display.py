@@ -6,9 +6,9 @@ import sys
 import time
 from typing import Any, TextIO
 
-from ..harness.messages import Message, TextBlock, ToolCall, ToolResult, gist_argument
-from ..memory import events as ev
-from ..memory.store import Run, Store
+from loopwright.harness.messages import Message, TextBlock, ToolCall, ToolResult, gist_argument
+from loopwright.memory import events as ev
+from loopwright.memory.store import Run, Store
 
 
 def fmt_tokens(n: int) -> str:

@@ -357,7 +357,7 @@ def _clean_git_env() -> dict[str, str]:
 
 def make_stream_repo(where: Path) -> Path:
     """An empty git repository on `main` with one empty commit, as a loopwright project."""
-    from .project import init_project
+    from loopwright.runtime.project import init_project
 
     where.mkdir(parents=True)
     _git(where, "init", "-q", "-b", "main")
@@ -404,7 +404,7 @@ def _active_lessons(store) -> int | None:
 
 def run_task(project, base_config, task: EvalTask, *, arm: str, phase: str, branch: str) -> dict:
     """One task through Runner in this process, on `branch`; what it cost and how it ended."""
-    from .runner import Runner, model_options
+    from loopwright.runtime.runner import Runner, model_options
 
     config = base_config.model_copy(update={
         "target_branch": branch, "on_success": "keep", "script": str(task.script) if task.script else None,
@@ -440,7 +440,7 @@ def run_task(project, base_config, task: EvalTask, *, arm: str, phase: str, bran
 def run_stream(suite: Suite, base_config, arm: str, seed: int, order: int, *, work: Path,
                say: Callable[[str], None] = lambda s: None) -> list[Row]:
     """One arm x seed x order: train then test in a fresh repository, then the forgetting re-tests."""
-    from .project import open_project
+    from loopwright.runtime.project import open_project
 
     where = work / f"{arm}-s{seed}-o{order}"
     rows: list[Row] = []
@@ -767,7 +767,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def _project_root() -> Path | None:
-    from .project import DIR, _top
+    from loopwright.runtime.project import DIR, _top
 
     try:
         root = _top(Path.cwd())
@@ -778,8 +778,8 @@ def _project_root() -> Path | None:
 
 def base_config(suite: Suite, overrides: dict[str, Any]):
     """The config every run starts from: the project's (when inside one), the suite's defaults, then the options."""
-    from .config import ConfigError, load_config
-    from .runner import check_model
+    from loopwright.runtime.config import ConfigError, load_config
+    from loopwright.runtime.runner import check_model
 
     given = {k: v for k, v in overrides.items() if v is not None}
     merged = _flatten(suite.defaults) | given
@@ -799,7 +799,7 @@ def base_config(suite: Suite, overrides: dict[str, Any]):
         if missing:
             raise EvalError(f"the scripted provider needs tasks/<id>/script.json for every task; "
                             f"{missing[0]} has none")
-        from ..harness.script import Script, ScriptError
+        from loopwright.harness.script import Script, ScriptError
 
         for t in suite.tasks:
             try:
@@ -926,7 +926,7 @@ def add_parsers(sub, add) -> None:
                     help="stream orders: 1 is suite order, more add shuffles by seed (default 1)")
     sp.add_argument("--out", metavar="DIR", help="where results go (default: .loopwright/eval/<suite>-<time>/ inside "
                                                  "a project, else a temporary folder)")
-    from .config import PROVIDERS
+    from loopwright.runtime.config import PROVIDERS
 
     sp.add_argument("--provider", choices=list(PROVIDERS), help="scripted: each task's script.json, no API key")
     sp.add_argument("--model", help="model name (prices and window from the config)")

@@ -7,9 +7,9 @@ import shutil
 import time
 from pathlib import Path
 
-from ..memory.store import RUN_FINAL, Run
-from ..workspaces.git import Workspace
-from .project import Project
+from loopwright.memory.store import RUN_FINAL, Run
+from loopwright.runtime.project import Project
+from loopwright.workspaces.git import Workspace
 
 
 def disk_floor(project: Project) -> str | None:

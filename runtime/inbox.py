@@ -29,11 +29,11 @@ import yaml
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from ..harness.models import ModelError
-from ..memory.store import StoreError
-from .config import ConfigError
-from .posting import PostError, TaskRequest, parse_request, post_task
-from .project import Project
+from loopwright.harness.models import ModelError
+from loopwright.memory.store import StoreError
+from loopwright.runtime.config import ConfigError
+from loopwright.runtime.posting import PostError, TaskRequest, parse_request, post_task
+from loopwright.runtime.project import Project
 
 POLL_WITHOUT_WATCHER = 2.0  # seconds between full scans when the observer cannot start
 HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)(?:\s+#+)?\s*$")

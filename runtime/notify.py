@@ -58,10 +58,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from ..harness.tools import _kill_group, _wait_exit
-from .budget import SPENT, FleetBudget
-from .daemon import GRACEFUL_STOP
-from .project import Project
+from loopwright.harness.tools import _kill_group, _wait_exit
+from loopwright.runtime.budget import SPENT, FleetBudget
+from loopwright.runtime.daemon import GRACEFUL_STOP
+from loopwright.runtime.project import Project
 
 TASK_EVENTS = {"succeeded": "task_succeeded", "failed": "task_failed", "killed": "task_failed",
                "budget_exceeded": "task_failed", "needs_review": "task_needs_review"}

@@ -12,12 +12,12 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..harness.tools import clean_env
-from ..memory.store import Task
-from ..workspaces.git import WorkspaceError, require_commits
-from .config import load_config
-from .project import Project
-from .runner import check_model, model_options
+from loopwright.harness.tools import clean_env
+from loopwright.memory.store import Task
+from loopwright.runtime.config import load_config
+from loopwright.runtime.project import Project
+from loopwright.runtime.runner import check_model, model_options
+from loopwright.workspaces.git import WorkspaceError, require_commits
 
 
 class PostError(ValueError):
@@ -83,7 +83,7 @@ def parse_request(data: dict) -> TaskRequest:
 
 def skill_choice(project: Project, value: str, flag: str = "skills") -> str:
     """`all`, `auto`, `none` or skill names separated by commas, each installed (else PostError with the nearest)."""
-    from ..skills.catalog import SkillError, discover
+    from loopwright.skills.catalog import SkillError, discover
 
     choice = value.strip()
     if choice in ("all", "auto", "none"):

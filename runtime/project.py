@@ -12,9 +12,9 @@ from pathlib import Path
 
 import git
 
-from ..memory.store import Store
-from ..workspaces.git import repo_root
-from .config import CONFIG_TEMPLATE, Config, load_config
+from loopwright.memory.store import Store
+from loopwright.runtime.config import CONFIG_TEMPLATE, Config, load_config
+from loopwright.workspaces.git import repo_root
 
 DIR = ".loopwright"
 

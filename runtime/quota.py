@@ -18,10 +18,10 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from ..harness.models import ModelUnavailable
-from ..harness.retry import RetryPolicy
-from ..memory.store import Store
-from .config import QuotaConfig
+from loopwright.harness.models import ModelUnavailable
+from loopwright.harness.retry import RetryPolicy
+from loopwright.memory.store import Store
+from loopwright.runtime.config import QuotaConfig
 
 MAX_CLOSED_SECONDS = 24 * 3600  # a reset time further away than this is not believed
 

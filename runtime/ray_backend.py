@@ -45,33 +45,57 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import git
 
-from ..harness.loop import AgentLoop, BudgetExceeded, FinishVerdict, FleetBudgetSpent, LoopOutcome, LoopSettings, \
-    rollback_notice
-from ..harness.messages import Message
-from ..harness.retry import RetryPolicy
-from ..harness.script import Script
-from ..harness.scripted import ScriptedModel
-from ..harness.tools import STANDARD_TOOLS, Toolbox, ToolError, ToolOutcome, resolve_in, run_command
-from ..memory.artifacts import ArtifactTool
-from ..memory.events import CheckRan, Merged, MergeConflict, RunStarted, TaskUpdated
-from ..memory.run import RunMemory
-from ..memory.store import Command, Run, StoreError, Task, new_run_id
-from ..workspaces.git import Workspace, WorkspaceError, _clean_env, _commit_of_branch, _git, _git_message, \
-    current_branch
-from .budget import FleetBudget, budget_day
-from .chat import FanOut
-from .config import BudgetConfig, Config, ConfigError, FleetBudgetConfig, MemoryConfig, QuotaConfig
-from .project import Project
-from .quota import StoreQuotaGate, gate_key
-from .runner import (GIT_LOCK, MEMORY_PROMPT, SYSTEM_PROMPT, RunResult, Runner, _merge, merge_message, resumable,
-                     task_text)
+from loopwright.harness.loop import (
+    AgentLoop,
+    BudgetExceeded,
+    FinishVerdict,
+    FleetBudgetSpent,
+    LoopOutcome,
+    LoopSettings,
+    rollback_notice,
+)
+from loopwright.harness.messages import Message
+from loopwright.harness.retry import RetryPolicy
+from loopwright.harness.script import Script
+from loopwright.harness.scripted import ScriptedModel
+from loopwright.harness.tools import STANDARD_TOOLS, Toolbox, ToolError, ToolOutcome, resolve_in, run_command
+from loopwright.memory.artifacts import ArtifactTool
+from loopwright.memory.events import CheckRan, MergeConflict, Merged, RunStarted, TaskUpdated
+from loopwright.memory.run import RunMemory
+from loopwright.memory.store import Command, Run, StoreError, Task, new_run_id
+from loopwright.runtime.budget import FleetBudget, budget_day
+from loopwright.runtime.chat import FanOut
+from loopwright.runtime.config import BudgetConfig, Config, ConfigError, FleetBudgetConfig, MemoryConfig, QuotaConfig
+from loopwright.runtime.project import Project
+from loopwright.runtime.quota import StoreQuotaGate, gate_key
+from loopwright.runtime.runner import (
+    GIT_LOCK,
+    MEMORY_PROMPT,
+    SYSTEM_PROMPT,
+    Runner,
+    RunResult,
+    _merge,
+    merge_message,
+    resumable,
+    task_text,
+)
+from loopwright.workspaces.git import (
+    Workspace,
+    WorkspaceError,
+    _clean_env,
+    _commit_of_branch,
+    _git,
+    _git_message,
+    current_branch,
+)
 
 RAY_HINT = "the ray backend needs Ray, which is not installed: pip install 'loopwright[ray]'"
 HEAD_ACTOR = "lw-head"
@@ -82,7 +106,7 @@ SYNC_ATTEMPTS = 6  # a batch the head could not take is sent again (the head app
 
 
 def _daemon_error(message: str) -> Exception:
-    from .daemon import DaemonError
+    from loopwright.runtime.daemon import DaemonError
 
     return DaemonError(message)
 
@@ -462,7 +486,7 @@ class RemoteLessons:
     def _call(self, op: str, *args, **kwargs):
         import ray
 
-        from ..memory.lessons import LessonError
+        from loopwright.memory.lessons import LessonError
 
         ok, value = ray.get(self.head.lessons.remote(op, self.config, *args, **kwargs))
         if not ok:
@@ -559,7 +583,7 @@ def _adapter(spec: RunSpec, api_key: str | None):
     config = spec.config
     if config.provider == "scripted":
         return ScriptedModel(spec.script, start_at=spec.start_at, model=config.model)  # type: ignore[arg-type]
-    from ..harness.adapters import build_adapter
+    from loopwright.harness.adapters import build_adapter
 
     try:
         key = config.api_key()  # the worker's own environment first
@@ -680,7 +704,7 @@ async def _work(actor: RunActor, spec: RunSpec, head, api_key: str | None) -> Re
             fan.head = head
             tools.append(fan)
         if memory_on:
-            from ..memory.tools import MEMORY_TOOLS
+            from loopwright.memory.tools import MEMORY_TOOLS
 
             tools += [cls() for cls in MEMORY_TOOLS]
         memory = RunMemory(store=proxy, run_id=spec.run_id, task_id=spec.task_id,  # type: ignore[arg-type]
@@ -739,7 +763,7 @@ class HeadService:
     """
 
     def __init__(self, db_path: str, project_dir: str):
-        from ..memory.store import Store
+        from loopwright.memory.store import Store
 
         self.store = Store(db_path)
         self.project_dir = Path(project_dir)
@@ -797,7 +821,7 @@ class HeadService:
         raise ValueError(f"unknown gate operation {op!r}")
 
     def lessons(self, op: str, config: MemoryConfig, *args, **kwargs):
-        from ..memory.lessons import LessonError, Lessons
+        from loopwright.memory.lessons import LessonError, Lessons
 
         key = config.model_dump_json()
         if key not in self._lessons:
@@ -816,7 +840,7 @@ class HeadService:
 
     def fan_out(self, task_id: int, items: list[str], plan: str) -> tuple[bool, str, str | None]:
         """What `runtime.chat.FanOut` does, on the head's store."""
-        from .chat import fan_out
+        from loopwright.runtime.chat import fan_out
 
         task = self.store.task(task_id)
         chat = task.options.get("chat")
@@ -830,12 +854,12 @@ class HeadService:
         return True, f"started {len(created)} runs{note}", f"Split into {len(created)}: {plan}{note}"
 
     def parts(self, task_id: int) -> int:
-        from .chat import children
+        from loopwright.runtime.chat import children
 
         return len(children(self.store, task_id))
 
     def artifact(self, run_id: str, kind: str, title: str, name: str | None, data, is_text: bool):
-        from ..memory.artifacts import ArtifactError, register, register_text
+        from loopwright.memory.artifacts import ArtifactError, register, register_text
 
         root = self.project_dir / "artifacts"
         try:
@@ -1256,7 +1280,7 @@ class _RemoteLoop:
         import ray
         from ray.exceptions import ActorUnavailableError, RayActorError
 
-        from .daemon import GRACEFUL_STOP
+        from loopwright.runtime.daemon import GRACEFUL_STOP
 
         runner, backend = self.runner, self.runner.backend
         store = runner.store

@@ -28,13 +28,13 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..harness.messages import Message, ModelResponse, TextBlock, ToolResult
-from ..harness.models import ModelAdapter, ModelError
-from ..harness.retry import RetryPolicy, call_model
-from ..harness.script import REFLECTION_MARKER
-from ..memory.events import ModelCalled, Reflected
-from ..memory.store import Run, Store, Task
-from .config import Config
+from loopwright.harness.messages import Message, ModelResponse, TextBlock, ToolResult
+from loopwright.harness.models import ModelAdapter, ModelError
+from loopwright.harness.retry import RetryPolicy, call_model
+from loopwright.harness.script import REFLECTION_MARKER
+from loopwright.memory.events import ModelCalled, Reflected
+from loopwright.memory.store import Run, Store, Task
+from loopwright.runtime.config import Config
 
 REFLECTION_SYSTEM = f"""{REFLECTION_MARKER} You maintain the lessons a team of coding agents learns from. You \
 are shown one finished run: its task, its outcome (decided by the acceptance check, not by the agent), the check's \
@@ -211,8 +211,8 @@ def prompt(store: Store, run: Run, task: Task, shown: list, related: list, succe
 
 def check_deltas(deltas: Deltas, lessons, *, max_retire: int, may_draft: bool) -> list[str]:
     """Everything wrong with the deltas as a whole; empty when they may be applied."""
-    from ..memory.lessons import LessonError
-    from ..skills.format import _name_problems
+    from loopwright.memory.lessons import LessonError
+    from loopwright.skills.format import _name_problems
 
     problems = []
     refs = []
@@ -281,8 +281,8 @@ def apply_deltas(deltas: Deltas, lessons, *, run: Run, task: Task, outcome: str,
 def draft_skill(op: DraftSkillOp, *, project_root: Path, store: Store, task: Task, run: Run,
                 successes: list[Task], auto_promote: bool) -> str:
     """Write the drafted SKILL.md into the `learned` pack, valid by the specification, disabled unless promoted."""
-    from ..skills.catalog import learned_root
-    from ..skills.format import is_valid, validate_skill
+    from loopwright.skills.catalog import learned_root
+    from loopwright.skills.format import is_valid, validate_skill
 
     folder = learned_root(project_root) / "learned" / op.name
     if folder.exists():
@@ -291,7 +291,7 @@ def draft_skill(op: DraftSkillOp, *, project_root: Path, store: Store, task: Tas
     front = {"name": op.name, "description": " ".join(op.description.split()),
              "metadata": {"origin": "loopwright reflection", "learned-from-tasks": tasks,
                           "learned-from-run": run.id,
-                          "learned-at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}}
+                          "learned-at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}}
     folder.mkdir(parents=True)
     front_matter = yaml.safe_dump(front, sort_keys=False, allow_unicode=True, width=1000)
     (folder / "SKILL.md").write_text(f"---\n{front_matter}---\n\n{op.body.strip()}\n")
@@ -330,7 +330,7 @@ async def reflect(*, store: Store, lessons, run: Run, task: Task, config: Config
         event = Reflected(status="failed", reason=f"the reflection call failed: {e}", credited=credited)
         store.append(run.id, event)
         return event
-    from ..harness.loop import cost_usd
+    from loopwright.harness.loop import cost_usd
 
     store.record_model_call(run.id, ModelCalled(
         model=response.model or adapter.model, usage=response.usage, purpose="reflection",

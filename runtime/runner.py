@@ -14,26 +14,36 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..harness.loop import AgentLoop, FinishVerdict, LoopOutcome, LoopSettings, Stopped, rollback_notice
-from ..harness.messages import ModelResponse, ToolResult
-from ..harness.models import ModelAdapter, ModelUnavailable
-from ..harness.script import Script, ScriptTurn
-from ..harness.scripted import ScriptedModel
-from ..harness.tools import STANDARD_TOOLS, Toolbox, run_command
-from ..memory.artifacts import ARTIFACT_TOOLS
-from ..memory.tools import MEMORY_TOOLS
-from ..memory.events import (CheckRan, LessonsRecalled, Merged, MergeConflict, Reflected, RolledBack, RunStarted,
-                             SkillsChanged, SkillsLeftOut, StopRequested)
-from ..memory.run import RunMemory
-from ..memory.store import RUN_FINAL, Command, Run, Store, StoreError, Task, new_run_id
-from ..skills.catalog import Catalog, Entry, SkillError, discover
-from ..skills.tool import WATCHER, SkillShelf, UseSkill
-from ..workspaces.git import Workspace, WorkspaceError, current_branch, require_commits
-from .budget import FleetBudget
-from .chat import TASK_DONE, FanOut, children
-from .config import Config
-from .project import Project
-from .quota import StoreQuotaGate, gate_key
+from loopwright.harness.loop import AgentLoop, FinishVerdict, LoopOutcome, LoopSettings, Stopped, rollback_notice
+from loopwright.harness.messages import ModelResponse, ToolResult
+from loopwright.harness.models import ModelAdapter, ModelUnavailable
+from loopwright.harness.script import Script, ScriptTurn
+from loopwright.harness.scripted import ScriptedModel
+from loopwright.harness.tools import STANDARD_TOOLS, Toolbox, run_command
+from loopwright.memory.artifacts import ARTIFACT_TOOLS
+from loopwright.memory.events import (
+    CheckRan,
+    LessonsRecalled,
+    MergeConflict,
+    Merged,
+    Reflected,
+    RolledBack,
+    RunStarted,
+    SkillsChanged,
+    SkillsLeftOut,
+    StopRequested,
+)
+from loopwright.memory.run import RunMemory
+from loopwright.memory.store import RUN_FINAL, Command, Run, Store, StoreError, Task, new_run_id
+from loopwright.memory.tools import MEMORY_TOOLS
+from loopwright.runtime.budget import FleetBudget
+from loopwright.runtime.chat import TASK_DONE, FanOut, children
+from loopwright.runtime.config import Config
+from loopwright.runtime.project import Project
+from loopwright.runtime.quota import StoreQuotaGate, gate_key
+from loopwright.skills.catalog import Catalog, Entry, SkillError, discover
+from loopwright.skills.tool import WATCHER, SkillShelf, UseSkill
+from loopwright.workspaces.git import Workspace, WorkspaceError, current_branch, require_commits
 
 SYSTEM_PROMPT = """\
 You are a coding agent run by loopwright. You work alone and autonomously in a git worktree of the user's \
@@ -100,7 +110,7 @@ def make_adapter(config: Config, *, start_at: int = 0, key_missing_pauses: bool 
     provider key missing from the environment gives a `KeyMissing` instead of failing."""
     if config.provider == "scripted":
         return ScriptedModel(Script.load(config.script), start_at=start_at, model=config.model)  # type: ignore[arg-type]
-    from ..harness.adapters import build_adapter
+    from loopwright.harness.adapters import build_adapter
 
     config.model_info()
     if key_missing_pauses and (variable := config.missing_key()) is not None:
@@ -205,7 +215,7 @@ class Runner:
     def lessons(self, config: Config):
         """The project's (and the user's global) lessons, opened on first use."""
         if self._lessons is None:
-            from ..memory.lessons import Lessons
+            from loopwright.memory.lessons import Lessons
 
             self._lessons = Lessons(self.store, config.memory)
         return self._lessons
@@ -441,7 +451,7 @@ class Runner:
 
     async def _learn(self, run: Run, task: Task, config: Config) -> None:
         """Reflection after a finished run (see runtime/reflection.py); never fails the run."""
-        from .reflection import reflect
+        from loopwright.runtime.reflection import reflect
 
         if not config.memory.reflect or run.status == "killed":
             return

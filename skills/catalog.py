@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
 
-from .format import SKILL_FILE, Diagnostic, Skill, load_skill, load_skill_stat
+from loopwright.skills.format import SKILL_FILE, Diagnostic, Skill, load_skill, load_skill_stat
 
 PROJECT_DIRS = (".loopwright/skills", ".agents/skills", ".claude/skills")
 BUNDLED_DIR = Path(__file__).parent / "bundled"
@@ -178,7 +178,7 @@ class Catalog:
     shadowed: list[Entry] = field(default_factory=list)  # lost to a skill of the same name in a higher scope
     disabled: list[Entry] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
-    _index: "SearchIndex | None" = None
+    _index: SearchIndex | None = None
 
     def get(self, ref: str) -> Entry:
         """A skill by `name` or `pack:name`; SkillError with the closest names otherwise."""

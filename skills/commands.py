@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..runtime.cli import _print_json
-from .catalog import Catalog, SkillError, discover, is_trusted, set_trust
-from .format import is_valid, validate_skill
+from loopwright.runtime.cli import _print_json
+from loopwright.skills.catalog import Catalog, SkillError, discover, is_trusted, set_trust
+from loopwright.skills.format import is_valid, validate_skill
 
 
 def _project_root() -> Path | None:
     """The repository around the current folder; None outside one (then only user and bundled skills count)."""
-    from ..runtime.project import _top
+    from loopwright.runtime.project import _top
 
     try:
         return _top(Path.cwd())
@@ -23,7 +23,7 @@ def _project_root() -> Path | None:
 def _disabled(root: Path | None) -> set[str]:
     if root is None or not (root / ".loopwright" / "state.db").exists():
         return set()
-    from ..memory.store import Store
+    from loopwright.memory.store import Store
 
     return Store(root / ".loopwright" / "state.db").disabled_skills()
 
@@ -106,8 +106,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Strict validation of one skill folder, or of every skill under a folder. Exit 1 on any error."""
-    from .catalog import skill_folders
-    from .format import SKILL_FILE
+    from loopwright.skills.catalog import skill_folders
+    from loopwright.skills.format import SKILL_FILE
 
     path = Path(args.path)
     if not path.exists():
@@ -134,7 +134,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_enable(args: argparse.Namespace) -> int:
-    from ..runtime.project import open_project
+    from loopwright.runtime.project import open_project
 
     cat, _ = _catalog()
     entry = cat.get(args.name)
@@ -150,7 +150,7 @@ def cmd_enable(args: argparse.Namespace) -> int:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     """Enable a skill that reflection drafted into the learned pack (drafts start disabled)."""
-    from ..runtime.project import open_project
+    from loopwright.runtime.project import open_project
 
     cat, _ = _catalog()
     project = open_project(Path.cwd())
@@ -187,7 +187,7 @@ def _installer(name: str):
     """A command from install.py, imported when it runs (it brings in GitPython and the scanner)."""
 
     def run(args: argparse.Namespace) -> int:
-        from . import install
+        from loopwright.skills import install
 
         return getattr(install, name)(args)
 

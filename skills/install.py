@@ -37,11 +37,27 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .catalog import SkillError, skill_folders
-from .format import SKILL_FILE, Skill, load_skill, validate_skill
-from .lock import (HASH_SKIP, Out, Scope, diff_files, exclusive, hash_tree, now, project_scope, read_lock,
-                   read_manifest, remove, rollback, user_scope, verify, write_lock, write_manifest)
-from .scan import MAX_TOTAL_UNCOMPRESSED, Finding, scan_archive, scan_tree
+from loopwright.skills.catalog import SkillError, skill_folders
+from loopwright.skills.format import SKILL_FILE, Skill, load_skill, validate_skill
+from loopwright.skills.lock import (
+    HASH_SKIP,
+    Out,
+    Scope,
+    diff_files,
+    exclusive,
+    hash_tree,
+    now,
+    project_scope,
+    read_lock,
+    read_manifest,
+    remove,
+    rollback,
+    user_scope,
+    verify,
+    write_lock,
+    write_manifest,
+)
+from loopwright.skills.scan import MAX_TOTAL_UNCOMPRESSED, Finding, scan_archive, scan_tree
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 REFUSED_RULES = frozenset({"archive-path-escape", "symlink-escape", "archive-bomb"})  # not even with --allow-risky
@@ -298,7 +314,7 @@ class Staging:
         self.scope = scope
         self.count = 0
 
-    def __enter__(self) -> "Staging":
+    def __enter__(self) -> Staging:
         self.created_root = not self.scope.root.exists()
         self.scope.root.mkdir(parents=True, exist_ok=True)
         self.path = self.scope.root / f".staging-{secrets.token_hex(6)}"
@@ -412,7 +428,7 @@ def _refuse(findings: list[Finding], out: Out) -> None:
 
 def _list_findings(findings: list[Finding], out: Out) -> None:
     if out.json_mode:
-        from ..runtime.cli import _print_json
+        from loopwright.runtime.cli import _print_json
 
         _print_json({"findings": [f.__dict__ for f in findings]})
         return
@@ -869,7 +885,7 @@ def update(scopes: list[Scope], name: str | None, yes: bool, allow_risky: bool, 
         if not all_changes:
             out.say("up to date")
             if out.json_mode:
-                from ..runtime.cli import _print_json
+                from loopwright.runtime.cli import _print_json
                 _print_json(result)
             return 0
         for c in all_changes:
@@ -884,7 +900,7 @@ def update(scopes: list[Scope], name: str | None, yes: bool, allow_risky: bool, 
                     return 1
             else:
                 if out.json_mode:
-                    from ..runtime.cli import _print_json
+                    from loopwright.runtime.cli import _print_json
                     _print_json(result)
                 warn = (f"; {', '.join(unversioned)} changed without a version change" if unversioned else "")
                 print(f"loopwright: error: {len(all_changes)} update(s) not applied{warn}; read the changes above, "
@@ -903,7 +919,7 @@ def update(scopes: list[Scope], name: str | None, yes: bool, allow_risky: bool, 
     if unversioned:
         print(f"loopwright: warning: {', '.join(unversioned)} changed without a version change", file=sys.stderr)
     if out.json_mode:
-        from ..runtime.cli import _print_json
+        from loopwright.runtime.cli import _print_json
         _print_json(result)
     return 0
 
@@ -913,7 +929,7 @@ def update(scopes: list[Scope], name: str | None, yes: bool, allow_risky: bool, 
 
 def _scopes(args, every: bool) -> list[Scope]:
     """--user / --project; without either, the user scope for install and every scope that exists otherwise."""
-    from .commands import _project_root
+    from loopwright.skills.commands import _project_root
 
     if getattr(args, "project", False):
         return [project_scope(_project_root())]
@@ -925,7 +941,7 @@ def _scopes(args, every: bool) -> list[Scope]:
 
 def _print(data: dict, out: Out) -> None:
     if out.json_mode:
-        from ..runtime.cli import _print_json
+        from loopwright.runtime.cli import _print_json
 
         _print_json(data)
 
@@ -960,7 +976,7 @@ def cmd_install(args) -> int:
     out.say(f"{len(result['installed'])} installed, {len(result['unchanged'])} unchanged, {len(result['skipped'])} "
             f"skipped ({scope.name} scope, {scope.root})")
     if scope.project is not None:
-        from .catalog import is_trusted
+        from loopwright.skills.catalog import is_trusted
 
         result["trusted"] = is_trusted(scope.project)
         if not result["trusted"]:

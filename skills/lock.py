@@ -22,13 +22,13 @@ import re
 import secrets
 import shutil
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator
 
-from .catalog import BUNDLED_DIR, SkillError, loopwright_home
-from .format import SKILL_FILE
+from loopwright.skills.catalog import BUNDLED_DIR, SkillError, loopwright_home
+from loopwright.skills.format import SKILL_FILE
 
 MANIFEST_FILE = "skills.json"
 LOCK_FILE = "skills.lock.json"
@@ -192,7 +192,7 @@ def exclusive(scope: Scope) -> Iterator[None]:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def find_locked(scopes: list[Scope], name: str) -> tuple[Scope, str, dict]:

@@ -13,13 +13,14 @@ compares what it last saw at each turn and tells the agent what changed.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import Field
 
-from ..harness.tools import Tool, ToolContext, ToolError, ToolOutcome, _Args
-from .catalog import Catalog, Entry, SkillError, catalog_text, scope_roots
+from loopwright.harness.tools import Tool, ToolContext, ToolError, ToolOutcome, _Args
+from loopwright.skills.catalog import Catalog, Entry, SkillError, catalog_text, scope_roots
 
 # Claude Code's tool names, as packs write them in `allowed-tools`, and ours
 TOOL_ALIASES = {"read": "read_file", "write": "write_file", "edit": "edit_file", "multiedit": "edit_file",

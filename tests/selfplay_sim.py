@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import json
 
-from loopwright.bench.selfplay_sim import (SIMULATION_NOTE, Population, SimDomain, SimProposer, SimSolver,  # noqa: F401
-                                          sim_engine_parts)
+from loopwright.bench.selfplay_sim import (  # noqa: F401
+    SIMULATION_NOTE,
+    Population,
+    SimDomain,
+    SimProposer,
+    SimSolver,
+    sim_engine_parts,
+)
 from loopwright.runtime.selfplay.domain import Attempt, ProposalRequest
 
 

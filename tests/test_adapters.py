@@ -11,6 +11,7 @@ import anthropic
 import httpx2
 import openai
 import pytest
+
 from loopwright.harness.adapters import (
     AnthropicAdapter,
     OpenAIChatAdapter,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from support import MemoryPad
+
 from loopwright.harness.messages import ToolCall
 from loopwright.harness.tools import Toolbox, ToolContext
 from loopwright.memory import artifacts

@@ -11,8 +11,16 @@ from pathlib import Path
 import pytest
 from support import DaemonProcess, call, turn, until, write_script
 
-from loopwright.runtime.chat import (ChatError, ChatHub, FanOut, create_thread, delete_message, edit_message, messages,
-                                     post_message)
+from loopwright.runtime.chat import (
+    ChatError,
+    ChatHub,
+    FanOut,
+    create_thread,
+    delete_message,
+    edit_message,
+    messages,
+    post_message,
+)
 from loopwright.runtime.project import open_project
 
 

@@ -7,7 +7,6 @@ import signal
 import sys
 
 import pytest
-
 from support import FINISH, FIX_ADD, call, git, loopwright_subprocess, turn, until, write_script
 
 

@@ -13,8 +13,7 @@ import pytest
 from support import git
 
 from loopwright.runtime.cli import main
-from loopwright.runtime.evaluate import (ARMS, Row, bootstrap, load_suite, mean_difference,
-                                         memory_knobs, summarize)
+from loopwright.runtime.evaluate import ARMS, Row, bootstrap, load_suite, mean_difference, memory_knobs, summarize
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "eval-suite"
 

@@ -13,6 +13,7 @@ import urllib.request
 
 import openai
 import pytest
+
 from loopwright.harness.loopback import LoopbackServer, last_user_text, main
 from loopwright.harness.script import Script
 

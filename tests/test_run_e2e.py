@@ -16,6 +16,19 @@ import time
 from pathlib import Path
 
 import pytest
+from support import (
+    CHECK,
+    FINISH,
+    FIX_ADD,
+    call,
+    git,
+    loopwright_subprocess,
+    processes,
+    turn,
+    until,
+    wait_for_row,
+    write_script,
+)
 
 from loopwright.harness.loopback import LoopbackServer
 from loopwright.harness.script import Script
@@ -24,9 +37,6 @@ from loopwright.memory.store import Store
 from loopwright.runtime.project import open_project
 from loopwright.runtime.runner import Runner
 from loopwright.workspaces.git import Workspace
-
-from support import (CHECK, FINISH, FIX_ADD, call, git, loopwright_subprocess, processes, turn, until, wait_for_row,
-                     write_script)
 
 
 def _trailers(root: Path, branch: str) -> list[str]:

@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
+
 from loopwright.harness.sandbox import Sandbox, SandboxError, SandboxPolicy, redact, secret_names
 from loopwright.harness.sandbox_battery import PROBES, Repo, Stage, run_probe
 from loopwright.harness.sandbox_proxy import AllowProxy, host_allowed, parse_allow_entry
-from pydantic import ValidationError
 
 AUTO = Sandbox.for_policy(SandboxPolicy())
 needs_bwrap = pytest.mark.skipif(AUTO.mode != "bwrap", reason=AUTO.warning or "")

@@ -10,8 +10,13 @@ import pytest
 
 from loopwright.runtime.selfplay.domain import Archive, ProposalError, ProposalRequest
 from loopwright.runtime.selfplay.gates import GateConfig, banned_apis, normalised
-from loopwright.runtime.selfplay.python_functions import (FunctionProposal, PythonFunctions, parse_proposals,
-                                                          call_inputs, trivial_answers)
+from loopwright.runtime.selfplay.python_functions import (
+    FunctionProposal,
+    PythonFunctions,
+    call_inputs,
+    parse_proposals,
+    trivial_answers,
+)
 
 RLE = '''def rle(s):
     out = []
@@ -220,8 +225,14 @@ def test_a_different_task_of_the_same_arity_is_accepted_next_to_it(domain):
 from loopwright.runtime.selfplay.controller import Controller, ControllerConfig  # noqa: E402
 from loopwright.runtime.selfplay.ratings import Ratings, sigmoid  # noqa: E402
 from loopwright.runtime.selfplay.replay import ReplayBuffer  # noqa: E402
-from loopwright.runtime.selfplay.reward import (LengthStats, RewardConfig, batch_rewards, clusters,  # noqa: E402
-                                                learnability, total_reward)
+from loopwright.runtime.selfplay.reward import (  # noqa: E402
+    LengthStats,
+    RewardConfig,
+    batch_rewards,
+    clusters,
+    learnability,
+    total_reward,
+)
 
 
 def test_learnability_peaks_at_one_half_and_is_zero_at_the_edges():
@@ -377,8 +388,16 @@ def test_replay_admits_by_score_samples_by_rank_and_staleness_and_evicts_extreme
 import asyncio  # noqa: E402
 import csv  # noqa: E402
 
-from selfplay_sim import (Population, ScriptedProposer, ScriptedSolver, SimDomain, SimProposer,  # noqa: E402
-                          SimSolver, function_task, sim_engine_parts)
+from selfplay_sim import (  # noqa: E402
+    Population,
+    ScriptedProposer,
+    ScriptedSolver,
+    SimDomain,
+    SimProposer,
+    SimSolver,
+    function_task,
+    sim_engine_parts,
+)
 
 from loopwright.runtime.selfplay.domain import Attempt  # noqa: E402
 from loopwright.runtime.selfplay.engine import Engine, SelfPlayConfig  # noqa: E402

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from loopwright.skills import format as fmt
 from loopwright.skills.format import (
     MAX_SKILL_BYTES,

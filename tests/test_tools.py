@@ -10,6 +10,7 @@ import tracemalloc
 
 import pytest
 from support import MemoryPad, processes
+
 from loopwright.harness.messages import ToolCall, gist_argument
 from loopwright.harness.tools import Tool, Toolbox, ToolContext, run_command
 

@@ -27,7 +27,7 @@ from loopwright.memory.store import Store
 from loopwright.runtime.daemon import daemon_pid
 from loopwright.runtime.posting import TaskRequest, post_task
 from loopwright.runtime.project import init_project, open_project
-from loopwright.tui.app import (Banner, FleetScreen, HelpScreen, NewTaskScreen, PathScreen, Prompt, TuiApp)
+from loopwright.tui.app import Banner, FleetScreen, HelpScreen, NewTaskScreen, PathScreen, Prompt, TuiApp
 from loopwright.tui.feed import Feed
 from loopwright.tui.run_view import RunScreen
 

@@ -7,8 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from loopwright.workspaces.git import Workspace, WorkspaceError, current_branch, repo_root
 from support import git
+
+from loopwright.workspaces.git import Workspace, WorkspaceError, current_branch, repo_root
 
 
 def _ws(repo: Path, run_id: str = "r1", **kw) -> Workspace:

@@ -31,14 +31,14 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import Button, DataTable, Footer, Input, Label, Static, Switch
 
-from ..memory.store import StoreError
-from ..runtime.actions import Actions, Done
-from ..runtime.config import ConfigError
-from ..runtime.display import fmt_elapsed, fmt_tokens
-from ..runtime.posting import PostError
-from ..runtime.project import Project
-from ..workspaces.git import WorkspaceError
-from .feed import Changes, Feed
+from loopwright.memory.store import StoreError
+from loopwright.runtime.actions import Actions, Done
+from loopwright.runtime.config import ConfigError
+from loopwright.runtime.display import fmt_elapsed, fmt_tokens
+from loopwright.runtime.posting import PostError
+from loopwright.runtime.project import Project
+from loopwright.tui.feed import Changes, Feed
+from loopwright.workspaces.git import WorkspaceError
 
 ACTION_ERRORS = (StoreError, PostError, ConfigError, WorkspaceError, ValueError)
 SERVE_HINT = "start one with `loopwright serve --detach` (or quit and run `loopwright tui --serve`)"
@@ -172,7 +172,7 @@ class HeaderBar(Static):
         super().__init__()
         self.view = view
 
-    def update_from(self, app: "TuiApp") -> None:
+    def update_from(self, app: TuiApp) -> None:
         h = app.feed.header
         t = Text()
         t.append("loopwright", style="bold")
@@ -196,7 +196,7 @@ class HeaderBar(Static):
 class Banner(Static):
     """Shown while no daemon runs: the view is read-only, and how to start one."""
 
-    def update_from(self, app: "TuiApp") -> None:
+    def update_from(self, app: TuiApp) -> None:
         self.set_class(app.read_only, "shown")
         if app.read_only:
             lost = f"the daemon (pid {app.lost_pid}) stopped" if app.lost_pid else "no daemon is running"
@@ -522,7 +522,7 @@ class FleetScreen(View):
 
     def open_run(self, run_id: str) -> None:
         try:
-            from .run_view import RunScreen
+            from loopwright.tui.run_view import RunScreen
         except ImportError:
             self.app.say("the run view is not part of this build yet", "warning")
             return
@@ -770,8 +770,8 @@ class HelpScreen(ModalScreen[None]):
         table.add_column("Where", key="where", width=10)
         table.add_column("Key", key="key", width=7)
         table.add_column("Does", key="does")
-        from .chat_view import ChatScreen
-        from .run_view import RunScreen
+        from loopwright.tui.chat_view import ChatScreen
+        from loopwright.tui.run_view import RunScreen
 
         for where, bindings in (("anywhere", TuiApp.BINDINGS), ("fleet", FleetScreen.BINDINGS),
                                 ("queue", QueueScreen.BINDINGS), ("run", RunScreen.BINDINGS),
@@ -921,7 +921,7 @@ class TuiApp(App):
             self.push_screen(NewTaskScreen())
 
     def action_chat(self) -> None:
-        from .chat_view import ChatScreen
+        from loopwright.tui.chat_view import ChatScreen
 
         if not isinstance(self.screen, ChatScreen):
             self.push_screen(ChatScreen(self.project, self.author, read_only=self.read_only))
@@ -943,7 +943,7 @@ class TuiApp(App):
 
 def start_daemon(project: Project) -> int:
     """`loopwright serve --detach` in the project (unless a daemon runs already); the daemon's pid."""
-    from ..runtime.daemon import DaemonError, daemon_pid
+    from loopwright.runtime.daemon import DaemonError, daemon_pid
 
     pid = daemon_pid(project)
     if pid:
@@ -958,7 +958,7 @@ def start_daemon(project: Project) -> int:
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
-    from ..runtime.project import open_project
+    from loopwright.runtime.project import open_project
 
     project = open_project(Path.cwd())
     if args.serve:

@@ -14,8 +14,9 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rich.syntax import Syntax
 from rich.text import Text
@@ -24,18 +25,17 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
-from textual.widgets import (Button, Collapsible, DataTable, Footer, Input, RichLog, Static, TabbedContent,
-                             TabPane)
+from textual.widgets import Button, Collapsible, DataTable, Footer, Input, RichLog, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from ..memory import events as ev
-from ..memory.artifacts import list_artifacts
-from ..memory.store import Run, Store, StoreError
-from ..runtime.actions import Actions, Done
-from ..runtime.display import ProgressPrinter, event_entries, fmt_elapsed, fmt_tokens
-from ..runtime.project import Project
-from ..workspaces.git import Workspace, WorkspaceError
-from .feed import STOPPING
+from loopwright.memory import events as ev
+from loopwright.memory.artifacts import list_artifacts
+from loopwright.memory.store import Run, Store, StoreError
+from loopwright.runtime.actions import Actions, Done
+from loopwright.runtime.display import ProgressPrinter, event_entries, fmt_elapsed, fmt_tokens
+from loopwright.runtime.project import Project
+from loopwright.tui.feed import STOPPING
+from loopwright.workspaces.git import Workspace, WorkspaceError
 
 POLL_SECONDS = 0.25  # 4 Hz: each tick reads only the events after the last one seen
 FOLD_LINES = 40  # a message block (model text) shows this many lines, then "… N more lines"

@@ -70,12 +70,22 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .controller import Controller, ControllerConfig
-from .domain import REASONS, Archive, Attempt, Domain, PracticeTask, ProposalError, ProposalRequest, Proposer, Solver
-from .gates import length_hard
-from .ratings import Ratings
-from .replay import ReplayBuffer
-from .reward import LengthStats, RewardConfig, batch_rewards, clusters
+from loopwright.runtime.selfplay.controller import Controller, ControllerConfig
+from loopwright.runtime.selfplay.domain import (
+    REASONS,
+    Archive,
+    Attempt,
+    Domain,
+    PracticeTask,
+    ProposalError,
+    ProposalRequest,
+    Proposer,
+    Solver,
+)
+from loopwright.runtime.selfplay.gates import length_hard
+from loopwright.runtime.selfplay.ratings import Ratings
+from loopwright.runtime.selfplay.replay import ReplayBuffer
+from loopwright.runtime.selfplay.reward import LengthStats, RewardConfig, batch_rewards, clusters
 
 BINS = ("0", "(0,.2]", "(.2,.4]", "(.4,.6]", "(.6,.8]", "(.8,1)", "1")
 

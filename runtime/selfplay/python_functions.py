@@ -39,9 +39,17 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .domain import Archive, Domain, PracticeTask, ProposalRequest, parse_payload, Verdict, task_id
-from .gates import GateConfig, banned_apis, features, longer, size_problem, static_duplicate
-from .sandbox import run_job
+from loopwright.runtime.selfplay.domain import (
+    Archive,
+    Domain,
+    PracticeTask,
+    ProposalRequest,
+    Verdict,
+    parse_payload,
+    task_id,
+)
+from loopwright.runtime.selfplay.gates import GateConfig, banned_apis, features, longer, size_problem, static_duplicate
+from loopwright.runtime.selfplay.sandbox import run_job
 
 NAME = "python-functions"
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -36,10 +36,18 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .domain import Archive, Domain, PracticeTask, ProposalRequest, parse_payload, Verdict, task_id
-from .gates import GateConfig, banned_apis, features, size_problem, static_duplicate
-from .python_functions import count_tests
-from .sandbox import run_job
+from loopwright.runtime.selfplay.domain import (
+    Archive,
+    Domain,
+    PracticeTask,
+    ProposalRequest,
+    Verdict,
+    parse_payload,
+    task_id,
+)
+from loopwright.runtime.selfplay.gates import GateConfig, banned_apis, features, size_problem, static_duplicate
+from loopwright.runtime.selfplay.python_functions import count_tests
+from loopwright.runtime.selfplay.sandbox import run_job
 
 NAME = "repo"
 REPO_ALLOWED = frozenset({"os", "sys", "pathlib", "io", "tempfile", "shutil", "importlib", "inspect"})
@@ -81,7 +89,7 @@ def grounding(root: Path, *, files: int = 200, todos: int = 30) -> str:
     if found:
         lines += ["Open TODOs:"] + found
     try:
-        from ...skills.catalog import discover
+        from loopwright.skills.catalog import discover
 
         skills = [e for e in discover(root).entries if e.scope == "project"]
         if skills:
@@ -100,7 +108,7 @@ class _Worktree:
         self.path = self.folder / "tree"
 
     def __enter__(self) -> Path:
-        from ..runner import GIT_LOCK
+        from loopwright.runtime.runner import GIT_LOCK
 
         with GIT_LOCK:
             done = _git(self.root, "worktree", "add", "--detach", str(self.path), "HEAD")
@@ -109,7 +117,7 @@ class _Worktree:
         return self.path
 
     def __exit__(self, *exc: Any) -> None:
-        from ..runner import GIT_LOCK
+        from loopwright.runtime.runner import GIT_LOCK
 
         with GIT_LOCK:
             _git(self.root, "worktree", "remove", "--force", str(self.path))

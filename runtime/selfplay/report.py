@@ -16,8 +16,8 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-from .domain import REASONS
-from .engine import BINS
+from loopwright.runtime.selfplay.domain import REASONS
+from loopwright.runtime.selfplay.engine import BINS
 
 SIMULATION_BANNER = "SIMULATION — a simulated solver population and a scripted proposer, not a model"
 BAND, HOLD = 0.1, 3

@@ -33,8 +33,18 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .domain import Archive, Domain, PracticeTask, ProposalRequest, parse_payload, Verdict, shingles, task_id, words
-from .gates import GateConfig, banned_apis, features, size_problem, static_duplicate
+from loopwright.runtime.selfplay.domain import (
+    Archive,
+    Domain,
+    PracticeTask,
+    ProposalRequest,
+    Verdict,
+    parse_payload,
+    shingles,
+    task_id,
+    words,
+)
+from loopwright.runtime.selfplay.gates import GateConfig, banned_apis, features, size_problem, static_duplicate
 
 DOMAIN_KEY, VERIFIER_KEY = "selfplay-domain", "selfplay-verifier"
 
@@ -151,7 +161,7 @@ class SkillDomain(Domain):
 
 def skill_domains(root: Path | None) -> dict[str, SkillDomain]:
     """Every domain the installed (and, in a trusted repository, the project's) skills add."""
-    from ...skills.catalog import discover
+    from loopwright.skills.catalog import discover
 
     out: dict[str, SkillDomain] = {}
     for entry in discover(root).entries:

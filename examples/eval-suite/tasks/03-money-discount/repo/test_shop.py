@@ -1,6 +1,6 @@
 import unittest
 
-from shop import format_price, apply_discount
+from shop import apply_discount, format_price
 
 
 class ShopTest(unittest.TestCase):

@@ -1,6 +1,6 @@
 import unittest
 
-from textutils import shout, initials
+from textutils import initials, shout
 
 
 class TextTest(unittest.TestCase):
