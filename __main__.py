@@ -2,6 +2,6 @@
 
 import sys
 
-from loopwright.runtime.cli import main
+from loopwright.cli.main import main
 
 sys.exit(main())

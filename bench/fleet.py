@@ -170,7 +170,7 @@ class Daemon:
 
     def __init__(self, repo: Path, log: Path, max_parallel: int, *, wrapper: list[str] | None = None):
         self.repo = repo
-        argv = [sys.executable, *(wrapper or ["-m", "loopwright.runtime.cli"]), "serve",
+        argv = [sys.executable, *(wrapper or ["-m", "loopwright.cli.main"]), "serve",
                 "--max-parallel", str(max_parallel)]
         with log.open("a") as out:
             self.launched = time.time()
@@ -230,7 +230,7 @@ def make_project(top: Path, name: str, base_url: str, max_parallel: int) -> Path
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "calc")
     # `loopwright init`, in this process: a subprocess would import the SDKs again, seconds on a slow machine
-    from loopwright.runtime.cli import main as loopwright
+    from loopwright.cli.main import main as loopwright
 
     with contextlib.chdir(repo), contextlib.redirect_stdout(io.StringIO()):
         if loopwright(["init"]) != 0:
@@ -320,7 +320,7 @@ def scaling(top: Path, n: int, profile: Path | None) -> dict:
     try:
         repo = make_project(work, "repo", lb.base_url, n)
         post(repo, n)
-        wrapper = ["-m", "cProfile", "-o", str(profile / f"daemon-{n}.prof"), "-m", "loopwright.runtime.cli"] \
+        wrapper = ["-m", "cProfile", "-o", str(profile / f"daemon-{n}.prof"), "-m", "loopwright.cli.main"] \
             if profile else None
         daemon = Daemon(repo, work / "daemon.log", n, wrapper=wrapper)
         cpu0, lb_cpu0, kids0 = cpu_seconds(daemon.pid), cpu_seconds(lb.proc.pid), cpu_seconds(daemon.pid, True)
@@ -414,7 +414,7 @@ def dump(*_):
     tracemalloc.take_snapshot().dump(f"{snap}.tmp")
     os.replace(f"{snap}.tmp", f"{snap}.{count[0]}")
 signal.signal(signal.SIGUSR1, dump)
-from loopwright.runtime.cli import main
+from loopwright.cli.main import main
 sys.argv[0] = "loopwright"
 raise SystemExit(main())
 """
@@ -502,7 +502,7 @@ def print_memory(m: dict) -> None:
 def import_times(breakdown: bool) -> dict[str, float]:
     """Seconds a fresh interpreter takes to import the CLI (what a restart pays before anything else), and with
     `breakdown` the cumulative import time of its biggest top-level packages (`python -X importtime`, slower)."""
-    argv = [sys.executable, "-c", "import loopwright.runtime.cli"]
+    argv = [sys.executable, "-c", "import loopwright.cli.main"]
     t0 = time.perf_counter()
     subprocess.run(argv, check=True, env=bench_env())
     out = {"(wall)": time.perf_counter() - t0}
@@ -535,7 +535,7 @@ def recovery(top: Path, n: int, finish: bool, profile: Path | None = None, break
         time.sleep(0.3)  # mid-turn: some runs in a tool or a checkpoint, most waiting on the model
         killed = daemon.kill()
         restarted = time.time()
-        wrapper = ["-m", "cProfile", "-o", str(profile / "recovery.prof"), "-m", "loopwright.runtime.cli"] \
+        wrapper = ["-m", "cProfile", "-o", str(profile / "recovery.prof"), "-m", "loopwright.cli.main"] \
             if profile else None
         again = Daemon(repo, work / "daemon.log", n, wrapper=wrapper)
         tasks = {t.id for t in store.tasks()}
@@ -576,7 +576,7 @@ def print_recovery(r: dict) -> None:
     imp = r["imports"] or {}
     big = sorted(((v, k) for k, v in imp.items() if not k.startswith("(")), reverse=True)[:4]
     if imp:
-        print(f"   for scale: `python -c 'import loopwright.runtime.cli'` takes {imp['(wall)']:.2f} s here"
+        print(f"   for scale: `python -c 'import loopwright.cli.main'` takes {imp['(wall)']:.2f} s here"
               + ("; cumulative import time of the biggest packages (-X importtime): " + ", ".join(
                   f"{k} {v:.2f} s" for v, k in big) if big else ""))
     if r["succeeded"] is not None:

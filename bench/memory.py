@@ -204,13 +204,13 @@ def reflection_overhead(store: Store, lessons: Lessons, reps: int) -> tuple[Time
     """Time `reflect` on finished runs with an instant scripted reply: (all of it, the part outside the model call)."""
     import asyncio
 
+    from loopwright.harness.events import CheckRan, ConversationReset, MessageAdded
     from loopwright.harness.messages import Message
     from loopwright.harness.models import ModelAdapter
     from loopwright.harness.script import Script, ScriptTurn
     from loopwright.harness.scripted import ScriptedModel
-    from loopwright.memory.events import CheckRan, ConversationReset, MessageAdded
     from loopwright.runtime.config import Config
-    from loopwright.runtime.reflection import reflect
+    from loopwright.runtime.learning.reflection import reflect
 
     config = Config(provider="scripted", model="scripted")
     total, own = Times(), Times()

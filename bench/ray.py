@@ -65,8 +65,8 @@ def scripted_repo(top: Path, turn_counts: tuple[int, ...]) -> tuple[Path, dict[i
 
 def overhead(top: Path, turn_counts: tuple[int, int], repeats: int) -> dict[str, dict[int, list[float]]]:
     """Seconds per run of each length, local and ray, `repeats` times each (one project, one local cluster)."""
+    from loopwright.runtime.backends.ray import RayBackend
     from loopwright.runtime.project import open_project
-    from loopwright.runtime.ray_backend import RayBackend
     from loopwright.runtime.runner import Runner, model_options
 
     repo, scripts = scripted_repo(top, turn_counts)
@@ -116,7 +116,7 @@ def throughput(top: Path, nodes: int, agents: int, loopback: Loopback) -> dict:
         post(repo, agents)
         log = top / f"daemon-{nodes}.log"
         with log.open("w") as out:
-            daemon = subprocess.Popen([sys.executable, "-m", "loopwright.runtime.cli", "serve", "--address",
+            daemon = subprocess.Popen([sys.executable, "-m", "loopwright.cli.main", "serve", "--address",
                                        cluster.address, "--max-parallel", str(agents)], cwd=repo, stdout=out,
                                       stderr=subprocess.STDOUT, env=bench_env())
         store = Store(repo / ".loopwright" / "state.db")

@@ -1,7 +1,7 @@
 """Self-play controller against three baselines on simulated solver populations, measured in one run.
 
 SIMULATION: a simulated solver population and scripted proposers
-(bench/selfplay_sim.py), no model. Every method runs through the same engine,
+(runtime/learning/selfplay/simulation.py), no model. Every method runs through the same engine,
 gates and simulated domain; they differ only in how tasks are asked for and
 chosen:
 
@@ -12,7 +12,7 @@ chosen:
 - `azr`: AZR-style: new tasks like random earlier ones that passed the
   0 < passes < k filter, shown without rates; no ratings, no replay.
 
-Populations: static, learning, drifting (see bench/selfplay_sim.py); 5 seeds
+Populations: static, learning, drifting (see runtime/learning/selfplay/simulation.py); 5 seeds
 each; 50 rounds of 16 tasks x k = 8 attempts, the same for every method.
 Reported per population and method (mean over seeds, ± sd): mean |s̄ − 0.5|
 over rounds 10-50 (goal <= 0.05), the share of attempts wasted on tasks at 0
@@ -60,9 +60,15 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from loopwright.bench.selfplay_sim import SIMULATION_NOTE, Population, SimDomain, SimProposer, SimSolver
-from loopwright.runtime.selfplay.engine import Engine, SelfPlayConfig
-from loopwright.runtime.selfplay.report import summary
+from loopwright.runtime.learning.selfplay.engine import Engine, SelfPlayConfig
+from loopwright.runtime.learning.selfplay.report import summary
+from loopwright.runtime.learning.selfplay.simulation import (
+    SIMULATION_NOTE,
+    Population,
+    SimDomain,
+    SimProposer,
+    SimSolver,
+)
 
 METHODS = {
     "controlled": ("controlled", {}),

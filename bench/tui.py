@@ -26,8 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from loopwright.harness.events import ModelCalled, ToolFinished, ToolStarted
 from loopwright.harness.messages import Usage
-from loopwright.memory.events import ModelCalled, ToolFinished, ToolStarted
 from loopwright.memory.store import Store
 from loopwright.runtime.project import init_project, open_project
 from loopwright.tui.app import TuiApp

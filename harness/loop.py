@@ -19,11 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from loopwright.harness.messages import Message, ModelResponse, TextBlock, ToolResult, ToolSpec, Usage, gist_argument
-from loopwright.harness.models import FatalModelError, ModelAdapter, ModelUnavailable
-from loopwright.harness.retry import QuotaGate, RetryPolicy, call_model
-from loopwright.harness.tools import Toolbox, ToolContext
-from loopwright.memory.events import (
+from loopwright.harness.events import (
     Compacted,
     ConversationReset,
     MessageAdded,
@@ -34,6 +30,10 @@ from loopwright.memory.events import (
     ToolFinished,
     ToolStarted,
 )
+from loopwright.harness.messages import Message, ModelResponse, TextBlock, ToolResult, ToolSpec, Usage, gist_argument
+from loopwright.harness.models import FatalModelError, ModelAdapter, ModelUnavailable
+from loopwright.harness.retry import QuotaGate, RetryPolicy, call_model
+from loopwright.harness.tools import Toolbox, ToolContext
 from loopwright.memory.store import Store
 from loopwright.runtime.config import BudgetConfig, ModelInfo
 from loopwright.workspaces.git import Workspace, WorkspaceError

@@ -226,7 +226,7 @@ def _project():
 
 
 def _print_json(data: Any) -> None:
-    from loopwright.runtime.cli import _print_json as out
+    from loopwright.cli.main import _print_json as out
 
     out(data)
 

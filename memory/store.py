@@ -24,8 +24,7 @@ from typing import Any
 import sqlite_utils
 from pydantic import BaseModel
 
-from loopwright.harness.messages import Message
-from loopwright.memory.events import (
+from loopwright.harness.events import (
     CheckpointMade,
     ConversationReset,
     MessageAdded,
@@ -33,6 +32,7 @@ from loopwright.memory.events import (
     StatusChanged,
     parse_event,
 )
+from loopwright.harness.messages import Message
 
 
 class StoreError(Exception):

@@ -17,8 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from loopwright.harness.events import ToolFinished
 from loopwright.harness.script import Script
-from loopwright.memory.events import ToolFinished
 from loopwright.runtime.display import ProgressPrinter, run_summary
 from loopwright.runtime.project import init_project, open_project
 from loopwright.runtime.runner import Runner

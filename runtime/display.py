@@ -6,8 +6,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from loopwright.harness import events as ev
 from loopwright.harness.messages import Message, TextBlock, ToolCall, ToolResult, gist_argument
-from loopwright.memory import events as ev
 from loopwright.memory.store import Run, Store
 
 

@@ -14,14 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from loopwright.harness.loop import AgentLoop, FinishVerdict, LoopOutcome, LoopSettings, Stopped, rollback_notice
-from loopwright.harness.messages import ModelResponse, ToolResult
-from loopwright.harness.models import ModelAdapter, ModelUnavailable
-from loopwright.harness.script import Script, ScriptTurn
-from loopwright.harness.scripted import ScriptedModel
-from loopwright.harness.tools import STANDARD_TOOLS, Toolbox, run_command
-from loopwright.memory.artifacts import ARTIFACT_TOOLS
-from loopwright.memory.events import (
+from loopwright.harness.events import (
     CheckRan,
     LessonsRecalled,
     MergeConflict,
@@ -33,14 +26,21 @@ from loopwright.memory.events import (
     SkillsLeftOut,
     StopRequested,
 )
+from loopwright.harness.loop import AgentLoop, FinishVerdict, LoopOutcome, LoopSettings, Stopped, rollback_notice
+from loopwright.harness.messages import ModelResponse, ToolResult
+from loopwright.harness.models import ModelAdapter, ModelUnavailable
+from loopwright.harness.script import Script, ScriptTurn
+from loopwright.harness.scripted import ScriptedModel
+from loopwright.harness.tools import STANDARD_TOOLS, Toolbox, run_command
+from loopwright.memory.artifacts import ARTIFACT_TOOLS
 from loopwright.memory.run import RunMemory
 from loopwright.memory.store import RUN_FINAL, Command, Run, Store, StoreError, Task, new_run_id
 from loopwright.memory.tools import MEMORY_TOOLS
-from loopwright.runtime.budget import FleetBudget
-from loopwright.runtime.chat import TASK_DONE, FanOut, children
+from loopwright.runtime.chat.threads import TASK_DONE, FanOut, children
 from loopwright.runtime.config import Config
+from loopwright.runtime.fleet.budget import FleetBudget
+from loopwright.runtime.fleet.quota import StoreQuotaGate, gate_key
 from loopwright.runtime.project import Project
-from loopwright.runtime.quota import StoreQuotaGate, gate_key
 from loopwright.skills.catalog import Catalog, Entry, SkillError, discover
 from loopwright.skills.tool import WATCHER, SkillShelf, UseSkill
 from loopwright.workspaces.git import Workspace, WorkspaceError, current_branch, require_commits
@@ -451,7 +451,7 @@ class Runner:
 
     async def _learn(self, run: Run, task: Task, config: Config) -> None:
         """Reflection after a finished run (see runtime/reflection.py); never fails the run."""
-        from loopwright.runtime.reflection import reflect
+        from loopwright.runtime.learning.reflection import reflect
 
         if not config.memory.reflect or run.status == "killed":
             return

@@ -428,7 +428,7 @@ def _refuse(findings: list[Finding], out: Out) -> None:
 
 def _list_findings(findings: list[Finding], out: Out) -> None:
     if out.json_mode:
-        from loopwright.runtime.cli import _print_json
+        from loopwright.cli.main import _print_json
 
         _print_json({"findings": [f.__dict__ for f in findings]})
         return
@@ -885,7 +885,7 @@ def update(scopes: list[Scope], name: str | None, yes: bool, allow_risky: bool, 
         if not all_changes:
             out.say("up to date")
             if out.json_mode:
-                from loopwright.runtime.cli import _print_json
+                from loopwright.cli.main import _print_json
                 _print_json(result)
             return 0
         for c in all_changes:
@@ -900,7 +900,7 @@ def update(scopes: list[Scope], name: str | None, yes: bool, allow_risky: bool, 
                     return 1
             else:
                 if out.json_mode:
-                    from loopwright.runtime.cli import _print_json
+                    from loopwright.cli.main import _print_json
                     _print_json(result)
                 warn = (f"; {', '.join(unversioned)} changed without a version change" if unversioned else "")
                 print(f"loopwright: error: {len(all_changes)} update(s) not applied{warn}; read the changes above, "
@@ -919,7 +919,7 @@ def update(scopes: list[Scope], name: str | None, yes: bool, allow_risky: bool, 
     if unversioned:
         print(f"loopwright: warning: {', '.join(unversioned)} changed without a version change", file=sys.stderr)
     if out.json_mode:
-        from loopwright.runtime.cli import _print_json
+        from loopwright.cli.main import _print_json
         _print_json(result)
     return 0
 
@@ -929,7 +929,7 @@ def update(scopes: list[Scope], name: str | None, yes: bool, allow_risky: bool, 
 
 def _scopes(args, every: bool) -> list[Scope]:
     """--user / --project; without either, the user scope for install and every scope that exists otherwise."""
-    from loopwright.skills.commands import _project_root
+    from loopwright.cli.skills import _project_root
 
     if getattr(args, "project", False):
         return [project_scope(_project_root())]
@@ -941,7 +941,7 @@ def _scopes(args, every: bool) -> list[Scope]:
 
 def _print(data: dict, out: Out) -> None:
     if out.json_mode:
-        from loopwright.runtime.cli import _print_json
+        from loopwright.cli.main import _print_json
 
         _print_json(data)
 

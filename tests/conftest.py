@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from support import CALC, TEST_CALC, DaemonProcess, git
 
-from loopwright.runtime.cli import main
+from loopwright.cli.main import main
 
 
 @pytest.fixture(autouse=True)

@@ -1,11 +1,12 @@
-"""Test doubles for self-play: the simulated population (from bench/selfplay_sim.py), a scripted proposer that
+"""Test doubles for self-play: the simulated population (from runtime/learning/selfplay/simulation.py), a scripted proposer that
 replays fixed replies, and a scripted solver that passes a task a fixed number of times out of k."""
 
 from __future__ import annotations
 
 import json
 
-from loopwright.bench.selfplay_sim import (  # noqa: F401
+from loopwright.runtime.learning.selfplay.domain import Attempt, ProposalRequest
+from loopwright.runtime.learning.selfplay.simulation import (  # noqa: F401
     SIMULATION_NOTE,
     Population,
     SimDomain,
@@ -13,7 +14,6 @@ from loopwright.bench.selfplay_sim import (  # noqa: F401
     SimSolver,
     sim_engine_parts,
 )
-from loopwright.runtime.selfplay.domain import Attempt, ProposalRequest
 
 
 class ScriptedProposer:

@@ -63,7 +63,7 @@ def loopwright_subprocess(cwd: Path, *args: str, env: dict | None = None, **kw) 
     """`loopwright` as its own process (for signals and kill -9)."""
     e = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     e.update(env or {})
-    return subprocess.Popen([PY, "-m", "loopwright.runtime.cli", *args], cwd=cwd, env=e, stdout=subprocess.PIPE,
+    return subprocess.Popen([PY, "-m", "loopwright.cli.main", *args], cwd=cwd, env=e, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -98,7 +98,7 @@ class DaemonProcess:
     def __init__(self, repo: Path, log: Path, max_parallel: int):
         self.repo, self.log = repo, log
         with log.open("a") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "loopwright.runtime.cli", "serve", "--max-parallel",
+            self.proc = subprocess.Popen([sys.executable, "-m", "loopwright.cli.main", "serve", "--max-parallel",
                                           str(max_parallel)], cwd=repo, stdout=out, stderr=out)
         deadline = time.monotonic() + 20
         pid_file = repo / ".loopwright" / "daemon.pid"

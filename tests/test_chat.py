@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from support import DaemonProcess, call, turn, until, write_script
 
-from loopwright.runtime.chat import (
+from loopwright.runtime.chat.threads import (
     ChatError,
     ChatHub,
     FanOut,

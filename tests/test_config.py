@@ -79,7 +79,7 @@ def test_scripted_needs_a_script(tmp_path):
 def test_budget_day_follows_the_reset_time():
     import datetime as dt
 
-    from loopwright.runtime.budget import budget_day
+    from loopwright.runtime.fleet.budget import budget_day
 
     at = dt.datetime(2026, 11, 25, 5, 30).timestamp()
     assert budget_day("00:00", at) == "2026-11-25"

@@ -15,7 +15,7 @@ from support import CHECK, FINISH, FIX_ADD, call, git, processes, turn, until, w
 from loopwright.harness.loopback import LoopbackServer
 from loopwright.harness.script import Script
 from loopwright.memory.store import Store
-from loopwright.runtime.daemon import GRACEFUL_STOP
+from loopwright.runtime.fleet.daemon import GRACEFUL_STOP
 
 TERMINAL = ("succeeded", "failed", "needs_review", "cancelled", "killed", "budget_exceeded")
 
@@ -63,7 +63,7 @@ def test_unknown_dependency_is_refused_and_nothing_is_queued(repo, cli, tmp_path
 def test_a_second_daemon_says_which_pid_holds_the_project(repo, cli, daemon):
     cli(repo, "init")
     first = daemon()
-    second = subprocess.run([sys.executable, "-m", "loopwright.runtime.cli", "serve"], cwd=repo, capture_output=True,
+    second = subprocess.run([sys.executable, "-m", "loopwright.cli.main", "serve"], cwd=repo, capture_output=True,
                             text=True, timeout=30)
     assert second.returncode == 2
     assert f"a daemon already runs for this project (pid {first.proc.pid})" in second.stderr

@@ -20,7 +20,7 @@ def test_the_tool_table_names_every_tool_and_argument_and_which_are_required():
     from loopwright.harness.tools import STANDARD_TOOLS
     from loopwright.memory.artifacts import ARTIFACT_TOOLS
     from loopwright.memory.tools import MEMORY_TOOLS
-    from loopwright.runtime.chat import FanOut
+    from loopwright.runtime.chat.threads import FanOut
     from loopwright.skills.tool import UseSkill
 
     rows = dict(re.findall(r"^\| `(\w+)` \| (.*) \|$", _section("**Without an API key.**"), re.M))

@@ -12,8 +12,16 @@ from pathlib import Path
 import pytest
 from support import git
 
-from loopwright.runtime.cli import main
-from loopwright.runtime.evaluate import ARMS, Row, bootstrap, load_suite, mean_difference, memory_knobs, summarize
+from loopwright.cli.main import main
+from loopwright.runtime.learning.evaluate import (
+    ARMS,
+    Row,
+    bootstrap,
+    load_suite,
+    mean_difference,
+    memory_knobs,
+    summarize,
+)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "eval-suite"
 

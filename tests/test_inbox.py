@@ -9,7 +9,7 @@ import pytest
 from support import call, turn, until, write_script
 from test_daemon import task_script, wait_until_done
 
-from loopwright.runtime.inbox import Inbox, InboxResult
+from loopwright.runtime.fleet.inbox import Inbox, InboxResult
 from loopwright.runtime.project import open_project
 
 

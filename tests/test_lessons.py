@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from support import MemoryPad
 
+from loopwright.cli.main import main
 from loopwright.harness.messages import ToolCall
 from loopwright.harness.tools import Toolbox, ToolContext
 from loopwright.memory.lessons import MAX_TEXT, SECTION_HEADER, LessonError, Lessons, lesson_tokens, similarity
 from loopwright.memory.run import RunMemory
 from loopwright.memory.store import SCHEMA_VERSION, Store, StoreError
 from loopwright.memory.tools import MEMORY_TOOLS, Recall, Remember
-from loopwright.runtime.cli import main
 from loopwright.runtime.config import MemoryConfig
 
 

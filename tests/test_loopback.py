@@ -191,10 +191,10 @@ def _options(*command: str) -> set[str]:
 def test_loopwright_loopback_has_the_options_of_the_module_and_logs_requests(tmp_path):
     module = _options("loopwright.harness.loopback")
     assert {"--script", "--port", "--per-conversation", "--latency", "--log-requests"} <= module
-    assert _options("loopwright.runtime.cli", "loopback") == module
+    assert _options("loopwright.cli.main", "loopback") == module
     (tmp_path / "s.json").write_text(json.dumps({"turns": [TURN]}))
     log = tmp_path / "requests.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "loopwright.runtime.cli", "loopback", "--script",
+    proc = subprocess.Popen([sys.executable, "-m", "loopwright.cli.main", "loopback", "--script",
                              str(tmp_path / "s.json"), "--log-requests", str(log)], stdout=subprocess.PIPE, text=True)
     try:
         base = [proc.stdout.readline() for _ in range(3)][2].split()[-1]

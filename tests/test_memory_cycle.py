@@ -169,7 +169,7 @@ def test_no_reflection_replies_means_reflection_is_skipped_and_memory_can_be_swi
 def test_two_runs_reflecting_at_once_both_land(repo, tmp_path):
     """Two processes' stores apply reflections concurrently: every lesson lands, none twice."""
     from loopwright.memory.store import Store
-    from loopwright.runtime.reflection import apply_deltas, parse_reply
+    from loopwright.runtime.learning.reflection import apply_deltas, parse_reply
 
     project = open_project(repo, create=True)
     task = project.store.create_task("g", check=None)

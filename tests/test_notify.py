@@ -13,9 +13,9 @@ from support import DaemonProcess, call, turn, wait_for_row, write_script
 from test_daemon import task_script, wait_until_done
 
 from loopwright.memory.store import Store
-from loopwright.runtime.budget import SPENT, budget_day
-from loopwright.runtime.daemon import GRACEFUL_STOP
-from loopwright.runtime.notify import Notifier
+from loopwright.runtime.fleet.budget import SPENT, budget_day
+from loopwright.runtime.fleet.daemon import GRACEFUL_STOP
+from loopwright.runtime.fleet.notify import Notifier
 from loopwright.runtime.project import open_project
 
 HOOK = '#!/bin/sh\ncat >> "$1"\n'

@@ -34,7 +34,7 @@ def test_the_wheel_ships_every_tracked_module_and_data_file(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     shipped = {n.removeprefix("loopwright/") for n in names if n.startswith("loopwright/")}
     expected = {p for p in tracked if not p.startswith(NOT_SHIPPED_DIRS) and p not in NOT_SHIPPED_FILES}
-    assert "runtime/selfplay/__init__.py" in expected and "skills/bundled/handoff/SKILL.md" in expected
+    assert "runtime/learning/selfplay/__init__.py" in expected and "skills/bundled/handoff/SKILL.md" in expected
     assert sorted(expected - shipped) == [], "tracked but not in the wheel"
     assert sorted(shipped - expected) == [], "in the wheel but not tracked"
     assert all(n.startswith(("loopwright/", "loopwright-")) for n in names), "only the package and its metadata"

@@ -17,7 +17,7 @@ from loopwright.harness.retry import RetryPolicy, rate_limit_reset, retry_after
 from loopwright.harness.script import Script
 from loopwright.memory.store import Store
 from loopwright.runtime.config import QuotaConfig
-from loopwright.runtime.quota import QuotaPaused, StoreQuotaGate, closed_gates
+from loopwright.runtime.fleet.quota import QuotaPaused, StoreQuotaGate, closed_gates
 
 
 def _err(headers: dict) -> openai.RateLimitError:

@@ -63,7 +63,7 @@ class RayDaemon:
     def __init__(self, repo: Path, log: Path, *args: str):
         self.repo, self.log = repo, log
         with log.open("a") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "loopwright.runtime.cli", "serve", "--backend", "ray",
+            self.proc = subprocess.Popen([sys.executable, "-m", "loopwright.cli.main", "serve", "--backend", "ray",
                                           *args], cwd=repo, stdout=out, stderr=out)
 
     def wait_serving(self, timeout: float = 90) -> None:
@@ -395,7 +395,7 @@ def test_resources_are_asked_of_ray(repo, cli, tmp_path, ray_mod, remote, ray_da
 
 @slow
 def test_a_chat_request_fans_out_into_parts_on_the_cluster(repo, tmp_path, cluster, remote, ray_daemon):
-    from loopwright.runtime.chat import create_thread, messages, post_message
+    from loopwright.runtime.chat.threads import create_thread, messages, post_message
     from loopwright.runtime.project import open_project
 
     things = ["a cat", "a dog", "a fish"]

@@ -30,9 +30,9 @@ from support import (
     write_script,
 )
 
+from loopwright.harness.events import CheckpointMade, ModelCalled
 from loopwright.harness.loopback import LoopbackServer
 from loopwright.harness.script import Script
-from loopwright.memory.events import CheckpointMade, ModelCalled
 from loopwright.memory.store import Store
 from loopwright.runtime.project import open_project
 from loopwright.runtime.runner import Runner

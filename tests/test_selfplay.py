@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from loopwright.runtime.selfplay.domain import Archive, ProposalError, ProposalRequest
-from loopwright.runtime.selfplay.gates import GateConfig, banned_apis, normalised
-from loopwright.runtime.selfplay.python_functions import (
+from loopwright.runtime.learning.selfplay.domain import Archive, ProposalError, ProposalRequest
+from loopwright.runtime.learning.selfplay.gates import GateConfig, banned_apis, normalised
+from loopwright.runtime.learning.selfplay.python_functions import (
     FunctionProposal,
     PythonFunctions,
     call_inputs,
@@ -222,10 +222,10 @@ def test_a_different_task_of_the_same_arity_is_accepted_next_to_it(domain):
 
 # -- reward ----------------------------------------------------------------------------------------
 
-from loopwright.runtime.selfplay.controller import Controller, ControllerConfig  # noqa: E402
-from loopwright.runtime.selfplay.ratings import Ratings, sigmoid  # noqa: E402
-from loopwright.runtime.selfplay.replay import ReplayBuffer  # noqa: E402
-from loopwright.runtime.selfplay.reward import (  # noqa: E402
+from loopwright.runtime.learning.selfplay.controller import Controller, ControllerConfig  # noqa: E402
+from loopwright.runtime.learning.selfplay.ratings import Ratings, sigmoid  # noqa: E402
+from loopwright.runtime.learning.selfplay.replay import ReplayBuffer  # noqa: E402
+from loopwright.runtime.learning.selfplay.reward import (  # noqa: E402
     LengthStats,
     RewardConfig,
     batch_rewards,
@@ -399,9 +399,9 @@ from selfplay_sim import (  # noqa: E402
     sim_engine_parts,
 )
 
-from loopwright.runtime.selfplay.domain import Attempt  # noqa: E402
-from loopwright.runtime.selfplay.engine import Engine, SelfPlayConfig  # noqa: E402
-from loopwright.runtime.selfplay.report import load_rounds, rounds_to_band, summary, write_report  # noqa: E402
+from loopwright.runtime.learning.selfplay.domain import Attempt  # noqa: E402
+from loopwright.runtime.learning.selfplay.engine import Engine, SelfPlayConfig  # noqa: E402
+from loopwright.runtime.learning.selfplay.report import load_rounds, rounds_to_band, summary, write_report  # noqa: E402
 
 DEVOWEL = function_task("devowel", "Return s without its vowels (aeiou, either case).",
                         "def devowel(s):\n    return ''.join(c for c in s if c.lower() not in 'aeiou')\n",
@@ -578,7 +578,7 @@ def test_rounds_to_band_needs_three_rounds_in_a_row():
 
 
 def test_report_files_and_the_cli_say_simulation(tmp_path, capsys):
-    from loopwright.runtime.cli import main
+    from loopwright.cli.main import main
 
     folder = tmp_path / "sim"
 
@@ -629,8 +629,8 @@ def test_report_of_a_simulation_outside_a_project_asks_for_its_folder(tmp_path, 
 
 from support import call, git, turn, write_script  # noqa: E402
 
+from loopwright.runtime.learning.selfplay.real import ModelProposer, RunnerSolver  # noqa: E402
 from loopwright.runtime.project import open_project  # noqa: E402
-from loopwright.runtime.selfplay.real import ModelProposer, RunnerSolver  # noqa: E402
 
 GOOD_DEVOWEL = "def devowel(s):\n    return ''.join(c for c in s if c.lower() not in 'aeiou')\n"
 
@@ -695,7 +695,7 @@ def test_a_round_with_a_model_proposer_and_runner_solver(repo, tmp_path):
 
 from support import CHECK  # noqa: E402
 
-from loopwright.runtime.selfplay.repo import RepoDomain, RepoProposal, grounding  # noqa: E402
+from loopwright.runtime.learning.selfplay.repo import RepoDomain, RepoProposal, grounding  # noqa: E402
 
 TRIPLE_TESTS = "from calc import triple\n\ndef test_triple():\n    assert triple(3) == 9\n    assert triple(-1) == -3\n"
 
@@ -777,7 +777,7 @@ sys.exit(0 if answer.exists() and answer.read_text().strip() == tests.read_text(
 def test_a_skill_can_add_a_domain_with_its_verifier(tmp_path, monkeypatch):
     import os
 
-    from loopwright.runtime.selfplay.skills_domain import SkillProposal, skill_domain, skill_domains
+    from loopwright.runtime.learning.selfplay.skills_domain import SkillProposal, skill_domain, skill_domains
 
     folder = Path(os.environ["LOOPWRIGHT_HOME"]) / "skills" / "answers"
     (folder / "scripts").mkdir(parents=True)
@@ -812,7 +812,7 @@ def test_a_skill_can_add_a_domain_with_its_verifier(tmp_path, monkeypatch):
 def test_practice_round_for_the_daemon(repo, tmp_path):
     from loopwright.harness.script import Script, ScriptTurn
     from loopwright.harness.scripted import ScriptedModel
-    from loopwright.runtime.selfplay import practice
+    from loopwright.runtime.learning.selfplay import practice
 
     project = scripted_project(repo, tmp_path, GOOD_DEVOWEL)
     proposer = ModelProposer(project.config, lambda: ScriptedModel(Script(turns=[ScriptTurn(
@@ -833,9 +833,9 @@ def test_practice_round_for_the_daemon(repo, tmp_path):
 def test_the_daemon_practises_only_when_idle_and_one_round_at_a_time(repo, monkeypatch):
     """The daemon's practice mode: off by default; on, it waits for an empty queue and idle_seconds, and runs one
     round at a time (the round itself is tested above; here it is a stand-in that records the call)."""
-    from loopwright.runtime import daemon as daemon_module
+    from loopwright.runtime.fleet import daemon as daemon_module
+    from loopwright.runtime.learning.selfplay import practice
     from loopwright.runtime.project import open_project
-    from loopwright.runtime.selfplay import practice
 
     calls: list[dict] = []
     release = asyncio.Event()

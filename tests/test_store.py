@@ -7,8 +7,8 @@ import time
 import pytest
 from support import claim_run_in_child
 
+from loopwright.harness.events import ConversationReset, MessageAdded, ModelCalled, Notice, parse_event
 from loopwright.harness.messages import Message, TextBlock, Usage
-from loopwright.memory.events import ConversationReset, MessageAdded, ModelCalled, Notice, parse_event
 from loopwright.memory.store import SCHEMA_VERSION, Store, StoreError
 
 

@@ -22,9 +22,9 @@ from support import FINISH, FIX_ADD, call, processes, turn, until, write_script
 from textual.widgets import DataTable
 from tui_support import assert_snapshot, screen_text, wait
 
-from loopwright.memory.events import RunStarted, ToolFinished, ToolStarted
+from loopwright.harness.events import RunStarted, ToolFinished, ToolStarted
 from loopwright.memory.store import Store
-from loopwright.runtime.daemon import daemon_pid
+from loopwright.runtime.fleet.daemon import daemon_pid
 from loopwright.runtime.posting import TaskRequest, post_task
 from loopwright.runtime.project import init_project, open_project
 from loopwright.tui.app import Banner, FleetScreen, HelpScreen, NewTaskScreen, PathScreen, Prompt, TuiApp
@@ -504,7 +504,7 @@ def test_as_a_person_would_in_tmux(repo, cli, tmp_path):
     task = cli.json(repo, "post", "slow in tmux", "--script", slow_script(tmp_path, "t", 200), "--check", "true")["task"]
     sock = f"lw-tui-{os.getpid()}"
     tmux = ["tmux", "-L", sock, "-f", "/dev/null"]
-    command = f"{shlex.quote(sys.executable)} -m loopwright.runtime.cli tui --serve"
+    command = f"{shlex.quote(sys.executable)} -m loopwright.cli.main tui --serve"
 
     def pane() -> str:
         return subprocess.run([*tmux, "capture-pane", "-p", "-t", "tui"], capture_output=True, text=True).stdout

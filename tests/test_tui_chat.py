@@ -9,7 +9,7 @@ from textual.app import App
 from textual.widgets import RichLog
 from tui_support import wait
 
-from loopwright.runtime.chat import create_thread, messages, post_message
+from loopwright.runtime.chat.threads import create_thread, messages, post_message
 from loopwright.runtime.project import open_project
 from loopwright.tui.chat_view import ChatScreen
 

@@ -17,8 +17,8 @@ from textual.app import App
 from textual.widgets import Collapsible, DataTable, Input, RichLog, Static
 from tui_support import assert_snapshot, wait
 
+from loopwright.harness import events as ev
 from loopwright.harness.messages import Message, TextBlock, ToolCall, ToolResult
-from loopwright.memory import events as ev
 from loopwright.memory.artifacts import register
 from loopwright.memory.store import Store
 from loopwright.runtime.actions import Actions

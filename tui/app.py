@@ -943,12 +943,12 @@ class TuiApp(App):
 
 def start_daemon(project: Project) -> int:
     """`loopwright serve --detach` in the project (unless a daemon runs already); the daemon's pid."""
-    from loopwright.runtime.daemon import DaemonError, daemon_pid
+    from loopwright.runtime.fleet.daemon import DaemonError, daemon_pid
 
     pid = daemon_pid(project)
     if pid:
         return pid
-    done = subprocess.run([sys.executable, "-m", "loopwright.runtime.cli", "serve", "--detach"], cwd=project.root,
+    done = subprocess.run([sys.executable, "-m", "loopwright.cli.main", "serve", "--detach"], cwd=project.root,
                           capture_output=True, text=True, timeout=60)
     pid = daemon_pid(project)
     if done.returncode != 0 or not pid:

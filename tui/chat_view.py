@@ -15,8 +15,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, OptionList, RichLog, Static
 from textual.widgets.option_list import Option
 
-from loopwright.runtime.chat import ChatError, Message, messages, post_message, threads, unknown_mentions
-from loopwright.runtime.chat_commands import line
+from loopwright.cli.chat import line
+from loopwright.runtime.chat.threads import ChatError, Message, messages, post_message, threads, unknown_mentions
 
 POLL_SECONDS = 0.25
 

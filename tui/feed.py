@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 from loopwright.harness.messages import gist_argument
 from loopwright.memory.store import RUN_FINAL, Run, Store, Task, _row
-from loopwright.runtime.budget import FleetBudget, budget_day
 from loopwright.runtime.config import FleetBudgetConfig
 from loopwright.runtime.display import fmt_elapsed
-from loopwright.runtime.quota import closed_gates
+from loopwright.runtime.fleet.budget import FleetBudget, budget_day
+from loopwright.runtime.fleet.quota import closed_gates
 
 STUCK_SECONDS = 300.0  # a running run with no event for this long is flagged
 REPEAT_LIMIT = 4  # the same tool call (name and arguments) this many times in a row is flagged
@@ -130,7 +130,7 @@ class Feed:
     @classmethod
     def for_project(cls, project, **kw) -> Feed:
         """A feed of a project's store, its daemon pid from the lock file, its fleet budget."""
-        from loopwright.runtime.daemon import daemon_pid
+        from loopwright.runtime.fleet.daemon import daemon_pid
 
         return cls(project.store, daemon=lambda: daemon_pid(project), budget=project.config.fleet, **kw)
 

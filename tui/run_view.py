@@ -28,7 +28,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Collapsible, DataTable, Footer, Input, RichLog, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from loopwright.memory import events as ev
+from loopwright.harness import events as ev
 from loopwright.memory.artifacts import list_artifacts
 from loopwright.memory.store import Run, Store, StoreError
 from loopwright.runtime.actions import Actions, Done

@@ -39,7 +39,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from loopwright.runtime.selfplay.domain import (
+from loopwright.runtime.learning.selfplay.domain import (
     Archive,
     Domain,
     PracticeTask,
@@ -48,8 +48,15 @@ from loopwright.runtime.selfplay.domain import (
     parse_payload,
     task_id,
 )
-from loopwright.runtime.selfplay.gates import GateConfig, banned_apis, features, longer, size_problem, static_duplicate
-from loopwright.runtime.selfplay.sandbox import run_job
+from loopwright.runtime.learning.selfplay.gates import (
+    GateConfig,
+    banned_apis,
+    features,
+    longer,
+    size_problem,
+    static_duplicate,
+)
+from loopwright.runtime.learning.selfplay.sandbox import run_job
 
 NAME = "python-functions"
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -321,7 +328,7 @@ class PythonFunctions(Domain):
     def check_command(self, task: PracticeTask, folder: Path) -> str:
         path = Path(folder) / "task.json"
         path.write_text(task.model_dump_json())
-        return (f"{shlex.quote(sys.executable)} -m loopwright.runtime.selfplay.python_functions "
+        return (f"{shlex.quote(sys.executable)} -m loopwright.runtime.learning.selfplay.python_functions "
                 f"{shlex.quote(str(path))} {self.gates.time_limit:g}")
 
 
@@ -356,7 +363,7 @@ def verify_solution(task: PracticeTask, workdir: Path, limit: float = 5.0) -> tu
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m loopwright.runtime.selfplay.python_functions TASK.json`: the solver's acceptance check (cwd)."""
+    """`python -m loopwright.runtime.learning.selfplay.python_functions TASK.json`: the solver's acceptance check (cwd)."""
     argv = sys.argv[1:] if argv is None else argv
     task = PracticeTask.model_validate_json(Path(argv[0]).read_text())
     ok, detail = verify_solution(task, Path.cwd(), float(argv[1]) if len(argv) > 1 else 5.0)

@@ -8,7 +8,7 @@ State and history live in `.loopwright/selfplay/<domain>/` (simulations in
 `.loopwright/selfplay/simulate-<population>/`, so they never mix with real
 play); outside a project, `--dir` says where (a simulation defaults to a
 temporary folder). The simulated population and scripted proposer come from
-bench/selfplay_sim.py and run only under `--simulate`; everything they print
+runtime/learning/selfplay/simulation.py and run only under `--simulate`; everything they print
 says SIMULATION.
 """
 
@@ -49,8 +49,8 @@ def _folder(args: argparse.Namespace, name: str) -> Path:
 
 
 def _config(args: argparse.Namespace):
-    from loopwright.runtime.selfplay.controller import ControllerConfig
-    from loopwright.runtime.selfplay.engine import SelfPlayConfig
+    from loopwright.runtime.learning.selfplay.controller import ControllerConfig
+    from loopwright.runtime.learning.selfplay.engine import SelfPlayConfig
 
     if not 0 < args.target < 1:
         raise SelfPlayError(f"--target must be between 0 and 1 (got {args.target})")
@@ -77,19 +77,19 @@ def _name(args: argparse.Namespace) -> str:
 
 
 def _play(args: argparse.Namespace, quiet: bool, say) -> int:
-    from loopwright.runtime.selfplay.engine import Engine
-    from loopwright.runtime.selfplay.report import SIMULATION_BANNER, summary, summary_lines, write_report
+    from loopwright.runtime.learning.selfplay.engine import Engine
+    from loopwright.runtime.learning.selfplay.report import SIMULATION_BANNER, summary, summary_lines, write_report
 
     cfg = _config(args)
     folder = _folder(args, _name(args))
     if args.simulate:
-        from loopwright.bench.selfplay_sim import Population, SimDomain, SimProposer, SimSolver
+        from loopwright.runtime.learning.selfplay.simulation import Population, SimDomain, SimProposer, SimSolver
 
         say(f"{SIMULATION_BANNER}: population {args.simulate}, seed {args.seed}; state in {folder}")
         engine = Engine(SimDomain(), SimProposer("controlled", args.seed),
                         SimSolver(Population(args.simulate, args.seed)), cfg, folder=folder, simulated=True, say=say)
     else:
-        from loopwright.runtime.selfplay.real import build
+        from loopwright.runtime.learning.selfplay.real import build
 
         domain, proposer, solver, project = build(args, cfg)
         say(f"self-play {domain.name}: {args.rounds} round(s), batch {cfg.batch}, k {cfg.k}, target "
@@ -108,7 +108,12 @@ def _play(args: argparse.Namespace, quiet: bool, say) -> int:
 
 
 def _report(args: argparse.Namespace, quiet: bool) -> int:
-    from loopwright.runtime.selfplay.report import SIMULATION_BANNER, history_table, summary_lines, write_report
+    from loopwright.runtime.learning.selfplay.report import (
+        SIMULATION_BANNER,
+        history_table,
+        summary_lines,
+        write_report,
+    )
 
     folder = _folder(args, _name(args))
     if not (folder / "rounds.jsonl").exists():

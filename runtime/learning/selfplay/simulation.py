@@ -43,7 +43,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from loopwright.runtime.selfplay.domain import (
+from loopwright.runtime.learning.selfplay.domain import (
     Archive,
     Attempt,
     Domain,
@@ -53,8 +53,8 @@ from loopwright.runtime.selfplay.domain import (
     Verdict,
     task_id,
 )
-from loopwright.runtime.selfplay.gates import GateConfig, features, size_problem, static_duplicate
-from loopwright.runtime.selfplay.ratings import logit, sigmoid
+from loopwright.runtime.learning.selfplay.gates import GateConfig, features, size_problem, static_duplicate
+from loopwright.runtime.learning.selfplay.ratings import logit, sigmoid
 
 SIMULATION_NOTE = "SIMULATION: a simulated solver population and a scripted proposer — not a model"
 TOPICS = ("strings", "lists", "math", "parsing", "graphs", "dates")

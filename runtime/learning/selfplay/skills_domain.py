@@ -33,7 +33,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from loopwright.runtime.selfplay.domain import (
+from loopwright.runtime.learning.selfplay.domain import (
     Archive,
     Domain,
     PracticeTask,
@@ -44,7 +44,7 @@ from loopwright.runtime.selfplay.domain import (
     task_id,
     words,
 )
-from loopwright.runtime.selfplay.gates import GateConfig, banned_apis, features, size_problem, static_duplicate
+from loopwright.runtime.learning.selfplay.gates import GateConfig, banned_apis, features, size_problem, static_duplicate
 
 DOMAIN_KEY, VERIFIER_KEY = "selfplay-domain", "selfplay-verifier"
 
@@ -156,7 +156,7 @@ class SkillDomain(Domain):
     def check_command(self, task: PracticeTask, folder: Path) -> str:
         path = Path(folder) / "task.json"
         path.write_text(task.model_dump_json())
-        return f"{shlex.quote(sys.executable)} -m loopwright.runtime.selfplay.skills_domain {shlex.quote(str(path))}"
+        return f"{shlex.quote(sys.executable)} -m loopwright.runtime.learning.selfplay.skills_domain {shlex.quote(str(path))}"
 
 
 def skill_domains(root: Path | None) -> dict[str, SkillDomain]:
@@ -180,7 +180,7 @@ def skill_domain(root: Path | None, name: str) -> SkillDomain | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m loopwright.runtime.selfplay.skills_domain TASK.json`: the solver's acceptance check (cwd)."""
+    """`python -m loopwright.runtime.learning.selfplay.skills_domain TASK.json`: the solver's acceptance check (cwd)."""
     argv = sys.argv[1:] if argv is None else argv
     task = PracticeTask.model_validate_json(Path(argv[0]).read_text())
     ok, detail = SkillDomain(task.domain, Path(task.payload["verifier"]), "").verify(task, Path.cwd())

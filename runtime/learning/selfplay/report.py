@@ -16,8 +16,8 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-from loopwright.runtime.selfplay.domain import REASONS
-from loopwright.runtime.selfplay.engine import BINS
+from loopwright.runtime.learning.selfplay.domain import REASONS
+from loopwright.runtime.learning.selfplay.engine import BINS
 
 SIMULATION_BANNER = "SIMULATION — a simulated solver population and a scripted proposer, not a model"
 BAND, HOLD = 0.1, 3

@@ -29,9 +29,8 @@ from loopwright.harness.models import ModelError
 from loopwright.memory.artifacts import ArtifactError
 from loopwright.memory.lessons import LessonError
 from loopwright.memory.store import StoreError
-from loopwright.runtime.chat import ChatError
+from loopwright.runtime.chat.threads import ChatError
 from loopwright.runtime.config import ConfigError
-from loopwright.runtime.daemon import DaemonError
 from loopwright.runtime.display import (
     ProgressPrinter,
     clip,
@@ -41,10 +40,11 @@ from loopwright.runtime.display import (
     running_tool_call,
     transcript,
 )
-from loopwright.runtime.hygiene import disk_floor
+from loopwright.runtime.fleet.daemon import DaemonError
+from loopwright.runtime.fleet.hygiene import disk_floor
+from loopwright.runtime.fleet.quota import closed_gates
 from loopwright.runtime.posting import PostError
 from loopwright.runtime.project import Project, ProjectError, init_project, open_project
-from loopwright.runtime.quota import closed_gates
 from loopwright.skills.catalog import SkillError
 from loopwright.workspaces.git import WorkspaceError, tree_bytes
 
@@ -164,7 +164,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from loopwright.runtime.daemon import daemon_pid
+    from loopwright.runtime.fleet.daemon import daemon_pid
 
     project = open_project(Path.cwd())
     pid = daemon_pid(project)
@@ -206,7 +206,7 @@ def _command_queued(args: argparse.Namespace, run_id: str, kind: str, command: i
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from loopwright.runtime.daemon import Daemon
+    from loopwright.runtime.fleet.daemon import Daemon
 
     # the flags are config values given on the command line: checked, and refused, as the config's own are
     project = open_project(Path.cwd(), create=True, overrides={"backend": args.backend, "ray.address": args.address,
@@ -221,10 +221,10 @@ def _detach(project: Project, args: argparse.Namespace) -> int:
     """`serve` in the background: done once it holds the project's lock, else its error in one line."""
     import subprocess
 
-    from loopwright.runtime.daemon import DaemonError, daemon_pid
+    from loopwright.runtime.fleet.daemon import DaemonError, daemon_pid
 
     log = project.log_dir / "daemon.log"
-    argv = [sys.executable, "-m", "loopwright.runtime.cli", "serve"]
+    argv = [sys.executable, "-m", "loopwright.cli.main", "serve"]
     for flag, value in (("--max-parallel", args.max_parallel), ("--backend", args.backend), ("--address", args.address)):
         argv += [flag, str(value)] if value is not None else []
     with log.open("a") as out:
@@ -258,7 +258,7 @@ def _first_error(log: Path, start: int) -> str | None:
 
 
 def cmd_post(args: argparse.Namespace) -> int:
-    from loopwright.runtime.daemon import daemon_pid
+    from loopwright.runtime.fleet.daemon import daemon_pid
     from loopwright.runtime.posting import cli_flag, parse_request, post_task
 
     project = open_project(Path.cwd(), create=True)
@@ -302,7 +302,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from loopwright.runtime.daemon import daemon_pid
+    from loopwright.runtime.fleet.daemon import daemon_pid
 
     project = open_project(Path.cwd())
     store = project.store
@@ -336,7 +336,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_stop_run(args: argparse.Namespace) -> int:
     """pause / kill: the process that owns the run (daemon or foreground) pauses it at its next safe point (after
     the tool call running now), or kills it now."""
-    from loopwright.runtime.daemon import daemon_pid
+    from loopwright.runtime.fleet.daemon import daemon_pid
 
     project = open_project(Path.cwd())
     run = _target_run(project, args.run)
@@ -356,7 +356,7 @@ def cmd_stop_run(args: argparse.Namespace) -> int:
 
 
 def cmd_budget(args: argparse.Namespace) -> int:
-    from loopwright.runtime.budget import FleetBudget
+    from loopwright.runtime.fleet.budget import FleetBudget
 
     project = open_project(Path.cwd())
     budget = FleetBudget(project.store, project.config.fleet)
@@ -466,7 +466,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     """Remove finished runs' worktrees; with --dry-run, list them and the bytes removing them would free."""
-    from loopwright.runtime.hygiene import deletes_branch, finished_worktrees, remove_worktree, worktree_bytes
+    from loopwright.runtime.fleet.hygiene import deletes_branch, finished_worktrees, remove_worktree, worktree_bytes
 
     project = open_project(Path.cwd())
     listed, total = [], 0
@@ -593,12 +593,12 @@ def build_parser() -> Parser:
     sp.add_argument("--via", choices=["scripted", "anthropic", "openai", "openai-responses"], default="scripted",
                     help="scripted: in-process; others: the real SDK against the loopback server")
 
+    from loopwright.cli.chat import add_parsers as add_chat_parsers
+    from loopwright.cli.lessons import add_parsers as add_lesson_parsers
+    from loopwright.cli.selfplay import add_parsers as add_selfplay_parsers
+    from loopwright.cli.skills import add_parsers as add_skill_parsers
     from loopwright.memory.artifacts import add_parsers as add_artifact_parsers
-    from loopwright.memory.lesson_commands import add_parsers as add_lesson_parsers
-    from loopwright.runtime.chat_commands import add_parsers as add_chat_parsers
-    from loopwright.runtime.evaluate import add_parsers as add_eval_parsers
-    from loopwright.runtime.selfplay.commands import add_parsers as add_selfplay_parsers
-    from loopwright.skills.commands import add_parsers as add_skill_parsers
+    from loopwright.runtime.learning.evaluate import add_parsers as add_eval_parsers
     from loopwright.tui.app import add_parsers as add_tui_parsers
 
     add_skill_parsers(sub, add)

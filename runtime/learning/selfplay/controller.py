@@ -48,7 +48,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from loopwright.runtime.selfplay.ratings import Ratings, logit, sigmoid
+from loopwright.runtime.learning.selfplay.ratings import Ratings, logit, sigmoid
 
 BIAS_CAP = 3.0
 

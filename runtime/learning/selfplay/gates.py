@@ -21,7 +21,7 @@ import hashlib
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from loopwright.runtime.selfplay.domain import Archive, PracticeTask, Verdict, shingles, words
+from loopwright.runtime.learning.selfplay.domain import Archive, PracticeTask, Verdict, shingles, words
 
 # Randomness, time, the network, processes, the file system and introspection escapes.
 BANNED_MODULES = frozenset({

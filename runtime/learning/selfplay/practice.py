@@ -11,24 +11,24 @@ proposer has given up (`patience` quiet rounds).
 
 from __future__ import annotations
 
-from loopwright.runtime.budget import FleetBudget
+from loopwright.runtime.fleet.budget import FleetBudget
+from loopwright.runtime.learning.selfplay.domain import Domain, Proposer
+from loopwright.runtime.learning.selfplay.engine import Engine, SelfPlayConfig
 from loopwright.runtime.project import Project
-from loopwright.runtime.selfplay.domain import Domain, Proposer
-from loopwright.runtime.selfplay.engine import Engine, SelfPlayConfig
 
 last_skip = ""
 
 
 def practice_domain(project: Project, name: str) -> Domain:
-    from loopwright.runtime.selfplay.python_functions import NAME, PythonFunctions
+    from loopwright.runtime.learning.selfplay.python_functions import NAME, PythonFunctions
 
     if name == NAME:
         return PythonFunctions()
     if name == "repo":
-        from loopwright.runtime.selfplay.repo import RepoDomain
+        from loopwright.runtime.learning.selfplay.repo import RepoDomain
 
         return RepoDomain(project.root, check=project.config.check)
-    from loopwright.runtime.selfplay.skills_domain import skill_domain
+    from loopwright.runtime.learning.selfplay.skills_domain import skill_domain
 
     found = skill_domain(project.root, name)
     if found is None:
@@ -40,7 +40,7 @@ async def practice_round(project: Project, *, domain: str = "python-functions", 
                          cfg: SelfPlayConfig | None = None, proposer: Proposer | None = None) -> dict | None:
     """Play one practice round (None when it may not: see `last_skip`)."""
     global last_skip
-    from loopwright.runtime.selfplay.real import ModelProposer, RunnerSolver
+    from loopwright.runtime.learning.selfplay.real import ModelProposer, RunnerSolver
 
     if why := FleetBudget(project.store, project.config.fleet).exhausted():
         last_skip = f"fleet budget: {why}"

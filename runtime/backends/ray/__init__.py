@@ -53,6 +53,7 @@ from typing import Any
 
 import git
 
+from loopwright.harness.events import CheckRan, MergeConflict, Merged, RunStarted, TaskUpdated
 from loopwright.harness.loop import (
     AgentLoop,
     BudgetExceeded,
@@ -68,14 +69,13 @@ from loopwright.harness.script import Script
 from loopwright.harness.scripted import ScriptedModel
 from loopwright.harness.tools import STANDARD_TOOLS, Toolbox, ToolError, ToolOutcome, resolve_in, run_command
 from loopwright.memory.artifacts import ArtifactTool
-from loopwright.memory.events import CheckRan, MergeConflict, Merged, RunStarted, TaskUpdated
 from loopwright.memory.run import RunMemory
 from loopwright.memory.store import Command, Run, StoreError, Task, new_run_id
-from loopwright.runtime.budget import FleetBudget, budget_day
-from loopwright.runtime.chat import FanOut
+from loopwright.runtime.chat.threads import FanOut
 from loopwright.runtime.config import BudgetConfig, Config, ConfigError, FleetBudgetConfig, MemoryConfig, QuotaConfig
+from loopwright.runtime.fleet.budget import FleetBudget, budget_day
+from loopwright.runtime.fleet.quota import StoreQuotaGate, gate_key
 from loopwright.runtime.project import Project
-from loopwright.runtime.quota import StoreQuotaGate, gate_key
 from loopwright.runtime.runner import (
     GIT_LOCK,
     MEMORY_PROMPT,
@@ -106,7 +106,7 @@ SYNC_ATTEMPTS = 6  # a batch the head could not take is sent again (the head app
 
 
 def _daemon_error(message: str) -> Exception:
-    from loopwright.runtime.daemon import DaemonError
+    from loopwright.runtime.fleet.daemon import DaemonError
 
     return DaemonError(message)
 
@@ -840,7 +840,7 @@ class HeadService:
 
     def fan_out(self, task_id: int, items: list[str], plan: str) -> tuple[bool, str, str | None]:
         """What `runtime.chat.FanOut` does, on the head's store."""
-        from loopwright.runtime.chat import fan_out
+        from loopwright.runtime.chat.threads import fan_out
 
         task = self.store.task(task_id)
         chat = task.options.get("chat")
@@ -854,7 +854,7 @@ class HeadService:
         return True, f"started {len(created)} runs{note}", f"Split into {len(created)}: {plan}{note}"
 
     def parts(self, task_id: int) -> int:
-        from loopwright.runtime.chat import children
+        from loopwright.runtime.chat.threads import children
 
         return len(children(self.store, task_id))
 
@@ -1280,7 +1280,7 @@ class _RemoteLoop:
         import ray
         from ray.exceptions import ActorUnavailableError, RayActorError
 
-        from loopwright.runtime.daemon import GRACEFUL_STOP
+        from loopwright.runtime.fleet.daemon import GRACEFUL_STOP
 
         runner, backend = self.runner, self.runner.backend
         store = runner.store

@@ -70,8 +70,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from loopwright.runtime.selfplay.controller import Controller, ControllerConfig
-from loopwright.runtime.selfplay.domain import (
+from loopwright.runtime.learning.selfplay.controller import Controller, ControllerConfig
+from loopwright.runtime.learning.selfplay.domain import (
     REASONS,
     Archive,
     Attempt,
@@ -82,10 +82,10 @@ from loopwright.runtime.selfplay.domain import (
     Proposer,
     Solver,
 )
-from loopwright.runtime.selfplay.gates import length_hard
-from loopwright.runtime.selfplay.ratings import Ratings
-from loopwright.runtime.selfplay.replay import ReplayBuffer
-from loopwright.runtime.selfplay.reward import LengthStats, RewardConfig, batch_rewards, clusters
+from loopwright.runtime.learning.selfplay.gates import length_hard
+from loopwright.runtime.learning.selfplay.ratings import Ratings
+from loopwright.runtime.learning.selfplay.replay import ReplayBuffer
+from loopwright.runtime.learning.selfplay.reward import LengthStats, RewardConfig, batch_rewards, clusters
 
 BINS = ("0", "(0,.2]", "(.2,.4]", "(.4,.6]", "(.6,.8]", "(.8,1)", "1")
 

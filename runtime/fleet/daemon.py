@@ -26,12 +26,12 @@ from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from loopwright.memory.events import TaskUpdated
+from loopwright.harness.events import TaskUpdated
 from loopwright.memory.store import RUN_FINAL, StoreError, Task
-from loopwright.runtime.budget import SPENT, FleetBudget
-from loopwright.runtime.chat import ChatHub
+from loopwright.runtime.chat.threads import ChatHub
 from loopwright.runtime.display import ProgressPrinter
-from loopwright.runtime.hygiene import disk_floor, expired_worktrees, remove_worktree
+from loopwright.runtime.fleet.budget import SPENT, FleetBudget
+from loopwright.runtime.fleet.hygiene import disk_floor, expired_worktrees, remove_worktree
 from loopwright.runtime.project import Project
 from loopwright.runtime.runner import GIT_LOCK, Runner, RunResult, merge_reviewed
 from loopwright.workspaces.git import WorkspaceError
@@ -99,7 +99,7 @@ class Daemon:
         self.live: dict[int, tuple[Runner, asyncio.Task]] = {}  # task id -> its runner
         self.stopping = asyncio.Event()
         self.budget = FleetBudget(self.store, project.config.fleet)
-        self.backend = None  # runtime.ray_backend.RayBackend when config.backend is "ray" (started by serve)
+        self.backend = None  # runtime.backends.ray.RayBackend when config.backend is "ray" (started by serve)
         self._held_said: str | None = None
         self._sweep: asyncio.Task | None = None
         self._next_sweep = 0.0
@@ -126,8 +126,8 @@ class Daemon:
         printer = ProgressPrinter(self.store)
         self.store.listeners.append(lambda run_id, e: self._log_event(printer, run_id, e))
         self.say(f"daemon {os.getpid()} serving {self.project.root} (max_parallel {self.max_parallel})")
-        from loopwright.runtime.inbox import Inbox
-        from loopwright.runtime.notify import Notifier
+        from loopwright.runtime.fleet.inbox import Inbox
+        from loopwright.runtime.fleet.notify import Notifier
 
         inbox = Inbox(self.project, self.say) if self.project.config.inbox.enabled else None
         notifier = Notifier(self.project, self.say)  # its baseline: the tasks as they are before recovery
@@ -138,7 +138,7 @@ class Daemon:
         gc.freeze()
         try:
             if self.project.config.backend == "ray":
-                from loopwright.runtime.ray_backend import RayBackend
+                from loopwright.runtime.backends.ray import RayBackend
 
                 self.backend = RayBackend(self.project, self.say)
                 self.backend.start()
@@ -256,7 +256,7 @@ class Daemon:
             return
 
         async def round_() -> None:
-            from loopwright.runtime.selfplay import practice
+            from loopwright.runtime.learning.selfplay import practice
 
             try:
                 report = await practice.practice_round(self.project, domain=config.domain,
@@ -268,7 +268,7 @@ class Daemon:
                 self.say(f"practice skipped: {practice.last_skip or 'see the log above'}")
                 self._idle_since = time.monotonic() + 3600  # try again in an hour, not at every poll
             else:
-                from loopwright.runtime.selfplay.engine import round_line
+                from loopwright.runtime.learning.selfplay.engine import round_line
 
                 self.say(f"practice {round_line(report)}")
                 self._idle_since = time.monotonic()

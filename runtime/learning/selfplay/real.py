@@ -35,9 +35,9 @@ from loopwright.harness.messages import Message, TextBlock
 from loopwright.harness.models import ModelAdapter
 from loopwright.harness.retry import call_model
 from loopwright.runtime.config import Config
+from loopwright.runtime.learning.selfplay.domain import Attempt, Domain, PracticeTask, ProposalRequest
 from loopwright.runtime.project import Project
 from loopwright.runtime.runner import GIT_LOCK, Runner, make_adapter, model_options
-from loopwright.runtime.selfplay.domain import Attempt, Domain, PracticeTask, ProposalRequest
 from loopwright.workspaces.git import Workspace
 
 PROPOSER_SYSTEM = ("You write practice tasks for another coding agent. Each task must be verifiable (hidden tests "
@@ -131,10 +131,10 @@ class RunnerSolver:
 
 def build(args, cfg) -> tuple[Domain, ModelProposer, RunnerSolver, Project]:
     """The domain, a model proposer and a Runner solver for `loopwright selfplay` in the project around cwd."""
+    from loopwright.cli.selfplay import SelfPlayError
+    from loopwright.runtime.learning.selfplay.python_functions import NAME, PythonFunctions
     from loopwright.runtime.project import open_project
     from loopwright.runtime.runner import check_model
-    from loopwright.runtime.selfplay.commands import SelfPlayError
-    from loopwright.runtime.selfplay.python_functions import NAME, PythonFunctions
 
     overrides = {k: v for k, v in (("provider", getattr(args, "provider", None)),
                                    ("model", getattr(args, "model", None))) if v}
@@ -143,11 +143,11 @@ def build(args, cfg) -> tuple[Domain, ModelProposer, RunnerSolver, Project]:
     if args.domain == NAME:
         domain: Domain = PythonFunctions()
     elif args.domain == "repo":
-        from loopwright.runtime.selfplay.repo import RepoDomain
+        from loopwright.runtime.learning.selfplay.repo import RepoDomain
 
         domain = RepoDomain(project.root, check=project.config.check)
     else:
-        from loopwright.runtime.selfplay.skills_domain import skill_domain
+        from loopwright.runtime.learning.selfplay.skills_domain import skill_domain
 
         found = skill_domain(project.root, args.domain)
         if found is None:

@@ -28,11 +28,11 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from loopwright.harness.events import ModelCalled, Reflected
 from loopwright.harness.messages import Message, ModelResponse, TextBlock, ToolResult
 from loopwright.harness.models import ModelAdapter, ModelError
 from loopwright.harness.retry import RetryPolicy, call_model
 from loopwright.harness.script import REFLECTION_MARKER
-from loopwright.memory.events import ModelCalled, Reflected
 from loopwright.memory.store import Run, Store, Task
 from loopwright.runtime.config import Config
 

@@ -59,8 +59,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from loopwright.harness.tools import _kill_group, _wait_exit
-from loopwright.runtime.budget import SPENT, FleetBudget
-from loopwright.runtime.daemon import GRACEFUL_STOP
+from loopwright.runtime.fleet.budget import SPENT, FleetBudget
+from loopwright.runtime.fleet.daemon import GRACEFUL_STOP
 from loopwright.runtime.project import Project
 
 TASK_EVENTS = {"succeeded": "task_succeeded", "failed": "task_failed", "killed": "task_failed",

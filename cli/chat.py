@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from loopwright.runtime.chat import (
+from loopwright.runtime.chat.threads import (
     ChatError,
     Message,
     as_dict,
@@ -25,7 +25,7 @@ from loopwright.runtime.project import open_project
 
 
 def _print_json(data) -> None:
-    from loopwright.runtime.cli import _print_json as out
+    from loopwright.cli.main import _print_json as out
 
     out(data)
 
@@ -94,7 +94,7 @@ def cmd_say(args: argparse.Namespace) -> int:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     """Interactive: new messages appear as they come; each line typed is posted (`/quit` leaves)."""
-    from loopwright.runtime.chat import thread as thread_info
+    from loopwright.runtime.chat.threads import thread as thread_info
 
     project = open_project(Path.cwd(), create=True)
     store, config = project.store, project.config.chat

@@ -36,7 +36,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from loopwright.runtime.selfplay.domain import (
+from loopwright.runtime.learning.selfplay.domain import (
     Archive,
     Domain,
     PracticeTask,
@@ -45,9 +45,9 @@ from loopwright.runtime.selfplay.domain import (
     parse_payload,
     task_id,
 )
-from loopwright.runtime.selfplay.gates import GateConfig, banned_apis, features, size_problem, static_duplicate
-from loopwright.runtime.selfplay.python_functions import count_tests
-from loopwright.runtime.selfplay.sandbox import run_job
+from loopwright.runtime.learning.selfplay.gates import GateConfig, banned_apis, features, size_problem, static_duplicate
+from loopwright.runtime.learning.selfplay.python_functions import count_tests
+from loopwright.runtime.learning.selfplay.sandbox import run_job
 
 NAME = "repo"
 REPO_ALLOWED = frozenset({"os", "sys", "pathlib", "io", "tempfile", "shutil", "importlib", "inspect"})
@@ -251,11 +251,11 @@ class RepoDomain(Domain):
     def check_command(self, task: PracticeTask, folder: Path) -> str:
         path = Path(folder) / "task.json"
         path.write_text(task.model_dump_json())
-        return f"{shlex.quote(sys.executable)} -m loopwright.runtime.selfplay.repo {shlex.quote(str(path))}"
+        return f"{shlex.quote(sys.executable)} -m loopwright.runtime.learning.selfplay.repo {shlex.quote(str(path))}"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m loopwright.runtime.selfplay.repo TASK.json`: the solver's acceptance check (cwd: its worktree)."""
+    """`python -m loopwright.runtime.learning.selfplay.repo TASK.json`: the solver's acceptance check (cwd: its worktree)."""
     argv = sys.argv[1:] if argv is None else argv
     task = PracticeTask.model_validate_json(Path(argv[0]).read_text())
     ok, detail = RepoDomain(Path.cwd(), check=task.payload.get("check")).verify(task, Path.cwd())

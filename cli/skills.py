@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from loopwright.runtime.cli import _print_json
+from loopwright.cli.main import _print_json
 from loopwright.skills.catalog import Catalog, SkillError, discover, is_trusted, set_trust
 from loopwright.skills.format import is_valid, validate_skill
 

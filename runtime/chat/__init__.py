@@ -1,0 +1,1 @@
+"""Group chat: threads and messages people post work into, and the replies the runs post back."""
