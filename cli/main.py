@@ -25,12 +25,8 @@ import traceback
 from pathlib import Path
 from typing import Any, NoReturn
 
-from loopwright.harness.models import ModelError
-from loopwright.memory.artifacts import ArtifactError
-from loopwright.memory.lessons import LessonError
+from loopwright.errors import LoopwrightError
 from loopwright.memory.store import StoreError
-from loopwright.runtime.chat.threads import ChatError
-from loopwright.runtime.config import ConfigError
 from loopwright.runtime.display import (
     ProgressPrinter,
     clip,
@@ -40,20 +36,14 @@ from loopwright.runtime.display import (
     running_tool_call,
     transcript,
 )
-from loopwright.runtime.fleet.daemon import DaemonError
 from loopwright.runtime.fleet.hygiene import disk_floor
 from loopwright.runtime.fleet.quota import closed_gates
-from loopwright.runtime.posting import PostError
-from loopwright.runtime.project import Project, ProjectError, init_project, open_project
-from loopwright.skills.catalog import SkillError
-from loopwright.workspaces.git import WorkspaceError, tree_bytes
-
-USER_ERRORS = (ConfigError, ProjectError, StoreError, WorkspaceError, ModelError, DaemonError, PostError, SkillError,
-               ArtifactError, LessonError, ChatError)
+from loopwright.runtime.project import Project, init_project, open_project
+from loopwright.workspaces.git import tree_bytes
 
 
-class UsageError(Exception):
-    pass
+class UsageError(LoopwrightError):
+    """The command line itself is wrong: a missing or bad argument, said in one line with a hint."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -641,10 +631,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # stdout's reader stopped reading (`| head`): not an error, nothing to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is still buffered goes nowhere
         return 141
-    except UsageError as e:
-        print(f"loopwright: error: {e}", file=sys.stderr)
-        return 2
-    except USER_ERRORS as e:
+    except LoopwrightError as e:  # a user's mistake or a state the user can fix: one line, never a traceback
         print(f"loopwright: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

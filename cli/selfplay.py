@@ -21,11 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from loopwright.runtime.learning.selfplay.domain import SelfPlayError
+
 POPULATIONS = ("static", "learning", "drifting")
-
-
-class SelfPlayError(Exception):
-    """A self-play command that cannot run as asked (said in one line)."""
 
 
 def _folder(args: argparse.Namespace, name: str) -> Path:

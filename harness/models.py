@@ -12,12 +12,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from loopwright.errors import LoopwrightError
 from loopwright.harness.messages import Message, ModelResponse, ToolSpec
 
 W = TypeVar("W")
 
 
-class ModelError(Exception):
+class ModelError(LoopwrightError):
     """A model call failed in a way the run has to react to."""
 
 

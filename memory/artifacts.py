@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints, ValidationError
 
+from loopwright.errors import LoopwrightError
 from loopwright.harness.tools import ToolContext, ToolError, ToolOutcome, _Args, _FileTool, resolve_in
 from loopwright.memory.store import Store, StoreError
 
@@ -33,7 +34,7 @@ Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, ma
 MAX_BYTES = 50 * 1024 * 1024
 
 
-class ArtifactError(Exception):
+class ArtifactError(LoopwrightError):
     """An artifact cannot be registered or found; said in one line."""
 
 

@@ -17,13 +17,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from loopwright.errors import LoopwrightError
 from loopwright.harness.retry import RetryPolicy
 
 PROVIDERS = ("anthropic", "openai", "openai-responses", "scripted")
 KEY_VARIABLES = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY", "openai-responses": "OPENAI_API_KEY"}
 
 
-class ConfigError(Exception):
+class ConfigError(LoopwrightError):
     """A configuration problem, said in one line."""
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import git
 
+from loopwright.errors import LoopwrightError
 from loopwright.memory.store import Store
 from loopwright.runtime.config import CONFIG_TEMPLATE, Config, load_config
 from loopwright.workspaces.git import repo_root
@@ -19,7 +20,7 @@ from loopwright.workspaces.git import repo_root
 DIR = ".loopwright"
 
 
-class ProjectError(Exception):
+class ProjectError(LoopwrightError):
     """The folder is not (yet) a loopwright project; said in one line with the fix."""
 
 

@@ -31,16 +31,14 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import Button, DataTable, Footer, Input, Label, Static, Switch
 
+from loopwright.errors import LoopwrightError
 from loopwright.memory.store import StoreError
 from loopwright.runtime.actions import Actions, Done
-from loopwright.runtime.config import ConfigError
 from loopwright.runtime.display import fmt_elapsed, fmt_tokens
-from loopwright.runtime.posting import PostError
 from loopwright.runtime.project import Project
 from loopwright.tui.feed import Changes, Feed
-from loopwright.workspaces.git import WorkspaceError
 
-ACTION_ERRORS = (StoreError, PostError, ConfigError, WorkspaceError, ValueError)
+ACTION_ERRORS = (LoopwrightError, ValueError)  # a user's error (or a bad number typed): said in a toast
 SERVE_HINT = "start one with `loopwright serve --detach` (or quit and run `loopwright tui --serve`)"
 STATUS_STYLE = {"running": "bold green", "paused": "yellow", "succeeded": "bold blue", "failed": "bold red",
                 "killed": "red", "needs_review": "bold magenta", "budget_exceeded": "bold dark_orange",

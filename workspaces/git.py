@@ -30,6 +30,8 @@ from typing import BinaryIO, Literal
 
 import git
 
+from loopwright.errors import LoopwrightError
+
 __all__ = ["Checkpoint", "MergeResult", "Workspace", "WorkspaceError", "current_branch", "repo_root"]
 
 TRAILER_RUN = "Loopwright-Run"
@@ -41,7 +43,7 @@ _GIT_LOCATION_VARS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_
                       "GIT_PREFIX", "GIT_NAMESPACE")
 
 
-class WorkspaceError(Exception):
+class WorkspaceError(LoopwrightError):
     """A git or workspace problem, said in one line with what to do about it."""
 
     def __init__(self, message: str):

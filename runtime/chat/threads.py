@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import Field
 
+from loopwright.errors import LoopwrightError
 from loopwright.harness.tools import Tool, ToolContext, ToolError, ToolOutcome, _Args
 from loopwright.memory.store import RUN_FINAL, Store, StoreError, Task
 from loopwright.runtime.config import ChatConfig
@@ -39,7 +40,7 @@ COMMANDS = ("/stop", "/cancel", "/status", "/retry")
 TASK_DONE = (*RUN_FINAL, "cancelled")
 
 
-class ChatError(Exception):
+class ChatError(LoopwrightError):
     """A message or thread request that cannot be taken; said in one line."""
 
 

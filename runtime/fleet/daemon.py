@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from loopwright.errors import LoopwrightError
 from loopwright.harness.events import TaskUpdated
 from loopwright.memory.store import RUN_FINAL, StoreError, Task
 from loopwright.runtime.chat.threads import ChatHub
@@ -40,7 +41,7 @@ DEPENDENCY_FAILED = ("failed", "cancelled", "killed", "budget_exceeded")
 GRACEFUL_STOP = "daemon stopped; the next `loopwright serve` resumes it"
 
 
-class DaemonError(Exception):
+class DaemonError(LoopwrightError):
     """The daemon cannot start; said in one line."""
 
 

@@ -108,6 +108,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from loopwright.errors import LoopwrightError
+
 ARMS = ("none", "placebo", "frozen", "online")
 SUITE_KEYS = ("name", "description", "split", "train", "test", "max_attempts", "defaults")
 TASK_KEYS = ("prompt", "check", "category", "title", "split", "max_attempts")
@@ -117,7 +119,7 @@ BOOTSTRAP_SEED = 0
 SCRIPTED_NOTE = "scripted model — not a real model"
 
 
-class EvalError(Exception):
+class EvalError(LoopwrightError):
     """A problem with the suite or the eval's options, said in one line."""
 
 

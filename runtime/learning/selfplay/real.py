@@ -35,7 +35,13 @@ from loopwright.harness.messages import Message, TextBlock
 from loopwright.harness.models import ModelAdapter
 from loopwright.harness.retry import call_model
 from loopwright.runtime.config import Config
-from loopwright.runtime.learning.selfplay.domain import Attempt, Domain, PracticeTask, ProposalRequest
+from loopwright.runtime.learning.selfplay.domain import (
+    Attempt,
+    Domain,
+    PracticeTask,
+    ProposalRequest,
+    SelfPlayError,
+)
 from loopwright.runtime.project import Project
 from loopwright.runtime.runner import GIT_LOCK, Runner, make_adapter, model_options
 from loopwright.workspaces.git import Workspace
@@ -131,7 +137,6 @@ class RunnerSolver:
 
 def build(args, cfg) -> tuple[Domain, ModelProposer, RunnerSolver, Project]:
     """The domain, a model proposer and a Runner solver for `loopwright selfplay` in the project around cwd."""
-    from loopwright.cli.selfplay import SelfPlayError
     from loopwright.runtime.learning.selfplay.python_functions import NAME, PythonFunctions
     from loopwright.runtime.project import open_project
     from loopwright.runtime.runner import check_model
