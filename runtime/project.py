@@ -47,7 +47,9 @@ class Project:
         return self.dir / "logs"
 
 
-def _top(cwd: Path) -> Path:
+def project_root(cwd: Path) -> Path:
+    """The repository a project lives in, from any folder inside it or inside one of its runs' worktrees; a
+    WorkspaceError outside a git repository."""
     root = repo_root(cwd)
     parts = root.parts
     # inside a run's worktree (.loopwright/worktrees/<run>): the project is the repository around it
@@ -59,7 +61,7 @@ def _top(cwd: Path) -> Path:
 
 def init_project(cwd: Path) -> tuple[Path, bool]:
     """Create `.loopwright/` in the repository around cwd. Returns (root, created)."""
-    root = _top(cwd)
+    root = project_root(cwd)
     d = root / DIR
     created = not d.exists()
     (d / "worktrees").mkdir(parents=True, exist_ok=True)
@@ -81,7 +83,7 @@ def init_project(cwd: Path) -> tuple[Path, bool]:
 
 def open_project(cwd: Path, *, create: bool = False, overrides: dict | None = None) -> Project:
     """The project around cwd; `create` initialises it when missing (as `loopwright run` does)."""
-    root = _top(cwd)
+    root = project_root(cwd)
     if not (root / DIR / "state.db").exists():
         if not create:
             raise ProjectError(f"{root} has no {DIR}/ yet (run `loopwright init` there first)")
