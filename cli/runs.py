@@ -250,7 +250,24 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from loopwright.runtime.demo import run_demo
 
-    return run_demo(via=args.via, keep=True, json_out=args.json)
+    say = (lambda s: None) if args.json else (lambda s: print(s, file=sys.stderr, flush=True))
+    demo = run_demo(via=args.via, say=say, progress=not args.json)
+    run = demo.run
+    if args.json:
+        print_json({**run_summary(run), "repository": str(demo.repository), "store": str(demo.store),
+                    "checkpoints": demo.checkpoints, "events": demo.events, "model": demo.how})
+    else:
+        print(f"\nresult: {run.status} — {run.reason}")
+        print(f"model:       {demo.how}")
+        print(f"repository:  {demo.repository}")
+        print(f"store:       {demo.store} ({demo.events} events for this run)")
+        print(f"worktree:    {run.worktree} (branch {run.branch})")
+        print(f"checkpoints: {demo.checkpoints} on {run.branch} (commits with Loopwright-Run/Loopwright-Step trailers)")
+        print(f"merged:      {run.target_branch} is now at {demo.merged}")
+        print(f"lessons:     {demo.lessons} learned by reflection (scripted reply)")
+        print(f"\nlook around: cd {demo.repository} && loopwright show {run.id} && loopwright checkpoints {run.id} && "
+              f"loopwright lessons list")
+    return 0 if run.status == "succeeded" else 1
 
 
 
