@@ -330,7 +330,7 @@ async def reflect(*, store: Store, lessons, run: Run, task: Task, config: Config
         event = Reflected(status="failed", reason=f"the reflection call failed: {e}", credited=credited)
         store.append(run.id, event)
         return event
-    from loopwright.harness.loop import cost_usd
+    from loopwright.harness.models import cost_usd
 
     store.record_model_call(run.id, ModelCalled(
         model=response.model or adapter.model, usage=response.usage, purpose="reflection",

@@ -45,7 +45,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -53,16 +53,15 @@ from typing import Any
 
 import git
 
-from loopwright.harness.events import CheckRan, MergeConflict, Merged, RunStarted, TaskUpdated
-from loopwright.harness.loop import (
-    AgentLoop,
+from loopwright.harness.budget import (
+    BudgetConfig,
     BudgetExceeded,
-    FinishVerdict,
     FleetBudgetSpent,
-    LoopOutcome,
-    LoopSettings,
-    rollback_notice,
+    check_run_limits,
+    check_wall_time,
 )
+from loopwright.harness.events import CheckRan, MergeConflict, Merged, RunStarted, TaskUpdated
+from loopwright.harness.loop import AgentLoop, FinishVerdict, LoopOutcome, LoopSettings, rollback_notice
 from loopwright.harness.messages import Message
 from loopwright.harness.retry import RetryPolicy
 from loopwright.harness.script import Script
@@ -72,7 +71,7 @@ from loopwright.memory.artifacts import ArtifactTool
 from loopwright.memory.run import RunMemory
 from loopwright.memory.store import Command, Run, StoreError, Task, new_run_id
 from loopwright.runtime.chat.threads import FanOut
-from loopwright.runtime.config import BudgetConfig, Config, ConfigError, FleetBudgetConfig, MemoryConfig, QuotaConfig
+from loopwright.runtime.config import Config, ConfigError, FleetBudgetConfig, MemoryConfig, QuotaConfig
 from loopwright.runtime.fleet.budget import FleetBudget, budget_day
 from loopwright.runtime.fleet.quota import StoreQuotaGate, gate_key
 from loopwright.runtime.project import Project
@@ -436,17 +435,40 @@ class StoreProxy:
         await self.sync()
 
 
-class WorkerFleet:
-    """The fleet gate as a worker sees it: spend goes to the budget day; whether any is left, the head says."""
+class HeadLink:
+    """The loop's call permit and command source on a worker: the head decides, before every model call, whether
+    the call may start, and hands over the run's commands, in one round trip at each model boundary."""
 
-    def __init__(self, config: FleetBudgetConfig):
-        self.config = config
+    def __init__(self, proxy: StoreProxy, budget: BudgetConfig, fleet: FleetBudgetConfig,
+                 quota_gate: RemoteQuotaGate | None):
+        self.proxy, self.budget, self.fleet, self.quota_gate = proxy, budget, fleet, quota_gate
+        self._permit: tuple[float, Any] | None = None
+
+    async def take(self) -> Sequence[Command]:
+        """The commands the head holds for the run; the head's verdict on the next model call comes with them."""
+        verdict = await self.proxy.sync(take=True, check=(self.budget, self.fleet))
+        self._permit = (time.monotonic(), verdict)
+        return self.proxy.take_commands(self.proxy.run_id)
+
+    def finish(self, command_id: int, *, ok: bool, result: str) -> None:
+        self.proxy.finish_command(command_id, ok=ok, result=result)
+
+    async def check(self, active_seconds: Callable[[], float]) -> None:
+        """The head's verdict (fleet budget, the run's limits on the store): the one that came with the commands
+        just now, else asked for; the time limit is the worker's own clock."""
+        permit, self._permit = self._permit, None
+        if permit is not None and time.monotonic() - permit[0] <= PERMIT_SECONDS:
+            verdict = permit[1]
+        else:
+            verdict = await self.proxy.sync(check=(self.budget, self.fleet))
+        if verdict is not None:
+            kind, why = verdict
+            raise FleetBudgetSpent(why) if kind == "fleet" else BudgetExceeded(why)
+        check_wall_time(self.budget, active_seconds())
 
     def day(self) -> str:
-        return budget_day(self.config.resets_at)
-
-    def exhausted(self) -> str | None:
-        return None
+        """Spend goes to the fleet's budget day (whether any is left, the head says)."""
+        return budget_day(self.fleet.resets_at)
 
 
 class RemoteQuotaGate(StoreQuotaGate):
@@ -545,40 +567,6 @@ class RemoteFanOut(FanOut):
         return ToolOutcome(said, finish_summary=summary)
 
 
-class RemoteAgentLoop(AgentLoop):
-    """The agent loop on a worker: the head decides, before every model call, whether the call may start."""
-
-    def __init__(self, *args, check_args: tuple, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.check_args = check_args
-        self.accepted = False
-        self._permit: tuple[float, Any] | None = None
-        self._verdict: tuple[str, str] | None = None
-
-    async def _take_commands(self):
-        verdict = await self.store.sync(take=True, check=self.check_args)  # type: ignore[attr-defined]
-        self._permit = (time.monotonic(), verdict)
-        return await super()._take_commands()
-
-    async def _call(self, **kwargs):
-        permit, self._permit = self._permit, None
-        if permit is not None and time.monotonic() - permit[0] <= PERMIT_SECONDS:
-            self._verdict = permit[1]
-        else:
-            self._verdict = await self.store.sync(check=self.check_args)  # type: ignore[attr-defined]
-        return await super()._call(**kwargs)
-
-    def _check_budget(self) -> None:
-        verdict, self._verdict = self._verdict, None
-        if verdict is not None:
-            kind, why = verdict
-            raise FleetBudgetSpent(why) if kind == "fleet" else BudgetExceeded(why)
-        b = self.settings.budget
-        elapsed = self._active_before + time.monotonic() - self._session_start
-        if elapsed >= b.max_wall_seconds:
-            raise BudgetExceeded(f"time limit reached ({elapsed:.0f}s of {b.max_wall_seconds:.0f}s)")
-
-
 def _adapter(spec: RunSpec, api_key: str | None):
     config = spec.config
     if config.provider == "scripted":
@@ -595,30 +583,38 @@ def _adapter(spec: RunSpec, api_key: str | None):
                          timeout=config.request_timeout)
 
 
-async def _accept(spec: RunSpec, ws: RemoteWorkspace, proxy: StoreProxy, head, loop_ref: list) -> FinishVerdict:
-    """The acceptance check, in the worker's worktree; the head merges when it passed."""
-    config, check = spec.config, spec.check
-    if spec.fan_out:
-        parts = await _await(head.parts.remote(spec.task_id))
-        if parts:  # a chat request split into parts: it is done when they are (the daemon follows them)
-            return FinishVerdict("succeeded", f"Started {parts} parts; their results are posted as replies.",
-                                 reason=f"split into {parts} parts")
-    if not check:
-        return FinishVerdict("needs_review", "Finished. No acceptance check is configured; kept for review.",
-                             reason=f"no acceptance check; branch {ws.branch} kept for review")
-    result = await run_command(check, cwd=ws.path, timeout=config.check_timeout, cap=config.tools.output_cap)
-    passed = result.exit_code == 0 and not result.timed_out
-    proxy.append(spec.run_id, CheckRan(command=check, passed=passed, exit_code=result.exit_code,
-                                       output_tail=result.output[-4000:], duration_ms=result.duration_ms))
-    if not passed:
-        why = f"timed out after {config.check_timeout:.0f}s" if result.timed_out else f"exit {result.exit_code}"
-        feedback = f"The acceptance check `{check}` failed ({why}). Its output:\n{result.output}\n"
-        if spec.until:
-            return FinishVerdict("failed", feedback, reason=f"`{check}` failed ({why})", again=True)
-        return FinishVerdict(None, feedback + "Fix the cause, then call finish again.")
-    loop_ref[0].accepted = True
-    return FinishVerdict("succeeded", "Accepted: the check passed. The head merges the branch (or keeps it for "
-                                      "review, as the task says).", reason="check passed")
+class Acceptance:
+    """The loop's `on_finish` on a worker: the acceptance check, in the worker's worktree; when it passed, the head
+    merges (`accepted` says so)."""
+
+    def __init__(self, spec: RunSpec, ws: RemoteWorkspace, proxy: StoreProxy, head):
+        self.spec, self.ws, self.proxy, self.head = spec, ws, proxy, head
+        self.accepted = False
+
+    async def __call__(self, summary: str) -> FinishVerdict:
+        spec, ws, proxy, head = self.spec, self.ws, self.proxy, self.head
+        config, check = spec.config, spec.check
+        if spec.fan_out:
+            parts = await _await(head.parts.remote(spec.task_id))
+            if parts:  # a chat request split into parts: it is done when they are (the daemon follows them)
+                return FinishVerdict("succeeded", f"Started {parts} parts; their results are posted as replies.",
+                                     reason=f"split into {parts} parts")
+        if not check:
+            return FinishVerdict("needs_review", "Finished. No acceptance check is configured; kept for review.",
+                                 reason=f"no acceptance check; branch {ws.branch} kept for review")
+        result = await run_command(check, cwd=ws.path, timeout=config.check_timeout, cap=config.tools.output_cap)
+        passed = result.exit_code == 0 and not result.timed_out
+        proxy.append(spec.run_id, CheckRan(command=check, passed=passed, exit_code=result.exit_code,
+                                           output_tail=result.output[-4000:], duration_ms=result.duration_ms))
+        if not passed:
+            why = f"timed out after {config.check_timeout:.0f}s" if result.timed_out else f"exit {result.exit_code}"
+            feedback = f"The acceptance check `{check}` failed ({why}). Its output:\n{result.output}\n"
+            if spec.until:
+                return FinishVerdict("failed", feedback, reason=f"`{check}` failed ({why})", again=True)
+            return FinishVerdict(None, feedback + "Fix the cause, then call finish again.")
+        self.accepted = True
+        return FinishVerdict("succeeded", "Accepted: the check passed. The head merges the branch (or keeps it for "
+                                          "review, as the task says).", reason="check passed")
 
 
 class RunActor:
@@ -632,7 +628,7 @@ class RunActor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._stop_request: tuple[str, str, bool] | None = None
-        self._agent: RemoteAgentLoop | None = None
+        self._agent: AgentLoop | None = None
 
     def start(self, spec: RunSpec, head, api_key: str | None = None) -> dict:
         import ray
@@ -693,7 +689,6 @@ async def _work(actor: RunActor, spec: RunSpec, head, api_key: str | None) -> Re
     try:
         adapter = await making
         config = spec.config
-        loop_ref: list = [None]
         memory_on = spec.memory_tools
         tools = [cls() for cls in STANDARD_TOOLS]
         artifact = RemoteArtifact()
@@ -714,23 +709,20 @@ async def _work(actor: RunActor, spec: RunSpec, head, api_key: str | None) -> Re
             system_prompt=spec.system_prompt, task_text=spec.task_text,
             max_output_tokens=config.max_output_tokens, model_info=config.model_info(), budget=config.budget,
             retry=config.retry.policy(), compact_at=config.context.compact_at,
-            keep_recent=config.context.keep_recent, fleet=WorkerFleet(config.fleet),
-            quota_gate=None if config.provider == "scripted" else RemoteQuotaGate(
-                head, gate_key(config.provider, config.model, config.base_url), config.quota,
-                config.retry.policy()),
+            keep_recent=config.context.keep_recent,
             tool_context={"shell_timeout": config.tools.shell_timeout,
                           "max_shell_timeout": config.tools.max_shell_timeout,
                           "output_cap": config.tools.output_cap,
                           "env": {"LOOPWRIGHT_RUN_ID": spec.run_id, "LOOPWRIGHT_TASK_ID": str(spec.task_id)},
                           "memory": memory})
 
-        async def on_finish(summary: str) -> FinishVerdict:
-            return await _accept(spec, ws, proxy, head, loop_ref)
-
-        agent = RemoteAgentLoop(store=proxy, run_id=spec.run_id, adapter=adapter,  # type: ignore[arg-type]
-                                toolbox=Toolbox(tools), workspace=ws, settings=settings, on_finish=on_finish,
-                                stop=actor._stop, check_args=(config.budget, config.fleet))
-        loop_ref[0] = actor._agent = agent
+        gate = None if config.provider == "scripted" else RemoteQuotaGate(
+            head, gate_key(config.provider, config.model, config.base_url), config.quota, config.retry.policy())
+        link = HeadLink(proxy, config.budget, config.fleet, gate)
+        acceptance = Acceptance(spec, ws, proxy, head)
+        agent = AgentLoop(store=proxy, run_id=spec.run_id, adapter=adapter, toolbox=Toolbox(tools), workspace=ws,
+                          settings=settings, on_finish=acceptance, stop=actor._stop, permit=link, commands=link)
+        actor._agent = agent
         actor._apply_stop()
         proxy.start()
         if spec.fresh:
@@ -743,7 +735,7 @@ async def _work(actor: RunActor, spec: RunSpec, head, api_key: str | None) -> Re
             outcome = LoopOutcome("failed", f"scripted model: the run ended with {adapter.unused} script "
                                             f"turn(s) unused — the script and the run disagree")
         return RemoteOutcome(outcome.status, outcome.reason, outcome.again,
-                             accepted=agent.accepted and outcome.status == "succeeded")
+                             accepted=acceptance.accepted and outcome.status == "succeeded")
     finally:
         if adapter is not None:
             with contextlib.suppress(Exception):
@@ -794,14 +786,12 @@ class HeadService:
             raise ValueError(f"unknown store operation {name!r}")
 
     def _verdict(self, run_id: str, budget: BudgetConfig, fleet: FleetBudgetConfig) -> tuple[str, str] | None:
-        """The checks `AgentLoop` makes before a model call, on the store (the wall clock stays with the worker)."""
-        shim = SimpleNamespace(settings=SimpleNamespace(fleet=FleetBudget(self.store, fleet), budget=budget),
-                               store=self.store, run_id=run_id, _active_before=0.0,
-                               _session_start=time.monotonic() + 1e12)  # elapsed < 0: the time limit is not ours
+        """The checks the local call permit makes before a model call, on the store (the time limit is the
+        worker's: its clock)."""
+        if why := FleetBudget(self.store, fleet).exhausted():
+            return ("fleet", why)
         try:
-            AgentLoop._check_budget(shim)  # type: ignore[arg-type]
-        except FleetBudgetSpent as e:
-            return ("fleet", str(e))
+            check_run_limits(self.store.run(run_id), budget)
         except BudgetExceeded as e:
             return ("budget", str(e))
         return None

@@ -30,9 +30,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from loopwright.harness.loop import cost_usd
 from loopwright.harness.messages import Message, TextBlock
-from loopwright.harness.models import ModelAdapter
+from loopwright.harness.models import ModelAdapter, cost_usd
 from loopwright.harness.retry import call_model
 from loopwright.runtime.config import Config
 from loopwright.runtime.learning.selfplay.domain import Attempt, Domain, PracticeTask, ProposalRequest
