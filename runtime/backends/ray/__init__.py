@@ -89,11 +89,11 @@ from loopwright.runtime.runner import (
 from loopwright.workspaces.git import (
     Workspace,
     WorkspaceError,
-    _clean_env,
-    _commit_of_branch,
-    _git,
-    _git_message,
+    clean_env,
+    commit_of_branch,
     current_branch,
+    git_message,
+    run_git,
 )
 
 RAY_HINT = "the ray backend needs Ray, which is not installed: pip install 'loopwright[ray]'"
@@ -133,7 +133,7 @@ def namespace_of(root: Path) -> str:
 
 def _remote_git(cwd: Path | None, *args: str, what: str, timeout: float = GIT_TIMEOUT) -> str:
     """A git command that talks to a remote (clone, fetch, push, ls-remote): with a timeout, one-line errors."""
-    env = _clean_env() | {"GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": os.environ.get(
+    env = clean_env() | {"GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": os.environ.get(
         "GIT_SSH_COMMAND", "ssh -o BatchMode=yes -o ConnectTimeout=20")}
     try:
         proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
@@ -143,7 +143,7 @@ def _remote_git(cwd: Path | None, *args: str, what: str, timeout: float = GIT_TI
     except OSError as e:
         raise WorkspaceError(f"{what} failed: could not run git: {e}") from None
     if proc.returncode != 0:
-        raise WorkspaceError(f"{what} failed: {_git_message(proc.stderr, proc.stdout, proc.returncode)}")
+        raise WorkspaceError(f"{what} failed: {git_message(proc.stderr, proc.stdout, proc.returncode)}")
     return proc.stdout.strip()
 
 
@@ -246,16 +246,16 @@ def open_workspace(spec: RunSpec) -> RemoteWorkspace:
         _discard_worktree(clone, path)
         _remote_git(clone, "fetch", "--quiet", "origin", f"+refs/heads/{spec.branch}:refs/heads/{spec.branch}",
                     what=f"fetching {spec.branch} from the git remote {spec.remote}")
-        start = spec.start_sha or _git(g, "rev-parse", f"refs/heads/{spec.branch}")
-        if _git(g, "cat-file", "-t", start, what=f"looking for commit {start[:10]}") != "commit":
+        start = spec.start_sha or run_git(g, "rev-parse", f"refs/heads/{spec.branch}")
+        if run_git(g, "cat-file", "-t", start, what=f"looking for commit {start[:10]}") != "commit":
             raise WorkspaceError(f"commit {start[:10]} of run {spec.run_id} is not on the git remote")
-        _git(g, "update-ref", f"refs/heads/{spec.branch}", start, what="moving the run branch")
-        _git(g, "worktree", "add", "--quiet", str(path), spec.branch, what=f"creating the worktree {path}")
+        run_git(g, "update-ref", f"refs/heads/{spec.branch}", start, what="moving the run branch")
+        run_git(g, "worktree", "add", "--quiet", str(path), spec.branch, what=f"creating the worktree {path}")
     ws = RemoteWorkspace(clone, spec.run_id, path, spec.branch, spec.base_commit, files=spec.copy_files,
                          remote=spec.remote)
     ws._copy_in()
     if spec.setup_command:
-        ws._setup(spec.setup_command, spec.setup_timeout)
+        ws.run_setup(spec.setup_command, spec.setup_timeout)
     return ws
 
 
@@ -944,7 +944,7 @@ class RayBackend:
         if self.remote is None:
             bare = self.project.dir / "remote.git"
             if not (bare / "HEAD").exists():
-                _git(git.Git(self.project.root), "init", "--quiet", "--bare", str(bare),
+                run_git(git.Git(self.project.root), "init", "--quiet", "--bare", str(bare),
                      what="creating the git remote .loopwright/remote.git")
             self.remote = str(bare)
         self.head_remote = self.head_remote or self.remote
@@ -1044,11 +1044,11 @@ class RayBackend:
         g = git.Git(self.project.root)
         branch = f"lw/{run_id}"
         with GIT_LOCK:
-            base = _commit_of_branch(g, target)
+            base = commit_of_branch(g, target)
             if base is None:
                 raise WorkspaceError(f"no branch '{target}' in {self.project.root} "
                                      f"(pass --target BRANCH with an existing branch)")
-            _git(g, "branch", branch, base, what=f"creating the branch {branch}")
+            run_git(g, "branch", branch, base, what=f"creating the branch {branch}")
         _remote_git(self.project.root, "push", "--quiet", "--no-verify", self.head_remote,
                     f"{base}:refs/heads/{branch}", what=f"pushing {branch} to the git remote {self.head_remote}")
         return base
@@ -1059,13 +1059,13 @@ class RayBackend:
         ref = f"refs/loopwright/fetched/{branch}"
         _remote_git(self.project.root, "fetch", "--quiet", self.head_remote, f"+refs/heads/{branch}:{ref}",
                     what=f"fetching {branch} from the git remote {self.head_remote}")
-        sha = _git(g, "rev-parse", ref)
-        _git(g, "update-ref", "-d", ref, sha, what=f"dropping {ref}")
+        sha = run_git(g, "rev-parse", ref)
+        run_git(g, "update-ref", "-d", ref, sha, what=f"dropping {ref}")
         with GIT_LOCK:
             if (worktree / ".git").exists():
-                _git(git.Git(worktree), "reset", "--quiet", "--hard", sha, what=f"updating the worktree {worktree}")
+                run_git(git.Git(worktree), "reset", "--quiet", "--hard", sha, what=f"updating the worktree {worktree}")
             else:
-                _git(g, "update-ref", f"refs/heads/{branch}", sha, what=f"updating {branch}")
+                run_git(g, "update-ref", f"refs/heads/{branch}", sha, what=f"updating {branch}")
         return sha
 
     def materialize(self, branch: str, worktree: Path) -> None:
@@ -1073,7 +1073,7 @@ class RayBackend:
         if (worktree / ".git").exists():
             return
         with GIT_LOCK:
-            _git(git.Git(self.project.root), "worktree", "add", "--quiet", str(worktree), branch,
+            run_git(git.Git(self.project.root), "worktree", "add", "--quiet", str(worktree), branch,
                  what=f"creating the worktree {worktree}")
 
     async def find_actor(self, run_id: str):
