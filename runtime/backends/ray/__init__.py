@@ -46,7 +46,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -60,7 +60,7 @@ from loopwright.harness.budget import (
     check_run_limits,
     check_wall_time,
 )
-from loopwright.harness.events import CheckRan, MergeConflict, Merged, RunStarted, TaskUpdated
+from loopwright.harness.events import CheckRan, MergeConflict, Merged, TaskUpdated
 from loopwright.harness.loop import AgentLoop, FinishVerdict, LoopOutcome, LoopSettings, rollback_notice
 from loopwright.harness.messages import Message
 from loopwright.harness.retry import RetryPolicy
@@ -69,23 +69,16 @@ from loopwright.harness.scripted import ScriptedModel
 from loopwright.harness.tools import STANDARD_TOOLS, Toolbox, ToolError, ToolOutcome, resolve_in, run_command
 from loopwright.memory.artifacts import ArtifactTool
 from loopwright.memory.run import RunMemory
-from loopwright.memory.store import Command, Run, StoreError, Task, new_run_id
+from loopwright.memory.store import Command, Run, Store, StoreError, Task
+from loopwright.runtime.backends.executor import Placement
 from loopwright.runtime.chat.threads import FanOut
 from loopwright.runtime.config import Config, ConfigError, FleetBudgetConfig, MemoryConfig, QuotaConfig
 from loopwright.runtime.fleet.budget import FleetBudget, budget_day
 from loopwright.runtime.fleet.quota import StoreQuotaGate, gate_key
+from loopwright.runtime.merging import GIT_LOCK, merge_message, squash_merge
 from loopwright.runtime.project import Project
-from loopwright.runtime.runner import (
-    GIT_LOCK,
-    MEMORY_PROMPT,
-    SYSTEM_PROMPT,
-    Runner,
-    RunResult,
-    _merge,
-    merge_message,
-    resumable,
-    task_text,
-)
+from loopwright.runtime.prompts import MEMORY_PROMPT, SYSTEM_PROMPT, task_text
+from loopwright.runtime.runner import Runner
 from loopwright.workspaces.git import (
     Workspace,
     WorkspaceError,
@@ -1029,8 +1022,8 @@ class RayBackend:
 
     # -- runs -------------------------------------------------------------------------------------------------
 
-    def runner(self, stop: asyncio.Event) -> RemoteRunner:
-        return RemoteRunner(self.project, self, stop=stop)
+    def runner(self, stop: asyncio.Event) -> Runner:
+        return Runner(self.project, stop=stop, executor=RayExecutor(self))
 
     def check_feasible(self, options: dict) -> None:
         """A run asking for more than any node has would wait for ever: fail it now, saying what it asked for."""
@@ -1112,118 +1105,103 @@ def _fits(resources: dict, options: dict) -> bool:
     return all(resources.get(k, 0) >= v for k, v in options["resources"].items())
 
 
-class _Closable:
-    """What `Runner._drive` closes after the loop: the model lives on the worker."""
-
-    async def aclose(self) -> None:
-        return None
+@dataclass
+class ClusterPlacement(Placement):
+    start_sha: str | None = None  # where the next attempt's worker starts (None: the branch's tip on the remote)
 
 
-class RemoteRunner(Runner):
-    """`Runner` for the ray backend: the same runs, tasks, attempts and merges, the loop on a Ray worker."""
+class RayExecutor:
+    """The ray backend's executor (`runtime.backends.executor`): the same runs, tasks, attempts and merges as the
+    local backend, the loop on a Ray worker."""
 
-    def __init__(self, project: Project, backend: RayBackend, *, stop: asyncio.Event | None = None):
-        super().__init__(project, stop=stop)
+    def __init__(self, backend: RayBackend):
         self.backend = backend
-        self.loop: _RemoteLoop | None = None  # type: ignore[assignment]
 
-    def _worktree(self, branch: str) -> Path:
-        return self.project.worktrees / branch.removeprefix("lw/")
+    @staticmethod
+    def worktree(runner: Runner, branch: str) -> Path:
+        """Where the head checks the run branch out, for a person to review."""
+        return runner.project.worktrees / branch.removeprefix("lw/")
 
-    async def run_task(self, task: Task) -> RunResult:
-        config = self._task_config(task)
-        try:
-            if config.provider == "scripted":
-                Script.load(config.script)  # type: ignore[arg-type]
-            else:
-                config.model_info()  # the key may live on the workers only
-            self.backend.check_feasible(_run_options(config, task.options))
-            run_id = new_run_id()
-            target = task.target_branch or config.target_branch or current_branch(self.project.root)
-            base = await asyncio.to_thread(self.backend.new_branch, run_id, target)
-        except Exception as e:
-            self.store.set_task_status(task.id, "failed", reason=str(e))
-            raise
-        return await self._remote_attempts(task, config, f"lw/{run_id}", base, target, run_id, start_sha=base)
+    async def place(self, runner: Runner, task: Task, config: Config, run_id: str) -> ClusterPlacement:
+        if config.provider == "scripted":
+            Script.load(config.script)  # type: ignore[arg-type]
+        else:
+            config.model_info()  # the key may live on the workers only
+        self.backend.check_feasible(_run_options(config, task.options))
+        target = task.target_branch or config.target_branch or current_branch(runner.project.root)
+        base = await asyncio.to_thread(self.backend.new_branch, run_id, target)
+        branch = f"lw/{run_id}"
+        return ClusterPlacement(self.worktree(runner, branch), branch, base, target, start_sha=base)
 
-    async def _remote_attempts(self, task: Task, config: Config, branch: str, base: str, target: str, run_id: str,
-                               *, start_sha: str | None) -> RunResult:
-        """One run, or (loop-until-done) a fresh run per attempt on the same branch until the check passes."""
-        while True:
-            worktree = str(self._worktree(branch))
-            run = self.store.create_run(task.id, provider=config.provider, model=config.model, worktree=worktree,
-                                        branch=branch, base_commit=base, target_branch=target, run_id=run_id)
-            self.store.append(run.id, RunStarted(task_id=task.id, goal=task.goal, provider=config.provider,
-                                                 model=config.model, worktree=worktree, branch=branch,
-                                                 base_commit=base))
-            self.loop = _RemoteLoop(self, run, task, config, fresh=True, notices=[], start_sha=start_sha)
-            result = await self._drive(self.loop, run, task, _Closable(), config)  # type: ignore[arg-type]
-            if not result.again:
-                return result
-            run_id, start_sha = new_run_id(), None
-            config = self._task_config(task)
+    async def next_attempt(self, runner: Runner, task: Task, config: Config,
+                           placement: ClusterPlacement) -> ClusterPlacement:
+        return replace(placement, start_sha=None)
 
-    async def resume(self, run_id: str) -> RunResult:
-        run = resumable(self.store, run_id)
-        task = self.store.task(run.task_id)
-        config = self._task_config(task)
+    async def start(self, runner: Runner, run: Run, task: Task, config: Config,
+                    placement: ClusterPlacement) -> RemoteRun:
+        execution = RemoteRun(self, runner, run, task, config, fresh=True, notices=[], start_sha=placement.start_sha)
+        runner.attach(execution)
+        return execution
+
+    async def resume(self, runner: Runner, run: Run, task: Task, config: Config,
+                     claim) -> tuple[RemoteRun, ClusterPlacement]:
         actor = await self.backend.find_actor(run.id)
-        if not self.store.claim_run(run.id, only_from=("paused", "running", "budget_exceeded")):
-            raise StoreError(f"run {run.id} was taken by another process")
+        claim()
         was = "crashed (its head died)" if run.status == "running" else run.status
-        self.loop = _RemoteLoop(self, self.store.run(run.id), task, config, fresh=False,
-                                notices=[f"Notice: this run was {was} and has been resumed."],
-                                start_sha=None, attach=actor)
-        result = await self._drive(self.loop, run, task, _Closable(), config)  # type: ignore[arg-type]
-        if result.again:
-            return await self._remote_attempts(task, config, run.branch, run.base_commit, run.target_branch,
-                                               new_run_id(), start_sha=None)
-        return result
+        execution = RemoteRun(self, runner, runner.store.run(run.id), task, config, fresh=False,
+                              notices=[f"Notice: this run was {was} and has been resumed."], start_sha=None,
+                              attach=actor)
+        runner.attach(execution)
+        return execution, ClusterPlacement(self.worktree(runner, run.branch), run.branch, run.base_commit,
+                                           run.target_branch)
 
-    def resume_point(self, run: Run) -> tuple[str, int]:
-        """Where a resumed run starts: its last checkpoint or rollback recorded in the store (sha, seq)."""
-        sha, seq = run.base_commit, 0
-        for _, _, event in self.store.events(run.id, types=("checkpoint", "rolled_back")):
-            if event.type == "checkpoint":
-                sha, seq = event.sha, event.seq
-            else:
-                sha, seq = event.to_sha, event.to_seq
-        return sha, seq
-
-    def spec(self, run: Run, task: Task, config: Config, *, fresh: bool, notices: list[str],
+    def spec(self, runner: Runner, run: Run, task: Task, config: Config, *, fresh: bool, notices: list[str],
              start_sha: str | None) -> RunSpec:
-        lessons = self.lessons(config) if config.memory.recall else None
-        recalled = self._recalled(run, task, config, fresh) if lessons is not None else ""
+        store, root = runner.store, runner.project.root
+        lessons = runner.lessons(config) if config.memory.recall else None
+        recalled = runner.recalled_section(run, task, config, fresh) if lessons is not None else ""
         ws_cfg = config.workspace
         files: dict[str, bytes] = {}
         for rel in ws_cfg.copy_files:
-            src = self.project.root / rel
+            src = root / rel
             if src.is_file():
                 files[rel] = src.read_bytes()
             elif src.is_dir():
                 for p in sorted(src.rglob("*")):
                     if p.is_file():
-                        files[str(p.relative_to(self.project.root))] = p.read_bytes()
+                        files[str(p.relative_to(root))] = p.read_bytes()
         return RunSpec(
             run_id=run.id, task_id=task.id, branch=run.branch, base_commit=run.base_commit, start_sha=start_sha,
             remote=self.backend.remote or "", cache_dir=config.ray.cache_dir, fresh=fresh, notices=notices,
             system_prompt=SYSTEM_PROMPT + (MEMORY_PROMPT if lessons is not None else ""),
-            task_text=task_text(task, task.check_cmd) + recalled + self._progress(task, run),
+            task_text=task_text(task, task.check_cmd) + recalled + runner.progress_section(task, run),
             config=config,
             script=Script.load(config.script) if config.provider == "scripted" else None,  # type: ignore[arg-type]
-            start_at=self._script_position(task), check=task.check_cmd, until=bool(task.options.get("until")),
-            run=self.store.run(run.id), conversation=[] if fresh else self.store.conversation(run.id),
-            scratchpad=self.store.scratchpad(run.id).read(), copy_files=files,
+            start_at=runner.script_position(task), check=task.check_cmd, until=bool(task.options.get("until")),
+            run=store.run(run.id), conversation=[] if fresh else store.conversation(run.id),
+            scratchpad=store.scratchpad(run.id).read(), copy_files=files,
             setup_command=ws_cfg.setup_command, setup_timeout=ws_cfg.setup_timeout,
             flush_interval=config.ray.flush_interval, memory_tools=lessons is not None,
             fan_out=bool(task.options.get("chat")) and not task.options["chat"].get("parent"))
 
 
-class _RemoteLoop:
-    """What `Runner._drive` drives: the run on the cluster, then the merge on the head."""
+def resume_point(store: Store, run: Run) -> tuple[str, int]:
+    """Where a resumed run starts: its last checkpoint or rollback recorded in the store (sha, seq)."""
+    sha, seq = run.base_commit, 0
+    for _, _, event in store.events(run.id, types=("checkpoint", "rolled_back")):
+        if event.type == "checkpoint":
+            sha, seq = event.sha, event.seq
+        else:
+            sha, seq = event.to_sha, event.to_seq
+    return sha, seq
 
-    def __init__(self, runner: RemoteRunner, row: Run, task: Task, config: Config, *, fresh: bool,
+
+class RemoteRun:
+    """A run on the cluster, then its merge on the head (the ray backend's `Execution`)."""
+
+    def __init__(self, executor: RayExecutor, runner: Runner, row: Run, task: Task, config: Config, *, fresh: bool,
                  notices: list[str], start_sha: str | None, attach: Any = None):
+        self.executor, self.backend = executor, executor.backend
         self.runner, self.row, self.task, self.config = runner, row, task, config
         self.fresh, self.notices, self.start_sha, self.attach = fresh, notices, start_sha, attach
         self.actor: Any = None
@@ -1241,10 +1219,6 @@ class _RemoteLoop:
     def request_stop(self, status: str, reason: str, interrupt: bool = False) -> None:
         """What `Runner.request_stop` asks of its loop: the runner's request goes to the worker."""
         self.forward_stop()
-
-    def _stopped(self) -> LoopOutcome:
-        status, reason, _ = self.runner.stop_request or ("paused", "stopped", False)
-        return LoopOutcome(status, reason)
 
     async def run(self) -> LoopOutcome:
         store = self.runner.store
@@ -1272,12 +1246,12 @@ class _RemoteLoop:
 
         from loopwright.runtime.fleet.daemon import GRACEFUL_STOP
 
-        runner, backend = self.runner, self.runner.backend
+        runner, backend = self.runner, self.backend
         store = runner.store
         options = _run_options(self.config, self.task.options)
         fresh, notices, start_sha = self.fresh, list(self.notices), self.start_sha
         if not fresh:
-            start_sha = runner.resume_point(self.row)[0]
+            start_sha = resume_point(store, self.row)[0]
         if self.attach is not None:
             backend.say(f"run {self.row.id}: reattached to its worker on the cluster")
             self.actor = self.attach
@@ -1286,8 +1260,8 @@ class _RemoteLoop:
                 if self.actor is None:
                     if runner.stop_request is not None and runner.stop.is_set():
                         return RemoteOutcome(*runner.stop_request[:2])
-                    spec = runner.spec(store.run(self.row.id), self.task, self.config, fresh=fresh, notices=notices,
-                                       start_sha=start_sha)
+                    spec = self.executor.spec(runner, store.run(self.row.id), self.task, self.config, fresh=fresh,
+                                              notices=notices, start_sha=start_sha)
                     self.actor = backend.new_actor(self.row.id, options)
                     key = None
                     if self.config.provider != "scripted":
@@ -1315,7 +1289,7 @@ class _RemoteLoop:
                     # it paused because the last head stopped: go on, from where it paused
                     self.attach = None
                     self._kill()
-                    fresh, start_sha = False, runner.resume_point(store.run(self.row.id))[0]
+                    fresh, start_sha = False, resume_point(store, store.run(self.row.id))[0]
                     notices = ["Notice: this run was paused (daemon restart) and has been resumed."]
                     continue
                 self._kill()
@@ -1329,7 +1303,7 @@ class _RemoteLoop:
                 why = " ".join(str(e).split())[:200]
                 if self.failures > self.config.ray.max_node_failures:
                     return RemoteOutcome("failed", f"its Ray worker died {self.failures} times (last: {why})")
-                sha, seq = runner.resume_point(store.run(self.row.id))
+                sha, seq = resume_point(store, store.run(self.row.id))
                 store.append(self.row.id, TaskUpdated(
                     task_id=self.task.id, by="ray",
                     change=f"its Ray worker was lost; resuming from checkpoint {seq} on another node"))
@@ -1365,7 +1339,7 @@ class _RemoteLoop:
     async def _after(self, status: str) -> None:
         """The run branch fetched to the head, and a worktree of it there for what a person may do next: review and
         merge it, look at its diff, roll a paused run back (its next worker starts where the rollback left it)."""
-        backend, worktree = self.runner.backend, Path(self.row.worktree)
+        backend, worktree = self.backend, Path(self.row.worktree)
         try:
             await asyncio.to_thread(backend.fetch_branch, self.row.branch, worktree)
             if status in ("needs_review", "failed", "killed", "paused", "budget_exceeded"):
@@ -1375,7 +1349,7 @@ class _RemoteLoop:
 
     async def _merge(self) -> LoopOutcome:
         runner, run, task = self.runner, self.row, self.task
-        store, backend = runner.store, runner.backend
+        store, backend = runner.store, self.backend
         worktree = Path(run.worktree)
         try:
             await asyncio.to_thread(backend.fetch_branch, run.branch, worktree)
@@ -1386,7 +1360,7 @@ class _RemoteLoop:
             return LoopOutcome("succeeded", f"check passed; branch {run.branch} kept")
         ws = Workspace.open(runner.project.root, run.id, worktree, run.branch, run.base_commit)
         try:
-            merge = await asyncio.to_thread(_merge, ws, run.target_branch, merge_message(task, run))
+            merge = await asyncio.to_thread(squash_merge, ws, run.target_branch, merge_message(task, run))
         except WorkspaceError as e:
             await self._after("needs_review")
             return LoopOutcome("needs_review", f"merge failed ({e}); branch {run.branch} kept")
