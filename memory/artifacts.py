@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints, ValidationError
 
-from loopwright.harness.tools import ToolContext, ToolError, ToolOutcome, _Args, _FileTool, resolve_in
+from loopwright.harness.tools import FileTool, ToolArgs, ToolContext, ToolError, ToolOutcome, resolve_in
 from loopwright.memory.store import Store, StoreError
 
 KINDS = ("plan", "report", "walkthrough", "diff", "data", "figure", "screenshot", "other")
@@ -177,7 +177,7 @@ def list_artifacts(store: Store, artifacts_root: Path, *, run_id: str | None = N
 # -- the agent's tool --------------------------------------------------------------------------------
 
 
-class ArtifactArgs(_Args):
+class ArtifactArgs(ToolArgs):
     kind: Kind = Field(description="what it is")
     title: Title = Field(description="short title, e.g. 'Migration plan' (1-200 characters)")
     path: str | None = Field(default=None, description="a file you produced, relative to the worktree")
@@ -186,7 +186,7 @@ class ArtifactArgs(_Args):
     name: str | None = Field(default=None, description="with text: its file name (default: from the title, .md)")
 
 
-class ArtifactTool(_FileTool):
+class ArtifactTool(FileTool):
     name, args = "artifact", ArtifactArgs
     description = ("Register a deliverable of this run (plan, report, walkthrough, diff, data, figure, screenshot, "
                    "other) so people can find it after the worktree is gone: either a file you made (path) or new "

@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import Field
 
-from loopwright.harness.tools import Tool, ToolContext, ToolError, ToolOutcome, _Args
+from loopwright.harness.tools import Tool, ToolArgs, ToolContext, ToolError, ToolOutcome
 from loopwright.memory.store import RUN_FINAL, Store, StoreError, Task
 from loopwright.runtime.config import ChatConfig
 from loopwright.runtime.project import Project
@@ -198,7 +198,7 @@ def delete_message(store: Store, message_id: int, author: str) -> str:
 # -- the agent's side ---------------------------------------------------------------------------------
 
 
-class FanOutArgs(_Args):
+class FanOutArgs(ToolArgs):
     items: list[str] = Field(min_length=1, description="one independent piece of work per item, each self-contained")
     plan: str = Field(description="one sentence: how you split the request (it is posted in the thread)")
 
