@@ -194,7 +194,7 @@ class ArtifactTool(FileTool):
 
     def work(self, a: ArtifactArgs, ctx: ToolContext) -> ToolOutcome:
         mem = ctx.memory
-        if mem is None:
+        if mem is None or mem.store is None:
             raise ToolError("artifacts are not available in this run (it has no memory store)")
         if (a.path is None) == (a.text is None):
             raise ToolError("give exactly one of `path` (a file in the worktree) or `text` (new content)")

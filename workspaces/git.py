@@ -30,8 +30,8 @@ from typing import BinaryIO, Literal
 
 import git
 
-__all__ = ["Checkpoint", "MergeResult", "Workspace", "WorkspaceError", "clean_env", "commit_of_branch", "current_branch",
-           "git_message", "repo_root", "run_git"]
+__all__ = ["Checkpoint", "MergeResult", "Workspace", "WorkspaceError", "clean_env", "commit_of_branch",
+           "current_branch", "git_message", "repo_root", "run_git"]
 
 TRAILER_RUN = "Loopwright-Run"
 TRAILER_STEP = "Loopwright-Step"
@@ -435,7 +435,7 @@ class Workspace:
         text = f"{message.strip() or f'step {step}'}\n\n{TRAILER_RUN}: {self.run_id}\n{TRAILER_STEP}: {step}\n"
         with _message_file(text) as f:
             sha = run_git(g, "commit-tree", "--no-gpg-sign", tree, "-p", head, "-F", "-", istream=f,
-                       env=self._identity(), what="committing the checkpoint")
+                          env=self._identity(), what="committing the checkpoint")
         status, out, err = _run(g, "update-ref", "-m", f"loopwright: checkpoint (step {step})", "HEAD", sha, head)
         if status != 0:
             self._tip = None
@@ -448,7 +448,7 @@ class Workspace:
     def _verified_tip(self) -> tuple[str, str]:
         """(commit, tree) of HEAD, from git, after making sure HEAD is the run branch."""
         head, head_tree, ref = run_git(self._g, "rev-parse", "HEAD", "HEAD^{tree}", "--symbolic-full-name",
-                                    "HEAD").split()
+                                       "HEAD").split()
         if ref != f"refs/heads/{self.branch}":
             raise WorkspaceError(f"the worktree of run {self.run_id} is not on its branch {self.branch} "
                                  f"(HEAD is {ref if ref != 'HEAD' else 'detached'}): "
@@ -478,8 +478,9 @@ class Workspace:
         """The run's checkpoint commits since `base_commit`, oldest first."""
         fmt = (f"%H%x00%s%x00%(trailers:key={TRAILER_RUN},valueonly,separator=%x2C)"
                f"%x00%(trailers:key={TRAILER_STEP},valueonly,separator=%x2C)%x1e")
-        out = run_git(self._root_g, "log", "--reverse", f"--format={fmt}", f"{self.base_commit}..refs/heads/{self.branch}",
-                   what=f"reading the checkpoints of run {self.run_id}")
+        since = f"{self.base_commit}..refs/heads/{self.branch}"
+        out = run_git(self._root_g, "log", "--reverse", f"--format={fmt}", since,
+                      what=f"reading the checkpoints of run {self.run_id}")
         points = []
         for record in out.split("\x1e"):
             parts = record.strip("\n").split("\x00")
@@ -648,7 +649,7 @@ class Workspace:
             return MergeResult("nothing", None, f"{target_branch} already has the changes of run {self.run_id}")
         with _message_file(message.strip() or f"loopwright: run {self.run_id}") as f:
             commit = run_git(g, "commit-tree", tree, "-p", target_head, "-F", "-", istream=f, env=ident,
-                          what="writing the merge commit")
+                             what="writing the merge commit")
         return target_head, commit
 
     def _move_target(self, target_branch: str, target_head: str, commit: str) -> MergeResult:

@@ -9,6 +9,7 @@ check and squash-merges on success. A resumed run first repairs what a crash may
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -73,7 +74,7 @@ class InProcess:
         return execution
 
     async def resume(self, runner: Runner, run: Run, task: Task, config: Config,
-                     claim) -> tuple[LocalRun, LocalPlacement]:
+                     claim: Callable[[], None]) -> tuple[LocalRun, LocalPlacement]:
         if not Path(run.worktree).is_dir():
             raise StoreError(f"the worktree of run {run.id} is gone ({run.worktree}); it cannot be resumed")
         adapter = runner.adapter(config, start_at=runner.script_position(task))

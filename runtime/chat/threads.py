@@ -209,7 +209,7 @@ class FanOut(Tool):
                    "result is posted as a reply, then a summary. This ends your run.")
 
     async def run(self, a: FanOutArgs, ctx: ToolContext) -> ToolOutcome:
-        if ctx.memory is None:
+        if ctx.memory is None or ctx.memory.store is None:
             raise ToolError("fan_out works only for chat requests")
         store, task = ctx.memory.store, ctx.memory.store.task(ctx.memory.task_id)
         chat = task.options.get("chat")
