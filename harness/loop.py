@@ -122,10 +122,10 @@ class AgentLoop:
                  commands: CommandSource | None = None, checkpoints: CheckpointSink | None = None):
         self.store, self.run_id, self.adapter, self.toolbox = store, run_id, adapter, toolbox
         self.workspace, self.settings, self.on_finish = workspace, settings, on_finish
-        self.permit: CallPermit = permit or BudgetPermit(store, run_id, settings.budget, settings.fleet,
-                                                         settings.quota_gate)
-        self.commands: CommandSource = commands or LoggedCommands(store, run_id)
-        self.checkpoints: CheckpointSink = checkpoints or workspace
+        self.permit: CallPermit = permit if permit is not None else BudgetPermit(
+            store, run_id, settings.budget, settings.fleet, settings.quota_gate)
+        self.commands: CommandSource = commands if commands is not None else LoggedCommands(store, run_id)
+        self.checkpoints: CheckpointSink = checkpoints if checkpoints is not None else workspace
         self.stop = stop or asyncio.Event()
         self.stop_status, self.stop_reason = "paused", "stopped by the user (Ctrl-C)"
         self.specs: list[ToolSpec] = toolbox.specs()

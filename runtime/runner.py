@@ -144,7 +144,7 @@ class Runner:
         self.store = project.store
         self.stop = stop or asyncio.Event()
         self.key_missing_pauses = key_missing_pauses  # the daemon: see `make_adapter`
-        self.executor: Executor[Any] = executor or InProcess()
+        self.executor: Executor[Any] = executor if executor is not None else InProcess()
         self.stop_request: tuple[str, str, bool] | None = None  # (status, reason, interrupt) of `request_stop`
         self.loop: Execution | None = None
         self._lessons = None
