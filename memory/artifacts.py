@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, StringConstraints, ValidationError
 
 from loopwright.errors import LoopwrightError
-from loopwright.harness.tools import ToolContext, ToolError, ToolOutcome, _Args, _FileTool, resolve_in
+from loopwright.harness.tools import FileTool, ToolArgs, ToolContext, ToolError, ToolOutcome, resolve_in
 from loopwright.memory.store import Store, StoreError
 
 KINDS = ("plan", "report", "walkthrough", "diff", "data", "figure", "screenshot", "other")
@@ -174,7 +174,7 @@ def list_artifacts(store: Store, artifacts_root: Path, *, run_id: str | None = N
 # -- the agent's tool --------------------------------------------------------------------------------
 
 
-class ArtifactArgs(_Args):
+class ArtifactArgs(ToolArgs):
     kind: Kind = Field(description="what it is")
     title: Title = Field(description="short title, e.g. 'Migration plan' (1-200 characters)")
     path: str | None = Field(default=None, description="a file you produced, relative to the worktree")
@@ -183,7 +183,7 @@ class ArtifactArgs(_Args):
     name: str | None = Field(default=None, description="with text: its file name (default: from the title, .md)")
 
 
-class ArtifactTool(_FileTool):
+class ArtifactTool(FileTool):
     name, args = "artifact", ArtifactArgs
     description = ("Register a deliverable of this run (plan, report, walkthrough, diff, data, figure, screenshot, "
                    "other) so people can find it after the worktree is gone: either a file you made (path) or new "
@@ -191,7 +191,7 @@ class ArtifactTool(_FileTool):
 
     def work(self, a: ArtifactArgs, ctx: ToolContext) -> ToolOutcome:
         mem = ctx.memory
-        if mem is None:
+        if mem is None or mem.store is None:
             raise ToolError("artifacts are not available in this run (it has no memory store)")
         if (a.path is None) == (a.text is None):
             raise ToolError("give exactly one of `path` (a file in the worktree) or `text` (new content)")

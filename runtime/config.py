@@ -18,6 +18,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from loopwright.errors import LoopwrightError
+from loopwright.harness.budget import BudgetConfig  # [budget] and [models."name"] are defined in the harness,
+from loopwright.harness.models import ModelInfo  # which enforces them
 from loopwright.harness.retry import RetryPolicy
 
 PROVIDERS = ("anthropic", "openai", "openai-responses", "scripted")
@@ -30,16 +32,6 @@ class ConfigError(LoopwrightError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class ModelInfo(_Section):
-    """Prices in USD per million tokens, and the context window in tokens."""
-
-    input_usd_per_mtok: float = Field(ge=0)
-    output_usd_per_mtok: float = Field(ge=0)
-    cache_read_usd_per_mtok: float | None = Field(default=None, ge=0)
-    cache_write_usd_per_mtok: float | None = Field(default=None, ge=0)
-    context_window: int = Field(default=200_000, gt=1000)
 
 
 def _price(inp: float, out: float, window: int = 200_000, cache: bool = True) -> ModelInfo:
@@ -68,15 +60,6 @@ DEFAULT_MODELS: dict[str, ModelInfo] = {
 }
 # Local and scripted models cost nothing; their window is a setting like any other.
 FREE_MODEL = ModelInfo(input_usd_per_mtok=0, output_usd_per_mtok=0, context_window=32_000)
-
-
-class BudgetConfig(_Section):
-    """Hard limits per run, checked before every model call."""
-
-    max_turns: int = Field(default=200, gt=0)
-    max_tokens: int = Field(default=5_000_000, gt=0)
-    max_usd: float = Field(default=10.0, gt=0)
-    max_wall_seconds: float = Field(default=4 * 3600, gt=0)
 
 
 class FleetBudgetConfig(_Section):

@@ -30,20 +30,14 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from loopwright.harness.loop import cost_usd
 from loopwright.harness.messages import Message, TextBlock
-from loopwright.harness.models import ModelAdapter
+from loopwright.harness.models import ModelAdapter, cost_usd
 from loopwright.harness.retry import call_model
 from loopwright.runtime.config import Config
-from loopwright.runtime.learning.selfplay.domain import (
-    Attempt,
-    Domain,
-    PracticeTask,
-    ProposalRequest,
-    SelfPlayError,
-)
+from loopwright.runtime.learning.selfplay.domain import Attempt, Domain, PracticeTask, ProposalRequest, SelfPlayError
+from loopwright.runtime.merging import GIT_LOCK
 from loopwright.runtime.project import Project
-from loopwright.runtime.runner import GIT_LOCK, Runner, make_adapter, model_options
+from loopwright.runtime.runner import Runner, make_adapter, model_options
 from loopwright.workspaces.git import Workspace
 
 PROPOSER_SYSTEM = ("You write practice tasks for another coding agent. Each task must be verifiable (hidden tests "
