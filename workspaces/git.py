@@ -84,11 +84,13 @@ def git_message(stderr: str, stdout: str = "", status: int | None = None) -> str
 
 
 def _run(g: git.Git, *args: str, env: dict[str, str] | None = None, istream=None,
-         binary: bool = False) -> tuple[int, str | bytes, str]:
-    """Run git in `g`'s directory; return (status, stdout, stderr) without raising on a non-zero status."""
+         lossy: bool = False) -> tuple[int, str, str]:
+    """Run git in `g`'s directory; return (status, stdout, stderr) without raising on a non-zero status.
+    `lossy`: stdout that is not UTF-8 (a diff of a binary file) gets replacement characters instead of failing."""
     try:
-        return g.execute(["git", *args], with_extended_output=True, with_exceptions=False,
-                         strip_newline_in_stdout=False, stdout_as_string=not binary, env=env, istream=istream)
+        status, out, err = g.execute(["git", *args], with_extended_output=True, with_exceptions=False,
+                                     strip_newline_in_stdout=False, stdout_as_string=not lossy, env=env,
+                                     istream=istream)
     except git.GitCommandNotFound:
         where = g.working_dir
         if where and not Path(where).is_dir():
@@ -96,6 +98,7 @@ def _run(g: git.Git, *args: str, env: dict[str, str] | None = None, istream=None
         raise WorkspaceError("git was not found (install git 2.38 or newer and put it on PATH)") from None
     except OSError as e:
         raise WorkspaceError(f"could not run git {args[0]}: {e}") from None
+    return status, out.decode("utf-8", "replace") if isinstance(out, bytes) else out or "", err
 
 
 def run_git(g: git.Git, *args: str, what: str | None = None, env: dict[str, str] | None = None, istream=None) -> str:
@@ -209,7 +212,7 @@ def _checkout_of(g: git.Git, branch: str) -> Path | None:
     """The worktree that has `branch` checked out, if any (`g` is at the main worktree)."""
     status, head, _ = _run(g, "symbolic-ref", "-q", "HEAD")
     if status == 0 and head.strip() == f"refs/heads/{branch}":
-        return Path(g.working_dir)  # the usual case, without reading every worktree's HEAD (a fleet has hundreds)
+        return Path(str(g.working_dir))  # the usual case, without reading every worktree's HEAD (a fleet has hundreds)
     path: str | None = None
     for field in run_git(g, "worktree", "list", "--porcelain", "-z").split("\0"):
         if field.startswith("worktree "):
@@ -544,7 +547,7 @@ class Workspace:
 
     # -- looking at the work -------------------------------------------------------------------------
 
-    def _with_worktree_index(self, *args: str, binary: bool = False) -> str:
+    def _with_worktree_index(self, *args: str) -> str:
         """Run a git command against a scratch copy of the index with all of the worktree added to it.
 
         The real index stays as it is: looking at the work must not change what a checkpoint sees.
@@ -557,10 +560,10 @@ class Workspace:
                 shutil.copy2(index, scratch)
             env = {"GIT_INDEX_FILE": str(scratch)}
             run_git(g, "add", "-A", *self._pathspec(), env=env, what="reading the worktree")
-            status, out, err = _run(g, *args, env=env, binary=True)
+            status, out, err = _run(g, *args, env=env, lossy=True)
             if status != 0:
                 raise WorkspaceError(f"git {args[0]} failed: {git_message(err, '', status)}")
-        return out.decode("utf-8", "replace")
+        return out
 
     def diff(self, against: str | None = None) -> str:
         """Unified diff from `against` (default base_commit) to the worktree, untracked files included."""
@@ -637,6 +640,7 @@ class Workspace:
             ours, extra = target_head, [f"--merge-base={self.base_commit}"]
             theirs = run_head
         else:
+            assert theirs is not None, "a stand-in target comes with the run's side of the merge"
             ours = run_git(g, "commit-tree", "--no-gpg-sign", target_tree, "-p", stand_in, "-m", "target", env=ident)
             extra = []
         status, out, err = _run(g, "merge-tree", "--write-tree", "--name-only", "-z", *extra, ours, theirs)
