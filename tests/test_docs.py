@@ -81,3 +81,12 @@ def test_the_cli_reference_names_every_command_flag_and_action():
         gaps += [f"loopwright {' '.join(path)}: {w}" for w in words if not re.search(rf"(?<![\w-]){w}(?![\w-])", text)]
         gaps += [f"loopwright {' '.join(path)}: {f}" for f in flags if not re.search(rf"{f}(?![\w-])", text)]
     assert gaps == []
+
+
+def test_the_layout_names_every_package_and_runtime_subpackage():
+    root = Path(__file__).resolve().parent.parent
+    layout = _section("## Layout")
+    packages = sorted(p.parent.name for p in root.glob("*/__init__.py"))
+    runtime = sorted(p.parent.name for p in (root / "runtime").glob("*/__init__.py"))
+    assert [p for p in packages if f"\n{p}/" not in layout] == []
+    assert [p for p in runtime if f"{p}/" not in layout] == []
