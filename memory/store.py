@@ -33,6 +33,17 @@ from loopwright.harness.events import (
     parse_event,
 )
 from loopwright.harness.messages import Message
+from loopwright.harness.statuses import (
+    RUN_COMMANDS,
+    RUN_FINAL,
+    RUN_TRANSITIONS,
+    TASK_TRANSITIONS,
+    CommandKind,
+    CommandStatus,
+    RunStatus,
+    TaskStatus,
+    allowed_from,
+)
 
 
 class StoreError(Exception):
@@ -71,8 +82,10 @@ MIGRATIONS: list[Migration] = [
             id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, ts REAL NOT NULL, type TEXT NOT NULL,
             data TEXT NOT NULL)""",
         "CREATE INDEX events_run ON events(run_id, id)",
-        "CREATE TRIGGER events_no_update BEFORE UPDATE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END",
-        "CREATE TRIGGER events_no_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END",
+        "CREATE TRIGGER events_no_update BEFORE UPDATE ON events BEGIN"
+        " SELECT RAISE(ABORT, 'events are append-only'); END",
+        "CREATE TRIGGER events_no_delete BEFORE DELETE ON events BEGIN"
+        " SELECT RAISE(ABORT, 'events are append-only'); END",
         """CREATE TABLE checkpoints (
             run_id TEXT NOT NULL, seq INTEGER NOT NULL, sha TEXT NOT NULL, step INTEGER NOT NULL,
             message TEXT NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (run_id, seq))""",
@@ -141,11 +154,6 @@ MIGRATIONS: list[Migration] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
-RUN_ACTIVE = ("running",)
-RUN_RESUMABLE = ("paused", "running")  # "running" only when its owner process is gone
-RUN_FINAL = ("succeeded", "failed", "budget_exceeded", "needs_review", "killed")
-
-
 def boot_id() -> str:
     """This machine's boot: a pid from before a reboot must not be mistaken for a live process."""
     try:
@@ -163,7 +171,7 @@ class Task(BaseModel):
     title: str
     goal: str
     check_cmd: str | None
-    status: str
+    status: TaskStatus
     priority: int
     target_branch: str | None
     options: dict
@@ -177,7 +185,7 @@ class Task(BaseModel):
 class Run(BaseModel):
     id: str
     task_id: int
-    status: str
+    status: RunStatus
     reason: str
     provider: str
     model: str
@@ -235,9 +243,9 @@ class CheckpointRow(BaseModel):
 class Command(BaseModel):
     id: int
     run_id: str | None
-    kind: str
+    kind: str  # a CommandKind; kept a str, so a row of a kind this version does not know is still read (and refused)
     args: dict
-    status: str
+    status: CommandStatus
     result: str
     created_at: float
     done_at: float | None
@@ -330,12 +338,13 @@ class Store:
     # -- tasks -------------------------------------------------------------------------------
 
     def create_task(self, goal: str, *, title: str | None = None, check: str | None = None, priority: int = 0,
-                    target_branch: str | None = None, options: dict | None = None, status: str = "queued") -> Task:
+                    target_branch: str | None = None, options: dict | None = None,
+                    status: TaskStatus = TaskStatus.QUEUED) -> Task:
         now = time.time()
         title = title or _title(goal)
         cur = self.conn.execute(
-            "INSERT INTO tasks (title, goal, check_cmd, status, priority, target_branch, options, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO tasks (title, goal, check_cmd, status, priority, target_branch, options, created_at,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (title, goal, check, status, priority, target_branch, json.dumps(options or {}), now, now),
         )
         return self.task(cur.lastrowid)
@@ -347,12 +356,14 @@ class Store:
         return _row(Task, row, ("options",))
 
     def set_task_status(self, task_id: int, status: str, *, reason: str = "", only_from: tuple[str, ...] = ()) -> bool:
-        sql = "UPDATE tasks SET status = ?, reason = ?, updated_at = ? WHERE id = ?"
-        params: list[Any] = [status, reason, time.time(), task_id]
-        if only_from:
-            sql += f" AND status IN ({','.join('?' * len(only_from))})"
-            params += list(only_from)
-        return self.conn.execute(sql, params).rowcount == 1
+        """A task's own move (harness/statuses.py, TASK_TRANSITIONS), from one of `only_from` if given; a guarded
+        UPDATE: False when the task is in a status the move may not start from."""
+        allowed = allowed_from(status, only_from or None, TASK_TRANSITIONS)
+        if not allowed:
+            return False
+        sql = (f"UPDATE tasks SET status = ?, reason = ?, updated_at = ? WHERE id = ?"
+               f" AND status IN ({','.join('?' * len(allowed))})")
+        return self.conn.execute(sql, [status, reason, time.time(), task_id, *allowed]).rowcount == 1
 
     def update_task(self, task_id: int, *, priority: int | None = None, options: dict | None = None,
                     only_from: tuple[str, ...] = ()) -> bool:
@@ -381,11 +392,11 @@ class Store:
     def queue(self) -> list[Task]:
         """Queued tasks in the order they should start: priority (high first), then FIFO."""
         return [_row(Task, r, ("options",)) for r in self.conn.execute(
-            "SELECT * FROM tasks WHERE status = 'queued' ORDER BY priority DESC, id")]
+            "SELECT * FROM tasks WHERE status = ? ORDER BY priority DESC, id", (TaskStatus.QUEUED,))]
 
     def claim_task(self, task_id: int) -> bool:
         """queued -> running, for exactly one caller."""
-        return self.set_task_status(task_id, "running", only_from=("queued",))
+        return self.set_task_status(task_id, TaskStatus.RUNNING, only_from=(TaskStatus.QUEUED,))
 
     def add_dependencies(self, task_id: int, depends_on: list[int]) -> None:
         """Record that `task_id` waits for `depends_on`; unknown ids and cycles are refused."""
@@ -433,10 +444,11 @@ class Store:
             conn.execute(
                 "INSERT INTO runs (id, task_id, status, provider, model, worktree, branch, base_commit, target_branch,"
                 " owner_pid, owner_host, owner_boot, heartbeat_at, started_at)"
-                " VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, task_id, provider, model, worktree, branch, base_commit, target_branch, *_owner(), now, now),
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, task_id, RunStatus.RUNNING, provider, model, worktree, branch, base_commit, target_branch,
+                 *_owner(), now, now),
             )
-            conn.execute("UPDATE tasks SET status = 'running', updated_at = ? WHERE id = ?", (now, task_id))
+            conn.execute("UPDATE tasks SET status = ?, updated_at = ? WHERE id = ?", (TaskStatus.RUNNING, now, task_id))
         return self.run(run_id)
 
     def run(self, run_id: str) -> Run:
@@ -462,10 +474,14 @@ class Store:
 
     def transition_run(self, run_id: str, status: str, *, only_from: tuple[str, ...], reason: str = "",
                        task_status: str | None = None, **fields: Any) -> bool:
-        """Move a run to `status` if (and only if) it is in one of `only_from`; logs the change.
+        """Move a run to `status` if (and only if) it is in one of `only_from` and RUN_TRANSITIONS allows the move
+        (harness/statuses.py); logs the change.
 
         The task follows (to `task_status`, default the same word) in the same transaction.
         """
+        only_from = allowed_from(status, only_from, RUN_TRANSITIONS)
+        if not only_from:
+            return False
         now = time.time()
         sets = ["status = ?", "reason = ?"] + [f"{k} = ?" for k in fields]
         params: list[Any] = [status, reason, *fields.values()]
@@ -486,17 +502,18 @@ class Store:
         """Make this process the owner of a run (resume); a guarded UPDATE, so only one process wins."""
         with self.transaction() as conn:
             run = self.run(run_id)
-            if run.status not in only_from or (run.status == "running" and run.owner_alive()):
+            if (run.status not in allowed_from(RunStatus.RUNNING, only_from, RUN_TRANSITIONS)
+                    or (run.status == RunStatus.RUNNING and run.owner_alive())):
                 return False
             ok = conn.execute(
-                "UPDATE runs SET status = 'running', reason = '', owner_pid = ?, owner_host = ?, owner_boot = ?,"
+                "UPDATE runs SET status = ?, reason = '', owner_pid = ?, owner_host = ?, owner_boot = ?,"
                 " heartbeat_at = ?, ended_at = NULL WHERE id = ? AND status = ? AND coalesce(owner_pid, 0) = ?",
-                (*_owner(), time.time(), run.id, run.status, run.owner_pid or 0),
+                (RunStatus.RUNNING, *_owner(), time.time(), run.id, run.status, run.owner_pid or 0),
             ).rowcount == 1
             if ok:
-                conn.execute("UPDATE tasks SET status = 'running', reason = '', updated_at = ? WHERE id = ?",
-                             (time.time(), run.task_id))
-                self.append(run.id, StatusChanged(status="running", reason="resumed"))
+                conn.execute("UPDATE tasks SET status = ?, reason = '', updated_at = ? WHERE id = ?",
+                             (TaskStatus.RUNNING, time.time(), run.task_id))
+                self.append(run.id, StatusChanged(status=RunStatus.RUNNING, reason="resumed"))
             return ok
 
     def update_run(self, run_id: str, **fields: Any) -> None:
@@ -605,7 +622,7 @@ class Store:
 
     # -- commands (CLI/TUI -> the process that owns a run) -----------------------------------
 
-    def enqueue_command(self, run_id: str | None, kind: str, args: dict | None = None) -> int:
+    def enqueue_command(self, run_id: str | None, kind: CommandKind, args: dict | None = None) -> int:
         cur = self.conn.execute("INSERT INTO commands (run_id, kind, args, created_at) VALUES (?, ?, ?, ?)",
                                 (run_id, kind, json.dumps(args or {}), time.time()))
         return cur.lastrowid  # type: ignore[return-value]
@@ -614,16 +631,12 @@ class Store:
         """Claim the commands a run applies itself (messages, rollbacks, pause, kill), oldest first; each once.
 
         Others (resume, merge, keep) are the daemon's, and stay for it."""
-        rows = self.conn.execute(
-            "UPDATE commands SET status = 'taken' WHERE run_id = ? AND status = 'pending' AND kind IN "
-            "('notify', 'rollback', 'pause', 'kill') RETURNING *", (run_id,)
-        ).fetchall()
-        return sorted((_row(Command, r, ("args",)) for r in rows), key=lambda c: c.id)
+        return self.claim_commands(RUN_COMMANDS, [run_id])
 
     def claim_commands(self, kinds: tuple[str, ...], run_ids: list[str] | None = None) -> list[Command]:
         """Claim pending commands of these kinds (for these runs only, if given), oldest first; each is taken once."""
-        sql = f"UPDATE commands SET status = 'taken' WHERE status = 'pending' AND kind IN ({','.join('?' * len(kinds))})"
-        params: list[Any] = list(kinds)
+        sql = f"UPDATE commands SET status = ? WHERE status = ? AND kind IN ({','.join('?' * len(kinds))})"
+        params: list[Any] = [CommandStatus.TAKEN, CommandStatus.PENDING, *kinds]
         if run_ids is not None:
             if not run_ids:
                 return []
@@ -634,11 +647,11 @@ class Store:
 
     def finish_command(self, command_id: int, *, ok: bool, result: str) -> None:
         self.conn.execute("UPDATE commands SET status = ?, result = ?, done_at = ? WHERE id = ?",
-                          ("done" if ok else "failed", result, time.time(), command_id))
+                          (CommandStatus.DONE if ok else CommandStatus.FAILED, result, time.time(), command_id))
 
     def pending_commands(self, run_id: str) -> list[Command]:
         return [_row(Command, r, ("args",)) for r in self.conn.execute(
-            "SELECT * FROM commands WHERE run_id = ? AND status = 'pending' ORDER BY id", (run_id,))]
+            "SELECT * FROM commands WHERE run_id = ? AND status = ? ORDER BY id", (run_id, CommandStatus.PENDING))]
 
 
 class RunScratchpad:
