@@ -564,6 +564,10 @@ class Store:
             params += list(types)
         return [(r[0], r[1], parse_event(r[2])) for r in self.conn.execute(sql + " ORDER BY id", params)]
 
+    def last_event_id(self) -> int:
+        """The id of the newest event of any run (0 before the first)."""
+        return self.conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+
     def last_event(self, run_id: str, types: tuple[str, ...]) -> tuple[int, float, Any] | None:
         """The run's newest event of these kinds (id, ts, event), or None."""
         row = self.conn.execute(f"SELECT id, ts, data FROM events WHERE run_id = ? AND type IN "
