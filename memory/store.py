@@ -258,6 +258,16 @@ def _row(model: type[BaseModel], row: sqlite3.Row | dict, json_fields: tuple[str
     return model.model_validate(data)
 
 
+def task_of(row: sqlite3.Row | dict) -> Task:
+    """A tasks row as a Task (for the memory modules' own queries)."""
+    return _row(Task, row, ("options",))
+
+
+def run_of(row: sqlite3.Row | dict) -> Run:
+    """A runs row as a Run."""
+    return _row(Run, row)
+
+
 def connect(path: str | Path) -> sqlite_utils.Database:
     """A database opened as the store opens its own: WAL, a 30 s busy timeout, autocommit outside transactions."""
     conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
