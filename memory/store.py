@@ -268,6 +268,11 @@ def run_of(row: sqlite3.Row | dict) -> Run:
     return _row(Run, row)
 
 
+def command_of(row: sqlite3.Row | dict) -> Command:
+    """A commands row as a Command."""
+    return _row(Command, row, ("args",))
+
+
 def connect(path: str | Path) -> sqlite_utils.Database:
     """A database opened as the store opens its own: WAL, a 30 s busy timeout, autocommit outside transactions."""
     conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
@@ -577,6 +582,9 @@ class Store:
     def last_event_id(self) -> int:
         """The id of the newest event of any run (0 before the first)."""
         return self.conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+
+    def event_count(self, run_id: str) -> int:
+        return self.conn.execute("SELECT count(*) FROM events WHERE run_id = ?", (run_id,)).fetchone()[0]
 
     def last_event(self, run_id: str, types: tuple[str, ...]) -> tuple[int, float, Any] | None:
         """The run's newest event of these kinds (id, ts, event), or None."""

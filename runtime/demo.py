@@ -19,6 +19,8 @@ from pathlib import Path
 
 from loopwright.harness.events import ToolFinished
 from loopwright.harness.script import Script
+from loopwright.harness.statuses import CommandKind, RunStatus
+from loopwright.memory.lessons import LessonBook
 from loopwright.runtime.display import ProgressPrinter, run_summary
 from loopwright.runtime.project import init_project, open_project
 from loopwright.runtime.runner import Runner
@@ -154,7 +156,7 @@ def run_demo(*, via: str = "scripted", keep: bool = True, json_out: bool = False
 
     run = result.run
     cps = project.store.checkpoints(run.id)
-    events = project.store.conn.execute("SELECT count(*) FROM events WHERE run_id = ?", (run.id,)).fetchone()[0]
+    events = project.store.event_count(run.id)
     if json_out:
         print(json.dumps({**run_summary(run), "repository": str(root), "store": str(project.db_path),
                           "checkpoints": len(cps), "events": events, "model": how}, indent=2))
@@ -171,11 +173,11 @@ def run_demo(*, via: str = "scripted", keep: bool = True, json_out: bool = False
         print(f"lessons:     {_lessons_learned(project)} learned by reflection (scripted reply)")
         print(f"\nlook around: cd {root} && loopwright show {run.id} && loopwright checkpoints {run.id} && "
               f"loopwright lessons list")
-    return 0 if run.status == "succeeded" else 1
+    return 0 if run.status == RunStatus.SUCCEEDED else 1
 
 
 def _lessons_learned(project) -> int:
-    return project.store.conn.execute("SELECT count(*) FROM lessons WHERE status = 'active'").fetchone()[0]
+    return LessonBook(project.store.db).count()  # the active ones
 
 
 class _Supervisor:
@@ -190,4 +192,4 @@ class _Supervisor:
         self.done = True
         base = self.store.run(run_id).base_commit
         self.say(f"        [demo] a supervisor (simulated) dislikes that edit: loopwright rollback {run_id} --to 0")
-        self.store.enqueue_command(run_id, "rollback", {"sha": base, "seq": 0, "by": "demo supervisor"})
+        self.store.enqueue_command(run_id, CommandKind.ROLLBACK, {"sha": base, "seq": 0, "by": "demo supervisor"})

@@ -31,10 +31,12 @@ from loopwright.harness.messages import ModelResponse, ToolResult
 from loopwright.harness.models import ModelAdapter, ModelUnavailable
 from loopwright.harness.script import Script, ScriptTurn
 from loopwright.harness.scripted import ScriptedModel
+from loopwright.harness.statuses import RUN_FINAL, STOP_COMMANDS, CommandKind, CommandStatus, RunStatus, TaskStatus
 from loopwright.harness.tools import STANDARD_TOOLS, Toolbox, run_command
+from loopwright.memory import commands
 from loopwright.memory.artifacts import ARTIFACT_TOOLS
 from loopwright.memory.run import RunMemory
-from loopwright.memory.store import RUN_FINAL, Command, Run, Store, StoreError, Task, new_run_id
+from loopwright.memory.store import Command, Run, Store, StoreError, Task, new_run_id
 from loopwright.memory.tools import MEMORY_TOOLS
 from loopwright.runtime.chat.threads import TASK_DONE, FanOut, children
 from loopwright.runtime.config import Config
@@ -158,7 +160,7 @@ def merge_reviewed(project: Project, run_id: str) -> str:
     """Merge now a run kept for review (a person's decision, in place of the check): squash into its target."""
     store = project.store
     run = store.run(run_id)
-    if run.status != "needs_review":
+    if run.status != RunStatus.NEEDS_REVIEW:
         raise StoreError(f"run {run.id} is {run.status}; only a run kept for review merges by hand")
     if not Path(run.worktree).is_dir():
         raise StoreError(f"the worktree of run {run.id} is gone ({run.worktree}); merge its branch {run.branch} "
@@ -175,7 +177,7 @@ def merge_reviewed(project: Project, run_id: str) -> str:
     else:
         store.append(run.id, Merged(target_branch=run.target_branch, commit=merge.commit or ""))
         reason = f"merged by hand into {run.target_branch} as {(merge.commit or '')[:10]}"
-    store.transition_run(run.id, "succeeded", only_from=("needs_review",), reason=reason,
+    store.transition_run(run.id, RunStatus.SUCCEEDED, only_from=(RunStatus.NEEDS_REVIEW,), reason=reason,
                          merge_commit=merge.commit)
     return reason
 
@@ -183,9 +185,9 @@ def merge_reviewed(project: Project, run_id: str) -> str:
 def resumable(store: Store, run_id: str) -> Run:
     """The run, if it may be resumed: not finished (a budget stop may go on) and not running in a live process."""
     run = store.run(run_id)
-    if run.status in RUN_FINAL and run.status != "budget_exceeded":
+    if run.status in RUN_FINAL and run.status != RunStatus.BUDGET_EXCEEDED:
         raise StoreError(f"run {run.id} is {run.status}; there is nothing to resume")
-    if run.status == "running" and run.owner_alive():
+    if run.status == RunStatus.RUNNING and run.owner_alive():
         raise StoreError(f"run {run.id} is running in process {run.owner_pid}; pause it first")
     return run
 
@@ -230,7 +232,7 @@ class Runner:
         require_commits(self.project.root)
         options = model_options(config) | ({"skills": skills} if skills is not None else {})
         task = self.store.create_task(goal, title=title, check=check if check is not None else config.check,
-                                      options=options, status="running")
+                                      options=options, status=TaskStatus.RUNNING)
         return await self.run_task(task)
 
     def _adapter(self, config: Config, *, start_at: int = 0) -> ModelAdapter:
@@ -261,7 +263,7 @@ class Runner:
 
             target, ws = await asyncio.to_thread(make_workspace)
         except Exception as e:
-            self.store.set_task_status(task.id, "failed", reason=str(e))
+            self.store.set_task_status(task.id, TaskStatus.FAILED, reason=str(e))
             raise
         return await self._attempts(task, config, ws, target, adapter, run_id)
 
@@ -297,8 +299,9 @@ class Runner:
 
     def obey(self, command: Command) -> None:
         """Carry out a pause or kill command: a kill ends the command a tool is running now, a pause waits for it."""
-        kill = command.kind == "kill"
-        self.request_stop("killed" if kill else "paused", command.args.get("reason") or f"{command.kind} command", kill)
+        kill = command.kind == CommandKind.KILL
+        self.request_stop(RunStatus.KILLED if kill else RunStatus.PAUSED,
+                          command.args.get("reason") or f"{command.kind} command", kill)
 
     async def watch_commands(self, every: float = 0.2) -> None:
         """Obey pause and kill commands for this runner's run as they come, also in the middle of a tool call
@@ -306,7 +309,7 @@ class Runner:
         while True:
             await asyncio.sleep(every)
             if self.loop is not None:
-                for command in self.store.claim_commands(("pause", "kill"), [self.loop.run_id]):
+                for command in self.store.claim_commands(STOP_COMMANDS, [self.loop.run_id]):
                     self.obey(command)
                     self.store.finish_command(command.id, ok=True, result="applied")
 
@@ -317,13 +320,13 @@ class Runner:
         task = self.store.task(run.task_id)
         config = self._task_config(task)
         adapter = self._adapter(config, start_at=self._script_position(task))
-        if not self.store.claim_run(run.id, only_from=("paused", "running", "budget_exceeded")):
+        if not self.store.claim_run(run.id, only_from=(RunStatus.PAUSED, RunStatus.RUNNING, RunStatus.BUDGET_EXCEEDED)):
             raise StoreError(f"run {run.id} was taken by another process")
         ws = Workspace.open(self.project.root, run.id, Path(run.worktree), run.branch, run.base_commit,
                             copy_files=config.workspace.copy_files)
-        was = "crashed (its process died)" if run.status == "running" else run.status
+        was = "crashed (its process died)" if run.status == RunStatus.RUNNING else run.status
         notices = [f"Notice: this run was {was} and has been resumed."]
-        if run.status == "running":  # its owner died, maybe in the middle of a checkpoint
+        if run.status == RunStatus.RUNNING:  # its owner died, maybe in the middle of a checkpoint
             await asyncio.to_thread(ws.clear_stale_lock)
         if await asyncio.to_thread(ws.is_dirty):
             if _work_is_whole(self.store, run.id):  # only a checkpoint written behind a model call was cut short
@@ -453,7 +456,7 @@ class Runner:
         """Reflection after a finished run (see runtime/reflection.py); never fails the run."""
         from loopwright.runtime.learning.reflection import reflect
 
-        if not config.memory.reflect or run.status == "killed":
+        if not config.memory.reflect or run.status == RunStatus.KILLED:
             return
         adapter, why_not = None, ""
         try:
@@ -516,15 +519,17 @@ class Runner:
         merged = self.store.events(run.id, types=("merged",))
         if merged:  # exactly once: a crash after the merge must not merge (or check) again
             done = merged[-1][2]
-            return FinishVerdict("succeeded", f"Accepted and merged into {done.target_branch}.",
+            return FinishVerdict(RunStatus.SUCCEEDED, f"Accepted and merged into {done.target_branch}.",
                                  reason=f"merged into {done.target_branch} as {done.commit[:10]}")
         parts = children(self.store, task.id)
         if parts:  # a chat request split into parts: it is done when they are (the daemon follows them)
-            return FinishVerdict("succeeded", f"Started {len(parts)} parts; their results are posted as replies.",
+            return FinishVerdict(RunStatus.SUCCEEDED,
+                                 f"Started {len(parts)} parts; their results are posted as replies.",
                                  reason=f"split into {len(parts)} parts")
         check = task.check_cmd
         if not check:
-            return FinishVerdict("needs_review", "Finished. No acceptance check is configured; kept for review.",
+            return FinishVerdict(RunStatus.NEEDS_REVIEW,
+                                 "Finished. No acceptance check is configured; kept for review.",
                                  reason=f"no acceptance check; branch {ws.branch} kept for review")
         loop = self.loop
         assert loop is not None
@@ -539,50 +544,52 @@ class Runner:
             why = f"timed out after {config.check_timeout:.0f}s" if result.timed_out else f"exit {result.exit_code}"
             feedback = f"The acceptance check `{check}` failed ({why}). Its output:\n{result.output}\n"
             if task.options.get("until"):  # loop-until-done: this attempt ends; the next starts fresh
-                return FinishVerdict("failed", feedback, reason=f"`{check}` failed ({why})", again=True)
+                return FinishVerdict(RunStatus.FAILED, feedback, reason=f"`{check}` failed ({why})", again=True)
             return FinishVerdict(None, feedback + "Fix the cause, then call finish again.")
         on_success = self.store.task(task.id).options.get("on_success") or config.on_success  # a person may change it
         if on_success == "keep":
-            return FinishVerdict("succeeded", "Accepted: the check passed. The branch is kept for review.",
+            return FinishVerdict(RunStatus.SUCCEEDED, "Accepted: the check passed. The branch is kept for review.",
                                  reason=f"check passed; branch {ws.branch} kept")
         try:
             merge = await asyncio.to_thread(_merge, ws, run.target_branch, merge_message(task, run))
         except WorkspaceError as e:
-            return FinishVerdict("needs_review", "Accepted, but the merge failed; kept for review.",
+            return FinishVerdict(RunStatus.NEEDS_REVIEW, "Accepted, but the merge failed; kept for review.",
                                  reason=f"merge failed ({e}); branch {ws.branch} kept")
         if merge.status == "conflict":
             self.store.append(run.id, MergeConflict(target_branch=run.target_branch, detail=merge.detail))
-            return FinishVerdict("needs_review", "Accepted, but it does not merge cleanly; kept for review.",
+            return FinishVerdict(RunStatus.NEEDS_REVIEW, "Accepted, but it does not merge cleanly; kept for review.",
                                  reason=f"merge conflict ({merge.detail}); branch {ws.branch} kept")
         if merge.status == "nothing":
-            return FinishVerdict("succeeded", "Accepted: the check passed (no changes to merge).",
+            return FinishVerdict(RunStatus.SUCCEEDED, "Accepted: the check passed (no changes to merge).",
                                  reason="check passed; no changes to merge")
         self.store.append(run.id, Merged(target_branch=run.target_branch, commit=merge.commit or ""))
         self.store.update_run(run.id, merge_commit=merge.commit)
-        return FinishVerdict("succeeded", f"Accepted and merged into {run.target_branch}.",
+        return FinishVerdict(RunStatus.SUCCEEDED, f"Accepted and merged into {run.target_branch}.",
                              reason=f"merged into {run.target_branch} as {(merge.commit or '')[:10]}")
 
     async def _drive(self, loop: AgentLoop, run: Run, task: Task, adapter: ModelAdapter, config: Config) -> RunResult:
         try:
             outcome = await loop.run()
-            if isinstance(adapter, ScriptedModel) and adapter.unused and outcome.status in ("succeeded", "needs_review"):
-                outcome = LoopOutcome("failed", f"scripted model: the run ended with {adapter.unused} script turn(s) "
-                                                f"unused — the script and the run disagree")
+            if (isinstance(adapter, ScriptedModel) and adapter.unused
+                    and outcome.status in (RunStatus.SUCCEEDED, RunStatus.NEEDS_REVIEW)):
+                outcome = LoopOutcome(RunStatus.FAILED, f"scripted model: the run ended with {adapter.unused} script "
+                                                        f"turn(s) unused — the script and the run disagree")
         finally:
             await adapter.aclose()
         again = False
-        task_status = "paused" if outcome.status == "paused" else None
+        task_status = TaskStatus.PAUSED if outcome.status == RunStatus.PAUSED else None
         task_reason = ""
         if task.options.get("until") and outcome.again and not self.stop.is_set():
             again, why_not = self._another_attempt(task, config)
             if again:
-                task_status = "running"
+                task_status = TaskStatus.RUNNING
             else:
-                task_status = "budget_exceeded" if "budget" in why_not else "failed"
+                task_status = TaskStatus.BUDGET_EXCEEDED if "budget" in why_not else TaskStatus.FAILED
                 task_reason = f"{outcome.reason}; {why_not}"
-        if outcome.status == "succeeded" and any(p.status not in TASK_DONE for p in children(self.store, task.id)):
-            task_status = "waiting"  # on its parts
-        self.store.transition_run(run.id, outcome.status, only_from=("running",), reason=outcome.reason,
+        if (outcome.status == RunStatus.SUCCEEDED
+                and any(p.status not in TASK_DONE for p in children(self.store, task.id))):
+            task_status = TaskStatus.WAITING  # on its parts
+        self.store.transition_run(run.id, outcome.status, only_from=(RunStatus.RUNNING,), reason=outcome.reason,
                                   task_status=task_status)
         if task_reason:
             self.store.set_task_status(task.id, task_status or outcome.status, reason=task_reason)
@@ -624,26 +631,28 @@ def rollback(project: Project, run_id: str, *, to: str | None = None, steps: int
 
     store = project.store
     run = store.run(run_id)
-    if run.status in RUN_FINAL and run.status not in ("budget_exceeded", "needs_review", "failed"):
+    if run.status in RUN_FINAL and run.status not in (RunStatus.BUDGET_EXCEEDED, RunStatus.NEEDS_REVIEW,
+                                                      RunStatus.FAILED):
         raise StoreError(f"run {run.id} is {run.status}; its worktree is no longer in use")
     cps = store.checkpoints(run.id)
     seq, sha = _pick_checkpoint(run, cps, to, steps)
-    if run.status == "running" and run.owner_alive():
-        cmd = store.enqueue_command(run.id, "rollback", {"sha": sha, "seq": seq, "by": "cli"})
+    if run.status == RunStatus.RUNNING and run.owner_alive():
+        cmd = store.enqueue_command(run.id, CommandKind.ROLLBACK, {"sha": sha, "seq": seq, "by": "cli"})
         deadline = time.monotonic() + wait_seconds
         while time.monotonic() < deadline:
-            row = store.conn.execute("SELECT status, result FROM commands WHERE id = ?", (cmd,)).fetchone()
-            if row["status"] == "done":
+            row = commands.command(store, cmd)
+            assert row is not None
+            if row.status == CommandStatus.DONE:
                 return run, seq, sha, "applied by the running agent at its model boundary"
-            if row["status"] == "failed":
-                raise StoreError(f"rollback failed: {row['result']}")
+            if row.status == CommandStatus.FAILED:
+                raise StoreError(f"rollback failed: {row.result}")
             time.sleep(0.1)
         return run, seq, sha, "queued: the running agent applies it at its next model boundary"
     ws = Workspace.open(project.root, run.id, Path(run.worktree), run.branch, run.base_commit,
                         copy_files=project.config.workspace.copy_files)
     ws.reset_to(sha)
     store.append(run.id, RolledBack(to_sha=sha, to_seq=seq, requested_by="cli"))
-    store.enqueue_command(run.id, "notify", {"text": rollback_notice(sha, seq)})
+    store.enqueue_command(run.id, CommandKind.NOTIFY, {"text": rollback_notice(sha, seq)})
     return run, seq, sha, "done; the agent is told when the run resumes"
 
 

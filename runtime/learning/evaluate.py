@@ -396,8 +396,10 @@ def _env(**values: str) -> Iterator[None]:
 
 
 def _active_lessons(store) -> int | None:
+    from loopwright.memory.lessons import LessonBook
+
     try:
-        return store.conn.execute("SELECT count(*) FROM lessons WHERE status = 'active'").fetchone()[0]
+        return LessonBook(store.db).count()  # the active ones
     except sqlite3.Error:
         return None
 
