@@ -67,6 +67,7 @@ from loopwright.harness.messages import Message
 from loopwright.harness.retry import RetryPolicy
 from loopwright.harness.script import Script
 from loopwright.harness.scripted import ScriptedModel
+from loopwright.harness.statuses import RunStatus, TaskStatus
 from loopwright.harness.tools import STANDARD_TOOLS, Toolbox, ToolError, ToolOutcome, resolve_in, run_command
 from loopwright.memory.artifacts import ArtifactTool
 from loopwright.memory.run import RunMemory
@@ -601,10 +602,10 @@ async def _accept(spec: RunSpec, ws: RemoteWorkspace, proxy: StoreProxy, head, l
     if spec.fan_out:
         parts = await _await(head.parts.remote(spec.task_id))
         if parts:  # a chat request split into parts: it is done when they are (the daemon follows them)
-            return FinishVerdict("succeeded", f"Started {parts} parts; their results are posted as replies.",
+            return FinishVerdict(RunStatus.SUCCEEDED, f"Started {parts} parts; their results are posted as replies.",
                                  reason=f"split into {parts} parts")
     if not check:
-        return FinishVerdict("needs_review", "Finished. No acceptance check is configured; kept for review.",
+        return FinishVerdict(RunStatus.NEEDS_REVIEW, "Finished. No acceptance check is configured; kept for review.",
                              reason=f"no acceptance check; branch {ws.branch} kept for review")
     result = await run_command(check, cwd=ws.path, timeout=config.check_timeout, cap=config.tools.output_cap)
     passed = result.exit_code == 0 and not result.timed_out
@@ -614,10 +615,10 @@ async def _accept(spec: RunSpec, ws: RemoteWorkspace, proxy: StoreProxy, head, l
         why = f"timed out after {config.check_timeout:.0f}s" if result.timed_out else f"exit {result.exit_code}"
         feedback = f"The acceptance check `{check}` failed ({why}). Its output:\n{result.output}\n"
         if spec.until:
-            return FinishVerdict("failed", feedback, reason=f"`{check}` failed ({why})", again=True)
+            return FinishVerdict(RunStatus.FAILED, feedback, reason=f"`{check}` failed ({why})", again=True)
         return FinishVerdict(None, feedback + "Fix the cause, then call finish again.")
     loop_ref[0].accepted = True
-    return FinishVerdict("succeeded", "Accepted: the check passed. The head merges the branch (or keeps it for "
+    return FinishVerdict(RunStatus.SUCCEEDED, "Accepted: the check passed. The head merges the branch (or keeps it for "
                                       "review, as the task says).", reason="check passed")
 
 
@@ -670,7 +671,7 @@ class RunActor:
         try:
             self._result = asyncio.run(_work(self, spec, head, api_key))
         except BaseException as e:  # noqa: BLE001 — whatever happened is the run's outcome, said in one line
-            self._result = RemoteOutcome("failed", f"on the Ray worker ({socket.gethostname()}): "
+            self._result = RemoteOutcome(RunStatus.FAILED, f"on the Ray worker ({socket.gethostname()}): "
                                                    f"{type(e).__name__}: {e}")
         finally:
             self._done.set()
@@ -688,7 +689,7 @@ async def _work(actor: RunActor, spec: RunSpec, head, api_key: str | None) -> Re
     except WorkspaceError as e:
         with contextlib.suppress(Exception):
             await (await making).aclose()
-        return RemoteOutcome("failed", f"on the Ray worker ({socket.gethostname()}): {e}")
+        return RemoteOutcome(RunStatus.FAILED, f"on the Ray worker ({socket.gethostname()}): {e}")
     adapter = None
     try:
         adapter = await making
@@ -738,12 +739,12 @@ async def _work(actor: RunActor, spec: RunSpec, head, api_key: str | None) -> Re
         else:
             await agent.prepare_resume(spec.notices)
         outcome = await agent.run()
-        if isinstance(adapter, ScriptedModel) and adapter.unused and outcome.status in ("succeeded",
-                                                                                        "needs_review"):
-            outcome = LoopOutcome("failed", f"scripted model: the run ended with {adapter.unused} script "
+        if isinstance(adapter, ScriptedModel) and adapter.unused and outcome.status in (RunStatus.SUCCEEDED,
+                                                                                        RunStatus.NEEDS_REVIEW):
+            outcome = LoopOutcome(RunStatus.FAILED, f"scripted model: the run ended with {adapter.unused} script "
                                             f"turn(s) unused — the script and the run disagree")
         return RemoteOutcome(outcome.status, outcome.reason, outcome.again,
-                             accepted=agent.accepted and outcome.status == "succeeded")
+                             accepted=agent.accepted and outcome.status == RunStatus.SUCCEEDED)
     finally:
         if adapter is not None:
             with contextlib.suppress(Exception):
@@ -1152,7 +1153,7 @@ class RemoteRunner(Runner):
             target = task.target_branch or config.target_branch or current_branch(self.project.root)
             base = await asyncio.to_thread(self.backend.new_branch, run_id, target)
         except Exception as e:
-            self.store.set_task_status(task.id, "failed", reason=str(e))
+            self.store.set_task_status(task.id, TaskStatus.FAILED, reason=str(e))
             raise
         return await self._remote_attempts(task, config, f"lw/{run_id}", base, target, run_id, start_sha=base)
 
@@ -1178,9 +1179,9 @@ class RemoteRunner(Runner):
         task = self.store.task(run.task_id)
         config = self._task_config(task)
         actor = await self.backend.find_actor(run.id)
-        if not self.store.claim_run(run.id, only_from=("paused", "running", "budget_exceeded")):
+        if not self.store.claim_run(run.id, only_from=(RunStatus.PAUSED, RunStatus.RUNNING, RunStatus.BUDGET_EXCEEDED)):
             raise StoreError(f"run {run.id} was taken by another process")
-        was = "crashed (its head died)" if run.status == "running" else run.status
+        was = "crashed (its head died)" if run.status == RunStatus.RUNNING else run.status
         self.loop = _RemoteLoop(self, self.store.run(run.id), task, config, fresh=False,
                                 notices=[f"Notice: this run was {was} and has been resumed."],
                                 start_sha=None, attach=actor)
@@ -1253,7 +1254,7 @@ class _RemoteLoop:
         self.forward_stop()
 
     def _stopped(self) -> LoopOutcome:
-        status, reason, _ = self.runner.stop_request or ("paused", "stopped", False)
+        status, reason, _ = self.runner.stop_request or (RunStatus.PAUSED, "stopped", False)
         return LoopOutcome(status, reason)
 
     async def run(self) -> LoopOutcome:
@@ -1261,9 +1262,9 @@ class _RemoteLoop:
         merged = store.events(self.row.id, types=("merged",))
         if merged:  # exactly once: a head that died after the merge must not merge again
             done = merged[-1][2]
-            return LoopOutcome("succeeded", f"merged into {done.target_branch} as {done.commit[:10]}")
+            return LoopOutcome(RunStatus.SUCCEEDED, f"merged into {done.target_branch} as {done.commit[:10]}")
         if not self.fresh and self.attach is None and self._accepted_before():
-            outcome = RemoteOutcome("succeeded", "check passed", accepted=True)
+            outcome = RemoteOutcome(RunStatus.SUCCEEDED, "check passed", accepted=True)
         else:
             outcome = await self._on_cluster()
         if outcome.accepted:
@@ -1314,14 +1315,14 @@ class _RemoteLoop:
                         with contextlib.suppress(Exception):
                             ray.kill(self.actor)
                         self.actor = None
-                        return RemoteOutcome(*(runner.stop_request or ("paused", "stopped"))[:2])
+                        return RemoteOutcome(*(runner.stop_request or (RunStatus.PAUSED, "stopped"))[:2])
                     where = started.result()
                     store.append(self.row.id, TaskUpdated(
                         task_id=self.task.id, by="ray",
                         change=f"running on Ray node {where['node'][:8]} ({where['host']}, pid {where['pid']})"))
                     self.forward_stop()
                 outcome = await self._wait(ActorUnavailableError)
-                if self.attach is not None and outcome.status == "paused" and outcome.reason == GRACEFUL_STOP:
+                if self.attach is not None and outcome.status == RunStatus.PAUSED and outcome.reason == GRACEFUL_STOP:
                     # it paused because the last head stopped: go on, from where it paused
                     self.attach = None
                     self._kill()
@@ -1338,7 +1339,7 @@ class _RemoteLoop:
                     return RemoteOutcome(*runner.stop_request[:2])
                 why = " ".join(str(e).split())[:200]
                 if self.failures > self.config.ray.max_node_failures:
-                    return RemoteOutcome("failed", f"its Ray worker died {self.failures} times (last: {why})")
+                    return RemoteOutcome(RunStatus.FAILED, f"its Ray worker died {self.failures} times (last: {why})")
                 sha, seq = runner.resume_point(store.run(self.row.id))
                 store.append(self.row.id, TaskUpdated(
                     task_id=self.task.id, by="ray",
@@ -1350,7 +1351,7 @@ class _RemoteLoop:
                            + rollback_notice(sha, seq)]
             except asyncio.CancelledError:  # the daemon's stop timeout: the worker pauses on its own
                 self.forward_stop()
-                return RemoteOutcome("paused", (runner.stop_request or ("paused", "interrupted"))[1])
+                return RemoteOutcome(RunStatus.PAUSED, (runner.stop_request or (RunStatus.PAUSED, "interrupted"))[1])
 
     async def _wait(self, unavailable: type[Exception], patience: float = 60.0) -> RemoteOutcome:
         """The worker's outcome; a worker out of reach for a moment (a network blip) is asked again."""
@@ -1378,7 +1379,8 @@ class _RemoteLoop:
         backend, worktree = self.runner.backend, Path(self.row.worktree)
         try:
             await asyncio.to_thread(backend.fetch_branch, self.row.branch, worktree)
-            if status in ("needs_review", "failed", "killed", "paused", "budget_exceeded"):
+            if status in (RunStatus.NEEDS_REVIEW, RunStatus.FAILED, RunStatus.KILLED, RunStatus.PAUSED,
+                          RunStatus.BUDGET_EXCEEDED):
                 await asyncio.to_thread(backend.materialize, self.row.branch, worktree)
         except WorkspaceError as e:
             backend.say(f"run {self.row.id}: could not bring its branch to the head: {e}")
@@ -1390,22 +1392,22 @@ class _RemoteLoop:
         try:
             await asyncio.to_thread(backend.fetch_branch, run.branch, worktree)
         except WorkspaceError as e:
-            return LoopOutcome("needs_review", f"check passed, but the branch could not be fetched ({e})")
+            return LoopOutcome(RunStatus.NEEDS_REVIEW, f"check passed, but the branch could not be fetched ({e})")
         on_success = store.task(task.id).options.get("on_success") or self.config.on_success
         if on_success == "keep":
-            return LoopOutcome("succeeded", f"check passed; branch {run.branch} kept")
+            return LoopOutcome(RunStatus.SUCCEEDED, f"check passed; branch {run.branch} kept")
         ws = Workspace.open(runner.project.root, run.id, worktree, run.branch, run.base_commit)
         try:
             merge = await asyncio.to_thread(_merge, ws, run.target_branch, merge_message(task, run))
         except WorkspaceError as e:
-            await self._after("needs_review")
-            return LoopOutcome("needs_review", f"merge failed ({e}); branch {run.branch} kept")
+            await self._after(RunStatus.NEEDS_REVIEW)
+            return LoopOutcome(RunStatus.NEEDS_REVIEW, f"merge failed ({e}); branch {run.branch} kept")
         if merge.status == "conflict":
             store.append(run.id, MergeConflict(target_branch=run.target_branch, detail=merge.detail))
-            await self._after("needs_review")
-            return LoopOutcome("needs_review", f"merge conflict ({merge.detail}); branch {run.branch} kept")
+            await self._after(RunStatus.NEEDS_REVIEW)
+            return LoopOutcome(RunStatus.NEEDS_REVIEW, f"merge conflict ({merge.detail}); branch {run.branch} kept")
         if merge.status == "nothing":
-            return LoopOutcome("succeeded", "check passed; no changes to merge")
+            return LoopOutcome(RunStatus.SUCCEEDED, "check passed; no changes to merge")
         store.append(run.id, Merged(target_branch=run.target_branch, commit=merge.commit or ""))
         store.update_run(run.id, merge_commit=merge.commit)
-        return LoopOutcome("succeeded", f"merged into {run.target_branch} as {(merge.commit or '')[:10]}")
+        return LoopOutcome(RunStatus.SUCCEEDED, f"merged into {run.target_branch} as {(merge.commit or '')[:10]}")
