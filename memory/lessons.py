@@ -645,6 +645,11 @@ def _describe(e: ValidationError) -> str:
     return "; ".join(problems) + more
 
 
+def active_count(store: Store) -> int:
+    """How many of the project's lessons are active."""
+    return LessonBook(store.db).count()
+
+
 # -- project + global --------------------------------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from loopwright.harness.events import ToolFinished
 from loopwright.harness.script import Script
 from loopwright.harness.statuses import CommandKind, RunStatus
-from loopwright.memory.lessons import LessonBook
+from loopwright.memory.lessons import active_count
 from loopwright.runtime.display import ProgressPrinter, run_summary
 from loopwright.runtime.project import init_project, open_project
 from loopwright.runtime.runner import Runner
@@ -177,7 +177,7 @@ def run_demo(*, via: str = "scripted", keep: bool = True, json_out: bool = False
 
 
 def _lessons_learned(project) -> int:
-    return LessonBook(project.store.db).count()  # the active ones
+    return active_count(project.store)
 
 
 class _Supervisor:

@@ -396,10 +396,10 @@ def _env(**values: str) -> Iterator[None]:
 
 
 def _active_lessons(store) -> int | None:
-    from loopwright.memory.lessons import LessonBook
+    from loopwright.memory.lessons import active_count
 
     try:
-        return LessonBook(store.db).count()  # the active ones
+        return active_count(store)
     except sqlite3.Error:
         return None
 
