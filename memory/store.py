@@ -260,6 +260,7 @@ class Store:
             " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (title, goal, check, status, priority, target_branch, json.dumps(options or {}), now, now),
         )
+        assert cur.lastrowid is not None
         return self.task(cur.lastrowid)
 
     def task(self, task_id: int) -> Task:
@@ -281,7 +282,8 @@ class Store:
     def update_task(self, task_id: int, *, priority: int | None = None, options: dict | None = None,
                     only_from: tuple[str, ...] = ()) -> bool:
         """Change a task's priority and/or merge `options` into its options (a guarded UPDATE)."""
-        sets, params = ["updated_at = ?"], [time.time()]
+        sets: list[str] = ["updated_at = ?"]
+        params: list[Any] = [time.time()]
         if priority is not None:
             sets.append("priority = ?")
             params.append(priority)
@@ -376,7 +378,7 @@ class Store:
         return _row(Run, rows[0])
 
     def runs(self, *, task_id: int | None = None, statuses: tuple[str, ...] = ()) -> list[Run]:
-        sql, params = "SELECT * FROM runs WHERE 1", []
+        sql, params = "SELECT * FROM runs WHERE 1", list[Any]()
         if task_id is not None:
             sql += " AND task_id = ?"
             params.append(task_id)
