@@ -59,12 +59,12 @@ class CommandStatus(StrEnum):
     FAILED = "failed"
 
 
-R, T = RunStatus, TaskStatus
+_R, _T = RunStatus, TaskStatus
 
-RUN_ACTIVE = (R.RUNNING,)
-RUN_RESUMABLE = (R.PAUSED, R.RUNNING)  # running only when its owner process is gone
-RUN_FINAL = (R.SUCCEEDED, R.FAILED, R.BUDGET_EXCEEDED, R.NEEDS_REVIEW, R.KILLED)
-TASK_FINAL = (*(T(s) for s in RUN_FINAL), T.CANCELLED)  # a task that ended (one that ended waiting on parts aside)
+RUN_ACTIVE = (_R.RUNNING,)
+RUN_RESUMABLE = (_R.PAUSED, _R.RUNNING)  # running only when its owner process is gone
+RUN_FINAL = (_R.SUCCEEDED, _R.FAILED, _R.BUDGET_EXCEEDED, _R.NEEDS_REVIEW, _R.KILLED)
+TASK_FINAL = (_T.SUCCEEDED, _T.FAILED, _T.BUDGET_EXCEEDED, _T.NEEDS_REVIEW, _T.KILLED, _T.CANCELLED)  # it ended
 
 RUN_COMMANDS = (CommandKind.NOTIFY, CommandKind.ROLLBACK, CommandKind.PAUSE, CommandKind.KILL)
 """The commands a run applies itself at its model boundary (the daemon does the others, and obeys a pause or a kill
@@ -75,26 +75,26 @@ DAEMON_COMMANDS = (CommandKind.RESUME, CommandKind.MERGE, CommandKind.KEEP, Comm
 # The moves the store allows: target -> the statuses it may be reached from. A guarded update (`only_from`) is
 # narrowed to these; one from anywhere else is refused (it changes nothing and returns False).
 RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
-    R.RUNNING: frozenset({R.PAUSED, R.BUDGET_EXCEEDED, R.RUNNING}),  # a resume (running: its owner process died)
-    R.PAUSED: frozenset({R.RUNNING}),
-    R.SUCCEEDED: frozenset({R.RUNNING, R.NEEDS_REVIEW}),  # needs_review: merged by hand
-    R.FAILED: frozenset({R.RUNNING, R.PAUSED}),
-    R.BUDGET_EXCEEDED: frozenset({R.RUNNING}),
-    R.NEEDS_REVIEW: frozenset({R.RUNNING}),
-    R.KILLED: frozenset({R.RUNNING, R.PAUSED, R.BUDGET_EXCEEDED}),
+    _R.RUNNING: frozenset({_R.PAUSED, _R.BUDGET_EXCEEDED, _R.RUNNING}),  # a resume (running: its owner process died)
+    _R.PAUSED: frozenset({_R.RUNNING}),
+    _R.SUCCEEDED: frozenset({_R.RUNNING, _R.NEEDS_REVIEW}),  # needs_review: merged by hand
+    _R.FAILED: frozenset({_R.RUNNING, _R.PAUSED}),
+    _R.BUDGET_EXCEEDED: frozenset({_R.RUNNING}),
+    _R.NEEDS_REVIEW: frozenset({_R.RUNNING}),
+    _R.KILLED: frozenset({_R.RUNNING, _R.PAUSED, _R.BUDGET_EXCEEDED}),
 }
 
 # A task's own moves: claimed, requeued, failed before or without a run, cancelled, the end of a chat request that
 # waited for its parts; set again to the status it has, with a new reason. While a run goes, the task follows it in
 # the same transaction as the run's guarded move (`Store.transition_run`, `Store.claim_run`), not through this table.
 TASK_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
-    T.RUNNING: frozenset({T.QUEUED}),  # claimed by the daemon
-    T.QUEUED: frozenset({T.RUNNING}),  # requeued: its run never started
-    T.FAILED: frozenset({T.QUEUED, T.RUNNING, T.WAITING, T.FAILED}),  # queued: a dependency failed
-    T.BUDGET_EXCEEDED: frozenset({T.BUDGET_EXCEEDED}),
-    T.SUCCEEDED: frozenset({T.WAITING}),  # all its parts succeeded
-    T.CANCELLED: frozenset({T.QUEUED, T.WAITING}),
-    T.WAITING: frozenset({T.WAITING}),
+    _T.RUNNING: frozenset({_T.QUEUED}),  # claimed by the daemon
+    _T.QUEUED: frozenset({_T.RUNNING}),  # requeued: its run never started
+    _T.FAILED: frozenset({_T.QUEUED, _T.RUNNING, _T.WAITING, _T.FAILED}),  # queued: a dependency failed
+    _T.BUDGET_EXCEEDED: frozenset({_T.BUDGET_EXCEEDED}),
+    _T.SUCCEEDED: frozenset({_T.WAITING}),  # all its parts succeeded
+    _T.CANCELLED: frozenset({_T.QUEUED, _T.WAITING}),
+    _T.WAITING: frozenset({_T.WAITING}),
 }
 
 
