@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import sqlite_utils
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from loopwright.errors import LoopwrightError
 from loopwright.memory.paths import loopwright_home
 from loopwright.memory.store import Migration, StoreError, connect, migrate, transaction
 
@@ -68,7 +69,7 @@ _WORD = re.compile(r"[^\W_]+")  # what FTS5's unicode61 tokenizer calls a token,
 _TAG_JUNK = re.compile(r"[^a-z0-9.+#]+")
 
 
-class LessonError(Exception):
+class LessonError(LoopwrightError):
     """A lesson operation the user or agent asked for cannot be done; said in one line."""
 
 

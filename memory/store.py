@@ -24,6 +24,7 @@ from typing import Any
 import sqlite_utils
 from pydantic import BaseModel
 
+from loopwright.errors import LoopwrightError
 from loopwright.harness.events import (
     CheckpointMade,
     ConversationReset,
@@ -48,7 +49,7 @@ from loopwright.memory.schema import MIGRATIONS, Migration
 from loopwright.memory.schema import SCHEMA_VERSION as SCHEMA_VERSION  # re-exported: callers read it here
 
 
-class StoreError(Exception):
+class StoreError(LoopwrightError):
     """A lookup or state change the user asked for cannot be done; said in one line."""
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
 
+from loopwright.errors import LoopwrightError
 from loopwright.memory.paths import loopwright_home
 from loopwright.skills.format import SKILL_FILE, Diagnostic, Skill, load_skill, load_skill_stat
 
@@ -41,7 +42,7 @@ SCOPES = ("project", "learned", "user", "bundled")
 _by_name = attrgetter("name")
 
 
-class SkillError(Exception):
+class SkillError(LoopwrightError):
     """A skill name or source the user gave cannot be used; said in one line with a hint."""
 
 

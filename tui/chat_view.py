@@ -15,8 +15,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, OptionList, RichLog, Static
 from textual.widgets.option_list import Option
 
-from loopwright.cli.chat import line
 from loopwright.memory import chat as chat_rows
+from loopwright.runtime.chat.format import line
 from loopwright.runtime.chat.threads import ChatError, Message, messages, post_message, threads, unknown_mentions
 
 POLL_SECONDS = 0.25
