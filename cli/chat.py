@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 from loopwright.cli.common import print_json
+from loopwright.memory import chat as chat_rows
 from loopwright.runtime.chat.format import line
 from loopwright.runtime.chat.threads import (
     ChatError,
-    Message,
     as_dict,
     create_thread,
     delete_message,
@@ -129,12 +129,11 @@ def cmd_chat(args: argparse.Namespace) -> int:
         for m in messages(store, args.thread, after=last_id):
             show(m)
             last_id = m.id
-        edited = store.conn.execute("SELECT * FROM messages WHERE thread = ? AND edited = 1 AND updated_at > ? AND "
-                                    "id <= ? ORDER BY updated_at", (args.thread, seen_edit, last_id)).fetchall()
-        for row in edited:
-            show(Message.of(row))
+        edited = chat_rows.edited(store, args.thread, since=seen_edit, up_to=last_id)
+        for m in edited:
+            show(m)
         if edited:
-            seen_edit = max(r["updated_at"] for r in edited)
+            seen_edit = max(m.updated_at for m in edited)
 
 
 def add_parsers(sub, add) -> None:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from loopwright.cli.common import UsageError, print_json
+from loopwright.harness.statuses import CommandKind, RunStatus, TaskStatus
 from loopwright.memory.store import StoreError
 from loopwright.runtime.display import clip, fmt_tokens, run_summary
 from loopwright.runtime.fleet.hygiene import disk_floor
@@ -125,7 +126,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     counts: dict[str, int] = {}
     for t in store.tasks():
         counts[t.status] = counts.get(t.status, 0) + 1
-    active = [run_summary(r) for r in store.runs(statuses=("running",)) if r.owner_alive()]
+    active = [run_summary(r) for r in store.runs(statuses=(RunStatus.RUNNING,)) if r.owner_alive()]
     pid = daemon_pid(project)
     data = {"daemon": pid, "tasks": counts, "active_runs": active,
             "worktrees_bytes": tree_bytes(project.worktrees) if project.worktrees.exists() else 0,
@@ -180,13 +181,14 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     project = open_project(Path.cwd())
     store = project.store
     task = store.task(args.task)
-    if store.set_task_status(task.id, "cancelled", reason="cancelled from the CLI", only_from=("queued",)):
+    if store.set_task_status(task.id, TaskStatus.CANCELLED, reason="cancelled from the CLI",
+                             only_from=(TaskStatus.QUEUED,)):
         outcome = "cancelled (it had not started)"
     else:
-        live = [r for r in store.runs(task_id=task.id) if r.status == "running" and r.owner_alive()]
+        live = [r for r in store.runs(task_id=task.id) if r.status == RunStatus.RUNNING and r.owner_alive()]
         if not live:
             raise StoreError(f"task {task.id} is {task.status}; there is nothing to cancel")
-        store.enqueue_command(live[-1].id, "kill", {"reason": "task cancelled"})
+        store.enqueue_command(live[-1].id, CommandKind.KILL, {"reason": "task cancelled"})
         outcome = f"cancelling: its run {live[-1].id} stops at its next safe point"
     if args.json:
         print_json({"task": task.id, "result": outcome})

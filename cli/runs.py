@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from loopwright.cli.common import UsageError, print_json
+from loopwright.harness.statuses import CommandKind, RunStatus
 from loopwright.memory.store import StoreError
 from loopwright.runtime.display import (
     ProgressPrinter,
@@ -69,7 +70,7 @@ def _run_in_foreground(project: Project, coro_factory, *, quiet: bool) -> Any:
                       file=sys.stderr, flush=True)
                 stop.set()
             else:
-                runner.request_stop("paused", "stopped by the user (Ctrl-C)", True)
+                runner.request_stop(RunStatus.PAUSED, "stopped by the user (Ctrl-C)", True)
 
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, on_sigint)
@@ -92,11 +93,11 @@ def _report(result: Any, args: argparse.Namespace) -> int:
         print(f"run {run.id}: {run.status}" + (f" — {run.reason}" if run.reason else ""))
         print(f"  {run.step} steps, {fmt_tokens(run.tokens)} tokens, ${run.cost_usd:.4f}, "
               f"{fmt_elapsed(run.active_seconds)}; branch {run.branch}")
-        if run.status == "paused":
+        if run.status == RunStatus.PAUSED:
             print(f"  continue with: loopwright resume {run.id}")
-    if run.status == "succeeded":
+    if run.status == RunStatus.SUCCEEDED:
         return 0
-    return 130 if run.status == "paused" and "Ctrl-C" in run.reason else 1
+    return 130 if run.status == RunStatus.PAUSED and "Ctrl-C" in run.reason else 1
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -125,8 +126,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     pid = daemon_pid(project)
     if pid:  # the daemon owns scheduling: ask it
         run = _target_run(project, args.run)
-        command = project.store.enqueue_command(run.id, "resume")
-        return _command_queued(args, run.id, "resume", command, pid)
+        command = project.store.enqueue_command(run.id, CommandKind.RESUME)
+        return _command_queued(args, run.id, CommandKind.RESUME, command, pid)
     result = _run_in_foreground(project, lambda r: r.resume(_target_run(project, args.run).id), quiet=args.json)
     return _report(result, args)
 
@@ -153,7 +154,7 @@ def _command_queued(args: argparse.Namespace, run_id: str, kind: str, command: i
     elif waits:
         print(f"{kind} queued for run {run_id}: it takes effect when the current tool call ends ({waits[0]}, "
               f"running for {fmt_elapsed(waits[1])}); `loopwright kill {run_id}` stops it now")
-    elif kind == "kill":
+    elif kind == CommandKind.KILL:
         print(f"kill queued for run {run_id}: {where} stops it now (a command a tool is running is ended)")
     else:
         print(f"{kind} queued for run {run_id}: {where} applies it at the run's next safe point")
@@ -167,15 +168,15 @@ def cmd_stop_run(args: argparse.Namespace) -> int:
 
     project = open_project(Path.cwd())
     run = _target_run(project, args.run)
-    kind = args.command
-    if run.status == "running" and run.owner_alive():
+    kind = CommandKind(args.command)
+    if run.status == RunStatus.RUNNING and run.owner_alive():
         command = project.store.enqueue_command(run.id, kind, {"reason": f"{kind} requested from the CLI"})
-        waits = running_tool_call(project.store, run.id) if kind == "pause" else None
+        waits = running_tool_call(project.store, run.id) if kind == CommandKind.PAUSE else None
         return _command_queued(args, run.id, kind, command, daemon_pid(project), waits)
-    if kind == "kill" and run.status in ("paused", "budget_exceeded", "running"):
-        project.store.transition_run(run.id, "killed", only_from=(run.status,), reason="killed from the CLI")
+    if kind == CommandKind.KILL and run.status in (RunStatus.PAUSED, RunStatus.BUDGET_EXCEEDED, RunStatus.RUNNING):
+        project.store.transition_run(run.id, RunStatus.KILLED, only_from=(run.status,), reason="killed from the CLI")
         if args.json:
-            print_json({"run": run.id, "status": "killed"})
+            print_json({"run": run.id, "status": RunStatus.KILLED})
         else:
             print(f"run {run.id} killed (it was {run.status}; its branch {run.branch} is kept)")
         return 0
@@ -267,7 +268,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"lessons:     {demo.lessons} learned by reflection (scripted reply)")
         print(f"\nlook around: cd {demo.repository} && loopwright show {run.id} && loopwright checkpoints {run.id} && "
               f"loopwright lessons list")
-    return 0 if run.status == "succeeded" else 1
+    return 0 if run.status == RunStatus.SUCCEEDED else 1
 
 
 

@@ -36,6 +36,7 @@ from loopwright.harness.models import FatalModelError, ModelAdapter, ModelInfo, 
 from loopwright.harness.retry import QuotaGate, RetryPolicy, call_model
 from loopwright.harness.runlog import RunLog
 from loopwright.harness.seams import BudgetPermit, CallPermit, CheckpointSink, CommandSource, LoggedCommands
+from loopwright.harness.statuses import CommandKind, RunStatus
 from loopwright.harness.tools import Toolbox, ToolContext
 from loopwright.workspaces.git import Workspace, WorkspaceError
 
@@ -127,7 +128,7 @@ class AgentLoop:
         self.commands: CommandSource = commands if commands is not None else LoggedCommands(store, run_id)
         self.checkpoints: CheckpointSink = checkpoints if checkpoints is not None else workspace
         self.stop = stop or asyncio.Event()
-        self.stop_status, self.stop_reason = "paused", "stopped by the user (Ctrl-C)"
+        self.stop_status, self.stop_reason = RunStatus.PAUSED, "stopped by the user (Ctrl-C)"
         self.specs: list[ToolSpec] = toolbox.specs()
         self._overhead = (len(settings.system_prompt) + sum(len(str(s.input_schema)) + len(s.description)
                                                            for s in self.specs)) // 4
@@ -163,7 +164,7 @@ class AgentLoop:
         Commands queued while the run was stopped (a rollback's notice, a message) are delivered here.
         """
         queued, stopped = await self._take_commands()  # a pause queued while stopped is moot now; a kill is not
-        if stopped is not None and stopped.status == "killed":
+        if stopped is not None and stopped.status == RunStatus.KILLED:
             self.stop_status, self.stop_reason = stopped.status, stopped.reason
             self.stop.set()
         messages = self.conversation.messages
@@ -212,17 +213,17 @@ class AgentLoop:
         except asyncio.CancelledError:  # interrupted mid-tool (a second Ctrl-C, a daemon's stop timeout)
             reason = self.stop_reason if self.stop.is_set() else "interrupted"
             await self._checkpoint_quietly(f"paused: {reason}")
-            return LoopOutcome("paused", reason)
+            return LoopOutcome(RunStatus.PAUSED, reason)
         except BudgetExceeded as e:
             await self._checkpoint_quietly(f"budget exceeded: {e}")
-            return LoopOutcome("budget_exceeded", str(e), again=True)
+            return LoopOutcome(RunStatus.BUDGET_EXCEEDED, str(e), again=True)
         except FleetBudgetSpent as e:
             await self._checkpoint_quietly(f"paused: {e}")
-            return LoopOutcome("paused", str(e))
+            return LoopOutcome(RunStatus.PAUSED, str(e))
         except ModelUnavailable as e:
-            return LoopOutcome("paused", f"model unavailable: {e}")
+            return LoopOutcome(RunStatus.PAUSED, f"model unavailable: {e}")
         except FatalModelError as e:
-            return LoopOutcome("failed", str(e))
+            return LoopOutcome(RunStatus.FAILED, str(e))
         finally:
             with contextlib.suppress(WorkspaceError):
                 await self._settle()
@@ -306,12 +307,12 @@ class AgentLoop:
         stopped: Stopped | None = None
         for cmd in await self.commands.take():
             try:
-                if cmd.kind == "notify":
+                if cmd.kind == CommandKind.NOTIFY:
                     notices.append(cmd.args["text"])
-                elif cmd.kind == "rollback":
+                elif cmd.kind == CommandKind.ROLLBACK:
                     notices.append(await self.rollback(cmd.args["sha"], cmd.args["seq"], cmd.args.get("by", "user")))
-                elif cmd.kind in ("pause", "kill"):
-                    stopped = Stopped("paused" if cmd.kind == "pause" else "killed",
+                elif cmd.kind in (CommandKind.PAUSE, CommandKind.KILL):
+                    stopped = Stopped(RunStatus.PAUSED if cmd.kind == CommandKind.PAUSE else RunStatus.KILLED,
                                       cmd.args.get("reason", f"{cmd.kind} command"))
                 else:
                     raise ValueError(f"unknown command kind {cmd.kind!r}")

@@ -24,18 +24,18 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import sqlite_utils
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from loopwright.errors import LoopwrightError
+from loopwright.memory.paths import loopwright_home
 from loopwright.memory.store import Migration, StoreError, connect, migrate, transaction
 
 if TYPE_CHECKING:
+    from loopwright.memory.config import MemoryConfig
     from loopwright.memory.store import Store
-    from loopwright.runtime.config import MemoryConfig
 
 MAX_TEXT = 2000          # characters in one lesson
 MAX_TAGS = 12
@@ -646,6 +646,11 @@ def _describe(e: ValidationError) -> str:
     return "; ".join(problems) + more
 
 
+def active_count(store: Store) -> int:
+    """How many of the project's lessons are active."""
+    return LessonBook(store.db).count()
+
+
 # -- project + global --------------------------------------------------------------------------------------
 
 
@@ -666,8 +671,6 @@ class Lessons:
         self._global_opened = True
         if not self.config.global_lessons:
             return
-        from loopwright.skills.catalog import loopwright_home
-
         path = loopwright_home() / "lessons.db"
         db = None
         try:
@@ -849,10 +852,3 @@ class Lessons:
                                       (new_ids[item.merged_into], new_ids[item.id]))
         return added
 
-
-def open_lessons(root: Path | None = None) -> Lessons:
-    """The lessons of the project around `root` (default: the current folder), for scripts and the CLI."""
-    from loopwright.runtime.project import open_project
-
-    project = open_project(root or Path.cwd())
-    return Lessons(project.store, project.config.memory)

@@ -34,117 +34,23 @@ from loopwright.harness.events import (
     parse_event,
 )
 from loopwright.harness.messages import Message
+from loopwright.harness.statuses import (
+    RUN_COMMANDS,
+    RUN_FINAL,
+    RUN_TRANSITIONS,
+    TASK_TRANSITIONS,
+    CommandKind,
+    CommandStatus,
+    RunStatus,
+    TaskStatus,
+    allowed_from,
+)
+from loopwright.memory.schema import MIGRATIONS, Migration
+from loopwright.memory.schema import SCHEMA_VERSION as SCHEMA_VERSION  # re-exported: callers read it here
 
 
 class StoreError(LoopwrightError):
     """A lookup or state change the user asked for cannot be done; said in one line."""
-
-
-def _lesson_tables(db: sqlite_utils.Database) -> None:
-    from loopwright.memory.lessons import create_lesson_schema  # lessons.py imports this module
-
-    create_lesson_schema(db)
-
-
-# A migration is a list of SQL statements and callables taking the sqlite_utils.Database (for what sqlite-utils
-# does, such as FTS); each migration runs in its own transaction.
-Migration = list[str | Callable[[sqlite_utils.Database], None]]
-
-MIGRATIONS: list[Migration] = [
-    [  # 1: the foundation
-        """CREATE TABLE tasks (
-            id INTEGER PRIMARY KEY AUTOINCREMENT, title TEXT NOT NULL, goal TEXT NOT NULL, check_cmd TEXT,
-            status TEXT NOT NULL, priority INTEGER NOT NULL DEFAULT 0, target_branch TEXT,
-            options TEXT NOT NULL DEFAULT '{}', reason TEXT NOT NULL DEFAULT '',
-            created_at REAL NOT NULL, updated_at REAL NOT NULL)""",
-        """CREATE TABLE runs (
-            id TEXT PRIMARY KEY, task_id INTEGER NOT NULL REFERENCES tasks(id), status TEXT NOT NULL,
-            reason TEXT NOT NULL DEFAULT '', provider TEXT NOT NULL, model TEXT NOT NULL,
-            worktree TEXT NOT NULL, branch TEXT NOT NULL, base_commit TEXT NOT NULL, target_branch TEXT NOT NULL,
-            step INTEGER NOT NULL DEFAULT 0, model_calls INTEGER NOT NULL DEFAULT 0,
-            input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0,
-            cost_usd REAL NOT NULL DEFAULT 0, active_seconds REAL NOT NULL DEFAULT 0,
-            last_action TEXT NOT NULL DEFAULT '', merge_commit TEXT,
-            owner_pid INTEGER, owner_host TEXT, heartbeat_at REAL,
-            started_at REAL NOT NULL, ended_at REAL)""",
-        "CREATE INDEX runs_task ON runs(task_id)",
-        """CREATE TABLE events (
-            id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, ts REAL NOT NULL, type TEXT NOT NULL,
-            data TEXT NOT NULL)""",
-        "CREATE INDEX events_run ON events(run_id, id)",
-        "CREATE TRIGGER events_no_update BEFORE UPDATE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END",
-        "CREATE TRIGGER events_no_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END",
-        """CREATE TABLE checkpoints (
-            run_id TEXT NOT NULL, seq INTEGER NOT NULL, sha TEXT NOT NULL, step INTEGER NOT NULL,
-            message TEXT NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (run_id, seq))""",
-        """CREATE TABLE artifacts (
-            id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, kind TEXT NOT NULL, title TEXT NOT NULL,
-            path TEXT NOT NULL, created_at REAL NOT NULL)""",
-        "CREATE TABLE scratchpads (run_id TEXT PRIMARY KEY, content TEXT NOT NULL, updated_at REAL NOT NULL)",
-        """CREATE TABLE commands (
-            id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, kind TEXT NOT NULL, args TEXT NOT NULL,
-            status TEXT NOT NULL DEFAULT 'pending', result TEXT NOT NULL DEFAULT '',
-            created_at REAL NOT NULL, done_at REAL)""",
-        "CREATE INDEX commands_pending ON commands(run_id, status)",
-    ],
-    [  # 2: the fleet: task dependencies, the owner's boot, queue order
-        "ALTER TABLE runs ADD COLUMN owner_boot TEXT",
-        """CREATE TABLE task_deps (
-            task_id INTEGER NOT NULL REFERENCES tasks(id), depends_on INTEGER NOT NULL REFERENCES tasks(id),
-            PRIMARY KEY (task_id, depends_on))""",
-        "CREATE INDEX tasks_queue ON tasks(status, priority DESC, id)",
-    ],
-    [  # 3: the fleet budget: spend and raises per budget day ('*' holds raises of the total)
-        """CREATE TABLE fleet_usage (
-            day TEXT PRIMARY KEY, usd REAL NOT NULL DEFAULT 0, tokens INTEGER NOT NULL DEFAULT 0,
-            extra_usd REAL NOT NULL DEFAULT 0, extra_tokens INTEGER NOT NULL DEFAULT 0)""",
-    ],
-    [  # 4: quota gates shared by every run of one provider and model; notifications sent (never twice)
-        """CREATE TABLE quota_gates (
-            key TEXT PRIMARY KEY, closed_until REAL NOT NULL DEFAULT 0, next_slot REAL NOT NULL DEFAULT 0,
-            hits INTEGER NOT NULL DEFAULT 0, reason TEXT NOT NULL DEFAULT '', updated_at REAL NOT NULL)""",
-        """CREATE TABLE notifications (
-            key TEXT PRIMARY KEY, kind TEXT NOT NULL, payload TEXT NOT NULL, created_at REAL NOT NULL,
-            status TEXT NOT NULL DEFAULT 'pending', result TEXT NOT NULL DEFAULT '')""",
-    ],
-    [  # 5: skills switched off for this project
-        "CREATE TABLE disabled_skills (name TEXT PRIMARY KEY, disabled_at REAL NOT NULL)",
-    ],
-    [  # 6: lessons (continual learning) with their history and full-text index; which lessons each run was shown
-        _lesson_tables,
-        """CREATE TABLE run_lessons (
-            run_id TEXT NOT NULL, ref TEXT NOT NULL, rank INTEGER NOT NULL, credited INTEGER NOT NULL DEFAULT 0,
-            PRIMARY KEY (run_id, ref))""",
-    ],
-    [  # 7: the progress file of each task: every attempt reads it at start, and an entry is added at its end
-        """CREATE TABLE task_progress (
-            task_id INTEGER PRIMARY KEY REFERENCES tasks(id), content TEXT NOT NULL, updated_at REAL NOT NULL)""",
-    ],
-    [  # 8: group chat: threads (one active task each, under a lease), messages, tasks of a thread and their parts
-        """CREATE TABLE threads (
-            name TEXT PRIMARY KEY, mode TEXT NOT NULL DEFAULT 'mention', owner TEXT, allow TEXT, check_cmd TEXT,
-            active_task INTEGER, lease_until REAL NOT NULL DEFAULT 0, created_at REAL NOT NULL)""",
-        """CREATE TABLE messages (
-            id INTEGER PRIMARY KEY AUTOINCREMENT, thread TEXT NOT NULL REFERENCES threads(name), author TEXT NOT NULL,
-            author_name TEXT NOT NULL, text TEXT NOT NULL, reply_to INTEGER, mentions TEXT NOT NULL DEFAULT '[]',
-            kind TEXT NOT NULL DEFAULT 'user', state TEXT NOT NULL, task_id INTEGER, external_id TEXT UNIQUE,
-            reply_key TEXT UNIQUE, edited INTEGER NOT NULL DEFAULT 0, deleted INTEGER NOT NULL DEFAULT 0,
-            ts REAL NOT NULL, updated_at REAL NOT NULL)""",
-        "CREATE INDEX messages_thread ON messages(thread, id)",
-        "CREATE INDEX messages_state ON messages(state, thread)",
-        "ALTER TABLE tasks ADD COLUMN parent_id INTEGER",
-        "ALTER TABLE tasks ADD COLUMN thread TEXT",
-        "CREATE INDEX tasks_parent ON tasks(parent_id)",
-    ],
-    [  # 9: the TUI reads the tasks changed since its last look
-        "CREATE INDEX tasks_updated ON tasks(updated_at)",
-    ],
-]
-SCHEMA_VERSION = len(MIGRATIONS)
-
-RUN_ACTIVE = ("running",)
-RUN_RESUMABLE = ("paused", "running")  # "running" only when its owner process is gone
-RUN_FINAL = ("succeeded", "failed", "budget_exceeded", "needs_review", "killed")
 
 
 def boot_id() -> str:
@@ -164,7 +70,7 @@ class Task(BaseModel):
     title: str
     goal: str
     check_cmd: str | None
-    status: str
+    status: TaskStatus
     priority: int
     target_branch: str | None
     options: dict
@@ -178,7 +84,7 @@ class Task(BaseModel):
 class Run(BaseModel):
     id: str
     task_id: int
-    status: str
+    status: RunStatus
     reason: str
     provider: str
     model: str
@@ -236,9 +142,9 @@ class CheckpointRow(BaseModel):
 class Command(BaseModel):
     id: int
     run_id: str | None
-    kind: str
+    kind: str  # a CommandKind; kept a str, so a row of a kind this version does not know is still read (and refused)
     args: dict
-    status: str
+    status: CommandStatus
     result: str
     created_at: float
     done_at: float | None
@@ -249,6 +155,21 @@ def _row(model: type[BaseModel], row: sqlite3.Row | dict, json_fields: tuple[str
     for f in json_fields:
         data[f] = json.loads(data[f])
     return model.model_validate(data)
+
+
+def task_of(row: sqlite3.Row | dict) -> Task:
+    """A tasks row as a Task (for the memory modules' own queries)."""
+    return _row(Task, row, ("options",))
+
+
+def run_of(row: sqlite3.Row | dict) -> Run:
+    """A runs row as a Run."""
+    return _row(Run, row)
+
+
+def command_of(row: sqlite3.Row | dict) -> Command:
+    """A commands row as a Command."""
+    return _row(Command, row, ("args",))
 
 
 def connect(path: str | Path) -> sqlite_utils.Database:
@@ -331,14 +252,16 @@ class Store:
     # -- tasks -------------------------------------------------------------------------------
 
     def create_task(self, goal: str, *, title: str | None = None, check: str | None = None, priority: int = 0,
-                    target_branch: str | None = None, options: dict | None = None, status: str = "queued") -> Task:
+                    target_branch: str | None = None, options: dict | None = None,
+                    status: TaskStatus = TaskStatus.QUEUED) -> Task:
         now = time.time()
         title = title or _title(goal)
         cur = self.conn.execute(
-            "INSERT INTO tasks (title, goal, check_cmd, status, priority, target_branch, options, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO tasks (title, goal, check_cmd, status, priority, target_branch, options, created_at,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (title, goal, check, status, priority, target_branch, json.dumps(options or {}), now, now),
         )
+        assert cur.lastrowid is not None
         return self.task(cur.lastrowid)
 
     def task(self, task_id: int) -> Task:
@@ -348,17 +271,20 @@ class Store:
         return _row(Task, row, ("options",))
 
     def set_task_status(self, task_id: int, status: str, *, reason: str = "", only_from: tuple[str, ...] = ()) -> bool:
-        sql = "UPDATE tasks SET status = ?, reason = ?, updated_at = ? WHERE id = ?"
-        params: list[Any] = [status, reason, time.time(), task_id]
-        if only_from:
-            sql += f" AND status IN ({','.join('?' * len(only_from))})"
-            params += list(only_from)
-        return self.conn.execute(sql, params).rowcount == 1
+        """A task's own move (harness/statuses.py, TASK_TRANSITIONS), from one of `only_from` if given; a guarded
+        UPDATE: False when the task is in a status the move may not start from."""
+        allowed = allowed_from(status, only_from or None, TASK_TRANSITIONS)
+        if not allowed:
+            return False
+        sql = (f"UPDATE tasks SET status = ?, reason = ?, updated_at = ? WHERE id = ?"
+               f" AND status IN ({','.join('?' * len(allowed))})")
+        return self.conn.execute(sql, [status, reason, time.time(), task_id, *allowed]).rowcount == 1
 
     def update_task(self, task_id: int, *, priority: int | None = None, options: dict | None = None,
                     only_from: tuple[str, ...] = ()) -> bool:
         """Change a task's priority and/or merge `options` into its options (a guarded UPDATE)."""
-        sets, params = ["updated_at = ?"], [time.time()]
+        sets: list[str] = ["updated_at = ?"]
+        params: list[Any] = [time.time()]
         if priority is not None:
             sets.append("priority = ?")
             params.append(priority)
@@ -382,11 +308,11 @@ class Store:
     def queue(self) -> list[Task]:
         """Queued tasks in the order they should start: priority (high first), then FIFO."""
         return [_row(Task, r, ("options",)) for r in self.conn.execute(
-            "SELECT * FROM tasks WHERE status = 'queued' ORDER BY priority DESC, id")]
+            "SELECT * FROM tasks WHERE status = ? ORDER BY priority DESC, id", (TaskStatus.QUEUED,))]
 
     def claim_task(self, task_id: int) -> bool:
         """queued -> running, for exactly one caller."""
-        return self.set_task_status(task_id, "running", only_from=("queued",))
+        return self.set_task_status(task_id, TaskStatus.RUNNING, only_from=(TaskStatus.QUEUED,))
 
     def add_dependencies(self, task_id: int, depends_on: list[int]) -> None:
         """Record that `task_id` waits for `depends_on`; unknown ids and cycles are refused."""
@@ -434,10 +360,11 @@ class Store:
             conn.execute(
                 "INSERT INTO runs (id, task_id, status, provider, model, worktree, branch, base_commit, target_branch,"
                 " owner_pid, owner_host, owner_boot, heartbeat_at, started_at)"
-                " VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, task_id, provider, model, worktree, branch, base_commit, target_branch, *_owner(), now, now),
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, task_id, RunStatus.RUNNING, provider, model, worktree, branch, base_commit, target_branch,
+                 *_owner(), now, now),
             )
-            conn.execute("UPDATE tasks SET status = 'running', updated_at = ? WHERE id = ?", (now, task_id))
+            conn.execute("UPDATE tasks SET status = ?, updated_at = ? WHERE id = ?", (TaskStatus.RUNNING, now, task_id))
         return self.run(run_id)
 
     def run(self, run_id: str) -> Run:
@@ -452,7 +379,7 @@ class Store:
         return _row(Run, rows[0])
 
     def runs(self, *, task_id: int | None = None, statuses: tuple[str, ...] = ()) -> list[Run]:
-        sql, params = "SELECT * FROM runs WHERE 1", []
+        sql, params = "SELECT * FROM runs WHERE 1", list[Any]()
         if task_id is not None:
             sql += " AND task_id = ?"
             params.append(task_id)
@@ -463,10 +390,14 @@ class Store:
 
     def transition_run(self, run_id: str, status: str, *, only_from: tuple[str, ...], reason: str = "",
                        task_status: str | None = None, **fields: Any) -> bool:
-        """Move a run to `status` if (and only if) it is in one of `only_from`; logs the change.
+        """Move a run to `status` if (and only if) it is in one of `only_from` and RUN_TRANSITIONS allows the move
+        (harness/statuses.py); logs the change.
 
         The task follows (to `task_status`, default the same word) in the same transaction.
         """
+        only_from = allowed_from(status, only_from, RUN_TRANSITIONS)
+        if not only_from:
+            return False
         now = time.time()
         sets = ["status = ?", "reason = ?"] + [f"{k} = ?" for k in fields]
         params: list[Any] = [status, reason, *fields.values()]
@@ -487,17 +418,18 @@ class Store:
         """Make this process the owner of a run (resume); a guarded UPDATE, so only one process wins."""
         with self.transaction() as conn:
             run = self.run(run_id)
-            if run.status not in only_from or (run.status == "running" and run.owner_alive()):
+            if (run.status not in allowed_from(RunStatus.RUNNING, only_from, RUN_TRANSITIONS)
+                    or (run.status == RunStatus.RUNNING and run.owner_alive())):
                 return False
             ok = conn.execute(
-                "UPDATE runs SET status = 'running', reason = '', owner_pid = ?, owner_host = ?, owner_boot = ?,"
+                "UPDATE runs SET status = ?, reason = '', owner_pid = ?, owner_host = ?, owner_boot = ?,"
                 " heartbeat_at = ?, ended_at = NULL WHERE id = ? AND status = ? AND coalesce(owner_pid, 0) = ?",
-                (*_owner(), time.time(), run.id, run.status, run.owner_pid or 0),
+                (RunStatus.RUNNING, *_owner(), time.time(), run.id, run.status, run.owner_pid or 0),
             ).rowcount == 1
             if ok:
-                conn.execute("UPDATE tasks SET status = 'running', reason = '', updated_at = ? WHERE id = ?",
-                             (time.time(), run.task_id))
-                self.append(run.id, StatusChanged(status="running", reason="resumed"))
+                conn.execute("UPDATE tasks SET status = ?, reason = '', updated_at = ? WHERE id = ?",
+                             (TaskStatus.RUNNING, time.time(), run.task_id))
+                self.append(run.id, StatusChanged(status=RunStatus.RUNNING, reason="resumed"))
             return ok
 
     def update_run(self, run_id: str, **fields: Any) -> None:
@@ -547,6 +479,13 @@ class Store:
             sql += f" AND type IN ({','.join('?' * len(types))})"
             params += list(types)
         return [(r[0], r[1], parse_event(r[2])) for r in self.conn.execute(sql + " ORDER BY id", params)]
+
+    def last_event_id(self) -> int:
+        """The id of the newest event of any run (0 before the first)."""
+        return self.conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+
+    def event_count(self, run_id: str) -> int:
+        return self.conn.execute("SELECT count(*) FROM events WHERE run_id = ?", (run_id,)).fetchone()[0]
 
     def last_event(self, run_id: str, types: tuple[str, ...]) -> tuple[int, float, Any] | None:
         """The run's newest event of these kinds (id, ts, event), or None."""
@@ -606,7 +545,7 @@ class Store:
 
     # -- commands (CLI/TUI -> the process that owns a run) -----------------------------------
 
-    def enqueue_command(self, run_id: str | None, kind: str, args: dict | None = None) -> int:
+    def enqueue_command(self, run_id: str | None, kind: CommandKind, args: dict | None = None) -> int:
         cur = self.conn.execute("INSERT INTO commands (run_id, kind, args, created_at) VALUES (?, ?, ?, ?)",
                                 (run_id, kind, json.dumps(args or {}), time.time()))
         return cur.lastrowid  # type: ignore[return-value]
@@ -615,16 +554,12 @@ class Store:
         """Claim the commands a run applies itself (messages, rollbacks, pause, kill), oldest first; each once.
 
         Others (resume, merge, keep) are the daemon's, and stay for it."""
-        rows = self.conn.execute(
-            "UPDATE commands SET status = 'taken' WHERE run_id = ? AND status = 'pending' AND kind IN "
-            "('notify', 'rollback', 'pause', 'kill') RETURNING *", (run_id,)
-        ).fetchall()
-        return sorted((_row(Command, r, ("args",)) for r in rows), key=lambda c: c.id)
+        return self.claim_commands(RUN_COMMANDS, [run_id])
 
     def claim_commands(self, kinds: tuple[str, ...], run_ids: list[str] | None = None) -> list[Command]:
         """Claim pending commands of these kinds (for these runs only, if given), oldest first; each is taken once."""
-        sql = f"UPDATE commands SET status = 'taken' WHERE status = 'pending' AND kind IN ({','.join('?' * len(kinds))})"
-        params: list[Any] = list(kinds)
+        sql = f"UPDATE commands SET status = ? WHERE status = ? AND kind IN ({','.join('?' * len(kinds))})"
+        params: list[Any] = [CommandStatus.TAKEN, CommandStatus.PENDING, *kinds]
         if run_ids is not None:
             if not run_ids:
                 return []
@@ -635,11 +570,11 @@ class Store:
 
     def finish_command(self, command_id: int, *, ok: bool, result: str) -> None:
         self.conn.execute("UPDATE commands SET status = ?, result = ?, done_at = ? WHERE id = ?",
-                          ("done" if ok else "failed", result, time.time(), command_id))
+                          (CommandStatus.DONE if ok else CommandStatus.FAILED, result, time.time(), command_id))
 
     def pending_commands(self, run_id: str) -> list[Command]:
         return [_row(Command, r, ("args",)) for r in self.conn.execute(
-            "SELECT * FROM commands WHERE run_id = ? AND status = 'pending' ORDER BY id", (run_id,))]
+            "SELECT * FROM commands WHERE run_id = ? AND status = ? ORDER BY id", (run_id, CommandStatus.PENDING))]
 
 
 class RunScratchpad:

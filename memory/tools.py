@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from loopwright.harness.statuses import RunStatus
 from loopwright.harness.tools import Tool, ToolArgs, ToolContext, ToolError, ToolOutcome
 from loopwright.memory.lessons import Lesson, LessonError
 
@@ -45,7 +46,7 @@ class Remember(Tool):
         memory = _memory(ctx)
         try:
             lesson, merged = memory.lessons.project.add(a.text, a.tags, run_id=memory.run_id, task_id=memory.task_id,
-                                                        outcome="running", by=memory.run_id)
+                                                        outcome=RunStatus.RUNNING, by=memory.run_id)
         except LessonError as e:
             raise ToolError(str(e)) from None
         if merged:

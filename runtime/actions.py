@@ -14,7 +14,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from loopwright.memory.store import RUN_FINAL, Run, StoreError, Task
+from loopwright.harness.statuses import RUN_FINAL, CommandKind, RunStatus, TaskStatus
+from loopwright.memory import commands
+from loopwright.memory.store import Run, StoreError, Task
 from loopwright.runtime.display import running_tool_call
 from loopwright.runtime.project import Project
 
@@ -35,28 +37,26 @@ class Actions:
 
     # -- runs ----------------------------------------------------------------------------------
 
-    def _queue(self, run: Run, kind: str, args: dict | None = None) -> Done:
-        if kind not in ("notify", "rollback"):
+    def _queue(self, run: Run, kind: CommandKind, args: dict | None = None) -> Done:
+        if kind not in (CommandKind.NOTIFY, CommandKind.ROLLBACK):
             # still to be done, or done and the run not yet stopped (a kill is final: one is enough)
-            earlier = self.store.conn.execute(
-                "SELECT id FROM commands WHERE run_id = ? AND kind = ? AND (status IN ('pending', 'taken') OR "
-                "(status = 'done' AND ? = 'running' AND (kind = 'kill' OR done_at > ?))) ORDER BY id DESC LIMIT 1",
-                (run.id, kind, run.status, time.time() - STOPPING_SECONDS)).fetchone()
+            earlier = commands.under_way(self.store, run.id, kind, run_status=run.status,
+                                         done_since=time.time() - STOPPING_SECONDS)
             if earlier is not None:
-                return Done(None, f"{kind} of run {run.id} is already under way (command {earlier[0]})")
+                return Done(None, f"{kind} of run {run.id} is already under way (command {earlier})")
         command = self.store.enqueue_command(run.id, kind, args or {})
         return Done(command, f"{kind} queued for run {run.id}")
 
     def _live(self, run_id: str, verb: str) -> Run:
         run = self.store.run(run_id)
-        if run.status != "running":
+        if run.status != RunStatus.RUNNING:
             raise StoreError(f"run {run.id} is {run.status}; only a running run can be {verb}")
         return run
 
     def pause(self, run_id: str) -> Done:
         """Pause at the next safe point: when the tool call running now (named in what is said) ends."""
         run = self._live(run_id, "paused")
-        done = self._queue(run, "pause", {"reason": "paused from the TUI"})
+        done = self._queue(run, CommandKind.PAUSE, {"reason": "paused from the TUI"})
         waits = running_tool_call(self.store, run.id)
         if done.command is None or waits is None:
             return done
@@ -66,13 +66,13 @@ class Actions:
         run = self.store.run(run_id)
         if run.status in RUN_FINAL:
             raise StoreError(f"run {run.id} is {run.status} already")
-        return self._queue(run, "kill", {"reason": "killed from the TUI"})
+        return self._queue(run, CommandKind.KILL, {"reason": "killed from the TUI"})
 
     def resume(self, run_id: str) -> Done:
         run = self.store.run(run_id)
-        if run.status not in ("paused", "budget_exceeded"):
+        if run.status not in (RunStatus.PAUSED, RunStatus.BUDGET_EXCEEDED):
             raise StoreError(f"run {run.id} is {run.status}; only a paused or budget-stopped run can be resumed")
-        return self._queue(run, "resume")
+        return self._queue(run, CommandKind.RESUME)
 
     def message(self, run_id: str, text: str) -> Done:
         """A message the agent reads at its next model boundary."""
@@ -82,7 +82,7 @@ class Actions:
         run = self.store.run(run_id)
         if run.status in RUN_FINAL:
             raise StoreError(f"run {run.id} is {run.status}; nobody would read the message")
-        return self._queue(run, "notify", {"text": f"Message from the person supervising you: {text}"})
+        return self._queue(run, CommandKind.NOTIFY, {"text": f"Message from the person supervising you: {text}"})
 
     def rollback(self, run_id: str, to: str) -> Done:
         """Roll back to a checkpoint (number or sha): the run applies it, or it is done here for a stopped run."""
@@ -98,39 +98,37 @@ class Actions:
     def merge(self, run_id: str) -> Done:
         """Merge now: a run kept for review is squash-merged by the daemon; a running one merges when accepted."""
         run = self.store.run(run_id)
-        if run.status not in ("needs_review", "running", "paused"):
+        if run.status not in (RunStatus.NEEDS_REVIEW, RunStatus.RUNNING, RunStatus.PAUSED):
             raise StoreError(f"run {run.id} is {run.status}; only a run kept for review (or still going) can merge")
-        return self._queue(run, "merge")
+        return self._queue(run, CommandKind.MERGE)
 
     def keep(self, run_id: str) -> Done:
         """Keep for review: when accepted, the run's branch is kept instead of merged."""
         run = self.store.run(run_id)
-        if run.status not in ("running", "paused"):
+        if run.status not in (RunStatus.RUNNING, RunStatus.PAUSED):
             raise StoreError(f"run {run.id} is {run.status}; only a run still going can be kept for review")
-        return self._queue(run, "keep")
+        return self._queue(run, CommandKind.KEEP)
 
     # -- tasks ---------------------------------------------------------------------------------
 
-    def _task_command(self, task: Task, kind: str, args: dict) -> Done:
-        pending = self.store.conn.execute(
-            "SELECT id FROM commands WHERE run_id IS NULL AND kind = ? AND status = 'pending'"
-            " AND json_extract(args, '$.task') = ?", (kind, task.id)).fetchone()
-        if pending is not None and kind == "cancel":
-            return Done(None, f"cancel of task {task.id} is already queued (command {pending[0]})")
+    def _task_command(self, task: Task, kind: CommandKind, args: dict) -> Done:
+        pending = commands.pending_for_task(self.store, kind, task.id)
+        if pending is not None and kind == CommandKind.CANCEL:
+            return Done(None, f"cancel of task {task.id} is already queued (command {pending})")
         command = self.store.enqueue_command(None, kind, {"task": task.id, **args})
         return Done(command, f"{kind} queued for task {task.id}")
 
     def prioritise(self, task_id: int, priority: int) -> Done:
         task = self.store.task(task_id)
-        if task.status != "queued":
+        if task.status != TaskStatus.QUEUED:
             raise StoreError(f"task {task.id} is {task.status}; only a queued task can be reprioritised")
-        return self._task_command(task, "priority", {"priority": int(priority)})
+        return self._task_command(task, CommandKind.PRIORITY, {"priority": int(priority)})
 
     def cancel(self, task_id: int) -> Done:
         task = self.store.task(task_id)
-        if task.status not in ("queued", "running", "paused"):
+        if task.status not in (TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.PAUSED):
             raise StoreError(f"task {task.id} is {task.status}; there is nothing to cancel")
-        return self._task_command(task, "cancel", {})
+        return self._task_command(task, CommandKind.CANCEL, {})
 
     def post(self, goal: str, *, check: str | None = None, priority: int = 0, until: str | None = None,
              max_attempts: int | None = None) -> Task:

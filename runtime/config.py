@@ -21,6 +21,7 @@ from loopwright.errors import LoopwrightError
 from loopwright.harness.budget import BudgetConfig  # [budget] and [models."name"] are defined in the harness,
 from loopwright.harness.models import ModelInfo  # which enforces them
 from loopwright.harness.retry import RetryPolicy
+from loopwright.memory.config import MemoryConfig
 
 PROVIDERS = ("anthropic", "openai", "openai-responses", "scripted")
 KEY_VARIABLES = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY", "openai-responses": "OPENAI_API_KEY"}
@@ -116,22 +117,6 @@ class SkillsConfig(_Section):
     select: str = Field(default="all", description="all | auto (the most relevant to the task) | none | a,b,c")
     catalog_tokens: int = Field(default=2000, ge=0, description="budget for the catalog in the system prompt")
     auto_count: int = Field(default=12, ge=1, description="how many skills `auto` picks")
-
-
-class MemoryConfig(_Section):
-    """What agents learn outside the model: lessons recalled at task start, reflection after every run."""
-
-    recall: bool = Field(default=True, description="put the most relevant lessons into the task at start")
-    recall_tokens: int = Field(default=800, ge=0, description="token budget of the recalled-lessons section")
-    recall_count: int = Field(default=10, ge=1, le=100, description="at most this many lessons recalled")
-    placebo: bool = Field(default=False, description="eval arm: a neutral section of the same length instead")
-    reflect: bool = Field(default=True, description="one model call after every run writes lesson deltas")
-    max_lessons: int = Field(default=500, ge=10, description="over this, the lowest-scoring lessons retire")
-    max_retire_per_reflection: int = Field(default=3, ge=0, description="a reflection retiring more is ignored")
-    merge_similarity: float = Field(default=0.75, gt=0, le=1, description="word overlap at which lessons merge")
-    global_lessons: bool = Field(default=True, description="also use the user's global store (~/.loopwright)")
-    learned_skills: bool = Field(default=True, description="reflection may draft skills after repeated success")
-    auto_promote: bool = Field(default=False, description="enable drafted skills at once (else skills promote)")
 
 
 class ChatConfig(_Section):

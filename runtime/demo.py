@@ -22,6 +22,8 @@ from pathlib import Path
 
 from loopwright.harness.events import ToolFinished
 from loopwright.harness.script import Script
+from loopwright.harness.statuses import CommandKind
+from loopwright.memory.lessons import active_count
 from loopwright.memory.store import Run
 from loopwright.runtime.display import ProgressPrinter
 from loopwright.runtime.project import init_project, open_project
@@ -174,7 +176,7 @@ def run_demo(*, via: str = "scripted", where: Path | None = None, say: Callable[
 
     run = result.run
     cps = project.store.checkpoints(run.id)
-    events = project.store.conn.execute("SELECT count(*) FROM events WHERE run_id = ?", (run.id,)).fetchone()[0]
+    events = project.store.event_count(run.id)
     log = subprocess.run(["git", "log", "--oneline", "-1", run.target_branch], cwd=root, capture_output=True,
                          text=True).stdout.strip()
     return Demo(run=run, repository=root, store=project.db_path, how=how, checkpoints=len(cps), events=events,
@@ -182,7 +184,7 @@ def run_demo(*, via: str = "scripted", where: Path | None = None, say: Callable[
 
 
 def _lessons_learned(project) -> int:
-    return project.store.conn.execute("SELECT count(*) FROM lessons WHERE status = 'active'").fetchone()[0]
+    return active_count(project.store)
 
 
 class _Supervisor:
@@ -197,4 +199,4 @@ class _Supervisor:
         self.done = True
         base = self.store.run(run_id).base_commit
         self.say(f"        [demo] a supervisor (simulated) dislikes that edit: loopwright rollback {run_id} --to 0")
-        self.store.enqueue_command(run_id, "rollback", {"sha": base, "seq": 0, "by": "demo supervisor"})
+        self.store.enqueue_command(run_id, CommandKind.ROLLBACK, {"sha": base, "seq": 0, "by": "demo supervisor"})

@@ -8,6 +8,7 @@ from typing import Any, TextIO
 
 from loopwright.harness import events as ev
 from loopwright.harness.messages import Message, TextBlock, ToolCall, ToolResult, gist_argument
+from loopwright.harness.statuses import RunStatus
 from loopwright.memory.store import Run, Store
 
 
@@ -78,7 +79,7 @@ class ProgressPrinter:
             return f"{pad} run {e.status}" + (f": {e.reason}" if e.reason else "")
         if isinstance(e, ev.StopRequested):
             how = "the running command is ended now" if e.interrupt else "when the current tool call ends"
-            return f"{pad} {'pausing' if e.status == 'paused' else 'killing'} ({e.reason}): {how}"
+            return f"{pad} {'pausing' if e.status == RunStatus.PAUSED else 'killing'} ({e.reason}): {how}"
         if isinstance(e, ev.TaskUpdated):
             return f"{pad} task {e.task_id} {e.change} (by {e.by})"
         if isinstance(e, ev.LessonsRecalled):
@@ -97,7 +98,7 @@ class ProgressPrinter:
         """Start a run's clock when it starts or resumes, and drop it when it stops."""
         if isinstance(e, ev.RunStarted):
             self.zero[run_id] = time.monotonic()
-        elif isinstance(e, ev.StatusChanged) and e.status == "running":
+        elif isinstance(e, ev.StatusChanged) and e.status == RunStatus.RUNNING:
             self.zero[run_id] = time.monotonic() - self.store.run(run_id).active_seconds
         elif isinstance(e, ev.StatusChanged):
             self.zero.pop(run_id, None)

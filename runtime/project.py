@@ -13,6 +13,7 @@ from pathlib import Path
 import git
 
 from loopwright.errors import LoopwrightError
+from loopwright.memory.lessons import Lessons
 from loopwright.memory.store import Store
 from loopwright.runtime.config import CONFIG_TEMPLATE, Config, load_config
 from loopwright.workspaces.git import repo_root
@@ -90,3 +91,9 @@ def open_project(cwd: Path, *, create: bool = False, overrides: dict | None = No
         init_project(root)
     config = load_config(root, overrides=overrides)
     return Project(root=root, config=config, store=Store(root / DIR / "state.db"))
+
+
+def open_lessons(root: Path | None = None) -> Lessons:
+    """The lessons of the project around `root` (default: the current folder), for scripts and the CLI."""
+    project = open_project(root or Path.cwd())
+    return Lessons(project.store, project.config.memory)

@@ -32,7 +32,9 @@ from loopwright.harness.messages import ModelResponse
 from loopwright.harness.models import ModelAdapter, ModelUnavailable
 from loopwright.harness.script import Script, ScriptTurn
 from loopwright.harness.scripted import ScriptedModel
-from loopwright.memory.store import RUN_FINAL, Command, Run, Store, StoreError, Task, new_run_id
+from loopwright.harness.statuses import RUN_FINAL, STOP_COMMANDS, CommandKind, CommandStatus, RunStatus, TaskStatus
+from loopwright.memory import commands
+from loopwright.memory.store import Command, Run, Store, StoreError, Task, new_run_id
 from loopwright.runtime.backends.executor import Execution, Executor, Placement
 from loopwright.runtime.backends.local import InProcess
 from loopwright.runtime.chat.threads import TASK_DONE, children
@@ -92,7 +94,7 @@ def merge_reviewed(project: Project, run_id: str) -> str:
     """Merge now a run kept for review (a person's decision, in place of the check): squash into its target."""
     store = project.store
     run = store.run(run_id)
-    if run.status != "needs_review":
+    if run.status != RunStatus.NEEDS_REVIEW:
         raise StoreError(f"run {run.id} is {run.status}; only a run kept for review merges by hand")
     if not Path(run.worktree).is_dir():
         raise StoreError(f"the worktree of run {run.id} is gone ({run.worktree}); merge its branch {run.branch} "
@@ -109,7 +111,7 @@ def merge_reviewed(project: Project, run_id: str) -> str:
     else:
         store.append(run.id, Merged(target_branch=run.target_branch, commit=merge.commit or ""))
         reason = f"merged by hand into {run.target_branch} as {(merge.commit or '')[:10]}"
-    store.transition_run(run.id, "succeeded", only_from=("needs_review",), reason=reason,
+    store.transition_run(run.id, RunStatus.SUCCEEDED, only_from=(RunStatus.NEEDS_REVIEW,), reason=reason,
                          merge_commit=merge.commit)
     return reason
 
@@ -117,9 +119,9 @@ def merge_reviewed(project: Project, run_id: str) -> str:
 def resumable(store: Store, run_id: str) -> Run:
     """The run, if it may be resumed: not finished (a budget stop may go on) and not running in a live process."""
     run = store.run(run_id)
-    if run.status in RUN_FINAL and run.status != "budget_exceeded":
+    if run.status in RUN_FINAL and run.status != RunStatus.BUDGET_EXCEEDED:
         raise StoreError(f"run {run.id} is {run.status}; there is nothing to resume")
-    if run.status == "running" and run.owner_alive():
+    if run.status == RunStatus.RUNNING and run.owner_alive():
         raise StoreError(f"run {run.id} is running in process {run.owner_pid}; pause it first")
     return run
 
@@ -167,7 +169,7 @@ class Runner:
         require_commits(self.project.root)
         options = model_options(config) | ({"skills": skills} if skills is not None else {})
         task = self.store.create_task(goal, title=title, check=check if check is not None else config.check,
-                                      options=options, status="running")
+                                      options=options, status=TaskStatus.RUNNING)
         return await self.run_task(task)
 
     def adapter(self, config: Config, *, start_at: int = 0) -> ModelAdapter:
@@ -190,7 +192,7 @@ class Runner:
         try:
             placement = await self.executor.place(self, task, config, run_id)
         except Exception as e:
-            self.store.set_task_status(task.id, "failed", reason=str(e))
+            self.store.set_task_status(task.id, TaskStatus.FAILED, reason=str(e))
             raise
         return await self._attempts(task, config, placement, run_id)
 
@@ -230,8 +232,9 @@ class Runner:
 
     def obey(self, command: Command) -> None:
         """Carry out a pause or kill command: a kill ends the command a tool is running now, a pause waits for it."""
-        kill = command.kind == "kill"
-        self.request_stop("killed" if kill else "paused", command.args.get("reason") or f"{command.kind} command", kill)
+        kill = command.kind == CommandKind.KILL
+        self.request_stop(RunStatus.KILLED if kill else RunStatus.PAUSED,
+                          command.args.get("reason") or f"{command.kind} command", kill)
 
     async def watch_commands(self, every: float = 0.2) -> None:
         """Obey pause and kill commands for this runner's run as they come, also in the middle of a tool call
@@ -239,7 +242,7 @@ class Runner:
         while True:
             await asyncio.sleep(every)
             if self.loop is not None:
-                for command in self.store.claim_commands(("pause", "kill"), [self.loop.run_id]):
+                for command in self.store.claim_commands(STOP_COMMANDS, [self.loop.run_id]):
                     self.obey(command)
                     self.store.finish_command(command.id, ok=True, result="applied")
 
@@ -249,7 +252,8 @@ class Runner:
         config = self.task_config(task)
 
         def claim() -> None:
-            if not self.store.claim_run(run.id, only_from=("paused", "running", "budget_exceeded")):
+            if not self.store.claim_run(run.id,
+                                        only_from=(RunStatus.PAUSED, RunStatus.RUNNING, RunStatus.BUDGET_EXCEEDED)):
                 raise StoreError(f"run {run.id} was taken by another process")
 
         execution, placement = await self.executor.resume(self, run, task, config, claim)
@@ -288,7 +292,7 @@ class Runner:
         """Reflection after a finished run (see runtime/reflection.py); never fails the run."""
         from loopwright.runtime.learning.reflection import reflect
 
-        if not config.memory.reflect or run.status == "killed":
+        if not config.memory.reflect or run.status == RunStatus.KILLED:
             return
         adapter, why_not = None, ""
         try:
@@ -349,18 +353,19 @@ class Runner:
     async def _drive(self, execution: Execution, run: Run, task: Task, config: Config) -> RunResult:
         outcome = await execution.run()
         again = False
-        task_status = "paused" if outcome.status == "paused" else None
+        task_status = TaskStatus.PAUSED if outcome.status == RunStatus.PAUSED else None
         task_reason = ""
         if task.options.get("until") and outcome.again and not self.stop.is_set():
             again, why_not = self._another_attempt(task, config)
             if again:
-                task_status = "running"
+                task_status = TaskStatus.RUNNING
             else:
-                task_status = "budget_exceeded" if "budget" in why_not else "failed"
+                task_status = TaskStatus.BUDGET_EXCEEDED if "budget" in why_not else TaskStatus.FAILED
                 task_reason = f"{outcome.reason}; {why_not}"
-        if outcome.status == "succeeded" and any(p.status not in TASK_DONE for p in children(self.store, task.id)):
-            task_status = "waiting"  # on its parts
-        self.store.transition_run(run.id, outcome.status, only_from=("running",), reason=outcome.reason,
+        if (outcome.status == RunStatus.SUCCEEDED
+                and any(p.status not in TASK_DONE for p in children(self.store, task.id))):
+            task_status = TaskStatus.WAITING  # on its parts
+        self.store.transition_run(run.id, outcome.status, only_from=(RunStatus.RUNNING,), reason=outcome.reason,
                                   task_status=task_status)
         if task_reason:
             self.store.set_task_status(task.id, task_status or outcome.status, reason=task_reason)
@@ -402,26 +407,28 @@ def rollback(project: Project, run_id: str, *, to: str | None = None, steps: int
 
     store = project.store
     run = store.run(run_id)
-    if run.status in RUN_FINAL and run.status not in ("budget_exceeded", "needs_review", "failed"):
+    if run.status in RUN_FINAL and run.status not in (RunStatus.BUDGET_EXCEEDED, RunStatus.NEEDS_REVIEW,
+                                                      RunStatus.FAILED):
         raise StoreError(f"run {run.id} is {run.status}; its worktree is no longer in use")
     cps = store.checkpoints(run.id)
     seq, sha = _pick_checkpoint(run, cps, to, steps)
-    if run.status == "running" and run.owner_alive():
-        cmd = store.enqueue_command(run.id, "rollback", {"sha": sha, "seq": seq, "by": "cli"})
+    if run.status == RunStatus.RUNNING and run.owner_alive():
+        cmd = store.enqueue_command(run.id, CommandKind.ROLLBACK, {"sha": sha, "seq": seq, "by": "cli"})
         deadline = time.monotonic() + wait_seconds
         while time.monotonic() < deadline:
-            row = store.conn.execute("SELECT status, result FROM commands WHERE id = ?", (cmd,)).fetchone()
-            if row["status"] == "done":
+            row = commands.command(store, cmd)
+            assert row is not None
+            if row.status == CommandStatus.DONE:
                 return run, seq, sha, "applied by the running agent at its model boundary"
-            if row["status"] == "failed":
-                raise StoreError(f"rollback failed: {row['result']}")
+            if row.status == CommandStatus.FAILED:
+                raise StoreError(f"rollback failed: {row.result}")
             time.sleep(0.1)
         return run, seq, sha, "queued: the running agent applies it at its next model boundary"
     ws = Workspace.open(project.root, run.id, Path(run.worktree), run.branch, run.base_commit,
                         copy_files=project.config.workspace.copy_files)
     ws.reset_to(sha)
     store.append(run.id, RolledBack(to_sha=sha, to_seq=seq, requested_by="cli"))
-    store.enqueue_command(run.id, "notify", {"text": rollback_notice(sha, seq)})
+    store.enqueue_command(run.id, CommandKind.NOTIFY, {"text": rollback_notice(sha, seq)})
     return run, seq, sha, "done; the agent is told when the run resumes"
 
 

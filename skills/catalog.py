@@ -30,6 +30,7 @@ from operator import attrgetter
 from pathlib import Path
 
 from loopwright.errors import LoopwrightError
+from loopwright.memory.paths import loopwright_home
 from loopwright.skills.format import SKILL_FILE, Diagnostic, Skill, load_skill, load_skill_stat
 
 PROJECT_DIRS = (".loopwright/skills", ".agents/skills", ".claude/skills")
@@ -43,11 +44,6 @@ _by_name = attrgetter("name")
 
 class SkillError(LoopwrightError):
     """A skill name or source the user gave cannot be used; said in one line with a hint."""
-
-
-def loopwright_home() -> Path:
-    """The user-level folder: `$LOOPWRIGHT_HOME`, else `~/.loopwright`."""
-    return Path(os.environ.get("LOOPWRIGHT_HOME") or Path.home() / ".loopwright")
 
 
 def user_dirs() -> list[Path]:

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from loopwright.skills.catalog import BUNDLED_DIR, SkillError, loopwright_home
+from loopwright.memory.paths import loopwright_home
+from loopwright.skills.catalog import BUNDLED_DIR, SkillError
 from loopwright.skills.format import SKILL_FILE
 
 MANIFEST_FILE = "skills.json"

@@ -1,5 +1,6 @@
 """The store: migrations, append-only events, guarded transitions, conversation replay, commands, O(1) appends."""
 
+import json
 import multiprocessing
 import sqlite3
 import time
@@ -9,6 +10,7 @@ from support import claim_run_in_child
 
 from loopwright.harness.events import ConversationReset, MessageAdded, ModelCalled, Notice, parse_event
 from loopwright.harness.messages import Message, TextBlock, Usage
+from loopwright.harness.statuses import RUN_TRANSITIONS, TASK_TRANSITIONS, CommandKind, RunStatus, TaskStatus
 from loopwright.memory.store import SCHEMA_VERSION, Store, StoreError
 
 
@@ -74,6 +76,27 @@ def test_guarded_transition_only_once(store):
     assert store.task(task.id).status == "paused"
     kinds = [(e.status, e.reason) for _, _, e in store.events(run.id, types=("status",))]
     assert kinds == [("paused", "Ctrl-C")]
+
+
+def test_the_transition_table_refuses_a_move_it_does_not_allow(store):
+    task, run = _run(store)
+    # a finished run does not start again, even when the caller would allow it
+    assert store.transition_run(run.id, RunStatus.SUCCEEDED, only_from=(RunStatus.RUNNING,))
+    assert not store.transition_run(run.id, RunStatus.PAUSED, only_from=tuple(RunStatus))
+    assert not store.claim_run(run.id, only_from=tuple(RunStatus))
+    assert store.run(run.id).status == RunStatus.SUCCEEDED and store.task(task.id).status == "succeeded"
+    # a task's own moves: a running task is not cancelled (its run is killed instead), a queued one is
+    assert not store.set_task_status(task.id, TaskStatus.CANCELLED)
+    queued = store.create_task("later")
+    assert store.set_task_status(queued.id, TaskStatus.CANCELLED, reason="not needed")
+    assert not store.set_task_status(queued.id, TaskStatus.RUNNING)
+    assert not store.claim_task(queued.id)
+    # every target's statuses are real ones; the stored strings and JSON are the plain words
+    assert all(set(froms) <= set(RunStatus) for froms in RUN_TRANSITIONS.values())
+    assert all(set(froms) <= set(TaskStatus) for froms in TASK_TRANSITIONS.values())
+    assert store.conn.execute("SELECT status FROM tasks WHERE id = ?", (queued.id,)).fetchone()[0] == "cancelled"
+    assert json.loads(store.task(queued.id).model_dump_json())["status"] == "cancelled"
+    assert f"{RunStatus.NEEDS_REVIEW}" == "needs_review" and json.dumps([CommandKind.KILL]) == '["kill"]'
 
 
 def test_two_processes_cannot_both_transition(tmp_path):

@@ -30,6 +30,7 @@ from textual.strip import Strip
 from textual.widgets import Button, DataTable, Footer, Input, Label, Static, Switch
 
 from loopwright.errors import LoopwrightError
+from loopwright.harness.statuses import RunStatus, TaskStatus
 from loopwright.memory.store import StoreError
 from loopwright.runtime.actions import Actions, Done
 from loopwright.runtime.display import fmt_elapsed, fmt_tokens
@@ -38,9 +39,10 @@ from loopwright.tui.feed import Changes, Feed
 
 ACTION_ERRORS = (LoopwrightError, ValueError)  # a user's error (or a bad number typed): said in a toast
 SERVE_HINT = "start one with `loopwright serve --detach` (or quit and run `loopwright tui --serve`)"
-STATUS_STYLE = {"running": "bold green", "paused": "yellow", "succeeded": "bold blue", "failed": "bold red",
-                "killed": "red", "needs_review": "bold magenta", "budget_exceeded": "bold dark_orange",
-                "queued": "cyan", "blocked": "dim", "cancelled": "dim", "pausing…": "yellow", "killing…": "red"}
+STATUS_STYLE = {TaskStatus.RUNNING: "bold green", TaskStatus.PAUSED: "yellow", TaskStatus.SUCCEEDED: "bold blue",
+                TaskStatus.FAILED: "bold red", TaskStatus.KILLED: "red", TaskStatus.NEEDS_REVIEW: "bold magenta",
+                TaskStatus.BUDGET_EXCEEDED: "bold dark_orange", TaskStatus.QUEUED: "cyan", TaskStatus.CANCELLED: "dim",
+                "blocked": "dim", "pausing…": "yellow", "killing…": "red"}  # and what the fleet view shows instead
 TOAST = {"task_succeeded": "information", "task_failed": "error", "task_needs_review": "warning",
          "run_needs_input": "warning", "budget_spent": "error"}
 
@@ -464,7 +466,7 @@ class FleetScreen(View):
         health = feed.health(run_id)
         return (run.id, _status(feed.status(run_id)),
                 Text(health, style="bold red" if health.startswith("stuck") else "bold yellow") if health
-                else Text("ok", style="dim") if run.status == "running" else "",
+                else Text("ok", style="dim") if run.status == RunStatus.RUNNING else "",
                 _cut(f"{run.task_id} {s.title}", 22), str(s.attempt), str(run.step), fmt_tokens(run.tokens),
                 _cost(run.cost_usd), fmt_elapsed(feed.elapsed(run_id)), _cut(feed.last_action(run_id), 40))
 
@@ -495,7 +497,7 @@ class FleetScreen(View):
         clock = time.monotonic()
         if clock - self._ticked >= 1.0:  # elapsed times and health move without events
             self._ticked = clock
-            rows |= {rid for rid, s in self.app.feed.runs.items() if s.run.status == "running"}
+            rows |= {rid for rid, s in self.app.feed.runs.items() if s.run.status == RunStatus.RUNNING}
         shown = self.show(r for r in rows if r in self.app.feed.runs)
         self.app.shown_rows(shown, ch)
         return changed or bool(shown)
@@ -593,7 +595,7 @@ class QueueScreen(View):
             waiting = feed.waiting_on(task.id)
             after = ", ".join(f"{d} ({feed.tasks[d].status.replace('_', ' ') if d in feed.tasks else '?'})"
                               for d in feed.dependencies(task.id))
-            state = "blocked" if waiting else "queued"
+            state = "blocked" if waiting else TaskStatus.QUEUED
             rows.append((str(task.id), str(task.priority), Text(state, style=STATUS_STYLE[state]),
                          _cut(task.title, 40), _cut(after, 28)))
         return rows

@@ -15,6 +15,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, OptionList, RichLog, Static
 from textual.widgets.option_list import Option
 
+from loopwright.memory import chat as chat_rows
 from loopwright.runtime.chat.format import line
 from loopwright.runtime.chat.threads import ChatError, Message, messages, post_message, threads, unknown_mentions
 
@@ -98,13 +99,11 @@ class ChatScreen(Screen):
         for m in messages(self.store, self.thread, after=self.last_id):
             self._show(log, m)
             self.last_id = m.id
-        edited = self.store.conn.execute(
-            "SELECT * FROM messages WHERE thread = ? AND edited = 1 AND updated_at > ? AND id <= ? ORDER BY updated_at",
-            (self.thread, self.seen_edit, self.last_id)).fetchall()
-        for row in edited:
-            self._show(log, Message.of(row))
+        edited = chat_rows.edited(self.store, self.thread, since=self.seen_edit, up_to=self.last_id)
+        for m in edited:
+            self._show(log, m)
         if edited:
-            self.seen_edit = max(r["updated_at"] for r in edited)
+            self.seen_edit = max(m.updated_at for m in edited)
 
     def _show(self, log: RichLog, m: Message) -> None:
         if self.shown.get(m.id) != m.text:

@@ -18,7 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from loopwright.harness.messages import gist_argument
-from loopwright.memory.store import RUN_FINAL, Run, Store, Task, _row
+from loopwright.harness.statuses import RUN_FINAL, RunStatus, TaskStatus
+from loopwright.memory import feed as reads
+from loopwright.memory import notifications
+from loopwright.memory.store import Run, Store, Task
 from loopwright.runtime.config import FleetBudgetConfig
 from loopwright.runtime.display import fmt_elapsed
 from loopwright.runtime.fleet.budget import FleetBudget, budget_day
@@ -32,7 +35,8 @@ OVERLAP = 2.0  # seconds of updated_at re-read each time: a writer's clock is re
 EVENT_BATCH = 5000
 CHUNK = 500  # ids per IN (...)
 TASK_EVENTS = ("status", "task_updated", "run_started")  # events that say a task changed
-STOPPING = {"paused": "pausing…", "killed": "killing…"}  # a running run whose pause or kill reached its process
+# a running run whose pause or kill reached its process
+STOPPING = {RunStatus.PAUSED: "pausing…", RunStatus.KILLED: "killing…"}
 
 
 @dataclass
@@ -163,19 +167,15 @@ class Feed:
         return ch
 
     def _load(self, ch: Changes) -> None:
-        conn = self.store.conn
-        self._event_id = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
-        self._note_id = conn.execute("SELECT coalesce(max(rowid), 0) FROM notifications").fetchone()[0]
+        self._event_id = self.store.last_event_id()
+        self._note_id = notifications.last_rowid(self.store)
         self._read_tasks(ch, by_time=True, everything=True)
         self._read_runs(ch, None)
         for rid, state in self.runs.items():  # what the live columns need, for runs still going only
             if state.run.status in RUN_FINAL:
                 continue
-            row = conn.execute("SELECT ts FROM events WHERE run_id = ? ORDER BY id DESC LIMIT 1", (rid,)).fetchone()
-            state.last_event = row[0] if row else 0.0
-            calls = [json.loads(r[0]) for r in conn.execute(
-                "SELECT data FROM events WHERE run_id = ? AND type = 'tool_started' ORDER BY id DESC LIMIT ?",
-                (rid, max(self.repeat_limit, 32)))]
+            state.last_event = reads.last_event_ts(self.store, rid) or 0.0
+            calls = reads.recent_tool_calls(self.store, rid, max(self.repeat_limit, 32))
             for data in reversed(calls):
                 self._saw_call(state, data)
             last = self.store.last_event(rid, ("status", "stop_requested"))
@@ -184,13 +184,11 @@ class Feed:
         self._next_full = self.clock() + self.full_every
 
     def _read_events(self, ch: Changes) -> None:
-        conn = self.store.conn
         while True:
-            rows = conn.execute(
-                "SELECT id, run_id, ts, type, CASE WHEN type IN ('tool_started', 'stop_requested') THEN data END"
-                " FROM events WHERE id > ? ORDER BY id LIMIT ?", (self._event_id, EVENT_BATCH)).fetchall()
+            rows = reads.events_after(self.store, self._event_id, EVENT_BATCH)
             for eid, rid, ts, kind, data in rows:
-                ch.events.setdefault(rid or "", []).append(EventRow(eid, rid, ts, kind, json.loads(data) if data else None))
+                event = EventRow(eid, rid, ts, kind, json.loads(data) if data else None)
+                ch.events.setdefault(rid or "", []).append(event)
                 if rid:
                     ch.newest[rid] = ts
             if rows:
@@ -223,17 +221,14 @@ class Feed:
         state.action = f"{name} {gist_argument(args)}".strip()
 
     def _read_runs(self, ch: Changes, ids: list[str] | None) -> None:
-        conn = self.store.conn
         if ids is None:
-            rows = conn.execute("SELECT * FROM runs ORDER BY started_at, rowid").fetchall()
+            runs = reads.all_runs(self.store)
         else:
-            rows = []
+            runs = []
             for i in range(0, len(ids), CHUNK):
-                part = ids[i:i + CHUNK]
-                rows += conn.execute(f"SELECT * FROM runs WHERE id IN ({','.join('?' * len(part))})", part).fetchall()
-            rows.sort(key=lambda r: r["started_at"])
-        for row in rows:
-            run = _row(Run, row)
+                runs += reads.runs(self.store, ids[i:i + CHUNK])
+            runs.sort(key=lambda r: r.started_at)
+        for run in runs:
             state = self.runs.get(run.id)
             if state is None:
                 order = self._runs_of.setdefault(run.task_id, [])
@@ -251,23 +246,19 @@ class Feed:
                 ch.runs.add(run.id)
 
     def _task(self, task_id: int) -> Task | None:
-        row = self.store.conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
-        if row is None:
-            return None
-        task = self.tasks[task_id] = _row(Task, row, ("options",))
+        task = reads.task(self.store, task_id)
+        if task is not None:
+            self.tasks[task_id] = task
         return task
 
     def _read_tasks(self, ch: Changes, *, by_time: bool, everything: bool = False) -> None:
-        conn = self.store.conn
         if everything:
-            rows = conn.execute("SELECT * FROM tasks ORDER BY id").fetchall()
+            tasks = reads.all_tasks(self.store)
         else:
-            rows = conn.execute("SELECT * FROM tasks WHERE id > ? ORDER BY id", (self._task_id,)).fetchall()
+            tasks = reads.tasks_after(self.store, self._task_id)
             if by_time:
-                rows += conn.execute("SELECT * FROM tasks WHERE updated_at > ? AND id <= ?",
-                                     (self._task_mark - OVERLAP, self._task_id)).fetchall()
-        for row in rows:
-            task = _row(Task, row, ("options",))
+                tasks += reads.tasks_updated(self.store, self._task_mark - OVERLAP, up_to=self._task_id)
+        for task in tasks:
             self._task_id = max(self._task_id, task.id)
             self._task_mark = max(self._task_mark, task.updated_at)
             if self.tasks.get(task.id) != task:
@@ -279,9 +270,7 @@ class Feed:
                         ch.runs.add(rid)
 
     def _read_notifications(self, ch: Changes) -> None:
-        for rowid, key, kind, payload, created in self.store.conn.execute(
-                "SELECT rowid, key, kind, payload, created_at FROM notifications WHERE rowid > ? ORDER BY rowid",
-                (self._note_id,)):
+        for rowid, key, kind, payload, created in notifications.since(self.store, self._note_id):
             self._note_id = rowid
             try:
                 data = json.loads(payload)
@@ -303,9 +292,9 @@ class Feed:
                           "closings_in_a_row": g["closings_in_a_row"]} for g in closed_gates(self.store, now)]
         if slow or ch.runs:
             statuses = [s.run.status for s in self.runs.values()]
-            new.running, new.paused = statuses.count("running"), statuses.count("paused")
+            new.running, new.paused = statuses.count(RunStatus.RUNNING), statuses.count(RunStatus.PAUSED)
         if slow or ch.tasks:
-            queued = [t.id for t in self.tasks.values() if t.status == "queued"]
+            queued = [t.id for t in self.tasks.values() if t.status == TaskStatus.QUEUED]
             new.queued, new.blocked = len(queued), sum(bool(self.waiting_on(t)) for t in queued)
         if new != h:
             ch.header_changed = True
@@ -323,24 +312,25 @@ class Feed:
     def waiting_on(self, task_id: int) -> list[int]:
         """Its dependencies that have not succeeded yet (a queued task with any is blocked)."""
         return [d for d in self.dependencies(task_id)
-                if (t := self.tasks.get(d)) is None or t.status != "succeeded"]
+                if (t := self.tasks.get(d)) is None or t.status != TaskStatus.SUCCEEDED]
 
     def queue(self) -> list[Task]:
         """Queued tasks in the order the daemon starts them: priority (high first), then FIFO."""
-        return sorted((t for t in self.tasks.values() if t.status == "queued"), key=lambda t: (-t.priority, t.id))
+        return sorted((t for t in self.tasks.values() if t.status == TaskStatus.QUEUED),
+                      key=lambda t: (-t.priority, t.id))
 
     def elapsed(self, run_id: str) -> float:
         """Active time: as saved, plus the time since then while the run is going."""
         state = self.runs[run_id]
         run = state.run
-        if run.status != "running":
+        if run.status != RunStatus.RUNNING:
             return run.active_seconds
         return run.active_seconds + max(0.0, self.now() - (state.saved_at or run.started_at))
 
     def health(self, run_id: str) -> str:
         """'' when fine; 'stuck M:SS' (no event for `stuck_seconds`) or 'loop ×N' (the same call N times)."""
         state = self.runs[run_id]
-        if state.run.status != "running":
+        if state.run.status != RunStatus.RUNNING:
             return ""
         if self.repeat_limit and state.repeats >= self.repeat_limit:
             return f"loop ×{state.repeats}"
@@ -352,10 +342,10 @@ class Feed:
     def status(self, run_id: str) -> str:
         """Its status, or "pausing…"/"killing…" while a running run's pause or kill waits to take effect."""
         state = self.runs[run_id]
-        return state.stopping if state.run.status == "running" and state.stopping else state.run.status
+        return state.stopping if state.run.status == RunStatus.RUNNING and state.stopping else state.run.status
 
     def last_action(self, run_id: str) -> str:
         state = self.runs[run_id]
-        if state.run.status == "running" and state.action:
+        if state.run.status == RunStatus.RUNNING and state.action:
             return state.action
         return state.run.last_action or state.action

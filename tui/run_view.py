@@ -29,6 +29,7 @@ from textual.widgets import Button, Collapsible, DataTable, Footer, Input, RichL
 from textual.worker import get_current_worker
 
 from loopwright.harness import events as ev
+from loopwright.harness.statuses import RunStatus
 from loopwright.memory.artifacts import list_artifacts
 from loopwright.memory.store import Run, Store, StoreError
 from loopwright.runtime.actions import Actions, Done
@@ -363,8 +364,8 @@ class RunScreen(Screen):
         if self._task_row is None:
             self._task_row = self.store.task(run.task_id)
         task = self._task_row
-        state = (self.stopping if run.status == "running" and self.stopping else run.status) + (
-            f" ({run.reason})" if run.reason and run.status != "running" else "")
+        state = (self.stopping if run.status == RunStatus.RUNNING and self.stopping else run.status) + (
+            f" ({run.reason})" if run.reason and run.status != RunStatus.RUNNING else "")
         line1 = (f"run {run.id} · {state} · step {run.step} · {fmt_tokens(run.tokens)} tok · ${run.cost_usd:.4f}"
                  f" · {fmt_elapsed(run.active_seconds)} · {run.provider}:{run.model}")
         line2 = f"task {task.id}: {task.title}"

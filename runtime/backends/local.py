@@ -19,6 +19,7 @@ from loopwright.harness.loop import AgentLoop, FinishVerdict, LoopOutcome, LoopS
 from loopwright.harness.messages import ToolResult
 from loopwright.harness.models import ModelAdapter
 from loopwright.harness.scripted import ScriptedModel
+from loopwright.harness.statuses import RunStatus
 from loopwright.harness.tools import STANDARD_TOOLS, Toolbox, run_command
 from loopwright.memory.artifacts import ARTIFACT_TOOLS
 from loopwright.memory.run import RunMemory
@@ -82,9 +83,9 @@ class InProcess:
         store = runner.store
         ws = Workspace.open(runner.project.root, run.id, Path(run.worktree), run.branch, run.base_commit,
                             copy_files=config.workspace.copy_files)
-        was = "crashed (its process died)" if run.status == "running" else run.status
+        was = "crashed (its process died)" if run.status == RunStatus.RUNNING else run.status
         notices = [f"Notice: this run was {was} and has been resumed."]
-        if run.status == "running":  # its owner died, maybe in the middle of a checkpoint
+        if run.status == RunStatus.RUNNING:  # its owner died, maybe in the middle of a checkpoint
             await asyncio.to_thread(ws.clear_stale_lock)
         if await asyncio.to_thread(ws.is_dirty):
             if _work_is_whole(store, run.id):  # only a checkpoint written behind a model call was cut short
@@ -165,10 +166,10 @@ class LocalRun:
     async def run(self) -> LoopOutcome:
         try:
             outcome = await self.loop.run()
-            adapter, done = self.adapter, outcome.status in ("succeeded", "needs_review")
+            adapter, done = self.adapter, outcome.status in (RunStatus.SUCCEEDED, RunStatus.NEEDS_REVIEW)
             if isinstance(adapter, ScriptedModel) and adapter.unused and done:
-                outcome = LoopOutcome("failed", f"scripted model: the run ended with {adapter.unused} script turn(s) "
-                                                f"unused — the script and the run disagree")
+                outcome = LoopOutcome(RunStatus.FAILED, f"scripted model: the run ended with {adapter.unused} script "
+                                                        f"turn(s) unused — the script and the run disagree")
         finally:
             await self.adapter.aclose()
         return outcome
@@ -179,15 +180,17 @@ class LocalRun:
         merged = store.events(run.id, types=("merged",))
         if merged:  # exactly once: a crash after the merge must not merge (or check) again
             done = merged[-1][2]
-            return FinishVerdict("succeeded", f"Accepted and merged into {done.target_branch}.",
+            return FinishVerdict(RunStatus.SUCCEEDED, f"Accepted and merged into {done.target_branch}.",
                                  reason=f"merged into {done.target_branch} as {done.commit[:10]}")
         parts = children(store, task.id)
         if parts:  # a chat request split into parts: it is done when they are (the daemon follows them)
-            return FinishVerdict("succeeded", f"Started {len(parts)} parts; their results are posted as replies.",
+            return FinishVerdict(RunStatus.SUCCEEDED,
+                                 f"Started {len(parts)} parts; their results are posted as replies.",
                                  reason=f"split into {len(parts)} parts")
         check = task.check_cmd
         if not check:
-            return FinishVerdict("needs_review", "Finished. No acceptance check is configured; kept for review.",
+            return FinishVerdict(RunStatus.NEEDS_REVIEW,
+                                 "Finished. No acceptance check is configured; kept for review.",
                                  reason=f"no acceptance check; branch {ws.branch} kept for review")
         result = await run_command(check, cwd=ws.path, timeout=config.check_timeout, cap=config.tools.output_cap,
                                    interrupt=loop.tool_context.interrupt)
@@ -200,27 +203,27 @@ class LocalRun:
             why = f"timed out after {config.check_timeout:.0f}s" if result.timed_out else f"exit {result.exit_code}"
             feedback = f"The acceptance check `{check}` failed ({why}). Its output:\n{result.output}\n"
             if task.options.get("until"):  # loop-until-done: this attempt ends; the next starts fresh
-                return FinishVerdict("failed", feedback, reason=f"`{check}` failed ({why})", again=True)
+                return FinishVerdict(RunStatus.FAILED, feedback, reason=f"`{check}` failed ({why})", again=True)
             return FinishVerdict(None, feedback + "Fix the cause, then call finish again.")
         on_success = store.task(task.id).options.get("on_success") or config.on_success  # a person may change it
         if on_success == "keep":
-            return FinishVerdict("succeeded", "Accepted: the check passed. The branch is kept for review.",
+            return FinishVerdict(RunStatus.SUCCEEDED, "Accepted: the check passed. The branch is kept for review.",
                                  reason=f"check passed; branch {ws.branch} kept")
         try:
             merge = await asyncio.to_thread(squash_merge, ws, run.target_branch, merge_message(task, run))
         except WorkspaceError as e:
-            return FinishVerdict("needs_review", "Accepted, but the merge failed; kept for review.",
+            return FinishVerdict(RunStatus.NEEDS_REVIEW, "Accepted, but the merge failed; kept for review.",
                                  reason=f"merge failed ({e}); branch {ws.branch} kept")
         if merge.status == "conflict":
             store.append(run.id, MergeConflict(target_branch=run.target_branch, detail=merge.detail))
-            return FinishVerdict("needs_review", "Accepted, but it does not merge cleanly; kept for review.",
+            return FinishVerdict(RunStatus.NEEDS_REVIEW, "Accepted, but it does not merge cleanly; kept for review.",
                                  reason=f"merge conflict ({merge.detail}); branch {ws.branch} kept")
         if merge.status == "nothing":
-            return FinishVerdict("succeeded", "Accepted: the check passed (no changes to merge).",
+            return FinishVerdict(RunStatus.SUCCEEDED, "Accepted: the check passed (no changes to merge).",
                                  reason="check passed; no changes to merge")
         store.append(run.id, Merged(target_branch=run.target_branch, commit=merge.commit or ""))
         store.update_run(run.id, merge_commit=merge.commit)
-        return FinishVerdict("succeeded", f"Accepted and merged into {run.target_branch}.",
+        return FinishVerdict(RunStatus.SUCCEEDED, f"Accepted and merged into {run.target_branch}.",
                              reason=f"merged into {run.target_branch} as {(merge.commit or '')[:10]}")
 
 

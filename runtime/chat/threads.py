@@ -22,14 +22,16 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import Field
 
 from loopwright.errors import LoopwrightError
+from loopwright.harness.statuses import TASK_FINAL, CommandKind, RunStatus, TaskStatus
 from loopwright.harness.tools import Tool, ToolArgs, ToolContext, ToolError, ToolOutcome
-from loopwright.memory.store import RUN_FINAL, Store, StoreError, Task
+from loopwright.memory import chat as rows
+from loopwright.memory.chat import Message, MessageKind, MessageState
+from loopwright.memory.store import Store, StoreError, Task
 from loopwright.runtime.config import ChatConfig
 from loopwright.runtime.project import Project
 
@@ -37,34 +39,11 @@ MAX_MESSAGE = 32_000  # characters; longer messages are refused
 THREAD_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 MENTION = re.compile(r"(?<![\w@])@([A-Za-z0-9_.-]+)")
 COMMANDS = ("/stop", "/cancel", "/status", "/retry")
-TASK_DONE = (*RUN_FINAL, "cancelled")
+TASK_DONE = TASK_FINAL
 
 
 class ChatError(LoopwrightError):
     """A message or thread request that cannot be taken; said in one line."""
-
-
-@dataclass(frozen=True)
-class Message:
-    id: int
-    thread: str
-    author: str
-    author_name: str
-    text: str
-    reply_to: int | None
-    mentions: list[str]
-    kind: str  # user | agent | status | system
-    state: str  # pending | context | consumed | cleared | duplicate | refused | deleted | posted
-    task_id: int | None
-    edited: bool
-    ts: float
-
-    @classmethod
-    def of(cls, row) -> Message:
-        return cls(id=row["id"], thread=row["thread"], author=row["author"], author_name=row["author_name"],
-                   text=row["text"], reply_to=row["reply_to"], mentions=json.loads(row["mentions"]),
-                   kind=row["kind"], state=row["state"], task_id=row["task_id"], edited=bool(row["edited"]),
-                   ts=row["ts"])
 
 
 # -- threads and messages (any process) -----------------------------------------------------------------
@@ -76,32 +55,20 @@ def create_thread(store: Store, name: str, *, mode: str = "mention", owner: str 
         raise ChatError(f"'{name}' is not a thread name: lower-case letters, digits, '-', '_' or '.', up to 64")
     if mode not in ("mention", "auto"):
         raise ChatError(f"mode must be mention or auto, not '{mode}'")
-    cur = store.conn.execute(
-        "INSERT OR IGNORE INTO threads (name, mode, owner, allow, check_cmd, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        (name, mode, owner, json.dumps(allow) if allow else None, check, time.time()))
-    if cur.rowcount == 0:
+    if not rows.add_thread(store, name, mode=mode, owner=owner, allow=allow, check=check):
         raise ChatError(f"thread '{name}' exists already")
 
 
 def thread(store: Store, name: str) -> dict:
-    row = store.conn.execute("SELECT * FROM threads WHERE name = ?", (name,)).fetchone()
-    if row is None:
-        known = ", ".join(r[0] for r in store.conn.execute("SELECT name FROM threads ORDER BY name")) or "none yet"
+    info = rows.thread(store, name)
+    if info is None:
+        known = ", ".join(rows.thread_names(store)) or "none yet"
         raise ChatError(f"no thread '{name}' (threads: {known}); create it with `loopwright threads new {name}`")
-    return dict(row)
+    return info
 
 
-def threads(store: Store) -> list[dict]:
-    rows = store.conn.execute(
-        "SELECT t.*, (SELECT count(*) FROM messages m WHERE m.thread = t.name) AS messages,"
-        " (SELECT max(ts) FROM messages m WHERE m.thread = t.name) AS last_at FROM threads t ORDER BY t.name")
-    return [dict(r) for r in rows]
-
-
-def messages(store: Store, name: str, *, after: int = 0, limit: int | None = None) -> list[Message]:
-    sql = "SELECT * FROM messages WHERE thread = ? AND id > ? AND state != 'deleted' ORDER BY id"
-    rows = store.conn.execute(sql + (f" LIMIT {int(limit)}" if limit else ""), (name, after))
-    return [Message.of(r) for r in rows]
+threads = rows.threads
+messages = rows.messages
 
 
 def post_message(store: Store, config: ChatConfig, thread_name: str, author: str, text: str, *,
@@ -121,30 +88,25 @@ def post_message(store: Store, config: ChatConfig, thread_name: str, author: str
         raise ChatError(f"the message is {len(text):,} characters; at most {MAX_MESSAGE:,} (attach a file to a "
                         f"task instead)")
     if external_id is not None:
-        seen = store.conn.execute("SELECT * FROM messages WHERE external_id = ?", (external_id,)).fetchone()
+        seen = rows.by_external_id(store, external_id)
         if seen is not None:
-            return Message.of(seen)  # the same message delivered twice: taken once
+            return seen  # the same message delivered twice: taken once
     mentions = sorted(set(MENTION.findall(text)))
     now = time.time()
-    state = "pending"
-    with store.transaction() as conn:
-        same = conn.execute("SELECT id FROM messages WHERE thread = ? AND author = ? AND text = ? AND ts > ? "
-                            "AND kind = 'user' AND state != 'deleted' LIMIT 1",
-                            (thread_name, author, text, now - config.duplicate_seconds)).fetchone()
-        if same is not None and not text.startswith("/"):
-            state = "duplicate"
+    state = MessageState.PENDING
+    with store.transaction():
+        same = rows.has_duplicate(store, thread_name, author, text, since=now - config.duplicate_seconds)
+        if same and not text.startswith("/"):
+            state = MessageState.DUPLICATE
         elif _starts_work(info, mentions, text, config) and not text.startswith("/"):
-            recent = conn.execute("SELECT count(*) FROM messages WHERE author = ? AND kind = 'user' AND ts > ? AND "
-                                  "state IN ('pending', 'consumed')", (author, now - 60)).fetchone()[0]
-            if recent >= config.rate_per_minute:
-                state = "refused"
-        cur = conn.execute(
-            "INSERT INTO messages (thread, author, author_name, text, reply_to, mentions, kind, state, external_id,"
-            " ts, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'user', ?, ?, ?, ?)",
-            (thread_name, author, name or author, text, reply_to, json.dumps(mentions), state, external_id, now, now))
-        row = conn.execute("SELECT * FROM messages WHERE id = ?", (cur.lastrowid,)).fetchone()
-    message = Message.of(row)
-    if state == "refused":
+            if rows.requests_since(store, author, now - 60) >= config.rate_per_minute:
+                state = MessageState.REFUSED
+        message_id = rows.add_message(store, thread_name, author=author, author_name=name or author, text=text,
+                                      kind=MessageKind.USER, state=state, mentions=mentions, reply_to=reply_to,
+                                      external_id=external_id, now=now)
+        message = rows.message(store, message_id or 0)
+    assert message is not None
+    if state == MessageState.REFUSED:
         raise ChatError(f"{author} posted more than {config.rate_per_minute} requests in a minute; wait a little "
                         f"(message {message.id} kept, not acted on)")
     return message
@@ -152,8 +114,7 @@ def post_message(store: Store, config: ChatConfig, thread_name: str, author: str
 
 def unknown_mentions(store: Store, message: Message, config: ChatConfig) -> list[str]:
     """Mentions that name neither the agent nor anyone who has posted in the thread (a typo'd @loopwrite)."""
-    people = {r[0].lower() for r in store.conn.execute("SELECT DISTINCT author FROM messages WHERE thread = ?",
-                                                          (message.thread,))}
+    people = {a.lower() for a in rows.authors(store, message.thread)}
     return [m for m in message.mentions if m.lower() != config.name.lower() and m.lower() not in people]
 
 
@@ -163,35 +124,31 @@ def _starts_work(info: dict, mentions: list[str], text: str, config: ChatConfig)
 
 def edit_message(store: Store, message_id: int, author: str, text: str) -> str:
     """Edit your message: still waiting, it is replaced; already taken, the change is delivered as a correction."""
-    row = store.conn.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
-    if row is None or row["state"] == "deleted":
+    row = rows.message(store, message_id)
+    if row is None or row.state == MessageState.DELETED:
         raise ChatError(f"no message {message_id}")
-    if row["author"] != author:
-        raise ChatError(f"message {message_id} is {row['author']}'s; only its author can edit it")
+    if row.author != author:
+        raise ChatError(f"message {message_id} is {row.author}'s; only its author can edit it")
     text = text.strip()
     if not text or len(text) > MAX_MESSAGE:
         raise ChatError("the new text is empty" if not text else f"the new text is over {MAX_MESSAGE:,} characters")
     now = time.time()
-    if store.conn.execute("UPDATE messages SET text = ?, edited = 1, updated_at = ? WHERE id = ? AND "
-                          "state IN ('pending', 'context')", (text, now, message_id)).rowcount:
+    if rows.edit_waiting(store, message_id, text, now):
         return "edited (it was still waiting: the new text is what the agent reads)"
-    store.conn.execute(
-        "INSERT INTO messages (thread, author, author_name, text, reply_to, mentions, kind, state, ts, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, '[]', 'user', 'pending', ?, ?)",
-        (row["thread"], author, row["author_name"], f"Correction to message {message_id}: {text}", message_id,
-         now, now))
-    store.conn.execute("UPDATE messages SET edited = 1, updated_at = ? WHERE id = ?", (now, message_id))
+    rows.add_message(store, row.thread, author=author, author_name=row.author_name,
+                     text=f"Correction to message {message_id}: {text}", kind=MessageKind.USER,
+                     state=MessageState.PENDING, reply_to=message_id, now=now)
+    rows.mark_edited(store, message_id, now)
     return "the agent already read it: the new text is delivered as a correction"
 
 
 def delete_message(store: Store, message_id: int, author: str) -> str:
-    row = store.conn.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
-    if row is None or row["state"] == "deleted":
+    row = rows.message(store, message_id)
+    if row is None or row.state == MessageState.DELETED:
         raise ChatError(f"no message {message_id}")
-    if row["author"] != author:
-        raise ChatError(f"message {message_id} is {row['author']}'s; only its author can delete it")
-    if store.conn.execute("UPDATE messages SET state = 'deleted', deleted = 1, updated_at = ? WHERE id = ? AND "
-                          "state IN ('pending', 'context')", (time.time(), message_id)).rowcount:
+    if row.author != author:
+        raise ChatError(f"message {message_id} is {row.author}'s; only its author can delete it")
+    if rows.delete_waiting(store, message_id, time.time()):
         return "deleted before the agent read it"
     raise ChatError(f"message {message_id} was already read by the agent; edit it to send a correction")
 
@@ -240,14 +197,13 @@ def fan_out(store: Store, parent: Task, items: list[str], plan: str) -> list[int
             options["chat"] = {**chat, "parent": parent.id, "part": n, "parts": len(items)}
             child = store.create_task(goal, title=f"#{chat['thread']} part {n}/{len(items)}: {item[:50]}",
                                       check=parent.check_cmd, target_branch=parent.target_branch, options=options)
-            store.conn.execute("UPDATE tasks SET parent_id = ? WHERE id = ?", (parent.id, child.id))
+            rows.set_task_parent(store, child.id, parent.id)
             ids.append(child.id)
     return ids
 
 
 def children(store: Store, task_id: int) -> list[Task]:
-    return [store.task(r[0]) for r in store.conn.execute("SELECT id FROM tasks WHERE parent_id = ? ORDER BY id",
-                                                          (task_id,))]
+    return [store.task(i) for i in rows.child_ids(store, task_id)]
 
 
 def answer(store: Store, task: Task) -> str:
@@ -276,21 +232,20 @@ class ChatHub:
 
     def poll(self) -> None:
         """One round: new messages of every thread with some, then the active task of every busy thread."""
-        waiting = self.store.conn.execute("SELECT DISTINCT thread FROM messages WHERE state = 'pending'").fetchall()
-        for (name,) in waiting:
+        for name in rows.threads_with_pending(self.store):
             try:
                 self._thread(name)
             except StoreError as e:  # rolled back; the next round tries again
                 self.say(f"chat #{name}: {e}")
-        busy = self.store.conn.execute("SELECT name, active_task FROM threads WHERE active_task IS NOT NULL").fetchall()
-        for name, task_id in busy:
+        for name, task_id in rows.busy_threads(self.store):
             self._follow(name, task_id)
 
     # -- incoming ---------------------------------------------------------------------------------------
 
     def _thread(self, name: str) -> None:
         info = thread(self.store, name)
-        pending = [m for m in messages(self.store, name) if m.state == "pending" and m.kind == "user"]
+        pending = [m for m in messages(self.store, name)
+                   if m.state == MessageState.PENDING and m.kind == MessageKind.USER]
         for m in [m for m in pending if m.text.split(maxsplit=1)[0] in COMMANDS]:
             self._command(info, m)
         pending = [m for m in pending if m.text.split(maxsplit=1)[0] not in COMMANDS]
@@ -302,13 +257,14 @@ class ChatHub:
             return
         triggers = [m for m in pending if _starts_work(info, m.mentions, m.text, self.config)]
         if not triggers:
-            self._mark(pending, "context")
+            self._mark(pending, MessageState.CONTEXT)
             return
         self._start(info, pending, triggers[0])
 
     def _start(self, info: dict, pending: list[Message], trigger: Message) -> None:
         name = info["name"]
-        context = [m for m in messages(self.store, name) if m.state == "context" and m.kind == "user"]
+        context = [m for m in messages(self.store, name)
+                   if m.state == MessageState.CONTEXT and m.kind == MessageKind.USER]
         lines = [f"Chat request in thread #{name} from {trigger.author_name} (message {trigger.id}):"]
         lines += [f"{m.author_name}: {m.text}" for m in pending]
         if context:
@@ -322,40 +278,34 @@ class ChatHub:
             "thread": name, "message": trigger.id, "author": trigger.author, "author_name": trigger.author_name,
             "max_fanout": self.config.max_fanout}}
         now = time.time()
-        with self.store.transaction() as conn:
+        with self.store.transaction():
             task = self.store.create_task("\n".join(lines), title=f"#{name}: {trigger.text[:60]}",
                                           check=info["check_cmd"], options=options)
-            conn.execute("UPDATE tasks SET thread = ? WHERE id = ?", (name, task.id))
-            if not conn.execute("UPDATE threads SET active_task = ?, lease_until = ? WHERE name = ? AND "
-                                "(active_task IS NULL OR lease_until < ?)",
-                                (task.id, now + self.config.lease_seconds, name, now)).rowcount:
+            rows.set_task_thread(self.store, task.id, name)
+            if not rows.take_lease(self.store, name, task.id, now + self.config.lease_seconds, now):
                 raise StoreError(f"thread {name} is busy")  # rolls the task back
-            ids = [m.id for m in pending + context]
-            conn.execute(f"UPDATE messages SET state = 'consumed', task_id = ?, updated_at = ? WHERE id IN "
-                         f"({','.join('?' * len(ids))})", (task.id, now, *ids))
-            self._post(name, f"@{trigger.author} on it (task {task.id})", kind="status", reply_to=trigger.id,
+            rows.consume(self.store, [m.id for m in pending + context], task.id, now)
+            self._post(name, f"@{trigger.author} on it (task {task.id})", kind=MessageKind.STATUS, reply_to=trigger.id,
                        key=f"status:{task.id}", task_id=task.id)
         self.say(f"chat #{name}: message {trigger.id} from {trigger.author} started task {task.id}")
 
     def _deliver(self, name: str, task_id: int, pending: list[Message]) -> None:
-        runs = [r for r in self.store.runs(task_id=task_id) if r.status == "running"]
+        runs = [r for r in self.store.runs(task_id=task_id) if r.status == RunStatus.RUNNING]
         if not runs:
             return  # between runs (queued, or waiting for its parts): they wait, in order
         text = "New messages in the thread while you worked (read them now):\n" + "\n".join(
             f"{m.author_name}: {m.text}" for m in pending)
-        with self.store.transaction() as conn:
+        with self.store.transaction():
             ids = [m.id for m in pending]
-            claimed = conn.execute(f"UPDATE messages SET state = 'consumed', task_id = ?, updated_at = ? WHERE id IN "
-                                   f"({','.join('?' * len(ids))}) AND state = 'pending'",
-                                   (task_id, time.time(), *ids)).rowcount
+            claimed = rows.consume(self.store, ids, task_id, time.time(), only_pending=True)
             if claimed == len(ids):
-                self.store.enqueue_command(runs[-1].id, "notify", {"text": text})
+                self.store.enqueue_command(runs[-1].id, CommandKind.NOTIFY, {"text": text})
             else:
                 raise StoreError("messages changed while being delivered")  # roll back; next poll retries
 
     def _command(self, info: dict, m: Message) -> None:
         name, word = info["name"], m.text.split(maxsplit=1)[0]
-        self._mark([m], "consumed")
+        self._mark([m], MessageState.CONSUMED)
         active = info["active_task"]
         task = self.store.task(active) if active is not None else None
         if word in ("/stop", "/cancel"):
@@ -365,15 +315,15 @@ class ChatHub:
             if m.author not in (requester, info["owner"], *self.config.admins):
                 return self._reply(m, f"refused: only {requester} (who asked), the thread's owner or an admin can "
                                       f"stop task {task.id}")
-            cleared = self.store.conn.execute("UPDATE messages SET state = 'cleared' WHERE thread = ? AND "
-                                              "state = 'pending' AND kind = 'user'", (name,)).rowcount
+            cleared = rows.clear_pending(self.store, name)
             for t in [task, *children(self.store, task.id)]:
-                if self.store.set_task_status(t.id, "cancelled", reason=f"stopped by {m.author}", only_from=("queued",)):
+                if self.store.set_task_status(t.id, TaskStatus.CANCELLED, reason=f"stopped by {m.author}",
+                                              only_from=(TaskStatus.QUEUED,)):
                     continue
                 if self.stop_run is not None and t.status not in TASK_DONE:
                     self.stop_run(t.id, f"stopped by {m.author} in #{name}")
-            if task.status == "waiting":
-                self.store.set_task_status(task.id, "cancelled", reason=f"stopped by {m.author}")
+            if task.status == TaskStatus.WAITING:
+                self.store.set_task_status(task.id, TaskStatus.CANCELLED, reason=f"stopped by {m.author}")
             done = _so_far(self.store, task)
             return self._reply(m, f"stopping task {task.id} at its next safe point. So far: {done}"
                                + (f" ({cleared} waiting message(s) cleared)" if cleared else ""))
@@ -382,16 +332,14 @@ class ChatHub:
                 return self._reply(m, "idle: nothing is running in this thread")
             return self._reply(m, f"task {task.id} is {task.status}: {_so_far(self.store, task)}")
         # /retry: the last request of this thread again
-        last = self.store.conn.execute("SELECT * FROM messages WHERE thread = ? AND kind = 'user' AND state = "
-                                       "'consumed' AND text NOT LIKE '/%' ORDER BY id DESC LIMIT 1",
-                                       (name,)).fetchone()
+        last = rows.last_request(self.store, name)
         if task is not None:
             return self._reply(m, f"task {task.id} is still {task.status}; /stop it first")
         if last is None:
             return self._reply(m, "there is no earlier request to retry")
-        self._post(name, last["text"], kind="user", author=last["author"], author_name=last["author_name"],
-                   state="pending", key=f"retry:{m.id}")
-        self._reply(m, f"retrying message {last['id']}")
+        self._post(name, last.text, kind=MessageKind.USER, author=last.author, author_name=last.author_name,
+                   state=MessageState.PENDING, key=f"retry:{m.id}")
+        self._reply(m, f"retrying message {last.id}")
 
     # -- outgoing ---------------------------------------------------------------------------------------
 
@@ -401,65 +349,60 @@ class ChatHub:
         chat = task.options.get("chat", {})
         parts = children(self.store, task.id)
         now = time.time()
-        if task.status not in TASK_DONE and task.status != "waiting":
+        if task.status not in TASK_DONE and task.status != TaskStatus.WAITING:
             self._renew(name, now)
             return
         for part in parts:
             if part.status in TASK_DONE and not self._posted(f"reply:{part.id}"):  # answer() reads the run's events
                 self._post(name, f"@{chat['author']} part {part.options['chat']['part']}/{len(parts)} "
                                  f"({part.status}): {answer(self.store, part)}",
-                           kind="agent", reply_to=chat["message"], key=f"reply:{part.id}", task_id=part.id)
+                           kind=MessageKind.AGENT, reply_to=chat["message"], key=f"reply:{part.id}", task_id=part.id)
         done = sum(p.status in TASK_DONE for p in parts)
         if parts:
             self._status(task, f"@{chat['author']} {done} of {len(parts)} done")
             if done < len(parts):
                 self._renew(name, now)
                 return
-            ok = sum(p.status == "succeeded" for p in parts)
+            ok = sum(p.status == TaskStatus.SUCCEEDED for p in parts)
             self._post(name, f"@{chat['author']} all {len(parts)} parts finished ({ok} succeeded). "
                              f"{answer(self.store, task)}",
-                       kind="agent", reply_to=chat["message"], key=f"summary:{task.id}", task_id=task.id)
-            if task.status == "waiting":
-                self.store.set_task_status(task.id, "succeeded" if ok == len(parts) else "failed",
-                                           reason=f"{ok} of {len(parts)} parts succeeded", only_from=("waiting",))
+                       kind=MessageKind.AGENT, reply_to=chat["message"], key=f"summary:{task.id}", task_id=task.id)
+            if task.status == TaskStatus.WAITING:
+                self.store.set_task_status(task.id, TaskStatus.SUCCEEDED if ok == len(parts) else TaskStatus.FAILED,
+                                           reason=f"{ok} of {len(parts)} parts succeeded",
+                                           only_from=(TaskStatus.WAITING,))
         else:
             self._status(task, f"@{chat['author']} done: task {task.id} {task.status}")
-            self._post(name, f"@{chat['author']} {answer(self.store, task)}", kind="agent",
+            self._post(name, f"@{chat['author']} {answer(self.store, task)}", kind=MessageKind.AGENT,
                        reply_to=chat["message"], key=f"reply:{task.id}", task_id=task.id)
-        self.store.conn.execute("UPDATE threads SET active_task = NULL, lease_until = 0 WHERE name = ? AND "
-                                "active_task = ?", (name, task.id))
+        rows.release(self.store, name, task.id)
 
     def _renew(self, name: str, now: float) -> None:
         """Extend the thread's lease once half of it has gone (not a write at every poll)."""
-        self.store.conn.execute("UPDATE threads SET lease_until = ? WHERE name = ? AND lease_until < ?",
-                                (now + self.config.lease_seconds, name, now + self.config.lease_seconds / 2))
+        rows.renew_lease(self.store, name, now + self.config.lease_seconds,
+                         if_before=now + self.config.lease_seconds / 2)
 
     def _posted(self, key: str) -> bool:
-        return self.store.conn.execute("SELECT 1 FROM messages WHERE reply_key = ?", (key,)).fetchone() is not None
+        return rows.is_posted(self.store, key)
 
     def _status(self, task: Task, text: str) -> None:
         """The request's status message, edited in place."""
-        self.store.conn.execute("UPDATE messages SET text = ?, edited = 1, updated_at = ? WHERE reply_key = ? AND "
-                                "text != ?", (text, time.time(), f"status:{task.id}", text))
+        rows.edit_by_key(self.store, f"status:{task.id}", text, time.time())
 
     def _reply(self, to: Message, text: str) -> None:
-        self._post(to.thread, f"@{to.author} {text}", kind="system", reply_to=to.id, key=f"answer:{to.id}")
+        self._post(to.thread, f"@{to.author} {text}", kind=MessageKind.SYSTEM, reply_to=to.id, key=f"answer:{to.id}")
 
     def _post(self, name: str, text: str, *, kind: str, reply_to: int | None = None, key: str | None = None,
               task_id: int | None = None, author: str | None = None, author_name: str | None = None,
-              state: str = "posted") -> None:
+              state: str = MessageState.POSTED) -> None:
         """An agent or system message; with a `key`, at most once ever (a restarted daemon may try again)."""
-        now = time.time()
-        self.store.conn.execute(
-            "INSERT OR IGNORE INTO messages (thread, author, author_name, text, reply_to, mentions, kind, state,"
-            " task_id, reply_key, ts, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (name, author or self.config.name, author_name or self.config.name, text[:MAX_MESSAGE], reply_to,
-             json.dumps(sorted(set(MENTION.findall(text)))), kind, state, task_id, key, now, now))
+        rows.add_message(self.store, name, author=author or self.config.name,
+                         author_name=author_name or self.config.name, text=text[:MAX_MESSAGE], kind=kind, state=state,
+                         mentions=sorted(set(MENTION.findall(text))), reply_to=reply_to, task_id=task_id, reply_key=key,
+                         once=True)
 
     def _mark(self, ms: list[Message], state: str) -> None:
-        ids = [m.id for m in ms]
-        self.store.conn.execute(f"UPDATE messages SET state = ?, updated_at = ? WHERE id IN ({','.join('?' * len(ids))})"
-                                " AND state = 'pending'", (state, time.time(), *ids))
+        rows.mark_pending(self.store, [m.id for m in ms], state, time.time())
 
 
 def _so_far(store: Store, task: Task) -> str:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import time
 
+from loopwright.memory import budget as ledger
+from loopwright.memory.budget import TOTAL
 from loopwright.memory.store import Store
 from loopwright.runtime.config import FleetBudgetConfig
 
-TOTAL = "*"  # the row that holds raises of the all-time limits
 SPENT = "fleet budget spent"
 
 
@@ -36,7 +37,7 @@ class FleetBudget:
     def usage(self) -> dict:
         """Spent and allowed, today and in total (None: no limit)."""
         today = self.day()
-        rows = {r["day"]: r for r in self.store.conn.execute("SELECT * FROM fleet_usage")}
+        rows = ledger.usage(self.store)
         day = rows.get(today)
         total = rows.get(TOTAL)
         spent_usd = sum(r["usd"] for d, r in rows.items() if d != TOTAL)
@@ -74,7 +75,4 @@ class FleetBudget:
 
     def raise_by(self, *, usd: float = 0.0, tokens: int = 0, total: bool = False) -> None:
         key = TOTAL if total else self.day()
-        self.store.conn.execute(
-            "INSERT INTO fleet_usage (day, extra_usd, extra_tokens) VALUES (?, ?, ?) ON CONFLICT(day) DO UPDATE"
-            " SET extra_usd = extra_usd + excluded.extra_usd, extra_tokens = extra_tokens + excluded.extra_tokens",
-            (key, usd, tokens))
+        ledger.add_allowance(self.store, key, usd=usd, tokens=tokens)

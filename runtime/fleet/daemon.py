@@ -28,7 +28,8 @@ from pathlib import Path
 
 from loopwright.errors import LoopwrightError
 from loopwright.harness.events import TaskUpdated
-from loopwright.memory.store import RUN_FINAL, StoreError, Task
+from loopwright.harness.statuses import DAEMON_COMMANDS, RUN_FINAL, STOP_COMMANDS, CommandKind, RunStatus, TaskStatus
+from loopwright.memory.store import StoreError, Task
 from loopwright.runtime.chat.threads import ChatHub
 from loopwright.runtime.display import ProgressPrinter
 from loopwright.runtime.fleet.budget import SPENT, FleetBudget
@@ -38,7 +39,7 @@ from loopwright.runtime.project import Project
 from loopwright.runtime.runner import Runner, RunResult, merge_reviewed
 from loopwright.workspaces.git import WorkspaceError
 
-DEPENDENCY_FAILED = ("failed", "cancelled", "killed", "budget_exceeded")
+DEPENDENCY_FAILED = (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.KILLED, TaskStatus.BUDGET_EXCEEDED)
 GRACEFUL_STOP = "daemon stopped; the next `loopwright serve` resumes it"
 
 
@@ -186,10 +187,11 @@ class Daemon:
                 self.say(f"task {task_id}: {result.run.status}" + (f" ({result.run.reason})" if result.run.reason else ""))
             except Exception as e:  # one bad task must never take the fleet down
                 self.say(f"task {task_id} failed to run: {type(e).__name__}: {e}")
-                self.store.set_task_status(task_id, "failed", reason=f"{type(e).__name__}: {e}",
-                                           only_from=("running", "queued"))
+                self.store.set_task_status(task_id, TaskStatus.FAILED, reason=f"{type(e).__name__}: {e}",
+                                           only_from=(TaskStatus.RUNNING, TaskStatus.QUEUED))
                 if runner.loop is not None:
-                    self.store.transition_run(runner.loop.run_id, "failed", only_from=("running",), reason=str(e))
+                    self.store.transition_run(runner.loop.run_id, RunStatus.FAILED, only_from=(RunStatus.RUNNING,),
+                                              reason=str(e))
                 traceback.print_exc(file=self.log)
             finally:
                 self.live.pop(task_id, None)
@@ -199,22 +201,22 @@ class Daemon:
     def _stop_task(self, task_id: int, reason: str) -> None:
         entry = self.live.get(task_id)
         if entry is not None:
-            entry[0].request_stop("killed", reason, True)
+            entry[0].request_stop(RunStatus.KILLED, reason, True)
 
     def recover(self) -> None:
         """Resume what a dead owner or a graceful stop left behind; requeue tasks claimed but never started."""
-        for run in self.store.runs(statuses=("running", "paused")):
-            orphaned = run.status == "running" and not run.owner_alive()
-            stopped = run.status == "paused" and run.reason == GRACEFUL_STOP
+        for run in self.store.runs(statuses=(RunStatus.RUNNING, RunStatus.PAUSED)):
+            orphaned = run.status == RunStatus.RUNNING and not run.owner_alive()
+            stopped = run.status == RunStatus.PAUSED and run.reason == GRACEFUL_STOP
             if (orphaned or stopped) and run.task_id not in self.live:
                 self.say(f"resuming run {run.id} (task {run.task_id}): {'its owner died' if orphaned else 'daemon restart'}")
                 self._spawn(run.task_id, lambda r, rid=run.id: r.resume(rid))
-        for task in self.store.tasks(statuses=("running",)):
+        for task in self.store.tasks(statuses=(TaskStatus.RUNNING,)):
             if task.id in self.live:
                 continue
             if not any(r.status not in RUN_FINAL for r in self.store.runs(task_id=task.id)):
-                self.store.set_task_status(task.id, "queued", reason="requeued: its run never started",
-                                           only_from=("running",))
+                self.store.set_task_status(task.id, TaskStatus.QUEUED, reason="requeued: its run never started",
+                                           only_from=(TaskStatus.RUNNING,))
 
     def schedule(self) -> None:
         self.sweep_worktrees()
@@ -224,7 +226,7 @@ class Daemon:
             self._held_said = held
         if held:
             return  # no new work starts while the fleet budget is spent or the disk is too full
-        for run in self.store.runs(statuses=("paused",)):
+        for run in self.store.runs(statuses=(RunStatus.PAUSED,)):
             if len(self.live) >= self.max_parallel:
                 return
             if run.reason.startswith(SPENT) and run.task_id not in self.live:
@@ -237,7 +239,7 @@ class Daemon:
             if state == "wait":
                 continue
             if state != "ready":
-                self.store.set_task_status(task.id, "failed", reason=state, only_from=("queued",))
+                self.store.set_task_status(task.id, TaskStatus.FAILED, reason=state, only_from=(TaskStatus.QUEUED,))
                 self.say(f"task {task.id} failed: {state}")
                 continue
             if self.store.claim_task(task.id):
@@ -303,14 +305,13 @@ class Daemon:
         for dep in self.store.dependencies(task.id):
             if dep.status in DEPENDENCY_FAILED:
                 return f"dependency task {dep.id} {dep.status}"
-            waiting |= dep.status != "succeeded"
+            waiting |= dep.status != TaskStatus.SUCCEEDED
         return "wait" if waiting else "ready"
 
     def obey_commands(self) -> None:
         """Commands from the CLI and the TUI; rollbacks and messages are taken by the runs themselves."""
         mine = [r.loop.run_id for r, _ in self.live.values() if r.loop is not None]
-        for cmd in (self.store.claim_commands(("pause", "kill"), mine)
-                    + self.store.claim_commands(("resume", "merge", "keep", "priority", "cancel"))):
+        for cmd in self.store.claim_commands(STOP_COMMANDS, mine) + self.store.claim_commands(DAEMON_COMMANDS):
             try:
                 said = self._obey(cmd)
             except StoreError as e:
@@ -322,20 +323,20 @@ class Daemon:
                 self.store.finish_command(cmd.id, ok=True, result=said or "done")
 
     def _obey(self, cmd) -> str | Coroutine | None:
-        if cmd.kind in ("priority", "cancel"):
+        if cmd.kind in (CommandKind.PRIORITY, CommandKind.CANCEL):
             return self._obey_task(cmd)
         run = self.store.run(cmd.run_id or "")
-        if cmd.kind in ("pause", "kill"):
+        if cmd.kind in (CommandKind.PAUSE, CommandKind.KILL):
             entry = self.live.get(run.task_id)
             if entry is None:
                 raise StoreError(f"run {run.id} is not running in this daemon")
             entry[0].obey(cmd)
-        elif cmd.kind == "resume":
+        elif cmd.kind == CommandKind.RESUME:
             if run.task_id in self.live:
                 raise StoreError(f"run {run.id} is already running")
             self._spawn(run.task_id, lambda r, rid=run.id: r.resume(rid))
-        elif cmd.kind == "keep" or (cmd.kind == "merge" and run.status != "needs_review"):
-            policy = "keep" if cmd.kind == "keep" else "merge"
+        elif cmd.kind == CommandKind.KEEP or (cmd.kind == CommandKind.MERGE and run.status != RunStatus.NEEDS_REVIEW):
+            policy = "keep" if cmd.kind == CommandKind.KEEP else "merge"
             if not self.store.update_task(run.task_id, options={"on_success": policy}):
                 raise StoreError(f"task {run.task_id} is gone")
             change = "kept for review when accepted" if policy == "keep" else "merged when accepted"
@@ -358,15 +359,16 @@ class Daemon:
 
     def _obey_task(self, cmd) -> str:
         task = self.store.task(int(cmd.args.get("task", 0)))
-        if cmd.kind == "priority":
+        if cmd.kind == CommandKind.PRIORITY:
             priority = int(cmd.args["priority"])
-            if not self.store.update_task(task.id, priority=priority, only_from=("queued",)):
+            if not self.store.update_task(task.id, priority=priority, only_from=(TaskStatus.QUEUED,)):
                 raise StoreError(f"task {task.id} is {self.store.task(task.id).status}, no longer queued")
             change = f"priority {task.priority} -> {priority}"
-        elif self.store.set_task_status(task.id, "cancelled", reason="cancelled by a person", only_from=("queued",)):
+        elif self.store.set_task_status(task.id, TaskStatus.CANCELLED, reason="cancelled by a person",
+                                        only_from=(TaskStatus.QUEUED,)):
             change = "cancelled (it had not started)"
         elif task.id in self.live:
-            self.live[task.id][0].request_stop("killed", "task cancelled", True)
+            self.live[task.id][0].request_stop(RunStatus.KILLED, "task cancelled", True)
             change = "cancelled: its run stops at its next safe point"
         else:
             raise StoreError(f"task {task.id} is {task.status}; there is nothing to cancel")
@@ -378,7 +380,7 @@ class Daemon:
             return
         self.say(f"stopping: pausing {len(self.live)} run(s); commands their tools run are interrupted")
         for runner, _ in list(self.live.values()):
-            runner.request_stop("paused", GRACEFUL_STOP, True)
+            runner.request_stop(RunStatus.PAUSED, GRACEFUL_STOP, True)
         tasks = [t for _, t in self.live.values()]
         done, pending = await asyncio.wait(tasks, timeout=self.stop_timeout)
         for t in pending:  # still going after the timeout (a slow git command): cancel (the loop checkpoints, pauses)

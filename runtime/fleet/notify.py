@@ -58,14 +58,16 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from loopwright.harness.statuses import TASK_FINAL, RunStatus, TaskStatus
 from loopwright.harness.tools import kill_group, wait_exit
+from loopwright.memory import notifications as rows
 from loopwright.runtime.fleet.budget import SPENT, FleetBudget
 from loopwright.runtime.fleet.daemon import GRACEFUL_STOP
 from loopwright.runtime.project import Project
 
-TASK_EVENTS = {"succeeded": "task_succeeded", "failed": "task_failed", "killed": "task_failed",
-               "budget_exceeded": "task_failed", "needs_review": "task_needs_review"}
-TASK_FINAL = (*TASK_EVENTS, "cancelled")
+TASK_EVENTS = {TaskStatus.SUCCEEDED: "task_succeeded", TaskStatus.FAILED: "task_failed",
+               TaskStatus.KILLED: "task_failed", TaskStatus.BUDGET_EXCEEDED: "task_failed",
+               TaskStatus.NEEDS_REVIEW: "task_needs_review"}  # the final statuses but cancelled
 CTRL_C = "stopped by the user (Ctrl-C)"  # harness/loop.py: the foreground run's own pause
 MAX_REASON = 500
 MAX_TITLE = 200
@@ -99,14 +101,11 @@ class Notifier:
         self._running: set[asyncio.Task] = set()
         self._said: set[str] = set()
         self._closing = False
-        conn = self.store.conn
-        self._max_id = conn.execute("SELECT coalesce(max(id), 0) FROM tasks").fetchone()[0]
-        self._event_id = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+        self._max_id = rows.last_task_id(self.store)
+        self._event_id = self.store.last_event_id()
         # the baseline: tasks not final yet, with what they looked like (one scan, at start only)
         self._open: dict[int, tuple[str, float]] = {
-            r[0]: (r[1], r[2]) for r in conn.execute(
-                f"SELECT id, status, updated_at FROM tasks WHERE id <= ? AND status NOT IN ({','.join('?' * len(TASK_FINAL))})",
-                (self._max_id, *TASK_FINAL))}
+            r[0]: (r[1], r[2]) for r in rows.tasks_not_in(self.store, TASK_FINAL, up_to=self._max_id)}
 
     # -- finding events -------------------------------------------------------------------------
 
@@ -133,29 +132,23 @@ class Notifier:
 
     def _changes(self) -> tuple[int, int]:
         """Commits by other connections, and this connection's own writes: equal marks mean nothing changed."""
-        conn = self.store.conn
-        return conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes
+        return rows.write_mark(self.store)
 
     def _task_events(self) -> list[dict]:
-        conn = self.store.conn
-        cols = "id, title, status, reason, updated_at"
-        rows: list = []
+        found: list = []
         # a final task can open again (a budget_exceeded run resumed): runs' status changes name the tasks they touch
-        top = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
-        touched = {r[0] for r in conn.execute(
-            "SELECT DISTINCT runs.task_id FROM events JOIN runs ON runs.id = events.run_id"
-            " WHERE events.id > ? AND events.id <= ? AND events.type = 'status'", (self._event_id, top))}
+        top = self.store.last_event_id()
+        touched = rows.tasks_with_status_events(self.store, self._event_id, top)
         self._event_id = top
         ids = list(set(self._open) | {t for t in touched if t <= self._max_id})
         for i in range(0, len(ids), CHUNK):
-            part = ids[i:i + CHUNK]
-            rows += conn.execute(f"SELECT {cols} FROM tasks WHERE id IN ({','.join('?' * len(part))})", part).fetchall()
-        rows += conn.execute(f"SELECT {cols} FROM tasks WHERE id > ? ORDER BY id", (self._max_id,)).fetchall()
-        gone = set(ids) - {r["id"] for r in rows}
+            found += rows.tasks(self.store, ids[i:i + CHUNK])
+        found += rows.tasks_after(self.store, self._max_id)
+        gone = set(ids) - {r["id"] for r in found}
         for task_id in gone:
             self._open.pop(task_id, None)
         events = []
-        for row in sorted(rows, key=lambda r: r["id"]):
+        for row in sorted(found, key=lambda r: r["id"]):
             task_id, status, updated = row["id"], row["status"], row["updated_at"]
             self._max_id = max(self._max_id, task_id)
             if self._open.get(task_id) == (status, updated):
@@ -166,16 +159,14 @@ class Notifier:
                     events.append(self._task_event(row, TASK_EVENTS[status], f"task:{task_id}:{status}"))
                 continue
             self._open[task_id] = (status, updated)
-            if status == "paused":
+            if status == TaskStatus.PAUSED:
                 event = self._pause_event(row)
                 if event:
                     events.append(event)
         return events
 
     def _last_run(self, task_id: int):
-        return self.store.conn.execute(
-            "SELECT id, status, reason, branch, (SELECT sum(cost_usd) FROM runs WHERE task_id = ?) AS cost"
-            " FROM runs WHERE task_id = ? ORDER BY started_at DESC, rowid DESC LIMIT 1", (task_id, task_id)).fetchone()
+        return rows.last_run(self.store, task_id)
 
     def _task_event(self, row, kind: str, key: str, run=None) -> dict:
         run = run or self._last_run(row["id"])
@@ -189,7 +180,7 @@ class Notifier:
 
     def _pause_event(self, row) -> dict | None:
         run = self._last_run(row["id"])
-        if run is None or run["status"] != "paused" or not self._needs_a_person(run["id"], run["reason"]):
+        if run is None or run["status"] != RunStatus.PAUSED or not self._needs_a_person(run["id"], run["reason"]):
             return None
         digest = hashlib.sha1(run["reason"].encode()).hexdigest()[:12]
         row = {**dict(row), "reason": run["reason"]}
@@ -199,8 +190,7 @@ class Notifier:
         """A pause someone must act on: not the daemon's own stop, not the fleet budget, not one a person asked for."""
         if reason == GRACEFUL_STOP or reason.startswith(SPENT) or reason == CTRL_C:
             return False
-        for (args,) in self.store.conn.execute(
-                "SELECT args FROM commands WHERE run_id = ? AND kind = 'pause'", (run_id,)):
+        for args in rows.pause_commands(self.store, run_id):
             with contextlib.suppress(ValueError, AttributeError):
                 if (json.loads(args).get("reason") or "pause command") == reason:
                     return False
@@ -230,9 +220,7 @@ class Notifier:
 
     def _record(self, event: dict) -> bool:
         """Claim the event's key; False when it was notified before (by this daemon or an earlier one)."""
-        return self.store.conn.execute(
-            "INSERT OR IGNORE INTO notifications (key, kind, payload, created_at) VALUES (?, ?, ?, ?)",
-            (event["key"], event["event"], json.dumps(event, ensure_ascii=False), time.time())).rowcount == 1
+        return rows.claim(self.store, event["key"], event["event"], event)
 
     # -- delivering -----------------------------------------------------------------------------
 
@@ -263,8 +251,7 @@ class Notifier:
 
     def _record_result(self, key: str, ok: bool, result: str) -> None:
         with contextlib.suppress(Exception):
-            self.store.conn.execute("UPDATE notifications SET status = ?, result = ? WHERE key = ?",
-                                    ("sent" if ok else "failed", result, key))
+            rows.record_result(self.store, key, ok, result)
 
     async def _deliver(self, key: str, event: dict, rang: bool) -> None:
         results: list[str] = []

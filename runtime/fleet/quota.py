@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from loopwright.harness.models import ModelUnavailable
 from loopwright.harness.retry import RetryPolicy
+from loopwright.memory import quota as gates
 from loopwright.memory.store import Store
 from loopwright.runtime.config import QuotaConfig
 
@@ -44,7 +45,7 @@ class StoreQuotaGate:
         self._hits_seen = 0
 
     def _row(self):
-        return self.store.conn.execute("SELECT * FROM quota_gates WHERE key = ?", (self.key,)).fetchone()
+        return gates.gate(self.store, self.key)
 
     async def wait(self, on_wait: Callable[[float, str], None]) -> None:
         """Return when this run may call the model: at once when the gate is open and nobody queues."""
@@ -71,17 +72,13 @@ class StoreQuotaGate:
 
     def _take_slot(self) -> float:
         """The next release time, `stagger_seconds` after the one handed out before it."""
-        with self.store.transaction() as conn:
-            return conn.execute(
-                "UPDATE quota_gates SET next_slot = MAX(next_slot, closed_until) + ? WHERE key = ?"
-                " RETURNING next_slot - ?",
-                (self.config.stagger_seconds, self.key, self.config.stagger_seconds)).fetchone()[0]
+        return gates.take_slot(self.store, self.key, self.config.stagger_seconds)
 
     def close(self, reason: str, server_wait: float | None, sent_at: float) -> None:
         """A 429 for a request sent at `sent_at`. Only the first of a wave counts as a new closing (backoff grows)."""
         now = self.clock()
-        with self.store.transaction() as conn:
-            row = conn.execute("SELECT * FROM quota_gates WHERE key = ?", (self.key,)).fetchone()
+        with self.store.transaction():
+            row = gates.gate(self.store, self.key)
             fresh = row is None or row["closed_until"] <= sent_at  # nobody closed it since this request went out
             hits = (row["hits"] if row else 0) + fresh
             if server_wait is not None:
@@ -89,16 +86,12 @@ class StoreQuotaGate:
             else:
                 delay = min(self.policy.initial_backoff * 2 ** (hits - 1), self.policy.max_backoff)
             until = max(row["closed_until"] if row else 0.0, now + delay)
-            conn.execute(
-                "INSERT INTO quota_gates (key, closed_until, next_slot, hits, reason, updated_at)"
-                " VALUES (?, ?, 0, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET closed_until = excluded.closed_until,"
-                " hits = excluded.hits, reason = excluded.reason, updated_at = excluded.updated_at",
-                (self.key, until, hits, reason, now))
+            gates.close(self.store, self.key, until=until, hits=hits, reason=reason, now=now)
 
     def opened(self) -> None:
         """A call went through: the next closing starts the backoff afresh."""
         if self._hits_seen:
-            self.store.conn.execute("UPDATE quota_gates SET hits = 0 WHERE key = ? AND hits > 0", (self.key,))
+            gates.reset_hits(self.store, self.key)
             self._hits_seen = 0
 
 
@@ -107,4 +100,4 @@ def closed_gates(store: Store, now: float | None = None) -> list[dict]:
     now = time.time() if now is None else now
     return [{"gate": r["key"], "closed_for_seconds": round(r["closed_until"] - now, 1), "reason": r["reason"],
              "closings_in_a_row": r["hits"]}
-            for r in store.conn.execute("SELECT * FROM quota_gates WHERE closed_until > ?", (now,))]
+            for r in gates.closed(store, now)]

@@ -398,14 +398,17 @@ def _env(**values: str) -> Iterator[None]:
 
 
 def _active_lessons(store) -> int | None:
+    from loopwright.memory.lessons import active_count
+
     try:
-        return store.conn.execute("SELECT count(*) FROM lessons WHERE status = 'active'").fetchone()[0]
+        return active_count(store)
     except sqlite3.Error:
         return None
 
 
 def run_task(project, base_config, task: EvalTask, *, arm: str, phase: str, branch: str) -> dict:
     """One task through Runner in this process, on `branch`; what it cost and how it ended."""
+    from loopwright.harness.statuses import TaskStatus
     from loopwright.runtime.runner import Runner, model_options
 
     config = base_config.model_copy(update={
@@ -415,7 +418,8 @@ def run_task(project, base_config, task: EvalTask, *, arm: str, phase: str, bran
     store = project.store
     check = task.check_command
     t0 = time.monotonic()
-    created = store.create_task(task.prompt, title=task.title, check=check, target_branch=branch, status="running",
+    created = store.create_task(task.prompt, title=task.title, check=check, target_branch=branch,
+                                status=TaskStatus.RUNNING,
                                 options=model_options(config) | {"until": check, "max_attempts": task.max_attempts})
     asyncio.run(Runner(project).run_task(created))
     seconds = time.monotonic() - t0
@@ -431,8 +435,8 @@ def run_task(project, base_config, task: EvalTask, *, arm: str, phase: str, bran
                 reflection_tokens += e.usage.input_tokens + e.usage.output_tokens
             elif getattr(e, "purpose", "turn") == "turn":
                 turns += 1
-    return {"status": done.status, "succeeded": done.status == "succeeded", "attempts": len(runs), "turns": turns,
-            "reflection_calls": reflections, "input_tokens": sum(r.input_tokens for r in runs),
+    return {"status": done.status, "succeeded": done.status == TaskStatus.SUCCEEDED, "attempts": len(runs),
+            "turns": turns, "reflection_calls": reflections, "input_tokens": sum(r.input_tokens for r in runs),
             "output_tokens": sum(r.output_tokens for r in runs), "tokens": sum(r.tokens for r in runs),
             "reflection_tokens": reflection_tokens, "cost_usd": sum(r.cost_usd for r in runs),
             "seconds": round(seconds, 3), "lessons_recalled": recalled, "lessons_after": _active_lessons(store),

@@ -33,6 +33,7 @@ from loopwright.harness.messages import Message, ModelResponse, TextBlock, ToolR
 from loopwright.harness.models import ModelAdapter, ModelError
 from loopwright.harness.retry import RetryPolicy, call_model
 from loopwright.harness.script import REFLECTION_MARKER
+from loopwright.harness.statuses import RunStatus, TaskStatus
 from loopwright.memory.store import Run, Store, Task
 from loopwright.runtime.config import Config
 
@@ -150,7 +151,7 @@ def similar_successes(store: Store, task: Task, threshold: float = 0.4) -> list[
     if not mine:
         return []
     found = []
-    for other in store.tasks(statuses=("succeeded",)):
+    for other in store.tasks(statuses=(TaskStatus.SUCCEEDED,)):
         if other.id == task.id:
             continue
         theirs = _words(f"{other.title} {other.goal}")
@@ -180,10 +181,10 @@ def trajectory(messages: list[Message], limit_chars: int = 6000) -> str:
 
 def verdict(store: Store, run: Run) -> bool | None:
     """True when the run's acceptance check passed and the run succeeded, False when it failed; else None."""
-    if run.status == "succeeded":
+    if run.status == RunStatus.SUCCEEDED:
         checks = store.events(run.id, types=("check_ran",))
         return True if checks and checks[-1][2].passed else None
-    if run.status in ("failed", "budget_exceeded"):
+    if run.status in (RunStatus.FAILED, RunStatus.BUDGET_EXCEEDED):
         return False
     return None
 

@@ -210,14 +210,18 @@ class RayBackend:
         return base
 
     def fetch_branch(self, branch: str, worktree: Path) -> str:
-        """The run branch as the remote has it, here too (the head's worktree of it follows, if it has one)."""
+        """The run branch as the remote has it, here too (the head's worktree of it follows, if it has one).
+
+        The fetch holds GIT_LOCK as well: git reads every worktree's HEAD while fetching, and a worktree being added
+        at that moment (another run paused at once, `materialize`) has a HEAD that is not an object yet ("bad
+        object worktrees/<run>/HEAD")."""
         g = git.Git(self.project.root)
         ref = f"refs/loopwright/fetched/{branch}"
-        remote_git(self.project.root, "fetch", "--quiet", self.head_remote, f"+refs/heads/{branch}:{ref}",
-                   what=f"fetching {branch} from the git remote {self.head_remote}")
-        sha = run_git(g, "rev-parse", ref)
-        run_git(g, "update-ref", "-d", ref, sha, what=f"dropping {ref}")
         with GIT_LOCK:
+            remote_git(self.project.root, "fetch", "--quiet", self.head_remote, f"+refs/heads/{branch}:{ref}",
+                       what=f"fetching {branch} from the git remote {self.head_remote}")
+            sha = run_git(g, "rev-parse", ref)
+            run_git(g, "update-ref", "-d", ref, sha, what=f"dropping {ref}")
             if (worktree / ".git").exists():
                 run_git(git.Git(worktree), "reset", "--quiet", "--hard", sha, what=f"updating the worktree {worktree}")
             else:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from loopwright.harness.events import MergeConflict, Merged, TaskUpdated
 from loopwright.harness.loop import LoopOutcome, rollback_notice
 from loopwright.harness.script import Script
+from loopwright.harness.statuses import RunStatus
 from loopwright.memory.store import Run, Store, Task
 from loopwright.runtime.backends.executor import Placement
 from loopwright.runtime.backends.ray.wire import RemoteOutcome, RunSpec, await_ref, run_options
@@ -70,7 +71,7 @@ class RayExecutor:
                      claim: Callable[[], None]) -> tuple[RemoteRun, ClusterPlacement]:
         actor = await self.backend.find_actor(run.id)
         claim()
-        was = "crashed (its head died)" if run.status == "running" else run.status
+        was = "crashed (its head died)" if run.status == RunStatus.RUNNING else run.status
         execution = RemoteRun(self, runner, runner.store.run(run.id), task, config, fresh=False,
                               notices=[f"Notice: this run was {was} and has been resumed."], start_sha=None,
                               attach=actor)
@@ -148,9 +149,9 @@ class RemoteRun:
         merged = store.events(self.row.id, types=("merged",))
         if merged:  # exactly once: a head that died after the merge must not merge again
             done = merged[-1][2]
-            return LoopOutcome("succeeded", f"merged into {done.target_branch} as {done.commit[:10]}")
+            return LoopOutcome(RunStatus.SUCCEEDED, f"merged into {done.target_branch} as {done.commit[:10]}")
         if not self.fresh and self.attach is None and self._accepted_before():
-            outcome = RemoteOutcome("succeeded", "check passed", accepted=True)
+            outcome = RemoteOutcome(RunStatus.SUCCEEDED, "check passed", accepted=True)
         else:
             outcome = await self._on_cluster()
         if outcome.accepted:
@@ -201,14 +202,14 @@ class RemoteRun:
                         with contextlib.suppress(Exception):
                             ray.kill(self.actor)
                         self.actor = None
-                        return RemoteOutcome(*(runner.stop_request or ("paused", "stopped"))[:2])
+                        return RemoteOutcome(*(runner.stop_request or (RunStatus.PAUSED, "stopped"))[:2])
                     where = started.result()
                     store.append(self.row.id, TaskUpdated(
                         task_id=self.task.id, by="ray",
                         change=f"running on Ray node {where['node'][:8]} ({where['host']}, pid {where['pid']})"))
                     self.forward_stop()
                 outcome = await self._wait(ActorUnavailableError)
-                if self.attach is not None and outcome.status == "paused" and outcome.reason == GRACEFUL_STOP:
+                if self.attach is not None and outcome.status == RunStatus.PAUSED and outcome.reason == GRACEFUL_STOP:
                     # it paused because the last head stopped: go on, from where it paused
                     self.attach = None
                     self._kill()
@@ -225,7 +226,7 @@ class RemoteRun:
                     return RemoteOutcome(*runner.stop_request[:2])
                 why = " ".join(str(e).split())[:200]
                 if self.failures > self.config.ray.max_node_failures:
-                    return RemoteOutcome("failed", f"its Ray worker died {self.failures} times (last: {why})")
+                    return RemoteOutcome(RunStatus.FAILED, f"its Ray worker died {self.failures} times (last: {why})")
                 sha, seq = resume_point(store, store.run(self.row.id))
                 store.append(self.row.id, TaskUpdated(
                     task_id=self.task.id, by="ray",
@@ -237,7 +238,7 @@ class RemoteRun:
                            + rollback_notice(sha, seq)]
             except asyncio.CancelledError:  # the daemon's stop timeout: the worker pauses on its own
                 self.forward_stop()
-                return RemoteOutcome("paused", (runner.stop_request or ("paused", "interrupted"))[1])
+                return RemoteOutcome(RunStatus.PAUSED, (runner.stop_request or (RunStatus.PAUSED, "interrupted"))[1])
 
     async def _wait(self, unavailable: type[Exception], patience: float = 60.0) -> RemoteOutcome:
         """The worker's outcome; a worker out of reach for a moment (a network blip) is asked again."""
@@ -265,7 +266,8 @@ class RemoteRun:
         backend, worktree = self.backend, Path(self.row.worktree)
         try:
             await asyncio.to_thread(backend.fetch_branch, self.row.branch, worktree)
-            if status in ("needs_review", "failed", "killed", "paused", "budget_exceeded"):
+            if status in (RunStatus.NEEDS_REVIEW, RunStatus.FAILED, RunStatus.KILLED, RunStatus.PAUSED,
+                          RunStatus.BUDGET_EXCEEDED):
                 await asyncio.to_thread(backend.materialize, self.row.branch, worktree)
         except WorkspaceError as e:
             backend.say(f"run {self.row.id}: could not bring its branch to the head: {e}")
@@ -277,22 +279,22 @@ class RemoteRun:
         try:
             await asyncio.to_thread(backend.fetch_branch, run.branch, worktree)
         except WorkspaceError as e:
-            return LoopOutcome("needs_review", f"check passed, but the branch could not be fetched ({e})")
+            return LoopOutcome(RunStatus.NEEDS_REVIEW, f"check passed, but the branch could not be fetched ({e})")
         on_success = store.task(task.id).options.get("on_success") or self.config.on_success
         if on_success == "keep":
-            return LoopOutcome("succeeded", f"check passed; branch {run.branch} kept")
+            return LoopOutcome(RunStatus.SUCCEEDED, f"check passed; branch {run.branch} kept")
         ws = Workspace.open(runner.project.root, run.id, worktree, run.branch, run.base_commit)
         try:
             merge = await asyncio.to_thread(squash_merge, ws, run.target_branch, merge_message(task, run))
         except WorkspaceError as e:
-            await self._after("needs_review")
-            return LoopOutcome("needs_review", f"merge failed ({e}); branch {run.branch} kept")
+            await self._after(RunStatus.NEEDS_REVIEW)
+            return LoopOutcome(RunStatus.NEEDS_REVIEW, f"merge failed ({e}); branch {run.branch} kept")
         if merge.status == "conflict":
             store.append(run.id, MergeConflict(target_branch=run.target_branch, detail=merge.detail))
-            await self._after("needs_review")
-            return LoopOutcome("needs_review", f"merge conflict ({merge.detail}); branch {run.branch} kept")
+            await self._after(RunStatus.NEEDS_REVIEW)
+            return LoopOutcome(RunStatus.NEEDS_REVIEW, f"merge conflict ({merge.detail}); branch {run.branch} kept")
         if merge.status == "nothing":
-            return LoopOutcome("succeeded", "check passed; no changes to merge")
+            return LoopOutcome(RunStatus.SUCCEEDED, "check passed; no changes to merge")
         store.append(run.id, Merged(target_branch=run.target_branch, commit=merge.commit or ""))
         store.update_run(run.id, merge_commit=merge.commit)
-        return LoopOutcome("succeeded", f"merged into {run.target_branch} as {(merge.commit or '')[:10]}")
+        return LoopOutcome(RunStatus.SUCCEEDED, f"merged into {run.target_branch} as {(merge.commit or '')[:10]}")

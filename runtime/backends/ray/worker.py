@@ -18,6 +18,7 @@ from loopwright.harness.events import CheckRan
 from loopwright.harness.loop import AgentLoop, FinishVerdict, LoopOutcome, LoopSettings
 from loopwright.harness.retry import RetryPolicy
 from loopwright.harness.scripted import ScriptedModel
+from loopwright.harness.statuses import RunStatus
 from loopwright.harness.tools import STANDARD_TOOLS, Toolbox, ToolError, ToolOutcome, resolve_in, run_command
 from loopwright.memory.artifacts import ArtifactTool
 from loopwright.memory.run import RunMemory
@@ -156,10 +157,12 @@ class Acceptance:
         if spec.fan_out:
             parts = await await_ref(head.parts.remote(spec.task_id))
             if parts:  # a chat request split into parts: it is done when they are (the daemon follows them)
-                return FinishVerdict("succeeded", f"Started {parts} parts; their results are posted as replies.",
+                return FinishVerdict(RunStatus.SUCCEEDED,
+                                     f"Started {parts} parts; their results are posted as replies.",
                                      reason=f"split into {parts} parts")
         if not check:
-            return FinishVerdict("needs_review", "Finished. No acceptance check is configured; kept for review.",
+            return FinishVerdict(RunStatus.NEEDS_REVIEW,
+                                 "Finished. No acceptance check is configured; kept for review.",
                                  reason=f"no acceptance check; branch {ws.branch} kept for review")
         result = await run_command(check, cwd=ws.path, timeout=config.check_timeout, cap=config.tools.output_cap)
         passed = result.exit_code == 0 and not result.timed_out
@@ -169,11 +172,11 @@ class Acceptance:
             why = f"timed out after {config.check_timeout:.0f}s" if result.timed_out else f"exit {result.exit_code}"
             feedback = f"The acceptance check `{check}` failed ({why}). Its output:\n{result.output}\n"
             if spec.until:
-                return FinishVerdict("failed", feedback, reason=f"`{check}` failed ({why})", again=True)
+                return FinishVerdict(RunStatus.FAILED, feedback, reason=f"`{check}` failed ({why})", again=True)
             return FinishVerdict(None, feedback + "Fix the cause, then call finish again.")
         self.accepted = True
-        return FinishVerdict("succeeded", "Accepted: the check passed. The head merges the branch (or keeps it for "
-                                          "review, as the task says).", reason="check passed")
+        return FinishVerdict(RunStatus.SUCCEEDED, "Accepted: the check passed. The head merges the branch (or keeps it "
+                                                  "for review, as the task says).", reason="check passed")
 
 
 class RunActor:
@@ -225,7 +228,7 @@ class RunActor:
         try:
             self._result = asyncio.run(_work(self, spec, head, api_key))
         except BaseException as e:  # noqa: BLE001 — whatever happened is the run's outcome, said in one line
-            self._result = RemoteOutcome("failed", f"on the Ray worker ({socket.gethostname()}): "
+            self._result = RemoteOutcome(RunStatus.FAILED, f"on the Ray worker ({socket.gethostname()}): "
                                                    f"{type(e).__name__}: {e}")
         finally:
             self._done.set()
@@ -243,7 +246,7 @@ async def _work(actor: RunActor, spec: RunSpec, head, api_key: str | None) -> Re
     except WorkspaceError as e:
         with contextlib.suppress(Exception):
             await (await making).aclose()
-        return RemoteOutcome("failed", f"on the Ray worker ({socket.gethostname()}): {e}")
+        return RemoteOutcome(RunStatus.FAILED, f"on the Ray worker ({socket.gethostname()}): {e}")
     adapter = None
     try:
         adapter = await making
@@ -289,12 +292,12 @@ async def _work(actor: RunActor, spec: RunSpec, head, api_key: str | None) -> Re
         else:
             await agent.prepare_resume(spec.notices)
         outcome = await agent.run()
-        if isinstance(adapter, ScriptedModel) and adapter.unused and outcome.status in ("succeeded",
-                                                                                        "needs_review"):
-            outcome = LoopOutcome("failed", f"scripted model: the run ended with {adapter.unused} script "
-                                            f"turn(s) unused — the script and the run disagree")
+        if isinstance(adapter, ScriptedModel) and adapter.unused and outcome.status in (RunStatus.SUCCEEDED,
+                                                                                        RunStatus.NEEDS_REVIEW):
+            outcome = LoopOutcome(RunStatus.FAILED, f"scripted model: the run ended with {adapter.unused} script "
+                                                    f"turn(s) unused — the script and the run disagree")
         return RemoteOutcome(outcome.status, outcome.reason, outcome.again,
-                             accepted=acceptance.accepted and outcome.status == "succeeded")
+                             accepted=acceptance.accepted and outcome.status == RunStatus.SUCCEEDED)
     finally:
         if adapter is not None:
             with contextlib.suppress(Exception):

@@ -33,6 +33,7 @@ from pathlib import Path
 from loopwright.harness.messages import Message, TextBlock
 from loopwright.harness.models import ModelAdapter, cost_usd
 from loopwright.harness.retry import call_model
+from loopwright.harness.statuses import RunStatus, TaskStatus
 from loopwright.runtime.config import Config
 from loopwright.runtime.learning.selfplay.domain import Attempt, Domain, PracticeTask, ProposalRequest, SelfPlayError
 from loopwright.runtime.merging import GIT_LOCK
@@ -108,14 +109,15 @@ class RunnerSolver:
                 "domain": domain.name, "task": task.id, "attempt": index + 1, "heldout": not learn}}
             store = project.store
             t = store.create_task(domain.solver_goal(task), title=f"practice: {domain.name} {task.id} #{index + 1}",
-                                  check=check, options=options, status="running")
+                                  check=check, options=options, status=TaskStatus.RUNNING)
             try:
                 result = await Runner(project).run_task(t)
             except Exception as e:  # noqa: BLE001 — a run that cannot start is a failed attempt, not a crash
                 return Attempt(passed=False, detail=f"{type(e).__name__}: {e}")
             run = result.run
-            attempt = Attempt(passed=run.status == "succeeded", truncated=run.status == "budget_exceeded",
-                              tokens=run.tokens, cost_usd=run.cost_usd, run_id=run.id, detail=run.reason or "")
+            attempt = Attempt(passed=run.status == RunStatus.SUCCEEDED,
+                              truncated=run.status == RunStatus.BUDGET_EXCEEDED, tokens=run.tokens,
+                              cost_usd=run.cost_usd, run_id=run.id, detail=run.reason or "")
             if not self.keep_worktrees:
                 await asyncio.to_thread(self._remove, run)
             return attempt

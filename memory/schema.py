@@ -1,0 +1,116 @@
+"""The schema of the project store: one migration per version (`PRAGMA user_version`), never edited once released.
+
+`memory.store.migrate` runs them on open, each in its own transaction; a table family's statements live in its module
+(memory/chat.py, memory/notifications.py, ...), its tables here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlite_utils
+
+
+def _lesson_tables(db: sqlite_utils.Database) -> None:
+    from loopwright.memory.lessons import create_lesson_schema  # lessons.py imports the store, which imports this
+
+    create_lesson_schema(db)
+
+
+# A migration is a list of SQL statements and callables taking the sqlite_utils.Database (for what sqlite-utils
+# does, such as FTS); each migration runs in its own transaction.
+Migration = list[str | Callable[[sqlite_utils.Database], None]]
+
+MIGRATIONS: list[Migration] = [
+    [  # 1: the foundation
+        """CREATE TABLE tasks (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, title TEXT NOT NULL, goal TEXT NOT NULL, check_cmd TEXT,
+            status TEXT NOT NULL, priority INTEGER NOT NULL DEFAULT 0, target_branch TEXT,
+            options TEXT NOT NULL DEFAULT '{}', reason TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL, updated_at REAL NOT NULL)""",
+        """CREATE TABLE runs (
+            id TEXT PRIMARY KEY, task_id INTEGER NOT NULL REFERENCES tasks(id), status TEXT NOT NULL,
+            reason TEXT NOT NULL DEFAULT '', provider TEXT NOT NULL, model TEXT NOT NULL,
+            worktree TEXT NOT NULL, branch TEXT NOT NULL, base_commit TEXT NOT NULL, target_branch TEXT NOT NULL,
+            step INTEGER NOT NULL DEFAULT 0, model_calls INTEGER NOT NULL DEFAULT 0,
+            input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0,
+            cost_usd REAL NOT NULL DEFAULT 0, active_seconds REAL NOT NULL DEFAULT 0,
+            last_action TEXT NOT NULL DEFAULT '', merge_commit TEXT,
+            owner_pid INTEGER, owner_host TEXT, heartbeat_at REAL,
+            started_at REAL NOT NULL, ended_at REAL)""",
+        "CREATE INDEX runs_task ON runs(task_id)",
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, ts REAL NOT NULL, type TEXT NOT NULL,
+            data TEXT NOT NULL)""",
+        "CREATE INDEX events_run ON events(run_id, id)",
+        "CREATE TRIGGER events_no_update BEFORE UPDATE ON events BEGIN"
+        " SELECT RAISE(ABORT, 'events are append-only'); END",
+        "CREATE TRIGGER events_no_delete BEFORE DELETE ON events BEGIN"
+        " SELECT RAISE(ABORT, 'events are append-only'); END",
+        """CREATE TABLE checkpoints (
+            run_id TEXT NOT NULL, seq INTEGER NOT NULL, sha TEXT NOT NULL, step INTEGER NOT NULL,
+            message TEXT NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (run_id, seq))""",
+        """CREATE TABLE artifacts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, kind TEXT NOT NULL, title TEXT NOT NULL,
+            path TEXT NOT NULL, created_at REAL NOT NULL)""",
+        "CREATE TABLE scratchpads (run_id TEXT PRIMARY KEY, content TEXT NOT NULL, updated_at REAL NOT NULL)",
+        """CREATE TABLE commands (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, kind TEXT NOT NULL, args TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending', result TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL, done_at REAL)""",
+        "CREATE INDEX commands_pending ON commands(run_id, status)",
+    ],
+    [  # 2: the fleet: task dependencies, the owner's boot, queue order
+        "ALTER TABLE runs ADD COLUMN owner_boot TEXT",
+        """CREATE TABLE task_deps (
+            task_id INTEGER NOT NULL REFERENCES tasks(id), depends_on INTEGER NOT NULL REFERENCES tasks(id),
+            PRIMARY KEY (task_id, depends_on))""",
+        "CREATE INDEX tasks_queue ON tasks(status, priority DESC, id)",
+    ],
+    [  # 3: the fleet budget: spend and raises per budget day ('*' holds raises of the total)
+        """CREATE TABLE fleet_usage (
+            day TEXT PRIMARY KEY, usd REAL NOT NULL DEFAULT 0, tokens INTEGER NOT NULL DEFAULT 0,
+            extra_usd REAL NOT NULL DEFAULT 0, extra_tokens INTEGER NOT NULL DEFAULT 0)""",
+    ],
+    [  # 4: quota gates shared by every run of one provider and model; notifications sent (never twice)
+        """CREATE TABLE quota_gates (
+            key TEXT PRIMARY KEY, closed_until REAL NOT NULL DEFAULT 0, next_slot REAL NOT NULL DEFAULT 0,
+            hits INTEGER NOT NULL DEFAULT 0, reason TEXT NOT NULL DEFAULT '', updated_at REAL NOT NULL)""",
+        """CREATE TABLE notifications (
+            key TEXT PRIMARY KEY, kind TEXT NOT NULL, payload TEXT NOT NULL, created_at REAL NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending', result TEXT NOT NULL DEFAULT '')""",
+    ],
+    [  # 5: skills switched off for this project
+        "CREATE TABLE disabled_skills (name TEXT PRIMARY KEY, disabled_at REAL NOT NULL)",
+    ],
+    [  # 6: lessons (continual learning) with their history and full-text index; which lessons each run was shown
+        _lesson_tables,
+        """CREATE TABLE run_lessons (
+            run_id TEXT NOT NULL, ref TEXT NOT NULL, rank INTEGER NOT NULL, credited INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (run_id, ref))""",
+    ],
+    [  # 7: the progress file of each task: every attempt reads it at start, and an entry is added at its end
+        """CREATE TABLE task_progress (
+            task_id INTEGER PRIMARY KEY REFERENCES tasks(id), content TEXT NOT NULL, updated_at REAL NOT NULL)""",
+    ],
+    [  # 8: group chat: threads (one active task each, under a lease), messages, tasks of a thread and their parts
+        """CREATE TABLE threads (
+            name TEXT PRIMARY KEY, mode TEXT NOT NULL DEFAULT 'mention', owner TEXT, allow TEXT, check_cmd TEXT,
+            active_task INTEGER, lease_until REAL NOT NULL DEFAULT 0, created_at REAL NOT NULL)""",
+        """CREATE TABLE messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, thread TEXT NOT NULL REFERENCES threads(name), author TEXT NOT NULL,
+            author_name TEXT NOT NULL, text TEXT NOT NULL, reply_to INTEGER, mentions TEXT NOT NULL DEFAULT '[]',
+            kind TEXT NOT NULL DEFAULT 'user', state TEXT NOT NULL, task_id INTEGER, external_id TEXT UNIQUE,
+            reply_key TEXT UNIQUE, edited INTEGER NOT NULL DEFAULT 0, deleted INTEGER NOT NULL DEFAULT 0,
+            ts REAL NOT NULL, updated_at REAL NOT NULL)""",
+        "CREATE INDEX messages_thread ON messages(thread, id)",
+        "CREATE INDEX messages_state ON messages(state, thread)",
+        "ALTER TABLE tasks ADD COLUMN parent_id INTEGER",
+        "ALTER TABLE tasks ADD COLUMN thread TEXT",
+        "CREATE INDEX tasks_parent ON tasks(parent_id)",
+    ],
+    [  # 9: the TUI reads the tasks changed since its last look
+        "CREATE INDEX tasks_updated ON tasks(updated_at)",
+    ],
+]
+SCHEMA_VERSION = len(MIGRATIONS)
