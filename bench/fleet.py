@@ -136,7 +136,8 @@ class Loopback:
     def __init__(self, work: Path, latency: float):
         self.log_path = work / f"requests-{latency:g}s.jsonl"
         self.out = (work / f"loopback-{latency:g}s.out").open("w")
-        argv = [sys.executable, "-m", "loopwright.harness.loopback", "--script", str(write_script(work / "script.json")),
+        argv = [sys.executable, "-m", "loopwright.harness.loopback",
+                "--script", str(write_script(work / "script.json")),
                 "--per-conversation", "--latency", str(latency), "--port", "0", "--log-requests", str(self.log_path)]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.out, text=True, env=bench_env())
         self.base_url = ""

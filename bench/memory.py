@@ -225,7 +225,8 @@ def reflection_overhead(store: Store, lessons: Lessons, reps: int) -> tuple[Time
                 {"type": "tool_call", "id": f"c{j}", "name": "shell", "arguments": {"command": f"pytest -k t{j}"}}])))
             store.append(run.id, MessageAdded(message=Message(role="user", content=[
                 {"type": "tool_result", "tool_call_id": f"c{j}", "content": "FAILED test_retry " * 20}])))
-        store.append(run.id, CheckRan(command="pytest -q", passed=False, exit_code=1, output_tail="E  assert 1 == 2\n" * 50,
+        store.append(run.id, CheckRan(command="pytest -q", passed=False, exit_code=1,
+                                      output_tail="E  assert 1 == 2\n" * 50,
                                       duration_ms=900.0))
         store.transition_run(run.id, "failed", only_from=("running",), reason="check failed")
         shown = lessons.recall(task.goal, token_budget=800, limit=10)
@@ -334,7 +335,8 @@ def main() -> None:
               f"{statistics.median(recall_big.wall) / statistics.median(recall_small.wall):.1f}x; "
               f"{sum(1 for h in hits if h) / len(hits):.0%} of queries recall something, "
               f"{sum(hits) / len(hits):.1f} lessons on average")
-        print(f"  text ranking vs exact BM25 over all query words: the top 10 found score {statistics.mean(agreement):.0%}"
+        print(f"  text ranking vs exact BM25 over all query words: the top 10 found score "
+              f"{statistics.mean(agreement):.0%}"
               f" of the exact top 10's BM25 on average (min {min(agreement):.0%}, {len(agreement)} queries)")
         print(row("a run's record_shown + credit_run (10 shown)", run_ops))
         print(row("reflection, all of it (instant scripted reply)", reflect_total))

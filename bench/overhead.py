@@ -98,7 +98,8 @@ def main() -> None:
     rows = [measure(n) for n in args.turns]
     print("ms per turn; 'runtime' = loopwright's own work outside model calls and tools (events, store, budget,")
     print("context, tool dispatch); 'vs bare' = (loopwright run - tools - bare SDK loop) / turns, adapters included")
-    print(f"{'turns':>6} {'bare SDK':>9} {'lw model call':>14} {'tools':>6} {'runtime':>8} {'vs bare':>8} {'lw/bare':>8}")
+    print(f"{'turns':>6} {'bare SDK':>9} {'lw model call':>14} {'tools':>6} {'runtime':>8} "
+          f"{'vs bare':>8} {'lw/bare':>8}")
     for r in rows:
         print(f"{r['turns']:>6} {r['bare']:>9.2f} {r['model']:>14.2f} {r['tools']:>6.2f} {r['runtime']:>8.2f} "
               f"{r['vs_bare']:>8.2f} {r['ratio']:>7.2f}x")

@@ -82,7 +82,8 @@ class _SDKAdapter(ModelAdapter):
 class AnthropicAdapter(_SDKAdapter):
     provider = "anthropic"
     sdk_name, client_name = "anthropic", "AsyncAnthropic"
-    _STOP: ClassVar[dict[str, StopReason]] = {"end_turn": "end_turn", "tool_use": "tool_use", "max_tokens": "max_tokens",
+    _STOP: ClassVar[dict[str, StopReason]] = {"end_turn": "end_turn", "tool_use": "tool_use",
+             "max_tokens": "max_tokens",
              "model_context_window_exceeded": "max_tokens", "stop_sequence": "stop_sequence", "refusal": "refusal"}
 
     @staticmethod
@@ -129,7 +130,8 @@ class AnthropicAdapter(_SDKAdapter):
 class OpenAIChatAdapter(_SDKAdapter):
     provider = "openai"
     sdk_name, client_name = "openai", "AsyncOpenAI"
-    _STOP: ClassVar[dict[str, StopReason]] = {"stop": "end_turn", "tool_calls": "tool_use", "function_call": "tool_use", "length": "max_tokens",
+    _STOP: ClassVar[dict[str, StopReason]] = {"stop": "end_turn", "tool_calls": "tool_use",
+             "function_call": "tool_use", "length": "max_tokens",
              "content_filter": "refusal"}
 
     @staticmethod
@@ -183,7 +185,7 @@ class OpenAIChatAdapter(_SDKAdapter):
                       cache_read_tokens=cached)
         stop = "refusal" if refusal else self._STOP.get(choice.finish_reason or "", "other")
         return ModelResponse(message=Message(role="assistant", content=content or [TextBlock(text="")]), usage=usage,
-                             stop_reason=stop, model=resp.model)  # type: ignore[arg-type]
+                             stop_reason=stop, model=resp.model)
 
 
 class OpenAIResponsesAdapter(_SDKAdapter):

@@ -159,7 +159,7 @@ class SkillsLeftOut(_Event):
 
 
 class TaskUpdated(_Event):
-    """A person changed a task through the daemon (priority, cancel, merge or keep policy); run_id is NULL or its run."""
+    """A person changed a task via the daemon (priority, cancel, merge or keep policy); run_id is NULL or its run."""
 
     type: Literal["task_updated"] = "task_updated"
     task_id: int

@@ -83,7 +83,7 @@ class LoopSettings:
 class Stopped(Exception):
     """Ctrl-C or a pause/kill command: stop at this safe point."""
 
-    def __init__(self, status: str, reason: str):
+    def __init__(self, status: RunStatus, reason: str):
         super().__init__(reason)
         self.status, self.reason = status, reason
 
@@ -143,7 +143,7 @@ class AgentLoop:
 
     # -- entry points -------------------------------------------------------------------------
 
-    def request_stop(self, status: str, reason: str, interrupt: bool = False) -> None:
+    def request_stop(self, status: RunStatus, reason: str, interrupt: bool = False) -> None:
         """Stop at the next safe point as `status` (paused or killed); a model call in flight is dropped.
 
         With `interrupt` the command a tool is running is ended now (its process group) instead of waited for."""
@@ -194,9 +194,9 @@ class AgentLoop:
     async def run(self) -> LoopOutcome:
         try:
             if self._resume_finish is not None:
-                verdict = await self._finish_again(*self._resume_finish)
-                if verdict.status is not None:
-                    return LoopOutcome(verdict.status, verdict.reason, verdict.again)
+                again = await self._finish_again(*self._resume_finish)
+                if again.status is not None:
+                    return LoopOutcome(again.status, again.reason, again.again)
             while True:
                 if self.stop.is_set():
                     raise Stopped(self.stop_status, self.stop_reason)
@@ -335,7 +335,8 @@ class AgentLoop:
         """The run's active time: before this session, and in it so far."""
         return self._active_before + time.monotonic() - self._session_start
 
-    async def _call(self, *, system: str, messages: list[Message], tools: list[ToolSpec], purpose: str) -> ModelResponse:
+    async def _call(self, *, system: str, messages: list[Message], tools: list[ToolSpec],
+                    purpose: str) -> ModelResponse:
         await self.permit.check(self._active_seconds)
 
         def on_retry(attempt: int, wait: float, reason: str) -> None:

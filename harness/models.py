@@ -64,7 +64,7 @@ class ModelAdapter(ABC):
         self, *, system: str, messages: list[Message], tools: list[ToolSpec], max_tokens: int
     ) -> ModelResponse: ...
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 — optional: an adapter without a client has nothing to release
         """Release the HTTP client, if any."""
 
 
@@ -83,7 +83,8 @@ class WireCache(Generic[W]):
 
     def wire(self, messages: list[Message]) -> list[W]:
         n = len(self._messages)
-        if not (n and len(messages) >= n and messages[0] is self._messages[0] and messages[n - 1] is self._messages[-1]):
+        if not (n and len(messages) >= n and messages[0] is self._messages[0]
+                and messages[n - 1] is self._messages[-1]):
             self._messages, self._wires, n = [], [], 0
         for m in messages[n:]:
             self._messages.append(m)

@@ -13,7 +13,7 @@ from loopwright.memory.store import Run, Store, Task, run_of, task_of
 def events_after(store: Store, event_id: int, limit: int) -> list[tuple[int, str | None, float, str, str | None]]:
     """Up to `limit` events after `event_id`, oldest first: (id, run, ts, type, data), data only for tool calls and stop
     requests (what the fleet view reads)."""
-    return [tuple(r) for r in store.conn.execute(  # type: ignore[misc]
+    return [tuple(r) for r in store.conn.execute(
         "SELECT id, run_id, ts, type, CASE WHEN type IN ('tool_started', 'stop_requested') THEN data END"
         " FROM events WHERE id > ? ORDER BY id LIMIT ?", (event_id, limit))]
 

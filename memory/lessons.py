@@ -16,6 +16,7 @@ merges into it instead.
 
 from __future__ import annotations
 
+import builtins
 import itertools
 import json
 import math
@@ -68,6 +69,12 @@ when where which while who whom why will with would you your yours
 _WORD = re.compile(r"[^\W_]+")  # what FTS5's unicode61 tokenizer calls a token, near enough
 _TAG_JUNK = re.compile(r"[^a-z0-9.+#]+")
 
+
+
+def _inserted(cur: sqlite3.Cursor) -> int:
+    """The id of the row an INSERT just made."""
+    assert cur.lastrowid is not None, "an INSERT sets lastrowid"
+    return cur.lastrowid
 
 class LessonError(LoopwrightError):
     """A lesson operation the user or agent asked for cannot be done; said in one line."""
@@ -135,7 +142,7 @@ def create_lesson_schema(db: sqlite_utils.Database) -> None:
         id INTEGER PRIMARY KEY AUTOINCREMENT, lesson_id INTEGER NOT NULL, action TEXT NOT NULL,
         before TEXT, after TEXT, detail TEXT NOT NULL DEFAULT '{}', by TEXT NOT NULL, ts REAL NOT NULL)""")
     db.execute("CREATE INDEX lesson_history_lesson ON lesson_history(lesson_id, id)")
-    db["lessons"].enable_fts(["text", "tags"], create_triggers=True, tokenize="porter")
+    db.table("lessons").enable_fts(["text", "tags"], create_triggers=True, tokenize="porter")
     # a snapshot of the index's vocabulary: document frequencies for ranking (a cache, rebuilt when stale)
     db.execute("CREATE TABLE lesson_terms (term TEXT PRIMARY KEY, docs INTEGER NOT NULL, hits INTEGER NOT NULL)"
                " WITHOUT ROWID")
@@ -450,9 +457,9 @@ class LessonBook:
             cur = self.conn.execute(
                 "INSERT INTO lessons (text, tags, run_id, task_id, outcome, created_at, updated_at)"
                 " VALUES (?,?,?,?,?,?,?)", (text, json.dumps(tags), run_id, task_id, outcome, now, now))
-            self._log(cur.lastrowid, "add", by, None, text, tags=tags, run_id=run_id, task_id=task_id,
-                      outcome=outcome)
-            return self.get(cur.lastrowid), False
+            lesson_id = _inserted(cur)
+            self._log(lesson_id, "add", by, None, text, tags=tags, run_id=run_id, task_id=task_id, outcome=outcome)
+            return self.get(lesson_id), False
 
     def _absorb(self, lesson: Lesson, text: str, tags: list[str], by: str, action: str,
                 counts: tuple[int, int, int] = (0, 0, 0), **detail: Any) -> Lesson:
@@ -555,7 +562,7 @@ class LessonBook:
 
     def list(self, status: str | None = "active", tag: str | None = None, limit: int | None = None) -> list[Lesson]:
         """Lessons in id order; status None means all."""
-        sql, params = "SELECT * FROM lessons WHERE 1", []
+        sql, params = "SELECT * FROM lessons WHERE 1", builtins.list[Any]()
         if status is not None:
             sql += " AND status = ?"
             params.append(status)
@@ -568,12 +575,12 @@ class LessonBook:
             params.append(limit)
         return [self._lesson(r) for r in self.conn.execute(sql, params)]
 
-    def history(self, ref: str | int) -> list[HistoryEntry]:
+    def history(self, ref: str | int) -> builtins.list[HistoryEntry]:
         lesson_id = self._id(ref)
         rows = self.conn.execute("SELECT * FROM lesson_history WHERE lesson_id = ? ORDER BY id", (lesson_id,))
         return [HistoryEntry(**{**dict(r), "detail": json.loads(r["detail"])}) for r in rows]
 
-    def enforce_cap(self, max_lessons: int, by: str = "cli") -> list[int]:
+    def enforce_cap(self, max_lessons: int, by: str = "cli") -> builtins.list[int]:
         """Retire the lowest-scoring active lessons beyond `max_lessons` (ties: the oldest); returns their ids."""
         with self.transaction():
             over = self.count() - max_lessons
@@ -603,8 +610,9 @@ class LessonBook:
             " created_at, updated_at, retired_reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (text, json.dumps(tags), item.status, item.helpful, item.harmful, item.recalled, item.run_id,
              item.task_id, item.outcome, item.created_at or now, now, item.retired_reason))
-        self._log(cur.lastrowid, "import", by, None, text, tags=tags, source_ref=item.ref)
-        return self.get(cur.lastrowid), False
+        lesson_id = _inserted(cur)
+        self._log(lesson_id, "import", by, None, text, tags=tags, source_ref=item.ref)
+        return self.get(lesson_id), False
 
 
 # -- export / import -----------------------------------------------------------------------------------------

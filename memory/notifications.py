@@ -52,7 +52,7 @@ def last_rowid(store: Store) -> int:
 
 def since(store: Store, rowid: int) -> list[tuple[int, str, str, str, float]]:
     """Notifications after `rowid`, oldest first: (rowid, key, kind, payload, created_at)."""
-    return [tuple(r) for r in store.conn.execute(  # type: ignore[misc]
+    return [tuple(r) for r in store.conn.execute(
         "SELECT rowid, key, kind, payload, created_at FROM notifications WHERE rowid > ? ORDER BY rowid", (rowid,))]
 
 

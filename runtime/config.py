@@ -280,7 +280,8 @@ def config_files(root: Path) -> list[Path]:
     return [root / "loopwright.toml", root / ".loopwright" / "config.toml"]
 
 
-def load_config(root: Path | None, env: dict[str, str] | None = None, overrides: dict[str, Any] | None = None) -> Config:
+def load_config(root: Path | None, env: dict[str, str] | None = None,
+                overrides: dict[str, Any] | None = None) -> Config:
     """Read the config of the project at `root` (None: defaults and environment only)."""
     env = os.environ if env is None else env
     data: dict[str, Any] = {}
@@ -323,7 +324,8 @@ def _explain(err: ValidationError, data: dict, origins: dict[str, str]) -> str:
         for part in parent:
             field = model.model_fields.get(str(part)) if isinstance(model, type) else None
             model = field.annotation if field else None
-        allowed = ", ".join(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else "see README"
+        allowed = (", ".join(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel)
+                   else "see README")
         return f"config: unknown key '{key}' (from {source}); allowed here: {allowed}"
     value = first.get("input")
     return f"config: {key} = {value!r} (from {source}) is invalid: {first['msg']}"

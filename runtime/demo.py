@@ -86,14 +86,16 @@ DEMO_SCRIPT = [
           ("edit_file", {"path": "stats.py", "old": MEDIAN_LINE, "new": "    return ordered[len(ordered) // 2 - 1]"}),
           expect="FAILED"),
     _turn("My median change was rolled back by the supervisor. Fixing mean first.",
-          ("edit_file", {"path": "stats.py", "old": "sum(values) / (len(values) - 1)", "new": "sum(values) / len(values)"}),
+          ("edit_file", {"path": "stats.py", "old": "sum(values) / (len(values) - 1)",
+                         "new": "sum(values) / len(values)"}),
           expect="rolled back"),
     _turn("mean is fixed.", ("finish", {"summary": "Fixed mean: divide by n."})),
     _turn("The check still fails on median for even counts; averaging the middle pair.",
           ("edit_file", {"path": "stats.py", "old": MEDIAN_LINE, "new": MEDIAN_FIX}), expect="failed"),
     _turn("Running the tests again.", ("shell", {"command": "python3 -m unittest -q 2>&1"})),
     _turn("All tests pass.",
-          ("scratchpad", {"action": "append", "text": "mean: divide by n. median: average the middle pair when n is even."}),
+          ("scratchpad", {"action": "append",
+                          "text": "mean: divide by n. median: average the middle pair when n is even."}),
           ("finish", {"summary": "Fixed mean (divide by n) and median (even counts)."}), expect="OK"),
 ]
 
@@ -159,7 +161,8 @@ def run_demo(*, via: str = "scripted", where: Path | None = None, say: Callable[
         server = LoopbackServer(Script.load(script_path)).__enter__()
         base = server.anthropic_base_url if via == "anthropic" else server.openai_base_url
         overrides = {"provider": via, "model": "loopback-scripted", "base_url": base}
-        how = f"scripted turns served over the {via} wire format by the loopback server at {server.base_url}; no API key used"
+        how = (f"scripted turns served over the {via} wire format by the loopback server at {server.base_url}; "
+               "no API key used")
     try:
         project = open_project(root, overrides=overrides)
         say(f"loopwright demo — {how}")

@@ -125,7 +125,8 @@ def render_message(m: Message, full: bool = False) -> list[str]:
         if isinstance(b, TextBlock) and b.text.strip():
             lines.append(f"{m.role}: {b.text}")
         elif isinstance(b, ToolCall):
-            lines.append(f"  → {b.name} {b.arguments}" + (f"  [bad arguments: {b.parse_error}]" if b.parse_error else ""))
+            lines.append(f"  → {b.name} {b.arguments}"
+                         + (f"  [bad arguments: {b.parse_error}]" if b.parse_error else ""))
         elif isinstance(b, ToolResult):
             body = b.content if full else _clip(b.content, 12)
             mark = "✗" if b.is_error else "←"

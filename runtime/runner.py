@@ -442,7 +442,8 @@ def _pick_checkpoint(run: Run, cps: list, to: str | None, steps: int | None) -> 
             raise StoreError(f"--steps must be between 1 and {len(points) - 1} for run {run.id}")
         return points[-1 - steps]
     if to is None:
-        raise StoreError("say where to: --to CHECKPOINT (a number from `loopwright checkpoints`, or a sha) or --steps N")
+        raise StoreError("say where to: --to CHECKPOINT (a number from `loopwright checkpoints`, or a sha) "
+                         "or --steps N")
     if to.isdigit() and len(to) < 7:
         for seq, sha in points:
             if seq == int(to):

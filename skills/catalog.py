@@ -282,7 +282,7 @@ class SearchIndex:
 
 
 def catalog_text(entries: list[Entry], budget_tokens: int) -> tuple[str, list[str]]:
-    """The system prompt's skills section (names and descriptions only) within `budget_tokens`; and what was left out."""
+    """The system prompt's skills section (names and descriptions only) within `budget_tokens`; and what it left out."""
     if not entries:
         return "", []
     head = ("\n\n## Skills\nSkills are instructions and scripts for particular kinds of work. When one fits what "

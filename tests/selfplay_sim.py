@@ -1,4 +1,4 @@
-"""Test doubles for self-play: the simulated population (from runtime/learning/selfplay/simulation.py), a scripted proposer that
+"""Test doubles for self-play: the simulated population (from selfplay/simulation.py), a scripted proposer that
 replays fixed replies, and a scripted solver that passes a task a fixed number of times out of k."""
 
 from __future__ import annotations

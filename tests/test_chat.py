@@ -72,7 +72,8 @@ def test_a_mention_starts_work_collected_messages_reach_the_run_and_the_answer_c
 def test_a_fan_out_of_five_runs_five_parts_then_one_summary_even_through_a_kill_9(repo, tmp_path):
     things = ["a cat", "a dog", "a fish", "a bird", "a tree"]
     # one slot: a part draws and finishes; the request itself splits
-    setup(repo, tmp_path, [{"when": "Part ", **turn(call("shell", command="sleep 1"), call("finish", summary="drew it")),
+    setup(repo, tmp_path, [{"when": "Part ",
+                            **turn(call("shell", command="sleep 1"), call("finish", summary="drew it")),
                             "otherwise": turn(call("fan_out", items=things, plan="one drawing per thing"))}],
           debounce=0.1)
     create_thread(project(repo).store, "draw", check="true")
@@ -93,7 +94,8 @@ def test_a_fan_out_of_five_runs_five_parts_then_one_summary_even_through_a_kill_
     store = project(repo).store
     parent = store.tasks()[0]
     parts = [t for t in store.tasks() if t.parent_id == parent.id]
-    assert len(parts) == 5 and all(len(store.runs(task_id=t.id)) >= 1 for t in parts), [(t.status, t.reason) for t in parts]
+    assert len(parts) == 5 and all(len(store.runs(task_id=t.id)) >= 1
+                                   for t in parts), [(t.status, t.reason) for t in parts]
     replies = thread_messages(repo, "draw", "agent")
     assert len(replies) == 6  # five parts and one summary, each exactly once
     assert sorted(m.text.split(" (")[0] for m in replies[:-1]) == sorted(f"@ana part {n}/5" for n in range(1, 6))
@@ -221,7 +223,8 @@ def test_three_authors_fifty_messages_each_into_two_threads_at_once(repo, tmp_pa
         for who in ("ana", "bob", "carol"):  # each author's messages keep their order in each thread
             numbers = [int(m.text.split()[-1]) for m in got if m.author == who]
             assert numbers == sorted(numbers) and len(numbers) == 25
-    assert json.loads(json.dumps([m.id for m in messages(p.store, "a")])) == sorted(m.id for m in messages(p.store, "a"))
+    assert (json.loads(json.dumps([m.id for m in messages(p.store, "a")]))
+            == sorted(m.id for m in messages(p.store, "a")))
 
 
 def test_threads_run_in_parallel_and_each_keeps_one_task_at_a_time(repo, daemon, tmp_path):

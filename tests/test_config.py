@@ -14,7 +14,8 @@ def test_file_then_local_then_env(tmp_path):
     (tmp_path / "loopwright.toml").write_text('model = "gpt-5"\nprovider = "openai"\n[budget]\nmax_usd = 3\n')
     (tmp_path / ".loopwright").mkdir()
     (tmp_path / ".loopwright" / "config.toml").write_text("[budget]\nmax_turns = 7\n")
-    cfg = load_config(tmp_path, env={"LOOPWRIGHT_BUDGET__MAX_USD": "1.5", "LOOPWRIGHT_WORKSPACE__COPY_FILES": '[".env"]'})
+    cfg = load_config(tmp_path, env={"LOOPWRIGHT_BUDGET__MAX_USD": "1.5",
+                                     "LOOPWRIGHT_WORKSPACE__COPY_FILES": '[".env"]'})
     assert (cfg.model, cfg.provider, cfg.budget.max_usd, cfg.budget.max_turns) == ("gpt-5", "openai", 1.5, 7)
     assert cfg.workspace.copy_files == [".env"]
 

@@ -296,7 +296,8 @@ def test_kill_9_at_random_moments_twenty_times(repo, cli, tmp_path, daemon):
         runs = store.runs(task_id=t)
         assert [r.status for r in runs].count("succeeded") == 1 and len(runs) == 1
     merges = git(repo, "log", "--format=%s", "main").splitlines()
-    assert sorted(m for m in merges if m.startswith("loopwright: task r")) == [f"loopwright: task r{i}" for i in range(6)]
+    assert (sorted(m for m in merges if m.startswith("loopwright: task r"))
+            == [f"loopwright: task r{i}" for i in range(6)])
     conn = sqlite3.connect(repo / ".loopwright" / "state.db")
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 

@@ -71,7 +71,8 @@ script: {script}
 
 Make the parser accept empty input.
 """)
-    box.drop("c-loop.md", f"---\nuntil: python -m unittest -q\nmax_attempts: 4\nbudget_usd: 2.5\nscript: {script}\n---\n"
+    box.drop("c-loop.md", "---\nuntil: python -m unittest -q\nmax_attempts: 4\nbudget_usd: 2.5\n"
+                          f"script: {script}\n---\n"
                           "make the suite pass\n")
     box.inbox.start()  # files waiting before the start are taken too
     results = box.drain_until(3)

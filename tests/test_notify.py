@@ -196,7 +196,8 @@ def test_notify_send_is_called_only_when_it_is_on_path(repo, cli, tmp_path):
     end(store, run, "succeeded", "merged into main")
     settle(n)
     assert asked == ["notify-send"]
-    assert calls.read_text().splitlines() == ["--app-name=loopwright", "--", f"loopwright: task {task.id} succeeded: ok",
+    assert calls.read_text().splitlines() == ["--app-name=loopwright", "--",
+                                              f"loopwright: task {task.id} succeeded: ok",
                                               "merged into main"]
     row = store.conn.execute("SELECT status, result FROM notifications").fetchone()
     assert tuple(row) == ("sent", "hook: exit 0; desktop: exit 0")

@@ -11,6 +11,7 @@ import json
 import re
 import signal
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -430,7 +431,7 @@ def test_show_runs_and_gc(repo, cli, tmp_path):
     assert gc["removed"][0]["run"] == result["run"] and gc["bytes_freed"] > 0
     assert not Path(result["worktree"]).exists()
     assert cli.json(repo, "gc")["removed"] == []  # nothing left to collect
-    with pytest.raises(Exception):  # merged branch deleted under the default policy
+    with pytest.raises(subprocess.CalledProcessError):  # merged branch deleted under the default policy
         git(repo, "rev-parse", "--verify", result["branch"])
 
 

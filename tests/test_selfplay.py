@@ -685,7 +685,8 @@ def test_a_round_with_a_model_proposer_and_runner_solver(repo, tmp_path):
     reply = json.dumps({"tasks": [DEVOWEL]})
     proposer = ModelProposer(project.config, lambda: ScriptedModel(Script(turns=[ScriptTurn(text=reply)])))
     engine = Engine(PythonFunctions(), proposer, RunnerSolver(project),
-                    SelfPlayConfig(k=2, batch=1, heldout_size=0, proposer_calls=1), folder=project.dir / "selfplay" / "pf")
+                    SelfPlayConfig(k=2, batch=1, heldout_size=0, proposer_calls=1),
+                    folder=project.dir / "selfplay" / "pf")
     [r] = run(engine, 1)
     assert r["accepted"] == 1 and r["s_bar"] == 1.0 and r["wasted"] == 2 and proposer.calls == 1
     assert (project.dir / "selfplay" / "pf" / "rounds.jsonl").exists()

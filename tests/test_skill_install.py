@@ -241,7 +241,8 @@ def test_zip_and_tar_gz_archives(cli, tmp_path):
     assert cli(tmp_path, "skills", "install", tpath, "--name", "from-tar")[0] == 0
     lock = read_lock(tmp_path)
     assert set(lock) == {"archived-1-0:zipper", "from-tar:zipper"}
-    assert lock["archived-1-0:zipper"]["sha256"] == lock["from-tar:zipper"]["sha256"] == tree_sha(pack / "skills/zipper")
+    assert (lock["archived-1-0:zipper"]["sha256"] == lock["from-tar:zipper"]["sha256"]
+            == tree_sha(pack / "skills/zipper"))
     assert lock["from-tar:zipper"]["path"] == "archived/skills/zipper" and lock["from-tar:zipper"]["kind"] == "archive"
     script = skills_root(tmp_path) / "archived-1-0/zipper/scripts/run.sh"
     assert script.stat().st_mode & stat.S_IXUSR

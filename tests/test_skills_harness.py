@@ -45,7 +45,8 @@ def test_allowed_tools_limit_the_tools_while_the_skill_is_active(repo, cli, tmp_
     script = write_script(tmp_path / "s.json", [
         turn({"name": "use_skill", "arguments": {"name": "read-only"}}),
         turn(call("shell", command="echo hi"), expect="you may use only: grep, read_file"),
-        turn({"name": "use_skill", "arguments": {"name": "none"}}, expect="not allowed while skill 'read-only' is active"),
+        turn({"name": "use_skill", "arguments": {"name": "none"}},
+             expect="not allowed while skill 'read-only' is active"),
         turn(call("shell", command="echo hi"), expect="every tool is available"),
         turn(call("finish", summary="ok"), expect="hi"),
     ])

@@ -6,6 +6,7 @@ import sqlite3
 import time
 
 import pytest
+from pydantic import ValidationError
 from support import claim_run_in_child
 
 from loopwright.harness.events import ConversationReset, MessageAdded, ModelCalled, Notice, parse_event
@@ -56,7 +57,7 @@ def test_events_are_append_only(store):
 
 def test_events_are_frozen_and_round_trip(store):
     event = Notice(text="x")
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         event.text = "y"  # type: ignore[misc]
     assert parse_event(event.model_dump_json()) == event
 
@@ -103,7 +104,8 @@ def test_two_processes_cannot_both_transition(tmp_path):
     s = Store(tmp_path / "state.db")
     _, run = _run(s)
     q = multiprocessing.get_context("spawn").Queue()
-    procs = [multiprocessing.get_context("spawn").Process(target=claim_run_in_child, args=(tmp_path / "state.db", run.id, q))
+    procs = [multiprocessing.get_context("spawn").Process(target=claim_run_in_child,
+                                                          args=(tmp_path / "state.db", run.id, q))
              for _ in range(4)]
     for p in procs:
         p.start()

@@ -24,7 +24,8 @@ def ctx(tmp_path) -> ToolContext:
 
 
 def run(ctx: ToolContext, name: str, parse_error: str | None = None, **arguments):
-    return asyncio.run(Toolbox().execute(ToolCall(id="c1", name=name, arguments=arguments, parse_error=parse_error), ctx))
+    return asyncio.run(Toolbox().execute(ToolCall(id="c1", name=name, arguments=arguments,
+                                                  parse_error=parse_error), ctx))
 
 
 def test_specs_are_json_schemas_the_model_sees():

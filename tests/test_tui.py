@@ -38,7 +38,8 @@ NOW = 1767225600.0  # 2026-01-01 00:00 UTC: the fixture's clock
 
 
 def commands(store: Store, kind: str) -> list[tuple]:
-    return [tuple(r) for r in store.conn.execute("SELECT status, result FROM commands WHERE kind = ? ORDER BY id", (kind,))]
+    return [tuple(r) for r in store.conn.execute("SELECT status, result FROM commands WHERE kind = ? ORDER BY id",
+                                                 (kind,))]
 
 
 def cell(app, run_id: str, column: str) -> str:
@@ -94,7 +95,8 @@ def fleet_fixture(repo: Path):
     event("e5f60718", NOW - 200, ToolStarted(call_id="x", name="read_file", arguments={"path": "src/users.py"}))
     conn.execute("UPDATE tasks SET created_at = ?, updated_at = ?", (NOW - 5000, NOW - 5000))
     conn.execute("INSERT INTO fleet_usage (day, usd, tokens) VALUES ('2026-01-01', 1.85, 420000)")
-    conn.execute("INSERT INTO quota_gates (key, closed_until, next_slot, hits, reason, updated_at) VALUES (?, ?, 0, 2, ?, ?)",
+    conn.execute("INSERT INTO quota_gates (key, closed_until, next_slot, hits, reason, updated_at) "
+                 "VALUES (?, ?, 0, 2, ?, ?)",
                  ("anthropic/claude-sonnet-4-5", NOW + 7980, "429 rate limited", NOW))
     return project
 
@@ -365,7 +367,8 @@ def test_a_pause_shows_as_pausing_while_it_waits_for_the_running_command(repo, c
 def test_queue_actions_and_a_new_task_from_the_form(repo, cli, daemon, tmp_path):
     busy = cli.json(repo, "post", "keeps the only slot", "--script", slow_script(tmp_path, "busy"),
                     "--check", "true")["task"]
-    first = cli.json(repo, "post", "waits for a slot", "--script", slow_script(tmp_path, "a", 2), "--check", "true")["task"]
+    first = cli.json(repo, "post", "waits for a slot", "--script", slow_script(tmp_path, "a", 2),
+                     "--check", "true")["task"]
     blocked = cli.json(repo, "post", "waits for the first", "--after", str(first), "--script",
                        slow_script(tmp_path, "b", 2), "--check", "true")["task"]
     script = slow_script(tmp_path, "new", 2)
@@ -449,7 +452,8 @@ def test_read_only_without_a_daemon_then_attached_then_the_daemon_dies(repo, cli
             second = daemon()
             await wait(pilot, lambda: not app.read_only, "the TUI to reattach")
             assert not banner.has_class("shown") and toasts(app, "actions are back")
-            await wait(pilot, lambda: store.run(rid).status == "running" and store.run(rid).owner_pid == second.proc.pid,
+            await wait(pilot, lambda: (store.run(rid).status == "running"
+                                       and store.run(rid).owner_pid == second.proc.pid),
                        "the new daemon to resume the run")
             step = store.run(rid).step  # a kill queued while the run resumes is dropped as moot: wait for a step
             await wait(pilot, lambda: store.run(rid).step > step, "a step of the resumed run")
@@ -501,7 +505,8 @@ def test_no_store_and_a_newer_schema_are_one_line_errors(repo, cli, monkeypatch)
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_as_a_person_would_in_tmux(repo, cli, tmp_path):
     """tmux runs `loopwright tui --serve`; keys go in, the pane is read back; quitting leaves the daemon running."""
-    task = cli.json(repo, "post", "slow in tmux", "--script", slow_script(tmp_path, "t", 200), "--check", "true")["task"]
+    task = cli.json(repo, "post", "slow in tmux", "--script", slow_script(tmp_path, "t", 200),
+                    "--check", "true")["task"]
     sock = f"lw-tui-{os.getpid()}"
     tmux = ["tmux", "-L", sock, "-f", "/dev/null"]
     command = f"{shlex.quote(sys.executable)} -m loopwright.cli.main tui --serve"

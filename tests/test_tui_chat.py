@@ -35,7 +35,8 @@ def shown(app: App) -> str:
 
 def test_posting_from_the_tui_starts_work_and_the_answer_appears_live(repo, daemon, tmp_path):
     script = write_script(tmp_path / "s.json", [turn(call("finish", summary="the README is short"))])
-    (repo / "loopwright.toml").write_text(f'provider = "scripted"\nscript = "{script}"\n[chat]\ndebounce_seconds = 0.2\n')
+    (repo / "loopwright.toml").write_text(f'provider = "scripted"\nscript = "{script}"\n'
+                                          '[chat]\ndebounce_seconds = 0.2\n')
     project = open_project(repo, create=True)
     create_thread(project.store, "general")
     create_thread(project.store, "random")

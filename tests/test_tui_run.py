@@ -350,7 +350,8 @@ def snapshot_project(repo: Path, monkeypatch):
         store.append(rid, ev.MessageAdded(message=Message(role="assistant", content=[
             TextBlock(text="Let me run the tests first."),
             ToolCall(id="c1", name="shell", arguments={"command": "pytest -q tests/test_login.py"})])))
-        failures = "\n".join(["F.F" + "." * 20, ""] + [f"tests/test_login.py:{40 + i}: AssertionError" for i in range(12)])
+        failures = "\n".join(["F.F" + "." * 20, ""]
+                             + [f"tests/test_login.py:{40 + i}: AssertionError" for i in range(12)])
         store.append(rid, ev.MessageAdded(message=Message(role="user", content=[
             ToolResult(tool_call_id="c1", content=failures, is_error=True)])))
         store.append(rid, ev.MessageAdded(message=Message(role="assistant", content=[

@@ -74,7 +74,8 @@ def budget_text(usage: dict, spent: str | None) -> Text:
     if usage["total_usd_limit"] is not None:
         parts.append(f"${usage['total_usd']:.2f} of ${usage['total_usd_limit']:.2f} in total")
     if usage["total_tokens_limit"] is not None:
-        parts.append(f"{fmt_tokens(usage['total_tokens'])} of {fmt_tokens(usage['total_tokens_limit'])} tokens in total")
+        parts.append(f"{fmt_tokens(usage['total_tokens'])} of {fmt_tokens(usage['total_tokens_limit'])} "
+                     "tokens in total")
     if all(usage[k] is None for k in ("day_usd_limit", "day_tokens_limit", "total_usd_limit", "total_tokens_limit")):
         parts[0] += " (no limit)"
     return Text("budget: " + "; ".join(parts))

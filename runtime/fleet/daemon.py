@@ -184,7 +184,8 @@ class Daemon:
         async def guarded() -> None:
             try:
                 result = await start(runner)
-                self.say(f"task {task_id}: {result.run.status}" + (f" ({result.run.reason})" if result.run.reason else ""))
+                self.say(f"task {task_id}: {result.run.status}"
+                         + (f" ({result.run.reason})" if result.run.reason else ""))
             except Exception as e:  # one bad task must never take the fleet down
                 self.say(f"task {task_id} failed to run: {type(e).__name__}: {e}")
                 self.store.set_task_status(task_id, TaskStatus.FAILED, reason=f"{type(e).__name__}: {e}",
@@ -209,7 +210,8 @@ class Daemon:
             orphaned = run.status == RunStatus.RUNNING and not run.owner_alive()
             stopped = run.status == RunStatus.PAUSED and run.reason == GRACEFUL_STOP
             if (orphaned or stopped) and run.task_id not in self.live:
-                self.say(f"resuming run {run.id} (task {run.task_id}): {'its owner died' if orphaned else 'daemon restart'}")
+                self.say(f"resuming run {run.id} (task {run.task_id}): "
+                         f"{'its owner died' if orphaned else 'daemon restart'}")
                 self._spawn(run.task_id, lambda r, rid=run.id: r.resume(rid))
         for task in self.store.tasks(statuses=(TaskStatus.RUNNING,)):
             if task.id in self.live:
@@ -244,7 +246,7 @@ class Daemon:
                 continue
             if self.store.claim_task(task.id):
                 self.say(f"starting task {task.id}: {task.title}")
-                self._spawn(task.id, lambda r, t=self.store.task(task.id): r.run_task(t))
+                self._spawn(task.id, lambda r, t=self.store.task(task.id): r.run_task(t))  # noqa: B008 (bound now)
 
     def practise(self) -> None:
         """Practice mode: one self-play round in the background when nothing has been queued or run for a while."""

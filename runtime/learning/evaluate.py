@@ -640,7 +640,8 @@ def _pp(v: float) -> str:
 
 
 def model_line(meta: dict) -> str:
-    line = f"provider {meta['provider']}, model {meta['model']}" + (f" at {meta['base_url']}" if meta.get('base_url') else "")
+    line = (f"provider {meta['provider']}, model {meta['model']}"
+            + (f" at {meta['base_url']}" if meta.get('base_url') else ""))
     if meta["provider"] == "scripted":
         line += (f" — **{SCRIPTED_NOTE}**: every turn and reflection reply comes from the task's script.json, "
                  "so these numbers show the machinery (recall, placebo, reflection, statistics), not an agent's skill")

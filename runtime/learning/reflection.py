@@ -201,7 +201,8 @@ def prompt(store: Store, run: Run, task: Task, shown: list, related: list, succe
     parts += ["", "## Trajectory", trajectory(store.conversation(run.id))]
     for title, lessons in (("Lessons this run was shown", shown), ("Related lessons", related)):
         parts += ["", f"## {title}"]
-        parts += [f"- [{le.ref}] (helpful {le.helpful}, harmful {le.harmful}) {le.text}" for le in lessons] or ["(none)"]
+        parts += [f"- [{le.ref}] (helpful {le.helpful}, harmful {le.harmful}) {le.text}"
+                  for le in lessons] or ["(none)"]
     if successes:
         parts += ["", "## Similar tasks that succeeded before"] + [f"- task {t.id}: {t.title}" for t in successes]
     return "\n".join(parts)

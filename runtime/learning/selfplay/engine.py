@@ -232,7 +232,8 @@ class Engine:
                 assert task is not None
                 task.meta["max_similarity"] = self.archive.max_similarity(frozenset(task.shingles))
                 self.accepted_total += 1
-                held = len(self.heldout()) < self.cfg.heldout_size and self.accepted_total % self.cfg.heldout_stride == 0
+                held = (len(self.heldout()) < self.cfg.heldout_size
+                        and self.accepted_total % self.cfg.heldout_stride == 0)
                 task.heldout = held
                 self.archive.add(task)
                 record["added"].append(task)

@@ -363,7 +363,7 @@ def verify_solution(task: PracticeTask, workdir: Path, limit: float = 5.0) -> tu
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m loopwright.runtime.learning.selfplay.python_functions TASK.json`: the solver's acceptance check (cwd)."""
+    """`python -m loopwright.runtime.learning.selfplay.python_functions TASK.json`: the acceptance check (cwd)."""
     argv = sys.argv[1:] if argv is None else argv
     task = PracticeTask.model_validate_json(Path(argv[0]).read_text())
     ok, detail = verify_solution(task, Path.cwd(), float(argv[1]) if len(argv) > 1 else 5.0)

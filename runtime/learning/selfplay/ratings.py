@@ -269,8 +269,8 @@ class Ratings:
             offset, spread = self.request_error()
             anchors = [t for t in prior["anchors"] if t in self.b]
             if not anchors:
-                l, v = posterior_logit(theta - prior["b"] + offset, spread, passes, valid)
-                self.b[task_id], self.v_b[task_id] = theta - l, v
+                mode, v = posterior_logit(theta - prior["b"] + offset, spread, passes, valid)
+                self.b[task_id], self.v_b[task_id] = theta - mode, v
                 return None
             self.request_errors.append((theta - prior["b"], passes, valid, self._ability_var(kind)))
             # b = (mean b of the anchors now) + (where it was asked relative to them) − o + ε, ε ~ N(0, s²)
@@ -282,8 +282,8 @@ class Ratings:
         Ph = [self.P[r][GLOBAL] + self.P[r][i] for r in range(n)]  # Cov(x, l)
         own = self.v_b[task_id] + (sum(self.v_b[t] for t in anchors) / (m * m) if m else 0.0)  # −Cov(b, l)
         S = Ph[GLOBAL] + Ph[i] + own
-        l, v = posterior_logit(l0, S, passes, valid)
-        shift = l - l0
+        mode, v = posterior_logit(l0, S, passes, valid)
+        shift = mode - l0
         R = 1.0 / max(1e-9, 1.0 / v - 1.0 / S)  # the measurement's own variance
         for r in range(n):
             self.x[r] += Ph[r] * shift / S

@@ -255,7 +255,7 @@ class RepoDomain(Domain):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m loopwright.runtime.learning.selfplay.repo TASK.json`: the solver's acceptance check (cwd: its worktree)."""
+    """`python -m loopwright.runtime.learning.selfplay.repo TASK.json`: the acceptance check (cwd: its worktree)."""
     argv = sys.argv[1:] if argv is None else argv
     task = PracticeTask.model_validate_json(Path(argv[0]).read_text())
     ok, detail = RepoDomain(Path.cwd(), check=task.payload.get("check")).verify(task, Path.cwd())

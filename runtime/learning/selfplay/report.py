@@ -101,7 +101,8 @@ def summary_lines(s: dict) -> list[str]:
     lo, hi = s["gap_window"]
     return [f"rounds {s['rounds']}, target {s['target']:.2f}; proposals {s['proposals']}, accepted {s['accepted']}, "
             f"rejected: {rej}",
-            f"mean abs(s̄ − target) over rounds {lo}-{hi}: {_f(s['mean_gap'], 3)} (all rounds {_f(s['mean_gap_all'], 3)});"
+            f"mean abs(s̄ − target) over rounds {lo}-{hi}: {_f(s['mean_gap'], 3)} "
+            f"(all rounds {_f(s['mean_gap_all'], 3)});"
             f" wasted attempts {_f(s['wasted_share'], pct=True)}; rounds to the band (±{BAND}): "
             f"{s['rounds_to_band'] if s['rounds_to_band'] is not None else 'not reached'}",
             f"held-out: first {_f(s['heldout_first'])}, last {_f(s['heldout_last'])}; tokens {s['tokens']:,.0f}, "

@@ -45,7 +45,8 @@ def run_job(runs: list[dict], *, limit: float, wall: float | None = None, hash_s
            "PYTHONDONTWRITEBYTECODE": "1", "LC_ALL": "C.UTF-8"}
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="lw-selfplay-") as tmp:
-        proc = subprocess.Popen([sys.executable, "-s", "-B", str(HARNESS)], cwd=str(cwd or tmp), env=env, stdin=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-s", "-B", str(HARNESS)],
+                                cwd=str(cwd or tmp), env=env, stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         job = {"limit": limit, "runs": runs, "rlimits": {"cpu": int(wall) + 2, "memory_mb": memory_mb}}
         try:

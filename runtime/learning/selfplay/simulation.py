@@ -282,7 +282,8 @@ class SimProposer:
                 p["sim"]["delta"] += 0.5
             else:  # dead code before the return
                 lines = p["code"].rstrip("\n").split("\n")
-                dead = [f"    d{i} = {rng.randint(2, 99)} * {rng.randint(2, 99)} + {i}" for i in range(rng.randint(4, 8))]
+                dead = [f"    d{i} = {rng.randint(2, 99)} * {rng.randint(2, 99)} + {i}"
+                        for i in range(rng.randint(4, 8))]
                 p["code"] = "\n".join(lines[:-1] + dead + lines[-1:]) + "\n"
                 p["sim"]["delta"] += 0.5
             return p

@@ -156,7 +156,8 @@ class SkillDomain(Domain):
     def check_command(self, task: PracticeTask, folder: Path) -> str:
         path = Path(folder) / "task.json"
         path.write_text(task.model_dump_json())
-        return f"{shlex.quote(sys.executable)} -m loopwright.runtime.learning.selfplay.skills_domain {shlex.quote(str(path))}"
+        return (f"{shlex.quote(sys.executable)} -m loopwright.runtime.learning.selfplay.skills_domain "
+                f"{shlex.quote(str(path))}")
 
 
 def skill_domains(root: Path | None) -> dict[str, SkillDomain]:
