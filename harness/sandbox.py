@@ -103,7 +103,9 @@ class SandboxPolicy(BaseModel):
     writable: list[str] = Field(default_factory=list)  # extra paths (absolute, ~/..., or relative to the repository)
     readable: list[str] = Field(default_factory=list)
     env_allow: list[str] = Field(default_factory=lambda: ["PATH", "LANG", "LANGUAGE", "LC_*", "TERM", "TZ", "USER",
-                                                          "LOGNAME", "VIRTUAL_ENV", "NO_COLOR", "FORCE_COLOR"])
+                                                          "LOGNAME", "VIRTUAL_ENV", "NO_COLOR", "FORCE_COLOR",
+                                                          "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED",
+                                                          "PYTHONIOENCODING", "PYTHONUTF8"])
     max_processes: int = Field(default=512, ge=1)
     max_file_mb: int = Field(default=8192, ge=1)
     max_memory_mb: int = Field(default=8192, ge=1)
@@ -177,22 +179,25 @@ class Sandbox:
 
     mode: Literal["bwrap", "none"] = "none"
 
-    def __init__(self, policy: SandboxPolicy, *, home: Path | None = None, warning: str | None = None):
+    def __init__(self, policy: SandboxPolicy, *, home: Path | None = None, warning: str | None = None,
+                 hide_env: Iterable[str] = ()):
         self.policy = policy
         self.home = Path(home or os.environ.get("HOME") or Path.home()).resolve()
         self.warning = warning
+        self.hide_env = frozenset(hide_env)  # more names kept out of commands' environments ([secrets] redact)
 
     @classmethod
     def for_policy(cls, policy: SandboxPolicy, *, home: Path | None = None,
-                   on_refused: Callable[[str, int], None] | None = None) -> Sandbox:
-        """The sandbox for `policy`: `auto` is bwrap if a jailed `true` runs, else none with the reason as warning."""
+                   on_refused: Callable[[str, int], None] | None = None, hide_env: Iterable[str] = ()) -> Sandbox:
+        """The sandbox for `policy`: `auto` is bwrap if a jailed `true` runs, else none with the reason as warning.
+        `hide_env`: variables kept out of every command's environment besides those that look like keys."""
         if policy.mode == "none":
-            return NoSandbox(policy, home=home, warning="sandbox off ([sandbox] mode = \"none\"): agent commands run "
-                                                        "unjailed, with this user's access to files, network and "
-                                                        "processes")
+            return NoSandbox(policy, home=home, hide_env=hide_env,
+                             warning="sandbox off ([sandbox] mode = \"none\"): agent commands run unjailed, with this "
+                                     "user's access to files, network and processes")
         problems = []
         for path in _bwrap_candidates(policy.bwrap):
-            box = BwrapSandbox(policy, path, home=home, on_refused=on_refused)
+            box = BwrapSandbox(policy, path, home=home, on_refused=on_refused, hide_env=hide_env)
             problem = box.self_test()
             if problem is None:
                 return box
@@ -202,8 +207,9 @@ class Sandbox:
         if policy.mode == "bwrap":
             raise SandboxError(f"[sandbox] mode = \"bwrap\" but bwrap does not work here: {reason} "
                                f"(fix that, or set mode = \"auto\" to fall back to none)")
-        return NoSandbox(policy, home=home, warning=f"sandbox off: bwrap does not work here ({reason}); agent "
-                                                    f"commands run unjailed, with this user's access")
+        return NoSandbox(policy, home=home, hide_env=hide_env,
+                         warning=f"sandbox off: bwrap does not work here ({reason}); agent commands run unjailed, "
+                                 f"with this user's access")
 
     def wrap(self, command: str, *, worktree: Path, cwd: Path | None = None, repo_root: Path | None = None,
              env: Mapping[str, str] | None = None, interactive: bool = False) -> tuple[list[str], dict[str, str]]:
@@ -217,6 +223,20 @@ class Sandbox:
     def rules(self, worktree: Path) -> str:
         """What the agent is told about its sandbox (for the system prompt)."""
         return ""
+
+    def variant(self, **policy: object) -> Sandbox:
+        """This sandbox (same implementation, no new self-test) with some policy fields changed."""
+        box = self.__class__.__new__(self.__class__)
+        box.__dict__.update(self.__dict__)
+        box.policy = self.policy.model_copy(update=policy)
+        if isinstance(box, BwrapSandbox):
+            box._proxy, box.on_refused = None, None
+        return box
+
+    def reporting_to(self, on_refused: Callable[[str, int], None]) -> Sandbox:
+        """The sandbox for one run: with network "allow", a copy whose own proxy reports each refused host to
+        `on_refused` (close it when the run ends); otherwise this one."""
+        return self
 
     def version(self) -> str:
         return "none"
@@ -239,7 +259,8 @@ class NoSandbox(Sandbox):
     def wrap(self, command: str, *, worktree: Path, cwd: Path | None = None, repo_root: Path | None = None,
              env: Mapping[str, str] | None = None, interactive: bool = False) -> tuple[list[str], dict[str, str]]:
         merged = {**os.environ, **(env or {})}
-        return ["/bin/bash", "-c", command], {k: v for k, v in merged.items() if not SECRET_NAME.search(k)}
+        return ["/bin/bash", "-c", command], {k: v for k, v in merged.items()
+                                              if not SECRET_NAME.search(k) and k not in self.hide_env}
 
 
 class BwrapSandbox(Sandbox):
@@ -248,8 +269,8 @@ class BwrapSandbox(Sandbox):
     mode = "bwrap"
 
     def __init__(self, policy: SandboxPolicy, bwrap: Path, *, home: Path | None = None,
-                 on_refused: Callable[[str, int], None] | None = None):
-        super().__init__(policy, home=home)
+                 on_refused: Callable[[str, int], None] | None = None, hide_env: Iterable[str] = ()):
+        super().__init__(policy, home=home, hide_env=hide_env)
         self.bwrap = bwrap
         self.on_refused = on_refused
         # RLIMIT_NPROC does not bind uid 0; a pid namespace's own pid_max (Linux >= 6.14) does. On older kernels
@@ -272,6 +293,11 @@ class BwrapSandbox(Sandbox):
         if proc.returncode != 0:
             return (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[0]
         return None
+
+    def reporting_to(self, on_refused: Callable[[str, int], None]) -> Sandbox:
+        if self.policy.network != "allow":
+            return self
+        return BwrapSandbox(self.policy, self.bwrap, home=self.home, on_refused=on_refused, hide_env=self.hide_env)
 
     def version(self) -> str:
         out = subprocess.run([str(self.bwrap), "--version"], capture_output=True, text=True).stdout.strip()
@@ -362,7 +388,7 @@ class BwrapSandbox(Sandbox):
                if any(fnmatch.fnmatchcase(k, pat) for pat in self.policy.env_allow)}
         env.update({"HOME": str(self.home), "TMPDIR": "/tmp"})
         env.update(extra or {})
-        return {k: v for k, v in env.items() if not SECRET_NAME.search(k)}
+        return {k: v for k, v in env.items() if not SECRET_NAME.search(k) and k not in self.hide_env}
 
     def _limits(self) -> str:
         """The `ulimit` prefix of the jailed script (hard limits: the command cannot raise them)."""
@@ -455,11 +481,11 @@ class BwrapSandbox(Sandbox):
                         if v)
         return (f"Your commands run in a sandbox. Only the worktree {worktree} is writable; /tmp and $HOME are "
                 f"private and emptied after each command; the rest of the machine is read-only or hidden{extra}. "
-                f"{net[0].upper()}{net[1:]}. Git: status, diff, log, add work; loopwright commits your work after "
-                f"every turn (git commit, branch and stash are refused). Limits: {p.max_processes} processes, "
-                f"{p.max_file_mb} MB per file, {p.max_memory_mb} MB of memory per process. You cannot change these "
-                f"rules; if you need more, say what and why in your summary: a person can widen them in the "
-                f"[sandbox] config.")
+                f"Processes a command starts in the background end with it. {net[0].upper()}{net[1:]}. Git: status, "
+                f"diff, log, add work; loopwright commits your work after every turn (git commit, branch and stash "
+                f"are refused). Limits: {p.max_processes} processes, {p.max_file_mb} MB per file, {p.max_memory_mb} "
+                f"MB of memory per process. You cannot change these rules; if you need more, say what and why in "
+                f"your summary: a person can widen them in the [sandbox] config.")
 
 
 def _proc_cover() -> list[str]:

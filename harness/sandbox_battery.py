@@ -67,8 +67,9 @@ class _Banner:
 class Stage:
     """What the probes run against; one per battery, a fresh repository per probe (`repo`)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, bwrap: str | None = None):
         self.root = Path(root).resolve()
+        self.bwrap = bwrap  # the bwrap binary to use ([sandbox] bwrap); default: as the sandbox finds it
         self.token = secrets.token_hex(8)
         self.home = self.root / "home"
         self.secret_files = {".ssh/id_ed25519": "-----BEGIN OPENSSH PRIVATE KEY-----\n",
@@ -102,7 +103,7 @@ class Stage:
         key = (mode, network)
         if key not in self._boxes:
             policy = SandboxPolicy(mode=mode, network=network, allow_hosts=[f"127.0.0.1:{self.allowed.port}"],
-                                   **LIMITS)
+                                   bwrap=self.bwrap, **LIMITS)
             self._boxes[key] = Sandbox.for_policy(policy, home=self.home,
                                                   on_refused=lambda host, port: self.refused.append((host, port)))
         return self._boxes[key]
@@ -211,12 +212,19 @@ def run_probe(probe: Probe, stage: Stage, mode: Literal["bwrap", "none"]) -> Pro
     return ProbeResult(probe, mode, probe.worked(stage, repo, outcome), outcome)
 
 
-def run_battery(mode: Literal["bwrap", "none"], root: Path | None = None) -> list[ProbeResult]:
-    """Every probe under `mode`, in a temporary folder (or `root`)."""
+def run_battery(mode: Literal["bwrap", "none"], root: Path | None = None, *, bwrap: str | None = None,
+                on_result: Callable[[ProbeResult], None] | None = None) -> list[ProbeResult]:
+    """Every probe under `mode`, in a temporary folder (or `root`); `on_result` sees each result as it comes."""
     with tempfile.TemporaryDirectory(prefix="lw-battery-") as tmp:
-        stage = Stage(Path(root or tmp))
+        stage = Stage(Path(root or tmp), bwrap=bwrap)
         try:
-            return [run_probe(p, stage, mode) for p in PROBES if os.geteuid() == 0 or not p.root_only]
+            results = []
+            for probe in PROBES:
+                if os.geteuid() == 0 or not probe.root_only:
+                    results.append(run_probe(probe, stage, mode))
+                    if on_result is not None:
+                        on_result(results[-1])
+            return results
         finally:
             stage.close()
 
@@ -264,14 +272,13 @@ def _conftest(stage: Stage, repo: Repo) -> str:
     leak, host_file = repo.wt / "leak.txt", Path(tempfile.gettempdir()) / f"lw-battery-conftest-{stage.token}"
     (repo.wt / "conftest.py").write_text(
         "import pathlib, subprocess\n"
-        "for src, dst in ((%r, %r), ('pwned', %r)):\n"
+        f"for src, dst in (({str(stage.home / '.ssh/id_ed25519')!r}, {str(leak)!r}), ('pwned', {str(host_file)!r})):\n"
         "    try:\n"
         "        text = pathlib.Path(src).read_text() if src != 'pwned' else src\n"
         "        pathlib.Path(dst).write_text(text)\n"
         "    except OSError:\n"
         "        pass\n"
-        "subprocess.run(['git', 'update-ref', 'refs/heads/main', 'HEAD'])\n"
-        % (str(stage.home / ".ssh/id_ed25519"), str(leak), str(host_file)))
+        "subprocess.run(['git', 'update-ref', 'refs/heads/main', 'HEAD'])\n")
     repo.before = repo.ref("main")
     return f"{PY} -m pytest -q -p no:cacheprovider"
 
