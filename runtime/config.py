@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from loopwright.harness.retry import RetryPolicy
+from loopwright.harness.sandbox import SandboxPolicy
 
 PROVIDERS = ("anthropic", "openai", "openai-responses", "scripted")
 KEY_VARIABLES = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY", "openai-responses": "OPENAI_API_KEY"}
@@ -186,6 +187,13 @@ class RetryConfig(_Section):
         return RetryPolicy(**self.model_dump())
 
 
+class SecretsConfig(_Section):
+    """Variables whose values never appear in tool output: replaced by [redacted:NAME] before it is stored, shown or
+    sent. Those that look like keys (*_API_KEY, *_TOKEN, *SECRET*, *PASSWORD*) and api_key_env always are."""
+
+    redact: list[str] = Field(default_factory=list, description="more variable names, e.g. [\"DATABASE_URL\"]")
+
+
 class RayConfig(_Section):
     """The ray backend: agent runs on a Ray cluster, the store, scheduler and budgets on the head (the daemon)."""
 
@@ -233,6 +241,8 @@ class Config(_Section):
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     chat: ChatConfig = Field(default_factory=ChatConfig)
     practice: PracticeConfig = Field(default_factory=PracticeConfig)
+    sandbox: SandboxPolicy = Field(default_factory=SandboxPolicy)
+    secrets: SecretsConfig = Field(default_factory=SecretsConfig)
     backend: Literal["local", "ray"] = "local"
     ray: RayConfig = Field(default_factory=RayConfig)
     models: dict[str, ModelInfo] = Field(default_factory=dict)
@@ -423,6 +433,19 @@ CONFIG_TEMPLATE = """\
 
 # [inbox]                         # .loopwright/inbox/*.md become tasks (YAML front matter = post options)
 # enabled = true
+
+# [sandbox]                       # every agent command, check, --until and setup_command runs in a bwrap jail
+# mode = "auto"                   # auto (bwrap if it works here, else none with a warning) | bwrap | none
+# checks = true                   # the acceptance check and --until command run jailed too
+# network = "off"                 # off | on | allow (only allow_hosts, through a proxy)
+# allow_hosts = ["pypi.org", "files.pythonhosted.org"]
+# writable = ["~/.cache/pip"]     # more writable paths (the worktree always is)
+# readable = ["/opt/data"]        # more read-only paths
+# home_allow = [".gitconfig"]     # dot-files of $HOME the jail sees (read-only)
+# max_processes = 512             # per command; max_file_mb = 8192, max_memory_mb = 8192 (per process)
+
+# [secrets]
+# redact = ["DATABASE_URL"]       # values shown as [redacted:NAME] in tool output (keys always are)
 
 # [ray]
 # address = "head-host:6379"      # unset: a local cluster is started for the daemon

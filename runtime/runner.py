@@ -9,6 +9,7 @@ acceptance check and squash-merges on success.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
@@ -29,9 +30,10 @@ from loopwright.harness.events import (
 from loopwright.harness.loop import AgentLoop, FinishVerdict, LoopOutcome, LoopSettings, Stopped, rollback_notice
 from loopwright.harness.messages import ModelResponse, ToolResult
 from loopwright.harness.models import ModelAdapter, ModelUnavailable
+from loopwright.harness.sandbox import Sandbox, SandboxError
 from loopwright.harness.script import Script, ScriptTurn
 from loopwright.harness.scripted import ScriptedModel
-from loopwright.harness.tools import STANDARD_TOOLS, Toolbox, run_command
+from loopwright.harness.tools import STANDARD_TOOLS, CommandResult, Toolbox, ToolContext, run_command
 from loopwright.memory.artifacts import ARTIFACT_TOOLS
 from loopwright.memory.run import RunMemory
 from loopwright.memory.store import RUN_FINAL, Command, Run, Store, StoreError, Task, new_run_id
@@ -41,6 +43,15 @@ from loopwright.runtime.config import Config
 from loopwright.runtime.fleet.budget import FleetBudget
 from loopwright.runtime.fleet.quota import StoreQuotaGate, gate_key
 from loopwright.runtime.project import Project
+from loopwright.runtime.sandboxing import (
+    POLICY_VARIABLE,
+    Redactor,
+    check_worktree,
+    chosen_event,
+    make_sandbox,
+    run_sandbox,
+    setup_sandbox,
+)
 from loopwright.skills.catalog import Catalog, Entry, SkillError, discover
 from loopwright.skills.tool import WATCHER, SkillShelf, UseSkill
 from loopwright.workspaces.git import Workspace, WorkspaceError, current_branch, require_commits
@@ -200,10 +211,30 @@ def model_options(config: Config) -> dict:
             "on_success": config.on_success}
 
 
+async def run_check(check: str, worktree: Path, config: Config, ctx: ToolContext, *,
+                    trusted: bool = False) -> CommandResult:
+    """The acceptance check (or --until command) in the run's jail (`[sandbox] checks`), its output redacted.
+
+    `trusted`: loopwright's own verifier (a self-play attempt's check, `python -P -m loopwright...`), which runs
+    outside and puts what it executes (the hidden tests, the project's suite) into a jail of the same policy."""
+    box = ctx.sandbox if config.sandbox.checks and not trusted else None
+    env = {POLICY_VARIABLE: ctx.sandbox.policy.model_copy(update={"mode": ctx.sandbox.mode}).model_dump_json()} \
+        if trusted and ctx.sandbox is not None else None
+    try:
+        result = await run_command(check, cwd=worktree, timeout=config.check_timeout, cap=config.tools.output_cap,
+                                   interrupt=ctx.interrupt, sandbox=box, repo_root=ctx.repo_root, env=env)
+    except SandboxError as e:
+        return CommandResult(exit_code=126, output=f"the sandbox could not be set up for the check: {e}\n",
+                             timed_out=False, duration_ms=0.0)
+    output = box.explain(result.output, result.exit_code) if box is not None else result.output
+    return dataclasses.replace(result, output=ctx.redact(output) if ctx.redact is not None else output)
+
+
 class Runner:
     """Drives one run of one task in this process."""
 
-    def __init__(self, project: Project, *, stop: asyncio.Event | None = None, key_missing_pauses: bool = False):
+    def __init__(self, project: Project, *, stop: asyncio.Event | None = None, key_missing_pauses: bool = False,
+                 sandbox: Sandbox | None = None):
         self.project = project
         self.store = project.store
         self.stop = stop or asyncio.Event()
@@ -211,6 +242,15 @@ class Runner:
         self.stop_request: tuple[str, str, bool] | None = None  # (status, reason, interrupt) of `request_stop`
         self.loop: AgentLoop | None = None
         self._lessons = None
+        self._sandbox = sandbox  # made once where runs start (run, serve), else here on first use
+        self._run_box: Sandbox | None = None  # the current run's view of it (its own proxy with network allow)
+
+    @property
+    def sandbox(self) -> Sandbox:
+        """The jail agent commands run in (see runtime/sandboxing.py)."""
+        if self._sandbox is None:
+            self._sandbox = make_sandbox(self.project.config)
+        return self._sandbox
 
     def lessons(self, config: Config):
         """The project's (and the user's global) lessons, opened on first use."""
@@ -252,12 +292,16 @@ class Runner:
             adapter = self._adapter(config)
             run_id = new_run_id()
 
+            box = setup_sandbox(self.sandbox)
+
             def make_workspace() -> tuple[str, Workspace]:
                 target = task.target_branch or config.target_branch or current_branch(self.project.root)
                 return target, Workspace.create(
                     self.project.root, run_id, target_branch=target, worktrees_dir=self.project.worktrees,
                     copy_files=config.workspace.copy_files, setup_command=config.workspace.setup_command,
-                    setup_timeout=config.workspace.setup_timeout, git_lock=GIT_LOCK)
+                    setup_timeout=config.workspace.setup_timeout, git_lock=GIT_LOCK,
+                    jail=lambda command, path: box.wrap(command, worktree=path, repo_root=self.project.root),
+                    redact=Redactor(config))
 
             target, ws = await asyncio.to_thread(make_workspace)
         except Exception as e:
@@ -386,7 +430,10 @@ class Runner:
               fresh: bool = False) -> AgentLoop:
         shelf = self._skills(task, config)
         lessons = self.lessons(config) if config.memory.recall else None
+        box = self._jail(run, ws)
         system_prompt = SYSTEM_PROMPT + (MEMORY_PROMPT if lessons is not None else "")
+        if rules := box.rules(ws.path):
+            system_prompt += "\n\n" + rules
         tools, skill_context = [cls() for cls in STANDARD_TOOLS], {}
         if shelf is not None:
             text, left_out = shelf.prompt()
@@ -411,10 +458,10 @@ class Runner:
             quota_gate=None if config.provider == "scripted" else StoreQuotaGate(
                 self.store, gate_key(config.provider, config.model, config.base_url), config.quota,
                 config.retry.policy()),
-            tool_context={"shell_timeout": config.tools.shell_timeout, "max_shell_timeout": config.tools.max_shell_timeout,
-                          "output_cap": config.tools.output_cap,
+            tool_context={"shell_timeout": config.tools.shell_timeout,
+                          "max_shell_timeout": config.tools.max_shell_timeout, "output_cap": config.tools.output_cap,
                           "env": {"LOOPWRIGHT_RUN_ID": run.id, "LOOPWRIGHT_TASK_ID": str(task.id)}, "memory": memory,
-                          **skill_context},
+                          "sandbox": box, "repo_root": self.project.root, "redact": Redactor(config), **skill_context},
             turn_notices=self._skill_news(shelf) if shelf is not None else None)
 
         async def on_finish(summary: str) -> FinishVerdict:
@@ -425,6 +472,21 @@ class Runner:
         if self.stop_request is not None:  # asked for before this loop was made
             self.loop.request_stop(*self.stop_request)
         return self.loop
+
+    def _jail(self, run: Run, ws: Workspace) -> Sandbox:
+        """The run's view of the sandbox (said in a `sandbox` event: loudly when there is none); the policy's extra
+        paths are checked against this repository now."""
+        self._close_run_box()
+        base = self.sandbox
+        self.store.append(run.id, chosen_event(base))
+        check_worktree(base, ws.path, self.project.root)
+        self._run_box = run_sandbox(base, lambda event: self.store.append(run.id, event))
+        return self._run_box
+
+    def _close_run_box(self) -> None:
+        if self._run_box is not None and self._run_box is not self._sandbox:
+            self._run_box.close()
+        self._run_box = None
 
     def _recalled(self, run: Run, task: Task, config: Config, fresh: bool) -> str:
         """The recalled-lessons section of the task: recalled now for a new run, the same lessons on a resume.
@@ -528,8 +590,7 @@ class Runner:
                                  reason=f"no acceptance check; branch {ws.branch} kept for review")
         loop = self.loop
         assert loop is not None
-        result = await run_command(check, cwd=ws.path, timeout=config.check_timeout, cap=config.tools.output_cap,
-                                   interrupt=loop.tool_context.interrupt)
+        result = await run_check(check, ws.path, config, loop.tool_context, trusted=bool(task.options.get("selfplay")))
         if result.interrupted:  # the run is being stopped; a resumed run does the acceptance step again
             raise Stopped(loop.stop_status, loop.stop_reason)
         passed = result.exit_code == 0 and not result.timed_out
@@ -570,6 +631,7 @@ class Runner:
                                                 f"unused — the script and the run disagree")
         finally:
             await adapter.aclose()
+            self._close_run_box()
         again = False
         task_status = "paused" if outcome.status == "paused" else None
         task_reason = ""
