@@ -95,6 +95,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def _run_in_foreground(project: Project, coro_factory, *, quiet: bool) -> Any:
     """Run a Runner coroutine with live progress; Ctrl-C stops at the next safe point, twice interrupts the tool.
     Pause and kill commands for the run (`loopwright pause/kill`, the TUI) are obeyed as they come."""
+    from loopwright.cli.sandbox import foreground_sandbox
     from loopwright.runtime.runner import Runner
 
     if not quiet:
@@ -102,7 +103,7 @@ def _run_in_foreground(project: Project, coro_factory, *, quiet: bool) -> Any:
 
     async def main() -> Any:
         stop = asyncio.Event()
-        runner = Runner(project, stop=stop)
+        runner = Runner(project, stop=stop, sandbox=foreground_sandbox(project, quiet=quiet))
         task = asyncio.ensure_future(coro_factory(runner))
         watcher = asyncio.ensure_future(runner.watch_commands())
         presses = 0
@@ -302,6 +303,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from loopwright.cli.sandbox import sandbox_status, status_line
     from loopwright.runtime.fleet.daemon import daemon_pid
 
     project = open_project(Path.cwd())
@@ -313,13 +315,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     pid = daemon_pid(project)
     data = {"daemon": pid, "tasks": counts, "active_runs": active,
             "worktrees_bytes": tree_bytes(project.worktrees) if project.worktrees.exists() else 0,
-            "closed_gates": closed_gates(store), "disk_floor": disk_floor(project)}
+            "closed_gates": closed_gates(store), "disk_floor": disk_floor(project),
+            "sandbox": sandbox_status(project.config)}
     if args.json:
         _print_json(data)
         return 0
+    if data["sandbox"]["warning"]:  # loud: first
+        print(status_line(data["sandbox"]))
     print(f"daemon: {'running (pid %d)' % pid if pid else 'not running (start one with `loopwright serve`)'}")
     print("tasks:  " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"))
     print(f"worktrees: {data['worktrees_bytes'] / 1e6:.1f} MB")
+    if not data["sandbox"]["warning"]:
+        print(status_line(data["sandbox"]))
     if data["disk_floor"]:
         print(f"held: {data['disk_floor']}")
     for g in data["closed_gates"]:
@@ -595,6 +602,7 @@ def build_parser() -> Parser:
 
     from loopwright.cli.chat import add_parsers as add_chat_parsers
     from loopwright.cli.lessons import add_parsers as add_lesson_parsers
+    from loopwright.cli.sandbox import add_parsers as add_sandbox_parsers
     from loopwright.cli.selfplay import add_parsers as add_selfplay_parsers
     from loopwright.cli.skills import add_parsers as add_skill_parsers
     from loopwright.memory.artifacts import add_parsers as add_artifact_parsers
@@ -608,6 +616,7 @@ def build_parser() -> Parser:
     add_chat_parsers(sub, add)
     add_tui_parsers(sub, add)
     add_selfplay_parsers(sub, add)
+    add_sandbox_parsers(sub, add)
 
     from loopwright.harness import loopback
 

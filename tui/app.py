@@ -76,7 +76,8 @@ def budget_text(usage: dict, spent: str | None) -> Text:
     if usage["total_usd_limit"] is not None:
         parts.append(f"${usage['total_usd']:.2f} of ${usage['total_usd_limit']:.2f} in total")
     if usage["total_tokens_limit"] is not None:
-        parts.append(f"{fmt_tokens(usage['total_tokens'])} of {fmt_tokens(usage['total_tokens_limit'])} tokens in total")
+        parts.append(f"{fmt_tokens(usage['total_tokens'])} of {fmt_tokens(usage['total_tokens_limit'])} tokens in "
+                     f"total")
     if all(usage[k] is None for k in ("day_usd_limit", "day_tokens_limit", "total_usd_limit", "total_tokens_limit")):
         parts[0] += " (no limit)"
     return Text("budget: " + "; ".join(parts))
@@ -190,6 +191,8 @@ class HeaderBar(Static):
                     t.append(f" ({_cut(g['reason'], 60)})", style="yellow")
         else:
             t.append(" · gates open")
+        if app.sandbox_warning:  # agent commands run unjailed: loud
+            t.append(f"\n⚠ WARNING: {app.sandbox_warning}", style="bold red")
         self.update(t)
 
 
@@ -823,9 +826,10 @@ class TuiApp(App):
     MODES = {"fleet": FleetScreen, "queue": QueueScreen}
 
     def __init__(self, project: Project, *, feed: Feed | None = None, actions: Actions | None = None,
-                 interval: float = 1 / 12, author: str | None = None):
+                 interval: float = 1 / 12, author: str | None = None, sandbox_warning: str | None = None):
         super().__init__()
         self.project = project
+        self.sandbox_warning = sandbox_warning  # agent commands run unjailed: said in the header
         self.author = author or os.environ.get("USER") or "me"  # who the chat view posts as
         self.feed = feed or Feed.for_project(project)
         self.actions = actions or Actions(project)
@@ -963,7 +967,9 @@ def cmd_tui(args: argparse.Namespace) -> int:
     project = open_project(Path.cwd())
     if args.serve:
         start_daemon(project)
-    TuiApp(project, author=args.author).run()
+    from loopwright.runtime.sandboxing import make_sandbox
+
+    TuiApp(project, author=args.author, sandbox_warning=make_sandbox(project.config).warning).run()
     return 0
 
 
