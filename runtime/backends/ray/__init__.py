@@ -67,12 +67,20 @@ from loopwright.harness.messages import Message
 from loopwright.harness.retry import RetryPolicy
 from loopwright.harness.script import Script
 from loopwright.harness.scripted import ScriptedModel
-from loopwright.harness.tools import STANDARD_TOOLS, Toolbox, ToolError, ToolOutcome, resolve_in, run_command
+from loopwright.harness.tools import STANDARD_TOOLS, Toolbox, ToolError, ToolOutcome, resolve_in
 from loopwright.memory.artifacts import ArtifactTool
 from loopwright.memory.run import RunMemory
 from loopwright.memory.store import Command, Run, StoreError, Task, new_run_id
 from loopwright.runtime.chat.threads import FanOut
-from loopwright.runtime.config import BudgetConfig, Config, ConfigError, FleetBudgetConfig, MemoryConfig, QuotaConfig
+from loopwright.runtime.config import (
+    KEY_VARIABLES,
+    BudgetConfig,
+    Config,
+    ConfigError,
+    FleetBudgetConfig,
+    MemoryConfig,
+    QuotaConfig,
+)
 from loopwright.runtime.fleet.budget import FleetBudget, budget_day
 from loopwright.runtime.fleet.quota import StoreQuotaGate, gate_key
 from loopwright.runtime.project import Project
@@ -85,7 +93,16 @@ from loopwright.runtime.runner import (
     _merge,
     merge_message,
     resumable,
+    run_check,
     task_text,
+)
+from loopwright.runtime.sandboxing import (
+    Redactor,
+    check_worktree,
+    chosen_event,
+    make_sandbox,
+    run_sandbox,
+    setup_sandbox,
 )
 from loopwright.workspaces.git import (
     Workspace,
@@ -229,8 +246,9 @@ def _clone_dir(cache_dir: str, remote: str) -> Path:
     return Path(os.path.expanduser(cache_dir)) / hashlib.sha1(remote.encode()).hexdigest()[:12]
 
 
-def open_workspace(spec: RunSpec) -> RemoteWorkspace:
-    """The run's worktree on this node: the cache clone fetched, the run branch checked out at `spec.start_sha`."""
+def open_workspace(spec: RunSpec, jail=None) -> RemoteWorkspace:
+    """The run's worktree on this node: the cache clone fetched, the run branch checked out at `spec.start_sha`;
+    the setup command runs in `jail` (workspaces.git.Jail) when given."""
     cache = _clone_dir(spec.cache_dir, spec.remote)
     clone = cache / "repo"
     path = cache / "worktrees" / spec.branch.removeprefix("lw/")
@@ -256,7 +274,7 @@ def open_workspace(spec: RunSpec) -> RemoteWorkspace:
                          remote=spec.remote)
     ws._copy_in()
     if spec.setup_command:
-        ws._setup(spec.setup_command, spec.setup_timeout)
+        ws._setup(spec.setup_command, spec.setup_timeout, jail=jail)
     return ws
 
 
@@ -606,7 +624,7 @@ async def _accept(spec: RunSpec, ws: RemoteWorkspace, proxy: StoreProxy, head, l
     if not check:
         return FinishVerdict("needs_review", "Finished. No acceptance check is configured; kept for review.",
                              reason=f"no acceptance check; branch {ws.branch} kept for review")
-    result = await run_command(check, cwd=ws.path, timeout=config.check_timeout, cap=config.tools.output_cap)
+    result = await run_check(check, ws.path, config, loop_ref[0].tool_context)  # in the run's jail, redacted
     passed = result.exit_code == 0 and not result.timed_out
     proxy.append(spec.run_id, CheckRan(command=check, passed=passed, exit_code=result.exit_code,
                                        output_tail=result.output[-4000:], duration_ms=result.duration_ms))
@@ -683,16 +701,26 @@ async def _work(actor: RunActor, spec: RunSpec, head, api_key: str | None) -> Re
     proxy = StoreProxy(head, spec)
     # the model's SDK is imported (a second of CPU) while git fetches and checks out
     making = asyncio.ensure_future(asyncio.to_thread(_adapter, spec, api_key))
+    # the project's [sandbox] policy, as this node can give it (auto: bwrap if it works here)
+    base = await asyncio.to_thread(make_sandbox, spec.config)
+    proxy.append(spec.run_id, chosen_event(base))
+    setup_box = setup_sandbox(base)
     try:
-        ws = await asyncio.to_thread(open_workspace, spec)
+        ws = await asyncio.to_thread(open_workspace, spec,
+                                     lambda command, path: setup_box.wrap(command, worktree=path))
     except WorkspaceError as e:
         with contextlib.suppress(Exception):
             await (await making).aclose()
         return RemoteOutcome("failed", f"on the Ray worker ({socket.gethostname()}): {e}")
     adapter = None
+    box = base
     try:
         adapter = await making
         config = spec.config
+        check_worktree(base, ws.path, ws.root)
+        box = run_sandbox(base, lambda event: proxy.append(spec.run_id, event))
+        key_variable = config.api_key_env or KEY_VARIABLES.get(config.provider)
+        redactor = Redactor(config, {**os.environ, **({key_variable: api_key} if key_variable and api_key else {})})
         loop_ref: list = [None]
         memory_on = spec.memory_tools
         tools = [cls() for cls in STANDARD_TOOLS]
@@ -711,7 +739,8 @@ async def _work(actor: RunActor, spec: RunSpec, head, api_key: str | None) -> Re
                            artifacts_root=Path("/nonexistent"),
                            lessons=RemoteLessons(head, config.memory) if memory_on else None)
         settings = LoopSettings(
-            system_prompt=spec.system_prompt, task_text=spec.task_text,
+            system_prompt=spec.system_prompt + (f"\n\n{rules}" if (rules := box.rules(ws.path)) else ""),
+            task_text=spec.task_text,
             max_output_tokens=config.max_output_tokens, model_info=config.model_info(), budget=config.budget,
             retry=config.retry.policy(), compact_at=config.context.compact_at,
             keep_recent=config.context.keep_recent, fleet=WorkerFleet(config.fleet),
@@ -722,7 +751,7 @@ async def _work(actor: RunActor, spec: RunSpec, head, api_key: str | None) -> Re
                           "max_shell_timeout": config.tools.max_shell_timeout,
                           "output_cap": config.tools.output_cap,
                           "env": {"LOOPWRIGHT_RUN_ID": spec.run_id, "LOOPWRIGHT_TASK_ID": str(spec.task_id)},
-                          "memory": memory})
+                          "memory": memory, "sandbox": box, "repo_root": ws.root, "redact": redactor})
 
         async def on_finish(summary: str) -> FinishVerdict:
             return await _accept(spec, ws, proxy, head, loop_ref)
@@ -748,6 +777,8 @@ async def _work(actor: RunActor, spec: RunSpec, head, api_key: str | None) -> Re
         if adapter is not None:
             with contextlib.suppress(Exception):
                 await adapter.aclose()
+        if box is not base:
+            box.close()
         await proxy.close()
         with contextlib.suppress(Exception):
             await asyncio.to_thread(remove_workspace, ws)

@@ -156,7 +156,9 @@ class SkillDomain(Domain):
     def check_command(self, task: PracticeTask, folder: Path) -> str:
         path = Path(folder) / "task.json"
         path.write_text(task.model_dump_json())
-        return f"{shlex.quote(sys.executable)} -m loopwright.runtime.learning.selfplay.skills_domain {shlex.quote(str(path))}"
+        # -P: the worktree (the agent's files) is not put on sys.path: this verifier runs outside the jail
+        return (f"{shlex.quote(sys.executable)} -P -m loopwright.runtime.learning.selfplay.skills_domain "
+                f"{shlex.quote(str(path))}")
 
 
 def skill_domains(root: Path | None) -> dict[str, SkillDomain]:
