@@ -36,7 +36,10 @@ def foreground_sandbox(project: Project, *, quiet: bool = False) -> Sandbox:
 
 def sandbox_status(config: Config) -> dict:
     """For `status`: the mode this machine gives the project's policy, and the warning when it is none."""
-    box = make_sandbox(config)
+    try:
+        box = make_sandbox(config)
+    except ConfigError as e:  # mode bwrap where it cannot run: runs refuse to start; status says why
+        return {"mode": "unavailable", "detail": "", "warning": f"runs cannot start: {e}"}
     return {"mode": box.mode, "detail": describe(box), "warning": box.warning}
 
 

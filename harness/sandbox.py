@@ -212,8 +212,12 @@ class Sandbox:
                                  f"with this user's access")
 
     def wrap(self, command: str, *, worktree: Path, cwd: Path | None = None, repo_root: Path | None = None,
-             env: Mapping[str, str] | None = None, interactive: bool = False) -> tuple[list[str], dict[str, str]]:
-        """(argv, environment) that run `command` with bash in `cwd` (default: the worktree) under the policy."""
+             env: Mapping[str, str] | None = None, interactive: bool = False,
+             readable: Iterable[Path] = ()) -> tuple[list[str], dict[str, str]]:
+        """(argv, environment) that run `command` with bash in `cwd` (default: the worktree) under the policy.
+
+        `readable`: more folders shown read-only to this command (a run's skill folders, so their scripts run);
+        one that is missing or would expose too much is left out."""
         raise NotImplementedError
 
     def explain(self, output: str, exit_code: int | None) -> str:
@@ -257,7 +261,8 @@ class NoSandbox(Sandbox):
     mode = "none"
 
     def wrap(self, command: str, *, worktree: Path, cwd: Path | None = None, repo_root: Path | None = None,
-             env: Mapping[str, str] | None = None, interactive: bool = False) -> tuple[list[str], dict[str, str]]:
+             env: Mapping[str, str] | None = None, interactive: bool = False,
+             readable: Iterable[Path] = ()) -> tuple[list[str], dict[str, str]]:
         merged = {**os.environ, **(env or {})}
         return ["/bin/bash", "-c", command], {k: v for k, v in merged.items()
                                               if not SECRET_NAME.search(k) and k not in self.hide_env}
@@ -311,7 +316,9 @@ class BwrapSandbox(Sandbox):
     # -- the command line ----------------------------------------------------------------------------
 
     def wrap(self, command: str, *, worktree: Path, cwd: Path | None = None, repo_root: Path | None = None,
-             env: Mapping[str, str] | None = None, interactive: bool = False) -> tuple[list[str], dict[str, str]]:
+             env: Mapping[str, str] | None = None, interactive: bool = False,
+             readable: Iterable[Path] = ()) -> tuple[list[str], dict[str, str]]:
+        readable_extra = tuple(readable)
         wt = Path(worktree).resolve()
         if not wt.is_dir():
             raise SandboxError(f"the worktree {wt} is not a folder (was it removed?)")
@@ -324,6 +331,11 @@ class BwrapSandbox(Sandbox):
                 raise SandboxError(f"the worktree {wt} holds {why} ({bad}); a sandbox is made for a run's worktree, "
                                    f"like .loopwright/worktrees/<run>")
         readable = [self._extra(p, "readable", root, store, git) for p in self.policy.readable]
+        for extra in readable_extra:
+            try:
+                readable.append(self._extra(str(extra), "readable", root, store, git))
+            except SandboxError:
+                continue
         writable = [self._extra(p, "writable", root, store, git) for p in self.policy.writable]
 
         a = [str(self.bwrap), "--unshare-user", "--disable-userns", "--unshare-pid", "--unshare-ipc", "--unshare-uts",

@@ -190,11 +190,11 @@ class _CappedOutput:
 async def run_command(command: str, *, cwd: Path, timeout: float, cap: int = 30_000,
                       env: dict[str, str] | None = None, interrupt: asyncio.Event | None = None,
                       sandbox: Sandbox | None = None, worktree: Path | None = None,
-                      repo_root: Path | None = None) -> CommandResult:
+                      repo_root: Path | None = None, readable: tuple[Path, ...] = ()) -> CommandResult:
     """Run `command` with bash in `cwd`: stdout and stderr merged, capped head + tail while streaming.
 
-    With a `sandbox`, bash runs in its jail around `worktree` (default: `cwd`); a policy that cannot be set up
-    there raises SandboxError.
+    With a `sandbox`, bash runs in its jail around `worktree` (default: `cwd`), `readable` folders shown
+    read-only too; a policy that cannot be set up there raises SandboxError.
 
     At the timeout, or once `interrupt` is set, the whole process group is ended
     (SIGTERM, then SIGKILL after KILL_GRACE seconds); on cancellation it is killed
@@ -203,7 +203,8 @@ async def run_command(command: str, *, cwd: Path, timeout: float, cap: int = 30_
     """
     t0 = time.perf_counter()
     if sandbox is not None:
-        argv, full_env = sandbox.wrap(command, worktree=worktree or cwd, cwd=cwd, repo_root=repo_root, env=env)
+        argv, full_env = sandbox.wrap(command, worktree=worktree or cwd, cwd=cwd, repo_root=repo_root, env=env,
+                                      readable=readable)
     else:
         argv, full_env = ["/bin/bash", "-c", command], clean_env(env)
     proc = await asyncio.create_subprocess_exec(
@@ -451,8 +452,11 @@ class Shell(Tool):
         timeout = min(a.timeout_seconds or ctx.shell_timeout, ctx.max_shell_timeout)
         # leave room for the status line so the Toolbox's cap does not cut the output a second time
         try:
+            # the skills' folders (as they are now: skills come and go while a run goes) so their scripts run
+            roots = ctx.skills.roots if ctx.skills is not None else ctx.read_roots
             r = await run_command(a.command, cwd=ctx.worktree, timeout=timeout, cap=max(ctx.output_cap - 200, 100),
-                                  env=ctx.env, interrupt=ctx.interrupt, sandbox=ctx.sandbox, repo_root=ctx.repo_root)
+                                  env=ctx.env, interrupt=ctx.interrupt, sandbox=ctx.sandbox, repo_root=ctx.repo_root,
+                                  readable=roots)
         except SandboxError as e:
             raise ToolError(f"the sandbox could not be set up: {e}") from None
         output = ctx.sandbox.explain(r.output, r.exit_code) if ctx.sandbox is not None else r.output

@@ -304,6 +304,7 @@ class Runner:
                     redact=Redactor(config))
 
             target, ws = await asyncio.to_thread(make_workspace)
+            check_worktree(self.sandbox, ws.path, self.project.root)  # extra paths that expose too much: refused
         except Exception as e:
             self.store.set_task_status(task.id, "failed", reason=str(e))
             raise
@@ -361,6 +362,7 @@ class Runner:
         task = self.store.task(run.task_id)
         config = self._task_config(task)
         adapter = self._adapter(config, start_at=self._script_position(task))
+        check_worktree(self.sandbox, Path(run.worktree), self.project.root)
         if not self.store.claim_run(run.id, only_from=("paused", "running", "budget_exceeded")):
             raise StoreError(f"run {run.id} was taken by another process")
         ws = Workspace.open(self.project.root, run.id, Path(run.worktree), run.branch, run.base_commit,
@@ -474,12 +476,10 @@ class Runner:
         return self.loop
 
     def _jail(self, run: Run, ws: Workspace) -> Sandbox:
-        """The run's view of the sandbox (said in a `sandbox` event: loudly when there is none); the policy's extra
-        paths are checked against this repository now."""
+        """The run's view of the sandbox (said in a `sandbox` event: loudly when there is none)."""
         self._close_run_box()
         base = self.sandbox
         self.store.append(run.id, chosen_event(base))
-        check_worktree(base, ws.path, self.project.root)
         self._run_box = run_sandbox(base, lambda event: self.store.append(run.id, event))
         return self._run_box
 

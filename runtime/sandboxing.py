@@ -73,8 +73,9 @@ def setup_sandbox(base: Sandbox) -> Sandbox:
 
 def check_worktree(box: Sandbox, worktree, repo_root) -> None:
     """Refuse now, in one line, extra paths the policy names that would expose too much for this repository."""
-    try:
-        box.wrap("true", worktree=worktree, repo_root=repo_root)
+    try:  # network "allow" would start a proxy just to be asked: the paths do not depend on the network
+        (box.variant(network="off") if box.policy.network == "allow" else box).wrap("true", worktree=worktree,
+                                                                                    repo_root=repo_root)
     except SandboxError as e:
         raise ConfigError(str(e)) from None
 
