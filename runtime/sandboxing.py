@@ -37,16 +37,20 @@ def make_sandbox(config: Config) -> Sandbox:
         raise ConfigError(str(e)) from None
 
 
+_VERSIONS: dict[str, str] = {}  # bwrap binary -> its version (asked once per process)
+
+
 def describe(box: Sandbox) -> str:
-    """One line: the mode, bwrap's version, the network; or the warning of mode none."""
+    """One line: bwrap's version and binary, the network; or the warning of mode none."""
     if box.mode != "bwrap":
         return box.warning or "sandbox off"
-    if not hasattr(box, "_described"):
-        p = box.policy
-        net = {"off": "network off", "on": "network on",
-               "allow": f"network only to {', '.join(p.allow_hosts) or 'no host'}"}[p.network]
-        box._described = f"{box.version()} ({getattr(box, 'bwrap', '')}), {net}"  # type: ignore[attr-defined]
-    return box._described  # type: ignore[attr-defined]
+    binary = str(getattr(box, "bwrap", ""))
+    if binary not in _VERSIONS:
+        _VERSIONS[binary] = box.version()
+    p = box.policy
+    net = {"off": "network off", "on": "network on",
+           "allow": f"network only to {', '.join(p.allow_hosts) or 'no host'}"}[p.network]
+    return f"{_VERSIONS[binary]} ({binary}), {net}"
 
 
 def chosen_event(box: Sandbox) -> SandboxChosen:
