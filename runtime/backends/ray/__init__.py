@@ -246,7 +246,7 @@ def _clone_dir(cache_dir: str, remote: str) -> Path:
     return Path(os.path.expanduser(cache_dir)) / hashlib.sha1(remote.encode()).hexdigest()[:12]
 
 
-def open_workspace(spec: RunSpec, jail=None) -> RemoteWorkspace:
+def open_workspace(spec: RunSpec, jail=None, redact=None) -> RemoteWorkspace:
     """The run's worktree on this node: the cache clone fetched, the run branch checked out at `spec.start_sha`;
     the setup command runs in `jail` (workspaces.git.Jail) when given."""
     cache = _clone_dir(spec.cache_dir, spec.remote)
@@ -274,7 +274,7 @@ def open_workspace(spec: RunSpec, jail=None) -> RemoteWorkspace:
                          remote=spec.remote)
     ws._copy_in()
     if spec.setup_command:
-        ws._setup(spec.setup_command, spec.setup_timeout, jail=jail)
+        ws._setup(spec.setup_command, spec.setup_timeout, jail=jail, redact=redact)
     return ws
 
 
@@ -705,9 +705,11 @@ async def _work(actor: RunActor, spec: RunSpec, head, api_key: str | None) -> Re
     base = await asyncio.to_thread(make_sandbox, spec.config)
     proxy.append(spec.run_id, chosen_event(base))
     setup_box = setup_sandbox(base)
+    key_variable = spec.config.api_key_env or KEY_VARIABLES.get(spec.config.provider)
+    redactor = Redactor(spec.config, {**os.environ, **({key_variable: api_key} if key_variable and api_key else {})})
     try:
-        ws = await asyncio.to_thread(open_workspace, spec,
-                                     lambda command, path: setup_box.wrap(command, worktree=path))
+        ws = await asyncio.to_thread(open_workspace, spec, lambda command, path: setup_box.wrap(command, worktree=path),
+                                     redactor)
     except WorkspaceError as e:
         with contextlib.suppress(Exception):
             await (await making).aclose()
@@ -719,8 +721,6 @@ async def _work(actor: RunActor, spec: RunSpec, head, api_key: str | None) -> Re
         config = spec.config
         check_worktree(base, ws.path, ws.root)
         box = run_sandbox(base, lambda event: proxy.append(spec.run_id, event))
-        key_variable = config.api_key_env or KEY_VARIABLES.get(config.provider)
-        redactor = Redactor(config, {**os.environ, **({key_variable: api_key} if key_variable and api_key else {})})
         loop_ref: list = [None]
         memory_on = spec.memory_tools
         tools = [cls() for cls in STANDARD_TOOLS]
