@@ -9,6 +9,8 @@ import threading
 import time
 from pathlib import Path
 
+from loopwright.cli.common import print_json
+from loopwright.runtime.chat.format import line
 from loopwright.runtime.chat.threads import (
     ChatError,
     Message,
@@ -24,23 +26,6 @@ from loopwright.runtime.chat.threads import (
 from loopwright.runtime.project import open_project
 
 
-def _print_json(data) -> None:
-    from loopwright.cli.main import _print_json as out
-
-    out(data)
-
-
-def line(m) -> str:
-    """One message as a person reads it."""
-    stamp = time.strftime("%H:%M:%S", time.localtime(m.ts))
-    reply = f" ↳{m.reply_to}" if m.reply_to else ""
-    edited = " (edited)" if m.edited else ""
-    tag = {"status": " [status]", "system": " [loopwright]"}.get(m.kind, "")
-    flag = {"duplicate": " [duplicate: not acted on]", "refused": " [refused: rate limit]",
-            "cleared": " [cleared by /stop]"}.get(m.state, "")
-    return f"[{stamp}] {m.id:>4}{reply} {m.author_name}{tag}: {m.text}{edited}{flag}"
-
-
 def cmd_threads(args: argparse.Namespace) -> int:
     project = open_project(Path.cwd(), create=True)
     if args.action == "new":
@@ -50,14 +35,14 @@ def cmd_threads(args: argparse.Namespace) -> int:
         create_thread(project.store, args.name, mode="auto" if args.auto else "mention", owner=args.owner,
                       allow=allow, check=args.check)
         if args.json:
-            _print_json({"thread": args.name, "mode": "auto" if args.auto else "mention"})
+            print_json({"thread": args.name, "mode": "auto" if args.auto else "mention"})
         else:
             how = "every message starts work" if args.auto else f"mention @{project.config.chat.name} to start work"
             print(f"thread #{args.name} created ({how})")
         return 0
     rows = threads(project.store)
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return 0
     if not rows:
         print("no threads yet (create one with: loopwright threads new general)")
@@ -79,14 +64,14 @@ def cmd_say(args: argparse.Namespace) -> int:
         m = post_message(store, config, args.thread, args.author, args.text, name=args.name, reply_to=args.reply_to,
                          external_id=args.id)
         if args.json:
-            _print_json(as_dict(m))
+            print_json(as_dict(m))
             return 0
         print(line(m))
         for name in unknown_mentions(store, m, config):
             print(f"note: no agent or member @{name} here; mention @{config.name} to start work", file=sys.stderr)
         return 0
     if args.json:
-        _print_json({"result": said})
+        print_json({"result": said})
     else:
         print(said)
     return 0

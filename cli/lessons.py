@@ -7,18 +7,13 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
+from loopwright.cli.common import add_actions, print_json
 from loopwright.memory.lessons import Lesson, LessonError, Lessons
-
-
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str))
+from loopwright.runtime.project import open_project
 
 
 def _open() -> Lessons:
-    from loopwright.runtime.project import open_project
-
     project = open_project(Path.cwd())
     return Lessons(project.store, project.config.memory)
 
@@ -56,7 +51,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     found = [x for book in _scope_books(lessons, args.scope)
              for x in book.list(status=None if args.all else "active", tag=args.tag)]
     if args.json:
-        _print_json([_data(x) for x in found])
+        print_json([_data(x) for x in found])
         return 0
     if not found:
         print("no lessons yet" + (f" tagged {args.tag}" if args.tag else "") +
@@ -71,7 +66,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     _note_global(lessons)
     found = lessons.search(args.query, limit=args.limit, include_retired=args.all)
     if args.json:
-        _print_json([_data(x) for x in found])
+        print_json([_data(x) for x in found])
         return 0
     if not found:
         print(f"no lesson matches {args.query!r}")
@@ -85,7 +80,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     book, lesson_id = lessons.resolve(args.ref)
     lesson, history = book.get(lesson_id), book.history(lesson_id)
     if args.json:
-        _print_json({**_data(lesson), "history": [h.model_dump() for h in history]})
+        print_json({**_data(lesson), "history": [h.model_dump() for h in history]})
         return 0
     print(f"lesson {lesson.ref} ({lesson.scope}, {lesson.status}): helpful {lesson.helpful}, harmful "
           f"{lesson.harmful}, recalled {lesson.recalled}, score {lesson.score:.2f}")
@@ -117,7 +112,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     book = lessons.book("global" if args.global_ else "project")
     lesson, merged = book.add(args.text, args.tag or (), by="cli")
     if args.json:
-        _print_json({**_data(lesson), "merged": merged})
+        print_json({**_data(lesson), "merged": merged})
     elif merged:
         print(f"merged into lesson {lesson.ref} (a near-duplicate), which now reads: {lesson.text}")
     else:
@@ -132,7 +127,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     book, lesson_id = lessons.resolve(args.ref)
     lesson = book.edit(lesson_id, text=args.text, tags=args.tag, by="cli")
     if args.json:
-        _print_json(_data(lesson))
+        print_json(_data(lesson))
     else:
         print(f"edited lesson {lesson.ref}")
     return 0
@@ -149,7 +144,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
         message = (f"retired lesson {lesson.ref}: no longer recalled, but kept in the store with its history "
                    f"(`--purge` deletes it)")
     if args.json:
-        _print_json({**_data(lesson), "purged": args.purge})
+        print_json({**_data(lesson), "purged": args.purge})
     else:
         print(message)
     return 0
@@ -161,14 +156,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         _note_global(lessons)
     data = lessons.export(args.scope)
     if args.output is None:
-        _print_json(data)
+        print_json(data)
         return 0
     try:
         Path(args.output).write_text(json.dumps(data, indent=2) + "\n")
     except OSError as e:
         raise LessonError(f"cannot write {args.output}: {e.strerror or e}") from None
     if args.json:
-        _print_json({"file": args.output, "lessons": len(data["lessons"])})
+        print_json({"file": args.output, "lessons": len(data["lessons"])})
     else:
         print(f"exported {len(data['lessons'])} lesson(s) to {args.output}")
     return 0
@@ -186,7 +181,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     total = len(data.get("lessons", [])) if isinstance(data, dict) and isinstance(data.get("lessons"), list) else 0
     added = lessons.import_data(data, scope=scope, by="cli")
     if args.json:
-        _print_json({"scope": scope, "added": added, "merged": total - added})
+        print_json({"scope": scope, "added": added, "merged": total - added})
     else:
         print(f"imported {total} lesson(s) into the {scope} lessons: {added} added, {total - added} merged into "
               "near-duplicates")
@@ -197,14 +192,7 @@ def add_parsers(sub, add) -> None:
     """Register `lessons ...` on the main parser (`add(name, func, help)` makes a subparser)."""
     lessons = add("lessons", None, "what agents learned across runs: list, search, show, add, edit, forget, export, "
                                    "import", json_flag=False)
-    inner = lessons.add_subparsers(dest="lessons_command", metavar="ACTION", parser_class=type(lessons))
-    lessons.set_defaults(func=lambda a: (lessons.print_help(), 2)[1])
-
-    def action(name: str, func, help: str):
-        p = inner.add_parser(name, help=help, description=help)
-        p.set_defaults(func=func)
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-        return p
+    action = add_actions(lessons, "lessons_command")
 
     def scope_option(p) -> None:
         p.add_argument("--scope", choices=["project", "global"], help="only this project's lessons or only the "

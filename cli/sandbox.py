@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from loopwright.harness.sandbox import Sandbox
-from loopwright.runtime.config import Config, ConfigError, load_config
+from loopwright.harness.sandbox import Sandbox, SandboxError
+from loopwright.runtime.config import Config, load_config
 from loopwright.runtime.project import Project, ProjectError, open_project
 from loopwright.runtime.sandboxing import describe, make_sandbox
 from loopwright.workspaces.git import WorkspaceError
@@ -38,7 +38,7 @@ def sandbox_status(config: Config) -> dict:
     """For `status`: the mode this machine gives the project's policy, and the warning when it is none."""
     try:
         box = make_sandbox(config)
-    except ConfigError as e:  # mode bwrap where it cannot run: runs refuse to start; status says why
+    except SandboxError as e:  # mode bwrap where it cannot run: runs refuse to start; status says why
         return {"mode": "unavailable", "detail": "", "warning": f"runs cannot start: {e}"}
     return {"mode": box.mode, "detail": describe(box), "warning": box.warning}
 
@@ -108,18 +108,16 @@ def cmd_shell(args: argparse.Namespace) -> int:
     else:
         run = next((r for r in reversed(store.runs()) if Path(r.worktree).is_dir()), None)
         if run is None:
-            raise ConfigError("no run has a worktree to open a shell in (name one: loopwright sandbox shell RUN)")
+            raise SandboxError("no run has a worktree to open a shell in (name one: loopwright sandbox shell RUN)")
     if not Path(run.worktree).is_dir():
-        raise ConfigError(f"the worktree of run {run.id} is gone ({run.worktree})")
+        raise SandboxError(f"the worktree of run {run.id} is gone ({run.worktree})")
     box = make_sandbox(project.config)
     if box.mode != "bwrap":
-        raise ConfigError(f"there is no jail to enter: {box.warning}")
-    try:
-        argv, env = box.wrap("exec /bin/bash --norc --noprofile -i", worktree=Path(run.worktree),
-                             repo_root=project.root, interactive=True,
-                             env={"PS1": f"[sandbox {run.id}] \\w\\$ ", "LOOPWRIGHT_RUN_ID": run.id})
-    except Exception as e:  # SandboxError: the policy does not fit this repository
-        raise ConfigError(str(e)) from None
+        raise SandboxError(f"there is no jail to enter: {box.warning}")
+    # a policy that does not fit this repository is a SandboxError, said in one line
+    argv, env = box.wrap("exec /bin/bash --norc --noprofile -i", worktree=Path(run.worktree),
+                         repo_root=project.root, interactive=True,
+                         env={"PS1": f"[sandbox {run.id}] \\w\\$ ", "LOOPWRIGHT_RUN_ID": run.id})
     print(f"a shell in the jail of run {run.id} ({describe(box)}); `exit` leaves it", file=sys.stderr)
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the shell's
     try:

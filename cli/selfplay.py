@@ -17,27 +17,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import tempfile
 from pathlib import Path
 
+from loopwright.cli.common import project_root
+from loopwright.runtime.learning.selfplay.domain import SelfPlayError
+from loopwright.runtime.project import DIR
+
 POPULATIONS = ("static", "learning", "drifting")
-
-
-class SelfPlayError(Exception):
-    """A self-play command that cannot run as asked (said in one line)."""
 
 
 def _folder(args: argparse.Namespace, name: str) -> Path:
     """The state folder: --dir, else in the project; a simulation played outside one gets a temporary folder."""
     if args.dir:
         return Path(args.dir)
-    from loopwright.runtime.project import DIR, _top
-
-    try:
-        root = _top(Path.cwd())
-    except Exception:  # noqa: BLE001 — not inside a git repository
-        root = None
+    root = project_root()
     if root is not None and (root / DIR).is_dir():
         return root / DIR / "selfplay" / name
     if args.simulate and args.action == "report":
@@ -63,13 +57,9 @@ def _config(args: argparse.Namespace):
 def cmd_selfplay(args: argparse.Namespace) -> int:
     quiet = getattr(args, "json", False)
     say = (lambda s: None) if quiet else (lambda s: print(s, flush=True))
-    try:
-        if args.action == "report":
-            return _report(args, quiet)
-        return _play(args, quiet, say)
-    except SelfPlayError as e:
-        print(f"loopwright: error: {e}", file=sys.stderr)
-        return 2
+    if args.action == "report":
+        return _report(args, quiet)
+    return _play(args, quiet, say)
 
 
 def _name(args: argparse.Namespace) -> str:
@@ -91,7 +81,7 @@ def _play(args: argparse.Namespace, quiet: bool, say) -> int:
     else:
         from loopwright.runtime.learning.selfplay.real import build
 
-        domain, proposer, solver, project = build(args, cfg)
+        domain, proposer, solver, project = build(args.domain, provider=args.provider, model=args.model)
         say(f"self-play {domain.name}: {args.rounds} round(s), batch {cfg.batch}, k {cfg.k}, target "
             f"{cfg.controller.target}; {project.config.provider}/{project.config.model}; state in {folder}")
         engine = Engine(domain, proposer, solver, cfg, folder=folder, say=say)

@@ -5,19 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from loopwright.cli.main import _print_json
+from loopwright.cli.common import add_actions, print_json, project_root
 from loopwright.skills.catalog import Catalog, SkillError, discover, is_trusted, set_trust
 from loopwright.skills.format import is_valid, validate_skill
-
-
-def _project_root() -> Path | None:
-    """The repository around the current folder; None outside one (then only user and bundled skills count)."""
-    from loopwright.runtime.project import _top
-
-    try:
-        return _top(Path.cwd())
-    except Exception:  # noqa: BLE001 — not a git repository
-        return None
 
 
 def _disabled(root: Path | None) -> set[str]:
@@ -29,7 +19,7 @@ def _disabled(root: Path | None) -> set[str]:
 
 
 def _catalog() -> tuple[Catalog, Path | None]:
-    root = _project_root()
+    root = project_root()
     return discover(root, disabled=_disabled(root)), root
 
 
@@ -44,7 +34,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             + [_row(e, "draft" if e.scope == "learned" else "disabled") for e in cat.disabled]
             + [_row(e, "shadowed") for e in cat.shadowed])
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return 0
     if not rows:
         print("no skills found (put skill folders in ~/.loopwright/skills/ or, after `loopwright trust`, "
@@ -63,7 +53,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             "compatibility": s.compatibility, "metadata": s.metadata, "allowed_tools": s.allowed_tools,
             "files": s.files()}
     if args.json:
-        _print_json({**data, "body": s.body()})
+        print_json({**data, "body": s.body()})
         return 0
     print(f"{e.ref} ({e.scope}) — {s.path}")
     print(" ".join(s.description.split()))
@@ -80,7 +70,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     cat, _ = _catalog()
     hits = cat.search(args.query, limit=args.limit)
     if args.json:
-        _print_json([{"score": score, **_row(e)} for score, e in hits])
+        print_json([{"score": score, **_row(e)} for score, e in hits])
         return 0
     if not hits:
         print(f"no skill matches {args.query!r}")
@@ -93,7 +83,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     cat, root = _catalog()
     diags = cat.diagnostics
     if args.json:
-        _print_json({"skills": len(cat.entries), "diagnostics": [d.__dict__ for d in diags],
+        print_json({"skills": len(cat.entries), "diagnostics": [d.__dict__ for d in diags],
                 "trusted": bool(root and is_trusted(root))})
         return 0
     print(f"{len(cat.entries)} skill(s) available, {len(cat.disabled)} disabled, {len(cat.shadowed)} shadowed")
@@ -121,7 +111,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     bad = [f for f, d in results.items() if not is_valid(d)]
     warned = [f for f, d in results.items() if d and is_valid(d)]
     if args.json:
-        _print_json({f: [d.__dict__ for d in ds] for f, ds in results.items()})
+        print_json({f: [d.__dict__ for d in ds] for f, ds in results.items()})
     else:
         for f, ds in results.items():
             print(f"{'FAIL' if f in bad else 'ok  '} {f}")
@@ -142,7 +132,7 @@ def cmd_enable(args: argparse.Namespace) -> int:
     enabled = args.skills_command == "enable"
     project.store.set_skill_enabled(entry.name, enabled)
     if args.json:
-        _print_json({"name": entry.name, "enabled": enabled})
+        print_json({"name": entry.name, "enabled": enabled})
     else:
         print(f"skill {entry.name} {'enabled' if enabled else 'disabled'} for {project.root}")
     return 0
@@ -162,20 +152,20 @@ def cmd_promote(args: argparse.Namespace) -> int:
                          f"with `loopwright skills enable`")
     project.store.set_skill_enabled(entry.name, True)
     if args.json:
-        _print_json({"name": entry.name, "ref": entry.ref, "path": str(entry.skill.path), "enabled": True})
+        print_json({"name": entry.name, "ref": entry.ref, "path": str(entry.skill.path), "enabled": True})
     else:
         print(f"learned skill {entry.ref} promoted: agents of {project.root} can use it ({entry.skill.path})")
     return 0
 
 
 def cmd_trust(args: argparse.Namespace) -> int:
-    root = _project_root()
+    root = project_root()
     if root is None:
         raise SkillError("not inside a git repository: trust is given to a repository's own skills")
     set_trust(root, not args.revoke)
     found = [d for d in (".loopwright/skills", ".agents/skills", ".claude/skills") if (root / d).is_dir()]
     if args.json:
-        _print_json({"project": str(root), "trusted": not args.revoke, "skill_folders": found})
+        print_json({"project": str(root), "trusted": not args.revoke, "skill_folders": found})
     elif args.revoke:
         print(f"{root}: its own skills are no longer loaded")
     else:
@@ -184,12 +174,12 @@ def cmd_trust(args: argparse.Namespace) -> int:
 
 
 def _installer(name: str):
-    """A command from install.py, imported when it runs (it brings in GitPython and the scanner)."""
+    """A command from cli/skill_install.py, imported when it runs (it brings in GitPython and the scanner)."""
 
     def run(args: argparse.Namespace) -> int:
-        from loopwright.skills import install
+        from loopwright.cli import skill_install
 
-        return getattr(install, name)(args)
+        return getattr(skill_install, name)(args)
 
     return run
 
@@ -201,14 +191,7 @@ def add_parsers(sub, add) -> None:
 
     skills = add("skills", None, "installed skills: list, show, search, validate, doctor, enable, disable, "
                                  "install, verify, update, rollback, remove, promote", json_flag=False)
-    inner = skills.add_subparsers(dest="skills_command", metavar="ACTION", parser_class=type(skills))
-    skills.set_defaults(func=lambda a: (skills.print_help(), 2)[1])
-
-    def action(name: str, func, help: str):
-        p = inner.add_parser(name, help=help, description=help)
-        p.set_defaults(func=func)
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-        return p
+    action = add_actions(skills, "skills_command")
 
     action("list", cmd_list, "every skill agents can use, with its scope; disabled and shadowed ones marked")
     action("show", cmd_show, "one skill: its front matter, files and instructions").add_argument("name")

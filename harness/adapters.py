@@ -13,10 +13,20 @@ import functools
 import importlib
 import json
 import ssl
+from collections.abc import Callable
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
-from loopwright.harness.messages import Message, ModelResponse, TextBlock, ToolCall, ToolResult, ToolSpec, Usage
+from loopwright.harness.messages import (
+    Message,
+    ModelResponse,
+    StopReason,
+    TextBlock,
+    ToolCall,
+    ToolResult,
+    ToolSpec,
+    Usage,
+)
 from loopwright.harness.models import ModelAdapter, WireCache, flatten
 
 PROVIDERS = ("anthropic", "openai", "openai-responses")
@@ -54,6 +64,7 @@ class _SDKAdapter(ModelAdapter):
 
     sdk_name = ""
     client_name = ""
+    _to_wire: Callable[[Message], Any]  # one message in the provider's wire format (cached by WireCache)
 
     def __init__(self, model: str, *, api_key: str, base_url: str | None = None, timeout: float = 600):
         self.model = model
@@ -71,7 +82,7 @@ class _SDKAdapter(ModelAdapter):
 class AnthropicAdapter(_SDKAdapter):
     provider = "anthropic"
     sdk_name, client_name = "anthropic", "AsyncAnthropic"
-    _STOP: ClassVar[dict[str, str]] = {"end_turn": "end_turn", "tool_use": "tool_use", "max_tokens": "max_tokens",
+    _STOP: ClassVar[dict[str, StopReason]] = {"end_turn": "end_turn", "tool_use": "tool_use", "max_tokens": "max_tokens",
              "model_context_window_exceeded": "max_tokens", "stop_sequence": "stop_sequence", "refusal": "refusal"}
 
     @staticmethod
@@ -118,7 +129,7 @@ class AnthropicAdapter(_SDKAdapter):
 class OpenAIChatAdapter(_SDKAdapter):
     provider = "openai"
     sdk_name, client_name = "openai", "AsyncOpenAI"
-    _STOP: ClassVar[dict[str, str]] = {"stop": "end_turn", "tool_calls": "tool_use", "function_call": "tool_use", "length": "max_tokens",
+    _STOP: ClassVar[dict[str, StopReason]] = {"stop": "end_turn", "tool_calls": "tool_use", "function_call": "tool_use", "length": "max_tokens",
              "content_filter": "refusal"}
 
     @staticmethod

@@ -1,13 +1,14 @@
 """One agent's loop: model call, tool calls, checkpoint, repeat — until the acceptance check says done.
 
-Every step writes events to the store first. Before every model call the hard
-budget is checked; near the context limit the oldest turns are summarised into a
-hand-off note; commands from the CLI (rollback, message, pause) are taken at
-model boundaries only, never in the middle of a tool call, while a stop that
-interrupts (a kill, a daemon's stop) ends the command a tool is running at once
-and records the call as interrupted. Whether the work is done is decided outside
-the agent, by the `on_finish` callback (the runner runs the acceptance check and
-merges).
+Every step writes events to the run's log (the store, seen as a `RunLog`) first. Before every model call the
+call permit says whether it may start (the hard budget); near the context limit the oldest turns are summarised
+into a hand-off note; commands from the CLI (rollback, message, pause) are taken at model boundaries only, never
+in the middle of a tool call, while a stop that interrupts (a kill, a daemon's stop) ends the command a tool is
+running at once and records the call as interrupted. Whether the work is done is decided outside the agent, by
+the `on_finish` callback (the runner runs the acceptance check and merges).
+
+What a backend may do differently is passed in, not overridden: the call permit, the command source and the
+checkpoint sink (`harness.seams`), each with the local implementation as the default.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
+from loopwright.harness.budget import BudgetConfig, BudgetExceeded, FleetBudgetSpent, FleetGate
 from loopwright.harness.events import (
     Compacted,
     ConversationReset,
@@ -30,12 +31,12 @@ from loopwright.harness.events import (
     ToolFinished,
     ToolStarted,
 )
-from loopwright.harness.messages import Message, ModelResponse, TextBlock, ToolResult, ToolSpec, Usage, gist_argument
-from loopwright.harness.models import FatalModelError, ModelAdapter, ModelUnavailable
+from loopwright.harness.messages import Message, ModelResponse, TextBlock, ToolResult, ToolSpec, gist_argument
+from loopwright.harness.models import FatalModelError, ModelAdapter, ModelInfo, ModelUnavailable, cost_usd
 from loopwright.harness.retry import QuotaGate, RetryPolicy, call_model
+from loopwright.harness.runlog import RunLog
+from loopwright.harness.seams import BudgetPermit, CallPermit, CheckpointSink, CommandSource, LoggedCommands
 from loopwright.harness.tools import Toolbox, ToolContext
-from loopwright.memory.store import Store
-from loopwright.runtime.config import BudgetConfig, ModelInfo
 from loopwright.workspaces.git import Workspace, WorkspaceError
 
 COMPACTION_SYSTEM = (
@@ -73,24 +74,9 @@ class LoopSettings:
     compact_at: float = 0.75
     keep_recent: float = 0.25
     tool_context: dict = field(default_factory=dict)  # extra ToolContext fields (timeouts, caps, env)
-    fleet: FleetGate | None = None
+    fleet: FleetGate | None = None  # with `budget` and `quota_gate`: what the default call permit checks
     quota_gate: QuotaGate | None = None  # the fleet's rate-limit gate for this provider and model
     turn_notices: Callable[[str], list[str]] | None = None  # news for the agent at each turn (skills changed)
-
-
-class FleetGate(Protocol):
-    """The fleet-wide budget (runtime.budget.FleetBudget): which day spend goes to, and whether any is left."""
-
-    def day(self) -> str: ...
-    def exhausted(self) -> str | None: ...
-
-
-class FleetBudgetSpent(Exception):
-    """No model call may start anywhere until the fleet budget resets or is raised: the run pauses."""
-
-
-class BudgetExceeded(Exception):
-    """A hard limit (turns, tokens, USD, wall time) would be crossed by the next model call."""
 
 
 class Stopped(Exception):
@@ -104,13 +90,6 @@ class Stopped(Exception):
 def estimate_tokens(message: Message) -> int:
     """A cheap token estimate: about four characters a token, plus framing."""
     return len(message.model_dump_json()) // 4 + 4
-
-
-def cost_usd(usage: Usage, info: ModelInfo) -> float:
-    read = info.cache_read_usd_per_mtok if info.cache_read_usd_per_mtok is not None else info.input_usd_per_mtok
-    write = info.cache_write_usd_per_mtok if info.cache_write_usd_per_mtok is not None else info.input_usd_per_mtok
-    return (usage.input_tokens * info.input_usd_per_mtok + usage.output_tokens * info.output_usd_per_mtok
-            + usage.cache_read_tokens * read + usage.cache_write_tokens * write) / 1e6
 
 
 class Conversation:
@@ -131,13 +110,22 @@ class Conversation:
 
 
 class AgentLoop:
-    """Drives one run until it is accepted, fails, pauses or runs out of budget."""
+    """Drives one run until it is accepted, fails, pauses or runs out of budget.
 
-    def __init__(self, *, store: Store, run_id: str, adapter: ModelAdapter, toolbox: Toolbox, workspace: Workspace,
+    `permit`, `commands` and `checkpoints` are the seams (`harness.seams`): by default the run's limits and the
+    fleet budget in `settings` are checked on `store`, commands come from `store`, and checkpoints and rollbacks
+    go to `workspace`."""
+
+    def __init__(self, *, store: RunLog, run_id: str, adapter: ModelAdapter, toolbox: Toolbox, workspace: Workspace,
                  settings: LoopSettings, on_finish: Callable[[str], Awaitable[FinishVerdict]],
-                 stop: asyncio.Event | None = None):
+                 stop: asyncio.Event | None = None, permit: CallPermit | None = None,
+                 commands: CommandSource | None = None, checkpoints: CheckpointSink | None = None):
         self.store, self.run_id, self.adapter, self.toolbox = store, run_id, adapter, toolbox
         self.workspace, self.settings, self.on_finish = workspace, settings, on_finish
+        self.permit: CallPermit = permit if permit is not None else BudgetPermit(
+            store, run_id, settings.budget, settings.fleet, settings.quota_gate)
+        self.commands: CommandSource = commands if commands is not None else LoggedCommands(store, run_id)
+        self.checkpoints: CheckpointSink = checkpoints if checkpoints is not None else workspace
         self.stop = stop or asyncio.Event()
         self.stop_status, self.stop_reason = "paused", "stopped by the user (Ctrl-C)"
         self.specs: list[ToolSpec] = toolbox.specs()
@@ -316,7 +304,7 @@ class AgentLoop:
         """Apply the CLI's commands for this run; return what the agent must be told, and any stop asked for."""
         notices: list[str] = []
         stopped: Stopped | None = None
-        for cmd in self.store.take_commands(self.run_id):
+        for cmd in await self.commands.take():
             try:
                 if cmd.kind == "notify":
                     notices.append(cmd.args["text"])
@@ -327,38 +315,27 @@ class AgentLoop:
                                       cmd.args.get("reason", f"{cmd.kind} command"))
                 else:
                     raise ValueError(f"unknown command kind {cmd.kind!r}")
-                self.store.finish_command(cmd.id, ok=True, result="applied")
+                self.commands.finish(cmd.id, ok=True, result="applied")
             except (WorkspaceError, ValueError, KeyError) as e:
-                self.store.finish_command(cmd.id, ok=False, result=str(e))
+                self.commands.finish(cmd.id, ok=False, result=str(e))
         for text in notices:
             self.store.append(self.run_id, Notice(text=text))
         return notices, stopped
 
     async def rollback(self, sha: str, seq: int, by: str) -> str:
         await self._settle()
-        await asyncio.to_thread(self.workspace.reset_to, sha)
+        await asyncio.to_thread(self.checkpoints.reset_to, sha)
         self.store.append(self.run_id, RolledBack(to_sha=sha, to_seq=seq, requested_by=by))
         return rollback_notice(sha, seq)
 
     # -- model calls ---------------------------------------------------------------------------
 
-    def _check_budget(self) -> None:
-        if self.settings.fleet is not None and (why := self.settings.fleet.exhausted()):
-            raise FleetBudgetSpent(why)
-        b: BudgetConfig = self.settings.budget
-        run = self.store.run(self.run_id)
-        elapsed = self._active_before + time.monotonic() - self._session_start
-        if run.model_calls >= b.max_turns:
-            raise BudgetExceeded(f"turn limit reached ({run.model_calls} of {b.max_turns})")
-        if run.tokens >= b.max_tokens:
-            raise BudgetExceeded(f"token limit reached ({run.tokens:,} of {b.max_tokens:,})")
-        if run.cost_usd >= b.max_usd:
-            raise BudgetExceeded(f"cost limit reached (${run.cost_usd:.4f} of ${b.max_usd:.2f})")
-        if elapsed >= b.max_wall_seconds:
-            raise BudgetExceeded(f"time limit reached ({elapsed:.0f}s of {b.max_wall_seconds:.0f}s)")
+    def _active_seconds(self) -> float:
+        """The run's active time: before this session, and in it so far."""
+        return self._active_before + time.monotonic() - self._session_start
 
     async def _call(self, *, system: str, messages: list[Message], tools: list[ToolSpec], purpose: str) -> ModelResponse:
-        self._check_budget()
+        await self.permit.check(self._active_seconds)
 
         def on_retry(attempt: int, wait: float, reason: str) -> None:
             self.store.append(self.run_id, Retrying(attempt=attempt, wait_seconds=wait, reason=reason,
@@ -366,7 +343,7 @@ class AgentLoop:
 
         t0 = time.perf_counter()
         call = asyncio.ensure_future(call_model(self.adapter, self.settings.retry, on_retry=on_retry,
-                                                gate=self.settings.quota_gate, system=system,
+                                                gate=self.permit.quota_gate, system=system,
                                                 messages=messages, tools=tools,
                                                 max_tokens=self.settings.max_output_tokens))
         stopper = asyncio.ensure_future(self.stop.wait())
@@ -385,7 +362,7 @@ class AgentLoop:
                             stop_reason=response.stop_reason, duration_ms=(time.perf_counter() - t0) * 1000,
                             purpose=purpose)  # type: ignore[arg-type]
         self.store.record_model_call(self.run_id, event, response.message if purpose == "turn" else None,
-                                     self.settings.fleet.day() if self.settings.fleet is not None else None)
+                                     self.permit.day())
         return response
 
     # -- context -------------------------------------------------------------------------------
@@ -426,7 +403,7 @@ class AgentLoop:
         await self._write_checkpoint(message, self.step)
 
     async def _write_checkpoint(self, message: str, step: int) -> None:
-        cp = await asyncio.to_thread(self.workspace.checkpoint, message, step=step)
+        cp = await asyncio.to_thread(self.checkpoints.checkpoint, message, step=step)
         if cp is not None:
             self.store.add_checkpoint(self.run_id, sha=cp.sha, step=step, message=message)
 
@@ -449,8 +426,7 @@ class AgentLoop:
             await asyncio.shield(self._checkpoint(message))
 
     def _save_progress(self, last_action: str) -> None:
-        fields: dict = {"step": self.step,
-                        "active_seconds": self._active_before + time.monotonic() - self._session_start}
+        fields: dict = {"step": self.step, "active_seconds": self._active_seconds()}
         if last_action:
             fields["last_action"] = last_action
         self.store.update_run(self.run_id, **fields)

@@ -82,7 +82,7 @@ class LoopbackServer:
     @property
     def base_url(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     @property
     def anthropic_base_url(self) -> str:

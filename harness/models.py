@@ -1,9 +1,11 @@
-"""The model adapter contract and the errors a model call can end in.
+"""The model adapter contract, the errors a model call can end in, and what a model's tokens cost.
 
 Every adapter (Anthropic Messages, OpenAI Chat Completions, OpenAI Responses,
 the scripted model) turns the internal conversation into one provider request
 and the answer back into a `ModelResponse`. Retries live in `harness.retry`;
-adapters raise the SDK's errors untouched or the errors below.
+adapters raise the SDK's errors untouched or the errors below. `ModelInfo` (a
+model's prices and context window) is a section of the project config
+(`[models."name"]`), defined here because the loop prices every call with it.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from loopwright.harness.messages import Message, ModelResponse, ToolSpec
+from pydantic import BaseModel, ConfigDict, Field
+
+from loopwright.errors import LoopwrightError
+from loopwright.harness.messages import Message, ModelResponse, ToolSpec, Usage
 
 W = TypeVar("W")
 
 
-class ModelError(Exception):
+class ModelError(LoopwrightError):
     """A model call failed in a way the run has to react to."""
 
 
@@ -27,6 +32,25 @@ class ModelUnavailable(ModelError):
 
 class FatalModelError(ModelError):
     """Retrying cannot help (bad key, bad request, unknown model): the run fails."""
+
+
+class ModelInfo(BaseModel):
+    """Prices in USD per million tokens, and the context window in tokens."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)  # as every section of the config
+
+    input_usd_per_mtok: float = Field(ge=0)
+    output_usd_per_mtok: float = Field(ge=0)
+    cache_read_usd_per_mtok: float | None = Field(default=None, ge=0)
+    cache_write_usd_per_mtok: float | None = Field(default=None, ge=0)
+    context_window: int = Field(default=200_000, gt=1000)
+
+
+def cost_usd(usage: Usage, info: ModelInfo) -> float:
+    read = info.cache_read_usd_per_mtok if info.cache_read_usd_per_mtok is not None else info.input_usd_per_mtok
+    write = info.cache_write_usd_per_mtok if info.cache_write_usd_per_mtok is not None else info.input_usd_per_mtok
+    return (usage.input_tokens * info.input_usd_per_mtok + usage.output_tokens * info.output_usd_per_mtok
+            + usage.cache_read_tokens * read + usage.cache_write_tokens * write) / 1e6
 
 
 class ModelAdapter(ABC):

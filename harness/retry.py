@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 import httpx2
 from pydantic import BaseModel, Field
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_any
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 from tenacity.wait import wait_base, wait_exponential_jitter
 
 from loopwright.harness.messages import ModelResponse
@@ -64,7 +64,8 @@ class RetryPolicy(BaseModel):
 def classify(err: BaseException) -> str | None:
     """A short reason ("429 rate limited", "connection reset", ...) when `err` is worth retrying, else None."""
     if isinstance(err, _sdk_errors("APIStatusError")):
-        code = err.status_code
+        sdk_err: Any = err  # an SDK's APIStatusError (its class is looked up at run time)
+        code = sdk_err.status_code
         if code == 429:
             return "429 rate limited"
         if code == 529 or isinstance(err, _sdk_errors("OverloadedError")):
@@ -75,7 +76,7 @@ def classify(err: BaseException) -> str | None:
             return "409 conflict"
         if code >= 500:
             return f"{code} server error"
-        if err.response.headers.get("x-should-retry") == "true":
+        if sdk_err.response.headers.get("x-should-retry") == "true":
             return f"{code} retry requested by the server"
         return None
     if isinstance(err, _sdk_errors("APIResponseValidationError", json.JSONDecodeError, httpx2.DecodingError)):
@@ -125,11 +126,12 @@ def _httpx_trouble(cause: BaseException) -> str:
 def _causes(err: BaseException):
     """The errors `err` was raised from or during, nearest first (the SDKs wrap a transport error once or twice,
     the aiohttp transport once more)."""
-    seen: BaseException | None = err
+    seen: BaseException = err
     for _ in range(10):
-        seen = seen.__cause__ or seen.__context__
-        if seen is None:
+        nearer = seen.__cause__ or seen.__context__
+        if nearer is None:
             return
+        seen = nearer
         yield seen
 
 
@@ -202,7 +204,7 @@ def _until(reset: str) -> float | None:
 
 def is_rate_limit(err: BaseException) -> bool:
     """A 429: the provider's rate limit or quota for this key and model, which every run of the fleet shares."""
-    return isinstance(err, _sdk_errors("APIStatusError")) and err.status_code == 429
+    return isinstance(err, _sdk_errors("APIStatusError")) and getattr(err, "status_code", None) == 429
 
 
 class QuotaGate(Protocol):
@@ -217,7 +219,7 @@ def fatal(err: BaseException, model: str) -> FatalModelError | None:
     """The one-line fatal error for an SDK status error that retrying cannot fix."""
     if not isinstance(err, _sdk_errors("APIStatusError")) or classify(err) is not None:
         return None
-    code, message = err.status_code, _short(err)
+    code, message = getattr(err, "status_code", 0), _short(err)
     if code == 401:
         return FatalModelError(f"the provider refused the API key (401): {message}")
     if code == 403:
@@ -336,7 +338,7 @@ async def call_model(adapter: ModelAdapter, policy: RetryPolicy, *,
 
     retrying = AsyncRetrying(
         retry=retry_if_exception(lambda e: classify(e) is not None),
-        stop=stop_any(out_of_attempts, out_of_time),
+        stop=lambda state: out_of_attempts(state) or out_of_time(state),
         wait=next_wait, before_sleep=before_sleep, sleep=sleep or asyncio.sleep, reraise=True)
     try:
         return await retrying(attempt)

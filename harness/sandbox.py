@@ -73,6 +73,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from loopwright.errors import LoopwrightError
 from loopwright.harness.sandbox_proxy import BRIDGE, BRIDGE_PORT, REFUSAL_MARK, AllowProxy, parse_allow_entry
 
 __all__ = ["SECRET_NAME", "Sandbox", "SandboxError", "SandboxPolicy", "redact", "secret_names"]
@@ -86,7 +87,7 @@ PROC_HIDDEN = ("kcore", "keys", "key-users", "timer_list", "sched_debug", "laten
 EXIT_FILE_TOO_BIG = 128 + 25  # killed by SIGXFSZ
 
 
-class SandboxError(Exception):
+class SandboxError(LoopwrightError):
     """A sandbox that cannot be set up as asked, said in one line with what to do about it."""
 
 

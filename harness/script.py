@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+from pydantic_core import ErrorDetails
 
 from loopwright.harness.messages import Message, ModelResponse, TextBlock, ToolCall, Usage
 from loopwright.harness.models import FatalModelError
@@ -160,7 +161,7 @@ class Script(BaseModel):
             )
 
 
-def _problem(err: dict) -> str:
+def _problem(err: ErrorDetails) -> str:
     """One validation error as `where: what`, without the entry kind pydantic puts in `where` (`turns.0.turn...`);
     an unknown key is named with the keys allowed beside it."""
     loc = list(err["loc"])

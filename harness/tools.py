@@ -118,7 +118,8 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _kill_group(proc: asyncio.subprocess.Process, sig: int = signal.SIGKILL) -> None:
+def kill_group(proc: asyncio.subprocess.Process, sig: int = signal.SIGKILL) -> None:
+    """Send `sig` to the process group a command was started in (`start_new_session`), if it is still there."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
 
@@ -135,15 +136,15 @@ def _group_alive(proc: asyncio.subprocess.Process) -> bool:
 
 async def _end_group(proc: asyncio.subprocess.Process) -> None:
     """SIGTERM the command's process group, and SIGKILL what is left of it after KILL_GRACE seconds."""
-    _kill_group(proc, signal.SIGTERM)
+    kill_group(proc, signal.SIGTERM)
     deadline = time.monotonic() + KILL_GRACE
     while _group_alive(proc) and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
-    _kill_group(proc)
-    await _wait_exit(proc, 5.0)
+    kill_group(proc)
+    await wait_exit(proc, 5.0)
 
 
-async def _wait_exit(proc: asyncio.subprocess.Process, timeout: float, interrupt: asyncio.Event | None = None) -> bool:
+async def wait_exit(proc: asyncio.subprocess.Process, timeout: float, interrupt: asyncio.Event | None = None) -> bool:
     """True once bash has exited, False after `timeout` or as soon as `interrupt` is set.
 
     Polls `returncode` rather than awaiting `proc.wait()`: on Python 3.11 `wait()`
@@ -220,16 +221,16 @@ async def run_command(command: str, *, cwd: Path, timeout: float, cap: int = 30_
     reader = asyncio.ensure_future(pump())
     timed_out = interrupted = False
     try:
-        if not await _wait_exit(proc, timeout, interrupt):
+        if not await wait_exit(proc, timeout, interrupt):
             interrupted = interrupt is not None and interrupt.is_set()
             timed_out = not interrupted
             await _end_group(proc)
         await asyncio.wait({reader}, timeout=PIPE_GRACE)
         if not reader.done():
-            _kill_group(proc)
+            kill_group(proc)
             await asyncio.wait({reader}, timeout=PIPE_GRACE)
     except asyncio.CancelledError:
-        _kill_group(proc)
+        kill_group(proc)
         raise
     finally:
         if not reader.done():
@@ -350,64 +351,66 @@ class _Matcher:
 # -- the tools ---------------------------------------------------------------------------------------
 
 
-class _Args(BaseModel):
+class ToolArgs(BaseModel):
+    """A tool's arguments (every tool's own model derives from it): unknown fields are refused."""
+
     model_config = ConfigDict(extra="forbid")
 
 
 PATH = "path relative to the worktree"
 
 
-class ShellArgs(_Args):
+class ShellArgs(ToolArgs):
     command: str = Field(description="bash command, run in the worktree")
     timeout_seconds: float | None = Field(default=None, gt=0, description="kill it after this many seconds "
                                                                           "(default and maximum set by the run)")
 
 
-class ReadFileArgs(_Args):
+class ReadFileArgs(ToolArgs):
     path: str = Field(description=PATH)
     offset: int = Field(default=1, ge=1, description="first line to show (1-based)")
     limit: int | None = Field(default=None, ge=1, description="how many lines to show (default: as many as fit)")
 
 
-class WriteFileArgs(_Args):
+class WriteFileArgs(ToolArgs):
     path: str = Field(description=PATH)
     content: str = Field(description="the complete new content of the file")
 
 
-class EditFileArgs(_Args):
+class EditFileArgs(ToolArgs):
     path: str = Field(description=PATH)
     old: str = Field(description="exact text to replace (must occur exactly once unless replace_all)")
     new: str = Field(description="replacement text")
     replace_all: bool = Field(default=False, description="replace every occurrence")
 
 
-class ListFilesArgs(_Args):
+class ListFilesArgs(ToolArgs):
     pattern: str = Field(default="**/*", description="glob, e.g. '*.py' (any depth) or 'src/**/*.ts'")
     path: str = Field(default=".", description="directory to list from, relative to the worktree")
 
 
-class GrepArgs(_Args):
+class GrepArgs(ToolArgs):
     pattern: str = Field(description="Python regular expression")
     path: str = Field(default=".", description="file or directory to search, relative to the worktree")
     glob: str | None = Field(default=None, description="only files matching this glob, e.g. '*.py'")
     ignore_case: bool = False
 
 
-class ScratchpadArgs(_Args):
+class ScratchpadArgs(ToolArgs):
     action: Literal["read", "append", "replace"]
     text: str | None = Field(default=None, description="needed for append and replace")
 
 
-class CheckpointArgs(_Args):
+class CheckpointArgs(ToolArgs):
     message: str = Field(description="commit message: what this checkpoint holds")
 
 
-class FinishArgs(_Args):
+class FinishArgs(ToolArgs):
     summary: str = Field(description="what was done, for the person reviewing it")
 
 
 @functools.cache
-def _input_schema(args: type[_Args]) -> dict:
+def _input_schema(args: type[ToolArgs]) -> dict:
     """The JSON schema of a tool's arguments without pydantic's titles (noise to a model); built once per class
     (~10 ms of CPU each, for every run of a fleet otherwise). Shared: not to be changed by its users."""
     schema = args.model_json_schema()
@@ -422,7 +425,7 @@ class Tool(ABC):
 
     name: str = ""
     description: str = ""
-    args: type[_Args] = _Args
+    args: type[ToolArgs] = ToolArgs
 
     def spec(self) -> ToolSpec:
         """The tool as the model sees it."""
@@ -432,7 +435,7 @@ class Tool(ABC):
     async def run(self, args: Any, ctx: ToolContext) -> ToolOutcome: ...
 
 
-class _FileTool(Tool):
+class FileTool(Tool):
     """A tool whose blocking file work runs in a thread, off the event loop."""
 
     async def run(self, args: Any, ctx: ToolContext) -> ToolOutcome:
@@ -485,7 +488,7 @@ def _binary_note(path: str, size: int) -> str:
             f"(e.g. `file`, `xxd | head`) if you must.")
 
 
-class ReadFile(_FileTool):
+class ReadFile(FileTool):
     name, args = "read_file", ReadFileArgs
     description = ("Read a text file with line numbers (like cat -n). Use offset and limit for a range; a long file "
                    "is shown as far as the output limit allows, with the offset to continue from.")
@@ -538,7 +541,7 @@ class ReadFile(_FileTool):
         return ToolOutcome(text)
 
 
-class WriteFile(_FileTool):
+class WriteFile(FileTool):
     name, args = "write_file", WriteFileArgs
     description = "Create or overwrite a file with the given content (UTF-8; parent directories are created)."
 
@@ -554,7 +557,7 @@ class WriteFile(_FileTool):
                            may_have_changed_files=True)
 
 
-class EditFile(_FileTool):
+class EditFile(FileTool):
     name, args = "edit_file", EditFileArgs
     description = ("Replace an exact piece of text in a file. `old` must occur exactly once (include surrounding "
                    "lines to make it unique) unless replace_all is true. Whitespace and indentation must match.")
@@ -605,7 +608,7 @@ def _closest(text: str, old: str) -> str:
     return f" (the closest line is {n}: {match[0][:120]!r}; read the file and copy the text exactly)"
 
 
-class ListFiles(_FileTool):
+class ListFiles(FileTool):
     name, args = "list_files", ListFilesArgs
     description = (f"List files (not directories) under a directory of the worktree matching a glob, sorted; at most "
                    f"{MAX_LISTED}. Skips .git, node_modules, virtualenvs and caches.")
@@ -623,7 +626,7 @@ class ListFiles(_FileTool):
         return ToolOutcome("\n".join(found[:MAX_LISTED]) + more)
 
 
-class Grep(_FileTool):
+class Grep(FileTool):
     name, args = "grep", GrepArgs
     description = (f"Search text files for a Python regular expression; prints path:line: text, at most "
                    f"{MAX_MATCHES} matches. Skips binaries, files over 10 MB, .git, node_modules and caches.")

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import sqlite_utils
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from loopwright.errors import LoopwrightError
 from loopwright.memory.store import Migration, StoreError, connect, migrate, transaction
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ _WORD = re.compile(r"[^\W_]+")  # what FTS5's unicode61 tokenizer calls a token,
 _TAG_JUNK = re.compile(r"[^a-z0-9.+#]+")
 
 
-class LessonError(Exception):
+class LessonError(LoopwrightError):
     """A lesson operation the user or agent asked for cannot be done; said in one line."""
 
 

@@ -11,7 +11,7 @@ from loopwright.memory.store import Store
 
 @dataclass
 class RunMemory:
-    store: Store
+    store: Store | None  # None on a Ray worker: the store is the head's (its artifact and fan_out tools ask the head)
     run_id: str
     task_id: int
     artifacts_root: Path  # <project>/.loopwright/artifacts; a run's files go in <artifacts_root>/<run_id>/

@@ -24,6 +24,7 @@ from typing import Any
 import sqlite_utils
 from pydantic import BaseModel
 
+from loopwright.errors import LoopwrightError
 from loopwright.harness.events import (
     CheckpointMade,
     ConversationReset,
@@ -35,7 +36,7 @@ from loopwright.harness.events import (
 from loopwright.harness.messages import Message
 
 
-class StoreError(Exception):
+class StoreError(LoopwrightError):
     """A lookup or state change the user asked for cannot be done; said in one line."""
 
 

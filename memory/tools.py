@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from loopwright.harness.tools import Tool, ToolContext, ToolError, ToolOutcome, _Args
+from loopwright.harness.tools import Tool, ToolArgs, ToolContext, ToolError, ToolOutcome
 from loopwright.memory.lessons import Lesson, LessonError
 
 
-class RememberArgs(_Args):
+class RememberArgs(ToolArgs):
     text: str = Field(description="the lesson: one or two short sentences saying what to do or avoid, and when; "
                                   "specific to this project and useful to a later run")
     tags: list[str] = Field(default_factory=list, description="a few short topic tags, e.g. ['pytest', 'migrations']")
 
 
-class RecallArgs(_Args):
+class RecallArgs(ToolArgs):
     query: str = Field(description="what you are about to do or the problem you hit, in a few words")
     limit: int = Field(default=5, ge=1, le=20, description="at most this many lessons")
 

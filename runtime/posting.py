@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from loopwright.errors import LoopwrightError
 from loopwright.harness.tools import clean_env
 from loopwright.memory.store import Task
 from loopwright.runtime.config import load_config
@@ -20,7 +21,7 @@ from loopwright.runtime.runner import check_model, model_options
 from loopwright.workspaces.git import WorkspaceError, require_commits
 
 
-class PostError(ValueError):
+class PostError(LoopwrightError, ValueError):
     """The request cannot be queued; said in one line."""
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import git
 
+from loopwright.errors import LoopwrightError
 from loopwright.memory.store import Store
 from loopwright.runtime.config import CONFIG_TEMPLATE, Config, load_config
 from loopwright.workspaces.git import repo_root
@@ -19,7 +20,7 @@ from loopwright.workspaces.git import repo_root
 DIR = ".loopwright"
 
 
-class ProjectError(Exception):
+class ProjectError(LoopwrightError):
     """The folder is not (yet) a loopwright project; said in one line with the fix."""
 
 
@@ -46,7 +47,9 @@ class Project:
         return self.dir / "logs"
 
 
-def _top(cwd: Path) -> Path:
+def project_root(cwd: Path) -> Path:
+    """The repository a project lives in, from any folder inside it or inside one of its runs' worktrees; a
+    WorkspaceError outside a git repository."""
     root = repo_root(cwd)
     parts = root.parts
     # inside a run's worktree (.loopwright/worktrees/<run>): the project is the repository around it
@@ -58,7 +61,7 @@ def _top(cwd: Path) -> Path:
 
 def init_project(cwd: Path) -> tuple[Path, bool]:
     """Create `.loopwright/` in the repository around cwd. Returns (root, created)."""
-    root = _top(cwd)
+    root = project_root(cwd)
     d = root / DIR
     created = not d.exists()
     (d / "worktrees").mkdir(parents=True, exist_ok=True)
@@ -80,7 +83,7 @@ def init_project(cwd: Path) -> tuple[Path, bool]:
 
 def open_project(cwd: Path, *, create: bool = False, overrides: dict | None = None) -> Project:
     """The project around cwd; `create` initialises it when missing (as `loopwright run` does)."""
-    root = _top(cwd)
+    root = project_root(cwd)
     if not (root / DIR / "state.db").exists():
         if not create:
             raise ProjectError(f"{root} has no {DIR}/ yet (run `loopwright init` there first)")

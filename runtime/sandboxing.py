@@ -4,19 +4,24 @@
 resume, the daemon, a Ray worker — and the one it returns is passed down:
 `run_sandbox` gives each run its own view of it (with network "allow", a proxy
 whose refusals become `network_refused` events of that run), `setup_sandbox`
-the one `[workspace] setup_command` runs in. `Redactor` hides the values of
-key variables in any text a tool returns, sandbox or not.
+the one `[workspace] setup_command` runs in, `run_check` runs a run's
+acceptance check (or --until command) in it. `Redactor` hides the values of
+key variables in any text a tool returns, sandbox or not. A policy that cannot
+be had raises `SandboxError` (a LoopwrightError: said in one line).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from loopwright.harness.events import NetworkRefused, SandboxChosen
 from loopwright.harness.sandbox import MIN_SECRET_LEN, Sandbox, SandboxError, secret_names
-from loopwright.runtime.config import Config, ConfigError
+from loopwright.harness.tools import CommandResult, ToolContext, run_command
+from loopwright.runtime.config import Config
 
 # the policy (JSON) handed to loopwright's own verifier processes (self-play checks), which jail what they run
 POLICY_VARIABLE = "LW_SANDBOX_POLICY"
@@ -30,11 +35,8 @@ def hidden_names(config: Config) -> list[str]:
 
 def make_sandbox(config: Config) -> Sandbox:
     """The sandbox `[sandbox]` asks for (mode auto: bwrap if a jailed `true` runs here, else none with a warning).
-    A policy that cannot be had is a ConfigError."""
-    try:
-        return Sandbox.for_policy(config.sandbox, hide_env=hidden_names(config))
-    except SandboxError as e:
-        raise ConfigError(str(e)) from None
+    A policy that cannot be had is a SandboxError."""
+    return Sandbox.for_policy(config.sandbox, hide_env=hidden_names(config))
 
 
 _VERSIONS: dict[str, str] = {}  # bwrap binary -> its version (asked once per process)
@@ -75,13 +77,31 @@ def setup_sandbox(base: Sandbox) -> Sandbox:
     return base.variant(network="on") if base.policy.network == "off" else base
 
 
-def check_worktree(box: Sandbox, worktree, repo_root) -> None:
-    """Refuse now, in one line, extra paths the policy names that would expose too much for this repository."""
-    try:  # network "allow" would start a proxy just to be asked: the paths do not depend on the network
-        (box.variant(network="off") if box.policy.network == "allow" else box).wrap("true", worktree=worktree,
-                                                                                    repo_root=repo_root)
+def check_worktree(box: Sandbox, worktree: Path, repo_root: Path) -> None:
+    """Refuse now (a SandboxError, one line) extra paths the policy names that would expose too much for this
+    repository."""
+    # network "allow" would start a proxy just to be asked: the paths do not depend on the network
+    (box.variant(network="off") if box.policy.network == "allow" else box).wrap("true", worktree=worktree,
+                                                                                repo_root=repo_root)
+
+
+async def run_check(check: str, worktree: Path, config: Config, ctx: ToolContext, *,
+                    trusted: bool = False) -> CommandResult:
+    """The acceptance check (or --until command) in the run's jail (`[sandbox] checks`), its output redacted.
+
+    `trusted`: loopwright's own verifier (a self-play attempt's check, `python -P -m loopwright...`), which runs
+    outside and puts what it executes (the hidden tests, the project's suite) into a jail of the same policy."""
+    box = ctx.sandbox if config.sandbox.checks and not trusted else None
+    env = {POLICY_VARIABLE: ctx.sandbox.policy.model_copy(update={"mode": ctx.sandbox.mode}).model_dump_json()} \
+        if trusted and ctx.sandbox is not None else None
+    try:
+        result = await run_command(check, cwd=worktree, timeout=config.check_timeout, cap=config.tools.output_cap,
+                                   interrupt=ctx.interrupt, sandbox=box, repo_root=ctx.repo_root, env=env)
     except SandboxError as e:
-        raise ConfigError(str(e)) from None
+        return CommandResult(exit_code=126, output=f"the sandbox could not be set up for the check: {e}\n",
+                             timed_out=False, duration_ms=0.0)
+    output = box.explain(result.output, result.exit_code) if box is not None else result.output
+    return dataclasses.replace(result, output=ctx.redact(output) if ctx.redact is not None else output)
 
 
 def verifier_sandbox() -> Sandbox | None:

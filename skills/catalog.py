@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
 
+from loopwright.errors import LoopwrightError
 from loopwright.skills.format import SKILL_FILE, Diagnostic, Skill, load_skill, load_skill_stat
 
 PROJECT_DIRS = (".loopwright/skills", ".agents/skills", ".claude/skills")
@@ -40,7 +41,7 @@ SCOPES = ("project", "learned", "user", "bundled")
 _by_name = attrgetter("name")
 
 
-class SkillError(Exception):
+class SkillError(LoopwrightError):
     """A skill name or source the user gave cannot be used; said in one line with a hint."""
 
 

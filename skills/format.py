@@ -329,7 +329,7 @@ def split_allowed_tools(value: str) -> list[str]:
     return tools
 
 
-def _name_problems(name: str) -> list[str]:
+def name_problems(name: str) -> list[str]:
     """What is wrong with a (normalised) name's characters, each as a clause; empty when it is fine."""
     if _NAME_RE.fullmatch(name):
         return []
@@ -398,7 +398,7 @@ def load_skill_stat(folder: Path) -> tuple[Skill | None, list[Diagnostic], os.st
         name = unicodedata.normalize("NFKC", _scalar_text(raw_name).strip())
         if len(name) > MAX_NAME_CHARS:
             warn(f"name is {len(name)} characters, over the {MAX_NAME_CHARS} allowed: shorten it")
-        problems = _name_problems(name)
+        problems = name_problems(name)
         if problems:
             warn(f"name '{name}' " + ", ".join(problems) + " (loaded anyway)")
         if name != unicodedata.normalize("NFKC", folder.name):
@@ -522,7 +522,7 @@ def validate_skill(folder: Path) -> list[Diagnostic]:
         norm = unicodedata.normalize("NFKC", name.strip())
         if len(norm) > MAX_NAME_CHARS:
             error(f"name is {len(norm)} characters; the limit is {MAX_NAME_CHARS}")
-        problems = _name_problems(norm)
+        problems = name_problems(norm)
         if problems:
             error(f"name '{norm}' " + ", ".join(problems))
         if norm != unicodedata.normalize("NFKC", folder.name):

@@ -1,4 +1,5 @@
-"""`loopwright skills install / verify / update / rollback / remove`: skill packs from folders, git and archives.
+"""Installing skill packs from folders, git and archives: what `loopwright skills install / update` do (the
+commands and their output are cli/skill_install.py).
 
 A source is a local folder, a git URL (https://, ssh://, git://, file://, git@host:path) with an optional `@ref`
 (branch, tag or commit, resolved to the 40-character commit; the default branch without one), or a .zip /
@@ -31,9 +32,9 @@ import re
 import secrets
 import shutil
 import stat
-import sys
 import tarfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,13 +48,8 @@ from loopwright.skills.lock import (
     exclusive,
     hash_tree,
     now,
-    project_scope,
     read_lock,
     read_manifest,
-    remove,
-    rollback,
-    user_scope,
-    verify,
     write_lock,
     write_manifest,
 )
@@ -418,22 +414,12 @@ def materialize(source: Source, st: Staging, out: Out) -> Tree:
 def _refuse(findings: list[Finding], out: Out) -> None:
     refused = [f for f in findings if f.rule in REFUSED_RULES and f.severity == "high"]
     if refused:
-        _list_findings(refused, out)
+        out.findings(refused, refused=True)
         escapes = sum(f.rule != "archive-bomb" for f in refused)
         what = [f"{escapes} path(s) or link(s) that escape the pack"] if escapes else []
         what += ["an archive bomb"] if escapes < len(refused) else []
         raise SkillError(f"refused: {' and '.join(what)} (listed above); this cannot be overridden, not even with "
                          f"--allow-risky")
-
-
-def _list_findings(findings: list[Finding], out: Out) -> None:
-    if out.json_mode:
-        from loopwright.cli.main import _print_json
-
-        _print_json({"findings": [f.__dict__ for f in findings]})
-        return
-    for f in findings:
-        print(f"  {f}")
 
 
 # -- what to install from a tree -----------------------------------------------------------------------
@@ -651,11 +637,10 @@ def gate(preps: list[Prepared], out: Out, accepted: set[str] = frozenset()) -> l
     blocking += [f for p in preps for s in p.staged if s.ref not in accepted for f in s.findings
                  if f.severity == "high"]
     if blocking and not allow:
-        _list_findings(findings, out)
+        out.findings(findings, refused=True)
         raise SkillError(f"blocked: {len(blocking)} high-risk finding(s) (listed above); read those files, then "
                          f"rerun with --allow-risky to install anyway")
-    if not out.json_mode:
-        _list_findings(findings, out)
+    out.findings(findings, refused=False)
     return findings
 
 
@@ -861,7 +846,11 @@ def _targets(scope: Scope, name: str | None) -> tuple[list[str], set[str] | None
     return sorted({lock[r].get("manifest") for r in only} & set(manifest)), only
 
 
-def update(scopes: list[Scope], name: str | None, yes: bool, allow_risky: bool, out: Out) -> int:
+def update(scopes: list[Scope], name: str | None, allow_risky: bool, out: Out,
+           confirm: Callable[[int], bool]) -> dict:
+    """Re-resolve the sources installed in `scopes` (all, or those of `name`: a skill, a pack or a source), say per
+    skill what changed, and apply the changes once `confirm(number of changes)` agrees (the replaced copies kept
+    for rollback). `{"changes": [...], "applied": bool}`; no changes: nothing asked, nothing applied."""
     targets = [(scope, *_targets(scope, name)) for scope in scopes]
     targets = [t for t in targets if t[1]]
     if not targets:
@@ -884,28 +873,12 @@ def update(scopes: list[Scope], name: str | None, yes: bool, allow_risky: bool, 
         result["changes"] = [{k: v for k, v in c.items() if k != "staged"} for c in all_changes]
         if not all_changes:
             out.say("up to date")
-            if out.json_mode:
-                from loopwright.cli.main import _print_json
-                _print_json(result)
-            return 0
+            return result
         for c in all_changes:
             _show_change(c, out)
         gate([p for _, _, p, cs in todo if cs], out)
-        unversioned = [c["ref"] for c in all_changes if c.get("same_version")]
-        if not yes:
-            if sys.stdin.isatty() and not out.json_mode:
-                answer = input(f"apply {len(all_changes)} change(s)? [y/N] ").strip().lower()
-                if answer not in ("y", "yes"):
-                    out.say("nothing changed")
-                    return 1
-            else:
-                if out.json_mode:
-                    from loopwright.cli.main import _print_json
-                    _print_json(result)
-                warn = (f"; {', '.join(unversioned)} changed without a version change" if unversioned else "")
-                print(f"loopwright: error: {len(all_changes)} update(s) not applied{warn}; read the changes above, "
-                      f"then rerun with --yes to accept them", file=sys.stderr)
-                return 1
+        if not confirm(len(all_changes)):
+            return result
         for scope, lock, prep, changes in todo:
             for c in changes:
                 s = c["staged"]
@@ -916,93 +889,4 @@ def update(scopes: list[Scope], name: str | None, yes: bool, allow_risky: bool, 
             if changes:
                 write_lock(scope, lock)
         result["applied"] = True
-    if unversioned:
-        print(f"loopwright: warning: {', '.join(unversioned)} changed without a version change", file=sys.stderr)
-    if out.json_mode:
-        from loopwright.cli.main import _print_json
-        _print_json(result)
-    return 0
-
-
-# -- the commands ------------------------------------------------------------------------------------------
-
-
-def _scopes(args, every: bool) -> list[Scope]:
-    """--user / --project; without either, the user scope for install and every scope that exists otherwise."""
-    from loopwright.cli.skills import _project_root
-
-    if getattr(args, "project", False):
-        return [project_scope(_project_root())]
-    if getattr(args, "user", False) or not every:
-        return [user_scope()]
-    root = _project_root()
-    return [user_scope()] + ([project_scope(root)] if root is not None else [])
-
-
-def _print(data: dict, out: Out) -> None:
-    if out.json_mode:
-        from loopwright.cli.main import _print_json
-
-        _print_json(data)
-
-
-def cmd_install(args) -> int:
-    out = Out(args.json)
-    scope = _scopes(args, every=False)[0]
-    if args.source is None:
-        if not args.frozen:
-            raise SkillError("install needs a source: a folder, a git URL or a .zip/.tar.gz archive (or --frozen "
-                             "alone, to install everything the lock holds)")
-        manifest = read_manifest(scope)
-        if not manifest:
-            raise SkillError(f"nothing to install: {scope.manifest_path} lists no sources; install a source first")
-        reqs = [request_from_manifest(scope, e, args.allow_risky) for _, e in sorted(manifest.items())]
-    else:
-        source = parse_source(args.source)
-        if args.name is not None and (sanitize(args.name) != args.name):
-            raise SkillError(f"--name '{args.name}' is not a usable pack name; use lowercase letters, digits and "
-                             f"hyphens, e.g. '{sanitize(args.name)}'")
-        req = Request(scope, source, args.name, args.skill or None, args.plugin or None, [], args.allow_risky)
-        old = read_manifest(scope).get(req.key)
-        if args.frozen and old is not None:
-            req = request_from_manifest(scope, old, args.allow_risky)
-            req.skills = args.skill or req.skills
-        reqs = [req]
-    result = install(scope, reqs, out, frozen=args.frozen)
-    for row in result["installed"]:
-        out.say(f"installed {row['ref']}" + (f" {row['version']}" if row["version"] else "") + f" -> {row['path']}")
-    for row in result["unchanged"]:
-        out.say(f"unchanged {row['ref']} ({row['path']})")
-    out.say(f"{len(result['installed'])} installed, {len(result['unchanged'])} unchanged, {len(result['skipped'])} "
-            f"skipped ({scope.name} scope, {scope.root})")
-    if scope.project is not None:
-        from loopwright.skills.catalog import is_trusted
-
-        result["trusted"] = is_trusted(scope.project)
-        if not result["trusted"]:
-            out.say("note: agents load this repository's skills only after `loopwright trust`")
-    _print(result, out)
-    return 0
-
-
-def cmd_verify(args) -> int:
-    out = Out(args.json)
-    code, rows = verify(_scopes(args, every=True), out)
-    _print({"skills": rows}, out)  # type: ignore[arg-type]
-    return code
-
-
-def cmd_update(args) -> int:
-    return update(_scopes(args, every=True), args.name, args.yes, args.allow_risky, Out(args.json))
-
-
-def cmd_rollback(args) -> int:
-    out = Out(args.json)
-    _print(rollback(_scopes(args, every=True), args.name, out), out)
-    return 0
-
-
-def cmd_remove(args) -> int:
-    out = Out(args.json)
-    _print(remove(_scopes(args, every=True), args.name, out), out)
-    return 0
+    return result

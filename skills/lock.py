@@ -215,14 +215,15 @@ def find_locked(scopes: list[Scope], name: str) -> tuple[Scope, str, dict]:
 
 
 class Out:
-    """Human output, silenced when --json asks for one JSON document instead."""
-
-    def __init__(self, json_mode: bool):
-        self.json_mode = json_mode
+    """Where install, update, verify, rollback and remove report as they go: a line at a time, and the scan
+    findings they list. This one keeps quiet; the command line's (cli/skill_install.py) prints."""
 
     def say(self, text: str = "") -> None:
-        if not self.json_mode:
-            print(text)
+        """One line of progress for a person."""
+
+    def findings(self, findings: list, *, refused: bool) -> None:
+        """Scan findings (`scan.Finding`s): `refused`, they are why nothing is installed (listed before the error
+        says so); else they are listed for reading and the install goes on."""
 
 
 # -- verify, rollback, remove: the lock and the folders alone ------------------------------------------

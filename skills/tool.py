@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import Field
 
-from loopwright.harness.tools import Tool, ToolContext, ToolError, ToolOutcome, _Args
+from loopwright.harness.tools import Tool, ToolArgs, ToolContext, ToolError, ToolOutcome
 from loopwright.skills.catalog import Catalog, Entry, SkillError, catalog_text, scope_roots
 
 # Claude Code's tool names, as packs write them in `allowed-tools`, and ours
@@ -85,7 +85,7 @@ class SkillShelf:
         return "\n".join(lines)
 
 
-class UseSkillArgs(_Args):
+class UseSkillArgs(ToolArgs):
     name: str = Field(description="the skill's name from the Skills list (or pack:name); 'none' leaves the active "
                                   "skill")
 

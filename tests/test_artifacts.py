@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from support import MemoryPad
 
+from loopwright.cli import artifacts as artifact_commands
 from loopwright.harness.messages import ToolCall
 from loopwright.harness.tools import Toolbox, ToolContext
 from loopwright.memory import artifacts
@@ -200,9 +201,9 @@ def test_a_binary_artifact_is_opened_with_the_desktop_or_its_path_printed(projec
     art = register(project.store, project.dir / "artifacts", "aaaa1111", wt / "shot.png", kind="screenshot",
                    title="S")
     launched = []
-    monkeypatch.setattr(artifacts.subprocess, "Popen", lambda argv, **kw: launched.append(argv))
-    monkeypatch.setattr(artifacts.sys, "platform", "linux")
-    monkeypatch.setattr(artifacts.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(artifact_commands.subprocess, "Popen", lambda argv, **kw: launched.append(argv))
+    monkeypatch.setattr(artifact_commands.sys, "platform", "linux")
+    monkeypatch.setattr(artifact_commands.shutil, "which", lambda name: f"/usr/bin/{name}")
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     code, out, err = cli(project.root, "artifacts", "open", "1")  # no display: the path, and a hint

@@ -86,3 +86,46 @@ def test_budget_day_follows_the_reset_time():
     assert budget_day("06:00", at) == "2026-11-24"  # before today's reset: still yesterday's budget
     with pytest.raises(ConfigError, match="fleet.resets_at"):
         load_config(None, env={"LOOPWRIGHT_FLEET__RESETS_AT": "25:00"})
+
+
+def _uncommented_template() -> dict:
+    """The template `loopwright init` writes, with every `# key = value` and `# [section]` line uncommented (what
+    follows a value is a TOML comment)."""
+    import re
+    import tomllib
+
+    from loopwright.runtime.config import CONFIG_TEMPLATE
+
+    lines = [line[2:] for line in CONFIG_TEMPLATE.splitlines() if re.match(r'# (\[[\w."-]+\]|\w+ = )', line)]
+    return tomllib.loads("\n".join(lines))
+
+
+def _missing(model, data: dict, prefix: str = "") -> list[str]:
+    """Keys of `model` (a pydantic model), and of its sections and tables of sections, that `data` lacks."""
+    import typing
+
+    from pydantic import BaseModel
+
+    missing = []
+    for name, field in model.model_fields.items():
+        key, ann = prefix + name, field.annotation
+        value_type = typing.get_args(ann)[-1] if typing.get_origin(ann) is dict else None
+        if isinstance(ann, type) and issubclass(ann, BaseModel):  # a section: [name]
+            missing += [f"[{key}]"] if name not in data else _missing(ann, data[name], key + ".")
+        elif isinstance(value_type, type) and issubclass(value_type, BaseModel):  # a table of sections: [name."x"]
+            entries = data.get(name) or {}
+            missing += [f'[{key}."..."]'] if not entries else [
+                m for entry, d in entries.items() for m in _missing(value_type, d, f'{key}."{entry}".')]
+        elif name not in data:
+            missing.append(key)
+    return missing
+
+
+def test_the_config_template_names_every_key_and_its_examples_are_valid():
+    """A new config key fails this test until the template `loopwright init` writes shows it (commented out, with
+    an example value and what it does); uncommented, the template is a valid config."""
+    from loopwright.runtime.config import Config
+
+    data = _uncommented_template()
+    assert _missing(Config, data) == []
+    Config.model_validate(data)  # every example value is one the config takes

@@ -11,6 +11,7 @@ import json
 import re
 import signal
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -433,19 +434,21 @@ def test_show_runs_and_gc(repo, cli, tmp_path):
         git(repo, "rev-parse", "--verify", result["branch"])
 
 
-def test_offline_demo(tmp_path, capsys):
-    from loopwright.runtime.demo import run_demo
+def test_offline_demo(tmp_path, capsys, monkeypatch):
+    from loopwright.cli.main import main
 
-    assert run_demo(json_out=True, where=tmp_path / "demo") == 0
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # its repository goes into a temporary folder
+    assert main(["demo", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["status"] == "succeeded" and out["checkpoints"] == 3 and "scripted model" in out["model"]
+    assert Path(out["repository"]).parent == tmp_path
 
 
-def test_offline_demo_via_the_anthropic_sdk(tmp_path, capsys):
+def test_offline_demo_via_the_anthropic_sdk(tmp_path):
     from loopwright.runtime.demo import run_demo
 
-    assert run_demo(via="anthropic", json_out=True, where=tmp_path / "demo") == 0
-    assert json.loads(capsys.readouterr().out)["status"] == "succeeded"
+    demo = run_demo(via="anthropic", where=tmp_path / "demo")
+    assert demo.run.status == "succeeded" and "anthropic wire format" in demo.how
 
 
 def test_target_branch_and_keep(repo, cli, tmp_path):

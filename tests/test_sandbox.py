@@ -186,16 +186,20 @@ def test_a_worktree_holding_the_store_is_refused(tmp_path, home):
 @needs_bwrap
 def test_background_processes_end_with_the_command(wt):
     """The pid namespace ends with the command: a background child cannot keep the output pipe (or run) after."""
+    seconds = f"300.{os.getpid()}"  # this test's own sleep: other test runs on the machine may sleep 300 too
     t0 = time.monotonic()
-    out = run(bwrap(), "sleep 300 & echo started", wt)
+    out = run(bwrap(), f"sleep {seconds} & echo started", wt)
     assert out.stdout == "started\n" and time.monotonic() - t0 < 30
-    assert not _processes(["sleep", "300"])
+    deadline = time.monotonic() + 10  # killed with the namespace; reaping them may lag bwrap's exit a little
+    while _processes(["sleep", seconds]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _processes(["sleep", seconds])
 
 
 @needs_bwrap
 def test_killing_the_wrapped_process_kills_everything_in_the_jail(wt):
-    sleeps = (["sleep", "301"], ["sleep", "302"])
-    argv, env = bwrap().wrap("sleep 301 & sleep 302", worktree=wt)
+    sleeps = (["sleep", f"301.{os.getpid()}"], ["sleep", f"302.{os.getpid()}"])
+    argv, env = bwrap().wrap(" & ".join(" ".join(s) for s in sleeps), worktree=wt)
     proc = subprocess.Popen(argv, env=env, start_new_session=True)
     deadline = time.monotonic() + 20
     while len(_processes(*sleeps)) < 2 and time.monotonic() < deadline:

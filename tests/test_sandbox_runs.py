@@ -151,7 +151,7 @@ def test_the_agent_is_told_its_rules_and_the_check_still_works(repo, home, tmp_p
     runner = Runner(project)
     result = asyncio.run(runner.start("fix add", check=PYTEST))
     assert result.run.status == "succeeded", result.run.reason
-    prompt = runner.loop.settings.system_prompt
+    prompt = runner.loop.loop.settings.system_prompt  # the local execution's AgentLoop
     assert f"Only the worktree {result.run.worktree} is writable" in prompt and "There is no network" in prompt
     assert "a person can widen them in the [sandbox] config" in prompt
     shell = [e for _, _, e in project.store.events(result.run.id, types=("tool_finished",)) if e.name == "shell"][0]

@@ -111,7 +111,7 @@ def test_many_runs_starting_at_once_from_threads_all_get_a_worktree(repo):
     """The fleet's case: runs start together; only `git worktree add` is under the lock, and none of them fails."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from loopwright.runtime.runner import GIT_LOCK
+    from loopwright.runtime.merging import GIT_LOCK
 
     def create(i: int) -> Workspace:
         return Workspace.create(repo, f"s{i}", target_branch="main", worktrees_dir=repo.parent / "wt",
@@ -575,7 +575,7 @@ def test_many_runs_merging_at_once_from_threads_all_land(repo):
     target's head to moving it is under the lock, so the checkout follows and no merge is lost."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from loopwright.runtime.runner import GIT_LOCK, _merge
+    from loopwright.runtime.merging import GIT_LOCK, squash_merge
 
     spaces = [Workspace.create(repo, f"m{i}", target_branch="main", worktrees_dir=repo.parent / "wt",
                                git_lock=GIT_LOCK) for i in range(8)]
@@ -584,7 +584,7 @@ def test_many_runs_merging_at_once_from_threads_all_land(repo):
         w.checkpoint(f"part {i}", step=1)
     old = git(repo, "rev-parse", "main")
     with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda w: _merge(w, "main", f"merge {w.run_id}"), spaces))
+        results = list(pool.map(lambda w: squash_merge(w, "main", f"merge {w.run_id}"), spaces))
     assert [r.status for r in results] == ["merged"] * 8
     assert git(repo, "rev-list", "--count", f"{old}..main") == "8"
     assert all((repo / f"part{i}.txt").read_text() == f"{i}\n" for i in range(8))  # the user's checkout followed

@@ -1,4 +1,5 @@
-"""`loopwright tui`: a Textual app that supervises the project's daemon through the store.
+"""The Textual app of `loopwright tui` (the command is cli/tui.py): it supervises the project's daemon through
+the store.
 
 The fleet view (one row per run) and the queue view (queued and blocked
 tasks) redraw from a `Feed` on a timer; every action is a row in the store's
@@ -9,11 +10,8 @@ one runs. Quitting never stops the daemon or any agent.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -31,16 +29,14 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import Button, DataTable, Footer, Input, Label, Static, Switch
 
+from loopwright.errors import LoopwrightError
 from loopwright.memory.store import StoreError
 from loopwright.runtime.actions import Actions, Done
-from loopwright.runtime.config import ConfigError
 from loopwright.runtime.display import fmt_elapsed, fmt_tokens
-from loopwright.runtime.posting import PostError
 from loopwright.runtime.project import Project
 from loopwright.tui.feed import Changes, Feed
-from loopwright.workspaces.git import WorkspaceError
 
-ACTION_ERRORS = (StoreError, PostError, ConfigError, WorkspaceError, ValueError)
+ACTION_ERRORS = (LoopwrightError, ValueError)  # a user's error (or a bad number typed): said in a toast
 SERVE_HINT = "start one with `loopwright serve --detach` (or quit and run `loopwright tui --serve`)"
 STATUS_STYLE = {"running": "bold green", "paused": "yellow", "succeeded": "bold blue", "failed": "bold red",
                 "killed": "red", "needs_review": "bold magenta", "budget_exceeded": "bold dark_orange",
@@ -940,43 +936,3 @@ class TuiApp(App):
         yield SystemCommand("New task", "goal, check, priority, until mode", self.action_new_task)
         yield SystemCommand("Chat", "threads and their messages; post as " + self.author, self.action_chat)
         yield SystemCommand("Key bindings", "every key, by view", self.action_help)
-
-
-# -- the command -----------------------------------------------------------------------------------
-
-
-def start_daemon(project: Project) -> int:
-    """`loopwright serve --detach` in the project (unless a daemon runs already); the daemon's pid."""
-    from loopwright.runtime.fleet.daemon import DaemonError, daemon_pid
-
-    pid = daemon_pid(project)
-    if pid:
-        return pid
-    done = subprocess.run([sys.executable, "-m", "loopwright.cli.main", "serve", "--detach"], cwd=project.root,
-                          capture_output=True, text=True, timeout=60)
-    pid = daemon_pid(project)
-    if done.returncode != 0 or not pid:
-        why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-        raise DaemonError(f"could not start the daemon: {why.removeprefix('loopwright: error: ')}")
-    return pid
-
-
-def cmd_tui(args: argparse.Namespace) -> int:
-    from loopwright.runtime.project import open_project
-
-    project = open_project(Path.cwd())
-    if args.serve:
-        start_daemon(project)
-    from loopwright.runtime.sandboxing import make_sandbox
-
-    TuiApp(project, author=args.author, sandbox_warning=make_sandbox(project.config).warning).run()
-    return 0
-
-
-def add_parsers(sub, add) -> None:
-    """Register `loopwright tui` (the CLI's `add(name, func, help)`)."""
-    sp = add("tui", cmd_tui, "supervise the fleet in a terminal UI (read-only without a daemon; quitting leaves it "
-                             "running)", json_flag=False)
-    sp.add_argument("--serve", action="store_true",
-                    help="start the daemon in the background first (as `loopwright serve --detach`), then attach")
-    sp.add_argument("--as", dest="author", metavar="NAME", help="who the chat view posts as (default: $USER)")

@@ -15,7 +15,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, OptionList, RichLog, Static
 from textual.widgets.option_list import Option
 
-from loopwright.cli.chat import line
+from loopwright.runtime.chat.format import line
 from loopwright.runtime.chat.threads import ChatError, Message, messages, post_message, threads, unknown_mentions
 
 POLL_SECONDS = 0.25

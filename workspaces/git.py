@@ -30,7 +30,10 @@ from typing import BinaryIO, Literal
 
 import git
 
-__all__ = ["Checkpoint", "MergeResult", "Workspace", "WorkspaceError", "current_branch", "repo_root"]
+from loopwright.errors import LoopwrightError
+
+__all__ = ["Checkpoint", "MergeResult", "Workspace", "WorkspaceError", "clean_env", "commit_of_branch",
+           "current_branch", "git_message", "repo_root", "run_git"]
 
 TRAILER_RUN = "Loopwright-Run"
 TRAILER_STEP = "Loopwright-Step"
@@ -45,7 +48,7 @@ _GIT_LOCATION_VARS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_
 Jail = Callable[[str, Path], tuple[list[str], dict[str, str]]]
 
 
-class WorkspaceError(Exception):
+class WorkspaceError(LoopwrightError):
     """A git or workspace problem, said in one line with what to do about it."""
 
     def __init__(self, message: str):
@@ -69,7 +72,7 @@ class MergeResult:
 # -- running git -----------------------------------------------------------------------------------
 
 
-def _git_message(stderr: str, stdout: str = "", status: int | None = None) -> str:
+def git_message(stderr: str, stdout: str = "", status: int | None = None) -> str:
     """The useful line of a git failure: the fatal/error line, with a hint for the usual causes."""
     lines = [ln.strip() for ln in (stderr or stdout or "").splitlines() if ln.strip()]
     line = next((ln for ln in lines if ln.startswith(("fatal:", "error:"))), None)
@@ -85,11 +88,13 @@ def _git_message(stderr: str, stdout: str = "", status: int | None = None) -> st
 
 
 def _run(g: git.Git, *args: str, env: dict[str, str] | None = None, istream=None,
-         binary: bool = False) -> tuple[int, str | bytes, str]:
-    """Run git in `g`'s directory; return (status, stdout, stderr) without raising on a non-zero status."""
+         lossy: bool = False) -> tuple[int, str, str]:
+    """Run git in `g`'s directory; return (status, stdout, stderr) without raising on a non-zero status.
+    `lossy`: stdout that is not UTF-8 (a diff of a binary file) gets replacement characters instead of failing."""
     try:
-        return g.execute(["git", *args], with_extended_output=True, with_exceptions=False,
-                         strip_newline_in_stdout=False, stdout_as_string=not binary, env=env, istream=istream)
+        status, out, err = g.execute(["git", *args], with_extended_output=True, with_exceptions=False,
+                                     strip_newline_in_stdout=False, stdout_as_string=not lossy, env=env,
+                                     istream=istream)
     except git.GitCommandNotFound:
         where = g.working_dir
         if where and not Path(where).is_dir():
@@ -97,13 +102,14 @@ def _run(g: git.Git, *args: str, env: dict[str, str] | None = None, istream=None
         raise WorkspaceError("git was not found (install git 2.38 or newer and put it on PATH)") from None
     except OSError as e:
         raise WorkspaceError(f"could not run git {args[0]}: {e}") from None
+    return status, out.decode("utf-8", "replace") if isinstance(out, bytes) else out or "", err
 
 
-def _git(g: git.Git, *args: str, what: str | None = None, env: dict[str, str] | None = None, istream=None) -> str:
+def run_git(g: git.Git, *args: str, what: str | None = None, env: dict[str, str] | None = None, istream=None) -> str:
     """Run git and return its stdout without the final newline; a failure becomes a one-line WorkspaceError."""
     status, out, err = _run(g, *args, env=env, istream=istream)
     if status != 0:
-        raise WorkspaceError(f"{what or 'git ' + args[0]} failed: {_git_message(err, out, status)}")
+        raise WorkspaceError(f"{what or 'git ' + args[0]} failed: {git_message(err, out, status)}")
     return out.removesuffix("\n")
 
 
@@ -128,7 +134,7 @@ def _has_merge_base_option(g: git.Git) -> bool:
     """`git merge-tree --merge-base` exists from git 2.40."""
     key = shutil.which("git") or "git"
     if key not in _git_versions:
-        out = _git(g, "version")
+        out = run_git(g, "version")
         _git_versions[key] = tuple(int(n) for n in re.findall(r"\d+", out)[:2])
     return _git_versions[key] >= (2, 40)
 
@@ -148,7 +154,8 @@ def _identity_env(g: git.Git) -> dict[str, str]:
     return env
 
 
-def _clean_env() -> dict[str, str]:
+def clean_env() -> dict[str, str]:
+    """This process's environment without the variables that would point git at another repository."""
     return {k: v for k, v in os.environ.items() if k not in _GIT_LOCATION_VARS}
 
 
@@ -173,12 +180,12 @@ def _repo_root(path: Path) -> Path:
     if status == 0 or "must be run in a work tree" in err:
         raise WorkspaceError(f"{path} is not inside a working tree (a bare repository or a .git directory): "
                              f"run loopwright in a checkout")
-    raise WorkspaceError(f"not usable as a git repository: {path}: {_git_message(err, out, status)}")
+    raise WorkspaceError(f"not usable as a git repository: {path}: {git_message(err, out, status)}")
 
 
 def require_commits(root: Path) -> None:
     """WorkspaceError when the repository has no commit yet: a run has nothing to start from."""
-    if not _git(git.Git(Path(root)), "rev-list", "-n", "1", "--all"):
+    if not run_git(git.Git(Path(root)), "rev-list", "-n", "1", "--all"):
         raise WorkspaceError(NO_COMMITS)
 
 
@@ -187,9 +194,9 @@ def current_branch(root: Path) -> str:
     g = git.Git(Path(root))
     status, ref, err = _run(g, "symbolic-ref", "-q", "HEAD")
     if status > 1:
-        raise WorkspaceError(f"cannot read HEAD in {root}: {_git_message(err, ref, status)}")
+        raise WorkspaceError(f"cannot read HEAD in {root}: {git_message(err, ref, status)}")
     if _run(g, "rev-parse", "-q", "--verify", "HEAD^{commit}")[0] != 0:
-        if status == 0 and not _git(g, "rev-list", "-n", "1", "--all"):
+        if status == 0 and not run_git(g, "rev-list", "-n", "1", "--all"):
             raise WorkspaceError(NO_COMMITS)
         if status == 0:
             name = ref.strip().removeprefix("refs/heads/")
@@ -199,7 +206,8 @@ def current_branch(root: Path) -> str:
     return ref.strip().removeprefix("refs/heads/")
 
 
-def _commit_of_branch(g: git.Git, branch: str) -> str | None:
+def commit_of_branch(g: git.Git, branch: str) -> str | None:
+    """The commit `branch` points at in `g`'s repository, or None when there is no such branch."""
     status, out, _ = _run(g, "rev-parse", "-q", "--verify", f"refs/heads/{branch}^{{commit}}")
     return out.strip() if status == 0 else None
 
@@ -208,9 +216,9 @@ def _checkout_of(g: git.Git, branch: str) -> Path | None:
     """The worktree that has `branch` checked out, if any (`g` is at the main worktree)."""
     status, head, _ = _run(g, "symbolic-ref", "-q", "HEAD")
     if status == 0 and head.strip() == f"refs/heads/{branch}":
-        return Path(g.working_dir)  # the usual case, without reading every worktree's HEAD (a fleet has hundreds)
+        return Path(str(g.working_dir))  # the usual case, without reading every worktree's HEAD (a fleet has hundreds)
     path: str | None = None
-    for field in _git(g, "worktree", "list", "--porcelain", "-z").split("\0"):
+    for field in run_git(g, "worktree", "list", "--porcelain", "-z").split("\0"):
         if field.startswith("worktree "):
             path = field[len("worktree "):]
         elif field == f"branch refs/heads/{branch}" and path:
@@ -325,29 +333,29 @@ class Workspace:
         target_branch = target_branch.removeprefix("refs/heads/")
         path = Path(worktrees_dir).absolute() / run_id
         branch = f"lw/{run_id}"
-        base = _commit_of_branch(g, target_branch)
+        base = commit_of_branch(g, target_branch)
         if base is None:
-            if not _git(g, "rev-list", "-n", "1", "--all"):
+            if not run_git(g, "rev-list", "-n", "1", "--all"):
                 raise WorkspaceError(NO_COMMITS)
             raise WorkspaceError(f"no branch '{target_branch}' in {root} "
                                  f"(pass --target BRANCH with an existing branch)")
         status, out, err = _run(g, "update-ref", "-m", f"branch: created from {target_branch}", f"refs/heads/{branch}",
                                 base, "0" * len(base))  # only if the branch does not exist yet
         if status != 0:
-            raise WorkspaceError(f"could not create the branch {branch}: {_git_message(err, out, status)}")
+            raise WorkspaceError(f"could not create the branch {branch}: {git_message(err, out, status)}")
         with git_lock or contextlib.nullcontext():
             status, out, err = _run(g, "worktree", "add", "--quiet", "--no-checkout", str(path), branch)
         if status != 0:
             _run(g, "update-ref", "-d", f"refs/heads/{branch}", base)
-            raise WorkspaceError(f"could not create the worktree {path}: {_git_message(err, out, status)}")
+            raise WorkspaceError(f"could not create the worktree {path}: {git_message(err, out, status)}")
         ws = cls(root, run_id, path, branch, base, copy_files)
         try:
             status, out, err = _run(git.Git(path), "checkout", "--quiet")
             if status != 0:
-                raise WorkspaceError(f"could not check out {base[:10]} in {path}: {_git_message(err, out, status)}")
+                raise WorkspaceError(f"could not check out {base[:10]} in {path}: {git_message(err, out, status)}")
             ws._copy_in()
             if setup_command:
-                ws._setup(setup_command, setup_timeout, jail=jail, redact=redact)
+                ws.run_setup(setup_command, setup_timeout, jail=jail, redact=redact)
         except BaseException:
             ws._discard(git_lock)
             raise
@@ -371,15 +379,17 @@ class Workspace:
             except OSError as e:
                 raise WorkspaceError(f"could not copy {rel} into the worktree: {e.strerror or e}") from None
 
-    def _setup(self, command: str, timeout: float, *, jail: Jail | None = None,
-               redact: Callable[[str], str] | None = None) -> None:
+    def run_setup(self, command: str, timeout: float, *, jail: Jail | None = None,
+                  redact: Callable[[str], str] | None = None) -> None:
+        """Run the project's setup command in the worktree, through `jail` (the sandbox's wrap) if given; a failure
+        or a timeout is a WorkspaceError (its quoted output through `redact`)."""
         if jail is not None:
             try:
                 argv, env = jail(command, self.path)
             except Exception as e:  # noqa: BLE001 — a policy that does not fit this repository, said in one line
                 raise WorkspaceError(f"the setup command cannot run in the sandbox: {e}") from None
         else:
-            argv, env = ["bash", "-c", command], _clean_env()
+            argv, env = ["bash", "-c", command], clean_env()
         try:
             # own process group, so a timeout also kills what the command started (npm, pip...)
             proc = subprocess.Popen(argv, cwd=self.path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -428,16 +438,16 @@ class Workspace:
         trusted = remembered and self._tip is not None and not self.copy_files and self._on_own_branch()
         cached = self._tip if trusted else None
         head, head_tree = cached or self._verified_tip()
-        _git(g, "add", "-A", *self._pathspec(), what="staging the worktree")
-        tree = _git(g, "write-tree", what="writing the checkpoint tree")
+        run_git(g, "add", "-A", *self._pathspec(), what="staging the worktree")
+        tree = run_git(g, "write-tree", what="writing the checkpoint tree")
         if self.copy_files:
             copied = [f":(literal){p}" for p in self.copy_files]
-            if _git(g, "diff-tree", "-r", "--name-only", "--no-renames", head_tree, tree, "--", *copied):
+            if run_git(g, "diff-tree", "-r", "--name-only", "--no-renames", head_tree, tree, "--", *copied):
                 # the agent staged them itself (`git add -A`): back to the committed version
                 status, out, err = _run(g, "reset", "-q", "--no-refresh", "--", *copied)
                 if status not in (0, 1) or "fatal" in err:
-                    raise WorkspaceError(f"unstaging the copied files failed: {_git_message(err, out, status)}")
-                tree = _git(g, "write-tree", what="writing the checkpoint tree")
+                    raise WorkspaceError(f"unstaging the copied files failed: {git_message(err, out, status)}")
+                tree = run_git(g, "write-tree", what="writing the checkpoint tree")
         if tree == head_tree:
             if cached is None or self._branch_file_holds(head):
                 return None
@@ -446,21 +456,21 @@ class Workspace:
                 return None
         text = f"{message.strip() or f'step {step}'}\n\n{TRAILER_RUN}: {self.run_id}\n{TRAILER_STEP}: {step}\n"
         with _message_file(text) as f:
-            sha = _git(g, "commit-tree", "--no-gpg-sign", tree, "-p", head, "-F", "-", istream=f,
-                       env=self._identity(), what="committing the checkpoint")
+            sha = run_git(g, "commit-tree", "--no-gpg-sign", tree, "-p", head, "-F", "-", istream=f,
+                          env=self._identity(), what="committing the checkpoint")
         status, out, err = _run(g, "update-ref", "-m", f"loopwright: checkpoint (step {step})", "HEAD", sha, head)
         if status != 0:
             self._tip = None
             if cached is not None:  # the branch moved since the last checkpoint: again, from git's view
                 return self._commit_worktree(message, step, remembered=False)
-            raise WorkspaceError(f"moving the run branch failed: {_git_message(err, out, status)}")
+            raise WorkspaceError(f"moving the run branch failed: {git_message(err, out, status)}")
         self._tip = (sha, tree)
         return Checkpoint(sha=sha, step=step, message=_subject(text))
 
     def _verified_tip(self) -> tuple[str, str]:
         """(commit, tree) of HEAD, from git, after making sure HEAD is the run branch."""
-        head, head_tree, ref = _git(self._g, "rev-parse", "HEAD", "HEAD^{tree}", "--symbolic-full-name",
-                                    "HEAD").split()
+        head, head_tree, ref = run_git(self._g, "rev-parse", "HEAD", "HEAD^{tree}", "--symbolic-full-name",
+                                       "HEAD").split()
         if ref != f"refs/heads/{self.branch}":
             raise WorkspaceError(f"the worktree of run {self.run_id} is not on its branch {self.branch} "
                                  f"(HEAD is {ref if ref != 'HEAD' else 'detached'}): "
@@ -490,8 +500,9 @@ class Workspace:
         """The run's checkpoint commits since `base_commit`, oldest first."""
         fmt = (f"%H%x00%s%x00%(trailers:key={TRAILER_RUN},valueonly,separator=%x2C)"
                f"%x00%(trailers:key={TRAILER_STEP},valueonly,separator=%x2C)%x1e")
-        out = _git(self._root_g, "log", "--reverse", f"--format={fmt}", f"{self.base_commit}..refs/heads/{self.branch}",
-                   what=f"reading the checkpoints of run {self.run_id}")
+        since = f"{self.base_commit}..refs/heads/{self.branch}"
+        out = run_git(self._root_g, "log", "--reverse", f"--format={fmt}", since,
+                      what=f"reading the checkpoints of run {self.run_id}")
         points = []
         for record in out.split("\x1e"):
             parts = record.strip("\n").split("\x00")
@@ -501,7 +512,7 @@ class Workspace:
 
     def head(self) -> str:
         """The commit checked out in the worktree."""
-        return _git(self._g, "rev-parse", "HEAD")
+        return run_git(self._g, "rev-parse", "HEAD")
 
     def clear_stale_lock(self) -> bool:
         """Remove the worktree's index.lock left by a process that was killed mid-checkpoint.
@@ -517,7 +528,7 @@ class Workspace:
 
     def is_dirty(self) -> bool:
         """Whether the worktree has changes a checkpoint would commit."""
-        out = _git(self._g, "status", "--porcelain", "--untracked-files=normal", *self._pathspec())
+        out = run_git(self._g, "status", "--porcelain", "--untracked-files=normal", *self._pathspec())
         return bool(out.strip())
 
     # -- rollback ------------------------------------------------------------------------------------
@@ -536,9 +547,9 @@ class Workspace:
             raise WorkspaceError(f"{sha[:12]} is not a checkpoint of run {self.run_id} "
                                  f"(pick one from `loopwright checkpoints {self.run_id}`)")
         self._tip = None
-        _git(g, "symbolic-ref", "HEAD", f"refs/heads/{self.branch}", what="switching to the run branch")
-        _git(g, "reset", "--quiet", "--hard", full, what=f"resetting the worktree to {full[:10]}")
-        _git(g, "clean", "-ffdq", *self._pathspec(), what="removing untracked files")
+        run_git(g, "symbolic-ref", "HEAD", f"refs/heads/{self.branch}", what="switching to the run branch")
+        run_git(g, "reset", "--quiet", "--hard", full, what=f"resetting the worktree to {full[:10]}")
+        run_git(g, "clean", "-ffdq", *self._pathspec(), what="removing untracked files")
         self._copy_in()
 
     def _is_own(self, sha: str) -> bool:
@@ -548,28 +559,28 @@ class Workspace:
             return False
         if _run(g, "merge-base", "--is-ancestor", sha, f"refs/heads/{self.branch}")[0] == 0:
             return True
-        out = _git(g, "log", "-1", f"--format=%(trailers:key={TRAILER_RUN},valueonly)", sha)
+        out = run_git(g, "log", "-1", f"--format=%(trailers:key={TRAILER_RUN},valueonly)", sha)
         return self.run_id in out.split()
 
     # -- looking at the work -------------------------------------------------------------------------
 
-    def _with_worktree_index(self, *args: str, binary: bool = False) -> str:
+    def _with_worktree_index(self, *args: str) -> str:
         """Run a git command against a scratch copy of the index with all of the worktree added to it.
 
         The real index stays as it is: looking at the work must not change what a checkpoint sees.
         """
         g = self._g
-        index = Path(_git(g, "rev-parse", "--path-format=absolute", "--git-path", "index"))
+        index = Path(run_git(g, "rev-parse", "--path-format=absolute", "--git-path", "index"))
         with tempfile.TemporaryDirectory(prefix="lw-index-") as tmp:
             scratch = Path(tmp) / "index"
             if index.exists():
                 shutil.copy2(index, scratch)
             env = {"GIT_INDEX_FILE": str(scratch)}
-            _git(g, "add", "-A", *self._pathspec(), env=env, what="reading the worktree")
-            status, out, err = _run(g, *args, env=env, binary=True)
+            run_git(g, "add", "-A", *self._pathspec(), env=env, what="reading the worktree")
+            status, out, err = _run(g, *args, env=env, lossy=True)
             if status != 0:
-                raise WorkspaceError(f"git {args[0]} failed: {_git_message(err, '', status)}")
-        return out.decode("utf-8", "replace")
+                raise WorkspaceError(f"git {args[0]} failed: {git_message(err, '', status)}")
+        return out
 
     def diff(self, against: str | None = None) -> str:
         """Unified diff from `against` (default base_commit) to the worktree, untracked files included."""
@@ -601,9 +612,9 @@ class Workspace:
         status, out, err = _run(g, "rev-parse", f"{branch}^{{commit}}", f"{branch}^{{tree}}",
                                 f"{self.base_commit}^{{tree}}", "--")
         if status != 0:
-            if _commit_of_branch(g, self.branch) is None:
+            if commit_of_branch(g, self.branch) is None:
                 raise WorkspaceError(f"the run branch {self.branch} no longer exists; there is nothing to merge")
-            raise WorkspaceError(f"reading the run branch {self.branch} failed: {_git_message(err, out, status)}")
+            raise WorkspaceError(f"reading the run branch {self.branch} failed: {git_message(err, out, status)}")
         run_head, run_tree, base_tree = out.split()[:3]
         if run_tree == base_tree:
             return MergeResult("nothing", None, f"run {self.run_id} changed nothing")
@@ -611,8 +622,8 @@ class Workspace:
         stand_in = theirs = None
         if not _has_merge_base_option(g):
             # git < 2.40: the same three-way merge over stand-in commits whose only common ancestor is base's tree
-            stand_in = _git(g, "commit-tree", "--no-gpg-sign", base_tree, "-m", "base", env=ident)
-            theirs = _git(g, "commit-tree", "--no-gpg-sign", run_tree, "-p", stand_in, "-m", "run", env=ident)
+            stand_in = run_git(g, "commit-tree", "--no-gpg-sign", base_tree, "-m", "base", env=ident)
+            theirs = run_git(g, "commit-tree", "--no-gpg-sign", run_tree, "-p", stand_in, "-m", "run", env=ident)
 
         def plan(target: tuple[str, str]) -> MergeResult | tuple[str, str]:
             return self._squash(target_branch, target, message, run_head, ident, stand_in, theirs)
@@ -646,7 +657,8 @@ class Workspace:
             ours, extra = target_head, [f"--merge-base={self.base_commit}"]
             theirs = run_head
         else:
-            ours = _git(g, "commit-tree", "--no-gpg-sign", target_tree, "-p", stand_in, "-m", "target", env=ident)
+            assert theirs is not None, "a stand-in target comes with the run's side of the merge"
+            ours = run_git(g, "commit-tree", "--no-gpg-sign", target_tree, "-p", stand_in, "-m", "target", env=ident)
             extra = []
         status, out, err = _run(g, "merge-tree", "--write-tree", "--name-only", "-z", *extra, ours, theirs)
         if status == 1:
@@ -654,13 +666,13 @@ class Workspace:
             shown = ", ".join(files[:10]) + (f" and {len(files) - 10} more" if len(files) > 10 else "")
             return MergeResult("conflict", None, f"conflict in {shown or 'some files'}")
         if status != 0:
-            raise WorkspaceError(f"git merge-tree failed: {_git_message(err, '', status)}")
+            raise WorkspaceError(f"git merge-tree failed: {git_message(err, '', status)}")
         tree = out.split("\0", 1)[0].strip()
         if tree == target_tree:
             return MergeResult("nothing", None, f"{target_branch} already has the changes of run {self.run_id}")
         with _message_file(message.strip() or f"loopwright: run {self.run_id}") as f:
-            commit = _git(g, "commit-tree", tree, "-p", target_head, "-F", "-", istream=f, env=ident,
-                          what="writing the merge commit")
+            commit = run_git(g, "commit-tree", tree, "-p", target_head, "-F", "-", istream=f, env=ident,
+                             what="writing the merge commit")
         return target_head, commit
 
     def _move_target(self, target_branch: str, target_head: str, commit: str) -> MergeResult:
@@ -680,7 +692,7 @@ class Workspace:
         if status != 0:
             if checkout is not None:  # put the user's files back where their branch is
                 _run(git.Git(checkout), "read-tree", "-m", "-u", commit, target_head)
-            raise WorkspaceError(f"{target_branch} moved while merging ({_git_message(err, out, status)}): "
+            raise WorkspaceError(f"{target_branch} moved while merging ({git_message(err, out, status)}): "
                                  f"merge again")
         return MergeResult("merged", commit, f"{target_branch} is at {commit[:10]}")
 
@@ -693,12 +705,12 @@ class Workspace:
         if self.path.exists():
             status, out, err = _run(g, "worktree", "remove", "--force", str(self.path))
             if status != 0:
-                raise WorkspaceError(f"could not remove the worktree {self.path}: {_git_message(err, out, status)}")
+                raise WorkspaceError(f"could not remove the worktree {self.path}: {git_message(err, out, status)}")
         _run(g, "worktree", "prune")
         if delete_branch:
             status, out, err = _run(g, "branch", "-D", self.branch)
             if status != 0 and "not found" not in err:
-                raise WorkspaceError(f"could not delete branch {self.branch}: {_git_message(err, out, status)}")
+                raise WorkspaceError(f"could not delete branch {self.branch}: {git_message(err, out, status)}")
         return freed
 
     def disk_bytes(self) -> int:
@@ -727,4 +739,4 @@ def _overlap_detail(err: str, checkout: Path) -> str:
     if files:
         shown = ", ".join(files[:10]) + (f" and {len(files) - 10} more" if len(files) > 10 else "")
         return f"your uncommitted changes to {shown} overlap the run's changes (commit or stash them, then merge again)"
-    return f"could not update your checkout at {checkout}: {_git_message(err)}"
+    return f"could not update your checkout at {checkout}: {git_message(err)}"

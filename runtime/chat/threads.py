@@ -27,7 +27,8 @@ from typing import Any
 
 from pydantic import Field
 
-from loopwright.harness.tools import Tool, ToolContext, ToolError, ToolOutcome, _Args
+from loopwright.errors import LoopwrightError
+from loopwright.harness.tools import Tool, ToolArgs, ToolContext, ToolError, ToolOutcome
 from loopwright.memory.store import RUN_FINAL, Store, StoreError, Task
 from loopwright.runtime.config import ChatConfig
 from loopwright.runtime.project import Project
@@ -39,7 +40,7 @@ COMMANDS = ("/stop", "/cancel", "/status", "/retry")
 TASK_DONE = (*RUN_FINAL, "cancelled")
 
 
-class ChatError(Exception):
+class ChatError(LoopwrightError):
     """A message or thread request that cannot be taken; said in one line."""
 
 
@@ -198,7 +199,7 @@ def delete_message(store: Store, message_id: int, author: str) -> str:
 # -- the agent's side ---------------------------------------------------------------------------------
 
 
-class FanOutArgs(_Args):
+class FanOutArgs(ToolArgs):
     items: list[str] = Field(min_length=1, description="one independent piece of work per item, each self-contained")
     plan: str = Field(description="one sentence: how you split the request (it is posted in the thread)")
 
@@ -209,7 +210,7 @@ class FanOut(Tool):
                    "result is posted as a reply, then a summary. This ends your run.")
 
     async def run(self, a: FanOutArgs, ctx: ToolContext) -> ToolOutcome:
-        if ctx.memory is None:
+        if ctx.memory is None or ctx.memory.store is None:
             raise ToolError("fan_out works only for chat requests")
         store, task = ctx.memory.store, ctx.memory.store.task(ctx.memory.task_id)
         chat = task.options.get("chat")

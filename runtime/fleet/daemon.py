@@ -26,21 +26,23 @@ from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from loopwright.errors import LoopwrightError
 from loopwright.harness.events import TaskUpdated
 from loopwright.memory.store import RUN_FINAL, StoreError, Task
 from loopwright.runtime.chat.threads import ChatHub
 from loopwright.runtime.display import ProgressPrinter
 from loopwright.runtime.fleet.budget import SPENT, FleetBudget
 from loopwright.runtime.fleet.hygiene import disk_floor, expired_worktrees, remove_worktree
+from loopwright.runtime.merging import GIT_LOCK
 from loopwright.runtime.project import Project
-from loopwright.runtime.runner import GIT_LOCK, Runner, RunResult, merge_reviewed
+from loopwright.runtime.runner import Runner, RunResult, merge_reviewed
 from loopwright.workspaces.git import WorkspaceError
 
 DEPENDENCY_FAILED = ("failed", "cancelled", "killed", "budget_exceeded")
 GRACEFUL_STOP = "daemon stopped; the next `loopwright serve` resumes it"
 
 
-class DaemonError(Exception):
+class DaemonError(LoopwrightError):
     """The daemon cannot start; said in one line."""
 
 

@@ -29,6 +29,7 @@ import yaml
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from loopwright.errors import LoopwrightError
 from loopwright.harness.models import ModelError
 from loopwright.memory.store import StoreError
 from loopwright.runtime.config import ConfigError
@@ -52,12 +53,11 @@ class InboxResult:
     moved_to: Path | None = None  # in done/ or rejected/; None if it could not be moved
 
 
-class Rejected(Exception):
+class Rejected(LoopwrightError):
     """The file cannot become a task: a one-line reason and a hint."""
 
     def __init__(self, message: str, hint: str = AGAIN):
-        super().__init__(message)
-        self.hint = hint
+        super().__init__(message, hint)
 
 
 def ignored(name: str) -> bool:
@@ -267,7 +267,7 @@ class Inbox:
                 raise Rejected(f"the file cannot be read: {one_line(e.strerror or e)}") from None
             task = post_task(self.project, request_from(text, self.project.root))
         except Rejected as e:
-            return self._reject(path, one_line(e), e.hint)
+            return self._reject(path, one_line(e.message), e.hint)
         except (PostError, StoreError, ConfigError, ModelError) as e:
             empty = str(e).startswith("goal:")
             return self._reject(path, one_line(e), "write the goal below the front matter; " + AGAIN if empty

@@ -58,7 +58,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from loopwright.harness.tools import _kill_group, _wait_exit
+from loopwright.harness.tools import kill_group, wait_exit
 from loopwright.runtime.fleet.budget import SPENT, FleetBudget
 from loopwright.runtime.fleet.daemon import GRACEFUL_STOP
 from loopwright.runtime.project import Project
@@ -324,15 +324,15 @@ class Notifier:
                         proc.stdin.write(data)
                         await asyncio.wait_for(proc.stdin.drain(), timeout)
                     proc.stdin.close()
-                if not await _wait_exit(proc, timeout):
-                    _kill_group(proc)
-                    await _wait_exit(proc, 5.0)
+                if not await wait_exit(proc, timeout):
+                    kill_group(proc)
+                    await wait_exit(proc, 5.0)
                     return False, f"timed out after {timeout:g}s (killed)"
             except TimeoutError:
-                _kill_group(proc)
+                kill_group(proc)
                 return False, f"timed out after {timeout:g}s writing its stdin (killed)"
             except asyncio.CancelledError:
-                _kill_group(proc)
+                kill_group(proc)
                 raise
             err.seek(0)
             lines = [ln.strip() for ln in err.read(4096).decode(errors="replace").splitlines() if ln.strip()]

@@ -1,4 +1,5 @@
-"""`loopwright eval SUITE`: does memory (lessons recalled at task start, reflection after every run) make agents better?
+"""What `loopwright eval SUITE` measures (the command is cli/evaluate.py): does memory (lessons recalled at task
+start, reflection after every run) make agents better?
 
 The answer is a number: a task suite runs under several *arms* that differ only
 in the `[memory]` knobs, for N seeds and K stream orders, and the arms are
@@ -86,7 +87,6 @@ with `--keep` also every stream's repository and store under streams/.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import csv
@@ -108,6 +108,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from loopwright.errors import LoopwrightError
+
 ARMS = ("none", "placebo", "frozen", "online")
 SUITE_KEYS = ("name", "description", "split", "train", "test", "max_attempts", "defaults")
 TASK_KEYS = ("prompt", "check", "category", "title", "split", "max_attempts")
@@ -117,7 +119,7 @@ BOOTSTRAP_SEED = 0
 SCRIPTED_NOTE = "scripted model — not a real model"
 
 
-class EvalError(Exception):
+class EvalError(LoopwrightError):
     """A problem with the suite or the eval's options, said in one line."""
 
 
@@ -767,10 +769,10 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def _project_root() -> Path | None:
-    from loopwright.runtime.project import DIR, _top
+    from loopwright.runtime.project import DIR, project_root
 
     try:
-        root = _top(Path.cwd())
+        root = project_root(Path.cwd())
     except Exception:  # noqa: BLE001 — not inside a git repository
         return None
     return root if (root / DIR).is_dir() else None
@@ -889,47 +891,3 @@ def summary_table(results: dict) -> str:
                      f"{_num(t['tokens_per_task']):>12}{_usd(t['cost_per_task']):>11}"
                      f"{_num(t['turns_per_solved'], 1):>14}")
     return "\n".join(lines)
-
-
-# -- CLI ------------------------------------------------------------------------------------------
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    quiet = getattr(args, "json", False)
-    say = (lambda s: None) if quiet else (lambda s: print(s, file=sys.stderr, flush=True))
-    overrides = {"provider": args.provider, "model": args.model, "base_url": args.base_url}
-    try:
-        results = run_eval(args.suite, arms=args.arms, seeds=args.seeds, orders=args.orders, out=args.out,
-                           overrides=overrides, keep=args.keep, say=say)
-    except EvalError as e:
-        print(f"loopwright: error: {e}", file=sys.stderr)
-        return 2
-    if quiet:
-        print(json.dumps({"meta": results["meta"], "summary": results["summary"], "paths": results["paths"]},
-                         indent=2, default=str))
-    else:
-        print(summary_table(results))
-        for line in headlines(results):
-            print(line)
-        print(f"report: {results['paths']['report']}")
-    return 0
-
-
-def add_parsers(sub, add) -> None:
-    """Register `eval` on the main parser (`add(name, func, help)` makes a subparser with --json)."""
-    sp = add("eval", cmd_eval, "measure whether memory helps: run a task suite with memory off, placebo, frozen "
-                               "and online, and report success, tokens and cost with paired confidence intervals")
-    sp.add_argument("suite", help="the suite folder (suite.toml, tasks/<id>/task.toml + repo/ [+ script.json])")
-    sp.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, from {', '.join(ARMS)} (default: all)")
-    sp.add_argument("--seeds", type=int, default=3, help="repetitions of every stream (default 3)")
-    sp.add_argument("--orders", type=int, default=1,
-                    help="stream orders: 1 is suite order, more add shuffles by seed (default 1)")
-    sp.add_argument("--out", metavar="DIR", help="where results go (default: .loopwright/eval/<suite>-<time>/ inside "
-                                                 "a project, else a temporary folder)")
-    from loopwright.runtime.config import PROVIDERS
-
-    sp.add_argument("--provider", choices=list(PROVIDERS), help="scripted: each task's script.json, no API key")
-    sp.add_argument("--model", help="model name (prices and window from the config)")
-    sp.add_argument("--base-url", dest="base_url", help="API base URL, e.g. a local OpenAI-compatible server")
-    sp.add_argument("--keep", action="store_true", help="keep every stream's repository and store in "
-                                                        "DIR/streams/<arm>-s<seed>-o<order>/")

@@ -212,7 +212,7 @@ def prompt(store: Store, run: Run, task: Task, shown: list, related: list, succe
 def check_deltas(deltas: Deltas, lessons, *, max_retire: int, may_draft: bool) -> list[str]:
     """Everything wrong with the deltas as a whole; empty when they may be applied."""
     from loopwright.memory.lessons import LessonError
-    from loopwright.skills.format import _name_problems
+    from loopwright.skills.format import name_problems
 
     problems = []
     refs = []
@@ -237,7 +237,7 @@ def check_deltas(deltas: Deltas, lessons, *, max_retire: int, may_draft: bool) -
         if isinstance(op, DraftSkillOp):
             if not may_draft:
                 problems.append("draft_skill is offered only after similar tasks succeeded at least twice")
-            problems += [f"draft_skill: {p}" for p in _name_problems(op.name)]
+            problems += [f"draft_skill: {p}" for p in name_problems(op.name)]
             if re.search(r"[<>]", op.name + op.description):
                 problems.append("draft_skill: angle brackets in the name or description")
     return problems
@@ -330,7 +330,7 @@ async def reflect(*, store: Store, lessons, run: Run, task: Task, config: Config
         event = Reflected(status="failed", reason=f"the reflection call failed: {e}", credited=credited)
         store.append(run.id, event)
         return event
-    from loopwright.harness.loop import cost_usd
+    from loopwright.harness.models import cost_usd
 
     store.record_model_call(run.id, ModelCalled(
         model=response.model or adapter.model, usage=response.usage, purpose="reflection",

@@ -21,9 +21,15 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, Field, ValidationError
 
+from loopwright.errors import LoopwrightError
+
 # Why a proposal (or a measured task) is turned away; every rejection is counted under one of these.
 REASONS = ("unparseable", "too_long", "banned_api", "no_tests", "reference_fails", "timeout", "nondeterministic",
            "trivial", "duplicate", "padded", "ungrounded", "length_hard")
+
+
+class SelfPlayError(LoopwrightError):
+    """A self-play command that cannot run as asked (said in one line)."""
 
 
 class ProposalError(ValueError):

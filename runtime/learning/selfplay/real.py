@@ -33,14 +33,14 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from loopwright.harness.loop import cost_usd
 from loopwright.harness.messages import Message, TextBlock
-from loopwright.harness.models import ModelAdapter
+from loopwright.harness.models import ModelAdapter, cost_usd
 from loopwright.harness.retry import call_model
 from loopwright.runtime.config import Config
-from loopwright.runtime.learning.selfplay.domain import Attempt, Domain, PracticeTask, ProposalRequest
+from loopwright.runtime.learning.selfplay.domain import Attempt, Domain, PracticeTask, ProposalRequest, SelfPlayError
+from loopwright.runtime.merging import GIT_LOCK
 from loopwright.runtime.project import Project
-from loopwright.runtime.runner import GIT_LOCK, Runner, make_adapter, model_options
+from loopwright.runtime.runner import Runner, make_adapter, model_options
 from loopwright.workspaces.git import Workspace
 
 PROPOSER_SYSTEM = ("You write practice tasks for another coding agent. Each task must be verifiable (hidden tests "
@@ -132,29 +132,28 @@ class RunnerSolver:
             pass
 
 
-def build(args, cfg) -> tuple[Domain, ModelProposer, RunnerSolver, Project]:
+def build(domain_name: str, *, provider: str | None = None,
+          model: str | None = None) -> tuple[Domain, ModelProposer, RunnerSolver, Project]:
     """The domain, a model proposer and a Runner solver for `loopwright selfplay` in the project around cwd."""
-    from loopwright.cli.selfplay import SelfPlayError
     from loopwright.runtime.learning.selfplay.python_functions import NAME, PythonFunctions
     from loopwright.runtime.project import open_project
     from loopwright.runtime.runner import check_model
 
-    overrides = {k: v for k, v in (("provider", getattr(args, "provider", None)),
-                                   ("model", getattr(args, "model", None))) if v}
+    overrides = {k: v for k, v in (("provider", provider), ("model", model)) if v}
     project = open_project(Path.cwd(), overrides=overrides)
     check_model(project.config)
-    if args.domain == NAME:
+    if domain_name == NAME:
         domain: Domain = PythonFunctions()
-    elif args.domain == "repo":
+    elif domain_name == "repo":
         from loopwright.runtime.learning.selfplay.repo import RepoDomain
 
         domain = RepoDomain(project.root, check=project.config.check)
     else:
         from loopwright.runtime.learning.selfplay.skills_domain import skill_domain
 
-        found = skill_domain(project.root, args.domain)
+        found = skill_domain(project.root, domain_name)
         if found is None:
-            raise SelfPlayError(f"unknown domain {args.domain!r}: python-functions, repo, or a skill whose metadata "
+            raise SelfPlayError(f"unknown domain {domain_name!r}: python-functions, repo, or a skill whose metadata "
                                 f"names a selfplay domain")
         domain = found
     from loopwright.runtime.sandboxing import make_sandbox

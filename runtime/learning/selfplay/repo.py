@@ -110,7 +110,7 @@ class _Worktree:
         self.path = self.folder / "tree"
 
     def __enter__(self) -> Path:
-        from loopwright.runtime.runner import GIT_LOCK
+        from loopwright.runtime.merging import GIT_LOCK
 
         with GIT_LOCK:
             done = _git(self.root, "worktree", "add", "--detach", str(self.path), "HEAD")
@@ -119,7 +119,7 @@ class _Worktree:
         return self.path
 
     def __exit__(self, *exc: Any) -> None:
-        from loopwright.runtime.runner import GIT_LOCK
+        from loopwright.runtime.merging import GIT_LOCK
 
         with GIT_LOCK:
             _git(self.root, "worktree", "remove", "--force", str(self.path))

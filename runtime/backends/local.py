@@ -1,0 +1,311 @@
+"""The local backend: a run's loop executes in this process, in a worktree of the project (the runner's default
+executor; see `backends.executor`).
+
+A task's worktree and branch are made when it starts and kept across its attempts; each run drives an
+`AgentLoop` with the standard, artifact, memory and skill tools, whose `on_finish` runs the task's acceptance
+check and squash-merges on success. A resumed run first repairs what a crash may have left in its worktree.
+The shell tool, the check and `[workspace] setup_command` run in the runner's sandbox (runtime/sandboxing.py),
+each run in its own view of it; every tool's output is redacted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from loopwright.harness.events import CheckRan, MergeConflict, Merged, RolledBack, SkillsChanged, SkillsLeftOut
+from loopwright.harness.loop import AgentLoop, FinishVerdict, LoopOutcome, LoopSettings, Stopped, rollback_notice
+from loopwright.harness.messages import ToolResult
+from loopwright.harness.models import ModelAdapter
+from loopwright.harness.sandbox import Sandbox
+from loopwright.harness.scripted import ScriptedModel
+from loopwright.harness.tools import STANDARD_TOOLS, Toolbox
+from loopwright.memory.artifacts import ARTIFACT_TOOLS
+from loopwright.memory.run import RunMemory
+from loopwright.memory.store import Run, Store, StoreError, Task
+from loopwright.memory.tools import MEMORY_TOOLS
+from loopwright.runtime.backends.executor import Placement
+from loopwright.runtime.chat.threads import FanOut, children
+from loopwright.runtime.config import Config
+from loopwright.runtime.fleet.budget import FleetBudget
+from loopwright.runtime.fleet.quota import StoreQuotaGate, gate_key
+from loopwright.runtime.merging import GIT_LOCK, merge_message, squash_merge
+from loopwright.runtime.prompts import MEMORY_PROMPT, SYSTEM_PROMPT, task_text
+from loopwright.runtime.sandboxing import (
+    Redactor,
+    check_worktree,
+    chosen_event,
+    run_check,
+    run_sandbox,
+    setup_sandbox,
+)
+from loopwright.skills.catalog import Catalog, Entry, SkillError, discover
+from loopwright.skills.tool import WATCHER, SkillShelf, UseSkill
+from loopwright.workspaces.git import Workspace, WorkspaceError, current_branch
+
+if TYPE_CHECKING:
+    from loopwright.runtime.runner import Runner
+
+
+@dataclass
+class LocalPlacement(Placement):
+    adapter: ModelAdapter | None = None  # the model of the next attempt (made when the task was placed)
+
+
+class InProcess:
+    """The local backend's executor."""
+
+    async def place(self, runner: Runner, task: Task, config: Config, run_id: str) -> LocalPlacement:
+        adapter = runner.adapter(config)
+        box = setup_sandbox(runner.sandbox)
+
+        def make_workspace() -> tuple[str, Workspace]:
+            target = task.target_branch or config.target_branch or current_branch(runner.project.root)
+            return target, Workspace.create(
+                runner.project.root, run_id, target_branch=target, worktrees_dir=runner.project.worktrees,
+                copy_files=config.workspace.copy_files, setup_command=config.workspace.setup_command,
+                setup_timeout=config.workspace.setup_timeout, git_lock=GIT_LOCK,
+                jail=lambda command, path: box.wrap(command, worktree=path, repo_root=runner.project.root),
+                redact=Redactor(config))
+
+        target, ws = await asyncio.to_thread(make_workspace)
+        check_worktree(runner.sandbox, ws.path, runner.project.root)  # extra paths that expose too much: refused
+        return LocalPlacement(ws.path, ws.branch, ws.base_commit, target, adapter=adapter)
+
+    async def next_attempt(self, runner: Runner, task: Task, config: Config,
+                           placement: LocalPlacement) -> LocalPlacement:
+        return replace(placement, adapter=runner.adapter(config, start_at=runner.script_position(task)))
+
+    async def start(self, runner: Runner, run: Run, task: Task, config: Config,
+                    placement: LocalPlacement) -> LocalRun:
+        assert placement.adapter is not None
+        ws = Workspace.open(runner.project.root, run.id, placement.worktree, placement.branch, placement.base_commit,
+                            copy_files=config.workspace.copy_files)
+        execution = self._execution(runner, run, task, ws, placement.adapter, config, fresh=True)
+        execution.loop.start()
+        return execution
+
+    async def resume(self, runner: Runner, run: Run, task: Task, config: Config,
+                     claim: Callable[[], None]) -> tuple[LocalRun, LocalPlacement]:
+        if not Path(run.worktree).is_dir():
+            raise StoreError(f"the worktree of run {run.id} is gone ({run.worktree}); it cannot be resumed")
+        adapter = runner.adapter(config, start_at=runner.script_position(task))
+        check_worktree(runner.sandbox, Path(run.worktree), runner.project.root)
+        claim()
+        store = runner.store
+        ws = Workspace.open(runner.project.root, run.id, Path(run.worktree), run.branch, run.base_commit,
+                            copy_files=config.workspace.copy_files)
+        was = "crashed (its process died)" if run.status == "running" else run.status
+        notices = [f"Notice: this run was {was} and has been resumed."]
+        if run.status == "running":  # its owner died, maybe in the middle of a checkpoint
+            await asyncio.to_thread(ws.clear_stale_lock)
+        if await asyncio.to_thread(ws.is_dirty):
+            if _work_is_whole(store, run.id):  # only a checkpoint written behind a model call was cut short
+                message = f"step {run.step} (its checkpoint, cut short, written on resume)"
+                cp = await asyncio.to_thread(ws.checkpoint, message, step=run.step)
+                if cp is not None:
+                    store.add_checkpoint(run.id, sha=cp.sha, step=run.step, message=message)
+            else:
+                cps = store.checkpoints(run.id)
+                sha, seq = (cps[-1].sha, cps[-1].seq) if cps else (run.base_commit, 0)
+                await asyncio.to_thread(ws.reset_to, sha)
+                store.append(run.id, RolledBack(to_sha=sha, to_seq=seq, requested_by="resume"))
+                notices.append("Uncommitted changes from the interrupted step were discarded. "
+                               + rollback_notice(sha, seq))
+        execution = self._execution(runner, store.run(run.id), task, ws, adapter, config)
+        try:
+            await execution.loop.prepare_resume(notices)
+        except BaseException:
+            execution.close_jail()
+            raise
+        return execution, LocalPlacement(ws.path, ws.branch, ws.base_commit, run.target_branch)
+
+    def _execution(self, runner: Runner, run: Run, task: Task, ws: Workspace, adapter: ModelAdapter, config: Config,
+                   *, fresh: bool = False) -> LocalRun:
+        """The run's loop: its tools, prompt and settings, the recalled lessons and the progress file."""
+        store = runner.store
+        shelf = _skills(runner, task, config)
+        lessons = runner.lessons(config) if config.memory.recall else None
+        box = _jail(runner, run)
+        system_prompt = SYSTEM_PROMPT + (MEMORY_PROMPT if lessons is not None else "")
+        if rules := box.rules(ws.path):
+            system_prompt += "\n\n" + rules
+        tools, skill_context = [cls() for cls in STANDARD_TOOLS], {}
+        if shelf is not None:
+            text, left_out = shelf.prompt()
+            if left_out:
+                store.append(run.id, SkillsLeftOut(names=left_out, budget_tokens=config.skills.catalog_tokens))
+            system_prompt += text
+            tools.append(UseSkill())
+            skill_context = {"skills": shelf, "read_roots": shelf.roots}
+        tools += [cls() for cls in ARTIFACT_TOOLS] + ([cls() for cls in MEMORY_TOOLS] if lessons is not None else [])
+        chat = task.options.get("chat")
+        if chat and not chat.get("parent"):
+            tools.append(FanOut())
+        memory = RunMemory(store=store, run_id=run.id, task_id=task.id,
+                           artifacts_root=runner.project.dir / "artifacts", lessons=lessons)
+        recalled = runner.recalled_section(run, task, config, fresh) if lessons is not None else ""
+        settings = LoopSettings(
+            system_prompt=system_prompt,
+            task_text=task_text(task, task.check_cmd) + recalled + runner.progress_section(task, run),
+            max_output_tokens=config.max_output_tokens, model_info=config.model_info(), budget=config.budget,
+            retry=config.retry.policy(), compact_at=config.context.compact_at, keep_recent=config.context.keep_recent,
+            fleet=FleetBudget(store, config.fleet),
+            quota_gate=None if config.provider == "scripted" else StoreQuotaGate(
+                store, gate_key(config.provider, config.model, config.base_url), config.quota,
+                config.retry.policy()),
+            tool_context={"shell_timeout": config.tools.shell_timeout,
+                          "max_shell_timeout": config.tools.max_shell_timeout, "output_cap": config.tools.output_cap,
+                          "env": {"LOOPWRIGHT_RUN_ID": run.id, "LOOPWRIGHT_TASK_ID": str(task.id)}, "memory": memory,
+                          "sandbox": box, "repo_root": runner.project.root, "redact": Redactor(config),
+                          **skill_context},
+            turn_notices=_skill_news(store, shelf) if shelf is not None else None)
+        execution = LocalRun(runner, run, task, ws, config, adapter, Toolbox(tools), settings,
+                             jail=box if box is not runner.sandbox else None)
+        runner.attach(execution)
+        return execution
+
+
+class LocalRun:
+    """A run's `AgentLoop` in this process (the local backend's `Execution`); its acceptance step checks and
+    merges."""
+
+    def __init__(self, runner: Runner, run: Run, task: Task, ws: Workspace, config: Config, adapter: ModelAdapter,
+                 toolbox: Toolbox, settings: LoopSettings, *, jail: Sandbox | None = None):
+        self.store, self.run_row, self.task, self.ws, self.config = runner.store, run, task, ws, config
+        self.adapter = adapter
+        self.jail = jail  # the run's own view of the sandbox (its proxy with network allow): closed when it ends
+        self.loop = AgentLoop(store=runner.store, run_id=run.id, adapter=adapter, toolbox=toolbox, workspace=ws,
+                              settings=settings, on_finish=self.accept, stop=runner.stop)
+
+    @property
+    def run_id(self) -> str:
+        return self.loop.run_id
+
+    def request_stop(self, status: str, reason: str, interrupt: bool = False) -> None:
+        self.loop.request_stop(status, reason, interrupt)
+
+    async def run(self) -> LoopOutcome:
+        try:
+            outcome = await self.loop.run()
+            adapter, done = self.adapter, outcome.status in ("succeeded", "needs_review")
+            if isinstance(adapter, ScriptedModel) and adapter.unused and done:
+                outcome = LoopOutcome("failed", f"scripted model: the run ended with {adapter.unused} script turn(s) "
+                                                f"unused — the script and the run disagree")
+        finally:
+            await self.adapter.aclose()
+            self.close_jail()
+        return outcome
+
+    def close_jail(self) -> None:
+        if self.jail is not None:
+            self.jail.close()
+            self.jail = None
+
+    async def accept(self, summary: str) -> FinishVerdict:
+        """The acceptance check, then the merge: the agent's claim alone never ends a run."""
+        store, run, task, ws, config, loop = self.store, self.run_row, self.task, self.ws, self.config, self.loop
+        merged = store.events(run.id, types=("merged",))
+        if merged:  # exactly once: a crash after the merge must not merge (or check) again
+            done = merged[-1][2]
+            return FinishVerdict("succeeded", f"Accepted and merged into {done.target_branch}.",
+                                 reason=f"merged into {done.target_branch} as {done.commit[:10]}")
+        parts = children(store, task.id)
+        if parts:  # a chat request split into parts: it is done when they are (the daemon follows them)
+            return FinishVerdict("succeeded", f"Started {len(parts)} parts; their results are posted as replies.",
+                                 reason=f"split into {len(parts)} parts")
+        check = task.check_cmd
+        if not check:
+            return FinishVerdict("needs_review", "Finished. No acceptance check is configured; kept for review.",
+                                 reason=f"no acceptance check; branch {ws.branch} kept for review")
+        result = await run_check(check, ws.path, config, loop.tool_context, trusted=bool(task.options.get("selfplay")))
+        if result.interrupted:  # the run is being stopped; a resumed run does the acceptance step again
+            raise Stopped(loop.stop_status, loop.stop_reason)
+        passed = result.exit_code == 0 and not result.timed_out
+        store.append(run.id, CheckRan(command=check, passed=passed, exit_code=result.exit_code,
+                                      output_tail=result.output[-4000:], duration_ms=result.duration_ms))
+        if not passed:
+            why = f"timed out after {config.check_timeout:.0f}s" if result.timed_out else f"exit {result.exit_code}"
+            feedback = f"The acceptance check `{check}` failed ({why}). Its output:\n{result.output}\n"
+            if task.options.get("until"):  # loop-until-done: this attempt ends; the next starts fresh
+                return FinishVerdict("failed", feedback, reason=f"`{check}` failed ({why})", again=True)
+            return FinishVerdict(None, feedback + "Fix the cause, then call finish again.")
+        on_success = store.task(task.id).options.get("on_success") or config.on_success  # a person may change it
+        if on_success == "keep":
+            return FinishVerdict("succeeded", "Accepted: the check passed. The branch is kept for review.",
+                                 reason=f"check passed; branch {ws.branch} kept")
+        try:
+            merge = await asyncio.to_thread(squash_merge, ws, run.target_branch, merge_message(task, run))
+        except WorkspaceError as e:
+            return FinishVerdict("needs_review", "Accepted, but the merge failed; kept for review.",
+                                 reason=f"merge failed ({e}); branch {ws.branch} kept")
+        if merge.status == "conflict":
+            store.append(run.id, MergeConflict(target_branch=run.target_branch, detail=merge.detail))
+            return FinishVerdict("needs_review", "Accepted, but it does not merge cleanly; kept for review.",
+                                 reason=f"merge conflict ({merge.detail}); branch {ws.branch} kept")
+        if merge.status == "nothing":
+            return FinishVerdict("succeeded", "Accepted: the check passed (no changes to merge).",
+                                 reason="check passed; no changes to merge")
+        store.append(run.id, Merged(target_branch=run.target_branch, commit=merge.commit or ""))
+        store.update_run(run.id, merge_commit=merge.commit)
+        return FinishVerdict("succeeded", f"Accepted and merged into {run.target_branch}.",
+                             reason=f"merged into {run.target_branch} as {(merge.commit or '')[:10]}")
+
+
+def _jail(runner: Runner, run: Run) -> Sandbox:
+    """The run's view of the runner's sandbox (said in a `sandbox` event: loudly when there is none)."""
+    base = runner.sandbox
+    runner.store.append(run.id, chosen_event(base))
+    return run_sandbox(base, lambda event: runner.store.append(run.id, event))
+
+
+def _skills(runner: Runner, task: Task, config: Config) -> SkillShelf | None:
+    """The skills this task's agent sees: the config's or the task's choice (all, auto, none or names)."""
+    choice = (task.options.get("skills") or config.skills.select).strip()
+    if choice == "none":
+        return None
+    root, store = runner.project.root, runner.store
+    WATCHER.watch(root)
+
+    def select(catalog: Catalog) -> list[Entry]:
+        if choice == "all":
+            return catalog.entries
+        if choice == "auto":
+            hits = catalog.search(f"{task.title} {task.goal}", limit=config.skills.auto_count)
+            return [e for score, e in hits if score > 0]
+        chosen = []
+        for ref in (r.strip() for r in choice.split(",") if r.strip()):
+            try:
+                chosen.append(catalog.get(ref))
+            except SkillError:
+                continue  # said at post time; a skill removed since is left out
+        return chosen
+    shelf = SkillShelf(lambda: discover(root, disabled=store.disabled_skills()), config.skills.catalog_tokens,
+                       select)
+    return shelf if shelf.entries else None
+
+
+def _skill_news(store: Store, shelf: SkillShelf):
+    def news(run_id: str) -> list[str]:
+        changed = shelf.changes()
+        if changed is None:
+            return []
+        store.append(run_id, SkillsChanged(added=changed[0], removed=changed[1], updated=changed[2]))
+        return [shelf.news(*changed)]
+    return news
+
+
+def _work_is_whole(store: Store, run_id: str) -> bool:
+    """Whether no tool has started since the agent was last given tool results: what the worktree holds beyond
+    the last checkpoint is then the whole work of finished turns (their checkpoint is written behind the next
+    model call), not half of a tool's."""
+    whole = True
+    for _, _, event in store.events(run_id, types=("message", "tool_started")):
+        if event.type == "tool_started":
+            whole = False
+        elif event.message.role == "user" and any(isinstance(b, ToolResult) for b in event.message.content):
+            whole = True
+    return whole
