@@ -119,6 +119,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from loopwright.cli.sandbox import sandbox_status, status_line
     from loopwright.runtime.fleet.daemon import daemon_pid
 
     project = open_project(Path.cwd())
@@ -130,13 +131,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     pid = daemon_pid(project)
     data = {"daemon": pid, "tasks": counts, "active_runs": active,
             "worktrees_bytes": tree_bytes(project.worktrees) if project.worktrees.exists() else 0,
-            "closed_gates": closed_gates(store), "disk_floor": disk_floor(project)}
+            "closed_gates": closed_gates(store), "disk_floor": disk_floor(project),
+            "sandbox": sandbox_status(project.config)}
     if args.json:
         print_json(data)
         return 0
+    if data["sandbox"]["warning"]:  # loud: first
+        print(status_line(data["sandbox"]))
     print(f"daemon: {f'running (pid {pid})' if pid else 'not running (start one with `loopwright serve`)'}")
     print("tasks:  " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"))
     print(f"worktrees: {data['worktrees_bytes'] / 1e6:.1f} MB")
+    if not data["sandbox"]["warning"]:
+        print(status_line(data["sandbox"]))
     if data["disk_floor"]:
         print(f"held: {data['disk_floor']}")
     for g in data["closed_gates"]:

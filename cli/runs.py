@@ -50,6 +50,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def _run_in_foreground(project: Project, coro_factory, *, quiet: bool) -> Any:
     """Run a Runner coroutine with live progress; Ctrl-C stops at the next safe point, twice interrupts the tool.
     Pause and kill commands for the run (`loopwright pause/kill`, the TUI) are obeyed as they come."""
+    from loopwright.cli.sandbox import foreground_sandbox
     from loopwright.runtime.runner import Runner
 
     if not quiet:
@@ -57,7 +58,7 @@ def _run_in_foreground(project: Project, coro_factory, *, quiet: bool) -> Any:
 
     async def main() -> Any:
         stop = asyncio.Event()
-        runner = Runner(project, stop=stop)
+        runner = Runner(project, stop=stop, sandbox=foreground_sandbox(project, quiet=quiet))
         task = asyncio.ensure_future(coro_factory(runner))
         watcher = asyncio.ensure_future(runner.watch_commands())
         presses = 0

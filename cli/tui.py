@@ -9,6 +9,7 @@ from pathlib import Path
 
 from loopwright.runtime.fleet.daemon import DaemonError, daemon_pid
 from loopwright.runtime.project import Project, open_project
+from loopwright.runtime.sandboxing import make_sandbox
 
 
 def start_daemon(project: Project) -> int:
@@ -31,7 +32,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
     project = open_project(Path.cwd())
     if args.serve:
         start_daemon(project)
-    TuiApp(project, author=args.author).run()
+    TuiApp(project, author=args.author, sandbox_warning=make_sandbox(project.config).warning).run()
     return 0
 
 

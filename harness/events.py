@@ -188,10 +188,28 @@ class Reflected(_Event):
     reply: str = ""
 
 
+class SandboxChosen(_Event):
+    """The sandbox the run's commands go through (at its start and every resume); `warning` when there is none."""
+
+    type: Literal["sandbox"] = "sandbox"
+    mode: str  # bwrap | none
+    detail: str = ""  # e.g. "bubblewrap 0.11.0, network off"
+    warning: str | None = None
+
+
+class NetworkRefused(_Event):
+    """A command of the run tried to reach a host not on [sandbox] allow_hosts (network "allow"): refused."""
+
+    type: Literal["network_refused"] = "network_refused"
+    host: str
+    port: int
+
+
 Event = Annotated[
     RunStarted | ConversationReset | MessageAdded | ModelCalled | Retrying | ToolStarted | ToolFinished
     | CheckpointMade | RolledBack | Compacted | CheckRan | Merged | MergeConflict | StatusChanged | StopRequested
-    | Notice | SkillsChanged | SkillsLeftOut | LessonsRecalled | Reflected | TaskUpdated,
+    | Notice | SkillsChanged | SkillsLeftOut | LessonsRecalled | Reflected | TaskUpdated | SandboxChosen
+    | NetworkRefused,
     Field(discriminator="type"),
 ]
 

@@ -87,6 +87,9 @@ PROC_HIDDEN = ("kcore", "keys", "key-users", "timer_list", "sched_debug", "laten
 EXIT_FILE_TOO_BIG = 128 + 25  # killed by SIGXFSZ
 
 
+Network = Literal["off", "on", "allow"]  # the network a jailed command has: none, the host's, allowed hosts
+
+
 class SandboxError(LoopwrightError):
     """A sandbox that cannot be set up as asked, said in one line with what to do about it."""
 
@@ -98,13 +101,15 @@ class SandboxPolicy(BaseModel):
 
     mode: Literal["auto", "bwrap", "none"] = "auto"
     checks: bool = True  # the acceptance check and --until command run jailed too
-    network: Literal["off", "on", "allow"] = "off"
+    network: Network = "off"
     allow_hosts: list[str] = Field(default_factory=list)  # network = "allow": host, host:port or *.domain
     home_allow: list[str] = Field(default_factory=lambda: [".gitconfig"])  # dot-files of $HOME, read-only
     writable: list[str] = Field(default_factory=list)  # extra paths (absolute, ~/..., or relative to the repository)
     readable: list[str] = Field(default_factory=list)
     env_allow: list[str] = Field(default_factory=lambda: ["PATH", "LANG", "LANGUAGE", "LC_*", "TERM", "TZ", "USER",
-                                                          "LOGNAME", "VIRTUAL_ENV", "NO_COLOR", "FORCE_COLOR"])
+                                                          "LOGNAME", "VIRTUAL_ENV", "NO_COLOR", "FORCE_COLOR",
+                                                          "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED",
+                                                          "PYTHONIOENCODING", "PYTHONUTF8"])
     max_processes: int = Field(default=512, ge=1)
     max_file_mb: int = Field(default=8192, ge=1)
     max_memory_mb: int = Field(default=8192, ge=1)
@@ -178,22 +183,25 @@ class Sandbox:
 
     mode: Literal["bwrap", "none"] = "none"
 
-    def __init__(self, policy: SandboxPolicy, *, home: Path | None = None, warning: str | None = None):
+    def __init__(self, policy: SandboxPolicy, *, home: Path | None = None, warning: str | None = None,
+                 hide_env: Iterable[str] = ()):
         self.policy = policy
         self.home = Path(home or os.environ.get("HOME") or Path.home()).resolve()
         self.warning = warning
+        self.hide_env = frozenset(hide_env)  # more names kept out of commands' environments ([secrets] redact)
 
     @classmethod
     def for_policy(cls, policy: SandboxPolicy, *, home: Path | None = None,
-                   on_refused: Callable[[str, int], None] | None = None) -> Sandbox:
-        """The sandbox for `policy`: `auto` is bwrap if a jailed `true` runs, else none with the reason as warning."""
+                   on_refused: Callable[[str, int], None] | None = None, hide_env: Iterable[str] = ()) -> Sandbox:
+        """The sandbox for `policy`: `auto` is bwrap if a jailed `true` runs, else none with the reason as warning.
+        `hide_env`: variables kept out of every command's environment besides those that look like keys."""
         if policy.mode == "none":
-            return NoSandbox(policy, home=home, warning="sandbox off ([sandbox] mode = \"none\"): agent commands run "
-                                                        "unjailed, with this user's access to files, network and "
-                                                        "processes")
+            return NoSandbox(policy, home=home, hide_env=hide_env,
+                             warning="sandbox off ([sandbox] mode = \"none\"): agent commands run unjailed, with this "
+                                     "user's access to files, network and processes")
         problems = []
         for path in _bwrap_candidates(policy.bwrap):
-            box = BwrapSandbox(policy, path, home=home, on_refused=on_refused)
+            box = BwrapSandbox(policy, path, home=home, on_refused=on_refused, hide_env=hide_env)
             problem = box.self_test()
             if problem is None:
                 return box
@@ -203,12 +211,17 @@ class Sandbox:
         if policy.mode == "bwrap":
             raise SandboxError(f"[sandbox] mode = \"bwrap\" but bwrap does not work here: {reason} "
                                f"(fix that, or set mode = \"auto\" to fall back to none)")
-        return NoSandbox(policy, home=home, warning=f"sandbox off: bwrap does not work here ({reason}); agent "
-                                                    f"commands run unjailed, with this user's access")
+        return NoSandbox(policy, home=home, hide_env=hide_env,
+                         warning=f"sandbox off: bwrap does not work here ({reason}); agent commands run unjailed, "
+                                 f"with this user's access")
 
     def wrap(self, command: str, *, worktree: Path, cwd: Path | None = None, repo_root: Path | None = None,
-             env: Mapping[str, str] | None = None, interactive: bool = False) -> tuple[list[str], dict[str, str]]:
-        """(argv, environment) that run `command` with bash in `cwd` (default: the worktree) under the policy."""
+             env: Mapping[str, str] | None = None, interactive: bool = False,
+             readable: Iterable[Path] = ()) -> tuple[list[str], dict[str, str]]:
+        """(argv, environment) that run `command` with bash in `cwd` (default: the worktree) under the policy.
+
+        `readable`: more folders shown read-only to this command (a run's skill folders, so their scripts run);
+        one that is missing or would expose too much is left out."""
         raise NotImplementedError
 
     def explain(self, output: str, exit_code: int | None) -> str:
@@ -218,6 +231,20 @@ class Sandbox:
     def rules(self, worktree: Path) -> str:
         """What the agent is told about its sandbox (for the system prompt)."""
         return ""
+
+    def variant(self, **policy: object) -> Sandbox:
+        """This sandbox (same implementation, no new self-test) with some policy fields changed."""
+        box = self.__class__.__new__(self.__class__)
+        box.__dict__.update(self.__dict__)
+        box.policy = self.policy.model_copy(update=policy)
+        if isinstance(box, BwrapSandbox):
+            box._proxy, box.on_refused = None, None
+        return box
+
+    def reporting_to(self, on_refused: Callable[[str, int], None]) -> Sandbox:
+        """The sandbox for one run: with network "allow", a copy whose own proxy reports each refused host to
+        `on_refused` (close it when the run ends); otherwise this one."""
+        return self
 
     def version(self) -> str:
         return "none"
@@ -238,9 +265,11 @@ class NoSandbox(Sandbox):
     mode = "none"
 
     def wrap(self, command: str, *, worktree: Path, cwd: Path | None = None, repo_root: Path | None = None,
-             env: Mapping[str, str] | None = None, interactive: bool = False) -> tuple[list[str], dict[str, str]]:
+             env: Mapping[str, str] | None = None, interactive: bool = False,
+             readable: Iterable[Path] = ()) -> tuple[list[str], dict[str, str]]:
         merged = {**os.environ, **(env or {})}
-        return ["/bin/bash", "-c", command], {k: v for k, v in merged.items() if not SECRET_NAME.search(k)}
+        return ["/bin/bash", "-c", command], {k: v for k, v in merged.items()
+                                              if not SECRET_NAME.search(k) and k not in self.hide_env}
 
 
 class BwrapSandbox(Sandbox):
@@ -249,8 +278,8 @@ class BwrapSandbox(Sandbox):
     mode = "bwrap"
 
     def __init__(self, policy: SandboxPolicy, bwrap: Path, *, home: Path | None = None,
-                 on_refused: Callable[[str, int], None] | None = None):
-        super().__init__(policy, home=home)
+                 on_refused: Callable[[str, int], None] | None = None, hide_env: Iterable[str] = ()):
+        super().__init__(policy, home=home, hide_env=hide_env)
         self.bwrap = bwrap
         self.on_refused = on_refused
         # RLIMIT_NPROC does not bind uid 0; a pid namespace's own pid_max (Linux >= 6.14) does. On older kernels
@@ -274,6 +303,11 @@ class BwrapSandbox(Sandbox):
             return (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[0]
         return None
 
+    def reporting_to(self, on_refused: Callable[[str, int], None]) -> Sandbox:
+        if self.policy.network != "allow":
+            return self
+        return BwrapSandbox(self.policy, self.bwrap, home=self.home, on_refused=on_refused, hide_env=self.hide_env)
+
     def version(self) -> str:
         out = subprocess.run([str(self.bwrap), "--version"], capture_output=True, text=True).stdout.strip()
         return out or "unknown"
@@ -286,7 +320,9 @@ class BwrapSandbox(Sandbox):
     # -- the command line ----------------------------------------------------------------------------
 
     def wrap(self, command: str, *, worktree: Path, cwd: Path | None = None, repo_root: Path | None = None,
-             env: Mapping[str, str] | None = None, interactive: bool = False) -> tuple[list[str], dict[str, str]]:
+             env: Mapping[str, str] | None = None, interactive: bool = False,
+             readable: Iterable[Path] = ()) -> tuple[list[str], dict[str, str]]:
+        readable_extra = tuple(readable)
         wt = Path(worktree).resolve()
         if not wt.is_dir():
             raise SandboxError(f"the worktree {wt} is not a folder (was it removed?)")
@@ -299,6 +335,11 @@ class BwrapSandbox(Sandbox):
                 raise SandboxError(f"the worktree {wt} holds {why} ({bad}); a sandbox is made for a run's worktree, "
                                    f"like .loopwright/worktrees/<run>")
         readable = [self._extra(p, "readable", root, store, git) for p in self.policy.readable]
+        for extra in readable_extra:
+            try:
+                readable.append(self._extra(str(extra), "readable", root, store, git))
+            except SandboxError:
+                continue
         writable = [self._extra(p, "writable", root, store, git) for p in self.policy.writable]
 
         a = [str(self.bwrap), "--unshare-user", "--disable-userns", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
@@ -363,7 +404,7 @@ class BwrapSandbox(Sandbox):
                if any(fnmatch.fnmatchcase(k, pat) for pat in self.policy.env_allow)}
         env.update({"HOME": str(self.home), "TMPDIR": "/tmp"})
         env.update(extra or {})
-        return {k: v for k, v in env.items() if not SECRET_NAME.search(k)}
+        return {k: v for k, v in env.items() if not SECRET_NAME.search(k) and k not in self.hide_env}
 
     def _limits(self) -> str:
         """The `ulimit` prefix of the jailed script (hard limits: the command cannot raise them)."""
@@ -456,11 +497,11 @@ class BwrapSandbox(Sandbox):
                         if v)
         return (f"Your commands run in a sandbox. Only the worktree {worktree} is writable; /tmp and $HOME are "
                 f"private and emptied after each command; the rest of the machine is read-only or hidden{extra}. "
-                f"{net[0].upper()}{net[1:]}. Git: status, diff, log, add work; loopwright commits your work after "
-                f"every turn (git commit, branch and stash are refused). Limits: {p.max_processes} processes, "
-                f"{p.max_file_mb} MB per file, {p.max_memory_mb} MB of memory per process. You cannot change these "
-                f"rules; if you need more, say what and why in your summary: a person can widen them in the "
-                f"[sandbox] config.")
+                f"Processes a command starts in the background end with it. {net[0].upper()}{net[1:]}. Git: status, "
+                f"diff, log, add work; loopwright commits your work after every turn (git commit, branch and stash "
+                f"are refused). Limits: {p.max_processes} processes, {p.max_file_mb} MB per file, {p.max_memory_mb} "
+                f"MB of memory per process. You cannot change these rules; if you need more, say what and why in "
+                f"your summary: a person can widen them in the [sandbox] config.")
 
 
 def _proc_cover() -> list[str]:

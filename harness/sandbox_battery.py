@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from loopwright.harness.sandbox import Sandbox, SandboxPolicy
+from loopwright.harness.sandbox import Network, Sandbox, SandboxPolicy
 
 PY = shlex.quote(sys.executable)
-LIMITS = {"max_processes": 64, "max_file_mb": 8, "max_memory_mb": 256}
+MAX_PROCESSES, MAX_FILE_MB, MAX_MEMORY_MB = 64, 8, 256
 FORKS, BIG_FILE_MB, MEMORY_MB = 400, 64, 512
 KEY_NAME = "LW_BATTERY_API_KEY"
 
@@ -67,8 +67,9 @@ class _Banner:
 class Stage:
     """What the probes run against; one per battery, a fresh repository per probe (`repo`)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, bwrap: str | None = None):
         self.root = Path(root).resolve()
+        self.bwrap = bwrap  # the bwrap binary to use ([sandbox] bwrap); default: as the sandbox finds it
         self.token = secrets.token_hex(8)
         self.home = self.root / "home"
         self.secret_files = {".ssh/id_ed25519": "-----BEGIN OPENSSH PRIVATE KEY-----\n",
@@ -98,11 +99,12 @@ class Stage:
             self._daemon = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], env=env)
         return self._daemon
 
-    def sandbox(self, mode: Literal["bwrap", "none"], network: str) -> Sandbox:
+    def sandbox(self, mode: Literal["bwrap", "none"], network: Network) -> Sandbox:
         key = (mode, network)
         if key not in self._boxes:
             policy = SandboxPolicy(mode=mode, network=network, allow_hosts=[f"127.0.0.1:{self.allowed.port}"],
-                                   **LIMITS)
+                                   bwrap=self.bwrap, max_processes=MAX_PROCESSES, max_file_mb=MAX_FILE_MB,
+                                   max_memory_mb=MAX_MEMORY_MB)
             self._boxes[key] = Sandbox.for_policy(policy, home=self.home,
                                                   on_refused=lambda host, port: self.refused.append((host, port)))
         return self._boxes[key]
@@ -172,7 +174,7 @@ class Probe:
     kind: Literal["escape", "allowed"]
     prepare: Callable[[Stage, Repo], str]
     worked: Callable[[Stage, Repo, Outcome], bool]
-    network: str = "off"
+    network: Network = "off"
     root_only: bool = False  # escapes only uid 0 could make even without a sandbox
 
 
@@ -211,12 +213,19 @@ def run_probe(probe: Probe, stage: Stage, mode: Literal["bwrap", "none"]) -> Pro
     return ProbeResult(probe, mode, probe.worked(stage, repo, outcome), outcome)
 
 
-def run_battery(mode: Literal["bwrap", "none"], root: Path | None = None) -> list[ProbeResult]:
-    """Every probe under `mode`, in a temporary folder (or `root`)."""
+def run_battery(mode: Literal["bwrap", "none"], root: Path | None = None, *, bwrap: str | None = None,
+                on_result: Callable[[ProbeResult], None] | None = None) -> list[ProbeResult]:
+    """Every probe under `mode`, in a temporary folder (or `root`); `on_result` sees each result as it comes."""
     with tempfile.TemporaryDirectory(prefix="lw-battery-") as tmp:
-        stage = Stage(Path(root or tmp))
+        stage = Stage(Path(root or tmp), bwrap=bwrap)
         try:
-            return [run_probe(p, stage, mode) for p in PROBES if os.geteuid() == 0 or not p.root_only]
+            results = []
+            for probe in PROBES:
+                if os.geteuid() == 0 or not probe.root_only:
+                    results.append(run_probe(probe, stage, mode))
+                    if on_result is not None:
+                        on_result(results[-1])
+            return results
         finally:
             stage.close()
 
@@ -264,14 +273,13 @@ def _conftest(stage: Stage, repo: Repo) -> str:
     leak, host_file = repo.wt / "leak.txt", Path(tempfile.gettempdir()) / f"lw-battery-conftest-{stage.token}"
     (repo.wt / "conftest.py").write_text(
         "import pathlib, subprocess\n"
-        "for src, dst in ((%r, %r), ('pwned', %r)):\n"
+        f"for src, dst in (({str(stage.home / '.ssh/id_ed25519')!r}, {str(leak)!r}), ('pwned', {str(host_file)!r})):\n"
         "    try:\n"
         "        text = pathlib.Path(src).read_text() if src != 'pwned' else src\n"
         "        pathlib.Path(dst).write_text(text)\n"
         "    except OSError:\n"
         "        pass\n"
-        "subprocess.run(['git', 'update-ref', 'refs/heads/main', 'HEAD'])\n"
-        % (str(stage.home / ".ssh/id_ed25519"), str(leak), str(host_file)))
+        "subprocess.run(['git', 'update-ref', 'refs/heads/main', 'HEAD'])\n")
     repo.before = repo.ref("main")
     return f"{PY} -m pytest -q -p no:cacheprovider"
 
@@ -311,6 +319,7 @@ def _kill(stage: Stage, repo: Repo) -> str:
 
 def _killed(stage: Stage, repo: Repo, out: Outcome) -> bool:
     try:
+        assert isinstance(repo.before, subprocess.Popen)
         repo.before.wait(timeout=2)
     except subprocess.TimeoutExpired:
         return False
@@ -407,11 +416,11 @@ PROBES: list[Probe] = [
     Probe("point the worktree's .git elsewhere", "escape", lambda s, r: "echo 'gitdir: /tmp' > .git",
           lambda s, r, o: "/tmp\n" == (r.wt / ".git").read_text()[-5:]),
     Probe("conftest.py in the acceptance check", "escape", _conftest, _conftest_worked),
-    Probe(f"fork bomb ({FORKS} processes, limit {LIMITS['max_processes']})", "escape", _fork,
+    Probe(f"fork bomb ({FORKS} processes, limit {MAX_PROCESSES})", "escape", _fork,
           lambda s, r, o: f"forked {FORKS}" in o.output),
-    Probe(f"big file ({BIG_FILE_MB} MB, limit {LIMITS['max_file_mb']} MB)", "escape", _big_file,
+    Probe(f"big file ({BIG_FILE_MB} MB, limit {MAX_FILE_MB} MB)", "escape", _big_file,
           lambda s, r, o: (r.wt / "big.bin").stat().st_size >= BIG_FILE_MB << 20),
-    Probe(f"memory ({MEMORY_MB} MB, limit {LIMITS['max_memory_mb']} MB)", "escape", _memory,
+    Probe(f"memory ({MEMORY_MB} MB, limit {MAX_MEMORY_MB} MB)", "escape", _memory,
           lambda s, r, o: "MB held" in o.output),
     Probe("read the project's files", "allowed", lambda s, r: "cat calc.py",
           lambda s, r, o: "return a + b" in o.output),

@@ -9,13 +9,17 @@ runs in a thread so one agent's big grep does not stall the others.
 `run_command` is shared by the shell tool and the acceptance check: process
 group ended on timeout, cancellation or the run's interrupt (a kill), API keys
 removed from its environment, output capped while streaming so a 100 MB output
-never sits in memory.
+never sits in memory. Given a sandbox (harness/sandbox.py) the command runs in
+its jail around the worktree, and the shell tool adds the sandbox's one-line
+explanation to a denied action's output. Every tool's output goes through the
+run's `redact` (key values become `[redacted:NAME]`) before anything sees it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import difflib
 import functools
 import os
@@ -23,7 +27,7 @@ import re
 import signal
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -31,7 +35,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from loopwright.harness.messages import ToolCall, ToolSpec
-from loopwright.harness.sandbox import SECRET_NAME
+from loopwright.harness.sandbox import SECRET_NAME, Sandbox, SandboxError
 
 SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv", "venv", ".mypy_cache", ".pytest_cache", ".ruff_cache",
              ".tox", ".loopwright"}
@@ -66,6 +70,9 @@ class ToolContext:
     skills: Any = None  # what `use_skill` looks skills up in (skills.tool.SkillShelf)
     memory: Any = None  # memory.run.RunMemory: the run's store, lessons and artifacts folder
     interrupt: asyncio.Event = field(default_factory=asyncio.Event)  # set: end the running command now (a kill)
+    sandbox: Sandbox | None = None  # the jail shell commands run in (None: bash as this user, keys removed)
+    repo_root: Path | None = None  # the repository the worktree belongs to (what the sandbox hides of it)
+    redact: Callable[[str], str] | None = None  # hides key values in every tool output
 
 
 @dataclass(frozen=True)
@@ -182,8 +189,13 @@ class _CappedOutput:
 
 
 async def run_command(command: str, *, cwd: Path, timeout: float, cap: int = 30_000,
-                      env: dict[str, str] | None = None, interrupt: asyncio.Event | None = None) -> CommandResult:
+                      env: dict[str, str] | None = None, interrupt: asyncio.Event | None = None,
+                      sandbox: Sandbox | None = None, worktree: Path | None = None,
+                      repo_root: Path | None = None, readable: tuple[Path, ...] = ()) -> CommandResult:
     """Run `command` with bash in `cwd`: stdout and stderr merged, capped head + tail while streaming.
+
+    With a `sandbox`, bash runs in its jail around `worktree` (default: `cwd`), `readable` folders shown
+    read-only too; a policy that cannot be set up there raises SandboxError.
 
     At the timeout, or once `interrupt` is set, the whole process group is ended
     (SIGTERM, then SIGKILL after KILL_GRACE seconds); on cancellation it is killed
@@ -191,8 +203,13 @@ async def run_command(command: str, *, cwd: Path, timeout: float, cap: int = 30_
     gets PIPE_GRACE seconds, then the group is killed and reading stops.
     """
     t0 = time.perf_counter()
+    if sandbox is not None:
+        argv, full_env = sandbox.wrap(command, worktree=worktree or cwd, cwd=cwd, repo_root=repo_root, env=env,
+                                      readable=readable)
+    else:
+        argv, full_env = ["/bin/bash", "-c", command], clean_env(env)
     proc = await asyncio.create_subprocess_exec(
-        "/bin/bash", "-c", command, cwd=str(cwd), env=clean_env(env), stdin=asyncio.subprocess.DEVNULL,
+        *argv, cwd=str(cwd), env=full_env, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
     out = _CappedOutput(cap)
 
@@ -437,9 +454,16 @@ class Shell(Tool):
     async def run(self, a: ShellArgs, ctx: ToolContext) -> ToolOutcome:
         timeout = min(a.timeout_seconds or ctx.shell_timeout, ctx.max_shell_timeout)
         # leave room for the status line so the Toolbox's cap does not cut the output a second time
-        r = await run_command(a.command, cwd=ctx.worktree, timeout=timeout, cap=max(ctx.output_cap - 200, 100),
-                              env=ctx.env, interrupt=ctx.interrupt)
-        body = r.output if r.output.endswith("\n") or not r.output else r.output + "\n"
+        try:
+            # the skills' folders (as they are now: skills come and go while a run goes) so their scripts run
+            roots = ctx.skills.roots if ctx.skills is not None else ctx.read_roots
+            r = await run_command(a.command, cwd=ctx.worktree, timeout=timeout, cap=max(ctx.output_cap - 200, 100),
+                                  env=ctx.env, interrupt=ctx.interrupt, sandbox=ctx.sandbox, repo_root=ctx.repo_root,
+                                  readable=roots)
+        except SandboxError as e:
+            raise ToolError(f"the sandbox could not be set up: {e}") from None
+        output = ctx.sandbox.explain(r.output, r.exit_code) if ctx.sandbox is not None else r.output
+        body = output if output.endswith("\n") or not output else output + "\n"
         if r.interrupted:
             return ToolOutcome(f"{body}interrupted: the run was stopped while this command ran; its process group "
                                f"was ended", is_error=True, may_have_changed_files=True)
@@ -707,6 +731,8 @@ class Toolbox:
     async def execute(self, call: ToolCall, ctx: ToolContext) -> ToolOutcome:
         """Run one tool call; problems come back as `is_error` outcomes, and the content is capped."""
         outcome = await self._execute(call, ctx)
+        if ctx.redact is not None:
+            outcome = dataclasses.replace(outcome, content=ctx.redact(outcome.content))
         if len(outcome.content) > ctx.output_cap:
             outcome = ToolOutcome(cap_text(outcome.content, ctx.output_cap), outcome.is_error, outcome.finish_summary,
                                   outcome.checkpoint_message, outcome.may_have_changed_files)

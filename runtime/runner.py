@@ -30,6 +30,7 @@ from loopwright.harness.events import (
 from loopwright.harness.loop import rollback_notice
 from loopwright.harness.messages import ModelResponse
 from loopwright.harness.models import ModelAdapter, ModelUnavailable
+from loopwright.harness.sandbox import Sandbox
 from loopwright.harness.script import Script, ScriptTurn
 from loopwright.harness.scripted import ScriptedModel
 from loopwright.harness.statuses import RUN_FINAL, STOP_COMMANDS, CommandKind, CommandStatus, RunStatus, TaskStatus
@@ -43,6 +44,7 @@ from loopwright.runtime.fleet.budget import FleetBudget
 from loopwright.runtime.merging import merge_message, squash_merge
 from loopwright.runtime.project import Project
 from loopwright.runtime.prompts import placebo_text
+from loopwright.runtime.sandboxing import make_sandbox
 from loopwright.workspaces.git import Workspace, require_commits
 
 
@@ -141,7 +143,7 @@ class Runner:
     this process)."""
 
     def __init__(self, project: Project, *, stop: asyncio.Event | None = None, key_missing_pauses: bool = False,
-                 executor: Executor[Any] | None = None):
+                 executor: Executor[Any] | None = None, sandbox: Sandbox | None = None):
         self.project = project
         self.store = project.store
         self.stop = stop or asyncio.Event()
@@ -150,6 +152,15 @@ class Runner:
         self.stop_request: tuple[str, str, bool] | None = None  # (status, reason, interrupt) of `request_stop`
         self.loop: Execution | None = None
         self._lessons = None
+        self._sandbox = sandbox  # made once where runs start (run, serve), else here on first use
+
+    @property
+    def sandbox(self) -> Sandbox:
+        """The jail agent commands run in (see runtime/sandboxing.py); the local executor gives each run its view
+        of it."""
+        if self._sandbox is None:
+            self._sandbox = make_sandbox(self.project.config)
+        return self._sandbox
 
     def lessons(self, config: Config):
         """The project's (and the user's global) lessons, opened on first use."""

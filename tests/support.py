@@ -10,6 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from loopwright.harness.sandbox import Sandbox, SandboxPolicy
+
 PY = sys.executable
 CHECK = f"{PY} -m unittest -q"
 
@@ -143,3 +147,10 @@ class MemoryPad:
 
     def replace(self, text: str) -> None:
         self.text = text
+
+
+# The sandbox as a default-config run gets it here. Tests that need bwrap skip where it cannot run; in CI (the
+# variable CI set) they never skip: they run, and fail, so a runner without a working bwrap cannot pass unnoticed.
+SANDBOX = Sandbox.for_policy(SandboxPolicy())
+needs_bwrap = pytest.mark.skipif(SANDBOX.mode != "bwrap" and not os.environ.get("CI"),
+                                 reason=f"bwrap cannot run here: {SANDBOX.warning}")

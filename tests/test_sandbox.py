@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from support import SANDBOX, needs_bwrap
 
 from loopwright.harness.sandbox import Sandbox, SandboxError, SandboxPolicy, redact, secret_names
 from loopwright.harness.sandbox_battery import PROBES, Repo, Stage, run_probe
 from loopwright.harness.sandbox_proxy import AllowProxy, host_allowed, parse_allow_entry
 
-AUTO = Sandbox.for_policy(SandboxPolicy())
-needs_bwrap = pytest.mark.skipif(AUTO.mode != "bwrap", reason=AUTO.warning or "")
+AUTO = SANDBOX
 MODES = [pytest.param("bwrap", marks=needs_bwrap), "none"]
 
 ESCAPES = [p for p in PROBES if p.kind == "escape" and (os.geteuid() == 0 or not p.root_only)]
@@ -33,6 +33,12 @@ def stages(tmp_path_factory):
     yield made
     for stage in made.values():
         stage.close()
+
+
+def test_ci_has_a_working_bwrap():
+    """In CI the bwrap tests never skip; this says why they fail when bwrap cannot run there."""
+    if os.environ.get("CI"):
+        assert AUTO.mode == "bwrap", AUTO.warning
 
 
 @needs_bwrap

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -30,7 +31,8 @@ def test_an_agent_loads_a_skill_reads_its_files_and_runs_its_script(repo, cli, t
     script = write_script(tmp_path / "s.json", [
         turn({"name": "use_skill", "arguments": {"name": "experiment"}}),
         turn(call("read_file", path=str(EXPERIMENT / "SKILL.md")), expect=f"Folder: {EXPERIMENT.resolve()}"),
-        turn(call("shell", command=f"python3 {EXPERIMENT}/scripts/new_experiment.py --help"),
+        # the folder use_skill names (the shell's sandbox shows the skills' folders, read-only, where they are)
+        turn(call("shell", command=f"python3 {EXPERIMENT.resolve()}/scripts/new_experiment.py --help"),
              expect="name: experiment"),
         turn(call("read_file", path="/etc/hostname"), expect="usage"),
         turn(call("finish", summary="looked"), expect="path escapes the worktree"),
@@ -53,9 +55,11 @@ def test_allowed_tools_limit_the_tools_while_the_skill_is_active(repo, cli, tmp_
     assert cli.json(repo, "run", "inspect", "--script", script, "--check", "true")["status"] == "succeeded"
 
 
-def test_a_running_agent_sees_a_new_skill_at_its_next_turn(repo, cli, tmp_path):
+def test_a_running_agent_sees_a_new_skill_at_its_next_turn(repo, cli, tmp_path, monkeypatch):
     user = tmp_path / "home" / "skills"
     user.mkdir(parents=True)
+    # the agent's shell makes the skill, outside its worktree: the sandbox lets it write only there
+    monkeypatch.setenv("LOOPWRIGHT_SANDBOX__WRITABLE", json.dumps([str(user)]))
     new = user / "fresh-skill"
     make = (f"mkdir -p {new} && printf -- '---\\nname: fresh-skill\\ndescription: Appeared while the run went. "
             f"Use when testing hot reload.\\n---\\nbody\\n' > {new}/SKILL.md && sleep 1")

@@ -189,6 +189,8 @@ class HeaderBar(Static):
                     t.append(f" ({_cut(g['reason'], 60)})", style="yellow")
         else:
             t.append(" · gates open")
+        if app.sandbox_warning:  # agent commands run unjailed: loud
+            t.append(f"\n⚠ WARNING: {app.sandbox_warning}", style="bold red")
         self.update(t)
 
 
@@ -822,9 +824,10 @@ class TuiApp(App):
     MODES = {"fleet": FleetScreen, "queue": QueueScreen}
 
     def __init__(self, project: Project, *, feed: Feed | None = None, actions: Actions | None = None,
-                 interval: float = 1 / 12, author: str | None = None):
+                 interval: float = 1 / 12, author: str | None = None, sandbox_warning: str | None = None):
         super().__init__()
         self.project = project
+        self.sandbox_warning = sandbox_warning  # agent commands run unjailed: said in the header
         self.author = author or os.environ.get("USER") or "me"  # who the chat view posts as
         self.feed = feed or Feed.for_project(project)
         self.actions = actions or Actions(project)

@@ -23,7 +23,7 @@ import signal
 import stat
 import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -42,6 +42,10 @@ NO_COMMITS = "the repository has no commits yet (make a first commit, e.g. git c
 # variables that would point git somewhere other than the worktree it runs in
 _GIT_LOCATION_VARS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR",
                       "GIT_PREFIX", "GIT_NAMESPACE")
+
+
+# (command, worktree) -> (argv, environment) that run the command in a sandbox around the worktree
+Jail = Callable[[str, Path], tuple[list[str], dict[str, str]]]
 
 
 class WorkspaceError(LoopwrightError):
@@ -310,8 +314,12 @@ class Workspace:
     @classmethod
     def create(cls, root: Path, run_id: str, *, target_branch: str, worktrees_dir: Path,
                copy_files: Iterable[str] = (), setup_command: str | None = None,
-               setup_timeout: float = 600, git_lock: contextlib.AbstractContextManager | None = None) -> Workspace:
+               setup_timeout: float = 600, git_lock: contextlib.AbstractContextManager | None = None,
+               jail: Jail | None = None, redact: Callable[[str], str] | None = None) -> Workspace:
         """Make `<worktrees_dir>/<run_id>` on a new branch `lw/<run_id>` at the head of `target_branch`.
+
+        `setup_command` runs in the new worktree through `jail` (the sandbox's wrap), if given; `redact` hides
+        key values in the output a failure quotes.
 
         `git_lock` is held only while the worktree is registered (concurrent `git worktree add`s in one
         repository read each other's half-written metadata): the branch is made before, its files are checked
@@ -347,7 +355,7 @@ class Workspace:
                 raise WorkspaceError(f"could not check out {base[:10]} in {path}: {git_message(err, out, status)}")
             ws._copy_in()
             if setup_command:
-                ws.run_setup(setup_command, setup_timeout)
+                ws.run_setup(setup_command, setup_timeout, jail=jail, redact=redact)
         except BaseException:
             ws._discard(git_lock)
             raise
@@ -371,13 +379,21 @@ class Workspace:
             except OSError as e:
                 raise WorkspaceError(f"could not copy {rel} into the worktree: {e.strerror or e}") from None
 
-    def run_setup(self, command: str, timeout: float) -> None:
-        """Run the project's setup command in the worktree; a failure or a timeout is a WorkspaceError."""
+    def run_setup(self, command: str, timeout: float, *, jail: Jail | None = None,
+                  redact: Callable[[str], str] | None = None) -> None:
+        """Run the project's setup command in the worktree, through `jail` (the sandbox's wrap) if given; a failure
+        or a timeout is a WorkspaceError (its quoted output through `redact`)."""
+        if jail is not None:
+            try:
+                argv, env = jail(command, self.path)
+            except Exception as e:  # noqa: BLE001 — a policy that does not fit this repository, said in one line
+                raise WorkspaceError(f"the setup command cannot run in the sandbox: {e}") from None
+        else:
+            argv, env = ["bash", "-c", command], clean_env()
         try:
             # own process group, so a timeout also kills what the command started (npm, pip...)
-            proc = subprocess.Popen(["bash", "-c", command], cwd=self.path, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=clean_env(),
-                                    start_new_session=True)
+            proc = subprocess.Popen(argv, cwd=self.path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, env=env, start_new_session=True)
         except OSError as e:
             raise WorkspaceError(f"could not start the setup command with bash: {e.strerror or e}") from None
         try:
@@ -391,7 +407,8 @@ class Workspace:
                                      f"(raise workspace.setup_timeout or make it faster)") from None
             raise
         if proc.returncode != 0:
-            lines = [ln.strip() for ln in out.decode("utf-8", "replace").splitlines() if ln.strip()]
+            text = out.decode("utf-8", "replace")
+            lines = [ln.strip() for ln in (redact(text) if redact else text).splitlines() if ln.strip()]
             tail = " | ".join(lines[-3:])[-300:] or "(no output)"
             raise WorkspaceError(f"setup command failed (exit {proc.returncode}): `{command}`: {tail} "
                                  f"(the worktree was removed; fix workspace.setup_command)")

@@ -4,6 +4,8 @@ executor; see `backends.executor`).
 A task's worktree and branch are made when it starts and kept across its attempts; each run drives an
 `AgentLoop` with the standard, artifact, memory and skill tools, whose `on_finish` runs the task's acceptance
 check and squash-merges on success. A resumed run first repairs what a crash may have left in its worktree.
+The shell tool, the check and `[workspace] setup_command` run in the runner's sandbox (runtime/sandboxing.py),
+each run in its own view of it; every tool's output is redacted.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from loopwright.harness.events import CheckRan, MergeConflict, Merged, RolledBac
 from loopwright.harness.loop import AgentLoop, FinishVerdict, LoopOutcome, LoopSettings, Stopped, rollback_notice
 from loopwright.harness.messages import ToolResult
 from loopwright.harness.models import ModelAdapter
+from loopwright.harness.sandbox import Sandbox
 from loopwright.harness.scripted import ScriptedModel
 from loopwright.harness.statuses import RunStatus
-from loopwright.harness.tools import STANDARD_TOOLS, Toolbox, run_command
+from loopwright.harness.tools import STANDARD_TOOLS, Toolbox
 from loopwright.memory.artifacts import ARTIFACT_TOOLS
 from loopwright.memory.run import RunMemory
 from loopwright.memory.store import Run, Store, StoreError, Task
@@ -32,6 +35,14 @@ from loopwright.runtime.fleet.budget import FleetBudget
 from loopwright.runtime.fleet.quota import StoreQuotaGate, gate_key
 from loopwright.runtime.merging import GIT_LOCK, merge_message, squash_merge
 from loopwright.runtime.prompts import MEMORY_PROMPT, SYSTEM_PROMPT, task_text
+from loopwright.runtime.sandboxing import (
+    Redactor,
+    check_worktree,
+    chosen_event,
+    run_check,
+    run_sandbox,
+    setup_sandbox,
+)
 from loopwright.skills.catalog import Catalog, Entry, SkillError, discover
 from loopwright.skills.tool import WATCHER, SkillShelf, UseSkill
 from loopwright.workspaces.git import Workspace, WorkspaceError, current_branch
@@ -50,15 +61,19 @@ class InProcess:
 
     async def place(self, runner: Runner, task: Task, config: Config, run_id: str) -> LocalPlacement:
         adapter = runner.adapter(config)
+        box = setup_sandbox(runner.sandbox)
 
         def make_workspace() -> tuple[str, Workspace]:
             target = task.target_branch or config.target_branch or current_branch(runner.project.root)
             return target, Workspace.create(
                 runner.project.root, run_id, target_branch=target, worktrees_dir=runner.project.worktrees,
                 copy_files=config.workspace.copy_files, setup_command=config.workspace.setup_command,
-                setup_timeout=config.workspace.setup_timeout, git_lock=GIT_LOCK)
+                setup_timeout=config.workspace.setup_timeout, git_lock=GIT_LOCK,
+                jail=lambda command, path: box.wrap(command, worktree=path, repo_root=runner.project.root),
+                redact=Redactor(config))
 
         target, ws = await asyncio.to_thread(make_workspace)
+        check_worktree(runner.sandbox, ws.path, runner.project.root)  # extra paths that expose too much: refused
         return LocalPlacement(ws.path, ws.branch, ws.base_commit, target, adapter=adapter)
 
     async def next_attempt(self, runner: Runner, task: Task, config: Config,
@@ -79,6 +94,7 @@ class InProcess:
         if not Path(run.worktree).is_dir():
             raise StoreError(f"the worktree of run {run.id} is gone ({run.worktree}); it cannot be resumed")
         adapter = runner.adapter(config, start_at=runner.script_position(task))
+        check_worktree(runner.sandbox, Path(run.worktree), runner.project.root)
         claim()
         store = runner.store
         ws = Workspace.open(runner.project.root, run.id, Path(run.worktree), run.branch, run.base_commit,
@@ -101,7 +117,11 @@ class InProcess:
                 notices.append("Uncommitted changes from the interrupted step were discarded. "
                                + rollback_notice(sha, seq))
         execution = self._execution(runner, store.run(run.id), task, ws, adapter, config)
-        await execution.loop.prepare_resume(notices)
+        try:
+            await execution.loop.prepare_resume(notices)
+        except BaseException:
+            execution.close_jail()
+            raise
         return execution, LocalPlacement(ws.path, ws.branch, ws.base_commit, run.target_branch)
 
     def _execution(self, runner: Runner, run: Run, task: Task, ws: Workspace, adapter: ModelAdapter, config: Config,
@@ -110,7 +130,10 @@ class InProcess:
         store = runner.store
         shelf = _skills(runner, task, config)
         lessons = runner.lessons(config) if config.memory.recall else None
+        box = _jail(runner, run)
         system_prompt = SYSTEM_PROMPT + (MEMORY_PROMPT if lessons is not None else "")
+        if rules := box.rules(ws.path):
+            system_prompt += "\n\n" + rules
         tools, skill_context = [cls() for cls in STANDARD_TOOLS], {}
         if shelf is not None:
             text, left_out = shelf.prompt()
@@ -138,9 +161,11 @@ class InProcess:
             tool_context={"shell_timeout": config.tools.shell_timeout,
                           "max_shell_timeout": config.tools.max_shell_timeout, "output_cap": config.tools.output_cap,
                           "env": {"LOOPWRIGHT_RUN_ID": run.id, "LOOPWRIGHT_TASK_ID": str(task.id)}, "memory": memory,
+                          "sandbox": box, "repo_root": runner.project.root, "redact": Redactor(config),
                           **skill_context},
             turn_notices=_skill_news(store, shelf) if shelf is not None else None)
-        execution = LocalRun(runner, run, task, ws, config, adapter, Toolbox(tools), settings)
+        execution = LocalRun(runner, run, task, ws, config, adapter, Toolbox(tools), settings,
+                             jail=box if box is not runner.sandbox else None)
         runner.attach(execution)
         return execution
 
@@ -150,9 +175,10 @@ class LocalRun:
     merges."""
 
     def __init__(self, runner: Runner, run: Run, task: Task, ws: Workspace, config: Config, adapter: ModelAdapter,
-                 toolbox: Toolbox, settings: LoopSettings):
+                 toolbox: Toolbox, settings: LoopSettings, *, jail: Sandbox | None = None):
         self.store, self.run_row, self.task, self.ws, self.config = runner.store, run, task, ws, config
         self.adapter = adapter
+        self.jail = jail  # the run's own view of the sandbox (its proxy with network allow): closed when it ends
         self.loop = AgentLoop(store=runner.store, run_id=run.id, adapter=adapter, toolbox=toolbox, workspace=ws,
                               settings=settings, on_finish=self.accept, stop=runner.stop)
 
@@ -172,7 +198,13 @@ class LocalRun:
                                                         f"turn(s) unused — the script and the run disagree")
         finally:
             await self.adapter.aclose()
+            self.close_jail()
         return outcome
+
+    def close_jail(self) -> None:
+        if self.jail is not None:
+            self.jail.close()
+            self.jail = None
 
     async def accept(self, summary: str) -> FinishVerdict:
         """The acceptance check, then the merge: the agent's claim alone never ends a run."""
@@ -192,8 +224,7 @@ class LocalRun:
             return FinishVerdict(RunStatus.NEEDS_REVIEW,
                                  "Finished. No acceptance check is configured; kept for review.",
                                  reason=f"no acceptance check; branch {ws.branch} kept for review")
-        result = await run_command(check, cwd=ws.path, timeout=config.check_timeout, cap=config.tools.output_cap,
-                                   interrupt=loop.tool_context.interrupt)
+        result = await run_check(check, ws.path, config, loop.tool_context, trusted=bool(task.options.get("selfplay")))
         if result.interrupted:  # the run is being stopped; a resumed run does the acceptance step again
             raise Stopped(loop.stop_status, loop.stop_reason)
         passed = result.exit_code == 0 and not result.timed_out
@@ -225,6 +256,13 @@ class LocalRun:
         store.update_run(run.id, merge_commit=merge.commit)
         return FinishVerdict(RunStatus.SUCCEEDED, f"Accepted and merged into {run.target_branch}.",
                              reason=f"merged into {run.target_branch} as {(merge.commit or '')[:10]}")
+
+
+def _jail(runner: Runner, run: Run) -> Sandbox:
+    """The run's view of the runner's sandbox (said in a `sandbox` event: loudly when there is none)."""
+    base = runner.sandbox
+    runner.store.append(run.id, chosen_event(base))
+    return run_sandbox(base, lambda event: runner.store.append(run.id, event))
 
 
 def _skills(runner: Runner, task: Task, config: Config) -> SkillShelf | None:

@@ -103,6 +103,7 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.budget = FleetBudget(self.store, project.config.fleet)
         self.backend = None  # runtime.backends.ray.RayBackend when config.backend is "ray" (started by serve)
+        self.sandbox = None  # harness.sandbox.Sandbox, made by serve
         self._held_said: str | None = None
         self._sweep: asyncio.Task | None = None
         self._next_sweep = 0.0
@@ -113,6 +114,9 @@ class Daemon:
         print(f"{time.strftime('%H:%M:%S')} {text}", file=self.log, flush=True)
 
     async def serve(self) -> None:
+        from loopwright.runtime.sandboxing import describe, make_sandbox
+
+        self.sandbox = make_sandbox(self.project.config)  # once: every run of this daemon is jailed in it
         lock = DaemonLock(self.project)
         lock.acquire()
         loop = asyncio.get_running_loop()
@@ -129,6 +133,12 @@ class Daemon:
         printer = ProgressPrinter(self.store)
         self.store.listeners.append(lambda run_id, e: self._log_event(printer, run_id, e))
         self.say(f"daemon {os.getpid()} serving {self.project.root} (max_parallel {self.max_parallel})")
+        if self.sandbox.warning:  # loud: in the log and on stderr
+            self.say(f"WARNING: {self.sandbox.warning}")
+            if self.log is not sys.stderr:
+                print(f"loopwright: WARNING: {self.sandbox.warning}", file=sys.stderr, flush=True)
+        else:
+            self.say(f"sandbox: {describe(self.sandbox)}")
         from loopwright.runtime.fleet.inbox import Inbox
         from loopwright.runtime.fleet.notify import Notifier
 
@@ -179,7 +189,7 @@ class Daemon:
 
     def _spawn(self, task_id: int, start: Callable[[Runner], Awaitable[RunResult]]) -> None:
         runner = (self.backend.runner(asyncio.Event()) if self.backend is not None
-                  else Runner(self.project, stop=asyncio.Event(), key_missing_pauses=True))
+                  else Runner(self.project, stop=asyncio.Event(), key_missing_pauses=True, sandbox=self.sandbox))
 
         async def guarded() -> None:
             try:

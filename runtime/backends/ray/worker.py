@@ -1,6 +1,8 @@
 """One run on a Ray worker: the actor (`RunActor`) that drives the same `AgentLoop` as the local backend, with
 the seams and tools that reach the head instead of a store: the store proxy and head link, the rate-limit
-gate, lessons, artifacts and fan-out, and the acceptance check in the worker's worktree.
+gate, lessons, artifacts and fan-out, and the acceptance check in the worker's worktree. The worker makes the
+sandbox of the project's `[sandbox]` policy on its own machine: the shell tool, the check and the setup command
+run in it, and every tool's output is redacted (the key passed from the head too).
 """
 
 from __future__ import annotations
@@ -19,15 +21,24 @@ from loopwright.harness.loop import AgentLoop, FinishVerdict, LoopOutcome, LoopS
 from loopwright.harness.retry import RetryPolicy
 from loopwright.harness.scripted import ScriptedModel
 from loopwright.harness.statuses import RunStatus
-from loopwright.harness.tools import STANDARD_TOOLS, Toolbox, ToolError, ToolOutcome, resolve_in, run_command
+from loopwright.harness.tools import STANDARD_TOOLS, Toolbox, ToolContext, ToolError, ToolOutcome, resolve_in
 from loopwright.memory.artifacts import ArtifactTool
 from loopwright.memory.run import RunMemory
 from loopwright.runtime.backends.ray.store_proxy import HeadLink, StoreProxy
 from loopwright.runtime.backends.ray.wire import RemoteOutcome, RunSpec, await_ref
 from loopwright.runtime.backends.ray.workspace import PushedCheckpoints, open_workspace, remove_workspace
 from loopwright.runtime.chat.threads import FanOut
-from loopwright.runtime.config import ConfigError, MemoryConfig, QuotaConfig
+from loopwright.runtime.config import KEY_VARIABLES, ConfigError, MemoryConfig, QuotaConfig
 from loopwright.runtime.fleet.quota import StoreQuotaGate, gate_key
+from loopwright.runtime.sandboxing import (
+    Redactor,
+    check_worktree,
+    chosen_event,
+    make_sandbox,
+    run_check,
+    run_sandbox,
+    setup_sandbox,
+)
 from loopwright.workspaces.git import Workspace, WorkspaceError
 
 
@@ -150,6 +161,7 @@ class Acceptance:
     def __init__(self, spec: RunSpec, ws: Workspace, proxy: StoreProxy, head):
         self.spec, self.ws, self.proxy, self.head = spec, ws, proxy, head
         self.accepted = False
+        self.tool_context: ToolContext | None = None  # the loop's (its sandbox, interrupt and redaction)
 
     async def __call__(self, summary: str) -> FinishVerdict:
         spec, ws, proxy, head = self.spec, self.ws, self.proxy, self.head
@@ -164,7 +176,8 @@ class Acceptance:
             return FinishVerdict(RunStatus.NEEDS_REVIEW,
                                  "Finished. No acceptance check is configured; kept for review.",
                                  reason=f"no acceptance check; branch {ws.branch} kept for review")
-        result = await run_command(check, cwd=ws.path, timeout=config.check_timeout, cap=config.tools.output_cap)
+        assert self.tool_context is not None
+        result = await run_check(check, ws.path, config, self.tool_context)  # in the run's jail, redacted
         passed = result.exit_code == 0 and not result.timed_out
         proxy.append(spec.run_id, CheckRan(command=check, passed=passed, exit_code=result.exit_code,
                                            output_tail=result.output[-4000:], duration_ms=result.duration_ms))
@@ -241,16 +254,26 @@ async def _work(actor: RunActor, spec: RunSpec, head, api_key: str | None) -> Re
     proxy = StoreProxy(head, spec)
     # the model's SDK is imported (a second of CPU) while git fetches and checks out
     making = asyncio.ensure_future(asyncio.to_thread(_adapter, spec, api_key))
+    # the project's [sandbox] policy, as this node can give it (auto: bwrap if it works here)
+    base = await asyncio.to_thread(make_sandbox, spec.config)
+    proxy.append(spec.run_id, chosen_event(base))
+    setup_box = setup_sandbox(base)
+    key_variable = spec.config.api_key_env or KEY_VARIABLES.get(spec.config.provider)
+    redactor = Redactor(spec.config, {**os.environ, **({key_variable: api_key} if key_variable and api_key else {})})
     try:
-        ws = await asyncio.to_thread(open_workspace, spec)
+        ws = await asyncio.to_thread(open_workspace, spec, lambda command, path: setup_box.wrap(command, worktree=path),
+                                     redactor)
     except WorkspaceError as e:
         with contextlib.suppress(Exception):
             await (await making).aclose()
         return RemoteOutcome(RunStatus.FAILED, f"on the Ray worker ({socket.gethostname()}): {e}")
     adapter = None
+    box = base
     try:
         adapter = await making
         config = spec.config
+        check_worktree(base, ws.path, ws.root)
+        box = run_sandbox(base, lambda event: proxy.append(spec.run_id, event))
         memory_on = spec.memory_tools
         tools = [cls() for cls in STANDARD_TOOLS]
         artifact = RemoteArtifact()
@@ -267,7 +290,8 @@ async def _work(actor: RunActor, spec: RunSpec, head, api_key: str | None) -> Re
         memory = RunMemory(store=None, run_id=spec.run_id, task_id=spec.task_id, artifacts_root=Path("/nonexistent"),
                            lessons=RemoteLessons(head, config.memory) if memory_on else None)
         settings = LoopSettings(
-            system_prompt=spec.system_prompt, task_text=spec.task_text,
+            system_prompt=spec.system_prompt + (f"\n\n{rules}" if (rules := box.rules(ws.path)) else ""),
+            task_text=spec.task_text,
             max_output_tokens=config.max_output_tokens, model_info=config.model_info(), budget=config.budget,
             retry=config.retry.policy(), compact_at=config.context.compact_at,
             keep_recent=config.context.keep_recent,
@@ -275,7 +299,7 @@ async def _work(actor: RunActor, spec: RunSpec, head, api_key: str | None) -> Re
                           "max_shell_timeout": config.tools.max_shell_timeout,
                           "output_cap": config.tools.output_cap,
                           "env": {"LOOPWRIGHT_RUN_ID": spec.run_id, "LOOPWRIGHT_TASK_ID": str(spec.task_id)},
-                          "memory": memory})
+                          "memory": memory, "sandbox": box, "repo_root": ws.root, "redact": redactor})
 
         gate = None if config.provider == "scripted" else RemoteQuotaGate(
             head, gate_key(config.provider, config.model, config.base_url), config.quota, config.retry.policy())
@@ -284,6 +308,7 @@ async def _work(actor: RunActor, spec: RunSpec, head, api_key: str | None) -> Re
         agent = AgentLoop(store=proxy, run_id=spec.run_id, adapter=adapter, toolbox=Toolbox(tools), workspace=ws,
                           settings=settings, on_finish=acceptance, stop=actor._stop, permit=link, commands=link,
                           checkpoints=PushedCheckpoints(ws, spec.remote))
+        acceptance.tool_context = agent.tool_context
         actor._agent = agent
         actor._apply_stop()
         proxy.start()
@@ -302,6 +327,8 @@ async def _work(actor: RunActor, spec: RunSpec, head, api_key: str | None) -> Re
         if adapter is not None:
             with contextlib.suppress(Exception):
                 await adapter.aclose()
+        if box is not base:
+            box.close()
         await proxy.close()
         with contextlib.suppress(Exception):
             await asyncio.to_thread(remove_workspace, ws)

@@ -13,12 +13,13 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import git
 
 from loopwright.runtime.backends.ray.wire import RunSpec
-from loopwright.workspaces.git import Checkpoint, Workspace, WorkspaceError, clean_env, git_message, run_git
+from loopwright.workspaces.git import Checkpoint, Jail, Workspace, WorkspaceError, clean_env, git_message, run_git
 
 GIT_TIMEOUT = 300.0  # clone, fetch and push
 
@@ -118,8 +119,10 @@ def _clone_dir(cache_dir: str, remote: str) -> Path:
     return Path(os.path.expanduser(cache_dir)) / hashlib.sha1(remote.encode()).hexdigest()[:12]
 
 
-def open_workspace(spec: RunSpec) -> Workspace:
-    """The run's worktree on this node: the cache clone fetched, the run branch checked out at `spec.start_sha`."""
+def open_workspace(spec: RunSpec, jail: Jail | None = None, redact: Callable[[str], str] | None = None) -> Workspace:
+    """The run's worktree on this node: the cache clone fetched, the run branch checked out at `spec.start_sha`;
+    the setup command runs in `jail` (the sandbox's wrap) when given, the output a failure quotes through
+    `redact`."""
     cache = _clone_dir(spec.cache_dir, spec.remote)
     clone = cache / "repo"
     path = cache / "worktrees" / spec.branch.removeprefix("lw/")
@@ -144,7 +147,7 @@ def open_workspace(spec: RunSpec) -> Workspace:
     ws = Workspace(clone, spec.run_id, path, spec.branch, spec.base_commit, copy_files=tuple(spec.copy_files))
     _copy_in(path, spec.copy_files)
     if spec.setup_command:
-        ws.run_setup(spec.setup_command, spec.setup_timeout)
+        ws.run_setup(spec.setup_command, spec.setup_timeout, jail=jail, redact=redact)
     return ws
 
 

@@ -146,6 +146,7 @@ class Domain(ABC):
 
     name: str = ""
     allowed_modules: frozenset[str] = frozenset()
+    sandbox: Any = None  # harness.sandbox.Sandbox the references, hidden tests and suites run in (None: unjailed)
 
     @abstractmethod
     def prompt(self, request: ProposalRequest) -> str:

@@ -47,6 +47,9 @@ async def practice_round(project: Project, *, domain: str = "python-functions", 
         return None
     cfg = (cfg or SelfPlayConfig()).model_copy(update={"budget_usd": budget_usd} if budget_usd else {})
     dom = practice_domain(project, domain)
+    from loopwright.runtime.sandboxing import make_sandbox
+
+    dom.sandbox = make_sandbox(project.config)  # references and hidden tests run in the runs' jail
     engine = Engine(dom, proposer or ModelProposer(project.config), RunnerSolver(project), cfg,
                     folder=project.dir / "selfplay" / dom.name)
     if cfg.budget_usd is not None and engine.spent_usd >= cfg.budget_usd:

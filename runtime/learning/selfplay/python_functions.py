@@ -39,6 +39,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from loopwright.harness.sandbox import Sandbox
 from loopwright.runtime.learning.selfplay.domain import (
     Archive,
     Domain,
@@ -57,6 +58,7 @@ from loopwright.runtime.learning.selfplay.gates import (
     static_duplicate,
 )
 from loopwright.runtime.learning.selfplay.sandbox import run_job
+from loopwright.runtime.sandboxing import verifier_sandbox
 
 NAME = "python-functions"
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -273,7 +275,7 @@ class PythonFunctions(Domain):
         cfg, pl = self.gates, task.payload
         reference = {"label": "reference", "code": pl["reference"], "name": pl["function"], "tests": pl["tests"],
                      "inputs": pl["inputs"]}
-        first = run_job([reference], limit=cfg.time_limit, wall=cfg.time_limit + 5, hash_seed=1)
+        first = run_job([reference], limit=cfg.time_limit, wall=cfg.time_limit + 5, hash_seed=1, sandbox=self.sandbox)
         ref = first.by_label().get("reference")
         if first.timed_out or (ref and ref.get("timeout")):
             return Verdict.reject("timeout", f"the hidden tests did not finish within {cfg.time_limit:.0f}s")
@@ -293,7 +295,7 @@ class PythonFunctions(Domain):
                                                     cfg.max_trivial_constants)]
         runs += [{"label": f"archive:{t.id}", "code": t.payload["reference"], "name": t.payload["function"],
                   "inputs": union, "limit": cfg.trivial_limit} for t in candidates]
-        second = run_job(runs, limit=cfg.time_limit, hash_seed=2)
+        second = run_job(runs, limit=cfg.time_limit, hash_seed=2, sandbox=self.sandbox)
         got = second.by_label()
         again = got.get("reference")
         if second.timed_out or again is None:
@@ -323,12 +325,13 @@ class PythonFunctions(Domain):
                 f"from `solution` and decide whether it is right; they are not in the repository.")
 
     def verify(self, task: PracticeTask, workdir: Path) -> tuple[bool, str]:
-        return verify_solution(task, workdir, self.gates.time_limit)
+        return verify_solution(task, workdir, self.gates.time_limit, sandbox=self.sandbox)
 
     def check_command(self, task: PracticeTask, folder: Path) -> str:
         path = Path(folder) / "task.json"
         path.write_text(task.model_dump_json())
-        return (f"{shlex.quote(sys.executable)} -m loopwright.runtime.learning.selfplay.python_functions "
+        # -P: the worktree (the agent's files) is not put on sys.path: this verifier runs outside the jail
+        return (f"{shlex.quote(sys.executable)} -P -m loopwright.runtime.learning.selfplay.python_functions "
                 f"{shlex.quote(str(path))} {self.gates.time_limit:g}")
 
 
@@ -340,14 +343,15 @@ def _difference(a: dict, b: dict) -> str:
     return f"outputs differ between two runs with different hash seeds: {x[:60]} vs {y[:60]}"
 
 
-def verify_solution(task: PracticeTask, workdir: Path, limit: float = 5.0) -> tuple[bool, str]:
+def verify_solution(task: PracticeTask, workdir: Path, limit: float = 5.0, *,
+                    sandbox: Sandbox | None = None) -> tuple[bool, str]:
     """Run the hidden tests against `workdir/solution.py` in the sandbox: (passed, a detail without the tests)."""
     path = Path(workdir) / "solution.py"
     if not path.is_file():
         return False, "no solution.py"
     pl = task.payload
     result = run_job([{"label": "solution", "code": path.read_text(errors="replace"), "name": pl["function"],
-                       "tests": pl["tests"]}], limit=limit, wall=limit + 5)
+                       "tests": pl["tests"]}], limit=limit, wall=limit + 5, sandbox=sandbox)
     run = result.by_label().get("solution")
     if result.timed_out or (run and run.get("timeout")):
         return False, f"the hidden tests timed out after {limit:.0f}s"
@@ -363,10 +367,12 @@ def verify_solution(task: PracticeTask, workdir: Path, limit: float = 5.0) -> tu
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m loopwright.runtime.learning.selfplay.python_functions TASK.json`: the acceptance check (cwd)."""
+    """`python -P -m loopwright.runtime.learning.selfplay.python_functions TASK.json`: the solver's acceptance check
+    (cwd)."""
     argv = sys.argv[1:] if argv is None else argv
     task = PracticeTask.model_validate_json(Path(argv[0]).read_text())
-    ok, detail = verify_solution(task, Path.cwd(), float(argv[1]) if len(argv) > 1 else 5.0)
+    ok, detail = verify_solution(task, Path.cwd(), float(argv[1]) if len(argv) > 1 else 5.0,
+                                 sandbox=verifier_sandbox())  # the run's policy: the hidden tests run jailed
     print(detail)
     return 0 if ok else 1
 

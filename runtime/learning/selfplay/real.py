@@ -15,10 +15,13 @@ it is measured. The Runner reflects after every run (lessons with credit,
 skill drafts), which is how practice feeds memory; held-out attempts
 (`learn=False`) run with reflection off.
 
-Limits: the hidden folder is outside the worktree and the agent's file tools
-stay inside it, but its shell runs as the same user and the check command
-names the folder; a determined agent could read the tests. The folder is
-deleted when the k attempts end.
+The hidden folder is outside the worktree: the agent's file tools stay inside
+it, and its shell runs in the sandbox, whose /tmp is its own (with `[sandbox]
+mode = "none"` a determined agent could read the tests). The check is
+loopwright's own verifier (`python -P -m ...`, so the worktree's files are not
+importable by it); it runs outside the jail and puts the hidden tests and the
+project's suite into a jail of the same policy. The folder is deleted when the
+k attempts end.
 """
 
 from __future__ import annotations
@@ -155,4 +158,7 @@ def build(domain_name: str, *, provider: str | None = None,
             raise SelfPlayError(f"unknown domain {domain_name!r}: python-functions, repo, or a skill whose metadata "
                                 f"names a selfplay domain")
         domain = found
+    from loopwright.runtime.sandboxing import make_sandbox
+
+    domain.sandbox = make_sandbox(project.config)  # references and hidden tests run in the runs' jail
     return domain, ModelProposer(project.config), RunnerSolver(project), project

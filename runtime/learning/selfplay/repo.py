@@ -36,6 +36,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from loopwright.harness.sandbox import Sandbox
 from loopwright.runtime.learning.selfplay.domain import (
     Archive,
     Domain,
@@ -48,6 +49,7 @@ from loopwright.runtime.learning.selfplay.domain import (
 from loopwright.runtime.learning.selfplay.gates import GateConfig, banned_apis, features, size_problem, static_duplicate
 from loopwright.runtime.learning.selfplay.python_functions import count_tests
 from loopwright.runtime.learning.selfplay.sandbox import run_job
+from loopwright.runtime.sandboxing import verifier_sandbox
 
 NAME = "repo"
 REPO_ALLOWED = frozenset({"os", "sys", "pathlib", "io", "tempfile", "shutil", "importlib", "inspect"})
@@ -125,10 +127,11 @@ class _Worktree:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def run_hidden(tests: str, tree: Path, limit: float, seed: int = 0) -> dict:
-    """The hidden tests against the project in `tree`: {passed, timeout, error, results}."""
+def run_hidden(tests: str, tree: Path, limit: float, seed: int = 0, *, sandbox: Sandbox | None = None,
+               repo_root: Path | None = None) -> dict:
+    """The hidden tests against the project in `tree` (in `sandbox`'s jail): {passed, timeout, error, results}."""
     result = run_job([{"label": "tests", "code": None, "name": "", "tests": tests, "path": str(tree)}],
-                     limit=limit, wall=limit + 10, hash_seed=seed, cwd=tree)
+                     limit=limit, wall=limit + 10, hash_seed=seed, cwd=tree, sandbox=sandbox, repo_root=repo_root)
     run = result.by_label().get("tests")
     if result.timed_out or (run and run.get("timeout")):
         return {"passed": False, "timeout": True, "error": "timeout"}
@@ -137,11 +140,16 @@ def run_hidden(tests: str, tree: Path, limit: float, seed: int = 0) -> dict:
     return run
 
 
-def run_suite(check: str | None, tree: Path, timeout: float) -> tuple[bool, str]:
+def run_suite(check: str | None, tree: Path, timeout: float, *, sandbox: Sandbox | None = None,
+              repo_root: Path | None = None) -> tuple[bool, str]:
+    """The project's own suite (`check`) in `tree`, in `sandbox`'s jail when given."""
     if not check:
         return True, "no project suite configured"
+    argv, env = (sandbox.wrap(check, worktree=tree, repo_root=repo_root) if sandbox is not None
+                 else (["/bin/sh", "-c", check], None))
     try:
-        done = subprocess.run(check, shell=True, cwd=tree, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(argv, cwd=tree, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=timeout)
     except subprocess.TimeoutExpired:
         return False, f"the project's suite `{check}` timed out after {timeout:.0f}s"
     return done.returncode == 0, (done.stdout + done.stderr)[-500:]
@@ -207,7 +215,8 @@ class RepoDomain(Domain):
         if dup := static_duplicate(task, archive, cfg):
             return dup
         with _Worktree(self.root) as tree:
-            before = run_hidden(p.tests, tree, cfg.time_limit)
+            jail = {"sandbox": self.sandbox, "repo_root": self.root}
+            before = run_hidden(p.tests, tree, cfg.time_limit, **jail)
             if before.get("timeout"):
                 return Verdict.reject("timeout", f"the hidden tests did not finish within {cfg.time_limit:.0f}s")
             if before.get("passed"):
@@ -216,16 +225,16 @@ class RepoDomain(Domain):
             if applied.returncode != 0:
                 return Verdict.reject("reference_fails", f"the reference patch does not apply: "
                                                          f"{applied.stderr.strip()[:200]}")
-            first = run_hidden(p.tests, tree, cfg.time_limit, seed=1)
+            first = run_hidden(p.tests, tree, cfg.time_limit, seed=1, **jail)
             if first.get("timeout"):
                 return Verdict.reject("timeout", f"the hidden tests did not finish within {cfg.time_limit:.0f}s")
             if not first.get("passed"):
                 return Verdict.reject("reference_fails", first.get("error") or "the reference fails the hidden tests")
-            second = run_hidden(p.tests, tree, cfg.time_limit, seed=2)
+            second = run_hidden(p.tests, tree, cfg.time_limit, seed=2, **jail)
             if second.get("results") != first.get("results"):
                 return Verdict.reject("nondeterministic", "the hidden tests' results differ between two runs with "
                                                           "different hash seeds")
-            ok, out = run_suite(self.check, tree, self.suite_timeout)
+            ok, out = run_suite(self.check, tree, self.suite_timeout, **jail)
             if not ok:
                 return Verdict.reject("reference_fails", f"with the reference patch the project's own suite fails: "
                                                          f"{out[-200:]}")
@@ -237,28 +246,32 @@ class RepoDomain(Domain):
                 f"it is done, together with the project's own test suite, which must keep passing.")
 
     def verify(self, task: PracticeTask, workdir: Path) -> tuple[bool, str]:
-        result = run_hidden(task.payload["tests"], Path(workdir), self.gates.time_limit)
+        result = run_hidden(task.payload["tests"], Path(workdir), self.gates.time_limit, sandbox=self.sandbox)
         results = {k: v for k, v in (result.get("results") or {}).items() if k != "<module>"}
         detail = f"hidden tests: {sum(1 for v in results.values() if v)} of {len(results)} passed"
         if result.get("timeout"):
             return False, "the hidden tests timed out"
         if not result.get("passed"):
             return False, detail
-        ok, out = run_suite(task.payload.get("check"), Path(workdir), self.suite_timeout)
+        ok, out = run_suite(task.payload.get("check"), Path(workdir), self.suite_timeout, sandbox=self.sandbox)
         return (True, detail + "; the project's suite passes") if ok else (False, detail + "; the project's suite "
                                                                                    "fails:\n" + out[-1500:])
 
     def check_command(self, task: PracticeTask, folder: Path) -> str:
         path = Path(folder) / "task.json"
         path.write_text(task.model_dump_json())
-        return f"{shlex.quote(sys.executable)} -m loopwright.runtime.learning.selfplay.repo {shlex.quote(str(path))}"
+        # -P: the worktree (the agent's files) is not put on sys.path: this verifier runs outside the jail
+        return f"{shlex.quote(sys.executable)} -P -m loopwright.runtime.learning.selfplay.repo {shlex.quote(str(path))}"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m loopwright.runtime.learning.selfplay.repo TASK.json`: the acceptance check (cwd: its worktree)."""
+    """`python -P -m loopwright.runtime.learning.selfplay.repo TASK.json`: the solver's acceptance check (cwd: its
+    worktree)."""
     argv = sys.argv[1:] if argv is None else argv
     task = PracticeTask.model_validate_json(Path(argv[0]).read_text())
-    ok, detail = RepoDomain(Path.cwd(), check=task.payload.get("check")).verify(task, Path.cwd())
+    domain = RepoDomain(Path.cwd(), check=task.payload.get("check"))
+    domain.sandbox = verifier_sandbox()  # the run's policy: the hidden tests and the suite run jailed
+    ok, detail = domain.verify(task, Path.cwd())
     print(detail)
     return 0 if ok else 1
 

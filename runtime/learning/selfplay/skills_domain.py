@@ -156,7 +156,8 @@ class SkillDomain(Domain):
     def check_command(self, task: PracticeTask, folder: Path) -> str:
         path = Path(folder) / "task.json"
         path.write_text(task.model_dump_json())
-        return (f"{shlex.quote(sys.executable)} -m loopwright.runtime.learning.selfplay.skills_domain "
+        # -P: the worktree (the agent's files) is not put on sys.path: this verifier runs outside the jail
+        return (f"{shlex.quote(sys.executable)} -P -m loopwright.runtime.learning.selfplay.skills_domain "
                 f"{shlex.quote(str(path))}")
 
 
