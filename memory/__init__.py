@@ -5,5 +5,5 @@ in harness/statuses.py) and `schema` (its migrations); one small module of query
 `chat` (threads, messages), `notifications`, `quota` (rate-limit gates), `budget` (the fleet's spend),
 `commands` (reads beyond the queue), `feed` (what the TUI reads); `lessons` (with the global lessons.db),
 `artifacts`, the memory tools an agent uses (`tools`, `run`), `config` (the [memory] section) and `paths`.
-Nothing here imports runtime/, skills/, tui/ or the CLI (but the CLI commands still in `artifacts`, on their way out).
+Nothing here imports runtime/, skills/, tui/ or the CLI.
 """
