@@ -49,3 +49,16 @@ def project_root() -> Path | None:
     except Exception:  # noqa: BLE001 — not a git repository
         return None
 
+
+
+def add_model_and_merge_flags(sp: argparse.ArgumentParser) -> None:
+    """The flags `run` and `post` share: which model does the task, and where its work goes."""
+    sp.add_argument("--provider", choices=["anthropic", "openai", "openai-responses", "scripted"])
+    sp.add_argument("--model", help="model name (prices and window from the config)")
+    sp.add_argument("--base-url", dest="base_url", help="API base URL, e.g. a local OpenAI-compatible server")
+    sp.add_argument("--script", help="scripted model: a JSON file of assistant turns (no API key used)")
+    sp.add_argument("--keep", action="store_true", help="keep the branch for review instead of merging on success")
+    sp.add_argument("--target", metavar="BRANCH", help="branch to start from and merge into (default: the current one)")
+    sp.add_argument("--skills", metavar="CHOICE", help="skills the agent sees: all, auto (the most relevant to the "
+                                                      "goal), none, or names like pdf,tdd-loop (default: [skills] "
+                                                      "select in the config)")

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from loopwright.cli.common import UsageError, print_json
+from loopwright.cli.common import UsageError, add_model_and_merge_flags, print_json
 from loopwright.harness.statuses import CommandKind, RunStatus, TaskStatus
 from loopwright.memory.store import StoreError
 from loopwright.runtime.display import clip, fmt_tokens, run_summary
@@ -245,15 +245,7 @@ def add_parsers(sub, add) -> None:
     sp.add_argument("--until", metavar="CMD", help="loop until done: fresh attempts until CMD passes in the worktree")
     sp.add_argument("--max-attempts", type=int, metavar="N", help="cap on --until attempts")
     sp.add_argument("--budget-usd", type=float, metavar="X", help="USD cap for this task (all attempts together)")
-    sp.add_argument("--provider", choices=["anthropic", "openai", "openai-responses", "scripted"])
-    sp.add_argument("--model")
-    sp.add_argument("--base-url", dest="base_url")
-    sp.add_argument("--script", help="scripted model: a JSON file of assistant turns (no API key used)")
-    sp.add_argument("--keep", action="store_true", help="keep the branch for review instead of merging on success")
-    sp.add_argument("--target", metavar="BRANCH", help="branch to start from and merge into (default: the current one)")
-    sp.add_argument("--skills", metavar="CHOICE", help="skills the agent sees: all, auto (the most relevant to the "
-                                                      "goal), none, or names like pdf,tdd-loop (default: [skills] "
-                                                      "select in the config)")
+    add_model_and_merge_flags(sp)
 
     add("tasks", cmd_tasks, "list tasks with their status, priority and dependencies")
     add("status", cmd_status, "the daemon, the queue, active runs and worktree disk use")

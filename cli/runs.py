@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from loopwright.cli.common import UsageError, print_json
+from loopwright.cli.common import UsageError, add_model_and_merge_flags, print_json
 from loopwright.harness.statuses import CommandKind, RunStatus
 from loopwright.memory.store import StoreError
 from loopwright.runtime.display import (
@@ -281,15 +281,7 @@ def add_parsers(sub, add) -> None:
     sp.add_argument("goal", help="what the agent should do")
     sp.add_argument("--check", help="acceptance command run in the worktree when the agent finishes, e.g. 'pytest -q'")
     sp.add_argument("--title", help="short title for the task (default: the goal's first line)")
-    sp.add_argument("--provider", choices=["anthropic", "openai", "openai-responses", "scripted"])
-    sp.add_argument("--model", help="model name (prices and window from the config)")
-    sp.add_argument("--base-url", dest="base_url", help="API base URL, e.g. a local OpenAI-compatible server")
-    sp.add_argument("--script", help="scripted model: a JSON file of assistant turns (no API key used)")
-    sp.add_argument("--keep", action="store_true", help="keep the branch for review instead of merging on success")
-    sp.add_argument("--target", metavar="BRANCH", help="branch to start from and merge into (default: the current one)")
-    sp.add_argument("--skills", metavar="CHOICE", help="skills the agent sees: all, auto (the most relevant to the "
-                                                      "goal), none, or names like pdf,tdd-loop (default: [skills] "
-                                                      "select in the config)")
+    add_model_and_merge_flags(sp)
 
     sp = add("resume", cmd_resume, "continue a paused or interrupted run (through the daemon when one runs)")
     sp.add_argument("run", help="run id, or task number")

@@ -8,7 +8,6 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -224,24 +223,6 @@ def _processes(*argvs: list[str]) -> list[int]:
         except OSError:
             pass
     return found
-
-
-@pytest.fixture
-def banner():
-    srv = socket.create_server(("127.0.0.1", 0))
-
-    def serve():
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            with conn:
-                conn.sendall(b"hello from the host\n")
-
-    threading.Thread(target=serve, daemon=True).start()
-    yield srv.getsockname()[1]
-    srv.close()
 
 
 @needs_bwrap

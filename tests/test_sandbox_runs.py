@@ -8,10 +8,8 @@ import asyncio
 import json
 import secrets
 import shlex
-import socket
 import sqlite3
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -287,24 +285,6 @@ def test_the_daemon_jails_its_runs_and_says_how(repo, cli, home, tmp_path, monke
 
 
 # -- network "allow": refusals become events ------------------------------------------------------------
-
-
-@pytest.fixture
-def banner():
-    srv = socket.create_server(("127.0.0.1", 0))
-
-    def serve():
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            with conn:
-                conn.sendall(b"hello from the host\n")
-
-    threading.Thread(target=serve, daemon=True).start()
-    yield srv.getsockname()[1]
-    srv.close()
 
 
 @needs_bwrap
