@@ -108,7 +108,7 @@ def main() -> None:
         boxes = {"none": Sandbox.for_policy(SandboxPolicy(mode="none")),
                  "bwrap": Sandbox.for_policy(SandboxPolicy(mode="bwrap")),
                  "bwrap+allow": Sandbox.for_policy(SandboxPolicy(mode="bwrap", network="allow",
-                                                                 allow_hosts=["pypi.org"]))}
+                                                                 allow_hosts=["packages.example.org"]))}
         print(f"bwrap: {boxes['bwrap'].version()} ({boxes['bwrap'].bwrap})")
         print(f"ms per command, median of {args.runs} runs; 'added' = bwrap - none")
         print(f"{'command':<16} {'none':>7} {'bwrap':>7} {'added':>7} {'ratio':>6} {'+allow':>7} {'added':>7}")

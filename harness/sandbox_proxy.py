@@ -71,7 +71,8 @@ def parse_allow_entry(entry: str) -> tuple[str, int | None]:
     elif text.count(":") == 1:
         host, port = text.split(":")
     if not host or any(c in host for c in "/ @") or (port is not None and not port.isdigit()):
-        raise ValueError(f"allow_hosts entry {entry!r} is not host or host:port (like pypi.org or files.example:443)")
+        raise ValueError(f"allow_hosts entry {entry!r} is not host or host:port "
+                         f"(like packages.example.org or files.example:443)")
     return host, int(port) if port is not None else None
 
 

@@ -165,7 +165,7 @@ def test_extra_writable_and_readable_paths(wt, tmp_path):
 
 def test_policy_errors_are_one_line_with_a_hint():
     with pytest.raises(ValidationError, match="is not host or host:port"):
-        SandboxPolicy(allow_hosts=["https://pypi.org/simple"])
+        SandboxPolicy(allow_hosts=["https://packages.example.org/simple"])
     with pytest.raises(ValidationError, match="must name something inside"):
         SandboxPolicy(home_allow=["/etc/passwd"])
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
@@ -256,8 +256,8 @@ def test_a_denied_action_keeps_its_error_and_gets_one_line_naming_the_rule(wt, c
 
 @needs_bwrap
 def test_the_rules_for_the_system_prompt_say_what_is_writable_and_the_network(wt):
-    rules = bwrap(network="allow", allow_hosts=["pypi.org"]).rules(wt)
-    assert str(wt) in rules and "only pypi.org" in rules and "a person can widen them" in rules
+    rules = bwrap(network="allow", allow_hosts=["packages.example.org"]).rules(wt)
+    assert str(wt) in rules and "only packages.example.org" in rules and "a person can widen them" in rules
 
 
 # -- secrets ------------------------------------------------------------------------------------------
@@ -286,9 +286,9 @@ def test_interactive_shell_keeps_the_terminal_session(wt):
 
 
 def test_allow_entries_match_host_port_and_subdomains():
-    allow = [parse_allow_entry(e) for e in ("*.example.com", "pypi.org:443", "[::1]:8080", "Files.Host")]
+    allow = [parse_allow_entry(e) for e in ("*.example.com", "packages.example.org:443", "[::1]:8080", "Files.Host")]
     assert host_allowed("a.b.example.com", 80, allow) and not host_allowed("example.com", 80, allow)
-    assert host_allowed("pypi.org", 443, allow) and not host_allowed("pypi.org", 80, allow)
+    assert host_allowed("packages.example.org", 443, allow) and not host_allowed("packages.example.org", 80, allow)
     assert host_allowed("[::1]", 8080, allow) and host_allowed("files.host", 1, allow)
     assert not host_allowed("evil.com", 443, allow)
 

@@ -292,7 +292,7 @@ def test_a_host_not_allowed_is_refused_and_shown_in_show_and_the_tui(repo, cli, 
     from loopwright.tui.run_view import event_lines
 
     monkeypatch.setenv("LOOPWRIGHT_SANDBOX__NETWORK", "allow")
-    monkeypatch.setenv("LOOPWRIGHT_SANDBOX__ALLOW_HOSTS", '["pypi.org"]')
+    monkeypatch.setenv("LOOPWRIGHT_SANDBOX__ALLOW_HOSTS", '["packages.example.org"]')
     code = ("import os, socket, urllib.parse\n"
             "u = urllib.parse.urlsplit(os.environ['HTTPS_PROXY'])\n"
             "s = socket.create_connection((u.hostname, u.port), 5)\n"
@@ -306,8 +306,8 @@ def test_a_host_not_allowed_is_refused_and_shown_in_show_and_the_tui(repo, cli, 
     refused = [e for _, _, e in store.events(result["run"], types=("network_refused",))]
     assert refused == [NetworkRefused(host="127.0.0.1", port=banner)]
     assert "hello from the host" not in stored(repo)
-    assert "[sandbox] that host is not on [sandbox] allow_hosts; only a person can add it (allowed: pypi.org)" \
-        in stored(repo)
+    assert ("[sandbox] that host is not on [sandbox] allow_hosts; only a person can add it "
+            "(allowed: packages.example.org)") in stored(repo)
     code, out, _ = cli(repo, "show", result["run"])
     assert f"✗ network: 127.0.0.1:{banner} refused (not on [sandbox] allow_hosts)" in out
     lines = event_lines(refused[0], time.time(), ProgressPrinter(store))
