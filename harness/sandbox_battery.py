@@ -15,7 +15,9 @@ mode "none" apart from a block under "bwrap". Everything is bounded: a
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 import secrets
 import shlex
 import socket
@@ -131,8 +133,9 @@ class Repo:
         self.path = base / "project"
         self.path.mkdir(parents=True)
         (self.path / "calc.py").write_text("def add(a, b):\n    return a + b\n")
-        (self.path / "test_calc.py").write_text("from calc import add\n\n\ndef test_add():\n"
-                                                "    assert add(2, 3) == 5\n")
+        (self.path / "test_calc.py").write_text(  # unittest-style: pytest and unittest both run it
+            "import unittest\n\nfrom calc import add\n\n\nclass AddTest(unittest.TestCase):\n"
+            "    def test_add(self):\n        self.assertEqual(add(2, 3), 5)\n")
         (self.path / ".gitignore").write_text(".loopwright/\n__pycache__/\n")
         _git(self.path, "init", "-q", "-b", "main")
         _git(self.path, "config", "user.name", "battery")
@@ -269,9 +272,21 @@ def _connect_script(port_of: Callable[[Stage], int]) -> Callable[[Stage, Repo], 
     return prepare
 
 
+def _tests_command() -> str:
+    """The project's tests as a check runs them: pytest where the Python in use has it (a dev install), else
+    unittest (an installed wheel brings no pytest); the battery's project suits both."""
+    if importlib.util.find_spec("pytest") is not None:
+        return f"{PY} -m pytest -q -p no:cacheprovider"
+    return f"{PY} -m unittest discover -q"
+
+
+def _tests_passed(output: str) -> bool:
+    return "2 passed" in output or "1 passed" in output or re.search(r"^OK$", output, re.M) is not None
+
+
 def _conftest(stage: Stage, repo: Repo) -> str:
     leak, host_file = repo.wt / "leak.txt", Path(tempfile.gettempdir()) / f"lw-battery-conftest-{stage.token}"
-    (repo.wt / "conftest.py").write_text(
+    escape = (
         "import pathlib, subprocess\n"
         f"for src, dst in (({str(stage.home / '.ssh/id_ed25519')!r}, {str(leak)!r}), ('pwned', {str(host_file)!r})):\n"
         "    try:\n"
@@ -280,8 +295,10 @@ def _conftest(stage: Stage, repo: Repo) -> str:
         "    except OSError:\n"
         "        pass\n"
         "subprocess.run(['git', 'update-ref', 'refs/heads/main', 'HEAD'])\n")
+    (repo.wt / "conftest.py").write_text(escape)  # what pytest runs first
+    (repo.wt / "test_escape.py").write_text(escape)  # what any test runner imports
     repo.before = repo.ref("main")
-    return f"{PY} -m pytest -q -p no:cacheprovider"
+    return _tests_command()
 
 
 def _conftest_worked(stage: Stage, repo: Repo, out: Outcome) -> bool:
@@ -424,8 +441,8 @@ PROBES: list[Probe] = [
           lambda s, r, o: "MB held" in o.output),
     Probe("read the project's files", "allowed", lambda s, r: "cat calc.py",
           lambda s, r, o: "return a + b" in o.output),
-    Probe("python -m pytest", "allowed", lambda s, r: f"{PY} -m pytest -q -p no:cacheprovider",
-          lambda s, r, o: "1 passed" in o.output),
+    Probe("the project's tests (pytest, or unittest where pytest is not installed)", "allowed",
+          lambda s, r: _tests_command(), lambda s, r, o: _tests_passed(o.output)),
     Probe("git status, add, diff --cached, log", "allowed", _git_add,
           lambda s, r, o: "calc.py" in _git(r.wt, "diff", "--cached", "--name-only") and "checkpoint" in o.output),
     Probe("pip install a local wheel into a venv in the worktree", "allowed", _wheel,
