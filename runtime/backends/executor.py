@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from loopwright.harness.loop import LoopOutcome
+from loopwright.harness.loop import FinishVerdict, LoopOutcome
+from loopwright.harness.statuses import RunStatus
+from loopwright.harness.tools import CommandResult
 from loopwright.memory.store import Run, Task
 from loopwright.runtime.config import Config
 
@@ -70,3 +72,21 @@ class Executor(Protocol[P]):
 
         `claim()` makes this process the run's owner (a StoreError when another process took it): call it once
         whatever may fail without changing the run has been done."""
+
+
+def unchecked_verdict(branch: str) -> FinishVerdict:
+    """A finished run with no acceptance check: kept for review (the agent saying it is done is not evidence)."""
+    return FinishVerdict(RunStatus.NEEDS_REVIEW, "Finished. No acceptance check is configured; kept for review.",
+                         reason=f"no acceptance check; branch {branch} kept for review")
+
+
+def failed_check_verdict(check: str, result: CommandResult, timeout: float, *, until: bool) -> FinishVerdict | None:
+    """None when the acceptance check passed; else the agent is told to fix it (or, looping until done, this attempt
+    ends and a fresh one starts)."""
+    if result.exit_code == 0 and not result.timed_out:
+        return None
+    why = f"timed out after {timeout:.0f}s" if result.timed_out else f"exit {result.exit_code}"
+    feedback = f"The acceptance check `{check}` failed ({why}). Its output:\n{result.output}\n"
+    if until:
+        return FinishVerdict(RunStatus.FAILED, feedback, reason=f"`{check}` failed ({why})", again=True)
+    return FinishVerdict(None, feedback + "Fix the cause, then call finish again.")

@@ -28,7 +28,7 @@ from loopwright.memory.artifacts import ARTIFACT_TOOLS
 from loopwright.memory.run import RunMemory
 from loopwright.memory.store import Run, Store, StoreError, Task
 from loopwright.memory.tools import MEMORY_TOOLS
-from loopwright.runtime.backends.executor import Placement
+from loopwright.runtime.backends.executor import Placement, failed_check_verdict, unchecked_verdict
 from loopwright.runtime.chat.threads import FanOut, children
 from loopwright.runtime.config import Config
 from loopwright.runtime.fleet.budget import FleetBudget
@@ -221,21 +221,15 @@ class LocalRun:
                                  reason=f"split into {len(parts)} parts")
         check = task.check_cmd
         if not check:
-            return FinishVerdict(RunStatus.NEEDS_REVIEW,
-                                 "Finished. No acceptance check is configured; kept for review.",
-                                 reason=f"no acceptance check; branch {ws.branch} kept for review")
+            return unchecked_verdict(ws.branch)
         result = await run_check(check, ws.path, config, loop.tool_context, trusted=bool(task.options.get("selfplay")))
         if result.interrupted:  # the run is being stopped; a resumed run does the acceptance step again
             raise Stopped(loop.stop_status, loop.stop_reason)
-        passed = result.exit_code == 0 and not result.timed_out
-        store.append(run.id, CheckRan(command=check, passed=passed, exit_code=result.exit_code,
+        failed = failed_check_verdict(check, result, config.check_timeout, until=bool(task.options.get("until")))
+        store.append(run.id, CheckRan(command=check, passed=failed is None, exit_code=result.exit_code,
                                       output_tail=result.output[-4000:], duration_ms=result.duration_ms))
-        if not passed:
-            why = f"timed out after {config.check_timeout:.0f}s" if result.timed_out else f"exit {result.exit_code}"
-            feedback = f"The acceptance check `{check}` failed ({why}). Its output:\n{result.output}\n"
-            if task.options.get("until"):  # loop-until-done: this attempt ends; the next starts fresh
-                return FinishVerdict(RunStatus.FAILED, feedback, reason=f"`{check}` failed ({why})", again=True)
-            return FinishVerdict(None, feedback + "Fix the cause, then call finish again.")
+        if failed is not None:
+            return failed
         on_success = store.task(task.id).options.get("on_success") or config.on_success  # a person may change it
         if on_success == "keep":
             return FinishVerdict(RunStatus.SUCCEEDED, "Accepted: the check passed. The branch is kept for review.",

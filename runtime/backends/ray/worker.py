@@ -24,6 +24,7 @@ from loopwright.harness.statuses import RunStatus
 from loopwright.harness.tools import STANDARD_TOOLS, Toolbox, ToolContext, ToolError, ToolOutcome, resolve_in
 from loopwright.memory.artifacts import ArtifactTool
 from loopwright.memory.run import RunMemory
+from loopwright.runtime.backends.executor import failed_check_verdict, unchecked_verdict
 from loopwright.runtime.backends.ray.store_proxy import HeadLink, StoreProxy
 from loopwright.runtime.backends.ray.wire import RemoteOutcome, RunSpec, await_ref
 from loopwright.runtime.backends.ray.workspace import PushedCheckpoints, open_workspace, remove_workspace
@@ -173,20 +174,14 @@ class Acceptance:
                                      f"Started {parts} parts; their results are posted as replies.",
                                      reason=f"split into {parts} parts")
         if not check:
-            return FinishVerdict(RunStatus.NEEDS_REVIEW,
-                                 "Finished. No acceptance check is configured; kept for review.",
-                                 reason=f"no acceptance check; branch {ws.branch} kept for review")
+            return unchecked_verdict(ws.branch)
         assert self.tool_context is not None
         result = await run_check(check, ws.path, config, self.tool_context)  # in the run's jail, redacted
-        passed = result.exit_code == 0 and not result.timed_out
-        proxy.append(spec.run_id, CheckRan(command=check, passed=passed, exit_code=result.exit_code,
+        failed = failed_check_verdict(check, result, config.check_timeout, until=bool(spec.until))
+        proxy.append(spec.run_id, CheckRan(command=check, passed=failed is None, exit_code=result.exit_code,
                                            output_tail=result.output[-4000:], duration_ms=result.duration_ms))
-        if not passed:
-            why = f"timed out after {config.check_timeout:.0f}s" if result.timed_out else f"exit {result.exit_code}"
-            feedback = f"The acceptance check `{check}` failed ({why}). Its output:\n{result.output}\n"
-            if spec.until:
-                return FinishVerdict(RunStatus.FAILED, feedback, reason=f"`{check}` failed ({why})", again=True)
-            return FinishVerdict(None, feedback + "Fix the cause, then call finish again.")
+        if failed is not None:
+            return failed
         self.accepted = True
         return FinishVerdict(RunStatus.SUCCEEDED, "Accepted: the check passed. The head merges the branch (or keeps it "
                                                   "for review, as the task says).", reason="check passed")
