@@ -116,7 +116,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
         raise SandboxError(f"there is no jail to enter: {box.warning}")
     # a policy that does not fit this repository is a SandboxError, said in one line
     argv, env = box.wrap("exec /bin/bash --norc --noprofile -i", worktree=Path(run.worktree),
-                         repo_root=project.root, interactive=True,
+                         repo_root=project.root, new_session=False,
                          env={"PS1": f"[sandbox {run.id}] \\w\\$ ", "LOOPWRIGHT_RUN_ID": run.id})
     print(f"a shell in the jail of run {run.id} ({describe(box)}); `exit` leaves it", file=sys.stderr)
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the shell's

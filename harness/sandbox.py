@@ -35,9 +35,12 @@ A loose object can still be deleted or rewritten by the agent (git needs
 `objects/` writable to add); packs cannot.
 
 Namespaces: user (nested ones disabled), pid, ipc, uts, cgroup, and net unless
-`network = "on"`; `--die-with-parent`, `--new-session`, all capabilities
-dropped. `network = "allow"`: no network of its own, only the filtering proxy
-of `sandbox_proxy` reached through a Unix socket bound into the jail.
+`network = "on"`; `--die-with-parent`, all capabilities dropped, and
+`--new-session` unless the caller already gives the command a session of its own without a terminal
+(`new_session=False`: then killing that process group ends the jail at once),
+or it is an interactive shell that needs the terminal. `network = "allow"`: no
+network of its own, only the filtering proxy of `sandbox_proxy` reached
+through a Unix socket bound into the jail.
 `network = "on"` shares the host's network namespace, its abstract Unix
 sockets included.
 
@@ -216,12 +219,14 @@ class Sandbox:
                                  f"with this user's access")
 
     def wrap(self, command: str, *, worktree: Path, cwd: Path | None = None, repo_root: Path | None = None,
-             env: Mapping[str, str] | None = None, interactive: bool = False,
+             env: Mapping[str, str] | None = None, new_session: bool = True,
              readable: Iterable[Path] = ()) -> tuple[list[str], dict[str, str]]:
         """(argv, environment) that run `command` with bash in `cwd` (default: the worktree) under the policy.
 
         `readable`: more folders shown read-only to this command (a run's skill folders, so their scripts run);
-        one that is missing or would expose too much is left out."""
+        one that is missing or would expose too much is left out. `new_session=False` leaves out bwrap's setsid:
+        for an interactive shell, or a caller that starts the command in a session of its own with no terminal
+        (`start_new_session`), so that its process group holds the whole jail and `killpg` ends it."""
         raise NotImplementedError
 
     def explain(self, output: str, exit_code: int | None) -> str:
@@ -265,7 +270,7 @@ class NoSandbox(Sandbox):
     mode = "none"
 
     def wrap(self, command: str, *, worktree: Path, cwd: Path | None = None, repo_root: Path | None = None,
-             env: Mapping[str, str] | None = None, interactive: bool = False,
+             env: Mapping[str, str] | None = None, new_session: bool = True,
              readable: Iterable[Path] = ()) -> tuple[list[str], dict[str, str]]:
         merged = {**os.environ, **(env or {})}
         return ["/bin/bash", "-c", command], {k: v for k, v in merged.items()
@@ -320,7 +325,7 @@ class BwrapSandbox(Sandbox):
     # -- the command line ----------------------------------------------------------------------------
 
     def wrap(self, command: str, *, worktree: Path, cwd: Path | None = None, repo_root: Path | None = None,
-             env: Mapping[str, str] | None = None, interactive: bool = False,
+             env: Mapping[str, str] | None = None, new_session: bool = True,
              readable: Iterable[Path] = ()) -> tuple[list[str], dict[str, str]]:
         readable_extra = tuple(readable)
         wt = Path(worktree).resolve()
@@ -344,7 +349,7 @@ class BwrapSandbox(Sandbox):
 
         a = [str(self.bwrap), "--unshare-user", "--disable-userns", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
              "--unshare-cgroup-try", "--die-with-parent", "--cap-drop", "ALL"]
-        if not interactive:
+        if new_session:
             a.append("--new-session")
         if self.policy.network != "on":
             a.append("--unshare-net")

@@ -205,7 +205,7 @@ async def run_command(command: str, *, cwd: Path, timeout: float, cap: int = 30_
     t0 = time.perf_counter()
     if sandbox is not None:
         argv, full_env = sandbox.wrap(command, worktree=worktree or cwd, cwd=cwd, repo_root=repo_root, env=env,
-                                      readable=readable)
+                                      readable=readable, new_session=False)  # the group below holds the jail
     else:
         argv, full_env = ["/bin/bash", "-c", command], clean_env(env)
     proc = await asyncio.create_subprocess_exec(

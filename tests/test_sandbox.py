@@ -3,6 +3,7 @@ escape), the allowed things working in both, and the policy's errors, limits, pr
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import socket
@@ -18,6 +19,7 @@ from support import SANDBOX, needs_bwrap
 from loopwright.harness.sandbox import Sandbox, SandboxError, SandboxPolicy, redact, secret_names
 from loopwright.harness.sandbox_battery import PROBES, Repo, Stage, run_probe
 from loopwright.harness.sandbox_proxy import AllowProxy, host_allowed, parse_allow_entry
+from loopwright.harness.tools import CommandResult, run_command
 
 AUTO = SANDBOX
 MODES = [pytest.param("bwrap", marks=needs_bwrap), "none"]
@@ -212,6 +214,22 @@ def test_killing_the_wrapped_process_kills_everything_in_the_jail(wt):
     assert not _processes(*sleeps)
 
 
+@needs_bwrap
+def test_an_interrupted_jailed_command_is_gone_when_run_command_returns(wt):
+    """run_command's process group holds the whole jail (no setsid inside), so ending the group is waited for."""
+    sleep = ["sleep", f"303.{os.getpid()}"]
+
+    async def interrupted() -> CommandResult:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(1.0, stop.set)
+        return await run_command(f"python3 -c 'import os; print(os.getpgrp())'; {' '.join(sleep)}", cwd=wt,
+                                 timeout=60, interrupt=stop, sandbox=bwrap())
+
+    result = asyncio.run(interrupted())
+    assert result.interrupted and result.output.split() == ["0"]  # its group was made outside the jail
+    assert not _processes(sleep)  # at once: no lag for the namespace to be torn down
+
+
 def _processes(*argvs: list[str]) -> list[int]:
     """Pids of the processes running exactly one of `argvs`."""
     wanted = {"\0".join(a) + "\0" for a in argvs}
@@ -278,7 +296,7 @@ def test_key_variables_never_enter_and_their_values_are_redacted(wt, monkeypatch
 
 @needs_bwrap
 def test_interactive_shell_keeps_the_terminal_session(wt):
-    argv, _ = bwrap().wrap("bash -i", worktree=wt, interactive=True)
+    argv, _ = bwrap().wrap("bash -i", worktree=wt, new_session=False)
     assert "--new-session" not in argv and "--new-session" in bwrap().wrap("true", worktree=wt)[0]
 
 

@@ -57,7 +57,8 @@ def run_job(runs: list[dict], *, limit: float, wall: float | None = None, hash_s
         argv = [sys.executable, "-s", "-B", str(HARNESS)]
         if sandbox is not None and sandbox.mode == "bwrap":  # the harness's source goes in: its file is not mounted
             command = shlex.join([sys.executable, "-s", "-B", "-c", HARNESS.read_text()])
-            argv, env = sandbox.wrap(f"exec {command}", worktree=folder, repo_root=repo_root, env=env)
+            argv, env = sandbox.wrap(f"exec {command}", worktree=folder, repo_root=repo_root, env=env,
+                                     new_session=False)  # its own session below: killpg ends the jail
         proc = subprocess.Popen(argv, cwd=str(folder), env=env, stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         job = {"limit": limit, "runs": runs, "rlimits": {"cpu": int(wall) + 2, "memory_mb": memory_mb}}
