@@ -35,6 +35,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from loopwright.harness.messages import ToolCall, ToolSpec
+from loopwright.harness.processes import ProcessLedger, group_of, members
 from loopwright.harness.sandbox import SECRET_NAME, Sandbox, SandboxError
 
 SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv", "venv", ".mypy_cache", ".pytest_cache", ".ruff_cache",
@@ -73,6 +74,7 @@ class ToolContext:
     sandbox: Sandbox | None = None  # the jail shell commands run in (None: bash as this user, keys removed)
     repo_root: Path | None = None  # the repository the worktree belongs to (what the sandbox hides of it)
     redact: Callable[[str], str] | None = None  # hides key values in every tool output
+    processes: ProcessLedger | None = None  # where each command's process group is recorded while it may live
 
 
 @dataclass(frozen=True)
@@ -191,7 +193,8 @@ class _CappedOutput:
 async def run_command(command: str, *, cwd: Path, timeout: float, cap: int = 30_000,
                       env: dict[str, str] | None = None, interrupt: asyncio.Event | None = None,
                       sandbox: Sandbox | None = None, worktree: Path | None = None,
-                      repo_root: Path | None = None, readable: tuple[Path, ...] = ()) -> CommandResult:
+                      repo_root: Path | None = None, readable: tuple[Path, ...] = (),
+                      processes: ProcessLedger | None = None) -> CommandResult:
     """Run `command` with bash in `cwd`: stdout and stderr merged, capped head + tail while streaming.
 
     With a `sandbox`, bash runs in its jail around `worktree` (default: `cwd`), `readable` folders shown
@@ -200,7 +203,9 @@ async def run_command(command: str, *, cwd: Path, timeout: float, cap: int = 30_
     At the timeout, or once `interrupt` is set, the whole process group is ended
     (SIGTERM, then SIGKILL after KILL_GRACE seconds); on cancellation it is killed
     at once. A background child still holding the output pipe after bash exits
-    gets PIPE_GRACE seconds, then the group is killed and reading stops.
+    gets PIPE_GRACE seconds, then the group is killed and reading stops. With `processes`, the group is
+    recorded there once started, and forgotten when nothing of it is left (a background process that
+    redirected its output lives on, recorded, until the run's owner ends it).
     """
     t0 = time.perf_counter()
     if sandbox is not None:
@@ -211,6 +216,9 @@ async def run_command(command: str, *, cwd: Path, timeout: float, cap: int = 30_
     proc = await asyncio.create_subprocess_exec(
         *argv, cwd=str(cwd), env=full_env, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+    group = group_of(proc.pid) if processes is not None else None
+    if processes is not None and group is not None:
+        processes.started(group)
     out = _CappedOutput(cap)
 
     async def pump() -> None:
@@ -239,6 +247,8 @@ async def run_command(command: str, *, cwd: Path, timeout: float, cap: int = 30_
             transport = getattr(proc, "_transport", None)
             if transport is not None:
                 transport.close()
+        if processes is not None and group is not None and not (_group_alive(proc) and members(group.pgid)):
+            processes.ended(group)
     return CommandResult(exit_code=None if timed_out or interrupted else proc.returncode, output=out.text(),
                          timed_out=timed_out, duration_ms=(time.perf_counter() - t0) * 1000, interrupted=interrupted)
 
@@ -459,7 +469,7 @@ class Shell(Tool):
             roots = ctx.skills.roots if ctx.skills is not None else ctx.read_roots
             r = await run_command(a.command, cwd=ctx.worktree, timeout=timeout, cap=max(ctx.output_cap - 200, 100),
                                   env=ctx.env, interrupt=ctx.interrupt, sandbox=ctx.sandbox, repo_root=ctx.repo_root,
-                                  readable=roots)
+                                  readable=roots, processes=ctx.processes)
         except SandboxError as e:
             raise ToolError(f"the sandbox could not be set up: {e}") from None
         output = ctx.sandbox.explain(r.output, r.exit_code) if ctx.sandbox is not None else r.output

@@ -112,5 +112,10 @@ MIGRATIONS: list[Migration] = [
     [  # 9: the TUI reads the tasks changed since its last look
         "CREATE INDEX tasks_updated ON tasks(updated_at)",
     ],
+    [  # 10: the process groups of running commands, so a crashed owner's can be ended before its run resumes
+        """CREATE TABLE tool_processes (
+            run_id TEXT NOT NULL, pgid INTEGER NOT NULL, leader_start INTEGER NOT NULL, boot_id TEXT NOT NULL,
+            PRIMARY KEY (run_id, pgid))""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -121,8 +121,8 @@ class DaemonProcess:
 
 def processes(marker: str) -> list[str]:
     """The command lines of running processes that contain `marker` (a command a test started, e.g. `sleep 1001`)."""
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
-    return [line for line in ps.splitlines() if marker in line and "ps -eo" not in line]
+    ps = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True, check=True).stdout
+    return [line for line in ps.splitlines() if marker in line and "ps -eww" not in line]
 
 
 def until(condition, what: str, timeout: float = 30.0) -> None:

@@ -10,10 +10,13 @@ import sys
 import time
 from pathlib import Path
 
-from support import CHECK, FINISH, FIX_ADD, call, git, processes, turn, until, write_script
+import pytest
+from support import CHECK, FINISH, FIX_ADD, call, git, needs_bwrap, processes, turn, until, write_script
 
 from loopwright.harness.loopback import LoopbackServer
+from loopwright.harness.messages import ToolResult
 from loopwright.harness.script import Script
+from loopwright.memory.processes import ToolProcesses
 from loopwright.memory.store import Store
 from loopwright.runtime.fleet.daemon import GRACEFUL_STOP
 
@@ -237,6 +240,51 @@ def test_kill_9_of_the_daemon_then_restart_finishes_each_task_once(repo, cli, tm
         assert "interrupted" in shown  # the agent was told, the tool was not silently re-run
     merges = git(repo, "log", "--format=%s", "main").splitlines()
     assert sum(m.startswith("loopwright: write k") for m in merges) == 3
+
+
+@pytest.mark.parametrize("mode,sleep", [("none", "sleep 30.31"),
+                                        pytest.param("bwrap", "sleep 30.32", marks=needs_bwrap)])
+def test_a_command_left_running_by_a_kill_9_is_ended_before_its_run_resumes(
+        repo, cli, tmp_path, daemon, monkeypatch, mode, sleep):
+    """The tool's process group outlives the daemon (its own session); the next daemon kills it before resuming."""
+    monkeypatch.setenv("LOOPWRIGHT_SANDBOX__MODE", mode)
+    script = write_script(tmp_path / "late.json", [turn(call("shell", command=f"{sleep}; echo late > late.txt")),
+                                                   turn(call("finish", summary="done"), expect="interrupted")])
+    task = cli.json(repo, "post", "late writer", "--script", script, "--check", "true")["task"]
+    d = daemon()
+    store = Store(repo / ".loopwright" / "state.db")
+    run_id = _in_sleep(store, f"{sleep}; echo late > late.txt")
+    d.stop(signal.SIGKILL)
+    if mode == "none":
+        assert processes(sleep)  # the hole: nothing ends it with the daemon (a jail dies with its parent)
+    daemon()
+    store = wait_until_done(repo, 1)
+    assert store.task(task).status == "succeeded"
+    assert processes(sleep) == []  # killed before the run resumed, not left to write into the worktree
+    assert ToolProcesses(store, run_id).recorded() == []
+    told = json.dumps([m.model_dump() for m in store.conversation(run_id)])
+    killed = "1 command(s) started before the crash were still running; they were killed"
+    assert (killed in told) == (mode == "none")  # a jail dies with the daemon (--die-with-parent): nothing was left
+    assert "late.txt" not in git(repo, "ls-tree", "-r", "--name-only", "main")
+
+
+def test_a_tool_call_a_kill_9_left_unstarted_is_run_on_resume(repo, cli, tmp_path, daemon):
+    """Of one answer's two calls the first was running at the kill (interrupted); the second never began: it runs."""
+    script = write_script(tmp_path / "two.json", [
+        turn(call("shell", command="sleep 30.41"), call("write_file", path="b.txt", content="b\n")),
+        turn(call("finish", summary="done"), expect="interrupted")])
+    task = cli.json(repo, "post", "two calls", "--script", script, "--check", "test -f b.txt")["task"]
+    d = daemon()
+    store = Store(repo / ".loopwright" / "state.db")
+    run_id = _in_sleep(store, "sleep 30.41")
+    d.stop(signal.SIGKILL)
+    daemon()
+    store = wait_until_done(repo, 1)
+    assert store.task(task).status == "succeeded"
+    assert [e.name for _, _, e in store.events(run_id, types=("tool_started",))] == ["shell", "write_file", "finish"]
+    results = [b for m in store.conversation(run_id) for b in m.content if isinstance(b, ToolResult)]
+    assert [r.is_error for r in results[:2]] == [True, False] and "interrupted" in results[0].content
+    assert git(repo, "show", "main:b.txt") == "b"
 
 
 def test_pause_resume_kill_and_cancel_through_the_daemon(repo, cli, tmp_path, daemon):

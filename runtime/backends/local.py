@@ -20,11 +20,13 @@ from loopwright.harness.events import CheckRan, MergeConflict, Merged, RolledBac
 from loopwright.harness.loop import AgentLoop, FinishVerdict, LoopOutcome, LoopSettings, Stopped, rollback_notice
 from loopwright.harness.messages import ToolResult
 from loopwright.harness.models import ModelAdapter
+from loopwright.harness.processes import end_group
 from loopwright.harness.sandbox import Sandbox
 from loopwright.harness.scripted import ScriptedModel
 from loopwright.harness.statuses import RunStatus
 from loopwright.harness.tools import STANDARD_TOOLS, Toolbox
 from loopwright.memory.artifacts import ARTIFACT_TOOLS
+from loopwright.memory.processes import ToolProcesses
 from loopwright.memory.run import RunMemory
 from loopwright.memory.store import Run, Store, StoreError, Task
 from loopwright.memory.tools import MEMORY_TOOLS
@@ -101,6 +103,8 @@ class InProcess:
                             copy_files=config.workspace.copy_files)
         was = "crashed (its process died)" if run.status == RunStatus.RUNNING else run.status
         notices = [f"Notice: this run was {was} and has been resumed."]
+        if ended := await _end_leftover_commands(store, run.id):  # before anything looks at the worktree
+            notices.append(f"{ended} command(s) started before the crash were still running; they were killed.")
         if run.status == RunStatus.RUNNING:  # its owner died, maybe in the middle of a checkpoint
             await asyncio.to_thread(ws.clear_stale_lock)
         if await asyncio.to_thread(ws.is_dirty):
@@ -118,7 +122,7 @@ class InProcess:
                                + rollback_notice(sha, seq))
         execution = self._execution(runner, store.run(run.id), task, ws, adapter, config)
         try:
-            await execution.loop.prepare_resume(notices)
+            await execution.loop.prepare_resume(notices, started=_started_calls(store, run.id))
         except BaseException:
             execution.close_jail()
             raise
@@ -162,6 +166,7 @@ class InProcess:
                           "max_shell_timeout": config.tools.max_shell_timeout, "output_cap": config.tools.output_cap,
                           "env": {"LOOPWRIGHT_RUN_ID": run.id, "LOOPWRIGHT_TASK_ID": str(task.id)}, "memory": memory,
                           "sandbox": box, "repo_root": runner.project.root, "redact": Redactor(config),
+                          "processes": ToolProcesses(store, run.id),
                           **skill_context},
             turn_notices=_skill_news(store, shelf) if shelf is not None else None)
         execution = LocalRun(runner, run, task, ws, config, adapter, Toolbox(tools), settings,
@@ -293,6 +298,29 @@ def _skill_news(store: Store, shelf: SkillShelf):
         store.append(run_id, SkillsChanged(added=changed[0], removed=changed[1], updated=changed[2]))
         return [shelf.news(*changed)]
     return news
+
+
+async def _end_leftover_commands(store: Store, run_id: str) -> int:
+    """Kill the process groups the run's commands left running when its owner died, and wait until they are
+    gone (so nothing writes into the worktree any more); how many still had processes."""
+    ledger, ended = ToolProcesses(store, run_id), 0
+    for group in ledger.recorded():
+        found = await asyncio.to_thread(end_group, group)
+        if found is not None:  # one that would not die stays recorded, for the next resume
+            ended += found > 0
+            ledger.ended(group)
+    return ended
+
+
+def _started_calls(store: Store, run_id: str) -> set[str]:
+    """The ids of the calls of the agent's last answer whose tool began (a ToolStarted after that answer)."""
+    started: set[str] = set()
+    for _, _, event in store.events(run_id, types=("message", "tool_started")):
+        if event.type == "tool_started":
+            started.add(event.call_id)
+        elif event.message.role == "assistant":
+            started.clear()
+    return started
 
 
 def _work_is_whole(store: Store, run_id: str) -> bool:
