@@ -9,7 +9,7 @@ plugins hosted elsewhere (`{"source": "github" | "url" | "git-subdir", ...}`) ar
 
 Installing: the source is cloned, extracted or read in place; every skill chosen is copied into a staging folder
 inside the scope's skills folder (`.staging-<random>`, hidden from discovery, always removed), validated strictly
-(invalid skills are left out with their reasons), scanned (`scan.py`; an archive is scanned before it is
+(invalid skills are left out with their reasons), scanned (`scan/`; an archive is scanned before it is
 extracted), hashed, and then moved into `<scope root>/<pack>/<skill>/` with a rename; a skill it replaces goes to
 `<scope root>/.previous/<pack>/<skill>/` first, for `rollback`. High findings block unless `--allow-risky`; paths
 and links that escape the pack are refused always. Nothing from a pack is run: git runs with hooks, LFS and other
@@ -53,7 +53,10 @@ from loopwright.skills.lock import (
     write_lock,
     write_manifest,
 )
-from loopwright.skills.scan import MAX_TOTAL_UNCOMPRESSED, Finding, scan_archive, scan_tree
+from loopwright.skills.scan.archives import scan_archive
+from loopwright.skills.scan.limits import MAX_TOTAL_UNCOMPRESSED
+from loopwright.skills.scan.report import Finding
+from loopwright.skills.scan.tree import scan_tree
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 REFUSED_RULES = frozenset({"archive-path-escape", "symlink-escape", "archive-bomb"})  # not even with --allow-risky
