@@ -12,7 +12,7 @@ import sqlite_utils
 
 
 def _lesson_tables(db: sqlite_utils.Database) -> None:
-    from loopwright.memory.lessons import create_lesson_schema  # lessons.py imports the store, which imports this
+    from loopwright.memory.lesson_book import create_lesson_schema  # it imports the store, which imports this
 
     create_lesson_schema(db)
 
