@@ -112,5 +112,10 @@ MIGRATIONS: list[Migration] = [
     [  # 9: the TUI reads the tasks changed since its last look
         "CREATE INDEX tasks_updated ON tasks(updated_at)",
     ],
+    [  # 10: what a kill could cut in half: a merge begun (its squash commit recorded before the target branch moves)
+        """CREATE TABLE merge_intents (
+            run_id TEXT PRIMARY KEY, target_branch TEXT NOT NULL, onto TEXT NOT NULL, commit_sha TEXT NOT NULL,
+            created_at REAL NOT NULL)""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -21,7 +21,6 @@ from typing import Any
 from loopwright.harness.events import (
     LessonsRecalled,
     MergeConflict,
-    Merged,
     Reflected,
     RolledBack,
     RunStarted,
@@ -41,7 +40,7 @@ from loopwright.runtime.backends.local import InProcess
 from loopwright.runtime.chat.threads import TASK_DONE, children
 from loopwright.runtime.config import Config
 from loopwright.runtime.fleet.budget import FleetBudget
-from loopwright.runtime.merging import merge_message, squash_merge
+from loopwright.runtime.merging import merge_run
 from loopwright.runtime.project import Project
 from loopwright.runtime.prompts import placebo_text
 from loopwright.runtime.sandboxing import make_sandbox
@@ -104,14 +103,13 @@ def merge_reviewed(project: Project, run_id: str) -> str:
     task = store.task(run.task_id)
     ws = Workspace.open(project.root, run.id, Path(run.worktree), run.branch, run.base_commit,
                         copy_files=project.config.workspace.copy_files)
-    merge = squash_merge(ws, run.target_branch, merge_message(task, run))
+    merge = merge_run(store, ws, task, run)
     if merge.status == "conflict":
         store.append(run.id, MergeConflict(target_branch=run.target_branch, detail=merge.detail))
         raise StoreError(f"run {run.id} does not merge cleanly into {run.target_branch}: {merge.detail}")
     if merge.status == "nothing":
         reason = "merged by hand: no changes to merge"
     else:
-        store.append(run.id, Merged(target_branch=run.target_branch, commit=merge.commit or ""))
         reason = f"merged by hand into {run.target_branch} as {(merge.commit or '')[:10]}"
     store.transition_run(run.id, RunStatus.SUCCEEDED, only_from=(RunStatus.NEEDS_REVIEW,), reason=reason,
                          merge_commit=merge.commit)

@@ -596,7 +596,8 @@ class Workspace:
     # -- merging -------------------------------------------------------------------------------------
 
     def squash_merge(self, target_branch: str, message: str,
-                     git_lock: contextlib.AbstractContextManager | None = None) -> MergeResult:
+                     git_lock: contextlib.AbstractContextManager | None = None,
+                     before_move: Callable[[str, str], None] | None = None) -> MergeResult:
         """Squash the run branch's changes since base_commit onto the current head of `target_branch`.
 
         The user's checkout of the target branch (if any) follows the branch; the merge is refused
@@ -604,7 +605,8 @@ class Workspace:
         in the run's worktree is not included: checkpoint first. The merge is computed before `git_lock`
         is taken (a conflict, or nothing to merge, is known then); under it, the target is read again and
         only when another merge moved it meanwhile is the merge computed again, before the checkout
-        follows and the branch moves.
+        follows and the branch moves. `before_move(target head, squash commit)` is called under the lock right
+        before the checkout and the branch move (to record the merge as begun: see `finish_merge`).
         """
         g = self._root_g
         target_branch = target_branch.removeprefix("refs/heads/")
@@ -637,7 +639,23 @@ class Workspace:
                 planned = plan(target)
                 if isinstance(planned, MergeResult):
                     return planned
+            if before_move is not None:
+                before_move(*planned)
             return self._move_target(target_branch, *planned)
+
+    def finish_merge(self, target_branch: str, onto: str, commit: str,
+                     git_lock: contextlib.AbstractContextManager | None = None) -> MergeResult | None:
+        """A merge that began (moving `target_branch` from `onto` to the squash commit `commit`) and was cut short:
+        recognised as done when the target's history has `commit`, finished when the target is still at `onto`;
+        None when neither (the target moved on without it: the merge never happened)."""
+        g = self._root_g
+        target_branch = target_branch.removeprefix("refs/heads/")
+        if _run(g, "merge-base", "--is-ancestor", commit, f"refs/heads/{target_branch}")[0] == 0:
+            return MergeResult("merged", commit, f"{target_branch} has {commit[:10]} already")
+        with git_lock or contextlib.nullcontext():
+            if commit_of_branch(g, target_branch) != onto:
+                return None
+            return self._move_target(target_branch, onto, commit)
 
     def _target_tip(self, target_branch: str) -> tuple[str, str]:
         """(commit, tree) at the head of the target branch."""
