@@ -1,7 +1,8 @@
-"""What is recorded before a step a kill could cut in half, so that recovery can finish or undo it: a merge begun
-(its squash commit recorded before the target branch moves).
+"""What is recorded before a step a kill could cut in half, so that recovery can finish or undo it: a new run's
+worktree being made (claimed by its process before git makes it; the claim ends when the run's row is written) and
+a merge begun (its squash commit recorded before the target branch moves).
 
-How recovery uses it is runtime/merging.py's.
+How recovery uses them is runtime/merging.py's and runtime/fleet/hygiene.py's.
 """
 
 from __future__ import annotations
@@ -10,7 +11,34 @@ import time
 from dataclasses import dataclass
 
 from loopwright.harness.events import Merged
-from loopwright.memory.store import Store
+from loopwright.memory.store import Store, owner, owner_alive
+
+# -- worktrees being made --------------------------------------------------------------------------------------
+
+
+def claim_worktree(store: Store, run_id: str) -> None:
+    """This process is about to make the worktree and branch of `run_id` (before its run row exists)."""
+    store.conn.execute("INSERT OR REPLACE INTO worktree_claims (run_id, owner_pid, owner_host, owner_boot, created_at)"
+                       " VALUES (?, ?, ?, ?, ?)", (run_id, *owner(), time.time()))
+
+
+def release_worktree(store: Store, run_id: str) -> None:
+    """The claim ends without a run (the worktree could not be made, or what is left of it is removed)."""
+    store.conn.execute("DELETE FROM worktree_claims WHERE run_id = ?", (run_id,))
+
+
+def worktree_claims(store: Store) -> dict[str, bool]:
+    """The run ids whose worktree is being made, each with whether the process making it is alive."""
+    rows = store.conn.execute("SELECT run_id, owner_pid, owner_host, owner_boot FROM worktree_claims").fetchall()
+    return {r[0]: owner_alive(r[1], r[2], r[3]) for r in rows}
+
+
+def drop_dead_claims(store: Store) -> None:
+    """Forget the claims of processes that died: they protect nothing (what they left is an orphan either way)."""
+    for run_id, alive in worktree_claims(store).items():
+        if not alive:
+            release_worktree(store, run_id)
+
 
 # -- merges begun ----------------------------------------------------------------------------------------------
 

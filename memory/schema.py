@@ -112,7 +112,10 @@ MIGRATIONS: list[Migration] = [
     [  # 9: the TUI reads the tasks changed since its last look
         "CREATE INDEX tasks_updated ON tasks(updated_at)",
     ],
-    [  # 10: what a kill could cut in half: a merge begun (its squash commit recorded before the target branch moves)
+    [  # 10: what a kill could cut in half: a new run's worktree being made (claimed before git makes it, until its
+        # run row exists), a merge begun (its squash commit recorded before the target branch moves)
+        """CREATE TABLE worktree_claims (
+            run_id TEXT PRIMARY KEY, owner_pid INTEGER, owner_host TEXT, owner_boot TEXT, created_at REAL NOT NULL)""",
         """CREATE TABLE merge_intents (
             run_id TEXT PRIMARY KEY, target_branch TEXT NOT NULL, onto TEXT NOT NULL, commit_sha TEXT NOT NULL,
             created_at REAL NOT NULL)""",

@@ -33,7 +33,7 @@ from loopwright.harness.sandbox import Sandbox
 from loopwright.harness.script import Script, ScriptTurn
 from loopwright.harness.scripted import ScriptedModel
 from loopwright.harness.statuses import RUN_FINAL, STOP_COMMANDS, CommandKind, CommandStatus, RunStatus, TaskStatus
-from loopwright.memory import commands
+from loopwright.memory import commands, intents
 from loopwright.memory.store import Command, Run, Store, StoreError, Task, new_run_id
 from loopwright.runtime.backends.executor import Execution, Executor, Placement
 from loopwright.runtime.backends.local import InProcess
@@ -198,9 +198,12 @@ class Runner:
         """Run a task this process has claimed (status running): worktree, loop, check, merge."""
         config = self.task_config(task)
         run_id = new_run_id()
+        # claimed until the run's row is written: a kill in between leaves an orphan that recovery and gc remove
+        intents.claim_worktree(self.store, run_id)
         try:
             placement = await self.executor.place(self, task, config, run_id)
         except Exception as e:
+            intents.release_worktree(self.store, run_id)
             self.store.set_task_status(task.id, TaskStatus.FAILED, reason=str(e))
             raise
         return await self._attempts(task, config, placement, run_id)

@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from support import git, until
+from support import git, processes, until
 from test_daemon import post, wait_until_done
 
 from loopwright.memory.intents import merge_intent
@@ -58,3 +58,81 @@ exit {0 if moved else 1}
     removed = cli.json(repo, "gc")["removed"]
     assert [(r["run"], r["branch_deleted"]) for r in removed] == [(run.id, True)]  # gc: merged, branch goes
     assert git(repo, "branch", "--list", run.branch) == ""
+
+
+def _worktrees(repo: Path) -> list[str]:
+    where = repo / ".loopwright" / "worktrees"
+    return sorted(p.name for p in where.iterdir()) if where.exists() else []
+
+
+def test_kill_9_while_a_new_runs_worktree_is_made_leaves_nothing_behind(repo, cli, tmp_path, daemon, monkeypatch):
+    cli(repo, "init")
+    setup = "sleep 6.0127"
+    monkeypatch.setenv("LOOPWRIGHT_WORKSPACE__SETUP_COMMAND", setup)
+    first = post(cli, repo, tmp_path, "w1")
+    d = daemon()
+    until(lambda: processes(setup), "the setup command of the first worktree", timeout=60)
+    (making,) = _worktrees(repo)
+    # while a live daemon makes it, the worktree is nobody's orphan: status does not count it, gc leaves it
+    assert cli.json(repo, "status")["orphans"] == {"worktrees": 0, "branches": 0}
+    assert cli.json(repo, "gc")["removed"] == []
+    assert _worktrees(repo) == [making] and git(repo, "branch", "--list", f"lw/{making}")
+    d.stop(signal.SIGKILL)
+
+    assert cli.json(repo, "status")["orphans"] == {"worktrees": 1, "branches": 1}
+    code, out, _ = cli(repo, "status")
+    assert code == 0 and "1 orphaned worktree, 1 orphaned branch" in out
+    dry = cli.json(repo, "gc", "--dry-run")
+    assert [(r["run"], r["orphan"], r["branch_deleted"]) for r in dry["would_remove"]] == [(making, True, True)]
+    assert _worktrees(repo) == [making]
+    done = cli.json(repo, "gc")
+    assert [(r["run"], r["orphan"], r["branch_deleted"]) for r in done["removed"]] == [(making, True, True)]
+    assert _worktrees(repo) == [] and git(repo, "branch", "--list", "lw/*") == ""
+    assert cli.json(repo, "status")["orphans"] == {"worktrees": 0, "branches": 0}
+
+    # killed again while the requeued task's worktree is made: this time the next daemon's recovery removes it
+    setup = "sleep 6.0128"  # the first one may still be running: it outlives the daemon (issue 27, item 3)
+    monkeypatch.setenv("LOOPWRIGHT_WORKSPACE__SETUP_COMMAND", setup)
+    d = daemon()
+    until(lambda: processes(setup), "the setup command of the second worktree", timeout=60)
+    (making,) = _worktrees(repo)
+    d.stop(signal.SIGKILL)
+    monkeypatch.delenv("LOOPWRIGHT_WORKSPACE__SETUP_COMMAND")
+    daemon()
+    store = wait_until_done(repo, 1)
+    (run,) = store.runs(task_id=first)
+    assert store.task(first).status == "succeeded" and run.id != making
+    log = (tmp_path / "daemon.log").read_text()
+    assert f"removed the orphaned worktree and branch of run {making}" in log
+    assert making not in _worktrees(repo) and git(repo, "branch", "--list", f"lw/{making}") == ""
+    assert cli.json(repo, "status")["orphans"] == {"worktrees": 0, "branches": 0}
+    store = Store(repo / ".loopwright" / "state.db")
+    assert [r.id for r in store.runs()] == [run.id]
+
+
+def test_kill_9_after_the_run_branch_was_made_before_its_worktree(repo, cli, tmp_path, daemon):
+    git(repo, "branch", "lw/elsewhere")  # no run of this project's names it: another checkout's project may own it
+    marker = tmp_path / "hook-slept"
+    hook = repo / ".git" / "hooks" / "reference-transaction"
+    hook.write_text(f"""#!/bin/sh
+[ "$1" = committed ] || exit 0
+grep -q ' refs/heads/lw/' || exit 0
+[ -e '{marker}' ] && exit 0
+touch '{marker}'
+sleep 8
+""")
+    hook.chmod(hook.stat().st_mode | stat.S_IXUSR)
+    task = post(cli, repo, tmp_path, "b")
+    d = daemon()
+    until(marker.exists, "the run branch to be made", timeout=60)
+    d.stop(signal.SIGKILL)
+    (made,) = set(git(repo, "branch", "--list", "--format=%(refname:short)", "lw/*").split()) - {"lw/elsewhere"}
+    assert _worktrees(repo) == []
+    assert cli.json(repo, "status")["orphans"] == {"worktrees": 0, "branches": 1}
+    code, out, _ = cli(repo, "gc")
+    assert code == 0 and f"removed branch {made}" in out
+    assert git(repo, "branch", "--list", "--format=%(refname:short)", "lw/*").split() == ["lw/elsewhere"]
+    daemon()
+    store = wait_until_done(repo, 1)
+    assert store.task(task).status == "succeeded"
+    assert cli.json(repo, "status")["orphans"] == {"worktrees": 0, "branches": 0}
