@@ -21,6 +21,10 @@ def merge_run(store: Store, ws: Workspace, task: Task, run: Run) -> MergeResult:
 
     The squash commit is recorded in the store before the target moves, so a merge a kill cut short is finished
     here, or recognised as done by that commit, instead of being found to have nothing to merge."""
+    merged = store.events(run.id, types=("merged",))
+    if merged:  # recorded already (a kill came after): not merged again
+        done = merged[-1][2]
+        return MergeResult("merged", done.commit, f"{done.target_branch} is at {done.commit[:10]}")
     intent = intents.merge_intent(store, run.id)
     merge = None
     if intent is not None:
@@ -29,7 +33,11 @@ def merge_run(store: Store, ws: Workspace, task: Task, run: Run) -> MergeResult:
         def begin(onto: str, commit: str) -> None:
             intents.record_merge_intent(store, run.id, run.target_branch, onto, commit)
 
-        merge = squash_merge(ws, run.target_branch, merge_message(task, run), before_move=begin)
+        try:
+            merge = squash_merge(ws, run.target_branch, merge_message(task, run), before_move=begin)
+        except WorkspaceError:
+            intents.drop_merge_intent(store, run.id)  # the target did not move
+            raise
     if merge.status == "merged":
         intents.record_merged(store, run.id, run.target_branch, merge.commit or "")
     else:

@@ -8,21 +8,19 @@ import stat
 from pathlib import Path
 
 import pytest
-from support import git, processes, until
+from support import FINISH, FIX_ADD, git, processes, until, write_script
 from test_daemon import post, wait_until_done
 
 from loopwright.memory.intents import merge_intent
 from loopwright.memory.store import Store
+from loopwright.runtime.actions import Actions
+from loopwright.runtime.project import open_project
 
 
-@pytest.mark.parametrize("moved", [True, False], ids=["main-moved", "main-not-moved"])
-def test_kill_9_in_the_middle_of_a_merge_merges_once(repo, cli, tmp_path, daemon, moved):
-    """Killed after main moved but before the store heard (the merge is recognised by its commit), or after the
-    user's checkout followed but before main moved (the merge is finished)."""
-    marker = tmp_path / "hook-slept"
+def _hook_on_main(repo: Path, marker: Path, moved: bool) -> None:
+    """Once, git waits 8 s in a hook as main moves (committed) or is about to (prepared, then refused); `marker` is
+    made as it starts waiting, `<marker>.done` as it stops."""
     hook = repo / ".git" / "hooks" / "reference-transaction"
-    # once, git waits 8 s in the hook as main moves (committed) or is about to (prepared, then refused): the daemon
-    # is killed meanwhile
     hook.write_text(f"""#!/bin/sh
 [ "$1" = {'committed' if moved else 'prepared'} ] || exit 0
 grep -q ' refs/heads/main$' || exit 0
@@ -33,6 +31,14 @@ touch '{marker}.done'
 exit {0 if moved else 1}
 """)
     hook.chmod(hook.stat().st_mode | stat.S_IXUSR)
+
+
+@pytest.mark.parametrize("moved", [True, False], ids=["main-moved", "main-not-moved"])
+def test_kill_9_in_the_middle_of_a_merge_merges_once(repo, cli, tmp_path, daemon, moved):
+    """Killed after main moved but before the store heard (the merge is recognised by its commit), or after the
+    user's checkout followed but before main moved (the merge is finished)."""
+    marker = tmp_path / "hook-slept"
+    _hook_on_main(repo, marker, moved)
     initial = git(repo, "rev-parse", "main")
     task = post(cli, repo, tmp_path, "m")
     d = daemon()
@@ -58,6 +64,35 @@ exit {0 if moved else 1}
     removed = cli.json(repo, "gc")["removed"]
     assert [(r["run"], r["branch_deleted"]) for r in removed] == [(run.id, True)]  # gc: merged, branch goes
     assert git(repo, "branch", "--list", run.branch) == ""
+
+
+@pytest.mark.parametrize("moved", [True, False], ids=["main-moved", "main-not-moved"])
+def test_kill_9_in_the_middle_of_a_merge_by_hand_merges_once(repo, cli, tmp_path, daemon, moved):
+    """The same for a run kept for review and merged by a person: the next daemon takes the merge command again."""
+    script = write_script(tmp_path / "r.json", [FIX_ADD, FINISH])
+    task = cli.json(repo, "post", "fix add, for review", "--script", script)["task"]  # no check: kept for review
+    d = daemon()
+    store = Store(repo / ".loopwright" / "state.db")
+    until(lambda: store.task(task).status == "needs_review", "the review state", timeout=60)
+    (run,) = store.runs(task_id=task)
+    marker = tmp_path / "hook-slept"
+    _hook_on_main(repo, marker, moved)
+    initial = git(repo, "rev-parse", "main")
+    assert Actions(open_project(repo)).merge(run.id).command is not None
+    until(marker.exists, "the merge to move main", timeout=60)
+    d.stop(signal.SIGKILL)
+    if not moved:
+        until(Path(f"{marker}.done").exists, "git to give up moving main", timeout=30)
+    daemon()
+    until(lambda: store.run(run.id).status == "succeeded", "the merge", timeout=60)
+    merge = git(repo, "rev-parse", "main")
+    assert git(repo, "log", "--format=%s", f"{initial}..main").splitlines() == ["loopwright: fix add, for review"]
+    merged = [e for _, _, e in store.events(run.id, types=("merged",))]
+    assert [(e.target_branch, e.commit) for e in merged] == [("main", merge)]
+    run = store.run(run.id)
+    assert run.merge_commit == merge and run.reason == f"merged by hand into main as {merge[:10]}"
+    assert git(repo, "status", "--porcelain") == ""
+    assert [r[0] for r in store.conn.execute("SELECT status FROM commands WHERE kind = 'merge'")] == ["done"]
 
 
 def _worktrees(repo: Path) -> list[str]:

@@ -29,6 +29,7 @@ from pathlib import Path
 from loopwright.errors import LoopwrightError
 from loopwright.harness.events import TaskUpdated
 from loopwright.harness.statuses import DAEMON_COMMANDS, RUN_FINAL, STOP_COMMANDS, CommandKind, RunStatus, TaskStatus
+from loopwright.memory import commands
 from loopwright.memory.intents import drop_dead_claims
 from loopwright.memory.store import StoreError, Task
 from loopwright.runtime.chat.threads import ChatHub
@@ -216,8 +217,8 @@ class Daemon:
             entry[0].request_stop(RunStatus.KILLED, reason, True)
 
     def recover(self) -> None:
-        """Resume what a dead owner or a graceful stop left behind; requeue tasks claimed but never started; remove
-        orphaned worktrees and branches."""
+        """Resume what a dead owner or a graceful stop left behind; requeue tasks claimed but never started; merge
+        again a run whose merge by hand was cut short; remove orphaned worktrees and branches."""
         for run in self.store.runs(statuses=(RunStatus.RUNNING, RunStatus.PAUSED)):
             orphaned = run.status == RunStatus.RUNNING and not run.owner_alive()
             stopped = run.status == RunStatus.PAUSED and run.reason == GRACEFUL_STOP
@@ -231,6 +232,8 @@ class Daemon:
             if not any(r.status not in RUN_FINAL for r in self.store.runs(task_id=task.id)):
                 self.store.set_task_status(task.id, TaskStatus.QUEUED, reason="requeued: its run never started",
                                            only_from=(TaskStatus.RUNNING,))
+        for cmd in commands.retake(self.store, CommandKind.MERGE):  # merges by hand its dead owner did not finish
+            self.say(f"run {cmd.run_id}: a merge by hand was cut short (command {cmd.id}); merging again")
         self.remove_orphans()
 
     def remove_orphans(self) -> None:
