@@ -65,7 +65,7 @@ def merge_intent(store: Store, run_id: str) -> MergeIntent | None:
 
 
 def drop_merge_intent(store: Store, run_id: str) -> None:
-    """The merge did not move the target (a conflict, nothing to merge): nothing is left to finish."""
+    """The merge did not move the target (a conflict, nothing to merge, git refused): nothing is left to finish."""
     store.conn.execute("DELETE FROM merge_intents WHERE run_id = ?", (run_id,))
 
 
