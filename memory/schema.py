@@ -117,5 +117,13 @@ MIGRATIONS: list[Migration] = [
             run_id TEXT NOT NULL, pgid INTEGER NOT NULL, leader_start INTEGER NOT NULL, boot_id TEXT NOT NULL,
             PRIMARY KEY (run_id, pgid))""",
     ],
+    [  # 11: what a kill could cut in half: a new run's worktree being made (claimed before git makes it, until its
+        # run row exists), a merge begun (its squash commit recorded before the target branch moves)
+        """CREATE TABLE worktree_claims (
+            run_id TEXT PRIMARY KEY, owner_pid INTEGER, owner_host TEXT, owner_boot TEXT, created_at REAL NOT NULL)""",
+        """CREATE TABLE merge_intents (
+            run_id TEXT PRIMARY KEY, target_branch TEXT NOT NULL, onto TEXT NOT NULL, commit_sha TEXT NOT NULL,
+            created_at REAL NOT NULL)""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -61,8 +61,28 @@ def boot_id() -> str:
         return ""
 
 
-def _owner() -> tuple[int, str, str]:
+def owner() -> tuple[int, str, str]:
+    """This process as the owner of a row: (pid, host, boot)."""
     return os.getpid(), socket.gethostname(), boot_id()
+
+
+def owner_alive(pid: int | None, host: str | None, boot: str | None) -> bool:
+    """True when the process recorded as (pid, host, boot) still exists on this host."""
+    if not pid or host != socket.gethostname():
+        return False
+    if boot and boot != boot_id():
+        return False  # the machine rebooted since
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped) is not alive
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 class Task(BaseModel):
@@ -113,21 +133,7 @@ class Run(BaseModel):
 
     def owner_alive(self) -> bool:
         """True when the process that owns this run still exists on this host."""
-        if not self.owner_pid or self.owner_host != socket.gethostname():
-            return False
-        if self.owner_boot and self.owner_boot != boot_id():
-            return False  # the machine rebooted since
-        try:
-            os.kill(self.owner_pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        try:  # a zombie (killed, not yet reaped) is not alive
-            state = Path(f"/proc/{self.owner_pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            return state != "Z"
-        except (OSError, IndexError):
-            return True
+        return owner_alive(self.owner_pid, self.owner_host, self.owner_boot)
 
 
 class CheckpointRow(BaseModel):
@@ -362,9 +368,10 @@ class Store:
                 " owner_pid, owner_host, owner_boot, heartbeat_at, started_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, task_id, RunStatus.RUNNING, provider, model, worktree, branch, base_commit, target_branch,
-                 *_owner(), now, now),
+                 *owner(), now, now),
             )
             conn.execute("UPDATE tasks SET status = ?, updated_at = ? WHERE id = ?", (TaskStatus.RUNNING, now, task_id))
+            conn.execute("DELETE FROM worktree_claims WHERE run_id = ?", (run_id,))  # the run owns its worktree now
         return self.run(run_id)
 
     def run(self, run_id: str) -> Run:
@@ -424,7 +431,7 @@ class Store:
             ok = conn.execute(
                 "UPDATE runs SET status = ?, reason = '', owner_pid = ?, owner_host = ?, owner_boot = ?,"
                 " heartbeat_at = ?, ended_at = NULL WHERE id = ? AND status = ? AND coalesce(owner_pid, 0) = ?",
-                (RunStatus.RUNNING, *_owner(), time.time(), run.id, run.status, run.owner_pid or 0),
+                (RunStatus.RUNNING, *owner(), time.time(), run.id, run.status, run.owner_pid or 0),
             ).rowcount == 1
             if ok:
                 conn.execute("UPDATE tasks SET status = ?, reason = '', updated_at = ? WHERE id = ?",

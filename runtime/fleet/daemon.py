@@ -29,11 +29,13 @@ from pathlib import Path
 from loopwright.errors import LoopwrightError
 from loopwright.harness.events import TaskUpdated
 from loopwright.harness.statuses import DAEMON_COMMANDS, RUN_FINAL, STOP_COMMANDS, CommandKind, RunStatus, TaskStatus
+from loopwright.memory import commands
+from loopwright.memory.intents import drop_dead_claims
 from loopwright.memory.store import StoreError, Task
 from loopwright.runtime.chat.threads import ChatHub
 from loopwright.runtime.display import ProgressPrinter
 from loopwright.runtime.fleet.budget import SPENT, FleetBudget
-from loopwright.runtime.fleet.hygiene import disk_floor, expired_worktrees, remove_worktree
+from loopwright.runtime.fleet.hygiene import disk_floor, expired_worktrees, orphans, remove_orphan, remove_worktree
 from loopwright.runtime.merging import GIT_LOCK
 from loopwright.runtime.project import Project
 from loopwright.runtime.runner import Runner, RunResult, merge_reviewed
@@ -215,7 +217,8 @@ class Daemon:
             entry[0].request_stop(RunStatus.KILLED, reason, True)
 
     def recover(self) -> None:
-        """Resume what a dead owner or a graceful stop left behind; requeue tasks claimed but never started."""
+        """Resume what a dead owner or a graceful stop left behind; requeue tasks claimed but never started; merge
+        again a run whose merge by hand was cut short; remove orphaned worktrees and branches."""
         for run in self.store.runs(statuses=(RunStatus.RUNNING, RunStatus.PAUSED)):
             orphaned = run.status == RunStatus.RUNNING and not run.owner_alive()
             stopped = run.status == RunStatus.PAUSED and run.reason == GRACEFUL_STOP
@@ -229,6 +232,25 @@ class Daemon:
             if not any(r.status not in RUN_FINAL for r in self.store.runs(task_id=task.id)):
                 self.store.set_task_status(task.id, TaskStatus.QUEUED, reason="requeued: its run never started",
                                            only_from=(TaskStatus.RUNNING,))
+        for cmd in commands.retake(self.store, CommandKind.MERGE):  # merges by hand its dead owner did not finish
+            self.say(f"run {cmd.run_id}: a merge by hand was cut short (command {cmd.id}); merging again")
+        self.remove_orphans()
+
+    def remove_orphans(self) -> None:
+        """In the background, remove the worktrees and branches a kill left while a new run's were being made."""
+        def remove() -> None:
+            try:
+                for orphan in orphans(self.project):
+                    with GIT_LOCK:
+                        freed = remove_orphan(self.project, orphan)
+                    what = " and ".join(w for w, there in (("worktree", orphan.worktree), ("branch", orphan.branch))
+                                        if there)
+                    self.say(f"removed the orphaned {what} of run {orphan.run_id} ({freed / 1e6:.1f} MB): "
+                             f"no run owns it (a kill while it was being made)")
+                drop_dead_claims(self.store)
+            except WorkspaceError as e:
+                self.say(f"could not remove orphaned worktrees: {e}")
+        self._sweep = asyncio.ensure_future(asyncio.to_thread(remove))
 
     def schedule(self) -> None:
         self.sweep_worktrees()
