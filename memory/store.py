@@ -389,11 +389,12 @@ class Store:
         return [_row(Run, r) for r in self.conn.execute(sql + " ORDER BY started_at", params)]
 
     def transition_run(self, run_id: str, status: str, *, only_from: tuple[str, ...], reason: str = "",
-                       task_status: str | None = None, **fields: Any) -> bool:
+                       task_status: str | None = None, task_reason: str | None = None, **fields: Any) -> bool:
         """Move a run to `status` if (and only if) it is in one of `only_from` and RUN_TRANSITIONS allows the move
         (harness/statuses.py); logs the change.
 
-        The task follows (to `task_status`, default the same word) in the same transaction.
+        The task follows (to `task_status`, default the same word; `task_reason`, default the run's) in the same
+        transaction.
         """
         only_from = allowed_from(status, only_from, RUN_TRANSITIONS)
         if not only_from:
@@ -410,7 +411,7 @@ class Store:
                 return False
             task_id = conn.execute("SELECT task_id FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
             conn.execute("UPDATE tasks SET status = ?, reason = ?, updated_at = ? WHERE id = ?",
-                         (task_status or status, reason, now, task_id))
+                         (task_status or status, task_reason or reason, now, task_id))
             self.append(run_id, StatusChanged(status=status, reason=reason))
         return True
 

@@ -377,9 +377,7 @@ class Runner:
                 and any(p.status not in TASK_DONE for p in children(self.store, task.id))):
             task_status = TaskStatus.WAITING  # on its parts
         self.store.transition_run(run.id, outcome.status, only_from=(RunStatus.RUNNING,), reason=outcome.reason,
-                                  task_status=task_status)
-        if task_reason:
-            self.store.set_task_status(task.id, task_status or outcome.status, reason=task_reason)
+                                  task_status=task_status, task_reason=task_reason or None)
         ended = self.store.run(run.id)
         if ended.status in RUN_FINAL:
             self._record_progress(ended, task)
