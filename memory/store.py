@@ -10,6 +10,7 @@ single guarded UPDATEs, so two processes can never both move a run or task.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -59,6 +60,20 @@ def boot_id() -> str:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return ""
+
+
+def disk_full_error(e: BaseException) -> bool:
+    """Whether `e` (or what caused it) is a write that failed for lack of disk: SQLite's "database or disk is
+    full", ENOSPC, or a command that said so."""
+    for _ in range(10):  # a chain of causes, never a cycle
+        if e is None:
+            return False
+        if isinstance(e, sqlite3.OperationalError) and getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            return True
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC or "No space left on device" in str(e):  # git's too
+            return True
+        e = e.__cause__ or e.__context__  # type: ignore[assignment]
+    return False
 
 
 def _owner() -> tuple[int, str, str]:
@@ -192,10 +207,12 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite may have rolled back already (a full disk): never leave the connection inside a transaction
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 def migrate(db: sqlite_utils.Database, migrations: list[Migration], path: str | Path) -> None:

@@ -237,8 +237,8 @@ class Runner:
         with `interrupt` the command a tool is running is ended now instead of waited for."""
         self.stop_request = (status, reason, interrupt)
         if self.loop is not None:
+            self.loop.request_stop(status, reason, interrupt)  # first: the event below fails on a full disk
             self.store.append(self.loop.run_id, StopRequested(status=status, reason=reason, interrupt=interrupt))
-            self.loop.request_stop(status, reason, interrupt)
         self.stop.set()
 
     def obey(self, command: Command) -> None:
