@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import signal
@@ -11,7 +12,20 @@ import time
 from pathlib import Path
 
 import pytest
-from support import CHECK, FINISH, FIX_ADD, DaemonProcess, call, fill, git, processes, turn, until, write_script
+from support import (
+    CHECK,
+    FINISH,
+    FIX_ADD,
+    DaemonProcess,
+    call,
+    fill,
+    git,
+    loopwright_subprocess,
+    processes,
+    turn,
+    until,
+    write_script,
+)
 
 from loopwright.harness.loopback import LoopbackServer
 from loopwright.harness.script import Script
@@ -391,3 +405,16 @@ def test_a_full_disk_pauses_every_run_posts_are_refused_and_runs_go_on_when_ther
     assert events[0]["reason"] == paused[0]
     assert "disk full (" in text and "room on the disk again" in text and "Traceback" not in text, text
     assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_on_a_full_disk_with_no_daemon_commands_say_so_in_one_line(small_disk, cli):
+    root = small_disk / "project"
+    cli(root, "init")
+    gc.collect()  # the in-process CLI's store closed: its last connection took the store's WAL and index files along
+    assert not (root / ".loopwright" / "state.db-wal").exists()
+    fill(small_disk, 0)
+    for args in (("post", "write c"), ("status",), ("serve",)):  # the store cannot even be opened
+        proc = loopwright_subprocess(root, *args)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 2 and out == "" and len(err.splitlines()) == 1, err
+        assert err.startswith("loopwright: error: disk full (0 MB free): ") and "loopwright gc" in err, err
