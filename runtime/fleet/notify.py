@@ -138,7 +138,9 @@ class Notifier:
 
     def _task_events(self) -> list[dict]:
         """Take the outbox's rows and claim their events, in one transaction; the events claimed now."""
-        claimed = []
+        claimed: list[dict] = []
+        if not rows.outbox(self.store, 1):  # most polls: a read, not the write lock
+            return claimed
         with self.store.transaction():
             found = rows.outbox(self.store, CHUNK)
             for row in found:
