@@ -118,14 +118,18 @@ class Notifier:
             mark = self._changes()
             if mark == self._mark:  # nothing was written since the last poll
                 return []
-            sent, self._unsent = self._unsent + self._task_events(), []
-            budget = self._budget_event()
-            if budget and self._record(budget):
-                sent.append(budget)
-            if sent:
-                rang = self._ring()
-                self._queue.extend((e["key"], e, rang) for e in sent)
-                self._pump()
+            sent: list[dict] = []
+            try:
+                sent += self._unsent + self._task_events()
+                self._unsent = []
+                budget = self._budget_event()
+                if budget and self._record(budget):
+                    sent.append(budget)
+            finally:  # what was claimed is delivered, even when a later step failed (a full disk)
+                if sent:
+                    rang = self._ring()
+                    self._queue.extend((e["key"], e, rang) for e in sent)
+                    self._pump()
             self._mark = mark  # only after a poll that worked: a failed one is tried again
             return sent
         except Exception as e:  # a notification problem must never stop the daemon
