@@ -17,6 +17,10 @@ def _lesson_tables(db: sqlite_utils.Database) -> None:
     create_lesson_schema(db)
 
 
+# the task statuses the daemon may announce (runtime/fleet/notify.py): the final ones but cancelled, and paused;
+# spelled out, as a released migration never changes
+_ANNOUNCED = "('succeeded', 'failed', 'killed', 'budget_exceeded', 'needs_review', 'paused')"
+
 # A migration is a list of SQL statements and callables taking the sqlite_utils.Database (for what sqlite-utils
 # does, such as FTS); each migration runs in its own transaction.
 Migration = list[str | Callable[[sqlite_utils.Database], None]]
@@ -124,6 +128,19 @@ MIGRATIONS: list[Migration] = [
         """CREATE TABLE merge_intents (
             run_id TEXT PRIMARY KEY, target_branch TEXT NOT NULL, onto TEXT NOT NULL, commit_sha TEXT NOT NULL,
             created_at REAL NOT NULL)""",
+    ],
+    [  # 12: the notifications outbox, written with the status change that causes it (a crash loses none)
+        """CREATE TABLE notification_outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, task_id INTEGER NOT NULL, status TEXT NOT NULL,
+            reason TEXT NOT NULL, at REAL NOT NULL)""",
+        *(f"""CREATE TRIGGER tasks_outbox_{when} AFTER {what} ON tasks WHEN new.status IN {_ANNOUNCED}{also} BEGIN
+            INSERT INTO notification_outbox (task_id, status, reason, at)
+            VALUES (new.id, new.status, new.reason, new.updated_at); END"""
+          for when, what, also in (("insert", "INSERT", ""),
+                                   ("update", "UPDATE OF status", " AND new.status IS NOT old.status"))),
+        # whether the last notifier stopped cleanly: the outbox then holds only what changed while no daemon ran
+        "CREATE TABLE notifier_state (id INTEGER PRIMARY KEY CHECK (id = 1), stopped_cleanly INTEGER NOT NULL)",
+        "INSERT INTO notifier_state (id, stopped_cleanly) VALUES (1, 1)",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -10,6 +10,7 @@ single guarded UPDATEs, so two processes can never both move a run or task.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -59,6 +60,20 @@ def boot_id() -> str:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return ""
+
+
+def disk_full_error(e: BaseException) -> bool:
+    """Whether `e` (or what caused it) is a write that failed for lack of disk: SQLite's "database or disk is
+    full", ENOSPC, or a command that said so."""
+    for _ in range(10):  # a chain of causes, never a cycle
+        if e is None:
+            return False
+        if isinstance(e, sqlite3.OperationalError) and getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            return True
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC or "No space left on device" in str(e):  # git's too
+            return True
+        e = e.__cause__ or e.__context__  # type: ignore[assignment]
+    return False
 
 
 def owner() -> tuple[int, str, str]:
@@ -198,10 +213,12 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite may have rolled back already (a full disk): never leave the connection inside a transaction
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 def migrate(db: sqlite_utils.Database, migrations: list[Migration], path: str | Path) -> None:
@@ -396,11 +413,12 @@ class Store:
         return [_row(Run, r) for r in self.conn.execute(sql + " ORDER BY started_at", params)]
 
     def transition_run(self, run_id: str, status: str, *, only_from: tuple[str, ...], reason: str = "",
-                       task_status: str | None = None, **fields: Any) -> bool:
+                       task_status: str | None = None, task_reason: str | None = None, **fields: Any) -> bool:
         """Move a run to `status` if (and only if) it is in one of `only_from` and RUN_TRANSITIONS allows the move
         (harness/statuses.py); logs the change.
 
-        The task follows (to `task_status`, default the same word) in the same transaction.
+        The task follows (to `task_status`, default the same word; `task_reason`, default the run's) in the same
+        transaction.
         """
         only_from = allowed_from(status, only_from, RUN_TRANSITIONS)
         if not only_from:
@@ -417,7 +435,7 @@ class Store:
                 return False
             task_id = conn.execute("SELECT task_id FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
             conn.execute("UPDATE tasks SET status = ?, reason = ?, updated_at = ? WHERE id = ?",
-                         (task_status or status, reason, now, task_id))
+                         (task_status or status, task_reason or reason, now, task_id))
             self.append(run_id, StatusChanged(status=status, reason=reason))
         return True
 

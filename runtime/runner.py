@@ -238,8 +238,8 @@ class Runner:
         with `interrupt` the command a tool is running is ended now instead of waited for."""
         self.stop_request = (status, reason, interrupt)
         if self.loop is not None:
+            self.loop.request_stop(status, reason, interrupt)  # first: the event below fails on a full disk
             self.store.append(self.loop.run_id, StopRequested(status=status, reason=reason, interrupt=interrupt))
-            self.loop.request_stop(status, reason, interrupt)
         self.stop.set()
 
     def obey(self, command: Command) -> None:
@@ -378,9 +378,7 @@ class Runner:
                 and any(p.status not in TASK_DONE for p in children(self.store, task.id))):
             task_status = TaskStatus.WAITING  # on its parts
         self.store.transition_run(run.id, outcome.status, only_from=(RunStatus.RUNNING,), reason=outcome.reason,
-                                  task_status=task_status)
-        if task_reason:
-            self.store.set_task_status(task.id, task_status or outcome.status, reason=task_reason)
+                                  task_status=task_status, task_reason=task_reason or None)
         ended = self.store.run(run.id)
         if ended.status in RUN_FINAL:
             self._record_progress(ended, task)

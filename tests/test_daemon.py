@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import signal
@@ -11,7 +12,21 @@ import time
 from pathlib import Path
 
 import pytest
-from support import CHECK, FINISH, FIX_ADD, call, git, needs_bwrap, processes, turn, until, write_script
+from support import (
+    CHECK,
+    FINISH,
+    FIX_ADD,
+    DaemonProcess,
+    call,
+    fill,
+    git,
+    loopwright_subprocess,
+    needs_bwrap,
+    processes,
+    turn,
+    until,
+    write_script,
+)
 
 from loopwright.harness.loopback import LoopbackServer
 from loopwright.harness.messages import ToolResult
@@ -385,3 +400,69 @@ def test_each_runs_progress_clock_starts_at_its_own_start(repo, cli, tmp_path, d
         clocks = [int(m) * 60 + int(s) for m, s in re.findall(rf"{run.id} \[\s*(\d+):(\d\d)\] step", log)]
         # the second run starts after the first one's 3 s: its clock restarts from 0:00, as its summary does
         assert len(clocks) >= 2 and max(clocks) <= run.active_seconds + 1, (run.id, clocks, run.active_seconds)
+
+
+@pytest.mark.parametrize(("floor", "leave_mb"), [(10, 2), (0, 0)], ids=["2MB-left", "nothing-left-no-floor"])
+def test_a_full_disk_pauses_every_run_posts_are_refused_and_runs_go_on_when_there_is_room(small_disk, cli, tmp_path,
+                                                                                          floor, leave_mb):
+    root = small_disk / "project"
+    cli(root, "init")
+    out = tmp_path / "events.jsonl"
+    with (root / ".loopwright" / "config.toml").open("a") as f:
+        f.write(f"\n[workspace]\nmin_free_disk_mb = {floor}\n[notify]\ncommand = \"cat >> {out}\"\ndesktop = false\n")
+    # its shell command waits for ever: only the pause for the full disk ends it
+    script = write_script(tmp_path / "waits.json", [
+        turn(call("write_file", path="a.txt", content="a")),
+        turn(call("shell", command="touch started; until [ -e go ]; do sleep 0.1; done")),
+        FINISH])
+    first = cli.json(root, "post", "write a", "--script", script, "--check", "test -f a.txt")["task"]
+    cli.json(root, "post", "write b", "--script", task_script(tmp_path, "b"), "--check", "test -f b.txt")
+    store = Store(root / ".loopwright" / "state.db")
+    log = tmp_path / "daemon.log"
+    daemon = DaemonProcess(root, log, 1)  # the second task waits in the queue
+    try:
+        until(lambda: store.runs(task_id=first) and Path(store.runs(task_id=first)[0].worktree, "started").exists(),
+              "the shell command to start")
+        filler = fill(small_disk, leave_mb)
+        if leave_mb:  # room enough for the run to record its pause, and the daemon its notification
+            until(lambda: store.task(first).status == "paused", "the run to pause")
+            until(lambda: out.exists() and "run_needs_input" in out.read_text(), "the pause to be announced")
+        else:  # its pause is recorded, or it stays as it was until there is room
+            until(lambda: store.task(first).status == "paused" or "stopped by a full disk" in log.read_text(),
+                  "the run to stop")
+        code, said, err = cli(root, "post", "write c", "--script", task_script(tmp_path, "c"))
+        assert code == 2 and said == "" and len(err.splitlines()) == 1, err
+        assert err.startswith("loopwright: error: disk full (") and "not queued" in err and "loopwright gc" in err
+        assert len(store.tasks()) == 2 and store.task(2).status == "queued" and daemon.proc.poll() is None
+
+        filler.unlink()
+        until(lambda: {t.status for t in store.tasks()} == {"succeeded"}, "both tasks to succeed", timeout=120)
+        assert daemon.stop() == 0
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.proc.kill()
+            daemon.proc.wait()
+    text = log.read_text()
+    assert git(root, "show", "main:a.txt") == "a" and git(root, "show", "main:b.txt") == "b", text
+    paused = [e.reason for _, _, e in store.events(store.runs(task_id=first)[0].id, types=("status",))
+              if e.status == "paused"]
+    assert len(paused) == 1 and re.fullmatch(r"disk full \(\d MB free\)", paused[0]), text
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(e["event"], e["task"]) for e in events] == [
+        ("run_needs_input", first), ("task_succeeded", first), ("task_succeeded", 2)], text
+    assert events[0]["reason"] == paused[0]
+    assert "disk full (" in text and "room on the disk again" in text and "Traceback" not in text, text
+    assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_on_a_full_disk_with_no_daemon_commands_say_so_in_one_line(small_disk, cli):
+    root = small_disk / "project"
+    cli(root, "init")
+    gc.collect()  # the in-process CLI's store closed: its last connection took the store's WAL and index files along
+    assert not (root / ".loopwright" / "state.db-wal").exists()
+    fill(small_disk, 0)
+    for args in (("post", "write c"), ("status",), ("serve",)):  # the store cannot even be opened
+        proc = loopwright_subprocess(root, *args)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 2 and out == "" and len(err.splitlines()) == 1, err
+        assert err.startswith("loopwright: error: disk full (0 MB free): ") and "loopwright gc" in err, err

@@ -1,6 +1,6 @@
 """Worktree hygiene: removing finished runs' worktrees (`loopwright gc`, and the daemon after a delay), orphaned
-worktrees and run branches (`gc`, and the daemon's recovery), and the free-disk floor below which no new run
-starts."""
+worktrees and run branches (`gc`, and the daemon's recovery), the free-disk floor below which no new run starts,
+and a full disk, on which every run pauses and no task is posted."""
 
 from __future__ import annotations
 
@@ -15,15 +15,36 @@ from loopwright.runtime.project import Project
 from loopwright.workspaces.git import RUN_BRANCHES, Workspace, discard, tree_bytes, worktree_paths
 from loopwright.workspaces.git import run_branches as git_run_branches
 
+DISK_FULL = "disk full"
+FULL_MB = 5.0  # less free than this and the disk is full, whatever the floor: the store's writes may fail any moment
+
+
+def free_mb(project: Project) -> float:
+    """The free space where the store and the worktrees live (the least of the two)."""
+    places = {project.dir if project.dir.exists() else project.root}
+    if project.worktrees.exists():
+        places.add(project.worktrees)
+    return min(shutil.disk_usage(p).free for p in places) / 1e6
+
+
+def disk_full(project: Project, *, failed: bool = False) -> str | None:
+    """"disk full (N MB free)" when less than FULL_MB is free, or when a write `failed` for lack of space; else None."""
+    free = free_mb(project)
+    return f"{DISK_FULL} ({free:,.0f} MB free)" if free < FULL_MB or failed else None
+
+
+def disk_room(project: Project) -> bool:
+    """Whether runs paused by a full disk may go on: free space back above the floor (and well above full)."""
+    return free_mb(project) >= max(project.config.workspace.min_free_disk_mb, 2 * FULL_MB)
+
 
 def disk_floor(project: Project) -> str | None:
     """Why no new run may start for lack of disk, or None."""
     floor_mb = project.config.workspace.min_free_disk_mb
-    where = project.worktrees if project.worktrees.exists() else project.root
-    free_mb = shutil.disk_usage(where).free / 1e6
-    if free_mb >= floor_mb:
+    free = free_mb(project)
+    if free >= floor_mb:
         return None
-    return (f"free disk {free_mb:,.0f} MB is below the floor of {floor_mb:,.0f} MB (workspace.min_free_disk_mb): "
+    return (f"free disk {free:,.0f} MB is below the floor of {floor_mb:,.0f} MB (workspace.min_free_disk_mb): "
             f"no new run starts; free space or run `loopwright gc`")
 
 
