@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loopwright.skills.catalog import SkillError, skill_folders
-from loopwright.skills.format import SKILL_FILE, load_skill
+from loopwright.skills.format import SKILL_FILE, load_skill, skill_file
 from loopwright.skills.lock import Out, Scope
 from loopwright.skills.sources import Source, Staging, Tree, default_pack, is_git_url, materialize, sanitize
 
@@ -140,7 +140,8 @@ def _marketplace(tree: Tree, path: Path, req: Request, st: Staging, out: Out) ->
         if skills is not None:
             paths = [_inside(ptree.root, base, s, f"plugin '{name}' skills path") for s in skills]
         else:
-            paths = [base / "skills"] if (base / "skills").is_dir() else [base] if (base / SKILL_FILE).is_file() else []
+            alone = [base] if Path(skill_file(base)).is_file() else []
+            paths = [base / "skills"] if (base / "skills").is_dir() else alone
             if not paths:
                 out.say(f"  plugin {name}: no skills/ folder and no 'skills' paths; nothing to install from it")
         folders: list[Path] = []
