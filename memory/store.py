@@ -35,6 +35,7 @@ from loopwright.harness.events import (
     parse_event,
 )
 from loopwright.harness.messages import Message
+from loopwright.harness.processes import boot_id
 from loopwright.harness.statuses import (
     RUN_COMMANDS,
     RUN_FINAL,
@@ -52,14 +53,6 @@ from loopwright.memory.schema import SCHEMA_VERSION as SCHEMA_VERSION  # re-expo
 
 class StoreError(LoopwrightError):
     """A lookup or state change the user asked for cannot be done; said in one line."""
-
-
-def boot_id() -> str:
-    """This machine's boot: a pid from before a reboot must not be mistaken for a live process."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
 
 
 def disk_full_error(e: BaseException) -> bool:
