@@ -17,7 +17,7 @@ from loopwright.runtime.display import clip, fmt_tokens, run_summary
 from loopwright.runtime.fleet.hygiene import disk_floor, orphans
 from loopwright.runtime.fleet.quota import closed_gates
 from loopwright.runtime.project import Project, open_project
-from loopwright.workspaces.git import tree_bytes
+from loopwright.workspaces.repository import tree_bytes
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

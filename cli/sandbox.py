@@ -22,7 +22,7 @@ from loopwright.harness.sandbox import Sandbox, SandboxError
 from loopwright.runtime.config import Config, load_config
 from loopwright.runtime.project import Project, ProjectError, open_project
 from loopwright.runtime.sandboxing import describe, make_sandbox
-from loopwright.workspaces.git import WorkspaceError
+from loopwright.workspaces.repository import WorkspaceError
 
 
 def foreground_sandbox(project: Project, *, quiet: bool = False) -> Sandbox:

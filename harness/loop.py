@@ -46,7 +46,8 @@ from loopwright.harness.runlog import RunLog
 from loopwright.harness.seams import BudgetPermit, CallPermit, CheckpointSink, CommandSource, LoggedCommands
 from loopwright.harness.statuses import CommandKind, RunStatus
 from loopwright.harness.tools import Toolbox, ToolContext
-from loopwright.workspaces.git import Workspace, WorkspaceError
+from loopwright.workspaces.git import Workspace
+from loopwright.workspaces.repository import WorkspaceError
 
 COMPACTION_SYSTEM = (
     "You write hand-off notes for a coding agent whose context is full. Be concrete and brief: what the task is, "

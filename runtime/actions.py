@@ -87,7 +87,7 @@ class Actions:
     def rollback(self, run_id: str, to: str) -> Done:
         """Roll back to a checkpoint (number or sha): the run applies it, or it is done here for a stopped run."""
         from loopwright.runtime.runner import rollback
-        from loopwright.workspaces.git import WorkspaceError
+        from loopwright.workspaces.repository import WorkspaceError
 
         try:
             run, seq, sha, how = rollback(self.project, run_id, to=to, wait_seconds=0)

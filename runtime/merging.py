@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 from loopwright.memory import intents
 from loopwright.memory.store import Run, Store, Task
-from loopwright.workspaces.git import MergeResult, Workspace, WorkspaceError
+from loopwright.workspaces.git import MergeResult, Workspace
+from loopwright.workspaces.repository import WorkspaceError
 
 # The runs of one process share the repository: worktrees are added and target branches moved one at a
 # time (git's own lock files would make the losers fail). Another process moving the branch in between

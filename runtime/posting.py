@@ -20,7 +20,7 @@ from loopwright.runtime.config import load_config
 from loopwright.runtime.fleet.hygiene import disk_full
 from loopwright.runtime.project import Project
 from loopwright.runtime.runner import check_model, model_options
-from loopwright.workspaces.git import WorkspaceError, require_commits
+from loopwright.workspaces.repository import WorkspaceError, require_commits
 
 
 class PostError(LoopwrightError, ValueError):

@@ -16,7 +16,7 @@ from loopwright.errors import LoopwrightError
 from loopwright.memory.lessons import Lessons
 from loopwright.memory.store import Store
 from loopwright.runtime.config import CONFIG_TEMPLATE, Config, load_config
-from loopwright.workspaces.git import repo_root
+from loopwright.workspaces.repository import repo_root
 
 DIR = ".loopwright"
 

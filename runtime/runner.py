@@ -44,7 +44,8 @@ from loopwright.runtime.merging import merge_run
 from loopwright.runtime.project import Project
 from loopwright.runtime.prompts import placebo_text
 from loopwright.runtime.sandboxing import make_sandbox
-from loopwright.workspaces.git import Workspace, require_commits
+from loopwright.workspaces.git import Workspace
+from loopwright.workspaces.repository import require_commits
 
 
 @dataclass

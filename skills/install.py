@@ -110,6 +110,8 @@ def prepare(req: Request, st: Staging, out: Out) -> Prepared:
             raise SkillError(f"cannot copy {c.subpath} from {req.source.text}: {detail}; check the files' "
                              f"permissions") from None
         errors = [d.message for d in validate_skill(dest) if d.level == "error"]
+        beyond_spec = [d.message for d in validate_skill(dest, strict=True) if d.level == "error" and d.message
+                       not in errors]  # what Claude Code loads although the specification refuses it
         skill, _ = load_skill(dest)
         if errors or skill is None:
             skipped.append({"ref": c.ref, "path": c.subpath, "why": "invalid",
@@ -121,6 +123,8 @@ def prepare(req: Request, st: Staging, out: Out) -> Prepared:
                     for f in report.findings]
         digest, files = hash_tree(dest)
         staged.append(Staged(c, dest, digest, files, skill, findings))
+        for message in beyond_spec:
+            out.say(f"warning {c.ref}: {message} (installed anyway, as Claude Code loads it)")
     for s in skipped:
         out.say(f"skipped {s['ref']} ({s['path']}): {s['why']}: {'; '.join(s['reasons'])}")
     if not staged:

@@ -150,6 +150,37 @@ def test_a_marketplace_pack_installs_every_valid_skill_and_reports_the_invalid_o
     assert code == 0 and "unchanged document-skills:pdf" in out and "xlsx" not in out.split("plugin")[-1][30:]
 
 
+ANTHROPIC_SKILLS = {  # anthropics/skills' 17, in its three plugins
+    "document-skills": ["docx", "pdf", "pptx", "xlsx"],
+    "example-skills": ["algorithmic-art", "brand-guidelines", "canvas-design", "doc-coauthoring", "frontend-design",
+                       "internal-comms", "mcp-builder", "skill-creator", "slack-gif-creator", "theme-factory",
+                       "web-artifacts-builder", "webapp-testing"],
+    "claude-api": ["claude-api"],
+}
+
+
+LONG_DESCRIPTION = ("Build apps with the Claude API or the Anthropic SDKs. " * 20).strip()  # over the spec's 1,024
+
+
+def test_every_skill_of_a_pack_shaped_like_anthropics_installs_a_long_description_with_a_warning(cli, tmp_path):
+    root = tmp_path / "skills-main"
+    for names in ANTHROPIC_SKILLS.values():
+        for name in names:
+            description = (f"Work with {name.replace('-', ' ')}. Use when the user asks for it." if name != "claude-api"
+                           else LONG_DESCRIPTION)
+            skill(root / "skills" / name, name, description.strip(), files={"LICENSE.txt": "Complete terms.\n"})
+    (root / ".claude-plugin").mkdir()
+    (root / ".claude-plugin" / "marketplace.json").write_text(json.dumps({
+        "name": "anthropic-agent-skills", "owner": {"name": "Someone", "email": "someone@example.invalid"},
+        "plugins": [{"name": plugin, "description": plugin, "source": "./", "strict": False,
+                     "skills": [f"./skills/{n}" for n in names]} for plugin, names in ANTHROPIC_SKILLS.items()]}))
+    code, out, err = cli(tmp_path, "skills", "install", root)
+    assert code == 0, err
+    assert set(read_lock(tmp_path)) == {f"{p}:{n}" for p, names in ANTHROPIC_SKILLS.items() for n in names}
+    assert "skipped claude" not in out and ", 0 skipped" in out
+    assert "warning claude-api:claude-api: description is 1079 characters; the limit is 1024" in out
+
+
 def test_a_plain_folder_a_skill_filter_and_a_single_skill_at_the_root(cli, tmp_path):
     folder = tmp_path / "My_Pack"
     skill(folder / "alpha", "alpha", "First skill. Use first.")

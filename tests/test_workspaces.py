@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from support import git
 
-from loopwright.workspaces.git import Workspace, WorkspaceError, current_branch, repo_root
+from loopwright.workspaces.git import Workspace
+from loopwright.workspaces.repository import WorkspaceError, current_branch, repo_root
 
 
 def _ws(repo: Path, run_id: str = "r1", **kw) -> Workspace:

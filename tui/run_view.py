@@ -40,7 +40,8 @@ from loopwright.runtime.actions import Actions, Done
 from loopwright.runtime.display import ProgressPrinter, event_entries, fmt_elapsed, fmt_tokens
 from loopwright.runtime.project import Project
 from loopwright.tui.feed import STOPPING
-from loopwright.workspaces.git import Workspace, WorkspaceError
+from loopwright.workspaces.git import Workspace
+from loopwright.workspaces.repository import WorkspaceError
 
 POLL_SECONDS = 0.25  # 4 Hz: each tick reads only the events after the last one seen
 FOLD_LINES = 40  # a message block (model text) shows this many lines, then "… N more lines"

@@ -1,4 +1,7 @@
-"""Git workspaces: a worktree and branch per run, checkpoint commits, rollback, squash merge, removal.
+"""A run's git workspace: its worktree and branch, checkpoint commits, rollback, squash merge, removal.
+
+One idea, kept whole (~600 lines): every method works on the same worktree, branch and index. The
+repository's plumbing it stands on (running git, branches, worktree listings) is `workspaces.repository`.
 
 Git is driven through GitPython's command wrapper (`repo.git`): the pure-Python
 index would be far too slow on large repositories. Checkpoints are built with
@@ -15,12 +18,10 @@ Every failure a user can hit is a `WorkspaceError` whose text is one line.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import re
 import shutil
 import signal
-import stat
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -30,30 +31,29 @@ from typing import BinaryIO, Literal
 
 import git
 
-from loopwright.errors import LoopwrightError
+from loopwright.workspaces.repository import (
+    NO_COMMITS,
+    RUN_BRANCHES,
+    WorkspaceError,
+    checkout_of,
+    clean_env,
+    commit_of_branch,
+    discard,
+    git_call,
+    git_message,
+    has_merge_base_option,
+    identity_env,
+    repo_root,
+    run_git,
+    tree_bytes,
+)
 
-__all__ = ["RUN_BRANCHES", "Checkpoint", "MergeResult", "Workspace", "WorkspaceError", "clean_env", "commit_of_branch",
-           "current_branch", "discard", "git_message", "repo_root", "run_branches", "run_git", "worktree_paths"]
+__all__ = ["Checkpoint", "MergeResult", "Workspace"]
 
-RUN_BRANCHES = "lw/"  # a run's branch is lw/<run id>
 TRAILER_RUN = "Loopwright-Run"
 TRAILER_STEP = "Loopwright-Step"
-FALLBACK_NAME, FALLBACK_EMAIL = "loopwright", "loopwright@localhost"
-NO_COMMITS = "the repository has no commits yet (make a first commit, e.g. git commit --allow-empty -m init)"
-# variables that would point git somewhere other than the worktree it runs in
-_GIT_LOCATION_VARS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR",
-                      "GIT_PREFIX", "GIT_NAMESPACE")
-
-
 # (command, worktree) -> (argv, environment) that run the command in a sandbox around the worktree
 Jail = Callable[[str, Path], tuple[list[str], dict[str, str]]]
-
-
-class WorkspaceError(LoopwrightError):
-    """A git or workspace problem, said in one line with what to do about it."""
-
-    def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
 
 
 @dataclass(frozen=True)
@@ -70,50 +70,6 @@ class MergeResult:
     detail: str
 
 
-# -- running git -----------------------------------------------------------------------------------
-
-
-def git_message(stderr: str, stdout: str = "", status: int | None = None) -> str:
-    """The useful line of a git failure: the fatal/error line, with a hint for the usual causes."""
-    lines = [ln.strip() for ln in (stderr or stdout or "").splitlines() if ln.strip()]
-    line = next((ln for ln in lines if ln.startswith(("fatal:", "error:"))), None)
-    if line is None:
-        line = next((ln for ln in lines if not ln.startswith(("hint:", "warning:"))), f"git exited with {status}")
-    line = re.sub(r"^(fatal|error):\s*", "", line)
-    if "dubious ownership" in line:
-        where = re.search(r"'([^']+)'", line)
-        line += f" (run `git config --global --add safe.directory {where.group(1) if where else '<path>'}`)"
-    elif "index.lock" in line:
-        line += " (another git command is running there, or one was killed: if none is running, delete the lock file)"
-    return line
-
-
-def _run(g: git.Git, *args: str, env: dict[str, str] | None = None, istream=None,
-         lossy: bool = False) -> tuple[int, str, str]:
-    """Run git in `g`'s directory; return (status, stdout, stderr) without raising on a non-zero status.
-    `lossy`: stdout that is not UTF-8 (a diff of a binary file) gets replacement characters instead of failing."""
-    try:
-        status, out, err = g.execute(["git", *args], with_extended_output=True, with_exceptions=False,
-                                     strip_newline_in_stdout=False, stdout_as_string=not lossy, env=env,
-                                     istream=istream)
-    except git.GitCommandNotFound:
-        where = g.working_dir
-        if where and not Path(where).is_dir():
-            raise WorkspaceError(f"directory not found: {where}") from None
-        raise WorkspaceError("git was not found (install git 2.38 or newer and put it on PATH)") from None
-    except OSError as e:
-        raise WorkspaceError(f"could not run git {args[0]}: {e}") from None
-    return status, out.decode("utf-8", "replace") if isinstance(out, bytes) else out or "", err
-
-
-def run_git(g: git.Git, *args: str, what: str | None = None, env: dict[str, str] | None = None, istream=None) -> str:
-    """Run git and return its stdout without the final newline; a failure becomes a one-line WorkspaceError."""
-    status, out, err = _run(g, *args, env=env, istream=istream)
-    if status != 0:
-        raise WorkspaceError(f"{what or 'git ' + args[0]} failed: {git_message(err, out, status)}")
-    return out.removesuffix("\n")
-
-
 @contextlib.contextmanager
 def _message_file(text: str) -> Iterator[BinaryIO]:
     """A commit message as a file for `-F -`: a long message (a pasted goal) would not fit an argument."""
@@ -126,146 +82,6 @@ def _message_file(text: str) -> Iterator[BinaryIO]:
 def _subject(message: str) -> str:
     """What `git log --format=%s` shows for a message: its first paragraph on one line."""
     return " ".join(message.strip().split("\n\n", 1)[0].split())
-
-
-_git_versions: dict[str, tuple[int, ...]] = {}
-
-
-def _has_merge_base_option(g: git.Git) -> bool:
-    """`git merge-tree --merge-base` exists from git 2.40."""
-    key = shutil.which("git") or "git"
-    if key not in _git_versions:
-        out = run_git(g, "version")
-        _git_versions[key] = tuple(int(n) for n in re.findall(r"\d+", out)[:2])
-    return _git_versions[key] >= (2, 40)
-
-
-def _identity_env(g: git.Git) -> dict[str, str]:
-    """Extra environment for a command that commits: the fallback identity for whatever git has none of."""
-    status, out, _ = _run(g, "config", "--get-regexp", r"^(user|author|committer)\.(name|email)$")
-    configured = {line.split(" ", 1)[0].lower() for line in out.splitlines() if line.strip()} if status == 0 else set()
-    env: dict[str, str] = {}
-    for role in ("author", "committer"):
-        var = f"GIT_{role.upper()}"
-        if not (os.environ.get(f"{var}_NAME") or {f"{role}.name", "user.name"} & configured):
-            env[f"{var}_NAME"] = FALLBACK_NAME
-        if not (os.environ.get(f"{var}_EMAIL") or os.environ.get("EMAIL")
-                or {f"{role}.email", "user.email"} & configured):
-            env[f"{var}_EMAIL"] = FALLBACK_EMAIL
-    return env
-
-
-def clean_env() -> dict[str, str]:
-    """This process's environment without the variables that would point git at another repository."""
-    return {k: v for k, v in os.environ.items() if k not in _GIT_LOCATION_VARS}
-
-
-# -- the user's repository ---------------------------------------------------------------------------
-
-
-def repo_root(path: Path) -> Path:
-    """The top of the git work tree that contains `path` (remembered per path: a daemon asks for every run)."""
-    return _repo_root(Path(path).absolute())
-
-
-@functools.lru_cache(maxsize=256)
-def _repo_root(path: Path) -> Path:
-    if not path.exists():
-        raise WorkspaceError(f"no such directory: {path}")
-    where = path if path.is_dir() else path.parent
-    status, out, err = _run(git.Git(where), "rev-parse", "--show-toplevel")
-    if status == 0 and out.strip():
-        return Path(out.strip())
-    if "not a git repository" in err:
-        raise WorkspaceError(f"not a git repository: {path} (run `git init` first)")
-    if status == 0 or "must be run in a work tree" in err:
-        raise WorkspaceError(f"{path} is not inside a working tree (a bare repository or a .git directory): "
-                             f"run loopwright in a checkout")
-    raise WorkspaceError(f"not usable as a git repository: {path}: {git_message(err, out, status)}")
-
-
-def require_commits(root: Path) -> None:
-    """WorkspaceError when the repository has no commit yet: a run has nothing to start from."""
-    if not run_git(git.Git(Path(root)), "rev-list", "-n", "1", "--all"):
-        raise WorkspaceError(NO_COMMITS)
-
-
-def current_branch(root: Path) -> str:
-    """The branch checked out at `root` (normally the user's main worktree)."""
-    g = git.Git(Path(root))
-    status, ref, err = _run(g, "symbolic-ref", "-q", "HEAD")
-    if status > 1:
-        raise WorkspaceError(f"cannot read HEAD in {root}: {git_message(err, ref, status)}")
-    if _run(g, "rev-parse", "-q", "--verify", "HEAD^{commit}")[0] != 0:
-        if status == 0 and not run_git(g, "rev-list", "-n", "1", "--all"):
-            raise WorkspaceError(NO_COMMITS)
-        if status == 0:
-            name = ref.strip().removeprefix("refs/heads/")
-            raise WorkspaceError(f"branch {name} has no commits yet (commit something, or check out another branch)")
-    if status == 1:
-        raise WorkspaceError(f"HEAD is detached in {root}: set target_branch (--target BRANCH) or check out a branch")
-    return ref.strip().removeprefix("refs/heads/")
-
-
-def commit_of_branch(g: git.Git, branch: str) -> str | None:
-    """The commit `branch` points at in `g`'s repository, or None when there is no such branch."""
-    status, out, _ = _run(g, "rev-parse", "-q", "--verify", f"refs/heads/{branch}^{{commit}}")
-    return out.strip() if status == 0 else None
-
-
-def _checkout_of(g: git.Git, branch: str) -> Path | None:
-    """The worktree that has `branch` checked out, if any (`g` is at the main worktree)."""
-    status, head, _ = _run(g, "symbolic-ref", "-q", "HEAD")
-    if status == 0 and head.strip() == f"refs/heads/{branch}":
-        return Path(str(g.working_dir))  # the usual case, without reading every worktree's HEAD (a fleet has hundreds)
-    path: str | None = None
-    for field in run_git(g, "worktree", "list", "--porcelain", "-z").split("\0"):
-        if field.startswith("worktree "):
-            path = field[len("worktree "):]
-        elif field == f"branch refs/heads/{branch}" and path:
-            return Path(path)
-    return None
-
-
-def run_branches(root: Path) -> list[str]:
-    """The run branches (`lw/...`) of the repository at `root`."""
-    out = run_git(git.Git(Path(root)), "for-each-ref", "--format=%(refname)", f"refs/heads/{RUN_BRANCHES}",
-                  what="listing the run branches")
-    return [line.removeprefix("refs/heads/") for line in out.splitlines() if line.strip()]
-
-
-def worktree_paths(root: Path) -> list[Path]:
-    """The worktrees git has registered in the repository at `root` (the main one included)."""
-    out = run_git(git.Git(Path(root)), "worktree", "list", "--porcelain", "-z", what="listing the worktrees")
-    return [Path(f[len("worktree "):]) for f in out.split("\0") if f.startswith("worktree ")]
-
-
-def discard(root: Path, path: Path | None, branch: str | None) -> None:
-    """Remove a worktree (registered or only a directory) and/or a branch, whatever is left of them."""
-    g = git.Git(Path(root))
-    if path is not None:
-        _run(g, "worktree", "remove", "--force", str(path))
-        if path.exists():
-            shutil.rmtree(path, ignore_errors=True)
-        _run(g, "worktree", "prune")
-    if branch is not None:
-        _run(g, "branch", "-D", branch)
-
-
-def tree_bytes(path: Path) -> int:
-    """Bytes in the files under `path` (hard links counted once, symlinks not followed)."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    for top, _dirs, files in os.walk(path, followlinks=False):
-        for name in files:
-            try:
-                st = os.lstat(os.path.join(top, name))
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_size
-    return total
 
 
 def _conflicted_paths(out: str) -> list[str]:
@@ -328,7 +144,7 @@ class Workspace:
 
     def _identity(self) -> dict[str, str]:
         if self._ident is None:
-            self._ident = _identity_env(self._g)
+            self._ident = identity_env(self._g)
         return self._ident
 
     def _pathspec(self) -> list[str]:
@@ -365,18 +181,18 @@ class Workspace:
                 raise WorkspaceError(NO_COMMITS)
             raise WorkspaceError(f"no branch '{target_branch}' in {root} "
                                  f"(pass --target BRANCH with an existing branch)")
-        status, out, err = _run(g, "update-ref", "-m", f"branch: created from {target_branch}", f"refs/heads/{branch}",
-                                base, "0" * len(base))  # only if the branch does not exist yet
+        status, out, err = git_call(g, "update-ref", "-m", f"branch: created from {target_branch}",
+                                    f"refs/heads/{branch}", base, "0" * len(base))  # only if it does not exist yet
         if status != 0:
             raise WorkspaceError(f"could not create the branch {branch}: {git_message(err, out, status)}")
         with git_lock or contextlib.nullcontext():
-            status, out, err = _run(g, "worktree", "add", "--quiet", "--no-checkout", str(path), branch)
+            status, out, err = git_call(g, "worktree", "add", "--quiet", "--no-checkout", str(path), branch)
         if status != 0:
-            _run(g, "update-ref", "-d", f"refs/heads/{branch}", base)
+            git_call(g, "update-ref", "-d", f"refs/heads/{branch}", base)
             raise WorkspaceError(f"could not create the worktree {path}: {git_message(err, out, status)}")
         ws = cls(root, run_id, path, branch, base, copy_files)
         try:
-            status, out, err = _run(git.Git(path), "checkout", "--quiet")
+            status, out, err = git_call(git.Git(path), "checkout", "--quiet")
             if status != 0:
                 raise WorkspaceError(f"could not check out {base[:10]} in {path}: {git_message(err, out, status)}")
             ws._copy_in()
@@ -465,7 +281,7 @@ class Workspace:
             copied = [f":(literal){p}" for p in self.copy_files]
             if run_git(g, "diff-tree", "-r", "--name-only", "--no-renames", head_tree, tree, "--", *copied):
                 # the agent staged them itself (`git add -A`): back to the committed version
-                status, out, err = _run(g, "reset", "-q", "--no-refresh", "--", *copied)
+                status, out, err = git_call(g, "reset", "-q", "--no-refresh", "--", *copied)
                 if status not in (0, 1) or "fatal" in err:
                     raise WorkspaceError(f"unstaging the copied files failed: {git_message(err, out, status)}")
                 tree = run_git(g, "write-tree", what="writing the checkpoint tree")
@@ -479,7 +295,7 @@ class Workspace:
         with _message_file(text) as f:
             sha = run_git(g, "commit-tree", "--no-gpg-sign", tree, "-p", head, "-F", "-", istream=f,
                           env=self._identity(), what="committing the checkpoint")
-        status, out, err = _run(g, "update-ref", "-m", f"loopwright: checkpoint (step {step})", "HEAD", sha, head)
+        status, out, err = git_call(g, "update-ref", "-m", f"loopwright: checkpoint (step {step})", "HEAD", sha, head)
         if status != 0:
             self._tip = None
             if cached is not None:  # the branch moved since the last checkpoint: again, from git's view
@@ -560,7 +376,7 @@ class Workspace:
         Untracked files are removed; ignored ones (node_modules, .env) and the copied files are kept.
         """
         g = self._g
-        status, full, _ = _run(g, "rev-parse", "-q", "--verify", f"{sha}^{{commit}}")
+        status, full, _ = git_call(g, "rev-parse", "-q", "--verify", f"{sha}^{{commit}}")
         full = full.strip()
         if status != 0:
             raise WorkspaceError(f"unknown commit {sha!r} (pick one from `loopwright checkpoints {self.run_id}`)")
@@ -576,9 +392,9 @@ class Workspace:
     def _is_own(self, sha: str) -> bool:
         """On the run branch after base, or a commit of this run that a rollback left behind."""
         g = self._g
-        if _run(g, "merge-base", "--is-ancestor", self.base_commit, sha)[0] != 0:
+        if git_call(g, "merge-base", "--is-ancestor", self.base_commit, sha)[0] != 0:
             return False
-        if _run(g, "merge-base", "--is-ancestor", sha, f"refs/heads/{self.branch}")[0] == 0:
+        if git_call(g, "merge-base", "--is-ancestor", sha, f"refs/heads/{self.branch}")[0] == 0:
             return True
         out = run_git(g, "log", "-1", f"--format=%(trailers:key={TRAILER_RUN},valueonly)", sha)
         return self.run_id in out.split()
@@ -598,7 +414,7 @@ class Workspace:
                 shutil.copy2(index, scratch)
             env = {"GIT_INDEX_FILE": str(scratch)}
             run_git(g, "add", "-A", *self._pathspec(), env=env, what="reading the worktree")
-            status, out, err = _run(g, *args, env=env, lossy=True)
+            status, out, err = git_call(g, *args, env=env, lossy=True)
             if status != 0:
                 raise WorkspaceError(f"git {args[0]} failed: {git_message(err, '', status)}")
         return out
@@ -632,7 +448,7 @@ class Workspace:
         g = self._root_g
         target_branch = target_branch.removeprefix("refs/heads/")
         branch = f"refs/heads/{self.branch}"
-        status, out, err = _run(g, "rev-parse", f"{branch}^{{commit}}", f"{branch}^{{tree}}",
+        status, out, err = git_call(g, "rev-parse", f"{branch}^{{commit}}", f"{branch}^{{tree}}",
                                 f"{self.base_commit}^{{tree}}", "--")
         if status != 0:
             if commit_of_branch(g, self.branch) is None:
@@ -641,9 +457,9 @@ class Workspace:
         run_head, run_tree, base_tree = out.split()[:3]
         if run_tree == base_tree:
             return MergeResult("nothing", None, f"run {self.run_id} changed nothing")
-        ident = self._ident if self._ident is not None else _identity_env(g)  # the checkpoints' if they ran
+        ident = self._ident if self._ident is not None else identity_env(g)  # the checkpoints' if they ran
         stand_in = theirs = None
-        if not _has_merge_base_option(g):
+        if not has_merge_base_option(g):
             # git < 2.40: the same three-way merge over stand-in commits whose only common ancestor is base's tree
             stand_in = run_git(g, "commit-tree", "--no-gpg-sign", base_tree, "-m", "base", env=ident)
             theirs = run_git(g, "commit-tree", "--no-gpg-sign", run_tree, "-p", stand_in, "-m", "run", env=ident)
@@ -671,7 +487,7 @@ class Workspace:
         None when neither (the target moved on without it: the merge never happened)."""
         g = self._root_g
         target_branch = target_branch.removeprefix("refs/heads/")
-        if _run(g, "merge-base", "--is-ancestor", commit, f"refs/heads/{target_branch}")[0] == 0:
+        if git_call(g, "merge-base", "--is-ancestor", commit, f"refs/heads/{target_branch}")[0] == 0:
             return MergeResult("merged", commit, f"{target_branch} has {commit[:10]} already")
         with git_lock or contextlib.nullcontext():
             if commit_of_branch(g, target_branch) != onto:
@@ -680,7 +496,7 @@ class Workspace:
 
     def _target_tip(self, target_branch: str) -> tuple[str, str]:
         """(commit, tree) at the head of the target branch."""
-        status, out, _ = _run(self._root_g, "rev-parse", f"refs/heads/{target_branch}^{{commit}}",
+        status, out, _ = git_call(self._root_g, "rev-parse", f"refs/heads/{target_branch}^{{commit}}",
                               f"refs/heads/{target_branch}^{{tree}}", "--")
         if status != 0:
             raise WorkspaceError(f"no branch '{target_branch}' to merge into (pass --target BRANCH)")
@@ -699,7 +515,7 @@ class Workspace:
             assert theirs is not None, "a stand-in target comes with the run's side of the merge"
             ours = run_git(g, "commit-tree", "--no-gpg-sign", target_tree, "-p", stand_in, "-m", "target", env=ident)
             extra = []
-        status, out, err = _run(g, "merge-tree", "--write-tree", "--name-only", "-z", *extra, ours, theirs)
+        status, out, err = git_call(g, "merge-tree", "--write-tree", "--name-only", "-z", *extra, ours, theirs)
         if status == 1:
             files = _conflicted_paths(out)
             shown = ", ".join(files[:10]) + (f" and {len(files) - 10} more" if len(files) > 10 else "")
@@ -717,20 +533,20 @@ class Workspace:
     def _move_target(self, target_branch: str, target_head: str, commit: str) -> MergeResult:
         """Bring the target's checkout (if any) from `target_head` to `commit`, then move the branch."""
         g = self._root_g
-        checkout = _checkout_of(g, target_branch)
+        checkout = checkout_of(g, target_branch)
         if checkout is not None and not checkout.is_dir():
             checkout = None  # a stale worktree entry: there are no files to bring along
         if checkout is not None:
             cg = git.Git(checkout)
-            _run(cg, "update-index", "-q", "--refresh")  # stat-only changes must not count as edits
-            status, out, err = _run(cg, "read-tree", "-m", "-u", target_head, commit)
+            git_call(cg, "update-index", "-q", "--refresh")  # stat-only changes must not count as edits
+            status, out, err = git_call(cg, "read-tree", "-m", "-u", target_head, commit)
             if status != 0:
                 return MergeResult("conflict", None, _overlap_detail(err, checkout))
-        status, out, err = _run(g, "update-ref", "-m", f"loopwright: squash-merge {self.branch}",
+        status, out, err = git_call(g, "update-ref", "-m", f"loopwright: squash-merge {self.branch}",
                                 f"refs/heads/{target_branch}", commit, target_head)
         if status != 0:
             if checkout is not None:  # put the user's files back where their branch is
-                _run(git.Git(checkout), "read-tree", "-m", "-u", commit, target_head)
+                git_call(git.Git(checkout), "read-tree", "-m", "-u", commit, target_head)
             raise WorkspaceError(f"{target_branch} moved while merging ({git_message(err, out, status)}): "
                                  f"merge again")
         return MergeResult("merged", commit, f"{target_branch} is at {commit[:10]}")
@@ -742,12 +558,12 @@ class Workspace:
         g = self._root_g
         freed = self.disk_bytes()
         if self.path.exists():
-            status, out, err = _run(g, "worktree", "remove", "--force", str(self.path))
+            status, out, err = git_call(g, "worktree", "remove", "--force", str(self.path))
             if status != 0:
                 raise WorkspaceError(f"could not remove the worktree {self.path}: {git_message(err, out, status)}")
-        _run(g, "worktree", "prune")
+        git_call(g, "worktree", "prune")
         if delete_branch:
-            status, out, err = _run(g, "branch", "-D", self.branch)
+            status, out, err = git_call(g, "branch", "-D", self.branch)
             if status != 0 and "not found" not in err:
                 raise WorkspaceError(f"could not delete branch {self.branch}: {git_message(err, out, status)}")
         return freed

@@ -48,7 +48,8 @@ from loopwright.runtime.sandboxing import (
 )
 from loopwright.skills.catalog import Catalog, Entry, SkillError, discover
 from loopwright.skills.tool import WATCHER, SkillShelf, UseSkill
-from loopwright.workspaces.git import Workspace, WorkspaceError, current_branch
+from loopwright.workspaces.git import Workspace
+from loopwright.workspaces.repository import WorkspaceError, current_branch
 
 if TYPE_CHECKING:
     from loopwright.runtime.runner import Runner

@@ -50,7 +50,7 @@ from loopwright.runtime.fleet.hygiene import (
 from loopwright.runtime.merging import GIT_LOCK
 from loopwright.runtime.project import Project
 from loopwright.runtime.runner import Runner, RunResult, merge_reviewed
-from loopwright.workspaces.git import WorkspaceError
+from loopwright.workspaces.repository import WorkspaceError
 
 DEPENDENCY_FAILED = (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.KILLED, TaskStatus.BUDGET_EXCEEDED)
 GRACEFUL_STOP = "daemon stopped; the next `loopwright serve` resumes it"

@@ -12,8 +12,9 @@ from pathlib import Path
 from loopwright.memory import intents
 from loopwright.memory.store import RUN_FINAL, Run
 from loopwright.runtime.project import Project
-from loopwright.workspaces.git import RUN_BRANCHES, Workspace, discard, tree_bytes, worktree_paths
-from loopwright.workspaces.git import run_branches as git_run_branches
+from loopwright.workspaces.git import Workspace
+from loopwright.workspaces.repository import RUN_BRANCHES, discard, tree_bytes, worktree_paths
+from loopwright.workspaces.repository import run_branches as git_run_branches
 
 DISK_FULL = "disk full"
 FULL_MB = 5.0  # less free than this and the disk is full, whatever the floor: the store's writes may fail any moment

@@ -32,7 +32,7 @@ from loopwright.runtime.backends.ray.workspace import check_remote, probe_node, 
 from loopwright.runtime.merging import GIT_LOCK
 from loopwright.runtime.project import Project
 from loopwright.runtime.runner import Runner
-from loopwright.workspaces.git import WorkspaceError, commit_of_branch, run_git
+from loopwright.workspaces.repository import WorkspaceError, commit_of_branch, run_git
 
 RAY_HINT = "the ray backend needs Ray, which is not installed: pip install 'loopwright[ray]'"
 PROBE_TIMEOUT = 120.0

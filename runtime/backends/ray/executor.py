@@ -23,7 +23,8 @@ from loopwright.runtime.config import Config, ConfigError
 from loopwright.runtime.merging import merge_run
 from loopwright.runtime.prompts import MEMORY_PROMPT, SYSTEM_PROMPT, task_text
 from loopwright.runtime.runner import Runner
-from loopwright.workspaces.git import Workspace, WorkspaceError, current_branch
+from loopwright.workspaces.git import Workspace
+from loopwright.workspaces.repository import WorkspaceError, current_branch
 
 if TYPE_CHECKING:
     from loopwright.runtime.backends.ray.cluster import RayBackend

@@ -40,7 +40,8 @@ from loopwright.runtime.sandboxing import (
     run_sandbox,
     setup_sandbox,
 )
-from loopwright.workspaces.git import Workspace, WorkspaceError
+from loopwright.workspaces.git import Workspace
+from loopwright.workspaces.repository import WorkspaceError
 
 
 class RemoteQuotaGate(StoreQuotaGate):

@@ -19,7 +19,8 @@ from pathlib import Path
 import git
 
 from loopwright.runtime.backends.ray.wire import RunSpec
-from loopwright.workspaces.git import Checkpoint, Jail, Workspace, WorkspaceError, clean_env, git_message, run_git
+from loopwright.workspaces.git import Checkpoint, Jail, Workspace
+from loopwright.workspaces.repository import WorkspaceError, clean_env, git_message, run_git
 
 GIT_TIMEOUT = 300.0  # clone, fetch and push
 
