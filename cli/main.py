@@ -28,7 +28,7 @@ from loopwright.cli import sandbox as sandbox_commands
 from loopwright.cli import tui as tui_commands
 from loopwright.cli.common import Parser, project_root
 from loopwright.errors import LoopwrightError
-from loopwright.memory.store import disk_full_error
+from loopwright.memory.database import disk_full_error
 from loopwright.runtime.fleet.hygiene import DISK_FULL, FULL_MB
 
 

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import sqlite_utils
 
+from loopwright.memory.database import transaction
 from loopwright.memory.lesson_model import (
     MAX_TAGS,
     TOKEN,
@@ -37,7 +38,7 @@ from loopwright.memory.lesson_model import (
     query_words,
     similarity,
 )
-from loopwright.memory.store import Migration, transaction
+from loopwright.memory.schema import Migration
 
 PRUNE_MARGIN = 2         # harmful - helpful at which a lesson retires by itself (ExpeL: pruned at zero)
 DEDUP_CANDIDATES = 40

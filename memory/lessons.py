@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from loopwright.memory.database import StoreError, connect, migrate, transaction
 from loopwright.memory.lesson_book import GLOBAL_MIGRATIONS, LessonBook
 from loopwright.memory.lesson_model import (
     EXPORT_FORMAT,
@@ -31,7 +32,6 @@ from loopwright.memory.lesson_model import (
     parse_ref,
 )
 from loopwright.memory.paths import loopwright_home
-from loopwright.memory.store import StoreError, connect, migrate, transaction
 
 if TYPE_CHECKING:
     from loopwright.memory.config import MemoryConfig

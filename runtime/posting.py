@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from loopwright.errors import LoopwrightError
 from loopwright.harness.tools import clean_env
-from loopwright.memory.store import Task, disk_full_error
+from loopwright.memory.database import disk_full_error
+from loopwright.memory.store import Task
 from loopwright.runtime.config import load_config
 from loopwright.runtime.fleet.hygiene import disk_full
 from loopwright.runtime.project import Project

@@ -398,8 +398,8 @@ def test_an_unusable_global_store_leaves_the_project_lessons_working(store, tmp_
 
 def test_the_store_refuses_a_newer_global_schema_with_store_error(tmp_path):
     # the mechanism the global store shares with the project store
+    from loopwright.memory.database import connect, migrate
     from loopwright.memory.lesson_book import GLOBAL_MIGRATIONS
-    from loopwright.memory.store import connect, migrate
 
     db = connect(tmp_path / "lessons.db")
     migrate(db, GLOBAL_MIGRATIONS, tmp_path / "lessons.db")

@@ -12,7 +12,8 @@ from support import claim_run_in_child, fill
 from loopwright.harness.events import ConversationReset, MessageAdded, ModelCalled, Notice, parse_event
 from loopwright.harness.messages import Message, TextBlock, Usage
 from loopwright.harness.statuses import RUN_TRANSITIONS, TASK_TRANSITIONS, CommandKind, RunStatus, TaskStatus
-from loopwright.memory.store import SCHEMA_VERSION, Store, StoreError, disk_full_error
+from loopwright.memory.database import disk_full_error
+from loopwright.memory.store import SCHEMA_VERSION, Store, StoreError
 
 
 @pytest.fixture

@@ -31,8 +31,9 @@ from loopwright.errors import LoopwrightError
 from loopwright.harness.events import TaskUpdated
 from loopwright.harness.statuses import DAEMON_COMMANDS, RUN_FINAL, STOP_COMMANDS, CommandKind, RunStatus, TaskStatus
 from loopwright.memory import commands
+from loopwright.memory.database import disk_full_error
 from loopwright.memory.intents import drop_dead_claims
-from loopwright.memory.store import StoreError, Task, disk_full_error
+from loopwright.memory.store import StoreError, Task
 from loopwright.runtime.chat.threads import ChatHub
 from loopwright.runtime.display import ProgressPrinter
 from loopwright.runtime.fleet.budget import SPENT, FleetBudget
