@@ -69,12 +69,12 @@ class StoreQuotaGate:
             if closed and self._waited + row["closed_until"] - now > limit:
                 raise QuotaPaused(f"{row['reason']}: the fleet's gate for {self.key} stays closed until {until}, "
                                   f"past the {limit:g}s a run waits at it (quota.max_wait_seconds; waited "
-                                  f"{self._waited:.0f}s): `loopwright resume` after that")
+                                  f"{self._waited:.1f}s): `loopwright resume` after that")
             slot = self._take_slot()
             if slot > now:
                 if closed:  # a wait in the queue that drains after a reopening is not news
                     on_wait(slot - now, f"{row['reason']}: waiting at the fleet's rate-limit gate for {self.key} "
-                                        f"({self._waited:.0f}s of at most {limit:g}s waited so far)")
+                                        f"({self._waited:.1f}s of at most {limit:g}s waited so far)")
                 await self.sleep(slot - now)
                 self._waited += slot - now
             again = self._row()
