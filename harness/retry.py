@@ -391,6 +391,8 @@ async def call_model(adapter: ModelAdapter, policy: RetryPolicy, *,
         sent_at = time.time()
         try:
             response = await adapter.complete(**complete_kwargs)
+            if gate is not None:
+                gate.opened()
             message = response.message
             if not message.tool_calls and not message.text.strip() and response.stop_reason != "max_tokens":
                 raise EmptyAnswer(f"the model answered with no text and no tool calls "
@@ -403,8 +405,6 @@ async def call_model(adapter: ModelAdapter, policy: RetryPolicy, *,
                 else:
                     counted += 1
             raise
-        if gate is not None:
-            gate.opened()
         return response
 
     wait = _Wait(policy)
