@@ -259,12 +259,13 @@ def is_billing(err: BaseException) -> bool:
 
 def is_context_overflow(err: BaseException) -> bool:
     """The request is too long for the model: Anthropic's "prompt is too long" (or 413 request_too_large),
-    OpenAI's `context_length_exceeded`."""
+    OpenAI's `context_length_exceeded`, as vLLM and llama.cpp say it too."""
     if not isinstance(err, _sdk_errors("APIStatusError")) or getattr(err, "status_code", None) not in (400, 413):
         return False
     kinds, message = _error_fields(err)
-    return ("context_length_exceeded" in kinds or "request_too_large" in kinds or "prompt is too long" in message
-            or "maximum context length" in message or "exceeds the context window" in message)
+    return ("context_length_exceeded" in kinds or "request_too_large" in kinds or "exceed_context_size" in kinds
+            or "prompt is too long" in message or "maximum context length" in message
+            or "exceeds the context window" in message or "exceeds the available context size" in message)
 
 
 class QuotaGate(Protocol):

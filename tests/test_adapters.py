@@ -367,6 +367,31 @@ def test_transient_status_errors_retry_until_the_ceiling(error, reason):
     assert adapter.calls == 3 and seen == [(1, reason), (2, reason)]
 
 
+def _said(cls: type, code: int, error: dict) -> Exception:
+    request = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
+    return cls("boom", response=httpx2.Response(code, request=request), body={"error": error})
+
+
+@pytest.mark.parametrize("error, kind", [
+    (_said(anthropic.APIStatusError, 402, {"type": "billing_error", "message": "payment failed"}), NeedsAttention),
+    (_said(openai.RateLimitError, 429, {"type": "insufficient_quota", "code": "insufficient_quota",
+                                        "message": "quota"}), NeedsAttention),
+    (_said(anthropic.APIStatusError, 413, {"type": "request_too_large", "message": "Request exceeds the maximum "
+                                                                                   "size"}), ContextOverflow),
+    (_said(openai.BadRequestError, 400, {"type": "BadRequestError", "message": "This model's maximum context length "
+                                         "is 4096 tokens. However, you requested 5000 tokens"}), ContextOverflow),
+    (_said(openai.BadRequestError, 400, {"type": "exceed_context_size_error", "code": 400,
+                                         "message": "the request exceeds the available context size"}),
+     ContextOverflow),
+])
+def test_billing_and_overflow_as_each_server_says_them(error, kind):
+    adapter = _Failing(error)
+    with pytest.raises(kind) as info:
+        asyncio.run(call_model(adapter, FAST, sleep=lambda s: asyncio.sleep(0), system="s", messages=[], tools=[],
+                               max_tokens=1))
+    assert adapter.calls == 1 and (kind is ContextOverflow) == isinstance(info.value, ContextOverflow)
+
+
 def test_retry_after_headers():
     def err(headers: dict) -> anthropic.RateLimitError:
         request = httpx2.Request("POST", "http://127.0.0.1/v1/messages")
