@@ -216,10 +216,12 @@ def rate_limit_reset(headers) -> float | None:
 
 
 def _until(reset: str) -> float | None:
-    """An RFC 3339 time, a Go-style duration ("1.5s", "6m0s", "20ms") or plain seconds as seconds from now."""
+    """An RFC 3339 time, a Go-style duration ("1.5s", "6m0s", "20ms"), plain seconds or a unix time as seconds
+    from now."""
     reset = reset.strip()
     if re.fullmatch(r"\d+(?:\.\d+)?", reset):
-        return float(reset)
+        value = float(reset)
+        return max(0.0, value - time.time()) if value > 1e9 else value
     if re.fullmatch(r"(?:\d+(?:\.\d+)?(?:ms|h|m|s))+", reset):
         scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
         return sum(float(n) * scale[unit] for n, unit in _DURATION.findall(reset))

@@ -39,6 +39,11 @@ def test_reset_headers_of_the_exhausted_limit_are_honoured():
     assert 28 < wait <= 30
     assert rate_limit_reset({"x-ratelimit-remaining-requests": "3", "x-ratelimit-reset-requests": "1s"}) is None
     assert rate_limit_reset({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "soon"}) is None
+    # a reset without its `remaining` counts when no limit says it ran out: in seconds, or as a unix time
+    assert rate_limit_reset({"x-ratelimit-reset-requests": "7"}) == 7
+    assert 8 < rate_limit_reset({"x-ratelimit-reset-tokens": str(int(time.time()) + 10)}) <= 10
+    assert rate_limit_reset({"x-ratelimit-reset-requests": "7", "x-ratelimit-remaining-tokens": "0",
+                             "x-ratelimit-reset-tokens": "2s"}) == 2
     # retry-after wins over the reset headers; the reset headers stand in when it is missing
     both = {"retry-after": "2", "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "9s"}
     assert retry_after(_err(both)) == 2
