@@ -7,9 +7,9 @@ inside a layer (a tool's error the model reads, a budget that stops a loop, an i
 user-facing and do not subclass it, unless they are also said to a person as they are.
 
 The subclasses, by layer: workspaces `WorkspaceError`; harness `ModelError` (with `ModelUnavailable`,
-`FatalModelError`, `ScriptError`), `SandboxError`; memory `StoreError`, `LessonError`, `ArtifactError`; skills
-`SkillError`; runtime `ConfigError`, `ProjectError`, `PostError`, `DaemonError`, `ChatError`, `EvalError`,
-`SelfPlayError`, the inbox's `Rejected`; cli `UsageError`.
+`NeedsAttention`, `ContextOverflow`, `FatalModelError`, `ScriptError`), `SandboxError`; memory `StoreError`,
+`LessonError`, `ArtifactError`; skills `SkillError`; runtime `ConfigError`, `ProjectError`, `PostError`,
+`DaemonError`, `ChatError`, `EvalError`, `SelfPlayError`, the inbox's `Rejected`; cli `UsageError`.
 """
 
 from __future__ import annotations

@@ -2,9 +2,12 @@
 
 Every step writes events to the run's log (the store, seen as a `RunLog`) first. Before every model call the
 call permit says whether it may start (the hard budget); near the context limit the oldest turns are summarised
-into a hand-off note; commands from the CLI (rollback, message, pause) are taken at model boundaries only, never
-in the middle of a tool call, while a stop that interrupts (a kill, a daemon's stop) ends the command a tool is
-running at once and records the call as interrupted. Whether the work is done is decided outside the agent, by
+into a hand-off note, and so they are when the provider says the request overflowed the context window (the call
+is then tried once more; a second overflow pauses the run). An assistant text longer than the tool output cap is
+kept as its head and tail, as a tool output is. A model error a person must fix pauses the run. Commands from
+the CLI (rollback, message, pause) are taken at model boundaries only, never in the middle of a tool call, while a
+stop that interrupts (a kill, a daemon's stop) ends the command a tool is running at once and records the call as
+interrupted. Whether the work is done is decided outside the agent, by
 the `on_finish` callback (the runner runs the acceptance check and merges).
 
 What a backend may do differently is passed in, not overridden: the call permit, the command source and the
@@ -40,12 +43,20 @@ from loopwright.harness.messages import (
     ToolSpec,
     gist_argument,
 )
-from loopwright.harness.models import FatalModelError, ModelAdapter, ModelInfo, ModelUnavailable, cost_usd
+from loopwright.harness.models import (
+    ContextOverflow,
+    FatalModelError,
+    ModelAdapter,
+    ModelInfo,
+    ModelUnavailable,
+    NeedsAttention,
+    cost_usd,
+)
 from loopwright.harness.retry import QuotaGate, RetryPolicy, call_model
 from loopwright.harness.runlog import RunLog
 from loopwright.harness.seams import BudgetPermit, CallPermit, CheckpointSink, CommandSource, LoggedCommands
 from loopwright.harness.statuses import CommandKind, RunStatus
-from loopwright.harness.tools import Toolbox, ToolContext
+from loopwright.harness.tools import Toolbox, ToolContext, cap_text
 from loopwright.workspaces.git import Workspace
 from loopwright.workspaces.repository import WorkspaceError
 
@@ -215,8 +226,7 @@ class AgentLoop:
                 if self.stop.is_set():
                     raise Stopped(self.stop_status, self.stop_reason)
                 await self._maybe_compact()
-                response = await self._call(system=self.settings.system_prompt,
-                                            messages=self.conversation.messages, tools=self.specs, purpose="turn")
+                response = await self._turn()
                 self.conversation.append(response.message)
                 verdict = await self._act(response.message.tool_calls, stop_reason=response.stop_reason,
                                           text=response.message.text)
@@ -234,6 +244,8 @@ class AgentLoop:
             return LoopOutcome(RunStatus.BUDGET_EXCEEDED, str(e), again=True)
         except FleetBudgetSpent as e:
             await self._checkpoint_quietly(f"paused: {e}")
+            return LoopOutcome(RunStatus.PAUSED, str(e))
+        except NeedsAttention as e:
             return LoopOutcome(RunStatus.PAUSED, str(e))
         except ModelUnavailable as e:
             return LoopOutcome(RunStatus.PAUSED, f"model unavailable: {e}")
@@ -347,17 +359,38 @@ class AgentLoop:
         """The run's active time: before this session, and in it so far."""
         return self._active_before + time.monotonic() - self._session_start
 
+    async def _turn(self) -> ModelResponse:
+        """The turn's model call; when the request overflows the context window, compact and try once more."""
+        try:
+            return await self._call(system=self.settings.system_prompt, messages=self.conversation.messages,
+                                    tools=self.specs, purpose="turn")
+        except ContextOverflow as e:
+            self._retrying(1, 0.0, f"{e}: compacting the conversation, then trying once more", None)
+            await self._maybe_compact(force=True)
+        try:
+            return await self._call(system=self.settings.system_prompt, messages=self.conversation.messages,
+                                    tools=self.specs, purpose="turn")
+        except ContextOverflow as e:
+            raise ContextOverflow(f"{e}, again after compacting: lower [context] compact_at or the model's "
+                                  f"context_window, then resume") from e
+
+    def _retrying(self, attempt: int, wait: float, reason: str, max_attempts: int | None) -> None:
+        self.store.append(self.run_id, Retrying(attempt=attempt, wait_seconds=wait, reason=reason,
+                                                max_attempts=max_attempts))
+
     async def _call(self, *, system: str, messages: list[Message], tools: list[ToolSpec],
                     purpose: str) -> ModelResponse:
         await self.permit.check(self._active_seconds)
 
         def on_retry(attempt: int, wait: float, reason: str) -> None:
-            self.store.append(self.run_id, Retrying(attempt=attempt, wait_seconds=wait, reason=reason,
-                                                    max_attempts=self.settings.retry.max_attempts))
+            self._retrying(attempt, wait, reason, self.settings.retry.max_attempts)
+
+        def on_gate(waits: int, wait: float, reason: str) -> None:  # not attempts: no "n of max_attempts"
+            self._retrying(waits, wait, reason, None)
 
         t0 = time.perf_counter()
         call = asyncio.ensure_future(call_model(self.adapter, self.settings.retry, on_retry=on_retry,
-                                                gate=self.permit.quota_gate, system=system,
+                                                on_gate=on_gate, gate=self.permit.quota_gate, system=system,
                                                 messages=messages, tools=tools,
                                                 max_tokens=self.settings.max_output_tokens))
         stopper = asyncio.ensure_future(self.stop.wait())
@@ -370,7 +403,7 @@ class AgentLoop:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await call
             raise Stopped(self.stop_status, self.stop_reason)
-        response = call.result()
+        response = _capped(call.result(), self.tool_context.output_cap)
         event = ModelCalled(model=response.model or self.adapter.model, usage=response.usage,
                             cost_usd=cost_usd(response.usage, self.settings.model_info),
                             stop_reason=response.stop_reason, duration_ms=(time.perf_counter() - t0) * 1000,
@@ -381,10 +414,14 @@ class AgentLoop:
 
     # -- context -------------------------------------------------------------------------------
 
-    async def _maybe_compact(self) -> None:
-        window = self.settings.model_info.context_window
+    async def _maybe_compact(self, force: bool = False) -> None:
+        """Summarise the oldest turns near the context limit, or now when `force`d (the provider said the request
+        overflowed: the window is smaller than the estimate thinks, so the conversation is at least as large)."""
         before = self.conversation.tokens + self._overhead
-        if before <= self.settings.compact_at * window:
+        window = self.settings.model_info.context_window
+        if force:
+            window = min(window, before)
+        elif before <= self.settings.compact_at * window:
             return
         msgs, sizes = self.conversation.messages, self.conversation.sizes
         keep_budget = self.settings.keep_recent * window
@@ -459,6 +496,15 @@ def _answer_finish(blocks: list, verdict: FinishVerdict, finish_call: str | None
         return [*blocks, TextBlock(text=verdict.feedback)]
     return [ToolResult(tool_call_id=b.tool_call_id, content=verdict.feedback, is_error=rejected)
             if isinstance(b, ToolResult) and b.tool_call_id == finish_call else b for b in blocks]
+
+
+def _capped(response: ModelResponse, cap: int) -> ModelResponse:
+    """The response with each text longer than `cap` characters cut to its head and tail, as a tool output is."""
+    if not any(isinstance(b, TextBlock) and len(b.text) > cap for b in response.message.content):
+        return response
+    content = [TextBlock(text=cap_text(b.text, cap)) if isinstance(b, TextBlock) else b
+               for b in response.message.content]
+    return response.model_copy(update={"message": Message(role="assistant", content=content)})
 
 
 def _describe(calls: list) -> str:

@@ -4,7 +4,12 @@ It replays a `Script` (harness/script.py): each HTTP request consumes the next
 entry. A turn is rendered in the format of the endpoint that was hit; a fault
 entry breaks that one request instead:
 
-- "429" (with retry-after), "500", "529" (Anthropic's overloaded_error), "401";
+- "429" (with retry-after, or with `reset_after` only the provider's rate-limit reset header), "500", "529"
+  (Anthropic's overloaded_error), "401";
+- "billing": OpenAI's 429 `insufficient_quota`, Anthropic's 400 "credit balance is too low";
+- "context_overflow": a 400 as each API says it: Anthropic's "prompt is too long", OpenAI's
+  `context_length_exceeded`;
+- "empty": a 200 with no content blocks, no choices or no output items;
 - "reset": the connection is closed abruptly (TCP RST), no response;
 - "slow": wait `delay` seconds, then serve the next entry in the same request
   (if the client hangs up first, a timeout, the next entry is left for its retry);
@@ -243,8 +248,26 @@ class _Handler(BaseHTTPRequestHandler):
         kind = fault.fault
         if kind == "429":
             after = fault.retry_after if fault.retry_after is not None else 1
-            return self._error(fmt, 429, "rate_limit_error", "loopback: rate limited (scripted fault)",
-                               {"retry-after": f"{after:g}"})
+            headers = ({"retry-after": f"{after:g}"} if fault.reset_after is None else
+                       _reset_headers(fmt, fault.reset_after, retry_after=False, remaining=False))
+            return self._error(fmt, 429, "rate_limit_error", "loopback: rate limited (scripted fault)", headers)
+        if kind == "billing":
+            if fmt == "anthropic":
+                return self._error(fmt, 400, "invalid_request_error", "loopback: Your credit balance is too low to "
+                                   "access the Anthropic API. Please go to Plans & Billing to upgrade or purchase "
+                                   "credits. (scripted fault)")
+            return self._error(fmt, 429, "insufficient_quota", "loopback: You exceeded your current quota, please "
+                               "check your plan and billing details. (scripted fault)")
+        if kind == "context_overflow":
+            tokens = len(json.dumps(body)) // 4 + 200_000
+            if fmt == "anthropic":
+                return self._error(fmt, 400, "invalid_request_error",
+                                   f"prompt is too long: {tokens} tokens > 200000 maximum")
+            return self._error(fmt, 400, "invalid_request_error", "loopback: This model's maximum context length is "
+                               f"200000 tokens. However, your messages resulted in {tokens} tokens.",
+                               code="context_length_exceeded")
+        if kind == "empty":
+            return self._send(200, render(fmt, ScriptTurn(), 0, body.get("model", "loopback"), empty=True))
         if kind == "500":
             return self._error(fmt, 500, "api_error", "loopback: internal server error (scripted fault)")
         if kind == "529":
@@ -294,11 +317,12 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(max(0.0, deadline - time.monotonic()))
         return True
 
-    def _error(self, fmt: str, status: int, kind: str, message: str, headers: dict | None = None) -> None:
+    def _error(self, fmt: str, status: int, kind: str, message: str, headers: dict | None = None, *,
+               code: str | None = None) -> None:
         if fmt == "anthropic":
             payload: dict = {"type": "error", "error": {"type": kind, "message": message}}
         else:
-            payload = {"error": {"message": message, "type": kind, "code": kind, "param": None}}
+            payload = {"error": {"message": message, "type": kind, "code": code or kind, "param": None}}
         self._send(status, payload, headers)
 
     def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
@@ -314,8 +338,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-def _reset_headers(fmt: str, left: float, retry_after: bool) -> dict:
-    """What a provider sends with a quota 429: which limit ran out and when it resets."""
+def _reset_headers(fmt: str, left: float, retry_after: bool, remaining: bool = True) -> dict:
+    """What a provider sends with a quota 429: which limit ran out (unless not `remaining`) and when it resets."""
     if fmt == "anthropic":
         when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() + left))
         frac = f"{(time.time() + left) % 1:.3f}"[1:]
@@ -323,6 +347,8 @@ def _reset_headers(fmt: str, left: float, retry_after: bool) -> dict:
                    "anthropic-ratelimit-requests-reset": f"{when}{frac}Z"}
     else:
         headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": f"{left:.3f}s"}
+    if not remaining:
+        headers = {k: v for k, v in headers.items() if "remaining" not in k}
     if retry_after:
         headers["retry-after"] = f"{max(1, round(left))}"
     return headers
@@ -391,10 +417,10 @@ def last_user_text(fmt: str, body: dict) -> str:
     return "\n".join(parts)
 
 
-def render(fmt: str, turn: ScriptTurn, index: int, model: str, broken_args: bool = False) -> dict:
-    """A scripted turn as a provider response body."""
+def render(fmt: str, turn: ScriptTurn, index: int, model: str, broken_args: bool = False, empty: bool = False) -> dict:
+    """A scripted turn as a provider response body (`empty`: with no content blocks, choices or output items)."""
     resp = turn.response(index, model)
-    text = "".join(b.text for b in resp.message.content if isinstance(b, TextBlock))
+    text = "" if empty else "".join(b.text for b in resp.message.content if isinstance(b, TextBlock))
     calls = [(b, raw.raw_arguments) for b, raw in zip(resp.message.tool_calls, turn.tool_calls, strict=True)]
     u = resp.usage
 
@@ -415,8 +441,9 @@ def render(fmt: str, turn: ScriptTurn, index: int, model: str, broken_args: bool
         if calls:
             message["tool_calls"] = [{"id": c.id, "type": "function",
                                       "function": {"name": c.name, "arguments": args_json(c, raw)}} for c, raw in calls]
+        choices = [] if empty else [{"index": 0, "message": message, "finish_reason": finish}]
         return {"id": f"chatcmpl-loopback-{index}", "object": "chat.completion", "created": int(time.time()),
-                "model": model, "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "model": model, "choices": choices,
                 "usage": {"prompt_tokens": u.input_tokens + u.cache_read_tokens, "completion_tokens": u.output_tokens,
                           "total_tokens": u.input_tokens + u.cache_read_tokens + u.output_tokens,
                           "prompt_tokens_details": {"cached_tokens": u.cache_read_tokens}}}

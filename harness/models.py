@@ -27,11 +27,19 @@ class ModelError(LoopwrightError):
 
 
 class ModelUnavailable(ModelError):
-    """Retries ran out (rate limits, 5xx, overload, connection trouble): the run pauses."""
+    """Retries ran out (rate limits, 5xx, overload, connection trouble, empty answers): the run pauses."""
+
+
+class NeedsAttention(ModelUnavailable):
+    """Retrying cannot help until a person acts (a refused key, billing): the run pauses with this as its reason."""
+
+
+class ContextOverflow(NeedsAttention):
+    """The request does not fit the model's context window: the loop compacts and tries once more, else pauses."""
 
 
 class FatalModelError(ModelError):
-    """Retrying cannot help (bad key, bad request, unknown model): the run fails."""
+    """Retrying cannot help (bad request, unknown model): the run fails."""
 
 
 class ModelInfo(BaseModel):

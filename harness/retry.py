@@ -1,4 +1,4 @@
-"""Retries of model calls with tenacity: 429, 5xx, 529/overloaded, connection trouble and unreadable answers.
+"""Retries of model calls with tenacity: 429, 5xx, 529/overloaded, connection trouble, unreadable and empty answers.
 
 `retry-after-ms` / `retry-after` (seconds or an HTTP date) are honoured, and
 failing those the reset time of the exhausted rate limit (Anthropic's
@@ -11,10 +11,16 @@ the total past `max_total_wait_seconds`) the call raises `ModelUnavailable` and
 the run pauses.
 With a `QuotaGate` (one per provider and model, shared by the fleet), a 429
 closes the gate for every run instead: the call waits at the gate, the wait
-is not an attempt, and the gate decides when it may go again.
-Auth errors, bad requests and unknown models raise `FatalModelError` at once;
-anything else (a budget error, a cancellation, a `ScriptError`) passes through
-untouched.
+is not an attempt, and the gate decides when it may go again (or pauses the
+run past its own ceiling).
+An answer with no text and no tool calls (no content blocks, no choices) is
+retried once, then counts as the model being unavailable.
+What a person must fix raises `NeedsAttention` at once (the run pauses): a
+refused key (401), billing (OpenAI's `insufficient_quota` 429, Anthropic's
+`billing_error` or "credit balance is too low"). A request too long for the
+context window raises `ContextOverflow` (the loop compacts). Other bad
+requests and unknown models raise `FatalModelError` at once; anything else (a
+budget error, a cancellation, a `ScriptError`) passes through untouched.
 
 What counts as an unreadable answer, as the SDKs report it: a body cut short
 (`APIConnectionError` caused by aiohttp's `ClientPayloadError`, or on httpx2's
@@ -41,7 +47,16 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 from tenacity.wait import wait_base, wait_exponential_jitter
 
 from loopwright.harness.messages import ModelResponse
-from loopwright.harness.models import FatalModelError, ModelAdapter, ModelUnavailable
+from loopwright.harness.models import (
+    ContextOverflow,
+    FatalModelError,
+    ModelAdapter,
+    ModelError,
+    ModelUnavailable,
+    NeedsAttention,
+)
+
+EMPTY = "empty response"
 
 
 def _sdk_errors(name: str, *others: type) -> tuple[type, ...]:
@@ -61,11 +76,19 @@ class RetryPolicy(BaseModel):
     jitter: float = Field(default=1.0, ge=0, description="up to this many seconds added at random to a backoff")
 
 
+class EmptyAnswer(Exception):
+    """The model answered with no text and no tool calls (not cut off at the output limit)."""
+
+
 def classify(err: BaseException) -> str | None:
     """A short reason ("429 rate limited", "connection reset", ...) when `err` is worth retrying, else None."""
+    if isinstance(err, EmptyAnswer):
+        return EMPTY
     if isinstance(err, _sdk_errors("APIStatusError")):
         sdk_err: Any = err  # an SDK's APIStatusError (its class is looked up at run time)
         code = sdk_err.status_code
+        if is_billing(err):
+            return None
         if code == 429:
             return "429 rate limited"
         if code == 529 or isinstance(err, _sdk_errors("OverloadedError")):
@@ -171,26 +194,34 @@ def rate_limit_reset(headers) -> float | None:
     """Seconds until the exhausted rate limits reset (the longest of them), from the providers' headers.
 
     Anthropic: `anthropic-ratelimit-requests-remaining: 0` with `...-requests-reset: <RFC 3339 time>`;
-    OpenAI: `x-ratelimit-remaining-requests: 0` with `x-ratelimit-reset-requests: 6m0s`.
+    OpenAI: `x-ratelimit-remaining-requests: 0` with `x-ratelimit-reset-requests: 6m0s`. A 429 that says no
+    limit ran out but carries reset times without their `remaining` (a gateway, an emulator) is taken at those.
     """
-    waits = []
+    exhausted, unsaid = [], []
     for prefix, kinds in _LIMITS.items():
         for kind in kinds:
             if prefix.startswith("x-"):
                 remaining, reset = headers.get(f"{prefix}remaining-{kind}"), headers.get(f"{prefix}reset-{kind}")
             else:
                 remaining, reset = headers.get(f"{prefix}{kind}-remaining"), headers.get(f"{prefix}{kind}-reset")
-            if remaining is None or reset is None or remaining.strip() not in ("0", "0.0"):
+            seconds = _until(reset) if reset is not None else None
+            if seconds is None:
                 continue
-            seconds = _until(reset)
-            if seconds is not None:
-                waits.append(seconds)
+            if remaining is None:
+                unsaid.append(seconds)
+            elif remaining.strip() in ("0", "0.0"):
+                exhausted.append(seconds)
+    waits = exhausted or unsaid
     return max(waits) if waits else None
 
 
 def _until(reset: str) -> float | None:
-    """An RFC 3339 time or a Go-style duration ("1.5s", "6m0s", "20ms") as seconds from now."""
+    """An RFC 3339 time, a Go-style duration ("1.5s", "6m0s", "20ms"), plain seconds or a unix time as seconds
+    from now."""
     reset = reset.strip()
+    if re.fullmatch(r"\d+(?:\.\d+)?", reset):
+        value = float(reset)
+        return max(0.0, value - time.time()) if value > 1e9 else value
     if re.fullmatch(r"(?:\d+(?:\.\d+)?(?:ms|h|m|s))+", reset):
         scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
         return sum(float(n) * scale[unit] for n, unit in _DURATION.findall(reset))
@@ -203,8 +234,40 @@ def _until(reset: str) -> float | None:
 
 
 def is_rate_limit(err: BaseException) -> bool:
-    """A 429: the provider's rate limit or quota for this key and model, which every run of the fleet shares."""
-    return isinstance(err, _sdk_errors("APIStatusError")) and getattr(err, "status_code", None) == 429
+    """A 429: the provider's rate limit for this key and model, which every run of the fleet shares."""
+    return (isinstance(err, _sdk_errors("APIStatusError")) and getattr(err, "status_code", None) == 429
+            and not is_billing(err))
+
+
+def _error_fields(err: BaseException) -> tuple[str, str]:
+    """The error body's (type and code, message), lower-cased: what tells a quota from a rate limit."""
+    body = getattr(err, "body", None)
+    inner = body.get("error", body) if isinstance(body, dict) else None
+    if not isinstance(inner, dict):
+        return "", str(getattr(err, "message", "") or "").lower()
+    kinds = f"{inner.get('type') or ''} {inner.get('code') or ''}"
+    return kinds.lower(), str(inner.get("message") or "").lower()
+
+
+def is_billing(err: BaseException) -> bool:
+    """Out of money rather than rate limited: OpenAI's `insufficient_quota`, Anthropic's `billing_error` (402) or
+    its "credit balance is too low" (a 400)."""
+    if not isinstance(err, _sdk_errors("APIStatusError")):
+        return False
+    kinds, message = _error_fields(err)
+    return (getattr(err, "status_code", None) == 402 or "insufficient_quota" in kinds or "billing_error" in kinds
+            or "credit balance" in message)
+
+
+def is_context_overflow(err: BaseException) -> bool:
+    """The request is too long for the model: Anthropic's "prompt is too long" (or 413 request_too_large),
+    OpenAI's `context_length_exceeded`, as vLLM and llama.cpp say it too."""
+    if not isinstance(err, _sdk_errors("APIStatusError")) or getattr(err, "status_code", None) not in (400, 413):
+        return False
+    kinds, message = _error_fields(err)
+    return ("context_length_exceeded" in kinds or "request_too_large" in kinds or "exceed_context_size" in kinds
+            or "prompt is too long" in message or "maximum context length" in message
+            or "exceeds the context window" in message or "exceeds the available context size" in message)
 
 
 class QuotaGate(Protocol):
@@ -215,13 +278,19 @@ class QuotaGate(Protocol):
     def opened(self) -> None: ...
 
 
-def fatal(err: BaseException, model: str) -> FatalModelError | None:
-    """The one-line fatal error for an SDK status error that retrying cannot fix."""
+def refusal(err: BaseException, model: str) -> ModelError | None:
+    """The one-line error for an SDK status error that retrying cannot fix: what a person must fix first
+    (`NeedsAttention`), a context overflow, or else a `FatalModelError`."""
     if not isinstance(err, _sdk_errors("APIStatusError")) or classify(err) is not None:
         return None
     code, message = getattr(err, "status_code", 0), _short(err)
+    if is_billing(err):
+        return NeedsAttention(f"billing: the provider refused for lack of credit or quota ({code}): {message}; "
+                              f"add credit, then resume")
+    if is_context_overflow(err):
+        return ContextOverflow(f"context overflow ({code}): {message}")
     if code == 401:
-        return FatalModelError(f"the provider refused the API key (401): {message}")
+        return NeedsAttention(f"the API key was refused (401): {message}; fix the key, then resume")
     if code == 403:
         return FatalModelError(f"the provider refused the API key for this request (403 permission denied): {message}")
     if code == 404:
@@ -277,16 +346,19 @@ class _Wait(wait_base):
 async def call_model(adapter: ModelAdapter, policy: RetryPolicy, *,
                      on_retry: Callable[[int, float, str], Awaitable[None] | None] | None = None,
                      sleep: Callable[[float], Awaitable[Any]] | None = None, gate: QuotaGate | None = None,
+                     on_gate: Callable[[int, float, str], None] | None = None,
                      **complete_kwargs: Any) -> ModelResponse:
     """`adapter.complete(**complete_kwargs)` with retries; see the module docstring for what is retried.
 
     `on_retry(attempt, wait_seconds, reason)` (sync or async) is called before each sleep, from the first
     failure on, so the caller can log it (a refused connection's reason is "no server at URL"); `sleep` replaces
     asyncio.sleep (tests pass one that does not wait). With a `gate`, each attempt first waits at it, and a 429
-    closes it for the fleet (and does not count as an attempt).
+    closes it for the fleet (and does not count as an attempt); `on_gate(wait_number, wait_seconds, reason)` is
+    told of each wait at a closed gate (default: `on_retry`).
     """
     reasons: list[str] = []
     counted = 0  # attempts that count against max_attempts: everything but a gated 429
+    gate_waits = 0
     started = time.monotonic()
 
     def out_of_time(state: RetryCallState) -> bool:
@@ -294,7 +366,7 @@ async def call_model(adapter: ModelAdapter, policy: RetryPolicy, *,
         return state.idle_for + state.upcoming_sleep > policy.max_total_wait_seconds
 
     def out_of_attempts(state: RetryCallState) -> bool:
-        return counted >= policy.max_attempts
+        return counted >= policy.max_attempts or reasons.count(EMPTY) > 1  # an empty answer is retried once
 
     def gated(state: RetryCallState) -> bool:
         err = state.outcome.exception() if state.outcome else None
@@ -309,8 +381,11 @@ async def call_model(adapter: ModelAdapter, policy: RetryPolicy, *,
             await result
 
     def waiting(seconds: float, why: str) -> None:
-        if on_retry is not None:
-            on_retry(counted + 1, seconds, why)
+        nonlocal gate_waits
+        gate_waits += 1
+        told = on_gate or on_retry
+        if told is not None:
+            told(gate_waits, seconds, why)
 
     async def attempt() -> ModelResponse:
         nonlocal counted
@@ -319,6 +394,12 @@ async def call_model(adapter: ModelAdapter, policy: RetryPolicy, *,
         sent_at = time.time()
         try:
             response = await adapter.complete(**complete_kwargs)
+            if gate is not None:
+                gate.opened()
+            message = response.message
+            if not message.tool_calls and not message.text.strip() and response.stop_reason != "max_tokens":
+                raise EmptyAnswer(f"the model answered with no text and no tool calls "
+                                  f"(stop reason {response.stop_reason})")
         except Exception as err:
             if (reason := classify(err)) is not None:
                 reasons.append(reason)
@@ -327,8 +408,6 @@ async def call_model(adapter: ModelAdapter, policy: RetryPolicy, *,
                 else:
                     counted += 1
             raise
-        if gate is not None:
-            gate.opened()
         return response
 
     wait = _Wait(policy)
@@ -345,7 +424,7 @@ async def call_model(adapter: ModelAdapter, policy: RetryPolicy, *,
     except Exception as err:
         if classify(err) is not None:
             raise ModelUnavailable(_unavailable(reasons, time.monotonic() - started, policy, _short(err))) from err
-        failure = fatal(err, getattr(adapter, "model", ""))
+        failure = refusal(err, getattr(adapter, "model", ""))
         if failure is not None:
             raise failure from err
         raise
@@ -357,5 +436,6 @@ def _unavailable(reasons: list[str], elapsed: float, policy: RetryPolicy, last: 
     times = "once" if n == 1 else f"{n} times"
     head = f"{kinds[0]} {times}" if len(kinds) == 1 else f"{n} failed attempts ({', '.join(kinds)})"
     limit = policy.max_total_wait_seconds
-    why = "" if n >= policy.max_attempts else f", next wait would pass the {limit:g}s retry limit"
+    out_of_time = n < policy.max_attempts and reasons.count(EMPTY) < 2
+    why = f", next wait would pass the {limit:g}s retry limit" if out_of_time else ""
     return f"{head} in {elapsed:.0f}s{why}; last: {last}"

@@ -86,13 +86,15 @@ class ScriptTurn(BaseModel):
                              stop_reason=stop, model=model)
 
 
-FaultKind = Literal["429", "500", "529", "401", "reset", "slow", "truncated", "malformed_tool_json"]
+FaultKind = Literal["429", "500", "529", "401", "reset", "slow", "truncated", "malformed_tool_json", "billing",
+                    "context_overflow", "empty"]
 
 
 class Fault(BaseModel):
     model_config = ConfigDict(extra="forbid")
     fault: FaultKind
     retry_after: float | None = None  # seconds, for 429/529
+    reset_after: float | None = None  # seconds, for 429: sent only as the provider's rate-limit reset header
     delay: float = 0.0  # seconds, for "slow": the response that follows is delayed
 
 

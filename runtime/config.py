@@ -101,6 +101,8 @@ class QuotaConfig(_Section):
 
     auto_resume: bool = True
     stagger_seconds: float = Field(default=0.5, ge=0, description="gap between runs let through a reopened gate")
+    max_wait_seconds: float = Field(default=1800, gt=0,
+                                    description="a run waits at a closed gate this long, then pauses and notifies")
 
 
 class NotifyConfig(_Section):
@@ -396,6 +398,7 @@ CONFIG_TEMPLATE = """\
 # [quota]                         # 429/quota errors close one gate per provider+model for every run
 # auto_resume = true              # false: runs pause at the gate until `loopwright resume`
 # stagger_seconds = 0.5           # gap between runs let through when the gate reopens
+# max_wait_seconds = 1800         # a run waits at a closed gate this long, then pauses (and notifies)
 
 # [notify]                        # task succeeded/failed/needs review/needs input, fleet budget spent
 # command = "~/bin/on-loopwright-event"   # gets the event as JSON on stdin

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import re
 import socket
 from datetime import UTC, datetime, timedelta
 
@@ -21,7 +22,14 @@ from loopwright.harness.adapters import (
 )
 from loopwright.harness.loopback import LoopbackServer
 from loopwright.harness.messages import Message, TextBlock, ToolCall, ToolResult, ToolSpec
-from loopwright.harness.models import FatalModelError, ModelAdapter, ModelUnavailable, WireCache
+from loopwright.harness.models import (
+    ContextOverflow,
+    FatalModelError,
+    ModelAdapter,
+    ModelUnavailable,
+    NeedsAttention,
+    WireCache,
+)
 from loopwright.harness.retry import RetryPolicy, call_model, retry_after
 from loopwright.harness.script import Script
 
@@ -225,10 +233,54 @@ def test_timeout_is_retried():
     assert (remaining, requests) == (0, 2)
 
 
+def _refused(provider: str, entries: list) -> tuple[BaseException, int]:
+    """The error `call_model` ends in, and how many requests the server saw."""
+    async def go():
+        with LoopbackServer(Script.parse(entries)) as server:
+            adapter = _adapter(provider, server)
+            try:
+                await call_model(adapter, FAST, sleep=lambda s: asyncio.sleep(0), system="s",
+                                 messages=[Message.user("go")], tools=TOOLS, max_tokens=50)
+            except Exception as e:
+                return e, len(server.requests)
+            finally:
+                await adapter.aclose()
+        raise AssertionError("the call went through")
+
+    return asyncio.run(go())
+
+
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_auth_error_is_fatal_and_not_retried(provider):
-    with pytest.raises(FatalModelError, match="refused the API key"):
-        _call(provider, [{"fault": "401"}, TOOL_TURN])
+def test_a_refused_key_or_billing_needs_a_person_at_once_and_an_overflow_is_named(provider):
+    """A 401 and a billing error (OpenAI's insufficient_quota 429, Anthropic's "credit balance is too low" 400) are
+    not retried and say what to do; a context overflow is its own error, for the loop to compact."""
+    err, requests = _refused(provider, [{"fault": "401"}, TOOL_TURN])
+    assert isinstance(err, NeedsAttention) and requests == 1
+    assert re.fullmatch(r"the API key was refused \(401\): loopback: .*; fix the key, then resume", str(err))
+    err, requests = _refused(provider, [{"fault": "billing"}, TOOL_TURN])
+    assert isinstance(err, NeedsAttention) and not isinstance(err, ContextOverflow) and requests == 1
+    code = "400" if provider == "anthropic" else "429"
+    assert str(err).startswith(f"billing: the provider refused for lack of credit or quota ({code}): loopback: ")
+    assert str(err).endswith("; add credit, then resume") and "rate limited" not in str(err)
+    err, requests = _refused(provider, [{"fault": "context_overflow"}, TOOL_TURN])
+    assert isinstance(err, ContextOverflow) and requests == 1 and str(err).startswith("context overflow (400): ")
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_an_empty_answer_is_retried_once_then_the_model_is_unavailable(provider):
+    resp, _, retries, server = _call(provider, [{"fault": "empty"}, TOOL_TURN])
+    assert retries == ["empty response"] and resp.message.tool_calls[0].name == "read_file"
+    err, requests = _refused(provider, [{"fault": "empty"}, {"fault": "empty"}, TOOL_TURN])
+    assert isinstance(err, ModelUnavailable) and requests == 2
+    assert re.fullmatch(r"empty response 2 times in \d+s; last: the model answered with no text and no tool calls "
+                        r"\(stop reason \w+\)", str(err)), str(err)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_429_with_only_a_reset_header_is_waited_out(provider):
+    """No retry-after and no `remaining` header: the reset time of the limit is what the server asks for."""
+    _, waits, retries, _ = _call(provider, [{"fault": "429", "reset_after": 3}, TOOL_TURN])
+    assert retries == ["429 rate limited"] and len(waits) == 1 and 2 <= waits[0] <= 3, waits
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -313,6 +365,31 @@ def test_transient_status_errors_retry_until_the_ceiling(error, reason):
         asyncio.run(call_model(adapter, RetryPolicy(max_attempts=3), on_retry=on_retry,
                                sleep=lambda s: asyncio.sleep(0), system="s", messages=[], tools=[], max_tokens=1))
     assert adapter.calls == 3 and seen == [(1, reason), (2, reason)]
+
+
+def _said(cls: type, code: int, error: dict) -> Exception:
+    request = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
+    return cls("boom", response=httpx2.Response(code, request=request), body={"error": error})
+
+
+@pytest.mark.parametrize("error, kind", [
+    (_said(anthropic.APIStatusError, 402, {"type": "billing_error", "message": "payment failed"}), NeedsAttention),
+    (_said(openai.RateLimitError, 429, {"type": "insufficient_quota", "code": "insufficient_quota",
+                                        "message": "quota"}), NeedsAttention),
+    (_said(anthropic.APIStatusError, 413, {"type": "request_too_large", "message": "Request exceeds the maximum "
+                                                                                   "size"}), ContextOverflow),
+    (_said(openai.BadRequestError, 400, {"type": "BadRequestError", "message": "This model's maximum context length "
+                                         "is 4096 tokens. However, you requested 5000 tokens"}), ContextOverflow),
+    (_said(openai.BadRequestError, 400, {"type": "exceed_context_size_error", "code": 400,
+                                         "message": "the request exceeds the available context size"}),
+     ContextOverflow),
+])
+def test_billing_and_overflow_as_each_server_says_them(error, kind):
+    adapter = _Failing(error)
+    with pytest.raises(kind) as info:
+        asyncio.run(call_model(adapter, FAST, sleep=lambda s: asyncio.sleep(0), system="s", messages=[], tools=[],
+                               max_tokens=1))
+    assert adapter.calls == 1 and (kind is ContextOverflow) == isinstance(info.value, ContextOverflow)
 
 
 def test_retry_after_headers():

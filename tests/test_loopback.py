@@ -92,6 +92,33 @@ def test_status_faults_use_each_providers_error_shape():
         assert server.remaining == 0
 
 
+def test_billing_overflow_empty_and_reset_only_faults_look_like_each_api():
+    entries = [{"fault": "billing"}, {"fault": "billing"}, {"fault": "context_overflow"},
+               {"fault": "context_overflow"}, {"fault": "empty"}, {"fault": "empty"}, {"fault": "empty"},
+               {"fault": "429", "reset_after": 5}, {"fault": "429", "reset_after": 5}]
+    responses = {"model": "m", "input": "hi"}
+    with LoopbackServer(Script.parse(entries)) as server:
+        code, _, body = post(server, "/v1/messages", ANTHROPIC_BODY)
+        assert (code, body["error"]["type"]) == (400, "invalid_request_error")
+        assert "credit balance is too low" in body["error"]["message"]
+        code, _, body = post(server, "/v1/chat/completions", CHAT_BODY)
+        assert (code, body["error"]["code"], body["error"]["type"]) == (429, "insufficient_quota", "insufficient_quota")
+        code, _, body = post(server, "/v1/messages", ANTHROPIC_BODY)
+        assert code == 400 and body["error"]["message"].startswith("prompt is too long: ")
+        code, _, body = post(server, "/v1/responses", responses)
+        assert (code, body["error"]["code"]) == (400, "context_length_exceeded")
+        assert [post(server, *r)[2][key] for r, key in [(("/v1/messages", ANTHROPIC_BODY), "content"),
+                                                         (("/v1/chat/completions", CHAT_BODY), "choices"),
+                                                         (("/v1/responses", responses), "output")]] == [[], [], []]
+        code, headers, _ = post(server, "/v1/messages", ANTHROPIC_BODY)
+        assert code == 429 and headers["anthropic-ratelimit-requests-reset"].endswith("Z")
+        assert not {"retry-after", "anthropic-ratelimit-requests-remaining"} & set(map(str.lower, headers))
+        code, headers, _ = post(server, "/v1/chat/completions", CHAT_BODY)
+        assert (code, headers["x-ratelimit-reset-requests"]) == (429, "5.000s")
+        assert not {"retry-after", "x-ratelimit-remaining-requests"} & set(map(str.lower, headers))
+        assert server.remaining == 0
+
+
 def test_reset_and_truncated_break_the_connection():
     with LoopbackServer(Script.parse([{"fault": "reset"}, {"fault": "truncated"}, TURN])) as server:
         assert raw_post(server, "/v1/chat/completions") in (b"", b"<RST>")

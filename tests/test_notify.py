@@ -367,3 +367,32 @@ def test_a_delivery_cut_by_a_kill_9_is_made_by_the_next_daemon_once(repo, cli, t
     store = serve_until_sent(repo, tmp_path / "daemon2.log", 1)
     assert [(e["event"], e["task"]) for e in delivered(out)] == [("task_succeeded", task)]
     assert store.conn.execute("SELECT result FROM notifications").fetchone()[0] == "hook: exit 0"
+
+
+def test_a_run_rate_limited_past_max_wait_seconds_pauses_and_is_announced(repo, cli, tmp_path, monkeypatch):
+    """A 429 that keeps coming: the daemon's run waits at the fleet's gate (its log says each wait), then pauses
+    past `quota.max_wait_seconds` and a person is told (`run_needs_input`), through the real SDK."""
+    from loopwright.harness.loopback import LoopbackServer
+    from loopwright.harness.script import Script
+
+    _, out = setup(repo, cli, tmp_path)
+    monkeypatch.setenv("LOOPWRIGHT_QUOTA__MAX_WAIT_SECONDS", "1")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test-not-a-real-key")
+    with LoopbackServer(Script.parse([{"fault": "429", "retry_after": 0.3}] * 40)) as server:
+        task = cli.json(repo, "post", "fix add", "--provider", "anthropic", "--model", "m", "--base-url",
+                        server.anthropic_base_url)["task"]
+        daemon = DaemonProcess(repo, tmp_path / "daemon.log", 1)
+        try:
+            assert wait_for_row(repo / ".loopwright" / "state.db",
+                                "SELECT 1 FROM notifications WHERE kind = 'run_needs_input'", timeout=60), \
+                (tmp_path / "daemon.log").read_text()
+            assert daemon.stop() == 0
+        finally:
+            if daemon.proc.poll() is None:
+                daemon.proc.kill()
+                daemon.proc.wait()
+    [event] = delivered(out)
+    assert (event["event"], event["task"], event["status"]) == ("run_needs_input", task, "paused")
+    assert "quota.max_wait_seconds" in event["reason"] and event["reason"].startswith("rate limited (429): ")
+    log = (tmp_path / "daemon.log").read_text()
+    assert "waiting at the fleet's rate-limit gate" in log and "retrying (2) in" in log, log

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 
 import httpx2
@@ -38,6 +39,11 @@ def test_reset_headers_of_the_exhausted_limit_are_honoured():
     assert 28 < wait <= 30
     assert rate_limit_reset({"x-ratelimit-remaining-requests": "3", "x-ratelimit-reset-requests": "1s"}) is None
     assert rate_limit_reset({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "soon"}) is None
+    # a reset without its `remaining` counts when no limit says it ran out: in seconds, or as a unix time
+    assert rate_limit_reset({"x-ratelimit-reset-requests": "7"}) == 7
+    assert 8 < rate_limit_reset({"x-ratelimit-reset-tokens": str(int(time.time()) + 10)}) <= 10
+    assert rate_limit_reset({"x-ratelimit-reset-requests": "7", "x-ratelimit-remaining-tokens": "0",
+                             "x-ratelimit-reset-tokens": "2s"}) == 2
     # retry-after wins over the reset headers; the reset headers stand in when it is missing
     both = {"retry-after": "2", "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "9s"}
     assert retry_after(_err(both)) == 2
@@ -105,10 +111,35 @@ def test_auto_resume_off_pauses_at_a_closed_gate(tmp_path):
     store, clock = Store(tmp_path / "s.db"), Clock()
     gate = _gate(store, clock, auto_resume=False)
     gate.close("rate limited (429)", 60, clock.now)
-    with pytest.raises(QuotaPaused, match="automatic resume is off"):
+    with pytest.raises(QuotaPaused) as info:
         asyncio.run(gate.wait(lambda s, w: None))
+    assert re.fullmatch(r"rate limited \(429\): the fleet's gate for anthropic/m is closed until [\d:]+; automatic "
+                        r"resume is off \(quota.auto_resume\): `loopwright resume` after that", str(info.value))
     clock.now += 61
     asyncio.run(gate.wait(lambda s, w: None))  # reopened: goes through
+
+
+def test_a_run_waits_at_a_closed_gate_up_to_max_wait_seconds_then_pauses(tmp_path):
+    store, clock = Store(tmp_path / "s.db"), Clock()
+    gate = _gate(store, clock, max_wait_seconds=25, stagger_seconds=0)
+    told: list[tuple[float, str]] = []
+    for _ in range(2):  # 10 s each: within the ceiling
+        gate.close("rate limited (429)", 10, clock.now)
+        asyncio.run(gate.wait(lambda s, w: told.append((s, w))))
+    assert [s for s, _ in told] == [10, 10] and "(10.0s of at most 25s waited so far)" in told[1][1]
+    gate.close("rate limited (429)", 10, clock.now)  # 20 s waited + 10 s more would pass 25 s
+    with pytest.raises(QuotaPaused, match=r"stays closed until [\d:]+, past the 25s a run waits at it "
+                                          r"\(quota.max_wait_seconds; waited 20.0s\)"):
+        asyncio.run(gate.wait(lambda s, w: told.append((s, w))))
+    assert len(told) == 2
+    gate.opened()  # a call went through (after a resume, say): the run may wait its full time again
+    clock.now += 10
+    gate.close("rate limited (429)", 20, clock.now)
+    asyncio.run(gate.wait(lambda s, w: told.append((s, w))))
+    assert told[-1][0] == 20
+    gate.close("rate limited (429)", 3600, clock.now)  # a reset beyond the ceiling pauses at once
+    with pytest.raises(QuotaPaused, match="past the 25s"):
+        asyncio.run(gate.wait(lambda s, w: None))
 
 
 # -- end to end: the daemon, 8 runs, the real SDK against the loopback server in a storm ---------------------

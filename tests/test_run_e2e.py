@@ -246,6 +246,91 @@ def test_retry_ceiling_pauses_the_run_and_resume_continues(repo, cli, monkeypatc
     assert resumed["status"] == "succeeded"
 
 
+@pytest.mark.parametrize("fault, provider, reason", [
+    ("401", "anthropic", r"the API key was refused \(401\): loopback: .*; fix the key, then resume"),
+    ("billing", "openai", r"billing: the provider refused for lack of credit or quota \(429\): loopback: .*; "
+                          r"add credit, then resume"),
+    ("billing", "anthropic", r"billing: .*credit balance is too low.*; add credit, then resume"),
+])
+def test_a_refused_key_or_billing_pauses_the_run_and_resume_continues(repo, cli, fault, provider, reason):
+    entries = [FIX_ADD, {"fault": fault}, FINISH]
+    with LoopbackServer(Script.parse(entries)) as server:
+        url = server.anthropic_base_url if provider == "anthropic" else server.openai_base_url
+        first = cli.json(repo, "run", "fix add", "--check", CHECK, "--provider", provider, "--model", "m",
+                         "--base-url", url)
+        assert first["status"] == "paused" and re.fullmatch(reason, first["reason"]), first
+        assert len(server.requests) == 2  # not retried
+        assert cli.json(repo, "resume", first["run"])["status"] == "succeeded"
+
+
+def test_a_context_overflow_compacts_and_tries_once_more(repo, cli, tmp_path):
+    big = "x" * 4000
+    entries = [turn(call("write_file", path="one.txt", content=big)), turn(call("write_file", path="two.txt",
+                                                                               content=big)),
+               FIX_ADD, {"fault": "context_overflow"}, {"text": "HANDOFF: wrote one and two, fixed add."}, FINISH]
+    with LoopbackServer(Script.parse(entries)) as server:
+        result = cli.json(repo, "run", "fix add", "--check", CHECK, "--provider", "openai", "--model", "m",
+                          "--base-url", server.openai_base_url)
+        sent = [r["body"]["messages"] for r in server.requests]
+    assert result["status"] == "succeeded", result
+    show = cli.json(repo, "show", result["run"])
+    assert [e["type"] for e in show["events"] if e["type"] in ("retrying", "compacted")] == ["retrying", "compacted"]
+    assert "context overflow (400)" in next(e["reason"] for e in show["events"] if e["type"] == "retrying")
+    # the retry sent the hand-off note in place of the oldest turns: less than the request that overflowed
+    assert "HANDOFF" in json.dumps(sent[5]) and len(json.dumps(sent[5])) < len(json.dumps(sent[3]))
+
+
+def test_a_second_context_overflow_pauses_the_run_and_resume_continues(repo, cli):
+    entries = [FIX_ADD, {"fault": "context_overflow"}, {"fault": "context_overflow"}, FINISH]
+    with LoopbackServer(Script.parse(entries)) as server:
+        first = cli.json(repo, "run", "fix add", "--check", CHECK, "--provider", "anthropic", "--model", "m",
+                         "--base-url", server.anthropic_base_url)
+        assert first["status"] == "paused", first
+        assert re.fullmatch(r"context overflow \(400\): prompt is too long: .*, again after compacting: .*then "
+                            r"resume", first["reason"]), first["reason"]
+        assert cli.json(repo, "resume", first["run"])["status"] == "succeeded"
+
+
+def test_a_huge_assistant_text_is_kept_as_head_and_tail(repo, cli):
+    huge = "HEAD " + "y" * 2_000_000 + " TAIL"
+    entries = [{**FIX_ADD, "text": huge}, FINISH]
+    with LoopbackServer(Script.parse(entries)) as server:
+        result = cli.json(repo, "run", "fix add", "--check", CHECK, "--provider", "anthropic", "--model", "m",
+                          "--base-url", server.anthropic_base_url)
+        sent = server.requests[1]["body"]["messages"][1]["content"][0]["text"]
+    assert result["status"] == "succeeded", result
+    assert len(sent) <= 30_000 and sent.startswith("HEAD ") and sent.endswith(" TAIL") and "characters left out" in sent
+    stored = Store(repo / ".loopwright" / "state.db").conversation(result["run"])[1].text
+    assert stored == sent
+
+
+def test_an_empty_answer_is_retried_and_shown(repo, cli):
+    with LoopbackServer(Script.parse([{"fault": "empty"}, FIX_ADD, FINISH])) as server:
+        result = cli.json(repo, "run", "fix add", "--check", CHECK, "--provider", "openai", "--model", "m",
+                          "--base-url", server.openai_base_url)
+    assert result["status"] == "succeeded", result
+    code, out, _ = cli(repo, "show", result["run"])
+    assert code == 0 and "model call failed (empty response); retrying (1/6)" in out, out
+
+
+def test_a_429_that_keeps_coming_is_waited_out_with_a_count_then_pauses(repo, cli, monkeypatch):
+    """The fleet's gate waits each 429 out, saying how long and counting, up to quota.max_wait_seconds."""
+    monkeypatch.setenv("LOOPWRIGHT_QUOTA__MAX_WAIT_SECONDS", "1")
+    with LoopbackServer(Script.parse([{"fault": "429", "retry_after": 0.3}] * 40)) as server:
+        result = cli.json(repo, "run", "fix add", "--check", CHECK, "--provider", "anthropic", "--model", "m",
+                          "--base-url", server.anthropic_base_url)
+        requests = len(server.requests)
+    assert result["status"] == "paused", result
+    assert re.fullmatch(r"rate limited \(429\): the fleet's gate for anthropic/m@http://\S+ stays closed until "
+                        r"[\d:]+, past the 1s a run waits at it \(quota.max_wait_seconds; waited [\d.]+s\): "
+                        r"`loopwright resume` after that", result["reason"]), result["reason"]
+    waits = [e for e in cli.json(repo, "show", result["run"])["events"] if e["type"] == "retrying"]
+    assert [e["attempt"] for e in waits] == list(range(1, len(waits) + 1)) and len(waits) >= 2
+    assert all("waiting at the fleet's rate-limit gate" in e["reason"] and "of at most 1s waited so far" in e["reason"]
+               and 0 < e["wait_seconds"] <= 0.3 + 0.5 and e["max_attempts"] is None for e in waits)  # + the stagger
+    assert requests == len(waits) + 1
+
+
 def test_a_dead_server_is_named_from_the_first_failed_attempt(repo):
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

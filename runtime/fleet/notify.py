@@ -8,8 +8,9 @@ it happened), `key` (the event's identity, see below). Fields that do not apply 
 
 - `task_succeeded`; `task_failed` when a task ends `failed`, `killed` or `budget_exceeded` (`status` says which;
   `cancelled` is not announced); `task_needs_review`.
-- `run_needs_input`: a run paused for a reason a person must act on (the model unavailable, a closed quota gate
-  with automatic resume off, ...). Not announced: the daemon's own graceful stop (the next `serve` resumes it),
+- `run_needs_input`: a run paused for a reason a person must act on (the model unavailable, a quota gate closed
+  with automatic resume off or longer than `quota.max_wait_seconds`, a refused key, billing, a context overflow
+  that compaction did not cure, ...). Not announced: the daemon's own graceful stop (the next `serve` resumes it),
   a fleet-budget pause (`budget_spent` says that, once), and a pause a person asked for (a pause command, Ctrl-C).
 - `budget_spent`: `FleetBudget.exhausted()` gives a reason; once per budget day and scope (`today`, `in total`).
 

@@ -8,8 +8,12 @@ instead of hammering the provider. When it reopens, the waiting runs go one at
 a time, `quota.stagger_seconds` apart: each takes the next slot from the
 store (`next_slot`), so the order holds across processes too.
 
-With `quota.auto_resume = false` a closed gate pauses the run instead; the
-person resumes it (`loopwright resume`) when they choose.
+A run waits at a closed gate at most `quota.max_wait_seconds` in all since
+its last call that went through (each wait is said, with how long and the
+count so far); a gate that stays closed longer, or whose reset time lies
+beyond that, pauses the run instead, and the daemon notifies (a
+`run_needs_input`). With `quota.auto_resume = false` a closed gate pauses the
+run at once; the person resumes it (`loopwright resume`) when they choose.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from loopwright.harness.models import ModelUnavailable
+from loopwright.harness.models import NeedsAttention
 from loopwright.harness.retry import RetryPolicy
 from loopwright.memory import quota as gates
 from loopwright.memory.store import Store
@@ -27,8 +31,8 @@ from loopwright.runtime.config import QuotaConfig
 MAX_CLOSED_SECONDS = 24 * 3600  # a reset time further away than this is not believed
 
 
-class QuotaPaused(ModelUnavailable):
-    """The gate is closed and automatic resume is off: the run pauses with this reason."""
+class QuotaPaused(NeedsAttention):
+    """The gate is closed and automatic resume is off, or the run waited at it long enough: it pauses."""
 
 
 def gate_key(provider: str, model: str, base_url: str | None) -> str:
@@ -43,6 +47,7 @@ class StoreQuotaGate:
         self.store, self.key, self.config, self.policy = store, key, config, policy
         self.clock, self.sleep = clock, sleep
         self._hits_seen = 0
+        self._waited = 0.0  # seconds this run waited at the gate since its last call that went through
 
     def _row(self):
         return gates.gate(self.store, self.key)
@@ -55,16 +60,23 @@ class StoreQuotaGate:
             self._hits_seen = row["hits"] if row else 0
             if row is None or (row["closed_until"] <= now and row["next_slot"] <= now):
                 return
-            if row["closed_until"] > now and not self.config.auto_resume:
-                until = time.strftime("%H:%M:%S", time.localtime(row["closed_until"]))
-                raise QuotaPaused(f"rate limited ({row['reason']}): the fleet's gate for {self.key} is closed until "
-                                  f"{until}; automatic resume is off (quota.auto_resume): "
-                                  f"`loopwright resume` after that")
+            closed = row["closed_until"] > now
+            until = time.strftime("%H:%M:%S", time.localtime(row["closed_until"]))
+            if closed and not self.config.auto_resume:
+                raise QuotaPaused(f"{row['reason']}: the fleet's gate for {self.key} is closed until {until}; "
+                                  f"automatic resume is off (quota.auto_resume): `loopwright resume` after that")
+            limit = self.config.max_wait_seconds
+            if closed and self._waited + row["closed_until"] - now > limit:
+                raise QuotaPaused(f"{row['reason']}: the fleet's gate for {self.key} stays closed until {until}, "
+                                  f"past the {limit:g}s a run waits at it (quota.max_wait_seconds; waited "
+                                  f"{self._waited:.1f}s): `loopwright resume` after that")
             slot = self._take_slot()
             if slot > now:
-                if row["closed_until"] > now:  # a wait in the queue that drains after a reopening is not news
-                    on_wait(slot - now, f"{row['reason']}: waiting at the fleet's rate-limit gate for {self.key}")
+                if closed:  # a wait in the queue that drains after a reopening is not news
+                    on_wait(slot - now, f"{row['reason']}: waiting at the fleet's rate-limit gate for {self.key} "
+                                        f"({self._waited:.1f}s of at most {limit:g}s waited so far)")
                 await self.sleep(slot - now)
+                self._waited += slot - now
             again = self._row()
             if again is None or again["closed_until"] <= self.clock():
                 return
@@ -89,10 +101,14 @@ class StoreQuotaGate:
             gates.close(self.store, self.key, until=until, hits=hits, reason=reason, now=now)
 
     def opened(self) -> None:
-        """A call went through: the next closing starts the backoff afresh."""
+        """A call went through: the next closing starts the backoff afresh, and the run's waiting time too."""
+        self._waited = 0.0
         if self._hits_seen:
-            gates.reset_hits(self.store, self.key)
+            self._reset_hits()
             self._hits_seen = 0
+
+    def _reset_hits(self) -> None:
+        gates.reset_hits(self.store, self.key)
 
 
 def closed_gates(store: Store, now: float | None = None) -> list[dict]:

@@ -65,10 +65,8 @@ class RemoteQuotaGate(StoreQuotaGate):
     def close(self, reason: str, server_wait: float | None, sent_at: float) -> None:
         self._call("close", reason, server_wait, sent_at)
 
-    def opened(self) -> None:
-        if self._hits_seen:
-            self._call("opened")
-            self._hits_seen = 0
+    def _reset_hits(self) -> None:
+        self._call("opened")
 
 
 class RemoteLessons:
