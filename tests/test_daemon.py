@@ -331,6 +331,7 @@ def test_pause_of_a_run_that_is_not_running_is_refused(repo, cli, tmp_path, monk
     assert cli.json(repo, "kill", run)["status"] == "killed"
 
 
+@pytest.mark.timeout(400)  # its own wait for the tasks is 180 s, after the 20 restarts
 def test_kill_9_at_random_moments_twenty_times(repo, cli, tmp_path, daemon):
     """The daemon is killed 20 times at random moments (model calls, tools, checkpoints, merges) and restarted."""
     import random

@@ -1,0 +1,75 @@
+"""The daemon killed (kill -9) 40 times at random moments while it serves 16 tasks, 4 at a time (slow-marked)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import time
+
+import pytest
+from support import call, git, processes, turn, until, write_script
+
+from loopwright.memory.store import Store
+
+KILLS, TASKS, PARALLEL = 40, 16, 4
+
+
+def _serving(log, times: int) -> bool:
+    return log.exists() and log.read_text().count(" serving ") >= times
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_forty_kill_9_while_serving_sixteen_tasks(repo, cli, tmp_path, daemon, monkeypatch):
+    rng = random.Random(20261207)
+    sent = tmp_path / "notifications.jsonl"
+    monkeypatch.setenv("LOOPWRIGHT_NOTIFY__COMMAND", f"cat >> {sent}; echo >> {sent}")
+    token = f"0.7{os.getpid() % 1000:03d}"  # every tool's sleep is `sleep <token><task>`: findable with ps
+    tasks = {}
+    for i in range(TASKS):
+        script = write_script(tmp_path / f"t{i}.json", [
+            turn(call("write_file", path=f"t{i}/a.txt", content=f"a{i}\n")),
+            turn(call("shell", command=f"sleep {token}{i:02d}; echo b{i} > t{i}/b.txt", timeout_seconds=30)),
+            turn(call("shell", command=f"sleep {token}{i:02d}; echo c{i} > t{i}/c.txt", timeout_seconds=30)),
+            turn(call("finish", summary="done")),
+            # a command a kill interrupted is not re-run (the agent is told): a failed check asks for a repair
+            *[turn(call("shell", command=f"echo a{i} > t{i}/a.txt; echo b{i} > t{i}/b.txt; echo c{i} > t{i}/c.txt"))
+              if k % 2 == 0 else turn(call("finish", summary="repaired")) for k in range(6)]])
+        check = f"grep -qx a{i} t{i}/a.txt && grep -qx b{i} t{i}/b.txt && grep -qx c{i} t{i}/c.txt"
+        tasks[i] = cli.json(repo, "post", f"task t{i}", "--script", script, "--check", check)["task"]
+    log = tmp_path / "daemon.log"
+    for k in range(KILLS):
+        d = daemon(max_parallel=PARALLEL)
+        until(lambda k=k: _serving(log, k + 1), "the daemon to say it is serving")
+        time.sleep(rng.uniform(0.05, 1.5))
+        d.stop(signal.SIGKILL)
+    last = daemon(max_parallel=PARALLEL)
+    store = Store(repo / ".loopwright" / "state.db")
+    until(lambda: all(store.task(t).status == "succeeded" for t in tasks.values()), "every task to succeed",
+          timeout=600)
+    until(lambda: sent.exists() and len(sent.read_text().split()) >= TASKS, "every notification", timeout=30)
+    assert last.stop() == 0
+
+    merges = git(repo, "log", "--format=%s", "main").splitlines()
+    for i, t in tasks.items():
+        assert merges.count(f"loopwright: task t{i}") == 1, (i, merges)
+        assert [r.status for r in store.runs(task_id=t)].count("succeeded") == 1
+        for name in "abc":
+            assert git(repo, "show", f"main:t{i}/{name}.txt") == f"{name}{i}"
+    assert processes(f"sleep {token}") == []
+    announced = [json.loads(line) for line in sent.read_text().split("\n") if line.strip()]
+    succeeded = sorted(e["task"] for e in announced if e["event"] == "task_succeeded")
+    assert succeeded == sorted(tasks.values()), announced
+    with sqlite3.connect(repo / ".loopwright" / "state.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert subprocess.run(["git", "fsck", "--no-progress"], cwd=repo, capture_output=True).returncode == 0
+    code, out, err = cli(repo, "gc", "--json")
+    assert code == 0, err
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert git(repo, "branch", "--list", "lw/*") == ""
+    print(f"torture: {KILLS} kills, {TASKS} tasks merged once each, {len(announced)} notifications, "
+          f"{len(merges)} commits on main, no tool process left, integrity and fsck ok")
