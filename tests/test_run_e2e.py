@@ -506,6 +506,7 @@ def test_scripted_model_fails_loudly_on_too_few_or_unused_turns(repo, cli, tmp_p
     long = write_script(tmp_path / "long.json", [FIX_ADD, FINISH, FINISH])
     result = cli.json(repo, "run", "fix add", "--check", CHECK, "--script", long)
     assert result["status"] == "failed" and "1 script turn(s) unused" in result["reason"]
+    assert "return a - b" in (repo / "calc.py").read_text()  # failed before the merge: main did not move
 
 
 def test_show_runs_and_gc(repo, cli, tmp_path):

@@ -201,8 +201,7 @@ class LocalRun:
             outcome = await self.loop.run()
             adapter, done = self.adapter, outcome.status in (RunStatus.SUCCEEDED, RunStatus.NEEDS_REVIEW)
             if isinstance(adapter, ScriptedModel) and adapter.unused and done:
-                outcome = LoopOutcome(RunStatus.FAILED, f"scripted model: the run ended with {adapter.unused} script "
-                                                        f"turn(s) unused — the script and the run disagree")
+                outcome = LoopOutcome(RunStatus.FAILED, _script_disagrees(adapter.unused))
         finally:
             await self.adapter.aclose()
             self.close_jail()
@@ -230,6 +229,9 @@ class LocalRun:
             verdict = await self._check()
             if verdict is not None:
                 return verdict
+            if isinstance(self.adapter, ScriptedModel) and self.adapter.unused:  # before main moves, not after
+                return FinishVerdict(RunStatus.FAILED, "The script and the run disagree.",
+                                     reason=_script_disagrees(self.adapter.unused))
         try:
             merge = await asyncio.to_thread(merge_run, store, ws, task, run)
         except WorkspaceError as e:
@@ -307,6 +309,10 @@ def _skill_news(store: Store, shelf: SkillShelf):
         store.append(run_id, SkillsChanged(added=changed[0], removed=changed[1], updated=changed[2]))
         return [shelf.news(*changed)]
     return news
+
+
+def _script_disagrees(unused: int) -> str:
+    return f"scripted model: the run ended with {unused} script turn(s) unused — the script and the run disagree"
 
 
 async def _end_leftover_commands(store: Store, run_id: str) -> int:
