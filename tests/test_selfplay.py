@@ -666,15 +666,76 @@ def test_real_attempts_pass_through_the_runner_and_leave_nothing_behind(repo, tm
     assert not (repo / "solution.py").exists()  # nothing merged into main
 
 
-def test_a_wrong_solution_fails_and_a_spent_budget_is_truncated(repo, tmp_path):
-    project = scripted_project(repo, tmp_path, "def devowel(s):\n    return s\n")
-    [wrong] = asyncio.run(RunnerSolver(project).attempts(PythonFunctions(), devowel_task(), 1))
-    assert not wrong.passed and not wrong.truncated
-    checks = project.store.events(wrong.run_id, types=("check_ran",))
-    assert checks and "hidden tests: 0 of 1 passed" in checks[-1][2].output_tail
+WRONG_DEVOWEL = "def devowel(s):\n    return s\n"
+
+
+def attempt_of(repo, tmp_path, turns: list[dict], *, budget_tokens: int = 100_000, **overrides):
+    """One attempt at the devowel task through the real Runner, by a solver playing `turns`."""
+    script = write_script(tmp_path / "solver.json", turns)
+    project = open_project(repo, create=True, overrides={"provider": "scripted", "script": str(script), **overrides})
+    [attempt] = asyncio.run(RunnerSolver(project, budget_tokens=budget_tokens).attempts(
+        PythonFunctions(), devowel_task(), 1))
+    return attempt, project
+
+
+def test_a_wrong_solution_fails_at_its_last_check_try(repo, tmp_path):
+    write = turn(call("write_file", path="solution.py", content=WRONG_DEVOWEL))
+    attempt, project = attempt_of(repo, tmp_path, [write, turn(call("finish", summary="done")),
+                                                   turn(call("finish", summary="done again"), expect="failed")])
+    assert attempt.outcome == "failed" and not attempt.passed and not attempt.truncated
+    run = project.store.run(attempt.run_id)
+    assert run.status == "failed" and "last of 2 tries" in run.reason  # [selfplay] check_tries = 2 by default
+    checks = project.store.events(attempt.run_id, types=("check_ran",))
+    assert len(checks) == 2 and "hidden tests: 0 of 1 passed" in checks[-1][2].output_tail
     assert "assert" not in checks[-1][2].output_tail  # the feedback does not leak the tests
-    [cut] = asyncio.run(RunnerSolver(project, budget_tokens=10).attempts(PythonFunctions(), devowel_task(), 1))
-    assert cut.truncated and not cut.passed
+
+
+def test_a_budget_that_ends_after_a_failed_check_is_a_failure_not_a_truncation(repo, tmp_path):
+    """The reproduction: a wrong solution under max_turns=3 came back truncated, leaving p̂'s denominator."""
+    write = turn(call("write_file", path="solution.py", content=WRONG_DEVOWEL))
+    attempt, _ = attempt_of(repo, tmp_path, [write, turn(call("finish", summary="done")), write],
+                            budget={"max_turns": 3}, selfplay={"check_tries": 5})
+    assert attempt.outcome == "failed"
+
+
+def test_a_budget_that_ends_before_the_first_finish_is_truncated(repo, tmp_path):
+    write = turn(call("write_file", path="solution.py", content=GOOD_DEVOWEL))
+    attempt, _ = attempt_of(repo, tmp_path, [write, write, turn(call("finish", summary="done"))], budget_tokens=10)
+    assert attempt.outcome == "truncated" and not attempt.passed
+
+
+def test_a_model_that_fails_for_good_is_an_error_not_a_failure(repo, tmp_path):
+    attempt, _ = attempt_of(repo, tmp_path, [])  # the scripted model has nothing to say: a FatalModelError
+    assert attempt.outcome == "error" and not attempt.passed
+
+
+class ErrorsFirst:
+    """A solver whose first `errors` attempts fail on infrastructure; then it passes every other attempt."""
+
+    def __init__(self, errors: int):
+        self.errors, self.calls = errors, []
+
+    async def attempts(self, domain, task, k, *, learn=True):
+        self.calls.append(k)
+        out = []
+        for i in range(k):
+            if self.errors:
+                self.errors -= 1
+                out.append(Attempt(passed=False, error=True, detail="model unavailable"))
+            else:
+                out.append(Attempt(passed=i % 2 == 0))
+        return out
+
+
+def test_errored_attempts_are_run_again_and_never_rated(tmp_path):
+    solver = ErrorsFirst(3)
+    engine = Engine(SimDomain(), SimProposer("controlled", 1), solver,
+                    SelfPlayConfig(k=4, batch=1, waves=1, heldout_size=0, replay=False), folder=tmp_path)
+    [r] = run(engine, 1)
+    assert solver.calls == [4, 3]  # 3 errors: 3 attempts more
+    [row] = [json.loads(line) for line in (tmp_path / "measurements.jsonl").read_text().splitlines()]
+    assert (row["errors"], row["valid"], row["passes"]) == (3, 4, 2)
+    assert r["s_bar"] == 0.5
 
 
 def test_a_round_with_a_model_proposer_and_runner_solver(repo, tmp_path):

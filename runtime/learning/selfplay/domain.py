@@ -72,7 +72,10 @@ class Verdict:
 
 @dataclass
 class Attempt:
-    """One solver attempt: passed (the verifier said so), or truncated (it hit the token budget), or failed."""
+    """One solver attempt, whose `outcome` is one of OUTCOMES: passed (the verifier said so); failed (the check
+    failed at its last try, or the solver gave up); truncated (the token or turn budget ended before the solver
+    first called finish); error (infrastructure: the model unavailable, a budget pause, a crash), which is left out
+    of every rate and attempted again."""
 
     passed: bool
     truncated: bool = False
@@ -80,6 +83,14 @@ class Attempt:
     cost_usd: float = 0.0
     run_id: str = ""
     detail: str = ""
+    error: bool = False
+
+    @property
+    def outcome(self) -> str:
+        return "error" if self.error else "passed" if self.passed else "truncated" if self.truncated else "failed"
+
+
+OUTCOMES = ("passed", "failed", "truncated", "error")
 
 
 @dataclass

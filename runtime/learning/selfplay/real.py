@@ -7,9 +7,9 @@ is the proposals' text; its cost is added to the run's spending.
 its own worktree, in parallel (at most `config.max_parallel` at once), every
 one under the same token budget (`budget.max_tokens` = `budget_tokens`). The
 acceptance check is the domain's verifier run from a temporary folder outside
-the worktree (the hidden tests live there, never in the repository), so a run
-ends succeeded (passed), budget_exceeded (truncated: it hit the budget) or
-anything else (failed). Nothing merges: practice tasks run with
+the worktree (the hidden tests live there, never in the repository); an
+attempt gets `[selfplay] check_tries` calls to finish, and `outcome` turns
+its run into passed, failed, truncated or error (domain.Attempt). Nothing merges: practice tasks run with
 `on_success = keep`, and each attempt's worktree and branch are removed once
 it is measured. The Runner reflects after every run (lessons with credit,
 skill drafts), which is how practice feeds memory; held-out attempts
@@ -37,6 +37,7 @@ from loopwright.harness.messages import Message, TextBlock
 from loopwright.harness.models import ModelAdapter, cost_usd
 from loopwright.harness.retry import call_model
 from loopwright.harness.statuses import RunStatus, TaskStatus
+from loopwright.memory.store import Run
 from loopwright.runtime.config import Config
 from loopwright.runtime.learning.selfplay.domain import Attempt, Domain, PracticeTask, ProposalRequest, SelfPlayError
 from loopwright.runtime.merging import GIT_LOCK
@@ -109,29 +110,43 @@ class RunnerSolver:
             config = self._config(learn)
             project = dataclasses.replace(self.project, config=config)
             options = model_options(config) | {"on_success": "keep", "selfplay": {
-                "domain": domain.name, "task": task.id, "attempt": index + 1, "heldout": not learn}}
+                "domain": domain.name, "task": task.id, "attempt": index + 1, "heldout": not learn,
+                "check_tries": config.selfplay.check_tries}}
             store = project.store
             t = store.create_task(domain.solver_goal(task), title=f"practice: {domain.name} {task.id} #{index + 1}",
                                   check=check, options=options, status=TaskStatus.RUNNING)
             try:
                 result = await Runner(project).run_task(t)
-            except Exception as e:  # noqa: BLE001 — a run that cannot start is a failed attempt, not a crash
-                return Attempt(passed=False, detail=f"{type(e).__name__}: {e}")
+            except Exception as e:  # noqa: BLE001 — a run that cannot start says nothing of the solver
+                return Attempt(passed=False, error=True, detail=f"{type(e).__name__}: {e}")
             run = result.run
-            attempt = Attempt(passed=run.status == RunStatus.SUCCEEDED,
-                              truncated=run.status == RunStatus.BUDGET_EXCEEDED, tokens=run.tokens,
-                              cost_usd=run.cost_usd, run_id=run.id, detail=run.reason or "")
+            attempt = outcome(run, checked=bool(store.events(run.id, types=("check_ran",))))
             if not self.keep_worktrees:
                 await asyncio.to_thread(self._remove, run)
             return attempt
 
-    def _remove(self, run) -> None:
+    def _remove(self, run: Run) -> None:
         try:
             ws = Workspace.open(self.project.root, run.id, Path(run.worktree), run.branch, run.base_commit)
             with GIT_LOCK:
                 ws.remove(delete_branch=True)
         except Exception:  # noqa: BLE001 — `loopwright gc` removes what is left
             pass
+
+
+def outcome(run: Run, *, checked: bool) -> Attempt:
+    """The attempt a finished run was: passed when its check passed; truncated only when its budget ended before
+    the first call to finish (`checked`: the check ran at least once), else failed; a pause, a kill or a run that
+    failed without a check (the model refused for good, a script that disagrees) is an error."""
+    status = run.status
+    attempt = Attempt(passed=status == RunStatus.SUCCEEDED, tokens=run.tokens, cost_usd=run.cost_usd, run_id=run.id,
+                      detail=run.reason or "")
+    if status == RunStatus.BUDGET_EXCEEDED:
+        attempt.truncated = not checked
+    elif status in (RunStatus.PAUSED, RunStatus.KILLED, RunStatus.RUNNING) or (status == RunStatus.FAILED
+                                                                               and not checked):
+        attempt.error = True
+    return attempt
 
 
 def build(domain_name: str, *, provider: str | None = None,
