@@ -7,6 +7,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+from support import needs_bwrap
 
 from loopwright.runtime.learning.selfplay.domain import Archive, ProposalError, ProposalRequest
 from loopwright.runtime.learning.selfplay.gates import GateConfig, banned_apis, normalised
@@ -112,7 +113,104 @@ def test_a_non_deterministic_task_is_rejected(domain):
                          tests=("def test_it():\n    assert sorted(distinct(['b', 'a', 'b'])) == ['a', 'b']\n"
                                 "    assert len(distinct(list('abcdefghijklmnopqrstuvwxyz'))) == 26\n"))
     v = domain.validate(p, Archive())
-    assert v.reason == "nondeterministic" and "hash seeds" in v.detail
+    assert v.reason == "nondeterministic" and "hash seed" in v.detail
+
+
+def seed_hash(seed: int, text: str = "x") -> int:
+    import subprocess
+    import sys
+
+    return int(subprocess.run([sys.executable, "-c", f"print(hash({text!r}))"], env={"PYTHONHASHSEED": str(seed)},
+                              capture_output=True, text=True, check=True).stdout)
+
+
+def test_tests_that_probe_the_verifiers_hash_seed_are_rejected(domain):
+    """The reproduction: gates ran seeds 1 and 2, verification seed 0, so tests that misbehave only under the
+    verifier's seed were accepted. Now gates and verifier share SEEDS (0, 1, 2)."""
+    probe = (f"def test_it():\n    if hash('x') == {seed_hash(0)}:\n        assert rle('a') == 'coin'\n"
+             f"    assert rle('a') == [('a', 1)]\n")
+    v = domain.validate(rle_proposal(tests=probe), Archive())
+    assert v.reason == "nondeterministic" and "hash seed 0 and hash seed" in v.detail, v.detail
+
+
+def nondeterministic(domain, reference: str, tests: str, function: str = "f") -> str:
+    p = FunctionProposal(statement="A task whose reference reads what it must not.", function=function,
+                         reference=reference, tests=tests)
+    assert not banned_apis(reference) and not banned_apis(tests)  # the names pass the pre-filter
+    v = domain.validate(p, Archive())
+    assert not v.ok
+    return f"{v.reason}: {v.detail}"
+
+
+def test_the_clock_is_caught_by_running_not_by_name(domain):
+    days = "def f(n):\n    from logging import time\n    return int(time.time() // 86400) + n\n"
+    got = nondeterministic(domain, days, "def test_it():\n    assert f(1) > f(0)\n    assert f(5) - f(2) == 3\n")
+    assert got.startswith("nondeterministic") and "the clock 40 days later" in got
+
+
+def test_the_datetime_clock_is_shifted_too(domain):
+    got = nondeterministic(domain, "def f(n):\n    import logging\n    return str(logging.sys.modules['datetime']"
+                                   ".date.today())[:4 * n]\n",
+                           "def test_it():\n    assert len(f(1)) == 4\n    assert f(0) == ''\n")
+    assert got.startswith("nondeterministic") and "clock" in got
+
+
+@pytest.mark.parametrize("reference", [
+    "def f(x):\n    import statistics\n    return x + statistics.random.random() / 1e9\n",
+    "def f(x):\n    r = __builtins__['__imp' + 'ort__']('random')\n    return x + r.random() / 1e9\n",
+])
+def test_randomness_is_caught_by_running_not_by_name(domain, reference):
+    got = nondeterministic(domain, reference, "def test_it():\n    assert abs(f(1.0) - 1.0) < 1e-6\n"
+                                              "    assert abs(f(2.0) - 2.0) < 1e-6\n    assert f(0.0) < 1\n")
+    assert got.startswith("nondeterministic") and "outputs differ" in got
+
+
+def test_the_environment_is_caught_by_running_not_by_name(domain):
+    got = nondeterministic(domain, "def f(s):\n    import logging\n    return s + logging.os.environ.get('USER', '')\n",
+                           "def test_it():\n    assert f('a').startswith('a')\n    assert f('')[:0] == ''\n"
+                           "    assert f('bc')[:2] == 'bc'\n")
+    assert got.startswith(("nondeterministic", "banned_api")), got
+
+
+def test_tests_that_need_the_gates_hash_seeds_are_rejected(domain):
+    """The reproduction: a test asserting PYTHONHASHSEED in ('1', '2') was accepted, then failed its reference."""
+    tests = ("import logging\n\ndef test_it():\n    assert logging.os.environ['PYTHONHASHSEED'] in ('1', '2')\n"
+             "    assert rle('a') == [('a', 1)]\n")
+    v = domain.validate(rle_proposal(tests=tests), Archive())
+    assert v.reason in ("nondeterministic", "banned_api"), (v.reason, v.detail)
+
+
+def test_verification_runs_a_solution_under_the_gates_conditions(domain, tmp_path):
+    from loopwright.runtime.learning.selfplay.python_functions import verify_solution
+
+    task = domain.validate(rle_proposal(), Archive()).task
+    (tmp_path / "solution.py").write_text(RLE + f"\nif hash('x') == {seed_hash(2)}:\n    rle = lambda s: []\n")
+    ok, detail = verify_solution(task, tmp_path, 2.0)
+    assert not ok and detail.endswith("under hash seed 2"), detail
+    (tmp_path / "solution.py").write_text(RLE)
+    assert verify_solution(task, tmp_path, 2.0) == (True, "hidden tests: 2 of 2 passed")
+
+
+JAIL_TESTS = """import os, socket
+
+def test_no_network():
+    assert [name for _, name in socket.if_nameindex()] == ['lo']
+
+def test_private_tmp():
+    open('/tmp/lw-selfplay-marker', 'w').write('x')
+"""
+
+
+@needs_bwrap
+def test_the_executor_jails_with_the_network_off_and_a_private_tmp(tmp_path):
+    from loopwright.harness.sandbox import Sandbox, SandboxPolicy
+    from loopwright.runtime.learning.selfplay.sandbox import run_job
+
+    box = Sandbox.for_policy(SandboxPolicy(network="on"))  # the executor turns it off whatever the policy says
+    result = run_job([{"label": "t", "code": None, "name": "", "tests": JAIL_TESTS}], limit=10, cwd=tmp_path,
+                     sandbox=box)
+    assert result.by_label()["t"]["results"] == {"<module>": True, "test_no_network": True, "test_private_tmp": True}
+    assert not Path("/tmp/lw-selfplay-marker").exists()
 
 
 @pytest.mark.parametrize("tests, answer", [
