@@ -727,7 +727,7 @@ def test_report_of_a_simulation_outside_a_project_asks_for_its_folder(tmp_path, 
 
 from support import call, git, turn, write_script  # noqa: E402
 
-from loopwright.runtime.learning.selfplay.real import ModelProposer, RunnerSolver  # noqa: E402
+from loopwright.runtime.learning.selfplay.real import ModelProposer, RunnerSolver, hide  # noqa: E402
 from loopwright.runtime.project import open_project  # noqa: E402
 
 GOOD_DEVOWEL = "def devowel(s):\n    return ''.join(c for c in s if c.lower() not in 'aeiou')\n"
@@ -757,11 +757,33 @@ def test_real_attempts_pass_through_the_runner_and_leave_nothing_behind(repo, tm
     for r in runs:
         task = project.store.task(r.task_id)
         assert task.options["on_success"] == "keep" and task.options["selfplay"]["domain"] == "python-functions"
-        assert str(repo) not in task.check_cmd and "task.json" in task.check_cmd  # the hidden tests live outside
+        assert task.check_cmd.endswith(f" -P -m loopwright selfplay verify {task.options['selfplay']['task']}")
+        assert "json" not in task.check_cmd and "hidden" not in task.check_cmd  # opaque: it names no file
         assert not Path(r.worktree).exists()  # worktree and branch removed after measuring
         assert r.branch not in git(repo, "branch", "--list")
         assert "assert devowel" not in task.goal  # the solver never sees the tests
     assert not (repo / "solution.py").exists()  # nothing merged into main
+    assert list((project.dir / "selfplay" / "hidden").iterdir()) == []  # the hidden tests went with the attempts
+
+
+@needs_bwrap
+def test_the_solver_cannot_find_the_reference_or_the_tests_from_its_jail(repo, tmp_path):
+    task = devowel_task()
+    look = (f"n=$(find / \\( -name task.json -o -name '*{task.id}*' \\) 2>/dev/null | wc -l); "
+            f"m=$(grep -rlF \"devowel('AEx')\" /tmp . 2>/dev/null | wc -l); echo found $n $m")
+    script = write_script(tmp_path / "solver.json", [
+        turn(call("shell", command=look)),
+        turn(call("write_file", path="solution.py", content=GOOD_DEVOWEL), expect="found 0 0"),
+        turn(call("finish", summary="implemented"))])
+    project = open_project(repo, create=True, overrides={"provider": "scripted", "script": str(script)})
+    [attempt] = asyncio.run(RunnerSolver(project).attempts(PythonFunctions(), task, 1))
+    assert attempt.outcome == "passed", attempt.detail  # the check found the hidden tests; the solver's shell did not
+
+
+def test_verify_names_an_unknown_task_in_one_line(repo, cli):
+    open_project(repo, create=True)
+    code, out, err = cli(repo, "selfplay", "verify", "0123456789ab")
+    assert code == 2 and "no self-play task 0123456789ab" in err and err.count("\n") == 1
 
 
 WRONG_DEVOWEL = "def devowel(s):\n    return s\n"
@@ -912,10 +934,9 @@ def test_repo_tasks_are_grounded_verified_by_hidden_tests_and_the_suite(repo, tm
     assert domain.verify(v.task, tree) == (True, "hidden tests: 1 of 1 passed; the project's suite passes")
     import subprocess
 
-    hidden = Path(tempfile_dir := str(tree.parent / "hidden"))
-    hidden.mkdir()
-    check = domain.check_command(v.task, hidden)
-    assert tempfile_dir in check and subprocess.run(check, shell=True, cwd=tree, capture_output=True).returncode == 0
+    hide(repo, domain, v.task)
+    check = domain.check_command(v.task)
+    assert subprocess.run(check, shell=True, cwd=tree, capture_output=True).returncode == 0
     (tree / "calc.py").write_text(calc)
     assert domain.verify(v.task, tree)[0] is False
     assert subprocess.run(check, shell=True, cwd=tree, capture_output=True).returncode == 1
@@ -960,8 +981,9 @@ def test_a_skill_can_add_a_domain_with_its_verifier(tmp_path, monkeypatch):
     assert domain.validate(SkillProposal(**good), archive).reason == "duplicate"
     (tmp_path / "answer.txt").write_text("42")
     assert domain.verify(v.task, tmp_path)[0] is True
-    check = domain.check_command(v.task, tmp_path / "hidden" if (tmp_path / "hidden").mkdir() is None else tmp_path)
-    assert "skills_domain" in check and str(tmp_path / "hidden") in check
+    git(tmp_path, "init", "-q")
+    hide(tmp_path, domain, v.task)
+    check = domain.check_command(v.task)
     import subprocess
 
     assert subprocess.run(check, shell=True, cwd=tmp_path, capture_output=True).returncode == 0

@@ -34,8 +34,6 @@ from __future__ import annotations
 import ast
 import copy
 import re
-import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +58,6 @@ from loopwright.runtime.learning.selfplay.gates import (
     static_duplicate,
 )
 from loopwright.runtime.learning.selfplay.sandbox import CONDITIONS, Conditions, run_everywhere
-from loopwright.runtime.sandboxing import verifier_sandbox
 
 NAME = "python-functions"
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -332,13 +329,6 @@ class PythonFunctions(Domain):
     def verify(self, task: PracticeTask, workdir: Path) -> tuple[bool, str]:
         return verify_solution(task, workdir, self.gates.time_limit, sandbox=self.sandbox)
 
-    def check_command(self, task: PracticeTask, folder: Path) -> str:
-        path = Path(folder) / "task.json"
-        path.write_text(task.model_dump_json())
-        # -P: the worktree (the agent's files) is not put on sys.path: this verifier runs outside the jail
-        return (f"{shlex.quote(sys.executable)} -P -m loopwright.runtime.learning.selfplay.python_functions "
-                f"{shlex.quote(str(path))} {self.gates.time_limit:g}")
-
 
 def _difference(a: dict, b: dict, first: Conditions, other: Conditions) -> str:
     between = f"between {first.describe()} and {other.describe()}"
@@ -373,18 +363,3 @@ def verify_solution(task: PracticeTask, workdir: Path, limit: float = 5.0, *,
             kind = error[1].strip() if len(error) > 2 else error[0]
             return False, f"hidden tests: {passed} of {len(results)} passed ({kind or 'failed'}){where}"
     return True, f"hidden tests: {passed} of {len(results)} passed"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -P -m loopwright.runtime.learning.selfplay.python_functions TASK.json`: the solver's acceptance check
-    (cwd)."""
-    argv = sys.argv[1:] if argv is None else argv
-    task = PracticeTask.model_validate_json(Path(argv[0]).read_text())
-    ok, detail = verify_solution(task, Path.cwd(), float(argv[1]) if len(argv) > 1 else 5.0,
-                                 sandbox=verifier_sandbox())  # the run's policy: the hidden tests run jailed
-    print(detail)
-    return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

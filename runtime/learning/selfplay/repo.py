@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import ast
 import re
-import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -49,7 +47,6 @@ from loopwright.runtime.learning.selfplay.domain import (
 from loopwright.runtime.learning.selfplay.gates import GateConfig, banned_apis, features, size_problem, static_duplicate
 from loopwright.runtime.learning.selfplay.python_functions import count_tests
 from loopwright.runtime.learning.selfplay.sandbox import CONDITIONS, Conditions, run_job
-from loopwright.runtime.sandboxing import verifier_sandbox
 
 NAME = "repo"
 REPO_ALLOWED = frozenset({"os", "sys", "pathlib", "io", "tempfile", "shutil", "importlib", "inspect"})
@@ -265,25 +262,3 @@ class RepoDomain(Domain):
         ok, out = run_suite(task.payload.get("check"), Path(workdir), self.suite_timeout, sandbox=self.sandbox)
         return (True, detail + "; the project's suite passes") if ok else (False, detail + "; the project's suite "
                                                                                    "fails:\n" + out[-1500:])
-
-    def check_command(self, task: PracticeTask, folder: Path) -> str:
-        path = Path(folder) / "task.json"
-        path.write_text(task.model_dump_json())
-        # -P: the worktree (the agent's files) is not put on sys.path: this verifier runs outside the jail
-        return f"{shlex.quote(sys.executable)} -P -m loopwright.runtime.learning.selfplay.repo {shlex.quote(str(path))}"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -P -m loopwright.runtime.learning.selfplay.repo TASK.json`: the solver's acceptance check (cwd: its
-    worktree)."""
-    argv = sys.argv[1:] if argv is None else argv
-    task = PracticeTask.model_validate_json(Path(argv[0]).read_text())
-    domain = RepoDomain(Path.cwd(), check=task.payload.get("check"))
-    domain.sandbox = verifier_sandbox()  # the run's policy: the hidden tests and the suite run jailed
-    ok, detail = domain.verify(task, Path.cwd())
-    print(detail)
-    return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

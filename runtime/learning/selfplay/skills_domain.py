@@ -25,7 +25,6 @@ from __future__ import annotations
 import ast
 import hashlib
 import os
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -153,13 +152,6 @@ class SkillDomain(Domain):
                                    limit=self.gates.time_limit, workdir=Path(workdir))
         return bool(passed), "the verifier accepts the solution" if passed else "the verifier rejects the solution"
 
-    def check_command(self, task: PracticeTask, folder: Path) -> str:
-        path = Path(folder) / "task.json"
-        path.write_text(task.model_dump_json())
-        # -P: the worktree (the agent's files) is not put on sys.path: this verifier runs outside the jail
-        return (f"{shlex.quote(sys.executable)} -P -m loopwright.runtime.learning.selfplay.skills_domain "
-                f"{shlex.quote(str(path))}")
-
 
 def skill_domains(root: Path | None) -> dict[str, SkillDomain]:
     """Every domain the installed (and, in a trusted repository, the project's) skills add."""
@@ -179,16 +171,3 @@ def skill_domains(root: Path | None) -> dict[str, SkillDomain]:
 
 def skill_domain(root: Path | None, name: str) -> SkillDomain | None:
     return skill_domains(root).get(name)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m loopwright.runtime.learning.selfplay.skills_domain TASK.json`: the solver's acceptance check (cwd)."""
-    argv = sys.argv[1:] if argv is None else argv
-    task = PracticeTask.model_validate_json(Path(argv[0]).read_text())
-    ok, detail = SkillDomain(task.domain, Path(task.payload["verifier"]), "").verify(task, Path.cwd())
-    print(detail)
-    return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
