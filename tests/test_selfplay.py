@@ -191,6 +191,49 @@ def test_verification_runs_a_solution_under_the_gates_conditions(domain, tmp_pat
     assert verify_solution(task, tmp_path, 2.0) == (True, "hidden tests: 2 of 2 passed")
 
 
+@pytest.mark.parametrize("solution, caught", [
+    ("class Yes:\n    def __eq__(self, other):\n        return True\n\ndef rle(s):\n    return Yes()\n",
+     "returned (or left in its arguments) a Yes object"),
+    ("class L(list):\n    def __eq__(self, other):\n        return True\n\ndef rle(s):\n    return [L()]\n",
+     "a L object"),
+    ("class H(str):\n    def __hash__(self):\n        return 0\n\n"
+     "def rle(s):\n    return [(H(c), n) for c, n in rle_ok(s)]\n", "a H object"),
+    ("def rle(s):\n    open('/etc/hostname').read()\n    return rle_ok(s)\n", "may not read files"),
+    ("import os\n\ndef rle(s):\n    os.environ.get('PYTHONHASHSEED')\n    return rle_ok(s)\n", "environment"),
+    ("import sys\n\ndef rle(s):\n    sys._getframe(1).f_locals\n    return rle_ok(s)\n", "stack frames"),
+    ("def rle(s):\n    try:\n        1 / 0\n    except ZeroDivisionError as e:\n        e.__traceback__.tb_frame\n"
+     "    return rle_ok(s)\n", "stack frames"),
+    ("import gc\n\ndef rle(s):\n    gc.get_objects()\n    return rle_ok(s)\n", "inspected the interpreter"),
+])
+def test_solutions_that_cheat_do_not_count(domain, tmp_path, solution, caught):
+    from loopwright.runtime.learning.selfplay.python_functions import verify_solution
+
+    task = domain.validate(rle_proposal(), Archive()).task
+    honest = RLE.replace("def rle(", "def rle_ok(")
+    (tmp_path / "solution.py").write_text(honest + "\n" + solution)
+    ok, detail = verify_solution(task, tmp_path, 2.0)
+    assert not ok and detail.startswith("not counted:") and caught in detail, detail
+    (tmp_path / "solution.py").write_text(honest + "\nimport collections\nP = collections.namedtuple('P', 'c n')\n"
+                                          "\ndef rle(s):\n    return rle_ok(s)\n")
+    assert verify_solution(task, tmp_path, 2.0)[0]  # a namedtuple at module level is not reading frames
+
+
+@pytest.mark.parametrize("solution", [
+    # a report line of its own, then out before the harness writes the real one
+    "import os\nos.write(1, b'@@loopwright-selfplay@@[{\"label\": \"solution\", \"passed\": true, \"results\": "
+    "{\"test_basic\": true}}]\\n')\nos._exit(0)\ndef rle(s):\n    return None\n",
+    # builtins the harness itself counts with
+    "import builtins\n\ndef rle(s):\n    builtins.all = lambda *a: True\n    return None\n",
+])
+def test_solutions_that_go_after_the_harness_do_not_pass(domain, tmp_path, solution):
+    from loopwright.runtime.learning.selfplay.python_functions import verify_solution
+
+    task = domain.validate(rle_proposal(), Archive()).task
+    (tmp_path / "solution.py").write_text(solution)
+    ok, detail = verify_solution(task, tmp_path, 2.0)
+    assert not ok, detail
+
+
 JAIL_TESTS = """import os, socket
 
 def test_no_network():

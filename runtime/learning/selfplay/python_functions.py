@@ -295,6 +295,8 @@ class PythonFunctions(Domain):
             if result.timed_out or (got and got.get("timeout")):
                 return Verdict.reject("timeout", f"the hidden tests did not finish within {cfg.time_limit:.0f}s "
                                                  f"({conditions.describe()})")
+            if result.forbidden:
+                return Verdict.reject("banned_api", f"caught running ({conditions.describe()}): {result.forbidden}")
             if got is None:
                 return Verdict.reject("reference_fails", f"the sandbox crashed ({conditions.describe()}): "
                                                          f"{result.crashed[-200:]}")
@@ -354,6 +356,8 @@ def verify_solution(task: PracticeTask, workdir: Path, limit: float = 5.0, *,
         where = "" if conditions == CONDITIONS[0] else f", under {conditions.describe()}"
         if result.timed_out or (run and run.get("timeout")):
             return False, f"the hidden tests timed out after {limit:.0f}s{where}"
+        if result.forbidden:
+            return False, f"not counted: {result.forbidden}{where}"
         if run is None:
             return False, f"the sandbox crashed{where}"
         results = {k: v for k, v in (run.get("results") or {}).items() if k != "<module>"}

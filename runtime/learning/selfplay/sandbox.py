@@ -37,6 +37,7 @@ from loopwright.harness.sandbox import Sandbox
 
 HARNESS = Path(__file__).with_name("_harness.py")
 MARKER = "@@loopwright-selfplay@@"
+FORBIDDEN = "@@loopwright-forbidden@@"
 SEEDS = (0, 1, 2)
 CLOCK_DAYS = 40
 OTHER_ENV = {"TZ": "Asia/Kolkata", "HOME": "/tmp/lw-other-home", "USER": "lw-other", "LOGNAME": "lw-other",
@@ -68,6 +69,7 @@ class SandboxResult:
     runs: list[dict] = field(default_factory=list)
     timed_out: bool = False
     crashed: str = ""
+    forbidden: str = ""  # what the code did that it may not (the harness ended the child for it)
     seconds: float = 0.0
 
     def by_label(self) -> dict[str, dict]:
@@ -112,7 +114,9 @@ def run_job(runs: list[dict], *, limit: float, wall: float | None = None, condit
     for line in reversed(out.splitlines()):
         if line.startswith(MARKER + nonce):
             return SandboxResult(runs=json.loads(line[len(MARKER + nonce):]), seconds=seconds)
-    return SandboxResult(crashed=(err or out or f"exit {proc.returncode}")[-500:], seconds=seconds)
+    forbidden = next((line[len(FORBIDDEN):] for line in err.splitlines() if line.startswith(FORBIDDEN)), "")
+    return SandboxResult(crashed=(err or out or f"exit {proc.returncode}")[-500:], forbidden=forbidden,
+                         seconds=seconds)
 
 
 def run_everywhere(runs: list[dict], *, first: Sequence[dict] = (), **kw) -> list[tuple[Conditions, SandboxResult]]:
