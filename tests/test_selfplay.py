@@ -916,6 +916,55 @@ def test_a_round_with_a_model_proposer_and_runner_solver(repo, tmp_path):
     assert (project.dir / "selfplay" / "pf" / "rounds.jsonl").exists()
 
 
+COUNT_WORDS = function_task("count_words", "Count the whitespace-separated words of a text.",
+                            "def count_words(text):\n    return len(text.split())\n",
+                            "def test_it():\n    assert count_words('a b') == 2\n    assert count_words('') == 0\n"
+                            "    assert count_words('  x  ') == 1\n", "parsing")
+
+
+def write_when(text: str | None, content: str, otherwise: dict | None = None) -> dict:
+    """A scripted turn writing `content` as solution.py when `text` is in the request, else `otherwise`."""
+    return turn(call("write_file", path="solution.py", content=content)) | {"when": text, "otherwise": otherwise}
+
+
+def test_a_real_round_measures_what_was_computed_by_hand(repo, tmp_path):
+    """Real mode end to end: the python-functions domain's gates, a scripted proposer (three tasks and a duplicate)
+    and a scripted solver, through the Runner, whose answers depend on the task: always right for squares, always
+    wrong for devowel, right on odd attempts for count_words. k = 4, one attempt to finish each."""
+    from loopwright.harness.script import Script, ScriptTurn
+    from loopwright.harness.scripted import ScriptedModel
+
+    count_right, count_wrong = COUNT_WORDS["reference"], "def count_words(text):\n    return 0\n"
+    count = write_when("#1\n", count_right, write_when("#3\n", count_right, write_when(None, count_wrong)))
+    # the attempt's number is in its title ("... #3"); the third branch is reached only by count_words
+    first = write_when(SQUARES["statement"], SQUARES["reference"],
+                       write_when(DEVOWEL["statement"], WRONG_DEVOWEL, count))
+    script = write_script(tmp_path / "solver.json", [first, turn(call("finish", summary="done"))])
+    project = open_project(repo, create=True, overrides={"provider": "scripted", "script": str(script),
+                                                         "selfplay": {"check_tries": 1}})
+    reply = json.dumps({"tasks": [SQUARES, DEVOWEL, COUNT_WORDS, SQUARES | {"kind": "again"}]})
+    proposer = ModelProposer(project.config, lambda: ScriptedModel(Script(turns=[ScriptTurn(text=reply)])))
+    folder = project.dir / "selfplay" / "pf"
+    engine = Engine(PythonFunctions(), proposer, RunnerSolver(project),
+                    SelfPlayConfig(k=4, batch=3, waves=1, heldout_size=0, proposer_calls=1), folder=folder)
+    [r] = run(engine, 1)
+    assert r["proposals"] == 4 and r["rejected"] == {"duplicate": 1} and r["accepted"] == 3
+    rows = {row["task"]: row for row in map(json.loads, (folder / "measurements.jsonl").read_text().splitlines())}
+    by_function = {t.payload["function"]: rows[t.id] for t in engine.archive.tasks}
+    got = {f: (row["passes"], row["valid"], row["truncated"], row["errors"]) for f, row in by_function.items()}
+    assert got == {"squares": (4, 4, 0, 0), "devowel": (0, 4, 0, 0), "count_words": (2, 4, 0, 0)}
+    assert r["s_bar"] == r["s_new"] == 6 / 12 and r["attempts"] == 12
+    assert r["wasted"] == 8  # squares and devowel: all or nothing teaches the controller nothing
+    assert by_function["squares"]["reward"] == by_function["devowel"]["reward"] == 0  # the edges
+    count_task = next(t for t in engine.archive.tasks if t.payload["function"] == "count_words")
+    assert count_task.meta["max_similarity"] <= 0.5  # so the novelty bonus is its cap, 0.1
+    # 4·p̂(1−p̂) = 1 at p̂ = 1/2, no length penalty (fewer than 5 tasks of its kind), novelty bonus 0.1, and a
+    # cluster of its own in a batch of 3
+    assert by_function["count_words"]["reward"] == pytest.approx(1 + 0.1 - 1 / 3)
+    assert r["reward_mean"] == pytest.approx((1 + 0.1 - 1 / 3) / 3)
+    assert r["histogram"]["1"] == r["histogram"]["0"] == 1
+
+
 # -- the repo domain: tasks grounded in the project --------------------------------------------------
 
 from support import CHECK  # noqa: E402
