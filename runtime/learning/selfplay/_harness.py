@@ -215,7 +215,6 @@ def arm():
     """Install the traps of the module's docstring; from here on the process runs code under test."""
     import collections
     import collections.abc
-    import dataclasses  # noqa: F401 — imported now: lazy imports later would be
     import enum
     import fractions
     import functools

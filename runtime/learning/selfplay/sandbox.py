@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,5 +121,9 @@ def run_job(runs: list[dict], *, limit: float, wall: float | None = None, condit
 
 
 def run_everywhere(runs: list[dict], *, first: Sequence[dict] = (), **kw) -> list[tuple[Conditions, SandboxResult]]:
-    """`runs` under each of CONDITIONS (`first`: more runs for the first child only), in that order."""
-    return [(c, run_job([*runs, *(first if i == 0 else [])], conditions=c, **kw)) for i, c in enumerate(CONDITIONS)]
+    """`runs` under each of CONDITIONS (`first`: more runs for the first child only), in that order; the children
+    run at the same time."""
+    with ThreadPoolExecutor(len(CONDITIONS)) as pool:
+        jobs = [pool.submit(run_job, [*runs, *(first if i == 0 else [])], conditions=c, **kw)
+                for i, c in enumerate(CONDITIONS)]
+        return [(c, job.result()) for c, job in zip(CONDITIONS, jobs)]
