@@ -1083,6 +1083,30 @@ def test_a_skill_can_add_a_domain_with_its_verifier(tmp_path, monkeypatch):
     assert subprocess.run(check, shell=True, cwd=tmp_path, capture_output=True).returncode == 1
 
 
+VERIFY_BY_THE_DAY = '''import sys, time
+from pathlib import Path
+print(int(time.time() // 86400))
+sys.exit(0 if (Path(sys.argv[1]) / "answer.txt").exists() else 1)
+'''
+
+
+@pytest.mark.parametrize("jail", [False, pytest.param(True, marks=needs_bwrap)])
+def test_a_skill_verifier_runs_under_the_gates_conditions(tmp_path, jail):
+    from loopwright.harness.sandbox import Sandbox, SandboxPolicy
+    from loopwright.runtime.learning.selfplay.skills_domain import SkillDomain, SkillProposal
+
+    (tmp_path / "skill").mkdir()
+    verifier = tmp_path / "skill" / "verify.py"
+    verifier.write_text(VERIFY_ANSWER)
+    domain = SkillDomain("answers", verifier, "answers")
+    domain.sandbox = Sandbox.for_policy(SandboxPolicy()) if jail else None
+    good = SkillProposal(statement="Write 42 to answer.txt.", files={"answer.txt": "42\n"}, tests="42")
+    assert domain.validate(good, Archive()).ok
+    verifier.write_text(VERIFY_BY_THE_DAY)  # its output depends on the clock
+    v = domain.validate(good, Archive())
+    assert v.reason == "nondeterministic" and "the clock 40 days later" in v.detail, v.detail
+
+
 def test_practice_round_for_the_daemon(repo, tmp_path):
     from loopwright.harness.script import Script, ScriptTurn
     from loopwright.harness.scripted import ScriptedModel

@@ -1,6 +1,6 @@
 """Sandbox side of the self-play gates: run hidden tests and collect outputs, in a child process.
 
-Executed as a script (`python -s -B _harness.py`), never imported by loopwright:
+Executed as a script (`python -s -B -c SOURCE`, its source after _clock.py's), never imported by loopwright:
 it reads one JSON job on stdin and writes one JSON line after the marker on
 stdout. A job is `{"limit": seconds, "runs": [...]}`; each run is
 `{"label", "code", "name", "tests"?, "inputs"?}` (with `code` null the tests
@@ -164,53 +164,6 @@ def limit_resources(rlimits):
             pass
 
 
-def shift_clock(days):
-    """Every clock the code can read, `days` later (0: the same clocks, through the same classes): the executor runs
-    the hidden tests under two clocks, and a difference makes the task nondeterministic."""
-    import datetime as dt
-    import time
-
-    delta = days * 86400
-    real_time, real_ns, localtime, gmtime, ctime, asctime, strftime = (
-        time.time, time.time_ns, time.localtime, time.gmtime, time.ctime, time.asctime, time.strftime)
-
-    def now():
-        return real_time() + delta
-
-    time.time, time.time_ns = now, lambda: real_ns() + delta * 10**9
-    time.localtime = lambda secs=None: localtime(now() if secs is None else secs)
-    time.gmtime = lambda secs=None: gmtime(now() if secs is None else secs)
-    time.ctime = lambda secs=None: ctime(now() if secs is None else secs)
-    time.asctime = lambda t=None: asctime(localtime(now()) if t is None else t)
-    time.strftime = lambda fmt, t=None: strftime(fmt, localtime(now()) if t is None else t)
-
-    class date(dt.date):
-        __slots__ = ()
-
-        @classmethod
-        def today(cls):
-            return cls.fromtimestamp(now())
-
-    class datetime(dt.datetime, date):
-        __slots__ = ()
-
-        @classmethod
-        def now(cls, tz=None):
-            return cls.fromtimestamp(now(), tz)
-
-        @classmethod
-        def utcnow(cls):
-            return cls.utcfromtimestamp(now())
-
-        @classmethod
-        def today(cls):
-            return cls.fromtimestamp(now())
-
-    for cls in (date, datetime):
-        cls.__module__ = "datetime"
-    dt.date, dt.datetime = date, datetime
-
-
 def arm():
     """Install the traps of the module's docstring; from here on the process runs code under test."""
     import collections
@@ -320,7 +273,7 @@ def arm():
 def main():
     job = json.loads(sys.stdin.read())
     limit_resources(job.get("rlimits", {}))
-    shift_clock(job.get("clock_days", 0))
+    shift_clock(job.get("clock_days", 0))  # noqa: F821 — defined by _clock.py, which the executor puts first
     real_stdout, dumps, one, nonce = sys.stdout, json.dumps, run_one, job.get("nonce", "")
     if any(run.get("code") is not None for run in job["runs"]):
         arm()

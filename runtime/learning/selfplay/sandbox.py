@@ -37,6 +37,7 @@ from pathlib import Path
 from loopwright.harness.sandbox import Sandbox
 
 HARNESS = Path(__file__).with_name("_harness.py")
+CLOCK = Path(__file__).with_name("_clock.py")
 MARKER = "@@loopwright-selfplay@@"
 FORBIDDEN = "@@loopwright-forbidden@@"
 SEEDS = (0, 1, 2)
@@ -85,19 +86,14 @@ def run_job(runs: list[dict], *, limit: float, wall: float | None = None, condit
     The child works in a fresh temporary folder, or in `cwd` (the repo domain runs tests in a worktree of the
     repository at `repo_root`); with a bwrap `sandbox`, in its jail around that folder, network off."""
     wall = wall if wall is not None else limit * len(runs) + 5.0
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONHASHSEED": str(conditions.hash_seed),
-           "PYTHONDONTWRITEBYTECODE": "1", "LC_ALL": "C.UTF-8", "TZ": "UTC",
-           **(OTHER_ENV if conditions.other_env else {})}
+    env = environment(conditions)
     nonce = secrets.token_hex(16)  # the report line the code under test cannot forge: it never sees the nonce
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="lw-selfplay-") as tmp:
         folder = Path(cwd or tmp)
-        argv = [sys.executable, "-s", "-B", str(HARNESS)]
-        if sandbox is not None and sandbox.mode == "bwrap":  # the harness's source goes in: its file is not mounted
-            command = shlex.join([sys.executable, "-s", "-B", "-c", HARNESS.read_text()])
-            jail = sandbox.variant(network="off") if sandbox.policy.network != "off" else sandbox
-            argv, env = jail.wrap(f"exec {command}", worktree=folder, repo_root=repo_root, env=env,
-                                  new_session=False)  # its own session below: killpg ends the jail
+        # the source goes in (in a jail the files are not mounted), the clock's first
+        argv = [sys.executable, "-s", "-B", "-c", CLOCK.read_text() + HARNESS.read_text()]
+        argv, env = jailed(argv, sandbox, folder, env, repo_root=repo_root)
         proc = subprocess.Popen(argv, cwd=str(folder), env=env, stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         job = {"limit": limit, "runs": runs, "rlimits": {"cpu": int(wall) + 2, "memory_mb": memory_mb},
@@ -118,6 +114,30 @@ def run_job(runs: list[dict], *, limit: float, wall: float | None = None, condit
     forbidden = next((line[len(FORBIDDEN):] for line in err.splitlines() if line.startswith(FORBIDDEN)), "")
     return SandboxResult(crashed=(err or out or f"exit {proc.returncode}")[-500:], forbidden=forbidden,
                          seconds=seconds)
+
+
+def environment(conditions: Conditions) -> dict[str, str]:
+    """The whole environment of a child under `conditions` (the clock is the harness's or `sitecustomize`'s)."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONHASHSEED": str(conditions.hash_seed),
+            "PYTHONDONTWRITEBYTECODE": "1", "LC_ALL": "C.UTF-8", "TZ": "UTC",
+            **(OTHER_ENV if conditions.other_env else {})}
+
+
+def sitecustomize(folder: Path, conditions: Conditions) -> dict[str, str]:
+    """For a Python process that is not the harness: a `sitecustomize` in `folder` that sets its clock, and the
+    environment (PYTHONPATH included) that loads it."""
+    (folder / "sitecustomize.py").write_text(f"{CLOCK.read_text()}\nshift_clock({conditions.clock_days})\n")
+    return environment(conditions) | {"PYTHONPATH": str(folder)}
+
+
+def jailed(argv: list[str], sandbox: Sandbox | None, folder: Path, env: dict[str, str], *,
+           repo_root: Path | None = None, readable: Sequence[Path] = ()) -> tuple[list[str], dict[str, str]]:
+    """`argv` in `sandbox`'s jail around `folder` with the network off, when it is a bwrap one (else as it is)."""
+    if sandbox is None or sandbox.mode != "bwrap":
+        return argv, env
+    jail = sandbox.variant(network="off") if sandbox.policy.network != "off" else sandbox
+    return jail.wrap(f"exec {shlex.join(argv)}", worktree=folder, repo_root=repo_root, env=env, readable=readable,
+                     new_session=False)  # its own session (start_new_session): killpg ends the jail
 
 
 def run_everywhere(runs: list[dict], *, first: Sequence[dict] = (), **kw) -> list[tuple[Conditions, SandboxResult]]:
