@@ -218,6 +218,20 @@ def test_solutions_that_cheat_do_not_count(domain, tmp_path, solution, caught):
     assert verify_solution(task, tmp_path, 2.0)[0]  # a namedtuple at module level is not reading frames
 
 
+def test_classes_of_the_tests_may_define_how_they_compare(domain, tmp_path):
+    from loopwright.runtime.learning.selfplay.python_functions import verify_solution
+
+    tests = ("class P:\n    def __init__(self, v):\n        self.v = v\n\n    def __eq__(self, other):\n"
+             "        return isinstance(other, P) and other.v == self.v\n\n    __hash__ = None\n\n"
+             "def test_it():\n    assert first([P(1), P(2)]) == P(1)\n    assert first([3]) == 3\n"
+             "    assert first(['a', 'b']) == 'a'\n")
+    v = domain.validate(FunctionProposal(statement="Return the first item of xs.", function="first",
+                                         reference="def first(xs):\n    return xs[0]\n", tests=tests), Archive())
+    assert v.ok, v.detail
+    (tmp_path / "solution.py").write_text("def first(xs):\n    for x in xs:\n        return x\n")
+    assert verify_solution(v.task, tmp_path, 2.0)[0]
+
+
 @pytest.mark.parametrize("solution", [
     # a report line of its own, then out before the harness writes the real one
     "import os\nos.write(1, b'@@loopwright-selfplay@@[{\"label\": \"solution\", \"passed\": true, \"results\": "
