@@ -3,6 +3,7 @@
     loopwright selfplay --domain python-functions --rounds 20 --k 8 --target 0.5 [--budget-usd 5]
     loopwright selfplay --simulate [static|learning|drifting] --rounds 50    # no model: a SIMULATION
     loopwright selfplay report [--domain D | --simulate P] [--out DIR]     # history.json, rounds.csv, report.md
+    loopwright selfplay verify TASK_ID     # a solver attempt's check, in its worktree (exit 0: solved)
 
 State and history live in `.loopwright/selfplay/<domain>/` (simulations in
 `.loopwright/selfplay/simulate-<population>/`, so they never mix with real
@@ -59,7 +60,19 @@ def cmd_selfplay(args: argparse.Namespace) -> int:
     say = (lambda s: None) if quiet else (lambda s: print(s, flush=True))
     if args.action == "report":
         return _report(args, quiet)
+    if args.action == "verify":
+        return _verify(args)
     return _play(args, quiet, say)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from loopwright.runtime.learning.selfplay.real import verify
+
+    if not args.task:
+        raise SelfPlayError("name the task: `loopwright selfplay verify TASK_ID` (its attempts' check says which)")
+    ok, detail = verify(args.task, Path.cwd())
+    print(detail)
+    return 0 if ok else 1
 
 
 def _name(args: argparse.Namespace) -> str:
@@ -136,8 +149,9 @@ def add_parsers(sub, add) -> None:
     """Register `selfplay` on the main parser (`add(name, func, help)` makes a subparser with --json)."""
     sp = add("selfplay", cmd_selfplay, "self-play: a proposer writes verifiable tasks for a solver near a target "
                                        "success rate; `selfplay report` prints the history")
-    sp.add_argument("action", nargs="?", choices=["play", "report"], default="play",
-                    help="play rounds (default) or report the history")
+    sp.add_argument("action", nargs="?", choices=["play", "report", "verify"], default="play",
+                    help="play rounds (default), report the history, or verify a solver attempt (its check)")
+    sp.add_argument("task", nargs="?", help="verify: the task id")
     sp.add_argument("--domain", default="python-functions", help="python-functions (default) or repo")
     sp.add_argument("--rounds", type=int, default=10)
     sp.add_argument("--k", type=int, default=8, help="solver attempts per task (default 8)")

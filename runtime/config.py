@@ -143,6 +143,13 @@ class PracticeConfig(_Section):
     idle_seconds: float = Field(default=300.0, ge=0, description="queue empty and no run for this long first")
 
 
+class SelfPlaySection(_Section):
+    """Self-play attempts (`loopwright selfplay`, practice)."""
+
+    check_tries: int = Field(default=2, ge=1, description="calls to finish a solver attempt gets: the last failing "
+                                                           "check ends it as failed")
+
+
 class InboxConfig(_Section):
     enabled: bool = True
     settle_seconds: float = Field(default=0.5, ge=0, description="a file must be unchanged this long to be read")
@@ -212,6 +219,7 @@ class Config(_Section):
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     chat: ChatConfig = Field(default_factory=ChatConfig)
     practice: PracticeConfig = Field(default_factory=PracticeConfig)
+    selfplay: SelfPlaySection = Field(default_factory=SelfPlaySection)
     sandbox: SandboxPolicy = Field(default_factory=SandboxPolicy)
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
     backend: Literal["local", "ray"] = "local"
@@ -442,6 +450,9 @@ CONFIG_TEMPLATE = """\
 # domain = "python-functions"     # python-functions | repo | a skill's domain
 # budget_usd = 1.0                # what practice may spend in total (its own ledger)
 # idle_seconds = 300              # the queue empty and no run for this long first
+
+# [selfplay]                      # self-play attempts
+# check_tries = 2                 # calls to finish an attempt gets; the last failing check ends it as failed
 
 # [sandbox]                       # every agent command, check, --until and setup_command runs in a bwrap jail
 # mode = "auto"                   # auto (bwrap if it works here, else none with a warning) | bwrap | none

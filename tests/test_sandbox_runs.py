@@ -391,7 +391,7 @@ def test_a_practice_solver_cannot_read_the_hidden_tests(repo, tmp_path, monkeypa
     use(mode, monkeypatch)
     script = write_script(tmp_path / "solver.json", [
         turn(call("write_file", path="solution.py", content=GOOD_DEVOWEL)),
-        turn(call("shell", command="cat /tmp/lw-selfplay-check-*/task.json")),
+        turn(call("shell", command=f"cat {repo}/.loopwright/selfplay/hidden/*.json")),  # where they wait
         turn(call("finish", summary="implemented"))])
     project = open_project(repo, create=True, overrides={"provider": "scripted", "script": str(script)})
     [attempt] = asyncio.run(RunnerSolver(project).attempts(PythonFunctions(), devowel_task(), 1))

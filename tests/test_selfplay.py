@@ -7,6 +7,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+from support import needs_bwrap
 
 from loopwright.runtime.learning.selfplay.domain import Archive, ProposalError, ProposalRequest
 from loopwright.runtime.learning.selfplay.gates import GateConfig, banned_apis, normalised
@@ -112,7 +113,161 @@ def test_a_non_deterministic_task_is_rejected(domain):
                          tests=("def test_it():\n    assert sorted(distinct(['b', 'a', 'b'])) == ['a', 'b']\n"
                                 "    assert len(distinct(list('abcdefghijklmnopqrstuvwxyz'))) == 26\n"))
     v = domain.validate(p, Archive())
-    assert v.reason == "nondeterministic" and "hash seeds" in v.detail
+    assert v.reason == "nondeterministic" and "hash seed" in v.detail
+
+
+def seed_hash(seed: int, text: str = "x") -> int:
+    import subprocess
+    import sys
+
+    return int(subprocess.run([sys.executable, "-c", f"print(hash({text!r}))"], env={"PYTHONHASHSEED": str(seed)},
+                              capture_output=True, text=True, check=True).stdout)
+
+
+def test_tests_that_probe_the_verifiers_hash_seed_are_rejected(domain):
+    """The reproduction: gates ran seeds 1 and 2, verification seed 0, so tests that misbehave only under the
+    verifier's seed were accepted. Now gates and verifier share SEEDS (0, 1, 2)."""
+    probe = (f"def test_it():\n    if hash('x') == {seed_hash(0)}:\n        assert rle('a') == 'coin'\n"
+             f"    assert rle('a') == [('a', 1)]\n")
+    v = domain.validate(rle_proposal(tests=probe), Archive())
+    assert v.reason == "nondeterministic" and "hash seed 0 and hash seed" in v.detail, v.detail
+
+
+def nondeterministic(domain, reference: str, tests: str, function: str = "f") -> str:
+    p = FunctionProposal(statement="A task whose reference reads what it must not.", function=function,
+                         reference=reference, tests=tests)
+    assert not banned_apis(reference) and not banned_apis(tests)  # the names pass the pre-filter
+    v = domain.validate(p, Archive())
+    assert not v.ok
+    return f"{v.reason}: {v.detail}"
+
+
+def test_the_clock_is_caught_by_running_not_by_name(domain):
+    days = "def f(n):\n    from logging import time\n    return int(time.time() // 86400) + n\n"
+    got = nondeterministic(domain, days, "def test_it():\n    assert f(1) > f(0)\n    assert f(5) - f(2) == 3\n")
+    assert got.startswith("nondeterministic") and "the clock 40 days later" in got
+
+
+def test_the_datetime_clock_is_shifted_too(domain):
+    got = nondeterministic(domain, "def f(n):\n    import logging\n    return str(logging.sys.modules['datetime']"
+                                   ".date.today())[:4 * n]\n",
+                           "def test_it():\n    assert len(f(1)) == 4\n    assert f(0) == ''\n")
+    assert got.startswith("nondeterministic") and "clock" in got
+
+
+@pytest.mark.parametrize("reference", [
+    "def f(x):\n    import statistics\n    return x + statistics.random.random() / 1e9\n",
+    "def f(x):\n    r = __builtins__['__imp' + 'ort__']('random')\n    return x + r.random() / 1e9\n",
+])
+def test_randomness_is_caught_by_running_not_by_name(domain, reference):
+    got = nondeterministic(domain, reference, "def test_it():\n    assert abs(f(1.0) - 1.0) < 1e-6\n"
+                                              "    assert abs(f(2.0) - 2.0) < 1e-6\n    assert f(0.0) < 1\n")
+    assert got.startswith("nondeterministic") and "outputs differ" in got
+
+
+def test_the_environment_is_caught_by_running_not_by_name(domain):
+    got = nondeterministic(domain, "def f(s):\n    import logging\n    return s + logging.os.environ.get('USER', '')\n",
+                           "def test_it():\n    assert f('a').startswith('a')\n    assert f('')[:0] == ''\n"
+                           "    assert f('bc')[:2] == 'bc'\n")
+    assert got.startswith(("nondeterministic", "banned_api")), got
+
+
+def test_tests_that_need_the_gates_hash_seeds_are_rejected(domain):
+    """The reproduction: a test asserting PYTHONHASHSEED in ('1', '2') was accepted, then failed its reference."""
+    tests = ("import logging\n\ndef test_it():\n    assert logging.os.environ['PYTHONHASHSEED'] in ('1', '2')\n"
+             "    assert rle('a') == [('a', 1)]\n")
+    v = domain.validate(rle_proposal(tests=tests), Archive())
+    assert v.reason in ("nondeterministic", "banned_api"), (v.reason, v.detail)
+
+
+def test_verification_runs_a_solution_under_the_gates_conditions(domain, tmp_path):
+    from loopwright.runtime.learning.selfplay.python_functions import verify_solution
+
+    task = domain.validate(rle_proposal(), Archive()).task
+    (tmp_path / "solution.py").write_text(RLE + f"\nif hash('x') == {seed_hash(2)}:\n    rle = lambda s: []\n")
+    ok, detail = verify_solution(task, tmp_path, 2.0)
+    assert not ok and detail.endswith("under hash seed 2"), detail
+    (tmp_path / "solution.py").write_text(RLE)
+    assert verify_solution(task, tmp_path, 2.0) == (True, "hidden tests: 2 of 2 passed")
+
+
+@pytest.mark.parametrize("solution, caught", [
+    ("class Yes:\n    def __eq__(self, other):\n        return True\n\ndef rle(s):\n    return Yes()\n",
+     "returned (or left in its arguments) a Yes object"),
+    ("class L(list):\n    def __eq__(self, other):\n        return True\n\ndef rle(s):\n    return [L()]\n",
+     "a L object"),
+    ("class H(str):\n    def __hash__(self):\n        return 0\n\n"
+     "def rle(s):\n    return [(H(c), n) for c, n in rle_ok(s)]\n", "a H object"),
+    ("def rle(s):\n    open('/etc/hostname').read()\n    return rle_ok(s)\n", "may not read files"),
+    ("import os\n\ndef rle(s):\n    os.environ.get('PYTHONHASHSEED')\n    return rle_ok(s)\n", "environment"),
+    ("import sys\n\ndef rle(s):\n    sys._getframe(1).f_locals\n    return rle_ok(s)\n", "stack frames"),
+    ("def rle(s):\n    try:\n        1 / 0\n    except ZeroDivisionError as e:\n        e.__traceback__.tb_frame\n"
+     "    return rle_ok(s)\n", "stack frames"),
+    ("import gc\n\ndef rle(s):\n    gc.get_objects()\n    return rle_ok(s)\n", "inspected the interpreter"),
+])
+def test_solutions_that_cheat_do_not_count(domain, tmp_path, solution, caught):
+    from loopwright.runtime.learning.selfplay.python_functions import verify_solution
+
+    task = domain.validate(rle_proposal(), Archive()).task
+    honest = RLE.replace("def rle(", "def rle_ok(")
+    (tmp_path / "solution.py").write_text(honest + "\n" + solution)
+    ok, detail = verify_solution(task, tmp_path, 2.0)
+    assert not ok and detail.startswith("not counted:") and caught in detail, detail
+    (tmp_path / "solution.py").write_text(honest + "\nimport collections\nP = collections.namedtuple('P', 'c n')\n"
+                                          "\ndef rle(s):\n    return rle_ok(s)\n")
+    assert verify_solution(task, tmp_path, 2.0)[0]  # a namedtuple at module level is not reading frames
+
+
+def test_classes_of_the_tests_may_define_how_they_compare(domain, tmp_path):
+    from loopwright.runtime.learning.selfplay.python_functions import verify_solution
+
+    tests = ("class P:\n    def __init__(self, v):\n        self.v = v\n\n    def __eq__(self, other):\n"
+             "        return isinstance(other, P) and other.v == self.v\n\n    __hash__ = None\n\n"
+             "def test_it():\n    assert first([P(1), P(2)]) == P(1)\n    assert first([3]) == 3\n"
+             "    assert first(['a', 'b']) == 'a'\n")
+    v = domain.validate(FunctionProposal(statement="Return the first item of xs.", function="first",
+                                         reference="def first(xs):\n    return xs[0]\n", tests=tests), Archive())
+    assert v.ok, v.detail
+    (tmp_path / "solution.py").write_text("def first(xs):\n    for x in xs:\n        return x\n")
+    assert verify_solution(v.task, tmp_path, 2.0)[0]
+
+
+@pytest.mark.parametrize("solution", [
+    # a report line of its own, then out before the harness writes the real one
+    "import os\nos.write(1, b'@@loopwright-selfplay@@[{\"label\": \"solution\", \"passed\": true, \"results\": "
+    "{\"test_basic\": true}}]\\n')\nos._exit(0)\ndef rle(s):\n    return None\n",
+    # builtins the harness itself counts with
+    "import builtins\n\ndef rle(s):\n    builtins.all = lambda *a: True\n    return None\n",
+])
+def test_solutions_that_go_after_the_harness_do_not_pass(domain, tmp_path, solution):
+    from loopwright.runtime.learning.selfplay.python_functions import verify_solution
+
+    task = domain.validate(rle_proposal(), Archive()).task
+    (tmp_path / "solution.py").write_text(solution)
+    ok, detail = verify_solution(task, tmp_path, 2.0)
+    assert not ok, detail
+
+
+JAIL_TESTS = """import os, socket
+
+def test_no_network():
+    assert [name for _, name in socket.if_nameindex()] == ['lo']
+
+def test_private_tmp():
+    open('/tmp/lw-selfplay-marker', 'w').write('x')
+"""
+
+
+@needs_bwrap
+def test_the_executor_jails_with_the_network_off_and_a_private_tmp(tmp_path):
+    from loopwright.harness.sandbox import Sandbox, SandboxPolicy
+    from loopwright.runtime.learning.selfplay.sandbox import run_job
+
+    box = Sandbox.for_policy(SandboxPolicy(network="on"))  # the executor turns it off whatever the policy says
+    result = run_job([{"label": "t", "code": None, "name": "", "tests": JAIL_TESTS}], limit=10, cwd=tmp_path,
+                     sandbox=box)
+    assert result.by_label()["t"]["results"] == {"<module>": True, "test_no_network": True, "test_private_tmp": True}
+    assert not Path("/tmp/lw-selfplay-marker").exists()
 
 
 @pytest.mark.parametrize("tests, answer", [
@@ -629,7 +784,7 @@ def test_report_of_a_simulation_outside_a_project_asks_for_its_folder(tmp_path, 
 
 from support import call, git, turn, write_script  # noqa: E402
 
-from loopwright.runtime.learning.selfplay.real import ModelProposer, RunnerSolver  # noqa: E402
+from loopwright.runtime.learning.selfplay.real import ModelProposer, RunnerSolver, hide  # noqa: E402
 from loopwright.runtime.project import open_project  # noqa: E402
 
 GOOD_DEVOWEL = "def devowel(s):\n    return ''.join(c for c in s if c.lower() not in 'aeiou')\n"
@@ -659,22 +814,105 @@ def test_real_attempts_pass_through_the_runner_and_leave_nothing_behind(repo, tm
     for r in runs:
         task = project.store.task(r.task_id)
         assert task.options["on_success"] == "keep" and task.options["selfplay"]["domain"] == "python-functions"
-        assert str(repo) not in task.check_cmd and "task.json" in task.check_cmd  # the hidden tests live outside
+        assert task.check_cmd.endswith(f" -P -m loopwright selfplay verify {task.options['selfplay']['task']}")
+        assert "json" not in task.check_cmd and "hidden" not in task.check_cmd  # opaque: it names no file
         assert not Path(r.worktree).exists()  # worktree and branch removed after measuring
         assert r.branch not in git(repo, "branch", "--list")
         assert "assert devowel" not in task.goal  # the solver never sees the tests
     assert not (repo / "solution.py").exists()  # nothing merged into main
+    assert list((project.dir / "selfplay" / "hidden").iterdir()) == []  # the hidden tests went with the attempts
 
 
-def test_a_wrong_solution_fails_and_a_spent_budget_is_truncated(repo, tmp_path):
-    project = scripted_project(repo, tmp_path, "def devowel(s):\n    return s\n")
-    [wrong] = asyncio.run(RunnerSolver(project).attempts(PythonFunctions(), devowel_task(), 1))
-    assert not wrong.passed and not wrong.truncated
-    checks = project.store.events(wrong.run_id, types=("check_ran",))
-    assert checks and "hidden tests: 0 of 1 passed" in checks[-1][2].output_tail
+@needs_bwrap
+def test_the_solver_cannot_find_the_reference_or_the_tests_from_its_jail(repo, tmp_path):
+    task = devowel_task()
+    look = (f"n=$(find / \\( -name task.json -o -name '*{task.id}*' \\) 2>/dev/null | wc -l); "
+            f"m=$(grep -rlF \"devowel('AEx')\" /tmp . 2>/dev/null | wc -l); echo found $n $m")
+    script = write_script(tmp_path / "solver.json", [
+        turn(call("shell", command=look)),
+        turn(call("write_file", path="solution.py", content=GOOD_DEVOWEL), expect="found 0 0"),
+        turn(call("finish", summary="implemented"))])
+    project = open_project(repo, create=True, overrides={"provider": "scripted", "script": str(script)})
+    [attempt] = asyncio.run(RunnerSolver(project).attempts(PythonFunctions(), task, 1))
+    assert attempt.outcome == "passed", attempt.detail  # the check found the hidden tests; the solver's shell did not
+
+
+def test_verify_names_an_unknown_task_in_one_line(repo, cli):
+    open_project(repo, create=True)
+    code, out, err = cli(repo, "selfplay", "verify", "0123456789ab")
+    assert code == 2 and "no self-play task 0123456789ab" in err and err.count("\n") == 1
+
+
+WRONG_DEVOWEL = "def devowel(s):\n    return s\n"
+
+
+def attempt_of(repo, tmp_path, turns: list[dict], *, budget_tokens: int = 100_000, **overrides):
+    """One attempt at the devowel task through the real Runner, by a solver playing `turns`."""
+    script = write_script(tmp_path / "solver.json", turns)
+    project = open_project(repo, create=True, overrides={"provider": "scripted", "script": str(script), **overrides})
+    [attempt] = asyncio.run(RunnerSolver(project, budget_tokens=budget_tokens).attempts(
+        PythonFunctions(), devowel_task(), 1))
+    return attempt, project
+
+
+def test_a_wrong_solution_fails_at_its_last_check_try(repo, tmp_path):
+    write = turn(call("write_file", path="solution.py", content=WRONG_DEVOWEL))
+    attempt, project = attempt_of(repo, tmp_path, [write, turn(call("finish", summary="done")),
+                                                   turn(call("finish", summary="done again"), expect="failed")])
+    assert attempt.outcome == "failed" and not attempt.passed and not attempt.truncated
+    run = project.store.run(attempt.run_id)
+    assert run.status == "failed" and "last of 2 tries" in run.reason  # [selfplay] check_tries = 2 by default
+    checks = project.store.events(attempt.run_id, types=("check_ran",))
+    assert len(checks) == 2 and "hidden tests: 0 of 1 passed" in checks[-1][2].output_tail
     assert "assert" not in checks[-1][2].output_tail  # the feedback does not leak the tests
-    [cut] = asyncio.run(RunnerSolver(project, budget_tokens=10).attempts(PythonFunctions(), devowel_task(), 1))
-    assert cut.truncated and not cut.passed
+
+
+def test_a_budget_that_ends_after_a_failed_check_is_a_failure_not_a_truncation(repo, tmp_path):
+    """The reproduction: a wrong solution under max_turns=3 came back truncated, leaving p̂'s denominator."""
+    write = turn(call("write_file", path="solution.py", content=WRONG_DEVOWEL))
+    attempt, _ = attempt_of(repo, tmp_path, [write, turn(call("finish", summary="done")), write],
+                            budget={"max_turns": 3}, selfplay={"check_tries": 5})
+    assert attempt.outcome == "failed"
+
+
+def test_a_budget_that_ends_before_the_first_finish_is_truncated(repo, tmp_path):
+    write = turn(call("write_file", path="solution.py", content=GOOD_DEVOWEL))
+    attempt, _ = attempt_of(repo, tmp_path, [write, write, turn(call("finish", summary="done"))], budget_tokens=10)
+    assert attempt.outcome == "truncated" and not attempt.passed
+
+
+def test_a_model_that_fails_for_good_is_an_error_not_a_failure(repo, tmp_path):
+    attempt, _ = attempt_of(repo, tmp_path, [])  # the scripted model has nothing to say: a FatalModelError
+    assert attempt.outcome == "error" and not attempt.passed
+
+
+class ErrorsFirst:
+    """A solver whose first `errors` attempts fail on infrastructure; then it passes every other attempt."""
+
+    def __init__(self, errors: int):
+        self.errors, self.calls = errors, []
+
+    async def attempts(self, domain, task, k, *, learn=True):
+        self.calls.append(k)
+        out = []
+        for i in range(k):
+            if self.errors:
+                self.errors -= 1
+                out.append(Attempt(passed=False, error=True, detail="model unavailable"))
+            else:
+                out.append(Attempt(passed=i % 2 == 0))
+        return out
+
+
+def test_errored_attempts_are_run_again_and_never_rated(tmp_path):
+    solver = ErrorsFirst(3)
+    engine = Engine(SimDomain(), SimProposer("controlled", 1), solver,
+                    SelfPlayConfig(k=4, batch=1, waves=1, heldout_size=0, replay=False), folder=tmp_path)
+    [r] = run(engine, 1)
+    assert solver.calls == [4, 3]  # 3 errors: 3 attempts more
+    [row] = [json.loads(line) for line in (tmp_path / "measurements.jsonl").read_text().splitlines()]
+    assert (row["errors"], row["valid"], row["passes"]) == (3, 4, 2)
+    assert r["s_bar"] == 0.5
 
 
 def test_a_round_with_a_model_proposer_and_runner_solver(repo, tmp_path):
@@ -690,6 +928,55 @@ def test_a_round_with_a_model_proposer_and_runner_solver(repo, tmp_path):
     [r] = run(engine, 1)
     assert r["accepted"] == 1 and r["s_bar"] == 1.0 and r["wasted"] == 2 and proposer.calls == 1
     assert (project.dir / "selfplay" / "pf" / "rounds.jsonl").exists()
+
+
+COUNT_WORDS = function_task("count_words", "Count the whitespace-separated words of a text.",
+                            "def count_words(text):\n    return len(text.split())\n",
+                            "def test_it():\n    assert count_words('a b') == 2\n    assert count_words('') == 0\n"
+                            "    assert count_words('  x  ') == 1\n", "parsing")
+
+
+def write_when(text: str | None, content: str, otherwise: dict | None = None) -> dict:
+    """A scripted turn writing `content` as solution.py when `text` is in the request, else `otherwise`."""
+    return turn(call("write_file", path="solution.py", content=content)) | {"when": text, "otherwise": otherwise}
+
+
+def test_a_real_round_measures_what_was_computed_by_hand(repo, tmp_path):
+    """Real mode end to end: the python-functions domain's gates, a scripted proposer (three tasks and a duplicate)
+    and a scripted solver, through the Runner, whose answers depend on the task: always right for squares, always
+    wrong for devowel, right on odd attempts for count_words. k = 4, one attempt to finish each."""
+    from loopwright.harness.script import Script, ScriptTurn
+    from loopwright.harness.scripted import ScriptedModel
+
+    count_right, count_wrong = COUNT_WORDS["reference"], "def count_words(text):\n    return 0\n"
+    count = write_when("#1\n", count_right, write_when("#3\n", count_right, write_when(None, count_wrong)))
+    # the attempt's number is in its title ("... #3"); the third branch is reached only by count_words
+    first = write_when(SQUARES["statement"], SQUARES["reference"],
+                       write_when(DEVOWEL["statement"], WRONG_DEVOWEL, count))
+    script = write_script(tmp_path / "solver.json", [first, turn(call("finish", summary="done"))])
+    project = open_project(repo, create=True, overrides={"provider": "scripted", "script": str(script),
+                                                         "selfplay": {"check_tries": 1}})
+    reply = json.dumps({"tasks": [SQUARES, DEVOWEL, COUNT_WORDS, SQUARES | {"kind": "again"}]})
+    proposer = ModelProposer(project.config, lambda: ScriptedModel(Script(turns=[ScriptTurn(text=reply)])))
+    folder = project.dir / "selfplay" / "pf"
+    engine = Engine(PythonFunctions(), proposer, RunnerSolver(project),
+                    SelfPlayConfig(k=4, batch=3, waves=1, heldout_size=0, proposer_calls=1), folder=folder)
+    [r] = run(engine, 1)
+    assert r["proposals"] == 4 and r["rejected"] == {"duplicate": 1} and r["accepted"] == 3
+    rows = {row["task"]: row for row in map(json.loads, (folder / "measurements.jsonl").read_text().splitlines())}
+    by_function = {t.payload["function"]: rows[t.id] for t in engine.archive.tasks}
+    got = {f: (row["passes"], row["valid"], row["truncated"], row["errors"]) for f, row in by_function.items()}
+    assert got == {"squares": (4, 4, 0, 0), "devowel": (0, 4, 0, 0), "count_words": (2, 4, 0, 0)}
+    assert r["s_bar"] == r["s_new"] == 6 / 12 and r["attempts"] == 12
+    assert r["wasted"] == 8  # squares and devowel: all or nothing teaches the controller nothing
+    assert by_function["squares"]["reward"] == by_function["devowel"]["reward"] == 0  # the edges
+    count_task = next(t for t in engine.archive.tasks if t.payload["function"] == "count_words")
+    assert count_task.meta["max_similarity"] <= 0.5  # so the novelty bonus is its cap, 0.1
+    # 4·p̂(1−p̂) = 1 at p̂ = 1/2, no length penalty (fewer than 5 tasks of its kind), novelty bonus 0.1, and a
+    # cluster of its own in a batch of 3
+    assert by_function["count_words"]["reward"] == pytest.approx(1 + 0.1 - 1 / 3)
+    assert r["reward_mean"] == pytest.approx((1 + 0.1 - 1 / 3) / 3)
+    assert r["histogram"]["1"] == r["histogram"]["0"] == 1
 
 
 # -- the repo domain: tasks grounded in the project --------------------------------------------------
@@ -753,10 +1040,9 @@ def test_repo_tasks_are_grounded_verified_by_hidden_tests_and_the_suite(repo, tm
     assert domain.verify(v.task, tree) == (True, "hidden tests: 1 of 1 passed; the project's suite passes")
     import subprocess
 
-    hidden = Path(tempfile_dir := str(tree.parent / "hidden"))
-    hidden.mkdir()
-    check = domain.check_command(v.task, hidden)
-    assert tempfile_dir in check and subprocess.run(check, shell=True, cwd=tree, capture_output=True).returncode == 0
+    hide(repo, domain, v.task)
+    check = domain.check_command(v.task)
+    assert subprocess.run(check, shell=True, cwd=tree, capture_output=True).returncode == 0
     (tree / "calc.py").write_text(calc)
     assert domain.verify(v.task, tree)[0] is False
     assert subprocess.run(check, shell=True, cwd=tree, capture_output=True).returncode == 1
@@ -801,13 +1087,38 @@ def test_a_skill_can_add_a_domain_with_its_verifier(tmp_path, monkeypatch):
     assert domain.validate(SkillProposal(**good), archive).reason == "duplicate"
     (tmp_path / "answer.txt").write_text("42")
     assert domain.verify(v.task, tmp_path)[0] is True
-    check = domain.check_command(v.task, tmp_path / "hidden" if (tmp_path / "hidden").mkdir() is None else tmp_path)
-    assert "skills_domain" in check and str(tmp_path / "hidden") in check
+    git(tmp_path, "init", "-q")
+    hide(tmp_path, domain, v.task)
+    check = domain.check_command(v.task)
     import subprocess
 
     assert subprocess.run(check, shell=True, cwd=tmp_path, capture_output=True).returncode == 0
     (tmp_path / "answer.txt").write_text("41")
     assert subprocess.run(check, shell=True, cwd=tmp_path, capture_output=True).returncode == 1
+
+
+VERIFY_BY_THE_DAY = '''import sys, time
+from pathlib import Path
+print(int(time.time() // 86400))
+sys.exit(0 if (Path(sys.argv[1]) / "answer.txt").exists() else 1)
+'''
+
+
+@pytest.mark.parametrize("jail", [False, pytest.param(True, marks=needs_bwrap)])
+def test_a_skill_verifier_runs_under_the_gates_conditions(tmp_path, jail):
+    from loopwright.harness.sandbox import Sandbox, SandboxPolicy
+    from loopwright.runtime.learning.selfplay.skills_domain import SkillDomain, SkillProposal
+
+    (tmp_path / "skill").mkdir()
+    verifier = tmp_path / "skill" / "verify.py"
+    verifier.write_text(VERIFY_ANSWER)
+    domain = SkillDomain("answers", verifier, "answers")
+    domain.sandbox = Sandbox.for_policy(SandboxPolicy()) if jail else None
+    good = SkillProposal(statement="Write 42 to answer.txt.", files={"answer.txt": "42\n"}, tests="42")
+    assert domain.validate(good, Archive()).ok
+    verifier.write_text(VERIFY_BY_THE_DAY)  # its output depends on the clock
+    v = domain.validate(good, Archive())
+    assert v.reason == "nondeterministic" and "the clock 40 days later" in v.detail, v.detail
 
 
 def test_practice_round_for_the_daemon(repo, tmp_path):

@@ -80,13 +80,18 @@ def unchecked_verdict(branch: str) -> FinishVerdict:
                          reason=f"no acceptance check; branch {branch} kept for review")
 
 
-def failed_check_verdict(check: str, result: CommandResult, timeout: float, *, until: bool) -> FinishVerdict | None:
+def failed_check_verdict(check: str, result: CommandResult, timeout: float, *, until: bool,
+                         last_try: int | None = None) -> FinishVerdict | None:
     """None when the acceptance check passed; else the agent is told to fix it (or, looping until done, this attempt
-    ends and a fresh one starts)."""
+    ends and a fresh one starts). `last_try`: this was the last of that many tries the run gets (a self-play
+    attempt): the run fails."""
     if result.exit_code == 0 and not result.timed_out:
         return None
     why = f"timed out after {timeout:.0f}s" if result.timed_out else f"exit {result.exit_code}"
     feedback = f"The acceptance check `{check}` failed ({why}). Its output:\n{result.output}\n"
     if until:
         return FinishVerdict(RunStatus.FAILED, feedback, reason=f"`{check}` failed ({why})", again=True)
+    if last_try is not None:
+        return FinishVerdict(RunStatus.FAILED, feedback + f"That was the last of {last_try} tries.",
+                             reason=f"`{check}` failed on the last of {last_try} tries ({why})")
     return FinishVerdict(None, feedback + "Fix the cause, then call finish again.")

@@ -253,10 +253,14 @@ class LocalRun:
         check = task.check_cmd
         if not check:
             return unchecked_verdict(ws.branch)
-        result = await run_check(check, ws.path, config, loop.tool_context, trusted=bool(task.options.get("selfplay")))
+        selfplay = task.options.get("selfplay")
+        result = await run_check(check, ws.path, config, loop.tool_context, trusted=bool(selfplay))
         if result.interrupted:  # the run is being stopped; a resumed run does the acceptance step again
             raise Stopped(loop.stop_status, loop.stop_reason)
-        failed = failed_check_verdict(check, result, config.check_timeout, until=bool(task.options.get("until")))
+        tries = (selfplay or {}).get("check_tries")
+        last = tries if tries and len(store.events(self.run_row.id, types=("check_ran",))) + 1 >= tries else None
+        failed = failed_check_verdict(check, result, config.check_timeout, until=bool(task.options.get("until")),
+                                      last_try=last)
         store.append(self.run_row.id, CheckRan(command=check, passed=failed is None, exit_code=result.exit_code,
                                                output_tail=result.output[-4000:], duration_ms=result.duration_ms))
         if failed is not None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shlex
+import sys
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -72,7 +74,10 @@ class Verdict:
 
 @dataclass
 class Attempt:
-    """One solver attempt: passed (the verifier said so), or truncated (it hit the token budget), or failed."""
+    """One solver attempt, whose `outcome` is one of OUTCOMES: passed (the verifier said so); failed (the check
+    failed at its last try, or the solver gave up); truncated (the token or turn budget ended before the solver
+    first called finish); error (infrastructure: the model unavailable, a budget pause, a crash), which is left out
+    of every rate and attempted again."""
 
     passed: bool
     truncated: bool = False
@@ -80,6 +85,14 @@ class Attempt:
     cost_usd: float = 0.0
     run_id: str = ""
     detail: str = ""
+    error: bool = False
+
+    @property
+    def outcome(self) -> str:
+        return "error" if self.error else "passed" if self.passed else "truncated" if self.truncated else "failed"
+
+
+OUTCOMES = ("passed", "failed", "truncated", "error")
 
 
 @dataclass
@@ -175,10 +188,11 @@ class Domain(ABC):
     def verify(self, task: PracticeTask, workdir: Path) -> tuple[bool, str]:
         """Whether the solution in `workdir` is right (the hidden tests decide), with a short detail."""
 
-    def check_command(self, task: PracticeTask, folder: Path) -> str:
-        """The solver's acceptance check (run in its worktree): writes what it needs into `folder`, which is
-        outside the worktree, and returns the command."""
-        raise NotImplementedError(f"the {self.name} domain has no acceptance check for real runs")
+    def check_command(self, task: PracticeTask) -> str:
+        """The solver's acceptance check (run in its worktree, outside its jail): opaque, it names the task by id
+        only; `loopwright selfplay verify` finds the hidden material outside every worktree (real.py). -P: the
+        worktree's files are not importable by loopwright's own verifier."""
+        return f"{shlex.quote(sys.executable)} -P -m loopwright selfplay verify {task.id}"
 
     async def propose(self, request: ProposalRequest, proposer: Proposer) -> list[Any | ProposalError]:
         """Ask the proposer; each reply becomes its proposals or the ProposalError that says why not."""

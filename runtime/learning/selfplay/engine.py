@@ -4,8 +4,10 @@ A round: the controller splits the batch into new and replayed tasks; the
 proposer is asked for the new ones (shown archive tasks whose predicted
 success brackets the requested rate), each proposal goes through the domain's
 gates (rejections counted by reason), every task of the batch gets k attempts
-(an attempt that hits the token budget is truncated, not failed; a new task
-with more than a quarter truncated is rejected as `length_hard`), new tasks
+(outcomes in domain.Attempt: an attempt whose budget ends before its first
+call to finish is truncated, not failed, and a new task with more than a
+quarter truncated is rejected as `length_hard`; an error is run again, up to
+`error_retries` times, and never rated), new tasks
 are rewarded (reward.py) and rated (from their measurement and what they
 were asked for next to which examples: ratings.py), replayed ones
 re-estimated, the solver's rating is moved on by the round's practice, and
@@ -100,6 +102,7 @@ class SelfPlayConfig(BaseModel):
     batch: int = Field(default=16, ge=1)
     waves: int = Field(default=4, ge=1)  # the batch is asked for and solved in this many waves (see the docstring)
     truncated_share: float = Field(default=0.25, ge=0, le=1)
+    error_retries: int = Field(default=1, ge=0)  # times a task's errored attempts (infrastructure) are run again
     heldout_size: int = Field(default=8, ge=0)
     heldout_stride: int = Field(default=5, ge=1)
     heldout_every: int = Field(default=5, ge=1)
@@ -244,8 +247,18 @@ class Engine:
         return new
 
     async def _measure(self, tasks: list[PracticeTask], *, learn: bool = True) -> list[list[Attempt]]:
-        return list(await asyncio.gather(*(self.domain.solve(t, self.cfg.k, self.solver, learn=learn)
-                                           for t in tasks)))
+        return list(await asyncio.gather(*(self._attempts(t, learn) for t in tasks)))
+
+    async def _attempts(self, task: PracticeTask, learn: bool) -> list[Attempt]:
+        """k attempts at `task`; those that ended in an error (infrastructure) are run again, up to
+        `error_retries` times, and stay in the list (counted, never rated)."""
+        tries = await self.domain.solve(task, self.cfg.k, self.solver, learn=learn)
+        for _ in range(self.cfg.error_retries):
+            missing = self.cfg.k - sum(1 for a in tries if not a.error)
+            if missing <= 0:
+                break
+            tries += await self.domain.solve(task, missing, self.solver, learn=learn)
+        return tries
 
     async def play_round(self) -> dict:
         """Play one round and return (and store) its report."""
@@ -295,17 +308,18 @@ class Engine:
             new_ids = {t.id for t in w_new_tasks}
             for task, tries in zip(w_batch, results):
                 is_new = task.id in new_ids
-                truncated = sum(1 for a in tries if a.truncated)
-                passes = sum(1 for a in tries if a.passed and not a.truncated)
-                valid = len(tries) - truncated
+                errors = sum(1 for a in tries if a.error)
+                truncated = sum(1 for a in tries if a.outcome == "truncated")
+                passes = sum(1 for a in tries if a.outcome == "passed")
+                valid = len(tries) - truncated - errors
                 tokens += sum(a.tokens for a in tries)
                 cost += sum(a.cost_usd for a in tries)
                 attempts += len(tries)
                 row = {"round": rnd, "wave": w + 1, "task": task.id, "kind": task.kind,
                        "source": "new" if is_new else "replay", "passes": passes, "valid": valid,
-                       "truncated": truncated, "length": task.length, "reward": None,
+                       "truncated": truncated, "errors": errors, "length": task.length, "reward": None,
                        "predicted": self.ratings.predict(task.id, task.kind), "bad": task.meta.get("bad")}
-                if is_new and length_hard(truncated, len(tries), cfg.truncated_share):
+                if is_new and length_hard(truncated, len(tries) - errors, cfg.truncated_share):
                     record["rejected"]["length_hard"] += 1
                     hard += 1
                     task.meta["rejected"] = "length_hard"
@@ -356,9 +370,9 @@ class Engine:
             held_results = await self._measure(held, learn=False)
             scores = []
             for task, tries in zip(held, held_results):
-                valid = sum(1 for a in tries if not a.truncated)
+                valid = sum(1 for a in tries if a.outcome in ("passed", "failed"))
                 if valid:
-                    passes = sum(1 for a in tries if a.passed and not a.truncated)
+                    passes = sum(1 for a in tries if a.outcome == "passed")
                     scores.append(passes / valid)
                     self.ratings.observe(task.id, task.kind, passes, valid)
                 tokens += sum(a.tokens for a in tries)

@@ -18,8 +18,10 @@ banned API in tests or reference (`banned_api`); at least one test
 (`no_tests`); not the same or nearly the same as an archived task, padded when
 it is a longer telling (`duplicate`/`padded`, static); the reference passes in
 the sandbox within the time limit (`timeout` when the tests hang,
-`reference_fails`); a second run in another process with another hash seed
-gives the same results and outputs (`nondeterministic`); no trivial answer
+`reference_fails`), and gives the same results and outputs under every
+condition of sandbox.CONDITIONS — three hash seeds, a clock 40 days later,
+another environment — each in its own process (`nondeterministic`); the
+verifier runs a solution under the same conditions; no trivial answer
 built from the signature passes (empty body, `return None`, each parameter
 returned unchanged, constants including every literal the tests compare the
 function's result to, `raise ValueError`) (`trivial`); and no archived task of
@@ -32,8 +34,6 @@ from __future__ import annotations
 import ast
 import copy
 import re
-import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +57,7 @@ from loopwright.runtime.learning.selfplay.gates import (
     size_problem,
     static_duplicate,
 )
-from loopwright.runtime.learning.selfplay.sandbox import run_job
-from loopwright.runtime.sandboxing import verifier_sandbox
+from loopwright.runtime.learning.selfplay.sandbox import CONDITIONS, Conditions, run_everywhere
 
 NAME = "python-functions"
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -275,35 +274,40 @@ class PythonFunctions(Domain):
         cfg, pl = self.gates, task.payload
         reference = {"label": "reference", "code": pl["reference"], "name": pl["function"], "tests": pl["tests"],
                      "inputs": pl["inputs"]}
-        first = run_job([reference], limit=cfg.time_limit, wall=cfg.time_limit + 5, hash_seed=1, sandbox=self.sandbox)
-        ref = first.by_label().get("reference")
-        if first.timed_out or (ref and ref.get("timeout")):
-            return Verdict.reject("timeout", f"the hidden tests did not finish within {cfg.time_limit:.0f}s")
-        if ref is None:
-            return Verdict.reject("reference_fails", f"the sandbox crashed: {first.crashed[-200:]}")
-        if not ref.get("passed"):
-            return Verdict.reject("reference_fails", ref.get("error") or "the reference fails its own tests")
-
         candidates = [t for t in archive.tasks if t.domain == NAME and t.payload.get("arity") == pl["arity"]]
         candidates = sorted(candidates, key=lambda t: -len(set(t.shingles) & set(task.shingles)))
         candidates = candidates[:cfg.behaviour_candidates]
         union = list(dict.fromkeys(pl["inputs"] + [i for t in candidates for i in t.payload.get("inputs", [])]))
-        runs = [reference, {"label": "behaviour", "code": pl["reference"], "name": pl["function"], "inputs": union}]
+        runs = [{"label": "behaviour", "code": pl["reference"], "name": pl["function"], "inputs": union}]
         runs += [{"label": f"trivial:{label}", "code": code, "name": pl["function"], "tests": pl["tests"],
                   "limit": cfg.trivial_limit}
                  for label, code in trivial_answers(pl["reference"], pl["function"], pl["tests"],
                                                     cfg.max_trivial_constants)]
         runs += [{"label": f"archive:{t.id}", "code": t.payload["reference"], "name": t.payload["function"],
                   "inputs": union, "limit": cfg.trivial_limit} for t in candidates]
-        second = run_job(runs, limit=cfg.time_limit, hash_seed=2, sandbox=self.sandbox)
-        got = second.by_label()
-        again = got.get("reference")
-        if second.timed_out or again is None:
-            return Verdict.reject("timeout" if second.timed_out else "reference_fails",
-                                  "the second run did not finish" if second.timed_out else second.crashed[-200:])
-        if (again.get("results"), again.get("outputs")) != (ref.get("results"), ref.get("outputs")):
-            return Verdict.reject("nondeterministic", _difference(ref, again))
-        for run in second.runs:
+        # the reference's hidden tests under every condition the verifier uses (sandbox.CONDITIONS); the other
+        # runs (behaviour, trivial answers, archived tasks) go with the first
+        everywhere = run_everywhere([reference], first=runs, limit=cfg.time_limit, sandbox=self.sandbox)
+        first_conditions, first = everywhere[0]
+        ref = first.by_label().get("reference")
+        for conditions, result in everywhere:
+            got = result.by_label().get("reference")
+            if result.timed_out or (got and got.get("timeout")):
+                return Verdict.reject("timeout", f"the hidden tests did not finish within {cfg.time_limit:.0f}s "
+                                                 f"({conditions.describe()})")
+            if result.forbidden:
+                return Verdict.reject("banned_api", f"caught running ({conditions.describe()}): {result.forbidden}")
+            if got is None:
+                return Verdict.reject("reference_fails", f"the sandbox crashed ({conditions.describe()}): "
+                                                         f"{result.crashed[-200:]}")
+            if ref is not None and (got.get("results"), got.get("outputs")) != (ref.get("results"),
+                                                                               ref.get("outputs")):
+                return Verdict.reject("nondeterministic", _difference(ref, got, first_conditions, conditions))
+        assert ref is not None
+        if not ref.get("passed"):
+            return Verdict.reject("reference_fails", ref.get("error") or "the reference fails its own tests")
+        got = first.by_label()
+        for run in first.runs:
             if run["label"].startswith("trivial:") and run.get("passed"):
                 return Verdict.reject("trivial", f"the hidden tests pass for a trivial answer ({run['label'][8:]})")
         ours = got.get("behaviour", {}).get("outputs") or []
@@ -327,55 +331,39 @@ class PythonFunctions(Domain):
     def verify(self, task: PracticeTask, workdir: Path) -> tuple[bool, str]:
         return verify_solution(task, workdir, self.gates.time_limit, sandbox=self.sandbox)
 
-    def check_command(self, task: PracticeTask, folder: Path) -> str:
-        path = Path(folder) / "task.json"
-        path.write_text(task.model_dump_json())
-        # -P: the worktree (the agent's files) is not put on sys.path: this verifier runs outside the jail
-        return (f"{shlex.quote(sys.executable)} -P -m loopwright.runtime.learning.selfplay.python_functions "
-                f"{shlex.quote(str(path))} {self.gates.time_limit:g}")
 
-
-def _difference(a: dict, b: dict) -> str:
+def _difference(a: dict, b: dict, first: Conditions, other: Conditions) -> str:
+    between = f"between {first.describe()} and {other.describe()}"
     if a.get("results") != b.get("results"):
-        return "the hidden tests' results differ between two runs with different hash seeds"
+        return f"the hidden tests' results differ {between}"
     pairs = [(x, y) for x, y in zip(a.get("outputs") or [], b.get("outputs") or []) if x != y]
     x, y = pairs[0] if pairs else ("?", "?")
-    return f"outputs differ between two runs with different hash seeds: {x[:60]} vs {y[:60]}"
+    return f"outputs differ {between}: {x[:60]} vs {y[:60]}"
 
 
 def verify_solution(task: PracticeTask, workdir: Path, limit: float = 5.0, *,
                     sandbox: Sandbox | None = None) -> tuple[bool, str]:
-    """Run the hidden tests against `workdir/solution.py` in the sandbox: (passed, a detail without the tests)."""
+    """Run the hidden tests against `workdir/solution.py` under every condition the gates ran the reference under,
+    in the sandbox: (passed under all of them, a detail without the tests)."""
     path = Path(workdir) / "solution.py"
     if not path.is_file():
         return False, "no solution.py"
     pl = task.payload
-    result = run_job([{"label": "solution", "code": path.read_text(errors="replace"), "name": pl["function"],
-                       "tests": pl["tests"]}], limit=limit, wall=limit + 5, sandbox=sandbox)
-    run = result.by_label().get("solution")
-    if result.timed_out or (run and run.get("timeout")):
-        return False, f"the hidden tests timed out after {limit:.0f}s"
-    if run is None:
-        return False, "the sandbox crashed"
-    results = {k: v for k, v in (run.get("results") or {}).items() if k != "<module>"}
-    passed = sum(1 for v in results.values() if v)
-    if run.get("passed"):
-        return True, f"hidden tests: {passed} of {len(results)} passed"
-    error = (run.get("error") or "").split(":")
-    kind = error[1].strip() if len(error) > 2 else error[0]
-    return False, f"hidden tests: {passed} of {len(results)} passed ({kind or 'failed'})"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -P -m loopwright.runtime.learning.selfplay.python_functions TASK.json`: the solver's acceptance check
-    (cwd)."""
-    argv = sys.argv[1:] if argv is None else argv
-    task = PracticeTask.model_validate_json(Path(argv[0]).read_text())
-    ok, detail = verify_solution(task, Path.cwd(), float(argv[1]) if len(argv) > 1 else 5.0,
-                                 sandbox=verifier_sandbox())  # the run's policy: the hidden tests run jailed
-    print(detail)
-    return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    solution = {"label": "solution", "code": path.read_text(errors="replace"), "name": pl["function"],
+                "tests": pl["tests"]}
+    for conditions, result in run_everywhere([solution], limit=limit, wall=limit + 5, sandbox=sandbox):
+        run = result.by_label().get("solution")
+        where = "" if conditions == CONDITIONS[0] else f", under {conditions.describe()}"
+        if result.timed_out or (run and run.get("timeout")):
+            return False, f"the hidden tests timed out after {limit:.0f}s{where}"
+        if result.forbidden:
+            return False, f"not counted: {result.forbidden}{where}"
+        if run is None:
+            return False, f"the sandbox crashed{where}"
+        results = {k: v for k, v in (run.get("results") or {}).items() if k != "<module>"}
+        passed = sum(1 for v in results.values() if v)
+        if not run.get("passed"):
+            error = (run.get("error") or "").split(":")
+            kind = error[1].strip() if len(error) > 2 else error[0]
+            return False, f"hidden tests: {passed} of {len(results)} passed ({kind or 'failed'}){where}"
+    return True, f"hidden tests: {passed} of {len(results)} passed"

@@ -15,8 +15,8 @@ in the tests (the project's own modules, os, sys, pathlib, io, tempfile and
 shutil are allowed; randomness, time, the network and processes are not); the
 hidden tests fail on the project as it is (else the task is already done:
 `trivial`); the reference patch applies and then the hidden tests pass within
-the time limit (`reference_fails`, `timeout`), twice with different hash seeds
-(`nondeterministic`), and the project's own suite (`check` in the config)
+the time limit (`reference_fails`, `timeout`), with the same results under every
+condition of sandbox.CONDITIONS (`nondeterministic`), and the project's own suite (`check` in the config)
 still passes (`reference_fails`); not a duplicate of an archived task
 (statement and tests, as gates.py). The verifier for the solver is the hidden
 tests plus the project's own suite.
@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import ast
 import re
-import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -48,8 +46,7 @@ from loopwright.runtime.learning.selfplay.domain import (
 )
 from loopwright.runtime.learning.selfplay.gates import GateConfig, banned_apis, features, size_problem, static_duplicate
 from loopwright.runtime.learning.selfplay.python_functions import count_tests
-from loopwright.runtime.learning.selfplay.sandbox import run_job
-from loopwright.runtime.sandboxing import verifier_sandbox
+from loopwright.runtime.learning.selfplay.sandbox import CONDITIONS, Conditions, run_job
 
 NAME = "repo"
 REPO_ALLOWED = frozenset({"os", "sys", "pathlib", "io", "tempfile", "shutil", "importlib", "inspect"})
@@ -127,11 +124,12 @@ class _Worktree:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def run_hidden(tests: str, tree: Path, limit: float, seed: int = 0, *, sandbox: Sandbox | None = None,
-               repo_root: Path | None = None) -> dict:
+def run_hidden(tests: str, tree: Path, limit: float, conditions: Conditions = CONDITIONS[0], *,
+               sandbox: Sandbox | None = None, repo_root: Path | None = None) -> dict:
     """The hidden tests against the project in `tree` (in `sandbox`'s jail): {passed, timeout, error, results}."""
     result = run_job([{"label": "tests", "code": None, "name": "", "tests": tests, "path": str(tree)}],
-                     limit=limit, wall=limit + 10, hash_seed=seed, cwd=tree, sandbox=sandbox, repo_root=repo_root)
+                     limit=limit, wall=limit + 10, conditions=conditions, cwd=tree, sandbox=sandbox,
+                     repo_root=repo_root)
     run = result.by_label().get("tests")
     if result.timed_out or (run and run.get("timeout")):
         return {"passed": False, "timeout": True, "error": "timeout"}
@@ -225,15 +223,20 @@ class RepoDomain(Domain):
             if applied.returncode != 0:
                 return Verdict.reject("reference_fails", f"the reference patch does not apply: "
                                                          f"{applied.stderr.strip()[:200]}")
-            first = run_hidden(p.tests, tree, cfg.time_limit, seed=1, **jail)
-            if first.get("timeout"):
-                return Verdict.reject("timeout", f"the hidden tests did not finish within {cfg.time_limit:.0f}s")
-            if not first.get("passed"):
-                return Verdict.reject("reference_fails", first.get("error") or "the reference fails the hidden tests")
-            second = run_hidden(p.tests, tree, cfg.time_limit, seed=2, **jail)
-            if second.get("results") != first.get("results"):
-                return Verdict.reject("nondeterministic", "the hidden tests' results differ between two runs with "
-                                                          "different hash seeds")
+            first = None
+            for conditions in CONDITIONS:  # the conditions the verifier runs a solution under
+                got = run_hidden(p.tests, tree, cfg.time_limit, conditions, **jail)
+                if got.get("timeout"):
+                    return Verdict.reject("timeout", f"the hidden tests did not finish within {cfg.time_limit:.0f}s "
+                                                     f"({conditions.describe()})")
+                if first is None:
+                    first = got
+                    if not got.get("passed"):
+                        return Verdict.reject("reference_fails",
+                                              got.get("error") or "the reference fails the hidden tests")
+                elif got.get("results") != first.get("results"):
+                    return Verdict.reject("nondeterministic", f"the hidden tests' results differ between "
+                                                              f"{CONDITIONS[0].describe()} and {conditions.describe()}")
             ok, out = run_suite(self.check, tree, self.suite_timeout, **jail)
             if not ok:
                 return Verdict.reject("reference_fails", f"with the reference patch the project's own suite fails: "
@@ -246,35 +249,16 @@ class RepoDomain(Domain):
                 f"it is done, together with the project's own test suite, which must keep passing.")
 
     def verify(self, task: PracticeTask, workdir: Path) -> tuple[bool, str]:
-        result = run_hidden(task.payload["tests"], Path(workdir), self.gates.time_limit, sandbox=self.sandbox)
-        results = {k: v for k, v in (result.get("results") or {}).items() if k != "<module>"}
-        detail = f"hidden tests: {sum(1 for v in results.values() if v)} of {len(results)} passed"
-        if result.get("timeout"):
-            return False, "the hidden tests timed out"
-        if not result.get("passed"):
-            return False, detail
+        for conditions in CONDITIONS:  # those the gates ran the reference under
+            result = run_hidden(task.payload["tests"], Path(workdir), self.gates.time_limit, conditions,
+                                sandbox=self.sandbox)
+            results = {k: v for k, v in (result.get("results") or {}).items() if k != "<module>"}
+            detail = f"hidden tests: {sum(1 for v in results.values() if v)} of {len(results)} passed"
+            where = "" if conditions == CONDITIONS[0] else f", under {conditions.describe()}"
+            if result.get("timeout"):
+                return False, f"the hidden tests timed out{where}"
+            if not result.get("passed"):
+                return False, detail + where
         ok, out = run_suite(task.payload.get("check"), Path(workdir), self.suite_timeout, sandbox=self.sandbox)
         return (True, detail + "; the project's suite passes") if ok else (False, detail + "; the project's suite "
                                                                                    "fails:\n" + out[-1500:])
-
-    def check_command(self, task: PracticeTask, folder: Path) -> str:
-        path = Path(folder) / "task.json"
-        path.write_text(task.model_dump_json())
-        # -P: the worktree (the agent's files) is not put on sys.path: this verifier runs outside the jail
-        return f"{shlex.quote(sys.executable)} -P -m loopwright.runtime.learning.selfplay.repo {shlex.quote(str(path))}"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -P -m loopwright.runtime.learning.selfplay.repo TASK.json`: the solver's acceptance check (cwd: its
-    worktree)."""
-    argv = sys.argv[1:] if argv is None else argv
-    task = PracticeTask.model_validate_json(Path(argv[0]).read_text())
-    domain = RepoDomain(Path.cwd(), check=task.payload.get("check"))
-    domain.sandbox = verifier_sandbox()  # the run's policy: the hidden tests and the suite run jailed
-    ok, detail = domain.verify(task, Path.cwd())
-    print(detail)
-    return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,8 +13,10 @@ A proposal is JSON: `{"statement", "files": {path: content}, "tests", "kind"}`
 reads. The verifier is run as `python VERIFIER SOLUTION_DIR TESTS_FILE` (cwd:
 the solution folder); exit 0 means solved. Gates: it parses; size caps; no
 banned API in tests that are Python; the reference passes within the time
-limit (`timeout`, `reference_fails`); a second run with another hash seed
-gives the same verdict and output (`nondeterministic`); an empty solution and
+limit (`timeout`, `reference_fails`), with the same verdict and output under
+every condition of sandbox.CONDITIONS, the clock set by a `sitecustomize`
+(`nondeterministic`), and `verify` runs a solution under the same ones, all
+in the domain's sandbox; an empty solution and
 the reference's files emptied both fail (`trivial`); not a duplicate
 (gates.py, on statement and tests). Skills are found as the catalog finds them
 (project skills only in a trusted repository: `loopwright trust`).
@@ -24,8 +26,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import os
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -33,6 +33,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from loopwright.harness.sandbox import Sandbox
 from loopwright.runtime.learning.selfplay.domain import (
     Archive,
     Domain,
@@ -45,6 +46,7 @@ from loopwright.runtime.learning.selfplay.domain import (
     words,
 )
 from loopwright.runtime.learning.selfplay.gates import GateConfig, banned_apis, features, size_problem, static_duplicate
+from loopwright.runtime.learning.selfplay.sandbox import CONDITIONS, Conditions, jailed, sitecustomize
 
 DOMAIN_KEY, VERIFIER_KEY = "selfplay-domain", "selfplay-verifier"
 
@@ -62,9 +64,11 @@ def _safe(rel: str) -> bool:
     return not p.is_absolute() and ".." not in p.parts and bool(rel.strip())
 
 
-def run_verifier(verifier: Path, files: dict[str, str] | None, tests: str, *, limit: float, seed: int = 0,
-                 workdir: Path | None = None) -> tuple[bool | None, str]:
-    """(passed, output) of the verifier on `files` written to a fresh folder, or on `workdir`; None on timeout."""
+def run_verifier(verifier: Path, files: dict[str, str] | None, tests: str, *, limit: float,
+                 conditions: Conditions = CONDITIONS[0], workdir: Path | None = None,
+                 sandbox: Sandbox | None = None) -> tuple[bool | None, str]:
+    """(passed, output) of the verifier on `files` written to a fresh folder, or on `workdir`, under `conditions`
+    (its clock set by a `sitecustomize`), in `sandbox`'s jail with the network off; None on timeout."""
     with tempfile.TemporaryDirectory(prefix="lw-selfplay-skill-") as tmp:
         sol = workdir or Path(tmp) / "solution"
         if workdir is None:
@@ -74,10 +78,11 @@ def run_verifier(verifier: Path, files: dict[str, str] | None, tests: str, *, li
                 (sol / rel).write_text(content)
         tests_file = Path(tmp) / "hidden_tests"
         tests_file.write_text(tests)
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONHASHSEED": str(seed), "LC_ALL": "C.UTF-8"}
+        env = sitecustomize(Path(tmp), conditions)
+        argv, env = jailed([sys.executable, str(verifier), str(sol), str(tests_file)], sandbox, sol, env,
+                           readable=[Path(tmp), verifier.parent])
         try:
-            done = subprocess.run([sys.executable, str(verifier), str(sol), str(tests_file)], cwd=sol, env=env,
-                                  capture_output=True, text=True, timeout=limit)
+            done = subprocess.run(argv, cwd=sol, env=env, capture_output=True, text=True, timeout=limit)
         except subprocess.TimeoutExpired:
             return None, "timeout"
         return done.returncode == 0, (done.stdout + done.stderr)[-1000:]
@@ -130,16 +135,22 @@ class SkillDomain(Domain):
                             payload={"files": p.files, "tests": p.tests, "verifier": str(self.verifier)}, **f)
         if dup := static_duplicate(task, archive, cfg):
             return dup
-        first, out1 = run_verifier(self.verifier, p.files, p.tests, limit=cfg.time_limit, seed=1)
-        if first is None:
-            return Verdict.reject("timeout", f"the verifier did not finish within {cfg.time_limit:.0f}s")
-        if not first:
-            return Verdict.reject("reference_fails", f"the verifier rejects the reference: {out1[-200:]}")
-        second, out2 = run_verifier(self.verifier, p.files, p.tests, limit=cfg.time_limit, seed=2)
-        if (second, out2) != (first, out1):
-            return Verdict.reject("nondeterministic", "two verifier runs with different hash seeds disagree")
+        first = None
+        for conditions in CONDITIONS:  # those `verify` runs a solution under
+            got = run_verifier(self.verifier, p.files, p.tests, limit=cfg.time_limit, conditions=conditions,
+                               sandbox=self.sandbox)
+            if got[0] is None:
+                return Verdict.reject("timeout", f"the verifier did not finish within {cfg.time_limit:.0f}s "
+                                                 f"({conditions.describe()})")
+            if first is None:
+                first = got
+                if not got[0]:
+                    return Verdict.reject("reference_fails", f"the verifier rejects the reference: {got[1][-200:]}")
+            elif got != first:
+                return Verdict.reject("nondeterministic", f"the verifier's verdict or output differs between "
+                                                          f"{CONDITIONS[0].describe()} and {conditions.describe()}")
         for label, files in (("an empty solution", {}), ("empty files", dict.fromkeys(p.files, ""))):
-            passed, _ = run_verifier(self.verifier, files, p.tests, limit=cfg.trivial_limit * 5)
+            passed, _ = run_verifier(self.verifier, files, p.tests, limit=cfg.trivial_limit * 5, sandbox=self.sandbox)
             if passed:
                 return Verdict.reject("trivial", f"the verifier accepts {label}")
         return Verdict(True, task=task)
@@ -149,16 +160,14 @@ class SkillDomain(Domain):
                 f"{self.skill}); a hidden verifier decides.")
 
     def verify(self, task: PracticeTask, workdir: Path) -> tuple[bool, str]:
-        passed, out = run_verifier(Path(task.payload["verifier"]), None, task.payload["tests"],
-                                   limit=self.gates.time_limit, workdir=Path(workdir))
-        return bool(passed), "the verifier accepts the solution" if passed else "the verifier rejects the solution"
-
-    def check_command(self, task: PracticeTask, folder: Path) -> str:
-        path = Path(folder) / "task.json"
-        path.write_text(task.model_dump_json())
-        # -P: the worktree (the agent's files) is not put on sys.path: this verifier runs outside the jail
-        return (f"{shlex.quote(sys.executable)} -P -m loopwright.runtime.learning.selfplay.skills_domain "
-                f"{shlex.quote(str(path))}")
+        for conditions in CONDITIONS:  # those the gates ran the reference under
+            passed, _ = run_verifier(Path(task.payload["verifier"]), None, task.payload["tests"],
+                                     limit=self.gates.time_limit, conditions=conditions, workdir=Path(workdir),
+                                     sandbox=self.sandbox)
+            if not passed:
+                where = "" if conditions == CONDITIONS[0] else f" under {conditions.describe()}"
+                return False, f"the verifier rejects the solution{where}"
+        return True, "the verifier accepts the solution"
 
 
 def skill_domains(root: Path | None) -> dict[str, SkillDomain]:
@@ -179,16 +188,3 @@ def skill_domains(root: Path | None) -> dict[str, SkillDomain]:
 
 def skill_domain(root: Path | None, name: str) -> SkillDomain | None:
     return skill_domains(root).get(name)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m loopwright.runtime.learning.selfplay.skills_domain TASK.json`: the solver's acceptance check (cwd)."""
-    argv = sys.argv[1:] if argv is None else argv
-    task = PracticeTask.model_validate_json(Path(argv[0]).read_text())
-    ok, detail = SkillDomain(task.domain, Path(task.payload["verifier"]), "").verify(task, Path.cwd())
-    print(detail)
-    return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
