@@ -197,20 +197,41 @@ def clone(url: str, ref: str | None, dest: Path) -> str:
     try:
         if sha is not None:  # a branch, a tag or the default branch: only its last commit is needed
             repo = git.Repo.clone_from(url, dest, env=env, depth=1, **({"branch": branch} if branch else {}))
-        else:  # a commit: fetch the history, then check it out
-            repo = git.Repo.clone_from(url, dest, env=env, no_checkout=True)
-            repo.git.update_environment(**env)
-            try:
-                sha = repo.git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}")
-            except git.GitCommandError:
-                raise _no_such_ref(url, ref or "", refs) from None
-            repo.git.checkout("--detach", "--quiet", sha)
+        else:  # a commit: fetch it alone by sha where the server allows, else the whole history
+            repo = _fetch_commit(url, ref or "", dest, env)
+            if repo is None:
+                repo = git.Repo.clone_from(url, dest, env=env, no_checkout=True)
+                repo.git.update_environment(**env)
+                try:
+                    sha = repo.git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}")
+                except git.GitCommandError:
+                    raise _no_such_ref(url, ref or "", refs) from None
+                repo.git.checkout("--detach", "--quiet", sha)
         return repo.head.commit.hexsha
     except git.GitCommandError as e:
         raise SkillError(f"cannot clone {url}: {_git_message(e)}; check the URL, the ref and your access") from None
     finally:
         if repo is not None:
             repo.close()
+
+
+def _fetch_commit(url: str, sha: str, dest: Path, env: dict[str, str]):
+    """A repository at `dest` holding only commit `sha` (full 40 hex digits) of `url`, checked out; None (and
+    `dest` gone) when `sha` is abbreviated or the server does not give a commit by sha."""
+    import git
+
+    if len(sha) != 40:
+        return None
+    repo = git.Repo.init(dest)
+    repo.git.update_environment(**env)
+    try:
+        repo.git.fetch("--quiet", "--depth", "1", "--no-tags", url, sha)
+        repo.git.checkout("--detach", "--quiet", "FETCH_HEAD")
+    except git.GitCommandError:
+        repo.close()
+        shutil.rmtree(dest)
+        return None
+    return repo
 
 
 # -- archives ----------------------------------------------------------------------------------------

@@ -199,15 +199,29 @@ def test_git_pinned_to_a_commit_and_a_tag_then_frozen_after_the_branch_moves(cli
     assert not ran.exists()
 
     assert cli(tmp_path, "skills", "install", "--frozen")[0] == 0
+    # --frozen installs the locked commit, fetched by sha, wherever the branch is now: upstream moves without
+    # touching a skill, then with a skill changed; a fresh checkout (the folders gone) still gets the locked bytes
+    locked = {ref: tree_sha(skills_root(tmp_path) / ref.replace(":", "/")) for ref in lock}
+    (work / "README.md").write_text("no skill changed\n")
+    push(work, "third")
     (work / "skills/deploy/SKILL.md").write_text((work / "skills/deploy/SKILL.md").read_text() + "one more line\n")
-    third = push(work, "third")
-    before = tree_sha(skills_root(tmp_path) / "team-skills/deploy")
+    push(work, "fourth")
+    for _ in range(2):
+        code, out, err = cli(tmp_path, "skills", "install", "--frozen")
+        assert code == 0, err
+        assert {ref: tree_sha(skills_root(tmp_path) / ref.replace(":", "/")) for ref in lock} == locked
+        assert read_lock(tmp_path) == lock
+        import shutil
+        shutil.rmtree(skills_root(tmp_path))
+    code, out, err = cli(tmp_path, "skills", "install", "--frozen")
+    assert code == 0 and out.count("installed team-skills:deploy 1.0") == 1, err
+    assert not (skills_root(tmp_path) / "team-skills/deploy/SKILL.md").read_text().endswith("one more line\n")
+    # a locked commit that upstream no longer has (history rewritten) fails in one line
+    data = json.loads((tmp_path / "home" / "skills.lock.json").read_text())
+    data["skills"]["team-skills:deploy"]["commit"] = "ab" * 20
+    (tmp_path / "home" / "skills.lock.json").write_text(json.dumps(data))
     code, _, err = cli(tmp_path, "skills", "install", "--frozen")
-    assert code == 2 and "--frozen" in err and third[:12] in err and second[:12] in err and "nothing installed" in err
-    assert tree_sha(skills_root(tmp_path) / "team-skills/deploy") == before
-    assert read_lock(tmp_path) == lock
-    # a pin does not move
-    assert cli(tmp_path, "skills", "install", f"{url}@{first}", "--name", "pinned", "--frozen")[0] == 0
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "abab" in err, err
 
 
 def test_a_marketplace_plugin_hosted_in_another_git_repository(cli, tmp_path):
@@ -342,6 +356,41 @@ def test_update_shows_the_diff_asks_for_yes_and_rollback_restores_the_old_bytes(
     code, out, err = cli(tmp_path, "skills", "update", "--yes")
     assert code == 0 and "version 1.0 -> 1.1" in out and "WARNING" not in out and not err
     assert cli(tmp_path, "skills", "update")[1].strip() == "up to date"
+
+
+def test_one_source_one_commit_update_moves_every_skill_and_shows_a_line_diff(cli, tmp_path):
+    """Skills without a version field (as Anthropic's): an update of one moves all of its source's lock entries
+    to the new commit, --frozen passes afterwards, and the update shows the lines that changed."""
+    url, work = make_repo(tmp_path)
+    skill(work / "skills" / "pdf", "pdf", "Fill PDF forms. Use for PDFs.", body="Run scripts/fill.py.\n",
+          files={"scripts/fill.py": "import sys\nprint('fill', sys.argv)\n"})
+    skill(work / "skills" / "docx", "docx", "Edit Word files. Use for .docx.")
+    push(work, "first")
+    assert cli(tmp_path, "skills", "install", url)[0] == 0
+
+    (work / "README.md").write_text("upstream moved, no skill changed\n")
+    second = push(work, "second")
+    code, out, err = cli(tmp_path, "skills", "update")
+    assert code == 0 and out.splitlines()[-1] == "up to date", err
+    assert {e["commit"] for e in read_lock(tmp_path).values()} == {second}
+
+    skill(work / "skills" / "pdf", "pdf", "Fill PDF forms. Use for PDFs.", body="Run scripts/fill.py twice.\n")
+    (work / "skills/pdf/scripts/fill.py").write_text("import sys\nprint('fill', sys.argv)\nprint('\x1b[2Jdone')\n")
+    third = push(work, "third")
+    code, out, err = cli(tmp_path, "skills", "update")
+    assert code == 1 and "--yes" in err and "version" not in err
+    lines = out.splitlines()
+    for line in ("    --- a/SKILL.md", "    +++ b/SKILL.md", "    -Run scripts/fill.py.",
+                 "    +Run scripts/fill.py twice.", "    --- a/scripts/fill.py", "    +print('\\x1b[2Jdone')"):
+        assert line in lines, (line, out)
+    assert "\x1b" not in out and "WARNING" not in out
+
+    code, out, err = cli(tmp_path, "skills", "update", "pdf", "--yes")
+    assert code == 0 and not err and "updated team-skills:pdf" in out and "every skill of that source" in out
+    lock = read_lock(tmp_path)
+    assert {ref: e["commit"] for ref, e in lock.items()} == {"team-skills:pdf": third, "team-skills:docx": third}
+    code, out, err = cli(tmp_path, "skills", "install", "--frozen")
+    assert code == 0 and "unchanged team-skills:docx" in out and "unchanged team-skills:pdf" in out, err
 
 
 def test_remove_deletes_the_folder_and_its_lock_and_manifest_entries(cli, tmp_path):
