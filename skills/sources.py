@@ -4,7 +4,8 @@ A source is a local folder, a git URL (https://, ssh://, git://, file://, git@ho
 (branch, tag or commit, resolved to the 40-character commit; the default branch without one), or a .zip /
 .tar.gz / .tgz archive on disk. `materialize` puts its files in the scope's staging folder: a folder is read in
 place; git runs with hooks, LFS and other filters, and the ext transport disabled, and nothing comes from
-submodules; an archive is scanned before it is extracted, and extracted with its members checked. Paths and links
+submodules; an archive is scanned before it is extracted, and extracted with its members checked (an archive holding one
+top-level folder, as GitHub's do, is read from inside that folder). Paths and links
 that escape the pack, and archive bombs, are refused always (`refuse`).
 """
 
@@ -355,6 +356,10 @@ def materialize(source: Source, st: Staging, out: Out) -> Tree:
     refuse(structural, out)
     dest = st.new("files")
     _extract(archive, dest)
+    # GitHub's archives (skills-main.zip) hold one top-level folder: the pack (and its marketplace) is inside it
+    top = [p for p in dest.iterdir() if p.name != "__MACOSX"]
+    if len(top) == 1 and top[0].is_dir() and not top[0].is_symlink():
+        dest = top[0]
     return Tree(source, dest.resolve(), None, [f for f in structural if f.rule not in REFUSED_RULES])
 
 

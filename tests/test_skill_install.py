@@ -257,10 +257,33 @@ def test_zip_and_tar_gz_archives(cli, tmp_path):
     assert set(lock) == {"archived-1-0:zipper", "from-tar:zipper"}
     assert (lock["archived-1-0:zipper"]["sha256"] == lock["from-tar:zipper"]["sha256"]
             == tree_sha(pack / "skills/zipper"))
-    assert lock["from-tar:zipper"]["path"] == "archived/skills/zipper" and lock["from-tar:zipper"]["kind"] == "archive"
+    assert lock["from-tar:zipper"]["path"] == "skills/zipper" and lock["from-tar:zipper"]["kind"] == "archive"
     script = skills_root(tmp_path) / "archived-1-0/zipper/scripts/run.sh"
     assert script.stat().st_mode & stat.S_IXUSR
     assert {"archived-1-0:zipper", "from-tar:zipper"} <= {r["ref"] for r in cli.json(tmp_path, "skills", "list")}
+
+
+def test_github_style_archives_are_read_from_their_single_top_level_folder(cli, tmp_path):
+    """skills-main.zip / .tar.gz as GitHub serves them: one folder `skills-main/` holding the marketplace."""
+    repo = make_marketplace(tmp_path / "src" / "skills-main")
+    zpath, tpath = tmp_path / "skills-main.zip", tmp_path / "skills-main.tar.gz"
+    with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(repo.rglob("*")):
+            zf.write(p, p.relative_to(repo.parent).as_posix())
+    with tarfile.open(tpath, "w:gz") as tf:
+        tf.add(repo, arcname="skills-main")
+    for archive, scope in ((zpath, "--user"), (tpath, "--project")):
+        where = tmp_path if scope == "--user" else tmp_path / "src"
+        if scope == "--project":
+            git(where, "init", "-q")
+        code, out, err = cli(where, "skills", "install", archive, scope)
+        assert code == 0, err
+        assert "marketplace anthropic-agent-skills: 2 plugin(s)" in out and "plugin document-skills: pdf, xlsx" in out
+        lock_file = (tmp_path / "home" if scope == "--user" else where / ".loopwright") / "skills.lock.json"
+        lock = json.loads(lock_file.read_text())["skills"]
+        assert set(lock) == {"document-skills:pdf", "document-skills:xlsx", "example-skills:brand-guidelines"}
+        assert lock["document-skills:pdf"]["path"] == "skills/pdf"
+        assert cli(where, "skills", "install", "--frozen", scope)[0] == 0
 
 
 def test_a_risky_script_is_blocked_unless_allowed(cli, tmp_path):
