@@ -456,6 +456,33 @@ def test_project_scope_needs_a_repository_and_trust(cli, repo, tmp_path):
     assert "not inside a git repository" in err
 
 
+def test_a_projects_skill_files_can_be_committed_and_its_local_state_stays_hidden(cli, repo, tmp_path):
+    exclude = repo / ".git" / "info" / "exclude"
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    exclude.write_text("# mine\n*.swp\n/.loopwright/\n")  # what init wrote before
+    assert cli(repo, "init")[0] == 0
+    lines = exclude.read_text().splitlines()
+    assert lines[:2] == ["# mine", "*.swp"] and "/.loopwright/" not in lines and lines.count("/.loopwright/*") == 1
+    pack = tmp_path / "team"
+    skill(pack / "house-style", "house-style", "The house style. Use when writing code.")
+    assert cli(repo, "skills", "install", pack, "--project")[0] == 0
+    (repo / ".loopwright/state.db-wal").write_text("")
+    (repo / ".loopwright/skills/.previous/team/x").mkdir(parents=True)
+    (repo / ".loopwright/skills/.previous/team/x/SKILL.md").write_text("old\n")
+    git(repo, "add", ".loopwright/skills.json", ".loopwright/skills.lock.json", ".loopwright/skills")
+    git(repo, "add", "-A")
+    staged = set(git(repo, "diff", "--cached", "--name-only").splitlines())
+    assert staged == {".loopwright/skills.json", ".loopwright/skills.lock.json",
+                      ".loopwright/skills/team/house-style/SKILL.md"}, staged
+    for local in ("state.db", "state.db-wal", "config.toml", "logs/x.log", "worktrees/r1/a.py", "inbox/t.md",
+                  "skills/.staging-1/a", ".skills.flock"):
+        assert git(repo, "check-ignore", f".loopwright/{local}") == f".loopwright/{local}"
+
+    exclude.write_text("/.loopwright/\n")  # an older project: the next command that opens it rewrites the line
+    assert cli(repo, "runs")[0] == 0
+    assert "/.loopwright/" not in exclude.read_text().splitlines() and "/.loopwright/*" in exclude.read_text()
+
+
 # --------------------------------------------------------------------------------------------------------------
 # bad input: one line and a hint, nothing left behind
 
