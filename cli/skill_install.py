@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from loopwright.cli.common import print_json, project_root
-from loopwright.skills.catalog import SkillError, is_trusted
+from loopwright.skills.catalog import SkillError, is_trusted, trust_installs
 from loopwright.skills.install import install, request_from_manifest, update
 from loopwright.skills.lock import Out, Scope, project_scope, read_manifest, remove, rollback, user_scope, verify
 from loopwright.skills.plan import Request
@@ -79,10 +79,13 @@ def cmd_install(args: argparse.Namespace) -> int:
         out.say(f"unchanged {row['ref']} ({row['path']})")
     out.say(f"{len(result['installed'])} installed, {len(result['unchanged'])} unchanged, {len(result['skipped'])} "
             f"skipped ({scope.name} scope, {scope.root})")
-    if scope.project is not None:
+    if scope.project is not None:  # what the person installed here is trusted; the rest waits for `trust`
+        trust_installs(scope.project, [row["ref"].replace(":", "/") for row in result["installed"] +
+                                       result["unchanged"]])
         result["trusted"] = is_trusted(scope.project)
         if not result["trusted"]:
-            out.say("note: agents load this repository's skills only after `loopwright trust`")
+            out.say("note: agents load what you installed here; the repository's other skills load after "
+                    "`loopwright trust`")
     _print(result, out)
     return 0
 
@@ -134,5 +137,10 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_remove(args: argparse.Namespace) -> int:
     out = Printer(args.json)
-    _print(remove(_scopes(args, every=True), args.name, out), out)
+    scopes = _scopes(args, every=True)
+    result = remove(scopes, args.name, out)
+    project = next((s.project for s in scopes if s.name == result["scope"]), None)
+    if project is not None:
+        trust_installs(project, [result["ref"].replace(":", "/")], trusted=False)
+    _print(result, out)
     return 0

@@ -32,7 +32,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     cat, _ = _catalog()
     rows = ([_row(e) for e in cat.entries]
             + [_row(e, "draft" if e.scope == "learned" else "disabled") for e in cat.disabled]
-            + [_row(e, "shadowed") for e in cat.shadowed])
+            + [_row(e, "shadowed") for e in cat.shadowed]
+            + [_row(e, "untrusted") for e in cat.untrusted])
     if args.json:
         print_json(rows)
         return 0
@@ -40,7 +41,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("no skills found (put skill folders in ~/.loopwright/skills/ or, after `loopwright trust`, "
               ".claude/skills/)")
     for r in rows:
-        flag = "" if r["status"] == "enabled" else f" [{r['status']}]"
+        flag = "" if r["status"] == "enabled" else f" [{r['status']}" + (
+            ": run loopwright trust]" if r["status"] == "untrusted" else "]")
         print(f"{r['ref']:<32} {r['scope']:<8} {' '.join(r['description'].split())[:80]}{flag}")
     return 0
 
@@ -193,7 +195,8 @@ def add_parsers(sub, add) -> None:
                                  "install, verify, update, rollback, remove, promote", json_flag=False)
     action = add_actions(skills, "skills_command")
 
-    action("list", cmd_list, "every skill agents can use, with its scope; disabled and shadowed ones marked")
+    action("list", cmd_list, "every skill agents can use, with its scope; disabled, shadowed and untrusted ones "
+                             "marked")
     action("show", cmd_show, "one skill: its front matter, files and instructions").add_argument("name")
     p = action("search", cmd_search, "skills ranked by relevance to a query over names and descriptions")
     p.add_argument("query")

@@ -9,7 +9,9 @@ repository cannot plant one, and disabled until `loopwright skills promote`.
 A name found in two
 places is taken from the higher scope, with a warning. Project skills load only
 after `loopwright trust`: a cloned repository must not slip instructions into an
-agent's prompt. A skill inside a folder of the scope root (an installed pack)
+agent's prompt (they are listed, marked untrusted); skills installed into the
+project with `loopwright skills install --project` load without it (the person
+chose them). A skill inside a folder of the scope root (an installed pack)
 can be named `pack:skill`.
 
 Parsing is cached by (path, mtime, size), so rebuilding the catalog after a
@@ -83,11 +85,25 @@ def _trust_file() -> Path:
     return loopwright_home() / "trusted.json"
 
 
-def trusted_projects() -> set[str]:
+def _read_trust() -> dict:
     try:
-        return set(json.loads(_trust_file().read_text()).get("projects", []))
-    except (OSError, ValueError, AttributeError):
-        return set()
+        data = json.loads(_trust_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_trust(data: dict) -> None:
+    path = _trust_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def trusted_projects() -> set[str]:
+    projects = _read_trust().get("projects")
+    return set(projects) if isinstance(projects, list) else set()
 
 
 def is_trusted(project_root: Path) -> bool:
@@ -96,13 +112,29 @@ def is_trusted(project_root: Path) -> bool:
 
 def set_trust(project_root: Path, trusted: bool) -> None:
     """Record (or revoke) that this repository's own skills may enter agents' prompts."""
+    data = _read_trust()
     projects = trusted_projects()
     (projects.add if trusted else projects.discard)(str(project_root.resolve()))
-    path = _trust_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"projects": sorted(projects)}, indent=2))
-    tmp.replace(path)
+    _write_trust({**data, "projects": sorted(projects)})
+
+
+def trusted_installs(project_root: Path) -> set[str]:
+    """The `pack/skill` folders of `.loopwright/skills/` that were installed into this project with the CLI: they
+    load without `loopwright trust` (the person chose them)."""
+    installed = _read_trust().get("installed")
+    folders = installed.get(str(project_root.resolve())) if isinstance(installed, dict) else None
+    return set(folders) if isinstance(folders, list) else set()
+
+
+def trust_installs(project_root: Path, folders: list[str], trusted: bool = True) -> None:
+    """Record (or forget) `pack/skill` folders installed into this project's `.loopwright/skills/`."""
+    data = _read_trust()
+    installed = data.get("installed") if isinstance(data.get("installed"), dict) else {}
+    have = trusted_installs(project_root)
+    have = have | set(folders) if trusted else have - set(folders)
+    key = str(project_root.resolve())
+    installed = {k: v for k, v in installed.items() if k != key} | ({key: sorted(have)} if have else {})
+    _write_trust({**data, "installed": installed})
 
 
 # -- discovery -------------------------------------------------------------------------------------
@@ -182,6 +214,7 @@ class Catalog:
     entries: list[Entry] = field(default_factory=list)  # what agents can use, by name
     shadowed: list[Entry] = field(default_factory=list)  # lost to a skill of the same name in a higher scope
     disabled: list[Entry] = field(default_factory=list)
+    untrusted: list[Entry] = field(default_factory=list)  # a project's skills before `loopwright trust`: listed only
     diagnostics: list[Diagnostic] = field(default_factory=list)
     _index: SearchIndex | None = None
 
@@ -210,16 +243,14 @@ def discover(project_root: Path | None, *, trusted: bool | None = None, disabled
     seen: dict[str, Entry] = {}
     if project_root is not None and trusted is None:
         trusted = is_trusted(project_root)
+    installed = trusted_installs(project_root) if project_root is not None and not trusted else set()
     for scope, root in scope_roots(project_root):
         if not root.is_dir():
-            continue
-        if scope == "project" and not trusted:
-            cat.diagnostics.append(Diagnostic("warning", str(root), "project skills are not loaded until you trust "
-                                                                    "this repository: `loopwright trust`"))
             continue
         folders, notes = skill_folders(root)
         cat.diagnostics += notes
         depth = len(root.parts)
+        held_back = 0
         for folder in folders:
             skill, diags = _load_cached(folder)
             cat.diagnostics += diags
@@ -227,6 +258,11 @@ def discover(project_root: Path | None, *, trusted: bool | None = None, disabled
                 continue
             rel = folder.parts[depth:]  # the path below the root (skill_folders' paths start with it)
             entry = Entry(skill, scope, "loopwright" if scope == "bundled" else (rel[0] if len(rel) > 1 else None))
+            if scope == "project" and not trusted and not (root == project_root / PROJECT_DIRS[0]
+                                                           and "/".join(rel) in installed):
+                cat.untrusted.append(entry)
+                held_back += 1
+                continue
             if skill.name in seen:
                 winner = seen[skill.name]
                 cat.shadowed.append(entry)
@@ -238,6 +274,10 @@ def discover(project_root: Path | None, *, trusted: bool | None = None, disabled
                 continue
             seen[skill.name] = entry
             (cat.disabled if skill.name in disabled else cat.entries).append(entry)
+        if held_back:
+            cat.diagnostics.append(Diagnostic("warning", str(root), f"{held_back} project skill(s) are not loaded "
+                                                                    f"until you trust this repository: "
+                                                                    f"`loopwright trust`"))
     return cat
 
 

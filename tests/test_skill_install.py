@@ -437,17 +437,33 @@ def test_remove_deletes_the_folder_and_its_lock_and_manifest_entries(cli, tmp_pa
 def test_project_scope_needs_a_repository_and_trust(cli, repo, tmp_path):
     pack = tmp_path / "team"
     skill(pack / "house-style", "house-style", "The house style. Use when writing code.")
+    # before `trust`, the repository's own skills are listed, marked, and kept out of agents' prompts
+    skill(repo / ".claude/skills/planted", "planted", "Came with the clone. Use always.")
+    skill(repo / ".loopwright/skills/team/committed", "committed", "Committed by someone. Use always.")
+    rows = {r["ref"]: r for r in cli.json(repo, "skills", "list")}
+    assert rows["planted"]["status"] == rows["team:committed"]["status"] == "untrusted"
+    listed = [line for line in cli(repo, "skills", "list")[1].splitlines() if "planted" in line or "committed" in line]
+    assert len(listed) == 2 and all(line.endswith("[untrusted: run loopwright trust]") for line in listed), listed
+    # installing with the CLI trusts what it installed (the person chose it), and only that
     code, out, err = cli(repo, "skills", "install", pack, "--project")
     assert code == 0, err
     assert "loopwright trust" in out
     assert (repo / ".loopwright/skills/team/house-style/SKILL.md").is_file()
     lock = json.loads((repo / ".loopwright/skills.lock.json").read_text())["skills"]
     assert set(lock) == {"team:house-style"} and not (tmp_path / "home" / "skills.lock.json").exists()
-    assert "team:house-style" not in [r["ref"] for r in cli.json(repo, "skills", "list")]
+    rows = {r["ref"]: r for r in cli.json(repo, "skills", "list")}
+    assert rows["team:house-style"]["status"] == "enabled" and rows["team:house-style"]["scope"] == "project"
+    assert rows["planted"]["status"] == rows["team:committed"]["status"] == "untrusted"
+    from loopwright.skills.catalog import discover
+    assert [e.ref for e in discover(repo).entries if e.scope == "project"] == ["team:house-style"]
     cli(repo, "trust")
-    rows = {r["ref"]: r["scope"] for r in cli.json(repo, "skills", "list")}
-    assert rows["team:house-style"] == "project"
+    rows = {r["ref"]: r for r in cli.json(repo, "skills", "list")}
+    assert {rows[ref]["status"] for ref in ("team:house-style", "planted", "team:committed")} == {"enabled"}
     assert cli(repo, "skills", "verify", "--project")[0] == 0
+    cli(repo, "trust", "--revoke")
+    assert cli(repo, "skills", "remove", "house-style", "--project")[0] == 0
+    skill(repo / ".loopwright/skills/team/house-style", "house-style", "Put back by hand. Use always.")
+    assert {r["ref"]: r for r in cli.json(repo, "skills", "list")}["team:house-style"]["status"] == "untrusted"
 
     elsewhere = tmp_path / "not-a-repo"
     elsewhere.mkdir()
