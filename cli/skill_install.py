@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from loopwright.cli.common import print_json, project_root
+from loopwright.runtime.config import load_config
 from loopwright.skills.catalog import SkillError, is_trusted, trust_installs
 from loopwright.skills.install import install, request_from_manifest, update
 from loopwright.skills.lock import Out, Scope, project_scope, read_manifest, remove, rollback, user_scope, verify
@@ -72,7 +73,10 @@ def cmd_install(args: argparse.Namespace) -> int:
             req = request_from_manifest(scope, old, args.allow_risky)
             req.skills = args.skill or req.skills
         reqs = [req]
-    result = install(scope, reqs, out, frozen=args.frozen)
+    result = install(scope, reqs, out, frozen=args.frozen,
+                     max_pack_skills=load_config(project_root()).skills.max_pack_skills)
+    for warning in result["warnings"]:
+        print(f"loopwright: warning: {warning}", file=sys.stderr)
     for row in result["installed"]:
         out.say(f"installed {row['ref']}" + (f" {row['version']}" if row["version"] else "") + f" -> {row['path']}")
     for row in result["unchanged"]:

@@ -48,6 +48,7 @@ BUNDLED_DIR = Path(__file__).parent / "bundled"
 SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".mypy_cache", ".pytest_cache"}
 MAX_DEPTH = 6
 MAX_SKILLS_PER_ROOT = 5000
+MAX_PACK_SKILLS = 200  # [skills] max_pack_skills: a bigger pack installs with a warning and comes last in the catalog
 SCOPES = ("project", "learned", "user", "bundled")
 _by_name = attrgetter("name")
 
@@ -329,10 +330,16 @@ class SearchIndex:
 # -- what the agent sees -----------------------------------------------------------------------------
 
 
-def catalog_text(entries: list[Entry], budget_tokens: int) -> tuple[str, list[str]]:
-    """The system prompt's skills section (names and descriptions only) within `budget_tokens`; and what it left out."""
+def catalog_text(entries: list[Entry], budget_tokens: int,
+                 max_pack_skills: int = MAX_PACK_SKILLS) -> tuple[str, list[str]]:
+    """The system prompt's skills section (names and descriptions only) within `budget_tokens`; and what it left out.
+
+    The skills of a pack holding more than `max_pack_skills` come after all others, so a huge pack cannot push the
+    bundled and the project's skills out of the budget."""
     if not entries:
         return "", []
+    sizes = Counter((e.scope, e.pack) for e in entries if e.pack)
+    entries = sorted(entries, key=lambda e: sizes[e.scope, e.pack] > max_pack_skills)
     head = ("\n\n## Skills\nSkills are instructions and scripts for particular kinds of work. When one fits what "
             "you are doing, call `use_skill` with its name to read it (you get its instructions, its folder and "
             "its files; read them with read_file and run its scripts with the shell).\n")

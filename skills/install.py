@@ -27,11 +27,12 @@ import os
 import re
 import shutil
 import stat
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from loopwright.skills.catalog import SkillError
+from loopwright.skills.catalog import MAX_PACK_SKILLS, SkillError
 from loopwright.skills.format import Skill, load_skill, skill_file, validate_skill
 from loopwright.skills.lock import (
     HASH_SKIP,
@@ -255,14 +256,23 @@ def _check_frozen(prep: Prepared, lock: dict) -> list[str]:
     return problems
 
 
-def install(scope: Scope, reqs: list[Request], out: Out, frozen: bool = False) -> dict:
-    """Install every request into `scope`: all are prepared and checked before anything is moved."""
-    result: dict = {"scope": scope.name, "root": str(scope.root), "installed": [], "unchanged": [], "skipped": []}
+def install(scope: Scope, reqs: list[Request], out: Out, frozen: bool = False,
+            max_pack_skills: int = MAX_PACK_SKILLS) -> dict:
+    """Install every request into `scope`: all are prepared and checked before anything is moved. A pack of more
+    than `max_pack_skills` skills installs with a warning (in `result["warnings"]`)."""
+    result: dict = {"scope": scope.name, "root": str(scope.root), "installed": [], "unchanged": [], "skipped": [],
+                    "warnings": []}
     with exclusive(scope), Staging(scope) as st:
         lock, manifest = read_lock(scope), read_manifest(scope)
         preps = [prepare_locked(r, lock, st, out) if frozen else prepare(r, st, out) for r in reqs]
         for p in preps:
             result["skipped"] += p.skipped
+        for pack, n in sorted(Counter(s.cand.pack for p in preps for s in p.staged).items()):
+            if n > max_pack_skills:
+                result["warnings"].append(f"pack {pack} holds {n} skills, more than [skills] max_pack_skills "
+                                          f"({max_pack_skills}): agents' catalog lists them after the bundled, "
+                                          f"project and smaller packs' skills; install only what you need with "
+                                          f"--skill or --plugin")
         accepted: set[str] = set()
         if frozen:
             problems = [msg for p in preps for msg in _check_frozen(p, lock)]

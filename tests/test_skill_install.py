@@ -286,6 +286,28 @@ def test_github_style_archives_are_read_from_their_single_top_level_folder(cli, 
         assert cli(where, "skills", "install", "--frozen", scope)[0] == 0
 
 
+def test_a_huge_pack_installs_with_a_warning_and_cannot_push_the_bundled_skills_out_of_the_catalog(
+        cli, tmp_path, monkeypatch):
+    from loopwright.skills.catalog import catalog_text, discover
+
+    monkeypatch.setenv("LOOPWRIGHT_SKILLS__MAX_PACK_SKILLS", "20")
+    pack = tmp_path / "mega"
+    for i in range(30):
+        skill(pack / f"skill-{i:02d}", f"skill-{i:02d}", f"Skill number {i} of a very large pack. " * 12 + "Use it.")
+    code, out, err = cli(tmp_path, "skills", "install", pack)
+    assert code == 0 and "30 installed" in out
+    assert err.startswith("loopwright: warning: pack mega holds 30 skills, more than [skills] max_pack_skills (20)")
+    entries = discover(None).entries
+    assert len(entries) == 34
+    text, left_out = catalog_text(entries, 2000, max_pack_skills=20)
+    assert left_out and all(ref.startswith("mega:") for ref in left_out)
+    for name in ("code-review", "experiment", "handoff", "tdd-loop"):
+        assert f"\n- {name}: " in text
+    monkeypatch.delenv("LOOPWRIGHT_SKILLS__MAX_PACK_SKILLS")
+    code, out, err = cli(tmp_path, "skills", "install", pack)
+    assert code == 0 and not err  # under the default limit
+
+
 def test_a_risky_script_is_blocked_unless_allowed(cli, tmp_path):
     pack = tmp_path / "risky"
     skill(pack / "setup-env", "setup-env", "Sets up the environment. Use on a new machine.",
