@@ -9,6 +9,7 @@ import sys
 
 from loopwright.cli.common import print_json, project_root
 from loopwright.runtime.config import load_config
+from loopwright.runtime.project import hide_local_state
 from loopwright.skills.catalog import SkillError, is_trusted, trust_installs
 from loopwright.skills.install import install, request_from_manifest, update
 from loopwright.skills.lock import Out, Scope, project_scope, read_manifest, remove, rollback, user_scope, verify
@@ -38,11 +39,13 @@ class Printer(Out):
 
 def _scopes(args: argparse.Namespace, every: bool) -> list[Scope]:
     """--user / --project; without either, the user scope for install and every scope that exists otherwise."""
+    root = project_root()
+    if root is not None and (getattr(args, "project", False) or (root / ".loopwright").is_dir()):
+        hide_local_state(root)  # what these commands write there but skills.json and the lock stays out of git
     if getattr(args, "project", False):
-        return [project_scope(project_root())]
+        return [project_scope(root)]
     if getattr(args, "user", False) or not every:
         return [user_scope()]
-    root = project_root()
     return [user_scope()] + ([project_scope(root)] if root is not None else [])
 
 
@@ -115,8 +118,13 @@ def cmd_update(args: argparse.Namespace) -> int:
             return input(f"apply {changes} change(s)? [y/N] ").strip().lower() in ("y", "yes")
         return False
 
-    result = update(_scopes(args, every=True), args.name, args.allow_risky, out, confirm)
+    scopes = _scopes(args, every=True)
+    result = update(scopes, args.name, args.allow_risky, out, confirm)
     changes = result["changes"]
+    project = next((s.project for s in scopes if s.project is not None), None)
+    if result["applied"] and project is not None:  # new skills the person accepted into the project
+        trust_installs(project, [c["ref"].replace(":", "/") for c in changes
+                                 if c["kind"] == "new" and c["scope"] == "project"])
     unversioned = [c["ref"] for c in changes if c.get("same_version")]
     if changes and not result["applied"]:
         if asked:

@@ -88,7 +88,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print_json({"skills": len(cat.entries), "diagnostics": [d.__dict__ for d in diags],
                 "trusted": bool(root and is_trusted(root))})
         return 0
-    print(f"{len(cat.entries)} skill(s) available, {len(cat.disabled)} disabled, {len(cat.shadowed)} shadowed")
+    print(f"{len(cat.entries)} skill(s) available, {len(cat.disabled)} disabled, {len(cat.shadowed)} shadowed, "
+          f"{len(cat.untrusted)} untrusted")
     for d in diags:
         print(str(d))
     if not diags:

@@ -328,14 +328,17 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def _text(path: Path) -> list[str] | None:
-    """The lines of a text file, control characters escaped (a pack's bytes must not drive the terminal); None for
-    a binary file or a link."""
-    if path.is_symlink() or not path.is_file():
-        return [] if not path.is_symlink() else None
-    data = path.read_bytes()
-    if b"\0" in data:
-        return None
-    text = data.decode("utf-8", "replace")
+    """The lines of a text file (a link: its target), control characters escaped (a pack's bytes must not drive the
+    terminal); [] when there is no file, None for a binary one."""
+    if path.is_symlink():
+        text = f"(a link to {os.readlink(path)})"
+    elif not path.is_file():
+        return []
+    else:
+        data = path.read_bytes()
+        if b"\0" in data:
+            return None
+        text = data.decode("utf-8", "replace")
     return [_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", line) for line in text.splitlines()]
 
 
@@ -366,8 +369,10 @@ def _changes(scope: Scope, prep: Prepared, lock: dict) -> tuple[list[dict], list
     for s in prep.staged:
         entry, dest = lock.get(s.ref), scope.skill_dir(s.cand.pack, s.cand.name)
         if entry is None:
-            changes.append({"ref": s.ref, "kind": "new", "staged": s, "added": sorted(s.files), "removed": [],
-                            "changed": [], "scripts": _scripts(sorted(s.files), s.folder), "diff": [],
+            scripts = _scripts(sorted(s.files), s.folder)
+            changes.append({"ref": s.ref, "scope": scope.name, "kind": "new", "staged": s, "added": sorted(s.files),
+                            "removed": [], "changed": [], "scripts": scripts,
+                            "diff": _line_diff(dest, s.folder, sorted(s.files), scripts),
                             "version": [None, s.skill.metadata.get("version")], "description": [None,
                                                                                                s.skill.description]})
             continue
@@ -380,7 +385,8 @@ def _changes(scope: Scope, prep: Prepared, lock: dict) -> tuple[list[dict], list
         version = s.skill.metadata.get("version")
         moved = s.sha256 != entry.get("sha256")  # else the source is as locked and the copy on disk was edited
         scripts = _scripts(added + removed + changed, s.folder, dest)
-        changes.append({"ref": s.ref, "kind": "changed" if moved else "restore", "staged": s, "added": added,
+        changes.append({"ref": s.ref, "scope": scope.name, "kind": "changed" if moved else "restore", "staged": s,
+                        "added": added,
                         "removed": removed, "changed": changed, "scripts": scripts,
                         "diff": _line_diff(dest, s.folder, sorted(added + removed + changed), scripts),
                         "version": [before[0], version], "description": [before[1], s.skill.description],
@@ -407,8 +413,8 @@ def _show_change(c: dict, out: Out) -> None:
         if d0 != d1:
             out.say(f"  description before: {d0}")
             out.say(f"  description after:  {d1}")
-        for line in c["diff"]:
-            out.say(f"    {line}")
+    for line in c["diff"]:
+        out.say(f"    {line}")
     if c["scripts"]:
         out.say(f"  scripts changed: {', '.join(c['scripts'])} (read them: agents run them)")
     if c.get("same_version"):

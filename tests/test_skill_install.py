@@ -420,20 +420,23 @@ def test_one_source_one_commit_update_moves_every_skill_and_shows_a_line_diff(cl
     assert {e["commit"] for e in read_lock(tmp_path).values()} == {second}
 
     skill(work / "skills" / "pdf", "pdf", "Fill PDF forms. Use for PDFs.", body="Run scripts/fill.py twice.\n")
+    skill(work / "skills" / "xlsx", "xlsx", "Spreadsheets. Use for .xlsx files.")
     (work / "skills/pdf/scripts/fill.py").write_text("import sys\nprint('fill', sys.argv)\nprint('\x1b[2Jdone')\n")
     third = push(work, "third")
     code, out, err = cli(tmp_path, "skills", "update")
     assert code == 1 and "--yes" in err and "version" not in err
     lines = out.splitlines()
     for line in ("    --- a/SKILL.md", "    +++ b/SKILL.md", "    -Run scripts/fill.py.",
-                 "    +Run scripts/fill.py twice.", "    --- a/scripts/fill.py", "    +print('\\x1b[2Jdone')"):
+                 "    +Run scripts/fill.py twice.", "    --- a/scripts/fill.py", "    +name: xlsx",
+                 "    +print('\\x1b[2Jdone')"):
         assert line in lines, (line, out)
     assert "\x1b" not in out and "WARNING" not in out
 
     code, out, err = cli(tmp_path, "skills", "update", "pdf", "--yes")
     assert code == 0 and not err and "updated team-skills:pdf" in out and "every skill of that source" in out
     lock = read_lock(tmp_path)
-    assert {ref: e["commit"] for ref, e in lock.items()} == {"team-skills:pdf": third, "team-skills:docx": third}
+    assert {ref: e["commit"] for ref, e in lock.items()} == {"team-skills:pdf": third, "team-skills:docx": third,
+                                                             "team-skills:xlsx": third}
     code, out, err = cli(tmp_path, "skills", "install", "--frozen")
     assert code == 0 and "unchanged team-skills:docx" in out and "unchanged team-skills:pdf" in out, err
 
@@ -475,6 +478,10 @@ def test_project_scope_needs_a_repository_and_trust(cli, repo, tmp_path):
     assert set(lock) == {"team:house-style"} and not (tmp_path / "home" / "skills.lock.json").exists()
     rows = {r["ref"]: r for r in cli.json(repo, "skills", "list")}
     assert rows["team:house-style"]["status"] == "enabled" and rows["team:house-style"]["scope"] == "project"
+    git(repo, "add", "-A")  # no `init` ran: the install itself keeps the folder's local state out of git
+    assert set(git(repo, "diff", "--cached", "--name-only").splitlines()) == {
+        ".claude/skills/planted/SKILL.md", ".loopwright/skills/team/committed/SKILL.md",
+        ".loopwright/skills/team/house-style/SKILL.md", ".loopwright/skills.json", ".loopwright/skills.lock.json"}
     assert rows["planted"]["status"] == rows["team:committed"]["status"] == "untrusted"
     from loopwright.skills.catalog import discover
     assert [e.ref for e in discover(repo).entries if e.scope == "project"] == ["team:house-style"]
