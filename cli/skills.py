@@ -233,8 +233,10 @@ def add_parsers(sub, add) -> None:
                                                          "differs")
     p = action("verify", _installer("cmd_verify"), "rehash installed skills against the lock (exit 1 if any differ)")
     scope_flags(p)
-    p = action("update", _installer("cmd_update"), "re-resolve installed sources, show what changed, apply with --yes")
-    p.add_argument("name", nargs="?", help="a skill (pack:skill or name), a pack or a source; default: everything")
+    p = action("update", _installer("cmd_update"), "re-resolve installed sources, show what changed line by line, "
+                                                   "apply with --yes")
+    p.add_argument("name", nargs="?", help="a source, or a skill (pack:skill or name) or pack: its whole source; "
+                                           "default: everything")
     scope_flags(p)
     p.add_argument("--yes", action="store_true", help="apply without asking")
     p.add_argument("--allow-risky", action="store_true", help="update despite high-risk scan findings")

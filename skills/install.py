@@ -386,8 +386,7 @@ def _changes(scope: Scope, prep: Prepared, lock: dict) -> tuple[list[dict], list
         moved = s.sha256 != entry.get("sha256")  # else the source is as locked and the copy on disk was edited
         scripts = _scripts(added + removed + changed, s.folder, dest)
         changes.append({"ref": s.ref, "scope": scope.name, "kind": "changed" if moved else "restore", "staged": s,
-                        "added": added,
-                        "removed": removed, "changed": changed, "scripts": scripts,
+                        "added": added, "removed": removed, "changed": changed, "scripts": scripts,
                         "diff": _line_diff(dest, s.folder, sorted(added + removed + changed), scripts),
                         "version": [before[0], version], "description": [before[1], s.skill.description],
                         "commit": [entry.get("commit"), s.cand.tree.commit],
@@ -449,8 +448,7 @@ def _move_commits(lock: dict, prep: Prepared, changed: set[str], out: Out) -> bo
                 s.cand.tree.commit, s.cand.tree.source.ref):
             continue
         lock[s.ref] = {**entry, "commit": s.cand.tree.commit, "ref": s.cand.tree.source.ref}
-        if not changed:
-            out.say(f"{s.ref}: unchanged, now at commit {_short(s.cand.tree.commit)}")
+        out.say(f"{s.ref}: unchanged, now at commit {_short(s.cand.tree.commit)}")
         moved = True
     return moved
 
