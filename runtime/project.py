@@ -8,6 +8,7 @@ whole folder.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,7 +111,8 @@ def open_project(cwd: Path, *, create: bool = False, overrides: dict | None = No
             raise ProjectError(f"{root} has no {DIR}/ yet (run `loopwright init` there first)")
         init_project(root)
     else:
-        hide_local_state(root)
+        with contextlib.suppress(OSError):  # a read-only .git must not stop the command
+            hide_local_state(root)
     config = load_config(root, overrides=overrides)
     return Project(root=root, config=config, store=Store(root / DIR / "state.db"))
 

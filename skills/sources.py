@@ -1,12 +1,12 @@
 """Where skill packs come from, and getting their files without running anything from them.
 
 A source is a local folder, a git URL (https://, ssh://, git://, file://, git@host:path) with an optional `@ref`
-(branch, tag or commit, resolved to the 40-character commit; the default branch without one), or a .zip /
-.tar.gz / .tgz archive on disk. `materialize` puts its files in the scope's staging folder: a folder is read in
-place; git runs with hooks, LFS and other filters, and the ext transport disabled, and nothing comes from
-submodules; an archive is scanned before it is extracted, and extracted with its members checked (an archive holding one
-top-level folder, as GitHub's do, is read from inside that folder). Paths and links
-that escape the pack, and archive bombs, are refused always (`refuse`).
+(branch, tag or commit, resolved to the 40-character commit; the default branch without one; a full commit is
+fetched alone, by sha, where the server allows), or a .zip / .tar.gz / .tgz archive on disk. `materialize` puts its
+files in the scope's staging folder: a folder is read in place; git runs with hooks, LFS and other filters, and the
+ext transport disabled, and nothing comes from submodules; an archive is scanned before it is extracted, and
+extracted with its members checked (an archive holding one top-level folder, as GitHub's do, is read from inside
+that folder). Paths and links that escape the pack, and archive bombs, are refused always (`refuse`).
 """
 
 from __future__ import annotations
