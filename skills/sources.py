@@ -337,6 +337,9 @@ class Tree:
 
 def materialize(source: Source, st: Staging, out: Out) -> Tree:
     """The files of `source`: the folder itself, or a clone or a checked extraction inside the staging folder."""
+    if source.kind != "git" and not Path(source.location).exists():  # a lock's source may have moved since
+        raise SkillError(f"{source.location} is gone (the skills were installed from it); put it back, or install "
+                         f"from where it is now")
     if source.kind == "dir":
         return Tree(source, Path(source.location))
     if source.kind == "git":

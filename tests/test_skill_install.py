@@ -261,6 +261,10 @@ def test_zip_and_tar_gz_archives(cli, tmp_path):
     script = skills_root(tmp_path) / "archived-1-0/zipper/scripts/run.sh"
     assert script.stat().st_mode & stat.S_IXUSR
     assert {"archived-1-0:zipper", "from-tar:zipper"} <= {r["ref"] for r in cli.json(tmp_path, "skills", "list")}
+    assert cli(tmp_path, "skills", "install", "--frozen")[0] == 0
+    tpath.rename(tmp_path / "moved.tar.gz")
+    code, _, err = cli(tmp_path, "skills", "install", "--frozen")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and f"{tpath} is gone" in err, err
 
 
 def test_github_style_archives_are_read_from_their_single_top_level_folder(cli, tmp_path):
