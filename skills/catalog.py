@@ -227,6 +227,9 @@ class Catalog:
         for e in pool:
             if e.name == name and (not pack or pack in (e.pack, e.scope)):
                 return e
+        if any(e.name == name and (not pack or pack in (e.pack, e.scope)) for e in self.untrusted):
+            raise SkillError(f"skill '{ref}' is this repository's own and is not loaded until you trust it: "
+                             f"`loopwright trust`")
         near = [e.ref for _, e in self.search(name, limit=3)]
         hint = f"; did you mean {', '.join(near)}?" if near else "; see `loopwright skills list`"
         raise SkillError(f"no skill named '{ref}'{hint}")

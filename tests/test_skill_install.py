@@ -473,6 +473,8 @@ def test_project_scope_needs_a_repository_and_trust(cli, repo, tmp_path):
     assert rows["planted"]["status"] == rows["team:committed"]["status"] == "untrusted"
     listed = [line for line in cli(repo, "skills", "list")[1].splitlines() if "planted" in line or "committed" in line]
     assert len(listed) == 2 and all(line.endswith("[untrusted: run loopwright trust]") for line in listed), listed
+    code, _, err = cli(repo, "skills", "show", "planted")
+    assert code == 2 and "not loaded until you trust it: `loopwright trust`" in err
     # installing with the CLI trusts what it installed (the person chose it), and only that
     code, out, err = cli(repo, "skills", "install", pack, "--project")
     assert code == 0, err
