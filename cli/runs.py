@@ -42,8 +42,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         print_json({"root": str(root), "created": created})
     else:
         word = "initialised" if created else "already initialised"
-        print(f"{word}: {root / '.loopwright'} (config: .loopwright/config.toml; hidden from git via "
-              f".git/info/exclude)")
+        print(f"{word}: {root / '.loopwright'} (config: .loopwright/config.toml; its local state is hidden from "
+              f"git via .git/info/exclude, skills.json, skills.lock.json and skills/ are meant to be committed)")
     return 0
 
 

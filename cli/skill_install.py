@@ -8,7 +8,9 @@ import argparse
 import sys
 
 from loopwright.cli.common import print_json, project_root
-from loopwright.skills.catalog import SkillError, is_trusted
+from loopwright.runtime.config import load_config
+from loopwright.runtime.project import hide_local_state
+from loopwright.skills.catalog import SkillError, is_trusted, trust_installs
 from loopwright.skills.install import install, request_from_manifest, update
 from loopwright.skills.lock import Out, Scope, project_scope, read_manifest, remove, rollback, user_scope, verify
 from loopwright.skills.plan import Request
@@ -37,11 +39,13 @@ class Printer(Out):
 
 def _scopes(args: argparse.Namespace, every: bool) -> list[Scope]:
     """--user / --project; without either, the user scope for install and every scope that exists otherwise."""
+    root = project_root()
+    if root is not None and (getattr(args, "project", False) or (root / ".loopwright").is_dir()):
+        hide_local_state(root)  # what these commands write there but skills.json and the lock stays out of git
     if getattr(args, "project", False):
-        return [project_scope(project_root())]
+        return [project_scope(root)]
     if getattr(args, "user", False) or not every:
         return [user_scope()]
-    root = project_root()
     return [user_scope()] + ([project_scope(root)] if root is not None else [])
 
 
@@ -72,17 +76,23 @@ def cmd_install(args: argparse.Namespace) -> int:
             req = request_from_manifest(scope, old, args.allow_risky)
             req.skills = args.skill or req.skills
         reqs = [req]
-    result = install(scope, reqs, out, frozen=args.frozen)
+    result = install(scope, reqs, out, frozen=args.frozen,
+                     max_pack_skills=load_config(project_root()).skills.max_pack_skills)
+    for warning in result["warnings"]:
+        print(f"loopwright: warning: {warning}", file=sys.stderr)
     for row in result["installed"]:
         out.say(f"installed {row['ref']}" + (f" {row['version']}" if row["version"] else "") + f" -> {row['path']}")
     for row in result["unchanged"]:
         out.say(f"unchanged {row['ref']} ({row['path']})")
     out.say(f"{len(result['installed'])} installed, {len(result['unchanged'])} unchanged, {len(result['skipped'])} "
             f"skipped ({scope.name} scope, {scope.root})")
-    if scope.project is not None:
+    if scope.project is not None:  # what the person installed here is trusted; the rest waits for `trust`
+        trust_installs(scope.project, [row["ref"].replace(":", "/") for row in result["installed"] +
+                                       result["unchanged"]])
         result["trusted"] = is_trusted(scope.project)
         if not result["trusted"]:
-            out.say("note: agents load this repository's skills only after `loopwright trust`")
+            out.say("note: agents load what you installed here; the repository's other skills load after "
+                    "`loopwright trust`")
     _print(result, out)
     return 0
 
@@ -108,8 +118,13 @@ def cmd_update(args: argparse.Namespace) -> int:
             return input(f"apply {changes} change(s)? [y/N] ").strip().lower() in ("y", "yes")
         return False
 
-    result = update(_scopes(args, every=True), args.name, args.allow_risky, out, confirm)
+    scopes = _scopes(args, every=True)
+    result = update(scopes, args.name, args.allow_risky, out, confirm)
     changes = result["changes"]
+    project = next((s.project for s in scopes if s.project is not None), None)
+    if result["applied"] and project is not None:  # new skills the person accepted into the project
+        trust_installs(project, [c["ref"].replace(":", "/") for c in changes
+                                 if c["kind"] == "new" and c["scope"] == "project"])
     unversioned = [c["ref"] for c in changes if c.get("same_version")]
     if changes and not result["applied"]:
         if asked:
@@ -134,5 +149,10 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_remove(args: argparse.Namespace) -> int:
     out = Printer(args.json)
-    _print(remove(_scopes(args, every=True), args.name, out), out)
+    scopes = _scopes(args, every=True)
+    result = remove(scopes, args.name, out)
+    project = next((s.project for s in scopes if s.name == result["scope"]), None)
+    if project is not None:
+        trust_installs(project, [result["ref"].replace(":", "/")], trusted=False)
+    _print(result, out)
     return 0

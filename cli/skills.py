@@ -32,7 +32,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     cat, _ = _catalog()
     rows = ([_row(e) for e in cat.entries]
             + [_row(e, "draft" if e.scope == "learned" else "disabled") for e in cat.disabled]
-            + [_row(e, "shadowed") for e in cat.shadowed])
+            + [_row(e, "shadowed") for e in cat.shadowed]
+            + [_row(e, "untrusted") for e in cat.untrusted])
     if args.json:
         print_json(rows)
         return 0
@@ -40,7 +41,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("no skills found (put skill folders in ~/.loopwright/skills/ or, after `loopwright trust`, "
               ".claude/skills/)")
     for r in rows:
-        flag = "" if r["status"] == "enabled" else f" [{r['status']}]"
+        flag = "" if r["status"] == "enabled" else f" [{r['status']}" + (
+            ": run loopwright trust]" if r["status"] == "untrusted" else "]")
         print(f"{r['ref']:<32} {r['scope']:<8} {' '.join(r['description'].split())[:80]}{flag}")
     return 0
 
@@ -86,7 +88,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print_json({"skills": len(cat.entries), "diagnostics": [d.__dict__ for d in diags],
                 "trusted": bool(root and is_trusted(root))})
         return 0
-    print(f"{len(cat.entries)} skill(s) available, {len(cat.disabled)} disabled, {len(cat.shadowed)} shadowed")
+    print(f"{len(cat.entries)} skill(s) available, {len(cat.disabled)} disabled, {len(cat.shadowed)} shadowed, "
+          f"{len(cat.untrusted)} untrusted")
     for d in diags:
         print(str(d))
     if not diags:
@@ -193,7 +196,8 @@ def add_parsers(sub, add) -> None:
                                  "install, verify, update, rollback, remove, promote", json_flag=False)
     action = add_actions(skills, "skills_command")
 
-    action("list", cmd_list, "every skill agents can use, with its scope; disabled and shadowed ones marked")
+    action("list", cmd_list, "every skill agents can use, with its scope; disabled, shadowed and untrusted ones "
+                             "marked")
     action("show", cmd_show, "one skill: its front matter, files and instructions").add_argument("name")
     p = action("search", cmd_search, "skills ranked by relevance to a query over names and descriptions")
     p.add_argument("query")
@@ -229,8 +233,10 @@ def add_parsers(sub, add) -> None:
                                                          "differs")
     p = action("verify", _installer("cmd_verify"), "rehash installed skills against the lock (exit 1 if any differ)")
     scope_flags(p)
-    p = action("update", _installer("cmd_update"), "re-resolve installed sources, show what changed, apply with --yes")
-    p.add_argument("name", nargs="?", help="a skill (pack:skill or name), a pack or a source; default: everything")
+    p = action("update", _installer("cmd_update"), "re-resolve installed sources, show what changed line by line, "
+                                                   "apply with --yes")
+    p.add_argument("name", nargs="?", help="a source, or a skill (pack:skill or name) or pack: its whole source; "
+                                           "default: everything")
     scope_flags(p)
     p.add_argument("--yes", action="store_true", help="apply without asking")
     p.add_argument("--allow-risky", action="store_true", help="update despite high-risk scan findings")

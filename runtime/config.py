@@ -23,6 +23,7 @@ from loopwright.harness.models import ModelInfo  # which enforces them
 from loopwright.harness.retry import RetryPolicy
 from loopwright.harness.sandbox import SandboxPolicy
 from loopwright.memory.config import MemoryConfig
+from loopwright.skills.catalog import MAX_PACK_SKILLS
 
 PROVIDERS = ("anthropic", "openai", "openai-responses", "scripted")
 KEY_VARIABLES = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY", "openai-responses": "OPENAI_API_KEY"}
@@ -120,6 +121,9 @@ class SkillsConfig(_Section):
     select: str = Field(default="all", description="all | auto (the most relevant to the task) | none | a,b,c")
     catalog_tokens: int = Field(default=2000, ge=0, description="budget for the catalog in the system prompt")
     auto_count: int = Field(default=12, ge=1, description="how many skills `auto` picks")
+    max_pack_skills: int = Field(default=MAX_PACK_SKILLS, ge=1,
+                                 description="a pack with more skills installs with a warning, and comes after the "
+                                             "others in the catalog")
 
 
 class ChatConfig(_Section):
@@ -418,6 +422,7 @@ CONFIG_TEMPLATE = """\
 # select = "all"                  # all | auto (most relevant to each task) | none | "name,other-name"
 # catalog_tokens = 2000           # names + descriptions in the system prompt stay within this
 # auto_count = 12                 # how many skills `auto` picks
+# max_pack_skills = 200           # a bigger pack installs with a warning; its skills come last in the catalog
 
 # [inbox]                         # .loopwright/inbox/*.md become tasks (YAML front matter = post options)
 # enabled = true

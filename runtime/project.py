@@ -1,12 +1,14 @@
 """A loopwright project: a git repository with a `.loopwright/` folder (store, config, worktrees).
 
-`init_project` creates the folder and hides it from git (`.git/info/exclude`);
-`open_project` finds it from any folder inside the repository, including a
-run's own worktree.
+`init_project` creates the folder and hides its local state from git (`.git/info/exclude`): everything in it but
+`skills.json`, `skills.lock.json` and `skills/` (what a team commits: `SHARED`); `open_project` finds it from any
+folder inside the repository, including a run's own worktree, and rewrites the older exclude line that hid the
+whole folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,10 @@ from loopwright.runtime.config import CONFIG_TEMPLATE, Config, load_config
 from loopwright.workspaces.repository import repo_root
 
 DIR = ".loopwright"
+SHARED = ("skills.json", "skills.lock.json", "skills/")  # meant to be committed; the rest of DIR is local state
+_OLD_EXCLUDES = (f"/{DIR}/", f"{DIR}/")
+EXCLUDE_BLOCK = [f"# loopwright's local state; {', '.join(f'{DIR}/{n}' for n in SHARED)} are meant to be committed",
+                 f"/{DIR}/*", *(f"!/{DIR}/{n}" for n in SHARED), f"/{DIR}/skills/.*"]
 
 
 class ProjectError(LoopwrightError):
@@ -72,14 +78,29 @@ def init_project(cwd: Path) -> tuple[Path, bool]:
     if not cfg.exists():
         cfg.write_text(CONFIG_TEMPLATE)
     Store(d / "state.db").close()
-    common = Path(git.Repo(root).git.rev_parse("--git-common-dir"))
-    exclude = (common if common.is_absolute() else root / common) / "info" / "exclude"
-    exclude.parent.mkdir(parents=True, exist_ok=True)
-    lines = exclude.read_text().splitlines() if exclude.exists() else []
-    if f"/{DIR}/" not in lines and f"{DIR}/" not in lines:
-        with exclude.open("a") as f:
-            f.write(("\n" if lines and lines[-1] else "") + f"/{DIR}/\n")
+    hide_local_state(root)
     return root, created
+
+
+def _exclude_file(root: Path) -> Path:
+    if (root / ".git").is_dir():
+        return root / ".git" / "info" / "exclude"
+    common = Path(git.Repo(root).git.rev_parse("--git-common-dir"))  # a linked worktree or a submodule
+    return (common if common.is_absolute() else root / common) / "info" / "exclude"
+
+
+def hide_local_state(root: Path) -> None:
+    """Write `EXCLUDE_BLOCK` into the repository's exclude file, in place of the line older versions wrote (which
+    hid the whole folder, so `git add .loopwright/skills.lock.json` was refused)."""
+    exclude = _exclude_file(root)
+    lines = exclude.read_text().splitlines() if exclude.exists() else []
+    if EXCLUDE_BLOCK[1] in lines and not any(line in _OLD_EXCLUDES for line in lines):
+        return
+    kept = [line for line in lines if line not in _OLD_EXCLUDES]
+    if EXCLUDE_BLOCK[1] not in kept:
+        kept += ([""] if kept and kept[-1] else []) + EXCLUDE_BLOCK
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    exclude.write_text("\n".join(kept) + "\n")
 
 
 def open_project(cwd: Path, *, create: bool = False, overrides: dict | None = None) -> Project:
@@ -89,6 +110,9 @@ def open_project(cwd: Path, *, create: bool = False, overrides: dict | None = No
         if not create:
             raise ProjectError(f"{root} has no {DIR}/ yet (run `loopwright init` there first)")
         init_project(root)
+    else:
+        with contextlib.suppress(OSError):  # a read-only .git must not stop the command
+            hide_local_state(root)
     config = load_config(root, overrides=overrides)
     return Project(root=root, config=config, store=Store(root / DIR / "state.db"))
 

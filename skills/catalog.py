@@ -9,7 +9,9 @@ repository cannot plant one, and disabled until `loopwright skills promote`.
 A name found in two
 places is taken from the higher scope, with a warning. Project skills load only
 after `loopwright trust`: a cloned repository must not slip instructions into an
-agent's prompt. A skill inside a folder of the scope root (an installed pack)
+agent's prompt (they are listed, marked untrusted); skills installed into the
+project with `loopwright skills install --project` load without it (the person
+chose them). A skill inside a folder of the scope root (an installed pack)
 can be named `pack:skill`.
 
 Parsing is cached by (path, mtime, size), so rebuilding the catalog after a
@@ -46,6 +48,7 @@ BUNDLED_DIR = Path(__file__).parent / "bundled"
 SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".mypy_cache", ".pytest_cache"}
 MAX_DEPTH = 6
 MAX_SKILLS_PER_ROOT = 5000
+MAX_PACK_SKILLS = 200  # [skills] max_pack_skills: a bigger pack installs with a warning and comes last in the catalog
 SCOPES = ("project", "learned", "user", "bundled")
 _by_name = attrgetter("name")
 
@@ -83,11 +86,25 @@ def _trust_file() -> Path:
     return loopwright_home() / "trusted.json"
 
 
-def trusted_projects() -> set[str]:
+def _read_trust() -> dict:
     try:
-        return set(json.loads(_trust_file().read_text()).get("projects", []))
-    except (OSError, ValueError, AttributeError):
-        return set()
+        data = json.loads(_trust_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_trust(data: dict) -> None:
+    path = _trust_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def trusted_projects() -> set[str]:
+    projects = _read_trust().get("projects")
+    return set(projects) if isinstance(projects, list) else set()
 
 
 def is_trusted(project_root: Path) -> bool:
@@ -96,13 +113,29 @@ def is_trusted(project_root: Path) -> bool:
 
 def set_trust(project_root: Path, trusted: bool) -> None:
     """Record (or revoke) that this repository's own skills may enter agents' prompts."""
+    data = _read_trust()
     projects = trusted_projects()
     (projects.add if trusted else projects.discard)(str(project_root.resolve()))
-    path = _trust_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"projects": sorted(projects)}, indent=2))
-    tmp.replace(path)
+    _write_trust({**data, "projects": sorted(projects)})
+
+
+def trusted_installs(project_root: Path) -> set[str]:
+    """The `pack/skill` folders of `.loopwright/skills/` that were installed into this project with the CLI: they
+    load without `loopwright trust` (the person chose them)."""
+    installed = _read_trust().get("installed")
+    folders = installed.get(str(project_root.resolve())) if isinstance(installed, dict) else None
+    return set(folders) if isinstance(folders, list) else set()
+
+
+def trust_installs(project_root: Path, folders: list[str], trusted: bool = True) -> None:
+    """Record (or forget) `pack/skill` folders installed into this project's `.loopwright/skills/`."""
+    data = _read_trust()
+    installed = data.get("installed") if isinstance(data.get("installed"), dict) else {}
+    have = trusted_installs(project_root)
+    have = have | set(folders) if trusted else have - set(folders)
+    key = str(project_root.resolve())
+    installed = {k: v for k, v in installed.items() if k != key} | ({key: sorted(have)} if have else {})
+    _write_trust({**data, "installed": installed})
 
 
 # -- discovery -------------------------------------------------------------------------------------
@@ -182,6 +215,7 @@ class Catalog:
     entries: list[Entry] = field(default_factory=list)  # what agents can use, by name
     shadowed: list[Entry] = field(default_factory=list)  # lost to a skill of the same name in a higher scope
     disabled: list[Entry] = field(default_factory=list)
+    untrusted: list[Entry] = field(default_factory=list)  # a project's skills before `loopwright trust`: listed only
     diagnostics: list[Diagnostic] = field(default_factory=list)
     _index: SearchIndex | None = None
 
@@ -193,6 +227,9 @@ class Catalog:
         for e in pool:
             if e.name == name and (not pack or pack in (e.pack, e.scope)):
                 return e
+        if any(e.name == name and (not pack or pack in (e.pack, e.scope)) for e in self.untrusted):
+            raise SkillError(f"skill '{ref}' is this repository's own and is not loaded until you trust it: "
+                             f"`loopwright trust`")
         near = [e.ref for _, e in self.search(name, limit=3)]
         hint = f"; did you mean {', '.join(near)}?" if near else "; see `loopwright skills list`"
         raise SkillError(f"no skill named '{ref}'{hint}")
@@ -210,16 +247,14 @@ def discover(project_root: Path | None, *, trusted: bool | None = None, disabled
     seen: dict[str, Entry] = {}
     if project_root is not None and trusted is None:
         trusted = is_trusted(project_root)
+    installed = trusted_installs(project_root) if project_root is not None and not trusted else set()
     for scope, root in scope_roots(project_root):
         if not root.is_dir():
-            continue
-        if scope == "project" and not trusted:
-            cat.diagnostics.append(Diagnostic("warning", str(root), "project skills are not loaded until you trust "
-                                                                    "this repository: `loopwright trust`"))
             continue
         folders, notes = skill_folders(root)
         cat.diagnostics += notes
         depth = len(root.parts)
+        held_back = 0
         for folder in folders:
             skill, diags = _load_cached(folder)
             cat.diagnostics += diags
@@ -227,6 +262,11 @@ def discover(project_root: Path | None, *, trusted: bool | None = None, disabled
                 continue
             rel = folder.parts[depth:]  # the path below the root (skill_folders' paths start with it)
             entry = Entry(skill, scope, "loopwright" if scope == "bundled" else (rel[0] if len(rel) > 1 else None))
+            if scope == "project" and not trusted and not (root == project_root / PROJECT_DIRS[0]
+                                                           and "/".join(rel) in installed):
+                cat.untrusted.append(entry)
+                held_back += 1
+                continue
             if skill.name in seen:
                 winner = seen[skill.name]
                 cat.shadowed.append(entry)
@@ -238,6 +278,10 @@ def discover(project_root: Path | None, *, trusted: bool | None = None, disabled
                 continue
             seen[skill.name] = entry
             (cat.disabled if skill.name in disabled else cat.entries).append(entry)
+        if held_back:
+            cat.diagnostics.append(Diagnostic("warning", str(root), f"{held_back} project skill(s) are not loaded "
+                                                                    f"until you trust this repository: "
+                                                                    f"`loopwright trust`"))
     return cat
 
 
@@ -289,10 +333,16 @@ class SearchIndex:
 # -- what the agent sees -----------------------------------------------------------------------------
 
 
-def catalog_text(entries: list[Entry], budget_tokens: int) -> tuple[str, list[str]]:
-    """The system prompt's skills section (names and descriptions only) within `budget_tokens`; and what it left out."""
+def catalog_text(entries: list[Entry], budget_tokens: int,
+                 max_pack_skills: int = MAX_PACK_SKILLS) -> tuple[str, list[str]]:
+    """The system prompt's skills section (names and descriptions only) within `budget_tokens`; and what it left out.
+
+    The skills of a pack holding more than `max_pack_skills` come after all others, so a huge pack cannot push the
+    bundled and the project's skills out of the budget."""
     if not entries:
         return "", []
+    sizes = Counter((e.scope, e.pack) for e in entries if e.pack)
+    entries = sorted(entries, key=lambda e: sizes[e.scope, e.pack] > max_pack_skills)
     head = ("\n\n## Skills\nSkills are instructions and scripts for particular kinds of work. When one fits what "
             "you are doing, call `use_skill` with its name to read it (you get its instructions, its folder and "
             "its files; read them with read_file and run its scripts with the shell).\n")

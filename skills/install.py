@@ -12,24 +12,28 @@ extracted), hashed, and then moved into `<scope root>/<pack>/<skill>/` with a re
 and links that escape the pack are refused always. Nothing from a pack is run.
 
 `skills.json` (the manifest) and `skills.lock.json` (the lock): see `lock.py`, which also holds `verify`, `rollback`
-and `remove` (they need the lock and the folders only). `install --frozen` installs exactly what the lock holds and
-fails, installing nothing, when a source's ref now resolves to another commit (a moved branch), a skill's hash
-differs from the lock, or a skill is in one but not the other. `update` re-resolves the refs as typed, shows per
-skill what changed and applies it with --yes (or a y on a terminal), keeping the replaced copy for `rollback`.
+and `remove` (they need the lock and the folders only). `install --frozen` installs exactly what the lock holds: each
+skill from its locked path at its locked commit (fetched by sha; where a branch is now is never looked at), and
+fails, installing nothing, when a skill's hash differs from the lock or its path is gone. `update` re-resolves the
+refs as typed, shows per skill what changed (a line diff) and applies it with --yes (or a y on a terminal), keeping
+the replaced copy for `rollback`; every skill of a source moves to the new commit together (one source, one commit).
 """
 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
+import re
 import shutil
 import stat
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from loopwright.skills.catalog import SkillError
-from loopwright.skills.format import Skill, load_skill, validate_skill
+from loopwright.skills.catalog import MAX_PACK_SKILLS, SkillError
+from loopwright.skills.format import Skill, load_skill, skill_file, validate_skill
 from loopwright.skills.lock import (
     HASH_SKIP,
     Out,
@@ -46,7 +50,7 @@ from loopwright.skills.lock import (
 from loopwright.skills.plan import Candidate, Request, plan, select_skills
 from loopwright.skills.scan.report import Finding
 from loopwright.skills.scan.tree import scan_tree
-from loopwright.skills.sources import Source, Staging, materialize, refuse
+from loopwright.skills.sources import Source, Staging, Tree, materialize, refuse
 
 
 @dataclass
@@ -91,7 +95,42 @@ def _ignore(folder: str, names: list[str]) -> set[str]:
 def prepare(req: Request, st: Staging, out: Out) -> Prepared:
     """Resolve, copy into staging, validate, scan and hash every skill `req` asks for; nothing is moved yet."""
     tree = materialize(req.source, st, out)
-    cands = select_skills(plan(tree, req, st, out), req)
+    return _stage(req, select_skills(plan(tree, req, st, out), req), tree.findings, st, out)
+
+
+def prepare_locked(req: Request, lock: dict, st: Staging, out: Out) -> Prepared:
+    """`prepare` for `install --frozen`: the skills the lock holds for `req`, each taken from its locked path in
+    its source at the locked commit (fetched by sha: where a branch is now does not matter)."""
+    locked = {ref: e for ref, e in sorted(lock.items()) if e.get("manifest") == req.key
+              and (not req.skills or e.get("name") in req.skills)}
+    if not locked:
+        raise SkillError(f"--frozen: nothing in the lock comes from {req.source.text}; install it without --frozen "
+                         f"first")
+    trees: dict[tuple, Tree] = {}
+    cands: list[Candidate] = []
+    findings: list[Finding] = []
+    for ref, e in locked.items():
+        kind, location, commit = e.get("kind"), e.get("source"), e.get("commit")
+        if kind not in ("dir", "git", "archive") or not isinstance(location, str) or (kind == "git") != bool(commit):
+            raise SkillError(f"--frozen: the lock entry of {ref} has no usable source and commit; run `loopwright "
+                             f"skills update` to rewrite it")
+        if (kind, location, commit) not in trees:
+            text = req.source.text if location == req.source.location else location
+            tree = materialize(Source(text, kind, location, commit), st, out)
+            trees[kind, location, commit] = tree
+            findings += tree.findings
+        tree = trees[kind, location, commit]
+        req.scope.skill_dir(e.get("pack"), e.get("name"))  # the lock is data from elsewhere: names checked
+        folder = (tree.root / str(e.get("path") or ".")).resolve()
+        if (folder != tree.root and tree.root not in folder.parents) or not Path(skill_file(folder)).is_file():
+            raise SkillError(f"--frozen: {ref} is in the lock but {location} has no skill at {e.get('path')!r}"
+                             + (f" in commit {_short(commit)}" if commit else "")
+                             + "; nothing installed (run `loopwright skills update` to move the lock)")
+        cands.append(Candidate(e.get("pack"), e.get("name"), folder, tree, str(e.get("path")), e.get("plugin")))
+    return _stage(req, cands, findings, st, out)
+
+
+def _stage(req: Request, cands: list[Candidate], findings: list[Finding], st: Staging, out: Out) -> Prepared:
     staged: list[Staged] = []
     skipped: list[dict] = []
     where: dict[str, str] = {}
@@ -119,10 +158,10 @@ def prepare(req: Request, st: Staging, out: Out) -> Prepared:
             shutil.rmtree(dest)
             continue
         report = scan_tree(dest)
-        findings = [Finding(f"{c.pack}/{c.name}/{f.path}", f.line, f.severity, f.rule, f.message)
-                    for f in report.findings]
+        found = [Finding(f"{c.pack}/{c.name}/{f.path}", f.line, f.severity, f.rule, f.message)
+                 for f in report.findings]
         digest, files = hash_tree(dest)
-        staged.append(Staged(c, dest, digest, files, skill, findings))
+        staged.append(Staged(c, dest, digest, files, skill, found))
         for message in beyond_spec:
             out.say(f"warning {c.ref}: {message} (installed anyway, as Claude Code loads it)")
     for s in skipped:
@@ -131,7 +170,7 @@ def prepare(req: Request, st: Staging, out: Out) -> Prepared:
         raise SkillError(f"no valid skill to install from {req.source.text}"
                          + (f" ({len(skipped)} invalid, listed above); fix them" if skipped else
                             "; check --skill, --plugin and the source"))
-    return Prepared(req, staged, skipped, tree.findings)
+    return Prepared(req, staged, skipped, findings)
 
 
 def gate(preps: list[Prepared], out: Out, accepted: set[str] = frozenset()) -> list[Finding]:
@@ -210,36 +249,34 @@ def _short(commit: str | None) -> str:
 
 
 def _check_frozen(prep: Prepared, lock: dict) -> list[str]:
-    req = prep.req
-    locked = {ref: e for ref, e in lock.items() if e.get("manifest") == req.key
-              and (not req.skills or e.get("name") in req.skills)}
-    if not locked:
-        return [f"nothing in the lock comes from {req.source.text} (install it without --frozen first)"]
     problems = []
     for s in prep.staged:
-        e = locked.get(s.ref)
-        if e is None:
-            problems.append(f"{s.ref} is not in the lock")
-        elif e.get("commit") != s.cand.tree.commit:
-            problems.append(f"{s.ref}: {s.cand.tree.source.ref or 'the default branch'} is now at "
-                            f"{_short(s.cand.tree.commit)}, the lock has {_short(e.get('commit'))}")
-        elif e.get("sha256") != s.sha256:
+        e = lock[s.ref]
+        if e.get("sha256") != s.sha256:
             added, removed, changed = diff_files(e.get("files") or {}, s.files)
             what = ", ".join([f"+{p}" for p in added] + [f"-{p}" for p in removed] + [f"~{p}" for p in changed])
             problems.append(f"{s.ref}: content differs from the lock ({what or 'hash'})")
-    problems += [f"{ref} is in the lock but not in the source" for ref in sorted(set(locked) -
-                                                                              {s.ref for s in prep.staged})]
+    problems += [f"{sk['ref']}: {'; '.join(sk['reasons'])}" for sk in prep.skipped]
     return problems
 
 
-def install(scope: Scope, reqs: list[Request], out: Out, frozen: bool = False) -> dict:
-    """Install every request into `scope`: all are prepared and checked before anything is moved."""
-    result: dict = {"scope": scope.name, "root": str(scope.root), "installed": [], "unchanged": [], "skipped": []}
+def install(scope: Scope, reqs: list[Request], out: Out, frozen: bool = False,
+            max_pack_skills: int = MAX_PACK_SKILLS) -> dict:
+    """Install every request into `scope`: all are prepared and checked before anything is moved. A pack of more
+    than `max_pack_skills` skills installs with a warning (in `result["warnings"]`)."""
+    result: dict = {"scope": scope.name, "root": str(scope.root), "installed": [], "unchanged": [], "skipped": [],
+                    "warnings": []}
     with exclusive(scope), Staging(scope) as st:
         lock, manifest = read_lock(scope), read_manifest(scope)
-        preps = [prepare(r, st, out) for r in reqs]
+        preps = [prepare_locked(r, lock, st, out) if frozen else prepare(r, st, out) for r in reqs]
         for p in preps:
             result["skipped"] += p.skipped
+        for pack, n in sorted(Counter(s.cand.pack for p in preps for s in p.staged).items()):
+            if n > max_pack_skills:
+                result["warnings"].append(f"pack {pack} holds {n} skills, more than [skills] max_pack_skills "
+                                          f"({max_pack_skills}): agents' catalog lists them after the bundled, "
+                                          f"project and smaller packs' skills; install only what you need with "
+                                          f"--skill or --plugin")
         accepted: set[str] = set()
         if frozen:
             problems = [msg for p in preps for msg in _check_frozen(p, lock)]
@@ -290,15 +327,56 @@ def _scripts(paths: list[str], *folders: Path) -> list[str]:
     return [p for p in paths if p.startswith("scripts/") or executable(p)]
 
 
-def _changes(scope: Scope, prep: Prepared, lock: dict, only: set[str] | None) -> tuple[list[dict], list[str]]:
-    changes, gone = [], []
-    for s in prep.staged:
-        if only is not None and s.ref not in only:
+DIFF_LINES = 200  # per file other than SKILL.md and scripts, which are shown whole
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _text(path: Path) -> list[str] | None:
+    """The lines of a text file (a link: its target), control characters escaped (a pack's bytes must not drive the
+    terminal); [] when there is no file, None for a binary one."""
+    if path.is_symlink():
+        text = f"(a link to {os.readlink(path)})"
+    elif not path.is_file():
+        return []
+    else:
+        data = path.read_bytes()
+        if b"\0" in data:
+            return None
+        text = data.decode("utf-8", "replace")
+    return [_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", line) for line in text.splitlines()]
+
+
+def _line_diff(old: Path, new: Path, paths: list[str], scripts: list[str]) -> list[str]:
+    """A unified diff of each of `paths` between the folders `old` (installed) and `new` (staged)."""
+    lines: list[str] = []
+    for rel in paths:
+        a, b = _text(old / rel), _text(new / rel)
+        if a is None or b is None:
+            lines.append(f"binary {rel}: {_size(old / rel)} -> {_size(new / rel)}")
             continue
+        diff = list(difflib.unified_diff(a, b, f"a/{rel}", f"b/{rel}", lineterm="", n=2))
+        if rel not in scripts and rel.lower() != "skill.md" and len(diff) > DIFF_LINES:
+            diff = diff[:DIFF_LINES] + [f"... {len(diff) - DIFF_LINES} more diff lines of {rel}"]
+        lines += diff
+    return lines
+
+
+def _size(path: Path) -> str:
+    return f"{path.lstat().st_size} bytes" if path.exists() or path.is_symlink() else "none"
+
+
+def _changes(scope: Scope, prep: Prepared, lock: dict) -> tuple[list[dict], list[str]]:
+    changes, gone = [], []
+    # sources whose skills carry no version at all (Anthropic's) are not warned about unchanged versions
+    versioned = any(s.skill.metadata.get("version") for s in prep.staged) or any(
+        e.get("version") for e in lock.values() if e.get("manifest") == prep.req.key)
+    for s in prep.staged:
         entry, dest = lock.get(s.ref), scope.skill_dir(s.cand.pack, s.cand.name)
         if entry is None:
-            changes.append({"ref": s.ref, "kind": "new", "staged": s, "added": sorted(s.files), "removed": [],
-                            "changed": [], "scripts": _scripts(sorted(s.files), s.folder),
+            scripts = _scripts(sorted(s.files), s.folder)
+            changes.append({"ref": s.ref, "scope": scope.name, "kind": "new", "staged": s, "added": sorted(s.files),
+                            "removed": [], "changed": [], "scripts": scripts,
+                            "diff": _line_diff(dest, s.folder, sorted(s.files), scripts),
                             "version": [None, s.skill.metadata.get("version")], "description": [None,
                                                                                                s.skill.description]})
             continue
@@ -310,15 +388,15 @@ def _changes(scope: Scope, prep: Prepared, lock: dict, only: set[str] | None) ->
         before = [entry.get("version"), old_skill.description if old_skill else None]
         version = s.skill.metadata.get("version")
         moved = s.sha256 != entry.get("sha256")  # else the source is as locked and the copy on disk was edited
-        changes.append({"ref": s.ref, "kind": "changed" if moved else "restore", "staged": s, "added": added,
-                        "removed": removed, "changed": changed,
-                        "scripts": _scripts(added + removed + changed, s.folder, dest),
+        scripts = _scripts(added + removed + changed, s.folder, dest)
+        changes.append({"ref": s.ref, "scope": scope.name, "kind": "changed" if moved else "restore", "staged": s,
+                        "added": added, "removed": removed, "changed": changed, "scripts": scripts,
+                        "diff": _line_diff(dest, s.folder, sorted(added + removed + changed), scripts),
                         "version": [before[0], version], "description": [before[1], s.skill.description],
                         "commit": [entry.get("commit"), s.cand.tree.commit],
-                        "same_version": moved and before[0] == version})
+                        "same_version": moved and versioned and before[0] == version})
     staged = {s.ref for s in prep.staged}
-    gone = [ref for ref, e in sorted(lock.items()) if e.get("manifest") == prep.req.key and ref not in staged
-            and (only is None or ref in only)]
+    gone = [ref for ref, e in sorted(lock.items()) if e.get("manifest") == prep.req.key and ref not in staged]
     return changes, gone
 
 
@@ -338,6 +416,8 @@ def _show_change(c: dict, out: Out) -> None:
         if d0 != d1:
             out.say(f"  description before: {d0}")
             out.say(f"  description after:  {d1}")
+    for line in c["diff"]:
+        out.say(f"    {line}")
     if c["scripts"]:
         out.say(f"  scripts changed: {', '.join(c['scripts'])} (read them: agents run them)")
     if c.get("same_version"):
@@ -345,24 +425,45 @@ def _show_change(c: dict, out: Out) -> None:
                 f"{v1 or 'none'}): what you accepted before is not what you get now")
 
 
-def _targets(scope: Scope, name: str | None) -> tuple[list[str], set[str] | None]:
-    """The manifest keys to update in `scope`, and the skills to limit the update to (None: all of them)."""
+def _targets(scope: Scope, name: str | None, out: Out) -> list[str]:
+    """The manifest keys to update in `scope`: every source, the one named, or those of a named skill or pack
+    (one source, one commit: the skills of a source move together)."""
     manifest, lock = read_manifest(scope), read_lock(scope)
     if name is None:
-        return sorted(manifest), None
+        return sorted(manifest)
     keys = [k for k, e in manifest.items() if name in (k, e.get("typed"), e.get("source"))]
     if keys:
-        return sorted(keys), None
-    only = {ref for ref, e in lock.items() if name in (ref, e.get("name"), e.get("pack"))}
-    return sorted({lock[r].get("manifest") for r in only} & set(manifest)), only
+        return sorted(keys)
+    keys = sorted({e.get("manifest") for ref, e in lock.items() if name in (ref, e.get("name"), e.get("pack"))}
+                  & set(manifest))
+    for k in keys:
+        out.say(f"{name} comes from {manifest[k].get('typed') or k}: every skill of that source updates with it "
+                f"(one source, one commit)")
+    return keys
+
+
+def _move_commits(lock: dict, prep: Prepared, changed: set[str], out: Out) -> bool:
+    """Point the lock entries of `prep`'s unchanged skills at the commit they were just read from (one source, one
+    commit); True when any moved."""
+    moved = False
+    for s in prep.staged:
+        entry = lock.get(s.ref)
+        if s.ref in changed or entry is None or (entry.get("commit"), entry.get("ref")) == (
+                s.cand.tree.commit, s.cand.tree.source.ref):
+            continue
+        lock[s.ref] = {**entry, "commit": s.cand.tree.commit, "ref": s.cand.tree.source.ref}
+        out.say(f"{s.ref}: unchanged, now at commit {_short(s.cand.tree.commit)}")
+        moved = True
+    return moved
 
 
 def update(scopes: list[Scope], name: str | None, allow_risky: bool, out: Out,
            confirm: Callable[[int], bool]) -> dict:
     """Re-resolve the sources installed in `scopes` (all, or those of `name`: a skill, a pack or a source), say per
-    skill what changed, and apply the changes once `confirm(number of changes)` agrees (the replaced copies kept
-    for rollback). `{"changes": [...], "applied": bool}`; no changes: nothing asked, nothing applied."""
-    targets = [(scope, *_targets(scope, name)) for scope in scopes]
+    skill what changed, line by line, and apply the changes once `confirm(number of changes)` agrees (the replaced
+    copies kept for rollback). Every skill of an updated source moves to the commit read, changed or not.
+    `{"changes": [...], "applied": bool}`; no changes: nothing asked, nothing applied but the commits."""
+    targets = [(scope, _targets(scope, name, out)) for scope in scopes]
     targets = [t for t in targets if t[1]]
     if not targets:
         raise SkillError(f"no installed skill or source named '{name}'; see `loopwright skills list`" if name else
@@ -370,19 +471,22 @@ def update(scopes: list[Scope], name: str | None, allow_risky: bool, out: Out,
     result: dict = {"changes": [], "applied": False}
     with contextlib.ExitStack() as stack:
         todo: list[tuple[Scope, dict, Prepared, list[dict]]] = []
-        for scope, keys, only in targets:
+        for scope, keys in targets:
             stack.enter_context(exclusive(scope))
             st = stack.enter_context(Staging(scope))
             manifest, lock = read_manifest(scope), read_lock(scope)
             for key in keys:
                 prep = prepare(request_from_manifest(scope, manifest[key], allow_risky), st, out)
-                changes, gone = _changes(scope, prep, lock, only)
+                changes, gone = _changes(scope, prep, lock)
                 for ref in gone:
                     out.say(f"{ref}: no longer in its source (kept; `loopwright skills remove {ref}` removes it)")
                 todo.append((scope, lock, prep, changes))
         all_changes = [c for *_, cs in todo for c in cs]
         result["changes"] = [{k: v for k, v in c.items() if k != "staged"} for c in all_changes]
         if not all_changes:
+            moved = {scope: lock for scope, lock, prep, _ in todo if _move_commits(lock, prep, set(), out)}
+            for scope, lock in moved.items():
+                write_lock(scope, lock)
             out.say("up to date")
             return result
         for c in all_changes:
@@ -390,6 +494,7 @@ def update(scopes: list[Scope], name: str | None, allow_risky: bool, out: Out,
         gate([p for _, _, p, cs in todo if cs], out)
         if not confirm(len(all_changes)):
             return result
+        written: dict[Scope, dict] = {}
         for scope, lock, prep, changes in todo:
             for c in changes:
                 s = c["staged"]
@@ -397,7 +502,9 @@ def update(scopes: list[Scope], name: str | None, allow_risky: bool, out: Out,
                 lock[s.ref] = _lock_entry(s, prep.req, previous, any(f.severity == "high" for f in s.findings))
                 out.say(f"updated {s.ref}" + (" (the previous copy is kept: `loopwright skills rollback "
                                               f"{s.ref}`)" if c["kind"] != "new" else ""))
-            if changes:
-                write_lock(scope, lock)
+            if _move_commits(lock, prep, {c["ref"] for c in changes}, out) or changes:
+                written[scope] = lock
+        for scope, lock in written.items():
+            write_lock(scope, lock)
         result["applied"] = True
     return result

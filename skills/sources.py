@@ -1,11 +1,12 @@
 """Where skill packs come from, and getting their files without running anything from them.
 
 A source is a local folder, a git URL (https://, ssh://, git://, file://, git@host:path) with an optional `@ref`
-(branch, tag or commit, resolved to the 40-character commit; the default branch without one), or a .zip /
-.tar.gz / .tgz archive on disk. `materialize` puts its files in the scope's staging folder: a folder is read in
-place; git runs with hooks, LFS and other filters, and the ext transport disabled, and nothing comes from
-submodules; an archive is scanned before it is extracted, and extracted with its members checked. Paths and links
-that escape the pack, and archive bombs, are refused always (`refuse`).
+(branch, tag or commit, resolved to the 40-character commit; the default branch without one; a full commit is
+fetched alone, by sha, where the server allows), or a .zip / .tar.gz / .tgz archive on disk. `materialize` puts its
+files in the scope's staging folder: a folder is read in place; git runs with hooks, LFS and other filters, and the
+ext transport disabled, and nothing comes from submodules; an archive is scanned before it is extracted, and
+extracted with its members checked (an archive holding one top-level folder, as GitHub's do, is read from inside
+that folder). Paths and links that escape the pack, and archive bombs, are refused always (`refuse`).
 """
 
 from __future__ import annotations
@@ -197,20 +198,41 @@ def clone(url: str, ref: str | None, dest: Path) -> str:
     try:
         if sha is not None:  # a branch, a tag or the default branch: only its last commit is needed
             repo = git.Repo.clone_from(url, dest, env=env, depth=1, **({"branch": branch} if branch else {}))
-        else:  # a commit: fetch the history, then check it out
-            repo = git.Repo.clone_from(url, dest, env=env, no_checkout=True)
-            repo.git.update_environment(**env)
-            try:
-                sha = repo.git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}")
-            except git.GitCommandError:
-                raise _no_such_ref(url, ref or "", refs) from None
-            repo.git.checkout("--detach", "--quiet", sha)
+        else:  # a commit: fetch it alone by sha where the server allows, else the whole history
+            repo = _fetch_commit(url, ref or "", dest, env)
+            if repo is None:
+                repo = git.Repo.clone_from(url, dest, env=env, no_checkout=True)
+                repo.git.update_environment(**env)
+                try:
+                    sha = repo.git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}")
+                except git.GitCommandError:
+                    raise _no_such_ref(url, ref or "", refs) from None
+                repo.git.checkout("--detach", "--quiet", sha)
         return repo.head.commit.hexsha
     except git.GitCommandError as e:
         raise SkillError(f"cannot clone {url}: {_git_message(e)}; check the URL, the ref and your access") from None
     finally:
         if repo is not None:
             repo.close()
+
+
+def _fetch_commit(url: str, sha: str, dest: Path, env: dict[str, str]):
+    """A repository at `dest` holding only commit `sha` (full 40 hex digits) of `url`, checked out; None (and
+    `dest` gone) when `sha` is abbreviated or the server does not give a commit by sha."""
+    import git
+
+    if len(sha) != 40:
+        return None
+    repo = git.Repo.init(dest)
+    repo.git.update_environment(**env)
+    try:
+        repo.git.fetch("--quiet", "--depth", "1", "--no-tags", url, sha)
+        repo.git.checkout("--detach", "--quiet", "FETCH_HEAD")
+    except git.GitCommandError:
+        repo.close()
+        shutil.rmtree(dest)
+        return None
+    return repo
 
 
 # -- archives ----------------------------------------------------------------------------------------
@@ -315,6 +337,9 @@ class Tree:
 
 def materialize(source: Source, st: Staging, out: Out) -> Tree:
     """The files of `source`: the folder itself, or a clone or a checked extraction inside the staging folder."""
+    if source.kind != "git" and not Path(source.location).exists():  # a lock's source may have moved since
+        raise SkillError(f"{source.location} is gone (the skills were installed from it); put it back, or install "
+                         f"from where it is now")
     if source.kind == "dir":
         return Tree(source, Path(source.location))
     if source.kind == "git":
@@ -334,6 +359,10 @@ def materialize(source: Source, st: Staging, out: Out) -> Tree:
     refuse(structural, out)
     dest = st.new("files")
     _extract(archive, dest)
+    # GitHub's archives (skills-main.zip) hold one top-level folder: the pack (and its marketplace) is inside it
+    top = [p for p in dest.iterdir() if p.name != "__MACOSX"]
+    if len(top) == 1 and top[0].is_dir() and not top[0].is_symlink():
+        dest = top[0]
     return Tree(source, dest.resolve(), None, [f for f in structural if f.rule not in REFUSED_RULES])
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import Field
 
 from loopwright.harness.tools import Tool, ToolArgs, ToolContext, ToolError, ToolOutcome
-from loopwright.skills.catalog import Catalog, Entry, SkillError, catalog_text, scope_roots
+from loopwright.skills.catalog import MAX_PACK_SKILLS, Catalog, Entry, SkillError, catalog_text, scope_roots
 
 # Claude Code's tool names, as packs write them in `allowed-tools`, and ours
 TOOL_ALIASES = {"read": "read_file", "write": "write_file", "edit": "edit_file", "multiedit": "edit_file",
@@ -40,8 +40,10 @@ def allowed_tool_names(values: list[str]) -> frozenset[str]:
 class SkillShelf:
     """The skills one run may use, what its agent last saw of them, and what changed since."""
 
-    def __init__(self, build: Callable[[], Catalog], budget_tokens: int, select: Callable[[Catalog], list[Entry]]):
+    def __init__(self, build: Callable[[], Catalog], budget_tokens: int, select: Callable[[Catalog], list[Entry]],
+                 max_pack_skills: int = MAX_PACK_SKILLS):
         self.build, self.budget_tokens, self.select = build, budget_tokens, select
+        self.max_pack_skills = max_pack_skills
         self.catalog = build()
         self.entries = select(self.catalog)
         self.version = WATCHER.version
@@ -52,7 +54,7 @@ class SkillShelf:
 
     def prompt(self) -> tuple[str, list[str]]:
         """The system prompt's skills section and the skills left out for the token budget."""
-        return catalog_text(self.entries, self.budget_tokens)
+        return catalog_text(self.entries, self.budget_tokens, self.max_pack_skills)
 
     def get(self, ref: str) -> Entry:
         entry = self.catalog.get(ref)

@@ -39,8 +39,8 @@ def test_init_twice_and_exclude(repo, cli):
     assert code == 0 and "initialised" in out
     code, out, _ = cli(repo, "init")
     assert code == 0 and "already initialised" in out
-    exclude = (repo / ".git" / "info" / "exclude").read_text()
-    assert exclude.count("/.loopwright/") == 1
+    exclude = (repo / ".git" / "info" / "exclude").read_text().splitlines()
+    assert exclude.count("/.loopwright/*") == 1 and "/.loopwright/" not in exclude
     assert git(repo, "status", "--porcelain") == ""
     assert "# provider" in (repo / ".loopwright" / "config.toml").read_text()
 

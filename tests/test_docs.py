@@ -90,3 +90,11 @@ def test_the_layout_names_every_package_and_runtime_subpackage():
     runtime = sorted(p.parent.name for p in (root / "runtime").glob("*/__init__.py"))
     assert [p for p in packages if f"\n{p}/" not in layout] == []
     assert [p for p in runtime if f"{p}/" not in layout] == []
+
+
+def test_the_readme_says_which_files_of_the_project_folder_are_committed():
+    from loopwright.runtime.project import SHARED
+
+    section = README.split("**What to commit.**", 1)[1].split("\n\n", 1)[0]
+    for name in SHARED:
+        assert f"`{name}`" in section, name

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import stat
 import tarfile
 import zipfile
@@ -230,15 +231,27 @@ def test_git_pinned_to_a_commit_and_a_tag_then_frozen_after_the_branch_moves(cli
     assert not ran.exists()
 
     assert cli(tmp_path, "skills", "install", "--frozen")[0] == 0
+    # --frozen installs the locked commit, fetched by sha, wherever the branch is now: upstream moves without
+    # touching a skill, then with a skill changed; a fresh checkout (the folders gone) still gets the locked bytes
+    locked = {ref: tree_sha(skills_root(tmp_path) / ref.replace(":", "/")) for ref in lock}
+    (work / "README.md").write_text("no skill changed\n")
+    push(work, "third")
     (work / "skills/deploy/SKILL.md").write_text((work / "skills/deploy/SKILL.md").read_text() + "one more line\n")
-    third = push(work, "third")
-    before = tree_sha(skills_root(tmp_path) / "team-skills/deploy")
-    code, _, err = cli(tmp_path, "skills", "install", "--frozen")
-    assert code == 2 and "--frozen" in err and third[:12] in err and second[:12] in err and "nothing installed" in err
-    assert tree_sha(skills_root(tmp_path) / "team-skills/deploy") == before
+    push(work, "fourth")
+    code, out, err = cli(tmp_path, "skills", "install", "--frozen")
+    assert code == 0 and "3 unchanged" in out, err
+    shutil.rmtree(skills_root(tmp_path))
+    code, out, err = cli(tmp_path, "skills", "install", "--frozen")
+    assert code == 0 and "3 installed" in out, err
+    assert {ref: tree_sha(skills_root(tmp_path) / ref.replace(":", "/")) for ref in lock} == locked
+    assert not (skills_root(tmp_path) / "team-skills/deploy/SKILL.md").read_text().endswith("one more line\n")
     assert read_lock(tmp_path) == lock
-    # a pin does not move
-    assert cli(tmp_path, "skills", "install", f"{url}@{first}", "--name", "pinned", "--frozen")[0] == 0
+    # a locked commit that upstream no longer has (history rewritten) fails in one line
+    data = json.loads((tmp_path / "home" / "skills.lock.json").read_text())
+    data["skills"]["team-skills:deploy"]["commit"] = "ab" * 20
+    (tmp_path / "home" / "skills.lock.json").write_text(json.dumps(data))
+    code, _, err = cli(tmp_path, "skills", "install", "--frozen")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "abab" in err, err
 
 
 def test_a_marketplace_plugin_hosted_in_another_git_repository(cli, tmp_path):
@@ -274,10 +287,59 @@ def test_zip_and_tar_gz_archives(cli, tmp_path):
     assert set(lock) == {"archived-1-0:zipper", "from-tar:zipper"}
     assert (lock["archived-1-0:zipper"]["sha256"] == lock["from-tar:zipper"]["sha256"]
             == tree_sha(pack / "skills/zipper"))
-    assert lock["from-tar:zipper"]["path"] == "archived/skills/zipper" and lock["from-tar:zipper"]["kind"] == "archive"
+    assert lock["from-tar:zipper"]["path"] == "skills/zipper" and lock["from-tar:zipper"]["kind"] == "archive"
     script = skills_root(tmp_path) / "archived-1-0/zipper/scripts/run.sh"
     assert script.stat().st_mode & stat.S_IXUSR
     assert {"archived-1-0:zipper", "from-tar:zipper"} <= {r["ref"] for r in cli.json(tmp_path, "skills", "list")}
+    assert cli(tmp_path, "skills", "install", "--frozen")[0] == 0
+    tpath.rename(tmp_path / "moved.tar.gz")
+    code, _, err = cli(tmp_path, "skills", "install", "--frozen")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and f"{tpath} is gone" in err, err
+
+
+def test_github_style_archives_are_read_from_their_single_top_level_folder(cli, tmp_path):
+    """skills-main.zip / .tar.gz as GitHub serves them: one folder `skills-main/` holding the marketplace."""
+    repo = make_marketplace(tmp_path / "src" / "skills-main")
+    zpath, tpath = tmp_path / "skills-main.zip", tmp_path / "skills-main.tar.gz"
+    with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(repo.rglob("*")):
+            zf.write(p, p.relative_to(repo.parent).as_posix())
+    with tarfile.open(tpath, "w:gz") as tf:
+        tf.add(repo, arcname="skills-main")
+    for archive, scope in ((zpath, "--user"), (tpath, "--project")):
+        where = tmp_path if scope == "--user" else tmp_path / "src"
+        if scope == "--project":
+            git(where, "init", "-q")
+        code, out, err = cli(where, "skills", "install", archive, scope)
+        assert code == 0, err
+        assert "marketplace anthropic-agent-skills: 2 plugin(s)" in out and "plugin document-skills: pdf, xlsx" in out
+        lock_file = (tmp_path / "home" if scope == "--user" else where / ".loopwright") / "skills.lock.json"
+        lock = json.loads(lock_file.read_text())["skills"]
+        assert set(lock) == {"document-skills:pdf", "document-skills:xlsx", "example-skills:brand-guidelines"}
+        assert lock["document-skills:pdf"]["path"] == "skills/pdf"
+        assert cli(where, "skills", "install", "--frozen", scope)[0] == 0
+
+
+def test_a_huge_pack_installs_with_a_warning_and_cannot_push_the_bundled_skills_out_of_the_catalog(
+        cli, tmp_path, monkeypatch):
+    from loopwright.skills.catalog import catalog_text, discover
+
+    monkeypatch.setenv("LOOPWRIGHT_SKILLS__MAX_PACK_SKILLS", "20")
+    pack = tmp_path / "mega"
+    for i in range(30):
+        skill(pack / f"skill-{i:02d}", f"skill-{i:02d}", f"Skill number {i} of a very large pack. " * 12 + "Use it.")
+    code, out, err = cli(tmp_path, "skills", "install", pack)
+    assert code == 0 and "30 installed" in out
+    assert err.startswith("loopwright: warning: pack mega holds 30 skills, more than [skills] max_pack_skills (20)")
+    entries = discover(None).entries
+    assert len(entries) == 34
+    text, left_out = catalog_text(entries, 2000, max_pack_skills=20)
+    assert left_out and all(ref.startswith("mega:") for ref in left_out)
+    for name in ("code-review", "experiment", "handoff", "tdd-loop"):
+        assert f"\n- {name}: " in text
+    monkeypatch.delenv("LOOPWRIGHT_SKILLS__MAX_PACK_SKILLS")
+    code, out, err = cli(tmp_path, "skills", "install", pack)
+    assert code == 0 and not err  # under the default limit
 
 
 def test_a_risky_script_is_blocked_unless_allowed(cli, tmp_path):
@@ -320,7 +382,6 @@ def test_frozen_fails_after_a_source_edit_and_verify_flags_a_changed_byte(cli, t
     assert code == 1 and "changed  local:two (user): ~SKILL.md" in out and "ok       local:one" in out
     rows = {r["ref"]: r for r in cli.json(tmp_path, "skills", "verify")["skills"]}
     assert rows["local:two"]["changed"] == ["SKILL.md"]
-    import shutil
     shutil.rmtree(skills_root(tmp_path) / "local/one")
     code, out, _ = cli(tmp_path, "skills", "verify", "--user")
     assert code == 1 and "missing  local:one" in out
@@ -375,6 +436,44 @@ def test_update_shows_the_diff_asks_for_yes_and_rollback_restores_the_old_bytes(
     assert cli(tmp_path, "skills", "update")[1].strip() == "up to date"
 
 
+def test_one_source_one_commit_update_moves_every_skill_and_shows_a_line_diff(cli, tmp_path):
+    """Skills without a version field (as Anthropic's): an update of one moves all of its source's lock entries
+    to the new commit, --frozen passes afterwards, and the update shows the lines that changed."""
+    url, work = make_repo(tmp_path)
+    skill(work / "skills" / "pdf", "pdf", "Fill PDF forms. Use for PDFs.", body="Run scripts/fill.py.\n",
+          files={"scripts/fill.py": "import sys\nprint('fill', sys.argv)\n"})
+    skill(work / "skills" / "docx", "docx", "Edit Word files. Use for .docx.")
+    push(work, "first")
+    assert cli(tmp_path, "skills", "install", url)[0] == 0
+
+    (work / "README.md").write_text("upstream moved, no skill changed\n")
+    second = push(work, "second")
+    code, out, err = cli(tmp_path, "skills", "update")
+    assert code == 0 and out.splitlines()[-1] == "up to date", err
+    assert {e["commit"] for e in read_lock(tmp_path).values()} == {second}
+
+    skill(work / "skills" / "pdf", "pdf", "Fill PDF forms. Use for PDFs.", body="Run scripts/fill.py twice.\n")
+    skill(work / "skills" / "xlsx", "xlsx", "Spreadsheets. Use for .xlsx files.")
+    (work / "skills/pdf/scripts/fill.py").write_text("import sys\nprint('fill', sys.argv)\nprint('\x1b[2Jdone')\n")
+    third = push(work, "third")
+    code, out, err = cli(tmp_path, "skills", "update")
+    assert code == 1 and "--yes" in err and "version" not in err
+    lines = out.splitlines()
+    for line in ("    --- a/SKILL.md", "    +++ b/SKILL.md", "    -Run scripts/fill.py.",
+                 "    +Run scripts/fill.py twice.", "    --- a/scripts/fill.py", "    +name: xlsx",
+                 "    +print('\\x1b[2Jdone')"):
+        assert line in lines, (line, out)
+    assert "\x1b" not in out and "WARNING" not in out
+
+    code, out, err = cli(tmp_path, "skills", "update", "pdf", "--yes")
+    assert code == 0 and not err and "updated team-skills:pdf" in out and "every skill of that source" in out
+    lock = read_lock(tmp_path)
+    assert {ref: e["commit"] for ref, e in lock.items()} == {"team-skills:pdf": third, "team-skills:docx": third,
+                                                             "team-skills:xlsx": third}
+    code, out, err = cli(tmp_path, "skills", "install", "--frozen")
+    assert code == 0 and "unchanged team-skills:docx" in out and "unchanged team-skills:pdf" in out, err
+
+
 def test_remove_deletes_the_folder_and_its_lock_and_manifest_entries(cli, tmp_path):
     pack = tmp_path / "duo"
     skill(pack / "one", "one", "First. Use first.")
@@ -396,23 +495,72 @@ def test_remove_deletes_the_folder_and_its_lock_and_manifest_entries(cli, tmp_pa
 def test_project_scope_needs_a_repository_and_trust(cli, repo, tmp_path):
     pack = tmp_path / "team"
     skill(pack / "house-style", "house-style", "The house style. Use when writing code.")
+    # before `trust`, the repository's own skills are listed, marked, and kept out of agents' prompts
+    skill(repo / ".claude/skills/planted", "planted", "Came with the clone. Use always.")
+    skill(repo / ".loopwright/skills/team/committed", "committed", "Committed by someone. Use always.")
+    rows = {r["ref"]: r for r in cli.json(repo, "skills", "list")}
+    assert rows["planted"]["status"] == rows["team:committed"]["status"] == "untrusted"
+    listed = [line for line in cli(repo, "skills", "list")[1].splitlines() if "planted" in line or "committed" in line]
+    assert len(listed) == 2 and all(line.endswith("[untrusted: run loopwright trust]") for line in listed), listed
+    code, _, err = cli(repo, "skills", "show", "planted")
+    assert code == 2 and "not loaded until you trust it: `loopwright trust`" in err
+    # installing with the CLI trusts what it installed (the person chose it), and only that
     code, out, err = cli(repo, "skills", "install", pack, "--project")
     assert code == 0, err
     assert "loopwright trust" in out
     assert (repo / ".loopwright/skills/team/house-style/SKILL.md").is_file()
     lock = json.loads((repo / ".loopwright/skills.lock.json").read_text())["skills"]
     assert set(lock) == {"team:house-style"} and not (tmp_path / "home" / "skills.lock.json").exists()
-    assert "team:house-style" not in [r["ref"] for r in cli.json(repo, "skills", "list")]
+    rows = {r["ref"]: r for r in cli.json(repo, "skills", "list")}
+    assert rows["team:house-style"]["status"] == "enabled" and rows["team:house-style"]["scope"] == "project"
+    git(repo, "add", "-A")  # no `init` ran: the install itself keeps the folder's local state out of git
+    assert set(git(repo, "diff", "--cached", "--name-only").splitlines()) == {
+        ".claude/skills/planted/SKILL.md", ".loopwright/skills/team/committed/SKILL.md",
+        ".loopwright/skills/team/house-style/SKILL.md", ".loopwright/skills.json", ".loopwright/skills.lock.json"}
+    assert rows["planted"]["status"] == rows["team:committed"]["status"] == "untrusted"
+    from loopwright.skills.catalog import discover
+    assert [e.ref for e in discover(repo).entries if e.scope == "project"] == ["team:house-style"]
     cli(repo, "trust")
-    rows = {r["ref"]: r["scope"] for r in cli.json(repo, "skills", "list")}
-    assert rows["team:house-style"] == "project"
+    rows = {r["ref"]: r for r in cli.json(repo, "skills", "list")}
+    assert {rows[ref]["status"] for ref in ("team:house-style", "planted", "team:committed")} == {"enabled"}
     assert cli(repo, "skills", "verify", "--project")[0] == 0
+    cli(repo, "trust", "--revoke")
+    assert cli(repo, "skills", "remove", "house-style", "--project")[0] == 0
+    skill(repo / ".loopwright/skills/team/house-style", "house-style", "Put back by hand. Use always.")
+    assert {r["ref"]: r for r in cli.json(repo, "skills", "list")}["team:house-style"]["status"] == "untrusted"
 
     elsewhere = tmp_path / "not-a-repo"
     elsewhere.mkdir()
     code, _, err = cli(elsewhere, "skills", "install", pack, "--project")
     failed_cleanly(code, err, tmp_path)
     assert "not inside a git repository" in err
+
+
+def test_a_projects_skill_files_can_be_committed_and_its_local_state_stays_hidden(cli, repo, tmp_path):
+    exclude = repo / ".git" / "info" / "exclude"
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    exclude.write_text("# mine\n*.swp\n/.loopwright/\n")  # what init wrote before
+    assert cli(repo, "init")[0] == 0
+    lines = exclude.read_text().splitlines()
+    assert lines[:2] == ["# mine", "*.swp"] and "/.loopwright/" not in lines and lines.count("/.loopwright/*") == 1
+    pack = tmp_path / "team"
+    skill(pack / "house-style", "house-style", "The house style. Use when writing code.")
+    assert cli(repo, "skills", "install", pack, "--project")[0] == 0
+    (repo / ".loopwright/state.db-wal").write_text("")
+    (repo / ".loopwright/skills/.previous/team/x").mkdir(parents=True)
+    (repo / ".loopwright/skills/.previous/team/x/SKILL.md").write_text("old\n")
+    git(repo, "add", ".loopwright/skills.json", ".loopwright/skills.lock.json", ".loopwright/skills")
+    git(repo, "add", "-A")
+    staged = set(git(repo, "diff", "--cached", "--name-only").splitlines())
+    assert staged == {".loopwright/skills.json", ".loopwright/skills.lock.json",
+                      ".loopwright/skills/team/house-style/SKILL.md"}, staged
+    for local in ("state.db", "state.db-wal", "config.toml", "logs/x.log", "worktrees/r1/a.py", "inbox/t.md",
+                  "skills/.staging-1/a", ".skills.flock"):
+        assert git(repo, "check-ignore", f".loopwright/{local}") == f".loopwright/{local}"
+
+    exclude.write_text("/.loopwright/\n")  # an older project: the next command that opens it rewrites the line
+    assert cli(repo, "runs")[0] == 0
+    assert "/.loopwright/" not in exclude.read_text().splitlines() and "/.loopwright/*" in exclude.read_text()
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -100,10 +100,9 @@ def test_skills_commands_validate_trust_enable_disable(repo, cli, tmp_path):
     code, _, err = cli(repo, "skills", "validate", str(tmp_path / "missing"))
     assert code == 2 and "no such folder" in err
     _skill(repo / ".claude" / "skills", "house-style", "The project's house style. Use when writing code.")
-    names = [r["name"] for r in cli.json(repo, "skills", "list")]
-    assert "house-style" not in names
+    assert {r["name"]: r["status"] for r in cli.json(repo, "skills", "list")}["house-style"] == "untrusted"
     assert cli(repo, "trust")[0] == 0
-    assert "house-style" in [r["name"] for r in cli.json(repo, "skills", "list")]
+    assert {r["name"]: r["status"] for r in cli.json(repo, "skills", "list")}["house-style"] == "enabled"
     cli(repo, "init")
     assert cli(repo, "skills", "disable", "house-style")[0] == 0
     rows = {r["name"]: r["status"] for r in cli.json(repo, "skills", "list")}

@@ -301,7 +301,7 @@ def _skills(runner: Runner, task: Task, config: Config) -> SkillShelf | None:
                 continue  # said at post time; a skill removed since is left out
         return chosen
     shelf = SkillShelf(lambda: discover(root, disabled=store.disabled_skills()), config.skills.catalog_tokens,
-                       select)
+                       select, config.skills.max_pack_skills)
     return shelf if shelf.entries else None
 
 
