@@ -83,7 +83,7 @@ def test_missing_or_bad_script(repo, cli, tmp_path):
      "turns.0.tool_calls.0: unknown key 'args' (allowed: name, arguments, raw_arguments)"),
     ({"txt": "x"}, "turns.0: unknown key 'txt' (allowed: text, tool_calls"),
     ({"tool_calls": [{"arguments": {}}]}, "turns.0.tool_calls.0.name: Field required"),
-    ({"fault": "429", "retry": 1}, "turns.0: unknown key 'retry' (allowed: fault, retry_after, delay)"),
+    ({"fault": "429", "retry": 1}, "turns.0: unknown key 'retry' (allowed: fault, retry_after, reset_after, delay)"),
     ({"fault": "418"}, "turns.0.fault: Input should be '429'"),
 ])
 def test_a_script_mistake_is_reported_against_the_kind_of_entry_it_was_meant_as(repo, cli, tmp_path, entry, needle):
