@@ -1,0 +1,242 @@
+"""One long-lived jail per run: its shell commands go to a small server inside instead of a new bwrap each.
+
+A per-command jail costs bwrap's namespaces and ~30 mounts every time (~9 ms a `true`). `RunJail` starts the
+run's jail once, lazily at its first command, with the run's policy, worktree and skill folders, and runs
+harness/sandbox_server.py in it (stdlib Python, `-I -S`). Each command reaches the server over a socketpair with
+its own output pipe (passed as an fd, so the output and a background child holding it behave as with a process of
+our own); the server starts `bash -c` in a new process group with the policy's ulimits, says its exit code, and
+ends the group when asked (timeout, interrupt) or when loopwright is done with the command.
+
+The jail is started again when a command needs other skill folders than it shows, when the worktree is no longer
+the folder it bound (a rollback resets the worktree in place: the bind stays valid), or when it died; a jail that
+dies twice in a row fails the command with a SandboxError. It ends with `close` (the run's end), or with its
+parent (`--die-with-parent`). `/tmp` and `$HOME` are the jail's: kept between the run's commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+from loopwright.harness.sandbox import BwrapSandbox, Sandbox, SandboxError
+
+# the server's source without its docstring (the command line is what `ps` shows in the jail)
+SERVER = (Path(__file__).parent / "sandbox_server.py").read_text().split('"""', 2)[2].strip()
+ANSWER_TIMEOUT = 30.0  # seconds for the server to say it started a command
+CLOSE_TIMEOUT = 5.0  # seconds for the jail to end on its own once told, before it is killed
+EXIT_LOST = 128 + signal.SIGKILL  # a command whose jail died under it
+
+
+class _JailDied(Exception):
+    pass
+
+
+class _Process:
+    """The bwrap process of one jail and loopwright's end of its control socket."""
+
+    def __init__(self, argv: Callable[[int], list[str]], env: Mapping[str, str], cwd: Path):
+        """`argv(fd)`: the command line, given the fd number of the server's end of the control socket."""
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # not fd 3: the pid_max prefix of the command line (as root) feeds bwrap through fd 3
+        fd = fcntl.fcntl(child.fileno(), fcntl.F_DUPFD_CLOEXEC, 10)
+        child.close()
+        self.errors = tempfile.TemporaryFile()
+        try:
+            self.popen = subprocess.Popen(argv(fd), env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.DEVNULL, stderr=self.errors, pass_fds=(fd,),
+                                          start_new_session=True)
+        except (OSError, SandboxError) as e:
+            parent.close()
+            self.errors.close()
+            if isinstance(e, SandboxError):
+                raise
+            raise SandboxError(f"the run's jail could not start: {e}") from None
+        finally:
+            os.close(fd)
+        self.ctl = parent
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def exited(self, wait: float) -> bool:
+        """Whether bwrap has exited, waiting up to `wait` seconds for it."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(wait)
+        return not self.alive()
+
+    def why_dead(self) -> str:
+        """bwrap's first line of error, or how it exited."""
+        self.errors.seek(0)
+        lines = self.errors.read(4096).decode("utf-8", "replace").strip().splitlines()
+        return lines[0] if lines else f"the jail exited with {self.popen.poll()}"
+
+    def close(self) -> None:
+        """Tell the server to go (the jail ends with it, its namespace torn down before bwrap exits); kill the
+        jail's process group if it does not."""
+        self.ctl.close()
+        try:
+            self.popen.wait(CLOSE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+        self.errors.close()
+
+
+class JailedCommand:
+    """A command running in a `RunJail`: its output stream, exit code, and its process group (ended by the
+    server). `pgid` is the jail's own group outside: the one to kill when loopwright is gone."""
+
+    def __init__(self, pgid: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 stdout: asyncio.StreamReader, transport: asyncio.BaseTransport):
+        self.pgid, self.stdout = pgid, stdout
+        self.returncode: int | None = None
+        self.note = ""  # said after the output: the jail died under the command
+        self._writer, self._transport = writer, transport
+        self._ended = asyncio.Event()
+        self._watcher = asyncio.ensure_future(self._watch(reader))
+
+    async def _watch(self, reader: asyncio.StreamReader) -> None:
+        with contextlib.suppress(ConnectionError):
+            while line := await reader.readline():
+                word, _, arg = line.decode("ascii", "replace").strip().partition(" ")
+                if word == "exit" and arg.isdigit():
+                    self.returncode = int(arg)
+                elif word == "ended":
+                    self._ended.set()
+        if self.returncode is None:
+            self.returncode = EXIT_LOST
+            self.note = "[sandbox] the run's jail ended while this command ran; the next command starts a new one"
+        self._ended.set()
+
+    def kill(self) -> None:
+        """SIGKILL the command's process group now."""
+        self._send("kill")
+
+    async def end(self, grace: float) -> None:
+        """SIGTERM the command's process group, SIGKILL what is left after `grace` seconds; wait for it."""
+        self._send(f"end {grace}")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ended.wait(), grace + 10)
+
+    def close(self) -> None:
+        """Done with the command: what it left running is ended, the output is no longer read."""
+        self._watcher.cancel()
+        self._writer.close()
+        self._transport.close()
+
+    def _send(self, line: str) -> None:
+        if not self._writer.is_closing():
+            self._writer.write(line.encode() + b"\n")
+
+
+class RunJail:
+    """The long-lived jail of one run (see the module's docstring). `close` it when the run ends."""
+
+    def __init__(self, sandbox: BwrapSandbox, worktree: Path, repo_root: Path | None = None):
+        self.sandbox, self.worktree, self.repo_root = sandbox, Path(worktree), repo_root
+        self._jail: _Process | None = None
+        self._readable: frozenset[Path] = frozenset()
+        self._bound: tuple[int, int] | None = None  # the worktree folder it bound (device, inode)
+        self._lock = asyncio.Lock()
+        self._finalizer: weakref.finalize | None = None
+
+    @property
+    def pgid(self) -> int | None:
+        """The jail's process group (outside), while it runs."""
+        return self._jail.popen.pid if self._jail is not None and self._jail.alive() else None
+
+    async def start(self, command: str, *, cwd: Path, env: Mapping[str, str] | None = None,
+                    readable: Iterable[Path] = ()) -> JailedCommand:
+        """Start `command` (bash) in the jail in `cwd`, with the sandbox's environment plus `env`, the `readable`
+        folders shown; the jail is started (again) as needed. SandboxError if it cannot be had."""
+        wanted = frozenset(Path(p) for p in readable)
+        async with self._lock:
+            if self._jail is not None and (wanted != self._readable or self._worktree_id() != self._bound):
+                self.close()
+            problem = ""
+            for _ in range(2):
+                if self._jail is None or not self._jail.alive():
+                    self.close()
+                    self._launch(wanted)
+                try:
+                    return await self._send(command, Path(cwd), self.sandbox.command_env(env))
+                except _JailDied as e:
+                    assert self._jail is not None
+                    problem = self._jail.why_dead() if self._jail.exited(1.0) else str(e)
+                    self.close()
+            raise SandboxError(f"the run's jail died twice in a row ({problem}); check the sandbox with "
+                               f"`loopwright sandbox check`")
+
+    def close(self) -> None:
+        """End the jail and everything in it (nothing is left running); the next command starts a new one."""
+        if self._finalizer is not None:
+            self._finalizer()
+            self._finalizer = None
+        self._jail = None
+
+    def _worktree_id(self) -> tuple[int, int] | None:
+        try:
+            st = self.worktree.stat()
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _launch(self, readable: frozenset[Path]) -> None:
+        box = self.sandbox
+
+        def argv(fd: int) -> list[str]:
+            server = [sys.executable, "-I", "-S", "-c", SERVER, str(fd), box.limits_script()]
+            return box.jail_argv(["/bin/bash", "-c", box.bridge_script() + 'exec "$@"', "lw-jail", *server],
+                                 worktree=self.worktree, repo_root=self.repo_root, new_session=False,
+                                 readable=sorted(readable), processes=box.policy.max_processes + 3)
+
+        self._bound = self._worktree_id()
+        jail = _Process(argv, box.command_env(), self.worktree)
+        self._jail, self._readable = jail, readable
+        self._finalizer = weakref.finalize(self, jail.close)
+
+    async def _send(self, command: str, cwd: Path, env: Mapping[str, str]) -> JailedCommand:
+        assert self._jail is not None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        out_r, out_w = os.pipe()
+        try:
+            socket.send_fds(self._jail.ctl, [b"c"], [theirs.fileno(), out_w])
+        except OSError as e:
+            ours.close()
+            os.close(out_r)
+            raise _JailDied(str(e)) from None
+        finally:
+            theirs.close()
+            os.close(out_w)
+        loop = asyncio.get_running_loop()
+        stdout = asyncio.StreamReader()
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdout),
+                                                    os.fdopen(out_r, "rb", buffering=0))
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        writer.write(json.dumps({"command": command, "cwd": str(cwd.resolve()), "env": dict(env)}).encode() + b"\n")
+        try:
+            answer = await asyncio.wait_for(reader.readline(), ANSWER_TIMEOUT)
+        except (TimeoutError, ConnectionError):
+            answer = b""
+        if not answer.startswith(b"pid "):
+            writer.close()
+            transport.close()
+            raise _JailDied("its command server did not answer")
+        return JailedCommand(self._jail.popen.pid, reader, writer, stdout, transport)
+
+
+def run_jail(sandbox: Sandbox | None, worktree: Path, repo_root: Path | None = None) -> RunJail | None:
+    """The long-lived jail for a run's commands in `sandbox` (None: it is not bwrap; commands run as they are)."""
+    return RunJail(sandbox, worktree, repo_root) if isinstance(sandbox, BwrapSandbox) else None

@@ -1,0 +1,113 @@
+"""The command server inside a run's long-lived jail (harness/sandbox_jail.py starts it, with this file's source).
+
+Standard library only: it runs as `python -I -S -c <this source> CTL LIMITS` with the Python already mounted in
+the jail. CTL is the fd of a Unix socket to loopwright; for each command loopwright sends one byte on it with two
+fds: the command's own socket and the write end of its output pipe. On the command's socket loopwright sends one
+JSON line `{"command", "cwd", "env"}`; the server starts `bash -c LIMITS+command` in a new session (its own process
+group) with the pipe as stdout and stderr, answers `pid N`, and `exit CODE` once bash exits (death by signal N as
+128+N, as bwrap reports it). Requests on that socket: `end GRACE` (SIGTERM the group, SIGKILL what is left after
+GRACE seconds; answered `ended` once the group is gone) and `kill` (SIGKILL the group). When loopwright closes the
+command's socket the group is killed; when it closes CTL the server exits, and the jail with it.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+
+def alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def signal_group(pgid, sig):
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def end_group(pgid, grace):
+    signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    signal_group(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def serve(conn, out, limits):
+    lock = threading.Lock()
+
+    def say(line):
+        with lock:
+            try:
+                conn.sendall(line.encode() + b"\n")
+            except OSError:
+                pass
+
+    requests = conn.makefile("rb")
+    try:
+        req = json.loads(requests.readline())
+        proc = subprocess.Popen(["/bin/bash", "-c", limits + req["command"]], cwd=req["cwd"], env=req["env"],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        try:
+            os.write(out, f"[sandbox] the command could not start: {e}\n".encode())
+        except OSError:
+            pass
+        os.close(out)
+        say("pid 0")
+        say("exit 126")
+        conn.close()
+        return
+    os.close(out)
+    say(f"pid {proc.pid}")
+
+    def wait():
+        code = proc.wait()
+        say(f"exit {128 - code if code < 0 else code}")
+
+    threading.Thread(target=wait, daemon=True).start()
+    for line in requests:
+        words = line.split()
+        if words[:1] == [b"end"]:
+            end_group(proc.pid, float(words[1]))
+            say("ended")
+        elif words[:1] == [b"kill"]:
+            signal_group(proc.pid, signal.SIGKILL)
+    signal_group(proc.pid, signal.SIGKILL)  # loopwright is done with the command: what it left behind ends
+    conn.close()
+
+
+def main():
+    ctl = socket.socket(fileno=int(sys.argv[1]))
+    limits = sys.argv[2]
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(ctl, 1, 2)
+        except OSError:
+            break
+        if not msg:
+            break
+        if len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            continue
+        threading.Thread(target=serve, args=(socket.socket(fileno=fds[0]), fds[1], limits), daemon=True).start()
+
+
+if __name__ == "__main__":
+    main()

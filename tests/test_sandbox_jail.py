@@ -1,0 +1,121 @@
+"""A run's long-lived jail (harness/sandbox_jail.py): its commands share one bwrap jail, with their own environment,
+folder and process group; it is started again when it died or must show other folders, and nothing of it is left
+running once the run ends."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from support import CHECK, FINISH, FIX_ADD, call, needs_bwrap, processes, turn, write_script
+
+from loopwright.harness.sandbox import Sandbox, SandboxError, SandboxPolicy
+from loopwright.harness.sandbox_battery import Repo
+from loopwright.harness.sandbox_jail import RunJail
+from loopwright.harness.tools import CommandResult, run_command
+from loopwright.runtime.project import open_project
+
+pytestmark = needs_bwrap
+
+
+@pytest.fixture
+def wt(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    return Repo(tmp_path / "r").wt
+
+
+@pytest.fixture
+def jail(wt):
+    j = RunJail(Sandbox.for_policy(SandboxPolicy(mode="bwrap")), wt)
+    yield j
+    j.close()
+
+
+def run(jail: RunJail, command: str, cwd: Path | None = None, **kw) -> CommandResult:
+    return asyncio.run(run_command(command, cwd=cwd or jail.worktree, timeout=60, jail=jail, **kw))
+
+
+def test_commands_share_the_jail_each_with_its_own_environment_and_folder(jail, wt):
+    (wt / "sub").mkdir()
+    first = run(jail, "echo kept > /tmp/note; echo $LW_ONE-$LW_TWO; pwd", env={"LW_ONE": "a"})
+    second = run(jail, "cat /tmp/note; echo $LW_ONE-$LW_TWO; pwd", cwd=wt / "sub", env={"LW_TWO": "b"})
+    assert first.output.split() == ["a-", str(wt)] and first.exit_code == 0
+    assert second.output.split() == ["kept", "-b", str(wt / "sub")]
+    assert run(jail, "exit 7").exit_code == 7
+    assert run(jail, "kill -9 $$").exit_code == 128 + 9  # as bwrap reports a death by signal
+    outside = run(jail, "ls /tmp; cat ~/.ssh/id_ed25519; touch /usr/lw-x")
+    assert "note" in outside.output and "Read-only file system" in outside.output
+
+
+def test_an_interrupted_command_has_its_process_group_killed(jail):
+    sleeps = [f"304.{os.getpid()}", f"305.{os.getpid()}"]
+
+    async def interrupted() -> CommandResult:
+        stop = asyncio.Event()
+
+        async def when_running() -> None:
+            while len(processes(f"sleep {sleeps[0]}") + processes(f"sleep {sleeps[1]}")) < 2:
+                await asyncio.sleep(0.05)
+            stop.set()
+
+        watcher = asyncio.ensure_future(when_running())
+        result = await run_command(f"trap '' TERM; sleep {sleeps[0]} & sleep {sleeps[1]}", cwd=jail.worktree,
+                                   timeout=600, interrupt=stop, jail=jail)
+        await watcher
+        return result
+
+    result = asyncio.run(interrupted())
+    assert result.interrupted and result.exit_code is None
+    assert not processes(f"sleep {sleeps[0]}") and not processes(f"sleep {sleeps[1]}")
+    assert run(jail, "echo still here").output == "still here\n"  # the jail itself goes on
+
+
+def test_a_jail_that_died_is_started_again_and_one_that_cannot_start_fails_the_command(jail, tmp_path):
+    run(jail, "echo kept > /tmp/note")
+    pgid = jail.pgid
+    lost = run(jail, "kill -9 -1")  # every process of the jail it may signal: the command server too
+    assert lost.exit_code == 128 + 9 and "the run's jail ended while this command ran" in lost.output
+    again = run(jail, "cat /tmp/note 2>&1; echo next")
+    assert again.output.endswith("next\n") and "kept" not in again.output and jail.pgid != pgid
+    broken = tmp_path / "bwrap"
+    broken.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    jail.close()
+    jail.sandbox.bwrap = broken
+    with pytest.raises(SandboxError, match=r"the run's jail died twice in a row \(bwrap: No permissions"):
+        run(jail, "true")
+
+
+def test_other_skill_folders_or_a_new_worktree_folder_start_it_again(jail, wt, tmp_path):
+    skills = [tmp_path / "skill-a", tmp_path / "skill-b"]
+    for folder in skills:
+        folder.mkdir()
+        (folder / "SKILL.md").write_text(f"the text of {folder.name}\n")
+    shown = f"cat {skills[0]}/SKILL.md {skills[1]}/SKILL.md 2>&1; cat /tmp/note 2>&1; echo kept > /tmp/note"
+    assert "the text of skill-a" in run(jail, shown, readable=(skills[0],)).output
+    same = run(jail, shown, readable=(skills[0],)).output
+    assert "kept" in same and "the text of skill-b" not in same  # the same jail
+    both = run(jail, shown, readable=tuple(skills)).output
+    assert "the text of skill-a\nthe text of skill-b\n" in both and "kept" not in both  # a new one, showing both
+    shutil.move(wt, tmp_path / "old-worktree")
+    wt.mkdir()
+    (wt / "fresh.txt").write_text("the new folder\n")
+    assert run(jail, "cat fresh.txt", readable=tuple(skills)).output == "the new folder\n"
+
+
+def test_a_runs_shell_commands_share_its_jail_and_nothing_of_it_outlives_the_run(repo, cli, tmp_path):
+    sleep = f"sleep 306.{os.getpid()}"
+    script = write_script(tmp_path / "s.json", [
+        turn(call("shell", command=f"echo from-an-earlier-command > /tmp/note; setsid {sleep} > /dev/null 2>&1 &")),
+        turn(call("shell", command="cat /tmp/note")),
+        FIX_ADD, FINISH])
+    result = cli.json(repo, "run", "fix add", "--check", CHECK, "--script", script)
+    assert result["status"] == "succeeded", result["reason"]
+    outputs = [b.content for m in open_project(repo).store.conversation(result["run"]) for b in m.content
+               if hasattr(b, "tool_call_id")]
+    assert any(o.startswith("from-an-earlier-command") for o in outputs), outputs
+    assert not processes(sleep)  # ended with the run's jail, not left behind
