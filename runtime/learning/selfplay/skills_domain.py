@@ -11,7 +11,9 @@
 A proposal is JSON: `{"statement", "files": {path: content}, "tests", "kind"}`
 — `files` is the reference solution, `tests` the hidden material the verifier
 reads. The verifier is run as `python VERIFIER SOLUTION_DIR TESTS_FILE` (cwd:
-the solution folder); exit 0 means solved. Gates: it parses; size caps; no
+the solution folder); exit 0 means solved. Given the project's sandbox it runs
+in a jail around the solution folder that shows besides only the skill's
+folder and the hidden tests (read-only). Gates: it parses; size caps; no
 banned API in tests that are Python; the reference passes within the time
 limit (`timeout`, `reference_fails`); a second run with another hash seed
 gives the same verdict and output (`nondeterministic`); an empty solution and
@@ -23,9 +25,11 @@ the reference's files emptied both fail (`trivial`); not a duplicate
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,6 +37,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from loopwright.harness.sandbox import Sandbox
 from loopwright.runtime.learning.selfplay.domain import (
     Archive,
     Domain,
@@ -45,6 +50,7 @@ from loopwright.runtime.learning.selfplay.domain import (
     words,
 )
 from loopwright.runtime.learning.selfplay.gates import GateConfig, banned_apis, features, size_problem, static_duplicate
+from loopwright.runtime.sandboxing import verifier_sandbox
 
 DOMAIN_KEY, VERIFIER_KEY = "selfplay-domain", "selfplay-verifier"
 
@@ -63,8 +69,11 @@ def _safe(rel: str) -> bool:
 
 
 def run_verifier(verifier: Path, files: dict[str, str] | None, tests: str, *, limit: float, seed: int = 0,
-                 workdir: Path | None = None) -> tuple[bool | None, str]:
-    """(passed, output) of the verifier on `files` written to a fresh folder, or on `workdir`; None on timeout."""
+                 workdir: Path | None = None, sandbox: Sandbox | None = None) -> tuple[bool | None, str]:
+    """(passed, output) of the verifier on `files` written to a fresh folder, or on `workdir`; None on timeout.
+
+    With a bwrap `sandbox` it runs in a jail around the solution folder, which shows besides only the skill's
+    folder and the hidden tests, read-only."""
     with tempfile.TemporaryDirectory(prefix="lw-selfplay-skill-") as tmp:
         sol = workdir or Path(tmp) / "solution"
         if workdir is None:
@@ -75,12 +84,28 @@ def run_verifier(verifier: Path, files: dict[str, str] | None, tests: str, *, li
         tests_file = Path(tmp) / "hidden_tests"
         tests_file.write_text(tests)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONHASHSEED": str(seed), "LC_ALL": "C.UTF-8"}
+        argv = [sys.executable, str(verifier), str(sol), str(tests_file)]
+        if sandbox is not None and sandbox.mode == "bwrap":
+            argv, env = sandbox.wrap(f"exec {shlex.join(argv)}", worktree=sol, env=env, new_session=False,
+                                     readable=[_skill_folder(verifier), tests_file])  # its own session below
+        proc = subprocess.Popen(argv, cwd=sol, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
-            done = subprocess.run([sys.executable, str(verifier), str(sol), str(tests_file)], cwd=sol, env=env,
-                                  capture_output=True, text=True, timeout=limit)
+            out, err = proc.communicate(timeout=limit)
         except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # the verifier's group: with bwrap, the whole jail
+            proc.communicate()
             return None, "timeout"
-        return done.returncode == 0, (done.stdout + done.stderr)[-1000:]
+        return proc.returncode == 0, (out + err)[-1000:]
+
+
+def _skill_folder(verifier: Path) -> Path:
+    """The folder of the skill whose script `verifier` is (the nearest one above it with a SKILL.md)."""
+    for folder in Path(verifier).resolve().parents:
+        if (folder / "SKILL.md").is_file():
+            return folder
+    return Path(verifier).resolve().parent
 
 
 class SkillDomain(Domain):
@@ -130,16 +155,17 @@ class SkillDomain(Domain):
                             payload={"files": p.files, "tests": p.tests, "verifier": str(self.verifier)}, **f)
         if dup := static_duplicate(task, archive, cfg):
             return dup
-        first, out1 = run_verifier(self.verifier, p.files, p.tests, limit=cfg.time_limit, seed=1)
+        jail = {"sandbox": self.sandbox}
+        first, out1 = run_verifier(self.verifier, p.files, p.tests, limit=cfg.time_limit, seed=1, **jail)
         if first is None:
             return Verdict.reject("timeout", f"the verifier did not finish within {cfg.time_limit:.0f}s")
         if not first:
             return Verdict.reject("reference_fails", f"the verifier rejects the reference: {out1[-200:]}")
-        second, out2 = run_verifier(self.verifier, p.files, p.tests, limit=cfg.time_limit, seed=2)
+        second, out2 = run_verifier(self.verifier, p.files, p.tests, limit=cfg.time_limit, seed=2, **jail)
         if (second, out2) != (first, out1):
             return Verdict.reject("nondeterministic", "two verifier runs with different hash seeds disagree")
         for label, files in (("an empty solution", {}), ("empty files", dict.fromkeys(p.files, ""))):
-            passed, _ = run_verifier(self.verifier, files, p.tests, limit=cfg.trivial_limit * 5)
+            passed, _ = run_verifier(self.verifier, files, p.tests, limit=cfg.trivial_limit * 5, **jail)
             if passed:
                 return Verdict.reject("trivial", f"the verifier accepts {label}")
         return Verdict(True, task=task)
@@ -150,13 +176,14 @@ class SkillDomain(Domain):
 
     def verify(self, task: PracticeTask, workdir: Path) -> tuple[bool, str]:
         passed, out = run_verifier(Path(task.payload["verifier"]), None, task.payload["tests"],
-                                   limit=self.gates.time_limit, workdir=Path(workdir))
+                                   limit=self.gates.time_limit, workdir=Path(workdir), sandbox=self.sandbox)
         return bool(passed), "the verifier accepts the solution" if passed else "the verifier rejects the solution"
 
     def check_command(self, task: PracticeTask, folder: Path) -> str:
         path = Path(folder) / "task.json"
         path.write_text(task.model_dump_json())
-        # -P: the worktree (the agent's files) is not put on sys.path: this verifier runs outside the jail
+        # -P: the worktree (the agent's files) is not put on sys.path: this process runs outside the jail (the
+        # skill's verifier script runs in one, of the run's policy)
         return (f"{shlex.quote(sys.executable)} -P -m loopwright.runtime.learning.selfplay.skills_domain "
                 f"{shlex.quote(str(path))}")
 
@@ -185,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m loopwright.runtime.learning.selfplay.skills_domain TASK.json`: the solver's acceptance check (cwd)."""
     argv = sys.argv[1:] if argv is None else argv
     task = PracticeTask.model_validate_json(Path(argv[0]).read_text())
-    ok, detail = SkillDomain(task.domain, Path(task.payload["verifier"]), "").verify(task, Path.cwd())
+    domain = SkillDomain(task.domain, Path(task.payload["verifier"]), "")
+    domain.sandbox = verifier_sandbox()  # the run's policy: the skill's verifier script runs jailed
+    ok, detail = domain.verify(task, Path.cwd())
     print(detail)
     return 0 if ok else 1
 
