@@ -104,7 +104,7 @@ class JailedCommand:
         self.returncode: int | None = None
         self.note = ""  # said after the output: the jail died under the command
         self._writer, self._transport = writer, transport
-        self._ended = asyncio.Event()
+        self._ended, self._swept = asyncio.Event(), asyncio.Event()
         self._watcher = asyncio.ensure_future(self._watch(reader))
 
     async def _watch(self, reader: asyncio.StreamReader) -> None:
@@ -115,10 +115,13 @@ class JailedCommand:
                     self.returncode = int(arg)
                 elif word == "ended":
                     self._ended.set()
+                elif word == "swept":
+                    self._swept.set()
         if self.returncode is None:
             self.returncode = EXIT_LOST
             self.note = "[sandbox] the run's jail ended while this command ran; the next command starts a new one"
         self._ended.set()
+        self._swept.set()
 
     def kill(self) -> None:
         """SIGKILL the command's process group now."""
@@ -130,8 +133,15 @@ class JailedCommand:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ended.wait(), grace + 10)
 
+    async def finish(self) -> None:
+        """Done with the command: what it (or an earlier one) left running in the jail is ended; wait for that."""
+        self._send("done")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._swept.wait(), 10)
+        self.close()
+
     def close(self) -> None:
-        """Done with the command: what it left running is ended, the output is no longer read."""
+        """Done with the command, at once: the server ends what it left running, the output is no longer read."""
         self._watcher.cancel()
         self._writer.close()
         self._transport.close()
@@ -222,17 +232,25 @@ class RunJail:
             os.close(out_w)
         loop = asyncio.get_running_loop()
         stdout = asyncio.StreamReader()
-        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdout),
-                                                    os.fdopen(out_r, "rb", buffering=0))
-        reader, writer = await asyncio.open_unix_connection(sock=ours)
-        writer.write(json.dumps({"command": command, "cwd": str(cwd.resolve()), "env": dict(env)}).encode() + b"\n")
+        pipe = os.fdopen(out_r, "rb", buffering=0)
+        opened: list[Callable[[], object]] = [pipe.close, ours.close]  # closed, last first, if it does not start
         try:
+            transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdout), pipe)
+            opened.append(transport.close)
+            reader, writer = await asyncio.open_unix_connection(sock=ours)
+            opened.append(writer.close)
+            writer.write(json.dumps({"command": command, "cwd": str(cwd.resolve()), "env": dict(env)}).encode()
+                         + b"\n")
             answer = await asyncio.wait_for(reader.readline(), ANSWER_TIMEOUT)
         except (TimeoutError, ConnectionError):
             answer = b""
+        except BaseException:  # cancelled: the server ends the command once its socket is closed
+            for close in reversed(opened):
+                close()
+            raise
         if not answer.startswith(b"pid "):
-            writer.close()
-            transport.close()
+            for close in reversed(opened):
+                close()
             raise _JailDied("its command server did not answer")
         return JailedCommand(self._jail.popen.pid, reader, writer, stdout, transport)
 

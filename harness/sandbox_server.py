@@ -6,8 +6,10 @@ fds: the command's own socket and the write end of its output pipe. On the comma
 JSON line `{"command", "cwd", "env"}`; the server starts `bash -c LIMITS+command` in a new session (its own process
 group) with the pipe as stdout and stderr, answers `pid N`, and `exit CODE` once bash exits (death by signal N as
 128+N, as bwrap reports it). Requests on that socket: `end GRACE` (SIGTERM the group, SIGKILL what is left after
-GRACE seconds; answered `ended` once the group is gone) and `kill` (SIGKILL the group). When loopwright closes the
-command's socket the group is killed; when it closes CTL the server exits, and the jail with it.
+GRACE seconds; answered `ended` once the group is gone), `kill` (SIGKILL the group) and `done`: the group is killed,
+and every process of the jail outside the sessions of the server and of commands still running (what a command
+left behind, `setsid` or not), answered `swept` once they are gone. Loopwright closing the command's socket does
+the same without the answer; closing CTL makes the server exit, and the jail with it.
 """
 
 import json
@@ -48,6 +50,33 @@ def end_group(pgid, grace):
         time.sleep(0.01)
 
 
+active: set[int] = set()  # the sessions of the commands running (each command's pid: it leads a session of its own)
+active_lock = threading.Lock()
+
+
+def sweep(pid):
+    """End command `pid`: its session, and what any finished command left in the jail; wait until they are gone."""
+    with active_lock:
+        active.discard(pid)
+        keep = {os.getsid(0), *active}  # the server's session is the jail's own (0: it began outside)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        left = 0
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) in (1, os.getpid()):
+                continue
+            try:
+                if os.getsid(int(name)) in keep:
+                    continue
+                left += 1
+                os.kill(int(name), signal.SIGKILL)
+            except OSError:
+                continue
+        if not left:
+            return
+        time.sleep(0.005)
+
+
 def serve(conn, out, limits):
     lock = threading.Lock()
 
@@ -61,8 +90,10 @@ def serve(conn, out, limits):
     requests = conn.makefile("rb")
     try:
         req = json.loads(requests.readline())
-        proc = subprocess.Popen(["/bin/bash", "-c", limits + req["command"]], cwd=req["cwd"], env=req["env"],
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+        with active_lock:
+            proc = subprocess.Popen(["/bin/bash", "-c", limits + req["command"]], cwd=req["cwd"], env=req["env"],
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+            active.add(proc.pid)
     except (OSError, ValueError, KeyError, TypeError) as e:
         try:
             os.write(out, f"[sandbox] the command could not start: {e}\n".encode())
@@ -88,7 +119,11 @@ def serve(conn, out, limits):
             say("ended")
         elif words[:1] == [b"kill"]:
             signal_group(proc.pid, signal.SIGKILL)
+        elif words[:1] == [b"done"]:
+            break
     signal_group(proc.pid, signal.SIGKILL)  # loopwright is done with the command: what it left behind ends
+    sweep(proc.pid)
+    say("swept")
     conn.close()
 
 

@@ -35,6 +35,19 @@ def jail(wt):
     j.close()
 
 
+def jailing(worktree: Path) -> list[int]:
+    """Pids of the processes whose command line binds `worktree` (a jail's bwrap)."""
+    wanted = f"\0--bind\0{worktree}\0".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and wanted in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            pass
+    return found
+
+
 def run(jail: RunJail, command: str, cwd: Path | None = None, **kw) -> CommandResult:
     return asyncio.run(run_command(command, cwd=cwd or jail.worktree, timeout=60, jail=jail, **kw))
 
@@ -49,6 +62,16 @@ def test_commands_share_the_jail_each_with_its_own_environment_and_folder(jail, 
     assert run(jail, "kill -9 $$").exit_code == 128 + 9  # as bwrap reports a death by signal
     outside = run(jail, "ls /tmp; cat ~/.ssh/id_ed25519; touch /usr/lw-x")
     assert "note" in outside.output and "Read-only file system" in outside.output
+    assert jailing(wt)
+    jail.close()
+    assert not jailing(wt)  # at once: closing waits for the jail to end
+
+
+def test_nothing_a_command_started_outlives_it_even_in_a_session_of_its_own(jail):
+    sleeps = [f"sleep 307.{os.getpid()}", f"sleep 308.{os.getpid()}"]
+    result = run(jail, f"{sleeps[0]} > /dev/null 2>&1 & setsid {sleeps[1]} > /dev/null 2>&1 & echo started")
+    assert result.output == "started\n"
+    assert not processes(sleeps[0]) and not processes(sleeps[1])  # at once: before the agent's next step
 
 
 def test_an_interrupted_command_has_its_process_group_killed(jail):
@@ -107,15 +130,14 @@ def test_other_skill_folders_or_a_new_worktree_folder_start_it_again(jail, wt, t
     assert run(jail, "cat fresh.txt", readable=tuple(skills)).output == "the new folder\n"
 
 
-def test_a_runs_shell_commands_share_its_jail_and_nothing_of_it_outlives_the_run(repo, cli, tmp_path):
-    sleep = f"sleep 306.{os.getpid()}"
+def test_a_runs_shell_commands_share_its_jail_and_it_ends_with_the_run(repo, cli, tmp_path):
     script = write_script(tmp_path / "s.json", [
-        turn(call("shell", command=f"echo from-an-earlier-command > /tmp/note; setsid {sleep} > /dev/null 2>&1 &")),
+        turn(call("shell", command="echo from-an-earlier-command > /tmp/note")),
         turn(call("shell", command="cat /tmp/note")),
         FIX_ADD, FINISH])
-    result = cli.json(repo, "run", "fix add", "--check", CHECK, "--script", script)
+    result = cli.json(repo, "run", "fix add", "--check", CHECK, "--script", script, "--keep")
     assert result["status"] == "succeeded", result["reason"]
     outputs = [b.content for m in open_project(repo).store.conversation(result["run"]) for b in m.content
                if hasattr(b, "tool_call_id")]
     assert any(o.startswith("from-an-earlier-command") for o in outputs), outputs
-    assert not processes(sleep)  # ended with the run's jail, not left behind
+    assert not jailing(Path(result["worktree"]).resolve())  # the run's jail ended with it
