@@ -51,9 +51,12 @@ Limits are hard rlimits set inside: `max_processes` (RLIMIT_NPROC),
 `max_file_mb` (RLIMIT_FSIZE: the writer gets SIGXFSZ) and `max_memory_mb`
 (RLIMIT_DATA, per process). RLIMIT_NPROC does not bind uid 0: as root the
 jail's pid namespace gets its own `pid_max` instead (written by bwrap before
-`/proc/sys` turns read-only; Linux >= 6.14 only, floor 301); on older kernels
-a root loopwright's commands have no process limit, only the pid namespace,
-which ends every process of a command with it.
+`/proc/sys` turns read-only; Linux >= 6.14 only). Once a namespace's pids wrap
+around, the kernel hands out only those from 300 (RESERVED_PIDS) up: bwrap also
+sets `ns_last_pid` to 300, so pids always come from 300 to `pid_max`, which is
+300 + the processes allowed (a long-lived jail wraps around for sure). On older
+kernels a root loopwright's commands have no process limit, only the pid
+namespace, which ends every process of a command with it.
 
 The environment is cleared to `env_allow` plus what the caller adds; names
 that look like keys (`SECRET_NAME`) never enter, in either mode. `redact`
@@ -91,6 +94,7 @@ SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/li
 PROC_READONLY = ("sys", "sysrq-trigger", "fs", "bus", "irq", "acpi", "driver")
 PROC_HIDDEN = ("kcore", "keys", "key-users", "timer_list", "sched_debug", "latency_stats", "mtrr", "kmsg")
 EXIT_FILE_TOO_BIG = 128 + 25  # killed by SIGXFSZ
+RESERVED_PIDS = 300  # the kernel's: pids below it are not handed out again once a namespace's pids wrap around
 
 
 Network = Literal["off", "on", "allow"]  # the network a jailed command has: none, the host's, allowed hosts
@@ -376,8 +380,8 @@ class BwrapSandbox(Sandbox):
             if not _inside(resolv, Path("/etc")) and resolv.exists():
                 a += ["--ro-bind", str(resolv.parent), str(resolv.parent)]
         a += ["--dev", "/dev", "--proc", "/proc"]
-        if self.pid_max:  # written by bwrap while it sets up, from fd 3 (see the end), before /proc/sys turns read-only
-            a += ["--file", "3", "/proc/sys/kernel/pid_max"]
+        if self.pid_max:  # written by bwrap as it sets up (fds 3 and 4: see the end), before /proc/sys turns read-only
+            a += ["--file", "3", "/proc/sys/kernel/pid_max", "--file", "4", "/proc/sys/kernel/ns_last_pid"]
         a += _proc_cover()
         a += ["--tmpfs", "/tmp", "--tmpfs", "/var/tmp"]
         if self.home != Path("/"):  # a service user's home may be /: then it is just the read-only root
@@ -400,8 +404,9 @@ class BwrapSandbox(Sandbox):
         if self.policy.network == "allow":
             a += ["--ro-bind", str(self._proxy_socket()), PROXY_IN_JAIL]
         a += ["--remount-ro", "/", "--chdir", str(Path(cwd).resolve() if cwd else wt), "--", *inner]
-        if self.pid_max:  # the kernel's floor is 301
-            a = ["/bin/bash", "-c", f"exec \"$@\" 3<<<{max(processes, 301)}", "lw-sandbox", *a]
+        if self.pid_max:
+            a = ["/bin/bash", "-c", f"exec \"$@\" 3<<<{RESERVED_PIDS + processes} 4<<<{RESERVED_PIDS}", "lw-sandbox",
+                 *a]
         return a
 
     def command_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:

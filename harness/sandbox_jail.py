@@ -48,7 +48,7 @@ class _Process:
     def __init__(self, argv: Callable[[int], list[str]], env: Mapping[str, str], cwd: Path):
         """`argv(fd)`: the command line, given the fd number of the server's end of the control socket."""
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        # not fd 3: the pid_max prefix of the command line (as root) feeds bwrap through fd 3
+        # not fd 3 or 4: the pid_max prefix of the command line (as root) feeds bwrap through them
         fd = fcntl.fcntl(child.fileno(), fcntl.F_DUPFD_CLOEXEC, 10)
         child.close()
         self.errors = tempfile.TemporaryFile()
@@ -210,7 +210,8 @@ class RunJail:
             server = [sys.executable, "-I", "-S", "-c", SERVER, str(fd), box.limits_script()]
             return box.jail_argv(["/bin/bash", "-c", box.bridge_script() + 'exec "$@"', "lw-jail", *server],
                                  worktree=self.worktree, repo_root=self.repo_root, new_session=False,
-                                 readable=sorted(readable), processes=box.policy.max_processes + 3)
+                                 readable=sorted(readable),
+                                 processes=box.policy.max_processes + 5)  # the server's 3 threads, the bridge
 
         self._bound = self._worktree_id()
         jail = _Process(argv, box.command_env(), self.worktree)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -141,3 +143,19 @@ def test_a_runs_shell_commands_share_its_jail_and_it_ends_with_the_run(repo, cli
                if hasattr(b, "tool_call_id")]
     assert any(o.startswith("from-an-earlier-command") for o in outputs), outputs
     assert not jailing(Path(result["worktree"]).resolve())  # the run's jail ended with it
+
+
+def test_a_fork_bomb_ends_its_command_and_the_next_one_runs(wt):
+    """The process limit holds for the jail's commands (as root: the jail's own pid_max, shared by its commands, so
+    what a command left is cleared before the next one)."""
+    jail = RunJail(Sandbox.for_policy(SandboxPolicy(mode="bwrap", max_processes=64)), wt)
+    code = ("import os, time\nn = 0\ntry:\n    for _ in range(400):\n        if os.fork() == 0:\n"
+            "            time.sleep(600); os._exit(0)\n        n += 1\nexcept OSError as e:\n    print(e)\n"
+            "print('forked', n)")
+    try:
+        for _ in range(2):
+            bomb = run(jail, f"{sys.executable} -c {shlex.quote(code)}")
+            assert "Resource temporarily unavailable" in bomb.output and "forked 400" not in bomb.output
+        assert run(jail, "echo next").output == "next\n"
+    finally:
+        jail.close()
