@@ -1,16 +1,19 @@
 """One long-lived jail per run: its shell commands go to a small server inside instead of a new bwrap each.
 
-A per-command jail costs bwrap's namespaces and ~30 mounts every time (~9 ms a `true`). `RunJail` starts the
-run's jail once, lazily at its first command, with the run's policy, worktree and skill folders, and runs
-harness/sandbox_server.py in it (stdlib Python, `-I -S`). Each command reaches the server over a socketpair with
-its own output pipe (passed as an fd, so the output and a background child holding it behave as with a process of
-our own); the server starts `bash -c` in a new process group with the policy's ulimits, says its exit code, and
-ends the group when asked (timeout, interrupt) or when loopwright is done with the command.
+A per-command jail costs bwrap's namespaces and ~30 mounts every time (~9 ms a `true`). `RunJail` starts the run's
+jail once, lazily at its first command, with the run's policy, worktree and skill folders, and runs
+harness/sandbox_server.py in it (stdlib Python, `-I -S`). Each command reaches the server over a socketpair with its
+own output pipe (passed as an fd: run_command reads it as it reads a process of its own); the server starts `bash -c`
+in a new process group with the policy's ulimits, ends the group when asked (timeout, interrupt), and once bash exits
+kills whatever the command left running in the jail, as a jail of its own would end it, before it says the exit
+code.
 
-The jail is started again when a command needs other skill folders than it shows, when the worktree is no longer
-the folder it bound (a rollback resets the worktree in place: the bind stays valid), or when it died; a jail that
-dies twice in a row fails the command with a SandboxError. It ends with `close` (the run's end), or with its
-parent (`--die-with-parent`). `/tmp` and `$HOME` are the jail's: kept between the run's commands.
+The jail is started again when a command needs other skill folders than it shows, when the worktree is no longer the
+folder it bound (a rollback resets the worktree in place: the bind stays valid), or when it died. A jail that cannot
+be started (or given the command) twice in a row fails the command with a SandboxError; one that dies under a
+command makes it a lost command (exit 137 and a note; it is not run again), the next starts a new jail. It ends with
+`close` (the run's end), or with its parent (`--die-with-parent`). `/tmp` and `$HOME` are the jail's: kept between
+the run's commands.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from loopwright.harness.sandbox import BwrapSandbox, Sandbox, SandboxError
 
 # the server's source without its docstring (the command line is what `ps` shows in the jail)
 SERVER = (Path(__file__).parent / "sandbox_server.py").read_text().split('"""', 2)[2].strip()
-ANSWER_TIMEOUT = 30.0  # seconds for the server to say it started a command
+ANSWER_TIMEOUT = 30.0  # seconds for a new jail's server to say it is ready
 CLOSE_TIMEOUT = 5.0  # seconds for the jail to end on its own once told, before it is killed
 EXIT_LOST = 128 + signal.SIGKILL  # a command whose jail died under it
 
@@ -64,16 +67,23 @@ class _Process:
             raise SandboxError(f"the run's jail could not start: {e}") from None
         finally:
             os.close(fd)
+        parent.setblocking(False)  # read with the event loop; the one-byte sends with fds never wait
         self.ctl = parent
 
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def exited(self, wait: float) -> bool:
-        """Whether bwrap has exited, waiting up to `wait` seconds for it."""
+    async def ready(self) -> str:
+        """"" once the server says it is ready, else what went wrong (bwrap's error, or how the jail ended)."""
+        try:
+            said = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(self.ctl, 6), ANSWER_TIMEOUT)
+        except (TimeoutError, OSError):
+            said = b""
+        if said == b"ready\n":
+            return ""
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(wait)
-        return not self.alive()
+            self.popen.wait(1.0)
+        return self.why_dead() if not self.alive() else "its command server did not start"
 
     def why_dead(self) -> str:
         """bwrap's first line of error, or how it exited."""
@@ -104,7 +114,7 @@ class JailedCommand:
         self.returncode: int | None = None
         self.note = ""  # said after the output: the jail died under the command
         self._writer, self._transport = writer, transport
-        self._ended, self._swept = asyncio.Event(), asyncio.Event()
+        self._exited = asyncio.Event()
         self._watcher = asyncio.ensure_future(self._watch(reader))
 
     async def _watch(self, reader: asyncio.StreamReader) -> None:
@@ -113,15 +123,11 @@ class JailedCommand:
                 word, _, arg = line.decode("ascii", "replace").strip().partition(" ")
                 if word == "exit" and arg.isdigit():
                     self.returncode = int(arg)
-                elif word == "ended":
-                    self._ended.set()
-                elif word == "swept":
-                    self._swept.set()
+                    break
         if self.returncode is None:
             self.returncode = EXIT_LOST
             self.note = "[sandbox] the run's jail ended while this command ran; the next command starts a new one"
-        self._ended.set()
-        self._swept.set()
+        self._exited.set()
 
     def kill(self) -> None:
         """SIGKILL the command's process group now."""
@@ -131,17 +137,10 @@ class JailedCommand:
         """SIGTERM the command's process group, SIGKILL what is left after `grace` seconds; wait for it."""
         self._send(f"end {grace}")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ended.wait(), grace + 10)
-
-    async def finish(self) -> None:
-        """Done with the command: what it (or an earlier one) left running in the jail is ended; wait for that."""
-        self._send("done")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._swept.wait(), 10)
-        self.close()
+            await asyncio.wait_for(self._exited.wait(), grace + 10)
 
     def close(self) -> None:
-        """Done with the command, at once: the server ends what it left running, the output is no longer read."""
+        """Done with the command: the server ends it if it still runs; the output is no longer read."""
         self._watcher.cancel()
         self._writer.close()
         self._transport.close()
@@ -180,11 +179,14 @@ class RunJail:
                 if self._jail is None or not self._jail.alive():
                     self.close()
                     self._launch(wanted)
+                    assert self._jail is not None
+                    if problem := await self._jail.ready():
+                        self.close()
+                        continue
                 try:
                     return await self._send(command, Path(cwd), self.sandbox.command_env(env))
-                except _JailDied as e:
-                    assert self._jail is not None
-                    problem = self._jail.why_dead() if self._jail.exited(1.0) else str(e)
+                except _JailDied as e:  # before the server had the command: it can be sent again
+                    problem = str(e)
                     self.close()
             raise SandboxError(f"the run's jail died twice in a row ({problem}); check the sandbox with "
                                f"`loopwright sandbox check`")
@@ -219,6 +221,8 @@ class RunJail:
         self._finalizer = weakref.finalize(self, jail.close)
 
     async def _send(self, command: str, cwd: Path, env: Mapping[str, str]) -> JailedCommand:
+        """The command, started. _JailDied if the server could not be given it; once it has it, a jail that dies
+        makes the command one that was lost (it may have run: it is not sent again)."""
         assert self._jail is not None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         out_r, out_w = os.pipe()
@@ -234,25 +238,16 @@ class RunJail:
         loop = asyncio.get_running_loop()
         stdout = asyncio.StreamReader()
         pipe = os.fdopen(out_r, "rb", buffering=0)
-        opened: list[Callable[[], object]] = [pipe.close, ours.close]  # closed, last first, if it does not start
+        opened: list[Callable[[], object]] = [pipe.close, ours.close]  # closed, last first, if cancelled
         try:
             transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdout), pipe)
             opened.append(transport.close)
             reader, writer = await asyncio.open_unix_connection(sock=ours)
-            opened.append(writer.close)
-            writer.write(json.dumps({"command": command, "cwd": str(cwd.resolve()), "env": dict(env)}).encode()
-                         + b"\n")
-            answer = await asyncio.wait_for(reader.readline(), ANSWER_TIMEOUT)
-        except (TimeoutError, ConnectionError):
-            answer = b""
         except BaseException:  # cancelled: the server ends the command once its socket is closed
             for close in reversed(opened):
                 close()
             raise
-        if not answer.startswith(b"pid "):
-            for close in reversed(opened):
-                close()
-            raise _JailDied("its command server did not answer")
+        writer.write(json.dumps({"command": command, "cwd": str(cwd.resolve()), "env": dict(env)}).encode() + b"\n")
         return JailedCommand(self._jail.popen.pid, reader, writer, stdout, transport)
 
 

@@ -1,15 +1,15 @@
 """The command server inside a run's long-lived jail (harness/sandbox_jail.py starts it, with this file's source).
 
-Standard library only: it runs as `python -I -S -c <this source> CTL LIMITS` with the Python already mounted in
-the jail. CTL is the fd of a Unix socket to loopwright; for each command loopwright sends one byte on it with two
-fds: the command's own socket and the write end of its output pipe. On the command's socket loopwright sends one
-JSON line `{"command", "cwd", "env"}`; the server starts `bash -c LIMITS+command` in a new session (its own process
-group) with the pipe as stdout and stderr, answers `pid N`, and `exit CODE` once bash exits (death by signal N as
-128+N, as bwrap reports it). Requests on that socket: `end GRACE` (SIGTERM the group, SIGKILL what is left after
-GRACE seconds; answered `ended` once the group is gone), `kill` (SIGKILL the group) and `done`: the group is killed,
-and every process of the jail outside the sessions of the server and of commands still running (what a command
-left behind, `setsid` or not), answered `swept` once they are gone. Loopwright closing the command's socket does
-the same without the answer; closing CTL makes the server exit, and the jail with it.
+Standard library only: it runs as `python -I -S -c <this source> CTL LIMITS` with the Python already mounted in the
+jail. CTL is the fd of a Unix socket to loopwright, on which the server first says `ready`; for each command
+loopwright sends one byte on it with two fds: the command's own socket and the write end of its output pipe. On the
+command's socket loopwright sends one JSON line `{"command", "cwd", "env"}`; the server starts `bash -c
+LIMITS+command` in a new session (its own process group) with the pipe as stdout and stderr. Once bash exits, what
+the command left running is killed, as a jail of its own would end it: its group, and every process of the jail
+outside the sessions of the server and of commands still running (`setsid` or not); when they are gone the server
+answers `exit CODE` (death by signal N as 128+N, as bwrap reports it). Requests on that socket: `end GRACE` (SIGTERM
+the group, SIGKILL what is left after GRACE seconds) and `kill` (SIGKILL the group); loopwright closing it kills the
+group. Closing CTL makes the server exit, and the jail with it.
 """
 
 import json
@@ -55,23 +55,22 @@ active_lock = threading.Lock()
 
 
 def sweep(pid):
-    """End command `pid`: its session, and what any finished command left in the jail; wait until they are gone."""
-    with active_lock:
-        active.discard(pid)
-        keep = {os.getsid(0), *active}  # the server's session is the jail's own (0: it began outside)
+    """After command `pid`: kill what it (or any finished command) left in the jail; wait until they are gone."""
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         left = 0
-        for name in os.listdir("/proc"):
-            if not name.isdigit() or int(name) in (1, os.getpid()):
-                continue
-            try:
-                if os.getsid(int(name)) in keep:
+        with active_lock:  # no command starts meanwhile (it would not be in `active` yet)
+            active.discard(pid)
+            keep = {os.getsid(0), *active}  # the server's session is the jail's own (0: it began outside)
+            for name in os.listdir("/proc"):
+                if not name.isdigit() or int(name) in (1, os.getpid()):
                     continue
-                left += 1
-                os.kill(int(name), signal.SIGKILL)
-            except OSError:
-                continue
+                try:
+                    if os.getsid(int(name)) not in keep:
+                        os.kill(int(name), signal.SIGKILL)
+                        left += 1
+                except OSError:
+                    continue
         if not left:
             return
         time.sleep(0.005)
@@ -100,15 +99,15 @@ def serve(conn, out, limits):
         except OSError:
             pass
         os.close(out)
-        say("pid 0")
         say("exit 126")
         conn.close()
         return
     os.close(out)
-    say(f"pid {proc.pid}")
 
     def wait():
         code = proc.wait()
+        signal_group(proc.pid, signal.SIGKILL)
+        sweep(proc.pid)
         say(f"exit {128 - code if code < 0 else code}")
 
     threading.Thread(target=wait, daemon=True).start()
@@ -116,20 +115,16 @@ def serve(conn, out, limits):
         words = line.split()
         if words[:1] == [b"end"]:
             end_group(proc.pid, float(words[1]))
-            say("ended")
         elif words[:1] == [b"kill"]:
             signal_group(proc.pid, signal.SIGKILL)
-        elif words[:1] == [b"done"]:
-            break
-    signal_group(proc.pid, signal.SIGKILL)  # loopwright is done with the command: what it left behind ends
-    sweep(proc.pid)
-    say("swept")
+    signal_group(proc.pid, signal.SIGKILL)  # loopwright is gone from the command: it ends
     conn.close()
 
 
 def main():
     ctl = socket.socket(fileno=int(sys.argv[1]))
     limits = sys.argv[2]
+    ctl.sendall(b"ready\n")
     while True:
         try:
             msg, fds, _, _ = socket.recv_fds(ctl, 1, 2)

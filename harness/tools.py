@@ -273,8 +273,6 @@ async def run_command(command: str, *, cwd: Path, timeout: float, cap: int = 30_
         if not reader.done():
             started.kill()
             await asyncio.wait({reader}, timeout=PIPE_GRACE)
-        if isinstance(started, JailedCommand):  # nothing of it runs on when the agent's next step (or a check) does
-            await started.finish()
     except asyncio.CancelledError:
         started.kill()
         raise

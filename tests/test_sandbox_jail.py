@@ -102,8 +102,9 @@ def test_an_interrupted_command_has_its_process_group_killed(jail):
 def test_a_jail_that_died_is_started_again_and_one_that_cannot_start_fails_the_command(jail, tmp_path):
     run(jail, "echo kept > /tmp/note")
     pgid = jail.pgid
-    lost = run(jail, "kill -9 -1")  # every process of the jail it may signal: the command server too
+    lost = run(jail, "echo ran >> runs.txt; kill -9 -1")  # every process of the jail it may signal: the server too
     assert lost.exit_code == 128 + 9 and "the run's jail ended while this command ran" in lost.output
+    assert (jail.worktree / "runs.txt").read_text() == "ran\n"  # lost, not run a second time in a new jail
     again = run(jail, "cat /tmp/note 2>&1; echo next")
     assert again.output.endswith("next\n") and "kept" not in again.output and jail.pgid != pgid
     broken = tmp_path / "bwrap"
