@@ -48,7 +48,8 @@ import time
 from pathlib import Path
 
 from loopwright.bench.skills import PACKS, VERBS, Times, row
-from loopwright.memory.lessons import Lessons, fts_query, query_words
+from loopwright.memory.lesson_model import fts_query, query_words
+from loopwright.memory.lessons import Lessons
 from loopwright.memory.store import Store
 from loopwright.runtime.config import MemoryConfig
 

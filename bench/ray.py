@@ -8,10 +8,10 @@ throughput with two worker nodes against one.
    work per call plus, for ray, the round trip to the head that applies the batch, takes the commands and
    grants the next call. Ratio ray / local, and the difference in ms.
 2. Throughput. 8 agents x 10 turns against the loopback server at 1 s per call (the real Anthropic SDK over
-   HTTP, the same ten-turn script as bench/fleet.py), `loopwright serve --backend ray --address` as its own
-   process on a head node with no CPUs, the runs on 1 or 2 worker nodes of 4 CPUs each (a run holds one CPU:
-   4 runs at a time per node). Turns per second from the first run's start to the last run's end; ideal
-   ratio 2 (8 runs in one wave instead of two).
+   HTTP, the same ten-turn script as bench/fleet.py, from bench/fleet_rig.py), `loopwright serve --backend ray
+   --address` as its own process on a head node with no CPUs, the runs on 1 or 2 worker nodes of 4 CPUs each (a
+   run holds one CPU: 4 runs at a time per node). Turns per second from the first run's start to the last run's
+   end; ideal ratio 2 (8 runs in one wave instead of two).
 
 No assertions: it prints what it measured.
 
@@ -34,13 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from loopwright.bench.fleet import API_KEY, TURNS, Loopback, bench_env, make_project, post
-
-TERMINAL = ("succeeded", "failed", "needs_review", "cancelled", "killed", "budget_exceeded")
-
-
-def git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+from loopwright.bench.fleet_rig import API_KEY, TERMINAL, TURNS, Loopback, bench_env, git, make_project, post
 
 
 def scripted_repo(top: Path, turn_counts: tuple[int, ...]) -> tuple[Path, dict[int, Path]]:

@@ -1,5 +1,5 @@
 """`loopwright eval SUITE`: run a task suite under the memory arms and print the comparison
-(runtime/learning/evaluate.py runs it and writes the report)."""
+(runtime/learning/evaluate.py runs it, eval_results.py writes the report)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import json
 import sys
 
 from loopwright.runtime.config import PROVIDERS
-from loopwright.runtime.learning.evaluate import ARMS, headlines, run_eval, summary_table
+from loopwright.runtime.learning.eval_results import headlines, summary_table
+from loopwright.runtime.learning.evaluate import ARMS, run_eval
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

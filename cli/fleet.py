@@ -14,7 +14,7 @@ from loopwright.cli.common import UsageError, add_model_and_merge_flags, print_j
 from loopwright.harness.statuses import CommandKind, RunStatus, TaskStatus
 from loopwright.memory.store import StoreError
 from loopwright.runtime.display import clip, fmt_tokens, run_summary
-from loopwright.runtime.fleet.hygiene import disk_floor
+from loopwright.runtime.fleet.hygiene import disk_floor, orphans
 from loopwright.runtime.fleet.quota import closed_gates
 from loopwright.runtime.project import Project, open_project
 from loopwright.workspaces.git import tree_bytes
@@ -129,8 +129,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         counts[t.status] = counts.get(t.status, 0) + 1
     active = [run_summary(r) for r in store.runs(statuses=(RunStatus.RUNNING,)) if r.owner_alive()]
     pid = daemon_pid(project)
+    found = orphans(project)
     data = {"daemon": pid, "tasks": counts, "active_runs": active,
             "worktrees_bytes": tree_bytes(project.worktrees) if project.worktrees.exists() else 0,
+            "orphans": {"worktrees": sum(o.worktree is not None for o in found),
+                        "branches": sum(o.branch is not None for o in found)},
             "closed_gates": closed_gates(store), "disk_floor": disk_floor(project),
             "sandbox": sandbox_status(project.config)}
     if args.json:
@@ -141,6 +144,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"daemon: {f'running (pid {pid})' if pid else 'not running (start one with `loopwright serve`)'}")
     print("tasks:  " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"))
     print(f"worktrees: {data['worktrees_bytes'] / 1e6:.1f} MB")
+    if found:
+        n, m = data["orphans"]["worktrees"], data["orphans"]["branches"]
+        print(f"{n} orphaned worktree{'s' * (n != 1)}, {m} orphaned branch{'es' * (m != 1)}: no run owns them "
+              f"(a kill while they were being made); `loopwright gc` removes them")
     if not data["sandbox"]["warning"]:
         print(status_line(data["sandbox"]))
     if data["disk_floor"]:
@@ -204,21 +211,39 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    """Remove finished runs' worktrees; with --dry-run, list them and the bytes removing them would free."""
-    from loopwright.runtime.fleet.hygiene import deletes_branch, finished_worktrees, remove_worktree, worktree_bytes
+    """Remove finished runs' worktrees and orphaned ones; with --dry-run, list them and the bytes removing them would
+    free."""
+    from loopwright.memory.intents import drop_dead_claims
+    from loopwright.runtime.fleet.hygiene import (
+        deletes_branch,
+        finished_worktrees,
+        orphan_bytes,
+        remove_orphan,
+        remove_worktree,
+        worktree_bytes,
+    )
 
     project = open_project(Path.cwd())
     listed, total = [], 0
     for run in finished_worktrees(project):
         total += worktree_bytes(project, run) if args.dry_run else remove_worktree(project, run)
-        listed.append({"run": run.id, "worktree": run.worktree, "branch_deleted": deletes_branch(project, run)})
+        listed.append({"run": run.id, "worktree": run.worktree, "branch_deleted": deletes_branch(project, run),
+                       "orphan": False})
+    for orphan in orphans(project):
+        total += orphan_bytes(orphan) if args.dry_run else remove_orphan(project, orphan)
+        listed.append({"run": orphan.run_id, "worktree": orphan.worktree and str(orphan.worktree),
+                       "branch_deleted": orphan.branch is not None, "orphan": True})
+    if not args.dry_run:
+        drop_dead_claims(project.store)
     if args.json:
         runs_key, bytes_key = ("would_remove", "bytes_to_free") if args.dry_run else ("removed", "bytes_freed")
         print_json({runs_key: listed, bytes_key: total, "dry_run": args.dry_run})
         return 0
     verb = "would remove" if args.dry_run else "removed"
     for r in listed:
-        print(f"{verb} {r['worktree']}" + (f" and branch lw/{r['run']}" if r["branch_deleted"] else ""))
+        what = f"orphaned worktree {r['worktree']}" if r["orphan"] else r["worktree"]
+        branch = f"branch lw/{r['run']}" if r["branch_deleted"] else ""
+        print(f"{verb} " + (" and ".join(w for w in (r["worktree"] and what, branch) if w)))
     if args.dry_run:
         print(f"{len(listed)} worktree(s) would be removed; {total / 1e6:.1f} MB would be freed")
     else:
@@ -259,6 +284,6 @@ def add_parsers(sub, add) -> None:
     sp = add("cancel", cmd_cancel, "cancel a queued task, or stop the run of a running one")
     sp.add_argument("task", type=int)
 
-    sp = add("gc", cmd_gc, "remove worktrees of finished runs and report the disk freed")
+    sp = add("gc", cmd_gc, "remove worktrees of finished runs and orphaned ones, and report the disk freed")
     sp.add_argument("--dry-run", action="store_true", help="remove nothing: list what would go and the disk freed "
                                                           "(JSON: would_remove, bytes_to_free)")

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from loopwright.cli.common import add_actions, print_json
-from loopwright.memory.lessons import Lesson, LessonError, Lessons
+from loopwright.memory.lesson_model import Lesson, LessonError
+from loopwright.memory.lessons import Lessons
 from loopwright.runtime.project import open_project
 
 

@@ -13,6 +13,8 @@ process killed by SIGPIPE (`git log | head`) is.
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 import sys
 import tempfile
 import time
@@ -26,6 +28,8 @@ from loopwright.cli import sandbox as sandbox_commands
 from loopwright.cli import tui as tui_commands
 from loopwright.cli.common import Parser, project_root
 from loopwright.errors import LoopwrightError
+from loopwright.memory.store import disk_full_error
+from loopwright.runtime.fleet.hygiene import DISK_FULL, FULL_MB
 
 
 def build_parser() -> Parser:
@@ -58,6 +62,18 @@ def _crash_log() -> Path:
     return Path(tempfile.gettempdir()) / "loopwright-crash.log"
 
 
+def _disk_full(e: Exception) -> str | None:
+    """"disk full (N MB free)" when `e` is a write that failed for lack of space, or an SQLite error where the disk is
+    full (opening the store there fails with "disk I/O error": its shared-memory file cannot be made)."""
+    if not (disk_full_error(e) or isinstance(e, sqlite3.Error)):
+        return None
+    try:
+        free = shutil.disk_usage(Path.cwd()).free / 1e6
+    except OSError:
+        return None
+    return f"{DISK_FULL} ({free:,.0f} MB free)" if disk_full_error(e) or free < FULL_MB else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -78,11 +94,20 @@ def main(argv: list[str] | None = None) -> int:
         print("loopwright: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # a bug: keep the traceback out of the user's face, but keep it
+        full = _disk_full(e)
+        if full:  # not a bug, and there is no room for a crash log anyway
+            print(f"loopwright: error: {full}: {e}; free space (or remove finished worktrees with `loopwright gc`), "
+                  "then try again", file=sys.stderr)
+            return 2
         log = _crash_log()
-        with log.open("a") as f:
-            f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()} argv {sys.argv}\n")
-            f.write(traceback.format_exc())
-        print(f"loopwright: internal error: {type(e).__name__}: {e} (traceback in {log})", file=sys.stderr)
+        where = f"traceback in {log}"
+        try:
+            with log.open("a") as f:
+                f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()} argv {sys.argv}\n")
+                f.write(traceback.format_exc())
+        except OSError as log_error:
+            where = f"no traceback: {log} cannot be written: {log_error.strerror}"
+        print(f"loopwright: internal error: {type(e).__name__}: {e} ({where})", file=sys.stderr)
         return 70
 
 

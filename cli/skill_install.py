@@ -1,5 +1,6 @@
-"""`loopwright skills install / verify / update / rollback / remove`: the commands over skills/install.py and
-skills/lock.py, and their output (imported only when one of them runs: it brings in GitPython and the scanner)."""
+"""`loopwright skills install / verify / update / rollback / remove`: the commands over skills/install.py (with
+sources.py and plan.py) and skills/lock.py, and their output (imported only when one of them runs: it brings in
+GitPython and the scanner)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import sys
 
 from loopwright.cli.common import print_json, project_root
 from loopwright.skills.catalog import SkillError, is_trusted
-from loopwright.skills.install import Request, install, parse_source, request_from_manifest, sanitize, update
+from loopwright.skills.install import install, request_from_manifest, update
 from loopwright.skills.lock import Out, Scope, project_scope, read_manifest, remove, rollback, user_scope, verify
+from loopwright.skills.plan import Request
+from loopwright.skills.sources import parse_source, sanitize
 
 
 class Printer(Out):

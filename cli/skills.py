@@ -97,17 +97,17 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     """Strict validation of one skill folder, or of every skill under a folder. Exit 1 on any error."""
     from loopwright.skills.catalog import skill_folders
-    from loopwright.skills.format import SKILL_FILE
+    from loopwright.skills.format import SKILL_FILE, SKILL_FILES, skill_file
 
     path = Path(args.path)
     if not path.exists():
         raise SkillError(f"no such folder: {path}")
-    if path.is_file() and path.name == SKILL_FILE:
+    if path.is_file() and path.name in SKILL_FILES:
         path = path.parent
-    folders = [path] if (path / SKILL_FILE).is_file() else skill_folders(path)[0]
+    folders = [path] if Path(skill_file(path)).is_file() else skill_folders(path)[0]
     if not folders:
         raise SkillError(f"no {SKILL_FILE} under {path} (a skill is a folder holding {SKILL_FILE})")
-    results = {str(f): validate_skill(f) for f in folders}
+    results = {str(f): validate_skill(f, strict=args.strict) for f in folders}
     bad = [f for f, d in results.items() if not is_valid(d)]
     warned = [f for f, d in results.items() if d and is_valid(d)]
     if args.json:
@@ -202,6 +202,9 @@ def add_parsers(sub, add) -> None:
     p = action("validate", cmd_validate, "strict check of a skill folder against the Agent Skills specification "
                                          "(exit 1 when invalid)")
     p.add_argument("path")
+    p.add_argument("--strict", action="store_true",
+                   help="the specification's limits as errors, where Claude Code is lenient (a description over "
+                        "1,024 characters)")
     p.add_argument("--strict-warnings", action="store_true", help="exit 3 when there are warnings")
     action("enable", cmd_enable, "let agents of this project use a skill").add_argument("name")
     action("disable", cmd_enable, "hide a skill from agents of this project").add_argument("name")

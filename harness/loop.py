@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
 from loopwright.harness.budget import BudgetConfig, BudgetExceeded, FleetBudgetSpent, FleetGate
@@ -31,7 +31,15 @@ from loopwright.harness.events import (
     ToolFinished,
     ToolStarted,
 )
-from loopwright.harness.messages import Message, ModelResponse, TextBlock, ToolResult, ToolSpec, gist_argument
+from loopwright.harness.messages import (
+    Message,
+    ModelResponse,
+    TextBlock,
+    ToolCall,
+    ToolResult,
+    ToolSpec,
+    gist_argument,
+)
 from loopwright.harness.models import FatalModelError, ModelAdapter, ModelInfo, ModelUnavailable, cost_usd
 from loopwright.harness.retry import QuotaGate, RetryPolicy, call_model
 from loopwright.harness.runlog import RunLog
@@ -138,7 +146,7 @@ class AgentLoop:
         self._session_start = time.monotonic()
         self._active_before, self.step = run.active_seconds, run.step
         self.conversation = Conversation(store.conversation(run_id))
-        self._resume_finish: tuple | None = None
+        self._resume_calls: tuple[list[ToolCall], list[ToolResult], str] | None = None
         self._pending_checkpoint: asyncio.Future | None = None
 
     # -- entry points -------------------------------------------------------------------------
@@ -158,10 +166,12 @@ class AgentLoop:
         self.store.append(self.run_id, ConversationReset(reason="start", messages=first))
         self.conversation = Conversation(first)
 
-    async def prepare_resume(self, notices: list[str]) -> None:
+    async def prepare_resume(self, notices: list[str], started: Collection[str] | None = None) -> None:
         """Make the stored conversation continuable after a pause or a crash, and tell the agent why.
 
-        Commands queued while the run was stopped (a rollback's notice, a message) are delivered here.
+        Commands queued while the run was stopped (a rollback's notice, a message) are delivered here. Of the
+        last answer's tool calls, those in `started` (ids of calls whose tool began; None: any may have) are
+        answered as interrupted; the others, and a `finish` (its acceptance step), are run again by `run`.
         """
         queued, stopped = await self._take_commands()  # a pause queued while stopped is moot now; a kill is not
         if stopped is not None and stopped.status == RunStatus.KILLED:
@@ -175,12 +185,13 @@ class AgentLoop:
             messages = self.conversation.messages
         last = messages[-1]
         if last.role == "assistant" and last.tool_calls:
+            calls = last.tool_calls
+            again = [c for c in calls if c.name == "finish" or started is not None and c.id not in started]
             interrupted = [ToolResult(tool_call_id=c.id, is_error=True,
                                       content="interrupted: the run stopped before this tool call finished")
-                           for c in last.tool_calls if c.name != "finish"]
-            finish = next((c for c in last.tool_calls if c.name == "finish"), None)
-            if finish is not None:  # the acceptance step is what was interrupted: `run` does it again, not the model
-                self._resume_finish = (finish, [*interrupted, TextBlock(text=text)])
+                           for c in calls if c not in again]
+            if again:
+                self._resume_calls = (again, interrupted, text)
                 return
             self._add_message(Message(role="user", content=[*interrupted, TextBlock(text=text)]))
         elif last.role == "assistant":
@@ -193,10 +204,12 @@ class AgentLoop:
 
     async def run(self) -> LoopOutcome:
         try:
-            if self._resume_finish is not None:
-                again = await self._finish_again(*self._resume_finish)
-                if again.status is not None:
-                    return LoopOutcome(again.status, again.reason, again.again)
+            if self._resume_calls is not None:  # the calls a crash or a pause left unrun
+                calls, answered, told = self._resume_calls
+                self._resume_calls = None
+                verdict = await self._act(calls, answered=answered, told=[told])
+                if verdict is not None and verdict.status is not None:
+                    return LoopOutcome(verdict.status, verdict.reason, verdict.again)
             while True:
                 if self.stop.is_set():
                     raise Stopped(self.stop_status, self.stop_reason)
@@ -204,7 +217,8 @@ class AgentLoop:
                 response = await self._call(system=self.settings.system_prompt,
                                             messages=self.conversation.messages, tools=self.specs, purpose="turn")
                 self.conversation.append(response.message)
-                verdict = await self._act(response)
+                verdict = await self._act(response.message.tool_calls, stop_reason=response.stop_reason,
+                                          text=response.message.text)
                 if verdict is not None and verdict.status is not None:
                     return LoopOutcome(verdict.status, verdict.reason, verdict.again)
         except Stopped as s:
@@ -230,31 +244,27 @@ class AgentLoop:
                 await self._settle()
             self._save_progress("")
 
-    async def _finish_again(self, finish, blocks: list) -> FinishVerdict:
-        """Re-run the acceptance of a `finish` that a crash interrupted, and answer the call with its verdict."""
-        self._resume_finish = None
-        verdict = await self.on_finish(finish.arguments.get("summary", ""))
-        result = ToolResult(tool_call_id=finish.id, content=verdict.feedback, is_error=verdict.status is None)
-        self._add_message(Message(role="user", content=[result, *blocks]))
-        return verdict
-
     # -- one step -------------------------------------------------------------------------------
 
-    async def _act(self, response: ModelResponse) -> FinishVerdict | None:
+    async def _act(self, calls: list[ToolCall], *, stop_reason: str = "tool_use", text: str = "",
+                   answered: list[ToolResult] | None = None, told: list[str] | None = None) -> FinishVerdict | None:
         """Run the tool calls of one answer, checkpoint, and send back results (plus any notices).
+
+        On resume, `answered` are results already known for the answer's other calls and `told` what the agent
+        is told about the stop.
 
         The checkpoint is written while the next model call is out (it needs only the tool results), and is
         waited for before anything touches the worktree again: this turn's tools, the acceptance step, a
         rollback, the end of the run."""
         await self._settle()
-        calls = response.message.tool_calls
-        blocks: list = []
+        blocks: list = list(answered or [])
         finish_summary: str | None = None
         finish_call: str | None = None
         changed = False
         explicit: list[str] = []
         for call in calls:
-            if self.tool_context.interrupt.is_set():  # the run is being stopped: the calls left are not started
+            if self.tool_context.interrupt.is_set() or self.stop.is_set() and answered is not None:
+                # the run is being stopped (or was killed while stopped): the calls left are not started
                 blocks.append(ToolResult(tool_call_id=call.id, is_error=True,
                                          content="not run: the run was stopped before this tool call started"))
                 continue
@@ -276,10 +286,10 @@ class AgentLoop:
                 self._pending_checkpoint = asyncio.ensure_future(
                     self._write_checkpoint("; ".join(explicit) or _describe(calls), self.step))
             self._save_progress(_describe(calls))
-        elif response.stop_reason == "max_tokens":
+        elif stop_reason == "max_tokens":
             blocks.append(TextBlock(text="Your reply was cut off at the output limit. Continue, more briefly."))
         else:
-            finish_summary = response.message.text  # an answer without tool calls ends the turn: same as finish
+            finish_summary = text  # an answer without tool calls ends the turn: same as finish
 
         if finish_summary is not None:
             await self._settle()
@@ -290,6 +300,7 @@ class AgentLoop:
                     self._add_message(Message(role="user", content=blocks))
                 return verdict
         notices, stopped = await self._take_commands()
+        notices = [*(told or []), *notices]
         if self.settings.turn_notices is not None:
             notices += self.settings.turn_notices(self.run_id)
         blocks += [TextBlock(text=t) for t in notices]

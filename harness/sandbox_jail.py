@@ -32,6 +32,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+from loopwright.harness.processes import ProcessGroup, ProcessLedger, group_of
 from loopwright.harness.sandbox import BwrapSandbox, Sandbox, SandboxError
 
 # the server's source without its docstring (the command line is what `ps` shows in the jail)
@@ -153,8 +154,11 @@ class JailedCommand:
 class RunJail:
     """The long-lived jail of one run (see the module's docstring). `close` it when the run ends."""
 
-    def __init__(self, sandbox: BwrapSandbox, worktree: Path, repo_root: Path | None = None):
+    def __init__(self, sandbox: BwrapSandbox, worktree: Path, repo_root: Path | None = None,
+                 processes: ProcessLedger | None = None):
         self.sandbox, self.worktree, self.repo_root = sandbox, Path(worktree), repo_root
+        self.processes = processes  # where the jail's process group is recorded while it runs
+        self._group: ProcessGroup | None = None
         self._jail: _Process | None = None
         self._readable: frozenset[Path] = frozenset()
         self._bound: tuple[int, int] | None = None  # the worktree folder it bound (device, inode)
@@ -196,7 +200,9 @@ class RunJail:
         if self._finalizer is not None:
             self._finalizer()
             self._finalizer = None
-        self._jail = None
+        if self.processes is not None and self._group is not None:
+            self.processes.ended(self._group)
+        self._jail, self._group = None, None
 
     def _worktree_id(self) -> tuple[int, int] | None:
         try:
@@ -219,6 +225,9 @@ class RunJail:
         jail = _Process(argv, box.command_env(), self.worktree)
         self._jail, self._readable = jail, readable
         self._finalizer = weakref.finalize(self, jail.close)
+        self._group = group_of(jail.popen.pid)  # the jail's group holds everything in it (the server's commands too)
+        if self.processes is not None and self._group is not None:
+            self.processes.started(self._group)
 
     async def _send(self, command: str, cwd: Path, env: Mapping[str, str]) -> JailedCommand:
         """The command, started. _JailDied if the server could not be given it; once it has it, a jail that dies
@@ -251,6 +260,7 @@ class RunJail:
         return JailedCommand(self._jail.popen.pid, reader, writer, stdout, transport)
 
 
-def run_jail(sandbox: Sandbox | None, worktree: Path, repo_root: Path | None = None) -> RunJail | None:
+def run_jail(sandbox: Sandbox | None, worktree: Path, repo_root: Path | None = None,
+             processes: ProcessLedger | None = None) -> RunJail | None:
     """The long-lived jail for a run's commands in `sandbox` (None: it is not bwrap; commands run as they are)."""
-    return RunJail(sandbox, worktree, repo_root) if isinstance(sandbox, BwrapSandbox) else None
+    return RunJail(sandbox, worktree, repo_root, processes) if isinstance(sandbox, BwrapSandbox) else None

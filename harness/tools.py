@@ -36,6 +36,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from loopwright.harness.messages import ToolCall, ToolSpec
+from loopwright.harness.processes import ProcessLedger, group_of, members
 from loopwright.harness.sandbox import SECRET_NAME, Sandbox, SandboxError
 from loopwright.harness.sandbox_jail import JailedCommand, RunJail, run_jail
 
@@ -75,10 +76,11 @@ class ToolContext:
     sandbox: Sandbox | None = None  # the jail shell commands run in (None: bash as this user, keys removed)
     repo_root: Path | None = None  # the repository the worktree belongs to (what the sandbox hides of it)
     redact: Callable[[str], str] | None = None  # hides key values in every tool output
+    processes: ProcessLedger | None = None  # where each command's process group is recorded while it may live
     jail: RunJail | None = field(default=None, init=False)  # the shell's long-lived jail in `sandbox`
 
     def __post_init__(self) -> None:
-        self.jail = run_jail(self.sandbox, self.worktree, self.repo_root)
+        self.jail = run_jail(self.sandbox, self.worktree, self.repo_root, self.processes)
 
     def close(self) -> None:
         """End the run's jail, if one was started (the next command would start a new one)."""
@@ -135,9 +137,9 @@ def kill_group(proc: asyncio.subprocess.Process, sig: int = signal.SIGKILL) -> N
         os.killpg(proc.pid, sig)
 
 
-def _group_alive(proc: asyncio.subprocess.Process) -> bool:
+def _group_alive(pgid: int) -> bool:
     try:
-        os.killpg(proc.pid, 0)
+        os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -188,7 +190,7 @@ class _OwnProcess:
     async def end(self, grace: float) -> None:
         kill_group(self.proc, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while _group_alive(self.proc) and time.monotonic() < deadline:
+        while _group_alive(self.pgid) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         kill_group(self.proc)
         await wait_exit(self.proc, 5.0)
@@ -230,7 +232,7 @@ async def run_command(command: str, *, cwd: Path, timeout: float, cap: int = 30_
                       env: dict[str, str] | None = None, interrupt: asyncio.Event | None = None,
                       sandbox: Sandbox | None = None, worktree: Path | None = None,
                       repo_root: Path | None = None, readable: tuple[Path, ...] = (),
-                      jail: RunJail | None = None) -> CommandResult:
+                      processes: ProcessLedger | None = None, jail: RunJail | None = None) -> CommandResult:
     """Run `command` with bash in `cwd`: stdout and stderr merged, capped head + tail while streaming.
 
     In a run's `jail` (its long-lived one) when given; else with a `sandbox`, bash runs in a jail of its own around
@@ -240,10 +242,13 @@ async def run_command(command: str, *, cwd: Path, timeout: float, cap: int = 30_
     At the timeout, or once `interrupt` is set, the whole process group is ended
     (SIGTERM, then SIGKILL after KILL_GRACE seconds); on cancellation it is killed
     at once. A background child still holding the output pipe after bash exits
-    gets PIPE_GRACE seconds, then the group is killed and reading stops.
+    gets PIPE_GRACE seconds, then the group is killed and reading stops. With `processes`, the group is
+    recorded there once started, and forgotten when nothing of it is left (a background process that
+    redirected its output lives on, recorded, until the run's owner ends it).
     """
     t0 = time.perf_counter()
     started: _OwnProcess | JailedCommand
+    group = None  # the process group to end if this process dies (a jail records its own, for as long as it runs)
     if jail is not None:
         started = await jail.start(command, cwd=cwd, env=env, readable=readable)
     else:
@@ -255,7 +260,9 @@ async def run_command(command: str, *, cwd: Path, timeout: float, cap: int = 30_
         started = _OwnProcess(await asyncio.create_subprocess_exec(
             *argv, cwd=str(cwd), env=full_env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True))
-    # started.pgid: the process group to end if this process dies (for a jailed command, the jail's)
+        group = group_of(started.pgid) if processes is not None else None
+        if processes is not None and group is not None:
+            processes.started(group)
     out = _CappedOutput(cap)
 
     async def pump() -> None:
@@ -282,6 +289,8 @@ async def run_command(command: str, *, cwd: Path, timeout: float, cap: int = 30_
             started.close()
         elif isinstance(started, JailedCommand):
             started.close()
+        if processes is not None and group is not None and not (_group_alive(started.pgid) and members(group.pgid)):
+            processes.ended(group)
     output = out.text() + (f"\n{started.note}\n" if started.note else "")
     return CommandResult(exit_code=None if timed_out or interrupted else started.returncode, output=output,
                          timed_out=timed_out, duration_ms=(time.perf_counter() - t0) * 1000, interrupted=interrupted)
@@ -503,7 +512,7 @@ class Shell(Tool):
             roots = ctx.skills.roots if ctx.skills is not None else ctx.read_roots
             r = await run_command(a.command, cwd=ctx.worktree, timeout=timeout, cap=max(ctx.output_cap - 200, 100),
                                   env=ctx.env, interrupt=ctx.interrupt, jail=ctx.jail, sandbox=ctx.sandbox,
-                                  repo_root=ctx.repo_root, readable=roots)
+                                  repo_root=ctx.repo_root, readable=roots, processes=ctx.processes)
         except SandboxError as e:
             raise ToolError(f"the sandbox could not be set up: {e}") from None
         output = ctx.sandbox.explain(r.output, r.exit_code) if ctx.sandbox is not None else r.output

@@ -1,5 +1,6 @@
 """Reads of the `commands` table beyond the store's queue (`Store.enqueue_command`, `claim_commands`,
-`finish_command`): one command's outcome, and whether the same request is already under way."""
+`finish_command`): one command's outcome, whether the same request is already under way, and commands a dead daemon
+took but never finished."""
 
 from __future__ import annotations
 
@@ -29,3 +30,11 @@ def pending_for_task(store: Store, kind: str, task_id: int) -> int | None:
         "SELECT id FROM commands WHERE run_id IS NULL AND kind = ? AND status = ? AND json_extract(args, '$.task') = ?",
         (kind, CommandStatus.PENDING, task_id)).fetchone()
     return None if row is None else row[0]
+
+
+def retake(store: Store, kind: str) -> list[Command]:
+    """Put back in the queue the commands of this kind that were taken and never finished: at a daemon's start, the
+    one that took them is dead (one daemon per project), so the new one takes them again."""
+    rows = store.conn.execute("UPDATE commands SET status = ? WHERE status = ? AND kind = ? RETURNING *",
+                              (CommandStatus.PENDING, CommandStatus.TAKEN, kind)).fetchall()
+    return sorted((command_of(r) for r in rows), key=lambda c: c.id)

@@ -1,5 +1,6 @@
-"""The `notifications` table (each event's key claimed once, then its delivery recorded), and what the daemon's
-notifier reads to find events: tasks by primary key, the tasks whose runs changed status, a task's last run.
+"""The `notifications` table (each event's key claimed once, then its delivery recorded), the outbox the daemon's
+notifier takes events from (a trigger adds a row in the very transaction that moves a task to a status that may be
+announced, memory/schema.py), and what the notifier reads to describe an event: tasks, a task's last run.
 
 When to notify, and how, is runtime/fleet/notify.py's; the TUI's feed reads new rows with `since`.
 """
@@ -9,17 +10,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
 from enum import StrEnum
 
 from loopwright.harness.statuses import CommandKind
 from loopwright.memory.store import Store
 
-TASK_COLUMNS = "id, title, status, reason, updated_at"
-
 
 class NotificationStatus(StrEnum):
-    PENDING = "pending"  # claimed, being delivered (or lost by a crash: at most once)
+    PENDING = "pending"  # claimed, being delivered (a daemon that died first left it: the next one sends it)
     SENT = "sent"
     FAILED = "failed"
 
@@ -56,36 +54,40 @@ def since(store: Store, rowid: int) -> list[tuple[int, str, str, str, float]]:
         "SELECT rowid, key, kind, payload, created_at FROM notifications WHERE rowid > ? ORDER BY rowid", (rowid,))]
 
 
-# -- what the notifier reads ---------------------------------------------------------------------------------
+# -- the outbox --------------------------------------------------------------------------------------------
 
 
-def last_task_id(store: Store) -> int:
-    return store.conn.execute("SELECT coalesce(max(id), 0) FROM tasks").fetchone()[0]
+def start_session(store: Store) -> None:
+    """A notifier starts: after a clean stop (`end_session`), the outbox holds only what changed while no daemon ran,
+    which is not announced, and is emptied; after a crash it is kept, to be announced now."""
+    with store.transaction() as conn:
+        if conn.execute("SELECT stopped_cleanly FROM notifier_state").fetchone()[0]:
+            conn.execute("DELETE FROM notification_outbox")
+        conn.execute("UPDATE notifier_state SET stopped_cleanly = 0")
 
 
-def tasks_not_in(store: Store, statuses: Sequence[str], *, up_to: int) -> list[sqlite3.Row]:
-    """Tasks up to id `up_to` whose status is none of these: (id, status, updated_at) (a full scan: at start only)."""
+def end_session(store: Store) -> None:
+    store.conn.execute("UPDATE notifier_state SET stopped_cleanly = 1")
+
+
+def outbox(store: Store, limit: int) -> list[sqlite3.Row]:
+    """The oldest outbox rows: (id, task_id, status, reason, at, title), the title None when the task is gone."""
     return store.conn.execute(
-        f"SELECT id, status, updated_at FROM tasks WHERE id <= ? AND status NOT IN ({','.join('?' * len(statuses))})",
-        (up_to, *statuses)).fetchall()
+        "SELECT o.id, o.task_id, o.status, o.reason, o.at, t.title FROM notification_outbox o"
+        " LEFT JOIN tasks t ON t.id = o.task_id ORDER BY o.id LIMIT ?", (limit,)).fetchall()
 
 
-def tasks_with_status_events(store: Store, after: int, up_to: int) -> set[int]:
-    """The tasks whose runs changed status in the events after id `after`, up to `up_to` (a rowid range)."""
-    return {r[0] for r in store.conn.execute(
-        "SELECT DISTINCT runs.task_id FROM events JOIN runs ON runs.id = events.run_id"
-        " WHERE events.id > ? AND events.id <= ? AND events.type = 'status'", (after, up_to))}
+def take_outbox(store: Store, up_to: int) -> None:
+    store.conn.execute("DELETE FROM notification_outbox WHERE id <= ?", (up_to,))
 
 
-def tasks(store: Store, ids: Sequence[int]) -> list[sqlite3.Row]:
-    """These tasks' TASK_COLUMNS (one IN (...) query: keep `ids` to a few hundred)."""
-    return store.conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id IN ({','.join('?' * len(ids))})",
-                              list(ids)).fetchall()
+def unsent(store: Store) -> list[tuple[str, dict]]:
+    """Claimed notifications whose delivery never finished (a daemon died first), oldest first: (key, event)."""
+    return [(r[0], json.loads(r[1])) for r in store.conn.execute(
+        "SELECT key, payload FROM notifications WHERE status = ? ORDER BY rowid", (NotificationStatus.PENDING,))]
 
 
-def tasks_after(store: Store, task_id: int) -> list[sqlite3.Row]:
-    """The TASK_COLUMNS of tasks newer than `task_id`, oldest first."""
-    return store.conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id > ? ORDER BY id", (task_id,)).fetchall()
+# -- what the notifier reads ---------------------------------------------------------------------------------
 
 
 def last_run(store: Store, task_id: int) -> sqlite3.Row | None:

@@ -12,10 +12,14 @@ import sqlite_utils
 
 
 def _lesson_tables(db: sqlite_utils.Database) -> None:
-    from loopwright.memory.lessons import create_lesson_schema  # lessons.py imports the store, which imports this
+    from loopwright.memory.lesson_book import create_lesson_schema  # it imports the store, which imports this
 
     create_lesson_schema(db)
 
+
+# the task statuses the daemon may announce (runtime/fleet/notify.py): the final ones but cancelled, and paused;
+# spelled out, as a released migration never changes
+_ANNOUNCED = "('succeeded', 'failed', 'killed', 'budget_exceeded', 'needs_review', 'paused')"
 
 # A migration is a list of SQL statements and callables taking the sqlite_utils.Database (for what sqlite-utils
 # does, such as FTS); each migration runs in its own transaction.
@@ -111,6 +115,32 @@ MIGRATIONS: list[Migration] = [
     ],
     [  # 9: the TUI reads the tasks changed since its last look
         "CREATE INDEX tasks_updated ON tasks(updated_at)",
+    ],
+    [  # 10: the process groups of running commands, so a crashed owner's can be ended before its run resumes
+        """CREATE TABLE tool_processes (
+            run_id TEXT NOT NULL, pgid INTEGER NOT NULL, leader_start INTEGER NOT NULL, boot_id TEXT NOT NULL,
+            PRIMARY KEY (run_id, pgid))""",
+    ],
+    [  # 11: what a kill could cut in half: a new run's worktree being made (claimed before git makes it, until its
+        # run row exists), a merge begun (its squash commit recorded before the target branch moves)
+        """CREATE TABLE worktree_claims (
+            run_id TEXT PRIMARY KEY, owner_pid INTEGER, owner_host TEXT, owner_boot TEXT, created_at REAL NOT NULL)""",
+        """CREATE TABLE merge_intents (
+            run_id TEXT PRIMARY KEY, target_branch TEXT NOT NULL, onto TEXT NOT NULL, commit_sha TEXT NOT NULL,
+            created_at REAL NOT NULL)""",
+    ],
+    [  # 12: the notifications outbox, written with the status change that causes it (a crash loses none)
+        """CREATE TABLE notification_outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, task_id INTEGER NOT NULL, status TEXT NOT NULL,
+            reason TEXT NOT NULL, at REAL NOT NULL)""",
+        *(f"""CREATE TRIGGER tasks_outbox_{when} AFTER {what} ON tasks WHEN new.status IN {_ANNOUNCED}{also} BEGIN
+            INSERT INTO notification_outbox (task_id, status, reason, at)
+            VALUES (new.id, new.status, new.reason, new.updated_at); END"""
+          for when, what, also in (("insert", "INSERT", ""),
+                                   ("update", "UPDATE OF status", " AND new.status IS NOT old.status"))),
+        # whether the last notifier stopped cleanly: the outbox then holds only what changed while no daemon ran
+        "CREATE TABLE notifier_state (id INTEGER PRIMARY KEY CHECK (id = 1), stopped_cleanly INTEGER NOT NULL)",
+        "INSERT INTO notifier_state (id, stopped_cleanly) VALUES (1, 1)",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -10,6 +10,7 @@ single guarded UPDATEs, so two processes can never both move a run or task.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -34,6 +35,7 @@ from loopwright.harness.events import (
     parse_event,
 )
 from loopwright.harness.messages import Message
+from loopwright.harness.processes import boot_id
 from loopwright.harness.statuses import (
     RUN_COMMANDS,
     RUN_FINAL,
@@ -53,16 +55,42 @@ class StoreError(LoopwrightError):
     """A lookup or state change the user asked for cannot be done; said in one line."""
 
 
-def boot_id() -> str:
-    """This machine's boot: a pid from before a reboot must not be mistaken for a live process."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
+def disk_full_error(e: BaseException) -> bool:
+    """Whether `e` (or what caused it) is a write that failed for lack of disk: SQLite's "database or disk is
+    full", ENOSPC, or a command that said so."""
+    for _ in range(10):  # a chain of causes, never a cycle
+        if e is None:
+            return False
+        if isinstance(e, sqlite3.OperationalError) and getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            return True
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC or "No space left on device" in str(e):  # git's too
+            return True
+        e = e.__cause__ or e.__context__  # type: ignore[assignment]
+    return False
 
 
-def _owner() -> tuple[int, str, str]:
+def owner() -> tuple[int, str, str]:
+    """This process as the owner of a row: (pid, host, boot)."""
     return os.getpid(), socket.gethostname(), boot_id()
+
+
+def owner_alive(pid: int | None, host: str | None, boot: str | None) -> bool:
+    """True when the process recorded as (pid, host, boot) still exists on this host."""
+    if not pid or host != socket.gethostname():
+        return False
+    if boot and boot != boot_id():
+        return False  # the machine rebooted since
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped) is not alive
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 class Task(BaseModel):
@@ -113,21 +141,7 @@ class Run(BaseModel):
 
     def owner_alive(self) -> bool:
         """True when the process that owns this run still exists on this host."""
-        if not self.owner_pid or self.owner_host != socket.gethostname():
-            return False
-        if self.owner_boot and self.owner_boot != boot_id():
-            return False  # the machine rebooted since
-        try:
-            os.kill(self.owner_pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        try:  # a zombie (killed, not yet reaped) is not alive
-            state = Path(f"/proc/{self.owner_pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            return state != "Z"
-        except (OSError, IndexError):
-            return True
+        return owner_alive(self.owner_pid, self.owner_host, self.owner_boot)
 
 
 class CheckpointRow(BaseModel):
@@ -192,10 +206,12 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite may have rolled back already (a full disk): never leave the connection inside a transaction
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 def migrate(db: sqlite_utils.Database, migrations: list[Migration], path: str | Path) -> None:
@@ -362,9 +378,10 @@ class Store:
                 " owner_pid, owner_host, owner_boot, heartbeat_at, started_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, task_id, RunStatus.RUNNING, provider, model, worktree, branch, base_commit, target_branch,
-                 *_owner(), now, now),
+                 *owner(), now, now),
             )
             conn.execute("UPDATE tasks SET status = ?, updated_at = ? WHERE id = ?", (TaskStatus.RUNNING, now, task_id))
+            conn.execute("DELETE FROM worktree_claims WHERE run_id = ?", (run_id,))  # the run owns its worktree now
         return self.run(run_id)
 
     def run(self, run_id: str) -> Run:
@@ -389,11 +406,12 @@ class Store:
         return [_row(Run, r) for r in self.conn.execute(sql + " ORDER BY started_at", params)]
 
     def transition_run(self, run_id: str, status: str, *, only_from: tuple[str, ...], reason: str = "",
-                       task_status: str | None = None, **fields: Any) -> bool:
+                       task_status: str | None = None, task_reason: str | None = None, **fields: Any) -> bool:
         """Move a run to `status` if (and only if) it is in one of `only_from` and RUN_TRANSITIONS allows the move
         (harness/statuses.py); logs the change.
 
-        The task follows (to `task_status`, default the same word) in the same transaction.
+        The task follows (to `task_status`, default the same word; `task_reason`, default the run's) in the same
+        transaction.
         """
         only_from = allowed_from(status, only_from, RUN_TRANSITIONS)
         if not only_from:
@@ -410,7 +428,7 @@ class Store:
                 return False
             task_id = conn.execute("SELECT task_id FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
             conn.execute("UPDATE tasks SET status = ?, reason = ?, updated_at = ? WHERE id = ?",
-                         (task_status or status, reason, now, task_id))
+                         (task_status or status, task_reason or reason, now, task_id))
             self.append(run_id, StatusChanged(status=status, reason=reason))
         return True
 
@@ -424,7 +442,7 @@ class Store:
             ok = conn.execute(
                 "UPDATE runs SET status = ?, reason = '', owner_pid = ?, owner_host = ?, owner_boot = ?,"
                 " heartbeat_at = ?, ended_at = NULL WHERE id = ? AND status = ? AND coalesce(owner_pid, 0) = ?",
-                (RunStatus.RUNNING, *_owner(), time.time(), run.id, run.status, run.owner_pid or 0),
+                (RunStatus.RUNNING, *owner(), time.time(), run.id, run.status, run.owner_pid or 0),
             ).rowcount == 1
             if ok:
                 conn.execute("UPDATE tasks SET status = ?, reason = '', updated_at = ? WHERE id = ?",

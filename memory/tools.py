@@ -11,7 +11,7 @@ from pydantic import Field
 
 from loopwright.harness.statuses import RunStatus
 from loopwright.harness.tools import Tool, ToolArgs, ToolContext, ToolError, ToolOutcome
-from loopwright.memory.lessons import Lesson, LessonError
+from loopwright.memory.lesson_model import Lesson, LessonError
 
 
 class RememberArgs(ToolArgs):

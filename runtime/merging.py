@@ -1,10 +1,12 @@
-"""Merging a run into its target branch, one run of this process at a time."""
+"""Merging a run into its target branch, one run of this process at a time, as an intent recorded before git moves."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
-from loopwright.memory.store import Run, Task
+from loopwright.memory import intents
+from loopwright.memory.store import Run, Store, Task
 from loopwright.workspaces.git import MergeResult, Workspace, WorkspaceError
 
 # The runs of one process share the repository: worktrees are added and target branches moved one at a
@@ -14,15 +16,45 @@ GIT_LOCK = threading.Lock()
 MERGE_ATTEMPTS = 3
 
 
-def squash_merge(ws: Workspace, target: str, message: str) -> MergeResult:
+def merge_run(store: Store, ws: Workspace, task: Task, run: Run) -> MergeResult:
+    """Squash-merge the run into its target branch and record it (its `merged` event and merge commit) once.
+
+    The squash commit is recorded in the store before the target moves, so a merge a kill cut short is finished
+    here, or recognised as done by that commit, instead of being found to have nothing to merge."""
+    merged = store.events(run.id, types=("merged",))
+    if merged:  # recorded already (a kill came after): not merged again
+        done = merged[-1][2]
+        return MergeResult("merged", done.commit, f"{done.target_branch} is at {done.commit[:10]}")
+    intent = intents.merge_intent(store, run.id)
+    merge = None
+    if intent is not None:
+        merge = ws.finish_merge(intent.target_branch, intent.onto, intent.commit, git_lock=GIT_LOCK)
+    if merge is None:
+        def begin(onto: str, commit: str) -> None:
+            intents.record_merge_intent(store, run.id, run.target_branch, onto, commit)
+
+        try:
+            merge = squash_merge(ws, run.target_branch, merge_message(task, run), before_move=begin)
+        except WorkspaceError:
+            intents.drop_merge_intent(store, run.id)  # the target did not move
+            raise
+    if merge.status == "merged":
+        intents.record_merged(store, run.id, run.target_branch, merge.commit or "")
+    else:
+        intents.drop_merge_intent(store, run.id)
+    return merge
+
+
+def squash_merge(ws: Workspace, target: str, message: str,
+                 before_move: Callable[[str, str], None] | None = None) -> MergeResult:
     """Squash-merge the run's work into `target`; a target another process moved meanwhile is tried again."""
     for _ in range(MERGE_ATTEMPTS - 1):
         try:
-            return ws.squash_merge(target, message, git_lock=GIT_LOCK)
+            return ws.squash_merge(target, message, git_lock=GIT_LOCK, before_move=before_move)
         except WorkspaceError as e:
             if "moved while merging" not in str(e):
                 raise
-    return ws.squash_merge(target, message, git_lock=GIT_LOCK)
+    return ws.squash_merge(target, message, git_lock=GIT_LOCK, before_move=before_move)
 
 
 def merge_message(task: Task, run: Run) -> str:

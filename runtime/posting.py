@@ -7,6 +7,7 @@ import difflib
 import os
 import re
 import shlex
+import sqlite3
 import subprocess
 from collections.abc import Callable
 
@@ -14,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from loopwright.errors import LoopwrightError
 from loopwright.harness.tools import clean_env
-from loopwright.memory.store import Task
+from loopwright.memory.store import Task, disk_full_error
 from loopwright.runtime.config import load_config
+from loopwright.runtime.fleet.hygiene import disk_full
 from loopwright.runtime.project import Project
 from loopwright.runtime.runner import check_model, model_options
 from loopwright.workspaces.git import WorkspaceError, require_commits
@@ -168,8 +170,17 @@ def post_task(project: Project, request: TaskRequest, spell: Callable[[str], str
     if request.skills is not None:
         options["skills"] = skill_choice(project, request.skills, spell("skills"))
     store = project.store
-    with store.transaction():
-        task = store.create_task(request.goal, title=request.title, check=check,
-                                 priority=request.priority, options=options, target_branch=request.target)
-        store.add_dependencies(task.id, request.after)
-    return task
+    full = disk_full(project)
+    try:
+        if not full:
+            with store.transaction():
+                task = store.create_task(request.goal, title=request.title, check=check,
+                                         priority=request.priority, options=options, target_branch=request.target)
+                store.add_dependencies(task.id, request.after)
+            return task
+    except sqlite3.OperationalError as e:
+        if not disk_full_error(e):
+            raise
+        full = disk_full(project, failed=True)
+    raise PostError(f"{full}: the task was not queued; free space (or remove finished worktrees with "
+                    "`loopwright gc`), then post it again")

@@ -21,7 +21,6 @@ from typing import Any
 from loopwright.harness.events import (
     LessonsRecalled,
     MergeConflict,
-    Merged,
     Reflected,
     RolledBack,
     RunStarted,
@@ -34,14 +33,14 @@ from loopwright.harness.sandbox import Sandbox
 from loopwright.harness.script import Script, ScriptTurn
 from loopwright.harness.scripted import ScriptedModel
 from loopwright.harness.statuses import RUN_FINAL, STOP_COMMANDS, CommandKind, CommandStatus, RunStatus, TaskStatus
-from loopwright.memory import commands
+from loopwright.memory import commands, intents
 from loopwright.memory.store import Command, Run, Store, StoreError, Task, new_run_id
 from loopwright.runtime.backends.executor import Execution, Executor, Placement
 from loopwright.runtime.backends.local import InProcess
 from loopwright.runtime.chat.threads import TASK_DONE, children
 from loopwright.runtime.config import Config
 from loopwright.runtime.fleet.budget import FleetBudget
-from loopwright.runtime.merging import merge_message, squash_merge
+from loopwright.runtime.merging import merge_run
 from loopwright.runtime.project import Project
 from loopwright.runtime.prompts import placebo_text
 from loopwright.runtime.sandboxing import make_sandbox
@@ -104,14 +103,13 @@ def merge_reviewed(project: Project, run_id: str) -> str:
     task = store.task(run.task_id)
     ws = Workspace.open(project.root, run.id, Path(run.worktree), run.branch, run.base_commit,
                         copy_files=project.config.workspace.copy_files)
-    merge = squash_merge(ws, run.target_branch, merge_message(task, run))
+    merge = merge_run(store, ws, task, run)
     if merge.status == "conflict":
         store.append(run.id, MergeConflict(target_branch=run.target_branch, detail=merge.detail))
         raise StoreError(f"run {run.id} does not merge cleanly into {run.target_branch}: {merge.detail}")
     if merge.status == "nothing":
         reason = "merged by hand: no changes to merge"
     else:
-        store.append(run.id, Merged(target_branch=run.target_branch, commit=merge.commit or ""))
         reason = f"merged by hand into {run.target_branch} as {(merge.commit or '')[:10]}"
     store.transition_run(run.id, RunStatus.SUCCEEDED, only_from=(RunStatus.NEEDS_REVIEW,), reason=reason,
                          merge_commit=merge.commit)
@@ -200,9 +198,12 @@ class Runner:
         """Run a task this process has claimed (status running): worktree, loop, check, merge."""
         config = self.task_config(task)
         run_id = new_run_id()
+        # claimed until the run's row is written: a kill in between leaves an orphan that recovery and gc remove
+        intents.claim_worktree(self.store, run_id)
         try:
             placement = await self.executor.place(self, task, config, run_id)
         except Exception as e:
+            intents.release_worktree(self.store, run_id)
             self.store.set_task_status(task.id, TaskStatus.FAILED, reason=str(e))
             raise
         return await self._attempts(task, config, placement, run_id)
@@ -237,8 +238,8 @@ class Runner:
         with `interrupt` the command a tool is running is ended now instead of waited for."""
         self.stop_request = (status, reason, interrupt)
         if self.loop is not None:
+            self.loop.request_stop(status, reason, interrupt)  # first: the event below fails on a full disk
             self.store.append(self.loop.run_id, StopRequested(status=status, reason=reason, interrupt=interrupt))
-            self.loop.request_stop(status, reason, interrupt)
         self.stop.set()
 
     def obey(self, command: Command) -> None:
@@ -377,9 +378,7 @@ class Runner:
                 and any(p.status not in TASK_DONE for p in children(self.store, task.id))):
             task_status = TaskStatus.WAITING  # on its parts
         self.store.transition_run(run.id, outcome.status, only_from=(RunStatus.RUNNING,), reason=outcome.reason,
-                                  task_status=task_status)
-        if task_reason:
-            self.store.set_task_status(task.id, task_status or outcome.status, reason=task_reason)
+                                  task_status=task_status, task_reason=task_reason or None)
         ended = self.store.run(run.id)
         if ended.status in RUN_FINAL:
             self._record_progress(ended, task)

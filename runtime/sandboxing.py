@@ -96,7 +96,8 @@ async def run_check(check: str, worktree: Path, config: Config, ctx: ToolContext
         if trusted and ctx.sandbox is not None else None
     try:
         result = await run_command(check, cwd=worktree, timeout=config.check_timeout, cap=config.tools.output_cap,
-                                   interrupt=ctx.interrupt, sandbox=box, repo_root=ctx.repo_root, env=env)
+                                   interrupt=ctx.interrupt, sandbox=box, repo_root=ctx.repo_root, env=env,
+                                   processes=ctx.processes)
     except SandboxError as e:
         return CommandResult(exit_code=126, output=f"the sandbox could not be set up for the check: {e}\n",
                              timed_out=False, duration_ms=0.0)

@@ -31,7 +31,15 @@ from pathlib import Path
 
 from loopwright.errors import LoopwrightError
 from loopwright.memory.paths import loopwright_home
-from loopwright.skills.format import SKILL_FILE, Diagnostic, Skill, load_skill, load_skill_stat
+from loopwright.skills.format import (
+    SKILL_FILE,
+    SKILL_FILES,
+    Diagnostic,
+    Skill,
+    load_skill,
+    load_skill_stat,
+    skill_file,
+)
 
 PROJECT_DIRS = (".loopwright/skills", ".agents/skills", ".claude/skills")
 BUNDLED_DIR = Path(__file__).parent / "bundled"
@@ -124,15 +132,15 @@ def _load_cached(folder: Path) -> tuple[Skill | None, list[Diagnostic]]:
         skill, diags, st = load_skill_stat(folder)
         if st is None:  # SKILL.md could not be opened
             try:
-                st = os.stat(os.path.join(folder, SKILL_FILE))
+                st = os.stat(skill_file(folder))
             except OSError as e:
-                return None, [Diagnostic("error", str(folder / SKILL_FILE), f"cannot read: {e.strerror}")]
+                return None, [Diagnostic("error", skill_file(folder), f"cannot read: {e.strerror}")]
         _CACHE[folder] = (st.st_mtime_ns, st.st_size, skill, diags)
         return skill, diags
     try:
-        st = os.stat(os.path.join(folder, SKILL_FILE))
+        st = os.stat(skill_file(folder))
     except OSError as e:
-        return None, [Diagnostic("error", str(folder / SKILL_FILE), f"cannot read: {e.strerror}")]
+        return None, [Diagnostic("error", skill_file(folder), f"cannot read: {e.strerror}")]
     if hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
         return hit[2], hit[3]
     skill, diags = load_skill(folder)
@@ -155,7 +163,7 @@ def skill_folders(root: Path) -> tuple[list[Path], list[Diagnostic]]:
         dirs = []
         for e in entries:
             name = e.name
-            if name == SKILL_FILE and e.is_file():
+            if name in SKILL_FILES and e.is_file() and not (found and found[-1] == Path(folder)):
                 found.append(Path(folder))
                 if len(found) >= MAX_SKILLS_PER_ROOT:
                     notes.append(Diagnostic("warning", str(root), f"stopped after {MAX_SKILLS_PER_ROOT} skills"))

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import yaml
 
 SKILL_FILE = "SKILL.md"
+SKILL_FILES = (SKILL_FILE, "skill.md")  # skills-ref and Claude Code accept the lower-case name when alone
 MAX_SKILL_BYTES = 1_000_000
 MAX_NAME_CHARS = 64
 MAX_DESCRIPTION_CHARS = 1024
@@ -42,7 +43,6 @@ SKIP_DIRS = frozenset({".git", "node_modules", "__pycache__"})
 
 _LOADER: Any = getattr(yaml, "CSafeLoader", None) or yaml.SafeLoader
 _HEAD_BYTES = 4096  # front matter is nearly always in the first read
-_NAME_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 _OPEN_RE = re.compile(rb"\A(?:\xef\xbb\xbf)?---[ \t]*\r?\n")
 _CLOSE_RE = re.compile(rb"^---[ \t]*(?:\r?\n|\Z)", re.MULTILINE)
 _SCALARS = (str, int, float, bool, date)
@@ -76,7 +76,7 @@ class Skill:
 
     def body(self) -> str:
         """The markdown after the front matter, read from disk now (blank lines around it trimmed)."""
-        skill_md = self.path / SKILL_FILE
+        skill_md = skill_file(self.path)
         with open(skill_md, "rb") as f:
             st = os.fstat(f.fileno())
             if st.st_size > MAX_SKILL_BYTES:
@@ -116,7 +116,7 @@ class Skill:
                     elif e.is_dir():
                         if e.name not in SKIP_DIRS and not walk(Path(e.path), rel + "/"):
                             return False
-                    elif e.is_file() and rel != SKILL_FILE:
+                    elif e.is_file() and rel not in SKILL_FILES:
                         out.append(rel)
                 except OSError:
                     continue
@@ -157,9 +157,19 @@ def _open_nonblocking(path: str, flags: int) -> int:
     return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))  # a FIFO named SKILL.md must not hang the scan
 
 
+def skill_file(folder: str | Path) -> str:
+    """The path of a skill's SKILL.md, or of its `skill.md` when only that one is there."""
+    upper = os.path.join(folder, SKILL_FILE)  # str paths: this runs for every skill in the catalog
+    if not os.path.lexists(upper):
+        lower = os.path.join(folder, "skill.md")
+        if os.path.lexists(lower):
+            return lower
+    return upper
+
+
 def _read(folder: Path, whole: bool) -> tuple[bytes, os.stat_result, tuple[int, int, int], str]:
     """Read SKILL.md once: the whole file, or (for loading) just enough to hold the front matter."""
-    where = os.path.join(folder, SKILL_FILE)  # str paths: this runs for every skill in the catalog
+    where = skill_file(folder)
     try:
         with open(where, "rb", opener=_open_nonblocking) as f:
             st = os.fstat(f.fileno())
@@ -330,9 +340,10 @@ def split_allowed_tools(value: str) -> list[str]:
 
 
 def name_problems(name: str) -> list[str]:
-    """What is wrong with a (normalised) name's characters, each as a clause; empty when it is fine."""
-    if _NAME_RE.fullmatch(name):
-        return []
+    """What is wrong with a (NFKC-normalised) name's characters, each as a clause; empty when it is fine.
+
+    As skills-ref has it: lower-case letters of any script, digits and single hyphens inside (`技能`,
+    `мой-навык`, `café`)."""
     out = []
     if name != name.lower():
         out.append("must be lowercase")
@@ -340,9 +351,9 @@ def name_problems(name: str) -> list[str]:
         out.append("must not start or end with '-'")
     if "--" in name:
         out.append("must not contain '--'")
-    if re.search(r"[^a-zA-Z0-9-]", name):
-        out.append("may only use a-z, 0-9 and '-'")
-    return out or ["may only use a-z, 0-9 and single hyphens"]
+    if not all(c.isalnum() or c == "-" for c in name):
+        out.append("may only use letters, digits and '-'")
+    return out
 
 
 # -- lenient loading -------------------------------------------------------------------------------
@@ -482,11 +493,13 @@ def _deep_references(body: str, folder: Path) -> list[str]:
     return list(found)
 
 
-def validate_skill(folder: Path) -> list[Diagnostic]:
-    """Check a skill folder against every rule of the specification.
+def validate_skill(folder: Path, *, strict: bool = False) -> list[Diagnostic]:
+    """Check a skill folder against every rule of the specification, as skills-ref (its reference validator) does.
 
     Errors make the skill invalid (`is_valid`); warnings are advice (body length, angle brackets,
-    deeply nested references).
+    deeply nested references). A description over the specification's limit is only a warning unless
+    `strict`: Claude Code loads such skills (Anthropic's `claude-api` has one), so installing does too.
+    Unquoted numbers, dates and booleans are text, as YAML without types (skills-ref's) reads them.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -513,6 +526,7 @@ def validate_skill(folder: Path) -> list[Diagnostic]:
         error(f"unknown front matter key(s): {', '.join(map(_scalar_text, extra))}; allowed: {', '.join(ALLOWED_KEYS)} "
               f"(put client-specific fields under metadata)")
 
+    fm = {k: _scalar_text(v) if isinstance(v, _SCALARS) else v for k, v in fm.items()}
     name = fm.get("name")
     if "name" not in fm:
         error(f"missing required field: name (use the folder name, e.g. `name: {folder.name}`)")
@@ -539,7 +553,9 @@ def validate_skill(folder: Path) -> list[Diagnostic]:
     else:
         n = len(desc.strip())
         if n > MAX_DESCRIPTION_CHARS:
-            error(f"description is {n} characters; the limit is {MAX_DESCRIPTION_CHARS}: shorten it")
+            (error if strict else warn)(
+                f"description is {n} characters; the limit is {MAX_DESCRIPTION_CHARS}: shorten it"
+                + ("" if strict else " (loaded anyway, as Claude Code does; `skills validate --strict` refuses it)"))
         if "<" in desc or ">" in desc:
             warn("description contains angle brackets (< or >): remove them, they can be read as XML tags in prompts")
 
@@ -560,15 +576,14 @@ def validate_skill(folder: Path) -> list[Diagnostic]:
             error(f"metadata must be a mapping of string keys to string values, not a {_type(meta)}")
         else:
             bad = [f"{_scalar_text(k)} ({_type(v)})" for k, v in meta.items()
-                   if not isinstance(k, str) or not isinstance(v, str)]
+                   if not isinstance(k, _SCALARS) or not isinstance(v, _SCALARS)]
             if bad:
-                error(f"metadata must map strings to strings; not strings: {', '.join(bad)} "
-                      f"(quote values, e.g. version: \"1.0\")")
+                error(f"metadata must map strings to strings; not strings: {', '.join(bad)}")
 
     if "allowed-tools" in fm:
         tools = fm["allowed-tools"]
         if isinstance(tools, list):
-            if not all(isinstance(t, str) for t in tools):
+            if not all(isinstance(t, _SCALARS) for t in tools):
                 error("allowed-tools list items must all be strings")
         elif not isinstance(tools, str):
             error(f"allowed-tools must be a space-separated string or a list of strings, not a {_type(tools)}")

@@ -1,19 +1,15 @@
 """Installing skill packs from folders, git and archives: what `loopwright skills install / update` do (the
 commands and their output are cli/skill_install.py).
 
-A source is a local folder, a git URL (https://, ssh://, git://, file://, git@host:path) with an optional `@ref`
-(branch, tag or commit, resolved to the 40-character commit; the default branch without one), or a .zip /
-.tar.gz / .tgz archive on disk. A source holding `.claude-plugin/marketplace.json` is a marketplace: each plugin
-becomes a pack, its skills taken from the plugin's explicit `skills` paths or else from its `skills/` folder;
-plugins hosted elsewhere (`{"source": "github" | "url" | "git-subdir", ...}`) are cloned as git URLs.
+Where packs come from (folders, git, archives) is sources.py; which skills a source offers (marketplaces
+included) is plan.py.
 
 Installing: the source is cloned, extracted or read in place; every skill chosen is copied into a staging folder
 inside the scope's skills folder (`.staging-<random>`, hidden from discovery, always removed), validated strictly
-(invalid skills are left out with their reasons), scanned (`scan.py`; an archive is scanned before it is
+(invalid skills are left out with their reasons), scanned (`scan/`; an archive is scanned before it is
 extracted), hashed, and then moved into `<scope root>/<pack>/<skill>/` with a rename; a skill it replaces goes to
 `<scope root>/.previous/<pack>/<skill>/` first, for `rollback`. High findings block unless `--allow-risky`; paths
-and links that escape the pack are refused always. Nothing from a pack is run: git runs with hooks, LFS and other
-filters, and the ext transport disabled, and nothing is installed from submodules.
+and links that escape the pack are refused always. Nothing from a pack is run.
 
 `skills.json` (the manifest) and `skills.lock.json` (the lock): see `lock.py`, which also holds `verify`, `rollback`
 and `remove` (they need the lock and the folders only). `install --frozen` installs exactly what the lock holds and
@@ -25,21 +21,15 @@ skill what changed and applies it with --yes (or a y on a terminal), keeping the
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import posixpath
-import re
-import secrets
 import shutil
 import stat
-import tarfile
-import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from loopwright.skills.catalog import SkillError, skill_folders
-from loopwright.skills.format import SKILL_FILE, Skill, load_skill, validate_skill
+from loopwright.skills.catalog import SkillError
+from loopwright.skills.format import Skill, load_skill, validate_skill
 from loopwright.skills.lock import (
     HASH_SKIP,
     Out,
@@ -53,301 +43,10 @@ from loopwright.skills.lock import (
     write_lock,
     write_manifest,
 )
-from loopwright.skills.scan import MAX_TOTAL_UNCOMPRESSED, Finding, scan_archive, scan_tree
-
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
-REFUSED_RULES = frozenset({"archive-path-escape", "symlink-escape", "archive-bomb"})  # not even with --allow-risky
-_URL_RE = re.compile(r"^(?:https?|ssh|git|file)://", re.I)
-_SCP_RE = re.compile(r"^[\w.-]+@[\w.-]+:(?!//)")
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_HEX = re.compile(r"[0-9a-fA-F]{4,40}")
-# git configuration for every git command here: no hooks, no filters (LFS), no ext:: transport, no prompts
-_GIT_CONFIG = {"core.hooksPath": os.devnull, "core.fsmonitor": "false", "filter.lfs.smudge": "",
-               "filter.lfs.process": "", "filter.lfs.required": "false", "protocol.ext.allow": "never",
-               "submodule.recurse": "false", "advice.detachedHead": "false"}
-
-
-# -- sources ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Source:
-    text: str  # as typed
-    kind: str  # "dir", "git" or "archive"
-    location: str  # absolute path, or the git URL without the ref
-    ref: str | None = None  # as typed
-
-
-def _split_ref(url: str) -> tuple[str, str | None]:
-    """`https://host/o/r.git@v1` -> (`https://host/o/r.git`, `v1`); an `@` before the path is a user name."""
-    if "://" in url:
-        slash = url.find("/", url.index("://") + 3)
-        start = slash if slash >= 0 else len(url)
-    else:
-        start = url.index(":") + 1
-    head, tail = url[:start], url[start:]
-    if "@" not in tail:
-        return url, None
-    tail, _, ref = tail.rpartition("@")
-    if not ref or not tail or any(c.isspace() for c in ref):
-        raise SkillError(f"cannot read the ref in {url!r}; write it as URL@branch, URL@tag or URL@commit")
-    return head + tail, ref
-
-
-def _is_git_dir(path: Path) -> bool:
-    return (path / ".git").exists() or ((path / "HEAD").is_file() and (path / "objects").is_dir())
-
-
-def _is_archive(path: Path) -> bool:
-    if path.name.lower().endswith(ARCHIVE_SUFFIXES):
-        return True
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-    except OSError:
-        return False
-    return head.startswith((b"PK\x03\x04", b"\x1f\x8b", b"BZh", b"\xfd7zX"))
-
-
-def parse_source(text: str) -> Source:
-    text = text.strip()
-    hint = "give a folder, a git URL (https://, git@host:path, file://) with an optional @ref, or a .zip/.tar.gz"
-    if not text:
-        raise SkillError(f"empty source; {hint}")
-    if _URL_RE.match(text) or _SCP_RE.match(text):
-        low = text.lower().split("?", 1)[0]
-        if low.startswith(("http://", "https://")) and low.endswith(ARCHIVE_SUFFIXES):
-            raise SkillError(f"{text} is an archive on the web: download it first, look at it, then install the "
-                             f"file (`loopwright skills install ./{low.rsplit('/', 1)[-1]}`)")
-        url, ref = _split_ref(text)
-        return Source(text, "git", url, ref)
-    path = Path(text).expanduser()
-    if path.is_dir():
-        return Source(text, "dir", str(path.resolve()))
-    if path.is_file():
-        if _is_archive(path):
-            return Source(text, "archive", str(path.resolve()))
-        raise SkillError(f"{text} is neither a folder nor a .zip/.tar.gz archive; {hint}")
-    base, at, ref = text.rpartition("@")
-    if at and base and ref and Path(base).expanduser().is_dir() and _is_git_dir(Path(base).expanduser()):
-        return Source(text, "git", Path(base).expanduser().resolve().as_uri(), ref)
-    raise SkillError(f"no such folder or file: {text}; {hint}")
-
-
-def sanitize(name: str) -> str:
-    """A pack name: lowercase letters, digits and single hyphens."""
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:64].strip("-") or "pack"
-
-
-def default_pack(source: Source) -> str:
-    if source.kind == "git":
-        last = re.split(r"[/:]", source.location.rstrip("/"))[-1]
-        return sanitize(last[:-4] if last.endswith(".git") else last)
-    name = Path(source.location).name
-    if source.kind == "archive":
-        for suffix in ARCHIVE_SUFFIXES:
-            if name.lower().endswith(suffix):
-                name = name[: -len(suffix)]
-                break
-    return sanitize(name)
-
-
-# -- git ---------------------------------------------------------------------------------------------
-
-
-def _git_env() -> dict[str, str]:
-    env = {"GIT_TERMINAL_PROMPT": "0", "GIT_LFS_SKIP_SMUDGE": "1", "GIT_ALLOW_PROTOCOL": "file:git:http:https:ssh",
-           "GIT_CONFIG_COUNT": str(len(_GIT_CONFIG))}
-    for i, (key, value) in enumerate(_GIT_CONFIG.items()):
-        env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
-    return env
-
-
-def _git_message(e: Exception) -> str:
-    text = str(getattr(e, "stderr", "") or e).strip()
-    text = re.sub(r"^stderr: '|'$", "", text)  # GitPython's wrapping
-    found = [m.strip() for m in re.findall(r"(?:fatal|error): (.+)", text)]
-    if found:
-        return found[0].rstrip(".")
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1] if lines else type(e).__name__
-
-
-def _remote_refs(url: str) -> dict[str, str]:
-    import git
-
-    g = git.cmd.Git()
-    g.update_environment(**_git_env())
-    try:
-        out = g.ls_remote(url)
-    except git.GitCommandNotFound:
-        raise SkillError("git is not installed (or not on PATH); install git to install skills from git") from None
-    except git.GitCommandError as e:
-        raise SkillError(f"cannot read the git repository {url}: {_git_message(e)}; check the URL and your "
-                         f"access to it") from None
-    refs = {}
-    for line in out.splitlines():
-        sha, _, name = line.partition("\t")
-        if name:
-            refs[name.strip()] = sha.strip()
-    return refs
-
-
-def _no_such_ref(url: str, ref: str, refs: dict[str, str]) -> SkillError:
-    branches = sorted(n[len("refs/heads/"):] for n in refs if n.startswith("refs/heads/"))
-    tags = sorted(n[len("refs/tags/"):] for n in refs if n.startswith("refs/tags/") and not n.endswith("^{}"))
-    known = "; ".join(part for part in (f"branches: {', '.join(branches[:8])}" if branches else "",
-                                        f"tags: {', '.join(tags[:8])}" if tags else "") if part)
-    return SkillError(f"no branch, tag or commit '{ref}' in {url}" + (f"; {known}" if known else ""))
-
-
-def clone(url: str, ref: str | None, dest: Path) -> str:
-    """Check out `ref` of `url` into `dest` without running anything from it; the commit checked out."""
-    import git
-
-    refs = _remote_refs(url)
-    if ref is None:
-        sha, branch = refs.get("HEAD"), None
-        if sha is None:
-            raise SkillError(f"{url} has no commits (or no default branch); give a branch with URL@branch")
-    else:
-        name = next((n for n in (f"refs/heads/{ref}", f"refs/tags/{ref}") if n in refs), None)
-        sha, branch = (refs.get(name + "^{}", refs[name]), ref) if name else (None, None)
-        if name is None and not _HEX.fullmatch(ref):
-            raise _no_such_ref(url, ref, refs)
-    env = _git_env()
-    repo = None
-    try:
-        if sha is not None:  # a branch, a tag or the default branch: only its last commit is needed
-            repo = git.Repo.clone_from(url, dest, env=env, depth=1, **({"branch": branch} if branch else {}))
-        else:  # a commit: fetch the history, then check it out
-            repo = git.Repo.clone_from(url, dest, env=env, no_checkout=True)
-            repo.git.update_environment(**env)
-            try:
-                sha = repo.git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}")
-            except git.GitCommandError:
-                raise _no_such_ref(url, ref or "", refs) from None
-            repo.git.checkout("--detach", "--quiet", sha)
-        return repo.head.commit.hexsha
-    except git.GitCommandError as e:
-        raise SkillError(f"cannot clone {url}: {_git_message(e)}; check the URL, the ref and your access") from None
-    finally:
-        if repo is not None:
-            repo.close()
-
-
-# -- archives ----------------------------------------------------------------------------------------
-
-
-def _extract(archive: Path, dest: Path) -> None:
-    """Extract into `dest`, never outside it: tar through the "data" filter, zip members checked one by one."""
-    dest.mkdir(parents=True)
-    if zipfile.is_zipfile(archive):
-        _extract_zip(archive, dest)
-        return
-    try:
-        with tarfile.open(archive) as tf:
-            def keep(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
-                try:
-                    return tarfile.data_filter(member, path)
-                except tarfile.SpecialFileError:
-                    return None  # device files and FIFOs are not part of a skill
-            tf.extractall(dest, filter=keep)
-    except tarfile.FilterError as e:
-        raise SkillError(f"refused {archive.name}: {e}; fix the archive") from None
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise SkillError(f"cannot extract {archive.name}: {e}; check the archive") from None
-
-
-def _extract_zip(archive: Path, dest: Path) -> None:
-    total = 0
-    real_dest = os.path.realpath(dest)
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                name = info.filename
-                parts = [p for p in name.split("/") if p not in ("", ".")]
-                if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or ".." in parts:
-                    raise SkillError(f"refused {archive.name}: member {name!r} would land outside the pack")
-                if not parts:
-                    continue
-                target = dest.joinpath(*parts)
-                if not os.path.realpath(target.parent).startswith(real_dest):
-                    raise SkillError(f"refused {archive.name}: member {name!r} goes through a link out of the pack")
-                mode = info.external_attr >> 16
-                if info.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if target.is_symlink() or target.exists():
-                    target.unlink()
-                if stat.S_ISLNK(mode):
-                    link = zf.read(info).decode("utf-8", "replace")
-                    inside = posixpath.normpath(posixpath.join(posixpath.dirname("/".join(parts)), link))
-                    if link.startswith("/") or inside == ".." or inside.startswith("../"):
-                        raise SkillError(f"refused {archive.name}: link {name!r} points outside the pack")
-                    os.symlink(link, target)
-                    continue
-                with zf.open(info) as src, open(target, "xb") as out:
-                    while chunk := src.read(1 << 20):
-                        total += len(chunk)
-                        if total > MAX_TOTAL_UNCOMPRESSED:
-                            raise SkillError(f"refused {archive.name}: it expands past "
-                                             f"{MAX_TOTAL_UNCOMPRESSED >> 20} MB")
-                        out.write(chunk)
-                os.chmod(target, 0o755 if mode & 0o111 else 0o644)
-    except (zipfile.BadZipFile, RuntimeError, OSError, EOFError, ValueError) as e:
-        raise SkillError(f"cannot extract {archive.name}: {e}; check the archive") from None
-
-
-# -- staging -----------------------------------------------------------------------------------------
-
-
-class Staging:
-    """`<scope root>/.staging-<random>`: hidden from discovery, on the same filesystem as the skills, always removed."""
-
-    def __init__(self, scope: Scope):
-        self.scope = scope
-        self.count = 0
-
-    def __enter__(self) -> Staging:
-        self.created_root = not self.scope.root.exists()
-        self.scope.root.mkdir(parents=True, exist_ok=True)
-        self.path = self.scope.root / f".staging-{secrets.token_hex(6)}"
-        self.path.mkdir()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
-        if self.created_root:
-            with contextlib.suppress(OSError):
-                self.scope.root.rmdir()  # only when empty: a failed first install leaves nothing behind
-
-    def new(self, prefix: str) -> Path:
-        self.count += 1
-        return self.path / f"{prefix}-{self.count}"
-
-
-@dataclass
-class Tree:
-    source: Source
-    root: Path  # the files: the folder itself, or a clone or extraction inside the staging folder
-    commit: str | None = None
-    findings: list[Finding] = field(default_factory=list)  # the archive's own (structural) findings
-
-
-@dataclass
-class Candidate:
-    pack: str
-    name: str
-    folder: Path
-    tree: Tree
-    subpath: str
-    plugin: str | None = None
-
-    @property
-    def ref(self) -> str:
-        return f"{self.pack}:{self.name}"
+from loopwright.skills.plan import Candidate, Request, plan, select_skills
+from loopwright.skills.scan.report import Finding
+from loopwright.skills.scan.tree import scan_tree
+from loopwright.skills.sources import Source, Staging, materialize, refuse
 
 
 @dataclass
@@ -365,203 +64,11 @@ class Staged:
 
 
 @dataclass
-class Request:
-    scope: Scope
-    source: Source
-    name: str | None = None  # --name
-    skills: list[str] | None = None  # --skill
-    plugins: list[str] | None = None  # --plugin
-    exclude: list[str] = field(default_factory=list)  # removed with `skills remove`
-    allow_risky: bool = False
-
-    @property
-    def key(self) -> str:
-        """The manifest key: the source without its ref, and the pack name when one was given."""
-        return self.source.location + (f"#{self.name}" if self.name else "")
-
-
-@dataclass
 class Prepared:
     req: Request
     staged: list[Staged]
     skipped: list[dict]
     archive_findings: list[Finding]
-
-
-def materialize(source: Source, st: Staging, out: Out) -> Tree:
-    if source.kind == "dir":
-        return Tree(source, Path(source.location))
-    if source.kind == "git":
-        dest = st.new("git")
-        commit = clone(source.location, source.ref, dest)
-        return Tree(source, dest.resolve(), commit)
-    copy = st.new("archive")
-    copy.mkdir()
-    archive = copy / Path(source.location).name
-    shutil.copyfile(source.location, archive)  # scan and extract the same bytes
-    try:
-        report = scan_archive(archive)
-    except (ValueError, OSError) as e:
-        raise SkillError(f"cannot read {source.text}: {e}; give a .zip or .tar.gz archive") from None
-    structural = [f for f in report.findings if f.rule in REFUSED_RULES or (f.rule == "unscanned" and
-                                                                             f.severity == "high")]
-    _refuse(structural, out)
-    dest = st.new("files")
-    _extract(archive, dest)
-    return Tree(source, dest.resolve(), None, [f for f in structural if f.rule not in REFUSED_RULES])
-
-
-def _refuse(findings: list[Finding], out: Out) -> None:
-    refused = [f for f in findings if f.rule in REFUSED_RULES and f.severity == "high"]
-    if refused:
-        out.findings(refused, refused=True)
-        escapes = sum(f.rule != "archive-bomb" for f in refused)
-        what = [f"{escapes} path(s) or link(s) that escape the pack"] if escapes else []
-        what += ["an archive bomb"] if escapes < len(refused) else []
-        raise SkillError(f"refused: {' and '.join(what)} (listed above); this cannot be overridden, not even with "
-                         f"--allow-risky")
-
-
-# -- what to install from a tree -----------------------------------------------------------------------
-
-
-def _inside(root: Path, base: Path, rel: object, what: str) -> Path:
-    """`base / rel`, which must stay inside `root` (symlinks followed)."""
-    if not isinstance(rel, str) or not rel.strip():
-        raise SkillError(f"{what} must be a relative path string like './skills/name'; fix "
-                         f".claude-plugin/marketplace.json")
-    path = (base / rel).resolve()
-    if path != root and root not in path.parents:
-        raise SkillError(f"{what} '{rel}' points outside the repository; fix .claude-plugin/marketplace.json")
-    return path
-
-
-def _skills_under(folder: Path) -> list[Path]:
-    """Skill folders under `folder`; one inside another skill is part of that skill, not a skill of its own."""
-    found = set(skill_folders(folder)[0])
-    return sorted(f for f in found if not any(p in found for p in f.parents))
-
-
-def _candidates(tree: Tree, base_root: Path, folders: list[Path], pack: str, plugin: str | None) -> list[Candidate]:
-    out = []
-    for folder in folders:
-        if folder == base_root:  # a skill at the top of its source: the folder name means nothing, use its name
-            skill, _ = load_skill(folder)
-            declared = skill.name if skill else folder.name
-            name = declared if _SAFE_NAME.fullmatch(declared) else sanitize(declared)
-        else:
-            name = folder.name
-        sub = Path(os.path.relpath(folder, tree.root)).as_posix()
-        out.append(Candidate(pack, name, folder, tree, sub, plugin))
-    return out
-
-
-def plan(tree: Tree, req: Request, st: Staging, out: Out) -> list[Candidate]:
-    marketplace = tree.root / ".claude-plugin" / "marketplace.json"
-    if marketplace.is_file():
-        return _marketplace(tree, marketplace, req, st, out)
-    if req.plugins:
-        raise SkillError(f"--plugin is for marketplaces, and {req.source.text} has no .claude-plugin/marketplace.json")
-    folders = _skills_under(tree.root)
-    if not folders:
-        raise SkillError(f"no {SKILL_FILE} in {req.source.text}; a skill is a folder holding {SKILL_FILE} "
-                         f"(check the path or the ref)")
-    return _candidates(tree, tree.root, folders, req.name or default_pack(req.source), None)
-
-
-def _marketplace(tree: Tree, path: Path, req: Request, st: Staging, out: Out) -> list[Candidate]:
-    where = f"{req.source.text}: .claude-plugin/marketplace.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise SkillError(f"{where} cannot be read as JSON ({e}); fix it") from None
-    if not isinstance(data, dict):
-        raise SkillError(f"{where} must be a JSON object with a 'plugins' list; fix it")
-    plugins = data.get("plugins")
-    if not isinstance(plugins, list):
-        raise SkillError(f"{where}: 'plugins' must be a list of plugin objects; fix it")
-    entries = []
-    for i, p in enumerate(plugins):
-        if not isinstance(p, dict) or not isinstance(p.get("name"), str) or not p["name"].strip():
-            raise SkillError(f"{where}: plugins[{i}] must be an object with a 'name'; fix it")
-        skills = p.get("skills")
-        if isinstance(skills, str):
-            skills = [skills]
-        if skills is not None and not (isinstance(skills, list) and all(isinstance(s, str) for s in skills)):
-            raise SkillError(f"{where}: plugin '{p['name']}': 'skills' must be a list of paths; fix it")
-        source = p.get("source", "./")
-        if not isinstance(source, (str, dict)):
-            raise SkillError(f"{where}: plugin '{p['name']}': 'source' must be a path or an object; fix it")
-        entries.append((p["name"].strip(), source, skills))
-    names = [n for n, _, _ in entries]
-    if req.plugins:
-        unknown = [n for n in req.plugins if n not in names]
-        if unknown:
-            raise SkillError(f"no plugin named {', '.join(unknown)} in {req.source.text}; its plugins: "
-                             f"{', '.join(names) or '(none)'}")
-        entries = [e for e in entries if e[0] in req.plugins]
-    out.say(f"marketplace {data.get('name') or req.source.text}: {len(entries)} plugin(s)")
-    result: list[Candidate] = []
-    for name, source, skills in entries:
-        if isinstance(source, str):
-            ptree, base = tree, _inside(tree.root, tree.root, source, f"plugin '{name}' source")
-        else:
-            remote = _remote_plugin(name, source, where, out)
-            if remote is None:
-                continue
-            ptree = materialize(remote[0], st, out)
-            base = _inside(ptree.root, ptree.root, remote[1], f"plugin '{name}' path") if remote[1] else ptree.root
-        if skills is not None:
-            paths = [_inside(ptree.root, base, s, f"plugin '{name}' skills path") for s in skills]
-        else:
-            paths = [base / "skills"] if (base / "skills").is_dir() else [base] if (base / SKILL_FILE).is_file() else []
-            if not paths:
-                out.say(f"  plugin {name}: no skills/ folder and no 'skills' paths; nothing to install from it")
-        folders: list[Path] = []
-        for p in paths:
-            if not p.is_dir():
-                out.say(f"  plugin {name}: skills path {Path(os.path.relpath(p, ptree.root)).as_posix()} "
-                        f"does not exist; left out")
-                continue
-            folders += [f for f in _skills_under(p) if f not in folders]
-        cands = _candidates(ptree, ptree.root, folders, req.name or sanitize(name), name)
-        out.say(f"  plugin {name}: {', '.join(c.name for c in cands) or '(no skills)'}")
-        result += cands
-    return result
-
-
-def _remote_plugin(name: str, source: dict, where: str, out: Out) -> tuple[Source, str | None] | None:
-    kind = source.get("source")
-    url = source.get("url")
-    if kind in ("github", "git-subdir") and not url:
-        repo = source.get("repo")
-        if not isinstance(repo, str) or not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
-            raise SkillError(f"{where}: plugin '{name}': 'repo' must be owner/name; fix it")
-        url = f"https://github.com/{repo.removesuffix('.git')}.git"
-    elif kind not in ("url", "git", "git-subdir"):
-        out.say(f"  plugin {name}: source type {kind!r} is not supported (relative paths, github, url and "
-                f"git-subdir are); left out")
-        return None
-    if not isinstance(url, str) or not (_URL_RE.match(url) or _SCP_RE.match(url)):
-        raise SkillError(f"{where}: plugin '{name}': 'url' must be a git URL; fix it")
-    ref = source.get("sha") or source.get("ref")
-    if ref is not None and not isinstance(ref, str):
-        raise SkillError(f"{where}: plugin '{name}': 'ref' and 'sha' must be strings; fix it")
-    sub = source.get("path") if kind == "git-subdir" else None
-    if sub is not None and not isinstance(sub, str):
-        raise SkillError(f"{where}: plugin '{name}': 'path' must be a string; fix it")
-    return Source(url + (f"@{ref}" if ref else ""), "git", url, ref), sub
-
-
-def _select(cands: list[Candidate], req: Request) -> list[Candidate]:
-    if req.skills:
-        known = sorted({c.name for c in cands})
-        unknown = [n for n in req.skills if n not in known]
-        if unknown:
-            raise SkillError(f"no skill named {', '.join(unknown)} in {req.source.text}; the skills there: "
-                             f"{', '.join(known) or '(none)'}")
-        cands = [c for c in cands if c.name in req.skills]
-    return [c for c in cands if c.ref not in req.exclude and c.name not in req.exclude]
 
 
 def _ignore(folder: str, names: list[str]) -> set[str]:
@@ -584,7 +91,7 @@ def _ignore(folder: str, names: list[str]) -> set[str]:
 def prepare(req: Request, st: Staging, out: Out) -> Prepared:
     """Resolve, copy into staging, validate, scan and hash every skill `req` asks for; nothing is moved yet."""
     tree = materialize(req.source, st, out)
-    cands = _select(plan(tree, req, st, out), req)
+    cands = select_skills(plan(tree, req, st, out), req)
     staged: list[Staged] = []
     skipped: list[dict] = []
     where: dict[str, str] = {}
@@ -631,7 +138,7 @@ def gate(preps: list[Prepared], out: Out, accepted: set[str] = frozenset()) -> l
         return []
     counts = {sev: sum(f.severity == sev for f in findings) for sev in ("high", "medium", "low")}
     out.say(f"scan: {counts['high']} high, {counts['medium']} medium, {counts['low']} low")
-    _refuse(findings, out)
+    refuse(findings, out)
     allow = any(p.req.allow_risky for p in preps)
     blocking = [f for p in preps for f in p.archive_findings if f.severity == "high"]
     blocking += [f for p in preps for s in p.staged if s.ref not in accepted for f in s.findings

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from loopwright.memory.paths import loopwright_home
 from loopwright.skills.catalog import BUNDLED_DIR, SkillError
-from loopwright.skills.format import SKILL_FILE
+from loopwright.skills.format import skill_file
 
 MANIFEST_FILE = "skills.json"
 LOCK_FILE = "skills.lock.json"
@@ -265,7 +265,7 @@ def _locked(scopes: list[Scope], name: str) -> tuple[Scope, str, dict]:
     except LookupError:
         pass
     bundled = BUNDLED_DIR / name.rpartition(":")[2]
-    if (bundled / SKILL_FILE).is_file():
+    if Path(skill_file(bundled)).is_file():
         raise SkillError(f"'{name}' is a bundled skill, not one installed with `loopwright skills install`; hide "
                          f"it with `loopwright skills disable {name.rpartition(':')[2]}`")
     raise SkillError(f"'{name}' was not installed with `loopwright skills install` (in the "

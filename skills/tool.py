@@ -143,7 +143,7 @@ class SkillWatcher:
                 if event.event_type in ("opened", "closed_no_write"):
                     return
                 path = str(getattr(event, "dest_path", "") or event.src_path)
-                if path.endswith("SKILL.md") or event.is_directory:
+                if path.lower().endswith("skill.md") or event.is_directory:
                     with watcher._lock:
                         watcher.version += 1
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import subprocess
 import threading
 from pathlib import Path
 
@@ -119,3 +121,26 @@ def banner():
     threading.Thread(target=serve, daemon=True).start()
     yield srv.getsockname()[1]
     srv.close()
+
+
+@pytest.fixture
+def small_disk(repo, tmp_path):
+    """The repo fixture copied onto a tmpfs of 40 MB of its own (mounting needs root: skipped with the reason where
+    one cannot be mounted; in CI, the variable CI set, it fails instead)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(disk)], capture_output=True,
+                              text=True)
+        why = f"cannot mount a tmpfs here: {done.stderr.strip() or f'exit {done.returncode}'}"
+    except OSError as e:
+        done, why = None, f"cannot mount a tmpfs here: {e}"
+    if done is None or done.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    try:
+        shutil.copytree(repo, disk / "project")
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -121,8 +123,8 @@ class DaemonProcess:
 
 def processes(marker: str) -> list[str]:
     """The command lines of running processes that contain `marker` (a command a test started, e.g. `sleep 1001`)."""
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
-    return [line for line in ps.splitlines() if marker in line and "ps -eo" not in line]
+    ps = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True, check=True).stdout
+    return [line for line in ps.splitlines() if marker in line and "ps -eww" not in line]
 
 
 def until(condition, what: str, timeout: float = 30.0) -> None:
@@ -154,3 +156,17 @@ class MemoryPad:
 SANDBOX = Sandbox.for_policy(SandboxPolicy())
 needs_bwrap = pytest.mark.skipif(SANDBOX.mode != "bwrap" and not os.environ.get("CI"),
                                  reason=f"bwrap cannot run here: {SANDBOX.warning}")
+
+
+def fill(disk: Path, leave_mb: float) -> Path:
+    """A file that fills `disk` up to `leave_mb` MB free."""
+    path = disk / "fill"
+    with path.open("wb", buffering=0) as f:
+        while (left := shutil.disk_usage(disk).free - leave_mb * 1e6) > 0:
+            try:
+                f.write(b"\0" * int(min(left, 1 << 20)))
+            except OSError as e:  # the last blocks (nothing left: what was asked)
+                if e.errno != errno.ENOSPC:
+                    raise
+                break
+    return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import signal
@@ -10,10 +11,27 @@ import sys
 import time
 from pathlib import Path
 
-from support import CHECK, FINISH, FIX_ADD, call, git, processes, turn, until, write_script
+import pytest
+from support import (
+    CHECK,
+    FINISH,
+    FIX_ADD,
+    DaemonProcess,
+    call,
+    fill,
+    git,
+    loopwright_subprocess,
+    needs_bwrap,
+    processes,
+    turn,
+    until,
+    write_script,
+)
 
 from loopwright.harness.loopback import LoopbackServer
+from loopwright.harness.messages import ToolResult
 from loopwright.harness.script import Script
+from loopwright.memory.processes import ToolProcesses
 from loopwright.memory.store import Store
 from loopwright.runtime.fleet.daemon import GRACEFUL_STOP
 
@@ -239,6 +257,51 @@ def test_kill_9_of_the_daemon_then_restart_finishes_each_task_once(repo, cli, tm
     assert sum(m.startswith("loopwright: write k") for m in merges) == 3
 
 
+@pytest.mark.parametrize("mode,sleep", [("none", "sleep 30.31"),
+                                        pytest.param("bwrap", "sleep 30.32", marks=needs_bwrap)])
+def test_a_command_left_running_by_a_kill_9_is_ended_before_its_run_resumes(
+        repo, cli, tmp_path, daemon, monkeypatch, mode, sleep):
+    """The tool's process group outlives the daemon (its own session); the next daemon kills it before resuming."""
+    monkeypatch.setenv("LOOPWRIGHT_SANDBOX__MODE", mode)
+    script = write_script(tmp_path / "late.json", [turn(call("shell", command=f"{sleep}; echo late > late.txt")),
+                                                   turn(call("finish", summary="done"), expect="interrupted")])
+    task = cli.json(repo, "post", "late writer", "--script", script, "--check", "true")["task"]
+    d = daemon()
+    store = Store(repo / ".loopwright" / "state.db")
+    run_id = _in_sleep(store, f"{sleep}; echo late > late.txt")
+    d.stop(signal.SIGKILL)
+    if mode == "none":
+        assert processes(sleep)  # the hole: nothing ends it with the daemon (a jail dies with its parent)
+    daemon()
+    store = wait_until_done(repo, 1)
+    assert store.task(task).status == "succeeded"
+    assert processes(sleep) == []  # killed before the run resumed, not left to write into the worktree
+    assert ToolProcesses(store, run_id).recorded() == []
+    told = json.dumps([m.model_dump() for m in store.conversation(run_id)])
+    killed = "1 command(s) started before the crash were still running; they were killed"
+    assert (killed in told) == (mode == "none")  # a jail dies with the daemon (--die-with-parent): nothing was left
+    assert "late.txt" not in git(repo, "ls-tree", "-r", "--name-only", "main")
+
+
+def test_a_tool_call_a_kill_9_left_unstarted_is_run_on_resume(repo, cli, tmp_path, daemon):
+    """Of one answer's two calls the first was running at the kill (interrupted); the second never began: it runs."""
+    script = write_script(tmp_path / "two.json", [
+        turn(call("shell", command="sleep 30.41"), call("write_file", path="b.txt", content="b\n")),
+        turn(call("finish", summary="done"), expect="interrupted")])
+    task = cli.json(repo, "post", "two calls", "--script", script, "--check", "test -f b.txt")["task"]
+    d = daemon()
+    store = Store(repo / ".loopwright" / "state.db")
+    run_id = _in_sleep(store, "sleep 30.41")
+    d.stop(signal.SIGKILL)
+    daemon()
+    store = wait_until_done(repo, 1)
+    assert store.task(task).status == "succeeded"
+    assert [e.name for _, _, e in store.events(run_id, types=("tool_started",))] == ["shell", "write_file", "finish"]
+    results = [b for m in store.conversation(run_id) for b in m.content if isinstance(b, ToolResult)]
+    assert [r.is_error for r in results[:2]] == [True, False] and "interrupted" in results[0].content
+    assert git(repo, "show", "main:b.txt") == "b"
+
+
 def test_pause_resume_kill_and_cancel_through_the_daemon(repo, cli, tmp_path, daemon):
     first = post(cli, repo, tmp_path, "p", sleep=1)
     daemon(max_parallel=1)
@@ -337,3 +400,69 @@ def test_each_runs_progress_clock_starts_at_its_own_start(repo, cli, tmp_path, d
         clocks = [int(m) * 60 + int(s) for m, s in re.findall(rf"{run.id} \[\s*(\d+):(\d\d)\] step", log)]
         # the second run starts after the first one's 3 s: its clock restarts from 0:00, as its summary does
         assert len(clocks) >= 2 and max(clocks) <= run.active_seconds + 1, (run.id, clocks, run.active_seconds)
+
+
+@pytest.mark.parametrize(("floor", "leave_mb"), [(10, 2), (0, 0)], ids=["2MB-left", "nothing-left-no-floor"])
+def test_a_full_disk_pauses_every_run_posts_are_refused_and_runs_go_on_when_there_is_room(small_disk, cli, tmp_path,
+                                                                                          floor, leave_mb):
+    root = small_disk / "project"
+    cli(root, "init")
+    out = tmp_path / "events.jsonl"
+    with (root / ".loopwright" / "config.toml").open("a") as f:
+        f.write(f"\n[workspace]\nmin_free_disk_mb = {floor}\n[notify]\ncommand = \"cat >> {out}\"\ndesktop = false\n")
+    # its shell command waits for ever: only the pause for the full disk ends it
+    script = write_script(tmp_path / "waits.json", [
+        turn(call("write_file", path="a.txt", content="a")),
+        turn(call("shell", command="touch started; until [ -e go ]; do sleep 0.1; done")),
+        FINISH])
+    first = cli.json(root, "post", "write a", "--script", script, "--check", "test -f a.txt")["task"]
+    cli.json(root, "post", "write b", "--script", task_script(tmp_path, "b"), "--check", "test -f b.txt")
+    store = Store(root / ".loopwright" / "state.db")
+    log = tmp_path / "daemon.log"
+    daemon = DaemonProcess(root, log, 1)  # the second task waits in the queue
+    try:
+        until(lambda: store.runs(task_id=first) and Path(store.runs(task_id=first)[0].worktree, "started").exists(),
+              "the shell command to start")
+        filler = fill(small_disk, leave_mb)
+        if leave_mb:  # room enough for the run to record its pause, and the daemon its notification
+            until(lambda: store.task(first).status == "paused", "the run to pause")
+            until(lambda: out.exists() and "run_needs_input" in out.read_text(), "the pause to be announced")
+        else:  # its pause is recorded, or it stays as it was until there is room
+            until(lambda: store.task(first).status == "paused" or "stopped by a full disk" in log.read_text(),
+                  "the run to stop")
+        code, said, err = cli(root, "post", "write c", "--script", task_script(tmp_path, "c"))
+        assert code == 2 and said == "" and len(err.splitlines()) == 1, err
+        assert err.startswith("loopwright: error: disk full (") and "not queued" in err and "loopwright gc" in err
+        assert len(store.tasks()) == 2 and store.task(2).status == "queued" and daemon.proc.poll() is None
+
+        filler.unlink()
+        until(lambda: {t.status for t in store.tasks()} == {"succeeded"}, "both tasks to succeed", timeout=120)
+        assert daemon.stop() == 0
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.proc.kill()
+            daemon.proc.wait()
+    text = log.read_text()
+    assert git(root, "show", "main:a.txt") == "a" and git(root, "show", "main:b.txt") == "b", text
+    paused = [e.reason for _, _, e in store.events(store.runs(task_id=first)[0].id, types=("status",))
+              if e.status == "paused"]
+    assert len(paused) == 1 and re.fullmatch(r"disk full \(\d MB free\)", paused[0]), text
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(e["event"], e["task"]) for e in events] == [
+        ("run_needs_input", first), ("task_succeeded", first), ("task_succeeded", 2)], text
+    assert events[0]["reason"] == paused[0]
+    assert "disk full (" in text and "room on the disk again" in text and "Traceback" not in text, text
+    assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_on_a_full_disk_with_no_daemon_commands_say_so_in_one_line(small_disk, cli):
+    root = small_disk / "project"
+    cli(root, "init")
+    gc.collect()  # the in-process CLI's store closed: its last connection took the store's WAL and index files along
+    assert not (root / ".loopwright" / "state.db-wal").exists()
+    fill(small_disk, 0)
+    for args in (("post", "write c"), ("status",), ("serve",)):  # the store cannot even be opened
+        proc = loopwright_subprocess(root, *args)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 2 and out == "" and len(err.splitlines()) == 1, err
+        assert err.startswith("loopwright: error: disk full (0 MB free): ") and "loopwright gc" in err, err

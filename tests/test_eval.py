@@ -13,15 +13,9 @@ import pytest
 from support import git
 
 from loopwright.cli.main import main
-from loopwright.runtime.learning.evaluate import (
-    ARMS,
-    Row,
-    bootstrap,
-    load_suite,
-    mean_difference,
-    memory_knobs,
-    summarize,
-)
+from loopwright.runtime.learning.eval_results import Row, bootstrap, mean_difference, summarize
+from loopwright.runtime.learning.eval_suite import load_suite
+from loopwright.runtime.learning.evaluate import ARMS, memory_knobs
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "eval-suite"
 

@@ -13,7 +13,8 @@ from support import MemoryPad
 from loopwright.cli.main import main
 from loopwright.harness.messages import ToolCall
 from loopwright.harness.tools import Toolbox, ToolContext
-from loopwright.memory.lessons import MAX_TEXT, SECTION_HEADER, LessonError, Lessons, lesson_tokens, similarity
+from loopwright.memory.lesson_model import MAX_TEXT, LessonError, lesson_tokens, similarity
+from loopwright.memory.lessons import SECTION_HEADER, Lessons
 from loopwright.memory.run import RunMemory
 from loopwright.memory.store import SCHEMA_VERSION, Store, StoreError
 from loopwright.memory.tools import MEMORY_TOOLS, Recall, Remember
@@ -397,7 +398,7 @@ def test_an_unusable_global_store_leaves_the_project_lessons_working(store, tmp_
 
 def test_the_store_refuses_a_newer_global_schema_with_store_error(tmp_path):
     # the mechanism the global store shares with the project store
-    from loopwright.memory.lessons import GLOBAL_MIGRATIONS
+    from loopwright.memory.lesson_book import GLOBAL_MIGRATIONS
     from loopwright.memory.store import connect, migrate
 
     db = connect(tmp_path / "lessons.db")

@@ -6,10 +6,14 @@ import asyncio
 import datetime as dt
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-from support import DaemonProcess, call, turn, wait_for_row, write_script
+from support import DaemonProcess, call, turn, until, wait_for_row, write_script
 from test_daemon import task_script, wait_until_done
 
 from loopwright.memory.store import Store
@@ -19,6 +23,35 @@ from loopwright.runtime.fleet.notify import Notifier
 from loopwright.runtime.project import open_project
 
 HOOK = '#!/bin/sh\ncat >> "$1"\n'
+# the first delivery blocks until `release` exists (the daemon is killed meanwhile) and never says it was sent
+BLOCKING_HOOK = """#!/bin/sh
+event=$(cat)
+if [ ! -e "$1/release" ]; then
+    echo $$ > "$1/hook.pid"
+    while [ ! -e "$1/release" ]; do sleep 0.05; done
+    exit 1
+fi
+printf '%s\\n' "$event" >> "$1/events.jsonl"
+"""
+# a daemon whose log kills it (kill -9) as it says the task ended: its status is committed by then, and the
+# notifier, polling only at the first pass of the daemon's loop (then once an hour), has not seen it
+CRASHES_AFTER_THE_END = """import asyncio, os, signal, sys
+from pathlib import Path
+from loopwright.runtime.fleet.daemon import Daemon
+from loopwright.runtime.project import open_project
+
+class Log:
+    def write(self, text):
+        sys.stdout.write(text)
+        if sys.argv[1] in text:
+            sys.stdout.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def flush(self):
+        sys.stdout.flush()
+
+asyncio.run(Daemon(open_project(Path.cwd()), poll_interval=3600, log=Log()).serve())
+"""
 NOTIFY_SEND = '#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done >> "$0.calls"\n'
 
 
@@ -277,3 +310,60 @@ def test_a_task_that_ends_then_opens_again_is_announced_when_it_ends_again(repo,
     end(store, run, "succeeded", "merged")  # both within one poll interval
     assert [(e["task"], e["event"]) for e in settle(n)] == [(task.id, "task_succeeded")]
     assert [e["status"] for e in delivered(out)] == ["budget_exceeded", "succeeded"]
+
+
+def serve_until_sent(repo: Path, log: Path, count: int) -> Store:
+    """`serve` until `count` notifications are sent, then stop it."""
+    daemon = DaemonProcess(repo, log, 1)
+    try:
+        assert wait_for_row(repo / ".loopwright" / "state.db",
+                            f"SELECT count(*) FROM notifications WHERE status = 'sent' HAVING count(*) = {count}",
+                            timeout=30), log.read_text()
+        assert daemon.stop() == 0
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.proc.kill()
+            daemon.proc.wait()
+    return Store(repo / ".loopwright" / "state.db")
+
+
+def test_a_task_that_ends_just_before_a_kill_9_is_announced_once_by_the_next_daemon(repo, cli, tmp_path):
+    _, out = setup(repo, cli, tmp_path)
+    task = cli.json(repo, "post", "write a", "--script", task_script(tmp_path, "a"), "--check", "test -f a.txt")["task"]
+    crashing = tmp_path / "crashing.py"
+    crashing.write_text(CRASHES_AFTER_THE_END)
+    done = subprocess.run([sys.executable, str(crashing), f"task {task}: succeeded"], cwd=repo, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stdout + done.stderr
+    store = Store(repo / ".loopwright" / "state.db")
+    assert store.task(task).status == "succeeded" and delivered(out) == []
+    assert store.conn.execute("SELECT count(*) FROM notifications").fetchone()[0] == 0  # never even claimed
+
+    store = serve_until_sent(repo, tmp_path / "daemon.log", 1)
+    assert [(e["event"], e["task"]) for e in delivered(out)] == [("task_succeeded", task)]
+    store.set_task_status(store.create_task("never started").id, "failed", reason="while no daemon ran")
+    serve_until_sent(repo, tmp_path / "daemon.log", 1)  # after a clean stop: nothing again, nor what ended since
+    assert len(delivered(out)) == 1
+
+
+def test_a_delivery_cut_by_a_kill_9_is_made_by_the_next_daemon_once(repo, cli, tmp_path):
+    hook = tmp_path / "blocking.sh"  # not setup's hook.sh
+    hook.write_text(BLOCKING_HOOK)
+    hook.chmod(0o755)
+    _, out = setup(repo, cli, tmp_path, command=f"{hook} {tmp_path}", extra="desktop = false\ntimeout = 300\n")
+    task = cli.json(repo, "post", "write a", "--script", task_script(tmp_path, "a"), "--check", "test -f a.txt")["task"]
+    daemon = DaemonProcess(repo, tmp_path / "daemon.log", 1)
+    pid_file = tmp_path / "hook.pid"
+    try:
+        until(lambda: pid_file.exists() and pid_file.read_text().strip(), "the hook to start")
+    finally:
+        daemon.stop(signal.SIGKILL)
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)  # in its own session, it outlived the daemon
+    store = Store(repo / ".loopwright" / "state.db")
+    assert [tuple(r) for r in store.conn.execute("SELECT key, status FROM notifications")] == [
+        (f"task:{task}:succeeded", "pending")]
+
+    (tmp_path / "release").touch()
+    store = serve_until_sent(repo, tmp_path / "daemon2.log", 1)
+    assert [(e["event"], e["task"]) for e in delivered(out)] == [("task_succeeded", task)]
+    assert store.conn.execute("SELECT result FROM notifications").fetchone()[0] == "hook: exit 0"

@@ -250,7 +250,8 @@ def test_status_and_show_of_a_jailed_run(repo, cli, tmp_path):
 
 
 def test_the_tui_header_shows_the_warning(project):
-    from loopwright.tui.app import HeaderBar, TuiApp
+    from loopwright.tui.app import TuiApp
+    from loopwright.tui.widgets import HeaderBar
 
     async def scenario() -> tuple[str, str]:
         texts = []

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from loopwright.skills import scan as scan_module
-from loopwright.skills.scan import Finding, ScanReport, scan_archive, scan_tree
+from loopwright.skills.scan import limits as scan_module
+from loopwright.skills.scan.archives import scan_archive
+from loopwright.skills.scan.report import Finding, ScanReport
+from loopwright.skills.scan.tree import scan_tree
 
 # --------------------------------------------------------------------------------------------------------------
 # a realistic, clean pack

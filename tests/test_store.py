@@ -7,12 +7,12 @@ import time
 
 import pytest
 from pydantic import ValidationError
-from support import claim_run_in_child
+from support import claim_run_in_child, fill
 
 from loopwright.harness.events import ConversationReset, MessageAdded, ModelCalled, Notice, parse_event
 from loopwright.harness.messages import Message, TextBlock, Usage
 from loopwright.harness.statuses import RUN_TRANSITIONS, TASK_TRANSITIONS, CommandKind, RunStatus, TaskStatus
-from loopwright.memory.store import SCHEMA_VERSION, Store, StoreError
+from loopwright.memory.store import SCHEMA_VERSION, Store, StoreError, disk_full_error
 
 
 @pytest.fixture
@@ -176,3 +176,22 @@ def test_append_cost_does_not_grow_with_run_length(store):
         batch()
     last = min(batch() for _ in range(3))
     assert last < first * 3
+
+
+def test_a_transaction_that_a_full_disk_stops_leaves_nothing_and_the_store_usable(small_disk):
+    store = Store(small_disk / "state.db")
+    task = store.create_task("before the disk filled")
+    filler = fill(small_disk, 0)
+    # SQLite rolls back on its own: at the COMMIT (a small write) or at the statement (one that spills to disk);
+    # the error said is the disk's, and the connection is never left inside the transaction
+    for size in (100_000, 3_000_000, 100_000):
+        with pytest.raises(sqlite3.OperationalError) as failed, store.transaction():
+            queued = store.create_task("x" * size)
+            store.add_dependencies(queued.id, [task.id])
+        assert str(failed.value) == "database or disk is full" and disk_full_error(failed.value)
+        assert not store.conn.in_transaction
+    filler.unlink()
+    assert [t.title for t in store.tasks()] == ["before the disk filled"]
+    assert store.conn.execute("SELECT count(*) FROM task_deps").fetchone()[0] == 0
+    assert store.create_task("after").id == task.id + 1
+    assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -27,9 +27,12 @@ from loopwright.memory.store import Store
 from loopwright.runtime.fleet.daemon import daemon_pid
 from loopwright.runtime.posting import TaskRequest, post_task
 from loopwright.runtime.project import init_project, open_project
-from loopwright.tui.app import Banner, FleetScreen, HelpScreen, NewTaskScreen, PathScreen, Prompt, TuiApp
+from loopwright.tui.app import TuiApp
+from loopwright.tui.dialogs import HelpScreen, NewTaskScreen, PathScreen, Prompt
 from loopwright.tui.feed import Feed
+from loopwright.tui.fleet_view import FleetScreen
 from loopwright.tui.run_view import RunScreen
+from loopwright.tui.widgets import Banner
 
 NOW = 1767225600.0  # 2026-01-01 00:00 UTC: the fixture's clock
 

@@ -4,6 +4,10 @@ Everything shown comes from the store (events read incrementally, after the
 last id seen, a few times a second) or from git in a worker thread (the diff);
 every action is a command written through `runtime.actions.Actions`, which the
 daemon or the run itself carries out. Nothing here touches the daemon's memory.
+
+Kept whole although just over 600 lines: it is one screen, and its transcript
+and diff helpers and its three small dialogs serve only it (the fleet and
+queue views' dialogs are in dialogs.py).
 """
 
 from __future__ import annotations

@@ -32,9 +32,10 @@ import git
 
 from loopwright.errors import LoopwrightError
 
-__all__ = ["Checkpoint", "MergeResult", "Workspace", "WorkspaceError", "clean_env", "commit_of_branch",
-           "current_branch", "git_message", "repo_root", "run_git"]
+__all__ = ["RUN_BRANCHES", "Checkpoint", "MergeResult", "Workspace", "WorkspaceError", "clean_env", "commit_of_branch",
+           "current_branch", "discard", "git_message", "repo_root", "run_branches", "run_git", "worktree_paths"]
 
+RUN_BRANCHES = "lw/"  # a run's branch is lw/<run id>
 TRAILER_RUN = "Loopwright-Run"
 TRAILER_STEP = "Loopwright-Step"
 FALLBACK_NAME, FALLBACK_EMAIL = "loopwright", "loopwright@localhost"
@@ -226,6 +227,31 @@ def _checkout_of(g: git.Git, branch: str) -> Path | None:
     return None
 
 
+def run_branches(root: Path) -> list[str]:
+    """The run branches (`lw/...`) of the repository at `root`."""
+    out = run_git(git.Git(Path(root)), "for-each-ref", "--format=%(refname)", f"refs/heads/{RUN_BRANCHES}",
+                  what="listing the run branches")
+    return [line.removeprefix("refs/heads/") for line in out.splitlines() if line.strip()]
+
+
+def worktree_paths(root: Path) -> list[Path]:
+    """The worktrees git has registered in the repository at `root` (the main one included)."""
+    out = run_git(git.Git(Path(root)), "worktree", "list", "--porcelain", "-z", what="listing the worktrees")
+    return [Path(f[len("worktree "):]) for f in out.split("\0") if f.startswith("worktree ")]
+
+
+def discard(root: Path, path: Path | None, branch: str | None) -> None:
+    """Remove a worktree (registered or only a directory) and/or a branch, whatever is left of them."""
+    g = git.Git(Path(root))
+    if path is not None:
+        _run(g, "worktree", "remove", "--force", str(path))
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+        _run(g, "worktree", "prune")
+    if branch is not None:
+        _run(g, "branch", "-D", branch)
+
+
 def tree_bytes(path: Path) -> int:
     """Bytes in the files under `path` (hard links counted once, symlinks not followed)."""
     seen: set[tuple[int, int]] = set()
@@ -332,7 +358,7 @@ class Workspace:
                 raise WorkspaceError(f"copy_files entry {rel!r} must be a path inside the repository, like .env")
         target_branch = target_branch.removeprefix("refs/heads/")
         path = Path(worktrees_dir).absolute() / run_id
-        branch = f"lw/{run_id}"
+        branch = f"{RUN_BRANCHES}{run_id}"
         base = commit_of_branch(g, target_branch)
         if base is None:
             if not run_git(g, "rev-list", "-n", "1", "--all"):
@@ -415,13 +441,8 @@ class Workspace:
 
     def _discard(self, git_lock: contextlib.AbstractContextManager | None = None) -> None:
         """Undo a half-made workspace: its worktree and branch."""
-        g = self._root_g
         with git_lock or contextlib.nullcontext():
-            _run(g, "worktree", "remove", "--force", str(self.path))
-            if self.path.exists():
-                shutil.rmtree(self.path, ignore_errors=True)
-            _run(g, "worktree", "prune")
-            _run(g, "branch", "-D", self.branch)
+            discard(self.root, self.path, self.branch)
 
     # -- checkpoints ---------------------------------------------------------------------------------
 
@@ -596,7 +617,8 @@ class Workspace:
     # -- merging -------------------------------------------------------------------------------------
 
     def squash_merge(self, target_branch: str, message: str,
-                     git_lock: contextlib.AbstractContextManager | None = None) -> MergeResult:
+                     git_lock: contextlib.AbstractContextManager | None = None,
+                     before_move: Callable[[str, str], None] | None = None) -> MergeResult:
         """Squash the run branch's changes since base_commit onto the current head of `target_branch`.
 
         The user's checkout of the target branch (if any) follows the branch; the merge is refused
@@ -604,7 +626,8 @@ class Workspace:
         in the run's worktree is not included: checkpoint first. The merge is computed before `git_lock`
         is taken (a conflict, or nothing to merge, is known then); under it, the target is read again and
         only when another merge moved it meanwhile is the merge computed again, before the checkout
-        follows and the branch moves.
+        follows and the branch moves. `before_move(target head, squash commit)` is called under the lock right
+        before the checkout and the branch move (to record the merge as begun: see `finish_merge`).
         """
         g = self._root_g
         target_branch = target_branch.removeprefix("refs/heads/")
@@ -637,7 +660,23 @@ class Workspace:
                 planned = plan(target)
                 if isinstance(planned, MergeResult):
                     return planned
+            if before_move is not None:
+                before_move(*planned)
             return self._move_target(target_branch, *planned)
+
+    def finish_merge(self, target_branch: str, onto: str, commit: str,
+                     git_lock: contextlib.AbstractContextManager | None = None) -> MergeResult | None:
+        """A merge that began (moving `target_branch` from `onto` to the squash commit `commit`) and was cut short:
+        recognised as done when the target's history has `commit`, finished when the target is still at `onto`;
+        None when neither (the target moved on without it: the merge never happened)."""
+        g = self._root_g
+        target_branch = target_branch.removeprefix("refs/heads/")
+        if _run(g, "merge-base", "--is-ancestor", commit, f"refs/heads/{target_branch}")[0] == 0:
+            return MergeResult("merged", commit, f"{target_branch} has {commit[:10]} already")
+        with git_lock or contextlib.nullcontext():
+            if commit_of_branch(g, target_branch) != onto:
+                return None
+            return self._move_target(target_branch, onto, commit)
 
     def _target_tip(self, target_branch: str) -> tuple[str, str]:
         """(commit, tree) at the head of the target branch."""

@@ -16,15 +16,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from loopwright.harness.events import CheckRan, MergeConflict, Merged, RolledBack, SkillsChanged, SkillsLeftOut
+from loopwright.harness.events import CheckRan, MergeConflict, RolledBack, SkillsChanged, SkillsLeftOut
 from loopwright.harness.loop import AgentLoop, FinishVerdict, LoopOutcome, LoopSettings, Stopped, rollback_notice
 from loopwright.harness.messages import ToolResult
 from loopwright.harness.models import ModelAdapter
+from loopwright.harness.processes import end_group
 from loopwright.harness.sandbox import Sandbox
 from loopwright.harness.scripted import ScriptedModel
 from loopwright.harness.statuses import RunStatus
 from loopwright.harness.tools import STANDARD_TOOLS, Toolbox
+from loopwright.memory import intents
 from loopwright.memory.artifacts import ARTIFACT_TOOLS
+from loopwright.memory.processes import ToolProcesses
 from loopwright.memory.run import RunMemory
 from loopwright.memory.store import Run, Store, StoreError, Task
 from loopwright.memory.tools import MEMORY_TOOLS
@@ -33,7 +36,7 @@ from loopwright.runtime.chat.threads import FanOut, children
 from loopwright.runtime.config import Config
 from loopwright.runtime.fleet.budget import FleetBudget
 from loopwright.runtime.fleet.quota import StoreQuotaGate, gate_key
-from loopwright.runtime.merging import GIT_LOCK, merge_message, squash_merge
+from loopwright.runtime.merging import GIT_LOCK, merge_run
 from loopwright.runtime.prompts import MEMORY_PROMPT, SYSTEM_PROMPT, task_text
 from loopwright.runtime.sandboxing import (
     Redactor,
@@ -101,6 +104,8 @@ class InProcess:
                             copy_files=config.workspace.copy_files)
         was = "crashed (its process died)" if run.status == RunStatus.RUNNING else run.status
         notices = [f"Notice: this run was {was} and has been resumed."]
+        if ended := await _end_leftover_commands(store, run.id):  # before anything looks at the worktree
+            notices.append(f"{ended} command(s) started before the crash were still running; they were killed.")
         if run.status == RunStatus.RUNNING:  # its owner died, maybe in the middle of a checkpoint
             await asyncio.to_thread(ws.clear_stale_lock)
         if await asyncio.to_thread(ws.is_dirty):
@@ -118,7 +123,7 @@ class InProcess:
                                + rollback_notice(sha, seq))
         execution = self._execution(runner, store.run(run.id), task, ws, adapter, config)
         try:
-            await execution.loop.prepare_resume(notices)
+            await execution.loop.prepare_resume(notices, started=_started_calls(store, run.id))
         except BaseException:
             execution.close_jail()
             raise
@@ -162,6 +167,7 @@ class InProcess:
                           "max_shell_timeout": config.tools.max_shell_timeout, "output_cap": config.tools.output_cap,
                           "env": {"LOOPWRIGHT_RUN_ID": run.id, "LOOPWRIGHT_TASK_ID": str(task.id)}, "memory": memory,
                           "sandbox": box, "repo_root": runner.project.root, "redact": Redactor(config),
+                          "processes": ToolProcesses(store, run.id),
                           **skill_context},
             turn_notices=_skill_news(store, shelf) if shelf is not None else None)
         execution = LocalRun(runner, run, task, ws, config, adapter, Toolbox(tools), settings,
@@ -208,7 +214,7 @@ class LocalRun:
 
     async def accept(self, summary: str) -> FinishVerdict:
         """The acceptance check, then the merge: the agent's claim alone never ends a run."""
-        store, run, task, ws, config, loop = self.store, self.run_row, self.task, self.ws, self.config, self.loop
+        store, run, task, ws = self.store, self.run_row, self.task, self.ws
         merged = store.events(run.id, types=("merged",))
         if merged:  # exactly once: a crash after the merge must not merge (or check) again
             done = merged[-1][2]
@@ -219,23 +225,12 @@ class LocalRun:
             return FinishVerdict(RunStatus.SUCCEEDED,
                                  f"Started {len(parts)} parts; their results are posted as replies.",
                                  reason=f"split into {len(parts)} parts")
-        check = task.check_cmd
-        if not check:
-            return unchecked_verdict(ws.branch)
-        result = await run_check(check, ws.path, config, loop.tool_context, trusted=bool(task.options.get("selfplay")))
-        if result.interrupted:  # the run is being stopped; a resumed run does the acceptance step again
-            raise Stopped(loop.stop_status, loop.stop_reason)
-        failed = failed_check_verdict(check, result, config.check_timeout, until=bool(task.options.get("until")))
-        store.append(run.id, CheckRan(command=check, passed=failed is None, exit_code=result.exit_code,
-                                      output_tail=result.output[-4000:], duration_ms=result.duration_ms))
-        if failed is not None:
-            return failed
-        on_success = store.task(task.id).options.get("on_success") or config.on_success  # a person may change it
-        if on_success == "keep":
-            return FinishVerdict(RunStatus.SUCCEEDED, "Accepted: the check passed. The branch is kept for review.",
-                                 reason=f"check passed; branch {ws.branch} kept")
+        if intents.merge_intent(store, run.id) is None:  # else the check passed and a kill cut the merge short
+            verdict = await self._check()
+            if verdict is not None:
+                return verdict
         try:
-            merge = await asyncio.to_thread(squash_merge, ws, run.target_branch, merge_message(task, run))
+            merge = await asyncio.to_thread(merge_run, store, ws, task, run)
         except WorkspaceError as e:
             return FinishVerdict(RunStatus.NEEDS_REVIEW, "Accepted, but the merge failed; kept for review.",
                                  reason=f"merge failed ({e}); branch {ws.branch} kept")
@@ -246,10 +241,28 @@ class LocalRun:
         if merge.status == "nothing":
             return FinishVerdict(RunStatus.SUCCEEDED, "Accepted: the check passed (no changes to merge).",
                                  reason="check passed; no changes to merge")
-        store.append(run.id, Merged(target_branch=run.target_branch, commit=merge.commit or ""))
-        store.update_run(run.id, merge_commit=merge.commit)
         return FinishVerdict(RunStatus.SUCCEEDED, f"Accepted and merged into {run.target_branch}.",
                              reason=f"merged into {run.target_branch} as {(merge.commit or '')[:10]}")
+
+    async def _check(self) -> FinishVerdict | None:
+        """The acceptance check and the merge policy: the verdict when the run ends here, None when it merges."""
+        store, task, ws, config, loop = self.store, self.task, self.ws, self.config, self.loop
+        check = task.check_cmd
+        if not check:
+            return unchecked_verdict(ws.branch)
+        result = await run_check(check, ws.path, config, loop.tool_context, trusted=bool(task.options.get("selfplay")))
+        if result.interrupted:  # the run is being stopped; a resumed run does the acceptance step again
+            raise Stopped(loop.stop_status, loop.stop_reason)
+        failed = failed_check_verdict(check, result, config.check_timeout, until=bool(task.options.get("until")))
+        store.append(self.run_row.id, CheckRan(command=check, passed=failed is None, exit_code=result.exit_code,
+                                               output_tail=result.output[-4000:], duration_ms=result.duration_ms))
+        if failed is not None:
+            return failed
+        on_success = store.task(task.id).options.get("on_success") or config.on_success  # a person may change it
+        if on_success == "keep":
+            return FinishVerdict(RunStatus.SUCCEEDED, "Accepted: the check passed. The branch is kept for review.",
+                                 reason=f"check passed; branch {ws.branch} kept")
+        return None
 
 
 def _jail(runner: Runner, run: Run) -> Sandbox:
@@ -293,6 +306,29 @@ def _skill_news(store: Store, shelf: SkillShelf):
         store.append(run_id, SkillsChanged(added=changed[0], removed=changed[1], updated=changed[2]))
         return [shelf.news(*changed)]
     return news
+
+
+async def _end_leftover_commands(store: Store, run_id: str) -> int:
+    """Kill the process groups the run's commands left running when its owner died, and wait until they are
+    gone (so nothing writes into the worktree any more); how many still had processes."""
+    ledger, ended = ToolProcesses(store, run_id), 0
+    for group in ledger.recorded():
+        found = await asyncio.to_thread(end_group, group)
+        if found is not None:  # one that would not die stays recorded, for the next resume
+            ended += found > 0
+            ledger.ended(group)
+    return ended
+
+
+def _started_calls(store: Store, run_id: str) -> set[str]:
+    """The ids of the calls of the agent's last answer whose tool began (a ToolStarted after that answer)."""
+    started: set[str] = set()
+    for _, _, event in store.events(run_id, types=("message", "tool_started")):
+        if event.type == "tool_started":
+            started.add(event.call_id)
+        elif event.message.role == "assistant":
+            started.clear()
+    return started
 
 
 def _work_is_whole(store: Store, run_id: str) -> bool:

@@ -8,7 +8,8 @@ are subprocesses and git work runs off the event loop), and obeys the commands
 the CLI and TUI write into the store. SIGTERM or SIGINT stops scheduling and
 pauses every run now: a command a tool is running is ended and recorded as
 interrupted (waiting up to `stop_timeout` for the runs to stop), and the next
-`serve` picks them up again.
+`serve` picks them up again. A full disk pauses every run (`watch_disk`) and the
+daemon stays up; the runs go on by themselves once there is room again.
 """
 
 from __future__ import annotations
@@ -29,11 +30,23 @@ from pathlib import Path
 from loopwright.errors import LoopwrightError
 from loopwright.harness.events import TaskUpdated
 from loopwright.harness.statuses import DAEMON_COMMANDS, RUN_FINAL, STOP_COMMANDS, CommandKind, RunStatus, TaskStatus
-from loopwright.memory.store import StoreError, Task
+from loopwright.memory import commands
+from loopwright.memory.intents import drop_dead_claims
+from loopwright.memory.store import StoreError, Task, disk_full_error
 from loopwright.runtime.chat.threads import ChatHub
 from loopwright.runtime.display import ProgressPrinter
 from loopwright.runtime.fleet.budget import SPENT, FleetBudget
-from loopwright.runtime.fleet.hygiene import disk_floor, expired_worktrees, remove_worktree
+from loopwright.runtime.fleet.hygiene import (
+    DISK_FULL,
+    disk_floor,
+    disk_full,
+    disk_room,
+    expired_worktrees,
+    free_mb,
+    orphans,
+    remove_orphan,
+    remove_worktree,
+)
 from loopwright.runtime.merging import GIT_LOCK
 from loopwright.runtime.project import Project
 from loopwright.runtime.runner import Runner, RunResult, merge_reviewed
@@ -109,9 +122,13 @@ class Daemon:
         self._next_sweep = 0.0
         self._practice: asyncio.Task | None = None
         self._idle_since = time.monotonic()
+        self.disk_full: str | None = None  # "disk full (N MB free)" while every run is paused for it
+        self._disk_error = False  # a write failed for lack of disk since the last look
+        self._stranded: set[str] = set()  # runs a full disk stopped before they could record their pause
 
     def say(self, text: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} {text}", file=self.log, flush=True)
+        with contextlib.suppress(OSError):  # a log on a full disk
+            print(f"{time.strftime('%H:%M:%S')} {text}", file=self.log, flush=True)
 
     async def serve(self) -> None:
         from loopwright.runtime.sandboxing import describe, make_sandbox
@@ -159,12 +176,18 @@ class Daemon:
             if inbox is not None:
                 inbox.start()
             while not self.stopping.is_set():
-                self.obey_commands()
-                if inbox is not None:
-                    inbox.drain()
-                chat.poll()
-                self.schedule()
-                self.practise()
+                try:
+                    self.watch_disk()
+                    self.obey_commands()
+                    if inbox is not None:
+                        inbox.drain()
+                    chat.poll()
+                    self.schedule()
+                    self.practise()
+                except Exception as e:
+                    if not disk_full_error(e):
+                        raise
+                    self._disk_error = True  # the store is as it was before the write: try again next poll
                 notifier.poll()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), self.poll_interval)
@@ -197,6 +220,11 @@ class Daemon:
                 self.say(f"task {task_id}: {result.run.status}"
                          + (f" ({result.run.reason})" if result.run.reason else ""))
             except Exception as e:  # one bad task must never take the fleet down
+                if disk_full_error(e) and runner.loop is not None:  # the run is left as it was: paused when room
+                    self.say(f"task {task_id}: stopped by a full disk ({e}); it goes on when there is room")
+                    self._stranded.add(runner.loop.run_id)
+                    self._disk_error = True
+                    return
                 self.say(f"task {task_id} failed to run: {type(e).__name__}: {e}")
                 self.store.set_task_status(task_id, TaskStatus.FAILED, reason=f"{type(e).__name__}: {e}",
                                            only_from=(TaskStatus.RUNNING, TaskStatus.QUEUED))
@@ -215,7 +243,8 @@ class Daemon:
             entry[0].request_stop(RunStatus.KILLED, reason, True)
 
     def recover(self) -> None:
-        """Resume what a dead owner or a graceful stop left behind; requeue tasks claimed but never started."""
+        """Resume what a dead owner or a graceful stop left behind; requeue tasks claimed but never started; merge
+        again a run whose merge by hand was cut short; remove orphaned worktrees and branches."""
         for run in self.store.runs(statuses=(RunStatus.RUNNING, RunStatus.PAUSED)):
             orphaned = run.status == RunStatus.RUNNING and not run.owner_alive()
             stopped = run.status == RunStatus.PAUSED and run.reason == GRACEFUL_STOP
@@ -229,20 +258,63 @@ class Daemon:
             if not any(r.status not in RUN_FINAL for r in self.store.runs(task_id=task.id)):
                 self.store.set_task_status(task.id, TaskStatus.QUEUED, reason="requeued: its run never started",
                                            only_from=(TaskStatus.RUNNING,))
+        for cmd in commands.retake(self.store, CommandKind.MERGE):  # merges by hand its dead owner did not finish
+            self.say(f"run {cmd.run_id}: a merge by hand was cut short (command {cmd.id}); merging again")
+        self.remove_orphans()
+
+    def remove_orphans(self) -> None:
+        """In the background, remove the worktrees and branches a kill left while a new run's were being made."""
+        def remove() -> None:
+            try:
+                for orphan in orphans(self.project):
+                    with GIT_LOCK:
+                        freed = remove_orphan(self.project, orphan)
+                    what = " and ".join(w for w, there in (("worktree", orphan.worktree), ("branch", orphan.branch))
+                                        if there)
+                    self.say(f"removed the orphaned {what} of run {orphan.run_id} ({freed / 1e6:.1f} MB): "
+                             f"no run owns it (a kill while it was being made)")
+                drop_dead_claims(self.store)
+            except WorkspaceError as e:
+                self.say(f"could not remove orphaned worktrees: {e}")
+        self._sweep = asyncio.ensure_future(asyncio.to_thread(remove))
+
+    def watch_disk(self) -> None:
+        """Pause every run while the disk is full (or a write failed for lack of it); once free space is back above
+        the floor, record the pause of the runs it stopped first, and let `schedule` resume them all."""
+        full = disk_full(self.project, failed=self._disk_error)
+        if full:
+            self._disk_error = False
+            if self.disk_full is None:  # the reason of every pause until there is room again: as first seen
+                self.disk_full = full
+                self.say(f"{full}: pausing every run, and no task is posted, until there is room again "
+                         "(free space or run `loopwright gc`)")
+            for runner, _ in list(self.live.values()):
+                if runner.stop_request is None:
+                    runner.request_stop(RunStatus.PAUSED, self.disk_full, True)
+            return
+        if self.disk_full is None or not disk_room(self.project):
+            return
+        for run_id in list(self._stranded):
+            self.store.transition_run(run_id, RunStatus.PAUSED, only_from=(RunStatus.RUNNING,), reason=self.disk_full)
+            self._stranded.discard(run_id)
+        self.say(f"room on the disk again ({free_mb(self.project):,.0f} MB free): runs paused by a full disk go on")
+        self.disk_full = None
 
     def schedule(self) -> None:
         self.sweep_worktrees()
-        held = self.budget.exhausted() or disk_floor(self.project)
-        if held != self._held_said:  # say it once when it changes, not every poll
-            self.say(held or "new runs may start again")
+        held = self.disk_full or self.budget.exhausted() or disk_floor(self.project)
+        if held != self._held_said:  # say it once when it changes, not every poll (a full disk: `watch_disk` does)
+            if held != self.disk_full:
+                self.say(held or "new runs may start again")
             self._held_said = held
         if held:
             return  # no new work starts while the fleet budget is spent or the disk is too full
         for run in self.store.runs(statuses=(RunStatus.PAUSED,)):
             if len(self.live) >= self.max_parallel:
                 return
-            if run.reason.startswith(SPENT) and run.task_id not in self.live:
-                self.say(f"resuming run {run.id}: the fleet budget allows it again")
+            if run.reason.startswith((SPENT, DISK_FULL)) and run.task_id not in self.live:
+                why = "the fleet budget allows it again" if run.reason.startswith(SPENT) else "room on the disk again"
+                self.say(f"resuming run {run.id}: {why}")
                 self._spawn(run.task_id, lambda r, rid=run.id: r.resume(rid))
         for task in self.store.queue():
             if len(self.live) >= self.max_parallel:

@@ -13,22 +13,28 @@ it happened), `key` (the event's identity, see below). Fields that do not apply 
   a fleet-budget pause (`budget_spent` says that, once), and a pause a person asked for (a pause command, Ctrl-C).
 - `budget_spent`: `FleetBudget.exhausted()` gives a reason; once per budget day and scope (`today`, `in total`).
 
-What is announced: only changes seen after the notifier started. Its first look at the tasks is the baseline, so a
-daemon started after a week off does not announce last week's results, nor runs already paused (a task that ends
-while no daemon runs is never announced). The fleet budget is the exception: a spent budget blocks work now, so it
-is announced at start unless it was already announced for that budget day.
+Where events come from: an outbox. A trigger (memory/schema.py) adds a row to `notification_outbox` in the same
+transaction as the change of a task's status that may be announced, whoever makes it (a run, the CLI, the chat hub),
+so a crash right after the change cannot lose it. A poll takes the outbox's rows, and in that same transaction
+claims their events (below) and removes them.
 
-Never twice: each event has a stable key (`task:<id>:<status>`, `run:<id>:paused:<hash of the reason>`,
-`budget:<day>:<scope>`) inserted with INSERT OR IGNORE into the `notifications` table before anything is
-delivered; an event whose key is already there is dropped, in this daemon or the next. So this is at most once: a
-crash between the insert and the delivery loses that one notification. The row then records the delivery:
-status `sent` or `failed`, and a result such as `hook: exit 0; desktop: exit 0; bell`.
+What is announced: what changed while a daemon ran, or while none ran after one crashed. A notifier that starts
+after a clean stop empties the outbox first, so a daemon started after a week off does not announce last week's
+results, nor runs already paused (a task that ends while no daemon runs is not announced); after a crash (the
+`notifier_state` row says no clean stop followed the last start) it announces everything the outbox holds. The
+fleet budget is apart: a spent budget blocks work now, so it is announced at start unless it was already announced
+for that budget day.
+
+Exactly once, bar a crash during a delivery: each event has a stable key (`task:<id>:<status>`,
+`run:<id>:paused:<hash of the reason>`, `budget:<day>:<scope>`) inserted with INSERT OR IGNORE into the
+`notifications` table (status `pending`) before anything is delivered; an event whose key is already there is
+dropped, in this daemon or the next. The row then records the delivery: status `sent` or `failed`, and a result
+such as `hook: exit 0; desktop: exit 0; bell`. A daemon delivers at start the rows an earlier one left `pending`
+(it died before their delivery finished), so only a crash between a delivery and its recording sends one twice.
 
 Cheap enough for five polls a second: a poll first compares `PRAGMA data_version` (commits by other connections)
-and the connection's `total_changes` (its own writes) with the last poll and stops there when nothing was written.
-Otherwise it reads only the tasks it knows are not final (by primary key), the tasks newer than the newest it
-knows (a rowid range) and those whose runs changed status since the last poll (`status` events, a rowid
-range: how a final task opens again, e.g. a `budget_exceeded` run resumed), never the whole table.
+and the connection's `total_changes` (its own writes) with the last poll and stops there when nothing was written;
+otherwise it reads the outbox (up to `CHUNK` rows, the oldest first), never the tasks table.
 
 Delivery never blocks the daemon's event loop and never raises into it:
 - `notify.command`: run through the shell in the project root, the event as one JSON line on stdin (and
@@ -58,7 +64,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from loopwright.harness.statuses import TASK_FINAL, RunStatus, TaskStatus
+from loopwright.harness.statuses import TaskStatus
 from loopwright.harness.tools import kill_group, wait_exit
 from loopwright.memory import notifications as rows
 from loopwright.runtime.fleet.budget import SPENT, FleetBudget
@@ -73,7 +79,7 @@ MAX_REASON = 500
 MAX_TITLE = 200
 MAX_RUNNING = 4
 DESKTOP_TIMEOUT = 10.0
-CHUNK = 500  # ids per IN (...) query
+CHUNK = 500  # outbox rows per poll
 
 
 def _cut(text: str | None, limit: int) -> str:
@@ -101,11 +107,8 @@ class Notifier:
         self._running: set[asyncio.Task] = set()
         self._said: set[str] = set()
         self._closing = False
-        self._max_id = rows.last_task_id(self.store)
-        self._event_id = self.store.last_event_id()
-        # the baseline: tasks not final yet, with what they looked like (one scan, at start only)
-        self._open: dict[int, tuple[str, float]] = {
-            r[0]: (r[1], r[2]) for r in rows.tasks_not_in(self.store, TASK_FINAL, up_to=self._max_id)}
+        rows.start_session(self.store)
+        self._unsent = [event for _, event in rows.unsent(self.store)]  # left by a daemon that died: sent first
 
     # -- finding events -------------------------------------------------------------------------
 
@@ -115,15 +118,18 @@ class Notifier:
             mark = self._changes()
             if mark == self._mark:  # nothing was written since the last poll
                 return []
-            events = self._task_events()
-            budget = self._budget_event()
-            if budget:
-                events.append(budget)
-            sent = [e for e in events if self._record(e)]
-            if sent:
-                rang = self._ring()
-                self._queue.extend((e["key"], e, rang) for e in sent)
-                self._pump()
+            sent: list[dict] = []
+            try:
+                sent += self._unsent + self._task_events()
+                self._unsent = []
+                budget = self._budget_event()
+                if budget and self._record(budget):
+                    sent.append(budget)
+            finally:  # what was claimed is delivered, even when a later step failed (a full disk)
+                if sent:
+                    rang = self._ring()
+                    self._queue.extend((e["key"], e, rang) for e in sent)
+                    self._pump()
             self._mark = mark  # only after a poll that worked: a failed one is tried again
             return sent
         except Exception as e:  # a notification problem must never stop the daemon
@@ -135,35 +141,31 @@ class Notifier:
         return rows.write_mark(self.store)
 
     def _task_events(self) -> list[dict]:
-        found: list = []
-        # a final task can open again (a budget_exceeded run resumed): runs' status changes name the tasks they touch
-        top = self.store.last_event_id()
-        touched = rows.tasks_with_status_events(self.store, self._event_id, top)
-        self._event_id = top
-        ids = list(set(self._open) | {t for t in touched if t <= self._max_id})
-        for i in range(0, len(ids), CHUNK):
-            found += rows.tasks(self.store, ids[i:i + CHUNK])
-        found += rows.tasks_after(self.store, self._max_id)
-        gone = set(ids) - {r["id"] for r in found}
-        for task_id in gone:
-            self._open.pop(task_id, None)
-        events = []
-        for row in sorted(found, key=lambda r: r["id"]):
-            task_id, status, updated = row["id"], row["status"], row["updated_at"]
-            self._max_id = max(self._max_id, task_id)
-            if self._open.get(task_id) == (status, updated):
-                continue
-            if status in TASK_FINAL:
-                self._open.pop(task_id, None)
-                if status in TASK_EVENTS:  # the key keeps a task that stays final from being announced twice
-                    events.append(self._task_event(row, TASK_EVENTS[status], f"task:{task_id}:{status}"))
-                continue
-            self._open[task_id] = (status, updated)
-            if status == TaskStatus.PAUSED:
-                event = self._pause_event(row)
-                if event:
-                    events.append(event)
-        return events
+        """Take the outbox's rows and claim their events, in one transaction; the events claimed now."""
+        claimed: list[dict] = []
+        if not rows.outbox(self.store, 1):  # most polls: a read, not the write lock
+            return claimed
+        with self.store.transaction():
+            found = rows.outbox(self.store, CHUNK)
+            for row in found:
+                event = self._outbox_event(row)
+                if event is not None and self._record(event):
+                    claimed.append(event)
+            if found:
+                rows.take_outbox(self.store, found[-1]["id"])
+        return claimed
+
+    def _outbox_event(self, row) -> dict | None:
+        status = row["status"]
+        if row["title"] is None:  # the task is gone
+            return None
+        task = {"id": row["task_id"], "title": row["title"], "status": status, "reason": row["reason"],
+                "updated_at": row["at"]}
+        if status == TaskStatus.PAUSED:
+            return self._pause_event(task)
+        kind = TASK_EVENTS.get(status)
+        # the key keeps a task that ends with the same status again from being announced twice
+        return self._task_event(task, kind, f"task:{row['task_id']}:{status}") if kind else None
 
     def _last_run(self, task_id: int):
         return rows.last_run(self.store, task_id)
@@ -178,13 +180,12 @@ class Notifier:
                            cost_usd=round(run["cost"] or 0.0, 6) if run else None,
                            message=f"task {row['id']} {said}: {title}")
 
-    def _pause_event(self, row) -> dict | None:
-        run = self._last_run(row["id"])
-        if run is None or run["status"] != RunStatus.PAUSED or not self._needs_a_person(run["id"], run["reason"]):
+    def _pause_event(self, task: dict) -> dict | None:
+        run = self._last_run(task["id"])
+        if run is None or not self._needs_a_person(run["id"], task["reason"]):
             return None
-        digest = hashlib.sha1(run["reason"].encode()).hexdigest()[:12]
-        row = {**dict(row), "reason": run["reason"]}
-        return self._task_event(row, "run_needs_input", f"run:{run['id']}:paused:{digest}", run)
+        digest = hashlib.sha1(task["reason"].encode()).hexdigest()[:12]
+        return self._task_event(task, "run_needs_input", f"run:{run['id']}:paused:{digest}", run)
 
     def _needs_a_person(self, run_id: str, reason: str) -> bool:
         """A pause someone must act on: not the daemon's own stop, not the fleet budget, not one a person asked for."""
@@ -351,3 +352,5 @@ class Notifier:
             key = self._queue.popleft()[0]
             self._record_result(key, False, "not delivered: the daemon stopped first")
         self._closing = False
+        with contextlib.suppress(Exception):  # not recorded (a full disk): the next start takes it for a crash
+            rows.end_session(self.store)

@@ -213,7 +213,7 @@ def prompt(store: Store, run: Run, task: Task, shown: list, related: list, succe
 
 def check_deltas(deltas: Deltas, lessons, *, max_retire: int, may_draft: bool) -> list[str]:
     """Everything wrong with the deltas as a whole; empty when they may be applied."""
-    from loopwright.memory.lessons import LessonError
+    from loopwright.memory.lesson_model import LessonError
     from loopwright.skills.format import name_problems
 
     problems = []

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loopwright.harness.events import MergeConflict, Merged, TaskUpdated
+from loopwright.harness.events import MergeConflict, TaskUpdated
 from loopwright.harness.loop import LoopOutcome, rollback_notice
 from loopwright.harness.script import Script
 from loopwright.harness.statuses import RunStatus
@@ -20,7 +20,7 @@ from loopwright.memory.store import Run, Store, Task
 from loopwright.runtime.backends.executor import Placement
 from loopwright.runtime.backends.ray.wire import RemoteOutcome, RunSpec, await_ref, run_options
 from loopwright.runtime.config import Config, ConfigError
-from loopwright.runtime.merging import merge_message, squash_merge
+from loopwright.runtime.merging import merge_run
 from loopwright.runtime.prompts import MEMORY_PROMPT, SYSTEM_PROMPT, task_text
 from loopwright.runtime.runner import Runner
 from loopwright.workspaces.git import Workspace, WorkspaceError, current_branch
@@ -285,7 +285,7 @@ class RemoteRun:
             return LoopOutcome(RunStatus.SUCCEEDED, f"check passed; branch {run.branch} kept")
         ws = Workspace.open(runner.project.root, run.id, worktree, run.branch, run.base_commit)
         try:
-            merge = await asyncio.to_thread(squash_merge, ws, run.target_branch, merge_message(task, run))
+            merge = await asyncio.to_thread(merge_run, store, ws, task, run)
         except WorkspaceError as e:
             await self._after(RunStatus.NEEDS_REVIEW)
             return LoopOutcome(RunStatus.NEEDS_REVIEW, f"merge failed ({e}); branch {run.branch} kept")
@@ -295,6 +295,4 @@ class RemoteRun:
             return LoopOutcome(RunStatus.NEEDS_REVIEW, f"merge conflict ({merge.detail}); branch {run.branch} kept")
         if merge.status == "nothing":
             return LoopOutcome(RunStatus.SUCCEEDED, "check passed; no changes to merge")
-        store.append(run.id, Merged(target_branch=run.target_branch, commit=merge.commit or ""))
-        store.update_run(run.id, merge_commit=merge.commit)
         return LoopOutcome(RunStatus.SUCCEEDED, f"merged into {run.target_branch} as {(merge.commit or '')[:10]}")

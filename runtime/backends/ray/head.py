@@ -77,7 +77,8 @@ class HeadService:
         raise ValueError(f"unknown gate operation {op!r}")
 
     def lessons(self, op: str, config: MemoryConfig, *args, **kwargs):
-        from loopwright.memory.lessons import LessonError, Lessons
+        from loopwright.memory.lesson_model import LessonError
+        from loopwright.memory.lessons import Lessons
 
         key = config.model_dump_json()
         if key not in self._lessons:

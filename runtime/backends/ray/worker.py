@@ -80,7 +80,7 @@ class RemoteLessons:
     def _call(self, op: str, *args, **kwargs):
         import ray
 
-        from loopwright.memory.lessons import LessonError
+        from loopwright.memory.lesson_model import LessonError
 
         ok, value = ray.get(self.head.lessons.remote(op, self.config, *args, **kwargs))
         if not ok:
