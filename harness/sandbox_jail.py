@@ -106,12 +106,12 @@ class _Process:
 
 
 class JailedCommand:
-    """A command running in a `RunJail`: its output stream, exit code, and its process group (ended by the
-    server). `pgid` is the jail's own group outside: the one to kill when loopwright is gone."""
+    """A command running in a `RunJail`: its output stream, its exit code, and its process group, ended by the
+    server."""
 
-    def __init__(self, pgid: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 stdout: asyncio.StreamReader, transport: asyncio.BaseTransport):
-        self.pgid, self.stdout = pgid, stdout
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stdout: asyncio.StreamReader,
+                 transport: asyncio.BaseTransport):
+        self.stdout = stdout
         self.returncode: int | None = None
         self.note = ""  # said after the output: the jail died under the command
         self._writer, self._transport = writer, transport
@@ -257,7 +257,7 @@ class RunJail:
                 close()
             raise
         writer.write(json.dumps({"command": command, "cwd": str(cwd.resolve()), "env": dict(env)}).encode() + b"\n")
-        return JailedCommand(self._jail.popen.pid, reader, writer, stdout, transport)
+        return JailedCommand(reader, writer, stdout, transport)
 
 
 def run_jail(sandbox: Sandbox | None, worktree: Path, repo_root: Path | None = None,

@@ -11,8 +11,8 @@ group ended on timeout, cancellation or the run's interrupt (a kill), API keys
 removed from its environment, output capped while streaming so a 100 MB output
 never sits in memory. Given a sandbox (harness/sandbox.py) the command runs in
 its jail around the worktree (the shell tool's in the run's long-lived one,
-harness/sandbox_jail.py, ended by `ToolContext.close`), and the shell tool adds the sandbox's one-line
-explanation to a denied action's output. Every tool's output goes through the
+harness/sandbox_jail.py, ended by `ToolContext.close`), and the shell tool adds
+the sandbox's one-line explanation to a denied action's output. Every tool's output goes through the
 run's `redact` (key values become `[redacted:NAME]`) before anything sees it.
 """
 
@@ -289,7 +289,7 @@ async def run_command(command: str, *, cwd: Path, timeout: float, cap: int = 30_
             started.close()
         elif isinstance(started, JailedCommand):
             started.close()
-        if processes is not None and group is not None and not (_group_alive(started.pgid) and members(group.pgid)):
+        if processes is not None and group is not None and not (_group_alive(group.pgid) and members(group.pgid)):
             processes.ended(group)
     output = out.text() + (f"\n{started.note}\n" if started.note else "")
     return CommandResult(exit_code=None if timed_out or interrupted else started.returncode, output=output,

@@ -160,3 +160,23 @@ def test_a_fork_bomb_ends_its_command_and_the_next_one_runs(wt):
         assert run(jail, "echo next").output == "next\n"
     finally:
         jail.close()
+
+
+def test_the_jails_process_group_is_recorded_while_it_runs(wt):
+    """What recovery after a kill -9 ends (harness/processes.py): the jail's group holds all its commands."""
+    class Ledger:
+        def __init__(self):
+            self.groups = set()
+
+        def started(self, group):
+            self.groups.add(group)
+
+        def ended(self, group):
+            self.groups.discard(group)
+
+    ledger = Ledger()
+    jail = RunJail(Sandbox.for_policy(SandboxPolicy(mode="bwrap")), wt, processes=ledger)
+    run(jail, "true")
+    assert [g.pgid for g in ledger.groups] == [jail.pgid]
+    jail.close()
+    assert ledger.groups == set()
