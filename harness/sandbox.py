@@ -3,7 +3,9 @@
 `Sandbox.for_policy(policy)` picks the implementation once (at run or daemon
 start): `bwrap`, or `none` with a `warning` the callers must show. Then
 `argv, env = sandbox.wrap(command, worktree=...)` is what to execute, with
-that environment, in place of `bash -c command`.
+that environment, in place of `bash -c command`: a jail for one command. A
+run's shell commands share one long-lived jail instead (harness/sandbox_jail.py,
+built with `jail_argv`), which saves bwrap's set-up on each.
 
 What the jail sees (mounts, in this order; later ones cover earlier ones):
 - `/usr`, `/etc`, `/bin`, `/sbin`, `/lib*`, the Python in use (its venv and
@@ -12,8 +14,9 @@ What the jail sees (mounts, in this order; later ones cover earlier ones):
   and `/proc` (the jail's own pid namespace: no process outside it is visible
   or can be signalled), its host-wide knobs (`/proc/sys`, sysrq-trigger...)
   read-only or hidden;
-- a private `/tmp`, `/var/tmp` and `$HOME` (empty tmpfs, gone after the
-  command) with only the `home_allow` dot-files of the real home read-only;
+- a private `/tmp`, `/var/tmp` and `$HOME` (empty tmpfs, gone with the jail:
+  after the command, or the run for its long-lived jail, harness/sandbox_jail.py)
+  with only the `home_allow` dot-files of the real home read-only;
 - `readable` extras read-only, then the git common directory read-only except
   `objects/` (so `git add` can store blobs; `objects/pack` and
   `objects/info` stay read-only) and this worktree's own admin folder (its
@@ -48,9 +51,12 @@ Limits are hard rlimits set inside: `max_processes` (RLIMIT_NPROC),
 `max_file_mb` (RLIMIT_FSIZE: the writer gets SIGXFSZ) and `max_memory_mb`
 (RLIMIT_DATA, per process). RLIMIT_NPROC does not bind uid 0: as root the
 jail's pid namespace gets its own `pid_max` instead (written by bwrap before
-`/proc/sys` turns read-only; Linux >= 6.14 only, floor 301); on older kernels
-a root loopwright's commands have no process limit, only the pid namespace,
-which ends every process of a command with it.
+`/proc/sys` turns read-only; Linux >= 6.14 only). Once a namespace's pids wrap
+around, the kernel hands out only those from 300 (RESERVED_PIDS) up: bwrap also
+sets `ns_last_pid` to 300, so pids always come from 300 to `pid_max`, which is
+300 + the processes allowed (a long-lived jail wraps around for sure). On older
+kernels a root loopwright's commands have no process limit, only the pid
+namespace, which ends every process of a command with it.
 
 The environment is cleared to `env_allow` plus what the caller adds; names
 that look like keys (`SECRET_NAME`) never enter, in either mode. `redact`
@@ -88,6 +94,7 @@ SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/li
 PROC_READONLY = ("sys", "sysrq-trigger", "fs", "bus", "irq", "acpi", "driver")
 PROC_HIDDEN = ("kcore", "keys", "key-users", "timer_list", "sched_debug", "latency_stats", "mtrr", "kmsg")
 EXIT_FILE_TOO_BIG = 128 + 25  # killed by SIGXFSZ
+RESERVED_PIDS = 300  # the kernel's: pids below it are not handed out again once a namespace's pids wrap around
 
 
 Network = Literal["off", "on", "allow"]  # the network a jailed command has: none, the host's, allowed hosts
@@ -327,6 +334,15 @@ class BwrapSandbox(Sandbox):
     def wrap(self, command: str, *, worktree: Path, cwd: Path | None = None, repo_root: Path | None = None,
              env: Mapping[str, str] | None = None, new_session: bool = True,
              readable: Iterable[Path] = ()) -> tuple[list[str], dict[str, str]]:
+        script = self.limits_script() + self.bridge_script() + command
+        argv = self.jail_argv(["/bin/bash", "-c", script], worktree=worktree, cwd=cwd, repo_root=repo_root,
+                              new_session=new_session, readable=readable, processes=self.policy.max_processes + 1)
+        return argv, self.command_env(env)
+
+    def jail_argv(self, inner: list[str], *, worktree: Path, cwd: Path | None = None, repo_root: Path | None = None,
+                  new_session: bool = True, readable: Iterable[Path] = (), processes: int) -> list[str]:
+        """The bwrap command line that runs `inner` in the jail around `worktree` (see `wrap`); `processes`: how
+        many processes the jail may hold at once where only its pid namespace can limit them (as root)."""
         readable_extra = tuple(readable)
         wt = Path(worktree).resolve()
         if not wt.is_dir():
@@ -364,8 +380,8 @@ class BwrapSandbox(Sandbox):
             if not _inside(resolv, Path("/etc")) and resolv.exists():
                 a += ["--ro-bind", str(resolv.parent), str(resolv.parent)]
         a += ["--dev", "/dev", "--proc", "/proc"]
-        if self.pid_max:  # written by bwrap while it sets up, from fd 3 (see the end), before /proc/sys turns read-only
-            a += ["--file", "3", "/proc/sys/kernel/pid_max"]
+        if self.pid_max:  # written by bwrap as it sets up (fds 3 and 4: see the end), before /proc/sys turns read-only
+            a += ["--file", "3", "/proc/sys/kernel/pid_max", "--file", "4", "/proc/sys/kernel/ns_last_pid"]
         a += _proc_cover()
         a += ["--tmpfs", "/tmp", "--tmpfs", "/var/tmp"]
         if self.home != Path("/"):  # a service user's home may be /: then it is just the read-only root
@@ -385,23 +401,31 @@ class BwrapSandbox(Sandbox):
             a += ["--bind", str(p), str(p)]
         for path, is_dir in _etc_secrets():
             a += ["--tmpfs", path] if is_dir else ["--ro-bind", "/dev/null", path]
-        inner_env = self._env(env)
-        script = self._limits()
         if self.policy.network == "allow":
             a += ["--ro-bind", str(self._proxy_socket()), PROXY_IN_JAIL]
+        a += ["--remount-ro", "/", "--chdir", str(Path(cwd).resolve() if cwd else wt), "--", *inner]
+        if self.pid_max:
+            a = ["/bin/bash", "-c", f"exec \"$@\" 3<<<{RESERVED_PIDS + processes} 4<<<{RESERVED_PIDS}", "lw-sandbox",
+                 *a]
+        return a
+
+    def command_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment of a jailed command: `_env`, and with network "allow" the proxy's variables."""
+        env = self._env(extra)
+        if self.policy.network == "allow":
             proxy = f"http://127.0.0.1:{BRIDGE_PORT}"
             for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
-                inner_env[name] = proxy
-            inner_env["NO_PROXY"] = inner_env["no_proxy"] = "localhost,127.0.0.1,::1"
-            script += (f"{shlex.quote(sys.executable)} -I -S -c {shlex.quote(BRIDGE)} {PROXY_IN_JAIL} "
-                       f"</dev/null >/dev/null 2>&1 || {{ echo '[sandbox] the network proxy bridge did not start' >&2;"
-                       f" exit 125; }}; ")
-        a += ["--remount-ro", "/", "--chdir", str(Path(cwd).resolve() if cwd else wt), "--"]
-        script += command
-        a += ["/bin/bash", "-c", script]
-        if self.pid_max:  # the kernel's floor is 301
-            a = ["/bin/bash", "-c", f"exec \"$@\" 3<<<{max(self.policy.max_processes + 1, 301)}", "lw-sandbox", *a]
-        return a, inner_env
+                env[name] = proxy
+            env["NO_PROXY"] = env["no_proxy"] = "localhost,127.0.0.1,::1"
+        return env
+
+    def bridge_script(self) -> str:
+        """With network "allow": the script line that starts the proxy bridge inside the jail (see sandbox_proxy)."""
+        if self.policy.network != "allow":
+            return ""
+        return (f"{shlex.quote(sys.executable)} -I -S -c {shlex.quote(BRIDGE)} {PROXY_IN_JAIL} "
+                f"</dev/null >/dev/null 2>&1 || {{ echo '[sandbox] the network proxy bridge did not start' >&2; "
+                f"exit 125; }}; ")
 
     def _env(self, extra: Mapping[str, str] | None) -> dict[str, str]:
         """`env_allow` of this process's environment, HOME, TMPDIR and the caller's `extra`; never a key."""
@@ -411,7 +435,7 @@ class BwrapSandbox(Sandbox):
         env.update(extra or {})
         return {k: v for k, v in env.items() if not SECRET_NAME.search(k) and k not in self.hide_env}
 
-    def _limits(self) -> str:
+    def limits_script(self) -> str:
         """The `ulimit` prefix of the jailed script (hard limits: the command cannot raise them)."""
         p = self.policy
         return f"ulimit -u {p.max_processes} -f {p.max_file_mb * 1024} -d {p.max_memory_mb * 1024} 2>/dev/null; "
@@ -472,7 +496,7 @@ class BwrapSandbox(Sandbox):
                     "commit your work after every turn on the run's branch (git add, diff, status, log work; "
                     "commit, branch, stash, config, hooks do not)")
         elif "Read-only file system" in output:
-            rule = ("only the worktree is writable; /tmp and $HOME are private and emptied after each command "
+            rule = ("only the worktree is writable; /tmp and $HOME are the sandbox's own, emptied when the run ends "
                     "(a person can add paths with [sandbox] writable)")
         elif REFUSAL_MARK in output:
             rule = ("that host is not on [sandbox] allow_hosts; only a person can add it "
@@ -501,7 +525,8 @@ class BwrapSandbox(Sandbox):
         extra = "".join(f"; {k} also: {', '.join(v)}" for k, v in (("writable", p.writable), ("readable", p.readable))
                         if v)
         return (f"Your commands run in a sandbox. Only the worktree {worktree} is writable; /tmp and $HOME are "
-                f"private and emptied after each command; the rest of the machine is read-only or hidden{extra}. "
+                f"the sandbox's own (kept between your commands, emptied when the run ends); the rest of the machine "
+                f"is read-only or hidden{extra}. "
                 f"Processes a command starts in the background end with it. {net[0].upper()}{net[1:]}. Git: status, "
                 f"diff, log, add work; loopwright commits your work after every turn (git commit, branch and stash "
                 f"are refused). Limits: {p.max_processes} processes, {p.max_file_mb} MB per file, {p.max_memory_mb} "

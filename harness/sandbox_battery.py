@@ -8,7 +8,8 @@ judged by what it did on the host (a file written, a ref moved, a secret in
 its output), never by its exit code, so the same probe tells an escape under
 mode "none" apart from a block under "bwrap". Everything is bounded: a
 400-process "fork bomb" under a 64-process limit, a 64 MB file under 8 MB,
-512 MB of memory under 256 MB.
+512 MB of memory under 256 MB. `run_battery` runs the probes a few at a time
+(each in a repository of its own), so `loopwright sandbox check` takes seconds.
 
     stage = Stage(tmp); results = [run_probe(p, stage, "bwrap") for p in PROBES]; stage.close()
 """
@@ -16,10 +17,12 @@ mode "none" apart from a block under "bwrap". Everything is bounded: a
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 import re
 import secrets
 import shlex
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -28,6 +31,7 @@ import tempfile
 import threading
 import zipfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -37,6 +41,7 @@ from loopwright.harness.sandbox import Network, Sandbox, SandboxPolicy
 PY = shlex.quote(sys.executable)
 MAX_PROCESSES, MAX_FILE_MB, MAX_MEMORY_MB = 64, 8, 256
 FORKS, BIG_FILE_MB, MEMORY_MB = 400, 64, 512
+PARALLEL = 6  # probes at a time: most of a probe's time is waiting (git, bwrap's set-up, pip, a child's exit)
 KEY_NAME = "LW_BATTERY_API_KEY"
 
 
@@ -87,8 +92,10 @@ class Stage:
         self.allowed, self.other = _Banner(f"allowed-{self.token}"), _Banner(f"other-{self.token}")
         self.refused: list[tuple[str, int]] = []
         self._daemon: subprocess.Popen | None = None
-        self._count = 0
+        self._victims: list[subprocess.Popen] = []
+        self._count = itertools.count(1)
         self._boxes: dict[tuple[str, str], Sandbox] = {}
+        self._lock = threading.Lock()  # probes run in threads
 
     def secret(self, rel: str) -> str:
         return f"secret-{rel.replace('/', '-').strip('.')}-{self.token}"
@@ -96,33 +103,43 @@ class Stage:
     @property
     def daemon(self) -> subprocess.Popen:
         """A stand-in for `loopwright serve`: a process outside the jail with a key in its environment."""
-        if self._daemon is None or self._daemon.poll() is not None:
-            env = {**os.environ, KEY_NAME: f"sk-battery-{self.token}"}
-            self._daemon = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], env=env)
-        return self._daemon
+        with self._lock:
+            if self._daemon is None or self._daemon.poll() is not None:
+                self._daemon = self._stand_in()
+            return self._daemon
+
+    def victim(self) -> subprocess.Popen:
+        """A daemon stand-in of its own, for a probe that tries to kill it."""
+        with self._lock:
+            self._victims.append(self._stand_in())
+            return self._victims[-1]
+
+    def _stand_in(self) -> subprocess.Popen:
+        env = {**os.environ, KEY_NAME: f"sk-battery-{self.token}"}
+        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], env=env)
 
     def sandbox(self, mode: Literal["bwrap", "none"], network: Network) -> Sandbox:
         key = (mode, network)
-        if key not in self._boxes:
-            policy = SandboxPolicy(mode=mode, network=network, allow_hosts=[f"127.0.0.1:{self.allowed.port}"],
-                                   bwrap=self.bwrap, max_processes=MAX_PROCESSES, max_file_mb=MAX_FILE_MB,
-                                   max_memory_mb=MAX_MEMORY_MB)
-            self._boxes[key] = Sandbox.for_policy(policy, home=self.home,
-                                                  on_refused=lambda host, port: self.refused.append((host, port)))
-        return self._boxes[key]
+        with self._lock:
+            if key not in self._boxes:
+                policy = SandboxPolicy(mode=mode, network=network, allow_hosts=[f"127.0.0.1:{self.allowed.port}"],
+                                       bwrap=self.bwrap, max_processes=MAX_PROCESSES, max_file_mb=MAX_FILE_MB,
+                                       max_memory_mb=MAX_MEMORY_MB)
+                self._boxes[key] = Sandbox.for_policy(policy, home=self.home,
+                                                      on_refused=lambda host, port: self.refused.append((host, port)))
+            return self._boxes[key]
 
     def repo(self) -> Repo:
-        self._count += 1
-        return Repo(self.root / f"probe{self._count}")
+        return Repo(self.root / f"probe{next(self._count)}")
 
     def close(self) -> None:
         for box in self._boxes.values():
             box.close()
         self.allowed.close()
         self.other.close()
-        if self._daemon is not None:
-            self._daemon.kill()
-            self._daemon.wait()
+        for proc in [*self._victims, *([self._daemon] if self._daemon is not None else [])]:
+            proc.kill()
+            proc.wait()
 
 
 class Repo:
@@ -218,14 +235,18 @@ def run_probe(probe: Probe, stage: Stage, mode: Literal["bwrap", "none"]) -> Pro
 
 def run_battery(mode: Literal["bwrap", "none"], root: Path | None = None, *, bwrap: str | None = None,
                 on_result: Callable[[ProbeResult], None] | None = None) -> list[ProbeResult]:
-    """Every probe under `mode`, in a temporary folder (or `root`); `on_result` sees each result as it comes."""
+    """Every probe under `mode`, in a temporary folder (or `root`), PARALLEL at a time (each has a repository of
+    its own); `on_result` sees each result, in the order of PROBES, as soon as it and those before it are in."""
+    probes = [p for p in PROBES if os.geteuid() == 0 or not p.root_only]
     with tempfile.TemporaryDirectory(prefix="lw-battery-") as tmp:
         stage = Stage(Path(root or tmp), bwrap=bwrap)
         try:
-            results = []
-            for probe in PROBES:
-                if os.geteuid() == 0 or not probe.root_only:
-                    results.append(run_probe(probe, stage, mode))
+            stage.sandbox(mode, "off")  # its self-test, once
+            with ThreadPoolExecutor(PARALLEL) as pool:
+                futures = [pool.submit(run_probe, probe, stage, mode) for probe in probes]
+                results = []
+                for future in futures:
+                    results.append(future.result())
                     if on_result is not None:
                         on_result(results[-1])
             return results
@@ -330,14 +351,27 @@ def _proc_root(stage: Stage, repo: Repo) -> str:
 
 
 def _kill(stage: Stage, repo: Repo) -> str:
-    repo.before = stage.daemon
-    return f"kill -9 {stage.daemon.pid}"
+    repo.before = stage.victim()
+    return f"kill -9 {repo.before.pid}"
 
 
 def _killed(stage: Stage, repo: Repo, out: Outcome) -> bool:
+    """Dead, or SIGKILL pending (sent, not yet acted on: the `kill` has returned by now), or dead within 0.2 s."""
+    victim = repo.before
+    assert isinstance(victim, subprocess.Popen)
+    if victim.poll() is not None:
+        return True
     try:
-        assert isinstance(repo.before, subprocess.Popen)
-        repo.before.wait(timeout=2)
+        status = Path(f"/proc/{victim.pid}/status").read_text()
+    except OSError:
+        return True
+    pending = 0
+    for m in re.finditer(r"^(?:SigPnd|ShdPnd):\s*([0-9a-f]+)", status, re.M):
+        pending |= int(m[1], 16)
+    if pending & (1 << (signal.SIGKILL - 1)):
+        return True
+    try:
+        victim.wait(timeout=0.2)
     except subprocess.TimeoutExpired:
         return False
     return True
@@ -388,8 +422,11 @@ def _wheel(stage: Stage, repo: Repo) -> str:
         whl.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: battery\nRoot-Is-Purelib: true\n"
                                       "Tag: py3-none-any\n")
         whl.writestr(f"{info}/RECORD", f"lwprobe.py,,\n{info}/METADATA,,\n{info}/WHEEL,,\n{info}/RECORD,,\n")
-    return (f"{PY} -m venv .venv && .venv/bin/python -m pip install -q --no-index --disable-pip-version-check "
-            f"dist/lwprobe-1.0-py3-none-any.whl && .venv/bin/python -c 'import lwprobe; print(lwprobe.TOKEN)'")
+    # the Python in use's pip installs into the venv (--python): a venv of its own with pip takes seconds more
+    pip = (f"{PY} -m venv --without-pip .venv && {PY} -m pip --python .venv/bin/python"
+           if importlib.util.find_spec("pip") is not None else f"{PY} -m venv .venv && .venv/bin/python -m pip")
+    return (f"{pip} install -q --no-index --disable-pip-version-check dist/lwprobe-1.0-py3-none-any.whl && "
+            f".venv/bin/python -c 'import lwprobe; print(lwprobe.TOKEN)'")
 
 
 def _git_add(stage: Stage, repo: Repo) -> str:

@@ -10,8 +10,9 @@ runs in a thread so one agent's big grep does not stall the others.
 group ended on timeout, cancellation or the run's interrupt (a kill), API keys
 removed from its environment, output capped while streaming so a 100 MB output
 never sits in memory. Given a sandbox (harness/sandbox.py) the command runs in
-its jail around the worktree, and the shell tool adds the sandbox's one-line
-explanation to a denied action's output. Every tool's output goes through the
+its jail around the worktree (the shell tool's in the run's long-lived one,
+harness/sandbox_jail.py, ended by `ToolContext.close`), and the shell tool adds
+the sandbox's one-line explanation to a denied action's output. Every tool's output goes through the
 run's `redact` (key values become `[redacted:NAME]`) before anything sees it.
 """
 
@@ -37,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from loopwright.harness.messages import ToolCall, ToolSpec
 from loopwright.harness.processes import ProcessLedger, group_of, members
 from loopwright.harness.sandbox import SECRET_NAME, Sandbox, SandboxError
+from loopwright.harness.sandbox_jail import JailedCommand, RunJail, run_jail
 
 SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv", "venv", ".mypy_cache", ".pytest_cache", ".ruff_cache",
              ".tox", ".loopwright"}
@@ -75,6 +77,15 @@ class ToolContext:
     repo_root: Path | None = None  # the repository the worktree belongs to (what the sandbox hides of it)
     redact: Callable[[str], str] | None = None  # hides key values in every tool output
     processes: ProcessLedger | None = None  # where each command's process group is recorded while it may live
+    jail: RunJail | None = field(default=None, init=False)  # the shell's long-lived jail in `sandbox`
+
+    def __post_init__(self) -> None:
+        self.jail = run_jail(self.sandbox, self.worktree, self.repo_root, self.processes)
+
+    def close(self) -> None:
+        """End the run's jail, if one was started (the next command would start a new one)."""
+        if self.jail is not None:
+            self.jail.close()
 
 
 @dataclass(frozen=True)
@@ -126,9 +137,9 @@ def kill_group(proc: asyncio.subprocess.Process, sig: int = signal.SIGKILL) -> N
         os.killpg(proc.pid, sig)
 
 
-def _group_alive(proc: asyncio.subprocess.Process) -> bool:
+def _group_alive(pgid: int) -> bool:
     try:
-        os.killpg(proc.pid, 0)
+        os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -136,17 +147,12 @@ def _group_alive(proc: asyncio.subprocess.Process) -> bool:
     return True
 
 
-async def _end_group(proc: asyncio.subprocess.Process) -> None:
-    """SIGTERM the command's process group, and SIGKILL what is left of it after KILL_GRACE seconds."""
-    kill_group(proc, signal.SIGTERM)
-    deadline = time.monotonic() + KILL_GRACE
-    while _group_alive(proc) and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-    kill_group(proc)
-    await wait_exit(proc, 5.0)
+class _Exits(Protocol):
+    @property
+    def returncode(self) -> int | None: ...
 
 
-async def wait_exit(proc: asyncio.subprocess.Process, timeout: float, interrupt: asyncio.Event | None = None) -> bool:
+async def wait_exit(proc: _Exits, timeout: float, interrupt: asyncio.Event | None = None) -> bool:
     """True once bash has exited, False after `timeout` or as soon as `interrupt` is set.
 
     Polls `returncode` rather than awaiting `proc.wait()`: on Python 3.11 `wait()`
@@ -162,6 +168,38 @@ async def wait_exit(proc: asyncio.subprocess.Process, timeout: float, interrupt:
         await asyncio.sleep(min(delay, left))
         delay = min(delay * 2, 0.05)
     return True
+
+
+class _OwnProcess:
+    """A command started here in a session of its own (bash, or a one-off jail): like `JailedCommand`."""
+
+    note = ""
+
+    def __init__(self, proc: asyncio.subprocess.Process):
+        self.proc, self.pgid = proc, proc.pid
+        assert proc.stdout is not None
+        self.stdout = proc.stdout
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        kill_group(self.proc)
+
+    async def end(self, grace: float) -> None:
+        kill_group(self.proc, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while _group_alive(self.pgid) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        kill_group(self.proc)
+        await wait_exit(self.proc, 5.0)
+
+    def close(self) -> None:
+        # something outside the group (setsid) may still hold the pipe: close our end
+        transport = getattr(self.proc, "_transport", None)
+        if transport is not None:
+            transport.close()
 
 
 class _CappedOutput:
@@ -194,11 +232,12 @@ async def run_command(command: str, *, cwd: Path, timeout: float, cap: int = 30_
                       env: dict[str, str] | None = None, interrupt: asyncio.Event | None = None,
                       sandbox: Sandbox | None = None, worktree: Path | None = None,
                       repo_root: Path | None = None, readable: tuple[Path, ...] = (),
-                      processes: ProcessLedger | None = None) -> CommandResult:
+                      processes: ProcessLedger | None = None, jail: RunJail | None = None) -> CommandResult:
     """Run `command` with bash in `cwd`: stdout and stderr merged, capped head + tail while streaming.
 
-    With a `sandbox`, bash runs in its jail around `worktree` (default: `cwd`), `readable` folders shown
-    read-only too; a policy that cannot be set up there raises SandboxError.
+    In a run's `jail` (its long-lived one) when given; else with a `sandbox`, bash runs in a jail of its own around
+    `worktree` (default: `cwd`); `readable` folders shown read-only too. A policy that cannot be set up there
+    raises SandboxError.
 
     At the timeout, or once `interrupt` is set, the whole process group is ended
     (SIGTERM, then SIGKILL after KILL_GRACE seconds); on cancellation it is killed
@@ -208,48 +247,52 @@ async def run_command(command: str, *, cwd: Path, timeout: float, cap: int = 30_
     redirected its output lives on, recorded, until the run's owner ends it).
     """
     t0 = time.perf_counter()
-    if sandbox is not None:
-        argv, full_env = sandbox.wrap(command, worktree=worktree or cwd, cwd=cwd, repo_root=repo_root, env=env,
-                                      readable=readable, new_session=False)  # the group below holds the jail
+    started: _OwnProcess | JailedCommand
+    group = None  # the process group to end if this process dies (a jail records its own, for as long as it runs)
+    if jail is not None:
+        started = await jail.start(command, cwd=cwd, env=env, readable=readable)
     else:
-        argv, full_env = ["/bin/bash", "-c", command], clean_env(env)
-    proc = await asyncio.create_subprocess_exec(
-        *argv, cwd=str(cwd), env=full_env, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
-    group = group_of(proc.pid) if processes is not None else None
-    if processes is not None and group is not None:
-        processes.started(group)
+        if sandbox is not None:
+            argv, full_env = sandbox.wrap(command, worktree=worktree or cwd, cwd=cwd, repo_root=repo_root, env=env,
+                                          readable=readable, new_session=False)  # the group below holds the jail
+        else:
+            argv, full_env = ["/bin/bash", "-c", command], clean_env(env)
+        started = _OwnProcess(await asyncio.create_subprocess_exec(
+            *argv, cwd=str(cwd), env=full_env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True))
+        group = group_of(started.pgid) if processes is not None else None
+        if processes is not None and group is not None:
+            processes.started(group)
     out = _CappedOutput(cap)
 
     async def pump() -> None:
-        assert proc.stdout is not None
-        while chunk := await proc.stdout.read(65536):
+        while chunk := await started.stdout.read(65536):
             out.add(chunk)
 
     reader = asyncio.ensure_future(pump())
     timed_out = interrupted = False
     try:
-        if not await wait_exit(proc, timeout, interrupt):
+        if not await wait_exit(started, timeout, interrupt):
             interrupted = interrupt is not None and interrupt.is_set()
             timed_out = not interrupted
-            await _end_group(proc)
+            await started.end(KILL_GRACE)
         await asyncio.wait({reader}, timeout=PIPE_GRACE)
         if not reader.done():
-            kill_group(proc)
+            started.kill()
             await asyncio.wait({reader}, timeout=PIPE_GRACE)
     except asyncio.CancelledError:
-        kill_group(proc)
+        started.kill()
         raise
     finally:
         if not reader.done():
-            # something outside the group (setsid) still holds the pipe: stop reading and close our end
             reader.cancel()
-            transport = getattr(proc, "_transport", None)
-            if transport is not None:
-                transport.close()
-        if processes is not None and group is not None and not (_group_alive(proc) and members(group.pgid)):
+            started.close()
+        elif isinstance(started, JailedCommand):
+            started.close()
+        if processes is not None and group is not None and not (_group_alive(group.pgid) and members(group.pgid)):
             processes.ended(group)
-    return CommandResult(exit_code=None if timed_out or interrupted else proc.returncode, output=out.text(),
+    output = out.text() + (f"\n{started.note}\n" if started.note else "")
+    return CommandResult(exit_code=None if timed_out or interrupted else started.returncode, output=output,
                          timed_out=timed_out, duration_ms=(time.perf_counter() - t0) * 1000, interrupted=interrupted)
 
 
@@ -468,8 +511,8 @@ class Shell(Tool):
             # the skills' folders (as they are now: skills come and go while a run goes) so their scripts run
             roots = ctx.skills.roots if ctx.skills is not None else ctx.read_roots
             r = await run_command(a.command, cwd=ctx.worktree, timeout=timeout, cap=max(ctx.output_cap - 200, 100),
-                                  env=ctx.env, interrupt=ctx.interrupt, sandbox=ctx.sandbox, repo_root=ctx.repo_root,
-                                  readable=roots, processes=ctx.processes)
+                                  env=ctx.env, interrupt=ctx.interrupt, jail=ctx.jail, sandbox=ctx.sandbox,
+                                  repo_root=ctx.repo_root, readable=roots, processes=ctx.processes)
         except SandboxError as e:
             raise ToolError(f"the sandbox could not be set up: {e}") from None
         output = ctx.sandbox.explain(r.output, r.exit_code) if ctx.sandbox is not None else r.output

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import shlex
 import sqlite3
@@ -29,6 +30,7 @@ from support import (
 )
 
 from loopwright.harness.events import NetworkRefused
+from loopwright.harness.sandbox_battery import PROBES
 from loopwright.runtime.display import ProgressPrinter
 from loopwright.runtime.project import open_project
 from loopwright.runtime.runner import Runner
@@ -327,6 +329,7 @@ def test_sandbox_check_runs_the_battery_and_every_probe_is_blocked(tmp_path, cli
     assert "bubblewrap" in lines[1]
     probes = [ln.split(None, 1) for ln in lines if ln.startswith("  ")]
     assert len(probes) >= 25 and {verdict for verdict, _ in probes} == {"blocked", "works"}
+    assert [name for _, name in probes] == [p.name for p in PROBES if os.geteuid() == 0 or not p.root_only]
     assert "ALLOWED" not in out and out.splitlines()[-1].startswith("25 of 25 escapes blocked, 5 of 5")
 
 

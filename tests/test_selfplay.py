@@ -782,7 +782,7 @@ def test_report_of_a_simulation_outside_a_project_asks_for_its_folder(tmp_path, 
 
 # -- the real solver: k loopwright runs through the Runner, the hidden tests outside the worktree ------
 
-from support import call, git, turn, write_script  # noqa: E402
+from support import call, git, needs_bwrap, turn, write_script  # noqa: E402
 
 from loopwright.runtime.learning.selfplay.real import ModelProposer, RunnerSolver, hide  # noqa: E402
 from loopwright.runtime.project import open_project  # noqa: E402
@@ -1119,6 +1119,54 @@ def test_a_skill_verifier_runs_under_the_gates_conditions(tmp_path, jail):
     verifier.write_text(VERIFY_BY_THE_DAY)  # its output depends on the clock
     v = domain.validate(good, Archive())
     assert v.reason == "nondeterministic" and "the clock 40 days later" in v.detail, v.detail
+
+
+PRYING_VERIFIER = '''import sys
+from pathlib import Path
+outside = Path(OUTSIDE)
+for attempt in (lambda: print("read:", (outside / "secret.txt").read_text()),
+                lambda: (outside / "pwned.txt").write_text("written by the verifier")):
+    try:
+        attempt()
+    except OSError as e:
+        print("refused:", e)
+solution, tests = Path(sys.argv[1]), Path(sys.argv[2])
+answer = solution / "answer.txt"
+sys.exit(0 if answer.exists() and answer.read_text().strip() == tests.read_text().strip() else 1)
+'''
+
+
+@pytest.mark.parametrize("mode", [pytest.param("bwrap", marks=needs_bwrap), "none"])
+def test_a_skills_verifier_runs_jailed_seeing_only_its_skill_the_solution_and_the_tests(tmp_path, mode):
+    import os
+
+    from loopwright.harness.sandbox import Sandbox, SandboxPolicy
+    from loopwright.runtime.learning.selfplay.skills_domain import SkillProposal, run_verifier, skill_domain
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("the-secret-outside\n")
+    folder = Path(os.environ["LOOPWRIGHT_HOME"]) / "skills" / "answers"
+    (folder / "scripts").mkdir(parents=True)
+    (folder / "SKILL.md").write_text("---\nname: answers\ndescription: Practice writing answers.\nmetadata:\n"
+                                     "  selfplay-domain: answers\n  selfplay-verifier: scripts/verify.py\n---\nBody\n")
+    (folder / "scripts" / "verify.py").write_text(PRYING_VERIFIER.replace("OUTSIDE", repr(str(outside))))
+    domain = skill_domain(None, "answers")
+    domain.sandbox = Sandbox.for_policy(SandboxPolicy(mode=mode))
+    v = domain.validate(SkillProposal(statement="Write 42 to answer.txt.", files={"answer.txt": "42\n"}, tests="42"),
+                        Archive())
+    assert v.ok, v.detail  # the verifier works in the jail: its script, the solution and the tests are there
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "answer.txt").write_text("42")
+    assert domain.verify(v.task, work)[0] is True
+    passed, output = run_verifier(domain.verifier, {"answer.txt": "42"}, "42", limit=30, sandbox=domain.sandbox)
+    assert passed
+    got_out = (outside / "pwned.txt").exists()
+    if mode == "none":
+        assert got_out and "read: the-secret-outside" in output
+    else:
+        assert not got_out and "the-secret-outside" not in output and output.count("refused:") == 2, output
 
 
 def test_practice_round_for_the_daemon(repo, tmp_path):

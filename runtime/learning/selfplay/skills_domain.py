@@ -11,7 +11,9 @@
 A proposal is JSON: `{"statement", "files": {path: content}, "tests", "kind"}`
 — `files` is the reference solution, `tests` the hidden material the verifier
 reads. The verifier is run as `python VERIFIER SOLUTION_DIR TESTS_FILE` (cwd:
-the solution folder); exit 0 means solved. Gates: it parses; size caps; no
+the solution folder); exit 0 means solved. Given the project's sandbox it runs
+in a jail around the solution folder that shows besides only the skill's
+folder and the hidden tests (read-only). Gates: it parses; size caps; no
 banned API in tests that are Python; the reference passes within the time
 limit (`timeout`, `reference_fails`), with the same verdict and output under
 every condition of sandbox.CONDITIONS, the clock set by a `sitecustomize`
