@@ -677,6 +677,28 @@ def test_a_wrong_solution_fails_and_a_spent_budget_is_truncated(repo, tmp_path):
     assert cut.truncated and not cut.passed
 
 
+def test_practice_attempts_credit_their_lessons_once_per_task(repo, tmp_path):
+    """Two practice attempts that both fail, shown a lesson about the task: credited per run (reflection), the
+    lesson would have gone harmful 2 and retired; credited per task relative to the measured p̂ (0 here: no
+    attempt did worse than the task), it keeps a clean record; then two that pass give it one helpful mark."""
+    from loopwright.memory.lessons import Lessons
+
+    project = scripted_project(repo, tmp_path, "def devowel(s):\n    return s\n")
+    lessons = Lessons(project.store, project.config.memory)
+    lesson, _ = lessons.project.add("To remove vowels from s, check each character in either case")
+    attempts = asyncio.run(RunnerSolver(project).attempts(PythonFunctions(), devowel_task(), 2))
+    assert [a.passed for a in attempts] == [False, False]
+    assert all(lessons.shown(a.run_id) == [lesson.ref] for a in attempts)  # it was recalled by both
+    got = lessons.project.get(lesson.id)
+    assert (got.status, got.helpful, got.harmful) == ("active", 0, 0)
+    good = scripted_project(repo, tmp_path, GOOD_DEVOWEL)
+    attempts = asyncio.run(RunnerSolver(good).attempts(PythonFunctions(), devowel_task(), 2))
+    assert [a.passed for a in attempts] == [True, True]
+    got = lessons.project.get(lesson.id)
+    assert (got.helpful, got.harmful) == (1, 0)
+    assert lessons.project.history(lesson.id)[-1].detail["evidence"] == devowel_task().id
+
+
 def test_a_round_with_a_model_proposer_and_runner_solver(repo, tmp_path):
     from loopwright.harness.script import Script, ScriptTurn
     from loopwright.harness.scripted import ScriptedModel
