@@ -64,7 +64,7 @@ def test_a_valid_task_is_accepted_with_its_features(domain):
     v = domain.validate(rle_proposal(), Archive())
     assert v.ok, (v.reason, v.detail)
     t = v.task
-    assert t.kind == "strings" and t.payload["arity"] == 1 and t.payload["signature"] == "def rle(s)"
+    assert t.kind == "strings" and t.payload["signature"] == "def rle(s)"
     assert t.payload["inputs"] == ["(('aab',), {})", "(('',), {})", "(('abc',), {})", "(('zzzz',), {})"]
     assert t.length == t.statement_words + t.code_tokens > 0 and t.ast_hash and t.shingles
 
@@ -209,6 +209,68 @@ def test_padded_code_with_the_same_behaviour_is_rejected(domain):
                          function="runs", reference=longer_code, tests=tests, kind="strings")
     v = domain.validate(p, archive)
     assert v.reason == "padded" and "behaves as task" in v.detail, v.detail
+
+
+RLE_PADDED = '''def rle(s, sep=None):
+    """Run-length encoding of s."""
+    width = 0
+    label = "runs"
+    out = []
+    for c in s:
+        if out and out[-1][0] == c:
+            out[-1] = (c, out[-1][1] + 1)
+        else:
+            out.append((c, 1))
+    total = len(out) + width
+    return out
+'''
+
+
+def test_an_extra_parameter_and_filler_do_not_make_a_task_new(domain):
+    """The reproduction: an accepted task again with an unused parameter, dead stores and a longer statement.
+    Names were canonicalised in order of declaration (the parameter shifted every other name) and behaviour was
+    compared only between functions of the same parameter count."""
+    archive = accepted(domain, rle_proposal())
+    statement = RLE_STATEMENT + " Take care to handle every character of s; sep is optional and may be ignored."
+    v = domain.validate(rle_proposal(reference=RLE_PADDED, statement=statement), archive)
+    assert v.reason == "padded", v.detail
+    assert normalised(RLE_PADDED)[0] == normalised(RLE)[0]
+    assert normalised(RLE_PADDED, strip=False)[0] != normalised(RLE)[0]
+
+
+def test_tuples_instead_of_lists_do_not_make_a_task_new(domain):
+    archive = accepted(domain, rle_proposal())
+    lists = RLE.replace("(c, out[-1][1] + 1)", "[c, out[-1][1] + 1]").replace("(c, 1)", "[c, 1]")
+    tests = RLE_TESTS.replace("(", "[").replace(")", "]").replace("rle[", "rle(").replace("\"]", "\")")
+    tests = tests.replace("def test_basic[]", "def test_basic()").replace("def test_more[]", "def test_more()")
+    assert "rle(\"aab\") == [[\"a\", 2], [\"b\", 1]]" in tests
+    v = domain.validate(rle_proposal(reference=lists, tests=tests,
+                                     statement="Return the run-length encoding of s as [char, count] lists."), archive)
+    assert v.reason == "duplicate", v.detail
+
+
+def test_behaviour_is_compared_across_signatures_and_modulo_list_and_tuple(domain):
+    """Other code, an extra parameter that the tests never pass, lists for tuples: the same behaviour on every
+    input both functions take."""
+    archive = accepted(domain, rle_proposal())
+    code = '''def runs(text, sep=None):
+    if sep is not None:
+        text = text.replace(sep, "")
+    result = []
+    index = 0
+    while index < len(text):
+        start = index
+        while index < len(text) and text[index] == text[start]:
+            index += 1
+        result.append([text[start], index - start])
+    return result
+'''
+    tests = ("def test_runs():\n    assert runs('xxy') == [['x', 2], ['y', 1]]\n    assert runs('q') == [['q', 1]]\n"
+             "    assert runs('mmnnn') == [['m', 2], ['n', 3]]\n")
+    p = FunctionProposal(statement="Group equal neighbouring letters of text into [letter, run length] lists.",
+                         function="runs", reference=code, tests=tests, kind="strings")
+    v = domain.validate(p, archive)
+    assert v.reason in ("duplicate", "padded") and "behaves as task" in v.detail, (v.reason, v.detail)
 
 
 def test_a_different_task_of_the_same_arity_is_accepted_next_to_it(domain):
