@@ -522,7 +522,7 @@ def test_a_later_wave_is_asked_for_after_the_earlier_waves_outcomes(tmp_path):
     """Two waves of two tasks: the second wave's request shows the first wave's tasks with their measured rates
     (round 1: before them there was nothing to show), and once the solver passes everything its rating has moved
     up between the waves of a round, so the second wave is asked for harder tasks than the first."""
-    proposer = SimProposer("controlled", 0, bad={})
+    proposer = SimProposer("blind", 0, bad={})
     engine = Engine(SimDomain(), proposer, AlwaysPasses(), SelfPlayConfig(batch=4, waves=2, heldout_size=0),
                     folder=tmp_path / "sp")
     [first] = run(engine, 1)
@@ -536,7 +536,7 @@ def test_a_later_wave_is_asked_for_after_the_earlier_waves_outcomes(tmp_path):
     a, b = proposer.requests[2:4]
     assert a.round == b.round == 2 and a.target == b.target
     assert b.difficulty > a.difficulty + 0.1  # wave 1 of round 2 passed 16 of 16: asked harder in wave 2
-    one = SimProposer("controlled", 0, bad={})
+    one = SimProposer("blind", 0, bad={})
     run(Engine(SimDomain(), one, AlwaysPasses(), SelfPlayConfig(batch=4, waves=1, heldout_size=0)), 2)
     assert [r.count for r in one.requests] == [4, 4]  # one wave: the batch is asked for at once
 
@@ -568,7 +568,7 @@ def test_a_solver_that_always_times_out_makes_every_task_length_hard(tmp_path):
 
 def test_a_proposer_of_impossible_tasks_makes_the_controller_back_off_and_stop():
     domain, _, solver = sim_engine_parts("static", 0)
-    proposer = SimProposer("controlled", 0, bad={}, impossible=True)
+    proposer = SimProposer("blind", 0, bad={}, impossible=True)
     engine = Engine(domain, proposer, solver, SelfPlayConfig(patience=6, heldout_size=0))
     records = run(engine, 100)
     assert len(records) == 6 and all(r["reward_mean"] == 0 for r in records)
@@ -613,11 +613,15 @@ def test_the_controller_converges_on_a_simulated_population():
 
 def test_heldout_tasks_are_set_aside_and_measured_without_learning():
     population = Population("learning", 2)
-    engine = Engine(SimDomain(), SimProposer("controlled", 2, bad={}), SimSolver(population),
-                    SelfPlayConfig(heldout_size=3, heldout_stride=2, heldout_every=3, seed=2))
+    proposer = SimProposer("blind", 2, bad={})
+    engine = Engine(SimDomain(), proposer, SimSolver(population),
+                    SelfPlayConfig(heldout_size=3, heldout_from=2, heldout_every=3, seed=2))
     records = run(engine, 6)
     held = engine.heldout()
     assert len(held) == 3 and all(t.id not in engine.buffer for t in held)
+    assert [r["heldout_added"] for r in records] == [0, 1, 1, 1, 0, 0]  # one a round from round 2
+    asked = [t.meta["asked"] for t in held]
+    assert asked[0] > asked[1] > asked[2] and asked[2] < 0.15  # down the ladder, 0.35 → 0.02 (against the offset)
     assert not {t.id for t in held} & set(engine.measured)  # never practised (never in a batch)
     assert [r["heldout"] is not None for r in records] == [False, False, True, False, False, True]
     before = population.attempts
@@ -651,6 +655,7 @@ def test_report_files_and_the_cli_say_simulation(tmp_path, capsys):
 
     code, out = cli("selfplay", "--simulate", "static", "--rounds", "12", "--dir", str(folder))
     assert code == 0 and out.startswith("SIMULATION") and "round  12 [simulation]" in out
+    assert "proposer blind" in out.splitlines()[0]
     assert "mean abs(s̄ − target) over rounds 10-50" in out
     code, out = cli("selfplay", "report", "--dir", str(folder), "--out", str(tmp_path / "out"))
     assert code == 0 and out.startswith("SIMULATION") and "| 12 |" in out
