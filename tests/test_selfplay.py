@@ -541,6 +541,23 @@ def test_a_later_wave_is_asked_for_after_the_earlier_waves_outcomes(tmp_path):
     assert [r.count for r in one.requests] == [4, 4]  # one wave: the batch is asked for at once
 
 
+def test_the_blind_proposer_decides_from_the_rates_it_is_shown_only():
+    """Its tasks' difficulty depends on the examples' rates (and on the text it imitates), never on a difficulty
+    number: examples whose meta says anything, and any request.difficulty, give the same tasks; an easier example
+    (higher rate) gives a harder task."""
+    def tasks(meta_delta: float, difficulty: float, predicted: float) -> list[float]:
+        proposer = SimProposer("blind", 5, bad={})
+        first = asyncio.run(proposer.propose(ProposalRequest(domain="d", target=0.5, count=1), ""))
+        shown = json.loads(first[0])
+        example = {"id": "x", "kind": shown["kind"], "statement": shown["statement"], "measured": predicted,
+                   "predicted": predicted, "meta": {"delta": meta_delta, "topic": shown["kind"]}}
+        request = ProposalRequest(domain="d", target=0.5, count=4, examples=[example], difficulty=difficulty)
+        return [json.loads(x)["sim"]["delta"] for x in asyncio.run(proposer.propose(request, ""))]
+
+    assert tasks(-40.0, -9.0, 0.5) == tasks(40.0, 9.0, 0.5)
+    assert all(a > b for a, b in zip(tasks(0.0, 0.0, 0.8), tasks(0.0, 0.0, 0.5)))
+
+
 def test_a_later_wave_does_not_replay_what_an_earlier_one_did():
     import random
 
