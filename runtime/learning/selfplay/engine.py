@@ -255,8 +255,8 @@ class Engine:
                 assert task is not None
                 task.meta["max_similarity"] = self.archive.max_similarity(frozenset(task.shingles))
                 self.accepted_total += 1
-                task.heldout = heldout
-                if heldout:
+                task.heldout = heldout and len(new) < n_new  # a reply's extra tasks are archived, not held out
+                if task.heldout:
                     task.meta["asked"] = want
                 self.archive.add(task)
                 record["added"].append(task)
