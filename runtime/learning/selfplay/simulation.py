@@ -187,14 +187,15 @@ class SimDomain(Domain):
 
 
 def make_code(rng: random.Random, name: str) -> str:
-    """A small random Python function (distinct tasks share few code shingles)."""
+    """A small random Python function, every line of it live: each step works on the one before (distinct tasks
+    share few code shingles, and stripping dead code, gates.py, does not collapse them into one)."""
     params = ["x", "y", "z"][:rng.randint(1, 3)]
     names = list(params)
     lines = [f"def {name}({', '.join(params)}):"]
     for i in range(rng.randint(4, 9)):
         v = f"t{i}"
         op = rng.choice(["+", "-", "*", "^", "&", "|", "//", "%", "<<", "max", "min", "abs"])
-        a = rng.choice(names)
+        a = names[-1] if i else rng.choice(names)
         if op in ("max", "min"):
             lines.append(f"    {v} = {op}({a}, {rng.choice(names + [str(rng.randint(2, 99))])})")
         elif op == "abs":
