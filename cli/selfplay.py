@@ -1,7 +1,7 @@
 """`loopwright selfplay`: play rounds of self-play in a domain, or print the history (`selfplay report`).
 
     loopwright selfplay --domain python-functions --rounds 20 --k 8 --target 0.5 [--budget-usd 5]
-    loopwright selfplay --simulate [static|learning|drifting] --rounds 50    # no model: a SIMULATION
+    loopwright selfplay --simulate [static|learning|drifting] --rounds 50 [--sim-proposer blind|omniscient]
     loopwright selfplay report [--domain D | --simulate P] [--out DIR]     # history.json, rounds.csv, report.md
     loopwright selfplay verify TASK_ID     # a solver attempt's check, in its worktree (exit 0: solved)
 
@@ -10,7 +10,9 @@ State and history live in `.loopwright/selfplay/<domain>/` (simulations in
 play); outside a project, `--dir` says where (a simulation defaults to a
 temporary folder). The simulated population and scripted proposer come from
 runtime/learning/selfplay/simulation.py and run only under `--simulate`; everything they print
-says SIMULATION.
+says SIMULATION and names the proposer: `blind` (the default) decides from the
+rates a model is shown, `omniscient` (a baseline) reads the examples' true
+difficulty.
 """
 
 from __future__ import annotations
@@ -88,8 +90,9 @@ def _play(args: argparse.Namespace, quiet: bool, say) -> int:
     if args.simulate:
         from loopwright.runtime.learning.selfplay.simulation import Population, SimDomain, SimProposer, SimSolver
 
-        say(f"{SIMULATION_BANNER}: population {args.simulate}, seed {args.seed}; state in {folder}")
-        engine = Engine(SimDomain(), SimProposer("controlled", args.seed),
+        say(f"{SIMULATION_BANNER}: population {args.simulate}, proposer {args.sim_proposer}, seed {args.seed}; "
+            f"state in {folder}")
+        engine = Engine(SimDomain(), SimProposer(args.sim_proposer, args.seed),
                         SimSolver(Population(args.simulate, args.seed)), cfg, folder=folder, simulated=True, say=say)
     else:
         from loopwright.runtime.learning.selfplay.real import build
@@ -164,6 +167,9 @@ def add_parsers(sub, add) -> None:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--simulate", nargs="?", const="learning", choices=POPULATIONS,
                     help="run a SIMULATION (simulated solver population, scripted proposer; no model)")
+    sp.add_argument("--sim-proposer", dest="sim_proposer", choices=("blind", "omniscient"), default="blind",
+                    help="the simulation's proposer: blind (sees only the rates a model is shown; default) or "
+                         "omniscient (reads the examples' true difficulty: a baseline)")
     sp.add_argument("--dir", help="the state folder (default .loopwright/selfplay/<domain>/)")
     sp.add_argument("--out", metavar="DIR", help="report: where history.json, rounds.csv, report.md go")
     sp.add_argument("--provider", help="the model for proposer and solver (default: the project's)")

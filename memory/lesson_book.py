@@ -41,6 +41,7 @@ from loopwright.memory.lesson_model import (
 from loopwright.memory.schema import Migration
 
 PRUNE_MARGIN = 2         # harmful - helpful at which a lesson retires by itself (ExpeL: pruned at zero)
+EVIDENCE_TASKS = 2       # practice credit retires a lesson only with harmful marks from at least this many tasks
 DEDUP_CANDIDATES = 40
 MAX_PAIR_TERMS = 7       # dedup: candidates share two of a text's rarest terms, of at most this many
 ESSENTIAL_DOCS = 2000    # ranking: the rarest query terms FTS5 ranks by itself match at most this many rows
@@ -390,10 +391,14 @@ class LessonBook:
                 self._log(other.id, "merge", by, other.text, text, merged_into=keep.id)
             return self.get(keep.id)
 
-    def credit(self, refs: Iterable[str | int], helpful: bool, by: str = "cli") -> list[int]:
+    def credit(self, refs: Iterable[str | int], helpful: bool, by: str = "cli", *,
+               evidence: str | None = None) -> list[int]:
         """One helpful (or harmful) mark on each lesson; returns the ids that retired for their record
-        (harmful - helpful >= PRUNE_MARGIN)."""
+        (harmful - helpful >= PRUNE_MARGIN). `evidence` names the practice task a mark comes from: such a mark
+        retires a lesson only when its harmful marks come from at least EVIDENCE_TASKS tasks (a mark without
+        evidence counts as its own)."""
         column = "helpful" if helpful else "harmful"
+        detail = {"evidence": evidence} if evidence is not None else {}
         pruned = []
         with self.transaction():
             for ref in refs:
@@ -404,12 +409,21 @@ class LessonBook:
                 if row is None:
                     continue  # purged since it was shown
                 lesson = self._lesson(row)
-                self._log(lesson_id, "credit", by, mark=column, helpful=lesson.helpful, harmful=lesson.harmful)
-                if lesson.status == "active" and lesson.harmful - lesson.helpful >= PRUNE_MARGIN:
+                self._log(lesson_id, "credit", by, mark=column, helpful=lesson.helpful, harmful=lesson.harmful,
+                          **detail)
+                if lesson.status == "active" and lesson.harmful - lesson.helpful >= PRUNE_MARGIN and (
+                        evidence is None or self._harmful_sources(lesson_id) >= EVIDENCE_TASKS):
                     self._retire(lesson, f"pruned: harmful in {lesson.harmful} runs, helpful in {lesson.helpful}",
                                  by)
                     pruned.append(lesson_id)
         return pruned
+
+    def _harmful_sources(self, lesson_id: int) -> int:
+        """How many tasks a lesson's harmful marks come from (each mark without evidence counts as one)."""
+        return self.conn.execute(
+            "SELECT count(DISTINCT coalesce(json_extract(detail, '$.evidence'), 'mark ' || id)) FROM lesson_history"
+            " WHERE lesson_id = ? AND action = 'credit' AND json_extract(detail, '$.mark') = 'harmful'",
+            (lesson_id,)).fetchone()[0]
 
     def list(self, status: str | None = "active", tag: str | None = None, limit: int | None = None) -> list[Lesson]:
         """Lessons in id order; status None means all."""

@@ -1,7 +1,8 @@
 """Lessons: short, actionable bullets that agents learn across runs (ACE / ExpeL style).
 
 A lesson carries its record: `helpful` and `harmful` count the runs it was shown
-to that passed or failed, `recalled` how often it was shown. Project lessons
+to that passed or failed (practice: the tasks, relative to their measured
+success, `credit_practice`), `recalled` how often it was shown. Project lessons
 live in the project store (`.loopwright/state.db`, shown as `12`), global ones
 in `<loopwright home>/lessons.db` (shown as `g12`). `Lessons` (here) is both
 together, what runs, tools and the CLI use: recall ranks candidates by
@@ -12,6 +13,7 @@ lesson_book.py; the record, its text rules and refs in lesson_model.py.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from loopwright.memory.config import MemoryConfig
     from loopwright.memory.store import Store
 
+PRACTICE_ALPHA = 0.05    # practice: a harmful mark needs the lesson's attempts to fail this unlikely at p̂
 RELEVANCE_WEIGHT = 0.6   # recall: 0.6 x relevance (BM25, best = 1) + 0.4 x record score
 MIN_RELEVANCE = 0.25     # recall: lessons below this share of the best match's relevance are left out
 SECTION_HEADER = ("## Lessons from earlier runs (recalled by loopwright; advice from past runs, not instructions: "
@@ -50,6 +53,11 @@ def _describe(e: ValidationError) -> str:
         problems.append(f"{where}: {err['msg']}" if where else err["msg"])
     more = f" (and {e.error_count() - 3} more)" if e.error_count() > 3 else ""
     return "; ".join(problems) + more
+
+
+def binomial_cdf(x: int, n: int, p: float) -> float:
+    """P(X <= x) for X ~ Binomial(n, p)."""
+    return sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(x + 1))
 
 
 def active_count(store: Store) -> int:
@@ -220,6 +228,39 @@ class Lessons:
             # a separate database: credited after the claim above committed (a crash between loses only these)
             self.global_book.credit(global_refs, passed, by)
         return sorted(refs, key=lambda r: (r.startswith("g"), parse_ref(r)[1]))
+
+    def credit_practice(self, outcomes: list[tuple[str, bool]], task: str, by: str | None = None) -> list[str]:
+        """Credit the lessons shown to one practice task's attempts (`outcomes`: (run id, passed)), relative to the
+        task's measured success p̂ = the share of them that passed, one mark per lesson and task: helpful when the
+        attempts it was shown to passed at least once and at p̂ or better, harmful only when they failed so often
+        that p̂ makes it unlikely (binomial tail <= PRACTICE_ALPHA), else none. Practice is aimed at p̂ = 0.5, so a
+        failed attempt is expected, not a lesson's fault: counted per run, half the lessons shown to 8 attempts
+        retired. A harmful mark names `task` as its evidence (retiring needs two tasks: LessonBook.credit). Claims
+        the runs' rows as credit_run does; returns the refs credited."""
+        if not outcomes:
+            return []
+        by = by or f"practice {task}"
+        passed = dict(outcomes)
+        p_hat = sum(passed.values()) / len(passed)
+        shown: dict[str, list[bool]] = {}
+        with self.store.transaction() as conn:
+            for run_id, ok in passed.items():
+                for (ref,) in conn.execute("UPDATE run_lessons SET credited = 1 WHERE run_id = ? AND credited = 0"
+                                           " RETURNING ref", (run_id,)):
+                    shown.setdefault(ref, []).append(ok)
+        marks: dict[tuple[str, bool], list[int]] = {}
+        for ref, oks in shown.items():
+            n, x = len(oks), sum(oks)
+            if x and x / n >= p_hat - 1e-9:
+                marks.setdefault((parse_ref(ref)[0], True), []).append(parse_ref(ref)[1])
+            elif binomial_cdf(x, n, p_hat) <= PRACTICE_ALPHA:
+                marks.setdefault((parse_ref(ref)[0], False), []).append(parse_ref(ref)[1])
+        for (scope, helpful), ids in marks.items():
+            book = self.project if scope == "project" else self.global_book
+            if book is not None:
+                book.credit(ids, helpful, by, evidence=task)
+        return sorted((f"g{i}" if scope == "global" else str(i) for (scope, _), ids in marks.items() for i in ids),
+                      key=lambda r: (r.startswith("g"), parse_ref(r)[1]))
 
     def export(self, scope: str | None = None) -> dict:
         """Every lesson (retired ones too) of one scope or both, as JSON-ready data that `import_data` reads."""

@@ -13,7 +13,15 @@ import pytest
 from support import git
 
 from loopwright.cli.main import main
-from loopwright.runtime.learning.eval_results import Row, bootstrap, mean_difference, summarize
+from loopwright.runtime.learning.eval_results import (
+    Row,
+    bootstrap,
+    headlines,
+    mean_difference,
+    sign_flip_p,
+    summarize,
+    summary_table,
+)
 from loopwright.runtime.learning.eval_suite import load_suite
 from loopwright.runtime.learning.evaluate import ARMS, memory_knobs
 
@@ -149,7 +157,7 @@ def test_memory_beats_no_memory_when_lessons_carry_the_trick(suite, tmp_path, mo
     assert summary["arms"]["none"]["lessons_at_end"] in ([0], [None])
     gained = {f["arm"]: f["gained"] for f in summary["forgetting"] if f["category"] == "alpha"}
     assert gained == {"none": 0, "placebo": 0, "frozen": 1, "online": 1}  # the first task, re-run with the lesson
-    assert "online: better than none" in stdout
+    assert "online: not enough tasks to tell (3 paired test tasks, at least 8 needed)" in stdout  # 3 test tasks
 
 
 def test_the_example_suite_is_valid_and_shows_a_gain_offline(tmp_path, monkeypatch, capsys):
@@ -166,17 +174,61 @@ def test_the_example_suite_is_valid_and_shows_a_gain_offline(tmp_path, monkeypat
 
 def test_paired_bootstrap_intervals_on_known_data():
     rng = random.Random(7)
+
+    def one_each(pairs):  # one run per task: every pair its own cluster
+        return [[p] for p in pairs]
+
     same = [(x, x) for x in (rng.random() for _ in range(40))]
-    est, lo, hi = bootstrap(same, mean_difference)
+    est, lo, hi = bootstrap(one_each(same), mean_difference)
     assert est == lo == hi == 0.0  # identical arms: no difference, whatever the resample
     noise = [(float(rng.random() < 0.5), float(rng.random() < 0.5)) for _ in range(60)]
-    est, lo, hi = bootstrap(noise, mean_difference)
+    est, lo, hi = bootstrap(one_each(noise), mean_difference)
     assert lo < 0 < hi and lo <= est <= hi  # same distribution: the interval contains 0
     clear = [(float(i % 10 != 0), float(i % 10 == 0)) for i in range(40)]  # 90% vs 10%
-    est, lo, hi = bootstrap(clear, mean_difference)
+    est, lo, hi = bootstrap(one_each(clear), mean_difference)
     assert est == pytest.approx(0.8) and 0.5 < lo <= est <= hi <= 1.0  # excludes 0
-    assert bootstrap(clear, mean_difference) == bootstrap(clear, mean_difference)  # fixed seed: reproducible
+    assert bootstrap(one_each(clear), mean_difference) == bootstrap(one_each(clear), mean_difference)  # reproducible
     assert bootstrap([], mean_difference) == (None, None, None)
+
+
+def test_the_bootstrap_resamples_tasks_not_runs():
+    """Ten tasks, each run under 8 seeds that agree (as a scripted model's do): resampling runs as if independent
+    gives an interval as narrow as 80 tasks would; resampling tasks gives the interval of ten."""
+    per_task = [[(1.0, 0.0)] * 8 if i < 6 else [(0.0, 0.0)] * 8 for i in range(10)]
+    _, lo_task, hi_task = bootstrap(per_task, mean_difference)
+    _, lo_run, hi_run = bootstrap([[p] for task in per_task for p in task], mean_difference)
+    assert hi_task - lo_task > 2 * (hi_run - lo_run)
+    assert lo_task <= 0.3 and hi_task >= 0.9
+
+
+def test_the_sign_flip_test_is_exact():
+    assert sign_flip_p([1.0] * 4) == pytest.approx(0.125)  # the two-sided sign test: 2 / 2^4
+    assert sign_flip_p([1.0] * 8) == pytest.approx(2 / 256)
+    assert sign_flip_p([1.0, -1.0]) == 1.0 and sign_flip_p([]) is None
+    assert sign_flip_p([0.5, 0.25, 0.0, -0.25]) == pytest.approx(0.75)  # |sum| >= 0.5: 12 of 16 flips
+    wide = [random.Random(3).random() for _ in range(30)]  # too many sums to count: sampled, still small
+    assert sign_flip_p(wide) < 0.001
+
+
+def test_four_tasks_one_seed_are_not_enough_to_tell():
+    """The reproduction: 4 test tasks, 1 seed, memory solves all and no memory none. A percentile bootstrap over
+    the runs said "+100 pp [+100, +100]" as if conclusive; the report now says there are too few tasks, with the
+    exact p = 0.125."""
+    rows = [r for i in range(4) for r in (_row("none", f"t{i}", False), _row("online", f"t{i}", True))]
+    summary = summarize(rows, ["none", "online"], resamples=200)
+    vs = summary["arms"]["online"]["vs_baseline"]
+    assert vs["tasks"] == 4 and vs["success_rate"]["p"] == pytest.approx(0.125) and summary["unit"] == "task"
+    results = {"summary": summary, "meta": {"arms": ["none", "online"], "suite": "tiny", "test_tasks": 4, "seeds": 1,
+                                            "orders": 1, "provider": "scripted", "model": "m", "scripted": True}}
+    [line] = headlines(results)
+    assert line.startswith("online: not enough tasks to tell (4 paired test tasks, at least 8 needed)")
+    assert "p = 0.125" in line and "better" not in line
+    table = summary_table(results)
+    assert "p=0.125" in table and "intervals resample tasks" in table
+    rows8 = [r for i in range(8) for r in (_row("none", f"t{i}", False), _row("online", f"t{i}", True))]
+    results["summary"] = summarize(rows8, ["none", "online"], resamples=200)
+    [line] = headlines(results)
+    assert line.startswith("online: better than none, +100 pp") and "p = 0.008" in line
 
 
 def _row(arm: str, task: str, ok: bool, seed: int = 0, turns: int = 3) -> Row:

@@ -160,6 +160,60 @@ def test_credit_run_is_exactly_once_across_processes(tmp_path):
     assert [x.helpful for x in first.project.list()] == [1, 1, 1]
 
 
+def test_practice_at_the_target_does_not_retire_a_good_lesson(tmp_path):
+    """A lesson shown to all 8 attempts at a practice task whose solver passes each with p = 0.5 (the target):
+    credited per run, harmful − helpful reached 2 and retired it in many seeds; credited once per task relative
+    to the task's measured success, it survives 100 of 100 seeds."""
+    import random
+
+    retired_per_run = 0
+    for seed in range(100):
+        rng = random.Random(seed)
+        outcomes = [rng.random() < 0.5 for _ in range(8)]
+        lessons = Lessons(Store(tmp_path / f"{seed}.db"), MemoryConfig())
+        practice, _ = lessons.project.add("Check empty inputs before indexing into a list")
+        per_run, _ = lessons.project.add("Prefer str.translate for deleting characters from text")
+        for i, ok in enumerate(outcomes):
+            lessons.record_shown(f"p{i}", [practice])
+            lessons.record_shown(f"r{i}", [per_run])
+            lessons.credit_run(f"r{i}", passed=ok)
+        lessons.credit_practice([(f"p{i}", ok) for i, ok in enumerate(outcomes)], "task-a")
+        lesson = lessons.project.get(practice.id)
+        assert lesson.status == "active", (seed, outcomes, lesson)
+        assert lesson.helpful + lesson.harmful <= 1  # one mark per task, not per attempt
+        retired_per_run += lessons.project.get(per_run.id).status == "retired"
+        assert lessons.credit_practice([(f"p{i}", ok) for i, ok in enumerate(outcomes)], "task-a") == []  # once
+    assert retired_per_run >= 20  # what per-run credit did to the same outcomes
+
+
+def test_practice_credit_is_relative_to_the_tasks_measured_success(lessons):
+    """Lessons shown to some of a task's attempts: one on attempts that did as well as the task, one on attempts
+    that all failed while the task passed 6 of 8 (unlikely at p̂ = 0.75: harmful). Harmful marks from one task
+    (measured twice: a replay) do not retire a lesson; a second task's do."""
+    good, _ = lessons.project.add("Normalise case before comparing characters")
+    bad, _ = lessons.project.add("Return early when the list has one element")
+    runs = [(f"a{i}", i < 6) for i in range(8)]  # a0..a5 pass, a6 a7 fail
+    for run_id, _ in runs[:4]:
+        lessons.record_shown(run_id, [good])
+    for run_id, _ in runs[6:]:
+        lessons.record_shown(run_id, [bad])
+    assert lessons.credit_practice(runs, "task-a") == ["1"]  # 2 failures of 2 at p̂ = 0.75: p = 0.0625, no mark
+    assert (lessons.project.get(good.id).helpful, lessons.project.get(bad.id).harmful) == (1, 0)
+
+    def fail_all_but_one(prefix: str, task: str) -> list[str]:
+        runs = [(f"{prefix}{i}", i == 0) for i in range(8)]
+        for run_id, ok in runs:
+            lessons.record_shown(run_id, [bad] if not ok else [])
+        runs += [(f"{prefix}x{i}", True) for i in range(8)]  # the lesson was not shown to these: they all passed
+        return lessons.credit_practice(runs, task)
+
+    assert fail_all_but_one("b", "task-b") == ["2"] and fail_all_but_one("c", "task-b") == ["2"]
+    lesson = lessons.project.get(bad.id)
+    assert (lesson.harmful, lesson.status) == (2, "active")  # margin reached, but from one task
+    assert fail_all_but_one("d", "task-c") == ["2"]
+    assert lessons.project.get(bad.id).status == "retired"
+
+
 def test_harmful_lessons_are_pruned_at_the_margin(lessons):
     bad, _ = lessons.project.add("Always delete the migrations folder when tests fail")
     meh, _ = lessons.project.add("Restart the dev server after editing settings")

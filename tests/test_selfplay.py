@@ -65,7 +65,7 @@ def test_a_valid_task_is_accepted_with_its_features(domain):
     v = domain.validate(rle_proposal(), Archive())
     assert v.ok, (v.reason, v.detail)
     t = v.task
-    assert t.kind == "strings" and t.payload["arity"] == 1 and t.payload["signature"] == "def rle(s)"
+    assert t.kind == "strings" and t.payload["signature"] == "def rle(s)"
     assert t.payload["inputs"] == ["(('aab',), {})", "(('',), {})", "(('abc',), {})", "(('zzzz',), {})"]
     assert t.length == t.statement_words + t.code_tokens > 0 and t.ast_hash and t.shingles
 
@@ -366,6 +366,68 @@ def test_padded_code_with_the_same_behaviour_is_rejected(domain):
     assert v.reason == "padded" and "behaves as task" in v.detail, v.detail
 
 
+RLE_PADDED = '''def rle(s, sep=None):
+    """Run-length encoding of s."""
+    width = 0
+    label = "runs"
+    out = []
+    for c in s:
+        if out and out[-1][0] == c:
+            out[-1] = (c, out[-1][1] + 1)
+        else:
+            out.append((c, 1))
+    total = len(out) + width
+    return out
+'''
+
+
+def test_an_extra_parameter_and_filler_do_not_make_a_task_new(domain):
+    """The reproduction: an accepted task again with an unused parameter, dead stores and a longer statement.
+    Names were canonicalised in order of declaration (the parameter shifted every other name) and behaviour was
+    compared only between functions of the same parameter count."""
+    archive = accepted(domain, rle_proposal())
+    statement = RLE_STATEMENT + " Take care to handle every character of s; sep is optional and may be ignored."
+    v = domain.validate(rle_proposal(reference=RLE_PADDED, statement=statement), archive)
+    assert v.reason == "padded", v.detail
+    assert normalised(RLE_PADDED)[0] == normalised(RLE)[0]
+    assert normalised(RLE_PADDED, strip=False)[0] != normalised(RLE)[0]
+
+
+def test_tuples_instead_of_lists_do_not_make_a_task_new(domain):
+    archive = accepted(domain, rle_proposal())
+    lists = RLE.replace("(c, out[-1][1] + 1)", "[c, out[-1][1] + 1]").replace("(c, 1)", "[c, 1]")
+    tests = RLE_TESTS.replace("(", "[").replace(")", "]").replace("rle[", "rle(").replace("\"]", "\")")
+    tests = tests.replace("def test_basic[]", "def test_basic()").replace("def test_more[]", "def test_more()")
+    assert "rle(\"aab\") == [[\"a\", 2], [\"b\", 1]]" in tests
+    v = domain.validate(rle_proposal(reference=lists, tests=tests,
+                                     statement="Return the run-length encoding of s as [char, count] lists."), archive)
+    assert v.reason == "duplicate", v.detail
+
+
+def test_behaviour_is_compared_across_signatures_and_modulo_list_and_tuple(domain):
+    """Other code, an extra parameter that the tests never pass, lists for tuples: the same behaviour on every
+    input both functions take."""
+    archive = accepted(domain, rle_proposal())
+    code = '''def runs(text, sep=None):
+    if sep is not None:
+        text = text.replace(sep, "")
+    result = []
+    index = 0
+    while index < len(text):
+        start = index
+        while index < len(text) and text[index] == text[start]:
+            index += 1
+        result.append([text[start], index - start])
+    return result
+'''
+    tests = ("def test_runs():\n    assert runs('xxy') == [['x', 2], ['y', 1]]\n    assert runs('q') == [['q', 1]]\n"
+             "    assert runs('mmnnn') == [['m', 2], ['n', 3]]\n")
+    p = FunctionProposal(statement="Group equal neighbouring letters of text into [letter, run length] lists.",
+                         function="runs", reference=code, tests=tests, kind="strings")
+    v = domain.validate(p, archive)
+    assert v.reason in ("duplicate", "padded") and "behaves as task" in v.detail, (v.reason, v.detail)
+
+
 def test_a_different_task_of_the_same_arity_is_accepted_next_to_it(domain):
     archive = accepted(domain, rle_proposal())
     p = FunctionProposal(statement="Return s with its vowels removed.", function="devowel",
@@ -615,7 +677,7 @@ def test_a_later_wave_is_asked_for_after_the_earlier_waves_outcomes(tmp_path):
     """Two waves of two tasks: the second wave's request shows the first wave's tasks with their measured rates
     (round 1: before them there was nothing to show), and once the solver passes everything its rating has moved
     up between the waves of a round, so the second wave is asked for harder tasks than the first."""
-    proposer = SimProposer("controlled", 0, bad={})
+    proposer = SimProposer("blind", 0, bad={})
     engine = Engine(SimDomain(), proposer, AlwaysPasses(), SelfPlayConfig(batch=4, waves=2, heldout_size=0),
                     folder=tmp_path / "sp")
     [first] = run(engine, 1)
@@ -629,9 +691,26 @@ def test_a_later_wave_is_asked_for_after_the_earlier_waves_outcomes(tmp_path):
     a, b = proposer.requests[2:4]
     assert a.round == b.round == 2 and a.target == b.target
     assert b.difficulty > a.difficulty + 0.1  # wave 1 of round 2 passed 16 of 16: asked harder in wave 2
-    one = SimProposer("controlled", 0, bad={})
+    one = SimProposer("blind", 0, bad={})
     run(Engine(SimDomain(), one, AlwaysPasses(), SelfPlayConfig(batch=4, waves=1, heldout_size=0)), 2)
     assert [r.count for r in one.requests] == [4, 4]  # one wave: the batch is asked for at once
+
+
+def test_the_blind_proposer_decides_from_the_rates_it_is_shown_only():
+    """Its tasks' difficulty depends on the examples' rates (and on the text it imitates), never on a difficulty
+    number: examples whose meta says anything, and any request.difficulty, give the same tasks; an easier example
+    (higher rate) gives a harder task."""
+    def tasks(meta_delta: float, difficulty: float, predicted: float) -> list[float]:
+        proposer = SimProposer("blind", 5, bad={})
+        first = asyncio.run(proposer.propose(ProposalRequest(domain="d", target=0.5, count=1), ""))
+        shown = json.loads(first[0])
+        example = {"id": "x", "kind": shown["kind"], "statement": shown["statement"], "measured": predicted,
+                   "predicted": predicted, "meta": {"delta": meta_delta, "topic": shown["kind"]}}
+        request = ProposalRequest(domain="d", target=0.5, count=4, examples=[example], difficulty=difficulty)
+        return [json.loads(x)["sim"]["delta"] for x in asyncio.run(proposer.propose(request, ""))]
+
+    assert tasks(-40.0, -9.0, 0.5) == tasks(40.0, 9.0, 0.5)
+    assert all(a > b for a, b in zip(tasks(0.0, 0.0, 0.8), tasks(0.0, 0.0, 0.5)))
 
 
 def test_a_later_wave_does_not_replay_what_an_earlier_one_did():
@@ -661,7 +740,7 @@ def test_a_solver_that_always_times_out_makes_every_task_length_hard(tmp_path):
 
 def test_a_proposer_of_impossible_tasks_makes_the_controller_back_off_and_stop():
     domain, _, solver = sim_engine_parts("static", 0)
-    proposer = SimProposer("controlled", 0, bad={}, impossible=True)
+    proposer = SimProposer("blind", 0, bad={}, impossible=True)
     engine = Engine(domain, proposer, solver, SelfPlayConfig(patience=6, heldout_size=0))
     records = run(engine, 100)
     assert len(records) == 6 and all(r["reward_mean"] == 0 for r in records)
@@ -706,11 +785,15 @@ def test_the_controller_converges_on_a_simulated_population():
 
 def test_heldout_tasks_are_set_aside_and_measured_without_learning():
     population = Population("learning", 2)
-    engine = Engine(SimDomain(), SimProposer("controlled", 2, bad={}), SimSolver(population),
-                    SelfPlayConfig(heldout_size=3, heldout_stride=2, heldout_every=3, seed=2))
+    proposer = SimProposer("blind", 2, bad={})
+    engine = Engine(SimDomain(), proposer, SimSolver(population),
+                    SelfPlayConfig(heldout_size=3, heldout_from=2, heldout_every=3, seed=2))
     records = run(engine, 6)
     held = engine.heldout()
     assert len(held) == 3 and all(t.id not in engine.buffer for t in held)
+    assert [r["heldout_added"] for r in records] == [0, 1, 1, 1, 0, 0]  # one a round from round 2
+    asked = [t.meta["asked"] for t in held]
+    assert asked[0] > asked[1] > asked[2] and asked[2] < 0.15  # down the ladder, 0.35 → 0.02 (against the offset)
     assert not {t.id for t in held} & set(engine.measured)  # never practised (never in a batch)
     assert [r["heldout"] is not None for r in records] == [False, False, True, False, False, True]
     before = population.attempts
@@ -744,6 +827,7 @@ def test_report_files_and_the_cli_say_simulation(tmp_path, capsys):
 
     code, out = cli("selfplay", "--simulate", "static", "--rounds", "12", "--dir", str(folder))
     assert code == 0 and out.startswith("SIMULATION") and "round  12 [simulation]" in out
+    assert "proposer blind" in out.splitlines()[0]
     assert "mean abs(s̄ − target) over rounds 10-50" in out
     code, out = cli("selfplay", "report", "--dir", str(folder), "--out", str(tmp_path / "out"))
     assert code == 0 and out.startswith("SIMULATION") and "| 12 |" in out
@@ -913,6 +997,28 @@ def test_errored_attempts_are_run_again_and_never_rated(tmp_path):
     [row] = [json.loads(line) for line in (tmp_path / "measurements.jsonl").read_text().splitlines()]
     assert (row["errors"], row["valid"], row["passes"]) == (3, 4, 2)
     assert r["s_bar"] == 0.5
+
+
+def test_practice_attempts_credit_their_lessons_once_per_task(repo, tmp_path):
+    """Two practice attempts that both fail, shown a lesson about the task: credited per run (reflection), the
+    lesson would have gone harmful 2 and retired; credited per task relative to the measured p̂ (0 here: no
+    attempt did worse than the task), it keeps a clean record; then two that pass give it one helpful mark."""
+    from loopwright.memory.lessons import Lessons
+
+    project = scripted_project(repo, tmp_path, "def devowel(s):\n    return s\n")
+    lessons = Lessons(project.store, project.config.memory)
+    lesson, _ = lessons.project.add("To remove vowels from s, check each character in either case")
+    attempts = asyncio.run(RunnerSolver(project).attempts(PythonFunctions(), devowel_task(), 2))
+    assert [a.passed for a in attempts] == [False, False]
+    assert all(lessons.shown(a.run_id) == [lesson.ref] for a in attempts)  # it was recalled by both
+    got = lessons.project.get(lesson.id)
+    assert (got.status, got.helpful, got.harmful) == ("active", 0, 0)
+    good = scripted_project(repo, tmp_path, GOOD_DEVOWEL)
+    attempts = asyncio.run(RunnerSolver(good).attempts(PythonFunctions(), devowel_task(), 2))
+    assert [a.passed for a in attempts] == [True, True]
+    got = lessons.project.get(lesson.id)
+    assert (got.helpful, got.harmful) == (1, 0)
+    assert lessons.project.history(lesson.id)[-1].detail["evidence"] == devowel_task().id
 
 
 def test_a_round_with_a_model_proposer_and_runner_solver(repo, tmp_path):

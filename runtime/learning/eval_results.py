@@ -4,9 +4,19 @@ Scored: the test split. Per arm: success rate (task status succeeded) with a
 bootstrap 95% interval, tokens and cost per task (reflection included), model
 turns per solved task (the agent's turns, not reflection calls), and the
 difference to the `none` arm (or the first arm listed) with a paired bootstrap
-95% interval over the (seed, order, task) pairs (2,000 resamples, fixed seed,
-percentile intervals). Seeds are repetitions: a real model's sampling is not
-seeded, and a scripted model gives the same result for every seed.
+95% interval and a p-value.
+
+The unit of resampling is the task: runs of one task under several seeds and
+orders are not independent (a scripted model gives the same result for every
+seed; a real model's runs of one task share its difficulty), so the bootstrap
+is clustered: tasks are drawn with replacement, then each drawn task's
+(seed, order) runs (pairs, for a difference) with replacement within it
+(2,000 resamples, fixed seed, percentile intervals). The p-value is an exact
+sign-flip permutation test on the per-task mean differences (with one run a
+task and 0/1 outcomes, the two-sided sign test: 4 tasks all better give p =
+0.125). Below MIN_TASKS paired tasks the headline says there are not enough
+tasks to tell, whatever the interval: a percentile bootstrap over 4 tasks
+that all moved the same way is [+100, +100] and means nothing.
 
 The report is report.md, results.csv (the rows) and chart.png when matplotlib
 is installed; the CLI prints `summary_table` and `headlines`.
@@ -24,6 +34,9 @@ from typing import Any
 
 RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
+MIN_TASKS = 8  # fewer paired test tasks: "not enough tasks to tell" (an exact p is then >= 2/2^7 at best)
+ALPHA = 0.05
+EXACT_SUMS = 200_000  # the permutation test's exact distribution is given up (for sampling) beyond this many sums
 SCRIPTED_NOTE = "scripted model — not a real model"
 
 
@@ -63,24 +76,60 @@ def _quantile(sorted_values: list[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
-def bootstrap(items: Sequence[Any], statistic: Callable[[Sequence[Any]], float | None], *,
+def bootstrap(clusters: Sequence[Sequence[Any]], statistic: Callable[[Sequence[Any]], float | None], *,
               resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED,
               level: float = 0.95) -> tuple[float | None, float | None, float | None]:
-    """(estimate, low, high): a percentile bootstrap interval of `statistic` over `items` resampled with replacement.
+    """(estimate, low, high): a percentile bootstrap interval of `statistic` over the items of `clusters` (tasks),
+    resampled nested: clusters with replacement, then items with replacement within each drawn cluster.
 
     Pass pairs (arm value, baseline value) for a paired interval: the pairs are resampled together. Resamples
     where the statistic is undefined (None) are left out; with none left the interval is (None, None).
     """
-    point = statistic(items) if items else None
+    clusters = [c for c in clusters if c]
+    point = statistic([x for c in clusters for x in c]) if clusters else None
     if point is None:
         return None, None, None
     rng = random.Random(seed)
-    values = sorted(v for v in (statistic(rng.choices(items, k=len(items))) for _ in range(resamples))
-                    if v is not None)
+
+    def resample() -> list[Any]:
+        return [x for c in rng.choices(clusters, k=len(clusters)) for x in rng.choices(c, k=len(c))]
+
+    values = sorted(v for v in (statistic(resample()) for _ in range(resamples)) if v is not None)
     if not values:
         return point, None, None
     tail = (1 - level) / 2
     return point, _quantile(values, tail), _quantile(values, 1 - tail)
+
+
+def sign_flip_p(differences: Sequence[float], *, resamples: int = 20_000, seed: int = BOOTSTRAP_SEED) -> float | None:
+    """Two-sided p-value of the paired permutation test: the share of the 2^n sign flips of the per-task
+    `differences` whose sum is at least as far from 0 as the observed one (exact; sampled, with a fixed seed, when
+    the flips' sums are too many to count). None without differences."""
+    if not differences:
+        return None
+    observed = abs(sum(differences)) - 1e-9
+    sums: dict[float, int] = {0.0: 1}
+    for d in differences:
+        grown: dict[float, int] = {}
+        for total, ways in sums.items():
+            for step in (d, -d):
+                key = round(total + step, 9)
+                grown[key] = grown.get(key, 0) + ways
+        sums = grown
+        if len(sums) > EXACT_SUMS:
+            rng = random.Random(seed)
+            hits = sum(abs(sum(x if rng.random() < 0.5 else -x for x in differences)) >= observed
+                       for _ in range(resamples))
+            return (hits + 1) / (resamples + 1)
+    return sum(ways for total, ways in sums.items() if abs(total) >= observed) / 2 ** len(differences)
+
+
+def _by_task(items: Sequence[tuple[str, Any]]) -> list[list[Any]]:
+    """Items grouped by their task (the clusters of the bootstrap), in first-seen order."""
+    groups: dict[str, list[Any]] = {}
+    for task, item in items:
+        groups.setdefault(task, []).append(item)
+    return list(groups.values())
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -111,9 +160,9 @@ METRICS: dict[str, Callable[[Row], float]] = {
 }
 
 
-def _ci(result: tuple[float | None, float | None, float | None]) -> dict:
+def _ci(result: tuple[float | None, float | None, float | None], p: float | None = None) -> dict:
     point, lo, hi = result
-    return {"estimate": point, "ci95": [lo, hi] if lo is not None else None}
+    return {"estimate": point, "ci95": [lo, hi] if lo is not None else None, "p": p}
 
 
 def _last(rows: list[Row], arm: str, seed: int, order: int) -> int | None:
@@ -127,11 +176,11 @@ def summarize(rows: list[Row], arms: list[str], *, resamples: int = RESAMPLES) -
     baseline = "none" if "none" in arms else arms[0]
     keyed = {(r.arm, r.seed, r.order, r.task): r for r in rows if r.phase == "test"}
     out: dict[str, Any] = {"baseline": baseline, "resamples": resamples, "bootstrap_seed": BOOTSTRAP_SEED,
-                           "arms": {}, "forgetting": []}
+                           "unit": "task", "min_tasks": MIN_TASKS, "arms": {}, "forgetting": []}
     for arm in arms:
         test = [r for r in rows if r.arm == arm and r.phase == "test"]
         train = [r for r in rows if r.arm == arm and r.phase == "train"]
-        rate = bootstrap([METRICS["success_rate"](r) for r in test], _mean, resamples=resamples)
+        rate = bootstrap(_by_task([(r.task, METRICS["success_rate"](r)) for r in test]), _mean, resamples=resamples)
         entry: dict[str, Any] = {
             "test": {"tasks": len(test), "solved": sum(r.succeeded for r in test), "success_rate": rate[0],
                      "success_ci95": [rate[1], rate[2]] if rate[1] is not None else None,
@@ -149,11 +198,13 @@ def summarize(rows: list[Row], arms: list[str], *, resamples: int = RESAMPLES) -
         if arm != baseline:
             pairs = [(r, keyed[(baseline, r.seed, r.order, r.task)]) for r in test
                      if (baseline, r.seed, r.order, r.task) in keyed]
-            vs: dict[str, Any] = {"pairs": len(pairs)}
+            by_task = _by_task([(a.task, (a, b)) for a, b in pairs])
+            vs: dict[str, Any] = {"pairs": len(pairs), "tasks": len(by_task)}
             for name, metric in METRICS.items():
-                vs[name] = _ci(bootstrap([(metric(a), metric(b)) for a, b in pairs], mean_difference,
-                                         resamples=resamples))
-            vs["turns_per_solved"] = _ci(bootstrap(pairs, _turns_difference, resamples=resamples))
+                diffs = [[(metric(a), metric(b)) for a, b in task] for task in by_task]
+                per_task = [d for task in diffs if (d := mean_difference(task)) is not None]
+                vs[name] = _ci(bootstrap(diffs, mean_difference, resamples=resamples), sign_flip_p(per_task))
+            vs["turns_per_solved"] = _ci(bootstrap(by_task, _turns_difference, resamples=resamples))
             entry["vs_baseline"] = vs
         out["arms"][arm] = entry
     for arm in arms:
@@ -194,11 +245,16 @@ def _signed(v: float, fmt: Callable[[float], str]) -> str:
 
 
 def _diff(d: dict | None, fmt: Callable[[float], str]) -> str:
-    """'+50 pp [+20 pp, +80 pp]': a difference and its interval."""
+    """'+50 pp [+20 pp, +80 pp] p=0.012': a difference, its interval and its p-value (when it has one)."""
     if not d or d.get("estimate") is None:
         return "—"
     ci = d.get("ci95")
-    return _signed(d["estimate"], fmt) + (f" [{_signed(ci[0], fmt)}, {_signed(ci[1], fmt)}]" if ci else "")
+    return (_signed(d["estimate"], fmt) + (f" [{_signed(ci[0], fmt)}, {_signed(ci[1], fmt)}]" if ci else "")
+            + (f" p={_p(d['p'])}" if d.get("p") is not None else ""))
+
+
+def _p(p: float) -> str:
+    return f"{p:.3f}" if p >= 0.001 else "<0.001"
 
 
 def _pp(v: float) -> str:
@@ -228,10 +284,17 @@ def headlines(results: dict) -> list[str]:
             out.append(f"{arm}: no paired test tasks with {base} to compare")
             continue
         lo, hi = d["ci95"]
-        est, ci = _signed(d["estimate"], _pp), f"95% CI {_signed(lo, _pp)} to {_signed(hi, _pp)}"
-        if lo > 0:
+        tasks = vs.get("tasks", 0)
+        est = _signed(d["estimate"], _pp)
+        ci = (f"95% CI {_signed(lo, _pp)} to {_signed(hi, _pp)} over {tasks} tasks"
+              + (f", p = {_p(d['p'])}" if d.get("p") is not None else ""))
+        significant = d.get("p") is not None and d["p"] < ALPHA
+        if tasks < MIN_TASKS:
+            out.append(f"{arm}: not enough tasks to tell ({tasks} paired test tasks, at least {MIN_TASKS} needed); "
+                       f"{est} test success vs {base} ({ci})")
+        elif lo > 0 and significant:
             out.append(f"{arm}: better than {base}, {est} test success ({ci})")
-        elif hi < 0:
+        elif hi < 0 and significant:
             out.append(f"{arm}: worse than {base}, {est} test success ({ci})")
         else:
             out.append(f"{arm}: no clear difference from {base} in test success ({est}, {ci})")
@@ -249,8 +312,10 @@ def render_report(results: dict) -> str:
               f"Model: {model_line(meta)}.", ""]
     lines += [f"- {h}" for h in headlines(results)] + [""]
     lines += ["## Test split (scored)", "",
-              f"Differences are arm − {base}, paired over (seed, order, task) with a bootstrap 95% interval "
-              f"({summary['resamples']:,} resamples).", "",
+              f"Differences are arm − {base}, paired over (seed, order, task). Unit of resampling: the task — a "
+              f"bootstrap 95% interval ({summary['resamples']:,} resamples) draws tasks, then each drawn task's "
+              f"(seed, order) pairs within it; p is an exact sign-flip permutation test on the per-task mean "
+              f"differences. Fewer than {MIN_TASKS} paired tasks are not enough to tell.", "",
               f"| arm | success | 95% CI | Δ success vs {base} | tokens/task | Δ tokens | cost/task | turns/solved "
               f"| Δ turns/solved | lessons recalled/task |",
               "|---|---|---|---|---|---|---|---|---|---|"]
@@ -333,12 +398,13 @@ def summary_table(results: dict) -> str:
     lines = [f"eval {meta['suite']}: {meta['test_tasks']} test task(s) x {meta['seeds']} seed(s) x "
              f"{meta['orders']} order(s); {meta['provider']}/{meta['model']}"
              + (f" — {SCRIPTED_NOTE}" if meta["scripted"] else ""),
-             f"{'arm':<9}{'success':>9}  {'Δ vs ' + base + ' [95% CI]':<28}{'tokens/task':>12}{'cost/task':>11}"
+             "intervals resample tasks (then seeds and orders within a task); p: sign-flip test over tasks",
+             f"{'arm':<9}{'success':>9}  {'Δ vs ' + base + ' [95% CI] p':<36}{'tokens/task':>12}{'cost/task':>11}"
              f"{'turns/solved':>14}"]
     for arm in meta["arms"]:
         e = summary["arms"][arm]
         t, vs = e["test"], e.get("vs_baseline")
-        lines.append(f"{arm:<9}{_pct(t['success_rate']):>9}  {(_diff(vs['success_rate'], _pp) if vs else '—'):<28}"
+        lines.append(f"{arm:<9}{_pct(t['success_rate']):>9}  {(_diff(vs['success_rate'], _pp) if vs else '—'):<36}"
                      f"{_num(t['tokens_per_task']):>12}{_usd(t['cost_per_task']):>11}"
                      f"{_num(t['turns_per_solved'], 1):>14}")
     return "\n".join(lines)

@@ -3,7 +3,8 @@ start, reflection after every run) make agents better?
 
 The answer is a number: a task suite runs under several *arms* that differ only
 in the `[memory]` knobs, for N seeds and K stream orders, and the arms are
-compared pairwise with bootstrap confidence intervals.
+compared pairwise: bootstrap confidence intervals over tasks and a sign-flip
+p-value (eval_results.py).
 
 The suite format is in eval_suite.py, the statistics and reports in
 eval_results.py; this module runs the streams and the whole eval.

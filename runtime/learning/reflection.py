@@ -12,7 +12,10 @@ one transaction per lesson store, so two runs reflecting at once serialise.
 Credit does not wait for the model: lessons shown to a run whose acceptance
 check passed gain helpful credit, those shown to a run that failed gain harmful
 credit (`Lessons.credit_run`, once per run). Runs without a verdict of the
-check (kept for review, killed) give no credit.
+check (kept for review, killed) give no credit, and neither does a self-play
+practice attempt here: its task's k attempts are credited together, relative
+to the task's measured success, when they are all measured
+(`Lessons.credit_practice`, from selfplay/real.py).
 """
 
 from __future__ import annotations
@@ -312,7 +315,8 @@ async def reflect(*, store: Store, lessons, run: Run, task: Task, config: Config
                   why_not: str = "") -> Reflected:
     """Credit the lessons the run was shown, then (with an adapter) ask for deltas and apply them; always recorded."""
     passed = verdict(store, run)
-    credited = lessons.credit_run(run.id, passed, by=f"run {run.id}") if passed is not None else []
+    practice = bool(task.options.get("selfplay"))  # credited with its task's other attempts (see the docstring)
+    credited = lessons.credit_run(run.id, passed, by=f"run {run.id}") if passed is not None and not practice else []
     if adapter is None:
         event = Reflected(status="skipped", reason=why_not, credited=credited)
         store.append(run.id, event)

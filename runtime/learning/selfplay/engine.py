@@ -11,11 +11,21 @@ quarter truncated is rejected as `length_hard`; an error is run again, up to
 are rewarded (reward.py) and rated (from their measurement and what they
 were asked for next to which examples: ratings.py), replayed ones
 re-estimated, the solver's rating is moved on by the round's practice, and
-the controller moves. Every `heldout_every` rounds the held-out tasks (every
-`heldout_stride`-th accepted task until there are `heldout_size`; never
+the controller moves. Every `heldout_every` rounds the held-out tasks (never
 practised) are measured again without learning, so improvement and forgetting
-are numbers. Learning itself happens in the solver: a real solver's runs go
-through the Runner, which reflects after every run (lessons with credit, skill
+are numbers. They are asked for on their own, one a round from round
+`heldout_from` until there are `heldout_size`, on a ladder of predicted
+success from `heldout_success[0]` down to `heldout_success[1]` (evenly spaced
+in logits, not clamped): held-out tasks all at the practice target saturate
+as the solver learns (the simulated learning population's went 0.61 → 1.00
+over 50 rounds). How far down the ladder must reach depends on how fast the
+solver learns: the simulated learning population gains about 5 logits in 50
+rounds, and a ladder from 0.35 to 0.02 still ended at 0.95 on it, so
+bench/selfplay.py asks from 0.25 down to 0.005; the default (0.5 to 0.1)
+is for a solver that learns slowly, as one learning from lessons does, on
+which a set that hard would measure mostly zeros.
+Learning itself happens in the solver: a real solver's runs go through the
+Runner, which reflects after every run (lessons with credit, skill
 drafts); a simulated one has a learning rate.
 
 Waves (`waves`, default 4; `loopwright selfplay --waves`, the daemon's
@@ -62,13 +72,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -85,10 +96,11 @@ from loopwright.runtime.learning.selfplay.domain import (
     Solver,
 )
 from loopwright.runtime.learning.selfplay.gates import length_hard
-from loopwright.runtime.learning.selfplay.ratings import Ratings
+from loopwright.runtime.learning.selfplay.ratings import Ratings, sigmoid
 from loopwright.runtime.learning.selfplay.replay import ReplayBuffer
 from loopwright.runtime.learning.selfplay.reward import LengthStats, RewardConfig, batch_rewards, clusters
 
+Probability = Annotated[float, Field(gt=0, lt=1)]
 BINS = ("0", "(0,.2]", "(.2,.4]", "(.4,.6]", "(.6,.8]", "(.8,1)", "1")
 
 
@@ -104,7 +116,8 @@ class SelfPlayConfig(BaseModel):
     truncated_share: float = Field(default=0.25, ge=0, le=1)
     error_retries: int = Field(default=1, ge=0)  # times a task's errored attempts (infrastructure) are run again
     heldout_size: int = Field(default=8, ge=0)
-    heldout_stride: int = Field(default=5, ge=1)
+    heldout_from: int = Field(default=3, ge=1)  # the first round a held-out task is asked for (ratings exist)
+    heldout_success: tuple[Probability, Probability] = (0.5, 0.1)  # the ladder's ends (see the docstring)
     heldout_every: int = Field(default=5, ge=1)
     proposer_calls: int = Field(default=3, ge=1)  # per round, to fill the new share
     patience: int = Field(default=10, ge=1)
@@ -213,7 +226,17 @@ class Engine:
                 for t in practice]
         return self.controller.examples(info, self.ratings, want)
 
-    async def _propose(self, n_new: int, rnd: int, record: dict, want: float) -> list[PracticeTask]:
+    def heldout_want(self) -> float:
+        """The predicted success the next held-out task is asked at (its rung of the ladder, against the proposer's
+        measured offset)."""
+        hi, lo = (math.log(p / (1 - p)) for p in self.cfg.heldout_success)
+        n = max(1, self.cfg.heldout_size - 1)
+        rung = hi + (lo - hi) * min(len(self.heldout()), n) / n
+        return sigmoid(rung - self.ratings.request_error()[0])
+
+    async def _propose(self, n_new: int, rnd: int, record: dict, want: float, *,
+                       heldout: bool = False) -> list[PracticeTask]:
+        """Ask for `n_new` tasks at `want` and gate them: the accepted ones (for `heldout`, set aside instead)."""
         rejected: Counter = record["rejected"]
         new: list[PracticeTask] = []
         examples = self._shown = self._examples(want)
@@ -235,15 +258,15 @@ class Engine:
                 assert task is not None
                 task.meta["max_similarity"] = self.archive.max_similarity(frozenset(task.shingles))
                 self.accepted_total += 1
-                held = (len(self.heldout()) < self.cfg.heldout_size
-                        and self.accepted_total % self.cfg.heldout_stride == 0)
-                task.heldout = held
+                task.heldout = heldout and len(new) < n_new  # a reply's extra tasks are archived, not held out
+                if task.heldout:
+                    task.meta["asked"] = want
                 self.archive.add(task)
                 record["added"].append(task)
-                if held:
-                    record["heldout_added"] += 1
-                elif len(new) < n_new:
+                if len(new) < n_new:
                     new.append(task)
+        if heldout:
+            record["heldout_added"] += len(new)
         return new
 
     async def _measure(self, tasks: list[PracticeTask], *, learn: bool = True) -> list[list[Attempt]]:
@@ -278,6 +301,8 @@ class Engine:
         rates: list[float] = []
         hard = 0
         record["requested_waves"] = []
+        if cfg.heldout_size and len(self.heldout()) < cfg.heldout_size and rnd >= cfg.heldout_from:
+            await self._propose(1, rnd, record, self.heldout_want(), heldout=True)
         for w in range(waves):  # each wave is asked for after the earlier waves' outcomes moved the ratings
             w_new = n_new * (w + 1) // waves - len(new)  # and makes up what the gates took from earlier waves
             w_replay = n_replay * (w + 1) // waves - n_replay * w // waves
@@ -395,7 +420,8 @@ class Engine:
             "clusters": len(set(labels)), "largest_cluster_share": (max(Counter(labels).values()) / len(labels))
             if labels else 0.0,
             "heldout": heldout, "heldout_tasks": len(held), "theta": dict(self.ratings.theta),
-            "bad_accepted": sum(1 for t in new if t.meta.get("bad") and t.meta.get("rejected") != "length_hard"),
+            "bad_accepted": sum(1 for t in record["added"]
+                                if t.meta.get("bad") and t.meta.get("rejected") != "length_hard"),
             "tokens": tokens, "cost_usd": cost, "spent_usd": self.spent_usd, "buffer": len(self.buffer),
             "c_after": ctl.c, "seconds": round(time.monotonic() - started, 3)})
         self.round_no = rnd

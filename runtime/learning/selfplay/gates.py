@@ -6,11 +6,21 @@ the domain (python_functions.py); what is here is static and cheap, so it
 runs first.
 
 Duplicates and padding, statically: two tasks whose references have the same
-normalised AST (names canonicalised, docstrings, annotations and `pass`
-removed) are the same task; so are two whose shingle sets (statement word
-pairs, canonical code token triples) have Jaccard similarity >= 0.8. A new
-task that contains >= 0.9 of an archived task's shingles and is longer
+normalised AST are the same task; so are two whose shingle sets (statement
+word pairs, canonical code token triples) have Jaccard similarity >= 0.8. A
+new task that contains >= 0.9 of an archived task's shingles and is longer
 (statement, code or total by >= 1.2x) is a padded variant of it.
+
+Normalised: docstrings, annotations and `pass` removed, tuples written as
+lists, and filler stripped — in each function, assignments to names that are
+never read (dead stores, to a fixed point) and parameters that are never
+read (`def rle(s, sep=None)` is `rle(s)` when `sep` is unused); then names
+are canonicalised in order of first use in the body (parameters by where
+they are used, not where they are declared), so an extra parameter does not
+shift the other names. Statement shingles skip filler words (articles,
+prepositions, "please", "carefully", ...), so words put between the content
+words do not make a statement new. The lengths the padding checks compare
+keep the filler: it is what makes a padded task longer.
 """
 
 from __future__ import annotations
@@ -39,6 +49,9 @@ BANNED_ATTRIBUTES = frozenset({"__subclasses__", "__globals__", "__builtins__", 
                                "__bases__", "__mro__", "__loader__", "__spec__", "__import__", "f_globals",
                                "f_locals", "gi_frame"})
 BUILTIN_NAMES = frozenset(dir(builtins))
+FILLER_WORDS = frozenset("""a an the of to in on at by for with from into as and or but that this these those is are be
+    been it its which who whom whose when where while please note carefully careful consider every each any all
+    exactly precisely simply just very really also then so such here there must should will would can may""".split())
 
 
 class GateConfig(BaseModel):
@@ -95,11 +108,58 @@ def banned_apis(code: str, allowed: frozenset[str] | set[str] = frozenset()) -> 
     return sorted(set(found))
 
 
-class _Normalise(ast.NodeTransformer):
-    """Canonical names (v0, v1, ... in order of appearance), no docstrings, annotations or `pass`."""
+def _read_names(fn: ast.AST) -> set[str]:
+    """Names read anywhere in `fn` (nested scopes included), and names declared global or nonlocal."""
+    out = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Store)}
+    for n in ast.walk(fn):
+        if isinstance(n, (ast.Global, ast.Nonlocal)):
+            out.update(n.names)
+    return out
 
-    def __init__(self) -> None:
+
+def _dead_store(stmt: ast.stmt, read: set[str]) -> bool:
+    if isinstance(stmt, ast.Assign):
+        targets = stmt.targets
+    elif isinstance(stmt, (ast.AnnAssign, ast.AugAssign)):
+        targets = [stmt.target]
+    else:
+        return False
+    return all(isinstance(t, ast.Name) and t.id not in read for t in targets)
+
+
+def strip_filler(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+    """Remove dead stores (to a fixed point) and parameters never read from `fn`, in place."""
+    while True:
+        read = _read_names(fn)
+        dead = [(parent, field) for parent in ast.walk(fn) for field in ("body", "orelse", "finalbody")
+                if any(_dead_store(s, read) for s in getattr(parent, field, None) or [] if isinstance(s, ast.stmt))]
+        if not dead:
+            break
+        for parent, field in dead:
+            setattr(parent, field, [s for s in getattr(parent, field) if not _dead_store(s, read)] or [ast.Pass()])
+    read = _read_names(fn)
+    a = fn.args
+    positional = a.posonlyargs + a.args
+    defaults = [None] * (len(positional) - len(a.defaults)) + list(a.defaults)
+    kept = [(p, d) for p, d in zip(positional, defaults) if p.arg in read]
+    a.posonlyargs = [p for p, _ in kept if p in a.posonlyargs]
+    a.args = [p for p, _ in kept if p not in a.posonlyargs]
+    a.defaults = [d for _, d in kept if d is not None]
+    kw = [(p, d) for p, d in zip(a.kwonlyargs, a.kw_defaults) if p.arg in read]
+    a.kwonlyargs, a.kw_defaults = [p for p, _ in kw], [d for _, d in kw]
+    if a.vararg is not None and a.vararg.arg not in read:
+        a.vararg = None
+    if a.kwarg is not None and a.kwarg.arg not in read:
+        a.kwarg = None
+
+
+class _Normalise(ast.NodeTransformer):
+    """Canonical names (v0, v1, ... in order of first use), no docstrings, annotations or `pass`, tuples as lists;
+    with `strip`, filler removed first (see the module docstring)."""
+
+    def __init__(self, strip: bool = True) -> None:
         self.names: dict[str, str] = {}
+        self.strip = strip
 
     def name(self, name: str) -> str:
         if name in BUILTIN_NAMES:
@@ -120,9 +180,14 @@ class _Normalise(ast.NodeTransformer):
         return node
 
     def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
+        if self.strip:
+            strip_filler(node)
         node.name = self.name(node.name)
         node.returns = None
-        return self.generic_visit(node)
+        node.decorator_list = [self.visit(d) for d in node.decorator_list]
+        node.body = self._body([x for s in node.body if (x := self.visit(s)) is not None])
+        node.args = self.visit(node.args)  # after the body: parameters are named where they are used
+        return node
 
     visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]
 
@@ -145,15 +210,19 @@ class _Normalise(ast.NodeTransformer):
             return ast.Pass()
         return ast.Assign(targets=[node.target], value=node.value, lineno=node.lineno)
 
+    def visit_Tuple(self, node: ast.Tuple) -> ast.AST:
+        return self.generic_visit(ast.List(elts=node.elts, ctx=node.ctx))
+
     def visit_keyword(self, node: ast.keyword) -> ast.AST:
         if node.arg in self.names:
             node.arg = self.names[node.arg]
         return self.generic_visit(node)
 
 
-def normalised(code: str) -> tuple[str, str]:
-    """(hash, canonical source) of `code`'s normalised AST; raises SyntaxError."""
-    tree = _Normalise().visit(ast.parse(code))
+def normalised(code: str, *, strip: bool = True) -> tuple[str, str]:
+    """(hash, canonical source) of `code`'s normalised AST (filler stripped unless `strip` is False); raises
+    SyntaxError."""
+    tree = _Normalise(strip).visit(ast.parse(code))
     ast.fix_missing_locations(tree)
     dump = ast.dump(tree, annotate_fields=False, include_attributes=False)
     return hashlib.sha256(dump.encode()).hexdigest()[:16], ast.unparse(tree)
@@ -162,8 +231,9 @@ def normalised(code: str) -> tuple[str, str]:
 def features(statement: str, code: str) -> dict:
     """What the duplicate gates and the length penalty use: AST hash, shingles, lengths."""
     ast_hash, canonical = normalised(code)
-    statement_words, code_tokens = words(statement), words(canonical)
-    found = shingles(statement_words, 2, "s:") | shingles(code_tokens, 3, "c:")
+    statement_words, code_tokens = words(statement), words(normalised(code, strip=False)[1])
+    found = (shingles([w for w in statement_words if w not in FILLER_WORDS], 2, "s:")
+             | shingles(words(canonical), 3, "c:"))
     return {"ast_hash": ast_hash, "shingles": sorted(found), "statement_words": len(statement_words),
             "code_tokens": len(code_tokens), "length": len(statement_words) + len(code_tokens)}
 

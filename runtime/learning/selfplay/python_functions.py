@@ -24,9 +24,13 @@ another environment — each in its own process (`nondeterministic`); the
 verifier runs a solution under the same conditions; no trivial answer
 built from the signature passes (empty body, `return None`, each parameter
 returned unchanged, constants including every literal the tests compare the
-function's result to, `raise ValueError`) (`trivial`); and no archived task of
-the same arity behaves the same on both tasks' test inputs (>= 3 inputs that
-do not raise) (`padded` when longer, else `duplicate`).
+function's result to, `raise ValueError`) (`trivial`); and no archived task
+behaves the same on both tasks' test inputs (`padded` when longer, else
+`duplicate`): whatever the signatures, each reference is called on every
+input with its own defaults filled in, outputs are compared with tuples read
+as lists, inputs one of the two cannot take (TypeError) are left out, and at
+least 3 inputs that do not raise and half of the new task's own inputs must
+be compared.
 """
 
 from __future__ import annotations
@@ -95,10 +99,6 @@ def parse_proposals(text: str) -> list[FunctionProposal]:
 
 def find_function(tree: ast.Module, name: str) -> ast.FunctionDef | None:
     return next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name), None)
-
-
-def arity(fn: ast.FunctionDef) -> int:
-    return len(fn.args.posonlyargs) + len(fn.args.args)
 
 
 def parameters(fn: ast.FunctionDef) -> list[str]:
@@ -264,7 +264,7 @@ class PythonFunctions(Domain):
         task = PracticeTask(id=task_id(NAME, f["ast_hash"], p.statement), domain=NAME, kind=p.kind or "general",
                             statement=p.statement, created_round=round,
                             payload={"function": p.function, "signature": signature, "reference": p.reference,
-                                     "tests": p.tests, "inputs": call_inputs(p.tests, p.function), "arity": arity(fn)},
+                                     "tests": p.tests, "inputs": call_inputs(p.tests, p.function)},
                             meta={**p.meta, "predicted_success": p.predicted_success}, **f)
         if dup := static_duplicate(task, archive, cfg):
             return dup
@@ -274,7 +274,7 @@ class PythonFunctions(Domain):
         cfg, pl = self.gates, task.payload
         reference = {"label": "reference", "code": pl["reference"], "name": pl["function"], "tests": pl["tests"],
                      "inputs": pl["inputs"]}
-        candidates = [t for t in archive.tasks if t.domain == NAME and t.payload.get("arity") == pl["arity"]]
+        candidates = [t for t in archive.tasks if t.domain == NAME]
         candidates = sorted(candidates, key=lambda t: -len(set(t.shingles) & set(task.shingles)))
         candidates = candidates[:cfg.behaviour_candidates]
         union = list(dict.fromkeys(pl["inputs"] + [i for t in candidates for i in t.payload.get("inputs", [])]))
@@ -311,13 +311,12 @@ class PythonFunctions(Domain):
             if run["label"].startswith("trivial:") and run.get("passed"):
                 return Verdict.reject("trivial", f"the hidden tests pass for a trivial answer ({run['label'][8:]})")
         ours = got.get("behaviour", {}).get("outputs") or []
-        if sum(1 for o in ours if not o.startswith("raise:")) >= cfg.min_behaviour_inputs:
-            for t in candidates:
-                theirs = got.get(f"archive:{t.id}", {}).get("outputs")
-                if theirs == ours:
-                    if longer(task, t, cfg.padded_ratio):
-                        return Verdict.reject("padded", f"behaves as task {t.id} on every test input and is longer")
-                    return Verdict.reject("duplicate", f"behaves as task {t.id} on every test input")
+        for t in candidates:
+            theirs = got.get(f"archive:{t.id}", {}).get("outputs")
+            if theirs and same_behaviour(ours, theirs, len(pl["inputs"]), cfg.min_behaviour_inputs):
+                if longer(task, t, cfg.padded_ratio):
+                    return Verdict.reject("padded", f"behaves as task {t.id} on every test input and is longer")
+                return Verdict.reject("duplicate", f"behaves as task {t.id} on every test input")
         return Verdict(True, task=task)
 
     # -- solving and verifying ----------------------------------------------------------------
@@ -330,6 +329,31 @@ class PythonFunctions(Domain):
 
     def verify(self, task: PracticeTask, workdir: Path) -> tuple[bool, str]:
         return verify_solution(task, workdir, self.gates.time_limit, sandbox=self.sandbox)
+
+
+
+def as_lists(output: str) -> str:
+    """An output repr with its tuples read as lists (unchanged when it is not a literal)."""
+    def lists(x: Any) -> Any:
+        if isinstance(x, (list, tuple)):
+            return [lists(v) for v in x]
+        if isinstance(x, dict):
+            return {k: lists(v) for k, v in x.items()}
+        return x
+    try:
+        return repr(lists(ast.literal_eval(output)))
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return output
+
+
+def same_behaviour(ours: list[str], theirs: list[str], own: int, at_least: int) -> bool:
+    """Whether two references' outputs on the same inputs (ours first: `own` of them from our tests) agree modulo
+    list/tuple on every input both can take (see the module docstring)."""
+    pairs = [(i, as_lists(a), as_lists(b)) for i, (a, b) in enumerate(zip(ours, theirs))
+             if "raise:TypeError" not in (a, b)]
+    return (all(a == b for _, a, b in pairs)
+            and sum(1 for _, a, _ in pairs if not a.startswith("raise:")) >= at_least
+            and 2 * sum(1 for i, _, _ in pairs if i < own) >= own)
 
 
 def _difference(a: dict, b: dict, first: Conditions, other: Conditions) -> str:

@@ -11,9 +11,12 @@ the worktree (the hidden tests live there, never in the repository); an
 attempt gets `[selfplay] check_tries` calls to finish, and `outcome` turns
 its run into passed, failed, truncated or error (domain.Attempt). Nothing merges: practice tasks run with
 `on_success = keep`, and each attempt's worktree and branch are removed once
-it is measured. The Runner reflects after every run (lessons with credit,
-skill drafts), which is how practice feeds memory; held-out attempts
-(`learn=False`) run with reflection off.
+it is measured. The Runner reflects after every run (lessons, skill drafts),
+which is how practice feeds memory; the lessons shown to a task's attempts
+are credited once all k are measured, relative to the task's measured
+success (`Lessons.credit_practice`: at the 50% target a failure is expected,
+not a lesson's fault); held-out attempts (`learn=False`) run with reflection
+off.
 
 While a task is attempted its reference and hidden tests wait in the store
 (`.loopwright/selfplay/hidden/<task id>.json`), which no worktree and no jail
@@ -36,6 +39,7 @@ from loopwright.harness.messages import Message, TextBlock
 from loopwright.harness.models import ModelAdapter, cost_usd
 from loopwright.harness.retry import call_model
 from loopwright.harness.statuses import RunStatus, TaskStatus
+from loopwright.memory.lessons import Lessons
 from loopwright.memory.store import Run
 from loopwright.runtime.config import Config
 from loopwright.runtime.learning.selfplay.domain import Attempt, Domain, PracticeTask, ProposalRequest, SelfPlayError
@@ -99,7 +103,15 @@ class RunnerSolver:
         hidden = hide(self.project.root, domain, task)
         try:
             check = domain.check_command(task)
-            return list(await asyncio.gather(*(self._one(domain, task, check, i, learn) for i in range(k))))
+            attempts = list(await asyncio.gather(*(self._one(domain, task, check, i, learn) for i in range(k))))
+            if learn:
+                lessons = Lessons(self.project.store, self.project.config.memory)
+                try:
+                    measured = [a for a in attempts if a.run_id and not a.truncated and not a.error]
+                    lessons.credit_practice([(a.run_id, a.passed) for a in measured], task.id)
+                finally:
+                    lessons.close()
+            return attempts
         finally:
             hidden.unlink(missing_ok=True)
 

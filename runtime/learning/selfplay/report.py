@@ -5,7 +5,8 @@ histogram, |s̄ − target|, wasted attempts (on tasks at 0 or k), the length
 trend, clusters, the held-out score. The summary (also what bench/selfplay.py
 tabulates): mean |s̄ − target| over rounds 10-50, the share of attempts
 wasted, rounds to reach the band (the first round from which |s̄ − target| <=
-0.1 holds for 3 rounds in a row), held-out first and last, rejections.
+0.1 holds for 3 rounds in a row), the held-out score at the first and last
+re-run of the whole set and its least-squares slope per round, rejections.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ def summary(rounds: list[dict], *, lo: int = 10, hi: int = 50) -> dict:
     rejected: Counter = Counter()
     for r in rounds:
         rejected.update(r.get("rejected", {}))
-    held = [(r["round"], r["heldout"]) for r in rounds if r.get("heldout") is not None]
+    full = max((r.get("heldout_tasks", 0) for r in rounds if r.get("heldout") is not None), default=0)
+    whole = [(x, y) for r in rounds if r.get("heldout") is not None and r.get("heldout_tasks", 0) == full
+             for x, y in [(r["round"], r["heldout"])]]
     return {
         "rounds": len(rounds), "target": target, "simulated": any(r.get("simulated") for r in rounds),
         "mean_gap": statistics.mean(window) if window else None, "gap_window": [lo, hi],
@@ -55,9 +58,18 @@ def summary(rounds: list[dict], *, lo: int = 10, hi: int = 50) -> dict:
         "accepted": sum(r.get("accepted", 0) for r in rounds),
         "rejected": {k: rejected[k] for k in REASONS if rejected[k]},
         "bad_accepted": sum(r.get("bad_accepted", 0) for r in rounds),
-        "heldout_first": held[0][1] if held else None, "heldout_last": held[-1][1] if held else None,
+        "heldout_first": whole[0][1] if whole else None, "heldout_last": whole[-1][1] if whole else None,
+        "heldout_slope": slope(whole),
         "tokens": sum(r.get("tokens", 0) for r in rounds), "cost_usd": sum(r.get("cost_usd", 0.0) for r in rounds),
     }
+
+
+def slope(points: list[tuple[float, float]]) -> float | None:
+    """The least-squares slope of y on x (None for fewer than two distinct x)."""
+    if len({x for x, _ in points}) < 2:
+        return None
+    mx, my = statistics.mean(x for x, _ in points), statistics.mean(y for _, y in points)
+    return sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
 
 
 CSV_FIELDS = ("round", "simulated", "accepted", "replayed", "proposals", "s_bar", "s_new", "gap", "target",
@@ -105,7 +117,8 @@ def summary_lines(s: dict) -> list[str]:
             f"(all rounds {_f(s['mean_gap_all'], 3)});"
             f" wasted attempts {_f(s['wasted_share'], pct=True)}; rounds to the band (±{BAND}): "
             f"{s['rounds_to_band'] if s['rounds_to_band'] is not None else 'not reached'}",
-            f"held-out: first {_f(s['heldout_first'])}, last {_f(s['heldout_last'])}; tokens {s['tokens']:,.0f}, "
+            f"held-out: first {_f(s['heldout_first'])}, last {_f(s['heldout_last'])}, slope per round "
+            f"{_f(s.get('heldout_slope'), 4)} (re-runs of the whole set); tokens {s['tokens']:,.0f}, "
             f"cost ${s['cost_usd']:.2f}"]
 
 

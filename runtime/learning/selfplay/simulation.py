@@ -21,10 +21,23 @@ duplicate proposals are caught (or not) as they would be. The sandboxed gates
 proposer sets: they are tested on the real python-functions domain.
 
 Proposers (`SimProposer`, scripted: no model):
-- `controlled`: picks the topic of one of the examples it is shown and writes
-  a task of that topic with δ = mean over the topic's examples of
-  δ_ex + logit(predicted_ex) − logit(requested), + noise (σ 0.4; as a model
-  would: "like these, a bit harder");
+- `blind` (the default of `--simulate` and the bench's `controlled` method):
+  decides from what a model is shown and nothing else — the examples' kind,
+  statement and rates (`predicted` where shown, else `measured`), never a
+  difficulty number (`meta` and `request.difficulty` are not read). It
+  imitates one example it is shown and moves away from it by what the rates
+  say: δ = δ_text + g·(logit(rate_ex) − logit(requested)) + o + ε, where
+  δ_text is the latent difficulty of the example's text (the simulator's
+  truth about the text imitated, looked up by statement in what it wrote: a
+  model rewriting a task inherits its content, not a number), g ~ U(0.5,
+  1.5) and o ~ N(0, 0.5) per seed are a model's miscalibrated sense of "a bit
+  harder" and its bias, ε ~ N(0, 0.6); with nothing it wrote shown, a guess
+  δ ~ N(0, 1.5);
+- `omniscient` (a named baseline, the old `controlled`): picks the topic of
+  one of the examples and writes a task of that topic with δ = mean over the
+  topic's examples of δ_ex + logit(predicted_ex) − logit(requested), + noise
+  (σ 0.4): it reads the examples' true difficulty δ_ex from their `meta`,
+  which no model can;
 - `fixed`: δ = 0 (fixed difficulty), a random topic;
 - `random`: δ ~ U(−3, 3), a random topic;
 - `reference`: AZR-style, δ = δ_ex + noise of a random example (shown without
@@ -70,6 +83,7 @@ COMMON = ("return the given input list value count of each first last all every 
           "without from to in for as a an the").split()
 FILLER = ("Please read this statement carefully and consider every detail of the input before you begin, since "
           "the precise wording of each requirement matters and nothing here is optional or approximate.")
+PROPOSERS = ("blind", "omniscient", "fixed", "random", "reference")
 BAD_KINDS = ("padded", "duplicate", "nonsense", "trivial", "nondeterministic", "unparseable")
 DEFAULT_BAD = {"padded": 0.08, "duplicate": 0.08, "nonsense": 0.04, "trivial": 0.03, "nondeterministic": 0.02,
                "unparseable": 0.02}
@@ -173,14 +187,15 @@ class SimDomain(Domain):
 
 
 def make_code(rng: random.Random, name: str) -> str:
-    """A small random Python function (distinct tasks share few code shingles)."""
+    """A small random Python function, every line of it live: each step works on the one before (distinct tasks
+    share few code shingles, and stripping dead code, gates.py, does not collapse them into one)."""
     params = ["x", "y", "z"][:rng.randint(1, 3)]
     names = list(params)
     lines = [f"def {name}({', '.join(params)}):"]
     for i in range(rng.randint(4, 9)):
         v = f"t{i}"
         op = rng.choice(["+", "-", "*", "^", "&", "|", "//", "%", "<<", "max", "min", "abs"])
-        a = rng.choice(names)
+        a = names[-1] if i else rng.choice(names)
         if op in ("max", "min"):
             lines.append(f"    {v} = {op}({a}, {rng.choice(names + [str(rng.randint(2, 99))])})")
         elif op == "abs":
@@ -224,12 +239,15 @@ def reword(statement: str, rng: random.Random) -> str:
 class SimProposer:
     """A scripted proposer for the simulated domain (see the module docstring for its modes)."""
 
-    def __init__(self, mode: str = "controlled", seed: int = 0, *, bad: dict[str, float] | None = None,
-                 noise: float = 0.4, fixed_delta: float = 0.0, impossible: bool = False):
-        assert mode in ("controlled", "fixed", "random", "reference"), mode
-        self.mode, self.noise, self.fixed_delta, self.impossible = mode, noise, fixed_delta, impossible
+    def __init__(self, mode: str = "blind", seed: int = 0, *, bad: dict[str, float] | None = None,
+                 noise: float | None = None, fixed_delta: float = 0.0, impossible: bool = False):
+        assert mode in PROPOSERS, mode
+        self.mode, self.fixed_delta, self.impossible = mode, fixed_delta, impossible
+        self.noise = noise if noise is not None else 0.6 if mode == "blind" else 0.4
         self.bad = DEFAULT_BAD if bad is None else bad
         self.rng = random.Random(f"proposer:{mode}:{seed}")
+        self.gain, self.offset = self.rng.uniform(0.5, 1.5), self.rng.gauss(0.0, 0.5)  # the blind one's judgement
+        self.latent: dict[str, float] = {}  # statement -> δ of the text it wrote (the simulator's truth)
         self.written: list[dict] = []  # its own valid proposals (sources of padded and duplicate variants)
         self.emitted: dict[str, int] = dict.fromkeys(BAD_KINDS + ("valid",), 0)
         self.requests: list[ProposalRequest] = []
@@ -239,6 +257,8 @@ class SimProposer:
         rng = self.rng
         if self.impossible:
             return rng.choice(TOPICS), 50.0
+        if self.mode == "blind":
+            return self._blind(request)
         examples = [e for e in request.examples if "delta" in (e.get("meta") or {})]
         if self.mode == "fixed":
             return rng.choice(TOPICS), self.fixed_delta
@@ -248,7 +268,7 @@ class SimProposer:
             return rng.choice(TOPICS), rng.gauss(0.0, 1.5)
         ex = rng.choice(examples)
         topic = ex["meta"].get("topic", ex.get("kind"))
-        if self.mode == "controlled":  # every example of the topic, each moved to the requested rate, averaged
+        if self.mode == "omniscient":  # every example of the topic, each moved to the requested rate, averaged
             same = [e for e in examples if e["meta"].get("topic", e.get("kind")) == topic
                     and e.get("predicted") is not None]
             delta = sum(float(e["meta"]["delta"]) + logit(e["predicted"]) - logit(request.target)
@@ -257,10 +277,25 @@ class SimProposer:
             delta = float(ex["meta"]["delta"])
         return topic, delta + rng.gauss(0.0, self.noise)
 
+    def _blind(self, request: ProposalRequest) -> tuple[str, float]:
+        """From the rates shown only (see the module docstring)."""
+        rng = self.rng
+        known = [e for e in request.examples if e.get("statement") in self.latent]
+        if not known:
+            return rng.choice(TOPICS), rng.gauss(0.0, 1.5)
+        ex = rng.choice(known)
+        rate = ex.get("predicted") if ex.get("predicted") is not None else ex.get("measured", 0.5)
+        rate = min(0.9, max(0.1, rate))  # "0%" read as "very hard", not as minus infinity
+        shift = self.gain * (logit(rate) - math.log(request.target / (1 - request.target)))
+        delta = self.latent[ex["statement"]] + shift + self.offset + rng.gauss(0.0, self.noise)
+        return ex.get("kind", TOPICS[0]), delta
+
     def _valid(self, request: ProposalRequest) -> dict:
         topic, delta = self._delta(request)
         self.count += 1
-        return {"statement": make_statement(self.rng, topic), "code": make_code(self.rng, f"f{self.count}"),
+        statement = make_statement(self.rng, topic)
+        self.latent[statement] = delta
+        return {"statement": statement, "code": make_code(self.rng, f"f{self.count}"),
                 "kind": topic, "sim": {"delta": delta, "bad": None}}
 
     def _bad(self, kind: str, request: ProposalRequest) -> dict | str | None:
@@ -312,7 +347,7 @@ class SimProposer:
         return out
 
 
-def sim_engine_parts(population: str = "learning", seed: int = 0, mode: str = "controlled",
+def sim_engine_parts(population: str = "learning", seed: int = 0, mode: str = "blind",
                      **proposer_kw: Any) -> tuple[SimDomain, SimProposer, SimSolver]:
     """A domain, proposer and solver wired for a simulation."""
     return SimDomain(), SimProposer(mode, seed, **proposer_kw), SimSolver(Population(population, seed))
