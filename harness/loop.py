@@ -130,6 +130,7 @@ class AgentLoop:
                  stop: asyncio.Event | None = None, permit: CallPermit | None = None,
                  commands: CommandSource | None = None, checkpoints: CheckpointSink | None = None):
         self.store, self.run_id, self.adapter, self.toolbox = store, run_id, adapter, toolbox
+        adapter.cache_key = run_id
         self.workspace, self.settings, self.on_finish = workspace, settings, on_finish
         self.permit: CallPermit = permit if permit is not None else BudgetPermit(
             store, run_id, settings.budget, settings.fleet, settings.quota_gate)

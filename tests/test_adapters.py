@@ -64,11 +64,15 @@ def test_tool_turn_then_text_turn(provider):
     assert second.message.text == "All done." and second.stop_reason == "end_turn"
     body = requests[1]["body"]
     if provider == "anthropic":
-        assert body["system"] == "be brief" and body["tools"][0]["input_schema"]["required"] == ["path"]
+        mark = {"type": "ephemeral"}  # the cache breakpoints: tools, system, the previous and the last message
+        assert body["system"] == [{"type": "text", "text": "be brief", "cache_control": mark}]
+        assert body["tools"][0]["input_schema"]["required"] == ["path"] and body["tools"][0]["cache_control"] == mark
+        assert body["messages"][0]["content"] == [{"type": "text", "text": "read a.py", "cache_control": mark}]
         assert body["messages"][1]["content"][-1] == {"type": "tool_use", "id": "call_0_0", "name": "read_file",
                                                       "input": {"path": "a.py"}}
         assert body["messages"][2]["content"] == [{"type": "tool_result", "tool_use_id": "call_0_0",
-                                                   "content": "contents of a.py", "is_error": False}]
+                                                   "content": "contents of a.py", "is_error": False,
+                                                   "cache_control": mark}]
     elif provider == "openai":
         assert body["messages"][0] == {"role": "system", "content": "be brief"} and body["max_tokens"] == 100
         assert body["messages"][2]["tool_calls"][0] == {"id": "call_0_0", "type": "function", "function": {
