@@ -32,6 +32,11 @@ answered from the script's `reflections`, apart from the turns; with none left
 they get a 400. Use it as a context manager in tests, or `loopwright loopback --script
 FILE` (the same as `python -m loopwright.harness.loopback`: one set of options,
 `add_arguments`) to point your own client at it. It is not a model and says so.
+
+Usage: a turn that gives no `usage` is billed as the provider would bill its request, prompt caching included
+(`harness.prompt_cache`: cache_control breakpoints and TTLs for Anthropic, automatic 1,024-token prefixes per
+`prompt_cache_key` for OpenAI). A Responses request with `store` is kept, so a later one may send only its new
+items with `previous_response_id` (an unknown id is a 404, as when a stored response expired).
 """
 
 from __future__ import annotations
@@ -47,7 +52,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
-from loopwright.harness.messages import TextBlock, ToolCall
+from loopwright.harness.messages import TextBlock, ToolCall, Usage
+from loopwright.harness.prompt_cache import PromptCache
 from loopwright.harness.script import REFLECTION_MARKER, Fault, Script, ScriptError, ScriptTurn
 
 BROKEN_JSON = '{"path": "unterminated'
@@ -74,6 +80,8 @@ class LoopbackServer:
         self._turns_served = 0
         self.reflections = [script.reflection_reply(i) for i in range(len(script.reflections))]
         self._reflections_served = 0
+        self.prompt_cache = PromptCache()
+        self.stored: dict[str, list] = {}  # Responses stored with `store`: their whole input and output
         handler = type("Handler", (_Handler,), {"loopback": self})
         self.httpd = _Server((host, port), handler)
         self.httpd.daemon_threads = True
@@ -189,6 +197,13 @@ class _Handler(BaseHTTPRequestHandler):
         except json.JSONDecodeError:
             body = {}
         server = self.loopback
+        if fmt == "responses" and (previous := body.get("previous_response_id")):
+            if previous not in server.stored:
+                return self._error(fmt, 404, "invalid_request_error",
+                                   f"loopback: previous response {previous!r} not found")
+            new = body.get("input")
+            body["input"] = server.stored[previous] + (new if isinstance(new, list) else
+                                                       [{"role": "user", "content": new or ""}])
         at = time.time()
         server.requests.append({"path": path, "body": body if server.keep_bodies else None, "at": at})
         server.log_request(path, fmt, body, at)
@@ -206,7 +221,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._error(fmt, 400, "invalid_request_error",
                                    f"loopback: reflection call {index + 1}, but the script has "
                                    f"{len(server.reflections)} reflection replies")
-            return self._send(200, render(fmt, ScriptTurn(text=reply), index, body.get("model", "loopback")))
+            return self._reply(fmt, ScriptTurn(text=reply), index, body)
         if server.per_conversation:
             index = assistant_turns(fmt, body)
             if index >= len(server.entries):
@@ -236,8 +251,24 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(fmt, 400, "invalid_request_error",
                                f"loopback: scripted turn {index + 1} expects {turn.expect!r} in the last message, "
                                f"got: {seen[:300]!r}")
-        model = body.get("model", "loopback")
-        self._send(200, render(fmt, turn, index, model, broken_args))
+        self._reply(fmt, turn, index, body, broken_args)
+
+    def _reply(self, fmt: str, turn: ScriptTurn, index: int, body: dict, broken_args: bool = False) -> None:
+        """Send a turn, billed as the provider would bill its request (unless the script gives its usage); a
+        stored Responses answer is kept for `previous_response_id`."""
+        server = self.loopback
+        usage = turn.usage if "usage" in turn.model_fields_set else (
+            server.prompt_cache.anthropic(body, turn.usage.output_tokens) if fmt == "anthropic" else
+            server.prompt_cache.openai(fmt, body, turn.usage.output_tokens))
+        payload = render(fmt, turn, index, body.get("model", "loopback"), broken_args, usage)
+        if fmt == "responses" and body.get("store"):
+            with server._lock:
+                payload["id"] = f"resp_loopback_{index}_{len(server.stored)}"
+                items = body.get("input")
+                server.stored[payload["id"]] = [*(items if isinstance(items, list) else
+                                                  [{"role": "user", "content": items or ""}]),
+                                                *payload["output"]]
+        self._send(200, payload)
 
     def _fault(self, fmt: str, fault: Fault, body: dict) -> None:
         kind = fault.fault
@@ -391,12 +422,13 @@ def last_user_text(fmt: str, body: dict) -> str:
     return "\n".join(parts)
 
 
-def render(fmt: str, turn: ScriptTurn, index: int, model: str, broken_args: bool = False) -> dict:
-    """A scripted turn as a provider response body."""
+def render(fmt: str, turn: ScriptTurn, index: int, model: str, broken_args: bool = False,
+           usage: Usage | None = None) -> dict:
+    """A scripted turn as a provider response body (with `usage`, or the turn's own)."""
     resp = turn.response(index, model)
     text = "".join(b.text for b in resp.message.content if isinstance(b, TextBlock))
     calls = [(b, raw.raw_arguments) for b, raw in zip(resp.message.tool_calls, turn.tool_calls, strict=True)]
-    u = resp.usage
+    u = usage or resp.usage
 
     def args_json(call: ToolCall, raw: str | None) -> str:
         return BROKEN_JSON if broken_args else raw if raw is not None else json.dumps(call.arguments)
@@ -408,7 +440,10 @@ def render(fmt: str, turn: ScriptTurn, index: int, model: str, broken_args: bool
                 "content": content, "stop_reason": resp.stop_reason, "stop_sequence": None,
                 "usage": {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
                           "cache_read_input_tokens": u.cache_read_tokens,
-                          "cache_creation_input_tokens": u.cache_write_tokens}}
+                          "cache_creation_input_tokens": u.cache_write_tokens,
+                          "cache_creation": {
+                              "ephemeral_5m_input_tokens": u.cache_write_tokens - u.cache_write_1h_tokens,
+                              "ephemeral_1h_input_tokens": u.cache_write_1h_tokens}}}
     if fmt == "chat":
         finish = {"tool_use": "tool_calls", "max_tokens": "length"}.get(resp.stop_reason, "stop")
         message: dict = {"role": "assistant", "content": text or None}

@@ -62,7 +62,8 @@ def test_turns_are_rendered_per_endpoint_and_requests_recorded_without_keys():
         assert server.remaining == 0
         recorded = server.requests
     assert anth["content"][1] == {"type": "tool_use", "id": "call_0_0", "name": "read_file", "input": {"path": "a.py"}}
-    assert anth["stop_reason"] == "tool_use" and anth["usage"]["input_tokens"] == 100
+    assert anth["stop_reason"] == "tool_use" and anth["usage"]["cache_read_input_tokens"] == 0  # billed as sent
+    assert 0 < anth["usage"]["input_tokens"] < 100
     call = chat["choices"][0]["message"]["tool_calls"][0]
     assert call["id"] == "call_1_0" and json.loads(call["function"]["arguments"]) == {"path": "a.py"}
     assert chat["choices"][0]["finish_reason"] == "tool_calls" and chat["usage"]["completion_tokens"] == 20
