@@ -197,15 +197,15 @@ class _Handler(BaseHTTPRequestHandler):
         except json.JSONDecodeError:
             body = {}
         server = self.loopback
+        at = time.time()
+        server.requests.append({"path": path, "body": body if server.keep_bodies else None, "at": at})
         if fmt == "responses" and (previous := body.get("previous_response_id")):
             if previous not in server.stored:
                 return self._error(fmt, 404, "invalid_request_error",
                                    f"loopback: previous response {previous!r} not found")
-            new = body.get("input")
-            body["input"] = server.stored[previous] + (new if isinstance(new, list) else
-                                                       [{"role": "user", "content": new or ""}])
-        at = time.time()
-        server.requests.append({"path": path, "body": body if server.keep_bodies else None, "at": at})
+            new = body.get("input")  # from here on the request is seen whole, as the provider sees it
+            body = {**body, "input": server.stored[previous] + (new if isinstance(new, list) else
+                                                                [{"role": "user", "content": new or ""}])}
         server.log_request(path, fmt, body, at)
         if fmt is None:
             return self._send(404, {"error": {"type": "not_found_error", "message": f"loopback: no endpoint {path}"}})
