@@ -49,6 +49,7 @@ class ModelCalled(_Event):
     stop_reason: str
     duration_ms: float
     purpose: Literal["turn", "compaction", "reflection"] = "turn"
+    saved_usd: float = 0.0  # what prompt caching saved on this call (negative: a write not yet earned back)
 
 
 class Retrying(_Event):

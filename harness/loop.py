@@ -40,7 +40,14 @@ from loopwright.harness.messages import (
     ToolSpec,
     gist_argument,
 )
-from loopwright.harness.models import FatalModelError, ModelAdapter, ModelInfo, ModelUnavailable, cost_usd
+from loopwright.harness.models import (
+    FatalModelError,
+    ModelAdapter,
+    ModelInfo,
+    ModelUnavailable,
+    cache_saved_usd,
+    cost_usd,
+)
 from loopwright.harness.retry import QuotaGate, RetryPolicy, call_model
 from loopwright.harness.runlog import RunLog
 from loopwright.harness.seams import BudgetPermit, CallPermit, CheckpointSink, CommandSource, LoggedCommands
@@ -371,8 +378,9 @@ class AgentLoop:
                 await call
             raise Stopped(self.stop_status, self.stop_reason)
         response = call.result()
+        info = self.settings.model_info
         event = ModelCalled(model=response.model or self.adapter.model, usage=response.usage,
-                            cost_usd=cost_usd(response.usage, self.settings.model_info),
+                            cost_usd=cost_usd(response.usage, info), saved_usd=cache_saved_usd(response.usage, info),
                             stop_reason=response.stop_reason, duration_ms=(time.perf_counter() - t0) * 1000,
                             purpose=purpose)  # type: ignore[arg-type]
         self.store.record_model_call(self.run_id, event, response.message if purpose == "turn" else None,

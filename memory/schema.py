@@ -117,5 +117,9 @@ MIGRATIONS: list[Migration] = [
             run_id TEXT NOT NULL, pgid INTEGER NOT NULL, leader_start INTEGER NOT NULL, boot_id TEXT NOT NULL,
             PRIMARY KEY (run_id, pgid))""",
     ],
+    [  # 11: prompt caching per run: input tokens read from the cache (of input_tokens) and what caching saved
+        "ALTER TABLE runs ADD COLUMN cache_read_tokens INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE runs ADD COLUMN cache_saved_usd REAL NOT NULL DEFAULT 0",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

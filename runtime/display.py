@@ -16,6 +16,12 @@ def fmt_tokens(n: int) -> str:
     return f"{n / 1000:.1f}k" if n >= 1000 else str(n)
 
 
+def fmt_cache(run: Run) -> str:
+    """A run's prompt caching in a few words: the share of its input read from the cache and what that saved."""
+    saved = f"saved ${run.cache_saved_usd:.4f}" if run.cache_saved_usd >= 0 else f"cost ${-run.cache_saved_usd:.4f}"
+    return f"cache {run.cache_hit_share:.0%} of input, {saved}" if run.input_tokens else "cache -"
+
+
 def fmt_elapsed(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
     h, m = divmod(m, 60)
@@ -119,6 +125,7 @@ def running_tool_call(store: Store, run_id: str) -> tuple[str, float] | None:
 def run_summary(run: Run) -> dict:
     return {"run": run.id, "task": run.task_id, "status": run.status, "reason": run.reason, "step": run.step,
             "tokens": run.tokens, "cost_usd": round(run.cost_usd, 6), "model": f"{run.provider}:{run.model}",
+            "cache_hit_share": round(run.cache_hit_share, 4), "cache_saved_usd": round(run.cache_saved_usd, 6),
             "branch": run.branch, "worktree": run.worktree, "merge_commit": run.merge_commit,
             "elapsed_seconds": round(run.active_seconds, 1), "last_action": run.last_action}
 
