@@ -19,7 +19,7 @@ def fmt_tokens(n: int) -> str:
 def fmt_cache(run: Run) -> str:
     """A run's prompt caching in a few words: the share of its input read from the cache and what that saved."""
     saved = f"saved ${run.cache_saved_usd:.4f}" if run.cache_saved_usd >= 0 else f"cost ${-run.cache_saved_usd:.4f}"
-    return f"cache {run.cache_hit_share:.0%} of input, {saved}" if run.input_tokens else "cache -"
+    return f"cache {run.cache_hit_share:.0%}, {saved}" if run.input_tokens else "cache -"
 
 
 def fmt_elapsed(seconds: float) -> str:
