@@ -74,7 +74,8 @@ class ProgressPrinter:
             count = f"{e.attempt}/{e.max_attempts}" if e.max_attempts else e.attempt
             return f"{pad} model call failed ({e.reason}); retrying ({count}) in {e.wait_seconds:.1f}s"
         if isinstance(e, ev.Compacted):
-            return f"{pad} context compacted: {fmt_tokens(e.tokens_before)} → {fmt_tokens(e.tokens_after)} tokens"
+            return (f"{pad} context compacted: {fmt_tokens(e.tokens_before)} → {fmt_tokens(e.tokens_after)} tokens"
+                    " (a new prompt prefix: the next call writes the cache again)")
         if isinstance(e, ev.RolledBack):
             return f"{pad} rolled back to checkpoint {e.to_seq} ({e.to_sha[:8]}) by {e.requested_by}"
         if isinstance(e, ev.Merged):
