@@ -93,8 +93,8 @@ def _report(result: Any, args: argparse.Namespace) -> int:
         print_json(run_summary(run))
     else:
         print(f"run {run.id}: {run.status}" + (f" — {run.reason}" if run.reason else ""))
-        print(f"  {run.step} steps, {fmt_tokens(run.tokens)} tokens, ${run.cost_usd:.4f} ({fmt_cache(run)}), "
-              f"{fmt_elapsed(run.active_seconds)}; branch {run.branch}")
+        print(f"  {run.step} steps, {fmt_tokens(run.tokens)} tokens, ${run.cost_usd:.4f}, "
+              f"{fmt_elapsed(run.active_seconds)}; {fmt_cache(run)}; branch {run.branch}")
         if run.status == RunStatus.PAUSED:
             print(f"  continue with: loopwright resume {run.id}")
     if run.status == RunStatus.SUCCEEDED:
