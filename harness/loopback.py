@@ -35,8 +35,10 @@ FILE` (the same as `python -m loopwright.harness.loopback`: one set of options,
 
 Usage: a turn that gives no `usage` is billed as the provider would bill its request, prompt caching included
 (`harness.prompt_cache`: cache_control breakpoints and TTLs for Anthropic, automatic 1,024-token prefixes per
-`prompt_cache_key` for OpenAI). A Responses request with `store` is kept, so a later one may send only its new
-items with `previous_response_id` (an unknown id is a 404, as when a stored response expired).
+`prompt_cache_key` for OpenAI); that serialises each request again, so CPU benchmarks switch it off
+(`accounting=False`, `--no-accounting`: such turns report the script's default usage). A Responses request with
+`store` is kept, so a later one may send only its new items with `previous_response_id` (an unknown id is a 404,
+as when a stored response expired).
 """
 
 from __future__ import annotations
@@ -64,11 +66,13 @@ class LoopbackServer:
     """Serve a script on 127.0.0.1 in a background thread."""
 
     def __init__(self, script: Script, host: str = "127.0.0.1", port: int = 0, *, per_conversation: bool = False,
-                 latency: float = 0.0, keep_bodies: bool = True, request_log: str | None = None):
+                 latency: float = 0.0, keep_bodies: bool = True, request_log: str | None = None,
+                 accounting: bool = True):
         self.entries: list[Fault | ScriptTurn] = list(script.turns)
         if per_conversation and any(isinstance(e, Fault) for e in self.entries):
             raise ScriptError("a per-conversation script cannot hold faults (use rate_limit() for a quota storm)")
         self.per_conversation, self.latency, self.keep_bodies = per_conversation, latency, keep_bodies
+        self.accounting = accounting  # bill turns without `usage` as the provider would (costs CPU per request)
         self.requests: list[dict] = []
         self.refused: list[float] = []  # when each request of a quota storm was refused
         self._storm_until = 0.0
@@ -257,7 +261,7 @@ class _Handler(BaseHTTPRequestHandler):
         """Send a turn, billed as the provider would bill its request (unless the script gives its usage); a
         stored Responses answer is kept for `previous_response_id`."""
         server = self.loopback
-        usage = turn.usage if "usage" in turn.model_fields_set else (
+        usage = turn.usage if "usage" in turn.model_fields_set or not server.accounting else (
             server.prompt_cache.anthropic(body, turn.usage.output_tokens) if fmt == "anthropic" else
             server.prompt_cache.openai(fmt, body, turn.usage.output_tokens))
         payload = render(fmt, turn, index, body.get("model", "loopback"), broken_args, usage)
@@ -480,13 +484,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency", type=float, default=0.0, metavar="SECONDS", help="wait before every answer")
     parser.add_argument("--log-requests", metavar="FILE",
                         help="append one JSON line per request as it arrives: at, path, turn, head")
+    parser.add_argument("--no-accounting", dest="accounting", action="store_false",
+                        help="report the script's usage instead of billing each request as the provider would "
+                             "(prompt caching included): less CPU per request, for benchmarks")
 
 
 def serve(args: argparse.Namespace) -> int:
     """Serve the options `add_arguments` parsed until Ctrl-C; a bad script or a taken port is one line and 2."""
     try:
         server = LoopbackServer(Script.load(args.script), port=args.port, per_conversation=args.per_conversation,
-                                latency=args.latency, request_log=args.log_requests)
+                                latency=args.latency, request_log=args.log_requests, accounting=args.accounting)
     except (ScriptError, OSError) as e:  # a bad script file, or the port is taken
         print(f"loopback: {e}", file=sys.stderr)
         return 2

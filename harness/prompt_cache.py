@@ -6,8 +6,9 @@ marked with `cache_control` (at most four) and at least 1,024 tokens long (2,048
 their `ttl` (5m or 1h; a hit renews it); a request reads the longest live prefix that ends at one of its
 breakpoints or at one of the 20 blocks before each; `cache_creation_input_tokens` is what lies between that and
 its last breakpoint, `input_tokens` the rest. OpenAI (Chat and Responses): every prompt of 1,024+ tokens is cached
-by itself in 128-token steps for 5 minutes (renewed on a hit), per model and `prompt_cache_key`; `cached_tokens`
-is the longest live prefix.
+by itself, up to its last 128-token step, for 5 minutes (renewed on a hit), per model and `prompt_cache_key`;
+`cached_tokens` is the longest live prefix a request starts with. (The API also keeps the shorter steps, so a
+prompt that parts from a cached one midway reads up to there; here it reads only whole cached prompts.)
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def tokens(text: str) -> int:
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    # in the order sent (an SDK serialises a given message the same way every time): sorting keys would cost more
+    return json.dumps(value, ensure_ascii=False)
 
 
 def anthropic_min_tokens(model: str) -> int:
@@ -45,6 +47,7 @@ class PromptCache:
     def __init__(self, clock: Callable[[], float] = time.time):
         self.clock = clock
         self._live: dict[str, tuple[float, float]] = {}  # prefix hash -> (expires at, its ttl in seconds)
+        self._sizes: dict[str, set[int]] = {}  # OpenAI: per model and cache key, the prefix lengths cached
         self._lock = threading.Lock()
 
     def _hit(self, key: str, now: float) -> bool:
@@ -62,9 +65,9 @@ class PromptCache:
         h = hashlib.sha256(f"anthropic\0{model}".encode())
         bounds: list[tuple[int, str, str | None]] = []  # per block: tokens so far, prefix hash, its breakpoint's ttl
         total = 0
-        for block in _anthropic_blocks(body):
-            mark = block.pop("cache_control", None)
-            text = _json(block)
+        for role, block in _anthropic_blocks(body):
+            mark = block.get("cache_control")
+            text = role + _json({k: v for k, v in block.items() if k != "cache_control"} if mark else block)
             h.update(text.encode())
             total += tokens(text)
             bounds.append((total, h.hexdigest(), mark.get("ttl", "5m") if mark else None))
@@ -94,36 +97,45 @@ class PromptCache:
                      cache_write_tokens=written, cache_write_1h_tokens=written_1h)
 
     def openai(self, fmt: str, body: dict, output_tokens: int) -> Usage:
-        """A Chat or Responses request's usage: uncached input and the cached tokens (OpenAI reports no writes)."""
-        text = "".join(_json(part) for part in _openai_parts(fmt, body))
-        total = tokens(text)
+        """A Chat or Responses request's usage: uncached input and the cached tokens (OpenAI reports no writes).
+
+        Each request leaves its prompt in the cache up to its last 128-token step; a later request reads the
+        longest such prefix it starts with (a conversation's next turn: the whole previous prompt, rounded down).
+        """
+        text = "".join(_json(part) for part in _openai_parts(fmt, body)).encode()
+        total = -(-len(text) // 4)
         seed = f"openai\0{body.get('model', '')}\0{body.get('prompt_cache_key') or ''}"
-        h = hashlib.sha256(seed.encode())
-        keys: list[tuple[int, str]] = []
-        done = 0
-        for size in range(OPENAI_MIN, total + 1, OPENAI_STEP):
-            h.update(text[done:size * 4].encode())
-            done = size * 4
-            keys.append((size, h.hexdigest()))
+        end = total // OPENAI_STEP * OPENAI_STEP
         with self._lock:
             now = self.clock()
-            cached = next((size for size, key in reversed(keys) if self._hit(key, now)), 0)
-            for _, key in keys:
+            sizes = sorted({*self._sizes.get(seed, ()), end} if end >= OPENAI_MIN else self._sizes.get(seed, ()))
+            h, done, cached, hit, mine = hashlib.sha256(seed.encode()), 0, 0, "", ""
+            for size in (s for s in sizes if s <= total):
+                h.update(text[done:size * 4])
+                done = size * 4
+                key = h.hexdigest()
+                if self._hit(key, now):
+                    cached, hit = size, key
+                if size == end:
+                    mine = key
+            for key in filter(None, (hit, mine)):  # a hit renews its prefix; this prompt is written
                 self._keep(key, now, OPENAI_TTL)
+            if mine:
+                self._sizes.setdefault(seed, set()).add(end)
         return Usage(input_tokens=total - cached, output_tokens=output_tokens, cache_read_tokens=cached)
 
 
-def _anthropic_blocks(body: dict) -> Iterable[dict]:
-    """The request in cache order: tools, system, then each message's blocks (copies, tagged with their role)."""
+def _anthropic_blocks(body: dict) -> Iterable[tuple[str, dict]]:
+    """The request in cache order: tools, system, then each message's blocks, with what they belong to."""
     for tool in body.get("tools") or []:
-        yield dict(tool)
+        yield "tool", tool
     system = body.get("system")
     for block in [{"type": "text", "text": system}] if isinstance(system, str) and system else system or []:
-        yield {"system": True, **block}
+        yield "system", block
     for m in body.get("messages") or []:
         content = m.get("content")
         for block in [{"type": "text", "text": content}] if isinstance(content, str) else content or []:
-            yield {"role": m.get("role"), **block}
+            yield str(m.get("role")), block
 
 
 def _openai_parts(fmt: str, body: dict) -> Iterable[Any]:

@@ -329,3 +329,10 @@ def test_openai_caches_prefixes_of_1024_tokens_in_128_token_steps_per_cache_key(
     assert cached % 128 == 0 and len(BIG) // 4 - 128 < cached <= len(BIG) // 4 + 16
     assert other["prompt_tokens_details"]["cached_tokens"] == 0  # another run's key: another cache
     assert again["prompt_tokens_details"]["cached_tokens"] == 0 < again["prompt_tokens"] < 1024  # too short
+
+
+def test_without_accounting_a_turn_reports_the_scripts_usage():
+    with LoopbackServer(Script.parse([TURN]), accounting=False) as server:
+        usage = post(server, "/v1/messages", _anthropic("claude-sonnet-4-6", 3))[2]["usage"]
+    billed = (usage["input_tokens"], usage["cache_read_input_tokens"], usage["cache_creation_input_tokens"])
+    assert billed == (100, 0, 0)
