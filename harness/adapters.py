@@ -85,6 +85,11 @@ class _SDKAdapter(ModelAdapter):
             http_client=sdk.DefaultAioHttpClient(verify=_tls_context()))
         self._wire = WireCache(self._to_wire)
 
+    @property
+    def routing_key(self) -> str | None:
+        """OpenAI's `prompt_cache_key`: the run's, while caching is on."""
+        return self.cache_key if self.cache.enabled else None
+
     async def aclose(self) -> None:
         await self.client.close()
 
@@ -173,8 +178,7 @@ class OpenAIChatAdapter(_SDKAdapter):
         kwargs["max_completion_tokens" if official else "max_tokens"] = max_tokens
         wire = [{"role": "system", "content": system}] if system else []
         wire += flatten(self._wire.wire(messages))
-        body = openai_cache_key({"model": self.model, "messages": wire, **kwargs},
-                                self.cache_key if self.cache.enabled else None)
+        body = openai_cache_key({"model": self.model, "messages": wire, **kwargs}, self.routing_key)
         resp = await self.client.chat.completions.create(**body)
         if not resp.choices:
             return ModelResponse(message=Message(role="assistant", content=[TextBlock(text="")]),
@@ -237,7 +241,7 @@ class OpenAIResponsesAdapter(_SDKAdapter):
         store = self.cache.enabled and self.cache.responses_store
         previous, start = self._chain.since(messages) if store else (None, 0)
         body = openai_cache_key({"model": self.model, "store": store, "max_output_tokens": max_tokens, **kwargs},
-                                self.cache_key if self.cache.enabled else None)
+                                self.routing_key)
         wires = self._wire.wire(messages)
         wire = flatten(wires)
         try:
