@@ -108,7 +108,8 @@ class Loopback:
         self.out = (work / f"loopback-{latency:g}s.out").open("w")
         argv = [sys.executable, "-m", "loopwright.harness.loopback",
                 "--script", str(write_script(work / "script.json")),
-                "--per-conversation", "--latency", str(latency), "--port", "0", "--log-requests", str(self.log_path)]
+                "--per-conversation", "--latency", str(latency), "--port", "0", "--log-requests", str(self.log_path),
+                "--no-accounting"]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.out, text=True, env=bench_env())
         self.base_url = ""
         deadline = time.monotonic() + 60

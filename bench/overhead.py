@@ -81,9 +81,9 @@ def make_repo() -> Path:
 
 
 def measure(turns: int) -> dict:
-    with LoopbackServer(_script(turns)) as server:
+    with LoopbackServer(_script(turns), accounting=False) as server:
         bare = asyncio.run(bare_loop(server.anthropic_base_url, turns))
-    with LoopbackServer(_script(turns)) as server:
+    with LoopbackServer(_script(turns), accounting=False) as server:
         total, model, tools = loopwright_loop(make_repo(), server.anthropic_base_url, turns)
     per = 1000 / turns
     return {"turns": turns, "bare": bare * per, "model": model * per, "tools": tools * per,

@@ -160,7 +160,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("nothing is running")
     for r in active:
         print(f"  {r['run']}  task {r['task']}  step {r['step']}  {fmt_tokens(r['tokens'])} tok  ${r['cost_usd']:.4f}"
-              f"  {r['last_action'][:60]}")
+              f"  cache {r['cache_hit_share']:.0%} (saved ${r['cache_saved_usd']:.4f})  {r['last_action'][:60]}")
     return 0
 
 

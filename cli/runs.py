@@ -15,6 +15,7 @@ from loopwright.harness.statuses import CommandKind, RunStatus
 from loopwright.memory.store import StoreError
 from loopwright.runtime.display import (
     ProgressPrinter,
+    fmt_cache,
     fmt_elapsed,
     fmt_tokens,
     run_summary,
@@ -93,7 +94,7 @@ def _report(result: Any, args: argparse.Namespace) -> int:
     else:
         print(f"run {run.id}: {run.status}" + (f" — {run.reason}" if run.reason else ""))
         print(f"  {run.step} steps, {fmt_tokens(run.tokens)} tokens, ${run.cost_usd:.4f}, "
-              f"{fmt_elapsed(run.active_seconds)}; branch {run.branch}")
+              f"{fmt_elapsed(run.active_seconds)}; {fmt_cache(run)}; branch {run.branch}")
         if run.status == RunStatus.PAUSED:
             print(f"  continue with: loopwright resume {run.id}")
     if run.status == RunStatus.SUCCEEDED:
@@ -210,6 +211,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     task = project.store.task(run.task_id)
     print(f"run {run.id} · task {task.id}: {task.title} · {run.status}" + (f" ({run.reason})" if run.reason else ""))
     print(f"worktree {run.worktree} · branch {run.branch} · {run.provider}:{run.model}")
+    print(f"{fmt_tokens(run.tokens)} tokens · ${run.cost_usd:.4f} · {fmt_cache(run)}")
     print()
     for line in transcript(project.store, run.id, full=args.full):
         print(line)

@@ -17,6 +17,15 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
+from loopwright.harness.caching import (
+    CacheConfig,
+    ResponseChain,
+    anthropic_breakpoints,
+    anthropic_usage,
+    chat_usage,
+    openai_cache_key,
+    responses_usage,
+)
 from loopwright.harness.messages import (
     Message,
     ModelResponse,
@@ -25,7 +34,6 @@ from loopwright.harness.messages import (
     ToolCall,
     ToolResult,
     ToolSpec,
-    Usage,
 )
 from loopwright.harness.models import ModelAdapter, WireCache, flatten
 
@@ -66,14 +74,21 @@ class _SDKAdapter(ModelAdapter):
     client_name = ""
     _to_wire: Callable[[Message], Any]  # one message in the provider's wire format (cached by WireCache)
 
-    def __init__(self, model: str, *, api_key: str, base_url: str | None = None, timeout: float = 600):
+    def __init__(self, model: str, *, api_key: str, base_url: str | None = None, timeout: float = 600,
+                 cache: CacheConfig | None = None):
         self.model = model
         self.base_url = base_url
+        self.cache = cache or CacheConfig()
         sdk = importlib.import_module(self.sdk_name)  # only the SDK a run uses is imported (~1-2 s each)
         self.client = getattr(sdk, self.client_name)(
             api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0,
             http_client=sdk.DefaultAioHttpClient(verify=_tls_context()))
         self._wire = WireCache(self._to_wire)
+
+    @property
+    def routing_key(self) -> str | None:
+        """OpenAI's `prompt_cache_key`: the run's, while caching is on."""
+        return self.cache_key if self.cache.enabled else None
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -105,12 +120,14 @@ class AnthropicAdapter(_SDKAdapter):
 
     async def complete(self, *, system: str, messages: list[Message], tools: list[ToolSpec],
                        max_tokens: int) -> ModelResponse:
-        kwargs: dict[str, Any] = {"system": system} if system else {}
+        body: dict[str, Any] = {"model": self.model, "max_tokens": max_tokens, "messages": self._wire.wire(messages)}
+        if system:
+            body["system"] = system
         if tools:
-            kwargs["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.input_schema}
-                               for t in tools]
-        resp = await self.client.messages.create(model=self.model, max_tokens=max_tokens,
-                                                 messages=self._wire.wire(messages), **kwargs)
+            body["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.input_schema}
+                             for t in tools]
+        body = anthropic_breakpoints(body, self.cache.ttl) if self.cache.enabled else body
+        resp = await self.client.messages.create(**body)
         content: list = []
         for block in resp.content:
             if block.type == "text":
@@ -119,11 +136,8 @@ class AnthropicAdapter(_SDKAdapter):
                 args = block.input if isinstance(block.input, dict) else {}
                 error = None if isinstance(block.input, dict) else "tool input was not a JSON object"
                 content.append(ToolCall(id=block.id, name=block.name, arguments=args, parse_error=error))
-        u = resp.usage
-        usage = Usage(input_tokens=u.input_tokens or 0, output_tokens=u.output_tokens or 0,
-                      cache_read_tokens=getattr(u, "cache_read_input_tokens", 0) or 0,
-                      cache_write_tokens=getattr(u, "cache_creation_input_tokens", 0) or 0)
-        return ModelResponse(message=Message(role="assistant", content=content or [TextBlock(text="")]), usage=usage,
+        return ModelResponse(message=Message(role="assistant", content=content or [TextBlock(text="")]),
+                             usage=anthropic_usage(resp.usage),
                              stop_reason=self._STOP.get(resp.stop_reason or "", "other"), model=resp.model)
 
 
@@ -164,7 +178,8 @@ class OpenAIChatAdapter(_SDKAdapter):
         kwargs["max_completion_tokens" if official else "max_tokens"] = max_tokens
         wire = [{"role": "system", "content": system}] if system else []
         wire += flatten(self._wire.wire(messages))
-        resp = await self.client.chat.completions.create(model=self.model, messages=wire, **kwargs)
+        body = openai_cache_key({"model": self.model, "messages": wire, **kwargs}, self.routing_key)
+        resp = await self.client.chat.completions.create(**body)
         if not resp.choices:
             return ModelResponse(message=Message(role="assistant", content=[TextBlock(text="")]),
                                  stop_reason="other", model=resp.model or self.model)
@@ -178,19 +193,19 @@ class OpenAIChatAdapter(_SDKAdapter):
         for c in choice.message.tool_calls or []:
             args, error = parse_arguments(c.function.arguments)
             content.append(ToolCall(id=c.id, name=c.function.name, arguments=args, parse_error=error))
-        u = resp.usage
-        cached = getattr(getattr(u, "prompt_tokens_details", None), "cached_tokens", 0) or 0 if u else 0
-        usage = Usage(input_tokens=(u.prompt_tokens - cached) if u else 0,
-                      output_tokens=u.completion_tokens if u else 0,
-                      cache_read_tokens=cached)
         stop = "refusal" if refusal else self._STOP.get(choice.finish_reason or "", "other")
-        return ModelResponse(message=Message(role="assistant", content=content or [TextBlock(text="")]), usage=usage,
+        return ModelResponse(message=Message(role="assistant", content=content or [TextBlock(text="")]),
+                             usage=chat_usage(resp.usage),
                              stop_reason=stop, model=resp.model)
 
 
 class OpenAIResponsesAdapter(_SDKAdapter):
     provider = "openai-responses"
     sdk_name, client_name = "openai", "AsyncOpenAI"
+
+    def __init__(self, model: str, **kwargs: Any):
+        super().__init__(model, **kwargs)
+        self._chain = ResponseChain()
 
     @staticmethod
     def _message(role: str, text: str) -> dict:
@@ -222,13 +237,25 @@ class OpenAIResponsesAdapter(_SDKAdapter):
             kwargs["tools"] = [{"type": "function", "name": t.name, "description": t.description,
                                 "parameters": t.input_schema, "strict": False} for t in tools]
         if system:
-            kwargs["instructions"] = system
-        resp = await self.client.responses.create(model=self.model, store=False,
-                                                  input=flatten(self._wire.wire(messages)),
-                                                  max_output_tokens=max_tokens, **kwargs)
+            kwargs["instructions"] = system  # never carried over from a previous response: sent every time
+        store = self.cache.enabled and self.cache.responses_store
+        previous, start = self._chain.since(messages) if store else (None, 0)
+        body = openai_cache_key({"model": self.model, "store": store, "max_output_tokens": max_tokens, **kwargs},
+                                self.routing_key)
+        wires = self._wire.wire(messages)
+        wire = flatten(wires)
+        try:
+            resp = await self.client.responses.create(
+                **body, **({"previous_response_id": previous, "input": flatten(wires[start:])}
+                           if previous else {"input": wire}))
+        except Exception as e:  # the stored response expired or was deleted: send the conversation whole
+            if previous is None or getattr(e, "status_code", None) not in (400, 404):
+                raise
+            self._chain.forget()
+            resp = await self.client.responses.create(**body, input=wire)
         content: list = []
         refused = False
-        for item in resp.output:  # reasoning items are skipped: with store=False they cannot be referred back to
+        for item in resp.output:  # reasoning items are skipped: stored, they are kept by previous_response_id
             if item.type == "message":
                 text = "".join(getattr(part, "text", "") for part in item.content if part.type == "output_text")
                 refusal = "".join(getattr(part, "refusal", "") for part in item.content if part.type == "refusal")
@@ -238,17 +265,16 @@ class OpenAIResponsesAdapter(_SDKAdapter):
             elif item.type == "function_call":
                 args, error = parse_arguments(item.arguments)
                 content.append(ToolCall(id=item.call_id, name=item.name, arguments=args, parse_error=error))
-        u = resp.usage
-        cached = getattr(getattr(u, "input_tokens_details", None), "cached_tokens", 0) or 0 if u else 0
-        usage = Usage(input_tokens=(u.input_tokens - cached) if u else 0, output_tokens=u.output_tokens if u else 0,
-                      cache_read_tokens=cached)
         incomplete = getattr(getattr(resp, "incomplete_details", None), "reason", None)
         stop = ("max_tokens" if incomplete == "max_output_tokens" else
                 "refusal" if refused or incomplete == "content_filter" else
                 "tool_use" if any(isinstance(b, ToolCall) for b in content) else
                 "other" if incomplete else "end_turn")
-        return ModelResponse(message=Message(role="assistant", content=content or [TextBlock(text="")]), usage=usage,
-                             stop_reason=stop, model=resp.model or self.model)  # type: ignore[arg-type]
+        reply = Message(role="assistant", content=content or [TextBlock(text="")])
+        if store:
+            self._chain.stored(resp.id, messages, reply)
+        return ModelResponse(message=reply, usage=responses_usage(resp.usage), stop_reason=stop,  # type: ignore[arg-type]
+                             model=resp.model or self.model)
 
 
 _ADAPTERS: dict[str, type[_SDKAdapter]] = {"anthropic": AnthropicAdapter, "openai": OpenAIChatAdapter,
@@ -263,8 +289,8 @@ def import_sdk(provider: str) -> None:
 
 
 def build_adapter(provider: str, model: str, *, api_key: str, base_url: str | None,
-                  timeout: float = 600) -> ModelAdapter:
+                  timeout: float = 600, cache: CacheConfig | None = None) -> ModelAdapter:
     """The adapter for a provider name: anthropic, openai (Chat Completions) or openai-responses."""
     if provider not in _ADAPTERS:
         raise ValueError(f"unknown provider '{provider}' (allowed: {', '.join(PROVIDERS)})")
-    return _ADAPTERS[provider](model, api_key=api_key, base_url=base_url, timeout=timeout)
+    return _ADAPTERS[provider](model, api_key=api_key, base_url=base_url, timeout=timeout, cache=cache)

@@ -49,6 +49,7 @@ class ModelCalled(_Event):
     stop_reason: str
     duration_ms: float
     purpose: Literal["turn", "compaction", "reflection"] = "turn"
+    saved_usd: float = 0.0  # what prompt caching saved on this call (negative: a write not yet earned back)
 
 
 class Retrying(_Event):
@@ -91,6 +92,9 @@ class RolledBack(_Event):
 
 
 class Compacted(_Event):
+    """The oldest turns were summarised into a hand-off note. The conversation the model is sent changes, so the
+    next call starts a new prompt-cache prefix (it writes the cache again), on purpose."""
+
     type: Literal["compacted"] = "compacted"
     tokens_before: int
     tokens_after: int
@@ -142,7 +146,8 @@ class Notice(_Event):
 
 
 class SkillsChanged(_Event):
-    """Installed skills changed while the run was going (hot reload); the agent was told at its next turn."""
+    """Installed skills changed while the run was going (hot reload); the agent was told at its next turn, in the
+    conversation: the system prompt and tools (the cached prompt prefix) stay as they were until the run resumes."""
 
     type: Literal["skills_changed"] = "skills_changed"
     added: list[str] = []

@@ -50,6 +50,7 @@ from loopwright.harness.models import (
     ModelInfo,
     ModelUnavailable,
     NeedsAttention,
+    cache_saved_usd,
     cost_usd,
 )
 from loopwright.harness.retry import QuotaGate, RetryPolicy, call_model
@@ -142,6 +143,7 @@ class AgentLoop:
                  stop: asyncio.Event | None = None, permit: CallPermit | None = None,
                  commands: CommandSource | None = None, checkpoints: CheckpointSink | None = None):
         self.store, self.run_id, self.adapter, self.toolbox = store, run_id, adapter, toolbox
+        adapter.cache_key = run_id
         self.workspace, self.settings, self.on_finish = workspace, settings, on_finish
         self.permit: CallPermit = permit if permit is not None else BudgetPermit(
             store, run_id, settings.budget, settings.fleet, settings.quota_gate)
@@ -405,8 +407,9 @@ class AgentLoop:
                 await call
             raise Stopped(self.stop_status, self.stop_reason)
         response = _capped(call.result(), self.tool_context.output_cap)
+        info = self.settings.model_info
         event = ModelCalled(model=response.model or self.adapter.model, usage=response.usage,
-                            cost_usd=cost_usd(response.usage, self.settings.model_info),
+                            cost_usd=cost_usd(response.usage, info), saved_usd=cache_saved_usd(response.usage, info),
                             stop_reason=response.stop_reason, duration_ms=(time.perf_counter() - t0) * 1000,
                             purpose=purpose)  # type: ignore[arg-type]
         self.store.record_model_call(self.run_id, event, response.message if purpose == "turn" else None,

@@ -37,6 +37,13 @@ answered from the script's `reflections`, apart from the turns; with none left
 they get a 400. Use it as a context manager in tests, or `loopwright loopback --script
 FILE` (the same as `python -m loopwright.harness.loopback`: one set of options,
 `add_arguments`) to point your own client at it. It is not a model and says so.
+
+Usage: a turn that gives no `usage` is billed as the provider would bill its request, prompt caching included
+(`harness.prompt_cache`: cache_control breakpoints and TTLs for Anthropic, automatic 1,024-token prefixes per
+`prompt_cache_key` for OpenAI); that serialises each request again, so CPU benchmarks switch it off
+(`accounting=False`, `--no-accounting`: such turns report the script's default usage). A Responses request with
+`store` is kept, so a later one may send only its new items with `previous_response_id` (an unknown id is a 404,
+as when a stored response expired).
 """
 
 from __future__ import annotations
@@ -52,7 +59,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
-from loopwright.harness.messages import TextBlock, ToolCall
+from loopwright.harness.messages import TextBlock, ToolCall, Usage
+from loopwright.harness.prompt_cache import PromptCache
 from loopwright.harness.script import REFLECTION_MARKER, Fault, Script, ScriptError, ScriptTurn
 
 BROKEN_JSON = '{"path": "unterminated'
@@ -63,11 +71,13 @@ class LoopbackServer:
     """Serve a script on 127.0.0.1 in a background thread."""
 
     def __init__(self, script: Script, host: str = "127.0.0.1", port: int = 0, *, per_conversation: bool = False,
-                 latency: float = 0.0, keep_bodies: bool = True, request_log: str | None = None):
+                 latency: float = 0.0, keep_bodies: bool = True, request_log: str | None = None,
+                 accounting: bool = True):
         self.entries: list[Fault | ScriptTurn] = list(script.turns)
         if per_conversation and any(isinstance(e, Fault) for e in self.entries):
             raise ScriptError("a per-conversation script cannot hold faults (use rate_limit() for a quota storm)")
         self.per_conversation, self.latency, self.keep_bodies = per_conversation, latency, keep_bodies
+        self.accounting = accounting  # bill turns without `usage` as the provider would (costs CPU per request)
         self.requests: list[dict] = []
         self.refused: list[float] = []  # when each request of a quota storm was refused
         self._storm_until = 0.0
@@ -79,6 +89,8 @@ class LoopbackServer:
         self._turns_served = 0
         self.reflections = [script.reflection_reply(i) for i in range(len(script.reflections))]
         self._reflections_served = 0
+        self.prompt_cache = PromptCache()
+        self.stored: dict[str, list] = {}  # Responses stored with `store`: their whole input and output
         handler = type("Handler", (_Handler,), {"loopback": self})
         self.httpd = _Server((host, port), handler)
         self.httpd.daemon_threads = True
@@ -196,6 +208,13 @@ class _Handler(BaseHTTPRequestHandler):
         server = self.loopback
         at = time.time()
         server.requests.append({"path": path, "body": body if server.keep_bodies else None, "at": at})
+        if fmt == "responses" and (previous := body.get("previous_response_id")):
+            if previous not in server.stored:
+                return self._error(fmt, 404, "invalid_request_error",
+                                   f"loopback: previous response {previous!r} not found")
+            new = body.get("input")  # from here on the request is seen whole, as the provider sees it
+            body = {**body, "input": server.stored[previous] + (new if isinstance(new, list) else
+                                                                [{"role": "user", "content": new or ""}])}
         server.log_request(path, fmt, body, at)
         if fmt is None:
             return self._send(404, {"error": {"type": "not_found_error", "message": f"loopback: no endpoint {path}"}})
@@ -211,7 +230,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._error(fmt, 400, "invalid_request_error",
                                    f"loopback: reflection call {index + 1}, but the script has "
                                    f"{len(server.reflections)} reflection replies")
-            return self._send(200, render(fmt, ScriptTurn(text=reply), index, body.get("model", "loopback")))
+            return self._reply(fmt, ScriptTurn(text=reply), index, body)
         if server.per_conversation:
             index = assistant_turns(fmt, body)
             if index >= len(server.entries):
@@ -241,8 +260,24 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(fmt, 400, "invalid_request_error",
                                f"loopback: scripted turn {index + 1} expects {turn.expect!r} in the last message, "
                                f"got: {seen[:300]!r}")
-        model = body.get("model", "loopback")
-        self._send(200, render(fmt, turn, index, model, broken_args))
+        self._reply(fmt, turn, index, body, broken_args)
+
+    def _reply(self, fmt: str, turn: ScriptTurn, index: int, body: dict, broken_args: bool = False) -> None:
+        """Send a turn, billed as the provider would bill its request (unless the script gives its usage); a
+        stored Responses answer is kept for `previous_response_id`."""
+        server = self.loopback
+        usage = turn.usage if "usage" in turn.model_fields_set or not server.accounting else (
+            server.prompt_cache.anthropic(body, turn.usage.output_tokens) if fmt == "anthropic" else
+            server.prompt_cache.openai(fmt, body, turn.usage.output_tokens))
+        payload = render(fmt, turn, index, body.get("model", "loopback"), broken_args, usage=usage)
+        if fmt == "responses" and body.get("store"):
+            with server._lock:
+                payload["id"] = f"resp_loopback_{index}_{len(server.stored)}"
+                items = body.get("input")
+                server.stored[payload["id"]] = [*(items if isinstance(items, list) else
+                                                  [{"role": "user", "content": items or ""}]),
+                                                *payload["output"]]
+        self._send(200, payload)
 
     def _fault(self, fmt: str, fault: Fault, body: dict) -> None:
         kind = fault.fault
@@ -417,12 +452,14 @@ def last_user_text(fmt: str, body: dict) -> str:
     return "\n".join(parts)
 
 
-def render(fmt: str, turn: ScriptTurn, index: int, model: str, broken_args: bool = False, empty: bool = False) -> dict:
-    """A scripted turn as a provider response body (`empty`: with no content blocks, choices or output items)."""
+def render(fmt: str, turn: ScriptTurn, index: int, model: str, broken_args: bool = False, empty: bool = False,
+           usage: Usage | None = None) -> dict:
+    """A scripted turn as a provider response body (with `usage`, or the turn's own; `empty`: with no content
+    blocks, choices or output items)."""
     resp = turn.response(index, model)
     text = "" if empty else "".join(b.text for b in resp.message.content if isinstance(b, TextBlock))
     calls = [(b, raw.raw_arguments) for b, raw in zip(resp.message.tool_calls, turn.tool_calls, strict=True)]
-    u = resp.usage
+    u = usage or resp.usage
 
     def args_json(call: ToolCall, raw: str | None) -> str:
         return BROKEN_JSON if broken_args else raw if raw is not None else json.dumps(call.arguments)
@@ -434,7 +471,10 @@ def render(fmt: str, turn: ScriptTurn, index: int, model: str, broken_args: bool
                 "content": content, "stop_reason": resp.stop_reason, "stop_sequence": None,
                 "usage": {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
                           "cache_read_input_tokens": u.cache_read_tokens,
-                          "cache_creation_input_tokens": u.cache_write_tokens}}
+                          "cache_creation_input_tokens": u.cache_write_tokens,
+                          "cache_creation": {
+                              "ephemeral_5m_input_tokens": u.cache_write_tokens - u.cache_write_1h_tokens,
+                              "ephemeral_1h_input_tokens": u.cache_write_1h_tokens}}}
     if fmt == "chat":
         finish = {"tool_use": "tool_calls", "max_tokens": "length"}.get(resp.stop_reason, "stop")
         message: dict = {"role": "assistant", "content": text or None}
@@ -472,13 +512,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency", type=float, default=0.0, metavar="SECONDS", help="wait before every answer")
     parser.add_argument("--log-requests", metavar="FILE",
                         help="append one JSON line per request as it arrives: at, path, turn, head")
+    parser.add_argument("--no-accounting", dest="accounting", action="store_false",
+                        help="report the script's usage instead of billing each request as the provider would "
+                             "(prompt caching included): less CPU per request, for benchmarks")
 
 
 def serve(args: argparse.Namespace) -> int:
     """Serve the options `add_arguments` parsed until Ctrl-C; a bad script or a taken port is one line and 2."""
     try:
         server = LoopbackServer(Script.load(args.script), port=args.port, per_conversation=args.per_conversation,
-                                latency=args.latency, request_log=args.log_requests)
+                                latency=args.latency, request_log=args.log_requests, accounting=args.accounting)
     except (ScriptError, OSError) as e:  # a bad script file, or the port is taken
         print(f"loopback: {e}", file=sys.stderr)
         return 2

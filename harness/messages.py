@@ -76,10 +76,14 @@ class Message(_Frozen):
 
 
 class Usage(_Frozen):
+    """Tokens of one call. Input is split as the provider bills it: uncached, read from the prompt cache, written to
+    it (`cache_write_1h_tokens` of those written with the one-hour lifetime, billed higher)."""
+
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
 
     @property
     def total(self) -> int:

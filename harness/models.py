@@ -51,14 +51,32 @@ class ModelInfo(BaseModel):
     output_usd_per_mtok: float = Field(ge=0)
     cache_read_usd_per_mtok: float | None = Field(default=None, ge=0)
     cache_write_usd_per_mtok: float | None = Field(default=None, ge=0)
+    cache_write_1h_usd_per_mtok: float | None = Field(default=None, ge=0)
     context_window: int = Field(default=200_000, gt=1000)
 
 
+def _cache_prices(info: ModelInfo) -> tuple[float, float, float]:
+    """USD per million tokens read from the cache, written with the 5-minute and with the 1-hour lifetime (an
+    unpriced one at the input price, or at the 5-minute write price for 1h)."""
+    inp = info.input_usd_per_mtok
+    read = info.cache_read_usd_per_mtok if info.cache_read_usd_per_mtok is not None else inp
+    write = info.cache_write_usd_per_mtok if info.cache_write_usd_per_mtok is not None else inp
+    long = info.cache_write_1h_usd_per_mtok if info.cache_write_1h_usd_per_mtok is not None else write
+    return read, write, long
+
+
 def cost_usd(usage: Usage, info: ModelInfo) -> float:
-    read = info.cache_read_usd_per_mtok if info.cache_read_usd_per_mtok is not None else info.input_usd_per_mtok
-    write = info.cache_write_usd_per_mtok if info.cache_write_usd_per_mtok is not None else info.input_usd_per_mtok
+    read, write, long = _cache_prices(info)
+    short = usage.cache_write_tokens - usage.cache_write_1h_tokens
     return (usage.input_tokens * info.input_usd_per_mtok + usage.output_tokens * info.output_usd_per_mtok
-            + usage.cache_read_tokens * read + usage.cache_write_tokens * write) / 1e6
+            + usage.cache_read_tokens * read + short * write + usage.cache_write_1h_tokens * long) / 1e6
+
+
+def cache_saved_usd(usage: Usage, info: ModelInfo) -> float:
+    """What prompt caching saved on a call against sending the same input uncached (negative when a write's
+    premium was not earned back)."""
+    uncached = (usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens) * info.input_usd_per_mtok
+    return uncached / 1e6 - (cost_usd(usage, info) - usage.output_tokens * info.output_usd_per_mtok / 1e6)
 
 
 class ModelAdapter(ABC):
@@ -66,6 +84,7 @@ class ModelAdapter(ABC):
 
     provider: str = ""
     model: str = ""
+    cache_key: str | None = None  # the run whose calls share a prompt cache (prompt_cache_key): the loop sets it
 
     @abstractmethod
     async def complete(

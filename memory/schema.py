@@ -142,5 +142,9 @@ MIGRATIONS: list[Migration] = [
         "CREATE TABLE notifier_state (id INTEGER PRIMARY KEY CHECK (id = 1), stopped_cleanly INTEGER NOT NULL)",
         "INSERT INTO notifier_state (id, stopped_cleanly) VALUES (1, 1)",
     ],
+    [  # 13: prompt caching per run: input tokens read from the cache (of input_tokens) and what caching saved
+        "ALTER TABLE runs ADD COLUMN cache_read_tokens INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE runs ADD COLUMN cache_saved_usd REAL NOT NULL DEFAULT 0",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -114,10 +114,17 @@ class Run(BaseModel):
     heartbeat_at: float | None
     started_at: float
     ended_at: float | None
+    cache_read_tokens: int = 0  # of input_tokens, read from the provider's prompt cache
+    cache_saved_usd: float = 0.0  # what prompt caching saved against sending the same input uncached
 
     @property
     def tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+    @property
+    def cache_hit_share(self) -> float:
+        """Cache-read tokens over all input tokens (0 before any)."""
+        return self.cache_read_tokens / self.input_tokens if self.input_tokens else 0.0
 
     def owner_alive(self) -> bool:
         """True when the process that owns this run still exists on this host."""
@@ -401,9 +408,11 @@ class Store:
                 self.append(run_id, MessageAdded(message=message))
             conn.execute(
                 "UPDATE runs SET model_calls = model_calls + ?, input_tokens = input_tokens + ?,"
-                " output_tokens = output_tokens + ?, cost_usd = cost_usd + ?, heartbeat_at = ? WHERE id = ?",
-                (int(call.purpose != "reflection"), tokens_in, call.usage.output_tokens, call.cost_usd, time.time(),
-                 run_id),
+                " output_tokens = output_tokens + ?, cost_usd = cost_usd + ?,"
+                " cache_read_tokens = cache_read_tokens + ?, cache_saved_usd = cache_saved_usd + ?, heartbeat_at = ?"
+                " WHERE id = ?",
+                (int(call.purpose != "reflection"), tokens_in, call.usage.output_tokens, call.cost_usd,
+                 call.usage.cache_read_tokens, call.saved_usd, time.time(), run_id),
             )
             if budget_day is not None:
                 conn.execute(

@@ -18,7 +18,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from loopwright.errors import LoopwrightError
-from loopwright.harness.budget import BudgetConfig  # [budget] and [models."name"] are defined in the harness,
+from loopwright.harness.budget import BudgetConfig  # [budget], [cache] and [models."name"] are defined in the harness,
+from loopwright.harness.caching import CacheConfig
 from loopwright.harness.models import ModelInfo  # which enforces them
 from loopwright.harness.retry import RetryPolicy
 from loopwright.harness.sandbox import SandboxPolicy
@@ -37,10 +38,12 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-def _price(inp: float, out: float, window: int = 200_000, cache: bool = True) -> ModelInfo:
-    # prompt caching: reads at a tenth of the input price, writes (Anthropic) at 1.25x
+def _price(inp: float, out: float, window: int = 200_000, read: float = 0.1) -> ModelInfo:
+    # prompt caching: reads at `read` times the input price (Anthropic and the GPT-5 family 0.1, GPT-4.1 0.25,
+    # GPT-4o 0.5); writes (Anthropic only: OpenAI reports none) at 1.25x for 5 minutes, 2x for an hour
     return ModelInfo(input_usd_per_mtok=inp, output_usd_per_mtok=out, context_window=window,
-                     cache_read_usd_per_mtok=inp / 10 if cache else None, cache_write_usd_per_mtok=inp * 1.25)
+                     cache_read_usd_per_mtok=inp * read, cache_write_usd_per_mtok=inp * 1.25,
+                     cache_write_1h_usd_per_mtok=inp * 2)
 
 
 # Prices in USD per million tokens. A model missing here must be priced in [models."name"]; it is refused
@@ -56,10 +59,10 @@ DEFAULT_MODELS: dict[str, ModelInfo] = {
     "gpt-5": _price(1.25, 10, 400_000),
     "gpt-5-mini": _price(0.25, 2, 400_000),
     "gpt-5-nano": _price(0.05, 0.4, 400_000),
-    "gpt-4.1": _price(2, 8, 1_000_000),
-    "gpt-4.1-mini": _price(0.4, 1.6, 1_000_000),
-    "gpt-4o": _price(2.5, 10, 128_000),
-    "gpt-4o-mini": _price(0.15, 0.6, 128_000),
+    "gpt-4.1": _price(2, 8, 1_000_000, read=0.25),
+    "gpt-4.1-mini": _price(0.4, 1.6, 1_000_000, read=0.25),
+    "gpt-4o": _price(2.5, 10, 128_000, read=0.5),
+    "gpt-4o-mini": _price(0.15, 0.6, 128_000, read=0.5),
 }
 # Local and scripted models cost nothing; their window is a setting like any other.
 FREE_MODEL = ModelInfo(input_usd_per_mtok=0, output_usd_per_mtok=0, context_window=32_000)
@@ -216,6 +219,7 @@ class Config(_Section):
     context: ContextConfig = Field(default_factory=ContextConfig)
     workspace: WorkspaceConfig = Field(default_factory=WorkspaceConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     quota: QuotaConfig = Field(default_factory=QuotaConfig)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     inbox: InboxConfig = Field(default_factory=InboxConfig)
@@ -493,10 +497,16 @@ CONFIG_TEMPLATE = """\
 # initial_backoff = 1.0           # seconds before the first retry, doubling (with jitter) after
 # max_backoff = 60.0              # the longest wait between two attempts
 
+# [cache]                         # prompt caching (Anthropic cache_control, OpenAI prompt_cache_key)
+# enabled = true
+# ttl = "5m"                      # 5m | 1h (Anthropic: for loops whose turns are minutes apart; writes cost 2x)
+# responses_store = false         # openai-responses: store responses, send only new items (previous_response_id)
+
 # [models."my-local-model"]       # prices in USD per million tokens
 # input_usd_per_mtok = 0
 # output_usd_per_mtok = 0
 # context_window = 32000
 # cache_read_usd_per_mtok = 0     # prompt-cache reads and writes (default: at the input price)
 # cache_write_usd_per_mtok = 0
+# cache_write_1h_usd_per_mtok = 0 # writes with ttl = "1h" (default: at the 5-minute write price)
 """

@@ -16,6 +16,12 @@ def fmt_tokens(n: int) -> str:
     return f"{n / 1000:.1f}k" if n >= 1000 else str(n)
 
 
+def fmt_cache(run: Run) -> str:
+    """A run's prompt caching in a few words: the share of its input read from the cache and what that saved."""
+    saved = f"saved ${run.cache_saved_usd:.4f}" if run.cache_saved_usd >= 0 else f"cost ${-run.cache_saved_usd:.4f}"
+    return f"cache {run.cache_hit_share:.0%}, {saved}" if run.input_tokens else "cache -"
+
+
 def fmt_elapsed(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
     h, m = divmod(m, 60)
@@ -68,7 +74,8 @@ class ProgressPrinter:
             count = f"{e.attempt}/{e.max_attempts}" if e.max_attempts else e.attempt
             return f"{pad} model call failed ({e.reason}); retrying ({count}) in {e.wait_seconds:.1f}s"
         if isinstance(e, ev.Compacted):
-            return f"{pad} context compacted: {fmt_tokens(e.tokens_before)} → {fmt_tokens(e.tokens_after)} tokens"
+            return (f"{pad} context compacted: {fmt_tokens(e.tokens_before)} → {fmt_tokens(e.tokens_after)} tokens"
+                    " (a new prompt prefix: the next call writes the cache again)")
         if isinstance(e, ev.RolledBack):
             return f"{pad} rolled back to checkpoint {e.to_seq} ({e.to_sha[:8]}) by {e.requested_by}"
         if isinstance(e, ev.Merged):
@@ -119,6 +126,7 @@ def running_tool_call(store: Store, run_id: str) -> tuple[str, float] | None:
 def run_summary(run: Run) -> dict:
     return {"run": run.id, "task": run.task_id, "status": run.status, "reason": run.reason, "step": run.step,
             "tokens": run.tokens, "cost_usd": round(run.cost_usd, 6), "model": f"{run.provider}:{run.model}",
+            "cache_hit_share": round(run.cache_hit_share, 4), "cache_saved_usd": round(run.cache_saved_usd, 6),
             "branch": run.branch, "worktree": run.worktree, "merge_commit": run.merge_commit,
             "elapsed_seconds": round(run.active_seconds, 1), "last_action": run.last_action}
 

@@ -20,6 +20,7 @@ from loopwright.harness.adapters import (
     build_adapter,
     parse_arguments,
 )
+from loopwright.harness.caching import CacheConfig
 from loopwright.harness.loopback import LoopbackServer
 from loopwright.harness.messages import Message, TextBlock, ToolCall, ToolResult, ToolSpec
 from loopwright.harness.models import (
@@ -29,9 +30,12 @@ from loopwright.harness.models import (
     ModelUnavailable,
     NeedsAttention,
     WireCache,
+    cache_saved_usd,
+    cost_usd,
 )
 from loopwright.harness.retry import RetryPolicy, call_model, retry_after
 from loopwright.harness.script import Script
+from loopwright.runtime.config import DEFAULT_MODELS
 
 PROVIDERS = ["anthropic", "openai", "openai-responses"]
 TOOLS = [ToolSpec(name="read_file", description="read a file",
@@ -72,11 +76,15 @@ def test_tool_turn_then_text_turn(provider):
     assert second.message.text == "All done." and second.stop_reason == "end_turn"
     body = requests[1]["body"]
     if provider == "anthropic":
-        assert body["system"] == "be brief" and body["tools"][0]["input_schema"]["required"] == ["path"]
+        mark = {"type": "ephemeral"}  # the cache breakpoints: tools, system, the previous and the last message
+        assert body["system"] == [{"type": "text", "text": "be brief", "cache_control": mark}]
+        assert body["tools"][0]["input_schema"]["required"] == ["path"] and body["tools"][0]["cache_control"] == mark
+        assert body["messages"][0]["content"] == [{"type": "text", "text": "read a.py", "cache_control": mark}]
         assert body["messages"][1]["content"][-1] == {"type": "tool_use", "id": "call_0_0", "name": "read_file",
                                                       "input": {"path": "a.py"}}
         assert body["messages"][2]["content"] == [{"type": "tool_result", "tool_use_id": "call_0_0",
-                                                   "content": "contents of a.py", "is_error": False}]
+                                                   "content": "contents of a.py", "is_error": False,
+                                                   "cache_control": mark}]
     elif provider == "openai":
         assert body["messages"][0] == {"role": "system", "content": "be brief"} and body["max_tokens"] == 100
         assert body["messages"][2]["tool_calls"][0] == {"id": "call_0_0", "type": "function", "function": {
@@ -457,3 +465,109 @@ def test_tool_call_ids_are_stable_per_turn():
         a, b = asyncio.run(go())
     assert isinstance(a.message.content[-1], ToolCall)
     assert (a.message.tool_calls[0].id, b.message.tool_calls[0].id) == ("call_0_0", "call_1_0")
+
+
+BIG_SYSTEM = "Inspect before you change things; make focused changes. " * 120  # ~1,700 tokens: cacheable
+LOOK = {"text": "Looking.", "tool_calls": [{"name": "read_file", "arguments": {"path": "a.py"}}]}  # usage: billed
+
+
+async def _turns(adapter, results: list[list], system: str = BIG_SYSTEM, close: bool = True):
+    """One call per entry of `results`, each answered with those blocks (the tool result first), and one more."""
+    messages, answers = [Message.user("read a.py")], []
+    try:
+        for blocks in results:
+            resp = await adapter.complete(system=system, messages=messages, tools=TOOLS, max_tokens=100)
+            answers.append(resp)
+            call = resp.message.tool_calls[0]
+            messages += [resp.message, Message(role="user", content=[
+                ToolResult(tool_call_id=call.id, content="contents of a.py " + "y" * 300), *blocks])]
+        answers.append(await adapter.complete(system=system, messages=messages, tools=TOOLS, max_tokens=100))
+    finally:
+        if close:
+            await adapter.aclose()
+    return answers
+
+
+def test_anthropic_each_turn_reads_what_the_previous_one_wrote_even_past_twenty_new_blocks():
+    many = [TextBlock(text=f"note {i}") for i in range(25)]  # more new blocks than the API looks back over
+    with LoopbackServer(Script.parse([LOOK] * 4)) as server:
+        a = asyncio.run(_turns(_adapter("anthropic", server), [[], [], many]))
+        bodies = [r["body"] for r in server.requests]
+    for before, after in zip(a, a[1:], strict=False):
+        assert after.usage.cache_read_tokens == before.usage.cache_read_tokens + before.usage.cache_write_tokens
+        assert after.usage.cache_write_tokens > 0 and after.usage.input_tokens == 0
+    assert a[0].usage.cache_read_tokens == 0 and a[0].usage.cache_write_tokens > 1024
+    marked = [[i for i, m in enumerate(b["messages"]) if "cache_control" in m["content"][-1]] for b in bodies]
+    assert marked == [[0], [0, 2], [2, 4], [4, 6]]  # the previous request's last message and this one's; the
+    assert all(len(str(b).split("cache_control")) - 1 <= 4 for b in bodies)  # wire forms kept unmarked; <= 4
+
+
+def test_anthropic_one_hour_ttl_is_marked_and_priced_at_twice_the_input():
+    with LoopbackServer(Script.parse([LOOK] * 2)) as server:
+        adapter = build_adapter("anthropic", "claude-sonnet-4-6", api_key="k", base_url=server.anthropic_base_url,
+                                cache=CacheConfig(ttl="1h"))
+        first, _ = asyncio.run(_turns(adapter, [[]]))
+        body = server.requests[0]["body"]
+    assert body["system"][0]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
+    u = first.usage
+    assert u.cache_write_1h_tokens == u.cache_write_tokens > 1024
+    info = DEFAULT_MODELS["claude-sonnet-4-6"]
+    assert cost_usd(u, info) == pytest.approx((u.input_tokens * 3 + u.cache_write_tokens * 6 + u.output_tokens * 15)
+                                              / 1e6)
+    assert cache_saved_usd(u, info) == pytest.approx(-u.cache_write_tokens * 3 / 1e6)  # a write costs 1x more
+
+
+@pytest.mark.parametrize("provider", ["openai", "openai-responses"])
+def test_openai_turns_share_the_runs_prompt_cache(provider):
+    with LoopbackServer(Script.parse([LOOK] * 3)) as server:
+        adapter = _adapter(provider, server)
+        adapter.cache_key = "run-42"
+        answers = asyncio.run(_turns(adapter, [[], []]))
+        bodies = [r["body"] for r in server.requests]
+    assert {b["prompt_cache_key"] for b in bodies} == {"run-42"}
+    assert answers[0].usage.cache_read_tokens == 0 and answers[0].usage.input_tokens > 1024
+    for before, after in zip(answers, answers[1:], strict=False):  # read: the previous prompt, in 128-token steps
+        prompt = before.usage.input_tokens + before.usage.cache_read_tokens
+        assert prompt - 128 < after.usage.cache_read_tokens <= prompt
+        assert after.usage.cache_write_tokens == 0
+
+
+def test_caching_off_marks_nothing():
+    with LoopbackServer(Script.parse([LOOK] * 4)) as server:
+        for provider in ("anthropic", "openai"):
+            base = server.anthropic_base_url if provider == "anthropic" else server.openai_base_url
+            adapter = build_adapter(provider, "m", api_key="k", base_url=base, cache=CacheConfig(enabled=False))
+            adapter.cache_key = "run-1"
+            answers = asyncio.run(_turns(adapter, [[]]))
+            assert answers[1].usage.cache_read_tokens == 0 or provider == "openai"  # OpenAI caches by itself
+        assert not any("cache_control" in str(r["body"]) or "prompt_cache_key" in r["body"] for r in server.requests)
+
+
+def test_responses_with_store_send_only_new_items_after_the_previous_response():
+    with LoopbackServer(Script.parse([LOOK] * 4)) as server:
+        adapter = build_adapter("openai-responses", "gpt-5.1", api_key="k", base_url=server.openai_base_url,
+                                cache=CacheConfig(responses_store=True))
+        adapter.cache_key = "run-7"
+
+        async def go():
+            task = Message.user("read a.py")
+            try:
+                first = await adapter.complete(system=BIG_SYSTEM, messages=[task], tools=TOOLS, max_tokens=9)
+                messages = [task, first.message, Message(role="user", content=[
+                    ToolResult(tool_call_id="call_0_0", content="contents of a.py " + "y" * 300)])]
+                second = await adapter.complete(system=BIG_SYSTEM, messages=messages, tools=TOOLS, max_tokens=9)
+                server.stored.clear()  # the provider forgot the stored response: the conversation is sent whole
+                messages += [second.message, Message.user("go on")]
+                third = await adapter.complete(system=BIG_SYSTEM, messages=messages, tools=TOOLS, max_tokens=9)
+            finally:
+                await adapter.aclose()
+            return (first, second), third
+
+        (first, second), third = asyncio.run(go())
+        bodies = [r["body"] for r in server.requests]
+    assert bodies[0]["store"] is True and "previous_response_id" not in bodies[0]
+    assert bodies[1]["previous_response_id"].startswith("resp_loopback_0")
+    assert [i["type"] for i in bodies[1]["input"]] == ["function_call_output"]  # only what is new
+    assert second.usage.cache_read_tokens > 1024 and third.message.text == "Looking."
+    assert bodies[2]["previous_response_id"] and [i["type"] for i in bodies[2]["input"]] == ["message"]
+    assert "previous_response_id" not in bodies[3] and len(bodies) == 4  # a 404, then the whole conversation

@@ -2,7 +2,7 @@
 
 import pytest
 
-from loopwright.runtime.config import ConfigError, load_config
+from loopwright.runtime.config import DEFAULT_MODELS, ConfigError, load_config
 
 
 def test_defaults_without_files():
@@ -130,3 +130,17 @@ def test_the_config_template_names_every_key_and_its_examples_are_valid():
     data = _uncommented_template()
     assert _missing(Config, data) == []
     Config.model_validate(data)  # every example value is one the config takes
+
+
+def test_cache_section_and_the_price_table_cache_columns(tmp_path):
+    (tmp_path / "loopwright.toml").write_text('[cache]\nttl = "1h"\nresponses_store = true\n')
+    cfg = load_config(tmp_path, env={})
+    assert (cfg.cache.enabled, cfg.cache.ttl, cfg.cache.responses_store) == (True, "1h", True)
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path, env={"LOOPWRIGHT_CACHE__TTL": "2h"})
+    assert "cache.ttl" in str(e.value) and "'5m' or '1h'" in str(e.value) and "\n" not in str(e.value)
+    for name, info in DEFAULT_MODELS.items():  # every listed model: reads, 5-minute and 1-hour writes
+        read, inp = info.cache_read_usd_per_mtok, info.input_usd_per_mtok
+        assert read is not None and read < inp, name
+        assert (info.cache_write_usd_per_mtok, info.cache_write_1h_usd_per_mtok) == (inp * 1.25, inp * 2), name
+    assert DEFAULT_MODELS["claude-sonnet-4-6"].cache_read_usd_per_mtok == pytest.approx(0.3)

@@ -62,7 +62,8 @@ def test_turns_are_rendered_per_endpoint_and_requests_recorded_without_keys():
         assert server.remaining == 0
         recorded = server.requests
     assert anth["content"][1] == {"type": "tool_use", "id": "call_0_0", "name": "read_file", "input": {"path": "a.py"}}
-    assert anth["stop_reason"] == "tool_use" and anth["usage"]["input_tokens"] == 100
+    assert anth["stop_reason"] == "tool_use" and anth["usage"]["cache_read_input_tokens"] == 0  # billed as sent
+    assert 0 < anth["usage"]["input_tokens"] < 100
     call = chat["choices"][0]["message"]["tool_calls"][0]
     assert call["id"] == "call_1_0" and json.loads(call["function"]["arguments"]) == {"path": "a.py"}
     assert chat["choices"][0]["finish_reason"] == "tool_calls" and chat["usage"]["completion_tokens"] == 20
@@ -280,3 +281,85 @@ def test_latency_and_a_quota_storm_with_reset_headers():
         assert len(server.refused) == 2 and server.remaining == 1
         server.rate_limit(0)
         assert post(server, "/v1/messages", ANTHROPIC_BODY)[0] == 200
+
+
+BIG = "Inspect before you change things. " * 200  # ~1,700 tokens: over the 1,024-token minimum, under Haiku's 2,048
+MARK = {"type": "ephemeral"}
+
+
+def _anthropic(model: str, turns: int, *, ttl: str | None = None, marked: bool = True) -> dict:
+    """A Messages body of `turns` user/assistant rounds, breakpoints on the system prompt and the last message."""
+    mark = {**MARK, "ttl": ttl} if ttl else MARK
+    messages: list[dict] = []
+    for i in range(turns):
+        messages += [{"role": "user", "content": [{"type": "text", "text": f"result {i} " + "x" * 400}]},
+                     {"role": "assistant", "content": [{"type": "text", "text": f"step {i}"}]}]
+    messages.append({"role": "user", "content": [{"type": "text", "text": f"result {turns} " + "x" * 400,
+                                                  **({"cache_control": mark} if marked else {})}]})
+    system = [{"type": "text", "text": BIG, **({"cache_control": mark} if marked else {})}]
+    return {"model": model, "max_tokens": 10, "system": system, "messages": messages}
+
+
+def test_anthropic_cache_reads_what_the_previous_request_wrote_within_its_ttl():
+    with LoopbackServer(Script.parse([TURN] * 6)) as server:
+        now = [1000.0]
+        server.prompt_cache.clock = lambda: now[0]
+        first = post(server, "/v1/messages", _anthropic("claude-sonnet-4-6", 0))[2]["usage"]
+        second = post(server, "/v1/messages", _anthropic("claude-sonnet-4-6", 1))[2]["usage"]
+        now[0] += 299  # 5 minutes after the write, less a second: a hit (which renews it)
+        third = post(server, "/v1/messages", _anthropic("claude-sonnet-4-6", 2))[2]["usage"]
+        now[0] += 301
+        expired = post(server, "/v1/messages", _anthropic("claude-sonnet-4-6", 3))[2]["usage"]
+        unmarked = post(server, "/v1/messages", _anthropic("claude-sonnet-4-6", 3, marked=False))[2]["usage"]
+        haiku = post(server, "/v1/messages", _anthropic("claude-haiku-4-5", 0))[2]["usage"]
+    # nothing cached yet: everything up to the last breakpoint is written, the rest is plain input
+    assert first["cache_read_input_tokens"] == 0 and first["cache_creation_input_tokens"] > 1024
+    # the next turn reads the whole prefix the first wrote (found within 20 blocks of its breakpoint)
+    assert second["cache_read_input_tokens"] == first["cache_creation_input_tokens"]
+    assert second["cache_creation_input_tokens"] > 100 and second["input_tokens"] == 0
+    assert third["cache_read_input_tokens"] == second["cache_read_input_tokens"] + second["cache_creation_input_tokens"]
+    assert expired["cache_read_input_tokens"] == 0  # 5m after the last hit: gone
+    assert unmarked["cache_read_input_tokens"] == unmarked["cache_creation_input_tokens"] == 0  # nothing marked
+    assert haiku["cache_creation_input_tokens"] == 0 and haiku["input_tokens"] > 1024  # under Haiku's minimum
+
+
+def test_anthropic_one_hour_breakpoints_are_written_as_such_and_outlive_five_minutes():
+    with LoopbackServer(Script.parse([TURN] * 2)) as server:
+        now = [1000.0]
+        server.prompt_cache.clock = lambda: now[0]
+        first = post(server, "/v1/messages", _anthropic("claude-sonnet-4-6", 0, ttl="1h"))[2]["usage"]
+        now[0] += 1800
+        later = post(server, "/v1/messages", _anthropic("claude-sonnet-4-6", 1, ttl="1h"))[2]["usage"]
+    assert first["cache_creation"] == {"ephemeral_5m_input_tokens": 0,
+                                       "ephemeral_1h_input_tokens": first["cache_creation_input_tokens"]}
+    assert later["cache_read_input_tokens"] == first["cache_creation_input_tokens"]
+
+
+def test_openai_caches_prefixes_of_1024_tokens_in_128_token_steps_per_cache_key():
+    def chat(turns: int, key: str | None) -> dict:
+        messages = [{"role": "system", "content": BIG}]
+        for i in range(turns):
+            messages += [{"role": "user", "content": f"result {i} " + "x" * 400},
+                         {"role": "assistant", "content": f"step {i}"}]
+        body = {"model": "gpt-5.1", "messages": [*messages, {"role": "user", "content": "go on"}]}
+        return {**body, "prompt_cache_key": key} if key else body
+
+    with LoopbackServer(Script.parse([TURN] * 5)) as server:
+        first = post(server, "/v1/chat/completions", chat(0, "run-a"))[2]["usage"]
+        second = post(server, "/v1/chat/completions", chat(1, "run-a"))[2]["usage"]
+        other = post(server, "/v1/chat/completions", chat(1, "run-b"))[2]["usage"]
+        small = {"model": "gpt-5.1", "messages": [{"role": "user", "content": "hi " * 1000}]}
+        post(server, "/v1/chat/completions", small)
+        again = post(server, "/v1/chat/completions", small)[2]["usage"]
+    assert first["prompt_tokens_details"]["cached_tokens"] == 0 and first["prompt_tokens"] > 1024
+    cached = second["prompt_tokens_details"]["cached_tokens"]  # the system prompt they share, in 128-token steps
+    assert cached % 128 == 0 and len(BIG) // 4 - 128 < cached <= len(BIG) // 4 + 16
+    assert other["prompt_tokens_details"]["cached_tokens"] == 0  # another run's key: another cache
+    assert again["prompt_tokens_details"]["cached_tokens"] == 0 < again["prompt_tokens"] < 1024  # too short
+
+
+def test_without_accounting_a_turn_reports_the_scripts_usage():
+    with LoopbackServer(Script.parse([TURN]), accounting=False) as server:
+        usage = post(server, "/v1/messages", _anthropic("claude-sonnet-4-6", 3))[2]["usage"]
+    billed = (usage["input_tokens"], usage["cache_read_input_tokens"], usage["cache_creation_input_tokens"])
+    assert billed == (100, 0, 0)

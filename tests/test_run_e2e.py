@@ -577,3 +577,51 @@ def test_the_scripted_model_costs_nothing_and_spends_no_budget(repo, cli, tmp_pa
     assert result["status"] == "succeeded" and result["tokens"] > 0 and result["cost_usd"] == 0
     budget = cli.json(repo, "budget")
     assert budget["day_usd"] == 0 and budget["total_usd"] == 0
+
+
+def _unmarked(value):
+    """A request part without its cache breakpoints (they move every turn; the prefix they mark does not)."""
+    if isinstance(value, dict):
+        return {k: _unmarked(v) for k, v in value.items() if k != "cache_control"}
+    return [_unmarked(v) for v in value] if isinstance(value, list) else value
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_the_prompt_prefix_stays_byte_identical_for_twenty_turns(repo, cli, tmp_path, monkeypatch, provider):
+    """Lessons recalled, skills in the catalog and a rollback notice in the middle: every request starts with the
+    previous request's system prompt, tools and messages, byte for byte, so each turn reads the cache."""
+    cli(repo, "init")
+    code, _, err = cli(repo, "lessons", "add", "To fix add in calc.py, run the unit tests with python -m unittest.")
+    assert code == 0, err
+    turns = [turn(call("write_file", path=f"f{i}.txt", content=f"{i}\n" * 300)) for i in range(10)]
+    turns += [turn(call("read_file", path="calc.py"), expect="rolled back to checkpoint 9")]
+    turns += [turn(call("read_file", path="calc.py")) for _ in range(8)] + [FIX_ADD, FINISH]
+    monkeypatch.setenv("LOOPWRIGHT_BUDGET__MAX_TURNS", "10")
+    monkeypatch.setenv("LOOPWRIGHT_MEMORY__REFLECT", "false")  # only the run's own turns reach the server
+    with LoopbackServer(Script.parse(turns)) as server:
+        base = server.anthropic_base_url if provider == "anthropic" else server.openai_base_url
+        args = ("--provider", provider, "--model", "claude-sonnet-4-6" if provider == "anthropic" else "gpt-5",
+                "--base-url", base)
+        first = cli.json(repo, "run", "fix add", "--check", CHECK, *args)
+        assert first["status"] == "budget_exceeded", first
+        cli(repo, "rollback", first["run"], "--steps", "1")
+        monkeypatch.setenv("LOOPWRIGHT_BUDGET__MAX_TURNS", "100")
+        result = cli.json(repo, "resume", first["run"])
+        bodies = [r["body"] for r in server.requests]
+    assert result["status"] == "succeeded", result
+    assert len(bodies) == 21
+    assert "run the unit tests" in json.dumps(bodies[0]) and "## Skills" in json.dumps(bodies[0])  # the bundled
+    head = "system" if provider == "anthropic" else None
+    for before, after in zip(bodies, bodies[1:], strict=False):
+        assert json.dumps(_unmarked(after.get("tools"))) == json.dumps(_unmarked(before.get("tools")))
+        if head:
+            assert json.dumps(_unmarked(after[head])) == json.dumps(_unmarked(before[head]))
+        sent, now = _unmarked(before["messages"]), _unmarked(after["messages"])
+        if provider == "anthropic" and sent[-1] != now[len(sent) - 1]:  # resumed: the notice joins the last turn
+            assert now[len(sent) - 1]["content"][:len(sent[-1]["content"])] == sent[-1]["content"]
+            sent, now = sent[:-1], now[:len(sent) - 1]
+        assert json.dumps(now[:len(sent)]) == json.dumps(sent)
+    shown = cli.json(repo, "show", result["run"])
+    reads = [e["usage"]["cache_read_tokens"] for e in shown["events"] if e["type"] == "model_called"]
+    assert reads[0] == 0 and all(r > 0 for r in reads[1:])  # from the second turn on, every turn reads the cache
+    assert shown["cache_hit_share"] > 0.8 and shown["cache_saved_usd"] > 0

@@ -364,7 +364,8 @@ def snapshot_project(repo: Path, monkeypatch):
         store.append(rid, ev.Compacted(tokens_before=181_000, tokens_after=3_200,
                                        note="Fixed the sleep in auth/session.py; next: the token refresh test."))
         store.conn.execute("UPDATE runs SET step = 3, input_tokens = 184200, output_tokens = 5100,"
-                           " cost_usd = 0.6291, active_seconds = 754 WHERE id = ?", (rid,))
+                           " cost_usd = 0.6291, active_seconds = 754, cache_read_tokens = 165780,"
+                           " cache_saved_usd = 0.4476 WHERE id = ?", (rid,))
     return project, rid
 
 

@@ -37,7 +37,7 @@ from loopwright.harness.statuses import RunStatus
 from loopwright.memory.artifacts import list_artifacts
 from loopwright.memory.store import Run, Store, StoreError
 from loopwright.runtime.actions import Actions, Done
-from loopwright.runtime.display import ProgressPrinter, event_entries, fmt_elapsed, fmt_tokens
+from loopwright.runtime.display import ProgressPrinter, event_entries, fmt_cache, fmt_elapsed, fmt_tokens
 from loopwright.runtime.project import Project
 from loopwright.tui.feed import STOPPING
 from loopwright.workspaces.git import Workspace
@@ -372,7 +372,7 @@ class RunScreen(Screen):
         state = (self.stopping if run.status == RunStatus.RUNNING and self.stopping else run.status) + (
             f" ({run.reason})" if run.reason and run.status != RunStatus.RUNNING else "")
         line1 = (f"run {run.id} · {state} · step {run.step} · {fmt_tokens(run.tokens)} tok · ${run.cost_usd:.4f}"
-                 f" · {fmt_elapsed(run.active_seconds)} · {run.provider}:{run.model}")
+                 f" · {fmt_elapsed(run.active_seconds)} · {fmt_cache(run)} · {run.provider}:{run.model}")
         line2 = f"task {task.id}: {task.title}"
         line3 = f"worktree {run.worktree}" + ("   [read-only: no daemon]" if self.read_only else "")
         text = Text(f"{line1}\n{line2}\n{line3}")  # one line each: the CSS cuts them with an ellipsis

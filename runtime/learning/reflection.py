@@ -336,12 +336,13 @@ async def reflect(*, store: Store, lessons, run: Run, task: Task, config: Config
         event = Reflected(status="failed", reason=f"the reflection call failed: {e}", credited=credited)
         store.append(run.id, event)
         return event
-    from loopwright.harness.models import cost_usd
+    from loopwright.harness.models import cache_saved_usd, cost_usd
 
+    info = config.model_info()
     store.record_model_call(run.id, ModelCalled(
         model=response.model or adapter.model, usage=response.usage, purpose="reflection",
-        cost_usd=cost_usd(response.usage, config.model_info()), stop_reason=response.stop_reason,
-        duration_ms=(time.perf_counter() - t0) * 1000), None, budget_day)
+        cost_usd=cost_usd(response.usage, info), saved_usd=cache_saved_usd(response.usage, info),
+        stop_reason=response.stop_reason, duration_ms=(time.perf_counter() - t0) * 1000), None, budget_day)
     reply = response.message.text
     try:
         deltas = parse_reply(reply)

@@ -151,7 +151,7 @@ def _adapter(spec: RunSpec, api_key: str | None):
             raise
         key = api_key
     return build_adapter(config.provider, config.model, api_key=key, base_url=config.base_url,
-                         timeout=config.request_timeout)
+                         timeout=config.request_timeout, cache=config.cache)
 
 
 class Acceptance:
