@@ -20,7 +20,9 @@ What counts as an unreadable answer, as the SDKs report it: a body cut short
 (`APIConnectionError` caused by aiohttp's `ClientPayloadError`, or on httpx2's
 own transport by its "incomplete message body" `RemoteProtocolError`), a body
 that is not JSON (`json.JSONDecodeError`, raised bare by both SDKs), httpx2's
-`DecodingError`, and `APIResponseValidationError`.
+`DecodingError`, and `APIResponseValidationError`. A streamed answer that
+stalled, passed its deadline or was cut short (`StreamInterrupted`) is retried
+as a connection error.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 from tenacity.wait import wait_base, wait_exponential_jitter
 
 from loopwright.harness.messages import ModelResponse
-from loopwright.harness.models import FatalModelError, ModelAdapter, ModelUnavailable
+from loopwright.harness.models import FatalModelError, ModelAdapter, ModelUnavailable, StreamInterrupted
 
 
 def _sdk_errors(name: str, *others: type) -> tuple[type, ...]:
@@ -79,6 +81,8 @@ def classify(err: BaseException) -> str | None:
         if sdk_err.response.headers.get("x-should-retry") == "true":
             return f"{code} retry requested by the server"
         return None
+    if isinstance(err, StreamInterrupted):
+        return err.reason
     if isinstance(err, _sdk_errors("APIResponseValidationError", json.JSONDecodeError, httpx2.DecodingError)):
         return "invalid JSON response" if isinstance(err, json.JSONDecodeError) else "unreadable response"
     connection = isinstance(err, _sdk_errors("APIConnectionError", httpx2.TransportError))  # timeouts too

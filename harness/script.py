@@ -86,14 +86,15 @@ class ScriptTurn(BaseModel):
                              stop_reason=stop, model=model)
 
 
-FaultKind = Literal["429", "500", "529", "401", "reset", "slow", "truncated", "malformed_tool_json"]
+FaultKind = Literal["429", "500", "529", "401", "reset", "slow", "truncated", "malformed_tool_json",
+                    "stall", "cut", "trickle"]
 
 
 class Fault(BaseModel):
     model_config = ConfigDict(extra="forbid")
     fault: FaultKind
     retry_after: float | None = None  # seconds, for 429/529
-    delay: float = 0.0  # seconds, for "slow": the response that follows is delayed
+    delay: float = 0.0  # seconds: "slow" delays the answer, "stall" pauses its stream, "trickle" waits per byte
 
 
 def _entry_kind(entry: Any) -> str:

@@ -114,7 +114,7 @@ def test_argument_parse_errors_are_short_and_never_raise(raw, error):
     assert args == {} and error in why and "\n" not in why
 
 
-@pytest.mark.parametrize("provider", ["openai", "openai-responses"])
+@pytest.mark.parametrize("provider", PROVIDERS)
 def test_malformed_tool_json_becomes_a_parse_error(provider):
     with LoopbackServer(Script.parse([{"fault": "malformed_tool_json"}, TOOL_TURN])) as server:
         adapter = _adapter(provider, server)
@@ -159,11 +159,6 @@ def test_every_transient_fault_is_retried(provider):
     assert retries == ["500 server error", "529 overloaded", "connection reset", "truncated response"]
     assert server.remaining == 0
     assert all(w <= 1.0 for w in waits)
-
-
-def test_anthropic_malformed_body_is_retried_as_unreadable():
-    resp, _, retries, _ = _call("anthropic", [{"fault": "malformed_tool_json"}, TOOL_TURN])
-    assert retries == ["invalid JSON response"] and resp.message.tool_calls[0].arguments == {"path": "a.py"}
 
 
 def test_retry_ceiling_raises_model_unavailable():
