@@ -375,3 +375,89 @@ def test_tool_call_ids_are_stable_per_turn():
         a, b = asyncio.run(go())
     assert isinstance(a.message.content[-1], ToolCall)
     assert (a.message.tool_calls[0].id, b.message.tool_calls[0].id) == ("call_0_0", "call_1_0")
+
+
+LONG_TURN = {"text": "x" * 1500 + "é" * 700, "tool_calls": [
+    {"name": "read_file", "arguments": {"path": "p" * 900}}, {"name": "read_file", "arguments": {"path": "b.py"}}],
+    "usage": {"input_tokens": 300, "output_tokens": 700, "cache_read_tokens": 40, "cache_write_tokens": 5}}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_streamed_answer_is_assembled_from_its_deltas(provider):
+    """Text and tool arguments longer than one delta, two calls and the usage come back whole from the stream."""
+    with LoopbackServer(Script.parse([LONG_TURN])) as server:
+        adapter = _adapter(provider, server)
+
+        async def go():
+            try:
+                return await adapter.complete(system="s", messages=[Message.user("go")], tools=TOOLS, max_tokens=900)
+            finally:
+                await adapter.aclose()
+
+        resp = asyncio.run(go())
+        body = server.requests[0]["body"]
+    assert body["stream"] is True and (provider != "openai" or body["stream_options"] == {"include_usage": True})
+    assert resp.message.text == LONG_TURN["text"] and resp.stop_reason == "tool_use" and resp.model == "test-model"
+    assert [(c.id, c.arguments) for c in resp.message.tool_calls] == [
+        ("call_0_0", {"path": "p" * 900}), ("call_0_1", {"path": "b.py"})]
+    u = resp.usage
+    assert (u.input_tokens, u.output_tokens, u.cache_read_tokens) == (300, 700, 40)
+    assert u.cache_write_tokens == (5 if provider == "anthropic" else 0)
+
+
+def _faulty(provider: str, entries: list, **limits: float):
+    """One call through the retries against `entries`, with the adapter's stream limits; (response, retry reasons,
+    requests the server saw, entries left)."""
+    reasons: list[str] = []
+
+    async def go():
+        with LoopbackServer(Script.parse(entries)) as server:
+            base = server.anthropic_base_url if provider == "anthropic" else server.openai_base_url
+            adapter = build_adapter(provider, "test-model", api_key="test-not-a-key", base_url=base, timeout=60,
+                                    **limits)
+            try:
+                resp = await call_model(adapter, FAST, on_retry=lambda a, w, r: reasons.append(r),
+                                        sleep=lambda s: asyncio.sleep(0), system="s",
+                                        messages=[Message.user("go")], tools=TOOLS, max_tokens=50)
+            finally:
+                await adapter.aclose()
+            return resp, reasons, len(server.requests), server.remaining
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_stalled_stream_is_ended_and_retried(provider):
+    # the stream stops halfway for a minute; the client gives up after 0.3 s without a byte
+    resp, reasons, requests, left = _faulty(provider, [{"fault": "stall", "delay": 60}, TOOL_TURN], stall_seconds=0.3)
+    assert reasons == ["stream stalled"] and (requests, left) == (2, 0)
+    assert resp.message.text == "Looking." and resp.message.tool_calls[0].arguments == {"path": "a.py"}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_stream_cut_mid_event_is_retried_never_half_applied(provider):
+    resp, reasons, requests, left = _faulty(provider, [{"fault": "cut"}, TOOL_TURN])
+    assert reasons == ["truncated response"] and (requests, left) == (2, 0)
+    assert resp.message.text == "Looking." and [c.arguments for c in resp.message.tool_calls] == [{"path": "a.py"}]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_the_call_deadline_ends_a_trickle(provider):
+    # a byte every 50 ms never stalls, and would take over a minute: the deadline ends it after 1 s
+    resp, reasons, requests, left = _faulty(provider, [{"fault": "trickle", "delay": 0.05}, TOOL_TURN],
+                                            stall_seconds=30, call_deadline_seconds=1)
+    assert reasons == ["call deadline passed"] and (requests, left) == (2, 0)
+    assert resp.message.tool_calls[0].arguments == {"path": "a.py"}
+
+
+@pytest.mark.parametrize("payload, retried", [
+    ({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}, True),  # Anthropic
+    ({"type": "error", "code": "server_error", "message": "try again"}, True),  # Responses
+    ({"error": {"message": "bad", "type": "invalid_request_error", "code": None}}, False),  # Chat
+])
+def test_error_events_in_a_stream_are_retried_only_when_passing(payload, retried):
+    from loopwright.harness.adapters import stream_error
+    from loopwright.harness.retry import classify
+
+    err = stream_error(payload)
+    assert (classify(err) is not None) == retried and isinstance(err, FatalModelError) != retried
