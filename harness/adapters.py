@@ -138,6 +138,9 @@ class _SDKAdapter(ModelAdapter):
             async with asyncio.timeout(min(loop.time() + self.stall_seconds, deadline)) as timer:
                 response = await self.client.post(self.path, body=body, cast_to=httpx2.Response, stream=True)
                 try:
+                    if not (kind := response.headers.get("content-type", "")).startswith("text/event-stream"):
+                        raise FatalModelError(f"the server answered a streamed request with {kind or 'no content'}, "
+                                              f"not server-sent events (every model call streams; check base_url)")
                     async for chunk in response.aiter_bytes():
                         timer.reschedule(min(loop.time() + self.stall_seconds, deadline))
                         for name, data in sse.feed(chunk):

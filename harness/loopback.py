@@ -310,9 +310,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return None
         if kind == "truncated":
-            data = json.dumps({"id": "msg_truncated", "padding": "x" * 400}).encode()
+            padding = {"id": "msg_truncated", "padding": "x" * 400}
+            streamed = body.get("stream") is True
+            data = _sse("message_start", padding) if streamed else json.dumps(padding).encode()
             self.send_response(200)
-            self.send_header("content-type", "application/json")
+            self.send_header("content-type", "text/event-stream" if streamed else "application/json")
             self.send_header("content-length", str(len(data)))
             self.end_headers()
             self.wfile.write(data[: len(data) // 2])

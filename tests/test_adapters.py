@@ -461,3 +461,37 @@ def test_error_events_in_a_stream_are_retried_only_when_passing(payload, retried
 
     err = stream_error(payload)
     assert (classify(err) is not None) == retried and isinstance(err, FatalModelError) != retried
+
+
+def test_a_server_that_does_not_stream_is_named_not_retried():
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    from threading import Thread
+
+    class JSONOnly(BaseHTTPRequestHandler):  # a server that ignores "stream": true
+        def do_POST(self):
+            self.rfile.read(int(self.headers["content-length"]))
+            data = b'{"choices": []}'
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = HTTPServer(("127.0.0.1", 0), JSONOnly)
+    Thread(target=httpd.serve_forever, daemon=True).start()
+    adapter = build_adapter("openai", "m", api_key="k", base_url=f"http://127.0.0.1:{httpd.server_port}/v1")
+
+    async def go():
+        try:
+            await call_model(adapter, FAST, system="s", messages=[Message.user("x")], tools=[], max_tokens=10)
+        finally:
+            await adapter.aclose()
+
+    try:
+        with pytest.raises(FatalModelError, match="answered a streamed request with application/json, not server-sent"):
+            asyncio.run(go())
+    finally:
+        httpd.shutdown()
