@@ -59,14 +59,14 @@ def _tls_context() -> ssl.SSLContext:
     return httpx2.create_ssl_context()
 
 
-class _SSE:
+class SSEParser:
     """Server-sent events from a byte stream: (event name, data) per complete event; `pending` holds a cut one."""
 
     def __init__(self) -> None:
         self.pending = b""
 
     def feed(self, chunk: bytes) -> list[tuple[str, str]]:
-        *blocks, self.pending = (self.pending + chunk.replace(b"\r\n", b"\n")).split(b"\n\n")
+        *blocks, self.pending = (self.pending + chunk).replace(b"\r\n", b"\n").split(b"\n\n")
         events = []
         for block in blocks:
             name, data = "", []
@@ -133,7 +133,7 @@ class _SDKAdapter(ModelAdapter):
         before its final event (cut mid-event) raises `StreamInterrupted`: nothing of it is used."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.call_deadline_seconds
-        sse, events, finished = _SSE(), [], False
+        sse, events, finished = SSEParser(), [], False
         try:
             async with asyncio.timeout(min(loop.time() + self.stall_seconds, deadline)) as timer:
                 response = await self.client.post(self.path, body=body, cast_to=httpx2.Response, stream=True)

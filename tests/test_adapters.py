@@ -495,3 +495,15 @@ def test_a_server_that_does_not_stream_is_named_not_retried():
             asyncio.run(go())
     finally:
         httpd.shutdown()
+
+
+def test_server_sent_events_are_parsed_across_any_chunking():
+    from loopwright.harness.adapters import SSEParser
+
+    wire = 'event: a\r\ndata: {"t": "é"}\r\n\r\n: a comment\n\ndata: [DONE]\n\n'.encode()
+    for size in (1, 2, 3, 7, len(wire)):
+        parser = SSEParser()
+        events = [e for i in range(0, len(wire), size) for e in parser.feed(wire[i:i + size])]
+        assert events == [("a", '{"t": "é"}'), ("", "[DONE]")] and parser.pending == b""
+    parser = SSEParser()
+    assert parser.feed(b'data: {"cut": ') == [] and parser.pending  # an event cut short is held, never given
