@@ -135,7 +135,7 @@ class _SDKAdapter(ModelAdapter):
         deadline = loop.time() + self.call_deadline_seconds
         sse, events, finished = SSEParser(), [], False
         try:
-            async with asyncio.timeout(min(loop.time() + self.stall_seconds, deadline)) as timer:
+            async with asyncio.timeout_at(min(loop.time() + self.stall_seconds, deadline)) as timer:
                 response = await self.client.post(self.path, body=body, cast_to=httpx2.Response, stream=True)
                 try:
                     if not (kind := response.headers.get("content-type", "")).startswith("text/event-stream"):
@@ -156,13 +156,13 @@ class _SDKAdapter(ModelAdapter):
                             events.append((name, event))
                 finally:
                     await response.aclose()
-        except TimeoutError:
+        except TimeoutError as err:
             if not timer.expired():
                 raise
             if loop.time() >= deadline:
                 raise StreamInterrupted("call deadline passed",
-                                        f"no whole answer within {self.call_deadline_seconds:g}s") from None
-            raise StreamInterrupted("stream stalled", f"no bytes for {self.stall_seconds:g}s") from None
+                                        f"no whole answer within {self.call_deadline_seconds:g}s") from err
+            raise StreamInterrupted("stream stalled", f"no bytes for {self.stall_seconds:g}s") from err
         if not finished:
             raise StreamInterrupted("stream cut mid-event" if sse.pending.strip() else "stream ended early",
                                     "the answer stopped before its last event")

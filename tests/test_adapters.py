@@ -427,9 +427,10 @@ def _faulty(provider: str, entries: list, **limits: float):
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_a_stalled_stream_is_ended_and_retried(provider):
-    # the stream stops halfway for a minute; the client gives up after 0.3 s without a byte
-    resp, reasons, requests, left = _faulty(provider, [{"fault": "stall", "delay": 60}, TOOL_TURN], stall_seconds=0.3)
+@pytest.mark.parametrize("fault", ["stall", "slow"])
+def test_a_stalled_stream_is_ended_and_retried(provider, fault):
+    # the stream stops halfway for a minute (or no answer starts); the client gives up after 0.3 s without a byte
+    resp, reasons, requests, left = _faulty(provider, [{"fault": fault, "delay": 60}, TOOL_TURN], stall_seconds=0.3)
     assert reasons == ["stream stalled"] and (requests, left) == (2, 0)
     assert resp.message.text == "Looking." and resp.message.tool_calls[0].arguments == {"path": "a.py"}
 
