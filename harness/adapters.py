@@ -102,9 +102,10 @@ class _SDKAdapter(ModelAdapter):
     the default httpx transport does it in Python; with 128 calls at once in one process a call costs ~15% less
     CPU, which a fleet of runs sharing one event loop needs.
 
-    The request goes through the client's own `post` with a body built here from the wire cache: the SDK's
-    `create` methods walk and copy every parameter on every call (most of a long run's CPU), its `post` only
-    serialises the body. Auth, base_url, headers and the typed status errors stay the SDK's."""
+    The request goes through the client's own `post` with a body built here from the wire cache and sent as
+    JSON bytes: the SDKs walk and copy every parameter of a call before they serialise it (OpenAI's `create`
+    methods, and the Anthropic client for any body it is given), most of a long run's CPU. Auth, base_url,
+    headers and the typed status errors stay the SDK's."""
 
     sdk_name = ""
     client_name = ""
@@ -134,9 +135,10 @@ class _SDKAdapter(ModelAdapter):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.call_deadline_seconds
         sse, events, finished = SSEParser(), [], False
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         try:
             async with asyncio.timeout_at(min(loop.time() + self.stall_seconds, deadline)) as timer:
-                response = await self.client.post(self.path, body=body, cast_to=httpx2.Response, stream=True)
+                response = await self.client.post(self.path, content=content, cast_to=httpx2.Response, stream=True)
                 try:
                     if not (kind := response.headers.get("content-type", "")).startswith("text/event-stream"):
                         raise FatalModelError(f"the server answered a streamed request with {kind or 'no content'}, "
