@@ -212,6 +212,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"run {run.id} · task {task.id}: {task.title} · {run.status}" + (f" ({run.reason})" if run.reason else ""))
     print(f"worktree {run.worktree} · branch {run.branch} · {run.provider}:{run.model}")
     print(f"{fmt_tokens(run.tokens)} tokens · ${run.cost_usd:.4f} · {fmt_cache(run)}")
+    if run.last_action:
+        print(f"last action: {run.last_action}")
     print()
     for line in transcript(project.store, run.id, full=args.full):
         print(line)

@@ -61,6 +61,7 @@ from loopwright.harness.tools import Toolbox, ToolContext, cap_text
 from loopwright.workspaces.git import Workspace
 from loopwright.workspaces.repository import WorkspaceError
 
+WAITING = "waiting for the model since"  # the last action while a model call is out
 COMPACTION_SYSTEM = (
     "You write hand-off notes for a coding agent whose context is full. Be concrete and brief: what the task is, "
     "what has been done (files changed, commands run, results), what failed and why, what to do next. "
@@ -159,6 +160,8 @@ class AgentLoop:
         run = store.run(run_id)
         self._session_start = time.monotonic()
         self._active_before, self.step = run.active_seconds, run.step
+        self._last_action = "" if run.last_action.startswith(WAITING) else run.last_action
+        self._waiting = False
         self.conversation = Conversation(store.conversation(run_id))
         self._resume_calls: tuple[list[ToolCall], list[ToolResult], str] | None = None
         self._pending_checkpoint: asyncio.Future | None = None
@@ -391,6 +394,7 @@ class AgentLoop:
         def on_gate(waits: int, wait: float, reason: str) -> None:  # not attempts: no "n of max_attempts"
             self._retrying(waits, wait, reason, None)
 
+        self._save_progress("", waiting=True)  # run()'s own last save ends the wait when the call raises
         t0 = time.perf_counter()
         call = asyncio.ensure_future(call_model(self.adapter, self.settings.retry, on_retry=on_retry,
                                                 on_gate=on_gate, gate=self.permit.quota_gate, system=system,
@@ -407,6 +411,7 @@ class AgentLoop:
                 await call
             raise Stopped(self.stop_status, self.stop_reason)
         response = _capped(call.result(), self.tool_context.output_cap)
+        self._save_progress("")
         info = self.settings.model_info
         event = ModelCalled(model=response.model or self.adapter.model, usage=response.usage,
                             cost_usd=cost_usd(response.usage, info), saved_usd=cache_saved_usd(response.usage, info),
@@ -480,10 +485,17 @@ class AgentLoop:
         with contextlib.suppress(WorkspaceError):
             await asyncio.shield(self._checkpoint(message))
 
-    def _save_progress(self, last_action: str) -> None:
+    def _save_progress(self, last_action: str, *, waiting: bool = False) -> None:
+        """Step, active time and last action ('' keeps it); while a model call is out (`waiting`) the last action
+        says since when, so a silent API shows, and after it the run's own last action is back."""
         fields: dict = {"step": self.step, "active_seconds": self._active_seconds()}
         if last_action:
-            fields["last_action"] = last_action
+            self._last_action = last_action
+        if waiting:
+            fields["last_action"] = f"{WAITING} {time.strftime('%H:%M:%S')}"
+        elif last_action or self._waiting:
+            fields["last_action"] = self._last_action
+        self._waiting = waiting
         self.store.update_run(self.run_id, **fields)
 
 

@@ -14,10 +14,18 @@ entry breaks that one request instead:
 - "slow": wait `delay` seconds, then serve the next entry in the same request
   (if the client hangs up first, a timeout, the next entry is left for its retry);
 - "truncated": a Content-Length for the whole body, half of it sent, then close;
+- "stall", "cut", "trickle" (for a streamed request, see below): the next turn's
+  stream stops halfway for `delay` seconds, or is cut in the middle of an event
+  (the connection closes), or goes out one byte every `delay` seconds; a turn
+  not delivered whole is left for the retry;
 - "malformed_tool_json": OpenAI formats get the next turn with tool-call
   arguments that are not valid JSON (the turn is used up; the agent sees an
   error result). Anthropic's tool input is a JSON object, so there the whole
-  body is invalid JSON instead, and the next turn is left for the retry.
+  body is invalid JSON instead, and the next turn is left for the retry (a
+  streamed Anthropic answer gets broken `partial_json`, like OpenAI's).
+
+A request with `"stream": true` is answered with server-sent events as the
+provider streams them (`render_stream`), in chunked transfer encoding.
 
 A mismatched `expect` or an exhausted script is answered with HTTP 400 naming
 the problem: loud, and never retried.
@@ -230,14 +238,16 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._error(fmt, 400, "invalid_request_error",
                                    f"loopback: reflection call {index + 1}, but the script has "
                                    f"{len(server.reflections)} reflection replies")
-            return self._reply(fmt, ScriptTurn(text=reply), index, body)
+            self._reply(fmt, ScriptTurn(text=reply), index, body)
+            return None
         if server.per_conversation:
             index = assistant_turns(fmt, body)
             if index >= len(server.entries):
                 return self._error(fmt, 400, "invalid_request_error",
                                    f"loopback script exhausted: the conversation asks for turn {index + 1} "
                                    f"but the script has {len(server.entries)}")
-            return self._turn(fmt, server.entries[index], index, body)  # type: ignore[arg-type]
+            self._turn(fmt, server.entries[index], index, body)  # type: ignore[arg-type]
+            return None
         self._serve(fmt, body)
 
     def _serve(self, fmt: str, body: dict) -> None:
@@ -250,21 +260,27 @@ class _Handler(BaseHTTPRequestHandler):
             return self._fault(fmt, entry, body)
         self._turn(fmt, entry, index, body)
 
-    def _turn(self, fmt: str, turn: ScriptTurn, index: int, body: dict, broken_args: bool = False) -> None:
+    def _turn(self, fmt: str, turn: ScriptTurn, index: int, body: dict, broken_args: bool = False,
+              fault: Fault | None = None) -> bool:
+        """Answer with a scripted turn (through a stream fault, if given); False when it was not delivered whole."""
         try:
             turn = turn.played(index, json.dumps(body, ensure_ascii=False))
         except ScriptError as e:
-            return self._error(fmt, 400, "invalid_request_error", f"loopback: {e}")
+            self._error(fmt, 400, "invalid_request_error", f"loopback: {e}")
+            return False
         seen = last_user_text(fmt, body)
         if turn.expect is not None and turn.expect not in seen:
-            return self._error(fmt, 400, "invalid_request_error",
-                               f"loopback: scripted turn {index + 1} expects {turn.expect!r} in the last message, "
-                               f"got: {seen[:300]!r}")
-        self._reply(fmt, turn, index, body, broken_args)
+            self._error(fmt, 400, "invalid_request_error",
+                        f"loopback: scripted turn {index + 1} expects {turn.expect!r} in the last message, "
+                        f"got: {seen[:300]!r}")
+            return False
+        return self._reply(fmt, turn, index, body, broken_args, fault)
 
-    def _reply(self, fmt: str, turn: ScriptTurn, index: int, body: dict, broken_args: bool = False) -> None:
-        """Send a turn, billed as the provider would bill its request (unless the script gives its usage); a
-        stored Responses answer is kept for `previous_response_id`."""
+    def _reply(self, fmt: str, turn: ScriptTurn, index: int, body: dict, broken_args: bool = False,
+               fault: Fault | None = None) -> bool:
+        """Send a turn, billed as the provider would bill its request (unless the script gives its usage), as a
+        stream when asked for one (through a stream fault, if given); a stored Responses answer is kept for
+        `previous_response_id`. False when it was not delivered whole."""
         server = self.loopback
         usage = turn.usage if "usage" in turn.model_fields_set or not server.accounting else (
             server.prompt_cache.anthropic(body, turn.usage.output_tokens) if fmt == "anthropic" else
@@ -277,7 +293,45 @@ class _Handler(BaseHTTPRequestHandler):
                 server.stored[payload["id"]] = [*(items if isinstance(items, list) else
                                                   [{"role": "user", "content": items or ""}]),
                                                 *payload["output"]]
-        self._send(200, payload)
+        return self._answer(fmt, payload, body, fault)
+
+    def _answer(self, fmt: str, payload: dict, body: dict, fault: Fault | None = None) -> bool:
+        """Send a rendered answer: as server-sent events when the request asked for a stream, else as JSON."""
+        if body.get("stream") is not True:
+            self._send(200, payload)
+            return True
+        events = render_stream(fmt, payload, usage_chunk=bool((body.get("stream_options") or {}).get("include_usage")))
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("cache-control", "no-cache")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        chunks = [b"%x\r\n%s\r\n" % (len(e), e) for e in events]
+        half = len(chunks) // 2
+        try:
+            if fault is None:
+                self.wfile.write(b"".join(chunks) + b"0\r\n\r\n")
+                return True
+            if fault.fault == "trickle":
+                for byte in b"".join(chunks):
+                    self.wfile.write(bytes([byte]))
+                    if not self._linger(fault.delay):
+                        break
+                else:
+                    self.wfile.write(b"0\r\n\r\n")
+                    return True
+            elif fault.fault == "stall":
+                self.wfile.write(b"".join(chunks[:half]))
+                if self._linger(fault.delay):
+                    self.wfile.write(b"".join(chunks[half:]) + b"0\r\n\r\n")
+                    return True
+            else:  # cut: the events before the middle one, half of it, and the connection closes
+                event = events[half]
+                self.wfile.write(b"".join(chunks[:half]) + b"%x\r\n%s" % (len(event), event[: len(event) // 2]))
+        except OSError:
+            pass
+        self.close_connection = True
+        return False
 
     def _fault(self, fmt: str, fault: Fault, body: dict) -> None:
         kind = fault.fault
@@ -316,9 +370,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return None
         if kind == "truncated":
-            data = json.dumps({"id": "msg_truncated", "padding": "x" * 400}).encode()
+            padding = {"id": "msg_truncated", "padding": "x" * 400}
+            streamed = body.get("stream") is True
+            data = _sse("message_start", padding) if streamed else json.dumps(padding).encode()
             self.send_response(200)
-            self.send_header("content-type", "application/json")
+            self.send_header("content-type", "text/event-stream" if streamed else "application/json")
             self.send_header("content-length", str(len(data)))
             self.end_headers()
             self.wfile.write(data[: len(data) // 2])
@@ -330,13 +386,22 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return None
             return self._serve(fmt, body)
+        if kind in ("stall", "cut", "trickle"):
+            index, turn = self.loopback.take(peek=True)
+            if not isinstance(turn, ScriptTurn) or body.get("stream") is not True:
+                return self._error(fmt, 400, "invalid_request_error",
+                                   f"loopback: a {kind} fault must precede a turn and meet a streamed request")
+            if self._turn(fmt, turn, index, body, fault=fault):
+                self.loopback.take()
+            return None
         # malformed_tool_json
-        if fmt == "anthropic":
+        if fmt == "anthropic" and body.get("stream") is not True:
             return self._send_raw(200, b'{"id": "msg_malformed", "content": [{"type": "tool_use", "input": {')
         index, turn = self.loopback.take()
         if turn is None or isinstance(turn, Fault):
             return self._error(fmt, 400, "invalid_request_error", "loopback: malformed_tool_json must precede a turn")
-        return self._turn(fmt, turn, index, body, broken_args=True)
+        self._turn(fmt, turn, index, body, broken_args=True)
+        return None
 
     def _linger(self, seconds: float) -> bool:
         """Wait `seconds`; False as soon as the client closes the connection (it timed out)."""
@@ -466,7 +531,9 @@ def render(fmt: str, turn: ScriptTurn, index: int, model: str, broken_args: bool
 
     if fmt == "anthropic":
         content: list[dict] = [{"type": "text", "text": text}] if text else []
-        content += [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments} for c, _ in calls]
+        # a streamed tool input arrives as JSON text, which can be broken (a string here: render_stream sends it)
+        content += [{"type": "tool_use", "id": c.id, "name": c.name,
+                     "input": BROKEN_JSON if broken_args else c.arguments} for c, _ in calls]
         return {"id": f"msg_loopback_{index}", "type": "message", "role": "assistant", "model": model,
                 "content": content, "stop_reason": resp.stop_reason, "stop_sequence": None,
                 "usage": {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
@@ -501,6 +568,95 @@ def render(fmt: str, turn: ScriptTurn, index: int, model: str, broken_args: bool
                       "total_tokens": u.input_tokens + u.cache_read_tokens + u.output_tokens,
                       "input_tokens_details": {"cached_tokens": u.cache_read_tokens},
                       "output_tokens_details": {"reasoning_tokens": 0}}}
+
+
+DELTA_CHARS = 200  # text and tool arguments go out in deltas of this many characters
+
+
+def _pieces(text: str) -> list[str]:
+    return [text[i:i + DELTA_CHARS] for i in range(0, len(text), DELTA_CHARS)] or [""]
+
+
+def _sse(name: str | None, data: dict | str) -> bytes:
+    line = data if isinstance(data, str) else json.dumps(data)
+    return (f"event: {name}\ndata: {line}\n\n" if name else f"data: {line}\n\n").encode()
+
+
+def render_stream(fmt: str, payload: dict, usage_chunk: bool = True) -> list[bytes]:
+    """A rendered answer (`render`) as the server-sent events the provider streams it in, one bytes per event.
+
+    Anthropic: message_start, per block content_block_start / _delta / _stop, message_delta, message_stop;
+    Chat: chunks of deltas, the finish chunk, a usage chunk when asked (`stream_options`), then [DONE];
+    Responses: response.created, per item output_item.added / deltas / output_item.done, response.completed."""
+    if fmt == "anthropic":
+        usage = payload["usage"]
+        start = {**payload, "content": [], "stop_reason": None,
+                 "usage": {**usage, "output_tokens": 1}}
+        events = [_sse("message_start", {"type": "message_start", "message": start}),
+                  _sse("ping", {"type": "ping"})]
+        for i, block in enumerate(payload["content"]):
+            if block["type"] == "text":
+                opened: dict = {"type": "text", "text": ""}
+                deltas: list[dict] = [
+                    {"type": "text_delta", "text": t} for t in _pieces(block["text"])]
+            else:
+                raw = block["input"] if isinstance(block["input"], str) else json.dumps(block["input"])
+                opened = {**block, "input": {}}
+                deltas = [
+                    {"type": "input_json_delta", "partial_json": t} for t in _pieces(raw)]
+            events.append(_sse("content_block_start", {"type": "content_block_start", "index": i,
+                                                       "content_block": opened}))
+            events += [_sse("content_block_delta", {"type": "content_block_delta", "index": i, "delta": d})
+                       for d in deltas]
+            events.append(_sse("content_block_stop", {"type": "content_block_stop", "index": i}))
+        events.append(_sse("message_delta", {"type": "message_delta", "delta": {
+            "stop_reason": payload["stop_reason"], "stop_sequence": None},
+            "usage": {"output_tokens": usage["output_tokens"]}}))
+        return [*events, _sse("message_stop", {"type": "message_stop"})]
+    if fmt == "chat":
+        head = {k: payload[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+        choice = payload["choices"][0]
+        message = choice["message"]
+
+        def chunk(delta: dict, finish: str | None = None) -> bytes:
+            return _sse(None, {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+        events = [chunk({"role": "assistant", "content": ""})]
+        events += [chunk({"content": t}) for t in _pieces(message["content"])] if message["content"] else []
+        for j, call in enumerate(message.get("tool_calls") or []):
+            events.append(chunk({"tool_calls": [{"index": j, "id": call["id"], "type": "function",
+                                                 "function": {"name": call["function"]["name"], "arguments": ""}}]}))
+            events += [chunk({"tool_calls": [{"index": j, "function": {"arguments": t}}]})
+                       for t in _pieces(call["function"]["arguments"])]
+        events.append(chunk({}, choice["finish_reason"]))
+        if usage_chunk:
+            events.append(_sse(None, {**head, "choices": [], "usage": payload["usage"]}))
+        return [*events, _sse(None, "[DONE]")]
+    seq = iter(range(1 << 30))
+    created = {**payload, "status": "in_progress", "output": [], "usage": None}
+    stream = [_sse("response.created", {"type": "response.created", "sequence_number": next(seq),
+                                        "response": created})]
+    for i, item in enumerate(payload["output"]):
+        if item["type"] == "message":
+            text = "".join(p.get("text", "") for p in item["content"])
+            added: dict = {**item, "status": "in_progress", "content": []}
+            items: list[tuple[str, dict]] = [
+                ("response.output_text.delta", {"item_id": item["id"], "content_index": 0, "delta": t})
+                for t in _pieces(text)]
+        else:
+            added = {**item, "status": "in_progress", "arguments": ""}
+            items = [("response.function_call_arguments.delta", {"item_id": item["id"], "delta": t})
+                     for t in _pieces(item["arguments"])]
+        stream.append(_sse("response.output_item.added", {"type": "response.output_item.added",
+                                                          "sequence_number": next(seq), "output_index": i,
+                                                          "item": added}))
+        stream += [_sse(name, {"type": name, "sequence_number": next(seq), "output_index": i, **d})
+                   for name, d in items]
+        stream.append(_sse("response.output_item.done", {"type": "response.output_item.done",
+                                                         "sequence_number": next(seq), "output_index": i,
+                                                         "item": item}))
+    final = "response.incomplete" if payload["status"] == "incomplete" else "response.completed"
+    return [*stream, _sse(final, {"type": final, "sequence_number": next(seq), "response": payload})]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -42,6 +42,15 @@ class FatalModelError(ModelError):
     """Retrying cannot help (bad request, unknown model): the run fails."""
 
 
+class StreamInterrupted(ModelError):
+    """A streamed answer stopped short (stalled, past the call's deadline, cut mid-event, or a passing error
+    event): nothing of it is used, and it is retried like a connection error. `reason` is the short retry reason."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
 class ModelInfo(BaseModel):
     """Prices in USD per million tokens, and the context window in tokens."""
 

@@ -26,7 +26,9 @@ What counts as an unreadable answer, as the SDKs report it: a body cut short
 (`APIConnectionError` caused by aiohttp's `ClientPayloadError`, or on httpx2's
 own transport by its "incomplete message body" `RemoteProtocolError`), a body
 that is not JSON (`json.JSONDecodeError`, raised bare by both SDKs), httpx2's
-`DecodingError`, and `APIResponseValidationError`.
+`DecodingError`, and `APIResponseValidationError`. A streamed answer that
+stalled, passed its deadline or was cut short (`StreamInterrupted`) is retried
+as a connection error.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from loopwright.harness.models import (
     ModelError,
     ModelUnavailable,
     NeedsAttention,
+    StreamInterrupted,
 )
 
 EMPTY = "empty response"
@@ -102,6 +105,8 @@ def classify(err: BaseException) -> str | None:
         if sdk_err.response.headers.get("x-should-retry") == "true":
             return f"{code} retry requested by the server"
         return None
+    if isinstance(err, StreamInterrupted):
+        return err.reason
     if isinstance(err, _sdk_errors("APIResponseValidationError", json.JSONDecodeError, httpx2.DecodingError)):
         return "invalid JSON response" if isinstance(err, json.JSONDecodeError) else "unreadable response"
     connection = isinstance(err, _sdk_errors("APIConnectionError", httpx2.TransportError))  # timeouts too

@@ -87,7 +87,7 @@ class ScriptTurn(BaseModel):
 
 
 FaultKind = Literal["429", "500", "529", "401", "reset", "slow", "truncated", "malformed_tool_json", "billing",
-                    "context_overflow", "empty"]
+                    "context_overflow", "empty", "stall", "cut", "trickle"]
 
 
 class Fault(BaseModel):
@@ -95,7 +95,7 @@ class Fault(BaseModel):
     fault: FaultKind
     retry_after: float | None = None  # seconds, for 429/529
     reset_after: float | None = None  # seconds, for 429: sent only as the provider's rate-limit reset header
-    delay: float = 0.0  # seconds, for "slow": the response that follows is delayed
+    delay: float = 0.0  # seconds: "slow" delays the answer, "stall" pauses its stream, "trickle" waits per byte
 
 
 def _entry_kind(entry: Any) -> str:

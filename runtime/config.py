@@ -167,6 +167,8 @@ class RetryConfig(_Section):
     max_total_wait_seconds: float = Field(default=300.0, gt=0)
     initial_backoff: float = Field(default=1.0, ge=0)
     max_backoff: float = Field(default=60.0, gt=0)
+    stall_seconds: float = Field(default=120.0, gt=0)
+    call_deadline_seconds: float = Field(default=900.0, gt=0)
 
     def policy(self) -> RetryPolicy:
         return RetryPolicy(**self.model_dump())
@@ -496,6 +498,8 @@ CONFIG_TEMPLATE = """\
 # max_total_wait_seconds = 300
 # initial_backoff = 1.0           # seconds before the first retry, doubling (with jitter) after
 # max_backoff = 60.0              # the longest wait between two attempts
+# stall_seconds = 120             # a streamed answer that sends no byte for this long is ended and retried
+# call_deadline_seconds = 900     # one model call's whole time, however slowly its bytes come; then retried
 
 # [cache]                         # prompt caching (Anthropic cache_control, OpenAI prompt_cache_key)
 # enabled = true

@@ -89,7 +89,8 @@ def make_adapter(config: Config, *, start_at: int = 0, key_missing_pauses: bool 
     if key_missing_pauses and (variable := config.missing_key()) is not None:
         return KeyMissing(config, variable)
     return build_adapter(config.provider, config.model, api_key=config.api_key(), base_url=config.base_url,
-                         timeout=config.request_timeout, cache=config.cache)
+                         timeout=config.request_timeout, cache=config.cache, stall_seconds=config.retry.stall_seconds,
+                         call_deadline_seconds=config.retry.call_deadline_seconds)
 
 
 def merge_reviewed(project: Project, run_id: str) -> str:

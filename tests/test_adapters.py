@@ -130,7 +130,7 @@ def test_argument_parse_errors_are_short_and_never_raise(raw, error):
     assert args == {} and error in why and "\n" not in why
 
 
-@pytest.mark.parametrize("provider", ["openai", "openai-responses"])
+@pytest.mark.parametrize("provider", PROVIDERS)
 def test_malformed_tool_json_becomes_a_parse_error(provider):
     with LoopbackServer(Script.parse([{"fault": "malformed_tool_json"}, TOOL_TURN])) as server:
         adapter = _adapter(provider, server)
@@ -175,11 +175,6 @@ def test_every_transient_fault_is_retried(provider):
     assert retries == ["500 server error", "529 overloaded", "connection reset", "truncated response"]
     assert server.remaining == 0
     assert all(w <= 1.0 for w in waits)
-
-
-def test_anthropic_malformed_body_is_retried_as_unreadable():
-    resp, _, retries, _ = _call("anthropic", [{"fault": "malformed_tool_json"}, TOOL_TURN])
-    assert retries == ["invalid JSON response"] and resp.message.tool_calls[0].arguments == {"path": "a.py"}
 
 
 def test_retry_ceiling_raises_model_unavailable():
@@ -571,3 +566,136 @@ def test_responses_with_store_send_only_new_items_after_the_previous_response():
     assert second.usage.cache_read_tokens > 1024 and third.message.text == "Looking."
     assert bodies[2]["previous_response_id"] and [i["type"] for i in bodies[2]["input"]] == ["message"]
     assert "previous_response_id" not in bodies[3] and len(bodies) == 4  # a 404, then the whole conversation
+
+
+LONG_TURN = {"text": "x" * 1500 + "é" * 700, "tool_calls": [
+    {"name": "read_file", "arguments": {"path": "p" * 900}}, {"name": "read_file", "arguments": {"path": "b.py"}}],
+    "usage": {"input_tokens": 300, "output_tokens": 700, "cache_read_tokens": 40, "cache_write_tokens": 5}}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_streamed_answer_is_assembled_from_its_deltas(provider):
+    """Text and tool arguments longer than one delta, two calls and the usage come back whole from the stream."""
+    with LoopbackServer(Script.parse([LONG_TURN])) as server:
+        adapter = _adapter(provider, server)
+
+        async def go():
+            try:
+                return await adapter.complete(system="s", messages=[Message.user("go")], tools=TOOLS, max_tokens=900)
+            finally:
+                await adapter.aclose()
+
+        resp = asyncio.run(go())
+        body = server.requests[0]["body"]
+    assert body["stream"] is True and (provider != "openai" or body["stream_options"] == {"include_usage": True})
+    assert resp.message.text == LONG_TURN["text"] and resp.stop_reason == "tool_use" and resp.model == "test-model"
+    assert [(c.id, c.arguments) for c in resp.message.tool_calls] == [
+        ("call_0_0", {"path": "p" * 900}), ("call_0_1", {"path": "b.py"})]
+    u = resp.usage
+    assert (u.input_tokens, u.output_tokens, u.cache_read_tokens) == (300, 700, 40)
+    assert u.cache_write_tokens == (5 if provider == "anthropic" else 0)
+
+
+def _faulty(provider: str, entries: list, **limits: float):
+    """One call through the retries against `entries`, with the adapter's stream limits; (response, retry reasons,
+    requests the server saw, entries left)."""
+    reasons: list[str] = []
+
+    async def go():
+        with LoopbackServer(Script.parse(entries)) as server:
+            base = server.anthropic_base_url if provider == "anthropic" else server.openai_base_url
+            adapter = build_adapter(provider, "test-model", api_key="test-not-a-key", base_url=base, timeout=60,
+                                    **limits)
+            try:
+                resp = await call_model(adapter, FAST, on_retry=lambda a, w, r: reasons.append(r),
+                                        sleep=lambda s: asyncio.sleep(0), system="s",
+                                        messages=[Message.user("go")], tools=TOOLS, max_tokens=50)
+            finally:
+                await adapter.aclose()
+            return resp, reasons, len(server.requests), server.remaining
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("fault", ["stall", "slow"])
+def test_a_stalled_stream_is_ended_and_retried(provider, fault):
+    # the stream stops halfway for a minute (or no answer starts); the client gives up after 0.3 s without a byte
+    resp, reasons, requests, left = _faulty(provider, [{"fault": fault, "delay": 60}, TOOL_TURN], stall_seconds=0.3)
+    assert reasons == ["stream stalled"] and (requests, left) == (2, 0)
+    assert resp.message.text == "Looking." and resp.message.tool_calls[0].arguments == {"path": "a.py"}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_stream_cut_mid_event_is_retried_never_half_applied(provider):
+    resp, reasons, requests, left = _faulty(provider, [{"fault": "cut"}, TOOL_TURN])
+    assert reasons == ["truncated response"] and (requests, left) == (2, 0)
+    assert resp.message.text == "Looking." and [c.arguments for c in resp.message.tool_calls] == [{"path": "a.py"}]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_the_call_deadline_ends_a_trickle(provider):
+    # a byte every 50 ms never stalls, and would take over a minute: the deadline ends it after 1 s
+    resp, reasons, requests, left = _faulty(provider, [{"fault": "trickle", "delay": 0.05}, TOOL_TURN],
+                                            stall_seconds=30, call_deadline_seconds=1)
+    assert reasons == ["call deadline passed"] and (requests, left) == (2, 0)
+    assert resp.message.tool_calls[0].arguments == {"path": "a.py"}
+
+
+@pytest.mark.parametrize("payload, retried", [
+    ({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}, True),  # Anthropic
+    ({"type": "error", "code": "server_error", "message": "try again"}, True),  # Responses
+    ({"error": {"message": "bad", "type": "invalid_request_error", "code": None}}, False),  # Chat
+])
+def test_error_events_in_a_stream_are_retried_only_when_passing(payload, retried):
+    from loopwright.harness.adapters import stream_error
+    from loopwright.harness.retry import classify
+
+    err = stream_error(payload)
+    assert (classify(err) is not None) == retried and isinstance(err, FatalModelError) != retried
+
+
+def test_a_server_that_does_not_stream_is_named_not_retried():
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    from threading import Thread
+
+    class JSONOnly(BaseHTTPRequestHandler):  # a server that ignores "stream": true
+        def do_POST(self):
+            self.rfile.read(int(self.headers["content-length"]))
+            data = b'{"choices": []}'
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = HTTPServer(("127.0.0.1", 0), JSONOnly)
+    Thread(target=httpd.serve_forever, daemon=True).start()
+    adapter = build_adapter("openai", "m", api_key="k", base_url=f"http://127.0.0.1:{httpd.server_port}/v1")
+
+    async def go():
+        try:
+            await call_model(adapter, FAST, system="s", messages=[Message.user("x")], tools=[], max_tokens=10)
+        finally:
+            await adapter.aclose()
+
+    try:
+        with pytest.raises(FatalModelError, match="answered a streamed request with application/json, not server-sent"):
+            asyncio.run(go())
+    finally:
+        httpd.shutdown()
+
+
+def test_server_sent_events_are_parsed_across_any_chunking():
+    from loopwright.harness.adapters import SSEParser
+
+    wire = 'event: a\r\ndata: {"t": "é"}\r\n\r\n: a comment\n\ndata: [DONE]\n\n'.encode()
+    for size in (1, 2, 3, 7, len(wire)):
+        parser = SSEParser()
+        events = [e for i in range(0, len(wire), size) for e in parser.feed(wire[i:i + size])]
+        assert events == [("a", '{"t": "é"}'), ("", "[DONE]")] and parser.pending == b""
+    parser = SSEParser()
+    assert parser.feed(b'data: {"cut": ') == [] and parser.pending  # an event cut short is held, never given

@@ -363,3 +363,42 @@ def test_without_accounting_a_turn_reports_the_scripts_usage():
         usage = post(server, "/v1/messages", _anthropic("claude-sonnet-4-6", 3))[2]["usage"]
     billed = (usage["input_tokens"], usage["cache_read_input_tokens"], usage["cache_creation_input_tokens"])
     assert billed == (100, 0, 0)
+
+
+def stream_post(server: LoopbackServer, path: str, body: dict) -> tuple[str, list[tuple[str, str]]]:
+    """A streamed request: (content type, [(event name, data)]) as a plain client reads them."""
+    req = urllib.request.Request(server.base_url + path, data=json.dumps({**body, "stream": True}).encode(),
+                                 method="POST", headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        text = resp.read().decode()
+        kind = resp.headers["content-type"]
+    events = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.split("\n"))
+        events.append((lines.get("event", ""), lines["data"]))
+    return kind, events
+
+
+def test_a_streamed_request_gets_the_events_each_api_sends():
+    with LoopbackServer(Script.parse([TURN] * 3)) as server:
+        anth = stream_post(server, "/v1/messages", ANTHROPIC_BODY)
+        chat = stream_post(server, "/v1/chat/completions", {**CHAT_BODY, "stream_options": {"include_usage": True}})
+        resp = stream_post(server, "/v1/responses", {"model": "m", "input": "hi"})
+    assert {anth[0], chat[0], resp[0]} == {"text/event-stream"}
+    names = [name for name, _ in anth[1]]
+    assert names[:2] == ["message_start", "ping"] and names[-2:] == ["message_delta", "message_stop"]
+    deltas = [json.loads(data)["delta"] for name, data in anth[1] if name == "content_block_delta"]
+    assert [d.get("text") or d.get("partial_json") for d in deltas] == ["Looking.", '{"path": "a.py"}']
+    chunks = [json.loads(data) for _, data in chat[1][:-1]]
+    assert chat[1][-1] == ("", "[DONE]") and chunks[-1]["choices"] == [] and chunks[-1]["usage"]["prompt_tokens"]
+    assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
+    names = [name for name, _ in resp[1]]
+    assert names[0] == "response.created" and names[-1] == "response.completed"
+    final = json.loads(resp[1][-1][1])["response"]
+    assert [o["type"] for o in final["output"]] == ["message", "function_call"] and final["usage"]["output_tokens"]
+
+
+def test_stream_faults_need_a_streamed_request():
+    with LoopbackServer(Script.parse([{"fault": "cut"}, TURN])) as server:
+        status, _, body = post(server, "/v1/chat/completions", CHAT_BODY)
+    assert status == 400 and "streamed request" in body["error"]["message"]

@@ -224,13 +224,30 @@ def test_model_faults_are_retried_and_the_run_completes(repo, cli, monkeypatch):
     monkeypatch.setenv("LOOPWRIGHT_RETRY__INITIAL_BACKOFF", "0.01")
     monkeypatch.setenv("LOOPWRIGHT_RETRY__MAX_BACKOFF", "0.05")
     entries = [{"fault": "429", "retry_after": 0.01}, {"fault": "500"}, FIX_ADD, {"fault": "529"}, {"fault": "reset"},
-               {"fault": "truncated"}, {"fault": "slow", "delay": 0.2}, FINISH]
+               {"fault": "truncated"}, {"fault": "slow", "delay": 0.2}, {"fault": "cut"}, FINISH]
     with LoopbackServer(Script.parse(entries)) as server:
         result = cli.json(repo, "run", "fix add", "--check", CHECK, "--provider", "anthropic", "--model",
                           "claude-haiku-4-5", "--base-url", server.anthropic_base_url)
     assert result["status"] == "succeeded", result
     retries = [e for e in cli.json(repo, "show", result["run"])["events"] if e["type"] == "retrying"]
-    assert len(retries) == 5
+    assert len(retries) == 6
+
+
+def test_a_silent_model_shows_as_waiting_for_the_model(repo, cli):
+    with LoopbackServer(Script.parse([{"fault": "slow", "delay": 120}, FINISH])) as server:
+        proc = loopwright_subprocess(repo, "run", "fix add", "--provider", "openai", "--model", "gpt-5",
+                                     "--base-url", server.openai_base_url)
+        waiting = re.compile(r"^waiting for the model since \d\d:\d\d:\d\d$")
+        try:
+            assert wait_for_row(repo / ".loopwright" / "state.db", "SELECT 1 FROM runs")
+            until(lambda: any(waiting.match(r["last_action"]) for r in cli.json(repo, "runs")), "the model call")
+            run = cli.json(repo, "runs")[0]
+            assert [r["last_action"] for r in cli.json(repo, "status")["active_runs"]] == [run["last_action"]]
+            assert f"last action: {run['last_action']}" in cli(repo, "show", run["run"])[1]
+        finally:
+            proc.send_signal(signal.SIGINT)  # drops the call: the run pauses
+            proc.communicate(timeout=30)
+    assert cli.json(repo, "runs")[0]["last_action"] == ""
 
 
 def test_retry_ceiling_pauses_the_run_and_resume_continues(repo, cli, monkeypatch):

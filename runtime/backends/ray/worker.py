@@ -151,7 +151,8 @@ def _adapter(spec: RunSpec, api_key: str | None):
             raise
         key = api_key
     return build_adapter(config.provider, config.model, api_key=key, base_url=config.base_url,
-                         timeout=config.request_timeout, cache=config.cache)
+                         timeout=config.request_timeout, cache=config.cache, stall_seconds=config.retry.stall_seconds,
+                         call_deadline_seconds=config.retry.call_deadline_seconds)
 
 
 class Acceptance:
