@@ -356,7 +356,8 @@ class _Handler(BaseHTTPRequestHandler):
                                f"200000 tokens. However, your messages resulted in {tokens} tokens.",
                                code="context_length_exceeded")
         if kind == "empty":
-            return self._send(200, render(fmt, ScriptTurn(), 0, body.get("model", "loopback"), empty=True))
+            self._answer(fmt, render(fmt, ScriptTurn(), 0, body.get("model", "loopback"), empty=True), body)
+            return None
         if kind == "500":
             return self._error(fmt, 500, "api_error", "loopback: internal server error (scripted fault)")
         if kind == "529":
@@ -615,6 +616,8 @@ def render_stream(fmt: str, payload: dict, usage_chunk: bool = True) -> list[byt
         return [*events, _sse("message_stop", {"type": "message_stop"})]
     if fmt == "chat":
         head = {k: payload[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+        if not payload["choices"]:  # the "empty" fault: a stream with no choices at all
+            return [_sse(None, {**head, "choices": [], "usage": payload["usage"]}), _sse(None, "[DONE]")]
         choice = payload["choices"][0]
         message = choice["message"]
 
