@@ -21,7 +21,17 @@ def merge_run(store: Store, ws: Workspace, task: Task, run: Run) -> MergeResult:
     """Squash-merge the run into its target branch and record it (its `merged` event and merge commit) once.
 
     The squash commit is recorded in the store before the target moves, so a merge a kill cut short is finished
-    here, or recognised as done by that commit, instead of being found to have nothing to merge."""
+    here, or recognised as done by that commit, instead of being found to have nothing to merge. It runs in a
+    worker thread, so it writes through a connection of its own: a transaction open on the caller's connection
+    in another thread must neither take in nor lose these writes."""
+    own = Store(store.path)
+    try:
+        return _merge_run(own, ws, task, run)
+    finally:
+        own.close()
+
+
+def _merge_run(store: Store, ws: Workspace, task: Task, run: Run) -> MergeResult:
     merged = store.events(run.id, types=("merged",))
     if merged:  # recorded already (a kill came after): not merged again
         done = merged[-1][2]
