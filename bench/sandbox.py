@@ -30,10 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from loopwright.harness.commands import run_command
 from loopwright.harness.sandbox import Sandbox, SandboxPolicy
 from loopwright.harness.sandbox_battery import Repo
 from loopwright.harness.sandbox_jail import RunJail, run_jail
-from loopwright.harness.tools import run_command
 
 COMMANDS = {"true": "true", "python -c pass": f"{sys.executable} -c pass"}
 

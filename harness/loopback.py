@@ -67,11 +67,17 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
-from loopwright.harness.messages import TextBlock, ToolCall, Usage
+from loopwright.harness.loopback_wire import (
+    assistant_turns,
+    first_user_text,
+    last_user_text,
+    render,
+    render_stream,
+    sse,
+)
 from loopwright.harness.prompt_cache import PromptCache
 from loopwright.harness.script import REFLECTION_MARKER, Fault, Script, ScriptError, ScriptTurn
 
-BROKEN_JSON = '{"path": "unterminated'
 DESCRIPTION = "serve a script over the Anthropic/OpenAI wire formats on 127.0.0.1"
 
 
@@ -373,7 +379,7 @@ class _Handler(BaseHTTPRequestHandler):
         if kind == "truncated":
             padding = {"id": "msg_truncated", "padding": "x" * 400}
             streamed = body.get("stream") is True
-            data = _sse("message_start", padding) if streamed else json.dumps(padding).encode()
+            data = sse("message_start", padding) if streamed else json.dumps(padding).encode()
             self.send_response(200)
             self.send_header("content-type", "text/event-stream" if streamed else "application/json")
             self.send_header("content-length", str(len(data)))
@@ -453,213 +459,6 @@ def _reset_headers(fmt: str, left: float, retry_after: bool, remaining: bool = T
     if retry_after:
         headers["retry-after"] = f"{max(1, round(left))}"
     return headers
-
-
-def assistant_turns(fmt: str, body: dict) -> int:
-    """How many assistant turns the request's conversation already holds."""
-    if fmt in ("anthropic", "chat"):
-        return sum(1 for m in body.get("messages") or [] if m.get("role") == "assistant")
-    turns, inside = 0, False
-    items = body.get("input")
-    for item in items if isinstance(items, list) else []:
-        mine = item.get("type") == "function_call" or item.get("role") == "assistant"
-        turns += mine and not inside
-        inside = mine
-    return turns
-
-
-def first_user_text(fmt: str, body: dict) -> str:
-    """The text of the conversation's first user message (names the conversation, e.g. its task)."""
-    items = body.get("messages") if fmt in ("anthropic", "chat") else body.get("input")
-    if isinstance(items, str):
-        return items
-    for m in items if isinstance(items, list) else []:
-        if m.get("role") == "user":
-            content = m.get("content") or ""
-            return content if isinstance(content, str) else " ".join(
-                c.get("text", "") for c in content if isinstance(c, dict) and isinstance(c.get("text"), str))
-    return ""
-
-
-def last_user_text(fmt: str, body: dict) -> str:
-    """The text of what the client sent since the assistant's last turn: tool results and user text."""
-    parts: list[str] = []
-    if fmt == "anthropic":
-        msgs = body.get("messages") or []
-        last = msgs[-1] if msgs else {}
-        content = last.get("content", "")
-        for block in [content] if isinstance(content, str) else content:
-            if isinstance(block, str):
-                parts.append(block)
-            elif block.get("type") == "text":
-                parts.append(block.get("text", ""))
-            elif block.get("type") == "tool_result":
-                inner = block.get("content", "")
-                parts.append(inner if isinstance(inner, str) else
-                             " ".join(b.get("text", "") for b in inner if isinstance(b, dict)))
-    elif fmt == "chat":
-        for m in reversed(body.get("messages") or []):
-            if m.get("role") == "assistant":
-                break
-            content = m.get("content") or ""
-            parts.insert(0, content if isinstance(content, str) else
-                         " ".join(c.get("text", "") for c in content if isinstance(c, dict)))
-    else:
-        items = body.get("input") or []
-        for item in reversed(items if isinstance(items, list) else [{"type": "message", "content": items}]):
-            if item.get("type") == "function_call" or item.get("role") == "assistant":
-                break
-            if item.get("type") == "function_call_output":
-                parts.insert(0, str(item.get("output", "")))
-            else:
-                content = item.get("content", "")
-                parts.insert(0, content if isinstance(content, str) else
-                             " ".join(c.get("text", "") for c in content if isinstance(c, dict)))
-    return "\n".join(parts)
-
-
-def render(fmt: str, turn: ScriptTurn, index: int, model: str, broken_args: bool = False, empty: bool = False,
-           usage: Usage | None = None) -> dict:
-    """A scripted turn as a provider response body (with `usage`, or the turn's own; `empty`: with no content
-    blocks, choices or output items)."""
-    resp = turn.response(index, model)
-    text = "" if empty else "".join(b.text for b in resp.message.content if isinstance(b, TextBlock))
-    calls = [(b, raw.raw_arguments) for b, raw in zip(resp.message.tool_calls, turn.tool_calls, strict=True)]
-    u = usage or resp.usage
-
-    def args_json(call: ToolCall, raw: str | None) -> str:
-        return BROKEN_JSON if broken_args else raw if raw is not None else json.dumps(call.arguments)
-
-    if fmt == "anthropic":
-        content: list[dict] = [{"type": "text", "text": text}] if text else []
-        # a streamed tool input arrives as JSON text, which can be broken (a string here: render_stream sends it)
-        content += [{"type": "tool_use", "id": c.id, "name": c.name,
-                     "input": BROKEN_JSON if broken_args else c.arguments} for c, _ in calls]
-        return {"id": f"msg_loopback_{index}", "type": "message", "role": "assistant", "model": model,
-                "content": content, "stop_reason": resp.stop_reason, "stop_sequence": None,
-                "usage": {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
-                          "cache_read_input_tokens": u.cache_read_tokens,
-                          "cache_creation_input_tokens": u.cache_write_tokens,
-                          "cache_creation": {
-                              "ephemeral_5m_input_tokens": u.cache_write_tokens - u.cache_write_1h_tokens,
-                              "ephemeral_1h_input_tokens": u.cache_write_1h_tokens}}}
-    if fmt == "chat":
-        finish = {"tool_use": "tool_calls", "max_tokens": "length"}.get(resp.stop_reason, "stop")
-        message: dict = {"role": "assistant", "content": text or None}
-        if calls:
-            message["tool_calls"] = [{"id": c.id, "type": "function",
-                                      "function": {"name": c.name, "arguments": args_json(c, raw)}} for c, raw in calls]
-        choices = [] if empty else [{"index": 0, "message": message, "finish_reason": finish}]
-        return {"id": f"chatcmpl-loopback-{index}", "object": "chat.completion", "created": int(time.time()),
-                "model": model, "choices": choices,
-                "usage": {"prompt_tokens": u.input_tokens + u.cache_read_tokens, "completion_tokens": u.output_tokens,
-                          "total_tokens": u.input_tokens + u.cache_read_tokens + u.output_tokens,
-                          "prompt_tokens_details": {"cached_tokens": u.cache_read_tokens}}}
-    output: list[dict] = []
-    if text:
-        output.append({"type": "message", "id": f"msg_loopback_{index}", "role": "assistant", "status": "completed",
-                       "content": [{"type": "output_text", "text": text, "annotations": []}]})
-    output += [{"type": "function_call", "id": f"fc_loopback_{index}_{j}", "call_id": c.id, "name": c.name,
-                "arguments": args_json(c, raw), "status": "completed"} for j, (c, raw) in enumerate(calls)]
-    incomplete = {"reason": "max_output_tokens"} if resp.stop_reason == "max_tokens" else None
-    return {"id": f"resp_loopback_{index}", "object": "response", "created_at": int(time.time()), "model": model,
-            "status": "incomplete" if incomplete else "completed", "incomplete_details": incomplete, "output": output,
-            "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
-            "usage": {"input_tokens": u.input_tokens + u.cache_read_tokens, "output_tokens": u.output_tokens,
-                      "total_tokens": u.input_tokens + u.cache_read_tokens + u.output_tokens,
-                      "input_tokens_details": {"cached_tokens": u.cache_read_tokens},
-                      "output_tokens_details": {"reasoning_tokens": 0}}}
-
-
-DELTA_CHARS = 200  # text and tool arguments go out in deltas of this many characters
-
-
-def _pieces(text: str) -> list[str]:
-    return [text[i:i + DELTA_CHARS] for i in range(0, len(text), DELTA_CHARS)] or [""]
-
-
-def _sse(name: str | None, data: dict | str) -> bytes:
-    line = data if isinstance(data, str) else json.dumps(data)
-    return (f"event: {name}\ndata: {line}\n\n" if name else f"data: {line}\n\n").encode()
-
-
-def render_stream(fmt: str, payload: dict, usage_chunk: bool = True) -> list[bytes]:
-    """A rendered answer (`render`) as the server-sent events the provider streams it in, one bytes per event.
-
-    Anthropic: message_start, per block content_block_start / _delta / _stop, message_delta, message_stop;
-    Chat: chunks of deltas, the finish chunk, a usage chunk when asked (`stream_options`), then [DONE];
-    Responses: response.created, per item output_item.added / deltas / output_item.done, response.completed."""
-    if fmt == "anthropic":
-        usage = payload["usage"]
-        start = {**payload, "content": [], "stop_reason": None,
-                 "usage": {**usage, "output_tokens": 1}}
-        events = [_sse("message_start", {"type": "message_start", "message": start}),
-                  _sse("ping", {"type": "ping"})]
-        for i, block in enumerate(payload["content"]):
-            if block["type"] == "text":
-                opened: dict = {"type": "text", "text": ""}
-                deltas: list[dict] = [
-                    {"type": "text_delta", "text": t} for t in _pieces(block["text"])]
-            else:
-                raw = block["input"] if isinstance(block["input"], str) else json.dumps(block["input"])
-                opened = {**block, "input": {}}
-                deltas = [
-                    {"type": "input_json_delta", "partial_json": t} for t in _pieces(raw)]
-            events.append(_sse("content_block_start", {"type": "content_block_start", "index": i,
-                                                       "content_block": opened}))
-            events += [_sse("content_block_delta", {"type": "content_block_delta", "index": i, "delta": d})
-                       for d in deltas]
-            events.append(_sse("content_block_stop", {"type": "content_block_stop", "index": i}))
-        events.append(_sse("message_delta", {"type": "message_delta", "delta": {
-            "stop_reason": payload["stop_reason"], "stop_sequence": None},
-            "usage": {"output_tokens": usage["output_tokens"]}}))
-        return [*events, _sse("message_stop", {"type": "message_stop"})]
-    if fmt == "chat":
-        head = {k: payload[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
-        if not payload["choices"]:  # the "empty" fault: a stream with no choices at all
-            return [_sse(None, {**head, "choices": [], "usage": payload["usage"]}), _sse(None, "[DONE]")]
-        choice = payload["choices"][0]
-        message = choice["message"]
-
-        def chunk(delta: dict, finish: str | None = None) -> bytes:
-            return _sse(None, {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-
-        events = [chunk({"role": "assistant", "content": ""})]
-        events += [chunk({"content": t}) for t in _pieces(message["content"])] if message["content"] else []
-        for j, call in enumerate(message.get("tool_calls") or []):
-            events.append(chunk({"tool_calls": [{"index": j, "id": call["id"], "type": "function",
-                                                 "function": {"name": call["function"]["name"], "arguments": ""}}]}))
-            events += [chunk({"tool_calls": [{"index": j, "function": {"arguments": t}}]})
-                       for t in _pieces(call["function"]["arguments"])]
-        events.append(chunk({}, choice["finish_reason"]))
-        if usage_chunk:
-            events.append(_sse(None, {**head, "choices": [], "usage": payload["usage"]}))
-        return [*events, _sse(None, "[DONE]")]
-    seq = iter(range(1 << 30))
-    created = {**payload, "status": "in_progress", "output": [], "usage": None}
-    stream = [_sse("response.created", {"type": "response.created", "sequence_number": next(seq),
-                                        "response": created})]
-    for i, item in enumerate(payload["output"]):
-        if item["type"] == "message":
-            text = "".join(p.get("text", "") for p in item["content"])
-            added: dict = {**item, "status": "in_progress", "content": []}
-            items: list[tuple[str, dict]] = [
-                ("response.output_text.delta", {"item_id": item["id"], "content_index": 0, "delta": t})
-                for t in _pieces(text)]
-        else:
-            added = {**item, "status": "in_progress", "arguments": ""}
-            items = [("response.function_call_arguments.delta", {"item_id": item["id"], "delta": t})
-                     for t in _pieces(item["arguments"])]
-        stream.append(_sse("response.output_item.added", {"type": "response.output_item.added",
-                                                          "sequence_number": next(seq), "output_index": i,
-                                                          "item": added}))
-        stream += [_sse(name, {"type": name, "sequence_number": next(seq), "output_index": i, **d})
-                   for name, d in items]
-        stream.append(_sse("response.output_item.done", {"type": "response.output_item.done",
-                                                         "sequence_number": next(seq), "output_index": i,
-                                                         "item": item}))
-    final = "response.incomplete" if payload["status"] == "incomplete" else "response.completed"
-    return [*stream, _sse(final, {"type": final, "sequence_number": next(seq), "response": payload})]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from loopwright.errors import LoopwrightError
-from loopwright.harness.tools import clean_env
+from loopwright.harness.commands import clean_env
 from loopwright.memory.database import disk_full_error
 from loopwright.memory.store import Task
 from loopwright.runtime.config import load_config

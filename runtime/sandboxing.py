@@ -18,9 +18,10 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from loopwright.harness.commands import CommandResult, run_command
 from loopwright.harness.events import NetworkRefused, SandboxChosen
 from loopwright.harness.sandbox import MIN_SECRET_LEN, Sandbox, SandboxError, secret_names
-from loopwright.harness.tools import CommandResult, ToolContext, run_command
+from loopwright.harness.tools import ToolContext
 from loopwright.runtime.config import Config
 
 # the policy (JSON) handed to loopwright's own verifier processes (self-play checks), which jail what they run

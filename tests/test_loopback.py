@@ -14,7 +14,8 @@ import urllib.request
 import openai
 import pytest
 
-from loopwright.harness.loopback import LoopbackServer, last_user_text, main
+from loopwright.harness.loopback import LoopbackServer, main
+from loopwright.harness.loopback_wire import last_user_text
 from loopwright.harness.script import Script
 
 TURN = {"text": "Looking.", "tool_calls": [{"name": "read_file", "arguments": {"path": "a.py"}}]}

@@ -16,10 +16,10 @@ import pytest
 from pydantic import ValidationError
 from support import SANDBOX, needs_bwrap
 
+from loopwright.harness.commands import CommandResult, run_command
 from loopwright.harness.sandbox import Sandbox, SandboxError, SandboxPolicy, redact, secret_names
 from loopwright.harness.sandbox_battery import PROBES, Repo, Stage, run_probe
 from loopwright.harness.sandbox_proxy import AllowProxy, host_allowed, parse_allow_entry
-from loopwright.harness.tools import CommandResult, run_command
 
 AUTO = SANDBOX
 MODES = [pytest.param("bwrap", marks=needs_bwrap), "none"]

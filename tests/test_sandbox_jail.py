@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from support import CHECK, FINISH, FIX_ADD, call, needs_bwrap, processes, turn, write_script
 
+from loopwright.harness.commands import CommandResult, run_command
 from loopwright.harness.sandbox import Sandbox, SandboxError, SandboxPolicy
 from loopwright.harness.sandbox_battery import Repo
 from loopwright.harness.sandbox_jail import RunJail
-from loopwright.harness.tools import CommandResult, run_command
 from loopwright.runtime.project import open_project
 
 pytestmark = needs_bwrap

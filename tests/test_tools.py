@@ -11,8 +11,9 @@ import tracemalloc
 import pytest
 from support import MemoryPad, processes
 
+from loopwright.harness.commands import run_command
 from loopwright.harness.messages import ToolCall, gist_argument
-from loopwright.harness.tools import Tool, Toolbox, ToolContext, run_command
+from loopwright.harness.tools import Tool, Toolbox, ToolContext
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from loopwright.harness.commands import CommandResult
 from loopwright.harness.loop import FinishVerdict, LoopOutcome
 from loopwright.harness.statuses import RunStatus
-from loopwright.harness.tools import CommandResult
 from loopwright.memory.store import Run, Task
 from loopwright.runtime.config import Config
 

@@ -65,8 +65,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from loopwright.harness.commands import kill_group, wait_exit
 from loopwright.harness.statuses import TaskStatus
-from loopwright.harness.tools import kill_group, wait_exit
 from loopwright.memory import notifications as rows
 from loopwright.runtime.fleet.budget import SPENT, FleetBudget
 from loopwright.runtime.fleet.daemon import GRACEFUL_STOP
