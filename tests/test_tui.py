@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 from support import FINISH, FIX_ADD, call, processes, turn, until, write_script
-from textual.widgets import DataTable
 from tui_support import assert_snapshot, screen_text, wait
 
 from loopwright.harness.events import RunStarted, ToolFinished, ToolStarted
@@ -57,6 +56,10 @@ def select(app, key: str) -> None:
 
 def toasts(app, text: str) -> list[str]:
     return [t for _, t in app.said if text in t]
+
+
+def row_of(shown: str, key: str) -> str:
+    return next(line for line in shown.splitlines() if key in line)
 
 
 def fleet_fixture(repo: Path):
@@ -211,7 +214,7 @@ def test_snapshots_of_the_fleet_queue_and_help(repo, utc):
 
     async def scenario():
         app = fixture_app(project)
-        async with app.run_test(size=(120, 30)) as pilot:
+        async with app.run_test(size=(120, 40)) as pilot:
             await pilot.pause(0.2)
             await assert_snapshot(pilot, app, "fleet")
             await pilot.press("t")
@@ -221,8 +224,7 @@ def test_snapshots_of_the_fleet_queue_and_help(repo, utc):
             await pilot.pause(0.2)
             assert isinstance(app.screen, HelpScreen)
             await assert_snapshot(pilot, app, "help")
-            table = app.screen.query_one("#help-table", DataTable)  # every row, also those scrolled out of view
-            rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+            rows = app.screen.rows  # every row, also those scrolled out of view
             for key, does in (("p", "pause the run"), ("x", "kill the run"), ("M", "merge now"), ("K", "keep for"),
                               ("w", "worktree path"), ("+", "raise the task's priority"), ("c", "cancel the queued"),
                               ("n", "new task"), ("ctrl+p", "command palette"), ("g", "chat"),
@@ -247,17 +249,37 @@ def test_a_terminal_of_80_by_24_shows_what_matters(repo, utc):
             assert "Read-only: no daemon is running" in shown and "loopwright serve --detach" in shown
             row = next(line for line in shown.splitlines() if "a1b2c3d4" in line)
             assert "running" in row and "loop ×5" in row and "1 Fix the flaky" in row
-            assert "? Help" in shown
+            lines = shown.splitlines()
+            for key in ("? Help", "t Queue", "n New", "g Chat", "q Quit", "p Pause", "x Kill"):  # the footer, whole
+                assert key in lines[-1], (key, lines[-1])
+            head = next(line for line in lines if line.startswith(" Run "))  # the columns that matter, narrowed
+            assert head.split()[:5] == ["Run", "Status", "Health", "Task", "Cost"] and "Last action" in head
+            assert "read_file s…" in row_of(shown, "e5f60718") and "$0.080" in row_of(shown, "e5f60718")
+            assert "budget: $1.85 spent today, $3.15 left" in shown  # on a line of its own, not wrapped
             await pilot.press("down")
             assert app.screen.selected() == "a1b2c3d4"  # newest first: the second row
             await pilot.press("enter")  # the run screen, for the run under the cursor
             await wait(pilot, lambda: isinstance(app.screen, RunScreen), "the run screen")
             assert app.screen.run_id == "a1b2c3d4" and app.screen.read_only
+            footer = screen_text(app).splitlines()[-1]
+            assert "esc Back" in footer and "f Fleet" in footer and "? Help" in footer
             await pilot.press("escape")
             await wait(pilot, lambda: isinstance(app.screen, FleetScreen), "the fleet again")
             assert app.screen.selected() == "a1b2c3d4"
+            await pilot.press("enter", "f")  # f goes to the fleet from a run too
+            await wait(pilot, lambda: isinstance(app.screen, FleetScreen), "the fleet from the run")
             await pilot.press("t")
             await wait(pilot, lambda: "blocked" in screen_text(app), "the queue view")
+            assert "f Fleet" in screen_text(app).splitlines()[-1]
+            await pilot.press("question_mark")
+            await wait(pilot, lambda: isinstance(app.screen, HelpScreen), "the help")
+            await assert_snapshot(pilot, app, "help_80x24")
+            help_text = " ".join(screen_text(app).split())
+            for does in ("open the run: transcript, diff, checkpoints, rollback",
+                         "send the agent a message (read at its next model call)"):
+                assert does in help_text  # wrapped, not cut
+            await pilot.press("escape", "f")
+            await wait(pilot, lambda: isinstance(app.screen, FleetScreen), "the fleet from the queue")
 
     asyncio.run(scenario())
 

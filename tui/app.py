@@ -123,10 +123,10 @@ class TuiApp(App):
     BINDINGS = [
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("f", "fleet", "Fleet", show=False),
-        Binding("t", "queue", "Queue"),
-        Binding("n", "new_task", "New task"),
-        Binding("g", "chat", "Chat"),
-        Binding("q", "quit", "Quit"),
+        Binding("t", "queue", "Queue", show=False),  # each view's footer shows the keys it has room for
+        Binding("n", "new_task", "New task", show=False),
+        Binding("g", "chat", "Chat", show=False),
+        Binding("q", "quit", "Quit", show=False),
     ]
     MODES = {"fleet": FleetScreen, "queue": QueueScreen}
 
@@ -225,10 +225,18 @@ class TuiApp(App):
                                          ("chat", ChatScreen.BINDINGS))))
 
     def action_fleet(self) -> None:
-        self.switch_mode("fleet")
+        self._to_view("fleet")
 
     def action_queue(self) -> None:
-        self.switch_mode("queue")
+        self._to_view("queue")
+
+    def _to_view(self, mode: str) -> None:
+        """Show that view itself: what was opened over a view (a run, the chat) is closed."""
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
+        self.switch_mode(mode)
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
 
     def action_new_task(self) -> None:
         if self.writable():

@@ -25,8 +25,8 @@ POLL_SECONDS = 0.25
 class ChatScreen(Screen):
     """Threads on the left, the selected thread on the right, an input box below."""
 
-    BINDINGS = [Binding("escape", "app.pop_screen", "back"),
-                Binding("ctrl+t", "next_thread", "next thread")]
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back", key_display="esc"),
+                Binding("ctrl+t", "next_thread", "Next thread")]
     DEFAULT_CSS = """
     ChatScreen #threads { width: 24; border: round $primary; }
     ChatScreen #log { border: round $secondary; }
@@ -50,7 +50,7 @@ class ChatScreen(Screen):
                 yield RichLog(id="log", wrap=True, markup=False)
                 yield Input(placeholder=f"message as {self.author} (mention @{self.project.config.chat.name} to "
                                         f"start work; /stop, /status, /retry)", id="say")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self._load_threads()

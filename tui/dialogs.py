@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from rich.table import Table
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, DataTable, Input, Label, Static, Switch
+from textual.widgets import Button, Input, Label, Static, Switch
 
 
 class Prompt(ModalScreen[str | None]):
@@ -121,29 +122,45 @@ class NewTaskScreen(ModalScreen[None]):
 
 
 class HelpScreen(ModalScreen[None]):
-    """Every key binding, by view: `views` is (where, its bindings), "anywhere" (the app's) first."""
+    """Every key binding, by view: `views` is (where, its bindings), "anywhere" (the app's) first.
+
+    A table of wrapped text (not a DataTable, which cuts a long line): every description is read whole.
+    """
 
     BINDINGS = [Binding("escape,question_mark,q", "close", "Close")]
 
     def __init__(self, views: Iterable[tuple[str, Iterable[Binding]]]):
         super().__init__()
-        self.views = list(views)
+        self.rows: list[tuple[str, str, str]] = []  # (where, key, what it does)
+        views = [(where, list(bindings)) for where, bindings in views]
+        anywhere = {b.action for where, bindings in views if where == "anywhere" for b in bindings}
+        for where, bindings in views:
+            for b in bindings:
+                if where != "anywhere" and b.action.removeprefix("app.") in anywhere:
+                    continue  # an app key a view shows in its footer: listed once, under "anywhere"
+                self.rows.append((where, b.key_display or b.key.split(",")[0],
+                                  HELP.get(b.action.removeprefix("app."), b.description)))
+            if where == "anywhere":
+                self.rows.append(("anywhere", "ctrl+p", "command palette: every action by name"))
+                self.rows.append(("dialogs", "escape", "close without doing anything"))
 
     def compose(self) -> ComposeResult:
-        table = DataTable(id="help-table", cursor_type="none", show_cursor=False)
-        table.add_column("Where", key="where", width=10)
-        table.add_column("Key", key="key", width=7)
-        table.add_column("Does", key="does")
-        for where, bindings in self.views:
-            for b in bindings:
-                table.add_row(where, b.key_display or b.key.split(",")[0], HELP.get(b.action, b.description))
-            if where == "anywhere":
-                table.add_row("anywhere", "ctrl+p", "command palette: every action by name")
-                table.add_row("dialogs", "escape", "close without doing anything")
+        table = Table(box=None, show_edge=False, pad_edge=False, expand=True, header_style="bold")
+        table.add_column("Where", width=8, no_wrap=True)
+        table.add_column("Key", width=6, no_wrap=True)
+        table.add_column("Does", ratio=1)
+        last = ""
+        for where, key, does in self.rows:
+            table.add_row(where if where != last else "", key, does)
+            last = where
         with Vertical(classes="dialog"):
             yield Label("Key bindings")
-            yield table
-            yield Label("escape: close", classes="hint")
+            with VerticalScroll(id="help-table"):
+                yield Static(table)
+            yield Label("↑/↓ scroll · escape: close", classes="hint")
+
+    def on_mount(self) -> None:
+        self.query_one("#help-table").focus()
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -232,15 +232,16 @@ class RunScreen(Screen):
     """
 
     BINDINGS = [
-        Binding("escape", "back", "Back", show=False),
+        Binding("escape", "back", "Back", key_display="esc"),
+        Binding("f", "app.fleet", "Fleet"),
         Binding("p", "pause", "Pause"),
         Binding("r", "resume", "Resume"),
         Binding("x", "kill", "Kill"),
         Binding("m", "message", "Message"),
         Binding("b", "rollback", "Rollback"),
-        Binding("M", "merge", "Merge"),
-        Binding("K", "keep", "Keep"),
-        Binding("w", "worktree", "Path"),
+        Binding("M", "merge", "Merge", show=False),
+        Binding("K", "keep", "Keep", show=False),
+        Binding("w", "worktree", "Path", show=False),
         Binding("d", "refresh_diff", "Diff", show=False),
         *(Binding(str(i + 1), f"tab('{name}')", name.capitalize(), show=False) for i, name in enumerate(TABS)),
     ]
