@@ -27,7 +27,7 @@ from loopwright.runtime.fleet.daemon import daemon_pid
 from loopwright.runtime.posting import TaskRequest, post_task
 from loopwright.runtime.project import init_project, open_project
 from loopwright.tui.app import TuiApp
-from loopwright.tui.dialogs import HelpScreen, NewTaskScreen, PathScreen, Prompt
+from loopwright.tui.dialogs import ConfirmScreen, HelpScreen, NewTaskScreen, PathScreen, Prompt
 from loopwright.tui.feed import Feed
 from loopwright.tui.fleet_view import FleetScreen
 from loopwright.tui.run_view import RunScreen
@@ -261,6 +261,7 @@ def test_a_terminal_of_80_by_24_shows_what_matters(repo, utc):
             await pilot.press("enter")  # the run screen, for the run under the cursor
             await wait(pilot, lambda: isinstance(app.screen, RunScreen), "the run screen")
             assert app.screen.run_id == "a1b2c3d4" and app.screen.read_only
+            assert app.actions.by == f"tui ({app.author})"  # what a rollback from here is logged as
             footer = screen_text(app).splitlines()[-1]
             assert "esc Back" in footer and "f Fleet" in footer and "? Help" in footer
             await pilot.press("escape")
@@ -342,8 +343,12 @@ def test_run_actions_from_the_fleet_view_through_the_daemon(repo, cli, daemon, t
             await pilot.press("c")
             assert toasts(app, f"copied {store.run(rid).worktree}")
 
+            await pilot.press("x")  # asks first
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("escape")
+            assert not commands(store, "kill")
             for _ in range(5):
-                await pilot.press("x")
+                await pilot.press("x", "y")
             assert len(commands(store, "kill")) == 1
             await wait(pilot, lambda: cell(app, rid, "status") == "killed", "the kill on screen")
             await wait(pilot, lambda: toasts(app, f"task {slow} killed"), "the toast for the killed task")
@@ -382,7 +387,7 @@ def test_a_pause_shows_as_pausing_while_it_waits_for_the_running_command(repo, c
             await pilot.press("enter")
             assert isinstance(app.screen, RunScreen)
             await wait(pilot, lambda: f"run {rid} · pausing…" in screen_text(app), "pausing… in the run view")
-            await pilot.press("x")  # a kill does not wait
+            await pilot.press("x", "y")  # a kill does not wait
             await wait(pilot, lambda: f"run {rid} · killed" in screen_text(app), "the kill in the run view", timeout=10)
 
     asyncio.run(scenario())
@@ -483,7 +488,7 @@ def test_read_only_without_a_daemon_then_attached_then_the_daemon_dies(repo, cli
             step = store.run(rid).step  # a kill queued while the run resumes is dropped as moot: wait for a step
             await wait(pilot, lambda: store.run(rid).step > step, "a step of the resumed run")
             select(app, rid)
-            await pilot.press("x")
+            await pilot.press("x", "y")
             await wait(pilot, lambda: cell(app, rid, "status") == "killed", "the kill")
 
     asyncio.run(scenario())

@@ -25,7 +25,7 @@ from loopwright.errors import LoopwrightError
 from loopwright.memory.store import StoreError
 from loopwright.runtime.actions import Actions, Done
 from loopwright.runtime.project import Project
-from loopwright.tui.dialogs import HelpScreen, NewTaskScreen
+from loopwright.tui.dialogs import ConfirmScreen, HelpScreen, NewTaskScreen
 from loopwright.tui.feed import Changes, Feed
 from loopwright.tui.fleet_view import FleetScreen
 from loopwright.tui.queue_view import QueueScreen
@@ -137,7 +137,7 @@ class TuiApp(App):
         self.sandbox_warning = sandbox_warning  # agent commands run unjailed: said in the header
         self.author = author or os.environ.get("USER") or "me"  # who the chat view posts as
         self.feed = feed or Feed.for_project(project)
-        self.actions = actions or Actions(project)
+        self.actions = actions or Actions(project, by=f"tui ({self.author})")
         self.interval = interval
         self.said: list[tuple[str, str]] = []  # every toast shown: (severity, text)
         self.lost_pid: int | None = None  # the daemon that stopped while we were attached
@@ -198,6 +198,17 @@ class TuiApp(App):
             self.say(f"read-only: no daemon is running; {SERVE_HINT}", "warning")
             return False
         return True
+
+    def confirm(self, question: str, yes: str, check: Callable[[], object], then: Callable[[], object]) -> None:
+        """Ask before `then` (a kill), unless `check` refuses it already: then its error is said at once."""
+        if not self.writable():
+            return
+        try:
+            check()
+        except ACTION_ERRORS as e:
+            self.say(str(e), "error")
+            return
+        self.push_screen(ConfirmScreen(question, yes=yes), lambda ok: ok and then())
 
     def act(self, do: Callable[[], object], *, said: Callable[[object], str] | None = None):
         """Run one action (a row in the commands table); its errors become error toasts. None when refused."""

@@ -7,12 +7,51 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from rich.table import Table
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static, Switch
+
+# a dialog that brings its own style (the run screen is also shown by a host app without the TuiApp CSS)
+DIALOG_CSS = """
+    align: center middle;
+    & > Vertical { width: 76; max-width: 100%; height: auto; max-height: 100%; border: thick $accent;
+                   background: $surface; padding: 0 1; }
+    & .hint { color: $text-muted; }
+    & Horizontal { height: auto; align: right middle; }
+    & Button { margin: 0 0 0 1; }
+"""
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """A yes/no question (y / n, Escape is no): before a kill or a rollback."""
+
+    DEFAULT_CSS = "ConfirmScreen {" + DIALOG_CSS + "}"
+    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
+
+    def __init__(self, question: str, yes: str = "Yes"):
+        super().__init__()
+        self.question, self.yes = question, yes
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(Text(self.question))
+            yield Static("y confirms · n or Escape cancels", classes="hint")
+            with Horizontal():
+                yield Button(self.yes, variant="error", id="yes")
+                yield Button("Cancel", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
 
 
 class Prompt(ModalScreen[str | None]):

@@ -140,7 +140,10 @@ class FleetScreen(View):
 
     def action_kill(self) -> None:
         if (rid := self._selected_run()) is not None:
-            self.app.act(lambda: self.app.actions.kill(rid))
+            actions = self.app.actions
+            self.app.confirm(f"Kill run {rid}?\n\nIts agent stops for good (the tool call running now is ended); "
+                             "its branch is kept.", "Kill", lambda: actions.killable(rid),
+                             lambda: self.app.act(lambda: actions.kill(rid)))
 
     def action_merge(self) -> None:
         if (rid := self._selected_run()) is not None:

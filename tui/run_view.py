@@ -27,9 +27,9 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, Collapsible, DataTable, Footer, Input, RichLog, Static, TabbedContent, TabPane
+from textual.widgets import Collapsible, DataTable, Footer, Input, RichLog, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from loopwright.harness import events as ev
@@ -39,6 +39,7 @@ from loopwright.memory.store import Run, Store, StoreError
 from loopwright.runtime.actions import Actions, Done
 from loopwright.runtime.display import ProgressPrinter, event_entries, fmt_elapsed, fmt_tokens
 from loopwright.runtime.project import Project
+from loopwright.tui.dialogs import DIALOG_CSS, ConfirmScreen
 from loopwright.tui.feed import STOPPING
 from loopwright.workspaces.git import Workspace
 from loopwright.workspaces.repository import WorkspaceError
@@ -125,48 +126,10 @@ def _subject(message: str) -> str:
 
 # -- dialogs ----------------------------------------------------------------------------------------
 
-_DIALOG_CSS = """
-    align: center middle;
-    & > Vertical { width: 76; max-width: 100%; height: auto; max-height: 100%; border: thick $accent;
-                   background: $surface; padding: 0 1; }
-    & .hint { color: $text-muted; }
-    & Horizontal { height: auto; align: right middle; }
-    & Button { margin: 0 0 0 1; }
-"""
-
-
-class ConfirmScreen(ModalScreen[bool]):
-    """A yes/no question (y / n, Escape is no)."""
-
-    DEFAULT_CSS = "ConfirmScreen {" + _DIALOG_CSS + "}"
-    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
-
-    def __init__(self, question: str, yes: str = "Yes"):
-        super().__init__()
-        self.question, self.yes = question, yes
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Static(Text(self.question))
-            yield Static("y confirms · n or Escape cancels", classes="hint")
-            with Horizontal():
-                yield Button(self.yes, variant="error", id="yes")
-                yield Button("Cancel", id="no")
-
-    def on_mount(self) -> None:
-        self.query_one("#no", Button).focus()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
-
-    def action_answer(self, yes: bool) -> None:
-        self.dismiss(yes)
-
-
 class MessageScreen(ModalScreen["str | None"]):
     """An input for a message to the agent (Enter sends, Escape cancels)."""
 
-    DEFAULT_CSS = "MessageScreen {" + _DIALOG_CSS + "}"
+    DEFAULT_CSS = "MessageScreen {" + DIALOG_CSS + "}"
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, run_id: str):
@@ -189,7 +152,7 @@ class MessageScreen(ModalScreen["str | None"]):
 class PathScreen(ModalScreen[None]):
     """The run's worktree path, selectable (and copied to the clipboard)."""
 
-    DEFAULT_CSS = "PathScreen {" + _DIALOG_CSS + "}"
+    DEFAULT_CSS = "PathScreen {" + DIALOG_CSS + "}"
     BINDINGS = [Binding("escape,enter", "close", "Close")]
 
     def __init__(self, run: Run):
@@ -521,7 +484,24 @@ class RunScreen(Screen):
         self._act("resume", self.actions.resume)
 
     def action_kill(self) -> None:
-        self._act("kill", self.actions.kill)
+        """Kill, after a confirmation (a run that cannot be killed is refused before asking)."""
+        if not self._can_act("kill") or not self._allowed("kill", self.actions.killable):
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self._act("kill", self.actions.kill)
+
+        self.app.push_screen(ConfirmScreen(f"Kill run {self.run_id}?\n\nIts agent stops for good (the tool call "
+                                           "running now is ended); its branch is kept.", yes="Kill"), answer)
+
+    def _allowed(self, verb: str, check: Callable[[str], object]) -> bool:
+        try:
+            check(self.run_id)
+        except StoreError as e:
+            self.notify(str(e), title=f"{verb} refused", severity="error", markup=False)
+            return False
+        return True
 
     def action_merge(self) -> None:
         self._act("merge", self.actions.merge)
@@ -554,7 +534,7 @@ class RunScreen(Screen):
 
     def action_rollback(self) -> None:
         """On the checkpoints tab: roll back to the checkpoint under the cursor, after a confirmation."""
-        if not self._can_act("roll back"):
+        if not self._can_act("roll back") or not self._allowed("rollback", self.actions.rollbackable):
             return
         if self._tabs_active() != "checkpoints":
             self.action_tab("checkpoints")
@@ -572,6 +552,8 @@ class RunScreen(Screen):
             self.notify(f"copied {path}", title="artifact path", markup=False)
 
     def _confirm_rollback(self, seq: str) -> None:
+        if not self._allowed("rollback", self.actions.rollbackable):
+            return
         run = self.run = self.store.run(self.run_id)
         if not Path(run.worktree).is_dir():
             self.notify(f"cannot roll back run {run.id}: its worktree {run.worktree} no longer exists "
@@ -600,7 +582,8 @@ class RunScreen(Screen):
             try:
                 if self._rollback_actions is None:
                     self._rollback_actions = Actions(dataclasses.replace(self.project,
-                                                                       store=Store(self.project.db_path)))
+                                                                       store=Store(self.project.db_path)),
+                                                     by=self.actions.by)
                 done = self._rollback_actions.rollback(self.run_id, seq)
             except (StoreError, WorkspaceError) as e:
                 self.app.notify(str(e), title="rollback refused", severity="error", markup=False)
