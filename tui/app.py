@@ -29,7 +29,7 @@ from loopwright.tui.dialogs import ConfirmScreen, HelpScreen, NewTaskScreen
 from loopwright.tui.feed import Changes, Feed
 from loopwright.tui.fleet_view import FleetScreen
 from loopwright.tui.queue_view import QueueScreen
-from loopwright.tui.widgets import SERVE_HINT, View
+from loopwright.tui.widgets import NOTHING_RUNS, SERVE_HINT, View
 
 ACTION_ERRORS = (LoopwrightError, ValueError)  # a user's error (or a bad number typed): said in a toast
 TOAST = {"task_succeeded": "information", "task_failed": "error", "task_needs_review": "warning",
@@ -90,6 +90,10 @@ ModalScreen {
 .dialog .row Label {
     width: auto;
     padding: 1 1 0 0;
+}
+
+.dialog .row Input {
+    width: 1fr;
 }
 
 .dialog Horizontal {
@@ -210,9 +214,13 @@ class TuiApp(App):
             return
         self.push_screen(ConfirmScreen(question, yes=yes), lambda ok: ok and then())
 
-    def act(self, do: Callable[[], object], *, said: Callable[[object], str] | None = None):
-        """Run one action (a row in the commands table); its errors become error toasts. None when refused."""
-        if not self.writable():
+    def act(self, do: Callable[[], object], *, said: Callable[[object], str] | None = None, offline: bool = False):
+        """Run one action (a row in the store); its errors become error toasts. None when refused.
+
+        Without a daemon, only what the store keeps until one starts (`offline`: a new task) is done, and the
+        toast says that nothing runs yet.
+        """
+        if not offline and not self.writable():
             return None
         try:
             result = do()
@@ -222,7 +230,8 @@ class TuiApp(App):
         except Exception as e:  # noqa: BLE001 - a supervisor's screen must not die of one failed action
             self.say(f"{type(e).__name__}: {e}", "error")
             return None
-        self.say(said(result) if said else result.said if isinstance(result, Done) else str(result))
+        text = said(result) if said else result.said if isinstance(result, Done) else str(result)
+        self.say(text + (f"; {NOTHING_RUNS}" if self.read_only else ""), "warning" if self.read_only else "information")
         self.tick()  # show the effect at once where there is one
         return result
 
@@ -250,14 +259,13 @@ class TuiApp(App):
             self.pop_screen()
 
     def action_new_task(self) -> None:
-        if self.writable():
-            self.push_screen(NewTaskScreen())
+        self.push_screen(NewTaskScreen())  # without a daemon too: the task waits in the queue
 
     def action_chat(self) -> None:
         from loopwright.tui.chat_view import ChatScreen
 
         if not isinstance(self.screen, ChatScreen):
-            self.push_screen(ChatScreen(self.project, self.author, read_only=self.read_only))
+            self.push_screen(ChatScreen(self.project, self.author))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

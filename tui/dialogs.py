@@ -115,7 +115,9 @@ class NewTaskScreen(ModalScreen[None]):
             yield Label("New task")
             yield Input(placeholder="goal: what the agent should do", id="goal")
             yield Input(placeholder="check: acceptance command, e.g. pytest -q (optional)", id="check")
-            yield Input(value="0", placeholder="priority (higher starts first)", type="integer", id="priority")
+            with Horizontal(classes="row"):
+                yield Label("priority (higher starts first):")
+                yield Input(value="0", placeholder="0", type="integer", id="priority")
             with Horizontal(classes="row"):
                 yield Switch(id="until")
                 yield Label("until mode: fresh attempts until the check passes")
@@ -152,7 +154,7 @@ class NewTaskScreen(ModalScreen[None]):
             return
         task = self.app.act(lambda: self.app.actions.post(goal, check=None if until else check,
                                                            priority=int(priority), until=check if until else None),
-                            said=lambda t: f"task {t.id} queued: {t.title}")
+                            said=lambda t: f"task {t.id} queued: {t.title}", offline=True)
         if task is not None:
             self.dismiss(None)
 

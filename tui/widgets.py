@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from loopwright.tui.app import TuiApp
 
 SERVE_HINT = "start one with `loopwright serve --detach` (or quit and run `loopwright tui --serve`)"
+NOTHING_RUNS = "no daemon is running: nothing runs until one starts (`loopwright serve --detach`)"
 STATUS_STYLE = {TaskStatus.RUNNING: "bold green", TaskStatus.PAUSED: "yellow", TaskStatus.SUCCEEDED: "bold blue",
                 TaskStatus.FAILED: "bold red", TaskStatus.KILLED: "red", TaskStatus.NEEDS_REVIEW: "bold magenta",
                 TaskStatus.BUDGET_EXCEEDED: "bold dark_orange", TaskStatus.QUEUED: "cyan", TaskStatus.CANCELLED: "dim",
