@@ -150,6 +150,12 @@ def test_diff_per_file_refreshed_on_a_new_checkpoint(repo):
             await pilot.press("2")
             await wait(pilot, lambda: len(titles(app)) == 2, "the diff")
             assert titles(app) == ["calc.py  +1 −1", "notes.txt  +1 −0"]  # uncommitted changes included
+            box = app.run_screen.query_one("#diff-files")
+            assert [c.collapsed for c in box.query(Collapsible)] == [False, True]  # the first file is open
+            assert "Tab to a file, Enter opens or closes it" in str(box.query_one("#diff-summary").render())
+            app.run_screen.action_refresh_diff(quiet=True)
+            assert box.loading  # a spinner while git works (the answer comes back through the event loop)
+            await wait(pilot, lambda: not box.loading, "the diff again")
             (ws.path / "more.py").write_text("print('more')\n")
             cp = ws.checkpoint("more", step=2)
             project.store.add_checkpoint(RUN, sha=cp.sha, step=2, message=cp.message)
@@ -313,6 +319,10 @@ def test_rollback_of_a_stopped_run_resets_its_worktree_and_a_gcd_worktree_is_a_c
             assert (ws.path / "calc.py").read_text() == CALC and not (ws.path / "notes.txt").exists()
             assert [(e.to_seq, e.requested_by) for _, _, e in store.events(RUN, types=("rolled_back",))] == [
                 (0, "tui (ana)")]
+            table = app.run_screen.query_one("#checkpoints-table", DataTable)
+            await wait(pilot, lambda: "discarded (rolled back to 0)" in str(table.get_row("1")[3]),
+                       "checkpoint 1 marked as discarded")
+            assert "discarded" not in str(table.get_row("0")[3])
             assert [c[:2] for c in commands(store, RUN)] == [("notify", "pending")]  # told when it resumes
             await pilot.press("1")
             await wait(pilot, lambda: any("rolled back to checkpoint 0" in line for line in log_text(app)),

@@ -51,6 +51,7 @@ LINE_CHARS = 400  # longer lines are cut (a 1 MB one-line tool output stays one 
 LOG_LINES = 5000  # the transcript keeps this many rendered lines
 DIFF_FILE_LINES = 2000  # per file in the diff view
 DIFF_FILES = 300
+DIFF_OPEN_LINES = 400  # the first file of the diff is shown open when it changes no more lines than this
 TABS = ("transcript", "diff", "checkpoints", "artifacts", "notes")
 READ_ONLY = ("read-only: no daemon is running for this project, so nothing would carry out {verb} "
              "(start `loopwright serve`, then reopen the TUI)")
@@ -350,10 +351,13 @@ class RunScreen(Screen):
         row = table.cursor_row
         table.clear()
         table.add_row("0", self.run.base_commit[:10], "0", "(the start: the base commit)", "", key="0")
+        rollbacks = [(ts, e.to_seq) for _, ts, e in self.store.events(self.run_id, types=("rolled_back",))]
         for cp in self.store.checkpoints(self.run_id):
             made = time.strftime("%H:%M:%S", time.localtime(cp.created_at))
-            table.add_row(str(cp.seq), cp.sha[:10], str(cp.step), Text(_subject(cp.message)[:200]), made,
-                          key=str(cp.seq))
+            undone = [to for ts, to in rollbacks if ts >= cp.created_at and to < cp.seq]
+            message = (Text(f"discarded (rolled back to {undone[0]}): {_subject(cp.message)[:200]}", style="dim strike")
+                       if undone else Text(_subject(cp.message)[:200]))
+            table.add_row(str(cp.seq), cp.sha[:10], str(cp.step), message, made, key=str(cp.seq))
         table.move_cursor(row=min(max(row, 0), table.row_count - 1))
 
     def _refresh_artifacts(self) -> None:
@@ -387,6 +391,7 @@ class RunScreen(Screen):
         if self.run is None:
             return
         self.diff_stale = False
+        self.query_one("#diff-files", VerticalScroll).loading = True  # a spinner until git answers
         self._load_diff(self.run)
         if not quiet:
             self.notify("refreshing the diff…", timeout=2)
@@ -415,6 +420,7 @@ class RunScreen(Screen):
             return
         box = self.query_one("#diff-files", VerticalScroll)
         was = {c.name: c.collapsed for c in box.query(Collapsible)}
+        box.loading = False
         await box.remove_children()
         if error:
             await box.mount(Static(Text(error), id="diff-summary"))
@@ -424,11 +430,14 @@ class RunScreen(Screen):
                    if files else f"no changes since base {run.base_commit[:10]}")
         if len(files) > DIFF_FILES:
             summary += f"; the first {DIFF_FILES} are shown"
+        if files:
+            summary += " · Tab to a file, Enter opens or closes it"
         widgets: list = [Static(Text(summary + " · d refreshes"), id="diff-summary")]
-        for path, body, plus, minus in files[:DIFF_FILES]:
+        for i, (path, body, plus, minus) in enumerate(files[:DIFF_FILES]):
             syntax = Syntax(body, "diff", theme="monokai", background_color="default", word_wrap=True)
+            opened = i == 0 and plus + minus <= DIFF_OPEN_LINES  # the first file open, unless it is huge
             widgets.append(Collapsible(Static(syntax), title=f"{path}  +{plus} −{minus}", name=path,
-                                       collapsed=was.get(path, adds + dels > 400)))
+                                       collapsed=was.get(path, not opened)))
         await box.mount(*widgets)
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
