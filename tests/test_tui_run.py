@@ -502,3 +502,35 @@ def test_pause_resume_and_kill_are_carried_out_by_the_daemon(repo, cli, tmp_path
             assert "killed already" in app.said("error")
 
     asyncio.run(scenario())
+
+
+def test_keys_reach_the_screen_when_the_focused_widget_is_gone_or_in_a_hidden_tab(repo):
+    project, ws = hand_built_run(repo)
+
+    async def scenario():
+        app = Host(project, RUN)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.run_screen
+            await pilot.press("2")
+            await wait(pilot, lambda: len(screen.query(Collapsible)) == 2, "the diff")
+            await pilot.press("tab", "tab")  # onto a file's title, as a person opening one does
+            assert screen.focused is not None and screen.focused.parent in screen.query(Collapsible)
+            (ws.path / "more.py").write_text("x = 1\n")
+            await pilot.press("d")  # the diff is drawn again: the focused title is removed
+            await wait(pilot, lambda: len(screen.query(Collapsible)) == 3, "the new diff")
+            await pilot.press("3", "down", "b")
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("escape")
+            # the state a person once met (keys ignored until Tab), made here: the focus on a widget that is gone
+            # (keys go up from it, and reach no binding) or in a tab not shown; within a tick it moves back
+            gone = screen.query(Collapsible).first()
+            await gone.remove()
+            screen.focused = gone
+            await wait(pilot, lambda: screen.focused is screen.query_one("#checkpoints-table"), "the keys back")
+            await pilot.press("w")
+            assert isinstance(app.screen, PathScreen)
+            await pilot.press("escape")
+            screen.query_one("#log").focus()  # in the transcript tab, while the checkpoints tab is shown
+            await wait(pilot, lambda: screen.focused is screen.query_one("#checkpoints-table"), "the shown tab's")
+
+    asyncio.run(scenario())

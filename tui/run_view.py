@@ -53,6 +53,8 @@ DIFF_FILE_LINES = 2000  # per file in the diff view
 DIFF_FILES = 300
 DIFF_OPEN_LINES = 400  # the first file of the diff is shown open when it changes no more lines than this
 TABS = ("transcript", "diff", "checkpoints", "artifacts", "notes")
+TAB_FOCUS = {"transcript": "#log", "checkpoints": "#checkpoints-table", "artifacts": "#artifacts-table",
+             "diff": "#diff-files", "notes": "#notes-scroll"}  # what has the keys on each tab
 READ_ONLY = ("read-only: no daemon is running for this project, so nothing would carry out {verb} "
              "(start `loopwright serve`, then reopen the TUI)")
 
@@ -284,6 +286,7 @@ class RunScreen(Screen):
         if self.run is None:
             return
         self.ticks += 1
+        self._keep_keys_reachable()
         try:
             batch = self.store.events(self.run_id, after=self.last_id)
             self._refresh_head()
@@ -456,9 +459,17 @@ class RunScreen(Screen):
         if self.run is None:
             return
         self.query_one("#tabs", TabbedContent).active = name
-        target = {"transcript": "#log", "checkpoints": "#checkpoints-table", "artifacts": "#artifacts-table",
-                  "diff": "#diff-files", "notes": "#notes-scroll"}[name]
-        self.query_one(target).focus()
+        self.query_one(TAB_FOCUS[name]).focus()
+
+    def _keep_keys_reachable(self) -> None:
+        """Keys go to the focused widget and up through its parents to this screen's bindings: a focused widget
+        no longer mounted, or inside a tab not shown, would swallow every key. Focus the shown tab's instead."""
+        focused = self.focused
+        if focused is None:
+            return
+        pane = next((w for w in focused.ancestors_with_self if isinstance(w, TabPane)), None)
+        if not focused.is_attached or (pane is not None and pane.id != self._tabs_active()):
+            self.query_one(TAB_FOCUS[self._tabs_active()]).focus()
 
     # -- actions ---------------------------------------------------------------------------------------
 
