@@ -586,3 +586,31 @@ def test_as_a_person_would_in_tmux(repo, cli, tmp_path):
         subprocess.run([*tmux, "kill-server"], capture_output=True)
         if (pid := daemon_pid(project)):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_keys_typed_ahead_reach_the_dialog_and_the_field_they_were_meant_for(repo, utc):
+    """Keys that come faster than the screen (a loaded machine, a paste): none lost, none in the wrong field."""
+    from textual import events
+
+    project = fleet_fixture(repo)
+
+    def typed(app, *keys: str) -> None:  # all at once, as a terminal delivers them under load
+        for key in keys:
+            app.post_message(events.Key(key, key if len(key) == 1 else None))
+
+    async def scenario():
+        app = fixture_app(project)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("t")
+            await wait(pilot, lambda: app.screen.view == "queue" and app.screen.table.row_count == 2, "the queue")
+            select(app, "3")
+            typed(app, "P", "backspace", "7", "enter")  # the dialog opens while the keys are on their way
+            await wait(pilot, lambda: commands(project.store, "priority"), "the priority command")
+            assert [json.loads(a)["priority"] for a, in project.store.conn.execute(
+                "SELECT args FROM commands WHERE kind = 'priority'")] == [7]
+            typed(app, "n", *"write notes", "enter", *"true", "enter", "backspace", "3", "ctrl+s")
+            await wait(pilot, lambda: project.store.tasks()[-1].goal == "write notes", "the task posted")
+            task = project.store.tasks()[-1]
+            assert (task.goal, task.check_cmd, task.priority) == ("write notes", "true", 3)
+
+    asyncio.run(scenario())

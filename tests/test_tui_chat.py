@@ -31,8 +31,9 @@ class Host(App):
 
 
 def shown(app: App) -> str:
+    """The log's text, its wrapped lines joined again."""
     log = app.screen.query_one("#log", RichLog)
-    return "\n".join(strip.text for strip in log.lines)
+    return " ".join(strip.text.rstrip() for strip in log.lines)
 
 
 def test_posting_from_the_tui_starts_work_and_the_answer_appears_live(repo, daemon, tmp_path):

@@ -17,9 +17,11 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterable
 
+from textual import events
 from textual.app import App, SystemCommand
 from textual.binding import Binding
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Input
 
 from loopwright.errors import LoopwrightError
 from loopwright.memory.store import StoreError
@@ -149,6 +151,50 @@ class TuiApp(App):
         self.views: set[View] = set()  # the mounted views, fed on every tick
         self._last_pid: int | None = None
         self._failing = False
+        self._held: list[events.Key] = []  # keys typed ahead of a dialog
+
+    # -- keys ---------------------------------------------------------------------------------------
+    # Textual queues a key for the focused widget and runs a binding only when the key comes back up from it, so
+    # keys typed fast (a loaded machine, tmux) were reordered or misrouted: a digit typed after Backspace was
+    # inserted before the Backspace ran (and deleted by it), keys after `P` went to the table before its dialog
+    # opened, a digit after Enter went to the field Enter was leaving. Here each key is handled as it arrives, in
+    # order: a character typed into a field is inserted, a binding runs; keys for a dialog whose field has no
+    # focus yet are held until it has.
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key) and not event.is_forwarded and await self._route_key(event):
+            return
+        await super().on_event(event)
+
+    async def _route_key(self, event: events.Key) -> bool:
+        """True when the key was held or its binding run here."""
+        screen = self.screen
+        if isinstance(screen, ModalScreen) and screen.focused is None and screen.query(Input):
+            self._held.append(event)
+            return True
+        if self._held:  # the dialog went without its field ever having the focus: the keys go on as they are
+            await self._replay()
+        field = screen.focused
+        if isinstance(field, Input) and event.is_printable and event.character:  # what Input does with it
+            if field.selection.is_empty:
+                field.insert_text_at_cursor(event.character)
+            else:
+                field.replace(event.character, *field.selection)
+            return True
+        bound = screen.active_bindings.get(event.key)
+        if bound is None or not bound.enabled:
+            return False
+        await self.run_action(bound.binding.action, bound.node)
+        return True
+
+    async def on_descendant_focus(self) -> None:
+        if self._held:  # the dialog's field has the focus now
+            await self._replay()
+
+    async def _replay(self) -> None:
+        held, self._held = self._held, []
+        for event in held:  # in the order typed, ahead of any key still to come
+            await self.on_event(event)
 
     @property
     def read_only(self) -> bool:

@@ -108,7 +108,9 @@ class PathScreen(ModalScreen[None]):
 class NewTaskScreen(ModalScreen[None]):
     """A new task: goal, check, priority, and until mode (fresh attempts until the check passes)."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("ctrl+s", "post", "Post")]
+    # enter is routed as the key comes (priority), so that the keys typed after it go to the next field
+    BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("ctrl+s", "post", "Post"),
+                Binding("enter", "enter", "Next field", priority=True)]
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -126,9 +128,14 @@ class NewTaskScreen(ModalScreen[None]):
                 yield Button("Cancel", id="cancel")
             yield Label("enter: next field (post from the last) · ctrl+s: post · escape: cancel", classes="hint")
 
-    @on(Input.Submitted)
-    def _next(self, event: Input.Submitted) -> None:
-        if event.input.id == "priority":
+    def action_enter(self) -> None:
+        """The next field; from the last one (priority), post; on a button or the switch, what enter does there."""
+        focused = self.focused
+        if isinstance(focused, Button):
+            focused.press()
+        elif isinstance(focused, Switch):
+            focused.toggle()
+        elif isinstance(focused, Input) and focused.id == "priority":
             self.action_post()
         else:
             self.focus_next()
