@@ -94,13 +94,15 @@ class HeaderBar(Static):
 
 
 class Banner(Static):
-    """Shown while no daemon runs: the view is read-only, and how to start one."""
+    """Shown while no daemon runs: run actions are off, what the store keeps meanwhile, and how to start one."""
 
     def update_from(self, app: TuiApp) -> None:
         self.set_class(app.read_only, "shown")
         if app.read_only:
             lost = f"the daemon (pid {app.lost_pid}) stopped" if app.lost_pid else "no daemon is running"
-            self.update(Text(f"Read-only: {lost}; {SERVE_HINT}. This view attaches again when one runs."))
+            self.update(Text(f"Read-only: {lost}. Start one with `loopwright serve --detach`; until then nothing "
+                             "runs (a new task or a chat message waits in the store). This view attaches when one "
+                             "runs."))
 
 
 class RowTable(ScrollView, can_focus=True):
