@@ -38,8 +38,9 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
 def add_parsers(sub, add) -> None:
     """Register `loopwright tui` (the CLI's `add(name, func, help)`)."""
-    sp = add("tui", cmd_tui, "supervise the fleet in a terminal UI (read-only without a daemon; quitting leaves it "
-                             "running)", json_flag=False)
+    sp = add("tui", cmd_tui, "supervise the fleet in a terminal UI (without a daemon, new tasks and chat messages "
+                             "wait in the store and run actions are refused; quitting leaves it running)",
+             json_flag=False)
     sp.add_argument("--serve", action="store_true",
                     help="start the daemon in the background first (as `loopwright serve --detach`), then attach")
     sp.add_argument("--as", dest="author", metavar="NAME", help="who the chat view posts as (default: $USER)")

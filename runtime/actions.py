@@ -32,8 +32,10 @@ class Done:
 
 
 class Actions:
-    def __init__(self, project: Project):
-        self.project, self.store = project, project.store
+    """`by` names who acts, in what the run logs (a rollback "by tui (ana)")."""
+
+    def __init__(self, project: Project, by: str = "tui"):
+        self.project, self.store, self.by = project, project.store, by
 
     # -- runs ----------------------------------------------------------------------------------
 
@@ -62,11 +64,15 @@ class Actions:
             return done
         return Done(done.command, f"{done.said}: it pauses when the current tool call ends ({waits[0]})")
 
-    def kill(self, run_id: str) -> Done:
+    def killable(self, run_id: str) -> Run:
+        """The run, when it can be killed (asked before a confirmation); else a StoreError saying why."""
         run = self.store.run(run_id)
         if run.status in RUN_FINAL:
             raise StoreError(f"run {run.id} is {run.status} already")
-        return self._queue(run, CommandKind.KILL, {"reason": "killed from the TUI"})
+        return run
+
+    def kill(self, run_id: str) -> Done:
+        return self._queue(self.killable(run_id), CommandKind.KILL, {"reason": "killed from the TUI"})
 
     def resume(self, run_id: str) -> Done:
         run = self.store.run(run_id)
@@ -82,7 +88,14 @@ class Actions:
         run = self.store.run(run_id)
         if run.status in RUN_FINAL:
             raise StoreError(f"run {run.id} is {run.status}; nobody would read the message")
-        return self._queue(run, CommandKind.NOTIFY, {"text": f"Message from the person supervising you: {text}"})
+        done = self._queue(run, CommandKind.NOTIFY, {"text": f"Message from the person supervising you: {text}"})
+        return Done(done.command, f"message queued for run {run.id}: the agent reads it at its next model call")
+
+    def rollbackable(self, run_id: str) -> Run:
+        """The run, when it can be rolled back (asked before a confirmation); else a StoreError saying why."""
+        from loopwright.runtime.runner import rollback_allowed
+
+        return rollback_allowed(self.store.run(run_id))
 
     def rollback(self, run_id: str, to: str) -> Done:
         """Roll back to a checkpoint (number or sha): the run applies it, or it is done here for a stopped run."""
@@ -90,7 +103,7 @@ class Actions:
         from loopwright.workspaces.repository import WorkspaceError
 
         try:
-            run, seq, sha, how = rollback(self.project, run_id, to=to, wait_seconds=0)
+            run, seq, sha, how = rollback(self.project, run_id, to=to, wait_seconds=0, by=self.by)
         except WorkspaceError as e:
             raise StoreError(f"cannot roll back run {run_id}: {e}") from None
         return Done(None, f"run {run.id} rolled back to checkpoint {seq} ({sha[:10]}): {how}")

@@ -407,8 +407,16 @@ class Runner:
         return sum(r.model_calls for r in self.store.runs(task_id=task.id))
 
 
+def rollback_allowed(run: Run) -> Run:
+    """The run, when it may be rolled back; else a StoreError saying why."""
+    if run.status in RUN_FINAL and run.status not in (RunStatus.BUDGET_EXCEEDED, RunStatus.NEEDS_REVIEW,
+                                                      RunStatus.FAILED):
+        raise StoreError(f"run {run.id} is {run.status}; its worktree is no longer in use")
+    return run
+
+
 def rollback(project: Project, run_id: str, *, to: str | None = None, steps: int | None = None,
-             wait_seconds: float = 30.0) -> tuple[Run, int, str, str]:
+             wait_seconds: float = 30.0, by: str = "cli") -> tuple[Run, int, str, str]:
     """Roll a run's worktree back to a checkpoint (by number or sha prefix, or `steps` back).
 
     A live run gets a command it applies at its next model boundary (we wait for
@@ -418,14 +426,11 @@ def rollback(project: Project, run_id: str, *, to: str | None = None, steps: int
     import time
 
     store = project.store
-    run = store.run(run_id)
-    if run.status in RUN_FINAL and run.status not in (RunStatus.BUDGET_EXCEEDED, RunStatus.NEEDS_REVIEW,
-                                                      RunStatus.FAILED):
-        raise StoreError(f"run {run.id} is {run.status}; its worktree is no longer in use")
+    run = rollback_allowed(store.run(run_id))
     cps = store.checkpoints(run.id)
     seq, sha = _pick_checkpoint(run, cps, to, steps)
     if run.status == RunStatus.RUNNING and run.owner_alive():
-        cmd = store.enqueue_command(run.id, CommandKind.ROLLBACK, {"sha": sha, "seq": seq, "by": "cli"})
+        cmd = store.enqueue_command(run.id, CommandKind.ROLLBACK, {"sha": sha, "seq": seq, "by": by})
         deadline = time.monotonic() + wait_seconds
         while time.monotonic() < deadline:
             row = commands.command(store, cmd)
@@ -439,7 +444,7 @@ def rollback(project: Project, run_id: str, *, to: str | None = None, steps: int
     ws = Workspace.open(project.root, run.id, Path(run.worktree), run.branch, run.base_commit,
                         copy_files=project.config.workspace.copy_files)
     ws.reset_to(sha)
-    store.append(run.id, RolledBack(to_sha=sha, to_seq=seq, requested_by="cli"))
+    store.append(run.id, RolledBack(to_sha=sha, to_seq=seq, requested_by=by))
     store.enqueue_command(run.id, CommandKind.NOTIFY, {"text": rollback_notice(sha, seq)})
     return run, seq, sha, "done; the agent is told when the run resumes"
 

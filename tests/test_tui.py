@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 from support import FINISH, FIX_ADD, call, processes, turn, until, write_script
-from textual.widgets import DataTable
 from tui_support import assert_snapshot, screen_text, wait
 
 from loopwright.harness.events import RunStarted, ToolFinished, ToolStarted
@@ -28,7 +27,7 @@ from loopwright.runtime.fleet.daemon import daemon_pid
 from loopwright.runtime.posting import TaskRequest, post_task
 from loopwright.runtime.project import init_project, open_project
 from loopwright.tui.app import TuiApp
-from loopwright.tui.dialogs import HelpScreen, NewTaskScreen, PathScreen, Prompt
+from loopwright.tui.dialogs import ConfirmScreen, HelpScreen, NewTaskScreen, PathScreen, Prompt
 from loopwright.tui.feed import Feed
 from loopwright.tui.fleet_view import FleetScreen
 from loopwright.tui.run_view import RunScreen
@@ -57,6 +56,10 @@ def select(app, key: str) -> None:
 
 def toasts(app, text: str) -> list[str]:
     return [t for _, t in app.said if text in t]
+
+
+def row_of(shown: str, key: str) -> str:
+    return next(line for line in shown.splitlines() if key in line)
 
 
 def fleet_fixture(repo: Path):
@@ -211,7 +214,7 @@ def test_snapshots_of_the_fleet_queue_and_help(repo, utc):
 
     async def scenario():
         app = fixture_app(project)
-        async with app.run_test(size=(120, 30)) as pilot:
+        async with app.run_test(size=(120, 40)) as pilot:
             await pilot.pause(0.2)
             await assert_snapshot(pilot, app, "fleet")
             await pilot.press("t")
@@ -221,8 +224,7 @@ def test_snapshots_of_the_fleet_queue_and_help(repo, utc):
             await pilot.pause(0.2)
             assert isinstance(app.screen, HelpScreen)
             await assert_snapshot(pilot, app, "help")
-            table = app.screen.query_one("#help-table", DataTable)  # every row, also those scrolled out of view
-            rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+            rows = app.screen.rows  # every row, also those scrolled out of view
             for key, does in (("p", "pause the run"), ("x", "kill the run"), ("M", "merge now"), ("K", "keep for"),
                               ("w", "worktree path"), ("+", "raise the task's priority"), ("c", "cancel the queued"),
                               ("n", "new task"), ("ctrl+p", "command palette"), ("g", "chat"),
@@ -247,17 +249,46 @@ def test_a_terminal_of_80_by_24_shows_what_matters(repo, utc):
             assert "Read-only: no daemon is running" in shown and "loopwright serve --detach" in shown
             row = next(line for line in shown.splitlines() if "a1b2c3d4" in line)
             assert "running" in row and "loop ×5" in row and "1 Fix the flaky" in row
-            assert "? Help" in shown
+            lines = shown.splitlines()
+            for key in ("? Help", "t Queue", "n New", "g Chat", "q Quit", "p Pause", "x Kill"):  # the footer, whole
+                assert key in lines[-1], (key, lines[-1])
+            head = next(line for line in lines if line.startswith(" Run "))  # the columns that matter, narrowed
+            assert head.split()[:5] == ["Run", "Status", "Health", "Task", "Cost"] and "Last action" in head
+            assert "read_file s…" in row_of(shown, "e5f60718") and "$0.080" in row_of(shown, "e5f60718")
+            assert "budget: $1.85 spent today, $3.15 left" in shown  # on a line of its own, not wrapped
             await pilot.press("down")
             assert app.screen.selected() == "a1b2c3d4"  # newest first: the second row
             await pilot.press("enter")  # the run screen, for the run under the cursor
             await wait(pilot, lambda: isinstance(app.screen, RunScreen), "the run screen")
             assert app.screen.run_id == "a1b2c3d4" and app.screen.read_only
+            assert app.actions.by == f"tui ({app.author})"  # what a rollback from here is logged as
+            footer = screen_text(app).splitlines()[-1]
+            assert "esc Back" in footer and "f Fleet" in footer and "? Help" in footer
             await pilot.press("escape")
             await wait(pilot, lambda: isinstance(app.screen, FleetScreen), "the fleet again")
             assert app.screen.selected() == "a1b2c3d4"
+            await pilot.press("enter", "f")  # f goes to the fleet from a run too
+            await wait(pilot, lambda: isinstance(app.screen, FleetScreen), "the fleet from the run")
             await pilot.press("t")
             await wait(pilot, lambda: "blocked" in screen_text(app), "the queue view")
+            assert "f Fleet" in screen_text(app).splitlines()[-1]
+            await pilot.press("question_mark")
+            await wait(pilot, lambda: isinstance(app.screen, HelpScreen), "the help")
+            await assert_snapshot(pilot, app, "help_80x24")
+            help_text = " ".join(screen_text(app).split())
+            for does in ("open the run: transcript, diff, checkpoints, rollback",
+                         "send the agent a message (read at its next model call)"):
+                assert does in help_text  # wrapped, not cut
+            await pilot.press("escape", "f")
+            await wait(pilot, lambda: isinstance(app.screen, FleetScreen), "the fleet from the queue")
+
+            await pilot.press("n")  # without a daemon too: the store keeps the task until one starts
+            await wait(pilot, lambda: isinstance(app.screen, NewTaskScreen), "the new task form")
+            assert "priority (higher starts first): ▊  0" in screen_text(app)  # the field says what it is
+            await pilot.press(*"write notes", "ctrl+s")
+            await wait(pilot, lambda: not isinstance(app.screen, NewTaskScreen), "the task posted")
+            assert project.store.tasks()[-1].goal == "write notes"
+            assert toasts(app, "queued: write notes; no daemon is running: nothing runs until one starts")
 
     asyncio.run(scenario())
 
@@ -320,8 +351,12 @@ def test_run_actions_from_the_fleet_view_through_the_daemon(repo, cli, daemon, t
             await pilot.press("c")
             assert toasts(app, f"copied {store.run(rid).worktree}")
 
+            await pilot.press("x")  # asks first
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("escape")
+            assert not commands(store, "kill")
             for _ in range(5):
-                await pilot.press("x")
+                await pilot.press("x", "y")
             assert len(commands(store, "kill")) == 1
             await wait(pilot, lambda: cell(app, rid, "status") == "killed", "the kill on screen")
             await wait(pilot, lambda: toasts(app, f"task {slow} killed"), "the toast for the killed task")
@@ -360,7 +395,7 @@ def test_a_pause_shows_as_pausing_while_it_waits_for_the_running_command(repo, c
             await pilot.press("enter")
             assert isinstance(app.screen, RunScreen)
             await wait(pilot, lambda: f"run {rid} · pausing…" in screen_text(app), "pausing… in the run view")
-            await pilot.press("x")  # a kill does not wait
+            await pilot.press("x", "y")  # a kill does not wait
             await wait(pilot, lambda: f"run {rid} · killed" in screen_text(app), "the kill in the run view", timeout=10)
 
     asyncio.run(scenario())
@@ -437,8 +472,9 @@ def test_read_only_without_a_daemon_then_attached_then_the_daemon_dies(repo, cli
             banner = app.screen.query_one(Banner)
             await wait(pilot, lambda: "no daemon is running" in screen_text(app), "the read-only banner")
             assert banner.has_class("shown")
-            await pilot.press("n")
-            assert toasts(app, "read-only") and not isinstance(app.screen, NewTaskScreen)
+            await pilot.press("n")  # the form opens (a task waits in the store); a run action is refused
+            assert isinstance(app.screen, NewTaskScreen)
+            await pilot.press("escape")
             first = daemon()
             await wait(pilot, lambda: not app.read_only, "the TUI to attach")
             assert not banner.has_class("shown") and toasts(app, f"attached to the daemon (pid {first.proc.pid})")
@@ -461,7 +497,7 @@ def test_read_only_without_a_daemon_then_attached_then_the_daemon_dies(repo, cli
             step = store.run(rid).step  # a kill queued while the run resumes is dropped as moot: wait for a step
             await wait(pilot, lambda: store.run(rid).step > step, "a step of the resumed run")
             select(app, rid)
-            await pilot.press("x")
+            await pilot.press("x", "y")
             await wait(pilot, lambda: cell(app, rid, "status") == "killed", "the kill")
 
     asyncio.run(scenario())
@@ -550,3 +586,31 @@ def test_as_a_person_would_in_tmux(repo, cli, tmp_path):
         subprocess.run([*tmux, "kill-server"], capture_output=True)
         if (pid := daemon_pid(project)):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_keys_typed_ahead_reach_the_dialog_and_the_field_they_were_meant_for(repo, utc):
+    """Keys that come faster than the screen (a loaded machine, a paste): none lost, none in the wrong field."""
+    from textual import events
+
+    project = fleet_fixture(repo)
+
+    def typed(app, *keys: str) -> None:  # all at once, as a terminal delivers them under load
+        for key in keys:
+            app.post_message(events.Key(key, key if len(key) == 1 else None))
+
+    async def scenario():
+        app = fixture_app(project)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("t")
+            await wait(pilot, lambda: app.screen.view == "queue" and app.screen.table.row_count == 2, "the queue")
+            select(app, "3")
+            typed(app, "P", "backspace", "7", "enter")  # the dialog opens while the keys are on their way
+            await wait(pilot, lambda: commands(project.store, "priority"), "the priority command")
+            assert [json.loads(a)["priority"] for a, in project.store.conn.execute(
+                "SELECT args FROM commands WHERE kind = 'priority'")] == [7]
+            typed(app, "n", *"write notes", "enter", *"true", "enter", "backspace", "3", "ctrl+s")
+            await wait(pilot, lambda: project.store.tasks()[-1].goal == "write notes", "the task posted")
+            task = project.store.tasks()[-1]
+            assert (task.goal, task.check_cmd, task.priority) == ("write notes", "true", 3)
+
+    asyncio.run(scenario())

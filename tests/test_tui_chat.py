@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from support import call, turn, write_script
 from textual.app import App
 from textual.widgets import RichLog
-from tui_support import wait
+from tui_support import screen_text, wait
 
+from loopwright.memory import chat as chat_rows
 from loopwright.runtime.chat.threads import create_thread, messages, post_message
 from loopwright.runtime.project import open_project
 from loopwright.tui.chat_view import ChatScreen
@@ -21,7 +23,7 @@ class Host(App):
         self.toasts: list[str] = []
 
     def on_mount(self) -> None:
-        self.push_screen(ChatScreen(self.project, self.author, read_only=self.read_only))
+        self.push_screen(ChatScreen(self.project, self.author))
 
     def notify(self, message, *, title="", severity="information", timeout=None, markup=True) -> None:
         self.toasts.append(f"{severity}: {message}")
@@ -29,8 +31,9 @@ class Host(App):
 
 
 def shown(app: App) -> str:
+    """The log's text, its wrapped lines joined again."""
     log = app.screen.query_one("#log", RichLog)
-    return "\n".join(strip.text for strip in log.lines)
+    return " ".join(strip.text.rstrip() for strip in log.lines)
 
 
 def test_posting_from_the_tui_starts_work_and_the_answer_appears_live(repo, daemon, tmp_path):
@@ -75,9 +78,49 @@ def test_read_only_says_so_and_a_refused_message_is_a_toast(repo, tmp_path):
         app = Host(project, "mallory", read_only=True)
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.pause()
-            assert "read-only" in str(app.screen.query_one("#banner").render())
+            assert "nothing runs until one starts" in str(app.screen.query_one("#title").render())
             await pilot.press(*"let me in")
             await pilot.press("enter")
             await pilot.pause()
             assert any("mallory may not post in 'closed'" in t for t in app.toasts)
+    asyncio.run(scenario())
+
+
+LONG = ("@tester alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
+        "quebec romeo sierra tango uniform victor whiskey xray yankee zulu: 12 steps, 0 checkpoint(s)")
+
+
+def test_a_thread_made_while_open_edits_in_place_and_wrapping_at_the_real_width(repo, tmp_path):
+    project = open_project(repo, create=True)
+    store = project.store
+
+    async def scenario():
+        app = Host(project, "ana", read_only=True)
+        async with app.run_test(size=(120, 30)) as pilot:
+            await pilot.pause()
+            first = screen_text(app).splitlines()[0]
+            assert "chat · no thread yet · posting as ana" in first  # a title, not a blank line
+            assert "nothing runs until one starts" in screen_text(app)  # read-only: posting waits in the store
+            await pilot.press(*"hello", "enter")
+            await wait(pilot, lambda: any("no threads yet" in t for t in app.toasts), "why nothing was posted")
+            create_thread(store, "general")
+            await wait(pilot, lambda: "#general" in screen_text(app), "the new thread")
+            await pilot.press("enter")  # the input still holds "hello"
+            await wait(pilot, lambda: "ana: hello" in shown(app), "the message posted")
+            assert any("posted; no daemon is running: nothing runs until one starts" in t for t in app.toasts)
+
+            chat_rows.add_message(store, "general", author="loopwright", author_name="loopwright", kind="status",
+                                  state="done", text="on it (task 21)", reply_key="status:21")
+            await wait(pilot, lambda: "on it (task 21)" in shown(app), "the status message")
+            chat_rows.edit_by_key(store, "status:21", "done: task 21 needs_review", time.time())
+            await wait(pilot, lambda: "done: task 21 needs_review (edited)" in shown(app), "the edit")
+            assert "on it (task 21)" not in shown(app) and shown(app).count("task 21") == 1  # in place
+            assert shown(app).index("ana: hello") < shown(app).index("done: task 21")
+
+            post_message(store, project.config.chat, "general", "bob", LONG)
+            await wait(pilot, lambda: "zulu" in shown(app), "the long message")
+            await pilot.resize_terminal(80, 24)
+            words = LONG.split()
+            await wait(pilot, lambda: all(w in screen_text(app) for w in words), "every word at 80x24")
+
     asyncio.run(scenario())

@@ -23,7 +23,8 @@ from loopwright.memory.artifacts import register
 from loopwright.memory.store import Store
 from loopwright.runtime.actions import Actions
 from loopwright.runtime.project import init_project, open_project
-from loopwright.tui.run_view import ConfirmScreen, MessageScreen, PathScreen, RunScreen
+from loopwright.tui.dialogs import ConfirmScreen
+from loopwright.tui.run_view import MessageScreen, PathScreen, RunScreen
 from loopwright.workspaces.git import Workspace
 
 SIZE = (80, 24)
@@ -34,13 +35,14 @@ NOW = 1767225600.0  # 2026-01-01 00:00 UTC: the snapshot's clock
 class Host(App):
     """A tiny app that shows one RunScreen and records every toast."""
 
-    def __init__(self, project, run_id: str, read_only: bool = False):
+    def __init__(self, project, run_id: str, read_only: bool = False, by: str = "tui"):
         super().__init__()
-        self.project, self.run_id, self.read_only = project, run_id, read_only
+        self.project, self.run_id, self.read_only, self.by = project, run_id, read_only, by
         self.toasts: list[tuple[str, str]] = []
 
     def on_mount(self) -> None:
-        self.push_screen(RunScreen(self.project, Actions(self.project), self.run_id, read_only=self.read_only))
+        self.push_screen(RunScreen(self.project, Actions(self.project, by=self.by), self.run_id,
+                                   read_only=self.read_only))
 
     def notify(self, message, *, title="", severity="information", timeout=None, markup=True) -> None:
         self.toasts.append((severity, message))
@@ -148,6 +150,12 @@ def test_diff_per_file_refreshed_on_a_new_checkpoint(repo):
             await pilot.press("2")
             await wait(pilot, lambda: len(titles(app)) == 2, "the diff")
             assert titles(app) == ["calc.py  +1 −1", "notes.txt  +1 −0"]  # uncommitted changes included
+            box = app.run_screen.query_one("#diff-files")
+            assert [c.collapsed for c in box.query(Collapsible)] == [False, True]  # the first file is open
+            assert "Tab to a file, Enter opens or closes it" in str(box.query_one("#diff-summary").render())
+            app.run_screen.action_refresh_diff(quiet=True)
+            assert box.loading  # a spinner while git works (the answer comes back through the event loop)
+            await wait(pilot, lambda: not box.loading, "the diff again")
             (ws.path / "more.py").write_text("print('more')\n")
             cp = ws.checkpoint("more", step=2)
             project.store.add_checkpoint(RUN, sha=cp.sha, step=2, message=cp.message)
@@ -204,8 +212,14 @@ def test_every_action_writes_its_command_and_kill_pressed_five_times_queues_one(
             assert commands(store, RUN, "pause") == [("pause", "pending", '{"reason": "paused from the TUI"}')]
             assert "already under way" in app.said()
 
-            await pilot.press(*"xxxxx")
-            assert len(commands(store, RUN, "kill")) == 1
+            await pilot.press("x")  # a kill asks first
+            assert isinstance(app.screen, ConfirmScreen) and "Kill run feedc0de?" in str(
+                app.screen.query_one(Static).render())
+            await pilot.press("n")
+            assert commands(store, RUN, "kill") == []
+            for _ in range(5):
+                await pilot.press("x", "y")
+            assert len(commands(store, RUN, "kill")) == 1 and "kill of run feedc0de is already under way" in app.said()
             await pilot.press("m")
             assert isinstance(app.screen, MessageScreen)
             await pilot.press(*"use ints")
@@ -213,6 +227,7 @@ def test_every_action_writes_its_command_and_kill_pressed_five_times_queues_one(
             assert isinstance(app.screen, RunScreen)
             (_, status, args), = commands(store, RUN, "notify")
             assert status == "pending" and "Message from the person supervising you: use ints" in args
+            assert "message queued for run feedc0de" in app.said() and "notify" not in app.said()
             await pilot.press("m", "escape")  # cancelled: nothing sent
             assert len(commands(store, RUN, "notify")) == 1
 
@@ -297,19 +312,37 @@ def test_rollback_of_a_stopped_run_resets_its_worktree_and_a_gcd_worktree_is_a_c
         await pilot.press("y")
 
     async def stopped():
-        app = Host(project, RUN)
+        app = Host(project, RUN, by="tui (ana)")
         async with app.run_test(size=SIZE) as pilot:
             await roll_back(app, pilot)
             await wait(pilot, lambda: "rolled back to checkpoint 0" in app.said(), "the rollback")
             assert (ws.path / "calc.py").read_text() == CALC and not (ws.path / "notes.txt").exists()
-            assert [e.to_seq for _, _, e in store.events(RUN, types=("rolled_back",))] == [0]
+            assert [(e.to_seq, e.requested_by) for _, _, e in store.events(RUN, types=("rolled_back",))] == [
+                (0, "tui (ana)")]
+            table = app.run_screen.query_one("#checkpoints-table", DataTable)
+            await wait(pilot, lambda: "discarded (rolled back to 0)" in str(table.get_row("1")[3]),
+                       "checkpoint 1 marked as discarded")
+            assert "discarded" not in str(table.get_row("0")[3])
             assert [c[:2] for c in commands(store, RUN)] == [("notify", "pending")]  # told when it resumes
             await pilot.press("1")
             await wait(pilot, lambda: any("rolled back to checkpoint 0" in line for line in log_text(app)),
                        "the rollback in the transcript")
 
     asyncio.run(stopped())
-    store.transition_run(RUN, "failed", only_from=("paused",), reason="test")
+    store.conn.execute("UPDATE runs SET status = 'succeeded' WHERE id = ?", (RUN,))  # as if merged
+
+    async def finished():  # refused before any question
+        app = Host(project, RUN)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("3", "b")
+            assert isinstance(app.screen, RunScreen) and "run feedc0de is succeeded" in app.said("error")
+            await pilot.press("enter")
+            assert isinstance(app.screen, RunScreen) and app.said("error").count("is succeeded") == 2
+            await pilot.press("x")
+            assert isinstance(app.screen, RunScreen) and "is succeeded already" in app.said("error")
+
+    asyncio.run(finished())
+    store.conn.execute("UPDATE runs SET status = 'failed' WHERE id = ?", (RUN,))
     code, out, _ = cli(repo, "gc")
     assert code == 0 and not ws.path.exists()
 
@@ -463,10 +496,42 @@ def test_pause_resume_and_kill_are_carried_out_by_the_daemon(repo, cli, tmp_path
             await wait(pilot, lambda: store.run(run.id).status == "running" and any(
                 "sleep 5" in str(e.arguments) for _, _, e in store.events(run.id, types=("tool_started",))),
                 "the resumed run's next step")
-            await pilot.press(*"xxx")
+            await pilot.press("x", "y")
             await wait(pilot, lambda: store.run(run.id).status == "killed", "the kill")
             await wait(pilot, lambda: any("run killed" in line for line in log_text(app)), "the kill in the log")
             await pilot.press("x")
             assert "killed already" in app.said("error")
+
+    asyncio.run(scenario())
+
+
+def test_keys_reach_the_screen_when_the_focused_widget_is_gone_or_in_a_hidden_tab(repo):
+    project, ws = hand_built_run(repo)
+
+    async def scenario():
+        app = Host(project, RUN)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.run_screen
+            await pilot.press("2")
+            await wait(pilot, lambda: len(screen.query(Collapsible)) == 2, "the diff")
+            await pilot.press("tab", "tab")  # onto a file's title, as a person opening one does
+            assert screen.focused is not None and screen.focused.parent in screen.query(Collapsible)
+            (ws.path / "more.py").write_text("x = 1\n")
+            await pilot.press("d")  # the diff is drawn again: the focused title is removed
+            await wait(pilot, lambda: len(screen.query(Collapsible)) == 3, "the new diff")
+            await pilot.press("3", "down", "b")
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("escape")
+            # the state a person once met (keys ignored until Tab), made here: the focus on a widget that is gone
+            # (keys go up from it, and reach no binding) or in a tab not shown; within a tick it moves back
+            gone = screen.query(Collapsible).first()
+            await gone.remove()
+            screen.focused = gone
+            await wait(pilot, lambda: screen.focused is screen.query_one("#checkpoints-table"), "the keys back")
+            await pilot.press("w")
+            assert isinstance(app.screen, PathScreen)
+            await pilot.press("escape")
+            screen.query_one("#log").focus()  # in the transcript tab, while the checkpoints tab is shown
+            await wait(pilot, lambda: screen.focused is screen.query_one("#checkpoints-table"), "the shown tab's")
 
     asyncio.run(scenario())

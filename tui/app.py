@@ -17,19 +17,21 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterable
 
+from textual import events
 from textual.app import App, SystemCommand
 from textual.binding import Binding
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Input
 
 from loopwright.errors import LoopwrightError
 from loopwright.memory.store import StoreError
 from loopwright.runtime.actions import Actions, Done
 from loopwright.runtime.project import Project
-from loopwright.tui.dialogs import HelpScreen, NewTaskScreen
+from loopwright.tui.dialogs import ConfirmScreen, HelpScreen, NewTaskScreen
 from loopwright.tui.feed import Changes, Feed
 from loopwright.tui.fleet_view import FleetScreen
 from loopwright.tui.queue_view import QueueScreen
-from loopwright.tui.widgets import SERVE_HINT, View
+from loopwright.tui.widgets import NOTHING_RUNS, SERVE_HINT, View
 
 ACTION_ERRORS = (LoopwrightError, ValueError)  # a user's error (or a bad number typed): said in a toast
 TOAST = {"task_succeeded": "information", "task_failed": "error", "task_needs_review": "warning",
@@ -92,6 +94,10 @@ ModalScreen {
     padding: 1 1 0 0;
 }
 
+.dialog .row Input {
+    width: 1fr;
+}
+
 .dialog Horizontal {
     height: auto;
 }
@@ -123,10 +129,10 @@ class TuiApp(App):
     BINDINGS = [
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("f", "fleet", "Fleet", show=False),
-        Binding("t", "queue", "Queue"),
-        Binding("n", "new_task", "New task"),
-        Binding("g", "chat", "Chat"),
-        Binding("q", "quit", "Quit"),
+        Binding("t", "queue", "Queue", show=False),  # each view's footer shows the keys it has room for
+        Binding("n", "new_task", "New task", show=False),
+        Binding("g", "chat", "Chat", show=False),
+        Binding("q", "quit", "Quit", show=False),
     ]
     MODES = {"fleet": FleetScreen, "queue": QueueScreen}
 
@@ -137,7 +143,7 @@ class TuiApp(App):
         self.sandbox_warning = sandbox_warning  # agent commands run unjailed: said in the header
         self.author = author or os.environ.get("USER") or "me"  # who the chat view posts as
         self.feed = feed or Feed.for_project(project)
-        self.actions = actions or Actions(project)
+        self.actions = actions or Actions(project, by=f"tui ({self.author})")
         self.interval = interval
         self.said: list[tuple[str, str]] = []  # every toast shown: (severity, text)
         self.lost_pid: int | None = None  # the daemon that stopped while we were attached
@@ -145,6 +151,50 @@ class TuiApp(App):
         self.views: set[View] = set()  # the mounted views, fed on every tick
         self._last_pid: int | None = None
         self._failing = False
+        self._held: list[events.Key] = []  # keys typed ahead of a dialog
+
+    # -- keys ---------------------------------------------------------------------------------------
+    # Textual queues a key for the focused widget and runs a binding only when the key comes back up from it, so
+    # keys typed fast (a loaded machine, tmux) were reordered or misrouted: a digit typed after Backspace was
+    # inserted before the Backspace ran (and deleted by it), keys after `P` went to the table before its dialog
+    # opened, a digit after Enter went to the field Enter was leaving. Here each key is handled as it arrives, in
+    # order: a character typed into a field is inserted, a binding runs; keys for a dialog whose field has no
+    # focus yet are held until it has.
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key) and not event.is_forwarded and await self._route_key(event):
+            return
+        await super().on_event(event)
+
+    async def _route_key(self, event: events.Key) -> bool:
+        """True when the key was held or its binding run here."""
+        screen = self.screen
+        if isinstance(screen, ModalScreen) and screen.focused is None and screen.query(Input):
+            self._held.append(event)
+            return True
+        if self._held:  # the dialog went without its field ever having the focus: the keys go on as they are
+            await self._replay()
+        field = screen.focused
+        if isinstance(field, Input) and event.is_printable and event.character:  # what Input does with it
+            if field.selection.is_empty:
+                field.insert_text_at_cursor(event.character)
+            else:
+                field.replace(event.character, *field.selection)
+            return True
+        bound = screen.active_bindings.get(event.key)
+        if bound is None or not bound.enabled:
+            return False
+        await self.run_action(bound.binding.action, bound.node)
+        return True
+
+    async def on_descendant_focus(self) -> None:
+        if self._held:  # the dialog's field has the focus now
+            await self._replay()
+
+    async def _replay(self) -> None:
+        held, self._held = self._held, []
+        for event in held:  # in the order typed, ahead of any key still to come
+            await self.on_event(event)
 
     @property
     def read_only(self) -> bool:
@@ -199,9 +249,24 @@ class TuiApp(App):
             return False
         return True
 
-    def act(self, do: Callable[[], object], *, said: Callable[[object], str] | None = None):
-        """Run one action (a row in the commands table); its errors become error toasts. None when refused."""
+    def confirm(self, question: str, yes: str, check: Callable[[], object], then: Callable[[], object]) -> None:
+        """Ask before `then` (a kill), unless `check` refuses it already: then its error is said at once."""
         if not self.writable():
+            return
+        try:
+            check()
+        except ACTION_ERRORS as e:
+            self.say(str(e), "error")
+            return
+        self.push_screen(ConfirmScreen(question, yes=yes), lambda ok: ok and then())
+
+    def act(self, do: Callable[[], object], *, said: Callable[[object], str] | None = None, offline: bool = False):
+        """Run one action (a row in the store); its errors become error toasts. None when refused.
+
+        Without a daemon, only what the store keeps until one starts (`offline`: a new task) is done, and the
+        toast says that nothing runs yet.
+        """
+        if not offline and not self.writable():
             return None
         try:
             result = do()
@@ -211,7 +276,8 @@ class TuiApp(App):
         except Exception as e:  # noqa: BLE001 - a supervisor's screen must not die of one failed action
             self.say(f"{type(e).__name__}: {e}", "error")
             return None
-        self.say(said(result) if said else result.said if isinstance(result, Done) else str(result))
+        text = said(result) if said else result.said if isinstance(result, Done) else str(result)
+        self.say(text + (f"; {NOTHING_RUNS}" if self.read_only else ""), "warning" if self.read_only else "information")
         self.tick()  # show the effect at once where there is one
         return result
 
@@ -225,20 +291,27 @@ class TuiApp(App):
                                          ("chat", ChatScreen.BINDINGS))))
 
     def action_fleet(self) -> None:
-        self.switch_mode("fleet")
+        self._to_view("fleet")
 
     def action_queue(self) -> None:
-        self.switch_mode("queue")
+        self._to_view("queue")
+
+    def _to_view(self, mode: str) -> None:
+        """Show that view itself: what was opened over a view (a run, the chat) is closed."""
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
+        self.switch_mode(mode)
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
 
     def action_new_task(self) -> None:
-        if self.writable():
-            self.push_screen(NewTaskScreen())
+        self.push_screen(NewTaskScreen())  # without a daemon too: the task waits in the queue
 
     def action_chat(self) -> None:
         from loopwright.tui.chat_view import ChatScreen
 
         if not isinstance(self.screen, ChatScreen):
-            self.push_screen(ChatScreen(self.project, self.author, read_only=self.read_only))
+            self.push_screen(ChatScreen(self.project, self.author))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

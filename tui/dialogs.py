@@ -6,12 +6,52 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from rich.table import Table
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, DataTable, Input, Label, Static, Switch
+from textual.widgets import Button, Input, Label, Static, Switch
+
+# a dialog that brings its own style (the run screen is also shown by a host app without the TuiApp CSS)
+DIALOG_CSS = """
+    align: center middle;
+    & > Vertical { width: 76; max-width: 100%; height: auto; max-height: 100%; border: thick $accent;
+                   background: $surface; padding: 0 1; }
+    & .hint { color: $text-muted; }
+    & Horizontal { height: auto; align: right middle; }
+    & Button { margin: 0 0 0 1; }
+"""
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """A yes/no question (y / n, Escape is no): before a kill or a rollback."""
+
+    DEFAULT_CSS = "ConfirmScreen {" + DIALOG_CSS + "}"
+    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
+
+    def __init__(self, question: str, yes: str = "Yes"):
+        super().__init__()
+        self.question, self.yes = question, yes
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(Text(self.question))
+            yield Static("y confirms · n or Escape cancels", classes="hint")
+            with Horizontal():
+                yield Button(self.yes, variant="error", id="yes")
+                yield Button("Cancel", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
 
 
 class Prompt(ModalScreen[str | None]):
@@ -68,14 +108,18 @@ class PathScreen(ModalScreen[None]):
 class NewTaskScreen(ModalScreen[None]):
     """A new task: goal, check, priority, and until mode (fresh attempts until the check passes)."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("ctrl+s", "post", "Post")]
+    # enter is routed as the key comes (priority), so that the keys typed after it go to the next field
+    BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("ctrl+s", "post", "Post"),
+                Binding("enter", "enter", "Next field", priority=True)]
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label("New task")
             yield Input(placeholder="goal: what the agent should do", id="goal")
             yield Input(placeholder="check: acceptance command, e.g. pytest -q (optional)", id="check")
-            yield Input(value="0", placeholder="priority (higher starts first)", type="integer", id="priority")
+            with Horizontal(classes="row"):
+                yield Label("priority (higher starts first):")
+                yield Input(value="0", placeholder="0", type="integer", id="priority")
             with Horizontal(classes="row"):
                 yield Switch(id="until")
                 yield Label("until mode: fresh attempts until the check passes")
@@ -84,9 +128,14 @@ class NewTaskScreen(ModalScreen[None]):
                 yield Button("Cancel", id="cancel")
             yield Label("enter: next field (post from the last) · ctrl+s: post · escape: cancel", classes="hint")
 
-    @on(Input.Submitted)
-    def _next(self, event: Input.Submitted) -> None:
-        if event.input.id == "priority":
+    def action_enter(self) -> None:
+        """The next field; from the last one (priority), post; on a button or the switch, what enter does there."""
+        focused = self.focused
+        if isinstance(focused, Button):
+            focused.press()
+        elif isinstance(focused, Switch):
+            focused.toggle()
+        elif isinstance(focused, Input) and focused.id == "priority":
             self.action_post()
         else:
             self.focus_next()
@@ -112,7 +161,7 @@ class NewTaskScreen(ModalScreen[None]):
             return
         task = self.app.act(lambda: self.app.actions.post(goal, check=None if until else check,
                                                            priority=int(priority), until=check if until else None),
-                            said=lambda t: f"task {t.id} queued: {t.title}")
+                            said=lambda t: f"task {t.id} queued: {t.title}", offline=True)
         if task is not None:
             self.dismiss(None)
 
@@ -121,29 +170,45 @@ class NewTaskScreen(ModalScreen[None]):
 
 
 class HelpScreen(ModalScreen[None]):
-    """Every key binding, by view: `views` is (where, its bindings), "anywhere" (the app's) first."""
+    """Every key binding, by view: `views` is (where, its bindings), "anywhere" (the app's) first.
+
+    A table of wrapped text (not a DataTable, which cuts a long line): every description is read whole.
+    """
 
     BINDINGS = [Binding("escape,question_mark,q", "close", "Close")]
 
     def __init__(self, views: Iterable[tuple[str, Iterable[Binding]]]):
         super().__init__()
-        self.views = list(views)
+        self.rows: list[tuple[str, str, str]] = []  # (where, key, what it does)
+        views = [(where, list(bindings)) for where, bindings in views]
+        anywhere = {b.action for where, bindings in views if where == "anywhere" for b in bindings}
+        for where, bindings in views:
+            for b in bindings:
+                if where != "anywhere" and b.action.removeprefix("app.") in anywhere:
+                    continue  # an app key a view shows in its footer: listed once, under "anywhere"
+                self.rows.append((where, b.key_display or b.key.split(",")[0],
+                                  HELP.get(b.action.removeprefix("app."), b.description)))
+            if where == "anywhere":
+                self.rows.append(("anywhere", "ctrl+p", "command palette: every action by name"))
+                self.rows.append(("dialogs", "escape", "close without doing anything"))
 
     def compose(self) -> ComposeResult:
-        table = DataTable(id="help-table", cursor_type="none", show_cursor=False)
-        table.add_column("Where", key="where", width=10)
-        table.add_column("Key", key="key", width=7)
-        table.add_column("Does", key="does")
-        for where, bindings in self.views:
-            for b in bindings:
-                table.add_row(where, b.key_display or b.key.split(",")[0], HELP.get(b.action, b.description))
-            if where == "anywhere":
-                table.add_row("anywhere", "ctrl+p", "command palette: every action by name")
-                table.add_row("dialogs", "escape", "close without doing anything")
+        table = Table(box=None, show_edge=False, pad_edge=False, expand=True, header_style="bold")
+        table.add_column("Where", width=8, no_wrap=True)
+        table.add_column("Key", width=6, no_wrap=True)
+        table.add_column("Does", ratio=1)
+        last = ""
+        for where, key, does in self.rows:
+            table.add_row(where if where != last else "", key, does)
+            last = where
         with Vertical(classes="dialog"):
             yield Label("Key bindings")
-            yield table
-            yield Label("escape: close", classes="hint")
+            with VerticalScroll(id="help-table"):
+                yield Static(table)
+            yield Label("↑/↓ scroll · escape: close", classes="hint")
+
+    def on_mount(self) -> None:
+        self.query_one("#help-table").focus()
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -14,11 +14,12 @@ from loopwright.harness.statuses import RunStatus
 from loopwright.runtime.display import fmt_elapsed, fmt_tokens
 from loopwright.tui.dialogs import PathScreen, Prompt
 from loopwright.tui.feed import Changes
-from loopwright.tui.widgets import STATUS_STYLE, RowTable, View, cut
+from loopwright.tui.widgets import STATUS_STYLE, VIEW_KEYS, RowTable, View, cut
 
 FLEET_COLUMNS = (("run", "Run", 8), ("status", "Status", 12), ("health", "Health", 10), ("task", "Task", 22),
                  ("attempt", "Att", 3), ("step", "Step", 4), ("tokens", "Tokens", 6), ("cost", "Cost", 6),
                  ("elapsed", "Elapsed", 7), ("action", "Last action", 40))
+FLEET_DROP = ("attempt", "step", "tokens", "elapsed", "health", "cost")  # left out first in a narrow terminal
 
 
 def _status(status: str) -> Text:
@@ -42,6 +43,7 @@ class FleetScreen(View):
         Binding("M", "merge", "Merge now", show=False),
         Binding("K", "keep", "Keep for review", show=False),
         Binding("w", "worktree", "Worktree", show=False),
+        *VIEW_KEYS,
     ]
     PALETTE = [("open", "Open run {key}", "its transcript, diff and checkpoints (rollback from there)"),
                ("pause", "Pause run {key}", "it stops when its current tool call ends (shown as pausing…); "
@@ -59,7 +61,7 @@ class FleetScreen(View):
         self._ticked = 0.0
 
     def body(self) -> ComposeResult:
-        yield RowTable(FLEET_COLUMNS, id="fleet")
+        yield RowTable(FLEET_COLUMNS, shrink={"task": 14, "action": 12}, drop=FLEET_DROP, id="fleet")
 
     def cells(self, run_id: str) -> tuple:
         feed = self.app.feed
@@ -138,7 +140,10 @@ class FleetScreen(View):
 
     def action_kill(self) -> None:
         if (rid := self._selected_run()) is not None:
-            self.app.act(lambda: self.app.actions.kill(rid))
+            actions = self.app.actions
+            self.app.confirm(f"Kill run {rid}?\n\nIts agent stops for good (the tool call running now is ended); "
+                             "its branch is kept.", "Kill", lambda: actions.killable(rid),
+                             lambda: self.app.act(lambda: actions.kill(rid)))
 
     def action_merge(self) -> None:
         if (rid := self._selected_run()) is not None:

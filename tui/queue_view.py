@@ -9,7 +9,7 @@ from textual.binding import Binding
 from loopwright.harness.statuses import TaskStatus
 from loopwright.tui.dialogs import Prompt
 from loopwright.tui.feed import Changes
-from loopwright.tui.widgets import STATUS_STYLE, RowTable, View, cut
+from loopwright.tui.widgets import STATUS_STYLE, VIEW_KEYS, RowTable, View, cut
 
 QUEUE_COLUMNS = (("task", "Task", 5), ("priority", "Pri", 4), ("state", "State", 8), ("title", "Title", 40),
                  ("after", "After", 28))
@@ -20,10 +20,12 @@ class QueueScreen(View):
 
     view = "queue"
     BINDINGS = [
-        Binding("plus,equals_sign", "raise", "Priority +1", key_display="+"),
-        Binding("minus", "lower", "Priority -1", key_display="-"),
+        Binding("f", "app.fleet", "Fleet"),
+        Binding("plus,equals_sign", "raise", "Raise", key_display="+"),
+        Binding("minus", "lower", "Lower", key_display="-"),
         Binding("P", "set_priority", "Set priority", show=False),
-        Binding("c,delete", "cancel", "Cancel task", key_display="c"),
+        Binding("c,delete", "cancel", "Cancel", key_display="c"),
+        *VIEW_KEYS[1:],
     ]
     PALETTE = [("raise", "Raise the priority of task {key}", "it starts before tasks of lower priority"),
                ("lower", "Lower the priority of task {key}", ""),
@@ -35,7 +37,7 @@ class QueueScreen(View):
         self.shown: list[tuple] = []
 
     def body(self) -> ComposeResult:
-        yield RowTable(QUEUE_COLUMNS, id="queue")
+        yield RowTable(QUEUE_COLUMNS, shrink={"title": 20, "after": 12}, id="queue")
 
     def rows(self) -> list[tuple]:
         feed, rows = self.app.feed, []

@@ -27,9 +27,9 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, Collapsible, DataTable, Footer, Input, RichLog, Static, TabbedContent, TabPane
+from textual.widgets import Collapsible, DataTable, Footer, Input, RichLog, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from loopwright.harness import events as ev
@@ -39,6 +39,7 @@ from loopwright.memory.store import Run, Store, StoreError
 from loopwright.runtime.actions import Actions, Done
 from loopwright.runtime.display import ProgressPrinter, event_entries, fmt_cache, fmt_elapsed, fmt_tokens
 from loopwright.runtime.project import Project
+from loopwright.tui.dialogs import DIALOG_CSS, ConfirmScreen
 from loopwright.tui.feed import STOPPING
 from loopwright.workspaces.git import Workspace
 from loopwright.workspaces.repository import WorkspaceError
@@ -50,7 +51,10 @@ LINE_CHARS = 400  # longer lines are cut (a 1 MB one-line tool output stays one 
 LOG_LINES = 5000  # the transcript keeps this many rendered lines
 DIFF_FILE_LINES = 2000  # per file in the diff view
 DIFF_FILES = 300
+DIFF_OPEN_LINES = 400  # the first file of the diff is shown open when it changes no more lines than this
 TABS = ("transcript", "diff", "checkpoints", "artifacts", "notes")
+TAB_FOCUS = {"transcript": "#log", "checkpoints": "#checkpoints-table", "artifacts": "#artifacts-table",
+             "diff": "#diff-files", "notes": "#notes-scroll"}  # what has the keys on each tab
 READ_ONLY = ("read-only: no daemon is running for this project, so nothing would carry out {verb} "
              "(start `loopwright serve`, then reopen the TUI)")
 
@@ -125,48 +129,10 @@ def _subject(message: str) -> str:
 
 # -- dialogs ----------------------------------------------------------------------------------------
 
-_DIALOG_CSS = """
-    align: center middle;
-    & > Vertical { width: 76; max-width: 100%; height: auto; max-height: 100%; border: thick $accent;
-                   background: $surface; padding: 0 1; }
-    & .hint { color: $text-muted; }
-    & Horizontal { height: auto; align: right middle; }
-    & Button { margin: 0 0 0 1; }
-"""
-
-
-class ConfirmScreen(ModalScreen[bool]):
-    """A yes/no question (y / n, Escape is no)."""
-
-    DEFAULT_CSS = "ConfirmScreen {" + _DIALOG_CSS + "}"
-    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
-
-    def __init__(self, question: str, yes: str = "Yes"):
-        super().__init__()
-        self.question, self.yes = question, yes
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Static(Text(self.question))
-            yield Static("y confirms · n or Escape cancels", classes="hint")
-            with Horizontal():
-                yield Button(self.yes, variant="error", id="yes")
-                yield Button("Cancel", id="no")
-
-    def on_mount(self) -> None:
-        self.query_one("#no", Button).focus()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
-
-    def action_answer(self, yes: bool) -> None:
-        self.dismiss(yes)
-
-
 class MessageScreen(ModalScreen["str | None"]):
     """An input for a message to the agent (Enter sends, Escape cancels)."""
 
-    DEFAULT_CSS = "MessageScreen {" + _DIALOG_CSS + "}"
+    DEFAULT_CSS = "MessageScreen {" + DIALOG_CSS + "}"
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, run_id: str):
@@ -189,7 +155,7 @@ class MessageScreen(ModalScreen["str | None"]):
 class PathScreen(ModalScreen[None]):
     """The run's worktree path, selectable (and copied to the clipboard)."""
 
-    DEFAULT_CSS = "PathScreen {" + _DIALOG_CSS + "}"
+    DEFAULT_CSS = "PathScreen {" + DIALOG_CSS + "}"
     BINDINGS = [Binding("escape,enter", "close", "Close")]
 
     def __init__(self, run: Run):
@@ -232,15 +198,16 @@ class RunScreen(Screen):
     """
 
     BINDINGS = [
-        Binding("escape", "back", "Back", show=False),
+        Binding("escape", "back", "Back", key_display="esc"),
+        Binding("f", "app.fleet", "Fleet"),
         Binding("p", "pause", "Pause"),
         Binding("r", "resume", "Resume"),
         Binding("x", "kill", "Kill"),
         Binding("m", "message", "Message"),
         Binding("b", "rollback", "Rollback"),
-        Binding("M", "merge", "Merge"),
-        Binding("K", "keep", "Keep"),
-        Binding("w", "worktree", "Path"),
+        Binding("M", "merge", "Merge", show=False),
+        Binding("K", "keep", "Keep", show=False),
+        Binding("w", "worktree", "Path", show=False),
         Binding("d", "refresh_diff", "Diff", show=False),
         *(Binding(str(i + 1), f"tab('{name}')", name.capitalize(), show=False) for i, name in enumerate(TABS)),
     ]
@@ -319,6 +286,7 @@ class RunScreen(Screen):
         if self.run is None:
             return
         self.ticks += 1
+        self._keep_keys_reachable()
         try:
             batch = self.store.events(self.run_id, after=self.last_id)
             self._refresh_head()
@@ -386,10 +354,13 @@ class RunScreen(Screen):
         row = table.cursor_row
         table.clear()
         table.add_row("0", self.run.base_commit[:10], "0", "(the start: the base commit)", "", key="0")
+        rollbacks = [(ts, e.to_seq) for _, ts, e in self.store.events(self.run_id, types=("rolled_back",))]
         for cp in self.store.checkpoints(self.run_id):
             made = time.strftime("%H:%M:%S", time.localtime(cp.created_at))
-            table.add_row(str(cp.seq), cp.sha[:10], str(cp.step), Text(_subject(cp.message)[:200]), made,
-                          key=str(cp.seq))
+            undone = [to for ts, to in rollbacks if ts >= cp.created_at and to < cp.seq]
+            message = (Text(f"discarded (rolled back to {undone[0]}): {_subject(cp.message)[:200]}", style="dim strike")
+                       if undone else Text(_subject(cp.message)[:200]))
+            table.add_row(str(cp.seq), cp.sha[:10], str(cp.step), message, made, key=str(cp.seq))
         table.move_cursor(row=min(max(row, 0), table.row_count - 1))
 
     def _refresh_artifacts(self) -> None:
@@ -423,6 +394,7 @@ class RunScreen(Screen):
         if self.run is None:
             return
         self.diff_stale = False
+        self.query_one("#diff-files", VerticalScroll).loading = True  # a spinner until git answers
         self._load_diff(self.run)
         if not quiet:
             self.notify("refreshing the diff…", timeout=2)
@@ -451,6 +423,7 @@ class RunScreen(Screen):
             return
         box = self.query_one("#diff-files", VerticalScroll)
         was = {c.name: c.collapsed for c in box.query(Collapsible)}
+        box.loading = False
         await box.remove_children()
         if error:
             await box.mount(Static(Text(error), id="diff-summary"))
@@ -460,11 +433,14 @@ class RunScreen(Screen):
                    if files else f"no changes since base {run.base_commit[:10]}")
         if len(files) > DIFF_FILES:
             summary += f"; the first {DIFF_FILES} are shown"
+        if files:
+            summary += " · Tab to a file, Enter opens or closes it"
         widgets: list = [Static(Text(summary + " · d refreshes"), id="diff-summary")]
-        for path, body, plus, minus in files[:DIFF_FILES]:
+        for i, (path, body, plus, minus) in enumerate(files[:DIFF_FILES]):
             syntax = Syntax(body, "diff", theme="monokai", background_color="default", word_wrap=True)
+            opened = i == 0 and plus + minus <= DIFF_OPEN_LINES  # the first file open, unless it is huge
             widgets.append(Collapsible(Static(syntax), title=f"{path}  +{plus} −{minus}", name=path,
-                                       collapsed=was.get(path, adds + dels > 400)))
+                                       collapsed=was.get(path, not opened)))
         await box.mount(*widgets)
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
@@ -483,9 +459,17 @@ class RunScreen(Screen):
         if self.run is None:
             return
         self.query_one("#tabs", TabbedContent).active = name
-        target = {"transcript": "#log", "checkpoints": "#checkpoints-table", "artifacts": "#artifacts-table",
-                  "diff": "#diff-files", "notes": "#notes-scroll"}[name]
-        self.query_one(target).focus()
+        self.query_one(TAB_FOCUS[name]).focus()
+
+    def _keep_keys_reachable(self) -> None:
+        """Keys go to the focused widget and up through its parents to this screen's bindings: a focused widget
+        no longer mounted, or inside a tab not shown, would swallow every key. Focus the shown tab's instead."""
+        focused = self.focused
+        if focused is None:
+            return
+        pane = next((w for w in focused.ancestors_with_self if isinstance(w, TabPane)), None)
+        if not focused.is_attached or (pane is not None and pane.id != self._tabs_active()):
+            self.query_one(TAB_FOCUS[self._tabs_active()]).focus()
 
     # -- actions ---------------------------------------------------------------------------------------
 
@@ -520,7 +504,24 @@ class RunScreen(Screen):
         self._act("resume", self.actions.resume)
 
     def action_kill(self) -> None:
-        self._act("kill", self.actions.kill)
+        """Kill, after a confirmation (a run that cannot be killed is refused before asking)."""
+        if not self._can_act("kill") or not self._allowed("kill", self.actions.killable):
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self._act("kill", self.actions.kill)
+
+        self.app.push_screen(ConfirmScreen(f"Kill run {self.run_id}?\n\nIts agent stops for good (the tool call "
+                                           "running now is ended); its branch is kept.", yes="Kill"), answer)
+
+    def _allowed(self, verb: str, check: Callable[[str], object]) -> bool:
+        try:
+            check(self.run_id)
+        except StoreError as e:
+            self.notify(str(e), title=f"{verb} refused", severity="error", markup=False)
+            return False
+        return True
 
     def action_merge(self) -> None:
         self._act("merge", self.actions.merge)
@@ -553,7 +554,7 @@ class RunScreen(Screen):
 
     def action_rollback(self) -> None:
         """On the checkpoints tab: roll back to the checkpoint under the cursor, after a confirmation."""
-        if not self._can_act("roll back"):
+        if not self._can_act("roll back") or not self._allowed("rollback", self.actions.rollbackable):
             return
         if self._tabs_active() != "checkpoints":
             self.action_tab("checkpoints")
@@ -571,6 +572,8 @@ class RunScreen(Screen):
             self.notify(f"copied {path}", title="artifact path", markup=False)
 
     def _confirm_rollback(self, seq: str) -> None:
+        if not self._allowed("rollback", self.actions.rollbackable):
+            return
         run = self.run = self.store.run(self.run_id)
         if not Path(run.worktree).is_dir():
             self.notify(f"cannot roll back run {run.id}: its worktree {run.worktree} no longer exists "
@@ -599,7 +602,8 @@ class RunScreen(Screen):
             try:
                 if self._rollback_actions is None:
                     self._rollback_actions = Actions(dataclasses.replace(self.project,
-                                                                       store=Store(self.project.db_path)))
+                                                                       store=Store(self.project.db_path)),
+                                                     by=self.actions.by)
                 done = self._rollback_actions.rollback(self.run_id, seq)
             except (StoreError, WorkspaceError) as e:
                 self.app.notify(str(e), title="rollback refused", severity="error", markup=False)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from loopwright.tui.app import TuiApp
 
 SERVE_HINT = "start one with `loopwright serve --detach` (or quit and run `loopwright tui --serve`)"
+NOTHING_RUNS = "no daemon is running: nothing runs until one starts (`loopwright serve --detach`)"
 STATUS_STYLE = {TaskStatus.RUNNING: "bold green", TaskStatus.PAUSED: "yellow", TaskStatus.SUCCEEDED: "bold blue",
                 TaskStatus.FAILED: "bold red", TaskStatus.KILLED: "red", TaskStatus.NEEDS_REVIEW: "bold magenta",
                 TaskStatus.BUDGET_EXCEEDED: "bold dark_orange", TaskStatus.QUEUED: "cyan", TaskStatus.CANCELLED: "dim",
@@ -73,9 +74,12 @@ class HeaderBar(Static):
         t.append(f" · {self.view} · {app.project.root.name} · ")
         t.append(f"daemon pid {h.daemon}" if h.daemon else "no daemon (read-only)",
                  style="green" if h.daemon else "bold red")
-        t.append(f"\nruns: {h.running} running, {h.paused} paused · queue: {h.queued}"
-                 + (f" ({h.blocked} blocked)" if h.blocked else "") + " · ")
-        t.append_text(budget_text(h.budget, h.spent))
+        counts = (f"runs: {h.running} running, {h.paused} paused · queue: {h.queued}"
+                  + (f" ({h.blocked} blocked)" if h.blocked else ""))
+        budget = budget_text(h.budget, h.spent)
+        t.append("\n" + counts)  # the budget on a line of its own rather than wrapped mid-phrase
+        t.append("\n" if len(counts) + 3 + budget.cell_len > app.size.width - 2 else " · ")
+        t.append_text(budget)
         if h.gates:
             for g in h.gates:
                 until = time.strftime("%H:%M", time.localtime(g["until"]))
@@ -90,13 +94,15 @@ class HeaderBar(Static):
 
 
 class Banner(Static):
-    """Shown while no daemon runs: the view is read-only, and how to start one."""
+    """Shown while no daemon runs: run actions are off, what the store keeps meanwhile, and how to start one."""
 
     def update_from(self, app: TuiApp) -> None:
         self.set_class(app.read_only, "shown")
         if app.read_only:
             lost = f"the daemon (pid {app.lost_pid}) stopped" if app.lost_pid else "no daemon is running"
-            self.update(Text(f"Read-only: {lost}; {SERVE_HINT}. This view attaches again when one runs."))
+            self.update(Text(f"Read-only: {lost}. Start one with `loopwright serve --detach`; until then nothing "
+                             "runs (a new task or a chat message waits in the store). This view attaches when one "
+                             "runs."))
 
 
 class RowTable(ScrollView, can_focus=True):
@@ -132,11 +138,16 @@ class RowTable(ScrollView, can_focus=True):
             super().__init__()
             self.key = key
 
-    def __init__(self, columns: Iterable[tuple[str, str, int]], *, id: str | None = None):
+    def __init__(self, columns: Iterable[tuple[str, str, int]], *, shrink: dict[str, int] | None = None,
+                 drop: Iterable[str] = (), id: str | None = None):
+        """`columns` are (key, label, width); when the table is narrower than they need, the columns in
+        `shrink` narrow down to the width given there, then the columns in `drop` are left out, first first."""
         super().__init__(id=id)
-        self.columns = list(columns)
-        self._col = {key: i for i, (key, _, _) in enumerate(self.columns)}
-        self.width_cells = sum(w + 2 for _, _, w in self.columns)
+        self.all_columns = list(columns)
+        self.shrink, self.drop = shrink or {}, list(drop)
+        self._col = {key: i for i, (key, _, _) in enumerate(self.all_columns)}
+        self.columns = self.all_columns  # those shown, at the widths they get
+        self.width_cells = self._width(self.columns)
         self._keys: list[str] = []
         self._index: dict[str, int] = {}
         self._cells: dict[str, tuple] = {}
@@ -144,6 +155,33 @@ class RowTable(ScrollView, can_focus=True):
         self.cursor_row = 0
         self._styles: tuple = ()  # base, header, cursor and odd-row styles, read once per render
         self._header: Strip | None = None
+
+    @staticmethod
+    def _width(columns: Iterable[tuple[str, str, int]]) -> int:
+        return sum(w + 1 for _, _, w in columns) + 1  # a space before each column and after the last
+
+    def fit(self, width: int) -> list[tuple[str, str, int]]:
+        """The columns shown in `width` cells: shrunk, then the least important left out, then grown back."""
+        least = [(k, label, self.shrink.get(k, w)) for k, label, w in self.all_columns]
+        for key in self.drop:
+            if self._width(least) <= width:
+                break
+            least = [c for c in least if c[0] != key]
+        spare, full = width - self._width(least), {k: w for k, _, w in self.all_columns}
+        shown = []
+        for key, label, w in least:
+            grow = max(0, min(full[key] - w, spare))
+            spare -= grow
+            shown.append((key, label, w + grow))
+        return shown
+
+    def on_resize(self) -> None:
+        columns = self.fit(self.scrollable_content_region.width or self.size.width)
+        if columns != self.columns:
+            self.columns, self.width_cells = columns, self._width(columns)
+            self._strips, self._header = {}, None
+            self._resize()
+            self.refresh()
 
     # -- data --------------------------------------------------------------------------------
 
@@ -238,14 +276,15 @@ class RowTable(ScrollView, can_focus=True):
 
     on_blur = on_focus
 
-    def _strip(self, cells: Iterable) -> Strip:
+    def _strip(self, cells: tuple) -> Strip:
         line = Text(no_wrap=True, end="")
-        for (_, _, width), cell in zip(self.columns, cells):
+        for key, _, width in self.columns:
+            cell = cells[self._col[key]]
             text = cell.copy() if isinstance(cell, Text) else Text(str(cell))
             text.truncate(width, overflow="ellipsis", pad=True)
             line.append(" ")
             line.append_text(text)
-            line.append(" ")
+        line.append(" ")
         return Strip(list(line.render(self.app.console)), line.cell_len)
 
     def render_line(self, y: int) -> Strip:
@@ -254,7 +293,7 @@ class RowTable(ScrollView, can_focus=True):
         width = self.size.width
         if y == 0:
             if self._header is None:
-                self._header = self._strip(label for _, label, _ in self.columns).apply_style(base + header)
+                self._header = self._strip(tuple(label for _, label, _ in self.all_columns)).apply_style(base + header)
             return self._header.crop_extend(scroll_x, scroll_x + width, base + header)
         index = scroll_y + y - 1
         if index >= len(self._keys):
@@ -267,6 +306,11 @@ class RowTable(ScrollView, can_focus=True):
         return strip.apply_style(style).crop_extend(scroll_x, scroll_x + width, style)
 
 
+# the app's keys a view's footer shows (after the view's own); they do the same from every screen
+VIEW_KEYS = [Binding("t", "app.queue", "Queue"), Binding("n", "app.new_task", "New"),
+             Binding("g", "app.chat", "Chat"), Binding("q", "app.quit", "Quit")]
+
+
 class View(Screen):
     """A screen the app feeds on every tick."""
 
@@ -277,7 +321,7 @@ class View(Screen):
         yield HeaderBar(self.view)
         yield Banner()
         yield from self.body()
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)  # the most used keys; `?` lists every one
 
     def body(self) -> ComposeResult:
         yield from ()
@@ -289,6 +333,9 @@ class View(Screen):
 
     def on_unmount(self) -> None:
         self.app.views.discard(self)
+
+    def on_resize(self) -> None:
+        self.refresh_header()
 
     def refresh_header(self) -> None:
         self.query_one(HeaderBar).update_from(self.app)
