@@ -91,3 +91,23 @@ class Finder:
                 out.append(m)
                 end = m.end()
         return out
+
+
+_NEGATION_RE = re.compile(r"\b(?:never|not|no|nor|avoid|without\s+first)\b|n[’']t\b|\bdont\b", re.I)
+_CLAUSE_START_RE = re.compile(r"(?:^|\b(?:then|and|also|first|next|finally|always|please|just|to|you\s+(?:should|must|"
+                              r"can|need\s+to))|[,\-*>`(]|\d+[.)])\s*$", re.I)
+
+
+_DESCRIPTIVE_RE = re.compile(r"\b(?:would|could|can|may|might|will|does|did|it|which|that|who)\s+$", re.I)
+
+
+def negated(text: str, start: int, imperative: bool = False) -> bool:
+    """After a negation in the same sentence ("never … without telling the user"), describing rather than
+    instructing ("it would silently overwrite"), or, for `imperative` rules, not at the start of a clause
+    ("languages silently remove such values")."""
+    seg = text[max(0, start - 80):start]
+    cut = max(seg.rfind("."), seg.rfind("!"), seg.rfind("?"), seg.rfind(";"), seg.rfind("\n\n"))
+    seg = seg[cut + 1:]
+    if _NEGATION_RE.search(seg) or _DESCRIPTIVE_RE.search(seg):
+        return True
+    return imperative and not _CLAUSE_START_RE.search(seg.replace("\n", " ").strip())
