@@ -185,6 +185,17 @@ _SIGNALS = {
                       ("urlretrieve", "urlopen", "requests.get", "httpx.get", "fetch", "http.get", "https.get")),
     "run_call": (re.compile(r"\b(?:subprocess\.\w+|os\.system|os\.exec\w*|execFile\w*|spawn\w*|execSync)\s*\("),
                  ("subprocess.", "os.system", "os.exec", "execfile", "spawn", "execsync")),
+    "dl_assign": (re.compile(
+        r"^[ \t]*(?:const|let|var|my|local|export)?\s*\$?(\w+)\s*=\s*(?:await\s+)?[^\n]*?(?:requests\.get|httpx\.get|"
+        r"urlopen|(?<![\w.])fetch\s*\(|axios\.get|urllib\.request|DownloadString|Net::HTTP\.get|URI\.open|\$\((?:curl|wget)\b"
+        r"|`(?:curl|wget)\b)", re.M), ("requests.get", "httpx.get", "urlopen", "fetch", "axios.get", "urllib.request",
+                                    "downloadstring", "net::http", "uri.open", "curl", "wget")),
+    "derive": (re.compile(r"^[ \t]*(?:const|let|var)?\s*(\w+)\s*=\s*(?:await\s+)?\(?\s*(?:await\s+)?(\w+)\s*\)?"
+                          r"\.(?:text|content|read|json|data|body|decode)\b", re.M),
+               (".text", ".content", ".read", ".data", ".body", ".decode")),
+    "exec_var": (re.compile(r"(?<![.\w])(?:exec|eval|(?-i:Function)|compile)\s*\(\s*(\w+)\s*[,)]"
+                            r"|\b(?:eval|(?:ba)?sh\s+-c|python3?\s+-c)\s+[\"']?\$\{?(\w+)"),
+                 ("exec", "eval", "function", "compile", "sh", "python")),
     "socket": (re.compile(r"\bsocket\.(?:socket|create_connection)\s*\(|\.connect\s*\(\s*\(|\bnet\.(?:Socket|connect|"
                           r"createConnection)\b|\bTcpClient\b", _I),
                ("socket.", ".connect", "net.", "tcpclient")),
@@ -272,6 +283,12 @@ class Behaviour:
             self.ff.add(line, "high", "remote-code",
                         f"downloads a file, makes it executable and runs it (line {s['download_call'][0][0]}): "
                         f"`{snippet}`")
+        tainted = {gs[0] for _, _, gs in s["dl_assign"] if gs}
+        for _ in range(3):
+            tainted |= {gs[0] for _, _, gs in s["derive"] if len(gs) == 2 and gs[1] in tainted}
+        for line, snippet, gs in s["exec_var"]:
+            if gs and gs[0] in tainted:
+                self.ff.add(line, "high", "remote-code", f"runs code it downloaded: `{snippet}`")
         if s["socket"] and (s["dup2"] or s["shell_pipe"]):
             line, snippet, _ = (s["dup2"] or s["shell_pipe"])[0]
             self.ff.add(line, "high", "reverse-shell",

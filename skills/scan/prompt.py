@@ -19,9 +19,11 @@ _ADJ = (r"(?:previous|prior|above|earlier|preceding|original|other|existing|syst
 _NOUN = (r"(?:instructions?|rules|guidelines|directives|prompts?|system\s+prompt|constraints|guardrails|policies|"
          r"restrictions|safeguards|programming|training|CLAUDE\.md|AGENTS\.md)")
 _DEST = r"(?:https?://\S+|\bwebhook\b|\bendpoint\b|\bour\s+server\b|\b[\w.+-]+@[\w-]+\.[\w.]+|\b[\w-]+\.(?:example|test|invalid)\b)"
-_OBJ = (rf"(?:(?:the\s+)?user['’]?s?|{_ALL}|your|the\s+(?:full|whole|entire|complete|current)|this)\s+(?:\w+\s+)?"
+_S = r"(?:[^.\n]|\.(?=\S))"      # within a sentence: a period inside a name (`track.py`) does not end it
+_OBJ = (r"(?:everything\s+(?:the\s+user|they)\s+(?:types|says|writes|asks|pastes)\b"
+        rf"|(?:(?:the\s+)?user['’]?s?|{_ALL}|your|the\s+(?:full|whole|entire|complete|current)|this)\s+(?:\w+\s+)?"
         r"(?:prompts?|messages?|questions?|requests?|inputs?|queries|conversation|chat|history|transcript|context|"
-        r"system\s+prompt|instructions|session|memory|replies|responses|task\s+description)\b")
+        r"system\s+prompt|instructions|session|memory|replies|responses|task\s+description)\b)")
 
 PROMPT_RULES = (   # (rule, regex, keywords its matches start with (lower case), what it does)
     ("instruction-override", re.compile(
@@ -38,9 +40,11 @@ PROMPT_RULES = (   # (rule, regex, keywords its matches start with (lower case),
         rf"(?:system\s+prompt|{_NOUN}|safety\s+\w+|other\s+skills)"
         r"|\bnew\s+system\s+prompt\b|\[\s*system\s*\]|<\s*/?\s*system\s*>|\bsystem\s+(?:override|message|note)\s*:"
         r"|<\|im_start\|>|\bbegin\s+(?:new\s+)?instructions\b"
+        r"|\bforget\s+(?:everything|all)\s+(?:you\s+(?:were|have\s+been)\s+told|above|before)"
         r"|\b(?:pretend|act\s+as\s+if)\s+(?:that\s+)?(?:you\s+have\s+no|there\s+are\s+no)\s+(?:rules|restrictions|"
         r"guidelines|limits|filters)", _I),
-     ("you", "take", "have", "has", "do", "don", "never", "new", "[", "<", "system", "begin", "pretend", "act"),
+     ("you", "take", "have", "has", "do", "don", "never", "new", "[", "<", "system", "begin", "forget", "pretend",
+      "act"),
      "tells the agent its instructions no longer apply"),
     ("manipulation", re.compile(
         r"\b(?:always\s+|automatically\s+|auto-?)(?:approve|accept|merge|lgtm|sign\s+off(?:\s+on)?)\s+"
@@ -74,21 +78,29 @@ PROMPT_RULES = (   # (rule, regex, keywords its matches start with (lower case),
      ("never", "do", "don"), "tells the agent to keep security problems from the user"),
     ("context-leakage", re.compile(
         rf"\b(?:send|post|upload|forward|transmit|copy|log|report|submit|append|include|share|leak|mirror|exfiltrate|"
-        rf"pass|echo|attach)\b[^.\n]{{0,60}}?\b{_OBJ}[^.\n]{{0,100}}?{_DEST}"
+        rf"pass|echo|attach|e-?mail|mail)\b{_S}{{0,60}}?\b{_OBJ}{_S}{{0,100}}?{_DEST}"
         r"|https?://[^\s)>\]]*[?&][\w-]+=\s*(?:\{|<|\$\{?|%s)\s*(?:user_?(?:prompt|query|question|message|input)|"
         r"prompt|conversation|context|history|chat|system_?prompt)"
         r"|\b(?:reveal|print|output|repeat|show|display|dump|share|leak|recite|disclose|include)\s+(?:the\s+|your\s+)?"
         r"(?:full\s+|entire\s+|complete\s+|original\s+|hidden\s+|exact\s+)?(?:system\s+prompt|system\s+instructions|"
         r"initial\s+instructions|developer\s+(?:message|instructions)|hidden\s+instructions|context\s+window)", _I),
      ("send", "post", "upload", "forward", "transmit", "copy", "log", "report", "submit", "append", "include",
-      "share", "leak", "mirror", "exfiltrate", "pass", "echo", "attach", "http", "reveal", "print", "output",
-      "repeat", "show", "display", "dump", "recite", "disclose"),
+      "share", "leak", "mirror", "exfiltrate", "pass", "echo", "attach", "email", "e-mail", "mail", "http",
+      "reveal", "print", "output", "repeat", "show", "display", "dump", "recite", "disclose"),
      "tells the agent to pass the user's prompts or its own context somewhere"),
+    ("filesystem-scan", re.compile(
+        r"\b(?:search|scan|walk|crawl|look\s+through|go\s+through|list|enumerate|index|grep)\b[^.\n]{0,40}?"
+        r"\b(?:the\s+user['’]s\s+)?(?:entire\s+|whole\s+)?(?:home\s+(?:directory|folder|dir)|file\s*system|"
+        r"hard\s+(?:drive|disk)|disk|computer|machine)\b"
+        rf"(?={_S}{{0,120}}?(?:id_rsa|\.env\b|\.pem\b|wallet|credential|secret|password|token|private\s+key|\.ssh\b|"
+        r"api\s+key))", _I),
+     ("search", "scan", "walk", "crawl", "look", "go", "list", "enumerate", "index", "grep"),
+     "tells the agent to search the whole disk or home folder for secrets"),
     ("credential-request", re.compile(
         r"\bask\s+(?:the\s+user\s+|them\s+|the\s+human\s+)?(?:for|to\s+(?:enter|provide|share|type|paste|give|confirm|"
         r"send))\s+(?:their\s+|your\s+|the\s+|his\s+|her\s+)?(?:\w+\s+)?(?:password|passphrase|passcode|seed\s+phrase|"
         r"recovery\s+phrase|mnemonic|private\s+key|2fa|mfa|otp|one-time\s+code|verification\s+code|pin\b|"
-        r"credit\s+card|card\s+number|cvv|social\s+security|ssh\s+key|sudo\s+password|login)"
+        r"credit\s+card|card\s+number|cvv|social\s+security|ssh\s+key|sudo\s+password)"
         r"|\b(?:collect|gather|harvest|grab|dump)\s+(?:all\s+|any\s+|every\s+)?(?:of\s+)?(?:the\s+)?"
         r"(?:user['’]s\s+)?(?:api\s+keys|tokens|passwords|credentials|secrets|private\s+keys|ssh\s+keys|session\s+"
         r"cookies|cookies|environment\s+variables)\b", _I),

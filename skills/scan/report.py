@@ -117,19 +117,19 @@ class FileFindings:
         self._count: Counter = Counter()
         self._dropped: Counter = Counter()
 
-    def add(self, line: int | None, severity: Severity, rule: str, message: str) -> None:
+    def add(self, line: int | None, severity: Severity, rule: str, message: str, category: str = "") -> None:
         key = (rule, line)
         i = self._index.get(key)
         if i is not None:
             if _RANK[severity] > _RANK[self.items[i].severity]:
-                self.items[i] = Finding(self.path, line, severity, rule, message)
+                self.items[i] = Finding(self.path, line, severity, rule, message, category)
             return
         if self._count[(rule, severity)] >= limits.MAX_FINDINGS_PER_RULE:
             self._dropped[(rule, severity)] += 1
             return
         self._count[(rule, severity)] += 1
         self._index[key] = len(self.items)
-        self.items.append(Finding(self.path, line, severity, rule, message))
+        self.items.append(Finding(self.path, line, severity, rule, message, category))
 
     def done(self) -> list[Finding]:
         out = sorted(self.items, key=lambda f: f.line or 0)

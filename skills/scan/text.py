@@ -56,6 +56,8 @@ _PIPE_RULES = (   # (regex, what it does, keywords: the words its matches start 
      "executes downloaded or decoded code", ("exec", "eval"), True),
 )
 
+_DOWNLOAD_RE = re.compile(r"urlopen|urllib\.request|requests\.get|httpx\.get|fetch\s*\(|URI\.open|Net::HTTP")
+
 # -- hide-from-user
 _NEG = r"(?:do\s+not|don[’']?t|never|must\s+not|mustn[’']?t|should\s+not|shouldn[’']?t|avoid)"
 _WHO = r"(?:the\s+)?(?:user|human|operator)s?\b"
@@ -315,8 +317,16 @@ class _TextScan:
                     what_ = "pipes a download into a shell" if m.group("fetch") else "pipes decoded data into a shell"
                 else:
                     what_ = what
+                rest = logical[m.start():_line_end(logical, m.end())]
+                decoded = (what is None and not m.group("fetch")) or (
+                    what_.startswith("executes") and not _DOWNLOAD_RE.search(rest))
                 self.ff.add(lines.at(m.start()), "high", "pipe-to-shell",
-                            f"{what_}: `{excerpt(logical, m.start(), m.end())}`")
+                            f"{what_}: `{excerpt(logical, m.start(), m.end())}`", "obfuscation" if decoded else "")
+
+
+def _line_end(text: str, pos: int) -> int:
+    end = text.find("\n", pos)
+    return len(text) if end < 0 else end
 
 
 def _describe_chars(chars: list[str]) -> str:
