@@ -90,11 +90,13 @@ LINE_RULES = (
         r"['\"](?:/|~/?)['\"]|os\.environ\[\s*['\"]HOME['\"]\s*\]|os\.getenv\(\s*['\"]HOME['\"]\s*\))\s*[,)]"
         r"|\b(?:rmSync|rmdirSync|rimraf\w*|remove|rm)\s*\(\s*(?:os\.homedir\(\)|['\"](?:/|~)['\"]|process\.env\.HOME)"
         r"\s*[,)]"
+        r"|\bgit\s+push\s+(?:\S+\s+)*?(?:--force(?!-with-lease)|-f)\b[^\n]*\b(?:main|master)\b"
         r"|\bhistory\s+-c\b|\bunset\s+HISTFILE\b|(?:\brm\b[^\n]*|>\s*)[\"']?(?:~|\$HOME)/\.(?:bash|zsh)_history",
         _I),
         ("rm", "find", "mkfs", "dd", "/dev/sd", "wipefs", "shred", ":()", "remove-item", "del", "format", "rmtree",
-         "rmsync", "rmdirsync", "rimraf", "remove", "history", "histfile"),
-        "deletes or overwrites far more than a skill needs (home folder, disk, history)", "high", "high"),
+         "rmsync", "rmdirsync", "rimraf", "remove", "history", "histfile", "git"),
+        "deletes or overwrites far more than a skill needs (home folder, disk, history, a remote's main branch)",
+        "high", "high"),
     # -- exfiltration
     LineRule("data-upload", re.compile(
         r"\|\s*(?:sudo\s+)?curl\b[^\n]*?(?:\s-T\s*[\"']?-|--upload-file\s+[\"']?-|--data(?:-binary|-raw|-urlencode)?"
@@ -128,10 +130,12 @@ LINE_RULES = (
         r"|\b(?:powershell|pwsh)(?:\.exe)?\b[^\n]*\s-(?:e|ec|enc|encodedcommand)\s+[A-Za-z0-9+/=]{16,}"
         r"|FromBase64String[^\n]*(?:\biex\b|invoke-expression)|(?:\biex\b|invoke-expression)[^\n]*FromBase64String"
         rf"|\|\s*(?:rev|tr\s+[^\n|]+)\s*\|\s*{_SH}|\bprintf\s+[\"'](?:\\x[0-9a-f]{{2}}){{4,}}[^\n]*\|\s*{_SH}"
-        r"|\b(?:eval|(?:ba)?sh\s+-c)\s+[\"']?\$\((?:echo|printf)[^\n]*(?:base64\s+-d|--decode|xxd\s+-r|\brev\b|\btr\s)",
+        r"|\b(?:eval|(?:ba)?sh\s+-c)\s+[\"']?\$\((?:echo|printf)[^\n]*(?:base64\s+-d|--decode|xxd\s+-r|\brev\b|\btr\s)"
+        r"|[\"'](?:e|ev|eva)[\"']\s*[+,]\s*[\"'](?:val|al|l)[\"']|[\"'](?:e|ex|exe)[\"']\s*[+,]\s*[\"'](?:xec|ec|c)[\"']"
+        r"|\b(?:window|globalThis|self)\s*\[\s*\w+\s*\]\s*\((?=[^\n]*(?:atob|fromCharCode|decode|unescape))",
         _I),
         ("exec", "eval", "function", "marshal.", "__import__", "getattr", "powershell", "pwsh", "frombase64string",
-         "iex", "invoke-expression", "|", "printf", "sh"),
+         "iex", "invoke-expression", "|", "printf", "sh", "'e", '"e', "window", "globalthis", "self"),
         "runs code it hides by encoding, compressing or building it from pieces", "high", "high"),
     # -- dependencies
     LineRule("install-from-url", re.compile(
@@ -178,6 +182,10 @@ _SIGNALS = {
         r"[\"']?([^\s\"';&|]+)|\bwget\s+(?:-\S+\s+)*[\"']?https?://\S*/([^/\s\"';&|?]+)"
         r"|\b(?:urlretrieve|download_file)\s*\([^,\n]+,\s*[\"']?([^\s\"',)]+)"), ("curl", "wget", "urlretrieve",
                                                                                    "download_file")),
+    "run_file": (re.compile(
+        r"(?:^|[;&|(`]\s*|\s)(?:(?:ba|z|da)?sh|source|\.|python[\d.]*|node|perl|ruby|pwsh|powershell(?:\.exe)?)"
+        r"\s+(?:-\S+\s+)*[\"']?([^\s\"';&|)]+)|(?:^|[;&|]\s*|\s)\./([^\s\"';&|)]+)", re.M),
+        ("sh", "source", ".", "python", "node", "perl", "ruby", "pwsh", "powershell")),
     "chmod_x": (re.compile(
         r"\bchmod\s+(?:-\w+\s+)*(?:[ugoa]*\+[rw]*x|0?[0-7]*[1357][0-7]*)\s+[\"']?([^\s\"';&|]+)"
         r"|\b(?:os\.chmod|chmodSync|fs\.chmod)\s*\(\s*[\"']?([^\s\"',)]+)[^\n]*0o?[0-7]*[1357]"), ("chmod",)),
@@ -215,13 +223,17 @@ _SIGNALS = {
         r"|os\.environ\[\s*['\"](?:HOME|USERPROFILE)['\"]\s*\]|os\.getenv\(\s*['\"]HOME['\"]\s*\)|home\b)"
         r"|\bPath\.home\(\)\s*\.\s*r?glob\s*\(|\bPath\(\s*['\"](?:/|~)['\"]\s*\)(?:\.expanduser\(\))?\.r?glob\s*\("
         r"|\bglob\.i?glob\s*\(\s*(?:os\.path\.expanduser\(\s*)?['\"](?:~|/)/?\*\*"
-        r"|\breaddir(?:Sync)?\s*\(\s*os\.homedir\(\)|\bwalk\w*\s*\(\s*os\.homedir\(\)", _I),
-        ("find", "grep", "locate", "os.walk", "path.home", "path(", "glob.", "readdir", "walk")),
+        r"|\breaddir(?:Sync)?\s*\(\s*os\.homedir\(\)|\bwalk\w*\s*\(\s*os\.homedir\(\)"
+        r"|\b(?:Get-ChildItem|gci|dir)\b(?=[^\n]*\s-Recurse\b)(?=[^\n]*(?:C:\\Users|C:\\(?=[\s\"'])|\$HOME\b|"
+        r"\$env:USERPROFILE|\s~(?=[\s\\/]|$)))", _I),
+        ("find", "grep", "locate", "os.walk", "path.home", "path(", "glob.", "readdir", "walk", "get-childitem", "gci",
+         "dir")),
     "archive_home": (re.compile(rf"\b(?:tar|zip)\s+(?:-\S+\s+)*[^\n]*\s[\"']?({_HOME}/?|\.|/)[\"']?(?=\s|$|[;&|)])"
-                                r"|\bmake_archive\s*\([^\n]*(?:expanduser|Path\.home)"),
+                                r"|\bmake_archive\s*\([^\n]*(?:expanduser|Path\.home|getcwd|Path\.cwd|['\"]\.['\"])"),
                      ("tar", "zip", "make_archive")),
     "upload": (re.compile(r"\bcurl\b[^\n]*\s(?:-T|--upload-file|-F|--form|--data-binary)\s|files\s*=\s*\{|"
-                          r"\bFormData\b"), ("curl", "files", "formdata")),
+                          r"\bFormData\b|\b(?:requests|httpx|session|client)\.(?:put|post)\s*\([^\n]*\b(?:data|files)\s*=\s*"
+                          r"(?:open|\{)"), ("curl", "files", "formdata", "requests.", "httpx.", "session.", "client.")),
     "secretish": (re.compile(_SECRETISH, _I), ("id_", ".pem", ".key", ".p12", ".pfx", ".kdbx", ".env", "wallet",
                                                "credential", "secret", "passw", "token", "api", ".ssh", ".aws",
                                                ".gnupg", "keystore", ".ovpn", ".npmrc", ".pypirc", "cookies")),
@@ -278,6 +290,9 @@ class Behaviour:
         for line, snippet, gs in s["chmod_x"]:
             if any(posixpath.basename(g) in downloaded for g in gs):
                 self.ff.add(line, "high", "remote-code", f"makes a downloaded file executable: `{snippet}`")
+        for line, snippet, gs in s["run_file"]:
+            if any(posixpath.basename(g) in downloaded for g in gs):
+                self.ff.add(line, "high", "remote-code", f"runs a file it downloaded: `{snippet}`")
         if s["download_call"] and s["chmod_x"] and s["run_call"] and not downloaded:
             line, snippet, _ = s["chmod_x"][0]
             self.ff.add(line, "high", "remote-code",

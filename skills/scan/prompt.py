@@ -18,7 +18,9 @@ _ADJ = (r"(?:previous|prior|above|earlier|preceding|original|other|existing|syst
         r"developer|operator|anthropic['’]s|claude['’]s|user['’]s)")
 _NOUN = (r"(?:instructions?|rules|guidelines|directives|prompts?|system\s+prompt|constraints|guardrails|policies|"
          r"restrictions|safeguards|programming|training|CLAUDE\.md|AGENTS\.md)")
-_DEST = r"(?:https?://\S+|\bwebhook\b|\bendpoint\b|\bour\s+server\b|\b[\w.+-]+@[\w-]+\.[\w.]+|\b[\w-]+\.(?:example|test|invalid)\b)"
+_URL = r"https?://(?!localhost\b|127\.|0\.0\.0\.0|\[::1\])\S+"
+_DEST = (rf"(?:{_URL}|\bwebhook\b|\bendpoint\b|\bour\s+server\b|\b[\w.+-]+@[\w-]+\.[\w.]+"
+         r"|\b(?:[\w-]+\.)+(?:com|net|org|io|dev|app|co|ai|xyz|ru|cn|info|biz|me|example|test|invalid)\b)")
 _S = r"(?:[^.\n]|\.(?=\S))"      # within a sentence: a period inside a name (`track.py`) does not end it
 _OBJ = (r"(?:everything\s+(?:the\s+user|they)\s+(?:types|says|writes|asks|pastes)\b"
         rf"|(?:(?:the\s+)?user['’]?s?|{_ALL}|your|the\s+(?:full|whole|entire|complete|current)|this)\s+(?:\w+\s+)?"
@@ -36,6 +38,8 @@ PROMPT_RULES = (   # (rule, regex, keywords its matches start with (lower case),
         r"an?\s+(?:AI|assistant)\b|claude\b)"
         rf"|\b(?:takes?|have|has)\s+(?:precedence|priority)\s+over\s+(?:{_ALL}\s+|{_OWN}\s+)*(?:other\s+|previous\s+|"
         rf"system\s+)*{_NOUN}"
+        rf"|\b(?:supersedes?|outranks?|trumps?)\s+(?:{_ALL}\s+|{_OWN}\s+|whatever\s+|anything\s+)*(?:\w+\s+){{0,2}}?"
+        r"(?:operator|system\s+prompt|instructions|guidelines|rules|policies|CLAUDE\.md|AGENTS\.md|developer)"
         rf"|\b(?:do\s+not|don['’]t|never)\s+(?:follow|obey|apply)\s+(?:{_OWN}\s+|{_ALL}\s+)?(?:other\s+|previous\s+)?"
         rf"(?:system\s+prompt|{_NOUN}|safety\s+\w+|other\s+skills)"
         r"|\bnew\s+system\s+prompt\b|\[\s*system\s*\]|<\s*/?\s*system\s*>|\bsystem\s+(?:override|message|note)\s*:"
@@ -44,7 +48,7 @@ PROMPT_RULES = (   # (rule, regex, keywords its matches start with (lower case),
         r"|\b(?:pretend|act\s+as\s+if)\s+(?:that\s+)?(?:you\s+have\s+no|there\s+are\s+no)\s+(?:rules|restrictions|"
         r"guidelines|limits|filters)", _I),
      ("you", "take", "have", "has", "do", "don", "never", "new", "[", "<", "system", "begin", "forget", "pretend",
-      "act"),
+      "act", "supersede", "outrank", "trump"),
      "tells the agent its instructions no longer apply"),
     ("manipulation", re.compile(
         r"\b(?:always\s+|automatically\s+|auto-?)(?:approve|accept|merge|lgtm|sign\s+off(?:\s+on)?)\s+"
@@ -62,6 +66,9 @@ PROMPT_RULES = (   # (rule, regex, keywords its matches start with (lower case),
         r"sandbox\w*|permission|approval|confirmation|content\s+filter\w*|guardrails?|antivirus|firewall|code\s+review|"
         r"review\s+step)\b"
         r"|--dangerously-skip-permissions|\bbypassPermissions\b"
+        r"|\b(?:say|claim|state|tell\s+(?:the\s+user|them))\s+(?:that\s+)?(?:the\s+|all\s+)?(?:alternatives|other\s+"
+        r"(?:options|libraries|packages|tools|products|vendors)|competitors?)\s+(?:are|is)\s+(?:deprecated|insecure|unsafe|"
+        r"unmaintained|abandoned|malware|worse|broken)"
         r"|\b(?:insert|inject|add|include|append)\s+(?:this|the\s+following|a|an)\s+(?:\w+\s+)?(?:code|snippet|"
         r"script|dependency|package|pixel|backdoor|referral)\b[^.\n]{0,40}\b(?:every|all|each|any)\s+(?:\w+\s+)?"
         r"(?:files?|projects?|commits?|responses?|answers?|pages?|repo\w*)"
@@ -79,13 +86,15 @@ PROMPT_RULES = (   # (rule, regex, keywords its matches start with (lower case),
     ("context-leakage", re.compile(
         rf"\b(?:send|post|upload|forward|transmit|copy|log|report|submit|append|include|share|leak|mirror|exfiltrate|"
         rf"pass|echo|attach|e-?mail|mail)\b{_S}{{0,60}}?\b{_OBJ}{_S}{{0,100}}?{_DEST}"
+        rf"|\b(?:request|call|fetch|open|hit|ping|visit|load|get)\b{_S}{{0,40}}?{_URL}{_S}{{0,80}}?\b{_OBJ}"
         r"|https?://[^\s)>\]]*[?&][\w-]+=\s*(?:\{|<|\$\{?|%s)\s*(?:user_?(?:prompt|query|question|message|input)|"
         r"prompt|conversation|context|history|chat|system_?prompt)"
         r"|\b(?:reveal|print|output|repeat|show|display|dump|share|leak|recite|disclose|include)\s+(?:the\s+|your\s+)?"
         r"(?:full\s+|entire\s+|complete\s+|original\s+|hidden\s+|exact\s+)?(?:system\s+prompt|system\s+instructions|"
         r"initial\s+instructions|developer\s+(?:message|instructions)|hidden\s+instructions|context\s+window)", _I),
      ("send", "post", "upload", "forward", "transmit", "copy", "log", "report", "submit", "append", "include",
-      "share", "leak", "mirror", "exfiltrate", "pass", "echo", "attach", "email", "e-mail", "mail", "http",
+      "share", "leak", "mirror", "exfiltrate", "pass", "echo", "attach", "email", "e-mail", "mail", "http", "request",
+      "call", "fetch", "open", "hit", "ping", "visit", "load", "get",
       "reveal", "print", "output", "repeat", "show", "display", "dump", "recite", "disclose"),
      "tells the agent to pass the user's prompts or its own context somewhere"),
     ("filesystem-scan", re.compile(
@@ -108,13 +117,16 @@ PROMPT_RULES = (   # (rule, regex, keywords its matches start with (lower case),
      "tells the agent to obtain the user's secrets"),
 )
 # describing an attack rather than making one: "if a page tells you to ignore previous instructions, refuse"
-_REPORTED_RE = re.compile(r"\b(?:tells?|told|asks?|says?|said|instructs?|claims?|tries|try|attempts?|contains?|"
-                          r"such\s+as|like|e\.g\.|phrases?|injection|untrusted|malicious|attack\w*|detect\w*|"
+_REPORTED_RE = re.compile(r"\b(?:tells?|told|asks?|instructs?|tries|try|attempts?)\s+(?:you\s+)?to\b"
+                          r"|\b(?:says?|said|claims?|contains?|such\s+as|like|e\.g\.|phrases?|injection|untrusted|malicious|attack\w*|detect\w*|"
                           r"refuse|whether)\b|[\"“`]\s*$", _I)
 _MODEL_API_RE = re.compile(r"\b(?:messages|completions|chat|responses)\s+API\b"
                            r"|/v1/(?:messages|chat|complete|responses)", _I)
 _SOURCE_AFTER_RE = re.compile(r"\s+(?:in|from|on|inside|within|embedded|found|contained|that\s+(?:appear|come))\b", _I)
-_COMMENT_RE = re.compile(r"<!--(.{0,4000}?)-->|^\[//\]:\s*#\s*\((.{0,2000}?)\)\s*$", re.S | re.M)
+_COMMENT_RE = re.compile(
+    r"<!--(.{0,4000}?)-->|^\[//\]:\s*#\s*\((.{0,2000}?)\)\s*$"
+    r"|<(?:div|span|p|section)\b[^>]*\bstyle\s*=\s*[\"'][^\"']*(?:display\s*:\s*none|visibility\s*:\s*hidden|"
+    r"font-size\s*:\s*0(?![.\d])|opacity\s*:\s*0(?![.\d]))[^>]*>(.{0,2000}?)</", re.S | re.M | re.I)
 _ADDRESSED_RE = re.compile(
     r"\b(?:claude|assistant|ai|agent|llm|model)\b[\s,:]+(?:\w+\s+)?(?:must|should|will|needs?\s+to|always|never|do|"
     r"please|ignore|run|execute|send|read|fetch|include|upload)\b"
@@ -154,10 +166,11 @@ class Prompt:
                 self.ff.add(lines.at(m.start()), severity, rule, f"{what}: `{excerpt(block, m.start(), m.end())}`")
         if self.markdown:
             for m in _COMMENT_RE.finditer(block, max(ns - 4000, 0)):
-                body = m.group(1) or m.group(2) or ""
+                body = m.group(1) or m.group(2) or m.group(3) or ""
                 if m.end() > ns and _ADDRESSED_RE.search(body):
                     self.ff.add(lines.at(m.start()), "high", "hidden-comment",
-                                f"a comment that is not shown when the Markdown is rendered gives instructions: "
+                                "a comment or hidden element (not shown when the Markdown is rendered) gives "
+                                f"instructions: "
                                 f"`{show(body, 70)}`")
         if self.skill_md and first:
             self._allowed_tools(block, lines)

@@ -81,6 +81,8 @@ _HIDE_RULES = (   # (regex, prose only, skip when negated before, the words its 
                 r"transmit|forward|exfiltrate|run|execute|install|download|copy|overwrite|disable|modify|push)"
                 r"(?=[\s.,;:!)`'\"]|$)", re.I), True, True, ("silently", "secretly", "covertly")),
 )
+_UNTIL_RE = re.compile(r"[^.;!?\n]{0,80}?\b(?:until|unless)\b", re.I)
+
 # -- unicode
 _HIDDEN_RUN_RE = re.compile("[" + ZW_CHARS + BIDI_CHARS + "\U000e0000-\U000e007f]+")
 _FENCE_RE = re.compile(r"^[ \t]{0,3}(?:`{3,}|~{3,})", re.M)
@@ -304,6 +306,8 @@ class _TextScan:
             for m in finder.matches(regex, block, words):
                 if m.end() <= ns or (guarded and negated(block, m.start(), imperative=prose_only)):
                     continue
+                if _UNTIL_RE.match(block, m.end()):
+                    continue        # "do not tell the user it is finished until the test passes": an order of steps
                 severity: Severity = "medium" if self.code else "high"
                 self.ff.add(lines.at(m.start()), severity, "hide-from-user",
                             f"tells the agent to keep something from the user: `{show(m.group(), 60)}`")
