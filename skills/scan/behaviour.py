@@ -42,12 +42,13 @@ LINE_RULES = (
         r"(?<![\w-])(?:nc|ncat|netcat|nc\.traditional)\b[^\n|;&]*?\s(?:-[a-zA-Z]*e\b|-c\b|--exec\b|--sh-exec\b)"), (
         "nc", "ncat", "netcat"), "netcat hands a shell to a remote host", "high", "high"),
     LineRule("reverse-shell", re.compile(
-        r"\bmkfifo\b[^\n]*\b(?:nc|ncat|netcat|telnet|openssl\s+s_client)\b|\bsocat\b[^\n]*\b(?:exec|system):"
+        r"\bmkfifo\s+[/\w.$-]+[^\n]{0,80}?\|\s*(?:nc|ncat|netcat|telnet|openssl\s+s_client)\b"
+        r"|\bsocat\b[^\n]{0,80}?\b(?:exec|system):"
         rf"|\btelnet\b[^\n]*\|\s*{_SH}", _I),
         ("mkfifo", "socat", "telnet"), "wires a shell to a network connection", "high", "high"),
     LineRule("reverse-shell", re.compile(
         r"(?:fsockopen|\buse\s+socket\b|tcpsocket|socket\.socket|net\.socket|sockets\.tcpclient)"
-        r"(?=[^\n]*(?:/bin/(?:ba|z)?sh\b|cmd\.exe|\bpty\.spawn|\bexec\s*\(|\bspawn\s*\(|\biex\b|invoke-expression))",
+        r"(?=[^\n]{0,200}?(?:/bin/(?:ba|z)?sh\b|cmd\.exe|\bpty\.spawn|\bexec\s*\(|\bspawn\s*\(|\biex\b|invoke-expression))",
         _I), ("fsockopen", "socket", "tcpsocket", "tcpclient"), "opens a socket and runs a shell on it",
         "high", "high"),
     # -- privilege escalation and persistence
@@ -72,9 +73,11 @@ LINE_RULES = (
         ("authorized_keys",), "adds a key that lets someone log in", "high", "high"),
     LineRule("persistence", re.compile(
         r"\|\s*crontab\s+-(?=\s|$|[;&)])|crontab\b[^\n]*(?:curl|wget|/dev/tcp|\bnc\b|base64)"
-        rf"|>>\s*[\"']?{_HOME}/\.(?:bashrc|zshrc|profile|bash_profile|zprofile)\b[^\n]*"
+        r"|(?:\bcurl|\bwget|/dev/tcp|\bnc\b|\bbase64|\beval|\bpython3?\s+-c|\bsh\s+-c)[^\n]{0,300}?>>\s*[\"']?"
+        rf"{_HOME}/\.(?:bashrc|zshrc|profile|bash_profile|zprofile)\b"
         r"|\balias\s+sudo=", _I),
-        ("crontab", ".bashrc", ".zshrc", ".profile", ".bash_profile", ".zprofile", "alias"),
+        ("crontab", ".bashrc", ".zshrc", ".profile", ".bash_profile", ".zprofile", "alias", "curl", "wget",
+         "/dev/tcp", "nc", "base64", "eval", "python", "sh"),
         "installs something that runs again later (cron job, shell start-up file)", "high", "high"),
     # -- destructive
     LineRule("destructive-command", re.compile(
@@ -83,9 +86,9 @@ LINE_RULES = (
         r"|System)/?)\*?[\"']?(?=[\s;&|)`]|$))"
         rf"|\bfind\s+[\"']?(?:/|{_HOME}/?)[\"']?\s[^\n]*(?:-delete\b|-exec\s+(?:rm|shred)\b)"
         r"|\bmkfs(?:\.\w+)?\s+/dev/|\bdd\b[^\n]*\bof=/dev/(?:sd|nvme|hd|disk|xvd|mmcblk|rdisk)|>\s*/dev/sd[a-z]\b"
-        rf"|\bwipefs\b|\bshred\b[^\n]*(?:/dev/|{_HOME})|:\(\)\s*\{{\s*:\s*\|\s*:\s*&\s*\}}\s*;\s*:"
+        rf"|\bwipefs\s+-|\bshred\s+(?:-\S+\s+)*[\"']?(?:/dev/|{_HOME})|:\(\)\s*\{{\s*:\s*\|\s*:\s*&\s*\}}\s*;\s*:"
         r"|\bRemove-Item\b[^\n]*-Recurse[^\n]*(?:C:\\\s|C:\\$|\$HOME\b|\$env:USERPROFILE|~)"
-        r"|\bdel\s+/[sq]\s+/[sq]\s+C:\\|\bformat\s+C:"
+        r"|\bdel\s+/[sq]\s+/[sq]\s+C:\\"
         r"|\b(?:shutil\.rmtree|rmtree)\s*\(\s*(?:os\.path\.expanduser\(\s*['\"]~/?['\"]\s*\)|Path\.home\(\)|"
         r"['\"](?:/|~/?)['\"]|os\.environ\[\s*['\"]HOME['\"]\s*\]|os\.getenv\(\s*['\"]HOME['\"]\s*\))\s*[,)]"
         r"|\b(?:rmSync|rmdirSync|rimraf\w*|remove|rm)\s*\(\s*(?:os\.homedir\(\)|['\"](?:/|~)['\"]|process\.env\.HOME)"
@@ -93,7 +96,7 @@ LINE_RULES = (
         r"|\bgit\s+push\s+(?:\S+\s+)*?(?:--force(?!-with-lease)|-f)\b[^\n]*\b(?:main|master)\b"
         r"|\bhistory\s+-c\b|\bunset\s+HISTFILE\b|(?:\brm\b[^\n]*|>\s*)[\"']?(?:~|\$HOME)/\.(?:bash|zsh)_history",
         _I),
-        ("rm", "find", "mkfs", "dd", "/dev/sd", "wipefs", "shred", ":()", "remove-item", "del", "format", "rmtree",
+        ("rm", "find", "mkfs", "dd", "/dev/sd", "wipefs", "shred", ":()", "remove-item", "del", "rmtree",
          "rmsync", "rmdirsync", "rimraf", "remove", "history", "histfile", "git"),
         "deletes or overwrites far more than a skill needs (home folder, disk, history, a remote's main branch)",
         "high", "high"),
@@ -118,24 +121,27 @@ LINE_RULES = (
     # -- code downloaded or decoded, then run
     LineRule("remote-code", re.compile(
         r"\.then\s*\(\s*(?:eval|(?:new\s+)?Function|window\.eval|globalThis\.eval)\s*\)"
-        r"|\bnew\s+Function\s*\((?=[^\n]*(?:fetch|await|response|\.text\(\)|xhr))"
+        r"|\bnew\s+Function\s*\((?=[^\n]{0,200}?(?:fetch|await|response|\.text\(\)|xhr))"
         r"|\bimport\s*\(\s*[\"'`]https?://|\bimportScripts\s*\(\s*[\"'`]https?://", _I),
         (".then", "function", "import", "importscripts"), "runs code fetched from the network", "high", "high"),
     LineRule("obfuscated-code", re.compile(
-        r"\b(?:exec|eval|(?-i:Function))\s*\((?=[^\n]*(?:zlib\.decompress|gzip\.decompress|lzma\.decompress|bz2\.decompress"
+        r"(?<![.\w])(?:exec|eval|(?-i:Function))\s*\((?=[^\n]{0,200}?(?:zlib\.decompress|gzip\.decompress|lzma\.decompress|bz2\.decompress"
         r"|bytes\.fromhex|codecs\.decode|unhexlify|marshal\.loads|rot.?13|\bchr\s*\(|fromCharCode|\[::-1\]"
         r"|\bunescape\s*\(|Buffer\.from|\\x[0-9a-f]{2}))"
-        r"|\bmarshal\.loads\s*\(|__import__\s*\(\s*(?:[\"'][^\"'\n]*[\"']\s*\+|[\w.]*(?:b64decode|decode|join|chr)\b)"
-        r"|\bgetattr\s*\(\s*(?:__builtins__|builtins|globals\(\))\s*,"
+        r"|\bmarshal\.loads\s*\(|__import__\s*\(\s*(?:[\"'][a-z]{1,4}[\"']\s*\+\s*[\"']|[\w.]*(?:b64decode|decode|join|chr)\b)"
+        r"|\bgetattr\s*\(\s*(?:__builtins__|builtins|globals\(\))\s*,\s*(?:[\"'][^\"'\n]*[\"']\s*\+|[^)\n]*(?:decode|"
+        r"\[::-1\]|join\s*\(|chr\s*\())"
         r"|\b(?:powershell|pwsh)(?:\.exe)?\b[^\n]*\s-(?:e|ec|enc|encodedcommand)\s+[A-Za-z0-9+/=]{16,}"
         r"|FromBase64String[^\n]*(?:\biex\b|invoke-expression)|(?:\biex\b|invoke-expression)[^\n]*FromBase64String"
         rf"|\|\s*(?:rev|tr\s+[^\n|]+)\s*\|\s*{_SH}|\bprintf\s+[\"'](?:\\x[0-9a-f]{{2}}){{4,}}[^\n]*\|\s*{_SH}"
         r"|\b(?:eval|(?:ba)?sh\s+-c)\s+[\"']?\$\((?:echo|printf)[^\n]*(?:base64\s+-d|--decode|xxd\s+-r|\brev\b|\btr\s)"
-        r"|[\"'](?:e|ev|eva)[\"']\s*[+,]\s*[\"'](?:val|al|l)[\"']|[\"'](?:e|ex|exe)[\"']\s*[+,]\s*[\"'](?:xec|ec|c)[\"']"
-        r"|\b(?:window|globalThis|self)\s*\[\s*\w+\s*\]\s*\((?=[^\n]*(?:atob|fromCharCode|decode|unescape))",
+        r"|[\"'](?:e[\"']\s*\+\s*[\"']val|ev[\"']\s*\+\s*[\"']al|eva[\"']\s*\+\s*[\"']l|e[\"']\s*\+\s*[\"']xec"
+        r"|ex[\"']\s*\+\s*[\"']ec|exe[\"']\s*\+\s*[\"']c)[\"']"
+        r"|\[\s*[\"'](?:ev[\"']\s*,\s*[\"']al|ex[\"']\s*,\s*[\"']ec|e[\"']\s*,\s*[\"']val|e[\"']\s*,\s*[\"']xec)[\"']\s*\]"
+        r"|\b(?:window|globalThis|self)\s*\[\s*\w+\s*\]\s*\((?=[^\n]{0,200}?(?:atob|fromCharCode|decode|unescape))",
         _I),
         ("exec", "eval", "function", "marshal.", "__import__", "getattr", "powershell", "pwsh", "frombase64string",
-         "iex", "invoke-expression", "|", "printf", "sh", "'e", '"e', "window", "globalthis", "self"),
+         "iex", "invoke-expression", "|", "printf", "sh", "'e", '"e', "[", "window", "globalthis", "self"),
         "runs code it hides by encoding, compressing or building it from pieces", "high", "high"),
     # -- dependencies
     LineRule("install-from-url", re.compile(
@@ -164,14 +170,19 @@ LINE_RULES = (
 )
 
 
-def _real_token(text: str) -> bool:
-    """Placeholders (`sk-ant-xxxx…`, `AKIAIOSFODNN7EXAMPLE`, `<your-token>`) are not tokens."""
+_KEY_BODY_RE = re.compile(r"[ \t]*(?:\\n|\r?\n)(?:[\w-]+:[^\n]*\n)*[ \t\"']*[A-Za-z0-9+/]{40,}")
+
+
+def _real_token(text: str, after: str) -> bool:
+    """Placeholders (`sk-ant-xxxx…`, `AKIAIOSFODNN7EXAMPLE`, `<your-token>`) are not tokens; a private key's header
+    counts only with a key after it (libraries name the header to parse keys)."""
     low = text.lower()
     if "private key" in low:
-        return True
-    if any(w in low for w in ("xxxx", "example", "your", "0000", "1234", "abcd", "...", "placeholder", "redacted")):
-        return False
+        return _KEY_BODY_RE.match(after) is not None
     tail = re.sub(r"^[a-z_]+[-_]", "", text.split("/")[-1])
+    if any(w in tail.lower() for w in ("xxxx", "example", "your", "0000", "1234", "abcd", "...", "placeholder",
+                                       "redacted")):
+        return False
     return sum(c.isdigit() for c in tail) >= 2 and len(set(tail)) >= 10
 
 
@@ -228,7 +239,8 @@ _SIGNALS = {
         r"\$env:USERPROFILE|\s~(?=[\s\\/]|$)))", _I),
         ("find", "grep", "locate", "os.walk", "path.home", "path(", "glob.", "readdir", "walk", "get-childitem", "gci",
          "dir")),
-    "archive_home": (re.compile(rf"\b(?:tar|zip)\s+(?:-\S+\s+)*[^\n]*\s[\"']?({_HOME}/?|\.|/)[\"']?(?=\s|$|[;&|)])"
+    "archive_home": (re.compile(rf"\b(?:tar\s+-?[a-zA-Z]*c[a-zA-Z]*|zip\s+-[a-zA-Z0-9]*r[a-zA-Z0-9]*)\s[^\n;&|]*?\s"
+                                rf"[\"']?({_HOME}/?|\.|/)[\"']?(?=\s|$|[;&|)])"
                                 r"|\bmake_archive\s*\([^\n]*(?:expanduser|Path\.home|getcwd|Path\.cwd|['\"]\.['\"])"),
                      ("tar", "zip", "make_archive")),
     "upload": (re.compile(r"\bcurl\b[^\n]*\s(?:-T|--upload-file|-F|--form|--data-binary)\s|files\s*=\s*\{|"
@@ -253,7 +265,8 @@ class Behaviour:
             if severity is None:
                 continue
             for m in finder.finditer(r.regex, logical, r.keywords):
-                if m.end() <= ns or (r.rule == "hardcoded-secret" and not _real_token(m.group())):
+                if m.end() <= ns or (r.rule == "hardcoded-secret"
+                                     and not _real_token(m.group(), logical[m.end():m.end() + 400])):
                     continue
                 if not code and r.guarded and negated(logical, m.start()):
                     continue
@@ -293,11 +306,12 @@ class Behaviour:
         for line, snippet, gs in s["run_file"]:
             if any(posixpath.basename(g) in downloaded for g in gs):
                 self.ff.add(line, "high", "remote-code", f"runs a file it downloaded: `{snippet}`")
-        if s["download_call"] and s["chmod_x"] and s["run_call"] and not downloaded:
-            line, snippet, _ = s["chmod_x"][0]
-            self.ff.add(line, "high", "remote-code",
-                        f"downloads a file, makes it executable and runs it (line {s['download_call'][0][0]}): "
-                        f"`{snippet}`")
+        for line, snippet, _ in s["chmod_x"]:      # the same, in code: close together, in that order
+            got = [d for d, _, _ in s["download_call"] if 0 <= line - d <= 20]
+            if got and any(0 <= r - line <= 20 for r, _, _ in s["run_call"]):
+                self.ff.add(line, "high", "remote-code",
+                            f"downloads a file, makes it executable and runs it (line {got[0]}): `{snippet}`")
+                break
         tainted = {gs[0] for _, _, gs in s["dl_assign"] if gs}
         for _ in range(3):
             tainted |= {gs[0] for _, _, gs in s["derive"] if len(gs) == 2 and gs[1] in tainted}

@@ -23,7 +23,8 @@ _DEST = (rf"(?:{_URL}|\bwebhook\b|\bendpoint\b|\bour\s+server\b|\b[\w.+-]+@[\w-]
          r"|\b(?:[\w-]+\.)+(?:com|net|org|io|dev|app|co|ai|xyz|ru|cn|info|biz|me|example|test|invalid)\b)")
 _S = r"(?:[^.\n]|\.(?=\S))"      # within a sentence: a period inside a name (`track.py`) does not end it
 _OBJ = (r"(?:everything\s+(?:the\s+user|they)\s+(?:types|says|writes|asks|pastes)\b"
-        rf"|(?:(?:the\s+)?user['’]?s?|{_ALL}|your|the\s+(?:full|whole|entire|complete|current)|this)\s+(?:\w+\s+)?"
+        r"|your\s+(?:system\s+prompt|instructions|context|memory|conversation|chat\s+history)\b"
+        rf"|(?:(?:the\s+)?user['’]?s?|{_ALL}|the\s+(?:full|whole|entire|complete|current)|this)\s+(?:\w+\s+)?"
         r"(?:prompts?|messages?|questions?|requests?|inputs?|queries|conversation|chat|history|transcript|context|"
         r"system\s+prompt|instructions|session|memory|replies|responses|task\s+description)\b)")
 
