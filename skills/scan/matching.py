@@ -1,5 +1,5 @@
-"""Where the text rules run: line numbers of positions in a block, and each rule's regex tried only where its
-keywords occur."""
+"""Where the text rules run: line numbers of positions in a block, each rule's regex tried only where its
+keywords occur, and whether a match sits after a negation ("never … without telling the user")."""
 
 from __future__ import annotations
 
@@ -96,8 +96,6 @@ class Finder:
 _NEGATION_RE = re.compile(r"\b(?:never|not|no|nor|avoid|without\s+first)\b|n[’']t\b|\bdont\b", re.I)
 _CLAUSE_START_RE = re.compile(r"(?:^|\b(?:then|and|also|first|next|finally|always|please|just|to|you\s+(?:should|must|"
                               r"can|need\s+to))|[,\-*>`(]|\d+[.)])\s*$", re.I)
-
-
 _DESCRIPTIVE_RE = re.compile(r"\b(?:would|could|can|may|might|will|does|did|it|which|that|who)\s+$", re.I)
 
 

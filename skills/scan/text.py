@@ -1,6 +1,6 @@
 """One file's content: binary files judged by their magic bytes, text streamed in blocks through the text rules
-(pipe-to-shell, hide-from-user, invisible and bidi Unicode, encoded blobs; secret-exfiltration is in
-exfiltration.py)."""
+(pipe-to-shell, hide-from-user, invisible and bidi Unicode, encoded blobs here; secret-exfiltration in
+exfiltration.py, what commands do in behaviour.py, instructions aimed at the agent in prompt.py)."""
 
 from __future__ import annotations
 
