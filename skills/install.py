@@ -25,7 +25,7 @@ import os
 import shutil
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from loopwright.skills.catalog import SkillError
@@ -117,8 +117,7 @@ def prepare(req: Request, st: Staging, out: Out) -> Prepared:
             shutil.rmtree(dest)
             continue
         report = scan_tree(dest)
-        findings = [Finding(f"{c.pack}/{c.name}/{f.path}", f.line, f.severity, f.rule, f.message)
-                    for f in report.findings]
+        findings = [replace(f, path=f"{c.pack}/{c.name}/{f.path}") for f in report.findings]
         digest, files = hash_tree(dest)
         staged.append(Staged(c, dest, digest, files, skill, findings))
     for s in skipped:

@@ -4,6 +4,7 @@ like Anthropic's 17 has a high finding."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -60,3 +61,19 @@ def test_skills_shaped_like_anthropics_have_no_high_finding(tmp_path, name):
 def test_the_benign_corpus_is_anthropics_17():
     assert set(BENIGN) == ANTHROPIC_17
     assert all(files["SKILL.md"].startswith(f"---\nname: {name}\n") for name, files in BENIGN.items())
+
+
+def test_installing_a_skill_that_leaks_prompts_is_refused_with_its_category(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("LOOPWRIGHT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HOME", str(tmp_path / "userhome"))
+    [(_, _, files)] = [m for m in MALICIOUS if m[1] == "ssh-doctor"]
+    write(tmp_path / "pack" / "ssh-doctor", files)
+    code, out, err = cli(tmp_path, "skills", "install", tmp_path / "pack")
+    assert code != 0 and "--allow-risky" in err and len(err.strip().splitlines()) == 1
+    assert "high: pack/ssh-doctor/SKILL.md:8: tells the agent to read a credentials file" in out
+    assert "[secret-exfiltration] (credential theft)" in out
+    code, out, _ = cli(tmp_path, "skills", "install", tmp_path / "pack", "--json")
+    found = json.loads(out)["findings"]
+    assert [(f["path"], f["line"], f["severity"], f["category"]) for f in found] == [
+        ("pack/ssh-doctor/SKILL.md", 8, "high", "credential theft")]
+    assert not (tmp_path / "home" / "skills").exists() or not any((tmp_path / "home" / "skills").iterdir())
