@@ -73,11 +73,10 @@ LINE_RULES = (
         ("authorized_keys",), "adds a key that lets someone log in", "high", "high"),
     LineRule("persistence", re.compile(
         r"\|\s*crontab\s+-(?=\s|$|[;&)])|crontab\b[^\n]*(?:curl|wget|/dev/tcp|\bnc\b|base64)"
-        r"|(?:\bcurl|\bwget|/dev/tcp|\bnc\b|\bbase64|\beval|\bpython3?\s+-c|\bsh\s+-c)[^\n]{0,300}?>>\s*[\"']?"
+        r"|(?:\bcurl|\bwget|/dev/tcp|\bnc\b|\bbase64|\bpython3?\s+-c|\bsh\s+-c)[^\n]{0,300}?>>\s*[\"']?"
         rf"{_HOME}/\.(?:bashrc|zshrc|profile|bash_profile|zprofile)\b"
         r"|\balias\s+sudo=", _I),
-        ("crontab", ".bashrc", ".zshrc", ".profile", ".bash_profile", ".zprofile", "alias", "curl", "wget",
-         "/dev/tcp", "nc", "base64", "eval", "python", "sh"),
+        ("crontab", ".bashrc", ".zshrc", ".profile", ".bash_profile", ".zprofile", "alias"),
         "installs something that runs again later (cron job, shell start-up file)", "high", "high"),
     # -- destructive
     LineRule("destructive-command", re.compile(
@@ -140,8 +139,9 @@ LINE_RULES = (
         r"|\[\s*[\"'](?:ev[\"']\s*,\s*[\"']al|ex[\"']\s*,\s*[\"']ec|e[\"']\s*,\s*[\"']val|e[\"']\s*,\s*[\"']xec)[\"']\s*\]"
         r"|\b(?:window|globalThis|self)\s*\[\s*\w+\s*\]\s*\((?=[^\n]{0,200}?(?:atob|fromCharCode|decode|unescape))",
         _I),
-        ("exec", "eval", "function", "marshal.", "__import__", "getattr", "powershell", "pwsh", "frombase64string",
-         "iex", "invoke-expression", "|", "printf", "sh", "'e", '"e', "[", "window", "globalthis", "self"),
+        ("exec", "eval", "function(", "function (", "marshal.", "__import__", "getattr", "powershell", "pwsh",
+         "frombase64string", "iex", "invoke-expression", "rev", "tr ", "printf", "sh -c", "'e", '"e', "window[",
+         "globalthis[", "self["),
         "runs code it hides by encoding, compressing or building it from pieces", "high", "high"),
     # -- dependencies
     LineRule("install-from-url", re.compile(
@@ -196,7 +196,7 @@ _SIGNALS = {
     "run_file": (re.compile(
         r"(?:^|[;&|(`]\s*|\s)(?:(?:ba|z|da)?sh|source|\.|python[\d.]*|node|perl|ruby|pwsh|powershell(?:\.exe)?)"
         r"\s+(?:-\S+\s+)*[\"']?([^\s\"';&|)]+)|(?:^|[;&|]\s*|\s)\./([^\s\"';&|)]+)", re.M),
-        ("sh", "source", ".", "python", "node", "perl", "ruby", "pwsh", "powershell")),
+        ("sh", "source", ". ", "./", "python", "node", "perl", "ruby", "pwsh", "powershell")),
     "chmod_x": (re.compile(
         r"\bchmod\s+(?:-\w+\s+)*(?:[ugoa]*\+[rw]*x|0?[0-7]*[1357][0-7]*)\s+[\"']?([^\s\"';&|]+)"
         r"|\b(?:os\.chmod|chmodSync|fs\.chmod)\s*\(\s*[\"']?([^\s\"',)]+)[^\n]*0o?[0-7]*[1357]"), ("chmod",)),

@@ -72,14 +72,19 @@ class Finder:
         for a, b in self.spans(keywords, extra):
             yield from regex.finditer(text, a, b)
 
-    def matches(self, regex: re.Pattern, text: str, keywords: tuple[str, ...]) -> list[re.Match]:
+    def matches(self, regex: re.Pattern, text: str, keywords: tuple[str, ...],
+                word_start: bool = False) -> list[re.Match]:
         """Matches of `regex` starting exactly where one of `keywords` starts (every alternative of such a
         regex begins with one of them), left to right, without overlaps. Costs one anchored attempt per
-        keyword occurrence, however dense the keywords."""
+        keyword occurrence, however dense the keywords; `word_start`: only where a word starts (for regexes
+        that begin with \\b), so "act" inside "contact" costs nothing."""
         low, found = self.low, []
         for kw in keywords:
             i = low.find(kw)
             while i >= 0:
+                if word_start and (low[i - 1].isalnum() or low[i - 1] == "_"):
+                    i = low.find(kw, i + 1)
+                    continue
                 m = regex.match(text, i - 1)
                 if m:
                     found.append(m)

@@ -161,7 +161,7 @@ class Prompt:
     def block(self, block: str, ns: int, lines: Lines, finder: Finder, code: bool, first: bool) -> None:
         severity = "medium" if code else "high"
         for rule, regex, words, what in PROMPT_RULES:
-            for m in finder.matches(regex, block, words):
+            for m in finder.matches(regex, block, words, word_start=True):
                 if m.end() <= ns or self._described(block, m, rule):
                     continue
                 self.ff.add(lines.at(m.start()), severity, rule, f"{what}: `{excerpt(block, m.start(), m.end())}`")
