@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from loopwright.skills.scan.matching import Finder, Lines, negated
-from loopwright.skills.scan.report import FileFindings, excerpt, show
+from loopwright.skills.scan.report import FileFindings, Severity, excerpt, show
 
 _I = re.I
 _ALL = r"(?:all|any|every|each)"
@@ -159,7 +159,7 @@ class Prompt:
         self.skill_md = name.replace("\\", "/").rsplit("/", 1)[-1].lower() == "skill.md"
 
     def block(self, block: str, ns: int, lines: Lines, finder: Finder, code: bool, first: bool) -> None:
-        severity = "medium" if code else "high"
+        severity: Severity = "medium" if code else "high"
         for rule, regex, words, what in PROMPT_RULES:
             for m in finder.matches(regex, block, words, word_start=True):
                 if m.end() <= ns or self._described(block, m, rule):
