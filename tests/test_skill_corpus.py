@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from skill_corpus import BENIGN, MALICIOUS, UNTUNED, write
+from skill_corpus import BENIGN, MALICIOUS, write
 
 from loopwright.skills.scan.tree import scan_tree
 
@@ -19,16 +19,15 @@ ANTHROPIC_17 = {"algorithmic-art", "brand-guidelines", "canvas-design", "claude-
                 "slack-gif-creator", "theme-factory", "web-artifacts-builder", "webapp-testing", "xlsx"}
 
 
-def detection_table(results: list[tuple[str, str, bool]]) -> str:
+def detection_table(results: list[tuple[str, bool]]) -> str:
     total, caught = Counter(), Counter()
-    for category, name, hit in results:
-        for key in (category, "total") + (("untuned",) if name in UNTUNED else ()):
-            total[key] += 1
-            caught[key] += hit
+    for category, hit in results:
+        total[category] += 1
+        caught[category] += hit
     rows = ["| Category | Refused (high) |", "|---|---|"]
-    rows += [f"| {c} | {caught[c]}/{total[c]} |" for c in total if c not in ("total", "untuned")]
-    for key, label in (("total", "**total**"), ("untuned", "the third batch alone (not tuned to)")):
-        rows.append(f"| {label} | {caught[key]}/{total[key]} ({100 * caught[key] // total[key]}%) |")
+    rows += [f"| {c} | {caught[c]}/{total[c]} |" for c in total]
+    n, k = sum(total.values()), sum(caught.values())
+    rows.append(f"| **total** | {k}/{n} ({100 * k // n}%) |")
     return "\n".join(rows)
 
 
@@ -38,7 +37,7 @@ def test_the_malicious_corpus_is_refused(tmp_path, capsys):
     for category, name, files in MALICIOUS:
         report = scan_tree(write(tmp_path / name, files))
         own = [f for f in report.blocking if f.category == category]
-        results.append((category, name, bool(own)))
+        results.append((category, bool(own)))
         if not own:
             missed.append(f"{category}: {name}: {[str(f) for f in report.findings]}")
         for f in report.findings:           # each says where, how bad, what kind and why
@@ -46,7 +45,7 @@ def test_the_malicious_corpus_is_refused(tmp_path, capsys):
     table = detection_table(results)
     with capsys.disabled():
         print("\n" + table + "\nmissed:\n" + "\n".join(missed))
-    caught = sum(hit for _, _, hit in results)
+    caught = sum(hit for _, hit in results)
     assert caught >= 0.9 * len(results), missed
     assert table in README.read_text(), "update the table in the README's Skills section"
 

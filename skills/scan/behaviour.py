@@ -46,9 +46,12 @@ LINE_RULES = (
         r"|\bsocat\b[^\n]{0,80}?\b(?:exec|system):"
         rf"|\btelnet\b[^\n]*\|\s*{_SH}", _I),
         ("mkfifo", "socat", "telnet"), "wires a shell to a network connection", "high", "high"),
+    LineRule("reverse-shell", re.compile(r"\bssh\b[^\n]*\s-[a-zA-Z]*R\s*(?:\d+:)?(?:localhost|127\.0\.0\.1):\d+", _I),
+             ("ssh",), "opens a reverse tunnel that lets a remote host into this machine", "high", "high"),
     LineRule("reverse-shell", re.compile(
         r"(?:fsockopen|\buse\s+socket\b|tcpsocket|socket\.socket|net\.socket|sockets\.tcpclient)"
-        r"(?=[^\n]{0,200}?(?:/bin/(?:ba|z)?sh\b|cmd\.exe|\bpty\.spawn|\bexec\s*\(|\bspawn\s*\(|\biex\b|invoke-expression))",
+        r"(?=[^\n]{0,200}?(?:/bin/(?:ba|z)?sh\b|cmd\.exe|\bpty\.spawn|\bexec\s*\(|\bspawn\s*\(|\biex\b|invoke-expression"
+        r"|\bpopen\b|\bsystem\s*\(|\bOpen3\b))",
         _I), ("fsockopen", "socket", "tcpsocket", "tcpclient"), "opens a socket and runs a shell on it",
         "high", "high"),
     # -- privilege escalation and persistence
@@ -75,8 +78,12 @@ LINE_RULES = (
         r"\|\s*crontab\s+-(?=\s|$|[;&)])|crontab\b[^\n]*(?:curl|wget|/dev/tcp|\bnc\b|base64)"
         r"|(?:\bcurl|\bwget|/dev/tcp|\bnc\b|\bbase64|\bpython3?\s+-c|\bsh\s+-c)[^\n]{0,300}?>>\s*[\"']?"
         rf"{_HOME}/\.(?:bashrc|zshrc|profile|bash_profile|zprofile)\b"
-        r"|\balias\s+sudo=", _I),
-        ("crontab", ".bashrc", ".zshrc", ".profile", ".bash_profile", ".zprofile", "alias"),
+        r"|\balias\s+sudo="
+        r"|(?:>|\btee\b|\bcp\b|\bln\s+-s\b)[^\n]*(?:~|\$HOME|\$\{HOME\})/(?:\.local/)?bin/(?:sudo|su|ssh|passwd)\b"
+        r"|(?:>|\btee\b|\bcp\b|\bmv\b|\bln\b|launchctl\s+load)[^\n]*Library/Launch(?:Agents|Daemons)/"
+        r"|\breg(?:\.exe)?\s+add\b[^\n]*\\CurrentVersion\\Run\b", _I),
+        ("crontab", ".bashrc", ".zshrc", ".profile", ".bash_profile", ".zprofile", "alias", "library/launch", "reg",
+         "/bin/sudo", "/bin/su", "/bin/ssh", "/bin/passwd"),
         "installs something that runs again later (cron job, shell start-up file)", "high", "high"),
     # -- destructive
     LineRule("destructive-command", re.compile(
@@ -92,12 +99,14 @@ LINE_RULES = (
         r"['\"](?:/|~/?)['\"]|os\.environ\[\s*['\"]HOME['\"]\s*\]|os\.getenv\(\s*['\"]HOME['\"]\s*\))\s*[,)]"
         r"|\b(?:rmSync|rmdirSync|rimraf\w*|remove|rm)\s*\(\s*(?:os\.homedir\(\)|['\"](?:/|~)['\"]|process\.env\.HOME)"
         r"\s*[,)]"
-        r"|\bgit\s+push\s+(?:\S+\s+)*?(?:--force(?!-with-lease)|-f)\b[^\n]*\b(?:main|master)\b"
+        r"|\bgit\s+push\s+(?:\S+\s+)*?(?:--force(?!-with-lease)|-f)\b"
+        r"|\bDROP\s+(?:SCHEMA|DATABASE)\b"
         r"|\bhistory\s+-c\b|\bunset\s+HISTFILE\b|(?:\brm\b[^\n]*|>\s*)[\"']?(?:~|\$HOME)/\.(?:bash|zsh)_history",
         _I),
         ("rm", "find", "mkfs", "dd", "/dev/sd", "wipefs", "shred", ":()", "remove-item", "del", "rmtree",
-         "rmsync", "rmdirsync", "rimraf", "remove", "history", "histfile", "git"),
-        "deletes or overwrites far more than a skill needs (home folder, disk, history, a remote's main branch)",
+         "rmsync", "rmdirsync", "rimraf", "remove", "history", "histfile", "git", "drop"),
+        "deletes or overwrites far more than a skill needs (home folder, disk, history, a remote's branch, "
+        "a database)",
         "high", "high"),
     # -- exfiltration
     LineRule("data-upload", re.compile(
@@ -107,6 +116,10 @@ LINE_RULES = (
         rf"|\b(?:scp|rsync)\s+(?:-\S+\s+)*[\"']?(?:{_HOME}/?|\.|/)[\"']?\s+\S*@[\w.-]+:", _I),
         ("curl", "nc", "ncat", "netcat", "openssl", "scp", "rsync"),
         "sends piped data or a whole folder to a remote host", "high", "high"),
+    LineRule("data-upload", re.compile(
+        r"\b(?:send|sendBeacon|fetch|post|src\s*=)[^\n]{0,80}?\b(?:document\.cookie|localStorage|sessionStorage)\b"
+        r"(?![ \t]*\.(?:setItem|removeItem|clear)\b)", _I),
+        ("send", "fetch", "post", "src"), "sends the page's cookies or local storage to a server", "high", "high"),
     LineRule("foreign-git-push", re.compile(
         r"\bgit\s+push\s+(?:-[-\w=]+\s+)*[\"']?(?:https?://|git@|ssh://|[\w.-]+@[\w.-]+:)", _I),
         ("git",), "pushes the repository to a URL that is not its remote", "high", "high"),
@@ -123,6 +136,8 @@ LINE_RULES = (
         r"|\bnew\s+Function\s*\((?=[^\n]{0,200}?(?:fetch|await|response|\.text\(\)|xhr))"
         r"|\bimport\s*\(\s*[\"'`]https?://|\bimportScripts\s*\(\s*[\"'`]https?://", _I),
         (".then", "function", "import", "importscripts"), "runs code fetched from the network", "high", "high"),
+    LineRule("remote-code", re.compile(r"\bgo\s+run\s+[\w.-]+\.[a-z]{2,}/\S+@(?:latest|master|main)\b", _I),
+             ("go",), "runs code straight from a repository at a moving version", "high", "high"),
     LineRule("obfuscated-code", re.compile(
         r"(?<![.\w])(?:exec|eval|(?-i:Function))\s*\((?=[^\n]{0,200}?(?:zlib\.decompress|gzip\.decompress|lzma\.decompress|bz2\.decompress"
         r"|bytes\.fromhex|codecs\.decode|unhexlify|marshal\.loads|rot.?13|\bchr\s*\(|fromCharCode|\[::-1\]"
@@ -136,12 +151,14 @@ LINE_RULES = (
         r"|\b(?:eval|(?:ba)?sh\s+-c)\s+[\"']?\$\((?:echo|printf)[^\n]*(?:base64\s+-d|--decode|xxd\s+-r|\brev\b|\btr\s)"
         r"|[\"'](?:e[\"']\s*\+\s*[\"']val|ev[\"']\s*\+\s*[\"']al|eva[\"']\s*\+\s*[\"']l|e[\"']\s*\+\s*[\"']xec"
         r"|ex[\"']\s*\+\s*[\"']ec|exe[\"']\s*\+\s*[\"']c)[\"']"
+        r"|^[ \t]*\w+\s*=\s*(?:builtins\.|__builtins__\.)?(?:exec|eval)[ \t]*(?:$|[;#])"
+        r"|\|\s*[a-z]*\$\{?\w*\}?[a-z]*sh\b"
         r"|\[\s*[\"'](?:ev[\"']\s*,\s*[\"']al|ex[\"']\s*,\s*[\"']ec|e[\"']\s*,\s*[\"']val|e[\"']\s*,\s*[\"']xec)[\"']\s*\]"
         r"|\b(?:window|globalThis|self)\s*\[\s*\w+\s*\]\s*\((?=[^\n]{0,200}?(?:atob|fromCharCode|decode|unescape))",
-        _I),
+        _I | re.M),
         ("exec", "eval", "function(", "function (", "marshal.", "__import__", "getattr", "powershell", "pwsh",
          "frombase64string", "iex", "invoke-expression", "rev", "tr ", "printf", "sh -c", "'e", '"e', "window[",
-         "globalthis[", "self["),
+         "globalthis[", "self[", "sh"),
         "runs code it hides by encoding, compressing or building it from pieces", "high", "high"),
     # -- dependencies
     LineRule("install-from-url", re.compile(
@@ -161,11 +178,11 @@ LINE_RULES = (
         r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----"
         r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b|\bgh[pousr]_[A-Za-z0-9]{36,}\b|\bgithub_pat_[A-Za-z0-9_]{60,}"
         r"|\bxox[abposr]-[0-9A-Za-z-]{24,}|\bsk-ant-[A-Za-z0-9_-]{32,}|\bsk-(?:proj-)?[A-Za-z0-9_-]{32,}"
-        r"|\bAIza[0-9A-Za-z_-]{35}\b|\bglpat-[0-9A-Za-z_-]{20}\b|\bnpm_[A-Za-z0-9]{36}\b|\b[rs]k_live_[0-9a-zA-Z]{24,}"
+        r"|\bpypi-AgE[A-Za-z0-9_-]{50,}|\bhf_[A-Za-z0-9]{34,}\b|\bAIza[0-9A-Za-z_-]{35}\b|\bglpat-[0-9A-Za-z_-]{20}\b|\bnpm_[A-Za-z0-9]{36}\b|\b[rs]k_live_[0-9a-zA-Z]{24,}"
         r"|hooks\.slack\.com/services/T\w+/B\w+/\w{20,}|discord(?:app)?\.com/api/webhooks/\d{17,20}/[\w-]{60,}"
         r"|api\.telegram\.org/bot\d{8,10}:[\w-]{35}"),
         ("-----begin", "akia", "asia", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "xox", "sk-", "aiza",
-         "glpat-", "npm_", "rk_live_", "sk_live_", "hooks.slack.com", "discord", "api.telegram.org"),
+         "glpat-", "npm_", "pypi-", "hf_", "rk_live_", "sk_live_", "hooks.slack.com", "discord", "api.telegram.org"),
         "a hard-coded private key, token or webhook URL", "high", "high", guarded=False),
 )
 
@@ -212,6 +229,13 @@ _SIGNALS = {
     "derive": (re.compile(r"^[ \t]*(?:const|let|var)?\s*(\w+)\s*=\s*(?:await\s+)?\(?\s*(?:await\s+)?(\w+)\s*\)?"
                           r"\.(?:text|content|read|json|data|body|decode)\b", re.M),
                (".text", ".content", ".read", ".data", ".body", ".decode")),
+    "vm_run": (re.compile(r"\bvm\.(?:runInThisContext|runInNewContext|runInContext)\s*\(|\bnew\s+vm\.Script\s*\("
+                          r"|\.exec_module\s*\(|\brunpy\.run_path\s*\("), ("vm.", "new vm.", ".exec_module", "runpy.")),
+    "decode_assign": (re.compile(
+        r"^[ \t]*(?:const|let|var|local|export)?\s*\$?(\w+)\s*=\s*[^\n]*?(?:\|\s*(?:rev|base64\s+(?:-d|--decode)"
+        r"|xxd\s+-r|tr\s)|\b\w*b(?:64|32|16|85)decode\s*\(|\bdecompress\s*\(|\bfromhex\s*\(|\bunhexlify\s*\(|\bcodecs\.decode\s*\(|\batob\s*\(|"
+        r"\[::-1\])", re.M), ("rev", "base64", "xxd", "tr ", "decode", "decompress", "fromhex", "unhexlify",
+                             "codecs.decode", "atob", "[::-1]")),
     "exec_var": (re.compile(r"(?<![.\w])(?:exec|eval|(?-i:Function)|compile)\s*\(\s*(\w+)\s*[,)]"
                             r"|\b(?:eval|(?:ba)?sh\s+-c|python3?\s+-c)\s+[\"']?\$\{?(\w+)"),
                  ("exec", "eval", "function", "compile", "sh", "python")),
@@ -234,6 +258,7 @@ _SIGNALS = {
         r"|os\.environ\[\s*['\"](?:HOME|USERPROFILE)['\"]\s*\]|os\.getenv\(\s*['\"]HOME['\"]\s*\)|home\b)"
         r"|\bPath\.home\(\)\s*\.\s*r?glob\s*\(|\bPath\(\s*['\"](?:/|~)['\"]\s*\)(?:\.expanduser\(\))?\.r?glob\s*\("
         r"|\bglob\.i?glob\s*\(\s*(?:os\.path\.expanduser\(\s*)?['\"](?:~|/)/?\*\*"
+        r"|\bglob\.i?glob\s*\(\s*['\"]/(?:home|Users|root)/\*"
         r"|\breaddir(?:Sync)?\s*\(\s*os\.homedir\(\)|\bwalk\w*\s*\(\s*os\.homedir\(\)"
         r"|\b(?:Get-ChildItem|gci|dir)\b(?=[^\n]*\s-Recurse\b)(?=[^\n]*(?:C:\\Users|C:\\(?=[\s\"'])|\$HOME\b|"
         r"\$env:USERPROFILE|\s~(?=[\s\\/]|$)))", _I),
@@ -315,9 +340,16 @@ class Behaviour:
         tainted = {gs[0] for _, _, gs in s["dl_assign"] if gs}
         for _ in range(3):
             tainted |= {gs[0] for _, _, gs in s["derive"] if len(gs) == 2 and gs[1] in tainted}
+        decoded = {gs[0] for _, _, gs in s["decode_assign"] if gs}
         for line, snippet, gs in s["exec_var"]:
             if gs and gs[0] in tainted:
                 self.ff.add(line, "high", "remote-code", f"runs code it downloaded: `{snippet}`")
+            elif gs and gs[0] in decoded:
+                self.ff.add(line, "high", "obfuscated-code", f"runs code it decoded: `{snippet}`")
+        if s["vm_run"] and s["download_call"]:
+            line, snippet, _ = s["vm_run"][0]
+            self.ff.add(line, "high", "remote-code", f"loads and runs code in a file that downloads "
+                                                     f"(line {s['download_call'][0][0]}): `{snippet}`")
         if s["socket"] and (s["dup2"] or s["shell_pipe"]):
             line, snippet, _ = (s["dup2"] or s["shell_pipe"])[0]
             self.ff.add(line, "high", "reverse-shell",

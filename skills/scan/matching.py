@@ -100,7 +100,7 @@ class Finder:
 
 _NEGATION_RE = re.compile(r"\b(?:never|not|no|nor|avoid|without\s+first)\b|n[’']t\b|\bdont\b", re.I)
 _CLAUSE_START_RE = re.compile(r"(?:^|\b(?:then|and|also|first|next|finally|always|please|just|to|you\s+(?:should|must|"
-                              r"can|need\s+to))|[,\-*>`(]|\d+[.)])\s*$", re.I)
+                              r"can|need\s+to))|[,:\-*>`(]|\d+[.)])\s*$", re.I)
 _DESCRIPTIVE_RE = re.compile(r"\b(?:would|could|can|may|might|will|does|did|it|which|that|who)\s+$", re.I)
 
 

@@ -23,7 +23,8 @@ _DEST = (rf"(?:{_URL}|\bwebhook\b|\bendpoint\b|\bour\s+server\b|\b[\w.+-]+@[\w-]
          r"|\b(?:[\w-]+\.)+(?:com|net|org|io|dev|app|co|ai|xyz|ru|cn|info|biz|me|example|test|invalid)\b)")
 _S = r"(?:[^.\n]|\.(?=\S))"      # within a sentence: a period inside a name (`track.py`) does not end it
 _OBJ = (r"(?:everything\s+(?:the\s+user|they)\s+(?:types|says|writes|asks|pastes)\b"
-        r"|your\s+(?:system\s+prompt|instructions|context|memory|conversation|chat\s+history)\b"
+        r"|everything\s+(?:discussed|said|shared)\b"
+        r"|your\s+(?:\w+\s+)?(?:system\s+prompt|instructions|context|memory|conversation|chat\s+history)\b"
         rf"|(?:(?:the\s+)?user['’]?s?|{_ALL}|the\s+(?:full|whole|entire|complete|current)|this)\s+(?:\w+\s+)?"
         r"(?:prompts?|messages?|questions?|requests?|inputs?|queries|conversation|chat|history|transcript|context|"
         r"system\s+prompt|instructions|session|memory|replies|responses|task\s+description)\b)")
@@ -46,10 +47,14 @@ PROMPT_RULES = (   # (rule, regex, keywords its matches start with (lower case),
         r"|\bnew\s+system\s+prompt\b|\[\s*system\s*\]|<\s*/?\s*system\s*>|\bsystem\s+(?:override|message|note)\s*:"
         r"|<\|im_start\|>|\bbegin\s+(?:new\s+)?instructions\b"
         r"|\bforget\s+(?:everything|all)\s+(?:you\s+(?:were|have\s+been)\s+told|above|before)"
+        r"|\b(?:from\s+now\s+on|henceforth),?\s+you\s+are\b"
+        r"|\btreat\s+(?:this\s+(?:file|skill|document)|these\s+instructions)\s+as\s+(?:your\s+)?(?:only|sole|primary|"
+        r"highest[- ]priority)\s+(?:source\s+of\s+)?(?:instructions|truth|authority|rules)"
+        rf"|\b(?:your|all|any|these|those)\s+(?:\w+\s+)?{_NOUN}\s+(?:do\s+not|don['’]t|no\s+longer|never)\s+apply"
         r"|\b(?:pretend|act\s+as\s+if)\s+(?:that\s+)?(?:you\s+have\s+no|there\s+are\s+no)\s+(?:rules|restrictions|"
         r"guidelines|limits|filters)", _I),
      ("you", "take", "have", "has", "do", "don", "never", "new", "[", "<", "system", "begin", "forget", "pretend",
-      "act", "supersede", "outrank", "trump"),
+      "act", "supersede", "outrank", "trump", "from", "henceforth", "your", "all", "any", "these", "those", "treat"),
      "tells the agent its instructions no longer apply"),
     ("manipulation", re.compile(
         r"\b(?:always\s+|automatically\s+|auto-?)(?:approve|accept|merge|lgtm|sign\s+off(?:\s+on)?)\s+"
@@ -67,6 +72,8 @@ PROMPT_RULES = (   # (rule, regex, keywords its matches start with (lower case),
         r"sandbox\w*|permission|approval|confirmation|content\s+filter\w*|guardrails?|antivirus|firewall|code\s+review|"
         r"review\s+step)\b"
         r"|--dangerously-skip-permissions|\bbypassPermissions\b"
+        r"|\b(?:edit|change|modify|rewrite|weaken|delete|skip|disable|comment\s+out)\s+(?:the\s+|any\s+|failing\s+)*"
+        r"tests?\s+(?:so\s+(?:that\s+)?(?:it|they)\s+pass|instead\s+of\s+fixing|rather\s+than\s+fixing)"
         r"|\b(?:say|claim|state|tell\s+(?:the\s+user|them))\s+(?:that\s+)?(?:the\s+|all\s+)?(?:alternatives|other\s+"
         r"(?:options|libraries|packages|tools|products|vendors)|competitors?)\s+(?:are|is)\s+(?:deprecated|insecure|unsafe|"
         r"unmaintained|abandoned|malware|worse|broken)"
@@ -76,8 +83,9 @@ PROMPT_RULES = (   # (rule, regex, keywords its matches start with (lower case),
         r"|\b(?:replace|change|swap|substitute)\s+(?:any\s+|all\s+|the\s+)?(?:wallet|bank|payment|IBAN|bitcoin|crypto|"
         r"recipient|account)\s+(?:address|number|details)", _I),
      ("always", "automatically", "auto", "approve", "merge", "accept", "mark", "report", "say", "state", "claim",
-      "tell", "disable", "turn", "bypass", "skip", "circumvent", "deactivate", "--dangerously", "bypasspermissions",
-      "insert", "inject", "add", "include", "append", "replace", "change", "swap", "substitute"),
+      "tell", "disable", "turn", "edit", "modify", "rewrite", "weaken", "delete", "comment", "bypass", "skip",
+      "circumvent", "deactivate", "--dangerously", "bypasspermissions", "insert", "inject", "add", "include",
+      "append", "replace", "change", "swap", "substitute"),
      "tells the agent to approve, report or act against the user's interest"),
     ("manipulation", re.compile(
         r"\b(?:never|do\s+not|don['’]t)\s+(?:flag|report|mention|warn\s+(?:the\s+user\s+)?about|point\s+out|raise)\s+"
@@ -86,7 +94,8 @@ PROMPT_RULES = (   # (rule, regex, keywords its matches start with (lower case),
      ("never", "do", "don"), "tells the agent to keep security problems from the user"),
     ("context-leakage", re.compile(
         rf"\b(?:send|post|upload|forward|transmit|copy|log|report|submit|append|include|share|leak|mirror|exfiltrate|"
-        rf"pass|echo|attach|e-?mail|mail)\b{_S}{{0,60}}?\b{_OBJ}{_S}{{0,100}}?{_DEST}"
+        rf"pass|echo|attach|e-?mail|mail|write|record|save|summari[sz]e|collect)\b{_S}{{0,60}}?\b{_OBJ}{_S}{{0,100}}?"
+        rf"{_DEST}"
         rf"|\b(?:request|call|fetch|open|hit|ping|visit|load|get)\b{_S}{{0,40}}?{_URL}{_S}{{0,80}}?\b{_OBJ}"
         r"|https?://[^\s)>\]]*[?&][\w-]+=\s*(?:\{|<|\$\{?|%s)\s*(?:user_?(?:prompt|query|question|message|input)|"
         r"prompt|conversation|context|history|chat|system_?prompt)"
@@ -94,7 +103,8 @@ PROMPT_RULES = (   # (rule, regex, keywords its matches start with (lower case),
         r"(?:full\s+|entire\s+|complete\s+|original\s+|hidden\s+|exact\s+)?(?:system\s+prompt|system\s+instructions|"
         r"initial\s+instructions|developer\s+(?:message|instructions)|hidden\s+instructions|context\s+window)", _I),
      ("send", "post", "upload", "forward", "transmit", "copy", "log", "report", "submit", "append", "include",
-      "share", "leak", "mirror", "exfiltrate", "pass", "echo", "attach", "email", "e-mail", "mail", "http", "request",
+      "share", "leak", "mirror", "exfiltrate", "pass", "echo", "attach", "email", "e-mail", "mail", "write",
+      "record", "save", "summarise", "summarize", "collect", "http", "request",
       "call", "fetch", "open", "hit", "ping", "visit", "load", "get",
       "reveal", "print", "output", "repeat", "show", "display", "dump", "recite", "disclose"),
      "tells the agent to pass the user's prompts or its own context somewhere"),
@@ -111,6 +121,8 @@ PROMPT_RULES = (   # (rule, regex, keywords its matches start with (lower case),
         r"send))\s+(?:their\s+|your\s+|the\s+|his\s+|her\s+)?(?:\w+\s+)?(?:password|passphrase|passcode|seed\s+phrase|"
         r"recovery\s+phrase|mnemonic|private\s+key|2fa|mfa|otp|one-time\s+code|verification\s+code|pin\b|"
         r"credit\s+card|card\s+number|cvv|social\s+security|ssh\s+key|sudo\s+password)"
+        rf"|\bask\s+(?:the\s+user\s+|them\s+)?to\s+paste\s+(?:their|your|the)\s+(?:[\w-]+\s+){{0,3}}?(?:token|api\s+key|"
+        rf"credentials?|cookies?)\b{_S}{{0,80}}?\b(?:include|send|post|upload|add|attach|forward)\b"
         r"|\b(?:collect|gather|harvest|grab|dump)\s+(?:all\s+|any\s+|every\s+)?(?:of\s+)?(?:the\s+)?"
         r"(?:user['’]s\s+)?(?:api\s+keys|tokens|passwords|credentials|secrets|private\s+keys|ssh\s+keys|session\s+"
         r"cookies|cookies|environment\s+variables)\b", _I),
@@ -131,6 +143,7 @@ _COMMENT_RE = re.compile(
 _ADDRESSED_RE = re.compile(
     r"\b(?:claude|assistant|ai|agent|llm|model)\b[\s,:]+(?:\w+\s+)?(?:must|should|will|needs?\s+to|always|never|do|"
     r"please|ignore|run|execute|send|read|fetch|include|upload)\b"
+    r"|\bnote\s+to\s+(?:the\s+)?(?:ai|model|assistant|claude|agent|llm)\b|\b(?:claude|assistant|agent|llm)\s*:"
     r"|\b(?:ignore|disregard)\b|\bsystem\s+(?:prompt|note|instruction)|\b(?:execute|run)\s+(?:the\s+)?"
     r"(?:following|this)\b|\bcurl\b|\bwget\b|\bupload\b|\bsend\b[^\n]*https?://|\bsilently\b|\bdo\s+not\s+tell\b",
     _I)
