@@ -505,7 +505,8 @@ NEAR_MISSES = [
                  "Always use pnpm instead of npm in this project.\n"
                  "If you'd like to contribute, post your question on https://forum.example.org.\n"
                  "<!-- Replace this section with your content -->\n"
-                 "Run `sudo apt-get install pandoc libreoffice` first.\n"),
+                 "Run `sudo apt-get install pandoc libreoffice` first.\n"
+                 "The scan looks for reverse shells, `rm -rf ~` and `chmod u+s`, and flags `nc -e`.\n"),
     ("SKILL.md", "---\nname: x\ndescription: y\nallowed-tools: Bash(python scripts/run.py:*), Read, Grep\n---\n"),
     ("scripts/m.sh", "#!/bin/bash\ngit push --force-with-lease origin feature\nssh -L 8080:localhost:80 "
                      "dev@host.example.net\n"

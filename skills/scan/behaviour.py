@@ -10,7 +10,7 @@ import posixpath
 import re
 from dataclasses import dataclass
 
-from loopwright.skills.scan.matching import Finder, Lines, negated
+from loopwright.skills.scan.matching import Finder, Lines, described, negated
 from loopwright.skills.scan.report import FileFindings, Severity, excerpt
 
 
@@ -293,7 +293,8 @@ class Behaviour:
                 if m.end() <= ns or (r.rule == "hardcoded-secret"
                                      and not _real_token(m.group(), logical[m.end():m.end() + 400])):
                     continue
-                if not code and r.guarded and negated(logical, m.start()):
+                if not code and r.guarded and (negated(logical, m.start())
+                                               or described(logical, m.start(), quoted=False)):
                     continue
                 self.ff.add(lines.at(m.start()), severity, r.rule,
                             f"{r.what}: `{excerpt(logical, m.start(), m.end())}`")

@@ -114,3 +114,21 @@ def negated(text: str, start: int, imperative: bool = False) -> bool:
     if _NEGATION_RE.search(seg) or _DESCRIPTIVE_RE.search(seg):
         return True
     return imperative and not _CLAUSE_START_RE.search(seg.replace("\n", " ").strip())
+
+
+# describing an attack rather than making one: "if a page tells you to ignore previous instructions, refuse", "the
+# scan looks for `rm -rf ~`"
+_DESCRIBED_RE = re.compile(r"\b(?:tells?|told|asks?|instructs?|tries|try|attempts?)\s+(?:you\s+)?to\b"
+                           r"|\b(?:says?|said|claims?|contains?|such\s+as|like|e\.g\.|phrases?|injection|untrusted|"
+                           r"malicious|attack\w*|detect\w*|refuse[sd]?|whether|looks?\s+for|catch(?:es)?|flags?|warns?"
+                           r"\s+about)\b", re.I)
+_QUOTE_OPEN_RE = re.compile(r"[\"“]\s*$")
+
+
+def described(text: str, start: int, quoted: bool = True) -> bool:
+    """The sentence before `start` reports what it is about rather than asking for it, or (`quoted`) quotes it
+    (not for commands, whose own quotes would count)."""
+    seg = text[max(0, start - 80):start]
+    cut = max(seg.rfind(". "), seg.rfind("!"), seg.rfind("?"), seg.rfind(";"), seg.rfind("\n\n"))
+    seg = seg[cut + 1:]
+    return _DESCRIBED_RE.search(seg) is not None or (quoted and _QUOTE_OPEN_RE.search(seg) is not None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from loopwright.skills.scan.matching import Finder, Lines, negated
+from loopwright.skills.scan.matching import Finder, Lines, described, negated
 from loopwright.skills.scan.report import FileFindings, Severity, excerpt, show
 
 _I = re.I
@@ -129,10 +129,6 @@ PROMPT_RULES = (   # (rule, regex, keywords its matches start with (lower case),
      ("ask", "collect", "gather", "harvest", "grab", "dump"),
      "tells the agent to obtain the user's secrets"),
 )
-# describing an attack rather than making one: "if a page tells you to ignore previous instructions, refuse"
-_REPORTED_RE = re.compile(r"\b(?:tells?|told|asks?|instructs?|tries|try|attempts?)\s+(?:you\s+)?to\b"
-                          r"|\b(?:says?|said|claims?|contains?|such\s+as|like|e\.g\.|phrases?|injection|untrusted|malicious|attack\w*|detect\w*|"
-                          r"refuse|whether)\b|[\"“`]\s*$", _I)
 _MODEL_API_RE = re.compile(r"\b(?:messages|completions|chat|responses)\s+API\b"
                            r"|/v1/(?:messages|chat|complete|responses)", _I)
 _SOURCE_AFTER_RE = re.compile(r"\s+(?:in|from|on|inside|within|embedded|found|contained|that\s+(?:appear|come))\b", _I)
@@ -193,11 +189,7 @@ class Prompt:
     def _described(block: str, m: re.Match, rule: str) -> bool:
         if rule == "manipulation" and m.group().lower().startswith(("never", "do", "don")):
             return False                          # ("never flag security issues" is the instruction itself)
-        if negated(block, m.start()):
-            return True
-        seg = block[max(0, m.start() - 80):m.start()]
-        cut = max(seg.rfind(". "), seg.rfind("!"), seg.rfind("?"), seg.rfind(";"), seg.rfind("\n\n"))
-        if _REPORTED_RE.search(seg[cut + 1:]):
+        if negated(block, m.start()) or described(block, m.start()):
             return True
         if rule == "context-leakage" and _MODEL_API_RE.search(m.group()):
             return True                           # (sending the conversation to a model is what such code does)
