@@ -347,10 +347,12 @@ class Behaviour:
                 self.ff.add(line, "high", "remote-code", f"runs code it downloaded: `{snippet}`")
             elif gs and gs[0] in decoded:
                 self.ff.add(line, "high", "obfuscated-code", f"runs code it decoded: `{snippet}`")
-        if s["vm_run"] and s["download_call"]:
-            line, snippet, _ = s["vm_run"][0]
-            self.ff.add(line, "high", "remote-code", f"loads and runs code in a file that downloads "
-                                                     f"(line {s['download_call'][0][0]}): `{snippet}`")
+        for line, snippet, _ in s["vm_run"]:      # close after a download, as above
+            got = [d for d, _, _ in s["download_call"] if 0 <= line - d <= 20]
+            if got:
+                self.ff.add(line, "high", "remote-code", f"loads and runs code just downloaded (line {got[0]}): "
+                                                         f"`{snippet}`")
+                break
         if s["socket"] and (s["dup2"] or s["shell_pipe"]):
             line, snippet, _ = (s["dup2"] or s["shell_pipe"])[0]
             self.ff.add(line, "high", "reverse-shell",
