@@ -29,7 +29,7 @@ import shutil
 import stat
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from loopwright.skills.catalog import MAX_PACK_SKILLS, SkillError
@@ -158,8 +158,7 @@ def _stage(req: Request, cands: list[Candidate], findings: list[Finding], st: St
             shutil.rmtree(dest)
             continue
         report = scan_tree(dest)
-        found = [Finding(f"{c.pack}/{c.name}/{f.path}", f.line, f.severity, f.rule, f.message)
-                 for f in report.findings]
+        found = [replace(f, path=f"{c.pack}/{c.name}/{f.path}") for f in report.findings]
         digest, files = hash_tree(dest)
         staged.append(Staged(c, dest, digest, files, skill, found))
         for message in beyond_spec:

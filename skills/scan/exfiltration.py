@@ -70,7 +70,7 @@ _ENV_CODE_RE = re.compile(
     r"|\bENV\s*\[\s*['\"]([^'\"\n]{1,100})['\"]"
     r"|\bkeyring\.get_password\s*\(\s*['\"]([^'\"\n]{1,100})['\"]")
 _CRED_RE = re.compile(
-    r"\.ssh/(?:id_[\w-]++(?!\.pub)|identity\b)|(?:~|\$HOME|\$\{HOME\})/\.ssh/?(?![\w/.-])"
+    r"\.ssh/(?:id_[\w*-]++(?!\.pub)|identity\b)|(?:~|\$HOME|\$\{HOME\})/\.ssh/?(?![\w/.-])"
     r"|\bid_(?:rsa|dsa|ecdsa|ed25519)(?:_sk)?\b(?!\.pub)"
     r"|\.aws/credentials\b|(?<![\w-])[._]netrc\b|\.config/gh/hosts\.ya?ml\b|\.git-credentials\b"
     r"|\.docker/config\.json\b|\.kube/config\b|\.pypirc\b|(?<![\w-])\.npmrc\b"
@@ -78,6 +78,20 @@ _CRED_RE = re.compile(
     r"|\.azure/(?:accessTokens|msal_token_cache)|\.gnupg/(?:private-keys|secring)"
     r"|\bsecurity[ \t]+(?:find-(?:generic|internet)-password|dump-keychain)\b|\.keychain(?:-db)?\b"
     r"|\bKeychains/|\bsecret-tool[ \t]+lookup\b|/etc/shadow\b")
+_STORE_RE = re.compile(   # browsers' cookie and password stores, crypto wallets, shell histories
+    r"(?:google/chrome|google-chrome|chromium|bravesoftware/brave-browser|microsoft/edge|microsoft\s+edge)[/\\]"
+    r"[^\n'\"]*?(?:cookies|login\s+data|web\s+data|local\s+state)\b"
+    r"|cookies\.(?:sqlite|binarycookies)\b|logins\.json\b|key[34]\.db\b|wallet\.dat\b|\.electrum/|exodus/exodus\.wallet"
+    r"|nkbihfbeogaeaoehlefnkodbefgpgknn|\.bitcoin/|\.(?:bash|zsh|python|psql|mysql)_history\b", re.I)
+_STORE_WORDS = ("google/chrome", "google-chrome", "chromium", "bravesoftware", "microsoft", "cookies.", "logins.json",
+                "key3.db", "key4.db", "wallet.dat", ".electrum/", "exodus/", "nkbihfbeogaeaoehlefnkodbefgpgknn",
+                ".bitcoin/", ".bash_history", ".zsh_history", ".python_history", ".psql_history", ".mysql_history")
+# in prose, a project's .env file named as something to read or send
+_PROSE_DOTENV_RE = re.compile(r"(?<![\w.-])\.env\b(?![\w.-]*\.(?:example|sample|template))\s*(?:file)?", re.I)
+# in prose, a credentials file read and sent in the same line ("read ~/.ssh/id_rsa and include it in the request")
+_PROSE_SEND_RE = re.compile(r"\b(?:send|upload|post|attach|paste|forward|transmit|submit|append|embed|include|put)\b"
+                            r"[^\n]*\b(?:request|body|payload|header|url|query|message|webhook|form|endpoint|server|"
+                            r"api|answer|reply|response|output|issue|comment)s?\b|https?://", re.I)
 _CRED_EXEMPT_RE = re.compile(r"(?:[ \t]-i|[ \t]-f|IdentityFile[ \t=]|ssh-add|chmod[ \t]+[0-7]{3,4}|--netrc-file[ \t=]"
                              r"|--netrc-optional)[ \t]*[\"']?[~\w${}/.-]*$")
 _PROSE_READ_RE = re.compile(r"(?:\b(?:cat|type|less|more|head|tail|base64|xxd|od|strings|cp|scp|tar|zip|gc|"
@@ -142,6 +156,7 @@ class Exfiltration:
         self.flows: dict[int, tuple[str, str, str]] = {}  # line -> (kind, what, excerpt)
         self.unclear: dict[int, str] = {}
         self.seen_uses: set[tuple[int, int]] = set()
+        self.prose_sends: set[int] = set()               # lines of prose that read a credentials file and send it
 
     def block(self, logical: str, ns: int, lines: Lines, finder: Finder, code: bool) -> None:
         """One block of the file (`code`: judged as a code file, which the first line can decide)."""
@@ -154,15 +169,25 @@ class Exfiltration:
                 m = next(iter(finder.matches(regex, logical, words)), None)
                 if m:
                     setattr(self, attr, (lines.at(m.start()), excerpt(logical, m.start(), m.end(), 60)))
-        for m in finder.matches(_CRED_RE, logical, _CRED_WORDS):
+        cred_matches = finder.matches(_CRED_RE, logical, _CRED_WORDS) + finder.matches(_STORE_RE, logical, _STORE_WORDS)
+        if not self.code:
+            cred_matches += finder.matches(_PROSE_DOTENV_RE, logical, (".env",))
+        for m in cred_matches:
             if m.end() <= ns:
                 continue
-            prefix = logical[logical.rfind("\n", 0, m.start()) + 1:m.start()]
+            ls = logical.rfind("\n", 0, m.start()) + 1
+            prefix = logical[ls:m.start()]
             if prefix.endswith("\\") or _CRED_EXEMPT_RE.search(prefix[-200:]):
                 continue                     # (`\.netrc` is a regex naming the file, not a read of it)
             if not self.code and not _PROSE_READ_RE.search(prefix[-80:]):
                 continue
-            _note(self.creds, lines.at(m.start()), f"a credentials file (`{show(m.group(), 40)}`)")
+            line = lines.at(m.start())
+            kind = ("a .env file" if m.re is _PROSE_DOTENV_RE else "a shell history" if "_history" in m.group().lower()
+                    else "a credentials file")
+            _note(self.creds, line, f"{kind} (`{show(m.group(), 40)}`)")
+            le = logical.find("\n", m.end())
+            if not self.code and _PROSE_SEND_RE.search(logical, ls, le if le >= 0 else len(logical)):
+                self.prose_sends.add(line)
         for m in finder.finditer(_DOTENV_RE, logical, (".env",)):
             if m.end() > ns:
                 _note(self.creds, lines.at(m.start()), f"a .env file (`{show(m.group(), 40)}`)")
@@ -234,11 +259,15 @@ class Exfiltration:
     def verdict(self) -> None:
         rule = "secret-exfiltration"
         for line, what in list(self.creds.items()) + list(self.dumps.items()):
-            if self.net:
+            category = "credential theft" if what.startswith("a credentials file") else ""
+            if line in self.prose_sends:
+                self.ff.add(line, "high", rule, f"tells the agent to read {what} and send it on", category)
+            elif self.net:
                 self.ff.add(line, "high", rule,
-                            f"reads {what} and this file also uses the network (line {self.net[0]}: `{self.net[1]}`)")
+                            f"reads {what} and this file also uses the network (line {self.net[0]}: `{self.net[1]}`)",
+                            category)
             elif line in self.creds:
-                self.ff.add(line, "low", rule, f"reads {what}; no network use in this file")
+                self.ff.add(line, "low", rule, f"reads {what}; no network use in this file", category)
         sent = False
         for line, (kind, secret, snippet) in self.flows.items():
             if kind == "net" or self.send:

@@ -1,5 +1,5 @@
-"""Where the text rules run: line numbers of positions in a block, and each rule's regex tried only where its
-keywords occur."""
+"""Where the text rules run: line numbers of positions in a block, each rule's regex tried only where its
+keywords occur, and whether a match sits after a negation ("never … without telling the user")."""
 
 from __future__ import annotations
 
@@ -72,14 +72,19 @@ class Finder:
         for a, b in self.spans(keywords, extra):
             yield from regex.finditer(text, a, b)
 
-    def matches(self, regex: re.Pattern, text: str, keywords: tuple[str, ...]) -> list[re.Match]:
+    def matches(self, regex: re.Pattern, text: str, keywords: tuple[str, ...],
+                word_start: bool = False) -> list[re.Match]:
         """Matches of `regex` starting exactly where one of `keywords` starts (every alternative of such a
         regex begins with one of them), left to right, without overlaps. Costs one anchored attempt per
-        keyword occurrence, however dense the keywords."""
+        keyword occurrence, however dense the keywords; `word_start`: only where a word starts (for regexes
+        that begin with \\b), so "act" inside "contact" costs nothing."""
         low, found = self.low, []
         for kw in keywords:
             i = low.find(kw)
             while i >= 0:
+                if word_start and (low[i - 1].isalnum() or low[i - 1] == "_"):
+                    i = low.find(kw, i + 1)
+                    continue
                 m = regex.match(text, i - 1)
                 if m:
                     found.append(m)
@@ -91,3 +96,39 @@ class Finder:
                 out.append(m)
                 end = m.end()
         return out
+
+
+_NEGATION_RE = re.compile(r"\b(?:never|not|no|nor|avoid|without\s+first)\b|n[’']t\b|\bdont\b", re.I)
+_CLAUSE_START_RE = re.compile(r"(?:^|\b(?:then|and|also|first|next|finally|always|please|just|to|you\s+(?:should|must|"
+                              r"can|need\s+to))|[,:\-*>`(]|\d+[.)])\s*$", re.I)
+_DESCRIPTIVE_RE = re.compile(r"\b(?:would|could|can|may|might|will|does|did|it|which|that|who)\s+$", re.I)
+
+
+def negated(text: str, start: int, imperative: bool = False) -> bool:
+    """After a negation in the same sentence ("never … without telling the user"), describing rather than
+    instructing ("it would silently overwrite"), or, for `imperative` rules, not at the start of a clause
+    ("languages silently remove such values")."""
+    seg = text[max(0, start - 80):start]
+    cut = max(seg.rfind("."), seg.rfind("!"), seg.rfind("?"), seg.rfind(";"), seg.rfind("\n\n"))
+    seg = seg[cut + 1:]
+    if _NEGATION_RE.search(seg) or _DESCRIPTIVE_RE.search(seg):
+        return True
+    return imperative and not _CLAUSE_START_RE.search(seg.replace("\n", " ").strip())
+
+
+# describing an attack rather than making one: "if a page tells you to ignore previous instructions, refuse", "the
+# scan looks for `rm -rf ~`"
+_DESCRIBED_RE = re.compile(r"\b(?:tells?|told|asks?|instructs?|tries|try|attempts?)\s+(?:you\s+)?to\b"
+                           r"|\b(?:says?|said|claims?|contains?|such\s+as|like|e\.g\.|phrases?|injection|untrusted|"
+                           r"malicious|attack\w*|detect\w*|refuse[sd]?|whether|looks?\s+for|catch(?:es)?|flags?|warns?"
+                           r"\s+about)\b", re.I)
+_QUOTE_OPEN_RE = re.compile(r"[\"“]\s*$")
+
+
+def described(text: str, start: int, quoted: bool = True) -> bool:
+    """The sentence before `start` reports what it is about rather than asking for it, or (`quoted`) quotes it
+    (not for commands, whose own quotes would count)."""
+    seg = text[max(0, start - 80):start]
+    cut = max(seg.rfind(". "), seg.rfind("!"), seg.rfind("?"), seg.rfind(";"), seg.rfind("\n\n"))
+    seg = seg[cut + 1:]
+    return _DESCRIBED_RE.search(seg) is not None or (quoted and _QUOTE_OPEN_RE.search(seg) is not None)

@@ -13,6 +13,29 @@ Severity = Literal["low", "medium", "high"]
 _RANK = {"low": 0, "medium": 1, "high": 2}
 
 
+# each rule's category (after the MaliciousAgentSkillsBench taxonomy; "pack structure" for archives and links)
+CATEGORIES = {
+    "pipe-to-shell": "remote code execution", "remote-code": "remote code execution",
+    "executable-binary": "obfuscation", "encoded-blob": "obfuscation", "obfuscated-code": "obfuscation",
+    "bidi-unicode": "obfuscation",
+    "secret-exfiltration": "exfiltration", "data-upload": "exfiltration", "dns-exfiltration": "exfiltration",
+    "foreign-git-push": "exfiltration",
+    "credential-request": "credential theft",
+    "invisible-unicode": "hidden instructions", "hide-from-user": "hidden instructions",
+    "hidden-comment": "hidden instructions",
+    "privilege-escalation": "privilege escalation", "persistence": "privilege escalation",
+    "instruction-override": "instruction override",
+    "reverse-shell": "reverse shell",
+    "context-leakage": "context leakage",
+    "manipulation": "behaviour manipulation",
+    "filesystem-scan": "file-system scan",
+    "hardcoded-secret": "hard-coded token",
+    "destructive-command": "destructive command",
+    "broad-allowed-tools": "over-broad allowed-tools",
+    "install-from-url": "unpinned dependency", "unpinned-install": "unpinned dependency",
+}
+
+
 @dataclass(frozen=True)
 class Finding:
     path: str        # relative to the scanned root (inside an archive: "archive.zip!inner/path")
@@ -20,10 +43,15 @@ class Finding:
     severity: Severity
     rule: str
     message: str
+    category: str = ""      # from the rule (CATEGORIES) when not given
+
+    def __post_init__(self) -> None:
+        if not self.category:
+            object.__setattr__(self, "category", CATEGORIES.get(self.rule, "pack structure"))
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line else self.path
-        return f"{self.severity}: {where}: {self.message} [{self.rule}]"
+        return f"{self.severity}: {where}: {self.message} [{self.rule}] ({self.category})"
 
 
 @dataclass
@@ -89,19 +117,19 @@ class FileFindings:
         self._count: Counter = Counter()
         self._dropped: Counter = Counter()
 
-    def add(self, line: int | None, severity: Severity, rule: str, message: str) -> None:
+    def add(self, line: int | None, severity: Severity, rule: str, message: str, category: str = "") -> None:
         key = (rule, line)
         i = self._index.get(key)
         if i is not None:
             if _RANK[severity] > _RANK[self.items[i].severity]:
-                self.items[i] = Finding(self.path, line, severity, rule, message)
+                self.items[i] = Finding(self.path, line, severity, rule, message, category)
             return
         if self._count[(rule, severity)] >= limits.MAX_FINDINGS_PER_RULE:
             self._dropped[(rule, severity)] += 1
             return
         self._count[(rule, severity)] += 1
         self._index[key] = len(self.items)
-        self.items.append(Finding(self.path, line, severity, rule, message))
+        self.items.append(Finding(self.path, line, severity, rule, message, category))
 
     def done(self) -> list[Finding]:
         out = sorted(self.items, key=lambda f: f.line or 0)

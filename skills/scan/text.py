@@ -1,6 +1,6 @@
 """One file's content: binary files judged by their magic bytes, text streamed in blocks through the text rules
-(pipe-to-shell, hide-from-user, invisible and bidi Unicode, encoded blobs; secret-exfiltration is in
-exfiltration.py)."""
+(pipe-to-shell, hide-from-user, invisible and bidi Unicode, encoded blobs here; secret-exfiltration in
+exfiltration.py, what commands do in behaviour.py, instructions aimed at the agent in prompt.py)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ import unicodedata
 from collections import Counter
 
 from loopwright.skills.scan import limits
+from loopwright.skills.scan.behaviour import Behaviour
 from loopwright.skills.scan.exfiltration import Exfiltration
 from loopwright.skills.scan.filetypes import MARKDOWN_EXTS, executable_kind, is_code, media_type
-from loopwright.skills.scan.matching import Finder, Lines
+from loopwright.skills.scan.matching import Finder, Lines, negated
+from loopwright.skills.scan.prompt import Prompt
 from loopwright.skills.scan.report import (
     BIDI_CHARS,
     ZW_CHARS,
@@ -54,6 +56,8 @@ _PIPE_RULES = (   # (regex, what it does, keywords: the words its matches start 
      "executes downloaded or decoded code", ("exec", "eval"), True),
 )
 
+_DOWNLOAD_RE = re.compile(r"urlopen|urllib\.request|requests\.get|httpx\.get|fetch\s*\(|URI\.open|Net::HTTP")
+
 # -- hide-from-user
 _NEG = r"(?:do\s+not|don[’']?t|never|must\s+not|mustn[’']?t|should\s+not|shouldn[’']?t|avoid)"
 _WHO = r"(?:the\s+)?(?:user|human|operator)s?\b"
@@ -77,25 +81,7 @@ _HIDE_RULES = (   # (regex, prose only, skip when negated before, the words its 
                 r"transmit|forward|exfiltrate|run|execute|install|download|copy|overwrite|disable|modify|push)"
                 r"(?=[\s.,;:!)`'\"]|$)", re.I), True, True, ("silently", "secretly", "covertly")),
 )
-_NEGATION_RE = re.compile(r"\b(?:never|not|no|nor|avoid|without\s+first)\b|n[’']t\b|\bdont\b", re.I)
-_CLAUSE_START_RE = re.compile(r"(?:^|\b(?:then|and|also|first|next|finally|always|please|just|to|you\s+(?:should|must|"
-                              r"can|need\s+to))|[,\-*>`(]|\d+[.)])\s*$", re.I)
-
-
-_DESCRIPTIVE_RE = re.compile(r"\b(?:would|could|can|may|might|will|does|did|it|which|that|who)\s+$", re.I)
-
-
-def _negated(text: str, start: int, imperative: bool = False) -> bool:
-    """After a negation in the same sentence ("never … without telling the user"), describing rather than
-    instructing ("it would silently overwrite"), or, for `imperative` rules, not at the start of a clause
-    ("languages silently remove such values")."""
-    seg = text[max(0, start - 80):start]
-    cut = max(seg.rfind("."), seg.rfind("!"), seg.rfind("?"), seg.rfind(";"), seg.rfind("\n\n"))
-    seg = seg[cut + 1:]
-    if _NEGATION_RE.search(seg) or _DESCRIPTIVE_RE.search(seg):
-        return True
-    return imperative and not _CLAUSE_START_RE.search(seg.replace("\n", " ").strip())
-
+_UNTIL_RE = re.compile(r"[^.;!?\n]{0,80}?\b(?:until|unless)\b", re.I)
 
 # -- unicode
 _HIDDEN_RUN_RE = re.compile("[" + ZW_CHARS + BIDI_CHARS + "\U000e0000-\U000e007f]+")
@@ -170,6 +156,8 @@ class _TextScan:
         self.ctx, self.ctx_line, self.first = "", 1, True
         js = name.lower().endswith((".js", ".mjs", ".cjs", ".ts", ".mts", ".cts", ".jsx", ".tsx"))
         self.exfil = Exfiltration(ff, js)
+        self.behaviour = Behaviour(ff, name)
+        self.prompt = Prompt(ff, name, self.markdown)
 
     # -- streaming
     def feed(self, text: str) -> None:
@@ -182,6 +170,7 @@ class _TextScan:
     def close(self) -> None:
         self._drain(final=True)
         self.exfil.verdict()
+        self.behaviour.verdict(uses_network=self.exfil.net is not None)
 
     def _drain(self, final: bool) -> None:
         text = "".join(self.buf)
@@ -215,6 +204,8 @@ class _TextScan:
         self._hide(block, ns, lines, finder)
         self._pipe(logical, ns, lines, finder)
         self.exfil.block(logical, ns, lines, finder, self.code)
+        self.behaviour.block(logical, ns, lines, finder, self.code)
+        self.prompt.block(block, ns, lines, finder, self.code, self.first)
         # carry the last lines into the next block
         start = len(block)
         for _ in range(limits.CONTEXT_LINES):
@@ -313,8 +304,10 @@ class _TextScan:
             if prose_only and self.code:
                 continue
             for m in finder.matches(regex, block, words):
-                if m.end() <= ns or (guarded and _negated(block, m.start(), imperative=prose_only)):
+                if m.end() <= ns or (guarded and negated(block, m.start(), imperative=prose_only)):
                     continue
+                if _UNTIL_RE.match(block, m.end()):
+                    continue        # "do not tell the user it is finished until the test passes": an order of steps
                 severity: Severity = "medium" if self.code else "high"
                 self.ff.add(lines.at(m.start()), severity, "hide-from-user",
                             f"tells the agent to keep something from the user: `{show(m.group(), 60)}`")
@@ -328,8 +321,16 @@ class _TextScan:
                     what_ = "pipes a download into a shell" if m.group("fetch") else "pipes decoded data into a shell"
                 else:
                     what_ = what
+                rest = logical[m.start():_line_end(logical, m.end())]
+                decoded = (what is None and not m.group("fetch")) or (
+                    what_.startswith("executes") and not _DOWNLOAD_RE.search(rest))
                 self.ff.add(lines.at(m.start()), "high", "pipe-to-shell",
-                            f"{what_}: `{excerpt(logical, m.start(), m.end())}`")
+                            f"{what_}: `{excerpt(logical, m.start(), m.end())}`", "obfuscation" if decoded else "")
+
+
+def _line_end(text: str, pos: int) -> int:
+    end = text.find("\n", pos)
+    return len(text) if end < 0 else end
 
 
 def _describe_chars(chars: list[str]) -> str:
