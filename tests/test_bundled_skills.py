@@ -87,7 +87,7 @@ def test_files_the_body_refers_to_exist_one_level_deep(folder):
         assert ref.count("/") == 1, f"{ref}: keep file references one level deep"
         assert (folder / ref).is_file(), f"{folder.name}/SKILL.md refers to {ref}, which is missing"
     for sub in ("scripts", "references", "assets"):
-        for path in (folder / sub).glob("*") if (folder / sub).is_dir() else ():
+        for path in (folder / sub).glob("[!_]*") if (folder / sub).is_dir() else ():  # not __pycache__
             assert f"{sub}/{path.name}" in body, f"{folder.name}: {sub}/{path.name} is never mentioned in SKILL.md"
 
 

@@ -26,6 +26,7 @@ class Counters:
     model_calls: int = 0
     tokens: int = 0
     cost_usd: float = 0.0
+    last_action: str = ""
 
 
 @dataclass

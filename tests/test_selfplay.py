@@ -990,7 +990,7 @@ class ErrorsFirst:
 
 def test_errored_attempts_are_run_again_and_never_rated(tmp_path):
     solver = ErrorsFirst(3)
-    engine = Engine(SimDomain(), SimProposer("controlled", 1), solver,
+    engine = Engine(SimDomain(), SimProposer("omniscient", 1), solver,
                     SelfPlayConfig(k=4, batch=1, waves=1, heldout_size=0, replay=False), folder=tmp_path)
     [r] = run(engine, 1)
     assert solver.calls == [4, 3]  # 3 errors: 3 attempts more
