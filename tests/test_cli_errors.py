@@ -34,6 +34,19 @@ def test_repository_without_commits(tmp_path, cli):
     assert cli.json(tmp_path, "tasks") == []  # nothing queued, nothing left failed
 
 
+def test_post_while_a_worktree_is_being_added(repo, cli, tmp_path):
+    """`git worktree add` (a daemon starting a run) holds a placeholder HEAD for a moment; a post then must not
+    fail with "bad object worktrees/<id>/HEAD" (seen in the fleet benchmark)."""
+    admin = repo / ".git" / "worktrees" / "being-added"
+    admin.mkdir(parents=True)
+    (admin / "HEAD").write_text("0" * 40 + "\n")
+    (admin / "commondir").write_text("../..\n")
+    (admin / "gitdir").write_text(str(tmp_path / "elsewhere" / ".git") + "\n")
+    script = write_script(tmp_path / "s.json", [FIX_ADD, FINISH])
+    code, out, err = cli(repo, "post", "do it", "--script", script)
+    assert code == 0 and "queued" in out, err
+
+
 def test_init_twice_and_exclude(repo, cli):
     code, out, _ = cli(repo, "init")
     assert code == 0 and "initialised" in out

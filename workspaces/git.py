@@ -41,6 +41,7 @@ from loopwright.workspaces.repository import (
     discard,
     git_call,
     git_message,
+    has_commits,
     has_merge_base_option,
     identity_env,
     repo_root,
@@ -177,7 +178,7 @@ class Workspace:
         branch = f"{RUN_BRANCHES}{run_id}"
         base = commit_of_branch(g, target_branch)
         if base is None:
-            if not run_git(g, "rev-list", "-n", "1", "--all"):
+            if not has_commits(g):
                 raise WorkspaceError(NO_COMMITS)
             raise WorkspaceError(f"no branch '{target_branch}' in {root} "
                                  f"(pass --target BRANCH with an existing branch)")

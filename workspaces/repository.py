@@ -125,9 +125,18 @@ def _repo_root(path: Path) -> Path:
     raise WorkspaceError(f"not usable as a git repository: {path}: {git_message(err, out, status)}")
 
 
+def has_commits(g: git.Git) -> bool:
+    """Whether the repository has a commit: HEAD or a branch or tag names one. Not `rev-list --all`: it also reads
+    the HEAD of every worktree, and one that `git worktree add` is making right now (a run starting) holds a
+    placeholder for a moment, which fails it ("bad object worktrees/<id>/HEAD")."""
+    if git_call(g, "rev-parse", "-q", "--verify", "HEAD^{commit}")[0] == 0:
+        return True
+    return bool(run_git(g, "for-each-ref", "--count=1", "--format=%(objectname)", "refs/heads", "refs/tags"))
+
+
 def require_commits(root: Path) -> None:
     """WorkspaceError when the repository has no commit yet: a run has nothing to start from."""
-    if not run_git(git.Git(Path(root)), "rev-list", "-n", "1", "--all"):
+    if not has_commits(git.Git(Path(root))):
         raise WorkspaceError(NO_COMMITS)
 
 
@@ -138,7 +147,7 @@ def current_branch(root: Path) -> str:
     if status > 1:
         raise WorkspaceError(f"cannot read HEAD in {root}: {git_message(err, ref, status)}")
     if git_call(g, "rev-parse", "-q", "--verify", "HEAD^{commit}")[0] != 0:
-        if status == 0 and not run_git(g, "rev-list", "-n", "1", "--all"):
+        if status == 0 and not has_commits(g):
             raise WorkspaceError(NO_COMMITS)
         if status == 0:
             name = ref.strip().removeprefix("refs/heads/")
