@@ -171,3 +171,29 @@ sleep 8
     store = wait_until_done(repo, 1)
     assert store.task(task).status == "succeeded"
     assert cli.json(repo, "status")["orphans"] == {"worktrees": 0, "branches": 0}
+
+
+def test_kill_9_after_a_checkpoint_commit_before_its_row_keeps_the_checkpoint(repo, cli, tmp_path, daemon):
+    """The run's branch moved to a checkpoint but the store never heard: the resumed run records it."""
+    marker = tmp_path / "hook-slept"
+    hook = repo / ".git" / "hooks" / "reference-transaction"
+    hook.write_text(f"""#!/bin/sh
+[ "$1" = committed ] || exit 0
+grep -v '^0* ' | grep -q ' refs/heads/lw/' || exit 0
+[ -e '{marker}' ] && exit 0
+touch '{marker}'
+sleep 8
+""")  # the first update of a run branch that is not its creation: a checkpoint
+    hook.chmod(hook.stat().st_mode | stat.S_IXUSR)
+    task = post(cli, repo, tmp_path, "c")
+    d = daemon()
+    until(marker.exists, "a checkpoint to move the run branch", timeout=60)
+    d.stop(signal.SIGKILL)
+    store = Store(repo / ".loopwright" / "state.db")
+    (run,) = store.runs(task_id=task)
+    moved_to = git(repo, "rev-parse", run.branch)
+    assert moved_to not in [c.sha for c in store.checkpoints(run.id)]  # the hole
+    daemon()
+    store = wait_until_done(repo, 1)
+    assert store.task(task).status == "succeeded"
+    assert moved_to in [c.sha for c in store.checkpoints(run.id)]

@@ -107,6 +107,10 @@ class InProcess:
         notices = [f"Notice: this run was {was} and has been resumed."]
         if ended := await _end_leftover_commands(store, run.id):  # before anything looks at the worktree
             notices.append(f"{ended} command(s) started before the crash were still running; they were killed.")
+        known = {c.sha for c in store.checkpoints(run.id)}
+        for cp in await asyncio.to_thread(ws.checkpoints):  # a kill between a checkpoint's commit and its row
+            if cp.sha not in known:
+                store.add_checkpoint(run.id, sha=cp.sha, step=cp.step, message=cp.message)
         if run.status == RunStatus.RUNNING:  # its owner died, maybe in the middle of a checkpoint
             await asyncio.to_thread(ws.clear_stale_lock)
         if await asyncio.to_thread(ws.is_dirty):
