@@ -145,18 +145,24 @@ def test_kill_9_while_a_new_runs_worktree_is_made_leaves_nothing_behind(repo, cl
     assert [r.id for r in store.runs()] == [run.id]
 
 
-def test_kill_9_after_the_run_branch_was_made_before_its_worktree(repo, cli, tmp_path, daemon):
-    git(repo, "branch", "lw/elsewhere")  # no run of this project's names it: another checkout's project may own it
-    marker = tmp_path / "hook-slept"
+def _sleep_once_as_a_run_branch_moves(repo: Path, marker: Path, match: str) -> None:
+    """Once, git waits 8 s in a hook after a ref update whose lines (stdin) `match` (a shell filter) was committed;
+    `marker` is made as it starts waiting."""
     hook = repo / ".git" / "hooks" / "reference-transaction"
     hook.write_text(f"""#!/bin/sh
 [ "$1" = committed ] || exit 0
-grep -q ' refs/heads/lw/' || exit 0
+{match} || exit 0
 [ -e '{marker}' ] && exit 0
 touch '{marker}'
 sleep 8
 """)
     hook.chmod(hook.stat().st_mode | stat.S_IXUSR)
+
+
+def test_kill_9_after_the_run_branch_was_made_before_its_worktree(repo, cli, tmp_path, daemon):
+    git(repo, "branch", "lw/elsewhere")  # no run of this project's names it: another checkout's project may own it
+    marker = tmp_path / "hook-slept"
+    _sleep_once_as_a_run_branch_moves(repo, marker, "grep -q ' refs/heads/lw/'")
     task = post(cli, repo, tmp_path, "b")
     d = daemon()
     until(marker.exists, "the run branch to be made", timeout=60)
@@ -176,15 +182,8 @@ sleep 8
 def test_kill_9_after_a_checkpoint_commit_before_its_row_keeps_the_checkpoint(repo, cli, tmp_path, daemon):
     """The run's branch moved to a checkpoint but the store never heard: the resumed run records it."""
     marker = tmp_path / "hook-slept"
-    hook = repo / ".git" / "hooks" / "reference-transaction"
-    hook.write_text(f"""#!/bin/sh
-[ "$1" = committed ] || exit 0
-grep -v '^0* ' | grep -q ' refs/heads/lw/' || exit 0
-[ -e '{marker}' ] && exit 0
-touch '{marker}'
-sleep 8
-""")  # the first update of a run branch that is not its creation: a checkpoint
-    hook.chmod(hook.stat().st_mode | stat.S_IXUSR)
+    # the first update of a run branch that is not its creation: a checkpoint
+    _sleep_once_as_a_run_branch_moves(repo, marker, "grep -v '^0* ' | grep -q ' refs/heads/lw/'")
     task = post(cli, repo, tmp_path, "c")
     d = daemon()
     until(marker.exists, "a checkpoint to move the run branch", timeout=60)
