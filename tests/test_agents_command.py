@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import pytest
-from support import CHECK, git, processes, until
+from support import CHECK, git, needs_bwrap, processes, until
 
 from loopwright.harness.agents.base import (
     AgentEvent,
@@ -52,7 +53,7 @@ if "FLOOD" in prompt:
         sys.stdout.write(f"flood line {i}\n")
     sys.stdout.write("x" * 300_000 + "\n")
     fix()
-elif "HANG" in prompt and "has been resumed" not in prompt:
+elif "HANG" in prompt and not any(w in prompt for w in ("has been resumed", "rolled back", "Message from")):
     pathlib.Path("notes.txt").write_text("started\n")
     print("hanging", flush=True)
     time.sleep(3600)
@@ -154,13 +155,80 @@ def test_bad_agent_input_is_one_line_with_a_hint(repo, cli, args, says):
     assert code != 0 and says in err and len(err.strip().splitlines()) == 1, err
 
 
+NET = r'''
+import os, pathlib, socket, sys, urllib.request
+port, banner = sys.argv[1], int(sys.argv[2])
+def attempt(what, do):
+    try:
+        print(what, "ok:", do(), flush=True)
+    except Exception as e:
+        print(what, "failed:", type(e).__name__, e, flush=True)
+attempt("api", lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/v1").read().decode())
+attempt("other host", lambda: urllib.request.urlopen("http://example.org/").read()[:20])
+attempt("direct", lambda: socket.create_connection(("127.0.0.1", banner), timeout=5).recv(100))
+login = pathlib.Path(os.environ["HOME"]) / ".fakeagent" / "login"
+attempt("login read", login.read_text)
+attempt("login write", lambda: login.write_text("changed"))
+attempt("key", lambda: os.environ.get("FAKE_AGENT_API_KEY"))
+attempt("other key", lambda: os.environ.get("OTHER_API_KEY"))
+'''
+
+
+@needs_bwrap
+def test_the_sandbox_lets_an_agent_reach_only_its_api_and_read_its_login(repo, cli, tmp_path, monkeypatch, banner):
+    """The configured base URL's loopback host is reached through the sandbox's proxy; any other host and any
+    direct connection are refused; its config folder is read-only; only its own key variable reaches it."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Api(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"the api answered")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    home, folder = tmp_path / "home", tmp_path / "netbin"
+    (home / ".fakeagent").mkdir(parents=True)
+    (home / ".fakeagent" / "login").write_text("token-file")
+    folder.mkdir()
+    (folder / "net.py").write_text(NET)
+    port = server.server_address[1]
+    (repo / "loopwright.toml").write_text(
+        f'[agents.netagent]\ncommand = "{PY} {folder / "net.py"} {port} {banner} {{prompt}}"\n'
+        f'config_dirs = [".fakeagent"]\nkeys = ["FAKE_AGENT_API_KEY"]\n'
+        f'[sandbox]\nmode = "bwrap"\nreadable = ["{folder}"]\n[memory]\nreflect = false\n')
+    git(repo, "add", "loopwright.toml")
+    git(repo, "commit", "-qm", "config")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("FAKE_AGENT_API_KEY", "fake-key-value")
+    monkeypatch.setenv("OTHER_API_KEY", "other-key-value")
+    try:
+        code, out, err = cli(repo, "run", "look around", "--agent", "netagent", "--provider", "openai",
+                             "--base-url", f"http://127.0.0.1:{port}/v1", "--json")
+    finally:
+        server.shutdown()
+    store = Store(repo / ".loopwright" / "state.db")
+    (said,) = [m.text for m in store.conversation(json.loads(out)["run"]) if m.role == "assistant"]
+    assert "api ok: the api answered" in said
+    assert "other host failed: HTTPError HTTP Error 403" in said
+    assert "direct failed" in said
+    assert "login read ok: token-file" in said and "login write failed" in said
+    assert "key ok: [redacted:FAKE_AGENT_API_KEY]" in said and "other key ok: None" in said  # redacted when shown
+    assert (home / ".fakeagent" / "login").read_text() == "token-file"
+
+
 def _daemon_store(repo: Path) -> Store:
     return Store(repo / ".loopwright" / "state.db")
 
 
 def _hanging(store: Store) -> str:
-    until(lambda: store.runs(statuses=("running",)) and processes("fakeagent.py"), "the agent to hang")
+    until(lambda: store.runs(statuses=("running",)) and processes("fakeagent.py"), "the agent to start")
     (run,) = store.runs(statuses=("running",))
+    until(lambda: (Path(run.worktree) / "notes.txt").exists(), "the agent to write notes.txt and hang")
     return run.id
 
 
@@ -186,17 +254,48 @@ def test_pause_resume_and_kill_through_the_daemon(repo, cli, fake, daemon):
     assert processes("fakeagent.py") == []
 
 
-def test_kill_9_of_the_daemon_then_the_run_resumes(repo, cli, fake, daemon):
+def test_a_rollback_or_a_message_stops_the_agent_and_runs_it_again_with_the_notice(repo, cli, fake, daemon):
+    task = cli.json(repo, "post", "HANG then fix add", "--agent-command", fake, "--check", CHECK)["task"]
+    daemon()
+    store = _daemon_store(repo)
+    run_id = _hanging(store)
+    until(lambda: store.checkpoints(run_id), "the checkpoint of notes.txt")
+    code, out, err = cli(repo, "rollback", run_id, "--to", "0")
+    assert code == 0 and "applied by the running agent" in out, err
+    until(lambda: store.task(task).status == "succeeded", "the run to go on and succeed", timeout=60)
+    prompts = [m.text for m in store.conversation(run_id) if m.role == "user"]
+    assert "rolled back to the start" in prompts[-1] and "HANG then fix add" in prompts[-1]
+    assert "notes.txt" not in git(repo, "ls-tree", "-r", "--name-only", "main")
+
+    other = cli.json(repo, "post", "HANG until told", "--agent-command", fake, "--check", CHECK)["task"]
+    until(lambda: store.runs(task_id=other) and processes("fakeagent.py"), "the second agent to hang")
+    (second,) = store.runs(task_id=other)
+    store.enqueue_command(second.id, "notify", {"text": "Message from the person supervising you: go on"})
+    until(lambda: store.task(other).status in ("succeeded", "needs_review"), "the told run to finish", timeout=60)
+    prompts = [m.text for m in store.conversation(second.id) if m.role == "user"]
+    assert len(prompts) == 2 and "Message from the person supervising you: go on" in prompts[1]
+
+
+@pytest.mark.parametrize("mode", ["none", pytest.param("bwrap", marks=needs_bwrap)])
+def test_kill_9_of_the_daemon_then_the_run_resumes(repo, cli, fake, daemon, monkeypatch, mode):
+    """A jail dies with the daemon; unjailed, the agent outlives it and is ended (it is recorded) before the run
+    resumes from where it was."""
+    monkeypatch.setenv("LOOPWRIGHT_SANDBOX__MODE", mode)
     task = cli.json(repo, "post", "HANG then fix add", "--agent-command", fake, "--check", CHECK)["task"]
     d = daemon()
     store = _daemon_store(repo)
     run_id = _hanging(store)
     d.stop(signal.SIGKILL)
+    if mode == "none":
+        assert processes("fakeagent.py")  # nothing ends it with the daemon
+    else:
+        until(lambda: not processes("fakeagent.py"), "the jail to die with the daemon")
     daemon()
     until(lambda: store.task(task).status == "succeeded", "the run to resume and succeed", timeout=60)
     assert [r.id for r in store.runs(task_id=task)] == [run_id]
     prompts = [m.text for m in store.conversation(run_id) if m.role == "user"]
     assert "crashed (its process died) and has been resumed" in prompts[-1]
+    assert ("were still running; they were killed" in prompts[-1]) == (mode == "none")
     assert processes("fakeagent.py") == [] and ToolProcesses(store, run_id).recorded() == []
     assert git(repo, "show", "main:notes.txt") == "started"  # what it did before the crash was kept
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shlex
 import signal
@@ -227,7 +228,7 @@ class CliDriver:
         return "\n\n".join(told) or "Continue the task."
 
     def _exit_reason(self, code: int) -> str:
-        last = self._transcript.last_line()[:200]
+        last = self._redact(self._transcript.last_line()[:200])
         what = "could not start" if code in (EXIT_NOT_FOUND, EXIT_CANNOT_RUN) else f"exited with code {code}"
         return f"{self.agent.name} {what}" + (f" ({last})" if last else "") + f"; it needs {self.agent.key_hint}"
 
@@ -293,8 +294,8 @@ class CliDriver:
                 raise error
         if not self.agent.streams_events:
             self.store.append(self.run_id, MessageAdded(message=Message(
-                role="assistant", content=[TextBlock(text=self._transcript.text() or "(no output)")])))
-            self._summary = self._summary or self._transcript.last_line()
+                role="assistant", content=[TextBlock(text=self._redact(self._transcript.text()) or "(no output)")])))
+            self._summary = self._summary or self._redact(self._transcript.last_line())
         await self._apply_rollbacks()
         halt = self._halt
         if halt is not None:
@@ -319,9 +320,9 @@ class CliDriver:
             self._changed_at = None
             self.step += 1
             await self._checkpoint(f"{self.agent.name}: files changed")
-            self._save_progress(f"{self.agent.name}: {self._transcript.last_line()[:80]}")
+            self._save_progress(f"{self.agent.name}: {self._redact(self._transcript.last_line()[:80])}")
         elif time.monotonic() - self._progress_at > 1.0 and not self.agent.streams_events:
-            self._save_progress(self._transcript.last_line()[:120])
+            self._save_progress(self._redact(self._transcript.last_line()[:120]))
         return None
 
     async def _end(self, proc: asyncio.subprocess.Process, group: ProcessGroup | None, *, graceful: bool) -> None:
@@ -386,20 +387,21 @@ class CliDriver:
                 self.session_id = event.session_id
                 store.update_run(run_id, agent_session=event.session_id)
         elif isinstance(event, AgentText):
-            text = cap_text(event.text, self.tool_context.output_cap)
+            text = self._redact(cap_text(event.text, self.tool_context.output_cap))
             store.append(run_id, MessageAdded(message=Message(
                 role="assistant", content=[TextBlock(text=f"(reasoning) {text}" if event.reasoning else text)])))
             if not event.reasoning:
                 self._summary = text
         elif isinstance(event, AgentToolCall):
             self._calls[event.call_id] = time.perf_counter()
-            store.append(run_id, ToolStarted(call_id=event.call_id, name=event.name, arguments=event.arguments))
+            arguments = json.loads(self._redact(json.dumps(event.arguments)))
+            store.append(run_id, ToolStarted(call_id=event.call_id, name=event.name, arguments=arguments))
             self._save_progress(f"{event.name} {gist_argument(event.arguments)}".strip()[:80])
         elif isinstance(event, AgentToolResult):
             started = self._calls.pop(event.call_id, time.perf_counter())
             store.append(run_id, ToolFinished(call_id=event.call_id, name=event.name, is_error=event.is_error,
                                               duration_ms=(time.perf_counter() - started) * 1000,
-                                              preview=event.output[:200]))
+                                              preview=self._redact(event.output[:200])))
             self.step += 1
             if event.may_change_files:
                 await self._checkpoint(f"{self.agent.name}: {event.name}")
@@ -493,6 +495,10 @@ class CliDriver:
         observer.daemon = True
         observer.start()
         return observer
+
+    def _redact(self, text: str) -> str:
+        """`text` with the values of key variables hidden (the CLI holds its keys and may print them)."""
+        return self.tool_context.redact(text) if self.tool_context.redact is not None else text
 
     def _active_seconds(self) -> float:
         return self._active_before + time.monotonic() - self._session_start
