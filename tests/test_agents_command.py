@@ -416,3 +416,12 @@ def test_the_run_budget_stops_a_streaming_agent(repo, cli, stream, monkeypatch):
     result = json.loads(out)
     assert result["status"] == "budget_exceeded" and "cost limit" in result["reason"]
     assert result["cost_usd"] == pytest.approx(0.2)  # stopped after the first usage over the cap
+
+
+def test_an_inbox_file_names_its_agent_as_post_does(project, fake):
+    from loopwright.runtime.fleet.inbox import request_from
+    from loopwright.runtime.posting import post_task
+
+    request = request_from(f"---\nagent_command: '{fake}'\ncheck: 'true'\n---\nfix add\n", project.root)
+    task = post_task(project, request)
+    assert task.options["agent"] == "command" and task.options["agent_command"] == fake

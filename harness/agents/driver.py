@@ -191,6 +191,8 @@ class CliDriver:
         try:
             prompt = self._next_prompt() if self.told or self.session_id else self.prompt
             while True:
+                if self.stop.is_set():  # a kill queued while it was stopped, a stop during the check
+                    return LoopOutcome(self.stop_status, self.stop_reason)
                 await self.permit.check(self._active_seconds)  # the run's caps, before each session too
                 self.store.append(self.run_id, MessageAdded(message=Message.user(prompt)))
                 outcome, code = await self._session(prompt)
