@@ -51,6 +51,7 @@ class Api:
 @pytest.fixture
 def api(repo, cli, tmp_path, monkeypatch):
     monkeypatch.setenv("LOOPWRIGHT_HTTP__MAX_BODY_BYTES", "4096")
+    monkeypatch.setenv("LOOPWRIGHT_HTTP__KEEPALIVE_SECONDS", "0.2")  # a listener that is closed stops that soon
     monkeypatch.setenv("LOOPWRIGHT_CHAT__ADMINS", '["root"]')
     cli(repo, "init")
     cli(repo, "threads", "new", "general")
@@ -74,7 +75,8 @@ class Listener:
         self.client = api.client(token)
         params = {"after": str(after)} if after is not None else {}
         headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
-        self.ready = threading.Event()
+        self.ready, self.closed = threading.Event(), threading.Event()
+        self.keepalives = 0
         self.thread = threading.Thread(target=self._read, args=(params, headers), daemon=True)
         self.thread.start()
         assert self.ready.wait(30), "the stream did not open"
@@ -86,7 +88,11 @@ class Listener:
                 assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
                 event: dict = {}
                 for line in r.iter_lines():
-                    if line.startswith("retry:"):
+                    if self.closed.is_set():
+                        return
+                    if line.startswith(":"):
+                        self.keepalives += 1
+                    elif line.startswith("retry:"):
                         self.ready.set()
                     elif line.startswith("id: "):
                         event["id"] = int(line[4:])
@@ -113,8 +119,9 @@ class Listener:
                 return event
 
     def close(self) -> None:
+        self.closed.set()
+        self.thread.join(30)
         self.client.close()
-        self.thread.join(10)
 
 
 def is_message(text: str):
@@ -228,6 +235,7 @@ def test_the_stream_delivers_a_cli_say_and_a_task_s_status_changes_live(api, cli
         assert view == done["data"]
         ids = [e["id"] for e in listener.got]
         assert ids == sorted(set(ids))
+        until(lambda: listener.keepalives > 0, "a keep-alive comment on the quiet stream")
     finally:
         listener.close()
 
@@ -285,3 +293,19 @@ def test_a_daemon_restart_loses_nothing_a_client_saw_acknowledged(api, cli, repo
     finally:
         listener.close()
     assert list(dict.fromkeys(e["data"]["text"] for e in listener.got)) == ["m0", "m1", "m2"]
+
+
+def test_an_address_in_use_is_one_line_and_the_daemon_does_not_start(repo, cli, tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    cli(repo, "init")
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "loopwright.cli.main", "serve", "--http", str(port)], cwd=repo,
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    error = [line for line in done.stderr.splitlines() if line.startswith("loopwright: error:")]
+    assert error and f"cannot listen on 127.0.0.1:{port}" in error[0]
+    assert cli.json(repo, "status")["daemon"] is None  # the lock was let go

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +41,11 @@ from loopwright.runtime.http.stream import Hub
 MAX_IDEMPOTENCY_KEY = 200
 
 
-class HttpError(LoopwrightError):
+class ListenError(LoopwrightError):
+    """The daemon cannot listen where [http] listen says; said in one line."""
+
+
+class HttpError(Exception):
     """An answer other than success: its status, one line, and a hint."""
 
     def __init__(self, status: int, error: str, hint: str, headers: dict[str, str] | None = None):
@@ -66,7 +71,7 @@ class Call:
         return self.api.store
 
 
-Handler = Callable[[Call], Awaitable[tuple[int, Any]]]
+Handler = Callable[[Call], Awaitable[Any]]  # (status, JSON payload); a stream's handler: its Response
 
 
 @dataclass(frozen=True)
@@ -101,10 +106,16 @@ class Api:
                 body = await self._body(request, spec.body)
                 call = Call(self, request, person, body)
                 if spec.stream:
-                    return await spec.handler(call)  # type: ignore[return-value]
+                    return await spec.handler(call)
                 status, payload = await spec.handler(call)
             except HttpError as e:
                 return _error(e.status, e.error, e.hint, e.headers)
+            except LoopwrightError as e:  # a state the store refuses (a task gone, say): said, nothing changed
+                return _error(409, str(e), "look again (GET the thread or task) and retry")
+            except Exception as e:  # a bug: the client gets one line, the daemon's log the traceback
+                self.say(f"http: {request.method} {request.url.path} failed: {type(e).__name__}: {e}\n"
+                         + traceback.format_exc())
+                return _error(500, f"internal error: {type(e).__name__}", "see the daemon's log; try again")
             if spec.method != "GET":
                 self.hub.wake.set()  # what it wrote goes out now, not at the next look at the feed
             return JSONResponse(payload, status_code=status)
@@ -209,12 +220,12 @@ class Api:
     # -- serving -------------------------------------------------------------------------------------------
 
     async def serve(self, host: str, port: int) -> HttpServer:
-        """Listen on host:port (a port of 0: any free one); LoopwrightError when it cannot."""
+        """Listen on host:port (a port of 0: any free one); ListenError when it cannot."""
         try:
             sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
                                         reuse_port=False)
         except OSError as e:
-            raise LoopwrightError(f"cannot listen on {host}:{port} for HTTP: {e.strerror or e}; choose another "
+            raise ListenError(f"cannot listen on {host}:{port} for HTTP: {e.strerror or e}; choose another "
                                   f"address with `serve --http HOST:PORT` or [http] listen") from None
         sock.setblocking(False)
         server = _Server(uvicorn.Config(self.app, lifespan="off", log_level="warning", access_log=False,
@@ -336,7 +347,7 @@ async def get_task(c: Call) -> tuple[int, Any]:
     return 200, t
 
 
-async def live(c: Call) -> Response:  # type: ignore[return]
+async def live(c: Call) -> Response:
     header = c.request.headers.get("last-event-id")
     raw = header if header is not None else c.request.query_params.get("after")
     if raw is not None and not raw.strip().isdigit():
@@ -393,7 +404,7 @@ def openapi() -> dict[str, Any]:
     for s in ROUTES:
         path = s.path.replace(":int}", "}")
         op: dict[str, Any] = {"summary": s.summary, "security": [{"bearer": []}], "responses": dict(errors)}
-        params = [{"name": p, "in": "path", "required": True,
+        params: list[dict[str, Any]] = [{"name": p, "in": "path", "required": True,
                    "schema": {"type": "integer" if p == "id" else "string"}} for p in ("name", "id")
                   if "{" + p + "}" in path]
         if s.stream:
