@@ -1,1 +1,1 @@
-"""The HTTP server of the daemon."""
+"""The chat API over HTTP (`loopwright serve --http`): JSON routes, people's tokens, and a live stream of changes."""
