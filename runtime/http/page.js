@@ -178,7 +178,7 @@
     if (m.kind === "status" || m.kind === "system") meta.append(el("span", "", m.kind));
     const when = new Date(m.created_at * 1000);
     meta.append(el("time", "", when.toLocaleTimeString()));
-    if (m.edited_at) meta.append(el("span", "", "(edited)"));
+    if (m.edited) meta.append(el("span", "", "(edited)"));
     if (FLAGS[m.state]) meta.append(el("span", "flag", FLAGS[m.state]));
     if (m.task_id) meta.append(el("span", "", `task ${m.task_id}`));
     if (m.author === state.me && m.kind === "user") {
@@ -235,9 +235,9 @@
     $("send").disabled = true;
     try {
       if (state.editing !== null) {
-        const said = await api("PATCH", `/api/messages/${state.editing}`, { text });
+        await api("PATCH", `/api/messages/${state.editing}`, { text });  // the stream brings the edit
         stopEditing();
-        showError(said.result || "");
+        showError("");
       } else {
         pendingKey = pendingKey || randomKey();
         const m = await api("POST", `/api/threads/${encodeURIComponent(state.thread)}/messages`, { text },
