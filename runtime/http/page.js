@@ -71,10 +71,14 @@
     $("app").hidden = false;
     $("sign-out").hidden = false;
     $("live").hidden = false;
-    stream();
-    await loadThreads();
-    const first = sessionStorage.getItem("loopwright-thread") || [...state.threads.keys()][0];
-    if (first && state.threads.has(first)) await openThread(first);
+    await new Promise((listening) => stream(listening));  // what changes from here on comes live
+    try {
+      await loadThreads();
+      const first = sessionStorage.getItem("loopwright-thread") || [...state.threads.keys()][0];
+      if (first && state.threads.has(first)) await openThread(first);
+    } catch (e) {
+      showError(e.message);
+    }
   }
 
   function signOut(why) {
@@ -108,7 +112,7 @@
       b.type = "button";
       b.dataset.name = name;
       b.setAttribute("aria-current", String(name === state.thread));
-      b.addEventListener("click", () => openThread(name));
+      b.addEventListener("click", () => openThread(name).catch((e) => showError(e.message)));
       const li = el("li");
       li.append(b);
       list.append(li);
@@ -398,8 +402,10 @@
     $("live").className = on ? "on" : "";
   }
 
-  // EventSource cannot send a header, so the stream is read with fetch; a reconnect resumes after the last event.
-  async function stream() {
+  // EventSource cannot send a header, so the stream is read with fetch; a reconnect resumes after the last event
+  // (before any event there is no id to resume from: the thread shown is loaded again instead).
+  // `listening` is called once the server has taken the first connection (or it failed).
+  async function stream(listening) {
     if (state.stream) state.stream.abort();
     const control = new AbortController();
     state.stream = control;
@@ -411,27 +417,39 @@
           headers: { Authorization: `Bearer ${state.token}`, Accept: "text/event-stream" },
           cache: "no-store", signal: control.signal,
         });
-        if (res.status === 401) return signOut("The token was refused: sign in again.");
+        if (res.status === 401) {
+          if (listening) listening();
+          return signOut("The token was refused: sign in again.");
+        }
         if (!res.ok || !res.body) throw new Error(`${res.status}`);
         setLive(true);
         wait = 500;
-        await readEvents(res.body);
+        const reload = !listening && state.lastEvent === null && state.thread;
+        await readEvents(res.body, () => {
+          if (listening) listening();
+          else if (reload) openThread(state.thread).catch(() => {});
+          listening = null;
+        });
       } catch (e) {
         if (control.signal.aborted) return;
       }
+      if (listening) listening();
+      listening = null;
       setLive(false);
       await new Promise((r) => setTimeout(r, wait));
       wait = Math.min(wait * 2, 10000);
     }
   }
 
-  async function readEvents(body) {
+  async function readEvents(body, started) {
     const reader = body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = "";
     let type = "message", data = [], id = null;
     for (;;) {
       const { value, done } = await reader.read();
       if (done) return;
+      if (started) started();
+      started = null;
       buffer += value;
       for (;;) {
         const end = buffer.search(/\r\n|\r|\n/);
