@@ -12,6 +12,8 @@
     threads: new Map(),  // name -> the thread object
     messages: new Map(),  // id -> the message object, of the thread shown
     tasks: new Map(),  // id -> the task object
+    watched: new Set(),  // the ids of the tasks asked for (their events update them)
+    fresh: null,  // while a thread's history loads: the ids the stream brought meanwhile (newer than the history's)
     lastEvent: null,  // the stream's last event id: a reconnect resumes after it
     editing: null,  // the id of the message the composer edits
     stream: null,  // the AbortController of the open stream
@@ -59,8 +61,13 @@
     try {
       me = await api("GET", "/api/me");
     } catch (e) {
-      if (!(e instanceof ApiError)) showError(`Cannot reach the server: ${e.message}`);
-      else if (state.token) showError(e.message);
+      if (!(e instanceof ApiError)) {
+        showError(`Cannot reach the server: ${e.message}`);
+        $("token").value = token;
+        $("login").hidden = false;
+      } else if (state.token) {
+        showError(e.message);
+      }
       return;
     }
     sessionStorage.setItem("loopwright-token", token);
@@ -83,9 +90,11 @@
 
   function signOut(why) {
     sessionStorage.removeItem("loopwright-token");
-    state.token = null;
-    state.me = null;
     if (state.stream) state.stream.abort();
+    Object.assign(state, { token: null, me: null, thread: null, lastEvent: null, editing: null, stream: null });
+    for (const seen of [state.threads, state.messages, state.tasks, state.watched]) seen.clear();
+    $("messages").replaceChildren();
+    $("threads").replaceChildren();
     $("app").hidden = true;
     $("sign-out").hidden = true;
     $("live").hidden = true;
@@ -130,7 +139,6 @@
     stopEditing();
     renderThreads();
     renderTasks();
-    // The stream is already open: what it brings while the history loads is newer than the history's copy.
     const fresh = new Set();
     state.fresh = fresh;
     let after = 0;
@@ -149,7 +157,7 @@
     ev.preventDefault();
     const name = $("new-thread-name").value.trim();
     try {
-      const t = await api("POST", "/api/threads", { name, allow: [] });
+      const t = await api("POST", "/api/threads", { name });
       state.threads.set(t.name, t);
       $("new-thread-name").value = "";
       await openThread(t.name);
@@ -330,16 +338,14 @@
 
   // -- tasks -------------------------------------------------------------------------------------------------
 
-  const watched = new Set();
-
   async function watchTask(id) {
-    if (watched.has(id)) return renderTasks();
-    watched.add(id);
+    if (state.watched.has(id)) return renderTasks();
+    state.watched.add(id);
     try {
       const t = await api("GET", `/api/tasks/${id}`);
       if (!state.tasks.has(id)) state.tasks.set(id, t);  // a stream event may have brought a newer one meanwhile
     } catch (e) {
-      watched.delete(id);
+      state.watched.delete(id);
       return;
     }
     renderTasks();
@@ -393,7 +399,7 @@
     } else if (type === "task") {
       const t = JSON.parse(data);
       state.tasks.set(t.id, t);
-      if (watched.has(t.id)) renderTasks();
+      if (state.watched.has(t.id)) renderTasks();
     }
   }
 
