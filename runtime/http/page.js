@@ -443,7 +443,7 @@
       listening = null;
       setLive(false);
       await new Promise((r) => setTimeout(r, wait));
-      wait = Math.min(wait * 2, 10000);
+      wait = Math.min(wait * 2, 5000);
     }
   }
 
