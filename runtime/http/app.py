@@ -25,7 +25,7 @@ import uvicorn
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from loopwright.errors import LoopwrightError
@@ -34,7 +34,7 @@ from loopwright.memory import stream as feed
 from loopwright.memory.store import Store
 from loopwright.runtime.chat import threads as chat
 from loopwright.runtime.config import Config
-from loopwright.runtime.http import models, views
+from loopwright.runtime.http import models, page, views
 from loopwright.runtime.http.auth import RateLimit, person_of
 from loopwright.runtime.http.stream import Hub
 
@@ -95,6 +95,7 @@ class Api:
         self.hub = Hub(store)
         routes = [Route(s.path, self._endpoint(s), methods=[s.method]) for s in ROUTES]
         routes.append(Route("/openapi.json", self._openapi, methods=["GET"]))
+        routes.append(Route("/", self._page, methods=["GET"]))
         self.app = Starlette(routes=routes, exception_handlers={404: self._not_found, 405: self._not_allowed})
 
     # -- the parts of every request ------------------------------------------------------------------------
@@ -174,6 +175,10 @@ class Api:
 
     async def _openapi(self, request: Request) -> Response:
         return JSONResponse(openapi())
+
+    async def _page(self, request: Request) -> Response:
+        body, headers = page.render(self.config.chat.name)
+        return HTMLResponse(body, headers=headers)
 
     # -- permissions ---------------------------------------------------------------------------------------
 
