@@ -146,5 +146,9 @@ MIGRATIONS: list[Migration] = [
         "ALTER TABLE runs ADD COLUMN cache_read_tokens INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE runs ADD COLUMN cache_saved_usd REAL NOT NULL DEFAULT 0",
     ],
+    [  # 16: per chat bridge, the last message of its thread posted to its service (runtime/chat/bridge.py)
+        """CREATE TABLE bridge_cursors (
+            name TEXT PRIMARY KEY, thread TEXT NOT NULL, delivered INTEGER NOT NULL, updated_at REAL NOT NULL)""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -34,6 +34,7 @@ from loopwright.memory import commands
 from loopwright.memory.database import disk_full_error
 from loopwright.memory.intents import drop_dead_claims
 from loopwright.memory.store import StoreError, Task
+from loopwright.runtime.chat.bridge import Bridges
 from loopwright.runtime.chat.threads import ChatHub
 from loopwright.runtime.display import ProgressPrinter
 from loopwright.runtime.fleet.budget import SPENT, FleetBudget
@@ -126,6 +127,7 @@ class Daemon:
         self.disk_full: str | None = None  # "disk full (N MB free)" while every run is paused for it
         self._disk_error = False  # a write failed for lack of disk since the last look
         self._stranded: set[str] = set()  # runs a full disk stopped before they could record their pause
+        self.bridges: Bridges | None = None  # made by serve
 
     def say(self, text: str) -> None:
         with contextlib.suppress(OSError):  # a log on a full disk
@@ -163,6 +165,7 @@ class Daemon:
         inbox = Inbox(self.project, self.say) if self.project.config.inbox.enabled else None
         notifier = Notifier(self.project, self.say)  # its baseline: the tasks as they are before recovery
         chat = ChatHub(self.project, stop_run=self._stop_task, say=self.say)
+        bridges = self.bridges = Bridges(self.project, self.say)  # the web app takes /bridges/NAME to it
         # what is loaded by now lives as long as the daemon: kept out of the collector's full passes, which
         # would otherwise walk it every few seconds (a 128-run fleet paused ~150 ms each time)
         gc.collect()
@@ -190,10 +193,12 @@ class Daemon:
                         raise
                     self._disk_error = True  # the store is as it was before the write: try again next poll
                 notifier.poll()
+                bridges.poll()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), self.poll_interval)
             await self.shutdown()
             await notifier.aclose()
+            await bridges.aclose()
         finally:
             if inbox is not None:
                 inbox.stop()
