@@ -141,6 +141,24 @@ class ChatConfig(_Section):
     admins: list[str] = Field(default_factory=list, description="may /stop anything")
 
 
+class HttpConfig(_Section):
+    """The chat API over HTTP (`serve --http`), served by the daemon; off unless `listen` is set."""
+
+    listen: str | None = Field(default=None, pattern=r"^(([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])?:)?[0-9]{1,5}$",
+                               description="HOST:PORT, or PORT alone for 127.0.0.1")
+    rate_per_minute: int = Field(default=120, ge=1, description="requests one person (or one address with a bad "
+                                                                "token) may make per minute")
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="a larger request body is refused (413)")
+    keepalive_seconds: float = Field(default=15.0, gt=0, description="a comment line this often on an idle stream")
+
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to listen on; None when off."""
+        if self.listen is None:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]") or "127.0.0.1", int(port)
+
+
 class BridgeConfig(_Section):
     """A team chat service bridged to a thread (runtime/chat/bridge.py): its signed webhooks post into the thread,
     the thread's replies go to its incoming-webhook URL."""
@@ -242,6 +260,7 @@ class Config(_Section):
     skills: SkillsConfig = Field(default_factory=SkillsConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     chat: ChatConfig = Field(default_factory=ChatConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
     bridges: dict[str, BridgeConfig] = Field(default_factory=dict)
     practice: PracticeConfig = Field(default_factory=PracticeConfig)
     selfplay: SelfPlaySection = Field(default_factory=SelfPlaySection)
@@ -470,6 +489,12 @@ CONFIG_TEMPLATE = """\
 # max_fanout = 10                 # parts one request may split into
 # lease_seconds = 60.0            # a thread's lease on its active task
 # admins = ["alice"]              # may /stop anything
+
+# [http]                          # the chat API over HTTP, served by the daemon (README: "Chat over HTTP")
+# listen = "127.0.0.1:8765"       # HOST:PORT (PORT alone: 127.0.0.1); unset: off. Beyond loopback only behind TLS
+# rate_per_minute = 120           # requests one person may make per minute (429 + Retry-After beyond)
+# max_body_bytes = 262144         # a larger request body is refused (413)
+# keepalive_seconds = 15          # a comment line this often on an idle live stream
 
 # [bridges.team]                  # a Slack- or Mattermost-compatible service bridged to a thread
 # shape = "slack"                 # slack (signed with X-Slack-Signature) | mattermost (a token in the request)

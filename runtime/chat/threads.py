@@ -46,6 +46,10 @@ class ChatError(LoopwrightError):
     """A message or thread request that cannot be taken; said in one line."""
 
 
+class RequestsRefused(ChatError):
+    """The author asked for work more often than `rate_per_minute`: the message is kept, not acted on."""
+
+
 # -- threads and messages (any process) -----------------------------------------------------------------
 
 
@@ -107,7 +111,7 @@ def post_message(store: Store, config: ChatConfig, thread_name: str, author: str
         message = rows.message(store, message_id or 0)
     assert message is not None
     if state == MessageState.REFUSED:
-        raise ChatError(f"{author} posted more than {config.rate_per_minute} requests in a minute; wait a little "
+        raise RequestsRefused(f"{author} posted more than {config.rate_per_minute} requests in a minute; wait a little "
                         f"(message {message.id} kept, not acted on)")
     return message
 

@@ -8,7 +8,8 @@ are subprocesses and git work runs off the event loop), and obeys the commands
 the CLI and TUI write into the store. SIGTERM or SIGINT stops scheduling and
 pauses every run now: a command a tool is running is ended and recorded as
 interrupted (waiting up to `stop_timeout` for the runs to stop), and the next
-`serve` picks them up again. A full disk pauses every run (`watch_disk`) and the
+`serve` picks them up again. With `[http] listen` (`serve --http`) it also serves the chat API
+(runtime/http/) on its event loop. A full disk pauses every run (`watch_disk`) and the
 daemon stays up; the runs go on by themselves once there is room again.
 """
 
@@ -33,7 +34,7 @@ from loopwright.harness.statuses import DAEMON_COMMANDS, RUN_FINAL, STOP_COMMAND
 from loopwright.memory import commands
 from loopwright.memory.database import disk_full_error
 from loopwright.memory.intents import drop_dead_claims
-from loopwright.memory.store import StoreError, Task
+from loopwright.memory.store import Store, StoreError, Task
 from loopwright.runtime.chat.bridge import Bridges
 from loopwright.runtime.chat.threads import ChatHub
 from loopwright.runtime.display import ProgressPrinter
@@ -127,7 +128,6 @@ class Daemon:
         self.disk_full: str | None = None  # "disk full (N MB free)" while every run is paused for it
         self._disk_error = False  # a write failed for lack of disk since the last look
         self._stranded: set[str] = set()  # runs a full disk stopped before they could record their pause
-        self.bridges: Bridges | None = None  # made by serve
 
     def say(self, text: str) -> None:
         with contextlib.suppress(OSError):  # a log on a full disk
@@ -165,7 +165,8 @@ class Daemon:
         inbox = Inbox(self.project, self.say) if self.project.config.inbox.enabled else None
         notifier = Notifier(self.project, self.say)  # its baseline: the tasks as they are before recovery
         chat = ChatHub(self.project, stop_run=self._stop_task, say=self.say)
-        bridges = self.bridges = Bridges(self.project, self.say)  # the web app takes /bridges/NAME to it
+        bridges = Bridges(self.project, self.say)  # replies out; requests in come through the web app
+        http = None
         # what is loaded by now lives as long as the daemon: kept out of the collector's full passes, which
         # would otherwise walk it every few seconds (a 128-run fleet paused ~150 ms each time)
         gc.collect()
@@ -179,6 +180,10 @@ class Daemon:
             self.recover()
             if inbox is not None:
                 inbox.start()
+            if (address := self.project.config.http.address()) is not None:
+                from loopwright.runtime.http.app import Api
+
+                http = await Api(Store(self.store.path), self.project.config, self.say).serve(*address)
             while not self.stopping.is_set():
                 try:
                     self.watch_disk()
@@ -200,6 +205,8 @@ class Daemon:
             await notifier.aclose()
             await bridges.aclose()
         finally:
+            if http is not None:
+                await http.stop()
             if inbox is not None:
                 inbox.stop()
             for sig in (signal.SIGTERM, signal.SIGINT):
