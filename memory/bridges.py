@@ -38,7 +38,3 @@ def advance(store: Store, name: str, message_id: int) -> None:
     store.conn.execute("UPDATE bridge_cursors SET delivered = ?, updated_at = ? WHERE name = ? AND delivered < ?",
                        (message_id, time.time(), name, message_id))
 
-
-def delivered(store: Store, name: str) -> int | None:
-    row = store.conn.execute("SELECT delivered FROM bridge_cursors WHERE name = ?", (name,)).fetchone()
-    return None if row is None else row[0]

@@ -4,15 +4,17 @@ its incoming webhook and sends signed requests to the daemon's /bridges/NAME, as
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from support import call, turn, until, write_script
+from support import DaemonProcess, call, turn, until, write_script
 
 from loopwright.runtime.chat.bridge import (
     BridgeError,
@@ -25,7 +27,7 @@ from loopwright.runtime.chat.bridge import (
     verify_mattermost,
     verify_slack,
 )
-from loopwright.runtime.chat.threads import create_thread, messages, post_message
+from loopwright.runtime.chat.threads import create_thread, messages
 from loopwright.runtime.project import open_project
 
 SECRET = "8f14e45fceea167a5a36dedd4bea2543"
@@ -149,44 +151,121 @@ def test_replies_name_the_services_own_users():
     assert outgoing_text("mattermost", "mm", "@mm:bob on it (task 3)") == "@bob on it (task 3)"
 
 
-# -- the daemon: replies out to the service --------------------------------------------------------------------
+# -- the daemon: requests in over HTTP, replies out to the service ---------------------------------------------
 
 
-def setup(repo: Path, tmp_path: Path, service: FakeService, monkeypatch, *, turns: list[dict] | None = None) -> None:
-    script = write_script(tmp_path / "bridge.json", turns or [turn(call("finish", summary="Drew a square"))])
-    (repo / "loopwright.toml").write_text(
-        f'provider = "scripted"\nscript = "{script}"\n\n[chat]\ndebounce_seconds = 0\n\n'
-        f'[bridges.slack]\nshape = "slack"\nthread = "general"\noutgoing_url = "{service.url}"\n'
-        f'secret_env = "TEST_BRIDGE_SECRET"\nbackoff_seconds = 0.05\n')
-    monkeypatch.setenv("TEST_BRIDGE_SECRET", SECRET)  # the daemon's environment, not its config
-    create_thread(open_project(repo, create=True).store, "general")
+class Bridged:
+    """A project with two bridges (slack to #general, mattermost to #ops; both reply to the fake service), and its
+    daemon serving HTTP on a free loopback port."""
+
+    def __init__(self, repo: Path, tmp_path: Path, service: FakeService, turns: list[dict]):
+        self.repo, self.log, self.service = repo, tmp_path / "daemon.log", service
+        script = write_script(tmp_path / "bridge.json", turns)
+        bridge = f'outgoing_url = "{service.url}"\nbackoff_seconds = 0.05\n'
+        (repo / "loopwright.toml").write_text(
+            f'provider = "scripted"\nscript = "{script}"\n\n[chat]\ndebounce_seconds = 0\n\n'
+            f'[bridges.slack]\nshape = "slack"\nthread = "general"\nsecret_env = "TEST_SLACK_SECRET"\n{bridge}\n'
+            f'[bridges.mm]\nshape = "mattermost"\nthread = "ops"\nsecret_env = "TEST_MM_TOKEN"\n{bridge}\n'
+            f'[bridges.nosecret]\nshape = "slack"\nthread = "ops"\nsecret_env = "TEST_UNSET_SECRET"\n{bridge}')
+        store = open_project(repo, create=True).store
+        create_thread(store, "general")
+        create_thread(store, "ops")
+        self.daemon: DaemonProcess | None = None
+        self.base = ""
+
+    def start(self) -> None:
+        start = self.log.stat().st_size if self.log.exists() else 0
+        self.daemon = DaemonProcess(self.repo, self.log, 2, "--http", "127.0.0.1:0")
+        found: list[str] = []
+
+        def listening() -> bool:
+            found[:] = re.findall(r"serving the chat API on (http://127\.0\.0\.1:\d+)", self.log.read_text()[start:])
+            return bool(found)
+        until(listening, "the daemon to serve HTTP")
+        self.base = found[0]
+
+    def stop(self) -> None:
+        assert self.daemon is not None and self.daemon.stop() == 0
+
+    def slack(self, text: str, *, ts: str = "1700000000.000100", bridge: str = "slack", secret: str = SECRET,
+              at: float | None = None, **event) -> tuple[int, dict]:
+        body = slack_event(text, ts=ts, **event)
+        return self.service.send(f"{self.base}/bridges/{bridge}", body, signed(body, secret=secret, at=at))
+
+    def mattermost(self, text: str, *, token: str = "mm-token", post_id: str = "p1") -> tuple[int, dict]:
+        form = urllib.parse.urlencode({"token": token, "user_name": "bob", "post_id": post_id, "text": text})
+        return self.service.send(f"{self.base}/bridges/mm", form.encode(),
+                                 {"Content-Type": "application/x-www-form-urlencoded"})
+
+    def messages(self, thread: str = "general", kind: str | None = None) -> list:
+        return [m for m in messages(open_project(self.repo).store, thread) if kind is None or m.kind == kind]
 
 
-def say(repo: Path, user: str, text: str) -> None:
-    p = open_project(repo)
-    post_message(p.store, p.config.chat, "general", f"slack:{user}", text)
+@pytest.fixture
+def bridged(repo, tmp_path, service, monkeypatch):
+    monkeypatch.setenv("TEST_SLACK_SECRET", SECRET)  # the daemon's environment holds the secrets, not its config
+    monkeypatch.setenv("TEST_MM_TOKEN", "mm-token")
+    monkeypatch.delenv("TEST_UNSET_SECRET", raising=False)
+    b = Bridged(repo, tmp_path, service, [turn(call("finish", summary="Drew a square"))])
+    yield b
+    if b.daemon is not None and b.daemon.proc.poll() is None:
+        b.daemon.proc.kill()
+        b.daemon.proc.wait()
 
 
-def thread(repo: Path, kind: str | None = None) -> list:
-    return [m for m in messages(open_project(repo).store, "general") if kind is None or m.kind == kind]
+def test_a_signed_message_posts_once_as_the_remote_user_and_a_redelivery_of_it_too(bridged):
+    bridged.start()
+    status, answer = bridged.slack("the deploy is at noon")
+    assert status == 200 and answer["posted"]
+    again = bridged.slack("the deploy is at noon", at=time.time() + 1)  # Slack's retry: signed anew, same message
+    assert again == (200, answer)
+    assert bridged.slack("our own reply", bot_id="B1") == (200, {"ok": True, "posted": None})  # a bot: not read
+    said = bridged.messages()
+    assert [(m.id, m.author, m.text) for m in said] == [(answer["posted"], "slack:ana", "the deploy is at noon")]
+    status, answer = bridged.mattermost("@loopwright hello from mattermost")
+    assert status == 200 and bridged.mattermost("@loopwright hello from mattermost") == (200, answer)
+    assert [(m.author, m.text) for m in bridged.messages("ops", "user")] == [("mm:bob", "@loopwright hello from "
+                                                                                       "mattermost")]
+    bridged.stop()
 
 
-def test_replies_reach_the_service_once_in_order_also_after_restarts(repo, tmp_path, service, monkeypatch, daemon):
-    setup(repo, tmp_path, service, monkeypatch)
+def test_bad_signatures_stale_requests_and_unknown_bridges_are_refused_and_nothing_is_stored(bridged):
+    bridged.start()
+    refusals = [
+        (bridged.slack("forged", secret="not-the-secret"), 401, "signature does not match"),
+        (bridged.slack("replayed", at=time.time() - 600), 401, "outside the 300 s window"),
+        (bridged.service.send(f"{bridged.base}/bridges/slack", slack_event("unsigned"), {}), 401, "not signed"),
+        (bridged.slack("to nowhere", bridge="nobody"), 404, "no bridge 'nobody'"),
+        (bridged.slack("no secret set", bridge="nosecret"), 503, "has no secret"),
+        (bridged.mattermost("forged", token="guess"), 401, "token does not match"),
+    ]
+    for (status, answer), expected, said in refusals:
+        assert status == expected and said in answer["error"] and answer["hint"], answer
+    assert bridged.messages() == [] and bridged.messages("ops") == []
+    bridged.stop()
+    log = bridged.log.read_text()
+    assert "bridge slack: refused a request: the signature does not match" in log
+    assert "TEST_UNSET_SECRET is not set" in log and SECRET not in log
+
+
+def test_replies_reach_the_service_once_in_order_also_after_restarts(bridged):
+    service = bridged.service
     service.down = True
-    d = daemon()
-    say(repo, "ana", "@loopwright draw a square")
-    until(lambda: thread(repo, "agent"), "the answer", timeout=60)
+    bridged.start()
+    assert bridged.slack("@loopwright draw a square")[0] == 200
+    until(lambda: bridged.messages(kind="agent"), "the answer", timeout=60)
     until(lambda: service.refused >= 2, "tries at the service while it is down")
-    assert d.stop() == 0 and service.received == []
+    bridged.stop()
+    assert service.received == []
     service.down = False
-    d = daemon()  # the status line and the answer, which the last daemon could not deliver
+    bridged.start()  # the status line and the answer, which the last daemon could not deliver
     until(lambda: len(service.received) == 2, "the replies")
-    assert service.received == ["@ana done: task 1 needs_review", "@ana Drew a square"]  # the status line as it is
-    assert d.stop() == 0
+    assert service.received == ["@ana done: task 1 needs_review", "@ana Drew a square"]  # the status as it is
+    bridged.stop()
     service.fail = 2  # the next post is refused twice, then taken
-    d = daemon()
-    say(repo, "ana", "/status")
+    bridged.start()
+    assert bridged.slack("/status", ts="1700000000.000200")[0] == 200
     until(lambda: len(service.received) == 3, "the answer to /status")
     assert service.received[2] == "@ana idle: nothing is running in this thread"  # after them: none sent twice
-    assert d.stop() == 0 and len(service.received) == 3 and service.fail == 0
+    bridged.stop()
+    assert len(service.received) == 3 and service.fail == 0

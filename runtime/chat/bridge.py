@@ -38,7 +38,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from loopwright.errors import LoopwrightError
 from loopwright.memory import bridges as cursors
 from loopwright.memory.chat import MessageKind
-from loopwright.runtime.chat.threads import ChatError, post_message
+from loopwright.runtime.chat.threads import ChatError, RequestsRefused, post_message
 from loopwright.runtime.config import BridgeConfig
 from loopwright.runtime.project import Project
 
@@ -221,9 +221,10 @@ class Bridges:
         try:
             message = post_message(self.store, self.project.config.chat, bridge.thread, f"{name}:{incoming.user}",
                                    incoming.text, external_id=f"{name}:{incoming.message_id}")
-        except ChatError as e:
-            raise BridgeError(403 if " may not post " in str(e) else 400, str(e),
-                              f"the thread '{bridge.thread}' takes messages as {name}:USER") from None
+        except RequestsRefused as e:
+            raise BridgeError(429, str(e), "wait a minute before asking for more work") from None
+        except ChatError as e:  # signed, well formed, and refused by the thread (not allowed there, too long)
+            raise BridgeError(403, str(e), f"the thread '{bridge.thread}' takes messages as {name}:USER") from None
         return {"ok": True, "posted": message.id}
 
     # -- outgoing -----------------------------------------------------------------------------------------

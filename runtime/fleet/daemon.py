@@ -183,7 +183,7 @@ class Daemon:
             if (address := self.project.config.http.address()) is not None:
                 from loopwright.runtime.http.app import Api
 
-                http = await Api(Store(self.store.path), self.project.config, self.say).serve(*address)
+                http = await Api(Store(self.store.path), self.project.config, self.say, bridges).serve(*address)
             while not self.stopping.is_set():
                 try:
                     self.watch_disk()
