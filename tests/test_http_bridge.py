@@ -155,8 +155,8 @@ def test_replies_name_the_services_own_users():
 
 
 class Bridged:
-    """A project with two bridges (slack to #general, mattermost to #ops; both reply to the fake service), and its
-    daemon serving HTTP on a free loopback port."""
+    """A project with bridges (slack to #general, mattermost to #ops, one with no secret set, one to a thread never
+    made; all reply to the fake service), and its daemon serving HTTP on a free loopback port."""
 
     def __init__(self, repo: Path, tmp_path: Path, service: FakeService, turns: list[dict]):
         self.repo, self.log, self.service = repo, tmp_path / "daemon.log", service
@@ -166,7 +166,8 @@ class Bridged:
             f'provider = "scripted"\nscript = "{script}"\n\n[chat]\ndebounce_seconds = 0\n\n'
             f'[bridges.slack]\nshape = "slack"\nthread = "general"\nsecret_env = "TEST_SLACK_SECRET"\n{bridge}\n'
             f'[bridges.mm]\nshape = "mattermost"\nthread = "ops"\nsecret_env = "TEST_MM_TOKEN"\n{bridge}\n'
-            f'[bridges.nosecret]\nshape = "slack"\nthread = "ops"\nsecret_env = "TEST_UNSET_SECRET"\n{bridge}')
+            f'[bridges.nosecret]\nshape = "slack"\nthread = "ops"\nsecret_env = "TEST_UNSET_SECRET"\n{bridge}\n'
+            f'[bridges.lost]\nshape = "slack"\nthread = "gone"\nsecret_env = "TEST_SLACK_SECRET"\n{bridge}')
         store = open_project(repo, create=True).store
         create_thread(store, "general")
         create_thread(store, "ops")
@@ -222,10 +223,9 @@ def test_a_signed_message_posts_once_as_the_remote_user_and_a_redelivery_of_it_t
     assert bridged.slack("our own reply", bot_id="B1") == (200, {"ok": True, "posted": None})  # a bot: not read
     said = bridged.messages()
     assert [(m.id, m.author, m.text) for m in said] == [(answer["posted"], "slack:ana", "the deploy is at noon")]
-    status, answer = bridged.mattermost("@loopwright hello from mattermost")
-    assert status == 200 and bridged.mattermost("@loopwright hello from mattermost") == (200, answer)
-    assert [(m.author, m.text) for m in bridged.messages("ops", "user")] == [("mm:bob", "@loopwright hello from "
-                                                                                       "mattermost")]
+    status, answer = bridged.mattermost("hello from mattermost")
+    assert status == 200 and bridged.mattermost("hello from mattermost") == (200, answer)
+    assert [(m.author, m.text) for m in bridged.messages("ops")] == [("mm:bob", "hello from mattermost")]
     bridged.stop()
 
 
@@ -237,6 +237,7 @@ def test_bad_signatures_stale_requests_and_unknown_bridges_are_refused_and_nothi
         (bridged.service.send(f"{bridged.base}/bridges/slack", slack_event("unsigned"), {}), 401, "not signed"),
         (bridged.slack("to nowhere", bridge="nobody"), 404, "no bridge 'nobody'"),
         (bridged.slack("no secret set", bridge="nosecret"), 503, "has no secret"),
+        (bridged.slack("to a thread never made", bridge="lost"), 403, "no thread 'gone'"),
         (bridged.mattermost("forged", token="guess"), 401, "token does not match"),
     ]
     for (status, answer), expected, said in refusals:
@@ -245,7 +246,8 @@ def test_bad_signatures_stale_requests_and_unknown_bridges_are_refused_and_nothi
     bridged.stop()
     log = bridged.log.read_text()
     assert "bridge slack: refused a request: the signature does not match" in log
-    assert "TEST_UNSET_SECRET is not set" in log and SECRET not in log
+    assert "TEST_UNSET_SECRET is not set" in log and "bridge lost: there is no thread 'gone'" in log
+    assert SECRET not in log
 
 
 def test_replies_reach_the_service_once_in_order_also_after_restarts(bridged):

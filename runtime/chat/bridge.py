@@ -37,6 +37,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from loopwright.errors import LoopwrightError
 from loopwright.memory import bridges as cursors
+from loopwright.memory import chat as chat_rows
 from loopwright.memory.chat import MessageKind
 from loopwright.runtime.chat.threads import ChatError, RequestsRefused, post_message
 from loopwright.runtime.config import BridgeConfig
@@ -185,6 +186,9 @@ class Bridges:
         self._session: aiohttp.ClientSession | None = None
         for name, bridge in self.config.items():
             cursors.start(self.store, name, bridge.thread)
+            if chat_rows.thread(self.store, bridge.thread) is None:
+                say(f"bridge {name}: there is no thread '{bridge.thread}'; its messages are refused until it is "
+                    f"made (`loopwright threads new {bridge.thread}`)")
             if not environ.get(bridge.secret_env):
                 say(f"bridge {name}: {bridge.secret_env} is not set; its incoming requests are refused until a "
                     f"daemon starts with it")
@@ -258,8 +262,6 @@ class Bridges:
                     cursors.advance(self.store, name, message.id)
                     if self._closing:
                         return
-        except asyncio.CancelledError:
-            raise
         except Exception as e:  # never into the daemon
             self.say(f"bridge {name}: {type(e).__name__}: {e}")
             self._rest_until[name] = time.monotonic() + REST_SECONDS
