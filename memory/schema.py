@@ -179,5 +179,9 @@ MIGRATIONS: list[Migration] = [
                "(SELECT t.status FROM tasks t JOIN runs r ON r.task_id = t.id WHERE r.id = new.run_id)"),
           )),
     ],
+    [  # 16: per chat bridge, the last message of its thread posted to its service (runtime/chat/bridge.py)
+        """CREATE TABLE bridge_cursors (
+            name TEXT PRIMARY KEY, thread TEXT NOT NULL, delivered INTEGER NOT NULL, updated_at REAL NOT NULL)""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

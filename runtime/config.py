@@ -159,6 +159,20 @@ class HttpConfig(_Section):
         return host.strip("[]") or "127.0.0.1", int(port)
 
 
+class BridgeConfig(_Section):
+    """A team chat service bridged to a thread (runtime/chat/bridge.py): its signed webhooks post into the thread,
+    the thread's replies go to its incoming-webhook URL."""
+
+    shape: Literal["slack", "mattermost"] = Field(description="slack: X-Slack-Signature HMAC; mattermost: a token")
+    thread: str = Field(description="the loopwright thread it maps to")
+    outgoing_url: str = Field(pattern=r"^https?://", description="the service's incoming webhook: replies go there")
+    secret_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                            description="the variable holding the signing secret (slack) or token (mattermost)")
+    replay_seconds: float = Field(default=300.0, gt=0, description="slack: older signed requests are refused")
+    attempts: int = Field(default=5, ge=1, description="tries per reply before a pause (then tried again)")
+    backoff_seconds: float = Field(default=1.0, gt=0, description="wait before the second try, doubling up to 60")
+
+
 class PracticeConfig(_Section):
     """Practice (self-play) when the daemon is idle: one round at a time, within its own budget."""
 
@@ -261,6 +275,7 @@ class Config(_Section):
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     chat: ChatConfig = Field(default_factory=ChatConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
+    bridges: dict[str, BridgeConfig] = Field(default_factory=dict)
     practice: PracticeConfig = Field(default_factory=PracticeConfig)
     selfplay: SelfPlaySection = Field(default_factory=SelfPlaySection)
     sandbox: SandboxPolicy = Field(default_factory=SandboxPolicy)
@@ -499,6 +514,15 @@ CONFIG_TEMPLATE = """\
 # rate_per_minute = 120           # requests one person may make per minute (429 + Retry-After beyond)
 # max_body_bytes = 262144         # a larger request body is refused (413)
 # keepalive_seconds = 15          # a comment line this often on an idle live stream
+
+# [bridges.team]                  # a Slack- or Mattermost-compatible service bridged to a thread
+# shape = "slack"                 # slack (signed with X-Slack-Signature) | mattermost (a token in the request)
+# thread = "general"              # the thread its messages are posted to, as slack:NAME
+# outgoing_url = "https://chat.example.org/hooks/XYZ"   # its incoming webhook: the thread's replies go there
+# secret_env = "TEAM_BRIDGE_SECRET"   # the variable holding the signing secret or token (never the secret here)
+# replay_seconds = 300            # slack: a signed request older than this is refused
+# attempts = 5                    # tries per reply (backoff doubling from backoff_seconds), then a pause
+# backoff_seconds = 1.0
 
 # [practice]                      # self-play when the daemon is idle: one round at a time, within its own budget
 # enabled = false

@@ -248,8 +248,7 @@ class ChatHub:
 
     def _thread(self, name: str) -> None:
         info = thread(self.store, name)
-        pending = [m for m in messages(self.store, name)
-                   if m.state == MessageState.PENDING and m.kind == MessageKind.USER]
+        pending = [m for m in messages(self.store, name, state=MessageState.PENDING) if m.kind == MessageKind.USER]
         for m in [m for m in pending if m.text.split(maxsplit=1)[0] in COMMANDS]:
             self._command(info, m)
         pending = [m for m in pending if m.text.split(maxsplit=1)[0] not in COMMANDS]
@@ -267,8 +266,7 @@ class ChatHub:
 
     def _start(self, info: dict, pending: list[Message], trigger: Message) -> None:
         name = info["name"]
-        context = [m for m in messages(self.store, name)
-                   if m.state == MessageState.CONTEXT and m.kind == MessageKind.USER]
+        context = [m for m in messages(self.store, name, state=MessageState.CONTEXT) if m.kind == MessageKind.USER]
         lines = [f"Chat request in thread #{name} from {trigger.author_name} (message {trigger.id}):"]
         lines += [f"{m.author_name}: {m.text}" for m in pending]
         if context:

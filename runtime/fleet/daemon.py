@@ -35,6 +35,7 @@ from loopwright.memory import commands
 from loopwright.memory.database import disk_full_error
 from loopwright.memory.intents import drop_dead_claims
 from loopwright.memory.store import Store, StoreError, Task
+from loopwright.runtime.chat.bridge import Bridges
 from loopwright.runtime.chat.threads import ChatHub
 from loopwright.runtime.display import ProgressPrinter
 from loopwright.runtime.fleet.budget import SPENT, FleetBudget
@@ -164,6 +165,7 @@ class Daemon:
         inbox = Inbox(self.project, self.say) if self.project.config.inbox.enabled else None
         notifier = Notifier(self.project, self.say)  # its baseline: the tasks as they are before recovery
         chat = ChatHub(self.project, stop_run=self._stop_task, say=self.say)
+        bridges = Bridges(self.project, self.say)  # replies out; requests in come through the web app
         http = None
         # what is loaded by now lives as long as the daemon: kept out of the collector's full passes, which
         # would otherwise walk it every few seconds (a 128-run fleet paused ~150 ms each time)
@@ -181,7 +183,7 @@ class Daemon:
             if (address := self.project.config.http.address()) is not None:
                 from loopwright.runtime.http.app import Api
 
-                http = await Api(Store(self.store.path), self.project.config, self.say).serve(*address)
+                http = await Api(Store(self.store.path), self.project.config, self.say, bridges).serve(*address)
             while not self.stopping.is_set():
                 try:
                     self.watch_disk()
@@ -196,10 +198,12 @@ class Daemon:
                         raise
                     self._disk_error = True  # the store is as it was before the write: try again next poll
                 notifier.poll()
+                bridges.poll()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), self.poll_interval)
             await self.shutdown()
             await notifier.aclose()
+            await bridges.aclose()
         finally:
             if http is not None:
                 await http.stop()

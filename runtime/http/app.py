@@ -33,6 +33,7 @@ from loopwright.memory import chat as chat_rows
 from loopwright.memory import stream as feed
 from loopwright.memory.store import Store
 from loopwright.runtime.chat import threads as chat
+from loopwright.runtime.chat.bridge import BridgeError, Bridges
 from loopwright.runtime.config import Config
 from loopwright.runtime.http import models, page, views
 from loopwright.runtime.http.auth import RateLimit, person_of
@@ -87,15 +88,16 @@ class Spec:
 
 
 class Api:
-    """The routes, over one store connection, with the daemon's config."""
+    """The routes, over one store connection, with the daemon's config and chat bridges."""
 
-    def __init__(self, store: Store, config: Config, say: Callable[[str], None]):
-        self.store, self.config, self.say = store, config, say
+    def __init__(self, store: Store, config: Config, say: Callable[[str], None], bridges: Bridges):
+        self.store, self.config, self.say, self.bridges = store, config, say, bridges
         self.limit = RateLimit(config.http.rate_per_minute)
         self.hub = Hub(store)
         routes = [Route(s.path, self._endpoint(s), methods=[s.method]) for s in ROUTES]
         routes.append(Route("/openapi.json", self._openapi, methods=["GET"]))
         routes.append(Route("/", self._page, methods=["GET"]))
+        routes.append(Route("/bridges/{name}", self._bridge, methods=["POST"]))
         self.app = Starlette(routes=routes, exception_handlers={404: self._not_found, 405: self._not_allowed})
 
     # -- the parts of every request ------------------------------------------------------------------------
@@ -142,6 +144,21 @@ class Api:
     async def _body(self, request: Request, model: type[BaseModel] | None) -> BaseModel | None:
         if model is None:
             return None
+        raw = await self._raw(request)
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise HttpError(400, f"the body is not valid JSON: {e}", "send a JSON object") from None
+        try:
+            return model.model_validate(data)
+        except ValidationError as e:
+            first = e.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "the body"
+            raise HttpError(400, f"{field}: {first['msg']}",
+                            f"send a JSON object with {', '.join(model.model_fields)}") from None
+
+    async def _raw(self, request: Request) -> bytes:
+        """The request's body, up to [http] max_body_bytes (413 beyond)."""
         limit = self.config.http.max_body_bytes
         too_large = HttpError(413, f"the request body is over {limit:,} bytes",
                               "send less (a message holds at most 32,000 characters); the limit is "
@@ -154,17 +171,20 @@ class Api:
             raw += chunk
             if len(raw) > limit:
                 raise too_large
+        return bytes(raw)
+
+    async def _bridge(self, request: Request) -> Response:
+        """A bridged chat service's webhook: checked by its signature or token (runtime/chat/bridge.py), not by a
+        person's token."""
+        name = request.path_params["name"]
         try:
-            data = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise HttpError(400, f"the body is not valid JSON: {e}", "send a JSON object") from None
-        try:
-            return model.model_validate(data)
-        except ValidationError as e:
-            first = e.errors()[0]
-            field = ".".join(str(p) for p in first["loc"]) or "the body"
-            raise HttpError(400, f"{field}: {first['msg']}",
-                            f"send a JSON object with {', '.join(model.model_fields)}") from None
+            answer = self.bridges.receive(name, request.headers, await self._raw(request))
+        except HttpError as e:
+            return _error(e.status, e.error, e.hint, e.headers)
+        except BridgeError as e:
+            return _error(e.status, str(e), e.hint)
+        self.hub.wake.set()
+        return JSONResponse(answer)
 
     async def _not_found(self, request: Request, exc: Exception) -> Response:
         return _error(404, f"no such route: {request.url.path}", "see /openapi.json for the routes")
