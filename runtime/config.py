@@ -132,7 +132,8 @@ class SkillsConfig(_Section):
 class ChatConfig(_Section):
     """Group-chat threads: who the agent is, how messages are batched, and limits."""
 
-    name: str = Field(default="loopwright", pattern=r"^[A-Za-z0-9_.-]+$", description="mention @name to start work")
+    name: str = Field(default="loopwright", pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="letters, digits, _ . - (people mention @name to start work)")
     debounce_seconds: float = Field(default=2.0, ge=0, description="quiet time before collected messages go out")
     duplicate_seconds: float = Field(default=60.0, ge=0, description="same author, same text within this: once")
     rate_per_minute: int = Field(default=10, ge=1, description="requests one author may start per minute")
@@ -165,9 +166,11 @@ class BridgeConfig(_Section):
 
     shape: Literal["slack", "mattermost"] = Field(description="slack: X-Slack-Signature HMAC; mattermost: a token")
     thread: str = Field(description="the loopwright thread it maps to")
-    outgoing_url: str = Field(pattern=r"^https?://", description="the service's incoming webhook: replies go there")
+    outgoing_url: str = Field(pattern=r"^https?://",
+                              description="an http(s) URL: the service's incoming webhook, where replies go")
     secret_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-                            description="the variable holding the signing secret (slack) or token (mattermost)")
+                            description="an environment variable's name: the one holding the signing secret (slack) "
+                                        "or token (mattermost)")
     replay_seconds: float = Field(default=300.0, gt=0, description="slack: older signed requests are refused")
     attempts: int = Field(default=5, ge=1, description="tries per reply before a pause (then tried again)")
     backoff_seconds: float = Field(default=1.0, gt=0, description="wait before the second try, doubling up to 60")
@@ -399,17 +402,20 @@ def _explain(err: ValidationError, data: dict, origins: dict[str, str]) -> str:
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"])
     source = origins.get(key) or next((o for k, o in origins.items() if key.startswith(k)), "defaults")
+    model: Any = Config
+    for part in first["loc"][:-1]:
+        field = model.model_fields.get(str(part)) if isinstance(model, type) else None
+        model = field.annotation if field else None
+    is_model = isinstance(model, type) and issubclass(model, BaseModel)
     if first["type"] == "extra_forbidden":
-        parent = first["loc"][:-1]
-        model: Any = Config
-        for part in parent:
-            field = model.model_fields.get(str(part)) if isinstance(model, type) else None
-            model = field.annotation if field else None
-        allowed = (", ".join(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel)
-                   else "see README")
+        allowed = ", ".join(model.model_fields) if is_model else "see README"
         return f"config: unknown key '{key}' (from {source}); allowed here: {allowed}"
     value = first.get("input")
-    return f"config: {key} = {value!r} (from {source}) is invalid: {first['msg']}"
+    why = first["msg"]
+    if first["type"] == "string_pattern_mismatch" and is_model:  # the pattern says nothing to a person
+        field = model.model_fields.get(str(first["loc"][-1]))
+        why = f"it must be {field.description}" if field and field.description else why
+    return f"config: {key} = {value!r} (from {source}) is invalid: {why}"
 
 
 CONFIG_TEMPLATE = """\
