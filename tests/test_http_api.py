@@ -240,6 +240,31 @@ def test_the_stream_delivers_a_cli_say_and_a_task_s_status_changes_live(api, cli
         listener.close()
 
 
+def test_the_stream_and_the_routes_show_a_private_thread_only_to_its_people(api, cli, repo):
+    ana, bob = token(cli, repo, "ana"), token(cli, repo, "bob")
+    cli(repo, "threads", "new", "private", "--allow", "ana")
+    api.start()
+    outsider = Listener(api, bob, after=0)
+    try:
+        cli(repo, "say", "private", "--as", "ana", "for ana's eyes")
+        cli(repo, "say", "general", "--as", "ana", "for everyone")
+        outsider.wait_for("for the public message", is_message("for everyone"))
+    finally:
+        outsider.close()
+    replay = Listener(api, bob, after=0)  # the same, read back from the feed
+    try:
+        replay.wait_for("for the public message", is_message("for everyone"))
+    finally:
+        replay.close()
+    assert [e["data"]["thread"] for e in outsider.got] == [e["data"]["thread"] for e in replay.got] == ["general"]
+    b = api.client(bob)
+    assert [t["name"] for t in b.get("/api/threads").json()["threads"]] == ["general"]
+    assert b.get("/api/threads/private/messages").status_code == 403
+    assert b.post("/api/threads/private/messages", json={"text": "let me in"}).status_code == 403
+    assert [m["text"] for m in api.client(ana).get("/api/threads/private/messages").json()["messages"]] == [
+        "for ana's eyes"]
+
+
 def test_a_resumed_stream_has_no_gaps_or_duplicates(api, cli, repo):
     ana = token(cli, repo, "ana")
     api.start()

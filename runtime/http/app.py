@@ -242,11 +242,10 @@ class Api:
     async def serve(self, host: str, port: int) -> HttpServer:
         """Listen on host:port (a port of 0: any free one); ListenError when it cannot."""
         try:
-            sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
-                                        reuse_port=False)
+            sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
         except OSError as e:
             raise ListenError(f"cannot listen on {host}:{port} for HTTP: {e.strerror or e}; choose another "
-                                  f"address with `serve --http HOST:PORT` or [http] listen") from None
+                              f"address with `serve --http HOST:PORT` or [http] listen") from None
         sock.setblocking(False)
         server = _Server(uvicorn.Config(self.app, lifespan="off", log_level="warning", access_log=False,
                                         timeout_graceful_shutdown=2, proxy_headers=False))

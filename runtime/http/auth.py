@@ -68,6 +68,9 @@ class RateLimit:
     def take(self, key: str) -> float:
         """0 when the request may go ahead (one is counted); else the seconds until one may."""
         now = self.clock()
+        if len(self.buckets) > 10_000:  # many addresses with bad tokens: forget those whose bucket is full again
+            self.buckets = {k: (t, w) for k, (t, w) in self.buckets.items()
+                            if t + (now - w) * self.rate < self.capacity}
         tokens, then = self.buckets.get(key, (self.capacity, now))
         tokens = min(self.capacity, tokens + (now - then) * self.rate)
         if tokens >= 1:
