@@ -226,6 +226,9 @@ def test_a_signed_message_posts_once_as_the_remote_user_and_a_redelivery_of_it_t
     status, answer = bridged.mattermost("hello from mattermost")
     assert status == 200 and bridged.mattermost("hello from mattermost") == (200, answer)
     assert [(m.author, m.text) for m in bridged.messages("ops")] == [("mm:bob", "hello from mattermost")]
+    with urllib.request.urlopen(f"{bridged.base}/openapi.json", timeout=30) as described:
+        route = json.loads(described.read())["paths"]["/bridges/{name}"]["post"]
+    assert route["security"] == [] and {"401", "404", "503"} <= route["responses"].keys()
     bridged.stop()
 
 
