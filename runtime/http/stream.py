@@ -152,13 +152,13 @@ class Hub:
                 ready = [event]
                 while ready[-1] is not None and not client.queue.empty():
                     ready.append(client.queue.get_nowait())
-                chunk = []
+                parts = []
                 for e in ready:
                     if e is not None and e.id > sent:
-                        chunk.append(e.sse)
+                        parts.append(e.sse)
                         sent = e.id
-                if chunk:
-                    yield b"".join(chunk)
+                if parts:
+                    yield b"".join(parts)
                 if ready[-1] is None:
                     return
         finally:
