@@ -25,12 +25,11 @@ def start(store: Store, name: str, thread: str) -> None:
 
 
 def undelivered(store: Store, name: str, kinds: Sequence[str], limit: int) -> list[Message]:
-    """The oldest messages of the bridge's thread of these kinds past its cursor (found through the (thread, kind, id)
-    index: not by reading every person's message since the last reply)."""
+    """The oldest messages of the bridge's thread of these kinds past its cursor."""
     marks = ",".join("?" * len(kinds))
     return [Message.of(r) for r in store.conn.execute(
-        f"SELECT m.* FROM bridge_cursors c JOIN messages m INDEXED BY messages_kind ON m.thread = c.thread"
-        f" WHERE c.name = ? AND m.kind IN ({marks}) AND m.id > c.delivered AND m.state != ? ORDER BY m.id LIMIT ?",
+        f"SELECT m.* FROM messages m JOIN bridge_cursors c ON c.name = ? AND m.thread = c.thread"
+        f" WHERE m.id > c.delivered AND m.kind IN ({marks}) AND m.state != ? ORDER BY m.id LIMIT ?",
         (name, *kinds, MessageState.DELETED, limit))]
 
 

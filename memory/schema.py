@@ -176,8 +176,6 @@ MIGRATIONS: list[Migration] = [
     [  # 16: per chat bridge, the last message of its thread posted to its service (runtime/chat/bridge.py)
         """CREATE TABLE bridge_cursors (
             name TEXT PRIMARY KEY, thread TEXT NOT NULL, delivered INTEGER NOT NULL, updated_at REAL NOT NULL)""",
-        # what a bridge sends (replies, status lines) found without reading the people's messages in between
-        "CREATE INDEX messages_kind ON messages(thread, kind, id)",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
