@@ -15,7 +15,7 @@ process is every client (aiohttp, one event loop): N connections on GET /api/str
 
 Prints the figures with the goals beside them, asserts nothing.
 
-    python -m loopwright.bench.http [--quick] [--clients 100] [--rate 20] [--seconds 60] [--keep]
+    python -m loopwright.bench.http [--quick] [--clients 100] [--rate 20] [--seconds 60] [--keep] [--profile F]
 """
 
 from __future__ import annotations
@@ -64,10 +64,11 @@ def make_project(top: Path) -> tuple[Path, str]:
 class Daemon:
     """`loopwright serve --http 127.0.0.1:0` as a subprocess; `url` once its log says where it listens."""
 
-    def __init__(self, root: Path, log: Path):
+    def __init__(self, root: Path, log: Path, profile: Path | None = None):
         self.log = log
+        wrapper = ["-m", "cProfile", "-o", str(profile)] if profile else []
         with log.open("w") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "loopwright.cli.main", "serve", "--http",
+            self.proc = subprocess.Popen([sys.executable, *wrapper, "-m", "loopwright.cli.main", "serve", "--http",
                                           "127.0.0.1:0"], cwd=root, stdout=out, stderr=subprocess.STDOUT,
                                          env=bench_env())
         deadline = time.monotonic() + 60
@@ -190,13 +191,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rate", type=float, default=20.0, help="posts per second")
     ap.add_argument("--seconds", type=float, help="how long posts go on (default 60; 5 with --quick)")
     ap.add_argument("--keep", action="store_true", help="keep the project and the daemon's log")
+    ap.add_argument("--profile", type=Path, help="run the daemon under cProfile, its statistics written to this "
+                                                 "file (slower: for finding where time goes, not for the figures)")
     args = ap.parse_args(argv)
     clients = args.clients or (10 if args.quick else 100)
     seconds = args.seconds or (5.0 if args.quick else 60.0)
     top = Path(tempfile.mkdtemp(prefix="lw-bench-http-"))
     try:
         root, token = make_project(top)
-        daemon = Daemon(root, top / "daemon.log")
+        daemon = Daemon(root, top / "daemon.log", args.profile and args.profile.resolve())
         try:
             r = asyncio.run(measure(daemon.url, token, daemon.proc.pid, clients, args.rate, seconds))
         finally:

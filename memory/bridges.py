@@ -19,18 +19,22 @@ def start(store: Store, name: str, thread: str) -> None:
         row = conn.execute("SELECT thread FROM bridge_cursors WHERE name = ?", (name,)).fetchone()
         if row is not None and row[0] == thread:
             return
-        last = conn.execute("SELECT coalesce(max(id), 0) FROM messages WHERE thread = ?", (thread,)).fetchone()[0]
         conn.execute("INSERT OR REPLACE INTO bridge_cursors (name, thread, delivered, updated_at) VALUES (?, ?, ?, ?)",
-                     (name, thread, last, time.time()))
+                     (name, thread, last_id(store, thread), time.time()))
 
 
-def undelivered(store: Store, name: str, kinds: Sequence[str], limit: int) -> list[Message]:
-    """The oldest messages of the bridge's thread of these kinds past its cursor."""
+def undelivered(store: Store, name: str, kinds: Sequence[str], limit: int, *, after: int = 0) -> list[Message]:
+    """The oldest messages of the bridge's thread of these kinds past its cursor (and past `after`: what the caller
+    knows holds none of them, so a thread's people's messages since the last reply are not read again)."""
     marks = ",".join("?" * len(kinds))
     return [Message.of(r) for r in store.conn.execute(
         f"SELECT m.* FROM messages m JOIN bridge_cursors c ON c.name = ? AND m.thread = c.thread"
-        f" WHERE m.id > c.delivered AND m.kind IN ({marks}) AND m.state != ? ORDER BY m.id LIMIT ?",
-        (name, *kinds, MessageState.DELETED, limit))]
+        f" WHERE m.id > max(c.delivered, ?) AND m.kind IN ({marks}) AND m.state != ? ORDER BY m.id LIMIT ?",
+        (name, after, *kinds, MessageState.DELETED, limit))]
+
+
+def last_id(store: Store, thread: str) -> int:
+    return store.conn.execute("SELECT coalesce(max(id), 0) FROM messages WHERE thread = ?", (thread,)).fetchone()[0]
 
 
 def advance(store: Store, name: str, message_id: int) -> None:

@@ -221,11 +221,17 @@ def test_a_signed_message_posts_once_as_the_remote_user_and_a_redelivery_of_it_t
     again = bridged.slack("the deploy is at noon", at=time.time() + 1)  # Slack's retry: signed anew, same message
     assert again == (200, answer)
     assert bridged.slack("our own reply", bot_id="B1") == (200, {"ok": True, "posted": None})  # a bot: not read
+    check = json.dumps({"type": "url_verification", "challenge": "3eZbrw1aB"}).encode()  # when the URL is set up
+    verified = bridged.service.send(f"{bridged.base}/bridges/slack", check, signed(check))
+    assert verified == (200, {"challenge": "3eZbrw1aB"})
     said = bridged.messages()
     assert [(m.id, m.author, m.text) for m in said] == [(answer["posted"], "slack:ana", "the deploy is at noon")]
     status, answer = bridged.mattermost("hello from mattermost")
     assert status == 200 and bridged.mattermost("hello from mattermost") == (200, answer)
     assert [(m.author, m.text) for m in bridged.messages("ops")] == [("mm:bob", "hello from mattermost")]
+    with urllib.request.urlopen(f"{bridged.base}/openapi.json", timeout=30) as described:
+        route = json.loads(described.read())["paths"]["/bridges/{name}"]["post"]
+    assert route["security"] == [] and {"401", "404", "503"} <= route["responses"].keys()
     bridged.stop()
 
 

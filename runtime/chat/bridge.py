@@ -183,6 +183,7 @@ class Bridges:
         self._sending: set[str] = set()  # bridges with a post on the wire (let it finish when the daemon stops)
         self._closing = False
         self._rest_until: dict[str, float] = {}
+        self._looked: dict[str, int] = {}  # per bridge, a message id up to which its thread has nothing to send
         self._session: aiohttp.ClientSession | None = None
         for name, bridge in self.config.items():
             cursors.start(self.store, name, bridge.thread)
@@ -236,10 +237,13 @@ class Bridges:
     def poll(self) -> None:
         """Start delivering, for each bridge not already at it, what its thread said since its cursor."""
         try:
-            for name in self.config:
+            for name, bridge in self.config.items():
                 if name in self._running or time.monotonic() < self._rest_until.get(name, 0.0):
                     continue
-                if cursors.undelivered(self.store, name, FORWARDED, 1):
+                last = cursors.last_id(self.store, bridge.thread)  # first: what comes after it is read next time
+                if not cursors.undelivered(self.store, name, FORWARDED, 1, after=self._looked.get(name, 0)):
+                    self._looked[name] = last
+                else:
                     task = asyncio.get_running_loop().create_task(self._deliver(name))
                     self._running[name] = task
                     task.add_done_callback(lambda _, n=name: self._running.pop(n, None))
@@ -249,7 +253,7 @@ class Bridges:
     async def _deliver(self, name: str) -> None:
         bridge = self.config[name]
         try:
-            while batch := cursors.undelivered(self.store, name, FORWARDED, BATCH):
+            while batch := cursors.undelivered(self.store, name, FORWARDED, BATCH, after=self._looked.get(name, 0)):
                 for message in batch:
                     text = outgoing_text(bridge.shape, name, message.text)
                     try:

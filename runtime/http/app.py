@@ -450,6 +450,17 @@ def openapi() -> dict[str, Any]:
         if s.body is not None:
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref[s.body]}}}
         paths.setdefault(path, {})[s.method.lower()] = op
+    refused = {**{k: errors[k] for k in ("400", "401", "403", "413", "429")},
+               "404": {"description": "no such bridge", "content": errors["404"]["content"]},
+               "503": {"description": "the bridge's secret is not set", "content": errors["404"]["content"]}}
+    paths["/bridges/{name}"] = {"post": {
+        "summary": "a bridged chat service's webhook ([bridges.NAME]): checked by X-Slack-Signature and "
+                   "X-Slack-Request-Timestamp (slack) or the token field (mattermost), not by a person's token",
+        "security": [], "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "requestBody": {"required": True, "content": {t: {"schema": {"type": "object"}} for t in
+                                                      ("application/json", "application/x-www-form-urlencoded")}},
+        "responses": {"200": {"description": "taken: the id of the message posted, or null (not a person's message)"},
+                      **refused}}}
     return {"openapi": "3.1.0", "info": {"title": "loopwright chat API", "version": "1"},
             "paths": paths, "components": {"schemas": defs.get("$defs", {}),
                                            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}}}

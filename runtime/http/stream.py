@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -33,7 +34,8 @@ class Event:
     data: dict
     thread: str | None  # who may see it: the readers of this thread (None: everyone)
 
-    def sse(self) -> bytes:
+    @functools.cached_property
+    def sse(self) -> bytes:  # made once, however many clients it goes to
         return f"id: {self.id}\nevent: {self.kind}\ndata: {json.dumps(self.data, ensure_ascii=False)}\n\n".encode()
 
 
@@ -134,18 +136,30 @@ class Hub:
                 for change in changes:
                     event = render(self.store, change)
                     if event is not None and may_see(event.thread):
-                        yield event.sse()
+                        yield event.sse
                 sent = changes[-1][0]
             while True:
                 try:
-                    event = await asyncio.wait_for(client.queue.get(), keepalive)
-                except TimeoutError:
-                    yield b": keep-alive\n\n"
-                    continue
-                if event is None:
+                    event = client.queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    try:
+                        event = await asyncio.wait_for(client.queue.get(), keepalive)
+                    except TimeoutError:
+                        yield b": keep-alive\n\n"
+                        continue
+                # what queued up meanwhile goes out in the same write: a client (or a daemon) short of CPU catches
+                # up instead of falling further behind, one write per event
+                ready = [event]
+                while ready[-1] is not None and not client.queue.empty():
+                    ready.append(client.queue.get_nowait())
+                parts = []
+                for e in ready:
+                    if e is not None and e.id > sent:
+                        parts.append(e.sse)
+                        sent = e.id
+                if parts:
+                    yield b"".join(parts)
+                if ready[-1] is None:
                     return
-                if event.id > sent:
-                    yield event.sse()
-                    sent = event.id
         finally:
             self.clients.discard(client)
