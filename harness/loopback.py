@@ -68,6 +68,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 from loopwright.harness.loopback_wire import (
     assistant_turns,
@@ -216,7 +217,7 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # the connection was reset on purpose
 
     def do_POST(self) -> None:
-        path = self.path.split("?")[0]
+        path = urlsplit(self.path).path  # a client behind an HTTP proxy sends the absolute URL (the sandbox's)
         fmt = FORMATS.get(path)
         length = int(self.headers.get("content-length") or 0)
         raw = self.rfile.read(length) if length else b""

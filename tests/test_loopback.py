@@ -432,3 +432,10 @@ def test_claude_codes_side_requests_take_no_turn_and_are_logged(tmp_path):
     assert "side request" in answers[1]["content"][0]["text"]
     assert [json.loads(line).get("side") for line in log.read_text().splitlines()] == [
         "Generate a concise title.", "quota", None, None]
+
+
+def test_a_request_sent_through_an_http_proxy_names_the_absolute_url():
+    """Through a proxy (the sandbox's) the request line carries the whole URL; it is the same endpoint."""
+    with LoopbackServer(Script.parse([TURN])) as server:
+        assert raw_post(server, server.base_url + "/v1/messages?beta=true").startswith(b"HTTP/1.1 200")
+        assert [r["path"] for r in server.requests] == ["/v1/messages"]

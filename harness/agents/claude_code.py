@@ -49,8 +49,8 @@ class ClaudeCodeAgent:
     streams_events = True
     api_hosts = ("api.anthropic.com",)
     config_dirs = (".claude",)
-    key_hint = ("Claude Code needs ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN / CLAUDE_CODE_OAUTH_TOKEN) in "
-                "loopwright's environment, or a login: run `claude login` once")
+    key_hint = ("ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN, CLAUDE_CODE_OAUTH_TOKEN) in loopwright's environment, "
+                "or a login (`claude login`)")
 
     def __init__(self, executable: str = "claude"):
         self.executable = executable
