@@ -132,13 +132,48 @@ class SkillsConfig(_Section):
 class ChatConfig(_Section):
     """Group-chat threads: who the agent is, how messages are batched, and limits."""
 
-    name: str = Field(default="loopwright", pattern=r"^[A-Za-z0-9_.-]+$", description="mention @name to start work")
+    name: str = Field(default="loopwright", pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="letters, digits, _ . - (people mention @name to start work)")
     debounce_seconds: float = Field(default=2.0, ge=0, description="quiet time before collected messages go out")
     duplicate_seconds: float = Field(default=60.0, ge=0, description="same author, same text within this: once")
     rate_per_minute: int = Field(default=10, ge=1, description="requests one author may start per minute")
     max_fanout: int = Field(default=10, ge=1, le=100, description="parts one request may split into")
     lease_seconds: float = Field(default=60.0, gt=0, description="a thread's lease on its active task")
     admins: list[str] = Field(default_factory=list, description="may /stop anything")
+
+
+class HttpConfig(_Section):
+    """The chat API over HTTP (`serve --http`), served by the daemon; off unless `listen` is set."""
+
+    listen: str | None = Field(default=None, pattern=r"^(([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])?:)?[0-9]{1,5}$",
+                               description="HOST:PORT, or PORT alone for 127.0.0.1")
+    rate_per_minute: int = Field(default=120, ge=1, description="requests one person (or one address with a bad "
+                                                                "token) may make per minute")
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="a larger request body is refused (413)")
+    keepalive_seconds: float = Field(default=15.0, gt=0, description="a comment line this often on an idle stream")
+
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to listen on; None when off."""
+        if self.listen is None:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class BridgeConfig(_Section):
+    """A team chat service bridged to a thread (runtime/chat/bridge.py): its signed webhooks post into the thread,
+    the thread's replies go to its incoming-webhook URL."""
+
+    shape: Literal["slack", "mattermost"] = Field(description="slack: X-Slack-Signature HMAC; mattermost: a token")
+    thread: str = Field(description="the loopwright thread it maps to")
+    outgoing_url: str = Field(pattern=r"^https?://",
+                              description="an http(s) URL: the service's incoming webhook, where replies go")
+    secret_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                            description="an environment variable's name: the one holding the signing secret (slack) "
+                                        "or token (mattermost)")
+    replay_seconds: float = Field(default=300.0, gt=0, description="slack: older signed requests are refused")
+    attempts: int = Field(default=5, ge=1, description="tries per reply before a pause (then tried again)")
+    backoff_seconds: float = Field(default=1.0, gt=0, description="wait before the second try, doubling up to 60")
 
 
 class PracticeConfig(_Section):
@@ -199,6 +234,20 @@ class RayConfig(_Section):
     max_node_failures: int = Field(default=3, ge=0, description="a run whose worker dies more often than this fails")
 
 
+class AgentConfig(_Section):
+    """`[agents.NAME]`: a command-line agent of its own name (`command`), or settings for a built-in one."""
+
+    command: str | None = Field(default=None, description="template with {prompt}, e.g. 'opencode run {prompt}'")
+    model: str | None = None
+    max_turns: int | None = Field(default=None, gt=0)
+    permission_mode: str | None = None
+    allowed_tools: list[str] = Field(default_factory=list)
+    extra_args: list[str] = Field(default_factory=list, description="more arguments after the agent's own")
+    hosts: list[str] = Field(default_factory=list, description="API hosts its sandbox lets it reach")
+    config_dirs: list[str] = Field(default_factory=list, description="folders under $HOME it reads (read-only)")
+    keys: list[str] = Field(default_factory=list, description="key variables passed to it from the environment")
+
+
 class Config(_Section):
     provider: Literal["anthropic", "openai", "openai-responses", "scripted"] = "anthropic"
     model: str = "claude-sonnet-4-6"
@@ -228,6 +277,8 @@ class Config(_Section):
     skills: SkillsConfig = Field(default_factory=SkillsConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     chat: ChatConfig = Field(default_factory=ChatConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    bridges: dict[str, BridgeConfig] = Field(default_factory=dict)
     practice: PracticeConfig = Field(default_factory=PracticeConfig)
     selfplay: SelfPlaySection = Field(default_factory=SelfPlaySection)
     sandbox: SandboxPolicy = Field(default_factory=SandboxPolicy)
@@ -235,6 +286,9 @@ class Config(_Section):
     backend: Literal["local", "ray"] = "local"
     ray: RayConfig = Field(default_factory=RayConfig)
     models: dict[str, ModelInfo] = Field(default_factory=dict)
+    agent: str = "loopwright"  # who does the runs: loopwright | claude-code | codex | command | a name of [agents]
+    agent_command: str | None = None  # agent "command": its template, with {prompt}
+    agents: dict[str, AgentConfig] = Field(default_factory=dict)
 
     def model_info(self) -> ModelInfo:
         """Prices and window of the configured model; an unknown model is an error with a hint.
@@ -248,7 +302,7 @@ class Config(_Section):
             return FREE_MODEL.model_copy(update={"context_window": window})
         if self.model in DEFAULT_MODELS:
             return DEFAULT_MODELS[self.model]
-        if self.base_url and _is_local(self.base_url):
+        if self.base_url and is_local_url(self.base_url):
             return FREE_MODEL
         known = ", ".join(sorted(DEFAULT_MODELS))
         raise ConfigError(
@@ -258,7 +312,7 @@ class Config(_Section):
 
     def missing_key(self) -> str | None:
         """The environment variable the provider key must be in, when a key is needed and it is not set there."""
-        if self.provider == "scripted" or self.base_url and _is_local(self.base_url):
+        if self.provider == "scripted" or self.base_url and is_local_url(self.base_url):
             return None
         var = self.api_key_env or KEY_VARIABLES[self.provider]
         return None if os.environ.get(var) else var
@@ -275,7 +329,7 @@ class Config(_Section):
         return os.environ.get(self.api_key_env or KEY_VARIABLES[self.provider]) or "local-server-needs-no-key"
 
 
-def _is_local(url: str) -> bool:
+def is_local_url(url: str) -> bool:
     return any(h in url for h in ("://localhost", "://127.", "://[::1]", "://0.0.0.0"))
 
 
@@ -348,17 +402,20 @@ def _explain(err: ValidationError, data: dict, origins: dict[str, str]) -> str:
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"])
     source = origins.get(key) or next((o for k, o in origins.items() if key.startswith(k)), "defaults")
+    model: Any = Config
+    for part in first["loc"][:-1]:
+        field = model.model_fields.get(str(part)) if isinstance(model, type) else None
+        model = field.annotation if field else None
+    is_model = isinstance(model, type) and issubclass(model, BaseModel)
     if first["type"] == "extra_forbidden":
-        parent = first["loc"][:-1]
-        model: Any = Config
-        for part in parent:
-            field = model.model_fields.get(str(part)) if isinstance(model, type) else None
-            model = field.annotation if field else None
-        allowed = (", ".join(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel)
-                   else "see README")
+        allowed = ", ".join(model.model_fields) if is_model else "see README"
         return f"config: unknown key '{key}' (from {source}); allowed here: {allowed}"
     value = first.get("input")
-    return f"config: {key} = {value!r} (from {source}) is invalid: {first['msg']}"
+    why = first["msg"]
+    if first["type"] == "string_pattern_mismatch" and is_model:  # the pattern says nothing to a person
+        field = model.model_fields.get(str(first["loc"][-1]))
+        why = f"it must be {field.description}" if field and field.description else why
+    return f"config: {key} = {value!r} (from {source}) is invalid: {why}"
 
 
 CONFIG_TEMPLATE = """\
@@ -378,6 +435,8 @@ CONFIG_TEMPLATE = """\
 # check = "pytest -q"             # acceptance check run when the agent calls finish
 # check_timeout = 900
 # on_success = "merge"            # merge (squash into the target branch) | keep (branch left for review)
+# agent = "loopwright"            # loopwright | claude-code | codex | command | a name from [agents.NAME]
+# agent_command = "aider --message {prompt} --yes-always"   # agent "command": the template ({prompt}: one word)
 # gc_keep_branches = "unmerged"   # all | unmerged | none
 # max_parallel = 4                # runs the daemon (`loopwright serve`) keeps going at once
 # until_max_attempts = 10         # loop-until-done (post --until): default cap on attempts
@@ -456,6 +515,21 @@ CONFIG_TEMPLATE = """\
 # lease_seconds = 60.0            # a thread's lease on its active task
 # admins = ["alice"]              # may /stop anything
 
+# [http]                          # the chat API over HTTP, served by the daemon (README: "Chat over HTTP")
+# listen = "127.0.0.1:8765"       # HOST:PORT (PORT alone: 127.0.0.1); unset: off. Beyond loopback only behind TLS
+# rate_per_minute = 120           # requests one person may make per minute (429 + Retry-After beyond)
+# max_body_bytes = 262144         # a larger request body is refused (413)
+# keepalive_seconds = 15          # a comment line this often on an idle live stream
+
+# [bridges.team]                  # a Slack- or Mattermost-compatible service bridged to a thread
+# shape = "slack"                 # slack (signed with X-Slack-Signature) | mattermost (a token in the request)
+# thread = "general"              # the thread its messages are posted to, as slack:NAME
+# outgoing_url = "https://chat.example.org/hooks/XYZ"   # its incoming webhook: the thread's replies go there
+# secret_env = "TEAM_BRIDGE_SECRET"   # the variable holding the signing secret or token (never the secret here)
+# replay_seconds = 300            # slack: a signed request older than this is refused
+# attempts = 5                    # tries per reply (backoff doubling from backoff_seconds), then a pause
+# backoff_seconds = 1.0
+
 # [practice]                      # self-play when the daemon is idle: one round at a time, within its own budget
 # enabled = false
 # domain = "python-functions"     # python-functions | repo | a skill's domain
@@ -506,6 +580,17 @@ CONFIG_TEMPLATE = """\
 # ttl = "5m"                      # 5m | 1h (Anthropic: for loops whose turns are minutes apart; writes cost 2x)
 # responses_store = false         # openai-responses: store responses, send only new items (previous_response_id)
 
+# [agents.opencode]               # `--agent opencode`: any command-line agent (see README, Other agents)
+# command = "opencode run {prompt}"   # the template: {prompt} becomes one word
+# model = "some-model"            # for a built-in agent ([agents.claude-code]): its --model
+# max_turns = 30                  # for a built-in agent: its turn cap
+# permission_mode = "acceptEdits" # for a built-in agent: its permission setting
+# allowed_tools = ["Edit", "Bash"]   # for a built-in agent: the tools it may use
+# extra_args = ["--no-auto-commits"] # more arguments after the agent's own
+# hosts = ["api.example.org"]     # the API hosts its sandbox lets it reach (through the proxy)
+# config_dirs = [".opencode"]     # its login/config folders under $HOME, shown read-only
+# keys = ["OPENCODE_API_KEY"]     # key variables passed to it from loopwright's environment (never stored)
+#
 # [models."my-local-model"]       # prices in USD per million tokens
 # input_usd_per_mtok = 0
 # output_usd_per_mtok = 0

@@ -101,11 +101,11 @@ def claim_run_in_child(path: Path, run_id: str, queue) -> None:
 class DaemonProcess:
     """`loopwright serve` as a real subprocess, started and waited for (its pid file names it)."""
 
-    def __init__(self, repo: Path, log: Path, max_parallel: int):
+    def __init__(self, repo: Path, log: Path, max_parallel: int, *args: str):
         self.repo, self.log = repo, log
         with log.open("a") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "loopwright.cli.main", "serve", "--max-parallel",
-                                          str(max_parallel)], cwd=repo, stdout=out, stderr=out)
+                                          str(max_parallel), *args], cwd=repo, stdout=out, stderr=out)
         deadline = time.monotonic() + 20
         pid_file = repo / ".loopwright" / "daemon.pid"
         while time.monotonic() < deadline:
