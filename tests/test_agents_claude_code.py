@@ -137,3 +137,16 @@ def test_a_rollback_stops_claude_code_and_resumes_its_session_with_the_notice(re
     assert set(sessions(server)) == {store.run(run_id).agent_session}
     assert "notes.txt" not in git(repo, "ls-tree", "-r", "--name-only", "main")
     assert "return a + b" in git(repo, "show", "main:calc.py")
+
+
+def test_an_api_error_or_a_missing_cli_pauses_the_run_saying_what_claude_code_needs(repo, cli, loopback, monkeypatch):
+    loopback([{"fault": "billing"}])  # a 400: Claude Code does not retry it
+    code, out, err = cli(repo, "run", "fix add", "--agent", "claude-code", "--check", CHECK, "--json")
+    result = json.loads(out)
+    assert result["status"] == "paused" and "claude-code exited with code 1" in result["reason"], (result, err)
+    assert "api_error_status\":400" in result["reason"] and "ANTHROPIC_API_KEY" in result["reason"]
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    code, out, err = cli(repo, "run", "fix add", "--agent", "claude-code", "--check", CHECK, "--json")
+    result = json.loads(out)
+    assert result["status"] == "paused" and "claude-code could not start" in result["reason"], (result, err)
+    assert "npm install -g @anthropic-ai/claude-code" in result["reason"]

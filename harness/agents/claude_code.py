@@ -49,8 +49,8 @@ class ClaudeCodeAgent:
     streams_events = True
     api_hosts = ("api.anthropic.com",)
     config_dirs = (".claude",)
-    key_hint = ("ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN, CLAUDE_CODE_OAUTH_TOKEN) in loopwright's environment, "
-                "or a login (`claude login`)")
+    key_hint = ("the claude CLI on PATH (npm install -g @anthropic-ai/claude-code), and ANTHROPIC_API_KEY (or "
+                "ANTHROPIC_AUTH_TOKEN, CLAUDE_CODE_OAUTH_TOKEN) in loopwright's environment or a `claude login`")
 
     def __init__(self, executable: str = "claude"):
         self.executable = executable
