@@ -19,7 +19,7 @@ from loopwright.memory.store import Store
 READ = {"name": "Read", "arguments": {"file_path": "calc.py"}}
 EDIT = {"name": "Edit",
         "arguments": {"file_path": "calc.py", "old_string": "return a - b", "new_string": "return a + b"}}
-HANG = {"name": "Bash", "arguments": {"command": "echo started > notes.txt && sleep 1001", "description": "wait"}}
+HANG = {"name": "Bash", "arguments": {"command": "echo started > notes.txt && sleep 2718", "description": "wait"}}
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ def test_a_task_through_claude_code_is_checkpointed_checked_resumed_in_its_sessi
 
 
 def _hanging(store: Store) -> str:
-    until(lambda: store.runs(statuses=("running",)) and processes("sleep 1001"), "Claude Code's Bash to hang",
+    until(lambda: store.runs(statuses=("running",)) and processes("sleep 2718"), "Claude Code's Bash to hang",
           timeout=120)
     (run,) = store.runs(statuses=("running",))
     return run.id
@@ -97,7 +97,7 @@ def test_pause_then_resume_continues_the_claude_code_session(repo, cli, loopback
     run_id = _hanging(store)
     cli(repo, "pause", run_id)
     until(lambda: store.run(run_id).status == "paused", "the run to pause")
-    assert processes("sleep 1001") == []
+    assert processes("sleep 2718") == []
     cli(repo, "resume", run_id)
     until(lambda: store.task(task).status == "succeeded", "the resumed run to succeed", timeout=120)
     assert set(sessions(server)) == {store.run(run_id).agent_session}
@@ -117,13 +117,13 @@ def test_kill_9_of_the_daemon_resumes_claude_code_by_its_session_id(repo, cli, l
     until(lambda: store.task(task).status == "succeeded", "the run to resume and succeed", timeout=120)
     assert [r.id for r in store.runs(task_id=task)] == [run_id]
     assert set(sessions(server)) == {store.run(run_id).agent_session}
-    assert processes("sleep 1001") == [] and ToolProcesses(store, run_id).recorded() == []
+    assert processes("sleep 2718") == [] and ToolProcesses(store, run_id).recorded() == []
     assert git(repo, "show", "main:notes.txt") == "started"  # what it did before the crash was kept
 
 
 def test_a_rollback_stops_claude_code_and_resumes_its_session_with_the_notice(repo, cli, loopback, daemon):
     server = loopback([{"tool_calls": [{"name": "Write", "arguments": {"file_path": "notes.txt", "content": "x\n"}}]},
-                       {"tool_calls": [{"name": "Bash", "arguments": {"command": "sleep 1001"}}]},
+                       {"tool_calls": [{"name": "Bash", "arguments": {"command": "sleep 2718"}}]},
                        {"tool_calls": [READ], "expect": "rolled back to the start"}, {"tool_calls": [EDIT]},
                        {"text": "Fixed add."}])
     task = cli.json(repo, "post", "fix add", "--agent", "claude-code", "--check", CHECK)["task"]
