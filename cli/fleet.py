@@ -214,11 +214,13 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    """Remove finished runs' worktrees and orphaned ones; with --dry-run, list them and the bytes removing them would
-    free."""
+    """Remove finished runs' worktrees and orphaned ones, and their CLI agents' config folders; with --dry-run, list
+    them and the bytes removing them would free."""
     from loopwright.memory.intents import drop_dead_claims
+    from loopwright.runtime.agents import agent_home_bytes, agent_homes, discard_agent_home
     from loopwright.runtime.fleet.hygiene import (
         deletes_branch,
+        finished_agent_homes,
         finished_worktrees,
         orphan_bytes,
         remove_orphan,
@@ -236,17 +238,22 @@ def cmd_gc(args: argparse.Namespace) -> int:
         total += orphan_bytes(orphan) if args.dry_run else remove_orphan(project, orphan)
         listed.append({"run": orphan.run_id, "worktree": orphan.worktree and str(orphan.worktree),
                        "branch_deleted": orphan.branch is not None, "orphan": True})
+    homes = finished_agent_homes(project)
+    for run_id in homes:
+        total += (agent_home_bytes if args.dry_run else discard_agent_home)(project.root, run_id)
     if not args.dry_run:
         drop_dead_claims(project.store)
     if args.json:
         runs_key, bytes_key = ("would_remove", "bytes_to_free") if args.dry_run else ("removed", "bytes_freed")
-        print_json({runs_key: listed, bytes_key: total, "dry_run": args.dry_run})
+        print_json({runs_key: listed, "agent_homes": homes, bytes_key: total, "dry_run": args.dry_run})
         return 0
     verb = "would remove" if args.dry_run else "removed"
     for r in listed:
         what = f"orphaned worktree {r['worktree']}" if r["orphan"] else r["worktree"]
         branch = f"branch lw/{r['run']}" if r["branch_deleted"] else ""
         print(f"{verb} " + (" and ".join(w for w in (r["worktree"] and what, branch) if w)))
+    for run_id in homes:
+        print(f"{verb} {agent_homes(project.root) / run_id} (run {run_id}'s copy of its agent's config folder)")
     if args.dry_run:
         print(f"{len(listed)} worktree(s) would be removed; {total / 1e6:.1f} MB would be freed")
     else:

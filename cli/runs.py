@@ -170,6 +170,7 @@ def _command_queued(args: argparse.Namespace, run_id: str, kind: str, command: i
 def cmd_stop_run(args: argparse.Namespace) -> int:
     """pause / kill: the process that owns the run (daemon or foreground) pauses it at its next safe point (after
     the tool call running now), or kills it now."""
+    from loopwright.runtime.agents import discard_agent_home
     from loopwright.runtime.fleet.daemon import daemon_pid
 
     project = open_project(Path.cwd())
@@ -181,6 +182,7 @@ def cmd_stop_run(args: argparse.Namespace) -> int:
         return _command_queued(args, run.id, kind, command, daemon_pid(project), waits)
     if kind == CommandKind.KILL and run.status in (RunStatus.PAUSED, RunStatus.BUDGET_EXCEEDED, RunStatus.RUNNING):
         project.store.transition_run(run.id, RunStatus.KILLED, only_from=(run.status,), reason="killed from the CLI")
+        discard_agent_home(project.root, run.id)
         if args.json:
             print_json({"run": run.id, "status": RunStatus.KILLED})
         else:

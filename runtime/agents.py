@@ -3,21 +3,32 @@
 
 `cli_agent(config)` maps the name to a `CliAgent` (None for loopwright's own loop); a name it does not know, or
 a `command` without a usable template, is a ConfigError said in one line. `agent_sandbox` is the sandbox its CLI
-runs in: the run's, with the network allowed only to the agent's API hosts and its config folders shown
-read-only.
+runs in: the run's, with the network allowed only to the agent's API hosts, its config folders shown read-only,
+and, for a CLI that writes into its config folder (`config_home`), a writable per-run copy of it in their place.
+
+A per-run copy (`agent_home`) lives in the user's loopwright folder (`agent-homes/<project>/<run>`, mode 0700),
+outside the repository and its store: it holds the CLI's own login and settings, copied once when the run starts,
+and its sessions, so a resume (after a pause or a crash) finds them. It is removed when the run ends for good
+(`discard_agent_home`), or by `loopwright gc`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import urlsplit
 
-from loopwright.harness.agents.base import AgentOptions, CliAgent
+from loopwright.harness.agents.base import AgentOptions, CliAgent, ConfigHome
 from loopwright.harness.agents.claude_code import ClaudeCodeAgent
 from loopwright.harness.agents.command import CommandAgent
 from loopwright.harness.models import ModelInfo
-from loopwright.harness.sandbox import Sandbox
+from loopwright.harness.sandbox import Sandbox, SandboxError
+from loopwright.memory.paths import loopwright_home
 from loopwright.runtime.config import DEFAULT_MODELS, Config, ConfigError, is_local_url
+from loopwright.workspaces.repository import tree_bytes
 
 LOOPWRIGHT = "loopwright"
 
@@ -81,17 +92,79 @@ def loopback_host(config: Config) -> str | None:
     return f"{url.hostname}:{url.port}" if url.port else url.hostname
 
 
-def agent_sandbox(base: Sandbox, agent: CliAgent, config: Config) -> tuple[Sandbox, dict[str, str]]:
-    """The sandbox the agent's CLI runs in, and variables to set after the sandbox's own.
+def agent_sandbox(base: Sandbox, agent: CliAgent, config: Config, root: Path,
+                  run_id: str) -> tuple[Sandbox, dict[str, str]]:
+    """The sandbox the agent's CLI runs in (in project `root`, for run `run_id`), and variables to set after the
+    sandbox's own.
 
-    The run's policy, with the agent's config folders read-only (`home_allow`) and, unless the network is on
-    for every command, the network allowed only to the policy's hosts and the agent's API hosts (plus the base
-    URL's host when it is local, reached through the proxy too). A sandbox that is not bwrap limits nothing."""
+    The run's policy, with the agent's config folders read-only (`home_allow`), the run's copy of its config folder
+    (`agent_home`) writable and named by the agent's variable, and, unless the network is on for every command,
+    the network allowed only to the policy's hosts and the agent's API hosts (plus the base URL's host when it is
+    local, reached through the proxy too). A sandbox that is not bwrap limits nothing: the CLI uses its own folder."""
     policy = base.policy
-    home = [*policy.home_allow, *(d for d in agent.config_dirs if d not in policy.home_allow)]
-    if base.mode != "bwrap" or policy.network == "on":
-        return base.variant(home_allow=home), {}
+    home_allow = [*policy.home_allow, *(d for d in agent.config_dirs if d not in policy.home_allow)]
+    if base.mode != "bwrap":
+        return base.variant(home_allow=home_allow), {}
+    override: dict[str, str] = {}
+    writable = list(policy.writable)
+    if agent.config_home is not None:
+        home = agent_home(agent.config_home, root, run_id)
+        writable.append(str(home))
+        override[agent.config_home.variable] = str(home)
+    if policy.network == "on":
+        return base.variant(home_allow=home_allow, writable=writable), override
     local = loopback_host(config)
     hosts = [*policy.allow_hosts, *agent.api_hosts, *([local] if local else [])]
-    box = base.variant(network="allow", allow_hosts=hosts, home_allow=home)
-    return box, ({"NO_PROXY": "", "no_proxy": ""} if local else {})
+    box = base.variant(network="allow", allow_hosts=hosts, home_allow=home_allow, writable=writable)
+    return box, override | ({"NO_PROXY": "", "no_proxy": ""} if local else {})
+
+
+def agent_homes(root: Path) -> Path:
+    """The folder of a project's per-run copies of its CLI agents' config folders."""
+    root = root.resolve()
+    return loopwright_home() / "agent-homes" / f"{root.name}-{hashlib.sha1(str(root).encode()).hexdigest()[:12]}"
+
+
+def agent_home(home: ConfigHome, root: Path, run_id: str) -> Path:
+    """The run's writable copy of a CLI's config folder, made the first time: mode 0700, holding what `home.files`
+    names of the user's folder (its login, settings). Copying the CLI's own credentials file is the user's login,
+    used as the CLI would use it; loopwright stores no key."""
+    path = agent_homes(root) / run_id
+    if path.is_dir():  # kept while the run can resume: its sessions are there
+        return path
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for folder in (path.parent.parent, path.parent):  # other users see no run's copy
+        folder.chmod(0o700)
+    source = Path(os.environ.get(home.variable) or Path.home() / home.default)
+    part = path.with_name(f".{run_id}.part")  # a copy cut short by a crash is never taken for a whole one
+    try:
+        shutil.rmtree(part, ignore_errors=True)
+        part.mkdir(mode=0o700)
+        for name in home.files:
+            if (source / name).is_dir():
+                shutil.copytree(source / name, part / name, symlinks=True)
+            elif (source / name).is_file():
+                shutil.copy2(source / name, part / name)
+        part.rename(path)
+    except OSError as e:
+        raise SandboxError(f"could not copy {source} (the CLI's config folder, {home.variable}) to {path} for the "
+                           f"run: {e}; check that both are readable and the disk has room") from None
+    return path
+
+
+def home_run_id(path: Path) -> str:
+    """The run a per-run config folder (or a copy of it cut short) belongs to."""
+    return path.name.removeprefix(".").removesuffix(".part")
+
+
+def agent_home_bytes(root: Path, run_id: str) -> int:
+    """The bytes of the run's copy of its agent's config folder (and of one cut short)."""
+    return sum(tree_bytes(p) for p in (agent_homes(root) / run_id, agent_homes(root) / f".{run_id}.part"))
+
+
+def discard_agent_home(root: Path, run_id: str) -> int:
+    """Remove the run's copy of its agent's config folder (the run ended for good); the bytes freed."""
+    freed = agent_home_bytes(root, run_id)
+    for path in (agent_homes(root) / run_id, agent_homes(root) / f".{run_id}.part"):
+        shutil.rmtree(path, ignore_errors=True)
+    return freed

@@ -35,7 +35,7 @@ from loopwright.harness.scripted import ScriptedModel
 from loopwright.harness.statuses import RUN_FINAL, STOP_COMMANDS, CommandKind, CommandStatus, RunStatus, TaskStatus
 from loopwright.memory import commands, intents
 from loopwright.memory.store import Command, Run, Store, StoreError, Task, new_run_id
-from loopwright.runtime.agents import LOOPWRIGHT, cli_agent
+from loopwright.runtime.agents import LOOPWRIGHT, cli_agent, discard_agent_home
 from loopwright.runtime.backends.executor import Execution, Executor, Placement
 from loopwright.runtime.backends.local import InProcess
 from loopwright.runtime.chat.threads import TASK_DONE, children
@@ -393,6 +393,8 @@ class Runner:
         self.store.transition_run(run.id, outcome.status, only_from=(RunStatus.RUNNING,), reason=outcome.reason,
                                   task_status=task_status, task_reason=task_reason or None)
         ended = self.store.run(run.id)
+        if ended.status in RUN_FINAL and ended.status != RunStatus.BUDGET_EXCEEDED:  # it can never resume
+            await asyncio.to_thread(discard_agent_home, self.project.root, run.id)
         if ended.status in RUN_FINAL:
             self._record_progress(ended, task)
             await self._learn(ended, task, config)

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from pathlib import Path
 
 import pytest
-from support import CHECK, git, processes, until
+from support import CHECK, git, needs_bwrap, processes, until
 
 from loopwright.harness.loopback import LoopbackServer
 from loopwright.harness.script import Script
 from loopwright.memory.processes import ToolProcesses
 from loopwright.memory.store import Store
+from loopwright.runtime.agents import agent_homes
 
 READ = {"name": "Read", "arguments": {"file_path": "calc.py"}}
 EDIT = {"name": "Edit",
@@ -23,21 +25,29 @@ HANG = {"name": "Bash", "arguments": {"command": "echo started > notes.txt && sl
 
 
 @pytest.fixture
-def loopback(claude_cli, tmp_path, monkeypatch):
+def user_claude(tmp_path, monkeypatch) -> Path:
+    """This user's own Claude Code folder, `~/.claude` of a home in tmp: settings, and history no run may see."""
+    home = tmp_path / "home"
+    (home / ".claude" / "projects" / "-old").mkdir(parents=True)
+    (home / ".claude" / "settings.json").write_text('{"cleanupPeriodDays": 30}\n')
+    (home / ".claude" / "history.jsonl").write_text('{"display": "an old prompt"}\n')
+    (home / ".claude" / "projects" / "-old" / "old.jsonl").write_text("{}\n")
+    monkeypatch.setenv("HOME", str(home))
+    return home / ".claude"
+
+
+@pytest.fixture
+def loopback(claude_cli, user_claude, tmp_path, monkeypatch):
     """Start a loopback server on a script and point Claude Code (through loopwright's environment) at it: a dummy
-    key, its config folder in tmp (writable in the sandbox: its sessions live there), its install readable."""
+    key, its install readable; nothing else set up (its config folder is the run's copy of the user's)."""
 
     def start(turns: list[dict]) -> LoopbackServer:
         server = LoopbackServer(Script.parse(turns)).start()
         started.append(server)
-        config = tmp_path / "claude-config"
-        config.mkdir(exist_ok=True)
         cli_dir = Path(claude_cli).parent
         monkeypatch.setenv("PATH", f"{cli_dir}:{Path(claude_cli).resolve().parent}:/usr/bin:/bin")
         monkeypatch.setenv("ANTHROPIC_BASE_URL", server.anthropic_base_url)
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-loopback-not-a-key")
-        monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(config))
-        monkeypatch.setenv("LOOPWRIGHT_SANDBOX__WRITABLE", json.dumps([str(config)]))
         monkeypatch.setenv("LOOPWRIGHT_SANDBOX__READABLE", json.dumps([str(cli_dir.parent)]))
         monkeypatch.setenv("LOOPWRIGHT_BASE_URL", server.anthropic_base_url)  # what the sandbox lets it reach
         monkeypatch.setenv("LOOPWRIGHT_MEMORY__REFLECT", "false")
@@ -49,12 +59,20 @@ def loopback(claude_cli, tmp_path, monkeypatch):
         server.stop()
 
 
+def untouched(user_claude: Path) -> None:
+    """The user's own folder is as it was: the run wrote its sessions into its copy."""
+    assert sorted(p.name for p in user_claude.rglob("*")) == ["-old", "history.jsonl", "old.jsonl", "projects",
+                                                              "settings.json"]
+
+
 def sessions(server: LoopbackServer) -> list[str]:
     """The Claude Code session each turn's request came from (in its metadata)."""
     return [json.loads(r["body"]["metadata"]["user_id"])["session_id"] for r in server.requests]
 
 
-def test_a_task_through_claude_code_is_checkpointed_checked_resumed_in_its_session_and_merged(repo, cli, loopback):
+@needs_bwrap
+def test_a_task_through_claude_code_is_checkpointed_checked_resumed_in_its_session_and_merged(repo, cli, loopback,
+                                                                                          user_claude):
     server = loopback([
         {"text": "It looks right to me."},
         {"tool_calls": [READ], "expect": "test_add"},
@@ -79,6 +97,9 @@ def test_a_task_through_claude_code_is_checkpointed_checked_resumed_in_its_sessi
     started = [e.name for _, _, e in store.events(run.id, types=("tool_started",))]
     assert started == ["Read", "Edit", "Bash"]
     assert run.cost_known and run.cost_usd > 0 and run.model_calls >= 5
+    assert not store.events(run.id, types=("tool_finished",))[-1][2].is_error  # its Bash ran, in the sandbox
+    assert not (agent_homes(repo) / run.id).exists()  # its copy of the config folder went with the run
+    untouched(user_claude)
 
 
 def _hanging(store: Store) -> str:
@@ -88,7 +109,8 @@ def _hanging(store: Store) -> str:
     return run.id
 
 
-def test_pause_then_resume_continues_the_claude_code_session(repo, cli, loopback, daemon):
+@needs_bwrap
+def test_pause_then_resume_continues_the_claude_code_session(repo, cli, loopback, daemon, user_claude):
     server = loopback([{"tool_calls": [HANG]}, {"tool_calls": [READ], "expect": "resumed"},
                        {"tool_calls": [EDIT]}, {"text": "Fixed add."}])
     task = cli.json(repo, "post", "fix add", "--agent", "claude-code", "--check", CHECK)["task"]
@@ -98,10 +120,16 @@ def test_pause_then_resume_continues_the_claude_code_session(repo, cli, loopback
     cli(repo, "pause", run_id)
     until(lambda: store.run(run_id).status == "paused", "the run to pause")
     assert processes("sleep 2718") == []
+    home = agent_homes(repo) / run_id  # the run's own config folder: the user's settings, not their history
+    assert home.stat().st_mode & 0o777 == 0o700 and (home / "settings.json").exists()
+    assert not (home / "history.jsonl").exists() and not (home / "projects" / "-old").exists()
+    assert list(home.glob(f"projects/*/{store.run(run_id).agent_session}.jsonl")), "its session is kept there"
     cli(repo, "resume", run_id)
     until(lambda: store.task(task).status == "succeeded", "the resumed run to succeed", timeout=120)
     assert set(sessions(server)) == {store.run(run_id).agent_session}
     assert "return a + b" in git(repo, "show", "main:calc.py")
+    until(lambda: not home.exists(), "its copy of the config folder to go with the run")
+    untouched(user_claude)
 
 
 def test_kill_9_of_the_daemon_resumes_claude_code_by_its_session_id(repo, cli, loopback, daemon):
@@ -150,3 +178,18 @@ def test_an_api_error_or_a_missing_cli_pauses_the_run_saying_what_claude_code_ne
     result = json.loads(out)
     assert result["status"] == "paused" and "claude-code could not start" in result["reason"], (result, err)
     assert "npm install -g @anthropic-ai/claude-code" in result["reason"]
+
+
+@needs_bwrap
+def test_a_claude_login_of_the_user_reaches_the_run_through_its_copy_of_the_config_folder(repo, cli, loopback,
+                                                                                         user_claude, monkeypatch):
+    """No key: the user's `claude login` (its credentials file) is what Claude Code uses, in the run's copy."""
+    login = {"claudeAiOauth": {"accessToken": "sk-ant-oat01-loopback", "refreshToken": "sk-ant-ort01-loopback",
+                               "expiresAt": int(time.time() + 86400) * 1000, "scopes": ["user:inference"]}}
+    (user_claude / ".credentials.json").write_text(json.dumps(login))
+    server = loopback([{"tool_calls": [READ]}, {"tool_calls": [EDIT]}, {"text": "Fixed add."}])
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    code, out, err = cli(repo, "run", "fix add", "--agent", "claude-code", "--check", CHECK, "--json")
+    result = json.loads(out)
+    assert result["status"] == "succeeded", (result, err)
+    assert server.remaining == 0 and json.loads((user_claude / ".credentials.json").read_text()) == login

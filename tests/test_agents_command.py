@@ -21,12 +21,14 @@ from loopwright.harness.agents.base import (
     AgentToolCall,
     AgentToolResult,
     AgentUsage,
+    ConfigHome,
     SessionStarted,
 )
 from loopwright.harness.messages import Usage
 from loopwright.memory.processes import ToolProcesses
 from loopwright.memory.store import Store
 from loopwright.runtime import agents
+from loopwright.runtime.agents import agent_home, agent_homes, discard_agent_home
 
 PY = sys.executable
 
@@ -141,6 +143,43 @@ def test_an_agent_that_exits_non_zero_pauses_the_run_naming_what_it_needs(repo, 
     assert result["status"] == "paused"
     assert "exited with code 3" in result["reason"] and "FAKE_KEY is not set" in result["reason"]
     assert "it needs whatever" in result["reason"]
+
+
+def test_a_runs_copy_of_a_cli_config_folder_takes_its_login_and_settings_once(tmp_path, monkeypatch):
+    mine = tmp_path / "mine"  # the user's folder, moved by its variable
+    (mine / "sessions").mkdir(parents=True)
+    (mine / "auth.json").write_text("login")
+    (mine / "config.toml").write_text("settings")
+    (mine / "sessions" / "old.jsonl").write_text("history")
+    monkeypatch.setenv("FAKE_AGENT_HOME", str(mine))
+    home = ConfigHome("FAKE_AGENT_HOME", ".fakeagent", ("auth.json", "config.toml", "absent.json"))
+    root = tmp_path / "project"
+    (agent_homes(root) / ".r1.part").mkdir(parents=True)  # a copy a crash cut short
+    path = agent_home(home, root, "r1")
+    assert sorted(p.name for p in path.iterdir()) == ["auth.json", "config.toml"]
+    assert path.stat().st_mode & 0o777 == 0o700 and agent_homes(root).stat().st_mode & 0o777 == 0o700
+    assert not (agent_homes(root) / ".r1.part").exists()
+    (path / "sessions").mkdir()
+    (mine / "auth.json").write_text("logged in again")
+    assert agent_home(home, root, "r1") == path  # a resume: the same copy, with its sessions
+    assert (path / "sessions").is_dir() and (path / "auth.json").read_text() == "login"
+    assert discard_agent_home(root, "r1") == len("loginsettings") and not path.exists()
+
+
+def test_gc_and_a_kill_remove_the_config_folder_copies_no_run_can_resume_with(repo, cli, fake):
+    paused = run(cli, repo, "EXIT at once", fake)["run"]
+    done = run(cli, repo, "fix add", fake)["run"]
+    homes = agent_homes(repo)
+    for name in (paused, done, "gone0001", ".gone0002.part"):  # the last two: runs the store never knew
+        (homes / name).mkdir(parents=True)
+        (homes / name / "settings.json").write_text("{}")
+    dry = cli.json(repo, "gc", "--dry-run")
+    assert dry["agent_homes"] == sorted([done, "gone0001", "gone0002"]) and len(list(homes.iterdir())) == 4
+    gc = cli.json(repo, "gc")
+    assert gc["agent_homes"] == dry["agent_homes"] and gc["bytes_freed"] == dry["bytes_to_free"]
+    assert [p.name for p in homes.iterdir()] == [paused]
+    cli(repo, "kill", paused)
+    assert list(homes.iterdir()) == []
 
 
 @pytest.mark.parametrize("args,says", [
@@ -331,6 +370,7 @@ class StreamAgent:
     streams_events = True
     api_hosts: tuple[str, ...] = ()
     config_dirs: tuple[str, ...] = ()
+    config_home = None
     key_hint = "FAKE_STREAM_KEY"
 
     def __init__(self, script: Path, usage: Path):

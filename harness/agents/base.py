@@ -77,6 +77,17 @@ AgentEvent = SessionStarted | AgentText | AgentToolCall | AgentToolResult | Agen
 
 
 @dataclass(frozen=True)
+class ConfigHome:
+    """Where a CLI keeps its config folder: the variable that moves it (`CLAUDE_CONFIG_DIR`), the folder under $HOME
+    it uses when that is unset, and what of it a run needs (its login and settings, not its history). In the
+    sandbox the CLI gets a writable per-run copy instead of the user's folder."""
+
+    variable: str
+    default: str
+    files: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class AgentOptions:
     """What the run's config says to the CLI: model, turn cap, permission settings, extra arguments, and the
     text loopwright appends to the agent's instructions (recalled lessons, scratch pad, notices)."""
@@ -96,6 +107,7 @@ class CliAgent(Protocol):
     streams_events: bool  # False: no event stream; the supervisor checkpoints on file changes it sees
     api_hosts: tuple[str, ...]  # the hosts its API lives on: the only ones the sandbox lets it reach
     config_dirs: tuple[str, ...]  # its login/config folders under $HOME (bound read-only in the sandbox)
+    config_home: ConfigHome | None  # its config folder, when it writes there (a per-run copy in the sandbox)
     key_hint: str  # what it needs to start: the key variables or the login, said when it fails to start
 
     def command(self, prompt: str, options: AgentOptions, *, session_id: str | None = None) -> list[str]:

@@ -9,6 +9,9 @@ usage is the one its stream started with (input and cache tokens whole, output t
 
 Unless the config says otherwise it runs with `--permission-mode acceptEdits` and Bash allowed: there is no one
 to answer its permission prompts, and the run's worktree and loopwright's sandbox are what confine it.
+
+It keeps its sessions and its shells' state in its config folder (`CLAUDE_CONFIG_DIR`, else `~/.claude`): in the
+sandbox it gets a writable per-run copy holding the user's login and settings (`config_home`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from loopwright.harness.agents.base import (
     AgentToolCall,
     AgentToolResult,
     AgentUsage,
+    ConfigHome,
     SessionStarted,
 )
 from loopwright.harness.messages import Usage
@@ -37,8 +41,7 @@ READ_ONLY_TOOLS = frozenset({
 DEFAULT_PERMISSION_MODE = "acceptEdits"
 DEFAULT_ALLOWED_TOOLS = ("Bash",)
 # What it reads its key or login from: passed through from loopwright's environment by name, never stored.
-KEY_VARIABLES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_BASE_URL",
-                 "CLAUDE_CONFIG_DIR")
+KEY_VARIABLES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_BASE_URL")
 
 
 class ClaudeCodeAgent:
@@ -47,8 +50,9 @@ class ClaudeCodeAgent:
 
     name = "claude-code"
     streams_events = True
-    api_hosts = ("api.anthropic.com",)
-    config_dirs = (".claude",)
+    api_hosts: tuple[str, ...] = ("api.anthropic.com",)
+    config_dirs: tuple[str, ...] = ()
+    config_home: ConfigHome | None = ConfigHome("CLAUDE_CONFIG_DIR", ".claude", (".credentials.json", "settings.json"))
     key_hint = ("the claude CLI on PATH (npm install -g @anthropic-ai/claude-code), and ANTHROPIC_API_KEY (or "
                 "ANTHROPIC_AUTH_TOKEN, CLAUDE_CODE_OAUTH_TOKEN) in loopwright's environment or a `claude login`")
 

@@ -12,7 +12,7 @@ import os
 import shlex
 
 from loopwright.errors import LoopwrightError
-from loopwright.harness.agents.base import AgentEvent, AgentOptions
+from loopwright.harness.agents.base import AgentEvent, AgentOptions, ConfigHome
 
 PLACEHOLDER = "{prompt}"
 
@@ -42,6 +42,7 @@ class CommandAgent:
     streams_events = False
     api_hosts: tuple[str, ...] = ()
     config_dirs: tuple[str, ...] = ()
+    config_home: ConfigHome | None = None
 
     def __init__(self, template: str, *, name: str = "command", where: str = "--agent-command",
                  hosts: tuple[str, ...] = (), config_dirs: tuple[str, ...] = (), keys: tuple[str, ...] = (),

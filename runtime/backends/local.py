@@ -214,7 +214,7 @@ class InProcess:
         store = runner.store
         recalled = runner.recalled_section(run, task, config, fresh) if config.memory.recall else ""
         box = _jail(runner, run)  # where the check runs, as for loopwright's own runs
-        agent_box, override = agent_sandbox(runner.sandbox, agent, config)
+        agent_box, override = agent_sandbox(runner.sandbox, agent, config, runner.project.root, run.id)
         agent_jail = run_sandbox(agent_box, lambda event: store.append(run.id, event))
         appended = "\n\n".join(t for t in (agent_box.rules(ws.path), recalled.strip()) if t)
         context = ToolContext(worktree=ws.path, scratchpad=store.scratchpad(run.id), output_cap=config.tools.output_cap,

@@ -1,6 +1,7 @@
 """Worktree hygiene: removing finished runs' worktrees (`loopwright gc`, and the daemon after a delay), orphaned
-worktrees and run branches (`gc`, and the daemon's recovery), the free-disk floor below which no new run starts,
-and a full disk, on which every run pauses and no task is posted."""
+worktrees and run branches (`gc`, and the daemon's recovery), the CLI agents' per-run config folders no run can
+resume with (`gc`), the free-disk floor below which no new run starts, and a full disk, on which every run pauses
+and no task is posted."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from loopwright.memory import intents
 from loopwright.memory.store import RUN_FINAL, Run
+from loopwright.runtime.agents import agent_homes, home_run_id
 from loopwright.runtime.project import Project
 from loopwright.workspaces.git import Workspace
 from loopwright.workspaces.repository import RUN_BRANCHES, discard, tree_bytes, worktree_paths
@@ -82,6 +84,17 @@ def expired_worktrees(project: Project, now: float | None = None) -> list[Run]:
     if delay is None:
         return []
     return finished_worktrees(project, ended_before=(time.time() if now is None else now) - delay)
+
+
+def finished_agent_homes(project: Project) -> list[str]:
+    """The runs whose copy of their CLI agent's config folder no resume needs: finished runs, and runs the store
+    does not know (a kill while the copy was made)."""
+    where = agent_homes(project.root)
+    if not where.is_dir():
+        return []
+    status = {r.id: r.status for r in project.store.runs()}
+    return sorted({run_id for run_id in map(home_run_id, where.iterdir())
+                   if status.get(run_id) is None or status[run_id] in RUN_FINAL})
 
 
 @dataclass(frozen=True)
