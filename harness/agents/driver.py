@@ -14,8 +14,8 @@ all the time. A cap hit, a pause or a kill ends the process group (a pause: SIGI
 Commands are taken while it runs: a rollback or a message stops the CLI, (resets the worktree) and resumes its
 session at once with what happened; a pause or kill stops it. When the CLI exits, the acceptance check decides
 through `on_finish`, as for loopwright's own loop; a failed check resumes the same session with the check's
-output. A CLI that cannot start or exits non-zero pauses the run with one line naming what it needs
-(`agent.key_hint`).
+output. A CLI that cannot start or exits non-zero pauses the run with one line: its own error (the end of its
+stream) or else its last output line, and what it needs (`agent.key_hint`).
 """
 
 from __future__ import annotations
@@ -158,6 +158,7 @@ class CliDriver:
         self._transcript = Transcript(settings.transcript_cap)
         self._calls: dict[str, float] = {}
         self._summary = ""
+        self._ended: AgentFinished | None = None  # the CLI's own end of its last session, when it said one
         self._cost_this_process = 0.0
         self._changed_at: float | None = None
         self._progress_at = 0.0
@@ -230,7 +231,9 @@ class CliDriver:
         return "\n\n".join(told) or "Continue the task."
 
     def _exit_reason(self, code: int) -> str:
-        last = self._redact(self._transcript.last_line()[:200])
+        """Why the CLI exited non-zero: its own error when its stream ended on one, else its last output line."""
+        said = self._ended.text if self._ended is not None and not self._ended.ok else ""
+        last = self._redact((said or self._transcript.last_line())[:200])
         what = "could not start" if code in (EXIT_NOT_FOUND, EXIT_CANNOT_RUN) else f"exited with code {code}"
         return f"{self.agent.name} {what}" + (f" ({last})" if last else "") + f"; it needs {self.agent.key_hint}"
 
@@ -238,7 +241,7 @@ class CliDriver:
         """Run the CLI on `prompt` until it exits (its exit code), is halted to resume at once (None, None) or
         stops the run (the outcome)."""
         self._transcript = Transcript(self.settings.transcript_cap)
-        self._summary, self._halt, self._cost_this_process = "", None, 0.0
+        self._summary, self._halt, self._cost_this_process, self._ended = "", None, 0.0, None
         argv = self.agent.command(prompt, self.settings.options, session_id=self.session_id)
         command = "exec " + shlex.join(argv)
         wt = self.workspace.path
@@ -412,6 +415,7 @@ class CliDriver:
             self._usage(event.usage, event.model, event.cost_usd)
             await self.permit.check(self._active_seconds)
         elif isinstance(event, AgentFinished):
+            self._ended = event
             if event.text:
                 self._summary = event.text
             extra = (event.total_cost_usd or 0.0) - self._cost_this_process
