@@ -67,14 +67,15 @@ def cli_agent(config: Config) -> CliAgent | None:
                         hosts=tuple(section.hosts), config_dirs=tuple(section.config_dirs), keys=tuple(section.keys))
 
 
-def agent_options(config: Config, name: str, appended: str = "") -> AgentOptions:
-    """What `[agents.NAME]` says to the CLI, and the text loopwright appends to its instructions."""
+def agent_options(config: Config, name: str, appended: str = "", folder: Path | None = None) -> AgentOptions:
+    """What `[agents.NAME]` says to the CLI, the text loopwright appends to its instructions, and the run's copy of
+    its config folder (`run_config_folder`)."""
     section = config.agents.get(name)
     if section is None:
-        return AgentOptions(appended_instructions=appended)
+        return AgentOptions(appended_instructions=appended, config_folder=folder)
     return AgentOptions(model=section.model, max_turns=section.max_turns, permission_mode=section.permission_mode,
                         allowed_tools=tuple(section.allowed_tools), extra_args=tuple(section.extra_args),
-                        appended_instructions=appended)
+                        appended_instructions=appended, config_folder=folder)
 
 
 def model_prices(config: Config, model: str | None) -> ModelInfo | None:
@@ -92,25 +93,31 @@ def loopback_host(config: Config) -> str | None:
     return f"{url.hostname}:{url.port}" if url.port else url.hostname
 
 
-def agent_sandbox(base: Sandbox, agent: CliAgent, config: Config, root: Path,
-                  run_id: str) -> tuple[Sandbox, dict[str, str]]:
-    """The sandbox the agent's CLI runs in (in project `root`, for run `run_id`), and variables to set after the
-    sandbox's own.
+def run_config_folder(base: Sandbox, agent: CliAgent, root: Path, run_id: str) -> Path | None:
+    """The run's copy of the agent's config folder (`agent_home`), under bwrap for a CLI that writes into its
+    folder; None: the CLI uses its own folder (no jail keeps it from writing there)."""
+    if base.mode != "bwrap" or agent.config_home is None:
+        return None
+    return agent_home(agent.config_home, root, run_id)
+
+
+def agent_sandbox(base: Sandbox, agent: CliAgent, config: Config,
+                  folder: Path | None = None) -> tuple[Sandbox, dict[str, str]]:
+    """The sandbox the agent's CLI runs in, and variables to set after the sandbox's own.
 
     The run's policy, with the agent's config folders read-only (`home_allow`), the run's copy of its config folder
-    (`agent_home`) writable and named by the agent's variable, and, unless the network is on for every command,
-    the network allowed only to the policy's hosts and the agent's API hosts (plus the base URL's host when it is
-    local, reached through the proxy too). A sandbox that is not bwrap limits nothing: the CLI uses its own folder."""
+    `folder` (`run_config_folder`) writable and named by the agent's variable, and, unless the network is on for
+    every command, the network allowed only to the policy's hosts and the agent's API hosts (plus the base URL's
+    host when it is local, reached through the proxy too). A sandbox that is not bwrap limits nothing."""
     policy = base.policy
     home_allow = [*policy.home_allow, *(d for d in agent.config_dirs if d not in policy.home_allow)]
     if base.mode != "bwrap":
         return base.variant(home_allow=home_allow), {}
     override: dict[str, str] = {}
     writable = list(policy.writable)
-    if agent.config_home is not None:
-        home = agent_home(agent.config_home, root, run_id)
-        writable.append(str(home))
-        override[agent.config_home.variable] = str(home)
+    if folder is not None and agent.config_home is not None:
+        writable.append(str(folder))
+        override[agent.config_home.variable] = str(folder)
     if policy.network == "on":
         return base.variant(home_allow=home_allow, writable=writable), override
     local = loopback_host(config)

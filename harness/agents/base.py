@@ -12,6 +12,7 @@ supervisor checkpoints on the file changes it sees.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from loopwright.harness.messages import Usage
@@ -89,8 +90,9 @@ class ConfigHome:
 
 @dataclass(frozen=True)
 class AgentOptions:
-    """What the run's config says to the CLI: model, turn cap, permission settings, extra arguments, and the
-    text loopwright appends to the agent's instructions (recalled lessons, scratch pad, notices)."""
+    """What the run's config says to the CLI: model, turn cap, permission settings, extra arguments, the text
+    loopwright appends to the agent's instructions (recalled lessons, scratch pad, notices), and where its config
+    folder is for this run (where it keeps its sessions)."""
 
     model: str | None = None
     max_turns: int | None = None
@@ -98,6 +100,7 @@ class AgentOptions:
     allowed_tools: tuple[str, ...] = ()
     extra_args: tuple[str, ...] = ()
     appended_instructions: str = ""
+    config_folder: Path | None = None  # the run's copy of its config folder (`ConfigHome`); None: its own folder
 
 
 class CliAgent(Protocol):

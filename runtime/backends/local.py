@@ -33,7 +33,14 @@ from loopwright.memory.processes import ToolProcesses
 from loopwright.memory.run import RunMemory
 from loopwright.memory.store import Run, Store, StoreError, Task
 from loopwright.memory.tools import MEMORY_TOOLS
-from loopwright.runtime.agents import LOOPWRIGHT, agent_options, agent_sandbox, cli_agent, model_prices
+from loopwright.runtime.agents import (
+    LOOPWRIGHT,
+    agent_options,
+    agent_sandbox,
+    cli_agent,
+    model_prices,
+    run_config_folder,
+)
 from loopwright.runtime.backends.executor import Placement, failed_check_verdict, unchecked_verdict
 from loopwright.runtime.chat.threads import FanOut, children
 from loopwright.runtime.config import Config
@@ -214,7 +221,8 @@ class InProcess:
         store = runner.store
         recalled = runner.recalled_section(run, task, config, fresh) if config.memory.recall else ""
         box = _jail(runner, run)  # where the check runs, as for loopwright's own runs
-        agent_box, override = agent_sandbox(runner.sandbox, agent, config, runner.project.root, run.id)
+        folder = run_config_folder(runner.sandbox, agent, runner.project.root, run.id)
+        agent_box, override = agent_sandbox(runner.sandbox, agent, config, folder)
         agent_jail = run_sandbox(agent_box, lambda event: store.append(run.id, event))
         appended = "\n\n".join(t for t in (agent_box.rules(ws.path), recalled.strip()) if t)
         context = ToolContext(worktree=ws.path, scratchpad=store.scratchpad(run.id), output_cap=config.tools.output_cap,
@@ -222,7 +230,7 @@ class InProcess:
                               processes=ToolProcesses(store, run.id))
         settings = DriverSettings(
             task_text=task_text(task, task.check_cmd, done="stop") + runner.progress_section(task, run),
-            options=agent_options(config, agent.name, appended), budget=config.budget,
+            options=agent_options(config, agent.name, appended, folder), budget=config.budget,
             price=lambda model: model_prices(config, model), fleet=FleetBudget(store, config.fleet),
             env={"LOOPWRIGHT_RUN_ID": run.id, "LOOPWRIGHT_TASK_ID": str(task.id)}, env_override=override,
             transcript_cap=config.tools.output_cap, line_cap=max(config.tools.output_cap // 4, 1000))
