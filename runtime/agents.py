@@ -136,16 +136,15 @@ def agent_home(home: ConfigHome, root: Path, run_id: str) -> Path:
     """The run's writable copy of a CLI's config folder, made the first time: mode 0700, holding what `home.files`
     names of the user's folder (its login, settings). Copying the CLI's own credentials file is the user's login,
     used as the CLI would use it; loopwright stores no key."""
-    path = agent_homes(root) / run_id
+    path, part = _copies(root, run_id)
     if path.is_dir():  # kept while the run can resume: its sessions are there
         return path
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     for folder in (path.parent.parent, path.parent):  # other users see no run's copy
         folder.chmod(0o700)
     source = Path(os.environ.get(home.variable) or Path.home() / home.default)
-    part = path.with_name(f".{run_id}.part")  # a copy cut short by a crash is never taken for a whole one
     try:
-        shutil.rmtree(part, ignore_errors=True)
+        shutil.rmtree(part, ignore_errors=True)  # a copy cut short by a crash is never taken for a whole one
         part.mkdir(mode=0o700)
         for name in home.files:
             if (source / name).is_dir():
@@ -164,14 +163,19 @@ def home_run_id(path: Path) -> str:
     return path.name.removeprefix(".").removesuffix(".part")
 
 
+def _copies(root: Path, run_id: str) -> tuple[Path, Path]:
+    """The run's copy of its agent's config folder, and one cut short."""
+    return agent_homes(root) / run_id, agent_homes(root) / f".{run_id}.part"
+
+
 def agent_home_bytes(root: Path, run_id: str) -> int:
     """The bytes of the run's copy of its agent's config folder (and of one cut short)."""
-    return sum(tree_bytes(p) for p in (agent_homes(root) / run_id, agent_homes(root) / f".{run_id}.part"))
+    return sum(tree_bytes(p) for p in _copies(root, run_id))
 
 
 def discard_agent_home(root: Path, run_id: str) -> int:
     """Remove the run's copy of its agent's config folder (the run ended for good); the bytes freed."""
     freed = agent_home_bytes(root, run_id)
-    for path in (agent_homes(root) / run_id, agent_homes(root) / f".{run_id}.part"):
+    for path in _copies(root, run_id):
         shutil.rmtree(path, ignore_errors=True)
     return freed

@@ -170,7 +170,7 @@ def test_gc_and_a_kill_remove_the_config_folder_copies_no_run_can_resume_with(re
     paused = run(cli, repo, "EXIT at once", fake)["run"]
     done = run(cli, repo, "fix add", fake)["run"]
     homes = agent_homes(repo)
-    for name in (paused, done, "gone0001", ".gone0002.part"):  # the last two: runs the store never knew
+    for name in (paused, done, "gone0001", ".gone0002.part"):  # the last two: runs this store does not know
         (homes / name).mkdir(parents=True)
         (homes / name / "settings.json").write_text("{}")
     dry = cli.json(repo, "gc", "--dry-run")

@@ -88,7 +88,7 @@ def expired_worktrees(project: Project, now: float | None = None) -> list[Run]:
 
 def finished_agent_homes(project: Project) -> list[str]:
     """The runs whose copy of their CLI agent's config folder no resume needs: finished runs, and runs the store
-    does not know (a kill while the copy was made)."""
+    does not know (its `.loopwright` made anew)."""
     where = agent_homes(project.root)
     if not where.is_dir():
         return []
