@@ -177,21 +177,21 @@ class RunJail:
         wanted = frozenset(Path(p) for p in readable)
         async with self._lock:
             if self._jail is not None and (wanted != self._readable or self._worktree_id() != self._bound):
-                self.close()
+                await self.aclose()
             problem = ""
             for _ in range(2):
                 if self._jail is None or not self._jail.alive():
-                    self.close()
+                    await self.aclose()
                     self._launch(wanted)
                     assert self._jail is not None
                     if problem := await self._jail.ready():
-                        self.close()
+                        await self.aclose()
                         continue
                 try:
                     return await self._send(command, Path(cwd), self.sandbox.command_env(env))
                 except _JailDied as e:  # before the server had the command: it can be sent again
                     problem = str(e)
-                    self.close()
+                    await self.aclose()
             raise SandboxError(f"the run's jail died twice in a row ({problem}); check the sandbox with "
                                f"`loopwright sandbox check`")
 
@@ -200,6 +200,16 @@ class RunJail:
         if self._finalizer is not None:
             self._finalizer()
             self._finalizer = None
+        self._forget()
+
+    async def aclose(self) -> None:
+        """`close`, waiting for the jail to end in a worker thread: not on the event loop a daemon's runs share."""
+        finalizer, self._finalizer = self._finalizer, None
+        if finalizer is not None:
+            await asyncio.to_thread(finalizer)
+        self._forget()
+
+    def _forget(self) -> None:
         if self.processes is not None and self._group is not None:
             self.processes.ended(self._group)
         self._jail, self._group = None, None
@@ -222,6 +232,7 @@ class RunJail:
                                  processes=box.policy.max_processes + 5)  # the server's 3 threads, the bridge
 
         self._bound = self._worktree_id()
+        # not in a worker thread: bwrap's --die-with-parent would end the jail with that thread
         jail = _Process(argv, box.command_env(), self.worktree)
         self._jail, self._readable = jail, readable
         self._finalizer = weakref.finalize(self, jail.close)
