@@ -30,6 +30,7 @@ import sys
 import tempfile
 import weakref
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from loopwright.harness.processes import ProcessGroup, ProcessLedger, group_of
@@ -40,6 +41,10 @@ SERVER = (Path(__file__).parent / "sandbox_server.py").read_text().split('"""', 
 ANSWER_TIMEOUT = 30.0  # seconds for a new jail's server to say it is ready
 CLOSE_TIMEOUT = 5.0  # seconds for the jail to end on its own once told, before it is killed
 EXIT_LOST = 128 + signal.SIGKILL  # a command whose jail died under it
+# Jails are started by these threads, not on the event loop (starting a process stalls it ~10-20 ms a jail on a
+# busy fleet), nor in a pool whose threads may end: bwrap's --die-with-parent ends a jail with the thread that
+# started it, and these live as long as the process.
+_STARTERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="loopwright-jail-start")
 
 
 class _JailDied(Exception):
@@ -182,7 +187,7 @@ class RunJail:
             for _ in range(2):
                 if self._jail is None or not self._jail.alive():
                     await self.aclose()
-                    self._launch(wanted)
+                    await self._launch(wanted)
                     assert self._jail is not None
                     if problem := await self._jail.ready():
                         await self.aclose()
@@ -221,7 +226,7 @@ class RunJail:
             return None
         return st.st_dev, st.st_ino
 
-    def _launch(self, readable: frozenset[Path]) -> None:
+    async def _launch(self, readable: frozenset[Path]) -> None:
         box = self.sandbox
 
         def argv(fd: int) -> list[str]:
@@ -232,8 +237,8 @@ class RunJail:
                                  processes=box.policy.max_processes + 5)  # the server's 3 threads, the bridge
 
         self._bound = self._worktree_id()
-        # not in a worker thread: bwrap's --die-with-parent would end the jail with that thread
-        jail = _Process(argv, box.command_env(), self.worktree)
+        jail = await asyncio.get_running_loop().run_in_executor(_STARTERS, _Process, argv, box.command_env(),
+                                                                self.worktree)
         self._jail, self._readable = jail, readable
         self._finalizer = weakref.finalize(self, jail.close)
         self._group = group_of(jail.popen.pid)  # the jail's group holds everything in it (the server's commands too)
