@@ -430,7 +430,8 @@ CONFIG_TEMPLATE = """\
 # api_key_env = "ANTHROPIC_API_KEY"        # which variable holds the key
 # script = "turns.json"           # provider scripted: the JSON file of assistant turns it replays (no API key)
 # max_output_tokens = 8192
-# request_timeout = 600           # seconds one model request may take
+# request_timeout = 600           # seconds the HTTP client waits to connect, or for any byte, before it gives up
+#                                 # (retried); a slow answer is ended by [retry] stall_seconds, call_deadline_seconds
 # target_branch = "main"          # default: the branch checked out when a task starts
 # check = "pytest -q"             # acceptance check run when the agent calls finish
 # check_timeout = 900
