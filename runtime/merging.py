@@ -10,9 +10,9 @@ from loopwright.memory.store import Run, Store, Task
 from loopwright.workspaces.git import MergeResult, Workspace
 from loopwright.workspaces.repository import WorkspaceError
 
-# The runs of one process share the repository: target branches are moved and worktrees removed one at a
-# time (git's own lock files would make the losers fail); worktrees are added without it (`add_worktree`).
-# Another process moving the branch in between is retried.
+# The runs of one process share the repository: worktrees are added and target branches moved one at a
+# time (git's own lock files would make the losers fail). Another process moving the branch in between
+# is retried.
 GIT_LOCK = threading.Lock()
 MERGE_ATTEMPTS = 3
 

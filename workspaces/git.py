@@ -35,7 +35,6 @@ from loopwright.workspaces.repository import (
     NO_COMMITS,
     RUN_BRANCHES,
     WorkspaceError,
-    add_worktree,
     checkout_of,
     clean_env,
     commit_of_branch,
@@ -165,8 +164,9 @@ class Workspace:
         `setup_command` runs in the new worktree through `jail` (the sandbox's wrap), if given; `redact` hides
         key values in the output a failure quotes.
 
-        The worktree is registered without a lock (`add_worktree`), so runs starting together make theirs in
-        parallel; `git_lock` is held only to remove a half-made one."""
+        `git_lock` is held only while the worktree is registered (concurrent `git worktree add`s in one
+        repository read each other's half-written metadata): the branch is made before, its files are checked
+        out after, in parallel with other runs'."""
         root = repo_root(Path(root))
         g = git.Git(root)
         copy_files = tuple(copy_files)
@@ -186,11 +186,11 @@ class Workspace:
                                     f"refs/heads/{branch}", base, "0" * len(base))  # only if it does not exist yet
         if status != 0:
             raise WorkspaceError(f"could not create the branch {branch}: {git_message(err, out, status)}")
-        try:
-            add_worktree(root, path, branch)
-        except WorkspaceError as e:
+        with git_lock or contextlib.nullcontext():
+            status, out, err = git_call(g, "worktree", "add", "--quiet", "--no-checkout", str(path), branch)
+        if status != 0:
             git_call(g, "update-ref", "-d", f"refs/heads/{branch}", base)
-            raise WorkspaceError(f"could not create the worktree {path}: {e}") from None
+            raise WorkspaceError(f"could not create the worktree {path}: {git_message(err, out, status)}")
         ws = cls(root, run_id, path, branch, base, copy_files)
         try:
             status, out, err = git_call(git.Git(path), "checkout", "--quiet")

@@ -190,62 +190,10 @@ def worktree_paths(root: Path) -> list[Path]:
     return [Path(f[len("worktree "):]) for f in out.split("\0") if f.startswith("worktree ")]
 
 
-def common_dir(root: Path) -> Path:
-    """The repository's common git directory (`.git` of the main checkout, where `worktrees/` is)."""
-    return _common_dir(repo_root(root))
-
-
-@functools.lru_cache(maxsize=256)
-def _common_dir(root: Path) -> Path:
-    return Path(run_git(git.Git(root), "rev-parse", "--path-format=absolute", "--git-common-dir",
-                        what="finding the repository's git directory")).resolve()
-
-
-def add_worktree(root: Path, path: Path, branch: str) -> None:
-    """Register `path` as a worktree of the repository on `branch`, nothing checked out yet: what `git worktree add
-    --no-checkout` does, without a lock. `git worktree add`s running together read each other's half-written admin
-    folders (`.git/worktrees/<name>`) and fail ("failed to read .../commondir"); here the admin folder is written
-    aside and renamed into place whole, after the worktree's `.git` file that points at it (`git worktree prune`
-    never sees one without the other)."""
-    common = common_dir(root)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        if any(path.iterdir()):
-            raise WorkspaceError(f"'{path}' already exists and is not empty")
-        path = path.resolve()
-        admin = common / "worktrees" / path.name
-        if admin.exists():
-            raise WorkspaceError(f"{admin} already exists (run `git worktree prune`)")
-        staging = _staging(common, path)
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        try:
-            (staging / "HEAD").write_text(f"ref: refs/heads/{branch}\n")
-            (staging / "commondir").write_text("../..\n")
-            (staging / "gitdir").write_text(f"{path / '.git'}\n")
-            (path / ".git").write_text(f"gitdir: {admin}\n")
-            admin.parent.mkdir(exist_ok=True)
-            staging.rename(admin)
-        except OSError:
-            (path / ".git").unlink(missing_ok=True)
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-    except OSError as e:
-        raise WorkspaceError(f"{e.strerror or e}: {e.filename or path}") from None
-
-
-def _staging(common: Path, path: Path) -> Path:
-    """Where `add_worktree` writes a worktree's admin folder before it moves into `worktrees/` (outside it: git reads
-    every folder there)."""
-    return common / f"loopwright-new-worktree-{path.name}"
-
-
 def discard(root: Path, path: Path | None, branch: str | None) -> None:
-    """Remove a worktree (registered or only a directory) and/or a branch, whatever is left of them (an admin folder
-    `add_worktree` was writing when a kill came too)."""
+    """Remove a worktree (registered or only a directory) and/or a branch, whatever is left of them."""
     g = git.Git(Path(root))
     if path is not None:
-        shutil.rmtree(_staging(common_dir(root), path.absolute()), ignore_errors=True)
         git_call(g, "worktree", "remove", "--force", str(path))
         if path.exists():
             shutil.rmtree(path, ignore_errors=True)
