@@ -27,6 +27,7 @@ from loopwright.harness.messages import Usage
 from loopwright.memory.processes import ToolProcesses
 from loopwright.memory.store import Store
 from loopwright.runtime import agents
+from loopwright.runtime.chat.threads import messages
 
 PY = sys.executable
 
@@ -304,6 +305,30 @@ def test_a_rollback_or_a_message_stops_the_agent_and_runs_it_again_with_the_noti
     until(lambda: store.task(other).status in ("succeeded", "needs_review"), "the told run to finish", timeout=60)
     prompts = [m.text for m in store.conversation(second.id) if m.role == "user"]
     assert len(prompts) == 2 and "Message from the person supervising you: go on" in prompts[1]
+
+
+def test_a_chat_mention_of_an_agent_runs_the_request_on_it_and_its_output_is_the_answer(repo, cli, fake, daemon):
+    (repo / "loopwright.toml").write_text(f'[agents.fake]\ncommand = "{fake}"\n'
+                                          f'[chat]\nagents = ["fake", "ghost"]\ndebounce_seconds = 0.2\n')
+    git(repo, "add", "loopwright.toml")
+    git(repo, "commit", "-qm", "config")
+    cli(repo, "threads", "new", "dev", "--check", CHECK)
+    code, _, err = cli(repo, "say", "dev", "@ghost hello", "--as", "ana")
+    assert code == 0 and "no agent or member" not in err
+    daemon()
+    store = _daemon_store(repo)
+    until(lambda: any(m.kind == "system" for m in messages(store, "dev")), "the refusal of @ghost")
+    (refused,) = [m.text for m in messages(store, "dev") if m.kind == "system"]
+    assert refused.startswith("@ana cannot start ghost: unknown agent 'ghost'") and "[agents.ghost]" in refused
+    cli(repo, "say", "dev", "@fake please fix add", "--as", "ana")
+    until(lambda: any(m.kind == "agent" for m in messages(store, "dev")), "the answer", timeout=60)
+    (task,) = store.tasks()
+    assert task.options["agent"] == "fake" and task.status == "succeeded"
+    assert "What you print last is posted in #dev" in task.goal and "ana: @ghost hello" in task.goal
+    (run,) = store.runs(task_id=task.id)
+    assert run.agent == "fake" and "return a + b" in (repo / "calc.py").read_text()
+    (answer,) = [m.text for m in messages(store, "dev") if m.kind == "agent"]
+    assert answer.startswith("@ana ") and "fixed add in calc.py" in answer
 
 
 @pytest.mark.parametrize("mode", ["none", pytest.param("bwrap", marks=needs_bwrap)])
