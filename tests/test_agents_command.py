@@ -61,7 +61,8 @@ elif "HANG" in prompt and not any(w in prompt for w in ("has been resumed", "rol
 elif "TWICE" in prompt and "failed (exit" not in prompt:
     pathlib.Path("wip.txt").write_text("a first try\n")
     print("first try done", flush=True)
-elif "WAITGO" in prompt:  # prints, waits for the test's file `go`, prints again
+elif "WAITGO" in prompt:  # writes, prints, waits for the test's file `go`, prints again
+    pathlib.Path("notes.txt").write_text("step one\n")
     print("waiting for go", flush=True)
     while not pathlib.Path(__file__).with_name("go").exists():
         time.sleep(0.05)
@@ -138,7 +139,7 @@ def test_a_flood_of_output_is_capped_and_read_to_its_end(repo, cli, fake):
     assert result["status"] == "succeeded", result
     store = Store(repo / ".loopwright" / "state.db")
     pieces = [m.text for m in store.conversation(result["run"]) if m.role == "assistant"]
-    transcript = "".join(pieces)
+    transcript = "\n".join(pieces)
     assert len(transcript) < 40_000  # [tools] output_cap, head and tail
     assert max(len(p) for p in pieces[:-1]) < 4096 + 7500 + 20  # the head's pieces: a few KB and at most a line
     assert "[… line cut …]" in transcript and "characters left out" in pieces[-1]

@@ -523,9 +523,9 @@ class CliDriver:
 
     def _said(self, text: str) -> None:
         """A piece of the output of a CLI with no event stream, as the run's events (live in `show`, the TUI)."""
-        if text and not self.agent.streams_events:
-            self.store.append(self.run_id, MessageAdded(message=Message(role="assistant",
-                                                                        content=[TextBlock(text=text)])))
+        if text and not self.agent.streams_events:  # a message is its lines: without the last one's end
+            self.store.append(self.run_id, MessageAdded(message=Message(
+                role="assistant", content=[TextBlock(text=text.removesuffix("\n"))])))
 
     def _redact(self, text: str) -> str:
         """`text` with the values of key variables hidden (the CLI holds its keys and may print them)."""
