@@ -262,6 +262,7 @@ def test_a_command_agents_output_reaches_the_runs_events_while_it_runs(repo, cli
     (tmp_path / "agentbin" / "go").write_text("")
     until(lambda: store.task(task).status == "succeeded", "the agent to go on and succeed", timeout=60)
     assert said().index("waiting for go") < said().index("second part")
+    assert cli.json(repo, "runs")[0]["last_action"] == "fixed add in calc.py"
 
 
 def test_pause_resume_and_kill_through_the_daemon(repo, cli, fake, daemon):

@@ -316,6 +316,7 @@ class CliDriver:
         if not self.agent.streams_events:
             self._said(self._transcript.rest() or ("" if self._transcript.head_len else "(no output)"))
             self._summary = self._summary or self._transcript.last
+            self._save_progress(self._transcript.last[:120])  # its last words, not what it said a second ago
         await self._apply_rollbacks()
         halt = self._halt
         if halt is not None:
