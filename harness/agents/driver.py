@@ -236,7 +236,7 @@ class CliDriver:
         finally:
             with contextlib.suppress(WorkspaceError):
                 await asyncio.shield(self._checkpoint(f"{self.agent.name}: the work when the session ended"))
-            self.tool_context.close()
+            await self.tool_context.aclose()
             self._save_progress("")
 
     # -- one session of the CLI ------------------------------------------------------------------------
