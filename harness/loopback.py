@@ -53,7 +53,9 @@ Usage: a turn that gives no `usage` is billed as the provider would bill its req
 `prompt_cache_key` for OpenAI); that serialises each request again, so CPU benchmarks switch it off
 (`accounting=False`, `--no-accounting`: such turns report the script's default usage). A Responses request with
 `store` is kept, so a later one may send only its new items with `previous_response_id` (an unknown id is a 404,
-as when a stored response expired).
+as when a stored response expired). `refuse_fields` (`--refuse-fields`) answers a request that has one of those
+top-level fields with a 400 naming it, as a strict OpenAI-compatible server (llama.cpp, vLLM) does with fields it
+does not know.
 """
 
 from __future__ import annotations
@@ -91,12 +93,13 @@ class LoopbackServer:
 
     def __init__(self, script: Script, host: str = "127.0.0.1", port: int = 0, *, per_conversation: bool = False,
                  latency: float = 0.0, keep_bodies: bool = True, request_log: str | None = None,
-                 accounting: bool = True):
+                 accounting: bool = True, refuse_fields: tuple[str, ...] = ()):
         self.entries: list[Fault | ScriptTurn] = list(script.turns)
         if per_conversation and any(isinstance(e, Fault) for e in self.entries):
             raise ScriptError("a per-conversation script cannot hold faults (use rate_limit() for a quota storm)")
         self.per_conversation, self.latency, self.keep_bodies = per_conversation, latency, keep_bodies
         self.accounting = accounting  # bill turns without `usage` as the provider would (costs CPU per request)
+        self.refuse_fields = refuse_fields  # top-level body fields refused with a 400 naming the first one present
         self.requests: list[dict] = []
         self.side_requests: list[str] = []  # what each of Claude Code's side requests was for, in order
         self.refused: list[float] = []  # when each request of a quota storm was refused
@@ -240,6 +243,8 @@ class _Handler(BaseHTTPRequestHandler):
         server.log_request(path, fmt, body, at, side)
         if fmt is None:
             return self._send(404, {"error": {"type": "not_found_error", "message": f"loopback: no endpoint {path}"}})
+        if refused := next((f for f in server.refuse_fields if f in body), None):
+            return self._error(fmt, 400, "invalid_request_error", f"loopback: unsupported param: {refused}")
         if server.latency and not self._linger(server.latency):
             self.close_connection = True
             return None
@@ -482,6 +487,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency", type=float, default=0.0, metavar="SECONDS", help="wait before every answer")
     parser.add_argument("--log-requests", metavar="FILE",
                         help="append one JSON line per request as it arrives: at, path, turn, head")
+    parser.add_argument("--refuse-fields", nargs="+", default=(), metavar="FIELD",
+                        help="answer a request that has one of these body fields with a 400 naming it, as a strict "
+                             "OpenAI-compatible server does (e.g. stream_options prompt_cache_key)")
     parser.add_argument("--no-accounting", dest="accounting", action="store_false",
                         help="report the script's usage instead of billing each request as the provider would "
                              "(prompt caching included): less CPU per request, for benchmarks")
@@ -491,7 +499,8 @@ def serve(args: argparse.Namespace) -> int:
     """Serve the options `add_arguments` parsed until Ctrl-C; a bad script or a taken port is one line and 2."""
     try:
         server = LoopbackServer(Script.load(args.script), port=args.port, per_conversation=args.per_conversation,
-                                latency=args.latency, request_log=args.log_requests, accounting=args.accounting)
+                                latency=args.latency, request_log=args.log_requests, accounting=args.accounting,
+                                refuse_fields=tuple(args.refuse_fields))
     except (ScriptError, OSError) as e:  # a bad script file, or the port is taken
         print(f"loopback: {e}", file=sys.stderr)
         return 2
