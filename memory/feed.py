@@ -5,9 +5,26 @@ primary key or by `updated_at`, the newest events of one run. tui/feed.py decide
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from loopwright.memory.store import Run, Store, Task, run_of, task_of
+
+
+@contextmanager
+def snapshot(store: Store) -> Iterator[None]:
+    """One read transaction (BEGIN … COMMIT): every read inside sees the store as it was at the first one, whatever
+    other processes commit meanwhile (WAL). Inside a transaction already, just that one."""
+    conn = store.conn
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
 
 
 def events_after(store: Store, event_id: int, limit: int) -> list[tuple[int, str | None, float, str, str | None]]:
