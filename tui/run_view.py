@@ -33,6 +33,7 @@ from textual.widgets import Collapsible, DataTable, Footer, Input, RichLog, Stat
 from textual.worker import get_current_worker
 
 from loopwright.harness import events as ev
+from loopwright.harness.loop import WAITING
 from loopwright.harness.statuses import RunStatus
 from loopwright.memory.artifacts import list_artifacts
 from loopwright.memory.store import Run, Store, StoreError
@@ -49,6 +50,8 @@ FOLD_LINES = 40  # a message block (model text) shows this many lines, then "…
 RESULT_LINES = 8  # a tool result, folded further
 LINE_CHARS = 400  # longer lines are cut (a 1 MB one-line tool output stays one short line)
 LOG_LINES = 5000  # the transcript keeps this many rendered lines
+TRANSCRIPT_TAIL = 300  # entries shown when a run is opened (`loopwright show ID --full` has them all)
+WRITE_BATCH = 40  # entries written to the transcript per turn of the event loop: keys are handled between
 DIFF_FILE_LINES = 2000  # per file in the diff view
 DIFF_FILES = 300
 DIFF_OPEN_LINES = 400  # the first file of the diff is shown open when it changes no more lines than this
@@ -192,6 +195,7 @@ class RunScreen(Screen):
     RunScreen ContentSwitcher { height: 1fr; }
     RunScreen TabPane { height: 1fr; padding: 0; }
     RunScreen #log { height: 1fr; }
+    RunScreen #log-loading { height: auto; padding: 0 1; color: $text-muted; }
     RunScreen DataTable { height: 1fr; }
     RunScreen #diff-files, RunScreen #notes-scroll { height: 1fr; }
     RunScreen .section { text-style: bold; margin-top: 1; }
@@ -224,7 +228,7 @@ class RunScreen(Screen):
             self.run_id = self.run.id
         except StoreError as e:
             self.error = str(e)
-        self.last_id = 0
+        self.last_id: int | None = None  # None until the transcript's first read (a worker) is in
         self.ticks = 0
         self.stopping = ""  # "pausing…" or "killing…" from its stop request until its status changes
         self.scratch_text: str | None = None
@@ -246,6 +250,7 @@ class RunScreen(Screen):
         yield Static(id="head")
         with TabbedContent(id="tabs", initial="transcript"):
             with TabPane("Transcript", id="transcript"):
+                yield Static("loading the transcript…", id="log-loading")
                 yield RichLog(id="log", wrap=True, max_lines=LOG_LINES, min_width=20)
             with TabPane("Diff", id="diff"):
                 yield VerticalScroll(Static("computing the diff…", id="diff-summary"), id="diff-files")
@@ -271,9 +276,37 @@ class RunScreen(Screen):
         self._refresh_checkpoints()
         self._refresh_artifacts()
         self._refresh_notes()
-        self._poll()
         self.query_one("#log", RichLog).focus()
+        self._load_transcript()
         self.set_interval(POLL_SECONDS, self._poll)
+
+    @work(thread=True, group="transcript", exit_on_error=False)
+    def _load_transcript(self) -> None:
+        """The run's events so far, read on a connection of this thread (a long run has thousands)."""
+        try:
+            store = Store(self.project.db_path)
+            try:
+                batch = store.events(self.run_id)
+            finally:
+                store.close()
+        except (sqlite3.Error, StoreError) as e:
+            self.app.call_from_thread(self.notify, f"reading the transcript failed: {e}", severity="error",
+                                      markup=False)
+            batch = []
+        if self.is_attached:
+            self.app.call_from_thread(self._transcript_loaded, batch)
+
+    def _transcript_loaded(self, batch: list) -> None:
+        self.query_one("#log-loading").display = False
+        self.last_id = 0
+        self._take(batch)
+        if len(self.unwritten) > TRANSCRIPT_TAIL:
+            left_out = len(self.unwritten) - TRANSCRIPT_TAIL
+            while len(self.unwritten) > TRANSCRIPT_TAIL:
+                self.unwritten.popleft()
+            self.unwritten.appendleft(f"[… {left_out} earlier entries: `loopwright show {self.run_id} --full` "
+                                      "prints the whole transcript]")
+        self._write_transcript()
 
     def on_unmount(self) -> None:
         if self._rollback_actions is not None:
@@ -288,7 +321,7 @@ class RunScreen(Screen):
         self.ticks += 1
         self._keep_keys_reachable()
         try:
-            batch = self.store.events(self.run_id, after=self.last_id)
+            batch = [] if self.last_id is None else self.store.events(self.run_id, after=self.last_id)
             self._refresh_head()
             if self.ticks % 4 == 1:
                 self._refresh_scratch()
@@ -296,6 +329,12 @@ class RunScreen(Screen):
             if self.ticks % 40 == 1:  # a locked or vanished database: say so now and then, keep trying
                 self.notify(f"reading the store failed: {e}", severity="error", markup=False)
             return
+        self._take(batch)
+        self._write_transcript()
+
+    def _take(self, batch: list) -> None:
+        """Take these events in: their transcript entries (written by `_write_transcript`), the tabs they make
+        stale."""
         if not batch:
             return
         kinds: set[type] = set()
@@ -309,7 +348,6 @@ class RunScreen(Screen):
                 self.stopping = ""
             new_artifact |= isinstance(event, ev.ToolFinished) and event.name == "artifact"
             self.unwritten.extend(event_lines(event, ts, self.printer))
-        self._write_transcript()
         if kinds & {ev.CheckpointMade, ev.RolledBack}:
             self._refresh_checkpoints()
             self.diff_stale = True  # recomputed now if the diff is on screen, else when it is shown
@@ -323,11 +361,16 @@ class RunScreen(Screen):
     def _write_transcript(self) -> None:
         """Write the entries read so far, when the transcript is on screen (so they wrap at its width)."""
         log = self.query_one("#log", RichLog)
-        if not self.unwritten or self._tabs_active() != "transcript" or not log.scrollable_content_region.width:
+        if not self.unwritten or self._tabs_active() != "transcript":
+            return
+        if not log.scrollable_content_region.width:  # not laid out yet
+            self.call_after_refresh(self._write_transcript)
             return
         follow = log.is_vertical_scroll_end  # scrolled up: stay there
-        while self.unwritten:
+        for _ in range(min(WRITE_BATCH, len(self.unwritten))):
             log.write(styled(self.unwritten.popleft()), scroll_end=follow)
+        if self.unwritten:
+            self.call_later(self._write_transcript)
 
     def _tabs_active(self) -> str:
         return self.query_one("#tabs", TabbedContent).active
@@ -342,6 +385,8 @@ class RunScreen(Screen):
         line1 = (f"run {run.id} · {state} · step {run.step} · {fmt_tokens(run.tokens)} tok · ${run.cost_usd:.4f}"
                  f" · {fmt_elapsed(run.active_seconds)} · {fmt_cache(run)} · {run.provider}:{run.model}")
         line2 = f"task {task.id}: {task.title}"
+        if run.status == RunStatus.RUNNING and run.last_action.startswith(WAITING):  # and the tokens arriving
+            line2 = f"{run.last_action} · {line2}"
         line3 = f"worktree {run.worktree}" + ("   [read-only: no daemon]" if self.read_only else "")
         text = Text(f"{line1}\n{line2}\n{line3}")  # one line each: the CSS cuts them with an ellipsis
         if text.plain != self._head_plain:
