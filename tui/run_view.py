@@ -28,6 +28,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
+from textual.lazy import Lazy
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Collapsible, DataTable, Footer, Input, RichLog, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
@@ -252,14 +253,19 @@ class RunScreen(Screen):
             with TabPane("Transcript", id="transcript"):
                 yield Static("loading the transcript…", id="log-loading")
                 yield RichLog(id="log", wrap=True, max_lines=LOG_LINES, min_width=20)
+            # the tabs not shown at first are mounted after the first frame (Lazy): a run opens sooner
             with TabPane("Diff", id="diff"):
-                yield VerticalScroll(Static("computing the diff…", id="diff-summary"), id="diff-files")
+                yield Lazy(VerticalScroll(Static("computing the diff…", id="diff-summary"), id="diff-files"))
             with TabPane("Checkpoints", id="checkpoints"):
-                yield DataTable(id="checkpoints-table", cursor_type="row", zebra_stripes=True)
+                checkpoints = DataTable(id="checkpoints-table", cursor_type="row", zebra_stripes=True)
+                checkpoints.add_columns("#", "sha", "step", "message", "made")
+                yield Lazy(checkpoints)
             with TabPane("Artifacts", id="artifacts"):
-                yield DataTable(id="artifacts-table", cursor_type="row", zebra_stripes=True)
+                artifacts = DataTable(id="artifacts-table", cursor_type="row", zebra_stripes=True)
+                artifacts.add_columns("kind", "title", "size", "path")
+                yield Lazy(artifacts)
             with TabPane("Notes", id="notes"):
-                with VerticalScroll(id="notes-scroll"):
+                with Lazy(VerticalScroll(id="notes-scroll")):
                     yield Static("Scratch pad", classes="section")
                     yield Static(id="scratch")
                     yield Static("Progress file", classes="section", id="progress-title")
@@ -270,15 +276,26 @@ class RunScreen(Screen):
         if self.run is None:
             self.notify(self.error, title="no such run", severity="error", markup=False)
             return
-        self.query_one("#checkpoints-table", DataTable).add_columns("#", "sha", "step", "message", "made")
-        self.query_one("#artifacts-table", DataTable).add_columns("kind", "title", "size", "path")
         self._refresh_head()
-        self._refresh_checkpoints()
-        self._refresh_artifacts()
-        self._refresh_notes()
+        self.call_after_refresh(self._fill_tabs)
         self.query_one("#log", RichLog).focus()
         self._load_transcript()
         self.set_interval(POLL_SECONDS, self._poll)
+
+    def _fill_tabs(self) -> None:
+        """Fill the tabs mounted after the first frame, once they are there."""
+        if not all(self._mounted(w) for w in ("#diff-files", "#checkpoints-table", "#artifacts-table", "#progress")):
+            self.call_after_refresh(self._fill_tabs)
+            return
+        self._refresh_checkpoints()
+        self._refresh_artifacts()
+        self._refresh_notes()
+        if self.diff_stale and self._tabs_active() == "diff":  # shown before it was there
+            self.action_refresh_diff(quiet=True)
+        self._keep_keys_reachable()
+
+    def _mounted(self, selector: str) -> bool:
+        return bool(self.query(selector))
 
     @work(thread=True, group="transcript", exit_on_error=False)
     def _load_transcript(self) -> None:
@@ -395,6 +412,8 @@ class RunScreen(Screen):
 
     def _refresh_checkpoints(self) -> None:
         assert self.run is not None
+        if not self._mounted("#checkpoints-table"):
+            return  # filled when it is (_fill_tabs)
         table = self.query_one("#checkpoints-table", DataTable)
         row = table.cursor_row
         table.clear()
@@ -409,6 +428,8 @@ class RunScreen(Screen):
         table.move_cursor(row=min(max(row, 0), table.row_count - 1))
 
     def _refresh_artifacts(self) -> None:
+        if not self._mounted("#artifacts-table"):
+            return
         table = self.query_one("#artifacts-table", DataTable)
         table.clear()
         try:
@@ -420,6 +441,8 @@ class RunScreen(Screen):
             table.add_row(a.kind, Text(a.title), _size(a.size), Text(a.path), key=str(a.id))
 
     def _refresh_scratch(self) -> None:
+        if not self._mounted("#scratch"):
+            return
         text = self.store.scratchpad(self.run_id).read()
         if text != self.scratch_text:
             self.scratch_text = text
@@ -427,6 +450,8 @@ class RunScreen(Screen):
 
     def _refresh_notes(self) -> None:
         assert self.run is not None
+        if not self._mounted("#progress"):
+            return
         self._refresh_scratch()
         progress = self.store.progress(self.run.task_id)
         self.query_one("#progress-title", Static).update(f"Progress file (task {self.run.task_id})")
@@ -436,8 +461,8 @@ class RunScreen(Screen):
 
     def action_refresh_diff(self, quiet: bool = False) -> None:
         """Recompute the diff of the worktree against the base, in a worker thread."""
-        if self.run is None:
-            return
+        if self.run is None or not self._mounted("#diff-files"):
+            return  # computed when it is there (_fill_tabs)
         self.diff_stale = False
         self.query_one("#diff-files", VerticalScroll).loading = True  # a spinner until git answers
         self._load_diff(self.run)
@@ -504,7 +529,8 @@ class RunScreen(Screen):
         if self.run is None:
             return
         self.query_one("#tabs", TabbedContent).active = name
-        self.query_one(TAB_FOCUS[name]).focus()
+        for widget in self.query(TAB_FOCUS[name]):  # (not there yet: _fill_tabs focuses it)
+            widget.focus()
 
     def _keep_keys_reachable(self) -> None:
         """Keys go to the focused widget and up through its parents to this screen's bindings: a focused widget
@@ -514,7 +540,8 @@ class RunScreen(Screen):
             return
         pane = next((w for w in focused.ancestors_with_self if isinstance(w, TabPane)), None)
         if not focused.is_attached or (pane is not None and pane.id != self._tabs_active()):
-            self.query_one(TAB_FOCUS[self._tabs_active()]).focus()
+            for widget in self.query(TAB_FOCUS[self._tabs_active()]):
+                widget.focus()
 
     # -- actions ---------------------------------------------------------------------------------------
 
