@@ -88,7 +88,7 @@ class ChatScreen(Screen):
                 box.highlighted = self.names.index(self.thread)
             self._switch(self.thread)
         else:
-            self.query_one("#log", RichLog).write(NO_THREADS)
+            self._redraw()
         self._title()
 
     def _switch(self, name: str) -> None:
@@ -135,6 +135,8 @@ class ChatScreen(Screen):
     def _redraw(self) -> None:
         log = self.query_one("#log", RichLog)
         log.clear()
+        if self.thread is None:
+            log.write(NO_THREADS)
         for m in self.shown.values():
             log.write(line(m))
 
