@@ -36,6 +36,7 @@ from textual.worker import get_current_worker
 from loopwright.harness import events as ev
 from loopwright.harness.loop import WAITING
 from loopwright.harness.statuses import RunStatus
+from loopwright.memory import feed as reads
 from loopwright.memory.artifacts import list_artifacts
 from loopwright.memory.store import Run, Store, StoreError
 from loopwright.runtime.actions import Actions, Done
@@ -52,6 +53,7 @@ RESULT_LINES = 8  # a tool result, folded further
 LINE_CHARS = 400  # longer lines are cut (a 1 MB one-line tool output stays one short line)
 LOG_LINES = 5000  # the transcript keeps this many rendered lines
 TRANSCRIPT_TAIL = 300  # entries shown when a run is opened (`loopwright show ID --full` has them all)
+TRANSCRIPT_EVENTS = 3 * TRANSCRIPT_TAIL  # the last events read for them (tool starts and model calls add none)
 WRITE_BATCH = 40  # entries written to the transcript per turn of the event loop: keys are handled between
 DIFF_FILE_LINES = 2000  # per file in the diff view
 DIFF_FILES = 300
@@ -279,7 +281,7 @@ class RunScreen(Screen):
         self._refresh_head()
         self.call_after_refresh(self._fill_tabs)
         self.query_one("#log", RichLog).focus()
-        self._load_transcript()
+        self.call_after_refresh(self._load_transcript)  # after the first frame: its parsing takes the GIL too
         self.set_interval(POLL_SECONDS, self._poll)
 
     def _fill_tabs(self) -> None:
@@ -299,30 +301,32 @@ class RunScreen(Screen):
 
     @work(thread=True, group="transcript", exit_on_error=False)
     def _load_transcript(self) -> None:
-        """The run's events so far, read on a connection of this thread (a long run has thousands)."""
+        """The run's last events, read on a connection of this thread (a long run has thousands)."""
         try:
             store = Store(self.project.db_path)
             try:
-                batch = store.events(self.run_id)
+                batch = reads.recent_events(store, self.run_id, TRANSCRIPT_EVENTS)
+                stop = store.last_event(self.run_id, ("status", "stop_requested"))  # maybe before those
             finally:
                 store.close()
         except (sqlite3.Error, StoreError) as e:
             self.app.call_from_thread(self.notify, f"reading the transcript failed: {e}", severity="error",
                                       markup=False)
-            batch = []
+            batch, stop = [], None
         if self.is_attached:
-            self.app.call_from_thread(self._transcript_loaded, batch)
+            self.app.call_from_thread(self._transcript_loaded, batch, stop)
 
-    def _transcript_loaded(self, batch: list) -> None:
+    def _transcript_loaded(self, batch: list, stop: tuple | None) -> None:
         self.query_one("#log-loading").display = False
         self.last_id = 0
+        if stop is not None and isinstance(stop[2], ev.StopRequested):
+            self.stopping = STOPPING.get(stop[2].status, "")
         self._take(batch)
-        if len(self.unwritten) > TRANSCRIPT_TAIL:
-            left_out = len(self.unwritten) - TRANSCRIPT_TAIL
+        if len(batch) == TRANSCRIPT_EVENTS or len(self.unwritten) > TRANSCRIPT_TAIL:
             while len(self.unwritten) > TRANSCRIPT_TAIL:
                 self.unwritten.popleft()
-            self.unwritten.appendleft(f"[… {left_out} earlier entries: `loopwright show {self.run_id} --full` "
-                                      "prints the whole transcript]")
+            self.unwritten.appendleft(f"[… earlier entries: `loopwright show {self.run_id} --full` prints the whole "
+                                      "transcript]")
         self._write_transcript()
 
     def on_unmount(self) -> None:
