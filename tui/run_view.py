@@ -317,6 +317,8 @@ class RunScreen(Screen):
             self.app.call_from_thread(self._transcript_loaded, batch, stop)
 
     def _transcript_loaded(self, batch: list, stop: tuple | None) -> None:
+        if not self.is_attached:  # closed while the worker read
+            return
         self.query_one("#log-loading").display = False
         self.last_id = 0
         if stop is not None and isinstance(stop[2], ev.StopRequested):
