@@ -154,7 +154,8 @@ def test_a_long_run_opens_on_its_last_entries_and_says_where_the_rest_is(repo):
             text = "\n".join(log_text(app))
             assert f"earlier entries: `loopwright show {RUN} --full`" in text
             assert "turn 1699" not in text and "turn 1700" in text  # the last 300 entries
-            assert "pausing…" in str(app.run_screen.query_one("#head", Static).content)
+            await wait(pilot, lambda: "pausing…" in str(app.run_screen.query_one("#head", Static).content),
+                       "the stop request, older than the entries read")
 
     asyncio.run(scenario())
 

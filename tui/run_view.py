@@ -324,6 +324,7 @@ class RunScreen(Screen):
         if stop is not None and isinstance(stop[2], ev.StopRequested):
             self.stopping = STOPPING.get(stop[2].status, "")
         self._take(batch)
+        self._refresh_head()  # "pausing…", if so
         if len(batch) == TRANSCRIPT_EVENTS or len(self.unwritten) > TRANSCRIPT_TAIL:
             while len(self.unwritten) > TRANSCRIPT_TAIL:
                 self.unwritten.popleft()
