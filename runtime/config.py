@@ -151,6 +151,8 @@ class HttpConfig(_Section):
                                                                 "token) may make per minute")
     max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="a larger request body is refused (413)")
     keepalive_seconds: float = Field(default=15.0, gt=0, description="a comment line this often on an idle stream")
+    feed_hours: float = Field(default=72.0, gt=0, description="the live stream's changes are kept this long; a "
+                                                              "client resuming from before is asked to reload")
 
     def address(self) -> tuple[str, int] | None:
         """(host, port) to listen on; None when off."""
@@ -520,6 +522,7 @@ CONFIG_TEMPLATE = """\
 # rate_per_minute = 120           # requests one person may make per minute (429 + Retry-After beyond)
 # max_body_bytes = 262144         # a larger request body is refused (413)
 # keepalive_seconds = 15          # a comment line this often on an idle live stream
+# feed_hours = 72                 # the stream's changes are kept this long (a client resuming from before reloads)
 
 # [bridges.team]                  # a Slack- or Mattermost-compatible service bridged to a thread
 # shape = "slack"                 # slack (signed with X-Slack-Signature) | mattermost (a token in the request)

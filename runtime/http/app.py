@@ -37,7 +37,7 @@ from loopwright.runtime.chat.bridge import BridgeError, Bridges
 from loopwright.runtime.config import Config
 from loopwright.runtime.http import models, page, views
 from loopwright.runtime.http.auth import RateLimit, person_of
-from loopwright.runtime.http.stream import Hub
+from loopwright.runtime.http.stream import Event, Hub
 
 MAX_IDEMPOTENCY_KEY = 200
 
@@ -230,14 +230,16 @@ class Api:
                             "post a new message instead")
         return m
 
-    def may_see(self, person: str) -> Callable[[str | None], bool]:
-        """For the stream: whether `person` may see an event of a thread (asked per event, threads read once)."""
+    def may_see(self, person: str) -> Callable[[Event], bool]:
+        """For the stream: whether `person` may see an event (asked per event; a thread is read again only when an
+        event says it changed)."""
         seen: dict[str, bool] = {}
 
-        def check(name: str | None) -> bool:
+        def check(event: Event) -> bool:
+            name = event.thread
             if name is None:
                 return True
-            if name not in seen:
+            if name not in seen or event.kind == "thread":
                 seen[name] = self.may_read(person, chat_rows.thread(self.store, name))
             return seen[name]
         return check
@@ -407,8 +409,9 @@ ROUTES = [
     Spec("DELETE", "/api/messages/{id:int}", delete_message, "delete your message, if the agent has not read it",
          answer=models.Message),
     Spec("GET", "/api/tasks/{id:int}", get_task, "a task and its newest run", answer=models.Task),
-    Spec("GET", "/api/stream", live, "Server-Sent Events: `message` and `task` events, each with a store-wide "
-         "increasing id; resume with the Last-Event-ID header or ?after=ID", stream=True),
+    Spec("GET", "/api/stream", live, "Server-Sent Events: `message`, `task` and `thread` events, each with a "
+         "store-wide increasing id; resume with the Last-Event-ID header or ?after=ID (`reload`: what was missed "
+         "is no longer kept, load it again)", stream=True),
 ]
 
 
