@@ -145,8 +145,9 @@ class ChatConfig(_Section):
 class HttpConfig(_Section):
     """The chat API over HTTP (`serve --http`), served by the daemon; off unless `listen` is set."""
 
-    listen: str | None = Field(default=None, pattern=r"^(([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])?:)?[0-9]{1,5}$",
-                               description="HOST:PORT, or PORT alone for 127.0.0.1")
+    listen: str | None = Field(default=None, pattern=r"^(([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])?:)?"
+                                                     r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5]?[0-9]{1,4})$",
+                               description="HOST:PORT (a port up to 65535), or PORT alone for 127.0.0.1")
     rate_per_minute: int = Field(default=120, ge=1, description="requests one person (or one address with a bad "
                                                                 "token) may make per minute")
     max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="a larger request body is refused (413)")

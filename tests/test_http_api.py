@@ -164,6 +164,7 @@ def test_people_tokens_and_every_bad_request_is_a_json_error_that_stores_nothing
 
     refused(a.post("/api/threads/general/messages", content=b'{"text": "half'), 400, "not valid JSON")
     refused(a.post("/api/threads/general/messages", json={"txt": "typo"}), 400, "text")
+    refused(a.post("/api/threads/general/messages", json=["hi"]), 400, "the body is an array, not a JSON object")
     refused(a.post("/api/threads/general/messages", json={"text": "me?", "author": "bob"}), 400, "author")
     refused(a.post("/api/threads/general/messages", json={"text": "x" * 5000}), 413, "over 4,096 bytes")
     refused(a.post("/api/threads/nowhere/messages", json={"text": "hi"}), 404, "no thread 'nowhere'")
@@ -393,17 +394,24 @@ def test_a_daemon_restart_loses_nothing_a_client_saw_acknowledged(api, cli, repo
     assert list(dict.fromkeys(e["data"]["text"] for e in listener.got if e["event"] == "message")) == ["m0", "m1", "m2"]
 
 
-def test_an_address_in_use_is_one_line_and_the_daemon_does_not_start(repo, cli, tmp_path):
+def test_an_address_in_use_or_no_port_is_one_line_and_the_daemon_does_not_start(repo, cli, tmp_path):
     import socket
     import subprocess
     import sys
 
+    def serve(address: str) -> list[str]:
+        done = subprocess.run([sys.executable, "-m", "loopwright.cli.main", "serve", "--http", address], cwd=repo,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr
+        return [line for line in done.stderr.splitlines() if line.startswith("loopwright: error:")]
+
     cli(repo, "init")
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        done = subprocess.run([sys.executable, "-m", "loopwright.cli.main", "serve", "--http", str(port)], cwd=repo,
-                              capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2, done.stderr
-    error = [line for line in done.stderr.splitlines() if line.startswith("loopwright: error:")]
-    assert error and f"cannot listen on 127.0.0.1:{port}" in error[0]
+        error = serve(str(port))
+    assert error == [f"loopwright: error: cannot listen on 127.0.0.1:{port} for HTTP: Address already in use; choose "
+                     "another address with `serve --http HOST:PORT` or [http] listen"]
     assert cli.json(repo, "status")["daemon"] is None  # the lock was let go
+    error = serve("99999")
+    assert len(error) == 1 and "http.listen = '99999'" in error[0] and "a port up to 65535" in error[0]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import traceback
 from collections.abc import Awaitable, Callable
@@ -149,6 +150,11 @@ class Api:
             data = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise HttpError(400, f"the body is not valid JSON: {e}", "send a JSON object") from None
+        if not isinstance(data, dict):
+            shape = {list: "an array", str: "a string", bool: "true or false", type(None): "null"}.get(type(data),
+                                                                                                    "a number")
+            raise HttpError(400, f"the body is {shape}, not a JSON object",
+                            f"send a JSON object with {', '.join(model.model_fields)}")
         try:
             return model.model_validate(data)
         except ValidationError as e:
@@ -250,9 +256,9 @@ class Api:
         """Listen on host:port (a port of 0: any free one); ListenError when it cannot."""
         try:
             sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
-        except OSError as e:
-            raise ListenError(f"cannot listen on {host}:{port} for HTTP: {e.strerror or e}; choose another "
-                              f"address with `serve --http HOST:PORT` or [http] listen") from None
+        except OSError as e:  # its text repeats the address as a tuple: say only what went wrong
+            raise ListenError(f"cannot listen on {host}:{port} for HTTP: {os.strerror(e.errno) if e.errno else e}; "
+                              "choose another address with `serve --http HOST:PORT` or [http] listen") from None
         sock.setblocking(False)
         server = _Server(uvicorn.Config(self.app, lifespan="off", log_level="warning", access_log=False,
                                         timeout_graceful_shutdown=2, proxy_headers=False))
