@@ -83,6 +83,19 @@ def add_thread(store: Store, name: str, *, mode: str, owner: str | None, allow: 
     return True
 
 
+def change_thread(store: Store, name: str, *, mode: str, allow: list[str] | None) -> bool:
+    """Set a thread's mode and allow list, and write its row in the live stream's change feed; False when there is no
+    such thread."""
+    with store.transaction() as conn:
+        row = conn.execute("SELECT rowid FROM threads WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return False
+        conn.execute("UPDATE threads SET mode = ?, allow = ? WHERE name = ?",
+                     (mode, json.dumps(allow) if allow else None, name))
+        add_thread_change(store, row[0])
+    return True
+
+
 def thread(store: Store, name: str) -> dict | None:
     row = store.conn.execute("SELECT * FROM threads WHERE name = ?", (name,)).fetchone()
     return None if row is None else dict(row)

@@ -49,7 +49,8 @@ def prune_changes(store: Store, before: float, limit: int) -> int:
 
 
 def add_thread_change(store: Store, rowid: int) -> None:
-    """A thread was made (or its mode or people changed): its row in the feed, inside the change's transaction."""
+    """A thread was made, or its mode or allow list changed: its row in the feed, inside the change's
+    transaction."""
     store.conn.execute("INSERT INTO change_feed (kind, ref, status, at) VALUES ('thread', ?, NULL, ?)",
                        (rowid, time.time()))
 

@@ -299,6 +299,33 @@ def test_a_new_thread_comes_live_on_the_stream_to_those_who_may_read_it(api, cli
         b.close()
 
 
+def test_a_thread_s_new_allow_list_or_mode_comes_live_and_decides_who_sees_it_from_then_on(api, cli, repo):
+    ana, bob = token(cli, repo, "ana"), token(cli, repo, "bob")
+    cli(repo, "threads", "new", "room", "--allow", "ana")
+    api.start()
+    a, b = Listener(api, ana), Listener(api, bob)
+    try:
+        cli(repo, "say", "room", "--as", "ana", "before bob")
+        assert cli(repo, "threads", "set", "room", "--allow", "ana,bob")[0] == 0
+        let_in = b.wait_for("for the thread bob may read now", is_thread("room"))
+        assert let_in["data"]["allow"] == ["ana", "bob"] and let_in["data"]["last_message_id"] is not None
+        cli(repo, "say", "room", "--as", "ana", "for bob too")
+        b.wait_for("for the message bob may read now", is_message("for bob too"))
+        assert cli(repo, "threads", "set", "room", "--allow", "ana", "--auto")[0] == 0
+        changed = a.wait_for("for the new mode", lambda e: is_thread("room")(e) and e["data"]["mode"] == "auto")
+        assert changed["data"]["allow"] == ["ana"]
+        cli(repo, "say", "room", "--as", "ana", "not for bob again")
+        cli(repo, "say", "general", "--as", "ana", "for everyone")
+        a.wait_for("for the room's message", is_message("not for bob again"))
+        b.wait_for("for the public message", is_message("for everyone"))
+    finally:
+        a.close()
+        b.close()
+    texts = [e["data"]["text"] for e in b.got if e["event"] == "message"]
+    assert "before bob" not in texts and "not for bob again" not in texts and "for bob too" in texts
+    assert [e["data"]["allow"] for e in b.got if e["event"] == "thread"] == [["ana", "bob"]]
+
+
 def test_the_feed_is_pruned_and_a_client_resuming_from_before_it_is_asked_to_reload(api, cli, repo):
     ana = token(cli, repo, "ana")
     for i in range(3):
