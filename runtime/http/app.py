@@ -188,7 +188,7 @@ class Api:
         except HttpError as e:
             return _error(e.status, e.error, e.hint, e.headers)
         except BridgeError as e:
-            return _error(e.status, str(e), e.hint)
+            return _error(e.status, e.message, e.hint)
         self.hub.wake.set()
         return JSONResponse(answer)
 
