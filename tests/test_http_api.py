@@ -318,12 +318,23 @@ def test_a_thread_s_new_allow_list_or_mode_comes_live_and_decides_who_sees_it_fr
         cli(repo, "say", "general", "--as", "ana", "for everyone")
         a.wait_for("for the room's message", is_message("not for bob again"))
         b.wait_for("for the public message", is_message("for everyone"))
+        texts = [e["data"]["text"] for e in b.got if e["event"] == "message"]
+        assert "not for bob again" not in texts and "for bob too" in texts  # ("before bob": its next change, if any)
+        assert [e["data"]["allow"] for e in b.got if e["event"] == "thread"] == [["ana", "bob"]]
+
+        by_ana, by_bob = api.client(ana), api.client(bob)  # the same through the API: its owner (or an admin) may
+        by_ana.post("/api/threads", json={"name": "lab", "allow": ["ana"]})
+        refused = by_bob.patch("/api/threads/lab", json={"allow": []})
+        assert refused.status_code == 403 and "not among the people" in refused.json()["error"]
+        assert by_ana.patch("/api/threads/lab", json={}).status_code == 400
+        opened = by_ana.patch("/api/threads/lab", json={"allow": [], "mode": "auto"})
+        assert opened.status_code == 200 and opened.json()["allow"] is None and opened.json()["mode"] == "auto"
+        assert b.wait_for("for the opened thread", is_thread("lab"))["data"] == opened.json()
+        refused = by_bob.patch("/api/threads/lab", json={"mode": "mention"})
+        assert refused.status_code == 403 and "only the owner" in refused.json()["error"]
     finally:
         a.close()
         b.close()
-    texts = [e["data"]["text"] for e in b.got if e["event"] == "message"]
-    assert "before bob" not in texts and "not for bob again" not in texts and "for bob too" in texts
-    assert [e["data"]["allow"] for e in b.got if e["event"] == "thread"] == [["ana", "bob"]]
 
 
 def test_the_feed_is_pruned_and_a_client_resuming_from_before_it_is_asked_to_reload(api, cli, repo):

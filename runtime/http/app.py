@@ -322,6 +322,20 @@ async def new_thread(c: Call) -> tuple[int, Any]:
     return 201, views.thread(chat_rows.thread(c.store, body.name) or {}, None)
 
 
+async def change_thread(c: Call) -> tuple[int, Any]:
+    name = c.request.path_params["name"]
+    info = c.api.readable_thread(c.person, name)
+    body: models.ThreadChange = c.body
+    if c.person != info["owner"] and not c.api.admin(c.person):
+        raise HttpError(403, f"only the owner of thread '{name}' ({info['owner'] or 'none'}) or an admin may change "
+                             "it", "ask them, or make a thread of your own (POST /api/threads)")
+    if body.allow is None and body.mode is None:
+        raise HttpError(400, "nothing to change", "send allow (a list of people; [] lets anyone) or mode, or both")
+    chat.change_thread(c.store, name, mode=body.mode,
+                       allow=[a.strip() for a in body.allow if a.strip()] if body.allow is not None else None)
+    return 200, views.thread(chat_rows.thread(c.store, name) or {}, feed.last_message_ids(c.store, name).get(name))
+
+
 async def list_messages(c: Call) -> tuple[int, Any]:
     name = c.request.path_params["name"]
     c.api.readable_thread(c.person, name)
@@ -405,6 +419,8 @@ ROUTES = [
     Spec("GET", "/api/threads", list_threads, "the threads you may read", answer=models.Threads),
     Spec("POST", "/api/threads", new_thread, "make a thread; you are its owner", body=models.NewThread,
          answer=models.Thread, status=201),
+    Spec("PATCH", "/api/threads/{name}", change_thread, "change who may post (allow; [] lets anyone) or the mode: "
+         "its owner or an admin", body=models.ThreadChange, answer=models.Thread),
     Spec("GET", "/api/threads/{name}/messages", list_messages, "a thread's messages after an id (query: after, "
          "limit)", answer=models.Messages),
     Spec("POST", "/api/threads/{name}/messages", post_message, "post as yourself; text starting with / is a "
