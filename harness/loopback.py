@@ -51,7 +51,8 @@ Usage: a turn that gives no `usage` is billed as the provider would bill its req
 `prompt_cache_key` for OpenAI); that serialises each request again, so CPU benchmarks switch it off
 (`accounting=False`, `--no-accounting`: such turns report the script's default usage). A Responses request with
 `store` is kept, so a later one may send only its new items with `previous_response_id` (an unknown id is a 404,
-as when a stored response expired).
+as when a stored response expired). A Responses request that offers freeform (`custom`) tools, as Codex offers its
+apply_patch, gets the calls of those tools as `custom_tool_call` items whose input is the call's `raw_arguments`.
 """
 
 from __future__ import annotations
@@ -68,8 +69,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
 from loopwright.harness.loopback_wire import (
+    as_freeform_calls,
     assistant_turns,
     first_user_text,
+    freeform_tools,
     last_user_text,
     render,
     render_stream,
@@ -292,6 +295,8 @@ class _Handler(BaseHTTPRequestHandler):
             server.prompt_cache.anthropic(body, turn.usage.output_tokens) if fmt == "anthropic" else
             server.prompt_cache.openai(fmt, body, turn.usage.output_tokens))
         payload = render(fmt, turn, index, body.get("model", "loopback"), broken_args, usage=usage)
+        if fmt == "responses" and (freeform := freeform_tools(body)):
+            payload = as_freeform_calls(payload, freeform)
         if fmt == "responses" and body.get("store"):
             with server._lock:
                 payload["id"] = f"resp_loopback_{index}_{len(server.stored)}"

@@ -20,10 +20,16 @@ def assistant_turns(fmt: str, body: dict) -> int:
     turns, inside = 0, False
     items = body.get("input")
     for item in items if isinstance(items, list) else []:
-        mine = item.get("type") == "function_call" or item.get("role") == "assistant"
+        mine = _assistant_item(item)
         turns += mine and not inside
         inside = mine
     return turns
+
+
+def _assistant_item(item: dict) -> bool:
+    """Whether a Responses input item is the assistant's: a message, a reasoning item or a tool call (a function's,
+    or a freeform tool's, as Codex sends back its apply_patch calls)."""
+    return item.get("role") == "assistant" or item.get("type") in ("function_call", "custom_tool_call", "reasoning")
 
 
 def first_user_text(fmt: str, body: dict) -> str:
@@ -65,9 +71,9 @@ def last_user_text(fmt: str, body: dict) -> str:
     else:
         items = body.get("input") or []
         for item in reversed(items if isinstance(items, list) else [{"type": "message", "content": items}]):
-            if item.get("type") == "function_call" or item.get("role") == "assistant":
+            if _assistant_item(item):
                 break
-            if item.get("type") == "function_call_output":
+            if item.get("type") in ("function_call_output", "custom_tool_call_output"):
                 parts.insert(0, str(item.get("output", "")))
             else:
                 content = item.get("content", "")
@@ -127,6 +133,23 @@ def render(fmt: str, turn: ScriptTurn, index: int, model: str, broken_args: bool
                       "total_tokens": u.input_tokens + u.cache_read_tokens + u.output_tokens,
                       "input_tokens_details": {"cached_tokens": u.cache_read_tokens},
                       "output_tokens_details": {"reasoning_tokens": 0}}}
+
+
+def freeform_tools(body: dict) -> set[str]:
+    """The names of the freeform tools a Responses request offers (`custom` tools, such as Codex's apply_patch):
+    the model calls them with raw text, not JSON arguments."""
+    return {t["name"] for t in body.get("tools") or [] if isinstance(t, dict) and t.get("type") == "custom"
+            and isinstance(t.get("name"), str)}
+
+
+def as_freeform_calls(payload: dict, names: set[str]) -> dict:
+    """A rendered Responses answer whose calls of the freeform tools `names` are `custom_tool_call` items, their
+    arguments text (a script gives it as `raw_arguments`) sent as the tool's input."""
+    payload["output"] = [
+        {"type": "custom_tool_call", "id": item["id"].replace("fc_", "ctc_", 1), "call_id": item["call_id"],
+         "name": item["name"], "input": item["arguments"], "status": "completed"}
+        if item["type"] == "function_call" and item["name"] in names else item for item in payload["output"]]
+    return payload
 
 
 DELTA_CHARS = 200  # text and tool arguments go out in deltas of this many characters
@@ -204,6 +227,10 @@ def render_stream(fmt: str, payload: dict, usage_chunk: bool = True) -> list[byt
             items: list[tuple[str, dict]] = [
                 ("response.output_text.delta", {"item_id": item["id"], "content_index": 0, "delta": t})
                 for t in _pieces(text)]
+        elif item["type"] == "custom_tool_call":
+            added = {**item, "status": "in_progress", "input": ""}
+            items = [("response.custom_tool_call_input.delta", {"item_id": item["id"], "delta": t})
+                     for t in _pieces(item["input"])]
         else:
             added = {**item, "status": "in_progress", "arguments": ""}
             items = [("response.function_call_arguments.delta", {"item_id": item["id"], "delta": t})

@@ -403,3 +403,24 @@ def test_stream_faults_need_a_streamed_request():
     with LoopbackServer(Script.parse([{"fault": "cut"}, TURN])) as server:
         status, _, body = post(server, "/v1/chat/completions", CHAT_BODY)
     assert status == 400 and "streamed request" in body["error"]["message"]
+
+
+def test_a_freeform_tool_is_called_with_its_raw_text_and_its_output_is_what_expect_reads():
+    patch = "*** Begin Patch\n*** Add File: b.py\n+x = 1\n*** End Patch\n"
+    script = Script.parse([{"tool_calls": [{"name": "apply_patch", "raw_arguments": patch},
+                                           {"name": "shell", "arguments": {"cmd": "ls"}}]}] * 2
+                          + [{"text": "ok", "expect": "Success"}])
+    tools = [{"type": "custom", "name": "apply_patch", "format": {"type": "grammar"}},
+             {"type": "function", "name": "shell", "parameters": {}}]
+    with LoopbackServer(script) as server:
+        whole = post(server, "/v1/responses", {"model": "m", "input": "hi", "tools": tools})[2]
+        _, streamed = stream_post(server, "/v1/responses", {"model": "m", "input": "hi", "tools": tools})
+        history = [{"role": "user", "content": "hi"}, *whole["output"],
+                   {"type": "custom_tool_call_output", "call_id": whole["output"][0]["call_id"], "output": "Success."},
+                   {"type": "function_call_output", "call_id": whole["output"][1]["call_id"], "output": "b.py"}]
+        assert post(server, "/v1/responses", {"model": "m", "input": history, "tools": tools})[0] == 200
+    assert [(o["type"], o.get("input")) for o in whole["output"]] == [("custom_tool_call", patch),
+                                                                        ("function_call", None)]
+    deltas = [json.loads(data)["delta"] for name, data in streamed if name == "response.custom_tool_call_input.delta"]
+    assert "".join(deltas) == patch
+    assert json.loads(streamed[-1][1])["response"]["output"][0]["type"] == "custom_tool_call"
