@@ -1,0 +1,268 @@
+"""The `codex` agent: its command lines, its parse of `codex exec --json` lines (recorded from the real CLI), and
+the real Codex CLI run against the loopback server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+from support import git
+
+from loopwright.harness.agents.base import (
+    AgentFinished,
+    AgentOptions,
+    AgentText,
+    AgentToolCall,
+    AgentToolResult,
+    AgentUsage,
+    SessionStarted,
+)
+from loopwright.harness.agents.codex import CodexAgent
+from loopwright.harness.loopback import LoopbackServer
+from loopwright.harness.messages import Usage
+from loopwright.harness.script import Script
+
+CLIS = Path(os.environ.get("LOOPWRIGHT_AGENT_CLIS") or Path(
+    os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "loopwright-npm" / "node_modules" / ".bin")
+CODEX = CLIS / "codex"
+needs_codex = pytest.mark.skipif(not CODEX.exists(), reason=f"the Codex CLI is not installed in {CLIS} (.ci/run "
+                                                            f"installs it with npm; LOOPWRIGHT_AGENT_CLIS says where)")
+THREAD = "01a2522b-b061-74b1-a529-310f788cbbe1"
+
+# Recorded from `codex exec --json` 0.171.0 against the loopback server.
+RECORDED = [
+    '{"type":"thread.started","thread_id":"01a2522b-b061-74b1-a529-310f788cbbe1"}',
+    '{"type":"item.completed","item":{"id":"item_0","type":"error","message":"Model metadata for `gpt-5` not found. '
+    'Defaulting to fallback metadata; this can degrade performance and cause issues."}}',
+    '{"type":"turn.started"}',
+    '{"type":"item.completed","item":{"id":"item_1","type":"agent_message","text":"Running a command."}}',
+    '{"type":"item.started","item":{"id":"item_2","type":"command_execution","command":"/bin/bash -lc \'echo hello '
+    '> out.txt && cat out.txt\'","aggregated_output":"","exit_code":null,"status":"in_progress"}}',
+    '{"type":"item.completed","item":{"id":"item_2","type":"command_execution","command":"/bin/bash -lc \'echo hello'
+    ' > out.txt && cat out.txt\'","aggregated_output":"hello\\n","exit_code":0,"status":"completed"}}',
+    '{"type":"item.started","item":{"id":"item_3","type":"file_change","changes":[{"path":"/tmp/hc/repo/a.py",'
+    '"kind":"update"}],"status":"in_progress"}}',
+    '{"type":"item.completed","item":{"id":"item_3","type":"file_change","changes":[{"path":"/tmp/hc/repo/a.py",'
+    '"kind":"update"}],"status":"completed"}}',
+    '{"type":"item.started","item":{"id":"item_4","type":"command_execution","command":"/bin/bash -lc false",'
+    '"aggregated_output":"","exit_code":null,"status":"in_progress"}}',
+    '{"type":"item.completed","item":{"id":"item_4","type":"command_execution","command":"/bin/bash -lc false",'
+    '"aggregated_output":"","exit_code":1,"status":"failed"}}',
+    '{"type":"item.completed","item":{"id":"item_5","type":"agent_message","text":"Done."}}',
+    '{"type":"turn.completed","usage":{"input_tokens":30029,"cached_input_tokens":19840,"cache_write_input_tokens":0,'
+    '"output_tokens":60,"reasoning_output_tokens":0}}',
+]
+RECORDED_FAILURE = [
+    '{"type":"error","message":"Connection failed: error sending request"}',
+    '{"type":"turn.failed","error":{"message":"Connection failed: error sending request"}}',
+]
+# The shapes of Codex's exec event schema for items the loopback's scripts do not make Codex emit.
+DOCUMENTED = [
+    '{"type":"item.completed","item":{"id":"item_6","type":"reasoning","text":"Checking the tests first."}}',
+    '{"type":"item.started","item":{"id":"item_7","type":"todo_list","items":[{"text":"fix add","completed":false}]}}',
+    '{"type":"item.updated","item":{"id":"item_7","type":"todo_list","items":[{"text":"fix add","completed":true}]}}',
+    '{"type":"item.completed","item":{"id":"item_7","type":"todo_list","items":[{"text":"fix add","completed":true}]}}',
+    '{"type":"item.started","item":{"id":"item_8","type":"mcp_tool_call","server":"docs","tool":"search","arguments":'
+    '{"q":"add"},"result":null,"error":null,"status":"in_progress"}}',
+    '{"type":"item.completed","item":{"id":"item_8","type":"mcp_tool_call","server":"docs","tool":"search",'
+    '"arguments":{"q":"add"},"result":{"content":[{"type":"text","text":"found"}],"structured_content":null},'
+    '"error":null,"status":"completed"}}',
+    '{"type":"item.completed","item":{"id":"item_9","type":"mcp_tool_call","server":"docs","tool":"get","arguments":'
+    'null,"result":null,"error":{"message":"no such page"},"status":"failed"}}',
+]
+
+
+def events(agent: CodexAgent, lines: list[str]) -> list:
+    return [e for line in lines for e in agent.parse(line)]
+
+
+def test_recorded_lines_map_to_session_text_tool_calls_results_and_usage():
+    agent = CodexAgent()
+    agent.command("task", AgentOptions(model="gpt-5"))
+    assert events(agent, RECORDED) == [
+        SessionStarted(session_id=THREAD),
+        AgentText(text="Running a command."),
+        AgentToolCall(call_id="item_2", name="shell", arguments={"command": "echo hello > out.txt && cat out.txt"}),
+        AgentToolResult(call_id="item_2", name="shell", output="hello\n"),
+        AgentToolCall(call_id="item_3", name="apply_patch", arguments={"changes": "update /tmp/hc/repo/a.py"}),
+        AgentToolResult(call_id="item_3", name="apply_patch", output="update /tmp/hc/repo/a.py"),
+        AgentToolCall(call_id="item_4", name="shell", arguments={"command": "false"}),
+        AgentToolResult(call_id="item_4", name="shell", output="", is_error=True),
+        AgentText(text="Done."),
+        AgentUsage(usage=Usage(input_tokens=10189, output_tokens=60, cache_read_tokens=19840), model="gpt-5"),
+        AgentFinished(ok=True, text="Done."),
+    ]
+    failed = AgentFinished(ok=False, text="Connection failed: error sending request")
+    assert events(agent, RECORDED_FAILURE) == [failed, failed]
+
+
+def test_reasoning_todo_lists_and_mcp_calls_and_which_may_change_files():
+    assert events(CodexAgent(), DOCUMENTED) == [
+        AgentText(text="Checking the tests first.", reasoning=True),
+        AgentToolCall(call_id="item_7", name="todo_list", arguments={"steps": 1}),
+        AgentToolResult(call_id="item_7", name="todo_list", output="[x] fix add", may_change_files=False),
+        AgentToolCall(call_id="item_8", name="mcp:docs/search", arguments={"q": "add"}),
+        AgentToolResult(call_id="item_8", name="mcp:docs/search", output="found"),
+        AgentToolCall(call_id="item_9", name="mcp:docs/get", arguments={}),  # reported only once it failed
+        AgentToolResult(call_id="item_9", name="mcp:docs/get", output="no such page", is_error=True),
+    ]
+
+
+@pytest.mark.parametrize("line", [
+    "", "not json", "[1, 2]", "null", '{"type": 3}', '{"type": "thread.started"}',
+    '{"type": "item.completed", "item": 5}', '{"type": "item.completed", "item": {"type": "command_execution"}}',
+    '{"type": "item.completed", "item": {"type": "file_change", "changes": [7]}}',
+    '{"type": "turn.completed", "usage": {"input_tokens": "many"}}', '{"type": "turn.failed", "error": "x"}',
+    '{"type": "item.completed", "item": {"id": "x", "type": "mcp_tool_call", "error": "boom"}}',
+    '{"type":"item.completed","item":{"id":"i","type":"agent_message","text":"cut in the mid',
+])
+def test_a_malformed_line_never_raises(line):
+    assert isinstance(CodexAgent().parse(line), list)
+
+
+def test_usage_is_what_each_turn_added_to_the_threads_total():
+    agent = CodexAgent()
+    agent.command("task", AgentOptions())
+    agent.parse(f'{{"type":"thread.started","thread_id":"{THREAD}"}}')
+    first = '{"type":"turn.completed","usage":{"input_tokens":9867,"cached_input_tokens":0,"output_tokens":20}}'
+    # the resumed thread's total, recorded from the real CLI: its first turn is in it
+    second = '{"type":"turn.completed","usage":{"input_tokens":19811,"cached_input_tokens":9856,"output_tokens":40}}'
+    assert agent.parse(first)[0] == AgentUsage(usage=Usage(input_tokens=9867, output_tokens=20))
+    agent.command("again", AgentOptions(), session_id=THREAD)
+    agent.parse(f'{{"type":"thread.started","thread_id":"{THREAD}"}}')
+    assert agent.parse(second)[0] == AgentUsage(usage=Usage(input_tokens=88, output_tokens=20,
+                                                            cache_read_tokens=9856))
+
+
+def test_after_a_restart_a_resume_counts_from_the_total_the_threads_session_file_recorded(tmp_path, monkeypatch):
+    monkeypatch.setenv("CODEX_HOME", str(tmp_path))
+    day = tmp_path / "sessions" / "2026" / "12" / "07"
+    day.mkdir(parents=True)
+    total = {"input_tokens": 9867, "cached_input_tokens": 0, "output_tokens": 20}
+    (day / f"rollout-2026-12-07T20-20-53-{THREAD}.jsonl").write_text(json.dumps(
+        {"type": "event_msg", "payload": {"type": "token_count", "info": {"total_token_usage": total}}}) + "\n")
+    agent = CodexAgent()
+    agent.command("again", AgentOptions(), session_id=THREAD)
+    agent.parse(f'{{"type":"thread.started","thread_id":"{THREAD}"}}')
+    usage = agent.parse('{"type":"turn.completed","usage":{"input_tokens":19811,"cached_input_tokens":9856,'
+                        '"output_tokens":40}}')[0]
+    assert usage == AgentUsage(usage=Usage(input_tokens=88, output_tokens=20, cache_read_tokens=9856))
+
+
+def test_the_command_starts_or_resumes_a_thread_with_codexs_sandbox_off_and_loopwrights_instructions(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("CODEX_HOME", str(tmp_path))
+    (tmp_path / "config.toml").write_text('model = "gpt-5-mini"\n')
+    note = 'Lesson: run "pytest -q" first.\n\\ and \x7f and é'
+    agent = CodexAgent("/opt/codex")
+    options = AgentOptions(extra_args=("--add-dir", "/data"), appended_instructions=note)
+    argv = agent.command("-fix it", options)
+    assert argv[:3] == ["/opt/codex", "exec", "--json"] and argv[-4:] == ["--add-dir", "/data", "--", "-fix it"]
+    overrides = tomllib.loads("\n".join(argv[i + 1] for i, a in enumerate(argv) if a == "-c"))
+    assert overrides == {"sandbox_mode": "danger-full-access", "approval_policy": "never",
+                         "developer_instructions": note}
+    assert agent.model == "gpt-5-mini"  # Codex's own default model prices its usage
+    argv = agent.command("the check failed", AgentOptions(model="gpt-5", permission_mode="workspace-write",
+                                                          appended_instructions=note), session_id=THREAD)
+    assert argv[:5] == ["/opt/codex", "exec", "resume", "--json", "-c"] and 'sandbox_mode="workspace-write"' in argv
+    assert argv[-3:] == ["--", THREAD, f"the check failed\n\n{note}"] and "--model" in argv and agent.model == "gpt-5"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    assert agent.environment() == {"OPENAI_API_KEY": "sk-test"}
+
+
+# -- the real CLI --------------------------------------------------------------------------------------------------
+
+
+def codex_home_for(home: Path, base_url: str) -> Path:
+    """A CODEX_HOME whose config sends Codex to the loopback over plain HTTP (a custom provider: no Responses
+    WebSocket, no public host), with no retries, and no plugin sync, analytics or update check."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(f'''model_provider = "loopback"
+check_for_update_on_startup = false
+
+[model_providers.loopback]
+name = "loopback"
+base_url = "{base_url}"
+env_key = "OPENAI_API_KEY"
+wire_api = "responses"
+supports_websockets = false
+request_max_retries = 0
+stream_max_retries = 0
+
+[features]
+plugins = false
+
+[analytics]
+enabled = false
+''')
+    return home
+
+
+def run_codex(agent: CodexAgent, argv: list[str], cwd: Path, home: Path) -> tuple[list, subprocess.CompletedProcess]:
+    env = {**os.environ, "CODEX_HOME": str(home), "OPENAI_API_KEY": "loopback-needs-no-key", **agent.environment()}
+    proc = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=120)
+    return events(agent, proc.stdout.splitlines()), proc
+
+
+PATCH = "*** Begin Patch\n*** Update File: calc.py\n@@\n-    return a - b\n+    return a + b\n*** End Patch\n"
+
+
+@needs_codex
+def test_the_real_codex_runs_a_command_and_edits_a_file_against_the_loopback_then_resumes_its_thread(
+        repo, tmp_path, monkeypatch):
+    script = Script.parse([
+        {"text": "Looking first.",
+         "tool_calls": [{"name": "exec_command", "arguments": {"cmd": "grep -n 'a - b' calc.py"}}]},
+        {"tool_calls": [{"name": "apply_patch", "raw_arguments": PATCH}], "expect": "return a - b"},
+        {"text": "Fixed add.", "expect": "Updated the following files"},
+        {"text": "Still fixed.", "expect": "the check failed"},
+    ])
+    agent = CodexAgent(str(CODEX))
+    with LoopbackServer(script) as server:
+        home = codex_home_for(tmp_path / "codex-home", server.openai_base_url)
+        monkeypatch.setenv("CODEX_HOME", str(home))
+        options = AgentOptions(model="gpt-5.5", appended_instructions="LESSON: read before editing.")
+        seen, proc = run_codex(agent, agent.command("fix add", options), repo, home)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        thread = seen[0].session_id
+        assert seen[0] == SessionStarted(session_id=thread)
+        calls = [e for e in seen if isinstance(e, AgentToolCall)]
+        results = [e for e in seen if isinstance(e, AgentToolResult)]
+        assert [(c.name, c.arguments) for c in calls] == [
+            ("shell", {"command": "grep -n 'a - b' calc.py"}), ("apply_patch", {"changes": f"update {repo}/calc.py"})]
+        assert [(r.name, r.is_error, r.may_change_files) for r in results] == [("shell", False, True),
+                                                                               ("apply_patch", False, True)]
+        assert "2:    return a - b" in results[0].output
+        assert "return a + b" in (repo / "calc.py").read_text() and git(repo, "status", "--short") == "M calc.py"
+        assert [e.text for e in seen if isinstance(e, AgentText)] == ["Looking first.", "Fixed add."]
+        usage = [e for e in seen if isinstance(e, AgentUsage)]
+        assert len(usage) == 1 and usage[0].model == "gpt-5.5" and usage[0].usage.output_tokens == 60
+        assert seen[-1] == AgentFinished(ok=True, text="Fixed add.")
+        first = server.requests[0]["body"]
+        assert "LESSON: read before editing." in json.dumps(first["input"])  # as developer instructions
+        assert {t.get("name"): t["type"] for t in first["tools"]}["apply_patch"] == "custom"
+
+        again, proc = run_codex(agent, agent.command("the check failed: run it", options, session_id=thread),
+                                repo, home)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert again[0] == SessionStarted(session_id=thread) and again[-1] == AgentFinished(ok=True,
+                                                                                           text="Still fixed.")
+        added = [e.usage for e in again if isinstance(e, AgentUsage)]
+        assert len(added) == 1 and added[0].output_tokens == 20  # this turn's, not the thread's total
+        assert server.remaining == 0 and len(server.requests) == 4  # no side requests
+        assert all(r["path"] == "/v1/responses" for r in server.requests)
+
+
+@needs_codex
+def test_the_real_codex_reports_a_failed_turn_when_its_api_fails(repo, tmp_path):
+    agent = CodexAgent(str(CODEX))
+    with LoopbackServer(Script.parse([{"fault": "401"}])) as server:
+        home = codex_home_for(tmp_path / "codex-home", server.openai_base_url)
+        seen, proc = run_codex(agent, agent.command("fix add", AgentOptions(model="gpt-5.5")), repo, home)
+    assert proc.returncode != 0
+    assert isinstance(seen[-1], AgentFinished) and not seen[-1].ok and "invalid x-api-key" in seen[-1].text
