@@ -53,6 +53,8 @@ Usage: a turn that gives no `usage` is billed as the provider would bill its req
 `store` is kept, so a later one may send only its new items with `previous_response_id` (an unknown id is a 404,
 as when a stored response expired). A Responses request that offers freeform (`custom`) tools, as Codex offers its
 apply_patch, gets the calls of those tools as `custom_tool_call` items whose input is the call's `raw_arguments`.
+Codex's requests besides its turns (a compaction: it says what each request is for in its `client_metadata`) are
+answered apart from the turns with a placeholder, and kept in `codex_side_requests`.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ from typing import Any, Self
 from loopwright.harness.loopback_wire import (
     as_freeform_calls,
     assistant_turns,
+    codex_request_kind,
     first_user_text,
     freeform_tools,
     last_user_text,
@@ -96,6 +99,7 @@ class LoopbackServer:
         self.per_conversation, self.latency, self.keep_bodies = per_conversation, latency, keep_bodies
         self.accounting = accounting  # bill turns without `usage` as the provider would (costs CPU per request)
         self.requests: list[dict] = []
+        self.codex_side_requests: list[str] = []  # what each of Codex's requests besides its turns was (compaction)
         self.refused: list[float] = []  # when each request of a quota storm was refused
         self._storm_until = 0.0
         self._storm_retry_after = False
@@ -248,6 +252,11 @@ class _Handler(BaseHTTPRequestHandler):
                                    f"loopback: reflection call {index + 1}, but the script has "
                                    f"{len(server.reflections)} reflection replies")
             self._reply(fmt, ScriptTurn(text=reply), index, body)
+            return None
+        if fmt == "responses" and (kind := codex_request_kind(body)):
+            server.codex_side_requests.append(kind)
+            self._reply(fmt, ScriptTurn(text=f"loopback: a Codex {kind} request, answered apart from the script"),
+                        len(server.codex_side_requests) - 1, body)
             return None
         if server.per_conversation:
             index = assistant_turns(fmt, body)

@@ -152,6 +152,16 @@ def as_freeform_calls(payload: dict, names: set[str]) -> dict:
     return payload
 
 
+def codex_request_kind(body: dict) -> str | None:
+    """What a Codex Responses request is for when it is not one of the agent's turns (`compaction`), as Codex says
+    in its `client_metadata` (`request_kind` of `x-codex-turn-metadata`); None for a turn or any other request."""
+    try:
+        kind = json.loads((body.get("client_metadata") or {})["x-codex-turn-metadata"]).get("request_kind")
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return kind if isinstance(kind, str) and kind != "turn" else None
+
+
 DELTA_CHARS = 200  # text and tool arguments go out in deltas of this many characters
 
 

@@ -177,11 +177,13 @@ def test_the_command_starts_or_resumes_a_thread_with_codexs_sandbox_off_and_loop
 # -- the real CLI --------------------------------------------------------------------------------------------------
 
 
-def codex_home_for(home: Path, base_url: str) -> Path:
+def codex_home_for(home: Path, base_url: str, settings: str = "") -> Path:
     """A CODEX_HOME whose config sends Codex to the loopback over plain HTTP (a custom provider: no Responses
-    WebSocket, no public host), with no retries, and no plugin sync, analytics or update check."""
+    WebSocket, no public host), with no retries, and no plugin sync, analytics or update check (`settings`: more
+    top-level lines)."""
     home.mkdir(parents=True, exist_ok=True)
-    (home / "config.toml").write_text(f'''model_provider = "loopback"
+    (home / "config.toml").write_text(f'''{settings}
+model_provider = "loopback"
 check_for_update_on_startup = false
 
 [model_providers.loopback]
@@ -266,3 +268,19 @@ def test_the_real_codex_reports_a_failed_turn_when_its_api_fails(repo, tmp_path)
         seen, proc = run_codex(agent, agent.command("fix add", AgentOptions(model="gpt-5.5")), repo, home)
     assert proc.returncode != 0
     assert isinstance(seen[-1], AgentFinished) and not seen[-1].ok and "invalid x-api-key" in seen[-1].text
+
+
+@needs_codex
+def test_codexs_compaction_request_is_answered_apart_from_the_script(repo, tmp_path):
+    script = Script.parse([
+        {"text": "Running.", "tool_calls": [{"name": "exec_command", "arguments": {"cmd": "echo one"}}]},
+        {"text": "Done."},
+    ])
+    agent = CodexAgent(str(CODEX))
+    with LoopbackServer(script) as server:
+        home = codex_home_for(tmp_path / "codex-home", server.openai_base_url,
+                              "model_auto_compact_token_limit = 5000")  # below its first request: it compacts
+        seen, proc = run_codex(agent, agent.command("go", AgentOptions(model="gpt-5.5")), repo, home)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [e.text for e in seen if isinstance(e, AgentText)] == ["Running.", "Done."]
+    assert server.remaining == 0 and "compaction" in server.codex_side_requests

@@ -424,3 +424,16 @@ def test_a_freeform_tool_is_called_with_its_raw_text_and_its_output_is_what_expe
     deltas = [json.loads(data)["delta"] for name, data in streamed if name == "response.custom_tool_call_input.delta"]
     assert "".join(deltas) == patch
     assert json.loads(streamed[-1][1])["response"]["output"][0]["type"] == "custom_tool_call"
+
+
+def test_a_codex_request_that_is_not_a_turn_is_answered_apart_from_the_script():
+    def meta(kind: str) -> dict:
+        return {"client_metadata": {"x-codex-turn-metadata": json.dumps({"request_kind": kind})}}
+
+    with LoopbackServer(Script.parse([TURN])) as server:
+        code, _, body = post(server, "/v1/responses", {"model": "m", "input": "summarize", **meta("compaction")})
+        assert code == 200 and "a Codex compaction request" in body["output"][0]["content"][0]["text"]
+        assert server.remaining == 1 and server.codex_side_requests == ["compaction"]
+        assert post(server, "/v1/responses", {"model": "m", "input": "go", **meta("turn")})[2]["output"][1]["name"] \
+            == "read_file"
+        assert server.remaining == 0
