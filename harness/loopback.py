@@ -51,8 +51,9 @@ Usage: a turn that gives no `usage` is billed as the provider would bill its req
 `prompt_cache_key` for OpenAI); that serialises each request again, so CPU benchmarks switch it off
 (`accounting=False`, `--no-accounting`: such turns report the script's default usage). A Responses request with
 `store` is kept, so a later one may send only its new items with `previous_response_id` (an unknown id is a 404,
-as when a stored response expired). A Responses request that offers freeform (`custom`) tools, as Codex offers its
-apply_patch, gets the calls of those tools as `custom_tool_call` items whose input is the call's `raw_arguments`.
+as when a stored response expired). A Responses request gets its tool calls in the shape it declares the tools in
+(`declared_calls`): Codex's apply_patch is a freeform tool, called with the call's `raw_arguments` as its input;
+its MCP tools are functions in a namespace, called by a script as `mcp__server.tool`.
 Codex's requests besides its turns (a compaction: it says what each request is for in its `client_metadata`) are
 answered apart from the turns with a placeholder, and kept in `codex_side_requests`.
 """
@@ -71,11 +72,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
 from loopwright.harness.loopback_wire import (
-    as_freeform_calls,
     assistant_turns,
     codex_request_kind,
+    declared_calls,
     first_user_text,
-    freeform_tools,
     last_user_text,
     render,
     render_stream,
@@ -304,8 +304,8 @@ class _Handler(BaseHTTPRequestHandler):
             server.prompt_cache.anthropic(body, turn.usage.output_tokens) if fmt == "anthropic" else
             server.prompt_cache.openai(fmt, body, turn.usage.output_tokens))
         payload = render(fmt, turn, index, body.get("model", "loopback"), broken_args, usage=usage)
-        if fmt == "responses" and (freeform := freeform_tools(body)):
-            payload = as_freeform_calls(payload, freeform)
+        if fmt == "responses":
+            payload = declared_calls(payload, body)
         if fmt == "responses" and body.get("store"):
             with server._lock:
                 payload["id"] = f"resp_loopback_{index}_{len(server.stored)}"

@@ -135,20 +135,30 @@ def render(fmt: str, turn: ScriptTurn, index: int, model: str, broken_args: bool
                       "output_tokens_details": {"reasoning_tokens": 0}}}
 
 
-def freeform_tools(body: dict) -> set[str]:
-    """The names of the freeform tools a Responses request offers (`custom` tools, such as Codex's apply_patch):
-    the model calls them with raw text, not JSON arguments."""
-    return {t["name"] for t in body.get("tools") or [] if isinstance(t, dict) and t.get("type") == "custom"
-            and isinstance(t.get("name"), str)}
-
-
-def as_freeform_calls(payload: dict, names: set[str]) -> dict:
-    """A rendered Responses answer whose calls of the freeform tools `names` are `custom_tool_call` items, their
-    arguments text (a script gives it as `raw_arguments`) sent as the tool's input."""
-    payload["output"] = [
-        {"type": "custom_tool_call", "id": item["id"].replace("fc_", "ctc_", 1), "call_id": item["call_id"],
-         "name": item["name"], "input": item["arguments"], "status": "completed"}
-        if item["type"] == "function_call" and item["name"] in names else item for item in payload["output"]]
+def declared_calls(payload: dict, body: dict) -> dict:
+    """A rendered Responses answer whose tool calls take the shape the request declares their tools in: a call of
+    a freeform (`custom`) tool, as Codex's apply_patch, is a `custom_tool_call` whose input is the call's arguments
+    text (a script gives it as `raw_arguments`); a call named `NS.name`, of a function in the request's namespace
+    NS (as Codex groups an MCP server's tools: `mcp__docs.search`), is a `function_call` of `name` in `namespace`."""
+    freeform: set[str] = set()
+    spaced: set[str] = set()
+    for tool in body.get("tools") or []:
+        if not isinstance(tool, dict):
+            continue
+        if tool.get("type") == "custom":
+            freeform.add(str(tool.get("name")))
+        elif tool.get("type") == "namespace":
+            spaced |= {f"{tool.get('name')}.{f.get('name')}" for f in tool.get("tools") or [] if isinstance(f, dict)}
+    output = []
+    for item in payload["output"]:
+        if item["type"] == "function_call" and item["name"] in freeform:
+            item = {"type": "custom_tool_call", "id": item["id"].replace("fc_", "ctc_", 1), "call_id": item["call_id"],
+                    "name": item["name"], "input": item["arguments"], "status": "completed"}
+        elif item["type"] == "function_call" and item["name"] in spaced:
+            namespace, name = item["name"].split(".", 1)
+            item = {**item, "name": name, "namespace": namespace}
+        output.append(item)
+    payload["output"] = output
     return payload
 
 

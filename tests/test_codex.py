@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -60,19 +61,23 @@ RECORDED_FAILURE = [
     '{"type":"error","message":"Connection failed: error sending request"}',
     '{"type":"turn.failed","error":{"message":"Connection failed: error sending request"}}',
 ]
-# The shapes of Codex's exec event schema for items the loopback's scripts do not make Codex emit.
+RECORDED_MCP = [
+    '{"type":"item.started","item":{"id":"item_2","type":"mcp_tool_call","server":"docs","tool":"search","arguments":'
+    '{"q":"add"},"result":null,"error":null,"status":"in_progress"}}',
+    '{"type":"item.completed","item":{"id":"item_2","type":"mcp_tool_call","server":"docs","tool":"search",'
+    '"arguments":{"q":"add"},"result":{"content":[{"type":"text","text":"found add"}],"structured_content":null},'
+    '"error":null,"status":"completed"}}',
+    '{"type":"item.completed","item":{"id":"item_3","type":"mcp_tool_call","server":"docs","tool":"search",'
+    '"arguments":{"q":"add"},"result":null,"error":{"message":"MCP tool call requires approval, but approval policy '
+    'is never"},"status":"failed"}}',
+]
+# Items the 0.171.0 CLI does not emit against the loopback (no reasoning in its scripts, no plan tool in exec):
+# the shapes of Codex's exec event schema.
 DOCUMENTED = [
     '{"type":"item.completed","item":{"id":"item_6","type":"reasoning","text":"Checking the tests first."}}',
     '{"type":"item.started","item":{"id":"item_7","type":"todo_list","items":[{"text":"fix add","completed":false}]}}',
     '{"type":"item.updated","item":{"id":"item_7","type":"todo_list","items":[{"text":"fix add","completed":true}]}}',
     '{"type":"item.completed","item":{"id":"item_7","type":"todo_list","items":[{"text":"fix add","completed":true}]}}',
-    '{"type":"item.started","item":{"id":"item_8","type":"mcp_tool_call","server":"docs","tool":"search","arguments":'
-    '{"q":"add"},"result":null,"error":null,"status":"in_progress"}}',
-    '{"type":"item.completed","item":{"id":"item_8","type":"mcp_tool_call","server":"docs","tool":"search",'
-    '"arguments":{"q":"add"},"result":{"content":[{"type":"text","text":"found"}],"structured_content":null},'
-    '"error":null,"status":"completed"}}',
-    '{"type":"item.completed","item":{"id":"item_9","type":"mcp_tool_call","server":"docs","tool":"get","arguments":'
-    'null,"result":null,"error":{"message":"no such page"},"status":"failed"}}',
 ]
 
 
@@ -100,15 +105,16 @@ def test_recorded_lines_map_to_session_text_tool_calls_results_and_usage():
     assert events(agent, RECORDED_FAILURE) == [failed, failed]
 
 
-def test_reasoning_todo_lists_and_mcp_calls_and_which_may_change_files():
-    assert events(CodexAgent(), DOCUMENTED) == [
+def test_mcp_calls_reasoning_and_todo_lists_and_which_may_change_files():
+    assert events(CodexAgent(), RECORDED_MCP + DOCUMENTED) == [
+        AgentToolCall(call_id="item_2", name="mcp:docs/search", arguments={"q": "add"}),
+        AgentToolResult(call_id="item_2", name="mcp:docs/search", output="found add"),
+        AgentToolCall(call_id="item_3", name="mcp:docs/search", arguments={"q": "add"}),  # its start was not seen
+        AgentToolResult(call_id="item_3", name="mcp:docs/search", is_error=True,
+                        output="MCP tool call requires approval, but approval policy is never"),
         AgentText(text="Checking the tests first.", reasoning=True),
         AgentToolCall(call_id="item_7", name="todo_list", arguments={"steps": 1}),
         AgentToolResult(call_id="item_7", name="todo_list", output="[x] fix add", may_change_files=False),
-        AgentToolCall(call_id="item_8", name="mcp:docs/search", arguments={"q": "add"}),
-        AgentToolResult(call_id="item_8", name="mcp:docs/search", output="found"),
-        AgentToolCall(call_id="item_9", name="mcp:docs/get", arguments={}),  # reported only once it failed
-        AgentToolResult(call_id="item_9", name="mcp:docs/get", output="no such page", is_error=True),
     ]
 
 
@@ -284,3 +290,51 @@ def test_codexs_compaction_request_is_answered_apart_from_the_script(repo, tmp_p
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert [e.text for e in seen if isinstance(e, AgentText)] == ["Running.", "Done."]
     assert server.remaining == 0 and "compaction" in server.codex_side_requests
+
+
+MCP_SERVER = r'''
+import json, sys
+for line in sys.stdin:
+    req = json.loads(line)
+    if "id" not in req:
+        continue
+    if req["method"] == "initialize":
+        result = {"protocolVersion": req["params"]["protocolVersion"], "capabilities": {"tools": {}},
+                  "serverInfo": {"name": "docs", "version": "1"}}
+    elif req["method"] == "tools/list":
+        result = {"tools": [{"name": "search", "description": "Search the docs.", "inputSchema": {
+            "type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}}]}
+    elif req["method"] == "tools/call" and req["params"]["arguments"].get("q"):
+        result = {"content": [{"type": "text", "text": "found " + req["params"]["arguments"]["q"]}]}
+    else:
+        print(json.dumps({"jsonrpc": "2.0", "id": req["id"], "error": {"code": -32602, "message": "no query"}}))
+        sys.stdout.flush()
+        continue
+    print(json.dumps({"jsonrpc": "2.0", "id": req["id"], "result": result}))
+    sys.stdout.flush()
+'''
+
+
+@needs_codex
+def test_the_real_codex_calls_an_mcp_servers_tool(repo, tmp_path):
+    (tmp_path / "mcp_docs.py").write_text(MCP_SERVER)
+    script = Script.parse([
+        {"tool_calls": [{"name": "mcp__docs.search", "arguments": {"q": "add"}}]},
+        {"tool_calls": [{"name": "mcp__docs.search", "arguments": {}}], "expect": "found add"},
+        {"text": "Done.", "expect": "no query"},
+    ])
+    agent = CodexAgent(str(CODEX))
+    with LoopbackServer(script) as server:
+        # gpt-5, which Codex's model list does not know, gets an MCP server's tools at once (no tool search)
+        home = codex_home_for(tmp_path / "codex-home", server.openai_base_url)
+        with (home / "config.toml").open("a") as config:
+            config.write(f'\n[mcp_servers.docs]\ncommand = "{sys.executable}"\nargs = ["{tmp_path / "mcp_docs.py"}"]\n')
+        seen, proc = run_codex(agent, agent.command("search", AgentOptions(model="gpt-5")), repo, home)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    tools = [e for e in seen if isinstance(e, AgentToolCall | AgentToolResult)]
+    assert tools[:3] == [
+        AgentToolCall(call_id="item_1", name="mcp:docs/search", arguments={"q": "add"}),
+        AgentToolResult(call_id="item_1", name="mcp:docs/search", output="found add"),
+        AgentToolCall(call_id="item_2", name="mcp:docs/search", arguments={}),
+    ]
+    assert tools[3].is_error and tools[3].may_change_files and "no query" in tools[3].output

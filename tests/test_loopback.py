@@ -405,22 +405,26 @@ def test_stream_faults_need_a_streamed_request():
     assert status == 400 and "streamed request" in body["error"]["message"]
 
 
-def test_a_freeform_tool_is_called_with_its_raw_text_and_its_output_is_what_expect_reads():
+def test_tool_calls_take_the_shape_the_request_declares_their_tools_in_and_their_output_is_what_expect_reads():
     patch = "*** Begin Patch\n*** Add File: b.py\n+x = 1\n*** End Patch\n"
     script = Script.parse([{"tool_calls": [{"name": "apply_patch", "raw_arguments": patch},
+                                           {"name": "mcp__docs.search", "arguments": {"q": "add"}},
                                            {"name": "shell", "arguments": {"cmd": "ls"}}]}] * 2
                           + [{"text": "ok", "expect": "Success"}])
     tools = [{"type": "custom", "name": "apply_patch", "format": {"type": "grammar"}},
+             {"type": "namespace", "name": "mcp__docs", "tools": [{"type": "function", "name": "search"}]},
              {"type": "function", "name": "shell", "parameters": {}}]
     with LoopbackServer(script) as server:
         whole = post(server, "/v1/responses", {"model": "m", "input": "hi", "tools": tools})[2]
         _, streamed = stream_post(server, "/v1/responses", {"model": "m", "input": "hi", "tools": tools})
         history = [{"role": "user", "content": "hi"}, *whole["output"],
                    {"type": "custom_tool_call_output", "call_id": whole["output"][0]["call_id"], "output": "Success."},
-                   {"type": "function_call_output", "call_id": whole["output"][1]["call_id"], "output": "b.py"}]
+                   {"type": "function_call_output", "call_id": whole["output"][1]["call_id"], "output": "found"},
+                   {"type": "function_call_output", "call_id": whole["output"][2]["call_id"], "output": "b.py"}]
         assert post(server, "/v1/responses", {"model": "m", "input": history, "tools": tools})[0] == 200
-    assert [(o["type"], o.get("input")) for o in whole["output"]] == [("custom_tool_call", patch),
-                                                                        ("function_call", None)]
+    assert [(o["type"], o.get("namespace"), o["name"], o.get("input")) for o in whole["output"]] == [
+        ("custom_tool_call", None, "apply_patch", patch), ("function_call", "mcp__docs", "search", None),
+        ("function_call", None, "shell", None)]
     deltas = [json.loads(data)["delta"] for name, data in streamed if name == "response.custom_tool_call_input.delta"]
     assert "".join(deltas) == patch
     assert json.loads(streamed[-1][1])["response"]["output"][0]["type"] == "custom_tool_call"
