@@ -130,6 +130,14 @@ def test_a_malformed_line_never_raises(line):
     assert isinstance(CodexAgent().parse(line), list)
 
 
+def test_a_resumed_thread_numbers_its_items_again_and_each_call_is_reported():
+    agent = CodexAgent()
+    started = f'{{"type":"thread.started","thread_id":"{THREAD}"}}'
+    calls = [e for e in events(agent, [started, *RECORDED_MCP[:2], started, *RECORDED_MCP[:2]])
+             if isinstance(e, AgentToolCall)]
+    assert [c.call_id for c in calls] == ["item_2", "item_2"]
+
+
 def test_usage_is_what_each_turn_added_to_the_threads_total():
     agent = CodexAgent()
     agent.command("task", AgentOptions())

@@ -97,9 +97,10 @@ class CodexAgent:
 
     def _events(self, event: dict) -> list[AgentEvent]:
         kind = event.get("type")
-        if kind == "thread.started":
+        if kind == "thread.started":  # the first line of every `codex exec`: its item ids start again
             self.thread_id = str(event["thread_id"])
             self._totals.setdefault(self.thread_id, Usage())
+            self._started.clear()
             return [SessionStarted(session_id=self.thread_id)]
         if kind == "turn.started":
             self._last_text = ""
