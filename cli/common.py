@@ -59,6 +59,11 @@ def add_model_and_merge_flags(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--script", help="scripted model: a JSON file of assistant turns (no API key used)")
     sp.add_argument("--keep", action="store_true", help="keep the branch for review instead of merging on success")
     sp.add_argument("--target", metavar="BRANCH", help="branch to start from and merge into (default: the current one)")
+    sp.add_argument("--agent", help="who does the task: loopwright (default), claude-code, codex, command, or a "
+                                     "name from [agents.NAME] in the config")
+    sp.add_argument("--agent-command", dest="agent_command", metavar="TEMPLATE",
+                    help="--agent command: the agent's command line, {prompt} where the prompt goes, e.g. "
+                         "'aider --message {prompt} --yes-always'")
     sp.add_argument("--skills", metavar="CHOICE", help="skills the agent sees: all, auto (the most relevant to the "
                                                       "goal), none, or names like pdf,tdd-loop (default: [skills] "
                                                       "select in the config)")

@@ -81,7 +81,8 @@ def cmd_post(args: argparse.Namespace) -> int:
     project = open_project(Path.cwd(), create=True)
     request = parse_request({k: getattr(args, k) for k in (
         "goal", "title", "check", "priority", "until", "max_attempts", "budget_usd", "target",
-        "provider", "model", "base_url", "script", "keep", "skills")} | {"after": args.after or []})
+        "provider", "model", "base_url", "script", "keep", "skills", "agent", "agent_command")}
+        | {"after": args.after or []})
     task = post_task(project, request, spell=cli_flag)
     pid = daemon_pid(project)
     if args.json:
@@ -159,7 +160,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not active:
         print("nothing is running")
     for r in active:
-        print(f"  {r['run']}  task {r['task']}  step {r['step']}  {fmt_tokens(r['tokens'])} tok  ${r['cost_usd']:.4f}"
+        cost = "cost unknown" if r["cost_usd"] is None else f"${r['cost_usd']:.4f}"
+        print(f"  {r['run']}  task {r['task']}  step {r['step']}  {fmt_tokens(r['tokens'])} tok  {cost}"
               f"  cache {r['cache_hit_share']:.0%} (saved ${r['cache_saved_usd']:.4f})  {r['last_action'][:60]}")
     return 0
 

@@ -16,6 +16,7 @@ from loopwright.memory.store import StoreError
 from loopwright.runtime.display import (
     ProgressPrinter,
     fmt_cache,
+    fmt_cost,
     fmt_elapsed,
     fmt_tokens,
     run_summary,
@@ -27,7 +28,10 @@ from loopwright.runtime.project import Project, init_project, open_project
 
 def _model_overrides(args: argparse.Namespace) -> dict:
     over = {"provider": getattr(args, "provider", None), "model": getattr(args, "model", None),
-            "base_url": getattr(args, "base_url", None), "script": getattr(args, "script", None)}
+            "base_url": getattr(args, "base_url", None), "script": getattr(args, "script", None),
+            "agent": getattr(args, "agent", None), "agent_command": getattr(args, "agent_command", None)}
+    if over["agent_command"] and not over["agent"]:
+        over["agent"] = "command"
     if over["script"] and not over["provider"]:
         over["provider"] = "scripted"
     if getattr(args, "keep", False):
@@ -93,7 +97,7 @@ def _report(result: Any, args: argparse.Namespace) -> int:
         print_json(run_summary(run))
     else:
         print(f"run {run.id}: {run.status}" + (f" — {run.reason}" if run.reason else ""))
-        print(f"  {run.step} steps, {fmt_tokens(run.tokens)} tokens, ${run.cost_usd:.4f}, "
+        print(f"  {run.step} steps, {fmt_tokens(run.tokens)} tokens, {fmt_cost(run)}, "
               f"{fmt_elapsed(run.active_seconds)}; {fmt_cache(run)}; branch {run.branch}")
         if run.status == RunStatus.PAUSED:
             print(f"  continue with: loopwright resume {run.id}")
@@ -196,7 +200,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for r in runs:
         title = project.store.task(r.task_id).title
         print(f"{r.id}  {r.status:<15} task {r.task_id:<4} step {r.step:<4} {fmt_tokens(r.tokens):>7} tok "
-              f"${r.cost_usd:<8.4f} {title[:50]}")
+              f"{fmt_cost(r):<9} {title[:50]}")
     return 0
 
 
@@ -210,8 +214,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 0
     task = project.store.task(run.task_id)
     print(f"run {run.id} · task {task.id}: {task.title} · {run.status}" + (f" ({run.reason})" if run.reason else ""))
-    print(f"worktree {run.worktree} · branch {run.branch} · {run.provider}:{run.model}")
-    print(f"{fmt_tokens(run.tokens)} tokens · ${run.cost_usd:.4f} · {fmt_cache(run)}")
+    who = f"{run.provider}:{run.model}" if run.agent == "loopwright" else f"agent {run.agent}"
+    print(f"worktree {run.worktree} · branch {run.branch} · {who}")
+    print(f"{fmt_tokens(run.tokens)} tokens · {fmt_cost(run)} · {fmt_cache(run)}")
     if run.last_action:
         print(f"last action: {run.last_action}")
     print()

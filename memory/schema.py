@@ -146,5 +146,11 @@ MIGRATIONS: list[Migration] = [
         "ALTER TABLE runs ADD COLUMN cache_read_tokens INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE runs ADD COLUMN cache_saved_usd REAL NOT NULL DEFAULT 0",
     ],
+    [  # 14: external agents: who does the run, the CLI's own session (what a resume continues), and whether any
+        # cost was reported or priced (a CLI that reports none is "cost unknown")
+        "ALTER TABLE runs ADD COLUMN agent TEXT NOT NULL DEFAULT 'loopwright'",
+        "ALTER TABLE runs ADD COLUMN agent_session TEXT",
+        "ALTER TABLE runs ADD COLUMN cost_known INTEGER NOT NULL DEFAULT 1",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -116,6 +116,9 @@ class Run(BaseModel):
     ended_at: float | None
     cache_read_tokens: int = 0  # of input_tokens, read from the provider's prompt cache
     cache_saved_usd: float = 0.0  # what prompt caching saved against sending the same input uncached
+    agent: str = "loopwright"  # who did the run: loopwright, or an external CLI agent (harness/agents)
+    agent_session: str | None = None  # that CLI's session id, which a resume continues
+    cost_known: bool = True  # False: a CLI agent that reported no cost (and none could be priced)
 
     @property
     def tokens(self) -> int:

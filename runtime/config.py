@@ -199,6 +199,20 @@ class RayConfig(_Section):
     max_node_failures: int = Field(default=3, ge=0, description="a run whose worker dies more often than this fails")
 
 
+class AgentConfig(_Section):
+    """`[agents.NAME]`: a command-line agent of its own name (`command`), or settings for a built-in one."""
+
+    command: str | None = Field(default=None, description="template with {prompt}, e.g. 'opencode run {prompt}'")
+    model: str | None = None
+    max_turns: int | None = Field(default=None, gt=0)
+    permission_mode: str | None = None
+    allowed_tools: list[str] = Field(default_factory=list)
+    extra_args: list[str] = Field(default_factory=list, description="more arguments after the agent's own")
+    hosts: list[str] = Field(default_factory=list, description="API hosts its sandbox lets it reach")
+    config_dirs: list[str] = Field(default_factory=list, description="folders under $HOME it reads (read-only)")
+    keys: list[str] = Field(default_factory=list, description="key variables passed to it from the environment")
+
+
 class Config(_Section):
     provider: Literal["anthropic", "openai", "openai-responses", "scripted"] = "anthropic"
     model: str = "claude-sonnet-4-6"
@@ -235,6 +249,9 @@ class Config(_Section):
     backend: Literal["local", "ray"] = "local"
     ray: RayConfig = Field(default_factory=RayConfig)
     models: dict[str, ModelInfo] = Field(default_factory=dict)
+    agent: str = "loopwright"  # who does the runs: loopwright | claude-code | codex | command | a name of [agents]
+    agent_command: str | None = None  # agent "command": its template, with {prompt}
+    agents: dict[str, AgentConfig] = Field(default_factory=dict)
 
     def model_info(self) -> ModelInfo:
         """Prices and window of the configured model; an unknown model is an error with a hint.
@@ -248,7 +265,7 @@ class Config(_Section):
             return FREE_MODEL.model_copy(update={"context_window": window})
         if self.model in DEFAULT_MODELS:
             return DEFAULT_MODELS[self.model]
-        if self.base_url and _is_local(self.base_url):
+        if self.base_url and is_local_url(self.base_url):
             return FREE_MODEL
         known = ", ".join(sorted(DEFAULT_MODELS))
         raise ConfigError(
@@ -258,7 +275,7 @@ class Config(_Section):
 
     def missing_key(self) -> str | None:
         """The environment variable the provider key must be in, when a key is needed and it is not set there."""
-        if self.provider == "scripted" or self.base_url and _is_local(self.base_url):
+        if self.provider == "scripted" or self.base_url and is_local_url(self.base_url):
             return None
         var = self.api_key_env or KEY_VARIABLES[self.provider]
         return None if os.environ.get(var) else var
@@ -275,7 +292,7 @@ class Config(_Section):
         return os.environ.get(self.api_key_env or KEY_VARIABLES[self.provider]) or "local-server-needs-no-key"
 
 
-def _is_local(url: str) -> bool:
+def is_local_url(url: str) -> bool:
     return any(h in url for h in ("://localhost", "://127.", "://[::1]", "://0.0.0.0"))
 
 
@@ -378,6 +395,8 @@ CONFIG_TEMPLATE = """\
 # check = "pytest -q"             # acceptance check run when the agent calls finish
 # check_timeout = 900
 # on_success = "merge"            # merge (squash into the target branch) | keep (branch left for review)
+# agent = "loopwright"            # loopwright | claude-code | codex | command | a name from [agents.NAME]
+# agent_command = "aider --message {prompt} --yes-always"   # agent "command": the template ({prompt}: one word)
 # gc_keep_branches = "unmerged"   # all | unmerged | none
 # max_parallel = 4                # runs the daemon (`loopwright serve`) keeps going at once
 # until_max_attempts = 10         # loop-until-done (post --until): default cap on attempts
@@ -506,6 +525,17 @@ CONFIG_TEMPLATE = """\
 # ttl = "5m"                      # 5m | 1h (Anthropic: for loops whose turns are minutes apart; writes cost 2x)
 # responses_store = false         # openai-responses: store responses, send only new items (previous_response_id)
 
+# [agents.opencode]               # `--agent opencode`: any command-line agent (see README, Other agents)
+# command = "opencode run {prompt}"   # the template: {prompt} becomes one word
+# model = "some-model"            # for a built-in agent ([agents.claude-code]): its --model
+# max_turns = 30                  # for a built-in agent: its turn cap
+# permission_mode = "acceptEdits" # for a built-in agent: its permission setting
+# allowed_tools = ["Edit", "Bash"]   # for a built-in agent: the tools it may use
+# extra_args = ["--no-auto-commits"] # more arguments after the agent's own
+# hosts = ["api.example.org"]     # the API hosts its sandbox lets it reach (through the proxy)
+# config_dirs = [".opencode"]     # its login/config folders under $HOME, shown read-only
+# keys = ["OPENCODE_API_KEY"]     # key variables passed to it from loopwright's environment (never stored)
+#
 # [models."my-local-model"]       # prices in USD per million tokens
 # input_usd_per_mtok = 0
 # output_usd_per_mtok = 0

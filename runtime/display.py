@@ -22,6 +22,13 @@ def fmt_cache(run: Run) -> str:
     return f"cache {run.cache_hit_share:.0%}, {saved}" if run.input_tokens else "cache -"
 
 
+def fmt_cost(run: Run, digits: int = 4) -> str:
+    """A run's cost in USD, or "cost unknown" for an external agent that reported none (and none could be priced)."""
+    if not run.cost_known:
+        return "cost unknown"
+    return f"${run.cost_usd:.2f}" if digits == 2 else f"${run.cost_usd:.{digits}f}"
+
+
 def fmt_elapsed(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
     h, m = divmod(m, 60)
@@ -62,7 +69,7 @@ class ProgressPrinter:
             run = self.store.run(run_id)
             elapsed = time.monotonic() - self.zero.setdefault(run_id, time.monotonic() - run.active_seconds)
             return (f"[{fmt_elapsed(elapsed):>5}] step {run.step + 1} · {e.name} "
-                    f"{gist_argument(e.arguments)} · {fmt_tokens(run.tokens)} tok · ${run.cost_usd:.4f}")
+                    f"{gist_argument(e.arguments)} · {fmt_tokens(run.tokens)} tok · {fmt_cost(run)}")
         if isinstance(e, ev.ToolFinished) and e.is_error:
             return f"{pad} ✗ {e.name}: {e.preview.splitlines()[0][:100] if e.preview else 'error'}"
         if isinstance(e, ev.CheckpointMade):
@@ -125,7 +132,8 @@ def running_tool_call(store: Store, run_id: str) -> tuple[str, float] | None:
 
 def run_summary(run: Run) -> dict:
     return {"run": run.id, "task": run.task_id, "status": run.status, "reason": run.reason, "step": run.step,
-            "tokens": run.tokens, "cost_usd": round(run.cost_usd, 6), "model": f"{run.provider}:{run.model}",
+            "tokens": run.tokens, "cost_usd": round(run.cost_usd, 6) if run.cost_known else None,
+            "model": f"{run.provider}:{run.model}", "agent": run.agent,
             "cache_hit_share": round(run.cache_hit_share, 4), "cache_saved_usd": round(run.cache_saved_usd, 6),
             "branch": run.branch, "worktree": run.worktree, "merge_commit": run.merge_commit,
             "elapsed_seconds": round(run.active_seconds, 1), "last_action": run.last_action}

@@ -48,6 +48,8 @@ class TaskRequest(BaseModel):
     script: str | None = None
     keep: bool = False
     skills: str | None = None
+    agent: str | None = None
+    agent_command: str | None = None
 
     @field_validator("goal")
     @classmethod
@@ -63,7 +65,10 @@ class TaskRequest(BaseModel):
 
     def overrides(self) -> dict:
         """Config overrides for the model and merge policy this task asks for."""
-        over = {"provider": self.provider, "model": self.model, "base_url": self.base_url, "script": self.script}
+        over = {"provider": self.provider, "model": self.model, "base_url": self.base_url, "script": self.script,
+                "agent": self.agent, "agent_command": self.agent_command}
+        if self.agent_command and not self.agent:
+            over["agent"] = "command"
         if self.script and not self.provider:
             over["provider"] = "scripted"
         if self.keep:

@@ -18,10 +18,11 @@ MEMORY_PROMPT = """ Lessons from earlier runs in this project may be listed in y
 you learn something a later task should know, `remember` it in one short, specific sentence."""
 
 
-def task_text(task: Task, check: str | None) -> str:
+def task_text(task: Task, check: str | None, *, done: str = "call finish") -> str:
+    """The task as the agent is given it; `done`: how it says it is done (an external agent: it stops)."""
     parts = [f"# Task {task.id}: {task.title}", "", task.goal]
     if check:
-        parts += ["", f"Acceptance check (run in the worktree when you call finish): `{check}`"]
+        parts += ["", f"Acceptance check (run in the worktree when you {done}): `{check}`"]
     else:
         parts += ["", "No acceptance check is configured: when you finish, the branch is kept for a person to review."]
     return "\n".join(parts)

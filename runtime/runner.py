@@ -35,10 +35,11 @@ from loopwright.harness.scripted import ScriptedModel
 from loopwright.harness.statuses import RUN_FINAL, STOP_COMMANDS, CommandKind, CommandStatus, RunStatus, TaskStatus
 from loopwright.memory import commands, intents
 from loopwright.memory.store import Command, Run, Store, StoreError, Task, new_run_id
+from loopwright.runtime.agents import LOOPWRIGHT, cli_agent
 from loopwright.runtime.backends.executor import Execution, Executor, Placement
 from loopwright.runtime.backends.local import InProcess
 from loopwright.runtime.chat.threads import TASK_DONE, children
-from loopwright.runtime.config import Config
+from loopwright.runtime.config import Config, ConfigError
 from loopwright.runtime.fleet.budget import FleetBudget
 from loopwright.runtime.merging import merge_run
 from loopwright.runtime.project import Project
@@ -57,7 +58,13 @@ class RunResult:
 
 def check_model(config: Config, *, key: bool = True) -> None:
     """Fail now, in one line, on a missing key (unless not `key`: a task posted for a daemon that has it), an
-    unknown model or a broken script."""
+    unknown model or a broken script. A task done by an external agent (`agent`) needs a usable agent instead:
+    loopwright's own model then only reflects."""
+    if cli_agent(config) is not None:
+        if config.backend == "ray":
+            raise ConfigError(f"the ray backend runs loopwright's own agent only, not {config.agent}: use the local "
+                              f"backend for it (backend = \"local\")")
+        return
     if config.provider == "scripted":
         Script.load(config.script)  # type: ignore[arg-type]
     else:
@@ -128,14 +135,15 @@ def resumable(store: Store, run_id: str) -> Run:
     return run
 
 
-TASK_KEYS = ("provider", "model", "base_url", "script", "on_success")
+TASK_KEYS = ("provider", "model", "base_url", "script", "on_success", "agent", "agent_command")
 
 
 def model_options(config: Config) -> dict:
-    """The model (never the key) and merge policy a task was posted with: every attempt and resume uses them."""
+    """The model (never the key), agent and merge policy a task was posted with: every attempt and resume uses
+    them."""
     script = str(Path(config.script).resolve()) if config.script else None
     return {"provider": config.provider, "model": config.model, "base_url": config.base_url, "script": script,
-            "on_success": config.on_success}
+            "on_success": config.on_success, "agent": config.agent, "agent_command": config.agent_command}
 
 
 class Runner:
@@ -314,6 +322,9 @@ class Runner:
                 why_not = "stopping"
             elif why := FleetBudget(self.store, config.fleet).exhausted():
                 why_not = why
+            elif run.agent != LOOPWRIGHT and (variable := config.missing_key()) is not None:
+                why_not = (f"the run was done by {run.agent}; reflection uses loopwright's configured model, whose key "
+                           f"{variable} is not set")
             elif config.provider == "scripted":
                 script = Script.load(config.script)  # type: ignore[arg-type]
                 position = sum(1 for r in self.store.runs(task_id=task.id)

@@ -11,7 +11,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 
 from loopwright.harness.statuses import RunStatus
-from loopwright.runtime.display import fmt_elapsed, fmt_tokens
+from loopwright.memory.store import Run
+from loopwright.runtime.display import fmt_cost, fmt_elapsed, fmt_tokens
 from loopwright.tui.dialogs import PathScreen, Prompt
 from loopwright.tui.feed import Changes
 from loopwright.tui.widgets import STATUS_STYLE, VIEW_KEYS, RowTable, View, cut
@@ -26,8 +27,8 @@ def _status(status: str) -> Text:
     return Text(status.replace("_", " "), style=STATUS_STYLE.get(status, ""))
 
 
-def _cost(usd: float) -> str:
-    return f"${usd:.2f}" if usd >= 1 else f"${usd:.3f}"
+def _cost(run: Run) -> str:
+    return fmt_cost(run, 2 if run.cost_usd >= 1 else 3)
 
 
 class FleetScreen(View):
@@ -72,7 +73,7 @@ class FleetScreen(View):
                 Text(health, style="bold red" if health.startswith("stuck") else "bold yellow") if health
                 else Text("ok", style="dim") if run.status == RunStatus.RUNNING else "",
                 cut(f"{run.task_id} {s.title}", 22), str(s.attempt), str(run.step), fmt_tokens(run.tokens),
-                _cost(run.cost_usd), fmt_elapsed(feed.elapsed(run_id)), cut(feed.last_action(run_id), 40))
+                _cost(run), fmt_elapsed(feed.elapsed(run_id)), cut(feed.last_action(run_id), 40))
 
     def show(self, run_ids: Iterable[str]) -> set[str]:
         """Update the rows of these runs (those whose cells changed); returns the runs whose row changed."""

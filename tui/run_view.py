@@ -37,7 +37,7 @@ from loopwright.harness.statuses import RunStatus
 from loopwright.memory.artifacts import list_artifacts
 from loopwright.memory.store import Run, Store, StoreError
 from loopwright.runtime.actions import Actions, Done
-from loopwright.runtime.display import ProgressPrinter, event_entries, fmt_cache, fmt_elapsed, fmt_tokens
+from loopwright.runtime.display import ProgressPrinter, event_entries, fmt_cache, fmt_cost, fmt_elapsed, fmt_tokens
 from loopwright.runtime.project import Project
 from loopwright.tui.dialogs import DIALOG_CSS, ConfirmScreen
 from loopwright.tui.feed import STOPPING
@@ -339,7 +339,7 @@ class RunScreen(Screen):
         task = self._task_row
         state = (self.stopping if run.status == RunStatus.RUNNING and self.stopping else run.status) + (
             f" ({run.reason})" if run.reason and run.status != RunStatus.RUNNING else "")
-        line1 = (f"run {run.id} · {state} · step {run.step} · {fmt_tokens(run.tokens)} tok · ${run.cost_usd:.4f}"
+        line1 = (f"run {run.id} · {state} · step {run.step} · {fmt_tokens(run.tokens)} tok · {fmt_cost(run)}"
                  f" · {fmt_elapsed(run.active_seconds)} · {fmt_cache(run)} · {run.provider}:{run.model}")
         line2 = f"task {task.id}: {task.title}"
         line3 = f"worktree {run.worktree}" + ("   [read-only: no daemon]" if self.read_only else "")

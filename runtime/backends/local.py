@@ -16,6 +16,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from loopwright.harness.agents.base import CliAgent
+from loopwright.harness.agents.driver import CliDriver, DriverSettings
 from loopwright.harness.events import CheckRan, MergeConflict, RolledBack, SkillsChanged, SkillsLeftOut
 from loopwright.harness.loop import AgentLoop, FinishVerdict, LoopOutcome, LoopSettings, Stopped, rollback_notice
 from loopwright.harness.messages import ToolResult
@@ -24,13 +26,14 @@ from loopwright.harness.processes import end_group
 from loopwright.harness.sandbox import Sandbox
 from loopwright.harness.scripted import ScriptedModel
 from loopwright.harness.statuses import RunStatus
-from loopwright.harness.tools import STANDARD_TOOLS, Toolbox
+from loopwright.harness.tools import STANDARD_TOOLS, Toolbox, ToolContext
 from loopwright.memory import intents
 from loopwright.memory.artifacts import ARTIFACT_TOOLS
 from loopwright.memory.processes import ToolProcesses
 from loopwright.memory.run import RunMemory
 from loopwright.memory.store import Run, Store, StoreError, Task
 from loopwright.memory.tools import MEMORY_TOOLS
+from loopwright.runtime.agents import LOOPWRIGHT, agent_options, agent_sandbox, cli_agent, model_prices
 from loopwright.runtime.backends.executor import Placement, failed_check_verdict, unchecked_verdict
 from loopwright.runtime.chat.threads import FanOut, children
 from loopwright.runtime.config import Config
@@ -64,7 +67,7 @@ class InProcess:
     """The local backend's executor."""
 
     async def place(self, runner: Runner, task: Task, config: Config, run_id: str) -> LocalPlacement:
-        adapter = runner.adapter(config)
+        adapter = runner.adapter(config) if config.agent == LOOPWRIGHT else None
         box = setup_sandbox(runner.sandbox)
 
         def make_workspace() -> tuple[str, Workspace]:
@@ -82,13 +85,20 @@ class InProcess:
 
     async def next_attempt(self, runner: Runner, task: Task, config: Config,
                            placement: LocalPlacement) -> LocalPlacement:
+        if config.agent != LOOPWRIGHT:
+            return placement
         return replace(placement, adapter=runner.adapter(config, start_at=runner.script_position(task)))
 
     async def start(self, runner: Runner, run: Run, task: Task, config: Config,
                     placement: LocalPlacement) -> LocalRun:
-        assert placement.adapter is not None
         ws = Workspace.open(runner.project.root, run.id, placement.worktree, placement.branch, placement.base_commit,
                             copy_files=config.workspace.copy_files)
+        agent = cli_agent(config)
+        if agent is not None:
+            cli = self._cli_execution(runner, run, task, ws, config, agent, fresh=True)
+            cli.loop.start()
+            return cli
+        assert placement.adapter is not None
         execution = self._execution(runner, run, task, ws, placement.adapter, config, fresh=True)
         execution.loop.start()
         return execution
@@ -97,7 +107,8 @@ class InProcess:
                      claim: Callable[[], None]) -> tuple[LocalRun, LocalPlacement]:
         if not Path(run.worktree).is_dir():
             raise StoreError(f"the worktree of run {run.id} is gone ({run.worktree}); it cannot be resumed")
-        adapter = runner.adapter(config, start_at=runner.script_position(task))
+        agent = cli_agent(config)
+        adapter = runner.adapter(config, start_at=runner.script_position(task)) if agent is None else None
         check_worktree(runner.sandbox, Path(run.worktree), runner.project.root)
         claim()
         store = runner.store
@@ -114,7 +125,13 @@ class InProcess:
         if run.status == RunStatus.RUNNING:  # its owner died, maybe in the middle of a checkpoint
             await asyncio.to_thread(ws.clear_stale_lock)
         if await asyncio.to_thread(ws.is_dirty):
-            if _work_is_whole(store, run.id):  # only a checkpoint written behind a model call was cut short
+            if agent is not None:  # a CLI's half-done work is its session's: kept (its resume is told so)
+                message = f"step {run.step} (the work the interrupted {agent.name} left, checkpointed on resume)"
+                cp = await asyncio.to_thread(ws.checkpoint, message, step=run.step)
+                if cp is not None:
+                    store.add_checkpoint(run.id, sha=cp.sha, step=run.step, message=message)
+                notices.append("The changes you made before the interruption are kept; check that they are whole.")
+            elif _work_is_whole(store, run.id):  # only a checkpoint written behind a model call was cut short
                 message = f"step {run.step} (its checkpoint, cut short, written on resume)"
                 cp = await asyncio.to_thread(ws.checkpoint, message, step=run.step)
                 if cp is not None:
@@ -126,13 +143,23 @@ class InProcess:
                 store.append(run.id, RolledBack(to_sha=sha, to_seq=seq, requested_by="resume"))
                 notices.append("Uncommitted changes from the interrupted step were discarded. "
                                + rollback_notice(sha, seq))
+        placement = LocalPlacement(ws.path, ws.branch, ws.base_commit, run.target_branch)
+        if agent is not None:
+            cli = self._cli_execution(runner, store.run(run.id), task, ws, config, agent)
+            try:
+                await cli.loop.prepare_resume(notices + _untold(store, run.id))
+            except BaseException:
+                cli.close_jail()
+                raise
+            return cli, placement
+        assert adapter is not None
         execution = self._execution(runner, store.run(run.id), task, ws, adapter, config)
         try:
             await execution.loop.prepare_resume(notices, started=_started_calls(store, run.id))
         except BaseException:
             execution.close_jail()
             raise
-        return execution, LocalPlacement(ws.path, ws.branch, ws.base_commit, run.target_branch)
+        return execution, placement
 
     def _execution(self, runner: Runner, run: Run, task: Task, ws: Workspace, adapter: ModelAdapter, config: Config,
                    *, fresh: bool = False) -> LocalRun:
@@ -181,6 +208,30 @@ class InProcess:
         return execution
 
 
+    def _cli_execution(self, runner: Runner, run: Run, task: Task, ws: Workspace, config: Config, agent: CliAgent,
+                       *, fresh: bool = False) -> LocalCliRun:
+        """The run's CLI agent under its supervisor: the task, the recalled lessons, its sandbox, the check's."""
+        store = runner.store
+        recalled = runner.recalled_section(run, task, config, fresh) if config.memory.recall else ""
+        box = _jail(runner, run)  # where the check runs, as for loopwright's own runs
+        agent_box, override = agent_sandbox(runner.sandbox, agent, config)
+        agent_jail = run_sandbox(agent_box, lambda event: store.append(run.id, event))
+        appended = "\n\n".join(t for t in (agent_box.rules(ws.path), recalled.strip()) if t)
+        context = ToolContext(worktree=ws.path, scratchpad=store.scratchpad(run.id), output_cap=config.tools.output_cap,
+                              sandbox=box, repo_root=runner.project.root, redact=Redactor(config),
+                              processes=ToolProcesses(store, run.id))
+        settings = DriverSettings(
+            task_text=task_text(task, task.check_cmd, done="stop") + runner.progress_section(task, run),
+            options=agent_options(config, agent.name, appended), budget=config.budget,
+            price=lambda model: model_prices(config, model), fleet=FleetBudget(store, config.fleet),
+            env={"LOOPWRIGHT_RUN_ID": run.id, "LOOPWRIGHT_TASK_ID": str(task.id)}, env_override=override,
+            transcript_cap=config.tools.output_cap, line_cap=max(config.tools.output_cap // 4, 1000))
+        execution = LocalCliRun(runner, run, task, ws, config, agent, settings, context, agent_jail,
+                                jail=box if box is not runner.sandbox else None)
+        runner.attach(execution)
+        return execution
+
+
 class LocalRun:
     """A run's `AgentLoop` in this process (the local backend's `Execution`); its acceptance step checks and
     merges."""
@@ -188,7 +239,7 @@ class LocalRun:
     def __init__(self, runner: Runner, run: Run, task: Task, ws: Workspace, config: Config, adapter: ModelAdapter,
                  toolbox: Toolbox, settings: LoopSettings, *, jail: Sandbox | None = None):
         self.store, self.run_row, self.task, self.ws, self.config = runner.store, run, task, ws, config
-        self.adapter = adapter
+        self.adapter: ModelAdapter | None = adapter
         self.jail = jail  # the run's own view of the sandbox (its proxy with network allow): closed when it ends
         self.loop = AgentLoop(store=runner.store, run_id=run.id, adapter=adapter, toolbox=toolbox, workspace=ws,
                               settings=settings, on_finish=self.accept, stop=runner.stop)
@@ -207,7 +258,8 @@ class LocalRun:
             if isinstance(adapter, ScriptedModel) and adapter.unused and done:
                 outcome = LoopOutcome(RunStatus.FAILED, _script_disagrees(adapter.unused))
         finally:
-            await self.adapter.aclose()
+            if self.adapter is not None:
+                await self.adapter.aclose()
             self.close_jail()
         return outcome
 
@@ -274,6 +326,41 @@ class LocalRun:
             return FinishVerdict(RunStatus.SUCCEEDED, "Accepted: the check passed. The branch is kept for review.",
                                  reason=f"check passed; branch {ws.branch} kept")
         return None
+
+
+class LocalCliRun(LocalRun):
+    """A run of an external CLI agent under its supervisor (`harness.agents.driver`), in this process; its
+    acceptance step is `LocalRun`'s."""
+
+    def __init__(self, runner: Runner, run: Run, task: Task, ws: Workspace, config: Config, agent: CliAgent,
+                 settings: DriverSettings, context: ToolContext, agent_jail: Sandbox, *, jail: Sandbox | None = None):
+        self.store, self.run_row, self.task, self.ws, self.config = runner.store, run, task, ws, config
+        self.adapter = None
+        self.jail, self.agent_jail = jail, agent_jail
+        self.loop = CliDriver(store=runner.store, run_id=run.id, agent=agent, workspace=ws,  # type: ignore[assignment]
+                              settings=settings, tool_context=context, sandbox=agent_jail, on_finish=self.accept,
+                              stop=runner.stop)
+
+    async def run(self) -> LoopOutcome:
+        try:
+            return await self.loop.run()
+        finally:
+            self.close_jail()
+
+    def close_jail(self) -> None:
+        super().close_jail()
+        self.agent_jail.close()
+
+
+def _untold(store: Store, run_id: str) -> list[str]:
+    """What a CLI agent was to be told but was not (recorded after its last prompt, then the run stopped)."""
+    told: list[str] = []
+    for _, _, event in store.events(run_id, types=("message", "notice")):
+        if event.type == "message" and event.message.role == "user":
+            told.clear()
+        elif event.type == "notice":
+            told.append(event.text)
+    return told
 
 
 def _jail(runner: Runner, run: Run) -> Sandbox:

@@ -17,6 +17,7 @@ from loopwright.harness.loop import LoopOutcome, rollback_notice
 from loopwright.harness.script import Script
 from loopwright.harness.statuses import RunStatus
 from loopwright.memory.store import Run, Store, Task
+from loopwright.runtime.agents import LOOPWRIGHT
 from loopwright.runtime.backends.executor import Placement
 from loopwright.runtime.backends.ray.wire import RemoteOutcome, RunSpec, await_ref, run_options
 from loopwright.runtime.config import Config, ConfigError
@@ -48,6 +49,9 @@ class RayExecutor:
         return runner.project.worktrees / branch.removeprefix("lw/")
 
     async def place(self, runner: Runner, task: Task, config: Config, run_id: str) -> ClusterPlacement:
+        if config.agent != LOOPWRIGHT:
+            raise ConfigError(f"the ray backend runs loopwright's own agent only, not {config.agent}: post the task "
+                              f"to a daemon with the local backend (backend = \"local\")")
         if config.provider == "scripted":
             Script.load(config.script)  # type: ignore[arg-type]
         else:
