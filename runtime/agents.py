@@ -13,6 +13,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from loopwright.harness.agents.base import AgentOptions, CliAgent
+from loopwright.harness.agents.codex import CodexAgent
 from loopwright.harness.agents.command import CommandAgent
 from loopwright.harness.models import ModelInfo
 from loopwright.harness.sandbox import Sandbox
@@ -31,6 +32,7 @@ def _command(config: Config) -> CliAgent:
 # the built-in CLI agents, by name (claude-code and codex add theirs here)
 BUILTIN: dict[str, Callable[[Config], CliAgent]] = {
     "command": _command,
+    "codex": lambda config: CodexAgent(),
 }
 
 

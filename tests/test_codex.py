@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
 import pytest
-from support import git
+from support import CHECK, git, processes, until
 
 from loopwright.harness.agents.base import (
     AgentFinished,
@@ -26,6 +27,7 @@ from loopwright.harness.agents.codex import CodexAgent
 from loopwright.harness.loopback import LoopbackServer
 from loopwright.harness.messages import Usage
 from loopwright.harness.script import Script
+from loopwright.memory.store import Store
 
 CLIS = Path(os.environ.get("LOOPWRIGHT_AGENT_CLIS") or Path(
     os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "loopwright-npm" / "node_modules" / ".bin")
@@ -346,3 +348,115 @@ def test_the_real_codex_calls_an_mcp_servers_tool(repo, tmp_path):
         AgentToolCall(call_id="item_2", name="mcp:docs/search", arguments={}),
     ]
     assert tools[3].is_error and tools[3].may_change_files and "no query" in tools[3].output
+
+
+# -- loopwright run --agent codex ------------------------------------------------------------------------------
+
+CODEX_CONFIG = ('[sandbox]\nmode = "none"\n[memory]\nreflect = false\n[agents.codex]\nmodel = "gpt-5.5"\n'
+                '[models."gpt-5.5"]\ninput_usd_per_mtok = 1.0\noutput_usd_per_mtok = 10.0\n'
+                'cache_read_usd_per_mtok = 0.1\n')
+
+
+def use_codex(repo: Path, server: LoopbackServer, tmp_path: Path, monkeypatch) -> None:
+    """The project's runs go to the real Codex (`--agent codex`), which talks to `server`; no sandbox (bwrap is
+    not everywhere), no reflection, gpt-5.5 priced."""
+    monkeypatch.setenv("CODEX_HOME", str(codex_home_for(tmp_path / "codex-home", server.openai_base_url)))
+    monkeypatch.setenv("OPENAI_API_KEY", "loopback-needs-no-key")
+    monkeypatch.setenv("PATH", f"{CLIS}{os.pathsep}{os.environ['PATH']}")
+    (repo / ".loopwright").mkdir(exist_ok=True)
+    (repo / ".loopwright" / "config.toml").write_text(CODEX_CONFIG)
+
+
+def add_file(name: str, line: str) -> str:
+    return f"*** Begin Patch\n*** Add File: {name}\n+{line}\n*** End Patch\n"
+
+
+@needs_codex
+def test_loopwright_runs_codex_checkpoints_its_edits_resumes_its_thread_after_a_failed_check_and_merges(
+        repo, cli, tmp_path, monkeypatch):
+    script = Script.parse([
+        {"text": "Looking first.",
+         "tool_calls": [{"name": "exec_command", "arguments": {"cmd": "grep -n 'a - b' calc.py"}}]},
+        {"tool_calls": [{"name": "apply_patch", "raw_arguments": add_file("notes.txt", "add subtracts")}],
+         "expect": "return a - b"},
+        {"text": "Noted.", "expect": "Success"},
+        {"tool_calls": [{"name": "apply_patch", "raw_arguments": PATCH}], "expect": "test_add"},
+        {"text": "Fixed add.", "expect": "Success"},
+    ])
+    with LoopbackServer(script) as server:
+        use_codex(repo, server, tmp_path, monkeypatch)
+        code, out, err = cli(repo, "run", "fix add", "--agent", "codex", "--check", CHECK, "--json")
+        result = json.loads(out)
+        assert result["status"] == "succeeded", (result, err)
+        assert server.remaining == 0
+    store = Store(repo / ".loopwright" / "state.db")
+    run = store.run(result["run"])
+    assert run.agent_session and result["agent"] == "codex"
+    assert [e.passed for _, _, e in store.events(run.id, types=("check_ran",))] == [False, True]
+    prompts = [m.text for m in store.conversation(run.id) if m.role == "user"]
+    assert len(prompts) == 2 and "test_add" in prompts[1]
+    assert "Looking first." in json.dumps(server.requests[3]["body"]["input"])  # the same thread: its history
+    assert [c.message for c in store.checkpoints(run.id)][:2] == ["codex: apply_patch", "codex: apply_patch"]
+    started = [e.name for _, _, e in store.events(run.id, types=("tool_started",))]
+    assert started == ["shell", "apply_patch", "apply_patch"]
+    assert git(repo, "show", "main:notes.txt") == "add subtracts"
+    assert "return a + b" in git(repo, "show", "main:calc.py")
+    assert run.model_calls == 2 and run.output_tokens == 100  # one usage per Codex turn: 3 requests, then 2
+    assert result["cost_usd"] and result["cost_usd"] > 0  # priced by the table under [agents.codex] model
+
+
+PAUSED = [
+    {"tool_calls": [{"name": "apply_patch", "raw_arguments": add_file("notes.txt", "started")}]},
+    {"fault": "slow", "delay": 120},  # Codex waits for its next answer here until it is stopped
+    {"tool_calls": [{"name": "apply_patch", "raw_arguments": PATCH}], "expect": "has been resumed"},
+    {"text": "Fixed add.", "expect": "Success"},
+]
+
+
+def _codex_waiting(store: Store, server: LoopbackServer, marker: str) -> str:
+    until(lambda: len(server.requests) >= 2 and processes(marker), "Codex to wait for its second answer")
+    (run,) = store.runs(statuses=("running",))
+    return run.id
+
+
+def _resumed_in_its_thread(store: Store, server: LoopbackServer, task: str, run_id: str, marker: str) -> None:
+    until(lambda: store.task(task).status == "succeeded", "the resumed run to succeed", timeout=90)
+    assert server.remaining == 0 and processes(marker) == []
+    assert 'started' in json.dumps(server.requests[-1]["body"]["input"])  # the thread's history came along
+    prompts = [m.text for m in store.conversation(run_id) if m.role == "user"]
+    assert "has been resumed" in prompts[-1]
+    assert [r.id for r in store.runs(task_id=task)] == [run_id]
+    run = store.run(run_id)  # the turn cut short is in the total of Codex's session file: not counted
+    assert (run.model_calls, run.output_tokens) == (1, 40)
+
+
+@needs_codex
+def test_a_paused_codex_run_resumes_its_thread(repo, cli, daemon, tmp_path, monkeypatch):
+    with LoopbackServer(Script.parse(PAUSED)) as server:
+        use_codex(repo, server, tmp_path, monkeypatch)
+        task = cli.json(repo, "post", "fix add (pause me)", "--agent", "codex", "--check", CHECK)["task"]
+        daemon()
+        store = Store(repo / ".loopwright" / "state.db")
+        run_id = _codex_waiting(store, server, "pause me")
+        thread = store.run(run_id).agent_session
+        cli(repo, "pause", run_id)
+        until(lambda: store.run(run_id).status == "paused", "the run to pause")
+        assert processes("pause me") == []
+        cli(repo, "resume", run_id)
+        _resumed_in_its_thread(store, server, task, run_id, "pause me")
+        assert store.run(run_id).agent_session == thread
+    assert git(repo, "show", "main:notes.txt") == "started" and "a + b" in git(repo, "show", "main:calc.py")
+
+
+@needs_codex
+def test_after_kill_9_of_the_daemon_a_codex_run_resumes_its_thread(repo, cli, daemon, tmp_path, monkeypatch):
+    with LoopbackServer(Script.parse(PAUSED)) as server:
+        use_codex(repo, server, tmp_path, monkeypatch)
+        task = cli.json(repo, "post", "fix add (crash me)", "--agent", "codex", "--check", CHECK)["task"]
+        d = daemon()
+        store = Store(repo / ".loopwright" / "state.db")
+        run_id = _codex_waiting(store, server, "crash me")
+        d.stop(signal.SIGKILL)
+        daemon()
+        _resumed_in_its_thread(store, server, task, run_id, "crash me")
+    assert git(repo, "show", "main:notes.txt") == "started"
