@@ -405,9 +405,9 @@ def test_loopwright_runs_codex_checkpoints_its_edits_resumes_its_thread_after_a_
     assert result["cost_usd"] and result["cost_usd"] > 0  # priced by the table under [agents.codex] model
 
 
-PAUSED = [
+CUT_SHORT = [
     {"tool_calls": [{"name": "apply_patch", "raw_arguments": add_file("notes.txt", "started")}]},
-    {"fault": "slow", "delay": 120},  # Codex waits for its next answer here until it is stopped
+    {"fault": "slow", "delay": 120},  # Codex waits here for its second answer until it is stopped
     {"tool_calls": [{"name": "apply_patch", "raw_arguments": PATCH}], "expect": "has been resumed"},
     {"text": "Fixed add.", "expect": "Success"},
 ]
@@ -432,7 +432,7 @@ def _resumed_in_its_thread(store: Store, server: LoopbackServer, task: str, run_
 
 @needs_codex
 def test_a_paused_codex_run_resumes_its_thread(repo, cli, daemon, tmp_path, monkeypatch):
-    with LoopbackServer(Script.parse(PAUSED)) as server:
+    with LoopbackServer(Script.parse(CUT_SHORT)) as server:
         use_codex(repo, server, tmp_path, monkeypatch)
         task = cli.json(repo, "post", "fix add (pause me)", "--agent", "codex", "--check", CHECK)["task"]
         daemon()
@@ -450,7 +450,7 @@ def test_a_paused_codex_run_resumes_its_thread(repo, cli, daemon, tmp_path, monk
 
 @needs_codex
 def test_after_kill_9_of_the_daemon_a_codex_run_resumes_its_thread(repo, cli, daemon, tmp_path, monkeypatch):
-    with LoopbackServer(Script.parse(PAUSED)) as server:
+    with LoopbackServer(Script.parse(CUT_SHORT)) as server:
         use_codex(repo, server, tmp_path, monkeypatch)
         task = cli.json(repo, "post", "fix add (crash me)", "--agent", "codex", "--check", CHECK)["task"]
         d = daemon()
@@ -460,3 +460,23 @@ def test_after_kill_9_of_the_daemon_a_codex_run_resumes_its_thread(repo, cli, da
         daemon()
         _resumed_in_its_thread(store, server, task, run_id, "crash me")
     assert git(repo, "show", "main:notes.txt") == "started"
+
+
+@needs_codex
+def test_a_rollback_stops_codex_and_resumes_its_thread_with_the_notice(repo, cli, daemon, tmp_path, monkeypatch):
+    script = [*CUT_SHORT[:2], {**CUT_SHORT[2], "expect": "rolled back to the start"}, CUT_SHORT[3]]
+    with LoopbackServer(Script.parse(script)) as server:
+        use_codex(repo, server, tmp_path, monkeypatch)
+        task = cli.json(repo, "post", "fix add (roll me back)", "--agent", "codex", "--check", CHECK)["task"]
+        daemon()
+        store = Store(repo / ".loopwright" / "state.db")
+        run_id = _codex_waiting(store, server, "roll me back")
+        until(lambda: store.checkpoints(run_id), "the checkpoint of notes.txt")
+        code, out, err = cli(repo, "rollback", run_id, "--to", "0")
+        assert code == 0, err
+        until(lambda: store.task(task).status == "succeeded", "the run to go on and succeed", timeout=90)
+        assert server.remaining == 0 and processes("roll me back") == []
+    assert "notes.txt" not in git(repo, "ls-tree", "-r", "--name-only", "main")
+    assert "return a + b" in git(repo, "show", "main:calc.py")
+    run = store.run(run_id)  # the same parse went on: the stopped turn's tokens came with the next turn's total
+    assert (run.model_calls, run.output_tokens) == (1, 60)
