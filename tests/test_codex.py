@@ -480,3 +480,16 @@ def test_a_rollback_stops_codex_and_resumes_its_thread_with_the_notice(repo, cli
     assert "return a + b" in git(repo, "show", "main:calc.py")
     run = store.run(run_id)  # the same parse went on: the stopped turn's tokens came with the next turn's total
     assert (run.model_calls, run.output_tokens) == (1, 60)
+
+
+@needs_codex
+def test_a_codex_that_fails_pauses_the_run_saying_what_it_needs(repo, cli, tmp_path, monkeypatch):
+    with LoopbackServer(Script.parse([{"fault": "401"}])) as server:
+        use_codex(repo, server, tmp_path, monkeypatch)
+        code, out, err = cli(repo, "run", "fix add", "--agent", "codex", "--check", CHECK, "--json")
+    result = json.loads(out)
+    assert result["status"] == "paused" and "codex exited with code 1" in result["reason"], result
+    assert "invalid x-api-key" in result["reason"] and "OPENAI_API_KEY" in result["reason"]
+    monkeypatch.setenv("PATH", os.defpath)  # no codex on it
+    code, out, err = cli(repo, "resume", result["run"], "--json")
+    assert "codex could not start" in out + err and "npm install -g @openai/codex" in out + err, (out, err)

@@ -54,7 +54,8 @@ class CodexAgent:
     streams_events = True
     api_hosts: tuple[str, ...] = ("api.openai.com", "chatgpt.com", "auth.openai.com")
     config_dirs: tuple[str, ...] = (".codex",)
-    key_hint = "OPENAI_API_KEY (or CODEX_API_KEY) in loopwright's environment, or a `codex login`"
+    key_hint = ("the Codex CLI on PATH (npm install -g @openai/codex), and OPENAI_API_KEY (or CODEX_API_KEY) in "
+                "loopwright's environment or a `codex login`")
 
     def __init__(self, executable: str = "codex"):
         self.executable = executable
