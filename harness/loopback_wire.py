@@ -120,6 +120,9 @@ def render(fmt: str, turn: ScriptTurn, index: int, model: str, broken_args: bool
                           "total_tokens": u.input_tokens + u.cache_read_tokens + u.output_tokens,
                           "prompt_tokens_details": {"cached_tokens": u.cache_read_tokens}}}
     output: list[dict] = []
+    if turn.reasoning and not empty:
+        output.append({"type": "reasoning", "id": f"rs_loopback_{index}", "encrypted_content": None,
+                       "summary": [{"type": "summary_text", "text": turn.reasoning}]})
     if text:
         output.append({"type": "message", "id": f"msg_loopback_{index}", "role": "assistant", "status": "completed",
                        "content": [{"type": "output_text", "text": text, "annotations": []}]})
@@ -247,6 +250,13 @@ def render_stream(fmt: str, payload: dict, usage_chunk: bool = True) -> list[byt
             items: list[tuple[str, dict]] = [
                 ("response.output_text.delta", {"item_id": item["id"], "content_index": 0, "delta": t})
                 for t in _pieces(text)]
+        elif item["type"] == "reasoning":
+            added = {**item, "summary": []}
+            items = [("response.reasoning_summary_part.added", {"item_id": item["id"], "summary_index": 0,
+                                                                 "part": {"type": "summary_text", "text": ""}})]
+            items += [("response.reasoning_summary_text.delta", {"item_id": item["id"], "summary_index": 0,
+                                                                  "delta": t})
+                      for t in _pieces(item["summary"][0]["text"])]
         elif item["type"] == "custom_tool_call":
             added = {**item, "status": "in_progress", "input": ""}
             items = [("response.custom_tool_call_input.delta", {"item_id": item["id"], "delta": t})

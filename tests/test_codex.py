@@ -73,10 +73,10 @@ RECORDED_MCP = [
     '"arguments":{"q":"add"},"result":null,"error":{"message":"MCP tool call requires approval, but approval policy '
     'is never"},"status":"failed"}}',
 ]
-# Items the 0.171.0 CLI does not emit against the loopback (no reasoning in its scripts, no plan tool in exec):
-# the shapes of Codex's exec event schema.
+RECORDED_REASONING = ('{"type":"item.completed","item":{"id":"item_0","type":"reasoning","text":"Checking the tests '
+                      'first."}}')
+# The 0.171.0 CLI has no plan tool in exec: the shape of a to-do list from Codex's exec event schema.
 DOCUMENTED = [
-    '{"type":"item.completed","item":{"id":"item_6","type":"reasoning","text":"Checking the tests first."}}',
     '{"type":"item.started","item":{"id":"item_7","type":"todo_list","items":[{"text":"fix add","completed":false}]}}',
     '{"type":"item.updated","item":{"id":"item_7","type":"todo_list","items":[{"text":"fix add","completed":true}]}}',
     '{"type":"item.completed","item":{"id":"item_7","type":"todo_list","items":[{"text":"fix add","completed":true}]}}',
@@ -108,7 +108,7 @@ def test_recorded_lines_map_to_session_text_tool_calls_results_and_usage():
 
 
 def test_mcp_calls_reasoning_and_todo_lists_and_which_may_change_files():
-    assert events(CodexAgent(), RECORDED_MCP + DOCUMENTED) == [
+    assert events(CodexAgent(), [*RECORDED_MCP, RECORDED_REASONING, *DOCUMENTED]) == [
         AgentToolCall(call_id="item_2", name="mcp:docs/search", arguments={"q": "add"}),
         AgentToolResult(call_id="item_2", name="mcp:docs/search", output="found add"),
         AgentToolCall(call_id="item_3", name="mcp:docs/search", arguments={"q": "add"}),  # its start was not seen
@@ -234,7 +234,7 @@ PATCH = "*** Begin Patch\n*** Update File: calc.py\n@@\n-    return a - b\n+    
 def test_the_real_codex_runs_a_command_and_edits_a_file_against_the_loopback_then_resumes_its_thread(
         repo, tmp_path, monkeypatch):
     script = Script.parse([
-        {"text": "Looking first.",
+        {"text": "Looking first.", "reasoning": "The tests say add is wrong.",
          "tool_calls": [{"name": "exec_command", "arguments": {"cmd": "grep -n 'a - b' calc.py"}}]},
         {"tool_calls": [{"name": "apply_patch", "raw_arguments": PATCH}], "expect": "return a - b"},
         {"text": "Fixed add.", "expect": "Updated the following files"},
@@ -257,7 +257,8 @@ def test_the_real_codex_runs_a_command_and_edits_a_file_against_the_loopback_the
                                                                                ("apply_patch", False, True)]
         assert "2:    return a - b" in results[0].output
         assert "return a + b" in (repo / "calc.py").read_text() and git(repo, "status", "--short") == "M calc.py"
-        assert [e.text for e in seen if isinstance(e, AgentText)] == ["Looking first.", "Fixed add."]
+        assert [(e.text, e.reasoning) for e in seen if isinstance(e, AgentText)] == [
+            ("The tests say add is wrong.", True), ("Looking first.", False), ("Fixed add.", False)]
         usage = [e for e in seen if isinstance(e, AgentUsage)]
         assert len(usage) == 1 and usage[0].model == "gpt-5.5" and usage[0].usage.output_tokens == 60
         assert seen[-1] == AgentFinished(ok=True, text="Fixed add.")

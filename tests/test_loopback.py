@@ -441,3 +441,17 @@ def test_a_codex_request_that_is_not_a_turn_is_answered_apart_from_the_script():
         assert post(server, "/v1/responses", {"model": "m", "input": "go", **meta("turn")})[2]["output"][1]["name"] \
             == "read_file"
         assert server.remaining == 0
+
+
+def test_a_reasoning_summary_comes_before_the_answer_in_the_responses_format_only():
+    turn = {"reasoning": "Thinking it over.", "text": "Answer."}
+    with LoopbackServer(Script.parse([turn] * 3)) as server:
+        whole = post(server, "/v1/responses", {"model": "m", "input": "hi"})[2]
+        _, streamed = stream_post(server, "/v1/responses", {"model": "m", "input": "hi"})
+        chat = post(server, "/v1/chat/completions", CHAT_BODY)[2]
+    assert [o["type"] for o in whole["output"]] == ["reasoning", "message"]
+    assert whole["output"][0]["summary"] == [{"type": "summary_text", "text": "Thinking it over."}]
+    deltas = [json.loads(d)["delta"] for n, d in streamed if n == "response.reasoning_summary_text.delta"]
+    assert deltas == ["Thinking it over."]
+    assert [o["type"] for o in json.loads(streamed[-1][1])["response"]["output"]] == ["reasoning", "message"]
+    assert chat["choices"][0]["message"]["content"] == "Answer."
