@@ -6,6 +6,9 @@ user namespaces, nor reach the network through loopwright's proxy. Without loopw
 loopwright's own agent would, unconfined in the run's worktree. `permission_mode` in the run's options sets
 another sandbox mode (read-only, workspace-write).
 
+A top-level `error` line is no end of the turn: Codex also says "Reconnecting..." with one while the turn goes on;
+a fatal one is followed by `turn.failed` (both stay in the transcript).
+
 Loopwright's appended instructions (recalled lessons, scratch pad) start a thread as its developer instructions
 (`developer_instructions`); a resumed thread keeps the ones it started with, so a resume carries them in its
 prompt. Codex reports usage per thread, summed over all its turns so far (a resume's included): each
@@ -108,10 +111,8 @@ class CodexAgent:
             return []
         if kind == "turn.completed":
             return [*self._usage(event.get("usage") or {}), AgentFinished(ok=True, text=self._last_text)]
-        if kind == "turn.failed":
+        if kind == "turn.failed":  # follows the `error` line of a fatal error; an `error` alone is not an end
             return [AgentFinished(ok=False, text=str((event.get("error") or {}).get("message", "")))]
-        if kind == "error":
-            return [AgentFinished(ok=False, text=str(event.get("message", "")))]
         item = event.get("item")
         if kind in ("item.started", "item.completed") and isinstance(item, dict):
             return self._item(item, done=kind == "item.completed")
