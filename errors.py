@@ -9,7 +9,8 @@ user-facing and do not subclass it, unless they are also said to a person as the
 The subclasses, by layer: workspaces `WorkspaceError`; harness `ModelError` (with `ModelUnavailable`,
 `NeedsAttention`, `ContextOverflow`, `FatalModelError`, `ScriptError`), `SandboxError`; memory `StoreError`,
 `LessonError`, `ArtifactError`; skills `SkillError`; runtime `ConfigError`, `ProjectError`, `PostError`,
-`DaemonError`, `ChatError`, `EvalError`, `SelfPlayError`, the inbox's `Rejected`; cli `UsageError`.
+`DaemonError`, `ChatError`, `PeopleError`, `ListenError`, `EvalError`, `SelfPlayError`, the inbox's `Rejected`;
+cli `UsageError`.
 """
 
 from __future__ import annotations

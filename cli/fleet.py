@@ -25,7 +25,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     # the flags are config values given on the command line: checked, and refused, as the config's own are
     project = open_project(Path.cwd(), create=True, overrides={"backend": args.backend, "ray.address": args.address,
-                                                               "max_parallel": args.max_parallel})
+                                                               "max_parallel": args.max_parallel,
+                                                               "http.listen": args.http})
     if args.detach:
         return _detach(project, args)
     asyncio.run(Daemon(project).serve())
@@ -41,7 +42,7 @@ def _detach(project: Project, args: argparse.Namespace) -> int:
     log = project.log_dir / "daemon.log"
     argv = [sys.executable, "-m", "loopwright.cli.main", "serve"]
     for flag, value in (("--max-parallel", args.max_parallel), ("--backend", args.backend),
-                        ("--address", args.address)):
+                        ("--address", args.address), ("--http", args.http)):
         argv += [flag, str(value)] if value is not None else []
     with log.open("a") as out:
         start = out.tell()
@@ -262,6 +263,8 @@ def add_parsers(sub, add) -> None:
     sp.add_argument("--backend", choices=["local", "ray"], help="where runs execute (default: backend in the config)")
     sp.add_argument("--address", metavar="ADDR", help="ray: the cluster, e.g. head-host:6379 (default: [ray] address; "
                                                      "unset: a local cluster)")
+    sp.add_argument("--http", metavar="HOST:PORT", help="also serve the chat API over HTTP (default: [http] listen; "
+                                                       "PORT alone: 127.0.0.1; README: Chat over HTTP)")
 
     sp = add("post", cmd_post, "queue a task for the daemon")
     sp.add_argument("goal")

@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 
 from loopwright.cli import artifacts as artifact_commands
-from loopwright.cli import chat, fleet, lessons, runs, selfplay, skills
+from loopwright.cli import chat, fleet, lessons, people, runs, selfplay, skills
 from loopwright.cli import evaluate as eval_commands
 from loopwright.cli import sandbox as sandbox_commands
 from loopwright.cli import tui as tui_commands
@@ -44,8 +44,8 @@ def build_parser() -> Parser:
             sp.add_argument("--json", action="store_true", help="machine-readable output")
         return sp
 
-    for group in (runs, fleet, skills, artifact_commands, lessons, eval_commands, chat, tui_commands, selfplay,
-                  sandbox_commands):
+    for group in (runs, fleet, skills, artifact_commands, lessons, eval_commands, chat, people, tui_commands,
+                  selfplay, sandbox_commands):
         group.add_parsers(sub, add)
 
     from loopwright.harness import loopback

@@ -42,7 +42,9 @@ already in its conversation) and `head` (the first 80 characters of its first
 user message), so another process (a benchmark) sees when each conversation
 called. Reflection calls (their system prompt carries `REFLECTION_MARKER`) are
 answered from the script's `reflections`, apart from the turns; with none left
-they get a 400. Use it as a context manager in tests, or `loopwright loopback --script
+they get a 400. Claude Code's side requests (a session title, a quota check...: a request from `claude-cli`
+that offers no tools) are answered apart from the turns too, with placeholders, and kept in `side_requests`
+(and `side` in the request log). Use it as a context manager in tests, or `loopwright loopback --script
 FILE` (the same as `python -m loopwright.harness.loopback`: one set of options,
 `add_arguments`) to point your own client at it. It is not a model and says so.
 
@@ -55,7 +57,7 @@ as when a stored response expired). A Responses request gets its tool calls in t
 (`declared_calls`): Codex's apply_patch is a freeform tool, called with the call's `raw_arguments` as its input;
 its MCP tools are functions in a namespace, called by a script as `mcp__server.tool`.
 Codex's requests besides its turns (a compaction: it says what each request is for in its `client_metadata`) are
-answered apart from the turns with a placeholder, and kept in `codex_side_requests`.
+side requests too.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 from loopwright.harness.loopback_wire import (
     assistant_turns,
@@ -79,6 +82,8 @@ from loopwright.harness.loopback_wire import (
     last_user_text,
     render,
     render_stream,
+    side_answer,
+    side_request,
     sse,
 )
 from loopwright.harness.prompt_cache import PromptCache
@@ -99,7 +104,7 @@ class LoopbackServer:
         self.per_conversation, self.latency, self.keep_bodies = per_conversation, latency, keep_bodies
         self.accounting = accounting  # bill turns without `usage` as the provider would (costs CPU per request)
         self.requests: list[dict] = []
-        self.codex_side_requests: list[str] = []  # what each of Codex's requests besides its turns was (compaction)
+        self.side_requests: list[str] = []  # what each side request of Claude Code or Codex was for, in order
         self.refused: list[float] = []  # when each request of a quota storm was refused
         self._storm_until = 0.0
         self._storm_retry_after = False
@@ -146,11 +151,11 @@ class LoopbackServer:
         if self._log is not None:
             self._log.close()
 
-    def log_request(self, path: str, fmt: str | None, body: dict, at: float) -> None:
+    def log_request(self, path: str, fmt: str | None, body: dict, at: float, side: str | None = None) -> None:
         if self._log is None:
             return
         line = {"at": at, "path": path, "turn": assistant_turns(fmt, body) if fmt else None,
-                "head": first_user_text(fmt, body)[:80] if fmt else ""}
+                "head": first_user_text(fmt, body)[:80] if fmt else ""} | ({"side": side} if side else {})
         with self._lock:
             self._log.write(json.dumps(line) + "\n")
 
@@ -218,7 +223,7 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # the connection was reset on purpose
 
     def do_POST(self) -> None:
-        path = self.path.split("?")[0]
+        path = urlsplit(self.path).path  # a client behind an HTTP proxy sends the absolute URL (the sandbox's)
         fmt = FORMATS.get(path)
         length = int(self.headers.get("content-length") or 0)
         raw = self.rfile.read(length) if length else b""
@@ -228,7 +233,10 @@ class _Handler(BaseHTTPRequestHandler):
             body = {}
         server = self.loopback
         at = time.time()
-        server.requests.append({"path": path, "body": body if server.keep_bodies else None, "at": at})
+        side = (side_request(self.headers.get("user-agent", ""), body) if fmt == "anthropic" else
+                codex_request_kind(body) if fmt == "responses" else None)
+        server.requests.append({"path": path, "body": body if server.keep_bodies else None, "at": at}
+                               | ({"side": side} if side else {}))
         if fmt == "responses" and (previous := body.get("previous_response_id")):
             if previous not in server.stored:
                 return self._error(fmt, 404, "invalid_request_error",
@@ -236,7 +244,7 @@ class _Handler(BaseHTTPRequestHandler):
             new = body.get("input")  # from here on the request is seen whole, as the provider sees it
             body = {**body, "input": server.stored[previous] + (new if isinstance(new, list) else
                                                                 [{"role": "user", "content": new or ""}])}
-        server.log_request(path, fmt, body, at)
+        server.log_request(path, fmt, body, at, side)
         if fmt is None:
             return self._send(404, {"error": {"type": "not_found_error", "message": f"loopback: no endpoint {path}"}})
         if server.latency and not self._linger(server.latency):
@@ -253,10 +261,9 @@ class _Handler(BaseHTTPRequestHandler):
                                    f"{len(server.reflections)} reflection replies")
             self._reply(fmt, ScriptTurn(text=reply), index, body)
             return None
-        if fmt == "responses" and (kind := codex_request_kind(body)):
-            server.codex_side_requests.append(kind)
-            self._reply(fmt, ScriptTurn(text=f"loopback: a Codex {kind} request, answered apart from the script"),
-                        len(server.codex_side_requests) - 1, body)
+        if side:
+            server.side_requests.append(side)
+            self._reply(fmt, ScriptTurn(text=side_answer(body)), len(server.side_requests) - 1, body)
             return None
         if server.per_conversation:
             index = assistant_turns(fmt, body)

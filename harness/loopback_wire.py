@@ -82,6 +82,31 @@ def last_user_text(fmt: str, body: dict) -> str:
     return "\n".join(parts)
 
 
+def side_request(user_agent: str, body: dict) -> str | None:
+    """What a Claude Code side request is for (a session title, a quota check, a command's prefix...): the first
+    line of its instructions (its last system block, else its user text); None for any other request. Claude
+    Code (User-Agent `claude-cli/...`) offers the agent's tools with every turn of the agent; the requests it
+    makes besides the turns offer none."""
+    if not user_agent.startswith("claude-cli/") or body.get("tools"):
+        return None
+    system = body.get("system") or ""
+    blocks = [system] if isinstance(system, str) else [b.get("text", "") for b in system if isinstance(b, dict)]
+    own = next((b.strip() for b in reversed(blocks) if b.strip()), "") or first_user_text("anthropic", body).strip()
+    return own.splitlines()[0][:80] if own else "(no instructions)"
+
+
+def side_answer(body: dict) -> str:
+    """A side request's answer: an object of placeholder values when it asks for JSON by a schema (a session
+    title does), else a line saying what answered."""
+    fmt = (body.get("output_config") or {}).get("format") or {}
+    if fmt.get("type") != "json_schema":
+        return "loopback: a side request, answered apart from the script"
+    schema = fmt.get("schema") or {}
+    placeholders = {"string": "loopback", "integer": 0, "number": 0, "boolean": False, "array": [], "object": {}}
+    return json.dumps({name: placeholders.get((schema.get("properties") or {}).get(name, {}).get("type"), None)
+                       for name in schema.get("required") or []})
+
+
 def render(fmt: str, turn: ScriptTurn, index: int, model: str, broken_args: bool = False, empty: bool = False,
            usage: Usage | None = None) -> dict:
     """A scripted turn as a provider response body (with `usage`, or the turn's own; `empty`: with no content

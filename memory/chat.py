@@ -125,10 +125,16 @@ def release(store: Store, name: str, task_id: int) -> None:
 # -- messages -----------------------------------------------------------------------------------------------
 
 
-def messages(store: Store, name: str, *, after: int = 0, limit: int | None = None) -> list[Message]:
-    sql = "SELECT * FROM messages WHERE thread = ? AND id > ? AND state != ? ORDER BY id"
-    rows = store.conn.execute(sql + (f" LIMIT {int(limit)}" if limit else ""),
-                              (name, after, MessageState.DELETED))
+def messages(store: Store, name: str, *, after: int = 0, limit: int | None = None,
+             state: str | None = None) -> list[Message]:
+    """The thread's messages after an id, oldest first; with `state`, only those in it (an index finds them in a
+    long thread)."""
+    sql = "SELECT * FROM messages WHERE thread = ? AND id > ? AND state != ?"
+    params: list = [name, after, MessageState.DELETED]
+    if state is not None:
+        sql += " AND state = ?"
+        params.append(state)
+    rows = store.conn.execute(sql + " ORDER BY id" + (f" LIMIT {int(limit)}" if limit else ""), params)
     return [Message.of(r) for r in rows]
 
 

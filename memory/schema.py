@@ -152,5 +152,36 @@ MIGRATIONS: list[Migration] = [
         "ALTER TABLE runs ADD COLUMN agent_session TEXT",
         "ALTER TABLE runs ADD COLUMN cost_known INTEGER NOT NULL DEFAULT 1",
     ],
+    [  # 15: people who use the HTTP API (their tokens stored hashed), and the change feed its live stream serves: a
+        # row per change of a message or of a task's state (with the task's status as of that change), written by
+        # triggers in the change's own transaction
+        """CREATE TABLE people (
+            name TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, created_at REAL NOT NULL, revoked_at REAL)""",
+        """CREATE TABLE change_feed (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, ref INTEGER NOT NULL, status TEXT,
+            at REAL NOT NULL)""",
+        *(f"""CREATE TRIGGER {name} AFTER {what} BEGIN INSERT INTO change_feed (kind, ref, status, at)
+            VALUES ('{kind}', {ref}, {status}, (julianday('now') - 2440587.5) * 86400.0); END"""
+          for name, what, kind, ref, status in (
+              ("feed_message_insert", "INSERT ON messages", "message", "new.id", "NULL"),
+              ("feed_message_update", "UPDATE OF text, state, edited, deleted, task_id ON messages WHEN"
+               " new.text IS NOT old.text OR new.state IS NOT old.state OR new.edited IS NOT old.edited"
+               " OR new.deleted IS NOT old.deleted OR new.task_id IS NOT old.task_id", "message", "new.id", "NULL"),
+              ("feed_task_insert", "INSERT ON tasks", "task", "new.id", "new.status"),
+              ("feed_task_update", "UPDATE OF status, title, reason ON tasks WHEN new.status IS NOT old.status"
+               " OR new.title IS NOT old.title OR new.reason IS NOT old.reason", "task", "new.id", "new.status"),
+              ("feed_run_insert", "INSERT ON runs", "task", "new.task_id",
+               "(SELECT status FROM tasks WHERE id = new.task_id)"),
+              ("feed_run_update", "UPDATE OF status ON runs WHEN new.status IS NOT old.status", "task",
+               "new.task_id", "(SELECT status FROM tasks WHERE id = new.task_id)"),
+              ("feed_checkpoint_insert", "INSERT ON checkpoints WHEN (SELECT task_id FROM runs WHERE id = new.run_id)"
+               " IS NOT NULL", "task", "(SELECT task_id FROM runs WHERE id = new.run_id)",
+               "(SELECT t.status FROM tasks t JOIN runs r ON r.task_id = t.id WHERE r.id = new.run_id)"),
+          )),
+    ],
+    [  # 16: per chat bridge, the last message of its thread posted to its service (runtime/chat/bridge.py)
+        """CREATE TABLE bridge_cursors (
+            name TEXT PRIMARY KEY, thread TEXT NOT NULL, delivered INTEGER NOT NULL, updated_at REAL NOT NULL)""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -132,13 +132,48 @@ class SkillsConfig(_Section):
 class ChatConfig(_Section):
     """Group-chat threads: who the agent is, how messages are batched, and limits."""
 
-    name: str = Field(default="loopwright", pattern=r"^[A-Za-z0-9_.-]+$", description="mention @name to start work")
+    name: str = Field(default="loopwright", pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="letters, digits, _ . - (people mention @name to start work)")
     debounce_seconds: float = Field(default=2.0, ge=0, description="quiet time before collected messages go out")
     duplicate_seconds: float = Field(default=60.0, ge=0, description="same author, same text within this: once")
     rate_per_minute: int = Field(default=10, ge=1, description="requests one author may start per minute")
     max_fanout: int = Field(default=10, ge=1, le=100, description="parts one request may split into")
     lease_seconds: float = Field(default=60.0, gt=0, description="a thread's lease on its active task")
     admins: list[str] = Field(default_factory=list, description="may /stop anything")
+
+
+class HttpConfig(_Section):
+    """The chat API over HTTP (`serve --http`), served by the daemon; off unless `listen` is set."""
+
+    listen: str | None = Field(default=None, pattern=r"^(([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])?:)?[0-9]{1,5}$",
+                               description="HOST:PORT, or PORT alone for 127.0.0.1")
+    rate_per_minute: int = Field(default=120, ge=1, description="requests one person (or one address with a bad "
+                                                                "token) may make per minute")
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="a larger request body is refused (413)")
+    keepalive_seconds: float = Field(default=15.0, gt=0, description="a comment line this often on an idle stream")
+
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to listen on; None when off."""
+        if self.listen is None:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class BridgeConfig(_Section):
+    """A team chat service bridged to a thread (runtime/chat/bridge.py): its signed webhooks post into the thread,
+    the thread's replies go to its incoming-webhook URL."""
+
+    shape: Literal["slack", "mattermost"] = Field(description="slack: X-Slack-Signature HMAC; mattermost: a token")
+    thread: str = Field(description="the loopwright thread it maps to")
+    outgoing_url: str = Field(pattern=r"^https?://",
+                              description="an http(s) URL: the service's incoming webhook, where replies go")
+    secret_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                            description="an environment variable's name: the one holding the signing secret (slack) "
+                                        "or token (mattermost)")
+    replay_seconds: float = Field(default=300.0, gt=0, description="slack: older signed requests are refused")
+    attempts: int = Field(default=5, ge=1, description="tries per reply before a pause (then tried again)")
+    backoff_seconds: float = Field(default=1.0, gt=0, description="wait before the second try, doubling up to 60")
 
 
 class PracticeConfig(_Section):
@@ -242,6 +277,8 @@ class Config(_Section):
     skills: SkillsConfig = Field(default_factory=SkillsConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     chat: ChatConfig = Field(default_factory=ChatConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    bridges: dict[str, BridgeConfig] = Field(default_factory=dict)
     practice: PracticeConfig = Field(default_factory=PracticeConfig)
     selfplay: SelfPlaySection = Field(default_factory=SelfPlaySection)
     sandbox: SandboxPolicy = Field(default_factory=SandboxPolicy)
@@ -365,17 +402,20 @@ def _explain(err: ValidationError, data: dict, origins: dict[str, str]) -> str:
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"])
     source = origins.get(key) or next((o for k, o in origins.items() if key.startswith(k)), "defaults")
+    model: Any = Config
+    for part in first["loc"][:-1]:
+        field = model.model_fields.get(str(part)) if isinstance(model, type) else None
+        model = field.annotation if field else None
+    is_model = isinstance(model, type) and issubclass(model, BaseModel)
     if first["type"] == "extra_forbidden":
-        parent = first["loc"][:-1]
-        model: Any = Config
-        for part in parent:
-            field = model.model_fields.get(str(part)) if isinstance(model, type) else None
-            model = field.annotation if field else None
-        allowed = (", ".join(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel)
-                   else "see README")
+        allowed = ", ".join(model.model_fields) if is_model else "see README"
         return f"config: unknown key '{key}' (from {source}); allowed here: {allowed}"
     value = first.get("input")
-    return f"config: {key} = {value!r} (from {source}) is invalid: {first['msg']}"
+    why = first["msg"]
+    if first["type"] == "string_pattern_mismatch" and is_model:  # the pattern says nothing to a person
+        field = model.model_fields.get(str(first["loc"][-1]))
+        why = f"it must be {field.description}" if field and field.description else why
+    return f"config: {key} = {value!r} (from {source}) is invalid: {why}"
 
 
 CONFIG_TEMPLATE = """\
@@ -474,6 +514,21 @@ CONFIG_TEMPLATE = """\
 # max_fanout = 10                 # parts one request may split into
 # lease_seconds = 60.0            # a thread's lease on its active task
 # admins = ["alice"]              # may /stop anything
+
+# [http]                          # the chat API over HTTP, served by the daemon (README: "Chat over HTTP")
+# listen = "127.0.0.1:8765"       # HOST:PORT (PORT alone: 127.0.0.1); unset: off. Beyond loopback only behind TLS
+# rate_per_minute = 120           # requests one person may make per minute (429 + Retry-After beyond)
+# max_body_bytes = 262144         # a larger request body is refused (413)
+# keepalive_seconds = 15          # a comment line this often on an idle live stream
+
+# [bridges.team]                  # a Slack- or Mattermost-compatible service bridged to a thread
+# shape = "slack"                 # slack (signed with X-Slack-Signature) | mattermost (a token in the request)
+# thread = "general"              # the thread its messages are posted to, as slack:NAME
+# outgoing_url = "https://chat.example.org/hooks/XYZ"   # its incoming webhook: the thread's replies go there
+# secret_env = "TEAM_BRIDGE_SECRET"   # the variable holding the signing secret or token (never the secret here)
+# replay_seconds = 300            # slack: a signed request older than this is refused
+# attempts = 5                    # tries per reply (backoff doubling from backoff_seconds), then a pause
+# backoff_seconds = 1.0
 
 # [practice]                      # self-play when the daemon is idle: one round at a time, within its own budget
 # enabled = false

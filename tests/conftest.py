@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from support import CALC, TEST_CALC, DaemonProcess, git
+from support import CALC, TEST_CALC, DaemonProcess, agent_cli, git
 
 from loopwright.cli.main import main
 
@@ -121,6 +121,18 @@ def banner():
     threading.Thread(target=serve, daemon=True).start()
     yield srv.getsockname()[1]
     srv.close()
+
+
+@pytest.fixture
+def claude_cli() -> str:
+    """The real Claude Code CLI (skipped where it is not installed, failed in CI)."""
+    return agent_cli("claude")
+
+
+@pytest.fixture
+def codex_cli() -> str:
+    """The real Codex CLI (skipped where it is not installed, failed in CI)."""
+    return agent_cli("codex")
 
 
 @pytest.fixture

@@ -101,11 +101,11 @@ def claim_run_in_child(path: Path, run_id: str, queue) -> None:
 class DaemonProcess:
     """`loopwright serve` as a real subprocess, started and waited for (its pid file names it)."""
 
-    def __init__(self, repo: Path, log: Path, max_parallel: int):
+    def __init__(self, repo: Path, log: Path, max_parallel: int, *args: str):
         self.repo, self.log = repo, log
         with log.open("a") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "loopwright.cli.main", "serve", "--max-parallel",
-                                          str(max_parallel)], cwd=repo, stdout=out, stderr=out)
+                                          str(max_parallel), *args], cwd=repo, stdout=out, stderr=out)
         deadline = time.monotonic() + 20
         pid_file = repo / ".loopwright" / "daemon.pid"
         while time.monotonic() < deadline:
@@ -156,6 +156,24 @@ class MemoryPad:
 SANDBOX = Sandbox.for_policy(SandboxPolicy())
 needs_bwrap = pytest.mark.skipif(SANDBOX.mode != "bwrap" and not os.environ.get("CI"),
                                  reason=f"bwrap cannot run here: {SANDBOX.warning}")
+
+
+# Where .ci/run installs the agent CLIs the tests run (tests/package.json); read once here, as the autouse fixture
+# drops LOOPWRIGHT_* variables from each test's environment.
+AGENT_CLIS = os.environ.get("LOOPWRIGHT_AGENT_CLIS", "")
+
+
+def agent_cli(name: str) -> str:
+    """The path of an agent CLI (`claude`, `codex`) in LOOPWRIGHT_AGENT_CLIS or on PATH. Where it is missing the
+    test skips and says how to install it; in CI (the variable CI set) it fails instead."""
+    found = shutil.which(name, path=os.pathsep.join(p for p in (AGENT_CLIS, os.environ.get("PATH", "")) if p))
+    if found is None:
+        why = (f"`{name}` is not installed: `npm ci` in a copy of tests/package.json and set LOOPWRIGHT_AGENT_CLIS "
+               f"to its node_modules/.bin (as .ci/run does)")
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    return found
 
 
 def fill(disk: Path, leave_mb: float) -> Path:

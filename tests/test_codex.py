@@ -302,7 +302,7 @@ def test_codexs_compaction_request_is_answered_apart_from_the_script(repo, tmp_p
         seen, proc = run_codex(agent, agent.command("go", AgentOptions(model="gpt-5.5")), repo, home)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert [e.text for e in seen if isinstance(e, AgentText)] == ["Running.", "Done."]
-    assert server.remaining == 0 and "compaction" in server.codex_side_requests
+    assert server.remaining == 0 and "compaction" in server.side_requests
 
 
 MCP_SERVER = r'''

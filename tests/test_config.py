@@ -36,6 +36,13 @@ def test_invalid_choice_lists_what_is_allowed(tmp_path):
     assert "loopwright.toml" in str(e.value)
 
 
+def test_a_value_of_the_wrong_shape_is_told_the_shape_not_the_pattern(tmp_path):
+    (tmp_path / "loopwright.toml").write_text('[http]\nlisten = "127.0.0.1:http"\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path, env={})
+    assert "it must be HOST:PORT" in str(e.value) and "pattern" not in str(e.value)
+
+
 def test_unknown_key_lists_allowed_keys(tmp_path):
     (tmp_path / "loopwright.toml").write_text("[budget]\nmax_dollars = 3\n")
     with pytest.raises(ConfigError) as e:

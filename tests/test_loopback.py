@@ -430,14 +430,14 @@ def test_tool_calls_take_the_shape_the_request_declares_their_tools_in_and_their
     assert json.loads(streamed[-1][1])["response"]["output"][0]["type"] == "custom_tool_call"
 
 
-def test_a_codex_request_that_is_not_a_turn_is_answered_apart_from_the_script():
+def test_a_codex_request_that_is_not_a_turn_is_a_side_request():
     def meta(kind: str) -> dict:
         return {"client_metadata": {"x-codex-turn-metadata": json.dumps({"request_kind": kind})}}
 
     with LoopbackServer(Script.parse([TURN])) as server:
         code, _, body = post(server, "/v1/responses", {"model": "m", "input": "summarize", **meta("compaction")})
-        assert code == 200 and "a Codex compaction request" in body["output"][0]["content"][0]["text"]
-        assert server.remaining == 1 and server.codex_side_requests == ["compaction"]
+        assert code == 200 and "a side request" in body["output"][0]["content"][0]["text"]
+        assert server.remaining == 1 and server.side_requests == ["compaction"]
         assert post(server, "/v1/responses", {"model": "m", "input": "go", **meta("turn")})[2]["output"][1]["name"] \
             == "read_file"
         assert server.remaining == 0
@@ -455,3 +455,39 @@ def test_a_reasoning_summary_comes_before_the_answer_in_the_responses_format_onl
     assert deltas == ["Thinking it over."]
     assert [o["type"] for o in json.loads(streamed[-1][1])["response"]["output"]] == ["reasoning", "message"]
     assert chat["choices"][0]["message"]["content"] == "Answer."
+
+
+def test_claude_codes_side_requests_take_no_turn_and_are_logged(tmp_path):
+    """A request from Claude Code (User-Agent claude-cli/...) that offers no tools is a side request (a session
+    title, a quota check): answered with placeholders (JSON by its schema when it asks for one), listed, logged."""
+    title = {**ANTHROPIC_BODY, "system": [{"type": "text", "text": "You are a Claude agent."},
+                                          {"type": "text", "text": "Generate a concise title.\nRules: ..."}],
+             "output_config": {"format": {"type": "json_schema", "schema": {
+                 "type": "object", "properties": {"title": {"type": "string"}}, "required": ["title"]}}}}
+    quota = {**ANTHROPIC_BODY, "max_tokens": 1, "messages": [{"role": "user", "content": "quota"}]}
+    agent_turn = {**ANTHROPIC_BODY, "tools": [{"name": "Bash", "input_schema": {"type": "object"}}]}
+    log = tmp_path / "requests.jsonl"
+    with LoopbackServer(Script.parse([TURN, TURN]), request_log=str(log)) as server:
+        def send(body: dict, agent: str = "claude-cli/2.1.197 (external, sdk-cli)") -> dict:
+            req = urllib.request.Request(server.base_url + "/v1/messages?beta=true", data=json.dumps(body).encode(),
+                                         headers={"content-type": "application/json", "user-agent": agent})
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return json.loads(resp.read())
+
+        answers = [send(title), send(quota)]
+        assert server.remaining == 2
+        assert send(agent_turn)["content"][1]["name"] == "read_file"
+        assert send(quota, agent="python-httpx/0.28")["content"][1]["name"] == "read_file", "only Claude Code's"
+        assert server.remaining == 0 and server.side_requests == ["Generate a concise title.", "quota"]
+        assert [r.get("side") for r in server.requests] == ["Generate a concise title.", "quota", None, None]
+    assert json.loads(answers[0]["content"][0]["text"]) == {"title": "loopback"}
+    assert "side request" in answers[1]["content"][0]["text"]
+    assert [json.loads(line).get("side") for line in log.read_text().splitlines()] == [
+        "Generate a concise title.", "quota", None, None]
+
+
+def test_a_request_sent_through_an_http_proxy_names_the_absolute_url():
+    """Through a proxy (the sandbox's) the request line carries the whole URL; it is the same endpoint."""
+    with LoopbackServer(Script.parse([TURN])) as server:
+        assert raw_post(server, server.base_url + "/v1/messages?beta=true").startswith(b"HTTP/1.1 200")
+        assert [r["path"] for r in server.requests] == ["/v1/messages"]

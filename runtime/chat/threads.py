@@ -46,6 +46,10 @@ class ChatError(LoopwrightError):
     """A message or thread request that cannot be taken; said in one line."""
 
 
+class RequestsRefused(ChatError):
+    """The author asked for work more often than `rate_per_minute`: the message is kept, not acted on."""
+
+
 # -- threads and messages (any process) -----------------------------------------------------------------
 
 
@@ -107,7 +111,7 @@ def post_message(store: Store, config: ChatConfig, thread_name: str, author: str
         message = rows.message(store, message_id or 0)
     assert message is not None
     if state == MessageState.REFUSED:
-        raise ChatError(f"{author} posted more than {config.rate_per_minute} requests in a minute; wait a little "
+        raise RequestsRefused(f"{author} posted more than {config.rate_per_minute} requests in a minute; wait a little "
                         f"(message {message.id} kept, not acted on)")
     return message
 
@@ -244,8 +248,7 @@ class ChatHub:
 
     def _thread(self, name: str) -> None:
         info = thread(self.store, name)
-        pending = [m for m in messages(self.store, name)
-                   if m.state == MessageState.PENDING and m.kind == MessageKind.USER]
+        pending = [m for m in messages(self.store, name, state=MessageState.PENDING) if m.kind == MessageKind.USER]
         for m in [m for m in pending if m.text.split(maxsplit=1)[0] in COMMANDS]:
             self._command(info, m)
         pending = [m for m in pending if m.text.split(maxsplit=1)[0] not in COMMANDS]
@@ -263,8 +266,7 @@ class ChatHub:
 
     def _start(self, info: dict, pending: list[Message], trigger: Message) -> None:
         name = info["name"]
-        context = [m for m in messages(self.store, name)
-                   if m.state == MessageState.CONTEXT and m.kind == MessageKind.USER]
+        context = [m for m in messages(self.store, name, state=MessageState.CONTEXT) if m.kind == MessageKind.USER]
         lines = [f"Chat request in thread #{name} from {trigger.author_name} (message {trigger.id}):"]
         lines += [f"{m.author_name}: {m.text}" for m in pending]
         if context:

@@ -8,7 +8,8 @@ are subprocesses and git work runs off the event loop), and obeys the commands
 the CLI and TUI write into the store. SIGTERM or SIGINT stops scheduling and
 pauses every run now: a command a tool is running is ended and recorded as
 interrupted (waiting up to `stop_timeout` for the runs to stop), and the next
-`serve` picks them up again. A full disk pauses every run (`watch_disk`) and the
+`serve` picks them up again. With `[http] listen` (`serve --http`) it also serves the chat API
+(runtime/http/) on its event loop. A full disk pauses every run (`watch_disk`) and the
 daemon stays up; the runs go on by themselves once there is room again.
 """
 
@@ -33,7 +34,8 @@ from loopwright.harness.statuses import DAEMON_COMMANDS, RUN_FINAL, STOP_COMMAND
 from loopwright.memory import commands
 from loopwright.memory.database import disk_full_error
 from loopwright.memory.intents import drop_dead_claims
-from loopwright.memory.store import StoreError, Task
+from loopwright.memory.store import Store, StoreError, Task
+from loopwright.runtime.chat.bridge import Bridges
 from loopwright.runtime.chat.threads import ChatHub
 from loopwright.runtime.display import ProgressPrinter
 from loopwright.runtime.fleet.budget import SPENT, FleetBudget
@@ -163,6 +165,8 @@ class Daemon:
         inbox = Inbox(self.project, self.say) if self.project.config.inbox.enabled else None
         notifier = Notifier(self.project, self.say)  # its baseline: the tasks as they are before recovery
         chat = ChatHub(self.project, stop_run=self._stop_task, say=self.say)
+        bridges = Bridges(self.project, self.say)  # replies out; requests in come through the web app
+        http = None
         # what is loaded by now lives as long as the daemon: kept out of the collector's full passes, which
         # would otherwise walk it every few seconds (a 128-run fleet paused ~150 ms each time)
         gc.collect()
@@ -176,6 +180,10 @@ class Daemon:
             self.recover()
             if inbox is not None:
                 inbox.start()
+            if (address := self.project.config.http.address()) is not None:
+                from loopwright.runtime.http.app import Api
+
+                http = await Api(Store(self.store.path), self.project.config, self.say, bridges).serve(*address)
             while not self.stopping.is_set():
                 try:
                     self.watch_disk()
@@ -190,11 +198,15 @@ class Daemon:
                         raise
                     self._disk_error = True  # the store is as it was before the write: try again next poll
                 notifier.poll()
+                bridges.poll()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), self.poll_interval)
             await self.shutdown()
             await notifier.aclose()
+            await bridges.aclose()
         finally:
+            if http is not None:
+                await http.stop()
             if inbox is not None:
                 inbox.stop()
             for sig in (signal.SIGTERM, signal.SIGINT):
