@@ -29,11 +29,6 @@ from loopwright.harness.messages import Usage
 from loopwright.harness.script import Script
 from loopwright.memory.store import Store
 
-CLIS = Path(os.environ.get("LOOPWRIGHT_AGENT_CLIS") or Path(
-    os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "loopwright-npm" / "node_modules" / ".bin")
-CODEX = CLIS / "codex"
-needs_codex = pytest.mark.skipif(not CODEX.exists(), reason=f"the Codex CLI is not installed in {CLIS} (.ci/run "
-                                                            f"installs it with npm; LOOPWRIGHT_AGENT_CLIS says where)")
 THREAD = "01a2522b-b061-74b1-a529-310f788cbbe1"
 
 # Recorded from `codex exec --json` 0.171.0 against the loopback server.
@@ -232,9 +227,8 @@ def run_codex(agent: CodexAgent, argv: list[str], cwd: Path, home: Path) -> tupl
 PATCH = "*** Begin Patch\n*** Update File: calc.py\n@@\n-    return a - b\n+    return a + b\n*** End Patch\n"
 
 
-@needs_codex
 def test_the_real_codex_runs_a_command_and_edits_a_file_against_the_loopback_then_resumes_its_thread(
-        repo, tmp_path, monkeypatch):
+        codex_cli, repo, tmp_path, monkeypatch):
     script = Script.parse([
         {"text": "Looking first.", "reasoning": "The tests say add is wrong.",
          "tool_calls": [{"name": "exec_command", "arguments": {"cmd": "grep -n 'a - b' calc.py"}}]},
@@ -242,7 +236,7 @@ def test_the_real_codex_runs_a_command_and_edits_a_file_against_the_loopback_the
         {"text": "Fixed add.", "expect": "Updated the following files"},
         {"text": "Still fixed.", "expect": "the check failed"},
     ])
-    agent = CodexAgent(str(CODEX))
+    agent = CodexAgent(codex_cli)
     with LoopbackServer(script) as server:
         home = codex_home_for(tmp_path / "codex-home", server.openai_base_url)
         monkeypatch.setenv("CODEX_HOME", str(home))
@@ -279,9 +273,8 @@ def test_the_real_codex_runs_a_command_and_edits_a_file_against_the_loopback_the
         assert all(r["path"] == "/v1/responses" for r in server.requests)
 
 
-@needs_codex
-def test_the_real_codex_reports_a_failed_turn_when_its_api_fails(repo, tmp_path):
-    agent = CodexAgent(str(CODEX))
+def test_the_real_codex_reports_a_failed_turn_when_its_api_fails(codex_cli, repo, tmp_path):
+    agent = CodexAgent(codex_cli)
     with LoopbackServer(Script.parse([{"fault": "401"}])) as server:
         home = codex_home_for(tmp_path / "codex-home", server.openai_base_url)
         seen, proc = run_codex(agent, agent.command("fix add", AgentOptions(model="gpt-5.5")), repo, home)
@@ -289,13 +282,12 @@ def test_the_real_codex_reports_a_failed_turn_when_its_api_fails(repo, tmp_path)
     assert isinstance(seen[-1], AgentFinished) and not seen[-1].ok and "invalid x-api-key" in seen[-1].text
 
 
-@needs_codex
-def test_codexs_compaction_request_is_answered_apart_from_the_script(repo, tmp_path):
+def test_codexs_compaction_request_is_answered_apart_from_the_script(codex_cli, repo, tmp_path):
     script = Script.parse([
         {"text": "Running.", "tool_calls": [{"name": "exec_command", "arguments": {"cmd": "echo one"}}]},
         {"text": "Done."},
     ])
-    agent = CodexAgent(str(CODEX))
+    agent = CodexAgent(codex_cli)
     with LoopbackServer(script) as server:
         home = codex_home_for(tmp_path / "codex-home", server.openai_base_url,
                               "model_auto_compact_token_limit = 5000")  # below its first request: it compacts
@@ -328,15 +320,14 @@ for line in sys.stdin:
 '''
 
 
-@needs_codex
-def test_the_real_codex_calls_an_mcp_servers_tool(repo, tmp_path):
+def test_the_real_codex_calls_an_mcp_servers_tool(codex_cli, repo, tmp_path):
     (tmp_path / "mcp_docs.py").write_text(MCP_SERVER)
     script = Script.parse([
         {"tool_calls": [{"name": "mcp__docs.search", "arguments": {"q": "add"}}]},
         {"tool_calls": [{"name": "mcp__docs.search", "arguments": {}}], "expect": "found add"},
         {"text": "Done.", "expect": "no query"},
     ])
-    agent = CodexAgent(str(CODEX))
+    agent = CodexAgent(codex_cli)
     with LoopbackServer(script) as server:
         # gpt-5, which Codex's model list does not know, gets an MCP server's tools at once (no tool search)
         home = codex_home_for(tmp_path / "codex-home", server.openai_base_url)
@@ -360,12 +351,12 @@ CODEX_CONFIG = ('[sandbox]\nmode = "none"\n[memory]\nreflect = false\n[agents.co
                 'cache_read_usd_per_mtok = 0.1\n')
 
 
-def use_codex(repo: Path, server: LoopbackServer, tmp_path: Path, monkeypatch) -> None:
+def use_codex(codex_cli: str, repo: Path, server: LoopbackServer, tmp_path: Path, monkeypatch) -> None:
     """The project's runs go to the real Codex (`--agent codex`), which talks to `server`; no sandbox (bwrap is
     not everywhere), no reflection, gpt-5.5 priced."""
     monkeypatch.setenv("CODEX_HOME", str(codex_home_for(tmp_path / "codex-home", server.openai_base_url)))
     monkeypatch.setenv("OPENAI_API_KEY", "loopback-needs-no-key")
-    monkeypatch.setenv("PATH", f"{CLIS}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PATH", f"{Path(codex_cli).parent}{os.pathsep}{os.environ['PATH']}")
     (repo / ".loopwright").mkdir(exist_ok=True)
     (repo / ".loopwright" / "config.toml").write_text(CODEX_CONFIG)
 
@@ -374,9 +365,8 @@ def add_file(name: str, line: str) -> str:
     return f"*** Begin Patch\n*** Add File: {name}\n+{line}\n*** End Patch\n"
 
 
-@needs_codex
 def test_loopwright_runs_codex_checkpoints_its_edits_resumes_its_thread_after_a_failed_check_and_merges(
-        repo, cli, tmp_path, monkeypatch):
+        codex_cli, repo, cli, tmp_path, monkeypatch):
     script = Script.parse([
         {"text": "Looking first.",
          "tool_calls": [{"name": "exec_command", "arguments": {"cmd": "grep -n 'a - b' calc.py"}}]},
@@ -387,7 +377,7 @@ def test_loopwright_runs_codex_checkpoints_its_edits_resumes_its_thread_after_a_
         {"text": "Fixed add.", "expect": "Success"},
     ])
     with LoopbackServer(script) as server:
-        use_codex(repo, server, tmp_path, monkeypatch)
+        use_codex(codex_cli, repo, server, tmp_path, monkeypatch)
         code, out, err = cli(repo, "run", "fix add", "--agent", "codex", "--check", CHECK, "--json")
         result = json.loads(out)
         assert result["status"] == "succeeded", (result, err)
@@ -433,10 +423,9 @@ def _resumed_in_its_thread(store: Store, server: LoopbackServer, task: str, run_
     assert (run.model_calls, run.output_tokens) == (1, 40)
 
 
-@needs_codex
-def test_a_paused_codex_run_resumes_its_thread(repo, cli, daemon, tmp_path, monkeypatch):
+def test_a_paused_codex_run_resumes_its_thread(codex_cli, repo, cli, daemon, tmp_path, monkeypatch):
     with LoopbackServer(Script.parse(CUT_SHORT)) as server:
-        use_codex(repo, server, tmp_path, monkeypatch)
+        use_codex(codex_cli, repo, server, tmp_path, monkeypatch)
         task = cli.json(repo, "post", "fix add (pause me)", "--agent", "codex", "--check", CHECK)["task"]
         daemon()
         store = Store(repo / ".loopwright" / "state.db")
@@ -451,10 +440,10 @@ def test_a_paused_codex_run_resumes_its_thread(repo, cli, daemon, tmp_path, monk
     assert git(repo, "show", "main:notes.txt") == "started" and "a + b" in git(repo, "show", "main:calc.py")
 
 
-@needs_codex
-def test_after_kill_9_of_the_daemon_a_codex_run_resumes_its_thread(repo, cli, daemon, tmp_path, monkeypatch):
+def test_after_kill_9_of_the_daemon_a_codex_run_resumes_its_thread(codex_cli, repo, cli, daemon, tmp_path,
+                                                                    monkeypatch):
     with LoopbackServer(Script.parse(CUT_SHORT)) as server:
-        use_codex(repo, server, tmp_path, monkeypatch)
+        use_codex(codex_cli, repo, server, tmp_path, monkeypatch)
         task = cli.json(repo, "post", "fix add (crash me)", "--agent", "codex", "--check", CHECK)["task"]
         d = daemon()
         store = Store(repo / ".loopwright" / "state.db")
@@ -465,11 +454,11 @@ def test_after_kill_9_of_the_daemon_a_codex_run_resumes_its_thread(repo, cli, da
     assert git(repo, "show", "main:notes.txt") == "started"
 
 
-@needs_codex
-def test_a_rollback_stops_codex_and_resumes_its_thread_with_the_notice(repo, cli, daemon, tmp_path, monkeypatch):
+def test_a_rollback_stops_codex_and_resumes_its_thread_with_the_notice(codex_cli, repo, cli, daemon, tmp_path,
+                                                                       monkeypatch):
     script = [*CUT_SHORT[:2], {**CUT_SHORT[2], "expect": "rolled back to the start"}, CUT_SHORT[3]]
     with LoopbackServer(Script.parse(script)) as server:
-        use_codex(repo, server, tmp_path, monkeypatch)
+        use_codex(codex_cli, repo, server, tmp_path, monkeypatch)
         task = cli.json(repo, "post", "fix add (roll me back)", "--agent", "codex", "--check", CHECK)["task"]
         daemon()
         store = Store(repo / ".loopwright" / "state.db")
@@ -485,10 +474,9 @@ def test_a_rollback_stops_codex_and_resumes_its_thread_with_the_notice(repo, cli
     assert (run.model_calls, run.output_tokens) == (1, 60)
 
 
-@needs_codex
-def test_a_codex_that_fails_pauses_the_run_saying_what_it_needs(repo, cli, tmp_path, monkeypatch):
+def test_a_codex_that_fails_pauses_the_run_saying_what_it_needs(codex_cli, repo, cli, tmp_path, monkeypatch):
     with LoopbackServer(Script.parse([{"fault": "401"}])) as server:
-        use_codex(repo, server, tmp_path, monkeypatch)
+        use_codex(codex_cli, repo, server, tmp_path, monkeypatch)
         code, out, err = cli(repo, "run", "fix add", "--agent", "codex", "--check", CHECK, "--json")
     result = json.loads(out)
     assert result["status"] == "paused" and "codex exited with code 1" in result["reason"], result
