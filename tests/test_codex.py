@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from support import CHECK, git, processes, until
+from support import CHECK, git, needs_bwrap, processes, until
 
 from loopwright.harness.agents.base import (
     AgentFinished,
@@ -184,7 +184,7 @@ def test_the_command_starts_or_resumes_a_thread_with_codexs_sandbox_off_and_loop
     assert argv[:5] == ["/opt/codex", "exec", "resume", "--json", "-c"] and 'sandbox_mode="workspace-write"' in argv
     assert argv[-3:] == ["--", THREAD, f"the check failed\n\n{note}"] and "--model" in argv and agent.model == "gpt-5"
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    assert agent.environment() == {"OPENAI_API_KEY": "sk-test"}
+    assert agent.environment() == {"OPENAI_API_KEY": "sk-test", "CODEX_HOME": str(tmp_path)}  # through a jail
 
 
 # -- the real CLI --------------------------------------------------------------------------------------------------
@@ -484,3 +484,32 @@ def test_a_codex_that_fails_pauses_the_run_saying_what_it_needs(codex_cli, repo,
     monkeypatch.setenv("PATH", os.defpath)  # no codex on it
     code, out, err = cli(repo, "resume", result["run"], "--json")
     assert "codex could not start" in out + err and "npm install -g @openai/codex" in out + err, (out, err)
+
+
+@needs_bwrap
+def test_in_loopwrights_jail_codex_reaches_the_loopback_through_the_proxy_and_its_own_sandbox_cannot_nest(
+        codex_cli, repo, cli, tmp_path, monkeypatch):
+    script = Script.parse([
+        {"tool_calls": [{"name": "exec_command", "arguments": {"cmd": "echo from the jail"}}]},
+        {"tool_calls": [{"name": "apply_patch", "raw_arguments": PATCH}], "expect": "from the jail"},
+        {"text": "Fixed add."},
+        {"tool_calls": [{"name": "exec_command", "arguments": {"cmd": "echo nested"}}]},
+        {"text": "Could not run it."},
+    ])
+    with LoopbackServer(script) as server:
+        use_codex(codex_cli, repo, server, tmp_path, monkeypatch)
+
+        def jailed(codex: str = "") -> None:  # the loopback is reached through the jail's proxy
+            (repo / ".loopwright" / "config.toml").write_text(
+                f'base_url = "{server.openai_base_url}"\n[sandbox]\nmode = "bwrap"\n'
+                f'readable = ["{Path(codex_cli).parent.parent}"]\nwritable = ["{os.environ["CODEX_HOME"]}"]\n'
+                f'[memory]\nreflect = false\n[agents.codex]\nmodel = "gpt-5.5"\n{codex}')
+
+        jailed()
+        result = cli.json(repo, "run", "fix add", "--agent", "codex", "--check", CHECK)
+        assert result["status"] == "succeeded", result
+        jailed('permission_mode = "workspace-write"\n')  # Codex's own sandbox on, inside loopwright's
+        nested = cli.json(repo, "run", "say hi", "--agent", "codex", "--check", "true")
+    store = Store(repo / ".loopwright" / "state.db")
+    (shell,) = [e for _, _, e in store.events(nested["run"], types=("tool_finished",))]
+    assert shell.is_error and "Creating new namespace failed" in shell.preview

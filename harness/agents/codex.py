@@ -1,8 +1,8 @@
 """The `codex` agent: OpenAI's Codex CLI, run as `codex exec --json` and resumed with `codex exec resume`.
 
 Codex's own sandbox is off (`sandbox_mode = "danger-full-access"`, approvals `never`): loopwright's sandbox wraps
-the CLI, and Codex's (user namespaces, seccomp) can neither nest inside loopwright's jail, which disables nested
-user namespaces, nor reach the network through loopwright's proxy. Without loopwright's sandbox Codex runs as
+the CLI, and Codex's (its own bwrap) cannot nest inside loopwright's jail, which disables nested user namespaces:
+its commands fail ("Creating new namespace failed"). Without loopwright's sandbox Codex runs as
 loopwright's own agent would, unconfined in the run's worktree. `permission_mode` in the run's options sets
 another sandbox mode (read-only, workspace-write).
 
@@ -36,7 +36,9 @@ from loopwright.harness.agents.base import (
 )
 from loopwright.harness.messages import Usage
 
-KEY_VARIABLES = ("OPENAI_API_KEY", "CODEX_API_KEY")
+# Passed through from loopwright's environment by name (a jail's environment keeps only a few variables): its key,
+# never stored, its API's base URL and its home (config, login, sessions).
+KEY_VARIABLES = ("OPENAI_API_KEY", "CODEX_API_KEY", "OPENAI_BASE_URL", "CODEX_HOME")
 SANDBOX_MODE = "danger-full-access"
 
 
