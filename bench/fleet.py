@@ -140,6 +140,7 @@ def scaling(top: Path, n: int, profile: Path | None) -> dict:
         "gap_mean": statistics.mean(gaps) if gaps else 0.0, "gap_max": max(gaps) if gaps else 0.0,
         "finish_mean": statistics.mean(finish), "finish_max": max(finish),
         "cpu": cpu / (last_end - t0), "lb_cpu": lb_cpu / (last_end - t0), "kids": kids / (last_end - t0),
+        "cpu_ms": 1000 * cpu / calls, "kids_ms": 1000 * kids / calls,
         "busy": busy / (last_end - t0) / (os.cpu_count() or 1),
     }
 
@@ -176,10 +177,13 @@ def print_scaling(rows: list[dict]) -> None:
           "events; last call -> end:\n   finish, check `true`, squash-merge under the git lock")
     print("\n   CPU over t0 -> last run end, in cores (1.00 = one core busy the whole time; this machine has "
           f"{os.cpu_count()})")
-    print(f"   {'N':>4} {'daemon':>7} {'its children (git, shells)':>27} {'loopback':>9} {'whole machine':>14}")
+    print("   and the daemon's CPU per turn in ms, which other load on the machine changes little (where the figures "
+          "above\n   depend on the share of the cores the daemon gets)")
+    print(f"   {'N':>4} {'daemon':>7} {'its children (git, shells)':>27} {'loopback':>9} {'whole machine':>14} "
+          f"{'daemon ms/turn':>15} {'children ms/turn':>17}")
     for r in rows:
         print(f"   {r['n']:>4} {r['cpu']:>7.2f} {r['kids']:>27.2f} {r['lb_cpu']:>9.2f} "
-              f"{r['busy'] * (os.cpu_count() or 1):>14.2f}")
+              f"{r['busy'] * (os.cpu_count() or 1):>14.2f} {r['cpu_ms']:>15.1f} {r['kids_ms']:>17.1f}")
 
 
 # -- 2. memory per idle agent -----------------------------------------------------------------------
@@ -411,7 +415,8 @@ def main(argv: list[str] | None = None) -> None:
     for r in rows:
         if r["n"] in (64, 128) or r["n"] == max(agents):
             print(f"  parallel scaling at {r['n']:>3} agents: e2e ratio {r['ratio']:.2f} (goal >= 0.9); "
-                  f"loop-phase ratio {r['loop_ratio']:.2f}")
+                  f"loop-phase ratio {r['loop_ratio']:.2f}; CPU per turn {r['cpu_ms']:.1f} ms daemon + "
+                  f"{r['kids_ms']:.1f} ms its children; the machine was {r['busy']:.0%} busy")
     if mem:
         print(f"  memory per idle agent ({mem['n']} waiting): {mem['per_agent']:.2f} MB (goal <= 5 MB); "
               f"marginal {mem['marginal']:.2f} MB")

@@ -101,13 +101,14 @@ def rss_mb(pid: int) -> float:
 
 
 class Loopback:
-    """The loopback server as its own process; its request log says when each conversation called."""
+    """The loopback server as its own process, replaying `script` (default: the fleet's ten turns) per
+    conversation; its request log says when each conversation called."""
 
-    def __init__(self, work: Path, latency: float):
+    def __init__(self, work: Path, latency: float, script: Path | None = None):
         self.log_path = work / f"requests-{latency:g}s.jsonl"
         self.out = (work / f"loopback-{latency:g}s.out").open("w")
         argv = [sys.executable, "-m", "loopwright.harness.loopback",
-                "--script", str(write_script(work / "script.json")),
+                "--script", str(script or write_script(work / "script.json")),
                 "--per-conversation", "--latency", str(latency), "--port", "0", "--log-requests", str(self.log_path),
                 "--no-accounting"]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.out, text=True, env=bench_env())
@@ -120,6 +121,10 @@ class Loopback:
             if "anthropic base_url:" in line:
                 self.base_url = line.split("anthropic base_url:")[1].strip()
                 break
+
+    @property
+    def openai_base_url(self) -> str:
+        return self.base_url + "/v1"
 
     def requests(self) -> list[dict]:
         if not self.log_path.exists():

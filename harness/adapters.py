@@ -119,6 +119,8 @@ class _SDKAdapter(ModelAdapter):
     client_name = ""
     path = ""
     final_events: ClassVar[frozenset[str]] = frozenset()  # the events that end a stream ("[DONE]": its data)
+    # body fields a compatible server may not know (llama.cpp, vLLM refuse unknown fields with a 400): see `_post`
+    optional_fields: ClassVar[tuple[str, ...]] = ()
     _to_wire: Callable[[Message], Any]  # one message in the provider's wire format (cached by WireCache)
 
     def __init__(self, model: str, *, api_key: str, base_url: str | None = None, timeout: float = 600,
@@ -132,6 +134,7 @@ class _SDKAdapter(ModelAdapter):
             api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0,
             http_client=sdk.DefaultAioHttpClient(verify=_tls_context()))
         self._wire = WireCache(self._to_wire)
+        self._refused: set[str] = set()  # optional fields this server refused: no longer sent
 
     @property
     def routing_key(self) -> str | None:
@@ -140,6 +143,18 @@ class _SDKAdapter(ModelAdapter):
 
     async def aclose(self) -> None:
         await self.client.close()
+
+    async def _post(self, body: dict) -> list[tuple[str, dict]]:
+        """`_stream` without the optional fields the server refused: a 400 that names one drops it from this and
+        every later call of the adapter, and the call is sent again."""
+        while True:
+            try:
+                return await self._stream({k: v for k, v in body.items() if k not in self._refused})
+            except Exception as e:
+                named = [f for f in self.optional_fields if f in body and f not in self._refused and f in str(e)]
+                if getattr(e, "status_code", None) not in (400, 422) or not named:
+                    raise
+                self._refused.update(named)
 
     async def _stream(self, body: dict) -> list[tuple[str, dict]]:
         """POST `body` (streamed) and return its events, each (name, data), once the stream's final event came.
@@ -260,6 +275,7 @@ class OpenAIChatAdapter(_SDKAdapter):
     provider = "openai"
     sdk_name, client_name, path = "openai", "AsyncOpenAI", "/chat/completions"
     final_events = frozenset({"[DONE]"})
+    optional_fields = ("stream_options", "prompt_cache_key")  # without the first, usage only if the server sends it
     _STOP: ClassVar[dict[str, StopReason]] = {"stop": "end_turn", "tool_calls": "tool_use",
              "function_call": "tool_use", "length": "max_tokens",
              "content_filter": "refusal"}
@@ -294,7 +310,7 @@ class OpenAIChatAdapter(_SDKAdapter):
                                                                "parameters": t.input_schema}} for t in tools]
         wire = [{"role": "system", "content": system}] if system else []
         body["messages"] = wire + flatten(self._wire.wire(messages))
-        return self._assemble(await self._stream(openai_cache_key(body, self.routing_key)))
+        return self._assemble(await self._post(openai_cache_key(body, self.routing_key)))
 
     def _assemble(self, events: list[tuple[str, dict]]) -> ModelResponse:
         text: list[str] = []
@@ -339,6 +355,7 @@ class OpenAIResponsesAdapter(_SDKAdapter):
     provider = "openai-responses"
     sdk_name, client_name, path = "openai", "AsyncOpenAI", "/responses"
     final_events = frozenset({"response.completed", "response.incomplete", "response.failed"})
+    optional_fields = ("prompt_cache_key",)
 
     def __init__(self, model: str, **kwargs: Any):
         super().__init__(model, **kwargs)
@@ -381,13 +398,13 @@ class OpenAIResponsesAdapter(_SDKAdapter):
         body = openai_cache_key({**body, "store": store}, self.routing_key)
         wires = self._wire.wire(messages)
         try:
-            events = await self._stream({**body, "previous_response_id": previous, "input": flatten(wires[start:])}
-                                        if previous else {**body, "input": flatten(wires)})
+            events = await self._post({**body, "previous_response_id": previous, "input": flatten(wires[start:])}
+                                      if previous else {**body, "input": flatten(wires)})
         except Exception as e:  # the stored response expired or was deleted: send the conversation whole
             if previous is None or getattr(e, "status_code", None) not in (400, 404):
                 raise
             self._chain.forget()
-            events = await self._stream({**body, "input": flatten(wires)})
+            events = await self._post({**body, "input": flatten(wires)})
         response = self._assemble(events)
         if store:
             final = next((d.get("response") or {} for n, d in reversed(events)

@@ -28,6 +28,7 @@ class RunStarted(_Event):
     worktree: str
     branch: str
     base_commit: str
+    agent: str = "loopwright"  # or the external agent doing the run (provider and model are then loopwright's)
 
 
 class ConversationReset(_Event):

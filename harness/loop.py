@@ -257,7 +257,7 @@ class AgentLoop:
         except FatalModelError as e:
             return LoopOutcome(RunStatus.FAILED, str(e))
         finally:
-            self.tool_context.close()  # the run's jail ends with it
+            await self.tool_context.aclose()  # the run's jail ends with it
             with contextlib.suppress(WorkspaceError):
                 await self._settle()
             self._save_progress("")

@@ -54,10 +54,11 @@ Usage: a turn that gives no `usage` is billed as the provider would bill its req
 (`accounting=False`, `--no-accounting`: such turns report the script's default usage). A Responses request with
 `store` is kept, so a later one may send only its new items with `previous_response_id` (an unknown id is a 404,
 as when a stored response expired). A Responses request gets its tool calls in the shape it declares the tools in
-(`declared_calls`): Codex's apply_patch is a freeform tool, called with the call's `raw_arguments` as its input;
-its MCP tools are functions in a namespace, called by a script as `mcp__server.tool`.
-Codex's requests besides its turns (a compaction: it says what each request is for in its `client_metadata`) are
-side requests too.
+(`declared_calls`): Codex's apply_patch is a freeform tool, called with the call's `raw_arguments` as its input; its
+MCP tools are functions in a namespace, called by a script as `mcp__server.tool`. Codex's requests besides its turns
+(a compaction: it says what each request is for in its `client_metadata`) are side requests too. `refuse_fields`
+(`--refuse-fields`) answers a request that has one of those top-level fields with a 400 naming it, as a strict
+OpenAI-compatible server (llama.cpp, vLLM) does with fields it does not know.
 """
 
 from __future__ import annotations
@@ -97,12 +98,13 @@ class LoopbackServer:
 
     def __init__(self, script: Script, host: str = "127.0.0.1", port: int = 0, *, per_conversation: bool = False,
                  latency: float = 0.0, keep_bodies: bool = True, request_log: str | None = None,
-                 accounting: bool = True):
+                 accounting: bool = True, refuse_fields: tuple[str, ...] = ()):
         self.entries: list[Fault | ScriptTurn] = list(script.turns)
         if per_conversation and any(isinstance(e, Fault) for e in self.entries):
             raise ScriptError("a per-conversation script cannot hold faults (use rate_limit() for a quota storm)")
         self.per_conversation, self.latency, self.keep_bodies = per_conversation, latency, keep_bodies
         self.accounting = accounting  # bill turns without `usage` as the provider would (costs CPU per request)
+        self.refuse_fields = refuse_fields  # top-level body fields refused with a 400 naming the first one present
         self.requests: list[dict] = []
         self.side_requests: list[str] = []  # what each side request of Claude Code or Codex was for, in order
         self.refused: list[float] = []  # when each request of a quota storm was refused
@@ -247,6 +249,8 @@ class _Handler(BaseHTTPRequestHandler):
         server.log_request(path, fmt, body, at, side)
         if fmt is None:
             return self._send(404, {"error": {"type": "not_found_error", "message": f"loopback: no endpoint {path}"}})
+        if refused := next((f for f in server.refuse_fields if f in body), None):
+            return self._error(fmt, 400, "invalid_request_error", f"loopback: unsupported param: {refused}")
         if server.latency and not self._linger(server.latency):
             self.close_connection = True
             return None
@@ -491,6 +495,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency", type=float, default=0.0, metavar="SECONDS", help="wait before every answer")
     parser.add_argument("--log-requests", metavar="FILE",
                         help="append one JSON line per request as it arrives: at, path, turn, head")
+    parser.add_argument("--refuse-fields", nargs="+", default=(), metavar="FIELD",
+                        help="answer a request that has one of these body fields with a 400 naming it, as a strict "
+                             "OpenAI-compatible server does (e.g. stream_options prompt_cache_key)")
     parser.add_argument("--no-accounting", dest="accounting", action="store_false",
                         help="report the script's usage instead of billing each request as the provider would "
                              "(prompt caching included): less CPU per request, for benchmarks")
@@ -500,7 +507,8 @@ def serve(args: argparse.Namespace) -> int:
     """Serve the options `add_arguments` parsed until Ctrl-C; a bad script or a taken port is one line and 2."""
     try:
         server = LoopbackServer(Script.load(args.script), port=args.port, per_conversation=args.per_conversation,
-                                latency=args.latency, request_log=args.log_requests, accounting=args.accounting)
+                                latency=args.latency, request_log=args.log_requests, accounting=args.accounting,
+                                refuse_fields=tuple(args.refuse_fields))
     except (ScriptError, OSError) as e:  # a bad script file, or the port is taken
         print(f"loopback: {e}", file=sys.stderr)
         return 2

@@ -429,8 +429,8 @@ class BwrapSandbox(Sandbox):
 
     def _env(self, extra: Mapping[str, str] | None) -> dict[str, str]:
         """`env_allow` of this process's environment, HOME, TMPDIR and the caller's `extra`; never a key."""
-        env = {k: v for k, v in os.environ.items()
-               if any(fnmatch.fnmatchcase(k, pat) for pat in self.policy.env_allow)}
+        allowed = _name_matcher(tuple(self.policy.env_allow))
+        env = {k: v for k, v in os.environ.items() if allowed(k)}
         env.update({"HOME": str(self.home), "TMPDIR": "/tmp"})
         env.update(extra or {})
         return {k: v for k, v in env.items() if not SECRET_NAME.search(k) and k not in self.hide_env}
@@ -584,3 +584,11 @@ def _bwrap_candidates(explicit: str | None) -> list[Path]:
     except (ImportError, RuntimeError):
         pass
     return found
+
+
+@functools.lru_cache(maxsize=8)
+def _name_matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
+    """Whether a name matches one of the glob `patterns` (case-sensitive), as one compiled regex: a daemon filters
+    its environment for every jailed command."""
+    regex = re.compile("|".join(fnmatch.translate(p) for p in patterns) or "(?!)")
+    return lambda name: regex.match(name) is not None

@@ -30,6 +30,7 @@ import sys
 import tempfile
 import weakref
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from loopwright.harness.processes import ProcessGroup, ProcessLedger, group_of
@@ -40,6 +41,10 @@ SERVER = (Path(__file__).parent / "sandbox_server.py").read_text().split('"""', 
 ANSWER_TIMEOUT = 30.0  # seconds for a new jail's server to say it is ready
 CLOSE_TIMEOUT = 5.0  # seconds for the jail to end on its own once told, before it is killed
 EXIT_LOST = 128 + signal.SIGKILL  # a command whose jail died under it
+# Jails are started by these threads, not on the event loop (starting a process stalls it ~10-20 ms a jail on a
+# busy fleet), nor in a pool whose threads may end: bwrap's --die-with-parent ends a jail with the thread that
+# started it, and these live as long as the process.
+_STARTERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="loopwright-jail-start")
 
 
 class _JailDied(Exception):
@@ -177,21 +182,21 @@ class RunJail:
         wanted = frozenset(Path(p) for p in readable)
         async with self._lock:
             if self._jail is not None and (wanted != self._readable or self._worktree_id() != self._bound):
-                self.close()
+                await self.aclose()
             problem = ""
             for _ in range(2):
                 if self._jail is None or not self._jail.alive():
-                    self.close()
-                    self._launch(wanted)
+                    await self.aclose()
+                    await self._launch(wanted)
                     assert self._jail is not None
                     if problem := await self._jail.ready():
-                        self.close()
+                        await self.aclose()
                         continue
                 try:
                     return await self._send(command, Path(cwd), self.sandbox.command_env(env))
                 except _JailDied as e:  # before the server had the command: it can be sent again
                     problem = str(e)
-                    self.close()
+                    await self.aclose()
             raise SandboxError(f"the run's jail died twice in a row ({problem}); check the sandbox with "
                                f"`loopwright sandbox check`")
 
@@ -200,6 +205,16 @@ class RunJail:
         if self._finalizer is not None:
             self._finalizer()
             self._finalizer = None
+        self._forget()
+
+    async def aclose(self) -> None:
+        """`close`, waiting for the jail to end in a worker thread: not on the event loop a daemon's runs share."""
+        finalizer, self._finalizer = self._finalizer, None
+        if finalizer is not None:
+            await asyncio.to_thread(finalizer)
+        self._forget()
+
+    def _forget(self) -> None:
         if self.processes is not None and self._group is not None:
             self.processes.ended(self._group)
         self._jail, self._group = None, None
@@ -211,7 +226,7 @@ class RunJail:
             return None
         return st.st_dev, st.st_ino
 
-    def _launch(self, readable: frozenset[Path]) -> None:
+    async def _launch(self, readable: frozenset[Path]) -> None:
         box = self.sandbox
 
         def argv(fd: int) -> list[str]:
@@ -222,7 +237,8 @@ class RunJail:
                                  processes=box.policy.max_processes + 5)  # the server's 3 threads, the bridge
 
         self._bound = self._worktree_id()
-        jail = _Process(argv, box.command_env(), self.worktree)
+        jail = await asyncio.get_running_loop().run_in_executor(_STARTERS, _Process, argv, box.command_env(),
+                                                                self.worktree)
         self._jail, self._readable = jail, readable
         self._finalizer = weakref.finalize(self, jail.close)
         self._group = group_of(jail.popen.pid)  # the jail's group holds everything in it (the server's commands too)

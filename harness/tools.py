@@ -76,10 +76,10 @@ class ToolContext:
     def __post_init__(self) -> None:
         self.jail = run_jail(self.sandbox, self.worktree, self.repo_root, self.processes)
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         """End the run's jail, if one was started (the next command would start a new one)."""
         if self.jail is not None:
-            self.jail.close()
+            await self.jail.aclose()
 
 
 @dataclass(frozen=True)

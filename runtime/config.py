@@ -140,6 +140,8 @@ class ChatConfig(_Section):
     max_fanout: int = Field(default=10, ge=1, le=100, description="parts one request may split into")
     lease_seconds: float = Field(default=60.0, gt=0, description="a thread's lease on its active task")
     admins: list[str] = Field(default_factory=list, description="may /stop anything")
+    agents: list[str] = Field(default_factory=list, description="agents people may mention (@NAME) to have a "
+                                                               "request done by that agent, e.g. [\"claude-code\"]")
 
 
 class HttpConfig(_Section):
@@ -430,7 +432,8 @@ CONFIG_TEMPLATE = """\
 # api_key_env = "ANTHROPIC_API_KEY"        # which variable holds the key
 # script = "turns.json"           # provider scripted: the JSON file of assistant turns it replays (no API key)
 # max_output_tokens = 8192
-# request_timeout = 600           # seconds one model request may take
+# request_timeout = 600           # seconds the HTTP client waits to connect, or for any byte, before it gives up
+#                                 # (retried); a slow answer is ended by [retry] stall_seconds, call_deadline_seconds
 # target_branch = "main"          # default: the branch checked out when a task starts
 # check = "pytest -q"             # acceptance check run when the agent calls finish
 # check_timeout = 900
@@ -514,6 +517,7 @@ CONFIG_TEMPLATE = """\
 # max_fanout = 10                 # parts one request may split into
 # lease_seconds = 60.0            # a thread's lease on its active task
 # admins = ["alice"]              # may /stop anything
+# agents = ["claude-code"]        # mention @claude-code: that request runs on it (built-in or [agents.NAME])
 
 # [http]                          # the chat API over HTTP, served by the daemon (README: "Chat over HTTP")
 # listen = "127.0.0.1:8765"       # HOST:PORT (PORT alone: 127.0.0.1); unset: off. Beyond loopback only behind TLS

@@ -165,7 +165,8 @@ def event_entries(ts: float, e: Any, printer: ProgressPrinter, *, full: bool = F
     """What one event adds to a run's transcript (messages, tools, checkpoints, checks, status changes)."""
     stamp = time.strftime("%H:%M:%S", time.localtime(ts))
     if isinstance(e, ev.RunStarted):
-        return [f"[{stamp}] run started: task {e.task_id} with {e.provider}:{e.model} on {e.branch}"]
+        who = f"{e.provider}:{e.model}" if e.agent == "loopwright" else f"agent {e.agent}"
+        return [f"[{stamp}] run started: task {e.task_id} with {who} on {e.branch}"]
     if isinstance(e, ev.ConversationReset):
         if e.reason == "start":
             return [line for m in e.messages for line in render_message(m, full)]

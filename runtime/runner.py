@@ -227,7 +227,7 @@ class Runner:
                                         target_branch=placement.target_branch, run_id=run_id)
             self.store.append(run.id, RunStarted(task_id=task.id, goal=task.goal, provider=config.provider,
                                                  model=config.model, worktree=worktree, branch=placement.branch,
-                                                 base_commit=placement.base_commit))
+                                                 base_commit=placement.base_commit, agent=config.agent))
             execution = await self.executor.start(self, run, task, config, placement)
             result = await self._drive(execution, run, task, config)
             if not result.again:

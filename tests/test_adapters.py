@@ -699,3 +699,26 @@ def test_server_sent_events_are_parsed_across_any_chunking():
         assert events == [("a", '{"t": "é"}'), ("", "[DONE]")] and parser.pending == b""
     parser = SSEParser()
     assert parser.feed(b'data: {"cut": ') == [] and parser.pending  # an event cut short is held, never given
+
+
+@pytest.mark.parametrize("provider", ["openai", "openai-responses"])
+def test_fields_a_compatible_server_refuses_are_dropped_for_the_rest_of_the_run(provider):
+    """A strict OpenAI-compatible server (llama.cpp, vLLM) answers a field it does not know with a 400 naming it:
+    the call goes again without it, and the adapter's later calls never send it."""
+    optional = ["stream_options", "prompt_cache_key"] if provider == "openai" else ["prompt_cache_key"]
+    with LoopbackServer(Script.parse([LOOK] * 2), refuse_fields=tuple(optional)) as server:
+        adapter = _adapter(provider, server)
+        adapter.cache_key = "run-42"
+        answers = asyncio.run(_turns(adapter, [[]], system="be brief"))
+        sent = [[f for f in optional if f in r["body"]] for r in server.requests]
+    assert [a.message.tool_calls[0].name for a in answers[:1]] == ["read_file"] and answers[1].message.text
+    # one refusal per field (the server names the first it finds), then the first answer; the second call at once
+    assert sent == [optional[i:] for i in range(len(optional) + 1)] + [[]]
+
+
+def test_a_400_naming_no_optional_field_is_not_sent_again():
+    with LoopbackServer(Script.parse([LOOK]), refuse_fields=("tools",)) as server:
+        adapter = _adapter("openai", server)
+        with pytest.raises(openai.BadRequestError, match="unsupported param: tools"):
+            asyncio.run(_turns(adapter, [], system="be brief"))
+        assert len(server.requests) == 1

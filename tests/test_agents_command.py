@@ -27,6 +27,7 @@ from loopwright.harness.messages import Usage
 from loopwright.memory.processes import ToolProcesses
 from loopwright.memory.store import Store
 from loopwright.runtime import agents
+from loopwright.runtime.chat.threads import messages
 
 PY = sys.executable
 
@@ -60,6 +61,13 @@ elif "HANG" in prompt and not any(w in prompt for w in ("has been resumed", "rol
 elif "TWICE" in prompt and "failed (exit" not in prompt:
     pathlib.Path("wip.txt").write_text("a first try\n")
     print("first try done", flush=True)
+elif "WAITGO" in prompt:  # writes, prints, waits for the test's file `go`, prints again
+    pathlib.Path("notes.txt").write_text("step one\n")
+    print("waiting for go", flush=True)
+    while not pathlib.Path(__file__).with_name("go").exists():
+        time.sleep(0.05)
+    print("second part", flush=True)
+    fix()
 elif "WATCH" in prompt:
     pathlib.Path("notes.txt").write_text("step one\n")
     deadline = time.time() + 60
@@ -100,7 +108,7 @@ def test_a_command_agent_is_checkpointed_on_its_file_changes_and_the_check_merge
     show = cli.json(repo, "show", result["run"])
     said = [e["message"] for e in show["events"] if e["type"] == "message"]
     assert said[0]["role"] == "user" and "WATCH then fix add" in json.dumps(said[0])
-    assert "fixed add in calc.py" in json.dumps(said[1])  # stdout is the transcript
+    assert "fixed add in calc.py" in json.dumps(said[1:])  # stdout is the transcript
     _, out, _ = cli(repo, "runs")
     assert "cost unknown" in out
 
@@ -130,9 +138,11 @@ def test_a_flood_of_output_is_capped_and_read_to_its_end(repo, cli, fake):
     result = run(cli, repo, "FLOOD then fix add", fake)
     assert result["status"] == "succeeded", result
     store = Store(repo / ".loopwright" / "state.db")
-    (transcript,) = [m.text for m in store.conversation(result["run"]) if m.role == "assistant"]
+    pieces = [m.text for m in store.conversation(result["run"]) if m.role == "assistant"]
+    transcript = "\n".join(pieces)
     assert len(transcript) < 40_000  # [tools] output_cap, head and tail
-    assert "[… line cut …]" in transcript and "characters left out" in transcript
+    assert max(len(p) for p in pieces[:-1]) < 4096 + 7500 + 20  # the head's pieces: a few KB and at most a line
+    assert "[… line cut …]" in transcript and "characters left out" in pieces[-1]
     assert "fixed add in calc.py" in transcript  # the end of the flood was read
 
 
@@ -232,6 +242,29 @@ def _hanging(store: Store) -> str:
     return run.id
 
 
+def test_a_command_agents_output_reaches_the_runs_events_while_it_runs(repo, cli, fake, daemon, tmp_path):
+    task = cli.json(repo, "post", "WAITGO then fix add", "--agent-command", fake, "--check", CHECK)["task"]
+    daemon()
+    store = _daemon_store(repo)
+    until(lambda: store.runs(task_id=task), "the run to start")
+    (run,) = store.runs(task_id=task)
+
+    def said() -> str:
+        events = cli.json(repo, "show", run.id)["events"]
+        return "".join(json.dumps(e["message"]) for e in events if e["type"] == "message"
+                       and e["message"]["role"] == "assistant")
+
+    until(lambda: "waiting for go" in said(), "the first part of the output while the agent waits")
+    assert "second part" not in said() and store.run(run.id).status == "running"
+    until(lambda: "waiting for go" in cli.json(repo, "runs")[0]["last_action"], "the last action")
+    _, out, _ = cli(repo, "show", run.id)
+    assert "assistant: fake agent got: # Task 1: WAITGO then fix add\nwaiting for go" in out
+    (tmp_path / "agentbin" / "go").write_text("")
+    until(lambda: store.task(task).status == "succeeded", "the agent to go on and succeed", timeout=60)
+    assert said().index("waiting for go") < said().index("second part")
+    assert cli.json(repo, "runs")[0]["last_action"] == "fixed add in calc.py"
+
+
 def test_pause_resume_and_kill_through_the_daemon(repo, cli, fake, daemon):
     task = cli.json(repo, "post", "HANG then fix add", "--agent-command", fake, "--check", CHECK)["task"]
     daemon()
@@ -274,6 +307,30 @@ def test_a_rollback_or_a_message_stops_the_agent_and_runs_it_again_with_the_noti
     until(lambda: store.task(other).status in ("succeeded", "needs_review"), "the told run to finish", timeout=60)
     prompts = [m.text for m in store.conversation(second.id) if m.role == "user"]
     assert len(prompts) == 2 and "Message from the person supervising you: go on" in prompts[1]
+
+
+def test_a_chat_mention_of_an_agent_runs_the_request_on_it_and_its_output_is_the_answer(repo, cli, fake, daemon):
+    (repo / "loopwright.toml").write_text(f'[agents.fake]\ncommand = "{fake}"\n'
+                                          f'[chat]\nagents = ["fake", "ghost"]\ndebounce_seconds = 0.2\n')
+    git(repo, "add", "loopwright.toml")
+    git(repo, "commit", "-qm", "config")
+    cli(repo, "threads", "new", "dev", "--check", CHECK)
+    code, _, err = cli(repo, "say", "dev", "@ghost hello", "--as", "ana")
+    assert code == 0 and "no agent or member" not in err
+    daemon()
+    store = _daemon_store(repo)
+    until(lambda: any(m.kind == "system" for m in messages(store, "dev")), "the refusal of @ghost")
+    (refused,) = [m.text for m in messages(store, "dev") if m.kind == "system"]
+    assert refused.startswith("@ana cannot start ghost: unknown agent 'ghost'") and "[agents.ghost]" in refused
+    cli(repo, "say", "dev", "@fake please fix add", "--as", "ana")
+    until(lambda: any(m.kind == "agent" for m in messages(store, "dev")), "the answer", timeout=60)
+    (task,) = store.tasks()
+    assert task.options["agent"] == "fake" and task.status == "succeeded"
+    assert "What you print last is posted in #dev" in task.goal and "ana: @ghost hello" in task.goal
+    (run,) = store.runs(task_id=task.id)
+    assert run.agent == "fake" and "return a + b" in (repo / "calc.py").read_text()
+    (answer,) = [m.text for m in messages(store, "dev") if m.kind == "agent"]
+    assert answer.startswith("@ana ") and "fixed add in calc.py" in answer
 
 
 @pytest.mark.parametrize("mode", ["none", pytest.param("bwrap", marks=needs_bwrap)])

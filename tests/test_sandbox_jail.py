@@ -180,3 +180,36 @@ def test_the_jails_process_group_is_recorded_while_it_runs(wt):
     assert [g.pgid for g in ledger.groups] == [jail.pgid]
     jail.close()
     assert ledger.groups == set()
+
+
+def test_closing_the_jail_from_a_run_lets_the_other_runs_go_on_meanwhile(wt):
+    """`aclose` (a run's end) waits for the jail to end in a worker thread: the event loop a daemon's runs share
+    serves them in the meantime; once it returns the jail is gone and its group no longer recorded."""
+    class Ledger:
+        def __init__(self):
+            self.groups = set()
+
+        def started(self, group):
+            self.groups.add(group)
+
+        def ended(self, group):
+            self.groups.discard(group)
+
+    ledger = Ledger()
+    jail = RunJail(Sandbox.for_policy(SandboxPolicy(mode="bwrap")), wt, processes=ledger)
+
+    async def main() -> list[str]:
+        await run_command("true", cwd=wt, timeout=60, jail=jail)
+        order: list[str] = []
+
+        async def other_run() -> None:
+            order.append("other run")
+
+        other = asyncio.ensure_future(other_run())
+        await jail.aclose()
+        order.append("closed")
+        await other
+        return order
+
+    assert asyncio.run(main()) == ["other run", "closed"]
+    assert not jailing(wt) and ledger.groups == set()

@@ -9,13 +9,15 @@ are carried out.
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 import time
 from pathlib import Path
 
-from support import CALC, call, turn, write_script
+from support import CALC, CHECK, call, turn, write_script
 from textual.app import App
 from textual.widgets import Collapsible, DataTable, Input, RichLog, Static
-from tui_support import assert_snapshot, wait
+from tui_support import assert_snapshot, screen_text, wait
 
 from loopwright.harness import events as ev
 from loopwright.harness.messages import Message, TextBlock, ToolCall, ToolResult
@@ -501,6 +503,51 @@ def test_pause_resume_and_kill_are_carried_out_by_the_daemon(repo, cli, tmp_path
             await wait(pilot, lambda: any("run killed" in line for line in log_text(app)), "the kill in the log")
             await pilot.press("x")
             assert "killed already" in app.said("error")
+
+    asyncio.run(scenario())
+
+
+def test_a_command_agents_run_at_80x24_its_output_as_it_comes_cost_unknown_and_its_checkpoints(
+        repo, cli, tmp_path, daemon, monkeypatch):
+    """An external CLI with no event stream (the `command` agent's fake script, which waits for a file)."""
+    from test_agents_command import FAKE
+
+    folder = tmp_path / "agentbin"
+    folder.mkdir()
+    (folder / "fakeagent.py").write_text(FAKE)
+    monkeypatch.setenv("LOOPWRIGHT_SANDBOX__READABLE", json.dumps([str(folder)]))
+    task = cli.json(repo, "post", "WAITGO then fix add", "--check", CHECK,
+                    "--agent-command", f"{sys.executable} {folder / 'fakeagent.py'} {{prompt}}")["task"]
+    daemon()
+    project = open_project(repo)
+    store = project.store
+
+    async def scenario():
+        deadline = time.monotonic() + 30
+        while not run_of(store, task):
+            assert time.monotonic() < deadline, "the run did not start"
+            await asyncio.sleep(0.05)
+        run = run_of(store, task)
+        app = Host(project, run.id)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait(pilot, lambda: "waiting for go" in log_text(app), "the output so far, while it waits")
+            top = lambda: screen_text(app).splitlines()[0]  # noqa: E731
+            await wait(pilot, lambda: f"run {run.id} · running · cost unknown · agent command · step" in top(),
+                       "the header")
+            assert "tok" not in top() and "anthropic" not in top()
+            shown = log_text(app)
+            assert "assistant: fake agent got: # Task 1: WAITGO then fix add" in shown
+            assert any("run started: task 1 with agent command" in line for line in shown)
+            await pilot.press("3")
+            table = app.run_screen.query_one("#checkpoints-table", DataTable)
+            await wait(pilot, lambda: table.row_count == 2, "the checkpoint of the watcher")
+            assert str(table.get_row_at(1)[3]) == "command: files changed"
+            (folder / "go").write_text("")
+            await wait(pilot, lambda: table.row_count == 3 and "succeeded" in top(), "the run to succeed")
+            assert str(table.get_row_at(2)[3]) == "command: exited"
+            assert top().startswith(f" run {run.id} · succeeded (merged into main as ") and "cost unknown" in top()
+            await pilot.press("1")
+            await wait(pilot, lambda: "assistant: second part" in log_text(app), "the rest of the output")
 
     asyncio.run(scenario())
 

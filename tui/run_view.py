@@ -37,6 +37,7 @@ from loopwright.harness.statuses import RunStatus
 from loopwright.memory.artifacts import list_artifacts
 from loopwright.memory.store import Run, Store, StoreError
 from loopwright.runtime.actions import Actions, Done
+from loopwright.runtime.agents import LOOPWRIGHT
 from loopwright.runtime.display import ProgressPrinter, event_entries, fmt_cache, fmt_cost, fmt_elapsed, fmt_tokens
 from loopwright.runtime.project import Project
 from loopwright.tui.dialogs import DIALOG_CSS, ConfirmScreen
@@ -339,8 +340,14 @@ class RunScreen(Screen):
         task = self._task_row
         state = (self.stopping if run.status == RunStatus.RUNNING and self.stopping else run.status) + (
             f" ({run.reason})" if run.reason and run.status != RunStatus.RUNNING else "")
-        line1 = (f"run {run.id} · {state} · step {run.step} · {fmt_tokens(run.tokens)} tok · {fmt_cost(run)}"
-                 f" · {fmt_elapsed(run.active_seconds)} · {fmt_cache(run)} · {run.provider}:{run.model}")
+        if run.agent == LOOPWRIGHT:
+            fields = [f"step {run.step}", f"{fmt_tokens(run.tokens)} tok", fmt_cost(run),
+                      fmt_elapsed(run.active_seconds), fmt_cache(run), f"{run.provider}:{run.model}"]
+        else:  # a CLI agent: who, and its cost (often unknown) where a long reason does not push it off the line
+            fields = [fmt_cost(run), f"agent {run.agent}", f"step {run.step}", fmt_elapsed(run.active_seconds)]
+            if run.tokens:  # only an agent that reports its usage
+                fields += [f"{fmt_tokens(run.tokens)} tok", fmt_cache(run)]
+        line1 = " · ".join([f"run {run.id}", state, *fields])
         line2 = f"task {task.id}: {task.title}"
         line3 = f"worktree {run.worktree}" + ("   [read-only: no daemon]" if self.read_only else "")
         text = Text(f"{line1}\n{line2}\n{line3}")  # one line each: the CSS cuts them with an ellipsis

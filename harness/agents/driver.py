@@ -6,10 +6,12 @@ It starts the agent's command in the run's worktree, jailed by the run's sandbox
 resumes). It reads the CLI's output line by line (a line longer than `line_cap` is cut, the transcript kept as
 its head and tail, and a flood is read to its end) and writes the run's events from what `agent.parse` makes
 of each line: tool calls and results, text, usage (priced by the CLI's own figure, else the model table, else
-the cost stays unknown). It checkpoints after every tool result that may change files, and, for a CLI with no
-event stream, on the file changes it sees in the worktree (watchdog, debounced). After every usage event the
-call permit decides whether the CLI may go on (the run's caps, the fleet budget); the wall-clock cap is watched
-all the time. A cap hit, a pause or a kill ends the process group (a pause: SIGINT, a grace, then SIGKILL).
+the cost stays unknown). A CLI with no event stream has its output written as it comes instead, throttled (the
+head of the transcript in pieces, its tail when the session ends). It checkpoints after every tool result that
+may change files, and, for a CLI with no event stream, on the file changes it sees in the worktree (watchdog,
+debounced). After every usage event the call permit decides whether the CLI may go on (the run's caps, the
+fleet budget); the wall-clock cap is watched all the time. A cap hit, a pause or a kill ends the process group
+(a pause: SIGINT, a grace, then SIGKILL).
 
 Commands are taken while it runs: a rollback or a message stops the CLI, (resets the worktree) and resumes its
 session at once with what happened; a pause or kill stops it. When the CLI exits, the acceptance check decides
@@ -82,27 +84,39 @@ class DriverSettings:
     env_override: dict[str, str] = field(default_factory=dict)  # set after the sandbox's own (e.g. NO_PROXY)
     line_cap: int = 16_000  # characters of one output line kept (a longer line is cut)
     transcript_cap: int = 30_000  # characters of a session's transcript kept (head and tail)
+    live_chars: int = 4096  # no event stream: the head of its output goes out as it comes, in pieces of whole
+    live_seconds: float = 0.5  # lines once this many characters or seconds have gathered (a piece: + one line)
     stop_grace: float = 5.0  # seconds between SIGINT and SIGKILL when a pause stops the CLI
     debounce: float = 0.5  # quiet seconds after a file change before its checkpoint (no event stream)
     tick: float = 0.2  # how often commands, the wall clock and file changes are looked at
 
 
 class Transcript:
-    """The first `cap // 2` characters of the lines added, and a rolling last `cap // 2`."""
+    """What a CLI printed in one session: the first `cap // 2` characters, handed out as they come (`take`), and a
+    rolling last `cap // 2`, handed out when the session ends (`rest`, saying how much was left out between)."""
 
     def __init__(self, cap: int):
         self.half = max(cap // 2, 1)
-        self.head: list[str] = []
         self.head_len = 0
+        self.fresh: list[str] = []  # of the head, not taken yet
+        self.fresh_len = 0
+        self.fresh_since = 0.0  # when the oldest of `fresh` came (monotonic)
         self.tail: deque[str] = deque()
         self.tail_len = 0
         self.left_out = 0
+        self.last = ""  # the last line that is not blank
 
     def add(self, line: str) -> None:
+        if line.strip():
+            self.last = line.strip()
         if self.head_len < self.half:
-            self.head.append(line[:self.half - self.head_len])
-            self.head_len += len(self.head[-1])
-            line = line[len(self.head[-1]):]
+            part = line[:self.half - self.head_len]
+            if not self.fresh:
+                self.fresh_since = time.monotonic()
+            self.fresh.append(part)
+            self.fresh_len += len(part)
+            self.head_len += len(part)
+            line = line[len(part):]
             if not line:
                 return
         self.tail.append(line)
@@ -112,15 +126,20 @@ class Transcript:
             self.tail_len -= len(gone)
             self.left_out += len(gone)
 
-    def last_line(self) -> str:
-        for line in reversed([*self.head, *self.tail]):
-            if line.strip():
-                return line.strip()
-        return ""
+    def take(self) -> str:
+        """The head's lines added since the last take."""
+        text = "".join(self.fresh)
+        self.fresh.clear()
+        self.fresh_len = 0
+        return text
 
-    def text(self) -> str:
+    def rest(self) -> str:
+        """What was not taken yet: the head's last lines, then the tail."""
         middle = f"[… {self.left_out} characters left out …]\n" if self.left_out else ""
-        return "".join(self.head) + middle + "".join(self.tail)
+        text = self.take() + middle + "".join(self.tail)
+        self.tail.clear()
+        self.tail_len = self.left_out = 0
+        return text
 
 
 class _Halt(Exception):
@@ -217,7 +236,7 @@ class CliDriver:
         finally:
             with contextlib.suppress(WorkspaceError):
                 await asyncio.shield(self._checkpoint(f"{self.agent.name}: the work when the session ended"))
-            self.tool_context.close()
+            await self.tool_context.aclose()
             self._save_progress("")
 
     # -- one session of the CLI ------------------------------------------------------------------------
@@ -230,7 +249,7 @@ class CliDriver:
         return "\n\n".join(told) or "Continue the task."
 
     def _exit_reason(self, code: int) -> str:
-        last = self._redact(self._transcript.last_line()[:200])
+        last = self._transcript.last[:200]
         what = "could not start" if code in (EXIT_NOT_FOUND, EXIT_CANNOT_RUN) else f"exited with code {code}"
         return f"{self.agent.name} {what}" + (f" ({last})" if last else "") + f"; it needs {self.agent.key_hint}"
 
@@ -295,9 +314,9 @@ class CliDriver:
             if p.done() and not p.cancelled() and (error := p.exception()) is not None:
                 raise error
         if not self.agent.streams_events:
-            self.store.append(self.run_id, MessageAdded(message=Message(
-                role="assistant", content=[TextBlock(text=self._redact(self._transcript.text()) or "(no output)")])))
-            self._summary = self._summary or self._redact(self._transcript.last_line())
+            self._said(self._transcript.rest() or ("" if self._transcript.head_len else "(no output)"))
+            self._summary = self._summary or self._transcript.last
+            self._save_progress(self._transcript.last[:120])  # its last words, not what it said a second ago
         await self._apply_rollbacks()
         halt = self._halt
         if halt is not None:
@@ -322,9 +341,12 @@ class CliDriver:
             self._changed_at = None
             self.step += 1
             await self._checkpoint(f"{self.agent.name}: files changed")
-            self._save_progress(f"{self.agent.name}: {self._redact(self._transcript.last_line()[:80])}")
+            self._save_progress(f"{self.agent.name}: {self._transcript.last[:80]}")
         elif time.monotonic() - self._progress_at > 1.0 and not self.agent.streams_events:
-            self._save_progress(self._redact(self._transcript.last_line()[:120]))
+            self._save_progress(self._transcript.last[:120])
+        transcript = self._transcript
+        if transcript.fresh and time.monotonic() - transcript.fresh_since >= self.settings.live_seconds:
+            self._said(transcript.take())
         return None
 
     async def _end(self, proc: asyncio.subprocess.Process, group: ProcessGroup | None, *, graceful: bool) -> None:
@@ -368,7 +390,9 @@ class CliDriver:
             await self._line(buf.decode("utf-8", "replace"), events)
 
     async def _line(self, line: str, events: bool) -> None:
-        self._transcript.add(line + "\n")
+        self._transcript.add(self._redact(line) + "\n")  # a key's value never spans lines
+        if self._transcript.fresh_len >= self.settings.live_chars:
+            self._said(self._transcript.take())
         if not events or self._halt is not None:
             return
         for event in self.agent.parse(line):
@@ -497,6 +521,12 @@ class CliDriver:
         observer.daemon = True
         observer.start()
         return observer
+
+    def _said(self, text: str) -> None:
+        """A piece of the output of a CLI with no event stream, as the run's events (live in `show`, the TUI)."""
+        if text and not self.agent.streams_events:  # a message is its lines: without the last one's end
+            self.store.append(self.run_id, MessageAdded(message=Message(
+                role="assistant", content=[TextBlock(text=text.removesuffix("\n"))])))
 
     def _redact(self, text: str) -> str:
         """`text` with the values of key variables hidden (the CLI holds its keys and may print them)."""

@@ -8,7 +8,8 @@ A user message arrives `pending`. When its thread is idle, pending messages
 that mention the agent (or any message, in an `auto` thread) start a task whose
 input is those messages plus the thread's context (the other messages since the
 last run); they become `consumed` in the same transaction that creates the task
-and takes the thread's lease, so none is lost and none is used twice. While a
+and takes the thread's lease, so none is lost and none is used twice. A mention of
+one of `[chat] agents` (`@claude-code`) starts the same work on that agent. While a
 thread's task runs, new messages are collected and, after `debounce_seconds` of
 quiet, delivered together to the run at its next model boundary (a `notify`
 command). A request for several independent things is split by the agent with
@@ -32,6 +33,7 @@ from loopwright.harness.tools import Tool, ToolArgs, ToolContext, ToolError, Too
 from loopwright.memory import chat as rows
 from loopwright.memory.chat import Message, MessageKind, MessageState
 from loopwright.memory.store import Store, StoreError, Task
+from loopwright.runtime.agents import LOOPWRIGHT, cli_agent
 from loopwright.runtime.config import ChatConfig
 from loopwright.runtime.project import Project
 
@@ -119,11 +121,19 @@ def post_message(store: Store, config: ChatConfig, thread_name: str, author: str
 def unknown_mentions(store: Store, message: Message, config: ChatConfig) -> list[str]:
     """Mentions that name neither the agent nor anyone who has posted in the thread (a typo'd @loopwrite)."""
     people = {a.lower() for a in rows.authors(store, message.thread)}
-    return [m for m in message.mentions if m.lower() != config.name.lower() and m.lower() not in people]
+    return [m for m in message.mentions if m.lower() != config.name.lower() and m.lower() not in people
+            and mentioned_agent([m], config) is None]
+
+
+def mentioned_agent(mentions: list[str], config: ChatConfig) -> str | None:
+    """The first of `[chat] agents` the mentions name (None: the request is for the configured agent)."""
+    agents = {a.lower(): a for a in config.agents}
+    return next((agents[m.lower()] for m in mentions if m.lower() in agents), None)
 
 
 def _starts_work(info: dict, mentions: list[str], text: str, config: ChatConfig) -> bool:
-    return info["mode"] == "auto" or config.name.lower() in (m.lower() for m in mentions)
+    return (info["mode"] == "auto" or config.name.lower() in (m.lower() for m in mentions)
+            or mentioned_agent(mentions, config) is not None)
 
 
 def edit_message(store: Store, message_id: int, author: str, text: str) -> str:
@@ -266,17 +276,28 @@ class ChatHub:
 
     def _start(self, info: dict, pending: list[Message], trigger: Message) -> None:
         name = info["name"]
+        config, agent = self.project.config, mentioned_agent(trigger.mentions, self.config)
+        if agent is not None:
+            config = config.model_copy(update={"agent": agent})
+            try:
+                cli_agent(config)
+            except LoopwrightError as e:  # e.g. not in [agents]: said in the thread; the messages stay context
+                self._mark(pending, MessageState.CONTEXT)
+                return self._reply(trigger, f"cannot start {agent}: {e}")
         context = [m for m in messages(self.store, name, state=MessageState.CONTEXT) if m.kind == MessageKind.USER]
         lines = [f"Chat request in thread #{name} from {trigger.author_name} (message {trigger.id}):"]
         lines += [f"{m.author_name}: {m.text}" for m in pending]
         if context:
             lines += ["", "Earlier messages in the thread (context):"]
             lines += [f"- {m.author_name}: {m.text[:500]}" for m in context[-20:]]
-        lines += ["", f"Your `finish` summary is posted in #{name} as your answer to {trigger.author_name}. If the "
-                      f"request asks for several independent things, call `fan_out` with one item per thing."]
+        if config.agent == LOOPWRIGHT:
+            lines += ["", f"Your `finish` summary is posted in #{name} as your answer to {trigger.author_name}. If "
+                          f"the request asks for several independent things, call `fan_out` with one item per thing."]
+        else:  # a CLI agent has neither tool: its last output is the answer
+            lines += ["", f"What you print last is posted in #{name} as your answer to {trigger.author_name}."]
         from loopwright.runtime.runner import model_options
 
-        options = model_options(self.project.config) | {"chat": {
+        options = model_options(config) | {"chat": {
             "thread": name, "message": trigger.id, "author": trigger.author, "author_name": trigger.author_name,
             "max_fanout": self.config.max_fanout}}
         now = time.time()
@@ -287,8 +308,9 @@ class ChatHub:
             if not rows.take_lease(self.store, name, task.id, now + self.config.lease_seconds, now):
                 raise StoreError(f"thread {name} is busy")  # rolls the task back
             rows.consume(self.store, [m.id for m in pending + context], task.id, now)
-            self._post(name, f"@{trigger.author} on it (task {task.id})", kind=MessageKind.STATUS, reply_to=trigger.id,
-                       key=f"status:{task.id}", task_id=task.id)
+            on_it = f"on it with {agent}" if agent is not None else "on it"
+            self._post(name, f"@{trigger.author} {on_it} (task {task.id})", kind=MessageKind.STATUS,
+                       reply_to=trigger.id, key=f"status:{task.id}", task_id=task.id)
         self.say(f"chat #{name}: message {trigger.id} from {trigger.author} started task {task.id}")
 
     def _deliver(self, name: str, task_id: int, pending: list[Message]) -> None:
