@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import queue
 import sys
 import threading
@@ -15,6 +16,7 @@ from loopwright.runtime.chat.format import line
 from loopwright.runtime.chat.threads import (
     ChatError,
     as_dict,
+    change_thread,
     create_thread,
     delete_message,
     edit_message,
@@ -39,6 +41,19 @@ def cmd_threads(args: argparse.Namespace) -> int:
         else:
             how = "every message starts work" if args.auto else f"mention @{project.config.chat.name} to start work"
             print(f"thread #{args.name} created ({how})")
+        return 0
+    if args.action == "set":
+        if not args.name or (args.allow is None and not args.auto and not args.mention):
+            raise ChatError("say what to change: loopwright threads set NAME [--allow A,B | --allow ''] "
+                            "[--auto | --mention]")
+        allow = [a.strip() for a in args.allow.split(",") if a.strip()] if args.allow is not None else None
+        info = change_thread(project.store, args.name, allow=allow,
+                             mode="auto" if args.auto else "mention" if args.mention else None)
+        if args.json:
+            print_json({"thread": args.name, "mode": info["mode"], "allow": json.loads(info["allow"] or "null")})
+        else:
+            print(f"thread #{args.name}: {info['mode']}, "
+                  + (f"only {', '.join(json.loads(info['allow']))} may post" if info["allow"] else "anyone may post"))
         return 0
     rows = threads(project.store)
     if args.json:
@@ -138,12 +153,17 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def add_parsers(sub, add) -> None:
     """Register `threads`, `say` and `chat` on the main parser."""
-    sp = add("threads", cmd_threads, "chat threads: list them, or `threads new NAME` to create one")
-    sp.add_argument("action", nargs="?", choices=["list", "new"], default="list")
+    sp = add("threads", cmd_threads, "chat threads: list them, `threads new NAME` to create one, `threads set NAME` "
+             "to change its mode or who may post")
+    sp.add_argument("action", nargs="?", choices=["list", "new", "set"], default="list")
     sp.add_argument("name", nargs="?")
-    sp.add_argument("--auto", action="store_true", help="with new: every message starts work (no mention needed)")
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--auto", action="store_true", help="with new or set: every message starts work (no mention "
+                                                         "needed)")
+    g.add_argument("--mention", action="store_true", help="with set: only a mention of the agent starts work")
     sp.add_argument("--owner", help="with new: the thread's owner (may /stop anything in it)")
-    sp.add_argument("--allow", metavar="A,B", help="with new: only these authors may post")
+    sp.add_argument("--allow", metavar="A,B", help="with new or set: only these authors may post (set --allow '': "
+                                                   "anyone)")
     sp.add_argument("--check", help="with new: acceptance check for the thread's tasks")
 
     sp = add("say", cmd_say, "post one message to a thread (mention @loopwright to start work)")

@@ -55,6 +55,7 @@ def add_parsers(sub, add) -> None:
     sp = add("people", None, "who may use the chat API over HTTP: add (prints a token once), list, revoke",
              json_flag=False)
     action = add_actions(sp, "action")
-    action("add", cmd_add, "add a person; their token is printed once").add_argument("name")
+    name = "letters, digits, '-', '_' or '.', up to 64: the author of what they post, and how they are @mentioned"
+    action("add", cmd_add, "add a person; their token is printed once").add_argument("name", help=name)
     action("list", cmd_list, "everyone, and whether their token is in use")
-    action("revoke", cmd_revoke, "revoke a person's token at once").add_argument("name")
+    action("revoke", cmd_revoke, "revoke a person's token at once").add_argument("name", help="who to revoke")

@@ -41,7 +41,7 @@ from loopwright.harness.messages import (
     ToolResult,
     ToolSpec,
 )
-from loopwright.harness.models import FatalModelError, ModelAdapter, StreamInterrupted, WireCache, flatten
+from loopwright.harness.models import STREAMED, FatalModelError, ModelAdapter, StreamInterrupted, WireCache, flatten
 
 PROVIDERS = ("anthropic", "openai", "openai-responses")
 
@@ -123,6 +123,11 @@ class _SDKAdapter(ModelAdapter):
     optional_fields: ClassVar[tuple[str, ...]] = ()
     _to_wire: Callable[[Message], Any]  # one message in the provider's wire format (cached by WireCache)
 
+    @staticmethod
+    def _streamed_chars(event: Any) -> int:
+        """How many characters of the answer (text, tool arguments) one streamed event carries."""
+        return 0
+
     def __init__(self, model: str, *, api_key: str, base_url: str | None = None, timeout: float = 600,
                  cache: CacheConfig | None = None, stall_seconds: float = 120, call_deadline_seconds: float = 900):
         self.model = model
@@ -164,6 +169,7 @@ class _SDKAdapter(ModelAdapter):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.call_deadline_seconds
         sse, events, finished = SSEParser(), [], False
+        streamed, report = 0, STREAMED.get()
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         try:
             async with asyncio.timeout_at(min(loop.time() + self.stall_seconds, deadline)) as timer:
@@ -185,6 +191,10 @@ class _SDKAdapter(ModelAdapter):
                             if name == "error" or (isinstance(event, dict) and "error" in event and event["error"]):
                                 raise stream_error(event)
                             events.append((name, event))
+                            if report is not None:
+                                streamed += self._streamed_chars(event)
+                        if report is not None and streamed:
+                            report(streamed)
                 finally:
                     await response.aclose()
         except TimeoutError as err:
@@ -204,6 +214,13 @@ class AnthropicAdapter(_SDKAdapter):
     provider = "anthropic"
     sdk_name, client_name, path = "anthropic", "AsyncAnthropic", "/v1/messages"
     final_events = frozenset({"message_stop"})
+
+    @staticmethod
+    def _streamed_chars(event: Any) -> int:
+        if event.get("type") != "content_block_delta":
+            return 0
+        delta = event.get("delta") or {}
+        return len(delta.get("text") or delta.get("partial_json") or delta.get("thinking") or "")
     _STOP: ClassVar[dict[str, StopReason]] = {"end_turn": "end_turn", "tool_use": "tool_use",
              "max_tokens": "max_tokens",
              "model_context_window_exceeded": "max_tokens", "stop_sequence": "stop_sequence", "refusal": "refusal"}
@@ -281,6 +298,15 @@ class OpenAIChatAdapter(_SDKAdapter):
              "content_filter": "refusal"}
 
     @staticmethod
+    def _streamed_chars(event: Any) -> int:
+        n = 0
+        for choice in event.get("choices") or ():
+            delta = choice.get("delta") or {}
+            n += len(delta.get("content") or "")
+            n += sum(len((c.get("function") or {}).get("arguments") or "") for c in delta.get("tool_calls") or ())
+        return n
+
+    @staticmethod
     def _to_wire(m: Message) -> list[dict]:
         text = "\n".join(b.text for b in m.content if isinstance(b, TextBlock) and b.text)
         if m.role == "assistant":
@@ -356,6 +382,11 @@ class OpenAIResponsesAdapter(_SDKAdapter):
     sdk_name, client_name, path = "openai", "AsyncOpenAI", "/responses"
     final_events = frozenset({"response.completed", "response.incomplete", "response.failed"})
     optional_fields = ("prompt_cache_key",)
+
+    @staticmethod
+    def _streamed_chars(event: Any) -> int:
+        delta = event.get("delta")
+        return len(delta) if isinstance(delta, str) and str(event.get("type", "")).endswith(".delta") else 0
 
     def __init__(self, model: str, **kwargs: Any):
         super().__init__(model, **kwargs)

@@ -211,6 +211,15 @@ class NetworkRefused(_Event):
     port: int
 
 
+class ModelStreaming(_Event):
+    """An answer streaming in: about how many tokens have arrived so far. Never stored (not an `Event`): the loop
+    gives it to the store's listeners (`loopwright run`'s progress) at most every few tenths of a second, and
+    says the same in the run's last action (the TUI)."""
+
+    type: Literal["model_streaming"] = "model_streaming"
+    tokens: int
+
+
 Event = Annotated[
     RunStarted | ConversationReset | MessageAdded | ModelCalled | Retrying | ToolStarted | ToolFinished
     | CheckpointMade | RolledBack | Compacted | CheckRan | Merged | MergeConflict | StatusChanged | StopRequested

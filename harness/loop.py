@@ -28,6 +28,7 @@ from loopwright.harness.events import (
     ConversationReset,
     MessageAdded,
     ModelCalled,
+    ModelStreaming,
     Notice,
     Retrying,
     RolledBack,
@@ -44,6 +45,7 @@ from loopwright.harness.messages import (
     gist_argument,
 )
 from loopwright.harness.models import (
+    STREAMED,
     ContextOverflow,
     FatalModelError,
     ModelAdapter,
@@ -62,6 +64,8 @@ from loopwright.workspaces.git import Workspace
 from loopwright.workspaces.repository import WorkspaceError
 
 WAITING = "waiting for the model since"  # the last action while a model call is out
+STREAM_SAVE_SECONDS = 0.4  # tokens arriving are said (runs.last_action, the listeners) at most this often
+CHARS_PER_TOKEN = 4  # the estimate of tokens so far, from the characters streamed (the usage comes at the end)
 COMPACTION_SYSTEM = (
     "You write hand-off notes for a coding agent whose context is full. Be concrete and brief: what the task is, "
     "what has been done (files changed, commands run, results), what failed and why, what to do next. "
@@ -162,6 +166,8 @@ class AgentLoop:
         self._active_before, self.step = run.active_seconds, run.step
         self._last_action = "" if run.last_action.startswith(WAITING) else run.last_action
         self._waiting = False
+        self._waiting_since = ""
+        self._next_stream_save, self._streamed_tokens = 0.0, 0
         self.conversation = Conversation(store.conversation(run_id))
         self._resume_calls: tuple[list[ToolCall], list[ToolResult], str] | None = None
         self._pending_checkpoint: asyncio.Future | None = None
@@ -396,10 +402,14 @@ class AgentLoop:
 
         self._save_progress("", waiting=True)  # run()'s own last save ends the wait when the call raises
         t0 = time.perf_counter()
-        call = asyncio.ensure_future(call_model(self.adapter, self.settings.retry, on_retry=on_retry,
-                                                on_gate=on_gate, gate=self.permit.quota_gate, system=system,
-                                                messages=messages, tools=tools,
-                                                max_tokens=self.settings.max_output_tokens))
+        streamed = STREAMED.set(self._streaming)  # the call's task takes a copy of this context
+        try:
+            call = asyncio.ensure_future(call_model(self.adapter, self.settings.retry, on_retry=on_retry,
+                                                    on_gate=on_gate, gate=self.permit.quota_gate, system=system,
+                                                    messages=messages, tools=tools,
+                                                    max_tokens=self.settings.max_output_tokens))
+        finally:
+            STREAMED.reset(streamed)
         stopper = asyncio.ensure_future(self.stop.wait())
         try:
             await asyncio.wait({call, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -492,11 +502,24 @@ class AgentLoop:
         if last_action:
             self._last_action = last_action
         if waiting:
-            fields["last_action"] = f"{WAITING} {time.strftime('%H:%M:%S')}"
+            self._waiting_since = fields["last_action"] = f"{WAITING} {time.strftime('%H:%M:%S')}"
+            self._next_stream_save, self._streamed_tokens = time.monotonic() + STREAM_SAVE_SECONDS, 0
         elif last_action or self._waiting:
             fields["last_action"] = self._last_action
         self._waiting = waiting
         self.store.update_run(self.run_id, **fields)
+
+    def _streaming(self, chars: int) -> None:
+        """An answer arriving: about how many tokens so far, in the last action and to the store's listeners, at
+        most every STREAM_SAVE_SECONDS (never an event per token)."""
+        now, tokens = time.monotonic(), max(1, chars // CHARS_PER_TOKEN)
+        if not self._waiting or now < self._next_stream_save or tokens == self._streamed_tokens:
+            return
+        self._next_stream_save, self._streamed_tokens = now + STREAM_SAVE_SECONDS, tokens
+        self.store.update_run(self.run_id, last_action=f"{self._waiting_since} · ~{tokens:,} tokens so far")
+        progress = ModelStreaming(tokens=tokens)
+        for listener in self.store.listeners:
+            listener(self.run_id, progress)
 
 
 def rollback_notice(sha: str, seq: int) -> str:

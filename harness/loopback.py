@@ -53,9 +53,12 @@ Usage: a turn that gives no `usage` is billed as the provider would bill its req
 `prompt_cache_key` for OpenAI); that serialises each request again, so CPU benchmarks switch it off
 (`accounting=False`, `--no-accounting`: such turns report the script's default usage). A Responses request with
 `store` is kept, so a later one may send only its new items with `previous_response_id` (an unknown id is a 404,
-as when a stored response expired). `refuse_fields` (`--refuse-fields`) answers a request that has one of those
-top-level fields with a 400 naming it, as a strict OpenAI-compatible server (llama.cpp, vLLM) does with fields it
-does not know.
+as when a stored response expired). A Responses request gets its tool calls in the shape it declares the tools in
+(`declared_calls`): Codex's apply_patch is a freeform tool, called with the call's `raw_arguments` as its input; its
+MCP tools are functions in a namespace, called by a script as `mcp__server.tool`. Codex's requests besides its turns
+(a compaction: it says what each request is for in its `client_metadata`) are side requests too. `refuse_fields`
+(`--refuse-fields`) answers a request that has one of those top-level fields with a 400 naming it, as a strict
+OpenAI-compatible server (llama.cpp, vLLM) does with fields it does not know.
 """
 
 from __future__ import annotations
@@ -74,6 +77,8 @@ from urllib.parse import urlsplit
 
 from loopwright.harness.loopback_wire import (
     assistant_turns,
+    codex_request_kind,
+    declared_calls,
     first_user_text,
     last_user_text,
     render,
@@ -101,7 +106,7 @@ class LoopbackServer:
         self.accounting = accounting  # bill turns without `usage` as the provider would (costs CPU per request)
         self.refuse_fields = refuse_fields  # top-level body fields refused with a 400 naming the first one present
         self.requests: list[dict] = []
-        self.side_requests: list[str] = []  # what each of Claude Code's side requests was for, in order
+        self.side_requests: list[str] = []  # what each side request of Claude Code or Codex was for, in order
         self.refused: list[float] = []  # when each request of a quota storm was refused
         self._storm_until = 0.0
         self._storm_retry_after = False
@@ -230,7 +235,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = {}
         server = self.loopback
         at = time.time()
-        side = side_request(self.headers.get("user-agent", ""), body) if fmt == "anthropic" else None
+        side = (side_request(self.headers.get("user-agent", ""), body) if fmt == "anthropic" else
+                codex_request_kind(body) if fmt == "responses" else None)
         server.requests.append({"path": path, "body": body if server.keep_bodies else None, "at": at}
                                | ({"side": side} if side else {}))
         if fmt == "responses" and (previous := body.get("previous_response_id")):
@@ -309,6 +315,8 @@ class _Handler(BaseHTTPRequestHandler):
             server.prompt_cache.anthropic(body, turn.usage.output_tokens) if fmt == "anthropic" else
             server.prompt_cache.openai(fmt, body, turn.usage.output_tokens))
         payload = render(fmt, turn, index, body.get("model", "loopback"), broken_args, usage=usage)
+        if fmt == "responses":
+            payload = declared_calls(payload, body)
         if fmt == "responses" and body.get("store"):
             with server._lock:
                 payload["id"] = f"resp_loopback_{index}_{len(server.stored)}"

@@ -20,10 +20,16 @@ def assistant_turns(fmt: str, body: dict) -> int:
     turns, inside = 0, False
     items = body.get("input")
     for item in items if isinstance(items, list) else []:
-        mine = item.get("type") == "function_call" or item.get("role") == "assistant"
+        mine = _assistant_item(item)
         turns += mine and not inside
         inside = mine
     return turns
+
+
+def _assistant_item(item: dict) -> bool:
+    """Whether a Responses input item is the assistant's: a message, a reasoning item or a tool call (a function's,
+    or a freeform tool's, as Codex sends back its apply_patch calls)."""
+    return item.get("role") == "assistant" or item.get("type") in ("function_call", "custom_tool_call", "reasoning")
 
 
 def first_user_text(fmt: str, body: dict) -> str:
@@ -65,9 +71,9 @@ def last_user_text(fmt: str, body: dict) -> str:
     else:
         items = body.get("input") or []
         for item in reversed(items if isinstance(items, list) else [{"type": "message", "content": items}]):
-            if item.get("type") == "function_call" or item.get("role") == "assistant":
+            if _assistant_item(item):
                 break
-            if item.get("type") == "function_call_output":
+            if item.get("type") in ("function_call_output", "custom_tool_call_output"):
                 parts.insert(0, str(item.get("output", "")))
             else:
                 content = item.get("content", "")
@@ -139,6 +145,9 @@ def render(fmt: str, turn: ScriptTurn, index: int, model: str, broken_args: bool
                           "total_tokens": u.input_tokens + u.cache_read_tokens + u.output_tokens,
                           "prompt_tokens_details": {"cached_tokens": u.cache_read_tokens}}}
     output: list[dict] = []
+    if turn.reasoning and not empty:
+        output.append({"type": "reasoning", "id": f"rs_loopback_{index}", "encrypted_content": None,
+                       "summary": [{"type": "summary_text", "text": turn.reasoning}]})
     if text:
         output.append({"type": "message", "id": f"msg_loopback_{index}", "role": "assistant", "status": "completed",
                        "content": [{"type": "output_text", "text": text, "annotations": []}]})
@@ -152,6 +161,43 @@ def render(fmt: str, turn: ScriptTurn, index: int, model: str, broken_args: bool
                       "total_tokens": u.input_tokens + u.cache_read_tokens + u.output_tokens,
                       "input_tokens_details": {"cached_tokens": u.cache_read_tokens},
                       "output_tokens_details": {"reasoning_tokens": 0}}}
+
+
+def declared_calls(payload: dict, body: dict) -> dict:
+    """A rendered Responses answer whose tool calls take the shape the request declares their tools in: a call of
+    a freeform (`custom`) tool, as Codex's apply_patch, is a `custom_tool_call` whose input is the call's arguments
+    text (a script gives it as `raw_arguments`); a call named `NS.name`, of a function in the request's namespace
+    NS (as Codex groups an MCP server's tools: `mcp__docs.search`), is a `function_call` of `name` in `namespace`."""
+    freeform: set[str] = set()
+    spaced: set[str] = set()
+    for tool in body.get("tools") or []:
+        if not isinstance(tool, dict):
+            continue
+        if tool.get("type") == "custom":
+            freeform.add(str(tool.get("name")))
+        elif tool.get("type") == "namespace":
+            spaced |= {f"{tool.get('name')}.{f.get('name')}" for f in tool.get("tools") or [] if isinstance(f, dict)}
+    output = []
+    for item in payload["output"]:
+        if item["type"] == "function_call" and item["name"] in freeform:
+            item = {"type": "custom_tool_call", "id": item["id"].replace("fc_", "ctc_", 1), "call_id": item["call_id"],
+                    "name": item["name"], "input": item["arguments"], "status": "completed"}
+        elif item["type"] == "function_call" and item["name"] in spaced:
+            namespace, name = item["name"].split(".", 1)
+            item = {**item, "name": name, "namespace": namespace}
+        output.append(item)
+    payload["output"] = output
+    return payload
+
+
+def codex_request_kind(body: dict) -> str | None:
+    """What a Codex Responses request is for when it is not one of the agent's turns (`compaction`), as Codex says
+    in its `client_metadata` (`request_kind` of `x-codex-turn-metadata`); None for a turn or any other request."""
+    try:
+        kind = json.loads((body.get("client_metadata") or {})["x-codex-turn-metadata"]).get("request_kind")
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return kind if isinstance(kind, str) and kind != "turn" else None
 
 
 DELTA_CHARS = 200  # text and tool arguments go out in deltas of this many characters
@@ -229,6 +275,17 @@ def render_stream(fmt: str, payload: dict, usage_chunk: bool = True) -> list[byt
             items: list[tuple[str, dict]] = [
                 ("response.output_text.delta", {"item_id": item["id"], "content_index": 0, "delta": t})
                 for t in _pieces(text)]
+        elif item["type"] == "reasoning":
+            added = {**item, "summary": []}
+            items = [("response.reasoning_summary_part.added", {"item_id": item["id"], "summary_index": 0,
+                                                                 "part": {"type": "summary_text", "text": ""}})]
+            items += [("response.reasoning_summary_text.delta", {"item_id": item["id"], "summary_index": 0,
+                                                                  "delta": t})
+                      for t in _pieces(item["summary"][0]["text"])]
+        elif item["type"] == "custom_tool_call":
+            added = {**item, "status": "in_progress", "input": ""}
+            items = [("response.custom_tool_call_input.delta", {"item_id": item["id"], "delta": t})
+                     for t in _pieces(item["input"])]
         else:
             added = {**item, "status": "in_progress", "arguments": ""}
             items = [("response.function_call_arguments.delta", {"item_id": item["id"], "delta": t})

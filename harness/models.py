@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -86,6 +87,11 @@ def cache_saved_usd(usage: Usage, info: ModelInfo) -> float:
     premium was not earned back)."""
     uncached = (usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens) * info.input_usd_per_mtok
     return uncached / 1e6 - (cost_usd(usage, info) - usage.output_tokens * info.output_usd_per_mtok / 1e6)
+
+
+STREAMED: ContextVar[Callable[[int], None] | None] = ContextVar("loopwright_streamed", default=None)
+"""Set by the loop around a model call: told, as an answer streams in, how many characters of it (text and tool
+arguments) have arrived so far; a retry starts again from 0."""
 
 
 class ModelAdapter(ABC):

@@ -9,7 +9,7 @@ the writes to the head. Nothing here imports the store: the harness sits below i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from pydantic import BaseModel
@@ -49,6 +49,8 @@ class RunCommand(Protocol):
 
 class RunLog(Protocol):
     """The part of the store an `AgentLoop` uses (see the module docstring)."""
+
+    listeners: list[Callable[[str | None, BaseModel], None]]  # live displays: also told of what is not stored
 
     def run(self, run_id: str) -> RunCounters: ...
     def conversation(self, run_id: str) -> list[Message]: ...

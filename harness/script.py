@@ -22,6 +22,10 @@ else its `otherwise` turn is (e.g. a recalled lesson changes what happens —
 how `loopwright eval` shows learning with no model). Either way the slot is
 one model call.
 
+`reasoning` is a summary of the model's reasoning that the loopback server sends
+before the turn's answer as OpenAI's Responses API does (a reasoning item: how
+Codex shows it); the other formats and the scripted model leave it out.
+
 `reflections` are the replies to reflection calls after runs (raw text, or an
 object sent as JSON), in order; without them reflection is skipped.
 """
@@ -62,6 +66,7 @@ class ScriptTurn(BaseModel):
     stop_reason: Literal["end_turn", "tool_use", "max_tokens"] | None = None
     when: str | None = None
     otherwise: ScriptTurn | None = None
+    reasoning: str | None = None  # a reasoning summary before the answer (the loopback's Responses answers only)
 
     def played(self, index: int, request_text: str) -> ScriptTurn:
         """The turn this slot plays for a request: itself, or its `otherwise` when `when` is not in the request."""

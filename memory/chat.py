@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from loopwright.memory.store import Store
+from loopwright.memory.stream import add_thread_change
 
 
 class MessageState(StrEnum):
@@ -71,15 +72,38 @@ def _marks(values: Sequence) -> str:
 
 def add_thread(store: Store, name: str, *, mode: str, owner: str | None, allow: list[str] | None,
                check: str | None) -> bool:
-    """A new thread; False when one of that name exists."""
-    cur = store.conn.execute(
-        "INSERT OR IGNORE INTO threads (name, mode, owner, allow, check_cmd, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        (name, mode, owner, json.dumps(allow) if allow else None, check, time.time()))
-    return cur.rowcount != 0
+    """A new thread, and its row in the live stream's change feed; False when one of that name exists."""
+    with store.transaction() as conn:
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO threads (name, mode, owner, allow, check_cmd, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (name, mode, owner, json.dumps(allow) if allow else None, check, time.time()))
+        if cur.rowcount == 0:
+            return False
+        add_thread_change(store, cur.lastrowid or 0)
+    return True
+
+
+def change_thread(store: Store, name: str, *, mode: str, allow: list[str] | None) -> bool:
+    """Set a thread's mode and allow list, and write its row in the live stream's change feed; False when there is no
+    such thread."""
+    with store.transaction() as conn:
+        row = conn.execute("SELECT rowid FROM threads WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return False
+        conn.execute("UPDATE threads SET mode = ?, allow = ? WHERE name = ?",
+                     (mode, json.dumps(allow) if allow else None, name))
+        add_thread_change(store, row[0])
+    return True
 
 
 def thread(store: Store, name: str) -> dict | None:
     row = store.conn.execute("SELECT * FROM threads WHERE name = ?", (name,)).fetchone()
+    return None if row is None else dict(row)
+
+
+def thread_by_rowid(store: Store, rowid: int) -> dict | None:
+    """The thread a change feed row names."""
+    row = store.conn.execute("SELECT * FROM threads WHERE rowid = ?", (rowid,)).fetchone()
     return None if row is None else dict(row)
 
 

@@ -5,9 +5,28 @@ primary key or by `updated_at`, the newest events of one run. tui/feed.py decide
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
+from loopwright.harness.events import parse_event
 from loopwright.memory.store import Run, Store, Task, run_of, task_of
+
+
+@contextmanager
+def snapshot(store: Store) -> Iterator[None]:
+    """One read transaction (BEGIN … COMMIT): every read inside sees the store as it was at the first one, whatever
+    other processes commit meanwhile (WAL). Inside a transaction already, just that one."""
+    conn = store.conn
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
 
 
 def events_after(store: Store, event_id: int, limit: int) -> list[tuple[int, str | None, float, str, str | None]]:
@@ -16,6 +35,13 @@ def events_after(store: Store, event_id: int, limit: int) -> list[tuple[int, str
     return [tuple(r) for r in store.conn.execute(
         "SELECT id, run_id, ts, type, CASE WHEN type IN ('tool_started', 'stop_requested') THEN data END"
         " FROM events WHERE id > ? ORDER BY id LIMIT ?", (event_id, limit))]
+
+
+def recent_events(store: Store, run_id: str, limit: int) -> list[tuple[int, float, Any]]:
+    """The run's last `limit` events, oldest first, as `Store.events` gives them: (id, ts, event)."""
+    return [(r[0], r[1], parse_event(r[2])) for r in store.conn.execute(
+        "SELECT id, ts, data FROM (SELECT id, ts, data FROM events WHERE run_id = ? ORDER BY id DESC LIMIT ?)"
+        " ORDER BY id", (run_id, limit))]
 
 
 def last_event_ts(store: Store, run_id: str) -> float | None:

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from loopwright.harness.agents.base import AgentOptions, CliAgent, ConfigHome
 from loopwright.harness.agents.claude_code import ClaudeCodeAgent
+from loopwright.harness.agents.codex import CodexAgent
 from loopwright.harness.agents.command import CommandAgent
 from loopwright.harness.models import ModelInfo
 from loopwright.harness.sandbox import Sandbox, SandboxError
@@ -40,10 +41,11 @@ def _command(config: Config) -> CliAgent:
     return CommandAgent(config.agent_command)
 
 
-# the built-in CLI agents, by name (claude-code and codex add theirs here)
+# the built-in CLI agents, by name
 BUILTIN: dict[str, Callable[[Config], CliAgent]] = {
     "command": _command,
     "claude-code": lambda config: ClaudeCodeAgent(),
+    "codex": lambda config: CodexAgent(),
 }
 
 

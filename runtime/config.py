@@ -147,12 +147,15 @@ class ChatConfig(_Section):
 class HttpConfig(_Section):
     """The chat API over HTTP (`serve --http`), served by the daemon; off unless `listen` is set."""
 
-    listen: str | None = Field(default=None, pattern=r"^(([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])?:)?[0-9]{1,5}$",
-                               description="HOST:PORT, or PORT alone for 127.0.0.1")
+    listen: str | None = Field(default=None, pattern=r"^(([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])?:)?"
+                                                     r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5]?[0-9]{1,4})$",
+                               description="HOST:PORT (a port up to 65535), or PORT alone for 127.0.0.1")
     rate_per_minute: int = Field(default=120, ge=1, description="requests one person (or one address with a bad "
                                                                 "token) may make per minute")
     max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="a larger request body is refused (413)")
     keepalive_seconds: float = Field(default=15.0, gt=0, description="a comment line this often on an idle stream")
+    feed_hours: float = Field(default=72.0, gt=0, description="the live stream's changes are kept this long; a "
+                                                              "client resuming from before is asked to reload")
 
     def address(self) -> tuple[str, int] | None:
         """(host, port) to listen on; None when off."""
@@ -524,6 +527,7 @@ CONFIG_TEMPLATE = """\
 # rate_per_minute = 120           # requests one person may make per minute (429 + Retry-After beyond)
 # max_body_bytes = 262144         # a larger request body is refused (413)
 # keepalive_seconds = 15          # a comment line this often on an idle live stream
+# feed_hours = 72                 # the stream's changes are kept this long (a client resuming from before reloads)
 
 # [bridges.team]                  # a Slack- or Mattermost-compatible service bridged to a thread
 # shape = "slack"                 # slack (signed with X-Slack-Signature) | mattermost (a token in the request)

@@ -52,14 +52,24 @@ class ProgressPrinter:
     A step's clock is its run's active time, as the run's summary reports it: the time since the run started or
     resumed in this process, on top of what it had when it resumed."""
 
-    def __init__(self, store: Store, out: TextIO = sys.stderr):
-        self.store, self.out = store, out
+    def __init__(self, store: Store, out: TextIO | None = None):
+        self.store, self.out = store, out or sys.stderr  # stderr as it is now (a test may have replaced it)
         self.zero: dict[str, float] = {}  # run id -> when (monotonic) its clock read 0:00, while it runs
+        self.live = False  # a terminal's last line is the tokens-so-far line, rewritten in place
 
     def __call__(self, run_id: str | None, event: Any) -> None:
+        if isinstance(event, ev.ModelStreaming):  # a line of its own, rewritten in place on a terminal
+            text = f"{' ' * 7} model: ~{event.tokens:,} tokens so far"
+            if self.out.isatty():
+                print(f"\r\x1b[2K{text}", end="", file=self.out, flush=True)
+                self.live = True
+            else:
+                print(text, file=self.out, flush=True)
+            return
         line = self.line(run_id, event)
         if line:
-            print(line, file=self.out, flush=True)
+            print(("\r\x1b[2K" if self.live else "") + line, file=self.out, flush=True)
+            self.live = False
 
     def line(self, run_id: str | None, e: Any) -> str | None:
         pad = " " * 7

@@ -128,6 +128,14 @@ def is_message(text: str):
     return lambda e: e["event"] == "message" and e["data"]["text"] == text
 
 
+def is_thread(name: str):
+    return lambda e: e["event"] == "thread" and e["data"]["name"] == name
+
+
+def thread_of(event: dict) -> str:
+    return event["data"]["name"] if event["event"] == "thread" else event["data"]["thread"]
+
+
 def test_people_tokens_and_every_bad_request_is_a_json_error_that_stores_nothing(api, cli, repo):
     ana, bob, root = token(cli, repo, "ana"), token(cli, repo, "bob"), token(cli, repo, "root")
     assert [p["name"] for p in cli.json(repo, "people", "list")] == ["ana", "bob", "root"]
@@ -156,6 +164,7 @@ def test_people_tokens_and_every_bad_request_is_a_json_error_that_stores_nothing
 
     refused(a.post("/api/threads/general/messages", content=b'{"text": "half'), 400, "not valid JSON")
     refused(a.post("/api/threads/general/messages", json={"txt": "typo"}), 400, "text")
+    refused(a.post("/api/threads/general/messages", json=["hi"]), 400, "the body is an array, not a JSON object")
     refused(a.post("/api/threads/general/messages", json={"text": "me?", "author": "bob"}), 400, "author")
     refused(a.post("/api/threads/general/messages", json={"text": "x" * 5000}), 413, "over 4,096 bytes")
     refused(a.post("/api/threads/nowhere/messages", json={"text": "hi"}), 404, "no thread 'nowhere'")
@@ -256,13 +265,116 @@ def test_the_stream_and_the_routes_show_a_private_thread_only_to_its_people(api,
         replay.wait_for("for the public message", is_message("for everyone"))
     finally:
         replay.close()
-    assert [e["data"]["thread"] for e in outsider.got] == [e["data"]["thread"] for e in replay.got] == ["general"]
+    assert [(e["event"], thread_of(e)) for e in outsider.got] == [(e["event"], thread_of(e)) for e in replay.got] \
+        == [("thread", "general"), ("message", "general")]
     b = api.client(bob)
     assert [t["name"] for t in b.get("/api/threads").json()["threads"]] == ["general"]
     assert b.get("/api/threads/private/messages").status_code == 403
     assert b.post("/api/threads/private/messages", json={"text": "let me in"}).status_code == 403
     assert [m["text"] for m in api.client(ana).get("/api/threads/private/messages").json()["messages"]] == [
         "for ana's eyes"]
+
+
+def test_a_new_thread_comes_live_on_the_stream_to_those_who_may_read_it(api, cli, repo):
+    ana, bob = token(cli, repo, "ana"), token(cli, repo, "bob")
+    api.start()
+    a, b = Listener(api, ana), Listener(api, bob)
+    try:
+        cli(repo, "threads", "new", "secret", "--allow", "ana")  # another process: the CLI
+        made = api.client(bob).post("/api/threads", json={"name": "bobs", "mode": "auto"}).json()
+        cli(repo, "say", "general", "--as", "carol", "after the threads")
+        seen_by_ana = a.wait_for("for the API's thread", is_thread("bobs"))
+        assert seen_by_ana["data"] == made == {"name": "bobs", "owner": "bob", "allow": None, "mode": "auto",
+                                               "last_message_id": None}
+        a.wait_for("for the message after", is_message("after the threads"))
+        b.wait_for("for the message after", is_message("after the threads"))
+        secret = [e for e in a.got if is_thread("secret")(e)]
+        assert [e["data"] for e in secret] == [{"name": "secret", "owner": None, "allow": ["ana"], "mode": "mention",
+                                                "last_message_id": None}]
+        assert [(e["event"], thread_of(e)) for e in b.got] == [("thread", "bobs"), ("message", "general")]
+        ids = [e["id"] for e in a.got]
+        assert ids == sorted(set(ids))
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_thread_s_new_allow_list_or_mode_comes_live_and_decides_who_sees_it_from_then_on(api, cli, repo):
+    ana, bob = token(cli, repo, "ana"), token(cli, repo, "bob")
+    cli(repo, "threads", "new", "room", "--allow", "ana")
+    api.start()
+    a, b = Listener(api, ana), Listener(api, bob)
+    try:
+        cli(repo, "say", "room", "--as", "ana", "before bob")
+        assert cli(repo, "threads", "set", "room", "--allow", "ana,bob")[0] == 0
+        let_in = b.wait_for("for the thread bob may read now", is_thread("room"))
+        assert let_in["data"]["allow"] == ["ana", "bob"] and let_in["data"]["last_message_id"] is not None
+        cli(repo, "say", "room", "--as", "ana", "for bob too")
+        b.wait_for("for the message bob may read now", is_message("for bob too"))
+        assert cli(repo, "threads", "set", "room", "--allow", "ana", "--auto")[0] == 0
+        changed = a.wait_for("for the new mode", lambda e: is_thread("room")(e) and e["data"]["mode"] == "auto")
+        assert changed["data"]["allow"] == ["ana"]
+        cli(repo, "say", "room", "--as", "ana", "not for bob again")
+        cli(repo, "say", "general", "--as", "ana", "for everyone")
+        a.wait_for("for the room's message", is_message("not for bob again"))
+        b.wait_for("for the public message", is_message("for everyone"))
+        texts = [e["data"]["text"] for e in b.got if e["event"] == "message"]
+        assert "not for bob again" not in texts and "for bob too" in texts  # ("before bob": its next change, if any)
+        assert [e["data"]["allow"] for e in b.got if e["event"] == "thread"] == [["ana", "bob"]]
+
+        by_ana, by_bob = api.client(ana), api.client(bob)  # the same through the API: its owner (or an admin) may
+        by_ana.post("/api/threads", json={"name": "lab", "allow": ["ana"]})
+        refused = by_bob.patch("/api/threads/lab", json={"allow": []})
+        assert refused.status_code == 403 and "not among the people" in refused.json()["error"]
+        assert by_ana.patch("/api/threads/lab", json={}).status_code == 400
+        opened = by_ana.patch("/api/threads/lab", json={"allow": [], "mode": "auto"})
+        assert opened.status_code == 200 and opened.json()["allow"] is None and opened.json()["mode"] == "auto"
+        assert b.wait_for("for the opened thread", is_thread("lab"))["data"] == opened.json()
+        refused = by_bob.patch("/api/threads/lab", json={"mode": "mention"})
+        assert refused.status_code == 403 and "only the owner" in refused.json()["error"]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_the_feed_is_pruned_and_a_client_resuming_from_before_it_is_asked_to_reload(api, cli, repo):
+    ana = token(cli, repo, "ana")
+    for i in range(3):
+        cli(repo, "say", "general", "--as", "carol", f"old {i}")
+    with Store(repo / ".loopwright" / "state.db").transaction() as db:  # 1,200 more, all from 10 days ago
+        db.executemany("INSERT INTO change_feed (kind, ref, status, at) VALUES ('message', 1, NULL, 0)",
+                       [()] * 1200)
+        db.execute("UPDATE change_feed SET at = ?", (time.time() - 10 * 86400,))
+    cli(repo, "say", "general", "--as", "carol", "recent")
+    store = Store(repo / ".loopwright" / "state.db")
+
+    def feed_ids() -> list[int]:
+        return [r[0] for r in store.conn.execute("SELECT id FROM change_feed ORDER BY id")]
+    before = feed_ids()
+    assert len(before) == 1 + 3 + 1200 + 1
+    api.start()
+    until(lambda: feed_ids()[0] == before[-1], "the daemon to prune what is older than [http] feed_hours")
+    early = Listener(api, ana, after=before[0])
+    try:
+        reload = early.wait_for("asking to reload", lambda e: e["event"] == "reload")
+        assert reload["data"]["after"] == before[0] and "no longer kept" in reload["data"]["reason"]
+        assert reload["id"] >= before[-1] and early.got == [reload]  # first, and nothing it would have missed
+        api.client(ana).post("/api/threads/general/messages", json={"text": "then live"})
+        early.wait_for("for the next message", is_message("then live"))
+    finally:
+        early.close()
+    kept = Listener(api, ana, after=before[-2])  # nothing it needs was pruned: the feed as usual
+    try:
+        kept.wait_for("for the kept message", is_message("recent"))
+        assert kept.got[0]["id"] == before[-1]
+    finally:
+        kept.close()
+    elsewhere = Listener(api, ana, after=10**9)  # an id from another store
+    try:
+        assert "not this store's" in elsewhere.wait_for("asking to reload", lambda e: e["event"] == "reload")[
+            "data"]["reason"]
+    finally:
+        elsewhere.close()
 
 
 def test_a_resumed_stream_has_no_gaps_or_duplicates(api, cli, repo):
@@ -317,20 +429,27 @@ def test_a_daemon_restart_loses_nothing_a_client_saw_acknowledged(api, cli, repo
         listener.wait_for("for m2", is_message("m2"))
     finally:
         listener.close()
-    assert list(dict.fromkeys(e["data"]["text"] for e in listener.got)) == ["m0", "m1", "m2"]
+    assert list(dict.fromkeys(e["data"]["text"] for e in listener.got if e["event"] == "message")) == ["m0", "m1", "m2"]
 
 
-def test_an_address_in_use_is_one_line_and_the_daemon_does_not_start(repo, cli, tmp_path):
+def test_an_address_in_use_or_no_port_is_one_line_and_the_daemon_does_not_start(repo, cli, tmp_path):
     import socket
     import subprocess
     import sys
 
+    def serve(address: str) -> list[str]:
+        done = subprocess.run([sys.executable, "-m", "loopwright.cli.main", "serve", "--http", address], cwd=repo,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr
+        return [line for line in done.stderr.splitlines() if line.startswith("loopwright: error:")]
+
     cli(repo, "init")
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        done = subprocess.run([sys.executable, "-m", "loopwright.cli.main", "serve", "--http", str(port)], cwd=repo,
-                              capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2, done.stderr
-    error = [line for line in done.stderr.splitlines() if line.startswith("loopwright: error:")]
-    assert error and f"cannot listen on 127.0.0.1:{port}" in error[0]
+        error = serve(str(port))
+    assert error == [f"loopwright: error: cannot listen on 127.0.0.1:{port} for HTTP: Address already in use; choose "
+                     "another address with `serve --http HOST:PORT` or [http] listen"]
     assert cli.json(repo, "status")["daemon"] is None  # the lock was let go
+    error = serve("99999")
+    assert len(error) == 1 and "http.listen = '99999'" in error[0] and "a port up to 65535" in error[0]

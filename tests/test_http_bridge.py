@@ -248,6 +248,7 @@ def test_bad_signatures_stale_requests_and_unknown_bridges_are_refused_and_nothi
     ]
     for (status, answer), expected, said in refusals:
         assert status == expected and said in answer["error"] and answer["hint"], answer
+        assert answer["hint"] not in answer["error"], answer  # said once, where it belongs
     assert bridged.messages() == [] and bridged.messages("ops") == []
     bridged.stop()
     log = bridged.log.read_text()

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from support import call, turn, until, write_script
 
+from loopwright.memory.store import Store
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / ".ci" / "artifacts" / "web-page"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -122,7 +124,7 @@ def test_log_in_post_a_mention_and_see_the_reply_and_the_status_line_live(browse
     d.stop()  # the stream ends; what is said meanwhile arrives when the page has reconnected, after its last event
     assert cli(repo, "say", "general", "--as", "bob", "said while the daemon was down")[0] == 0
     (repo / "loopwright.toml").write_text(config + f'"127.0.0.1:{port}"\n')
-    daemon()
+    d = daemon()
     expect(page.locator("#messages li.kind-user").last).to_contain_text("said while the daemon was down")
     expect(page.locator("#live")).to_have_text("● live")
     assert page.evaluate("window.notReloaded") is True
@@ -130,6 +132,22 @@ def test_log_in_post_a_mention_and_see_the_reply_and_the_status_line_live(browse
     page.reload()  # the token stays in the tab: signed in again, the history loaded
     expect(page.locator("#me")).to_have_text("ana")
     expect(page.locator("#messages li")).to_have_count(4)
+    page.evaluate("window.notReloaded = true")
+
+    assert cli(repo, "threads", "new", "design")[0] == 0  # made elsewhere: it joins the list live
+    expect(page.locator('#threads button[data-name="design"]')).to_have_text("#design")
+
+    d.stop()  # what is said meanwhile is pruned from the feed (as after [http] feed_hours): the page is told to reload
+    for text in ("missed one", "missed two"):
+        assert cli(repo, "say", "general", "--as", "bob", text)[0] == 0
+    store = Store(repo / ".loopwright" / "state.db")
+    store.conn.execute("DELETE FROM change_feed WHERE id < (SELECT max(id) FROM change_feed)")
+    store.close()
+    daemon()
+    expect(page.locator("#messages li.kind-user", has_text="missed one")).to_have_count(1)
+    expect(page.locator("#messages li.kind-user", has_text="missed two")).to_have_count(1)
+    expect(page.locator("#messages li")).to_have_count(6)
+    assert page.evaluate("window.notReloaded") is True  # loaded again in place, not by reloading the page
 
     assert all(token not in u for u, _ in requests), "the token went into an address"
     streams = [(u, a) for u, a in requests if u.startswith(url + "api/stream")]

@@ -405,6 +405,58 @@ def test_stream_faults_need_a_streamed_request():
     assert status == 400 and "streamed request" in body["error"]["message"]
 
 
+def test_tool_calls_take_the_shape_the_request_declares_their_tools_in_and_their_output_is_what_expect_reads():
+    patch = "*** Begin Patch\n*** Add File: b.py\n+x = 1\n*** End Patch\n"
+    script = Script.parse([{"tool_calls": [{"name": "apply_patch", "raw_arguments": patch},
+                                           {"name": "mcp__docs.search", "arguments": {"q": "add"}},
+                                           {"name": "shell", "arguments": {"cmd": "ls"}}]}] * 2
+                          + [{"text": "ok", "expect": "Success"}])
+    tools = [{"type": "custom", "name": "apply_patch", "format": {"type": "grammar"}},
+             {"type": "namespace", "name": "mcp__docs", "tools": [{"type": "function", "name": "search"}]},
+             {"type": "function", "name": "shell", "parameters": {}}]
+    with LoopbackServer(script) as server:
+        whole = post(server, "/v1/responses", {"model": "m", "input": "hi", "tools": tools})[2]
+        _, streamed = stream_post(server, "/v1/responses", {"model": "m", "input": "hi", "tools": tools})
+        history = [{"role": "user", "content": "hi"}, *whole["output"],
+                   {"type": "custom_tool_call_output", "call_id": whole["output"][0]["call_id"], "output": "Success."},
+                   {"type": "function_call_output", "call_id": whole["output"][1]["call_id"], "output": "found"},
+                   {"type": "function_call_output", "call_id": whole["output"][2]["call_id"], "output": "b.py"}]
+        assert post(server, "/v1/responses", {"model": "m", "input": history, "tools": tools})[0] == 200
+    assert [(o["type"], o.get("namespace"), o["name"], o.get("input")) for o in whole["output"]] == [
+        ("custom_tool_call", None, "apply_patch", patch), ("function_call", "mcp__docs", "search", None),
+        ("function_call", None, "shell", None)]
+    deltas = [json.loads(data)["delta"] for name, data in streamed if name == "response.custom_tool_call_input.delta"]
+    assert "".join(deltas) == patch
+    assert json.loads(streamed[-1][1])["response"]["output"][0]["type"] == "custom_tool_call"
+
+
+def test_a_codex_request_that_is_not_a_turn_is_a_side_request():
+    def meta(kind: str) -> dict:
+        return {"client_metadata": {"x-codex-turn-metadata": json.dumps({"request_kind": kind})}}
+
+    with LoopbackServer(Script.parse([TURN])) as server:
+        code, _, body = post(server, "/v1/responses", {"model": "m", "input": "summarize", **meta("compaction")})
+        assert code == 200 and "a side request" in body["output"][0]["content"][0]["text"]
+        assert server.remaining == 1 and server.side_requests == ["compaction"]
+        assert post(server, "/v1/responses", {"model": "m", "input": "go", **meta("turn")})[2]["output"][1]["name"] \
+            == "read_file"
+        assert server.remaining == 0
+
+
+def test_a_reasoning_summary_comes_before_the_answer_in_the_responses_format_only():
+    turn = {"reasoning": "Thinking it over.", "text": "Answer."}
+    with LoopbackServer(Script.parse([turn] * 3)) as server:
+        whole = post(server, "/v1/responses", {"model": "m", "input": "hi"})[2]
+        _, streamed = stream_post(server, "/v1/responses", {"model": "m", "input": "hi"})
+        chat = post(server, "/v1/chat/completions", CHAT_BODY)[2]
+    assert [o["type"] for o in whole["output"]] == ["reasoning", "message"]
+    assert whole["output"][0]["summary"] == [{"type": "summary_text", "text": "Thinking it over."}]
+    deltas = [json.loads(d)["delta"] for n, d in streamed if n == "response.reasoning_summary_text.delta"]
+    assert deltas == ["Thinking it over."]
+    assert [o["type"] for o in json.loads(streamed[-1][1])["response"]["output"]] == ["reasoning", "message"]
+    assert chat["choices"][0]["message"]["content"] == "Answer."
+
+
 def test_claude_codes_side_requests_take_no_turn_and_are_logged(tmp_path):
     """A request from Claude Code (User-Agent claude-cli/...) that offers no tools is a side request (a session
     title, a quota check): answered with placeholders (JSON by its schema when it asks for one), listed, logged."""

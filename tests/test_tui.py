@@ -206,6 +206,39 @@ def test_feed_sees_a_run_started_after_it_and_counts_attempts(repo, utc):
     assert 1 in ch.tasks  # run_started: the tasks are read at once, not at the next once-a-second read
 
 
+def test_the_first_screen_comes_from_one_read_while_the_daemon_starts_runs(repo, utc):
+    """Defect 12: a daemon starting runs while the TUI loads (`tui --serve`) must not give a header and rows that
+    disagree. Here another connection starts three runs just as the feed reads the runs table, after it read the
+    tasks: read apart, the tasks are still queued while their runs are running (counted twice)."""
+    init_project(repo)
+    project = open_project(repo)
+    tasks = [project.store.create_task(f"task {i}") for i in range(3)]
+    daemon = Store(project.db_path)
+    started: list[str] = []
+
+    def start_runs(sql: str) -> None:
+        if sql.startswith("SELECT * FROM runs ORDER BY") and not started:
+            for t in tasks:
+                started.append(daemon.create_run(t.id, provider="scripted", model="scripted", worktree=f"/w{t.id}",
+                                                 branch=f"lw/{t.id}", base_commit="0", target_branch="main").id)
+
+    async def scenario():
+        app = fixture_app(project)
+        project.store.conn.set_trace_callback(start_runs)
+        async with app.run_test(size=(120, 40)) as pilot:
+            project.store.conn.set_trace_callback(None)
+            await pilot.pause(0.1)
+            assert started, "the daemon's writes did not happen during the first load"
+            h = app.feed.header
+            table = app.screen.table
+            rows = [table.get_cell(k, "status").plain for k in table.keys]
+            assert (h.running, h.queued) in ((0, 3), (3, 0)), (h.running, h.queued)
+            assert rows.count("running") == h.running
+            assert f"runs: {h.running} running, 0 paused · queue: {h.queued}" in screen_text(app)
+
+    asyncio.run(scenario())
+
+
 # -- the views, as pictures -----------------------------------------------------------------------
 
 

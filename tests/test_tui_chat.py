@@ -101,6 +101,8 @@ def test_a_thread_made_while_open_edits_in_place_and_wrapping_at_the_real_width(
             first = screen_text(app).splitlines()[0]
             assert "chat · no thread yet · posting as ana" in first  # a title, not a blank line
             assert "nothing runs until one starts" in screen_text(app)  # read-only: posting waits in the store
+            await pilot.resize_terminal(100, 30)  # the log is drawn again at the new width: it still says why
+            await wait(pilot, lambda: "no threads yet" in shown(app), "the no-threads line after a resize")
             await pilot.press(*"hello", "enter")
             await wait(pilot, lambda: any("no threads yet" in t for t in app.toasts), "why nothing was posted")
             create_thread(store, "general")

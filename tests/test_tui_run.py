@@ -140,6 +140,28 @@ def test_transcript_folds_a_huge_tool_output_and_follows_the_tail_unless_scrolle
     asyncio.run(scenario())
 
 
+def test_a_long_run_opens_on_its_last_entries_and_says_where_the_rest_is(repo):
+    project, _ = hand_built_run(repo)
+    store = project.store
+    store.append(RUN, ev.StopRequested(status="paused", reason="test", interrupt=False))  # long before the tail
+    with store.transaction():
+        for i in range(2000):
+            store.append(RUN, ev.MessageAdded(message=Message(role="assistant", content=[TextBlock(text=f"turn {i}")])))
+            store.append(RUN, ev.ToolStarted(call_id=f"t{i}", name="shell", arguments={"command": "true"}))
+
+    async def scenario():
+        app = Host(project, RUN)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait(pilot, lambda: any("turn 1999" in line for line in log_text(app)), "the last entry")
+            text = "\n".join(log_text(app))
+            assert f"earlier entries: `loopwright show {RUN} --full`" in text
+            assert "turn 1699" not in text and "turn 1700" in text  # the last 300 entries
+            await wait(pilot, lambda: "pausing…" in str(app.run_screen.query_one("#head", Static).content),
+                       "the stop request, older than the entries read")
+
+    asyncio.run(scenario())
+
+
 def test_diff_per_file_refreshed_on_a_new_checkpoint(repo):
     project, ws = hand_built_run(repo)
 

@@ -228,7 +228,8 @@ class TuiApp(App):
                 self.say(f"the daemon stopped: read-only until it runs again ({SERVE_HINT})", "warning")
         self._last_pid = self.feed.header.daemon
         for view in list(self.views):
-            view.apply(ch)
+            if view.children:  # (a view being taken down, as the app quits, has lost them already)
+                view.apply(ch)
         for note in ch.notifications:
             self.say(note["message"], TOAST.get(note["kind"], "information"))
 
@@ -286,9 +287,15 @@ class TuiApp(App):
         from loopwright.tui.run_view import RunScreen
 
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen((("anywhere", self.BINDINGS), ("fleet", FleetScreen.BINDINGS),
-                                         ("queue", QueueScreen.BINDINGS), ("run", RunScreen.BINDINGS),
-                                         ("chat", ChatScreen.BINDINGS))))
+            self._push_kept("help", lambda: HelpScreen((
+                ("anywhere", self.BINDINGS), ("fleet", FleetScreen.BINDINGS), ("queue", QueueScreen.BINDINGS),
+                ("run", RunScreen.BINDINGS), ("chat", ChatScreen.BINDINGS))))
+
+    def _push_kept(self, name: str, make: Callable[[], Screen]) -> None:
+        """Show a screen made once and kept when closed: opening it again builds no widgets."""
+        if not self.is_screen_installed(name):
+            self.install_screen(make(), name)
+        self.push_screen(name)
 
     def action_fleet(self) -> None:
         self._to_view("fleet")
@@ -311,7 +318,7 @@ class TuiApp(App):
         from loopwright.tui.chat_view import ChatScreen
 
         if not isinstance(self.screen, ChatScreen):
-            self.push_screen(ChatScreen(self.project, self.author))
+            self._push_kept("chat", lambda: ChatScreen(self.project, self.author))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

@@ -62,6 +62,9 @@ class ChatScreen(Screen):
         self.set_interval(POLL_SECONDS, self.refresh_messages)
         self.query_one("#say", Input).focus()
 
+    def on_screen_resume(self) -> None:
+        self.refresh_messages()  # what came while it was closed
+
     def _title(self) -> None:
         t = Text()
         t.append("loopwright", style="bold")
@@ -85,7 +88,7 @@ class ChatScreen(Screen):
                 box.highlighted = self.names.index(self.thread)
             self._switch(self.thread)
         else:
-            self.query_one("#log", RichLog).write(NO_THREADS)
+            self._redraw()
         self._title()
 
     def _switch(self, name: str) -> None:
@@ -106,6 +109,8 @@ class ChatScreen(Screen):
 
     def refresh_messages(self) -> None:
         """New messages are added; an edited one is redrawn where it is (the whole thread, rewrapped)."""
+        if not self.is_current:  # closed (the app keeps it): read on from the last id when shown again
+            return
         self.ticks += 1
         if self.ticks % 4 == 0:  # about once a second: threads created since, the daemon come or gone
             if [r["name"] for r in threads(self.store)] != self.names:
@@ -130,6 +135,8 @@ class ChatScreen(Screen):
     def _redraw(self) -> None:
         log = self.query_one("#log", RichLog)
         log.clear()
+        if self.thread is None:
+            log.write(NO_THREADS)
         for m in self.shown.values():
             log.write(line(m))
 

@@ -144,22 +144,25 @@ class Feed:
         """Read what changed since the last poll (everything, the first time) and return it."""
         ch = Changes()
         t = self.clock()
-        if not self._loaded:
-            self._load(ch)
+        if not self._loaded:  # the first screen: its rows and header counts from one read
+            with reads.snapshot(self.store):
+                self._load(ch)
+                self._read_header(ch, slow=True)
             self._loaded = True
-        else:
-            self._read_events(ch)
-            with_events = set(ch.events) - {""}
-            reread, self._recent = with_events | self._recent, with_events
-            if t >= self._next_full:
-                self._read_runs(ch, None)
-                self._next_full = t + self.full_every
-            elif reread:
-                self._read_runs(ch, sorted(reread))
-            self._apply_events(ch)
-            triggered = any(e.type in TASK_EVENTS for rows in ch.events.values() for e in rows)
-            self._read_tasks(ch, by_time=triggered or t >= self._next_slow)
-            self._read_notifications(ch)
+            self._next_slow = t + self.slow_every
+            return ch
+        self._read_events(ch)
+        with_events = set(ch.events) - {""}
+        reread, self._recent = with_events | self._recent, with_events
+        if t >= self._next_full:
+            self._read_runs(ch, None)
+            self._next_full = t + self.full_every
+        elif reread:
+            self._read_runs(ch, sorted(reread))
+        self._apply_events(ch)
+        triggered = any(e.type in TASK_EVENTS for rows in ch.events.values() for e in rows)
+        self._read_tasks(ch, by_time=triggered or t >= self._next_slow)
+        self._read_notifications(ch)
         if t >= self._next_slow or ch.runs or ch.tasks:
             self._read_header(ch, slow=t >= self._next_slow)
             if t >= self._next_slow:

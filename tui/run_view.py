@@ -28,12 +28,15 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
+from textual.lazy import Lazy
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Collapsible, DataTable, Footer, Input, RichLog, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from loopwright.harness import events as ev
+from loopwright.harness.loop import WAITING
 from loopwright.harness.statuses import RunStatus
+from loopwright.memory import feed as reads
 from loopwright.memory.artifacts import list_artifacts
 from loopwright.memory.store import Run, Store, StoreError
 from loopwright.runtime.actions import Actions, Done
@@ -50,6 +53,9 @@ FOLD_LINES = 40  # a message block (model text) shows this many lines, then "…
 RESULT_LINES = 8  # a tool result, folded further
 LINE_CHARS = 400  # longer lines are cut (a 1 MB one-line tool output stays one short line)
 LOG_LINES = 5000  # the transcript keeps this many rendered lines
+TRANSCRIPT_TAIL = 300  # entries shown when a run is opened (`loopwright show ID --full` has them all)
+TRANSCRIPT_EVENTS = 3 * TRANSCRIPT_TAIL  # the last events read for them (tool starts and model calls add none)
+WRITE_BATCH = 40  # entries written to the transcript per turn of the event loop: keys are handled between
 DIFF_FILE_LINES = 2000  # per file in the diff view
 DIFF_FILES = 300
 DIFF_OPEN_LINES = 400  # the first file of the diff is shown open when it changes no more lines than this
@@ -193,6 +199,7 @@ class RunScreen(Screen):
     RunScreen ContentSwitcher { height: 1fr; }
     RunScreen TabPane { height: 1fr; padding: 0; }
     RunScreen #log { height: 1fr; }
+    RunScreen #log-loading { height: auto; padding: 0 1; color: $text-muted; }
     RunScreen DataTable { height: 1fr; }
     RunScreen #diff-files, RunScreen #notes-scroll { height: 1fr; }
     RunScreen .section { text-style: bold; margin-top: 1; }
@@ -225,7 +232,7 @@ class RunScreen(Screen):
             self.run_id = self.run.id
         except StoreError as e:
             self.error = str(e)
-        self.last_id = 0
+        self.last_id: int | None = None  # None until the transcript's first read (a worker) is in
         self.ticks = 0
         self.stopping = ""  # "pausing…" or "killing…" from its stop request until its status changes
         self.scratch_text: str | None = None
@@ -247,15 +254,21 @@ class RunScreen(Screen):
         yield Static(id="head")
         with TabbedContent(id="tabs", initial="transcript"):
             with TabPane("Transcript", id="transcript"):
+                yield Static("loading the transcript…", id="log-loading")
                 yield RichLog(id="log", wrap=True, max_lines=LOG_LINES, min_width=20)
+            # the tabs not shown at first are mounted after the first frame (Lazy): a run opens sooner
             with TabPane("Diff", id="diff"):
-                yield VerticalScroll(Static("computing the diff…", id="diff-summary"), id="diff-files")
+                yield Lazy(VerticalScroll(Static("computing the diff…", id="diff-summary"), id="diff-files"))
             with TabPane("Checkpoints", id="checkpoints"):
-                yield DataTable(id="checkpoints-table", cursor_type="row", zebra_stripes=True)
+                checkpoints = DataTable(id="checkpoints-table", cursor_type="row", zebra_stripes=True)
+                checkpoints.add_columns("#", "sha", "step", "message", "made")
+                yield Lazy(checkpoints)
             with TabPane("Artifacts", id="artifacts"):
-                yield DataTable(id="artifacts-table", cursor_type="row", zebra_stripes=True)
+                artifacts = DataTable(id="artifacts-table", cursor_type="row", zebra_stripes=True)
+                artifacts.add_columns("kind", "title", "size", "path")
+                yield Lazy(artifacts)
             with TabPane("Notes", id="notes"):
-                with VerticalScroll(id="notes-scroll"):
+                with Lazy(VerticalScroll(id="notes-scroll")):
                     yield Static("Scratch pad", classes="section")
                     yield Static(id="scratch")
                     yield Static("Progress file", classes="section", id="progress-title")
@@ -266,15 +279,59 @@ class RunScreen(Screen):
         if self.run is None:
             self.notify(self.error, title="no such run", severity="error", markup=False)
             return
-        self.query_one("#checkpoints-table", DataTable).add_columns("#", "sha", "step", "message", "made")
-        self.query_one("#artifacts-table", DataTable).add_columns("kind", "title", "size", "path")
         self._refresh_head()
+        self.call_after_refresh(self._fill_tabs)
+        self.query_one("#log", RichLog).focus()
+        self.call_after_refresh(self._load_transcript)  # after the first frame: its parsing takes the GIL too
+        self.set_interval(POLL_SECONDS, self._poll)
+
+    def _fill_tabs(self) -> None:
+        """Fill the tabs mounted after the first frame, once they are there."""
+        if not all(self._mounted(w) for w in ("#diff-files", "#checkpoints-table", "#artifacts-table", "#progress")):
+            self.call_after_refresh(self._fill_tabs)
+            return
         self._refresh_checkpoints()
         self._refresh_artifacts()
         self._refresh_notes()
-        self._poll()
-        self.query_one("#log", RichLog).focus()
-        self.set_interval(POLL_SECONDS, self._poll)
+        if self.diff_stale and self._tabs_active() == "diff":  # shown before it was there
+            self.action_refresh_diff(quiet=True)
+        self._keep_keys_reachable()
+
+    def _mounted(self, selector: str) -> bool:
+        return bool(self.query(selector))
+
+    @work(thread=True, group="transcript", exit_on_error=False)
+    def _load_transcript(self) -> None:
+        """The run's last events, read on a connection of this thread (a long run has thousands)."""
+        try:
+            store = Store(self.project.db_path)
+            try:
+                batch = reads.recent_events(store, self.run_id, TRANSCRIPT_EVENTS)
+                stop = store.last_event(self.run_id, ("status", "stop_requested"))  # maybe before those
+            finally:
+                store.close()
+        except (sqlite3.Error, StoreError) as e:
+            self.app.call_from_thread(self.notify, f"reading the transcript failed: {e}", severity="error",
+                                      markup=False)
+            batch, stop = [], None
+        if self.is_attached:
+            self.app.call_from_thread(self._transcript_loaded, batch, stop)
+
+    def _transcript_loaded(self, batch: list, stop: tuple | None) -> None:
+        if not self.is_attached:  # closed while the worker read
+            return
+        self.query_one("#log-loading").display = False
+        self.last_id = 0
+        if stop is not None and isinstance(stop[2], ev.StopRequested):
+            self.stopping = STOPPING.get(stop[2].status, "")
+        self._take(batch)
+        self._refresh_head()  # "pausing…", if so
+        if len(batch) == TRANSCRIPT_EVENTS or len(self.unwritten) > TRANSCRIPT_TAIL:
+            while len(self.unwritten) > TRANSCRIPT_TAIL:
+                self.unwritten.popleft()
+            self.unwritten.appendleft(f"[… earlier entries: `loopwright show {self.run_id} --full` prints the whole "
+                                      "transcript]")
+        self._write_transcript()
 
     def on_unmount(self) -> None:
         if self._rollback_actions is not None:
@@ -289,7 +346,7 @@ class RunScreen(Screen):
         self.ticks += 1
         self._keep_keys_reachable()
         try:
-            batch = self.store.events(self.run_id, after=self.last_id)
+            batch = [] if self.last_id is None else self.store.events(self.run_id, after=self.last_id)
             self._refresh_head()
             if self.ticks % 4 == 1:
                 self._refresh_scratch()
@@ -297,6 +354,12 @@ class RunScreen(Screen):
             if self.ticks % 40 == 1:  # a locked or vanished database: say so now and then, keep trying
                 self.notify(f"reading the store failed: {e}", severity="error", markup=False)
             return
+        self._take(batch)
+        self._write_transcript()
+
+    def _take(self, batch: list) -> None:
+        """Take these events in: their transcript entries (written by `_write_transcript`), the tabs they make
+        stale."""
         if not batch:
             return
         kinds: set[type] = set()
@@ -310,7 +373,6 @@ class RunScreen(Screen):
                 self.stopping = ""
             new_artifact |= isinstance(event, ev.ToolFinished) and event.name == "artifact"
             self.unwritten.extend(event_lines(event, ts, self.printer))
-        self._write_transcript()
         if kinds & {ev.CheckpointMade, ev.RolledBack}:
             self._refresh_checkpoints()
             self.diff_stale = True  # recomputed now if the diff is on screen, else when it is shown
@@ -324,11 +386,16 @@ class RunScreen(Screen):
     def _write_transcript(self) -> None:
         """Write the entries read so far, when the transcript is on screen (so they wrap at its width)."""
         log = self.query_one("#log", RichLog)
-        if not self.unwritten or self._tabs_active() != "transcript" or not log.scrollable_content_region.width:
+        if not self.unwritten or self._tabs_active() != "transcript":
+            return
+        if not log.scrollable_content_region.width:  # not laid out yet
+            self.call_after_refresh(self._write_transcript)
             return
         follow = log.is_vertical_scroll_end  # scrolled up: stay there
-        while self.unwritten:
+        for _ in range(min(WRITE_BATCH, len(self.unwritten))):
             log.write(styled(self.unwritten.popleft()), scroll_end=follow)
+        if self.unwritten:
+            self.call_later(self._write_transcript)
 
     def _tabs_active(self) -> str:
         return self.query_one("#tabs", TabbedContent).active
@@ -349,6 +416,8 @@ class RunScreen(Screen):
                 fields += [f"{fmt_tokens(run.tokens)} tok", fmt_cache(run)]
         line1 = " · ".join([f"run {run.id}", state, *fields])
         line2 = f"task {task.id}: {task.title}"
+        if run.status == RunStatus.RUNNING and run.last_action.startswith(WAITING):  # and the tokens arriving
+            line2 = f"{run.last_action} · {line2}"
         line3 = f"worktree {run.worktree}" + ("   [read-only: no daemon]" if self.read_only else "")
         text = Text(f"{line1}\n{line2}\n{line3}")  # one line each: the CSS cuts them with an ellipsis
         if text.plain != self._head_plain:
@@ -357,6 +426,8 @@ class RunScreen(Screen):
 
     def _refresh_checkpoints(self) -> None:
         assert self.run is not None
+        if not self._mounted("#checkpoints-table"):
+            return  # filled when it is (_fill_tabs)
         table = self.query_one("#checkpoints-table", DataTable)
         row = table.cursor_row
         table.clear()
@@ -371,6 +442,8 @@ class RunScreen(Screen):
         table.move_cursor(row=min(max(row, 0), table.row_count - 1))
 
     def _refresh_artifacts(self) -> None:
+        if not self._mounted("#artifacts-table"):
+            return
         table = self.query_one("#artifacts-table", DataTable)
         table.clear()
         try:
@@ -382,6 +455,8 @@ class RunScreen(Screen):
             table.add_row(a.kind, Text(a.title), _size(a.size), Text(a.path), key=str(a.id))
 
     def _refresh_scratch(self) -> None:
+        if not self._mounted("#scratch"):
+            return
         text = self.store.scratchpad(self.run_id).read()
         if text != self.scratch_text:
             self.scratch_text = text
@@ -389,6 +464,8 @@ class RunScreen(Screen):
 
     def _refresh_notes(self) -> None:
         assert self.run is not None
+        if not self._mounted("#progress"):
+            return
         self._refresh_scratch()
         progress = self.store.progress(self.run.task_id)
         self.query_one("#progress-title", Static).update(f"Progress file (task {self.run.task_id})")
@@ -398,8 +475,8 @@ class RunScreen(Screen):
 
     def action_refresh_diff(self, quiet: bool = False) -> None:
         """Recompute the diff of the worktree against the base, in a worker thread."""
-        if self.run is None:
-            return
+        if self.run is None or not self._mounted("#diff-files"):
+            return  # computed when it is there (_fill_tabs)
         self.diff_stale = False
         self.query_one("#diff-files", VerticalScroll).loading = True  # a spinner until git answers
         self._load_diff(self.run)
@@ -466,7 +543,8 @@ class RunScreen(Screen):
         if self.run is None:
             return
         self.query_one("#tabs", TabbedContent).active = name
-        self.query_one(TAB_FOCUS[name]).focus()
+        for widget in self.query(TAB_FOCUS[name]):  # (not there yet: _fill_tabs focuses it)
+            widget.focus()
 
     def _keep_keys_reachable(self) -> None:
         """Keys go to the focused widget and up through its parents to this screen's bindings: a focused widget
@@ -476,7 +554,8 @@ class RunScreen(Screen):
             return
         pane = next((w for w in focused.ancestors_with_self if isinstance(w, TabPane)), None)
         if not focused.is_attached or (pane is not None and pane.id != self._tabs_active()):
-            self.query_one(TAB_FOCUS[self._tabs_active()]).focus()
+            for widget in self.query(TAB_FOCUS[self._tabs_active()]):
+                widget.focus()
 
     # -- actions ---------------------------------------------------------------------------------------
 

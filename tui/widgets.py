@@ -190,6 +190,11 @@ class RowTable(ScrollView, can_focus=True):
         return len(self._keys)
 
     @property
+    def keys(self) -> list[str]:
+        """The rows' keys, top to bottom."""
+        return list(self._keys)
+
+    @property
     def selected_key(self) -> str | None:
         return self._keys[self.cursor_row] if self._keys else None
 

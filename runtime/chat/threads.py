@@ -65,6 +65,16 @@ def create_thread(store: Store, name: str, *, mode: str = "mention", owner: str 
         raise ChatError(f"thread '{name}' exists already")
 
 
+def change_thread(store: Store, name: str, *, mode: str | None = None, allow: list[str] | None = None) -> dict:
+    """Change a thread's mode, or who may post in it (an empty list: everyone); the thread as it is now."""
+    info = thread(store, name)
+    if mode is not None and mode not in ("mention", "auto"):
+        raise ChatError(f"mode must be mention or auto, not '{mode}'")
+    rows.change_thread(store, name, mode=mode or info["mode"],
+                       allow=allow if allow is not None else json.loads(info["allow"]) if info["allow"] else None)
+    return thread(store, name)
+
+
 def thread(store: Store, name: str) -> dict:
     info = rows.thread(store, name)
     if info is None:

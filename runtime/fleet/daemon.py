@@ -32,6 +32,7 @@ from loopwright.errors import LoopwrightError
 from loopwright.harness.events import TaskUpdated
 from loopwright.harness.statuses import DAEMON_COMMANDS, RUN_FINAL, STOP_COMMANDS, CommandKind, RunStatus, TaskStatus
 from loopwright.memory import commands
+from loopwright.memory import stream as feed
 from loopwright.memory.database import disk_full_error
 from loopwright.memory.intents import drop_dead_claims
 from loopwright.memory.store import Store, StoreError, Task
@@ -123,6 +124,7 @@ class Daemon:
         self._held_said: str | None = None
         self._sweep: asyncio.Task | None = None
         self._next_sweep = 0.0
+        self._next_prune = 0.0
         self._practice: asyncio.Task | None = None
         self._idle_since = time.monotonic()
         self.disk_full: str | None = None  # "disk full (N MB free)" while every run is paused for it
@@ -193,6 +195,7 @@ class Daemon:
                     chat.poll()
                     self.schedule()
                     self.practise()
+                    self.prune_feed()
                 except Exception as e:
                     if not disk_full_error(e):
                         raise
@@ -396,6 +399,15 @@ class Daemon:
                 except WorkspaceError as e:
                     self.say(f"could not remove the worktree of run {run.id}: {e}")
         self._sweep = asyncio.ensure_future(asyncio.to_thread(remove))
+
+    def prune_feed(self, every: float = 60.0, batch: int = 500) -> None:
+        """Now and then, delete the live stream's changes older than [http] feed_hours: `batch` rows a poll (a short
+        write, never a long stall of the loop or the store) until none is left that old."""
+        if time.monotonic() < self._next_prune:
+            return
+        before = time.time() - self.project.config.http.feed_hours * 3600
+        full = feed.prune_changes(self.store, before, batch) == batch
+        self._next_prune = 0.0 if full else time.monotonic() + every
 
     def _dependencies(self, task: Task) -> str:
         waiting = False

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import traceback
 from collections.abc import Awaitable, Callable
@@ -37,7 +38,7 @@ from loopwright.runtime.chat.bridge import BridgeError, Bridges
 from loopwright.runtime.config import Config
 from loopwright.runtime.http import models, page, views
 from loopwright.runtime.http.auth import RateLimit, person_of
-from loopwright.runtime.http.stream import Hub
+from loopwright.runtime.http.stream import Event, Hub
 
 MAX_IDEMPOTENCY_KEY = 200
 
@@ -149,6 +150,11 @@ class Api:
             data = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise HttpError(400, f"the body is not valid JSON: {e}", "send a JSON object") from None
+        if not isinstance(data, dict):
+            shape = {list: "an array", str: "a string", bool: "true or false", type(None): "null"}.get(type(data),
+                                                                                                    "a number")
+            raise HttpError(400, f"the body is {shape}, not a JSON object",
+                            f"send a JSON object with {', '.join(model.model_fields)}")
         try:
             return model.model_validate(data)
         except ValidationError as e:
@@ -182,7 +188,7 @@ class Api:
         except HttpError as e:
             return _error(e.status, e.error, e.hint, e.headers)
         except BridgeError as e:
-            return _error(e.status, str(e), e.hint)
+            return _error(e.status, e.message, e.hint)
         self.hub.wake.set()
         return JSONResponse(answer)
 
@@ -230,14 +236,16 @@ class Api:
                             "post a new message instead")
         return m
 
-    def may_see(self, person: str) -> Callable[[str | None], bool]:
-        """For the stream: whether `person` may see an event of a thread (asked per event, threads read once)."""
+    def may_see(self, person: str) -> Callable[[Event], bool]:
+        """For the stream: whether `person` may see an event (asked per event; a thread is read again only when an
+        event says it changed)."""
         seen: dict[str, bool] = {}
 
-        def check(name: str | None) -> bool:
+        def check(event: Event) -> bool:
+            name = event.thread
             if name is None:
                 return True
-            if name not in seen:
+            if name not in seen or event.kind == "thread":
                 seen[name] = self.may_read(person, chat_rows.thread(self.store, name))
             return seen[name]
         return check
@@ -248,9 +256,9 @@ class Api:
         """Listen on host:port (a port of 0: any free one); ListenError when it cannot."""
         try:
             sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
-        except OSError as e:
-            raise ListenError(f"cannot listen on {host}:{port} for HTTP: {e.strerror or e}; choose another "
-                              f"address with `serve --http HOST:PORT` or [http] listen") from None
+        except OSError as e:  # its text repeats the address as a tuple: say only what went wrong
+            raise ListenError(f"cannot listen on {host}:{port} for HTTP: {os.strerror(e.errno) if e.errno else e}; "
+                              "choose another address with `serve --http HOST:PORT` or [http] listen") from None
         sock.setblocking(False)
         server = _Server(uvicorn.Config(self.app, lifespan="off", log_level="warning", access_log=False,
                                         timeout_graceful_shutdown=2, proxy_headers=False))
@@ -312,6 +320,20 @@ async def new_thread(c: Call) -> tuple[int, Any]:
     except chat.ChatError as e:
         raise HttpError(400, str(e), "fix the name and try again") from None
     return 201, views.thread(chat_rows.thread(c.store, body.name) or {}, None)
+
+
+async def change_thread(c: Call) -> tuple[int, Any]:
+    name = c.request.path_params["name"]
+    info = c.api.readable_thread(c.person, name)
+    body: models.ThreadChange = c.body
+    if c.person != info["owner"] and not c.api.admin(c.person):
+        raise HttpError(403, f"only the owner of thread '{name}' ({info['owner'] or 'none'}) or an admin may change "
+                             "it", "ask them, or make a thread of your own (POST /api/threads)")
+    if body.allow is None and body.mode is None:
+        raise HttpError(400, "nothing to change", "send allow (a list of people; [] lets anyone) or mode, or both")
+    chat.change_thread(c.store, name, mode=body.mode,
+                       allow=[a.strip() for a in body.allow if a.strip()] if body.allow is not None else None)
+    return 200, views.thread(chat_rows.thread(c.store, name) or {}, feed.last_message_ids(c.store, name).get(name))
 
 
 async def list_messages(c: Call) -> tuple[int, Any]:
@@ -397,6 +419,8 @@ ROUTES = [
     Spec("GET", "/api/threads", list_threads, "the threads you may read", answer=models.Threads),
     Spec("POST", "/api/threads", new_thread, "make a thread; you are its owner", body=models.NewThread,
          answer=models.Thread, status=201),
+    Spec("PATCH", "/api/threads/{name}", change_thread, "change who may post (allow; [] lets anyone) or the mode: "
+         "its owner or an admin", body=models.ThreadChange, answer=models.Thread),
     Spec("GET", "/api/threads/{name}/messages", list_messages, "a thread's messages after an id (query: after, "
          "limit)", answer=models.Messages),
     Spec("POST", "/api/threads/{name}/messages", post_message, "post as yourself; text starting with / is a "
@@ -407,8 +431,9 @@ ROUTES = [
     Spec("DELETE", "/api/messages/{id:int}", delete_message, "delete your message, if the agent has not read it",
          answer=models.Message),
     Spec("GET", "/api/tasks/{id:int}", get_task, "a task and its newest run", answer=models.Task),
-    Spec("GET", "/api/stream", live, "Server-Sent Events: `message` and `task` events, each with a store-wide "
-         "increasing id; resume with the Last-Event-ID header or ?after=ID", stream=True),
+    Spec("GET", "/api/stream", live, "Server-Sent Events: `message`, `task` and `thread` events, each with a "
+         "store-wide increasing id; resume with the Last-Event-ID header or ?after=ID (`reload`: what was missed "
+         "is no longer kept, load it again)", stream=True),
 ]
 
 

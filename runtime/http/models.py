@@ -20,6 +20,12 @@ class NewThread(_Body):
     mode: Literal["mention", "auto"] = Field(default="mention", description="auto: every message starts work")
 
 
+class ThreadChange(_Body):
+    allow: list[str] | None = Field(default=None, description="only these people (and its owner) may post; [] lets "
+                                                              "anyone; left out: as it is")
+    mode: Literal["mention", "auto"] | None = Field(default=None, description="left out: as it is")
+
+
 class NewMessage(_Body):
     text: str = Field(max_length=MAX_MESSAGE, description="a message, or a command: /stop, /cancel, /status, /retry")
 

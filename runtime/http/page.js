@@ -400,7 +400,22 @@
       const t = JSON.parse(data);
       state.tasks.set(t.id, t);
       if (state.watched.has(t.id)) renderTasks();
+    } else if (type === "thread") {
+      const t = JSON.parse(data);
+      state.threads.set(t.name, t);
+      renderThreads();
+    } else if (type === "reload") {
+      reloadAll().catch((e) => showError(e.message));
     }
+  }
+
+  // The stream could not bring everything missed (it is kept for [http] feed_hours): load it all again.
+  async function reloadAll() {
+    state.threads.clear();
+    state.tasks.clear();
+    state.watched.clear();
+    await loadThreads();
+    if (state.thread && state.threads.has(state.thread)) await openThread(state.thread);
   }
 
   function setLive(on) {

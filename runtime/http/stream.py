@@ -4,7 +4,9 @@ Triggers write a feed row in the same transaction as each change to a message or
 whichever process makes it (`loopwright say`, a run, this daemon), so the poller sees every change, in commit
 order, under a store-wide id. A client sends that id back (`Last-Event-ID`) and gets what came after it: read from
 the feed up to where the live fan-out took over, then live, each id once. A client that falls too far behind is
-dropped and catches up from the feed when it reconnects.
+dropped and catches up from the feed when it reconnects. The daemon prunes changes older than [http] feed_hours: a
+client resuming from before what is left gets a `reload` event instead (load the threads and messages again), then
+what comes live.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ POLL_SECONDS = 0.05  # how often the feed is looked at when nothing woke the pol
 @dataclass(frozen=True)
 class Event:
     id: int
-    kind: str  # message | task
+    kind: str  # message | task | thread | reload
     data: dict
     thread: str | None  # who may see it: the readers of this thread (None: everyone)
 
@@ -40,24 +42,36 @@ class Event:
 
 
 def render(store: Store, change: tuple[int, str, int, str | None]) -> Event | None:
-    """The event of one feed row: the message as it is now, or the task with its status as of the change and its
-    run as it is now (None when it is gone)."""
+    """The event of one feed row: the message or the thread as it is now, or the task with its status as of the
+    change and its run as it is now (None when it is gone)."""
     change_id, kind, ref, status = change
     if kind == "message":
         m = chat_rows.message(store, ref)
         return None if m is None else Event(change_id, kind, views.message(m), m.thread)
+    if kind == "thread":
+        info = chat_rows.thread_by_rowid(store, ref)
+        if info is None:
+            return None
+        last = feed.last_message_ids(store, info["name"]).get(info["name"])
+        return Event(change_id, kind, views.thread(info, last), info["name"])
     t = views.task(store, ref)
     return None if t is None else Event(change_id, kind, t | {"status": status or t["status"]}, t["thread"])
 
 
+def reload(change_id: int, after: int, why: str) -> Event:
+    """The event telling a client that resumed after `after` that it cannot have the changes it missed."""
+    return Event(change_id, "reload", {"after": after, "reason": f"the changes after event {after} {why}",
+                                       "hint": "load the threads and messages again"}, None)
+
+
 class Client:
-    def __init__(self, may_see: Callable[[str | None], bool]):
+    def __init__(self, may_see: Callable[[Event], bool]):
         self.may_see = may_see
         self.queue: asyncio.Queue[Event | None] = asyncio.Queue(BACKLOG)
 
     def offer(self, event: Event) -> bool:
         """Queue the event if the client may see it; False when the client is too far behind (it is ended)."""
-        if not self.may_see(event.thread):
+        if not self.may_see(event):
             return True
         try:
             self.queue.put_nowait(event)
@@ -120,22 +134,30 @@ class Hub:
         self.clients.discard(client)
         client.end()
 
-    async def events(self, may_see: Callable[[str | None], bool], after: int | None,
+    async def events(self, may_see: Callable[[Event], bool], after: int | None,
                      keepalive: float) -> AsyncIterator[bytes]:
         """The stream of one client: what came after `after` (None: from now on), then live; a comment line after
-        `keepalive` seconds of quiet."""
+        `keepalive` seconds of quiet. A `reload` event first when changes after `after` were pruned, or `after` is
+        beyond any change (another store's)."""
         client = Client(may_see)
         self.clients.add(client)  # from here on, everything after self.position is queued for it
         sent = self.position if after is None else after
         try:
             yield b"retry: 2000\n\n"
+            if sent > self.position:
+                first, sent = sent, self.position
+                yield reload(sent, first, "are not this store's (it is newer than the last change)").sse
             while sent < self.position:  # the backlog, from the feed, up to where the live events begin
+                if sent < feed.pruned_up_to(self.store):  # checked with each read: the daemon prunes meanwhile
+                    first, sent = sent, self.position
+                    yield reload(sent, first, "are no longer kept (older than [http] feed_hours)").sse
+                    break
                 changes = feed.changes_after(self.store, sent, min(BATCH, self.position - sent))
                 if not changes:
                     break
                 for change in changes:
                     event = render(self.store, change)
-                    if event is not None and may_see(event.thread):
+                    if event is not None and may_see(event):
                         yield event.sse
                 sent = changes[-1][0]
             while True:
