@@ -152,14 +152,14 @@ def test_usage_is_what_each_turn_added_to_the_threads_total():
 
 
 def test_after_a_restart_a_resume_counts_from_the_total_the_threads_session_file_recorded(tmp_path, monkeypatch):
-    monkeypatch.setenv("CODEX_HOME", str(tmp_path))
+    monkeypatch.setenv("CODEX_HOME", str(tmp_path / "the-users"))  # the run's copy (in the sandbox) is read instead
     day = tmp_path / "sessions" / "2026" / "12" / "07"
     day.mkdir(parents=True)
     total = {"input_tokens": 9867, "cached_input_tokens": 0, "output_tokens": 20}
     (day / f"rollout-2026-12-07T20-20-53-{THREAD}.jsonl").write_text(json.dumps(
         {"type": "event_msg", "payload": {"type": "token_count", "info": {"total_token_usage": total}}}) + "\n")
     agent = CodexAgent()
-    agent.command("again", AgentOptions(), session_id=THREAD)
+    agent.command("again", AgentOptions(config_folder=tmp_path), session_id=THREAD)
     agent.parse(f'{{"type":"thread.started","thread_id":"{THREAD}"}}')
     usage = agent.parse('{"type":"turn.completed","usage":{"input_tokens":19811,"cached_input_tokens":9856,'
                         '"output_tokens":40}}')[0]
@@ -184,7 +184,7 @@ def test_the_command_starts_or_resumes_a_thread_with_codexs_sandbox_off_and_loop
     assert argv[:5] == ["/opt/codex", "exec", "resume", "--json", "-c"] and 'sandbox_mode="workspace-write"' in argv
     assert argv[-3:] == ["--", THREAD, f"the check failed\n\n{note}"] and "--model" in argv and agent.model == "gpt-5"
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    assert agent.environment() == {"OPENAI_API_KEY": "sk-test", "CODEX_HOME": str(tmp_path)}  # through a jail
+    assert agent.environment() == {"OPENAI_API_KEY": "sk-test"}  # CODEX_HOME: the run's copy in a jail
 
 
 # -- the real CLI --------------------------------------------------------------------------------------------------
@@ -346,17 +346,20 @@ def test_the_real_codex_calls_an_mcp_servers_tool(codex_cli, repo, tmp_path):
 
 # -- loopwright run --agent codex ------------------------------------------------------------------------------
 
-CODEX_CONFIG = ('[sandbox]\nmode = "none"\n[memory]\nreflect = false\n[agents.codex]\nmodel = "gpt-5.5"\n'
+CODEX_CONFIG = ('[memory]\nreflect = false\n[agents.codex]\nmodel = "gpt-5.5"\n'
                 '[models."gpt-5.5"]\ninput_usd_per_mtok = 1.0\noutput_usd_per_mtok = 10.0\n'
                 'cache_read_usd_per_mtok = 0.1\n')
 
 
 def use_codex(codex_cli: str, repo: Path, server: LoopbackServer, tmp_path: Path, monkeypatch) -> None:
-    """The project's runs go to the real Codex (`--agent codex`), which talks to `server`; no sandbox (bwrap is
-    not everywhere), no reflection, gpt-5.5 priced."""
+    """The project's runs go to the real Codex (`--agent codex`), which talks to `server` (in the sandbox where
+    bwrap works: its install readable, the loopback reachable, CODEX_HOME the run's copy of this one), no
+    reflection, gpt-5.5 priced."""
     monkeypatch.setenv("CODEX_HOME", str(codex_home_for(tmp_path / "codex-home", server.openai_base_url)))
     monkeypatch.setenv("OPENAI_API_KEY", "loopback-needs-no-key")
     monkeypatch.setenv("PATH", f"{Path(codex_cli).parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("LOOPWRIGHT_SANDBOX__READABLE", json.dumps([str(Path(codex_cli).parent.parent)]))
+    monkeypatch.setenv("LOOPWRIGHT_BASE_URL", server.openai_base_url)  # what the sandbox lets it reach
     (repo / ".loopwright").mkdir(exist_ok=True)
     (repo / ".loopwright" / "config.toml").write_text(CODEX_CONFIG)
 
@@ -502,7 +505,7 @@ def test_in_loopwrights_jail_codex_reaches_the_loopback_through_the_proxy_and_it
         def jailed(codex: str = "") -> None:  # the loopback is reached through the jail's proxy
             (repo / ".loopwright" / "config.toml").write_text(
                 f'base_url = "{server.openai_base_url}"\n[sandbox]\nmode = "bwrap"\n'
-                f'readable = ["{Path(codex_cli).parent.parent}"]\nwritable = ["{os.environ["CODEX_HOME"]}"]\n'
+                f'readable = ["{Path(codex_cli).parent.parent}"]\n'
                 f'[memory]\nreflect = false\n[agents.codex]\nmodel = "gpt-5.5"\n{codex}')
 
         jailed()

@@ -32,13 +32,14 @@ from loopwright.harness.agents.base import (
     AgentToolCall,
     AgentToolResult,
     AgentUsage,
+    ConfigHome,
     SessionStarted,
 )
 from loopwright.harness.messages import Usage
 
 # Passed through from loopwright's environment by name (a jail's environment keeps only a few variables): its key,
 # never stored, its API's base URL and its home (config, login, sessions).
-KEY_VARIABLES = ("OPENAI_API_KEY", "CODEX_API_KEY", "OPENAI_BASE_URL", "CODEX_HOME")
+KEY_VARIABLES = ("OPENAI_API_KEY", "CODEX_API_KEY", "OPENAI_BASE_URL")
 SANDBOX_MODE = "danger-full-access"
 
 
@@ -58,7 +59,8 @@ class CodexAgent:
     name = "codex"
     streams_events = True
     api_hosts: tuple[str, ...] = ("api.openai.com", "chatgpt.com", "auth.openai.com")
-    config_dirs: tuple[str, ...] = (".codex",)
+    config_dirs: tuple[str, ...] = ()
+    config_home: ConfigHome | None = ConfigHome("CODEX_HOME", ".codex", ("auth.json", "config.toml"))
     key_hint = ("the Codex CLI on PATH (npm install -g @openai/codex), and OPENAI_API_KEY (or CODEX_API_KEY) in "
                 "loopwright's environment or a `codex login`")
 
@@ -71,7 +73,8 @@ class CodexAgent:
         self._last_text = ""
 
     def command(self, prompt: str, options: AgentOptions, *, session_id: str | None = None) -> list[str]:
-        self.model = options.model or configured_model()
+        home = options.config_folder or codex_home()  # in loopwright's sandbox: the run's copy
+        self.model = options.model or configured_model(home)
         argv = [self.executable, "exec", *(["resume"] if session_id else []), "--json",
                 "-c", f"sandbox_mode={toml_string(options.permission_mode or SANDBOX_MODE)}",
                 "-c", 'approval_policy="never"']
@@ -83,7 +86,7 @@ class CodexAgent:
             else:
                 argv += ["-c", f"developer_instructions={toml_string(options.appended_instructions)}"]
         if session_id and session_id not in self._totals:
-            self._totals[session_id] = recorded_total(session_id)
+            self._totals[session_id] = recorded_total(session_id, home)
         return [*argv, *options.extra_args, "--", *([session_id] if session_id else []), prompt]
 
     def environment(self) -> dict[str, str]:
@@ -202,21 +205,22 @@ def _unwrapped(command: str) -> str:
     return command
 
 
-def configured_model() -> str | None:
-    """The model Codex's config.toml names (what a thread uses when the run names none), if it can be read."""
+def configured_model(home: Path) -> str | None:
+    """The model Codex's config.toml in `home` names (what a thread uses when the run names none), if it can be
+    read."""
     try:
-        model = tomllib.loads((codex_home() / "config.toml").read_text()).get("model")
+        model = tomllib.loads((home / "config.toml").read_text()).get("model")
     except (OSError, ValueError):
         return None
     return model if isinstance(model, str) else None
 
 
-def recorded_total(thread_id: str) -> Usage:
-    """The usage total a thread's session file under Codex's home recorded last (what a resume's first total
+def recorded_total(thread_id: str, home: Path) -> Usage:
+    """The usage total a thread's session file under Codex's `home` recorded last (what a resume's first total
     already holds, when this process did not see the thread's earlier turns: after a restart); none found, zero.
     Tokens of a turn stopped before it completed are in it, so they are never counted then."""
     usage: dict = {}
-    for path in sorted(codex_home().glob(f"sessions/**/rollout-*{thread_id}.jsonl")):
+    for path in sorted(home.glob(f"sessions/**/rollout-*{thread_id}.jsonl")):
         try:
             lines = path.read_text().splitlines()
         except OSError:
