@@ -170,6 +170,7 @@ class AgentLoop:
         self._next_stream_save, self._streamed_tokens = 0.0, 0
         self.conversation = Conversation(store.conversation(run_id))
         self._resume_calls: tuple[list[ToolCall], list[ToolResult], str] | None = None
+        self._resume_finish: str | None = None  # a finish the acceptance step accepted before a crash lost the end
         self._pending_checkpoint: asyncio.Future | None = None
 
     # -- entry points -------------------------------------------------------------------------
@@ -194,7 +195,10 @@ class AgentLoop:
 
         Commands queued while the run was stopped (a rollback's notice, a message) are delivered here. Of the
         last answer's tool calls, those in `started` (ids of calls whose tool began; None: any may have) are
-        answered as interrupted; the others, and a `finish` (its acceptance step), are run again by `run`.
+        answered as interrupted; the others, and a `finish` (its acceptance step), are run again by `run`. A
+        `finish` whose acceptance ended the run (it merged, say) when a crash came before the run's status was
+        written has its acceptance step run again before any model call: the run ends as it was going to, and the
+        agent is never asked to go on after its work was merged.
         """
         queued, stopped = await self._take_commands()  # a pause queued while stopped is moot now; a kill is not
         if stopped is not None and stopped.status == RunStatus.KILLED:
@@ -220,6 +224,7 @@ class AgentLoop:
         elif last.role == "assistant":
             self._add_message(Message.user(text))
         else:  # merge into the last user message, so roles keep alternating
+            self._resume_finish = _accepted_finish(messages)
             merged = Message(role="user", content=[*last.content, TextBlock(text=text)])
             rebuilt = [*messages[:-1], merged]
             self.store.append(self.run_id, ConversationReset(reason="resume", messages=rebuilt))
@@ -232,6 +237,12 @@ class AgentLoop:
                 self._resume_calls = None
                 verdict = await self._act(calls, answered=answered, told=[told])
                 if verdict is not None and verdict.status is not None:
+                    return LoopOutcome(verdict.status, verdict.reason, verdict.again)
+            if self._resume_finish is not None:
+                summary, self._resume_finish = self._resume_finish, None
+                await self._settle()
+                verdict = await self.on_finish(summary)
+                if verdict.status is not None:
                     return LoopOutcome(verdict.status, verdict.reason, verdict.again)
             while True:
                 if self.stop.is_set():
@@ -526,6 +537,18 @@ def rollback_notice(sha: str, seq: int) -> str:
     where = "the start (no checkpoint)" if seq == 0 else f"checkpoint {seq}"
     return (f"Notice: the worktree was rolled back to {where} ({sha[:10]}). Changes made after it are gone; "
             f"re-read files before editing them.")
+
+
+def _accepted_finish(messages: list[Message]) -> str | None:
+    """The summary of the last answer's `finish` when its result says the acceptance step ended the run (a result
+    that is not an error: see `_answer_finish`), else None."""
+    if len(messages) < 2 or messages[-2].role != "assistant":
+        return None
+    finishes = {c.id: c for c in messages[-2].tool_calls if c.name == "finish"}
+    for block in messages[-1].content:
+        if isinstance(block, ToolResult) and block.tool_call_id in finishes and not block.is_error:
+            return str(finishes[block.tool_call_id].arguments.get("summary", ""))
+    return None
 
 
 def _answer_finish(blocks: list, verdict: FinishVerdict, finish_call: str | None) -> list:

@@ -4,6 +4,7 @@ run's worktree is being made; real daemons, real git hooks, real kills."""
 from __future__ import annotations
 
 import signal
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -196,3 +197,25 @@ def test_kill_9_after_a_checkpoint_commit_before_its_row_keeps_the_checkpoint(re
     store = wait_until_done(repo, 1)
     assert store.task(task).status == "succeeded"
     assert moved_to in [c.sha for c in store.checkpoints(run.id)]
+
+
+def test_a_crash_after_the_merge_before_the_runs_status_ends_the_run_without_a_model_call(repo, cli, tmp_path):
+    """Killed after the merge and the finish's answer were stored, before the run's status was (seen in the kill
+    torture): the resumed run ends as succeeded from the merge it made. The agent is not asked to go on (the script
+    has no turn for it; a real model's further work would never be merged) and main is merged into once."""
+    script = write_script(tmp_path / "s.json", [FIX_ADD, FINISH])
+    first = cli.json(repo, "run", "fix add", "--check", "true", "--script", script)
+    db = repo / ".loopwright" / "state.db"
+    (run,) = Store(db).runs()
+    assert first["status"] == "succeeded" and run.merge_commit
+    merged_main = git(repo, "rev-parse", "main")
+    with sqlite3.connect(db) as conn:  # the rows a kill leaves between the finish's answer and the status
+        conn.execute("UPDATE runs SET status = 'running', owner_pid = NULL WHERE id = ?", (run.id,))  # its owner died
+        conn.execute("UPDATE tasks SET status = 'running' WHERE id = ?", (run.task_id,))
+    code, out, err = cli(repo, "resume", run.id)
+    store = Store(db)
+    resumed = store.run(run.id)
+    assert resumed.status == "succeeded", (resumed.reason, out, err)
+    assert store.task(run.task_id).status == "succeeded"
+    assert git(repo, "rev-parse", "main") == merged_main  # not merged again
+    assert len(store.events(run.id, types=("model_called",))) == 2  # the two turns of the first process only
