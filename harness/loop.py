@@ -432,14 +432,13 @@ class AgentLoop:
                 await call
             raise Stopped(self.stop_status, self.stop_reason)
         response = _capped(call.result(), self.tool_context.output_cap)
-        self._save_progress("")
         info = self.settings.model_info
         event = ModelCalled(model=response.model or self.adapter.model, usage=response.usage,
                             cost_usd=cost_usd(response.usage, info), saved_usd=cache_saved_usd(response.usage, info),
                             stop_reason=response.stop_reason, duration_ms=(time.perf_counter() - t0) * 1000,
                             purpose=purpose)  # type: ignore[arg-type]
         self.store.record_model_call(self.run_id, event, response.message if purpose == "turn" else None,
-                                     self.permit.day())
+                                     self.permit.day(), progress=self._progress(""))
         return response
 
     # -- context -------------------------------------------------------------------------------
@@ -507,6 +506,9 @@ class AgentLoop:
             await asyncio.shield(self._checkpoint(message))
 
     def _save_progress(self, last_action: str, *, waiting: bool = False) -> None:
+        self.store.update_run(self.run_id, **self._progress(last_action, waiting=waiting))
+
+    def _progress(self, last_action: str, *, waiting: bool = False) -> dict:
         """Step, active time and last action ('' keeps it); while a model call is out (`waiting`) the last action
         says since when, so a silent API shows, and after it the run's own last action is back."""
         fields: dict = {"step": self.step, "active_seconds": self._active_seconds()}
@@ -518,7 +520,7 @@ class AgentLoop:
         elif last_action or self._waiting:
             fields["last_action"] = self._last_action
         self._waiting = waiting
-        self.store.update_run(self.run_id, **fields)
+        return fields
 
     def _streaming(self, chars: int) -> None:
         """An answer arriving: about how many tokens so far, in the last action and to the store's listeners, at

@@ -400,11 +400,15 @@ class Store:
                           (*fields.values(), time.time(), run_id))
 
     def record_model_call(self, run_id: str, call: ModelCalled, message: Message | None,
-                          budget_day: str | None = None) -> None:
+                          budget_day: str | None = None, progress: dict[str, Any] | None = None) -> None:
         """One model answer: its message, its usage event, the run's counters and the fleet's spend, at once.
 
-        A reflection call costs like any other but is not one of the run's model turns (`model_calls`)."""
+        A reflection call costs like any other but is not one of the run's model turns (`model_calls`).
+        `progress`: fields `update_run` would set, written by the same statement (one commit per answer)."""
         tokens_in = call.usage.input_tokens + call.usage.cache_read_tokens + call.usage.cache_write_tokens
+        progress = progress or {}
+        assert "status" not in progress, "status changes go through transition_run"
+        sets = "".join(f", {k} = ?" for k in progress)
         with self.transaction() as conn:
             self.append(run_id, call)
             if message is not None:
@@ -412,10 +416,10 @@ class Store:
             conn.execute(
                 "UPDATE runs SET model_calls = model_calls + ?, input_tokens = input_tokens + ?,"
                 " output_tokens = output_tokens + ?, cost_usd = cost_usd + ?,"
-                " cache_read_tokens = cache_read_tokens + ?, cache_saved_usd = cache_saved_usd + ?, heartbeat_at = ?"
-                " WHERE id = ?",
+                f" cache_read_tokens = cache_read_tokens + ?, cache_saved_usd = cache_saved_usd + ?{sets},"
+                " heartbeat_at = ? WHERE id = ?",
                 (int(call.purpose != "reflection"), tokens_in, call.usage.output_tokens, call.cost_usd,
-                 call.usage.cache_read_tokens, call.saved_usd, time.time(), run_id),
+                 call.usage.cache_read_tokens, call.saved_usd, *progress.values(), time.time(), run_id),
             )
             if budget_day is not None:
                 conn.execute(

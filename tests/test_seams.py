@@ -73,7 +73,8 @@ class MemoryLog:
         self.events.append(event)
         return len(self.events)
 
-    def record_model_call(self, run_id, call, message, budget_day=None) -> None:
+    def record_model_call(self, run_id, call, message, budget_day=None, progress=None) -> None:
+        self.update_run(run_id, **(progress or {}))
         self.counters.model_calls += 1
         self.days.append(budget_day)
         self.events.append(call)

@@ -135,6 +135,17 @@ def test_model_call_updates_counters_atomically(store):
     assert [e.type for _, _, e in store.events(run.id)] == ["model_called", "message"]
 
 
+def test_model_call_writes_the_runs_progress_in_its_own_commit(store):
+    _, run = _run(store)
+    call = ModelCalled(model="m", usage=Usage(input_tokens=1, output_tokens=1), cost_usd=0.0, stop_reason="end_turn",
+                       duration_ms=1.0)
+    before = store.conn.total_changes
+    store.record_model_call(run.id, call, None, progress={"step": 4, "last_action": "read_file a.py"})
+    r = store.run(run.id)
+    assert (r.model_calls, r.step, r.last_action) == (1, 4, "read_file a.py")
+    assert store.conn.total_changes - before == 2  # the event and the run row: no separate progress update
+
+
 def test_commands_are_taken_once(store):
     _, run = _run(store)
     store.enqueue_command(run.id, "notify", {"text": "a"})

@@ -85,8 +85,8 @@ class StoreProxy:
         return 0
 
     def record_model_call(self, run_id: str, call: ModelCalled, message: Message | None,
-                          budget_day: str | None = None) -> None:
-        self.ops.append(("record_model_call", (run_id, call, message, budget_day), {}))
+                          budget_day: str | None = None, progress: dict[str, Any] | None = None) -> None:
+        self.ops.append(("record_model_call", (run_id, call, message, budget_day), {"progress": progress}))
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         self.ops.append(("update_run", (run_id,), fields))
