@@ -6,7 +6,8 @@ default config (LitellmModel with its bash tool, LocalEnvironment, DefaultAgent 
 step); only the model's endpoint, its price (registered with litellm, as mini-swe-agent's docs say for a local
 model) and the trajectory's path are set here. A warm-up run on its own server goes first, so imports count in no step.
 
-    python mswea_driver.py WARMUP_BASE_URL BASE_URL FOLDER
+    python -c "$(cat mswea_driver.py)" WARMUP_BASE_URL BASE_URL FOLDER   (run as a file, bench/http.py would
+                                                                            shadow the standard library's http)
 """
 
 import json
