@@ -1,4 +1,4 @@
-"""CPU per step of a loopwright run against a plain HTTP loop, at two run lengths, measured in one run.
+"""CPU per step of a loopwright run against a plain HTTP loop and mini-swe-agent, at two run lengths.
 
 Both loops talk to the same loopback server, started as its own process so its
 work is not counted, replaying the same script: each step ~2 KB of assistant
@@ -9,10 +9,20 @@ the task through the Runner with everything a real step does (the SDK, the
 store, events, budget, checkpoints, tool dispatch). Reported per step: wall
 time and this process's CPU (all its threads; not the commands and git
 processes it starts), and loopwright's CPU against the plain loop's, after a
-warm-up run of each, so imports count in neither. Goal
-(issue 24): loopwright's CPU per step grows <= 1.3x from 100 to 400 steps.
+warm-up run of each, so imports count in neither.
 
-    python -m loopwright.bench.overhead [--steps 100 400] [--provider openai]
+The peer is mini-swe-agent, driven through its public API as its `mini` CLI
+builds it (bench/mswea_driver.py: litellm, its bash tool, the trajectory saved
+after every step, as it does by default) against the same loopback, replaying
+the same turns with its tool name and its submit command. It is never a
+loopwright dependency: it runs from a separate venv (`--peer-venv`), which the
+bench creates and installs it into with pip when it is missing; when that fails
+the column is skipped and the reason printed. Each figure is the median of
+`--runs` runs, interleaved (plain, loopwright, peer, then again). Goals (issue
+24): loopwright's CPU per step <= 0.5x mini-swe-agent's at 400 steps, and
+growing <= 1.3x from 100 to 400 steps.
+
+    python -m loopwright.bench.overhead [--steps 100 400] [--runs 3] [--provider openai] [--peer-venv DIR]
 """
 
 from __future__ import annotations
@@ -21,7 +31,9 @@ import argparse
 import asyncio
 import http.client
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,13 +47,19 @@ from loopwright.runtime.runner import Runner
 MODEL = "bench-loopback"
 TEXT = ("Looking at the failing test and the module under it before changing anything. " * 26)[:2000]
 COMMAND = "echo ok"
+DRIVER = Path(__file__).with_name("mswea_driver.py")
+DEFAULT_PEER_VENV = Path.home() / ".cache" / "loopwright-bench" / "mini-swe-agent"
 
 
-def write_script(folder: Path, steps: int) -> Path:
-    turns = [{"text": TEXT, "tool_calls": [{"name": "shell", "arguments": {"command": COMMAND}}]}
+def write_script(folder: Path, steps: int, peer: bool = False) -> Path:
+    """Steps-1 turns of text and `echo ok`, then the finish: loopwright's tools, or mini-swe-agent's (`peer`)."""
+    shell = "bash" if peer else "shell"
+    turns = [{"text": TEXT, "tool_calls": [{"name": shell, "arguments": {"command": COMMAND}}]}
              for _ in range(steps - 1)]
-    turns.append({"text": "done", "tool_calls": [{"name": "finish", "arguments": {"summary": "ok"}}]})
-    path = folder / f"script-{steps}.json"
+    finish = ({"name": "bash", "arguments": {"command": "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"}} if peer
+              else {"name": "finish", "arguments": {"summary": "ok"}})
+    turns.append({"text": "done", "tool_calls": [finish]})
+    path = folder / f"script-{steps}{'-peer' if peer else ''}.json"
     path.write_text(json.dumps({"turns": turns}))
     return path
 
@@ -117,6 +135,36 @@ def make_repo() -> Path:
     return root
 
 
+def peer_python(venv: Path) -> tuple[Path | None, str]:
+    """The Python of a venv holding mini-swe-agent, made with pip when missing; else None and why."""
+    python = venv / "bin" / "python"
+    check = [str(python), "-c", "import minisweagent"]
+    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return python, ""
+    print(f"installing mini-swe-agent into {venv} (a separate venv; never a loopwright dependency)...", flush=True)
+    install = [str(python), "-m", "pip", "install", "-q", "mini-swe-agent"]
+    for cmd in ([sys.executable, "-m", "venv", str(venv)], install):
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            lines = (done.stderr or done.stdout).strip().splitlines()
+            return None, f"{' '.join(cmd[-3:])} failed: {lines[-1] if lines else done.returncode}"
+    return python, ""
+
+
+def peer_run(python: Path, warmup: Path, script: Path) -> tuple[float, float]:
+    """(wall, CPU) seconds of one mini-swe-agent run, measured by the driver in its own process after a warm-up."""
+    folder = Path(tempfile.mkdtemp(prefix="lw-bench-peer-"))
+    with Server(warmup) as first, Server(script) as server:
+        # -c with the folder as cwd: run as a file, the driver's folder (bench/, with http.py) would shadow stdlib
+        done = subprocess.run([str(python), "-c", DRIVER.read_text(), first.openai_base_url,
+                               server.openai_base_url, str(folder)], cwd=folder, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": ""})
+    if done.returncode != 0:
+        raise RuntimeError(f"mini-swe-agent run failed:\n{done.stderr[-3000:]}")
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures["wall"], figures["cpu"]
+
+
 def timed(work) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process) of `work()`."""
     w0, c0 = time.perf_counter(), cpu()
@@ -124,36 +172,62 @@ def timed(work) -> tuple[float, float]:
     return time.perf_counter() - w0, cpu() - c0
 
 
-def measure(steps: int, provider: str, folder: Path) -> dict:
+def measure(steps: int, provider: str, folder: Path, peer: Path | None) -> dict:
+    """One run of each loop at `steps`: ms per step of wall and CPU, keyed plain_/lw_/peer_."""
     script = write_script(folder, steps)
     with Server(script) as server:
-        plain_wall, plain_cpu = timed(lambda: plain_loop(server.openai_base_url))
+        plain = timed(lambda: plain_loop(server.openai_base_url))
     with Server(script) as server:
         base = server.anthropic_base_url if provider == "anthropic" else server.openai_base_url
-        lw_wall, lw_cpu = timed(lambda: loopwright_run(make_repo(), provider, base, steps))
+        lw = timed(lambda: loopwright_run(make_repo(), provider, base, steps))
+    runs = {"plain": plain, "lw": lw}
+    if peer:
+        runs["peer"] = peer_run(peer, write_script(folder, 5, peer=True), write_script(folder, steps, peer=True))
     per = 1000 / steps
-    return {"steps": steps, "plain_wall": plain_wall * per, "plain_cpu": plain_cpu * per,
-            "lw_wall": lw_wall * per, "lw_cpu": lw_cpu * per, "ratio": lw_cpu / plain_cpu}
+    return {f"{name}_{kind}": figures[i] * per for name, figures in runs.items()
+            for i, kind in enumerate(("wall", "cpu"))}
+
+
+def medians(rows: list[dict]) -> dict:
+    return {key: statistics.median(r[key] for r in rows) for key in rows[0]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, nargs="+", default=[100, 400])
+    ap.add_argument("--runs", type=int, default=3, help="runs of each loop at each length; medians are printed")
     ap.add_argument("--provider", default="openai", choices=["anthropic", "openai", "openai-responses"])
+    ap.add_argument("--peer-venv", type=Path, default=DEFAULT_PEER_VENV,
+                    help=f"venv holding mini-swe-agent, created when missing (default {DEFAULT_PEER_VENV})")
+    ap.add_argument("--no-peer", action="store_true", help="skip the mini-swe-agent column")
     args = ap.parse_args()
+    peer, why = (None, "--no-peer") if args.no_peer else peer_python(args.peer_venv)
     folder = Path(tempfile.mkdtemp(prefix="lw-bench-scripts-"))
-    measure(5, args.provider, folder)  # warm-up: imports (the SDK's take a second or two) are no step's cost
-    rows = [measure(n, args.provider, folder) for n in args.steps]
-    print(f"ms per step (~2 KB of text and one shell command each), provider {args.provider}; CPU is this process's")
-    print(f"{'steps':>6} {'plain wall':>11} {'plain CPU':>10} {'lw wall':>8} {'lw CPU':>7} {'lw/plain CPU':>13}")
-    for r in rows:
-        print(f"{r['steps']:>6} {r['plain_wall']:>11.2f} {r['plain_cpu']:>10.2f} {r['lw_wall']:>8.2f} "
-              f"{r['lw_cpu']:>7.2f} {r['ratio']:>12.2f}x")
+    measure(5, args.provider, folder, None)  # warm-up: imports (the SDK's take a second or two) are no step's cost
+    runs: dict[int, list[dict]] = {n: [] for n in args.steps}
+    for _ in range(args.runs):  # interleaved, so a load change on the machine falls on every column alike
+        for n in args.steps:
+            runs[n].append(measure(n, args.provider, folder, peer))
+    rows = {n: medians(r) for n, r in runs.items()}
+    print(f"ms per step (~2 KB of text and one shell command each), medians of {args.runs} interleaved runs, "
+          f"provider {args.provider}; CPU is the loop's own process's; load average {os.getloadavg()[0]:.2f}")
+    columns = ["plain", "lw"] + (["peer"] if peer else [])
+    names = {"plain": "plain HTTP", "lw": "loopwright", "peer": "mini-swe-agent"}
+    print(f"{'steps':>6} " + " ".join(f"{names[c] + ' wall/CPU':>26}" for c in columns)
+          + f" {'lw/plain CPU':>13}" + (f" {'lw/mini CPU':>12}" if peer else ""))
+    for n, r in rows.items():
+        print(f"{n:>6} " + " ".join(f"{r[c + '_wall']:>14.2f} / {r[c + '_cpu']:>8.2f}" for c in columns)
+              + f" {r['lw_cpu'] / r['plain_cpu']:>12.2f}x"
+              + (f" {r['lw_cpu'] / r['peer_cpu']:>11.2f}x" if peer else ""))
+    if not peer:
+        print(f"mini-swe-agent column skipped: {why}")
     if len(rows) >= 2:
-        first, last = rows[0], rows[-1]
-        print(f"CPU per step at {last['steps']} vs {first['steps']} steps: loopwright "
-              f"{last['lw_cpu'] / first['lw_cpu']:.2f}x, plain loop {last['plain_cpu'] / first['plain_cpu']:.2f}x "
-              f"(goal for loopwright <= 1.3x)")
+        first, last = rows[args.steps[0]], rows[args.steps[-1]]
+        growth = ", ".join(f"{names[c]} {last[c + '_cpu'] / first[c + '_cpu']:.2f}x" for c in columns)
+        print(f"CPU per step at {args.steps[-1]} vs {args.steps[0]} steps: {growth} (goal for loopwright <= 1.3x)")
+    if peer:
+        print(f"loopwright / mini-swe-agent CPU per step at {args.steps[-1]} steps: "
+              f"{rows[args.steps[-1]]['lw_cpu'] / rows[args.steps[-1]]['peer_cpu']:.2f}x (goal <= 0.5x)")
 
 
 if __name__ == "__main__":
