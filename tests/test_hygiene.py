@@ -55,3 +55,15 @@ def test_gc_dry_run_reports_the_bytes_gc_then_frees(repo, cli, tmp_path):
     assert Path(run["worktree"]).exists()  # a dry run removes nothing
     done = cli.json(repo, "gc")
     assert done["bytes_freed"] == dry["bytes_to_free"] and not Path(run["worktree"]).exists()
+
+
+def test_gc_removes_the_branch_of_a_run_that_had_nothing_to_merge(repo, cli, tmp_path):
+    """gc_keep_branches = unmerged keeps a branch whose work the target lacks; a branch with no commit of its own
+    (its check passed with nothing to merge, e.g. every step of it lost to kills) holds nothing to keep."""
+    kept = cli.json(repo, "run", "fix", "--script", write_script(tmp_path / "k.json", [FIX_ADD, FINISH]))
+    assert kept["status"] == "needs_review"  # no check: kept for review, its branch holds the fix
+    empty = cli.json(repo, "run", "nothing", "--check", "true", "--script", write_script(tmp_path / "e.json", [FINISH]))
+    assert empty["status"] == "succeeded" and "no changes to merge" in cli.json(repo, "show", empty["run"])["reason"]
+    assert cli(repo, "gc")[0] == 0
+    branches = git(repo, "branch", "--list", "lw/*")
+    assert f"lw/{empty['run']}" not in branches and f"lw/{kept['run']}" in branches

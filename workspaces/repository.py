@@ -163,6 +163,14 @@ def commit_of_branch(g: git.Git, branch: str) -> str | None:
     return out.strip() if status == 0 else None
 
 
+def holds_nothing_new(root: Path, branch: str, target: str) -> bool:
+    """True when `branch` has no commit `target` lacks (its tip is one of the target's commits): deleting it loses
+    nothing, merged or not."""
+    status, _, _ = git_call(git.Git(root), "merge-base", "--is-ancestor", f"refs/heads/{branch}",
+                            f"refs/heads/{target}")
+    return status == 0
+
+
 def checkout_of(g: git.Git, branch: str) -> Path | None:
     """The worktree that has `branch` checked out, if any (`g` is at the main worktree)."""
     status, head, _ = git_call(g, "symbolic-ref", "-q", "HEAD")

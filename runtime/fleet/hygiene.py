@@ -15,7 +15,7 @@ from loopwright.memory.store import RUN_FINAL, Run
 from loopwright.runtime.agents import agent_homes, home_run_id
 from loopwright.runtime.project import Project
 from loopwright.workspaces.git import Workspace
-from loopwright.workspaces.repository import RUN_BRANCHES, discard, tree_bytes, worktree_paths
+from loopwright.workspaces.repository import RUN_BRANCHES, discard, holds_nothing_new, tree_bytes, worktree_paths
 from loopwright.workspaces.repository import run_branches as git_run_branches
 
 DISK_FULL = "disk full"
@@ -61,7 +61,8 @@ def finished_worktrees(project: Project, *, ended_before: float | None = None) -
 
 def deletes_branch(project: Project, run: Run) -> bool:
     policy = project.config.gc_keep_branches
-    return policy == "none" or (policy == "unmerged" and bool(run.merge_commit))
+    return policy == "none" or (policy == "unmerged" and (bool(run.merge_commit) or holds_nothing_new(
+        project.root, run.branch, run.target_branch)))  # e.g. a run whose check passed with nothing to merge
 
 
 def _workspace(project: Project, run: Run) -> Workspace:
