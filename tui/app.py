@@ -228,7 +228,7 @@ class TuiApp(App):
                 self.say(f"the daemon stopped: read-only until it runs again ({SERVE_HINT})", "warning")
         self._last_pid = self.feed.header.daemon
         for view in list(self.views):
-            if view.children:  # (a view being taken down, as the app quits, has lost them already)
+            if self.is_running and view.is_attached:  # not while the app quits: it prunes the views' widgets
                 view.apply(ch)
         for note in ch.notifications:
             self.say(note["message"], TOAST.get(note["kind"], "information"))
