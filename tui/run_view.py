@@ -45,6 +45,7 @@ from loopwright.runtime.display import ProgressPrinter, event_entries, fmt_cache
 from loopwright.runtime.project import Project
 from loopwright.tui.dialogs import DIALOG_CSS, ConfirmScreen
 from loopwright.tui.feed import STOPPING
+from loopwright.tui.widgets import KeyFooter
 from loopwright.workspaces.git import Workspace
 from loopwright.workspaces.repository import WorkspaceError
 
@@ -273,7 +274,7 @@ class RunScreen(Screen):
                     yield Static(id="scratch")
                     yield Static("Progress file", classes="section", id="progress-title")
                     yield Static(id="progress")
-        yield Footer(compact=True, show_command_palette=False)
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         if self.run is None:
