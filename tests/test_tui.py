@@ -341,6 +341,9 @@ def test_going_between_views_leaves_little_for_the_garbage_collector(repo, utc):
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.pause(0.2)
             assert gc.get_freeze_count() > 0
+            # built after the first frame, not shown: their first opening builds nothing
+            assert app.get_screen_stack("queue")[0].table.row_count == 2 and isinstance(app.screen, FleetScreen)
+            assert app.get_screen("chat").query("#say") and app.get_screen("help").query("#help-table")
             footer = app.screen.query_one(Footer)
             keys = list(footer.children)
             for _ in range(3):
