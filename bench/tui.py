@@ -303,8 +303,9 @@ def main(argv: list[str] | None = None) -> None:
         print("  (CPU: what this process spent from the key to that frame, all threads; less sensitive to a "
               f"loaded machine than the wall time; load average {os.getloadavg()[0]:.1f})")
         for view, ts in k["times"].items():
-            med, worst, cpu = statistics.median(ts), max(ts), statistics.median(k["key_cpu"][view])
-            print(f"  {view:20s} {1000 * med:6.0f} ms median {1000 * worst:6.0f} ms worst  {1000 * cpu:5.0f} ms CPU  "
+            med, worst, cpus = statistics.median(ts), max(ts), k["key_cpu"][view]
+            print(f"  {view:20s} {1000 * med:6.0f} ms median {1000 * worst:6.0f} ms worst  CPU "
+                  f"{1000 * statistics.median(cpus):4.0f} ms median {1000 * max(cpus):4.0f} ms worst  "
                   f"({len(ts)} presses; median/goal {med / 0.3:.2f}, worst/goal {worst:.2f})")
         print(f"  CPU of the TUI    {100 * k['cpu']:6.1f} % of a core while keys were pressed")
     finally:

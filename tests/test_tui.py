@@ -6,6 +6,7 @@ How to rewrite the snapshots after a deliberate change to the views: see tui_sup
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import shlex
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from support import FINISH, FIX_ADD, call, processes, turn, until, write_script
+from textual.widgets import Footer
 from tui_support import assert_snapshot, screen_text, wait
 
 from loopwright.harness.events import RunStarted, ToolFinished, ToolStarted
@@ -27,9 +29,11 @@ from loopwright.runtime.fleet.daemon import daemon_pid
 from loopwright.runtime.posting import TaskRequest, post_task
 from loopwright.runtime.project import init_project, open_project
 from loopwright.tui.app import TuiApp
+from loopwright.tui.chat_view import ChatScreen
 from loopwright.tui.dialogs import ConfirmScreen, HelpScreen, NewTaskScreen, PathScreen, Prompt
 from loopwright.tui.feed import Feed
 from loopwright.tui.fleet_view import FleetScreen
+from loopwright.tui.queue_view import QueueScreen
 from loopwright.tui.run_view import RunScreen
 from loopwright.tui.widgets import Banner
 
@@ -322,6 +326,34 @@ def test_a_terminal_of_80_by_24_shows_what_matters(repo, utc):
             await wait(pilot, lambda: not isinstance(app.screen, NewTaskScreen), "the task posted")
             assert project.store.tasks()[-1].goal == "write notes"
             assert toasts(app, "queued: write notes; no daemon is running: nothing runs until one starts")
+
+    asyncio.run(scenario())
+
+
+def test_going_between_views_leaves_little_for_the_garbage_collector(repo, utc):
+    """Issue 25's worst key waits were full garbage collections: they walked everything the app keeps (now frozen
+    after the first frame) and the keys of every footer ever shown (a footer is no longer rebuilt with the same
+    keys: each rebuild left its old keys referenced)."""
+    project = fleet_fixture(repo)
+
+    async def scenario():
+        app = fixture_app(project)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.2)
+            assert gc.get_freeze_count() > 0
+            # built after the first frame, not shown: their first opening builds nothing
+            assert app.get_screen_stack("queue")[0].table.row_count == 2 and isinstance(app.screen, FleetScreen)
+            assert app.get_screen("chat").query("#say") and app.get_screen("help").query("#help-table")
+            footer = app.screen.query_one(Footer)
+            keys = list(footer.children)
+            for _ in range(3):
+                for key, view in (("t", QueueScreen), ("f", FleetScreen), ("g", ChatScreen), ("escape", FleetScreen)):
+                    await pilot.press(key)
+                    await wait(pilot, lambda view=view: isinstance(app.screen, view), view.__name__)
+            await pilot.pause(0.2)
+            assert list(footer.children) == keys  # the same widgets, not rebuilt
+            assert "t Queue" in screen_text(app).splitlines()[-1]
+        assert gc.get_freeze_count() == 0  # the process hosting the app collects them again
 
     asyncio.run(scenario())
 

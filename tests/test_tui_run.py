@@ -191,6 +191,33 @@ def test_diff_per_file_refreshed_on_a_new_checkpoint(repo):
     asyncio.run(scenario())
 
 
+def test_a_diff_of_many_files_shows_every_file_once_in_order(repo):
+    """A long diff is mounted a batch of files a frame; a refresh meanwhile starts over, nothing twice."""
+    project, ws = hand_built_run(repo)
+    for i in range(45):
+        (ws.path / f"f{i:02d}.py").write_text("x = 1\n")
+    names = ["calc.py", *(f"f{i:02d}.py" for i in range(46)), "notes.txt"]
+
+    def titles(app):
+        return [str(c.title).split()[0] for c in app.run_screen.query(Collapsible)]
+
+    async def scenario():
+        app = Host(project, RUN)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("2")
+            await wait(pilot, lambda: len(titles(app)) == 47, "the whole diff")
+            assert titles(app) == [n for n in names if n != "f45.py"]
+            (ws.path / "f45.py").write_text("x = 1\n")
+            await pilot.press("d")
+            await wait(pilot, lambda: "f45.py" in titles(app), "the first files of the new diff")
+            await pilot.press("d")  # again, while the last one's later files may still be coming
+            await wait(pilot, lambda: len(titles(app)) >= 48, "the whole new diff")
+            await pilot.pause(0.3)
+            assert titles(app) == names
+
+    asyncio.run(scenario())
+
+
 def test_checkpoints_artifacts_scratch_pad_and_progress(repo, tmp_path):
     project, _ = hand_built_run(repo)
     store = project.store

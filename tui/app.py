@@ -13,6 +13,7 @@ dialogs.py.
 
 from __future__ import annotations
 
+import gc
 import os
 import sqlite3
 from collections.abc import Callable, Iterable
@@ -205,6 +206,27 @@ class TuiApp(App):
         self._last_pid = self.feed.header.daemon
         self.switch_mode("fleet")
         self.set_interval(self.interval, self.tick)
+        self.call_after_refresh(self._prebuild)
+
+    def _prebuild(self) -> None:
+        """After the first frame: the queue view, the help and the chat are built (not shown) so that their first
+        opening builds no widgets either; then `_settle`."""
+        with self.batch_update():
+            self.switch_mode("queue")
+            self.switch_mode("fleet")
+            for name in ("help", "chat"):
+                self.push_screen(self._kept(name))
+                self.pop_screen()
+        self.call_after_refresh(self._settle)
+
+    def _settle(self) -> None:
+        """What lives as long as the app (Textual, its views, the feed) is left out of every later full garbage
+        collection. Each walked all of it, 100-200 ms that a key pressed then waited for."""
+        gc.collect()
+        gc.freeze()
+
+    def on_unmount(self) -> None:
+        gc.unfreeze()  # (a host process, a test run, goes on collecting them)
 
     def tick(self) -> None:
         """Poll the feed and show what changed (the timer's job)."""
@@ -228,7 +250,7 @@ class TuiApp(App):
                 self.say(f"the daemon stopped: read-only until it runs again ({SERVE_HINT})", "warning")
         self._last_pid = self.feed.header.daemon
         for view in list(self.views):
-            if view.children:  # (a view being taken down, as the app quits, has lost them already)
+            if self.is_running and view.is_attached:  # not while the app quits: it prunes the views' widgets
                 view.apply(ch)
         for note in ch.notifications:
             self.say(note["message"], TOAST.get(note["kind"], "information"))
@@ -283,19 +305,21 @@ class TuiApp(App):
         return result
 
     def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(self._kept("help"))
+
+    def _kept(self, name: str) -> str:
+        """The name of a screen made once and kept when closed (the help, the chat): opening it again builds no
+        widgets."""
         from loopwright.tui.chat_view import ChatScreen
         from loopwright.tui.run_view import RunScreen
 
-        if not isinstance(self.screen, HelpScreen):
-            self._push_kept("help", lambda: HelpScreen((
-                ("anywhere", self.BINDINGS), ("fleet", FleetScreen.BINDINGS), ("queue", QueueScreen.BINDINGS),
-                ("run", RunScreen.BINDINGS), ("chat", ChatScreen.BINDINGS))))
-
-    def _push_kept(self, name: str, make: Callable[[], Screen]) -> None:
-        """Show a screen made once and kept when closed: opening it again builds no widgets."""
         if not self.is_screen_installed(name):
-            self.install_screen(make(), name)
-        self.push_screen(name)
+            self.install_screen(HelpScreen((
+                ("anywhere", self.BINDINGS), ("fleet", FleetScreen.BINDINGS), ("queue", QueueScreen.BINDINGS),
+                ("run", RunScreen.BINDINGS), ("chat", ChatScreen.BINDINGS))) if name == "help"
+                else ChatScreen(self.project, self.author), name)
+        return name
 
     def action_fleet(self) -> None:
         self._to_view("fleet")
@@ -318,7 +342,7 @@ class TuiApp(App):
         from loopwright.tui.chat_view import ChatScreen
 
         if not isinstance(self.screen, ChatScreen):
-            self._push_kept("chat", lambda: ChatScreen(self.project, self.author))
+            self.push_screen(self._kept("chat"))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

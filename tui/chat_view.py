@@ -13,13 +13,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Input, OptionList, RichLog, Static
+from textual.widgets import Input, OptionList, RichLog, Static
 from textual.widgets.option_list import Option
 
 from loopwright.memory import chat as chat_rows
 from loopwright.runtime.chat.format import line
 from loopwright.runtime.chat.threads import ChatError, Message, messages, post_message, threads, unknown_mentions
-from loopwright.tui.widgets import NOTHING_RUNS
+from loopwright.tui.widgets import NOTHING_RUNS, KeyFooter
 
 POLL_SECONDS = 0.25
 NO_THREADS = "no threads yet: create one with `loopwright threads new general`; it shows here as soon as it exists"
@@ -55,7 +55,7 @@ class ChatScreen(Screen):
                 yield RichLog(id="log", wrap=True, markup=False, min_width=10)
                 yield Input(placeholder=f"message as {self.author} (mention @{self.project.config.chat.name} to "
                                         f"start work; /stop, /status, /retry)", id="say")
-        yield Footer(compact=True, show_command_palette=False)
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self._load_threads()

@@ -45,6 +45,7 @@ from loopwright.runtime.display import ProgressPrinter, event_entries, fmt_cache
 from loopwright.runtime.project import Project
 from loopwright.tui.dialogs import DIALOG_CSS, ConfirmScreen
 from loopwright.tui.feed import STOPPING
+from loopwright.tui.widgets import KeyFooter
 from loopwright.workspaces.git import Workspace
 from loopwright.workspaces.repository import WorkspaceError
 
@@ -58,6 +59,7 @@ TRANSCRIPT_EVENTS = 3 * TRANSCRIPT_TAIL  # the last events read for them (tool s
 WRITE_BATCH = 40  # entries written to the transcript per turn of the event loop: keys are handled between
 DIFF_FILE_LINES = 2000  # per file in the diff view
 DIFF_FILES = 300
+DIFF_BATCH = 20  # files mounted per frame: a diff of hundreds of files shows its first ones at once
 DIFF_OPEN_LINES = 400  # the first file of the diff is shown open when it changes no more lines than this
 TABS = ("transcript", "diff", "checkpoints", "artifacts", "notes")
 TAB_FOCUS = {"transcript": "#log", "checkpoints": "#checkpoints-table", "artifacts": "#artifacts-table",
@@ -238,6 +240,7 @@ class RunScreen(Screen):
         self.scratch_text: str | None = None
         self.printer = ProgressPrinter(self.store)
         self.diff_stale = True
+        self.diffs_shown = 0  # diffs shown so far: a long one's later files are not added to its successor
         self.unwritten: deque[str] = deque(maxlen=LOG_LINES)  # read while another tab was shown
         self._task_row: Any = None
         self._head_plain = ""
@@ -273,7 +276,7 @@ class RunScreen(Screen):
                     yield Static(id="scratch")
                     yield Static("Progress file", classes="section", id="progress-title")
                     yield Static(id="progress")
-        yield Footer(compact=True, show_command_palette=False)
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         if self.run is None:
@@ -519,13 +522,31 @@ class RunScreen(Screen):
             summary += f"; the first {DIFF_FILES} are shown"
         if files:
             summary += " · Tab to a file, Enter opens or closes it"
-        widgets: list = [Static(Text(summary + " · d refreshes"), id="diff-summary")]
-        for i, (path, body, plus, minus) in enumerate(files[:DIFF_FILES]):
+        self.diffs_shown += 1
+        files = files[:DIFF_FILES]
+        await box.mount(Static(Text(summary + " · d refreshes"), id="diff-summary"),
+                        *self._diff_files(files[:DIFF_BATCH], 0, was))
+        if len(files) > DIFF_BATCH:
+            self.call_after_refresh(self._more_diff, self.diffs_shown, files, DIFF_BATCH, was)
+
+    def _more_diff(self, shown: int, files: list[tuple[str, str, int, int]], start: int, was: dict) -> None:
+        """The next files of a long diff, a batch a frame: keys are handled between."""
+        if shown != self.diffs_shown or not self.is_attached:  # refreshed or closed meanwhile
+            return
+        self.query_one("#diff-files", VerticalScroll).mount(*self._diff_files(files[start:start + DIFF_BATCH],
+                                                                             start, was))
+        if start + DIFF_BATCH < len(files):
+            self.call_after_refresh(self._more_diff, shown, files, start + DIFF_BATCH, was)
+
+    @staticmethod
+    def _diff_files(files: list[tuple[str, str, int, int]], start: int, was: dict) -> list[Collapsible]:
+        widgets = []
+        for i, (path, body, plus, minus) in enumerate(files, start):
             syntax = Syntax(body, "diff", theme="monokai", background_color="default", word_wrap=True)
             opened = i == 0 and plus + minus <= DIFF_OPEN_LINES  # the first file open, unless it is huge
             widgets.append(Collapsible(Static(syntax), title=f"{path}  +{plus} −{minus}", name=path,
                                        collapsed=was.get(path, not opened)))
-        await box.mount(*widgets)
+        return widgets
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         pane = event.pane.id

@@ -93,6 +93,28 @@ class HeaderBar(Static):
         self.update(t)
 
 
+class KeyFooter(Footer):
+    """The footer, rebuilt only when the keys it shows change.
+
+    Textual's Footer rebuilds its keys whenever a screen's bindings are updated (each focus change, each time the
+    screen is shown again), and every key it drops stays referenced by the footer (a data binding), so a long
+    session piled up thousands of dead widgets that each full garbage collection walked: the worst key waits.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(compact=True, show_command_palette=False)
+        self._shown: tuple | None = None
+
+    def bindings_changed(self, screen: Screen) -> None:
+        keys = tuple((b.key, b.description, enabled, tooltip)
+                     for _, b, enabled, tooltip in screen.active_bindings.values() if b.show)
+        if keys == self._shown:
+            return
+        if screen.app.app_focus and self.is_attached and screen is self.screen:  # when Footer rebuilds
+            self._shown = keys
+        super().bindings_changed(screen)
+
+
 class Banner(Static):
     """Shown while no daemon runs: run actions are off, what the store keeps meanwhile, and how to start one."""
 
@@ -326,7 +348,7 @@ class View(Screen):
         yield HeaderBar(self.view)
         yield Banner()
         yield from self.body()
-        yield Footer(compact=True, show_command_palette=False)  # the most used keys; `?` lists every one
+        yield KeyFooter()  # the most used keys; `?` lists every one
 
     def body(self) -> ComposeResult:
         yield from ()
