@@ -1,4 +1,4 @@
-"""People who use the HTTP API and their tokens (made by the store's migration 14): the statements runtime/http/
+"""People who use the HTTP API and their tokens (made by the store's migration 15): the statements runtime/http/
 needs. A token is never stored, only its SHA-256 (runtime/http/auth.py makes and checks them)."""
 
 from __future__ import annotations
