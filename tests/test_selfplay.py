@@ -1375,3 +1375,11 @@ def test_a_practice_round_with_a_command_agent_as_the_solver(repo, tmp_path, mon
     assert not (repo / "solution.py").exists()
     said = json.dumps([m.model_dump() for m in project.store.conversation(runs[0].id)])
     assert "wrote solution.py" in said and "assert devowel" not in said  # the solver never sees the tests
+
+
+def test_selfplay_with_a_cli_agent_as_the_solver_checks_the_proposers_model_first(repo, cli):
+    open_project(repo, create=True)
+    (repo / "loopwright.toml").write_text('agent = "command"\nagent_command = "true {prompt}"\n')
+    code, out, err = cli(repo, "selfplay", "--rounds", "1")
+    assert code == 2 and "ANTHROPIC_API_KEY is not set" in err and err.count("\n") == 1
+    assert out == ""  # said before anything starts
