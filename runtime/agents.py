@@ -25,10 +25,15 @@ from loopwright.harness.agents.base import AgentOptions, CliAgent, ConfigHome
 from loopwright.harness.agents.claude_code import ClaudeCodeAgent
 from loopwright.harness.agents.codex import CodexAgent
 from loopwright.harness.agents.command import CommandAgent
+from loopwright.harness.agents.driver import DriverSettings
+from loopwright.harness.budget import FleetGate
+from loopwright.harness.events import NetworkRefused
 from loopwright.harness.models import ModelInfo
 from loopwright.harness.sandbox import Sandbox, SandboxError
 from loopwright.memory.paths import loopwright_home
+from loopwright.memory.store import Store
 from loopwright.runtime.config import DEFAULT_MODELS, Config, ConfigError, is_local_url
+from loopwright.runtime.sandboxing import run_sandbox
 from loopwright.workspaces.repository import tree_bytes
 
 LOOPWRIGHT = "loopwright"
@@ -126,6 +131,35 @@ def agent_sandbox(base: Sandbox, agent: CliAgent, config: Config,
     hosts = [*policy.allow_hosts, *agent.api_hosts, *([local] if local else [])]
     box = base.variant(network="allow", allow_hosts=hosts, home_allow=home_allow, writable=writable)
     return box, override | ({"NO_PROXY": "", "no_proxy": ""} if local else {})
+
+
+def supervision(base: Sandbox, agent: CliAgent, config: Config, *, root: Path, worktree: Path, run_id: str,
+                task_id: int, text: str, recalled: str, record: Callable[[NetworkRefused], None],
+                fleet: FleetGate | None = None) -> tuple[Sandbox, DriverSettings]:
+    """The run's view of the sandbox its agent's CLI runs in (`agent_sandbox`; close it when the run ends) and its
+    supervisor's settings: the task `text`, the caps, the prices, and the sandbox's rules and the `recalled` lessons
+    appended to the agent's instructions. `root`: the repository the worktree belongs to (on this machine)."""
+    folder = run_config_folder(base, agent, root, run_id)
+    agent_box, override = agent_sandbox(base, agent, config, folder)
+    jail = run_sandbox(agent_box, record)
+    appended = "\n\n".join(t for t in (agent_box.rules(worktree), recalled.strip()) if t)
+    settings = DriverSettings(
+        task_text=text, options=agent_options(config, agent.name, appended, folder), budget=config.budget,
+        price=lambda model: model_prices(config, model), fleet=fleet,
+        env={"LOOPWRIGHT_RUN_ID": run_id, "LOOPWRIGHT_TASK_ID": str(task_id)}, env_override=override,
+        transcript_cap=config.tools.output_cap, line_cap=max(config.tools.output_cap // 4, 1000))
+    return jail, settings
+
+
+def untold(store: Store, run_id: str) -> list[str]:
+    """What a CLI agent was to be told but was not (recorded after its last prompt, then the run stopped)."""
+    told: list[str] = []
+    for _, _, event in store.events(run_id, types=("message", "notice")):
+        if event.type == "message" and event.message.role == "user":
+            told.clear()
+        elif event.type == "notice":
+            told.append(event.text)
+    return told
 
 
 def agent_homes(root: Path) -> Path:

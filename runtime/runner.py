@@ -39,7 +39,7 @@ from loopwright.runtime.agents import LOOPWRIGHT, cli_agent, discard_agent_home
 from loopwright.runtime.backends.executor import Execution, Executor, Placement
 from loopwright.runtime.backends.local import InProcess
 from loopwright.runtime.chat.threads import TASK_DONE, children
-from loopwright.runtime.config import Config, ConfigError
+from loopwright.runtime.config import Config
 from loopwright.runtime.fleet.budget import FleetBudget
 from loopwright.runtime.merging import merge_run
 from loopwright.runtime.project import Project
@@ -61,9 +61,6 @@ def check_model(config: Config, *, key: bool = True) -> None:
     unknown model or a broken script. A task done by an external agent (`agent`) needs a usable agent instead:
     loopwright's own model then only reflects."""
     if cli_agent(config) is not None:
-        if config.backend == "ray":
-            raise ConfigError(f"the ray backend runs loopwright's own agent only, not {config.agent}: use the local "
-                              f"backend for it (backend = \"local\")")
         return
     if config.provider == "scripted":
         Script.load(config.script)  # type: ignore[arg-type]

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
-from support import call, git, turn, until, write_script
+from support import CHECK, call, git, processes, turn, until, write_script
+from test_agents_command import FAKE
 from test_daemon import wait_until_done as daemon_wait_until_done
 
 from loopwright.memory.store import Store
@@ -501,3 +502,78 @@ def test_memory_and_artifact_tools_of_a_run_on_the_cluster_reach_the_head(repo, 
     arts = cli.json(repo, "artifacts", "list")
     assert sorted(a["title"] for a in arts) == ["Report", "The plan"]
     assert all(Path(a["path"]).is_file() and str(repo) in a["path"] for a in arts)  # kept on the head
+
+
+# -- external CLI agents on the cluster ---------------------------------------------------------------------------
+
+
+def fake_agent(tmp_path: Path, monkeypatch) -> str:
+    """test_agents_command's fake agent script, as an `--agent-command` template (its folder readable in the
+    sandbox: the daemon's environment, then the worker's config)."""
+    folder = tmp_path / "agentbin"
+    folder.mkdir()
+    (folder / "fakeagent.py").write_text(FAKE)
+    monkeypatch.setenv("LOOPWRIGHT_SANDBOX__READABLE", json.dumps([str(folder)]))
+    return f"{sys.executable} {folder / 'fakeagent.py'} {{prompt}}"
+
+
+@slow
+def test_a_command_agent_runs_on_a_worker_and_a_missing_cli_pauses_its_run(repo, cli, tmp_path, ray_daemon,
+                                                                            monkeypatch):
+    """A `command` agent's run on a Ray worker: the worker makes the worktree from the git remote and supervises
+    the CLI there (checkpoints on the file changes it sees, pushed to the remote), the check passes there and the
+    head merges. A CLI the worker cannot start pauses its run, saying what it needs, as on the local backend."""
+    fake = fake_agent(tmp_path, monkeypatch)
+    configure(repo, tmp_path, None)
+    good = cli.json(repo, "post", "WATCH then fix add", "--agent", "command", "--agent-command", fake,
+                    "--check", CHECK)["task"]
+    missing = cli.json(repo, "post", "fix add", "--agent", "command", "--agent-command",
+                       "no-such-agent-cli --message {prompt}", "--check", CHECK)["task"]
+    d = ray_daemon()
+    store = Store(repo / ".loopwright" / "state.db")
+    until(lambda: store.task(good).status == "succeeded" and store.task(missing).status == "paused",
+          "the agent's run to merge and the missing CLI's to pause", timeout=180)
+    run = store.runs(task_id=good)[0]
+    assert run.agent == "command" and run.merge_commit and "merged into main" in run.reason, run.reason
+    assert "return a + b" in git(repo, "show", "main:calc.py") and git(repo, "show", "main:notes.txt") == "step one"
+    assert placements(store, run.id)  # it ran on a Ray node
+    cps = store.checkpoints(run.id)
+    assert cps[0].message == "command: files changed"  # seen by the worker's watcher while the agent ran
+    heads = remote_heads(repo / ".loopwright" / "remote.git")
+    assert heads[run.branch] == cps[-1].sha  # every checkpoint was pushed
+    said = json.dumps([m.model_dump() for m in store.conversation(run.id)])
+    assert "fixed add in calc.py" in said  # the CLI's output is the run's transcript
+    stopped = store.runs(task_id=missing)[0]
+    assert stopped.status == "paused" and "command could not start" in stopped.reason, stopped.reason
+    assert "it needs whatever `no-such-agent-cli` needs" in stopped.reason
+    assert d.stop() == 0
+
+
+@slow
+def test_pause_resume_and_kill_of_a_command_agent_on_a_worker(repo, cli, tmp_path, ray_daemon, monkeypatch):
+    fake = fake_agent(tmp_path, monkeypatch)
+    configure(repo, tmp_path, None)
+    task = cli.json(repo, "post", "HANG then fix add", "--agent", "command", "--agent-command", fake,
+                    "--check", CHECK)["task"]
+    d = ray_daemon()
+    store = Store(repo / ".loopwright" / "state.db")
+    until(lambda: store.runs(task_id=task) and store.checkpoints(store.runs(task_id=task)[0].id),
+          "the agent to write notes.txt (a checkpoint) and hang", timeout=180)
+    run_id = store.runs(task_id=task)[0].id
+    cli(repo, "pause", run_id)
+    until(lambda: store.run(run_id).status == "paused", "the run to pause", timeout=60)
+    assert processes("fakeagent.py") == []  # the worker ended the CLI's process group
+    cli(repo, "resume", run_id)
+    until(lambda: store.task(task).status == "succeeded", "the resumed run to merge", timeout=120)
+    prompts = [m.text for m in store.conversation(run_id) if m.role == "user"]
+    assert len(prompts) == 2 and "this run was paused and has been resumed" in prompts[-1]
+    assert "return a + b" in git(repo, "show", "main:calc.py") and git(repo, "show", "main:notes.txt") == "started"
+
+    other = cli.json(repo, "post", "HANG and be killed", "--agent", "command", "--agent-command", fake,
+                     "--check", CHECK)["task"]
+    until(lambda: store.runs(task_id=other) and processes("fakeagent.py"), "the second agent to hang", timeout=120)
+    (killed,) = store.runs(task_id=other)
+    cli(repo, "kill", killed.id)
+    until(lambda: store.run(killed.id).status == "killed", "the run to be killed", timeout=60)
+    until(lambda: not processes("fakeagent.py"), "the killed agent's process to end")
+    assert d.stop() == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 from pathlib import Path
 
 import pytest
@@ -1335,3 +1336,50 @@ def test_the_daemon_practises_only_when_idle_and_one_round_at_a_time(repo, monke
     d = daemon_module.Daemon(project)
     d.practise()
     assert d._practice is None
+
+
+# -- a CLI agent as the solver -----------------------------------------------------------------------
+
+FAKE_SOLVER = f'''import pathlib, sys
+prompt = sys.argv[1]
+print("fake solver got:", prompt.splitlines()[0], flush=True)
+if "devowel" in prompt:
+    pathlib.Path("solution.py").write_text({GOOD_DEVOWEL!r})
+    print("wrote solution.py", flush=True)
+'''
+
+
+def test_a_practice_round_with_a_command_agent_as_the_solver(repo, tmp_path, monkeypatch):
+    """Self-play's solver is any agent backend: here a command template running a fake agent script; the hidden
+    tests (through the opaque check) decide, nothing merges and the attempts leave nothing behind."""
+    from loopwright.harness.script import Script, ScriptTurn
+    from loopwright.harness.scripted import ScriptedModel
+
+    folder = tmp_path / "agentbin"
+    folder.mkdir()
+    (folder / "fakesolver.py").write_text(FAKE_SOLVER)
+    monkeypatch.setenv("LOOPWRIGHT_SANDBOX__READABLE", json.dumps([str(folder)]))
+    project = open_project(repo, create=True, overrides={
+        "agent": "command",
+        "agent_command": f"{sys.executable} {folder / 'fakesolver.py'} {{prompt}}"})
+    proposer = ModelProposer(project.config, lambda: ScriptedModel(Script(turns=[ScriptTurn(
+        text=json.dumps({"tasks": [DEVOWEL]}))])))
+    engine = Engine(PythonFunctions(), proposer, RunnerSolver(project),
+                    SelfPlayConfig(k=2, batch=1, heldout_size=0, proposer_calls=1),
+                    folder=project.dir / "selfplay" / "pf")
+    [r] = run(engine, 1)
+    assert r["accepted"] == 1 and r["attempts"] == 2 and r["s_bar"] == 1.0, r
+    runs = project.store.runs()
+    assert len(runs) == 2 and all(x.status == "succeeded" and x.agent == "command" for x in runs)
+    assert all(not Path(x.worktree).exists() and x.merge_commit is None for x in runs)
+    assert not (repo / "solution.py").exists()
+    said = json.dumps([m.model_dump() for m in project.store.conversation(runs[0].id)])
+    assert "wrote solution.py" in said and "assert devowel" not in said  # the solver never sees the tests
+
+
+def test_selfplay_with_a_cli_agent_as_the_solver_checks_the_proposers_model_first(repo, cli):
+    open_project(repo, create=True)
+    (repo / "loopwright.toml").write_text('agent = "command"\nagent_command = "true {prompt}"\n')
+    code, out, err = cli(repo, "selfplay", "--rounds", "1")
+    assert code == 2 and "ANTHROPIC_API_KEY is not set" in err and err.count("\n") == 1
+    assert out == ""  # said before anything starts

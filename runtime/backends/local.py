@@ -33,14 +33,7 @@ from loopwright.memory.processes import ToolProcesses
 from loopwright.memory.run import RunMemory
 from loopwright.memory.store import Run, Store, StoreError, Task
 from loopwright.memory.tools import MEMORY_TOOLS
-from loopwright.runtime.agents import (
-    LOOPWRIGHT,
-    agent_options,
-    agent_sandbox,
-    cli_agent,
-    model_prices,
-    run_config_folder,
-)
+from loopwright.runtime.agents import LOOPWRIGHT, cli_agent, supervision, untold
 from loopwright.runtime.backends.executor import Placement, failed_check_verdict, unchecked_verdict
 from loopwright.runtime.chat.threads import FanOut, children
 from loopwright.runtime.config import Config
@@ -154,7 +147,7 @@ class InProcess:
         if agent is not None:
             cli = self._cli_execution(runner, store.run(run.id), task, ws, config, agent)
             try:
-                await cli.loop.prepare_resume(notices + _untold(store, run.id))
+                await cli.loop.prepare_resume(notices + untold(store, run.id))
             except BaseException:
                 cli.close_jail()
                 raise
@@ -221,19 +214,13 @@ class InProcess:
         store = runner.store
         recalled = runner.recalled_section(run, task, config, fresh) if config.memory.recall else ""
         box = _jail(runner, run)  # where the check runs, as for loopwright's own runs
-        folder = run_config_folder(runner.sandbox, agent, runner.project.root, run.id)
-        agent_box, override = agent_sandbox(runner.sandbox, agent, config, folder)
-        agent_jail = run_sandbox(agent_box, lambda event: store.append(run.id, event))
-        appended = "\n\n".join(t for t in (agent_box.rules(ws.path), recalled.strip()) if t)
+        agent_jail, settings = supervision(
+            runner.sandbox, agent, config, root=runner.project.root, worktree=ws.path, run_id=run.id, task_id=task.id,
+            text=task_text(task, task.check_cmd, done="stop") + runner.progress_section(task, run), recalled=recalled,
+            record=lambda event: store.append(run.id, event), fleet=FleetBudget(store, config.fleet))
         context = ToolContext(worktree=ws.path, scratchpad=store.scratchpad(run.id), output_cap=config.tools.output_cap,
                               sandbox=box, repo_root=runner.project.root, redact=Redactor(config),
                               processes=ToolProcesses(store, run.id))
-        settings = DriverSettings(
-            task_text=task_text(task, task.check_cmd, done="stop") + runner.progress_section(task, run),
-            options=agent_options(config, agent.name, appended, folder), budget=config.budget,
-            price=lambda model: model_prices(config, model), fleet=FleetBudget(store, config.fleet),
-            env={"LOOPWRIGHT_RUN_ID": run.id, "LOOPWRIGHT_TASK_ID": str(task.id)}, env_override=override,
-            transcript_cap=config.tools.output_cap, line_cap=max(config.tools.output_cap // 4, 1000))
         execution = LocalCliRun(runner, run, task, ws, config, agent, settings, context, agent_jail,
                                 jail=box if box is not runner.sandbox else None)
         runner.attach(execution)
@@ -358,17 +345,6 @@ class LocalCliRun(LocalRun):
     def close_jail(self) -> None:
         super().close_jail()
         self.agent_jail.close()
-
-
-def _untold(store: Store, run_id: str) -> list[str]:
-    """What a CLI agent was to be told but was not (recorded after its last prompt, then the run stopped)."""
-    told: list[str] = []
-    for _, _, event in store.events(run_id, types=("message", "notice")):
-        if event.type == "message" and event.message.role == "user":
-            told.clear()
-        elif event.type == "notice":
-            told.append(event.text)
-    return told
 
 
 def _jail(runner: Runner, run: Run) -> Sandbox:

@@ -17,7 +17,7 @@ from loopwright.harness.loop import LoopOutcome, rollback_notice
 from loopwright.harness.script import Script
 from loopwright.harness.statuses import RunStatus
 from loopwright.memory.store import Run, Store, Task
-from loopwright.runtime.agents import LOOPWRIGHT
+from loopwright.runtime.agents import LOOPWRIGHT, cli_agent, untold
 from loopwright.runtime.backends.executor import Placement
 from loopwright.runtime.backends.ray.wire import RemoteOutcome, RunSpec, await_ref, run_options
 from loopwright.runtime.config import Config, ConfigError
@@ -49,13 +49,11 @@ class RayExecutor:
         return runner.project.worktrees / branch.removeprefix("lw/")
 
     async def place(self, runner: Runner, task: Task, config: Config, run_id: str) -> ClusterPlacement:
-        if config.agent != LOOPWRIGHT:
-            raise ConfigError(f"the ray backend runs loopwright's own agent only, not {config.agent}: post the task "
-                              f"to a daemon with the local backend (backend = \"local\")")
-        if config.provider == "scripted":
-            Script.load(config.script)  # type: ignore[arg-type]
-        else:
-            config.model_info()  # the key may live on the workers only
+        if cli_agent(config) is None:  # a CLI agent's CLI, and what that needs to start, are the worker's
+            if config.provider == "scripted":
+                Script.load(config.script)  # type: ignore[arg-type]
+            else:
+                config.model_info()  # the key may live on the workers only
         self.backend.check_feasible(run_options(config, task.options))
         target = task.target_branch or config.target_branch or current_branch(runner.project.root)
         base = await asyncio.to_thread(self.backend.new_branch, run_id, target)
@@ -89,6 +87,14 @@ class RayExecutor:
         store, root = runner.store, runner.project.root
         lessons = runner.lessons(config) if config.memory.recall else None
         recalled = runner.recalled_section(run, task, config, fresh) if lessons is not None else ""
+        own = config.agent == LOOPWRIGHT
+        if own:
+            system_prompt, text = SYSTEM_PROMPT + (MEMORY_PROMPT if lessons is not None else ""), task_text(
+                task, task.check_cmd) + recalled
+        else:  # a CLI agent has its own instructions (the lessons are appended to them) and stops when it is done
+            system_prompt, text = "", task_text(task, task.check_cmd, done="stop")
+            if not fresh:
+                notices = notices + untold(store, run.id)
         ws_cfg = config.workspace
         files: dict[str, bytes] = {}
         for rel in ws_cfg.copy_files:
@@ -102,10 +108,9 @@ class RayExecutor:
         return RunSpec(
             run_id=run.id, task_id=task.id, branch=run.branch, base_commit=run.base_commit, start_sha=start_sha,
             remote=self.backend.remote or "", cache_dir=config.ray.cache_dir, fresh=fresh, notices=notices,
-            system_prompt=SYSTEM_PROMPT + (MEMORY_PROMPT if lessons is not None else ""),
-            task_text=task_text(task, task.check_cmd) + recalled + runner.progress_section(task, run),
-            config=config,
-            script=Script.load(config.script) if config.provider == "scripted" else None,  # type: ignore[arg-type]
+            system_prompt=system_prompt, task_text=text + runner.progress_section(task, run),
+            instructions="" if own else recalled, config=config,
+            script=Script.load(config.script) if own and config.provider == "scripted" else None,  # type: ignore[arg-type]
             start_at=runner.script_position(task), check=task.check_cmd, until=bool(task.options.get("until")),
             run=store.run(run.id), conversation=[] if fresh else store.conversation(run.id),
             scratchpad=store.scratchpad(run.id).read(), copy_files=files,
@@ -193,7 +198,7 @@ class RemoteRun:
                                               notices=notices, start_sha=start_sha)
                     self.actor = backend.new_actor(self.row.id, options)
                     key = None
-                    if self.config.provider != "scripted":
+                    if self.config.provider != "scripted" and self.config.agent == LOOPWRIGHT:
                         with contextlib.suppress(ConfigError):
                             key = self.config.api_key()
                     started = asyncio.ensure_future(await_ref(self.actor.start.remote(spec, backend.head, key)))

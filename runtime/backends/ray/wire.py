@@ -40,8 +40,9 @@ class RunSpec:
     cache_dir: str
     fresh: bool
     notices: list[str]
-    system_prompt: str
+    system_prompt: str  # loopwright's own agent (a CLI agent has its own)
     task_text: str
+    instructions: str  # a CLI agent: what is appended to its own instructions (the recalled lessons)
     config: Config
     script: Script | None
     start_at: int

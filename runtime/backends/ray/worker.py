@@ -1,4 +1,5 @@
-"""One run on a Ray worker: the actor (`RunActor`) that drives the same `AgentLoop` as the local backend, with
+"""One run on a Ray worker: the actor (`RunActor`) that drives the same `AgentLoop` as the local backend (or, for
+a CLI agent, the same supervisor of its CLI, which must be installed on the worker's machine), with
 the seams and tools that reach the head instead of a store: the store proxy and head link, the rate-limit
 gate, lessons, artifacts and fan-out, and the acceptance check in the worker's worktree. The worker makes the
 sandbox of the project's `[sandbox]` policy on its own machine: the shell tool, the check and the setup command
@@ -16,14 +17,17 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from loopwright.harness.agents.driver import CliDriver
 from loopwright.harness.events import CheckRan
 from loopwright.harness.loop import AgentLoop, FinishVerdict, LoopOutcome, LoopSettings
 from loopwright.harness.retry import RetryPolicy
+from loopwright.harness.sandbox import Sandbox
 from loopwright.harness.scripted import ScriptedModel
 from loopwright.harness.statuses import RunStatus
 from loopwright.harness.tools import STANDARD_TOOLS, Toolbox, ToolContext, ToolError, ToolOutcome, resolve_in
 from loopwright.memory.artifacts import ArtifactTool
 from loopwright.memory.run import RunMemory
+from loopwright.runtime.agents import cli_agent, discard_agent_home, supervision
 from loopwright.runtime.backends.executor import failed_check_verdict, unchecked_verdict
 from loopwright.runtime.backends.ray.store_proxy import HeadLink, StoreProxy
 from loopwright.runtime.backends.ray.wire import RemoteOutcome, RunSpec, await_ref
@@ -198,7 +202,7 @@ class RunActor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._stop_request: tuple[str, str, bool] | None = None
-        self._agent: AgentLoop | None = None
+        self._agent: AgentLoop | CliDriver | None = None
 
     def start(self, spec: RunSpec, head, api_key: str | None = None) -> dict:
         import ray
@@ -247,8 +251,9 @@ async def _work(actor: RunActor, spec: RunSpec, head, api_key: str | None) -> Re
     actor, whose blocking `wait` would hold back `stop`."""
     actor._loop, actor._stop = asyncio.get_running_loop(), asyncio.Event()
     proxy = StoreProxy(head, spec)
+    agent = cli_agent(spec.config)  # None: loopwright's own loop
     # the model's SDK is imported (a second of CPU) while git fetches and checks out
-    making = asyncio.ensure_future(asyncio.to_thread(_adapter, spec, api_key))
+    making = asyncio.ensure_future(asyncio.to_thread(_adapter, spec, api_key)) if agent is None else None
     # the project's [sandbox] policy, as this node can give it (auto: bwrap if it works here)
     base = await asyncio.to_thread(make_sandbox, spec.config)
     proxy.append(spec.run_id, chosen_event(base))
@@ -259,71 +264,98 @@ async def _work(actor: RunActor, spec: RunSpec, head, api_key: str | None) -> Re
         ws = await asyncio.to_thread(open_workspace, spec, lambda command, path: setup_box.wrap(command, worktree=path),
                                      redactor)
     except WorkspaceError as e:
-        with contextlib.suppress(Exception):
-            await (await making).aclose()
+        if making is not None:
+            with contextlib.suppress(Exception):
+                await (await making).aclose()
         return RemoteOutcome(RunStatus.FAILED, f"on the Ray worker ({socket.gethostname()}): {e}")
     adapter = None
     box = base
+    jails: list[Sandbox] = []
     try:
-        adapter = await making
+        if making is not None:
+            adapter = await making
         config = spec.config
         check_worktree(base, ws.path, ws.root)
         box = run_sandbox(base, lambda event: proxy.append(spec.run_id, event))
-        memory_on = spec.memory_tools
-        tools = [cls() for cls in STANDARD_TOOLS]
-        artifact = RemoteArtifact()
-        artifact.head = head
-        tools.append(artifact)
-        if spec.fan_out:
-            fan = RemoteFanOut()
-            fan.head = head
-            tools.append(fan)
-        if memory_on:
-            from loopwright.memory.tools import MEMORY_TOOLS
-
-            tools += [cls() for cls in MEMORY_TOOLS]
-        memory = RunMemory(store=None, run_id=spec.run_id, task_id=spec.task_id, artifacts_root=Path("/nonexistent"),
-                           lessons=RemoteLessons(head, config.memory) if memory_on else None)
-        settings = LoopSettings(
-            system_prompt=spec.system_prompt + (f"\n\n{rules}" if (rules := box.rules(ws.path)) else ""),
-            task_text=spec.task_text,
-            max_output_tokens=config.max_output_tokens, model_info=config.model_info(), budget=config.budget,
-            retry=config.retry.policy(), compact_at=config.context.compact_at,
-            keep_recent=config.context.keep_recent,
-            tool_context={"shell_timeout": config.tools.shell_timeout,
-                          "max_shell_timeout": config.tools.max_shell_timeout,
-                          "output_cap": config.tools.output_cap,
-                          "env": {"LOOPWRIGHT_RUN_ID": spec.run_id, "LOOPWRIGHT_TASK_ID": str(spec.task_id)},
-                          "memory": memory, "sandbox": box, "repo_root": ws.root, "redact": redactor})
-
-        gate = None if config.provider == "scripted" else RemoteQuotaGate(
-            head, gate_key(config.provider, config.model, config.base_url), config.quota, config.retry.policy())
-        link = HeadLink(proxy, config.budget, config.fleet, gate)
         acceptance = Acceptance(spec, ws, proxy, head)
-        agent = AgentLoop(store=proxy, run_id=spec.run_id, adapter=adapter, toolbox=Toolbox(tools), workspace=ws,
-                          settings=settings, on_finish=acceptance, stop=actor._stop, permit=link, commands=link,
-                          checkpoints=PushedCheckpoints(ws, spec.remote))
-        acceptance.tool_context = agent.tool_context
-        actor._agent = agent
+        checkpoints = PushedCheckpoints(ws, spec.remote)
+        loop: AgentLoop | CliDriver
+        if agent is not None:
+            agent_jail, settings = supervision(
+                base, agent, config, root=ws.root, worktree=ws.path, run_id=spec.run_id, task_id=spec.task_id,
+                text=spec.task_text, recalled=spec.instructions,
+                record=lambda event: proxy.append(spec.run_id, event))
+            jails.append(agent_jail)
+            link = HeadLink(proxy, config.budget, config.fleet, None)
+            context = ToolContext(worktree=ws.path, scratchpad=proxy.scratchpad(spec.run_id),
+                                  output_cap=config.tools.output_cap, sandbox=box, repo_root=ws.root, redact=redactor)
+            loop = CliDriver(store=proxy, run_id=spec.run_id, agent=agent, workspace=ws, settings=settings,
+                             tool_context=context, sandbox=agent_jail, on_finish=acceptance, stop=actor._stop,
+                             permit=link, commands=link, checkpoints=checkpoints)
+        else:
+            loop = _own_loop(actor, spec, head, ws, box, redactor, proxy, adapter, acceptance, checkpoints)
+        acceptance.tool_context = loop.tool_context
+        actor._agent = loop
         actor._apply_stop()
         proxy.start()
         if spec.fresh:
-            agent.start()
+            loop.start()
         else:
-            await agent.prepare_resume(spec.notices)
-        outcome = await agent.run()
+            await loop.prepare_resume(spec.notices)
+        outcome = await loop.run()
         if isinstance(adapter, ScriptedModel) and adapter.unused and outcome.status in (RunStatus.SUCCEEDED,
                                                                                         RunStatus.NEEDS_REVIEW):
             outcome = LoopOutcome(RunStatus.FAILED, f"scripted model: the run ended with {adapter.unused} script "
                                                     f"turn(s) unused — the script and the run disagree")
+        if agent is not None and outcome.status not in (RunStatus.PAUSED, RunStatus.BUDGET_EXCEEDED):
+            await asyncio.to_thread(discard_agent_home, ws.root, spec.run_id)  # no resume here needs its sessions
         return RemoteOutcome(outcome.status, outcome.reason, outcome.again,
                              accepted=acceptance.accepted and outcome.status == RunStatus.SUCCEEDED)
     finally:
         if adapter is not None:
             with contextlib.suppress(Exception):
                 await adapter.aclose()
-        if box is not base:
-            box.close()
+        for jail in [*jails, *([box] if box is not base else [])]:
+            jail.close()
         await proxy.close()
         with contextlib.suppress(Exception):
             await asyncio.to_thread(remove_workspace, ws)
+
+
+def _own_loop(actor: RunActor, spec: RunSpec, head, ws: Workspace, box: Sandbox, redactor: Redactor,
+              proxy: StoreProxy, adapter, acceptance: Acceptance, checkpoints: PushedCheckpoints) -> AgentLoop:
+    """loopwright's own loop on the worker: its tools (artifacts, fan-out and lessons through the head), prompt
+    and settings."""
+    config = spec.config
+    memory_on = spec.memory_tools
+    tools = [cls() for cls in STANDARD_TOOLS]
+    artifact = RemoteArtifact()
+    artifact.head = head
+    tools.append(artifact)
+    if spec.fan_out:
+        fan = RemoteFanOut()
+        fan.head = head
+        tools.append(fan)
+    if memory_on:
+        from loopwright.memory.tools import MEMORY_TOOLS
+
+        tools += [cls() for cls in MEMORY_TOOLS]
+    memory = RunMemory(store=None, run_id=spec.run_id, task_id=spec.task_id, artifacts_root=Path("/nonexistent"),
+                       lessons=RemoteLessons(head, config.memory) if memory_on else None)
+    settings = LoopSettings(
+        system_prompt=spec.system_prompt + (f"\n\n{rules}" if (rules := box.rules(ws.path)) else ""),
+        task_text=spec.task_text,
+        max_output_tokens=config.max_output_tokens, model_info=config.model_info(), budget=config.budget,
+        retry=config.retry.policy(), compact_at=config.context.compact_at,
+        keep_recent=config.context.keep_recent,
+        tool_context={"shell_timeout": config.tools.shell_timeout,
+                      "max_shell_timeout": config.tools.max_shell_timeout,
+                      "output_cap": config.tools.output_cap,
+                      "env": {"LOOPWRIGHT_RUN_ID": spec.run_id, "LOOPWRIGHT_TASK_ID": str(spec.task_id)},
+                      "memory": memory, "sandbox": box, "repo_root": ws.root, "redact": redactor})
+    gate = None if config.provider == "scripted" else RemoteQuotaGate(
+        head, gate_key(config.provider, config.model, config.base_url), config.quota, config.retry.policy())
+    link = HeadLink(proxy, config.budget, config.fleet, gate)
+    return AgentLoop(store=proxy, run_id=spec.run_id, adapter=adapter, toolbox=Toolbox(tools), workspace=ws,
+                     settings=settings, on_finish=acceptance, stop=actor._stop, permit=link, commands=link,
+                     checkpoints=checkpoints)

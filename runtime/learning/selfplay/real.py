@@ -41,6 +41,7 @@ from loopwright.harness.retry import call_model
 from loopwright.harness.statuses import RunStatus, TaskStatus
 from loopwright.memory.lessons import Lessons
 from loopwright.memory.store import Run
+from loopwright.runtime.agents import LOOPWRIGHT
 from loopwright.runtime.config import Config
 from loopwright.runtime.learning.selfplay.domain import Attempt, Domain, PracticeTask, ProposalRequest, SelfPlayError
 from loopwright.runtime.merging import GIT_LOCK
@@ -212,7 +213,9 @@ def build(domain_name: str, *, provider: str | None = None,
 
     overrides = {k: v for k, v in (("provider", provider), ("model", model)) if v}
     project = open_project(Path.cwd(), overrides=overrides)
-    check_model(project.config)
+    check_model(project.config)  # the solver's agent (a CLI agent: its template)
+    if project.config.agent != LOOPWRIGHT:  # the proposer is loopwright's own model, whatever agent solves
+        check_model(project.config.model_copy(update={"agent": LOOPWRIGHT}))
     if domain_name == NAME:
         domain: Domain = PythonFunctions()
     elif domain_name == "repo":
