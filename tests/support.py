@@ -158,17 +158,17 @@ needs_bwrap = pytest.mark.skipif(SANDBOX.mode != "bwrap" and not os.environ.get(
                                  reason=f"bwrap cannot run here: {SANDBOX.warning}")
 
 
-# Where .ci/run installs the agent CLIs the tests run (tests/package.json); read once here, as the autouse fixture
-# drops LOOPWRIGHT_* variables from each test's environment.
-AGENT_CLIS = os.environ.get("LOOPWRIGHT_AGENT_CLIS", "")
+# Where .ci/run installs the agent CLIs the tests run (tests/package.json). Not a LOOPWRIGHT_* name: those are
+# config overrides (an unknown one is an error), and the autouse fixture drops them from each test's environment.
+AGENT_CLIS = os.environ.get("TEST_AGENT_CLIS", "")
 
 
 def agent_cli(name: str) -> str:
-    """The path of an agent CLI (`claude`, `codex`) in LOOPWRIGHT_AGENT_CLIS or on PATH. Where it is missing the
+    """The path of an agent CLI (`claude`, `codex`) in TEST_AGENT_CLIS or on PATH. Where it is missing the
     test skips and says how to install it; in CI (the variable CI set) it fails instead."""
     found = shutil.which(name, path=os.pathsep.join(p for p in (AGENT_CLIS, os.environ.get("PATH", "")) if p))
     if found is None:
-        why = (f"`{name}` is not installed: `npm ci` in a copy of tests/package.json and set LOOPWRIGHT_AGENT_CLIS "
+        why = (f"`{name}` is not installed: `npm ci` in a copy of tests/package.json and set TEST_AGENT_CLIS "
                f"to its node_modules/.bin (as .ci/run does)")
         if os.environ.get("CI"):
             pytest.fail(why)
