@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -119,6 +120,18 @@ class DaemonProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         return self.proc.wait(timeout)
+
+
+def served_http(log: Path, since: int = 0) -> str:
+    """The base URL a daemon started with `--http 127.0.0.1:0` says (in `log`, after byte `since`) it serves the chat
+    API on."""
+    found: list[str] = []
+
+    def said() -> bool:
+        found[:] = re.findall(r"serving the chat API on (http://127\.0\.0\.1:\d+)", log.read_text()[since:])
+        return bool(found)
+    until(said, "the daemon to serve HTTP")
+    return found[0]
 
 
 def processes(marker: str) -> list[str]:

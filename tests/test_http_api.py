@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import queue
-import re
 import signal
 import threading
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
-from support import DaemonProcess, call, turn, until, write_script
+from support import DaemonProcess, call, served_http, turn, until, write_script
 
 from loopwright.memory.chat import messages
 from loopwright.memory.store import Store
@@ -31,13 +30,7 @@ class Api:
     def start(self) -> None:
         start = self.log.stat().st_size if self.log.exists() else 0
         self.daemon = DaemonProcess(self.repo, self.log, 2, "--http", "127.0.0.1:0")
-        found: list[str] = []
-
-        def listening() -> bool:
-            found[:] = re.findall(r"serving the chat API on (http://127\.0\.0\.1:\d+)", self.log.read_text()[start:])
-            return bool(found)
-        until(listening, "the daemon to serve HTTP")
-        self.base = found[0]
+        self.base = served_http(self.log, start)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         assert self.daemon is not None

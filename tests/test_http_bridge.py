@@ -4,7 +4,6 @@ its incoming webhook and sends signed requests to the daemon's /bridges/NAME, as
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 import urllib.error
@@ -14,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from support import DaemonProcess, call, turn, until, write_script
+from support import DaemonProcess, call, served_http, turn, until, write_script
 
 from loopwright.runtime.chat.bridge import (
     BridgeError,
@@ -177,13 +176,7 @@ class Bridged:
     def start(self) -> None:
         start = self.log.stat().st_size if self.log.exists() else 0
         self.daemon = DaemonProcess(self.repo, self.log, 2, "--http", "127.0.0.1:0")
-        found: list[str] = []
-
-        def listening() -> bool:
-            found[:] = re.findall(r"serving the chat API on (http://127\.0\.0\.1:\d+)", self.log.read_text()[start:])
-            return bool(found)
-        until(listening, "the daemon to serve HTTP")
-        self.base = found[0]
+        self.base = served_http(self.log, start)
 
     def stop(self) -> None:
         assert self.daemon is not None and self.daemon.stop() == 0

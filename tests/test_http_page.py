@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from support import call, turn, until, write_script
+from support import call, served_http, turn, write_script
 
 from loopwright.memory.store import Store
 
@@ -42,19 +42,6 @@ def browser():
             b.close()
 
 
-def http_port(log: Path) -> int:
-    """The port the daemon says it serves on (it was asked for any free one)."""
-    found: list[int] = []
-
-    def said() -> bool:
-        m = re.search(r"serving the chat API on http://127\.0\.0\.1:(\d+)", log.read_text())
-        if m:
-            found.append(int(m.group(1)))
-        return bool(m)
-    until(said, "the daemon's HTTP server")
-    return found[0]
-
-
 def test_log_in_post_a_mention_and_see_the_reply_and_the_status_line_live(browser, repo, tmp_path, cli, daemon):
     from playwright.sync_api import expect
 
@@ -72,8 +59,8 @@ def test_log_in_post_a_mention_and_see_the_reply_and_the_status_line_live(browse
     token = out.splitlines()[1].strip()
     assert cli(repo, "threads", "new", "general")[0] == 0
     d = daemon()
-    port = http_port(d.log)
-    url = f"http://127.0.0.1:{port}/"
+    base = served_http(d.log)
+    url = base + "/"
 
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     requests = []
@@ -123,7 +110,7 @@ def test_log_in_post_a_mention_and_see_the_reply_and_the_status_line_live(browse
 
     d.stop()  # the stream ends; what is said meanwhile arrives when the page has reconnected, after its last event
     assert cli(repo, "say", "general", "--as", "bob", "said while the daemon was down")[0] == 0
-    (repo / "loopwright.toml").write_text(config + f'"127.0.0.1:{port}"\n')
+    (repo / "loopwright.toml").write_text(config + f'"{base.removeprefix("http://")}"\n')
     d = daemon()
     expect(page.locator("#messages li.kind-user").last).to_contain_text("said while the daemon was down")
     expect(page.locator("#live")).to_have_text("● live")
