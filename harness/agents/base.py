@@ -11,6 +11,8 @@ supervisor checkpoints on the file changes it sees.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -86,6 +88,21 @@ class ConfigHome:
     variable: str
     default: str
     files: tuple[str, ...]
+
+
+def json_line_events(line: str, events: Callable[[dict], list[AgentEvent]]) -> list[AgentEvent]:
+    """`events` of the JSON object one output line holds: none for a line that is not one, or for an object of a shape
+    `events` did not expect (a CLI version that writes something new): a CLI's `parse` never raises."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return []
+    if not isinstance(data, dict):
+        return []
+    try:
+        return events(data)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return []
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ sandbox it gets a writable per-run copy holding the user's login and settings (`
 
 from __future__ import annotations
 
-import json
 import os
 
 from loopwright.harness.agents.base import (
@@ -29,6 +28,7 @@ from loopwright.harness.agents.base import (
     AgentUsage,
     ConfigHome,
     SessionStarted,
+    json_line_events,
 )
 from loopwright.harness.messages import Usage
 
@@ -82,16 +82,7 @@ class ClaudeCodeAgent:
                 **{k: os.environ[k] for k in KEY_VARIABLES if k in os.environ}}
 
     def parse(self, line: str) -> list[AgentEvent]:
-        try:
-            data = json.loads(line)
-        except ValueError:
-            return []
-        if not isinstance(data, dict):
-            return []
-        try:
-            return self._events(data)
-        except (AttributeError, KeyError, TypeError, ValueError):  # a line of a shape this version never wrote
-            return []
+        return json_line_events(line, self._events)
 
     def _events(self, data: dict) -> list[AgentEvent]:
         kind = data.get("type")

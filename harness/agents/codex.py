@@ -34,6 +34,7 @@ from loopwright.harness.agents.base import (
     AgentUsage,
     ConfigHome,
     SessionStarted,
+    json_line_events,
 )
 from loopwright.harness.messages import Usage
 
@@ -93,16 +94,7 @@ class CodexAgent:
         return {k: os.environ[k] for k in KEY_VARIABLES if k in os.environ}
 
     def parse(self, line: str) -> list[AgentEvent]:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            return []
-        if not isinstance(event, dict):
-            return []
-        try:
-            return self._events(event)
-        except (TypeError, ValueError, AttributeError, KeyError):
-            return []  # a line of an unexpected shape
+        return json_line_events(line, self._events)
 
     def _events(self, event: dict) -> list[AgentEvent]:
         kind = event.get("type")
