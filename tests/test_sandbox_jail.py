@@ -162,18 +162,21 @@ def test_a_fork_bomb_ends_its_command_and_the_next_one_runs(wt):
         jail.close()
 
 
+class Ledger:
+    """A process ledger that keeps the groups recorded as alive (the store's `ToolProcesses` in a run)."""
+
+    def __init__(self):
+        self.groups = set()
+
+    def started(self, group):
+        self.groups.add(group)
+
+    def ended(self, group):
+        self.groups.discard(group)
+
+
 def test_the_jails_process_group_is_recorded_while_it_runs(wt):
     """What recovery after a kill -9 ends (harness/processes.py): the jail's group holds all its commands."""
-    class Ledger:
-        def __init__(self):
-            self.groups = set()
-
-        def started(self, group):
-            self.groups.add(group)
-
-        def ended(self, group):
-            self.groups.discard(group)
-
     ledger = Ledger()
     jail = RunJail(Sandbox.for_policy(SandboxPolicy(mode="bwrap")), wt, processes=ledger)
     run(jail, "true")
@@ -185,16 +188,6 @@ def test_the_jails_process_group_is_recorded_while_it_runs(wt):
 def test_closing_the_jail_from_a_run_lets_the_other_runs_go_on_meanwhile(wt):
     """`aclose` (a run's end) waits for the jail to end in a worker thread: the event loop a daemon's runs share
     serves them in the meantime; once it returns the jail is gone and its group no longer recorded."""
-    class Ledger:
-        def __init__(self):
-            self.groups = set()
-
-        def started(self, group):
-            self.groups.add(group)
-
-        def ended(self, group):
-            self.groups.discard(group)
-
     ledger = Ledger()
     jail = RunJail(Sandbox.for_policy(SandboxPolicy(mode="bwrap")), wt, processes=ledger)
 
