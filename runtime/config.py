@@ -266,6 +266,7 @@ class Config(_Section):
     check_timeout: float = Field(default=900.0, gt=0)
     on_success: Literal["merge", "keep"] = "merge"
     max_parallel: int = Field(default=4, ge=1, le=512)
+    workers: int | None = Field(default=None, ge=1, le=64)  # the daemon's processes; None: runtime.fleet.workers
     until_max_attempts: int = Field(default=10, ge=1)
     until_max_wall_seconds: float = Field(default=12 * 3600, gt=0)
     gc_keep_branches: Literal["all", "unmerged", "none"] = "unmerged"
@@ -445,6 +446,8 @@ CONFIG_TEMPLATE = """\
 # agent_command = "aider --message {prompt} --yes-always"   # agent "command": the template ({prompt}: one word)
 # gc_keep_branches = "unmerged"   # all | unmerged | none
 # max_parallel = 4                # runs the daemon (`loopwright serve`) keeps going at once
+# workers = 2                     # processes the daemon's runs are spread over (default: one per 32 runs
+#                                 # of max_parallel, at most one per core)
 # until_max_attempts = 10         # loop-until-done (post --until): default cap on attempts
 # until_max_wall_seconds = 43200  # ... and on the wall time of all attempts together
 # backend = "local"               # local | ray: agent runs on a Ray cluster (pip install 'loopwright[ray]')

@@ -2,18 +2,54 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from loopwright.memory import intents
 from loopwright.memory.store import Run, Store, Task
 from loopwright.workspaces.git import MergeResult, Workspace
 from loopwright.workspaces.repository import WorkspaceError
 
-# The runs of one process share the repository: worktrees are added and target branches moved one at a
-# time (git's own lock files would make the losers fail). Another process moving the branch in between
-# is retried.
-GIT_LOCK = threading.Lock()
+
+class GitLock:
+    """Held while a worktree is added or a target branch moved: the runs share the repository, and git's own lock
+    files would make the losers fail. One thread of this process holds it at a time and, once `share`d through a
+    lock file, one process of those sharing that file (a daemon and its worker processes). Another process moving
+    a branch in between is retried (`squash_merge`)."""
+
+    def __init__(self) -> None:
+        self._thread = threading.Lock()
+        self._fd: int | None = None
+
+    def share(self, path: Path | None) -> None:
+        """Also lock `path` (an flock, so a killed holder releases it) from now on; None: this process alone."""
+        with self._thread:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            if path is not None:
+                self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+    def __enter__(self) -> GitLock:
+        self._thread.acquire()
+        if self._fd is not None:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except BaseException:
+                self._thread.release()
+                raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._thread.release()
+
+
+GIT_LOCK = GitLock()
 MERGE_ATTEMPTS = 3
 
 

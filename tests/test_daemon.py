@@ -31,6 +31,7 @@ from support import (
 from loopwright.harness.loopback import LoopbackServer
 from loopwright.harness.messages import ToolResult
 from loopwright.harness.script import Script
+from loopwright.harness.statuses import CommandKind
 from loopwright.memory.processes import ToolProcesses
 from loopwright.memory.store import Store
 from loopwright.runtime.fleet.daemon import GRACEFUL_STOP
@@ -332,11 +333,14 @@ def test_pause_of_a_run_that_is_not_running_is_refused(repo, cli, tmp_path, monk
 
 
 @pytest.mark.timeout(400)  # its own wait for the tasks is 180 s, after the 20 restarts
-def test_kill_9_at_random_moments_twenty_times(repo, cli, tmp_path, daemon):
-    """The daemon is killed 20 times at random moments (model calls, tools, checkpoints, merges) and restarted."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_kill_9_at_random_moments_twenty_times(repo, cli, tmp_path, daemon, monkeypatch, workers):
+    """The daemon is killed 20 times at random moments (model calls, tools, checkpoints, merges) and restarted; with
+    two workers, the kill takes the worker too (each kill lands wherever each process is)."""
     import random
     import sqlite3
 
+    monkeypatch.setenv("LOOPWRIGHT_WORKERS", str(workers))
     rng = random.Random(20261125)
     tasks = []
     for i in range(6):
@@ -349,6 +353,9 @@ def test_kill_9_at_random_moments_twenty_times(repo, cli, tmp_path, daemon):
     survived = 0
     for _ in range(20):
         d = daemon(max_parallel=3)
+        if workers > 1:  # from when both processes take tasks (the daemon waits for its worker to be ready)
+            said = f"of daemon {d.proc.pid} "
+            until(lambda: said in (tmp_path / "daemon.log").read_text(), "the worker")  # noqa: B023 (waited here)
         time.sleep(rng.uniform(0.05, 1.2))
         d.stop(signal.SIGKILL)
         survived += 1
@@ -467,3 +474,146 @@ def test_on_a_full_disk_with_no_daemon_commands_say_so_in_one_line(small_disk, c
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 2 and out == "" and len(err.splitlines()) == 1, err
         assert err.startswith("loopwright: error: disk full (0 MB free): ") and "loopwright gc" in err, err
+
+
+# -- worker processes (`workers` > 1) ---------------------------------------------------------------
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The pids of the worker processes daemon `pid` runs now."""
+    ps = subprocess.run(["ps", "-eww", "-o", "pid=,stat=,args="], capture_output=True, text=True, check=True).stdout
+    return [int(line.split()[0]) for line in ps.splitlines()
+            if f"loopwright.runtime.fleet.workers --daemon {pid} " in line and not line.split()[1].startswith("Z")]
+
+
+def _with_a_worker(daemon, tmp_path: Path, max_parallel: int):
+    """A daemon with one worker process, once both take tasks: (the daemon, the worker's pid)."""
+    d = daemon(max_parallel=max_parallel)
+    until(lambda: len(_workers_of(d.proc.pid)) == 1, "the daemon's worker process")
+    (worker,) = _workers_of(d.proc.pid)
+    until(lambda: f"worker {worker} of daemon {d.proc.pid}" in (tmp_path / "daemon.log").read_text(),
+          "the worker to serve")
+    return d, worker
+
+
+def test_worker_count_and_shares():
+    from loopwright.runtime.config import Config
+    from loopwright.runtime.fleet.workers import shares, worker_count
+
+    assert worker_count(Config(max_parallel=4), cores=2) == 1  # a small fleet: one process
+    assert worker_count(Config(max_parallel=64), cores=2) == 2 and worker_count(Config(max_parallel=128), cores=8) == 4
+    assert worker_count(Config(max_parallel=3, workers=8), cores=2) == 3  # never more processes than runs
+    assert worker_count(Config(max_parallel=64, backend="ray"), cores=8) == 1
+    assert shares(7, 3) == [3, 2, 2] and shares(128, 2) == [64, 64]
+
+
+def test_two_workers_share_the_fleet_and_obey_cancel_and_kill(repo, cli, tmp_path, daemon, monkeypatch):
+    monkeypatch.setenv("LOOPWRIGHT_WORKERS", "2")
+    d, worker = _with_a_worker(daemon, tmp_path, 4)
+    for i in range(4):
+        post(cli, repo, tmp_path, f"w{i}", sleep=2)
+    store = wait_until_done(repo, 4)
+    assert [t.status for t in store.tasks()] == ["succeeded"] * 4
+    assert {r.owner_pid for r in store.runs()} == {d.proc.pid, worker}  # two runs in each process
+    merges = git(repo, "log", "--format=%s", "main").splitlines()
+    assert sorted(m for m in merges if m.startswith("loopwright: write w")) == [f"loopwright: write w{i}"
+                                                                               for i in range(4)]
+    # the worker's runs are killed by `kill` (a command it takes itself) and by the TUI's cancel (a command the
+    # daemon takes and passes on)
+    long = [post(cli, repo, tmp_path, f"long{i}", sleep=30) for i in range(4)]
+    until(lambda: len([r for r in store.runs(statuses=("running",)) if r.last_action]) == 4, "four long runs")
+    killed, cancelled = [r.task_id for r in store.runs(statuses=("running",)) if r.owner_pid == worker]
+    cli.json(repo, "kill", str(killed))
+    command = store.enqueue_command(None, CommandKind.CANCEL, {"task": cancelled})  # what the TUI's cancel writes
+    until(lambda: store.conn.execute("SELECT status FROM commands WHERE id = ?", (command,)).fetchone()[0] == "done",
+          "the daemon to take the cancel")
+    until(lambda: store.task(killed).status in TERMINAL and store.task(cancelled).status in TERMINAL,
+          "the worker's runs to stop", timeout=20)
+    assert (store.task(killed).status, store.task(cancelled).status) == ("killed", "killed")
+    assert store.runs(task_id=cancelled)[0].reason == "task cancelled"  # as a cancel in one process says
+    assert {store.task(t).status for t in long if t not in (killed, cancelled)} == {"running"}
+    assert d.stop(signal.SIGTERM) == 0
+    assert _workers_of(d.proc.pid) == [] and "Traceback" not in (tmp_path / "daemon.log").read_text()
+
+
+def test_sigterm_pauses_the_workers_runs_and_the_next_serve_resumes_them(repo, cli, tmp_path, daemon, monkeypatch):
+    monkeypatch.setenv("LOOPWRIGHT_WORKERS", "2")
+    d, _ = _with_a_worker(daemon, tmp_path, 4)
+    for i in range(4):
+        post(cli, repo, tmp_path, f"t{i}", sleep=2)
+    store = Store(repo / ".loopwright" / "state.db")
+    until(lambda: len([r for r in store.runs() if r.last_action.startswith("write_file")]) == 4, "four runs")
+    assert len({r.owner_pid for r in store.runs()}) == 2
+    assert d.stop(signal.SIGTERM) == 0
+    runs = store.runs()
+    assert [r.status for r in runs] == ["paused"] * 4 and all(GRACEFUL_STOP in r.reason for r in runs)
+    daemon(max_parallel=4)
+    store = wait_until_done(repo, 4)
+    assert [t.status for t in store.tasks()] == ["succeeded"] * 4
+    assert all(len(store.runs(task_id=t.id)) == 1 for t in store.tasks())
+
+
+def test_kill_9_of_the_daemon_takes_its_workers_and_a_restart_finishes_each_task_once(repo, cli, tmp_path,
+                                                                                      daemon, monkeypatch):
+    monkeypatch.setenv("LOOPWRIGHT_WORKERS", "2")
+    d, worker = _with_a_worker(daemon, tmp_path, 4)
+    for i in range(4):
+        post(cli, repo, tmp_path, f"k{i}", sleep=3)
+    store = Store(repo / ".loopwright" / "state.db")
+    until(lambda: len(store.runs(statuses=("running",))) == 4
+          and all(r.last_action.startswith("write_file") for r in store.runs()), "four runs in their first step")
+    assert worker in {r.owner_pid for r in store.runs()}
+    d.stop(signal.SIGKILL)
+    until(lambda: not _workers_of(d.proc.pid), "the worker to die", timeout=5)
+    daemon(max_parallel=4)
+    store = wait_until_done(repo, 4)
+    assert [t.status for t in store.tasks()] == ["succeeded"] * 4
+    assert all(len(store.runs(task_id=t.id)) == 1 for t in store.tasks())
+    merges = git(repo, "log", "--format=%s", "main").splitlines()
+    assert sorted(m for m in merges if m.startswith("loopwright: write k")) == [f"loopwright: write k{i}"
+                                                                               for i in range(4)]
+    assert worker not in {r.owner_pid for r in store.runs()}  # its runs were resumed by the new daemon's processes
+
+
+def test_a_worker_killed_alone_has_its_runs_resumed_and_is_started_again(repo, cli, tmp_path, daemon, monkeypatch):
+    monkeypatch.setenv("LOOPWRIGHT_WORKERS", "2")
+    d, worker = _with_a_worker(daemon, tmp_path, 4)
+    for i in range(4):
+        post(cli, repo, tmp_path, f"z{i}", sleep=3)
+    store = Store(repo / ".loopwright" / "state.db")
+    until(lambda: len([r for r in store.runs(statuses=("running",)) if r.last_action]) == 4, "four runs")
+    theirs = [r.task_id for r in store.runs() if r.owner_pid == worker]
+    assert len(theirs) == 2
+    os_kill(worker)
+    store = wait_until_done(repo, 4)
+    assert [t.status for t in store.tasks()] == ["succeeded"] * 4
+    assert all(len(store.runs(task_id=t.id)) == 1 for t in store.tasks())
+    assert {r.owner_pid for r in store.runs() if r.task_id in theirs} == {d.proc.pid}  # resumed by the daemon
+    log = (tmp_path / "daemon.log").read_text()
+    assert f"worker 1 (pid {worker}) exited with status -9: starting it again; its runs are resumed here" in log
+    until(lambda: len(_workers_of(d.proc.pid)) == 1 and _workers_of(d.proc.pid) != [worker], "a new worker")
+    assert d.stop(signal.SIGTERM) == 0
+
+
+def os_kill(pid: int) -> None:
+    import os
+
+    os.kill(pid, signal.SIGKILL)
+
+
+def test_a_worker_that_cannot_start_is_given_up_after_three_tries(tmp_path):
+    from loopwright.runtime.fleet.workers import Workers
+
+    workers = Workers(tmp_path, [1], lambda line: None)  # not a project: the worker exits at once, saying why
+    said: list[str] = []
+
+    def given_up() -> bool:
+        said.extend(workers.poll())
+        return workers.procs == [None]
+    workers.start()
+    try:
+        until(given_up, "the worker to be given up", timeout=60)
+    finally:
+        workers.stop()
+    assert len(said) == 3 and all(line.endswith(": starting it again") for line in said[:2]), said
+    assert "3 times in a row within 30s of its start: it is not started again" in said[2], said

@@ -8,8 +8,9 @@ are subprocesses and git work runs off the event loop), and obeys the commands
 the CLI and TUI write into the store. SIGTERM or SIGINT stops scheduling and
 pauses every run now: a command a tool is running is ended and recorded as
 interrupted (waiting up to `stop_timeout` for the runs to stop), and the next
-`serve` picks them up again. With `[http] listen` (`serve --http`) it also serves the chat API
-(runtime/http/) on its event loop. A full disk pauses every run (`watch_disk`) and the
+`serve` picks them up again. With `workers` > 1 (by default on a large fleet) its runs are spread over worker
+processes it starts and supervises (runtime/fleet/workers.py). With `[http] listen` (`serve --http`) it also serves
+the chat API (runtime/http/) on its event loop. A full disk pauses every run (`watch_disk`) and the
 daemon stays up; the runs go on by themselves once there is room again.
 """
 
@@ -51,6 +52,7 @@ from loopwright.runtime.fleet.hygiene import (
     remove_orphan,
     remove_worktree,
 )
+from loopwright.runtime.fleet.workers import Workers, shares, worker_count
 from loopwright.runtime.merging import GIT_LOCK
 from loopwright.runtime.project import Project
 from loopwright.runtime.runner import Runner, RunResult, merge_reviewed
@@ -112,9 +114,16 @@ def daemon_pid(project: Project) -> int | None:
 
 
 class Daemon:
-    def __init__(self, project: Project, *, poll_interval: float = 0.2, stop_timeout: float = 30.0, log=sys.stdout):
+    def __init__(self, project: Project, *, poll_interval: float = 0.2, stop_timeout: float = 30.0, log=sys.stdout,
+                 worker: tuple[int, int] | None = None):
+        """`worker`: (its number, its share of max_parallel) when this process is one of a daemon's workers."""
         self.project, self.store = project, project.store
-        self.max_parallel = project.config.max_parallel  # `serve --max-parallel` is a config override
+        self.worker = worker
+        count = 1 if worker else worker_count(project.config)
+        # `serve --max-parallel` is a config override; with workers, this process's share of it
+        self.max_parallel = worker[1] if worker else shares(project.config.max_parallel, count)[0]
+        self.workers = Workers(project.root, shares(project.config.max_parallel, count)[1:], self.say) \
+            if count > 1 else None
         self.poll_interval, self.stop_timeout, self.log = poll_interval, stop_timeout, log
         self.live: dict[int, tuple[Runner, asyncio.Task]] = {}  # task id -> its runner
         self.stopping = asyncio.Event()
@@ -132,29 +141,27 @@ class Daemon:
         self._stranded: set[str] = set()  # runs a full disk stopped before they could record their pause
 
     def say(self, text: str) -> None:
+        who = f"[worker {self.worker[0]}] " if self.worker else ""
         with contextlib.suppress(OSError):  # a log on a full disk
-            print(f"{time.strftime('%H:%M:%S')} {text}", file=self.log, flush=True)
+            print(f"{time.strftime('%H:%M:%S')} {who}{text}", file=self.log, flush=True)
 
-    async def serve(self) -> None:
+    async def serve(self, ready: Callable[[], Awaitable[bool]] | None = None) -> None:
+        """Until stopped. A worker process awaits `ready()` (runtime/fleet/workers.py) before it takes tasks."""
         from loopwright.runtime.sandboxing import describe, make_sandbox
 
-        self.sandbox = make_sandbox(self.project.config)  # once: every run of this daemon is jailed in it
+        self.sandbox = make_sandbox(self.project.config)  # once: every run of this process is jailed in it
+        if self.worker is not None:
+            await self._serve_as_worker(ready)
+            return
         lock = DaemonLock(self.project)
         lock.acquire()
-        loop = asyncio.get_running_loop()
-        # file tools, checkpoints and worktrees run in threads: asyncio's default pool (cores + 4 threads)
-        # would queue every run's tool behind a few slow git commands; far more threads cost more to start
-        # (each start waits for the GIL) than they save
-        loop.set_default_executor(ThreadPoolExecutor(max_workers=2 * self.max_parallel + 4,
-                                                     thread_name_prefix="loopwright-io"))
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopping.set)
-        from loopwright.harness.adapters import import_sdk
-
-        import_sdk(self.project.config.provider)  # now, not in the first runs' setup (each would wait for it)
-        printer = ProgressPrinter(self.store)
-        self.store.listeners.append(lambda run_id, e: self._log_event(printer, run_id, e))
-        self.say(f"daemon {os.getpid()} serving {self.project.root} (max_parallel {self.max_parallel})")
+        if self.workers is not None:  # now: they load what they need while this process does
+            self.workers.start()
+        loop = self._prepare()
+        spread = (f"; {self.max_parallel} in this process, the rest in {len(self.workers.shares)} worker "
+                  f"process(es)" if self.workers is not None else "")
+        self.say(f"daemon {os.getpid()} serving {self.project.root} "
+                 f"(max_parallel {self.project.config.max_parallel}{spread})")
         if self.sandbox.warning:  # loud: in the log and on stderr
             self.say(f"WARNING: {self.sandbox.warning}")
             if self.log is not sys.stderr:
@@ -180,6 +187,9 @@ class Daemon:
                 self.backend = RayBackend(self.project, self.say)
                 self.backend.start()
             self.recover()
+            if self.workers is not None:  # after the recovery: the runs a dead daemon left are this process's
+                await self.workers.ready()
+                self.workers.go()
             if inbox is not None:
                 inbox.start()
             if (address := self.project.config.http.address()) is not None:
@@ -202,12 +212,18 @@ class Daemon:
                     self._disk_error = True  # the store is as it was before the write: try again next poll
                 notifier.poll()
                 bridges.poll()
+                self.watch_workers()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), self.poll_interval)
+            if self.workers is not None:
+                self.workers.stop()
             await self.shutdown()
             await notifier.aclose()
             await bridges.aclose()
         finally:
+            if self.workers is not None:  # they pause their runs as this process does (or are killed after)
+                self.workers.stop()
+                await self.workers.wait(self.stop_timeout + 15)
             if http is not None:
                 await http.stop()
             if inbox is not None:
@@ -216,8 +232,64 @@ class Daemon:
                 loop.remove_signal_handler(sig)
             if self.backend is not None:
                 self.backend.stop(runs_left=bool(self.live))
+            GIT_LOCK.share(None)
             lock.release()
             self.say("daemon stopped")
+
+    def _prepare(self) -> asyncio.AbstractEventLoop:
+        """What the daemon and each worker set up before their runs: the shared git lock, the thread pool,
+        the stop signals, the SDK, the event log."""
+        GIT_LOCK.share(self.project.dir / "git.lock")  # shared with the workers, and the other daemon's processes
+        loop = asyncio.get_running_loop()
+        # file tools, checkpoints and worktrees run in threads: asyncio's default pool (cores + 4 threads)
+        # would queue every run's tool behind a few slow git commands; far more threads cost more to start
+        # (each start waits for the GIL) than they save
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=2 * self.max_parallel + 4,
+                                                     thread_name_prefix="loopwright-io"))
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        from loopwright.harness.adapters import import_sdk
+
+        import_sdk(self.project.config.provider)  # now, not in the first runs' setup (each would wait for it)
+        printer = ProgressPrinter(self.store)
+        self.store.listeners.append(lambda run_id, e: self._log_event(printer, run_id, e))
+        return loop
+
+    async def _serve_as_worker(self, ready: Callable[[], Awaitable[bool]] | None) -> None:
+        """A worker process (runtime/fleet/workers.py): queued tasks up to its share, and the pause and kill
+        commands of its own runs; the rest is the daemon's."""
+        loop = self._prepare()
+        gc.collect()
+        gc.freeze()
+        try:
+            if ready is not None and not await ready():
+                return  # the daemon stopped (or died) before it let this worker take tasks
+            self.say(f"worker {os.getpid()} of daemon {os.getppid()} (max_parallel {self.max_parallel})")
+            while not self.stopping.is_set():
+                try:
+                    self.watch_disk()
+                    self.obey_commands()
+                    self.schedule()
+                except Exception as e:
+                    if not disk_full_error(e):
+                        raise
+                    self._disk_error = True
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), self.poll_interval)
+            await self.shutdown()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            GIT_LOCK.share(None)
+            self.say("worker stopped")
+
+    def watch_workers(self) -> None:
+        """A worker that died (killed, out of memory): its runs are resumed here, and it is started again."""
+        if self.workers is None:
+            return
+        for line in self.workers.poll():
+            self.say(f"{line}; its runs are resumed here")
+            self.resume_orphans()
 
     def _log_event(self, printer: ProgressPrinter, run_id: str | None, event) -> None:
         line = printer.line(run_id, event)
@@ -253,21 +325,22 @@ class Daemon:
 
         self.live[task_id] = (runner, asyncio.ensure_future(guarded()))
 
-    def _stop_task(self, task_id: int, reason: str) -> None:
+    def _stop_task(self, task_id: int, reason: str) -> bool:
+        """Kill the task's run, here or (a kill command) in the worker process that owns it; False if none runs."""
         entry = self.live.get(task_id)
         if entry is not None:
             entry[0].request_stop(RunStatus.KILLED, reason, True)
+            return True
+        running = self.store.runs(task_id=task_id, statuses=(RunStatus.RUNNING,))
+        for run in running:
+            self.store.enqueue_command(run.id, CommandKind.KILL, {"reason": reason})
+        return bool(running)
 
     def recover(self) -> None:
         """Resume what a dead owner or a graceful stop left behind; requeue tasks claimed but never started; merge
-        again a run whose merge by hand was cut short; remove orphaned worktrees and branches."""
-        for run in self.store.runs(statuses=(RunStatus.RUNNING, RunStatus.PAUSED)):
-            orphaned = run.status == RunStatus.RUNNING and not run.owner_alive()
-            stopped = run.status == RunStatus.PAUSED and run.reason == GRACEFUL_STOP
-            if (orphaned or stopped) and run.task_id not in self.live:
-                self.say(f"resuming run {run.id} (task {run.task_id}): "
-                         f"{'its owner died' if orphaned else 'daemon restart'}")
-                self._spawn(run.task_id, lambda r, rid=run.id: r.resume(rid))
+        again a run whose merge by hand was cut short; remove orphaned worktrees and branches. Before the workers
+        start: a task one of them claimed has no run yet for a moment."""
+        self.resume_orphans()
         for task in self.store.tasks(statuses=(TaskStatus.RUNNING,)):
             if task.id in self.live:
                 continue
@@ -277,6 +350,16 @@ class Daemon:
         for cmd in commands.retake(self.store, CommandKind.MERGE):  # merges by hand its dead owner did not finish
             self.say(f"run {cmd.run_id}: a merge by hand was cut short (command {cmd.id}); merging again")
         self.remove_orphans()
+
+    def resume_orphans(self) -> None:
+        """Resume the runs whose owner died (a crash, a killed worker) or that a graceful stop paused."""
+        for run in self.store.runs(statuses=(RunStatus.RUNNING, RunStatus.PAUSED)):
+            orphaned = run.status == RunStatus.RUNNING and not run.owner_alive()
+            stopped = run.status == RunStatus.PAUSED and run.reason == GRACEFUL_STOP
+            if (orphaned or stopped) and run.task_id not in self.live:
+                self.say(f"resuming run {run.id} (task {run.task_id}): "
+                         f"{'its owner died' if orphaned else 'daemon restart'}")
+                self._spawn(run.task_id, lambda r, rid=run.id: r.resume(rid))
 
     def remove_orphans(self) -> None:
         """In the background, remove the worktrees and branches a kill left while a new run's were being made."""
@@ -317,7 +400,8 @@ class Daemon:
         self.disk_full = None
 
     def schedule(self) -> None:
-        self.sweep_worktrees()
+        if self.worker is None:
+            self.sweep_worktrees()
         held = self.disk_full or self.budget.exhausted() or disk_floor(self.project)
         if held != self._held_said:  # say it once when it changes, not every poll (a full disk: `watch_disk` does)
             if held != self.disk_full:
@@ -325,7 +409,7 @@ class Daemon:
             self._held_said = held
         if held:
             return  # no new work starts while the fleet budget is spent or the disk is too full
-        for run in self.store.runs(statuses=(RunStatus.PAUSED,)):
+        for run in self.store.runs(statuses=(RunStatus.PAUSED,)) if self.worker is None else ():
             if len(self.live) >= self.max_parallel:
                 return
             if run.reason.startswith((SPENT, DISK_FULL)) and run.task_id not in self.live:
@@ -353,7 +437,8 @@ class Daemon:
             return
         if self._practice is not None and not self._practice.done():
             return
-        if self.live or self.store.queue():
+        if self.live or self.store.queue() or (self.workers is not None
+                                               and self.store.runs(statuses=(RunStatus.RUNNING,))):
             self._idle_since = time.monotonic()
             return
         if time.monotonic() - self._idle_since < config.idle_seconds or self.budget.exhausted():
@@ -420,7 +505,8 @@ class Daemon:
     def obey_commands(self) -> None:
         """Commands from the CLI and the TUI; rollbacks and messages are taken by the runs themselves."""
         mine = [r.loop.run_id for r, _ in self.live.values() if r.loop is not None]
-        for cmd in self.store.claim_commands(STOP_COMMANDS, mine) + self.store.claim_commands(DAEMON_COMMANDS):
+        theirs = self.store.claim_commands(DAEMON_COMMANDS) if self.worker is None else []
+        for cmd in self.store.claim_commands(STOP_COMMANDS, mine) + theirs:
             try:
                 said = self._obey(cmd)
             except StoreError as e:
@@ -476,8 +562,7 @@ class Daemon:
         elif self.store.set_task_status(task.id, TaskStatus.CANCELLED, reason="cancelled by a person",
                                         only_from=(TaskStatus.QUEUED,)):
             change = "cancelled (it had not started)"
-        elif task.id in self.live:
-            self.live[task.id][0].request_stop(RunStatus.KILLED, "task cancelled", True)
+        elif self._stop_task(task.id, "task cancelled"):
             change = "cancelled: its run stops at its next safe point"
         else:
             raise StoreError(f"task {task.id} is {task.status}; there is nothing to cancel")
