@@ -48,12 +48,14 @@ from loopwright.bench.fleet_rig import (
     all_done,
     bench_env,
     cpu_seconds,
+    fleet_cpu,
+    fleet_cpu_since,
+    fleet_rss_mb,
     machine_busy,
     make_project,
     open_store,
     post,
     proc_status,
-    rss_mb,
     task_counts,
     wait_for,
 )
@@ -92,24 +94,23 @@ def run_times(store) -> list[RunTimes]:
     return out
 
 
-def scaling(top: Path, n: int, profile: Path | None) -> dict:
-    work = top / f"scale-{n}"
+def scaling(top: Path, n: int, profile: Path | None, workers: int | None = None) -> dict:
+    work = top / f"scale-{n}-{workers or 'default'}"
     work.mkdir()
     lb = Loopback(work, LATENCY)
     daemon = None
     try:
-        repo = make_project(work, "repo", lb.base_url, n)
+        repo = make_project(work, "repo", lb.base_url, n, workers)
         post(repo, n)
         wrapper = ["-m", "cProfile", "-o", str(profile / f"daemon-{n}.prof"), "-m", "loopwright.cli.main"] \
             if profile else None
         daemon = Daemon(repo, work / "daemon.log", n, wrapper=wrapper)
-        cpu0, lb_cpu0, kids0 = cpu_seconds(daemon.pid), cpu_seconds(lb.proc.pid), cpu_seconds(daemon.pid, True)
+        cpu0, lb_cpu0 = fleet_cpu(daemon.pid), cpu_seconds(lb.proc.pid)
         busy0, _ = machine_busy()
         store = open_store(repo)
         wait_for(lambda: all_done(store, n), f"{n} tasks to finish", timeout=120 + 3 * n, every=0.1)
-        cpu = cpu_seconds(daemon.pid) - cpu0
+        cpu, kids, procs = fleet_cpu_since(daemon.pid, cpu0)
         lb_cpu = cpu_seconds(lb.proc.pid) - lb_cpu0
-        kids = cpu_seconds(daemon.pid, True) - kids0
         busy = machine_busy()[0] - busy0
         daemon.stop()
         runs = run_times(store)
@@ -129,7 +130,7 @@ def scaling(top: Path, n: int, profile: Path | None) -> dict:
     gaps = [r.calls[i + 1][0] - r.calls[i][1] for r in runs for i in range(len(r.calls) - 1)]
     finish = [r.ended - r.calls[-1][1] for r in runs if r.calls]
     return {
-        "n": n, "succeeded": counts.get("succeeded", 0), "calls": calls,
+        "n": n, "succeeded": counts.get("succeeded", 0), "calls": calls, "procs": procs,
         "wall": wall, "wall_from_ready": last_end - t0,
         # achieved turns per second over the ideal N turns per LATENCY seconds
         "ratio": (calls / wall) / (n / LATENCY) if wall > 0 else 0.0,
@@ -154,20 +155,21 @@ def print_scaling(rows: list[dict]) -> None:
     print("   e2e ratio = achieved turns/s / ideal turns/s = ideal / wall (the headline); loop ratio = ideal / mean "
           "per-run loop time,\n   a run's loop = its first model request -> its end (leaves out worktree setup and "
           "the wait for it); e2e vs N=1 = e2e ratio / the\n   one-agent run's, which pays the same fixed costs per "
-          "run and per call")
-    print(f"\n   {'N':>4} {'ok':>4} {'turns':>6} {'wall s':>7} {'e2e ratio':>10} {'e2e vs N=1':>10} "
+          "run and per call;\n   procs = the daemon's processes (itself and its workers: `workers`, --workers)")
+    print(f"\n   {'N':>4} {'procs':>5} {'ok':>4} {'turns':>6} {'wall s':>7} {'e2e ratio':>10} {'e2e vs N=1':>10} "
           f"{'loop s mean/max':>16} {'loop ratio':>10}")
     base = next((r for r in rows if r["n"] == 1), None)
     for r in rows:
         vs1 = f"{r['ratio'] / base['ratio']:>10.2f}" if base else f"{'-':>10}"
-        print(f"   {r['n']:>4} {r['succeeded']:>4} {r['calls']:>6} {r['wall']:>7.2f} {r['ratio']:>10.2f} {vs1} "
+        print(f"   {r['n']:>4} {r['procs']:>5} {r['succeeded']:>4} {r['calls']:>6} {r['wall']:>7.2f} "
+              f"{r['ratio']:>10.2f} {vs1} "
               f"{r['loop_mean']:>7.2f}/{r['loop_max']:<8.2f} {r['loop_ratio']:>10.2f}")
     print("\n   where the time goes, per run, in seconds (mean / max over the runs); t0 = the daemon took its lock "
           "and began scheduling")
-    print(f"   {'N':>4} {'t0 -> run start':>16} {'t0 -> 1st request':>18} {'model call (ideal 1)':>21} "
+    print(f"   {'N':>4} {'procs':>5} {'t0 -> run start':>16} {'t0 -> 1st request':>18} {'model call (ideal 1)':>21} "
           f"{'between calls':>14} {'last call -> end':>17}")
     for r in rows:
-        print(f"   {r['n']:>4} {statistics.mean(r['to_start']):>7.2f} / {max(r['to_start']):<6.2f} "
+        print(f"   {r['n']:>4} {r['procs']:>5} {statistics.mean(r['to_start']):>7.2f} / {max(r['to_start']):<6.2f} "
               f"{statistics.mean(r['to_call']):>8.2f} / {max(r['to_call']):<7.2f} "
               f"{r['call_mean']:>10.3f} / {r['call_max']:<8.3f} {r['gap_mean']:>6.3f} / {r['gap_max']:<5.2f} "
               f"{r['finish_mean']:>8.3f} / {r['finish_max']:<6.2f}")
@@ -178,11 +180,12 @@ def print_scaling(rows: list[dict]) -> None:
     print("\n   CPU over t0 -> last run end, in cores (1.00 = one core busy the whole time; this machine has "
           f"{os.cpu_count()})")
     print("   and the daemon's CPU per turn in ms, which other load on the machine changes little (where the figures "
-          "above\n   depend on the share of the cores the daemon gets)")
-    print(f"   {'N':>4} {'daemon':>7} {'its children (git, shells)':>27} {'loopback':>9} {'whole machine':>14} "
-          f"{'daemon ms/turn':>15} {'children ms/turn':>17}")
+          "above\n   depend on the share of the cores the daemon gets); daemon = its processes together (`workers`: "
+          "the daemon\n   and the worker processes it starts, their start included)")
+    print(f"   {'N':>4} {'procs':>5} {'daemon':>7} {'its children (git, shells)':>27} {'loopback':>9} "
+          f"{'whole machine':>14} {'daemon ms/turn':>15} {'children ms/turn':>17}")
     for r in rows:
-        print(f"   {r['n']:>4} {r['cpu']:>7.2f} {r['kids']:>27.2f} {r['lb_cpu']:>9.2f} "
+        print(f"   {r['n']:>4} {r['procs']:>5} {r['cpu']:>7.2f} {r['kids']:>27.2f} {r['lb_cpu']:>9.2f} "
               f"{r['busy'] * (os.cpu_count() or 1):>14.2f} {r['cpu_ms']:>15.1f} {r['kids_ms']:>17.1f}")
 
 
@@ -215,7 +218,7 @@ def memory(top: Path, n: int, profile: Path | None, settle: float = 2.0) -> dict
         wrapper = ["-c", TRACEMALLOC_WRAPPER, str(snap)] if profile else None
         daemon = Daemon(repo, work / "daemon.log", n, wrapper=wrapper)
         time.sleep(settle)  # let it settle: a few scheduling polls, the inbox watcher started
-        idle = rss_mb(daemon.pid)
+        idle = fleet_rss_mb(daemon.pid)
         threads_idle = int(proc_status(daemon.pid)["Threads"])
 
         def waiting(k: int) -> bool:
@@ -224,14 +227,14 @@ def memory(top: Path, n: int, profile: Path | None, settle: float = 2.0) -> dict
         post(repo, 1)
         wait_for(lambda: waiting(1), "the first agent's model call", timeout=60)
         time.sleep(settle / 2)
-        one = rss_mb(daemon.pid)
+        one = fleet_rss_mb(daemon.pid)
         if profile:
             daemon.proc.send_signal(signal.SIGUSR1)
             wait_for(lambda: Path(f"{snap}.1").exists(), "the first tracemalloc snapshot", timeout=120, every=0.2)
         post(repo, n - 1, first=1)
         wait_for(lambda: waiting(n), f"{n} agents waiting on a model call", timeout=60 + 2 * n)
         time.sleep(settle)
-        full = rss_mb(daemon.pid)
+        full = fleet_rss_mb(daemon.pid)
         status = proc_status(daemon.pid)
         store = open_store(repo)
         active = sum(1 for r in store.runs() if r.status == "running" and r.model_calls == 0)
@@ -381,7 +384,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--profile", metavar="DIR",
                     help="cProfile the largest scaling step's and the restarted daemon, tracemalloc the RSS one")
     ap.add_argument("--keep", action="store_true", help="keep the temporary repositories and logs")
+    ap.add_argument("--workers", nargs="+", default=["default"], metavar="N|default",
+                    help="scaling with the daemon's processes set to each (e.g. 1 default: one process against "
+                         "what `workers` defaults to, in the same run); default: default")
     args = ap.parse_args(argv)
+    try:
+        settings = [None if w == "default" else int(w) for w in args.workers]
+    except ValueError:
+        ap.error(f"--workers takes numbers or 'default', not {' '.join(args.workers)}")
     agents = args.agents or ([1, 8] if args.quick else [1, 8, 32, 64, 128])
     rss_n = args.rss_agents or (8 if args.quick else 64)
     rec_n = args.recovery_agents or (8 if args.quick else 32)
@@ -395,8 +405,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if "scaling" not in args.skip:
             for n in agents:
-                print(f"  scaling: {n} agent(s) ...", flush=True)
-                rows.append(scaling(top, n, profile if profile and n == max(agents) else None))
+                for workers in settings:
+                    print(f"  scaling: {n} agent(s), workers {workers or 'default'} ...", flush=True)
+                    rows.append(scaling(top, n, profile if profile and n == max(agents) else None, workers))
             print_scaling(rows)
         if "memory" not in args.skip:
             print(f"  memory: {rss_n} agents waiting ...", flush=True)
@@ -414,7 +425,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nsummary ({time.monotonic() - t_start:.0f} s in all)")
     for r in rows:
         if r["n"] in (64, 128) or r["n"] == max(agents):
-            print(f"  parallel scaling at {r['n']:>3} agents: e2e ratio {r['ratio']:.2f} (goal >= 0.9); "
+            print(f"  parallel scaling at {r['n']:>3} agents, {r['procs']} process(es): e2e ratio {r['ratio']:.2f} "
+                  f"(goal >= 0.9); "
                   f"loop-phase ratio {r['loop_ratio']:.2f}; CPU per turn {r['cpu_ms']:.1f} ms daemon + "
                   f"{r['kids_ms']:.1f} ms its children; the machine was {r['busy']:.0%} busy")
     if mem:

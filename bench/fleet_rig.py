@@ -80,6 +80,46 @@ def cpu_seconds(pid: int, children: bool = False) -> float:
     return (int(fields[first]) + int(fields[first + 1])) / os.sysconf("SC_CLK_TCK")
 
 
+def daemon_processes(pid: int) -> list[int]:
+    """The daemon `pid` and the worker processes it runs runs in (runtime/fleet/workers.py)."""
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            try:
+                if b"loopwright.runtime.fleet.workers" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    found.append(int(child))
+            except OSError:
+                pass
+    return found
+
+
+def fleet_cpu(pid: int) -> dict[int, tuple[float, float]]:
+    """Per process of the daemon (`daemon_processes`): (its CPU seconds, its reaped children's: git, shells)."""
+    out = {}
+    for p in daemon_processes(pid):
+        with contextlib.suppress(OSError):
+            out[p] = (cpu_seconds(p), cpu_seconds(p, True))
+    return out
+
+
+def fleet_cpu_since(pid: int, before: dict[int, tuple[float, float]]) -> tuple[float, float, int]:
+    """(the daemon's processes' CPU, their children's, how many processes) since `before`; a worker started since
+    counts from zero (its start included)."""
+    now = fleet_cpu(pid)
+    own = sum(c[0] - before.get(p, (0.0, 0.0))[0] for p, c in now.items())
+    kids = sum(c[1] - before.get(p, (0.0, 0.0))[1] for p, c in now.items())
+    return own, kids, len(now)
+
+
+def fleet_rss_mb(pid: int) -> float:
+    """VmRSS of the daemon and its worker processes together."""
+    return sum(rss_mb(p) for p in daemon_processes(pid))
+
+
 def machine_busy() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
     ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -195,8 +235,9 @@ def git(cwd: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
 
 
-def make_project(top: Path, name: str, base_url: str, max_parallel: int) -> Path:
-    """A committed repository, `loopwright init`, and a config for the anthropic SDK against the loopback."""
+def make_project(top: Path, name: str, base_url: str, max_parallel: int, workers: int | None = None) -> Path:
+    """A committed repository, `loopwright init`, and a config for the anthropic SDK against the loopback
+    (`workers`: the daemon's processes; None: its default)."""
     repo = top / name
     for rel, text in FILES.items():
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -214,7 +255,7 @@ def make_project(top: Path, name: str, base_url: str, max_parallel: int) -> Path
             raise RuntimeError(f"`loopwright init` failed in {repo}")
     (repo / ".loopwright" / "config.toml").write_text(
         f'# written by bench/fleet_rig.py\nprovider = "anthropic"\nmodel = "{MODEL}"\nbase_url = "{base_url}"\n'
-        f"max_parallel = {max_parallel}\n\n"
+        f"max_parallel = {max_parallel}\n" + (f"workers = {workers}\n" if workers else "") + "\n"
         "[budget]  # far above what 10 turns use: limits must not shape the figures\n"
         "max_turns = 1000\nmax_usd = 1000.0\nmax_tokens = 100000000\nmax_wall_seconds = 86400\n\n"
         "[memory]  # the figures are about the fleet's loop: no recall, no reflection call after each run\n"
