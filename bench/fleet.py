@@ -48,6 +48,7 @@ from loopwright.bench.fleet_rig import (
     all_done,
     bench_env,
     cpu_seconds,
+    daemon_processes,
     fleet_cpu,
     fleet_cpu_since,
     fleet_rss_mb,
@@ -235,6 +236,7 @@ def memory(top: Path, n: int, profile: Path | None, settle: float = 2.0) -> dict
         wait_for(lambda: waiting(n), f"{n} agents waiting on a model call", timeout=60 + 2 * n)
         time.sleep(settle)
         full = fleet_rss_mb(daemon.pid)
+        procs = len(daemon_processes(daemon.pid))
         status = proc_status(daemon.pid)
         store = open_store(repo)
         active = sum(1 for r in store.runs() if r.status == "running" and r.model_calls == 0)
@@ -246,7 +248,8 @@ def memory(top: Path, n: int, profile: Path | None, settle: float = 2.0) -> dict
         if daemon is not None:
             daemon.kill()
         lb.stop()
-    out = {"n": n, "idle": idle, "one": one, "full": full, "active": active, "threads_idle": threads_idle,
+    out = {"n": n, "procs": procs, "idle": idle, "one": one, "full": full, "active": active,
+           "threads_idle": threads_idle,
            "threads": int(status["Threads"]), "per_agent": (full - idle) / n,
            "marginal": (full - one) / (n - 1) if n > 1 else full - idle, "tracemalloc": None}
     if profile and Path(f"{snap}.2").exists():
@@ -271,9 +274,11 @@ def tracemalloc_report(before: Path, after: Path, agents: int) -> list[str]:
 
 
 def print_memory(m: dict) -> None:
-    print(f"\n2. Memory: daemon VmRSS with agents waiting on a {IDLE_LATENCY:g} s model call (their first)")
-    print(f"   idle daemon (0 agents): {m['idle']:.1f} MB, {m['threads_idle']} threads; 1 agent: {m['one']:.1f} MB; "
-          f"{m['n']} agents: {m['full']:.1f} MB, {m['threads']} threads ({m['active']} runs waiting)")
+    print(f"\n2. Memory: VmRSS of the daemon's processes together ({m['procs']}: itself and its workers) with agents "
+          f"waiting on a {IDLE_LATENCY:g} s model call (their first)")
+    print(f"   idle (0 agents): {m['idle']:.1f} MB, the daemon {m['threads_idle']} threads; "
+          f"1 agent: {m['one']:.1f} MB; "
+          f"{m['n']} agents: {m['full']:.1f} MB, the daemon {m['threads']} threads ({m['active']} runs waiting)")
     print(f"   per agent = (RSS with {m['n']} - idle) / {m['n']} = {m['per_agent']:.2f} MB   "
           f"(marginal, (RSS {m['n']} - RSS 1) / {m['n'] - 1}: {m['marginal']:.2f} MB; the first agent also pays "
           f"one-time imports and pools: {m['one'] - m['idle']:.1f} MB)")
