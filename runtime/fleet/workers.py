@@ -6,11 +6,11 @@ inbox, chat, notifications and HTTP, obeys the queue's commands, and starts the 
 (`python -m loopwright.runtime.fleet.workers`) as soon as it holds the lock. They load what they need meanwhile,
 say when they are ready, and every process starts taking tasks together once the daemon has recovered (a process
 that began earlier would start its share of a queued fleet seconds before the rest). Every process takes queued
-tasks up to its share of
-`max_parallel` and obeys the pause and kill commands of the runs it owns; they talk only through the store (a
-task is claimed by one of them; a cancel for a run another process owns becomes a kill command for it) and
-share one git lock file. A worker dies with the daemon (PR_SET_PDEATHSIG: a kill -9 of the daemon leaves no
-worker running); a worker that dies alone has its runs resumed by the daemon, and is started again.
+tasks up to its share of `max_parallel` and obeys the pause and kill commands of the runs it owns; they talk only
+through the store (a task is claimed by one of them; a cancel for a run another process owns becomes a kill
+command for it) and share one git lock file. A worker dies with the daemon (PR_SET_PDEATHSIG: a kill -9 of the
+daemon leaves no worker running); a worker that dies alone has its runs resumed by the daemon, and is started
+again.
 """
 
 from __future__ import annotations
@@ -119,9 +119,6 @@ class Workers:
             proc.stdin.write(b"go\n")
             proc.stdin.close()
 
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs if p is not None and p.poll() is None]
-
     def poll(self) -> list[str]:
         """Workers that exited since the last look, each said in a line, and started again (unless stopping)."""
         gone = []
@@ -184,10 +181,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-fd", type=int, required=True, help="written to once ready for `go` on stdin")
     args = parser.parse_args(argv)
     die_with(args.daemon)
+    from loopwright.errors import LoopwrightError
     from loopwright.runtime.fleet.daemon import Daemon
     from loopwright.runtime.project import open_project
 
-    project = open_project(Path.cwd())
+    try:
+        project = open_project(Path.cwd())
+    except LoopwrightError as e:  # the daemon's log says it in one line; the daemon gives up after a few tries
+        print(f"loopwright worker {args.number}: error: {e}", file=sys.stderr, flush=True)
+        return 2
     asyncio.run(Daemon(project, worker=(args.number, args.share)).serve(ready=lambda: ready_for_go(args.ready_fd)))
     return 0
 
