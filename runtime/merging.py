@@ -6,11 +6,12 @@ import fcntl
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from loopwright.memory import intents
 from loopwright.memory.store import Run, Store, Task
-from loopwright.workspaces.git import MergeResult, Workspace
+from loopwright.workspaces.git import MergeResult, SquashPlan, Workspace, land_together
 from loopwright.workspaces.repository import WorkspaceError
 
 
@@ -94,14 +95,61 @@ def _merge_run(store: Store, ws: Workspace, task: Task, run: Run) -> MergeResult
 
 def squash_merge(ws: Workspace, target: str, message: str,
                  before_move: Callable[[str, str], None] | None = None) -> MergeResult:
-    """Squash-merge the run's work into `target`; a target another process moved meanwhile is tried again."""
+    """Squash-merge the run's work into `target` (with the other runs of this process merging into it at the same
+    time: `MergeTrain`); a target another process moved meanwhile is tried again."""
     for _ in range(MERGE_ATTEMPTS - 1):
         try:
-            return ws.squash_merge(target, message, git_lock=GIT_LOCK, before_move=before_move)
+            return TRAIN.merge(ws, target, message, before_move)
         except WorkspaceError as e:
             if "moved while merging" not in str(e):
                 raise
-    return ws.squash_merge(target, message, git_lock=GIT_LOCK, before_move=before_move)
+    return TRAIN.merge(ws, target, message, before_move)
+
+
+@dataclass
+class _Rider:
+    plan: SquashPlan
+    before_move: Callable[[str, str], None] | None
+    result: MergeResult | Exception | None = None
+
+
+class MergeTrain:
+    """The runs of this process that merge into one target at the same time take the git lock once between them.
+
+    Each works its merge out before the lock (a conflict, or nothing to merge, needs no lock) and waits in line;
+    whichever thread gets the lock lands every run waiting then (`land_together`: each squashed onto the one
+    before, one checkout update and one branch move for all), and the others find theirs done when the lock
+    comes to them. A fleet whose runs finish together then moves the branch once per train instead of once per
+    run, each move several git processes under the lock."""
+
+    def __init__(self) -> None:
+        self._line = threading.Lock()
+        self._waiting: dict[tuple[str, str], list[_Rider]] = {}
+
+    def merge(self, ws: Workspace, target: str, message: str,
+              before_move: Callable[[str, str], None] | None) -> MergeResult:
+        plan = ws.plan_squash(target, message)
+        if isinstance(plan, MergeResult):
+            return plan
+        rider = _Rider(plan, before_move)
+        key = (str(ws.root), plan.target_branch)
+        with self._line:
+            self._waiting.setdefault(key, []).append(rider)
+        with GIT_LOCK:
+            with self._line:
+                train = self._waiting.pop(key, [])
+            if train:
+                results = land_together([(r.plan, r.before_move) for r in train])
+                for r, result in zip(train, results, strict=True):
+                    r.result = result
+        # in this train, or in one a thread that had the lock before landed
+        assert rider.result is not None, "a rider waits in line until a holder of the lock lands it"
+        if isinstance(rider.result, Exception):
+            raise rider.result
+        return rider.result
+
+
+TRAIN = MergeTrain()
 
 
 def merge_message(task: Task, run: Run) -> str:

@@ -590,3 +590,79 @@ def test_many_runs_merging_at_once_from_threads_all_land(repo):
     assert git(repo, "rev-list", "--count", f"{old}..main") == "8"
     assert all((repo / f"part{i}.txt").read_text() == f"{i}\n" for i in range(8))  # the user's checkout followed
     assert git(repo, "status", "--porcelain") == ""
+
+
+def _runs_with_work(repo: Path, names: list[str]) -> list[Workspace]:
+    from loopwright.runtime.merging import GIT_LOCK
+
+    spaces = [Workspace.create(repo, name, target_branch="main", worktrees_dir=repo.parent / "wt", git_lock=GIT_LOCK)
+              for name in names]
+    for w in spaces:
+        (w.path / f"{w.run_id}.txt").write_text(f"{w.run_id}\n")
+        w.checkpoint(w.run_id, step=1)
+    return spaces
+
+
+def test_runs_waiting_for_the_git_lock_land_together_in_one_branch_move(repo):
+    """A merge train: the runs waiting when the lock frees are squashed one onto the other and main moves once."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from loopwright.runtime.merging import GIT_LOCK, TRAIN, squash_merge
+
+    spaces = _runs_with_work(repo, [f"t{i}" for i in range(6)])
+    old = git(repo, "rev-parse", "main")
+    moves_before = len(git(repo, "reflog", "show", "--format=%H", "refs/heads/main").splitlines())
+    waiting = threading.Event()
+    with ThreadPoolExecutor(6) as pool, GIT_LOCK:
+        futures = [pool.submit(squash_merge, w, "main", f"merge {w.run_id}") for w in spaces]
+        deadline = time.monotonic() + 30
+        while sum(len(line) for line in TRAIN._waiting.values()) < 6:
+            assert time.monotonic() < deadline, "the six merges never lined up"
+            waiting.wait(0.01)
+    results = [f.result(timeout=60) for f in futures]
+    assert [r.status for r in results] == ["merged"] * 6
+    chain = git(repo, "rev-list", "--reverse", f"{old}..main").splitlines()
+    assert len(chain) == 6 and sorted(chain) == sorted(r.commit for r in results)
+    moves = git(repo, "reflog", "show", "--format=%H", "refs/heads/main").splitlines()
+    assert len(moves) == moves_before + 1  # one move for the six
+    assert all((repo / f"t{i}.txt").read_text() == f"t{i}\n" for i in range(6))  # the user's checkout followed
+    assert git(repo, "status", "--porcelain") == ""
+
+
+@pytest.mark.parametrize("order", ["first-first", "last-first"])
+def test_a_kill_before_a_train_moves_the_branch_leaves_intents_each_run_recovers_from(repo, monkeypatch, order):
+    """Killed after each run of a train recorded its intent and before main moved: whichever order the runs are
+    recovered in, finish_merge completes what it can and the rest merge again, each change landing once."""
+    from loopwright.runtime.merging import GIT_LOCK
+    from loopwright.workspaces.git import land_together
+
+    spaces = _runs_with_work(repo, ["k0", "k1", "k2"])
+    old = git(repo, "rev-parse", "main")
+    intents: dict[str, tuple[str, str]] = {}
+
+    class Killed(BaseException):
+        pass
+
+    def killed(*_args):
+        raise Killed
+
+    plans = [w.plan_squash("main", f"merge {w.run_id}") for w in spaces]
+    monkeypatch.setattr(Workspace, "_move_target", killed)
+    with pytest.raises(Killed), GIT_LOCK:
+        land_together([(p, lambda onto, commit, run=w.run_id: intents.__setitem__(run, (onto, commit)))
+                       for p, w in zip(plans, spaces, strict=True)])
+    monkeypatch.undo()
+    assert git(repo, "rev-parse", "main") == old and intents["k0"][0] == old and intents["k1"][0] == intents["k0"][1]
+    finished = []
+    for w in spaces if order == "first-first" else reversed(spaces):
+        done = w.finish_merge("main", *intents[w.run_id], git_lock=GIT_LOCK)
+        finished.append(done is not None)
+        if done is None:  # its intent names a head main never had: the merge never happened
+            done = w.squash_merge("main", f"merge {w.run_id} again", git_lock=GIT_LOCK)
+        assert done.status == "merged", done
+    # in order, each intent is finished as recorded; last first, none is (each names a head main is not at)
+    assert finished == ([True] * 3 if order == "first-first" else [False] * 3)
+    assert git(repo, "rev-list", "--count", f"{old}..main") == "3"
+    assert all((repo / f"k{i}.txt").read_text() == f"k{i}\n" for i in range(3))

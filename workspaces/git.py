@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, cast
 
 import git
 
@@ -69,6 +69,84 @@ class MergeResult:
     status: Literal["merged", "conflict", "nothing"]
     commit: str | None
     detail: str
+
+
+@dataclass
+class SquashPlan:
+    """A run's squash merge worked out onto the target's head (`Workspace.plan_squash`), to land under the git lock
+    alone (`land`) or with others onto the same target (`land_together`)."""
+
+    ws: Workspace
+    target_branch: str
+    message: str
+    run_head: str
+    ident: dict[str, str]
+    stand_in: str | None
+    theirs: str | None
+    planned: tuple[str, str, str] | None = None  # (the target head it was worked out onto, squash commit, tree)
+
+    def onto(self, target: tuple[str, str]) -> MergeResult | tuple[str, str, str]:
+        """The squash commit onto `target` (head, tree): (target head, commit, its tree), or why there is none."""
+        if self.planned is not None and self.planned[0] == target[0]:
+            return self.planned
+        return self.ws._squash(self.target_branch, target, self.message, self.run_head, self.ident, self.stand_in,
+                               self.theirs)
+
+    def land(self, before_move: Callable[[str, str], None] | None = None) -> MergeResult:
+        """Under the git lock: onto the target's head now (worked out again if another merge moved it), then
+        `before_move(target head, squash commit)`, then the user's checkout follows and the branch moves."""
+        planned = self.onto(self.ws._target_tip(self.target_branch))
+        if isinstance(planned, MergeResult):
+            return planned
+        if before_move is not None:
+            before_move(*planned[:2])
+        return self.ws._move_target(self.target_branch, *planned[:2])
+
+
+def land_together(plans: list[tuple[SquashPlan, Callable[[str, str], None] | None]]
+                  ) -> list[MergeResult | Exception]:
+    """Under the git lock: several runs' squash merges onto one target, each onto the one before it, the user's
+    checkout brought along and the branch moved once for all of them (a result or an error for each, in order).
+
+    Each `before_move(head, commit)` names the commit its merge is squashed onto, as a merge alone does: a kill
+    before the branch moves leaves intents that `finish_merge` completes (the first) or finds never happened (the
+    others, merged again). When the user's checkout refuses the lot (uncommitted changes in the way), each lands
+    alone, so only the runs that touch those files are refused."""
+    first = plans[0][0]
+    start = tip = first.ws._target_tip(first.target_branch)
+    results: list[MergeResult | Exception | None] = [None] * len(plans)
+    chained: list[tuple[int, str]] = []
+    for i, (plan, before_move) in enumerate(plans):
+        try:
+            planned = plan.onto(tip)
+            if isinstance(planned, MergeResult):
+                results[i] = planned
+                continue
+            if before_move is not None:
+                before_move(*planned[:2])
+        except Exception as e:  # noqa: BLE001 — this run's failure is its own: the others go on
+            results[i] = e
+            continue
+        tip = planned[1:]
+        chained.append((i, planned[1]))
+    if chained:
+        try:
+            moved = first.ws._move_target(first.target_branch, start[0], tip[0])
+        except Exception as e:  # noqa: BLE001 — the target moved under us (by hand): each run tries again
+            moved = None
+            for i, _ in chained:
+                results[i] = e
+        if moved is not None and moved.status == "merged":
+            for i, commit in chained:
+                results[i] = MergeResult("merged", commit, f"{first.target_branch} is at {commit[:10]}")
+        elif moved is not None:
+            for i, _ in chained:
+                plan, before_move = plans[i]
+                try:
+                    results[i] = plan.land(before_move)
+                except Exception as e:  # noqa: BLE001
+                    results[i] = e
+    return cast(list[MergeResult | Exception], results)  # every entry was set above
 
 
 @contextlib.contextmanager
@@ -446,6 +524,15 @@ class Workspace:
         follows and the branch moves. `before_move(target head, squash commit)` is called under the lock right
         before the checkout and the branch move (to record the merge as begun: see `finish_merge`).
         """
+        plan = self.plan_squash(target_branch, message)
+        if isinstance(plan, MergeResult):
+            return plan
+        with git_lock or contextlib.nullcontext():
+            return plan.land(before_move)
+
+    def plan_squash(self, target_branch: str, message: str) -> SquashPlan | MergeResult:
+        """The squash merge worked out onto the target's head as it is now (no lock needed); a MergeResult when
+        there is nothing to merge or it conflicts."""
         g = self._root_g
         target_branch = target_branch.removeprefix("refs/heads/")
         branch = f"refs/heads/{self.branch}"
@@ -465,21 +552,12 @@ class Workspace:
             stand_in = run_git(g, "commit-tree", "--no-gpg-sign", base_tree, "-m", "base", env=ident)
             theirs = run_git(g, "commit-tree", "--no-gpg-sign", run_tree, "-p", stand_in, "-m", "run", env=ident)
 
-        def plan(target: tuple[str, str]) -> MergeResult | tuple[str, str]:
-            return self._squash(target_branch, target, message, run_head, ident, stand_in, theirs)
-
-        planned = plan(self._target_tip(target_branch))
+        plan = SquashPlan(self, target_branch, message, run_head, ident, stand_in, theirs)
+        planned = plan.onto(self._target_tip(target_branch))
         if isinstance(planned, MergeResult):
             return planned
-        with git_lock or contextlib.nullcontext():
-            target = self._target_tip(target_branch)
-            if target[0] != planned[0]:  # another merge moved the target since: merge onto its new head
-                planned = plan(target)
-                if isinstance(planned, MergeResult):
-                    return planned
-            if before_move is not None:
-                before_move(*planned)
-            return self._move_target(target_branch, *planned)
+        plan.planned = planned
+        return plan
 
     def finish_merge(self, target_branch: str, onto: str, commit: str,
                      git_lock: contextlib.AbstractContextManager | None = None) -> MergeResult | None:
@@ -505,8 +583,10 @@ class Workspace:
         return head, tree
 
     def _squash(self, target_branch: str, target: tuple[str, str], message: str, run_head: str,
-                ident: dict[str, str], stand_in: str | None, theirs: str | None) -> MergeResult | tuple[str, str]:
-        """The squash commit of the run's changes onto `target` (target head, squash commit), or why there is none."""
+                ident: dict[str, str], stand_in: str | None,
+                theirs: str | None) -> MergeResult | tuple[str, str, str]:
+        """The squash commit of the run's changes onto `target` (target head, squash commit, its tree), or why
+        there is none."""
         g = self._root_g
         target_head, target_tree = target
         if stand_in is None:
@@ -529,7 +609,7 @@ class Workspace:
         with _message_file(message.strip() or f"loopwright: run {self.run_id}") as f:
             commit = run_git(g, "commit-tree", tree, "-p", target_head, "-F", "-", istream=f, env=ident,
                              what="writing the merge commit")
-        return target_head, commit
+        return target_head, commit, tree
 
     def _move_target(self, target_branch: str, target_head: str, commit: str) -> MergeResult:
         """Bring the target's checkout (if any) from `target_head` to `commit`, then move the branch."""
