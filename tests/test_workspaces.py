@@ -605,7 +605,6 @@ def _runs_with_work(repo: Path, names: list[str]) -> list[Workspace]:
 
 def test_runs_waiting_for_the_git_lock_land_together_in_one_branch_move(repo):
     """A merge train: the runs waiting when the lock frees are squashed one onto the other and main moves once."""
-    import threading
     import time
     from concurrent.futures import ThreadPoolExecutor
 
@@ -614,13 +613,12 @@ def test_runs_waiting_for_the_git_lock_land_together_in_one_branch_move(repo):
     spaces = _runs_with_work(repo, [f"t{i}" for i in range(6)])
     old = git(repo, "rev-parse", "main")
     moves_before = len(git(repo, "reflog", "show", "--format=%H", "refs/heads/main").splitlines())
-    waiting = threading.Event()
-    with ThreadPoolExecutor(6) as pool, GIT_LOCK:
+    with ThreadPoolExecutor(6) as pool, GIT_LOCK:  # held here until all six wait in line
         futures = [pool.submit(squash_merge, w, "main", f"merge {w.run_id}") for w in spaces]
         deadline = time.monotonic() + 30
         while sum(len(line) for line in TRAIN._waiting.values()) < 6:
             assert time.monotonic() < deadline, "the six merges never lined up"
-            waiting.wait(0.01)
+            time.sleep(0.01)
     results = [f.result(timeout=60) for f in futures]
     assert [r.status for r in results] == ["merged"] * 6
     chain = git(repo, "rev-list", "--reverse", f"{old}..main").splitlines()
