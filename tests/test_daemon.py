@@ -496,6 +496,18 @@ def _with_a_worker(daemon, tmp_path: Path, max_parallel: int):
     return d, worker
 
 
+def _four_runs_with_a_worker(repo, cli, tmp_path, daemon, monkeypatch, name: str, sleep: float):
+    """A daemon with a worker, four tasks posted (two for each process) and all four runs going: (the daemon, the
+    worker's pid, the store)."""
+    monkeypatch.setenv("LOOPWRIGHT_WORKERS", "2")
+    d, worker = _with_a_worker(daemon, tmp_path, 4)
+    for i in range(4):
+        post(cli, repo, tmp_path, f"{name}{i}", sleep=sleep)
+    store = Store(repo / ".loopwright" / "state.db")
+    until(lambda: len([r for r in store.runs(statuses=("running",)) if r.last_action]) == 4, "four runs")
+    return d, worker, store
+
+
 def test_worker_count_and_shares():
     from loopwright.runtime.config import Config
     from loopwright.runtime.fleet.workers import shares, worker_count
@@ -537,12 +549,7 @@ def test_two_workers_share_the_fleet_and_obey_cancel_and_kill(repo, cli, tmp_pat
 
 
 def test_sigterm_pauses_the_workers_runs_and_the_next_serve_resumes_them(repo, cli, tmp_path, daemon, monkeypatch):
-    monkeypatch.setenv("LOOPWRIGHT_WORKERS", "2")
-    d, _ = _with_a_worker(daemon, tmp_path, 4)
-    for i in range(4):
-        post(cli, repo, tmp_path, f"t{i}", sleep=2)
-    store = Store(repo / ".loopwright" / "state.db")
-    until(lambda: len([r for r in store.runs() if r.last_action.startswith("write_file")]) == 4, "four runs")
+    d, _, store = _four_runs_with_a_worker(repo, cli, tmp_path, daemon, monkeypatch, "t", 2)
     assert len({r.owner_pid for r in store.runs()}) == 2
     assert d.stop(signal.SIGTERM) == 0
     runs = store.runs()
@@ -555,13 +562,7 @@ def test_sigterm_pauses_the_workers_runs_and_the_next_serve_resumes_them(repo, c
 
 def test_kill_9_of_the_daemon_takes_its_workers_and_a_restart_finishes_each_task_once(repo, cli, tmp_path,
                                                                                       daemon, monkeypatch):
-    monkeypatch.setenv("LOOPWRIGHT_WORKERS", "2")
-    d, worker = _with_a_worker(daemon, tmp_path, 4)
-    for i in range(4):
-        post(cli, repo, tmp_path, f"k{i}", sleep=3)
-    store = Store(repo / ".loopwright" / "state.db")
-    until(lambda: len(store.runs(statuses=("running",))) == 4
-          and all(r.last_action.startswith("write_file") for r in store.runs()), "four runs in their first step")
+    d, worker, store = _four_runs_with_a_worker(repo, cli, tmp_path, daemon, monkeypatch, "k", 3)
     assert worker in {r.owner_pid for r in store.runs()}
     d.stop(signal.SIGKILL)
     until(lambda: not _workers_of(d.proc.pid), "the worker to die", timeout=5)
@@ -576,12 +577,7 @@ def test_kill_9_of_the_daemon_takes_its_workers_and_a_restart_finishes_each_task
 
 
 def test_a_worker_killed_alone_has_its_runs_resumed_and_is_started_again(repo, cli, tmp_path, daemon, monkeypatch):
-    monkeypatch.setenv("LOOPWRIGHT_WORKERS", "2")
-    d, worker = _with_a_worker(daemon, tmp_path, 4)
-    for i in range(4):
-        post(cli, repo, tmp_path, f"z{i}", sleep=3)
-    store = Store(repo / ".loopwright" / "state.db")
-    until(lambda: len([r for r in store.runs(statuses=("running",)) if r.last_action]) == 4, "four runs")
+    d, worker, store = _four_runs_with_a_worker(repo, cli, tmp_path, daemon, monkeypatch, "z", 3)
     theirs = [r.task_id for r in store.runs() if r.owner_pid == worker]
     assert len(theirs) == 2
     os_kill(worker)
