@@ -119,11 +119,10 @@ class Daemon:
         """`worker`: (its number, its share of max_parallel) when this process is one of a daemon's workers."""
         self.project, self.store = project, project.store
         self.worker = worker
-        count = 1 if worker else worker_count(project.config)
         # `serve --max-parallel` is a config override; with workers, this process's share of it
-        self.max_parallel = worker[1] if worker else shares(project.config.max_parallel, count)[0]
-        self.workers = Workers(project.root, shares(project.config.max_parallel, count)[1:], self.say) \
-            if count > 1 else None
+        split = [worker[1]] if worker else shares(project.config.max_parallel, worker_count(project.config))
+        self.max_parallel = split[0]
+        self.workers = Workers(project.root, split[1:], self.say) if len(split) > 1 else None
         self.poll_interval, self.stop_timeout, self.log = poll_interval, stop_timeout, log
         self.live: dict[int, tuple[Runner, asyncio.Task]] = {}  # task id -> its runner
         self.stopping = asyncio.Event()
