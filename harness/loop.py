@@ -244,11 +244,15 @@ class AgentLoop:
                 verdict = await self.on_finish(summary)
                 if verdict.status is not None:
                     return LoopOutcome(verdict.status, verdict.reason, verdict.again)
+            warm = "shell" in self.toolbox.tools
             while True:
                 if self.stop.is_set():
                     raise Stopped(self.stop_status, self.stop_reason)
                 await self._maybe_compact()
                 response = await self._turn()
+                if warm:  # the shell's jail starts now, while the tools run and the next call is out: after the
+                    warm = False  # first answer, not with the first call (a fleet's runs all make theirs at once)
+                    self.tool_context.warm_jail()
                 self.conversation.append(response.message)
                 verdict = await self._act(response.message.tool_calls, stop_reason=response.stop_reason,
                                           text=response.message.text)

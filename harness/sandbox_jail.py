@@ -1,19 +1,21 @@
 """One long-lived jail per run: its shell commands go to a small server inside instead of a new bwrap each.
 
 A per-command jail costs bwrap's namespaces and ~30 mounts every time (~9 ms a `true`). `RunJail` starts the run's
-jail once, lazily at its first command, with the run's policy, worktree and skill folders, and runs
+jail once (see `warm`, below), with the run's policy, worktree and skill folders, and runs
 harness/sandbox_server.py in it (stdlib Python, `-I -S`). Each command reaches the server over a socketpair with its
 own output pipe (passed as an fd: run_command reads it as it reads a process of its own); the server starts `bash -c`
 in a new process group with the policy's ulimits, ends the group when asked (timeout, interrupt), and once bash exits
 kills whatever the command left running in the jail, as a jail of its own would end it, before it says the exit
 code.
 
-The jail is started again when a command needs other skill folders than it shows, when the worktree is no longer the
-folder it bound (a rollback resets the worktree in place: the bind stays valid), or when it died. A jail that cannot
-be started (or given the command) twice in a row fails the command with a SandboxError; one that dies under a
-command makes it a lost command (exit 137 and a note; it is not run again), the next starts a new jail. It ends with
-`close` (the run's end), or with its parent (`--die-with-parent`). `/tmp` and `$HOME` are the jail's: kept between
-the run's commands.
+`warm` starts the jail ahead of the first command, in the background: a run asks for it once the model's first
+answer is in, so the start overlaps the tools and the next call (at most two such starts at once per event loop: a
+fleet's runs ask together); the first command finds it ready, or waits for the start under way. The jail is started
+again when a command needs other skill folders than it shows, when the worktree is no longer the folder it bound (a
+rollback resets the worktree in place: the bind stays valid), or when it died. A jail that cannot be started (or
+given the command) twice in a row fails the command with a SandboxError; one that dies under a command makes it a
+lost command (exit 137 and a note; it is not run again), the next starts a new jail. It ends with `close` (the run's
+end), or with its parent (`--die-with-parent`). `/tmp` and `$HOME` are the jail's: kept between the run's commands.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ EXIT_LOST = 128 + signal.SIGKILL  # a command whose jail died under it
 # busy fleet), nor in a pool whose threads may end: bwrap's --die-with-parent ends a jail with the thread that
 # started it, and these live as long as the process.
 _STARTERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="loopwright-jail-start")
+WARM_AT_ONCE = 2  # jails `warm` starts at the same time in one event loop: a fleet's runs ask for theirs together
+_warming_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
 
 
 class _JailDied(Exception):
@@ -169,6 +173,7 @@ class RunJail:
         self._bound: tuple[int, int] | None = None  # the worktree folder it bound (device, inode)
         self._lock = asyncio.Lock()
         self._finalizer: weakref.finalize | None = None
+        self._warming: asyncio.Task | None = None
 
     @property
     def pgid(self) -> int | None:
@@ -182,23 +187,40 @@ class RunJail:
         wanted = frozenset(Path(p) for p in readable)
         async with self._lock:
             if self._jail is not None and (wanted != self._readable or self._worktree_id() != self._bound):
-                await self.aclose()
+                await self._end()
             problem = ""
             for _ in range(2):
                 if self._jail is None or not self._jail.alive():
-                    await self.aclose()
+                    await self._end()
                     await self._launch(wanted)
                     assert self._jail is not None
                     if problem := await self._jail.ready():
-                        await self.aclose()
+                        await self._end()
                         continue
                 try:
                     return await self._send(command, Path(cwd), self.sandbox.command_env(env))
                 except _JailDied as e:  # before the server had the command: it can be sent again
                     problem = str(e)
-                    await self.aclose()
+                    await self._end()
             raise SandboxError(f"the run's jail died twice in a row ({problem}); check the sandbox with "
                                f"`loopwright sandbox check`")
+
+    def warm(self, readable: Iterable[Path] = ()) -> None:
+        """Start the jail now, in the background, showing `readable`; a failure is left for the first command to
+        meet (and say). Once per jail: a jail that has started, or is starting, is left as it is."""
+        if self._warming is None and self._jail is None:
+            self._warming = asyncio.ensure_future(self._warm(frozenset(Path(p) for p in readable)))
+
+    async def _warm(self, readable: frozenset[Path]) -> None:
+        slots = _warming_slots.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(WARM_AT_ONCE))
+        async with slots, self._lock:
+            if self._jail is None:
+                with contextlib.suppress(SandboxError):  # the first command tries again, and says why
+                    await self._launch(readable)
+                if self._jail is None:
+                    return
+                if await self._jail.ready():
+                    await self._end()
 
     def close(self) -> None:
         """End the jail and everything in it (nothing is left running); the next command starts a new one."""
@@ -208,7 +230,15 @@ class RunJail:
         self._forget()
 
     async def aclose(self) -> None:
-        """`close`, waiting for the jail to end in a worker thread: not on the event loop a daemon's runs share."""
+        """`close`, waiting for the jail to end in a worker thread: not on the event loop a daemon's runs share. A
+        start `warm` began is let finish first (its bwrap, cut off half-started, would outlive the run)."""
+        if self._warming is not None:
+            warming, self._warming = self._warming, None
+            with contextlib.suppress(Exception):
+                await asyncio.shield(warming)
+        await self._end()
+
+    async def _end(self) -> None:
         finalizer, self._finalizer = self._finalizer, None
         if finalizer is not None:
             await asyncio.to_thread(finalizer)

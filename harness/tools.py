@@ -76,6 +76,17 @@ class ToolContext:
     def __post_init__(self) -> None:
         self.jail = run_jail(self.sandbox, self.worktree, self.repo_root, self.processes)
 
+    @property
+    def shell_roots(self) -> tuple[Path, ...]:
+        """The folders a shell command is shown besides the worktree: the skills' (as they are now: skills come and
+        go while a run goes)."""
+        return self.skills.roots if self.skills is not None else self.read_roots
+
+    def warm_jail(self) -> None:
+        """Start the shell's jail ahead of its first command, in the background (nothing without a jail)."""
+        if self.jail is not None:
+            self.jail.warm(self.shell_roots)
+
     async def aclose(self) -> None:
         """End the run's jail, if one was started (the next command would start a new one)."""
         if self.jail is not None:
@@ -318,11 +329,9 @@ class Shell(Tool):
         timeout = min(a.timeout_seconds or ctx.shell_timeout, ctx.max_shell_timeout)
         # leave room for the status line so the Toolbox's cap does not cut the output a second time
         try:
-            # the skills' folders (as they are now: skills come and go while a run goes) so their scripts run
-            roots = ctx.skills.roots if ctx.skills is not None else ctx.read_roots
             r = await run_command(a.command, cwd=ctx.worktree, timeout=timeout, cap=max(ctx.output_cap - 200, 100),
                                   env=ctx.env, interrupt=ctx.interrupt, jail=ctx.jail, sandbox=ctx.sandbox,
-                                  repo_root=ctx.repo_root, readable=roots, processes=ctx.processes)
+                                  repo_root=ctx.repo_root, readable=ctx.shell_roots, processes=ctx.processes)
         except SandboxError as e:
             raise ToolError(f"the sandbox could not be set up: {e}") from None
         output = ctx.sandbox.explain(r.output, r.exit_code) if ctx.sandbox is not None else r.output

@@ -206,3 +206,55 @@ def test_closing_the_jail_from_a_run_lets_the_other_runs_go_on_meanwhile(wt):
 
     assert asyncio.run(main()) == ["other run", "closed"]
     assert not jailing(wt) and ledger.groups == set()
+
+
+def test_a_warmed_jail_is_ready_for_the_first_command_and_a_run_that_ends_meanwhile_leaves_none(wt):
+    """`warm` (a run's first model answer) starts the jail in the background: the first command finds it started;
+    `aclose` during a start under way lets it finish and ends it, so no bwrap outlives the run."""
+    box = Sandbox.for_policy(SandboxPolicy(mode="bwrap"))
+
+    async def warmed() -> tuple[int | None, int | None, str]:
+        jail = RunJail(box, wt)
+        jail.warm()
+        for _ in range(600):
+            if jail.pgid is not None:
+                break
+            await asyncio.sleep(0.05)
+        before = jail.pgid
+        result = await run_command("echo ran", cwd=wt, timeout=60, jail=jail)
+        after = jail.pgid
+        await jail.aclose()
+        return before, after, result.output
+
+    before, after, output = asyncio.run(warmed())
+    assert before is not None and after == before and output == "ran\n"  # started by warm, used by the command
+    assert not jailing(wt)
+
+    async def ended_while_starting() -> None:
+        jail = RunJail(box, wt)
+        jail.warm()
+        await asyncio.sleep(0)  # the start is under way
+        await jail.aclose()
+
+    asyncio.run(ended_while_starting())
+    assert not jailing(wt)
+
+
+def test_a_warm_up_that_cannot_start_leaves_the_error_to_the_first_command(wt, tmp_path):
+    broken = tmp_path / "bwrap"
+    broken.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    box = Sandbox.for_policy(SandboxPolicy(mode="bwrap"))
+    box.bwrap = broken
+
+    async def main() -> None:
+        jail = RunJail(box, wt)
+        jail.warm()
+        await asyncio.sleep(0.5)  # the warm-up failed quietly meanwhile
+        try:
+            with pytest.raises(SandboxError, match=r"the run's jail died twice in a row \(bwrap: No permissions"):
+                await run_command("true", cwd=wt, timeout=60, jail=jail)
+        finally:
+            await jail.aclose()
+
+    asyncio.run(main())
