@@ -186,15 +186,37 @@ def _checkpoint_counting_git(ws: Workspace, tmp_path: Path, message: str, step: 
 
 
 def test_a_checkpoint_after_a_checkpoint_does_not_ask_git_for_the_tip(ws, tmp_path):
+    """Nor does the first one of a new worktree (its branch starts where the target was); a workspace opened again
+    (a resumed run) asks git once."""
     (ws.path / "a.txt").write_text("a")
     first, ran = _checkpoint_counting_git(ws, tmp_path, "a", 1)
-    assert [c.split()[0] for c in ran] == ["rev-parse", "add", "write-tree", "config", "commit-tree", "update-ref"]
+    assert [c.split()[0] for c in ran] == ["add", "write-tree", "config", "commit-tree", "update-ref"]
     (ws.path / "b.txt").write_text("b")
     second, ran = _checkpoint_counting_git(ws, tmp_path, "b", 2)
     assert [c.split()[0] for c in ran] == ["add", "write-tree", "commit-tree", "update-ref"]
     assert git(ws.path, "rev-parse", f"{second.sha}^") == first.sha == ws.checkpoints()[0].sha
     nothing, ran = _checkpoint_counting_git(ws, tmp_path, "nothing", 3)
     assert nothing is None and [c.split()[0] for c in ran] == ["add", "write-tree"]
+    reopened = Workspace.open(ws.root, ws.run_id, ws.path, ws.branch, ws.base_commit)
+    (ws.path / "c.txt").write_text("c")
+    third, ran = _checkpoint_counting_git(reopened, tmp_path, "c", 4)
+    assert [c.split()[0] for c in ran] == ["rev-parse", "add", "write-tree", "commit-tree", "update-ref"]
+    assert git(ws.path, "rev-parse", f"{third.sha}^") == second.sha
+
+
+def test_the_identity_git_configures_is_asked_once_until_the_config_changes(ws, tmp_path):
+    """Each run's first commit needs to know whether git has a name and e-mail (else loopwright's fallback): asked
+    of git once per repository, again when its config changes."""
+    runs = [Workspace.open(ws.root, ws.run_id, ws.path, ws.branch, ws.base_commit) for _ in range(3)]
+    asked = []
+    for step, run in enumerate(runs, 1):
+        (ws.path / f"f{step}.txt").write_text("x")
+        cp, ran = _checkpoint_counting_git(run, tmp_path, f"f{step}", step)
+        asked.append("config" in [c.split()[0] for c in ran])
+        if step == 2:
+            git(ws.root, "config", "user.name", "Someone Else")
+    assert asked == [True, False, True]
+    assert git(ws.root, "log", "-1", "--format=%an", f"refs/heads/{ws.branch}") == "Someone Else"
 
 
 def test_the_remembered_tip_gives_way_to_what_the_agent_did_with_git(ws):

@@ -46,6 +46,7 @@ from loopwright.workspaces.repository import (
     identity_env,
     repo_root,
     run_git,
+    tip_of_branch,
     tree_bytes,
 )
 
@@ -223,7 +224,7 @@ class Workspace:
 
     def _identity(self) -> dict[str, str]:
         if self._ident is None:
-            self._ident = identity_env(self._g)
+            self._ident = identity_env(self._root_g)  # the repository's config is the worktree's
         return self._ident
 
     def _pathspec(self) -> list[str]:
@@ -254,12 +255,13 @@ class Workspace:
         target_branch = target_branch.removeprefix("refs/heads/")
         path = Path(worktrees_dir).absolute() / run_id
         branch = f"{RUN_BRANCHES}{run_id}"
-        base = commit_of_branch(g, target_branch)
-        if base is None:
+        tip = tip_of_branch(g, target_branch)
+        if tip is None:
             if not has_commits(g):
                 raise WorkspaceError(NO_COMMITS)
             raise WorkspaceError(f"no branch '{target_branch}' in {root} "
                                  f"(pass --target BRANCH with an existing branch)")
+        base = tip[0]
         status, out, err = git_call(g, "update-ref", "-m", f"branch: created from {target_branch}",
                                     f"refs/heads/{branch}", base, "0" * len(base))  # only if it does not exist yet
         if status != 0:
@@ -270,6 +272,7 @@ class Workspace:
             git_call(g, "update-ref", "-d", f"refs/heads/{branch}", base)
             raise WorkspaceError(f"could not create the worktree {path}: {git_message(err, out, status)}")
         ws = cls(root, run_id, path, branch, base, copy_files)
+        ws._tip = tip  # the branch starts at the target's head: its first checkpoint need not ask git where it is
         try:
             status, out, err = git_call(git.Git(path), "checkout", "--quiet")
             if status != 0:
@@ -575,12 +578,10 @@ class Workspace:
 
     def _target_tip(self, target_branch: str) -> tuple[str, str]:
         """(commit, tree) at the head of the target branch."""
-        status, out, _ = git_call(self._root_g, "rev-parse", f"refs/heads/{target_branch}^{{commit}}",
-                              f"refs/heads/{target_branch}^{{tree}}", "--")
-        if status != 0:
+        tip = tip_of_branch(self._root_g, target_branch)
+        if tip is None:
             raise WorkspaceError(f"no branch '{target_branch}' to merge into (pass --target BRANCH)")
-        head, tree = out.split()[:2]
-        return head, tree
+        return tip
 
     def _squash(self, target_branch: str, target: tuple[str, str], message: str, run_head: str,
                 ident: dict[str, str], stand_in: str | None,

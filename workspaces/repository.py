@@ -84,10 +84,44 @@ def has_merge_base_option(g: git.Git) -> bool:
     return _git_versions[key] >= (2, 40)
 
 
+_identities: dict[str, tuple[tuple, set[str]]] = {}  # repository -> (its config stamps, what they configure)
+
+
+def _config_stamps(where: Path) -> tuple | None:
+    """What tells whether the identity git configures for the repository at `where` may have changed: the
+    modification times of its config files and the variables that point git at others. None when its config is
+    not the usual `.git/config` (a linked worktree, a submodule): ask git each time."""
+    if not (where / ".git").is_dir():
+        return None
+    home = Path(os.environ.get("HOME", "~")).expanduser()
+    xdg = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
+    stamps: list = [os.environ.get(v) for v in ("GIT_CONFIG_GLOBAL", "GIT_CONFIG_SYSTEM", "GIT_CONFIG_NOSYSTEM",
+                                                   "GIT_CONFIG_COUNT", "GIT_CONFIG_PARAMETERS")]
+    for f in (where / ".git" / "config", home / ".gitconfig", xdg / "git" / "config", Path("/etc/gitconfig")):
+        try:
+            st = f.stat()
+            stamps.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            stamps.append(None)
+    return tuple(stamps)
+
+
 def identity_env(g: git.Git) -> dict[str, str]:
-    """Extra environment for a command that commits: the fallback identity for whatever git has none of."""
-    status, out, _ = git_call(g, "config", "--get-regexp", r"^(user|author|committer)\.(name|email)$")
-    configured = {line.split(" ", 1)[0].lower() for line in out.splitlines() if line.strip()} if status == 0 else set()
+    """Extra environment for a command that commits: the fallback identity for whatever git has none of.
+
+    What git configures is remembered per repository until one of its config files changes (a daemon commits for
+    every run of one repository; `_config_stamps`; a file they include is not watched)."""
+    where = str(g.working_dir or "")
+    stamps = _config_stamps(Path(where)) if where else None
+    known = _identities.get(where)
+    if stamps is not None and known is not None and known[0] == stamps:
+        configured = known[1]
+    else:
+        status, out, _ = git_call(g, "config", "--get-regexp", r"^(user|author|committer)\.(name|email)$")
+        configured = {line.split(" ", 1)[0].lower() for line in out.splitlines() if line.strip()} \
+            if status == 0 else set()
+        if stamps is not None:
+            _identities[where] = (stamps, configured)
     env: dict[str, str] = {}
     for role in ("author", "committer"):
         var = f"GIT_{role.upper()}"
@@ -161,6 +195,15 @@ def commit_of_branch(g: git.Git, branch: str) -> str | None:
     """The commit `branch` points at in `g`'s repository, or None when there is no such branch."""
     status, out, _ = git_call(g, "rev-parse", "-q", "--verify", f"refs/heads/{branch}^{{commit}}")
     return out.strip() if status == 0 else None
+
+
+def tip_of_branch(g: git.Git, branch: str) -> tuple[str, str] | None:
+    """(commit, tree) at the head of `branch` in `g`'s repository, or None when there is no such branch."""
+    status, out, _ = git_call(g, "rev-parse", f"refs/heads/{branch}^{{commit}}", f"refs/heads/{branch}^{{tree}}", "--")
+    if status != 0:
+        return None
+    commit, tree = out.split()[:2]
+    return commit, tree
 
 
 def holds_nothing_new(root: Path, branch: str, target: str) -> bool:
