@@ -9,7 +9,9 @@ N` as a subprocess (that rig is bench/fleet_rig.py, shared with bench/ray.py). T
 (events, runs) and the loopback's request log.
 
 1. Parallel scaling: N agents x 10 turns, 1 s per model call. The ideal: all N finish in 10 x 1 s, so
-   throughput / ideal = 10 s / wall. Goal >= 0.9 at 64 and at 128 agents.
+   throughput / ideal = 10 s / wall. Goal >= 0.9 at 64 and at 128 agents. Beside it, in the same run, the floor:
+   N bare SDK loops in one process against the same loopback, calling the model as loopwright does and doing
+   nothing else (bench/fleet_floor.py): what this machine and the SDK allow.
 2. Memory: the daemon's VmRSS idle and with N agents waiting on a model call (latency 60 s); per agent =
    delta / N. Goal <= 5 MB.
 3. Recovery: kill -9 the daemon while 32 runs are active, start it again, time until every run's next model
@@ -28,6 +30,7 @@ then for finding where time and memory go, not for the headline.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -95,6 +98,23 @@ def run_times(store) -> list[RunTimes]:
     return out
 
 
+def sdk_floor(top: Path, n: int) -> dict:
+    """bench/fleet_floor.py with `n` agents against a loopback of its own (its figures: wall, ratio, call_mean,
+    cpu_ms)."""
+    work = top / f"floor-{n}"
+    work.mkdir()
+    lb = Loopback(work, LATENCY)
+    try:
+        done = subprocess.run([sys.executable, "-m", "loopwright.bench.fleet_floor", "--base-url", lb.base_url,
+                               "--agents", str(n), "--turns", str(TURNS), "--latency", str(LATENCY)],
+                              capture_output=True, text=True, env=bench_env(), timeout=120 + 3 * n)
+    finally:
+        lb.stop()
+    if done.returncode != 0:
+        raise RuntimeError(f"the SDK floor failed: {done.stderr.strip()[-500:]}")
+    return json.loads(done.stdout)
+
+
 def scaling(top: Path, n: int, profile: Path | None, workers: int | None = None) -> dict:
     work = top / f"scale-{n}-{workers or 'default'}"
     work.mkdir()
@@ -158,13 +178,17 @@ def print_scaling(rows: list[dict]) -> None:
           "the wait for it); e2e vs N=1 = e2e ratio / the\n   one-agent run's, which pays the same fixed costs per "
           "run and per call;\n   procs = the daemon's processes (itself and its workers: `workers`, --workers)")
     print(f"\n   {'N':>4} {'procs':>5} {'ok':>4} {'turns':>6} {'wall s':>7} {'e2e ratio':>10} {'e2e vs N=1':>10} "
-          f"{'loop s mean/max':>16} {'loop ratio':>10}")
+          f"{'loop s mean/max':>16} {'loop ratio':>10} {'SDK floor':>10}")
     base = next((r for r in rows if r["n"] == 1), None)
     for r in rows:
         vs1 = f"{r['ratio'] / base['ratio']:>10.2f}" if base else f"{'-':>10}"
         print(f"   {r['n']:>4} {r['procs']:>5} {r['succeeded']:>4} {r['calls']:>6} {r['wall']:>7.2f} "
               f"{r['ratio']:>10.2f} {vs1} "
-              f"{r['loop_mean']:>7.2f}/{r['loop_max']:<8.2f} {r['loop_ratio']:>10.2f}")
+              f"{r['loop_mean']:>7.2f}/{r['loop_max']:<8.2f} {r['loop_ratio']:>10.2f} {r['floor']['ratio']:>10.2f}")
+    print("   SDK floor: the e2e ratio of N bare SDK loops (bench/fleet_floor.py), same loopback, same call; their "
+          "model call mean / CPU per turn:\n   " + "; ".join(
+              f"N={n} {f['call_mean']:.3f} s / {f['cpu_ms']:.1f} ms" for n, f in
+              sorted({r['n']: r['floor'] for r in rows}.items())))
     print("\n   where the time goes, per run, in seconds (mean / max over the runs); t0 = the daemon took its lock "
           "and began scheduling")
     print(f"   {'N':>4} {'procs':>5} {'t0 -> run start':>16} {'t0 -> 1st request':>18} {'model call (ideal 1)':>21} "
@@ -410,9 +434,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if "scaling" not in args.skip:
             for n in agents:
+                print(f"  SDK floor: {n} agent(s) ...", flush=True)
+                floor = sdk_floor(top, n)
                 for workers in settings:
                     print(f"  scaling: {n} agent(s), workers {workers or 'default'} ...", flush=True)
                     rows.append(scaling(top, n, profile if profile and n == max(agents) else None, workers))
+                    rows[-1]["floor"] = floor
             print_scaling(rows)
         if "memory" not in args.skip:
             print(f"  memory: {rss_n} agents waiting ...", flush=True)
@@ -431,7 +458,7 @@ def main(argv: list[str] | None = None) -> None:
     for r in rows:
         if r["n"] in (64, 128) or r["n"] == max(agents):
             print(f"  parallel scaling at {r['n']:>3} agents, {r['procs']} process(es): e2e ratio {r['ratio']:.2f} "
-                  f"(goal >= 0.9); "
+                  f"(goal >= 0.9; the bare SDK's floor {r['floor']['ratio']:.2f}); "
                   f"loop-phase ratio {r['loop_ratio']:.2f}; CPU per turn {r['cpu_ms']:.1f} ms daemon + "
                   f"{r['kids_ms']:.1f} ms its children; the machine was {r['busy']:.0%} busy")
     if mem:

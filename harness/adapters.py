@@ -60,7 +60,7 @@ def parse_arguments(raw: str | None) -> tuple[dict[str, Any], str | None]:
 
 
 @functools.cache
-def _tls_context() -> ssl.SSLContext:
+def tls_context() -> ssl.SSLContext:
     """One TLS context for every client of this process: loading the CA certificates costs ~40 ms of CPU and
     ~0.8 MB, which a fleet of 128 runs starting at once would otherwise pay 128 times. (Each run keeps its own
     connection pool: one pool shared by a hundred runs costs more per request than it saves.)"""
@@ -137,7 +137,7 @@ class _SDKAdapter(ModelAdapter):
         sdk = importlib.import_module(self.sdk_name)  # only the SDK a run uses is imported (~1-2 s each)
         self.client = getattr(sdk, self.client_name)(
             api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0,
-            http_client=sdk.DefaultAioHttpClient(verify=_tls_context()))
+            http_client=sdk.DefaultAioHttpClient(verify=tls_context()))
         self._wire = WireCache(self._to_wire)
         self._refused: set[str] = set()  # optional fields this server refused: no longer sent
 
