@@ -642,3 +642,16 @@ def test_the_prompt_prefix_stays_byte_identical_for_twenty_turns(repo, cli, tmp_
     reads = [e["usage"]["cache_read_tokens"] for e in shown["events"] if e["type"] == "model_called"]
     assert reads[0] == 0 and all(r > 0 for r in reads[1:])  # from the second turn on, every turn reads the cache
     assert shown["cache_hit_share"] > 0.8 and shown["cache_saved_usd"] > 0
+
+
+def test_a_runs_first_checkpoint_does_not_ask_git_where_its_branch_is(repo, cli, tmp_path, monkeypatch):
+    """The worktree's maker knows its branch's tip (the target's head) and hands it to the run: one git process
+    fewer per run, in the moment a fleet's runs checkpoint together."""
+    trace = tmp_path / "trace"
+    monkeypatch.setenv("GIT_TRACE", str(trace))
+    script = write_script(tmp_path / "s.json", [FIX_ADD, FINISH])
+    result = cli.json(repo, "run", "fix add", "--check", CHECK, "--script", script)
+    assert result["status"] == "succeeded", result["reason"]
+    ran = [ln.split("built-in: git ", 1)[1] for ln in trace.read_text().splitlines() if "built-in: git " in ln]
+    assert any(c.startswith("update-ref -m 'loopwright: checkpoint") for c in ran), ran
+    assert not [c for c in ran if "--symbolic-full-name" in c]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 
 from support import call, turn, write_script
 
@@ -38,6 +39,9 @@ def test_attempts_repeat_with_fresh_context_until_the_command_passes(repo, cli, 
     second_start = store.conversation(runs[1].id)[0].text
     assert "Attempt 1 (run" in second_start and "tried 1" in second_start
     assert (repo / "n.txt").read_text() == "3"  # merged once the command passed
+    trailers = subprocess.run(["git", "log", "--format=%(trailers:key=Loopwright-Run,valueonly)", runs[0].branch],
+                              cwd=repo, capture_output=True, text=True, check=True).stdout.split()
+    assert set(trailers) == {r.id for r in runs}  # each attempt's checkpoints name its own run
 
 
 def test_the_agents_word_does_not_end_the_loop_and_the_cap_does(repo, cli, tmp_path):

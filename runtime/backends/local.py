@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 @dataclass
 class LocalPlacement(Placement):
     adapter: ModelAdapter | None = None  # the model of the next attempt (made when the task was placed)
+    workspace: Workspace | None = None  # the one that made the worktree, for the first run: it knows its branch's tip
 
 
 class InProcess:
@@ -81,7 +82,7 @@ class InProcess:
 
         target, ws = await asyncio.to_thread(make_workspace)
         check_worktree(runner.sandbox, ws.path, runner.project.root)  # extra paths that expose too much: refused
-        return LocalPlacement(ws.path, ws.branch, ws.base_commit, target, adapter=adapter)
+        return LocalPlacement(ws.path, ws.branch, ws.base_commit, target, adapter=adapter, workspace=ws)
 
     async def next_attempt(self, runner: Runner, task: Task, config: Config,
                            placement: LocalPlacement) -> LocalPlacement:
@@ -91,8 +92,10 @@ class InProcess:
 
     async def start(self, runner: Runner, run: Run, task: Task, config: Config,
                     placement: LocalPlacement) -> LocalRun:
-        ws = Workspace.open(runner.project.root, run.id, placement.worktree, placement.branch, placement.base_commit,
-                            copy_files=config.workspace.copy_files)
+        ws = placement.workspace
+        if ws is None or ws.run_id != run.id:  # a later attempt: a run of its own in the same worktree
+            ws = Workspace.open(runner.project.root, run.id, placement.worktree, placement.branch,
+                                placement.base_commit, copy_files=config.workspace.copy_files)
         agent = cli_agent(config)
         if agent is not None:
             cli = self._cli_execution(runner, run, task, ws, config, agent, fresh=True)
