@@ -69,8 +69,15 @@ def test_repository_without_commits(tmp_path):
     assert str(e.value) == expected
 
 
-def test_current_branch_and_detached_head(repo):
+def test_current_branch_and_detached_head(repo, tmp_path, monkeypatch):
+    trace = tmp_path / "trace"
+    monkeypatch.setenv("GIT_TRACE", str(trace))
     assert current_branch(repo) == "main"
+    assert not trace.exists()  # read from .git/HEAD and the branch's ref file: no git process (a daemon's every run)
+    git(repo, "checkout", "-q", "-b", "feature/x")
+    assert current_branch(repo) == "feature/x"
+    git(repo, "pack-refs", "--all")  # no ref file: git says
+    assert current_branch(repo) == "feature/x" and "symbolic-ref" in trace.read_text()
     git(repo, "checkout", "-q", "--detach")
     with pytest.raises(WorkspaceError, match=r"HEAD is detached.*set target_branch .*or check out a branch"):
         current_branch(repo)

@@ -175,7 +175,20 @@ def require_commits(root: Path) -> None:
 
 
 def current_branch(root: Path) -> str:
-    """The branch checked out at `root` (normally the user's main worktree)."""
+    """The branch checked out at `root` (normally the user's main worktree).
+
+    Read from `.git/HEAD` when it names a branch whose own ref file holds a commit id (a daemon asks for every run
+    it starts); anything else (a detached or unborn HEAD, a packed ref, a linked worktree, another ref storage) is
+    asked of git, which also says what is wrong."""
+    git_dir = Path(root) / ".git"
+    try:
+        head = (git_dir / "HEAD").read_text()
+        if head.startswith("ref: refs/heads/") and head.endswith("\n"):
+            name = head.removeprefix("ref: refs/heads/")[:-1]
+            if re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", (git_dir / "refs" / "heads" / name).read_text().strip()):
+                return name
+    except OSError:
+        pass
     g = git.Git(Path(root))
     status, ref, err = git_call(g, "symbolic-ref", "-q", "HEAD")
     if status > 1:
