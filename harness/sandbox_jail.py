@@ -174,6 +174,7 @@ class RunJail:
         self._lock = asyncio.Lock()
         self._finalizer: weakref.finalize | None = None
         self._warming: asyncio.Task | None = None
+        self._launching = False  # `warm` is handing bwrap its command line (in a thread: it cannot be called back)
 
     @property
     def pgid(self) -> int | None:
@@ -215,8 +216,12 @@ class RunJail:
         slots = _warming_slots.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(WARM_AT_ONCE))
         async with slots, self._lock:
             if self._jail is None:
-                with contextlib.suppress(SandboxError):  # the first command tries again, and says why
-                    await self._launch(readable)
+                self._launching = True
+                try:
+                    with contextlib.suppress(SandboxError):  # the first command tries again, and says why
+                        await self._launch(readable)
+                finally:
+                    self._launching = False
                 if self._jail is None:
                     return
                 if await self._jail.ready():
@@ -231,11 +236,13 @@ class RunJail:
 
     async def aclose(self) -> None:
         """`close`, waiting for the jail to end in a worker thread: not on the event loop a daemon's runs share. A
-        start `warm` began is let finish first (its bwrap, cut off half-started, would outlive the run)."""
+        start `warm` began is called off, unless bwrap is being started right then: that is let finish (cut off, it
+        would outlive the run), and the jail is ended."""
         if self._warming is not None:
             warming, self._warming = self._warming, None
-            with contextlib.suppress(Exception):
-                await asyncio.shield(warming)
+            if not self._launching:
+                warming.cancel()
+            await asyncio.wait([warming])
         await self._end()
 
     async def _end(self) -> None:

@@ -230,14 +230,16 @@ def test_a_warmed_jail_is_ready_for_the_first_command_and_a_run_that_ends_meanwh
     assert before is not None and after == before and output == "ran\n"  # started by warm, used by the command
     assert not jailing(wt)
 
-    async def ended_while_starting() -> None:
+    async def ended_while_starting(under_way: bool) -> None:
         jail = RunJail(box, wt)
         jail.warm()
-        await asyncio.sleep(0)  # the start is under way
-        await jail.aclose()
+        if under_way:
+            await asyncio.sleep(0)  # bwrap is being started: let finish, then ended
+        await jail.aclose()  # else called off before it began
 
-    asyncio.run(ended_while_starting())
-    assert not jailing(wt)
+    for under_way in (True, False):
+        asyncio.run(ended_while_starting(under_way))
+        assert not jailing(wt)
 
 
 def test_a_warm_up_that_cannot_start_leaves_the_error_to_the_first_command(wt, tmp_path):
