@@ -170,7 +170,7 @@ class _SDKAdapter(ModelAdapter):
         deadline = loop.time() + self.call_deadline_seconds
         sse, events, finished = SSEParser(), [], False
         streamed, report = 0, STREAMED.get()
-        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        content = self._wire.dumps(body)
         try:
             async with asyncio.timeout_at(min(loop.time() + self.stall_seconds, deadline)) as timer:
                 response = await self.client.post(self.path, content=content, cast_to=httpx2.Response, stream=True)

@@ -10,6 +10,7 @@ model's prices and context window) is a section of the project config
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -110,8 +111,13 @@ class ModelAdapter(ABC):
         """Release the HTTP client, if any."""
 
 
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 class WireCache(Generic[W]):
-    """Remembers each message's wire form so a long conversation is not re-translated every turn.
+    """Remembers each message's wire form, and its JSON, so a long conversation is not re-translated or
+    re-encoded every turn.
 
     Between compactions the conversation only grows, so when the first and the
     last cached messages are still in place the cached prefix is reused as is
@@ -122,16 +128,33 @@ class WireCache(Generic[W]):
         self._convert = convert
         self._messages: list[Message] = []
         self._wires: list[W] = []
+        self._json: dict[int, str] = {}  # id -> JSON of each wire item held in _wires (held: its id stays its own)
 
     def wire(self, messages: list[Message]) -> list[W]:
         n = len(self._messages)
         if not (n and len(messages) >= n and messages[0] is self._messages[0]
                 and messages[n - 1] is self._messages[-1]):
-            self._messages, self._wires, n = [], [], 0
+            self._messages, self._wires, self._json, n = [], [], {}, 0
         for m in messages[n:]:
             self._messages.append(m)
-            self._wires.append(self._convert(m))
+            w = self._convert(m)
+            self._wires.append(w)
+            for item in w if isinstance(w, list) else [w]:  # OpenAI's formats: one message, several items
+                self._json[id(item)] = _dumps(item)
         return list(self._wires)
+
+    def dumps(self, body: dict) -> bytes:
+        """`body` as compact UTF-8 JSON, the items of its lists that this cache holds (its messages, as `wire` gave
+        them) taken as they were encoded once, not encoded again every turn; anything else (a message marked
+        with a cache breakpoint is a copy) is encoded now."""
+        fields = []
+        for key, value in body.items():
+            if isinstance(value, list):
+                text = "[" + ",".join(self._json.get(id(item)) or _dumps(item) for item in value) + "]"
+            else:
+                text = _dumps(value)
+            fields.append(f"{_dumps(key)}:{text}")
+        return ("{" + ",".join(fields) + "}").encode()
 
 
 def flatten(wires: list[Any]) -> list[Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import re
 import socket
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ import httpx2
 import openai
 import pytest
 
+from loopwright.harness import models
 from loopwright.harness.adapters import (
     AnthropicAdapter,
     OpenAIChatAdapter,
@@ -20,7 +22,7 @@ from loopwright.harness.adapters import (
     build_adapter,
     parse_arguments,
 )
-from loopwright.harness.caching import CacheConfig
+from loopwright.harness.caching import CacheConfig, anthropic_breakpoints
 from loopwright.harness.loopback import LoopbackServer
 from loopwright.harness.messages import Message, TextBlock, ToolCall, ToolResult, ToolSpec
 from loopwright.harness.models import (
@@ -444,6 +446,31 @@ def test_wire_cache_converts_each_message_once():
     assert converted == ["a", "b", "c"]
     fresh = [Message.user("z")]  # after a compaction the conversation starts over
     assert cache.wire(fresh) == ["z"]
+
+
+def test_a_request_body_encodes_each_cached_message_once(monkeypatch):
+    """The body is the JSON `json.dumps` would give, byte for byte, but a message the wire cache holds is encoded
+    when it is first converted, not again every turn (a long run's conversation is most of each request)."""
+    encoded: list[object] = []
+    real = models._dumps
+    monkeypatch.setattr(models, "_dumps", lambda value: encoded.append(value) or real(value))
+    cache = WireCache(AnthropicAdapter._to_wire)
+    conv = [Message.user("fix the tests: é ✓")]
+    for turn_number in range(20):
+        encoded.clear()
+        body = {"model": "m", "max_tokens": 5, "stream": True, "system": "s",
+                "tools": [{"name": "shell", "description": "d", "input_schema": {"type": "object"}}],
+                "messages": cache.wire(conv)}
+        body = anthropic_breakpoints(body)
+        assert cache.dumps(body) == json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        messages_encoded = [v for v in encoded if isinstance(v, dict) and "role" in v]
+        # the turn's new messages once each (as they are converted), and the two copies that carry a breakpoint;
+        # not the whole conversation (41 messages by the end)
+        assert len(messages_encoded) <= 4, (turn_number, len(messages_encoded))
+        conv += [Message(role="assistant", content=[TextBlock(text=f"step {turn_number}"),
+                                                    ToolCall(id=f"c{turn_number}", name="shell",
+                                                             arguments={"command": "ls"})]),
+                 Message(role="user", content=[ToolResult(tool_call_id=f"c{turn_number}", content="x" * 500)])]
 
 
 def test_tool_call_ids_are_stable_per_turn():
