@@ -6,11 +6,12 @@ import os
 import subprocess
 from pathlib import Path
 
+import git as git_module
 import pytest
 from support import git
 
 from loopwright.workspaces.git import Workspace
-from loopwright.workspaces.repository import WorkspaceError, current_branch, repo_root
+from loopwright.workspaces.repository import WorkspaceError, current_branch, has_merge_base_option, repo_root
 
 
 def _ws(repo: Path, run_id: str = "r1", **kw) -> Workspace:
@@ -543,6 +544,31 @@ def test_a_target_moved_by_another_merge_before_the_lock_is_merged_onto(repo, ws
     assert git(repo, "log", "--format=%s", "-2", "main").splitlines() == ["mine", "another merge"]
     assert (repo / "notes.txt").exists() and "a + b" in (repo / "calc.py").read_text()
     assert git(repo, "status", "--porcelain") == ""
+
+
+def test_working_a_merge_out_reads_both_branches_at_once_and_makes_one_stand_in(repo, ws, tmp_path):
+    """Before the lock: one rev-parse for the run, the base and the target; on git < 2.40 the run's and the
+    target's trees stand in as children of the base commit (their only common ancestor), none for the base."""
+    _fix_add(ws)
+    ws.checkpoint("fix", step=1)
+    (repo / "README").write_text("readme\n")  # the target moved on since the run started
+    git(repo, "add", "README")
+    git(repo, "commit", "-qm", "user commit")
+    trace = tmp_path / "trace"
+    os.environ["GIT_TRACE"] = str(trace)
+    try:
+        plan = ws.plan_squash("main", "m")
+    finally:
+        del os.environ["GIT_TRACE"]
+    ran = [ln.split("built-in: git ", 1)[1].split()[0] for ln in trace.read_text().splitlines()
+           if "built-in: git " in ln]
+    stand_ins = [] if has_merge_base_option(git_module.Git(repo)) else ["commit-tree", "commit-tree"]
+    assert ran == ["rev-parse", *stand_ins, "merge-tree", "commit-tree"]
+    assert plan.land().status == "merged"
+    assert _files_in("main", repo) == [".gitignore", "README", "calc.py", "test_calc.py"]
+    assert "a + b" in (repo / "calc.py").read_text()
+    with pytest.raises(WorkspaceError, match=r"no branch 'nope' to merge into"):
+        ws.plan_squash("nope", "m")
 
 
 def test_squash_merge_of_a_deleted_run_branch_is_one_line(repo, ws):

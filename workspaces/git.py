@@ -82,7 +82,7 @@ class SquashPlan:
     message: str
     run_head: str
     ident: dict[str, str]
-    stand_in: str | None
+    stand_in_parent: str | None
     theirs: str | None
     planned: tuple[str, str, str] | None = None  # (the target head it was worked out onto, squash commit, tree)
 
@@ -90,8 +90,8 @@ class SquashPlan:
         """The squash commit onto `target` (head, tree): (target head, commit, its tree), or why there is none."""
         if self.planned is not None and self.planned[0] == target[0]:
             return self.planned
-        return self.ws._squash(self.target_branch, target, self.message, self.run_head, self.ident, self.stand_in,
-                               self.theirs)
+        return self.ws._squash(self.target_branch, target, self.message, self.run_head, self.ident,
+                               self.stand_in_parent, self.theirs)
 
     def land(self, before_move: Callable[[str, str], None] | None = None) -> MergeResult:
         """Under the git lock: onto the target's head now (worked out again if another merge moved it), then
@@ -539,24 +539,27 @@ class Workspace:
         g = self._root_g
         target_branch = target_branch.removeprefix("refs/heads/")
         branch = f"refs/heads/{self.branch}"
+        target = f"refs/heads/{target_branch}"
         status, out, err = git_call(g, "rev-parse", f"{branch}^{{commit}}", f"{branch}^{{tree}}",
-                                f"{self.base_commit}^{{tree}}", "--")
+                                    f"{self.base_commit}^{{tree}}", f"{target}^{{commit}}", f"{target}^{{tree}}", "--")
         if status != 0:
             if commit_of_branch(g, self.branch) is None:
                 raise WorkspaceError(f"the run branch {self.branch} no longer exists; there is nothing to merge")
+            self._target_tip(target_branch)  # says so when the target is what is missing
             raise WorkspaceError(f"reading the run branch {self.branch} failed: {git_message(err, out, status)}")
-        run_head, run_tree, base_tree = out.split()[:3]
+        run_head, run_tree, base_tree, target_head, target_tree = out.split()[:5]
         if run_tree == base_tree:
             return MergeResult("nothing", None, f"run {self.run_id} changed nothing")
         ident = self._ident if self._ident is not None else identity_env(g)  # the checkpoints' if they ran
-        stand_in = theirs = None
+        stand_in_parent = theirs = None
         if not has_merge_base_option(g):
-            # git < 2.40: the same three-way merge over stand-in commits whose only common ancestor is base's tree
-            stand_in = run_git(g, "commit-tree", "--no-gpg-sign", base_tree, "-m", "base", env=ident)
-            theirs = run_git(g, "commit-tree", "--no-gpg-sign", run_tree, "-p", stand_in, "-m", "run", env=ident)
+            # git < 2.40: the same three-way merge over stand-in commits whose only common ancestor is the base
+            # commit: the run's tree and (in `_squash`) the target's, each as a child of it
+            stand_in_parent = self.base_commit
+            theirs = run_git(g, "commit-tree", "--no-gpg-sign", run_tree, "-p", stand_in_parent, "-m", "run", env=ident)
 
-        plan = SquashPlan(self, target_branch, message, run_head, ident, stand_in, theirs)
-        planned = plan.onto(self._target_tip(target_branch))
+        plan = SquashPlan(self, target_branch, message, run_head, ident, stand_in_parent, theirs)
+        planned = plan.onto((target_head, target_tree))
         if isinstance(planned, MergeResult):
             return planned
         plan.planned = planned
@@ -584,18 +587,19 @@ class Workspace:
         return tip
 
     def _squash(self, target_branch: str, target: tuple[str, str], message: str, run_head: str,
-                ident: dict[str, str], stand_in: str | None,
+                ident: dict[str, str], stand_in_parent: str | None,
                 theirs: str | None) -> MergeResult | tuple[str, str, str]:
         """The squash commit of the run's changes onto `target` (target head, squash commit, its tree), or why
         there is none."""
         g = self._root_g
         target_head, target_tree = target
-        if stand_in is None:
+        if stand_in_parent is None:
             ours, extra = target_head, [f"--merge-base={self.base_commit}"]
             theirs = run_head
         else:
             assert theirs is not None, "a stand-in target comes with the run's side of the merge"
-            ours = run_git(g, "commit-tree", "--no-gpg-sign", target_tree, "-p", stand_in, "-m", "target", env=ident)
+            ours = run_git(g, "commit-tree", "--no-gpg-sign", target_tree, "-p", stand_in_parent, "-m", "target",
+                           env=ident)
             extra = []
         status, out, err = git_call(g, "merge-tree", "--write-tree", "--name-only", "-z", *extra, ours, theirs)
         if status == 1:
