@@ -88,7 +88,8 @@ def check_worktree(box: Sandbox, worktree: Path, repo_root: Path) -> None:
 
 async def run_check(check: str, worktree: Path, config: Config, ctx: ToolContext, *,
                     trusted: bool = False) -> CommandResult:
-    """The acceptance check (or --until command) in the run's jail (`[sandbox] checks`), its output redacted.
+    """The acceptance check (or --until command) in a jail of its own with the run's policy (`[sandbox] checks`; not
+    the run's long-lived jail: the check gets a fresh /tmp and $HOME), its output redacted.
 
     `trusted`: loopwright's own verifier (a self-play attempt's check, `python -P -m loopwright...`), which runs
     outside and puts what it executes (the hidden tests, the project's suite) into a jail of the same policy."""
