@@ -196,19 +196,8 @@ class Daemon:
 
                 http = await Api(Store(self.store.path), self.project.config, self.say, bridges).serve(*address)
             while not self.stopping.is_set():
-                try:
-                    self.watch_disk()
-                    self.obey_commands()
-                    if inbox is not None:
-                        inbox.drain()
-                    chat.poll()
-                    self.schedule()
-                    self.practise()
-                    self.prune_feed()
-                except Exception as e:
-                    if not disk_full_error(e):
-                        raise
-                    self._disk_error = True  # the store is as it was before the write: try again next poll
+                self._poll(self.watch_disk, self.obey_commands, *([inbox.drain] if inbox is not None else []),
+                           chat.poll, self.schedule, self.practise, self.prune_feed)
                 notifier.poll()
                 bridges.poll()
                 self.watch_workers()
@@ -265,14 +254,7 @@ class Daemon:
                 return  # the daemon stopped (or died) before it let this worker take tasks
             self.say(f"worker {os.getpid()} of daemon {os.getppid()} (max_parallel {self.max_parallel})")
             while not self.stopping.is_set():
-                try:
-                    self.watch_disk()
-                    self.obey_commands()
-                    self.schedule()
-                except Exception as e:
-                    if not disk_full_error(e):
-                        raise
-                    self._disk_error = True
+                self._poll(self.watch_disk, self.obey_commands, self.schedule)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), self.poll_interval)
             await self.shutdown()
@@ -281,6 +263,17 @@ class Daemon:
                 loop.remove_signal_handler(sig)
             GIT_LOCK.share(None)
             self.say("worker stopped")
+
+    def _poll(self, *steps: Callable[[], object]) -> None:
+        """One poll's work on the store, in order; a write that failed for lack of disk ends it (the store is as it
+        was before the write) and `watch_disk` pauses the runs at the next poll."""
+        try:
+            for step in steps:
+                step()
+        except Exception as e:
+            if not disk_full_error(e):
+                raise
+            self._disk_error = True
 
     def watch_workers(self) -> None:
         """A worker that died (killed, out of memory): its runs are resumed here, and it is started again."""
